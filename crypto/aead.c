@@ -1,0 +1,236 @@
+/*
+ * aead.c - the AEAD ciphers Transit uses: AES-128/256-GCM, ChaCha20-Poly1305 and
+ * XChaCha20-Poly1305, all with 16-byte tags appended to the ciphertext.
+ *
+ * Design notes:
+ * - AES-GCM and ChaCha20-Poly1305 (RFC 8439) go straight to OpenSSL's EVP interface.
+ * - OpenSSL 3 has no XChaCha20-Poly1305, so it is built as draft-irtf-cfrg-xchacha-03 defines
+ *   it: subkey = HChaCha20(key, nonce[0:16]), then IETF ChaCha20-Poly1305 under that subkey
+ *   with the 12-byte nonce 00000000 || nonce[16:24]. HChaCha20 is the ChaCha20 block function
+ *   without the final feed-forward addition, keeping words 0..3 and 12..15. The subkey is
+ *   wiped on every path.
+ * - Open never releases unverified plaintext: on any failure the output is wiped and a bare
+ *   -1 is returned, so callers cannot tell which check failed.
+ */
+#include "crypto/crypto.h"
+#include "crypto/crypto_int.h"
+
+#include <limits.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+size_t kms_aead_key_len(enum kms_aead a)
+{
+    switch (a) {
+    case KMS_AEAD_AES128_GCM:
+        return 16;
+    case KMS_AEAD_AES256_GCM:
+    case KMS_AEAD_CHACHA20_POLY1305:
+    case KMS_AEAD_XCHACHA20_POLY1305:
+        return 32;
+    }
+    return 0;
+}
+
+size_t kms_aead_nonce_len(enum kms_aead a)
+{
+    switch (a) {
+    case KMS_AEAD_AES128_GCM:
+    case KMS_AEAD_AES256_GCM:
+    case KMS_AEAD_CHACHA20_POLY1305:
+        return 12;
+    case KMS_AEAD_XCHACHA20_POLY1305:
+        return 24;
+    }
+    return 0;
+}
+
+/* ---- HChaCha20 --------------------------------------------------------------------------- */
+
+static uint32_t load32_le(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void store32_le(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t rotl32(uint32_t v, int n)
+{
+    return (v << n) | (v >> (32 - n));
+}
+
+/* The ChaCha quarter round on words a, b, c, d of the state. */
+static void quarter_round(uint32_t x[16], size_t a, size_t b, size_t c, size_t d)
+{
+    x[a] += x[b];
+    x[d] = rotl32(x[d] ^ x[a], 16);
+    x[c] += x[d];
+    x[b] = rotl32(x[b] ^ x[c], 12);
+    x[a] += x[b];
+    x[d] = rotl32(x[d] ^ x[a], 8);
+    x[c] += x[d];
+    x[b] = rotl32(x[b] ^ x[c], 7);
+}
+
+void kms_hchacha20(const uint8_t key[32], const uint8_t nonce[16], uint8_t out[32])
+{
+    uint32_t x[16];
+
+    x[0] = 0x61707865; /* "expand 32-byte k" */
+    x[1] = 0x3320646e;
+    x[2] = 0x79622d32;
+    x[3] = 0x6b206574;
+    for (size_t i = 0; i < 8; i++)
+        x[4 + i] = load32_le(key + 4 * i);
+    for (size_t i = 0; i < 4; i++)
+        x[12 + i] = load32_le(nonce + 4 * i);
+    for (int r = 0; r < 10; r++) {
+        quarter_round(x, 0, 4, 8, 12);
+        quarter_round(x, 1, 5, 9, 13);
+        quarter_round(x, 2, 6, 10, 14);
+        quarter_round(x, 3, 7, 11, 15);
+        quarter_round(x, 0, 5, 10, 15);
+        quarter_round(x, 1, 6, 11, 12);
+        quarter_round(x, 2, 7, 8, 13);
+        quarter_round(x, 3, 4, 9, 14);
+    }
+    for (size_t i = 0; i < 4; i++) {
+        store32_le(out + 4 * i, x[i]);
+        store32_le(out + 16 + 4 * i, x[12 + i]);
+    }
+    kms_memzero(x, sizeof(x));
+}
+
+/* ---- EVP --------------------------------------------------------------------------------- */
+
+static const EVP_CIPHER *evp_cipher(enum kms_aead a)
+{
+    switch (a) {
+    case KMS_AEAD_AES128_GCM:
+        return EVP_aes_128_gcm();
+    case KMS_AEAD_AES256_GCM:
+        return EVP_aes_256_gcm();
+    case KMS_AEAD_CHACHA20_POLY1305:
+    case KMS_AEAD_XCHACHA20_POLY1305:
+        return EVP_chacha20_poly1305();
+    }
+    return NULL;
+}
+
+/*
+ * One EVP AEAD pass with a 12-byte nonce. Seal (enc = 1) writes the tag to tag_out; open
+ * (enc = 0) checks tag_in. Returns 0 only when the operation (and, for open, the tag) succeeds.
+ */
+static int evp_aead(const EVP_CIPHER *cipher, int enc, const uint8_t *key, const uint8_t *nonce,
+                    const uint8_t *aad, size_t aadlen, const uint8_t *in, size_t inlen,
+                    uint8_t *out, uint8_t *tag_out, const uint8_t *tag_in)
+{
+    EVP_CIPHER_CTX *ctx = NULL;
+    uint8_t tag[KMS_AEAD_TAG_LEN];
+    uint8_t fin[32];
+    int len = 0;
+    int rc = -1;
+
+    if (inlen > INT_MAX || aadlen > INT_MAX)
+        goto out;
+    ctx = EVP_CIPHER_CTX_new();
+    if (ctx == NULL)
+        goto out;
+    if (EVP_CipherInit_ex(ctx, cipher, NULL, NULL, NULL, enc) != 1)
+        goto out;
+    if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_IVLEN, 12, NULL) != 1)
+        goto out;
+    if (EVP_CipherInit_ex(ctx, NULL, NULL, key, nonce, enc) != 1)
+        goto out;
+    if (aadlen > 0 && EVP_CipherUpdate(ctx, NULL, &len, aad, (int)aadlen) != 1)
+        goto out;
+    if (inlen > 0 && EVP_CipherUpdate(ctx, out, &len, in, (int)inlen) != 1)
+        goto out;
+    if (!enc) {
+        memcpy(tag, tag_in, sizeof(tag));
+        if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, KMS_AEAD_TAG_LEN, tag) != 1)
+            goto out;
+    }
+    /* Both ciphers are stream-like: Final emits no bytes, only the tag work. */
+    if (EVP_CipherFinal_ex(ctx, fin, &len) != 1 || len != 0)
+        goto out;
+    if (enc) {
+        if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, KMS_AEAD_TAG_LEN, tag) != 1)
+            goto out;
+        memcpy(tag_out, tag, sizeof(tag));
+    }
+    rc = 0;
+out:
+    EVP_CIPHER_CTX_free(ctx);
+    return rc;
+}
+
+/* Resolve the EVP key and 12-byte nonce for a; XChaCha derives its subkey into subkey. */
+static void aead_prepare(enum kms_aead a, const uint8_t *key, const uint8_t *nonce,
+                         uint8_t subkey[32], uint8_t nonce12[12], const uint8_t **k,
+                         const uint8_t **n)
+{
+    if (a == KMS_AEAD_XCHACHA20_POLY1305) {
+        kms_hchacha20(key, nonce, subkey);
+        memset(nonce12, 0, 4);
+        memcpy(nonce12 + 4, nonce + 16, 8);
+        *k = subkey;
+        *n = nonce12;
+    } else {
+        *k = key;
+        *n = nonce;
+    }
+}
+
+int kms_aead_seal(enum kms_aead a, const uint8_t *key, const uint8_t *nonce, const uint8_t *aad,
+                  size_t aadlen, const uint8_t *pt, size_t ptlen, uint8_t *out)
+{
+    const EVP_CIPHER *cipher = evp_cipher(a);
+    uint8_t subkey[32];
+    uint8_t nonce12[12];
+    const uint8_t *k = NULL, *n = NULL;
+    int rc = -1;
+
+    if (cipher == NULL)
+        goto out;
+    aead_prepare(a, key, nonce, subkey, nonce12, &k, &n);
+    if (evp_aead(cipher, 1, k, n, aad, aadlen, pt, ptlen, out, out + ptlen, NULL) != 0) {
+        kms_memzero(out, ptlen + KMS_AEAD_TAG_LEN);
+        goto out;
+    }
+    rc = 0;
+out:
+    kms_memzero(subkey, sizeof(subkey));
+    return rc;
+}
+
+int kms_aead_open(enum kms_aead a, const uint8_t *key, const uint8_t *nonce, const uint8_t *aad,
+                  size_t aadlen, const uint8_t *in, size_t inlen, uint8_t *out)
+{
+    const EVP_CIPHER *cipher = evp_cipher(a);
+    uint8_t subkey[32];
+    uint8_t nonce12[12];
+    const uint8_t *k = NULL, *n = NULL;
+    size_t ctlen = 0;
+    int rc = -1;
+
+    if (cipher == NULL || inlen < KMS_AEAD_TAG_LEN)
+        goto out;
+    ctlen = inlen - KMS_AEAD_TAG_LEN;
+    aead_prepare(a, key, nonce, subkey, nonce12, &k, &n);
+    if (evp_aead(cipher, 0, k, n, aad, aadlen, in, ctlen, out, NULL, in + ctlen) != 0)
+        goto out;
+    rc = 0;
+out:
+    if (rc != 0)
+        kms_memzero(out, ctlen);
+    kms_memzero(subkey, sizeof(subkey));
+    return rc;
+}

@@ -1,0 +1,522 @@
+/*
+ * crypto.c - errors, secure memory, randomness, identifiers, encodings and time.
+ *
+ * Design notes:
+ * - Randomness comes only from OpenSSL's RAND_bytes (CTR-DRBG seeded from the OS), which is
+ *   thread-safe in OpenSSL 3.
+ * - The standard base64 decoder is a transcription of the behaviour of Go's
+ *   base64.StdEncoding.DecodeString, because Transit reports Go's error text
+ *   ("illegal base64 data at input byte <n>") and clients compare it. The quantum decoder
+ *   below mirrors Go's decodeQuantum: CR/LF are skipped anywhere, '=' padding is required,
+ *   trailing non-zero bits are accepted and data after the padding is an error at its index.
+ *   A quantum's bytes are written only once the quantum is known to be valid, so on success
+ *   the output never exceeds (len / 4) * 3 bytes.
+ * - Time formatting does its own civil-date arithmetic so it has no locale or TZ dependency.
+ */
+#include "crypto/crypto.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+/* ---- errors ------------------------------------------------------------------------------ */
+
+static int err_vset(struct kms_err *err, int status, bool wrapped, const char *fmt, va_list ap)
+    KMS_PRINTF(4, 0);
+
+static int err_vset(struct kms_err *err, int status, bool wrapped, const char *fmt, va_list ap)
+{
+    if (err == NULL)
+        return -1;
+    err->status = status;
+    err->wrapped = wrapped;
+    /* vsnprintf truncates and always NUL-terminates; a negative return leaves an empty msg. */
+    if (vsnprintf(err->msg, sizeof(err->msg), fmt, ap) < 0)
+        err->msg[0] = '\0';
+    return -1;
+}
+
+int kms_err_set(struct kms_err *err, int status, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    err_vset(err, status, false, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int kms_err_setw(struct kms_err *err, int status, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    err_vset(err, status, true, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+void kms_err_clear(struct kms_err *err)
+{
+    if (err == NULL)
+        return;
+    err->status = 0;
+    err->wrapped = false;
+    err->msg[0] = '\0';
+}
+
+/* ---- memory ------------------------------------------------------------------------------ */
+
+void kms_memzero(void *p, size_t n)
+{
+    if (p != NULL && n > 0)
+        OPENSSL_cleanse(p, n);
+}
+
+bool kms_ct_eq(const void *a, const void *b, size_t n)
+{
+    if (n == 0)
+        return true;
+    return CRYPTO_memcmp(a, b, n) == 0;
+}
+
+bool kms_ct_streq(const char *a, const char *b)
+{
+    size_t la, lb;
+
+    if (a == NULL || b == NULL)
+        return false;
+    la = strlen(a);
+    lb = strlen(b);
+    /* Only the lengths leak; equal-length inputs are compared in constant time. */
+    if (la != lb)
+        return false;
+    return kms_ct_eq(a, b, la);
+}
+
+void kms_free_wipe(void **p, size_t n)
+{
+    if (p == NULL || *p == NULL)
+        return;
+    kms_memzero(*p, n);
+    free(*p);
+    *p = NULL;
+}
+
+/* ---- randomness and ids ------------------------------------------------------------------ */
+
+int kms_rand_bytes(uint8_t *buf, size_t n)
+{
+    /* RAND_bytes takes an int; feed large requests in chunks. */
+    while (n > 0) {
+        size_t chunk = n > (1u << 30) ? (1u << 30) : n;
+
+        if (RAND_bytes(buf, (int)chunk) != 1)
+            return -1;
+        buf += chunk;
+        n -= chunk;
+    }
+    return 0;
+}
+
+int kms_uuid4(char out[37])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint8_t b[16];
+    size_t o = 0;
+    int rc = -1;
+
+    if (kms_rand_bytes(b, sizeof(b)) != 0)
+        goto out;
+    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
+    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    for (size_t i = 0; i < sizeof(b); i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hex[b[i] >> 4];
+        out[o++] = hex[b[i] & 0x0f];
+    }
+    out[o] = '\0';
+    rc = 0;
+out:
+    kms_memzero(b, sizeof(b));
+    return rc;
+}
+
+int kms_rand_base62(char *out, size_t n)
+{
+    static const char alphabet[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    uint8_t buf[64];
+    size_t have = 0, pos = 0, o = 0;
+    int rc = -1;
+
+    while (o < n) {
+        if (pos == have) {
+            if (kms_rand_bytes(buf, sizeof(buf)) != 0)
+                goto out;
+            have = sizeof(buf);
+            pos = 0;
+        }
+        /* Rejection sampling: 248 = 4 * 62, so accepted bytes are uniform mod 62. */
+        uint8_t v = buf[pos++];
+        if (v < 248)
+            out[o++] = alphabet[v % 62];
+    }
+    out[n] = '\0';
+    rc = 0;
+out:
+    kms_memzero(buf, sizeof(buf));
+    return rc;
+}
+
+/* ---- base64 ------------------------------------------------------------------------------ */
+
+static const char b64_std[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+size_t kms_b64_encoded_len(size_t n)
+{
+    return (n + 2) / 3 * 4;
+}
+
+void kms_b64_encode(const uint8_t *in, size_t n, char *out)
+{
+    size_t i = 0, o = 0;
+
+    for (; i + 3 <= n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+        out[o++] = b64_std[(v >> 18) & 0x3f];
+        out[o++] = b64_std[(v >> 12) & 0x3f];
+        out[o++] = b64_std[(v >> 6) & 0x3f];
+        out[o++] = b64_std[v & 0x3f];
+    }
+    if (n - i == 1) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        out[o++] = b64_std[(v >> 18) & 0x3f];
+        out[o++] = b64_std[(v >> 12) & 0x3f];
+        out[o++] = '=';
+        out[o++] = '=';
+    } else if (n - i == 2) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
+        out[o++] = b64_std[(v >> 18) & 0x3f];
+        out[o++] = b64_std[(v >> 12) & 0x3f];
+        out[o++] = b64_std[(v >> 6) & 0x3f];
+        out[o++] = '=';
+    }
+    out[o] = '\0';
+}
+
+size_t kms_b64_decoded_max(size_t len)
+{
+    return len / 4 * 3;
+}
+
+/* 6-bit value of c in the standard alphabet, or -1. */
+static int b64_std_val(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+static bool is_crlf(char c)
+{
+    return c == '\r' || c == '\n';
+}
+
+/*
+ * Decode one quantum starting at *si (Go's decodeQuantum). Returns 0 and sets *done when the
+ * input ended cleanly, or -1 with *err_at set. *n receives the bytes written to dst (which may
+ * be non-zero even on the trailing-garbage error, as in Go, but callers discard them).
+ */
+static int b64_quantum(const char *src, size_t len, size_t *si, uint8_t *dst, size_t *n, bool *done,
+                       size_t *err_at)
+{
+    uint8_t dbuf[4] = {0, 0, 0, 0};
+    size_t dlen = 4;
+    size_t i = *si;
+    int rc = 0;
+
+    *n = 0;
+    *done = false;
+    for (size_t j = 0; j < 4;) {
+        if (i == len) {
+            if (j == 0) {
+                *done = true;
+                goto out;
+            }
+            /* Short final quantum: Go reports si - j. */
+            *err_at = i - j;
+            rc = -1;
+            goto out;
+        }
+        char in = src[i++];
+        int v = b64_std_val((unsigned char)in);
+        if (v >= 0) {
+            dbuf[j++] = (uint8_t)v;
+            continue;
+        }
+        if (is_crlf(in))
+            continue;
+        if (in != '=') {
+            *err_at = i - 1;
+            rc = -1;
+            goto out;
+        }
+        /* Padding reached. */
+        if (j == 0 || j == 1) {
+            *err_at = i - 1;
+            rc = -1;
+            goto out;
+        }
+        if (j == 2) {
+            /* A second '=' is required; CR/LF may sit between them. */
+            while (i < len && is_crlf(src[i]))
+                i++;
+            if (i == len) {
+                *err_at = len;
+                rc = -1;
+                goto out;
+            }
+            if (src[i] != '=') {
+                *err_at = i - 1;
+                rc = -1;
+                goto out;
+            }
+            i++;
+        }
+        while (i < len && is_crlf(src[i]))
+            i++;
+        if (i < len) {
+            *err_at = i;
+            rc = -1;
+        }
+        dlen = j;
+        break;
+    }
+
+    uint32_t val =
+        (uint32_t)dbuf[0] << 18 | (uint32_t)dbuf[1] << 12 | (uint32_t)dbuf[2] << 6 | dbuf[3];
+    if (rc == 0) {
+        dst[0] = (uint8_t)(val >> 16);
+        if (dlen >= 3)
+            dst[1] = (uint8_t)(val >> 8);
+        if (dlen == 4)
+            dst[2] = (uint8_t)val;
+        *n = dlen - 1;
+        if (dlen < 4)
+            *done = true;
+    }
+out:
+    kms_memzero(dbuf, sizeof(dbuf));
+    *si = i;
+    return rc;
+}
+
+int kms_b64_decode(const char *in, size_t len, uint8_t *out, size_t *outlen, size_t *err_at)
+{
+    size_t si = 0, o = 0, dummy = 0;
+    bool done = false;
+
+    if (err_at == NULL)
+        err_at = &dummy;
+    *outlen = 0;
+    while (!done && si < len) {
+        size_t n = 0;
+
+        if (b64_quantum(in, len, &si, out + o, &n, &done, err_at) != 0) {
+            kms_memzero(out, o);
+            return -1;
+        }
+        o += n;
+    }
+    *outlen = o;
+    return 0;
+}
+
+int kms_b64_decode_alloc(const char *in, size_t len, uint8_t **out, size_t *outlen, size_t *err_at)
+{
+    size_t cap = kms_b64_decoded_max(len);
+    uint8_t *buf = NULL;
+    int rc = -1;
+
+    *out = NULL;
+    *outlen = 0;
+    buf = malloc(cap > 0 ? cap : 1);
+    if (buf == NULL) {
+        if (err_at != NULL)
+            *err_at = 0;
+        goto out;
+    }
+    if (kms_b64_decode(in, len, buf, outlen, err_at) != 0)
+        goto out;
+    *out = buf;
+    buf = NULL;
+    rc = 0;
+out:
+    kms_free_wipe((void **)&buf, cap);
+    return rc;
+}
+
+static int b64url_val(unsigned char c)
+{
+    if (c == '-')
+        return 62;
+    if (c == '_')
+        return 63;
+    if (c == '+' || c == '/')
+        return -1;
+    return b64_std_val(c);
+}
+
+int kms_b64url_decode_alloc(const char *in, size_t len, uint8_t **out, size_t *outlen)
+{
+    size_t cap = len / 4 * 3 + 3;
+    uint8_t *buf = NULL;
+    uint32_t acc = 0;
+    size_t bits = 0, o = 0;
+    int rc = -1;
+
+    *out = NULL;
+    *outlen = 0;
+    /* A single leftover character carries fewer than 8 bits: never valid. */
+    if (len % 4 == 1)
+        goto out;
+    buf = malloc(cap);
+    if (buf == NULL)
+        goto out;
+    for (size_t i = 0; i < len; i++) {
+        int v = b64url_val((unsigned char)in[i]);
+        if (v < 0)
+            goto out;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            buf[o++] = (uint8_t)(acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+    *out = buf;
+    *outlen = o;
+    buf = NULL;
+    rc = 0;
+out:
+    kms_free_wipe((void **)&buf, cap);
+    return rc;
+}
+
+/* ---- hex --------------------------------------------------------------------------------- */
+
+void kms_hex_encode(const uint8_t *in, size_t n, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hex[in[i] >> 4];
+        out[2 * i + 1] = hex[in[i] & 0x0f];
+    }
+    out[2 * n] = '\0';
+}
+
+static int hex_val(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int kms_hex_decode(const char *in, size_t len, uint8_t *out)
+{
+    if (len % 2 != 0)
+        return -1;
+    for (size_t i = 0; i < len; i += 2) {
+        int hi = hex_val((unsigned char)in[i]);
+        int lo = hex_val((unsigned char)in[i + 1]);
+        if (hi < 0 || lo < 0) {
+            kms_memzero(out, i / 2);
+            return -1;
+        }
+        out[i / 2] = (uint8_t)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+/* ---- time -------------------------------------------------------------------------------- */
+
+void kms_now(int64_t *sec, int32_t *nsec)
+{
+    struct timespec ts;
+
+    if (clock_gettime(CLOCK_REALTIME, &ts) != 0) {
+        ts.tv_sec = time(NULL);
+        ts.tv_nsec = 0;
+    }
+    *sec = (int64_t)ts.tv_sec;
+    *nsec = (int32_t)ts.tv_nsec;
+}
+
+/* Days since 1970-01-01 -> proleptic Gregorian y/m/d (Howard Hinnant's civil_from_days). */
+static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
+{
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    unsigned doe = (unsigned)(z - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153;
+
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
+void kms_time_rfc3339(int64_t sec, int32_t nsec, char out[40])
+{
+    int64_t days, rem, y;
+    unsigned mo, d;
+    char frac[11] = "";
+
+    if (nsec < 0 || nsec > 999999999)
+        nsec = 0;
+    /* Keep the arithmetic far from overflow; such dates are meaningless for a KMS anyway. */
+    if (sec > INT64_C(253402300799))
+        sec = INT64_C(253402300799); /* 9999-12-31T23:59:59Z */
+    if (sec < INT64_C(-62135596800))
+        sec = INT64_C(-62135596800); /* 0001-01-01T00:00:00Z */
+    days = sec / 86400;
+    rem = sec % 86400;
+    if (rem < 0) {
+        rem += 86400;
+        days--;
+    }
+    civil_from_days(days, &y, &mo, &d);
+    if (nsec != 0) {
+        int32_t v = nsec;
+        int digits = 9;
+
+        while (v % 10 == 0) {
+            v /= 10;
+            digits--;
+        }
+        snprintf(frac, sizeof(frac), ".%0*d", digits, (int)v);
+    }
+    snprintf(out, 40, "%04d-%02u-%02uT%02d:%02d:%02d%sZ", (int)y, mo, d, (int)(rem / 3600),
+             (int)(rem % 3600 / 60), (int)(rem % 60), frac);
+}

@@ -1,0 +1,149 @@
+/*
+ * crypto.h - kmsd's bottom layer: the error type every module shares, secure memory helpers,
+ * randomness, Go-compatible base64, hashes, HMAC, HKDF and the AEAD ciphers Transit uses.
+ *
+ * This folder is the only place in kmsd that includes <openssl/...>. Every function here is
+ * thread-safe and keeps no global state beyond what OpenSSL itself keeps.
+ */
+#ifndef KMS_CRYPTO_H
+#define KMS_CRYPTO_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define KMS_WUR __attribute__((warn_unused_result))
+#define KMS_PRINTF(a, b) __attribute__((format(printf, a, b)))
+
+/* ---- errors ------------------------------------------------------------------------------ */
+
+/*
+ * An error that carries the HTTP status it maps to. `wrapped` asks the renderer for Vault's
+ * multierror form ("1 error occurred:\n\t* <msg>\n\n"), which OpenBao uses for errors that a
+ * backend returns without an error response (500s and some 404/405s).
+ */
+struct kms_err {
+    int status;
+    bool wrapped;
+    char msg[512];
+};
+
+/* Set a plain error (rendered verbatim). Always returns -1 so callers can `return kms_err_set`. */
+int kms_err_set(struct kms_err *err, int status, const char *fmt, ...) KMS_PRINTF(3, 4);
+/* Set an error rendered in multierror form. Returns -1. */
+int kms_err_setw(struct kms_err *err, int status, const char *fmt, ...) KMS_PRINTF(3, 4);
+void kms_err_clear(struct kms_err *err);
+
+/* ---- memory ------------------------------------------------------------------------------ */
+
+/* Wipe that the compiler cannot elide (OPENSSL_cleanse). */
+void kms_memzero(void *p, size_t n);
+/* Constant-time equality of two equal-length buffers: returns true when equal. */
+bool kms_ct_eq(const void *a, const void *b, size_t n);
+/* Constant-time equality of two NUL-terminated strings (time depends only on lengths). */
+bool kms_ct_streq(const char *a, const char *b);
+/* free() after wiping n bytes; NULL-safe, sets *p to NULL. */
+void kms_free_wipe(void **p, size_t n);
+
+/* ---- randomness and ids ------------------------------------------------------------------ */
+
+int kms_rand_bytes(uint8_t *buf, size_t n) KMS_WUR;
+/* Random RFC 4122 version-4 UUID, lower-case, into out[37]. */
+int kms_uuid4(char out[37]) KMS_WUR;
+/* n random characters from [0-9A-Za-z] into out (out[n] = '\0'). */
+int kms_rand_base62(char *out, size_t n) KMS_WUR;
+
+/* ---- encodings --------------------------------------------------------------------------- */
+
+/* Length of the padded standard base64 encoding of n bytes (without the NUL). */
+size_t kms_b64_encoded_len(size_t n);
+/* Encode with the standard alphabet and '=' padding; out needs kms_b64_encoded_len(n) + 1. */
+void kms_b64_encode(const uint8_t *in, size_t n, char *out);
+/* Upper bound of decoded bytes for an input of len characters. */
+size_t kms_b64_decoded_max(size_t len);
+/*
+ * Decode like Go's base64.StdEncoding: '=' padding required, CR/LF skipped anywhere,
+ * non-zero trailing bits accepted. On error returns -1 and sets *err_at to the byte index Go
+ * reports in "illegal base64 data at input byte <n>". out needs kms_b64_decoded_max(len).
+ */
+int kms_b64_decode(const char *in, size_t len, uint8_t *out, size_t *outlen,
+                   size_t *err_at) KMS_WUR;
+/* Same, allocating: *out is malloc'd (caller frees with kms_free_wipe), never NULL on success. */
+int kms_b64_decode_alloc(const char *in, size_t len, uint8_t **out, size_t *outlen,
+                         size_t *err_at) KMS_WUR;
+/* Unpadded base64url (JWT segments). Returns -1 on any invalid character. */
+int kms_b64url_decode_alloc(const char *in, size_t len, uint8_t **out, size_t *outlen) KMS_WUR;
+/* Lower-case hex; out needs 2n + 1. */
+void kms_hex_encode(const uint8_t *in, size_t n, char *out);
+/* Strict hex decode of an even-length string; out needs len / 2. */
+int kms_hex_decode(const char *in, size_t len, uint8_t *out) KMS_WUR;
+
+/* ---- hashes, HMAC, HKDF ------------------------------------------------------------------ */
+
+enum kms_hash {
+    KMS_HASH_SHA1,
+    KMS_HASH_SHA2_224,
+    KMS_HASH_SHA2_256,
+    KMS_HASH_SHA2_384,
+    KMS_HASH_SHA2_512,
+    KMS_HASH_SHA3_224,
+    KMS_HASH_SHA3_256,
+    KMS_HASH_SHA3_384,
+    KMS_HASH_SHA3_512,
+};
+#define KMS_HASH_MAX_LEN 64
+
+/* Parse a Vault hash name ("sha2-256", "sha3-512", "sha1"); -1 when unknown. */
+int kms_hash_parse(const char *name, enum kms_hash *out) KMS_WUR;
+const char *kms_hash_name(enum kms_hash h);
+size_t kms_hash_len(enum kms_hash h);
+int kms_hash(enum kms_hash h, const void *in, size_t n, uint8_t *out) KMS_WUR;
+/* HMAC-<h>(key, in) into out (kms_hash_len(h) bytes). */
+int kms_hmac(enum kms_hash h, const void *key, size_t keylen, const void *in, size_t n,
+             uint8_t *out) KMS_WUR;
+/* HKDF-SHA256 (RFC 5869); an empty salt means HashLen zero bytes. */
+int kms_hkdf_sha256(const uint8_t *ikm, size_t ikmlen, const uint8_t *salt, size_t saltlen,
+                    const uint8_t *info, size_t infolen, uint8_t *out, size_t outlen) KMS_WUR;
+
+/* ---- AEAD -------------------------------------------------------------------------------- */
+
+enum kms_aead {
+    KMS_AEAD_AES128_GCM,
+    KMS_AEAD_AES256_GCM,
+    KMS_AEAD_CHACHA20_POLY1305,
+    KMS_AEAD_XCHACHA20_POLY1305, /* HChaCha20 subkey + ChaCha20-Poly1305 (24-byte nonce) */
+};
+#define KMS_AEAD_TAG_LEN 16
+#define KMS_AEAD_MAX_KEY_LEN 32
+#define KMS_AEAD_MAX_NONCE_LEN 24
+
+size_t kms_aead_key_len(enum kms_aead a);
+size_t kms_aead_nonce_len(enum kms_aead a);
+/*
+ * Encrypt pt into out as ciphertext || 16-byte tag (out needs ptlen + 16 bytes).
+ * pt may be NULL when ptlen is 0; aad may be NULL when aadlen is 0.
+ */
+int kms_aead_seal(enum kms_aead a, const uint8_t *key, const uint8_t *nonce, const uint8_t *aad,
+                  size_t aadlen, const uint8_t *pt, size_t ptlen, uint8_t *out) KMS_WUR;
+/*
+ * Decrypt in (ciphertext || tag, inlen >= 16) into out (inlen - 16 bytes). Returns -1 on any
+ * failure, having wiped out; the caller reports one generic message.
+ */
+int kms_aead_open(enum kms_aead a, const uint8_t *key, const uint8_t *nonce, const uint8_t *aad,
+                  size_t aadlen, const uint8_t *in, size_t inlen, uint8_t *out) KMS_WUR;
+
+/* ---- time -------------------------------------------------------------------------------- */
+
+/* Wall clock as unix seconds + nanoseconds. */
+void kms_now(int64_t *sec, int32_t *nsec);
+/*
+ * Parse a duration as Vault does: a bare integer is seconds; otherwise Go's
+ * time.ParseDuration syntax ("1h30m", "90s", "1.5h") plus a "d" unit for days. The result
+ * is truncated to whole seconds. Returns -1 when invalid or out of range.
+ */
+int kms_duration_parse(const char *s, int64_t *out) KMS_WUR;
+/* RFC 3339 in UTC with nanoseconds, trailing zeros trimmed (Go's RFC3339Nano); out[40]. */
+void kms_time_rfc3339(int64_t sec, int32_t nsec, char out[40]);
+
+#endif

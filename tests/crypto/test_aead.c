@@ -1,0 +1,206 @@
+/*
+ * test_aead.c - crypto/aead.c: known answers for AES-GCM (McGrew-Viega GCM spec test cases 3
+ * and 16, as used by NIST CAVP), ChaCha20-Poly1305 (RFC 8439 2.8.2), HChaCha20 and
+ * XChaCha20-Poly1305 (draft-irtf-cfrg-xchacha-03 2.2.1 and A.3.1), plus tamper, AAD and
+ * wipe-on-failure behaviour for every cipher.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "crypto/crypto.h"
+#include "crypto/crypto_int.h"
+
+static size_t unhex(const char *s, uint8_t *out)
+{
+    size_t n = strlen(s);
+
+    assert_int_equal(kms_hex_decode(s, n, out), 0);
+    return n / 2;
+}
+
+static const char SUNSCREEN[] = "Ladies and Gentlemen of the class of '99: If I could offer you "
+                                "only one tip for the future, sunscreen would be it.";
+
+/* Seal pt and compare with ct||tag, then open it back; then check that tampering fails. */
+static void kat(enum kms_aead a, const char *key_hex, const char *nonce_hex, const char *aad_hex,
+                const uint8_t *pt, size_t ptlen, const char *ct_hex, const char *tag_hex)
+{
+    uint8_t key[32], nonce[24], aad[64] = {0}, want[256], got[256], back[256];
+    size_t keylen = unhex(key_hex, key);
+    size_t noncelen = unhex(nonce_hex, nonce);
+    size_t aadlen = unhex(aad_hex, aad);
+    size_t ctlen = unhex(ct_hex, want);
+
+    assert_int_equal(keylen, kms_aead_key_len(a));
+    assert_int_equal(noncelen, kms_aead_nonce_len(a));
+    assert_int_equal(ctlen, ptlen);
+    assert_int_equal(unhex(tag_hex, want + ctlen), KMS_AEAD_TAG_LEN);
+
+    assert_int_equal(kms_aead_seal(a, key, nonce, aadlen ? aad : NULL, aadlen, pt, ptlen, got), 0);
+    assert_memory_equal(got, want, ptlen + KMS_AEAD_TAG_LEN);
+
+    assert_int_equal(
+        kms_aead_open(a, key, nonce, aadlen ? aad : NULL, aadlen, got, ptlen + 16, back), 0);
+    assert_memory_equal(back, pt, ptlen);
+
+    /* Flipped tag bit: fails and the output is wiped. */
+    got[ptlen] ^= 0x01;
+    memset(back, 0x55, sizeof(back));
+    assert_int_equal(kms_aead_open(a, key, nonce, aad, aadlen, got, ptlen + 16, back), -1);
+    for (size_t i = 0; i < ptlen; i++)
+        assert_int_equal(back[i], 0);
+    got[ptlen] ^= 0x01;
+
+    /* Flipped ciphertext bit. */
+    if (ptlen > 0) {
+        got[0] ^= 0x80;
+        assert_int_equal(kms_aead_open(a, key, nonce, aad, aadlen, got, ptlen + 16, back), -1);
+        got[0] ^= 0x80;
+    }
+    /* Different AAD. */
+    aad[0] ^= 0x01;
+    assert_int_equal(kms_aead_open(a, key, nonce, aad, aadlen ? aadlen : 1, got, ptlen + 16, back),
+                     -1);
+}
+
+static void test_aes128_gcm_tc3(void **state)
+{
+    uint8_t pt[64];
+    size_t ptlen = unhex("d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72"
+                         "1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b391aafd255",
+                         pt);
+
+    kat(KMS_AEAD_AES128_GCM, "feffe9928665731c6d6a8f9467308308", "cafebabefacedbaddecaf888", "", pt,
+        ptlen,
+        "42831ec2217774244b7221b784d0d49ce3aa212f2c02a4e035c17e2329aca12e"
+        "21d514b25466931c7d8f6a5aac84aa051ba30b396a0aac973d58e091473f5985",
+        "4d5c2af327cd64a62cf35abd2ba6fab4");
+}
+
+static void test_aes256_gcm_tc16(void **state)
+{
+    uint8_t pt[64];
+    size_t ptlen = unhex("d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72"
+                         "1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
+                         pt);
+
+    kat(KMS_AEAD_AES256_GCM, "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308",
+        "cafebabefacedbaddecaf888", "feedfacedeadbeeffeedfacedeadbeefabaddad2", pt, ptlen,
+        "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa"
+        "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662",
+        "76fc6ece0f4e1768cddf8853bb2d551b");
+}
+
+static void test_aes256_gcm_empty(void **state)
+{
+    /* GCM spec test case 13: zero key, zero IV, empty plaintext. */
+    kat(KMS_AEAD_AES256_GCM, "0000000000000000000000000000000000000000000000000000000000000000",
+        "000000000000000000000000", "", NULL, 0, "", "530f8afbc74536b9a963b4f1c4cb738b");
+}
+
+static void test_chacha20_poly1305_rfc8439(void **state)
+{
+    kat(KMS_AEAD_CHACHA20_POLY1305,
+        "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f",
+        "070000004041424344454647", "50515253c0c1c2c3c4c5c6c7", (const uint8_t *)SUNSCREEN,
+        strlen(SUNSCREEN),
+        "d31a8d34648e60db7b86afbc53ef7ec2a4aded51296e08fea9e2b5a736ee62d6"
+        "3dbea45e8ca9671282fafb69da92728b1a71de0a9e060b2905d6a5b67ecd3b36"
+        "92ddbd7f2d778b8c9803aee328091b58fab324e4fad675945585808b4831d7bc"
+        "3ff4def08e4b7a9de576d26586cec64b6116",
+        "1ae10b594f09e26a7e902ecbd0600691");
+}
+
+static void test_hchacha20(void **state)
+{
+    uint8_t key[32], nonce[16], want[32], got[32];
+
+    unhex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", key);
+    unhex("000000090000004a0000000031415927", nonce);
+    unhex("82413b4227b27bfed30e42508a877d73a0f9e4d58a74a853c12ec41326d3ecdc", want);
+    kms_hchacha20(key, nonce, got);
+    assert_memory_equal(got, want, 32);
+}
+
+static void test_xchacha20_poly1305_draft(void **state)
+{
+    kat(KMS_AEAD_XCHACHA20_POLY1305,
+        "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f",
+        "404142434445464748494a4b4c4d4e4f5051525354555657", "50515253c0c1c2c3c4c5c6c7",
+        (const uint8_t *)SUNSCREEN, strlen(SUNSCREEN),
+        "bd6d179d3e83d43b9576579493c0e939572a1700252bfaccbed2902c21396cbb"
+        "731c7f1b0b4aa6440bf3a82f4eda7e39ae64c6708c54c216cb96b72e1213b452"
+        "2f8c9ba40db5d945b11b69b982c1bb9e3f3fac2bc369488f76b2383565d3fff9"
+        "21f9664c97637da9768812f615c68b13b52e",
+        "c0875924c1c7987947deafd8780acf49");
+}
+
+static void test_roundtrip_all(void **state)
+{
+    const enum kms_aead all[] = {KMS_AEAD_AES128_GCM, KMS_AEAD_AES256_GCM,
+                                 KMS_AEAD_CHACHA20_POLY1305, KMS_AEAD_XCHACHA20_POLY1305};
+    const size_t sizes[] = {0, 1, 15, 16, 17, 1000, 70000};
+
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+        for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
+            uint8_t key[32], nonce[24];
+            size_t n = sizes[s];
+            uint8_t *pt = malloc(n + 1), *ct = malloc(n + 16), *back = malloc(n + 1);
+
+            assert_non_null(pt);
+            assert_non_null(ct);
+            assert_non_null(back);
+            assert_int_equal(kms_rand_bytes(key, sizeof(key)), 0);
+            assert_int_equal(kms_rand_bytes(nonce, sizeof(nonce)), 0);
+            assert_int_equal(kms_rand_bytes(pt, n + 1), 0);
+            assert_int_equal(kms_aead_seal(all[i], key, nonce, NULL, 0, n ? pt : NULL, n, ct), 0);
+            assert_int_equal(kms_aead_open(all[i], key, nonce, NULL, 0, ct, n + 16, back), 0);
+            if (n > 0)
+                assert_memory_equal(pt, back, n);
+            /* Wrong nonce fails (for XChaCha, both the HChaCha and the tail part matter). */
+            nonce[0] ^= 1;
+            assert_int_equal(kms_aead_open(all[i], key, nonce, NULL, 0, ct, n + 16, back), -1);
+            nonce[0] ^= 1;
+            if (kms_aead_nonce_len(all[i]) == 24) {
+                nonce[23] ^= 1;
+                assert_int_equal(kms_aead_open(all[i], key, nonce, NULL, 0, ct, n + 16, back), -1);
+                nonce[23] ^= 1;
+            }
+            /* Truncated input. */
+            assert_int_equal(kms_aead_open(all[i], key, nonce, NULL, 0, ct, 15, back), -1);
+            free(pt);
+            free(ct);
+            free(back);
+        }
+    }
+}
+
+static void test_sizes(void **state)
+{
+    assert_int_equal(kms_aead_key_len(KMS_AEAD_AES128_GCM), 16);
+    assert_int_equal(kms_aead_key_len(KMS_AEAD_AES256_GCM), 32);
+    assert_int_equal(kms_aead_key_len(KMS_AEAD_CHACHA20_POLY1305), 32);
+    assert_int_equal(kms_aead_key_len(KMS_AEAD_XCHACHA20_POLY1305), 32);
+    assert_int_equal(kms_aead_nonce_len(KMS_AEAD_AES128_GCM), 12);
+    assert_int_equal(kms_aead_nonce_len(KMS_AEAD_AES256_GCM), 12);
+    assert_int_equal(kms_aead_nonce_len(KMS_AEAD_CHACHA20_POLY1305), 12);
+    assert_int_equal(kms_aead_nonce_len(KMS_AEAD_XCHACHA20_POLY1305), 24);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_aes128_gcm_tc3),   cmocka_unit_test(test_aes256_gcm_tc16),
+        cmocka_unit_test(test_aes256_gcm_empty), cmocka_unit_test(test_chacha20_poly1305_rfc8439),
+        cmocka_unit_test(test_hchacha20),        cmocka_unit_test(test_xchacha20_poly1305_draft),
+        cmocka_unit_test(test_roundtrip_all),    cmocka_unit_test(test_sizes),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

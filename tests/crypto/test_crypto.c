@@ -1,0 +1,373 @@
+/*
+ * test_crypto.c - crypto/crypto.c: errors, memory helpers, randomness and ids, Go-compatible
+ * base64 (including the byte index of every error Go reports), base64url, hex and time.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "crypto/crypto.h"
+
+/* ---- errors ------------------------------------------------------------------------------ */
+
+static void test_err_set(void **state)
+{
+    struct kms_err err;
+
+    kms_err_clear(&err);
+    assert_int_equal(kms_err_set(&err, 400, "bad %s %d", "thing", 7), -1);
+    assert_int_equal(err.status, 400);
+    assert_false(err.wrapped);
+    assert_string_equal(err.msg, "bad thing 7");
+
+    assert_int_equal(kms_err_setw(&err, 500, "internal %s", "boom"), -1);
+    assert_int_equal(err.status, 500);
+    assert_true(err.wrapped);
+    assert_string_equal(err.msg, "internal boom");
+
+    kms_err_clear(&err);
+    assert_int_equal(err.status, 0);
+    assert_false(err.wrapped);
+    assert_string_equal(err.msg, "");
+}
+
+static void test_err_truncates(void **state)
+{
+    struct kms_err err;
+    char big[2000];
+
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    assert_int_equal(kms_err_set(&err, 400, "%s", big), -1);
+    assert_int_equal(strlen(err.msg), sizeof(err.msg) - 1);
+    assert_int_equal(err.msg[0], 'x');
+}
+
+/* ---- memory ------------------------------------------------------------------------------ */
+
+static void test_memory(void **state)
+{
+    uint8_t a[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    uint8_t b[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    uint8_t *heap;
+
+    assert_true(kms_ct_eq(a, b, sizeof(a)));
+    b[7] ^= 1;
+    assert_false(kms_ct_eq(a, b, sizeof(a)));
+    assert_true(kms_ct_eq(a, b, 0));
+
+    assert_true(kms_ct_streq("token", "token"));
+    assert_false(kms_ct_streq("token", "tokem"));
+    assert_false(kms_ct_streq("token", "token2"));
+    assert_true(kms_ct_streq("", ""));
+
+    kms_memzero(a, sizeof(a));
+    for (size_t i = 0; i < sizeof(a); i++)
+        assert_int_equal(a[i], 0);
+
+    heap = malloc(16);
+    assert_non_null(heap);
+    memset(heap, 0xaa, 16);
+    kms_free_wipe((void **)&heap, 16);
+    assert_null(heap);
+    kms_free_wipe((void **)&heap, 16); /* NULL-safe */
+    kms_free_wipe(NULL, 0);
+}
+
+/* ---- randomness and ids ------------------------------------------------------------------ */
+
+static bool is_hex_lower(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+
+static void test_uuid4(void **state)
+{
+    char u1[37], u2[37];
+
+    assert_int_equal(kms_uuid4(u1), 0);
+    assert_int_equal(kms_uuid4(u2), 0);
+    assert_int_equal(strlen(u1), 36);
+    assert_string_not_equal(u1, u2);
+    for (int i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23)
+            assert_int_equal(u1[i], '-');
+        else
+            assert_true(is_hex_lower(u1[i]));
+    }
+    assert_int_equal(u1[14], '4');
+    assert_true(u1[19] == '8' || u1[19] == '9' || u1[19] == 'a' || u1[19] == 'b');
+}
+
+static void test_rand(void **state)
+{
+    uint8_t a[32] = {0}, b[32] = {0};
+    char s[101];
+    char s0[1] = {'x'};
+
+    assert_int_equal(kms_rand_bytes(a, sizeof(a)), 0);
+    assert_int_equal(kms_rand_bytes(b, sizeof(b)), 0);
+    assert_false(kms_ct_eq(a, b, sizeof(a)));
+    assert_int_equal(kms_rand_bytes(a, 0), 0);
+
+    assert_int_equal(kms_rand_base62(s, 100), 0);
+    assert_int_equal(strlen(s), 100);
+    for (int i = 0; i < 100; i++) {
+        char c = s[i];
+        assert_true((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'));
+    }
+    assert_int_equal(kms_rand_base62(s0, 0), 0);
+    assert_int_equal(s0[0], '\0');
+}
+
+/* ---- base64 ------------------------------------------------------------------------------ */
+
+static void test_b64_encode(void **state)
+{
+    static const struct {
+        const char *in;
+        const char *out;
+    } v[] = {
+        {"", ""},
+        {"f", "Zg=="},
+        {"fo", "Zm8="},
+        {"foo", "Zm9v"},
+        {"foob", "Zm9vYg=="},
+        {"fooba", "Zm9vYmE="},
+        {"foobar", "Zm9vYmFy"},
+        {"hello", "aGVsbG8="},
+    };
+    char out[64];
+
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        size_t n = strlen(v[i].in);
+        assert_int_equal(kms_b64_encoded_len(n), strlen(v[i].out));
+        kms_b64_encode((const uint8_t *)v[i].in, n, out);
+        assert_string_equal(out, v[i].out);
+    }
+    /* Bytes that use '+' and '/'. */
+    {
+        const uint8_t bin[] = {0xfb, 0xff, 0xbf};
+        kms_b64_encode(bin, sizeof(bin), out);
+        assert_string_equal(out, "+/+/");
+    }
+}
+
+/* Decode with the allocating API; expect success and the given output. */
+static void expect_ok(const char *in, const void *want, size_t wantlen)
+{
+    uint8_t *out = NULL;
+    size_t outlen = 99, at = 77;
+    uint8_t buf[128];
+
+    assert_int_equal(kms_b64_decode_alloc(in, strlen(in), &out, &outlen, &at), 0);
+    assert_non_null(out);
+    assert_int_equal(outlen, wantlen);
+    if (wantlen > 0)
+        assert_memory_equal(out, want, wantlen);
+    kms_free_wipe((void **)&out, outlen);
+
+    assert_true(kms_b64_decoded_max(strlen(in)) <= sizeof(buf));
+    assert_int_equal(kms_b64_decode(in, strlen(in), buf, &outlen, &at), 0);
+    assert_int_equal(outlen, wantlen);
+    assert_true(outlen <= kms_b64_decoded_max(strlen(in)));
+}
+
+/* Expect Go's "illegal base64 data at input byte <at>". */
+static void expect_err(const char *in, size_t want_at)
+{
+    uint8_t *out = (uint8_t *)1;
+    size_t outlen = 99, at = 9999;
+
+    assert_int_equal(kms_b64_decode_alloc(in, strlen(in), &out, &outlen, &at), -1);
+    assert_null(out);
+    assert_int_equal(outlen, 0);
+    if (at != want_at)
+        fail_msg("input \"%s\": error at %zu, Go reports %zu", in, at, want_at);
+}
+
+static void test_b64_decode_ok(void **state)
+{
+    expect_ok("", "", 0);
+    expect_ok("\n", "", 0);
+    expect_ok("\r\n\r\n", "", 0);
+    expect_ok("aGVsbG8=", "hello", 5);
+    expect_ok("Zg==", "f", 1);
+    expect_ok("Zm8=", "fo", 2);
+    expect_ok("Zm9vYmFy", "foobar", 6);
+    expect_ok("AAA=\n", "\0\0", 2);
+    expect_ok("AAAA\n", "\0\0\0", 3);
+    expect_ok("AA==", "\0", 1);
+    /* CR/LF are skipped anywhere, even between the two padding characters. */
+    expect_ok("aG\nVs\rbG8=", "hello", 5);
+    expect_ok("Zg=\n=", "f", 1);
+    expect_ok("Zg==\r\n", "f", 1);
+    expect_ok("\nZm9v\nYmFy\n", "foobar", 6);
+    /* Non-zero trailing bits are accepted (StdEncoding is not Strict). */
+    expect_ok("Zh==", "f", 1);
+    expect_ok("Zm9=", "fo", 2);
+    {
+        const uint8_t bin[] = {0xfb, 0xff, 0xbf};
+        expect_ok("+/+/", bin, sizeof(bin));
+    }
+}
+
+static void test_b64_decode_go_indexes(void **state)
+{
+    /* The reference's examples. */
+    expect_err("abc", 0);
+    expect_err("aGVsbG8", 4);
+    /* Go's own corrupt-input table (encoding/base64 TestDecodeCorrupt). */
+    expect_err("!!!!", 0);
+    expect_err("====", 0);
+    expect_err("x===", 1);
+    expect_err("=AAA", 0);
+    expect_err("A=AA", 1);
+    expect_err("AA=A", 2);
+    expect_err("AA==A", 4);
+    expect_err("AAA=AAAA", 4);
+    expect_err("AAAAA", 4);
+    expect_err("AAAAAA", 4);
+    expect_err("A=", 1);
+    expect_err("A==", 1);
+    expect_err("AA=", 3);
+    expect_err("AAAAAA=", 7);
+    expect_err("YWJjZA=====", 8);
+    expect_err("A!\n", 1);
+    expect_err("A=\n", 1);
+    /* More: a short quantum reports si - j, with j counting only alphabet characters. */
+    expect_err("a", 0);
+    expect_err("ab", 0);
+    expect_err("aGVsbG8=x", 8);
+    expect_err("aGVsbG8=\nx", 9);
+    expect_err("aGVs\nbG8", 5);
+    expect_err("AA\nA", 1);
+    expect_err("aGVsbG8-", 7);
+    expect_err("aGVs bG8=", 4);
+    expect_err("Zg=x", 2);
+    expect_err("Zg=\nx", 3);
+    expect_err("Zg=\n", 4);
+    expect_err("Zg===", 4);
+    expect_err("Zm8==", 4);
+    expect_err("aGVsbG8=aGVsbG8=", 8);
+}
+
+static void test_b64_decode_embedded_nul(void **state)
+{
+    const char in[] = {'Z', 'g', '\0', '='};
+    uint8_t *out = NULL;
+    size_t outlen = 0, at = 0;
+
+    assert_int_equal(kms_b64_decode_alloc(in, sizeof(in), &out, &outlen, &at), -1);
+    assert_int_equal(at, 2);
+    assert_int_equal(kms_b64_decode_alloc(in, 2, &out, &outlen, &at), -1);
+    assert_int_equal(at, 0);
+}
+
+static void test_b64url(void **state)
+{
+    uint8_t *out = NULL;
+    size_t outlen = 0;
+    const uint8_t bin[] = {0xfb, 0xff, 0xbf};
+
+    assert_int_equal(kms_b64url_decode_alloc("-_-_", 4, &out, &outlen), 0);
+    assert_int_equal(outlen, 3);
+    assert_memory_equal(out, bin, 3);
+    kms_free_wipe((void **)&out, outlen);
+
+    assert_int_equal(kms_b64url_decode_alloc("eyJhbGciOiJSUzI1NiJ9", 20, &out, &outlen), 0);
+    assert_int_equal(outlen, 15);
+    assert_memory_equal(out, "{\"alg\":\"RS256\"}", 15);
+    kms_free_wipe((void **)&out, outlen);
+
+    assert_int_equal(kms_b64url_decode_alloc("aGVsbG8", 7, &out, &outlen), 0);
+    assert_int_equal(outlen, 5);
+    assert_memory_equal(out, "hello", 5);
+    kms_free_wipe((void **)&out, outlen);
+
+    assert_int_equal(kms_b64url_decode_alloc("", 0, &out, &outlen), 0);
+    assert_non_null(out);
+    assert_int_equal(outlen, 0);
+    kms_free_wipe((void **)&out, outlen);
+
+    assert_int_equal(kms_b64url_decode_alloc("aGVsbG8=", 8, &out, &outlen), -1);
+    assert_null(out);
+    assert_int_equal(kms_b64url_decode_alloc("+/+/", 4, &out, &outlen), -1);
+    assert_int_equal(kms_b64url_decode_alloc("aGVsb", 5, &out, &outlen), -1);
+    assert_int_equal(kms_b64url_decode_alloc("aG\nVs", 5, &out, &outlen), -1);
+}
+
+/* ---- hex --------------------------------------------------------------------------------- */
+
+static void test_hex(void **state)
+{
+    const uint8_t bin[] = {0x00, 0x01, 0xab, 0xff};
+    char s[9];
+    uint8_t out[4];
+
+    kms_hex_encode(bin, sizeof(bin), s);
+    assert_string_equal(s, "0001abff");
+    assert_int_equal(kms_hex_decode("0001ABff", 8, out), 0);
+    assert_memory_equal(out, bin, 4);
+    assert_int_equal(kms_hex_decode("", 0, out), 0);
+    assert_int_equal(kms_hex_decode("abc", 3, out), -1);
+    assert_int_equal(kms_hex_decode("zz", 2, out), -1);
+    assert_int_equal(kms_hex_decode("0g", 2, out), -1);
+}
+
+/* ---- time -------------------------------------------------------------------------------- */
+
+static void test_time(void **state)
+{
+    char out[40];
+    int64_t sec = 0;
+    int32_t nsec = -1;
+
+    kms_time_rfc3339(0, 0, out);
+    assert_string_equal(out, "1970-01-01T00:00:00Z");
+    kms_time_rfc3339(1767323045, 123456789, out); /* 2026-01-02T03:04:05 */
+    assert_string_equal(out, "2026-01-02T03:04:05.123456789Z");
+    kms_time_rfc3339(1767323045, 120000000, out);
+    assert_string_equal(out, "2026-01-02T03:04:05.12Z");
+    kms_time_rfc3339(1767323045, 1, out);
+    assert_string_equal(out, "2026-01-02T03:04:05.000000001Z");
+    kms_time_rfc3339(1767323045, 500000000, out);
+    assert_string_equal(out, "2026-01-02T03:04:05.5Z");
+    kms_time_rfc3339(951782400, 0, out); /* leap day 2000 */
+    assert_string_equal(out, "2000-02-29T00:00:00Z");
+    kms_time_rfc3339(1442851412, 0, out);
+    assert_string_equal(out, "2015-09-21T16:03:32Z");
+    kms_time_rfc3339(-1, 0, out);
+    assert_string_equal(out, "1969-12-31T23:59:59Z");
+    kms_time_rfc3339(253402300799, 999999999, out);
+    assert_string_equal(out, "9999-12-31T23:59:59.999999999Z");
+
+    kms_now(&sec, &nsec);
+    assert_true(sec > 1700000000);
+    assert_true(nsec >= 0 && nsec <= 999999999);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_err_set),
+        cmocka_unit_test(test_err_truncates),
+        cmocka_unit_test(test_memory),
+        cmocka_unit_test(test_uuid4),
+        cmocka_unit_test(test_rand),
+        cmocka_unit_test(test_b64_encode),
+        cmocka_unit_test(test_b64_decode_ok),
+        cmocka_unit_test(test_b64_decode_go_indexes),
+        cmocka_unit_test(test_b64_decode_embedded_nul),
+        cmocka_unit_test(test_b64url),
+        cmocka_unit_test(test_hex),
+        cmocka_unit_test(test_time),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

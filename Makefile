@@ -1,0 +1,43 @@
+# kmsd - thin wrapper around CMake. `make run` and `make test` work on a fresh Debian 12
+# machine as root: `deps` installs whatever Debian packages are missing first.
+
+BUILD      ?= build
+BUILD_TYPE ?= RelWithDebInfo
+ADDR       ?= 127.0.0.1:8200
+ROOT_TOKEN ?=
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+
+# Build and test dependencies (Debian package names).
+DEPS := cmake make gcc pkg-config libssl-dev liblmdb-dev libevent-dev libjansson-dev \
+        libjwt-dev libcmocka-dev libyaml-dev lmdb-utils python3 python3-hvac \
+        python3-cryptography python3-jwt python3-requests
+
+.PHONY: all deps build run test install clean
+
+all: build
+
+deps:
+	@missing=$$(for p in $(DEPS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing $$(echo $$missing)"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root to install packages" >&2; exit 1; fi; \
+	  apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) >/dev/null
+	cmake --build $(BUILD) -j$(JOBS)
+
+run: build
+	./$(BUILD)/kmsd server -dev -dev-listen-address=$(ADDR) \
+	  $(if $(ROOT_TOKEN),-dev-root-token-id=$(ROOT_TOKEN))
+
+test: build
+	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
+
+install: build
+	cmake --install $(BUILD)
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,89 @@
+/*
+ * api.h - kmsd's Vault-compatible API: one call turns a transport-neutral HTTP request into a
+ * response. It owns the request pipeline (namespace, token, route, policy, body limits, JSON,
+ * handler, envelope) and the engines behind it (sys, transit, auth/token).
+ *
+ * The HTTP transport (server/) knows nothing of Vault; this module knows nothing of sockets.
+ * Threads: kms_api_handle may be called from several threads at once.
+ */
+#ifndef KMS_API_H
+#define KMS_API_H
+
+#include "crypto/crypto.h"
+#include "storage/storage.h"
+
+struct kms_api;
+
+struct kms_api_limits {
+    size_t max_request_size;   /* body bytes; 413 above (default 32 MiB) */
+    size_t max_plaintext_size; /* decoded plaintext per item; 413 above (default 64 KiB) */
+    size_t max_json_strings;   /* strings (keys + values) per body; 400 above */
+    size_t max_json_depth;     /* nesting depth per body; 400 above */
+    size_t max_batch_items;    /* batch_input items; 400 above */
+};
+
+/* Defaults as documented in docs/config.md. */
+void kms_api_limits_default(struct kms_api_limits *l);
+
+struct kms_api_opts {
+    struct kms_api_limits limits;
+    const char *version; /* reported by sys/health */
+};
+
+/* Create the API over an open store (borrowed; must outlive the API). */
+int kms_api_create(struct kms_storage *st, const struct kms_api_opts *opts, struct kms_api **out,
+                   struct kms_err *err) KMS_WUR;
+void kms_api_destroy(struct kms_api **api);
+
+/* Longest token kmsd issues or accepts, including the terminating NUL. */
+#define KMS_API_TOKEN_MAX 128
+
+/* True once sys/init has run on this store. */
+bool kms_api_initialized(struct kms_api *api);
+
+/*
+ * Dev-mode bootstrap of an empty store: initialise it, create the root token (`root_id`, or a
+ * random one when NULL) and mount transit/ in the root namespace. The token is copied to
+ * root_out (NUL-terminated).
+ */
+int kms_api_dev_bootstrap(struct kms_api *api, const char *root_id, char *root_out,
+                          size_t root_out_len, struct kms_err *err) KMS_WUR;
+
+struct kms_http_header {
+    const char *name; /* as received; matched case-insensitively */
+    const char *value;
+};
+
+/* A parsed HTTP request; everything borrowed for the duration of kms_api_handle. */
+struct kms_http_req {
+    const char *method; /* as received: "GET", "LIST", ... */
+    const char *target; /* request target: "/v1/transit/keys?list=true" */
+    const struct kms_http_header *headers;
+    size_t nheaders;
+    const uint8_t *body;
+    size_t body_len;
+    const char *remote_addr;
+    int remote_port;
+};
+
+#define KMS_HTTP_MAX_EXTRA_HEADERS 4
+
+struct kms_http_resp {
+    int status;
+    char *body; /* malloc'd JSON (may be NULL for 204); freed by kms_http_resp_dispose */
+    size_t body_len;
+    struct {
+        char name[32];
+        char value[256];
+    } extra[KMS_HTTP_MAX_EXTRA_HEADERS]; /* e.g. X-Vault-Namespace echo */
+    size_t nextra;
+};
+
+/* Run the whole pipeline for one request; always fills resp. */
+void kms_api_handle(struct kms_api *api, const struct kms_http_req *req,
+                    struct kms_http_resp *resp);
+/* Render a Vault error body ({"errors":[msg]}) for the transport's own refusals. */
+void kms_api_error_response(int status, const char *msg, struct kms_http_resp *resp);
+void kms_http_resp_dispose(struct kms_http_resp *resp);
+
+#endif

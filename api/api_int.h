@@ -1,0 +1,200 @@
+/*
+ * api_int.h - private to api/: the request context, the route table row, parameter access and
+ * the namespace/mount registry shared by the engines (sys.c, transit.c, token.c).
+ */
+#ifndef KMS_API_INT_H
+#define KMS_API_INT_H
+
+#include "api/api.h"
+#include "auth/auth.h"
+
+#include <jansson.h>
+#include <pthread.h>
+
+#define KMS_NS_ID_LEN 16
+#define KMS_PATH_MAX 512
+#define KMS_MAX_CAPTURES 4
+
+struct kms_ns {
+    char id[KMS_NS_ID_LEN]; /* "root" or 6 base62 characters */
+    char path[KMS_PATH_MAX]; /* "" for root, else "org1/" or "org1/team/" */
+    int64_t created;
+};
+
+struct kms_mount {
+    char ns_id[KMS_NS_ID_LEN];
+    char path[KMS_PATH_MAX]; /* "transit/", "auth/k8s-host/" */
+    char type[32];           /* "transit", "kubernetes", "jwt" */
+    char uuid[37];
+    char accessor[64];
+    char description[256];
+    int64_t created;
+};
+
+/* Field types for parameter coercion, as Vault's framework names them. */
+enum kms_ftype {
+    KMS_F_STRING,
+    KMS_F_INT,
+    KMS_F_BOOL,
+    KMS_F_DURATION, /* seconds, from int or "90", "1h30m", "3d" */
+    KMS_F_ARRAY,    /* any JSON array, or a comma-separated string */
+    KMS_F_MAP,      /* JSON object */
+    KMS_F_RAW,      /* anything, untouched (batch_input) */
+};
+
+struct kms_field {
+    const char *name;
+    enum kms_ftype type;
+};
+
+struct kms_ctx;
+typedef int (*kms_handler_fn)(struct kms_ctx *c);
+
+#define KMS_OPBIT(op) (1u << (op))
+#define KMS_R KMS_OPBIT(KMS_OP_READ)
+#define KMS_L KMS_OPBIT(KMS_OP_LIST)
+#define KMS_C KMS_OPBIT(KMS_OP_CREATE)
+#define KMS_U KMS_OPBIT(KMS_OP_UPDATE)
+#define KMS_D KMS_OPBIT(KMS_OP_DELETE)
+#define KMS_CU (KMS_C | KMS_U)
+
+/* Route flags. */
+#define KMS_RT_PUBLIC 0x1    /* no token needed (sys/health, login) */
+#define KMS_RT_EXISTENCE 0x2 /* POST/PUT is "create" when the resource is absent */
+#define KMS_RT_SYS_TOP 0x4   /* sys/ response: copy data keys to the top level too */
+#define KMS_RT_NO_AUDIT 0x8  /* not audited (sys/health, sys/seal-status, sys/init) */
+#define KMS_RT_SUDO 0x10     /* root-protected path */
+
+/*
+ * One row of an engine's route table. `tmpl` segments are literals, ":name" (one segment
+ * matching Vault's name regex), ":seg" style captures accept any single segment, and a final
+ * "*rest" captures the remainder (may contain '/'). `ops` is a mask of KMS_OPBIT(op).
+ */
+struct kms_route {
+    const char *tmpl;
+    unsigned ops;
+    unsigned flags;
+    kms_handler_fn handler;
+    const struct kms_field *fields; /* NULL-terminated by name == NULL; NULL = no fields */
+    /* For KMS_RT_EXISTENCE: does the resource exist? 1 yes, 0 no, -1 error. */
+    int (*exists)(struct kms_ctx *c);
+};
+
+/* Per-request context: everything a handler reads and writes. */
+struct kms_ctx {
+    struct kms_api *api;
+    const struct kms_http_req *http;
+    enum kms_op op;
+    struct kms_ns ns;       /* namespace the request resolved to */
+    struct kms_mount mount; /* mount the path resolved to (type "system" for sys/) */
+    char path[KMS_PATH_MAX]; /* path relative to the namespace, e.g. "transit/keys/k" */
+    const char *rel;          /* path relative to the mount (points into path) */
+    const struct kms_route *route;
+    size_t ncap;
+    const char *cap_names[KMS_MAX_CAPTURES];
+    char cap_values[KMS_MAX_CAPTURES][KMS_PATH_MAX];
+    bool has_token;
+    struct kms_token token;
+    json_t *params;   /* request parameters (object), coerced per route fields */
+    json_t *warnings; /* array of strings, or NULL */
+    /* handler outputs */
+    json_t *data;       /* response data; NULL and no raw -> 204 */
+    json_t *raw;        /* a body sent as is, without the envelope (sys/health) */
+    json_t *auth;       /* envelope "auth" block (logins) */
+    int status;         /* 0 = 200 (or 204); set for batch partial failures */
+    struct kms_err err; /* set by a failing handler (returns -1) */
+};
+
+/* ---- parameters (params.c) --------------------------------------------------------------- */
+
+/* Path capture by name ("name" for ":name"); NULL when the route has none. */
+const char *kms_cap(const struct kms_ctx *c, const char *name);
+/* Parameter lookups after coercion. Return true when present (and non-null). */
+bool kms_param_str(struct kms_ctx *c, const char *name, const char **out);
+bool kms_param_int(struct kms_ctx *c, const char *name, int64_t *out);
+bool kms_param_bool(struct kms_ctx *c, const char *name, bool *out);
+json_t *kms_param(struct kms_ctx *c, const char *name);
+/* Add a warning string to the response. */
+void kms_warn(struct kms_ctx *c, const char *fmt, ...) KMS_PRINTF(2, 3);
+/* Parse a Vault duration ("90", "1h30m", "3d", 3600) to seconds; -1 when invalid. */
+int kms_parse_duration(const json_t *v, int64_t *out) KMS_WUR;
+int kms_parse_duration_str(const char *s, int64_t *out) KMS_WUR;
+/* Coerce known fields of c->params in place and warn about unknown ones (400 on bad type). */
+int kms_params_apply_fields(struct kms_ctx *c) KMS_WUR;
+/* Go strconv.ParseBool. */
+bool kms_parse_go_bool(const char *s, bool *out);
+
+/* Decode a base64 parameter with Go's message on failure. *out malloc'd (wiped-free). */
+int kms_b64_param(const char *s, uint8_t **out, size_t *outlen, struct kms_err *err,
+                  int status) KMS_WUR;
+
+/* ---- JSON body limits (jsonlim.c) -------------------------------------------------------- */
+
+/* Scan JSON text before parsing: count strings and depth. 0 ok, -1 with err set (400). */
+int kms_json_precheck(const uint8_t *p, size_t n, const struct kms_api_limits *lim,
+                      struct kms_err *err) KMS_WUR;
+
+/* ---- registry of namespaces and mounts (registry.c) -------------------------------------- */
+
+struct kms_storage *kms_api_storage(struct kms_api *api);
+struct kms_auth *kms_api_auth(struct kms_api *api);
+const struct kms_api_limits *kms_api_limits(struct kms_api *api);
+const char *kms_api_version(struct kms_api *api);
+
+/* sys/init: mark the store initialised and create the root token (copied to root_out). */
+int kms_api_init_store(struct kms_api *api, const char *root_id, char *root_out,
+                       struct kms_err *err) KMS_WUR;
+/* Cluster id generated at init ("" before). */
+const char *kms_api_cluster_id(struct kms_api *api);
+
+/* Longest namespace whose path prefixes `path`; copies it to *ns and sets *consumed. */
+int kms_registry_ns_resolve(struct kms_api *api, const char *path, struct kms_ns *ns,
+                            size_t *consumed);
+/* Exact namespace by path ("" or "root" = root). 0 found, KMS_STORAGE_NOTFOUND otherwise. */
+int kms_registry_ns_get(struct kms_api *api, const char *path, struct kms_ns *ns);
+int kms_registry_ns_by_id(struct kms_api *api, const char *id, struct kms_ns *ns);
+int kms_registry_ns_create(struct kms_api *api, const char *path, struct kms_ns *out,
+                           struct kms_err *err) KMS_WUR;
+int kms_registry_ns_delete(struct kms_api *api, const char *path, struct kms_err *err) KMS_WUR;
+/* Visit the direct children of namespace `parent` (path), in path order. */
+int kms_registry_ns_list(struct kms_api *api, const char *parent,
+                         int (*cb)(const struct kms_ns *ns, void *arg), void *arg);
+
+/* Longest mount of namespace ns_id that prefixes path (mount paths end in '/'). */
+int kms_registry_mount_resolve(struct kms_api *api, const char *ns_id, const char *path,
+                               struct kms_mount *out);
+int kms_registry_mount_get(struct kms_api *api, const char *ns_id, const char *path,
+                           struct kms_mount *out);
+int kms_registry_mount_add(struct kms_api *api, const char *ns_id, const char *path,
+                           const char *type, const char *description, struct kms_mount *out,
+                           struct kms_err *err) KMS_WUR;
+int kms_registry_mount_remove(struct kms_api *api, const char *ns_id, const char *path,
+                              struct kms_err *err) KMS_WUR;
+int kms_registry_mount_list(struct kms_api *api, const char *ns_id,
+                            int (*cb)(const struct kms_mount *m, void *arg), void *arg);
+
+/* Storage key prefix of a mount's records: "<ns id>/<mount uuid>/". */
+void kms_mount_prefix(const struct kms_mount *m, char *out, size_t n);
+
+/* ---- engines ----------------------------------------------------------------------------- */
+
+extern const struct kms_route kms_sys_routes[];
+extern const struct kms_route kms_transit_routes[];
+extern const struct kms_route kms_token_routes[];
+
+/* Remove every record a transit mount owns (on unmount / namespace delete). */
+int kms_transit_purge(struct kms_txn *txn, const struct kms_mount *m) KMS_WUR;
+
+/* ---- envelope helpers (envelope.c) ------------------------------------------------------- */
+
+/* Set c->err and return -1; user errors are 400, internal ones 500 wrapped. */
+#define KMS_FAIL(c, status, ...) kms_err_set(&(c)->err, (status), __VA_ARGS__)
+#define KMS_FAILW(c, status, ...) kms_err_setw(&(c)->err, (status), __VA_ARGS__)
+
+/* A 404 with an empty errors array (read/list of nothing). */
+int kms_fail_notfound(struct kms_ctx *c);
+
+/* Build a response body from c (envelope, raw or error) into resp. */
+void kms_render(struct kms_ctx *c, int handler_rc, struct kms_http_resp *resp);
+
+#endif

@@ -1,0 +1,643 @@
+/*
+ * dispatch.c - the request pipeline, in Vault's order:
+ *
+ *   1 target and method -> path, query, operation      (404 / 405 on a bad request line)
+ *   2 namespace (X-Vault-Namespace + longest prefix)   (404 namespace not found)
+ *   3 body -> parameters (limits, JSON or form)         (400 / 413)
+ *   4 mount and route lookup (kept for later)
+ *   5 token (X-Vault-Token or Bearer)                   (403 permission denied)
+ *   6 policy check on the namespaced path               (403 multierror permission denied)
+ *   7 missing mount / route / operation                 (404 / 405)
+ *   8 existence check (update -> create), fields        (400 on bad field types)
+ *   9 handler, then the envelope.
+ *
+ * Handlers never repeat these checks. Public routes (sys/health, sys/init, ...) skip 5-6.
+ */
+#include "api/api_int.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+struct engine {
+    const char *type;
+    const struct kms_route *routes;
+};
+
+static const struct engine engines[] = {
+    {"transit", kms_transit_routes},
+};
+
+static const struct kms_route *engine_routes(const char *type)
+{
+    for (size_t i = 0; i < sizeof(engines) / sizeof(engines[0]); i++) {
+        if (strcmp(engines[i].type, type) == 0) {
+            return engines[i].routes;
+        }
+    }
+    return NULL;
+}
+
+static const char *header(const struct kms_http_req *req, const char *name)
+{
+    for (size_t i = 0; i < req->nheaders; i++) {
+        if (strcasecmp(req->headers[i].name, name) == 0) {
+            return req->headers[i].value;
+        }
+    }
+    return NULL;
+}
+
+static int hexval(int ch)
+{
+    if (ch >= '0' && ch <= '9') {
+        return ch - '0';
+    }
+    if (ch >= 'a' && ch <= 'f') {
+        return ch - 'a' + 10;
+    }
+    if (ch >= 'A' && ch <= 'F') {
+        return ch - 'A' + 10;
+    }
+    return -1;
+}
+
+/* Percent-decode [s, s+n) into out (size cap); plus_space for query strings. */
+static int pct_decode(const char *s, size_t n, char *out, size_t cap, bool plus_space)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        int ch = (unsigned char)s[i];
+        if (ch == '%') {
+            int hi = i + 1 < n ? hexval(s[i + 1]) : -1;
+            int lo = i + 2 < n ? hexval(s[i + 2]) : -1;
+            if (hi < 0 || lo < 0) {
+                return -1;
+            }
+            ch = hi * 16 + lo;
+            i += 2;
+        } else if (ch == '+' && plus_space) {
+            ch = ' ';
+        }
+        if (ch == 0 || o + 1 >= cap) {
+            return -1;
+        }
+        out[o++] = (char)ch;
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+/* Add key=value to an object; a repeated key turns the value into an array. */
+static void params_add(json_t *obj, const char *key, json_t *val)
+{
+    json_t *old = json_object_get(obj, key);
+    if (old == NULL) {
+        json_object_set_new(obj, key, val);
+    } else if (json_is_array(old)) {
+        json_array_append_new(old, val);
+    } else {
+        json_t *arr = json_array();
+        json_array_append(arr, old);
+        json_array_append_new(arr, val);
+        json_object_set_new(obj, key, arr);
+    }
+}
+
+/* Parse "a=1&b=2" (query or form body) into obj. */
+static int parse_urlencoded(const char *s, size_t n, json_t *obj, bool join_commas)
+{
+    size_t i = 0;
+    int rc = -1;
+    char *k = malloc(n + 1);
+    char *v = malloc(n + 1);
+    if (k == NULL || v == NULL) {
+        goto out;
+    }
+    while (i < n) {
+        size_t j = i;
+        while (j < n && s[j] != '&') {
+            j++;
+        }
+        const char *eq = memchr(s + i, '=', j - i);
+        size_t klen = eq ? (size_t)(eq - (s + i)) : j - i;
+        if (klen > 0) {
+            if (pct_decode(s + i, klen, k, n + 1, true) != 0) {
+                goto out;
+            }
+            if (eq != NULL) {
+                if (pct_decode(eq + 1, (size_t)(s + j - eq - 1), v, n + 1, true) != 0) {
+                    goto out;
+                }
+            } else {
+                v[0] = '\0';
+            }
+            json_t *old = json_object_get(obj, k);
+            if (join_commas && json_is_string(old)) {
+                /* Vault joins repeated form keys with commas. */
+                size_t ol = strlen(json_string_value(old));
+                size_t vl = strlen(v);
+                char *joined = malloc(ol + vl + 2);
+                if (joined == NULL) {
+                    goto out;
+                }
+                memcpy(joined, json_string_value(old), ol);
+                joined[ol] = ',';
+                memcpy(joined + ol + 1, v, vl + 1);
+                json_object_set_new(obj, k, json_string(joined));
+                free(joined);
+            } else {
+                params_add(obj, k, json_string(v));
+            }
+        }
+        i = j + 1;
+    }
+    rc = 0;
+out:
+    free(k);
+    free(v);
+    return rc;
+}
+
+static int method_to_op(const char *m, enum kms_op *op, bool *head)
+{
+    *head = false;
+    if (strcmp(m, "GET") == 0) {
+        *op = KMS_OP_READ;
+    } else if (strcmp(m, "HEAD") == 0) {
+        *op = KMS_OP_READ;
+        *head = true;
+    } else if (strcmp(m, "POST") == 0 || strcmp(m, "PUT") == 0) {
+        *op = KMS_OP_UPDATE;
+    } else if (strcmp(m, "DELETE") == 0) {
+        *op = KMS_OP_DELETE;
+    } else if (strcmp(m, "LIST") == 0) {
+        *op = KMS_OP_LIST;
+    } else if (strcmp(m, "PATCH") == 0) {
+        *op = KMS_OP_PATCH;
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
+static bool name_char(int ch)
+{
+    return isalnum(ch) || ch == '_';
+}
+
+/* Vault's transit name regex \w(([\w-.]+)?\w)? over one segment. */
+static bool valid_name(const char *s, size_t n)
+{
+    if (n == 0 || !name_char((unsigned char)s[0]) || !name_char((unsigned char)s[n - 1])) {
+        return false;
+    }
+    for (size_t i = 1; i + 1 < n; i++) {
+        int ch = (unsigned char)s[i];
+        if (!name_char(ch) && ch != '-' && ch != '.') {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Match rel against a template; fills captures. */
+static bool route_match(const char *tmpl, const char *rel, struct kms_ctx *c)
+{
+    const char *t = tmpl;
+    const char *p = rel;
+    size_t ncap = 0;
+    for (;;) {
+        if (*t == '\0') {
+            if (*p != '\0') {
+                return false;
+            }
+            break;
+        }
+        const char *tend = strchr(t, '/');
+        size_t tlen = tend ? (size_t)(tend - t) : strlen(t);
+        if (t[0] == '*') {
+            /* remainder, may be empty or contain '/' */
+            if (ncap == KMS_MAX_CAPTURES || strlen(p) >= KMS_PATH_MAX) {
+                return false;
+            }
+            c->cap_names[ncap] = t + 1;
+            snprintf(c->cap_values[ncap], KMS_PATH_MAX, "%s", p);
+            ncap++;
+            break;
+        }
+        const char *pend = strchr(p, '/');
+        size_t plen = pend ? (size_t)(pend - p) : strlen(p);
+        if (t[0] == ':' || t[0] == '+') {
+            if (plen == 0 || ncap == KMS_MAX_CAPTURES || plen >= KMS_PATH_MAX) {
+                return false;
+            }
+            if (t[0] == ':' && !valid_name(p, plen)) {
+                return false;
+            }
+            c->cap_names[ncap] = t + 1;
+            memcpy(c->cap_values[ncap], p, plen);
+            c->cap_values[ncap][plen] = '\0';
+            ncap++;
+        } else if (tlen != plen || memcmp(t, p, plen) != 0) {
+            return false;
+        }
+        if (tend == NULL) {
+            if (pend != NULL) {
+                return false;
+            }
+            break;
+        }
+        if (pend == NULL) {
+            return false;
+        }
+        t = tend + 1;
+        p = pend + 1;
+    }
+    c->ncap = ncap;
+    return true;
+}
+
+/* Capture names end at '/' inside the template string; compare up to there. */
+const char *kms_cap(const struct kms_ctx *c, const char *name)
+{
+    size_t n = strlen(name);
+    for (size_t i = 0; i < c->ncap; i++) {
+        const char *cn = c->cap_names[i];
+        if (strncmp(cn, name, n) == 0 && (cn[n] == '\0' || cn[n] == '/')) {
+            return c->cap_values[i];
+        }
+    }
+    return NULL;
+}
+
+static void cap_name(const char *cn, char *out, size_t cap)
+{
+    size_t n = 0;
+    while (cn[n] != '\0' && cn[n] != '/' && n + 1 < cap) {
+        out[n] = cn[n];
+        n++;
+    }
+    out[n] = '\0';
+}
+
+/*
+ * Find the route for c->rel. Returns 1 when found (c->route set), 0 when no template matches,
+ * 2 when a template matches but not the operation.
+ */
+static int find_route(struct kms_ctx *c, const struct kms_route *routes)
+{
+    bool path_matched = false;
+    for (const struct kms_route *r = routes; r->tmpl != NULL; r++) {
+        if (!route_match(r->tmpl, c->rel, c)) {
+            continue;
+        }
+        path_matched = true;
+        unsigned need = KMS_OPBIT(c->op);
+        if (c->op == KMS_OP_UPDATE && (r->ops & KMS_C)) {
+            need |= KMS_C;
+        }
+        if (r->ops & need) {
+            c->route = r;
+            return 1;
+        }
+    }
+    return path_matched ? 2 : 0;
+}
+
+/* Body -> c->params; GET/DELETE/LIST take the query string. */
+static int parse_params(struct kms_ctx *c, const char *query)
+{
+    const struct kms_http_req *req = c->http;
+    const struct kms_api_limits *lim = kms_api_limits(c->api);
+
+    c->params = json_object();
+    if (c->params == NULL) {
+        return KMS_FAILW(c, 500, "out of memory");
+    }
+    if (c->op == KMS_OP_READ || c->op == KMS_OP_LIST || c->op == KMS_OP_DELETE) {
+        if (query != NULL && parse_urlencoded(query, strlen(query), c->params, false) != 0) {
+            return KMS_FAIL(c, 400, "failed to parse query string");
+        }
+        json_object_del(c->params, "list");
+        return 0;
+    }
+    if (req->body_len > lim->max_request_size) {
+        return KMS_FAIL(c, 413, "failed to decode JSON input: http: request body too large");
+    }
+    size_t i = 0;
+    while (i < req->body_len && isspace(req->body[i])) {
+        i++;
+    }
+    if (i == req->body_len) {
+        return 0;
+    }
+    const char *ctype = header(req, "Content-Type");
+    if (ctype != NULL && strncasecmp(ctype, "application/x-www-form-urlencoded", 33) == 0 &&
+        req->body[i] != '{' && req->body[i] != '[') {
+        if (parse_urlencoded((const char *)req->body, req->body_len, c->params, true) != 0) {
+            return KMS_FAIL(c, 400, "failed to parse form body");
+        }
+        return 0;
+    }
+    if (kms_json_precheck(req->body, req->body_len, lim, &c->err) != 0) {
+        return -1;
+    }
+    json_error_t jerr;
+    json_t *body = json_loadb((const char *)req->body, req->body_len,
+                              JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
+    if (body == NULL) {
+        return KMS_FAIL(c, 400, "failed to decode JSON input: %s", jerr.text);
+    }
+    if (json_is_null(body)) {
+        json_decref(body);
+        return 0;
+    }
+    if (!json_is_object(body)) {
+        json_decref(body);
+        return KMS_FAIL(c, 400,
+                        "failed to decode JSON input: json: cannot unmarshal %s into Go value of "
+                        "type map[string]interface {}",
+                        json_is_array(body) ? "array" : "value");
+    }
+    json_decref(c->params);
+    c->params = body;
+    return 0;
+}
+
+/* Captured path values replace body fields of the same name (with Vault's warning). */
+static void apply_captures(struct kms_ctx *c)
+{
+    json_t *replaced = NULL;
+    for (size_t i = 0; i < c->ncap; i++) {
+        char name[64];
+        cap_name(c->cap_names[i], name, sizeof(name));
+        if (json_object_get(c->params, name) != NULL) {
+            if (replaced == NULL) {
+                replaced = json_array();
+            }
+            json_array_append_new(replaced, json_string(name));
+        }
+        json_object_del(c->params, name);
+    }
+    if (replaced != NULL) {
+        char buf[512] = "";
+        size_t o = 0;
+        size_t i;
+        json_t *v;
+        json_array_foreach(replaced, i, v)
+        {
+            o += (size_t)snprintf(buf + o, o < sizeof(buf) ? sizeof(buf) - o : 0, "%s%s",
+                                  i ? " " : "", json_string_value(v));
+        }
+        kms_warn(c,
+                 "Endpoint replaced the value of these parameters with the values captured from "
+                 "the endpoint's path: [%s]",
+                 buf);
+        json_decref(replaced);
+    }
+}
+
+static const char *token_from_headers(const struct kms_http_req *req)
+{
+    const char *t = header(req, "X-Vault-Token");
+    if (t != NULL && t[0] != '\0') {
+        return t;
+    }
+    const char *a = header(req, "Authorization");
+    if (a != NULL && strncmp(a, "Bearer ", 7) == 0) {
+        a += 7;
+        while (*a == ' ' || *a == '\t') {
+            a++;
+        }
+        return a;
+    }
+    return NULL;
+}
+
+/* Canonical namespace from the header: trim slashes, "root" = "", add trailing '/'. */
+static int header_namespace(const char *h, char *out, size_t cap)
+{
+    while (*h == '/' || *h == ' ') {
+        h++;
+    }
+    size_t n = strlen(h);
+    while (n > 0 && (h[n - 1] == '/' || h[n - 1] == ' ')) {
+        n--;
+    }
+    if (n == 0 || (n == 4 && strncmp(h, "root", 4) == 0)) {
+        out[0] = '\0';
+        return 0;
+    }
+    if (n + 2 > cap) {
+        return -1;
+    }
+    memcpy(out, h, n);
+    out[n] = '/';
+    out[n + 1] = '\0';
+    return 0;
+}
+
+static int token_ns_path(struct kms_ctx *c, char *out, size_t cap)
+{
+    struct kms_ns tns;
+    if (kms_registry_ns_by_id(c->api, c->token.ns_id, &tns) != 0) {
+        return -1;
+    }
+    snprintf(out, cap, "%s", tns.path);
+    return 0;
+}
+
+static int run(struct kms_ctx *c, struct kms_http_resp *resp)
+{
+    const struct kms_http_req *req = c->http;
+    char target[KMS_PATH_MAX * 2];
+    char full[KMS_PATH_MAX * 2];
+    char hns[KMS_PATH_MAX];
+    bool head;
+
+    /* 1. request line */
+    const char *q = strchr(req->target, '?');
+    size_t plen = q ? (size_t)(q - req->target) : strlen(req->target);
+    if (plen < 4 || strncmp(req->target, "/v1/", 4) != 0) {
+        return kms_fail_notfound(c);
+    }
+    if (pct_decode(req->target + 4, plen - 4, target, sizeof(target), false) != 0) {
+        return KMS_FAIL(c, 400, "invalid request path");
+    }
+    if (method_to_op(req->method, &c->op, &head) != 0) {
+        c->err.status = 405;
+        c->err.msg[0] = '\0';
+        return -1;
+    }
+    if (c->op == KMS_OP_READ && q != NULL) {
+        json_t *qp = json_object();
+        if (parse_urlencoded(q + 1, strlen(q + 1), qp, false) == 0) {
+            json_t *l = json_object_get(qp, "list");
+            if (json_is_string(l)) {
+                bool b;
+                if (!kms_parse_go_bool(json_string_value(l), &b)) {
+                    json_decref(qp);
+                    c->err.status = 400;
+                    c->err.msg[0] = '\0';
+                    return -1;
+                }
+                if (b) {
+                    c->op = KMS_OP_LIST;
+                }
+            }
+        }
+        json_decref(qp);
+    }
+    if ((c->op == KMS_OP_UPDATE || c->op == KMS_OP_PATCH) && plen > 4 &&
+        req->target[plen - 1] == '/') {
+        return KMS_FAIL(c, 400, "cannot write to a path ending in '/'");
+    }
+
+    /* 2. namespace */
+    hns[0] = '\0';
+    const char *hdr = header(req, "X-Vault-Namespace");
+    if (hdr != NULL) {
+        struct kms_ns hn;
+        if (header_namespace(hdr, hns, sizeof(hns)) != 0 ||
+            kms_registry_ns_get(c->api, hns, &hn) != 0) {
+            return KMS_FAIL(c, 404, "namespace not found");
+        }
+        snprintf(resp->extra[resp->nextra].name, sizeof(resp->extra[0].name), "%s",
+                 "X-Vault-Namespace");
+        snprintf(resp->extra[resp->nextra].value, sizeof(resp->extra[0].value), "%s", hdr);
+        resp->nextra++;
+    }
+    if ((size_t)snprintf(full, sizeof(full), "%s%s", hns, target) >= sizeof(full)) {
+        return KMS_FAIL(c, 400, "request path too long");
+    }
+    size_t consumed = 0;
+    if (kms_registry_ns_resolve(c->api, full, &c->ns, &consumed) != 0) {
+        return KMS_FAILW(c, 500, "cannot resolve namespace");
+    }
+    if ((size_t)snprintf(c->path, sizeof(c->path), "%s%s", full + consumed,
+                         c->op == KMS_OP_LIST && full[strlen(full) - 1] != '/' ? "/" : "") >=
+        sizeof(c->path)) {
+        return KMS_FAIL(c, 400, "request path too long");
+    }
+
+    /* 3. parameters */
+    if (parse_params(c, q ? q + 1 : NULL) != 0) {
+        return -1;
+    }
+
+    /* 4. mount and route */
+    const struct kms_route *routes = NULL;
+    bool have_mount = false;
+    if (strncmp(c->path, "sys/", 4) == 0 || strcmp(c->path, "sys") == 0) {
+        snprintf(c->mount.path, sizeof(c->mount.path), "sys/");
+        snprintf(c->mount.type, sizeof(c->mount.type), "system");
+        routes = kms_sys_routes;
+        have_mount = true;
+    } else if (strncmp(c->path, "auth/token/", 11) == 0) {
+        snprintf(c->mount.path, sizeof(c->mount.path), "auth/token/");
+        snprintf(c->mount.type, sizeof(c->mount.type), "token");
+        routes = kms_token_routes;
+        have_mount = true;
+    } else if (kms_registry_mount_resolve(c->api, c->ns.id, c->path, &c->mount) == 0) {
+        routes = engine_routes(c->mount.type);
+        have_mount = routes != NULL;
+    }
+    int found = 0;
+    if (have_mount) {
+        c->rel = c->path + strlen(c->mount.path);
+        found = find_route(c, routes);
+    }
+    if (found == 1 && head && c->route->handler != NULL &&
+        (c->route->flags & KMS_RT_PUBLIC) == 0) {
+        found = 2;
+    }
+    bool public_route = found == 1 && (c->route->flags & KMS_RT_PUBLIC);
+
+    if (!public_route && !kms_api_initialized(c->api)) {
+        return KMS_FAIL(c, 503, "Vault is sealed");
+    }
+
+    /* 5-6. token and policy */
+    if (!public_route) {
+        const char *tok = token_from_headers(req);
+        int lr = tok ? kms_auth_token_lookup(kms_api_auth(c->api), tok, &c->token) : 1;
+        if (lr < 0) {
+            return KMS_FAILW(c, 500, "internal error");
+        }
+        if (lr != 0) {
+            return KMS_FAIL(c, 403, "permission denied");
+        }
+        c->has_token = true;
+        char tns[KMS_PATH_MAX];
+        if (token_ns_path(c, tns, sizeof(tns)) != 0) {
+            return KMS_FAIL(c, 403, "permission denied");
+        }
+        if (found == 1 && c->op == KMS_OP_UPDATE && (c->route->flags & KMS_RT_EXISTENCE) &&
+            c->route->exists != NULL) {
+            int ex = c->route->exists(c);
+            if (ex < 0) {
+                return KMS_FAILW(c, 500, "internal error");
+            }
+            if (ex == 0) {
+                c->op = KMS_OP_CREATE;
+            }
+        }
+        bool allowed = false;
+        if (kms_auth_check(kms_api_auth(c->api), &c->token, c->ns.path, tns, c->path, c->op,
+                           &allowed) != 0) {
+            return KMS_FAILW(c, 500, "internal error");
+        }
+        if (!allowed) {
+            return KMS_FAILW(c, 403, "permission denied");
+        }
+    }
+
+    /* 7. routing failures */
+    if (!have_mount) {
+        return KMS_FAIL(c, 404, "no handler for route \"%s\". route entry not found.", c->path);
+    }
+    if (found == 0) {
+        return KMS_FAILW(c, 404, "unsupported path");
+    }
+    if (found == 2) {
+        return KMS_FAILW(c, 405, "unsupported operation");
+    }
+
+    /* 8. fields */
+    apply_captures(c);
+    if (kms_params_apply_fields(c) != 0) {
+        return -1;
+    }
+
+    /* 9. handler */
+    int rc = c->route->handler(c);
+    if (head) {
+        json_decref(c->data);
+        c->data = NULL;
+    }
+    return rc;
+}
+
+void kms_api_handle(struct kms_api *api, const struct kms_http_req *req,
+                    struct kms_http_resp *resp)
+{
+    struct kms_ctx *c = calloc(1, sizeof(*c));
+    memset(resp, 0, sizeof(*resp));
+    if (c == NULL) {
+        kms_api_error_response(500, "internal error", resp);
+        return;
+    }
+    c->api = api;
+    c->http = req;
+    int rc = run(c, resp);
+    kms_render(c, rc, resp);
+    json_decref(c->params);
+    json_decref(c->warnings);
+    json_decref(c->data);
+    json_decref(c->raw);
+    json_decref(c->auth);
+    kms_memzero(c, sizeof(*c));
+    free(c);
+}

@@ -1,0 +1,153 @@
+/*
+ * envelope.c - the only place that turns a request context into response bytes: Vault's
+ * success envelope, raw bodies (sys/health), 204s and {"errors":[...]} bodies.
+ */
+#include "api/api_int.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void set_body(struct kms_http_resp *resp, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (text == NULL) {
+        resp->status = 500;
+        resp->body = strdup("{\"errors\":[\"internal error\"]}\n");
+        resp->body_len = resp->body ? strlen(resp->body) : 0;
+        return;
+    }
+    size_t n = strlen(text);
+    char *withnl = realloc(text, n + 2);
+    if (withnl == NULL) {
+        free(text);
+        resp->status = 500;
+        return;
+    }
+    withnl[n] = '\n';
+    withnl[n + 1] = '\0';
+    resp->body = withnl;
+    resp->body_len = n + 1;
+}
+
+void kms_api_error_response(int status, const char *msg, struct kms_http_resp *resp)
+{
+    json_t *errs = json_array();
+    if (msg != NULL && msg[0] != '\0') {
+        json_array_append_new(errs, json_string(msg));
+    }
+    json_t *body = json_pack("{s:o}", "errors", errs);
+    resp->status = status;
+    set_body(resp, body);
+    json_decref(body);
+}
+
+void kms_http_resp_dispose(struct kms_http_resp *resp)
+{
+    free(resp->body);
+    resp->body = NULL;
+    resp->body_len = 0;
+}
+
+int kms_fail_notfound(struct kms_ctx *c)
+{
+    c->err.status = 404;
+    c->err.wrapped = false;
+    c->err.msg[0] = '\0';
+    return -1;
+}
+
+void kms_warn(struct kms_ctx *c, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    if (c->warnings == NULL) {
+        c->warnings = json_array();
+    }
+    json_array_append_new(c->warnings, json_string(buf));
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Go marshals map keys sorted; rebuild obj with its keys in byte order (one level). */
+static json_t *sorted_copy(json_t *obj)
+{
+    size_t n = json_object_size(obj);
+    const char **keys = calloc(n ? n : 1, sizeof(*keys));
+    json_t *out = json_object();
+    const char *k;
+    json_t *v;
+    size_t i = 0;
+    if (keys == NULL || out == NULL) {
+        free(keys);
+        json_decref(out);
+        return json_incref(obj);
+    }
+    json_object_foreach(obj, k, v)
+    {
+        keys[i++] = k;
+    }
+    qsort(keys, n, sizeof(*keys), cmp_str);
+    for (i = 0; i < n; i++) {
+        json_object_set(out, keys[i], json_object_get(obj, keys[i]));
+    }
+    free(keys);
+    return out;
+}
+
+void kms_render(struct kms_ctx *c, int rc, struct kms_http_resp *resp)
+{
+    if (rc != 0) {
+        int status = c->err.status ? c->err.status : 500;
+        if (c->err.wrapped && c->err.msg[0] != '\0') {
+            char buf[sizeof(c->err.msg) + 32];
+            snprintf(buf, sizeof(buf), "1 error occurred:\n\t* %s\n\n", c->err.msg);
+            kms_api_error_response(status, buf, resp);
+        } else {
+            kms_api_error_response(status, c->err.msg, resp);
+        }
+        return;
+    }
+    if (c->raw != NULL) {
+        resp->status = c->status ? c->status : 200;
+        set_body(resp, c->raw);
+        return;
+    }
+    if (c->data == NULL && c->auth == NULL) {
+        resp->status = 204;
+        return;
+    }
+    char rid[37];
+    if (kms_uuid4(rid) != 0) {
+        kms_api_error_response(500, "internal error", resp);
+        return;
+    }
+    json_t *data = c->data ? sorted_copy(c->data) : json_null();
+    json_t *env = json_object();
+    if (c->route != NULL && (c->route->flags & KMS_RT_SYS_TOP) && json_is_object(data)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(data, k, v)
+        {
+            json_object_set(env, k, v);
+        }
+    }
+    json_object_set_new(env, "request_id", json_string(rid));
+    json_object_set_new(env, "lease_id", json_string(""));
+    json_object_set_new(env, "renewable", json_false());
+    json_object_set_new(env, "lease_duration", json_integer(0));
+    json_object_set_new(env, "data", data);
+    json_object_set_new(env, "wrap_info", json_null());
+    json_object_set(env, "warnings",
+                    c->warnings && json_array_size(c->warnings) ? c->warnings : json_null());
+    json_object_set(env, "auth", c->auth ? c->auth : json_null());
+    resp->status = c->status ? c->status : 200;
+    set_body(resp, env);
+    json_decref(env);
+}

@@ -1,0 +1,727 @@
+/*
+ * registry.c - the API object and its in-memory registry of namespaces and mounts.
+ *
+ * Both tables are small (one entry per organisation and per mount) and read on every request,
+ * so they live in memory behind a read-write lock and are written through to storage: a
+ * change is committed durably first, then published in memory. Namespace and mount records
+ * are JSON documents (sealed by storage like every record).
+ */
+#include "api/api_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct kms_api {
+    struct kms_storage *st;
+    struct kms_auth *auth;
+    struct kms_api_limits limits;
+    char version[32];
+    pthread_rwlock_t lock;
+    struct kms_ns *ns; /* ns[0] is root */
+    size_t nns;
+    struct kms_mount *mounts;
+    size_t nmounts;
+    bool initialized;
+    char cluster_id[37];
+};
+
+#define INIT_META "init"
+
+void kms_api_limits_default(struct kms_api_limits *l)
+{
+    l->max_request_size = 32u << 20;
+    l->max_plaintext_size = 64u << 10;
+    l->max_json_strings = 1000000;
+    l->max_json_depth = 64;
+    l->max_batch_items = 100000;
+}
+
+struct kms_storage *kms_api_storage(struct kms_api *api)
+{
+    return api->st;
+}
+
+struct kms_auth *kms_api_auth(struct kms_api *api)
+{
+    return api->auth;
+}
+
+const struct kms_api_limits *kms_api_limits(struct kms_api *api)
+{
+    return &api->limits;
+}
+
+const char *kms_api_version(struct kms_api *api)
+{
+    return api->version;
+}
+
+const char *kms_api_cluster_id(struct kms_api *api)
+{
+    return api->cluster_id;
+}
+
+bool kms_api_initialized(struct kms_api *api)
+{
+    return __atomic_load_n(&api->initialized, __ATOMIC_ACQUIRE);
+}
+
+/* ---- records ----------------------------------------------------------------------------- */
+
+static json_t *ns_to_json(const struct kms_ns *ns)
+{
+    return json_pack("{s:s, s:s, s:I}", "id", ns->id, "path", ns->path, "created",
+                     (json_int_t)ns->created);
+}
+
+static int ns_from_json(const uint8_t *val, size_t len, struct kms_ns *ns)
+{
+    json_t *j = json_loadb((const char *)val, len, 0, NULL);
+    int rc = -1;
+    const char *id, *path;
+    json_int_t created = 0;
+    if (j != NULL && json_unpack(j, "{s:s, s:s, s?I}", "id", &id, "path", &path, "created",
+                                 &created) == 0) {
+        memset(ns, 0, sizeof(*ns));
+        snprintf(ns->id, sizeof(ns->id), "%s", id);
+        snprintf(ns->path, sizeof(ns->path), "%s", path);
+        ns->created = created;
+        rc = 0;
+    }
+    json_decref(j);
+    return rc;
+}
+
+static json_t *mount_to_json(const struct kms_mount *m)
+{
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "ns_id", m->ns_id, "path", m->path,
+                     "type", m->type, "uuid", m->uuid, "accessor", m->accessor, "description",
+                     m->description, "created", (json_int_t)m->created);
+}
+
+static int mount_from_json(const uint8_t *val, size_t len, struct kms_mount *m)
+{
+    json_t *j = json_loadb((const char *)val, len, 0, NULL);
+    int rc = -1;
+    const char *ns_id, *path, *type, *uuid, *acc, *desc = "";
+    json_int_t created = 0;
+    if (j != NULL &&
+        json_unpack(j, "{s:s, s:s, s:s, s:s, s:s, s?s, s?I}", "ns_id", &ns_id, "path", &path,
+                    "type", &type, "uuid", &uuid, "accessor", &acc, "description", &desc,
+                    "created", &created) == 0) {
+        memset(m, 0, sizeof(*m));
+        snprintf(m->ns_id, sizeof(m->ns_id), "%s", ns_id);
+        snprintf(m->path, sizeof(m->path), "%s", path);
+        snprintf(m->type, sizeof(m->type), "%s", type);
+        snprintf(m->uuid, sizeof(m->uuid), "%s", uuid);
+        snprintf(m->accessor, sizeof(m->accessor), "%s", acc);
+        snprintf(m->description, sizeof(m->description), "%s", desc);
+        m->created = created;
+        rc = 0;
+    }
+    json_decref(j);
+    return rc;
+}
+
+static int put_json(struct kms_txn *txn, enum kms_db db, const char *key, json_t *j)
+{
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    int rc = -1;
+    if (text != NULL) {
+        rc = kms_storage_put(txn, db, key, strlen(key), text, strlen(text));
+    }
+    free(text);
+    return rc;
+}
+
+static int load_ns_cb(const uint8_t *key, size_t keylen, const uint8_t *val, size_t vallen,
+                      void *arg)
+{
+    struct kms_api *api = arg;
+    struct kms_ns *grown = realloc(api->ns, (api->nns + 1) * sizeof(*grown));
+    (void)key;
+    (void)keylen;
+    if (grown == NULL) {
+        return -1;
+    }
+    api->ns = grown;
+    if (ns_from_json(val, vallen, &api->ns[api->nns]) != 0) {
+        return -1;
+    }
+    api->nns++;
+    return 0;
+}
+
+static int load_mount_cb(const uint8_t *key, size_t keylen, const uint8_t *val, size_t vallen,
+                         void *arg)
+{
+    struct kms_api *api = arg;
+    struct kms_mount *grown = realloc(api->mounts, (api->nmounts + 1) * sizeof(*grown));
+    (void)key;
+    (void)keylen;
+    if (grown == NULL) {
+        return -1;
+    }
+    api->mounts = grown;
+    if (mount_from_json(val, vallen, &api->mounts[api->nmounts]) != 0) {
+        return -1;
+    }
+    api->nmounts++;
+    return 0;
+}
+
+int kms_api_create(struct kms_storage *st, const struct kms_api_opts *opts, struct kms_api **out,
+                   struct kms_err *err)
+{
+    struct kms_api *api = calloc(1, sizeof(*api));
+    struct kms_txn *txn = NULL;
+    uint8_t *val = NULL;
+    size_t vallen = 0;
+    int rc = -1;
+
+    if (api == NULL) {
+        kms_err_set(err, 500, "out of memory");
+        goto out;
+    }
+    api->st = st;
+    api->limits = opts->limits;
+    snprintf(api->version, sizeof(api->version), "%s", opts->version ? opts->version : "");
+    pthread_rwlock_init(&api->lock, NULL);
+    api->ns = calloc(1, sizeof(*api->ns));
+    if (api->ns == NULL) {
+        kms_err_set(err, 500, "out of memory");
+        goto out;
+    }
+    snprintf(api->ns[0].id, sizeof(api->ns[0].id), "root");
+    api->nns = 1;
+    if (kms_auth_create(st, &api->auth, err) != 0) {
+        goto out;
+    }
+    if (kms_storage_txn_begin(st, false, &txn) != 0) {
+        kms_err_set(err, 500, "cannot open storage transaction");
+        goto out;
+    }
+    if (kms_storage_scan(txn, KMS_DB_NAMESPACES, "", 0, NULL, 0, true, load_ns_cb, api) != 0 ||
+        kms_storage_scan(txn, KMS_DB_MOUNTS, "", 0, NULL, 0, true, load_mount_cb, api) != 0) {
+        kms_err_set(err, 500, "cannot load namespaces and mounts from storage");
+        goto out;
+    }
+    int g = kms_storage_get(txn, KMS_DB_META, INIT_META, strlen(INIT_META), &val, &vallen);
+    if (g < 0) {
+        kms_err_set(err, 500, "cannot read the init record");
+        goto out;
+    }
+    api->initialized = g == 0;
+    if (g == 0) {
+        json_t *rec = json_loadb((const char *)val, vallen, 0, NULL);
+        const char *cid = json_string_value(json_object_get(rec, "cluster_id"));
+        snprintf(api->cluster_id, sizeof(api->cluster_id), "%s", cid ? cid : "");
+        json_decref(rec);
+    }
+    *out = api;
+    api = NULL;
+    rc = 0;
+out:
+    kms_storage_txn_abort(&txn);
+    free(val);
+    if (api != NULL) {
+        kms_api_destroy(&api);
+    }
+    return rc;
+}
+
+void kms_api_destroy(struct kms_api **apip)
+{
+    struct kms_api *api = *apip;
+    if (api == NULL) {
+        return;
+    }
+    kms_auth_destroy(&api->auth);
+    pthread_rwlock_destroy(&api->lock);
+    free(api->ns);
+    free(api->mounts);
+    free(api);
+    *apip = NULL;
+}
+
+int kms_api_init_store(struct kms_api *api, const char *root_id, char *root_out,
+                       struct kms_err *err)
+{
+    struct kms_txn *txn = NULL;
+    int rc = -1;
+    int64_t sec;
+    int32_t nsec;
+    char rec[128];
+    char cid[37];
+
+    pthread_rwlock_wrlock(&api->lock);
+    if (api->initialized) {
+        kms_err_set(err, 400, "Vault is already initialized");
+        goto out;
+    }
+    kms_now(&sec, &nsec);
+    if (kms_uuid4(cid) != 0) {
+        kms_err_set(err, 500, "cannot generate the cluster id");
+        goto out;
+    }
+    snprintf(rec, sizeof(rec), "{\"initialized_at\":%lld,\"cluster_id\":\"%s\"}",
+             (long long)sec, cid);
+    if (kms_storage_txn_begin(api->st, true, &txn) != 0) {
+        kms_err_set(err, 500, "cannot open storage transaction");
+        goto out;
+    }
+    if (kms_auth_token_create_root(api->auth, txn, root_id, root_out, err) != 0) {
+        goto out;
+    }
+    if (kms_storage_put(txn, KMS_DB_META, INIT_META, strlen(INIT_META), rec, strlen(rec)) != 0 ||
+        kms_storage_txn_commit(&txn) != 0) {
+        kms_err_set(err, 500, "cannot write the init record");
+        goto out;
+    }
+    snprintf(api->cluster_id, sizeof(api->cluster_id), "%s", cid);
+    __atomic_store_n(&api->initialized, true, __ATOMIC_RELEASE);
+    rc = 0;
+out:
+    kms_storage_txn_abort(&txn);
+    pthread_rwlock_unlock(&api->lock);
+    return rc;
+}
+
+int kms_api_dev_bootstrap(struct kms_api *api, const char *root_id, char *root_out,
+                          size_t root_out_len, struct kms_err *err)
+{
+    char tok[KMS_TOKEN_MAX_LEN];
+    struct kms_mount m;
+    int rc = -1;
+    if (kms_api_init_store(api, root_id, tok, err) != 0) {
+        goto out;
+    }
+    if (kms_registry_mount_add(api, "root", "transit/", "transit", "transit for dev mode", &m,
+                               err) != 0) {
+        goto out;
+    }
+    snprintf(root_out, root_out_len, "%s", tok);
+    rc = 0;
+out:
+    kms_memzero(tok, sizeof(tok));
+    return rc;
+}
+
+/* ---- namespaces -------------------------------------------------------------------------- */
+
+int kms_registry_ns_resolve(struct kms_api *api, const char *path, struct kms_ns *ns,
+                            size_t *consumed)
+{
+    size_t best = 0;
+    pthread_rwlock_rdlock(&api->lock);
+    for (size_t i = 1; i < api->nns; i++) {
+        size_t n = strlen(api->ns[i].path);
+        if (n > strlen(api->ns[best].path) && strncmp(path, api->ns[i].path, n) == 0) {
+            best = i;
+        }
+    }
+    *ns = api->ns[best];
+    *consumed = strlen(api->ns[best].path);
+    pthread_rwlock_unlock(&api->lock);
+    return 0;
+}
+
+int kms_registry_ns_get(struct kms_api *api, const char *path, struct kms_ns *ns)
+{
+    int rc = KMS_STORAGE_NOTFOUND;
+    if (strcmp(path, "root") == 0 || strcmp(path, "root/") == 0) {
+        path = "";
+    }
+    pthread_rwlock_rdlock(&api->lock);
+    for (size_t i = 0; i < api->nns; i++) {
+        if (strcmp(api->ns[i].path, path) == 0) {
+            *ns = api->ns[i];
+            rc = 0;
+            break;
+        }
+    }
+    pthread_rwlock_unlock(&api->lock);
+    return rc;
+}
+
+int kms_registry_ns_by_id(struct kms_api *api, const char *id, struct kms_ns *ns)
+{
+    int rc = KMS_STORAGE_NOTFOUND;
+    pthread_rwlock_rdlock(&api->lock);
+    for (size_t i = 0; i < api->nns; i++) {
+        if (strcmp(api->ns[i].id, id) == 0) {
+            *ns = api->ns[i];
+            rc = 0;
+            break;
+        }
+    }
+    pthread_rwlock_unlock(&api->lock);
+    return rc;
+}
+
+static bool ns_name_reserved(const char *name, size_t n)
+{
+    static const char *const reserved[] = {".",     "..",   "root",      "sys",
+                                           "audit", "auth", "cubbyhole", "identity"};
+    for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
+        if (strlen(reserved[i]) == n && strncmp(reserved[i], name, n) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+int kms_registry_ns_create(struct kms_api *api, const char *path, struct kms_ns *out,
+                           struct kms_err *err)
+{
+    struct kms_ns ns;
+    struct kms_txn *txn = NULL;
+    json_t *j = NULL;
+    int rc = -1;
+    int32_t nsec;
+
+    /* path = parent path + one segment + "/" */
+    size_t n = strlen(path);
+    if (n < 2 || path[n - 1] != '/' || n >= sizeof(ns.path)) {
+        kms_err_set(err, 400, "invalid namespace path");
+        return -1;
+    }
+    const char *seg = path + n - 1;
+    while (seg > path && seg[-1] != '/') {
+        seg--;
+    }
+    size_t seglen = (size_t)(path + n - 1 - seg);
+    if (seglen == 0 || ns_name_reserved(seg, seglen)) {
+        kms_err_set(err, 400, "%.*s is a reserved path", (int)seglen, seg);
+        return -1;
+    }
+    for (size_t i = 0; i < seglen; i++) {
+        unsigned char ch = (unsigned char)seg[i];
+        if (ch <= ' ' || ch == 0x7f || ch == '%' || ch == '?' || ch == '#') {
+            kms_err_set(err, 400, "invalid namespace name \"%.*s\"", (int)seglen, seg);
+            return -1;
+        }
+    }
+    memset(&ns, 0, sizeof(ns));
+    snprintf(ns.path, sizeof(ns.path), "%s", path);
+    kms_now(&ns.created, &nsec);
+
+    pthread_rwlock_wrlock(&api->lock);
+    for (size_t i = 0; i < api->nns; i++) {
+        if (strcmp(api->ns[i].path, path) == 0) {
+            *out = api->ns[i];
+            rc = 1; /* exists */
+            goto out;
+        }
+    }
+    do {
+        if (kms_rand_base62(ns.id, 6) != 0) {
+            kms_err_set(err, 500, "cannot generate a namespace id");
+            goto out;
+        }
+        bool clash = false;
+        for (size_t i = 0; i < api->nns; i++) {
+            clash = clash || strcmp(api->ns[i].id, ns.id) == 0;
+        }
+        if (!clash) {
+            break;
+        }
+    } while (1);
+    struct kms_ns *grown = realloc(api->ns, (api->nns + 1) * sizeof(*grown));
+    if (grown == NULL) {
+        kms_err_set(err, 500, "out of memory");
+        goto out;
+    }
+    api->ns = grown;
+    j = ns_to_json(&ns);
+    if (kms_storage_txn_begin(api->st, true, &txn) != 0 ||
+        put_json(txn, KMS_DB_NAMESPACES, ns.path, j) != 0 || kms_storage_txn_commit(&txn) != 0) {
+        kms_err_set(err, 500, "cannot store the namespace");
+        goto out;
+    }
+    api->ns[api->nns++] = ns;
+    *out = ns;
+    rc = 0;
+out:
+    kms_storage_txn_abort(&txn);
+    json_decref(j);
+    pthread_rwlock_unlock(&api->lock);
+    return rc;
+}
+
+int kms_registry_ns_delete(struct kms_api *api, const char *path, struct kms_err *err)
+{
+    struct kms_txn *txn = NULL;
+    int rc = -1;
+    size_t idx = 0;
+    char prefix[KMS_NS_ID_LEN + 2];
+
+    pthread_rwlock_wrlock(&api->lock);
+    for (size_t i = 1; i < api->nns; i++) {
+        if (strcmp(api->ns[i].path, path) == 0) {
+            idx = i;
+        }
+    }
+    if (idx == 0) {
+        rc = KMS_STORAGE_NOTFOUND;
+        goto out;
+    }
+    for (size_t i = 1; i < api->nns; i++) {
+        if (i != idx && strncmp(api->ns[i].path, path, strlen(path)) == 0) {
+            kms_err_set(err, 400, "cannot delete namespace (\"%s\") containing child namespaces",
+                        path);
+            goto out;
+        }
+    }
+    const struct kms_ns *ns = &api->ns[idx];
+    snprintf(prefix, sizeof(prefix), "%s/", ns->id);
+    if (kms_storage_txn_begin(api->st, true, &txn) != 0) {
+        kms_err_set(err, 500, "cannot open storage transaction");
+        goto out;
+    }
+    for (size_t i = 0; i < api->nmounts; i++) {
+        if (strcmp(api->mounts[i].ns_id, ns->id) == 0 &&
+            strcmp(api->mounts[i].type, "transit") == 0 &&
+            kms_transit_purge(txn, &api->mounts[i]) != 0) {
+            kms_err_set(err, 500, "cannot remove the namespace's keys");
+            goto out;
+        }
+    }
+    if (kms_storage_del_prefix(txn, KMS_DB_MOUNTS, prefix, strlen(prefix), NULL) != 0 ||
+        kms_storage_del_prefix(txn, KMS_DB_POLICIES, prefix, strlen(prefix), NULL) != 0 ||
+        kms_storage_del_prefix(txn, KMS_DB_AUTH, prefix, strlen(prefix), NULL) != 0 ||
+        kms_storage_del(txn, KMS_DB_NAMESPACES, path, strlen(path)) < 0 ||
+        kms_storage_txn_commit(&txn) != 0) {
+        kms_err_set(err, 500, "cannot delete the namespace");
+        goto out;
+    }
+    size_t w = 0;
+    for (size_t i = 0; i < api->nmounts; i++) {
+        if (strcmp(api->mounts[i].ns_id, ns->id) != 0) {
+            api->mounts[w++] = api->mounts[i];
+        }
+    }
+    api->nmounts = w;
+    api->ns[idx] = api->ns[api->nns - 1];
+    api->nns--;
+    rc = 0;
+out:
+    kms_storage_txn_abort(&txn);
+    pthread_rwlock_unlock(&api->lock);
+    return rc;
+}
+
+static int cmp_ns(const void *a, const void *b)
+{
+    return strcmp(((const struct kms_ns *)a)->path, ((const struct kms_ns *)b)->path);
+}
+
+int kms_registry_ns_list(struct kms_api *api, const char *parent,
+                         int (*cb)(const struct kms_ns *ns, void *arg), void *arg)
+{
+    struct kms_ns *copy = NULL;
+    size_t n = 0;
+    size_t pl = strlen(parent);
+    int rc = 0;
+
+    pthread_rwlock_rdlock(&api->lock);
+    copy = calloc(api->nns ? api->nns : 1, sizeof(*copy));
+    for (size_t i = 1; copy != NULL && i < api->nns; i++) {
+        const char *p = api->ns[i].path;
+        if (strncmp(p, parent, pl) == 0 && strlen(p) > pl) {
+            const char *rest = p + pl;
+            const char *slash = strchr(rest, '/');
+            if (slash != NULL && slash[1] == '\0') {
+                copy[n++] = api->ns[i];
+            }
+        }
+    }
+    pthread_rwlock_unlock(&api->lock);
+    if (copy == NULL) {
+        return -1;
+    }
+    qsort(copy, n, sizeof(*copy), cmp_ns);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        rc = cb(&copy[i], arg);
+    }
+    free(copy);
+    return rc < 0 ? -1 : 0;
+}
+
+/* ---- mounts ------------------------------------------------------------------------------ */
+
+void kms_mount_prefix(const struct kms_mount *m, char *out, size_t n)
+{
+    snprintf(out, n, "%s/%s/", m->ns_id, m->uuid);
+}
+
+int kms_registry_mount_resolve(struct kms_api *api, const char *ns_id, const char *path,
+                               struct kms_mount *out)
+{
+    int rc = KMS_STORAGE_NOTFOUND;
+    size_t bestlen = 0;
+    size_t plen = strlen(path);
+    pthread_rwlock_rdlock(&api->lock);
+    for (size_t i = 0; i < api->nmounts; i++) {
+        const struct kms_mount *m = &api->mounts[i];
+        size_t n = strlen(m->path);
+        if (strcmp(m->ns_id, ns_id) != 0 || n <= bestlen) {
+            continue;
+        }
+        /* "transit/..." or exactly "transit" (a request for the mount root) */
+        if (strncmp(path, m->path, n) == 0 ||
+            (plen == n - 1 && strncmp(path, m->path, n - 1) == 0)) {
+            *out = *m;
+            bestlen = n;
+            rc = 0;
+        }
+    }
+    pthread_rwlock_unlock(&api->lock);
+    return rc;
+}
+
+int kms_registry_mount_get(struct kms_api *api, const char *ns_id, const char *path,
+                           struct kms_mount *out)
+{
+    int rc = KMS_STORAGE_NOTFOUND;
+    pthread_rwlock_rdlock(&api->lock);
+    for (size_t i = 0; i < api->nmounts; i++) {
+        if (strcmp(api->mounts[i].ns_id, ns_id) == 0 && strcmp(api->mounts[i].path, path) == 0) {
+            *out = api->mounts[i];
+            rc = 0;
+            break;
+        }
+    }
+    pthread_rwlock_unlock(&api->lock);
+    return rc;
+}
+
+int kms_registry_mount_add(struct kms_api *api, const char *ns_id, const char *path,
+                           const char *type, const char *description, struct kms_mount *out,
+                           struct kms_err *err)
+{
+    struct kms_mount m;
+    struct kms_txn *txn = NULL;
+    json_t *j = NULL;
+    char key[KMS_PATH_MAX + KMS_NS_ID_LEN + 2];
+    char acc[9];
+    int32_t nsec;
+    int rc = -1;
+
+    memset(&m, 0, sizeof(m));
+    snprintf(m.ns_id, sizeof(m.ns_id), "%s", ns_id);
+    snprintf(m.path, sizeof(m.path), "%s", path);
+    snprintf(m.type, sizeof(m.type), "%s", type);
+    snprintf(m.description, sizeof(m.description), "%s", description ? description : "");
+    kms_now(&m.created, &nsec);
+    uint8_t rnd[4];
+    if (kms_uuid4(m.uuid) != 0 || kms_rand_bytes(rnd, sizeof(rnd)) != 0) {
+        return kms_err_set(err, 500, "cannot generate a mount id");
+    }
+    kms_hex_encode(rnd, sizeof(rnd), acc);
+    snprintf(m.accessor, sizeof(m.accessor), "%s_%s", type, acc);
+    snprintf(key, sizeof(key), "%s/%s", ns_id, path);
+
+    pthread_rwlock_wrlock(&api->lock);
+    for (size_t i = 0; i < api->nmounts; i++) {
+        const struct kms_mount *o = &api->mounts[i];
+        if (strcmp(o->ns_id, ns_id) != 0) {
+            continue;
+        }
+        size_t a = strlen(o->path);
+        size_t b = strlen(path);
+        size_t k = a < b ? a : b;
+        if (strncmp(o->path, path, k) == 0) {
+            kms_err_set(err, 400, "path is already in use at %s", o->path);
+            goto out;
+        }
+    }
+    struct kms_mount *grown = realloc(api->mounts, (api->nmounts + 1) * sizeof(*grown));
+    if (grown == NULL) {
+        kms_err_set(err, 500, "out of memory");
+        goto out;
+    }
+    api->mounts = grown;
+    j = mount_to_json(&m);
+    if (kms_storage_txn_begin(api->st, true, &txn) != 0 ||
+        put_json(txn, KMS_DB_MOUNTS, key, j) != 0 || kms_storage_txn_commit(&txn) != 0) {
+        kms_err_set(err, 500, "cannot store the mount");
+        goto out;
+    }
+    api->mounts[api->nmounts++] = m;
+    if (out != NULL) {
+        *out = m;
+    }
+    rc = 0;
+out:
+    kms_storage_txn_abort(&txn);
+    json_decref(j);
+    pthread_rwlock_unlock(&api->lock);
+    return rc;
+}
+
+int kms_registry_mount_remove(struct kms_api *api, const char *ns_id, const char *path,
+                              struct kms_err *err)
+{
+    struct kms_txn *txn = NULL;
+    char key[KMS_PATH_MAX + KMS_NS_ID_LEN + 2];
+    int rc = -1;
+    size_t idx = SIZE_MAX;
+
+    snprintf(key, sizeof(key), "%s/%s", ns_id, path);
+    pthread_rwlock_wrlock(&api->lock);
+    for (size_t i = 0; i < api->nmounts; i++) {
+        if (strcmp(api->mounts[i].ns_id, ns_id) == 0 && strcmp(api->mounts[i].path, path) == 0) {
+            idx = i;
+        }
+    }
+    if (idx == SIZE_MAX) {
+        rc = KMS_STORAGE_NOTFOUND;
+        goto out;
+    }
+    if (kms_storage_txn_begin(api->st, true, &txn) != 0 ||
+        (strcmp(api->mounts[idx].type, "transit") == 0 &&
+         kms_transit_purge(txn, &api->mounts[idx]) != 0) ||
+        kms_storage_del(txn, KMS_DB_MOUNTS, key, strlen(key)) < 0 ||
+        kms_storage_txn_commit(&txn) != 0) {
+        kms_err_set(err, 500, "cannot remove the mount");
+        goto out;
+    }
+    api->mounts[idx] = api->mounts[api->nmounts - 1];
+    api->nmounts--;
+    rc = 0;
+out:
+    kms_storage_txn_abort(&txn);
+    pthread_rwlock_unlock(&api->lock);
+    return rc;
+}
+
+static int cmp_mount(const void *a, const void *b)
+{
+    return strcmp(((const struct kms_mount *)a)->path, ((const struct kms_mount *)b)->path);
+}
+
+int kms_registry_mount_list(struct kms_api *api, const char *ns_id,
+                            int (*cb)(const struct kms_mount *m, void *arg), void *arg)
+{
+    struct kms_mount *copy = NULL;
+    size_t n = 0;
+    int rc = 0;
+    pthread_rwlock_rdlock(&api->lock);
+    copy = calloc(api->nmounts ? api->nmounts : 1, sizeof(*copy));
+    for (size_t i = 0; copy != NULL && i < api->nmounts; i++) {
+        if (strcmp(api->mounts[i].ns_id, ns_id) == 0) {
+            copy[n++] = api->mounts[i];
+        }
+    }
+    pthread_rwlock_unlock(&api->lock);
+    if (copy == NULL) {
+        return -1;
+    }
+    qsort(copy, n, sizeof(*copy), cmp_mount);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        rc = cb(&copy[i], arg);
+    }
+    free(copy);
+    return rc < 0 ? -1 : 0;
+}

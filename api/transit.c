@@ -1,0 +1,1550 @@
+/*
+ * transit.c - the Transit engine's HTTP surface (OpenBao's builtin/logical/transit): key
+ * lifecycle, encrypt (with upsert), decrypt, rewrap, datakey, export, and batch semantics.
+ *
+ * Records: the key policy lives at KEYS "<ns>/<mount uuid>/<name>" and each version at
+ * KEY_VERSIONS "<ns>/<mount uuid>/<name>/<version BE u32>", so a key with many versions never
+ * becomes one growing blob and an encrypt reads exactly two records. Every change is one
+ * LMDB write transaction, durable before the response. Cryptography and the policy rules
+ * are crypto/keyring's; this file maps JSON to them and back.
+ */
+#include "api/api_int.h"
+#include "crypto/keyring.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define KEYREC_MAX (KMS_PATH_MAX + 64)
+#define TRANSIT_CFG_META "transit_config/"
+
+/* ---- records ----------------------------------------------------------------------------- */
+
+static size_t policy_key(const struct kms_ctx *c, const char *name, char *out)
+{
+    char prefix[96];
+    kms_mount_prefix(&c->mount, prefix, sizeof(prefix));
+    return (size_t)snprintf(out, KEYREC_MAX, "%s%s", prefix, name);
+}
+
+static size_t version_key(const struct kms_ctx *c, const char *name, uint32_t v, uint8_t *out)
+{
+    size_t n = policy_key(c, name, (char *)out);
+    out[n++] = '/';
+    out[n++] = (uint8_t)(v >> 24);
+    out[n++] = (uint8_t)(v >> 16);
+    out[n++] = (uint8_t)(v >> 8);
+    out[n++] = (uint8_t)v;
+    return n;
+}
+
+static int load_policy(struct kms_ctx *c, struct kms_txn *txn, const char *name,
+                       struct kms_key_policy *p)
+{
+    char key[KEYREC_MAX];
+    uint8_t *val = NULL;
+    size_t vallen = 0;
+    size_t n = policy_key(c, name, key);
+    int g = kms_storage_get(txn, KMS_DB_KEYS, key, n, &val, &vallen);
+    if (g == 0 && kms_key_policy_decode(val, vallen, p) != 0) {
+        g = -1;
+    }
+    kms_free_wipe((void **)&val, vallen);
+    return g;
+}
+
+static int store_policy(struct kms_ctx *c, struct kms_txn *txn, const char *name,
+                        const struct kms_key_policy *p)
+{
+    char key[KEYREC_MAX];
+    uint8_t buf[KMS_KEY_POLICY_ENC_MAX];
+    size_t n = policy_key(c, name, key);
+    size_t len = kms_key_policy_encode(p, buf);
+    return kms_storage_put(txn, KMS_DB_KEYS, key, n, buf, len);
+}
+
+static int load_version(struct kms_ctx *c, struct kms_txn *txn, const char *name, uint32_t v,
+                        struct kms_key_version *kv)
+{
+    uint8_t key[KEYREC_MAX + 8];
+    uint8_t *val = NULL;
+    size_t vallen = 0;
+    size_t n = version_key(c, name, v, key);
+    int g = kms_storage_get(txn, KMS_DB_KEY_VERSIONS, key, n, &val, &vallen);
+    if (g == 0 && kms_key_version_decode(val, vallen, kv) != 0) {
+        g = -1;
+    }
+    kms_free_wipe((void **)&val, vallen);
+    return g;
+}
+
+static int store_version(struct kms_ctx *c, struct kms_txn *txn, const char *name,
+                         const struct kms_key_version *kv)
+{
+    uint8_t key[KEYREC_MAX + 8];
+    uint8_t buf[KMS_KEY_VERSION_ENC_MAX];
+    size_t n = version_key(c, name, kv->version, key);
+    size_t len = kms_key_version_encode(kv, buf);
+    int rc = kms_storage_put(txn, KMS_DB_KEY_VERSIONS, key, n, buf, len);
+    kms_memzero(buf, sizeof(buf));
+    return rc;
+}
+
+int kms_transit_purge(struct kms_txn *txn, const struct kms_mount *m)
+{
+    char prefix[96];
+    char cfg[160];
+    kms_mount_prefix(m, prefix, sizeof(prefix));
+    snprintf(cfg, sizeof(cfg), "%s%s", TRANSIT_CFG_META, prefix);
+    if (kms_storage_del_prefix(txn, KMS_DB_KEYS, prefix, strlen(prefix), NULL) != 0 ||
+        kms_storage_del_prefix(txn, KMS_DB_KEY_VERSIONS, prefix, strlen(prefix), NULL) != 0 ||
+        kms_storage_del(txn, KMS_DB_META, cfg, strlen(cfg)) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+/* Mount-wide config (config/keys): disable_upsert. */
+static int mount_disable_upsert(struct kms_ctx *c, struct kms_txn *txn, bool *out)
+{
+    char prefix[96];
+    char key[160];
+    uint8_t *val = NULL;
+    size_t vallen = 0;
+    kms_mount_prefix(&c->mount, prefix, sizeof(prefix));
+    snprintf(key, sizeof(key), "%s%s", TRANSIT_CFG_META, prefix);
+    int g = kms_storage_get(txn, KMS_DB_META, key, strlen(key), &val, &vallen);
+    *out = g == 0 && vallen == 1 && val[0] == 1;
+    free(val);
+    return g < 0 ? -1 : 0;
+}
+
+/* ---- the key object ---------------------------------------------------------------------- */
+
+struct times_arg {
+    json_t *keys;
+    size_t name_len;
+    uint32_t min;
+};
+
+static int times_cb(const uint8_t *key, size_t keylen, const uint8_t *val, size_t vallen,
+                    void *arg)
+{
+    struct times_arg *t = arg;
+    struct kms_key_version kv;
+    if (keylen != t->name_len + 4 || kms_key_version_decode(val, vallen, &kv) != 0) {
+        return keylen == t->name_len + 4 ? -1 : 0;
+    }
+    if (kv.version >= t->min) {
+        char ver[16];
+        snprintf(ver, sizeof(ver), "%u", kv.version);
+        json_object_set_new(t->keys, ver, json_integer(kv.created_sec));
+    }
+    kms_memzero(&kv, sizeof(kv));
+    (void)key;
+    return 0;
+}
+
+static int key_object(struct kms_ctx *c, struct kms_txn *txn, const char *name,
+                      const struct kms_key_policy *p, json_t **out)
+{
+    uint8_t prefix[KEYREC_MAX + 8];
+    size_t n = policy_key(c, name, (char *)prefix);
+    prefix[n++] = '/';
+    struct times_arg t = {json_object(), n, p->min_decryption_version};
+    uint8_t start[KEYREC_MAX + 8];
+    size_t sn = version_key(c, name, p->min_decryption_version, start);
+    if (kms_storage_scan(txn, KMS_DB_KEY_VERSIONS, prefix, n, start, sn, true, times_cb, &t) !=
+        0) {
+        json_decref(t.keys);
+        return -1;
+    }
+    json_t *o = json_pack(
+        "{s:s, s:s, s:b, s:b, s:b, s:b, s:I, s:I, s:I, s:I, s:b, s:b, s:b, s:b, s:I, s:b, s:b, "
+        "s:o}",
+        "name", name, "type", kms_key_type_name(p->type), "derived", p->derived,
+        "deletion_allowed", p->deletion_allowed, "exportable", p->exportable,
+        "allow_plaintext_backup", p->allow_plaintext_backup, "latest_version",
+        (json_int_t)p->latest_version, "min_decryption_version",
+        (json_int_t)p->min_decryption_version, "min_encryption_version",
+        (json_int_t)p->min_encryption_version, "min_available_version",
+        (json_int_t)p->min_available_version, "supports_encryption", true, "supports_decryption",
+        true, "supports_signing", false, "supports_derivation", true, "auto_rotate_period",
+        (json_int_t)p->auto_rotate_period, "imported_key", false, "soft_deleted", false, "keys",
+        t.keys);
+    if (o == NULL) {
+        return -1;
+    }
+    if (p->derived) {
+        json_object_set_new(o, "kdf", json_string("hkdf_sha256"));
+        json_object_set_new(o, "convergent_encryption", json_boolean(p->convergent));
+        if (p->convergent) {
+            json_object_set_new(o, "convergent_encryption_version", json_integer(-1));
+        }
+    }
+    *out = o;
+    return 0;
+}
+
+/* ---- key lifecycle ----------------------------------------------------------------------- */
+
+static const char *const unsupported_types[] = {
+    "ed25519",  "ecdsa-p256", "ecdsa-p384", "ecdsa-p521", "rsa-2048",
+    "rsa-3072", "rsa-4096",   "hmac",       NULL,
+};
+
+static int parse_type(struct kms_ctx *c, const char *t, enum kms_key_type *out)
+{
+    if (kms_key_type_parse(t, out) == 0) {
+        return 0;
+    }
+    for (size_t i = 0; unsupported_types[i] != NULL; i++) {
+        if (strcmp(unsupported_types[i], t) == 0) {
+            return KMS_FAIL(c, 400,
+                            "key type %s is not supported by kmsd (supported: aes128-gcm96, "
+                            "aes256-gcm96, chacha20-poly1305, xchacha20-poly1305)",
+                            t);
+        }
+    }
+    return KMS_FAIL(c, 400, "unknown key type %s", t);
+}
+
+/*
+ * Create `name` in txn with the given policy template; version 1 is generated. Returns 1 when
+ * the key already exists (nothing written, *p holds the stored policy).
+ */
+static int create_key(struct kms_ctx *c, struct kms_txn *txn, const char *name,
+                      struct kms_key_policy *p)
+{
+    struct kms_key_version kv;
+    struct kms_key_policy old;
+    int rc = -1;
+    int g = load_policy(c, txn, name, &old);
+    if (g == 0) {
+        *p = old;
+        return 1;
+    }
+    if (g < 0) {
+        return KMS_FAILW(c, 500, "cannot read key");
+    }
+    p->latest_version = 1;
+    p->min_decryption_version = 1;
+    if (kms_key_version_generate(p, 1, &kv) != 0) {
+        KMS_FAILW(c, 500, "cannot generate key material");
+        goto out;
+    }
+    p->created_sec = kv.created_sec;
+    if (store_version(c, txn, name, &kv) != 0 || store_policy(c, txn, name, p) != 0) {
+        KMS_FAILW(c, 500, "cannot store key");
+        goto out;
+    }
+    rc = 0;
+out:
+    kms_memzero(&kv, sizeof(kv));
+    return rc;
+}
+
+/* Commit txn and answer with the key object read in a fresh read transaction. */
+static int reply_key(struct kms_ctx *c, const char *name, const struct kms_key_policy *p)
+{
+    struct kms_txn *txn = NULL;
+    json_t *o = NULL;
+    if (kms_storage_txn_begin(kms_api_storage(c->api), false, &txn) != 0 ||
+        key_object(c, txn, name, p, &o) != 0) {
+        kms_storage_txn_abort(&txn);
+        return KMS_FAILW(c, 500, "cannot read key");
+    }
+    kms_storage_txn_abort(&txn);
+    c->data = o;
+    return 0;
+}
+
+static int keys_write(struct kms_ctx *c)
+{
+    const char *name = kms_cap(c, "name");
+    const char *tname = "aes256-gcm96";
+    struct kms_key_policy p;
+    struct kms_txn *txn = NULL;
+    bool b;
+    int64_t v;
+    int rc = -1;
+
+    (void)kms_param_str(c, "type", &tname);
+    if (parse_type(c, tname, &p.type) != 0) {
+        return -1;
+    }
+    if (kms_key_policy_init(&p, p.type) != 0) {
+        return KMS_FAILW(c, 500, "cannot initialise key");
+    }
+    p.derived = kms_param_bool(c, "derived", &b) && b;
+    p.convergent = kms_param_bool(c, "convergent_encryption", &b) && b;
+    p.exportable = kms_param_bool(c, "exportable", &b) && b;
+    p.allow_plaintext_backup = kms_param_bool(c, "allow_plaintext_backup", &b) && b;
+    if (kms_param_int(c, "auto_rotate_period", &v)) {
+        if (v != 0 && v < 3600) {
+            return KMS_FAIL(c, 400, "auto rotate period must be 0 to disable or at least an hour");
+        }
+        p.auto_rotate_period = v;
+    }
+    if (kms_param_int(c, "key_size", &v) && v != 0) {
+        return KMS_FAIL(c, 400, "key_size is not valid for algorithm %s", tname);
+    }
+    if (p.convergent && !p.derived) {
+        return KMS_FAIL(c, 400, "convergent encryption requires derivation to be enabled");
+    }
+    if (kms_storage_txn_begin(kms_api_storage(c->api), true, &txn) != 0) {
+        return KMS_FAILW(c, 500, "cannot open storage transaction");
+    }
+    int cr = create_key(c, txn, name, &p);
+    if (cr < 0) {
+        goto out;
+    }
+    if (cr == 1) {
+        kms_warn(c, "key %s already existed", name);
+        kms_storage_txn_abort(&txn);
+    } else if (kms_storage_txn_commit(&txn) != 0) {
+        KMS_FAILW(c, 500, "cannot store key");
+        goto out;
+    }
+    rc = reply_key(c, name, &p);
+out:
+    kms_storage_txn_abort(&txn);
+    return rc;
+}
+
+static int keys_read(struct kms_ctx *c)
+{
+    const char *name = kms_cap(c, "name");
+    struct kms_key_policy p;
+    struct kms_txn *txn = NULL;
+    int rc = -1;
+    if (kms_storage_txn_begin(kms_api_storage(c->api), false, &txn) != 0) {
+        return KMS_FAILW(c, 500, "cannot open storage transaction");
+    }
+    int g = load_policy(c, txn, name, &p);
+    if (g == KMS_STORAGE_NOTFOUND) {
+        rc = kms_fail_notfound(c);
+        goto out;
+    }
+    if (g != 0 || key_object(c, txn, name, &p, &c->data) != 0) {
+        KMS_FAILW(c, 500, "cannot read key");
+        goto out;
+    }
+    rc = 0;
+out:
+    kms_storage_txn_abort(&txn);
+    return rc;
+}
+
+struct list_arg {
+    json_t *keys;
+    size_t prefix_len;
+    int64_t limit;
+};
+
+static int list_cb(const uint8_t *key, size_t keylen, const uint8_t *val, size_t vallen,
+                   void *arg)
+{
+    struct list_arg *l = arg;
+    (void)val;
+    (void)vallen;
+    if (l->limit > 0 && (int64_t)json_array_size(l->keys) >= l->limit) {
+        return 1;
+    }
+    json_array_append_new(l->keys,
+                          json_stringn((const char *)key + l->prefix_len, keylen - l->prefix_len));
+    return 0;
+}
+
+static int keys_list(struct kms_ctx *c)
+{
+    char prefix[96];
+    char start[KEYREC_MAX];
+    const char *after = NULL;
+    struct kms_txn *txn = NULL;
+    int64_t limit = 0;
+    int rc = -1;
+
+    kms_mount_prefix(&c->mount, prefix, sizeof(prefix));
+    struct list_arg l = {json_array(), strlen(prefix), 0};
+    if (kms_param_int(c, "limit", &limit)) {
+        l.limit = limit;
+    }
+    size_t sn = 0;
+    if (kms_param_str(c, "after", &after) && after[0] != '\0') {
+        /* exclusive start: the smallest key greater than prefix+after */
+        sn = (size_t)snprintf(start, sizeof(start), "%s%s", prefix, after);
+        if (sn + 1 < sizeof(start)) {
+            start[sn++] = '\0';
+        }
+    }
+    if (kms_storage_txn_begin(kms_api_storage(c->api), false, &txn) != 0 ||
+        kms_storage_scan(txn, KMS_DB_KEYS, prefix, strlen(prefix), sn ? start : NULL, sn, false,
+                         list_cb, &l) != 0) {
+        KMS_FAILW(c, 500, "cannot list keys");
+        goto out;
+    }
+    if (json_array_size(l.keys) == 0) {
+        rc = kms_fail_notfound(c);
+        goto out;
+    }
+    c->data = json_pack("{s:O}", "keys", l.keys);
+    rc = 0;
+out:
+    json_decref(l.keys);
+    kms_storage_txn_abort(&txn);
+    return rc;
+}
+
+static int keys_delete(struct kms_ctx *c)
+{
+    const char *name = kms_cap(c, "name");
+    struct kms_key_policy p;
+    struct kms_txn *txn = NULL;
+    uint8_t prefix[KEYREC_MAX + 8];
+    char key[KEYREC_MAX];
+    int rc = -1;
+
+    if (kms_storage_txn_begin(kms_api_storage(c->api), true, &txn) != 0) {
+        return KMS_FAILW(c, 500, "cannot open storage transaction");
+    }
+    int g = load_policy(c, txn, name, &p);
+    if (g == KMS_STORAGE_NOTFOUND) {
+        KMS_FAIL(c, 400, "error deleting policy %s: could not delete key; not found", name);
+        goto out;
+    }
+    if (g != 0) {
+        KMS_FAILW(c, 500, "cannot read key");
+        goto out;
+    }
+    if (!p.deletion_allowed) {
+        KMS_FAIL(c, 400, "error deleting policy %s: deletion is not allowed for this key", name);
+        goto out;
+    }
+    size_t kn = policy_key(c, name, key);
+    memcpy(prefix, key, kn);
+    prefix[kn] = '/';
+    if (kms_storage_del_prefix(txn, KMS_DB_KEY_VERSIONS, prefix, kn + 1, NULL) != 0 ||
+        kms_storage_del(txn, KMS_DB_KEYS, key, kn) != 0 || kms_storage_txn_commit(&txn) != 0) {
+        KMS_FAILW(c, 500, "cannot delete key");
+        goto out;
+    }
+    rc = 0;
+out:
+    kms_storage_txn_abort(&txn);
+    return rc;
+}
+
+static int keys_config(struct kms_ctx *c)
+{
+    const char *name = kms_cap(c, "name");
+    struct kms_key_policy p;
+    struct kms_key_config cfg;
+    struct kms_txn *txn = NULL;
+    char warning[256];
+    int rc = -1;
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.has_min_decryption_version = kms_param_int(c, "min_decryption_version",
+                                                   &cfg.min_decryption_version);
+    cfg.has_min_encryption_version = kms_param_int(c, "min_encryption_version",
+                                                   &cfg.min_encryption_version);
+    cfg.has_deletion_allowed = kms_param_bool(c, "deletion_allowed", &cfg.deletion_allowed);
+    cfg.has_exportable = kms_param_bool(c, "exportable", &cfg.exportable);
+    cfg.has_allow_plaintext_backup = kms_param_bool(c, "allow_plaintext_backup",
+                                                    &cfg.allow_plaintext_backup);
+    cfg.has_auto_rotate_period = kms_param_int(c, "auto_rotate_period", &cfg.auto_rotate_period);
+
+    if (kms_storage_txn_begin(kms_api_storage(c->api), true, &txn) != 0) {
+        return KMS_FAILW(c, 500, "cannot open storage transaction");
+    }
+    int g = load_policy(c, txn, name, &p);
+    if (g == KMS_STORAGE_NOTFOUND) {
+        KMS_FAIL(c, 400, "no existing key named %s could be found", name);
+        goto out;
+    }
+    if (g != 0) {
+        KMS_FAILW(c, 500, "cannot read key");
+        goto out;
+    }
+    warning[0] = '\0';
+    if (kms_keyring_config(&p, &cfg, warning, sizeof(warning), &c->err) != 0) {
+        goto out;
+    }
+    if (store_policy(c, txn, name, &p) != 0 || kms_storage_txn_commit(&txn) != 0) {
+        KMS_FAILW(c, 500, "cannot store key");
+        goto out;
+    }
+    if (warning[0] != '\0') {
+        kms_warn(c, "%s", warning);
+    }
+    rc = reply_key(c, name, &p);
+out:
+    kms_storage_txn_abort(&txn);
+    return rc;
+}
+
+static int keys_rotate(struct kms_ctx *c)
+{
+    const char *name = kms_cap(c, "name");
+    struct kms_key_policy p;
+    struct kms_key_version kv;
+    struct kms_txn *txn = NULL;
+    int rc = -1;
+
+    memset(&kv, 0, sizeof(kv));
+    if (kms_storage_txn_begin(kms_api_storage(c->api), true, &txn) != 0) {
+        return KMS_FAILW(c, 500, "cannot open storage transaction");
+    }
+    int g = load_policy(c, txn, name, &p);
+    if (g == KMS_STORAGE_NOTFOUND) {
+        KMS_FAIL(c, 400, "key not found");
+        goto out;
+    }
+    if (g != 0) {
+        KMS_FAILW(c, 500, "cannot read key");
+        goto out;
+    }
+    if (p.latest_version == UINT32_MAX) {
+        KMS_FAIL(c, 400, "key %s has reached the maximum number of versions", name);
+        goto out;
+    }
+    p.latest_version++;
+    if (kms_key_version_generate(&p, p.latest_version, &kv) != 0 ||
+        store_version(c, txn, name, &kv) != 0 || store_policy(c, txn, name, &p) != 0 ||
+        kms_storage_txn_commit(&txn) != 0) {
+        KMS_FAILW(c, 500, "cannot rotate key");
+        goto out;
+    }
+    rc = reply_key(c, name, &p);
+out:
+    kms_memzero(&kv, sizeof(kv));
+    kms_storage_txn_abort(&txn);
+    return rc;
+}
+
+static int keys_trim(struct kms_ctx *c)
+{
+    const char *name = kms_cap(c, "name");
+    struct kms_key_policy p;
+    struct kms_txn *txn = NULL;
+    int64_t v = 0;
+    int rc = -1;
+
+    bool has = kms_param_int(c, "min_available_version", &v);
+    if (kms_storage_txn_begin(kms_api_storage(c->api), true, &txn) != 0) {
+        return KMS_FAILW(c, 500, "cannot open storage transaction");
+    }
+    int g = load_policy(c, txn, name, &p);
+    if (g == KMS_STORAGE_NOTFOUND) {
+        KMS_FAIL(c, 400, "invalid key name");
+        goto out;
+    }
+    if (g != 0) {
+        KMS_FAILW(c, 500, "cannot read key");
+        goto out;
+    }
+    uint32_t old_min = p.min_available_version;
+    if (kms_keyring_trim(&p, has, v, &c->err) != 0) {
+        goto out;
+    }
+    for (uint32_t ver = old_min > 1 ? old_min : 1; ver < p.min_available_version; ver++) {
+        uint8_t key[KEYREC_MAX + 8];
+        size_t n = version_key(c, name, ver, key);
+        if (kms_storage_del(txn, KMS_DB_KEY_VERSIONS, key, n) < 0) {
+            KMS_FAILW(c, 500, "cannot trim key");
+            goto out;
+        }
+    }
+    if (store_policy(c, txn, name, &p) != 0 || kms_storage_txn_commit(&txn) != 0) {
+        KMS_FAILW(c, 500, "cannot store key");
+        goto out;
+    }
+    rc = reply_key(c, name, &p);
+out:
+    kms_storage_txn_abort(&txn);
+    return rc;
+}
+
+/* ---- batch plumbing ---------------------------------------------------------------------- */
+
+enum item_kind { ITEM_OK, ITEM_USER_ERR, ITEM_INTERNAL_ERR };
+
+struct item {
+    const char *plaintext;  /* encrypt: base64; NULL when absent */
+    const char *ciphertext; /* decrypt/rewrap */
+    const char *context;    /* base64 or NULL */
+    const char *aad;        /* base64 or NULL */
+    const char *reference;
+    int64_t key_version;
+    /* results */
+    enum item_kind kind;
+    char *out;            /* ciphertext or base64 plaintext (malloc'd) */
+    size_t out_len;       /* for plaintext wipe */
+    uint32_t out_version; /* key version used */
+    struct kms_err err;
+};
+
+static const char *go_type(const json_t *v)
+{
+    if (json_is_number(v)) {
+        return "json.Number";
+    }
+    if (json_is_boolean(v)) {
+        return "bool";
+    }
+    if (json_is_array(v)) {
+        return "[]interface {}";
+    }
+    if (json_is_object(v)) {
+        return "map[string]interface {}";
+    }
+    return "string";
+}
+
+static const char *const item_fields[] = {"plaintext",   "ciphertext", "context",
+                                          "associated_data", "reference", "key_version",
+                                          "nonce",       NULL};
+
+/*
+ * Collect the request's items: batch_input when present, otherwise one item built from the
+ * top-level parameters. Malformed batch input fails the whole request (500 wrapped), as in
+ * OpenBao.
+ */
+static int collect_items(struct kms_ctx *c, const char *const *allowed, struct item **out,
+                         size_t *n, bool *batch)
+{
+    json_t *bi = kms_param(c, "batch_input");
+    const struct kms_api_limits *lim = kms_api_limits(c->api);
+    *batch = bi != NULL;
+    if (bi == NULL) {
+        struct item *it = calloc(1, sizeof(*it));
+        if (it == NULL) {
+            return KMS_FAILW(c, 500, "out of memory");
+        }
+        (void)kms_param_str(c, "plaintext", &it->plaintext);
+        (void)kms_param_str(c, "ciphertext", &it->ciphertext);
+        (void)kms_param_str(c, "context", &it->context);
+        (void)kms_param_str(c, "associated_data", &it->aad);
+        (void)kms_param_int(c, "key_version", &it->key_version);
+        it->reference = "";
+        *out = it;
+        *n = 1;
+        return 0;
+    }
+    if (!json_is_array(bi)) {
+        return KMS_FAILW(c, 500,
+                         "failed to parse batch input: '' source data must be an array or slice, "
+                         "got %s",
+                         json_is_object(bi) ? "map" : "string");
+    }
+    size_t count = json_array_size(bi);
+    if (count == 0) {
+        return KMS_FAIL(c, 400, "missing batch input to process");
+    }
+    if (count > lim->max_batch_items) {
+        return KMS_FAIL(c, 400,
+                        "batch_input has %zu items, more than the limit of %zu (max_batch_items)",
+                        count, lim->max_batch_items);
+    }
+    int64_t top_version = 0;
+    (void)kms_param_int(c, "key_version", &top_version);
+    struct item *items = calloc(count, sizeof(*items));
+    if (items == NULL) {
+        return KMS_FAILW(c, 500, "out of memory");
+    }
+    for (size_t i = 0; i < count; i++) {
+        json_t *o = json_array_get(bi, i);
+        struct item *it = &items[i];
+        it->reference = "";
+        it->key_version = top_version;
+        if (!json_is_object(o)) {
+            free(items);
+            return KMS_FAILW(c, 500,
+                             "failed to parse batch input: '[%zu]' expected a map, got '%s'", i,
+                             json_is_array(o) ? "slice" : "string");
+        }
+        const char *k;
+        json_t *v;
+        json_object_foreach(o, k, v)
+        {
+            bool known = false;
+            for (size_t f = 0; allowed[f] != NULL; f++) {
+                known = known || strcmp(allowed[f], k) == 0;
+            }
+            if (!known || json_is_null(v)) {
+                continue;
+            }
+            if (strcmp(k, "key_version") == 0) {
+                if (json_is_integer(v)) {
+                    it->key_version = json_integer_value(v);
+                    continue;
+                }
+                free(items);
+                return KMS_FAILW(c, 500,
+                                 "failed to parse batch input: '[%zu].key_version' expected type "
+                                 "'int', got unconvertible type '%s'",
+                                 i, go_type(v));
+            }
+            if (!json_is_string(v)) {
+                free(items);
+                return KMS_FAILW(c, 500,
+                                 "failed to parse batch input: '[%zu].%s' expected type 'string', "
+                                 "got unconvertible type '%s'",
+                                 i, k, go_type(v));
+            }
+            const char *s = json_string_value(v);
+            if (strcmp(k, "plaintext") == 0) {
+                it->plaintext = s;
+            } else if (strcmp(k, "ciphertext") == 0) {
+                it->ciphertext = s;
+            } else if (strcmp(k, "context") == 0) {
+                it->context = s;
+            } else if (strcmp(k, "associated_data") == 0) {
+                it->aad = s;
+            } else if (strcmp(k, "reference") == 0) {
+                it->reference = s;
+            }
+        }
+    }
+    *out = items;
+    *n = count;
+    return 0;
+}
+
+static void free_items(struct item *items, size_t n)
+{
+    for (size_t i = 0; items != NULL && i < n; i++) {
+        if (items[i].out != NULL) {
+            kms_memzero(items[i].out, items[i].out_len);
+            free(items[i].out);
+        }
+    }
+    free(items);
+}
+
+/* Context must be on all items or none (an empty string counts as none). */
+static int check_context_mix(struct kms_ctx *c, const struct item *items, size_t n)
+{
+    bool first = items[0].context != NULL && items[0].context[0] != '\0';
+    for (size_t i = 1; i < n; i++) {
+        bool set = items[i].context != NULL && items[i].context[0] != '\0';
+        if (set != first) {
+            return KMS_FAIL(c, 400,
+                            "context should be set either in all the request blocks or in none");
+        }
+    }
+    return 0;
+}
+
+static void item_fail(struct item *it, const struct kms_err *err)
+{
+    it->kind = err->status >= 500 ? ITEM_INTERNAL_ERR : ITEM_USER_ERR;
+    it->err = *err;
+}
+
+/* Small per-request cache of unsealed versions (wiped at the end). */
+struct vcache {
+    struct kms_key_version v[8];
+    size_t n;
+};
+
+static int get_version(struct kms_ctx *c, struct kms_txn *txn, const char *name,
+                       struct vcache *vc, uint32_t ver, const struct kms_key_version **out,
+                       struct kms_err *err)
+{
+    for (size_t i = 0; i < vc->n; i++) {
+        if (vc->v[i].version == ver) {
+            *out = &vc->v[i];
+            return 0;
+        }
+    }
+    struct kms_key_version kv;
+    int g = load_version(c, txn, name, ver, &kv);
+    if (g == KMS_STORAGE_NOTFOUND) {
+        return kms_err_set(err, 400, "no such key version");
+    }
+    if (g != 0) {
+        return kms_err_set(err, 500, "cannot read key version");
+    }
+    size_t slot = vc->n < 8 ? vc->n++ : ver % 8;
+    vc->v[slot] = kv;
+    kms_memzero(&kv, sizeof(kv));
+    *out = &vc->v[slot];
+    return 0;
+}
+
+/* Decode an optional base64 field into *out (NULL when absent). */
+static int decode_opt(const char *s, uint8_t **out, size_t *len, struct kms_err *err)
+{
+    *out = NULL;
+    *len = 0;
+    if (s == NULL || s[0] == '\0') {
+        return 0;
+    }
+    return kms_b64_param(s, out, len, err, 400);
+}
+
+static int encrypt_one(struct kms_ctx *c, struct kms_txn *txn, const char *name,
+                       const struct kms_key_policy *p, struct vcache *vc, struct item *it,
+                       size_t idx, const uint8_t *pt, size_t ptlen)
+{
+    uint8_t *ctx = NULL, *aad = NULL;
+    size_t ctxlen = 0, aadlen = 0;
+    const struct kms_key_version *kv = NULL;
+    uint32_t ver;
+    struct kms_err err;
+    int rc = -1;
+
+    kms_err_clear(&err);
+    if (decode_opt(it->context, &ctx, &ctxlen, &err) != 0) {
+        goto out;
+    }
+    if (it->aad != NULL && it->aad[0] != '\0' && decode_opt(it->aad, &aad, &aadlen, &err) != 0) {
+        kms_err_set(&err, 500,
+                    "unable to get associated_data/additional_data from factory[%zu]: %s", idx,
+                    err.msg);
+        goto out;
+    }
+    if (kms_keyring_encrypt_version(p, it->key_version, &ver, &err) != 0 ||
+        get_version(c, txn, name, vc, ver, &kv, &err) != 0 ||
+        kms_keyring_encrypt(p, kv, ctx, ctxlen, ctx != NULL, aad, aadlen, pt, ptlen, &it->out,
+                            &err) != 0) {
+        goto out;
+    }
+    it->out_len = strlen(it->out);
+    it->out_version = ver;
+    it->kind = ITEM_OK;
+    rc = 0;
+out:
+    if (rc != 0) {
+        item_fail(it, &err);
+    }
+    kms_free_wipe((void **)&ctx, ctxlen);
+    kms_free_wipe((void **)&aad, aadlen);
+    return rc;
+}
+
+static int decrypt_one(struct kms_ctx *c, struct kms_txn *txn, const char *name,
+                       const struct kms_key_policy *p, struct vcache *vc, struct item *it,
+                       size_t idx, bool use_aad, uint8_t **pt, size_t *ptlen)
+{
+    uint8_t *ctx = NULL, *aad = NULL;
+    size_t ctxlen = 0, aadlen = 0;
+    const struct kms_key_version *kv = NULL;
+    uint32_t ver;
+    struct kms_err err;
+    int rc = -1;
+
+    kms_err_clear(&err);
+    if (it->ciphertext == NULL || it->ciphertext[0] == '\0') {
+        kms_err_set(&err, 400, "missing ciphertext to decrypt");
+        goto out;
+    }
+    size_t ctlen = strlen(it->ciphertext);
+    if (kms_keyring_ciphertext_version(p, it->ciphertext, ctlen, &ver, &err) != 0 ||
+        decode_opt(it->context, &ctx, &ctxlen, &err) != 0) {
+        goto out;
+    }
+    if (use_aad && it->aad != NULL && it->aad[0] != '\0' &&
+        decode_opt(it->aad, &aad, &aadlen, &err) != 0) {
+        kms_err_set(&err, 500,
+                    "unable to get associated_data/additional_data from factory[%zu]: %s", idx,
+                    err.msg);
+        goto out;
+    }
+    if (get_version(c, txn, name, vc, ver, &kv, &err) != 0 ||
+        kms_keyring_decrypt(p, kv, it->ciphertext, ctlen, ctx, ctxlen, ctx != NULL, aad, aadlen,
+                            pt, ptlen, &err) != 0) {
+        goto out;
+    }
+    rc = 0;
+out:
+    if (rc != 0) {
+        item_fail(it, &err);
+    }
+    kms_free_wipe((void **)&ctx, ctxlen);
+    kms_free_wipe((void **)&aad, aadlen);
+    return rc;
+}
+
+/*
+ * Status of an encrypt/decrypt batch: 400 on any user error, else 500 on an internal one;
+ * partial_failure_response_code overrides when at least one item succeeded.
+ */
+static int batch_status(struct kms_ctx *c, const struct item *items, size_t n)
+{
+    bool user = false, internal = false, ok = false;
+    for (size_t i = 0; i < n; i++) {
+        user = user || items[i].kind == ITEM_USER_ERR;
+        internal = internal || items[i].kind == ITEM_INTERNAL_ERR;
+        ok = ok || items[i].kind == ITEM_OK;
+    }
+    if (!user && !internal) {
+        return 0;
+    }
+    int code = user ? 400 : 500;
+    int64_t override;
+    if (ok && kms_param_int(c, "partial_failure_response_code", &override)) {
+        if (override >= 1 && override <= 599) {
+            code = (int)override;
+        } else {
+            kms_warn(c,
+                     "invalid HTTP response code override from partial_failure_response_code, "
+                     "reverting to %d",
+                     code);
+        }
+    }
+    return code;
+}
+
+static int too_large(struct kms_ctx *c)
+{
+    size_t lim = kms_api_limits(c->api)->max_plaintext_size;
+    if (lim % 1024 == 0) {
+        return KMS_FAIL(c, 413,
+                        "plaintext exceeds the %zu KiB limit for direct encryption "
+                        "(max_plaintext_size); use envelope encryption (datakey) for larger data",
+                        lim / 1024);
+    }
+    return KMS_FAIL(c, 413,
+                    "plaintext exceeds the %zu byte limit for direct encryption "
+                    "(max_plaintext_size); use envelope encryption (datakey) for larger data",
+                    lim);
+}
+
+/* ---- encrypt ----------------------------------------------------------------------------- */
+
+static int encrypt_exists(struct kms_ctx *c)
+{
+    struct kms_txn *txn = NULL;
+    struct kms_key_policy p;
+    if (kms_storage_txn_begin(kms_api_storage(c->api), false, &txn) != 0) {
+        return -1;
+    }
+    int g = load_policy(c, txn, kms_cap(c, "name"), &p);
+    kms_storage_txn_abort(&txn);
+    return g == 0 ? 1 : g == KMS_STORAGE_NOTFOUND ? 0 : -1;
+}
+
+/* Create the key on first encrypt (Vault's upsert) when the caller may create it. */
+static int upsert(struct kms_ctx *c, const char *name, bool derived, struct kms_key_policy *p)
+{
+    struct kms_txn *txn = NULL;
+    const char *tname = "aes256-gcm96";
+    bool convergent = false;
+    bool disabled = false;
+    int rc = -1;
+
+    if (kms_storage_txn_begin(kms_api_storage(c->api), true, &txn) != 0) {
+        return KMS_FAILW(c, 500, "cannot open storage transaction");
+    }
+    if (mount_disable_upsert(c, txn, &disabled) != 0) {
+        KMS_FAILW(c, 500, "cannot read mount config");
+        goto out;
+    }
+    if (c->op != KMS_OP_CREATE || disabled) {
+        KMS_FAIL(c, 400, "encryption key not found");
+        goto out;
+    }
+    (void)kms_param_str(c, "type", &tname);
+    (void)kms_param_bool(c, "convergent_encryption", &convergent);
+    if (strncmp(tname, "ecdsa-", 6) == 0) {
+        KMS_FAIL(c, 400, "key type %s not supported for this operation", tname);
+        goto out;
+    }
+    if (parse_type(c, tname, &p->type) != 0 || kms_key_policy_init(p, p->type) != 0) {
+        goto out;
+    }
+    if (convergent && !derived) {
+        KMS_FAIL(c, 400,
+                 "convergent encryption requires derivation to be enabled, so context is required");
+        goto out;
+    }
+    p->derived = derived;
+    p->convergent = convergent;
+    int cr = create_key(c, txn, name, p);
+    if (cr < 0) {
+        goto out;
+    }
+    if (cr == 1) {
+        kms_warn(c, "Attempted creation of the key during the encrypt operation, but it was "
+                    "created beforehand");
+        rc = 0;
+        goto out;
+    }
+    if (kms_storage_txn_commit(&txn) != 0) {
+        KMS_FAILW(c, 500, "cannot store key");
+        goto out;
+    }
+    rc = 0;
+out:
+    kms_storage_txn_abort(&txn);
+    return rc;
+}
+
+static json_t *encrypt_results(const struct item *items, size_t n)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) {
+        const struct item *it = &items[i];
+        json_t *o = json_object();
+        if (it->kind == ITEM_OK) {
+            json_object_set_new(o, "ciphertext", json_string(it->out));
+            json_object_set_new(o, "key_version", json_integer(it->out_version));
+        }
+        json_object_set_new(o, "reference", json_string(it->reference));
+        if (it->kind != ITEM_OK) {
+            json_object_set_new(o, "error", json_string(it->err.msg));
+        }
+        json_array_append_new(arr, o);
+    }
+    return arr;
+}
+
+static int single_error(struct kms_ctx *c, const struct item *it)
+{
+    c->err = it->err;
+    if (c->err.status >= 500) {
+        c->err.wrapped = true;
+    }
+    return -1;
+}
+
+static int encrypt(struct kms_ctx *c)
+{
+    const char *name = kms_cap(c, "name");
+    struct item *items = NULL;
+    size_t n = 0;
+    bool batch;
+    struct kms_key_policy p;
+    struct kms_txn *txn = NULL;
+    struct vcache vc = {.n = 0};
+    size_t max_pt = kms_api_limits(c->api)->max_plaintext_size;
+    int rc = -1;
+
+    if (collect_items(c, item_fields, &items, &n, &batch) != 0) {
+        goto out;
+    }
+    if (!batch && items[0].plaintext == NULL) {
+        KMS_FAIL(c, 400, "missing plaintext to encrypt");
+        goto out;
+    }
+    if (check_context_mix(c, items, n) != 0) {
+        goto out;
+    }
+    /* Cheap size check before any work: base64 of the limit is ceil(lim/3)*4 characters. */
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].plaintext != NULL && strlen(items[i].plaintext) > (max_pt + 2) / 3 * 4 + 64) {
+            too_large(c);
+            goto out;
+        }
+    }
+    bool derived = items[0].context != NULL && items[0].context[0] != '\0';
+    if (kms_storage_txn_begin(kms_api_storage(c->api), false, &txn) != 0) {
+        KMS_FAILW(c, 500, "cannot open storage transaction");
+        goto out;
+    }
+    int g = load_policy(c, txn, name, &p);
+    if (g == KMS_STORAGE_NOTFOUND) {
+        kms_storage_txn_abort(&txn);
+        if (upsert(c, name, derived, &p) != 0 ||
+            kms_storage_txn_begin(kms_api_storage(c->api), false, &txn) != 0 ||
+            load_policy(c, txn, name, &p) != 0) {
+            if (c->err.status == 0) {
+                KMS_FAILW(c, 500, "cannot read key");
+            }
+            goto out;
+        }
+    } else if (g != 0) {
+        KMS_FAILW(c, 500, "cannot read key");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct item *it = &items[i];
+        uint8_t *pt = NULL;
+        size_t ptlen = 0;
+        struct kms_err err;
+        kms_err_clear(&err);
+        if (it->plaintext == NULL) {
+            kms_err_set(&err, 400, "missing plaintext to encrypt");
+            item_fail(it, &err);
+            continue;
+        }
+        if (decode_opt(it->plaintext, &pt, &ptlen, &err) != 0) {
+            item_fail(it, &err);
+            continue;
+        }
+        if (ptlen > max_pt) {
+            kms_free_wipe((void **)&pt, ptlen);
+            too_large(c);
+            goto out;
+        }
+        (void)encrypt_one(c, txn, name, &p, &vc, it, i, pt, ptlen);
+        kms_free_wipe((void **)&pt, ptlen);
+    }
+    if (!batch) {
+        if (items[0].kind != ITEM_OK) {
+            single_error(c, &items[0]);
+            goto out;
+        }
+        c->data = json_pack("{s:s, s:i}", "ciphertext", items[0].out, "key_version",
+                            (int)items[0].out_version);
+    } else {
+        c->status = batch_status(c, items, n);
+        c->data = json_pack("{s:o}", "batch_results", encrypt_results(items, n));
+    }
+    rc = 0;
+out:
+    kms_memzero(&vc, sizeof(vc));
+    kms_storage_txn_abort(&txn);
+    free_items(items, n);
+    return rc;
+}
+
+/* ---- decrypt / rewrap -------------------------------------------------------------------- */
+
+static int open_policy(struct kms_ctx *c, const char *name, struct kms_txn **txn,
+                       struct kms_key_policy *p)
+{
+    if (kms_storage_txn_begin(kms_api_storage(c->api), false, txn) != 0) {
+        return KMS_FAILW(c, 500, "cannot open storage transaction");
+    }
+    int g = load_policy(c, *txn, name, p);
+    if (g == KMS_STORAGE_NOTFOUND) {
+        return KMS_FAIL(c, 400, "encryption key not found");
+    }
+    if (g != 0) {
+        return KMS_FAILW(c, 500, "cannot read key");
+    }
+    return 0;
+}
+
+static int decrypt(struct kms_ctx *c)
+{
+    const char *name = kms_cap(c, "name");
+    struct item *items = NULL;
+    size_t n = 0;
+    bool batch;
+    struct kms_key_policy p;
+    struct kms_txn *txn = NULL;
+    struct vcache vc = {.n = 0};
+    int rc = -1;
+
+    if (collect_items(c, item_fields, &items, &n, &batch) != 0) {
+        goto out;
+    }
+    if (!batch && (items[0].ciphertext == NULL || items[0].ciphertext[0] == '\0')) {
+        KMS_FAIL(c, 400, "missing ciphertext to decrypt");
+        goto out;
+    }
+    if (check_context_mix(c, items, n) != 0 || open_policy(c, name, &txn, &p) != 0) {
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *pt = NULL;
+        size_t ptlen = 0;
+        struct item *it = &items[i];
+        if (decrypt_one(c, txn, name, &p, &vc, it, i, true, &pt, &ptlen) != 0) {
+            continue;
+        }
+        it->out_len = kms_b64_encoded_len(ptlen) + 1;
+        it->out = malloc(it->out_len);
+        if (it->out == NULL) {
+            kms_free_wipe((void **)&pt, ptlen);
+            KMS_FAILW(c, 500, "out of memory");
+            goto out;
+        }
+        kms_b64_encode(pt, ptlen, it->out);
+        kms_free_wipe((void **)&pt, ptlen);
+        it->kind = ITEM_OK;
+    }
+    if (!batch) {
+        if (items[0].kind != ITEM_OK) {
+            single_error(c, &items[0]);
+            goto out;
+        }
+        c->data = json_pack("{s:s}", "plaintext", items[0].out);
+    } else {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < n; i++) {
+            const struct item *it = &items[i];
+            json_t *o = json_pack("{s:s}", "plaintext", it->kind == ITEM_OK ? it->out : "");
+            json_object_set_new(o, "reference", json_string(it->reference));
+            if (it->kind != ITEM_OK) {
+                json_object_set_new(o, "error", json_string(it->err.msg));
+            }
+            json_array_append_new(arr, o);
+        }
+        c->status = batch_status(c, items, n);
+        c->data = json_pack("{s:o}", "batch_results", arr);
+    }
+    rc = 0;
+out:
+    kms_memzero(&vc, sizeof(vc));
+    kms_storage_txn_abort(&txn);
+    free_items(items, n);
+    return rc;
+}
+
+static const char *const rewrap_fields[] = {"ciphertext", "context", "key_version", "reference",
+                                            "nonce", NULL};
+
+static int rewrap(struct kms_ctx *c)
+{
+    const char *name = kms_cap(c, "name");
+    struct item *items = NULL;
+    size_t n = 0;
+    bool batch;
+    struct kms_key_policy p;
+    struct kms_txn *txn = NULL;
+    struct vcache vc = {.n = 0};
+    int rc = -1;
+
+    if (collect_items(c, rewrap_fields, &items, &n, &batch) != 0) {
+        goto out;
+    }
+    if (!batch && (items[0].ciphertext == NULL || items[0].ciphertext[0] == '\0')) {
+        KMS_FAIL(c, 400, "missing ciphertext to decrypt");
+        goto out;
+    }
+    if (check_context_mix(c, items, n) != 0 || open_policy(c, name, &txn, &p) != 0) {
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *pt = NULL;
+        size_t ptlen = 0;
+        struct item *it = &items[i];
+        if (decrypt_one(c, txn, name, &p, &vc, it, i, false, &pt, &ptlen) != 0) {
+            continue;
+        }
+        (void)encrypt_one(c, txn, name, &p, &vc, it, i, pt, ptlen);
+        kms_free_wipe((void **)&pt, ptlen);
+    }
+    if (!batch) {
+        if (items[0].kind != ITEM_OK) {
+            single_error(c, &items[0]);
+            goto out;
+        }
+        c->data = json_pack("{s:s, s:i}", "ciphertext", items[0].out, "key_version",
+                            (int)items[0].out_version);
+    } else {
+        /* rewrap batches always answer 200, item errors inside */
+        c->data = json_pack("{s:o}", "batch_results", encrypt_results(items, n));
+    }
+    rc = 0;
+out:
+    kms_memzero(&vc, sizeof(vc));
+    kms_storage_txn_abort(&txn);
+    free_items(items, n);
+    return rc;
+}
+
+/* ---- datakey ----------------------------------------------------------------------------- */
+
+static int datakey(struct kms_ctx *c)
+{
+    const char *name = kms_cap(c, "name");
+    const char *kind = kms_cap(c, "plaintext");
+    struct kms_key_policy p;
+    struct kms_txn *txn = NULL;
+    struct vcache vc = {.n = 0};
+    struct item it;
+    uint8_t key[64];
+    int64_t bits = 256;
+    int rc = -1;
+
+    memset(&it, 0, sizeof(it));
+    bool plaintext = strcmp(kind, "plaintext") == 0;
+    if (!plaintext && strcmp(kind, "wrapped") != 0) {
+        return KMS_FAIL(c, 400, "Invalid path, must be 'plaintext' or 'wrapped'");
+    }
+    (void)kms_param_str(c, "context", &it.context);
+    (void)kms_param_str(c, "associated_data", &it.aad);
+    (void)kms_param_int(c, "key_version", &it.key_version);
+    if (it.context != NULL && it.context[0] != '\0') {
+        uint8_t *tmp = NULL;
+        size_t tl = 0;
+        size_t at;
+        if (kms_b64_decode_alloc(it.context, strlen(it.context), &tmp, &tl, &at) != 0) {
+            return KMS_FAIL(c, 400, "failed to base64-decode context");
+        }
+        kms_free_wipe((void **)&tmp, tl);
+    }
+    if (open_policy(c, name, &txn, &p) != 0) {
+        goto out;
+    }
+    (void)kms_param_int(c, "bits", &bits);
+    if (bits != 128 && bits != 256 && bits != 512) {
+        KMS_FAIL(c, 400, "invalid bit length");
+        goto out;
+    }
+    size_t klen = (size_t)bits / 8;
+    if (kms_rand_bytes(key, klen) != 0) {
+        KMS_FAILW(c, 500, "cannot generate a data key");
+        goto out;
+    }
+    if (encrypt_one(c, txn, name, &p, &vc, &it, 0, key, klen) != 0) {
+        single_error(c, &it);
+        goto out;
+    }
+    c->data = json_pack("{s:s, s:i}", "ciphertext", it.out, "key_version", (int)it.out_version);
+    if (plaintext) {
+        char b64[90];
+        kms_b64_encode(key, klen, b64);
+        json_object_set_new(c->data, "plaintext", json_string(b64));
+        kms_memzero(b64, sizeof(b64));
+    }
+    rc = 0;
+out:
+    kms_memzero(key, sizeof(key));
+    kms_memzero(&vc, sizeof(vc));
+    kms_storage_txn_abort(&txn);
+    free(it.out);
+    return rc;
+}
+
+/* ---- export ------------------------------------------------------------------------------ */
+
+static int export_key(struct kms_ctx *c)
+{
+    const char *name = kms_cap(c, "name");
+    const char *type = kms_cap(c, "type");
+    const char *verstr = kms_cap(c, "version");
+    struct kms_key_policy p;
+    struct kms_txn *txn = NULL;
+    int rc = -1;
+    bool hmac;
+
+    if (strcmp(type, "encryption-key") == 0) {
+        hmac = false;
+    } else if (strcmp(type, "hmac-key") == 0) {
+        hmac = true;
+    } else if (strcmp(type, "signing-key") == 0 || strcmp(type, "public-key") == 0 ||
+               strcmp(type, "certificate-chain") == 0) {
+        hmac = false;
+    } else {
+        return KMS_FAIL(c, 400, "invalid export type: %s", type);
+    }
+    if (kms_storage_txn_begin(kms_api_storage(c->api), false, &txn) != 0) {
+        return KMS_FAILW(c, 500, "cannot open storage transaction");
+    }
+    int g = load_policy(c, txn, name, &p);
+    if (g == KMS_STORAGE_NOTFOUND) {
+        rc = kms_fail_notfound(c);
+        goto out;
+    }
+    if (g != 0) {
+        KMS_FAILW(c, 500, "cannot read key");
+        goto out;
+    }
+    if (strcmp(type, "public-key") == 0 || strcmp(type, "signing-key") == 0) {
+        KMS_FAIL(c, 400, "signing not supported for the key");
+        goto out;
+    }
+    if (strcmp(type, "certificate-chain") == 0) {
+        KMS_FAIL(c, 400, "certificate chain not supported for keys that do not support signing");
+        goto out;
+    }
+    if (!p.exportable) {
+        KMS_FAIL(c, 400, "private key material is not exportable");
+        goto out;
+    }
+    uint32_t from = p.min_decryption_version, to = p.latest_version;
+    if (verstr != NULL) {
+        const char *s = verstr[0] == 'v' ? verstr + 1 : verstr;
+        if (strcmp(verstr, "latest") == 0) {
+            from = to = p.latest_version;
+        } else {
+            char *end = NULL;
+            long long v = strtoll(s, &end, 10);
+            if (*s == '\0' || *end != '\0' || v <= 0) {
+                KMS_FAIL(c, 400, "invalid key version");
+                goto out;
+            }
+            if (v < p.min_decryption_version) {
+                KMS_FAIL(c, 400, "version for export is below minimum decryption version");
+                goto out;
+            }
+            if (v > p.latest_version) {
+                KMS_FAIL(c, 400, "version does not exist or cannot be found");
+                goto out;
+            }
+            from = to = (uint32_t)v;
+        }
+    }
+    json_t *keys = json_object();
+    for (uint32_t v = from; v <= to && v != 0; v++) {
+        struct kms_key_version kv;
+        char b64[64];
+        char ver[16];
+        if (load_version(c, txn, name, v, &kv) != 0) {
+            continue;
+        }
+        if (hmac) {
+            kms_b64_encode(kv.hmac_key, sizeof(kv.hmac_key), b64);
+        } else {
+            kms_b64_encode(kv.key, kms_key_type_key_len(p.type), b64);
+        }
+        snprintf(ver, sizeof(ver), "%u", v);
+        json_object_set_new(keys, ver, json_string(b64));
+        kms_memzero(&kv, sizeof(kv));
+        kms_memzero(b64, sizeof(b64));
+    }
+    c->data = json_pack("{s:s, s:s, s:o}", "name", name, "type", kms_key_type_name(p.type),
+                        "keys", keys);
+    rc = 0;
+out:
+    kms_storage_txn_abort(&txn);
+    return rc;
+}
+
+/* ---- mount-wide config ------------------------------------------------------------------- */
+
+static int config_keys(struct kms_ctx *c)
+{
+    struct kms_txn *txn = NULL;
+    bool disabled = false;
+    int rc = -1;
+    if (c->op == KMS_OP_READ) {
+        if (kms_storage_txn_begin(kms_api_storage(c->api), false, &txn) != 0 ||
+            mount_disable_upsert(c, txn, &disabled) != 0) {
+            KMS_FAILW(c, 500, "cannot read mount config");
+            goto out;
+        }
+    } else {
+        char prefix[96];
+        char key[160];
+        bool v;
+        if (kms_storage_txn_begin(kms_api_storage(c->api), true, &txn) != 0 ||
+            mount_disable_upsert(c, txn, &disabled) != 0) {
+            KMS_FAILW(c, 500, "cannot read mount config");
+            goto out;
+        }
+        if (kms_param_bool(c, "disable_upsert", &v)) {
+            disabled = v;
+        }
+        uint8_t byte = disabled ? 1 : 0;
+        kms_mount_prefix(&c->mount, prefix, sizeof(prefix));
+        snprintf(key, sizeof(key), "%s%s", TRANSIT_CFG_META, prefix);
+        if (kms_storage_put(txn, KMS_DB_META, key, strlen(key), &byte, 1) != 0 ||
+            kms_storage_txn_commit(&txn) != 0) {
+            KMS_FAILW(c, 500, "cannot store mount config");
+            goto out;
+        }
+    }
+    c->data = json_pack("{s:b}", "disable_upsert", disabled);
+    rc = 0;
+out:
+    kms_storage_txn_abort(&txn);
+    return rc;
+}
+
+/* ---- routes ------------------------------------------------------------------------------ */
+
+static const struct kms_field f_keys[] = {
+    {"type", KMS_F_STRING},
+    {"derived", KMS_F_BOOL},
+    {"convergent_encryption", KMS_F_BOOL},
+    {"exportable", KMS_F_BOOL},
+    {"allow_plaintext_backup", KMS_F_BOOL},
+    {"auto_rotate_period", KMS_F_DURATION},
+    {"key_size", KMS_F_INT},
+    {"context", KMS_F_STRING},
+    {NULL, 0},
+};
+
+static const struct kms_field f_list[] = {
+    {"after", KMS_F_STRING},
+    {"limit", KMS_F_INT},
+    {NULL, 0},
+};
+
+static const struct kms_field f_config[] = {
+    {"min_decryption_version", KMS_F_INT},
+    {"min_encryption_version", KMS_F_INT},
+    {"deletion_allowed", KMS_F_BOOL},
+    {"exportable", KMS_F_BOOL},
+    {"allow_plaintext_backup", KMS_F_BOOL},
+    {"auto_rotate_period", KMS_F_DURATION},
+    {NULL, 0},
+};
+
+static const struct kms_field f_trim[] = {
+    {"min_available_version", KMS_F_INT},
+    {NULL, 0},
+};
+
+static const struct kms_field f_encrypt[] = {
+    {"plaintext", KMS_F_STRING},
+    {"context", KMS_F_STRING},
+    {"key_version", KMS_F_INT},
+    {"associated_data", KMS_F_STRING},
+    {"type", KMS_F_STRING},
+    {"convergent_encryption", KMS_F_BOOL},
+    {"batch_input", KMS_F_RAW},
+    {"partial_failure_response_code", KMS_F_INT},
+    {NULL, 0},
+};
+
+static const struct kms_field f_decrypt[] = {
+    {"ciphertext", KMS_F_STRING},
+    {"context", KMS_F_STRING},
+    {"associated_data", KMS_F_STRING},
+    {"batch_input", KMS_F_RAW},
+    {"partial_failure_response_code", KMS_F_INT},
+    {NULL, 0},
+};
+
+static const struct kms_field f_rewrap[] = {
+    {"ciphertext", KMS_F_STRING},
+    {"context", KMS_F_STRING},
+    {"key_version", KMS_F_INT},
+    {"batch_input", KMS_F_RAW},
+    {NULL, 0},
+};
+
+static const struct kms_field f_datakey[] = {
+    {"context", KMS_F_STRING},
+    {"bits", KMS_F_INT},
+    {"key_version", KMS_F_INT},
+    {"associated_data", KMS_F_STRING},
+    {NULL, 0},
+};
+
+static const struct kms_field f_config_keys[] = {
+    {"disable_upsert", KMS_F_BOOL},
+    {NULL, 0},
+};
+
+static const struct kms_field f_export[] = {
+    {"format", KMS_F_STRING},
+    {NULL, 0},
+};
+
+static int keys_dispatch(struct kms_ctx *c)
+{
+    switch (c->op) {
+    case KMS_OP_READ:
+        return keys_read(c);
+    case KMS_OP_DELETE:
+        return keys_delete(c);
+    default:
+        return keys_write(c);
+    }
+}
+
+const struct kms_route kms_transit_routes[] = {
+    {"keys/", KMS_L, 0, keys_list, f_list, NULL},
+    {"keys/:name", KMS_R | KMS_CU | KMS_D, 0, keys_dispatch, f_keys, NULL},
+    {"keys/:name/config", KMS_U, 0, keys_config, f_config, NULL},
+    {"keys/:name/rotate", KMS_U, 0, keys_rotate, NULL, NULL},
+    {"keys/:name/trim", KMS_U, 0, keys_trim, f_trim, NULL},
+    {"encrypt/:name", KMS_CU, KMS_RT_EXISTENCE, encrypt, f_encrypt, encrypt_exists},
+    {"decrypt/:name", KMS_U, 0, decrypt, f_decrypt, NULL},
+    {"rewrap/:name", KMS_U, 0, rewrap, f_rewrap, NULL},
+    {"datakey/+plaintext/:name", KMS_U, 0, datakey, f_datakey, NULL},
+    {"export/+type/:name", KMS_R, 0, export_key, f_export, NULL},
+    {"export/+type/:name/+version", KMS_R, 0, export_key, f_export, NULL},
+    {"config/keys", KMS_R | KMS_U, 0, config_keys, f_config_keys, NULL},
+    {NULL, 0, 0, NULL, NULL, NULL},
+};

@@ -1,0 +1,407 @@
+/*
+ * main.c - the kmsd command line and the server's life cycle: flags (Vault's dev flags,
+ * single or double dash), configuration, storage, the API, the listener, signals and a clean
+ * shutdown (stop accepting, finish in-flight requests, close LMDB).
+ */
+#include "server/server.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define KMSD_VERSION "0.1.0"
+#define SHUTDOWN_GRACE_SECONDS 10
+
+static const char *log_level = "info";
+
+static int level_rank(const char *l)
+{
+    if (strcmp(l, "debug") == 0) {
+        return 0;
+    }
+    if (strcmp(l, "info") == 0) {
+        return 1;
+    }
+    if (strcmp(l, "warn") == 0) {
+        return 2;
+    }
+    return 3;
+}
+
+void kms_log(const char *level, const char *msg, ...)
+{
+    if (level_rank(level) < level_rank(log_level)) {
+        return;
+    }
+    json_t *o = json_object();
+    char ts[40];
+    int64_t sec;
+    int32_t nsec;
+    va_list ap;
+
+    kms_now(&sec, &nsec);
+    kms_time_rfc3339(sec, nsec, ts);
+    json_object_set_new(o, "time", json_string(ts));
+    json_object_set_new(o, "level", json_string(level));
+    json_object_set_new(o, "msg", json_string(msg));
+    va_start(ap, msg);
+    for (;;) {
+        const char *k = va_arg(ap, const char *);
+        if (k == NULL) {
+            break;
+        }
+        const char *v = va_arg(ap, const char *);
+        json_object_set_new(o, k, json_string(v ? v : ""));
+    }
+    va_end(ap);
+    char *line = json_dumps(o, JSON_COMPACT);
+    if (line != NULL) {
+        fprintf(stderr, "%s\n", line);
+        free(line);
+    }
+    json_decref(o);
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "Usage: kmsd <command> [options]\n\n"
+               "Commands:\n"
+               "  server     run the KMS server\n"
+               "  version    print the version\n\n"
+               "Server options (one or two leading dashes; -flag=value or -flag value):\n"
+               "  -dev                          in-memory-like dev server: ephemeral store, "
+               "transit/ mounted,\n"
+               "                                root token printed\n"
+               "  -dev-root-token-id=ID         root token for dev mode (default: random)\n"
+               "  -dev-listen-address=ADDR      dev listen address (default 127.0.0.1:8200)\n"
+               "  -config=FILE                  JSON configuration file (see docs/config.md)\n"
+               "  -log-level=LEVEL              debug, info, warn or error\n");
+}
+
+struct flags {
+    bool dev;
+    const char *dev_root;
+    const char *dev_addr;
+    const char *config;
+    const char *log_level;
+};
+
+/* Accept -name, --name, -name=value, -name value. */
+static int parse_flags(int argc, char **argv, struct flags *f)
+{
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (a[0] != '-') {
+            fprintf(stderr, "kmsd: unexpected argument \"%s\"\n", a);
+            return -1;
+        }
+        a += a[1] == '-' ? 2 : 1;
+        const char *eq = strchr(a, '=');
+        size_t nl = eq ? (size_t)(eq - a) : strlen(a);
+        const char *val = eq ? eq + 1 : NULL;
+        struct {
+            const char *name;
+            const char **dst;
+        } valued[] = {
+            {"dev-root-token-id", &f->dev_root},
+            {"dev-listen-address", &f->dev_addr},
+            {"config", &f->config},
+            {"log-level", &f->log_level},
+        };
+        if (nl == 3 && strncmp(a, "dev", 3) == 0) {
+            if (val != NULL && strcmp(val, "true") != 0 && strcmp(val, "false") != 0) {
+                fprintf(stderr, "kmsd: -dev takes no value\n");
+                return -1;
+            }
+            f->dev = val == NULL || strcmp(val, "true") == 0;
+            continue;
+        }
+        if ((nl == 4 && strncmp(a, "help", 4) == 0) || (nl == 1 && a[0] == 'h')) {
+            usage(stdout);
+            exit(0);
+        }
+        bool known = false;
+        for (size_t k = 0; k < sizeof(valued) / sizeof(valued[0]); k++) {
+            if (strlen(valued[k].name) == nl && strncmp(valued[k].name, a, nl) == 0) {
+                if (val == NULL) {
+                    if (i + 1 >= argc) {
+                        fprintf(stderr, "kmsd: flag -%s needs a value\n", valued[k].name);
+                        return -1;
+                    }
+                    val = argv[++i];
+                }
+                *valued[k].dst = val;
+                known = true;
+            }
+        }
+        if (!known) {
+            fprintf(stderr, "kmsd: unknown flag \"%s\"\n", argv[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+struct runtime {
+    struct event_base *base;
+    struct kms_http *http;
+    struct event *sigterm, *sigint, *sighup, *hardstop;
+};
+
+static void on_hardstop(evutil_socket_t fd, short what, void *arg)
+{
+    struct runtime *rt = arg;
+    (void)fd;
+    (void)what;
+    kms_log("warn", "shutdown grace period over; closing remaining connections", NULL);
+    event_base_loopexit(rt->base, NULL);
+}
+
+static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct runtime *rt = arg;
+    (void)what;
+    kms_log("info", "shutting down", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
+    struct timeval tv = {SHUTDOWN_GRACE_SECONDS, 0};
+    evtimer_add(rt->hardstop, &tv);
+    kms_http_stop_accepting(rt->http);
+}
+
+static void on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    (void)arg;
+    kms_log("info", "SIGHUP received; nothing to reload", NULL);
+}
+
+/* Remove the dev store directory and its LMDB files. */
+static void remove_dev_dir(const char *dir)
+{
+    char path[1100];
+    static const char *const files[] = {"data.mdb", "lock.mdb"};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
+int kms_server_main(int argc, char **argv)
+{
+    struct flags f;
+    struct kms_config cfg;
+    struct kms_err err;
+    struct kms_storage *st = NULL;
+    struct kms_api *api = NULL;
+    struct runtime rt;
+    struct kms_storage_opts sopts;
+    struct kms_api_opts aopts;
+    struct kms_http_opts hopts;
+    uint8_t seal[32];
+    char devdir[64] = "";
+    char bound[300] = "";
+    char root[KMS_API_TOKEN_MAX] = "";
+    int rc = 1;
+
+    memset(&f, 0, sizeof(f));
+    memset(&rt, 0, sizeof(rt));
+    kms_err_clear(&err);
+    kms_config_default(&cfg);
+    if (parse_flags(argc, argv, &f) != 0) {
+        usage(stderr);
+        return 2;
+    }
+    if (f.log_level != NULL) {
+        log_level = f.log_level;
+    }
+    if (f.dev && f.config != NULL) {
+        fprintf(stderr, "kmsd: -dev and -config cannot be combined\n");
+        return 2;
+    }
+    if (!f.dev && f.config == NULL) {
+        fprintf(stderr, "kmsd: server needs -dev or -config=FILE\n");
+        usage(stderr);
+        return 2;
+    }
+
+    umask(077);
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    signal(SIGPIPE, SIG_IGN);
+
+    memset(&sopts, 0, sizeof(sopts));
+    sopts.create = true;
+    if (f.dev) {
+        const char *addr = f.dev_addr ? f.dev_addr : getenv("VAULT_DEV_LISTEN_ADDRESS");
+        if (f.dev_root == NULL) {
+            f.dev_root = getenv("VAULT_DEV_ROOT_TOKEN_ID");
+        }
+        snprintf(cfg.listen_address, sizeof(cfg.listen_address), "%s",
+                 addr ? addr : "127.0.0.1:8200");
+        const char *tmp = getenv("TMPDIR");
+        snprintf(devdir, sizeof(devdir), "%s/kmsd-dev-XXXXXX",
+                 tmp && strlen(tmp) < 40 ? tmp : "/tmp");
+        if (mkdtemp(devdir) == NULL) {
+            fprintf(stderr, "kmsd: cannot create a dev store in %s: %s\n", devdir,
+                    strerror(errno));
+            devdir[0] = '\0';
+            goto out;
+        }
+        snprintf(cfg.storage_path, sizeof(cfg.storage_path), "%s", devdir);
+        if (kms_rand_bytes(seal, sizeof(seal)) != 0) {
+            fprintf(stderr, "kmsd: cannot generate a seal key\n");
+            goto out;
+        }
+        sopts.nosync = true;
+    } else {
+        if (kms_config_load(f.config, &cfg, &err) != 0) {
+            fprintf(stderr, "kmsd: %s\n", err.msg);
+            goto out;
+        }
+        if (f.log_level == NULL) {
+            log_level = cfg.log_level;
+        }
+        if (cfg.storage_path[0] == '\0') {
+            fprintf(stderr, "kmsd: config %s: \"storage_path\" is required\n", f.config);
+            goto out;
+        }
+        if (cfg.seal_key_file[0] != '\0') {
+            if (kms_seal_key_load_file(cfg.seal_key_file, seal, &err) != 0) {
+                fprintf(stderr, "kmsd: %s\n", err.msg);
+                goto out;
+            }
+        } else {
+            const char *envname = cfg.seal_key_env[0] ? cfg.seal_key_env : "KMSD_SEAL_KEY";
+            const char *text = getenv(envname);
+            if (text == NULL) {
+                fprintf(stderr,
+                        "kmsd: no seal key: set \"seal_key_file\" in %s or the environment "
+                        "variable %s\n",
+                        f.config, envname);
+                goto out;
+            }
+            if (kms_seal_key_parse(text, seal, &err) != 0) {
+                fprintf(stderr, "kmsd: seal key from %s: %s\n", envname, err.msg);
+                goto out;
+            }
+        }
+    }
+
+    if (kms_storage_open(cfg.storage_path, seal, &sopts, &st, &err) != 0) {
+        fprintf(stderr, "kmsd: %s\n", err.msg);
+        goto out;
+    }
+    kms_memzero(seal, sizeof(seal));
+    memset(&aopts, 0, sizeof(aopts));
+    aopts.limits = cfg.limits;
+    aopts.version = KMSD_VERSION;
+    if (kms_api_create(st, &aopts, &api, &err) != 0) {
+        fprintf(stderr, "kmsd: %s\n", err.msg);
+        goto out;
+    }
+    if (f.dev && kms_api_dev_bootstrap(api, f.dev_root, root, sizeof(root), &err) != 0) {
+        fprintf(stderr, "kmsd: %s\n", err.msg);
+        goto out;
+    }
+
+    rt.base = event_base_new();
+    if (rt.base == NULL) {
+        fprintf(stderr, "kmsd: cannot create the event loop\n");
+        goto out;
+    }
+    hopts.max_header_size = cfg.max_header_size;
+    hopts.max_body_size = cfg.limits.max_request_size;
+    hopts.max_connections = cfg.max_connections;
+    hopts.read_timeout = cfg.read_timeout;
+    hopts.idle_timeout = cfg.idle_timeout;
+    if (kms_http_create(rt.base, api, cfg.listen_address, &hopts, &rt.http, bound, sizeof(bound),
+                        &err) != 0) {
+        fprintf(stderr, "kmsd: %s\n", err.msg);
+        goto out;
+    }
+    rt.sigterm = evsignal_new(rt.base, SIGTERM, on_stop_signal, &rt);
+    rt.sigint = evsignal_new(rt.base, SIGINT, on_stop_signal, &rt);
+    rt.sighup = evsignal_new(rt.base, SIGHUP, on_sighup, &rt);
+    rt.hardstop = evtimer_new(rt.base, on_hardstop, &rt);
+    evsignal_add(rt.sigterm, NULL);
+    evsignal_add(rt.sigint, NULL);
+    evsignal_add(rt.sighup, NULL);
+
+    if (f.dev) {
+        printf("==> kmsd server started! Log data will stream in below:\n\n"
+               "WARNING! dev mode is enabled! The store is ephemeral (%s) and is removed\n"
+               "at shutdown; the seal key exists only in memory.\n\n"
+               "You may need to set the following environment variables:\n\n"
+               "    $ export VAULT_ADDR='http://%s'\n"
+               "    $ export VAULT_TOKEN='%s'\n\n"
+               "Api Address: http://%s\n"
+               "Root Token: %s\n\n"
+               "Development mode should NOT be used in production installations!\n",
+               devdir, bound, root, bound, root);
+        fflush(stdout);
+        kms_memzero(root, sizeof(root));
+    }
+    kms_log("info", "kmsd listening", "address", bound, "mode", f.dev ? "dev" : "config",
+            "initialized", kms_api_initialized(api) ? "true" : "false", NULL);
+
+    event_base_dispatch(rt.base);
+    kms_log("info", "kmsd stopped", NULL);
+    rc = 0;
+out:
+    kms_memzero(seal, sizeof(seal));
+    kms_memzero(root, sizeof(root));
+    kms_http_destroy(&rt.http);
+    if (rt.sigterm) {
+        event_free(rt.sigterm);
+    }
+    if (rt.sigint) {
+        event_free(rt.sigint);
+    }
+    if (rt.sighup) {
+        event_free(rt.sighup);
+    }
+    if (rt.hardstop) {
+        event_free(rt.hardstop);
+    }
+    if (rt.base) {
+        event_base_free(rt.base);
+    }
+    kms_api_destroy(&api);
+    kms_storage_close(&st);
+    if (devdir[0] != '\0') {
+        remove_dev_dir(devdir);
+    }
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "server") == 0) {
+        return kms_server_main(argc - 2, argv + 2);
+    }
+    if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "-version") == 0 ||
+        strcmp(argv[1], "--version") == 0) {
+        printf("kmsd v%s\n", KMSD_VERSION);
+        return 0;
+    }
+    if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "--help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "kmsd: unknown command \"%s\"\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,61 @@
+/*
+ * server.h - kmsd's process layer: configuration, the HTTP/1.1 listener on libevent, and the
+ * `kmsd` command line. Private to the server/ folder and main.c.
+ */
+#ifndef KMS_SERVER_H
+#define KMS_SERVER_H
+
+#include "api/api.h"
+
+#include <event2/event.h>
+
+struct kms_config {
+    char listen_address[256]; /* "127.0.0.1:8200" */
+    char storage_path[1024];
+    char seal_key_file[1024];
+    char seal_key_env[128];   /* environment variable holding the seal key */
+    char log_level[16];
+    size_t max_header_size;   /* bytes of request line + headers */
+    size_t max_connections;
+    int64_t read_timeout;     /* seconds a client may take to send a request */
+    int64_t idle_timeout;     /* seconds a keep-alive connection may stay idle */
+    struct kms_api_limits limits;
+    bool dev;
+    bool dev_nosync;
+};
+
+/* Defaults for every field (docs/config.md). */
+void kms_config_default(struct kms_config *cfg);
+/* Load a JSON config file over cfg; unknown keys and bad types are errors naming the key. */
+int kms_config_load(const char *path, struct kms_config *cfg, struct kms_err *err) KMS_WUR;
+
+struct kms_http;
+
+struct kms_http_opts {
+    size_t max_header_size;
+    size_t max_body_size;
+    size_t max_connections;
+    int64_t read_timeout;
+    int64_t idle_timeout;
+};
+
+/*
+ * Bind `address` ("host:port", port 0 picks a free one) and serve requests through api on
+ * base. The bound address is written to bound (for logs and tests).
+ */
+int kms_http_create(struct event_base *base, struct kms_api *api, const char *address,
+                    const struct kms_http_opts *opts, struct kms_http **out, char *bound,
+                    size_t boundlen, struct kms_err *err) KMS_WUR;
+/* Stop accepting; in-flight requests finish; connections close once idle. */
+void kms_http_stop_accepting(struct kms_http *h);
+/* Number of open connections. */
+size_t kms_http_connections(const struct kms_http *h);
+void kms_http_destroy(struct kms_http **h);
+
+/* `kmsd server ...` */
+int kms_server_main(int argc, char **argv);
+
+/* Structured log line on stderr: level, message, then key/value pairs (NULL-terminated). */
+void kms_log(const char *level, const char *msg, ...);
+
+#endif

@@ -1,0 +1,101 @@
+/*
+ * storage.h - kmsd's persistent store: one LMDB environment with a named database per record
+ * family, every value sealed with AES-256-GCM under the seal key.
+ *
+ * Sealed value layout: 0x01 || nonce(12) || ciphertext || tag(16); the associated data is the
+ * database name, a NUL byte and the record key, so a value cannot be moved to another key or
+ * database undetected. The seal key is only held in memory (locked, wiped on close).
+ *
+ * This folder is the only place in kmsd that includes <lmdb.h>. A write transaction commits
+ * durably (fsync) before kms_storage_txn_commit returns, unless the store was opened with
+ * `nosync` (dev mode). Threads: one write transaction at a time (LMDB serialises writers),
+ * any number of read transactions; a transaction belongs to the thread that began it.
+ */
+#ifndef KMS_STORAGE_H
+#define KMS_STORAGE_H
+
+#include "crypto/crypto.h"
+
+enum kms_db {
+    KMS_DB_META,         /* "init", "seal_check", "token_key", ... */
+    KMS_DB_NAMESPACES,   /* ns path -> namespace record */
+    KMS_DB_MOUNTS,       /* <ns id>/<mount path> -> mount record */
+    KMS_DB_KEYS,         /* <ns id>/<mount uuid>/<name> -> key policy */
+    KMS_DB_KEY_VERSIONS, /* <ns id>/<mount uuid>/<name>/<BE u32 version> -> key version */
+    KMS_DB_TOKENS,       /* salted token hash -> token entry */
+    KMS_DB_ACCESSORS,    /* salted accessor hash -> token hash */
+    KMS_DB_POLICIES,     /* <ns id>/<name> -> ACL policy */
+    KMS_DB_AUTH,         /* auth method config and roles */
+    KMS_DB_KMSKEYS,      /* KMSKey objects */
+    KMS_DB_COUNT_,
+};
+
+/* Returned by get/del when the record does not exist. */
+#define KMS_STORAGE_NOTFOUND 1
+
+struct kms_storage;
+struct kms_txn;
+
+struct kms_storage_opts {
+    size_t map_size;  /* LMDB map size in bytes; 0 = default (1 GiB) */
+    bool nosync;      /* skip fsync on commit (dev mode, tests) */
+    bool create;      /* create the directory (0700) if missing */
+};
+
+/*
+ * Open (or create) the store in directory `dir` with the 32-byte seal key (copied). A new
+ * store records a seal check value; an existing store whose check value does not open under
+ * `seal_key` fails with err "seal key does not match this store". Caller closes with
+ * kms_storage_close.
+ */
+int kms_storage_open(const char *dir, const uint8_t seal_key[32],
+                     const struct kms_storage_opts *opts, struct kms_storage **out,
+                     struct kms_err *err) KMS_WUR;
+/* Close the environment (all transactions must be finished) and wipe the seal key. */
+void kms_storage_close(struct kms_storage **st);
+
+/* Begin a transaction; write != 0 for a write transaction. */
+int kms_storage_txn_begin(struct kms_storage *st, bool write, struct kms_txn **out) KMS_WUR;
+/* Commit (durable on return for write transactions) and free the handle; sets *txn = NULL. */
+int kms_storage_txn_commit(struct kms_txn **txn) KMS_WUR;
+/* Abort and free; NULL-safe; sets *txn = NULL. */
+void kms_storage_txn_abort(struct kms_txn **txn);
+
+/*
+ * Read and unseal a record. On success *val is malloc'd (caller frees with
+ * kms_free_wipe(&val, len)) and valid after the transaction ends. Returns 0, or
+ * KMS_STORAGE_NOTFOUND, or -1 on I/O or unseal failure (tampered record).
+ */
+int kms_storage_get(struct kms_txn *txn, enum kms_db db, const void *key, size_t keylen,
+                    uint8_t **val, size_t *vallen) KMS_WUR;
+/* Seal and store a record, replacing any old value. */
+int kms_storage_put(struct kms_txn *txn, enum kms_db db, const void *key, size_t keylen,
+                    const void *val, size_t vallen) KMS_WUR;
+/* Delete one record: 0, KMS_STORAGE_NOTFOUND or -1. */
+int kms_storage_del(struct kms_txn *txn, enum kms_db db, const void *key, size_t keylen) KMS_WUR;
+/* Delete every record whose key starts with prefix; *count (may be NULL) receives how many. */
+int kms_storage_del_prefix(struct kms_txn *txn, enum kms_db db, const void *prefix,
+                           size_t prefixlen, size_t *count) KMS_WUR;
+
+/*
+ * Visit records whose key starts with prefix, in key order, starting at the first key >= start
+ * (NULL = from the prefix). The callback gets the key (borrowed until it returns) and, when
+ * with_values is true, the unsealed value (borrowed, wiped after the callback). It returns 0
+ * to continue, 1 to stop, -1 to fail the scan.
+ */
+typedef int (*kms_storage_scan_cb)(const uint8_t *key, size_t keylen, const uint8_t *val,
+                                   size_t vallen, void *arg);
+int kms_storage_scan(struct kms_txn *txn, enum kms_db db, const void *prefix, size_t prefixlen,
+                     const void *start, size_t startlen, bool with_values,
+                     kms_storage_scan_cb cb, void *arg) KMS_WUR;
+
+/* Number of records in a database (from LMDB stats; O(1)). */
+int kms_storage_count(struct kms_txn *txn, enum kms_db db, size_t *count) KMS_WUR;
+
+/* Load a 32-byte seal key from a file: raw 32 bytes, 64 hex chars or base64, whitespace
+ * trimmed. Refuses a file readable or writable by group/others. */
+int kms_seal_key_load_file(const char *path, uint8_t key[32], struct kms_err *err) KMS_WUR;
+/* Parse a seal key given as 64 hex chars or base64 of 32 bytes (e.g. from the environment). */
+int kms_seal_key_parse(const char *text, uint8_t key[32], struct kms_err *err) KMS_WUR;
+
+#endif

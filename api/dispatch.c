@@ -549,8 +549,7 @@ static int run(struct kms_ctx *c, struct kms_http_resp *resp)
         c->rel = c->path + strlen(c->mount.path);
         found = find_route(c, routes);
     }
-    if (found == 1 && head && c->route->handler != NULL &&
-        (c->route->flags & KMS_RT_PUBLIC) == 0) {
+    if (found == 1 && head && c->route->handler != NULL && (c->route->flags & KMS_RT_PUBLIC) == 0) {
         found = 2;
     }
     bool public_route = found == 1 && (c->route->flags & KMS_RT_PUBLIC);
@@ -620,8 +619,7 @@ static int run(struct kms_ctx *c, struct kms_http_resp *resp)
     return rc;
 }
 
-void kms_api_handle(struct kms_api *api, const struct kms_http_req *req,
-                    struct kms_http_resp *resp)
+void kms_api_handle(struct kms_api *api, const struct kms_http_req *req, struct kms_http_resp *resp)
 {
     struct kms_ctx *c = calloc(1, sizeof(*c));
     memset(resp, 0, sizeof(*resp));

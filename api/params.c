@@ -103,8 +103,9 @@ static int coerce(json_t *v, enum kms_ftype t, json_t **out, char *why, size_t w
         } else if (json_is_boolean(v)) {
             *out = json_integer(json_is_true(v) ? 1 : 0);
         } else if (json_is_string(v)) {
-            snprintf(why, whylen, "cannot parse '' as int: strconv.ParseInt: parsing \"%.64s\": "
-                                  "invalid syntax",
+            snprintf(why, whylen,
+                     "cannot parse '' as int: strconv.ParseInt: parsing \"%.64s\": "
+                     "invalid syntax",
                      json_string_value(v));
             return -1;
         } else {
@@ -183,8 +184,7 @@ static int coerce(json_t *v, enum kms_ftype t, json_t **out, char *why, size_t w
             *out = json_incref(v);
             return 0;
         }
-        snprintf(why, whylen, "'' expected a map, got '%s'",
-                 json_is_array(v) ? "slice" : "scalar");
+        snprintf(why, whylen, "'' expected a map, got '%s'", json_is_array(v) ? "slice" : "scalar");
         return -1;
     }
     return -1;

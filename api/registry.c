@@ -80,8 +80,8 @@ static int ns_from_json(const uint8_t *val, size_t len, struct kms_ns *ns)
     int rc = -1;
     const char *id, *path;
     json_int_t created = 0;
-    if (j != NULL && json_unpack(j, "{s:s, s:s, s?I}", "id", &id, "path", &path, "created",
-                                 &created) == 0) {
+    if (j != NULL &&
+        json_unpack(j, "{s:s, s:s, s?I}", "id", &id, "path", &path, "created", &created) == 0) {
         memset(ns, 0, sizeof(*ns));
         snprintf(ns->id, sizeof(ns->id), "%s", id);
         snprintf(ns->path, sizeof(ns->path), "%s", path);
@@ -105,10 +105,9 @@ static int mount_from_json(const uint8_t *val, size_t len, struct kms_mount *m)
     int rc = -1;
     const char *ns_id, *path, *type, *uuid, *acc, *desc = "";
     json_int_t created = 0;
-    if (j != NULL &&
-        json_unpack(j, "{s:s, s:s, s:s, s:s, s:s, s?s, s?I}", "ns_id", &ns_id, "path", &path,
-                    "type", &type, "uuid", &uuid, "accessor", &acc, "description", &desc,
-                    "created", &created) == 0) {
+    if (j != NULL && json_unpack(j, "{s:s, s:s, s:s, s:s, s:s, s?s, s?I}", "ns_id", &ns_id, "path",
+                                 &path, "type", &type, "uuid", &uuid, "accessor", &acc,
+                                 "description", &desc, "created", &created) == 0) {
         memset(m, 0, sizeof(*m));
         snprintf(m->ns_id, sizeof(m->ns_id), "%s", ns_id);
         snprintf(m->path, sizeof(m->path), "%s", path);
@@ -264,8 +263,8 @@ int kms_api_init_store(struct kms_api *api, const char *root_id, char *root_out,
         kms_err_set(err, 500, "cannot generate the cluster id");
         goto out;
     }
-    snprintf(rec, sizeof(rec), "{\"initialized_at\":%lld,\"cluster_id\":\"%s\"}",
-             (long long)sec, cid);
+    snprintf(rec, sizeof(rec), "{\"initialized_at\":%lld,\"cluster_id\":\"%s\"}", (long long)sec,
+             cid);
     if (kms_storage_txn_begin(api->st, true, &txn) != 0) {
         kms_err_set(err, 500, "cannot open storage transaction");
         goto out;

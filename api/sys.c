@@ -73,9 +73,9 @@ static json_t *mount_json(const struct kms_mount *m)
     return json_pack("{s:s, s:{s:i, s:b, s:i}, s:s, s:b, s:b, s:n, s:s, s:s, s:b, s:s, s:s}",
                      "accessor", m->accessor, "config", "default_lease_ttl", 0, "force_no_cache",
                      false, "max_lease_ttl", 0, "description", m->description,
-                     "external_entropy_access", false, "local", false, "options",
-                     "plugin_version", "", "running_plugin_version", "", "seal_wrap", false,
-                     "type", m->type, "uuid", m->uuid);
+                     "external_entropy_access", false, "local", false, "options", "plugin_version",
+                     "", "running_plugin_version", "", "seal_wrap", false, "type", m->type, "uuid",
+                     m->uuid);
 }
 
 static int list_mount_cb(const struct kms_mount *m, void *arg)
@@ -243,25 +243,36 @@ static int namespaces(struct kms_ctx *c)
 }
 
 static const struct kms_field health_fields[] = {
-    {"standbyok", KMS_F_BOOL},         {"perfstandbyok", KMS_F_BOOL}, {"activecode", KMS_F_INT},
-    {"standbycode", KMS_F_INT},        {"sealedcode", KMS_F_INT},     {"uninitcode", KMS_F_INT},
-    {"drsecondarycode", KMS_F_INT},    {"performancestandbycode", KMS_F_INT},
-    {"removedcode", KMS_F_INT},        {NULL, 0},
+    {"standbyok", KMS_F_BOOL},      {"perfstandbyok", KMS_F_BOOL},
+    {"activecode", KMS_F_INT},      {"standbycode", KMS_F_INT},
+    {"sealedcode", KMS_F_INT},      {"uninitcode", KMS_F_INT},
+    {"drsecondarycode", KMS_F_INT}, {"performancestandbycode", KMS_F_INT},
+    {"removedcode", KMS_F_INT},     {NULL, 0},
 };
 
 static const struct kms_field init_fields[] = {
-    {"secret_shares", KMS_F_INT},      {"secret_threshold", KMS_F_INT},
-    {"pgp_keys", KMS_F_ARRAY},         {"root_token_pgp_key", KMS_F_STRING},
-    {"recovery_shares", KMS_F_INT},    {"recovery_threshold", KMS_F_INT},
-    {"recovery_pgp_keys", KMS_F_ARRAY}, {"stored_shares", KMS_F_INT},
+    {"secret_shares", KMS_F_INT},
+    {"secret_threshold", KMS_F_INT},
+    {"pgp_keys", KMS_F_ARRAY},
+    {"root_token_pgp_key", KMS_F_STRING},
+    {"recovery_shares", KMS_F_INT},
+    {"recovery_threshold", KMS_F_INT},
+    {"recovery_pgp_keys", KMS_F_ARRAY},
+    {"stored_shares", KMS_F_INT},
     {NULL, 0},
 };
 
 static const struct kms_field mount_fields[] = {
-    {"type", KMS_F_STRING},   {"description", KMS_F_STRING}, {"config", KMS_F_MAP},
-    {"options", KMS_F_MAP},   {"local", KMS_F_BOOL},         {"seal_wrap", KMS_F_BOOL},
-    {"plugin_name", KMS_F_STRING}, {"plugin_version", KMS_F_STRING},
-    {"external_entropy_access", KMS_F_BOOL},                 {NULL, 0},
+    {"type", KMS_F_STRING},
+    {"description", KMS_F_STRING},
+    {"config", KMS_F_MAP},
+    {"options", KMS_F_MAP},
+    {"local", KMS_F_BOOL},
+    {"seal_wrap", KMS_F_BOOL},
+    {"plugin_name", KMS_F_STRING},
+    {"plugin_version", KMS_F_STRING},
+    {"external_entropy_access", KMS_F_BOOL},
+    {NULL, 0},
 };
 
 static const struct kms_field ns_fields[] = {

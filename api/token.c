@@ -37,16 +37,14 @@ static int lookup_self(struct kms_ctx *c)
     }
     kms_now(&now, &nsec);
     int64_t ttl = t->expire_time ? t->expire_time - now : 0;
-    c->data = json_pack("{s:s, s:I, s:I, s:s, s:s, s:n, s:I, s:s, s:o, s:i, s:b, s:s, s:o, "
-                        "s:I, s:s}",
-                        "accessor", t->accessor, "creation_time", (json_int_t)t->creation_time,
-                        "creation_ttl", (json_int_t)(t->expire_time ? t->expire_time -
-                                                                          t->creation_time
-                                                                    : 0),
-                        "display_name", t->display_name, "entity_id", "", "expire_time",
-                        "explicit_max_ttl", (json_int_t)0, "id", tok ? tok : "", "meta", meta,
-                        "num_uses", 0, "orphan", true, "path", t->path, "policies", pols, "ttl",
-                        (json_int_t)(ttl > 0 ? ttl : 0), "type", "service");
+    c->data = json_pack(
+        "{s:s, s:I, s:I, s:s, s:s, s:n, s:I, s:s, s:o, s:i, s:b, s:s, s:o, "
+        "s:I, s:s}",
+        "accessor", t->accessor, "creation_time", (json_int_t)t->creation_time, "creation_ttl",
+        (json_int_t)(t->expire_time ? t->expire_time - t->creation_time : 0), "display_name",
+        t->display_name, "entity_id", "", "expire_time", "explicit_max_ttl", (json_int_t)0, "id",
+        tok ? tok : "", "meta", meta, "num_uses", 0, "orphan", true, "path", t->path, "policies",
+        pols, "ttl", (json_int_t)(ttl > 0 ? ttl : 0), "type", "service");
     if (c->data == NULL) {
         return KMS_FAILW(c, 500, "internal error");
     }

@@ -126,8 +126,7 @@ struct times_arg {
     uint32_t min;
 };
 
-static int times_cb(const uint8_t *key, size_t keylen, const uint8_t *val, size_t vallen,
-                    void *arg)
+static int times_cb(const uint8_t *key, size_t keylen, const uint8_t *val, size_t vallen, void *arg)
 {
     struct times_arg *t = arg;
     struct kms_key_version kv;
@@ -153,19 +152,17 @@ static int key_object(struct kms_ctx *c, struct kms_txn *txn, const char *name,
     struct times_arg t = {json_object(), n, p->min_decryption_version};
     uint8_t start[KEYREC_MAX + 8];
     size_t sn = version_key(c, name, p->min_decryption_version, start);
-    if (kms_storage_scan(txn, KMS_DB_KEY_VERSIONS, prefix, n, start, sn, true, times_cb, &t) !=
-        0) {
+    if (kms_storage_scan(txn, KMS_DB_KEY_VERSIONS, prefix, n, start, sn, true, times_cb, &t) != 0) {
         json_decref(t.keys);
         return -1;
     }
     json_t *o = json_pack(
         "{s:s, s:s, s:b, s:b, s:b, s:b, s:I, s:I, s:I, s:I, s:b, s:b, s:b, s:b, s:I, s:b, s:b, "
         "s:o}",
-        "name", name, "type", kms_key_type_name(p->type), "derived", p->derived,
-        "deletion_allowed", p->deletion_allowed, "exportable", p->exportable,
-        "allow_plaintext_backup", p->allow_plaintext_backup, "latest_version",
-        (json_int_t)p->latest_version, "min_decryption_version",
-        (json_int_t)p->min_decryption_version, "min_encryption_version",
+        "name", name, "type", kms_key_type_name(p->type), "derived", p->derived, "deletion_allowed",
+        p->deletion_allowed, "exportable", p->exportable, "allow_plaintext_backup",
+        p->allow_plaintext_backup, "latest_version", (json_int_t)p->latest_version,
+        "min_decryption_version", (json_int_t)p->min_decryption_version, "min_encryption_version",
         (json_int_t)p->min_encryption_version, "min_available_version",
         (json_int_t)p->min_available_version, "supports_encryption", true, "supports_decryption",
         true, "supports_signing", false, "supports_derivation", true, "auto_rotate_period",
@@ -341,8 +338,7 @@ struct list_arg {
     int64_t limit;
 };
 
-static int list_cb(const uint8_t *key, size_t keylen, const uint8_t *val, size_t vallen,
-                   void *arg)
+static int list_cb(const uint8_t *key, size_t keylen, const uint8_t *val, size_t vallen, void *arg)
 {
     struct list_arg *l = arg;
     (void)val;
@@ -444,14 +440,14 @@ static int keys_config(struct kms_ctx *c)
     int rc = -1;
 
     memset(&cfg, 0, sizeof(cfg));
-    cfg.has_min_decryption_version = kms_param_int(c, "min_decryption_version",
-                                                   &cfg.min_decryption_version);
-    cfg.has_min_encryption_version = kms_param_int(c, "min_encryption_version",
-                                                   &cfg.min_encryption_version);
+    cfg.has_min_decryption_version =
+        kms_param_int(c, "min_decryption_version", &cfg.min_decryption_version);
+    cfg.has_min_encryption_version =
+        kms_param_int(c, "min_encryption_version", &cfg.min_encryption_version);
     cfg.has_deletion_allowed = kms_param_bool(c, "deletion_allowed", &cfg.deletion_allowed);
     cfg.has_exportable = kms_param_bool(c, "exportable", &cfg.exportable);
-    cfg.has_allow_plaintext_backup = kms_param_bool(c, "allow_plaintext_backup",
-                                                    &cfg.allow_plaintext_backup);
+    cfg.has_allow_plaintext_backup =
+        kms_param_bool(c, "allow_plaintext_backup", &cfg.allow_plaintext_backup);
     cfg.has_auto_rotate_period = kms_param_int(c, "auto_rotate_period", &cfg.auto_rotate_period);
 
     if (kms_storage_txn_begin(kms_api_storage(c->api), true, &txn) != 0) {
@@ -601,9 +597,8 @@ static const char *go_type(const json_t *v)
     return "string";
 }
 
-static const char *const item_fields[] = {"plaintext",   "ciphertext", "context",
-                                          "associated_data", "reference", "key_version",
-                                          "nonce",       NULL};
+static const char *const item_fields[] = {"plaintext", "ciphertext",  "context", "associated_data",
+                                          "reference", "key_version", "nonce",   NULL};
 
 /*
  * Collect the request's items: batch_input when present, otherwise one item built from the
@@ -748,9 +743,8 @@ struct vcache {
     size_t n;
 };
 
-static int get_version(struct kms_ctx *c, struct kms_txn *txn, const char *name,
-                       struct vcache *vc, uint32_t ver, const struct kms_key_version **out,
-                       struct kms_err *err)
+static int get_version(struct kms_ctx *c, struct kms_txn *txn, const char *name, struct vcache *vc,
+                       uint32_t ver, const struct kms_key_version **out, struct kms_err *err)
 {
     for (size_t i = 0; i < vc->n; i++) {
         if (vc->v[i].version == ver) {
@@ -853,8 +847,8 @@ static int decrypt_one(struct kms_ctx *c, struct kms_txn *txn, const char *name,
         goto out;
     }
     if (get_version(c, txn, name, vc, ver, &kv, &err) != 0 ||
-        kms_keyring_decrypt(p, kv, it->ciphertext, ctlen, ctx, ctxlen, ctx != NULL, aad, aadlen,
-                            pt, ptlen, &err) != 0) {
+        kms_keyring_decrypt(p, kv, it->ciphertext, ctlen, ctx, ctxlen, ctx != NULL, aad, aadlen, pt,
+                            ptlen, &err) != 0) {
         goto out;
     }
     rc = 0;
@@ -886,7 +880,7 @@ static int batch_status(struct kms_ctx *c, const struct item *items, size_t n)
     int64_t override;
     if (ok && kms_param_int(c, "partial_failure_response_code", &override)) {
         if (override >= 1 && override <= 599) {
-            code = (int)override;
+            code = (int) override;
         } else {
             kms_warn(c,
                      "invalid HTTP response code override from partial_failure_response_code, "
@@ -1186,8 +1180,8 @@ out:
     return rc;
 }
 
-static const char *const rewrap_fields[] = {"ciphertext", "context", "key_version", "reference",
-                                            "nonce", NULL};
+static const char *const rewrap_fields[] = {"ciphertext", "context", "key_version",
+                                            "reference",  "nonce",   NULL};
 
 static int rewrap(struct kms_ctx *c)
 {
@@ -1390,8 +1384,8 @@ static int export_key(struct kms_ctx *c)
         kms_memzero(&kv, sizeof(kv));
         kms_memzero(b64, sizeof(b64));
     }
-    c->data = json_pack("{s:s, s:s, s:o}", "name", name, "type", kms_key_type_name(p.type),
-                        "keys", keys);
+    c->data =
+        json_pack("{s:s, s:s, s:o}", "name", name, "type", kms_key_type_name(p.type), "keys", keys);
     rc = 0;
 out:
     kms_storage_txn_abort(&txn);
@@ -1504,11 +1498,8 @@ static const struct kms_field f_rewrap[] = {
 };
 
 static const struct kms_field f_datakey[] = {
-    {"context", KMS_F_STRING},
-    {"bits", KMS_F_INT},
-    {"key_version", KMS_F_INT},
-    {"associated_data", KMS_F_STRING},
-    {NULL, 0},
+    {"context", KMS_F_STRING},         {"bits", KMS_F_INT}, {"key_version", KMS_F_INT},
+    {"associated_data", KMS_F_STRING}, {NULL, 0},
 };
 
 static const struct kms_field f_config_keys[] = {

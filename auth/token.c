@@ -47,8 +47,8 @@ int kms_auth_create(struct kms_storage *st, struct kms_auth **out, struct kms_er
         kms_err_set(err, 500, "cannot open storage transaction");
         goto out;
     }
-    int g = kms_storage_get(txn, KMS_DB_META, TOKEN_KEY_META, strlen(TOKEN_KEY_META), &val,
-                            &vallen);
+    int g =
+        kms_storage_get(txn, KMS_DB_META, TOKEN_KEY_META, strlen(TOKEN_KEY_META), &val, &vallen);
     if (g == 0 && vallen == sizeof(auth->token_key)) {
         memcpy(auth->token_key, val, vallen);
         kms_storage_txn_abort(&txn);
@@ -122,8 +122,9 @@ int kms_auth_token_create_root(struct kms_auth *auth, struct kms_txn *txn, const
 
     if (id != NULL) {
         if (!token_valid_custom_id(id)) {
-            kms_err_set(err, 400, "invalid root token id: it must be printable ASCII without "
-                                  "'.' and shorter than %d characters",
+            kms_err_set(err, 400,
+                        "invalid root token id: it must be printable ASCII without "
+                        "'.' and shorter than %d characters",
                         KMS_TOKEN_MAX_LEN);
             goto out;
         }
@@ -141,10 +142,9 @@ int kms_auth_token_create_root(struct kms_auth *auth, struct kms_txn *txn, const
         goto out;
     }
     kms_now(&sec, &nsec);
-    rec = json_pack("{s:s, s:s, s:s, s:s, s:[s], s:I, s:I}", "accessor", accessor,
-                    "display_name", "root", "namespace_id", "root", "path", "auth/token/root",
-                    "policies", "root", "creation_time", (json_int_t)sec, "expire_time",
-                    (json_int_t)0);
+    rec = json_pack("{s:s, s:s, s:s, s:s, s:[s], s:I, s:I}", "accessor", accessor, "display_name",
+                    "root", "namespace_id", "root", "path", "auth/token/root", "policies", "root",
+                    "creation_time", (json_int_t)sec, "expire_time", (json_int_t)0);
     text = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
     if (text == NULL ||
         kms_storage_put(txn, KMS_DB_TOKENS, hash, sizeof(hash), text, strlen(text)) != 0) {

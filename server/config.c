@@ -16,14 +16,23 @@ struct centry {
     const char *name;
     enum ctype type;
     size_t offset;
-    size_t size;  /* for strings: buffer size */
-    int64_t min;  /* for numbers */
+    size_t size; /* for strings: buffer size */
+    int64_t min; /* for numbers */
     int64_t max;
 };
 
-#define STR(n, f) {n, C_STR, offsetof(struct kms_config, f), sizeof(((struct kms_config *)0)->f), 0, 0}
-#define SIZE(n, f, lo, hi) {n, C_SIZE, offsetof(struct kms_config, f), 0, lo, hi}
-#define SECS(n, f, lo, hi) {n, C_SECONDS, offsetof(struct kms_config, f), 0, lo, hi}
+#define STR(n, f)                                                                                  \
+    {                                                                                              \
+        n, C_STR, offsetof(struct kms_config, f), sizeof(((struct kms_config *)0)->f), 0, 0        \
+    }
+#define SIZE(n, f, lo, hi)                                                                         \
+    {                                                                                              \
+        n, C_SIZE, offsetof(struct kms_config, f), 0, lo, hi                                       \
+    }
+#define SECS(n, f, lo, hi)                                                                         \
+    {                                                                                              \
+        n, C_SECONDS, offsetof(struct kms_config, f), 0, lo, hi                                    \
+    }
 
 static const struct centry table[] = {
     STR("listen_address", listen_address),

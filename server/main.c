@@ -250,8 +250,7 @@ int kms_server_main(int argc, char **argv)
         snprintf(devdir, sizeof(devdir), "%s/kmsd-dev-XXXXXX",
                  tmp && strlen(tmp) < 40 ? tmp : "/tmp");
         if (mkdtemp(devdir) == NULL) {
-            fprintf(stderr, "kmsd: cannot create a dev store in %s: %s\n", devdir,
-                    strerror(errno));
+            fprintf(stderr, "kmsd: cannot create a dev store in %s: %s\n", devdir, strerror(errno));
             devdir[0] = '\0';
             goto out;
         }

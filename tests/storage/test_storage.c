@@ -1,0 +1,969 @@
+/*
+ * test_storage.c - unit tests for storage/: records in every database, persistence, the seal
+ * check, tamper detection (by editing the LMDB file directly), scans, prefix deletes, aborts,
+ * large values, map exhaustion and seal key loading.
+ *
+ * Each test gets a fresh mkdtemp directory under /tmp with an open store (nosync) and removes
+ * it afterwards.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <ftw.h>
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "storage/storage.h"
+
+struct fixture {
+    char dir[64];
+    uint8_t key[32];
+    struct kms_storage *st;
+};
+
+static const char *const db_names[KMS_DB_COUNT_] = {
+    "meta",   "namespaces", "mounts",   "keys", "key_versions",
+    "tokens", "accessors",  "policies", "auth", "kmskeys",
+};
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void fill_key(uint8_t key[32], uint8_t seed)
+{
+    for (size_t i = 0; i < 32; i++)
+        key[i] = (uint8_t)(seed + i * 7);
+}
+
+static struct kms_storage *open_store(struct fixture *f, const struct kms_storage_opts *opts)
+{
+    struct kms_storage_opts def = {.nosync = true, .create = true};
+    struct kms_storage *st = NULL;
+    struct kms_err err = {0};
+
+    if (kms_storage_open(f->dir, f->key, opts != NULL ? opts : &def, &st, &err) != 0)
+        fail_msg("open %s: %s", f->dir, err.msg);
+    return st;
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof *f);
+
+    assert_non_null(f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/kms-storage-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    fill_key(f->key, 1);
+    f->st = open_store(f, NULL);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+
+    kms_storage_close(&f->st);
+    nftw(f->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+/* ---- helpers ----------------------------------------------------------------------------- */
+
+static void put_str(struct kms_storage *st, enum kms_db db, const char *key, const char *val)
+{
+    struct kms_txn *txn = NULL;
+
+    assert_int_equal(kms_storage_txn_begin(st, true, &txn), 0);
+    assert_int_equal(kms_storage_put(txn, db, key, strlen(key), val, strlen(val)), 0);
+    assert_int_equal(kms_storage_txn_commit(&txn), 0);
+    assert_null(txn);
+}
+
+/* Read key; returns the get rc and, on 0, checks the value equals expect (if non-NULL). */
+static int get_check(struct kms_storage *st, enum kms_db db, const char *key, const char *expect)
+{
+    struct kms_txn *txn = NULL;
+    uint8_t *val = NULL;
+    size_t len = 0;
+    int rc;
+
+    assert_int_equal(kms_storage_txn_begin(st, false, &txn), 0);
+    rc = kms_storage_get(txn, db, key, strlen(key), &val, &len);
+    kms_storage_txn_abort(&txn);
+    if (rc == 0 && expect != NULL) {
+        assert_int_equal(len, strlen(expect));
+        assert_memory_equal(val, expect, len);
+    }
+    if (rc != 0)
+        assert_null(val);
+    kms_free_wipe((void **)&val, len);
+    return rc;
+}
+
+/* Edit the LMDB file directly (the store must be closed): apply fn to one raw record. */
+typedef void (*raw_edit_fn)(MDB_txn *txn, MDB_dbi dbi, MDB_env *env, void *arg);
+
+static void raw_edit(const char *dir, const char *dbname, raw_edit_fn fn, void *arg)
+{
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi;
+
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 32), 0);
+    assert_int_equal(mdb_env_open(env, dir, MDB_NOTLS, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, dbname, 0, &dbi), 0);
+    fn(txn, dbi, env, arg);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+struct flip_arg {
+    const char *key;
+    size_t pos; /* index into the sealed value; SIZE_MAX = last byte */
+};
+
+static void flip_byte(MDB_txn *txn, MDB_dbi dbi, MDB_env *env, void *arg)
+{
+    struct flip_arg *fa = arg;
+    MDB_val k = {.mv_size = strlen(fa->key), .mv_data = (void *)fa->key}, v;
+    uint8_t *copy;
+    size_t pos;
+
+    (void)env;
+    assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
+    copy = malloc(v.mv_size);
+    assert_non_null(copy);
+    memcpy(copy, v.mv_data, v.mv_size);
+    pos = fa->pos == SIZE_MAX ? v.mv_size - 1 : fa->pos;
+    assert_true(pos < v.mv_size);
+    copy[pos] ^= 0x01;
+    v.mv_data = copy;
+    assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+    free(copy);
+}
+
+struct copy_arg {
+    const char *from;
+    const char *to;
+    size_t truncate; /* if non-zero, store only this many bytes */
+};
+
+static void copy_value(MDB_txn *txn, MDB_dbi dbi, MDB_env *env, void *arg)
+{
+    struct copy_arg *ca = arg;
+    MDB_val k = {.mv_size = strlen(ca->from), .mv_data = (void *)ca->from}, v, v2;
+    uint8_t *copy;
+
+    (void)env;
+    assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
+    copy = malloc(v.mv_size);
+    assert_non_null(copy);
+    memcpy(copy, v.mv_data, v.mv_size);
+    v2.mv_data = copy;
+    v2.mv_size = ca->truncate != 0 ? ca->truncate : v.mv_size;
+    k.mv_data = (void *)ca->to;
+    k.mv_size = strlen(ca->to);
+    assert_int_equal(mdb_put(txn, dbi, &k, &v2, 0), 0);
+    free(copy);
+}
+
+/* Copy the raw sealed value of key from one database to the same key in another. */
+struct cross_arg {
+    const char *key;
+    const char *to_db;
+};
+
+static void copy_cross_db(MDB_txn *txn, MDB_dbi dbi, MDB_env *env, void *arg)
+{
+    struct cross_arg *ca = arg;
+    MDB_val k = {.mv_size = strlen(ca->key), .mv_data = (void *)ca->key}, v;
+    MDB_dbi to;
+    uint8_t *copy;
+
+    (void)env;
+    assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
+    copy = malloc(v.mv_size);
+    assert_non_null(copy);
+    memcpy(copy, v.mv_data, v.mv_size);
+    v.mv_data = copy;
+    assert_int_equal(mdb_dbi_open(txn, ca->to_db, 0, &to), 0);
+    assert_int_equal(mdb_put(txn, to, &k, &v, 0), 0);
+    free(copy);
+}
+
+/* ---- records ----------------------------------------------------------------------------- */
+
+static void test_roundtrip_every_db(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_txn *txn = NULL;
+    char val[64];
+
+    for (int db = 0; db < KMS_DB_COUNT_; db++) {
+        snprintf(val, sizeof val, "value for %s", db_names[db]);
+        put_str(f->st, (enum kms_db)db, "rec/1", val);
+    }
+    for (int db = 0; db < KMS_DB_COUNT_; db++) {
+        snprintf(val, sizeof val, "value for %s", db_names[db]);
+        assert_int_equal(get_check(f->st, (enum kms_db)db, "rec/1", val), 0);
+    }
+    assert_int_equal(kms_storage_txn_begin(f->st, true, &txn), 0);
+    for (int db = 0; db < KMS_DB_COUNT_; db++) {
+        assert_int_equal(kms_storage_del(txn, (enum kms_db)db, "rec/1", 5), 0);
+        assert_int_equal(kms_storage_del(txn, (enum kms_db)db, "rec/1", 5), KMS_STORAGE_NOTFOUND);
+    }
+    assert_int_equal(kms_storage_txn_commit(&txn), 0);
+    for (int db = 0; db < KMS_DB_COUNT_; db++)
+        assert_int_equal(get_check(f->st, (enum kms_db)db, "rec/1", NULL), KMS_STORAGE_NOTFOUND);
+    /* The seal check record is still there. */
+    assert_int_equal(get_check(f->st, KMS_DB_META, "seal_check", NULL), 0);
+}
+
+static void test_overwrite_and_empty_value(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_txn *txn = NULL;
+    uint8_t *val = NULL;
+    size_t len = 99;
+
+    put_str(f->st, KMS_DB_KEYS, "k", "first");
+    put_str(f->st, KMS_DB_KEYS, "k", "second value");
+    assert_int_equal(get_check(f->st, KMS_DB_KEYS, "k", "second value"), 0);
+
+    assert_int_equal(kms_storage_txn_begin(f->st, true, &txn), 0);
+    assert_int_equal(kms_storage_put(txn, KMS_DB_KEYS, "empty", 5, NULL, 0), 0);
+    assert_int_equal(kms_storage_get(txn, KMS_DB_KEYS, "empty", 5, &val, &len), 0);
+    assert_non_null(val);
+    assert_int_equal(len, 0);
+    kms_free_wipe((void **)&val, len);
+    assert_int_equal(kms_storage_txn_commit(&txn), 0);
+}
+
+static void test_not_found(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_txn *txn = NULL;
+    uint8_t *val = (uint8_t *)"x";
+    size_t len = 5;
+
+    assert_int_equal(kms_storage_txn_begin(f->st, false, &txn), 0);
+    assert_int_equal(kms_storage_get(txn, KMS_DB_TOKENS, "missing", 7, &val, &len),
+                     KMS_STORAGE_NOTFOUND);
+    assert_null(val);
+    assert_int_equal(len, 0);
+    kms_storage_txn_abort(&txn);
+    assert_null(txn);
+    kms_storage_txn_abort(&txn); /* NULL-safe */
+
+    assert_int_equal(kms_storage_txn_begin(f->st, true, &txn), 0);
+    assert_int_equal(kms_storage_del(txn, KMS_DB_TOKENS, "missing", 7), KMS_STORAGE_NOTFOUND);
+    kms_storage_txn_abort(&txn);
+}
+
+static void test_bad_arguments(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_txn *txn = NULL;
+    char big[600];
+    uint8_t *val = NULL;
+    size_t len = 0;
+
+    memset(big, 'k', sizeof big);
+    assert_int_equal(kms_storage_txn_begin(f->st, true, &txn), 0);
+    /* Empty and over-long keys are refused. */
+    assert_int_equal(kms_storage_put(txn, KMS_DB_KEYS, "", 0, "v", 1), -1);
+    assert_int_equal(kms_storage_put(txn, KMS_DB_KEYS, big, 512, "v", 1), -1);
+    assert_int_equal(kms_storage_put(txn, KMS_DB_KEYS, big, 511, "v", 1), 0);
+    assert_int_equal(kms_storage_get(txn, KMS_DB_KEYS, big, 511, &val, &len), 0);
+    kms_free_wipe((void **)&val, len);
+    /* No record can have such a key: get and del report not found. */
+    assert_int_equal(kms_storage_get(txn, KMS_DB_KEYS, big, 512, &val, &len), KMS_STORAGE_NOTFOUND);
+    assert_int_equal(kms_storage_get(txn, KMS_DB_KEYS, "", 0, &val, &len), KMS_STORAGE_NOTFOUND);
+    assert_int_equal(kms_storage_del(txn, KMS_DB_KEYS, big, 512), KMS_STORAGE_NOTFOUND);
+    assert_int_equal(kms_storage_put(txn, (enum kms_db)KMS_DB_COUNT_, "k", 1, "v", 1), -1);
+    assert_int_equal(kms_storage_txn_commit(&txn), 0);
+
+    /* A read transaction cannot write. */
+    assert_int_equal(kms_storage_txn_begin(f->st, false, &txn), 0);
+    assert_int_equal(kms_storage_put(txn, KMS_DB_KEYS, "k", 1, "v", 1), -1);
+    assert_int_equal(kms_storage_del(txn, KMS_DB_KEYS, big, 511), -1);
+    kms_storage_txn_abort(&txn);
+    assert_int_equal(get_check(f->st, KMS_DB_KEYS, "k", NULL), KMS_STORAGE_NOTFOUND);
+}
+
+static void test_persistence(void **state)
+{
+    struct fixture *f = *state;
+    /* A key version key: "<ns>/<mount>/<name>/" and a big-endian u32 holding zero bytes. */
+    static const uint8_t vkey[] = {'n', 's', '/', 'm', '/', 'k', '/', 0, 0, 0, 1};
+    struct kms_txn *txn = NULL;
+    uint8_t *val = NULL;
+    size_t len = 0;
+
+    assert_int_equal(kms_storage_txn_begin(f->st, true, &txn), 0);
+    assert_int_equal(kms_storage_put(txn, KMS_DB_KEY_VERSIONS, vkey, sizeof vkey, "material", 8),
+                     0);
+    assert_int_equal(kms_storage_txn_commit(&txn), 0);
+    put_str(f->st, KMS_DB_POLICIES, "root/default", "path \"*\" {}");
+    kms_storage_close(&f->st);
+    assert_null(f->st);
+    kms_storage_close(&f->st); /* NULL-safe */
+
+    f->st = open_store(f, NULL);
+    assert_int_equal(kms_storage_txn_begin(f->st, false, &txn), 0);
+    assert_int_equal(kms_storage_get(txn, KMS_DB_KEY_VERSIONS, vkey, sizeof vkey, &val, &len), 0);
+    assert_int_equal(len, 8);
+    assert_memory_equal(val, "material", 8);
+    kms_free_wipe((void **)&val, len);
+    assert_int_equal(kms_storage_get(txn, KMS_DB_KEY_VERSIONS, vkey, 7, &val, &len),
+                     KMS_STORAGE_NOTFOUND);
+    kms_storage_txn_abort(&txn);
+    assert_int_equal(get_check(f->st, KMS_DB_POLICIES, "root/default", "path \"*\" {}"), 0);
+}
+
+static void test_durable_open(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_storage_opts opts = {0};
+
+    /* Default options: fsync on commit, the directory must already exist. */
+    kms_storage_close(&f->st);
+    f->st = open_store(f, &opts);
+    put_str(f->st, KMS_DB_MOUNTS, "root/transit/", "{\"type\":\"transit\"}");
+    kms_storage_close(&f->st);
+    f->st = open_store(f, &opts);
+    assert_int_equal(get_check(f->st, KMS_DB_MOUNTS, "root/transit/", "{\"type\":\"transit\"}"), 0);
+}
+
+static void test_wrong_seal_key(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_storage_opts opts = {.nosync = true};
+    struct kms_storage *st = NULL;
+    struct kms_err err = {0};
+    uint8_t other[32];
+
+    put_str(f->st, KMS_DB_TOKENS, "t", "secret");
+    kms_storage_close(&f->st);
+
+    fill_key(other, 2);
+    assert_int_equal(kms_storage_open(f->dir, other, &opts, &st, &err), -1);
+    assert_null(st);
+    assert_string_equal(err.msg, "seal key does not match this store");
+    assert_int_equal(err.status, 500);
+
+    /* The failed open changed nothing. */
+    f->st = open_store(f, &opts);
+    assert_int_equal(get_check(f->st, KMS_DB_TOKENS, "t", "secret"), 0);
+}
+
+static void test_open_errors(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_storage_opts opts = {.nosync = true};
+    struct kms_storage *st = NULL;
+    struct kms_err err = {0};
+    char path[128], want[256];
+    int fd;
+
+    snprintf(path, sizeof path, "%s/missing", f->dir);
+    assert_int_equal(kms_storage_open(path, f->key, &opts, &st, &err), -1);
+    assert_null(st);
+    snprintf(want, sizeof want, "cannot open storage directory %s: No such file or directory",
+             path);
+    assert_string_equal(err.msg, want);
+
+    snprintf(path, sizeof path, "%s/file", f->dir);
+    fd = open(path, O_CREAT | O_WRONLY, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(kms_storage_open(path, f->key, &opts, &st, &err), -1);
+    assert_non_null(strstr(err.msg, path));
+    assert_non_null(strstr(err.msg, "Not a directory"));
+
+    opts.create = true;
+    assert_int_equal(kms_storage_open(path, f->key, &opts, &st, &err), -1);
+    assert_non_null(strstr(err.msg, path));
+}
+
+static void test_create_modes(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_storage_opts opts = {.nosync = true, .create = true};
+    struct kms_storage *st = NULL;
+    struct kms_err err = {0};
+    char path[128], file[160];
+    struct stat sb;
+
+    snprintf(path, sizeof path, "%s/sub", f->dir);
+    assert_int_equal(kms_storage_open(path, f->key, &opts, &st, &err), 0);
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0700);
+    snprintf(file, sizeof file, "%s/data.mdb", path);
+    assert_int_equal(stat(file, &sb), 0);
+    assert_int_equal(sb.st_mode & 077, 0);
+    kms_storage_close(&st);
+}
+
+static void test_two_read_txns(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_txn *a = NULL, *b = NULL, *w = NULL;
+    uint8_t *val = NULL;
+    size_t len = 0;
+
+    put_str(f->st, KMS_DB_KEYS, "k", "v1");
+    /* MDB_NOTLS: one thread may hold several read transactions at once. */
+    assert_int_equal(kms_storage_txn_begin(f->st, false, &a), 0);
+    assert_int_equal(kms_storage_txn_begin(f->st, false, &b), 0);
+    assert_int_equal(kms_storage_txn_begin(f->st, true, &w), 0);
+    assert_int_equal(kms_storage_put(w, KMS_DB_KEYS, "k", 1, "v2", 2), 0);
+    assert_int_equal(kms_storage_txn_commit(&w), 0);
+    /* Snapshots: the older readers still see v1. */
+    assert_int_equal(kms_storage_get(a, KMS_DB_KEYS, "k", 1, &val, &len), 0);
+    assert_memory_equal(val, "v1", 2);
+    kms_free_wipe((void **)&val, len);
+    assert_int_equal(kms_storage_get(b, KMS_DB_KEYS, "k", 1, &val, &len), 0);
+    assert_memory_equal(val, "v1", 2);
+    kms_free_wipe((void **)&val, len);
+    assert_int_equal(kms_storage_txn_commit(&a), 0);
+    kms_storage_txn_abort(&b);
+    assert_int_equal(get_check(f->st, KMS_DB_KEYS, "k", "v2"), 0);
+}
+
+/* ---- tamper detection -------------------------------------------------------------------- */
+
+static void test_tamper_flipped_byte(void **state)
+{
+    struct fixture *f = *state;
+    /* version byte, nonce, ciphertext, tag */
+    const size_t positions[] = {0, 1, 12, 13, 20, SIZE_MAX};
+
+    put_str(f->st, KMS_DB_KEYS, "ns/m/key", "policy record");
+    put_str(f->st, KMS_DB_KEYS, "ns/m/other", "untouched");
+    for (size_t i = 0; i < sizeof positions / sizeof positions[0]; i++) {
+        struct flip_arg fa = {.key = "ns/m/key", .pos = positions[i]};
+
+        kms_storage_close(&f->st);
+        raw_edit(f->dir, "keys", flip_byte, &fa);
+        f->st = open_store(f, NULL);
+        assert_int_equal(get_check(f->st, KMS_DB_KEYS, "ns/m/key", NULL), -1);
+        assert_int_equal(get_check(f->st, KMS_DB_KEYS, "ns/m/other", "untouched"), 0);
+        /* Flip it back: the record opens again, so exactly that byte was detected. */
+        kms_storage_close(&f->st);
+        raw_edit(f->dir, "keys", flip_byte, &fa);
+        f->st = open_store(f, NULL);
+        assert_int_equal(get_check(f->st, KMS_DB_KEYS, "ns/m/key", "policy record"), 0);
+    }
+}
+
+static void test_tamper_moved_value(void **state)
+{
+    struct fixture *f = *state;
+    struct copy_arg ca = {.from = "ns/m/a", .to = "ns/m/b"};
+    struct copy_arg trunc = {.from = "ns/m/a", .to = "ns/m/short", .truncate = 20};
+    struct copy_arg tiny = {.from = "ns/m/a", .to = "ns/m/tiny", .truncate = 1};
+    struct cross_arg xa = {.key = "ns/m/a", .to_db = "policies"};
+
+    put_str(f->st, KMS_DB_KEYS, "ns/m/a", "value a");
+    kms_storage_close(&f->st);
+    raw_edit(f->dir, "keys", copy_value, &ca);
+    raw_edit(f->dir, "keys", copy_value, &trunc);
+    raw_edit(f->dir, "keys", copy_value, &tiny);
+    raw_edit(f->dir, "keys", copy_cross_db, &xa);
+    f->st = open_store(f, NULL);
+
+    assert_int_equal(get_check(f->st, KMS_DB_KEYS, "ns/m/a", "value a"), 0);
+    /* Same bytes under another key or in another database: the AAD no longer matches. */
+    assert_int_equal(get_check(f->st, KMS_DB_KEYS, "ns/m/b", NULL), -1);
+    assert_int_equal(get_check(f->st, KMS_DB_POLICIES, "ns/m/a", NULL), -1);
+    assert_int_equal(get_check(f->st, KMS_DB_KEYS, "ns/m/short", NULL), -1);
+    assert_int_equal(get_check(f->st, KMS_DB_KEYS, "ns/m/tiny", NULL), -1);
+}
+
+static int count_cb(const uint8_t *key, size_t keylen, const uint8_t *val, size_t vallen, void *arg)
+{
+    (void)key;
+    (void)keylen;
+    (void)val;
+    (void)vallen;
+    (*(int *)arg)++;
+    return 0;
+}
+
+static void test_tamper_fails_scan(void **state)
+{
+    struct fixture *f = *state;
+    struct copy_arg ca = {.from = "p/a", .to = "p/b"};
+    struct kms_txn *txn = NULL;
+    int n = 0;
+
+    put_str(f->st, KMS_DB_TOKENS, "p/a", "token a");
+    put_str(f->st, KMS_DB_TOKENS, "p/c", "token c");
+    kms_storage_close(&f->st);
+    raw_edit(f->dir, "tokens", copy_value, &ca);
+    f->st = open_store(f, NULL);
+
+    assert_int_equal(kms_storage_txn_begin(f->st, false, &txn), 0);
+    assert_int_equal(kms_storage_scan(txn, KMS_DB_TOKENS, "p/", 2, NULL, 0, true, count_cb, &n),
+                     -1);
+    assert_int_equal(n, 1); /* p/a was visited, p/b failed */
+    n = 0;
+    assert_int_equal(kms_storage_scan(txn, KMS_DB_TOKENS, "p/", 2, NULL, 0, false, count_cb, &n),
+                     0);
+    assert_int_equal(n, 3);
+    kms_storage_txn_abort(&txn);
+}
+
+/* ---- scans and prefix deletes ------------------------------------------------------------ */
+
+struct collect {
+    char keys[16][32];
+    char vals[16][32];
+    int n;
+    int stop_after; /* 0 = never */
+    bool fail;
+};
+
+static int collect_cb(const uint8_t *key, size_t keylen, const uint8_t *val, size_t vallen,
+                      void *arg)
+{
+    struct collect *c = arg;
+
+    if (c->fail)
+        return -1;
+    assert_true(c->n < 16);
+    assert_true(keylen < 32 && vallen < 32);
+    memcpy(c->keys[c->n], key, keylen);
+    c->keys[c->n][keylen] = 0;
+    if (val != NULL)
+        memcpy(c->vals[c->n], val, vallen);
+    else
+        assert_int_equal(vallen, 0);
+    c->vals[c->n][vallen] = 0;
+    c->n++;
+    return c->stop_after != 0 && c->n >= c->stop_after ? 1 : 0;
+}
+
+static void scan_into(struct kms_storage *st, const char *prefix, const char *start,
+                      bool with_values, struct collect *c, int want_rc)
+{
+    struct kms_txn *txn = NULL;
+
+    assert_int_equal(kms_storage_txn_begin(st, false, &txn), 0);
+    assert_int_equal(kms_storage_scan(txn, KMS_DB_KEYS, prefix, prefix ? strlen(prefix) : 0, start,
+                                      start ? strlen(start) : 0, with_values, collect_cb, c),
+                     want_rc);
+    kms_storage_txn_abort(&txn);
+}
+
+static void scan_fill(struct kms_storage *st)
+{
+    /* Inserted out of order; ns1 and ns10/ share the bytes "ns1". */
+    static const char *const keys[] = {"ns1/c", "ns10/x", "ns1/a", "ns2/a",
+                                       "ns1",   "ns1/b",  "ns0/z"};
+    struct kms_txn *txn = NULL;
+    char val[32];
+
+    assert_int_equal(kms_storage_txn_begin(st, true, &txn), 0);
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        snprintf(val, sizeof val, "v-%s", keys[i]);
+        assert_int_equal(
+            kms_storage_put(txn, KMS_DB_KEYS, keys[i], strlen(keys[i]), val, strlen(val)), 0);
+    }
+    assert_int_equal(kms_storage_txn_commit(&txn), 0);
+}
+
+static void test_scan_order_and_values(void **state)
+{
+    struct fixture *f = *state;
+    struct collect c = {0};
+
+    scan_fill(f->st);
+    scan_into(f->st, "ns1/", NULL, true, &c, 0);
+    assert_int_equal(c.n, 3);
+    assert_string_equal(c.keys[0], "ns1/a");
+    assert_string_equal(c.keys[1], "ns1/b");
+    assert_string_equal(c.keys[2], "ns1/c");
+    assert_string_equal(c.vals[0], "v-ns1/a");
+    assert_string_equal(c.vals[2], "v-ns1/c");
+
+    memset(&c, 0, sizeof c);
+    scan_into(f->st, "ns1/", NULL, false, &c, 0);
+    assert_int_equal(c.n, 3);
+    assert_string_equal(c.vals[1], "");
+
+    memset(&c, 0, sizeof c);
+    scan_into(f->st, "ns1", NULL, false, &c, 0);
+    assert_int_equal(c.n, 5);
+    assert_string_equal(c.keys[0], "ns1");
+    assert_string_equal(c.keys[1], "ns1/a");
+    assert_string_equal(c.keys[4], "ns10/x");
+
+    memset(&c, 0, sizeof c);
+    scan_into(f->st, NULL, NULL, true, &c, 0);
+    assert_int_equal(c.n, 7);
+    assert_string_equal(c.keys[0], "ns0/z");
+    assert_string_equal(c.keys[6], "ns2/a");
+
+    memset(&c, 0, sizeof c);
+    scan_into(f->st, "nope/", NULL, true, &c, 0);
+    assert_int_equal(c.n, 0);
+    scan_into(f->st, "zzz", NULL, true, &c, 0);
+    assert_int_equal(c.n, 0);
+}
+
+static void test_scan_start(void **state)
+{
+    struct fixture *f = *state;
+    struct collect c = {0};
+
+    scan_fill(f->st);
+    scan_into(f->st, "ns1/", "ns1/b", true, &c, 0);
+    assert_int_equal(c.n, 2);
+    assert_string_equal(c.keys[0], "ns1/b");
+    assert_string_equal(c.vals[0], "v-ns1/b");
+    assert_string_equal(c.keys[1], "ns1/c");
+
+    memset(&c, 0, sizeof c);
+    scan_into(f->st, "ns1/", "ns1/bb", false, &c, 0);
+    assert_int_equal(c.n, 1);
+    assert_string_equal(c.keys[0], "ns1/c");
+
+    /* A start before the prefix starts at the prefix. */
+    memset(&c, 0, sizeof c);
+    scan_into(f->st, "ns1/", "a", false, &c, 0);
+    assert_int_equal(c.n, 3);
+    assert_string_equal(c.keys[0], "ns1/a");
+
+    /* A start past the prefix range visits nothing. */
+    memset(&c, 0, sizeof c);
+    scan_into(f->st, "ns1/", "ns2", false, &c, 0);
+    assert_int_equal(c.n, 0);
+
+    memset(&c, 0, sizeof c);
+    scan_into(f->st, NULL, "ns10", false, &c, 0);
+    assert_int_equal(c.n, 2);
+    assert_string_equal(c.keys[0], "ns10/x");
+    assert_string_equal(c.keys[1], "ns2/a");
+}
+
+static void test_scan_stop_and_fail(void **state)
+{
+    struct fixture *f = *state;
+    struct collect c = {.stop_after = 2};
+
+    scan_fill(f->st);
+    scan_into(f->st, "ns1/", NULL, true, &c, 0);
+    assert_int_equal(c.n, 2);
+    assert_string_equal(c.keys[1], "ns1/b");
+
+    memset(&c, 0, sizeof c);
+    c.fail = true;
+    scan_into(f->st, "ns1/", NULL, true, &c, -1);
+    assert_int_equal(c.n, 0);
+}
+
+static void test_del_prefix(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_txn *txn = NULL;
+    struct collect c = {0};
+    size_t n = 99;
+
+    scan_fill(f->st);
+    assert_int_equal(kms_storage_txn_begin(f->st, true, &txn), 0);
+    assert_int_equal(kms_storage_del_prefix(txn, KMS_DB_KEYS, "ns1/", 4, &n), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(kms_storage_del_prefix(txn, KMS_DB_KEYS, "ns1/", 4, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(kms_storage_del_prefix(txn, KMS_DB_KEYS, "none", 4, NULL), 0);
+    assert_int_equal(kms_storage_count(txn, KMS_DB_KEYS, &n), 0);
+    assert_int_equal(n, 4);
+    assert_int_equal(kms_storage_txn_commit(&txn), 0);
+
+    scan_into(f->st, NULL, NULL, false, &c, 0);
+    assert_int_equal(c.n, 4);
+    assert_string_equal(c.keys[0], "ns0/z");
+    assert_string_equal(c.keys[1], "ns1");
+    assert_string_equal(c.keys[2], "ns10/x");
+    assert_string_equal(c.keys[3], "ns2/a");
+
+    /* A prefix delete of many records crossing page boundaries. */
+    assert_int_equal(kms_storage_txn_begin(f->st, true, &txn), 0);
+    for (int i = 0; i < 2000; i++) {
+        char key[32];
+        int len = snprintf(key, sizeof key, "bulk/%06d", i);
+        assert_int_equal(kms_storage_put(txn, KMS_DB_KEYS, key, (size_t)len, key, (size_t)len), 0);
+    }
+    assert_int_equal(kms_storage_txn_commit(&txn), 0);
+    assert_int_equal(kms_storage_txn_begin(f->st, true, &txn), 0);
+    assert_int_equal(kms_storage_del_prefix(txn, KMS_DB_KEYS, "bulk/", 5, &n), 0);
+    assert_int_equal(n, 2000);
+    assert_int_equal(kms_storage_count(txn, KMS_DB_KEYS, &n), 0);
+    assert_int_equal(n, 4);
+    assert_int_equal(kms_storage_txn_commit(&txn), 0);
+
+    /* The empty prefix deletes everything. */
+    assert_int_equal(kms_storage_txn_begin(f->st, true, &txn), 0);
+    assert_int_equal(kms_storage_del_prefix(txn, KMS_DB_KEYS, NULL, 0, &n), 0);
+    assert_int_equal(n, 4);
+    assert_int_equal(kms_storage_txn_commit(&txn), 0);
+}
+
+static void test_txn_abort(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_txn *txn = NULL;
+    size_t n = 99;
+
+    put_str(f->st, KMS_DB_KEYS, "kept", "v");
+    assert_int_equal(kms_storage_txn_begin(f->st, true, &txn), 0);
+    assert_int_equal(kms_storage_put(txn, KMS_DB_KEYS, "gone", 4, "v", 1), 0);
+    assert_int_equal(kms_storage_put(txn, KMS_DB_ACCESSORS, "gone", 4, "v", 1), 0);
+    assert_int_equal(kms_storage_del(txn, KMS_DB_KEYS, "kept", 4), 0);
+    kms_storage_txn_abort(&txn);
+    assert_null(txn);
+
+    assert_int_equal(get_check(f->st, KMS_DB_KEYS, "gone", NULL), KMS_STORAGE_NOTFOUND);
+    assert_int_equal(get_check(f->st, KMS_DB_ACCESSORS, "gone", NULL), KMS_STORAGE_NOTFOUND);
+    assert_int_equal(get_check(f->st, KMS_DB_KEYS, "kept", "v"), 0);
+    assert_int_equal(kms_storage_txn_begin(f->st, false, &txn), 0);
+    assert_int_equal(kms_storage_count(txn, KMS_DB_ACCESSORS, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(kms_storage_count(txn, KMS_DB_KEYS, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(kms_storage_count(txn, KMS_DB_META, &n), 0);
+    assert_int_equal(n, 1); /* seal_check */
+    kms_storage_txn_abort(&txn);
+}
+
+static void test_large_value(void **state)
+{
+    struct fixture *f = *state;
+    const size_t size = (size_t)1 << 20;
+    struct kms_txn *txn = NULL;
+    uint8_t *big = malloc(size), *val = NULL;
+    size_t len = 0;
+
+    assert_non_null(big);
+    for (size_t i = 0; i < size; i++)
+        big[i] = (uint8_t)(i * 31 + (i >> 8));
+    assert_int_equal(kms_storage_txn_begin(f->st, true, &txn), 0);
+    assert_int_equal(kms_storage_put(txn, KMS_DB_KMSKEYS, "big", 3, big, size), 0);
+    assert_int_equal(kms_storage_txn_commit(&txn), 0);
+
+    kms_storage_close(&f->st);
+    f->st = open_store(f, NULL);
+    assert_int_equal(kms_storage_txn_begin(f->st, false, &txn), 0);
+    assert_int_equal(kms_storage_get(txn, KMS_DB_KMSKEYS, "big", 3, &val, &len), 0);
+    kms_storage_txn_abort(&txn);
+    assert_int_equal(len, size);
+    assert_memory_equal(val, big, size);
+    kms_free_wipe((void **)&val, len);
+    free(big);
+}
+
+static void test_map_full(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_storage_opts opts = {.nosync = true, .create = true, .map_size = (size_t)256 << 10};
+    struct kms_txn *txn = NULL;
+    const size_t bigsize = (size_t)1 << 20;
+    uint8_t *big = calloc(1, bigsize);
+    uint8_t chunk[8192] = {0};
+    char key[32];
+    int i, rc = 0, len;
+
+    assert_non_null(big);
+    kms_storage_close(&f->st);
+    nftw(f->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    f->st = open_store(f, &opts);
+    put_str(f->st, KMS_DB_KEYS, "before", "committed");
+
+    /* One value larger than the whole map. */
+    assert_int_equal(kms_storage_txn_begin(f->st, true, &txn), 0);
+    assert_int_equal(kms_storage_put(txn, KMS_DB_KEYS, "big", 3, big, bigsize), -1);
+    kms_storage_txn_abort(&txn);
+
+    /* Many values in one transaction until the map is full. */
+    assert_int_equal(kms_storage_txn_begin(f->st, true, &txn), 0);
+    for (i = 0; i < 1000 && rc == 0; i++) {
+        len = snprintf(key, sizeof key, "fill/%04d", i);
+        rc = kms_storage_put(txn, KMS_DB_KEYS, key, (size_t)len, chunk, sizeof chunk);
+    }
+    assert_int_equal(rc, -1);
+    assert_true(i > 1 && i < 1000);
+    kms_storage_txn_abort(&txn);
+
+    /* The store is as the last commit left it and still takes writes. */
+    assert_int_equal(get_check(f->st, KMS_DB_KEYS, "before", "committed"), 0);
+    assert_int_equal(get_check(f->st, KMS_DB_KEYS, "fill/0000", NULL), KMS_STORAGE_NOTFOUND);
+    put_str(f->st, KMS_DB_KEYS, "after", "also committed");
+    kms_storage_close(&f->st);
+    f->st = open_store(f, &opts);
+    assert_int_equal(get_check(f->st, KMS_DB_KEYS, "before", "committed"), 0);
+    assert_int_equal(get_check(f->st, KMS_DB_KEYS, "after", "also committed"), 0);
+    free(big);
+}
+
+/* ---- seal key files ---------------------------------------------------------------------- */
+
+static void write_key_file(const char *path, const void *data, size_t len, mode_t mode)
+{
+    int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0600);
+
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, data, len), (ssize_t)len);
+    assert_int_equal(fchmod(fd, mode), 0);
+    close(fd);
+}
+
+static void test_seal_key_file_modes(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_err err = {0};
+    uint8_t key[32];
+    char path[128], want[512];
+
+    snprintf(path, sizeof path, "%s/seal.key", f->dir);
+    write_key_file(path, f->key, 32, 0644);
+    assert_int_equal(kms_seal_key_load_file(path, key, &err), -1);
+    snprintf(want, sizeof want,
+             "seal key file %s must not be accessible by group or others (mode 0644); run "
+             "chmod 600 %s",
+             path, path);
+    assert_string_equal(err.msg, want);
+
+    write_key_file(path, f->key, 32, 0640);
+    assert_int_equal(kms_seal_key_load_file(path, key, &err), -1);
+    assert_non_null(strstr(err.msg, "(mode 0640)"));
+    write_key_file(path, f->key, 32, 0604);
+    assert_int_equal(kms_seal_key_load_file(path, key, &err), -1);
+
+    write_key_file(path, f->key, 32, 0600);
+    assert_int_equal(kms_seal_key_load_file(path, key, &err), 0);
+    assert_memory_equal(key, f->key, 32);
+    write_key_file(path, f->key, 32, 0400);
+    assert_int_equal(kms_seal_key_load_file(path, key, &err), 0);
+    assert_memory_equal(key, f->key, 32);
+
+    snprintf(path, sizeof path, "%s/absent.key", f->dir);
+    assert_int_equal(kms_seal_key_load_file(path, key, &err), -1);
+    assert_non_null(strstr(err.msg, path));
+}
+
+static void test_seal_key_encodings(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_err err = {0};
+    uint8_t key[32], want[32];
+    char path[128], text[128], big[2000];
+
+    for (size_t i = 0; i < 32; i++)
+        want[i] = (uint8_t)(0xf0 - i);
+    snprintf(path, sizeof path, "%s/seal.key", f->dir);
+
+    /* Raw bytes, including whitespace bytes that must not be trimmed. */
+    want[0] = ' ';
+    want[31] = '\n';
+    write_key_file(path, want, 32, 0600);
+    assert_int_equal(kms_seal_key_load_file(path, key, &err), 0);
+    assert_memory_equal(key, want, 32);
+
+    /* 64 hex characters, any case, with surrounding whitespace. */
+    for (size_t i = 0; i < 32; i++)
+        snprintf(text + 2 * i, 3, "%02x", want[i]);
+    {
+        char buf[80];
+        int n = snprintf(buf, sizeof buf, "  %s\n", text);
+        write_key_file(path, buf, (size_t)n, 0600);
+    }
+    memset(key, 0, sizeof key);
+    assert_int_equal(kms_seal_key_load_file(path, key, &err), 0);
+    assert_memory_equal(key, want, 32);
+    assert_int_equal(kms_seal_key_parse(text, key, &err), 0);
+    assert_memory_equal(key, want, 32);
+
+    /* Base64 of 32 bytes. */
+    kms_b64_encode(want, 32, text);
+    assert_int_equal(strlen(text), 44);
+    {
+        char buf[80];
+        int n = snprintf(buf, sizeof buf, "%s\r\n", text);
+        write_key_file(path, buf, (size_t)n, 0600);
+    }
+    memset(key, 0, sizeof key);
+    assert_int_equal(kms_seal_key_load_file(path, key, &err), 0);
+    assert_memory_equal(key, want, 32);
+    memset(key, 0, sizeof key);
+    assert_int_equal(kms_seal_key_parse(text, key, &err), 0);
+    assert_memory_equal(key, want, 32);
+
+    /* Wrong sizes and encodings. */
+    write_key_file(path, want, 31, 0600);
+    assert_int_equal(kms_seal_key_load_file(path, key, &err), -1);
+    assert_non_null(strstr(err.msg, path));
+    kms_b64_encode(want, 31, text);
+    assert_int_equal(kms_seal_key_parse(text, key, &err), -1);
+    assert_int_equal(kms_seal_key_parse("", key, &err), -1);
+    assert_int_equal(
+        kms_seal_key_parse("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdeg", key,
+                           &err),
+        -1);
+    assert_int_equal(
+        kms_seal_key_parse("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd", key,
+                           &err),
+        -1);
+    memset(big, 'A', sizeof big);
+    write_key_file(path, big, sizeof big, 0600);
+    assert_int_equal(kms_seal_key_load_file(path, key, &err), -1);
+    assert_non_null(strstr(err.msg, "1 KiB"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_roundtrip_every_db, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_overwrite_and_empty_value, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_not_found, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_durable_open, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wrong_seal_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_modes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_read_txns, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tamper_flipped_byte, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tamper_moved_value, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tamper_fails_scan, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scan_order_and_values, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scan_start, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scan_stop_and_fail, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_del_prefix, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_txn_abort, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_value, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_map_full, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seal_key_file_modes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seal_key_encodings, setup, teardown),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -7,6 +7,7 @@
 
 #include "api/api.h"
 #include "auth/auth.h"
+#include "crypto/keyring.h"
 
 #include <jansson.h>
 #include <pthread.h>
@@ -181,6 +182,26 @@ void kms_mount_prefix(const struct kms_mount *m, char *out, size_t n);
 extern const struct kms_route kms_sys_routes[];
 extern const struct kms_route kms_transit_routes[];
 extern const struct kms_route kms_token_routes[];
+
+/*
+ * Transit operations for the KMSKey engine, outside any HTTP request. Each is one storage
+ * transaction. get/destroy return KMS_STORAGE_NOTFOUND for a missing key. create never
+ * replaces an existing key (*existed tells) and creates keys with deletion_allowed=false and
+ * exportable=false. raise_floor sets min_decryption_version (never lowers it) and destroys
+ * the versions below it.
+ */
+int kms_transit_key_get(struct kms_api *api, const struct kms_mount *m, const char *name,
+                        struct kms_key_policy *p, int64_t *last_rotated, struct kms_err *err);
+int kms_transit_key_create(struct kms_api *api, const struct kms_mount *m, const char *name,
+                           enum kms_key_type type, struct kms_key_policy *out, bool *existed,
+                           struct kms_err *err) KMS_WUR;
+int kms_transit_key_rotate(struct kms_api *api, const struct kms_mount *m, const char *name,
+                           struct kms_key_policy *out, struct kms_err *err) KMS_WUR;
+int kms_transit_key_raise_floor(struct kms_api *api, const struct kms_mount *m, const char *name,
+                                uint32_t version, struct kms_key_policy *out,
+                                struct kms_err *err) KMS_WUR;
+int kms_transit_key_destroy(struct kms_api *api, const struct kms_mount *m, const char *name,
+                            struct kms_err *err) KMS_WUR;
 
 /* Remove every record a transit mount owns (on unmount / namespace delete). */
 int kms_transit_purge(struct kms_txn *txn, const struct kms_mount *m) KMS_WUR;

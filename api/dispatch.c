@@ -190,7 +190,8 @@ static bool name_char(int ch)
 /* Vault's transit name regex \w(([\w-.]+)?\w)? over one segment. */
 static bool valid_name(const char *s, size_t n)
 {
-    if (n == 0 || !name_char((unsigned char)s[0]) || !name_char((unsigned char)s[n - 1])) {
+    /* records are keyed "<ns>/<mount uuid>/<name>/<version>" within LMDB's 511-byte limit */
+    if (n == 0 || n > 256 || !name_char((unsigned char)s[0]) || !name_char((unsigned char)s[n - 1])) {
         return false;
     }
     for (size_t i = 1; i + 1 < n; i++) {

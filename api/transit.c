@@ -19,16 +19,16 @@
 
 /* ---- records ----------------------------------------------------------------------------- */
 
-static size_t policy_key(const struct kms_ctx *c, const char *name, char *out)
+static size_t policy_key(const struct kms_mount *m, const char *name, char *out)
 {
     char prefix[96];
-    kms_mount_prefix(&c->mount, prefix, sizeof(prefix));
+    kms_mount_prefix(m, prefix, sizeof(prefix));
     return (size_t)snprintf(out, KEYREC_MAX, "%s%s", prefix, name);
 }
 
-static size_t version_key(const struct kms_ctx *c, const char *name, uint32_t v, uint8_t *out)
+static size_t version_key(const struct kms_mount *m, const char *name, uint32_t v, uint8_t *out)
 {
-    size_t n = policy_key(c, name, (char *)out);
+    size_t n = policy_key(m, name, (char *)out);
     out[n++] = '/';
     out[n++] = (uint8_t)(v >> 24);
     out[n++] = (uint8_t)(v >> 16);
@@ -37,13 +37,13 @@ static size_t version_key(const struct kms_ctx *c, const char *name, uint32_t v,
     return n;
 }
 
-static int load_policy(struct kms_ctx *c, struct kms_txn *txn, const char *name,
+static int load_policy(const struct kms_mount *m, struct kms_txn *txn, const char *name,
                        struct kms_key_policy *p)
 {
     char key[KEYREC_MAX];
     uint8_t *val = NULL;
     size_t vallen = 0;
-    size_t n = policy_key(c, name, key);
+    size_t n = policy_key(m, name, key);
     int g = kms_storage_get(txn, KMS_DB_KEYS, key, n, &val, &vallen);
     if (g == 0 && kms_key_policy_decode(val, vallen, p) != 0) {
         g = -1;
@@ -52,23 +52,23 @@ static int load_policy(struct kms_ctx *c, struct kms_txn *txn, const char *name,
     return g;
 }
 
-static int store_policy(struct kms_ctx *c, struct kms_txn *txn, const char *name,
+static int store_policy(const struct kms_mount *m, struct kms_txn *txn, const char *name,
                         const struct kms_key_policy *p)
 {
     char key[KEYREC_MAX];
     uint8_t buf[KMS_KEY_POLICY_ENC_MAX];
-    size_t n = policy_key(c, name, key);
+    size_t n = policy_key(m, name, key);
     size_t len = kms_key_policy_encode(p, buf);
     return kms_storage_put(txn, KMS_DB_KEYS, key, n, buf, len);
 }
 
-static int load_version(struct kms_ctx *c, struct kms_txn *txn, const char *name, uint32_t v,
+static int load_version(const struct kms_mount *m, struct kms_txn *txn, const char *name, uint32_t v,
                         struct kms_key_version *kv)
 {
     uint8_t key[KEYREC_MAX + 8];
     uint8_t *val = NULL;
     size_t vallen = 0;
-    size_t n = version_key(c, name, v, key);
+    size_t n = version_key(m, name, v, key);
     int g = kms_storage_get(txn, KMS_DB_KEY_VERSIONS, key, n, &val, &vallen);
     if (g == 0 && kms_key_version_decode(val, vallen, kv) != 0) {
         g = -1;
@@ -77,12 +77,12 @@ static int load_version(struct kms_ctx *c, struct kms_txn *txn, const char *name
     return g;
 }
 
-static int store_version(struct kms_ctx *c, struct kms_txn *txn, const char *name,
+static int store_version(const struct kms_mount *m, struct kms_txn *txn, const char *name,
                          const struct kms_key_version *kv)
 {
     uint8_t key[KEYREC_MAX + 8];
     uint8_t buf[KMS_KEY_VERSION_ENC_MAX];
-    size_t n = version_key(c, name, kv->version, key);
+    size_t n = version_key(m, name, kv->version, key);
     size_t len = kms_key_version_encode(kv, buf);
     int rc = kms_storage_put(txn, KMS_DB_KEY_VERSIONS, key, n, buf, len);
     kms_memzero(buf, sizeof(buf));
@@ -147,11 +147,11 @@ static int key_object(struct kms_ctx *c, struct kms_txn *txn, const char *name,
                       const struct kms_key_policy *p, json_t **out)
 {
     uint8_t prefix[KEYREC_MAX + 8];
-    size_t n = policy_key(c, name, (char *)prefix);
+    size_t n = policy_key(&c->mount, name, (char *)prefix);
     prefix[n++] = '/';
     struct times_arg t = {json_object(), n, p->min_decryption_version};
     uint8_t start[KEYREC_MAX + 8];
-    size_t sn = version_key(c, name, p->min_decryption_version, start);
+    size_t sn = version_key(&c->mount, name, p->min_decryption_version, start);
     if (kms_storage_scan(txn, KMS_DB_KEY_VERSIONS, prefix, n, start, sn, true, times_cb, &t) != 0) {
         json_decref(t.keys);
         return -1;
@@ -215,7 +215,7 @@ static int create_key(struct kms_ctx *c, struct kms_txn *txn, const char *name,
     struct kms_key_version kv;
     struct kms_key_policy old;
     int rc = -1;
-    int g = load_policy(c, txn, name, &old);
+    int g = load_policy(&c->mount, txn, name, &old);
     if (g == 0) {
         *p = old;
         return 1;
@@ -230,7 +230,7 @@ static int create_key(struct kms_ctx *c, struct kms_txn *txn, const char *name,
         goto out;
     }
     p->created_sec = kv.created_sec;
-    if (store_version(c, txn, name, &kv) != 0 || store_policy(c, txn, name, p) != 0) {
+    if (store_version(&c->mount, txn, name, &kv) != 0 || store_policy(&c->mount, txn, name, p) != 0) {
         KMS_FAILW(c, 500, "cannot store key");
         goto out;
     }
@@ -317,7 +317,7 @@ static int keys_read(struct kms_ctx *c)
     if (kms_storage_txn_begin(kms_api_storage(c->api), false, &txn) != 0) {
         return KMS_FAILW(c, 500, "cannot open storage transaction");
     }
-    int g = load_policy(c, txn, name, &p);
+    int g = load_policy(&c->mount, txn, name, &p);
     if (g == KMS_STORAGE_NOTFOUND) {
         rc = kms_fail_notfound(c);
         goto out;
@@ -403,7 +403,7 @@ static int keys_delete(struct kms_ctx *c)
     if (kms_storage_txn_begin(kms_api_storage(c->api), true, &txn) != 0) {
         return KMS_FAILW(c, 500, "cannot open storage transaction");
     }
-    int g = load_policy(c, txn, name, &p);
+    int g = load_policy(&c->mount, txn, name, &p);
     if (g == KMS_STORAGE_NOTFOUND) {
         KMS_FAIL(c, 400, "error deleting policy %s: could not delete key; not found", name);
         goto out;
@@ -416,7 +416,7 @@ static int keys_delete(struct kms_ctx *c)
         KMS_FAIL(c, 400, "error deleting policy %s: deletion is not allowed for this key", name);
         goto out;
     }
-    size_t kn = policy_key(c, name, key);
+    size_t kn = policy_key(&c->mount, name, key);
     memcpy(prefix, key, kn);
     prefix[kn] = '/';
     if (kms_storage_del_prefix(txn, KMS_DB_KEY_VERSIONS, prefix, kn + 1, NULL) != 0 ||
@@ -453,7 +453,7 @@ static int keys_config(struct kms_ctx *c)
     if (kms_storage_txn_begin(kms_api_storage(c->api), true, &txn) != 0) {
         return KMS_FAILW(c, 500, "cannot open storage transaction");
     }
-    int g = load_policy(c, txn, name, &p);
+    int g = load_policy(&c->mount, txn, name, &p);
     if (g == KMS_STORAGE_NOTFOUND) {
         KMS_FAIL(c, 400, "no existing key named %s could be found", name);
         goto out;
@@ -466,7 +466,7 @@ static int keys_config(struct kms_ctx *c)
     if (kms_keyring_config(&p, &cfg, warning, sizeof(warning), &c->err) != 0) {
         goto out;
     }
-    if (store_policy(c, txn, name, &p) != 0 || kms_storage_txn_commit(&txn) != 0) {
+    if (store_policy(&c->mount, txn, name, &p) != 0 || kms_storage_txn_commit(&txn) != 0) {
         KMS_FAILW(c, 500, "cannot store key");
         goto out;
     }
@@ -491,7 +491,7 @@ static int keys_rotate(struct kms_ctx *c)
     if (kms_storage_txn_begin(kms_api_storage(c->api), true, &txn) != 0) {
         return KMS_FAILW(c, 500, "cannot open storage transaction");
     }
-    int g = load_policy(c, txn, name, &p);
+    int g = load_policy(&c->mount, txn, name, &p);
     if (g == KMS_STORAGE_NOTFOUND) {
         KMS_FAIL(c, 400, "key not found");
         goto out;
@@ -506,7 +506,7 @@ static int keys_rotate(struct kms_ctx *c)
     }
     p.latest_version++;
     if (kms_key_version_generate(&p, p.latest_version, &kv) != 0 ||
-        store_version(c, txn, name, &kv) != 0 || store_policy(c, txn, name, &p) != 0 ||
+        store_version(&c->mount, txn, name, &kv) != 0 || store_policy(&c->mount, txn, name, &p) != 0 ||
         kms_storage_txn_commit(&txn) != 0) {
         KMS_FAILW(c, 500, "cannot rotate key");
         goto out;
@@ -530,7 +530,7 @@ static int keys_trim(struct kms_ctx *c)
     if (kms_storage_txn_begin(kms_api_storage(c->api), true, &txn) != 0) {
         return KMS_FAILW(c, 500, "cannot open storage transaction");
     }
-    int g = load_policy(c, txn, name, &p);
+    int g = load_policy(&c->mount, txn, name, &p);
     if (g == KMS_STORAGE_NOTFOUND) {
         KMS_FAIL(c, 400, "invalid key name");
         goto out;
@@ -545,13 +545,13 @@ static int keys_trim(struct kms_ctx *c)
     }
     for (uint32_t ver = old_min > 1 ? old_min : 1; ver < p.min_available_version; ver++) {
         uint8_t key[KEYREC_MAX + 8];
-        size_t n = version_key(c, name, ver, key);
+        size_t n = version_key(&c->mount, name, ver, key);
         if (kms_storage_del(txn, KMS_DB_KEY_VERSIONS, key, n) < 0) {
             KMS_FAILW(c, 500, "cannot trim key");
             goto out;
         }
     }
-    if (store_policy(c, txn, name, &p) != 0 || kms_storage_txn_commit(&txn) != 0) {
+    if (store_policy(&c->mount, txn, name, &p) != 0 || kms_storage_txn_commit(&txn) != 0) {
         KMS_FAILW(c, 500, "cannot store key");
         goto out;
     }
@@ -753,7 +753,7 @@ static int get_version(struct kms_ctx *c, struct kms_txn *txn, const char *name,
         }
     }
     struct kms_key_version kv;
-    int g = load_version(c, txn, name, ver, &kv);
+    int g = load_version(&c->mount, txn, name, ver, &kv);
     if (g == KMS_STORAGE_NOTFOUND) {
         return kms_err_set(err, 400, "no such key version");
     }
@@ -915,7 +915,7 @@ static int encrypt_exists(struct kms_ctx *c)
     if (kms_storage_txn_begin(kms_api_storage(c->api), false, &txn) != 0) {
         return -1;
     }
-    int g = load_policy(c, txn, kms_cap(c, "name"), &p);
+    int g = load_policy(&c->mount, txn, kms_cap(c, "name"), &p);
     kms_storage_txn_abort(&txn);
     return g == 0 ? 1 : g == KMS_STORAGE_NOTFOUND ? 0 : -1;
 }
@@ -1038,12 +1038,12 @@ static int encrypt(struct kms_ctx *c)
         KMS_FAILW(c, 500, "cannot open storage transaction");
         goto out;
     }
-    int g = load_policy(c, txn, name, &p);
+    int g = load_policy(&c->mount, txn, name, &p);
     if (g == KMS_STORAGE_NOTFOUND) {
         kms_storage_txn_abort(&txn);
         if (upsert(c, name, derived, &p) != 0 ||
             kms_storage_txn_begin(kms_api_storage(c->api), false, &txn) != 0 ||
-            load_policy(c, txn, name, &p) != 0) {
+            load_policy(&c->mount, txn, name, &p) != 0) {
             if (c->err.status == 0) {
                 KMS_FAILW(c, 500, "cannot read key");
             }
@@ -1103,7 +1103,7 @@ static int open_policy(struct kms_ctx *c, const char *name, struct kms_txn **txn
     if (kms_storage_txn_begin(kms_api_storage(c->api), false, txn) != 0) {
         return KMS_FAILW(c, 500, "cannot open storage transaction");
     }
-    int g = load_policy(c, *txn, name, p);
+    int g = load_policy(&c->mount, *txn, name, p);
     if (g == KMS_STORAGE_NOTFOUND) {
         return KMS_FAIL(c, 400, "encryption key not found");
     }
@@ -1322,7 +1322,7 @@ static int export_key(struct kms_ctx *c)
     if (kms_storage_txn_begin(kms_api_storage(c->api), false, &txn) != 0) {
         return KMS_FAILW(c, 500, "cannot open storage transaction");
     }
-    int g = load_policy(c, txn, name, &p);
+    int g = load_policy(&c->mount, txn, name, &p);
     if (g == KMS_STORAGE_NOTFOUND) {
         rc = kms_fail_notfound(c);
         goto out;
@@ -1371,7 +1371,7 @@ static int export_key(struct kms_ctx *c)
         struct kms_key_version kv;
         char b64[64];
         char ver[16];
-        if (load_version(c, txn, name, v, &kv) != 0) {
+        if (load_version(&c->mount, txn, name, v, &kv) != 0) {
             continue;
         }
         if (hmac) {
@@ -1428,6 +1428,209 @@ static int config_keys(struct kms_ctx *c)
     }
     c->data = json_pack("{s:b}", "disable_upsert", disabled);
     rc = 0;
+out:
+    kms_storage_txn_abort(&txn);
+    return rc;
+}
+
+/* ---- operations for the KMSKey engine (api/kms.c) ---------------------------------------- */
+
+/* Latest version's creation time (unix seconds) of a loaded policy. */
+static int latest_created(const struct kms_mount *m, struct kms_txn *txn, const char *name,
+                          const struct kms_key_policy *p, int64_t *out)
+{
+    struct kms_key_version kv;
+    int g = load_version(m, txn, name, p->latest_version, &kv);
+    *out = g == 0 ? kv.created_sec : p->created_sec;
+    kms_memzero(&kv, sizeof(kv));
+    return g < 0 ? -1 : 0;
+}
+
+int kms_transit_key_get(struct kms_api *api, const struct kms_mount *m, const char *name,
+                        struct kms_key_policy *p, int64_t *last_rotated, struct kms_err *err)
+{
+    struct kms_txn *txn = NULL;
+    int rc = -1;
+    if (kms_storage_txn_begin(kms_api_storage(api), false, &txn) != 0) {
+        return kms_err_setw(err, 500, "cannot open storage transaction");
+    }
+    int g = load_policy(m, txn, name, p);
+    if (g == KMS_STORAGE_NOTFOUND) {
+        rc = KMS_STORAGE_NOTFOUND;
+        goto out;
+    }
+    if (g != 0 || latest_created(m, txn, name, p, last_rotated) != 0) {
+        kms_err_setw(err, 500, "cannot read key %s", name);
+        goto out;
+    }
+    rc = 0;
+out:
+    kms_storage_txn_abort(&txn);
+    return rc;
+}
+
+int kms_transit_key_create(struct kms_api *api, const struct kms_mount *m, const char *name,
+                           enum kms_key_type type, struct kms_key_policy *out, bool *existed,
+                           struct kms_err *err)
+{
+    struct kms_txn *txn = NULL;
+    struct kms_key_version kv;
+    int rc = -1;
+
+    memset(&kv, 0, sizeof(kv));
+    *existed = false;
+    if (kms_storage_txn_begin(kms_api_storage(api), true, &txn) != 0) {
+        return kms_err_setw(err, 500, "cannot open storage transaction");
+    }
+    int g = load_policy(m, txn, name, out);
+    if (g == 0) {
+        *existed = true;
+        rc = 0;
+        goto out;
+    }
+    if (g != KMS_STORAGE_NOTFOUND || kms_key_policy_init(out, type) != 0) {
+        kms_err_setw(err, 500, "cannot read key %s", name);
+        goto out;
+    }
+    out->latest_version = 1;
+    out->min_decryption_version = 1;
+    out->deletion_allowed = false;
+    out->exportable = false;
+    if (kms_key_version_generate(out, 1, &kv) != 0) {
+        kms_err_setw(err, 500, "cannot generate key material");
+        goto out;
+    }
+    out->created_sec = kv.created_sec;
+    if (store_version(m, txn, name, &kv) != 0 || store_policy(m, txn, name, out) != 0 ||
+        kms_storage_txn_commit(&txn) != 0) {
+        kms_err_setw(err, 500, "cannot store key %s", name);
+        goto out;
+    }
+    rc = 0;
+out:
+    kms_memzero(&kv, sizeof(kv));
+    kms_storage_txn_abort(&txn);
+    return rc;
+}
+
+int kms_transit_key_rotate(struct kms_api *api, const struct kms_mount *m, const char *name,
+                           struct kms_key_policy *out, struct kms_err *err)
+{
+    struct kms_txn *txn = NULL;
+    struct kms_key_version kv;
+    int rc = -1;
+
+    memset(&kv, 0, sizeof(kv));
+    if (kms_storage_txn_begin(kms_api_storage(api), true, &txn) != 0) {
+        return kms_err_setw(err, 500, "cannot open storage transaction");
+    }
+    int g = load_policy(m, txn, name, out);
+    if (g == KMS_STORAGE_NOTFOUND) {
+        kms_err_set(err, 400, "key not found");
+        goto out;
+    }
+    if (g != 0 || out->latest_version == UINT32_MAX) {
+        kms_err_setw(err, 500, "cannot rotate key %s", name);
+        goto out;
+    }
+    out->latest_version++;
+    if (kms_key_version_generate(out, out->latest_version, &kv) != 0 ||
+        store_version(m, txn, name, &kv) != 0 || store_policy(m, txn, name, out) != 0 ||
+        kms_storage_txn_commit(&txn) != 0) {
+        kms_err_setw(err, 500, "cannot rotate key %s", name);
+        goto out;
+    }
+    rc = 0;
+out:
+    kms_memzero(&kv, sizeof(kv));
+    kms_storage_txn_abort(&txn);
+    return rc;
+}
+
+int kms_transit_key_raise_floor(struct kms_api *api, const struct kms_mount *m, const char *name,
+                                uint32_t version, struct kms_key_policy *out, struct kms_err *err)
+{
+    struct kms_txn *txn = NULL;
+    struct kms_key_config cfg;
+    char warning[256];
+    int rc = -1;
+
+    if (kms_storage_txn_begin(kms_api_storage(api), true, &txn) != 0) {
+        return kms_err_setw(err, 500, "cannot open storage transaction");
+    }
+    int g = load_policy(m, txn, name, out);
+    if (g == KMS_STORAGE_NOTFOUND) {
+        kms_err_set(err, 404, "transit key %s not found", name);
+        goto out;
+    }
+    if (g != 0) {
+        kms_err_setw(err, 500, "cannot read key %s", name);
+        goto out;
+    }
+    if (version < out->min_decryption_version) {
+        kms_err_set(err, 400,
+                    "min decryption version cannot be lowered (it is %u): raising it is "
+                    "irreversible",
+                    out->min_decryption_version);
+        goto out;
+    }
+    if (version > out->latest_version) {
+        kms_err_set(err, 400, "cannot set min decryption version of %u, latest key version is %u",
+                    version, out->latest_version);
+        goto out;
+    }
+    /* floor for decryption and explicit-version encryption, then destroy older versions */
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.has_min_decryption_version = true;
+    cfg.min_decryption_version = version;
+    if (out->min_encryption_version < version) {
+        cfg.has_min_encryption_version = true;
+        cfg.min_encryption_version = version;
+    }
+    uint32_t old_min = out->min_available_version;
+    if (kms_keyring_config(out, &cfg, warning, sizeof(warning), err) != 0 ||
+        (version > out->min_available_version && kms_keyring_trim(out, true, version, err) != 0)) {
+        goto out;
+    }
+    for (uint32_t v = old_min > 1 ? old_min : 1; v < out->min_available_version; v++) {
+        uint8_t key[KEYREC_MAX + 8];
+        size_t n = version_key(m, name, v, key);
+        if (kms_storage_del(txn, KMS_DB_KEY_VERSIONS, key, n) < 0) {
+            kms_err_setw(err, 500, "cannot trim key %s", name);
+            goto out;
+        }
+    }
+    if (store_policy(m, txn, name, out) != 0 || kms_storage_txn_commit(&txn) != 0) {
+        kms_err_setw(err, 500, "cannot store key %s", name);
+        goto out;
+    }
+    rc = 0;
+out:
+    kms_storage_txn_abort(&txn);
+    return rc;
+}
+
+int kms_transit_key_destroy(struct kms_api *api, const struct kms_mount *m, const char *name,
+                            struct kms_err *err)
+{
+    struct kms_txn *txn = NULL;
+    uint8_t prefix[KEYREC_MAX + 8];
+    char key[KEYREC_MAX];
+    int rc = -1;
+
+    if (kms_storage_txn_begin(kms_api_storage(api), true, &txn) != 0) {
+        return kms_err_setw(err, 500, "cannot open storage transaction");
+    }
+    size_t kn = policy_key(m, name, key);
+    memcpy(prefix, key, kn);
+    prefix[kn] = '/';
+    int d = kms_storage_del(txn, KMS_DB_KEYS, key, kn);
+    if (d < 0 || kms_storage_del_prefix(txn, KMS_DB_KEY_VERSIONS, prefix, kn + 1, NULL) != 0 ||
+        kms_storage_txn_commit(&txn) != 0) {
+        kms_err_setw(err, 500, "cannot delete key %s", name);
+        goto out;
+    }
+    rc = d == KMS_STORAGE_NOTFOUND ? KMS_STORAGE_NOTFOUND : 0;
 out:
     kms_storage_txn_abort(&txn);
     return rc;

@@ -27,7 +27,8 @@ void kms_api_limits_default(struct kms_api_limits *l);
 
 struct kms_api_opts {
     struct kms_api_limits limits;
-    const char *version; /* reported by sys/health */
+    const char *version;        /* reported by sys/health */
+    int64_t kms_deletion_delay; /* KMSKey deletion countdown in seconds (0 = 30 days) */
 };
 
 /* Create the API over an open store (borrowed; must outlive the API). */
@@ -48,6 +49,16 @@ bool kms_api_initialized(struct kms_api *api);
  */
 int kms_api_dev_bootstrap(struct kms_api *api, const char *root_id, char *root_out,
                           size_t root_out_len, struct kms_err *err) KMS_WUR;
+
+/*
+ * Run the KMSKey controller once at time `now`: due rotations and expired deletion
+ * countdowns. *next_due receives the earliest future due time (0 = nothing scheduled).
+ * `report` (may not be NULL) is told of each action: event "rotated" (detail = new version),
+ * "deleted" (detail = Transit key), "rotation-failed" / "deletion-failed" (detail = error).
+ */
+int kms_api_tick(struct kms_api *api, int64_t now, int64_t *next_due,
+                 void (*report)(const char *event, const char *ns_id, const char *project,
+                                const char *name, const char *detail));
 
 struct kms_http_header {
     const char *name; /* as received; matched case-insensitively */

@@ -182,6 +182,16 @@ void kms_mount_prefix(const struct kms_mount *m, char *out, size_t n);
 extern const struct kms_route kms_sys_routes[];
 extern const struct kms_route kms_transit_routes[];
 extern const struct kms_route kms_token_routes[];
+extern const struct kms_route kms_kms_routes[];
+
+/* KMSKey controller state (api/kms.c), owned by the API object. */
+struct kms_sched;
+int kms_kms_sched_create(struct kms_api *api, struct kms_sched **out) KMS_WUR;
+void kms_kms_sched_destroy(struct kms_sched **s);
+struct kms_sched *kms_api_kms_sched(struct kms_api *api);
+int64_t kms_api_kms_deletion_delay(struct kms_api *api);
+/* The KMSKey rotation interval syntax (Go durations plus d, whole units); seconds >= 1. */
+int kms_kmskey_interval_parse(const char *s, int64_t *out) KMS_WUR;
 
 /*
  * Transit operations for the KMSKey engine, outside any HTTP request. Each is one storage

@@ -536,6 +536,11 @@ static int run(struct kms_ctx *c, struct kms_http_resp *resp)
         snprintf(c->mount.type, sizeof(c->mount.type), "system");
         routes = kms_sys_routes;
         have_mount = true;
+    } else if (strncmp(c->path, "kms/", 4) == 0) {
+        snprintf(c->mount.path, sizeof(c->mount.path), "kms/");
+        snprintf(c->mount.type, sizeof(c->mount.type), "kms");
+        routes = kms_kms_routes;
+        have_mount = true;
     } else if (strncmp(c->path, "auth/token/", 11) == 0) {
         snprintf(c->mount.path, sizeof(c->mount.path), "auth/token/");
         snprintf(c->mount.type, sizeof(c->mount.type), "token");

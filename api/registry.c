@@ -23,6 +23,8 @@ struct kms_api {
     size_t nmounts;
     bool initialized;
     char cluster_id[37];
+    struct kms_sched *sched;
+    int64_t kms_deletion_delay;
 };
 
 #define INIT_META "init"
@@ -54,6 +56,16 @@ const struct kms_api_limits *kms_api_limits(struct kms_api *api)
 const char *kms_api_version(struct kms_api *api)
 {
     return api->version;
+}
+
+struct kms_sched *kms_api_kms_sched(struct kms_api *api)
+{
+    return api->sched;
+}
+
+int64_t kms_api_kms_deletion_delay(struct kms_api *api)
+{
+    return api->kms_deletion_delay;
 }
 
 const char *kms_api_cluster_id(struct kms_api *api)
@@ -185,6 +197,8 @@ int kms_api_create(struct kms_storage *st, const struct kms_api_opts *opts, stru
     api->st = st;
     api->limits = opts->limits;
     snprintf(api->version, sizeof(api->version), "%s", opts->version ? opts->version : "");
+    api->kms_deletion_delay = opts->kms_deletion_delay > 0 ? opts->kms_deletion_delay
+                                                           : 30 * 86400;
     pthread_rwlock_init(&api->lock, NULL);
     api->ns = calloc(1, sizeof(*api->ns));
     if (api->ns == NULL) {
@@ -208,6 +222,10 @@ int kms_api_create(struct kms_storage *st, const struct kms_api_opts *opts, stru
     int g = kms_storage_get(txn, KMS_DB_META, INIT_META, strlen(INIT_META), &val, &vallen);
     if (g < 0) {
         kms_err_set(err, 500, "cannot read the init record");
+        goto out;
+    }
+    if (kms_kms_sched_create(api, &api->sched) != 0) {
+        kms_err_set(err, 500, "cannot load KMSKeys from storage");
         goto out;
     }
     api->initialized = g == 0;
@@ -236,6 +254,7 @@ void kms_api_destroy(struct kms_api **apip)
         return;
     }
     kms_auth_destroy(&api->auth);
+    kms_kms_sched_destroy(&api->sched);
     pthread_rwlock_destroy(&api->lock);
     free(api->ns);
     free(api->mounts);

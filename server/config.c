@@ -49,6 +49,7 @@ static const struct centry table[] = {
     SIZE("max_json_strings", limits.max_json_strings, 10, (int64_t)1 << 30),
     SIZE("max_json_depth", limits.max_json_depth, 2, 10000),
     SIZE("max_batch_items", limits.max_batch_items, 1, (int64_t)1 << 30),
+    SECS("kms_deletion_delay", kms_deletion_delay, 1, (int64_t)100 * 366 * 86400),
 };
 
 void kms_config_default(struct kms_config *cfg)
@@ -60,6 +61,7 @@ void kms_config_default(struct kms_config *cfg)
     cfg->max_connections = 4096;
     cfg->read_timeout = 30;
     cfg->idle_timeout = 120;
+    cfg->kms_deletion_delay = 30 * 86400;
     kms_api_limits_default(&cfg->limits);
 }
 

@@ -83,7 +83,8 @@ static void usage(FILE *f)
                "  -dev-root-token-id=ID         root token for dev mode (default: random)\n"
                "  -dev-listen-address=ADDR      dev listen address (default 127.0.0.1:8200)\n"
                "  -config=FILE                  JSON configuration file (see docs/config.md)\n"
-               "  -log-level=LEVEL              debug, info, warn or error\n");
+               "  -log-level=LEVEL              debug, info, warn or error\n"
+               "  -kms-deletion-delay=DURATION  KMSKey deletion countdown (default 30d)\n");
 }
 
 struct flags {
@@ -92,6 +93,7 @@ struct flags {
     const char *dev_addr;
     const char *config;
     const char *log_level;
+    const char *kms_deletion_delay;
 };
 
 /* Accept -name, --name, -name=value, -name value. */
@@ -115,6 +117,7 @@ static int parse_flags(int argc, char **argv, struct flags *f)
             {"dev-listen-address", &f->dev_addr},
             {"config", &f->config},
             {"log-level", &f->log_level},
+            {"kms-deletion-delay", &f->kms_deletion_delay},
         };
         if (nl == 3 && strncmp(a, "dev", 3) == 0) {
             if (val != NULL && strcmp(val, "true") != 0 && strcmp(val, "false") != 0) {
@@ -153,8 +156,29 @@ static int parse_flags(int argc, char **argv, struct flags *f)
 struct runtime {
     struct event_base *base;
     struct kms_http *http;
-    struct event *sigterm, *sigint, *sighup, *hardstop;
+    struct kms_api *api;
+    struct event *sigterm, *sigint, *sighup, *hardstop, *controller;
 };
+
+static void controller_report(const char *event, const char *ns_id, const char *project,
+                              const char *name, const char *detail)
+{
+    bool failed = strstr(event, "failed") != NULL;
+    kms_log(failed ? "error" : "info", "kmskey controller", "event", event, "namespace_id",
+            ns_id, "project", project, "kmskey", name, "detail", detail, NULL);
+}
+
+/* The KMSKey controller: due rotations and deletion countdowns, once a second. */
+static void on_controller(evutil_socket_t fd, short what, void *arg)
+{
+    struct runtime *rt = arg;
+    int64_t now, next = 0;
+    int32_t nsec;
+    (void)fd;
+    (void)what;
+    kms_now(&now, &nsec);
+    (void)kms_api_tick(rt->api, now, &next, controller_report);
+}
 
 static void on_hardstop(evutil_socket_t fd, short what, void *arg)
 {
@@ -222,6 +246,13 @@ int kms_server_main(int argc, char **argv)
     }
     if (f.log_level != NULL) {
         log_level = f.log_level;
+    }
+    int64_t flag_delay = 0;
+    if (f.kms_deletion_delay != NULL &&
+        (kms_duration_parse(f.kms_deletion_delay, &flag_delay) != 0 || flag_delay < 1)) {
+        fprintf(stderr, "kmsd: -kms-deletion-delay: invalid duration \"%s\"\n",
+                f.kms_deletion_delay);
+        return 2;
     }
     if (f.dev && f.config != NULL) {
         fprintf(stderr, "kmsd: -dev and -config cannot be combined\n");
@@ -302,6 +333,7 @@ int kms_server_main(int argc, char **argv)
     memset(&aopts, 0, sizeof(aopts));
     aopts.limits = cfg.limits;
     aopts.version = KMSD_VERSION;
+    aopts.kms_deletion_delay = flag_delay > 0 ? flag_delay : cfg.kms_deletion_delay;
     if (kms_api_create(st, &aopts, &api, &err) != 0) {
         fprintf(stderr, "kmsd: %s\n", err.msg);
         goto out;
@@ -330,6 +362,10 @@ int kms_server_main(int argc, char **argv)
     rt.sigint = evsignal_new(rt.base, SIGINT, on_stop_signal, &rt);
     rt.sighup = evsignal_new(rt.base, SIGHUP, on_sighup, &rt);
     rt.hardstop = evtimer_new(rt.base, on_hardstop, &rt);
+    rt.api = api;
+    rt.controller = event_new(rt.base, -1, EV_PERSIST, on_controller, &rt);
+    struct timeval tick = {1, 0};
+    evtimer_add(rt.controller, &tick);
     evsignal_add(rt.sigterm, NULL);
     evsignal_add(rt.sigint, NULL);
     evsignal_add(rt.sighup, NULL);
@@ -369,6 +405,9 @@ out:
     }
     if (rt.hardstop) {
         event_free(rt.hardstop);
+    }
+    if (rt.controller) {
+        event_free(rt.controller);
     }
     if (rt.base) {
         event_base_free(rt.base);

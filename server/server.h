@@ -20,6 +20,7 @@ struct kms_config {
     int64_t read_timeout;     /* seconds a client may take to send a request */
     int64_t idle_timeout;     /* seconds a keep-alive connection may stay idle */
     struct kms_api_limits limits;
+    int64_t kms_deletion_delay; /* KMSKey deletion countdown, seconds */
     bool dev;
     bool dev_nosync;
 };

@@ -1,0 +1,1025 @@
+/*
+ * kms.c - the KMSKey engine: Kube-DC's KMSKey objects served by kmsd under `kms/` in an
+ * organisation namespace, and the in-process controller that acts on them.
+ *
+ * A KMSKey `<name>` of project `<project>` in organisation (namespace) `<org>` owns the Transit
+ * key `<org>-<project>-<name>` of the organisation's `transit/` mount (created on demand). The
+ * stored record holds what the user declared (spec) and the controller's own state (the
+ * deletion countdown); everything else in `status` (current version, floor, last rotation) is
+ * read live from the Transit key, so raw Transit operations can never make it stale.
+ *
+ * The controller is a schedule kept in memory (one entry per KMSKey: next rotation due,
+ * deletion deadline) and loaded from storage at start-up, so it survives restarts and catches
+ * up after downtime: an overdue rotation happens once, on the first tick. kms_api_tick() is
+ * driven by the server's timer.
+ */
+#include "api/api_int.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NAME_MAX_LEN 63
+#define PROJECT_MAX_LEN 63
+#define RETRY_SECONDS 10
+
+struct sched_entry {
+    char ns_id[KMS_NS_ID_LEN];
+    char project[PROJECT_MAX_LEN + 1];
+    char name[NAME_MAX_LEN + 1];
+    int64_t interval;    /* rotation interval in seconds, 0 = no rotation */
+    int64_t next_rotate; /* unix seconds, 0 = unknown (computed on the next tick) */
+    int64_t delete_at;   /* unix seconds, 0 = no countdown */
+};
+
+struct kms_sched {
+    pthread_mutex_t lock;
+    struct sched_entry *e;
+    size_t n;
+};
+
+static const char *const purposes[] = {"application", "etcd", "backup", NULL};
+static const char *const algorithms[] = {"aes256-gcm96", "chacha20-poly1305", NULL};
+static const char *const policies[] = {"retain", "schedule", NULL};
+
+/* ---- names and records ------------------------------------------------------------------- */
+
+static bool dns_label(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max || !isalnum((unsigned char)s[0]) || !isalnum((unsigned char)s[n - 1])) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (!(islower(ch) || isdigit(ch) || ch == '-')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Organisation name of a namespace: its path without the trailing '/', '/' -> '-'. */
+static int org_name(const struct kms_ns *ns, char *out, size_t n)
+{
+    size_t len = strlen(ns->path);
+    if (len == 0 || len >= n) {
+        return -1;
+    }
+    for (size_t i = 0; i + 1 < len; i++) {
+        out[i] = ns->path[i] == '/' ? '-' : ns->path[i];
+    }
+    out[len - 1] = '\0';
+    return 0;
+}
+
+static size_t record_key(const char *ns_id, const char *project, const char *name, char *out,
+                         size_t n)
+{
+    return (size_t)snprintf(out, n, "%s/%s/%s", ns_id, project, name);
+}
+
+struct target {
+    char org[KMS_PATH_MAX];
+    char project[PROJECT_MAX_LEN + 1];
+    char name[NAME_MAX_LEN + 1];
+    char transit_name[KMS_PATH_MAX + 2 * (NAME_MAX_LEN + 1)];
+    struct kms_mount mount; /* the org's transit/ mount (may be absent: mount.uuid empty) */
+};
+
+static int resolve_target(struct kms_ctx *c, struct target *t, bool need_name)
+{
+    const char *project = kms_cap(c, "project");
+    const char *name = kms_cap(c, "name");
+    memset(t, 0, sizeof(*t));
+    if (org_name(&c->ns, t->org, sizeof(t->org)) != 0) {
+        return KMS_FAIL(c, 400,
+                        "KMSKeys belong to an organization namespace: send X-Vault-Namespace: "
+                        "<org> or use /v1/<org>/kms/...");
+    }
+    if (project == NULL || !dns_label(project, PROJECT_MAX_LEN)) {
+        return KMS_FAIL(c, 400,
+                        "invalid project name \"%s\": lower-case letters, digits and '-', at most "
+                        "63 characters",
+                        project ? project : "");
+    }
+    snprintf(t->project, sizeof(t->project), "%s", project);
+    if (need_name) {
+        if (name == NULL || !dns_label(name, NAME_MAX_LEN)) {
+            return KMS_FAIL(c, 400,
+                            "invalid KMSKey name \"%s\": lower-case letters, digits and '-', at "
+                            "most 63 characters",
+                            name ? name : "");
+        }
+        snprintf(t->name, sizeof(t->name), "%s", name);
+        snprintf(t->transit_name, sizeof(t->transit_name), "%s-%s-%s", t->org, t->project, t->name);
+        if (strlen(t->transit_name) > 256) {
+            return KMS_FAIL(c, 400, "the Transit key name %s is longer than 256 characters",
+                            t->transit_name);
+        }
+    }
+    (void)kms_registry_mount_get(c->api, c->ns.id, "transit/", &t->mount);
+    return 0;
+}
+
+static int load_record(struct kms_api *api, const char *ns_id, const char *project,
+                       const char *name, json_t **out)
+{
+    char key[KMS_PATH_MAX];
+    struct kms_txn *txn = NULL;
+    uint8_t *val = NULL;
+    size_t vallen = 0;
+    size_t kn = record_key(ns_id, project, name, key, sizeof(key));
+    if (kms_storage_txn_begin(kms_api_storage(api), false, &txn) != 0) {
+        return -1;
+    }
+    int g = kms_storage_get(txn, KMS_DB_KMSKEYS, key, kn, &val, &vallen);
+    kms_storage_txn_abort(&txn);
+    if (g == 0) {
+        *out = json_loadb((const char *)val, vallen, 0, NULL);
+        g = *out ? 0 : -1;
+    }
+    free(val);
+    return g;
+}
+
+static int store_record(struct kms_api *api, const char *ns_id, const char *project,
+                        const char *name, json_t *rec)
+{
+    char key[KMS_PATH_MAX];
+    struct kms_txn *txn = NULL;
+    char *text = json_dumps(rec, JSON_COMPACT);
+    size_t kn = record_key(ns_id, project, name, key, sizeof(key));
+    int rc = -1;
+    if (text != NULL && kms_storage_txn_begin(kms_api_storage(api), true, &txn) == 0 &&
+        kms_storage_put(txn, KMS_DB_KMSKEYS, key, kn, text, strlen(text)) == 0 &&
+        kms_storage_txn_commit(&txn) == 0) {
+        rc = 0;
+    }
+    kms_storage_txn_abort(&txn);
+    free(text);
+    return rc;
+}
+
+static int delete_record(struct kms_api *api, const char *ns_id, const char *project,
+                         const char *name)
+{
+    char key[KMS_PATH_MAX];
+    struct kms_txn *txn = NULL;
+    size_t kn = record_key(ns_id, project, name, key, sizeof(key));
+    int rc = -1;
+    if (kms_storage_txn_begin(kms_api_storage(api), true, &txn) == 0 &&
+        kms_storage_del(txn, KMS_DB_KMSKEYS, key, kn) >= 0 && kms_storage_txn_commit(&txn) == 0) {
+        rc = 0;
+    }
+    kms_storage_txn_abort(&txn);
+    return rc;
+}
+
+/* ---- spec validation --------------------------------------------------------------------- */
+
+static bool in_enum(const char *v, const char *const *allowed)
+{
+    for (size_t i = 0; allowed[i] != NULL; i++) {
+        if (strcmp(v, allowed[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * The CRD's interval syntax: ^[1-9][0-9]*(d|h|m|s|ms|us|ns)([0-9]+(d|h|m|s|ms|us|ns))*$,
+ * i.e. Go durations plus days, whole numbers only. Result in whole seconds, at least 1.
+ */
+int kms_kmskey_interval_parse(const char *s, int64_t *out)
+{
+    const char *p = s;
+    if (*p < '1' || *p > '9') {
+        return -1;
+    }
+    while (*p != '\0') {
+        if (!isdigit((unsigned char)*p)) {
+            return -1;
+        }
+        while (isdigit((unsigned char)*p)) {
+            p++;
+        }
+        if (strncmp(p, "ms", 2) == 0 || strncmp(p, "us", 2) == 0 || strncmp(p, "ns", 2) == 0) {
+            p += 2;
+        } else if (*p == 'd' || *p == 'h' || *p == 'm' || *p == 's') {
+            p++;
+        } else {
+            return -1;
+        }
+    }
+    int64_t v;
+    if (kms_duration_parse(s, &v) != 0 || v < 1) {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static const char *enum_list(const char *const *allowed, char *buf, size_t n)
+{
+    size_t o = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; allowed[i] != NULL && o < n; i++) {
+        o += (size_t)snprintf(buf + o, n - o, "%s\"%s\"", i ? ", " : "", allowed[i]);
+    }
+    return buf;
+}
+
+/*
+ * Build a normalised spec from the request: {"spec": {...}} (as kubectl/kmsctl apply send
+ * it) or the same fields at the top level. `base` is the current spec for updates (NULL on
+ * create). rotation may be {"enabled","interval"} or a bare interval string.
+ */
+static int spec_from_request(struct kms_ctx *c, const json_t *base, json_t **out)
+{
+    json_t *src = kms_param(c, "spec");
+    json_t *spec = base ? json_deep_copy(base)
+                        : json_pack("{s:s, s:s, s:{s:b}, s:s, s:b}", "purpose", "application",
+                                    "algorithm", "aes256-gcm96", "rotation", "enabled", false,
+                                    "deletionPolicy", "retain", "exportable", false);
+    char buf[128];
+    const char *k;
+    json_t *v;
+
+    if (src == NULL) {
+        src = c->params;
+    } else if (!json_is_object(src)) {
+        json_decref(spec);
+        return KMS_FAIL(c, 400, "spec: Invalid value: must be an object");
+    }
+    json_object_foreach(src, k, v)
+    {
+        if (strcmp(k, "purpose") == 0 || strcmp(k, "algorithm") == 0 ||
+            strcmp(k, "deletionPolicy") == 0) {
+            const char *const *allowed = strcmp(k, "purpose") == 0     ? purposes
+                                         : strcmp(k, "algorithm") == 0 ? algorithms
+                                                                       : policies;
+            if (!json_is_string(v) || !in_enum(json_string_value(v), allowed)) {
+                KMS_FAIL(c, 400, "spec.%s: Unsupported value: %s%s%s: supported values: %s", k,
+                         json_is_string(v) ? "\"" : "",
+                         json_is_string(v) ? json_string_value(v) : "(not a string)",
+                         json_is_string(v) ? "\"" : "", enum_list(allowed, buf, sizeof(buf)));
+                json_decref(spec);
+                return -1;
+            }
+            json_object_set(spec, k, v);
+        } else if (strcmp(k, "exportable") == 0) {
+            if (!json_is_boolean(v) || json_is_true(v)) {
+                json_decref(spec);
+                return KMS_FAIL(c, 400,
+                                "spec.exportable: Invalid value: KMSKey keys are never exportable "
+                                "(must be false)");
+            }
+        } else if (strcmp(k, "rotation") == 0) {
+            json_t *rot = json_object();
+            if (json_is_string(v)) {
+                json_object_set_new(rot, "enabled", json_true());
+                json_object_set(rot, "interval", v);
+            } else if (json_is_object(v)) {
+                json_t *en = json_object_get(v, "enabled");
+                json_t *iv = json_object_get(v, "interval");
+                if (en != NULL && !json_is_boolean(en)) {
+                    json_decref(rot);
+                    json_decref(spec);
+                    return KMS_FAIL(c, 400,
+                                    "spec.rotation.enabled: Invalid value: must be a "
+                                    "boolean");
+                }
+                json_object_set_new(rot, "enabled", json_boolean(json_is_true(en)));
+                if (iv != NULL && !json_is_null(iv)) {
+                    json_object_set(rot, "interval", iv);
+                }
+            } else if (!json_is_null(v)) {
+                json_decref(rot);
+                json_decref(spec);
+                return KMS_FAIL(c, 400, "spec.rotation: Invalid value: must be an object");
+            }
+            json_object_set_new(spec, "rotation", rot);
+        }
+    }
+    json_t *rot = json_object_get(spec, "rotation");
+    json_t *iv = json_object_get(rot, "interval");
+    int64_t secs;
+    if (iv != NULL &&
+        (!json_is_string(iv) || kms_kmskey_interval_parse(json_string_value(iv), &secs) != 0)) {
+        KMS_FAIL(c, 400,
+                 "spec.rotation.interval: Invalid value: \"%s\": must be a duration of at least "
+                 "1s such as 90d, 12h, 30m or 45s",
+                 json_is_string(iv) ? json_string_value(iv) : "(not a string)");
+        json_decref(spec);
+        return -1;
+    }
+    if (json_is_true(json_object_get(rot, "enabled")) && iv == NULL) {
+        json_decref(spec);
+        return KMS_FAIL(c, 400,
+                        "spec.rotation.interval: Required value: an interval is "
+                        "required when rotation is enabled");
+    }
+    *out = spec;
+    return 0;
+}
+
+static int64_t spec_interval(const json_t *spec)
+{
+    json_t *rot = json_object_get(spec, "rotation");
+    int64_t secs = 0;
+    if (json_is_true(json_object_get(rot, "enabled")) &&
+        kms_kmskey_interval_parse(json_string_value(json_object_get(rot, "interval")), &secs) !=
+            0) {
+        secs = 0;
+    }
+    return json_is_true(json_object_get(rot, "enabled")) ? secs : 0;
+}
+
+/* ---- the schedule ------------------------------------------------------------------------ */
+
+static struct kms_sched *sched(struct kms_api *api)
+{
+    return kms_api_kms_sched(api);
+}
+
+/* Insert or replace the entry of one KMSKey (lock held by caller). */
+static void sched_put_locked(struct kms_sched *s, const struct sched_entry *e)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        if (strcmp(s->e[i].ns_id, e->ns_id) == 0 && strcmp(s->e[i].project, e->project) == 0 &&
+            strcmp(s->e[i].name, e->name) == 0) {
+            s->e[i] = *e;
+            return;
+        }
+    }
+    struct sched_entry *grown = realloc(s->e, (s->n + 1) * sizeof(*grown));
+    if (grown == NULL) {
+        return;
+    }
+    s->e = grown;
+    s->e[s->n++] = *e;
+}
+
+static void sched_remove_locked(struct kms_sched *s, const char *ns_id, const char *project,
+                                const char *name)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        if (strcmp(s->e[i].ns_id, ns_id) == 0 && strcmp(s->e[i].project, project) == 0 &&
+            strcmp(s->e[i].name, name) == 0) {
+            s->e[i] = s->e[--s->n];
+            return;
+        }
+    }
+}
+
+static void sched_from_record(const char *ns_id, const char *project, const char *name,
+                              const json_t *rec, struct sched_entry *e)
+{
+    memset(e, 0, sizeof(*e));
+    snprintf(e->ns_id, sizeof(e->ns_id), "%s", ns_id);
+    snprintf(e->project, sizeof(e->project), "%s", project);
+    snprintf(e->name, sizeof(e->name), "%s", name);
+    e->interval = spec_interval(json_object_get(rec, "spec"));
+    e->delete_at = json_integer_value(json_object_get(rec, "scheduled_deletion"));
+    e->next_rotate = 0; /* computed from the Transit key on the next tick */
+}
+
+static void sched_update(struct kms_api *api, const char *ns_id, const char *project,
+                         const char *name, const json_t *rec)
+{
+    struct kms_sched *s = sched(api);
+    struct sched_entry e;
+    sched_from_record(ns_id, project, name, rec, &e);
+    pthread_mutex_lock(&s->lock);
+    sched_put_locked(s, &e);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static int load_cb(const uint8_t *key, size_t keylen, const uint8_t *val, size_t vallen, void *arg)
+{
+    struct kms_sched *s = arg;
+    char k[KMS_PATH_MAX];
+    if (keylen >= sizeof(k)) {
+        return 0;
+    }
+    memcpy(k, key, keylen);
+    k[keylen] = '\0';
+    char *p1 = strchr(k, '/');
+    char *p2 = p1 ? strchr(p1 + 1, '/') : NULL;
+    json_t *rec = json_loadb((const char *)val, vallen, 0, NULL);
+    if (p1 != NULL && p2 != NULL && rec != NULL) {
+        *p1 = '\0';
+        *p2 = '\0';
+        struct sched_entry e;
+        sched_from_record(k, p1 + 1, p2 + 1, rec, &e);
+        sched_put_locked(s, &e);
+    }
+    json_decref(rec);
+    return 0;
+}
+
+int kms_kms_sched_create(struct kms_api *api, struct kms_sched **out)
+{
+    struct kms_sched *s = calloc(1, sizeof(*s));
+    struct kms_txn *txn = NULL;
+    if (s == NULL) {
+        return -1;
+    }
+    pthread_mutex_init(&s->lock, NULL);
+    if (kms_storage_txn_begin(kms_api_storage(api), false, &txn) != 0 ||
+        kms_storage_scan(txn, KMS_DB_KMSKEYS, "", 0, NULL, 0, true, load_cb, s) != 0) {
+        kms_storage_txn_abort(&txn);
+        kms_kms_sched_destroy(&s);
+        return -1;
+    }
+    kms_storage_txn_abort(&txn);
+    *out = s;
+    return 0;
+}
+
+void kms_kms_sched_destroy(struct kms_sched **sp)
+{
+    struct kms_sched *s = *sp;
+    if (s == NULL) {
+        return;
+    }
+    pthread_mutex_destroy(&s->lock);
+    free(s->e);
+    free(s);
+    *sp = NULL;
+}
+
+/* ---- the object ---------------------------------------------------------------------------- */
+
+static json_t *condition(const char *type, bool ok, const char *reason, const char *msg,
+                         const char *when)
+{
+    return json_pack("{s:s, s:s, s:s, s:s, s:s}", "type", type, "status", ok ? "True" : "False",
+                     "reason", reason, "message", msg, "lastTransitionTime", when);
+}
+
+static void rfc3339(int64_t sec, char out[40])
+{
+    kms_time_rfc3339(sec, 0, out);
+}
+
+/* The full KMSKey object: the stored record plus status read live from the Transit key. */
+static json_t *render(struct kms_api *api, const struct target *t, const char *ns_id,
+                      const json_t *rec)
+{
+    struct kms_key_policy p;
+    struct kms_err err;
+    int64_t last = 0;
+    char buf[40], when[40];
+    json_t *spec = json_object_get(rec, "spec");
+    json_t *meta = json_deep_copy(json_object_get(rec, "metadata"));
+    json_t *status = json_object();
+    json_t *conds = json_array();
+    int g = t->mount.uuid[0] ? kms_transit_key_get(api, &t->mount, t->transit_name, &p, &last, &err)
+                             : KMS_STORAGE_NOTFOUND;
+    int64_t interval = spec_interval(spec);
+    int64_t del = json_integer_value(json_object_get(rec, "scheduled_deletion"));
+    (void)ns_id;
+
+    snprintf(when, sizeof(when), "%s",
+             json_string_value(json_object_get(meta, "creationTimestamp")) ?: "");
+    json_object_set_new(status, "keyId", json_sprintf("transit/keys/%s", t->transit_name));
+    if (g == 0) {
+        json_object_set_new(status, "currentVersion", json_integer(p.latest_version));
+        json_object_set_new(status, "minDecryptionVersion", json_integer(p.min_decryption_version));
+        rfc3339(last, buf);
+        json_object_set_new(status, "lastRotatedTime", json_string(buf));
+        if (interval > 0) {
+            rfc3339(last + interval, buf);
+            json_object_set_new(status, "nextRotationTime", json_string(buf));
+        } else {
+            json_object_set_new(status, "nextRotationTime", json_null());
+        }
+    }
+    if (del > 0) {
+        rfc3339(del, buf);
+        json_object_set_new(status, "scheduledDeletion", json_string(buf));
+    } else {
+        json_object_set_new(status, "scheduledDeletion", json_null());
+    }
+    if (g != 0) {
+        json_array_append_new(
+            conds, condition("Ready", false, "KeyMissing", "the Transit key does not exist", when));
+    } else if (del > 0) {
+        rfc3339(del, buf);
+        char msg[128];
+        snprintf(msg, sizeof(msg), "the key is destroyed at %s unless deletion is cancelled", buf);
+        json_array_append_new(conds, condition("Ready", false, "DeletionScheduled", msg, when));
+    } else {
+        json_array_append_new(
+            conds, condition("Ready", true, "KeyReady", "the Transit key is provisioned", when));
+    }
+    json_array_append_new(conds, condition("OpenBaoMounted", t->mount.uuid[0] != '\0',
+                                           t->mount.uuid[0] ? "Mounted" : "NotMounted",
+                                           "the organization's transit/ mount", when));
+    json_array_append_new(
+        conds,
+        condition("RotationScheduled", interval > 0, interval > 0 ? "Enabled" : "Disabled",
+                  interval > 0 ? "scheduled rotation is enabled" : "scheduled rotation is disabled",
+                  when));
+    json_object_set_new(status, "conditions", conds);
+    return json_pack("{s:s, s:s, s:o, s:O, s:o}", "apiVersion", "security.kube-dc.com/v1alpha1",
+                     "kind", "KMSKey", "metadata", meta, "spec", spec, "status", status);
+}
+
+/* ---- handlers ---------------------------------------------------------------------------- */
+
+static int kmskey_exists(struct kms_ctx *c)
+{
+    const char *project = kms_cap(c, "project");
+    const char *name = kms_cap(c, "name");
+    json_t *rec = NULL;
+    int g = load_record(c->api, c->ns.id, project ? project : "", name ? name : "", &rec);
+    json_decref(rec);
+    return g == 0 ? 1 : g == KMS_STORAGE_NOTFOUND ? 0 : -1;
+}
+
+static int ensure_mount(struct kms_ctx *c, struct target *t)
+{
+    if (t->mount.uuid[0] != '\0') {
+        return 0;
+    }
+    if (kms_registry_mount_add(c->api, c->ns.id, "transit/", "transit",
+                               "organization transit engine (created for KMSKeys)", &t->mount,
+                               &c->err) != 0) {
+        /* a concurrent creation is fine */
+        if (kms_registry_mount_get(c->api, c->ns.id, "transit/", &t->mount) != 0) {
+            return -1;
+        }
+        kms_err_clear(&c->err);
+    }
+    return 0;
+}
+
+static int kmskey_write(struct kms_ctx *c)
+{
+    struct target t;
+    json_t *rec = NULL;
+    json_t *spec = NULL;
+    struct kms_key_policy p;
+    bool existed = false;
+    int rc = -1;
+    char now[40];
+    int64_t sec;
+    int32_t nsec;
+
+    if (resolve_target(c, &t, true) != 0) {
+        return -1;
+    }
+    kms_now(&sec, &nsec);
+    rfc3339(sec, now);
+    int g = load_record(c->api, c->ns.id, t.project, t.name, &rec);
+    if (g < 0) {
+        return KMS_FAILW(c, 500, "cannot read KMSKey");
+    }
+    if (spec_from_request(c, g == 0 ? json_object_get(rec, "spec") : NULL, &spec) != 0) {
+        goto out;
+    }
+    if (g == 0) {
+        json_t *old = json_object_get(rec, "spec");
+        static const char *const immutable[] = {"algorithm", "purpose"};
+        for (size_t i = 0; i < 2; i++) {
+            if (!json_equal(json_object_get(old, immutable[i]),
+                            json_object_get(spec, immutable[i]))) {
+                KMS_FAIL(c, 400, "spec.%s: Invalid value: the field is immutable (it is \"%s\")",
+                         immutable[i], json_string_value(json_object_get(old, immutable[i])));
+                goto out;
+            }
+        }
+        json_t *meta = json_object_get(rec, "metadata");
+        json_object_set_new(meta, "generation",
+                            json_integer(json_integer_value(json_object_get(meta, "generation")) +
+                                         (json_equal(old, spec) ? 0 : 1)));
+        json_object_set(rec, "spec", spec);
+    } else {
+        char uid[37];
+        if (kms_uuid4(uid) != 0) {
+            KMS_FAILW(c, 500, "cannot generate a uid");
+            goto out;
+        }
+        char pns[KMS_PATH_MAX + PROJECT_MAX_LEN + 2];
+        snprintf(pns, sizeof(pns), "%s-%s", t.org, t.project);
+        rec = json_pack("{s:{s:s, s:s, s:s, s:s, s:s, s:s, s:i}, s:O, s:I}", "metadata", "name",
+                        t.name, "namespace", pns, "organization", t.org, "project", t.project,
+                        "uid", uid, "creationTimestamp", now, "generation", 1, "spec", spec,
+                        "scheduled_deletion", (json_int_t)0);
+        enum kms_key_type type;
+        if (kms_key_type_parse(json_string_value(json_object_get(spec, "algorithm")), &type) != 0 ||
+            ensure_mount(c, &t) != 0 ||
+            kms_transit_key_create(c->api, &t.mount, t.transit_name, type, &p, &existed, &c->err) !=
+                0) {
+            if (c->err.status == 0) {
+                KMS_FAILW(c, 500, "cannot provision the Transit key");
+            }
+            goto out;
+        }
+        if (existed && strcmp(kms_key_type_name(p.type),
+                              json_string_value(json_object_get(spec, "algorithm"))) != 0) {
+            KMS_FAIL(c, 400,
+                     "Transit key %s already exists with type %s; spec.algorithm must match to "
+                     "adopt it",
+                     t.transit_name, kms_key_type_name(p.type));
+            goto out;
+        }
+        if (existed) {
+            kms_warn(c, "adopted the existing Transit key %s", t.transit_name);
+        }
+    }
+    /* deletionPolicy drives the countdown: schedule starts it, retain cancels it */
+    const char *dp = json_string_value(json_object_get(spec, "deletionPolicy"));
+    int64_t del = json_integer_value(json_object_get(rec, "scheduled_deletion"));
+    if (strcmp(dp, "schedule") == 0 && del == 0) {
+        json_object_set_new(rec, "scheduled_deletion",
+                            json_integer(sec + kms_api_kms_deletion_delay(c->api)));
+    } else if (strcmp(dp, "retain") == 0 && del != 0) {
+        json_object_set_new(rec, "scheduled_deletion", json_integer(0));
+        json_object_del(json_object_get(rec, "metadata"), "deletionTimestamp");
+    }
+    if (store_record(c->api, c->ns.id, t.project, t.name, rec) != 0) {
+        KMS_FAILW(c, 500, "cannot store KMSKey");
+        goto out;
+    }
+    sched_update(c->api, c->ns.id, t.project, t.name, rec);
+    c->data = render(c->api, &t, c->ns.id, rec);
+    rc = 0;
+out:
+    json_decref(spec);
+    json_decref(rec);
+    return rc;
+}
+
+static int kmskey_read(struct kms_ctx *c)
+{
+    struct target t;
+    json_t *rec = NULL;
+    if (resolve_target(c, &t, true) != 0) {
+        return -1;
+    }
+    int g = load_record(c->api, c->ns.id, t.project, t.name, &rec);
+    if (g == KMS_STORAGE_NOTFOUND) {
+        return kms_fail_notfound(c);
+    }
+    if (g != 0) {
+        return KMS_FAILW(c, 500, "cannot read KMSKey");
+    }
+    c->data = render(c->api, &t, c->ns.id, rec);
+    json_decref(rec);
+    return 0;
+}
+
+struct list_arg {
+    struct kms_api *api;
+    struct target *t;
+    const char *ns_id;
+    json_t *keys;
+    json_t *info;
+    size_t prefix_len;
+};
+
+static int list_cb(const uint8_t *key, size_t keylen, const uint8_t *val, size_t vallen, void *arg)
+{
+    struct list_arg *l = arg;
+    size_t nl = keylen - l->prefix_len;
+    if (nl == 0 || nl > NAME_MAX_LEN) {
+        return 0;
+    }
+    memcpy(l->t->name, key + l->prefix_len, nl);
+    l->t->name[nl] = '\0';
+    snprintf(l->t->transit_name, sizeof(l->t->transit_name), "%s-%s-%s", l->t->org, l->t->project,
+             l->t->name);
+    json_t *rec = json_loadb((const char *)val, vallen, 0, NULL);
+    if (rec != NULL) {
+        json_array_append_new(l->keys, json_string(l->t->name));
+        json_object_set_new(l->info, l->t->name, render(l->api, l->t, l->ns_id, rec));
+    }
+    json_decref(rec);
+    return 0;
+}
+
+static int kmskey_list(struct kms_ctx *c)
+{
+    struct target t;
+    struct kms_txn *txn = NULL;
+    char prefix[KMS_PATH_MAX];
+    int rc = -1;
+    if (resolve_target(c, &t, false) != 0) {
+        return -1;
+    }
+    snprintf(prefix, sizeof(prefix), "%s/%s/", c->ns.id, t.project);
+    struct list_arg l = {c->api, &t, c->ns.id, json_array(), json_object(), strlen(prefix)};
+    if (kms_storage_txn_begin(kms_api_storage(c->api), false, &txn) != 0 ||
+        kms_storage_scan(txn, KMS_DB_KMSKEYS, prefix, strlen(prefix), NULL, 0, true, list_cb, &l) !=
+            0) {
+        KMS_FAILW(c, 500, "cannot list KMSKeys");
+        goto out;
+    }
+    if (json_array_size(l.keys) == 0) {
+        rc = kms_fail_notfound(c);
+        goto out;
+    }
+    c->data = json_pack("{s:O, s:O}", "keys", l.keys, "key_info", l.info);
+    rc = 0;
+out:
+    kms_storage_txn_abort(&txn);
+    json_decref(l.keys);
+    json_decref(l.info);
+    return rc;
+}
+
+static int kmskey_delete(struct kms_ctx *c)
+{
+    struct target t;
+    json_t *rec = NULL;
+    int rc = -1;
+    if (resolve_target(c, &t, true) != 0) {
+        return -1;
+    }
+    int g = load_record(c->api, c->ns.id, t.project, t.name, &rec);
+    if (g == KMS_STORAGE_NOTFOUND) {
+        return kms_fail_notfound(c);
+    }
+    if (g != 0) {
+        return KMS_FAILW(c, 500, "cannot read KMSKey");
+    }
+    if (json_integer_value(json_object_get(rec, "scheduled_deletion")) != 0) {
+        /* like a finalizer: the object stays until the countdown destroys the key */
+        char now[40];
+        int64_t sec;
+        int32_t nsec;
+        kms_now(&sec, &nsec);
+        rfc3339(sec, now);
+        json_object_set_new(json_object_get(rec, "metadata"), "deletionTimestamp",
+                            json_string(now));
+        if (store_record(c->api, c->ns.id, t.project, t.name, rec) != 0) {
+            KMS_FAILW(c, 500, "cannot store KMSKey");
+            goto out;
+        }
+        kms_warn(c, "deletionPolicy is schedule: the KMSKey and its Transit key are destroyed "
+                    "when the countdown ends");
+        c->data = render(c->api, &t, c->ns.id, rec);
+        rc = 0;
+        goto out;
+    }
+    /* retain: the Transit key survives the KMSKey */
+    if (delete_record(c->api, c->ns.id, t.project, t.name) != 0) {
+        KMS_FAILW(c, 500, "cannot delete KMSKey");
+        goto out;
+    }
+    struct kms_sched *s = sched(c->api);
+    pthread_mutex_lock(&s->lock);
+    sched_remove_locked(s, c->ns.id, t.project, t.name);
+    pthread_mutex_unlock(&s->lock);
+    rc = 0;
+out:
+    json_decref(rec);
+    return rc;
+}
+
+/* Load the record of an action route, or fail with 404. */
+static int action_target(struct kms_ctx *c, struct target *t, json_t **rec)
+{
+    if (resolve_target(c, t, true) != 0) {
+        return -1;
+    }
+    int g = load_record(c->api, c->ns.id, t->project, t->name, rec);
+    if (g == KMS_STORAGE_NOTFOUND) {
+        return KMS_FAIL(c, 404, "KMSKey %s not found in project %s", t->name, t->project);
+    }
+    if (g != 0) {
+        return KMS_FAILW(c, 500, "cannot read KMSKey");
+    }
+    return 0;
+}
+
+static int kmskey_rotate(struct kms_ctx *c)
+{
+    struct target t;
+    json_t *rec = NULL;
+    struct kms_key_policy p;
+    int rc = -1;
+    if (action_target(c, &t, &rec) != 0) {
+        return -1;
+    }
+    if (t.mount.uuid[0] == '\0') {
+        KMS_FAIL(c, 404, "the organization has no transit/ mount");
+        goto out;
+    }
+    if (kms_transit_key_rotate(c->api, &t.mount, t.transit_name, &p, &c->err) != 0) {
+        goto out;
+    }
+    sched_update(c->api, c->ns.id, t.project, t.name, rec);
+    c->data = render(c->api, &t, c->ns.id, rec);
+    rc = 0;
+out:
+    json_decref(rec);
+    return rc;
+}
+
+static int kmskey_min_version(struct kms_ctx *c)
+{
+    struct target t;
+    json_t *rec = NULL;
+    struct kms_key_policy p;
+    int64_t v;
+    int rc = -1;
+    if (!kms_param_int(c, "version", &v)) {
+        return KMS_FAIL(c, 400, "missing version");
+    }
+    if (v < 1 || v > UINT32_MAX) {
+        return KMS_FAIL(c, 400, "version must be a positive key version");
+    }
+    if (action_target(c, &t, &rec) != 0) {
+        return -1;
+    }
+    if (t.mount.uuid[0] == '\0') {
+        KMS_FAIL(c, 404, "the organization has no transit/ mount");
+        goto out;
+    }
+    if (kms_transit_key_raise_floor(c->api, &t.mount, t.transit_name, (uint32_t)v, &p, &c->err) !=
+        0) {
+        goto out;
+    }
+    c->data = render(c->api, &t, c->ns.id, rec);
+    rc = 0;
+out:
+    json_decref(rec);
+    return rc;
+}
+
+static int kmskey_deletion(struct kms_ctx *c, bool schedule)
+{
+    struct target t;
+    json_t *rec = NULL;
+    int64_t sec;
+    int32_t nsec;
+    int rc = -1;
+    if (action_target(c, &t, &rec) != 0) {
+        return -1;
+    }
+    kms_now(&sec, &nsec);
+    json_t *spec = json_object_get(rec, "spec");
+    json_object_set_new(spec, "deletionPolicy", json_string(schedule ? "schedule" : "retain"));
+    if (schedule) {
+        if (json_integer_value(json_object_get(rec, "scheduled_deletion")) == 0) {
+            json_object_set_new(rec, "scheduled_deletion",
+                                json_integer(sec + kms_api_kms_deletion_delay(c->api)));
+        }
+    } else {
+        json_object_set_new(rec, "scheduled_deletion", json_integer(0));
+        json_object_del(json_object_get(rec, "metadata"), "deletionTimestamp");
+    }
+    if (store_record(c->api, c->ns.id, t.project, t.name, rec) != 0) {
+        KMS_FAILW(c, 500, "cannot store KMSKey");
+        goto out;
+    }
+    sched_update(c->api, c->ns.id, t.project, t.name, rec);
+    c->data = render(c->api, &t, c->ns.id, rec);
+    rc = 0;
+out:
+    json_decref(rec);
+    return rc;
+}
+
+static int kmskey_schedule_delete(struct kms_ctx *c)
+{
+    return kmskey_deletion(c, true);
+}
+
+static int kmskey_cancel_delete(struct kms_ctx *c)
+{
+    return kmskey_deletion(c, false);
+}
+
+static int kmskey_dispatch(struct kms_ctx *c)
+{
+    switch (c->op) {
+    case KMS_OP_READ:
+        return kmskey_read(c);
+    case KMS_OP_DELETE:
+        return kmskey_delete(c);
+    default:
+        return kmskey_write(c);
+    }
+}
+
+/* ---- the controller ---------------------------------------------------------------------- */
+
+/* Locate the org's transit mount and target names for a schedule entry. */
+static int entry_target(struct kms_api *api, const struct sched_entry *e, struct target *t)
+{
+    struct kms_ns ns;
+    memset(t, 0, sizeof(*t));
+    if (kms_registry_ns_by_id(api, e->ns_id, &ns) != 0 || org_name(&ns, t->org, sizeof(t->org))) {
+        return -1;
+    }
+    snprintf(t->project, sizeof(t->project), "%s", e->project);
+    snprintf(t->name, sizeof(t->name), "%s", e->name);
+    snprintf(t->transit_name, sizeof(t->transit_name), "%s-%s-%s", t->org, t->project, t->name);
+    return kms_registry_mount_get(api, e->ns_id, "transit/", &t->mount) == 0 ? 0 : -1;
+}
+
+int kms_api_tick(struct kms_api *api, int64_t now, int64_t *next_due,
+                 void (*report)(const char *event, const char *ns_id, const char *project,
+                                const char *name, const char *detail))
+{
+    struct kms_sched *s = sched(api);
+    int64_t due = 0;
+    size_t i = 0;
+
+    pthread_mutex_lock(&s->lock);
+    while (i < s->n) {
+        struct sched_entry *e = &s->e[i];
+        struct target t;
+        struct kms_err err;
+        struct kms_key_policy p;
+        int64_t last = 0;
+        kms_err_clear(&err);
+        if (entry_target(api, e, &t) != 0) {
+            /* namespace or mount gone: nothing left to act on */
+            e->next_rotate = now + RETRY_SECONDS;
+            i++;
+            continue;
+        }
+        if (e->delete_at != 0 && now >= e->delete_at) {
+            int d = kms_transit_key_destroy(api, &t.mount, t.transit_name, &err);
+            if (d < 0 || delete_record(api, e->ns_id, e->project, e->name) != 0) {
+                report("deletion-failed", e->ns_id, e->project, e->name, err.msg);
+                e->delete_at = now + RETRY_SECONDS;
+                i++;
+                continue;
+            }
+            report("deleted", e->ns_id, e->project, e->name, t.transit_name);
+            *e = s->e[--s->n];
+            continue;
+        }
+        if (e->interval > 0 && now >= e->next_rotate) {
+            int g = kms_transit_key_get(api, &t.mount, t.transit_name, &p, &last, &err);
+            if (g != 0) {
+                e->next_rotate = now + RETRY_SECONDS;
+            } else if (last + e->interval > now) {
+                e->next_rotate = last + e->interval; /* rotated meanwhile (or first tick) */
+            } else if (kms_transit_key_rotate(api, &t.mount, t.transit_name, &p, &err) != 0) {
+                report("rotation-failed", e->ns_id, e->project, e->name, err.msg);
+                e->next_rotate = now + RETRY_SECONDS;
+            } else {
+                char ver[16];
+                snprintf(ver, sizeof(ver), "%u", p.latest_version);
+                report("rotated", e->ns_id, e->project, e->name, ver);
+                e->next_rotate = now + e->interval;
+            }
+        }
+        int64_t mine = 0;
+        if (e->interval > 0) {
+            mine = e->next_rotate;
+        }
+        if (e->delete_at != 0 && (mine == 0 || e->delete_at < mine)) {
+            mine = e->delete_at;
+        }
+        if (mine != 0 && (due == 0 || mine < due)) {
+            due = mine;
+        }
+        i++;
+    }
+    pthread_mutex_unlock(&s->lock);
+    *next_due = due;
+    return 0;
+}
+
+/* ---- routes ------------------------------------------------------------------------------ */
+
+static const struct kms_field f_kmskey[] = {
+    {"spec", KMS_F_MAP},
+    {"purpose", KMS_F_STRING},
+    {"algorithm", KMS_F_STRING},
+    {"rotation", KMS_F_RAW},
+    {"deletionPolicy", KMS_F_STRING},
+    {"exportable", KMS_F_RAW},
+    {"metadata", KMS_F_RAW},
+    {"apiVersion", KMS_F_STRING},
+    {"kind", KMS_F_STRING},
+    {"status", KMS_F_RAW},
+    {NULL, 0},
+};
+
+static const struct kms_field f_version[] = {
+    {"version", KMS_F_INT},
+    {NULL, 0},
+};
+
+const struct kms_route kms_kms_routes[] = {
+    {"keys/+project/", KMS_L, 0, kmskey_list, NULL, NULL},
+    {"keys/+project/:name", KMS_R | KMS_CU | KMS_D, KMS_RT_EXISTENCE, kmskey_dispatch, f_kmskey,
+     kmskey_exists},
+    {"keys/+project/:name/rotate", KMS_U, 0, kmskey_rotate, NULL, NULL},
+    {"keys/+project/:name/min-decryption-version", KMS_U, 0, kmskey_min_version, f_version, NULL},
+    {"keys/+project/:name/schedule-delete", KMS_U, 0, kmskey_schedule_delete, NULL, NULL},
+    {"keys/+project/:name/cancel-delete", KMS_U, 0, kmskey_cancel_delete, NULL, NULL},
+    {NULL, 0, 0, NULL, NULL, NULL},
+};

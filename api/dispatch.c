@@ -191,7 +191,8 @@ static bool name_char(int ch)
 static bool valid_name(const char *s, size_t n)
 {
     /* records are keyed "<ns>/<mount uuid>/<name>/<version>" within LMDB's 511-byte limit */
-    if (n == 0 || n > 256 || !name_char((unsigned char)s[0]) || !name_char((unsigned char)s[n - 1])) {
+    if (n == 0 || n > 256 || !name_char((unsigned char)s[0]) ||
+        !name_char((unsigned char)s[n - 1])) {
         return false;
     }
     for (size_t i = 1; i + 1 < n; i++) {
@@ -490,6 +491,12 @@ static int run(struct kms_ctx *c, struct kms_http_resp *resp)
             }
         }
         json_decref(qp);
+    }
+    if (c->op == KMS_OP_PATCH) {
+        const char *ct = header(req, "Content-Type");
+        if (ct == NULL || strncasecmp(ct, "application/merge-patch+json", 28) != 0) {
+            return KMS_FAIL(c, 415, "PATCH requires Content-Type application/merge-patch+json");
+        }
     }
     if ((c->op == KMS_OP_UPDATE || c->op == KMS_OP_PATCH) && plen > 4 &&
         req->target[plen - 1] == '/') {

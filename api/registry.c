@@ -197,8 +197,7 @@ int kms_api_create(struct kms_storage *st, const struct kms_api_opts *opts, stru
     api->st = st;
     api->limits = opts->limits;
     snprintf(api->version, sizeof(api->version), "%s", opts->version ? opts->version : "");
-    api->kms_deletion_delay = opts->kms_deletion_delay > 0 ? opts->kms_deletion_delay
-                                                           : 30 * 86400;
+    api->kms_deletion_delay = opts->kms_deletion_delay > 0 ? opts->kms_deletion_delay : 30 * 86400;
     pthread_rwlock_init(&api->lock, NULL);
     api->ns = calloc(1, sizeof(*api->ns));
     if (api->ns == NULL) {

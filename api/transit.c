@@ -62,8 +62,8 @@ static int store_policy(const struct kms_mount *m, struct kms_txn *txn, const ch
     return kms_storage_put(txn, KMS_DB_KEYS, key, n, buf, len);
 }
 
-static int load_version(const struct kms_mount *m, struct kms_txn *txn, const char *name, uint32_t v,
-                        struct kms_key_version *kv)
+static int load_version(const struct kms_mount *m, struct kms_txn *txn, const char *name,
+                        uint32_t v, struct kms_key_version *kv)
 {
     uint8_t key[KEYREC_MAX + 8];
     uint8_t *val = NULL;
@@ -194,6 +194,10 @@ static int parse_type(struct kms_ctx *c, const char *t, enum kms_key_type *out)
     if (kms_key_type_parse(t, out) == 0) {
         return 0;
     }
+    /* encrypt's upsert only knows the symmetric types, as in OpenBao */
+    if (c->route != NULL && c->route->exists != NULL) {
+        return KMS_FAIL(c, 400, "unknown key type %s", t);
+    }
     for (size_t i = 0; unsupported_types[i] != NULL; i++) {
         if (strcmp(unsupported_types[i], t) == 0) {
             return KMS_FAIL(c, 400,
@@ -230,7 +234,8 @@ static int create_key(struct kms_ctx *c, struct kms_txn *txn, const char *name,
         goto out;
     }
     p->created_sec = kv.created_sec;
-    if (store_version(&c->mount, txn, name, &kv) != 0 || store_policy(&c->mount, txn, name, p) != 0) {
+    if (store_version(&c->mount, txn, name, &kv) != 0 ||
+        store_policy(&c->mount, txn, name, p) != 0) {
         KMS_FAILW(c, 500, "cannot store key");
         goto out;
     }
@@ -265,29 +270,34 @@ static int keys_write(struct kms_ctx *c)
     int64_t v;
     int rc = -1;
 
+    bool derived = kms_param_bool(c, "derived", &b) && b;
+    bool convergent = kms_param_bool(c, "convergent_encryption", &b) && b;
+    int64_t period = 0;
     (void)kms_param_str(c, "type", &tname);
-    if (parse_type(c, tname, &p.type) != 0) {
-        return -1;
-    }
-    if (kms_key_policy_init(&p, p.type) != 0) {
-        return KMS_FAILW(c, 500, "cannot initialise key");
-    }
-    p.derived = kms_param_bool(c, "derived", &b) && b;
-    p.convergent = kms_param_bool(c, "convergent_encryption", &b) && b;
-    p.exportable = kms_param_bool(c, "exportable", &b) && b;
-    p.allow_plaintext_backup = kms_param_bool(c, "allow_plaintext_backup", &b) && b;
+    /* OpenBao's order: rotation period, convergent/derived, type, key size */
     if (kms_param_int(c, "auto_rotate_period", &v)) {
         if (v != 0 && v < 3600) {
             return KMS_FAIL(c, 400, "auto rotate period must be 0 to disable or at least an hour");
         }
-        p.auto_rotate_period = v;
+        period = v;
+    }
+    if (convergent && !derived) {
+        return KMS_FAIL(c, 400, "convergent encryption requires derivation to be enabled");
+    }
+    if (parse_type(c, tname, &p.type) != 0) {
+        return -1;
     }
     if (kms_param_int(c, "key_size", &v) && v != 0) {
         return KMS_FAIL(c, 400, "key_size is not valid for algorithm %s", tname);
     }
-    if (p.convergent && !p.derived) {
-        return KMS_FAIL(c, 400, "convergent encryption requires derivation to be enabled");
+    if (kms_key_policy_init(&p, p.type) != 0) {
+        return KMS_FAILW(c, 500, "cannot initialise key");
     }
+    p.derived = derived;
+    p.convergent = convergent;
+    p.exportable = kms_param_bool(c, "exportable", &b) && b;
+    p.allow_plaintext_backup = kms_param_bool(c, "allow_plaintext_backup", &b) && b;
+    p.auto_rotate_period = period;
     if (kms_storage_txn_begin(kms_api_storage(c->api), true, &txn) != 0) {
         return KMS_FAILW(c, 500, "cannot open storage transaction");
     }
@@ -321,6 +331,16 @@ static int keys_read(struct kms_ctx *c)
     if (g == KMS_STORAGE_NOTFOUND) {
         rc = kms_fail_notfound(c);
         goto out;
+    }
+    const char *ctx = NULL;
+    if (g == 0 && kms_param_str(c, "context", &ctx) && ctx[0] != '\0') {
+        uint8_t *tmp = NULL;
+        size_t tl = 0, at;
+        if (kms_b64_decode_alloc(ctx, strlen(ctx), &tmp, &tl, &at) != 0) {
+            KMS_FAIL(c, 400, "failed to base64-decode context");
+            goto out;
+        }
+        kms_free_wipe((void **)&tmp, tl);
     }
     if (g != 0 || key_object(c, txn, name, &p, &c->data) != 0) {
         KMS_FAILW(c, 500, "cannot read key");
@@ -506,8 +526,8 @@ static int keys_rotate(struct kms_ctx *c)
     }
     p.latest_version++;
     if (kms_key_version_generate(&p, p.latest_version, &kv) != 0 ||
-        store_version(&c->mount, txn, name, &kv) != 0 || store_policy(&c->mount, txn, name, &p) != 0 ||
-        kms_storage_txn_commit(&txn) != 0) {
+        store_version(&c->mount, txn, name, &kv) != 0 ||
+        store_policy(&c->mount, txn, name, &p) != 0 || kms_storage_txn_commit(&txn) != 0) {
         KMS_FAILW(c, 500, "cannot rotate key");
         goto out;
     }
@@ -794,9 +814,11 @@ static int encrypt_one(struct kms_ctx *c, struct kms_txn *txn, const char *name,
         goto out;
     }
     if (it->aad != NULL && it->aad[0] != '\0' && decode_opt(it->aad, &aad, &aadlen, &err) != 0) {
+        char why[sizeof(err.msg)];
+        snprintf(why, sizeof(why), "%s", err.msg);
         kms_err_set(&err, 500,
                     "unable to get associated_data/additional_data from factory[%zu]: %s", idx,
-                    err.msg);
+                    why);
         goto out;
     }
     if (kms_keyring_encrypt_version(p, it->key_version, &ver, &err) != 0 ||
@@ -841,9 +863,11 @@ static int decrypt_one(struct kms_ctx *c, struct kms_txn *txn, const char *name,
     }
     if (use_aad && it->aad != NULL && it->aad[0] != '\0' &&
         decode_opt(it->aad, &aad, &aadlen, &err) != 0) {
+        char why[sizeof(err.msg)];
+        snprintf(why, sizeof(why), "%s", err.msg);
         kms_err_set(&err, 500,
                     "unable to get associated_data/additional_data from factory[%zu]: %s", idx,
-                    err.msg);
+                    why);
         goto out;
     }
     if (get_version(c, txn, name, vc, ver, &kv, &err) != 0 ||
@@ -1729,6 +1753,7 @@ static int keys_dispatch(struct kms_ctx *c)
 
 const struct kms_route kms_transit_routes[] = {
     {"keys/", KMS_L, 0, keys_list, f_list, NULL},
+    {"keys", KMS_L, 0, keys_list, f_list, NULL}, /* GET transit/keys: 405, as in OpenBao */
     {"keys/:name", KMS_R | KMS_CU | KMS_D, 0, keys_dispatch, f_keys, NULL},
     {"keys/:name/config", KMS_U, 0, keys_config, f_config, NULL},
     {"keys/:name/rotate", KMS_U, 0, keys_rotate, NULL, NULL},

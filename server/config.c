@@ -42,6 +42,7 @@ static const struct centry table[] = {
     STR("log_level", log_level),
     SIZE("max_header_size", max_header_size, 1024, 1 << 20),
     SIZE("max_connections", max_connections, 1, 1000000),
+    SIZE("workers", workers, 0, 1024),
     SECS("read_timeout", read_timeout, 1, 3600),
     SECS("idle_timeout", idle_timeout, 1, 86400),
     SIZE("max_request_size", limits.max_request_size, 1024, (int64_t)1 << 32),

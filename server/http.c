@@ -710,9 +710,10 @@ int kms_http_create(struct event_base *base, struct kms_api *api, const char *ad
     h->base = base;
     h->api = api;
     h->opts = *opts;
-    h->listener = evconnlistener_new_bind(
-        base, on_accept, h, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 1024,
-        (struct sockaddr *)&ss, sslen);
+    h->listener = evconnlistener_new_bind(base, on_accept, h,
+                                          LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+                                              LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_EXEC,
+                                          1024, (struct sockaddr *)&ss, sslen);
     if (h->listener == NULL) {
         int e = errno;
         free(h);

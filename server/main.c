@@ -155,17 +155,17 @@ static int parse_flags(int argc, char **argv, struct flags *f)
 
 struct runtime {
     struct event_base *base;
-    struct kms_http *http;
+    struct kms_workers *workers;
     struct kms_api *api;
-    struct event *sigterm, *sigint, *sighup, *hardstop, *controller;
+    struct event *sigterm, *sigint, *sighup, *controller;
 };
 
 static void controller_report(const char *event, const char *ns_id, const char *project,
                               const char *name, const char *detail)
 {
     bool failed = strstr(event, "failed") != NULL;
-    kms_log(failed ? "error" : "info", "kmskey controller", "event", event, "namespace_id",
-            ns_id, "project", project, "kmskey", name, "detail", detail, NULL);
+    kms_log(failed ? "error" : "info", "kmskey controller", "event", event, "namespace_id", ns_id,
+            "project", project, "kmskey", name, "detail", detail, NULL);
 }
 
 /* The KMSKey controller: due rotations and deletion countdowns, once a second. */
@@ -180,23 +180,14 @@ static void on_controller(evutil_socket_t fd, short what, void *arg)
     (void)kms_api_tick(rt->api, now, &next, controller_report);
 }
 
-static void on_hardstop(evutil_socket_t fd, short what, void *arg)
-{
-    struct runtime *rt = arg;
-    (void)fd;
-    (void)what;
-    kms_log("warn", "shutdown grace period over; closing remaining connections", NULL);
-    event_base_loopexit(rt->base, NULL);
-}
-
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct runtime *rt = arg;
     (void)what;
     kms_log("info", "shutting down", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
-    struct timeval tv = {SHUTDOWN_GRACE_SECONDS, 0};
-    evtimer_add(rt->hardstop, &tv);
-    kms_http_stop_accepting(rt->http);
+    /* workers stop accepting and finish what is in flight; main joins them after the loop */
+    kms_workers_stop(rt->workers);
+    event_base_loopexit(rt->base, NULL);
 }
 
 static void on_sighup(evutil_socket_t sig, short what, void *arg)
@@ -265,6 +256,7 @@ int kms_server_main(int argc, char **argv)
     }
 
     umask(077);
+    json_object_seed(0); /* seed jansson's hash once, before any worker thread */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     signal(SIGPIPE, SIG_IGN);
 
@@ -353,15 +345,16 @@ int kms_server_main(int argc, char **argv)
     hopts.max_connections = cfg.max_connections;
     hopts.read_timeout = cfg.read_timeout;
     hopts.idle_timeout = cfg.idle_timeout;
-    if (kms_http_create(rt.base, api, cfg.listen_address, &hopts, &rt.http, bound, sizeof(bound),
-                        &err) != 0) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t nworkers = cfg.workers ? cfg.workers : (size_t)(cores > 0 ? cores : 1);
+    if (kms_workers_start(api, cfg.listen_address, &hopts, nworkers, SHUTDOWN_GRACE_SECONDS,
+                          &rt.workers, bound, sizeof(bound), &err) != 0) {
         fprintf(stderr, "kmsd: %s\n", err.msg);
         goto out;
     }
     rt.sigterm = evsignal_new(rt.base, SIGTERM, on_stop_signal, &rt);
     rt.sigint = evsignal_new(rt.base, SIGINT, on_stop_signal, &rt);
     rt.sighup = evsignal_new(rt.base, SIGHUP, on_sighup, &rt);
-    rt.hardstop = evtimer_new(rt.base, on_hardstop, &rt);
     rt.api = api;
     rt.controller = event_new(rt.base, -1, EV_PERSIST, on_controller, &rt);
     struct timeval tick = {1, 0};
@@ -384,16 +377,23 @@ int kms_server_main(int argc, char **argv)
         fflush(stdout);
         kms_memzero(root, sizeof(root));
     }
-    kms_log("info", "kmsd listening", "address", bound, "mode", f.dev ? "dev" : "config",
-            "initialized", kms_api_initialized(api) ? "true" : "false", NULL);
+    char nw[16];
+    snprintf(nw, sizeof(nw), "%zu", nworkers);
+    kms_log("info", "kmsd listening", "address", bound, "workers", nw, "mode",
+            f.dev ? "dev" : "config", "initialized", kms_api_initialized(api) ? "true" : "false",
+            NULL);
 
     event_base_dispatch(rt.base);
+    kms_workers_join(&rt.workers);
     kms_log("info", "kmsd stopped", NULL);
     rc = 0;
 out:
     kms_memzero(seal, sizeof(seal));
     kms_memzero(root, sizeof(root));
-    kms_http_destroy(&rt.http);
+    if (rt.workers != NULL) {
+        kms_workers_stop(rt.workers);
+        kms_workers_join(&rt.workers);
+    }
     if (rt.sigterm) {
         event_free(rt.sigterm);
     }
@@ -402,9 +402,6 @@ out:
     }
     if (rt.sighup) {
         event_free(rt.sighup);
-    }
-    if (rt.hardstop) {
-        event_free(rt.hardstop);
     }
     if (rt.controller) {
         event_free(rt.controller);

@@ -19,6 +19,7 @@ struct kms_config {
     size_t max_connections;
     int64_t read_timeout;     /* seconds a client may take to send a request */
     int64_t idle_timeout;     /* seconds a keep-alive connection may stay idle */
+    size_t workers;           /* event-loop threads; 0 = one per core */
     struct kms_api_limits limits;
     int64_t kms_deletion_delay; /* KMSKey deletion countdown, seconds */
     bool dev;
@@ -52,6 +53,21 @@ void kms_http_stop_accepting(struct kms_http *h);
 /* Number of open connections. */
 size_t kms_http_connections(const struct kms_http *h);
 void kms_http_destroy(struct kms_http **h);
+
+struct kms_workers;
+
+/*
+ * Start n worker threads, each with its own event loop and SO_REUSEPORT listener on
+ * `address` (the first binds; port 0 picks a free port, written to bound). `grace` is the
+ * seconds a stopping worker waits for requests in flight.
+ */
+int kms_workers_start(struct kms_api *api, const char *address, const struct kms_http_opts *opts,
+                      size_t n, int64_t grace, struct kms_workers **out, char *bound,
+                      size_t boundlen, struct kms_err *err) KMS_WUR;
+/* Ask every worker to stop accepting and finish (returns at once; thread-safe). */
+void kms_workers_stop(struct kms_workers *pool);
+/* Wait for every worker to end, then free them. */
+void kms_workers_join(struct kms_workers **pool);
 
 /* `kmsd server ...` */
 int kms_server_main(int argc, char **argv);

@@ -1,0 +1,496 @@
+"""Test harness for the kmsd integration suite.
+
+Starts a real kmsd on a free loopback port (dev mode or config mode), waits until
+/v1/sys/health answers, captures its stdout/stderr in a temporary log that is shown
+when a test fails, and stops it with SIGTERM (asserting a clean exit).  Requests go
+through a raw http.client helper that can send any verb, any headers and raw bytes,
+so the wire contract (reference transit-api.md) can be checked byte for byte.
+
+Run the files with /usr/bin/python3 (Debian's hvac and cryptography live there).
+KMSD_BIN selects the binary; the default is ../../build/kmsd from this folder.
+"""
+
+import base64
+import collections
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+KMSD_BIN = os.environ.get("KMSD_BIN") or os.path.normpath(
+    os.path.join(HERE, "..", "..", "build", "kmsd"))
+
+ROOT_TOKEN = "kmsd-it-root-token"
+START_TIMEOUT = 5.0
+STOP_TIMEOUT = 10.0
+
+ENVELOPE_KEYS = ["request_id", "lease_id", "renewable", "lease_duration", "data",
+                 "wrap_info", "warnings", "auth"]
+UUID4_RE = re.compile(
+    r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+SYMMETRIC_TYPES = ["aes128-gcm96", "aes256-gcm96", "chacha20-poly1305",
+                   "xchacha20-poly1305"]
+NONCE_SIZE = {"aes128-gcm96": 12, "aes256-gcm96": 12, "chacha20-poly1305": 12,
+              "xchacha20-poly1305": 24}
+KEY_SIZE = {"aes128-gcm96": 16, "aes256-gcm96": 32, "chacha20-poly1305": 32,
+            "xchacha20-poly1305": 32}
+AUTH_FAILED = {"aes128-gcm96": "cipher: message authentication failed",
+               "aes256-gcm96": "cipher: message authentication failed",
+               "chacha20-poly1305": "chacha20poly1305: message authentication failed",
+               "xchacha20-poly1305": "chacha20poly1305: message authentication failed"}
+
+MSG_MISSING_CONTEXT = (
+    "missing 'context' for key derivation; the key was created using a derived key, "
+    "which means additional, per-request information must be included in order to "
+    "perform operations with the key")
+MSG_TOO_OLD = "ciphertext or signature version is disallowed by policy (too old)"
+
+
+def b64(data):
+    if isinstance(data, str):
+        data = data.encode()
+    return base64.b64encode(data).decode()
+
+
+def unb64(text):
+    return base64.b64decode(text, validate=True)
+
+
+def multierror(msg):
+    """The 500-wrapped / routed error layout of reference §1.5."""
+    return "1 error occurred:\n\t* %s\n\n" % msg
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+class Response:
+    """One HTTP exchange: status, headers, raw body, parsed JSON (or None)."""
+
+    def __init__(self, method, path, req_headers, req_body, status, reason, headers, body):
+        self.method = method
+        self.path = path
+        self.req_headers = req_headers
+        self.req_body = req_body
+        self.status = status
+        self.reason = reason
+        self.headers = headers          # list of (name, value) as received
+        self.body = body                # bytes
+        self.json = None
+        self.ordered_keys = None        # top-level key order of a JSON object body
+        if body:
+            try:
+                pairs = json.loads(body.decode("utf-8"),
+                                   object_pairs_hook=collections.OrderedDict)
+                self.json = pairs
+                if isinstance(pairs, dict):
+                    self.ordered_keys = list(pairs.keys())
+            except (ValueError, UnicodeDecodeError):
+                self.json = None
+
+    def header(self, name):
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return None
+
+    def header_all(self, name):
+        name = name.lower()
+        return [v for k, v in self.headers if k.lower() == name]
+
+    @property
+    def data(self):
+        if isinstance(self.json, dict):
+            return self.json.get("data")
+        return None
+
+    @property
+    def errors(self):
+        if isinstance(self.json, dict):
+            return self.json.get("errors")
+        return None
+
+    @property
+    def warnings(self):
+        if isinstance(self.json, dict):
+            return self.json.get("warnings")
+        return None
+
+    def describe(self, limit=1500):
+        req_body = self.req_body
+        if isinstance(req_body, (bytes, bytearray)):
+            if len(req_body) > 300:
+                req_body = req_body[:300] + b"...(%d bytes)" % len(self.req_body)
+            req_body = req_body.decode("utf-8", "replace")
+        body = self.body[:limit].decode("utf-8", "replace")
+        if len(self.body) > limit:
+            body += "...(%d bytes)" % len(self.body)
+        hdrs = ", ".join("%s: %s" % kv for kv in self.req_headers.items()
+                         if kv[0].lower() != "x-vault-token")
+        return "%s %s [%s] body=%r\n  -> %s %s %r" % (
+            self.method, self.path, hdrs, req_body, self.status, self.reason, body)
+
+    def __repr__(self):
+        return "<Response %s>" % self.describe(300)
+
+
+def raw_request(host, port, method, path, body=None, headers=None, timeout=60):
+    """Send one request on a fresh connection and return a Response.
+
+    body: None, bytes, str, or any JSON-serialisable object (encoded as JSON).
+    The method is sent verbatim (LIST, PATCH, FOO all work).  If the server stops
+    reading the body early (413) the response is still read.
+    """
+    headers = dict(headers or {})
+    if body is not None and not isinstance(body, (bytes, bytearray, str)):
+        body = json.dumps(body).encode()
+        headers.setdefault("Content-Type", "application/json")
+    elif isinstance(body, str):
+        body = body.encode()
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        try:
+            conn.request(method, path, body=body, headers=headers)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # server answered (e.g. 413) and closed before reading everything
+        resp = conn.getresponse()
+        data = resp.read()
+        return Response(method, path, headers, body, resp.status, resp.reason,
+                        resp.getheaders(), data)
+    finally:
+        conn.close()
+
+
+_DEFAULT = object()
+
+
+class KmsdServer:
+    """A kmsd process on a free loopback port.
+
+    mode "dev":    kmsd server -dev -dev-listen-address=... -dev-root-token-id=...
+    mode "config": kmsd server -config=FILE; `config` is merged into the JSON config,
+                   storage_path and seal_key_file default to files in workdir.
+    """
+
+    def __init__(self, mode="dev", config=None, workdir=None, seal_key=None,
+                 root_token=ROOT_TOKEN, extra_args=None):
+        self.mode = mode
+        self.root_token = root_token
+        self.extra_args = list(extra_args or [])
+        self.own_workdir = workdir is None
+        self.workdir = workdir or tempfile.mkdtemp(prefix="kmsd-it-")
+        self.config = dict(config or {})
+        self.seal_key = seal_key
+        self.proc = None
+        self.port = None
+        self.log_path = None
+        self.log_file = None
+        self.start_count = 0
+        self.token = root_token  # default token sent by request()
+
+    # ---- process control -------------------------------------------------
+    def _argv(self):
+        if self.mode == "dev":
+            return [KMSD_BIN, "server", "-dev",
+                    "-dev-listen-address=127.0.0.1:%d" % self.port,
+                    "-dev-root-token-id=%s" % self.root_token] + self.extra_args
+        cfg = {
+            "listen_address": "127.0.0.1:%d" % self.port,
+            "storage_path": os.path.join(self.workdir, "store"),
+            "seal_key_file": os.path.join(self.workdir, "seal.key"),
+        }
+        cfg.update(self.config)
+        if not os.path.exists(cfg["storage_path"]):
+            os.makedirs(cfg["storage_path"], mode=0o700)
+        if self.seal_key is not None:
+            write_seal_key(cfg["seal_key_file"], self.seal_key)
+            self.seal_key = None  # written once; tests may tamper with the file later
+        elif not os.path.exists(cfg["seal_key_file"]):
+            write_seal_key(cfg["seal_key_file"], os.urandom(32))
+        path = os.path.join(self.workdir, "kmsd.json")
+        with open(path, "w") as f:
+            json.dump(cfg, f, indent=2)
+        self.config_path = path
+        self.effective_config = cfg
+        return [KMSD_BIN, "server", "-config=%s" % path] + self.extra_args
+
+    def spawn(self):
+        """Start the process without waiting for it to answer."""
+        if not os.access(KMSD_BIN, os.X_OK):
+            # a missing server is a failure, never a silent skip
+            raise AssertionError("kmsd binary not found or not executable: %s "
+                                 "(build it, or set KMSD_BIN)" % KMSD_BIN)
+        self.port = free_port()
+        self.start_count += 1
+        self.log_path = os.path.join(self.workdir, "kmsd-%d.log" % self.start_count)
+        self.log_file = open(self.log_path, "wb")
+        argv = self._argv()
+        self.argv = argv
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log_file,
+                                     stderr=subprocess.STDOUT, cwd=self.workdir,
+                                     start_new_session=True)
+        return self.proc
+
+    def start(self):
+        self.spawn()
+        deadline = time.monotonic() + START_TIMEOUT
+        last_err = None
+        while time.monotonic() < deadline:
+            rc = self.proc.poll()
+            if rc is not None:
+                raise AssertionError("kmsd exited during start-up with %d\n%s\n%s" % (
+                    rc, " ".join(self.argv), self.log_tail()))
+            try:
+                r = raw_request("127.0.0.1", self.port, "GET", "/v1/sys/health", timeout=2)
+                if r.status:
+                    return self
+            except OSError as e:
+                last_err = e
+            time.sleep(0.05)
+        self.kill()
+        raise AssertionError("kmsd did not answer /v1/sys/health within %.0fs (%s)\n%s" % (
+            START_TIMEOUT, last_err, self.log_tail()))
+
+    def wait_exit(self, timeout):
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self):
+        """SIGTERM and wait; returns the exit code (None if it had to be killed)."""
+        if self.proc is None:
+            return None
+        rc = self.proc.poll()
+        if rc is None:
+            self.proc.send_signal(signal.SIGTERM)
+            rc = self.wait_exit(STOP_TIMEOUT)
+            if rc is None:
+                self.proc.kill()
+                self.proc.wait()
+        self._close_log()
+        return rc
+
+    def stop_and_check(self, testcase=None):
+        rc = self.stop()
+        if rc != 0:
+            msg = "kmsd did not exit cleanly on SIGTERM (rc=%r)\n%s" % (rc, self.log_tail())
+            if testcase is not None:
+                testcase.fail(msg)
+            raise AssertionError(msg)
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        self._close_log()
+
+    def _close_log(self):
+        if self.log_file is not None:
+            self.log_file.close()
+            self.log_file = None
+
+    def cleanup(self):
+        self.kill()
+        if self.own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def log_text(self):
+        if not self.log_path or not os.path.exists(self.log_path):
+            return ""
+        if self.log_file is not None:
+            self.log_file.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def log_tail(self, lines=60):
+        text = self.log_text().splitlines()
+        return "---- kmsd log %s (last %d lines) ----\n%s\n---- end of log ----" % (
+            self.log_path, lines, "\n".join(text[-lines:]))
+
+    @property
+    def addr(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    # ---- requests ----------------------------------------------------------
+    def request(self, method, path, body=None, token=_DEFAULT, namespace=None,
+                headers=None, timeout=60):
+        """path: absolute ("/v1/...") or relative to /v1/.  token=None sends none."""
+        if not path.startswith("/"):
+            path = "/v1/" + path
+        hdrs = {}
+        if token is _DEFAULT:
+            token = self.token
+        if token is not None:
+            hdrs["X-Vault-Token"] = token
+        if namespace is not None:
+            hdrs["X-Vault-Namespace"] = namespace
+        hdrs.update(headers or {})
+        return raw_request("127.0.0.1", self.port, method, path, body, hdrs, timeout)
+
+
+def write_seal_key(path, key, mode=0o600):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key if isinstance(key, bytes) else key.encode())
+    os.chmod(path, mode)
+
+
+class KmsdTestCase(unittest.TestCase):
+    """Base class: one server per test class (dev mode unless overridden)."""
+
+    server_mode = "dev"
+    server_config = None
+    server = None
+    _seq = 0
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.server = KmsdServer(mode=cls.server_mode, config=cls.server_config)
+        try:
+            cls.server.start()
+            if cls.server_mode == "config":
+                cls.init_config_server(cls.server)
+        except BaseException:
+            cls.server.cleanup()
+            raise
+
+    @classmethod
+    def init_config_server(cls, server):
+        r = server.request("PUT", "sys/init", {}, token=None)
+        if r.status != 200:
+            raise AssertionError("sys/init failed: " + r.describe())
+        server.token = r.json["root_token"]
+        r = server.request("GET", "sys/mounts")
+        mounts = (r.json or {}).get("data") or r.json or {}
+        if "transit/" not in mounts:
+            r = server.request("POST", "sys/mounts/transit", {"type": "transit"})
+            if r.status != 204:
+                raise AssertionError("mounting transit/ failed: " + r.describe())
+
+    @classmethod
+    def tearDownClass(cls):
+        srv = cls.server
+        cls.server = None
+        if srv is not None:
+            try:
+                rc = srv.stop()
+                if rc != 0:
+                    raise AssertionError("kmsd did not exit cleanly on SIGTERM (rc=%r)\n%s"
+                                         % (rc, srv.log_tail()))
+            finally:
+                srv.cleanup()
+        super().tearDownClass()
+
+    def run(self, result=None):
+        before = (len(result.failures) + len(result.errors)) if result is not None else 0
+        out = super().run(result)
+        if result is not None and len(result.failures) + len(result.errors) > before:
+            srv = type(self).server
+            if srv is not None:
+                sys.stderr.write("\n%s\n" % srv.log_tail(40))
+        return out
+
+    # ---- helpers -----------------------------------------------------------
+    @classmethod
+    def uniq(cls, prefix="k"):
+        KmsdTestCase._seq += 1
+        return "%s-%d-%s" % (prefix, KmsdTestCase._seq, uuid.uuid4().hex[:6])
+
+    def req(self, method, path, body=None, **kw):
+        return self.server.request(method, path, body, **kw)
+
+    def assertStatus(self, resp, status, msg=None):
+        if resp.status != status:
+            self.fail("expected HTTP %d, got %d%s\n%s" % (
+                status, resp.status, (" (" + msg + ")") if msg else "", resp.describe()))
+
+    def assertOK(self, resp):
+        self.assertStatus(resp, 200)
+        return resp.data
+
+    def assertError(self, resp, status, message):
+        """Error body {"errors":[message]} with the given status (reference §1.5)."""
+        self.assertStatus(resp, status)
+        if resp.json is None or list(resp.json.keys()) != ["errors"]:
+            self.fail("expected an error body {\"errors\":[...]}\n%s" % resp.describe())
+        if resp.errors != [message]:
+            self.fail("expected errors %r, got %r\n%s" % ([message], resp.errors,
+                                                          resp.describe()))
+
+    def assertWarnings(self, resp, warnings):
+        if resp.warnings != warnings:
+            self.fail("expected warnings %r, got %r\n%s" % (warnings, resp.warnings,
+                                                            resp.describe()))
+
+    # transit shortcuts (mount defaults to transit)
+    def create_key(self, name=None, mount="transit", namespace=None, **params):
+        name = name or self.uniq()
+        r = self.req("POST", "%s/keys/%s" % (mount, name), params, namespace=namespace)
+        self.assertStatus(r, 200)
+        return name, r.data
+
+    def read_key(self, name, mount="transit", namespace=None):
+        r = self.req("GET", "%s/keys/%s" % (mount, name), namespace=namespace)
+        self.assertStatus(r, 200)
+        return r.data
+
+    def rotate(self, name, mount="transit", times=1):
+        data = None
+        for _ in range(times):
+            r = self.req("POST", "%s/keys/%s/rotate" % (mount, name))
+            self.assertStatus(r, 200)
+            data = r.data
+        return data
+
+    def configure(self, name, mount="transit", **params):
+        r = self.req("POST", "%s/keys/%s/config" % (mount, name), params)
+        self.assertStatus(r, 200)
+        return r.data
+
+    def encrypt(self, name, plaintext=b"hello", mount="transit", namespace=None, **params):
+        body = {"plaintext": b64(plaintext)}
+        body.update(params)
+        r = self.req("POST", "%s/encrypt/%s" % (mount, name), body, namespace=namespace)
+        self.assertStatus(r, 200)
+        return r.data["ciphertext"]
+
+    def decrypt(self, name, ciphertext, mount="transit", namespace=None, **params):
+        body = {"ciphertext": ciphertext}
+        body.update(params)
+        r = self.req("POST", "%s/decrypt/%s" % (mount, name), body, namespace=namespace)
+        self.assertStatus(r, 200)
+        return unb64(r.data["plaintext"])
+
+    def decrypt_resp(self, name, ciphertext, mount="transit", **params):
+        body = {"ciphertext": ciphertext}
+        body.update(params)
+        return self.req("POST", "%s/decrypt/%s" % (mount, name), body)
+
+
+def ct_version(ciphertext):
+    m = re.match(r"^vault:v(\d+):", ciphertext)
+    return int(m.group(1)) if m else None
+
+
+def ct_payload(ciphertext):
+    return unb64(ciphertext.split(":", 2)[2])

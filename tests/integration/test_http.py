@@ -1,0 +1,824 @@
+"""Generic HTTP layer of kmsd: reference transit-api.md §1 (verbs, auth, namespaces,
+bodies and limits, envelope, errors), §1.7 sys endpoints and §9 cases 16 and 17."""
+
+import http.client
+import json
+import time
+import unittest
+import urllib.parse
+
+from kmsd_harness import (ENVELOPE_KEYS, UUID4_RE, KmsdServer, KmsdTestCase, b64,
+                          multierror, unb64)
+
+PERMISSION_DENIED = "permission denied"
+UNSUPPORTED_PATH = multierror("unsupported path")
+UNSUPPORTED_OP = multierror("unsupported operation")
+
+
+class EnvelopeTest(KmsdTestCase):
+    """§1.4 success envelope, §1.5 error layout."""
+
+    def test_success_envelope_shape_and_order(self):
+        name, _ = self.create_key()
+        r = self.req("GET", "transit/keys/" + name)
+        self.assertStatus(r, 200)
+        self.assertEqual(r.header("Content-Type"), "application/json", r.describe())
+        self.assertEqual(r.header("Cache-Control"), "no-store", r.describe())
+        self.assertIsInstance(r.json, dict, r.describe())
+        # "mount_type" (Vault style) is neither promised nor forbidden.
+        keys = [k for k in r.ordered_keys if k != "mount_type"]
+        self.assertEqual(keys, ENVELOPE_KEYS, r.describe())
+        j = r.json
+        self.assertRegex(j["request_id"], UUID4_RE)
+        self.assertEqual(j["lease_id"], "")
+        self.assertIs(j["renewable"], False)
+        self.assertEqual(j["lease_duration"], 0)
+        self.assertIs(type(j["lease_duration"]), int)
+        self.assertIsInstance(j["data"], dict)
+        self.assertIsNone(j["wrap_info"])
+        self.assertIsNone(j["warnings"])
+        self.assertIsNone(j["auth"])
+        self.assertEqual(j["data"]["name"], name)
+
+    def test_success_body_ends_with_newline(self):
+        name, _ = self.create_key()
+        r = self.req("GET", "transit/keys/" + name)
+        self.assertStatus(r, 200)
+        self.assertTrue(r.body.endswith(b"\n"), r.describe())
+
+    def test_request_ids_differ(self):
+        name, _ = self.create_key()
+        ids = set()
+        for _ in range(5):
+            r = self.req("GET", "transit/keys/" + name)
+            self.assertStatus(r, 200)
+            ids.add(r.json["request_id"])
+        self.assertEqual(len(ids), 5)
+
+    def test_error_layout_404_empty_errors(self):
+        r = self.req("GET", "transit/keys/" + self.uniq("missing"))
+        self.assertStatus(r, 404)
+        self.assertEqual(r.header("Content-Type"), "application/json", r.describe())
+        self.assertEqual(r.header("Cache-Control"), "no-store", r.describe())
+        self.assertEqual(r.json, {"errors": []}, r.describe())
+        self.assertTrue(r.body.endswith(b"\n"), r.describe())
+
+    def test_error_layout_400(self):
+        r = self.req("POST", "transit/keys/" + self.uniq(), {"type": "bogus"})
+        self.assertError(r, 400, "unknown key type bogus")
+        self.assertEqual(r.header("Content-Type"), "application/json", r.describe())
+        self.assertEqual(r.header("Cache-Control"), "no-store", r.describe())
+
+    def test_204_empty_body(self):
+        name, _ = self.create_key()
+        self.configure(name, deletion_allowed=True)
+        r = self.req("DELETE", "transit/keys/" + name)
+        self.assertStatus(r, 204)
+        self.assertEqual(r.body, b"", r.describe())
+        self.assertEqual(r.header("Cache-Control"), "no-store", r.describe())
+        mount = self.uniq("m204")
+        r = self.req("POST", "sys/mounts/" + mount, {"type": "transit"})
+        self.assertStatus(r, 204)
+        self.assertEqual(r.body, b"", r.describe())
+        r = self.req("DELETE", "sys/mounts/" + mount)
+        self.assertStatus(r, 204)
+        self.assertEqual(r.body, b"", r.describe())
+
+    def test_no_warnings_on_204(self):
+        # "Warnings only appear on non-empty responses" (§1.3)
+        name, _ = self.create_key()
+        self.configure(name, deletion_allowed=True)
+        r = self.req("DELETE", "transit/keys/%s?bogus=1" % name)
+        self.assertStatus(r, 204)
+        self.assertEqual(r.body, b"", r.describe())
+
+
+class VerbTest(KmsdTestCase):
+    """§1.1 verbs, §9 case 16."""
+
+    def test_put_equals_post(self):
+        name = self.uniq("put")
+        r = self.req("PUT", "transit/keys/" + name, {"type": "chacha20-poly1305"})
+        self.assertStatus(r, 200)
+        self.assertEqual(r.data["type"], "chacha20-poly1305")
+        r = self.req("PUT", "transit/encrypt/" + name, {"plaintext": b64("put")})
+        self.assertStatus(r, 200)
+        ct = r.data["ciphertext"]
+        r = self.req("POST", "transit/decrypt/" + name, {"ciphertext": ct})
+        self.assertStatus(r, 200)
+        self.assertEqual(unb64(r.data["plaintext"]), b"put")
+        r = self.req("PUT", "transit/decrypt/" + name, {"ciphertext": ct})
+        self.assertStatus(r, 200)
+        self.assertEqual(unb64(r.data["plaintext"]), b"put")
+        r = self.req("PUT", "transit/keys/%s/rotate" % name)
+        self.assertStatus(r, 200)
+        self.assertEqual(r.data["latest_version"], 2)
+
+    def test_list_verb_and_query(self):
+        mount = self.uniq("lst")
+        self.assertStatus(self.req("POST", "sys/mounts/" + mount, {"type": "transit"}), 204)
+        names = ["b-key", "a-key", "c.key", "A-key"]
+        for n in names:
+            self.create_key(n, mount=mount)
+        expected = sorted(names)
+        r = self.req("LIST", mount + "/keys")
+        self.assertStatus(r, 200)
+        self.assertEqual(r.data["keys"], expected, r.describe())
+        r2 = self.req("LIST", mount + "/keys/")
+        self.assertStatus(r2, 200)
+        self.assertEqual(r2.data["keys"], expected, r2.describe())
+        for q in ("true", "1", "t", "T", "TRUE", "True"):
+            r3 = self.req("GET", "%s/keys?list=%s" % (mount, q))
+            self.assertStatus(r3, 200, "list=" + q)
+            self.assertEqual(r3.data, r.data, r3.describe())
+
+    def test_list_query_unparsable(self):
+        r = self.req("GET", "transit/keys?list=maybe")
+        self.assertStatus(r, 400)
+        self.assertEqual(r.json, {"errors": []}, r.describe())
+
+    def test_get_encrypt_is_405(self):
+        name, _ = self.create_key()
+        r = self.req("GET", "transit/encrypt/" + name)
+        self.assertError(r, 405, UNSUPPORTED_OP)
+
+    def test_unsupported_operations_405(self):
+        name, _ = self.create_key()
+        for method, path in (("GET", "transit/keys"), ("DELETE", "transit/encrypt/" + name),
+                             ("GET", "transit/decrypt/" + name),
+                             ("GET", "transit/keys/%s/rotate" % name),
+                             ("DELETE", "transit/keys/%s/config" % name)):
+            with self.subTest(method=method, path=path):
+                r = self.req(method, path)
+                self.assertError(r, 405, UNSUPPORTED_OP)
+        # LIST appends a trailing "/" (§1.1), so encrypt/k/ matches no path at all
+        r = self.req("LIST", "transit/encrypt/" + name)
+        self.assertError(r, 404, UNSUPPORTED_PATH)
+
+    def test_unknown_transit_subpath_404(self):
+        r = self.req("GET", "transit/nope")
+        self.assertError(r, 404, UNSUPPORTED_PATH)
+        r = self.req("POST", "transit/keys/a/b/c", {})
+        self.assertError(r, 404, UNSUPPORTED_PATH)
+        r = self.req("POST", "transit/frobnicate/k", {})
+        self.assertError(r, 404, UNSUPPORTED_PATH)
+
+    def test_unknown_mount_404(self):
+        r = self.req("GET", "foo/bar")
+        self.assertError(r, 404, 'no handler for route "foo/bar". route entry not found.')
+
+    def test_write_to_trailing_slash_400(self):
+        r = self.req("POST", "transit/keys/", {"type": "aes256-gcm96"})
+        self.assertError(r, 400, "cannot write to a path ending in '/'")
+        r = self.req("PUT", "transit/encrypt/k/", {"plaintext": b64("x")})
+        self.assertError(r, 400, "cannot write to a path ending in '/'")
+
+    def test_patch_and_unknown_verbs(self):
+        name, _ = self.create_key()
+        r = self.req("PATCH", "transit/keys/" + name, b'{"exportable":true}',
+                     headers={"Content-Type": "application/json"})
+        self.assertStatus(r, 415)
+        r = self.req("PATCH", "transit/keys/" + name, b'{"exportable":true}',
+                     headers={"Content-Type": "application/merge-patch+json"})
+        self.assertStatus(r, 405)
+        r = self.req("FOO", "transit/keys/" + name)
+        self.assertStatus(r, 405)
+        self.assertFalse(self.read_key(name)["exportable"])
+
+    def test_x_vault_request_header_tolerated(self):
+        name, _ = self.create_key()
+        r = self.req("GET", "transit/keys/" + name, headers={"X-Vault-Request": "true"})
+        self.assertStatus(r, 200)
+
+
+class TransportTest(KmsdTestCase):
+    """HTTP/1.1 behaviour real clients rely on (hvac/requests keep connections alive;
+    curl and Go send chunked bodies of unknown length)."""
+
+    def test_keep_alive_across_statuses(self):
+        name, _ = self.create_key()
+        self.configure(name, deletion_allowed=True)
+        tok = {"X-Vault-Token": self.server.root_token, "Content-Type": "application/json"}
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=30)
+        self.addCleanup(conn.close)
+        steps = [
+            ("GET", "/v1/transit/keys/" + name, None, 200),
+            ("POST", "/v1/transit/encrypt/" + name, b'{"plaintext":"aGk="}', 200),
+            ("GET", "/v1/transit/keys/" + self.uniq("none"), None, 404),
+            ("POST", "/v1/transit/decrypt/" + name, b'{"ciphertext":"bad"}', 400),
+            ("GET", "/v1/transit/encrypt/" + name, None, 405),
+            ("DELETE", "/v1/transit/keys/" + name, None, 204),
+            ("GET", "/v1/transit/keys/" + name, None, 404),
+            ("LIST", "/v1/transit/keys", None, 200),
+            ("GET", "/v1/sys/health", None, 200),
+        ]
+        for method, path, body, status in steps:
+            with self.subTest(method=method, path=path):
+                conn.request(method, path, body=body, headers=tok)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.assertEqual(resp.status, status, data)
+                if status == 204:
+                    self.assertEqual(data, b"")
+
+    def test_chunked_request_body(self):
+        name, _ = self.create_key()
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=30)
+        self.addCleanup(conn.close)
+        body = iter([b'{"plaintext":', b'"Y2h1bmtlZA=="}'])
+        conn.request("POST", "/v1/transit/encrypt/" + name, body=body,
+                     headers={"X-Vault-Token": self.server.root_token,
+                              "Content-Type": "application/json"},
+                     encode_chunked=True)
+        resp = conn.getresponse()
+        data = resp.read()
+        self.assertEqual(resp.status, 200, data)
+        ct = json.loads(data)["data"]["ciphertext"]
+        self.assertEqual(self.decrypt(name, ct), b"chunked")
+
+
+class AuthTest(KmsdTestCase):
+    """§1.2 tokens."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.key = "authkey"
+        r = cls.server.request("POST", "transit/keys/authkey", {})
+        assert r.status == 200, r.describe()
+
+    def path(self):
+        return "transit/keys/" + self.key
+
+    def test_x_vault_token(self):
+        self.assertStatus(self.req("GET", self.path()), 200)
+
+    def test_bearer(self):
+        r = self.req("GET", self.path(), token=None,
+                     headers={"Authorization": "Bearer " + self.server.root_token})
+        self.assertStatus(r, 200)
+
+    def test_bearer_value_trimmed(self):
+        r = self.req("GET", self.path(), token=None,
+                     headers={"Authorization": "Bearer   " + self.server.root_token + "  "})
+        self.assertStatus(r, 200)
+
+    def test_bearer_prefix_exact(self):
+        r = self.req("GET", self.path(), token=None,
+                     headers={"Authorization": "bearer " + self.server.root_token})
+        self.assertError(r, 403, PERMISSION_DENIED)
+        r = self.req("GET", self.path(), token=None,
+                     headers={"Authorization": self.server.root_token})
+        self.assertError(r, 403, PERMISSION_DENIED)
+
+    def test_x_vault_token_wins_over_bearer(self):
+        r = self.req("GET", self.path(), token="not-a-token",
+                     headers={"Authorization": "Bearer " + self.server.root_token})
+        self.assertError(r, 403, PERMISSION_DENIED)
+        r = self.req("GET", self.path(), token=self.server.root_token,
+                     headers={"Authorization": "Bearer not-a-token"})
+        self.assertStatus(r, 200)
+
+    def test_no_token_403(self):
+        r = self.req("GET", self.path(), token=None)
+        self.assertError(r, 403, PERMISSION_DENIED)
+        r = self.req("POST", "transit/encrypt/" + self.key, {"plaintext": b64("x")},
+                     token=None)
+        self.assertError(r, 403, PERMISSION_DENIED)
+
+    def test_bad_token_403(self):
+        r = self.req("GET", self.path(), token="s.bogus")
+        self.assertError(r, 403, PERMISSION_DENIED)
+        r = self.req("GET", self.path(), token="")
+        self.assertError(r, 403, PERMISSION_DENIED)
+
+    def test_unauthenticated_nonexistent_path_403(self):
+        r = self.req("GET", "nonexistent/path", token=None)
+        self.assertError(r, 403, PERMISSION_DENIED)
+        r = self.req("GET", "transit/nope", token=None)
+        self.assertError(r, 403, PERMISSION_DENIED)
+        r = self.req("GET", "sys/mounts", token=None)
+        self.assertError(r, 403, PERMISSION_DENIED)
+
+    def test_root_token_on_sys(self):
+        self.assertStatus(self.req("GET", "sys/mounts"), 200)
+
+
+class BodyTest(KmsdTestCase):
+    """§1.3 request bodies, warnings, malformed input, default limits."""
+
+    def test_unknown_fields_warning(self):
+        name = self.uniq()
+        r = self.req("POST", "transit/keys/" + name,
+                     {"type": "aes256-gcm96", "b": 1, "a": "x"})
+        self.assertStatus(r, 200)
+        self.assertWarnings(r, ["Endpoint ignored these unrecognized parameters: [a b]"])
+        self.assertEqual(r.data["type"], "aes256-gcm96")
+
+    def test_body_name_replaced_by_path(self):
+        name, _ = self.create_key()
+        other = self.uniq("other")
+        r = self.req("POST", "transit/encrypt/" + name,
+                     {"name": other, "plaintext": b64("n")})
+        self.assertStatus(r, 200)
+        self.assertWarnings(r, [
+            "Endpoint replaced the value of these parameters with the values captured "
+            "from the endpoint's path: [name]"])
+        self.assertEqual(self.decrypt(name, r.data["ciphertext"]), b"n")
+        self.assertStatus(self.req("GET", "transit/keys/" + other), 404)
+
+    def test_malformed_json(self):
+        for body in (b'{"type": ', b'{"type": "aes256-gcm96",}', b"not json", b"[1,2]",
+                     b'"str"'):
+            r = self.req("POST", "transit/keys/" + self.uniq(), body,
+                         headers={"Content-Type": "application/json"})
+            self.assertStatus(r, 400, repr(body))
+            self.assertIsNotNone(r.errors, r.describe())
+            self.assertEqual(len(r.errors), 1, r.describe())
+            self.assertTrue(r.errors[0].startswith("failed to decode JSON input: "),
+                            r.describe())
+
+    def test_empty_body_means_no_params(self):
+        name = self.uniq()
+        r = self.req("POST", "transit/keys/" + name, b"")
+        self.assertStatus(r, 200)
+        self.assertEqual(r.data["type"], "aes256-gcm96")
+        self.assertIsNone(r.warnings)
+
+    def test_field_validation_error(self):
+        r = self.req("POST", "transit/keys/" + self.uniq(), {"derived": "notabool"})
+        self.assertStatus(r, 400)
+        self.assertEqual(len(r.errors or []), 1, r.describe())
+        self.assertTrue(r.errors[0].startswith(
+            'Field validation failed: error converting input for field "derived": '),
+            r.describe())
+
+    def test_weak_typing(self):
+        name, _ = self.create_key(derived="true", exportable=1)
+        data = self.read_key(name)
+        self.assertIs(data["derived"], True)
+        self.assertIs(data["exportable"], True)
+        self.rotate(name)
+        data = self.configure(name, min_decryption_version="2")
+        self.assertEqual(data["min_decryption_version"], 2)
+
+    def test_form_encoded_body(self):
+        name = self.uniq("form")
+        r = self.req("POST", "transit/keys/" + name,
+                     b"type=chacha20-poly1305&exportable=true",
+                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+        self.assertStatus(r, 200)
+        self.assertEqual(r.data["type"], "chacha20-poly1305")
+        self.assertIs(r.data["exportable"], True)
+        form = urllib.parse.urlencode({"plaintext": b64("form data")}).encode()
+        r = self.req("POST", "transit/encrypt/" + name, form,
+                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+        self.assertStatus(r, 200)
+        self.assertEqual(self.decrypt(name, r.data["ciphertext"]), b"form data")
+
+    def test_form_content_type_with_json_body(self):
+        # treated as a form only if the first non-blank byte isn't { or [
+        name = self.uniq("formjson")
+        r = self.req("POST", "transit/keys/" + name, b'  {"type":"aes128-gcm96"}',
+                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+        self.assertStatus(r, 200)
+        self.assertEqual(r.data["type"], "aes128-gcm96")
+
+    def test_body_over_default_limit_413(self):
+        limit = 33554432
+        name, _ = self.create_key()
+        prefix = b'{"plaintext":"'
+        body = prefix + b"A" * (limit + 1 - len(prefix) - 2) + b'"}'
+        self.assertEqual(len(body), limit + 1)
+        r = self.req("POST", "transit/encrypt/" + name, body,
+                     headers={"Content-Type": "application/json"}, timeout=120)
+        self.assertError(r, 413, "failed to decode JSON input: http: request body too large")
+
+    def test_json_strings_default_allows_openbao_batch(self):
+        # OpenBao accepts up to 1000 JSON strings: a 499-item batch (999 strings) works.
+        name, _ = self.create_key()
+        items = [{"plaintext": b64(str(i))} for i in range(499)]
+        r = self.req("POST", "transit/encrypt/" + name, {"batch_input": items})
+        self.assertStatus(r, 200)
+        self.assertEqual(len(r.data["batch_results"]), 499)
+
+    def test_json_complexity_default_refused(self):
+        # Some default string-count limit must exist below what a 32 MiB body can carry
+        # (§1.3; the default value itself is left open by §8 #12, kmsd documents its own).
+        name, _ = self.create_key()
+        body = b'{"plaintext":"eA==","x":[' + b",".join([b'""'] * 4000000) + b"]}"
+        self.assertLess(len(body), 33554432)
+        r = self.req("POST", "transit/encrypt/" + name, body,
+                     headers={"Content-Type": "application/json"})
+        self.assertStatus(r, 400)
+        self.assertEqual(len(r.errors or []), 1, r.describe())
+        self.assertTrue(r.errors[0].startswith(
+            "refused JSON input due to high complexity: "), r.describe())
+
+
+class NameRegexTest(KmsdTestCase):
+    """§1.1 name segments, §9 case 17."""
+
+    def test_valid_names(self):
+        for name in ("a", "a.b", "my-key_1", "a.b-c_d", "_", "A1", "a..b", "9"):
+            with self.subTest(name=name):
+                r = self.req("POST", "transit/keys/" + name, {})
+                self.assertStatus(r, 200)
+                self.assertEqual(r.data["name"], name)
+                self.assertStatus(self.req("GET", "transit/keys/" + name), 200)
+                r = self.req("POST", "transit/encrypt/" + name, {"plaintext": b64("x")})
+                self.assertStatus(r, 200)
+
+    def test_invalid_names(self):
+        for name in ("-a", "a-", ".a", "a.", "a/b", "my%20key", "%C3%A9", "a%2Fb"):
+            with self.subTest(name=name):
+                r = self.req("POST", "transit/keys/" + name, {})
+                self.assertIn(r.status, (404, 405), r.describe())
+                if r.status == 404:
+                    self.assertEqual(r.errors, [UNSUPPORTED_PATH], r.describe())
+                r = self.req("POST", "transit/encrypt/" + name, {"plaintext": b64("x")})
+                self.assertIn(r.status, (404, 405), r.describe())
+        # nothing was created by the attempts above
+        r = self.req("LIST", "transit/keys")
+        keys = (r.data or {}).get("keys", [])
+        for bad in ("-a", "a-", ".a", "a.", "a/b", "my key", "\u00e9"):
+            self.assertNotIn(bad, keys)
+
+    def test_names_case_sensitive(self):
+        base = self.uniq("case")
+        upper = base.upper()
+        self.create_key(upper, type="chacha20-poly1305")
+        self.assertStatus(self.req("GET", "transit/keys/" + base), 404)
+        self.create_key(base)
+        self.assertEqual(self.read_key(upper)["type"], "chacha20-poly1305")
+        self.assertEqual(self.read_key(base)["type"], "aes256-gcm96")
+
+
+class SysTest(KmsdTestCase):
+    """§1.7 sys endpoints."""
+
+    def test_health(self):
+        r = self.req("GET", "sys/health", token=None)
+        self.assertStatus(r, 200)
+        self.assertEqual(r.header("Content-Type"), "application/json", r.describe())
+        j = r.json
+        self.assertIs(j["initialized"], True)
+        self.assertIs(j["sealed"], False)
+        self.assertIs(j["standby"], False)
+        self.assertEqual(j["replication_performance_mode"], "disabled")
+        self.assertEqual(j["replication_dr_mode"], "disabled")
+        self.assertIs(type(j["server_time_utc"]), int)
+        self.assertLess(abs(j["server_time_utc"] - time.time()), 120)
+        self.assertIsInstance(j["version"], str)
+        self.assertTrue(j["version"])
+        self.assertIsInstance(j["cluster_name"], str)
+        self.assertIsInstance(j["cluster_id"], str)
+
+    def test_health_head_and_overrides(self):
+        r = self.req("HEAD", "sys/health", token=None)
+        self.assertStatus(r, 200)
+        self.assertEqual(r.body, b"")
+        r = self.req("GET", "sys/health?activecode=203", token=None)
+        self.assertStatus(r, 203)
+        r = self.req("GET", "sys/health?activecode=abc", token=None)
+        self.assertStatus(r, 400)
+
+    def test_seal_status(self):
+        r = self.req("GET", "sys/seal-status")
+        self.assertStatus(r, 200)
+        self.assertIs(r.json["sealed"], False, r.describe())
+        self.assertIs(r.json["initialized"], True, r.describe())
+        for f in ("type", "t", "n", "progress"):
+            self.assertIn(f, r.json, r.describe())
+
+    def test_mounts_enable_list_disable(self):
+        mount = self.uniq("tr")
+        r = self.req("POST", "sys/mounts/" + mount, {"type": "transit"})
+        self.assertStatus(r, 204)
+        self.assertEqual(r.body, b"")
+        r = self.req("GET", "sys/mounts")
+        self.assertStatus(r, 200)
+        for where, table in (("top-level", r.json), ("data", r.data)):
+            with self.subTest(where=where):
+                self.assertIn("transit/", table, r.describe())
+                self.assertIn(mount + "/", table, r.describe())
+                entry = table[mount + "/"]
+                self.assertEqual(entry["type"], "transit")
+                for f in ("description", "accessor", "config", "local", "seal_wrap",
+                          "options", "uuid"):
+                    self.assertIn(f, entry)
+                for f in ("default_lease_ttl", "max_lease_ttl", "force_no_cache"):
+                    self.assertIn(f, entry["config"])
+                self.assertEqual(table["transit/"]["type"], "transit")
+
+        # same key name in both mounts: independent keys
+        self.create_key("same", mount="transit")
+        self.create_key("same", mount=mount)
+        self.rotate("same", mount=mount)
+        self.assertEqual(self.read_key("same", mount=mount)["latest_version"], 2)
+        self.assertEqual(self.read_key("same", mount="transit")["latest_version"], 1)
+        ct = self.encrypt("same", b"mounted", mount=mount)
+        self.assertEqual(self.decrypt("same", ct, mount=mount), b"mounted")
+        r = self.req("POST", "transit/decrypt/same", {"ciphertext": ct})
+        self.assertError(r, 400, "invalid ciphertext: version is too new")
+        ct1 = self.encrypt("same", b"mounted", mount=mount, key_version=1)
+        r = self.req("POST", "transit/decrypt/same", {"ciphertext": ct1})
+        self.assertError(r, 400, "cipher: message authentication failed")
+
+        r = self.req("POST", "sys/mounts/" + mount, {"type": "transit"})
+        self.assertStatus(r, 400)
+        self.assertTrue((r.errors or [""])[0].startswith("path is already in use at "),
+                        r.describe())
+
+        r = self.req("DELETE", "sys/mounts/" + mount)
+        self.assertStatus(r, 204)
+        r = self.req("GET", "%s/keys/same" % mount)
+        self.assertError(r, 404, 'no handler for route "%s/keys/same". route entry not found.'
+                         % mount)
+        r = self.req("GET", "sys/mounts")
+        self.assertNotIn(mount + "/", r.data)
+        self.assertEqual(self.read_key("same")["latest_version"], 1)
+        # re-enabling the path gives an empty mount: disabling removed its keys
+        self.assertStatus(self.req("POST", "sys/mounts/" + mount, {"type": "transit"}), 204)
+        self.assertStatus(self.req("GET", "%s/keys/same" % mount), 404)
+        self.assertStatus(self.req("DELETE", "sys/mounts/" + mount), 204)
+        # disabling an absent mount is not an error (Vault)
+        self.assertStatus(self.req("DELETE", "sys/mounts/" + self.uniq("never")), 204)
+
+    def test_mount_unknown_type(self):
+        r = self.req("POST", "sys/mounts/" + self.uniq("kv"), {"type": "kv"})
+        self.assertStatus(r, 400)
+        self.assertEqual(r.errors, ["plugin not found in the catalog: kv"], r.describe())
+
+
+class NamespaceTest(KmsdTestCase):
+    """§1.2 namespaces (OpenBao: X-Vault-Namespace header and path prefix)."""
+
+    def make_ns(self, with_transit=True):
+        ns = self.uniq("ns")
+        r = self.req("POST", "sys/namespaces/" + ns, {})
+        self.assertIn(r.status, (200, 204), r.describe())
+        if with_transit:
+            r = self.req("POST", "sys/mounts/transit", {"type": "transit"}, namespace=ns)
+            self.assertStatus(r, 204)
+        return ns
+
+    def test_create_read_list_delete(self):
+        ns = self.make_ns(with_transit=False)
+        r = self.req("GET", "sys/namespaces/" + ns)
+        self.assertStatus(r, 200)
+        self.assertEqual(r.data["path"], ns + "/")
+        r = self.req("LIST", "sys/namespaces")
+        self.assertStatus(r, 200)
+        self.assertIn(ns + "/", r.data["keys"])
+        self.assertEqual(r.data["keys"], sorted(r.data["keys"]))
+        r2 = self.req("GET", "sys/namespaces?list=true")
+        self.assertStatus(r2, 200)
+        self.assertEqual(r2.data["keys"], r.data["keys"])
+        r = self.req("DELETE", "sys/namespaces/" + ns)
+        self.assertIn(r.status, (200, 204), r.describe())
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:   # OpenBao deletes namespaces asynchronously
+            r = self.req("GET", "sys/namespaces/" + ns)
+            if r.status == 404:
+                break
+            time.sleep(0.1)
+        self.assertStatus(r, 404)
+        r = self.req("GET", "sys/mounts", namespace=ns)
+        self.assertError(r, 404, "namespace not found")
+
+    def test_unknown_namespace_header_404(self):
+        r = self.req("GET", "transit/keys/x", namespace=self.uniq("nope"))
+        self.assertError(r, 404, "namespace not found")
+        r = self.req("POST", "transit/encrypt/x", {"plaintext": b64("x")},
+                     namespace=self.uniq("nope"))
+        self.assertError(r, 404, "namespace not found")
+
+    def test_root_namespace_header(self):
+        name, _ = self.create_key()
+        for ns in ("root", ""):
+            with self.subTest(ns=ns):
+                r = self.req("GET", "transit/keys/" + name, namespace=ns)
+                self.assertStatus(r, 200)
+                self.assertEqual(r.data["name"], name)
+
+    def test_header_and_path_prefix_identical(self):
+        ns = self.make_ns()
+        name = self.uniq("nk")
+        self.create_key(name, namespace=ns, type="xchacha20-poly1305")
+        r1 = self.req("GET", "transit/keys/" + name, namespace=ns)
+        r2 = self.req("GET", "%s/transit/keys/%s" % (ns, name))
+        self.assertStatus(r1, 200)
+        self.assertStatus(r2, 200)
+        self.assertEqual(r1.data, r2.data)
+        self.assertEqual(r1.data["type"], "xchacha20-poly1305")
+        # encrypt through one form, decrypt through the other
+        r = self.req("POST", "%s/transit/encrypt/%s" % (ns, name), {"plaintext": b64("p1")})
+        self.assertStatus(r, 200)
+        self.assertEqual(self.decrypt(name, r.data["ciphertext"], namespace=ns), b"p1")
+        ct = self.encrypt(name, b"p2", namespace=ns)
+        r = self.req("POST", "%s/transit/decrypt/%s" % (ns, name), {"ciphertext": ct})
+        self.assertStatus(r, 200)
+        self.assertEqual(unb64(r.data["plaintext"]), b"p2")
+        # list and sys through both forms
+        r1 = self.req("LIST", "transit/keys", namespace=ns)
+        r2 = self.req("LIST", "%s/transit/keys" % ns)
+        self.assertStatus(r1, 200)
+        self.assertEqual(r1.data, r2.data)
+        self.assertEqual(r1.data["keys"], [name])
+        r1 = self.req("GET", "sys/mounts", namespace=ns)
+        r2 = self.req("GET", "%s/sys/mounts" % ns)
+        self.assertStatus(r1, 200)
+        self.assertStatus(r2, 200)
+        self.assertEqual(sorted(r1.data), sorted(r2.data))
+        self.assertIn("transit/", r1.data)
+        # the key is not visible in the root namespace
+        self.assertStatus(self.req("GET", "transit/keys/" + name), 404)
+
+    def test_namespace_header_canonicalised(self):
+        ns = self.make_ns()
+        name, _ = self.create_key(namespace=ns)
+        r = self.req("GET", "transit/keys/" + name, namespace=ns + "/")
+        self.assertStatus(r, 200)
+        self.assertEqual(r.data["name"], name)
+
+    def test_nested_namespace_header_plus_path(self):
+        # §1.2: header `a` + /v1/b/transit/... resolves to a/b/
+        parent = self.make_ns(with_transit=False)
+        r = self.req("POST", "sys/namespaces/child", {}, namespace=parent)
+        self.assertIn(r.status, (200, 204), r.describe())
+        r = self.req("POST", "sys/mounts/transit", {"type": "transit"},
+                     namespace=parent + "/child")
+        self.assertStatus(r, 204)
+        name, _ = self.create_key(namespace=parent + "/child")
+        for ns, path in ((parent, "child/transit/keys/" + name),
+                         (parent + "/child", "transit/keys/" + name),
+                         (None, "%s/child/transit/keys/%s" % (parent, name))):
+            with self.subTest(ns=ns, path=path):
+                r = self.req("GET", path, namespace=ns)
+                self.assertStatus(r, 200)
+                self.assertEqual(r.data["name"], name)
+        r = self.req("LIST", "sys/namespaces", namespace=parent)
+        self.assertStatus(r, 200)
+        self.assertEqual(r.data["keys"], ["child/"])
+
+    def test_namespace_header_echoed(self):
+        ns = self.make_ns()
+        name, _ = self.create_key(namespace=ns)
+        r = self.req("GET", "transit/keys/" + name, namespace=ns)
+        self.assertStatus(r, 200)
+        self.assertEqual(r.header("X-Vault-Namespace"), ns, r.headers)
+
+    def test_same_key_name_in_two_namespaces(self):
+        ns1 = self.make_ns()
+        ns2 = self.make_ns()
+        name = "shared-name"
+        self.create_key(name, namespace=ns1)
+        self.create_key(name, namespace=ns2)
+        self.create_key(name)  # root namespace too
+        r = self.req("POST", "transit/keys/%s/rotate" % name, namespace=ns2)
+        self.assertStatus(r, 200)
+        self.assertEqual(self.read_key(name, namespace=ns1)["latest_version"], 1)
+        self.assertEqual(self.read_key(name, namespace=ns2)["latest_version"], 2)
+        self.assertEqual(self.read_key(name)["latest_version"], 1)
+        ct = self.encrypt(name, b"ns1 secret", namespace=ns1)
+        self.assertEqual(self.decrypt(name, ct, namespace=ns1), b"ns1 secret")
+        for other in (ns2, None):
+            r = self.req("POST", "transit/decrypt/" + name, {"ciphertext": ct},
+                         namespace=other)
+            self.assertError(r, 400, "cipher: message authentication failed")
+
+    def test_namespace_without_transit_mount(self):
+        ns = self.make_ns(with_transit=False)
+        r = self.req("GET", "transit/keys/x", namespace=ns)
+        self.assertError(r, 404, 'no handler for route "transit/keys/x". route entry not found.')
+
+    def test_no_token_in_namespace_403(self):
+        ns = self.make_ns()
+        r = self.req("LIST", "transit/keys", namespace=ns, token=None)
+        self.assertError(r, 403, PERMISSION_DENIED)
+
+
+class DevFlagsTest(unittest.TestCase):
+    """`kmsd server -dev` takes Vault's dev flags with one or two dashes (decisions.md)."""
+
+    def start(self, style):
+        srv = KmsdServer(mode="dev", root_token="flag-token-" + style)
+        self.addCleanup(srv.cleanup)
+        srv.port = None
+        orig = srv._argv
+
+        def argv():
+            base = orig()
+            if style == "double":
+                return [base[0], base[1]] + ["-" + a for a in base[2:]]
+            if style == "space":
+                out = base[:2]
+                for a in base[2:]:
+                    out += a.split("=", 1)
+                return out
+            return base
+        srv._argv = argv
+        srv.start()
+        return srv
+
+    def test_flag_styles(self):
+        for style in ("single", "double", "space"):
+            with self.subTest(style=style):
+                srv = self.start(style)
+                r = srv.request("GET", "transit/keys/x")
+                self.assertEqual(r.status, 404, r.describe())
+                r = srv.request("POST", "transit/keys/x", {})
+                self.assertEqual(r.status, 200, r.describe())
+                r = srv.request("GET", "transit/keys/x", token="flag-token-other")
+                self.assertEqual(r.status, 403, r.describe())
+                log = srv.log_text()
+                self.assertIn("127.0.0.1:%d" % srv.port, log)
+                self.assertIn(srv.root_token, log)
+                self.assertEqual(srv.stop(), 0, srv.log_tail())
+
+
+class ConfiguredLimitsTest(KmsdTestCase):
+    """Config-file limits: max_request_size, max_plaintext_size, max_json_strings,
+    max_json_depth, max_batch_items (brief; reference §1.3, decisions 'direct payload')."""
+
+    server_mode = "config"
+    server_config = {"max_request_size": 4096, "max_plaintext_size": 1024,
+                     "max_json_strings": 100, "max_json_depth": 5,
+                     "max_batch_items": 10}
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        r = cls.server.request("POST", "transit/keys/lim", {})
+        assert r.status == 200, r.describe()
+
+    def test_request_size_boundary(self):
+        prefix = b'{"plaintext":"'
+        for size, status in ((4096, None), (4097, 413)):
+            body = prefix + b"A" * (size - len(prefix) - 2) + b'"}'
+            self.assertEqual(len(body), size)
+            r = self.req("POST", "transit/encrypt/lim", body,
+                         headers={"Content-Type": "application/json"})
+            if status is None:
+                # within the body limit: refused (if at all) for the plaintext size only
+                self.assertNotEqual(r.errors, [
+                    "failed to decode JSON input: http: request body too large"],
+                    r.describe())
+            else:
+                self.assertError(r, 413,
+                                 "failed to decode JSON input: http: request body too large")
+
+    def test_plaintext_size_boundary(self):
+        r = self.req("POST", "transit/encrypt/lim", {"plaintext": b64(b"x" * 1024)})
+        self.assertStatus(r, 200)
+        r = self.req("POST", "transit/encrypt/lim", {"plaintext": b64(b"x" * 1025)})
+        self.assertStatus(r, 413)
+        self.assertEqual(len(r.errors or []), 1, r.describe())
+
+    def test_json_strings_limit(self):
+        body = {"type": "aes256-gcm96"}
+        for i in range(49):
+            body["p%02d" % i] = "v"          # 2 + 98 = 100 strings
+        r = self.req("POST", "transit/keys/" + self.uniq(), body)
+        self.assertStatus(r, 200)
+        body["x"] = 1                         # 101 strings
+        r = self.req("POST", "transit/keys/" + self.uniq(), body)
+        self.assertError(r, 400, "refused JSON input due to high complexity: "
+                                 "exceeded maximum number of strings")
+
+    def test_json_depth_limit(self):
+        r = self.req("POST", "transit/keys/" + self.uniq(), {"x": [[1]]})
+        self.assertStatus(r, 200)
+        deep = 1
+        for _ in range(20):
+            deep = [deep]
+        r = self.req("POST", "transit/keys/" + self.uniq(), {"x": deep})
+        self.assertStatus(r, 400)
+        self.assertEqual(len(r.errors or []), 1, r.describe())
+        self.assertTrue(r.errors[0].startswith("refused JSON input due to high complexity: "),
+                        r.describe())
+
+    def test_batch_items_limit(self):
+        items = [{"plaintext": b64("a")} for _ in range(10)]
+        r = self.req("POST", "transit/encrypt/lim", {"batch_input": items})
+        self.assertStatus(r, 200)
+        ok = r.data["batch_results"]
+        r = self.req("POST", "transit/decrypt/lim",
+                     {"batch_input": [{"ciphertext": i["ciphertext"]} for i in ok]})
+        self.assertStatus(r, 200)
+        items.append({"plaintext": b64("a")})
+        for path, body in (("transit/encrypt/lim", {"batch_input": items}),
+                           ("transit/decrypt/lim", {"batch_input": [
+                               {"ciphertext": ok[0]["ciphertext"]}] * 11}),
+                           ("transit/rewrap/lim", {"batch_input": [
+                               {"ciphertext": ok[0]["ciphertext"]}] * 11})):
+            with self.subTest(path=path):
+                r = self.req("POST", path, body)
+                self.assertStatus(r, 400)
+                self.assertEqual(len(r.errors or []), 1, r.describe())
+                self.assertIn("10", r.errors[0], r.describe())
+
+
+if __name__ == "__main__":
+    unittest.main()

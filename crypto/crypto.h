@@ -146,4 +146,82 @@ int kms_duration_parse(const char *s, int64_t *out) KMS_WUR;
 /* RFC 3339 in UTC with nanoseconds, trailing zeros trimmed (Go's RFC3339Nano); out[40]. */
 void kms_time_rfc3339(int64_t sec, int32_t nsec, char out[40]);
 
+/* ---- JWS verification (jws.c) ------------------------------------------------------------ */
+
+/* The only JWS algorithms kmsd verifies. There is deliberately no HS* and no "none". */
+enum kms_jws_alg {
+    KMS_JWS_RS256,
+    KMS_JWS_RS384,
+    KMS_JWS_RS512,
+    KMS_JWS_PS256,
+    KMS_JWS_PS384,
+    KMS_JWS_PS512,
+    KMS_JWS_ES256,
+    KMS_JWS_ES384,
+};
+
+enum kms_pubkey_kind {
+    KMS_PUBKEY_RSA,  /* at least 2048 bits */
+    KMS_PUBKEY_P256, /* NIST P-256 */
+    KMS_PUBKEY_P384, /* NIST P-384 */
+};
+
+/* A verification key; immutable once built, so it may be shared between threads. */
+struct kms_pubkey;
+
+/*
+ * Parse a JOSE "alg" value, case-sensitively. Returns -1 for every name outside the enum
+ * ("none", "None", "HS256", "ES512", "EdDSA", ...), so callers refuse those before any
+ * verification.
+ */
+int kms_jws_alg_parse(const char *name, enum kms_jws_alg *out) KMS_WUR;
+const char *kms_jws_alg_name(enum kms_jws_alg alg);
+/* True when `alg` may be verified with a key of `kind` (RS/PS: RSA, ES256: P-256, ...). */
+bool kms_jws_alg_fits(enum kms_jws_alg alg, enum kms_pubkey_kind kind);
+
+/*
+ * Build a key from one PEM text: "PUBLIC KEY", "RSA PUBLIC KEY" or "CERTIFICATE" (its subject
+ * key is used); the first PEM block decides, so private keys are refused. RSA keys under
+ * 2048 bits and curves other than P-256/P-384 are refused. *out is freed with
+ * kms_pubkey_free. Returns -1 on any failure.
+ */
+int kms_pubkey_from_pem(const char *pem, size_t len, struct kms_pubkey **out) KMS_WUR;
+/* RSA key from the big-endian modulus and exponent of a JWK ("n", "e"). */
+int kms_pubkey_from_rsa(const uint8_t *n, size_t nlen, const uint8_t *e, size_t elen,
+                        struct kms_pubkey **out) KMS_WUR;
+/* EC key from a JWK's "x" and "y" (each exactly the coordinate size); the point is checked. */
+int kms_pubkey_from_ec(enum kms_pubkey_kind curve, const uint8_t *x, size_t xlen,
+                       const uint8_t *y, size_t ylen, struct kms_pubkey **out) KMS_WUR;
+enum kms_pubkey_kind kms_pubkey_kind(const struct kms_pubkey *k);
+/* NULL-safe; sets *k to NULL. */
+void kms_pubkey_free(struct kms_pubkey **k);
+
+/*
+ * Verify a JWS signature over msg (the ASCII "<header>.<payload>"). ES signatures are the raw
+ * r || s of the JWS encoding. Returns 0 only for a valid signature made with an algorithm
+ * that fits the key; -1 for everything else, without saying why.
+ */
+int kms_jws_verify(const struct kms_pubkey *k, enum kms_jws_alg alg, const void *msg,
+                   size_t msglen, const uint8_t *sig, size_t siglen) KMS_WUR;
+
+/* ---- TLS for the server ------------------------------------------------------------------ */
+
+struct kms_tls;
+struct bufferevent;
+struct event_base;
+
+/*
+ * A server TLS context from PEM files: TLS 1.2+ with ECDHE AEAD suites, the certificate
+ * chain and its key, and optionally a client CA (clients must present a certificate signed by
+ * it when require_client_cert). Thread-safe. Destroy with kms_tls_destroy.
+ */
+int kms_tls_create(const char *cert, const char *key, const char *client_ca,
+                   bool require_client_cert, struct kms_tls **out, struct kms_err *err) KMS_WUR;
+/* Re-read the files; new connections use them, existing ones keep theirs. On error the old
+ * context stays in use. */
+int kms_tls_reload(struct kms_tls *t, struct kms_err *err) KMS_WUR;
+/* A server-side TLS bufferevent on an accepted socket (owns fd); NULL on failure. */
+struct bufferevent *kms_tls_bufferevent(struct kms_tls *t, struct event_base *base, int fd);
+void kms_tls_destroy(struct kms_tls **t);
+
 #endif

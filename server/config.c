@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
-enum ctype { C_STR, C_SIZE, C_SECONDS };
+enum ctype { C_STR, C_SIZE, C_SECONDS, C_BOOL };
 
 struct centry {
     const char *name;
@@ -33,6 +33,10 @@ struct centry {
     {                                                                                              \
         n, C_SECONDS, offsetof(struct kms_config, f), 0, lo, hi                                    \
     }
+#define BOOL(n, f)                                                                                 \
+    {                                                                                              \
+        n, C_BOOL, offsetof(struct kms_config, f), 0, 0, 1                                         \
+    }
 
 static const struct centry table[] = {
     STR("listen_address", listen_address),
@@ -40,6 +44,10 @@ static const struct centry table[] = {
     STR("seal_key_file", seal_key_file),
     STR("seal_key_env", seal_key_env),
     STR("log_level", log_level),
+    STR("tls_cert_file", tls_cert_file),
+    STR("tls_key_file", tls_key_file),
+    STR("tls_client_ca_file", tls_client_ca_file),
+    BOOL("tls_require_client_cert", tls_require_client_cert),
     SIZE("max_header_size", max_header_size, 1024, 1 << 20),
     SIZE("max_connections", max_connections, 1, 1000000),
     SIZE("workers", workers, 0, 1024),
@@ -102,6 +110,14 @@ int kms_config_load(const char *path, struct kms_config *cfg, struct kms_err *er
                 goto out;
             }
             memcpy(field, json_string_value(v), json_string_length(v) + 1);
+            continue;
+        }
+        if (e->type == C_BOOL) {
+            if (!json_is_boolean(v)) {
+                kms_err_set(err, 400, "config %s: \"%s\" must be true or false", path, k);
+                goto out;
+            }
+            *(bool *)(void *)field = json_is_true(v);
             continue;
         }
         int64_t n;

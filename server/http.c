@@ -588,38 +588,26 @@ static void conn_free(struct conn *c)
     }
 }
 
-static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
-                      void *arg)
+/* Wrap an accepted socket (plain or TLS bufferevent) into a connection. */
+static void conn_start(struct kms_http *h, evutil_socket_t fd, struct bufferevent *bev,
+                       const struct sockaddr_storage *ss)
 {
-    struct kms_http *h = arg;
-    struct conn *c = NULL;
-    (void)l;
-    (void)salen;
-
-    if (h->nconns >= h->opts.max_connections) {
-        static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
-                                   "application/json\r\nContent-Length: 40\r\nConnection: "
-                                   "close\r\n\r\n{\"errors\":[\"too many open connections\"]}\n";
-        ssize_t w = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-        (void)w;
-        evutil_closesocket(fd);
-        return;
-    }
-    c = calloc(1, sizeof(*c));
-    if (c == NULL) {
-        evutil_closesocket(fd);
-        return;
-    }
-    c->h = h;
-    c->bev = bufferevent_socket_new(h->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    c->timer = evtimer_new(h->base, on_timeout, c);
-    c->body = evbuffer_new();
-    if (c->bev == NULL || c->timer == NULL || c->body == NULL) {
-        if (c->bev != NULL) {
-            bufferevent_free(c->bev);
+    struct conn *c = calloc(1, sizeof(*c));
+    if (c == NULL || bev == NULL) {
+        free(c);
+        if (bev != NULL) {
+            bufferevent_free(bev);
         } else {
             evutil_closesocket(fd);
         }
+        return;
+    }
+    c->h = h;
+    c->bev = bev;
+    c->timer = evtimer_new(h->base, on_timeout, c);
+    c->body = evbuffer_new();
+    if (c->timer == NULL || c->body == NULL) {
+        bufferevent_free(c->bev);
         if (c->timer != NULL) {
             event_free(c->timer);
         }
@@ -629,17 +617,15 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         free(c);
         return;
     }
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
         inet_ntop(AF_INET, &in->sin_addr, c->remote, sizeof(c->remote));
         c->port = ntohs(in->sin_port);
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
         inet_ntop(AF_INET6, &in6->sin6_addr, c->remote, sizeof(c->remote));
         c->port = ntohs(in6->sin6_port);
     }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->next = h->conns;
     if (h->conns != NULL) {
         h->conns->prev = c;
@@ -649,6 +635,92 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     arm_timer(c, h->opts.idle_timeout);
+}
+
+/*
+ * On a TLS listener, look at the first byte before starting TLS: a TLS ClientHello starts
+ * with 0x16; anything else is most likely plain HTTP, which gets a clear plain-text 400 (as
+ * Go's net/http answers) instead of a handshake failure the client cannot read.
+ */
+struct sniff {
+    struct kms_http *h;
+    evutil_socket_t fd;
+    struct sockaddr_storage ss;
+    struct event *ev;
+};
+
+static void on_sniff(evutil_socket_t fd, short what, void *arg)
+{
+    struct sniff *sn = arg;
+    struct kms_http *h = sn->h;
+    unsigned char first = 0;
+    ssize_t n = (what & EV_READ) ? recv(fd, &first, 1, MSG_PEEK) : -1;
+    event_free(sn->ev);
+    h->nconns--;
+    if (n == 1 && first == 0x16) {
+        h->nconns++;
+        struct bufferevent *bev = kms_tls_bufferevent(h->opts.tls, h->base, fd);
+        h->nconns--;
+        conn_start(h, fd, bev, &sn->ss);
+    } else {
+        if (n == 1) {
+            static const char plain[] =
+                "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: "
+                "close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+            ssize_t w = send(fd, plain, sizeof(plain) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+            (void)w;
+        }
+        evutil_closesocket(fd);
+    }
+    free(sn);
+    if (h->stopping && h->nconns == 0) {
+        event_base_loopexit(h->base, NULL);
+    }
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    struct kms_http *h = arg;
+    struct sockaddr_storage ss;
+    (void)l;
+
+    if (h->nconns >= h->opts.max_connections) {
+        static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
+                                   "application/json\r\nContent-Length: 40\r\nConnection: "
+                                   "close\r\n\r\n{\"errors\":[\"too many open connections\"]}\n";
+        if (h->opts.tls == NULL) {
+            ssize_t w = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+            (void)w;
+        }
+        evutil_closesocket(fd);
+        return;
+    }
+    memset(&ss, 0, sizeof(ss));
+    memcpy(&ss, sa, (size_t)salen < sizeof(ss) ? (size_t)salen : sizeof(ss));
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (h->opts.tls == NULL) {
+        conn_start(h, fd, bufferevent_socket_new(h->base, fd, BEV_OPT_CLOSE_ON_FREE), &ss);
+        return;
+    }
+    struct sniff *sn = calloc(1, sizeof(*sn));
+    if (sn == NULL) {
+        evutil_closesocket(fd);
+        return;
+    }
+    sn->h = h;
+    sn->fd = fd;
+    sn->ss = ss;
+    sn->ev = event_new(h->base, fd, EV_READ, on_sniff, sn);
+    if (sn->ev == NULL) {
+        free(sn);
+        evutil_closesocket(fd);
+        return;
+    }
+    struct timeval tv = {(time_t)h->opts.read_timeout, 0};
+    h->nconns++; /* counted while waiting for its first byte */
+    event_add(sn->ev, &tv);
 }
 
 static int parse_address(const char *address, struct sockaddr_storage *ss, int *sslen)

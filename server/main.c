@@ -84,7 +84,9 @@ static void usage(FILE *f)
                "  -dev-listen-address=ADDR      dev listen address (default 127.0.0.1:8200)\n"
                "  -config=FILE                  JSON configuration file (see docs/config.md)\n"
                "  -log-level=LEVEL              debug, info, warn or error\n"
-               "  -kms-deletion-delay=DURATION  KMSKey deletion countdown (default 30d)\n");
+               "  -kms-deletion-delay=DURATION  KMSKey deletion countdown (default 30d)\n"
+               "  -tls-cert-file=FILE           serve HTTPS with this PEM certificate chain\n"
+               "  -tls-key-file=FILE            and this PEM private key\n");
 }
 
 struct flags {
@@ -94,6 +96,8 @@ struct flags {
     const char *config;
     const char *log_level;
     const char *kms_deletion_delay;
+    const char *tls_cert;
+    const char *tls_key;
 };
 
 /* Accept -name, --name, -name=value, -name value. */
@@ -118,6 +122,8 @@ static int parse_flags(int argc, char **argv, struct flags *f)
             {"config", &f->config},
             {"log-level", &f->log_level},
             {"kms-deletion-delay", &f->kms_deletion_delay},
+            {"tls-cert-file", &f->tls_cert},
+            {"tls-key-file", &f->tls_key},
         };
         if (nl == 3 && strncmp(a, "dev", 3) == 0) {
             if (val != NULL && strcmp(val, "true") != 0 && strcmp(val, "false") != 0) {
@@ -155,6 +161,7 @@ static int parse_flags(int argc, char **argv, struct flags *f)
 
 struct runtime {
     struct event_base *base;
+    struct kms_tls *tls;
     struct kms_workers *workers;
     struct kms_api *api;
     struct event *sigterm, *sigint, *sighup, *controller;
@@ -192,10 +199,18 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 
 static void on_sighup(evutil_socket_t sig, short what, void *arg)
 {
+    struct runtime *rt = arg;
+    struct kms_err err;
     (void)sig;
     (void)what;
-    (void)arg;
-    kms_log("info", "SIGHUP received; nothing to reload", NULL);
+    if (rt->tls != NULL) {
+        if (kms_tls_reload(rt->tls, &err) != 0) {
+            kms_log("error", "TLS reload failed; keeping the old certificate", "error", err.msg,
+                    NULL);
+        } else {
+            kms_log("info", "TLS certificate reloaded", NULL);
+        }
+    }
 }
 
 /* Remove the dev store directory and its LMDB files. */
@@ -340,6 +355,23 @@ int kms_server_main(int argc, char **argv)
         fprintf(stderr, "kmsd: cannot create the event loop\n");
         goto out;
     }
+    if (f.tls_cert != NULL) {
+        snprintf(cfg.tls_cert_file, sizeof(cfg.tls_cert_file), "%s", f.tls_cert);
+    }
+    if (f.tls_key != NULL) {
+        snprintf(cfg.tls_key_file, sizeof(cfg.tls_key_file), "%s", f.tls_key);
+    }
+    if ((cfg.tls_cert_file[0] != '\0') != (cfg.tls_key_file[0] != '\0')) {
+        fprintf(stderr, "kmsd: TLS needs both a certificate file and a key file\n");
+        goto out;
+    }
+    if (cfg.tls_cert_file[0] != '\0' &&
+        kms_tls_create(cfg.tls_cert_file, cfg.tls_key_file, cfg.tls_client_ca_file,
+                       cfg.tls_require_client_cert, &rt.tls, &err) != 0) {
+        fprintf(stderr, "kmsd: %s\n", err.msg);
+        goto out;
+    }
+    hopts.tls = rt.tls;
     hopts.max_header_size = cfg.max_header_size;
     hopts.max_body_size = cfg.limits.max_request_size;
     hopts.max_connections = cfg.max_connections;
@@ -368,12 +400,13 @@ int kms_server_main(int argc, char **argv)
                "WARNING! dev mode is enabled! The store is ephemeral (%s) and is removed\n"
                "at shutdown; the seal key exists only in memory.\n\n"
                "You may need to set the following environment variables:\n\n"
-               "    $ export VAULT_ADDR='http://%s'\n"
+               "    $ export VAULT_ADDR='%s://%s'\n"
                "    $ export VAULT_TOKEN='%s'\n\n"
-               "Api Address: http://%s\n"
+               "Api Address: %s://%s\n"
                "Root Token: %s\n\n"
                "Development mode should NOT be used in production installations!\n",
-               devdir, bound, root, bound, root);
+               devdir, rt.tls ? "https" : "http", bound, root, rt.tls ? "https" : "http", bound,
+               root);
         fflush(stdout);
         kms_memzero(root, sizeof(root));
     }
@@ -406,6 +439,7 @@ out:
     if (rt.controller) {
         event_free(rt.controller);
     }
+    kms_tls_destroy(&rt.tls);
     if (rt.base) {
         event_base_free(rt.base);
     }

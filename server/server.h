@@ -15,6 +15,10 @@ struct kms_config {
     char seal_key_file[1024];
     char seal_key_env[128];   /* environment variable holding the seal key */
     char log_level[16];
+    char tls_cert_file[1024];
+    char tls_key_file[1024];
+    char tls_client_ca_file[1024];
+    bool tls_require_client_cert;
     size_t max_header_size;   /* bytes of request line + headers */
     size_t max_connections;
     int64_t read_timeout;     /* seconds a client may take to send a request */
@@ -34,6 +38,7 @@ int kms_config_load(const char *path, struct kms_config *cfg, struct kms_err *er
 struct kms_http;
 
 struct kms_http_opts {
+    struct kms_tls *tls; /* NULL = plain HTTP */
     size_t max_header_size;
     size_t max_body_size;
     size_t max_connections;

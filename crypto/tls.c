@@ -1,0 +1,152 @@
+/*
+ * tls.c - the server's TLS context: TLS 1.2+ with forward-secret AEAD suites only, certificate
+ * and key from PEM files, an optional client-certificate requirement, and a reload that swaps
+ * the context for new connections while existing ones keep the old one (SSL_CTX is
+ * reference-counted by every SSL made from it).
+ *
+ * It lives in crypto/ because this folder is the only one that includes OpenSSL; it hands the
+ * server a libevent bufferevent so server/ never sees an SSL object.
+ */
+#include "crypto/crypto.h"
+
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct kms_tls {
+    pthread_mutex_t lock;
+    SSL_CTX *ctx;
+    char cert[1024];
+    char key[1024];
+    char client_ca[1024];
+    bool require_client_cert;
+};
+
+static void last_error(struct kms_err *err, const char *what, const char *path)
+{
+    char buf[256];
+    unsigned long e = ERR_get_error();
+    ERR_error_string_n(e, buf, sizeof(buf));
+    ERR_clear_error();
+    kms_err_set(err, 500, "%s %s: %s", what, path, e ? buf : "unknown error");
+}
+
+static SSL_CTX *build_ctx(const struct kms_tls *t, struct kms_err *err)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL) {
+        kms_err_set(err, 500, "cannot create a TLS context");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+                                 SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET);
+    if (SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20") != 1) {
+        kms_err_set(err, 500, "cannot set TLS cipher suites");
+        goto fail;
+    }
+    if (SSL_CTX_use_certificate_chain_file(ctx, t->cert) != 1) {
+        last_error(err, "cannot load TLS certificate", t->cert);
+        goto fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, t->key, SSL_FILETYPE_PEM) != 1) {
+        last_error(err, "cannot load TLS key", t->key);
+        goto fail;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        kms_err_set(err, 500, "TLS key %s does not match certificate %s", t->key, t->cert);
+        goto fail;
+    }
+    if (t->client_ca[0] != '\0') {
+        if (SSL_CTX_load_verify_locations(ctx, t->client_ca, NULL) != 1) {
+            last_error(err, "cannot load TLS client CA", t->client_ca);
+            goto fail;
+        }
+        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(t->client_ca);
+        if (names != NULL) {
+            SSL_CTX_set_client_CA_list(ctx, names);
+        }
+        SSL_CTX_set_verify(ctx,
+                           SSL_VERIFY_PEER |
+                               (t->require_client_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+                           NULL);
+    }
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+int kms_tls_create(const char *cert, const char *key, const char *client_ca,
+                   bool require_client_cert, struct kms_tls **out, struct kms_err *err)
+{
+    struct kms_tls *t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        return kms_err_set(err, 500, "out of memory");
+    }
+    snprintf(t->cert, sizeof(t->cert), "%s", cert);
+    snprintf(t->key, sizeof(t->key), "%s", key);
+    snprintf(t->client_ca, sizeof(t->client_ca), "%s", client_ca ? client_ca : "");
+    t->require_client_cert = require_client_cert;
+    if (require_client_cert && t->client_ca[0] == '\0') {
+        free(t);
+        return kms_err_set(err, 400, "requiring client certificates needs a client CA file");
+    }
+    t->ctx = build_ctx(t, err);
+    if (t->ctx == NULL) {
+        free(t);
+        return -1;
+    }
+    pthread_mutex_init(&t->lock, NULL);
+    *out = t;
+    return 0;
+}
+
+int kms_tls_reload(struct kms_tls *t, struct kms_err *err)
+{
+    SSL_CTX *fresh = build_ctx(t, err);
+    if (fresh == NULL) {
+        return -1; /* keep serving with the old certificate */
+    }
+    pthread_mutex_lock(&t->lock);
+    SSL_CTX *old = t->ctx;
+    t->ctx = fresh;
+    pthread_mutex_unlock(&t->lock);
+    SSL_CTX_free(old);
+    return 0;
+}
+
+struct bufferevent *kms_tls_bufferevent(struct kms_tls *t, struct event_base *base, int fd)
+{
+    pthread_mutex_lock(&t->lock);
+    SSL *ssl = SSL_new(t->ctx);
+    pthread_mutex_unlock(&t->lock);
+    if (ssl == NULL) {
+        return NULL;
+    }
+    struct bufferevent *bev = bufferevent_openssl_socket_new(
+        base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+    if (bev == NULL) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    /* a peer that vanishes without close_notify is not an error worth a log line */
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
+}
+
+void kms_tls_destroy(struct kms_tls **tp)
+{
+    struct kms_tls *t = *tp;
+    if (t == NULL) {
+        return;
+    }
+    SSL_CTX_free(t->ctx);
+    pthread_mutex_destroy(&t->lock);
+    free(t);
+    *tp = NULL;
+}

@@ -10,7 +10,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 # Build and test dependencies (Debian package names).
 DEPS := cmake make gcc pkg-config libssl-dev liblmdb-dev libevent-dev libjansson-dev \
         libjwt-dev libcmocka-dev libyaml-dev lmdb-utils python3 python3-hvac \
-        python3-cryptography python3-jwt python3-requests
+        python3-cryptography python3-jwt python3-requests python3-yaml openssl
 
 .PHONY: all deps build run test install clean
 

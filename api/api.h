@@ -25,10 +25,13 @@ struct kms_api_limits {
 /* Defaults as documented in docs/config.md. */
 void kms_api_limits_default(struct kms_api_limits *l);
 
+struct kms_audit;
+
 struct kms_api_opts {
     struct kms_api_limits limits;
     const char *version;        /* reported by sys/health */
     int64_t kms_deletion_delay; /* KMSKey deletion countdown in seconds (0 = 30 days) */
+    struct kms_audit *audit;    /* audit broker (borrowed, outlives the API); NULL = none */
 };
 
 /* Create the API over an open store (borrowed; must outlive the API). */
@@ -83,6 +86,7 @@ struct kms_http_resp {
     int status;
     char *body; /* malloc'd JSON (may be NULL for 204); freed by kms_http_resp_dispose */
     size_t body_len;
+    char content_type[64]; /* "" = application/json */
     struct {
         char name[32];
         char value[256];

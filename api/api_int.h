@@ -81,6 +81,30 @@ struct kms_route {
     int (*exists)(struct kms_ctx *c);
 };
 
+struct kms_audit;
+struct kms_audit_rec;
+
+#define KMS_CTX_MAX_VERSIONS 32
+
+/*
+ * The audit hook's per-request state (audit_hook.c). Handlers record the key versions they
+ * touch with kms_ctx_note_version; a handler whose route the hook's table does not name
+ * may set `op`/`resource`/`subject` (static or ctx-lifetime strings).
+ */
+struct kms_ctx_audit {
+    bool armed;          /* this request gets a request and a response line */
+    bool request_logged; /* the request line was written after the policy check */
+    char request_id[37]; /* request.id on both lines and the envelope's request_id */
+    const char *op;
+    const char *resource;
+    const char *subject; /* logins: who logged in (JWT sub); else the token's subject */
+    uint32_t versions[KMS_CTX_MAX_VERSIONS]; /* distinct, ascending */
+    size_t nversions;
+    bool versions_truncated;
+    bool elide_data; /* the response data is not logged (sys/audit/events: the log itself) */
+    struct kms_audit_rec *rec;
+};
+
 /* Per-request context: everything a handler reads and writes. */
 struct kms_ctx {
     struct kms_api *api;
@@ -103,7 +127,12 @@ struct kms_ctx {
     json_t *raw;        /* a body sent as is, without the envelope (sys/health) */
     json_t *auth;       /* envelope "auth" block (logins) */
     int status;         /* 0 = 200 (or 204); set for batch partial failures */
+    char *text;         /* a non-JSON body (Prometheus metrics), malloc'd */
+    size_t text_len;
+    const char *content_type; /* for text */
+    size_t items;       /* batch items processed (metrics) */
     struct kms_err err; /* set by a failing handler (returns -1) */
+    struct kms_ctx_audit audit;
 };
 
 /* ---- parameters (params.c) --------------------------------------------------------------- */
@@ -215,6 +244,45 @@ int kms_transit_key_destroy(struct kms_api *api, const struct kms_mount *m, cons
 
 /* Remove every record a transit mount owns (on unmount / namespace delete). */
 int kms_transit_purge(struct kms_txn *txn, const struct kms_mount *m) KMS_WUR;
+
+/* ---- metrics (metrics.c): lock-free counters ------------------------------------------- */
+
+/* Count one answered request (route NULL when none matched). */
+void kms_metrics_request(const struct kms_route *r, const char *mount_type, int status,
+                         uint64_t micros, size_t items);
+/* Count one login: 0 allowed, 1 denied, 2 error. */
+void kms_metrics_login(int result);
+void kms_metrics_cache(bool hit);
+/* Prometheus text exposition; malloc'd, caller frees. */
+char *kms_metrics_prometheus(struct kms_api *api, size_t *len);
+
+/* ---- audit (audit_hook.c, sys_audit.c) ------------------------------------------------ */
+
+/* The audit broker the API was created with (NULL when auditing is off). */
+struct kms_audit *kms_api_audit(struct kms_api *api);
+/* Before the token check: decide whether this request is audited, pick its request id. */
+void kms_audit_hook_arm(struct kms_ctx *c);
+/*
+ * After the policy check, before routing failures and the handler: write the request line.
+ * -1 (c->err = 500 internal error) when no device recorded it: the request must stop here.
+ */
+int kms_audit_hook_request(struct kms_ctx *c) KMS_WUR;
+/*
+ * After the handler (rc is its result, or the pipeline's): write the request line if the
+ * request was refused before it (bad token, ACL denial: both lines carry the error), then the
+ * response line. Returns rc, or -1 with c->err = 500 and the outputs dropped when a line
+ * could not be written. Also releases the hook's state.
+ */
+int kms_audit_hook_response(struct kms_ctx *c, int rc);
+/* Record a key version the request touched (encrypt, decrypt, rotate, ...). */
+void kms_ctx_note_version(struct kms_ctx *c, uint32_t version);
+
+int kms_sys_audit_hash(struct kms_ctx *c);
+int kms_sys_audit_list(struct kms_ctx *c);
+int kms_sys_audit_events(struct kms_ctx *c);
+int kms_sys_audit_refuse(struct kms_ctx *c);
+extern const struct kms_field kms_sys_audit_hash_fields[];
+extern const struct kms_field kms_sys_audit_events_fields[];
 
 /* ---- envelope helpers (envelope.c) ------------------------------------------------------- */
 

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 struct engine {
     const char *type;
@@ -571,6 +572,8 @@ static int run(struct kms_ctx *c, struct kms_http_resp *resp)
         return KMS_FAIL(c, 503, "Vault is sealed");
     }
 
+    kms_audit_hook_arm(c); /* audited from here on: refusals below get both audit lines */
+
     /* 5-6. token and policy */
     if (!public_route) {
         const char *tok = token_from_headers(req);
@@ -604,6 +607,11 @@ static int run(struct kms_ctx *c, struct kms_http_resp *resp)
         if (!allowed) {
             return KMS_FAILW(c, 403, "permission denied");
         }
+    }
+
+    /* 6b. audit request line; fail closed: without it nothing below runs */
+    if (kms_audit_hook_request(c) != 0) {
+        return -1;
     }
 
     /* 7. routing failures */
@@ -640,10 +648,17 @@ void kms_api_handle(struct kms_api *api, const struct kms_http_req *req, struct 
         kms_api_error_response(500, "internal error", resp);
         return;
     }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     c->api = api;
     c->http = req;
     int rc = run(c, resp);
+    rc = kms_audit_hook_response(c, rc); /* no result leaves without its audit line */
     kms_render(c, rc, resp);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    uint64_t us = (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000);
+    kms_metrics_request(c->route, c->mount.type, resp->status, us, c->items);
+    free(c->text);
     json_decref(c->params);
     json_decref(c->warnings);
     json_decref(c->data);

@@ -114,6 +114,14 @@ void kms_render(struct kms_ctx *c, int rc, struct kms_http_resp *resp)
         }
         return;
     }
+    if (c->text != NULL) {
+        resp->status = c->status ? c->status : 200;
+        resp->body = c->text;
+        resp->body_len = c->text_len;
+        snprintf(resp->content_type, sizeof(resp->content_type), "%s", c->content_type);
+        c->text = NULL;
+        return;
+    }
     if (c->raw != NULL) {
         resp->status = c->status ? c->status : 200;
         set_body(resp, c->raw);
@@ -124,7 +132,10 @@ void kms_render(struct kms_ctx *c, int rc, struct kms_http_resp *resp)
         return;
     }
     char rid[37];
-    if (kms_uuid4(rid) != 0) {
+    /* the audit lines' request.id, so a response can be found in the audit log */
+    if (c->audit.request_id[0] != '\0') {
+        memcpy(rid, c->audit.request_id, sizeof(rid));
+    } else if (kms_uuid4(rid) != 0) {
         kms_api_error_response(500, "internal error", resp);
         return;
     }

@@ -66,6 +66,43 @@ static int init(struct kms_ctx *c)
     return 0;
 }
 
+static int metrics(struct kms_ctx *c)
+{
+    const char *format = "";
+    (void)kms_param_str(c, "format", &format);
+    size_t len = 0;
+    char *text = kms_metrics_prometheus(c->api, &len);
+    if (text == NULL) {
+        return KMS_FAILW(c, 500, "internal error");
+    }
+    if (strcmp(format, "prometheus") == 0) {
+        c->text = text;
+        c->text_len = len;
+        c->content_type = "text/plain; version=0.0.4; charset=utf-8";
+        return 0;
+    }
+    if (format[0] != '\0') {
+        free(text);
+        return KMS_FAIL(c, 400, "unsupported metrics format \"%s\": use \"prometheus\"", format);
+    }
+    /* JSON: the same samples, one string per line */
+    json_t *lines = json_array();
+    char *save = text;
+    for (char *line = text; line != NULL && *line != '\0';) {
+        char *nl = strchr(line, '\n');
+        if (nl != NULL) {
+            *nl = '\0';
+        }
+        if (line[0] != '#' && line[0] != '\0') {
+            json_array_append_new(lines, json_string(line));
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    free(save);
+    c->data = json_pack("{s:o}", "samples", lines);
+    return 0;
+}
+
 /* ---- mounts ------------------------------------------------------------------------------ */
 
 static json_t *mount_json(const struct kms_mount *m)
@@ -250,6 +287,11 @@ static const struct kms_field health_fields[] = {
     {"removedcode", KMS_F_INT},     {NULL, 0},
 };
 
+static const struct kms_field metrics_fields[] = {
+    {"format", KMS_F_STRING},
+    {NULL, 0},
+};
+
 static const struct kms_field init_fields[] = {
     {"secret_shares", KMS_F_INT},
     {"secret_threshold", KMS_F_INT},
@@ -285,8 +327,14 @@ const struct kms_route kms_sys_routes[] = {
     {"seal-status", KMS_R, KMS_RT_PUBLIC | KMS_RT_NO_AUDIT, seal_status, NULL, NULL},
     {"init", KMS_R | KMS_U, KMS_RT_PUBLIC | KMS_RT_NO_AUDIT, init, init_fields, NULL},
     {"mounts", KMS_R, KMS_RT_SYS_TOP, mounts_list, NULL, NULL},
+    {"metrics", KMS_R, KMS_RT_NO_AUDIT, metrics, metrics_fields, NULL},
     {"mounts/*path", KMS_R | KMS_U | KMS_D, KMS_RT_SYS_TOP | KMS_RT_SUDO, mount_one, mount_fields,
      NULL},
     {"namespaces/*path", KMS_R | KMS_L | KMS_U | KMS_D, 0, namespaces, ns_fields, NULL},
+    {"audit-hash/*path", KMS_U, KMS_RT_SYS_TOP, kms_sys_audit_hash, kms_sys_audit_hash_fields,
+     NULL},
+    {"audit", KMS_R, KMS_RT_SYS_TOP | KMS_RT_SUDO, kms_sys_audit_list, NULL, NULL},
+    {"audit/events", KMS_R, KMS_RT_SUDO, kms_sys_audit_events, kms_sys_audit_events_fields, NULL},
+    {"audit/*path", KMS_U | KMS_D, KMS_RT_SUDO, kms_sys_audit_refuse, NULL, NULL},
     {NULL, 0, 0, NULL, NULL, NULL},
 };

@@ -312,6 +312,7 @@ static int keys_write(struct kms_ctx *c)
         KMS_FAILW(c, 500, "cannot store key");
         goto out;
     }
+    kms_ctx_note_version(c, p.latest_version);
     rc = reply_key(c, name, &p);
 out:
     kms_storage_txn_abort(&txn);
@@ -444,6 +445,10 @@ static int keys_delete(struct kms_ctx *c)
         KMS_FAILW(c, 500, "cannot delete key");
         goto out;
     }
+    for (uint32_t v = p.min_available_version > 1 ? p.min_available_version : 1;
+         v <= p.latest_version && v != 0 && !c->audit.versions_truncated; v++) {
+        kms_ctx_note_version(c, v); /* every version destroyed */
+    }
     rc = 0;
 out:
     kms_storage_txn_abort(&txn);
@@ -493,6 +498,9 @@ static int keys_config(struct kms_ctx *c)
     if (warning[0] != '\0') {
         kms_warn(c, "%s", warning);
     }
+    if (cfg.has_min_decryption_version) {
+        kms_ctx_note_version(c, p.min_decryption_version);
+    }
     rc = reply_key(c, name, &p);
 out:
     kms_storage_txn_abort(&txn);
@@ -531,6 +539,7 @@ static int keys_rotate(struct kms_ctx *c)
         KMS_FAILW(c, 500, "cannot rotate key");
         goto out;
     }
+    kms_ctx_note_version(c, p.latest_version);
     rc = reply_key(c, name, &p);
 out:
     kms_memzero(&kv, sizeof(kv));
@@ -575,6 +584,7 @@ static int keys_trim(struct kms_ctx *c)
         KMS_FAILW(c, 500, "cannot store key");
         goto out;
     }
+    kms_ctx_note_version(c, p.min_available_version);
     rc = reply_key(c, name, &p);
 out:
     kms_storage_txn_abort(&txn);
@@ -829,6 +839,7 @@ static int encrypt_one(struct kms_ctx *c, struct kms_txn *txn, const char *name,
     }
     it->out_len = strlen(it->out);
     it->out_version = ver;
+    kms_ctx_note_version(c, ver);
     it->kind = ITEM_OK;
     rc = 0;
 out:
@@ -875,6 +886,7 @@ static int decrypt_one(struct kms_ctx *c, struct kms_txn *txn, const char *name,
                             ptlen, &err) != 0) {
         goto out;
     }
+    kms_ctx_note_version(c, ver);
     rc = 0;
 out:
     if (rc != 0) {
@@ -1043,6 +1055,7 @@ static int encrypt(struct kms_ctx *c)
     if (collect_items(c, item_fields, &items, &n, &batch) != 0) {
         goto out;
     }
+    c->items = batch ? n : 0;
     if (!batch && items[0].plaintext == NULL) {
         KMS_FAIL(c, 400, "missing plaintext to encrypt");
         goto out;
@@ -1151,6 +1164,7 @@ static int decrypt(struct kms_ctx *c)
     if (collect_items(c, item_fields, &items, &n, &batch) != 0) {
         goto out;
     }
+    c->items = batch ? n : 0;
     if (!batch && (items[0].ciphertext == NULL || items[0].ciphertext[0] == '\0')) {
         KMS_FAIL(c, 400, "missing ciphertext to decrypt");
         goto out;
@@ -1221,6 +1235,7 @@ static int rewrap(struct kms_ctx *c)
     if (collect_items(c, rewrap_fields, &items, &n, &batch) != 0) {
         goto out;
     }
+    c->items = batch ? n : 0;
     if (!batch && (items[0].ciphertext == NULL || items[0].ciphertext[0] == '\0')) {
         KMS_FAIL(c, 400, "missing ciphertext to decrypt");
         goto out;

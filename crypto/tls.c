@@ -70,10 +70,9 @@ static SSL_CTX *build_ctx(const struct kms_tls *t, struct kms_err *err)
         if (names != NULL) {
             SSL_CTX_set_client_CA_list(ctx, names);
         }
-        SSL_CTX_set_verify(ctx,
-                           SSL_VERIFY_PEER |
-                               (t->require_client_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
-                           NULL);
+        SSL_CTX_set_verify(
+            ctx, SSL_VERIFY_PEER | (t->require_client_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+            NULL);
     }
     return ctx;
 fail:

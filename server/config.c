@@ -51,6 +51,7 @@ static const struct centry table[] = {
     SIZE("max_header_size", max_header_size, 1024, 1 << 20),
     SIZE("max_connections", max_connections, 1, 1000000),
     SIZE("workers", workers, 0, 1024),
+    SIZE("storage_map_size", storage_map_size, (int64_t)1 << 20, (int64_t)1 << 40),
     SECS("read_timeout", read_timeout, 1, 3600),
     SECS("idle_timeout", idle_timeout, 1, 86400),
     SIZE("max_request_size", limits.max_request_size, 1024, (int64_t)1 << 32),
@@ -70,6 +71,7 @@ void kms_config_default(struct kms_config *cfg)
     cfg->max_connections = 4096;
     cfg->read_timeout = 30;
     cfg->idle_timeout = 120;
+    cfg->storage_map_size = (size_t)1 << 30;
     cfg->kms_deletion_delay = 30 * 86400;
     kms_api_limits_default(&cfg->limits);
 }

@@ -9,8 +9,8 @@
  * hostile clients: header bytes and count, body size (413 before reading it), a deadline for
  * a whole request (slow-header and slow-body clients), an idle timeout, and a connection cap.
  *
- * Requests are handed to api/ synchronously; responses always carry Content-Type
- * application/json and Cache-Control: no-store.
+ * Requests are handed to api/ synchronously; responses carry Content-Type application/json
+ * (unless api/ names another, as for Prometheus metrics) and Cache-Control: no-store.
  */
 #include "server/server.h"
 
@@ -162,10 +162,9 @@ static const char *reason(int status)
 static void write_response(struct conn *c, const struct kms_http_resp *r, bool head)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    evbuffer_add_printf(out,
-                        "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-                        "Cache-Control: no-store\r\n",
-                        r->status, reason(r->status));
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nCache-Control: no-store\r\n",
+                        r->status, reason(r->status),
+                        r->content_type[0] ? r->content_type : "application/json");
     if (r->status != 204) {
         evbuffer_add_printf(out, "Content-Length: %zu\r\n", r->body_len);
     }
@@ -550,7 +549,9 @@ static void on_write(struct bufferevent *bev, void *arg)
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
-    (void)what;
+    if (what & BEV_EVENT_CONNECTED) {
+        return; /* TLS handshake done */
+    }
     conn_free(arg);
 }
 
@@ -664,11 +665,16 @@ static void on_sniff(evutil_socket_t fd, short what, void *arg)
         conn_start(h, fd, bev, &sn->ss);
     } else {
         if (n == 1) {
+            /* consume what the client sent so that closing does not turn into a reset */
+            char sink[4096];
+            ssize_t r = recv(fd, sink, sizeof(sink), MSG_DONTWAIT);
+            (void)r;
             static const char plain[] =
                 "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: "
                 "close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
             ssize_t w = send(fd, plain, sizeof(plain) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
             (void)w;
+            shutdown(fd, SHUT_WR);
         }
         evutil_closesocket(fd);
     }
@@ -678,8 +684,8 @@ static void on_sniff(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
-                      int salen, void *arg)
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+                      void *arg)
 {
     struct kms_http *h = arg;
     struct sockaddr_storage ss;

@@ -332,6 +332,7 @@ int kms_server_main(int argc, char **argv)
         }
     }
 
+    sopts.map_size = cfg.storage_map_size;
     if (kms_storage_open(cfg.storage_path, seal, &sopts, &st, &err) != 0) {
         fprintf(stderr, "kmsd: %s\n", err.msg);
         goto out;

@@ -12,6 +12,7 @@
 struct kms_config {
     char listen_address[256]; /* "127.0.0.1:8200" */
     char storage_path[1024];
+    size_t storage_map_size;  /* LMDB map size in bytes */
     char seal_key_file[1024];
     char seal_key_env[128];   /* environment variable holding the seal key */
     char log_level[16];

@@ -1,0 +1,269 @@
+/*
+ * metrics.c - request counters and latency histograms, lock-free.
+ *
+ * Every worker thread updates the same counters with relaxed atomic adds; a route's slot is
+ * found by hashing the route-table row's address into a fixed open-addressed table (claimed
+ * once with a compare-and-swap), so the request path takes no lock. `GET sys/metrics` renders
+ * them in Prometheus text format (`?format=prometheus`) or as JSON.
+ */
+#include "api/api_int.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SLOTS 256
+#define NCODES 12
+#define NBUCKETS 12
+
+static const int codes[NCODES] = {200, 204, 207, 400, 403, 404, 405, 413, 429, 500, 503, 0};
+/* upper bounds in microseconds */
+static const uint64_t bounds_us[NBUCKETS] = {50,   100,   250,   500,    1000,    2500,
+                                             5000, 10000, 25000, 100000, 1000000, UINT64_MAX};
+
+struct slot {
+    _Atomic(const struct kms_route *) route;
+    char mount_type[32];
+    _Atomic uint64_t by_code[NCODES];
+    _Atomic uint64_t bucket[NBUCKETS];
+    _Atomic uint64_t sum_us;
+    _Atomic uint64_t items;
+};
+
+static struct slot slots[SLOTS];
+static struct slot unmatched;
+static _Atomic uint64_t logins[3]; /* allowed, denied, error */
+static _Atomic uint64_t cache_hits, cache_misses;
+
+static struct slot *slot_for(const struct kms_route *r, const char *mount_type)
+{
+    if (r == NULL) {
+        return &unmatched;
+    }
+    size_t h = ((uintptr_t)r >> 4) % SLOTS;
+    for (size_t i = 0; i < SLOTS; i++) {
+        struct slot *s = &slots[(h + i) % SLOTS];
+        const struct kms_route *cur = atomic_load_explicit(&s->route, memory_order_acquire);
+        if (cur == r) {
+            return s;
+        }
+        if (cur == NULL) {
+            const struct kms_route *expected = NULL;
+            /* the mount type is written before the route pointer publishes the slot */
+            if (atomic_compare_exchange_strong(&s->route, &expected, r)) {
+                snprintf(s->mount_type, sizeof(s->mount_type), "%s", mount_type);
+                return s;
+            }
+            if (expected == r) {
+                return s;
+            }
+        }
+    }
+    return &unmatched;
+}
+
+void kms_metrics_request(const struct kms_route *r, const char *mount_type, int status,
+                         uint64_t micros, size_t items)
+{
+    struct slot *s = slot_for(r, mount_type);
+    size_t ci = NCODES - 1;
+    for (size_t i = 0; i + 1 < NCODES; i++) {
+        if (codes[i] == status) {
+            ci = i;
+            break;
+        }
+    }
+    atomic_fetch_add_explicit(&s->by_code[ci], 1, memory_order_relaxed);
+    for (size_t b = 0; b < NBUCKETS; b++) {
+        if (micros <= bounds_us[b]) {
+            atomic_fetch_add_explicit(&s->bucket[b], 1, memory_order_relaxed);
+            break;
+        }
+    }
+    atomic_fetch_add_explicit(&s->sum_us, micros, memory_order_relaxed);
+    if (items > 0) {
+        atomic_fetch_add_explicit(&s->items, items, memory_order_relaxed);
+    }
+}
+
+void kms_metrics_login(int result)
+{
+    if (result >= 0 && result < 3) {
+        atomic_fetch_add_explicit(&logins[result], 1, memory_order_relaxed);
+    }
+}
+
+void kms_metrics_cache(bool hit)
+{
+    atomic_fetch_add_explicit(hit ? &cache_hits : &cache_misses, 1, memory_order_relaxed);
+}
+
+/* ---- rendering --------------------------------------------------------------------------- */
+
+struct out {
+    char *buf;
+    size_t len, cap;
+    bool oom;
+};
+
+static void outf(struct out *o, const char *fmt, ...) KMS_PRINTF(2, 3);
+
+static void outf(struct out *o, const char *fmt, ...)
+{
+    va_list ap;
+    for (;;) {
+        size_t room = o->cap - o->len;
+        va_start(ap, fmt);
+        int n = vsnprintf(o->buf ? o->buf + o->len : NULL, o->buf ? room : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            return;
+        }
+        if ((size_t)n < room && o->buf != NULL) {
+            o->len += (size_t)n;
+            return;
+        }
+        size_t ncap = (o->cap ? o->cap * 2 : 4096) + (size_t)n;
+        char *grown = realloc(o->buf, ncap);
+        if (grown == NULL) {
+            o->oom = true;
+            return;
+        }
+        o->buf = grown;
+        o->cap = ncap;
+    }
+}
+
+static void route_label(const struct slot *s, char *out, size_t n)
+{
+    const struct kms_route *r = atomic_load(&s->route);
+    if (r == NULL) {
+        snprintf(out, n, "unmatched");
+    } else {
+        snprintf(out, n, "%s:%s", s->mount_type, r->tmpl);
+    }
+}
+
+static void render_slot(struct out *o, const struct slot *s)
+{
+    char label[160];
+    route_label(s, label, sizeof(label));
+    for (size_t i = 0; i < NCODES; i++) {
+        uint64_t v = atomic_load_explicit(&s->by_code[i], memory_order_relaxed);
+        if (v != 0) {
+            if (codes[i] != 0) {
+                outf(o, "kmsd_requests_total{route=\"%s\",code=\"%d\"} %llu\n", label, codes[i],
+                     (unsigned long long)v);
+            } else {
+                outf(o, "kmsd_requests_total{route=\"%s\",code=\"other\"} %llu\n", label,
+                     (unsigned long long)v);
+            }
+        }
+    }
+}
+
+static void render_hist(struct out *o, const struct slot *s)
+{
+    char label[160];
+    uint64_t cum = 0;
+    route_label(s, label, sizeof(label));
+    for (size_t b = 0; b < NBUCKETS; b++) {
+        cum += atomic_load_explicit(&s->bucket[b], memory_order_relaxed);
+        if (bounds_us[b] == UINT64_MAX) {
+            outf(o, "kmsd_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n", label,
+                 (unsigned long long)cum);
+        } else {
+            outf(o, "kmsd_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n", label,
+                 (double)bounds_us[b] / 1e6, (unsigned long long)cum);
+        }
+    }
+    outf(o, "kmsd_request_duration_seconds_sum{route=\"%s\"} %.6f\n", label,
+         (double)atomic_load(&s->sum_us) / 1e6);
+    outf(o, "kmsd_request_duration_seconds_count{route=\"%s\"} %llu\n", label,
+         (unsigned long long)cum);
+}
+
+static bool slot_used(const struct slot *s)
+{
+    for (size_t b = 0; b < NBUCKETS; b++) {
+        if (atomic_load_explicit(&s->bucket[b], memory_order_relaxed) != 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+char *kms_metrics_prometheus(struct kms_api *api, size_t *len)
+{
+    struct out o = {NULL, 0, 0, false};
+    struct kms_txn *txn = NULL;
+    size_t nkeys = 0, nversions = 0, nkmskeys = 0, ntokens = 0;
+
+    outf(&o, "# HELP kmsd_requests_total Requests answered, by route and status code.\n"
+             "# TYPE kmsd_requests_total counter\n");
+    for (size_t i = 0; i < SLOTS; i++) {
+        if (slot_used(&slots[i])) {
+            render_slot(&o, &slots[i]);
+        }
+    }
+    if (slot_used(&unmatched)) {
+        render_slot(&o, &unmatched);
+    }
+    outf(&o, "# HELP kmsd_request_duration_seconds Time from parsed request to response.\n"
+             "# TYPE kmsd_request_duration_seconds histogram\n");
+    for (size_t i = 0; i < SLOTS; i++) {
+        if (slot_used(&slots[i])) {
+            render_hist(&o, &slots[i]);
+        }
+    }
+    outf(&o, "# HELP kmsd_batch_items_total Items processed in batch requests, by route.\n"
+             "# TYPE kmsd_batch_items_total counter\n");
+    for (size_t i = 0; i < SLOTS; i++) {
+        uint64_t v = atomic_load(&slots[i].items);
+        if (v != 0) {
+            char label[160];
+            route_label(&slots[i], label, sizeof(label));
+            outf(&o, "kmsd_batch_items_total{route=\"%s\"} %llu\n", label, (unsigned long long)v);
+        }
+    }
+    static const char *const lr[3] = {"allowed", "denied", "error"};
+    outf(&o, "# HELP kmsd_logins_total Logins, by result.\n# TYPE kmsd_logins_total counter\n");
+    for (size_t i = 0; i < 3; i++) {
+        outf(&o, "kmsd_logins_total{result=\"%s\"} %llu\n", lr[i],
+             (unsigned long long)atomic_load(&logins[i]));
+    }
+    outf(&o,
+         "# HELP kmsd_key_cache_requests_total Key cache lookups, by result.\n"
+         "# TYPE kmsd_key_cache_requests_total counter\n"
+         "kmsd_key_cache_requests_total{result=\"hit\"} %llu\n"
+         "kmsd_key_cache_requests_total{result=\"miss\"} %llu\n",
+         (unsigned long long)atomic_load(&cache_hits),
+         (unsigned long long)atomic_load(&cache_misses));
+    if (kms_storage_txn_begin(kms_api_storage(api), false, &txn) == 0) {
+        if (kms_storage_count(txn, KMS_DB_KEYS, &nkeys) != 0 ||
+            kms_storage_count(txn, KMS_DB_KEY_VERSIONS, &nversions) != 0 ||
+            kms_storage_count(txn, KMS_DB_KMSKEYS, &nkmskeys) != 0 ||
+            kms_storage_count(txn, KMS_DB_TOKENS, &ntokens) != 0) {
+            nkeys = nversions = nkmskeys = ntokens = 0;
+        }
+        kms_storage_txn_abort(&txn);
+    }
+    outf(&o,
+         "# HELP kmsd_transit_keys Transit keys in the store.\n# TYPE kmsd_transit_keys gauge\n"
+         "kmsd_transit_keys %zu\n"
+         "# HELP kmsd_transit_key_versions Transit key versions in the store.\n"
+         "# TYPE kmsd_transit_key_versions gauge\nkmsd_transit_key_versions %zu\n"
+         "# HELP kmsd_kmskeys KMSKey objects in the store.\n# TYPE kmsd_kmskeys gauge\n"
+         "kmsd_kmskeys %zu\n"
+         "# HELP kmsd_tokens Tokens in the store.\n# TYPE kmsd_tokens gauge\nkmsd_tokens %zu\n",
+         nkeys, nversions, nkmskeys, ntokens);
+    if (o.oom) {
+        free(o.buf);
+        return NULL;
+    }
+    *len = o.len;
+    return o.buf;
+}

@@ -1,0 +1,602 @@
+#!/usr/bin/python3
+"""Checks of everything under deploy/: the YAML parses, the KMSKey CRD accepts the product doc's
+example and refuses bad keys, the StatefulSet is locked down, the config files name only
+documented keys, the systemd unit verifies and the container build matches the Makefile.
+
+Run from anywhere with Debian's Python (PyYAML is Debian's python3-yaml):
+
+    /usr/bin/python3 -m unittest -v tests/deploy/test_manifests.py        (from the repo root)
+    /usr/bin/python3 tests/deploy/test_manifests.py -v
+
+The product doc is read from ../shared/seed/ next to the repository, or from $KMS_PRODUCT_DOC;
+the test that needs it is skipped when it is absent. `kubectl kustomize` and
+`systemd-analyze verify` run only when those tools are installed.
+
+The CRD check is a small hand-written validator for the OpenAPI v3 subset the CRD uses (types,
+enum, pattern, min/max length, minimum, date-time format, required, unknown fields, defaults)
+plus the CRD's CEL rules, each mirrored by a Python function; a CEL rule without a mirror fails
+the test, so the two cannot drift apart silently.
+"""
+import datetime
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEPLOY = os.path.join(ROOT, "deploy")
+K8S = os.path.join(DEPLOY, "kubernetes")
+PRODUCT_DOC = os.environ.get(
+    "KMS_PRODUCT_DOC",
+    os.path.join(os.path.dirname(ROOT), "shared", "seed", "000_3d02e4c5afebaecf.txt"))
+
+# The CRD's CEL rules (x-kubernetes-validations), mirrored. Arguments: the value at the rule's
+# node and its old value (None on create: transition rules are skipped then, as in Kubernetes).
+CEL_RULES = {
+    "self == oldSelf": lambda s, old: old is None or s == old,
+    "!has(self.enabled) || !self.enabled || has(self.interval)":
+        lambda s, old: not s.get("enabled", False) or "interval" in s,
+    "!has(self.exportable) || !self.exportable":
+        lambda s, old: not s.get("exportable", False),
+}
+
+OBJECT_META_FIELDS = {"name", "namespace", "labels", "annotations", "generateName", "finalizers"}
+
+
+def yaml_files():
+    out = []
+    for d, _, files in os.walk(DEPLOY):
+        out.extend(os.path.join(d, f) for f in files if f.endswith((".yaml", ".yml")))
+    return sorted(out)
+
+
+def load_all(path):
+    with open(path, encoding="utf-8") as f:
+        return [d for d in yaml.safe_load_all(f) if d is not None]
+
+
+def load_one(name, kind=None):
+    docs = load_all(os.path.join(K8S, name))
+    if kind is not None:
+        docs = [d for d in docs if d.get("kind") == kind]
+    if len(docs) != 1:
+        raise AssertionError(f"{name}: expected one {kind or 'document'}, found {len(docs)}")
+    return docs[0]
+
+
+def crd_schema():
+    crd = load_one("crd-kmskey.yaml")
+    (version,) = crd["spec"]["versions"]
+    return version["schema"]["openAPIV3Schema"]
+
+
+# --- validator --------------------------------------------------------------------------------
+
+def _type_ok(t, v):
+    return {
+        "object": isinstance(v, dict),
+        "array": isinstance(v, list),
+        "string": isinstance(v, str),
+        "boolean": isinstance(v, bool),
+        "integer": isinstance(v, int) and not isinstance(v, bool),
+        "number": isinstance(v, (int, float)) and not isinstance(v, bool),
+    }[t]
+
+
+def apply_defaults(schema, value):
+    """Kubernetes fills defaults before validating; do the same, recursively, on a copy."""
+    if isinstance(value, dict) and "properties" in schema:
+        value = dict(value)
+        for k, sub in schema["properties"].items():
+            if k not in value and "default" in sub:
+                value[k] = json.loads(json.dumps(sub["default"]))
+            if k in value:
+                value[k] = apply_defaults(sub, value[k])
+    elif isinstance(value, list) and "items" in schema:
+        value = [apply_defaults(schema["items"], v) for v in value]
+    return value
+
+
+def validate(schema, value, path="", old=None, root=True):
+    """Return a list of error strings; empty when value is valid."""
+    errs = []
+    t = schema.get("type")
+    if t is not None and not _type_ok(t, value):
+        return [f"{path or '<root>'}: expected {t}, got {type(value).__name__}"]
+    if "enum" in schema and value not in schema["enum"]:
+        errs.append(f"{path}: {value!r} is not one of {schema['enum']}")
+    if isinstance(value, str):
+        if "pattern" in schema and re.search(schema["pattern"], value) is None:
+            errs.append(f"{path}: {value!r} does not match {schema['pattern']}")
+        if len(value) > schema.get("maxLength", len(value)):
+            errs.append(f"{path}: longer than {schema['maxLength']}")
+        if len(value) < schema.get("minLength", 0):
+            errs.append(f"{path}: shorter than {schema['minLength']}")
+        if schema.get("format") == "date-time":
+            try:
+                datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                errs.append(f"{path}: {value!r} is not an RFC 3339 date-time")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"]:
+            errs.append(f"{path}: {value} is below {schema['minimum']}")
+    if isinstance(value, dict):
+        props = schema.get("properties")
+        for r in schema.get("required", []):
+            if r not in value:
+                errs.append(f"{path}: missing required field {r!r}")
+        if props is not None:
+            for k, v in value.items():
+                if k not in props:
+                    errs.append(f"{path}: unknown field {k!r}")
+                    continue
+                oldv = old.get(k) if isinstance(old, dict) else None
+                errs += validate(props[k], v, f"{path}.{k}" if path else k, oldv, False)
+        elif root is False and path == "metadata":
+            for k in value:
+                if k not in OBJECT_META_FIELDS:
+                    errs.append(f"metadata: unknown field {k!r}")
+    if isinstance(value, list) and "items" in schema:
+        for i, v in enumerate(value):
+            errs += validate(schema["items"], v, f"{path}[{i}]", None, False)
+    for rule in schema.get("x-kubernetes-validations", []):
+        fn = CEL_RULES.get(rule["rule"])
+        if fn is None:
+            raise AssertionError(f"CEL rule without a Python mirror: {rule['rule']!r}")
+        if not fn(value, old):
+            errs.append(f"{path}: {rule.get('message', rule['rule'])}")
+    return errs
+
+
+def validate_kmskey(obj, old=None):
+    errs = []
+    if obj.get("apiVersion") != "security.kube-dc.com/v1alpha1" or obj.get("kind") != "KMSKey":
+        errs.append("not a security.kube-dc.com/v1alpha1 KMSKey")
+    name = (obj.get("metadata") or {}).get("name", "")
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", name):
+        errs.append(f"metadata.name {name!r} is not a DNS subdomain")
+    schema = crd_schema()
+    obj = apply_defaults(schema, obj)
+    old = apply_defaults(schema, old) if old is not None else None
+    return errs + validate(schema, obj, old=old)
+
+
+# --- the product doc's YAML -------------------------------------------------------------------
+
+def product_doc_kmskey():
+    """The KMSKey YAML of the product doc. The stored text lost its indentation, so rebuild it
+    from the CRD schema: each key goes under the innermost open mapping that declares it."""
+    with open(PRODUCT_DOC, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    start = lines.index("apiVersion: security.kube-dc.com/v1alpha1")
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("kubectl apply"))
+    schema = crd_schema()
+    meta_schema = {"properties": {k: {} for k in OBJECT_META_FIELDS}}
+    stack = [(schema, 0)]  # (schema node, indent of its children)
+    out = []
+    for line in lines[start:end]:
+        key, _, val = line.strip().partition(":")
+        while stack and key not in stack[-1][0].get("properties", {}):
+            stack.pop()
+        if not stack:
+            raise AssertionError(f"product doc: key {key!r} is not in the CRD schema")
+        node, indent = stack[-1]
+        out.append(" " * indent + line.strip())
+        if val.strip() == "":
+            child = meta_schema if key == "metadata" and indent == 0 else node["properties"][key]
+            stack.append((child, indent + 2))
+    return yaml.safe_load("\n".join(out))
+
+
+# --- documented config keys -------------------------------------------------------------------
+
+def documented_config_keys():
+    keys = set()
+    for doc in ("docs/config.md", "docs/operations.md"):
+        with open(os.path.join(ROOT, doc), encoding="utf-8") as f:
+            for line in f:
+                m = re.match(r"\|\s*`([a-z0-9_]+)`\s*\|", line)
+                if m:
+                    keys.add(m.group(1))
+    return keys
+
+
+def find_container(pod_spec, name, init=False):
+    lst = pod_spec.get("initContainers" if init else "containers", [])
+    return next(c for c in lst if c["name"] == name)
+
+
+def under(path, mount):
+    return path == mount or path.startswith(mount.rstrip("/") + "/")
+
+
+class ManifestsParse(unittest.TestCase):
+    def test_every_yaml_document_is_a_named_object(self):
+        files = yaml_files()
+        self.assertGreaterEqual(len(files), 12, files)
+        for path in files:
+            with self.subTest(path=os.path.relpath(path, ROOT)):
+                docs = load_all(path)
+                self.assertTrue(docs, "no documents")
+                for d in docs:
+                    self.assertIsInstance(d, dict)
+                    self.assertTrue(d.get("apiVersion"), "apiVersion missing")
+                    self.assertTrue(d.get("kind"), "kind missing")
+                    self.assertTrue((d.get("metadata") or {}).get("name"), "metadata.name missing")
+
+    def test_kustomization_lists_the_installation(self):
+        k = load_one("kustomization.yaml")
+        listed = set(k["resources"])
+        for f in listed:
+            self.assertTrue(os.path.isfile(os.path.join(K8S, f)), f)
+        present = {f for f in os.listdir(K8S) if f.endswith(".yaml")}
+        not_listed = present - listed - {"kustomization.yaml"}
+        self.assertEqual(not_listed, {"example-kmskey.yaml", "secret-seal-key.example.yaml",
+                                      "secret-tls.example.yaml"})
+
+    @unittest.skipUnless(shutil.which("kubectl"), "kubectl not installed")
+    def test_kustomize_builds(self):
+        r = subprocess.run(["kubectl", "kustomize", K8S], capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        kinds = sorted(d["kind"] for d in yaml.safe_load_all(r.stdout) if d)
+        self.assertIn("StatefulSet", kinds)
+        self.assertIn("CustomResourceDefinition", kinds)
+
+
+class KMSKeyCRD(unittest.TestCase):
+    def test_crd_shape(self):
+        crd = load_one("crd-kmskey.yaml")
+        self.assertEqual(crd["apiVersion"], "apiextensions.k8s.io/v1")
+        s = crd["spec"]
+        self.assertEqual(crd["metadata"]["name"], "kmskeys.security.kube-dc.com")
+        self.assertEqual(s["group"], "security.kube-dc.com")
+        self.assertEqual(s["scope"], "Namespaced")
+        self.assertEqual(s["names"]["kind"], "KMSKey")
+        self.assertEqual(s["names"]["plural"], "kmskeys")
+        self.assertEqual(s["names"]["shortNames"], ["kkey"])
+        (v,) = s["versions"]
+        self.assertEqual(v["name"], "v1alpha1")
+        self.assertTrue(v["served"] and v["storage"])
+        self.assertEqual(v["subresources"], {"status": {}})
+        cols = [(c["name"], c["jsonPath"]) for c in v["additionalPrinterColumns"]]
+        self.assertEqual(cols, [("Purpose", ".spec.purpose"), ("Algorithm", ".spec.algorithm"),
+                                ("Version", ".status.currentVersion"),
+                                ("Age", ".metadata.creationTimestamp")])
+        spec = v["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        self.assertEqual(spec["purpose"]["enum"], ["application", "etcd", "backup"])
+        self.assertEqual(spec["purpose"]["default"], "application")
+        self.assertEqual(spec["algorithm"]["enum"], ["aes256-gcm96", "chacha20-poly1305"])
+        self.assertEqual(spec["algorithm"]["default"], "aes256-gcm96")
+        self.assertEqual(spec["deletionPolicy"]["enum"], ["retain", "schedule"])
+        self.assertEqual(spec["deletionPolicy"]["default"], "retain")
+        self.assertEqual(spec["exportable"], {**spec["exportable"], "type": "boolean",
+                                              "default": False})
+        self.assertEqual(set(spec["rotation"]["properties"]), {"enabled", "interval"})
+        status = v["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+        self.assertEqual(set(status), {"keyId", "currentVersion", "minDecryptionVersion",
+                                       "lastRotatedTime", "nextRotationTime",
+                                       "scheduledDeletion", "conditions"})
+        cond = status["conditions"]["items"]
+        self.assertEqual(set(cond["required"]),
+                         {"type", "status", "lastTransitionTime", "reason", "message"})
+        self.assertEqual(cond["properties"]["status"]["enum"], ["True", "False", "Unknown"])
+
+    @unittest.skipUnless(os.path.isfile(PRODUCT_DOC), "product doc not found: " + PRODUCT_DOC)
+    def test_product_doc_example_validates_and_matches_example_file(self):
+        doc = product_doc_kmskey()
+        self.assertEqual(validate_kmskey(doc), [])
+        self.assertEqual(doc["spec"]["rotation"], {"enabled": True, "interval": "90d"})
+        self.assertEqual(doc, load_one("example-kmskey.yaml"))
+
+    def test_example_kmskey_validates(self):
+        self.assertEqual(validate_kmskey(load_one("example-kmskey.yaml")), [])
+
+    def test_defaults_fill_an_empty_spec(self):
+        obj = {"apiVersion": "security.kube-dc.com/v1alpha1", "kind": "KMSKey",
+               "metadata": {"name": "k", "namespace": "p"}}
+        self.assertEqual(validate_kmskey(obj), [])
+        spec = apply_defaults(crd_schema(), obj)["spec"]
+        self.assertEqual(spec, {"purpose": "application", "algorithm": "aes256-gcm96",
+                                "deletionPolicy": "retain", "exportable": False})
+
+    def _with(self, **spec):
+        base = load_one("example-kmskey.yaml")
+        base = json.loads(json.dumps(base))
+        base["spec"].update(spec)
+        return base
+
+    def test_bad_kmskeys_are_refused(self):
+        bad = {
+            "purpose foo": self._with(purpose="foo"),
+            "interval 90x": self._with(rotation={"enabled": True, "interval": "90x"}),
+            "deletionPolicy later": self._with(deletionPolicy="later"),
+            "algorithm aes128-gcm96": self._with(algorithm="aes128-gcm96"),
+            "interval 0s": self._with(rotation={"enabled": True, "interval": "0s"}),
+            "interval 1w": self._with(rotation={"enabled": True, "interval": "1w"}),
+            "interval 1.5h": self._with(rotation={"enabled": True, "interval": "1.5h"}),
+            "interval 90 (no unit)": self._with(rotation={"enabled": True, "interval": "90"}),
+            "interval -1h": self._with(rotation={"enabled": True, "interval": "-1h"}),
+            "enabled without interval": self._with(rotation={"enabled": True}),
+            "enabled as a string": self._with(rotation={"enabled": "yes", "interval": "1h"}),
+            "exportable": self._with(exportable=True),
+            "unknown spec field": self._with(colour="blue"),
+        }
+        for what, obj in bad.items():
+            with self.subTest(what):
+                self.assertNotEqual(validate_kmskey(obj), [], "accepted")
+
+    def test_good_intervals_are_accepted(self):
+        for iv in ("90d", "12h", "45s", "1h30m", "500ms", "2d12h", "730d", "10us", "1ns"):
+            with self.subTest(iv):
+                obj = self._with(rotation={"enabled": True, "interval": iv})
+                self.assertEqual(validate_kmskey(obj), [])
+        self.assertEqual(validate_kmskey(self._with(rotation={"enabled": False})), [])
+
+    def test_algorithm_is_immutable(self):
+        old = load_one("example-kmskey.yaml")
+        self.assertEqual(validate_kmskey(self._with(deletionPolicy="schedule"), old), [])
+        self.assertNotEqual(validate_kmskey(self._with(algorithm="chacha20-poly1305"), old), [])
+
+    def test_status_shape(self):
+        obj = load_one("example-kmskey.yaml")
+        obj["status"] = {
+            "keyId": "transit/keys/my-org-my-project-app-secrets", "currentVersion": 3,
+            "minDecryptionVersion": 1, "lastRotatedTime": "2026-04-15T02:00:11Z",
+            "nextRotationTime": "2026-07-14T02:00:11Z",
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Provisioned",
+                            "message": "", "lastTransitionTime": "2026-04-15T02:00:11Z",
+                            "observedGeneration": 1}],
+        }
+        self.assertEqual(validate_kmskey(obj), [])
+        obj["status"]["conditions"][0]["status"] = "yes"
+        self.assertNotEqual(validate_kmskey(obj), [])
+
+
+class Workload(unittest.TestCase):
+    def setUp(self):
+        self.sts = load_one("statefulset.yaml", "StatefulSet")
+        self.pod = self.sts["spec"]["template"]["spec"]
+        self.kmsd = find_container(self.pod, "kmsd")
+        self.config = json.loads(load_one("configmap.yaml")["data"]["kmsd.json"])
+
+    def test_single_replica_with_persistent_store(self):
+        self.assertEqual(self.sts["spec"]["replicas"], 1)
+        (pvc,) = self.sts["spec"]["volumeClaimTemplates"]
+        mounts = {m["name"]: m for m in self.kmsd["volumeMounts"]}
+        self.assertEqual(mounts[pvc["metadata"]["name"]]["mountPath"], "/var/lib/kmsd")
+        self.assertEqual(pvc["spec"]["accessModes"], ["ReadWriteOnce"])
+
+    def test_security_context(self):
+        psc = self.pod["securityContext"]
+        self.assertIs(psc["runAsNonRoot"], True)
+        self.assertEqual(psc["runAsUser"], 65532)
+        self.assertIn("fsGroup", psc)
+        self.assertEqual(psc["seccompProfile"]["type"], "RuntimeDefault")
+        self.assertIs(self.pod["automountServiceAccountToken"], False)
+        for c in self.pod["containers"] + self.pod.get("initContainers", []):
+            with self.subTest(container=c["name"]):
+                sc = c["securityContext"]
+                self.assertIs(sc["runAsNonRoot"], True)
+                self.assertIs(sc["readOnlyRootFilesystem"], True)
+                self.assertIs(sc["allowPrivilegeEscalation"], False)
+                self.assertEqual(sc["capabilities"]["drop"], ["ALL"])
+                self.assertNotIn("add", sc["capabilities"])
+                self.assertEqual(sc["seccompProfile"]["type"], "RuntimeDefault")
+                self.assertFalse(sc.get("privileged", False))
+                res = c["resources"]
+                self.assertTrue(res["requests"]["cpu"] and res["requests"]["memory"])
+                self.assertTrue(res["limits"]["cpu"] and res["limits"]["memory"])
+
+    def test_probes_use_sys_health(self):
+        for probe in ("livenessProbe", "readinessProbe"):
+            with self.subTest(probe):
+                get = self.kmsd[probe]["httpGet"]
+                self.assertTrue(get["path"].startswith("/v1/sys/health"), get["path"])
+                self.assertIn(get["port"], (8200, "https", "http"))
+        # An uninitialised server must stay alive until sys/init; only readiness waits for it.
+        self.assertIn("uninitcode=200", self.kmsd["livenessProbe"]["httpGet"]["path"])
+        self.assertEqual(self.kmsd["readinessProbe"]["httpGet"]["path"], "/v1/sys/health")
+        tls = "tls_cert_file" in self.config
+        for probe in ("livenessProbe", "readinessProbe"):
+            self.assertEqual(self.kmsd[probe]["httpGet"].get("scheme", "HTTP"),
+                             "HTTPS" if tls else "HTTP")
+
+    def test_command_and_grace_period(self):
+        self.assertIn("-config=/etc/kmsd/kmsd.json", self.kmsd["args"])
+        # kmsd drains requests for up to 10 s after SIGTERM.
+        self.assertGreaterEqual(self.pod["terminationGracePeriodSeconds"], 15)
+
+    def test_config_paths_are_mounted(self):
+        vols = {v["name"]: v for v in self.pod["volumes"]}
+        mounts = {m["mountPath"]: m for m in self.kmsd["volumeMounts"]}
+        cfg_mount = next(m for m in self.kmsd["volumeMounts"]
+                         if "configMap" in vols.get(m["name"], {}))
+        self.assertEqual(cfg_mount["mountPath"], "/etc/kmsd")
+        self.assertEqual(vols[cfg_mount["name"]]["configMap"]["name"], "kmsd-config")
+        for key in ("storage_path", "seal_key_file", "audit_file", "tls_cert_file",
+                    "tls_key_file", "tls_client_ca_file"):
+            if key in self.config:
+                with self.subTest(key):
+                    self.assertTrue(any(under(self.config[key], p) for p in mounts),
+                                    f"{key}={self.config[key]} is on no mounted volume")
+        for key in ("storage_path", "audit_file"):
+            self.assertTrue(under(self.config[key], "/var/lib/kmsd"), key)
+
+    def test_seal_key_reaches_the_server_only_as_an_owner_only_copy(self):
+        vols = {v["name"]: v for v in self.pod["volumes"]}
+        secret_vols = {n for n, v in vols.items()
+                       if v.get("secret", {}).get("secretName") == "kmsd-seal-key"}
+        self.assertEqual(len(secret_vols), 1)
+        for m in self.kmsd["volumeMounts"]:
+            self.assertNotIn(m["name"], secret_vols, "server mounts the seal key Secret")
+        init = find_container(self.pod, "seal-key", init=True)
+        self.assertEqual(init["command"][:3], ["install", "-m", "0400"])
+        src, dst = init["command"][3:5]
+        imounts = {m["name"]: m for m in init["volumeMounts"]}
+        (sv,) = secret_vols
+        self.assertIs(imounts[sv]["readOnly"], True)
+        self.assertTrue(under(src, imounts[sv]["mountPath"]))
+        self.assertEqual(dst, self.config["seal_key_file"])
+        copy_vol = next(n for n, m in imounts.items() if under(dst, m["mountPath"]))
+        self.assertEqual(vols[copy_vol]["emptyDir"]["medium"], "Memory")
+        smounts = {m["name"]: m for m in self.kmsd["volumeMounts"]}
+        self.assertIs(smounts[copy_vol]["readOnly"], True)
+
+    def test_service_and_network_policy(self):
+        svc = next(d for d in load_all(os.path.join(K8S, "service.yaml"))
+                   if d["metadata"]["name"] == "kmsd")
+        self.assertEqual(svc["spec"]["type"], "ClusterIP")
+        self.assertEqual([p["port"] for p in svc["spec"]["ports"]], [8200])
+        labels = self.sts["spec"]["template"]["metadata"]["labels"]
+        for k, v in svc["spec"]["selector"].items():
+            self.assertEqual(labels.get(k), v)
+        np = load_one("networkpolicy.yaml")
+        self.assertEqual(sorted(np["spec"]["policyTypes"]), ["Egress", "Ingress"])
+        self.assertFalse(np["spec"].get("egress"), "egress must be denied")
+        for k, v in np["spec"]["podSelector"]["matchLabels"].items():
+            self.assertEqual(labels.get(k), v)
+        for rule in np["spec"]["ingress"]:
+            self.assertEqual(rule["ports"], [{"protocol": "TCP", "port": 8200}])
+            for peer in rule["from"]:
+                self.assertEqual(set(peer), {"namespaceSelector"})
+                self.assertTrue(peer["namespaceSelector"]["matchLabels"])
+
+    def test_kmsd_account_has_no_api_access(self):
+        sa = load_one("serviceaccount.yaml")
+        self.assertIs(sa["automountServiceAccountToken"], False)
+        self.assertEqual(self.pod["serviceAccountName"], sa["metadata"]["name"])
+        rbac = load_all(os.path.join(K8S, "rbac.yaml"))
+        for d in rbac:
+            for subj in d.get("subjects", []):
+                self.assertNotEqual(subj.get("name"), sa["metadata"]["name"], d["metadata"])
+        ctrl = next(d for d in rbac if d["metadata"]["name"] == "kmsd-kmskey-controller")
+        res = {r for rule in ctrl["rules"] for r in rule["resources"]}
+        self.assertTrue({"kmskeys", "kmskeys/status"} <= res)
+        for rule in ctrl["rules"]:
+            self.assertNotIn("*", rule["verbs"])
+            self.assertNotIn("secrets", rule["resources"])
+
+
+class ConfigFiles(unittest.TestCase):
+    def test_config_keys_are_documented(self):
+        documented = documented_config_keys()
+        self.assertIn("storage_path", documented)
+        cm = json.loads(load_one("configmap.yaml")["data"]["kmsd.json"])
+        with open(os.path.join(DEPLOY, "systemd", "kmsd.json"), encoding="utf-8") as f:
+            unit_cfg = json.load(f)
+        for name, cfg in (("configmap.yaml", cm), ("systemd/kmsd.json", unit_cfg)):
+            for key in cfg:
+                with self.subTest(file=name, key=key):
+                    self.assertIn(key, documented)
+            self.assertIn("storage_path", cfg)
+
+    def test_example_secrets_hold_no_key(self):
+        hexkey = re.compile(r"\b[0-9a-fA-F]{64}\b")
+        b64key = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{43}=(?![A-Za-z0-9+/=])")
+        for f in os.listdir(K8S):
+            if not f.endswith(".example.yaml"):
+                continue
+            with self.subTest(f):
+                for d in load_all(os.path.join(K8S, f)):
+                    values = list((d.get("stringData") or {}).values())
+                    values += list((d.get("data") or {}).values())
+                    for v in values:
+                        self.assertIsNone(hexkey.search(v), "looks like a real hex key")
+                        self.assertIsNone(b64key.search(v), "looks like a real base64 key")
+                        self.assertNotIn("PRIVATE KEY-----", v)
+
+
+def parse_unit(path):
+    """systemd unit -> {section: [(key, value), ...]}; keys may repeat."""
+    out, section = {}, None
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith(("#", ";")):
+                continue
+            if line.startswith("["):
+                section = line.strip("[]")
+                out.setdefault(section, [])
+                continue
+            k, _, v = line.partition("=")
+            out[section].append((k.strip(), v.strip()))
+    return out
+
+
+class SystemdUnit(unittest.TestCase):
+    UNIT = os.path.join(DEPLOY, "systemd", "kmsd.service")
+
+    def test_hardening_directives(self):
+        svc = dict(parse_unit(self.UNIT)["Service"])
+        want = {
+            "StateDirectory": "kmsd", "ConfigurationDirectory": "kmsd", "NoNewPrivileges": "yes",
+            "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
+            "PrivateDevices": "yes", "ProtectKernelTunables": "yes",
+            "ProtectKernelModules": "yes", "ProtectKernelLogs": "yes",
+            "ProtectControlGroups": "yes",
+            "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX", "RestrictNamespaces": "yes",
+            "LockPersonality": "yes", "MemoryDenyWriteExecute": "yes",
+            "SystemCallArchitectures": "native", "LimitCORE": "0", "UMask": "0077",
+            "CapabilityBoundingSet": "", "ExecReload": "/bin/kill -HUP $MAINPID",
+        }
+        for k, v in want.items():
+            with self.subTest(k):
+                self.assertEqual(svc.get(k), v)
+        filters = [v for k, v in parse_unit(self.UNIT)["Service"] if k == "SystemCallFilter"]
+        self.assertIn("@system-service", filters)
+        self.assertTrue(svc.get("User") or svc.get("DynamicUser") == "yes")
+        self.assertIn("-config=/etc/kmsd/kmsd.json", svc["ExecStart"])
+
+    @unittest.skipUnless(shutil.which("systemd-analyze"), "systemd-analyze not installed")
+    def test_systemd_analyze_verify(self):
+        # verify insists that ExecStart's binary exists; kmsd may not be installed here, so
+        # check a copy of the unit whose ExecStart binary is /bin/true.
+        with open(self.UNIT, encoding="utf-8") as f:
+            text = f.read()
+        self.assertIn("ExecStart=/usr/local/bin/kmsd ", text)
+        text = text.replace("ExecStart=/usr/local/bin/kmsd ", "ExecStart=/bin/true ")
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "kmsd.service")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+            r = subprocess.run(["systemd-analyze", "verify", path], capture_output=True,
+                               text=True, timeout=60, cwd=d)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        # Bad values are only warned about ("Failed to parse ..., ignoring"), so any complaint
+        # naming the unit file is a failure.
+        complaints = [l for l in (r.stdout + r.stderr).splitlines() if "kmsd.service" in l]
+        self.assertEqual(complaints, [])
+
+
+class ContainerBuild(unittest.TestCase):
+    def test_containerfile(self):
+        with open(os.path.join(DEPLOY, "container", "Containerfile"), encoding="utf-8") as f:
+            text = f.read()
+        stages = re.findall(r"^FROM\s+(\S+)", text, re.M)
+        self.assertEqual(stages, ["debian:12", "debian:12-slim"])
+        build, runtime = re.split(r"^FROM debian:12-slim", text, flags=re.M)
+        with open(os.path.join(ROOT, "Makefile"), encoding="utf-8") as f:
+            mk = f.read()
+        deps = re.search(r"^DEPS\s*:?=((?:.*\\\n)*.*)$", mk, re.M).group(1).replace("\\\n", " ")
+        for pkg in deps.split():
+            if pkg.endswith("-dev") or pkg in ("cmake", "make", "gcc", "pkg-config"):
+                with self.subTest(pkg):
+                    self.assertRegex(build, r"\s" + re.escape(pkg) + r"\s")
+        for pkg in ("libssl3", "liblmdb0", "libevent-2.1-7", "libevent-core-2.1-7",
+                    "libevent-pthreads-2.1-7", "libjansson4", "libjwt0", "libyaml-0-2"):
+            self.assertRegex(runtime, r"\s" + re.escape(pkg) + r"\s")
+        self.assertNotRegex(runtime, r"\S+-dev\b")
+        self.assertIsNotNone(re.search(r"^USER 65532(:65532)?$", runtime, re.M))
+        self.assertIn("EXPOSE 8200", runtime)
+        self.assertIn('ENTRYPOINT ["/usr/local/bin/kmsd"]', runtime)
+        self.assertIn('CMD ["server", "-config=/etc/kmsd/kmsd.json"]', runtime)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,203 @@
+"""HTTPS listener: hvac with a CA file, TLS versions, plain HTTP on the TLS port, SIGHUP
+certificate reload without dropping connections, client certificates; and the Prometheus
+metrics endpoint."""
+
+import base64
+import http.client
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import unittest
+
+import hvac
+
+from kmsd_harness import KmsdServer
+
+
+def openssl(*args):
+    subprocess.run(["openssl"] + list(args), check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+
+
+def make_ca(d, name):
+    key, crt = os.path.join(d, name + ".key"), os.path.join(d, name + ".crt")
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", key, "-out", crt, "-days", "2", "-subj", "/CN=" + name)
+    return key, crt
+
+
+def make_leaf(d, name, ca_key, ca_crt, serial):
+    key, csr, crt = (os.path.join(d, name + ext) for ext in (".key", ".csr", ".crt"))
+    ext = os.path.join(d, name + ".ext")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", key, "-out", csr, "-subj", "/CN=" + name)
+    openssl("x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-set_serial",
+            str(serial), "-days", "2", "-out", crt, "-extfile", ext)
+    os.chmod(key, 0o600)
+    return key, crt
+
+
+def https(port, ca, path="/v1/sys/health", cert=None, token=None, conn=None):
+    ctx = ssl.create_default_context(cafile=ca)
+    if cert:
+        ctx.load_cert_chain(*cert)
+    c = conn or http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+    headers = {"X-Vault-Token": token} if token else {}
+    c.request("GET", path, headers=headers)
+    r = c.getresponse()
+    return c, r.status, r.getheader("Content-Type"), r.read()
+
+
+class TLSTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="kmsd-tls-")
+        cls.ca_key, cls.ca = make_ca(cls.dir, "ca")
+        cls.key, cls.crt = make_leaf(cls.dir, "server", cls.ca_key, cls.ca, 1001)
+        cls.server = KmsdServer(mode="config", config={
+            "tls_cert_file": cls.crt, "tls_key_file": cls.key})
+        cls.server.start()
+        ctx = ssl.create_default_context(cafile=cls.ca)
+        c = http.client.HTTPSConnection("127.0.0.1", cls.server.port, context=ctx, timeout=10)
+        c.request("PUT", "/v1/sys/init", body="{}")
+        r = c.getresponse()
+        import json
+        cls.token = json.loads(r.read())["root_token"]
+        c.request("POST", "/v1/sys/mounts/transit", body='{"type":"transit"}',
+                  headers={"X-Vault-Token": cls.token})
+        assert c.getresponse().status == 204
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.server.stop()
+        cls.server.cleanup()
+        assert rc == 0, rc
+
+    def url(self):
+        return "https://127.0.0.1:%d" % self.server.port
+
+    def test_hvac_with_ca_file(self):
+        c = hvac.Client(url=self.url(), token=self.token, verify=self.ca)
+        self.assertTrue(c.is_authenticated())
+        c.secrets.transit.create_key("tls-k")
+        ct = c.secrets.transit.encrypt_data("tls-k", base64.b64encode(b"hunter2").decode())
+        pt = c.secrets.transit.decrypt_data("tls-k", ct["data"]["ciphertext"])
+        self.assertEqual(base64.b64decode(pt["data"]["plaintext"]), b"hunter2")
+
+    def test_untrusted_server_refused_by_client(self):
+        c = hvac.Client(url=self.url(), token=self.token, verify=True)
+        with self.assertRaises(Exception):
+            c.sys.read_health_status(method="GET")
+
+    def test_plain_http_gets_clear_answer(self):
+        s = socket.create_connection(("127.0.0.1", self.server.port), timeout=5)
+        s.sendall(b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        self.assertTrue(data.startswith(b"HTTP/1.0 400"), data)
+        self.assertIn(b"Client sent an HTTP request to an HTTPS server.", data)
+
+    def test_old_tls_versions_refused(self):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(self.ca)
+        try:
+            ctx.minimum_version = ssl.TLSVersion.TLSv1
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+        except ValueError:
+            self.skipTest("this OpenSSL cannot even offer TLS 1.1")
+        with self.assertRaises((ssl.SSLError, ConnectionResetError)):
+            with socket.create_connection(("127.0.0.1", self.server.port), timeout=5) as s:
+                with ctx.wrap_socket(s, server_hostname="127.0.0.1"):
+                    pass
+        ctx13 = ssl.create_default_context(cafile=self.ca)
+        ctx13.minimum_version = ssl.TLSVersion.TLSv1_2
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=5) as s:
+            with ctx13.wrap_socket(s, server_hostname="127.0.0.1") as t:
+                self.assertIn(t.version(), ("TLSv1.2", "TLSv1.3"))
+
+    def test_sighup_reloads_certificate_keeping_connections(self):
+        conn, status, _, _ = https(self.server.port, self.ca)
+        self.assertEqual(status, 200)
+        # issue a new certificate (new serial) over the same files, then SIGHUP
+        key2, crt2 = make_leaf(self.dir, "server2", self.ca_key, self.ca, 2002)
+        os.replace(key2, self.key)
+        os.replace(crt2, self.crt)
+        self.server.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.3)
+        # the old keep-alive connection still works
+        _, status, _, _ = https(self.server.port, self.ca, conn=conn)
+        self.assertEqual(status, 200)
+        conn.close()
+        # a new connection sees the new certificate
+        ctx = ssl.create_default_context(cafile=self.ca)
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=5) as s:
+            with ctx.wrap_socket(s, server_hostname="127.0.0.1") as t:
+                der = t.getpeercert(binary_form=True)
+        out = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-serial"],
+                             input=der, capture_output=True, check=True).stdout
+        self.assertIn(b"07D2", out.upper())  # 2002
+        self.assertIn("TLS certificate reloaded", self.server.log_text())
+
+    def test_broken_certificate_on_reload_keeps_old(self):
+        with open(self.crt, "rb") as f:
+            good = f.read()
+        with open(self.crt, "w") as f:
+            f.write("not a certificate\n")
+        try:
+            self.server.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.3)
+            _, status, _, _ = https(self.server.port, self.ca)
+            self.assertEqual(status, 200)
+            self.assertIn("TLS reload failed", self.server.log_text())
+        finally:
+            with open(self.crt, "wb") as f:
+                f.write(good)
+
+    def test_prometheus_metrics(self):
+        _, status, ctype, body = https(self.server.port, self.ca,
+                                       "/v1/sys/metrics?format=prometheus", token=self.token)
+        self.assertEqual(status, 200)
+        self.assertTrue(ctype.startswith("text/plain"), ctype)
+        text = body.decode()
+        self.assertIn("# TYPE kmsd_requests_total counter", text)
+        self.assertIn('kmsd_requests_total{route="system:health",code="200"}', text)
+        self.assertIn("kmsd_request_duration_seconds_bucket", text)
+        self.assertIn("kmsd_transit_keys", text)
+        _, status, _, _ = https(self.server.port, self.ca, "/v1/sys/metrics?format=prometheus")
+        self.assertEqual(status, 403)
+
+
+class ClientCertTest(unittest.TestCase):
+    def test_client_certificate_required(self):
+        d = tempfile.mkdtemp(prefix="kmsd-mtls-")
+        ca_key, ca = make_ca(d, "ca")
+        key, crt = make_leaf(d, "server", ca_key, ca, 1)
+        ckey, ccrt = make_leaf(d, "client", ca_key, ca, 2)
+        srv = KmsdServer(mode="config", config={
+            "tls_cert_file": crt, "tls_key_file": key, "tls_client_ca_file": ca,
+            "tls_require_client_cert": True})
+        srv.start()
+        try:
+            _, status, _, _ = https(srv.port, ca, cert=(ccrt, ckey))
+            self.assertEqual(status, 501)  # uninitialised, but TLS accepted
+            with self.assertRaises((ssl.SSLError, ConnectionResetError, BrokenPipeError,
+                                    http.client.RemoteDisconnected)):
+                https(srv.port, ca)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+            srv.cleanup()
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -31,6 +31,7 @@ struct kms_api_opts {
     struct kms_api_limits limits;
     const char *version;        /* reported by sys/health */
     int64_t kms_deletion_delay; /* KMSKey deletion countdown in seconds (0 = 30 days) */
+    size_t key_cache_size;      /* unsealed Transit keys kept in memory (0 = 10000) */
     struct kms_audit *audit;    /* audit broker (borrowed, outlives the API); NULL = none */
 };
 

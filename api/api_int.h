@@ -245,6 +245,27 @@ int kms_transit_key_destroy(struct kms_api *api, const struct kms_mount *m, cons
 /* Remove every record a transit mount owns (on unmount / namespace delete). */
 int kms_transit_purge(struct kms_txn *txn, const struct kms_mount *m) KMS_WUR;
 
+/* ---- key cache (keycache.c) ------------------------------------------------------------- */
+
+struct kms_keycache;
+int kms_keycache_create(size_t max_entries, struct kms_keycache **out) KMS_WUR;
+void kms_keycache_destroy(struct kms_keycache **kc);
+/* Sequence to take before reading storage; a put is dropped if a write happened since. */
+uint64_t kms_keycache_seq(struct kms_keycache *kc);
+bool kms_keycache_get_policy(struct kms_keycache *kc, const char *key,
+                             struct kms_key_policy *out);
+void kms_keycache_put_policy(struct kms_keycache *kc, const char *key,
+                             const struct kms_key_policy *p, uint64_t seq);
+bool kms_keycache_get_version(struct kms_keycache *kc, const char *key, uint32_t version,
+                              struct kms_key_version *out);
+void kms_keycache_put_version(struct kms_keycache *kc, const char *key,
+                              const struct kms_key_version *v, uint64_t seq);
+/* After a committed write to `key` (the key's storage key): drop its entry. */
+void kms_keycache_invalidate(struct kms_keycache *kc, const char *key);
+/* After a mount or namespace is removed. */
+void kms_keycache_clear(struct kms_keycache *kc);
+struct kms_keycache *kms_api_keycache(struct kms_api *api);
+
 /* ---- metrics (metrics.c): lock-free counters ------------------------------------------- */
 
 /* Count one answered request (route NULL when none matched). */

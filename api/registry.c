@@ -24,7 +24,9 @@ struct kms_api {
     bool initialized;
     char cluster_id[37];
     struct kms_sched *sched;
+    struct kms_keycache *keycache;
     int64_t kms_deletion_delay;
+    struct kms_audit *audit;
 };
 
 #define INIT_META "init"
@@ -48,6 +50,11 @@ struct kms_auth *kms_api_auth(struct kms_api *api)
     return api->auth;
 }
 
+struct kms_audit *kms_api_audit(struct kms_api *api)
+{
+    return api->audit;
+}
+
 const struct kms_api_limits *kms_api_limits(struct kms_api *api)
 {
     return &api->limits;
@@ -56,6 +63,11 @@ const struct kms_api_limits *kms_api_limits(struct kms_api *api)
 const char *kms_api_version(struct kms_api *api)
 {
     return api->version;
+}
+
+struct kms_keycache *kms_api_keycache(struct kms_api *api)
+{
+    return api->keycache;
 }
 
 struct kms_sched *kms_api_kms_sched(struct kms_api *api)
@@ -198,6 +210,7 @@ int kms_api_create(struct kms_storage *st, const struct kms_api_opts *opts, stru
     api->limits = opts->limits;
     snprintf(api->version, sizeof(api->version), "%s", opts->version ? opts->version : "");
     api->kms_deletion_delay = opts->kms_deletion_delay > 0 ? opts->kms_deletion_delay : 30 * 86400;
+    api->audit = opts->audit;
     pthread_rwlock_init(&api->lock, NULL);
     api->ns = calloc(1, sizeof(*api->ns));
     if (api->ns == NULL) {
@@ -206,6 +219,11 @@ int kms_api_create(struct kms_storage *st, const struct kms_api_opts *opts, stru
     }
     snprintf(api->ns[0].id, sizeof(api->ns[0].id), "root");
     api->nns = 1;
+    if (kms_keycache_create(opts->key_cache_size ? opts->key_cache_size : 10000, &api->keycache) !=
+        0) {
+        kms_err_set(err, 500, "out of memory");
+        goto out;
+    }
     if (kms_auth_create(st, &api->auth, err) != 0) {
         goto out;
     }
@@ -254,6 +272,7 @@ void kms_api_destroy(struct kms_api **apip)
     }
     kms_auth_destroy(&api->auth);
     kms_kms_sched_destroy(&api->sched);
+    kms_keycache_destroy(&api->keycache);
     pthread_rwlock_destroy(&api->lock);
     free(api->ns);
     free(api->mounts);
@@ -521,6 +540,7 @@ int kms_registry_ns_delete(struct kms_api *api, const char *path, struct kms_err
     api->nmounts = w;
     api->ns[idx] = api->ns[api->nns - 1];
     api->nns--;
+    kms_keycache_clear(api->keycache);
     rc = 0;
 out:
     kms_storage_txn_abort(&txn);
@@ -706,6 +726,7 @@ int kms_registry_mount_remove(struct kms_api *api, const char *ns_id, const char
     }
     api->mounts[idx] = api->mounts[api->nmounts - 1];
     api->nmounts--;
+    kms_keycache_clear(api->keycache);
     rc = 0;
 out:
     kms_storage_txn_abort(&txn);

@@ -89,6 +89,19 @@ static int store_version(const struct kms_mount *m, struct kms_txn *txn, const c
     return rc;
 }
 
+/* Commit a write transaction that changed key `name`, then drop it from the key cache. */
+static int commit_key(struct kms_api *api, const struct kms_mount *m, const char *name,
+                      struct kms_txn **txn)
+{
+    char key[KEYREC_MAX];
+    if (kms_storage_txn_commit(txn) != 0) {
+        return -1;
+    }
+    policy_key(m, name, key);
+    kms_keycache_invalidate(kms_api_keycache(api), key);
+    return 0;
+}
+
 int kms_transit_purge(struct kms_txn *txn, const struct kms_mount *m)
 {
     char prefix[96];
@@ -308,7 +321,7 @@ static int keys_write(struct kms_ctx *c)
     if (cr == 1) {
         kms_warn(c, "key %s already existed", name);
         kms_storage_txn_abort(&txn);
-    } else if (kms_storage_txn_commit(&txn) != 0) {
+    } else if (commit_key(c->api, &c->mount, name, &txn) != 0) {
         KMS_FAILW(c, 500, "cannot store key");
         goto out;
     }
@@ -441,7 +454,8 @@ static int keys_delete(struct kms_ctx *c)
     memcpy(prefix, key, kn);
     prefix[kn] = '/';
     if (kms_storage_del_prefix(txn, KMS_DB_KEY_VERSIONS, prefix, kn + 1, NULL) != 0 ||
-        kms_storage_del(txn, KMS_DB_KEYS, key, kn) != 0 || kms_storage_txn_commit(&txn) != 0) {
+        kms_storage_del(txn, KMS_DB_KEYS, key, kn) != 0 ||
+        commit_key(c->api, &c->mount, name, &txn) != 0) {
         KMS_FAILW(c, 500, "cannot delete key");
         goto out;
     }
@@ -491,7 +505,8 @@ static int keys_config(struct kms_ctx *c)
     if (kms_keyring_config(&p, &cfg, warning, sizeof(warning), &c->err) != 0) {
         goto out;
     }
-    if (store_policy(&c->mount, txn, name, &p) != 0 || kms_storage_txn_commit(&txn) != 0) {
+    if (store_policy(&c->mount, txn, name, &p) != 0 ||
+        commit_key(c->api, &c->mount, name, &txn) != 0) {
         KMS_FAILW(c, 500, "cannot store key");
         goto out;
     }
@@ -535,7 +550,8 @@ static int keys_rotate(struct kms_ctx *c)
     p.latest_version++;
     if (kms_key_version_generate(&p, p.latest_version, &kv) != 0 ||
         store_version(&c->mount, txn, name, &kv) != 0 ||
-        store_policy(&c->mount, txn, name, &p) != 0 || kms_storage_txn_commit(&txn) != 0) {
+        store_policy(&c->mount, txn, name, &p) != 0 ||
+        commit_key(c->api, &c->mount, name, &txn) != 0) {
         KMS_FAILW(c, 500, "cannot rotate key");
         goto out;
     }
@@ -580,7 +596,8 @@ static int keys_trim(struct kms_ctx *c)
             goto out;
         }
     }
-    if (store_policy(&c->mount, txn, name, &p) != 0 || kms_storage_txn_commit(&txn) != 0) {
+    if (store_policy(&c->mount, txn, name, &p) != 0 ||
+        commit_key(c->api, &c->mount, name, &txn) != 0) {
         KMS_FAILW(c, 500, "cannot store key");
         goto out;
     }
@@ -767,14 +784,53 @@ static void item_fail(struct item *it, const struct kms_err *err)
     it->err = *err;
 }
 
-/* Small per-request cache of unsealed versions (wiped at the end). */
+/*
+ * Per-request read state: versions already unsealed (wiped at the end), the read transaction
+ * (begun only on a key-cache miss) and the key-cache sequence taken before any storage read.
+ */
 struct vcache {
     struct kms_key_version v[8];
     size_t n;
+    struct kms_txn *txn;
+    uint64_t seq;
 };
 
-static int get_version(struct kms_ctx *c, struct kms_txn *txn, const char *name, struct vcache *vc,
-                       uint32_t ver, const struct kms_key_version **out, struct kms_err *err)
+static void vcache_dispose(struct vcache *vc)
+{
+    kms_storage_txn_abort(&vc->txn);
+    kms_memzero(vc, sizeof(*vc));
+}
+
+static int vcache_txn(struct kms_ctx *c, struct vcache *vc)
+{
+    if (vc->txn == NULL && kms_storage_txn_begin(kms_api_storage(c->api), false, &vc->txn) != 0) {
+        return -1;
+    }
+    return 0;
+}
+
+/* Policy through the key cache; 0, KMS_STORAGE_NOTFOUND or -1 (no error set). */
+static int read_policy(struct kms_ctx *c, struct vcache *vc, const char *name,
+                       struct kms_key_policy *p)
+{
+    char key[KEYREC_MAX];
+    struct kms_keycache *kc = kms_api_keycache(c->api);
+    policy_key(&c->mount, name, key);
+    if (kms_keycache_get_policy(kc, key, p)) {
+        return 0;
+    }
+    if (vcache_txn(c, vc) != 0) {
+        return -1;
+    }
+    int g = load_policy(&c->mount, vc->txn, name, p);
+    if (g == 0) {
+        kms_keycache_put_policy(kc, key, p, vc->seq);
+    }
+    return g;
+}
+
+static int get_version(struct kms_ctx *c, const char *name, struct vcache *vc, uint32_t ver,
+                       const struct kms_key_version **out, struct kms_err *err)
 {
     for (size_t i = 0; i < vc->n; i++) {
         if (vc->v[i].version == ver) {
@@ -783,7 +839,16 @@ static int get_version(struct kms_ctx *c, struct kms_txn *txn, const char *name,
         }
     }
     struct kms_key_version kv;
-    int g = load_version(&c->mount, txn, name, ver, &kv);
+    char key[KEYREC_MAX];
+    struct kms_keycache *kc = kms_api_keycache(c->api);
+    policy_key(&c->mount, name, key);
+    int g = 0;
+    if (!kms_keycache_get_version(kc, key, ver, &kv)) {
+        g = vcache_txn(c, vc) != 0 ? -1 : load_version(&c->mount, vc->txn, name, ver, &kv);
+        if (g == 0) {
+            kms_keycache_put_version(kc, key, &kv, vc->seq);
+        }
+    }
     if (g == KMS_STORAGE_NOTFOUND) {
         return kms_err_set(err, 400, "no such key version");
     }
@@ -808,9 +873,9 @@ static int decode_opt(const char *s, uint8_t **out, size_t *len, struct kms_err 
     return kms_b64_param(s, out, len, err, 400);
 }
 
-static int encrypt_one(struct kms_ctx *c, struct kms_txn *txn, const char *name,
-                       const struct kms_key_policy *p, struct vcache *vc, struct item *it,
-                       size_t idx, const uint8_t *pt, size_t ptlen)
+static int encrypt_one(struct kms_ctx *c, const char *name, const struct kms_key_policy *p,
+                       struct vcache *vc, struct item *it, size_t idx, const uint8_t *pt,
+                       size_t ptlen)
 {
     uint8_t *ctx = NULL, *aad = NULL;
     size_t ctxlen = 0, aadlen = 0;
@@ -832,7 +897,7 @@ static int encrypt_one(struct kms_ctx *c, struct kms_txn *txn, const char *name,
         goto out;
     }
     if (kms_keyring_encrypt_version(p, it->key_version, &ver, &err) != 0 ||
-        get_version(c, txn, name, vc, ver, &kv, &err) != 0 ||
+        get_version(c, name, vc, ver, &kv, &err) != 0 ||
         kms_keyring_encrypt(p, kv, ctx, ctxlen, ctx != NULL, aad, aadlen, pt, ptlen, &it->out,
                             &err) != 0) {
         goto out;
@@ -851,9 +916,9 @@ out:
     return rc;
 }
 
-static int decrypt_one(struct kms_ctx *c, struct kms_txn *txn, const char *name,
-                       const struct kms_key_policy *p, struct vcache *vc, struct item *it,
-                       size_t idx, bool use_aad, uint8_t **pt, size_t *ptlen)
+static int decrypt_one(struct kms_ctx *c, const char *name, const struct kms_key_policy *p,
+                       struct vcache *vc, struct item *it, size_t idx, bool use_aad, uint8_t **pt,
+                       size_t *ptlen)
 {
     uint8_t *ctx = NULL, *aad = NULL;
     size_t ctxlen = 0, aadlen = 0;
@@ -881,7 +946,7 @@ static int decrypt_one(struct kms_ctx *c, struct kms_txn *txn, const char *name,
                     why);
         goto out;
     }
-    if (get_version(c, txn, name, vc, ver, &kv, &err) != 0 ||
+    if (get_version(c, name, vc, ver, &kv, &err) != 0 ||
         kms_keyring_decrypt(p, kv, it->ciphertext, ctlen, ctx, ctxlen, ctx != NULL, aad, aadlen, pt,
                             ptlen, &err) != 0) {
         goto out;
@@ -1002,7 +1067,7 @@ static int upsert(struct kms_ctx *c, const char *name, bool derived, struct kms_
         rc = 0;
         goto out;
     }
-    if (kms_storage_txn_commit(&txn) != 0) {
+    if (commit_key(c->api, &c->mount, name, &txn) != 0) {
         KMS_FAILW(c, 500, "cannot store key");
         goto out;
     }
@@ -1048,7 +1113,7 @@ static int encrypt(struct kms_ctx *c)
     bool batch;
     struct kms_key_policy p;
     struct kms_txn *txn = NULL;
-    struct vcache vc = {.n = 0};
+    struct vcache vc = {.n = 0, .txn = NULL, .seq = kms_keycache_seq(kms_api_keycache(c->api))};
     size_t max_pt = kms_api_limits(c->api)->max_plaintext_size;
     int rc = -1;
 
@@ -1071,16 +1136,11 @@ static int encrypt(struct kms_ctx *c)
         }
     }
     bool derived = items[0].context != NULL && items[0].context[0] != '\0';
-    if (kms_storage_txn_begin(kms_api_storage(c->api), false, &txn) != 0) {
-        KMS_FAILW(c, 500, "cannot open storage transaction");
-        goto out;
-    }
-    int g = load_policy(&c->mount, txn, name, &p);
+    int g = read_policy(c, &vc, name, &p);
     if (g == KMS_STORAGE_NOTFOUND) {
-        kms_storage_txn_abort(&txn);
-        if (upsert(c, name, derived, &p) != 0 ||
-            kms_storage_txn_begin(kms_api_storage(c->api), false, &txn) != 0 ||
-            load_policy(&c->mount, txn, name, &p) != 0) {
+        vcache_dispose(&vc);
+        vc.seq = kms_keycache_seq(kms_api_keycache(c->api));
+        if (upsert(c, name, derived, &p) != 0 || read_policy(c, &vc, name, &p) != 0) {
             if (c->err.status == 0) {
                 KMS_FAILW(c, 500, "cannot read key");
             }
@@ -1110,7 +1170,7 @@ static int encrypt(struct kms_ctx *c)
             too_large(c);
             goto out;
         }
-        (void)encrypt_one(c, txn, name, &p, &vc, it, i, pt, ptlen);
+        (void)encrypt_one(c, name, &p, &vc, it, i, pt, ptlen);
         kms_free_wipe((void **)&pt, ptlen);
     }
     if (!batch) {
@@ -1126,7 +1186,7 @@ static int encrypt(struct kms_ctx *c)
     }
     rc = 0;
 out:
-    kms_memzero(&vc, sizeof(vc));
+    vcache_dispose(&vc);
     kms_storage_txn_abort(&txn);
     free_items(items, n);
     return rc;
@@ -1134,13 +1194,10 @@ out:
 
 /* ---- decrypt / rewrap -------------------------------------------------------------------- */
 
-static int open_policy(struct kms_ctx *c, const char *name, struct kms_txn **txn,
+static int open_policy(struct kms_ctx *c, const char *name, struct vcache *vc,
                        struct kms_key_policy *p)
 {
-    if (kms_storage_txn_begin(kms_api_storage(c->api), false, txn) != 0) {
-        return KMS_FAILW(c, 500, "cannot open storage transaction");
-    }
-    int g = load_policy(&c->mount, *txn, name, p);
+    int g = read_policy(c, vc, name, p);
     if (g == KMS_STORAGE_NOTFOUND) {
         return KMS_FAIL(c, 400, "encryption key not found");
     }
@@ -1158,7 +1215,7 @@ static int decrypt(struct kms_ctx *c)
     bool batch;
     struct kms_key_policy p;
     struct kms_txn *txn = NULL;
-    struct vcache vc = {.n = 0};
+    struct vcache vc = {.n = 0, .txn = NULL, .seq = kms_keycache_seq(kms_api_keycache(c->api))};
     int rc = -1;
 
     if (collect_items(c, item_fields, &items, &n, &batch) != 0) {
@@ -1169,14 +1226,14 @@ static int decrypt(struct kms_ctx *c)
         KMS_FAIL(c, 400, "missing ciphertext to decrypt");
         goto out;
     }
-    if (check_context_mix(c, items, n) != 0 || open_policy(c, name, &txn, &p) != 0) {
+    if (check_context_mix(c, items, n) != 0 || open_policy(c, name, &vc, &p) != 0) {
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
         uint8_t *pt = NULL;
         size_t ptlen = 0;
         struct item *it = &items[i];
-        if (decrypt_one(c, txn, name, &p, &vc, it, i, true, &pt, &ptlen) != 0) {
+        if (decrypt_one(c, name, &p, &vc, it, i, true, &pt, &ptlen) != 0) {
             continue;
         }
         it->out_len = kms_b64_encoded_len(ptlen) + 1;
@@ -1212,7 +1269,7 @@ static int decrypt(struct kms_ctx *c)
     }
     rc = 0;
 out:
-    kms_memzero(&vc, sizeof(vc));
+    vcache_dispose(&vc);
     kms_storage_txn_abort(&txn);
     free_items(items, n);
     return rc;
@@ -1229,7 +1286,7 @@ static int rewrap(struct kms_ctx *c)
     bool batch;
     struct kms_key_policy p;
     struct kms_txn *txn = NULL;
-    struct vcache vc = {.n = 0};
+    struct vcache vc = {.n = 0, .txn = NULL, .seq = kms_keycache_seq(kms_api_keycache(c->api))};
     int rc = -1;
 
     if (collect_items(c, rewrap_fields, &items, &n, &batch) != 0) {
@@ -1240,17 +1297,17 @@ static int rewrap(struct kms_ctx *c)
         KMS_FAIL(c, 400, "missing ciphertext to decrypt");
         goto out;
     }
-    if (check_context_mix(c, items, n) != 0 || open_policy(c, name, &txn, &p) != 0) {
+    if (check_context_mix(c, items, n) != 0 || open_policy(c, name, &vc, &p) != 0) {
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
         uint8_t *pt = NULL;
         size_t ptlen = 0;
         struct item *it = &items[i];
-        if (decrypt_one(c, txn, name, &p, &vc, it, i, false, &pt, &ptlen) != 0) {
+        if (decrypt_one(c, name, &p, &vc, it, i, false, &pt, &ptlen) != 0) {
             continue;
         }
-        (void)encrypt_one(c, txn, name, &p, &vc, it, i, pt, ptlen);
+        (void)encrypt_one(c, name, &p, &vc, it, i, pt, ptlen);
         kms_free_wipe((void **)&pt, ptlen);
     }
     if (!batch) {
@@ -1266,7 +1323,7 @@ static int rewrap(struct kms_ctx *c)
     }
     rc = 0;
 out:
-    kms_memzero(&vc, sizeof(vc));
+    vcache_dispose(&vc);
     kms_storage_txn_abort(&txn);
     free_items(items, n);
     return rc;
@@ -1280,7 +1337,7 @@ static int datakey(struct kms_ctx *c)
     const char *kind = kms_cap(c, "plaintext");
     struct kms_key_policy p;
     struct kms_txn *txn = NULL;
-    struct vcache vc = {.n = 0};
+    struct vcache vc = {.n = 0, .txn = NULL, .seq = kms_keycache_seq(kms_api_keycache(c->api))};
     struct item it;
     uint8_t key[64];
     int64_t bits = 256;
@@ -1303,7 +1360,7 @@ static int datakey(struct kms_ctx *c)
         }
         kms_free_wipe((void **)&tmp, tl);
     }
-    if (open_policy(c, name, &txn, &p) != 0) {
+    if (open_policy(c, name, &vc, &p) != 0) {
         goto out;
     }
     (void)kms_param_int(c, "bits", &bits);
@@ -1316,7 +1373,7 @@ static int datakey(struct kms_ctx *c)
         KMS_FAILW(c, 500, "cannot generate a data key");
         goto out;
     }
-    if (encrypt_one(c, txn, name, &p, &vc, &it, 0, key, klen) != 0) {
+    if (encrypt_one(c, name, &p, &vc, &it, 0, key, klen) != 0) {
         single_error(c, &it);
         goto out;
     }
@@ -1330,7 +1387,7 @@ static int datakey(struct kms_ctx *c)
     rc = 0;
 out:
     kms_memzero(key, sizeof(key));
-    kms_memzero(&vc, sizeof(vc));
+    vcache_dispose(&vc);
     kms_storage_txn_abort(&txn);
     free(it.out);
     return rc;
@@ -1541,7 +1598,7 @@ int kms_transit_key_create(struct kms_api *api, const struct kms_mount *m, const
     }
     out->created_sec = kv.created_sec;
     if (store_version(m, txn, name, &kv) != 0 || store_policy(m, txn, name, out) != 0 ||
-        kms_storage_txn_commit(&txn) != 0) {
+        commit_key(api, m, name, &txn) != 0) {
         kms_err_setw(err, 500, "cannot store key %s", name);
         goto out;
     }
@@ -1575,7 +1632,7 @@ int kms_transit_key_rotate(struct kms_api *api, const struct kms_mount *m, const
     out->latest_version++;
     if (kms_key_version_generate(out, out->latest_version, &kv) != 0 ||
         store_version(m, txn, name, &kv) != 0 || store_policy(m, txn, name, out) != 0 ||
-        kms_storage_txn_commit(&txn) != 0) {
+        commit_key(api, m, name, &txn) != 0) {
         kms_err_setw(err, 500, "cannot rotate key %s", name);
         goto out;
     }
@@ -1639,7 +1696,7 @@ int kms_transit_key_raise_floor(struct kms_api *api, const struct kms_mount *m, 
             goto out;
         }
     }
-    if (store_policy(m, txn, name, out) != 0 || kms_storage_txn_commit(&txn) != 0) {
+    if (store_policy(m, txn, name, out) != 0 || commit_key(api, m, name, &txn) != 0) {
         kms_err_setw(err, 500, "cannot store key %s", name);
         goto out;
     }
@@ -1665,7 +1722,7 @@ int kms_transit_key_destroy(struct kms_api *api, const struct kms_mount *m, cons
     prefix[kn] = '/';
     int d = kms_storage_del(txn, KMS_DB_KEYS, key, kn);
     if (d < 0 || kms_storage_del_prefix(txn, KMS_DB_KEY_VERSIONS, prefix, kn + 1, NULL) != 0 ||
-        kms_storage_txn_commit(&txn) != 0) {
+        commit_key(api, m, name, &txn) != 0) {
         kms_err_setw(err, 500, "cannot delete key %s", name);
         goto out;
     }

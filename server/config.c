@@ -51,6 +51,7 @@ static const struct centry table[] = {
     SIZE("max_header_size", max_header_size, 1024, 1 << 20),
     SIZE("max_connections", max_connections, 1, 1000000),
     SIZE("workers", workers, 0, 1024),
+    SIZE("key_cache_size", key_cache_size, 1, 100000000),
     SIZE("storage_map_size", storage_map_size, (int64_t)1 << 20, (int64_t)1 << 40),
     SECS("read_timeout", read_timeout, 1, 3600),
     SECS("idle_timeout", idle_timeout, 1, 86400),
@@ -60,6 +61,11 @@ static const struct centry table[] = {
     SIZE("max_json_depth", limits.max_json_depth, 2, 10000),
     SIZE("max_batch_items", limits.max_batch_items, 1, (int64_t)1 << 30),
     SECS("kms_deletion_delay", kms_deletion_delay, 1, (int64_t)100 * 366 * 86400),
+    STR("audit_file", audit_file),
+    STR("audit_fsync", audit_fsync),
+    STR("audit_mode", audit_mode),
+    BOOL("audit_hmac_accessor", audit_hmac_accessor),
+    SECS("audit_timeout", audit_timeout, 1, 3600),
 };
 
 void kms_config_default(struct kms_config *cfg)
@@ -72,8 +78,118 @@ void kms_config_default(struct kms_config *cfg)
     cfg->read_timeout = 30;
     cfg->idle_timeout = 120;
     cfg->storage_map_size = (size_t)1 << 30;
+    cfg->key_cache_size = 10000;
     cfg->kms_deletion_delay = 30 * 86400;
+    snprintf(cfg->audit_fsync, sizeof(cfg->audit_fsync), "batch");
+    snprintf(cfg->audit_mode, sizeof(cfg->audit_mode), "0600");
+    cfg->audit_hmac_accessor = true;
+    cfg->audit_timeout = 10;
     kms_api_limits_default(&cfg->limits);
+}
+
+/* Octal permission bits ("0600", "600"); -1 when invalid. */
+static int parse_mode(const char *s, unsigned *out)
+{
+    unsigned m = 0;
+    if (s[0] == '\0' || strlen(s) > 4) {
+        return -1;
+    }
+    for (; *s != '\0'; s++) {
+        if (*s < '0' || *s > '7') {
+            return -1;
+        }
+        m = m * 8 + (unsigned)(*s - '0');
+    }
+    *out = m;
+    return 0;
+}
+
+/*
+ * "audit_devices": [{"name": "backup", "path": "/mnt/b/audit.log", "fsync": "never",
+ * "mode": "0600", "hmac_accessor": true}, ...]: extra devices beside "file".
+ */
+static int audit_devices_load(const char *path, json_t *v, struct kms_config *cfg,
+                              struct kms_err *err)
+{
+    size_t i;
+    json_t *d;
+    if (!json_is_array(v) || json_array_size(v) > KMS_AUDIT_MAX_DEVICES - 1) {
+        return kms_err_set(err, 400,
+                           "config %s: \"audit_devices\" must be an array of at most %d "
+                           "objects",
+                           path, KMS_AUDIT_MAX_DEVICES - 1);
+    }
+    cfg->naudit_devices = 0;
+    json_array_foreach(v, i, d)
+    {
+        struct kms_audit_device_opts *o = &cfg->audit_devices[cfg->naudit_devices];
+        const char *k;
+        json_t *f;
+        kms_audit_device_opts_default(o);
+        o->name[0] = '\0';
+        if (!json_is_object(d)) {
+            return kms_err_set(err, 400, "config %s: audit_devices[%zu] must be an object", path,
+                               i);
+        }
+        json_object_foreach(d, k, f)
+        {
+            const char *sv = json_string_value(f);
+            bool ok = true;
+            if (strcmp(k, "name") == 0 && sv != NULL && strlen(sv) < sizeof(o->name)) {
+                snprintf(o->name, sizeof(o->name), "%s", sv);
+            } else if (strcmp(k, "path") == 0 && sv != NULL && strlen(sv) < sizeof(o->path)) {
+                snprintf(o->path, sizeof(o->path), "%s", sv);
+            } else if (strcmp(k, "fsync") == 0 && sv != NULL) {
+                ok = kms_audit_fsync_parse(sv, &o->fsync) == 0;
+            } else if (strcmp(k, "mode") == 0 && sv != NULL) {
+                ok = parse_mode(sv, &o->mode) == 0;
+            } else if (strcmp(k, "hmac_accessor") == 0 && json_is_boolean(f)) {
+                o->hmac_accessor = json_is_true(f);
+            } else {
+                ok = false;
+            }
+            if (!ok) {
+                return kms_err_set(err, 400, "config %s: audit_devices[%zu]: bad or unknown \"%s\"",
+                                   path, i, k);
+            }
+        }
+        if (o->name[0] == '\0' || o->path[0] == '\0') {
+            return kms_err_set(
+                err, 400, "config %s: audit_devices[%zu] needs \"name\" and \"path\"", path, i);
+        }
+        cfg->naudit_devices++;
+    }
+    return 0;
+}
+
+int kms_config_audit_devices(const struct kms_config *cfg, const char *file_flag,
+                             const char *fsync_flag, struct kms_audit_device_opts *out, size_t *n,
+                             struct kms_err *err)
+{
+    const char *file = file_flag != NULL ? file_flag : cfg->audit_file;
+    const char *fsync = fsync_flag != NULL ? fsync_flag : cfg->audit_fsync;
+    *n = 0;
+    if (file[0] != '\0') {
+        struct kms_audit_device_opts *o = &out[(*n)++];
+        kms_audit_device_opts_default(o);
+        if (strlen(file) >= sizeof(o->path)) {
+            return kms_err_set(err, 400, "audit_file: path too long");
+        }
+        snprintf(o->path, sizeof(o->path), "%s", file);
+        if (kms_audit_fsync_parse(fsync, &o->fsync) != 0) {
+            return kms_err_set(err, 400, "audit_fsync: \"%s\" is not always, batch or never",
+                               fsync);
+        }
+        if (parse_mode(cfg->audit_mode, &o->mode) != 0) {
+            return kms_err_set(err, 400, "audit_mode: \"%s\" is not an octal mode like \"0600\"",
+                               cfg->audit_mode);
+        }
+        o->hmac_accessor = cfg->audit_hmac_accessor;
+    }
+    for (size_t i = 0; i < cfg->naudit_devices && *n < KMS_AUDIT_MAX_DEVICES; i++) {
+        out[(*n)++] = cfg->audit_devices[i];
+    }
+    return 0;
 }
 
 int kms_config_load(const char *path, struct kms_config *cfg, struct kms_err *err)
@@ -94,6 +210,12 @@ int kms_config_load(const char *path, struct kms_config *cfg, struct kms_err *er
     }
     json_object_foreach(root, k, v)
     {
+        if (strcmp(k, "audit_devices") == 0) {
+            if (audit_devices_load(path, v, cfg, err) != 0) {
+                goto out;
+            }
+            continue;
+        }
         const struct centry *e = NULL;
         for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
             if (strcmp(table[i].name, k) == 0) {

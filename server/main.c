@@ -75,6 +75,7 @@ static void usage(FILE *f)
     fprintf(f, "Usage: kmsd <command> [options]\n\n"
                "Commands:\n"
                "  server     run the KMS server\n"
+               "  audit      audit log tools: `kmsd audit verify FILE|DIR...`\n"
                "  version    print the version\n\n"
                "Server options (one or two leading dashes; -flag=value or -flag value):\n"
                "  -dev                          in-memory-like dev server: ephemeral store, "
@@ -86,7 +87,9 @@ static void usage(FILE *f)
                "  -log-level=LEVEL              debug, info, warn or error\n"
                "  -kms-deletion-delay=DURATION  KMSKey deletion countdown (default 30d)\n"
                "  -tls-cert-file=FILE           serve HTTPS with this PEM certificate chain\n"
-               "  -tls-key-file=FILE            and this PEM private key\n");
+               "  -tls-key-file=FILE            and this PEM private key\n"
+               "  -audit-file=PATH              append the audit log to PATH (docs/audit.md)\n"
+               "  -audit-fsync=MODE             batch (default), always or never\n");
 }
 
 struct flags {
@@ -98,6 +101,8 @@ struct flags {
     const char *kms_deletion_delay;
     const char *tls_cert;
     const char *tls_key;
+    const char *audit_file;
+    const char *audit_fsync;
 };
 
 /* Accept -name, --name, -name=value, -name value. */
@@ -124,6 +129,8 @@ static int parse_flags(int argc, char **argv, struct flags *f)
             {"kms-deletion-delay", &f->kms_deletion_delay},
             {"tls-cert-file", &f->tls_cert},
             {"tls-key-file", &f->tls_key},
+            {"audit-file", &f->audit_file},
+            {"audit-fsync", &f->audit_fsync},
         };
         if (nl == 3 && strncmp(a, "dev", 3) == 0) {
             if (val != NULL && strcmp(val, "true") != 0 && strcmp(val, "false") != 0) {
@@ -164,6 +171,7 @@ struct runtime {
     struct kms_tls *tls;
     struct kms_workers *workers;
     struct kms_api *api;
+    struct kms_audit *audit;
     struct event *sigterm, *sigint, *sighup, *controller;
 };
 
@@ -203,6 +211,15 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
     struct kms_err err;
     (void)sig;
     (void)what;
+    if (kms_audit_ndevices(rt->audit) > 0) {
+        /* logrotate: reopen by path; the hash chain continues in the new file */
+        if (kms_audit_reopen(rt->audit, &err) != 0) {
+            kms_log("error", "audit log reopen failed; requests fail until it can be written",
+                    "error", err.msg, NULL);
+        } else {
+            kms_log("info", "audit log reopened", NULL);
+        }
+    }
     if (rt->tls != NULL) {
         if (kms_tls_reload(rt->tls, &err) != 0) {
             kms_log("error", "TLS reload failed; keeping the old certificate", "error", err.msg,
@@ -211,6 +228,12 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
             kms_log("info", "TLS certificate reloaded", NULL);
         }
     }
+}
+
+static void audit_log(void *arg, const char *level, const char *msg)
+{
+    (void)arg;
+    kms_log(level, msg, NULL);
 }
 
 /* Remove the dev store directory and its LMDB files. */
@@ -236,6 +259,8 @@ int kms_server_main(int argc, char **argv)
     struct kms_storage_opts sopts;
     struct kms_api_opts aopts;
     struct kms_http_opts hopts;
+    struct kms_audit_device_opts adevs[KMS_AUDIT_MAX_DEVICES];
+    struct kms_audit_opts auopts;
     uint8_t seal[32];
     char devdir[64] = "";
     char bound[300] = "";
@@ -274,6 +299,7 @@ int kms_server_main(int argc, char **argv)
     json_object_seed(0); /* seed jansson's hash once, before any worker thread */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGXFSZ, SIG_IGN); /* a file-size limit fails the audit write (EFBIG), not the server */
 
     memset(&sopts, 0, sizeof(sopts));
     sopts.create = true;
@@ -338,10 +364,25 @@ int kms_server_main(int argc, char **argv)
         goto out;
     }
     kms_memzero(seal, sizeof(seal));
+    memset(&auopts, 0, sizeof(auopts));
+    if (kms_config_audit_devices(&cfg, f.audit_file, f.audit_fsync, adevs, &auopts.ndevices,
+                                 &err) != 0) {
+        fprintf(stderr, "kmsd: %s\n", err.msg);
+        goto out;
+    }
+    auopts.devices = adevs;
+    auopts.timeout_ms = cfg.audit_timeout * 1000;
+    auopts.log = audit_log;
+    if (kms_audit_create(st, &auopts, &rt.audit, &err) != 0) {
+        fprintf(stderr, "kmsd: %s\n", err.msg);
+        goto out;
+    }
     memset(&aopts, 0, sizeof(aopts));
+    aopts.audit = rt.audit;
     aopts.limits = cfg.limits;
     aopts.version = KMSD_VERSION;
     aopts.kms_deletion_delay = flag_delay > 0 ? flag_delay : cfg.kms_deletion_delay;
+    aopts.key_cache_size = cfg.key_cache_size;
     if (kms_api_create(st, &aopts, &api, &err) != 0) {
         fprintf(stderr, "kmsd: %s\n", err.msg);
         goto out;
@@ -445,6 +486,7 @@ out:
         event_base_free(rt.base);
     }
     kms_api_destroy(&api);
+    kms_audit_destroy(&rt.audit); /* after the workers: nothing is in flight any more */
     kms_storage_close(&st);
     if (devdir[0] != '\0') {
         remove_dev_dir(devdir);
@@ -460,6 +502,13 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "server") == 0) {
         return kms_server_main(argc - 2, argv + 2);
+    }
+    if (strcmp(argv[1], "audit") == 0) {
+        if (argc >= 3 && strcmp(argv[2], "verify") == 0) {
+            return kms_audit_verify_command("kmsd", argc - 3, argv + 3);
+        }
+        fprintf(stderr, "Usage: kmsd audit verify [--genesis] [--anchor=HASH] FILE|DIR...\n");
+        return 2;
     }
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "-version") == 0 ||
         strcmp(argv[1], "--version") == 0) {

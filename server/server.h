@@ -6,6 +6,7 @@
 #define KMS_SERVER_H
 
 #include "api/api.h"
+#include "audit/audit.h"
 
 #include <event2/event.h>
 
@@ -25,8 +26,17 @@ struct kms_config {
     int64_t read_timeout;     /* seconds a client may take to send a request */
     int64_t idle_timeout;     /* seconds a keep-alive connection may stay idle */
     size_t workers;           /* event-loop threads; 0 = one per core */
+    size_t key_cache_size;    /* unsealed Transit keys kept in memory */
     struct kms_api_limits limits;
     int64_t kms_deletion_delay; /* KMSKey deletion countdown, seconds */
+    /* audit (docs/audit.md): the "file" device, and more from "audit_devices" */
+    char audit_file[KMS_AUDIT_PATH_MAX];
+    char audit_fsync[16];     /* always | batch | never */
+    char audit_mode[8];       /* octal, "0600"; "0000" keeps an existing file's mode */
+    bool audit_hmac_accessor;
+    int64_t audit_timeout;    /* seconds a request waits for its audit line to be durable */
+    struct kms_audit_device_opts audit_devices[KMS_AUDIT_MAX_DEVICES];
+    size_t naudit_devices;
     bool dev;
     bool dev_nosync;
 };
@@ -35,6 +45,14 @@ struct kms_config {
 void kms_config_default(struct kms_config *cfg);
 /* Load a JSON config file over cfg; unknown keys and bad types are errors naming the key. */
 int kms_config_load(const char *path, struct kms_config *cfg, struct kms_err *err) KMS_WUR;
+/*
+ * The audit devices cfg asks for: "file" from audit_file (or `file_flag`, the -audit-file
+ * flag, which wins) with audit_fsync (or `fsync_flag`), audit_mode and audit_hmac_accessor,
+ * then the "audit_devices" entries. *n = 0 when auditing is off.
+ */
+int kms_config_audit_devices(const struct kms_config *cfg, const char *file_flag,
+                             const char *fsync_flag, struct kms_audit_device_opts *out, size_t *n,
+                             struct kms_err *err) KMS_WUR;
 
 struct kms_http;
 

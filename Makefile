@@ -10,9 +10,10 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 # Build and test dependencies (Debian package names).
 DEPS := cmake make gcc pkg-config libssl-dev liblmdb-dev libevent-dev libjansson-dev \
         libjwt-dev libcmocka-dev libyaml-dev lmdb-utils python3 python3-hvac \
-        python3-cryptography python3-jwt python3-requests python3-yaml openssl
+        python3-cryptography python3-jwt python3-requests python3-yaml openssl clang \
+        libclang-rt-14-dev
 
-.PHONY: all deps build run test install clean
+.PHONY: all deps build run test test-asan fuzz crash-test install clean
 
 all: build
 
@@ -35,6 +36,17 @@ run: build
 
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
+
+# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer (separate build dir).
+test-asan: deps
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DKMS_SANITIZE=address,undefined >/dev/null
+	cmake --build build-asan -j$(JOBS)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  ctest --test-dir build-asan --output-on-failure -j$(JOBS) -LE fuzz
+
+# libFuzzer targets, FUZZ_SECONDS each (default 60).
+fuzz: deps
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-60} tests/fuzz/run.sh
 
 install: build
 	cmake --install $(BUILD)

@@ -28,6 +28,8 @@ struct engine {
 
 static const struct engine engines[] = {
     {"transit", kms_transit_routes},
+    {"kubernetes", kms_kubernetes_routes},
+    {"jwt", kms_jwt_routes},
 };
 
 static const struct kms_route *engine_routes(const char *type)
@@ -358,11 +360,15 @@ static int parse_params(struct kms_ctx *c, const char *query)
         return 0;
     }
     if (!json_is_object(body)) {
+        const char *what = json_is_array(body)    ? "array"
+                           : json_is_string(body) ? "string"
+                           : json_is_number(body) ? "number"
+                                                  : "bool";
         json_decref(body);
         return KMS_FAIL(c, 400,
                         "failed to decode JSON input: json: cannot unmarshal %s into Go value of "
                         "type map[string]interface {}",
-                        json_is_array(body) ? "array" : "value");
+                        what);
     }
     json_decref(c->params);
     c->params = body;
@@ -525,8 +531,12 @@ static int run(struct kms_ctx *c, struct kms_http_resp *resp)
     if (kms_registry_ns_resolve(c->api, full, &c->ns, &consumed) != 0) {
         return KMS_FAILW(c, 500, "cannot resolve namespace");
     }
+    size_t flen = strlen(full);
+    if (flen == 0) {
+        return kms_fail_notfound(c);
+    }
     if ((size_t)snprintf(c->path, sizeof(c->path), "%s%s", full + consumed,
-                         c->op == KMS_OP_LIST && full[strlen(full) - 1] != '/' ? "/" : "") >=
+                         c->op == KMS_OP_LIST && full[flen - 1] != '/' ? "/" : "") >=
         sizeof(c->path)) {
         return KMS_FAIL(c, 400, "request path too long");
     }
@@ -586,7 +596,8 @@ static int run(struct kms_ctx *c, struct kms_http_resp *resp)
         }
         c->has_token = true;
         char tns[KMS_PATH_MAX];
-        if (token_ns_path(c, tns, sizeof(tns)) != 0) {
+        if (token_ns_path(c, tns, sizeof(tns)) != 0 ||
+            !kms_auth_token_cidr_ok(&c->token, req->remote_addr)) {
             return KMS_FAIL(c, 403, "permission denied");
         }
         if (found == 1 && c->op == KMS_OP_UPDATE && (c->route->flags & KMS_RT_EXISTENCE) &&
@@ -599,11 +610,15 @@ static int run(struct kms_ctx *c, struct kms_http_resp *resp)
                 c->op = KMS_OP_CREATE;
             }
         }
-        bool allowed = false;
-        if (kms_auth_check(kms_api_auth(c->api), &c->token, c->ns.path, tns, c->path, c->op,
-                           &allowed) != 0) {
+        /* The ACL runs before routing: a non-root token gets 403 on a path that does not
+         * exist, root gets the 404 below. Root-protected routes also need sudo. */
+        struct kms_auth_req areq = {c->ns.path, tns, c->path, c->op,
+                                    found == 1 && (c->route->flags & KMS_RT_SUDO) != 0};
+        struct kms_acl_result ares;
+        if (kms_auth_authorize(kms_api_auth(c->api), &c->token, &areq, &ares) != 0) {
             return KMS_FAILW(c, 500, "internal error");
         }
+        bool allowed = ares.allowed;
         if (!allowed) {
             return KMS_FAILW(c, 403, "permission denied");
         }

@@ -137,6 +137,14 @@ static void test_routing_errors(void **state)
     json_decref(b);
     assert_int_equal(call(f, "FOO", "/v1/sys/health", "root", NULL, NULL, NULL, &b), 405);
     json_decref(b);
+    /* found by fuzz_request: a non-object JSON body was inspected after it was freed */
+    assert_int_equal(call(f, "POST", "/v1/sys/namespaces/x", "root", NULL, NULL, "1", &b), 400);
+    assert_string_equal(first_error(b), "failed to decode JSON input: json: cannot unmarshal "
+                                        "number into Go value of type map[string]interface {}");
+    json_decref(b);
+    /* found by fuzz_request: an empty path used to be read at index -1 */
+    assert_int_equal(call(f, "LIST", "/v1/", "root", NULL, NULL, NULL, &b), 404);
+    json_decref(b);
     /* names must match Vault's regex */
     assert_int_equal(call(f, "POST", "/v1/transit/keys/-a", "root", NULL, NULL, "{}", &b), 404);
     json_decref(b);

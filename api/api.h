@@ -32,6 +32,8 @@ struct kms_api_opts {
     const char *version;        /* reported by sys/health */
     int64_t kms_deletion_delay; /* KMSKey deletion countdown in seconds (0 = 30 days) */
     size_t key_cache_size;      /* unsealed Transit keys kept in memory (0 = 10000) */
+    double rate_limit;          /* requests per second per token; 0 = off */
+    double rate_limit_burst;    /* bucket size (0 = 2 x rate_limit) */
     struct kms_audit *audit;    /* audit broker (borrowed, outlives the API); NULL = none */
 };
 

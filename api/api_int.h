@@ -211,6 +211,28 @@ void kms_mount_prefix(const struct kms_mount *m, char *out, size_t n);
 extern const struct kms_route kms_sys_routes[];
 extern const struct kms_route kms_transit_routes[];
 extern const struct kms_route kms_token_routes[];
+extern const struct kms_route kms_kubernetes_routes[]; /* auth_methods.c */
+extern const struct kms_route kms_jwt_routes[];        /* auth_methods.c */
+
+/* sys/auth and sys/policy(ies) handlers, listed in sys.c's route table. */
+int kms_sys_auth_list(struct kms_ctx *c);
+int kms_sys_auth_one(struct kms_ctx *c);
+extern const struct kms_field kms_sys_auth_fields[];
+int kms_sys_policy_list(struct kms_ctx *c); /* policy.c */
+int kms_sys_policy_one(struct kms_ctx *c);
+extern const struct kms_field kms_sys_policy_fields[];
+
+/* Vault's "auth" block for a token (token.c); malloc'd JSON, NULL when out of memory. */
+json_t *kms_token_auth_block(const struct kms_token *t, const char *client_token);
+/*
+ * Renewal of a login token goes back to its method (auth_methods.c): the role's current
+ * ttl / max_ttl / period into *out. 0 done, 1 not a login token, -1 with c->err set (400
+ * "failed to renew entry: role <r> does not exist during renewal").
+ */
+int kms_auth_login_renew_params(struct kms_ctx *c, const struct kms_token *tok,
+                                struct kms_token_ttl *out);
+/* Answer 200 with only c->warnings (data null), or 204 when there are none. */
+int kms_reply_warnings(struct kms_ctx *c);
 extern const struct kms_route kms_kms_routes[];
 
 /* KMSKey controller state (api/kms.c), owned by the API object. */
@@ -265,6 +287,16 @@ void kms_keycache_invalidate(struct kms_keycache *kc, const char *key);
 /* After a mount or namespace is removed. */
 void kms_keycache_clear(struct kms_keycache *kc);
 struct kms_keycache *kms_api_keycache(struct kms_api *api);
+
+/* ---- per-token rate limit (ratelimit.c) ------------------------------------------------- */
+
+struct kms_ratelimit;
+int kms_ratelimit_create(double rate, double burst, struct kms_ratelimit **out) KMS_WUR;
+void kms_ratelimit_destroy(struct kms_ratelimit **rl);
+/* Take one request for `id`: 1 allowed, 0 refused with *retry_after seconds. */
+int kms_ratelimit_take(struct kms_ratelimit *rl, const char *id, int *retry_after);
+/* NULL when rate limiting is off. */
+struct kms_ratelimit *kms_api_ratelimit(struct kms_api *api);
 
 /* ---- metrics (metrics.c): lock-free counters ------------------------------------------- */
 

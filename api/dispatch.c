@@ -595,6 +595,14 @@ static int run(struct kms_ctx *c, struct kms_http_resp *resp)
             return KMS_FAIL(c, 403, "permission denied");
         }
         c->has_token = true;
+        struct kms_ratelimit *rl = kms_api_ratelimit(c->api);
+        int retry = 0;
+        if (rl != NULL && !kms_ratelimit_take(rl, c->token.accessor, &retry)) {
+            snprintf(resp->extra[resp->nextra].name, sizeof(resp->extra[0].name), "Retry-After");
+            snprintf(resp->extra[resp->nextra].value, sizeof(resp->extra[0].value), "%d", retry);
+            resp->nextra++;
+            return KMS_FAIL(c, 429, "rate limit quota exceeded");
+        }
         char tns[KMS_PATH_MAX];
         if (token_ns_path(c, tns, sizeof(tns)) != 0 ||
             !kms_auth_token_cidr_ok(&c->token, req->remote_addr)) {

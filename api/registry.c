@@ -25,6 +25,7 @@ struct kms_api {
     char cluster_id[37];
     struct kms_sched *sched;
     struct kms_keycache *keycache;
+    struct kms_ratelimit *ratelimit;
     int64_t kms_deletion_delay;
     struct kms_audit *audit;
 };
@@ -63,6 +64,11 @@ const struct kms_api_limits *kms_api_limits(struct kms_api *api)
 const char *kms_api_version(struct kms_api *api)
 {
     return api->version;
+}
+
+struct kms_ratelimit *kms_api_ratelimit(struct kms_api *api)
+{
+    return api->ratelimit;
 }
 
 struct kms_keycache *kms_api_keycache(struct kms_api *api)
@@ -224,6 +230,14 @@ int kms_api_create(struct kms_storage *st, const struct kms_api_opts *opts, stru
         kms_err_set(err, 500, "out of memory");
         goto out;
     }
+    if (opts->rate_limit > 0 &&
+        kms_ratelimit_create(opts->rate_limit,
+                             opts->rate_limit_burst > 0 ? opts->rate_limit_burst
+                                                        : 2 * opts->rate_limit,
+                             &api->ratelimit) != 0) {
+        kms_err_set(err, 500, "out of memory");
+        goto out;
+    }
     if (kms_auth_create(st, &api->auth, err) != 0) {
         goto out;
     }
@@ -273,6 +287,7 @@ void kms_api_destroy(struct kms_api **apip)
     kms_auth_destroy(&api->auth);
     kms_kms_sched_destroy(&api->sched);
     kms_keycache_destroy(&api->keycache);
+    kms_ratelimit_destroy(&api->ratelimit);
     pthread_rwlock_destroy(&api->lock);
     free(api->ns);
     free(api->mounts);

@@ -52,6 +52,8 @@ static const struct centry table[] = {
     SIZE("max_connections", max_connections, 1, 1000000),
     SIZE("workers", workers, 0, 1024),
     SIZE("key_cache_size", key_cache_size, 1, 100000000),
+    SIZE("rate_limit", rate_limit, 0, 100000000),
+    SIZE("rate_limit_burst", rate_limit_burst, 0, 100000000),
     SIZE("storage_map_size", storage_map_size, (int64_t)1 << 20, (int64_t)1 << 40),
     SECS("read_timeout", read_timeout, 1, 3600),
     SECS("idle_timeout", idle_timeout, 1, 86400),
@@ -79,6 +81,8 @@ void kms_config_default(struct kms_config *cfg)
     cfg->idle_timeout = 120;
     cfg->storage_map_size = (size_t)1 << 30;
     cfg->key_cache_size = 10000;
+    cfg->rate_limit = 1000; /* config mode; dev mode turns it off */
+    cfg->rate_limit_burst = 0;
     cfg->kms_deletion_delay = 30 * 86400;
     snprintf(cfg->audit_fsync, sizeof(cfg->audit_fsync), "batch");
     snprintf(cfg->audit_mode, sizeof(cfg->audit_mode), "0600");

@@ -383,6 +383,8 @@ int kms_server_main(int argc, char **argv)
     aopts.version = KMSD_VERSION;
     aopts.kms_deletion_delay = flag_delay > 0 ? flag_delay : cfg.kms_deletion_delay;
     aopts.key_cache_size = cfg.key_cache_size;
+    aopts.rate_limit = f.dev ? 0 : (double)cfg.rate_limit;
+    aopts.rate_limit_burst = (double)cfg.rate_limit_burst;
     if (kms_api_create(st, &aopts, &api, &err) != 0) {
         fprintf(stderr, "kmsd: %s\n", err.msg);
         goto out;

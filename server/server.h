@@ -27,6 +27,8 @@ struct kms_config {
     int64_t idle_timeout;     /* seconds a keep-alive connection may stay idle */
     size_t workers;           /* event-loop threads; 0 = one per core */
     size_t key_cache_size;    /* unsealed Transit keys kept in memory */
+    size_t rate_limit;        /* requests per second per token; 0 = off */
+    size_t rate_limit_burst;  /* 0 = twice rate_limit */
     struct kms_api_limits limits;
     int64_t kms_deletion_delay; /* KMSKey deletion countdown, seconds */
     /* audit (docs/audit.md): the "file" device, and more from "audit_devices" */

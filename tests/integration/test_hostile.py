@@ -1,0 +1,227 @@
+"""Hostile clients at the HTTP layer: slow headers and bodies (slowloris), oversized headers
+and bodies, too many connections, idle connections, malformed framing, pipelining, and the
+per-token rate limit. Each case also checks that the server keeps answering others."""
+
+import json
+import socket
+import threading
+import time
+import unittest
+
+from kmsd_harness import KmsdServer, raw_request
+
+
+def connect(port):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def read_all(s, timeout=10):
+    s.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except (socket.timeout, ConnectionResetError):
+        pass
+    return data
+
+
+def status_of(data):
+    line = data.split(b"\r\n", 1)[0]
+    parts = line.split(b" ")
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+
+
+class HostileHTTPTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = KmsdServer(mode="config", config={
+            "read_timeout": 2, "idle_timeout": 2, "max_request_size": 1 << 20,
+            "max_header_size": 8192, "max_connections": 40, "workers": 1,
+            "rate_limit": 0})
+        cls.srv.start()
+        r = cls.srv.request("PUT", "sys/init", {}, token=None)
+        cls.srv.token = r.json["root_token"]
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.srv.stop()
+        cls.srv.cleanup()
+        assert rc == 0, rc
+
+    def healthy_quickly(self):
+        t0 = time.monotonic()
+        r = raw_request("127.0.0.1", self.srv.port, "GET", "/v1/sys/health", timeout=3)
+        self.assertEqual(r.status, 200)
+        self.assertLess(time.monotonic() - t0, 1.0)
+
+    def test_slowloris_headers_are_cut_off_and_others_served(self):
+        socks = []
+        for _ in range(20):
+            s = connect(self.srv.port)
+            s.sendall(b"GET /v1/sys/health HTTP/1.1\r\nX-a: ")
+            socks.append(s)
+        stop = time.monotonic() + 4
+        closed = 0
+        # keep dribbling one byte per 0.5 s; the request deadline (2 s) must still fire
+        while time.monotonic() < stop and closed < len(socks):
+            self.healthy_quickly()
+            for s in socks:
+                try:
+                    s.sendall(b"a")
+                except OSError:
+                    pass
+            time.sleep(0.5)
+            closed = 0
+            for s in socks:
+                s.setblocking(False)
+                try:
+                    if s.recv(4096) is not None:
+                        closed += 1
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    closed += 1
+                s.setblocking(True)
+        self.assertEqual(closed, len(socks), "slow clients were not disconnected")
+        for s in socks:
+            s.close()
+        self.healthy_quickly()
+
+    def test_slow_body_is_cut_off(self):
+        s = connect(self.srv.port)
+        s.sendall(b"POST /v1/sys/init HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
+        t0 = time.monotonic()
+        data = read_all(s, timeout=6)
+        s.close()
+        self.assertEqual(status_of(data), 408, data[:200])
+        self.assertLess(time.monotonic() - t0, 5)
+
+    def test_oversized_headers(self):
+        s = connect(self.srv.port)
+        s.sendall(b"GET /v1/sys/health HTTP/1.1\r\nX-big: " + b"a" * 20000 + b"\r\n\r\n")
+        data = read_all(s)
+        s.close()
+        self.assertEqual(status_of(data), 431, data[:200])
+        s = connect(self.srv.port)
+        s.sendall(b"GET /v1/sys/health HTTP/1.1\r\n" + b"".join(
+            b"X-%d: 1\r\n" % i for i in range(150)) + b"\r\n")
+        self.assertEqual(status_of(read_all(s)), 431)
+        s.close()
+        self.healthy_quickly()
+
+    def test_oversized_body_refused_before_reading(self):
+        s = connect(self.srv.port)
+        s.sendall(b"POST /v1/transit/keys/x HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n")
+        data = read_all(s)
+        s.close()
+        self.assertEqual(status_of(data), 413)
+        self.assertIn(b"request body too large", data)
+        s = connect(self.srv.port)
+        s.sendall(b"POST /v1/transit/keys/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"200000\r\n")
+        self.assertEqual(status_of(read_all(s)), 413)
+        s.close()
+
+    def test_malformed_framing(self):
+        cases = [
+            (b"GARBAGE\r\n\r\n", 400),
+            (b"GET /v1/sys/health HTTP/2.0\r\n\r\n", 505),
+            (b"GET /v1/sys/health HTTP/1.1\r\nContent-Length: 3\r\n"
+             b"Transfer-Encoding: chunked\r\n\r\n", 400),
+            (b"GET /v1/sys/health HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+             400),
+            (b"GET /v1/sys/health HTTP/1.1\r\n folded\r\n\r\n", 400),
+            (b"GET /v1/sys/health HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
+            (b"POST /v1/sys/init HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        ]
+        for raw, want in cases:
+            s = connect(self.srv.port)
+            s.sendall(raw)
+            data = read_all(s)
+            s.close()
+            self.assertEqual(status_of(data), want, (raw, data[:200]))
+        self.healthy_quickly()
+
+    def test_pipelining_and_chunked_and_expect_continue(self):
+        s = connect(self.srv.port)
+        s.sendall(b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /v1/sys/seal-status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = read_all(s)
+        s.close()
+        self.assertEqual(data.count(b"HTTP/1.1 200 OK"), 2, data)
+        self.assertLess(data.index(b'"replication_dr_mode"'), data.index(b'"progress"'))
+        body = json.dumps({"type": "transit"}).encode()
+        s = connect(self.srv.port)
+        s.sendall(b"POST /v1/sys/mounts/chunky HTTP/1.1\r\nX-Vault-Token: %s\r\n"
+                  b"Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n"
+                  b"Connection: close\r\n\r\n" % self.srv.token.encode())
+        first = s.recv(4096)
+        self.assertTrue(first.startswith(b"HTTP/1.1 100 Continue"), first)
+        s.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+        data = first + read_all(s)
+        s.close()
+        self.assertIn(b"HTTP/1.1 204", data)
+
+    def test_idle_connection_closed(self):
+        s = connect(self.srv.port)
+        t0 = time.monotonic()
+        data = read_all(s, timeout=6)
+        s.close()
+        self.assertEqual(data, b"")
+        self.assertLess(time.monotonic() - t0, 5)
+
+    def test_connection_cap(self):
+        socks = [connect(self.srv.port) for _ in range(40)]
+        time.sleep(0.2)
+        extra = connect(self.srv.port)
+        data = read_all(extra, timeout=3)
+        extra.close()
+        self.assertEqual(status_of(data), 503, data)
+        self.assertIn(b"too many open connections", data)
+        for s in socks:
+            s.close()
+        time.sleep(0.3)
+        self.healthy_quickly()
+
+
+class RateLimitTest(unittest.TestCase):
+    def test_per_token_limit(self):
+        srv = KmsdServer(mode="config", config={"rate_limit": 5, "rate_limit_burst": 5})
+        srv.start()
+        try:
+            root = srv.request("PUT", "sys/init", {}, token=None).json["root_token"]
+            statuses = [srv.request("GET", "auth/token/lookup-self", token=root).status
+                        for _ in range(8)]
+            self.assertEqual(statuses[:5], [200] * 5)
+            self.assertIn(429, statuses[5:])
+            r = srv.request("GET", "auth/token/lookup-self", token=root)
+            if r.status == 429:
+                self.assertEqual(r.json["errors"], ["rate limit quota exceeded"])
+                self.assertGreaterEqual(int(r.header("Retry-After")), 1)
+            # other clients (no token, public paths) are not affected
+            self.assertEqual(srv.request("GET", "sys/health", token=None).status, 200)
+            time.sleep(1.2)
+            self.assertEqual(srv.request("GET", "auth/token/lookup-self", token=root).status, 200)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+            srv.cleanup()
+
+    def test_dev_mode_has_no_limit(self):
+        srv = KmsdServer(mode="dev")
+        srv.start()
+        try:
+            statuses = {srv.request("GET", "auth/token/lookup-self").status for _ in range(50)}
+            self.assertEqual(statuses, {200})
+        finally:
+            self.assertEqual(srv.stop(), 0)
+            srv.cleanup()
+
+
+if __name__ == "__main__":
+    unittest.main()

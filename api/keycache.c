@@ -9,7 +9,8 @@
  * Staleness: every write to a key invalidates its entry and advances a global sequence
  * number. A reader takes the sequence before it reads storage and may only insert what it
  * read if the sequence has not moved since, so a read that raced with a write can never
- * re-insert the old value. Entries and evicted material are wiped before they are freed.
+ * re-insert the old value. Entries (which hold key material) come from the locked secure heap
+ * when one is available and are wiped before they are freed.
  */
 #include "api/api_int.h"
 
@@ -57,8 +58,7 @@ static void entry_free(struct entry *e)
 {
     kms_memzero(e->key, e->keylen);
     free(e->key);
-    kms_memzero(e, sizeof(*e));
-    free(e);
+    kms_secmem_free(e, sizeof(*e));
 }
 
 int kms_keycache_create(size_t max_entries, struct kms_keycache **out)
@@ -138,9 +138,9 @@ static struct entry *find_or_add(struct kms_keycache *kc, struct bucket *b, cons
         *pp = NULL;
         b->n--;
     }
-    e = calloc(1, sizeof(*e));
+    e = kms_secmem_alloc(sizeof(*e)); /* holds unwrapped key material */
     if (e == NULL || (e->key = malloc(n)) == NULL) {
-        free(e);
+        kms_secmem_free(e, sizeof(*e));
         return NULL;
     }
     memcpy(e->key, key, n);

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define KMS_WUR __attribute__((warn_unused_result))
 #define KMS_PRINTF(a, b) __attribute__((format(printf, a, b)))
@@ -45,6 +46,17 @@ bool kms_ct_eq(const void *a, const void *b, size_t n);
 bool kms_ct_streq(const char *a, const char *b);
 /* free() after wiping n bytes; NULL-safe, sets *p to NULL. */
 void kms_free_wipe(void **p, size_t n);
+
+/*
+ * Memory for unwrapped keys: kms_secmem_init reserves a locked, non-dumpable heap (OpenSSL's
+ * secure heap; returns -1 when the system refuses, e.g. RLIMIT_MEMLOCK, and allocations then
+ * fall back to the ordinary heap). kms_secmem_alloc returns zeroed memory; kms_secmem_free
+ * wipes n bytes and frees (NULL-safe). Thread-safe.
+ */
+int kms_secmem_init(size_t heap_size);
+bool kms_secmem_locked(void);
+void *kms_secmem_alloc(size_t n);
+void kms_secmem_free(void *p, size_t n);
 
 /* ---- randomness and ids ------------------------------------------------------------------ */
 
@@ -223,5 +235,80 @@ int kms_tls_reload(struct kms_tls *t, struct kms_err *err) KMS_WUR;
 /* A server-side TLS bufferevent on an accepted socket (owns fd); NULL on failure. */
 struct bufferevent *kms_tls_bufferevent(struct kms_tls *t, struct event_base *base, int fd);
 void kms_tls_destroy(struct kms_tls **t);
+
+/* ---- TLS for clients (tls_client.c) ------------------------------------------------------ */
+
+/* What a client connection trusts and presents. Strings are borrowed for the call only. */
+struct kms_tls_client_opts {
+    const char *ca_file;     /* PEM CA bundle to verify the server; NULL with ca_path NULL =
+                                the system store */
+    const char *ca_path;     /* directory of hashed CA certificates, or NULL */
+    const char *cert_file;   /* client certificate chain (PEM), or NULL for none */
+    const char *key_file;    /* its private key (PEM); required with cert_file */
+    const char *server_name; /* host name or IP literal the certificate must match (and SNI
+                                for names) */
+    bool insecure;           /* skip certificate and name verification (testing only) */
+};
+
+/* One TLS client connection over a socket the caller owns. */
+struct kms_tls_conn;
+
+/*
+ * Handshake (TLS 1.2+) over the connected socket fd, which may be non-blocking: waits with
+ * poll(2) until deadline_ms (CLOCK_MONOTONIC milliseconds), a deadline that also bounds every
+ * later read and write on the connection. Unless o->insecure, the server's chain must verify
+ * against the CA file/path (else the system store) and match o->server_name. On failure err
+ * says why (a verification failure names the X509 reason) and nothing is left to free. fd
+ * stays the caller's: kms_tls_client_close does not close it. Not thread-safe per connection.
+ */
+int kms_tls_client_connect(int fd, const struct kms_tls_client_opts *o, int64_t deadline_ms,
+                           struct kms_tls_conn **out, struct kms_err *err) KMS_WUR;
+/* Read up to n bytes: > 0 bytes read, 0 at end of stream, -1 on error or timeout (errno). */
+ssize_t kms_tls_client_read(struct kms_tls_conn *c, void *buf, size_t n);
+/* Write up to n bytes: bytes written (> 0), or -1 on error or timeout (errno). */
+ssize_t kms_tls_client_write(struct kms_tls_conn *c, const void *buf, size_t n);
+/* Send close_notify when the session is healthy and free it; NULL-safe, sets *c to NULL. */
+void kms_tls_client_close(struct kms_tls_conn **c);
+
+/* ---- streaming AEAD and hashes (aead_stream.c) ------------------------------------------- */
+
+/* One AEAD message processed in pieces of any size. */
+struct kms_aead_stream;
+
+/*
+ * Start encrypting (`encrypt`) or decrypting one message with AES-128/256-GCM or
+ * ChaCha20-Poly1305 (XChaCha20-Poly1305 is refused: -1). key is kms_aead_key_len(a) bytes and
+ * nonce kms_aead_nonce_len(a) bytes; both are copied into the cipher state, so the caller may
+ * wipe them at once. aad may be NULL when aadlen is 0. The concatenated update outputs plus
+ * the final tag equal kms_aead_seal's ciphertext || tag. Free *out with
+ * kms_aead_stream_destroy (which cleanses the key schedule).
+ */
+int kms_aead_stream_create(enum kms_aead a, bool encrypt, const uint8_t *key,
+                           const uint8_t *nonce, const uint8_t *aad, size_t aadlen,
+                           struct kms_aead_stream **out) KMS_WUR;
+/* Transform n bytes of in into out (n bytes; in == out is allowed). */
+int kms_aead_stream_update(struct kms_aead_stream *s, const uint8_t *in, size_t n,
+                           uint8_t *out) KMS_WUR;
+/* Encrypting: end the message and write its 16-byte tag. Once per stream. */
+int kms_aead_stream_seal_final(struct kms_aead_stream *s, uint8_t tag[KMS_AEAD_TAG_LEN]) KMS_WUR;
+/*
+ * Decrypting: end the message and check its tag; -1 when it does not match. Update has
+ * already released plaintext by then: on -1 the caller must discard all of it (kmsctl deletes
+ * the partial output file).
+ */
+int kms_aead_stream_open_final(struct kms_aead_stream *s,
+                               const uint8_t tag[KMS_AEAD_TAG_LEN]) KMS_WUR;
+/* NULL-safe; sets *s to NULL. */
+void kms_aead_stream_destroy(struct kms_aead_stream **s);
+
+/* An incremental hash (the kms_hash algorithms). */
+struct kms_hash_stream;
+
+int kms_hash_stream_create(enum kms_hash h, struct kms_hash_stream **out) KMS_WUR;
+int kms_hash_stream_update(struct kms_hash_stream *s, const void *in, size_t n) KMS_WUR;
+/* The digest (kms_hash_len bytes) into out; once per stream. */
+int kms_hash_stream_final(struct kms_hash_stream *s, uint8_t *out) KMS_WUR;
+/* NULL-safe; sets *s to NULL. */
+void kms_hash_stream_destroy(struct kms_hash_stream **s);
 
 #endif

@@ -48,8 +48,17 @@ test-asan: deps
 fuzz: deps
 	FUZZ_SECONDS=$${FUZZ_SECONDS:-60} tests/fuzz/run.sh
 
+# SIGKILL the server under mixed load ROUNDS times (default 100); nothing acknowledged may be lost.
+crash-test: build
+	KMSD_BIN=$(CURDIR)/$(BUILD)/kmsd /usr/bin/python3 tests/crash/crash_test.py $${ROUNDS:-100}
+
 install: build
 	cmake --install $(BUILD)
+
+.PHONY: bench
+# Benchmark against a bare libevent ceiling (bench/run.sh; BENCH_* settings there, ~6 minutes).
+bench: build
+	BUILD=$(BUILD) bench/run.sh
 
 clean:
 	rm -rf $(BUILD)

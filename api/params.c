@@ -27,21 +27,6 @@ bool kms_parse_go_bool(const char *s, bool *out)
     return false;
 }
 
-static bool parse_int_str(const char *s, int64_t *out)
-{
-    char *end = NULL;
-    if (*s == '\0') {
-        return false;
-    }
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno != 0 || *end != '\0') {
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
 int kms_parse_duration_str(const char *s, int64_t *out)
 {
     return kms_duration_parse(s, out);
@@ -96,7 +81,7 @@ static int coerce(json_t *v, enum kms_ftype t, json_t **out, char *why, size_t w
         } else if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) &&
                    fabs(json_real_value(v)) < 9e18) {
             *out = json_integer((json_int_t)json_real_value(v));
-        } else if (json_is_string(v) && parse_int_str(json_string_value(v), &iv)) {
+        } else if (json_is_string(v) && kms_int_parse(json_string_value(v), &iv)) {
             *out = json_integer(iv);
         } else if (json_is_string(v) && json_string_value(v)[0] == '\0') {
             *out = json_integer(0);

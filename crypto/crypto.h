@@ -155,6 +155,8 @@ void kms_now(int64_t *sec, int32_t *nsec);
  * is truncated to whole seconds. Returns -1 when invalid or out of range.
  */
 int kms_duration_parse(const char *s, int64_t *out) KMS_WUR;
+/* A whole decimal int64 ("-12", "+3"); false on empty input, junk or overflow. */
+bool kms_int_parse(const char *s, int64_t *out);
 /* RFC 3339 in UTC with nanoseconds, trailing zeros trimmed (Go's RFC3339Nano); out[40]. */
 void kms_time_rfc3339(int64_t sec, int32_t nsec, char out[40]);
 

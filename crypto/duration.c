@@ -1,6 +1,7 @@
 /*
- * duration.c - Vault's duration syntax (parseutil.ParseDurationSecond): integers are seconds,
- * otherwise Go's time.ParseDuration units plus "d" for days.
+ * duration.c - strict decimal integers, and Vault's duration syntax
+ * (parseutil.ParseDurationSecond): integers are seconds, otherwise Go's time.ParseDuration
+ * units plus "d" for days.
  */
 #include "crypto/crypto.h"
 
@@ -9,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool parse_int_str(const char *s, int64_t *out)
+bool kms_int_parse(const char *s, int64_t *out)
 {
     char *end = NULL;
     if (*s == '\0') {
@@ -28,7 +29,7 @@ static bool parse_int_str(const char *s, int64_t *out)
 int kms_duration_parse(const char *s, int64_t *out)
 {
     int64_t iv;
-    if (parse_int_str(s, &iv)) {
+    if (kms_int_parse(s, &iv)) {
         *out = iv;
         return 0;
     }

@@ -330,6 +330,27 @@ int kms_audit_hook_response(struct kms_ctx *c, int rc);
 /* Record a key version the request touched (encrypt, decrypt, rotate, ...). */
 void kms_ctx_note_version(struct kms_ctx *c, uint32_t version);
 
+/*
+ * An operation the server performs on its own (the KMSKey controller's scheduled rotations and
+ * deletions): a request line, durable, before the effect (-1 with err: do not act, retry
+ * later), and a response line after it. Subject "system:kmsd-controller". *out is NULL when
+ * auditing is off; end is then a no-op.
+ */
+struct kms_audit_internal {
+    const char *ns_id;
+    const char *ns_path;
+    const char *path;      /* the equivalent API path, e.g. "transit/keys/org1-p-k/rotate" */
+    const char *operation; /* Vault's: "update", "delete" */
+    const char *op;        /* kmsd's: "rotate", "delete" */
+    const char *key;
+    const char *project; /* NULL when none */
+};
+int kms_audit_internal_begin(struct kms_api *api, const struct kms_audit_internal *ev,
+                             struct kms_audit_rec **out, struct kms_err *err) KMS_WUR;
+int kms_audit_internal_end(struct kms_audit_rec **rec, const struct kms_audit_internal *ev,
+                           const uint32_t *versions, size_t n, const char *error,
+                           struct kms_err *err) KMS_WUR;
+
 int kms_sys_audit_hash(struct kms_ctx *c);
 int kms_sys_audit_list(struct kms_ctx *c);
 int kms_sys_audit_events(struct kms_ctx *c);

@@ -1,62 +1,561 @@
 /*
- * token.c - the auth/token/ backend: what a token holder can ask about its own token.
+ * token.c - the auth/token/ backend: lookup, renew and revoke of the caller's own token,
+ * token creation, and the admin calls by token or accessor (reference auth-audit.md §3.3).
+ *
+ * The dispatcher has already resolved and authorised the caller's token (c->token); the
+ * store itself lives in auth/ token.c. Renewing a login token goes back to its auth method:
+ * the role must still exist and its current token_ttl / token_max_ttl / token_period apply.
  */
 #include "api/api_int.h"
 
+#include <ctype.h>
 #include <string.h>
 #include <strings.h>
 
-static int lookup_self(struct kms_ctx *c)
+/* The caller's token string, as sent. */
+static const char *request_token(const struct kms_ctx *c)
 {
-    const struct kms_token *t = &c->token;
-    const char *tok = NULL;
-    json_t *pols = json_array();
-    json_t *meta = t->nmeta ? json_object() : json_null();
-    int64_t now;
-    int32_t nsec;
+    for (size_t i = 0; i < c->http->nheaders; i++) {
+        if (strcasecmp(c->http->headers[i].name, "X-Vault-Token") == 0 &&
+            c->http->headers[i].value[0] != '\0') {
+            return c->http->headers[i].value;
+        }
+    }
+    for (size_t i = 0; i < c->http->nheaders; i++) {
+        if (strcasecmp(c->http->headers[i].name, "Authorization") == 0 &&
+            strncmp(c->http->headers[i].value, "Bearer ", 7) == 0) {
+            const char *t = c->http->headers[i].value + 7;
+            while (*t == ' ' || *t == '\t') {
+                t++;
+            }
+            return t;
+        }
+    }
+    return "";
+}
 
+static json_t *policies_json(const struct kms_token *t)
+{
+    json_t *pols = json_array();
     for (size_t i = 0; i < t->npolicies; i++) {
         json_array_append_new(pols, json_string(t->policies[i]));
     }
+    return pols;
+}
+
+static int cmp_idx(const void *a, const void *b, void *arg)
+{
+    const struct kms_token *t = arg;
+    return strcmp(t->meta_keys[*(const size_t *)a], t->meta_keys[*(const size_t *)b]);
+}
+
+/* Token metadata as a JSON object with sorted keys (Go map order), or null. */
+static json_t *meta_json(const struct kms_token *t)
+{
+    size_t idx[KMS_TOKEN_MAX_META];
+    if (t->nmeta == 0) {
+        return json_null();
+    }
     for (size_t i = 0; i < t->nmeta; i++) {
-        json_object_set_new(meta, t->meta_keys[i], json_string(t->meta_values[i]));
+        idx[i] = i;
     }
-    /* the caller's own token, echoed back as Vault does */
-    for (size_t i = 0; i < c->http->nheaders; i++) {
-        if (strcasecmp(c->http->headers[i].name, "X-Vault-Token") == 0) {
-            tok = c->http->headers[i].value;
-        }
+    qsort_r(idx, t->nmeta, sizeof(idx[0]), cmp_idx, (void *)t);
+    json_t *m = json_object();
+    for (size_t i = 0; i < t->nmeta; i++) {
+        json_object_set_new(m, t->meta_keys[idx[i]], json_string(t->meta_values[idx[i]]));
     }
-    if (tok == NULL) {
-        for (size_t i = 0; i < c->http->nheaders; i++) {
-            if (strcasecmp(c->http->headers[i].name, "Authorization") == 0 &&
-                strncmp(c->http->headers[i].value, "Bearer ", 7) == 0) {
-                tok = c->http->headers[i].value + 7;
-            }
-        }
+    return m;
+}
+
+json_t *kms_token_auth_block(const struct kms_token *t, const char *client_token)
+{
+    int64_t now;
+    int32_t nsec;
+    kms_now(&now, &nsec);
+    int64_t lease = t->expire_time ? t->expire_time - now : 0;
+    json_t *a = json_object();
+    if (a == NULL) {
+        return NULL;
     }
+    json_object_set_new(a, "client_token", json_string(client_token));
+    json_object_set_new(a, "accessor", json_string(t->accessor));
+    json_object_set_new(a, "policies", policies_json(t));
+    if (t->npolicies > 0) {
+        json_object_set_new(a, "token_policies", policies_json(t));
+    }
+    json_object_set_new(a, "metadata", meta_json(t));
+    json_object_set_new(a, "lease_duration", json_integer(lease > 0 ? lease : 0));
+    json_object_set_new(a, "renewable", json_boolean(t->renewable));
+    json_object_set_new(a, "entity_id", json_string(t->entity_id));
+    json_object_set_new(a, "token_type", json_string("service"));
+    json_object_set_new(a, "orphan", json_boolean(t->orphan));
+    json_object_set_new(a, "mfa_requirement", json_null());
+    json_object_set_new(a, "num_uses", json_integer(t->num_uses));
+    return a;
+}
+
+/* lookup data (§3.3): every key with Vault's JSON types. `id` is "" for lookup-accessor. */
+static int lookup_data(struct kms_ctx *c, const struct kms_token *t, const char *id)
+{
+    int64_t now;
+    int32_t nsec;
+    char buf[40];
+
     kms_now(&now, &nsec);
     int64_t ttl = t->expire_time ? t->expire_time - now : 0;
-    c->data = json_pack(
-        "{s:s, s:I, s:I, s:s, s:s, s:n, s:I, s:s, s:o, s:i, s:b, s:s, s:o, "
-        "s:I, s:s}",
-        "accessor", t->accessor, "creation_time", (json_int_t)t->creation_time, "creation_ttl",
-        (json_int_t)(t->expire_time ? t->expire_time - t->creation_time : 0), "display_name",
-        t->display_name, "entity_id", "", "expire_time", "explicit_max_ttl", (json_int_t)0, "id",
-        tok ? tok : "", "meta", meta, "num_uses", 0, "orphan", true, "path", t->path, "policies",
-        pols, "ttl", (json_int_t)(ttl > 0 ? ttl : 0), "type", "service");
+    c->data = json_object();
     if (c->data == NULL) {
         return KMS_FAILW(c, 500, "internal error");
     }
+    json_object_set_new(c->data, "accessor", json_string(t->accessor));
+    json_object_set_new(c->data, "creation_time", json_integer(t->creation_time));
+    json_object_set_new(c->data, "creation_ttl", json_integer(t->creation_ttl));
+    json_object_set_new(c->data, "display_name", json_string(t->display_name));
+    json_object_set_new(c->data, "entity_id", json_string(t->entity_id));
     if (t->expire_time) {
-        char buf[40];
         kms_time_rfc3339(t->expire_time, 0, buf);
         json_object_set_new(c->data, "expire_time", json_string(buf));
+    } else {
+        json_object_set_new(c->data, "expire_time", json_null());
+    }
+    json_object_set_new(c->data, "explicit_max_ttl", json_integer(t->explicit_max_ttl));
+    json_object_set_new(c->data, "id", json_string(id));
+    json_object_set_new(c->data, "meta", meta_json(t));
+    json_object_set_new(c->data, "num_uses", json_integer(t->num_uses));
+    json_object_set_new(c->data, "orphan", json_boolean(t->orphan));
+    json_object_set_new(c->data, "path", json_string(t->path));
+    json_object_set_new(c->data, "policies", policies_json(t));
+    json_object_set_new(c->data, "ttl", json_integer(ttl > 0 ? ttl : 0));
+    json_object_set_new(c->data, "type", json_string("service"));
+    if (t->expire_time) {
+        /* a token with a lease; the root token has none */
+        kms_time_rfc3339(t->creation_time, 0, buf);
+        json_object_set_new(c->data, "issue_time", json_string(buf));
+        json_object_set_new(c->data, "renewable", json_boolean(t->renewable));
+    }
+    if (t->period > 0) {
+        json_object_set_new(c->data, "period", json_integer(t->period));
+    }
+    if (t->role[0] != '\0') {
+        json_object_set_new(c->data, "role", json_string(t->role));
+    }
+    if (t->ncidrs > 0) {
+        json_t *cidrs = json_array();
+        for (size_t i = 0; i < t->ncidrs; i++) {
+            json_array_append_new(cidrs, json_string(t->cidrs[i]));
+        }
+        json_object_set_new(c->data, "bound_cidrs", cidrs);
+    }
+    if (strcmp(t->ns_id, "root") != 0) {
+        struct kms_ns ns;
+        if (kms_registry_ns_by_id(c->api, t->ns_id, &ns) == 0) {
+            json_object_set_new(c->data, "namespace_path", json_string(ns.path));
+        }
+    }
+    if (t->last_renewal > 0) {
+        kms_time_rfc3339(t->last_renewal, 0, buf);
+        json_object_set_new(c->data, "last_renewal_time", json_integer(t->last_renewal));
+        json_object_set_new(c->data, "last_renewal", json_string(buf));
     }
     return 0;
 }
 
+static int lookup_self(struct kms_ctx *c)
+{
+    return lookup_data(c, &c->token, request_token(c));
+}
+
+/* Renew `t` (a token already authorised for this request) and answer with its auth block. */
+static int renew_token(struct kms_ctx *c, const struct kms_token *t, const char *client_token)
+{
+    struct kms_token_ttl cur;
+    struct kms_token out;
+    char warning[256];
+    int64_t increment = 0;
+    bool login = strncmp(t->path, "auth/", 5) == 0 && strncmp(t->path, "auth/token/", 11) != 0;
+    int rc = -1;
+
+    (void)kms_param_int(c, "increment", &increment);
+    if (increment < 0) {
+        return KMS_FAIL(c, 400, "increment cannot be negative");
+    }
+    if (login) {
+        int r = kms_auth_login_renew_params(c, t, &cur);
+        if (r < 0) {
+            return -1;
+        }
+        login = r == 0;
+    }
+    if (kms_auth_token_renew(kms_api_auth(c->api), t, increment, login ? &cur : NULL, &out, warning,
+                             sizeof(warning), &c->err) != 0) {
+        goto out;
+    }
+    if (warning[0] != '\0') {
+        kms_warn(c, "%s", warning);
+    }
+    c->auth = kms_token_auth_block(&out, client_token);
+    rc = c->auth ? 0 : KMS_FAILW(c, 500, "internal error");
+out:
+    kms_memzero(&out, sizeof(out));
+    return rc;
+}
+
+static int renew_self(struct kms_ctx *c)
+{
+    return renew_token(c, &c->token, request_token(c));
+}
+
+static int revoke_self(struct kms_ctx *c)
+{
+    int r = kms_auth_token_revoke(kms_api_auth(c->api), c->token.hash);
+    return r < 0 ? KMS_FAILW(c, 500, "internal error") : 0;
+}
+
+/* A token named in the body, visible from this namespace; 403 "bad token" otherwise. */
+static int body_token(struct kms_ctx *c, struct kms_token *t, const char **id)
+{
+    *id = "";
+    if (!kms_param_str(c, "token", id) || (*id)[0] == '\0') {
+        return KMS_FAIL(c, 400, "missing token");
+    }
+    int g = kms_auth_token_lookup(kms_api_auth(c->api), *id, t);
+    if (g < 0) {
+        return KMS_FAILW(c, 500, "internal error");
+    }
+    if (g != 0 || strcmp(t->ns_id, c->ns.id) != 0) {
+        return KMS_FAIL(c, 403, "bad token");
+    }
+    return 0;
+}
+
+static int accessor_token(struct kms_ctx *c, struct kms_token *t)
+{
+    const char *acc = "";
+    if (!kms_param_str(c, "accessor", &acc) || acc[0] == '\0') {
+        return KMS_FAIL(c, 400, "missing accessor");
+    }
+    int g = kms_auth_token_lookup_accessor(kms_api_auth(c->api), acc, t);
+    if (g < 0) {
+        return KMS_FAILW(c, 500, "internal error");
+    }
+    if (g != 0 || strcmp(t->ns_id, c->ns.id) != 0) {
+        return KMS_FAIL(c, 400, "invalid accessor");
+    }
+    return 0;
+}
+
+static int lookup(struct kms_ctx *c)
+{
+    struct kms_token t;
+    const char *id;
+    int rc = body_token(c, &t, &id) == 0 ? lookup_data(c, &t, id) : -1;
+    kms_memzero(&t, sizeof(t));
+    return rc;
+}
+
+static int renew(struct kms_ctx *c)
+{
+    struct kms_token t;
+    const char *id;
+    int rc = body_token(c, &t, &id) == 0 ? renew_token(c, &t, id) : -1;
+    kms_memzero(&t, sizeof(t));
+    return rc;
+}
+
+static int revoke(struct kms_ctx *c)
+{
+    struct kms_token t;
+    const char *id = "";
+    int rc = 0;
+    if (!kms_param_str(c, "token", &id) || id[0] == '\0') {
+        return KMS_FAIL(c, 400, "missing token");
+    }
+    int g = kms_auth_token_lookup(kms_api_auth(c->api), id, &t);
+    if (g < 0) {
+        rc = KMS_FAILW(c, 500, "internal error");
+    } else if (g == 0 && strcmp(t.ns_id, c->ns.id) == 0 &&
+               kms_auth_token_revoke(kms_api_auth(c->api), t.hash) < 0) {
+        rc = KMS_FAILW(c, 500, "internal error");
+    }
+    kms_memzero(&t, sizeof(t));
+    return rc;
+}
+
+static int lookup_accessor(struct kms_ctx *c)
+{
+    struct kms_token t;
+    int rc = accessor_token(c, &t) == 0 ? lookup_data(c, &t, "") : -1;
+    kms_memzero(&t, sizeof(t));
+    return rc;
+}
+
+static int revoke_accessor(struct kms_ctx *c)
+{
+    struct kms_token t;
+    int rc = accessor_token(c, &t);
+    if (rc == 0 && kms_auth_token_revoke(kms_api_auth(c->api), t.hash) < 0) {
+        rc = KMS_FAILW(c, 500, "internal error");
+    }
+    kms_memzero(&t, sizeof(t));
+    return rc;
+}
+
+static int renew_accessor(struct kms_ctx *c)
+{
+    struct kms_token t;
+    int rc = accessor_token(c, &t) == 0 ? renew_token(c, &t, "") : -1;
+    kms_memzero(&t, sizeof(t));
+    return rc;
+}
+
+/* Does the caller hold sudo on this path (root counts)? */
+static bool caller_sudo(struct kms_ctx *c)
+{
+    struct kms_ns tns;
+    struct kms_acl_result res;
+    if (c->token.root) {
+        return true;
+    }
+    if (kms_registry_ns_by_id(c->api, c->token.ns_id, &tns) != 0) {
+        return false;
+    }
+    /* a probe with update + sudo: read-only on the token (no use is consumed for it) */
+    struct kms_token probe = c->token;
+    probe.num_uses = 0;
+    struct kms_auth_req req = {c->ns.path, tns.path, c->path, KMS_OP_UPDATE, true};
+    bool ok = kms_auth_authorize(kms_api_auth(c->api), &probe, &req, &res) == 0 && res.allowed;
+    kms_memzero(&probe, sizeof(probe));
+    return ok;
+}
+
+static bool in_list(const char *name, const struct kms_token *t)
+{
+    for (size_t i = 0; i < t->npolicies; i++) {
+        if (strcmp(t->policies[i], name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static int create(struct kms_ctx *c)
+{
+    const char *given[KMS_TOKEN_MAX_POLICIES];
+    char pols[KMS_TOKEN_MAX_POLICIES][KMS_POLICY_NAME_MAX];
+    const char *polp[KMS_TOKEN_MAX_POLICIES];
+    const char *mk[KMS_TOKEN_MAX_META];
+    const char *mv[KMS_TOKEN_MAX_META];
+    char dname[128];
+    char token[KMS_TOKEN_MAX_LEN];
+    char warning[256];
+    struct kms_token out;
+    const char *id = NULL;
+    const char *dn = "";
+    const char *type = "service";
+    bool orphan = strcmp(c->rel, "create-orphan") == 0;
+    bool no_default = false;
+    bool renewable = true;
+    int64_t ttl = 0;
+    int64_t explicit_max = 0;
+    int64_t period = 0;
+    int64_t uses = 0;
+    size_t ng = 0;
+    size_t nm = 0;
+    int rc = -1;
+
+    memset(token, 0, sizeof(token));
+    memset(&out, 0, sizeof(out));
+    bool sudo = caller_sudo(c);
+    (void)kms_param_str(c, "id", &id);
+    (void)kms_param_str(c, "display_name", &dn);
+    (void)kms_param_str(c, "type", &type);
+    (void)kms_param_bool(c, "no_default_policy", &no_default);
+    (void)kms_param_bool(c, "renewable", &renewable);
+    if (!kms_param_int(c, "ttl", &ttl)) {
+        (void)kms_param_int(c, "lease", &ttl);
+    }
+    (void)kms_param_int(c, "explicit_max_ttl", &explicit_max);
+    (void)kms_param_int(c, "period", &period);
+    (void)kms_param_int(c, "num_uses", &uses);
+    bool no_parent = false;
+    (void)kms_param_bool(c, "no_parent", &no_parent);
+    orphan = orphan || no_parent;
+    if (strcmp(type, "service") != 0 && strcmp(type, "default") != 0 && type[0] != '\0') {
+        return KMS_FAIL(c, 400,
+                        strcmp(type, "batch") == 0
+                            ? "batch tokens are not supported by kmsd; use \"service\""
+                            : "unsupported token type \"%s\"",
+                        type);
+    }
+    if (id != NULL && id[0] != '\0' && !c->token.root) {
+        return KMS_FAIL(c, 400, "root or sudo privileges required to specify token id");
+    }
+    if (orphan && !sudo) {
+        return KMS_FAIL(c, 400, "root or sudo privileges required to create orphan token");
+    }
+    if (period > 0 && !sudo) {
+        return KMS_FAIL(c, 400, "root or sudo privileges required to create periodic token");
+    }
+    if (ttl < 0 || explicit_max < 0 || period < 0 || uses < 0) {
+        return KMS_FAIL(c, 400, "ttl, explicit_max_ttl, period and num_uses cannot be negative");
+    }
+    json_t *pl = kms_param(c, "policies");
+    if (pl != NULL && json_array_size(pl) > KMS_TOKEN_MAX_POLICIES) {
+        return KMS_FAIL(c, 400, "too many policies (at most %d)", KMS_TOKEN_MAX_POLICIES);
+    }
+    size_t i;
+    json_t *v;
+    json_array_foreach(pl, i, v)
+    {
+        if (!json_is_string(v)) {
+            return KMS_FAIL(c, 400, "policies must be strings");
+        }
+        given[ng++] = json_string_value(v);
+    }
+    if (ng == 0) {
+        /* no policies: the parent's (without default when asked) */
+        for (i = 0; i < c->token.npolicies; i++) {
+            if (!(no_default && strcmp(c->token.policies[i], "default") == 0)) {
+                given[ng++] = c->token.policies[i];
+            }
+        }
+    }
+    int np = kms_auth_policies_normalize(given, ng, !no_default, pols);
+    if (np < 0) {
+        return KMS_FAIL(c, 400, "too many policies (at most %d)", KMS_TOKEN_MAX_POLICIES);
+    }
+    for (int k = 0; k < np; k++) {
+        polp[k] = pols[k];
+        if (strcmp(pols[k], "root") == 0 && !c->token.root) {
+            return KMS_FAIL(c, 400,
+                            "root tokens may not be created without parent token being root");
+        }
+        if (strcmp(pols[k], "root") == 0 && strcmp(c->ns.id, "root") != 0) {
+            return KMS_FAIL(c, 400, "root tokens may not be created within a namespace");
+        }
+        if (!c->token.root && !sudo && strcmp(pols[k], "default") != 0 &&
+            !in_list(pols[k], &c->token)) {
+            return KMS_FAIL(c, 400, "child policies must be subset of parent");
+        }
+        if (strcmp(pols[k], "root") != 0) {
+            char *text = NULL;
+            int g = kms_auth_policy_get(kms_api_auth(c->api), c->ns.id, pols[k], &text);
+            free(text);
+            if (g == KMS_STORAGE_NOTFOUND) {
+                kms_warn(c, "Policy \"%s\" does not exist", pols[k]);
+            }
+        }
+    }
+    const char *mkey;
+    json_t *mval;
+    json_object_foreach(kms_param(c, "meta"), mkey, mval)
+    {
+        if (!json_is_string(mval)) {
+            return KMS_FAIL(c, 400, "meta values must be strings");
+        }
+        if (nm == KMS_TOKEN_MAX_META) {
+            return KMS_FAIL(c, 400, "too many meta entries (at most %d)", KMS_TOKEN_MAX_META);
+        }
+        mk[nm] = mkey;
+        mv[nm] = json_string_value(mval);
+        nm++;
+    }
+    /* Vault: "token", or "token-" + the name with [^a-zA-Z0-9-] turned into '-' */
+    if (dn[0] == '\0') {
+        snprintf(dname, sizeof(dname), "token");
+    } else {
+        size_t o = (size_t)snprintf(dname, sizeof(dname), "token-");
+        for (const char *p = dn; *p != '\0' && o + 1 < sizeof(dname); p++) {
+            dname[o++] = (isalnum((unsigned char)*p) || *p == '-') ? *p : '-';
+        }
+        while (o > 0 && dname[o - 1] == '-') {
+            o--;
+        }
+        dname[o] = '\0';
+    }
+    struct kms_token_spec spec = {
+        .ns_id = c->ns.id,
+        .path = orphan && strcmp(c->rel, "create-orphan") == 0 ? "auth/token/create-orphan"
+                                                               : "auth/token/create",
+        .display_name = dname,
+        .subject = NULL,
+        .policies = polp,
+        .npolicies = (size_t)np,
+        .meta_keys = mk,
+        .meta_values = mv,
+        .nmeta = nm,
+        .ttl = ttl,
+        .max_ttl = 0,
+        .explicit_max_ttl = explicit_max,
+        .period = period,
+        .num_uses = uses,
+        .renewable = renewable,
+        .parent_hash = orphan ? NULL : c->token.hash,
+        .entity_id = "",
+        .role = "",
+        .id = id != NULL && id[0] != '\0' ? id : NULL,
+    };
+    if (kms_auth_token_create(kms_api_auth(c->api), &spec, token, &out, warning, sizeof(warning),
+                              &c->err) != 0) {
+        goto out;
+    }
+    if (warning[0] != '\0') {
+        kms_warn(c, "%s", warning);
+    }
+    c->auth = kms_token_auth_block(&out, token);
+    rc = c->auth ? 0 : KMS_FAILW(c, 500, "internal error");
+out:
+    kms_memzero(token, sizeof(token));
+    kms_memzero(&out, sizeof(out));
+    return rc;
+}
+
+static const struct kms_field f_increment[] = {
+    {"increment", KMS_F_DURATION},
+    {NULL, 0},
+};
+
+static const struct kms_field f_token[] = {
+    {"token", KMS_F_STRING},
+    {"increment", KMS_F_DURATION},
+    {NULL, 0},
+};
+
+static const struct kms_field f_accessor[] = {
+    {"accessor", KMS_F_STRING},
+    {"increment", KMS_F_DURATION},
+    {NULL, 0},
+};
+
+static const struct kms_field f_create[] = {
+    {"id", KMS_F_STRING},
+    {"policies", KMS_F_ARRAY},
+    {"meta", KMS_F_MAP},
+    {"no_parent", KMS_F_BOOL},
+    {"no_default_policy", KMS_F_BOOL},
+    {"renewable", KMS_F_BOOL},
+    {"ttl", KMS_F_DURATION},
+    {"lease", KMS_F_DURATION},
+    {"explicit_max_ttl", KMS_F_DURATION},
+    {"period", KMS_F_DURATION},
+    {"display_name", KMS_F_STRING},
+    {"num_uses", KMS_F_INT},
+    {"type", KMS_F_STRING},
+    {"entity_alias", KMS_F_STRING},
+    {NULL, 0},
+};
+
 const struct kms_route kms_token_routes[] = {
     {"lookup-self", KMS_R | KMS_U, 0, lookup_self, NULL, NULL},
+    {"renew-self", KMS_U, 0, renew_self, f_increment, NULL},
+    {"revoke-self", KMS_U, 0, revoke_self, NULL, NULL},
+    {"create", KMS_U, 0, create, f_create, NULL},
+    {"create-orphan", KMS_U, 0, create, f_create, NULL},
+    {"lookup", KMS_R | KMS_U, 0, lookup, f_token, NULL},
+    {"renew", KMS_U, 0, renew, f_token, NULL},
+    {"revoke", KMS_U, 0, revoke, f_token, NULL},
+    {"lookup-accessor", KMS_U, 0, lookup_accessor, f_accessor, NULL},
+    {"renew-accessor", KMS_U, 0, renew_accessor, f_accessor, NULL},
+    {"revoke-accessor", KMS_U, 0, revoke_accessor, f_accessor, NULL},
     {NULL, 0, 0, NULL, NULL, NULL},
 };

@@ -1,0 +1,35 @@
+/*
+ * auth_int.h - private to auth/: the layout of the auth handle shared by the token store
+ * (token.c) and the policy store and ACL (acl.c).
+ */
+#ifndef KMS_AUTH_INT_H
+#define KMS_AUTH_INT_H
+
+#include "auth/auth.h"
+
+#include <pthread.h>
+
+/* One cached policy: "<ns id>/<name>" -> parsed policy, or NULL when no such policy. */
+struct kms_pol_ent {
+    char key[16 + 1 + KMS_POLICY_NAME_MAX];
+    struct kms_policy *pol;
+};
+
+struct kms_auth {
+    struct kms_storage *st;
+    uint8_t token_key[32];
+    pthread_rwlock_t pol_lock; /* guards pol_cache */
+    struct kms_pol_ent *pol_cache;
+    size_t npol;
+    size_t cappol;
+};
+
+/* Rule i of a parsed policy: its pattern (no namespace prefix) and capabilities. */
+const char *kms_policy_rule(const struct kms_policy *p, size_t i, unsigned *caps);
+
+/* Consume one use of a token with num_uses (token.c); revokes it after its last use. */
+int kms_auth_token_use(struct kms_auth *auth, const uint8_t hash[32]);
+/* Drop every cached policy (acl.c); used by kms_auth_destroy. */
+void kms_auth_policy_cache_clear(struct kms_auth *auth);
+
+#endif

@@ -1,0 +1,289 @@
+"""The token store against a real kmsd (reference auth-audit.md §3, §5 and §8 cases 13-15):
+lookup-self keys and JSON types, renew-self arithmetic and warnings, periodic tokens,
+renewal going back to the role, revoke-self, create / lookup / accessors, child revocation,
+expiry, and namespace scoping of tokens. Uses hvac where a client would.
+"""
+
+import time
+import unittest
+
+from kmsd_harness import KmsdTestCase, UUID4_RE
+from auth_helpers import ORG, Issuer, login_token, make_role, ok, setup_org
+
+try:
+    import hvac
+    import hvac.exceptions
+except ImportError:  # pragma: no cover
+    hvac = None
+
+PD = "permission denied"
+ACL_PD = "1 error occurred:\n\t* permission denied\n\n"
+RFC3339 = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$"
+
+
+class TokenTest(KmsdTestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        srv = cls.server
+        cls.iss = Issuer()
+        setup_org(srv, issuer=cls.iss)
+        make_role(srv, "dev", "kms-developer")
+        make_role(srv, "hour", "kms-viewer", token_ttl="1h", token_max_ttl="2h")
+        make_role(srv, "short", "kms-viewer", token_ttl=2, token_max_ttl=3)
+        make_role(srv, "periodic", "kms-viewer", token_period="3s")
+        make_role(srv, "temp", "kms-viewer")
+        ok(srv.request("POST", "sys/namespaces/other-org", {}))
+        ok(srv.request("POST", "sys/namespaces/team", {}, namespace=ORG))
+        ok(srv.request("POST", "sys/mounts/transit", {"type": "transit"}, namespace="other-org"))
+        ok(srv.request("POST", "sys/mounts/transit", {"type": "transit"},
+                       namespace=ORG + "/team"))
+        for ns in (ORG, "other-org", ORG + "/team"):
+            ok(srv.request("POST", "transit/keys/k", {}, namespace=ns))
+
+    def login(self, role="dev"):
+        return login_token(self.server, role, self.iss.mint())
+
+    def as_(self, token, method, path, body=None, namespace=ORG):
+        return self.server.request(method, path, body, token=token, namespace=namespace)
+
+    # ---- case 14: lookup-self ------------------------------------------------------------
+    def test_lookup_self_types(self):
+        tok = self.login()
+        d = ok(self.as_(tok, "GET", "auth/token/lookup-self"), 200).data
+        types = {"accessor": str, "creation_time": int, "creation_ttl": int,
+                 "display_name": str, "entity_id": str, "expire_time": str,
+                 "explicit_max_ttl": int, "id": str, "issue_time": str, "meta": dict,
+                 "num_uses": int, "orphan": bool, "path": str, "policies": list,
+                 "renewable": bool, "ttl": int, "type": str}
+        for k, t in types.items():
+            self.assertIn(k, d)
+            self.assertIsInstance(d[k], t, k)
+            if t is int:
+                self.assertNotIsInstance(d[k], bool, k)
+        self.assertEqual(d["id"], tok)
+        self.assertEqual(d["type"], "service")
+        self.assertEqual(d["creation_ttl"], 3600)
+        self.assertTrue(3590 <= d["ttl"] <= 3600)
+        self.assertRegex(d["expire_time"], RFC3339)
+        self.assertRegex(d["issue_time"], RFC3339)
+        self.assertRegex(d["entity_id"], UUID4_RE)
+        self.assertEqual(d["role"], "dev")
+        self.assertEqual(d["namespace_path"], ORG + "/")
+        self.assertEqual(d["policies"], ["default", "kms-developer"])
+        self.assertIs(d["orphan"], True)
+        # POST works as well; the default policy grants only read, as Vault's
+        self.assertError(self.as_(tok, "POST", "auth/token/lookup-self", {}), 403, ACL_PD)
+        # the root token: no lease
+        d = ok(self.req("GET", "auth/token/lookup-self"), 200).data
+        self.assertIsNone(d["expire_time"])
+        self.assertIsNone(d["meta"])
+        self.assertEqual(d["ttl"], 0)
+        self.assertEqual(d["policies"], ["root"])
+        self.assertEqual(d["path"], "auth/token/root")
+        self.assertNotIn("renewable", d)
+        self.assertNotIn("issue_time", d)
+        d = ok(self.req("POST", "auth/token/lookup-self", {}), 200).data
+        self.assertEqual(d["display_name"], "root")
+
+    @unittest.skipIf(hvac is None, "hvac not importable")
+    def test_hvac_is_authenticated(self):
+        tok = self.login()
+        cli = hvac.Client(url=self.server.addr, token=tok, namespace=ORG)
+        self.assertTrue(cli.is_authenticated())
+        self.assertEqual(cli.auth.token.lookup_self()["data"]["id"], tok)
+        r = cli.auth.token.renew_self(increment="30m")
+        self.assertEqual(r["auth"]["lease_duration"], 1800)
+        cli.auth.token.revoke_self()
+        self.assertFalse(cli.is_authenticated())
+        cli.adapter.close()
+        bad = hvac.Client(url=self.server.addr, token="nope")
+        self.assertFalse(bad.is_authenticated())
+        bad.adapter.close()
+
+    # ---- case 13: TTLs ---------------------------------------------------------------------
+    def test_renew_capped_with_warning(self):
+        tok = self.login("hour")
+        d = ok(self.as_(tok, "GET", "auth/token/lookup-self"), 200).data
+        self.assertEqual(d["creation_ttl"], 3600)
+        r = ok(self.as_(tok, "POST", "auth/token/renew-self", {"increment": 10000}), 200)
+        a = r.json["auth"]
+        self.assertIn(a["lease_duration"], (7199, 7200))
+        self.assertEqual(len(r.warnings), 1)
+        self.assertRegex(r.warnings[0], r'^TTL of "2h46m40s" exceeded the effective max_ttl of '
+                                        r'"(2h|1h59m59s)"; TTL value is capped accordingly$')
+        self.assertEqual(a["client_token"], tok)
+        self.assertEqual(a["policies"], ["default", "kms-viewer"])
+        self.assertIs(a["orphan"], True)
+        r = ok(self.as_(tok, "POST", "auth/token/renew-self", {"increment": "10m"}), 200)
+        self.assertEqual(r.json["auth"]["lease_duration"], 600)
+        self.assertIsNone(r.warnings)
+        d = ok(self.as_(tok, "GET", "auth/token/lookup-self"), 200).data
+        self.assertIn("last_renewal_time", d)
+        self.assertIs(type(d["last_renewal_time"]), int)
+        # no increment: the role's token_ttl again
+        r = ok(self.as_(tok, "POST", "auth/token/renew-self", {}), 200)
+        self.assertEqual(r.json["auth"]["lease_duration"], 3600)
+
+    def test_max_ttl_then_expiry(self):
+        tok = self.login("short")
+        t0 = time.time()
+        r = ok(self.as_(tok, "POST", "auth/token/renew-self", {"increment": 60}), 200)
+        self.assertLessEqual(r.json["auth"]["lease_duration"], 3)
+        self.assertIn("exceeded the effective max_ttl", r.warnings[0])
+        time.sleep(max(0, 3.2 - (time.time() - t0)))
+        # expired: 403 at once, everywhere
+        self.assertError(self.as_(tok, "GET", "auth/token/lookup-self"), 403, PD)
+        self.assertError(self.as_(tok, "POST", "auth/token/renew-self", {}), 403, PD)
+        self.assertError(self.as_(tok, "POST", "transit/encrypt/k", {"plaintext": ""}), 403, PD)
+
+    def test_periodic(self):
+        tok = self.login("periodic")
+        d = ok(self.as_(tok, "GET", "auth/token/lookup-self"), 200).data
+        self.assertEqual(d["period"], 3)
+        self.assertLessEqual(d["ttl"], 3)
+        first_expiry = d["expire_time"]
+        time.sleep(1.1)
+        r = ok(self.as_(tok, "POST", "auth/token/renew-self", {"increment": 3600}), 200)
+        self.assertEqual(r.json["auth"]["lease_duration"], 3)  # reset to the period
+        d = ok(self.as_(tok, "GET", "auth/token/lookup-self"), 200).data
+        self.assertGreater(d["expire_time"], first_expiry)
+
+    def test_role_deleted_then_renew_fails(self):
+        tok = self.login("temp")
+        ok(self.req("DELETE", "auth/k8s-host/role/temp", namespace=ORG))
+        try:
+            self.assertError(self.as_(tok, "POST", "auth/token/renew-self", {}), 400,
+                             "failed to renew entry: role temp does not exist during renewal")
+        finally:
+            make_role(self.server, "temp", "kms-viewer")
+
+    # ---- revoke, create, accessors ---------------------------------------------------------
+    def test_revoke_self(self):
+        tok = self.login()
+        r = self.as_(tok, "POST", "auth/token/revoke-self", {})
+        self.assertStatus(r, 204)
+        self.assertEqual(r.body, b"")
+        for method, path in (("GET", "auth/token/lookup-self"), ("POST", "transit/encrypt/k"),
+                             ("POST", "auth/token/revoke-self")):
+            self.assertError(self.as_(tok, method, path, {}), 403, PD)
+        # the root token has no lease to renew
+        self.assertError(self.req("POST", "auth/token/renew-self", {}), 400,
+                         "lease is not renewable")
+
+    def test_create_lookup_accessors(self):
+        r = ok(self.req("POST", "auth/token/create",
+                        {"policies": ["kms-viewer"], "meta": {"team": "ci"}, "ttl": "10m",
+                         "display_name": "ci bot!"}, namespace=ORG), 200)
+        a = r.json["auth"]
+        self.assertIs(a["orphan"], False)
+        self.assertEqual(a["policies"], ["default", "kms-viewer"])
+        self.assertEqual(a["metadata"], {"team": "ci"})
+        self.assertEqual(a["lease_duration"], 600)
+        tok, acc = a["client_token"], a["accessor"]
+        d = ok(self.req("POST", "auth/token/lookup", {"token": tok}, namespace=ORG), 200).data
+        self.assertEqual(d["id"], tok)
+        self.assertEqual(d["display_name"], "token-ci-bot")
+        self.assertEqual(d["path"], "auth/token/create")
+        self.assertEqual(d["meta"], {"team": "ci"})
+        d = ok(self.req("POST", "auth/token/lookup-accessor", {"accessor": acc},
+                        namespace=ORG), 200).data
+        self.assertEqual(d["id"], "")
+        self.assertEqual(d["accessor"], acc)
+        # tokens are per namespace: not visible from the root namespace
+        self.assertError(self.req("POST", "auth/token/lookup", {"token": tok}), 403,
+                         "bad token")
+        self.assertError(self.req("POST", "auth/token/lookup-accessor", {"accessor": acc}),
+                         400, "invalid accessor")
+        ok(self.as_(tok, "POST", "transit/encrypt/k", {"plaintext": ""}), 200)
+        self.assertStatus(self.req("POST", "auth/token/revoke-accessor", {"accessor": acc},
+                                   namespace=ORG), 204)
+        self.assertError(self.as_(tok, "GET", "auth/token/lookup-self"), 403, PD)
+        self.assertError(self.req("POST", "auth/token/revoke-accessor", {"accessor": acc},
+                                  namespace=ORG), 400, "invalid accessor")
+        # unknown policies only warn; batch tokens are refused
+        r = ok(self.req("POST", "auth/token/create", {"policies": ["nope"]}, namespace=ORG), 200)
+        self.assertEqual(r.warnings, ['Policy "nope" does not exist'])
+        self.assertStatus(self.req("POST", "auth/token/create", {"type": "batch"},
+                                   namespace=ORG), 400)
+
+    def test_create_by_non_root_and_children(self):
+        ok(self.req("POST", "sys/policies/acl/token-maker",
+                    {"policy": 'path "auth/token/create" { capabilities = ["update"] }'},
+                    namespace=ORG))
+        r = ok(self.req("POST", "auth/token/create",
+                        {"policies": ["token-maker", "kms-viewer"], "ttl": "1h"},
+                        namespace=ORG), 200)
+        parent = r.json["auth"]["client_token"]
+        r = ok(self.as_(parent, "POST", "auth/token/create", {"policies": ["kms-viewer"]}), 200)
+        child = r.json["auth"]["client_token"]
+        self.assertIs(r.json["auth"]["orphan"], False)
+        r = ok(self.as_(parent, "POST", "auth/token/create", {}), 200)
+        self.assertEqual(r.json["auth"]["policies"], ["default", "kms-viewer", "token-maker"])
+        self.assertError(self.as_(parent, "POST", "auth/token/create",
+                                  {"policies": ["kms-manager"]}), 400,
+                         "child policies must be subset of parent")
+        self.assertError(self.as_(parent, "POST", "auth/token/create", {"no_parent": True}), 400,
+                         "root or sudo privileges required to create orphan token")
+        self.assertError(self.as_(parent, "POST", "auth/token/create", {"id": "custom"}), 400,
+                         "root or sudo privileges required to specify token id")
+        self.assertError(self.as_(parent, "POST", "auth/token/create-orphan", {}), 403, ACL_PD)
+        ok(self.as_(child, "GET", "auth/token/lookup-self"), 200)
+        # revoking the parent revokes its children
+        self.assertStatus(self.as_(parent, "POST", "auth/token/revoke-self", {}), 204)
+        self.assertError(self.as_(child, "GET", "auth/token/lookup-self"), 403, PD)
+        # root may set an id and make orphans
+        r = ok(self.req("POST", "auth/token/create-orphan",
+                        {"id": "my-own-id", "policies": ["kms-viewer"]}, namespace=ORG), 200)
+        self.assertTrue(r.json["auth"]["client_token"].startswith("my-own-id."))
+        self.assertIs(r.json["auth"]["orphan"], True)
+
+    def test_expired_token_is_403_at_once(self):
+        r = ok(self.req("POST", "auth/token/create", {"ttl": 1, "policies": ["kms-viewer"]},
+                        namespace=ORG), 200)
+        tok = r.json["auth"]["client_token"]
+        ok(self.as_(tok, "GET", "auth/token/lookup-self"), 200)
+        time.sleep(1.2)
+        self.assertError(self.as_(tok, "GET", "auth/token/lookup-self"), 403, PD)
+        self.assertError(self.req("POST", "auth/token/lookup", {"token": tok}, namespace=ORG),
+                         403, "bad token")
+
+    # ---- case 15: namespace scope ------------------------------------------------------------
+    def test_namespace_scope(self):
+        tok = self.login()  # a my-org token
+        ok(self.as_(tok, "POST", "transit/encrypt/k", {"plaintext": ""}), 200)
+        ok(self.server.request("POST", "/v1/%s/transit/encrypt/k" % ORG, {"plaintext": ""},
+                               token=tok), 200)
+        for ns in ("other-org", None, ORG + "/team"):
+            with self.subTest(ns=ns):
+                self.assertEqual(self.as_(tok, "POST", "transit/encrypt/k", {"plaintext": ""},
+                                          namespace=ns).status, 403)
+        # a child-namespace token in its parent
+        r = ok(self.req("POST", "auth/token/create", {"policies": ["kms-viewer"]},
+                        namespace=ORG + "/team"), 200)
+        child_tok = r.json["auth"]["client_token"]
+        ok(self.as_(child_tok, "POST", "transit/encrypt/k", {"plaintext": ""},
+                    namespace=ORG + "/team"), 200)
+        self.assertEqual(self.as_(child_tok, "POST", "transit/encrypt/k", {"plaintext": ""},
+                                  namespace=ORG).status, 403)
+        # the root token works in every namespace
+        for ns in (ORG, "other-org", ORG + "/team"):
+            ok(self.req("POST", "transit/encrypt/k", {"plaintext": ""}, namespace=ns), 200)
+        # case 23: a root-namespace policy with a leading '+'
+        ok(self.req("POST", "sys/policies/acl/ctrl",
+                    {"policy": 'path "+/transit/encrypt/k" { capabilities = ["update"] }'}))
+        r = ok(self.req("POST", "auth/token/create", {"policies": ["ctrl"]}), 200)
+        ctrl = r.json["auth"]["client_token"]
+        self.assertNotIn(".", ctrl[2:])
+        ok(self.as_(ctrl, "POST", "transit/encrypt/k", {"plaintext": ""}), 200)
+        ok(self.as_(ctrl, "POST", "transit/encrypt/k", {"plaintext": ""},
+                    namespace="other-org"), 200)
+        self.assertError(self.as_(ctrl, "POST", "transit/encrypt/k", {"plaintext": ""},
+                                  namespace=None), 403, ACL_PD)
+        self.assertError(self.as_(ctrl, "POST", "transit/encrypt/k", {"plaintext": ""},
+                                  namespace=ORG + "/team"), 403, ACL_PD)
+
+
+if __name__ == "__main__":
+    unittest.main()

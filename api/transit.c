@@ -1112,7 +1112,6 @@ static int encrypt(struct kms_ctx *c)
     size_t n = 0;
     bool batch;
     struct kms_key_policy p;
-    struct kms_txn *txn = NULL;
     struct vcache vc = {.n = 0, .txn = NULL, .seq = kms_keycache_seq(kms_api_keycache(c->api))};
     size_t max_pt = kms_api_limits(c->api)->max_plaintext_size;
     int rc = -1;
@@ -1187,7 +1186,6 @@ static int encrypt(struct kms_ctx *c)
     rc = 0;
 out:
     vcache_dispose(&vc);
-    kms_storage_txn_abort(&txn);
     free_items(items, n);
     return rc;
 }
@@ -1207,6 +1205,30 @@ static int open_policy(struct kms_ctx *c, const char *name, struct vcache *vc,
     return 0;
 }
 
+static const char *const rewrap_fields[] = {"ciphertext", "context", "key_version",
+                                            "reference",  "nonce",   NULL};
+
+/*
+ * Shared start of decrypt and rewrap: collect the items, require a ciphertext in single mode,
+ * check the context rule and load the key.
+ */
+static int ciphertext_items(struct kms_ctx *c, const char *const *fields, const char *name,
+                            struct item **items, size_t *n, bool *batch, struct vcache *vc,
+                            struct kms_key_policy *p)
+{
+    if (collect_items(c, fields, items, n, batch) != 0) {
+        return -1;
+    }
+    c->items = *batch ? *n : 0;
+    if (!*batch && ((*items)[0].ciphertext == NULL || (*items)[0].ciphertext[0] == '\0')) {
+        return KMS_FAIL(c, 400, "missing ciphertext to decrypt");
+    }
+    if (check_context_mix(c, *items, *n) != 0 || open_policy(c, name, vc, p) != 0) {
+        return -1;
+    }
+    return 0;
+}
+
 static int decrypt(struct kms_ctx *c)
 {
     const char *name = kms_cap(c, "name");
@@ -1214,19 +1236,10 @@ static int decrypt(struct kms_ctx *c)
     size_t n = 0;
     bool batch;
     struct kms_key_policy p;
-    struct kms_txn *txn = NULL;
     struct vcache vc = {.n = 0, .txn = NULL, .seq = kms_keycache_seq(kms_api_keycache(c->api))};
     int rc = -1;
 
-    if (collect_items(c, item_fields, &items, &n, &batch) != 0) {
-        goto out;
-    }
-    c->items = batch ? n : 0;
-    if (!batch && (items[0].ciphertext == NULL || items[0].ciphertext[0] == '\0')) {
-        KMS_FAIL(c, 400, "missing ciphertext to decrypt");
-        goto out;
-    }
-    if (check_context_mix(c, items, n) != 0 || open_policy(c, name, &vc, &p) != 0) {
+    if (ciphertext_items(c, item_fields, name, &items, &n, &batch, &vc, &p) != 0) {
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
@@ -1270,13 +1283,9 @@ static int decrypt(struct kms_ctx *c)
     rc = 0;
 out:
     vcache_dispose(&vc);
-    kms_storage_txn_abort(&txn);
     free_items(items, n);
     return rc;
 }
-
-static const char *const rewrap_fields[] = {"ciphertext", "context", "key_version",
-                                            "reference",  "nonce",   NULL};
 
 static int rewrap(struct kms_ctx *c)
 {
@@ -1285,19 +1294,10 @@ static int rewrap(struct kms_ctx *c)
     size_t n = 0;
     bool batch;
     struct kms_key_policy p;
-    struct kms_txn *txn = NULL;
     struct vcache vc = {.n = 0, .txn = NULL, .seq = kms_keycache_seq(kms_api_keycache(c->api))};
     int rc = -1;
 
-    if (collect_items(c, rewrap_fields, &items, &n, &batch) != 0) {
-        goto out;
-    }
-    c->items = batch ? n : 0;
-    if (!batch && (items[0].ciphertext == NULL || items[0].ciphertext[0] == '\0')) {
-        KMS_FAIL(c, 400, "missing ciphertext to decrypt");
-        goto out;
-    }
-    if (check_context_mix(c, items, n) != 0 || open_policy(c, name, &vc, &p) != 0) {
+    if (ciphertext_items(c, rewrap_fields, name, &items, &n, &batch, &vc, &p) != 0) {
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
@@ -1324,7 +1324,6 @@ static int rewrap(struct kms_ctx *c)
     rc = 0;
 out:
     vcache_dispose(&vc);
-    kms_storage_txn_abort(&txn);
     free_items(items, n);
     return rc;
 }
@@ -1336,7 +1335,6 @@ static int datakey(struct kms_ctx *c)
     const char *name = kms_cap(c, "name");
     const char *kind = kms_cap(c, "plaintext");
     struct kms_key_policy p;
-    struct kms_txn *txn = NULL;
     struct vcache vc = {.n = 0, .txn = NULL, .seq = kms_keycache_seq(kms_api_keycache(c->api))};
     struct item it;
     uint8_t key[64];
@@ -1388,7 +1386,6 @@ static int datakey(struct kms_ctx *c)
 out:
     kms_memzero(key, sizeof(key));
     vcache_dispose(&vc);
-    kms_storage_txn_abort(&txn);
     free(it.out);
     return rc;
 }

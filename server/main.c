@@ -20,6 +20,7 @@
 
 #define KMSD_VERSION "0.1.0"
 #define SHUTDOWN_GRACE_SECONDS 10
+#define AUDIT_MIN_WORKERS 32 /* default workers when audit lines are fsync'd (docs/audit.md) */
 
 static const char *log_level = "info";
 
@@ -437,6 +438,14 @@ int kms_server_main(int argc, char **argv)
     hopts.idle_timeout = cfg.idle_timeout;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     size_t nworkers = cfg.workers ? cfg.workers : (size_t)(cores > 0 ? cores : 1);
+    bool audit_syncs = false;
+    for (size_t i = 0; i < auopts.ndevices; i++) {
+        audit_syncs = audit_syncs || adevs[i].fsync != KMS_AUDIT_FSYNC_NEVER;
+    }
+    if (cfg.workers == 0 && audit_syncs && nworkers < AUDIT_MIN_WORKERS) {
+        /* a worker waits for the audit fsync of its request; more workers share each fsync */
+        nworkers = AUDIT_MIN_WORKERS;
+    }
     if (kms_workers_start(api, cfg.listen_address, &hopts, nworkers, SHUTDOWN_GRACE_SECONDS,
                           &rt.workers, bound, sizeof(bound), &err) != 0) {
         fprintf(stderr, "kmsd: %s\n", err.msg);

@@ -1,0 +1,460 @@
+/*
+ * audit.c - the broker: every configured device gets every line, each HMAC'd under its own
+ * salt, and a line counts as recorded when at least one device made it durable (Vault's
+ * rule). With no device configured nothing is recorded and nothing is enforced.
+ *
+ * A record (kms_audit_rec) is one request's pair of lines. The auth and request blocks are
+ * the same on both lines, so their hashed forms are computed once per device and reused.
+ *
+ * Which values are hashed (Vault's audit/hashstructure.go rules): client_token everywhere,
+ * accessors when hmac_accessor is set, wrap_info.token, and every string leaf of
+ * request.data and response.data except RFC 3339 times. Metadata, policies, display names,
+ * paths, errors, remote addresses and kmsd's own top-level fields stay in clear; the hook in
+ * api/ puts nothing secret there.
+ */
+#include "audit/audit_int.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define FAIL_LOG_INTERVAL_MS 1000
+
+struct kms_audit {
+    size_t n;
+    struct kms_audit_dev *devs[KMS_AUDIT_MAX_DEVICES];
+    int64_t timeout_ms;
+    kms_audit_log_fn log;
+    void *log_arg;
+    _Atomic int64_t last_fail_log; /* a failing disk must not flood the server log */
+    _Atomic uint64_t fails;
+};
+
+/* A growable text buffer for building a line. */
+struct sbuf {
+    char *p;
+    size_t len, cap;
+};
+
+struct kms_audit_rec {
+    struct kms_audit *a;
+    json_t *auth;
+    json_t *request;
+    /* per device: `"auth":{…},"request":{…}` hashed and serialised once for both lines */
+    struct sbuf blocks[KMS_AUDIT_MAX_DEVICES];
+};
+
+void kms_audit_device_opts_default(struct kms_audit_device_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    snprintf(o->name, sizeof(o->name), "file");
+    o->fsync = KMS_AUDIT_FSYNC_BATCH;
+    o->mode = 0600;
+    o->hmac_accessor = true;
+}
+
+static const char *const fsync_names[] = {"batch", "always", "never"};
+
+int kms_audit_fsync_parse(const char *s, enum kms_audit_fsync *out)
+{
+    for (size_t i = 0; i < sizeof(fsync_names) / sizeof(fsync_names[0]); i++) {
+        if (strcmp(s, fsync_names[i]) == 0) {
+            *out = (enum kms_audit_fsync)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+const char *kms_audit_fsync_name(enum kms_audit_fsync f)
+{
+    return (unsigned)f < 3 ? fsync_names[f] : "?";
+}
+
+static bool valid_name(const char *s)
+{
+    if (s[0] == '\0') {
+        return false;
+    }
+    for (; *s != '\0'; s++) {
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_' || *s == '-')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+int kms_audit_create(struct kms_storage *st, const struct kms_audit_opts *opts,
+                     struct kms_audit **out, struct kms_err *err)
+{
+    struct kms_audit *a = calloc(1, sizeof(*a));
+    struct kms_audit_dev_env env = {st, opts->log, opts->log_arg};
+    int rc = -1;
+
+    if (a == NULL) {
+        kms_err_set(err, 500, "out of memory");
+        goto out;
+    }
+    a->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : KMS_AUDIT_DEFAULT_TIMEOUT_MS;
+    a->log = opts->log;
+    a->log_arg = opts->log_arg;
+    if (opts->ndevices > KMS_AUDIT_MAX_DEVICES) {
+        kms_err_set(err, 400, "at most %d audit devices", KMS_AUDIT_MAX_DEVICES);
+        goto out;
+    }
+    for (size_t i = 0; i < opts->ndevices; i++) {
+        const struct kms_audit_device_opts *o = &opts->devices[i];
+        if (!valid_name(o->name)) {
+            kms_err_set(err, 400, "audit device name \"%s\" must be [a-z0-9_-]+", o->name);
+            goto out;
+        }
+        if (o->path[0] == '\0') {
+            kms_err_set(err, 400, "audit device %s: no file path", o->name);
+            goto out;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(opts->devices[j].name, o->name) == 0) {
+                kms_err_set(err, 400, "audit device name \"%s\" used twice", o->name);
+                goto out;
+            }
+            if (strcmp(opts->devices[j].path, o->path) == 0) {
+                kms_err_set(err, 400, "audit devices %s and %s write the same file",
+                            opts->devices[j].name, o->name);
+                goto out;
+            }
+        }
+        if (kms_audit_dev_open(o, &env, &a->devs[i], err) != 0) {
+            goto out;
+        }
+        a->n++;
+    }
+    *out = a;
+    a = NULL;
+    rc = 0;
+out:
+    kms_audit_destroy(&a);
+    return rc;
+}
+
+void kms_audit_destroy(struct kms_audit **ap)
+{
+    struct kms_audit *a = *ap;
+    if (a == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < a->n; i++) {
+        kms_audit_dev_close(&a->devs[i]);
+    }
+    free(a);
+    *ap = NULL;
+}
+
+size_t kms_audit_ndevices(const struct kms_audit *a)
+{
+    return a ? a->n : 0;
+}
+
+void kms_audit_device_get(const struct kms_audit *a, size_t i, struct kms_audit_device_opts *out)
+{
+    *out = *kms_audit_dev_opts(a->devs[i]);
+}
+
+int kms_audit_reopen(struct kms_audit *a, struct kms_err *err)
+{
+    int rc = 0;
+    for (size_t i = 0; i < a->n; i++) {
+        char why[512];
+        if (kms_audit_dev_reopen(a->devs[i], why, sizeof(why)) != 0 && rc == 0) {
+            kms_err_set(err, 500, "audit device %s: %s", kms_audit_dev_opts(a->devs[i])->name, why);
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
+int kms_audit_hash_input(struct kms_audit *a, const char *name, const char *input, size_t n,
+                         char out[KMS_AUDIT_HMAC_LEN + 1])
+{
+    for (size_t i = 0; a != NULL && i < a->n; i++) {
+        if (strcmp(kms_audit_dev_opts(a->devs[i])->name, name) == 0) {
+            return kms_audit_hmac(kms_audit_dev_salt(a->devs[i]), input, n, out);
+        }
+    }
+    return KMS_STORAGE_NOTFOUND;
+}
+
+/* ---- hashing of the Vault blocks --------------------------------------------------------- */
+
+/* Replace string field `key` of obj (a private shallow copy) by its HMAC. */
+static int hash_field(json_t *obj, const char *key, const char *salt)
+{
+    json_t *v = json_object_get(obj, key);
+    char h[KMS_AUDIT_HMAC_LEN + 1];
+    if (!json_is_string(v) || json_string_length(v) == 0) {
+        return 0;
+    }
+    if (kms_audit_hmac(salt, json_string_value(v), json_string_length(v), h) != 0) {
+        return -1;
+    }
+    return json_object_set_new(obj, key, json_string(h));
+}
+
+/* auth block (also response.auth): client_token always, accessor per hmac_accessor. */
+static json_t *hash_auth(const json_t *auth, const struct kms_audit_device_opts *o,
+                         const char *salt)
+{
+    json_t *c = json_copy((json_t *)auth);
+    if (c == NULL || hash_field(c, "client_token", salt) != 0 ||
+        (o->hmac_accessor && hash_field(c, "accessor", salt) != 0)) {
+        json_decref(c);
+        return NULL;
+    }
+    return c;
+}
+
+static json_t *hash_data_field(json_t *c, const char *salt)
+{
+    json_t *data = json_object_get(c, "data");
+    if (data != NULL) {
+        json_t *h = kms_audit_hash_value(salt, data);
+        if (h == NULL || json_object_set_new(c, "data", h) != 0) {
+            json_decref(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+static json_t *hash_request(const json_t *req, const struct kms_audit_device_opts *o,
+                            const char *salt)
+{
+    json_t *c = json_copy((json_t *)req);
+    if (c == NULL || hash_field(c, "client_token", salt) != 0 ||
+        (o->hmac_accessor && hash_field(c, "client_token_accessor", salt) != 0)) {
+        json_decref(c);
+        return NULL;
+    }
+    return hash_data_field(c, salt);
+}
+
+static json_t *hash_response(const json_t *resp, const struct kms_audit_device_opts *o,
+                             const char *salt)
+{
+    json_t *c = json_copy((json_t *)resp);
+    if (c == NULL) {
+        return NULL;
+    }
+    json_t *auth = json_object_get(c, "auth");
+    if (json_is_object(auth)) {
+        json_t *h = hash_auth(auth, o, salt);
+        if (h == NULL || json_object_set_new(c, "auth", h) != 0) {
+            json_decref(c);
+            return NULL;
+        }
+    }
+    json_t *wrap = json_object_get(c, "wrap_info");
+    if (json_is_object(wrap)) {
+        json_t *w = json_copy(wrap);
+        if (w == NULL || hash_field(w, "token", salt) != 0 ||
+            (o->hmac_accessor && hash_field(w, "accessor", salt) != 0) ||
+            json_object_set_new(c, "wrap_info", w) != 0) {
+            json_decref(c);
+            return NULL;
+        }
+    }
+    return hash_data_field(c, salt);
+}
+
+/* ---- records ----------------------------------------------------------------------------- */
+
+int kms_audit_rec_create(struct kms_audit *a, json_t *auth, json_t *request,
+                         struct kms_audit_rec **out)
+{
+    struct kms_audit_rec *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        return -1;
+    }
+    r->a = a;
+    r->auth = json_incref(auth);
+    r->request = json_incref(request);
+    *out = r;
+    return 0;
+}
+
+void kms_audit_rec_destroy(struct kms_audit_rec **rp)
+{
+    struct kms_audit_rec *r = *rp;
+    if (r == NULL) {
+        return;
+    }
+    json_decref(r->auth);
+    json_decref(r->request);
+    for (size_t i = 0; i < KMS_AUDIT_MAX_DEVICES; i++) {
+        free(r->blocks[i].p);
+    }
+    free(r);
+    *rp = NULL;
+}
+
+static int sb_add(struct sbuf *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 2048;
+        while (cap < b->len + n + 1) {
+            cap *= 2;
+        }
+        char *np = realloc(b->p, cap);
+        if (np == NULL) {
+            return -1;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+static int sb_dump_cb(const char *s, size_t n, void *arg)
+{
+    return sb_add(arg, s, n);
+}
+
+/* Append the compact JSON of v (ASCII only: safe for any log pipeline). */
+static int sb_json(struct sbuf *b, const json_t *v)
+{
+    return json_dump_callback(v, sb_dump_cb, b, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_ENCODE_ANY);
+}
+
+/* `,"key":` + JSON of v (stolen), for the top-level fields. */
+static int sb_field(struct sbuf *b, const char *key, json_t *v)
+{
+    int rc = -1;
+    if (v != NULL && sb_add(b, ",\"", 2) == 0 && sb_add(b, key, strlen(key)) == 0 &&
+        sb_add(b, "\":", 2) == 0 && sb_json(b, v) == 0) {
+        rc = 0;
+    }
+    json_decref(v);
+    return rc;
+}
+
+/* Top-level names only the broker and the device write. */
+static bool reserved(const char *k)
+{
+    static const char *const names[] = {"time",  "type", "auth", "request",   "response",
+                                        "error", "seq",  "hash", "prev_hash", NULL};
+    for (size_t i = 0; names[i] != NULL; i++) {
+        if (strcmp(k, names[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * The line body for device i into out: "{…}" without the chain fields. The auth and request
+ * blocks are hashed and serialised at the first line and reused for the second; the line is
+ * spliced from text rather than built as one object, which halves the serialisation work.
+ */
+static int format_line(struct kms_audit_rec *r, size_t i, const char *time, const char *type,
+                       json_t *response, const char *error, json_t *extra, struct sbuf *out)
+{
+    struct kms_audit_dev *d = r->a->devs[i];
+    const struct kms_audit_device_opts *o = kms_audit_dev_opts(d);
+    const char *salt = kms_audit_dev_salt(d);
+    struct sbuf *blk = &r->blocks[i];
+    const char *k;
+    json_t *v;
+
+    if (blk->len == 0) {
+        if (r->auth != NULL && sb_field(blk, "auth", hash_auth(r->auth, o, salt)) != 0) {
+            return -1;
+        }
+        if (r->request != NULL &&
+            sb_field(blk, "request", hash_request(r->request, o, salt)) != 0) {
+            return -1;
+        }
+    }
+    out->len = 0;
+    if (sb_add(out, "{\"time\":\"", 9) != 0 || sb_add(out, time, strlen(time)) != 0 ||
+        sb_add(out, "\",\"type\":\"", 10) != 0 || sb_add(out, type, strlen(type)) != 0 ||
+        sb_add(out, "\"", 1) != 0 || (blk->len > 0 && sb_add(out, blk->p, blk->len) != 0)) {
+        return -1;
+    }
+    if (response != NULL) {
+        json_t *h = hash_response(response, o, salt);
+        if (h == NULL || sb_field(out, "response", h) != 0) {
+            return -1;
+        }
+    }
+    if (error != NULL && error[0] != '\0' && sb_field(out, "error", json_string(error)) != 0) {
+        return -1;
+    }
+    json_object_foreach(extra, k, v)
+    {
+        if (!reserved(k) && sb_field(out, k, json_incref(v)) != 0) {
+            return -1;
+        }
+    }
+    return sb_add(out, "}", 1);
+}
+
+int kms_audit_rec_log(struct kms_audit_rec *r, const char *type, bool durable, json_t *response,
+                      const char *error, json_t *extra, struct kms_err *err, char *cause,
+                      size_t causelen)
+{
+    struct kms_audit *a = r->a;
+    struct kms_audit_batch *b[KMS_AUDIT_MAX_DEVICES] = {NULL};
+    char why[KMS_AUDIT_MAX_DEVICES][512];
+    struct sbuf line = {NULL, 0, 0};
+    char ts[40];
+    int64_t sec;
+    int32_t nsec;
+    size_t ok = 0;
+
+    if (a == NULL || a->n == 0) {
+        return 0;
+    }
+    kms_now(&sec, &nsec);
+    kms_time_rfc3339(sec, nsec, ts);
+    for (size_t i = 0; i < a->n; i++) {
+        why[i][0] = '\0';
+        if (format_line(r, i, ts, type, response, error, extra, &line) != 0) {
+            snprintf(why[i], sizeof(why[i]), "cannot format the record");
+            continue;
+        }
+        if (kms_audit_dev_submit(a->devs[i], line.p, line.len, &b[i], why[i], sizeof(why[i])) !=
+            0) {
+            b[i] = NULL;
+        }
+    }
+    free(line.p);
+    int64_t deadline = kms_audit_mono_ms() + a->timeout_ms;
+    for (size_t i = 0; i < a->n; i++) {
+        if (b[i] != NULL &&
+            kms_audit_dev_wait(a->devs[i], &b[i], durable, deadline, why[i], sizeof(why[i])) == 0) {
+            ok++;
+        }
+    }
+    if (ok > 0) {
+        return 0;
+    }
+    char msg[700];
+    snprintf(msg, sizeof(msg), "no audit backend succeeded in logging the %s: %s", type, why[0]);
+    if (cause != NULL) {
+        snprintf(cause, causelen, "%s", msg);
+    }
+    uint64_t fails = atomic_fetch_add(&a->fails, 1) + 1;
+    int64_t now = kms_audit_mono_ms();
+    int64_t last = atomic_load(&a->last_fail_log);
+    if (a->log != NULL && now - last >= FAIL_LOG_INTERVAL_MS &&
+        atomic_compare_exchange_strong(&a->last_fail_log, &last, now)) {
+        char note[760];
+        snprintf(note, sizeof(note), "%s (%llu requests refused so far)", msg,
+                 (unsigned long long)fails);
+        a->log(a->log_arg, "error", note);
+    }
+    return kms_err_set(err, 500, "internal error");
+}

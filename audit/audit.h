@@ -1,0 +1,229 @@
+/*
+ * audit.h - kmsd's audit log: Vault file-audit JSON lines, secrets HMAC'd under a per-device
+ * salt, a SHA-256 hash chain over the lines (continued across rotated files), a group-commit
+ * writer per device, and the offline tools built on the same code (verify, query).
+ *
+ * A line is one JSON object:
+ *
+ *   {"time":…,"type":"request"|"response","auth":{…},"request":{…},"response":{…},
+ *    "error":…, <kmsd fields: subject, op, key, key_version, …>,
+ *    "seq":N,"prev_hash":"sha256:<hex>","hash":"sha256:<hex>"}
+ *
+ * `hash` is SHA-256 over the line's bytes up to (not including) `,"hash":`; `prev_hash` is the
+ * previous line's `hash` (64 zeros before the first line). See docs/audit.md.
+ *
+ * Threads: kms_audit_rec_* may be called from any number of threads at once; a caller blocks
+ * until its line is durable (per the device's fsync mode) or the wait bound expires.
+ * kms_audit_reopen may be called from any thread. Everything else is single-threaded setup.
+ */
+#ifndef KMS_AUDIT_H
+#define KMS_AUDIT_H
+
+#include "crypto/crypto.h"
+#include "storage/storage.h"
+
+#include <jansson.h>
+#include <stdio.h>
+
+/* ---- devices and the broker -------------------------------------------------------------- */
+
+enum kms_audit_fsync {
+    KMS_AUDIT_FSYNC_BATCH,  /* group commit: one write + fdatasync per batch, callers wait */
+    KMS_AUDIT_FSYNC_ALWAYS, /* one write + fdatasync per line, no batching */
+    KMS_AUDIT_FSYNC_NEVER,  /* write(2) before the caller continues, no fsync (Vault's way) */
+};
+
+#define KMS_AUDIT_MAX_DEVICES 4
+#define KMS_AUDIT_NAME_MAX 32
+#define KMS_AUDIT_PATH_MAX 1024
+#define KMS_AUDIT_HMAC_PREFIX "hmac-sha256:"
+#define KMS_AUDIT_HMAC_LEN (12 + 64) /* "hmac-sha256:" + 64 hex, without the NUL */
+#define KMS_AUDIT_HASH_LEN (7 + 64)  /* "sha256:" + 64 hex, without the NUL */
+#define KMS_AUDIT_DEFAULT_TIMEOUT_MS 10000
+
+struct kms_audit_device_opts {
+    char name[KMS_AUDIT_NAME_MAX]; /* [a-z0-9_-]+, the <device> of sys/audit-hash/<device> */
+    char path[KMS_AUDIT_PATH_MAX]; /* the log file */
+    enum kms_audit_fsync fsync;
+    unsigned mode;      /* permission bits of the file (exec bits stripped); 0 keeps them */
+    bool hmac_accessor; /* HMAC token accessors too (Vault's default: true) */
+};
+
+/* name "file", fsync batch, mode 0600, hmac_accessor true, empty path. */
+void kms_audit_device_opts_default(struct kms_audit_device_opts *o);
+/* "always" | "batch" | "never"; -1 otherwise. */
+int kms_audit_fsync_parse(const char *s, enum kms_audit_fsync *out) KMS_WUR;
+const char *kms_audit_fsync_name(enum kms_audit_fsync f);
+
+/* Where the broker reports I/O trouble (writer threads included); may be NULL. */
+typedef void (*kms_audit_log_fn)(void *arg, const char *level, const char *msg);
+
+struct kms_audit_opts {
+    const struct kms_audit_device_opts *devices;
+    size_t ndevices;    /* 0 = auditing off: nothing recorded, nothing enforced */
+    int64_t timeout_ms; /* bound on waiting for a line to be durable; 0 = default (10 s) */
+    kms_audit_log_fn log;
+    void *log_arg;
+};
+
+struct kms_audit;
+
+/*
+ * Open every device: create or open its file (refusing non-regular files), recover the chain
+ * head from the file's last line (a torn last line, left by a crash before it was
+ * acknowledged, is cut off), or from storage when the file is empty, and start its writer.
+ * Salts and chain heads live in storage meta under "audit/<name>/"; `st` (borrowed, must
+ * outlive the broker) may be NULL, then salts are random per process and heads are not kept.
+ * Caller destroys with kms_audit_destroy.
+ */
+int kms_audit_create(struct kms_storage *st, const struct kms_audit_opts *opts,
+                     struct kms_audit **out, struct kms_err *err) KMS_WUR;
+/* Drain and stop the writers, record each chain head in storage, close the files. */
+void kms_audit_destroy(struct kms_audit **a);
+size_t kms_audit_ndevices(const struct kms_audit *a);
+/* Options of device i (i < ndevices) copied to *out. */
+void kms_audit_device_get(const struct kms_audit *a, size_t i, struct kms_audit_device_opts *out);
+
+/*
+ * Reopen every device's file by path (SIGHUP after logrotate). The chain continues in the new
+ * file. A device whose file cannot be opened fails every write (fail-closed) and retries the
+ * open before each later write. Returns 0 when every device reopened; else -1 with err naming
+ * the first failure.
+ */
+int kms_audit_reopen(struct kms_audit *a, struct kms_err *err) KMS_WUR;
+
+/*
+ * HMAC of `input` under device `name`'s salt, as "hmac-sha256:<hex>" in out. Returns 0,
+ * KMS_STORAGE_NOTFOUND for an unknown device, or -1.
+ */
+int kms_audit_hash_input(struct kms_audit *a, const char *name, const char *input, size_t n,
+                         char out[KMS_AUDIT_HMAC_LEN + 1]) KMS_WUR;
+
+/* ---- records ----------------------------------------------------------------------------- */
+
+/*
+ * One request's pair of lines. `auth` and `request` are Vault's blocks with raw values (the
+ * client token, accessors and request data in clear); the broker HMACs them per device
+ * (Vault's rules, audit-hash rules in docs/audit.md) once and reuses the result for both
+ * lines. References to auth and request are taken. Caller destroys with kms_audit_rec_destroy.
+ */
+struct kms_audit_rec;
+int kms_audit_rec_create(struct kms_audit *a, json_t *auth, json_t *request,
+                         struct kms_audit_rec **out) KMS_WUR;
+void kms_audit_rec_destroy(struct kms_audit_rec **r);
+
+/*
+ * Append one line of type "request" or "response" to every device and wait until it is
+ * written to the file, or with `durable` until it is also synced per the device's fsync mode
+ * (a durable line also makes every earlier line of the same file durable). `response`
+ * (response lines only, may be NULL) has raw data and auth; `error` may be NULL; `extra` (may
+ * be NULL) holds kmsd's own top-level fields, written in clear. All borrowed. Returns 0 when
+ * at least one device recorded the line (or none is configured); else -1 and err = 500
+ * "internal error" (the cause goes to *cause when not NULL, and to the log callback).
+ */
+int kms_audit_rec_log(struct kms_audit_rec *r, const char *type, bool durable, json_t *response,
+                      const char *error, json_t *extra, struct kms_err *err, char *cause,
+                      size_t causelen) KMS_WUR;
+
+/* ---- hashing rules (also used by tests and sys/audit-hash) ------------------------------- */
+
+/* "hmac-sha256:" + hex(HMAC-SHA256(key = salt bytes, in)) into out. */
+int kms_audit_hmac(const char *salt, const void *in, size_t n,
+                   char out[KMS_AUDIT_HMAC_LEN + 1]) KMS_WUR;
+/*
+ * A new value equal to v with every string leaf (at any depth, in objects and arrays)
+ * replaced by its HMAC, except strings that parse as RFC 3339 times; keys, numbers, bools and
+ * null stay. v is not modified. NULL on allocation failure.
+ */
+json_t *kms_audit_hash_value(const char *salt, const json_t *v);
+/* Go's time.Parse(time.RFC3339, s) acceptance: YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM). */
+bool kms_audit_is_rfc3339(const char *s, size_t n);
+/* Parse the same syntax to unix seconds + nanoseconds; -1 when invalid. */
+int kms_audit_rfc3339_parse(const char *s, size_t n, int64_t *sec, int32_t *nsec) KMS_WUR;
+
+/* ---- files: rotation sets, verification ---------------------------------------------------- */
+
+/*
+ * Expand arguments into an ordered list of audit files: a directory contributes its regular
+ * files, a file contributes itself, and with `siblings` also its rotated copies in the same
+ * directory ("<name>.1", "<name>-20260101", …; compressed ones are skipped). The result is
+ * ordered by each file's first sequence number (empty files last), which is the chain order
+ * whatever the rotation naming. *paths is a malloc'd array of malloc'd strings; free with
+ * kms_audit_files_free. Returns 0, or -1 with err naming the unreadable argument.
+ */
+int kms_audit_files_expand(const char *const *args, size_t nargs, bool siblings, char ***paths,
+                           size_t *npaths, struct kms_err *err) KMS_WUR;
+void kms_audit_files_free(char ***paths, size_t n);
+
+struct kms_audit_verify_result {
+    /* inputs (set after memset, before the call; kms_audit_verify_files keeps them) */
+    bool genesis;       /* the chain must start at seq 1 (no earlier file left out) */
+    const char *anchor; /* a hash recorded elsewhere earlier that must still be in the chain */
+    /* outputs */
+    bool anchor_found;
+    uint64_t lines;     /* lines checked */
+    uint64_t first_seq; /* seq of the first line (1 when the chain starts at its genesis) */
+    uint64_t last_seq;
+    char head[KMS_AUDIT_HASH_LEN + 1]; /* hash of the last good line */
+    /* on failure: where and why */
+    char bad_file[KMS_AUDIT_PATH_MAX];
+    uint64_t bad_line; /* 1-based line number within bad_file */
+    char reason[256];
+};
+
+/*
+ * Verify the chain over `paths` in the given order: every line complete (ends in '\n'),
+ * valid JSON, its own hash correct, seq consecutive and prev_hash equal to the previous
+ * line's hash, across file boundaries; with r->genesis the first line must be seq 1, with
+ * r->anchor that hash must be some line's. Returns 0 when intact, 1 at the first bad line (r
+ * says where and why; bad_line 0 when the problem is the whole set, e.g. a missing anchor),
+ * -1 when a file cannot be read (r->reason says why).
+ */
+int kms_audit_verify_files(const char *const *paths, size_t n,
+                           struct kms_audit_verify_result *r) KMS_WUR;
+
+/*
+ * `<prog> audit verify [--genesis] [--anchor=HASH] [-q] FILE|DIR...` for kmsd and kmsctl:
+ * argv holds the arguments after "verify". Prints the result; returns the exit status (0
+ * intact, 1 tampered, 2 usage or read error).
+ */
+int kms_audit_verify_command(const char *prog, int argc, char **argv);
+
+/* ---- query ------------------------------------------------------------------------------- */
+
+struct kms_audit_filter {
+    int64_t since;        /* unix seconds, inclusive; 0 = no bound */
+    int64_t until;        /* unix seconds, exclusive; 0 = no bound */
+    const char *resource; /* "KMSKey", "Token", …; case-insensitive; NULL = any */
+    const char *key;
+    const char *op;
+    const char *subject;
+    const char *result; /* "allowed" | "denied" | "error" */
+    const char *ns;     /* namespace path ("org1/" or "org1"); NULL = any */
+    size_t limit;       /* newest `limit` events; 0 = 500 */
+};
+
+#define KMS_AUDIT_LIST_DEFAULT_LIMIT 500
+#define KMS_AUDIT_LIST_MAX_LIMIT 100000
+
+/*
+ * Parse a --since/--until value: a Go-style duration ("24h", "90m", "7d") meaning that long
+ * before `now`, an RFC 3339 time, or epoch seconds. -1 when invalid.
+ */
+int kms_audit_time_arg(const char *s, int64_t now, int64_t *out) KMS_WUR;
+
+/*
+ * Summaries of the response lines in `paths` that match f, oldest first, at most f->limit
+ * (the newest ones). Each summary: time, request_id, type-independent fields (subject, op,
+ * resource, key, key_version, items, namespace, path, result, status, error,
+ * remote_address). *events is a new JSON array; *truncated tells when older matches were
+ * dropped. Lines that are not JSON are skipped. Returns 0 or -1 with err.
+ */
+int kms_audit_query(const char *const *paths, size_t n, const struct kms_audit_filter *f,
+                    json_t **events, bool *truncated, struct kms_err *err) KMS_WUR;
+/* Classify a line: "allowed", "denied" or "error". */
+const char *kms_audit_line_result(const json_t *line);
+/* Print events as an aligned table (time, subject, op, key, version, result, …) to out. */
+void kms_audit_events_print_table(const json_t *events, FILE *out);
+
+#endif

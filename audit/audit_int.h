@@ -1,0 +1,67 @@
+/*
+ * audit_int.h - private to audit/: the chain suffix of a line, and the file device (one log
+ * file with its writer thread) that the broker in audit.c drives.
+ */
+#ifndef KMS_AUDIT_INT_H
+#define KMS_AUDIT_INT_H
+
+#include "audit/audit.h"
+
+#include <pthread.h>
+
+#define KMS_AUDIT_GENESIS "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+
+/*
+ * Every line ends with the chain fields, in this order and spelling:
+ *   …,"seq":<N>,"prev_hash":"sha256:<64 hex>","hash":"sha256:<64 hex>"}
+ * `hash` covers the bytes before `,"hash":`. Parse them from the end of line[0, n) (no
+ * newline; line may start anywhere before the suffix). Returns 0 and fills the outputs
+ * (prefix_len = offset of `,"hash":`), or -1 when the line does not end that way.
+ */
+int kms_audit_line_chain(const char *line, size_t n, uint64_t *seq,
+                         char prev[KMS_AUDIT_HASH_LEN + 1], char hash[KMS_AUDIT_HASH_LEN + 1],
+                         size_t *prefix_len) KMS_WUR;
+/* "sha256:" + hex(SHA-256(p[0, n))). */
+int kms_audit_chain_hash(const char *p, size_t n, char out[KMS_AUDIT_HASH_LEN + 1]) KMS_WUR;
+
+/* ---- the file device (device.c) ---------------------------------------------------------- */
+
+struct kms_audit_dev;
+struct kms_audit_batch;
+
+struct kms_audit_dev_env {
+    struct kms_storage *st; /* may be NULL */
+    kms_audit_log_fn log;
+    void *log_arg;
+};
+
+/*
+ * Open the file, recover the chain head, load or create the salt and start the writer.
+ * Caller closes with kms_audit_dev_close.
+ */
+int kms_audit_dev_open(const struct kms_audit_device_opts *o, const struct kms_audit_dev_env *env,
+                       struct kms_audit_dev **out, struct kms_err *err) KMS_WUR;
+void kms_audit_dev_close(struct kms_audit_dev **d);
+const struct kms_audit_device_opts *kms_audit_dev_opts(const struct kms_audit_dev *d);
+const char *kms_audit_dev_salt(const struct kms_audit_dev *d);
+
+/*
+ * Chain `body` (a JSON object text "{…}", len bytes) onto the device and queue it. On success
+ * *b holds a reference the caller passes to kms_audit_dev_wait exactly once.
+ */
+int kms_audit_dev_submit(struct kms_audit_dev *d, const char *body, size_t len,
+                         struct kms_audit_batch **b, char *why, size_t whylen) KMS_WUR;
+/*
+ * Wait until the line is written to the file, or with `durable` until it is also synced (per
+ * the fsync mode), or until `deadline_ms` (CLOCK_MONOTONIC milliseconds). Drops the reference.
+ * 0 on success.
+ */
+int kms_audit_dev_wait(struct kms_audit_dev *d, struct kms_audit_batch **b, bool durable,
+                       int64_t deadline_ms, char *why, size_t whylen) KMS_WUR;
+/* Reopen the file by path (rotation). */
+int kms_audit_dev_reopen(struct kms_audit_dev *d, char *why, size_t whylen) KMS_WUR;
+
+/* CLOCK_MONOTONIC in milliseconds. */
+int64_t kms_audit_mono_ms(void);
+
+#endif

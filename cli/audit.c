@@ -1,0 +1,260 @@
+/*
+ * audit.c - `kmsctl audit verify` and `kmsctl audit list`.
+ *
+ * list reads local files (--file, else $KMS_AUDIT_FILE; rotated copies next to the file
+ * included) or, with no file given and KMS_ADDR/VAULT_ADDR plus a token set, asks the server
+ * (GET /v1/sys/audit/events, a sudo path). Both paths run the same filter code
+ * (audit/query.c), so local and remote answers agree.
+ */
+#include "cli/cli.h"
+#include "audit/audit.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_FILES 64
+
+static void list_usage(FILE *f)
+{
+    fprintf(f, "Usage: kmsctl audit list [options]\n\n"
+               "Operations recorded in the audit log, oldest first (one per request).\n\n"
+               "  --resource=KIND    KMSKey (key operations), Token, Mount, Namespace, Audit, ...\n"
+               "  --key=NAME         one key\n"
+               "  --op=OP            encrypt, decrypt, rewrap, datakey, rotate, create, delete,\n"
+               "                     set-min-decryption-version, config, read, list, login, ...\n"
+               "  --subject=WHO      the caller (OIDC/JWT subject or token display name)\n"
+               "  --result=R         allowed | denied | error\n"
+               "  --namespace=NS     one namespace (organization); \"root\" for the root one\n"
+               "  --since=T          24h, 90m, 7d (that long ago), RFC 3339, or epoch seconds\n"
+               "  --until=T          same forms; exclusive\n"
+               "  --limit=N          newest N events (default 500)\n"
+               "  -o, --output=FMT   table (default) or json\n"
+               "  --file=PATH        a local audit file (with its rotated copies) or directory;\n"
+               "                     repeatable; default $KMS_AUDIT_FILE\n\n"
+               "Without --file or $KMS_AUDIT_FILE, the events come from the server at\n"
+               "$KMS_ADDR (or $VAULT_ADDR) with $KMS_TOKEN (or $VAULT_TOKEN); that needs sudo\n"
+               "on sys/audit/events.\n");
+}
+
+static void audit_usage(FILE *f)
+{
+    fprintf(f, "Usage: kmsctl audit <verify|list> ...\n\n"
+               "  verify FILE|DIR...   check the log's hash chain (see --help)\n"
+               "  list [options]       list recorded operations (see --help)\n");
+}
+
+struct list_args {
+    const char *resource, *key, *op, *subject, *result, *ns, *since, *until, *limit, *output;
+    const char *files[MAX_FILES];
+    size_t nfiles;
+    bool help;
+};
+
+static void add_query(char *q, size_t n, const char *name, const char *val)
+{
+    char enc[1024];
+    size_t o = strlen(q);
+    if (val == NULL || o >= n) {
+        return;
+    }
+    kms_cli_urlencode(val, enc, sizeof(enc));
+    snprintf(q + o, n - o, "%s%s=%s", o ? "&" : "?", name, enc);
+}
+
+static int remote_events(struct kms_cli_http *h, const struct list_args *a, int64_t since,
+                         int64_t until, json_t **events, bool *truncated)
+{
+    char q[4096] = "";
+    char path[4200];
+    char num[32];
+    char err[512];
+    struct kms_cli_resp resp;
+    int rc = -1;
+
+    add_query(q, sizeof(q), "resource", a->resource);
+    add_query(q, sizeof(q), "key", a->key);
+    add_query(q, sizeof(q), "op", a->op);
+    add_query(q, sizeof(q), "subject", a->subject);
+    add_query(q, sizeof(q), "result", a->result);
+    add_query(q, sizeof(q), "namespace", a->ns);
+    if (since != 0) {
+        snprintf(num, sizeof(num), "%lld", (long long)since);
+        add_query(q, sizeof(q), "since", num);
+    }
+    if (until != 0) {
+        snprintf(num, sizeof(num), "%lld", (long long)until);
+        add_query(q, sizeof(q), "until", num);
+    }
+    add_query(q, sizeof(q), "limit", a->limit);
+    snprintf(path, sizeof(path), "/v1/sys/audit/events%s", q);
+    if (kms_cli_http_do(h, "GET", path, NULL, 0, &resp, err, sizeof(err)) != 0) {
+        fprintf(stderr, "kmsctl: %s\n", err);
+        return -1;
+    }
+    if (resp.status != 200) {
+        kms_cli_api_error(&resp, err, sizeof(err));
+        fprintf(stderr, "kmsctl: the server refused the audit query: %s\n", err);
+        goto out;
+    }
+    json_t *body = json_loadb(resp.body, resp.len, 0, NULL);
+    json_t *data = json_object_get(body, "data");
+    json_t *ev = json_object_get(data, "events");
+    if (!json_is_array(ev)) {
+        json_decref(body);
+        fprintf(stderr, "kmsctl: unexpected answer from the server\n");
+        goto out;
+    }
+    *events = json_incref(ev);
+    *truncated = json_is_true(json_object_get(data, "truncated"));
+    json_decref(body);
+    rc = 0;
+out:
+    kms_cli_resp_dispose(&resp);
+    return rc;
+}
+
+static int cmd_list(int argc, char **argv)
+{
+    struct list_args a;
+    struct kms_audit_filter f;
+    struct kms_cli_http *h = NULL;
+    struct kms_err kerr;
+    json_t *events = NULL;
+    bool truncated = false;
+    char **paths = NULL;
+    size_t npaths = 0;
+    const char *pos[1];
+    size_t npos = 0;
+    int64_t since = 0, until = 0;
+    int64_t now;
+    int32_t nsec;
+    int status = KMS_CLI_EXIT_USAGE;
+
+    memset(&a, 0, sizeof(a));
+    memset(&f, 0, sizeof(f));
+    const struct kms_cli_opt opts[] = {
+        {"resource", NULL, &a.resource, NULL, NULL, NULL, 0},
+        {"key", NULL, &a.key, NULL, NULL, NULL, 0},
+        {"op", NULL, &a.op, NULL, NULL, NULL, 0},
+        {"subject", "actor", &a.subject, NULL, NULL, NULL, 0},
+        {"result", NULL, &a.result, NULL, NULL, NULL, 0},
+        {"namespace", "org", &a.ns, NULL, NULL, NULL, 0},
+        {"since", NULL, &a.since, NULL, NULL, NULL, 0},
+        {"until", NULL, &a.until, NULL, NULL, NULL, 0},
+        {"limit", NULL, &a.limit, NULL, NULL, NULL, 0},
+        {"output", "o", &a.output, NULL, NULL, NULL, 0},
+        {"file", NULL, NULL, NULL, a.files, &a.nfiles, MAX_FILES},
+        {"help", "h", NULL, &a.help, NULL, NULL, 0},
+        {NULL, NULL, NULL, NULL, NULL, NULL, 0},
+    };
+    if (kms_cli_parse("kmsctl audit list", argc, argv, opts, pos, 0, &npos) != 0) {
+        list_usage(stderr);
+        goto out;
+    }
+    if (a.help) {
+        list_usage(stdout);
+        status = KMS_CLI_EXIT_OK;
+        goto out;
+    }
+    kms_now(&now, &nsec);
+    if ((a.since != NULL && kms_audit_time_arg(a.since, now, &since) != 0) ||
+        (a.until != NULL && kms_audit_time_arg(a.until, now, &until) != 0)) {
+        fprintf(stderr, "kmsctl: --since/--until take 24h, 90m, 7d, RFC 3339 or epoch "
+                        "seconds\n");
+        goto out;
+    }
+    if (a.result != NULL && strcmp(a.result, "allowed") != 0 && strcmp(a.result, "denied") != 0 &&
+        strcmp(a.result, "error") != 0) {
+        fprintf(stderr, "kmsctl: --result is allowed, denied or error\n");
+        goto out;
+    }
+    if (a.output != NULL && strcmp(a.output, "table") != 0 && strcmp(a.output, "json") != 0) {
+        fprintf(stderr, "kmsctl: -o is table or json\n");
+        goto out;
+    }
+    if (a.limit != NULL) {
+        char *end = NULL;
+        long long v = strtoll(a.limit, &end, 10);
+        if (end == a.limit || *end != '\0' || v < 1 || v > KMS_AUDIT_LIST_MAX_LIMIT) {
+            fprintf(stderr, "kmsctl: --limit is 1..%d\n", KMS_AUDIT_LIST_MAX_LIMIT);
+            goto out;
+        }
+        f.limit = (size_t)v;
+    }
+    if (a.nfiles == 0 && getenv("KMS_AUDIT_FILE") != NULL && getenv("KMS_AUDIT_FILE")[0]) {
+        a.files[a.nfiles++] = getenv("KMS_AUDIT_FILE");
+    }
+    if (a.nfiles == 0) {
+        char err[512] = "";
+        int e = kms_cli_http_from_env(&h, err, sizeof(err));
+        if (e == 1) {
+            fprintf(stderr, "kmsctl: no audit log: give --file, set KMS_AUDIT_FILE, or set "
+                            "KMS_ADDR (or VAULT_ADDR) and a token to ask the server\n");
+            goto out;
+        }
+        if (e != 0) {
+            fprintf(stderr, "kmsctl: %s\n", err);
+            goto out;
+        }
+        if (!kms_cli_http_has_token(h)) {
+            fprintf(stderr, "kmsctl: set KMS_TOKEN (or VAULT_TOKEN) to ask the server\n");
+            goto out;
+        }
+        if (remote_events(h, &a, since, until, &events, &truncated) != 0) {
+            status = KMS_CLI_EXIT_FAIL;
+            goto out;
+        }
+    } else {
+        f.since = since;
+        f.until = until;
+        f.resource = a.resource;
+        f.key = a.key;
+        f.op = a.op;
+        f.subject = a.subject;
+        f.result = a.result;
+        f.ns = a.ns;
+        if (kms_audit_files_expand(a.files, a.nfiles, true, &paths, &npaths, &kerr) != 0 ||
+            kms_audit_query((const char *const *)paths, npaths, &f, &events, &truncated, &kerr) !=
+                0) {
+            fprintf(stderr, "kmsctl: %s\n", kerr.msg);
+            status = KMS_CLI_EXIT_FAIL;
+            goto out;
+        }
+    }
+    if (a.output != NULL && strcmp(a.output, "json") == 0) {
+        char *text = json_dumps(events, JSON_INDENT(2));
+        printf("%s\n", text ? text : "[]");
+        free(text);
+    } else {
+        kms_audit_events_print_table(events, stdout);
+    }
+    if (truncated) {
+        fprintf(stderr, "kmsctl: more events match; showing the newest %zu (raise --limit)\n",
+                json_array_size(events));
+    }
+    status = KMS_CLI_EXIT_OK;
+out:
+    json_decref(events);
+    kms_audit_files_free(&paths, npaths);
+    kms_cli_http_destroy(&h);
+    return status;
+}
+
+int kms_cli_audit(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        audit_usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? KMS_CLI_EXIT_USAGE : KMS_CLI_EXIT_OK;
+    }
+    if (strcmp(argv[1], "verify") == 0) {
+        return kms_audit_verify_command("kmsctl", argc - 2, argv + 2);
+    }
+    if (strcmp(argv[1], "list") == 0) {
+        return cmd_list(argc - 2, argv + 2);
+    }
+    fprintf(stderr, "kmsctl audit: unknown verb \"%s\"\n", argv[1]);
+    audit_usage(stderr);
+    return KMS_CLI_EXIT_USAGE;
+}

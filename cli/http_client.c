@@ -1,0 +1,631 @@
+/*
+ * http_client.c - kmsctl's HTTP/1.1 client: one request per connection (Connection: close),
+ * blocking sockets with a deadline enforced by poll(2), Content-Length or chunked bodies,
+ * a cap on the response size.
+ *
+ * The byte stream goes through a small transport table (connect/send/recv/close): plain TCP
+ * for http:// addresses, and TLS (crypto/tls_client.c, over the same TCP connect) for
+ * https:// ones, verified against --ca-cert / VAULT_CACERT or the system store.
+ */
+#include "cli/cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_RESPONSE (64u << 20)
+#define DEFAULT_TIMEOUT_MS 30000
+
+struct kms_cli_http;
+
+struct conn {
+    int fd;
+    int64_t deadline_ms;
+    const struct kms_cli_http *h;
+    struct kms_tls_conn *tls;
+};
+
+struct transport {
+    int (*connect)(struct conn *c, const char *host, const char *port, char *err, size_t n);
+    ssize_t (*send)(struct conn *c, const void *p, size_t n);
+    ssize_t (*recv)(struct conn *c, void *p, size_t n);
+    void (*close)(struct conn *c);
+};
+
+struct kms_cli_http {
+    const struct transport *tp;
+    char host[256];
+    char port[16];
+    char prefix[256]; /* path prefix of the address, usually "" */
+    char *token;
+    char *ns;
+    int timeout_ms;
+    bool https;
+    bool tls_skip_verify;
+    char *ca_cert;
+    char *ca_path;
+    char *client_cert;
+    char *client_key;
+};
+
+static void errf(char *err, size_t n, const char *fmt, ...) KMS_PRINTF(3, 4);
+
+static void errf(char *err, size_t n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, n, fmt, ap);
+    va_end(ap);
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wait for fd to become ready for `events` before the deadline; 0 ready, -1 timeout/error. */
+static int wait_fd(struct conn *c, short events)
+{
+    for (;;) {
+        int64_t left = c->deadline_ms - mono_ms();
+        if (left <= 0) {
+            errno = ETIMEDOUT;
+            return -1;
+        }
+        struct pollfd p = {c->fd, events, 0};
+        int r = poll(&p, 1, (int)(left > 1000000 ? 1000000 : left));
+        if (r > 0) {
+            return 0;
+        }
+        if (r < 0 && errno != EINTR) {
+            return -1;
+        }
+    }
+}
+
+/* ---- plain TCP transport ----------------------------------------------------------------- */
+
+static int tcp_connect(struct conn *c, const char *host, const char *port, char *err, size_t n)
+{
+    struct addrinfo hints, *res = NULL;
+    int rc = -1;
+    int last = 0;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    int g = getaddrinfo(host, port, &hints, &res);
+    if (g != 0) {
+        errf(err, n, "cannot resolve %s: %s", host, gai_strerror(g));
+        return -1;
+    }
+    for (struct addrinfo *ai = res; ai != NULL && rc != 0; ai = ai->ai_next) {
+        int fd =
+            socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+        if (fd < 0) {
+            last = errno;
+            continue;
+        }
+        c->fd = fd;
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+            rc = 0;
+            break;
+        }
+        if (errno == EINPROGRESS && wait_fd(c, POLLOUT) == 0) {
+            int soerr = 0;
+            socklen_t sl = sizeof(soerr);
+            if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr == 0) {
+                rc = 0;
+                break;
+            }
+            last = soerr;
+        } else {
+            last = errno;
+        }
+        close(fd);
+        c->fd = -1;
+    }
+    freeaddrinfo(res);
+    if (rc != 0) {
+        errf(err, n, "cannot connect to %s:%s: %s", host, port, strerror(last));
+    }
+    return rc;
+}
+
+static ssize_t tcp_send(struct conn *c, const void *p, size_t n)
+{
+    for (;;) {
+        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+        if (w >= 0 || (errno != EAGAIN && errno != EINTR)) {
+            return w;
+        }
+        if (wait_fd(c, POLLOUT) != 0) {
+            return -1;
+        }
+    }
+}
+
+static ssize_t tcp_recv(struct conn *c, void *p, size_t n)
+{
+    for (;;) {
+        ssize_t r = recv(c->fd, p, n, 0);
+        if (r >= 0 || (errno != EAGAIN && errno != EINTR)) {
+            return r;
+        }
+        if (wait_fd(c, POLLIN) != 0) {
+            return -1;
+        }
+    }
+}
+
+static void tcp_close(struct conn *c)
+{
+    if (c->fd >= 0) {
+        close(c->fd);
+        c->fd = -1;
+    }
+}
+
+static const struct transport tcp = {tcp_connect, tcp_send, tcp_recv, tcp_close};
+
+/* ---- TLS transport ----------------------------------------------------------------------- */
+
+static int tls_connect(struct conn *c, const char *host, const char *port, char *err, size_t n)
+{
+    struct kms_err e;
+    struct kms_tls_client_opts o;
+    if (tcp_connect(c, host, port, err, n) != 0) {
+        return -1;
+    }
+    memset(&o, 0, sizeof(o));
+    o.ca_file = c->h->ca_cert;
+    o.ca_path = c->h->ca_path;
+    o.cert_file = c->h->client_cert;
+    o.key_file = c->h->client_key;
+    o.server_name = host;
+    o.insecure = c->h->tls_skip_verify;
+    kms_err_clear(&e);
+    if (kms_tls_client_connect(c->fd, &o, c->deadline_ms, &c->tls, &e) != 0) {
+        errf(err, n, "%s:%s: %s", host, port, e.msg);
+        tcp_close(c);
+        return -1;
+    }
+    return 0;
+}
+
+static ssize_t tls_send(struct conn *c, const void *p, size_t n)
+{
+    return kms_tls_client_write(c->tls, p, n);
+}
+
+static ssize_t tls_recv(struct conn *c, void *p, size_t n)
+{
+    return kms_tls_client_read(c->tls, p, n);
+}
+
+static void tls_close(struct conn *c)
+{
+    kms_tls_client_close(&c->tls);
+    tcp_close(c);
+}
+
+static const struct transport tls = {tls_connect, tls_send, tls_recv, tls_close};
+
+/* ---- client ------------------------------------------------------------------------------ */
+
+/* "http://host:port/prefix", "[::1]:8200", "host" (port 8200 by default, as Vault's). */
+static int parse_addr(struct kms_cli_http *h, const char *addr, char *err, size_t n)
+{
+    const char *p = addr;
+    if (strncmp(p, "http://", 7) == 0) {
+        p += 7;
+    } else if (strncmp(p, "https://", 8) == 0) {
+        p += 8;
+        h->https = true;
+    } else if (strstr(p, "://") != NULL) {
+        errf(err, n, "%s: unsupported scheme", addr);
+        return -1;
+    }
+    const char *slash = strchr(p, '/');
+    size_t hl = slash ? (size_t)(slash - p) : strlen(p);
+    const char *hp = p;
+    const char *colon = NULL;
+    if (hl > 0 && hp[0] == '[') {
+        const char *close = memchr(hp, ']', hl);
+        if (close == NULL) {
+            errf(err, n, "%s: bad IPv6 address", addr);
+            return -1;
+        }
+        snprintf(h->host, sizeof(h->host), "%.*s", (int)(close - hp - 1), hp + 1);
+        if (close + 1 < hp + hl && close[1] == ':') {
+            colon = close + 1;
+        }
+    } else {
+        colon = memchr(hp, ':', hl);
+        size_t l = colon ? (size_t)(colon - hp) : hl;
+        snprintf(h->host, sizeof(h->host), "%.*s", (int)l, hp);
+    }
+    if (colon != NULL) {
+        snprintf(h->port, sizeof(h->port), "%.*s", (int)(hp + hl - colon - 1), colon + 1);
+    } else {
+        snprintf(h->port, sizeof(h->port), "8200");
+    }
+    if (h->host[0] == '\0' || h->port[0] == '\0') {
+        errf(err, n, "%s: no host or port", addr);
+        return -1;
+    }
+    if (slash != NULL) {
+        size_t pl = strlen(slash);
+        while (pl > 0 && slash[pl - 1] == '/') {
+            pl--;
+        }
+        snprintf(h->prefix, sizeof(h->prefix), "%.*s", (int)pl, slash);
+    }
+    return 0;
+}
+
+int kms_cli_http_create(const struct kms_cli_http_opts *o, struct kms_cli_http **out, char *err,
+                        size_t errlen)
+{
+    struct kms_cli_http *h = calloc(1, sizeof(*h));
+    if (h == NULL) {
+        errf(err, errlen, "out of memory");
+        return -1;
+    }
+    h->tp = &tcp;
+    h->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
+    h->tls_skip_verify = o->tls_skip_verify;
+    err[0] = '\0';
+    if (parse_addr(h, o->addr, err, errlen) != 0 ||
+        (o->token != NULL && o->token[0] != '\0' && (h->token = strdup(o->token)) == NULL) ||
+        (o->ns != NULL && o->ns[0] != '\0' && (h->ns = strdup(o->ns)) == NULL) ||
+        (o->ca_cert != NULL && (h->ca_cert = strdup(o->ca_cert)) == NULL) ||
+        (o->ca_path != NULL && (h->ca_path = strdup(o->ca_path)) == NULL) ||
+        (o->client_cert != NULL && (h->client_cert = strdup(o->client_cert)) == NULL) ||
+        (o->client_key != NULL && (h->client_key = strdup(o->client_key)) == NULL)) {
+        if (err[0] == '\0') {
+            errf(err, errlen, "out of memory");
+        }
+        kms_cli_http_destroy(&h);
+        return -1;
+    }
+    if (h->https) {
+        h->tp = &tls;
+        if (h->tls_skip_verify) {
+            fprintf(stderr, "WARNING: TLS certificate verification is disabled "
+                            "(--tls-skip-verify): the server's identity is NOT checked and the "
+                            "connection can be intercepted\n");
+        }
+    }
+    *out = h;
+    return 0;
+}
+
+void kms_cli_http_destroy(struct kms_cli_http **hp)
+{
+    struct kms_cli_http *h = *hp;
+    if (h == NULL) {
+        return;
+    }
+    if (h->token != NULL) {
+        kms_memzero(h->token, strlen(h->token));
+        free(h->token);
+    }
+    free(h->ns);
+    free(h->ca_cert);
+    free(h->ca_path);
+    free(h->client_cert);
+    free(h->client_key);
+    free(h);
+    *hp = NULL;
+}
+
+bool kms_cli_http_has_token(const struct kms_cli_http *h)
+{
+    return h->token != NULL;
+}
+
+/* ~/.vault-token, as the vault CLI's token helper leaves it. */
+static char *token_file(void)
+{
+    const char *home = getenv("HOME");
+    char path[1024];
+    char buf[256];
+    if (home == NULL) {
+        return NULL;
+    }
+    snprintf(path, sizeof(path), "%s/.vault-token", home);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return NULL;
+    }
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ')) {
+        n--;
+    }
+    buf[n] = '\0';
+    char *t = n > 0 ? strdup(buf) : NULL;
+    kms_memzero(buf, sizeof(buf));
+    return t;
+}
+
+static const char *env2(const char *a, const char *b)
+{
+    const char *v = getenv(a);
+    if (v == NULL || v[0] == '\0') {
+        v = getenv(b);
+    }
+    return v != NULL && v[0] != '\0' ? v : NULL;
+}
+
+int kms_cli_http_from_env(struct kms_cli_http **out, char *err, size_t errlen)
+{
+    struct kms_cli_http_opts o;
+    char *file_token = NULL;
+    const char *addr = env2("KMS_ADDR", "VAULT_ADDR");
+    if (addr == NULL) {
+        return 1;
+    }
+    memset(&o, 0, sizeof(o));
+    o.addr = addr;
+    o.token = env2("KMS_TOKEN", "VAULT_TOKEN");
+    if (o.token == NULL) {
+        file_token = token_file();
+        o.token = file_token;
+    }
+    o.ns = env2("KMS_NAMESPACE", "VAULT_NAMESPACE");
+    o.ca_cert = env2("KMS_CACERT", "VAULT_CACERT");
+    o.ca_path = env2("KMS_CAPATH", "VAULT_CAPATH");
+    o.client_cert = env2("KMS_CLIENT_CERT", "VAULT_CLIENT_CERT");
+    o.client_key = env2("KMS_CLIENT_KEY", "VAULT_CLIENT_KEY");
+    const char *skip = env2("KMS_SKIP_VERIFY", "VAULT_SKIP_VERIFY");
+    o.tls_skip_verify = skip != NULL && strcmp(skip, "0") != 0 && strcmp(skip, "false") != 0;
+    int rc = kms_cli_http_create(&o, out, err, errlen);
+    if (file_token != NULL) {
+        kms_memzero(file_token, strlen(file_token));
+        free(file_token);
+    }
+    return rc;
+}
+
+struct rbuf {
+    char *p;
+    size_t len, cap;
+};
+
+static int rbuf_add(struct rbuf *b, const void *p, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 8192;
+        while (cap < b->len + n + 1) {
+            cap *= 2;
+        }
+        if (cap > MAX_RESPONSE + 1) {
+            return -1;
+        }
+        char *np = realloc(b->p, cap);
+        if (np == NULL) {
+            return -1;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+/* Decode a chunked body in place; returns the decoded length or -1. */
+static ssize_t dechunk(char *p, size_t n)
+{
+    size_t in = 0, out = 0;
+    for (;;) {
+        char *end = NULL;
+        if (in >= n) {
+            return -1;
+        }
+        unsigned long sz = strtoul(p + in, &end, 16);
+        char *crlf = memmem(p + in, n - in, "\r\n", 2);
+        if (end == p + in || crlf == NULL) {
+            return -1;
+        }
+        in = (size_t)(crlf - p) + 2;
+        if (sz == 0) {
+            return (ssize_t)out;
+        }
+        if (sz > n - in) {
+            return -1;
+        }
+        memmove(p + out, p + in, sz);
+        out += sz;
+        in += sz + 2;
+    }
+}
+
+static int parse_response(struct rbuf *b, struct kms_cli_resp *out, char *err, size_t n)
+{
+    char *hend = b->p ? strstr(b->p, "\r\n\r\n") : NULL;
+    int status = 0;
+    if (hend == NULL || strncmp(b->p, "HTTP/1.", 7) != 0 || b->len < 12) {
+        errf(err, n, "malformed HTTP response");
+        return -1;
+    }
+    /* "HTTP/1.x NNN": exactly three digits */
+    for (int i = 9; i < 12; i++) {
+        status = b->p[i] >= '0' && b->p[i] <= '9' ? status * 10 + (b->p[i] - '0') : -1000;
+    }
+    if (status < 100 || status > 599) {
+        errf(err, n, "malformed HTTP status line");
+        return -1;
+    }
+    *hend = '\0';
+    bool chunked = false;
+    long clen = -1;
+    for (char *line = strstr(b->p, "\r\n"); line != NULL && line < hend;
+         line = strstr(line + 2, "\r\n")) {
+        char *h = line + 2;
+        if (strncasecmp(h, "Content-Length:", 15) == 0) {
+            clen = strtol(h + 15, NULL, 10);
+        } else if (strncasecmp(h, "Transfer-Encoding:", 18) == 0 &&
+                   strstr(h + 18, "chunked") != NULL) {
+            chunked = true;
+        }
+    }
+    char *body = hend + 4;
+    size_t blen = b->len - (size_t)(body - b->p);
+    if (chunked) {
+        ssize_t d = dechunk(body, blen);
+        if (d < 0) {
+            errf(err, n, "malformed chunked body");
+            return -1;
+        }
+        blen = (size_t)d;
+    } else if (clen >= 0) {
+        if ((size_t)clen > blen) {
+            errf(err, n, "connection closed before the whole body arrived");
+            return -1;
+        }
+        blen = (size_t)clen;
+    }
+    out->status = status;
+    out->body = malloc(blen + 1);
+    if (out->body == NULL) {
+        errf(err, n, "out of memory");
+        return -1;
+    }
+    memcpy(out->body, body, blen);
+    out->body[blen] = '\0';
+    out->len = blen;
+    return 0;
+}
+
+int kms_cli_http_do(struct kms_cli_http *h, const char *method, const char *path, const char *body,
+                    size_t len, struct kms_cli_resp *out, char *err, size_t errlen)
+{
+    struct conn c = {-1, mono_ms() + h->timeout_ms, h, NULL};
+    struct rbuf req = {NULL, 0, 0};
+    struct rbuf resp = {NULL, 0, 0};
+    char line[2048];
+    char buf[16384];
+    int rc = -1;
+
+    memset(out, 0, sizeof(*out));
+    err[0] = '\0';
+    int ln = snprintf(line, sizeof(line),
+                      "%s %s%s HTTP/1.1\r\nHost: %s:%s\r\nUser-Agent: kmsctl\r\n"
+                      "Accept: application/json\r\nConnection: close\r\n",
+                      method, h->prefix, path, h->host, h->port);
+    if (ln < 0 || (size_t)ln >= sizeof(line) || rbuf_add(&req, line, (size_t)ln) != 0) {
+        errf(err, errlen, "request line too long");
+        goto out;
+    }
+    if (h->token != NULL &&
+        (rbuf_add(&req, "X-Vault-Token: ", 15) != 0 ||
+         rbuf_add(&req, h->token, strlen(h->token)) != 0 || rbuf_add(&req, "\r\n", 2) != 0)) {
+        goto oom;
+    }
+    if (h->ns != NULL) {
+        ln = snprintf(line, sizeof(line), "X-Vault-Namespace: %s\r\n", h->ns);
+        if (rbuf_add(&req, line, (size_t)ln) != 0) {
+            goto oom;
+        }
+    }
+    if (body != NULL) {
+        ln = snprintf(line, sizeof(line),
+                      "Content-Type: application/json\r\nContent-Length: %zu\r\n", len);
+        if (rbuf_add(&req, line, (size_t)ln) != 0) {
+            goto oom;
+        }
+    }
+    if (rbuf_add(&req, "\r\n", 2) != 0 || (body != NULL && rbuf_add(&req, body, len) != 0)) {
+        goto oom;
+    }
+    if (h->tp->connect(&c, h->host, h->port, err, errlen) != 0) {
+        goto out;
+    }
+    for (size_t off = 0; off < req.len;) {
+        ssize_t w = h->tp->send(&c, req.p + off, req.len - off);
+        if (w <= 0) {
+            errf(err, errlen, "cannot send the request: %s", strerror(errno));
+            goto out;
+        }
+        off += (size_t)w;
+    }
+    for (;;) {
+        ssize_t r = h->tp->recv(&c, buf, sizeof(buf));
+        if (r == 0) {
+            break;
+        }
+        if (r < 0) {
+            errf(err, errlen, "cannot read the response: %s", strerror(errno));
+            goto out;
+        }
+        if (rbuf_add(&resp, buf, (size_t)r) != 0) {
+            errf(err, errlen, "response larger than %u bytes", MAX_RESPONSE);
+            goto out;
+        }
+    }
+    rc = parse_response(&resp, out, err, errlen);
+    goto out;
+oom:
+    errf(err, errlen, "out of memory");
+out:
+    h->tp->close(&c);
+    if (req.p != NULL) {
+        kms_memzero(req.p, req.len); /* holds the token */
+    }
+    free(req.p);
+    free(resp.p);
+    return rc;
+}
+
+void kms_cli_resp_dispose(struct kms_cli_resp *r)
+{
+    free(r->body);
+    r->body = NULL;
+    r->len = 0;
+}
+
+void kms_cli_urlencode(const char *in, char *out, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (; *in != '\0' && o + 4 < n; in++) {
+        unsigned char ch = (unsigned char)*in;
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+            ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+            out[o++] = (char)ch;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[ch >> 4];
+            out[o++] = hex[ch & 15];
+        }
+    }
+    out[o] = '\0';
+}
+
+void kms_cli_api_error(const struct kms_cli_resp *r, char *out, size_t n)
+{
+    json_t *j = r->body != NULL ? json_loadb(r->body, r->len, 0, NULL) : NULL;
+    json_t *e = json_array_get(json_object_get(j, "errors"), 0);
+    if (json_is_string(e)) {
+        snprintf(out, n, "%s", json_string_value(e));
+    } else {
+        snprintf(out, n, "HTTP %d%s%s", r->status, r->len ? ": " : "", r->body ? r->body : "");
+    }
+    json_decref(j);
+}

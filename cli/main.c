@@ -1,0 +1,132 @@
+/*
+ * main.c - kmsctl: the command table and the option parser every command group shares.
+ *
+ * `kmsctl <group> <verb> [options] [args]`. Each group is one file with one entry point in
+ * the table below; the verbs mirror `kube-dc kms …` (docs/decisions.md), so later groups
+ * (keys, encrypt, …) slot in as new rows.
+ */
+#include "cli/cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define KMSCTL_VERSION "0.1.0"
+
+static const struct kms_cli_cmd commands[] = {
+    {"audit", "verify and list the audit log", kms_cli_audit},
+    {"keys", "KMSKeys: list, describe, create, rotate, set-min-decryption-version, "
+             "schedule-delete, cancel-delete, delete",
+     kms_cli_keys},
+    {"encrypt", "encrypt up to 64 KiB with a KMSKey (prints vault:vN:...)", kms_cli_encrypt},
+    {"decrypt", "decrypt a vault:vN:... ciphertext", kms_cli_decrypt},
+    {"envelope", "encrypt/decrypt large files with a data key (NONCE|CIPHERTEXT|TAG)",
+     kms_cli_envelope},
+    {"apply", "create or update KMSKeys from YAML (apply -f kmskey.yaml)", kms_cli_apply},
+    {"login", "log in (Kubernetes or JWT) and keep the token", kms_cli_login},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "Usage: kmsctl <command> [options]\n\nCommands:\n");
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    }
+    fprintf(f, "  %-10s %s\n\n", "version", "print the version");
+    fprintf(f, "Environment: KMS_ADDR (or VAULT_ADDR), KMS_TOKEN (or VAULT_TOKEN),\n"
+               "KMS_NAMESPACE (or VAULT_NAMESPACE), KMS_AUDIT_FILE.\n"
+               "Run `kmsctl <command> --help` for a command's options.\n");
+}
+
+static const struct kms_cli_opt *find_opt(const struct kms_cli_opt *opts, const char *name,
+                                          size_t n)
+{
+    for (const struct kms_cli_opt *o = opts; o->name != NULL; o++) {
+        if ((strlen(o->name) == n && strncmp(o->name, name, n) == 0) ||
+            (o->alias != NULL && strlen(o->alias) == n && strncmp(o->alias, name, n) == 0)) {
+            return o;
+        }
+    }
+    return NULL;
+}
+
+int kms_cli_parse(const char *prog, int argc, char **argv, const struct kms_cli_opt *opts,
+                  const char **pos, size_t pos_max, size_t *npos)
+{
+    bool only_pos = false;
+    *npos = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (only_pos || a[0] != '-' || a[1] == '\0') {
+            if (*npos == pos_max) {
+                fprintf(stderr, "%s: too many arguments\n", prog);
+                return -1;
+            }
+            pos[(*npos)++] = a;
+            continue;
+        }
+        if (strcmp(a, "--") == 0) {
+            only_pos = true;
+            continue;
+        }
+        a += a[1] == '-' ? 2 : 1;
+        const char *eq = strchr(a, '=');
+        size_t n = eq ? (size_t)(eq - a) : strlen(a);
+        const struct kms_cli_opt *o = find_opt(opts, a, n);
+        if (o == NULL) {
+            fprintf(stderr, "%s: unknown option \"%s\"\n", prog, argv[i]);
+            return -1;
+        }
+        if (o->flag != NULL) {
+            if (eq != NULL) {
+                *o->flag = strcmp(eq + 1, "false") != 0 && strcmp(eq + 1, "0") != 0;
+            } else {
+                *o->flag = true;
+            }
+            continue;
+        }
+        const char *val = eq ? eq + 1 : NULL;
+        if (val == NULL) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "%s: option --%s needs a value\n", prog, o->name);
+                return -1;
+            }
+            val = argv[++i];
+        }
+        if (o->list != NULL) {
+            if (*o->nlist == o->list_max) {
+                fprintf(stderr, "%s: --%s given too many times\n", prog, o->name);
+                return -1;
+            }
+            o->list[(*o->nlist)++] = val;
+        } else {
+            *o->str = val;
+        }
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return KMS_CLI_EXIT_USAGE;
+    }
+    kms_cli_hoist_command(argc, argv);
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0) {
+        usage(stdout);
+        return KMS_CLI_EXIT_OK;
+    }
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("kmsctl v%s\n", KMSCTL_VERSION);
+        return KMS_CLI_EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strcmp(commands[i].name, cmd) == 0) {
+            return commands[i].run(argc - 1, argv + 1);
+        }
+    }
+    fprintf(stderr, "kmsctl: unknown command \"%s\"\n", cmd);
+    usage(stderr);
+    return KMS_CLI_EXIT_USAGE;
+}

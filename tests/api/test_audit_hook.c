@@ -1,0 +1,236 @@
+/*
+ * test_audit_hook.c - api/audit_hook.c without sockets: requests through kms_api_handle over a
+ * real store with an audit device in a temp directory. Two lines per audited request sharing
+ * the envelope's request_id, refusals with both lines, unaudited routes, the kmsd fields,
+ * kms_ctx_note_version's set semantics, and the controller's internal events.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "api/api_int.h"
+#include "audit/audit.h"
+
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct fixture {
+    char dir[64];
+    char log[128];
+    struct kms_storage *st;
+    struct kms_audit *audit;
+    struct kms_api *api;
+};
+
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    struct kms_storage_opts so = {.map_size = 0, .nosync = true, .create = true};
+    struct kms_api_opts ao;
+    struct kms_audit_device_opts dev;
+    struct kms_audit_opts auo;
+    struct kms_err err;
+    uint8_t seal[32] = {4, 5, 6};
+    char root[KMS_API_TOKEN_MAX];
+    char store[128];
+
+    snprintf(f->dir, sizeof(f->dir), "/tmp/kms-test-hook-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(store, sizeof(store), "%s/store", f->dir);
+    snprintf(f->log, sizeof(f->log), "%s/audit.log", f->dir);
+    assert_int_equal(kms_storage_open(store, seal, &so, &f->st, &err), 0);
+    kms_audit_device_opts_default(&dev);
+    snprintf(dev.path, sizeof(dev.path), "%s", f->log);
+    dev.fsync = KMS_AUDIT_FSYNC_NEVER;
+    memset(&auo, 0, sizeof(auo));
+    auo.devices = &dev;
+    auo.ndevices = 1;
+    assert_int_equal(kms_audit_create(f->st, &auo, &f->audit, &err), 0);
+    memset(&ao, 0, sizeof(ao));
+    kms_api_limits_default(&ao.limits);
+    ao.version = "test";
+    ao.audit = f->audit;
+    assert_int_equal(kms_api_create(f->st, &ao, &f->api, &err), 0);
+    assert_int_equal(kms_api_dev_bootstrap(f->api, "root", root, sizeof(root), &err), 0);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    kms_api_destroy(&f->api);
+    kms_audit_destroy(&f->audit);
+    kms_storage_close(&f->st);
+    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+static int call(struct fixture *f, const char *method, const char *target, const char *token,
+                const char *body, json_t **out)
+{
+    struct kms_http_header h[1] = {{"X-Vault-Token", token}};
+    struct kms_http_req req;
+    struct kms_http_resp resp;
+    memset(&req, 0, sizeof(req));
+    req.method = method;
+    req.target = target;
+    req.headers = h;
+    req.nheaders = token != NULL ? 1 : 0;
+    req.body = (const uint8_t *)body;
+    req.body_len = body ? strlen(body) : 0;
+    req.remote_addr = "192.0.2.7";
+    req.remote_port = 40000;
+    kms_api_handle(f->api, &req, &resp);
+    if (out != NULL) {
+        *out = resp.body ? json_loadb(resp.body, resp.body_len, 0, NULL) : NULL;
+    }
+    int status = resp.status;
+    kms_http_resp_dispose(&resp);
+    return status;
+}
+
+/* Every line of the log, parsed. */
+static json_t *log_lines(struct fixture *f)
+{
+    json_t *arr = json_array();
+    FILE *fp = fopen(f->log, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    assert_non_null(fp);
+    while (getline(&line, &cap, fp) > 0) {
+        json_t *l = json_loads(line, 0, NULL);
+        assert_non_null(l);
+        json_array_append_new(arr, l);
+    }
+    free(line);
+    fclose(fp);
+    return arr;
+}
+
+static const char *str(json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k));
+}
+
+static void test_two_lines_per_request(void **state)
+{
+    struct fixture *f = *state;
+    json_t *b = NULL;
+    assert_int_equal(call(f, "POST", "/v1/transit/keys/hk", "root", "{}", NULL), 200);
+    assert_int_equal(
+        call(f, "POST", "/v1/transit/encrypt/hk", "root", "{\"plaintext\":\"aGk=\"}", &b), 200);
+    const char *rid = str(b, "request_id");
+    json_t *lines = log_lines(f);
+    assert_int_equal(json_array_size(lines), 4);
+    json_t *rq = json_array_get(lines, 2), *rs = json_array_get(lines, 3);
+    assert_string_equal(str(rq, "type"), "request");
+    assert_string_equal(str(rs, "type"), "response");
+    assert_string_equal(str(json_object_get(rq, "request"), "id"), rid);
+    assert_string_equal(str(json_object_get(rs, "request"), "id"), rid);
+    assert_string_equal(str(rs, "op"), "encrypt");
+    assert_string_equal(str(rs, "key"), "hk");
+    assert_string_equal(str(rs, "subject"), "root");
+    assert_string_equal(str(rs, "resource"), "KMSKey");
+    assert_int_equal(json_integer_value(json_object_get(rs, "key_version")), 1);
+    assert_int_equal(json_integer_value(json_object_get(rs, "status")), 200);
+    assert_null(json_object_get(rq, "key_version"));
+    assert_string_equal(str(json_object_get(rq, "request"), "remote_address"), "192.0.2.7");
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(rq, "request"), "remote_port")), 40000);
+    assert_non_null(strstr(
+        str(json_object_get(json_object_get(rq, "request"), "data"), "plaintext"), "hmac-sha256:"));
+    json_decref(lines);
+    json_decref(b);
+}
+
+static void test_refusals_and_unaudited(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(call(f, "GET", "/v1/transit/keys/x", "nope", NULL, NULL), 403);
+    assert_int_equal(call(f, "GET", "/v1/sys/health", NULL, NULL, NULL), 200);
+    assert_int_equal(call(f, "GET", "/v1/sys/seal-status", NULL, NULL, NULL), 200);
+    assert_int_equal(call(f, "POST", "/v1/transit/keys/x", "root", "{bad json", NULL), 400);
+    json_t *lines = log_lines(f);
+    assert_int_equal(json_array_size(lines), 2); /* only the refused request */
+    for (size_t i = 0; i < 2; i++) {
+        json_t *l = json_array_get(lines, i);
+        assert_string_equal(str(l, "error"), "permission denied");
+        assert_true(json_is_false(json_object_get(
+            json_object_get(json_object_get(l, "auth"), "policy_results"), "allowed")));
+    }
+    json_decref(lines);
+}
+
+static void test_note_version(void **state)
+{
+    struct kms_ctx *c = calloc(1, sizeof(*c));
+    (void)state;
+    kms_ctx_note_version(c, 3);
+    kms_ctx_note_version(c, 1);
+    kms_ctx_note_version(c, 3);
+    kms_ctx_note_version(c, 2);
+    assert_int_equal(c->audit.nversions, 3);
+    assert_int_equal(c->audit.versions[0], 1);
+    assert_int_equal(c->audit.versions[1], 2);
+    assert_int_equal(c->audit.versions[2], 3);
+    for (uint32_t v = 10; v < 10 + 2 * KMS_CTX_MAX_VERSIONS; v++) {
+        kms_ctx_note_version(c, v);
+    }
+    assert_int_equal(c->audit.nversions, KMS_CTX_MAX_VERSIONS);
+    assert_true(c->audit.versions_truncated);
+    free(c);
+}
+
+static void test_internal_event(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_audit_rec *rec = NULL;
+    struct kms_err err;
+    const struct kms_audit_internal ev = {
+        "root", "", "transit/keys/o-p-k/rotate", "update", "rotate", "k", "p"};
+    const uint32_t v[] = {4};
+    assert_int_equal(kms_audit_internal_begin(f->api, &ev, &rec, &err), 0);
+    assert_non_null(rec);
+    assert_int_equal(kms_audit_internal_end(&rec, &ev, v, 1, NULL, &err), 0);
+    assert_null(rec);
+    json_t *lines = log_lines(f);
+    assert_int_equal(json_array_size(lines), 2);
+    json_t *rs = json_array_get(lines, 1);
+    assert_string_equal(str(rs, "subject"), "system:kmsd-controller");
+    assert_string_equal(str(rs, "op"), "rotate");
+    assert_string_equal(str(rs, "project"), "p");
+    assert_int_equal(json_integer_value(json_object_get(rs, "key_version")), 4);
+    json_decref(lines);
+    const char *p = f->log;
+    struct kms_audit_verify_result r;
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(kms_audit_verify_files(&p, 1, &r), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_two_lines_per_request, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refusals_and_unaudited, setup, teardown),
+        cmocka_unit_test(test_note_version),
+        cmocka_unit_test_setup_teardown(test_internal_event, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,552 @@
+/*
+ * test_audit.c - the broker and its file devices, through the public API only: a request and
+ * a response line per record with the secrets HMAC'd and the chain intact; concurrency (lines
+ * never interleave, seq has no gap); every fsync mode; rotation (reopen) continuing the chain
+ * across files; restart recovery (a torn last line is cut off); fail-closed writes (a file-size
+ * limit fails the write and leaves no torn line, the chain rolls back and resumes); a deleted
+ * file recreated; two devices with one broken; salts and chain heads kept in storage.
+ *
+ * Each test works in a fresh mkdtemp directory under /tmp.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "audit/audit.h"
+
+#include <ftw.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define TOKEN "s.SuperSecretToken123"
+#define ACCESSOR "accessor-abcdef"
+#define PLAINTEXT "cGxhaW50ZXh0LXNlY3JldA=="
+#define CIPHERTEXT "vault:v1:c2VjcmV0LWNpcGhlcnRleHQ="
+
+struct fx {
+    char dir[64];
+    char path[128];
+};
+
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    snprintf(f->dir, sizeof(f->dir), "/tmp/kms-test-audit-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->path, sizeof(f->path), "%s/audit.log", f->dir);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+static struct kms_audit *open_broker(struct kms_storage *st, const char *path,
+                                     enum kms_audit_fsync mode)
+{
+    struct kms_audit_device_opts o;
+    struct kms_audit_opts ao;
+    struct kms_audit *a = NULL;
+    struct kms_err err;
+    kms_audit_device_opts_default(&o);
+    snprintf(o.path, sizeof(o.path), "%s", path);
+    o.fsync = mode;
+    memset(&ao, 0, sizeof(ao));
+    ao.devices = &o;
+    ao.ndevices = 1;
+    ao.timeout_ms = 5000;
+    if (kms_audit_create(st, &ao, &a, &err) != 0) {
+        fail_msg("kms_audit_create: %s", err.msg);
+    }
+    return a;
+}
+
+/* One request's two lines, with secrets in the auth, request and response blocks. */
+static int log_pair(struct kms_audit *a, int i)
+{
+    struct kms_audit_rec *r = NULL;
+    struct kms_err err;
+    json_t *auth = json_pack("{s:s, s:s, s:s, s:{s:b}}", "client_token", TOKEN, "accessor",
+                             ACCESSOR, "display_name", "alice", "policy_results", "allowed", 1);
+    json_t *req = json_pack("{s:s, s:s, s:{s:s, s:s}}", "id", "req-id", "path", "transit/encrypt/k",
+                            "data", "plaintext", PLAINTEXT, "context", "Y3R4");
+    json_t *resp = json_pack("{s:{s:s, s:i}}", "data", "ciphertext", CIPHERTEXT, "key_version", 1);
+    json_t *extra =
+        json_pack("{s:s, s:s, s:s, s:i}", "subject", "alice", "op", "encrypt", "key", "k", "n", i);
+    int rc = -1;
+    if (kms_audit_rec_create(a, auth, req, &r) == 0 &&
+        kms_audit_rec_log(r, "request", false, NULL, NULL, extra, &err, NULL, 0) == 0 &&
+        kms_audit_rec_log(r, "response", true, resp, NULL, extra, &err, NULL, 0) == 0) {
+        rc = 0;
+    }
+    kms_audit_rec_destroy(&r);
+    json_decref(auth);
+    json_decref(req);
+    json_decref(resp);
+    json_decref(extra);
+    return rc;
+}
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
+    buf[n] = '\0';
+    fclose(fp);
+    if (len != NULL) {
+        *len = (size_t)n;
+    }
+    return buf;
+}
+
+static size_t count_lines(const char *path)
+{
+    char *b = slurp(path, NULL);
+    size_t n = 0;
+    for (char *p = b; *p; p++) {
+        n += *p == '\n';
+    }
+    free(b);
+    return n;
+}
+
+static int verify(const char *const *paths, size_t n, struct kms_audit_verify_result *r)
+{
+    memset(r, 0, sizeof(*r));
+    return kms_audit_verify_files(paths, n, r);
+}
+
+static void assert_intact(const char *path, uint64_t first, uint64_t last)
+{
+    struct kms_audit_verify_result r;
+    int rc = verify(&path, 1, &r);
+    if (rc != 0) {
+        fail_msg("%s:%llu: %s", r.bad_file, (unsigned long long)r.bad_line, r.reason);
+    }
+    assert_int_equal(r.first_seq, first);
+    assert_int_equal(r.last_seq, last);
+}
+
+static void test_lines_and_secrets(void **state)
+{
+    struct fx *f = *state;
+    struct kms_audit *a = open_broker(NULL, f->path, KMS_AUDIT_FSYNC_BATCH);
+    char h[KMS_AUDIT_HMAC_LEN + 1];
+
+    assert_int_equal(log_pair(a, 1), 0);
+    assert_int_equal(count_lines(f->path), 2);
+    char *text = slurp(f->path, NULL);
+    assert_null(strstr(text, TOKEN));
+    assert_null(strstr(text, ACCESSOR));
+    assert_null(strstr(text, PLAINTEXT));
+    assert_null(strstr(text, CIPHERTEXT));
+    assert_null(strstr(text, "Y3R4"));
+    /* every secret is findable through the device's hash (sys/audit-hash) */
+    const char *secrets[] = {TOKEN, ACCESSOR, PLAINTEXT, CIPHERTEXT, "Y3R4"};
+    for (size_t i = 0; i < 5; i++) {
+        assert_int_equal(kms_audit_hash_input(a, "file", secrets[i], strlen(secrets[i]), h), 0);
+        assert_non_null(strstr(text, h));
+    }
+    assert_int_equal(kms_audit_hash_input(a, "nope", "x", 1, h), KMS_STORAGE_NOTFOUND);
+    /* layout: one JSON object per line, Vault's blocks plus the kmsd and chain fields */
+    char *nl = strchr(text, '\n');
+    *nl = '\0';
+    json_t *l1 = json_loads(text, 0, NULL);
+    json_t *l2 = json_loads(nl + 1, JSON_DISABLE_EOF_CHECK, NULL);
+    assert_non_null(l1);
+    assert_non_null(l2);
+    assert_string_equal(json_string_value(json_object_get(l1, "type")), "request");
+    assert_string_equal(json_string_value(json_object_get(l2, "type")), "response");
+    assert_null(json_object_get(l1, "response"));
+    assert_non_null(json_object_get(json_object_get(l2, "response"), "data"));
+    assert_int_equal(json_integer_value(json_object_get(
+                         json_object_get(json_object_get(l2, "response"), "data"), "key_version")),
+                     1);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(l1, "auth"), "display_name")), "alice");
+    assert_string_equal(json_string_value(json_object_get(l1, "subject")), "alice");
+    assert_int_equal(json_integer_value(json_object_get(l1, "seq")), 1);
+    assert_int_equal(json_integer_value(json_object_get(l2, "seq")), 2);
+    assert_string_equal(json_string_value(json_object_get(l2, "prev_hash")),
+                        json_string_value(json_object_get(l1, "hash")));
+    json_decref(l1);
+    json_decref(l2);
+    free(text);
+    kms_audit_destroy(&a);
+    assert_intact(f->path, 1, 2);
+}
+
+static void test_accessor_clear_when_asked(void **state)
+{
+    struct fx *f = *state;
+    struct kms_audit_device_opts o;
+    struct kms_audit_opts ao;
+    struct kms_audit *a = NULL;
+    struct kms_err err;
+    kms_audit_device_opts_default(&o);
+    snprintf(o.path, sizeof(o.path), "%s", f->path);
+    o.hmac_accessor = false;
+    memset(&ao, 0, sizeof(ao));
+    ao.devices = &o;
+    ao.ndevices = 1;
+    assert_int_equal(kms_audit_create(NULL, &ao, &a, &err), 0);
+    assert_int_equal(log_pair(a, 1), 0);
+    kms_audit_destroy(&a);
+    char *text = slurp(f->path, NULL);
+    assert_non_null(strstr(text, ACCESSOR));
+    assert_null(strstr(text, TOKEN));
+    free(text);
+}
+
+struct worker_arg {
+    struct kms_audit *a;
+    int n;
+    int failures;
+};
+
+static void *worker(void *p)
+{
+    struct worker_arg *w = p;
+    for (int i = 0; i < w->n; i++) {
+        if (log_pair(w->a, i) != 0) {
+            w->failures++;
+        }
+    }
+    return NULL;
+}
+
+static void run_concurrent(const char *path, enum kms_audit_fsync mode, int threads, int each)
+{
+    struct kms_audit *a = open_broker(NULL, path, mode);
+    pthread_t t[16];
+    struct worker_arg w[16];
+    for (int i = 0; i < threads; i++) {
+        w[i].a = a;
+        w[i].n = each;
+        w[i].failures = 0;
+        assert_int_equal(pthread_create(&t[i], NULL, worker, &w[i]), 0);
+    }
+    for (int i = 0; i < threads; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(w[i].failures, 0);
+    }
+    kms_audit_destroy(&a);
+    assert_int_equal(count_lines(path), (size_t)(threads * each * 2));
+    assert_intact(path, 1, (uint64_t)(threads * each * 2));
+}
+
+static void test_concurrent_batch(void **state)
+{
+    struct fx *f = *state;
+    run_concurrent(f->path, KMS_AUDIT_FSYNC_BATCH, 8, 100);
+}
+
+static void test_concurrent_always_and_never(void **state)
+{
+    struct fx *f = *state;
+    char p2[160];
+    run_concurrent(f->path, KMS_AUDIT_FSYNC_ALWAYS, 4, 25);
+    snprintf(p2, sizeof(p2), "%s/never.log", f->dir);
+    run_concurrent(p2, KMS_AUDIT_FSYNC_NEVER, 8, 100);
+}
+
+static void test_rotation_continues_chain(void **state)
+{
+    struct fx *f = *state;
+    struct kms_err err;
+    char rotated[200], rotated2[200];
+    struct kms_audit *a = open_broker(NULL, f->path, KMS_AUDIT_FSYNC_BATCH);
+
+    assert_int_equal(log_pair(a, 1), 0);
+    snprintf(rotated, sizeof(rotated), "%s.1", f->path);
+    assert_int_equal(rename(f->path, rotated), 0);
+    assert_int_equal(log_pair(a, 2), 0); /* still the renamed file until SIGHUP */
+    assert_int_equal(kms_audit_reopen(a, &err), 0);
+    assert_int_equal(log_pair(a, 3), 0);
+    snprintf(rotated2, sizeof(rotated2), "%s.2", f->path);
+    assert_int_equal(rename(rotated, rotated2), 0);
+    assert_int_equal(rename(f->path, rotated), 0);
+    assert_int_equal(kms_audit_reopen(a, &err), 0);
+    assert_int_equal(log_pair(a, 4), 0);
+    kms_audit_destroy(&a);
+
+    assert_int_equal(count_lines(rotated2), 4);
+    assert_int_equal(count_lines(rotated), 2);
+    assert_int_equal(count_lines(f->path), 2);
+    /* the live file alone verifies, starting mid-chain */
+    assert_intact(f->path, 7, 8);
+    /* the set, found from the live file's name and ordered by first seq */
+    char **paths = NULL;
+    size_t n = 0;
+    const char *arg = f->path;
+    assert_int_equal(kms_audit_files_expand(&arg, 1, true, &paths, &n, &err), 0);
+    assert_int_equal(n, 3);
+    assert_string_equal(paths[0], rotated2);
+    assert_string_equal(paths[1], rotated);
+    assert_string_equal(paths[2], f->path);
+    struct kms_audit_verify_result r;
+    assert_int_equal(verify((const char *const *)paths, n, &r), 0);
+    assert_int_equal(r.lines, 8);
+    assert_int_equal(r.first_seq, 1);
+    /* a missing middle file breaks the chain at the next file's first line */
+    const char *gap[] = {rotated2, f->path};
+    assert_int_equal(verify(gap, 2, &r), 1);
+    assert_string_equal(r.bad_file, f->path);
+    assert_int_equal(r.bad_line, 1);
+    /* so does the wrong order */
+    const char *swapped[] = {rotated, rotated2, f->path};
+    assert_int_equal(verify(swapped, 3, &r), 1);
+    assert_string_equal(r.bad_file, rotated2);
+    assert_int_equal(r.bad_line, 1);
+    /* a directory argument means every file in it, in chain order */
+    kms_audit_files_free(&paths, n);
+    arg = f->dir;
+    assert_int_equal(kms_audit_files_expand(&arg, 1, false, &paths, &n, &err), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(verify((const char *const *)paths, n, &r), 0);
+    kms_audit_files_free(&paths, n);
+}
+
+static void test_restart_recovers_head_and_cuts_torn_line(void **state)
+{
+    struct fx *f = *state;
+    struct kms_audit *a = open_broker(NULL, f->path, KMS_AUDIT_FSYNC_BATCH);
+    assert_int_equal(log_pair(a, 1), 0);
+    kms_audit_destroy(&a);
+    /* a crash in the middle of a write leaves a partial line */
+    FILE *fp = fopen(f->path, "ab");
+    fputs("{\"time\":\"2024-01-01T00:00:00Z\",\"type\":\"requ", fp);
+    fclose(fp);
+    struct kms_audit_verify_result r;
+    const char *p = f->path;
+    assert_int_equal(verify(&p, 1, &r), 1);
+    assert_int_equal(r.bad_line, 3);
+    a = open_broker(NULL, f->path, KMS_AUDIT_FSYNC_BATCH);
+    assert_int_equal(log_pair(a, 2), 0);
+    kms_audit_destroy(&a);
+    assert_int_equal(count_lines(f->path), 4);
+    assert_intact(f->path, 1, 4);
+}
+
+static void test_refuses_foreign_file(void **state)
+{
+    struct fx *f = *state;
+    struct kms_audit_device_opts o;
+    struct kms_audit_opts ao;
+    struct kms_audit *a = NULL;
+    struct kms_err err;
+    FILE *fp = fopen(f->path, "w");
+    fputs("{\"time\":\"x\",\"type\":\"request\"}\n", fp);
+    fclose(fp);
+    kms_audit_device_opts_default(&o);
+    snprintf(o.path, sizeof(o.path), "%s", f->path);
+    memset(&ao, 0, sizeof(ao));
+    ao.devices = &o;
+    ao.ndevices = 1;
+    assert_int_equal(kms_audit_create(NULL, &ao, &a, &err), -1);
+    assert_non_null(strstr(err.msg, "not a kmsd audit record"));
+    /* a directory is not a log file either */
+    snprintf(o.path, sizeof(o.path), "%s", f->dir);
+    assert_int_equal(kms_audit_create(NULL, &ao, &a, &err), -1);
+    /* nor are two devices on one file */
+    struct kms_audit_device_opts two[2];
+    kms_audit_device_opts_default(&two[0]);
+    kms_audit_device_opts_default(&two[1]);
+    snprintf(two[0].path, sizeof(two[0].path), "%s/x.log", f->dir);
+    snprintf(two[1].path, sizeof(two[1].path), "%s/x.log", f->dir);
+    snprintf(two[1].name, sizeof(two[1].name), "second");
+    ao.devices = two;
+    ao.ndevices = 2;
+    assert_int_equal(kms_audit_create(NULL, &ao, &a, &err), -1);
+}
+
+static void test_file_mode(void **state)
+{
+    struct fx *f = *state;
+    struct stat st;
+    struct kms_audit_device_opts o;
+    struct kms_audit_opts ao;
+    struct kms_audit *a = NULL;
+    struct kms_err err;
+    kms_audit_device_opts_default(&o);
+    snprintf(o.path, sizeof(o.path), "%s", f->path);
+    o.mode = 0750; /* exec bits are never set */
+    memset(&ao, 0, sizeof(ao));
+    ao.devices = &o;
+    ao.ndevices = 1;
+    assert_int_equal(kms_audit_create(NULL, &ao, &a, &err), 0);
+    kms_audit_destroy(&a);
+    assert_int_equal(stat(f->path, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0640);
+    chmod(f->path, 0644);
+    o.mode = 0; /* keep */
+    assert_int_equal(kms_audit_create(NULL, &ao, &a, &err), 0);
+    kms_audit_destroy(&a);
+    assert_int_equal(stat(f->path, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0644);
+}
+
+/* A full disk, simulated with RLIMIT_FSIZE: the write fails whole, nothing torn stays. */
+static void test_full_disk_fails_closed(void **state)
+{
+    struct fx *f = *state;
+    struct rlimit old, lim;
+    struct kms_audit *a = open_broker(NULL, f->path, KMS_AUDIT_FSYNC_BATCH);
+    struct stat st;
+
+    assert_int_equal(log_pair(a, 1), 0);
+    assert_int_equal(stat(f->path, &st), 0);
+    signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = (rlim_t)st.st_size + 300; /* room for part of one line */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    assert_int_equal(log_pair(a, 2), -1);
+    assert_int_equal(log_pair(a, 3), -1);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    struct stat st2;
+    assert_int_equal(stat(f->path, &st2), 0);
+    assert_int_equal(st2.st_size, st.st_size); /* cut back: no torn line */
+    assert_intact(f->path, 1, 2);
+    /* space again: the chain resumes where the disk left it */
+    assert_int_equal(log_pair(a, 4), 0);
+    kms_audit_destroy(&a);
+    assert_intact(f->path, 1, 4);
+}
+
+static void test_deleted_file_recreated(void **state)
+{
+    struct fx *f = *state;
+    struct kms_audit *a = open_broker(NULL, f->path, KMS_AUDIT_FSYNC_BATCH);
+    assert_int_equal(log_pair(a, 1), 0);
+    assert_int_equal(unlink(f->path), 0);
+    assert_int_equal(log_pair(a, 2), 0);
+    kms_audit_destroy(&a);
+    assert_int_equal(count_lines(f->path), 2);
+    assert_intact(f->path, 3, 4);
+}
+
+static void test_two_devices_one_broken(void **state)
+{
+    struct fx *f = *state;
+    struct kms_audit_device_opts o[2];
+    struct kms_audit_opts ao;
+    struct kms_audit *a = NULL;
+    struct kms_err err;
+    char sub[160], p2[200];
+
+    snprintf(sub, sizeof(sub), "%s/sub", f->dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    snprintf(p2, sizeof(p2), "%s/b.log", sub);
+    kms_audit_device_opts_default(&o[0]);
+    kms_audit_device_opts_default(&o[1]);
+    snprintf(o[0].path, sizeof(o[0].path), "%s", f->path);
+    snprintf(o[1].name, sizeof(o[1].name), "backup");
+    snprintf(o[1].path, sizeof(o[1].path), "%s", p2);
+    memset(&ao, 0, sizeof(ao));
+    ao.devices = o;
+    ao.ndevices = 2;
+    assert_int_equal(kms_audit_create(NULL, &ao, &a, &err), 0);
+    assert_int_equal(kms_audit_ndevices(a), 2);
+    assert_int_equal(log_pair(a, 1), 0);
+    /* each device hashes under its own salt */
+    char h1[KMS_AUDIT_HMAC_LEN + 1], h2[KMS_AUDIT_HMAC_LEN + 1];
+    assert_int_equal(kms_audit_hash_input(a, "file", TOKEN, strlen(TOKEN), h1), 0);
+    assert_int_equal(kms_audit_hash_input(a, "backup", TOKEN, strlen(TOKEN), h2), 0);
+    assert_string_not_equal(h1, h2);
+    /* break the second device: its directory goes away and it must reopen */
+    unlink(p2);
+    rmdir(sub);
+    assert_int_equal(kms_audit_reopen(a, &err), -1);
+    assert_int_equal(log_pair(a, 2), 0); /* one device is enough */
+    assert_int_equal(count_lines(f->path), 4);
+    /* both broken: refused */
+    char moved[200];
+    snprintf(moved, sizeof(moved), "%s.moved", f->dir);
+    assert_int_equal(rename(f->dir, moved), 0);
+    assert_int_equal(kms_audit_reopen(a, &err), -1);
+    assert_int_equal(log_pair(a, 3), -1);
+    assert_int_equal(rename(moved, f->dir), 0);
+    /* and a reopen heals it without a SIGHUP: the next write retries the open */
+    assert_int_equal(log_pair(a, 4), 0);
+    kms_audit_destroy(&a);
+    assert_intact(f->path, 1, 6);
+}
+
+static void test_storage_keeps_salt_and_head(void **state)
+{
+    struct fx *f = *state;
+    struct kms_storage_opts so = {.map_size = 0, .nosync = true, .create = true};
+    struct kms_storage *st = NULL;
+    struct kms_err err;
+    uint8_t seal[32] = {9, 8, 7};
+    char store[160], rotated[200];
+    char h1[KMS_AUDIT_HMAC_LEN + 1], h2[KMS_AUDIT_HMAC_LEN + 1];
+
+    snprintf(store, sizeof(store), "%s/store", f->dir);
+    assert_int_equal(kms_storage_open(store, seal, &so, &st, &err), 0);
+    struct kms_audit *a = open_broker(st, f->path, KMS_AUDIT_FSYNC_BATCH);
+    assert_int_equal(kms_audit_hash_input(a, "file", "x", 1, h1), 0);
+    assert_int_equal(log_pair(a, 1), 0);
+    kms_audit_destroy(&a);
+    /* rotated while the server was down: the new file continues the chain from storage */
+    snprintf(rotated, sizeof(rotated), "%s.1", f->path);
+    assert_int_equal(rename(f->path, rotated), 0);
+    a = open_broker(st, f->path, KMS_AUDIT_FSYNC_BATCH);
+    assert_int_equal(kms_audit_hash_input(a, "file", "x", 1, h2), 0);
+    assert_string_equal(h1, h2); /* same salt: old hashes stay reproducible */
+    assert_int_equal(log_pair(a, 2), 0);
+    kms_audit_destroy(&a);
+    kms_storage_close(&st);
+    const char *both[] = {rotated, f->path};
+    struct kms_audit_verify_result r;
+    assert_int_equal(verify(both, 2, &r), 0);
+    assert_int_equal(r.lines, 4);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_lines_and_secrets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_accessor_clear_when_asked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_always_and_never, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rotation_continues_chain, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restart_recovers_head_and_cuts_torn_line, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_refuses_foreign_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_file_mode, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_full_disk_fails_closed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deleted_file_recreated, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_devices_one_broken, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_storage_keeps_salt_and_head, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

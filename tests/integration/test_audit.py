@@ -1,0 +1,676 @@
+"""The audit log against a real kmsd (issue 4; reference auth-audit.md §6 and §8 cases 26-30;
+docs/audit.md): two lines per request sharing request.id (also the response's request_id),
+the product doc's five operations with subject/key/op/key_version, nothing secret in clear
+(with sys/audit-hash reproducing a logged hash), the hash chain under concurrent load, across
+SIGHUP rotation, and against every kind of tampering (kmsctl and kmsd audit verify), fail-closed
+behaviour on a full file system (RLIMIT_FSIZE set on the running server with prlimit), the
+sys/audit endpoints, `kmsctl audit list` on files and over the API, and config-file devices.
+"""
+
+import base64
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+from kmsd_harness import KMSD_BIN, KmsdServer, KmsdTestCase, b64, multierror
+
+KMSCTL_BIN = os.path.join(os.path.dirname(KMSD_BIN), "kmsctl")
+
+
+def read_lines(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data == b"" or data.endswith(b"\n"), "log does not end with a newline"
+    return [json.loads(line) for line in data.decode().splitlines()]
+
+
+def run(argv, env=None, timeout=30):
+    e = dict(os.environ)
+    for k in ("KMS_ADDR", "VAULT_ADDR", "KMS_TOKEN", "VAULT_TOKEN", "KMS_AUDIT_FILE",
+              "VAULT_NAMESPACE", "KMS_NAMESPACE"):
+        e.pop(k, None)
+    e.update(env or {})
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=e)
+
+
+class AuditTestCase(KmsdTestCase):
+    """A dev server writing its audit log into the test's workdir."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = tempfile.mkdtemp(prefix="kmsd-audit-")
+        cls.logdir = os.path.join(cls.workdir, "audit")
+        os.mkdir(cls.logdir)
+        cls.log = os.path.join(cls.logdir, "audit.log")
+        cls.server = KmsdServer(mode="dev", workdir=cls.workdir,
+                                extra_args=["-audit-file=" + cls.log])
+        try:
+            cls.server.start()
+        except BaseException:
+            cls.server.cleanup()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            shutil.rmtree(cls.workdir, ignore_errors=True)
+
+    def lines(self):
+        return read_lines(self.log)
+
+    def text(self):
+        with open(self.log) as f:
+            return f.read()
+
+    def lines_for(self, request_id):
+        return [l for l in self.lines() if l["request"]["id"] == request_id]
+
+    def pair(self, r):
+        """The request and response lines of the exchange r (found by its request_id)."""
+        rid = r.json["request_id"] if r.json and "request_id" in r.json else None
+        self.assertIsNotNone(rid, r.describe())
+        got = self.lines_for(rid)
+        self.assertEqual([l["type"] for l in got], ["request", "response"], got)
+        return got
+
+    def last_pair(self):
+        ls = self.lines()
+        self.assertEqual([ls[-2]["type"], ls[-1]["type"]], ["request", "response"])
+        self.assertEqual(ls[-2]["request"]["id"], ls[-1]["request"]["id"])
+        return ls[-2], ls[-1]
+
+    def verify(self, *paths, tool=KMSCTL_BIN):
+        argv = [tool, "audit", "verify"] + list(paths)
+        return run(argv)
+
+
+class CoverageTest(AuditTestCase):
+
+    def test_request_id_shared_with_response_envelope(self):
+        name, _ = self.create_key()
+        r = self.req("POST", "transit/encrypt/" + name, {"plaintext": b64("x")})
+        self.assertStatus(r, 200)
+        req, resp = self.pair(r)
+        self.assertEqual(req["request"]["operation"], "update")
+        self.assertEqual(req["request"]["path"], "transit/encrypt/" + name)
+        self.assertEqual(req["request"]["namespace"], {"id": "root"})
+        self.assertEqual(req["request"]["mount_type"], "transit")
+        self.assertEqual(req["request"]["remote_address"], "127.0.0.1")
+        self.assertIsInstance(req["request"]["remote_port"], int)
+        self.assertTrue(req["auth"]["policy_results"]["allowed"])
+        self.assertEqual(resp["status"], 200)
+        self.assertNotIn("error", resp)
+
+    def test_refusals_and_failures_get_both_lines(self):
+        name, _ = self.create_key()
+        # bad token: 403, both lines carry the error and allowed=false
+        r = self.req("POST", "transit/encrypt/" + name, {"plaintext": b64("x")},
+                     token="not-a-token")
+        self.assertStatus(r, 403)
+        req, resp = self.last_pair()
+        for l in (req, resp):
+            self.assertEqual(l["error"], "permission denied")
+            self.assertFalse(l["auth"]["policy_results"]["allowed"])
+            self.assertEqual(l["auth"]["token_type"], "default")
+            self.assertEqual(l["op"], "encrypt")
+            self.assertEqual(l["key"], name)
+        self.assertEqual(resp["status"], 403)
+        # no token at all
+        r = self.req("GET", "transit/keys/" + name, token=None)
+        self.assertStatus(r, 403)
+        req, resp = self.last_pair()
+        self.assertFalse(resp["auth"]["policy_results"]["allowed"])
+        self.assertNotIn("client_token", req["request"])
+        # 404 for a path nothing serves (root token): allowed, but an error
+        r = self.req("GET", "transit/nothing/here")
+        self.assertStatus(r, 404)
+        req, resp = self.last_pair()
+        self.assertTrue(resp["auth"]["policy_results"]["allowed"])
+        self.assertEqual(resp["error"], multierror("unsupported path"))
+        self.assertEqual(resp["status"], 404)
+        self.assertNotIn("error", req)
+        # a handler error (decrypt with a bad ciphertext)
+        r = self.req("POST", "transit/decrypt/" + name, {"ciphertext": "vault:v1:AAAA"})
+        self.assertEqual(r.status, 400)
+        req, resp = self.last_pair()
+        self.assertIn("error", resp)
+        self.assertEqual(resp["status"], 400)
+
+    def test_acl_denial(self):
+        name, _ = self.create_key()
+        policy = 'path "transit/encrypt/%s" { capabilities = ["update"] }' % name
+        r = self.req("PUT", "sys/policies/acl/audit-enc", {"policy": policy})
+        if r.status not in (200, 204):
+            self.skipTest("ACL policies not available: %s" % r.describe())
+        r = self.req("POST", "auth/token/create", {"policies": ["audit-enc"],
+                                                   "display_name": "enc-only"})
+        if r.status != 200:
+            self.skipTest("token create not available: %s" % r.describe())
+        tok = r.json["auth"]["client_token"]
+        accessor = r.json["auth"]["accessor"]
+        _, resp = self.last_pair()
+        self.assertNotIn(tok, json.dumps(resp))
+        self.assertTrue(resp["response"]["auth"]["client_token"].startswith("hmac-sha256:"))
+        r = self.req("POST", "transit/encrypt/" + name, {"plaintext": b64("ok")}, token=tok)
+        self.assertStatus(r, 200)
+        r = self.req("POST", "transit/decrypt/" + name, {"ciphertext": "vault:v1:AAAA"},
+                     token=tok)
+        self.assertStatus(r, 403)
+        req, resp = self.last_pair()
+        for l in (req, resp):
+            self.assertEqual(l["error"], multierror("permission denied"))
+            self.assertFalse(l["auth"]["policy_results"]["allowed"])
+            self.assertEqual(l["op"], "decrypt")
+            self.assertIn("audit-enc", l["auth"]["policies"])
+        text = self.text()
+        self.assertNotIn(tok, text)
+        self.assertNotIn(accessor, text)
+
+    def test_logins(self):
+        """A login (allowed, failed) gets both lines; only the response line of a failed one
+        carries the error; the JWT and the issued token never appear in clear."""
+        try:
+            import jwt as pyjwt
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric import ec
+        except ImportError:
+            self.skipTest("python3-jwt / python3-cryptography missing")
+        mount = self.uniq("jwt")
+        r = self.req("POST", "sys/auth/" + mount, {"type": "jwt"})
+        if r.status not in (200, 204):
+            self.skipTest("jwt auth not available: %s" % r.describe())
+        key = ec.generate_private_key(ec.SECP256R1())
+        pub = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+        r = self.req("POST", "auth/%s/config" % mount,
+                     {"jwt_validation_pubkeys": [pub.decode()]})
+        self.assertIn(r.status, (200, 204), r.describe())
+        r = self.req("POST", "auth/%s/role/app" % mount,
+                     {"role_type": "jwt", "user_claim": "sub", "bound_audiences": ["kmsd"],
+                      "token_policies": ["default"]})
+        self.assertIn(r.status, (200, 204), r.describe())
+        now = int(time.time())
+        good = pyjwt.encode({"sub": "alice@example.com", "aud": "kmsd", "iat": now,
+                             "exp": now + 300}, key, algorithm="ES256")
+        r = self.req("POST", "auth/%s/login" % mount, {"role": "app", "jwt": good}, token=None)
+        self.assertStatus(r, 200)
+        token = r.json["auth"]["client_token"]
+        req, resp = self.pair(r)
+        for l in (req, resp):
+            self.assertEqual(l["op"], "login")
+            self.assertEqual(l["resource"], "Login")
+            self.assertTrue(l["request"]["data"]["jwt"].startswith("hmac-sha256:"))
+            self.assertNotIn("error", l)
+        self.assertTrue(resp["response"]["auth"]["client_token"].startswith("hmac-sha256:"))
+        # the token's later use names who logged in
+        r = self.req("GET", "auth/token/lookup-self", token=token)
+        self.assertStatus(r, 200)
+        _, use = self.pair(r)
+        self.assertIn("alice@example.com", use["subject"])
+        bad = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
+        r = self.req("POST", "auth/%s/login" % mount, {"role": "app", "jwt": bad}, token=None)
+        self.assertIn(r.status, (400, 403), r.describe())
+        req, resp = self.pair(r) if "request_id" in (r.json or {}) else self.last_pair()
+        self.assertEqual(req["op"], "login")
+        self.assertNotIn("error", req)  # the backend decides: only the response says why
+        self.assertIn("error", resp)
+        self.assertEqual(resp["status"], r.status)
+        text = self.text()
+        for secret in (good, bad, token, good.split(".")[2]):
+            self.assertNotIn(secret, text)
+
+    def test_not_audited(self):
+        before = len(self.lines())
+        for path in ("sys/health", "sys/seal-status", "sys/init"):
+            self.req("GET", path, token=None)
+        # unparsable body and unknown namespace fail before the token step: not audited
+        self.req("POST", "transit/encrypt/x", b"{not json")
+        self.req("GET", "transit/keys/x", namespace="no-such-ns")
+        self.assertEqual(len(self.lines()), before)
+
+    def test_five_product_operations(self):
+        """Product doc: encrypt, decrypt, rotate, set-min-decryption-version and delete each
+        leave the calling identity, the key, the operation and the key version touched."""
+        name, _ = self.create_key()
+        ct = self.encrypt(name, b"one")
+        _, enc = self.last_pair()
+        self.decrypt(name, ct)
+        _, dec = self.last_pair()
+        self.rotate(name)
+        _, rot = self.last_pair()
+        self.configure(name, min_decryption_version=2)
+        _, mdv = self.last_pair()
+        self.configure(name, deletion_allowed=True)
+        r = self.req("DELETE", "transit/keys/" + name)
+        self.assertStatus(r, 204)
+        _, dele = self.last_pair()
+        expect = [(enc, "encrypt", 1), (dec, "decrypt", 1), (rot, "rotate", 2),
+                  (mdv, "set-min-decryption-version", 2), (dele, "delete", [1, 2])]
+        for line, op, version in expect:
+            self.assertEqual(line["op"], op, line)
+            self.assertEqual(line["key"], name, line)
+            self.assertEqual(line["subject"], "root", line)
+            self.assertEqual(line["resource"], "KMSKey", line)
+            if isinstance(version, list):
+                self.assertEqual(line["key_version"], version, line)
+            else:
+                self.assertEqual(line["key_version"], version, line)
+            self.assertEqual(line["auth"]["display_name"], "root")
+
+    def test_batch_lists_every_version(self):
+        name, _ = self.create_key()
+        self.rotate(name)
+        body = {"batch_input": [{"plaintext": b64("a"), "key_version": 1},
+                                {"plaintext": b64("b")}, {"plaintext": b64("c")}]}
+        r = self.req("POST", "transit/encrypt/" + name, body)
+        self.assertStatus(r, 200)
+        req, resp = self.pair(r)
+        self.assertEqual(resp["key_version"], [1, 2])
+        self.assertEqual(resp["items"], 3)
+        self.assertEqual(req["items"], 3)
+        self.assertNotIn("key_version", req)
+        cts = [i["ciphertext"] for i in r.data["batch_results"]]
+        r = self.req("POST", "transit/decrypt/" + name,
+                     {"batch_input": [{"ciphertext": c} for c in cts[1:]]})
+        self.assertStatus(r, 200)
+        _, resp = self.pair(r)
+        self.assertEqual(resp["key_version"], [2])
+
+    def test_no_secret_in_clear_and_audit_hash(self):
+        name, _ = self.create_key(derived=True)
+        plaintext = b64(b"the-plaintext-that-must-not-leak")
+        context = b64(b"tenant-context-secret")
+        r = self.req("POST", "transit/encrypt/" + name,
+                     {"plaintext": plaintext, "context": context})
+        self.assertStatus(r, 200)
+        ct = r.data["ciphertext"]
+        r = self.req("POST", "transit/decrypt/" + name, {"ciphertext": ct, "context": context})
+        self.assertStatus(r, 200)
+        r = self.req("POST", "transit/datakey/plaintext/" + name, {"context": context})
+        self.assertStatus(r, 200)
+        dk_plain, dk_ct = r.data["plaintext"], r.data["ciphertext"]
+        text = self.text()
+        for secret in (plaintext, context, ct, ct.split(":", 2)[2], dk_plain, dk_ct,
+                       self.server.root_token):
+            self.assertNotIn(secret, text)
+        # sys/audit-hash reproduces the hashes the log holds
+        for value in (plaintext, ct, self.server.root_token):
+            r = self.req("POST", "sys/audit-hash/file", {"input": value})
+            self.assertStatus(r, 200)
+            self.assertEqual(r.json["hash"], r.data["hash"])
+            self.assertTrue(r.data["hash"].startswith("hmac-sha256:"))
+            self.assertIn(r.data["hash"], text)
+        r = self.req("POST", "sys/audit-hash/file", {"input": ""})
+        self.assertError(r, 400, 'the "input" parameter is empty')
+        r = self.req("POST", "sys/audit-hash/nope", {"input": "x"})
+        self.assertEqual(r.status, 400)
+        # the audit-hash request itself: its input is hashed like any request data
+        _, resp = self.last_pair()
+        self.assertTrue(resp["request"]["data"]["input"].startswith("hmac-sha256:"))
+
+    def test_devices_come_from_config_only(self):
+        r = self.req("GET", "sys/audit")
+        self.assertStatus(r, 200)
+        self.assertEqual(r.data["file/"]["type"], "file")
+        self.assertEqual(r.data["file/"]["options"]["file_path"], self.log)
+        for method in ("PUT", "POST"):
+            r = self.req(method, "sys/audit/other", {"type": "file",
+                                                      "options": {"file_path": "/tmp/x"}})
+            self.assertError(r, 400, "cannot enable audit device via API; use declarative, "
+                                     "config-based audit device management instead")
+        r = self.req("DELETE", "sys/audit/file")
+        self.assertEqual(r.status, 400)
+
+    def test_log_is_a_valid_chain(self):
+        res = self.verify(self.log)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        res = self.verify(self.log, tool=KMSD_BIN)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertIn("from the genesis", res.stdout)
+
+
+class ConcurrencyTest(AuditTestCase):
+
+    def test_concurrent_encrypts(self):
+        name, _ = self.create_key()
+        before = len(self.lines())
+        threads, each = 8, 50
+        ids, errors = [], []
+        lock = threading.Lock()
+
+        def worker(n):
+            import http.client
+            conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=30)
+            body = json.dumps({"plaintext": b64("payload-%d" % n)})
+            for _ in range(each):
+                conn.request("POST", "/v1/transit/encrypt/" + name, body,
+                             {"X-Vault-Token": self.server.root_token})
+                resp = conn.getresponse()
+                data = resp.read()
+                with lock:
+                    if resp.status != 200:
+                        errors.append(data)
+                    else:
+                        ids.append(json.loads(data)["request_id"])
+            conn.close()
+
+        ts = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual(errors, [])
+        lines = self.lines()[before:]  # every line parsed as JSON: none interleaved
+        self.assertEqual(len(lines), 2 * threads * each)
+        by_id = {}
+        for l in lines:
+            by_id.setdefault(l["request"]["id"], []).append(l["type"])
+        self.assertEqual(set(by_id), set(ids))
+        for rid, types in by_id.items():
+            self.assertEqual(types, ["request", "response"], rid)
+        seqs = [l["seq"] for l in self.lines()]
+        self.assertEqual(seqs, list(range(1, len(seqs) + 1)))
+        res = self.verify(self.log)
+        self.assertEqual(res.returncode, 0, res.stderr)
+
+    def test_sighup_rotation_under_load(self):
+        name, _ = self.create_key()
+        stop = threading.Event()
+        count = [0]
+        failures = []
+
+        lock = threading.Lock()
+
+        def worker():
+            while not stop.is_set():
+                r = self.req("POST", "transit/encrypt/" + name, {"plaintext": b64("r")})
+                with lock:
+                    if r.status != 200:
+                        failures.append(r.describe())
+                    count[0] += 1
+
+        rotated = []
+        before = len(self.lines())
+        ts = [threading.Thread(target=worker) for _ in range(4)]
+        for t in ts:
+            t.start()
+        for i in range(3):
+            time.sleep(0.15)
+            dst = "%s.%d" % (self.log, 10 - i)  # names that do not sort in chain order
+            os.rename(self.log, dst)
+            rotated.append(dst)
+            self.server.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.15)
+        stop.set()
+        for t in ts:
+            t.join()
+        self.assertEqual(failures, [])
+        total = sum(len(read_lines(p)) for p in rotated + [self.log])
+        self.assertEqual(total - before, 2 * count[0])
+        # the set verifies as one chain, whatever the file names; so does the directory
+        res = self.verify(*(rotated + [self.log]))
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertIn("from the genesis", res.stdout)
+        res = self.verify(self.logdir, tool=KMSD_BIN)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        # kmsctl audit list --file finds the rotated copies next to the live file
+        res = run([KMSCTL_BIN, "audit", "list", "--file", self.log, "--key", name,
+                   "--limit", "100000", "-o", "json"])
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual(len(json.loads(res.stdout)), count[0] + 1)  # + the key's creation
+
+
+class TamperTest(unittest.TestCase):
+    """kmsctl and kmsd audit verify on copies of a real log."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = tempfile.mkdtemp(prefix="kmsd-audit-t-")
+        cls.log = os.path.join(cls.workdir, "audit.log")
+        srv = KmsdServer(mode="dev", workdir=cls.workdir, extra_args=["-audit-file=" + cls.log])
+        try:
+            srv.start()
+            for i in range(6):
+                srv.request("POST", "transit/encrypt/tk", {"plaintext": b64("v%d" % i)})
+            rc = srv.stop()
+            assert rc == 0, srv.log_tail()
+        finally:
+            srv.cleanup()
+        with open(cls.log, "rb") as f:
+            cls.orig = f.read().splitlines(keepends=True)
+        assert len(cls.orig) == 12
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.workdir, ignore_errors=True)
+
+    def tampered(self, lines, name):
+        path = os.path.join(self.workdir, name)
+        with open(path, "wb") as f:
+            f.write(b"".join(lines))
+        return path
+
+    def expect_bad(self, lines, line_no, name):
+        path = self.tampered(lines, name)
+        for tool in (KMSCTL_BIN, KMSD_BIN):
+            res = run([tool, "audit", "verify", path])
+            self.assertEqual(res.returncode, 1, "%s accepted %s\n%s" % (tool, name, res.stdout))
+            self.assertIn("%s:%d:" % (path, line_no), res.stderr)
+
+    def test_intact(self):
+        res = run([KMSCTL_BIN, "audit", "verify", self.log])
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertIn("12 records", res.stdout)
+
+    def test_edit(self):
+        lines = list(self.orig)
+        lines[4] = lines[4].replace(b'"op":"encrypt"', b'"op":"decrypt"')
+        self.assertNotEqual(lines[4], self.orig[4])
+        self.expect_bad(lines, 5, "edit.log")
+        lines = list(self.orig)
+        lines[-1] = lines[-1].replace(b'"status":200', b'"status":403')
+        self.expect_bad(lines, 12, "edit-last.log")
+
+    def test_delete(self):
+        self.expect_bad(self.orig[:6] + self.orig[7:], 7, "delete.log")
+
+    def test_insert(self):
+        self.expect_bad(self.orig[:8] + [self.orig[2]] + self.orig[8:], 9, "insert.log")
+
+    def test_reorder(self):
+        lines = list(self.orig)
+        lines[3], lines[5] = lines[5], lines[3]
+        self.expect_bad(lines, 4, "reorder.log")
+
+    def test_torn_last_line(self):
+        lines = list(self.orig)
+        lines[-1] = lines[-1][:len(lines[-1]) // 2]
+        self.expect_bad(lines, 12, "torn.log")
+
+    def test_removed_head_needs_genesis(self):
+        path = self.tampered(self.orig[2:], "nohead.log")
+        res = run([KMSCTL_BIN, "audit", "verify", path])
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertIn("earlier records not given", res.stdout)
+        res = run([KMSCTL_BIN, "audit", "verify", "--genesis", path])
+        self.assertEqual(res.returncode, 1)
+        self.assertIn("%s:1:" % path, res.stderr)
+
+    def test_usage_errors(self):
+        res = run([KMSCTL_BIN, "audit", "verify"])
+        self.assertEqual(res.returncode, 2)
+        res = run([KMSCTL_BIN, "audit", "verify", os.path.join(self.workdir, "missing")])
+        self.assertEqual(res.returncode, 2)
+
+
+class FailClosedTest(AuditTestCase):
+    """A full file system: RLIMIT_FSIZE on the running server (kmsd ignores SIGXFSZ)."""
+
+    def set_limit(self, extra):
+        # only the soft limit: raising a hard limit again needs CAP_SYS_RESOURCE
+        size = os.path.getsize(self.log)
+        pid = self.server.proc.pid
+        _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (size + extra, hard))
+        return size
+
+    def clear_limit(self):
+        pid = self.server.proc.pid
+        _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard, hard))
+
+    def test_request_line_failure_stops_everything(self):
+        name = self.uniq("full")
+        size = self.set_limit(100)
+        try:
+            r = self.req("POST", "transit/keys/" + name, {})
+            self.assertError(r, 500, "internal error")
+            r = self.req("POST", "transit/encrypt/" + name, {"plaintext": b64("x")})
+            self.assertError(r, 500, "internal error")
+            r = self.req("GET", "sys/health", token=None)  # not audited: still answers
+            self.assertEqual(r.status, 200)
+            self.assertEqual(os.path.getsize(self.log), size)  # nothing torn left behind
+        finally:
+            self.clear_limit()
+        r = self.req("GET", "transit/keys/" + name)
+        self.assertStatus(r, 404)  # the create never ran (nor did the encrypt's upsert)
+        res = self.verify(self.log)
+        self.assertEqual(res.returncode, 0, res.stderr)
+
+    def test_response_line_failure_withholds_the_result(self):
+        name, _ = self.create_key()
+        self.encrypt(name, b"warm-up")
+        req_line, resp_line = [json.dumps(l, separators=(",", ":")) for l in self.last_pair()]
+        # room for this request's request line, not for its response line
+        size = self.set_limit(len(req_line) + 40)
+        try:
+            r = self.req("POST", "transit/encrypt/" + name, {"plaintext": b64("warm-up")})
+            self.assertError(r, 500, "internal error")
+            self.assertNotIn(b"vault:v", r.body)
+        finally:
+            self.clear_limit()
+        ls = self.lines()
+        self.assertEqual(ls[-1]["type"], "request")  # recorded before the handler ran
+        self.assertGreater(os.path.getsize(self.log), size)
+        res = self.verify(self.log)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        # and the server carries on once there is space again
+        self.encrypt(name, b"after")
+
+
+class ListTest(AuditTestCase):
+
+    def test_list_local_and_remote(self):
+        name, _ = self.create_key()
+        ct = self.encrypt(name)
+        self.decrypt(name, ct)
+        self.rotate(name)
+        self.req("POST", "transit/encrypt/" + name, {"plaintext": b64("x")}, token="bad")
+        res = run([KMSCTL_BIN, "audit", "list", "--resource=KMSKey", "--since=24h",
+                   "--key", name, "-o", "json"], env={"KMS_AUDIT_FILE": self.log})
+        self.assertEqual(res.returncode, 0, res.stderr)
+        events = json.loads(res.stdout)
+        self.assertEqual([e["op"] for e in events], ["create", "encrypt", "decrypt", "rotate",
+                                                     "encrypt"])
+        self.assertEqual([e["result"] for e in events][-1], "denied")
+        self.assertEqual(events[3]["key_version"], 2)
+        self.assertEqual(events[1]["subject"], "root")
+        for flags, n in ((["--op", "encrypt"], 2), (["--result", "denied"], 1),
+                         (["--subject", "root"], 4), (["--limit", "2"], 2),
+                         (["--since", "2000-01-01T00:00:00Z", "--until", "946771200"], 0)):
+            res = run([KMSCTL_BIN, "audit", "list", "--file", self.log, "--key", name, "-o",
+                       "json"] + flags)
+            self.assertEqual(res.returncode, 0, res.stderr)
+            self.assertEqual(len(json.loads(res.stdout)), n, flags)
+        # table output
+        res = run([KMSCTL_BIN, "audit", "list", "--file", self.log, "--key", name])
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertTrue(res.stdout.startswith("TIME"), res.stdout)
+        self.assertIn("rotate", res.stdout)
+        # remote: the same answer through GET sys/audit/events
+        env = {"VAULT_ADDR": self.server.addr, "VAULT_TOKEN": self.server.root_token}
+        res = run([KMSCTL_BIN, "audit", "list", "--resource=KMSKey", "--since=24h", "--key",
+                   name, "-o", "json"], env=env)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual([e["op"] for e in json.loads(res.stdout)],
+                         [e["op"] for e in events])
+        # remote needs a token the server accepts
+        env["VAULT_TOKEN"] = "bad"
+        res = run([KMSCTL_BIN, "audit", "list"], env=env)
+        self.assertEqual(res.returncode, 1)
+        self.assertIn("permission denied", res.stderr)
+        # bad arguments
+        res = run([KMSCTL_BIN, "audit", "list", "--file", self.log, "--since", "yesterday"])
+        self.assertEqual(res.returncode, 2)
+        res = run([KMSCTL_BIN, "audit", "list", "--file", self.log, "--result", "maybe"])
+        self.assertEqual(res.returncode, 2)
+
+
+class ConfigDevicesTest(unittest.TestCase):
+    """Config-file devices: two files, fsync modes, mode bits."""
+
+    def test_two_devices_from_config(self):
+        srv = KmsdServer(mode="config")
+        try:
+            a = os.path.join(srv.workdir, "a.log")
+            b = os.path.join(srv.workdir, "b.log")
+            srv.config = {"audit_file": a, "audit_fsync": "always", "audit_mode": "0640",
+                          "audit_devices": [{"name": "backup", "path": b, "fsync": "never",
+                                             "hmac_accessor": False}]}
+            srv.start()
+            KmsdTestCase.init_config_server(srv)
+            r = srv.request("POST", "transit/encrypt/ck", {"plaintext": b64("x")})
+            self.assertEqual(r.status, 200, r.describe())
+            r = srv.request("GET", "sys/audit")
+            self.assertEqual(sorted(r.json["data"]), ["backup/", "file/"])
+            self.assertEqual(r.json["data"]["file/"]["options"]["fsync"], "always")
+            la, lb = read_lines(a), read_lines(b)
+            self.assertEqual(len(la), len(lb))
+            self.assertGreaterEqual(len(la), 6)  # init is not audited; mounts, encrypt, ...
+            self.assertEqual([l["request"]["id"] for l in la], [l["request"]["id"] for l in lb])
+            # each device has its own salt
+            enc_a = [l for l in la if l["request"]["path"] == "transit/encrypt/ck"]
+            enc_b = [l for l in lb if l["request"]["path"] == "transit/encrypt/ck"]
+            self.assertEqual(len(enc_a), 2)
+            self.assertNotEqual(enc_a[0]["request"]["data"], enc_b[0]["request"]["data"])
+            self.assertEqual(os.stat(a).st_mode & 0o777, 0o640)
+            for p in (a, b):
+                res = run([KMSCTL_BIN, "audit", "verify", p])
+                self.assertEqual(res.returncode, 0, res.stderr)
+            self.assertEqual(srv.stop(), 0, srv.log_tail())
+            # restart: the chain continues in the same files
+            srv.start()
+            r = srv.request("POST", "transit/encrypt/ck", {"plaintext": b64("y")})
+            self.assertEqual(r.status, 200, r.describe())
+            self.assertEqual(read_lines(a)[-1]["seq"], len(la) + 2)
+            res = run([KMSCTL_BIN, "audit", "verify", "--genesis", a])
+            self.assertEqual(res.returncode, 0, res.stderr)
+        finally:
+            srv.cleanup()
+
+    def test_bad_audit_config_refused(self):
+        for cfg in ({"audit_file": "/tmp/x.log", "audit_fsync": "sometimes"},
+                    {"audit_file": "/tmp/x.log", "audit_mode": "rw"},
+                    {"audit_devices": [{"name": "x"}]},
+                    {"audit_file": "/nonexistent-dir/a.log"}):
+            srv = KmsdServer(mode="config", config=cfg)
+            try:
+                srv.spawn()
+                rc = srv.wait_exit(10)
+                self.assertIsNotNone(rc, "kmsd started with %r" % cfg)
+                self.assertNotEqual(rc, 0)
+            finally:
+                srv.cleanup()
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -912,11 +912,11 @@ static int kmskey_dispatch(struct kms_ctx *c)
 /* ---- the controller ---------------------------------------------------------------------- */
 
 /* Locate the org's transit mount and target names for a schedule entry. */
-static int entry_target(struct kms_api *api, const struct sched_entry *e, struct target *t)
+static int entry_target(struct kms_api *api, const struct sched_entry *e, struct target *t,
+                        struct kms_ns *ns)
 {
-    struct kms_ns ns;
     memset(t, 0, sizeof(*t));
-    if (kms_registry_ns_by_id(api, e->ns_id, &ns) != 0 || org_name(&ns, t->org, sizeof(t->org))) {
+    if (kms_registry_ns_by_id(api, e->ns_id, ns) != 0 || org_name(ns, t->org, sizeof(t->org))) {
         return -1;
     }
     snprintf(t->project, sizeof(t->project), "%s", e->project);
@@ -937,19 +937,37 @@ int kms_api_tick(struct kms_api *api, int64_t now, int64_t *next_due,
     while (i < s->n) {
         struct sched_entry *e = &s->e[i];
         struct target t;
+        struct kms_ns ns;
+        char path[KMS_PATH_MAX + 160];
+        struct kms_audit_rec *rec = NULL;
         struct kms_err err;
         struct kms_key_policy p;
         int64_t last = 0;
         kms_err_clear(&err);
-        if (entry_target(api, e, &t) != 0) {
+        if (entry_target(api, e, &t, &ns) != 0) {
             /* namespace or mount gone: nothing left to act on */
             e->next_rotate = now + RETRY_SECONDS;
             i++;
             continue;
         }
         if (e->delete_at != 0 && now >= e->delete_at) {
+            /* audited like a request: a durable record first, or no destruction */
+            snprintf(path, sizeof(path), "transit/keys/%s", t.transit_name);
+            struct kms_audit_internal ev = {e->ns_id, ns.path,        path,      "delete",
+                                            "delete", t.transit_name, e->project};
+            if (kms_audit_internal_begin(api, &ev, &rec, &err) != 0) {
+                report("deletion-failed", e->ns_id, e->project, e->name, err.msg);
+                e->delete_at = now + RETRY_SECONDS;
+                i++;
+                continue;
+            }
             int d = kms_transit_key_destroy(api, &t.mount, t.transit_name, &err);
-            if (d < 0 || delete_record(api, e->ns_id, e->project, e->name) != 0) {
+            bool failed = d < 0 || delete_record(api, e->ns_id, e->project, e->name) != 0;
+            struct kms_err aerr;
+            if (kms_audit_internal_end(&rec, &ev, NULL, 0, failed ? err.msg : NULL, &aerr) != 0) {
+                report("audit-failed", e->ns_id, e->project, e->name, aerr.msg);
+            }
+            if (failed) {
                 report("deletion-failed", e->ns_id, e->project, e->name, err.msg);
                 e->delete_at = now + RETRY_SECONDS;
                 i++;
@@ -965,14 +983,28 @@ int kms_api_tick(struct kms_api *api, int64_t now, int64_t *next_due,
                 e->next_rotate = now + RETRY_SECONDS;
             } else if (last + e->interval > now) {
                 e->next_rotate = last + e->interval; /* rotated meanwhile (or first tick) */
-            } else if (kms_transit_key_rotate(api, &t.mount, t.transit_name, &p, &err) != 0) {
-                report("rotation-failed", e->ns_id, e->project, e->name, err.msg);
-                e->next_rotate = now + RETRY_SECONDS;
             } else {
-                char ver[16];
-                snprintf(ver, sizeof(ver), "%u", p.latest_version);
-                report("rotated", e->ns_id, e->project, e->name, ver);
-                e->next_rotate = now + e->interval;
+                snprintf(path, sizeof(path), "transit/keys/%s/rotate", t.transit_name);
+                struct kms_audit_internal ev = {e->ns_id, ns.path,        path,      "update",
+                                                "rotate", t.transit_name, e->project};
+                struct kms_err aerr;
+                if (kms_audit_internal_begin(api, &ev, &rec, &err) != 0 ||
+                    kms_transit_key_rotate(api, &t.mount, t.transit_name, &p, &err) != 0) {
+                    if (rec != NULL &&
+                        kms_audit_internal_end(&rec, &ev, NULL, 0, err.msg, &aerr) != 0) {
+                        report("audit-failed", e->ns_id, e->project, e->name, aerr.msg);
+                    }
+                    report("rotation-failed", e->ns_id, e->project, e->name, err.msg);
+                    e->next_rotate = now + RETRY_SECONDS;
+                } else {
+                    char ver[16];
+                    if (kms_audit_internal_end(&rec, &ev, &p.latest_version, 1, NULL, &aerr) != 0) {
+                        report("audit-failed", e->ns_id, e->project, e->name, aerr.msg);
+                    }
+                    snprintf(ver, sizeof(ver), "%u", p.latest_version);
+                    report("rotated", e->ns_id, e->project, e->name, ver);
+                    e->next_rotate = now + e->interval;
+                }
             }
         }
         int64_t mine = 0;

@@ -81,7 +81,7 @@ void kms_config_default(struct kms_config *cfg)
     cfg->idle_timeout = 120;
     cfg->storage_map_size = (size_t)1 << 30;
     cfg->key_cache_size = 10000;
-    cfg->rate_limit = 1000; /* config mode; dev mode turns it off */
+    cfg->rate_limit = 5000; /* config mode; dev mode turns it off */
     cfg->rate_limit_burst = 0;
     cfg->kms_deletion_delay = 30 * 86400;
     snprintf(cfg->audit_fsync, sizeof(cfg->audit_fsync), "batch");

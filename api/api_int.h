@@ -264,6 +264,24 @@ int kms_transit_key_raise_floor(struct kms_api *api, const struct kms_mount *m, 
 int kms_transit_key_destroy(struct kms_api *api, const struct kms_mount *m, const char *name,
                             struct kms_err *err) KMS_WUR;
 
+/* Key and version lookups through the key cache for the other Transit endpoints:
+ * read_key returns 0, KMS_STORAGE_NOTFOUND or -1; read_version fails with a 400
+ * "no such key version" or a 500 in err. */
+int kms_transit_read_key(struct kms_ctx *c, const char *name, struct kms_key_policy *p);
+int kms_transit_read_version(struct kms_ctx *c, const char *name, uint32_t version,
+                             struct kms_key_version *out, struct kms_err *err);
+
+/* transit_hmac.c: hmac, verify (HMAC), sign (refused for symmetric keys), hash, random. */
+int kms_transit_hmac(struct kms_ctx *c);
+int kms_transit_verify(struct kms_ctx *c);
+int kms_transit_sign(struct kms_ctx *c);
+int kms_transit_hash(struct kms_ctx *c);
+int kms_transit_random(struct kms_ctx *c);
+extern const struct kms_field kms_transit_hmac_fields[];
+extern const struct kms_field kms_transit_verify_fields[];
+extern const struct kms_field kms_transit_hash_fields[];
+extern const struct kms_field kms_transit_random_fields[];
+
 /* Remove every record a transit mount owns (on unmount / namespace delete). */
 int kms_transit_purge(struct kms_txn *txn, const struct kms_mount *m) KMS_WUR;
 

@@ -163,12 +163,32 @@ static int mount_path(struct kms_ctx *c, char *out, size_t n)
     return 0;
 }
 
+/* sys/mounts/<path>/tune: the lease settings Transit ignores, read back as Vault shows them. */
+static int mount_tune(struct kms_ctx *c, const char *path)
+{
+    struct kms_mount m;
+    if (kms_registry_mount_get(c->api, c->ns.id, path, &m) != 0) {
+        return KMS_FAIL(c, 400, "cannot fetch mount configuration: no mount at %s", path);
+    }
+    if (c->op != KMS_OP_READ) {
+        return 0; /* accepted; kmsd has no leases to tune */
+    }
+    c->data = json_pack("{s:i, s:i, s:b, s:s, s:n}", "default_lease_ttl", 2764800, "max_lease_ttl",
+                        2764800, "force_no_cache", false, "description", m.description, "options");
+    return 0;
+}
+
 static int mount_one(struct kms_ctx *c)
 {
     char path[KMS_PATH_MAX];
     struct kms_mount m;
     if (mount_path(c, path, sizeof(path)) != 0) {
         return -1;
+    }
+    size_t pl = strlen(path);
+    if (pl > 5 && strcmp(path + pl - 5, "tune/") == 0 && (pl == 5 || path[pl - 6] == '/')) {
+        path[pl - 5] = '\0';
+        return mount_tune(c, path);
     }
     if (c->op == KMS_OP_READ) {
         if (kms_registry_mount_get(c->api, c->ns.id, path, &m) != 0) {
@@ -314,6 +334,14 @@ static const struct kms_field mount_fields[] = {
     {"plugin_name", KMS_F_STRING},
     {"plugin_version", KMS_F_STRING},
     {"external_entropy_access", KMS_F_BOOL},
+    {"default_lease_ttl", KMS_F_RAW},
+    {"max_lease_ttl", KMS_F_RAW},
+    {"force_no_cache", KMS_F_BOOL},
+    {"audit_non_hmac_request_keys", KMS_F_RAW},
+    {"audit_non_hmac_response_keys", KMS_F_RAW},
+    {"listing_visibility", KMS_F_STRING},
+    {"passthrough_request_headers", KMS_F_RAW},
+    {"allowed_response_headers", KMS_F_RAW},
     {NULL, 0},
 };
 

@@ -1729,6 +1729,29 @@ out:
     return rc;
 }
 
+/* ---- key access for the other Transit endpoints (transit_hmac.c) ------------------------ */
+
+int kms_transit_read_key(struct kms_ctx *c, const char *name, struct kms_key_policy *p)
+{
+    struct vcache vc = {.n = 0, .txn = NULL, .seq = kms_keycache_seq(kms_api_keycache(c->api))};
+    int g = read_policy(c, &vc, name, p);
+    vcache_dispose(&vc);
+    return g;
+}
+
+int kms_transit_read_version(struct kms_ctx *c, const char *name, uint32_t version,
+                             struct kms_key_version *out, struct kms_err *err)
+{
+    struct vcache vc = {.n = 0, .txn = NULL, .seq = kms_keycache_seq(kms_api_keycache(c->api))};
+    const struct kms_key_version *kv = NULL;
+    int rc = get_version(c, name, &vc, version, &kv, err);
+    if (rc == 0) {
+        *out = *kv;
+    }
+    vcache_dispose(&vc);
+    return rc;
+}
+
 /* ---- routes ------------------------------------------------------------------------------ */
 
 static const struct kms_field f_keys[] = {
@@ -1834,5 +1857,16 @@ const struct kms_route kms_transit_routes[] = {
     {"export/+type/:name", KMS_R, 0, export_key, f_export, NULL},
     {"export/+type/:name/+version", KMS_R, 0, export_key, f_export, NULL},
     {"config/keys", KMS_R | KMS_U, 0, config_keys, f_config_keys, NULL},
+    {"hmac/:name", KMS_U, 0, kms_transit_hmac, kms_transit_hmac_fields, NULL},
+    {"hmac/:name/+algorithm", KMS_U, 0, kms_transit_hmac, kms_transit_hmac_fields, NULL},
+    {"verify/:name", KMS_U, 0, kms_transit_verify, kms_transit_verify_fields, NULL},
+    {"verify/:name/+algorithm", KMS_U, 0, kms_transit_verify, kms_transit_verify_fields, NULL},
+    {"sign/:name", KMS_U, 0, kms_transit_sign, kms_transit_verify_fields, NULL},
+    {"sign/:name/+algorithm", KMS_U, 0, kms_transit_sign, kms_transit_verify_fields, NULL},
+    {"hash", KMS_U, 0, kms_transit_hash, kms_transit_hash_fields, NULL},
+    {"hash/+algorithm", KMS_U, 0, kms_transit_hash, kms_transit_hash_fields, NULL},
+    {"random", KMS_U, 0, kms_transit_random, kms_transit_random_fields, NULL},
+    {"random/+a", KMS_U, 0, kms_transit_random, kms_transit_random_fields, NULL},
+    {"random/+a/+b", KMS_U, 0, kms_transit_random, kms_transit_random_fields, NULL},
     {NULL, 0, 0, NULL, NULL, NULL},
 };

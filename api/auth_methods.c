@@ -725,11 +725,11 @@ static int k8s_config_write(struct kms_ctx *c)
     if (build_keyset(pems, jwks, jwks_file, &ks, &c->err) != 0) {
         goto out;
     }
-    rec = json_pack("{s:s, s:s, s:s, s:O, s:s, s:b, s:b, s:s, s:s}", "kubernetes_host", host,
+    rec = json_pack("{s:s, s:s, s:s, s:o, s:s, s:b, s:b, s:s, s:s}", "kubernetes_host", host,
                     "kubernetes_ca_cert", ca, "token_reviewer_jwt", reviewer, "pem_keys",
-                    pems ? pems : json_array(), "issuer", issuer, "disable_iss_validation",
-                    disable_iss, "disable_local_ca_jwt", disable_local, "jwks", jwks ? jwks : "",
-                    "jwks_file", jwks_file);
+                    pems ? json_incref(pems) : json_array(), "issuer", issuer,
+                    "disable_iss_validation", disable_iss, "disable_local_ca_jwt", disable_local,
+                    "jwks", jwks ? jwks : "", "jwks_file", jwks_file);
     if (rec == NULL || auth_key(&c->mount, "config", key, sizeof(key)) != 0 ||
         rec_put(c->api, key, rec) != 0) {
         KMS_FAILW(c, 500, "internal error");
@@ -767,7 +767,7 @@ static int k8s_config(struct kms_ctx *c)
     }
     const char *reviewer = json_string_value(json_object_get(rec, "token_reviewer_jwt"));
     c->data =
-        json_pack("{s:O, s:O, s:O, s:O, s:O, s:O, s:b, s:O, s:O}", "kubernetes_host",
+        json_pack("{s:O?, s:O?, s:O?, s:O?, s:O?, s:O?, s:b, s:O?, s:O?}", "kubernetes_host",
                   json_object_get(rec, "kubernetes_host"), "kubernetes_ca_cert",
                   json_object_get(rec, "kubernetes_ca_cert"), "pem_keys",
                   json_object_get(rec, "pem_keys"), "issuer", json_object_get(rec, "issuer"),
@@ -1115,10 +1115,10 @@ static int jwt_config_write(struct kms_ctx *c)
     if (build_keyset(pems, jwks, jwks_file, &ks, &c->err) != 0) {
         goto out;
     }
-    rec = json_pack("{s:O, s:s, s:s, s:s, s:s, s:O}", "jwt_validation_pubkeys",
-                    pems ? pems : json_array(), "jwks", jwks ? jwks : "", "jwks_file", jwks_file,
-                    "bound_issuer", issuer, "default_role", default_role, "jwt_supported_algs",
-                    algs ? algs : json_array());
+    rec = json_pack("{s:o, s:s, s:s, s:s, s:s, s:o}", "jwt_validation_pubkeys",
+                    pems ? json_incref(pems) : json_array(), "jwks", jwks ? jwks : "", "jwks_file",
+                    jwks_file, "bound_issuer", issuer, "default_role", default_role,
+                    "jwt_supported_algs", algs ? json_incref(algs) : json_array());
     if (rec == NULL || auth_key(&c->mount, "config", key, sizeof(key)) != 0 ||
         rec_put(c->api, key, rec) != 0) {
         KMS_FAILW(c, 500, "internal error");
@@ -1151,7 +1151,7 @@ static int jwt_config(struct kms_ctx *c)
         return KMS_FAILW(c, 500, "internal error");
     }
     c->data = json_pack(
-        "{s:O, s:O, s:O, s:O, s:O, s:O, s:s, s:s, s:s}", "jwt_validation_pubkeys",
+        "{s:O?, s:O?, s:O?, s:O?, s:O?, s:O?, s:s, s:s, s:s}", "jwt_validation_pubkeys",
         json_object_get(rec, "jwt_validation_pubkeys"), "jwks", json_object_get(rec, "jwks"),
         "jwks_file", json_object_get(rec, "jwks_file"), "bound_issuer",
         json_object_get(rec, "bound_issuer"), "default_role", json_object_get(rec, "default_role"),

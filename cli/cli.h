@@ -142,7 +142,9 @@ struct kms_cli_global {
         {"client-cert", NULL, &(g)->client_cert, NULL, NULL, NULL, 0},                             \
         {"client-key", NULL, &(g)->client_key, NULL, NULL, NULL, 0},                               \
         {"tls-skip-verify", NULL, NULL, &(g)->tls_skip_verify, NULL, NULL, 0},                     \
-        {"help", "h", NULL, &(g)->help, NULL, NULL, 0}
+    {                                                                                              \
+        "help", "h", NULL, &(g)->help, NULL, NULL, 0                                               \
+    }
 
 enum kms_cli_fmt { KMS_CLI_FMT_TABLE, KMS_CLI_FMT_JSON, KMS_CLI_FMT_YAML };
 
@@ -157,8 +159,8 @@ enum kms_cli_fmt { KMS_CLI_FMT_TABLE, KMS_CLI_FMT_JSON, KMS_CLI_FMT_YAML };
 struct kms_cli_session {
     struct kms_cli_http *http;
     enum kms_cli_fmt fmt;
-    char ns[256];      /* the organization namespace as given ("" when none) */
-    char org[256];     /* its name in Transit key names ('/' -> '-') */
+    char ns[256];  /* the organization namespace as given ("" when none) */
+    char org[256]; /* its name in Transit key names ('/' -> '-') */
     char project[KMS_CLI_NAME_MAX + 1];
     char addr[512];
 };
@@ -179,8 +181,7 @@ int kms_cli_find_verb(int argc, char **argv);
  * the HTTP client. Returns KMS_CLI_EXIT_OK, or KMS_CLI_EXIT_USAGE after printing why.
  * Release with kms_cli_session_close even on failure (s is zeroed first).
  */
-int kms_cli_session_open(const struct kms_cli_global *g, unsigned need,
-                         struct kms_cli_session *s);
+int kms_cli_session_open(const struct kms_cli_global *g, unsigned need, struct kms_cli_session *s);
 void kms_cli_session_close(struct kms_cli_session *s);
 
 /*
@@ -188,11 +189,13 @@ void kms_cli_session_close(struct kms_cli_session *s);
  * JSON. On a 2xx answer returns 0 with *resp set to the whole parsed body (NULL for an empty
  * 204; caller decrefs); the response's warnings are printed to stderr. Otherwise returns the
  * HTTP status (or -1 on a transport error) with *resp NULL; unless `quiet_status` equals the
- * status, the server's message is printed as "Error: <msg>". Request and response bytes are
+ * status, the server's message is printed as "Error: <msg>". A quiet 404 must be Vault's bare
+ * {"errors":[]}: a 404 with a message ("namespace not found") is printed and returns -1.
+ * Request and response bytes are
  * wiped after use (they may carry plaintext and data keys).
  */
-int kms_cli_call(struct kms_cli_session *s, const char *method, const char *path,
-                 const json_t *req, int quiet_status, json_t **resp);
+int kms_cli_call(struct kms_cli_session *s, const char *method, const char *path, const json_t *req,
+                 int quiet_status, json_t **resp);
 
 /*
  * The Transit key behind KMSKey `name` of the session's project ("<org>-<project>-<name>")

@@ -416,9 +416,15 @@ static int rbuf_add(struct rbuf *b, const void *p, size_t n)
         if (cap > MAX_RESPONSE + 1) {
             return -1;
         }
-        char *np = realloc(b->p, cap);
+        /* not realloc: the old block may hold a token, plaintext or a data key */
+        char *np = malloc(cap);
         if (np == NULL) {
             return -1;
+        }
+        if (b->p != NULL) {
+            memcpy(np, b->p, b->len);
+            kms_memzero(b->p, b->cap);
+            free(b->p);
         }
         b->p = np;
         b->cap = cap;
@@ -589,7 +595,11 @@ out:
         kms_memzero(req.p, req.len); /* holds the token */
     }
     free(req.p);
+    if (resp.p != NULL) {
+        kms_memzero(resp.p, resp.cap); /* may hold plaintext or a data key */
+    }
     free(resp.p);
+    kms_memzero(buf, sizeof(buf));
     return rc;
 }
 

@@ -14,9 +14,7 @@
 
 static const struct kms_cli_cmd commands[] = {
     {"audit", "verify and list the audit log", kms_cli_audit},
-    {"keys", "KMSKeys: list, describe, create, rotate, set-min-decryption-version, "
-             "schedule-delete, cancel-delete, delete",
-     kms_cli_keys},
+    {"keys", "KMSKeys: list, describe, create, rotate, delete, ...", kms_cli_keys},
     {"encrypt", "encrypt up to 64 KiB with a KMSKey (prints vault:vN:...)", kms_cli_encrypt},
     {"decrypt", "decrypt a vault:vN:... ciphertext", kms_cli_decrypt},
     {"envelope", "encrypt/decrypt large files with a data key (NONCE|CIPHERTEXT|TAG)",
@@ -32,9 +30,15 @@ static void usage(FILE *f)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
     }
     fprintf(f, "  %-10s %s\n\n", "version", "print the version");
-    fprintf(f, "Environment: KMS_ADDR (or VAULT_ADDR), KMS_TOKEN (or VAULT_TOKEN),\n"
-               "KMS_NAMESPACE (or VAULT_NAMESPACE), KMS_AUDIT_FILE.\n"
-               "Run `kmsctl <command> --help` for a command's options.\n");
+    fprintf(f,
+            "Global options (anywhere on the line): --addr URL, --token T, -n/--namespace ORG,\n"
+            "--project P, -o table|json|yaml, --ca-cert FILE, --client-cert FILE,\n"
+            "--client-key FILE, --tls-skip-verify.\n"
+            "Environment: KMS_ADDR (or VAULT_ADDR, BAO_ADDR), KMS_TOKEN (or VAULT_TOKEN),\n"
+            "KMS_TOKEN_FILE, KMS_NAMESPACE (or VAULT_NAMESPACE), KMS_PROJECT, VAULT_CACERT,\n"
+            "KMS_AUDIT_FILE.\n"
+            "Exit status: 0 success, 1 the server (or the data) said no, 2 usage.\n"
+            "Run `kmsctl <command> --help` for a command's options; docs/cli.md has them all.\n");
 }
 
 static const struct kms_cli_opt *find_opt(const struct kms_cli_opt *opts, const char *name,

@@ -285,9 +285,8 @@ struct kms_aead_stream;
  * the final tag equal kms_aead_seal's ciphertext || tag. Free *out with
  * kms_aead_stream_destroy (which cleanses the key schedule).
  */
-int kms_aead_stream_create(enum kms_aead a, bool encrypt, const uint8_t *key,
-                           const uint8_t *nonce, const uint8_t *aad, size_t aadlen,
-                           struct kms_aead_stream **out) KMS_WUR;
+int kms_aead_stream_create(enum kms_aead a, bool encrypt, const uint8_t *key, const uint8_t *nonce,
+                           const uint8_t *aad, size_t aadlen, struct kms_aead_stream **out) KMS_WUR;
 /* Transform n bytes of in into out (n bytes; in == out is allowed). */
 int kms_aead_stream_update(struct kms_aead_stream *s, const uint8_t *in, size_t n,
                            uint8_t *out) KMS_WUR;

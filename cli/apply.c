@@ -1,0 +1,432 @@
+/*
+ * apply.c - `kmsctl apply -f kmskey.yaml`: the product doc's KMSKey manifest (what users would
+ * `kubectl apply`), parsed with libyaml and sent as {"spec": …} to the KMSKey API.
+ *
+ * Design notes:
+ * - YAML becomes JSON as Kubernetes' sigs.k8s.io/yaml does it (YAML 1.1 scalars): plain
+ *   true/false/yes/no/on/off are booleans, ~/null/empty are null, integers and floats are
+ *   numbers, quoted or !!str-tagged scalars stay strings. Anchors and aliases are refused.
+ * - Several documents (`---`) apply in order; the first failure stops with exit 1.
+ * - The project comes from --project, else from metadata.namespace: Kube-DC's project
+ *   namespace is "<org>-<project>", so the organization prefix is removed when present (the
+ *   product doc's `namespace: my-project` names the project directly), else KMS_PROJECT.
+ * - The answer line is kubectl's: "kmskey.security.kube-dc.com/<name> created", "configured"
+ *   when the spec changed, "unchanged" when it did not (metadata.generation did not move).
+ */
+#include "cli/cli.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+#define MAX_FILES 32
+#define MAX_DEPTH 64
+#define API_VERSION "security.kube-dc.com/v1alpha1"
+
+/* ---- YAML -> JSON ------------------------------------------------------------------------ */
+
+struct yreader {
+    yaml_parser_t parser;
+    const char *file;
+};
+
+static void yerror(const struct yreader *r)
+{
+    kms_cli_errorf("%s: YAML error at line %zu: %s%s%s", r->file, r->parser.problem_mark.line + 1,
+                   r->parser.problem ? r->parser.problem : "invalid document",
+                   r->parser.context ? " " : "", r->parser.context ? r->parser.context : "");
+}
+
+static int next_event(struct yreader *r, yaml_event_t *ev)
+{
+    if (!yaml_parser_parse(&r->parser, ev)) {
+        yerror(r);
+        return -1;
+    }
+    return 0;
+}
+
+static bool is_one_of(const char *s, const char *const *list)
+{
+    for (size_t i = 0; list[i] != NULL; i++) {
+        if (strcmp(s, list[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static json_t *scalar_value(const yaml_event_t *ev)
+{
+    static const char *const nulls[] = {"", "~", "null", "Null", "NULL", NULL};
+    static const char *const trues[] = {"true", "True", "TRUE", "yes", "Yes", "YES",
+                                        "on",   "On",   "ON",   "y",   "Y",   NULL};
+    static const char *const falses[] = {"false", "False", "FALSE", "no", "No", "NO",
+                                         "off",   "Off",   "OFF",   "n",  "N",  NULL};
+    const char *v = (const char *)ev->data.scalar.value;
+    const char *tag = (const char *)ev->data.scalar.tag;
+    if ((tag != NULL && strcmp(tag, YAML_STR_TAG) == 0) ||
+        ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) {
+        return json_stringn(v, ev->data.scalar.length);
+    }
+    if (is_one_of(v, nulls)) {
+        return json_null();
+    }
+    if (is_one_of(v, trues)) {
+        return json_true();
+    }
+    if (is_one_of(v, falses)) {
+        return json_false();
+    }
+    const char *p = v + (v[0] == '-' || v[0] == '+');
+    if (*p >= '0' && *p <= '9') {
+        char *end = NULL;
+        errno = 0;
+        long long i = strtoll(v, &end, 10);
+        if (end != v && *end == '\0' && errno == 0) {
+            return json_integer((json_int_t)i);
+        }
+        double d = strtod(v, &end);
+        if (end != v && *end == '\0') {
+            return json_real(d);
+        }
+    }
+    return json_stringn(v, ev->data.scalar.length);
+}
+
+/* Build the node whose first event is *ev (consumed). NULL after printing an error. */
+static json_t *read_node(struct yreader *r, yaml_event_t *ev, int depth)
+{
+    json_t *node = NULL;
+    yaml_event_t child;
+
+    if (depth > MAX_DEPTH) {
+        kms_cli_errorf("%s: YAML nested too deeply", r->file);
+        yaml_event_delete(ev);
+        return NULL;
+    }
+    switch (ev->type) {
+    case YAML_SCALAR_EVENT:
+        node = scalar_value(ev);
+        break;
+    case YAML_ALIAS_EVENT:
+        kms_cli_errorf("%s: YAML aliases are not supported", r->file);
+        break;
+    case YAML_SEQUENCE_START_EVENT:
+        node = json_array();
+        for (;;) {
+            if (next_event(r, &child) != 0) {
+                goto fail;
+            }
+            if (child.type == YAML_SEQUENCE_END_EVENT) {
+                yaml_event_delete(&child);
+                break;
+            }
+            json_t *item = read_node(r, &child, depth + 1);
+            if (item == NULL || json_array_append_new(node, item) != 0) {
+                goto fail;
+            }
+        }
+        break;
+    case YAML_MAPPING_START_EVENT:
+        node = json_object();
+        for (;;) {
+            if (next_event(r, &child) != 0) {
+                goto fail;
+            }
+            if (child.type == YAML_MAPPING_END_EVENT) {
+                yaml_event_delete(&child);
+                break;
+            }
+            if (child.type != YAML_SCALAR_EVENT) {
+                kms_cli_errorf("%s: line %zu: mapping keys must be plain strings", r->file,
+                               child.start_mark.line + 1);
+                yaml_event_delete(&child);
+                goto fail;
+            }
+            char *key = strdup((const char *)child.data.scalar.value);
+            yaml_event_delete(&child);
+            if (key == NULL || next_event(r, &child) != 0) {
+                free(key);
+                goto fail;
+            }
+            json_t *val = read_node(r, &child, depth + 1);
+            int set = val != NULL ? json_object_set_new(node, key, val) : -1;
+            free(key);
+            if (set != 0) {
+                goto fail;
+            }
+        }
+        break;
+    default:
+        kms_cli_errorf("%s: unexpected YAML event", r->file);
+        break;
+    }
+    yaml_event_delete(ev);
+    return node;
+fail:
+    yaml_event_delete(ev);
+    json_decref(node);
+    return NULL;
+}
+
+/* Every document of the stream as a JSON array of values (empty documents skipped). */
+static int read_documents(struct yreader *r, json_t *docs)
+{
+    yaml_event_t ev;
+    for (;;) {
+        if (next_event(r, &ev) != 0) {
+            return -1;
+        }
+        yaml_event_type_t t = ev.type;
+        if (t == YAML_STREAM_END_EVENT) {
+            yaml_event_delete(&ev);
+            return 0;
+        }
+        if (t == YAML_STREAM_START_EVENT || t == YAML_DOCUMENT_END_EVENT) {
+            yaml_event_delete(&ev);
+            continue;
+        }
+        if (t == YAML_DOCUMENT_START_EVENT) {
+            yaml_event_delete(&ev);
+            if (next_event(r, &ev) != 0) {
+                return -1;
+            }
+            if (ev.type == YAML_DOCUMENT_END_EVENT) {
+                yaml_event_delete(&ev);
+                continue;
+            }
+            json_t *doc = read_node(r, &ev, 0);
+            if (doc == NULL) {
+                return -1;
+            }
+            if (!json_is_null(doc)) {
+                json_array_append(docs, doc);
+            }
+            json_decref(doc);
+            continue;
+        }
+        yaml_event_delete(&ev);
+        kms_cli_errorf("%s: unexpected YAML structure", r->file);
+        return -1;
+    }
+}
+
+static int load_yaml(const char *file, json_t *docs)
+{
+    struct yreader r;
+    uint8_t *text = NULL;
+    size_t len = 0;
+    int rc = -1;
+
+    memset(&r, 0, sizeof(r));
+    r.file = strcmp(file, "-") == 0 ? "stdin" : file;
+    if (kms_cli_read_file(file, 4u << 20, &text, &len) != 0) {
+        return -1;
+    }
+    if (!yaml_parser_initialize(&r.parser)) {
+        kms_cli_errorf("out of memory");
+        goto out;
+    }
+    yaml_parser_set_input_string(&r.parser, text, len);
+    rc = read_documents(&r, docs);
+    yaml_parser_delete(&r.parser);
+out:
+    kms_free_wipe((void **)&text, len + 1);
+    return rc;
+}
+
+/* ---- apply ------------------------------------------------------------------------------- */
+
+/* The project of one manifest: --project/KMS_PROJECT, checked against metadata.namespace. */
+static int manifest_project(const struct kms_cli_session *s, const char *flag_project,
+                            const char *mns, char *out, size_t n)
+{
+    char from_ns[KMS_CLI_NAME_MAX + 1] = "";
+    size_t ol = strlen(s->org);
+    if (mns != NULL && mns[0] != '\0') {
+        const char *p = mns;
+        if (strncmp(mns, s->org, ol) == 0 && mns[ol] == '-' && mns[ol + 1] != '\0') {
+            p = mns + ol + 1;
+        }
+        if (!kms_cli_name_ok(p)) {
+            kms_cli_errorf("metadata.namespace \"%s\" does not name a project of organization "
+                           "%s (expected <org>-<project> or <project>)",
+                           mns, s->org);
+            return -1;
+        }
+        snprintf(from_ns, sizeof(from_ns), "%s", p);
+    }
+    if (flag_project != NULL) {
+        if (from_ns[0] != '\0' && strcmp(from_ns, flag_project) != 0) {
+            kms_cli_errorf("metadata.namespace \"%s\" is not project %s (from --project)", mns,
+                           flag_project);
+            return -1;
+        }
+        snprintf(out, n, "%s", flag_project);
+        return 0;
+    }
+    if (from_ns[0] != '\0') {
+        snprintf(out, n, "%s", from_ns);
+        return 0;
+    }
+    if (s->project[0] != '\0') {
+        snprintf(out, n, "%s", s->project);
+        return 0;
+    }
+    kms_cli_errorf("no project: set metadata.namespace, give --project or set KMS_PROJECT");
+    return -1;
+}
+
+/* Check one document; on success *name and *spec point into it. Returns 0 or exit 2. */
+static int check_manifest(const json_t *doc, size_t idx, const char **name, const json_t **spec)
+{
+    const char *av = json_string_value(json_object_get(doc, "apiVersion"));
+    const char *kind = json_string_value(json_object_get(doc, "kind"));
+    const json_t *meta = json_object_get(doc, "metadata");
+    if (!json_is_object(doc)) {
+        kms_cli_errorf("document %zu is not a mapping", idx + 1);
+        return -1;
+    }
+    if (kind == NULL || strcmp(kind, "KMSKey") != 0 || av == NULL ||
+        strncmp(av, "security.kube-dc.com/", 21) != 0) {
+        kms_cli_errorf("document %zu: kmsctl applies %s KMSKey objects only (got %s %s)", idx + 1,
+                       API_VERSION, av ? av : "(no apiVersion)", kind ? kind : "(no kind)");
+        return -1;
+    }
+    if (strcmp(av, API_VERSION) != 0) {
+        kms_cli_errorf("document %zu: unsupported apiVersion %s (want %s)", idx + 1, av,
+                       API_VERSION);
+        return -1;
+    }
+    *name = json_string_value(json_object_get(meta, "name"));
+    if (*name == NULL) {
+        kms_cli_errorf("document %zu: metadata.name is required", idx + 1);
+        return -1;
+    }
+    if (!kms_cli_check_name("metadata.name", *name)) {
+        return -1;
+    }
+    *spec = json_object_get(doc, "spec");
+    if (*spec != NULL && !json_is_object(*spec) && !json_is_null(*spec)) {
+        kms_cli_errorf("document %zu: spec must be a mapping", idx + 1);
+        return -1;
+    }
+    return 0;
+}
+
+static int apply_one(struct kms_cli_session *s, const char *flag_project, const json_t *doc,
+                     size_t idx)
+{
+    const char *name = NULL;
+    const json_t *spec = NULL;
+    json_t *cur = NULL, *req = NULL, *resp = NULL;
+    char project[KMS_CLI_NAME_MAX + 1];
+    char path[256];
+    int status = KMS_CLI_EXIT_USAGE;
+
+    if (check_manifest(doc, idx, &name, &spec) != 0 ||
+        manifest_project(
+            s, flag_project,
+            json_string_value(json_object_get(json_object_get(doc, "metadata"), "namespace")),
+            project, sizeof(project)) != 0) {
+        goto out;
+    }
+    status = KMS_CLI_EXIT_FAIL;
+    snprintf(path, sizeof(path), "kms/keys/%s/%s", project, name);
+    int g = kms_cli_call(s, "GET", path, NULL, 404, &cur);
+    if (g != 0 && g != 404) {
+        goto out;
+    }
+    req = json_object();
+    json_t *sp = json_is_object(spec) ? json_deep_copy(spec) : json_object();
+    if (req == NULL || sp == NULL || json_object_set_new(req, "spec", sp) != 0) {
+        kms_cli_errorf("out of memory");
+        goto out;
+    }
+    if (kms_cli_call(s, "POST", path, req, 0, &resp) != 0) {
+        goto out;
+    }
+    const char *what = "created";
+    if (g == 0) {
+        json_int_t before = json_integer_value(json_object_get(
+            json_object_get(json_object_get(cur, "data"), "metadata"), "generation"));
+        json_int_t after = json_integer_value(json_object_get(
+            json_object_get(json_object_get(resp, "data"), "metadata"), "generation"));
+        what = before == after ? "unchanged" : "configured";
+    }
+    if (s->fmt != KMS_CLI_FMT_TABLE) {
+        status = kms_cli_print_value(s->fmt, json_object_get(resp, "data")) == 0
+                     ? KMS_CLI_EXIT_OK
+                     : KMS_CLI_EXIT_FAIL;
+        goto out;
+    }
+    printf("kmskey.security.kube-dc.com/%s %s\n", name, what);
+    status = KMS_CLI_EXIT_OK;
+out:
+    json_decref(cur);
+    json_decref(req);
+    json_decref(resp);
+    return status;
+}
+
+int kms_cli_apply(int argc, char **argv)
+{
+    struct kms_cli_global g;
+    struct kms_cli_session s;
+    const char *files[MAX_FILES];
+    size_t nfiles = 0;
+    const char *pos[1];
+    size_t npos = 0;
+    json_t *docs = NULL;
+    int status = KMS_CLI_EXIT_USAGE;
+
+    memset(&g, 0, sizeof(g));
+    memset(&s, 0, sizeof(s));
+    const struct kms_cli_opt opts[] = {
+        KMS_CLI_GLOBAL_OPTS(&g),
+        {"filename", "f", NULL, NULL, files, &nfiles, MAX_FILES},
+        {NULL, NULL, NULL, NULL, NULL, NULL, 0},
+    };
+    static const char usage[] = "Usage: kmsctl apply -f kmskey.yaml [-f more.yaml] [--project P] "
+                                "[-n ORG] [-o json|yaml]\n";
+    if (kms_cli_parse("kmsctl apply", argc - 1, argv + 1, opts, pos, 0, &npos) != 0) {
+        fputs(usage, stderr);
+        goto out;
+    }
+    if (g.help) {
+        fputs(usage, stdout);
+        status = KMS_CLI_EXIT_OK;
+        goto out;
+    }
+    if (nfiles == 0) {
+        kms_cli_errorf("must specify -f");
+        fputs(usage, stderr);
+        goto out;
+    }
+    docs = json_array();
+    for (size_t i = 0; i < nfiles; i++) {
+        if (load_yaml(files[i], docs) != 0) {
+            goto out;
+        }
+    }
+    if (json_array_size(docs) == 0) {
+        kms_cli_errorf("no objects passed to apply");
+        goto out;
+    }
+    if ((status = kms_cli_session_open(&g, KMS_CLI_NEED_ORG, &s)) != 0) {
+        goto out;
+    }
+    const char *flag_project = g.project;
+    for (size_t i = 0; i < json_array_size(docs); i++) {
+        status = apply_one(&s, flag_project, json_array_get(docs, i), i);
+        if (status != KMS_CLI_EXIT_OK) {
+            goto out;
+        }
+    }
+out:
+    json_decref(docs);
+    kms_cli_session_close(&s);
+    return status;
+}

@@ -1,0 +1,336 @@
+"""`kmsctl envelope encrypt|decrypt` against a real kmsd: the product doc's wire format
+NONCE(12) || AES-256-GCM CIPHERTEXT || TAG(16) with the wrapped DEK in a metadata sidecar,
+interoperability both ways with the doc's Python envelope helper, tamper detection (no output
+left behind), the developer role's local-DEK path, a progress bar only on a terminal, and a
+200 MB file streamed in constant memory (throughput and max RSS are printed).
+"""
+
+import base64
+import hashlib
+import json
+import os
+import pty
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from kmsd_harness import unb64
+from kmsctl_helpers import (KMSCTL_BIN, ORG, PROJECT, KmsctlTestCase, doc_envelope_module)
+
+KEY = "app-secrets"
+TRANSIT_KEY = "my-org-my-project-app-secrets"
+MiB = 1 << 20
+
+
+def run_measured(argv, env):
+    """Run argv; return (exit code, stderr, seconds, peak RSS in KiB of the program itself).
+
+    /usr/bin/time -f %M measures it exactly. Without it, /proc/<pid>/status VmHWM is polled
+    (os.wait4's ru_maxrss would include the forked Python image from before exec)."""
+    t0 = time.monotonic()
+    if os.access("/usr/bin/time", os.X_OK):
+        with tempfile.NamedTemporaryFile() as tf:
+            p = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", tf.name] + argv,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+            elapsed = time.monotonic() - t0
+            text = open(tf.name).read().split()
+            return p.returncode, p.stderr, elapsed, int(text[-1]) if text else 1 << 30
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    peak = 0
+    while p.poll() is None:
+        try:
+            with open("/proc/%d/status" % p.pid) as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]))
+        except OSError:
+            pass
+        time.sleep(0.005)
+    return p.returncode, b"", time.monotonic() - t0, peak
+
+
+class EnvelopeTest(KmsctlTestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.work = tempfile.mkdtemp(prefix="kmsctl-env-")
+        r = cls.server.request("POST", "kms/keys/%s/%s" % (PROJECT, KEY), {}, namespace=ORG)
+        assert r.status == 200, r.describe()
+        # rotate once so ciphertexts carry v2, as a real key's would after a while
+        r = cls.server.request("POST", "kms/keys/%s/%s/rotate" % (PROJECT, KEY), {},
+                               namespace=ORG)
+        assert r.status == 200, r.describe()
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.work, ignore_errors=True)
+        super().tearDownClass()
+
+    def path(self, name):
+        return os.path.join(self.work, name)
+
+    def write(self, name, data):
+        with open(self.path(name), "wb") as f:
+            f.write(data)
+        return self.path(name)
+
+    def read(self, name):
+        with open(self.path(name), "rb") as f:
+            return f.read()
+
+    def meta(self, name):
+        with open(self.path(name)) as f:
+            return json.load(f)
+
+    def unwrap(self, wrapped):
+        r = self.server.request("POST", "transit/decrypt/" + TRANSIT_KEY,
+                                {"ciphertext": wrapped}, namespace=ORG)
+        self.assertEqual(r.status, 200, r.describe())
+        return unb64(r.data["plaintext"])
+
+    def test_format_and_roundtrips(self):
+        for size in (0, 1, MiB - 1, MiB, MiB + 17, 3 * MiB + 5):
+            data = os.urandom(size)
+            src = self.write("in-%d" % size, data)
+            enc, dec = self.path("in-%d.enc" % size), self.path("in-%d.dec" % size)
+            r = self.ok("envelope", "encrypt", KEY, "--in", src, "--out", enc)
+            self.assertIn("Encrypted", r.text)
+            blob = self.read("in-%d.enc" % size)
+            with open(enc + ".meta.json") as f:
+                meta = json.load(f)
+            # the sidecar: Kube-DC's backup metadata shape
+            self.assertEqual(meta["schemaVersion"], 1)
+            self.assertEqual(meta["transitKey"], TRANSIT_KEY)
+            self.assertEqual(meta["transitKeyVersion"], 2)
+            self.assertEqual(meta["algorithm"], "AES-256-GCM")
+            self.assertTrue(meta["wrappedDek"].startswith("vault:v2:"))
+            self.assertEqual(meta["sha256"], hashlib.sha256(data).hexdigest())
+            self.assertEqual(meta["plaintextSize"], size)
+            self.assertEqual(meta["source"], src)
+            self.assertRegex(meta["createdAt"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+            # the wire format: NONCE(12) || ciphertext || TAG(16), opened by plain AESGCM
+            self.assertEqual(len(blob), 12 + size + 16)
+            self.assertEqual(base64.b64decode(meta["nonce"]), blob[:12])
+            dek = self.unwrap(meta["wrappedDek"])
+            self.assertEqual(len(dek), 32)
+            self.assertEqual(AESGCM(dek).decrypt(blob[:12], blob[12:], None), data)
+            for p in (enc, enc + ".meta.json"):
+                self.assertEqual(stat.S_IMODE(os.stat(p).st_mode), 0o600)
+            r = self.ok("envelope", "decrypt", KEY, "--in", enc, "--out", dec)
+            self.assertEqual(self.read("in-%d.dec" % size), data)
+            self.assertEqual(stat.S_IMODE(os.stat(dec).st_mode), 0o600)
+        # a fresh DEK and nonce per file
+        a = self.ok("envelope", "encrypt", KEY, "--in", src, "--out", self.path("a.enc"))
+        b = self.ok("envelope", "encrypt", KEY, "--in", src, "--out", self.path("b.enc"))
+        ma = self.meta("a.enc.meta.json")
+        mb = self.meta("b.enc.meta.json")
+        self.assertNotEqual(ma["wrappedDek"], mb["wrappedDek"])
+        self.assertNotEqual(ma["nonce"], mb["nonce"])
+        self.assertNotEqual(self.unwrap(ma["wrappedDek"]), self.unwrap(mb["wrappedDek"]))
+
+    def test_pipes(self):
+        data = os.urandom(2 * MiB + 3)
+        meta = self.path("pipe.meta")
+        # stdin in, explicit --meta
+        self.ok("envelope", "encrypt", KEY, "--in", "-", "--out", self.path("pipe.enc"),
+                "--meta", meta, stdin=data)
+        self.assertEqual(self.meta("pipe.meta")["source"], "stdin")
+        # stdout out (verified before anything is written), summary on stderr
+        r = self.ok("envelope", "decrypt", KEY, "--in", self.path("pipe.enc"), "--meta", meta,
+                    "--out", "-")
+        self.assertEqual(r.out, data)
+        self.assertIn("Decrypted", r.errtext)
+        # stdin body into a file
+        r = self.ok("envelope", "decrypt", KEY, "--in", "-", "--meta", meta, "--out",
+                    self.path("pipe.dec"), stdin=self.read("pipe.enc"))
+        self.assertEqual(self.read("pipe.dec"), data)
+        # stdout encryption needs --meta; stdin -> stdout decryption is refused
+        self.fails(2, "envelope", "encrypt", KEY, "--in", "-", "--out", "-", stdin=b"x")
+        self.fails(2, "envelope", "decrypt", KEY, "--in", "-", "--meta", meta, "--out", "-",
+                   stdin=self.read("pipe.enc"))
+        self.fails(2, "envelope", "encrypt", KEY, "--in", self.path("pipe.enc"))
+        self.fails(2, "envelope", "frobnicate", KEY)
+
+    def test_python_helper_interop(self):
+        helper = doc_envelope_module(self.server.addr, self.server.token)
+        payload = b"the whole novel in one bytestring " * 5000
+        # kmsctl -> the doc's decrypt_envelope(blob, wrapped)
+        src = self.write("novel.txt", payload)
+        self.ok("envelope", "encrypt", KEY, "--in", src, "--out", self.path("novel.enc"))
+        meta = self.meta("novel.enc.meta.json")
+        self.assertEqual(helper["decrypt_envelope"](self.read("novel.enc"), meta["wrappedDek"]),
+                         payload)
+        # the doc's encrypt_envelope -> a sidecar -> kmsctl envelope decrypt
+        blob, wrapped = helper["encrypt_envelope"](payload)
+        self.write("py.enc", blob)
+        with open(self.path("py.enc.meta.json"), "w") as f:
+            json.dump({"schemaVersion": 1, "transitKey": TRANSIT_KEY,
+                       "transitKeyVersion": int(wrapped.split(":")[1][1:]),
+                       "algorithm": "AES-256-GCM",
+                       "nonce": base64.b64encode(blob[:12]).decode(), "wrappedDek": wrapped,
+                       "createdAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       "source": "python", "sha256": hashlib.sha256(payload).hexdigest()}, f)
+        r = self.ok("envelope", "decrypt", KEY, "--in", self.path("py.enc"), "--out",
+                    self.path("py.dec"))
+        self.assertIn("tag and sha256 verified", r.text)
+        self.assertEqual(self.read("py.dec"), payload)
+        # the minimal sidecar: just the wrapped DEK the doc keeps "next to the ciphertext"
+        with open(self.path("py.min.json"), "w") as f:
+            json.dump({"wrappedDek": wrapped}, f)
+        self.ok("envelope", "decrypt", KEY, "--in", self.path("py.enc"), "--meta",
+                self.path("py.min.json"), "--out", self.path("py.dec2"))
+        self.assertEqual(self.read("py.dec2"), payload)
+
+    def test_tampering_leaves_no_output(self):
+        data = os.urandom(MiB + 100)
+        src = self.write("t.bin", data)
+        enc = self.path("t.enc")
+        self.ok("envelope", "encrypt", KEY, "--in", src, "--out", enc)
+        blob = self.read("t.enc")
+        meta = self.meta("t.enc.meta.json")
+
+        def attempt(body, m, out="t.out", rc=1):
+            self.write("x.enc", body)
+            with open(self.path("x.enc.meta.json"), "w") as f:
+                json.dump(m, f)
+            r = self.fails(rc, "envelope", "decrypt", KEY, "--in", self.path("x.enc"), "--out",
+                           self.path(out) if out != "-" else "-")
+            leftovers = [n for n in os.listdir(self.work) if n.startswith(out)]
+            self.assertEqual(leftovers, [], r)
+            return r
+
+        flipped = bytearray(blob)
+        flipped[500000] ^= 1
+        r = attempt(bytes(flipped), meta)
+        self.assertIn("message authentication failed", r.errtext)
+        r = attempt(bytes(flipped), meta, out="-")
+        self.assertEqual(r.out, b"")  # nothing reaches stdout before verification
+        attempt(blob[:-1], meta)                       # truncated tag
+        attempt(blob[:20], meta)                       # almost nothing left
+        attempt(blob + b"x", meta)                     # trailing garbage
+        tag = bytearray(blob)
+        tag[-1] ^= 0x80
+        attempt(bytes(tag), meta)                      # the tag itself
+        r = attempt(blob, dict(meta, sha256="0" * 64))  # the sidecar lies about the data
+        self.assertIn("sha256", r.errtext)
+        r = attempt(blob, dict(meta, nonce=base64.b64encode(b"\0" * 12).decode()))
+        self.assertIn("nonces differ", r.errtext)
+        other = self.server.request("POST", "transit/datakey/wrapped/" + TRANSIT_KEY,
+                                    {"bits": 256}, namespace=ORG).data["ciphertext"]
+        attempt(blob, dict(meta, wrappedDek=other))     # another DEK
+        r = attempt(blob, dict(meta, transitKey="my-org-my-project-other"))
+        self.assertIn("was written for Transit key my-org-my-project-other", r.errtext)
+        attempt(blob, dict(meta, wrappedDek="not-a-vault-ciphertext"))
+        attempt(blob, dict(meta, algorithm="ChaCha20-Poly1305"))
+        # an existing file under the output name is left alone on failure
+        self.write("keep.out", b"precious")
+        self.write("x.enc", bytes(flipped))
+        with open(self.path("x.enc.meta.json"), "w") as f:
+            json.dump(meta, f)
+        self.fails(1, "envelope", "decrypt", KEY, "--in", self.path("x.enc"), "--out",
+                   self.path("keep.out"))
+        self.assertEqual(self.read("keep.out"), b"precious")
+        # an unknown KMSKey never gets a data key minted
+        r = self.fails(1, "envelope", "encrypt", "nope", "--in", src, "--out",
+                       self.path("nope.enc"))
+        self.assertIn("KMSKey nope not found", r.errtext)
+        self.assertFalse(os.path.exists(self.path("nope.enc")))
+
+    def test_developer_role_local_dek(self):
+        # kms-developer may encrypt/decrypt but not call datakey: kmsctl then makes the DEK
+        # itself and wraps it with transit/encrypt, as the doc's helpers do
+        r = self.server.request("POST", "auth/token/create", {"policies": ["kms-developer"]},
+                                namespace=ORG)
+        self.assertEqual(r.status, 200, r.describe())
+        dev = r.json["auth"]["client_token"]
+        dk = self.server.request("POST", "transit/datakey/plaintext/" + TRANSIT_KEY,
+                                 {"bits": 256}, namespace=ORG, token=dev)
+        self.assertEqual(dk.status, 403)
+        data = os.urandom(100000)
+        src = self.write("dev.bin", data)
+        self.ok("envelope", "encrypt", KEY, "--in", src, "--out", self.path("dev.enc"), token=dev)
+        meta = self.meta("dev.enc.meta.json")
+        self.assertTrue(meta["wrappedDek"].startswith("vault:v2:"))
+        self.assertEqual(meta["transitKeyVersion"], 2)
+        self.ok("envelope", "decrypt", KEY, "--in", self.path("dev.enc"), "--out",
+                self.path("dev.dec"), token=dev)
+        self.assertEqual(self.read("dev.dec"), data)
+
+    def test_progress_bar_only_on_a_tty(self):
+        src = self.write("p.bin", os.urandom(3 * MiB))
+        args = ["-n", ORG, "--project", PROJECT, "--addr", self.server.addr, "--token",
+                self.server.token, "envelope", "encrypt", KEY, "--in", src, "--out",
+                self.path("p.enc")]
+        r = self.ok(*args, conn=False)
+        self.assertEqual(r.err, b"")
+        master, slave = pty.openpty()
+        try:
+            p = subprocess.run([KMSCTL_BIN] + args, stdout=subprocess.PIPE, stderr=slave,
+                               env=self.clean_env(), timeout=60)
+            os.close(slave)
+            slave = None
+            self.assertEqual(p.returncode, 0)
+            out = b""
+            while True:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+        finally:
+            if slave is not None:
+                os.close(slave)
+            os.close(master)
+        self.assertIn(b"encrypting", out)
+        self.assertIn(b"100% [", out)
+        self.assertIn(b"3.0 MiB / 3.0 MiB", out)
+        self.assertNotIn(b"encrypting", p.stdout)
+
+    def test_large_file_constant_memory(self):
+        size = 200 * MiB
+        src = self.path("large.bin")
+        block = os.urandom(MiB)
+        h = hashlib.sha256()
+        with open(src, "wb") as f:
+            for _ in range(size // MiB):
+                f.write(block)
+                h.update(block)
+        digest = h.hexdigest()
+        results = {}
+        for verb, args in (("encrypt", ["--in", src, "--out", self.path("large.enc")]),
+                           ("decrypt", ["--in", self.path("large.enc"), "--out",
+                                        self.path("large.dec")])):
+            argv = [KMSCTL_BIN, "-n", ORG, "--project", PROJECT, "--addr", self.server.addr,
+                    "--token", self.server.token, "envelope", verb, KEY] + args
+            rc, err, elapsed, maxrss = run_measured(argv, self.clean_env())
+            self.assertEqual(rc, 0, err)
+            results[verb] = (elapsed, maxrss)
+            # constant memory: the 1 MiB buffer plus the process, never the file
+            self.assertLess(maxrss, 32 * 1024, "%s max RSS %d KiB" % (verb, maxrss))
+        self.assertEqual(self.meta("large.enc.meta.json")["sha256"], digest)
+        self.assertEqual(os.path.getsize(self.path("large.enc")), size + 28)
+        with open(self.path("large.dec"), "rb") as f:
+            h2 = hashlib.sha256()
+            for chunk in iter(lambda: f.read(MiB), b""):
+                h2.update(chunk)
+        self.assertEqual(h2.hexdigest(), digest)
+        sys.stderr.write("\n  envelope 200 MiB: encrypt %.2fs (%.0f MiB/s, max RSS %.1f MiB), "
+                         "decrypt %.2fs (%.0f MiB/s, max RSS %.1f MiB)\n" % (
+                             results["encrypt"][0], 200 / results["encrypt"][0],
+                             results["encrypt"][1] / 1024, results["decrypt"][0],
+                             200 / results["decrypt"][0], results["decrypt"][1] / 1024))
+        for n in ("large.bin", "large.enc", "large.dec"):
+            os.unlink(self.path(n))
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -770,49 +770,63 @@ static int parse_address(const char *address, struct sockaddr_storage *ss, int *
     return -1;
 }
 
-int kms_http_create(struct event_base *base, struct kms_api *api, const char *address,
-                    const struct kms_http_opts *opts, struct kms_http **out, char *bound,
-                    size_t boundlen, struct kms_err *err)
+int kms_http_listen(const char *address, int *fd_out, char *bound, size_t boundlen,
+                    struct kms_err *err)
 {
     struct sockaddr_storage ss;
     int sslen = 0;
-    struct kms_http *h = NULL;
+    int one = 1;
 
     if (parse_address(address, &ss, &sslen) != 0) {
         return kms_err_set(err, 400, "invalid listen address \"%s\" (want host:port)", address);
     }
-    h = calloc(1, sizeof(*h));
-    if (h == NULL) {
-        return kms_err_set(err, 500, "out of memory");
-    }
-    h->base = base;
-    h->api = api;
-    h->opts = *opts;
-    h->listener = evconnlistener_new_bind(base, on_accept, h,
-                                          LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-                                              LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_EXEC,
-                                          1024, (struct sockaddr *)&ss, sslen);
-    if (h->listener == NULL) {
+    /*
+     * One listening socket for all workers, without SO_REUSEPORT: a second server on the same
+     * port must fail with "address in use" instead of silently sharing the connections.
+     */
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        bind(fd, (struct sockaddr *)&ss, (socklen_t)sslen) != 0 || listen(fd, 1024) != 0) {
         int e = errno;
-        free(h);
+        if (fd >= 0) {
+            close(fd);
+        }
         return kms_err_set(err, 500, "cannot listen on %s: %s", address, strerror(e));
     }
     struct sockaddr_storage got;
     socklen_t gl = sizeof(got);
     char host[INET6_ADDRSTRLEN] = "";
-    int port = 0;
-    if (getsockname(evconnlistener_get_fd(h->listener), (struct sockaddr *)&got, &gl) == 0) {
+    if (getsockname(fd, (struct sockaddr *)&got, &gl) == 0) {
         if (got.ss_family == AF_INET) {
             struct sockaddr_in *in = (struct sockaddr_in *)&got;
             inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-            port = ntohs(in->sin_port);
-            snprintf(bound, boundlen, "%s:%d", host, port);
+            snprintf(bound, boundlen, "%s:%d", host, ntohs(in->sin_port));
         } else {
             struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&got;
             inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-            port = ntohs(in6->sin6_port);
-            snprintf(bound, boundlen, "[%s]:%d", host, port);
+            snprintf(bound, boundlen, "[%s]:%d", host, ntohs(in6->sin6_port));
         }
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+int kms_http_create(struct event_base *base, struct kms_api *api, int listen_fd,
+                    const struct kms_http_opts *opts, struct kms_http **out, struct kms_err *err)
+{
+    struct kms_http *h = calloc(1, sizeof(*h));
+    if (h == NULL) {
+        close(listen_fd);
+        return kms_err_set(err, 500, "out of memory");
+    }
+    h->base = base;
+    h->api = api;
+    h->opts = *opts;
+    h->listener = evconnlistener_new(base, on_accept, h, LEV_OPT_CLOSE_ON_FREE, -1, listen_fd);
+    if (h->listener == NULL) {
+        close(listen_fd);
+        free(h);
+        return kms_err_set(err, 500, "cannot watch the listening socket");
     }
     *out = h;
     return 0;

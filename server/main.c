@@ -477,7 +477,7 @@ int kms_server_main(int argc, char **argv)
         fflush(stdout);
         kms_memzero(root, sizeof(root));
     }
-    char nw[16];
+    char nw[24];
     snprintf(nw, sizeof(nw), "%zu", nworkers);
     kms_log("info", "kmsd listening", "address", bound, "workers", nw, "mode",
             f.dev ? "dev" : "config", "initialized", kms_api_initialized(api) ? "true" : "false",

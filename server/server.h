@@ -68,12 +68,15 @@ struct kms_http_opts {
 };
 
 /*
- * Bind `address` ("host:port", port 0 picks a free one) and serve requests through api on
- * base. The bound address is written to bound (for logs and tests).
+ * Bind and listen on `address` ("host:port"; port 0 picks a free one); the bound address is
+ * written to bound. The socket is non-blocking; a port already in use is an error.
  */
-int kms_http_create(struct event_base *base, struct kms_api *api, const char *address,
-                    const struct kms_http_opts *opts, struct kms_http **out, char *bound,
-                    size_t boundlen, struct kms_err *err) KMS_WUR;
+int kms_http_listen(const char *address, int *fd, char *bound, size_t boundlen,
+                    struct kms_err *err) KMS_WUR;
+/* Serve requests arriving on listen_fd (owned: closed with the server) through api on base. */
+int kms_http_create(struct event_base *base, struct kms_api *api, int listen_fd,
+                    const struct kms_http_opts *opts, struct kms_http **out,
+                    struct kms_err *err) KMS_WUR;
 /* Stop accepting; in-flight requests finish; connections close once idle. */
 void kms_http_stop_accepting(struct kms_http *h);
 /* Number of open connections. */
@@ -83,8 +86,8 @@ void kms_http_destroy(struct kms_http **h);
 struct kms_workers;
 
 /*
- * Start n worker threads, each with its own event loop and SO_REUSEPORT listener on
- * `address` (the first binds; port 0 picks a free port, written to bound). `grace` is the
+ * Start n worker threads, each with its own event loop watching one shared listening socket
+ * on `address` (port 0 picks a free port, written to bound). `grace` is the
  * seconds a stopping worker waits for requests in flight.
  */
 int kms_workers_start(struct kms_api *api, const char *address, const struct kms_http_opts *opts,

@@ -1,9 +1,10 @@
 /*
  * workers.c - one event loop per worker thread, all serving the same address.
  *
- * Each worker owns an event_base and a listener bound with SO_REUSEPORT to the same
- * address, so the kernel spreads new connections over the workers and no lock is shared on
- * the accept or request path; a connection stays on the worker that accepted it. The API
+ * Each worker owns an event_base and watches its own duplicate of one listening socket; the
+ * worker that wins accept() keeps the connection, so no lock is shared on the accept or
+ * request path. (SO_REUSEPORT would spread connections more evenly, but it also lets a second
+ * kmsd silently share the port; one socket makes that an "address in use" error.) The API
  * below (api/) is safe to call from every worker at once. Stopping is asynchronous: each
  * worker is told through its own loop (libevent's pthread notification), stops accepting,
  * finishes its requests in flight and ends its loop; kms_workers_join waits for all of them.
@@ -11,6 +12,8 @@
 #include "server/server.h"
 
 #include <event2/thread.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,7 +80,7 @@ int kms_workers_start(struct kms_api *api, const char *address, const struct kms
 {
     struct kms_workers *pool = NULL;
     int rc = -1;
-    char first[300] = "";
+    int lfd = -1;
 
     if (evthread_use_pthreads() != 0) {
         return kms_err_set(err, 500, "libevent has no pthread support");
@@ -89,6 +92,9 @@ int kms_workers_start(struct kms_api *api, const char *address, const struct kms
     }
     pool->n = n;
     pool->grace = grace;
+    if (kms_http_listen(address, &lfd, bound, boundlen, err) != 0) {
+        goto out;
+    }
     for (size_t i = 0; i < n; i++) {
         struct worker *w = &pool->w[i];
         w->pool = pool;
@@ -97,9 +103,12 @@ int kms_workers_start(struct kms_api *api, const char *address, const struct kms
             kms_err_set(err, 500, "cannot create an event loop");
             goto out;
         }
-        /* the first worker may bind port 0; the others join the port it got */
-        if (kms_http_create(w->base, api, i == 0 ? address : first, opts, &w->http,
-                            i == 0 ? first : bound, i == 0 ? sizeof(first) : boundlen, err) != 0) {
+        int fd = fcntl(lfd, F_DUPFD_CLOEXEC, 0);
+        if (fd < 0) {
+            kms_err_set(err, 500, "cannot share the listening socket");
+            goto out;
+        }
+        if (kms_http_create(w->base, api, fd, opts, &w->http, err) != 0) {
             goto out;
         }
         w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
@@ -109,7 +118,6 @@ int kms_workers_start(struct kms_api *api, const char *address, const struct kms
             goto out;
         }
     }
-    snprintf(bound, boundlen, "%s", first);
     for (size_t i = 0; i < n; i++) {
         if (pthread_create(&pool->w[i].thread, NULL, run, &pool->w[i]) != 0) {
             kms_err_set(err, 500, "cannot start worker thread %zu", i);
@@ -122,6 +130,9 @@ int kms_workers_start(struct kms_api *api, const char *address, const struct kms
     pool = NULL;
     rc = 0;
 out:
+    if (lfd >= 0) {
+        close(lfd); /* every worker holds its own duplicate */
+    }
     if (pool != NULL) {
         kms_workers_join(&pool);
     }

@@ -687,6 +687,7 @@ void kms_api_handle(struct kms_api *api, const struct kms_http_req *req, struct 
     json_decref(c->data);
     json_decref(c->raw);
     json_decref(c->auth);
-    kms_memzero(c, sizeof(*c));
+    /* the context holds no key material or token (only its accessor and policies); plaintexts
+     * live in jansson values, which kmsd wipes when freed (json_set_alloc_funcs in main.c) */
     free(c);
 }

@@ -19,6 +19,7 @@
 #include "auth/auth_int.h"
 
 #include <ctype.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,6 +36,11 @@ const char *kms_op_name(enum kms_op op)
     return op_names[op];
 }
 
+struct kms_tok_cache;
+static struct kms_tok_cache *tc_create(void);
+static void tc_destroy(struct kms_tok_cache **tcp);
+static void tc_bump(struct kms_auth *auth);
+
 int kms_auth_create(struct kms_storage *st, struct kms_auth **out, struct kms_err *err)
 {
     struct kms_auth *auth = NULL;
@@ -49,6 +55,11 @@ int kms_auth_create(struct kms_storage *st, struct kms_auth **out, struct kms_er
         goto out;
     }
     auth->st = st;
+    auth->tok_cache = tc_create();
+    if (auth->tok_cache == NULL) {
+        kms_err_set(err, 500, "out of memory");
+        goto out;
+    }
     pthread_rwlock_init(&auth->pol_lock, NULL);
     if (kms_storage_txn_begin(st, true, &txn) != 0) {
         kms_err_set(err, 500, "cannot open storage transaction");
@@ -87,6 +98,7 @@ void kms_auth_destroy(struct kms_auth **auth)
         return;
     }
     kms_auth_policy_cache_clear(*auth);
+    tc_destroy(&(*auth)->tok_cache);
     pthread_rwlock_destroy(&(*auth)->pol_lock);
     kms_memzero(*auth, sizeof(**auth));
     free(*auth);
@@ -351,12 +363,126 @@ static void reap(struct kms_auth *auth, const uint8_t hash[32])
         delete_record(auth, txn, hash, rec) == 0) {
         int crc = kms_storage_txn_commit(&txn);
         (void)crc; /* best effort: a reader retries the reap next time */
+        tc_bump(auth);
     }
     kms_storage_txn_abort(&txn);
     json_decref(rec);
 }
 
 /* Look up by hash: 0 alive (out filled), KMS_STORAGE_NOTFOUND, -1. */
+/*
+ * A small cache of looked-up tokens, so the token check of every request is one keyed hash
+ * and a table probe instead of an LMDB read, an unseal and a JSON parse. Each entry carries
+ * the token store's generation, which every committed update or deletion of a token record
+ * advances (revoke, renew, use counts, reaping); an entry from an older generation is never
+ * used, so a revoked token is refused at once. Tokens with a use count are never cached, and
+ * expiry is checked on every hit. A reader takes the generation before it reads storage, so
+ * a read that raced with a write is stored with the older generation and ignored.
+ */
+#define TC_STRIPES 64
+#define TC_WAYS 8
+
+struct tc_entry {
+    uint8_t hash[32];
+    uint64_t gen;
+    struct kms_token tok;
+};
+
+struct tc_stripe {
+    pthread_mutex_t lock;
+    struct tc_entry *e[TC_WAYS];
+    size_t next;
+};
+
+struct kms_tok_cache {
+    _Atomic uint64_t gen;
+    struct tc_stripe s[TC_STRIPES];
+};
+
+static struct kms_tok_cache *tc_create(void)
+{
+    struct kms_tok_cache *tc = calloc(1, sizeof(*tc));
+    for (size_t i = 0; tc != NULL && i < TC_STRIPES; i++) {
+        pthread_mutex_init(&tc->s[i].lock, NULL);
+    }
+    return tc;
+}
+
+static void tc_destroy(struct kms_tok_cache **tcp)
+{
+    struct kms_tok_cache *tc = *tcp;
+    if (tc == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < TC_STRIPES; i++) {
+        for (size_t w = 0; w < TC_WAYS; w++) {
+            kms_free_wipe((void **)&tc->s[i].e[w], sizeof(struct tc_entry));
+        }
+        pthread_mutex_destroy(&tc->s[i].lock);
+    }
+    free(tc);
+    *tcp = NULL;
+}
+
+/* After a committed write to the token store. */
+static void tc_bump(struct kms_auth *auth)
+{
+    atomic_fetch_add(&auth->tok_cache->gen, 1);
+}
+
+static bool tc_get(struct kms_auth *auth, const uint8_t hash[32], int64_t now,
+                   struct kms_token *out)
+{
+    struct kms_tok_cache *tc = auth->tok_cache;
+    struct tc_stripe *st = &tc->s[hash[0] % TC_STRIPES];
+    uint64_t gen = atomic_load(&tc->gen);
+    bool hit = false;
+    pthread_mutex_lock(&st->lock);
+    for (size_t w = 0; w < TC_WAYS; w++) {
+        struct tc_entry *e = st->e[w];
+        if (e != NULL && e->gen == gen && kms_ct_eq(e->hash, hash, 32)) {
+            if (e->tok.expire_time == 0 || now < e->tok.expire_time) {
+                *out = e->tok;
+                hit = true;
+            }
+            break;
+        }
+    }
+    pthread_mutex_unlock(&st->lock);
+    return hit;
+}
+
+static void tc_put(struct kms_auth *auth, const uint8_t hash[32], uint64_t gen,
+                   const struct kms_token *tok)
+{
+    struct kms_tok_cache *tc = auth->tok_cache;
+    struct tc_stripe *st = &tc->s[hash[0] % TC_STRIPES];
+    if (tok->num_uses != 0) {
+        return;
+    }
+    pthread_mutex_lock(&st->lock);
+    size_t slot = TC_WAYS;
+    for (size_t w = 0; w < TC_WAYS; w++) {
+        if (st->e[w] != NULL && kms_ct_eq(st->e[w]->hash, hash, 32)) {
+            slot = w;
+            break;
+        }
+    }
+    if (slot == TC_WAYS) {
+        slot = st->next;
+        st->next = (st->next + 1) % TC_WAYS;
+    }
+    if (st->e[slot] == NULL) {
+        st->e[slot] = malloc(sizeof(struct tc_entry));
+    }
+    if (st->e[slot] != NULL) {
+        memcpy(st->e[slot]->hash, hash, 32);
+        st->e[slot]->gen = gen;
+        st->e[slot]->tok = *tok;
+    }
+    pthread_mutex_unlock(&st->lock);
+}
+
 static int lookup_hash(struct kms_auth *auth, const uint8_t hash[32], struct kms_token *out)
 {
     struct kms_txn *txn = NULL;
@@ -367,6 +493,10 @@ static int lookup_hash(struct kms_auth *auth, const uint8_t hash[32], struct kms
 
     memset(out, 0, sizeof(*out));
     kms_now(&now, &nsec);
+    if (tc_get(auth, hash, now, out)) {
+        return 0;
+    }
+    uint64_t gen = atomic_load(&auth->tok_cache->gen);
     if (kms_storage_txn_begin(auth->st, false, &txn) != 0) {
         goto out;
     }
@@ -387,6 +517,7 @@ static int lookup_hash(struct kms_auth *auth, const uint8_t hash[32], struct kms
     }
     fill_token(rec, out);
     memcpy(out->hash, hash, 32);
+    tc_put(auth, hash, gen, out);
     rc = 0;
 out:
     kms_storage_txn_abort(&txn);
@@ -839,6 +970,7 @@ int kms_auth_token_renew(struct kms_auth *auth, const struct kms_token *tok, int
         kms_err_set(err, 500, "internal error");
         goto out;
     }
+    tc_bump(auth);
     memset(out, 0, sizeof(*out));
     fill_token(rec, out);
     memcpy(out->hash, tok->hash, 32);
@@ -866,6 +998,7 @@ int kms_auth_token_revoke(struct kms_auth *auth, const uint8_t hash[32])
         rc = -1;
         goto out;
     }
+    tc_bump(auth);
     rc = 0;
 out:
     kms_storage_txn_abort(&txn);
@@ -963,6 +1096,7 @@ int kms_auth_token_use(struct kms_auth *auth, const uint8_t hash[32])
     }
     if (rc == 0) {
         rc = kms_storage_txn_commit(&txn);
+        tc_bump(auth);
     }
 out:
     kms_storage_txn_abort(&txn);

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -23,6 +24,14 @@
 #define AUDIT_MIN_WORKERS 32 /* default workers when audit lines are fsync'd (docs/audit.md) */
 
 static const char *log_level = "info";
+
+static void json_free_wiped(void *p)
+{
+    if (p != NULL) {
+        kms_memzero(p, malloc_usable_size(p));
+        free(p);
+    }
+}
 
 static int level_rank(const char *l)
 {
@@ -299,6 +308,8 @@ int kms_server_main(int argc, char **argv)
 
     umask(077);
     json_object_seed(0); /* seed jansson's hash once, before any worker thread */
+    /* request and response JSON carries plaintexts and data keys: wipe it on free */
+    json_set_alloc_funcs(malloc, json_free_wiped);
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     struct rlimit nocore = {0, 0};
     setrlimit(RLIMIT_CORE, &nocore);

@@ -213,26 +213,31 @@ static int read_documents(struct yreader *r, json_t *docs)
     }
 }
 
-static int load_yaml(const char *file, json_t *docs)
+int kms_cli_yaml_parse(const char *name, const uint8_t *text, size_t len, json_t *docs)
 {
     struct yreader r;
-    uint8_t *text = NULL;
-    size_t len = 0;
-    int rc = -1;
+    int rc;
 
     memset(&r, 0, sizeof(r));
-    r.file = strcmp(file, "-") == 0 ? "stdin" : file;
-    if (kms_cli_read_file(file, 4u << 20, &text, &len) != 0) {
-        return -1;
-    }
+    r.file = name;
     if (!yaml_parser_initialize(&r.parser)) {
         kms_cli_errorf("out of memory");
-        goto out;
+        return -1;
     }
     yaml_parser_set_input_string(&r.parser, text, len);
     rc = read_documents(&r, docs);
     yaml_parser_delete(&r.parser);
-out:
+    return rc;
+}
+
+static int load_yaml(const char *file, json_t *docs)
+{
+    uint8_t *text = NULL;
+    size_t len = 0;
+    if (kms_cli_read_file(file, 4u << 20, &text, &len) != 0) {
+        return -1;
+    }
+    int rc = kms_cli_yaml_parse(strcmp(file, "-") == 0 ? "stdin" : file, text, len, docs);
     kms_free_wipe((void **)&text, len + 1);
     return rc;
 }

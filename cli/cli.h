@@ -248,4 +248,8 @@ void kms_cli_age(const char *rfc3339, char *out, size_t n);
 /* Seconds since the epoch of an RFC 3339 UTC time ("2026-04-15T02:00:11Z"); -1 if invalid. */
 int64_t kms_cli_parse_time(const char *rfc3339);
 
+/* Parse YAML documents (the KMSKey manifests of `apply`) into JSON values appended to docs;
+ * `name` labels error messages. Returns -1 after printing an error. */
+int kms_cli_yaml_parse(const char *name, const uint8_t *text, size_t len, json_t *docs);
+
 #endif

@@ -7,6 +7,7 @@
  * them in Prometheus text format (`?format=prometheus`) or as JSON.
  */
 #include "api/api_int.h"
+#include "audit/audit.h"
 
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -260,6 +261,24 @@ char *kms_metrics_prometheus(struct kms_api *api, size_t *len)
          "kmsd_kmskeys %zu\n"
          "# HELP kmsd_tokens Tokens in the store.\n# TYPE kmsd_tokens gauge\nkmsd_tokens %zu\n",
          nkeys, nversions, nkmskeys, ntokens);
+    struct kms_audit *audit = kms_api_audit(api);
+    if (audit != NULL) {
+        struct kms_audit_stats as;
+        kms_audit_stats_get(audit, &as);
+        outf(&o,
+             "# HELP kmsd_audit_queue_batches Audit record batches waiting to be written or "
+             "synced.\n# TYPE kmsd_audit_queue_batches gauge\nkmsd_audit_queue_batches %zu\n"
+             "# HELP kmsd_audit_fsyncs_total fdatasync calls on audit files.\n"
+             "# TYPE kmsd_audit_fsyncs_total counter\nkmsd_audit_fsyncs_total %llu\n"
+             "# HELP kmsd_audit_fsync_seconds_total Time spent in those fdatasync calls.\n"
+             "# TYPE kmsd_audit_fsync_seconds_total counter\n"
+             "kmsd_audit_fsync_seconds_total %.6f\n"
+             "# HELP kmsd_audit_failures_total Records no audit device could take (the request "
+             "failed).\n# TYPE kmsd_audit_failures_total counter\nkmsd_audit_failures_total "
+             "%llu\n",
+             as.queued, (unsigned long long)as.fsyncs, (double)as.fsync_us / 1e6,
+             (unsigned long long)as.failures);
+    }
     if (o.oom) {
         free(o.buf);
         return NULL;

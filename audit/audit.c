@@ -458,3 +458,12 @@ int kms_audit_rec_log(struct kms_audit_rec *r, const char *type, bool durable, j
     }
     return kms_err_set(err, 500, "internal error");
 }
+
+void kms_audit_stats_get(struct kms_audit *a, struct kms_audit_stats *st)
+{
+    memset(st, 0, sizeof(*st));
+    for (size_t i = 0; i < a->n; i++) {
+        kms_audit_dev_stats(a->devs[i], st);
+    }
+    st->failures = atomic_load_explicit(&a->fails, memory_order_relaxed);
+}

@@ -80,6 +80,15 @@ int kms_audit_create(struct kms_storage *st, const struct kms_audit_opts *opts,
                      struct kms_audit **out, struct kms_err *err) KMS_WUR;
 /* Drain and stop the writers, record each chain head in storage, close the files. */
 void kms_audit_destroy(struct kms_audit **a);
+
+/* Counters for metrics, summed over the devices (thread-safe, cheap). */
+struct kms_audit_stats {
+    size_t queued;     /* batches waiting to be written or synced */
+    uint64_t fsyncs;   /* fdatasync calls */
+    uint64_t fsync_us; /* time spent in them */
+    uint64_t failures; /* records that could not be written on any device */
+};
+void kms_audit_stats_get(struct kms_audit *a, struct kms_audit_stats *st);
 size_t kms_audit_ndevices(const struct kms_audit *a);
 /* Options of device i (i < ndevices) copied to *out. */
 void kms_audit_device_get(const struct kms_audit *a, size_t i, struct kms_audit_device_opts *out);

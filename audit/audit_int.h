@@ -42,6 +42,8 @@ struct kms_audit_dev_env {
 int kms_audit_dev_open(const struct kms_audit_device_opts *o, const struct kms_audit_dev_env *env,
                        struct kms_audit_dev **out, struct kms_err *err) KMS_WUR;
 void kms_audit_dev_close(struct kms_audit_dev **d);
+/* Add this device's counters and current queue length to *st. */
+void kms_audit_dev_stats(struct kms_audit_dev *d, struct kms_audit_stats *st);
 const struct kms_audit_device_opts *kms_audit_dev_opts(const struct kms_audit_dev *d);
 const char *kms_audit_dev_salt(const struct kms_audit_dev *d);
 

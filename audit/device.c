@@ -88,7 +88,39 @@ struct kms_audit_dev {
     char whash[KMS_AUDIT_HASH_LEN + 1];
     struct afile *file;   /* under io; NULL after a failed open */
     int64_t last_err_log; /* one error line per second at most (under mu) */
+    /* metrics, updated with relaxed atomics */
+    _Atomic uint64_t st_fsyncs;
+    _Atomic uint64_t st_fsync_us;
 };
+
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void count_fsync(struct kms_audit_dev *d, uint64_t t0)
+{
+    atomic_fetch_add_explicit(&d->st_fsyncs, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&d->st_fsync_us, mono_us() - t0, memory_order_relaxed);
+}
+
+void kms_audit_dev_stats(struct kms_audit_dev *d, struct kms_audit_stats *st)
+{
+    size_t q = 0;
+    pthread_mutex_lock(&d->mu);
+    for (const struct kms_audit_batch *b = d->qhead; b != NULL; b = b->next) {
+        q++;
+    }
+    for (const struct kms_audit_batch *b = d->whead; b != NULL; b = b->next) {
+        q++;
+    }
+    pthread_mutex_unlock(&d->mu);
+    st->queued += q;
+    st->fsyncs += atomic_load_explicit(&d->st_fsyncs, memory_order_relaxed);
+    st->fsync_us += atomic_load_explicit(&d->st_fsync_us, memory_order_relaxed);
+}
 
 int64_t kms_audit_mono_ms(void)
 {
@@ -492,9 +524,14 @@ static int write_batch(struct kms_audit_dev *d, struct kms_audit_batch *b, char 
         }
         off += (size_t)w;
     }
-    if (d->o.fsync == KMS_AUDIT_FSYNC_ALWAYS && fdatasync(fd) != 0) {
-        snprintf(why, whylen, "cannot sync %.300s: %s", d->o.path, strerror(errno));
-        goto fail;
+    if (d->o.fsync == KMS_AUDIT_FSYNC_ALWAYS) {
+        uint64_t t0 = mono_us();
+        int sr = fdatasync(fd);
+        count_fsync(d, t0);
+        if (sr != 0) {
+            snprintf(why, whylen, "cannot sync %.300s: %s", d->o.path, strerror(errno));
+            goto fail;
+        }
     }
     b->file = afile_ref(d->file);
     return 0;
@@ -610,7 +647,10 @@ static void lead_sync(struct kms_audit_dev *d)
     for (struct kms_audit_batch *b = list; b != NULL; b = b->next) {
         if (b->file != last) {
             last = b->file;
-            if (fdatasync(last->fd) != 0 && rc == 0) {
+            uint64_t t0 = mono_us();
+            int sr = fdatasync(last->fd);
+            count_fsync(d, t0);
+            if (sr != 0 && rc == 0) {
                 snprintf(why, sizeof(why), "cannot sync %.300s: %s", d->o.path, strerror(errno));
                 rc = -1;
             }

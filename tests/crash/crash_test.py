@@ -107,18 +107,32 @@ def check(srv, token, ledger):
         if d["latest_version"] < ledger.min_latest.get(name, 1):
             problems.append("key %s: acknowledged version %d lost (latest %d)" % (
                 name, ledger.min_latest[name], d["latest_version"]))
+    by_key = {}
     for name, ct, pt in ledger.ciphertexts:
-        v = int(re.match(r"vault:v(\d+):", ct).group(1))
-        r = srv.request("POST", "transit/decrypt/" + name, {"ciphertext": ct}, token=token)
-        if r.status == 200:
-            if r.json["data"]["plaintext"] != pt:
-                problems.append("ciphertext of %s decrypted to the wrong plaintext" % name)
-        else:
-            # a floor raised later (acknowledged or in flight) may refuse it legitimately
-            cur = srv.request("GET", "transit/keys/" + name, token=token).json["data"]
-            if v >= cur["min_decryption_version"]:
-                problems.append("acknowledged ciphertext of %s (v%d) no longer decrypts: %s" % (
-                    name, v, r.body[:200]))
+        by_key.setdefault(name, []).append((ct, pt))
+    for name, items in sorted(by_key.items()):
+        for i in range(0, len(items), 500):
+            chunk = items[i:i + 500]
+            r = srv.request("POST", "transit/decrypt/" + name,
+                            {"batch_input": [{"ciphertext": ct} for ct, _ in chunk]}, token=token)
+            results = (r.json or {}).get("data", {}).get("batch_results")
+            if results is None:
+                problems.append("batch decrypt of %s failed: %s" % (name, r.body[:200]))
+                continue
+            floor = None
+            for (ct, pt), res in zip(chunk, results):
+                if not res.get("error"):
+                    if res["plaintext"] != pt:
+                        problems.append("ciphertext of %s decrypted to the wrong plaintext" % name)
+                    continue
+                # a floor raised later (acknowledged or in flight) may refuse it legitimately
+                if floor is None:
+                    floor = srv.request("GET", "transit/keys/" + name,
+                                        token=token).json["data"]["min_decryption_version"]
+                v = int(re.match(r"vault:v(\d+):", ct).group(1))
+                if v >= floor:
+                    problems.append("acknowledged ciphertext of %s (v%d) no longer decrypts: %s"
+                                    % (name, v, res["error"]))
     for kk in sorted(ledger.kmskeys):
         r = srv.request("GET", "kms/keys/proj/" + kk, token=token, namespace="crashorg")
         if r.status != 200:

@@ -1,0 +1,220 @@
+/*
+ * apibench.c - kmsd-apibench times the API pipeline alone: kms_api_handle called in-process in
+ * a loop, no sockets, no HTTP parsing. Subtracting it from a wrk figure tells how much of a
+ * request's cost is the HTTP layer and how much is the pipeline (token lookup, routing, JSON,
+ * LMDB, crypto, envelope); it is also the easiest thing to profile (perf, callgrind).
+ *
+ *   kmsd-apibench [-dir=DIR -root-token=T] [-op=encrypt|decrypt|batch] [-key=bench]
+ *                 [-nkeys=N] [-seconds=3 | -requests=N] [-batch=1000]
+ *
+ * -key=NAME uses that key instead of "bench"; -nkeys=N (encrypt only) names a random key
+ * k0000000 … k<N-1> per request, as kmsd-mkstore made them (key-cache misses, B-tree walks).
+ *
+ * -requests=N runs exactly N requests (after one warm-up request), for instruction counts
+ * under valgrind --tool=callgrind (Ir / N = instructions per request).
+ *
+ * Without -dir it makes a throw-away store in $TMPDIR (nosync) with a key "bench". With -dir
+ * it opens an existing store made by kmsd-mkstore (seal key from DIR.seal.key, root token from
+ * -root-token=). One thread. Prints:
+ *
+ *   API op=encrypt requests=N seconds=S us_per_request=U items_per_s=I
+ */
+#include "api/api.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char PT64[] =
+    "a21zZC1iZW5jaC1wbGFpbnRleHQtNjQtYnl0ZXMtb2YtZGF0YS0wMTIzNDU2Nzg5YWJjZGVmZ2hpamtsbW5vcA==";
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int call(struct kms_api *api, const char *target, const char *token, const char *body,
+                size_t body_len, char **out)
+{
+    struct kms_http_header hdrs[3] = {
+        {"Host", "127.0.0.1:8200"},
+        {"X-Vault-Token", token},
+        {"Content-Type", "application/json"},
+    };
+    struct kms_http_req req;
+    struct kms_http_resp resp;
+    memset(&req, 0, sizeof(req));
+    req.method = "POST";
+    req.target = target;
+    req.headers = hdrs;
+    req.nheaders = 3;
+    req.body = (const uint8_t *)body;
+    req.body_len = body_len;
+    req.remote_addr = "127.0.0.1";
+    req.remote_port = 40000;
+    kms_api_handle(api, &req, &resp);
+    int s = resp.status;
+    if (out != NULL) {
+        *out = resp.body ? strndup(resp.body, resp.body_len) : NULL;
+    }
+    kms_http_resp_dispose(&resp);
+    return s;
+}
+
+int main(int argc, char **argv)
+{
+    const char *dir = NULL, *op = "encrypt", *root_id = NULL, *key = "bench";
+    long nkeys = 0;
+    double seconds = 3;
+    long batch = 1000, nreq = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i] + (argv[i][0] == '-') + (argv[i][1] == '-');
+        if (strncmp(a, "dir=", 4) == 0) {
+            dir = a + 4;
+        } else if (strncmp(a, "op=", 3) == 0) {
+            op = a + 3;
+        } else if (strncmp(a, "seconds=", 8) == 0) {
+            seconds = atof(a + 8);
+        } else if (strncmp(a, "key=", 4) == 0) {
+            key = a + 4;
+        } else if (strncmp(a, "nkeys=", 6) == 0) {
+            nkeys = atol(a + 6);
+        } else if (strncmp(a, "requests=", 9) == 0) {
+            nreq = atol(a + 9);
+        } else if (strncmp(a, "batch=", 6) == 0) {
+            batch = atol(a + 6);
+        } else if (strncmp(a, "root-token=", 11) == 0) {
+            root_id = a + 11;
+        } else {
+            fprintf(stderr, "usage: kmsd-apibench [-dir=DIR -root-token=T] "
+                            "[-op=encrypt|decrypt|batch] [-key=NAME] [-nkeys=N] "
+                            "[-seconds=S | -requests=N] [-batch=N]\n");
+            return 2;
+        }
+    }
+    char tmp[256] = "";
+    uint8_t seal[32];
+    struct kms_err err;
+    struct kms_storage *st = NULL;
+    struct kms_api *api = NULL;
+    struct kms_storage_opts sopts = {.map_size = 0, .nosync = true, .create = true};
+    struct kms_api_opts aopts;
+    char root[KMS_API_TOKEN_MAX];
+    int rc = 1;
+
+    kms_err_clear(&err);
+    if (dir == NULL) {
+        const char *t = getenv("TMPDIR");
+        snprintf(tmp, sizeof(tmp), "%s/kmsd-apibench-XXXXXX", t && strlen(t) < 200 ? t : "/tmp");
+        if (mkdtemp(tmp) == NULL || kms_rand_bytes(seal, sizeof(seal)) != 0) {
+            return 1;
+        }
+        dir = tmp;
+    } else {
+        char sf[1100];
+        snprintf(sf, sizeof(sf), "%s.seal.key", dir);
+        if (root_id == NULL || kms_seal_key_load_file(sf, seal, &err) != 0) {
+            fprintf(stderr, "kmsd-apibench: -dir needs -root-token and %s: %s\n", sf, err.msg);
+            return 1;
+        }
+    }
+    if (kms_storage_open(dir, seal, &sopts, &st, &err) != 0) {
+        fprintf(stderr, "kmsd-apibench: %s\n", err.msg);
+        return 1;
+    }
+    kms_memzero(seal, sizeof(seal));
+    memset(&aopts, 0, sizeof(aopts));
+    kms_api_limits_default(&aopts.limits);
+    aopts.version = "bench";
+    if (kms_api_create(st, &aopts, &api, &err) != 0) {
+        fprintf(stderr, "kmsd-apibench: %s\n", err.msg);
+        goto out;
+    }
+    if (tmp[0] != '\0') {
+        if (kms_api_dev_bootstrap(api, NULL, root, sizeof(root), &err) != 0) {
+            fprintf(stderr, "kmsd-apibench: %s\n", err.msg);
+            goto out;
+        }
+    } else {
+        snprintf(root, sizeof(root), "%s", root_id);
+    }
+
+    char single[256];
+    snprintf(single, sizeof(single), "{\"plaintext\":\"%s\"}", PT64);
+    char *enc_resp = NULL;
+    char enc_target[300], dec_target[300];
+    snprintf(enc_target, sizeof(enc_target), "/v1/transit/encrypt/%s", key);
+    snprintf(dec_target, sizeof(dec_target), "/v1/transit/decrypt/%s", key);
+    if (call(api, enc_target, root, single, strlen(single), &enc_resp) != 200 ||
+        enc_resp == NULL) {
+        fprintf(stderr, "kmsd-apibench: first encrypt failed: %s\n", enc_resp ? enc_resp : "");
+        goto out;
+    }
+    const char *ct = strstr(enc_resp, "vault:v");
+    const char *ct_end = ct ? strchr(ct, '"') : NULL;
+    char dec[512];
+    snprintf(dec, sizeof(dec), "{\"ciphertext\":\"%.*s\"}", ct && ct_end ? (int)(ct_end - ct) : 0,
+             ct ? ct : "");
+    free(enc_resp);
+
+    size_t item = strlen(PT64) + 18;
+    size_t cap = (size_t)batch * (item + 1) + 32;
+    char *bbody = malloc(cap);
+    if (bbody == NULL) {
+        goto out;
+    }
+    size_t o = (size_t)snprintf(bbody, cap, "{\"batch_input\":[");
+    for (long i = 0; i < batch; i++) {
+        o += (size_t)snprintf(bbody + o, cap - o, "%s{\"plaintext\":\"%s\"}", i ? "," : "", PT64);
+    }
+    o += (size_t)snprintf(bbody + o, cap - o, "]}");
+
+    const char *target = strcmp(op, "decrypt") == 0 ? dec_target : enc_target;
+    char rnd_target[64];
+    unsigned long long lcg = 0x9e3779b97f4a7c15ull;
+    const char *body = strcmp(op, "decrypt") == 0 ? dec : strcmp(op, "batch") == 0 ? bbody : single;
+    size_t blen = strlen(body);
+    long items = strcmp(op, "batch") == 0 ? batch : 1;
+
+    long n = 0;
+    double t0 = now_s(), t = t0;
+    while (nreq > 0 ? n < nreq : t - t0 < seconds) {
+        for (int k = 0; k < (nreq > 0 ? 1 : 16); k++, n++) {
+            if (nkeys > 0 && strcmp(op, "encrypt") == 0) {
+                lcg = lcg * 6364136223846793005ull + 1442695040888963407ull;
+                snprintf(rnd_target, sizeof(rnd_target), "/v1/transit/encrypt/k%07llu",
+                         (lcg >> 33) % (unsigned long long)nkeys);
+                target = rnd_target;
+            }
+            int s = call(api, target, root, body, blen, NULL);
+            if (s != 200) {
+                fprintf(stderr, "kmsd-apibench: %s -> %d\n", target, s);
+                free(bbody);
+                goto out;
+            }
+        }
+        t = now_s();
+    }
+    free(bbody);
+    double el = t - t0;
+    printf("API op=%s requests=%ld seconds=%.2f us_per_request=%.2f items_per_s=%.0f\n", op, n, el,
+           el * 1e6 / (double)n, (double)n * (double)items / el);
+    rc = 0;
+out:
+    kms_memzero(root, sizeof(root));
+    kms_api_destroy(&api);
+    kms_storage_close(&st);
+    if (tmp[0] != '\0') {
+        char p[300];
+        snprintf(p, sizeof(p), "%s/data.mdb", tmp);
+        unlink(p);
+        snprintf(p, sizeof(p), "%s/lock.mdb", tmp);
+        unlink(p);
+        rmdir(tmp);
+    }
+    return rc;
+}

@@ -17,7 +17,7 @@
 #define KMS_MAX_CAPTURES 4
 
 struct kms_ns {
-    char id[KMS_NS_ID_LEN]; /* "root" or 6 base62 characters */
+    char id[KMS_NS_ID_LEN];  /* "root" or 6 base62 characters */
     char path[KMS_PATH_MAX]; /* "" for root, else "org1/" or "org1/team/" */
     int64_t created;
 };
@@ -110,10 +110,10 @@ struct kms_ctx {
     struct kms_api *api;
     const struct kms_http_req *http;
     enum kms_op op;
-    struct kms_ns ns;       /* namespace the request resolved to */
-    struct kms_mount mount; /* mount the path resolved to (type "system" for sys/) */
+    struct kms_ns ns;        /* namespace the request resolved to */
+    struct kms_mount mount;  /* mount the path resolved to (type "system" for sys/) */
     char path[KMS_PATH_MAX]; /* path relative to the namespace, e.g. "transit/keys/k" */
-    const char *rel;          /* path relative to the mount (points into path) */
+    const char *rel;         /* path relative to the mount (points into path) */
     const struct kms_route *route;
     size_t ncap;
     const char *cap_names[KMS_MAX_CAPTURES];
@@ -123,15 +123,15 @@ struct kms_ctx {
     json_t *params;   /* request parameters (object), coerced per route fields */
     json_t *warnings; /* array of strings, or NULL */
     /* handler outputs */
-    json_t *data;       /* response data; NULL and no raw -> 204 */
-    json_t *raw;        /* a body sent as is, without the envelope (sys/health) */
-    json_t *auth;       /* envelope "auth" block (logins) */
-    int status;         /* 0 = 200 (or 204); set for batch partial failures */
-    char *text;         /* a non-JSON body (Prometheus metrics), malloc'd */
+    json_t *data; /* response data; NULL and no raw -> 204 */
+    json_t *raw;  /* a body sent as is, without the envelope (sys/health) */
+    json_t *auth; /* envelope "auth" block (logins) */
+    int status;   /* 0 = 200 (or 204); set for batch partial failures */
+    char *text;   /* a non-JSON body (Prometheus metrics), malloc'd */
     size_t text_len;
     const char *content_type; /* for text */
-    size_t items;       /* batch items processed (metrics) */
-    struct kms_err err; /* set by a failing handler (returns -1) */
+    size_t items;             /* batch items processed (metrics) */
+    struct kms_err err;       /* set by a failing handler (returns -1) */
     struct kms_ctx_audit audit;
 };
 
@@ -292,8 +292,7 @@ int kms_keycache_create(size_t max_entries, struct kms_keycache **out) KMS_WUR;
 void kms_keycache_destroy(struct kms_keycache **kc);
 /* Sequence to take before reading storage; a put is dropped if a write happened since. */
 uint64_t kms_keycache_seq(struct kms_keycache *kc);
-bool kms_keycache_get_policy(struct kms_keycache *kc, const char *key,
-                             struct kms_key_policy *out);
+bool kms_keycache_get_policy(struct kms_keycache *kc, const char *key, struct kms_key_policy *out);
 void kms_keycache_put_policy(struct kms_keycache *kc, const char *key,
                              const struct kms_key_policy *p, uint64_t seq);
 bool kms_keycache_get_version(struct kms_keycache *kc, const char *key, uint32_t version,

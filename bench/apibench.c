@@ -82,11 +82,11 @@ int main(int argc, char **argv)
         } else if (strncmp(a, "key=", 4) == 0) {
             key = a + 4;
         } else if (strncmp(a, "nkeys=", 6) == 0) {
-            nkeys = atol(a + 6);
+            nkeys = strtol(a + 6, NULL, 10);
         } else if (strncmp(a, "requests=", 9) == 0) {
-            nreq = atol(a + 9);
+            nreq = strtol(a + 9, NULL, 10);
         } else if (strncmp(a, "batch=", 6) == 0) {
-            batch = atol(a + 6);
+            batch = strtol(a + 6, NULL, 10);
         } else if (strncmp(a, "root-token=", 11) == 0) {
             root_id = a + 11;
         } else {
@@ -149,8 +149,7 @@ int main(int argc, char **argv)
     char enc_target[300], dec_target[300];
     snprintf(enc_target, sizeof(enc_target), "/v1/transit/encrypt/%s", key);
     snprintf(dec_target, sizeof(dec_target), "/v1/transit/decrypt/%s", key);
-    if (call(api, enc_target, root, single, strlen(single), &enc_resp) != 200 ||
-        enc_resp == NULL) {
+    if (call(api, enc_target, root, single, strlen(single), &enc_resp) != 200 || enc_resp == NULL) {
         fprintf(stderr, "kmsd-apibench: first encrypt failed: %s\n", enc_resp ? enc_resp : "");
         goto out;
     }

@@ -44,8 +44,10 @@
 
 /* kmsd's answer to a single 64-byte encrypt, byte for byte (324 bytes). */
 static const char BODY[] =
-    "{\"request_id\":\"19d8e754-2468-4b34-8e95-90a6940eb052\",\"lease_id\":\"\",\"renewable\":false,"
-    "\"lease_duration\":0,\"data\":{\"ciphertext\":\"vault:v1:6hWk4ccVE4YsWzxBRNt350JmAL5Tz6zqkyvhHh1Q"
+    "{\"request_id\":\"19d8e754-2468-4b34-8e95-90a6940eb052\",\"lease_id\":\"\",\"renewable\":"
+    "false,"
+    "\"lease_duration\":0,\"data\":{\"ciphertext\":\"vault:v1:"
+    "6hWk4ccVE4YsWzxBRNt350JmAL5Tz6zqkyvhHh1Q"
     "615wAlmSgFCEWf04WSfAR6/hOG+C7uHpVtVE7JYiy0MTegK6gCivk7KbmTa0BfUee8zRU8iv6TGlOkBqAWs=\","
     "\"key_version\":1},\"wrap_info\":null,\"warnings\":null,\"auth\":null}\n";
 
@@ -105,7 +107,7 @@ static int parse_address(const char *address, struct sockaddr_in *in)
     host[colon - address] = '\0';
     memset(in, 0, sizeof(*in));
     in->sin_family = AF_INET;
-    in->sin_port = htons((uint16_t)atoi(colon + 1));
+    in->sin_port = htons((uint16_t)(int)strtol(colon + 1, NULL, 10));
     return inet_pton(AF_INET, host[0] ? host : "0.0.0.0", &in->sin_addr) == 1 ? 0 : -1;
 }
 
@@ -122,7 +124,7 @@ int main(int argc, char **argv)
         if (strncmp(a, "listen=", 7) == 0) {
             listen_addr = a + 7;
         } else if (strncmp(a, "workers=", 8) == 0) {
-            n = atol(a + 8);
+            n = strtol(a + 8, NULL, 10);
         } else if (strcmp(a, "reuseport") == 0) {
             reuseport = 1;
         } else if (strncmp(a, "tls-cert-file=", 14) == 0) {
@@ -130,9 +132,8 @@ int main(int argc, char **argv)
         } else if (strncmp(a, "tls-key-file=", 13) == 0) {
             key = a + 13;
         } else {
-            fprintf(stderr,
-                    "usage: kmsd-bare [-listen=HOST:PORT] [-workers=N] [-reuseport] "
-                    "[-tls-cert-file=F -tls-key-file=F]\n");
+            fprintf(stderr, "usage: kmsd-bare [-listen=HOST:PORT] [-workers=N] [-reuseport] "
+                            "[-tls-cert-file=F -tls-key-file=F]\n");
             return 2;
         }
     }
@@ -193,8 +194,8 @@ int main(int argc, char **argv)
         evhttp_set_bevcb(w[i].http, on_bev, NULL);
         evhttp_set_timeout(w[i].http, 120);
         evhttp_set_max_body_size(w[i].http, 32 << 20);
-        evhttp_set_allowed_methods(w[i].http, EVHTTP_REQ_GET | EVHTTP_REQ_POST |
-                                                  EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE);
+        evhttp_set_allowed_methods(w[i].http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
+                                                  EVHTTP_REQ_DELETE);
         struct evconnlistener *l;
         int one = 1;
         if (reuseport) {
@@ -204,7 +205,8 @@ int main(int argc, char **argv)
                                         1024, (struct sockaddr *)&sin, sizeof(sin));
         } else {
             int fd = fcntl(lfd, F_DUPFD_CLOEXEC, 0);
-            l = fd < 0 ? NULL : evconnlistener_new(w[i].base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+            l = fd < 0 ? NULL
+                       : evconnlistener_new(w[i].base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE, -1, fd);
         }
         if (l == NULL) {
             perror("kmsd-bare: listen");

@@ -217,10 +217,10 @@ int main(int argc, char **argv)
         }
         if ((i + 1) % 100000 == 0 || i + 1 == nkeys) {
             double t = now_s();
-            fprintf(stderr, "kmsd-mkstore: %llu/%llu keys (%.0f upserts/s)\n", i + 1, nkeys,
-                    (i + 1 == nkeys && (i + 1) % 100000 != 0 ? (double)((i + 1) % 100000)
-                                                              : 100000.0) /
-                        (t - tp));
+            fprintf(
+                stderr, "kmsd-mkstore: %llu/%llu keys (%.0f upserts/s)\n", i + 1, nkeys,
+                (i + 1 == nkeys && (i + 1) % 100000 != 0 ? (double)((i + 1) % 100000) : 100000.0) /
+                    (t - tp));
             tp = t;
         }
     }
@@ -246,8 +246,8 @@ int main(int argc, char **argv)
     kms_api_destroy(&api);
     kms_storage_close(&st);
     struct stat sb;
-    unsigned long long data_bytes = stat(probe, &sb) == 0 ? (unsigned long long)sb.st_blocks * 512
-                                                          : 0;
+    unsigned long long data_bytes =
+        stat(probe, &sb) == 0 ? (unsigned long long)sb.st_blocks * 512 : 0;
     printf("storage_path=%s\nseal_key_file=%s\nmap_size=%llu\nroot_token=%s\nkeys=%llu\n"
            "versions=%llu\nbuild_seconds=%.1f\ndata_bytes=%llu\n",
            dir, seal_file, map_size, root, nkeys, nversions, secs, data_bytes);

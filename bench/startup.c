@@ -98,11 +98,11 @@ int main(int argc, char **argv)
     int i = 1;
     for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
         if (strncmp(argv[i], "-runs=", 6) == 0) {
-            runs = atoi(argv[i] + 6);
+            runs = (int)strtol(argv[i] + 6, NULL, 10);
         } else if (strncmp(argv[i], "-addr=", 6) == 0) {
             addr = argv[i] + 6;
         } else if (strncmp(argv[i], "-settle-ms=", 11) == 0) {
-            settle = atoi(argv[i] + 11);
+            settle = (int)strtol(argv[i] + 11, NULL, 10);
         } else {
             break;
         }
@@ -123,7 +123,7 @@ int main(int argc, char **argv)
     host[colon - addr] = '\0';
     memset(&sin, 0, sizeof(sin));
     sin.sin_family = AF_INET;
-    sin.sin_port = htons((uint16_t)atoi(colon + 1));
+    sin.sin_port = htons((uint16_t)(int)strtol(colon + 1, NULL, 10));
     if (inet_pton(AF_INET, host, &sin.sin_addr) != 1) {
         return 2;
     }

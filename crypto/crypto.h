@@ -204,8 +204,8 @@ int kms_pubkey_from_pem(const char *pem, size_t len, struct kms_pubkey **out) KM
 int kms_pubkey_from_rsa(const uint8_t *n, size_t nlen, const uint8_t *e, size_t elen,
                         struct kms_pubkey **out) KMS_WUR;
 /* EC key from a JWK's "x" and "y" (each exactly the coordinate size); the point is checked. */
-int kms_pubkey_from_ec(enum kms_pubkey_kind curve, const uint8_t *x, size_t xlen,
-                       const uint8_t *y, size_t ylen, struct kms_pubkey **out) KMS_WUR;
+int kms_pubkey_from_ec(enum kms_pubkey_kind curve, const uint8_t *x, size_t xlen, const uint8_t *y,
+                       size_t ylen, struct kms_pubkey **out) KMS_WUR;
 enum kms_pubkey_kind kms_pubkey_kind(const struct kms_pubkey *k);
 /* NULL-safe; sets *k to NULL. */
 void kms_pubkey_free(struct kms_pubkey **k);
@@ -215,8 +215,8 @@ void kms_pubkey_free(struct kms_pubkey **k);
  * r || s of the JWS encoding. Returns 0 only for a valid signature made with an algorithm
  * that fits the key; -1 for everything else, without saying why.
  */
-int kms_jws_verify(const struct kms_pubkey *k, enum kms_jws_alg alg, const void *msg,
-                   size_t msglen, const uint8_t *sig, size_t siglen) KMS_WUR;
+int kms_jws_verify(const struct kms_pubkey *k, enum kms_jws_alg alg, const void *msg, size_t msglen,
+                   const uint8_t *sig, size_t siglen) KMS_WUR;
 
 /* ---- TLS for the server ------------------------------------------------------------------ */
 

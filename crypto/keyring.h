@@ -89,9 +89,9 @@ int kms_keyring_encrypt_version(const struct kms_key_policy *p, int64_t requeste
  * missing-context message; 500 on internal failure.
  */
 int kms_keyring_encrypt(const struct kms_key_policy *p, const struct kms_key_version *kv,
-                        const uint8_t *context, size_t ctxlen, bool has_context,
-                        const uint8_t *aad, size_t aadlen, const uint8_t *pt, size_t ptlen,
-                        char **out, struct kms_err *err) KMS_WUR;
+                        const uint8_t *context, size_t ctxlen, bool has_context, const uint8_t *aad,
+                        size_t aadlen, const uint8_t *pt, size_t ptlen, char **out,
+                        struct kms_err *err) KMS_WUR;
 
 /*
  * First decrypt step: parse the "vault:v<N>:" header of ct and check N against the policy.

@@ -13,30 +13,30 @@
 struct kms_config {
     char listen_address[256]; /* "127.0.0.1:8200" */
     char storage_path[1024];
-    size_t storage_map_size;  /* LMDB map size in bytes */
+    size_t storage_map_size; /* LMDB map size in bytes */
     char seal_key_file[1024];
-    char seal_key_env[128];   /* environment variable holding the seal key */
+    char seal_key_env[128]; /* environment variable holding the seal key */
     char log_level[16];
     char tls_cert_file[1024];
     char tls_key_file[1024];
     char tls_client_ca_file[1024];
     bool tls_require_client_cert;
-    size_t max_header_size;   /* bytes of request line + headers */
+    size_t max_header_size; /* bytes of request line + headers */
     size_t max_connections;
-    int64_t read_timeout;     /* seconds a client may take to send a request */
-    int64_t idle_timeout;     /* seconds a keep-alive connection may stay idle */
-    size_t workers;           /* event-loop threads; 0 = one per core */
-    size_t key_cache_size;    /* unsealed Transit keys kept in memory */
-    size_t rate_limit;        /* requests per second per token; 0 = off */
-    size_t rate_limit_burst;  /* 0 = twice rate_limit */
+    int64_t read_timeout;    /* seconds a client may take to send a request */
+    int64_t idle_timeout;    /* seconds a keep-alive connection may stay idle */
+    size_t workers;          /* event-loop threads; 0 = one per core */
+    size_t key_cache_size;   /* unsealed Transit keys kept in memory */
+    size_t rate_limit;       /* requests per second per token; 0 = off */
+    size_t rate_limit_burst; /* 0 = twice rate_limit */
     struct kms_api_limits limits;
     int64_t kms_deletion_delay; /* KMSKey deletion countdown, seconds */
     /* audit (docs/audit.md): the "file" device, and more from "audit_devices" */
     char audit_file[KMS_AUDIT_PATH_MAX];
-    char audit_fsync[16];     /* always | batch | never */
-    char audit_mode[8];       /* octal, "0600"; "0000" keeps an existing file's mode */
+    char audit_fsync[16]; /* always | batch | never */
+    char audit_mode[8];   /* octal, "0600"; "0000" keeps an existing file's mode */
     bool audit_hmac_accessor;
-    int64_t audit_timeout;    /* seconds a request waits for its audit line to be durable */
+    int64_t audit_timeout; /* seconds a request waits for its audit line to be durable */
     struct kms_audit_device_opts audit_devices[KMS_AUDIT_MAX_DEVICES];
     size_t naudit_devices;
     bool dev;

@@ -37,9 +37,9 @@ struct kms_storage;
 struct kms_txn;
 
 struct kms_storage_opts {
-    size_t map_size;  /* LMDB map size in bytes; 0 = default (1 GiB) */
-    bool nosync;      /* skip fsync on commit (dev mode, tests) */
-    bool create;      /* create the directory (0700) if missing */
+    size_t map_size; /* LMDB map size in bytes; 0 = default (1 GiB) */
+    bool nosync;     /* skip fsync on commit (dev mode, tests) */
+    bool create;     /* create the directory (0700) if missing */
 };
 
 /*
@@ -86,8 +86,8 @@ int kms_storage_del_prefix(struct kms_txn *txn, enum kms_db db, const void *pref
 typedef int (*kms_storage_scan_cb)(const uint8_t *key, size_t keylen, const uint8_t *val,
                                    size_t vallen, void *arg);
 int kms_storage_scan(struct kms_txn *txn, enum kms_db db, const void *prefix, size_t prefixlen,
-                     const void *start, size_t startlen, bool with_values,
-                     kms_storage_scan_cb cb, void *arg) KMS_WUR;
+                     const void *start, size_t startlen, bool with_values, kms_storage_scan_cb cb,
+                     void *arg) KMS_WUR;
 
 /* Number of records in a database (from LMDB stats; O(1)). */
 int kms_storage_count(struct kms_txn *txn, enum kms_db db, size_t *count) KMS_WUR;

@@ -13,31 +13,26 @@ static const char PEM_RSA[] =
     "GUO7RyTurVWxMFxgHFx8wjydjBkY8q0PYrNZV+bhd\nNu8TSxxw3xtzNSpoUrS00ueK0znGp97Ebemzmpt6TkKLwiwp"
     "ERfAMoOL/hI70CWa\nTXfsXDk6DrqaM+JG+3HtJ/55mxbx6pO3NtaupeE0udrjL6LbWY9FgFkurAZxzYVK\nOqIwaRC6"
     "bv13P+A025seM1uQoC7JoTEkPJcPbpC7vgV4VSsa0c+VlEoFhokshUYh\nKwIDAQAB\n-----END PUBLIC KEY-----"
-    "\n"
-    ;
+    "\n";
 static const char PEM_RSA_OTHER[] =
     "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA2Vt1852aB4vmvGUaLxD"
     "W\n+V3Y3zU1pIsvhfR6D/r1vjZKiNor3x6WclyaocCCk9zsFbUN2i3tvV1UxQkiQhOJ\nzBsm1VwjWcHHdkN8POivl3a"
     "K80fy7Zbaixhc+KLFsKMyOUR+Sp1SsVMEOVyAeJmI\nr+xn/RkfAyH5uGZEawiKQI14k7N5thnXiSNjmyH65XkmSwqj"
     "OJrba/n7ekHyhXx9\nft0LjMw6Ar7/qnmuxcwyWTVJDZavoolCoOsAgISNWmfJzyX03dO0/FIvEYv2zvVe\nJqJj36fH"
     "EybDtYGg3967T0CTla14j6+/aBDKTU/29vikHgEGTP01fYJszo6W+yTy\noQIDAQAB\n-----END PUBLIC KEY-----"
-    "\n"
-    ;
+    "\n";
 static const char PEM_P256[] =
     "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEUd8LxKjtkyQ8BQg5KA+ELbH/N3O"
-    "q\nxkGqjUoiTfcEU6GGkRUlgmPNCbU9JpELCAcJra6tUmaemKnIIKz5a8JK9w==\n-----END PUBLIC KEY-----\n"
-    ;
+    "q\nxkGqjUoiTfcEU6GGkRUlgmPNCbU9JpELCAcJra6tUmaemKnIIKz5a8JK9w==\n-----END PUBLIC KEY-----\n";
 static const char PEM_P384[] =
     "-----BEGIN PUBLIC KEY-----\nMHYwEAYHKoZIzj0CAQYFK4EEACIDYgAE6VyBJDzMqq2ZS9SqcD5nLRi7+vMnMD1"
     "5\nlIQtI2XT3ujCNqG3sUmrapg1nX7RetOyfkhoksEEcHnPPQf25LiPqIdaFSBAyYmZ\nD2MFdv4oOrNVqGwZblE1TKg"
-    "DdWt/0ye1\n-----END PUBLIC KEY-----\n"
-    ;
+    "DdWt/0ye1\n-----END PUBLIC KEY-----\n";
 static const char PEM_RSA_1024[] =
     "-----BEGIN PUBLIC KEY-----\nMIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDtBFfEIQEcC6Td7zSoJp6dNqP"
     "A\n2Qd4RaH5WSiYpJHQBmilFjAqJzPjBv9S9B5oYhVZzBW9egnFLG7oYj5NbeG6lNST\nFlQO3CvliY9dMk/HDiuhWcf"
     "8PzujGnRDmN2oLimI2Is62shPX5CYTlkMbE0FwT/I\n1GbC1GURDQQKXCqd3wIDAQAB\n-----END PUBLIC KEY----"
-    "-\n"
-    ;
+    "-\n";
 static const char PEM_RSA_PRIVATE[] =
     "-----BEGIN PRIVATE KEY-----\nMIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSkAgEAAoIBAQDZW3XznZoHi+"
     "a8\nZRovENb5XdjfNTWkiy+F9HoP+vW+NkqI2ivfHpZyXJqhwIKT3OwVtQ3aLe29XVTF\nCSJCE4nMGybVXCNZwcd2Q3"
@@ -57,25 +52,26 @@ static const char PEM_RSA_PRIVATE[] =
     "+xnfMivsZgZXT9hk54Pp4l4LX5JVV0jHxoSlqDULrw\ntfUG4/hXACDxQx9uxdJSefsEtNcZqA6FId+fym4GFwHk/BU"
     "42kxa8WdMPvfPF2A+\nU6Ihew2xQ/GUR1KAfYIaQBU76M5eZWfH4HmRImGrQQKBgAFnqSMu+ZFlxOz2risl\nYrWrPRC"
     "FBhpZnMdeea9hSHeLdGBGCr6sm6VL8uqDz2m1zfB9iV5j54DKMPiR06BG\n8DgWYx0aUSZyaSQCR6RsUPPGE5ZsQ+cM"
-    "4qzRuU6Dj8cdEX1GjgdntevLQqCKbGaR\nAFnnDxL6bDVUbsyJxaoOoajz\n-----END PRIVATE KEY-----\n"
-    ;
+    "4qzRuU6Dj8cdEX1GjgdntevLQqCKbGaR\nAFnnDxL6bDVUbsyJxaoOoajz\n-----END PRIVATE KEY-----\n";
 static const char PEM_RSA_PKCS1[] =
     "-----BEGIN RSA PUBLIC KEY-----\nMIIBCgKCAQEA2dsU0ZTztYupqP2chcCFtEV/YusyR7IllnAGCGRdNKDDVnH"
     "26sBI\n5Q1xt8zE3m0CbJo8dvW1q09wMlK+cn3oF6E8lXZ7RqyGEkoroh07zxsGUO7RyTur\nVWxMFxgHFx8wjydjBkY"
     "8q0PYrNZV+bhdNu8TSxxw3xtzNSpoUrS00ueK0znGp97E\nbemzmpt6TkKLwiwpERfAMoOL/hI70CWaTXfsXDk6Drqa"
     "M+JG+3HtJ/55mxbx6pO3\nNtaupeE0udrjL6LbWY9FgFkurAZxzYVKOqIwaRC6bv13P+A025seM1uQoC7JoTEk\nPJcP"
-    "bpC7vgV4VSsa0c+VlEoFhokshUYhKwIDAQAB\n-----END RSA PUBLIC KEY-----\n"
-    ;
+    "bpC7vgV4VSsa0c+VlEoFhokshUYhKwIDAQAB\n-----END RSA PUBLIC KEY-----\n";
 static const char JWKS[] =
-    "{\"keys\": [{\"use\": \"sig\", \"kty\": \"RSA\", \"kid\": \"rsa-1\", \"alg\": \"RS256\", \"n\": \"2dsU0ZTztYupq"
+    "{\"keys\": [{\"use\": \"sig\", \"kty\": \"RSA\", \"kid\": \"rsa-1\", \"alg\": \"RS256\", "
+    "\"n\": \"2dsU0ZTztYupq"
     "P2chcCFtEV_YusyR7IllnAGCGRdNKDDVnH26sBI5Q1xt8zE3m0CbJo8dvW1q09wMlK-cn3oF6E8lXZ7RqyGEkoroh0"
     "7zxsGUO7RyTurVWxMFxgHFx8wjydjBkY8q0PYrNZV-bhdNu8TSxxw3xtzNSpoUrS00ueK0znGp97Ebemzmpt6TkKLw"
     "iwpERfAMoOL_hI70CWaTXfsXDk6DrqaM-JG-3HtJ_55mxbx6pO3NtaupeE0udrjL6LbWY9FgFkurAZxzYVKOqIwaRC"
-    "6bv13P-A025seM1uQoC7JoTEkPJcPbpC7vgV4VSsa0c-VlEoFhokshUYhKw\", \"e\": \"AQAB\"}, {\"use\": \"sig\","
-    " \"kty\": \"EC\", \"kid\": \"ec-1\", \"crv\": \"P-256\", \"x\": \"Ud8LxKjtkyQ8BQg5KA-ELbH_N3OqxkGqjUoiTfc"
-    "EU6E\", \"y\": \"hpEVJYJjzQm1PSaRCwgHCa2urVJmnpipyCCs-WvCSvc\"}, {\"kty\": \"oct\", \"k\": \"c2VjcmV0\""
-    ", \"kid\": \"hmac\"}]}"
-    ;
+    "6bv13P-A025seM1uQoC7JoTEkPJcPbpC7vgV4VSsa0c-VlEoFhokshUYhKw\", \"e\": \"AQAB\"}, {\"use\": "
+    "\"sig\","
+    " \"kty\": \"EC\", \"kid\": \"ec-1\", \"crv\": \"P-256\", \"x\": "
+    "\"Ud8LxKjtkyQ8BQg5KA-ELbH_N3OqxkGqjUoiTfc"
+    "EU6E\", \"y\": \"hpEVJYJjzQm1PSaRCwgHCa2urVJmnpipyCCs-WvCSvc\"}, {\"kty\": \"oct\", \"k\": "
+    "\"c2VjcmV0\""
+    ", \"kid\": \"hmac\"}]}";
 static const char JWT_RS256[] =
     "eyJhbGciOiJSUzI1NiIsImtpZCI6InJzYS0xIiwidHlwIjoiSldUIn0.eyJhdWQiOlsib3BlbmJhbyJdLCJleHAiOj"
     "E3MDAwMDM2MDAsImlhdCI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVybmV0"
@@ -86,8 +82,7 @@ static const char JWT_RS256[] =
     "uvf-XiGaIZ4RsmfAQNS1Pvmod1_mymcU6ikT8XCFQi7LEO5TpHJ7FaMhs-Zm-KOUmxApO0KVX6lQOQEpDH2SU99Uv6"
     "v1zyEyqPo9-uryrhTYoVew_l8MjE-Ts616NCFbU_Ph7E0hyOARbJNxyx3gXMCyG2e1J28YNErcHUfzak_ndooenpau"
     "XxY3xjYpZybznj5YKxCzIhsSwWvdrambBRJgSuhjTes60_rwRWgneIk7e1lL524TRYNgN0ljm4sBzUir1uRMRzvqm1"
-    "5SHBz_X1STiedB3N2edAQbcxb4JMvupNQ7OXCgefXYYhfLTCIW5pNTZHgL_d_YK5fyFqA"
-    ;
+    "5SHBz_X1STiedB3N2edAQbcxb4JMvupNQ7OXCgefXYYhfLTCIW5pNTZHgL_d_YK5fyFqA";
 static const char JWT_RS384[] =
     "eyJhbGciOiJSUzM4NCIsImtpZCI6InJzYS0xIiwidHlwIjoiSldUIn0.eyJhdWQiOlsib3BlbmJhbyJdLCJleHAiOj"
     "E3MDAwMDM2MDAsImlhdCI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVybmV0"
@@ -98,8 +93,7 @@ static const char JWT_RS384[] =
     "St4oxOLND5GcIzufdDRwtyxMAaCDn_NJMeekeKTtQhWEjk4xNXBIjjQPWL00AT3VwHsfdpHxhhtaCDudU4DXCMtsxb"
     "2FHgNJrH_dXShX2LUVHygHpRep9qH2r0Q8MfHCFr0koov2YpKxkB1877aWSQRNYxnZp_HSVby0PFH3VQoV7QK-4u_I"
     "lu3-9dMvO-DrWoXznrGi5RJ659kuSRHIc2TMelaqRatAhxzzl-VbKxvTPt2B7IIiqjW7IUYVgVhHKvxlHWcftxL90M"
-    "8n2_0IEw0rgpW_Hei5EgWblCFVUwcSmt24runRGl_eKrMhAExqWQIhpDQJEeSUEkwPV0w"
-    ;
+    "8n2_0IEw0rgpW_Hei5EgWblCFVUwcSmt24runRGl_eKrMhAExqWQIhpDQJEeSUEkwPV0w";
 static const char JWT_RS512[] =
     "eyJhbGciOiJSUzUxMiIsImtpZCI6InJzYS0xIiwidHlwIjoiSldUIn0.eyJhdWQiOlsib3BlbmJhbyJdLCJleHAiOj"
     "E3MDAwMDM2MDAsImlhdCI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVybmV0"
@@ -110,8 +104,7 @@ static const char JWT_RS512[] =
     "0NCeKGtwxLxgORBB1nOEBKw9mQ2M_UM2JV_LLkbXaGfm4Hww4-k0SKmrH9aSn6tD7LeXD6RtQDxVBQB4fPSnBWshOk"
     "4hqR26WApet25GUOr3uXy1-7YF7w6Cvpm781tt845zaJnefeti6jOSiJNwVZilTzN8-rAtAnUBX0ygAV4XbClc28Fb"
     "1b0nhAWaLkrb0HeRnlABYGX_UudAdfqdWDbllM0lg6tQgXruR3LmOkSiCbA50vvaL8rHAKPH2ZZSBKy1XYUEYy1Mk9"
-    "eH_2qoYyxozt3CwwEiX63UVmcmoMFlSllkLB-VJ2mmGuXCxxC9MXicgtq-frZJvCCBuXg"
-    ;
+    "eH_2qoYyxozt3CwwEiX63UVmcmoMFlSllkLB-VJ2mmGuXCxxC9MXicgtq-frZJvCCBuXg";
 static const char JWT_PS256[] =
     "eyJhbGciOiJQUzI1NiIsImtpZCI6InJzYS0xIiwidHlwIjoiSldUIn0.eyJhdWQiOlsib3BlbmJhbyJdLCJleHAiOj"
     "E3MDAwMDM2MDAsImlhdCI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVybmV0"
@@ -122,8 +115,7 @@ static const char JWT_PS256[] =
     "5YBSFaqNyzAKD47fnGhav7gpV38IQMlAqf71_CvNGEk59jQ6q0A9lPbh6JJ0G4QrdOXAPYtmtd1Oqq0OTrnEm9jNJ6"
     "rOdh353M4Yg4bbO4UrddTa9CD45n2-0PYjKVhXI8RlDyNAuDm1NXO8vS153YRmrReArP0d6uGnAbsbgptcY_MmOs4N"
     "vDUX07sAh7L0FIEvQ5hqZuaoTMbEmpFyn_AiGvnJN6mBdIgGhjNO_GqYTw0JQZNehvMLW2TiUDeFBBcE3MlJjEb4aO"
-    "nX5styJAcjitdoQKCrQRT_tULFTF3O5WS6I-Hz0gPYRIFwXJkpXWzGp8I3JWWsaXo3IKg"
-    ;
+    "nX5styJAcjitdoQKCrQRT_tULFTF3O5WS6I-Hz0gPYRIFwXJkpXWzGp8I3JWWsaXo3IKg";
 static const char JWT_PS384[] =
     "eyJhbGciOiJQUzM4NCIsImtpZCI6InJzYS0xIiwidHlwIjoiSldUIn0.eyJhdWQiOlsib3BlbmJhbyJdLCJleHAiOj"
     "E3MDAwMDM2MDAsImlhdCI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVybmV0"
@@ -134,8 +126,7 @@ static const char JWT_PS384[] =
     "RC6lestDA3f-7NPsp6AJwWWYCB1tRIjp59tAUwjIOoHg9CMpxPJ8yeDrvPv9Fy14ORdbou6GXPgG5xHMfp2b42qYro"
     "Rj9QMhaJkB-o_11YWpcSrv2WpoGEDNbR_zd4p1LSNS604cyCFnG6amq-h9nPYzeyK6HZ78bAsr-1wQklS-n3h6p317"
     "pSiyre9jnM7DH4hym7tb1kMQqw-Ck9JgPrOy3ubAephkq9cfethHOKtr6Vftr3N7i8nTjv4w01Hi8v2ouXO9RnRAvj"
-    "G7Vr6Ezn4IXIAy5H1d_xR38TGb8EHvrOBTMHAGZVZL72xBFQXPcoBeIKTlgLkWyeviXTw"
-    ;
+    "G7Vr6Ezn4IXIAy5H1d_xR38TGb8EHvrOBTMHAGZVZL72xBFQXPcoBeIKTlgLkWyeviXTw";
 static const char JWT_PS512[] =
     "eyJhbGciOiJQUzUxMiIsImtpZCI6InJzYS0xIiwidHlwIjoiSldUIn0.eyJhdWQiOlsib3BlbmJhbyJdLCJleHAiOj"
     "E3MDAwMDM2MDAsImlhdCI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVybmV0"
@@ -146,8 +137,7 @@ static const char JWT_PS512[] =
     "S1sizg235jf6akoFPfVl4-csOAXJ-ycHrv51aZhiNnOzXrP7NuCTp5mreTj0Mh0aikVLQ-2O_saPFHCQxuwTrHm2Gg"
     "vI0NAR_L3wDDy__Rcdm9BaQ5cW82XvQseC1TGN5LHkaAmfZTmcr9co6VfPiSzR6NDvJ1c7jEZ0ZHdE5OZUxzrpELhD"
     "ZRLOZNHk9-iv2fRq0647uBZ9js0rUhGrDmyL4pZonGBez9jfQv8-FB1LIQPgVcn8oqWfemMVf0x0yLciqzwFdU5nus"
-    "4GYHYBz5aSXoQYVLlMQLc6ReYuLRfxCjlZLLMESoQaZB0IJf9mp4KitJsMC7H7jSgWpMQ"
-    ;
+    "4GYHYBz5aSXoQYVLlMQLc6ReYuLRfxCjlZLLMESoQaZB0IJf9mp4KitJsMC7H7jSgWpMQ";
 static const char JWT_ES256[] =
     "eyJhbGciOiJFUzI1NiIsImtpZCI6ImVjLTEiLCJ0eXAiOiJKV1QifQ.eyJhdWQiOlsib3BlbmJhbyJdLCJleHAiOjE"
     "3MDAwMDM2MDAsImlhdCI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVybmV0Z"
@@ -155,8 +145,7 @@ static const char JWT_ES256[] =
     "0OmFwcCIsImt1YmVybmV0ZXMuaW8iOnsibmFtZXNwYWNlIjoibXktcHJvamVjdCIsInBvZCI6eyJuYW1lIjoiYXBwL"
     "TdkNGI5IiwidWlkIjoiMGI3YzdkNGUtMDAwMC00MDAwLTgwMDAtMDAwMDAwMDAwMDAxIn0sInNlcnZpY2VhY2NvdW5"
     "0Ijp7Im5hbWUiOiJhcHAiLCJ1aWQiOiI3N2M4MWFkNy0xYmVhLTRkOTQtOWNhNS1mNWQ3ZjM2MzIzMzEifX19.27EP"
-    "IwmtqgKktzdkzP4AsVA5QQXU7sPW7VB20akujZPobtx368pBh41dB8cU4ddQ4ZXlGsNVeIConpNUpETQxg"
-    ;
+    "IwmtqgKktzdkzP4AsVA5QQXU7sPW7VB20akujZPobtx368pBh41dB8cU4ddQ4ZXlGsNVeIConpNUpETQxg";
 static const char JWT_ES384[] =
     "eyJhbGciOiJFUzM4NCIsInR5cCI6IkpXVCJ9.eyJhdWQiOlsib3BlbmJhbyJdLCJleHAiOjE3MDAwMDM2MDAsImlhd"
     "CI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVybmV0ZXMuZGVmYXVsdC5zdmM"
@@ -165,8 +154,7 @@ static const char JWT_ES384[] =
     "iMGI3YzdkNGUtMDAwMC00MDAwLTgwMDAtMDAwMDAwMDAwMDAxIn0sInNlcnZpY2VhY2NvdW50Ijp7Im5hbWUiOiJhc"
     "HAiLCJ1aWQiOiI3N2M4MWFkNy0xYmVhLTRkOTQtOWNhNS1mNWQ3ZjM2MzIzMzEifX19.qklweFPwbR0UaJLKJEQRUc"
     "mJcz49jWJYJLeNhif2tJkmy64O6ifOcG9z14qFoOSBDI1wP-ARP28Bi8lM12z5KohWxiE3qG1EoEy6t16XimX44Xhu"
-    "Biqjkcg7O0OgfzLS"
-    ;
+    "Biqjkcg7O0OgfzLS";
 static const char JWT_ES512_HDR[] =
     "eyJhbGciOiJFUzUxMiIsInR5cCI6IkpXVCJ9.eyJhdWQiOiBbIm9wZW5iYW8iXSwgImV4cCI6IDE3MDAwMDM2MDAsI"
     "CJpYXQiOiAxNzAwMDAwMDAwLCAibmJmIjogMTcwMDAwMDAwMCwgImlzcyI6ICJodHRwczovL2t1YmVybmV0ZXMuZGV"
@@ -175,8 +163,7 @@ static const char JWT_ES512_HDR[] =
     "hcHAtN2Q0YjkiLCAidWlkIjogIjBiN2M3ZDRlLTAwMDAtNDAwMC04MDAwLTAwMDAwMDAwMDAwMSJ9LCAic2VydmljZ"
     "WFjY291bnQiOiB7Im5hbWUiOiAiYXBwIiwgInVpZCI6ICI3N2M4MWFkNy0xYmVhLTRkOTQtOWNhNS1mNWQ3ZjM2MzI"
     "zMzEifX19.pkpD_i0Ylnrg0mzjnfvGipb0jdH2L0AhLYQMbGBPjBDdjb7Ug5QhrI2lMlfIZqVANWxMUNreOWvDx84I"
-    "WQH96_FWiQO4spV_EBlE9XMgqqz0kduVHBV3wIIoj4YxFjGj"
-    ;
+    "WQH96_FWiQO4spV_EBlE9XMgqqz0kduVHBV3wIIoj4YxFjGj";
 static const char JWT_WRONG_KEY[] =
     "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOlsib3BlbmJhbyJdLCJleHAiOjE3MDAwMDM2MDAsImlhd"
     "CI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVybmV0ZXMuZGVmYXVsdC5zdmM"
@@ -187,8 +174,7 @@ static const char JWT_WRONG_KEY[] =
     "YDycnXiHLJbTBuMbkEpW4sKCiiZ6lntjqtxUxeR4d6fqATeBY5YEUTlDP8Kkybv5cvCxJdZL5K1Tp_z2qeJCUFsLqM"
     "9lzgcpYYWmEc5GUL-wgggO64iPgdeOVGnQpbBV4b7qAq2DoI6FrP-I1a8xWnG7GQv0QZr4fTFYgwliDIDxxsHFrqGI"
     "PPOFMF3ieOjCNYaXMN0CKoW8-ZuzCfFbgJN_X0CwcnmCyWmtaOgZDLKpLhitMpA-H-74QyyHtLcZhCJOCWG_wohCC0"
-    "cVM1VQUPFVw1NhfuO8E_de-uKSqcMSFEKNmjsgSdDgZxfQyZYw"
-    ;
+    "cVM1VQUPFVw1NhfuO8E_de-uKSqcMSFEKNmjsgSdDgZxfQyZYw";
 static const char JWT_UNKNOWN_KID[] =
     "eyJhbGciOiJSUzI1NiIsImtpZCI6ImF0dGFja2VyIiwidHlwIjoiSldUIn0.eyJhdWQiOlsib3BlbmJhbyJdLCJleH"
     "AiOjE3MDAwMDM2MDAsImlhdCI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVy"
@@ -199,8 +185,7 @@ static const char JWT_UNKNOWN_KID[] =
     ".BJsHghNnAoJ_wkHabSdeC-yDkruUOUJnf342D0Adl0FvH43iUgZPnvJnFgwxxAAHS4cpEArmmWixWAwdCiYa2d7R1"
     "ouQxp7M9XSAMZwHawMClI4dIXJP8CJRcSbIqdhAFJArPyOa5wV5aBD4JvLE9wO9YwULzgibRQbGz2L7pivtVzHBlY7"
     "eW_dkk-Mwu37vEdGcrNx1lHDsev8aoNtdC67K2PN1WRWh_ZaJiVZKhr20l1WibQbveZGWu6XePjfRcz5Us_i9qvVcx"
-    "FAkcp3hYB20EcUzpxDTkV9XdOQk0Pps2dVc3Ui4l6zy4VVcP_elaAhVAL7bBF3RYxk-vLfOpg"
-    ;
+    "FAkcp3hYB20EcUzpxDTkV9XdOQk0Pps2dVc3Ui4l6zy4VVcP_elaAhVAL7bBF3RYxk-vLfOpg";
 static const char JWT_JWK_HEADER[] =
     "eyJhbGciOiJSUzI1NiIsImprdSI6Imh0dHBzOi8vYXR0YWNrZXIuZXhhbXBsZS9qd2tzIiwiandrIjp7ImFsZyI6Il"
     "JTMjU2IiwiZSI6IkFRQUIiLCJraWQiOiJ4Iiwia3R5IjoiUlNBIiwibiI6IjJWdDE4NTJhQjR2bXZHVWFMeERXLVYz"
@@ -218,8 +203,7 @@ static const char JWT_JWK_HEADER[] =
     "X19.A1WJWdaupdrC-lGb_X7KNJuNsV27jD9mjHqKuz3Uu3LgSYE-yrPUiIYrx7oLwLrwcg7ZoBhFughIMUu8t1yCzy"
     "7uWAn3B2BRcsR-W7x6Ka0MXF5Zg-n9yA_ZURkoLnAQCthIV3F_MegPUGez8P0BHT9aKhGy3ICaqprvhIlr9HigA9lg"
     "o5_OULvKTBsOvY6Y3lwRuo3sS0uSfmq_H0HHDYUcrpqLQeYvzu4fczQslF5Dd18MJkRY6KUEIF54v9z4mDJ_7CU73u"
-    "H54waymrBV0F4yONAsD6qxBfDzv5HJpPROFnDN6OOQmhiNh7ublRNCPTscOikgPEVsS74ZXBbMqA"
-    ;
+    "H54waymrBV0F4yONAsD6qxBfDzv5HJpPROFnDN6OOQmhiNh7ublRNCPTscOikgPEVsS74ZXBbMqA";
 static const char JWT_CRIT[] =
     "eyJhbGciOiJSUzI1NiIsImNyaXQiOlsiZXhwIl0sInR5cCI6IkpXVCJ9.eyJhdWQiOlsib3BlbmJhbyJdLCJleHAiO"
     "jE3MDAwMDM2MDAsImlhdCI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVybmV"
@@ -230,8 +214,7 @@ static const char JWT_CRIT[] =
     "7wYoy31GWEHbUQhw93vKIrCRxIfsp4_AGlzMoAi0jSI1k8TQBs_htVv_28tO65t5x-1kbkPSc65VXBJbS6cR4VyMbS"
     "HtGxuVgUKehlMbXIq8GtLqnxlRj7pVr8fgUmGcYc5xlDfF1MgaZL_F0CFwZ2t_DMqbmiJMRKHdQFAbANuIyKa-X0do"
     "BNhGg7vZn1Sss5_x6fuJ5V3zEN9P6o12pk0Y1kD3NDZgovv2wkWjIrTbyJWl50qhg8Ql13e2h05_GH6TBS1EblcdTA"
-    "SlwuFxwePVZKnRfoPTP-OV55MGjbnT00FJaj8O4lfz41NbiUZD73QAasHUJMoWDsMhqkgA"
-    ;
+    "SlwuFxwePVZKnRfoPTP-OV55MGjbnT00FJaj8O4lfz41NbiUZD73QAasHUJMoWDsMhqkgA";
 static const char JWT_HS256_PEM[] =
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOiBbIm9wZW5iYW8iXSwgImV4cCI6IDE3MDAwMDM2MDAsI"
     "CJpYXQiOiAxNzAwMDAwMDAwLCAibmJmIjogMTcwMDAwMDAwMCwgImlzcyI6ICJodHRwczovL2t1YmVybmV0ZXMuZGV"
@@ -239,8 +222,7 @@ static const char JWT_HS256_PEM[] =
     "XBwIiwgImt1YmVybmV0ZXMuaW8iOiB7Im5hbWVzcGFjZSI6ICJteS1wcm9qZWN0IiwgInBvZCI6IHsibmFtZSI6ICJ"
     "hcHAtN2Q0YjkiLCAidWlkIjogIjBiN2M3ZDRlLTAwMDAtNDAwMC04MDAwLTAwMDAwMDAwMDAwMSJ9LCAic2VydmljZ"
     "WFjY291bnQiOiB7Im5hbWUiOiAiYXBwIiwgInVpZCI6ICI3N2M4MWFkNy0xYmVhLTRkOTQtOWNhNS1mNWQ3ZjM2MzI"
-    "zMzEifX19.15fA2KqNkhSdkfn6c1lspaFmMr_TCo6wlt4UnYj1Itw"
-    ;
+    "zMzEifX19.15fA2KqNkhSdkfn6c1lspaFmMr_TCo6wlt4UnYj1Itw";
 static const char JWT_HS384_PEM[] =
     "eyJhbGciOiJIUzM4NCIsInR5cCI6IkpXVCJ9.eyJhdWQiOiBbIm9wZW5iYW8iXSwgImV4cCI6IDE3MDAwMDM2MDAsI"
     "CJpYXQiOiAxNzAwMDAwMDAwLCAibmJmIjogMTcwMDAwMDAwMCwgImlzcyI6ICJodHRwczovL2t1YmVybmV0ZXMuZGV"
@@ -248,8 +230,7 @@ static const char JWT_HS384_PEM[] =
     "XBwIiwgImt1YmVybmV0ZXMuaW8iOiB7Im5hbWVzcGFjZSI6ICJteS1wcm9qZWN0IiwgInBvZCI6IHsibmFtZSI6ICJ"
     "hcHAtN2Q0YjkiLCAidWlkIjogIjBiN2M3ZDRlLTAwMDAtNDAwMC04MDAwLTAwMDAwMDAwMDAwMSJ9LCAic2VydmljZ"
     "WFjY291bnQiOiB7Im5hbWUiOiAiYXBwIiwgInVpZCI6ICI3N2M4MWFkNy0xYmVhLTRkOTQtOWNhNS1mNWQ3ZjM2MzI"
-    "zMzEifX19.78h-n94QeHFUhPwWz76PUNXMnOHYys-oDWTIjzqWJMxRnD8jpV93ZbZ2GjD0FLqy"
-    ;
+    "zMzEifX19.78h-n94QeHFUhPwWz76PUNXMnOHYys-oDWTIjzqWJMxRnD8jpV93ZbZ2GjD0FLqy";
 static const char JWT_HS512_PEM[] =
     "eyJhbGciOiJIUzUxMiIsInR5cCI6IkpXVCJ9.eyJhdWQiOiBbIm9wZW5iYW8iXSwgImV4cCI6IDE3MDAwMDM2MDAsI"
     "CJpYXQiOiAxNzAwMDAwMDAwLCAibmJmIjogMTcwMDAwMDAwMCwgImlzcyI6ICJodHRwczovL2t1YmVybmV0ZXMuZGV"
@@ -258,8 +239,7 @@ static const char JWT_HS512_PEM[] =
     "hcHAtN2Q0YjkiLCAidWlkIjogIjBiN2M3ZDRlLTAwMDAtNDAwMC04MDAwLTAwMDAwMDAwMDAwMSJ9LCAic2VydmljZ"
     "WFjY291bnQiOiB7Im5hbWUiOiAiYXBwIiwgInVpZCI6ICI3N2M4MWFkNy0xYmVhLTRkOTQtOWNhNS1mNWQ3ZjM2MzI"
     "zMzEifX19.M6cv2Vp-bGG8qy4vnntJCD4rU-BBRYrcr-j5Uec4j383-wNZDar2_MkJkILRCjGA9X7HwuR8BKDjMXyA"
-    "fMJbZw"
-    ;
+    "fMJbZw";
 static const char JWT_HS256_DER[] =
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOiBbIm9wZW5iYW8iXSwgImV4cCI6IDE3MDAwMDM2MDAsI"
     "CJpYXQiOiAxNzAwMDAwMDAwLCAibmJmIjogMTcwMDAwMDAwMCwgImlzcyI6ICJodHRwczovL2t1YmVybmV0ZXMuZGV"
@@ -267,8 +247,7 @@ static const char JWT_HS256_DER[] =
     "XBwIiwgImt1YmVybmV0ZXMuaW8iOiB7Im5hbWVzcGFjZSI6ICJteS1wcm9qZWN0IiwgInBvZCI6IHsibmFtZSI6ICJ"
     "hcHAtN2Q0YjkiLCAidWlkIjogIjBiN2M3ZDRlLTAwMDAtNDAwMC04MDAwLTAwMDAwMDAwMDAwMSJ9LCAic2VydmljZ"
     "WFjY291bnQiOiB7Im5hbWUiOiAiYXBwIiwgInVpZCI6ICI3N2M4MWFkNy0xYmVhLTRkOTQtOWNhNS1mNWQ3ZjM2MzI"
-    "zMzEifX19.m8HjiIeUdfQOay43XwbIRvuvBTbI-5eWbkFFNcrQcS8"
-    ;
+    "zMzEifX19.m8HjiIeUdfQOay43XwbIRvuvBTbI-5eWbkFFNcrQcS8";
 static const char JWT_HS256_EC[] =
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOiBbIm9wZW5iYW8iXSwgImV4cCI6IDE3MDAwMDM2MDAsI"
     "CJpYXQiOiAxNzAwMDAwMDAwLCAibmJmIjogMTcwMDAwMDAwMCwgImlzcyI6ICJodHRwczovL2t1YmVybmV0ZXMuZGV"
@@ -276,8 +255,7 @@ static const char JWT_HS256_EC[] =
     "XBwIiwgImt1YmVybmV0ZXMuaW8iOiB7Im5hbWVzcGFjZSI6ICJteS1wcm9qZWN0IiwgInBvZCI6IHsibmFtZSI6ICJ"
     "hcHAtN2Q0YjkiLCAidWlkIjogIjBiN2M3ZDRlLTAwMDAtNDAwMC04MDAwLTAwMDAwMDAwMDAwMSJ9LCAic2VydmljZ"
     "WFjY291bnQiOiB7Im5hbWUiOiAiYXBwIiwgInVpZCI6ICI3N2M4MWFkNy0xYmVhLTRkOTQtOWNhNS1mNWQ3ZjM2MzI"
-    "zMzEifX19.oJ2N8AQwv1HYKeJUblBx-OASm3MPQlxEqNrvKORTwus"
-    ;
+    "zMzEifX19.oJ2N8AQwv1HYKeJUblBx-OASm3MPQlxEqNrvKORTwus";
 static const char JWT_NONE_0[] =
     "eyJhbGciOiAibm9uZSIsICJ0eXAiOiAiSldUIn0.eyJhdWQiOiBbIm9wZW5iYW8iXSwgImV4cCI6IDE3MDAwMDM2MD"
     "AsICJpYXQiOiAxNzAwMDAwMDAwLCAibmJmIjogMTcwMDAwMDAwMCwgImlzcyI6ICJodHRwczovL2t1YmVybmV0ZXMu"
@@ -285,8 +263,7 @@ static const char JWT_NONE_0[] =
     "Q6YXBwIiwgImt1YmVybmV0ZXMuaW8iOiB7Im5hbWVzcGFjZSI6ICJteS1wcm9qZWN0IiwgInBvZCI6IHsibmFtZSI6"
     "ICJhcHAtN2Q0YjkiLCAidWlkIjogIjBiN2M3ZDRlLTAwMDAtNDAwMC04MDAwLTAwMDAwMDAwMDAwMSJ9LCAic2Vydm"
     "ljZWFjY291bnQiOiB7Im5hbWUiOiAiYXBwIiwgInVpZCI6ICI3N2M4MWFkNy0xYmVhLTRkOTQtOWNhNS1mNWQ3ZjM2"
-    "MzIzMzEifX19."
-    ;
+    "MzIzMzEifX19.";
 static const char JWT_NONE_SIG_0[] =
     "eyJhbGciOiAibm9uZSIsICJ0eXAiOiAiSldUIn0.eyJhdWQiOiBbIm9wZW5iYW8iXSwgImV4cCI6IDE3MDAwMDM2MD"
     "AsICJpYXQiOiAxNzAwMDAwMDAwLCAibmJmIjogMTcwMDAwMDAwMCwgImlzcyI6ICJodHRwczovL2t1YmVybmV0ZXMu"
@@ -294,8 +271,7 @@ static const char JWT_NONE_SIG_0[] =
     "Q6YXBwIiwgImt1YmVybmV0ZXMuaW8iOiB7Im5hbWVzcGFjZSI6ICJteS1wcm9qZWN0IiwgInBvZCI6IHsibmFtZSI6"
     "ICJhcHAtN2Q0YjkiLCAidWlkIjogIjBiN2M3ZDRlLTAwMDAtNDAwMC04MDAwLTAwMDAwMDAwMDAwMSJ9LCAic2Vydm"
     "ljZWFjY291bnQiOiB7Im5hbWUiOiAiYXBwIiwgInVpZCI6ICI3N2M4MWFkNy0xYmVhLTRkOTQtOWNhNS1mNWQ3ZjM2"
-    "MzIzMzEifX19.bm90LWEtc2lnbmF0dXJl"
-    ;
+    "MzIzMzEifX19.bm90LWEtc2lnbmF0dXJl";
 static const char JWT_NONE_1[] =
     "eyJhbGciOiAiTm9uZSIsICJ0eXAiOiAiSldUIn0.eyJhdWQiOiBbIm9wZW5iYW8iXSwgImV4cCI6IDE3MDAwMDM2MD"
     "AsICJpYXQiOiAxNzAwMDAwMDAwLCAibmJmIjogMTcwMDAwMDAwMCwgImlzcyI6ICJodHRwczovL2t1YmVybmV0ZXMu"
@@ -303,8 +279,7 @@ static const char JWT_NONE_1[] =
     "Q6YXBwIiwgImt1YmVybmV0ZXMuaW8iOiB7Im5hbWVzcGFjZSI6ICJteS1wcm9qZWN0IiwgInBvZCI6IHsibmFtZSI6"
     "ICJhcHAtN2Q0YjkiLCAidWlkIjogIjBiN2M3ZDRlLTAwMDAtNDAwMC04MDAwLTAwMDAwMDAwMDAwMSJ9LCAic2Vydm"
     "ljZWFjY291bnQiOiB7Im5hbWUiOiAiYXBwIiwgInVpZCI6ICI3N2M4MWFkNy0xYmVhLTRkOTQtOWNhNS1mNWQ3ZjM2"
-    "MzIzMzEifX19."
-    ;
+    "MzIzMzEifX19.";
 static const char JWT_NONE_SIG_1[] =
     "eyJhbGciOiAiTm9uZSIsICJ0eXAiOiAiSldUIn0.eyJhdWQiOiBbIm9wZW5iYW8iXSwgImV4cCI6IDE3MDAwMDM2MD"
     "AsICJpYXQiOiAxNzAwMDAwMDAwLCAibmJmIjogMTcwMDAwMDAwMCwgImlzcyI6ICJodHRwczovL2t1YmVybmV0ZXMu"
@@ -312,8 +287,7 @@ static const char JWT_NONE_SIG_1[] =
     "Q6YXBwIiwgImt1YmVybmV0ZXMuaW8iOiB7Im5hbWVzcGFjZSI6ICJteS1wcm9qZWN0IiwgInBvZCI6IHsibmFtZSI6"
     "ICJhcHAtN2Q0YjkiLCAidWlkIjogIjBiN2M3ZDRlLTAwMDAtNDAwMC04MDAwLTAwMDAwMDAwMDAwMSJ9LCAic2Vydm"
     "ljZWFjY291bnQiOiB7Im5hbWUiOiAiYXBwIiwgInVpZCI6ICI3N2M4MWFkNy0xYmVhLTRkOTQtOWNhNS1mNWQ3ZjM2"
-    "MzIzMzEifX19.bm90LWEtc2lnbmF0dXJl"
-    ;
+    "MzIzMzEifX19.bm90LWEtc2lnbmF0dXJl";
 static const char JWT_NONE_2[] =
     "eyJhbGciOiAiTk9ORSIsICJ0eXAiOiAiSldUIn0.eyJhdWQiOiBbIm9wZW5iYW8iXSwgImV4cCI6IDE3MDAwMDM2MD"
     "AsICJpYXQiOiAxNzAwMDAwMDAwLCAibmJmIjogMTcwMDAwMDAwMCwgImlzcyI6ICJodHRwczovL2t1YmVybmV0ZXMu"
@@ -321,8 +295,7 @@ static const char JWT_NONE_2[] =
     "Q6YXBwIiwgImt1YmVybmV0ZXMuaW8iOiB7Im5hbWVzcGFjZSI6ICJteS1wcm9qZWN0IiwgInBvZCI6IHsibmFtZSI6"
     "ICJhcHAtN2Q0YjkiLCAidWlkIjogIjBiN2M3ZDRlLTAwMDAtNDAwMC04MDAwLTAwMDAwMDAwMDAwMSJ9LCAic2Vydm"
     "ljZWFjY291bnQiOiB7Im5hbWUiOiAiYXBwIiwgInVpZCI6ICI3N2M4MWFkNy0xYmVhLTRkOTQtOWNhNS1mNWQ3ZjM2"
-    "MzIzMzEifX19."
-    ;
+    "MzIzMzEifX19.";
 static const char JWT_NONE_SIG_2[] =
     "eyJhbGciOiAiTk9ORSIsICJ0eXAiOiAiSldUIn0.eyJhdWQiOiBbIm9wZW5iYW8iXSwgImV4cCI6IDE3MDAwMDM2MD"
     "AsICJpYXQiOiAxNzAwMDAwMDAwLCAibmJmIjogMTcwMDAwMDAwMCwgImlzcyI6ICJodHRwczovL2t1YmVybmV0ZXMu"
@@ -330,8 +303,7 @@ static const char JWT_NONE_SIG_2[] =
     "Q6YXBwIiwgImt1YmVybmV0ZXMuaW8iOiB7Im5hbWVzcGFjZSI6ICJteS1wcm9qZWN0IiwgInBvZCI6IHsibmFtZSI6"
     "ICJhcHAtN2Q0YjkiLCAidWlkIjogIjBiN2M3ZDRlLTAwMDAtNDAwMC04MDAwLTAwMDAwMDAwMDAwMSJ9LCAic2Vydm"
     "ljZWFjY291bnQiOiB7Im5hbWUiOiAiYXBwIiwgInVpZCI6ICI3N2M4MWFkNy0xYmVhLTRkOTQtOWNhNS1mNWQ3ZjM2"
-    "MzIzMzEifX19.bm90LWEtc2lnbmF0dXJl"
-    ;
+    "MzIzMzEifX19.bm90LWEtc2lnbmF0dXJl";
 static const char JWT_NONE_3[] =
     "eyJhbGciOiAibk9uRSIsICJ0eXAiOiAiSldUIn0.eyJhdWQiOiBbIm9wZW5iYW8iXSwgImV4cCI6IDE3MDAwMDM2MD"
     "AsICJpYXQiOiAxNzAwMDAwMDAwLCAibmJmIjogMTcwMDAwMDAwMCwgImlzcyI6ICJodHRwczovL2t1YmVybmV0ZXMu"
@@ -339,8 +311,7 @@ static const char JWT_NONE_3[] =
     "Q6YXBwIiwgImt1YmVybmV0ZXMuaW8iOiB7Im5hbWVzcGFjZSI6ICJteS1wcm9qZWN0IiwgInBvZCI6IHsibmFtZSI6"
     "ICJhcHAtN2Q0YjkiLCAidWlkIjogIjBiN2M3ZDRlLTAwMDAtNDAwMC04MDAwLTAwMDAwMDAwMDAwMSJ9LCAic2Vydm"
     "ljZWFjY291bnQiOiB7Im5hbWUiOiAiYXBwIiwgInVpZCI6ICI3N2M4MWFkNy0xYmVhLTRkOTQtOWNhNS1mNWQ3ZjM2"
-    "MzIzMzEifX19."
-    ;
+    "MzIzMzEifX19.";
 static const char JWT_NONE_SIG_3[] =
     "eyJhbGciOiAibk9uRSIsICJ0eXAiOiAiSldUIn0.eyJhdWQiOiBbIm9wZW5iYW8iXSwgImV4cCI6IDE3MDAwMDM2MD"
     "AsICJpYXQiOiAxNzAwMDAwMDAwLCAibmJmIjogMTcwMDAwMDAwMCwgImlzcyI6ICJodHRwczovL2t1YmVybmV0ZXMu"
@@ -348,8 +319,7 @@ static const char JWT_NONE_SIG_3[] =
     "Q6YXBwIiwgImt1YmVybmV0ZXMuaW8iOiB7Im5hbWVzcGFjZSI6ICJteS1wcm9qZWN0IiwgInBvZCI6IHsibmFtZSI6"
     "ICJhcHAtN2Q0YjkiLCAidWlkIjogIjBiN2M3ZDRlLTAwMDAtNDAwMC04MDAwLTAwMDAwMDAwMDAwMSJ9LCAic2Vydm"
     "ljZWFjY291bnQiOiB7Im5hbWUiOiAiYXBwIiwgInVpZCI6ICI3N2M4MWFkNy0xYmVhLTRkOTQtOWNhNS1mNWQ3ZjM2"
-    "MzIzMzEifX19.bm90LWEtc2lnbmF0dXJl"
-    ;
+    "MzIzMzEifX19.bm90LWEtc2lnbmF0dXJl";
 static const char JWT_RS_ON_EC[] =
     "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiBbIm9wZW5iYW8iXSwgImV4cCI6IDE3MDAwMDM2MDAsICJpYXQiOiAxNzAwM"
     "DAwMDAwLCAibmJmIjogMTcwMDAwMDAwMCwgImlzcyI6ICJodHRwczovL2t1YmVybmV0ZXMuZGVmYXVsdC5zdmMuY2x"
@@ -357,8 +327,7 @@ static const char JWT_RS_ON_EC[] =
     "mV0ZXMuaW8iOiB7Im5hbWVzcGFjZSI6ICJteS1wcm9qZWN0IiwgInBvZCI6IHsibmFtZSI6ICJhcHAtN2Q0YjkiLCA"
     "idWlkIjogIjBiN2M3ZDRlLTAwMDAtNDAwMC04MDAwLTAwMDAwMDAwMDAwMSJ9LCAic2VydmljZWFjY291bnQiOiB7I"
     "m5hbWUiOiAiYXBwIiwgInVpZCI6ICI3N2M4MWFkNy0xYmVhLTRkOTQtOWNhNS1mNWQ3ZjM2MzIzMzEifX19.U8pHvN"
-    "Gyj4WB3cPlUUtsH7q-YqvDt5KK0-MRF9B3Un7lAuu3UbS6-OVNYVG6vxRXKEKEE9tRbnVcnsk2Am2yLg"
-    ;
+    "Gyj4WB3cPlUUtsH7q-YqvDt5KK0-MRF9B3Un7lAuu3UbS6-OVNYVG6vxRXKEKEE9tRbnVcnsk2Am2yLg";
 static const char JWT_ES_ON_RSA[] =
     "eyJhbGciOiJFUzI1NiJ9.eyJhdWQiOiBbIm9wZW5iYW8iXSwgImV4cCI6IDE3MDAwMDM2MDAsICJpYXQiOiAxNzAwM"
     "DAwMDAwLCAibmJmIjogMTcwMDAwMDAwMCwgImlzcyI6ICJodHRwczovL2t1YmVybmV0ZXMuZGVmYXVsdC5zdmMuY2x"
@@ -369,8 +338,7 @@ static const char JWT_ES_ON_RSA[] =
     "zOpIcBI3YIRzFwWe_7P8cQh2DT2GPTvZKu9WzJxKY6so-acMNQCBJMGCZx3jDPhxKV8r2CKCJxJcIs-A6FV6XfHp8D"
     "1zgxUbJIkMr2pqXhK0jUFJX3pHmbbfekNlwxknVk7gzaWBPLa57R_NQOpo49-yTewDC7fESwpM_x2UYxaefdg6zWTv"
     "leSO3KTOU-TwV7RbfClN2kWWnlZ739WUN_vBM7nH_ruV8yht1kH9sEDkpUUMGbzTHU-5DPM692r-nItCJy0OCRPn87"
-    "XrTSSXLPr7PLTheYmd8MwbjJuaj2FHe7q1KBfT72lyD0d9S5yUCfWIcrcN08Wpvk0w"
-    ;
+    "XrTSSXLPr7PLTheYmd8MwbjJuaj2FHe7q1KBfT72lyD0d9S5yUCfWIcrcN08Wpvk0w";
 static const char JWT_SIG_FLIPPED[] =
     "eyJhbGciOiJSUzI1NiIsImtpZCI6InJzYS0xIiwidHlwIjoiSldUIn0.eyJhdWQiOlsib3BlbmJhbyJdLCJleHAiOj"
     "E3MDAwMDM2MDAsImlhdCI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVybmV0"
@@ -381,8 +349,7 @@ static const char JWT_SIG_FLIPPED[] =
     "uvf-XiGaIZ4VsmfAQNS1Pvmod1_mymcU6ikT8XCFQi7LEO5TpHJ7FaMhs-Zm-KOUmxApO0KVX6lQOQEpDH2SU99Uv6"
     "v1zyEyqPo9-uryrhTYoVew_l8MjE-Ts616NCFbU_Ph7E0hyOARbJNxyx3gXMCyG2e1J28YNErcHUfzak_ndooenpau"
     "XxY3xjYpZybznj5YKxCzIhsSwWvdrambBRJgSuhjTes60_rwRWgneIk7e1lL524TRYNgN0ljm4sBzUir1uRMRzvqm1"
-    "5SHBz_X1STiedB3N2edAQbcxb4JMvupNQ7OXCgefXYYhfLTCIW5pNTZHgL_d_YK5fyFqA"
-    ;
+    "5SHBz_X1STiedB3N2edAQbcxb4JMvupNQ7OXCgefXYYhfLTCIW5pNTZHgL_d_YK5fyFqA";
 static const char JWT_TAMPERED[] =
     "eyJhbGciOiJSUzI1NiIsImtpZCI6InJzYS0xIiwidHlwIjoiSldUIn0.eyJhdWQiOiBbIm9wZW5iYW8iXSwgImV4cC"
     "I6IDE3MDAwMDM2MDAsICJpYXQiOiAxNzAwMDAwMDAwLCAibmJmIjogMTcwMDAwMDAwMCwgImlzcyI6ICJodHRwczov"
@@ -394,16 +361,14 @@ static const char JWT_TAMPERED[] =
     "hs-Zm-KOUmxApO0KVX6lQOQEpDH2SU99Uv6v1zyEyqPo9-uryrhTYoVew_l8MjE-Ts616NCFbU_Ph7E0hyOARbJNxy"
     "x3gXMCyG2e1J28YNErcHUfzak_ndooenpauXxY3xjYpZybznj5YKxCzIhsSwWvdrambBRJgSuhjTes60_rwRWgneIk"
     "7e1lL524TRYNgN0ljm4sBzUir1uRMRzvqm15SHBz_X1STiedB3N2edAQbcxb4JMvupNQ7OXCgefXYYhfLTCIW5pNTZ"
-    "HgL_d_YK5fyFqA"
-    ;
+    "HgL_d_YK5fyFqA";
 static const char JWT_TWO_PARTS[] =
     "eyJhbGciOiJSUzI1NiIsImtpZCI6InJzYS0xIiwidHlwIjoiSldUIn0.eyJhdWQiOlsib3BlbmJhbyJdLCJleHAiOj"
     "E3MDAwMDM2MDAsImlhdCI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVybmV0"
     "ZXMuZGVmYXVsdC5zdmMuY2x1c3Rlci5sb2NhbCIsInN1YiI6InN5c3RlbTpzZXJ2aWNlYWNjb3VudDpteS1wcm9qZW"
     "N0OmFwcCIsImt1YmVybmV0ZXMuaW8iOnsibmFtZXNwYWNlIjoibXktcHJvamVjdCIsInBvZCI6eyJuYW1lIjoiYXBw"
     "LTdkNGI5IiwidWlkIjoiMGI3YzdkNGUtMDAwMC00MDAwLTgwMDAtMDAwMDAwMDAwMDAxIn0sInNlcnZpY2VhY2NvdW"
-    "50Ijp7Im5hbWUiOiJhcHAiLCJ1aWQiOiI3N2M4MWFkNy0xYmVhLTRkOTQtOWNhNS1mNWQ3ZjM2MzIzMzEifX19"
-    ;
+    "50Ijp7Im5hbWUiOiJhcHAiLCJ1aWQiOiI3N2M4MWFkNy0xYmVhLTRkOTQtOWNhNS1mNWQ3ZjM2MzIzMzEifX19";
 static const char JWT_FOUR_PARTS[] =
     "eyJhbGciOiJSUzI1NiIsImtpZCI6InJzYS0xIiwidHlwIjoiSldUIn0.eyJhdWQiOlsib3BlbmJhbyJdLCJleHAiOj"
     "E3MDAwMDM2MDAsImlhdCI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVybmV0"
@@ -418,8 +383,7 @@ static const char JWT_FOUR_PARTS[] =
     "NS1Pvmod1_mymcU6ikT8XCFQi7LEO5TpHJ7FaMhs-Zm-KOUmxApO0KVX6lQOQEpDH2SU99Uv6v1zyEyqPo9-uryrhT"
     "YoVew_l8MjE-Ts616NCFbU_Ph7E0hyOARbJNxyx3gXMCyG2e1J28YNErcHUfzak_ndooenpauXxY3xjYpZybznj5YK"
     "xCzIhsSwWvdrambBRJgSuhjTes60_rwRWgneIk7e1lL524TRYNgN0ljm4sBzUir1uRMRzvqm15SHBz_X1STiedB3N2"
-    "edAQbcxb4JMvupNQ7OXCgefXYYhfLTCIW5pNTZHgL_d_YK5fyFqA"
-    ;
+    "edAQbcxb4JMvupNQ7OXCgefXYYhfLTCIW5pNTZHgL_d_YK5fyFqA";
 static const char JWT_PADDED[] =
     "eyJhbGciOiJSUzI1NiIsImtpZCI6InJzYS0xIiwidHlwIjoiSldUIn0.eyJhdWQiOlsib3BlbmJhbyJdLCJleHAiOj"
     "E3MDAwMDM2MDAsImlhdCI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVybmV0"
@@ -430,8 +394,7 @@ static const char JWT_PADDED[] =
     "guvf-XiGaIZ4RsmfAQNS1Pvmod1_mymcU6ikT8XCFQi7LEO5TpHJ7FaMhs-Zm-KOUmxApO0KVX6lQOQEpDH2SU99Uv"
     "6v1zyEyqPo9-uryrhTYoVew_l8MjE-Ts616NCFbU_Ph7E0hyOARbJNxyx3gXMCyG2e1J28YNErcHUfzak_ndooenpa"
     "uXxY3xjYpZybznj5YKxCzIhsSwWvdrambBRJgSuhjTes60_rwRWgneIk7e1lL524TRYNgN0ljm4sBzUir1uRMRzvqm"
-    "15SHBz_X1STiedB3N2edAQbcxb4JMvupNQ7OXCgefXYYhfLTCIW5pNTZHgL_d_YK5fyFqA"
-    ;
+    "15SHBz_X1STiedB3N2edAQbcxb4JMvupNQ7OXCgefXYYhfLTCIW5pNTZHgL_d_YK5fyFqA";
 static const char JWT_BAD_B64[] =
     "eyJhbGciOiJSUzI1NiIsImtpZCI6InJzYS0xIiwidHlwIjoiSldUIn0.eyJhdWQiOlsib3BlbmJhbyJdLCJleHAiOj"
     "E3MDAwMDM2MDAsImlhdCI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVybmV0"
@@ -442,16 +405,14 @@ static const char JWT_BAD_B64[] =
     "uvf-XiGaIZ4RsmfAQNS1Pvmod1_mymcU6ikT8XCFQi7LEO5TpHJ7FaMhs-Zm-KOUmxApO0KVX6lQOQEpDH2SU99Uv6"
     "v1zyEyqPo9-uryrhTYoVew_l8MjE-Ts616NCFbU_Ph7E0hyOARbJNxyx3gXMCyG2e1J28YNErcHUfzak_ndooenpau"
     "XxY3xjYpZybznj5YKxCzIhsSwWvdrambBRJgSuhjTes60_rwRWgneIk7e1lL524TRYNgN0ljm4sBzUir1uRMRzvqm1"
-    "5SHBz_X1STiedB3N2edAQbcxb4JMvupNQ7OXCgefXYYhfLTCIW5pNTZHgL_d_YK5fyFqA"
-    ;
+    "5SHBz_X1STiedB3N2edAQbcxb4JMvupNQ7OXCgefXYYhfLTCIW5pNTZHgL_d_YK5fyFqA";
 static const char JWT_EMPTY_SIG[] =
     "eyJhbGciOiJSUzI1NiIsImtpZCI6InJzYS0xIiwidHlwIjoiSldUIn0.eyJhdWQiOlsib3BlbmJhbyJdLCJleHAiOj"
     "E3MDAwMDM2MDAsImlhdCI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVybmV0"
     "ZXMuZGVmYXVsdC5zdmMuY2x1c3Rlci5sb2NhbCIsInN1YiI6InN5c3RlbTpzZXJ2aWNlYWNjb3VudDpteS1wcm9qZW"
     "N0OmFwcCIsImt1YmVybmV0ZXMuaW8iOnsibmFtZXNwYWNlIjoibXktcHJvamVjdCIsInBvZCI6eyJuYW1lIjoiYXBw"
     "LTdkNGI5IiwidWlkIjoiMGI3YzdkNGUtMDAwMC00MDAwLTgwMDAtMDAwMDAwMDAwMDAxIn0sInNlcnZpY2VhY2NvdW"
-    "50Ijp7Im5hbWUiOiJhcHAiLCJ1aWQiOiI3N2M4MWFkNy0xYmVhLTRkOTQtOWNhNS1mNWQ3ZjM2MzIzMzEifX19."
-    ;
+    "50Ijp7Im5hbWUiOiJhcHAiLCJ1aWQiOiI3N2M4MWFkNy0xYmVhLTRkOTQtOWNhNS1mNWQ3ZjM2MzIzMzEifX19.";
 static const char JWT_WHITESPACE[] =
     "  eyJhbGciOiJSUzI1NiIsImtpZCI6InJzYS0xIiwidHlwIjoiSldUIn0.\neyJhdWQiOlsib3BlbmJhbyJdLCJleHA"
     "iOjE3MDAwMDM2MDAsImlhdCI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVyb"
@@ -462,8 +423,7 @@ static const char JWT_WHITESPACE[] =
     "Rhguvf-XiGaIZ4RsmfAQNS1Pvmod1_mymcU6ikT8XCFQi7LEO5TpHJ7FaMhs-Zm-KOUmxApO0KVX6lQOQEpDH2SU99"
     "Uv6v1zyEyqPo9-uryrhTYoVew_l8MjE-Ts616NCFbU_Ph7E0hyOARbJNxyx3gXMCyG2e1J28YNErcHUfzak_ndooen"
     "pauXxY3xjYpZybznj5YKxCzIhsSwWvdrambBRJgSuhjTes60_rwRWgneIk7e1lL524TRYNgN0ljm4sBzUir1uRMRzv"
-    "qm15SHBz_X1STiedB3N2edAQbcxb4JMvupNQ7OXCgefXYYhfLTCIW5pNTZHgL_d_YK5fyFqA\n"
-    ;
+    "qm15SHBz_X1STiedB3N2edAQbcxb4JMvupNQ7OXCgefXYYhfLTCIW5pNTZHgL_d_YK5fyFqA\n";
 static const char JWT_DUP_EXP[] =
     "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiBbIm9wZW5iYW8iXSwgImV4cCI6IDE3MDAwMDM2MDAsICJpYXQiOiAxNzAwM"
     "DAwMDAwLCAibmJmIjogMTcwMDAwMDAwMCwgImlzcyI6ICJodHRwczovL2t1YmVybmV0ZXMuZGVmYXVsdC5zdmMuY2x"
@@ -474,8 +434,7 @@ static const char JWT_DUP_EXP[] =
     "6MTcwMDEwMzU5OX0.tSN6R5uUsUlXbY4QRKlZZwGYsN2H-zXfVP5v1pOGMUvnZmbH7zEwvm42pXa6_SAMcixN86GrY"
     "zUBOCNv_vsNvduSYCPVvVZW0UeMRgxI4eeidz7OS5r29gp7W5unF1cid74swtsKe_un47NjA-dhCX6Aqukmo0bV3ZC"
     "XkCWg-9zOL0rbipa4c6fACCR8V5sAu6DOufSyzCsr_m24f3dDhBimPLCmm2kEqz-jvKh3UwkbQcev9L_Z-JbnkvXk9"
-    "sK6k7Kh_vgBRtZwUe403RX5Cj98v-GC1IlRePHwD7lntHLemC2PWBinBowkzRLuovVKbmecPXxI-WYK_bBUEKwuxQ"
-    ;
+    "sK6k7Kh_vgBRtZwUe403RX5Cj98v-GC1IlRePHwD7lntHLemC2PWBinBowkzRLuovVKbmecPXxI-WYK_bBUEKwuxQ";
 static const char JWT_DUP_K8S[] =
     "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiBbIm9wZW5iYW8iXSwgImV4cCI6IDE3MDAwMDM2MDAsICJpYXQiOiAxNzAwM"
     "DAwMDAwLCAibmJmIjogMTcwMDAwMDAwMCwgImlzcyI6ICJodHRwczovL2t1YmVybmV0ZXMuZGVmYXVsdC5zdmMuY2x"
@@ -488,8 +447,7 @@ static const char JWT_DUP_K8S[] =
     "SPSfK5O42h0m6vA9IDkB6DmxfQgIMH-HGxBoqyCwS0vz_tL8lBa0utKgJD_JEE4HBvihA87mmQ_SP9TMh4tdTFthlt"
     "FwSO_4RJeWNn31oSkhU852sFl_xk6FYUBPFBtxHOOgfd5FUVStNwCVgGYJrj73yCDobS0ZJjekealF9EfBUbZyZFdc"
     "v9Ka3gn3jYQX1EDLAtmpgjq0aFwC7D04GmPmc9-69whIuRQiYFpZluaFjcDoVkXgTL8n93Z8J5OYwxLGi0beGifA_5"
-    "4HOw"
-    ;
+    "4HOw";
 static const char JWT_DUP_HDR[] =
     "eyJhbGciOiJSUzI1NiIsImFsZyI6IlJTMjU2In0.eyJhdWQiOiBbIm9wZW5iYW8iXSwgImV4cCI6IDE3MDAwMDM2MD"
     "AsICJpYXQiOiAxNzAwMDAwMDAwLCAibmJmIjogMTcwMDAwMDAwMCwgImlzcyI6ICJodHRwczovL2t1YmVybmV0ZXMu"
@@ -500,8 +458,7 @@ static const char JWT_DUP_HDR[] =
     "MzIzMzEifX19.chzAdW9vym1VfwiSsYRHEvcsBiqAMXPogBu-slu1KONGiAp7tTtYHdGRtOwzd3zj8uVtEIxMh44lr"
     "LHt9eNc2omnX2wMLzd4bti4Wra5dq9wRr5kc9avfXrQxudH_uH2XTubjlRSGRmf_Yaxfn5kthTM8diBbwMsgod_fgL"
     "17TTad6ugY16YUErHM1Oo-cZ8H_sPZlkhypa8JwIqhhrshDVYYkf0_KMI44zk6fgstYAWY0RtJoahq2V8yStTgv4h4"
-    "GJhxrs_kZaQ2LERyOEYTXaCu3jSqLNqhsT0TcOvmFu2yYr9FSUv6qDQZh9aip185xJFx7i8a8npwRKte5N6aQ"
-    ;
+    "GJhxrs_kZaQ2LERyOEYTXaCu3jSqLNqhsT0TcOvmFu2yYr9FSUv6qDQZh9aip185xJFx7i8a8npwRKte5N6aQ";
 static const char JWT_CLAIM_EXP_UPPER[] =
     "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOlsib3BlbmJhbyJdLCJleHAiOjE3MDAwMDM2MDAsImlhd"
     "CI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVybmV0ZXMuZGVmYXVsdC5zdmM"
@@ -512,8 +469,7 @@ static const char JWT_CLAIM_EXP_UPPER[] =
     ".pJjYsw7CvqSJan5QkAWhJ_w3S2auudWg5bXeB4M12gutAgrcQkjjMRu4pni7bqaHnV-iYGFnstd8bB56J4u_JXk9k"
     "RDWkO1VYNR0YPLzye7OCPUd5J7iozfmAtGZs31hlNHBWrn3mCBh3YLBmqBv_kp4fpVrqybS_pFJ3BfLWXq4tbamkN3"
     "iIomam4i6S2nrgkoms2Q48_h_tQ5VsB-kVGMcmfESZGrK6-vZZyk3dVCWHZoo5KIOA2mFgfNG8dpqIfPLy0pv_PpcD"
-    "z7NQVIXjsiDB-mzOuXuDhmgDdq3_ezr3rDUsMk9Cauxr2eE40YVdmC-zfYaUdvnFNkAa1h6ZA"
-    ;
+    "z7NQVIXjsiDB-mzOuXuDhmgDdq3_ezr3rDUsMk9Cauxr2eE40YVdmC-zfYaUdvnFNkAa1h6ZA";
 static const char JWT_CLAIM_AUD_MIXED[] =
     "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOlsib3BlbmJhbyJdLCJleHAiOjE3MDAwMDM2MDAsImlhd"
     "CI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVybmV0ZXMuZGVmYXVsdC5zdmM"
@@ -524,8 +480,7 @@ static const char JWT_CLAIM_AUD_MIXED[] =
     "iIXHqia7kHZ7TJG15kVs0yaG7qyR2U4yTJ0caaUQH6pQhI8Ap6JTCbOGJYTN2M4bS3WIx0LhrfB1PE1gXaiuZndIwX"
     "rllPTSMJT_3vbrpMPq7y4xCMesDYOOOOdCTQIlViuZxgfLFsOY50nhxVuT2BR4si96pQVJa1UWJeYMdrpNZVsQq7LK"
     "b5MZHUb8V8TcyoJLi7wbCYJX-L0r9ZVJg9dVjzVf71nmYcBhXY6mzIvjE-G_clL76_3YabH_DziLqATmdhBWFiJmPd"
-    "W4vU1QZnlvAvjLcbUSLrm6AJOhr1LIGHsnryA6QeS6vqcxS5P7U2FQ9EaXi7lmVKo71vw"
-    ;
+    "W4vU1QZnlvAvjLcbUSLrm6AJOhr1LIGHsnryA6QeS6vqcxS5P7U2FQ9EaXi7lmVKo71vw";
 static const char JWT_NUL[] =
     "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiBbIm9wZW5iYW8iXSwgImV4cCI6IDE3MDAwMDM2MDAsICJpYXQiOiAxNzAwM"
     "DAwMDAwLCAibmJmIjogMTcwMDAwMDAwMCwgImlzcyI6ICJodHRwczovL2t1YmVybmV0ZXMuZGVmYXVsdC5zdmMuY2x"
@@ -536,8 +491,7 @@ static const char JWT_NUL[] =
     "hXHUwMDAwYiJ9.BlbmaJqY4_7kZCfzRLbSnE8cw_N8huOmaz-Zh80LgAUKDH8zh0xdYocBlVl_jGKtBpvVg2N_3xe6"
     "YSFqzSTTu-xj5PTaOg5V21RguBH0YwyQXzZB9bvgwc7rA-B2JQKso5VqQNV7XEqR3t64U0EQ143vaCMrIBZT1DgBxK"
     "CG73tRunv64F79rgIZxYKF0J6pckIqbI05XZZhdKv1iIP6rCdvzMJ-2KOSLmukUjo5kpwMgPMSKB9Ucmb-stoYCZ6Q"
-    "XrvKJ42CTMFQwfkluU1zyY8KzJuyl0YzT692g8BihrtinTHHZsC2LLzmDEfhMSMPwpuavMCV-zTw92YW_pmT5w"
-    ;
+    "XrvKJ42CTMFQwfkluU1zyY8KzJuyl0YzT692g8BihrtinTHHZsC2LLzmDEfhMSMPwpuavMCV-zTw92YW_pmT5w";
 static const char JWT_NON_UTF8[] =
     "eyJhbGciOiAiUlMyNTYifQ.eyJhdWQiOiBbIm9wZW5iYW8iXSwgImV4cCI6IDE3MDAwMDM2MDAsICJpYXQiOiAxNzA"
     "wMDAwMDAwLCAibmJmIjogMTcwMDAwMDAwMCwgImlzcyI6ICJodHRwczovL2t1YmVybmV0ZXMuZGVmYXVsdC5zdmMuY"
@@ -548,8 +502,7 @@ static const char JWT_NON_UTF8[] =
     "iL__iJ9.cOJXx-esAyLSAH8o7TM6x6O6syhNjWoFMjF2i9WGjH-wVVyX_xgoDmAhgTdv_gLw-1BOKjjG56acbIiqQ7"
     "t1y2bKrLuEV_g5mJWBtlKlbIUur7qrncwBX8lxlnrbta3TXtpGOGV6q4OxK_iXZWDssVDGTNtGF76l8dJ8ouw9CNy4"
     "Wl-hWbVgC699hS9AZBnJD-2g6NTqIXF-PXA0T4LkKgxIbO40AHt92gv_w61Uv3FF_8sYTu1UbQcecaJcHLCi-LFhHo"
-    "pq8vrRAynb_RTEXQGdgztUvch39q6teOZk0cYyUeWLfyA_yaoraqB9029S8m9-kPIkYl_KR8iENE4I7g"
-    ;
+    "pq8vrRAynb_RTEXQGdgztUvch39q6teOZk0cYyUeWLfyA_yaoraqB9029S8m9-kPIkYl_KR8iENE4I7g";
 static const char JWT_DEEP[] =
     "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiBbIm9wZW5iYW8iXSwgImV4cCI6IDE3MDAwMDM2MDAsICJpYXQiOiAxNzAwM"
     "DAwMDAwLCAibmJmIjogMTcwMDAwMDAwMCwgImlzcyI6ICJodHRwczovL2t1YmVybmV0ZXMuZGVmYXVsdC5zdmMuY2x"
@@ -562,8 +515,7 @@ static const char JWT_DEEP[] =
     "zL_G5t8vX9jpuGh_bTZUsmWzoFfec7jj8z8oesi1Ci4ywa_gqNLKgdDCbPCCaqAKvx3Vz1sDHlRN4acOxcr83o4FLm"
     "-0KSdh6dm1Nd2cFA4JaPK4cbY5pTdQ4kQuSFV5hhdPYYiYWzwvefqb49w_Dp142z9gOMSR7Sc8yxC5JX0ER7vvNhXm"
     "RZPE0stPQKB1g0T4iBL70VS4xjI8flTfk1vr7-5B1yTp59Q6v7bWagsT5a7XmbPxTe4fARY4dDmiqX7ZGdp_gEGGlo"
-    "dAYg"
-    ;
+    "dAYg";
 static const char JWT_BIG[] =
     "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOlsib3BlbmJhbyJdLCJleHAiOjE3MDAwMDM2MDAsImlhd"
     "CI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVybmV0ZXMuZGVmYXVsdC5zdmM"
@@ -826,8 +778,7 @@ static const char JWT_BIG[] =
     "nP3vmoYGyh2yLnkMEo3JCV7DQax6IN4jDZgmnlLSwXYJWVMc6huMQkD6z87_UoHv4jg8qMxMbPvYah78qsvYjLCGj4"
     "uACOoN9wjn0S8Bf-82731j_H9JAOqO9vYimvBBSoeIyPN2b4ypYFRKU3F6zBTBjzYSQ8VFFffwhSTfr34QUVdis1G2"
     "dVUhY9g4a3cQuOI8nQckKrvU4A444yILWKoJIr4ws9gaiMpoKYhu-FLzYqK5gL3XwdmnNL_pNjZMQwh0l886o2DV1A"
-    "YYmhKYHPVXVoQyzQ2YAxXjsuln6hHjjwLrHIZnrV-4FUv9DrA"
-    ;
+    "YYmhKYHPVXVoQyzQ2YAxXjsuln6hHjjwLrHIZnrV-4FUv9DrA";
 static const char JWT_SUB_MISMATCH[] =
     "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOlsib3BlbmJhbyJdLCJleHAiOjE3MDAwMDM2MDAsImlhd"
     "CI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVybmV0ZXMuZGVmYXVsdC5zdmM"
@@ -838,8 +789,7 @@ static const char JWT_SUB_MISMATCH[] =
     "Lwqns-SkLx3ILK6S2MQ4VsbDeAgsaNcBo-vnZfita_2OGaQX5AstZVxM89iqI7G52TyTjPjspLTotLIqEhEB7dQMJM"
     "IRNIT0Erpfoiq4iaPqJc6PFjU-QATIyU_tdv4SB1HP1TxKmgqe882yRjIXFJyj741T9D7kyQdoAzdV2M6sLDaLKuFy"
     "u190Mwvlpz_G0kDVUSkWbl1R56Xk1PnXbRRyw0jtPC04TE1keyMaI5vwdumFqYRHlUiaU99nnBJIv12q6BJ1pbPf8g"
-    "JAoVH7xRHMvwglKCPgoBk0nItv8E1QDmqITPvb1YsjB1BWCJcme9g"
-    ;
+    "JAoVH7xRHMvwglKCPgoBk0nItv8E1QDmqITPvb1YsjB1BWCJcme9g";
 static const char JWT_NO_SUB[] =
     "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOlsib3BlbmJhbyJdLCJleHAiOjE3MDAwMDM2MDAsImlhd"
     "CI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVybmV0ZXMuZGVmYXVsdC5zdmM"
@@ -849,8 +799,7 @@ static const char JWT_NO_SUB[] =
     "zEifX19.dCYyKWio4hlGvuMCuGUXuHwIygAquzDnM-TSONqiO5fRDam2QJt8fVcP86cu4OiOtYU3nozTVEWdMdhlI9"
     "gn5yH6r9HrY6mhk41Fdg4L9e8sMGL587gfk6oNulTmnwa8jshbkkhl0ZiziYbSl6aVmGCVREUi8ULCZnABO7a0mvOY"
     "dDP3gT5zbiWYuz5mA0ejgBP8FQPMucQfY76ei9-SQPoxfqcFstXpgy065jqVp8jVo40JHDVj8O5yy-Ev89mAq4Hmvn"
-    "ENrKnPMeB90fHHzHKV1pZ2U6VAjgUfUHjuGIuxGo13Hdi5jyjMUIMnNQvDXBF_OcrHh3U99Z3FHG3f2Q"
-    ;
+    "ENrKnPMeB90fHHzHKV1pZ2U6VAjgUfUHjuGIuxGo13Hdi5jyjMUIMnNQvDXBF_OcrHh3U99Z3FHG3f2Q";
 static const char JWT_NO_EXP[] =
     "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOlsib3BlbmJhbyJdLCJpYXQiOjE3MDAwMDAwMDAsIm5iZ"
     "iI6MTcwMDAwMDAwMCwiaXNzIjoiaHR0cHM6Ly9rdWJlcm5ldGVzLmRlZmF1bHQuc3ZjLmNsdXN0ZXIubG9jYWwiLCJ"
@@ -861,8 +810,7 @@ static const char JWT_NO_EXP[] =
     "UWYkSdQTIrdKzsOXgJ3RFz-nB1pf86Etf_w7Hy7ynh1BNnsh5xzIBkBlkgTFpoS_EioE0lz6zMswSK-TlPb870AQba"
     "mZL97ZgrZ_D3VguRdwfCObjHgVMhmNPoyMM1baYr_eJurVGgMywO7dRSfGh1UmBODFsrk7x50GLN2jGsWVjeX35FpT"
     "oJ6Mj53c7G4qPu2BrzcTJCd50cNynnQNkDyEVPMRADiw1aPis7FfTEZ-3WnYR7L1LIIFeHhRENFo56R0I-e-bNTkd0"
-    "doAFoxiUcCa9MCvsMGJZ_rUbbetA"
-    ;
+    "doAFoxiUcCa9MCvsMGJZ_rUbbetA";
 static const char JWT_NO_TIMES[] =
     "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOlsib3BlbmJhbyJdLCJpc3MiOiJodHRwczovL2t1YmVyb"
     "mV0ZXMuZGVmYXVsdC5zdmMuY2x1c3Rlci5sb2NhbCIsInN1YiI6InN5c3RlbTpzZXJ2aWNlYWNjb3VudDpteS1wcm9"
@@ -872,8 +820,7 @@ static const char JWT_NO_TIMES[] =
     "TwYjFERFcJ4dkGR3ItMlU_yZC7eayR2nWWags_jGcnJpo0gq-aemXK2SwgBgIEbjHYAURO9kmEe2z7ezB8WAj1A2au"
     "5Ej9gxC_3KrA9JTGyPXUx1Z9P9NzPZ2_43ZdRdS0XC0D3XfG7GnMWa1LUDiV7GTdBJTURE_lJBLUR6LLIpgwbQrS2n"
     "nWw4xTcIvABEOiDT81g1QoJZbvYnmUCGpYey7aPrAkADDcCzzT4G6CcBHCMBrGSf0-IPMNkZ7G-C8CTs99nlxCsvMs"
-    "LL918PSEuxl0NFjPLO3xRUeDKztpzYaET4BNXK7A4TcK9MJqs6_qYDDzIrRghv7qzVK5F5wg"
-    ;
+    "LL918PSEuxl0NFjPLO3xRUeDKztpzYaET4BNXK7A4TcK9MJqs6_qYDDzIrRghv7qzVK5F5wg";
 static const char JWT_AUD_STRING[] =
     "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOiJvcGVuYmFvIiwiZXhwIjoxNzAwMDAzNjAwLCJpYXQiO"
     "jE3MDAwMDAwMDAsIm5iZiI6MTcwMDAwMDAwMCwiaXNzIjoiaHR0cHM6Ly9rdWJlcm5ldGVzLmRlZmF1bHQuc3ZjLmN"
@@ -884,8 +831,7 @@ static const char JWT_AUD_STRING[] =
     "2ty9-NwV2pRUJ07y0J1UsO1gSaPX1jc9_mcUuSybbO_-GAM2KhA8eFy-YYHb7oa5oiBR2bZueTgzdsbCngO76jpQkz"
     "SsH21wsZSpy7uaHZ6gR_KlF1YSB-CVzjpvMEl8-4_4cSY_-PWOP2u6wHxXG8kaP9bZYUyCDzMAKcMbmrPQ-ASzXrVX"
     "8ojYUR4E4UQ3y56BUExuEs68tpo4yhBsGTfanVB7W5DIzcwbCuI1zRncBvWg70hX6QXzsOU8YX1JxC3gso_IV5XT9m"
-    "hVilm2N3EHvzgaJztqywvPlNepzCjtScaKprF_ik-JYvqjvQ"
-    ;
+    "hVilm2N3EHvzgaJztqywvPlNepzCjtScaKprF_ik-JYvqjvQ";
 static const char JWT_AUD_OTHER[] =
     "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOlsiaHR0cHM6Ly9rdWJlcm5ldGVzLmRlZmF1bHQuc3ZjI"
     "l0sImV4cCI6MTcwMDAwMzYwMCwiaWF0IjoxNzAwMDAwMDAwLCJuYmYiOjE3MDAwMDAwMDAsImlzcyI6Imh0dHBzOi8"
@@ -896,8 +842,7 @@ static const char JWT_AUD_OTHER[] =
     "zMSJ9fX0.CZq29RtmM6zp7DRSMn-RWWHSLk03d0GdpAsgaL3SibJYNkJHO8GU0KuT4T6NnJGC_g2S8NGzNKVZzI1K4"
     "MtAgg_2qOjTi4OC_GxAWBBtSRqxFuxfF8hbFBsVxrHOAw-RJ0bVuU0eh2sOzYCFXkVUctuARz8w1v0GtRX9MlV9CV9"
     "qU2H_Vqkc0hNa94VZ1idX_DI6CRCrmKEnbDJqbrEghghCsiQU2Vj8la_k4HIgAc-zkh-jg-x_G59eCSJbaHebEGLIo"
-    "G8a6Gq6fH17soabPXMUK20efcwwXoq6-GZQS8p28Jfl2Cc_-OhhYIo6zxJLD22SQR3tmrxhY4djDuco7Q"
-    ;
+    "G8a6Gq6fH17soabPXMUK20efcwwXoq6-GZQS8p28Jfl2Cc_-OhhYIo6zxJLD22SQR3tmrxhY4djDuco7Q";
 static const char JWT_NO_AUD[] =
     "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJleHAiOjE3MDAwMDM2MDAsImlhdCI6MTcwMDAwMDAwMCwibmJmI"
     "joxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVybmV0ZXMuZGVmYXVsdC5zdmMuY2x1c3Rlci5sb2NhbCIsInN"
@@ -908,8 +853,7 @@ static const char JWT_NO_AUD[] =
     "3JrwHJhUUywELSGWTZyve7C3GF-hDm01yjgBM6aEOHKX2dvZlXZYxZrDdv6NUTOwWQ-HnBMPVki_038zTn6hDMQZul"
     "GVPwLVniKyAOD5aKr8Macj3EJitsxZ3gu81xXty_PQrY_lp3qe5J1hBfWLmCe4R2Ep5mcpgsnJo6XzX6CgcHEOSToT"
     "prVOYIkI-VcSkaDAS1bvotnaTFqM7GUNR9ePIzIKylR2JAtqQzy6UgiU1VCZh3Tgv_4V-S4ihj7_glNORoVgltHxal"
-    "fWcZyi7vwiZcZPC5IGOC5LTyKQ"
-    ;
+    "fWcZyi7vwiZcZPC5IGOC5LTyKQ";
 static const char JWT_ISS_OTHER[] =
     "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOlsib3BlbmJhbyJdLCJleHAiOjE3MDAwMDM2MDAsImlhd"
     "CI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2V2aWwuZXhhbXBsZSIsInN1YiI6InN"
@@ -920,8 +864,7 @@ static const char JWT_ISS_OTHER[] =
     "ON6qg7lWZXAfkUrCE6ORsUJq8bEgZzepL1K0efv_OWB7rnMtlAnq_5BKlsJ9efl840sfhbPEzJdi-BSadiXBmsXq2d"
     "wSarZkTZR_QIBTRcDo7F__DhLkQWPLMMEBPYzKhNXISoZneIS-X51uwIwY8db8i0XomjG5uUNHHyHnLTIETC-AlIRl"
     "Y4pA8X7WmG7-n9Sh492ATlTSlOiWeGPV55wkriSrI5aC-bHZV--3AEI_Bil1Rp57a-fwckMR1T8J-ecqGWEp-Yc2yC"
-    "_LVDv0AvDHc6iSpNyA"
-    ;
+    "_LVDv0AvDHc6iSpNyA";
 static const char JWT_EXP_STRING[] =
     "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOlsib3BlbmJhbyJdLCJleHAiOiIxNzAwMDAzNjAwIiwia"
     "WF0IjoxNzAwMDAwMDAwLCJuYmYiOjE3MDAwMDAwMDAsImlzcyI6Imh0dHBzOi8va3ViZXJuZXRlcy5kZWZhdWx0LnN"
@@ -932,8 +875,7 @@ static const char JWT_EXP_STRING[] =
     "S3qEk-DisXi0UjTzKt32SbPeD0-9QOKLMUhcf0LuwUwy_bX7p7R0ccKqi9jcUu9PVcnd_yNPhq9W8Uwvo_WeAhwKC3"
     "P-0w0-2FCPYJA_x5ELI1yG9FAk99YLrf-7CRRuewM8z68K6vHZe9E530XowBH1kWUueCH8oYSCPwHJpEQ3NupMkZA3"
     "cIMz8b1Xpite_hrA3Fi9kPItSzRt9jO78yoMXt2eEf2f5sPAy4025e6T4nRSFzm_gxOM8XJ37Lw9dzWgE66EnO2Jqa"
-    "DtOLJnBjjjxZ9YXvZ0coiYKN1V_XO8RG_VkAFVR2u3pdXsTOu1shA"
-    ;
+    "DtOLJnBjjjxZ9YXvZ0coiYKN1V_XO8RG_VkAFVR2u3pdXsTOu1shA";
 static const char JWT_WRONG_NS[] =
     "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOlsib3BlbmJhbyJdLCJleHAiOjE3MDAwMDM2MDAsImlhd"
     "CI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVybmV0ZXMuZGVmYXVsdC5zdmM"
@@ -943,8 +885,7 @@ static const char JWT_WRONG_NS[] =
     "XMikEo0wieSfyzSs5TBURu5SmoI1oBx6DyxN3y62HLkZK5WhP-omvo3QXS5H7sFyh3gCaC-ssOVSQCYs0N6BYm2f3X"
     "MUh40SVEIZv8DMCxWB0QzMJXTDNVhzxU6qo_4STjbI-DLJRhLzcUqvt5VICeW-k_tGCrjar4SjI5_HGVFaSVS20DsX"
     "JjZN7AMDX21SspagYJYDPc5gfHEsukl0Eypk6AvI8SIfALdhQcuO1V7gGgXxLu9UYkvsMH7kHCCwHVKicscDdUNLjo"
-    "Z-j4lgwnOEHWxssuSQq-F0lxmTGoxC-w5Ywqf8A"
-    ;
+    "Z-j4lgwnOEHWxssuSQq-F0lxmTGoxC-w5Ywqf8A";
 static const char JWT_WRONG_SA[] =
     "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOlsib3BlbmJhbyJdLCJleHAiOjE3MDAwMDM2MDAsImlhd"
     "CI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVybmV0ZXMuZGVmYXVsdC5zdmM"
@@ -954,8 +895,7 @@ static const char JWT_WRONG_SA[] =
     "_TL7cUBIFJuajHIKp472tfyqL-nbRVLi2aT5Of1kMUcXhzEzXHKzb20gb-Ao9lLwb25lS54WZwRcL3LsUV2jTO3CEY"
     "p6tLN9ye-SRjvRu29WH0RNGhe7WPA88S4oq-_UZLEW8o0O_VJkR5-CZFLd8sdwicQOtWidACEgWGyxXTglfXAUfzho"
     "7FKr8ECIhJ4Rlw3aAiLd9Y-olB6j8QgKfui8qZ_7AncxjHJnEF-UovGQ2yYo-UXo0AgWod8Ri0jnRrlnPQF3rFeSkC"
-    "bZCF5sTp-R8ZmMn6nCj2wbvhj6ty5w8swuA8qMEy1n3e2sniM4s12MqLpQ"
-    ;
+    "bZCF5sTp-R8ZmMn6nCj2wbvhj6ty5w8swuA8qMEy1n3e2sniM4s12MqLpQ";
 static const char JWT_BOTH_WRONG[] =
     "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOlsib3BlbmJhbyJdLCJleHAiOjE3MDAwMDM2MDAsImlhd"
     "CI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVybmV0ZXMuZGVmYXVsdC5zdmM"
@@ -965,8 +905,7 @@ static const char JWT_BOTH_WRONG[] =
     "OJsSGva7IBoeVIGBNBqstnb8zwfYFqzXp-LLHQkvY-M-ClQZpox5MXjmOGSlKiBJsaWTiwwBLZztj-6_ta9O2acXdq"
     "qk4Kjg3eRZVrCJlQB5Xw9GdIVS84M3BSSdf7B1eHbcMBnMMI2bWu3ANChinH939TpwzGDDqlnmr7Pa4wmdmc9DlRCS"
     "p7cKWD8UgTctiFugCshlemuntVxX9fUbV3CsCCLWDh1LTPRPCm1rGHGcCRtDsJ8GAhz2o7zzu0bonD-GoUOBSFYeqO"
-    "ROcs4ZqBA6AniXPOY2Y7tztzZpQOVVjE-NoQCAy9G3ZJ-eTXPGdA"
-    ;
+    "ROcs4ZqBA6AniXPOY2Y7tztzZpQOVVjE-NoQCAy9G3ZJ-eTXPGdA";
 static const char JWT_NO_SERVICEACCOUNT[] =
     "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOlsib3BlbmJhbyJdLCJleHAiOjE3MDAwMDM2MDAsImlhd"
     "CI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVybmV0ZXMuZGVmYXVsdC5zdmM"
@@ -975,8 +914,7 @@ static const char JWT_NO_SERVICEACCOUNT[] =
     "oZsx_7zac1j0D4AsYYE29gVJNh9Sqvbreb81l8T8vTICHMbYF6kzUf1BkwuvwH3qGxR1X-NUy1TGVn7rQ0IWEyP369"
     "UpUOWN5F0lhAAoVYD-XnhhAg-POjFxjz7MlqAUuWucnnIe2yZV_mlFlCV9mQRnEPY04k-l1N7PZRZnCCvreBJGzUHt"
     "OMxqRUp6t_9ujR-omHtYN_sV_kqXdLlzsJNfml02ZpV5gKvMht4vWPrXD7NRr2fmk13kdsI6LDa2UJaPsAmtT98kvi"
-    "xYycmpTmW4ULOLzbAkAIZ4_V0pJVV1dA"
-    ;
+    "xYycmpTmW4ULOLzbAkAIZ4_V0pJVV1dA";
 static const char JWT_LEGACY_NO_EXP[] =
     "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJrdWJlcm5ldGVzL3NlcnZpY2VhY2NvdW50Iiwia3ViZ"
     "XJuZXRlcy5pby9zZXJ2aWNlYWNjb3VudC9uYW1lc3BhY2UiOiJteS1wcm9qZWN0Iiwia3ViZXJuZXRlcy5pby9zZXJ"
@@ -987,8 +925,7 @@ static const char JWT_LEGACY_NO_EXP[] =
     "y3fjMA4_7zsjsXtj0tPrEeC9fROP5KNKxm4loTpJsU1zLDJyHoFbvCHsKF7vmeg-j1AhkPB3R2a5Ho7_IuGDF2zR1w"
     "ueNkC_pTzi3ocDDS3GOrEU2H8Qhut-DvZhVLaiZuJaFfYw4d3hZXD_2IL3sczZYvys44qEadvBP8qjgPICk7tGlwwz"
     "_m8wVUgdlbdwFAc0nlTtZIpp13JSmehKu_qxiIvA87IdXKwSKPRnMBROSdn0o_hQK2jUnM1R938CWDDxRV-rh2pXrl"
-    "laOccsvc7fNmHLAtX8jGx64zdoFg"
-    ;
+    "laOccsvc7fNmHLAtX8jGx64zdoFg";
 static const char JWT_LEGACY_EXP[] =
     "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJrdWJlcm5ldGVzL3NlcnZpY2VhY2NvdW50Iiwia3ViZ"
     "XJuZXRlcy5pby9zZXJ2aWNlYWNjb3VudC9uYW1lc3BhY2UiOiJteS1wcm9qZWN0Iiwia3ViZXJuZXRlcy5pby9zZXJ"
@@ -999,8 +936,7 @@ static const char JWT_LEGACY_EXP[] =
     ".TSlf1S325a04_k4rXEJ9YQipGTgYUJaTjgrI1FrMhaqlJYag8nVzIUgZTqlBbtQbN6EkBwC737lupbN-JFtf55AnS"
     "dAHcj590YqhDl9hAEYgL_-VoRnrQIQBVZjoCGaTW1CKpe5PRFevhHTgXxvCtKz1bUHaXTfuO0r3pcQNPO3CuIZW8qL"
     "DUKAlJw1YsZ6miPzZQlWtt2pocJS7nJygB5sWjVFhGh9lM_asaOnm04QuKKPLWM97GHtPHbUWQC1cEY5WFWtdXBh5P"
-    "ZeA41nE9-WMG86oQjGRo60fLBhiN0gP2Qw9GOmLpULb25PK95kIHmH549SzID-Yg5n_GPRYVg"
-    ;
+    "ZeA41nE9-WMG86oQjGRo60fLBhiN0gP2Qw9GOmLpULb25PK95kIHmH549SzID-Yg5n_GPRYVg";
 static const char JWT_MIXED_FORMS[] =
     "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOlsib3BlbmJhbyJdLCJleHAiOjE3MDAwMDM2MDAsImlhd"
     "CI6MTcwMDAwMDAwMCwibmJmIjoxNzAwMDAwMDAwLCJpc3MiOiJodHRwczovL2t1YmVybmV0ZXMuZGVmYXVsdC5zdmM"
@@ -1013,7 +949,6 @@ static const char JWT_MIXED_FORMS[] =
     "VAMDlBDYbPmObCHPUIRk2BmYOxH6-UuDv1pN8O7TrX6AKD3-tnEsGh9YXxANTCc1y47Q5HjqLhYPWIIHI9PglKNlXD"
     "v9WItGCjVb43eYM4mrhQ4LG-ovlLK11Jx5p-MUk5m7-F4xYLMlgMMLnqnw5By4YIfkYjTZ8GMwNdPpnk4pm2FxTFHX"
     "gqEOWiiE6N6D5WQLe_7uCRQBNkBnkJZGOTTEJhvEyrAYwZQ2Xe-WFnus9wBtpN8VkcosW-egSv_2lFGNK9N67oESiQ"
-    "FEJeJYwVakWNxlXMgw_zUOGw"
-    ;
+    "FEJeJYwVakWNxlXMgw_zUOGw";
 
 #endif

@@ -1,7 +1,8 @@
 /*
  * api.h - kmsd's Vault-compatible API: one call turns a transport-neutral HTTP request into a
  * response. It owns the request pipeline (namespace, token, route, policy, body limits, JSON,
- * handler, envelope) and the engines behind it (sys, transit, auth/token).
+ * handler, envelope) and the namespace/mount registry; the engines behind it (engine/)
+ * register through api/engine.h, and engine/engines.h composes the whole service.
  *
  * The HTTP transport (server/) knows nothing of Vault; this module knows nothing of sockets.
  * Threads: kms_api_handle may be called from several threads at once.
@@ -29,15 +30,15 @@ struct kms_audit;
 
 struct kms_api_opts {
     struct kms_api_limits limits;
-    const char *version;        /* reported by sys/health */
-    int64_t kms_deletion_delay; /* KMSKey deletion countdown in seconds (0 = 30 days) */
-    size_t key_cache_size;      /* unsealed Transit keys kept in memory (0 = 10000) */
-    double rate_limit;          /* requests per second per token; 0 = off */
-    double rate_limit_burst;    /* bucket size (0 = 2 x rate_limit) */
-    struct kms_audit *audit;    /* audit broker (borrowed, outlives the API); NULL = none */
+    const char *version;     /* reported by sys/health */
+    double rate_limit;       /* requests per second per token; 0 = off */
+    double rate_limit_burst; /* bucket size (0 = 2 x rate_limit) */
+    struct kms_audit *audit; /* audit broker (borrowed, outlives the API); NULL = none */
 };
 
-/* Create the API over an open store (borrowed; must outlive the API). */
+/* Create the pipeline over an open store (borrowed; must outlive the API), with no engine
+ * yet: engines are added with kms_api_engine_add (api/engine.h). Use kms_engines_create
+ * (engine/engines.h) for the whole service. */
 int kms_api_create(struct kms_storage *st, const struct kms_api_opts *opts, struct kms_api **out,
                    struct kms_err *err) KMS_WUR;
 void kms_api_destroy(struct kms_api **api);
@@ -57,10 +58,11 @@ int kms_api_dev_bootstrap(struct kms_api *api, const char *root_id, char *root_o
                           size_t root_out_len, struct kms_err *err) KMS_WUR;
 
 /*
- * Run the KMSKey controller once at time `now`: due rotations and expired deletion
- * countdowns. *next_due receives the earliest future due time (0 = nothing scheduled).
- * `report` (may not be NULL) is told of each action: event "rotated" (detail = new version),
- * "deleted" (detail = Transit key), "rotation-failed" / "deletion-failed" (detail = error).
+ * Run every engine's scheduled work once at time `now` (the KMSKey controller: due rotations
+ * and expired deletion countdowns). *next_due receives the earliest future due time (0 =
+ * nothing scheduled). `report` (may not be NULL) is told of each action: event "rotated"
+ * (detail = new version), "deleted" (detail = Transit key), "rotation-failed" /
+ * "deletion-failed" (detail = error).
  */
 int kms_api_tick(struct kms_api *api, int64_t now, int64_t *next_due,
                  void (*report)(const char *event, const char *ns_id, const char *project,

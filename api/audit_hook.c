@@ -27,51 +27,6 @@
 #include <string.h>
 #include <strings.h>
 
-struct op_row {
-    const char *mount_type;
-    const char *tmpl;
-    unsigned ops; /* 0 = any */
-    const char *op;
-    const char *resource;
-    bool pure; /* changes no state (unless it creates the key: Vault's upsert) */
-};
-
-static const struct op_row op_rows[] = {
-    {"transit", "encrypt/:name", 0, "encrypt", "KMSKey", true},
-    {"transit", "decrypt/:name", 0, "decrypt", "KMSKey", true},
-    {"transit", "rewrap/:name", 0, "rewrap", "KMSKey", true},
-    {"transit", "datakey/+plaintext/:name", 0, "datakey", "KMSKey", true},
-    {"system", "audit-hash/*path", 0, "audit-hash", "Audit", true},
-    {"transit", "keys/:name/rotate", 0, "rotate", "KMSKey", false},
-    {"transit", "keys/:name/config", 0, "config", "KMSKey", false},
-    {"transit", "keys/:name/trim", 0, "trim", "KMSKey", false},
-    {"transit", "keys/:name", KMS_CU, "create", "KMSKey", false},
-    {"transit", "keys/:name", KMS_R, "read", "KMSKey", false},
-    {"transit", "keys/:name", KMS_D, "delete", "KMSKey", false},
-    {"transit", "keys/", KMS_L, "list", "KMSKey", false},
-    {"transit", "export/+type/:name", 0, "export", "KMSKey", false},
-    {"transit", "export/+type/:name/+version", 0, "export", "KMSKey", false},
-    {"transit", "config/keys", 0, "config", "TransitMount", false},
-    {"kms", "keys/+project/", KMS_L, "list", "KMSKey", false},
-    {"kms", "keys/+project/:name", KMS_CU, "create", "KMSKey", false},
-    {"kms", "keys/+project/:name", KMS_R, "read", "KMSKey", false},
-    {"kms", "keys/+project/:name", KMS_D, "delete", "KMSKey", false},
-    {"kms", "keys/+project/:name/rotate", 0, "rotate", "KMSKey", false},
-    {"kms", "keys/+project/:name/min-decryption-version", 0, "set-min-decryption-version", "KMSKey",
-     false},
-    {"kms", "keys/+project/:name/schedule-delete", 0, "schedule-delete", "KMSKey", false},
-    {"kms", "keys/+project/:name/cancel-delete", 0, "cancel-delete", "KMSKey", false},
-};
-
-/* Resource kind by the first segment under sys/. */
-static const struct {
-    const char *prefix;
-    const char *resource;
-} sys_resources[] = {
-    {"mounts", "Mount"}, {"namespaces", "Namespace"}, {"policies", "Policy"}, {"policy", "Policy"},
-    {"audit", "Audit"},  {"auth", "AuthMethod"},      {"metrics", "Metrics"},
-};
-
 static const char *header(const struct kms_http_req *req, const char *name)
 {
     for (size_t i = 0; i < req->nheaders; i++) {
@@ -100,22 +55,18 @@ static const char *client_token(const struct kms_http_req *req)
     return NULL;
 }
 
-static bool is_login(const struct kms_ctx *c)
+/* The row's entry for the operation the request runs as (an update of an absent resource
+ * runs as create). */
+static const struct kms_route_op *route_op(const struct kms_ctx *c)
 {
-    return strncmp(c->mount.path, "auth/", 5) == 0 && c->route != NULL &&
-           strcmp(c->route->tmpl, "login") == 0;
-}
-
-static const struct op_row *find_row(const struct kms_ctx *c)
-{
-    for (size_t i = 0; c->route != NULL && i < sizeof(op_rows) / sizeof(op_rows[0]); i++) {
-        const struct op_row *r = &op_rows[i];
-        if (strcmp(r->mount_type, c->mount.type) == 0 && strcmp(r->tmpl, c->route->tmpl) == 0 &&
-            (r->ops == 0 || (r->ops & KMS_OPBIT(c->op)))) {
-            return r;
-        }
+    if (c->route == NULL) {
+        return NULL;
     }
-    return NULL;
+    const struct kms_route_op *o = &c->route->on[c->op];
+    if (o->fn == NULL && c->op == KMS_OP_UPDATE) {
+        o = &c->route->on[KMS_OP_CREATE];
+    }
+    return o->fn != NULL ? o : NULL;
 }
 
 /*
@@ -129,48 +80,23 @@ static bool without_effects(const struct kms_ctx *c)
     if (c->op == KMS_OP_READ || c->op == KMS_OP_LIST) {
         return true;
     }
-    const struct op_row *r = find_row(c);
-    return r != NULL && r->pure && c->op != KMS_OP_CREATE;
+    const struct kms_route_op *o = route_op(c);
+    return o != NULL && o->effect == KMS_EFFECT_PURE && c->op != KMS_OP_CREATE;
 }
 
+/* The audit names of the request: the handler's override, else the route row's, else the
+ * engine's resource and Vault's operation name. */
 static void op_and_resource(const struct kms_ctx *c, const char **op, const char **resource)
 {
-    *op = NULL;
-    *resource = NULL;
-    const struct op_row *row = find_row(c);
-    if (row != NULL) {
-        *op = row->op;
-        *resource = row->resource;
+    const struct kms_route_op *o = route_op(c);
+    *op = o != NULL ? o->audit_op : NULL;
+    if (o != NULL && c->route->audit_op_of != NULL) {
+        const char *named = c->route->audit_op_of(c);
+        *op = named != NULL ? named : *op;
     }
-    if (*op != NULL && strcmp(*op, "config") == 0 && strcmp(*resource, "KMSKey") == 0 &&
-        json_object_get(c->params, "min_decryption_version") != NULL) {
-        *op = "set-min-decryption-version";
-    }
-    if (is_login(c)) {
-        *op = "login";
-        *resource = "Login";
-    }
-    if (*op == NULL && c->route != NULL && strcmp(c->mount.type, "token") == 0) {
-        *op = c->route->tmpl; /* "create", "lookup-self", "revoke-accessor", ... */
-        *resource = "Token";
-    }
-    if (*resource == NULL) {
-        if (strcmp(c->mount.type, "transit") == 0) {
-            *resource = "KMSKey";
-        } else if (strcmp(c->mount.type, "token") == 0) {
-            *resource = "Token";
-        } else if (strcmp(c->mount.type, "system") == 0 && c->rel != NULL) {
-            for (size_t i = 0; i < sizeof(sys_resources) / sizeof(sys_resources[0]); i++) {
-                size_t n = strlen(sys_resources[i].prefix);
-                if (strncmp(c->rel, sys_resources[i].prefix, n) == 0 &&
-                    (c->rel[n] == '\0' || c->rel[n] == '/' || c->rel[n] == '-')) {
-                    *resource = sys_resources[i].resource;
-                    break;
-                }
-            }
-        } else if (strncmp(c->mount.path, "auth/", 5) == 0) {
-            *resource = "AuthMethod";
-        }
+    *resource = c->route != NULL ? c->route->resource : NULL;
+    if (*resource == NULL && c->engine != NULL) {
+        *resource = c->engine->resource;
     }
     if (c->audit.op != NULL) {
         *op = c->audit.op;

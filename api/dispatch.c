@@ -21,27 +21,6 @@
 #include <strings.h>
 #include <time.h>
 
-struct engine {
-    const char *type;
-    const struct kms_route *routes;
-};
-
-static const struct engine engines[] = {
-    {"transit", kms_transit_routes},
-    {"kubernetes", kms_kubernetes_routes},
-    {"jwt", kms_jwt_routes},
-};
-
-static const struct kms_route *engine_routes(const char *type)
-{
-    for (size_t i = 0; i < sizeof(engines) / sizeof(engines[0]); i++) {
-        if (strcmp(engines[i].type, type) == 0) {
-            return engines[i].routes;
-        }
-    }
-    return NULL;
-}
-
 static const char *header(const struct kms_http_req *req, const char *name)
 {
     for (size_t i = 0; i < req->nheaders; i++) {
@@ -288,8 +267,8 @@ static void cap_name(const char *cn, char *out, size_t cap)
 }
 
 /*
- * Find the route for c->rel. Returns 1 when found (c->route set), 0 when no template matches,
- * 2 when a template matches but not the operation.
+ * Find the route for c->rel in one engine's table. Returns 1 when found (c->route set), 0 when
+ * no template matches, 2 when a template matches but not the operation.
  */
 static int find_route(struct kms_ctx *c, const struct kms_route *routes)
 {
@@ -299,16 +278,83 @@ static int find_route(struct kms_ctx *c, const struct kms_route *routes)
             continue;
         }
         path_matched = true;
-        unsigned need = KMS_OPBIT(c->op);
-        if (c->op == KMS_OP_UPDATE && (r->ops & KMS_C)) {
-            need |= KMS_C;
-        }
-        if (r->ops & need) {
+        /* a row with an existence check serves POST/PUT through create or update */
+        bool served = r->on[c->op].fn != NULL || (c->op == KMS_OP_UPDATE && r->exists != NULL &&
+                                                  r->on[KMS_OP_CREATE].fn != NULL);
+        if (served) {
             c->route = r;
             return 1;
         }
     }
     return path_matched ? 2 : 0;
+}
+
+struct builtin_find {
+    struct kms_ctx *c;
+    int found;
+};
+
+/* Built-in engines answering at a fixed path; several may share one ("sys/"). */
+static int builtin_cb(const struct kms_engine *e, void *arg)
+{
+    struct builtin_find *bf = arg;
+    struct kms_ctx *c = bf->c;
+    if (e->builtin_path == NULL || strcmp(e->builtin_path, c->mount.path) != 0) {
+        return 0;
+    }
+    int f = find_route(c, e->routes);
+    if (f > bf->found) {
+        bf->found = f;
+    }
+    if (f == 1 || (bf->found == 0 && c->engine == NULL)) {
+        c->engine = e;
+    }
+    return f == 1 ? 1 : 0;
+}
+
+/* The built-in path c->path starts with ("sys/", "kms/", "auth/token/"), into c->mount. */
+static int builtin_path_cb(const struct kms_engine *e, void *arg)
+{
+    struct kms_ctx *c = arg;
+    if (e->builtin_path == NULL) {
+        return 0;
+    }
+    size_t n = strlen(e->builtin_path);
+    bool bare = strncmp(c->path, e->builtin_path, n - 1) == 0 && c->path[n - 1] == '\0';
+    if (strncmp(c->path, e->builtin_path, n) != 0 && !bare) {
+        return 0;
+    }
+    snprintf(c->mount.path, sizeof(c->mount.path), "%s", e->builtin_path);
+    snprintf(c->mount.type, sizeof(c->mount.type), "%s", e->type);
+    return 1;
+}
+
+/* Step 4: mount and route. Returns 0 no mount, else find_route's answer + 10. */
+static int resolve_route(struct kms_ctx *c, bool *have_mount)
+{
+    *have_mount = false;
+    if (kms_api_engines_visit(c->api, builtin_path_cb, c) == 1) {
+        *have_mount = true;
+        c->rel = c->path + strlen(c->mount.path);
+        if (c->rel > c->path + strlen(c->path)) {
+            c->rel = c->path + strlen(c->path);
+        }
+        struct builtin_find bf = {c, 0};
+        (void)kms_api_engines_visit(c->api, builtin_cb, &bf);
+        c->estate = c->engine ? c->engine->state : NULL;
+        return bf.found;
+    }
+    if (kms_registry_mount_resolve(c->api, c->ns.id, c->path, &c->mount) != 0) {
+        return 0;
+    }
+    c->engine = kms_api_engine_find(c->api, c->mount.type);
+    if (c->engine == NULL) {
+        return 0;
+    }
+    *have_mount = true;
+    c->estate = c->engine->state;
+    c->rel = c->path + strlen(c->mount.path);
+    return find_route(c, c->engine->routes);
 }
 
 /* Body -> c->params; GET/DELETE/LIST take the query string. */
@@ -547,33 +593,9 @@ static int run(struct kms_ctx *c, struct kms_http_resp *resp)
     }
 
     /* 4. mount and route */
-    const struct kms_route *routes = NULL;
     bool have_mount = false;
-    if (strncmp(c->path, "sys/", 4) == 0 || strcmp(c->path, "sys") == 0) {
-        snprintf(c->mount.path, sizeof(c->mount.path), "sys/");
-        snprintf(c->mount.type, sizeof(c->mount.type), "system");
-        routes = kms_sys_routes;
-        have_mount = true;
-    } else if (strncmp(c->path, "kms/", 4) == 0) {
-        snprintf(c->mount.path, sizeof(c->mount.path), "kms/");
-        snprintf(c->mount.type, sizeof(c->mount.type), "kms");
-        routes = kms_kms_routes;
-        have_mount = true;
-    } else if (strncmp(c->path, "auth/token/", 11) == 0) {
-        snprintf(c->mount.path, sizeof(c->mount.path), "auth/token/");
-        snprintf(c->mount.type, sizeof(c->mount.type), "token");
-        routes = kms_token_routes;
-        have_mount = true;
-    } else if (kms_registry_mount_resolve(c->api, c->ns.id, c->path, &c->mount) == 0) {
-        routes = engine_routes(c->mount.type);
-        have_mount = routes != NULL;
-    }
-    int found = 0;
-    if (have_mount) {
-        c->rel = c->path + strlen(c->mount.path);
-        found = find_route(c, routes);
-    }
-    if (found == 1 && head && c->route->handler != NULL && (c->route->flags & KMS_RT_PUBLIC) == 0) {
+    int found = resolve_route(c, &have_mount);
+    if (found == 1 && head && (c->route->flags & KMS_RT_PUBLIC) == 0) {
         found = 2;
     }
     bool public_route = found == 1 && (c->route->flags & KMS_RT_PUBLIC);
@@ -608,8 +630,7 @@ static int run(struct kms_ctx *c, struct kms_http_resp *resp)
             !kms_auth_token_cidr_ok(&c->token, req->remote_addr)) {
             return KMS_FAIL(c, 403, "permission denied");
         }
-        if (found == 1 && c->op == KMS_OP_UPDATE && (c->route->flags & KMS_RT_EXISTENCE) &&
-            c->route->exists != NULL) {
+        if (found == 1 && c->op == KMS_OP_UPDATE && c->route->exists != NULL) {
             int ex = c->route->exists(c);
             if (ex < 0) {
                 return KMS_FAILW(c, 500, "internal error");
@@ -654,8 +675,12 @@ static int run(struct kms_ctx *c, struct kms_http_resp *resp)
         return -1;
     }
 
-    /* 9. handler */
-    int rc = c->route->handler(c);
+    /* 9. handler: the row's operation (an update of an absent resource runs as create) */
+    kms_handler_fn fn = c->route->on[c->op].fn;
+    if (fn == NULL && c->op == KMS_OP_UPDATE) {
+        fn = c->route->on[KMS_OP_CREATE].fn;
+    }
+    int rc = fn(c);
     if (head) {
         json_decref(c->data);
         c->data = NULL;

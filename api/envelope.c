@@ -57,6 +57,12 @@ int kms_fail_notfound(struct kms_ctx *c)
     return -1;
 }
 
+int kms_reply_warnings(struct kms_ctx *c)
+{
+    c->warnings_only = true;
+    return 0;
+}
+
 void kms_warn(struct kms_ctx *c, const char *fmt, ...)
 {
     char buf[1024];
@@ -127,7 +133,8 @@ void kms_render(struct kms_ctx *c, int rc, struct kms_http_resp *resp)
         set_body(resp, c->raw);
         return;
     }
-    if (c->data == NULL && c->auth == NULL) {
+    bool warned = c->warnings != NULL && json_array_size(c->warnings) > 0;
+    if (c->data == NULL && c->auth == NULL && !(c->warnings_only && warned)) {
         resp->status = 204;
         return;
     }

@@ -1,10 +1,14 @@
 /*
- * registry.c - the API object and its in-memory registry of namespaces and mounts.
+ * registry.c - the API object, its engines and its in-memory registry of namespaces and
+ * mounts.
  *
  * Both tables are small (one entry per organisation and per mount) and read on every request,
  * so they live in memory behind a read-write lock and are written through to storage: a
  * change is committed durably first, then published in memory. Namespace and mount records
  * are JSON documents (sealed by storage like every record).
+ *
+ * The registry knows no engine by name: removing a mount or a namespace asks every engine to
+ * purge its records inside the same write transaction, then to drop its cached state.
  */
 #include "api/api_int.h"
 
@@ -23,11 +27,10 @@ struct kms_api {
     size_t nmounts;
     bool initialized;
     char cluster_id[37];
-    struct kms_sched *sched;
-    struct kms_keycache *keycache;
     struct kms_ratelimit *ratelimit;
-    int64_t kms_deletion_delay;
     struct kms_audit *audit;
+    struct kms_engine *engines;
+    size_t nengines;
 };
 
 #define INIT_META "init"
@@ -71,19 +74,80 @@ struct kms_ratelimit *kms_api_ratelimit(struct kms_api *api)
     return api->ratelimit;
 }
 
-struct kms_keycache *kms_api_keycache(struct kms_api *api)
+int kms_api_engine_add(struct kms_api *api, const struct kms_engine *e)
 {
-    return api->keycache;
+    struct kms_engine *grown = realloc(api->engines, (api->nengines + 1) * sizeof(*grown));
+    if (grown == NULL) {
+        return -1;
+    }
+    api->engines = grown;
+    api->engines[api->nengines++] = *e;
+    return 0;
 }
 
-struct kms_sched *kms_api_kms_sched(struct kms_api *api)
+const struct kms_engine *kms_api_engine_find(struct kms_api *api, const char *type)
 {
-    return api->sched;
+    for (size_t i = 0; i < api->nengines; i++) {
+        if (api->engines[i].builtin_path == NULL && strcmp(api->engines[i].type, type) == 0) {
+            return &api->engines[i];
+        }
+    }
+    return NULL;
 }
 
-int64_t kms_api_kms_deletion_delay(struct kms_api *api)
+int kms_api_engines_visit(struct kms_api *api, int (*cb)(const struct kms_engine *e, void *arg),
+                          void *arg)
 {
-    return api->kms_deletion_delay;
+    for (size_t i = 0; i < api->nengines; i++) {
+        int r = cb(&api->engines[i], arg);
+        if (r != 0) {
+            return r;
+        }
+    }
+    return 0;
+}
+
+int kms_api_tick(struct kms_api *api, int64_t now, int64_t *next_due, kms_tick_report_fn report)
+{
+    int rc = 0;
+    *next_due = 0;
+    for (size_t i = 0; i < api->nengines; i++) {
+        const struct kms_engine *e = &api->engines[i];
+        int64_t due = 0;
+        if (e->tick == NULL) {
+            continue;
+        }
+        if (e->tick(e->state, now, &due, report) != 0) {
+            rc = -1;
+        }
+        if (due > 0 && (*next_due == 0 || due < *next_due)) {
+            *next_due = due;
+        }
+    }
+    return rc;
+}
+
+/* Every engine's purge of a mount (m) or a whole namespace (m == NULL), in one transaction. */
+static int purge_all(struct kms_api *api, struct kms_txn *txn, const char *ns_id,
+                     const struct kms_mount *m)
+{
+    for (size_t i = 0; i < api->nengines; i++) {
+        const struct kms_engine *e = &api->engines[i];
+        if (e->purge != NULL && e->purge(e->state, txn, ns_id, m) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void purged_all(struct kms_api *api, const char *ns_id, const struct kms_mount *m)
+{
+    for (size_t i = 0; i < api->nengines; i++) {
+        const struct kms_engine *e = &api->engines[i];
+        if (e->purged != NULL) {
+            e->purged(e->state, ns_id, m);
+        }
+    }
 }
 
 const char *kms_api_cluster_id(struct kms_api *api)
@@ -215,7 +279,6 @@ int kms_api_create(struct kms_storage *st, const struct kms_api_opts *opts, stru
     api->st = st;
     api->limits = opts->limits;
     snprintf(api->version, sizeof(api->version), "%s", opts->version ? opts->version : "");
-    api->kms_deletion_delay = opts->kms_deletion_delay > 0 ? opts->kms_deletion_delay : 30 * 86400;
     api->audit = opts->audit;
     pthread_rwlock_init(&api->lock, NULL);
     api->ns = calloc(1, sizeof(*api->ns));
@@ -225,11 +288,6 @@ int kms_api_create(struct kms_storage *st, const struct kms_api_opts *opts, stru
     }
     snprintf(api->ns[0].id, sizeof(api->ns[0].id), "root");
     api->nns = 1;
-    if (kms_keycache_create(opts->key_cache_size ? opts->key_cache_size : 10000, &api->keycache) !=
-        0) {
-        kms_err_set(err, 500, "out of memory");
-        goto out;
-    }
     if (opts->rate_limit > 0 &&
         kms_ratelimit_create(opts->rate_limit,
                              opts->rate_limit_burst > 0 ? opts->rate_limit_burst
@@ -253,10 +311,6 @@ int kms_api_create(struct kms_storage *st, const struct kms_api_opts *opts, stru
     int g = kms_storage_get(txn, KMS_DB_META, INIT_META, strlen(INIT_META), &val, &vallen);
     if (g < 0) {
         kms_err_set(err, 500, "cannot read the init record");
-        goto out;
-    }
-    if (kms_kms_sched_create(api, &api->sched) != 0) {
-        kms_err_set(err, 500, "cannot load KMSKeys from storage");
         goto out;
     }
     api->initialized = g == 0;
@@ -284,9 +338,13 @@ void kms_api_destroy(struct kms_api **apip)
     if (api == NULL) {
         return;
     }
+    for (size_t i = api->nengines; i > 0; i--) {
+        if (api->engines[i - 1].destroy != NULL) {
+            api->engines[i - 1].destroy(api->engines[i - 1].state);
+        }
+    }
+    free(api->engines);
     kms_auth_destroy(&api->auth);
-    kms_kms_sched_destroy(&api->sched);
-    kms_keycache_destroy(&api->keycache);
     kms_ratelimit_destroy(&api->ratelimit);
     pthread_rwlock_destroy(&api->lock);
     free(api->ns);
@@ -532,30 +590,35 @@ int kms_registry_ns_delete(struct kms_api *api, const char *path, struct kms_err
     }
     for (size_t i = 0; i < api->nmounts; i++) {
         if (strcmp(api->mounts[i].ns_id, ns->id) == 0 &&
-            strcmp(api->mounts[i].type, "transit") == 0 &&
-            kms_transit_purge(txn, &api->mounts[i]) != 0) {
-            kms_err_set(err, 500, "cannot remove the namespace's keys");
+            purge_all(api, txn, ns->id, &api->mounts[i]) != 0) {
+            kms_err_set(err, 500, "cannot remove the namespace's records");
             goto out;
         }
     }
+    if (purge_all(api, txn, ns->id, NULL) != 0) {
+        kms_err_set(err, 500, "cannot remove the namespace's records");
+        goto out;
+    }
     if (kms_storage_del_prefix(txn, KMS_DB_MOUNTS, prefix, strlen(prefix), NULL) != 0 ||
-        kms_storage_del_prefix(txn, KMS_DB_POLICIES, prefix, strlen(prefix), NULL) != 0 ||
-        kms_storage_del_prefix(txn, KMS_DB_AUTH, prefix, strlen(prefix), NULL) != 0 ||
         kms_storage_del(txn, KMS_DB_NAMESPACES, path, strlen(path)) < 0 ||
         kms_storage_txn_commit(&txn) != 0) {
         kms_err_set(err, 500, "cannot delete the namespace");
         goto out;
     }
+    char gone_id[KMS_NS_ID_LEN];
+    snprintf(gone_id, sizeof(gone_id), "%s", ns->id);
     size_t w = 0;
     for (size_t i = 0; i < api->nmounts; i++) {
-        if (strcmp(api->mounts[i].ns_id, ns->id) != 0) {
+        if (strcmp(api->mounts[i].ns_id, gone_id) != 0) {
             api->mounts[w++] = api->mounts[i];
+        } else {
+            purged_all(api, gone_id, &api->mounts[i]);
         }
     }
     api->nmounts = w;
     api->ns[idx] = api->ns[api->nns - 1];
     api->nns--;
-    kms_keycache_clear(api->keycache);
+    purged_all(api, gone_id, NULL);
     rc = 0;
 out:
     kms_storage_txn_abort(&txn);
@@ -660,6 +723,9 @@ int kms_registry_mount_add(struct kms_api *api, const char *ns_id, const char *p
     int32_t nsec;
     int rc = -1;
 
+    if (kms_api_engine_find(api, type) == NULL) {
+        return kms_err_set(err, 400, "plugin not found in the catalog: %s", type);
+    }
     memset(&m, 0, sizeof(m));
     snprintf(m.ns_id, sizeof(m.ns_id), "%s", ns_id);
     snprintf(m.path, sizeof(m.path), "%s", path);
@@ -732,16 +798,16 @@ int kms_registry_mount_remove(struct kms_api *api, const char *ns_id, const char
         goto out;
     }
     if (kms_storage_txn_begin(api->st, true, &txn) != 0 ||
-        (strcmp(api->mounts[idx].type, "transit") == 0 &&
-         kms_transit_purge(txn, &api->mounts[idx]) != 0) ||
+        purge_all(api, txn, ns_id, &api->mounts[idx]) != 0 ||
         kms_storage_del(txn, KMS_DB_MOUNTS, key, strlen(key)) < 0 ||
         kms_storage_txn_commit(&txn) != 0) {
         kms_err_set(err, 500, "cannot remove the mount");
         goto out;
     }
+    struct kms_mount gone = api->mounts[idx];
     api->mounts[idx] = api->mounts[api->nmounts - 1];
     api->nmounts--;
-    kms_keycache_clear(api->keycache);
+    purged_all(api, ns_id, &gone);
     rc = 0;
 out:
     kms_storage_txn_abort(&txn);

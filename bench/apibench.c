@@ -19,7 +19,7 @@
  *
  *   API op=encrypt requests=N seconds=S us_per_request=U items_per_s=I
  */
-#include "api/api.h"
+#include "engine/engines.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,7 +130,7 @@ int main(int argc, char **argv)
     memset(&aopts, 0, sizeof(aopts));
     kms_api_limits_default(&aopts.limits);
     aopts.version = "bench";
-    if (kms_api_create(st, &aopts, &api, &err) != 0) {
+    if (kms_engines_create(st, &aopts, NULL, &api, &err) != 0) {
         fprintf(stderr, "kmsd-apibench: %s\n", err.msg);
         goto out;
     }

@@ -20,7 +20,7 @@
  * Before writing it checks the free space of DIR's file system against an estimate of the
  * store's size (measured per key, see KEY_BYTES) and refuses when it would not fit.
  */
-#include "api/api.h"
+#include "engine/engines.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -194,7 +194,7 @@ int main(int argc, char **argv)
     memset(&aopts, 0, sizeof(aopts));
     kms_api_limits_default(&aopts.limits);
     aopts.version = "bench";
-    if (kms_api_create(st, &aopts, &api, &err) != 0 ||
+    if (kms_engines_create(st, &aopts, NULL, &api, &err) != 0 ||
         kms_api_dev_bootstrap(api, root_id, root, sizeof(root), &err) != 0) {
         fprintf(stderr, "kmsd-mkstore: %s\n", err.msg);
         goto out;

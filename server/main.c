@@ -5,6 +5,8 @@
  */
 #include "server/server.h"
 
+#include "engine/engines.h"
+
 #include <errno.h>
 #include <event2/event.h>
 #include <jansson.h>
@@ -407,11 +409,13 @@ int kms_server_main(int argc, char **argv)
     aopts.audit = rt.audit;
     aopts.limits = cfg.limits;
     aopts.version = KMSD_VERSION;
-    aopts.kms_deletion_delay = flag_delay > 0 ? flag_delay : cfg.kms_deletion_delay;
-    aopts.key_cache_size = cfg.key_cache_size;
+    struct kms_engines_opts eopts = {
+        .kms_deletion_delay = flag_delay > 0 ? flag_delay : cfg.kms_deletion_delay,
+        .key_cache_size = cfg.key_cache_size,
+    };
     aopts.rate_limit = f.dev ? 0 : (double)cfg.rate_limit;
     aopts.rate_limit_burst = (double)cfg.rate_limit_burst;
-    if (kms_api_create(st, &aopts, &api, &err) != 0) {
+    if (kms_engines_create(st, &aopts, &eopts, &api, &err) != 0) {
         fprintf(stderr, "kmsd: %s\n", err.msg);
         goto out;
     }

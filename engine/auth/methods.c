@@ -14,7 +14,7 @@
  * Statuses and strings are upstream's (reference auth-audit.md §1-§2); a login error body is
  * always the plain {"errors":[msg]}, as Vault answers for login paths.
  */
-#include "api/api_int.h"
+#include "engine/auth/auth_int.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -120,21 +120,6 @@ static void go_quote(const char *s, char *out, size_t n)
     }
     out[o++] = '"';
     out[o] = '\0';
-}
-
-int kms_reply_warnings(struct kms_ctx *c)
-{
-    char rid[37];
-    if (c->warnings == NULL || json_array_size(c->warnings) == 0) {
-        return 0;
-    }
-    if (kms_uuid4(rid) != 0) {
-        return KMS_FAILW(c, 500, "internal error");
-    }
-    c->raw = json_pack("{s:s, s:s, s:b, s:i, s:n, s:n, s:O, s:n}", "request_id", rid, "lease_id",
-                       "", "renewable", false, "lease_duration", 0, "data", "wrap_info", "warnings",
-                       c->warnings, "auth");
-    return c->raw ? 0 : KMS_FAILW(c, 500, "internal error");
 }
 
 static bool all_strings(const json_t *arr)
@@ -747,14 +732,11 @@ out:
     return rc;
 }
 
-static int k8s_config(struct kms_ctx *c)
+static int k8s_config_read(struct kms_ctx *c)
 {
     char key[KMS_PATH_MAX + 64];
     json_t *rec = NULL;
 
-    if (c->op != KMS_OP_READ) {
-        return k8s_config_write(c);
-    }
     if (auth_key(&c->mount, "config", key, sizeof(key)) != 0) {
         return KMS_FAILW(c, 500, "internal error");
     }
@@ -900,17 +882,11 @@ out:
     return rc;
 }
 
-static int k8s_role(struct kms_ctx *c)
+static int k8s_role_read(struct kms_ctx *c)
 {
     char key[KMS_PATH_MAX + 64];
     json_t *role = NULL;
 
-    if (c->op == KMS_OP_DELETE) {
-        return role_delete(c);
-    }
-    if (c->op != KMS_OP_READ) {
-        return k8s_role_write(c);
-    }
     if (role_key(c, key, sizeof(key)) != 0) {
         return KMS_FAIL(c, 400, "missing name");
     }
@@ -1132,14 +1108,11 @@ out:
     return rc;
 }
 
-static int jwt_config(struct kms_ctx *c)
+static int jwt_config_read(struct kms_ctx *c)
 {
     char key[KMS_PATH_MAX + 64];
     json_t *rec = NULL;
 
-    if (c->op != KMS_OP_READ) {
-        return jwt_config_write(c);
-    }
     if (auth_key(&c->mount, "config", key, sizeof(key)) != 0) {
         return KMS_FAILW(c, 500, "internal error");
     }
@@ -1273,17 +1246,11 @@ out:
     return rc;
 }
 
-static int jwt_role(struct kms_ctx *c)
+static int jwt_role_read(struct kms_ctx *c)
 {
     char key[KMS_PATH_MAX + 64];
     json_t *role = NULL;
 
-    if (c->op == KMS_OP_DELETE) {
-        return role_delete(c);
-    }
-    if (c->op != KMS_OP_READ) {
-        return jwt_role_write(c);
-    }
     if (role_key(c, key, sizeof(key)) != 0) {
         return KMS_FAIL(c, 400, "missing name");
     }
@@ -1709,38 +1676,45 @@ static int auth_mount_path(struct kms_ctx *c, char *out, size_t n)
     return 0;
 }
 
-int kms_sys_auth_one(struct kms_ctx *c)
+int kms_sys_auth_read(struct kms_ctx *c)
 {
     char path[KMS_PATH_MAX];
     struct kms_mount m;
     if (auth_mount_path(c, path, sizeof(path)) != 0) {
         return -1;
     }
-    if (c->op == KMS_OP_READ) {
-        if (kms_registry_mount_get(c->api, c->ns.id, path, &m) != 0) {
-            return KMS_FAIL(c, 400, "No auth engine at %s", path);
-        }
-        c->data = auth_mount_json(&m);
-        return 0;
+    if (kms_registry_mount_get(c->api, c->ns.id, path, &m) != 0) {
+        return KMS_FAIL(c, 400, "No auth engine at %s", path);
     }
-    if (c->op == KMS_OP_DELETE) {
-        char prefix[KMS_NS_ID_LEN + 40];
-        struct kms_txn *txn = NULL;
-        if (kms_registry_mount_get(c->api, c->ns.id, path, &m) != 0) {
-            return 0; /* like Vault, disabling a missing mount succeeds */
-        }
-        kms_mount_prefix(&m, prefix, sizeof(prefix));
-        if (kms_storage_txn_begin(kms_api_storage(c->api), true, &txn) != 0 ||
-            kms_storage_del_prefix(txn, KMS_DB_AUTH, prefix, strlen(prefix), NULL) != 0 ||
-            kms_storage_txn_commit(&txn) != 0) {
-            kms_storage_txn_abort(&txn);
-            return KMS_FAILW(c, 500, "internal error");
-        }
-        if (kms_auth_token_revoke_prefix(kms_api_auth(c->api), c->ns.id, path) != 0) {
-            return KMS_FAILW(c, 500, "internal error");
-        }
-        int rc = kms_registry_mount_remove(c->api, c->ns.id, path, &c->err);
-        return rc == KMS_STORAGE_NOTFOUND ? 0 : rc;
+    c->data = auth_mount_json(&m);
+    return 0;
+}
+
+/* Disabling a method revokes the tokens it issued; its roles and config go with the mount
+ * (the engine's purge, in the registry's transaction). */
+int kms_sys_auth_delete(struct kms_ctx *c)
+{
+    char path[KMS_PATH_MAX];
+    struct kms_mount m;
+    if (auth_mount_path(c, path, sizeof(path)) != 0) {
+        return -1;
+    }
+    if (kms_registry_mount_get(c->api, c->ns.id, path, &m) != 0) {
+        return 0; /* like Vault, disabling a missing mount succeeds */
+    }
+    if (kms_auth_token_revoke_prefix(kms_api_auth(c->api), c->ns.id, path) != 0) {
+        return KMS_FAILW(c, 500, "internal error");
+    }
+    int rc = kms_registry_mount_remove(c->api, c->ns.id, path, &c->err);
+    return rc == KMS_STORAGE_NOTFOUND ? 0 : rc;
+}
+
+int kms_sys_auth_write(struct kms_ctx *c)
+{
+    char path[KMS_PATH_MAX];
+    struct kms_mount m;
+    if (auth_mount_path(c, path, sizeof(path)) != 0) {
+        return -1;
     }
     const char *type = NULL;
     const char *desc = "";
@@ -1807,12 +1781,27 @@ static const struct kms_field f_list[] = {
     {NULL, 0},
 };
 
-const struct kms_route kms_kubernetes_routes[] = {
-    {"config", KMS_R | KMS_CU, KMS_RT_EXISTENCE, k8s_config, f_k8s_config, config_exists},
-    {"role/", KMS_L, 0, role_list, f_list, NULL},
-    {"role/:name", KMS_R | KMS_CU | KMS_D, KMS_RT_EXISTENCE, k8s_role, f_k8s_role, role_exists},
-    {"login", KMS_U, KMS_RT_PUBLIC, k8s_login, f_login, NULL},
-    {NULL, 0, 0, NULL, NULL, NULL},
+static const struct kms_route kubernetes_routes[] = {
+    {.tmpl = "config",
+     .fields = f_k8s_config,
+     .exists = config_exists,
+     .on = {[KMS_OP_READ] = {k8s_config_read, NULL, 0},
+            [KMS_OP_CREATE] = {k8s_config_write, NULL, 0},
+            [KMS_OP_UPDATE] = {k8s_config_write, NULL, 0}}},
+    {.tmpl = "role/", .fields = f_list, .on = {[KMS_OP_LIST] = {role_list, NULL, 0}}},
+    {.tmpl = "role/:name",
+     .fields = f_k8s_role,
+     .exists = role_exists,
+     .on = {[KMS_OP_READ] = {k8s_role_read, NULL, 0},
+            [KMS_OP_CREATE] = {k8s_role_write, NULL, 0},
+            [KMS_OP_UPDATE] = {k8s_role_write, NULL, 0},
+            [KMS_OP_DELETE] = {role_delete, NULL, 0}}},
+    {.tmpl = "login",
+     .flags = KMS_RT_PUBLIC,
+     .fields = f_login,
+     .resource = "Login",
+     .on = {[KMS_OP_UPDATE] = {k8s_login, "login", 0}}},
+    KMS_ROUTES_END,
 };
 
 static const struct kms_field f_jwt_config[] = {
@@ -1850,10 +1839,109 @@ static const struct kms_field f_jwt_role[] = {
     {NULL, 0},
 };
 
-const struct kms_route kms_jwt_routes[] = {
-    {"config", KMS_R | KMS_CU, KMS_RT_EXISTENCE, jwt_config, f_jwt_config, config_exists},
-    {"role/", KMS_L, 0, role_list, f_list, NULL},
-    {"role/:name", KMS_R | KMS_CU | KMS_D, KMS_RT_EXISTENCE, jwt_role, f_jwt_role, role_exists},
-    {"login", KMS_U, KMS_RT_PUBLIC, jwt_login, f_login, NULL},
-    {NULL, 0, 0, NULL, NULL, NULL},
+static const struct kms_route jwt_routes[] = {
+    {.tmpl = "config",
+     .fields = f_jwt_config,
+     .exists = config_exists,
+     .on = {[KMS_OP_READ] = {jwt_config_read, NULL, 0},
+            [KMS_OP_CREATE] = {jwt_config_write, NULL, 0},
+            [KMS_OP_UPDATE] = {jwt_config_write, NULL, 0}}},
+    {.tmpl = "role/", .fields = f_list, .on = {[KMS_OP_LIST] = {role_list, NULL, 0}}},
+    {.tmpl = "role/:name",
+     .fields = f_jwt_role,
+     .exists = role_exists,
+     .on = {[KMS_OP_READ] = {jwt_role_read, NULL, 0},
+            [KMS_OP_CREATE] = {jwt_role_write, NULL, 0},
+            [KMS_OP_UPDATE] = {jwt_role_write, NULL, 0},
+            [KMS_OP_DELETE] = {role_delete, NULL, 0}}},
+    {.tmpl = "login",
+     .flags = KMS_RT_PUBLIC,
+     .fields = f_login,
+     .resource = "Login",
+     .on = {[KMS_OP_UPDATE] = {jwt_login, "login", 0}}},
+    KMS_ROUTES_END,
 };
+
+/* Purge: an auth mount's config and roles; a namespace's policies and auth records. */
+static int auth_purge(void *state, struct kms_txn *txn, const char *ns_id,
+                      const struct kms_mount *m)
+{
+    char prefix[KMS_NS_ID_LEN + 40];
+    (void)state;
+    if (m == NULL) {
+        snprintf(prefix, sizeof(prefix), "%s/", ns_id);
+        return kms_storage_del_prefix(txn, KMS_DB_POLICIES, prefix, strlen(prefix), NULL) != 0 ||
+                       kms_storage_del_prefix(txn, KMS_DB_AUTH, prefix, strlen(prefix), NULL) != 0
+                   ? -1
+                   : 0;
+    }
+    if (strcmp(m->type, "kubernetes") != 0 && strcmp(m->type, "jwt") != 0) {
+        return 0;
+    }
+    kms_mount_prefix(m, prefix, sizeof(prefix));
+    return kms_storage_del_prefix(txn, KMS_DB_AUTH, prefix, strlen(prefix), NULL) != 0 ? -1 : 0;
+}
+
+static const struct kms_route auth_sys_routes[] = {
+    {.tmpl = "auth",
+     .flags = KMS_RT_SYS_TOP,
+     .resource = "AuthMethod",
+     .on = {[KMS_OP_READ] = {kms_sys_auth_list, NULL, 0}}},
+    {.tmpl = "auth/*path",
+     .flags = KMS_RT_SYS_TOP | KMS_RT_SUDO,
+     .fields = kms_sys_auth_fields,
+     .resource = "AuthMethod",
+     .on = {[KMS_OP_READ] = {kms_sys_auth_read, NULL, 0},
+            [KMS_OP_UPDATE] = {kms_sys_auth_write, NULL, 0},
+            [KMS_OP_DELETE] = {kms_sys_auth_delete, NULL, 0}}},
+    {.tmpl = "policy",
+     .flags = KMS_RT_SYS_TOP,
+     .resource = "Policy",
+     .on = {[KMS_OP_READ] = {kms_sys_policy_list, NULL, 0}}},
+    {.tmpl = "policy/",
+     .flags = KMS_RT_SYS_TOP,
+     .resource = "Policy",
+     .on = {[KMS_OP_LIST] = {kms_sys_policy_list, NULL, 0}}},
+    {.tmpl = "policy/*name",
+     .flags = KMS_RT_SYS_TOP,
+     .fields = kms_sys_policy_fields,
+     .resource = "Policy",
+     .on = {[KMS_OP_READ] = {kms_sys_policy_read, NULL, 0},
+            [KMS_OP_UPDATE] = {kms_sys_policy_write, NULL, 0},
+            [KMS_OP_DELETE] = {kms_sys_policy_delete, NULL, 0}}},
+    {.tmpl = "policies/acl/",
+     .flags = KMS_RT_SYS_TOP,
+     .resource = "Policy",
+     .on = {[KMS_OP_LIST] = {kms_sys_policy_list, NULL, 0}}},
+    {.tmpl = "policies/acl/*name",
+     .flags = KMS_RT_SYS_TOP,
+     .fields = kms_sys_policy_fields,
+     .resource = "Policy",
+     .on = {[KMS_OP_READ] = {kms_sys_policy_read, NULL, 0},
+            [KMS_OP_UPDATE] = {kms_sys_policy_write, NULL, 0},
+            [KMS_OP_DELETE] = {kms_sys_policy_delete, NULL, 0}}},
+    KMS_ROUTES_END,
+};
+
+int kms_auth_engines_add(struct kms_api *api)
+{
+    const struct kms_engine engines[] = {
+        {.type = "system", .builtin_path = "sys/", .routes = auth_sys_routes},
+        {.type = "token",
+         .builtin_path = "auth/token/",
+         .resource = "Token",
+         .routes = kms_token_routes,
+         .purge = auth_purge},
+        {.type = "kubernetes",
+         .auth_method = true,
+         .resource = "AuthMethod",
+         .routes = kubernetes_routes},
+        {.type = "jwt", .auth_method = true, .resource = "AuthMethod", .routes = jwt_routes},
+    };
+    for (size_t i = 0; i < sizeof(engines) / sizeof(engines[0]); i++) {
+        if (kms_api_engine_add(api, &engines[i]) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}

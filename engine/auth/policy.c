@@ -7,7 +7,7 @@
  * decodes, as Vault does); sys/policy also takes the deprecated `rules`. Reads answer
  * {name, rules} on sys/policy and {name, policy} on sys/policies/acl.
  */
-#include "api/api_int.h"
+#include "engine/auth/auth_int.h"
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -99,19 +99,31 @@ out:
     return rc;
 }
 
-int kms_sys_policy_one(struct kms_ctx *c)
+int kms_sys_policy_delete(struct kms_ctx *c)
+{
+    char name[KMS_PATH_MAX];
+    if (policy_name(c, name, sizeof(name), false) != 0) {
+        return -1;
+    }
+    return kms_auth_policy_delete(kms_api_auth(c->api), c->ns.id, name, &c->err);
+}
+
+int kms_sys_policy_write(struct kms_ctx *c)
+{
+    char name[KMS_PATH_MAX];
+    if (policy_name(c, name, sizeof(name), true) != 0) {
+        return -1;
+    }
+    return policy_write(c, name);
+}
+
+int kms_sys_policy_read(struct kms_ctx *c)
 {
     char name[KMS_PATH_MAX];
     char *text = NULL;
 
-    if (policy_name(c, name, sizeof(name), c->op != KMS_OP_READ && c->op != KMS_OP_DELETE) != 0) {
+    if (policy_name(c, name, sizeof(name), false) != 0) {
         return -1;
-    }
-    if (c->op == KMS_OP_DELETE) {
-        return kms_auth_policy_delete(kms_api_auth(c->api), c->ns.id, name, &c->err);
-    }
-    if (c->op != KMS_OP_READ) {
-        return policy_write(c, name);
     }
     int g = kms_auth_policy_get(kms_api_auth(c->api), c->ns.id, name, &text);
     if (g == KMS_STORAGE_NOTFOUND) {

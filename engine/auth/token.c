@@ -6,7 +6,7 @@
  * store itself lives in auth/ token.c. Renewing a login token goes back to its auth method:
  * the role must still exist and its current token_ttl / token_max_ttl / token_period apply.
  */
-#include "api/api_int.h"
+#include "engine/auth/auth_int.h"
 
 #include <ctype.h>
 #include <string.h>
@@ -546,16 +546,30 @@ static const struct kms_field f_create[] = {
 };
 
 const struct kms_route kms_token_routes[] = {
-    {"lookup-self", KMS_R | KMS_U, 0, lookup_self, NULL, NULL},
-    {"renew-self", KMS_U, 0, renew_self, f_increment, NULL},
-    {"revoke-self", KMS_U, 0, revoke_self, NULL, NULL},
-    {"create", KMS_U, 0, create, f_create, NULL},
-    {"create-orphan", KMS_U, 0, create, f_create, NULL},
-    {"lookup", KMS_R | KMS_U, 0, lookup, f_token, NULL},
-    {"renew", KMS_U, 0, renew, f_token, NULL},
-    {"revoke", KMS_U, 0, revoke, f_token, NULL},
-    {"lookup-accessor", KMS_U, 0, lookup_accessor, f_accessor, NULL},
-    {"renew-accessor", KMS_U, 0, renew_accessor, f_accessor, NULL},
-    {"revoke-accessor", KMS_U, 0, revoke_accessor, f_accessor, NULL},
-    {NULL, 0, 0, NULL, NULL, NULL},
+    {.tmpl = "lookup-self",
+     .on = {[KMS_OP_READ] = {lookup_self, "lookup-self", 0},
+            [KMS_OP_UPDATE] = {lookup_self, "lookup-self", 0}}},
+    {.tmpl = "renew-self",
+     .fields = f_increment,
+     .on = {[KMS_OP_UPDATE] = {renew_self, "renew-self", 0}}},
+    {.tmpl = "revoke-self", .on = {[KMS_OP_UPDATE] = {revoke_self, "revoke-self", 0}}},
+    {.tmpl = "create", .fields = f_create, .on = {[KMS_OP_UPDATE] = {create, "create", 0}}},
+    {.tmpl = "create-orphan",
+     .fields = f_create,
+     .on = {[KMS_OP_UPDATE] = {create, "create-orphan", 0}}},
+    {.tmpl = "lookup",
+     .fields = f_token,
+     .on = {[KMS_OP_READ] = {lookup, "lookup", 0}, [KMS_OP_UPDATE] = {lookup, "lookup", 0}}},
+    {.tmpl = "renew", .fields = f_token, .on = {[KMS_OP_UPDATE] = {renew, "renew", 0}}},
+    {.tmpl = "revoke", .fields = f_token, .on = {[KMS_OP_UPDATE] = {revoke, "revoke", 0}}},
+    {.tmpl = "lookup-accessor",
+     .fields = f_accessor,
+     .on = {[KMS_OP_UPDATE] = {lookup_accessor, "lookup-accessor", 0}}},
+    {.tmpl = "renew-accessor",
+     .fields = f_accessor,
+     .on = {[KMS_OP_UPDATE] = {renew_accessor, "renew-accessor", 0}}},
+    {.tmpl = "revoke-accessor",
+     .fields = f_accessor,
+     .on = {[KMS_OP_UPDATE] = {revoke_accessor, "revoke-accessor", 0}}},
+    KMS_ROUTES_END,
 };

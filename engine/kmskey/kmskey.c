@@ -13,7 +13,8 @@
  * up after downtime: an overdue rotation happens once, on the first tick. kms_api_tick() is
  * driven by the server's timer.
  */
-#include "api/api_int.h"
+#include "engine/kmskey/kmskey.h"
+#include "engine/transit/transit.h"
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -32,11 +33,20 @@ struct sched_entry {
     int64_t delete_at;   /* unix seconds, 0 = no countdown */
 };
 
+/* The engine's state: the controller's schedule of every KMSKey. */
 struct kms_sched {
+    struct kms_api *api;         /* borrowed: the API owns the engine */
+    struct kms_transit *transit; /* the Transit engine holding the keys */
+    int64_t deletion_delay;      /* seconds */
     pthread_mutex_t lock;
     struct sched_entry *e;
     size_t n;
 };
+
+static struct kms_sched *sched(struct kms_ctx *c)
+{
+    return c->estate;
+}
 
 static const char *const purposes[] = {"application", "etcd", "backup", NULL};
 static const char *const algorithms[] = {"aes256-gcm96", "chacha20-poly1305", NULL};
@@ -339,11 +349,6 @@ static int64_t spec_interval(const json_t *spec)
 
 /* ---- the schedule ------------------------------------------------------------------------ */
 
-static struct kms_sched *sched(struct kms_api *api)
-{
-    return kms_api_kms_sched(api);
-}
-
 /* Insert or replace the entry of one KMSKey (lock held by caller). */
 static void sched_put_locked(struct kms_sched *s, const struct sched_entry *e)
 {
@@ -386,10 +391,9 @@ static void sched_from_record(const char *ns_id, const char *project, const char
     e->next_rotate = 0; /* computed from the Transit key on the next tick */
 }
 
-static void sched_update(struct kms_api *api, const char *ns_id, const char *project,
+static void sched_update(struct kms_sched *s, const char *ns_id, const char *project,
                          const char *name, const json_t *rec)
 {
-    struct kms_sched *s = sched(api);
     struct sched_entry e;
     sched_from_record(ns_id, project, name, rec, &e);
     pthread_mutex_lock(&s->lock);
@@ -420,18 +424,24 @@ static int load_cb(const uint8_t *key, size_t keylen, const uint8_t *val, size_t
     return 0;
 }
 
-int kms_kms_sched_create(struct kms_api *api, struct kms_sched **out)
+static void sched_destroy(struct kms_sched **sp);
+
+static int sched_create(struct kms_api *api, struct kms_transit *transit, int64_t deletion_delay,
+                        struct kms_sched **out)
 {
     struct kms_sched *s = calloc(1, sizeof(*s));
     struct kms_txn *txn = NULL;
     if (s == NULL) {
         return -1;
     }
+    s->api = api;
+    s->transit = transit;
+    s->deletion_delay = deletion_delay > 0 ? deletion_delay : 30 * 86400;
     pthread_mutex_init(&s->lock, NULL);
     if (kms_storage_txn_begin(kms_api_storage(api), false, &txn) != 0 ||
         kms_storage_scan(txn, KMS_DB_KMSKEYS, "", 0, NULL, 0, true, load_cb, s) != 0) {
         kms_storage_txn_abort(&txn);
-        kms_kms_sched_destroy(&s);
+        sched_destroy(&s);
         return -1;
     }
     kms_storage_txn_abort(&txn);
@@ -439,7 +449,7 @@ int kms_kms_sched_create(struct kms_api *api, struct kms_sched **out)
     return 0;
 }
 
-void kms_kms_sched_destroy(struct kms_sched **sp)
+static void sched_destroy(struct kms_sched **sp)
 {
     struct kms_sched *s = *sp;
     if (s == NULL) {
@@ -466,7 +476,7 @@ static void rfc3339(int64_t sec, char out[40])
 }
 
 /* The full KMSKey object: the stored record plus status read live from the Transit key. */
-static json_t *render(struct kms_api *api, const struct target *t, const char *ns_id,
+static json_t *render(struct kms_transit *transit, const struct target *t, const char *ns_id,
                       const json_t *rec)
 {
     struct kms_key_policy p;
@@ -477,8 +487,9 @@ static json_t *render(struct kms_api *api, const struct target *t, const char *n
     json_t *meta = json_deep_copy(json_object_get(rec, "metadata"));
     json_t *status = json_object();
     json_t *conds = json_array();
-    int g = t->mount.uuid[0] ? kms_transit_key_get(api, &t->mount, t->transit_name, &p, &last, &err)
-                             : KMS_STORAGE_NOTFOUND;
+    int g = t->mount.uuid[0]
+                ? kms_transit_key_get(transit, &t->mount, t->transit_name, &p, &last, &err)
+                : KMS_STORAGE_NOTFOUND;
     int64_t interval = spec_interval(spec);
     int64_t del = json_integer_value(json_object_get(rec, "scheduled_deletion"));
     (void)ns_id;
@@ -613,8 +624,8 @@ static int kmskey_write(struct kms_ctx *c)
         enum kms_key_type type;
         if (kms_key_type_parse(json_string_value(json_object_get(spec, "algorithm")), &type) != 0 ||
             ensure_mount(c, &t) != 0 ||
-            kms_transit_key_create(c->api, &t.mount, t.transit_name, type, &p, &existed, &c->err) !=
-                0) {
+            kms_transit_key_create(sched(c)->transit, &t.mount, t.transit_name, type, &p, &existed,
+                                   &c->err) != 0) {
             if (c->err.status == 0) {
                 KMS_FAILW(c, 500, "cannot provision the Transit key");
             }
@@ -637,7 +648,7 @@ static int kmskey_write(struct kms_ctx *c)
     int64_t del = json_integer_value(json_object_get(rec, "scheduled_deletion"));
     if (strcmp(dp, "schedule") == 0 && del == 0) {
         json_object_set_new(rec, "scheduled_deletion",
-                            json_integer(sec + kms_api_kms_deletion_delay(c->api)));
+                            json_integer(sec + sched(c)->deletion_delay));
     } else if (strcmp(dp, "retain") == 0 && del != 0) {
         json_object_set_new(rec, "scheduled_deletion", json_integer(0));
         json_object_del(json_object_get(rec, "metadata"), "deletionTimestamp");
@@ -646,8 +657,8 @@ static int kmskey_write(struct kms_ctx *c)
         KMS_FAILW(c, 500, "cannot store KMSKey");
         goto out;
     }
-    sched_update(c->api, c->ns.id, t.project, t.name, rec);
-    c->data = render(c->api, &t, c->ns.id, rec);
+    sched_update(sched(c), c->ns.id, t.project, t.name, rec);
+    c->data = render(sched(c)->transit, &t, c->ns.id, rec);
     rc = 0;
 out:
     json_decref(spec);
@@ -669,13 +680,13 @@ static int kmskey_read(struct kms_ctx *c)
     if (g != 0) {
         return KMS_FAILW(c, 500, "cannot read KMSKey");
     }
-    c->data = render(c->api, &t, c->ns.id, rec);
+    c->data = render(sched(c)->transit, &t, c->ns.id, rec);
     json_decref(rec);
     return 0;
 }
 
 struct list_arg {
-    struct kms_api *api;
+    struct kms_transit *transit;
     struct target *t;
     const char *ns_id;
     json_t *keys;
@@ -697,7 +708,7 @@ static int list_cb(const uint8_t *key, size_t keylen, const uint8_t *val, size_t
     json_t *rec = json_loadb((const char *)val, vallen, 0, NULL);
     if (rec != NULL) {
         json_array_append_new(l->keys, json_string(l->t->name));
-        json_object_set_new(l->info, l->t->name, render(l->api, l->t, l->ns_id, rec));
+        json_object_set_new(l->info, l->t->name, render(l->transit, l->t, l->ns_id, rec));
     }
     json_decref(rec);
     return 0;
@@ -713,7 +724,8 @@ static int kmskey_list(struct kms_ctx *c)
         return -1;
     }
     snprintf(prefix, sizeof(prefix), "%s/%s/", c->ns.id, t.project);
-    struct list_arg l = {c->api, &t, c->ns.id, json_array(), json_object(), strlen(prefix)};
+    struct list_arg l = {sched(c)->transit, &t, c->ns.id, json_array(), json_object(),
+                         strlen(prefix)};
     if (kms_storage_txn_begin(kms_api_storage(c->api), false, &txn) != 0 ||
         kms_storage_scan(txn, KMS_DB_KMSKEYS, prefix, strlen(prefix), NULL, 0, true, list_cb, &l) !=
             0) {
@@ -763,7 +775,7 @@ static int kmskey_delete(struct kms_ctx *c)
         }
         kms_warn(c, "deletionPolicy is schedule: the KMSKey and its Transit key are destroyed "
                     "when the countdown ends");
-        c->data = render(c->api, &t, c->ns.id, rec);
+        c->data = render(sched(c)->transit, &t, c->ns.id, rec);
         rc = 0;
         goto out;
     }
@@ -772,7 +784,7 @@ static int kmskey_delete(struct kms_ctx *c)
         KMS_FAILW(c, 500, "cannot delete KMSKey");
         goto out;
     }
-    struct kms_sched *s = sched(c->api);
+    struct kms_sched *s = sched(c);
     pthread_mutex_lock(&s->lock);
     sched_remove_locked(s, c->ns.id, t.project, t.name);
     pthread_mutex_unlock(&s->lock);
@@ -811,11 +823,11 @@ static int kmskey_rotate(struct kms_ctx *c)
         KMS_FAIL(c, 404, "the organization has no transit/ mount");
         goto out;
     }
-    if (kms_transit_key_rotate(c->api, &t.mount, t.transit_name, &p, &c->err) != 0) {
+    if (kms_transit_key_rotate(sched(c)->transit, &t.mount, t.transit_name, &p, &c->err) != 0) {
         goto out;
     }
-    sched_update(c->api, c->ns.id, t.project, t.name, rec);
-    c->data = render(c->api, &t, c->ns.id, rec);
+    sched_update(sched(c), c->ns.id, t.project, t.name, rec);
+    c->data = render(sched(c)->transit, &t, c->ns.id, rec);
     rc = 0;
 out:
     json_decref(rec);
@@ -842,11 +854,11 @@ static int kmskey_min_version(struct kms_ctx *c)
         KMS_FAIL(c, 404, "the organization has no transit/ mount");
         goto out;
     }
-    if (kms_transit_key_raise_floor(c->api, &t.mount, t.transit_name, (uint32_t)v, &p, &c->err) !=
-        0) {
+    if (kms_transit_key_raise_floor(sched(c)->transit, &t.mount, t.transit_name, (uint32_t)v, &p,
+                                    &c->err) != 0) {
         goto out;
     }
-    c->data = render(c->api, &t, c->ns.id, rec);
+    c->data = render(sched(c)->transit, &t, c->ns.id, rec);
     rc = 0;
 out:
     json_decref(rec);
@@ -869,7 +881,7 @@ static int kmskey_deletion(struct kms_ctx *c, bool schedule)
     if (schedule) {
         if (json_integer_value(json_object_get(rec, "scheduled_deletion")) == 0) {
             json_object_set_new(rec, "scheduled_deletion",
-                                json_integer(sec + kms_api_kms_deletion_delay(c->api)));
+                                json_integer(sec + sched(c)->deletion_delay));
         }
     } else {
         json_object_set_new(rec, "scheduled_deletion", json_integer(0));
@@ -879,8 +891,8 @@ static int kmskey_deletion(struct kms_ctx *c, bool schedule)
         KMS_FAILW(c, 500, "cannot store KMSKey");
         goto out;
     }
-    sched_update(c->api, c->ns.id, t.project, t.name, rec);
-    c->data = render(c->api, &t, c->ns.id, rec);
+    sched_update(sched(c), c->ns.id, t.project, t.name, rec);
+    c->data = render(sched(c)->transit, &t, c->ns.id, rec);
     rc = 0;
 out:
     json_decref(rec);
@@ -897,18 +909,6 @@ static int kmskey_cancel_delete(struct kms_ctx *c)
     return kmskey_deletion(c, false);
 }
 
-static int kmskey_dispatch(struct kms_ctx *c)
-{
-    switch (c->op) {
-    case KMS_OP_READ:
-        return kmskey_read(c);
-    case KMS_OP_DELETE:
-        return kmskey_delete(c);
-    default:
-        return kmskey_write(c);
-    }
-}
-
 /* ---- the controller ---------------------------------------------------------------------- */
 
 /* Locate the org's transit mount and target names for a schedule entry. */
@@ -916,7 +916,10 @@ static int entry_target(struct kms_api *api, const struct sched_entry *e, struct
                         struct kms_ns *ns)
 {
     memset(t, 0, sizeof(*t));
-    if (kms_registry_ns_by_id(api, e->ns_id, ns) != 0 || org_name(ns, t->org, sizeof(t->org))) {
+    if (kms_registry_ns_by_id(api, e->ns_id, ns) != 0) {
+        return KMS_STORAGE_NOTFOUND;
+    }
+    if (org_name(ns, t->org, sizeof(t->org)) != 0) {
         return -1;
     }
     snprintf(t->project, sizeof(t->project), "%s", e->project);
@@ -925,11 +928,10 @@ static int entry_target(struct kms_api *api, const struct sched_entry *e, struct
     return kms_registry_mount_get(api, e->ns_id, "transit/", &t->mount) == 0 ? 0 : -1;
 }
 
-int kms_api_tick(struct kms_api *api, int64_t now, int64_t *next_due,
-                 void (*report)(const char *event, const char *ns_id, const char *project,
-                                const char *name, const char *detail))
+static int kmskey_tick(void *state, int64_t now, int64_t *next_due, kms_tick_report_fn report)
 {
-    struct kms_sched *s = sched(api);
+    struct kms_sched *s = state;
+    struct kms_api *api = s->api;
     int64_t due = 0;
     size_t i = 0;
 
@@ -944,8 +946,14 @@ int kms_api_tick(struct kms_api *api, int64_t now, int64_t *next_due,
         struct kms_key_policy p;
         int64_t last = 0;
         kms_err_clear(&err);
-        if (entry_target(api, e, &t, &ns) != 0) {
-            /* namespace or mount gone: nothing left to act on */
+        int et = entry_target(api, e, &t, &ns);
+        if (et == KMS_STORAGE_NOTFOUND) {
+            /* the namespace is gone (its purge removed the record): forget the entry */
+            *e = s->e[--s->n];
+            continue;
+        }
+        if (et != 0) {
+            /* no transit/ mount in the organization: retry, it may be mounted again */
             e->next_rotate = now + RETRY_SECONDS;
             i++;
             continue;
@@ -961,7 +969,7 @@ int kms_api_tick(struct kms_api *api, int64_t now, int64_t *next_due,
                 i++;
                 continue;
             }
-            int d = kms_transit_key_destroy(api, &t.mount, t.transit_name, &err);
+            int d = kms_transit_key_destroy(s->transit, &t.mount, t.transit_name, &err);
             bool failed = d < 0 || delete_record(api, e->ns_id, e->project, e->name) != 0;
             struct kms_err aerr;
             if (kms_audit_internal_end(&rec, &ev, NULL, 0, failed ? err.msg : NULL, &aerr) != 0) {
@@ -978,7 +986,7 @@ int kms_api_tick(struct kms_api *api, int64_t now, int64_t *next_due,
             continue;
         }
         if (e->interval > 0 && now >= e->next_rotate) {
-            int g = kms_transit_key_get(api, &t.mount, t.transit_name, &p, &last, &err);
+            int g = kms_transit_key_get(s->transit, &t.mount, t.transit_name, &p, &last, &err);
             if (g != 0) {
                 e->next_rotate = now + RETRY_SECONDS;
             } else if (last + e->interval > now) {
@@ -989,7 +997,7 @@ int kms_api_tick(struct kms_api *api, int64_t now, int64_t *next_due,
                                                 "rotate", t.transit_name, e->project};
                 struct kms_err aerr;
                 if (kms_audit_internal_begin(api, &ev, &rec, &err) != 0 ||
-                    kms_transit_key_rotate(api, &t.mount, t.transit_name, &p, &err) != 0) {
+                    kms_transit_key_rotate(s->transit, &t.mount, t.transit_name, &p, &err) != 0) {
                     if (rec != NULL &&
                         kms_audit_internal_end(&rec, &ev, NULL, 0, err.msg, &aerr) != 0) {
                         report("audit-failed", e->ns_id, e->project, e->name, aerr.msg);
@@ -1045,13 +1053,80 @@ static const struct kms_field f_version[] = {
     {NULL, 0},
 };
 
-const struct kms_route kms_kms_routes[] = {
-    {"keys/+project/", KMS_L, 0, kmskey_list, NULL, NULL},
-    {"keys/+project/:name", KMS_R | KMS_CU | KMS_D, KMS_RT_EXISTENCE, kmskey_dispatch, f_kmskey,
-     kmskey_exists},
-    {"keys/+project/:name/rotate", KMS_U, 0, kmskey_rotate, NULL, NULL},
-    {"keys/+project/:name/min-decryption-version", KMS_U, 0, kmskey_min_version, f_version, NULL},
-    {"keys/+project/:name/schedule-delete", KMS_U, 0, kmskey_schedule_delete, NULL, NULL},
-    {"keys/+project/:name/cancel-delete", KMS_U, 0, kmskey_cancel_delete, NULL, NULL},
-    {NULL, 0, 0, NULL, NULL, NULL},
+static const struct kms_route kmskey_routes[] = {
+    {.tmpl = "keys/+project/", .on = {[KMS_OP_LIST] = {kmskey_list, "list", 0}}},
+    {.tmpl = "keys/+project/:name",
+     .fields = f_kmskey,
+     .exists = kmskey_exists,
+     .on = {[KMS_OP_READ] = {kmskey_read, "read", 0},
+            [KMS_OP_CREATE] = {kmskey_write, "create", 0},
+            [KMS_OP_UPDATE] = {kmskey_write, "create", 0},
+            [KMS_OP_DELETE] = {kmskey_delete, "delete", 0}}},
+    {.tmpl = "keys/+project/:name/rotate", .on = {[KMS_OP_UPDATE] = {kmskey_rotate, "rotate", 0}}},
+    {.tmpl = "keys/+project/:name/min-decryption-version",
+     .fields = f_version,
+     .on = {[KMS_OP_UPDATE] = {kmskey_min_version, "set-min-decryption-version", 0}}},
+    {.tmpl = "keys/+project/:name/schedule-delete",
+     .on = {[KMS_OP_UPDATE] = {kmskey_schedule_delete, "schedule-delete", 0}}},
+    {.tmpl = "keys/+project/:name/cancel-delete",
+     .on = {[KMS_OP_UPDATE] = {kmskey_cancel_delete, "cancel-delete", 0}}},
+    KMS_ROUTES_END,
 };
+
+/* A namespace's KMSKey records go with it, in the registry's transaction. */
+static int kmskey_purge(void *state, struct kms_txn *txn, const char *ns_id,
+                        const struct kms_mount *m)
+{
+    char prefix[KMS_NS_ID_LEN + 2];
+    (void)state;
+    if (m != NULL) {
+        return 0;
+    }
+    snprintf(prefix, sizeof(prefix), "%s/", ns_id);
+    return kms_storage_del_prefix(txn, KMS_DB_KMSKEYS, prefix, strlen(prefix), NULL) != 0 ? -1 : 0;
+}
+
+/* ... and their schedule entries once it committed: the controller never looks for them. */
+static void kmskey_purged(void *state, const char *ns_id, const struct kms_mount *m)
+{
+    struct kms_sched *s = state;
+    if (m != NULL) {
+        return;
+    }
+    pthread_mutex_lock(&s->lock);
+    size_t i = 0;
+    while (i < s->n) {
+        if (strcmp(s->e[i].ns_id, ns_id) == 0) {
+            s->e[i] = s->e[--s->n];
+        } else {
+            i++;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void kmskey_destroy(void *state)
+{
+    struct kms_sched *s = state;
+    sched_destroy(&s);
+}
+
+int kms_kmskey_engine(struct kms_api *api, struct kms_transit *transit, int64_t deletion_delay,
+                      struct kms_engine *out)
+{
+    struct kms_sched *s = NULL;
+    if (sched_create(api, transit, deletion_delay, &s) != 0) {
+        return -1;
+    }
+    memset(out, 0, sizeof(*out));
+    out->type = "kms";
+    out->builtin_path = "kms/";
+    out->resource = "KMSKey";
+    out->routes = kmskey_routes;
+    out->state = s;
+    out->purge = kmskey_purge;
+    out->purged = kmskey_purged;
+    out->tick = kmskey_tick;
+    out->destroy = kmskey_destroy;
+    return 0;
+}

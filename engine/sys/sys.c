@@ -1,7 +1,7 @@
 /*
  * sys.c - the system backend: health, seal status, init, mounts and namespaces.
  */
-#include "api/api_int.h"
+#include "engine/sys/sys_int.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -51,12 +51,14 @@ static int seal_status(struct kms_ctx *c)
     return 0;
 }
 
-static int init(struct kms_ctx *c)
+static int init_read(struct kms_ctx *c)
 {
-    if (c->op == KMS_OP_READ) {
-        c->raw = json_pack("{s:b}", "initialized", kms_api_initialized(c->api));
-        return 0;
-    }
+    c->raw = json_pack("{s:b}", "initialized", kms_api_initialized(c->api));
+    return 0;
+}
+
+static int init_write(struct kms_ctx *c)
+{
     char tok[KMS_TOKEN_MAX_LEN];
     if (kms_api_init_store(c->api, NULL, tok, &c->err) != 0) {
         return -1;
@@ -163,44 +165,75 @@ static int mount_path(struct kms_ctx *c, char *out, size_t n)
     return 0;
 }
 
-/* sys/mounts/<path>/tune: the lease settings Transit ignores, read back as Vault shows them. */
-static int mount_tune(struct kms_ctx *c, const char *path)
+/*
+ * The mount a sys/mounts/<path>[/tune] request names, into path. *tune tells whether the
+ * request is for the tune endpoint; then *m is the mount (400 when there is none).
+ */
+static int mount_target(struct kms_ctx *c, char *path, size_t n, bool *tune, struct kms_mount *m)
 {
-    struct kms_mount m;
-    if (kms_registry_mount_get(c->api, c->ns.id, path, &m) != 0) {
-        return KMS_FAIL(c, 400, "cannot fetch mount configuration: no mount at %s", path);
-    }
-    if (c->op != KMS_OP_READ) {
-        return 0; /* accepted; kmsd has no leases to tune */
-    }
-    c->data = json_pack("{s:i, s:i, s:b, s:s, s:n}", "default_lease_ttl", 2764800, "max_lease_ttl",
-                        2764800, "force_no_cache", false, "description", m.description, "options");
-    return 0;
-}
-
-static int mount_one(struct kms_ctx *c)
-{
-    char path[KMS_PATH_MAX];
-    struct kms_mount m;
-    if (mount_path(c, path, sizeof(path)) != 0) {
+    if (mount_path(c, path, n) != 0) {
         return -1;
     }
     size_t pl = strlen(path);
-    if (pl > 5 && strcmp(path + pl - 5, "tune/") == 0 && (pl == 5 || path[pl - 6] == '/')) {
+    *tune = pl > 5 && strcmp(path + pl - 5, "tune/") == 0 && (pl == 5 || path[pl - 6] == '/');
+    if (*tune) {
         path[pl - 5] = '\0';
-        return mount_tune(c, path);
-    }
-    if (c->op == KMS_OP_READ) {
-        if (kms_registry_mount_get(c->api, c->ns.id, path, &m) != 0) {
-            return KMS_FAIL(c, 400, "No secret engine mount at %s", path);
+        if (kms_registry_mount_get(c->api, c->ns.id, path, m) != 0) {
+            return KMS_FAIL(c, 400, "cannot fetch mount configuration: no mount at %s", path);
         }
-        c->data = mount_json(&m);
+    }
+    return 0;
+}
+
+/* sys/mounts/<path>: the mount; sys/mounts/<path>/tune: the lease settings Transit ignores,
+ * read back as Vault shows them. */
+static int mount_read(struct kms_ctx *c)
+{
+    char path[KMS_PATH_MAX];
+    struct kms_mount m;
+    bool tune;
+    if (mount_target(c, path, sizeof(path), &tune, &m) != 0) {
+        return -1;
+    }
+    if (tune) {
+        c->data =
+            json_pack("{s:i, s:i, s:b, s:s, s:n}", "default_lease_ttl", 2764800, "max_lease_ttl",
+                      2764800, "force_no_cache", false, "description", m.description, "options");
         return 0;
     }
-    if (c->op == KMS_OP_DELETE) {
-        int rc = kms_registry_mount_remove(c->api, c->ns.id, path, &c->err);
-        /* Like Vault, removing a mount that does not exist succeeds silently. */
-        return rc == KMS_STORAGE_NOTFOUND ? 0 : rc;
+    if (kms_registry_mount_get(c->api, c->ns.id, path, &m) != 0) {
+        return KMS_FAIL(c, 400, "No secret engine mount at %s", path);
+    }
+    c->data = mount_json(&m);
+    return 0;
+}
+
+static int mount_delete(struct kms_ctx *c)
+{
+    char path[KMS_PATH_MAX];
+    struct kms_mount m;
+    bool tune;
+    if (mount_target(c, path, sizeof(path), &tune, &m) != 0) {
+        return -1;
+    }
+    if (tune) {
+        return 0; /* accepted; kmsd has no leases to tune */
+    }
+    int rc = kms_registry_mount_remove(c->api, c->ns.id, path, &c->err);
+    /* Like Vault, removing a mount that does not exist succeeds silently. */
+    return rc == KMS_STORAGE_NOTFOUND ? 0 : rc;
+}
+
+static int mount_write(struct kms_ctx *c)
+{
+    char path[KMS_PATH_MAX];
+    struct kms_mount m;
+    bool tune;
+    if (mount_target(c, path, sizeof(path), &tune, &m) != 0) {
+        return -1;
+    }
+    if (tune) {
+        return 0; /* accepted; kmsd has no leases to tune */
     }
     const char *type = NULL;
     const char *desc = "";
@@ -242,27 +275,27 @@ static int list_ns_cb(const struct kms_ns *ns, void *arg)
     return 0;
 }
 
-static int namespaces(struct kms_ctx *c)
+static int ns_list(struct kms_ctx *c)
+{
+    struct ns_list l = {json_array(), json_object(), strlen(c->ns.path)};
+    if (kms_registry_ns_list(c->api, c->ns.path, list_ns_cb, &l) != 0) {
+        json_decref(l.keys);
+        json_decref(l.info);
+        return KMS_FAILW(c, 500, "internal error");
+    }
+    if (json_array_size(l.keys) == 0) {
+        json_decref(l.keys);
+        json_decref(l.info);
+        return kms_fail_notfound(c);
+    }
+    c->data = json_pack("{s:o, s:o}", "keys", l.keys, "key_info", l.info);
+    return 0;
+}
+
+/* The child namespace path a sys/namespaces/<name> request names, into path. */
+static int ns_target(struct kms_ctx *c, char *path, size_t n)
 {
     const char *name = kms_cap(c, "path");
-    char path[KMS_PATH_MAX];
-    struct kms_ns ns;
-
-    if (c->op == KMS_OP_LIST) {
-        struct ns_list l = {json_array(), json_object(), strlen(c->ns.path)};
-        if (kms_registry_ns_list(c->api, c->ns.path, list_ns_cb, &l) != 0) {
-            json_decref(l.keys);
-            json_decref(l.info);
-            return KMS_FAILW(c, 500, "internal error");
-        }
-        if (json_array_size(l.keys) == 0) {
-            json_decref(l.keys);
-            json_decref(l.info);
-            return kms_fail_notfound(c);
-        }
-        c->data = json_pack("{s:o, s:o}", "keys", l.keys, "key_info", l.info);
-        return 0;
-    }
     while (name != NULL && *name == '/') {
         name++;
     }
@@ -276,20 +309,42 @@ static int namespaces(struct kms_ctx *c)
     if (memchr(name, '/', len) != NULL) {
         return KMS_FAIL(c, 400, "namespace name cannot contain '/'");
     }
-    if ((size_t)snprintf(path, sizeof(path), "%s%.*s/", c->ns.path, (int)len, name) >=
-        sizeof(path)) {
+    if ((size_t)snprintf(path, n, "%s%.*s/", c->ns.path, (int)len, name) >= n) {
         return KMS_FAIL(c, 400, "namespace path too long");
     }
-    if (c->op == KMS_OP_READ) {
-        if (kms_registry_ns_get(c->api, path, &ns) != 0) {
-            return kms_fail_notfound(c);
-        }
-        c->data = ns_json(&ns);
-        return 0;
+    return 0;
+}
+
+static int ns_read(struct kms_ctx *c)
+{
+    char path[KMS_PATH_MAX];
+    struct kms_ns ns;
+    if (ns_target(c, path, sizeof(path)) != 0) {
+        return -1;
     }
-    if (c->op == KMS_OP_DELETE) {
-        int rc = kms_registry_ns_delete(c->api, path, &c->err);
-        return rc == KMS_STORAGE_NOTFOUND ? 0 : rc;
+    if (kms_registry_ns_get(c->api, path, &ns) != 0) {
+        return kms_fail_notfound(c);
+    }
+    c->data = ns_json(&ns);
+    return 0;
+}
+
+static int ns_delete(struct kms_ctx *c)
+{
+    char path[KMS_PATH_MAX];
+    if (ns_target(c, path, sizeof(path)) != 0) {
+        return -1;
+    }
+    int rc = kms_registry_ns_delete(c->api, path, &c->err);
+    return rc == KMS_STORAGE_NOTFOUND ? 0 : rc;
+}
+
+static int ns_write(struct kms_ctx *c)
+{
+    char path[KMS_PATH_MAX];
+    struct kms_ns ns;
+    if (ns_target(c, path, sizeof(path)) != 0) {
+        return -1;
     }
     int rc = kms_registry_ns_create(c->api, path, &ns, &c->err);
     if (rc < 0) {
@@ -350,29 +405,69 @@ static const struct kms_field ns_fields[] = {
     {NULL, 0},
 };
 
-const struct kms_route kms_sys_routes[] = {
-    {"health", KMS_R, KMS_RT_PUBLIC | KMS_RT_NO_AUDIT, health, health_fields, NULL},
-    {"seal-status", KMS_R, KMS_RT_PUBLIC | KMS_RT_NO_AUDIT, seal_status, NULL, NULL},
-    {"init", KMS_R | KMS_U, KMS_RT_PUBLIC | KMS_RT_NO_AUDIT, init, init_fields, NULL},
-    {"mounts", KMS_R, KMS_RT_SYS_TOP, mounts_list, NULL, NULL},
-    {"metrics", KMS_R, KMS_RT_NO_AUDIT, metrics, metrics_fields, NULL},
-    {"mounts/*path", KMS_R | KMS_U | KMS_D, KMS_RT_SYS_TOP | KMS_RT_SUDO, mount_one, mount_fields,
-     NULL},
-    {"namespaces/*path", KMS_R | KMS_L | KMS_U | KMS_D, 0, namespaces, ns_fields, NULL},
-    {"auth", KMS_R, KMS_RT_SYS_TOP, kms_sys_auth_list, NULL, NULL},
-    {"auth/*path", KMS_R | KMS_U | KMS_D, KMS_RT_SYS_TOP | KMS_RT_SUDO, kms_sys_auth_one,
-     kms_sys_auth_fields, NULL},
-    {"policy", KMS_R, KMS_RT_SYS_TOP, kms_sys_policy_list, NULL, NULL},
-    {"policy/", KMS_L, KMS_RT_SYS_TOP, kms_sys_policy_list, NULL, NULL},
-    {"policy/*name", KMS_R | KMS_U | KMS_D, KMS_RT_SYS_TOP, kms_sys_policy_one,
-     kms_sys_policy_fields, NULL},
-    {"policies/acl/", KMS_L, KMS_RT_SYS_TOP, kms_sys_policy_list, NULL, NULL},
-    {"policies/acl/*name", KMS_R | KMS_U | KMS_D, KMS_RT_SYS_TOP, kms_sys_policy_one,
-     kms_sys_policy_fields, NULL},
-    {"audit-hash/*path", KMS_U, KMS_RT_SYS_TOP, kms_sys_audit_hash, kms_sys_audit_hash_fields,
-     NULL},
-    {"audit", KMS_R, KMS_RT_SYS_TOP | KMS_RT_SUDO, kms_sys_audit_list, NULL, NULL},
-    {"audit/events", KMS_R, KMS_RT_SUDO, kms_sys_audit_events, kms_sys_audit_events_fields, NULL},
-    {"audit/*path", KMS_U | KMS_D, KMS_RT_SUDO, kms_sys_audit_refuse, NULL, NULL},
-    {NULL, 0, 0, NULL, NULL, NULL},
+#define PUBLIC_UNAUDITED (KMS_RT_PUBLIC | KMS_RT_NO_AUDIT)
+
+static const struct kms_route sys_routes[] = {
+    {.tmpl = "health",
+     .flags = PUBLIC_UNAUDITED,
+     .fields = health_fields,
+     .on = {[KMS_OP_READ] = {health, NULL, 0}}},
+    {.tmpl = "seal-status",
+     .flags = PUBLIC_UNAUDITED,
+     .on = {[KMS_OP_READ] = {seal_status, NULL, 0}}},
+    {.tmpl = "init",
+     .flags = PUBLIC_UNAUDITED,
+     .fields = init_fields,
+     .on = {[KMS_OP_READ] = {init_read, NULL, 0}, [KMS_OP_UPDATE] = {init_write, NULL, 0}}},
+    {.tmpl = "mounts",
+     .flags = KMS_RT_SYS_TOP,
+     .resource = "Mount",
+     .on = {[KMS_OP_READ] = {mounts_list, NULL, 0}}},
+    {.tmpl = "metrics",
+     .flags = KMS_RT_NO_AUDIT,
+     .fields = metrics_fields,
+     .resource = "Metrics",
+     .on = {[KMS_OP_READ] = {metrics, NULL, 0}}},
+    {.tmpl = "mounts/*path",
+     .flags = KMS_RT_SYS_TOP | KMS_RT_SUDO,
+     .fields = mount_fields,
+     .resource = "Mount",
+     .on = {[KMS_OP_READ] = {mount_read, NULL, 0},
+            [KMS_OP_UPDATE] = {mount_write, NULL, 0},
+            [KMS_OP_DELETE] = {mount_delete, NULL, 0}}},
+    {.tmpl = "namespaces/*path",
+     .fields = ns_fields,
+     .resource = "Namespace",
+     .on = {[KMS_OP_READ] = {ns_read, NULL, 0},
+            [KMS_OP_LIST] = {ns_list, NULL, 0},
+            [KMS_OP_UPDATE] = {ns_write, NULL, 0},
+            [KMS_OP_DELETE] = {ns_delete, NULL, 0}}},
+    {.tmpl = "audit-hash/*path",
+     .flags = KMS_RT_SYS_TOP,
+     .fields = kms_sys_audit_hash_fields,
+     .resource = "Audit",
+     .on = {[KMS_OP_UPDATE] = {kms_sys_audit_hash, "audit-hash", KMS_EFFECT_PURE}}},
+    {.tmpl = "audit",
+     .flags = KMS_RT_SYS_TOP | KMS_RT_SUDO,
+     .resource = "Audit",
+     .on = {[KMS_OP_READ] = {kms_sys_audit_list, NULL, 0}}},
+    {.tmpl = "audit/events",
+     .flags = KMS_RT_SUDO,
+     .fields = kms_sys_audit_events_fields,
+     .resource = "Audit",
+     .on = {[KMS_OP_READ] = {kms_sys_audit_events, NULL, 0}}},
+    {.tmpl = "audit/*path",
+     .flags = KMS_RT_SUDO,
+     .resource = "Audit",
+     .on = {[KMS_OP_UPDATE] = {kms_sys_audit_enable, NULL, 0},
+            [KMS_OP_DELETE] = {kms_sys_audit_disable, NULL, 0}}},
+    KMS_ROUTES_END,
 };
+
+void kms_sys_engine(struct kms_engine *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->type = "system";
+    out->builtin_path = "sys/";
+    out->routes = sys_routes;
+}

@@ -7,7 +7,7 @@
  *   GET  sys/audit/events?since=...        operations from the server's own log (sudo), the
  *                                          remote side of `kmsctl audit list`
  */
-#include "api/api_int.h"
+#include "engine/sys/sys_int.h"
 #include "audit/audit.h"
 
 #include <stdlib.h>
@@ -89,13 +89,15 @@ int kms_sys_audit_list(struct kms_ctx *c)
     return 0;
 }
 
-int kms_sys_audit_refuse(struct kms_ctx *c)
+int kms_sys_audit_disable(struct kms_ctx *c)
 {
-    if (c->op == KMS_OP_DELETE) {
-        return KMS_FAIL(c, 400,
-                        "cannot disable audit device via API; use declarative, config-based "
-                        "audit device management instead");
-    }
+    return KMS_FAIL(c, 400,
+                    "cannot disable audit device via API; use declarative, config-based "
+                    "audit device management instead");
+}
+
+int kms_sys_audit_enable(struct kms_ctx *c)
+{
     return KMS_FAIL(c, 400,
                     "cannot enable audit device via API; use declarative, config-based audit "
                     "device management instead");

@@ -12,7 +12,7 @@
  * re-insert the old value. Entries (which hold key material) come from the locked secure heap
  * when one is available and are wiped before they are freed.
  */
-#include "api/api_int.h"
+#include "engine/transit/transit_int.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>

@@ -8,7 +8,7 @@
  * LMDB write transaction, durable before the response. Cryptography and the policy rules
  * are crypto/keyring's; this file maps JSON to them and back.
  */
-#include "api/api_int.h"
+#include "engine/transit/transit_int.h"
 #include "crypto/keyring.h"
 
 #include <stdlib.h>
@@ -89,8 +89,13 @@ static int store_version(const struct kms_mount *m, struct kms_txn *txn, const c
     return rc;
 }
 
+static struct kms_keycache *transit_kc(struct kms_ctx *c)
+{
+    return ((struct kms_transit *)c->estate)->kc;
+}
+
 /* Commit a write transaction that changed key `name`, then drop it from the key cache. */
-static int commit_key(struct kms_api *api, const struct kms_mount *m, const char *name,
+static int commit_key(struct kms_transit *t, const struct kms_mount *m, const char *name,
                       struct kms_txn **txn)
 {
     char key[KEYREC_MAX];
@@ -98,12 +103,19 @@ static int commit_key(struct kms_api *api, const struct kms_mount *m, const char
         return -1;
     }
     policy_key(m, name, key);
-    kms_keycache_invalidate(kms_api_keycache(api), key);
+    kms_keycache_invalidate(t->kc, key);
     return 0;
 }
 
-int kms_transit_purge(struct kms_txn *txn, const struct kms_mount *m)
+/* Engine purge: a transit mount's keys, versions and mount config. */
+static int transit_purge(void *state, struct kms_txn *txn, const char *ns_id,
+                         const struct kms_mount *m)
 {
+    (void)state;
+    (void)ns_id;
+    if (m == NULL || strcmp(m->type, "transit") != 0) {
+        return 0;
+    }
     char prefix[96];
     char cfg[160];
     kms_mount_prefix(m, prefix, sizeof(prefix));
@@ -321,7 +333,7 @@ static int keys_write(struct kms_ctx *c)
     if (cr == 1) {
         kms_warn(c, "key %s already existed", name);
         kms_storage_txn_abort(&txn);
-    } else if (commit_key(c->api, &c->mount, name, &txn) != 0) {
+    } else if (commit_key(c->estate, &c->mount, name, &txn) != 0) {
         KMS_FAILW(c, 500, "cannot store key");
         goto out;
     }
@@ -455,7 +467,7 @@ static int keys_delete(struct kms_ctx *c)
     prefix[kn] = '/';
     if (kms_storage_del_prefix(txn, KMS_DB_KEY_VERSIONS, prefix, kn + 1, NULL) != 0 ||
         kms_storage_del(txn, KMS_DB_KEYS, key, kn) != 0 ||
-        commit_key(c->api, &c->mount, name, &txn) != 0) {
+        commit_key(c->estate, &c->mount, name, &txn) != 0) {
         KMS_FAILW(c, 500, "cannot delete key");
         goto out;
     }
@@ -506,7 +518,7 @@ static int keys_config(struct kms_ctx *c)
         goto out;
     }
     if (store_policy(&c->mount, txn, name, &p) != 0 ||
-        commit_key(c->api, &c->mount, name, &txn) != 0) {
+        commit_key(c->estate, &c->mount, name, &txn) != 0) {
         KMS_FAILW(c, 500, "cannot store key");
         goto out;
     }
@@ -551,7 +563,7 @@ static int keys_rotate(struct kms_ctx *c)
     if (kms_key_version_generate(&p, p.latest_version, &kv) != 0 ||
         store_version(&c->mount, txn, name, &kv) != 0 ||
         store_policy(&c->mount, txn, name, &p) != 0 ||
-        commit_key(c->api, &c->mount, name, &txn) != 0) {
+        commit_key(c->estate, &c->mount, name, &txn) != 0) {
         KMS_FAILW(c, 500, "cannot rotate key");
         goto out;
     }
@@ -597,7 +609,7 @@ static int keys_trim(struct kms_ctx *c)
         }
     }
     if (store_policy(&c->mount, txn, name, &p) != 0 ||
-        commit_key(c->api, &c->mount, name, &txn) != 0) {
+        commit_key(c->estate, &c->mount, name, &txn) != 0) {
         KMS_FAILW(c, 500, "cannot store key");
         goto out;
     }
@@ -814,7 +826,7 @@ static int read_policy(struct kms_ctx *c, struct vcache *vc, const char *name,
                        struct kms_key_policy *p)
 {
     char key[KEYREC_MAX];
-    struct kms_keycache *kc = kms_api_keycache(c->api);
+    struct kms_keycache *kc = transit_kc(c);
     policy_key(&c->mount, name, key);
     if (kms_keycache_get_policy(kc, key, p)) {
         return 0;
@@ -840,7 +852,7 @@ static int get_version(struct kms_ctx *c, const char *name, struct vcache *vc, u
     }
     struct kms_key_version kv;
     char key[KEYREC_MAX];
-    struct kms_keycache *kc = kms_api_keycache(c->api);
+    struct kms_keycache *kc = transit_kc(c);
     policy_key(&c->mount, name, key);
     int g = 0;
     if (!kms_keycache_get_version(kc, key, ver, &kv)) {
@@ -1067,7 +1079,7 @@ static int upsert(struct kms_ctx *c, const char *name, bool derived, struct kms_
         rc = 0;
         goto out;
     }
-    if (commit_key(c->api, &c->mount, name, &txn) != 0) {
+    if (commit_key(c->estate, &c->mount, name, &txn) != 0) {
         KMS_FAILW(c, 500, "cannot store key");
         goto out;
     }
@@ -1112,7 +1124,7 @@ static int encrypt(struct kms_ctx *c)
     size_t n = 0;
     bool batch;
     struct kms_key_policy p;
-    struct vcache vc = {.n = 0, .txn = NULL, .seq = kms_keycache_seq(kms_api_keycache(c->api))};
+    struct vcache vc = {.n = 0, .txn = NULL, .seq = kms_keycache_seq(transit_kc(c))};
     size_t max_pt = kms_api_limits(c->api)->max_plaintext_size;
     int rc = -1;
 
@@ -1138,7 +1150,7 @@ static int encrypt(struct kms_ctx *c)
     int g = read_policy(c, &vc, name, &p);
     if (g == KMS_STORAGE_NOTFOUND) {
         vcache_dispose(&vc);
-        vc.seq = kms_keycache_seq(kms_api_keycache(c->api));
+        vc.seq = kms_keycache_seq(transit_kc(c));
         if (upsert(c, name, derived, &p) != 0 || read_policy(c, &vc, name, &p) != 0) {
             if (c->err.status == 0) {
                 KMS_FAILW(c, 500, "cannot read key");
@@ -1236,7 +1248,7 @@ static int decrypt(struct kms_ctx *c)
     size_t n = 0;
     bool batch;
     struct kms_key_policy p;
-    struct vcache vc = {.n = 0, .txn = NULL, .seq = kms_keycache_seq(kms_api_keycache(c->api))};
+    struct vcache vc = {.n = 0, .txn = NULL, .seq = kms_keycache_seq(transit_kc(c))};
     int rc = -1;
 
     if (ciphertext_items(c, item_fields, name, &items, &n, &batch, &vc, &p) != 0) {
@@ -1294,7 +1306,7 @@ static int rewrap(struct kms_ctx *c)
     size_t n = 0;
     bool batch;
     struct kms_key_policy p;
-    struct vcache vc = {.n = 0, .txn = NULL, .seq = kms_keycache_seq(kms_api_keycache(c->api))};
+    struct vcache vc = {.n = 0, .txn = NULL, .seq = kms_keycache_seq(transit_kc(c))};
     int rc = -1;
 
     if (ciphertext_items(c, rewrap_fields, name, &items, &n, &batch, &vc, &p) != 0) {
@@ -1335,7 +1347,7 @@ static int datakey(struct kms_ctx *c)
     const char *name = kms_cap(c, "name");
     const char *kind = kms_cap(c, "plaintext");
     struct kms_key_policy p;
-    struct vcache vc = {.n = 0, .txn = NULL, .seq = kms_keycache_seq(kms_api_keycache(c->api))};
+    struct vcache vc = {.n = 0, .txn = NULL, .seq = kms_keycache_seq(transit_kc(c))};
     struct item it;
     uint8_t key[64];
     int64_t bits = 256;
@@ -1487,12 +1499,12 @@ out:
 
 /* ---- mount-wide config ------------------------------------------------------------------- */
 
-static int config_keys(struct kms_ctx *c)
+static int config_keys(struct kms_ctx *c, bool write)
 {
     struct kms_txn *txn = NULL;
     bool disabled = false;
     int rc = -1;
-    if (c->op == KMS_OP_READ) {
+    if (!write) {
         if (kms_storage_txn_begin(kms_api_storage(c->api), false, &txn) != 0 ||
             mount_disable_upsert(c, txn, &disabled) != 0) {
             KMS_FAILW(c, 500, "cannot read mount config");
@@ -1526,6 +1538,16 @@ out:
     return rc;
 }
 
+static int config_keys_read(struct kms_ctx *c)
+{
+    return config_keys(c, false);
+}
+
+static int config_keys_write(struct kms_ctx *c)
+{
+    return config_keys(c, true);
+}
+
 /* ---- operations for the KMSKey engine (api/kms.c) ---------------------------------------- */
 
 /* Latest version's creation time (unix seconds) of a loaded policy. */
@@ -1539,12 +1561,12 @@ static int latest_created(const struct kms_mount *m, struct kms_txn *txn, const 
     return g < 0 ? -1 : 0;
 }
 
-int kms_transit_key_get(struct kms_api *api, const struct kms_mount *m, const char *name,
+int kms_transit_key_get(struct kms_transit *t, const struct kms_mount *m, const char *name,
                         struct kms_key_policy *p, int64_t *last_rotated, struct kms_err *err)
 {
     struct kms_txn *txn = NULL;
     int rc = -1;
-    if (kms_storage_txn_begin(kms_api_storage(api), false, &txn) != 0) {
+    if (kms_storage_txn_begin(kms_api_storage(t->api), false, &txn) != 0) {
         return kms_err_setw(err, 500, "cannot open storage transaction");
     }
     int g = load_policy(m, txn, name, p);
@@ -1562,7 +1584,7 @@ out:
     return rc;
 }
 
-int kms_transit_key_create(struct kms_api *api, const struct kms_mount *m, const char *name,
+int kms_transit_key_create(struct kms_transit *t, const struct kms_mount *m, const char *name,
                            enum kms_key_type type, struct kms_key_policy *out, bool *existed,
                            struct kms_err *err)
 {
@@ -1572,7 +1594,7 @@ int kms_transit_key_create(struct kms_api *api, const struct kms_mount *m, const
 
     memset(&kv, 0, sizeof(kv));
     *existed = false;
-    if (kms_storage_txn_begin(kms_api_storage(api), true, &txn) != 0) {
+    if (kms_storage_txn_begin(kms_api_storage(t->api), true, &txn) != 0) {
         return kms_err_setw(err, 500, "cannot open storage transaction");
     }
     int g = load_policy(m, txn, name, out);
@@ -1595,7 +1617,7 @@ int kms_transit_key_create(struct kms_api *api, const struct kms_mount *m, const
     }
     out->created_sec = kv.created_sec;
     if (store_version(m, txn, name, &kv) != 0 || store_policy(m, txn, name, out) != 0 ||
-        commit_key(api, m, name, &txn) != 0) {
+        commit_key(t, m, name, &txn) != 0) {
         kms_err_setw(err, 500, "cannot store key %s", name);
         goto out;
     }
@@ -1606,7 +1628,7 @@ out:
     return rc;
 }
 
-int kms_transit_key_rotate(struct kms_api *api, const struct kms_mount *m, const char *name,
+int kms_transit_key_rotate(struct kms_transit *t, const struct kms_mount *m, const char *name,
                            struct kms_key_policy *out, struct kms_err *err)
 {
     struct kms_txn *txn = NULL;
@@ -1614,7 +1636,7 @@ int kms_transit_key_rotate(struct kms_api *api, const struct kms_mount *m, const
     int rc = -1;
 
     memset(&kv, 0, sizeof(kv));
-    if (kms_storage_txn_begin(kms_api_storage(api), true, &txn) != 0) {
+    if (kms_storage_txn_begin(kms_api_storage(t->api), true, &txn) != 0) {
         return kms_err_setw(err, 500, "cannot open storage transaction");
     }
     int g = load_policy(m, txn, name, out);
@@ -1629,7 +1651,7 @@ int kms_transit_key_rotate(struct kms_api *api, const struct kms_mount *m, const
     out->latest_version++;
     if (kms_key_version_generate(out, out->latest_version, &kv) != 0 ||
         store_version(m, txn, name, &kv) != 0 || store_policy(m, txn, name, out) != 0 ||
-        commit_key(api, m, name, &txn) != 0) {
+        commit_key(t, m, name, &txn) != 0) {
         kms_err_setw(err, 500, "cannot rotate key %s", name);
         goto out;
     }
@@ -1640,7 +1662,7 @@ out:
     return rc;
 }
 
-int kms_transit_key_raise_floor(struct kms_api *api, const struct kms_mount *m, const char *name,
+int kms_transit_key_raise_floor(struct kms_transit *t, const struct kms_mount *m, const char *name,
                                 uint32_t version, struct kms_key_policy *out, struct kms_err *err)
 {
     struct kms_txn *txn = NULL;
@@ -1648,7 +1670,7 @@ int kms_transit_key_raise_floor(struct kms_api *api, const struct kms_mount *m, 
     char warning[256];
     int rc = -1;
 
-    if (kms_storage_txn_begin(kms_api_storage(api), true, &txn) != 0) {
+    if (kms_storage_txn_begin(kms_api_storage(t->api), true, &txn) != 0) {
         return kms_err_setw(err, 500, "cannot open storage transaction");
     }
     int g = load_policy(m, txn, name, out);
@@ -1693,7 +1715,7 @@ int kms_transit_key_raise_floor(struct kms_api *api, const struct kms_mount *m, 
             goto out;
         }
     }
-    if (store_policy(m, txn, name, out) != 0 || commit_key(api, m, name, &txn) != 0) {
+    if (store_policy(m, txn, name, out) != 0 || commit_key(t, m, name, &txn) != 0) {
         kms_err_setw(err, 500, "cannot store key %s", name);
         goto out;
     }
@@ -1703,7 +1725,7 @@ out:
     return rc;
 }
 
-int kms_transit_key_destroy(struct kms_api *api, const struct kms_mount *m, const char *name,
+int kms_transit_key_destroy(struct kms_transit *t, const struct kms_mount *m, const char *name,
                             struct kms_err *err)
 {
     struct kms_txn *txn = NULL;
@@ -1711,7 +1733,7 @@ int kms_transit_key_destroy(struct kms_api *api, const struct kms_mount *m, cons
     char key[KEYREC_MAX];
     int rc = -1;
 
-    if (kms_storage_txn_begin(kms_api_storage(api), true, &txn) != 0) {
+    if (kms_storage_txn_begin(kms_api_storage(t->api), true, &txn) != 0) {
         return kms_err_setw(err, 500, "cannot open storage transaction");
     }
     size_t kn = policy_key(m, name, key);
@@ -1719,7 +1741,7 @@ int kms_transit_key_destroy(struct kms_api *api, const struct kms_mount *m, cons
     prefix[kn] = '/';
     int d = kms_storage_del(txn, KMS_DB_KEYS, key, kn);
     if (d < 0 || kms_storage_del_prefix(txn, KMS_DB_KEY_VERSIONS, prefix, kn + 1, NULL) != 0 ||
-        commit_key(api, m, name, &txn) != 0) {
+        commit_key(t, m, name, &txn) != 0) {
         kms_err_setw(err, 500, "cannot delete key %s", name);
         goto out;
     }
@@ -1733,7 +1755,7 @@ out:
 
 int kms_transit_read_key(struct kms_ctx *c, const char *name, struct kms_key_policy *p)
 {
-    struct vcache vc = {.n = 0, .txn = NULL, .seq = kms_keycache_seq(kms_api_keycache(c->api))};
+    struct vcache vc = {.n = 0, .txn = NULL, .seq = kms_keycache_seq(transit_kc(c))};
     int g = read_policy(c, &vc, name, p);
     vcache_dispose(&vc);
     return g;
@@ -1742,7 +1764,7 @@ int kms_transit_read_key(struct kms_ctx *c, const char *name, struct kms_key_pol
 int kms_transit_read_version(struct kms_ctx *c, const char *name, uint32_t version,
                              struct kms_key_version *out, struct kms_err *err)
 {
-    struct vcache vc = {.n = 0, .txn = NULL, .seq = kms_keycache_seq(kms_api_keycache(c->api))};
+    struct vcache vc = {.n = 0, .txn = NULL, .seq = kms_keycache_seq(transit_kc(c))};
     const struct kms_key_version *kv = NULL;
     int rc = get_version(c, name, &vc, version, &kv, err);
     if (rc == 0) {
@@ -1831,42 +1853,127 @@ static const struct kms_field f_export[] = {
     {NULL, 0},
 };
 
-static int keys_dispatch(struct kms_ctx *c)
+/* keys/:name/config raising min_decryption_version is audited as that operation. */
+static const char *config_audit_op(const struct kms_ctx *c)
 {
-    switch (c->op) {
-    case KMS_OP_READ:
-        return keys_read(c);
-    case KMS_OP_DELETE:
-        return keys_delete(c);
-    default:
-        return keys_write(c);
+    return json_object_get(c->params, "min_decryption_version") != NULL
+               ? "set-min-decryption-version"
+               : NULL;
+}
+
+#define PURE KMS_EFFECT_PURE
+
+static const struct kms_route transit_routes[] = {
+    {.tmpl = "keys/", .fields = f_list, .on = {[KMS_OP_LIST] = {keys_list, "list", 0}}},
+    /* GET transit/keys: 405, as in OpenBao */
+    {.tmpl = "keys", .fields = f_list, .on = {[KMS_OP_LIST] = {keys_list, "list", 0}}},
+    {.tmpl = "keys/:name",
+     .fields = f_keys,
+     .on = {[KMS_OP_READ] = {keys_read, "read", 0},
+            [KMS_OP_UPDATE] = {keys_write, "create", 0},
+            [KMS_OP_DELETE] = {keys_delete, "delete", 0}}},
+    {.tmpl = "keys/:name/config",
+     .fields = f_config,
+     .audit_op_of = config_audit_op,
+     .on = {[KMS_OP_UPDATE] = {keys_config, "config", 0}}},
+    {.tmpl = "keys/:name/rotate", .on = {[KMS_OP_UPDATE] = {keys_rotate, "rotate", 0}}},
+    {.tmpl = "keys/:name/trim", .fields = f_trim, .on = {[KMS_OP_UPDATE] = {keys_trim, "trim", 0}}},
+    {.tmpl = "encrypt/:name",
+     .fields = f_encrypt,
+     .exists = encrypt_exists,
+     .on = {[KMS_OP_CREATE] = {encrypt, "encrypt", PURE},
+            [KMS_OP_UPDATE] = {encrypt, "encrypt", PURE}}},
+    {.tmpl = "decrypt/:name",
+     .fields = f_decrypt,
+     .on = {[KMS_OP_UPDATE] = {decrypt, "decrypt", PURE}}},
+    {.tmpl = "rewrap/:name",
+     .fields = f_rewrap,
+     .on = {[KMS_OP_UPDATE] = {rewrap, "rewrap", PURE}}},
+    {.tmpl = "datakey/+plaintext/:name",
+     .fields = f_datakey,
+     .on = {[KMS_OP_UPDATE] = {datakey, "datakey", PURE}}},
+    {.tmpl = "export/+type/:name",
+     .fields = f_export,
+     .on = {[KMS_OP_READ] = {export_key, "export", 0}}},
+    {.tmpl = "export/+type/:name/+version",
+     .fields = f_export,
+     .on = {[KMS_OP_READ] = {export_key, "export", 0}}},
+    {.tmpl = "config/keys",
+     .fields = f_config_keys,
+     .resource = "TransitMount",
+     .on = {[KMS_OP_READ] = {config_keys_read, "config", 0},
+            [KMS_OP_UPDATE] = {config_keys_write, "config", 0}}},
+    {.tmpl = "hmac/:name",
+     .fields = kms_transit_hmac_fields,
+     .on = {[KMS_OP_UPDATE] = {kms_transit_hmac, NULL, 0}}},
+    {.tmpl = "hmac/:name/+algorithm",
+     .fields = kms_transit_hmac_fields,
+     .on = {[KMS_OP_UPDATE] = {kms_transit_hmac, NULL, 0}}},
+    {.tmpl = "verify/:name",
+     .fields = kms_transit_verify_fields,
+     .on = {[KMS_OP_UPDATE] = {kms_transit_verify, NULL, 0}}},
+    {.tmpl = "verify/:name/+algorithm",
+     .fields = kms_transit_verify_fields,
+     .on = {[KMS_OP_UPDATE] = {kms_transit_verify, NULL, 0}}},
+    {.tmpl = "sign/:name",
+     .fields = kms_transit_verify_fields,
+     .on = {[KMS_OP_UPDATE] = {kms_transit_sign, NULL, 0}}},
+    {.tmpl = "sign/:name/+algorithm",
+     .fields = kms_transit_verify_fields,
+     .on = {[KMS_OP_UPDATE] = {kms_transit_sign, NULL, 0}}},
+    {.tmpl = "hash",
+     .fields = kms_transit_hash_fields,
+     .on = {[KMS_OP_UPDATE] = {kms_transit_hash, NULL, 0}}},
+    {.tmpl = "hash/+algorithm",
+     .fields = kms_transit_hash_fields,
+     .on = {[KMS_OP_UPDATE] = {kms_transit_hash, NULL, 0}}},
+    {.tmpl = "random",
+     .fields = kms_transit_random_fields,
+     .on = {[KMS_OP_UPDATE] = {kms_transit_random, NULL, 0}}},
+    {.tmpl = "random/+a",
+     .fields = kms_transit_random_fields,
+     .on = {[KMS_OP_UPDATE] = {kms_transit_random, NULL, 0}}},
+    {.tmpl = "random/+a/+b",
+     .fields = kms_transit_random_fields,
+     .on = {[KMS_OP_UPDATE] = {kms_transit_random, NULL, 0}}},
+    KMS_ROUTES_END,
+};
+
+static void transit_purged(void *state, const char *ns_id, const struct kms_mount *m)
+{
+    struct kms_transit *t = state;
+    (void)ns_id;
+    if (m != NULL && strcmp(m->type, "transit") == 0) {
+        kms_keycache_clear(t->kc);
     }
 }
 
-const struct kms_route kms_transit_routes[] = {
-    {"keys/", KMS_L, 0, keys_list, f_list, NULL},
-    {"keys", KMS_L, 0, keys_list, f_list, NULL}, /* GET transit/keys: 405, as in OpenBao */
-    {"keys/:name", KMS_R | KMS_CU | KMS_D, 0, keys_dispatch, f_keys, NULL},
-    {"keys/:name/config", KMS_U, 0, keys_config, f_config, NULL},
-    {"keys/:name/rotate", KMS_U, 0, keys_rotate, NULL, NULL},
-    {"keys/:name/trim", KMS_U, 0, keys_trim, f_trim, NULL},
-    {"encrypt/:name", KMS_CU, KMS_RT_EXISTENCE, encrypt, f_encrypt, encrypt_exists},
-    {"decrypt/:name", KMS_U, 0, decrypt, f_decrypt, NULL},
-    {"rewrap/:name", KMS_U, 0, rewrap, f_rewrap, NULL},
-    {"datakey/+plaintext/:name", KMS_U, 0, datakey, f_datakey, NULL},
-    {"export/+type/:name", KMS_R, 0, export_key, f_export, NULL},
-    {"export/+type/:name/+version", KMS_R, 0, export_key, f_export, NULL},
-    {"config/keys", KMS_R | KMS_U, 0, config_keys, f_config_keys, NULL},
-    {"hmac/:name", KMS_U, 0, kms_transit_hmac, kms_transit_hmac_fields, NULL},
-    {"hmac/:name/+algorithm", KMS_U, 0, kms_transit_hmac, kms_transit_hmac_fields, NULL},
-    {"verify/:name", KMS_U, 0, kms_transit_verify, kms_transit_verify_fields, NULL},
-    {"verify/:name/+algorithm", KMS_U, 0, kms_transit_verify, kms_transit_verify_fields, NULL},
-    {"sign/:name", KMS_U, 0, kms_transit_sign, kms_transit_verify_fields, NULL},
-    {"sign/:name/+algorithm", KMS_U, 0, kms_transit_sign, kms_transit_verify_fields, NULL},
-    {"hash", KMS_U, 0, kms_transit_hash, kms_transit_hash_fields, NULL},
-    {"hash/+algorithm", KMS_U, 0, kms_transit_hash, kms_transit_hash_fields, NULL},
-    {"random", KMS_U, 0, kms_transit_random, kms_transit_random_fields, NULL},
-    {"random/+a", KMS_U, 0, kms_transit_random, kms_transit_random_fields, NULL},
-    {"random/+a/+b", KMS_U, 0, kms_transit_random, kms_transit_random_fields, NULL},
-    {NULL, 0, 0, NULL, NULL, NULL},
-};
+static void transit_destroy(void *state)
+{
+    struct kms_transit *t = state;
+    if (t != NULL) {
+        kms_keycache_destroy(&t->kc);
+        free(t);
+    }
+}
+
+int kms_transit_engine(struct kms_api *api, size_t key_cache_size, struct kms_engine *out,
+                       struct kms_transit **state_out)
+{
+    struct kms_transit *t = calloc(1, sizeof(*t));
+    if (t == NULL || kms_keycache_create(key_cache_size ? key_cache_size : 10000, &t->kc) != 0) {
+        transit_destroy(t);
+        return -1;
+    }
+    t->api = api;
+    memset(out, 0, sizeof(*out));
+    out->type = "transit";
+    out->resource = "KMSKey";
+    out->routes = transit_routes;
+    out->state = t;
+    out->purge = transit_purge;
+    out->purged = transit_purged;
+    out->destroy = transit_destroy;
+    *state_out = t;
+    return 0;
+}

@@ -3,7 +3,7 @@
  * with each version's independent HMAC key, hash, random, and sign/verify-signature (which
  * kmsd's symmetric key types do not support and refuse with OpenBao's messages).
  */
-#include "api/api_int.h"
+#include "engine/transit/transit_int.h"
 
 #include <stdlib.h>
 #include <string.h>

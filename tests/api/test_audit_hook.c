@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "api/api_int.h"
+#include "engine/engines.h"
 #include "audit/audit.h"
 
 #include <ftw.h>
@@ -65,7 +66,7 @@ static int setup(void **state)
     kms_api_limits_default(&ao.limits);
     ao.version = "test";
     ao.audit = f->audit;
-    assert_int_equal(kms_api_create(f->st, &ao, &f->api, &err), 0);
+    assert_int_equal(kms_engines_create(f->st, &ao, NULL, &f->api, &err), 0);
     assert_int_equal(kms_api_dev_bootstrap(f->api, "root", root, sizeof(root), &err), 0);
     *state = f;
     return 0;

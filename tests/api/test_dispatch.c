@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "api/api_int.h"
+#include "engine/engines.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +42,7 @@ static int setup(void **state)
     ao.limits.max_batch_items = 4;
     ao.limits.max_plaintext_size = 1024;
     ao.version = "test";
-    assert_int_equal(kms_api_create(f->st, &ao, &f->api, &err), 0);
+    assert_int_equal(kms_engines_create(f->st, &ao, NULL, &f->api, &err), 0);
     assert_int_equal(kms_api_dev_bootstrap(f->api, "root", root, sizeof(root), &err), 0);
     assert_string_equal(root, "root");
     *state = f;

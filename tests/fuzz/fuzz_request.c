@@ -4,7 +4,7 @@
  * kms_api_handle runs them as the root token over a real LMDB store. Every answer must be a
  * well-formed response with a plausible status.
  */
-#include "api/api.h"
+#include "engine/engines.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -31,7 +31,7 @@ static void setup(void)
     kms_api_limits_default(&ao.limits);
     ao.limits.max_batch_items = 64;
     ao.version = "fuzz";
-    if (kms_api_create(st, &ao, &api, &err) != 0 ||
+    if (kms_engines_create(st, &ao, NULL, &api, &err) != 0 ||
         kms_api_dev_bootstrap(api, "root", root, sizeof(root), &err) != 0) {
         abort();
     }

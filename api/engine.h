@@ -1,0 +1,304 @@
+/*
+ * engine.h - what an engine (engine/sys, engine/transit, engine/kmskey, engine/auth) sees of
+ * the request pipeline: the request context, the route row, parameter getters, error macros,
+ * the namespace/mount registry and the engine descriptor it registers with.
+ *
+ * An engine is a table of route rows plus optional callbacks. The pipeline (api/dispatch.c)
+ * resolves the namespace and mount, picks the row, checks the token and the ACL, writes the
+ * audit request line, coerces the row's fields and calls the row's handler for the request's
+ * operation; the handler fills the context and the pipeline renders the one envelope.
+ *
+ * Threads: handlers run concurrently on every worker; engine state must be thread-safe.
+ */
+#ifndef KMS_API_ENGINE_H
+#define KMS_API_ENGINE_H
+
+#include "api/api.h"
+#include "auth/auth.h"
+
+#include <jansson.h>
+
+#define KMS_NS_ID_LEN 16
+#define KMS_PATH_MAX 512
+#define KMS_MAX_CAPTURES 4
+
+struct kms_ns {
+    char id[KMS_NS_ID_LEN];  /* "root" or 6 base62 characters */
+    char path[KMS_PATH_MAX]; /* "" for root, else "org1/" or "org1/team/" */
+    int64_t created;
+};
+
+struct kms_mount {
+    char ns_id[KMS_NS_ID_LEN];
+    char path[KMS_PATH_MAX]; /* "transit/", "auth/k8s-host/" */
+    char type[32]; /* "transit", "kubernetes", "jwt"; built-ins: "system", "kms", "token" */
+    char uuid[37];
+    char accessor[64];
+    char description[256];
+    int64_t created;
+};
+
+/* Field types for parameter coercion, as Vault's framework names them. */
+enum kms_ftype {
+    KMS_F_STRING,
+    KMS_F_INT,
+    KMS_F_BOOL,
+    KMS_F_DURATION, /* seconds, from int or "90", "1h30m", "3d" */
+    KMS_F_ARRAY,    /* any JSON array, or a comma-separated string */
+    KMS_F_MAP,      /* JSON object */
+    KMS_F_RAW,      /* anything, untouched (batch_input) */
+};
+
+struct kms_field {
+    const char *name;
+    enum kms_ftype type;
+};
+
+struct kms_ctx;
+typedef int (*kms_handler_fn)(struct kms_ctx *c);
+
+#define KMS_OP_COUNT (KMS_OP_PATCH + 1)
+
+/* Route flags. */
+#define KMS_RT_PUBLIC 0x1   /* no token needed (sys/health, login) */
+#define KMS_RT_SYS_TOP 0x4  /* sys/ response: copy data keys to the top level too */
+#define KMS_RT_NO_AUDIT 0x8 /* not audited (sys/health, sys/seal-status, sys/init) */
+#define KMS_RT_SUDO 0x10    /* root-protected path */
+
+/* Audit durability of one operation (see docs/audit.md). */
+enum kms_effect {
+    KMS_EFFECT_WRITE = 0, /* may change state: the request line is durable before it runs */
+    KMS_EFFECT_PURE,      /* changes nothing (unless it creates a key, Vault's upsert) */
+};
+
+/* One operation of a route: its handler and how the audit log names it. */
+struct kms_route_op {
+    kms_handler_fn fn;      /* NULL = the route does not serve this operation (405) */
+    const char *audit_op;   /* kmsd's op field ("encrypt"); NULL = Vault's operation name */
+    enum kms_effect effect; /* reads and lists are always pure */
+};
+
+/*
+ * One row of an engine's route table: everything the pipeline needs for the paths it
+ * matches. `tmpl` segments are literals, ":name" (one segment matching Vault's name regex),
+ * "+seg" (any single segment) and a final "*rest" (the remainder, may contain '/').
+ * `on` is indexed by enum kms_op. A row with `exists` turns POST/PUT into "create" when the
+ * resource is absent (ACL and handler: on[KMS_OP_CREATE]).
+ */
+struct kms_route {
+    const char *tmpl;
+    unsigned flags;
+    const struct kms_field *fields;   /* NULL-terminated by name == NULL; NULL = no fields */
+    int (*exists)(struct kms_ctx *c); /* 1 yes, 0 no, -1 error */
+    const char *resource;             /* audit resource ("KMSKey"); NULL = the engine's */
+    /* When one row serves several audit ops, names the op from the parameters (called before
+     * the handler, so both audit lines agree); NULL or a NULL answer = on[op].audit_op. */
+    const char *(*audit_op_of)(const struct kms_ctx *c);
+    struct kms_route_op on[KMS_OP_COUNT];
+};
+
+/* The end of a route table. */
+#define KMS_ROUTES_END                                                                             \
+    {                                                                                              \
+        .tmpl = NULL                                                                               \
+    }
+
+typedef void (*kms_tick_report_fn)(const char *event, const char *ns_id, const char *project,
+                                   const char *name, const char *detail);
+
+/*
+ * An engine as the pipeline sees it. Built-in engines answer at a fixed path of every
+ * namespace (`builtin_path`, e.g. "sys/"; several engines may share one and are tried in
+ * registration order); the others are mounted (`type` names them in sys/mounts or sys/auth).
+ */
+struct kms_engine {
+    const char *type;         /* mount type: "transit", "kubernetes", "jwt", "system", ... */
+    const char *builtin_path; /* "sys/", "kms/", "auth/token/"; NULL = mounted */
+    bool auth_method;         /* mounted under auth/ through sys/auth */
+    const char *resource;     /* default audit resource of its routes ("KMSKey"); may be NULL */
+    const struct kms_route *routes;
+    void *state; /* handed to handlers as c->estate and to the callbacks below */
+    /* Remove what the engine stores for mount `m`, or for the whole namespace `ns_id` when m
+     * is NULL, inside the caller's write transaction. 0 ok, -1 failure (the caller aborts). */
+    int (*purge)(void *state, struct kms_txn *txn, const char *ns_id, const struct kms_mount *m);
+    /* After that transaction committed: drop what the engine keeps in memory for it. */
+    void (*purged)(void *state, const char *ns_id, const struct kms_mount *m);
+    /* Scheduled work at time `now`; *next_due lowered to the engine's next due time. */
+    int (*tick)(void *state, int64_t now, int64_t *next_due, kms_tick_report_fn report);
+    void (*destroy)(void *state);
+};
+
+/* Register an engine (copied; state owned by the API from now on, freed with destroy). */
+int kms_api_engine_add(struct kms_api *api, const struct kms_engine *e) KMS_WUR;
+/* The mounted engine of `type` (NULL when none is registered). */
+const struct kms_engine *kms_api_engine_find(struct kms_api *api, const char *type);
+
+#define KMS_CTX_MAX_VERSIONS 32
+
+struct kms_audit_rec;
+
+/*
+ * The audit hook's per-request state (api/audit_hook.c). Handlers record the key versions
+ * they touch with kms_ctx_note_version and may override `op`/`resource`/`subject` (static or
+ * ctx-lifetime strings) when the route row's names do not fit the request.
+ */
+struct kms_ctx_audit {
+    bool armed;          /* this request gets a request and a response line */
+    bool request_logged; /* the request line was written after the policy check */
+    char request_id[37]; /* request.id on both lines and the envelope's request_id */
+    const char *op;
+    const char *resource;
+    const char *subject; /* logins: who logged in (JWT sub); else the token's subject */
+    uint32_t versions[KMS_CTX_MAX_VERSIONS]; /* distinct, ascending */
+    size_t nversions;
+    bool versions_truncated;
+    bool elide_data; /* the response data is not logged (sys/audit/events: the log itself) */
+    struct kms_audit_rec *rec;
+};
+
+/* Per-request context: everything a handler reads and writes. */
+struct kms_ctx {
+    struct kms_api *api;
+    const struct kms_http_req *http;
+    enum kms_op op;
+    struct kms_ns ns;        /* namespace the request resolved to */
+    struct kms_mount mount;  /* mount the path resolved to (type "system" for sys/) */
+    char path[KMS_PATH_MAX]; /* path relative to the namespace, e.g. "transit/keys/k" */
+    const char *rel;         /* path relative to the mount (points into path) */
+    const struct kms_engine *engine;
+    void *estate; /* engine->state */
+    const struct kms_route *route;
+    size_t ncap;
+    const char *cap_names[KMS_MAX_CAPTURES];
+    char cap_values[KMS_MAX_CAPTURES][KMS_PATH_MAX];
+    bool has_token;
+    struct kms_token token;
+    json_t *params;   /* request parameters (object), coerced per route fields */
+    json_t *warnings; /* array of strings, or NULL */
+    /* handler outputs */
+    json_t *data;       /* response data; NULL and no raw -> 204 (or 200 with warnings_only) */
+    json_t *raw;        /* a body sent as is, without the envelope (sys/health) */
+    json_t *auth;       /* envelope "auth" block (logins) */
+    bool warnings_only; /* answer 200 with data null when there are warnings, else 204 */
+    int status;         /* 0 = 200 (or 204); set for batch partial failures */
+    char *text;         /* a non-JSON body (Prometheus metrics), malloc'd */
+    size_t text_len;
+    const char *content_type; /* for text */
+    size_t items;             /* batch items processed (metrics) */
+    struct kms_err err;       /* set by a failing handler (returns -1) */
+    struct kms_ctx_audit audit;
+};
+
+/* ---- parameters (params.c) --------------------------------------------------------------- */
+
+/* Path capture by name ("name" for ":name"); NULL when the route has none. */
+const char *kms_cap(const struct kms_ctx *c, const char *name);
+/* Parameter lookups after coercion. Return true when present (and non-null). */
+bool kms_param_str(struct kms_ctx *c, const char *name, const char **out);
+bool kms_param_int(struct kms_ctx *c, const char *name, int64_t *out);
+bool kms_param_bool(struct kms_ctx *c, const char *name, bool *out);
+json_t *kms_param(struct kms_ctx *c, const char *name);
+/* Add a warning string to the response. */
+void kms_warn(struct kms_ctx *c, const char *fmt, ...) KMS_PRINTF(2, 3);
+/* Parse a Vault duration ("90", "1h30m", "3d", 3600) to seconds; -1 when invalid. */
+int kms_parse_duration(const json_t *v, int64_t *out) KMS_WUR;
+int kms_parse_duration_str(const char *s, int64_t *out) KMS_WUR;
+/* Go strconv.ParseBool. */
+bool kms_parse_go_bool(const char *s, bool *out);
+/* Decode a base64 parameter with Go's message on failure. *out malloc'd (wiped-free). */
+int kms_b64_param(const char *s, uint8_t **out, size_t *outlen, struct kms_err *err,
+                  int status) KMS_WUR;
+
+/* ---- errors and replies (envelope.c) ----------------------------------------------------- */
+
+/* Set c->err and return -1; user errors are 400, internal ones 500 wrapped. */
+#define KMS_FAIL(c, status, ...) kms_err_set(&(c)->err, (status), __VA_ARGS__)
+#define KMS_FAILW(c, status, ...) kms_err_setw(&(c)->err, (status), __VA_ARGS__)
+
+/* A 404 with an empty errors array (read/list of nothing). */
+int kms_fail_notfound(struct kms_ctx *c);
+/* Answer 200 with only c->warnings (data null), or 204 when there are none. Returns 0. */
+int kms_reply_warnings(struct kms_ctx *c);
+
+/* ---- API services ------------------------------------------------------------------------ */
+
+struct kms_storage *kms_api_storage(struct kms_api *api);
+struct kms_auth *kms_api_auth(struct kms_api *api);
+/* The audit broker the API was created with (NULL when auditing is off). */
+struct kms_audit *kms_api_audit(struct kms_api *api);
+const struct kms_api_limits *kms_api_limits(struct kms_api *api);
+const char *kms_api_version(struct kms_api *api);
+/* sys/init: mark the store initialised and create the root token (copied to root_out). */
+int kms_api_init_store(struct kms_api *api, const char *root_id, char *root_out,
+                       struct kms_err *err) KMS_WUR;
+/* Cluster id generated at init ("" before). */
+const char *kms_api_cluster_id(struct kms_api *api);
+
+/* ---- registry of namespaces and mounts (registry.c) -------------------------------------- */
+
+/* Longest namespace whose path prefixes `path`; copies it to *ns and sets *consumed. */
+int kms_registry_ns_resolve(struct kms_api *api, const char *path, struct kms_ns *ns,
+                            size_t *consumed);
+/* Exact namespace by path ("" or "root" = root). 0 found, KMS_STORAGE_NOTFOUND otherwise. */
+int kms_registry_ns_get(struct kms_api *api, const char *path, struct kms_ns *ns);
+int kms_registry_ns_by_id(struct kms_api *api, const char *id, struct kms_ns *ns);
+int kms_registry_ns_create(struct kms_api *api, const char *path, struct kms_ns *out,
+                           struct kms_err *err) KMS_WUR;
+/* Deletes the namespace and, through every engine's purge, everything stored in it. */
+int kms_registry_ns_delete(struct kms_api *api, const char *path, struct kms_err *err) KMS_WUR;
+/* Visit the direct children of namespace `parent` (path), in path order. */
+int kms_registry_ns_list(struct kms_api *api, const char *parent,
+                         int (*cb)(const struct kms_ns *ns, void *arg), void *arg);
+
+/* Longest mount of namespace ns_id that prefixes path (mount paths end in '/'). */
+int kms_registry_mount_resolve(struct kms_api *api, const char *ns_id, const char *path,
+                               struct kms_mount *out);
+int kms_registry_mount_get(struct kms_api *api, const char *ns_id, const char *path,
+                           struct kms_mount *out);
+/* `type` must name a registered mountable engine (400 otherwise). */
+int kms_registry_mount_add(struct kms_api *api, const char *ns_id, const char *path,
+                           const char *type, const char *description, struct kms_mount *out,
+                           struct kms_err *err) KMS_WUR;
+/* Removes the mount and, through its engine's purge, everything stored under it. */
+int kms_registry_mount_remove(struct kms_api *api, const char *ns_id, const char *path,
+                              struct kms_err *err) KMS_WUR;
+int kms_registry_mount_list(struct kms_api *api, const char *ns_id,
+                            int (*cb)(const struct kms_mount *m, void *arg), void *arg);
+
+/* Storage key prefix of a mount's records: "<ns id>/<mount uuid>/". */
+void kms_mount_prefix(const struct kms_mount *m, char *out, size_t n);
+
+/* ---- metrics and audit services for engines ---------------------------------------------- */
+
+/* Count one key cache lookup. */
+void kms_metrics_cache(bool hit);
+/* Count one login: 0 allowed, 1 denied, 2 error. */
+void kms_metrics_login(int result);
+/* Prometheus text exposition; malloc'd, caller frees. */
+char *kms_metrics_prometheus(struct kms_api *api, size_t *len);
+
+/* Record a key version the request touched (encrypt, decrypt, rotate, ...). */
+void kms_ctx_note_version(struct kms_ctx *c, uint32_t version);
+
+/*
+ * An operation the server performs on its own (the KMSKey controller's scheduled rotations and
+ * deletions): a request line, durable, before the effect (-1 with err: do not act, retry
+ * later), and a response line after it. Subject "system:kmsd-controller". *out is NULL when
+ * auditing is off; end is then a no-op.
+ */
+struct kms_audit_internal {
+    const char *ns_id;
+    const char *ns_path;
+    const char *path;      /* the equivalent API path, e.g. "transit/keys/org1-p-k/rotate" */
+    const char *operation; /* Vault's: "update", "delete" */
+    const char *op;        /* kmsd's: "rotate", "delete" */
+    const char *key;
+    const char *project; /* NULL when none */
+};
+int kms_audit_internal_begin(struct kms_api *api, const struct kms_audit_internal *ev,
+                             struct kms_audit_rec **out, struct kms_err *err) KMS_WUR;
+int kms_audit_internal_end(struct kms_audit_rec **rec, const struct kms_audit_internal *ev,
+                           const uint32_t *versions, size_t n, const char *error,
+                           struct kms_err *err) KMS_WUR;
+
+#endif

@@ -1,0 +1,21 @@
+/*
+ * engines.h - the composition root: creates the API (pipeline and registry) over a store and
+ * registers every engine in order (sys, auth, transit, kmskey). The API owns what it creates;
+ * kms_api_destroy releases it all.
+ */
+#ifndef KMS_ENGINE_ENGINES_H
+#define KMS_ENGINE_ENGINES_H
+
+#include "api/api.h"
+
+struct kms_engines_opts {
+    int64_t kms_deletion_delay; /* KMSKey deletion countdown in seconds (0 = 30 days) */
+    size_t key_cache_size;      /* unsealed Transit keys kept in memory (0 = 10000) */
+};
+
+/* The whole service over `st` (borrowed; must outlive the API). eopts may be NULL (defaults). */
+int kms_engines_create(struct kms_storage *st, const struct kms_api_opts *opts,
+                       const struct kms_engines_opts *eopts, struct kms_api **out,
+                       struct kms_err *err) KMS_WUR;
+
+#endif

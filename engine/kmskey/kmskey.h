@@ -1,0 +1,24 @@
+/*
+ * kmskey.h - the KMSKey engine (kms/keys/<project>/<name> in an organization namespace): the
+ * product's key objects on top of Transit keys, and the controller that rotates them on
+ * schedule and ends deletion countdowns (its tick).
+ */
+#ifndef KMS_ENGINE_KMSKEY_H
+#define KMS_ENGINE_KMSKEY_H
+
+#include "api/engine.h"
+
+struct kms_transit;
+
+/*
+ * Load the KMSKey schedule from storage and fill *out with the engine's descriptor (built in
+ * at "kms/"). Keys live in `transit` (borrowed; registered before this engine). Deletion
+ * countdowns last `deletion_delay` seconds (0 = 30 days).
+ */
+int kms_kmskey_engine(struct kms_api *api, struct kms_transit *transit, int64_t deletion_delay,
+                      struct kms_engine *out) KMS_WUR;
+
+/* The KMSKey rotation interval syntax (Go durations plus d, whole units); seconds >= 1. */
+int kms_kmskey_interval_parse(const char *s, int64_t *out) KMS_WUR;
+
+#endif

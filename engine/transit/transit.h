@@ -1,0 +1,40 @@
+/*
+ * transit.h - the Transit engine (OpenBao's transit secrets engine): its engine descriptor
+ * and the key operations other engines (the KMSKey controller) run outside any request.
+ */
+#ifndef KMS_ENGINE_TRANSIT_H
+#define KMS_ENGINE_TRANSIT_H
+
+#include "api/engine.h"
+#include "crypto/keyring.h"
+
+struct kms_transit;
+
+/*
+ * Create the engine's state (a key cache of `key_cache_size` unsealed keys, 0 = 10000) and
+ * fill *out with its descriptor (type "transit", mounted); *state_out is borrowed from the
+ * descriptor (freed by its destroy) for other engines' use.
+ */
+int kms_transit_engine(struct kms_api *api, size_t key_cache_size, struct kms_engine *out,
+                       struct kms_transit **state_out) KMS_WUR;
+
+/*
+ * Transit operations outside any HTTP request. Each is one storage transaction. get/destroy
+ * return KMS_STORAGE_NOTFOUND for a missing key. create never replaces an existing key
+ * (*existed tells) and creates keys with deletion_allowed=false and exportable=false.
+ * raise_floor sets min_decryption_version (never lowers it) and destroys the versions below.
+ */
+int kms_transit_key_get(struct kms_transit *t, const struct kms_mount *m, const char *name,
+                        struct kms_key_policy *p, int64_t *last_rotated, struct kms_err *err);
+int kms_transit_key_create(struct kms_transit *t, const struct kms_mount *m, const char *name,
+                           enum kms_key_type type, struct kms_key_policy *out, bool *existed,
+                           struct kms_err *err) KMS_WUR;
+int kms_transit_key_rotate(struct kms_transit *t, const struct kms_mount *m, const char *name,
+                           struct kms_key_policy *out, struct kms_err *err) KMS_WUR;
+int kms_transit_key_raise_floor(struct kms_transit *t, const struct kms_mount *m, const char *name,
+                                uint32_t version, struct kms_key_policy *out,
+                                struct kms_err *err) KMS_WUR;
+int kms_transit_key_destroy(struct kms_transit *t, const struct kms_mount *m, const char *name,
+                            struct kms_err *err) KMS_WUR;
+
+#endif

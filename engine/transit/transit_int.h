@@ -1,0 +1,53 @@
+/*
+ * transit_int.h - private to engine/transit: the engine state, key and version lookups
+ * through the key cache, the hmac/verify/hash/random handlers and the key cache itself.
+ */
+#ifndef KMS_ENGINE_TRANSIT_INT_H
+#define KMS_ENGINE_TRANSIT_INT_H
+
+#include "engine/transit/transit.h"
+
+struct kms_keycache;
+
+struct kms_transit {
+    struct kms_api *api; /* borrowed: the API owns the engine */
+    struct kms_keycache *kc;
+};
+
+/* Key and version lookups through the key cache for the other Transit endpoints:
+ * read_key returns 0, KMS_STORAGE_NOTFOUND or -1; read_version fails with a 400
+ * "no such key version" or a 500 in err. */
+int kms_transit_read_key(struct kms_ctx *c, const char *name, struct kms_key_policy *p);
+int kms_transit_read_version(struct kms_ctx *c, const char *name, uint32_t version,
+                             struct kms_key_version *out, struct kms_err *err);
+
+/* transit_hmac.c: hmac, verify (HMAC), sign (refused for symmetric keys), hash, random. */
+int kms_transit_hmac(struct kms_ctx *c);
+int kms_transit_verify(struct kms_ctx *c);
+int kms_transit_sign(struct kms_ctx *c);
+int kms_transit_hash(struct kms_ctx *c);
+int kms_transit_random(struct kms_ctx *c);
+extern const struct kms_field kms_transit_hmac_fields[];
+extern const struct kms_field kms_transit_verify_fields[];
+extern const struct kms_field kms_transit_hash_fields[];
+extern const struct kms_field kms_transit_random_fields[];
+
+/* ---- key cache (keycache.c) ------------------------------------------------------------- */
+
+int kms_keycache_create(size_t max_entries, struct kms_keycache **out) KMS_WUR;
+void kms_keycache_destroy(struct kms_keycache **kc);
+/* Sequence to take before reading storage; a put is dropped if a write happened since. */
+uint64_t kms_keycache_seq(struct kms_keycache *kc);
+bool kms_keycache_get_policy(struct kms_keycache *kc, const char *key, struct kms_key_policy *out);
+void kms_keycache_put_policy(struct kms_keycache *kc, const char *key,
+                             const struct kms_key_policy *p, uint64_t seq);
+bool kms_keycache_get_version(struct kms_keycache *kc, const char *key, uint32_t version,
+                              struct kms_key_version *out);
+void kms_keycache_put_version(struct kms_keycache *kc, const char *key,
+                              const struct kms_key_version *v, uint64_t seq);
+/* After a committed write to `key` (the key's storage key): drop its entry. */
+void kms_keycache_invalidate(struct kms_keycache *kc, const char *key);
+/* After a mount or namespace is removed. */
+void kms_keycache_clear(struct kms_keycache *kc);
+
+#endif

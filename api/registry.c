@@ -12,6 +12,7 @@
  */
 #include "api/api_int.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 

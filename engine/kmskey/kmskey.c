@@ -16,6 +16,7 @@
 #include "engine/kmskey/kmskey.h"
 #include "engine/transit/transit.h"
 
+#include <pthread.h>
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>

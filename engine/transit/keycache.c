@@ -14,6 +14,7 @@
  */
 #include "engine/transit/transit_int.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>

@@ -204,8 +204,44 @@ int kms_cli_call(struct kms_cli_session *s, const char *method, const char *path
  */
 int kms_cli_transit_key(struct kms_cli_session *s, const char *name, char *out, size_t n);
 
-/* "Error: <fmt>" on stderr. */
+/*
+ * "Error: <fmt>" on stderr. The formatted message is passed through kms_cli_escape, so text
+ * from the server, a manifest or a file name cannot move the cursor or forge lines.
+ */
 void kms_cli_errorf(const char *fmt, ...) KMS_PRINTF(1, 2);
+
+/* ---- terminal safety (common.c) ----------------------------------------------------------- */
+
+/*
+ * Copy in[0..len) to out (n bytes, always NUL-terminated, truncated at a character boundary)
+ * with everything that is not printable written visibly: C0 controls (newline and tab too),
+ * DEL and bytes that are not valid UTF-8 as \xNN; C1 controls, Unicode line/paragraph
+ * separators and bidirectional/zero-width formatting characters as \uNNNN. Printable UTF-8
+ * passes unchanged. Returns the length written.
+ */
+size_t kms_cli_escape(const char *in, size_t len, char *out, size_t n);
+/*
+ * kms_cli_escape of a NUL-terminated string into one of a few rotating static buffers, for
+ * printf arguments of human-readable output ("(null)" -> "-"). Borrowed until the 16th
+ * later call; single-threaded use only (kmsctl is).
+ */
+const char *kms_cli_esc(const char *s);
+/* Replace every string inside j (values, not keys) with its kms_cli_escape'd form. */
+void kms_cli_json_escape_strings(json_t *j);
+
+/* ---- temporary files and signals (common.c) ----------------------------------------------- */
+
+/*
+ * Temporary files that must not outlive the process: kms_cli_tmpfile_for registers each one,
+ * and SIGINT, SIGTERM, SIGHUP or SIGPIPE unlink every registered path (async-signal-safe)
+ * before the signal is re-raised with its default action. Call kms_cli_tmp_release after the
+ * file is renamed into place or unlinked. kms_cli_tmp_guard registers an existing path the
+ * same way (a renamed output whose sidecar is not written yet). Both return -1 when the
+ * table is full (KMS_CLI_TMP_MAX).
+ */
+#define KMS_CLI_TMP_MAX 4
+int kms_cli_tmp_guard(const char *path) KMS_WUR;
+void kms_cli_tmp_release(const char *path);
 /* True for a KMSKey or project name: [a-z0-9-], alphanumeric at both ends, at most 63. */
 bool kms_cli_name_ok(const char *s);
 /* Check a name argument; prints the error and returns false when it is not one. */
@@ -221,7 +257,10 @@ int kms_cli_read_file(const char *path, size_t max, uint8_t **out, size_t *len);
  * renamed over path), or to stdout when path is NULL or "-". Returns 0 or -1 after printing.
  */
 int kms_cli_write_file(const char *path, const void *data, size_t len);
-/* mkstemp next to path ("<path>.XXXXXX" in its directory), mode 0600; fd or -1 (errno). */
+/*
+ * mkstemp next to path ("<path>.XXXXXX" in its directory), mode 0600; fd or -1 (errno). The
+ * name is registered for removal on a fatal signal (release it with kms_cli_tmp_release).
+ */
 int kms_cli_tmpfile_for(const char *path, char *tmp, size_t n);
 
 /* ---- rendering (output.c) ---------------------------------------------------------------- */

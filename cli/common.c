@@ -15,12 +15,18 @@
  *   response buffer this file handles.
  * - Files kmsctl writes (plaintext, tokens, envelopes) are created 0600 under a temporary
  *   name in the target directory and renamed into place, so a reader never sees half a file.
+ *   The temporary names sit in a small table that a SIGINT/SIGTERM/SIGHUP/SIGPIPE handler
+ *   unlinks before re-raising the signal: Ctrl-C never leaves decrypted plaintext behind.
+ *   Registration happens with those signals blocked, so no file exists unregistered.
+ * - Human-readable output never carries raw control characters: a subject, a key name or a
+ *   server message with ESC or a newline in it is printed as \x1b / \x0a (kms_cli_escape).
  */
 #include "cli/cli.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,12 +92,221 @@ void kms_cli_hoist_command(int argc, char **argv)
 
 void kms_cli_errorf(const char *fmt, ...)
 {
+    char msg[4096];
+    char esc[4 * sizeof(msg)];
     va_list ap;
-    fputs("Error: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    int l = vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    size_t len = l < 0 ? 0 : (size_t)l >= sizeof(msg) ? sizeof(msg) - 1 : (size_t)l;
+    kms_cli_escape(msg, len, esc, sizeof(esc));
+    fprintf(stderr, "Error: %s\n", esc);
+}
+
+/* ---- terminal safety --------------------------------------------------------------------- */
+
+/* Length of the valid UTF-8 sequence at p (at most n bytes) with its code point; 0 if none. */
+static size_t utf8_next(const unsigned char *p, size_t n, uint32_t *cp)
+{
+    unsigned char c = p[0];
+    size_t len;
+    uint32_t v, min;
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2, v = c & 0x1fu, min = 0x80;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3, v = c & 0x0fu, min = 0x800;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4, v = c & 0x07u, min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (len > n) {
+        return 0;
+    }
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xc0) != 0x80) {
+            return 0;
+        }
+        v = (v << 6) | (p[i] & 0x3fu);
+    }
+    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff)) {
+        return 0;
+    }
+    *cp = v;
+    return len;
+}
+
+/* Code points a terminal does not show as themselves: C1 controls, separators, bidi/format. */
+static bool invisible(uint32_t cp)
+{
+    return (cp >= 0x80 && cp <= 0x9f) || cp == 0xad || cp == 0x61c ||
+           (cp >= 0x200b && cp <= 0x200f) || (cp >= 0x2028 && cp <= 0x202e) ||
+           (cp >= 0x2060 && cp <= 0x206f) || cp == 0xfeff || (cp >= 0xfff9 && cp <= 0xfffb);
+}
+
+size_t kms_cli_escape(const char *in, size_t len, char *out, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)in;
+    size_t o = 0;
+    if (n == 0) {
+        return 0;
+    }
+    for (size_t i = 0; i < len;) {
+        char piece[16];
+        size_t pl, used = 1;
+        uint32_t cp = 0;
+        size_t ul = p[i] >= 0x80 ? utf8_next(p + i, len - i, &cp) : 0;
+        if (p[i] >= 0x20 && p[i] < 0x7f) {
+            piece[0] = (char)p[i];
+            pl = 1;
+        } else if (ul == 0) {
+            pl = (size_t)snprintf(piece, sizeof(piece), "\\x%02x", p[i]);
+        } else if (invisible(cp)) {
+            pl = (size_t)snprintf(piece, sizeof(piece), "\\u%04x", (unsigned)cp);
+            used = ul;
+        } else {
+            memcpy(piece, p + i, ul);
+            pl = used = ul;
+        }
+        if (o + pl >= n) {
+            break;
+        }
+        memcpy(out + o, piece, pl);
+        o += pl;
+        i += used;
+    }
+    out[o] = '\0';
+    return o;
+}
+
+const char *kms_cli_esc(const char *s)
+{
+    static char ring[16][1024];
+    static unsigned next;
+    char *out = ring[next++ % 16];
+    if (s == NULL) {
+        return "-";
+    }
+    kms_cli_escape(s, strlen(s), out, sizeof(ring[0]));
+    return out;
+}
+
+static void escape_strings(json_t *j, int depth)
+{
+    const char *k;
+    json_t *v;
+    size_t i;
+    if (depth > 64) {
+        return;
+    }
+    if (json_is_string(j)) {
+        size_t len = json_string_length(j);
+        char *buf = malloc(4 * len + 1);
+        if (buf != NULL) {
+            size_t l = kms_cli_escape(json_string_value(j), len, buf, 4 * len + 1);
+            (void)json_string_setn(j, buf, l);
+            free(buf);
+        }
+    } else if (json_is_object(j)) {
+        json_object_foreach(j, k, v)
+        {
+            escape_strings(v, depth + 1);
+        }
+    } else if (json_is_array(j)) {
+        json_array_foreach(j, i, v)
+        {
+            escape_strings(v, depth + 1);
+        }
+    }
+}
+
+void kms_cli_json_escape_strings(json_t *j)
+{
+    escape_strings(j, 0);
+}
+
+/* ---- temporary files removed on a fatal signal ------------------------------------------- */
+
+static const int fatal_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE};
+static char tmp_paths[KMS_CLI_TMP_MAX][4096];
+static volatile sig_atomic_t tmp_used[KMS_CLI_TMP_MAX];
+static bool handlers_installed;
+
+/* Async-signal-safe: unlink, then die of the same signal (SA_RESETHAND restored SIG_DFL). */
+static void on_fatal_signal(int sig)
+{
+    int e = errno;
+    for (size_t i = 0; i < KMS_CLI_TMP_MAX; i++) {
+        if (tmp_used[i]) {
+            unlink(tmp_paths[i]);
+            tmp_used[i] = 0;
+        }
+    }
+    raise(sig);
+    errno = e;
+}
+
+static void install_handlers(void)
+{
+    struct sigaction sa, old;
+    if (handlers_installed) {
+        return;
+    }
+    handlers_installed = true;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_fatal_signal;
+    sa.sa_flags = (int)SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof(fatal_signals) / sizeof(fatal_signals[0]); i++) {
+        sigaddset(&sa.sa_mask, fatal_signals[i]);
+    }
+    for (size_t i = 0; i < sizeof(fatal_signals) / sizeof(fatal_signals[0]); i++) {
+        /* a signal the caller ignores (nohup, a background job's SIGINT) stays ignored */
+        if (sigaction(fatal_signals[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN) {
+            (void)sigaction(fatal_signals[i], &sa, NULL);
+        }
+    }
+}
+
+static void block_fatal(sigset_t *old)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    for (size_t i = 0; i < sizeof(fatal_signals) / sizeof(fatal_signals[0]); i++) {
+        sigaddset(&set, fatal_signals[i]);
+    }
+    sigprocmask(SIG_BLOCK, &set, old);
+}
+
+int kms_cli_tmp_guard(const char *path)
+{
+    sigset_t old;
+    int rc = -1;
+    if (strlen(path) >= sizeof(tmp_paths[0])) {
+        return -1;
+    }
+    install_handlers();
+    block_fatal(&old);
+    for (size_t i = 0; i < KMS_CLI_TMP_MAX; i++) {
+        if (!tmp_used[i]) {
+            memcpy(tmp_paths[i], path, strlen(path) + 1);
+            tmp_used[i] = 1;
+            rc = 0;
+            break;
+        }
+    }
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
+void kms_cli_tmp_release(const char *path)
+{
+    for (size_t i = 0; i < KMS_CLI_TMP_MAX; i++) {
+        if (tmp_used[i] && strcmp(tmp_paths[i], path) == 0) {
+            tmp_used[i] = 0;
+            return;
+        }
+    }
 }
 
 bool kms_cli_name_ok(const char *s)
@@ -442,20 +657,28 @@ out:
 
 int kms_cli_tmpfile_for(const char *path, char *tmp, size_t n)
 {
-    if ((size_t)snprintf(tmp, n, "%s.XXXXXX", path) >= n) {
+    sigset_t oldset;
+    int fd = -1, e = 0;
+    if ((size_t)snprintf(tmp, n, "%s.XXXXXX", path) >= n || n > sizeof(tmp_paths[0])) {
         errno = ENAMETOOLONG;
         return -1;
     }
+    install_handlers();
+    /* no window in which the file exists but the signal handler does not know it */
+    block_fatal(&oldset);
     mode_t old = umask(077);
-    int fd = mkostemp(tmp, O_CLOEXEC);
+    fd = mkostemp(tmp, O_CLOEXEC);
+    e = errno;
     umask(old);
-    if (fd >= 0 && fchmod(fd, 0600) != 0) {
-        int e = errno;
+    errno = 0;
+    if (fd >= 0 && (fchmod(fd, 0600) != 0 || kms_cli_tmp_guard(tmp) != 0)) {
+        e = errno != 0 ? errno : EMFILE;
         close(fd);
         unlink(tmp);
-        errno = e;
-        return -1;
+        fd = -1;
     }
+    sigprocmask(SIG_SETMASK, &oldset, NULL);
+    errno = e;
     return fd;
 }
 
@@ -506,6 +729,7 @@ int kms_cli_write_file(const char *path, const void *data, size_t len)
         kms_cli_errorf("cannot create %s: %s", path, strerror(errno));
         goto out;
     }
+    kms_cli_tmp_release(tmp);
     tmp[0] = '\0';
     rc = 0;
 out:
@@ -514,6 +738,7 @@ out:
     }
     if (tmp[0] != '\0') {
         unlink(tmp);
+        kms_cli_tmp_release(tmp);
     }
     return rc;
 }

@@ -206,6 +206,7 @@ static int finish_output(struct output *o)
         kms_cli_errorf("cannot write %s: %s", o->path, strerror(errno));
         return -1;
     }
+    kms_cli_tmp_release(o->tmp);
     o->tmp[0] = '\0';
     return 0;
 }
@@ -219,6 +220,7 @@ static void abort_output(struct output *o)
     o->fd = -1;
     if (o->tmp[0] != '\0') {
         unlink(o->tmp);
+        kms_cli_tmp_release(o->tmp);
         o->tmp[0] = '\0';
     }
 }
@@ -439,11 +441,20 @@ static int env_encrypt(struct env_args *a, const char *name)
     if (finish_output(&o) != 0) {
         goto out;
     }
+    /* a body without its wrapped key is useless: until the sidecar is written, a signal or
+       an error removes it again */
+    bool guarded = !is_dash(a->out) && kms_cli_tmp_guard(a->out) == 0;
     if (kms_cli_write_file(metapath, metatext, ml) != 0) {
         if (!is_dash(a->out)) {
-            unlink(a->out); /* a body without its wrapped key is useless */
+            unlink(a->out);
+        }
+        if (guarded) {
+            kms_cli_tmp_release(a->out);
         }
         goto out;
+    }
+    if (guarded) {
+        kms_cli_tmp_release(a->out);
     }
     fprintf(is_dash(a->out) ? stderr : stdout,
             "Encrypted %s (%llu bytes) to %s with %s v%lld; wrapped data key in %s\n",

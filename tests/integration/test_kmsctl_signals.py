@@ -1,0 +1,156 @@
+"""kmsctl envelope and Ctrl-C (issue 11, item 14): a SIGINT or SIGTERM in the middle of
+`envelope decrypt --out FILE` or `envelope encrypt --out FILE` leaves no temporary file (the
+decrypted plaintext!) and no partial output behind, and the process still dies of the signal.
+
+The input comes through a pipe the test feeds itself, so the signal is sent at a known point:
+once the temporary output file exists and holds data (polled with a deadline, no fixed sleep).
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+from kmsctl_helpers import KMSCTL_BIN, ORG, PROJECT, KmsctlTestCase
+
+MIB = 1 << 20
+
+
+def wait_for(pred, what, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.01)
+    raise AssertionError("timed out waiting for " + what)
+
+
+class EnvelopeSignalTest(KmsctlTestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.work = tempfile.mkdtemp(prefix="kmsctl-sig-")
+        cls.data = os.urandom(4 * MIB)
+        src = os.path.join(cls.work, "src.bin")
+        with open(src, "wb") as f:
+            f.write(cls.data)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.work, ignore_errors=True)
+        super().tearDownClass()
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(dir=self.work)
+
+    def spawn(self, *args):
+        argv = [KMSCTL_BIN, "-n", ORG, "--project", PROJECT, "--addr", self.server.addr,
+                "--token", self.server.token] + list(args)
+        return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=self.clean_env())
+
+    def temp_files(self, base):
+        return [n for n in os.listdir(self.dir) if n.startswith(base + ".")
+                and not n.endswith(".meta.json")]
+
+    def temp_with_data(self, base, min_size):
+        for n in self.temp_files(base):
+            try:
+                if os.path.getsize(os.path.join(self.dir, n)) >= min_size:
+                    return n
+            except FileNotFoundError:
+                pass
+        return None
+
+    def interrupt(self, proc, sig, base, min_size):
+        tmp = wait_for(lambda: self.temp_with_data(base, min_size),
+                       "a temporary %s.XXXXXX with data" % base)
+        proc.send_signal(sig)
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        proc.wait(timeout=30)
+        err = proc.stderr.read()
+        proc.stdout.close()
+        proc.stderr.close()
+        self.assertEqual(proc.returncode, -sig, err)
+        return tmp
+
+    def sealed(self, name):
+        """src.bin enveloped with KMSKey `name`: the body and its sidecar."""
+        enc = os.path.join(self.dir, "src.enc")
+        self.ok("envelope", "encrypt", name, "--in", os.path.join(self.work, "src.bin"),
+                "--out", enc, "--no-progress")
+        with open(enc, "rb") as f:
+            body = f.read()
+        return body, enc + ".meta.json"
+
+    def test_sigint_during_decrypt_leaves_no_plaintext(self):
+        self.ok("keys", "create", "sig-dec")
+        body, meta = self.sealed("sig-dec")
+        out = os.path.join(self.dir, "restored.bin")
+        p = self.spawn("envelope", "decrypt", "sig-dec", "--in", "-", "--meta", meta,
+                       "--out", out, "--no-progress")
+        p.stdin.write(body[:12 + 2 * MIB])  # nonce and 2 MiB: the first block gets decrypted
+        p.stdin.flush()
+        tmp = self.interrupt(p, signal.SIGINT, "restored.bin", MIB // 2)
+        self.assertFalse(os.path.exists(os.path.join(self.dir, tmp)), tmp)
+        self.assertEqual(self.temp_files("restored.bin"), [])
+        self.assertFalse(os.path.exists(out))
+
+    def test_sigterm_during_decrypt_leaves_no_plaintext(self):
+        self.ok("keys", "create", "sig-dec-term")
+        body, meta = self.sealed("sig-dec-term")
+        out = os.path.join(self.dir, "restored.bin")
+        p = self.spawn("envelope", "decrypt", "sig-dec-term", "--in", "-", "--meta", meta,
+                       "--out", out, "--no-progress")
+        p.stdin.write(body[:12 + 2 * MIB])
+        p.stdin.flush()
+        self.interrupt(p, signal.SIGTERM, "restored.bin", MIB // 2)
+        self.assertEqual(self.temp_files("restored.bin"), [])
+        self.assertFalse(os.path.exists(out))
+
+    def test_sigint_during_encrypt_leaves_nothing(self):
+        self.ok("keys", "create", "sig-enc")
+        out = os.path.join(self.dir, "x.enc")
+        p = self.spawn("envelope", "encrypt", "sig-enc", "--in", "-", "--out", out,
+                       "--no-progress")
+        p.stdin.write(self.data[:2 * MIB])
+        p.stdin.flush()
+        self.interrupt(p, signal.SIGINT, "x.enc", MIB)
+        self.assertEqual(sorted(os.listdir(self.dir)), [])
+
+    def test_existing_output_survives_an_interrupted_decrypt(self):
+        self.ok("keys", "create", "sig-keep")
+        body, meta = self.sealed("sig-keep")
+        out = os.path.join(self.dir, "keep.bin")
+        with open(out, "wb") as f:
+            f.write(b"previous contents")
+        p = self.spawn("envelope", "decrypt", "sig-keep", "--in", "-", "--meta", meta,
+                       "--out", out, "--no-progress")
+        p.stdin.write(body[:12 + 2 * MIB])
+        p.stdin.flush()
+        self.interrupt(p, signal.SIGINT, "keep.bin", MIB // 2)
+        self.assertEqual(self.temp_files("keep.bin"), [])
+        with open(out, "rb") as f:
+            self.assertEqual(f.read(), b"previous contents")
+
+    def test_truncated_input_error_path_leaves_nothing(self):
+        self.ok("keys", "create", "sig-trunc")
+        body, meta = self.sealed("sig-trunc")
+        out = os.path.join(self.dir, "t.bin")
+        r = self.fails(1, "envelope", "decrypt", "sig-trunc", "--in", "-", "--meta", meta,
+                       "--out", out, "--no-progress", stdin=body[:12 + 3 * MIB])
+        self.assertIn("message authentication failed", r.errtext)
+        self.assertEqual(self.temp_files("t.bin"), [])
+        self.assertFalse(os.path.exists(out))
+
+
+if __name__ == "__main__":
+    import unittest
+    unittest.main()

@@ -89,12 +89,16 @@ static int remote_events(struct kms_cli_http *h, const struct list_args *a, int6
     add_query(q, sizeof(q), "limit", a->limit);
     snprintf(path, sizeof(path), "/v1/sys/audit/events%s", q);
     if (kms_cli_http_do(h, "GET", path, NULL, 0, &resp, err, sizeof(err)) != 0) {
-        fprintf(stderr, "kmsctl: %s\n", err);
+        fprintf(stderr, "kmsctl: %s\n", kms_cli_esc(err));
         return -1;
     }
     if (resp.status != 200) {
         kms_cli_api_error(&resp, err, sizeof(err));
-        fprintf(stderr, "kmsctl: the server refused the audit query: %s\n", err);
+        fprintf(stderr, "kmsctl: the server refused the audit query: %s\n", kms_cli_esc(err));
+        if (resp.status == 403) {
+            kms_cli_hintf("sys/audit/events needs a token with sudo on that path in the root "
+                          "namespace; or read the log file itself with --file");
+        }
         goto out;
     }
     json_t *body = json_loadb(resp.body, resp.len, 0, NULL);
@@ -194,7 +198,7 @@ static int cmd_list(int argc, char **argv)
             goto out;
         }
         if (e != 0) {
-            fprintf(stderr, "kmsctl: %s\n", err);
+            fprintf(stderr, "kmsctl: %s\n", kms_cli_esc(err));
             goto out;
         }
         if (!kms_cli_http_has_token(h)) {
@@ -217,7 +221,7 @@ static int cmd_list(int argc, char **argv)
         if (kms_audit_files_expand(a.files, a.nfiles, true, &paths, &npaths, &kerr) != 0 ||
             kms_audit_query((const char *const *)paths, npaths, &f, &events, &truncated, &kerr) !=
                 0) {
-            fprintf(stderr, "kmsctl: %s\n", kerr.msg);
+            fprintf(stderr, "kmsctl: %s\n", kms_cli_esc(kerr.msg));
             status = KMS_CLI_EXIT_FAIL;
             goto out;
         }
@@ -227,6 +231,8 @@ static int cmd_list(int argc, char **argv)
         printf("%s\n", text ? text : "[]");
         free(text);
     } else {
+        /* subjects come from token claims: a control character must not forge a row */
+        kms_cli_json_escape_strings(events);
         kms_audit_events_print_table(events, stdout);
     }
     if (truncated) {
@@ -254,7 +260,7 @@ int kms_cli_audit(int argc, char **argv)
     if (strcmp(argv[1], "list") == 0) {
         return cmd_list(argc - 2, argv + 2);
     }
-    fprintf(stderr, "kmsctl audit: unknown verb \"%s\"\n", argv[1]);
+    fprintf(stderr, "kmsctl audit: unknown verb \"%s\"\n", kms_cli_esc(argv[1]));
     audit_usage(stderr);
     return KMS_CLI_EXIT_USAGE;
 }

@@ -242,6 +242,12 @@ void kms_cli_json_escape_strings(json_t *j);
 #define KMS_CLI_TMP_MAX 4
 int kms_cli_tmp_guard(const char *path) KMS_WUR;
 void kms_cli_tmp_release(const char *path);
+/* "Hint: <fmt>" on stderr (escaped): the next step after an error. */
+void kms_cli_hintf(const char *fmt, ...) KMS_PRINTF(1, 2);
+/* The session's organization for messages ("(root namespace)" when none). */
+const char *kms_cli_org_label(const struct kms_cli_session *s);
+/* "KMSKey NAME not found in project P of organization O" plus the next step. */
+void kms_cli_key_not_found(const struct kms_cli_session *s, const char *name);
 /* True for a KMSKey or project name: [a-z0-9-], alphanumeric at both ends, at most 63. */
 bool kms_cli_name_ok(const char *s);
 /* Check a name argument; prints the error and returns false when it is not one. */

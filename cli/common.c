@@ -437,7 +437,8 @@ int kms_cli_session_open(const struct kms_cli_global *g, unsigned need, struct k
         }
     }
     if ((need & KMS_CLI_NEED_ORG) && s->ns[0] == '\0') {
-        kms_cli_errorf("no organization: give -n/--namespace ORG or set KMS_NAMESPACE");
+        kms_cli_errorf("no organization: give -n/--namespace ORG or set KMS_NAMESPACE (the "
+                       "OpenBao namespace that holds your projects)");
         goto out;
     }
     const char *project = g->project ? g->project : env3("KMS_PROJECT", NULL, NULL);
@@ -448,7 +449,9 @@ int kms_cli_session_open(const struct kms_cli_global *g, unsigned need, struct k
         snprintf(s->project, sizeof(s->project), "%s", project);
     }
     if ((need & KMS_CLI_NEED_PROJECT) && s->project[0] == '\0') {
-        kms_cli_errorf("no project: give --project PROJECT or set KMS_PROJECT");
+        kms_cli_errorf("no project: give --project PROJECT or set KMS_PROJECT (organization "
+                       "%s)",
+                       s->ns[0] ? s->ns : "not set either");
         goto out;
     }
     const char *addr = g->addr ? g->addr : env3("KMS_ADDR", "VAULT_ADDR", "BAO_ADDR");
@@ -503,7 +506,7 @@ static void print_warnings(const json_t *body)
     json_array_foreach(json_object_get(body, "warnings"), i, w)
     {
         if (json_is_string(w)) {
-            fprintf(stderr, "Warning: %s\n", json_string_value(w));
+            fprintf(stderr, "Warning: %s\n", kms_cli_esc(json_string_value(w)));
         }
     }
 }
@@ -515,6 +518,63 @@ static bool empty_errors(const struct kms_cli_resp *r)
     bool empty = r->len == 0 || json_array_size(json_object_get(j, "errors")) == 0;
     json_decref(j);
     return empty;
+}
+
+void kms_cli_hintf(const char *fmt, ...)
+{
+    char msg[2048];
+    char esc[4 * sizeof(msg)];
+    va_list ap;
+    va_start(ap, fmt);
+    int l = vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    size_t len = l < 0 ? 0 : (size_t)l >= sizeof(msg) ? sizeof(msg) - 1 : (size_t)l;
+    kms_cli_escape(msg, len, esc, sizeof(esc));
+    fprintf(stderr, "Hint: %s\n", esc);
+}
+
+const char *kms_cli_org_label(const struct kms_cli_session *s)
+{
+    return s->ns[0] != '\0' ? s->ns : "(root namespace)";
+}
+
+void kms_cli_key_not_found(const struct kms_cli_session *s, const char *name)
+{
+    kms_cli_errorf("KMSKey %s not found in project %s of organization %s", name, s->project,
+                   kms_cli_org_label(s));
+    kms_cli_hintf("list the project's KMSKeys with `kmsctl keys list --project %s`, or create "
+                  "this one with `kmsctl keys create %s --project %s`",
+                  s->project, name, s->project);
+}
+
+/*
+ * Print the server's refusal with what it refers to and what to do next: the message alone
+ * ("namespace not found", "permission denied") names neither the organization nor the fix.
+ */
+static void explain_api_error(const struct kms_cli_session *s, const char *method, const char *path,
+                              int status, const char *msg)
+{
+    if (status == 404 && strstr(msg, "namespace not found") != NULL) {
+        kms_cli_errorf("organization \"%s\" not found on %s (namespace not found)",
+                       kms_cli_org_label(s), s->addr);
+        kms_cli_hintf("check -n/--namespace or KMS_NAMESPACE; an administrator creates the "
+                      "organization with a root token: POST %s/v1/sys/namespaces/%s "
+                      "(`vault namespace create %s`)",
+                      s->addr, s->ns, s->ns);
+    } else if (status == 403) {
+        kms_cli_errorf("%s: %s %s in organization \"%s\"", msg, method, path, kms_cli_org_label(s));
+        kms_cli_hintf("the token (--token, KMS_TOKEN or the `kmsctl login` file) is invalid, "
+                      "expired or its policies do not allow this; log in again with a role "
+                      "that does: kmsctl login --role=ROLE");
+    } else if (status == 404 && strstr(msg, "no handler for route") != NULL &&
+               strncmp(path, "transit/", 8) == 0) {
+        kms_cli_errorf("organization \"%s\" has no transit/ engine (%s)", kms_cli_org_label(s),
+                       msg);
+        kms_cli_hintf("create a KMSKey first (`kmsctl keys create NAME` mounts transit/ in the "
+                      "organization), or check -n/--namespace");
+    } else {
+        kms_cli_errorf("%s", msg);
+    }
 }
 
 int kms_cli_call(struct kms_cli_session *s, const char *method, const char *path, const json_t *req,
@@ -543,6 +603,9 @@ int kms_cli_call(struct kms_cli_session *s, const char *method, const char *path
     }
     if (kms_cli_http_do(s->http, method, full, body, blen, &r, err, sizeof(err)) != 0) {
         kms_cli_errorf("%s", err);
+        kms_cli_hintf("is kmsd running and reachable at %s? Set --addr or KMS_ADDR (TLS: "
+                      "--ca-cert or KMS_CACERT)",
+                      s->addr);
         goto out;
     }
     if (r.status >= 200 && r.status < 300) {
@@ -573,10 +636,10 @@ int kms_cli_call(struct kms_cli_session *s, const char *method, const char *path
         const char *m = strstr(err, "\t* ");
         if (strncmp(err, "1 error occurred:", 17) == 0 && m != NULL) {
             size_t l = strcspn(m + 3, "\n");
-            fprintf(stderr, "Error: %.*s\n", (int)l, m + 3);
-        } else {
-            fprintf(stderr, "Error: %s\n", err);
+            memmove(err, m + 3, l);
+            err[l] = '\0';
         }
+        explain_api_error(s, method, path, r.status, err);
     }
 out:
     if (body != NULL) {

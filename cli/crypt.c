@@ -28,7 +28,7 @@ int kms_cli_transit_key(struct kms_cli_session *s, const char *name, char *out, 
     int rc = kms_cli_call(s, "GET", path, NULL, 404, &resp);
     json_decref(resp);
     if (rc == 404) {
-        kms_cli_errorf("KMSKey %s not found in project %s", name, s->project);
+        kms_cli_key_not_found(s, name);
         return -1;
     }
     /* 403: the caller may use the key without reading its KMSKey; let Transit decide */

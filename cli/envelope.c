@@ -458,8 +458,8 @@ static int env_encrypt(struct env_args *a, const char *name)
     }
     fprintf(is_dash(a->out) ? stderr : stdout,
             "Encrypted %s (%llu bytes) to %s with %s v%lld; wrapped data key in %s\n",
-            is_dash(a->in) ? "stdin" : a->in, (unsigned long long)total, a->out, key,
-            (long long)kver, metapath);
+            is_dash(a->in) ? "stdin" : kms_cli_esc(a->in), (unsigned long long)total,
+            kms_cli_esc(a->out), key, (long long)kver, kms_cli_esc(metapath));
     status = KMS_CLI_EXIT_OK;
 out:
     if (status != KMS_CLI_EXIT_OK) {
@@ -757,8 +757,9 @@ static int env_decrypt(struct env_args *a, const char *name)
         goto out;
     }
     fprintf(is_dash(a->out) ? stderr : stdout, "Decrypted %s to %s (%llu bytes, tag%s verified)\n",
-            is_dash(a->in) ? "stdin" : a->in, is_dash(a->out) ? "stdout" : a->out,
-            (unsigned long long)total, sc.sha256 ? " and sha256" : "");
+            is_dash(a->in) ? "stdin" : kms_cli_esc(a->in),
+            is_dash(a->out) ? "stdout" : kms_cli_esc(a->out), (unsigned long long)total,
+            sc.sha256 ? " and sha256" : "");
     status = KMS_CLI_EXIT_OK;
 out:
     if (status != KMS_CLI_EXIT_OK) {
@@ -806,7 +807,8 @@ int kms_cli_envelope(int argc, char **argv)
     const char *verb = argv[v];
     bool enc = strcmp(verb, "encrypt") == 0;
     if (!enc && strcmp(verb, "decrypt") != 0) {
-        fprintf(stderr, "Error: unknown command \"%s\" for \"kmsctl envelope\"\n\n%s", verb, usage);
+        fprintf(stderr, "Error: unknown command \"%s\" for \"kmsctl envelope\"\n\n%s",
+                kms_cli_esc(verb), usage);
         return KMS_CLI_EXIT_USAGE;
     }
     memmove(&argv[v], &argv[v + 1], (size_t)(argc - v - 1) * sizeof(argv[0]));

@@ -89,9 +89,10 @@ static void ready_cell(const json_t *k, char *out, size_t n)
     }
 }
 
+/* A server value for human-readable output: escaped, "-" when absent. */
 static const char *or_dash(const char *s)
 {
-    return s != NULL && s[0] != '\0' ? s : "-";
+    return s != NULL && s[0] != '\0' ? kms_cli_esc(s) : "-";
 }
 
 /* "<org>-<project>/<name>" as kube-dc prints a KMSKey (its Kubernetes namespace and name). */
@@ -135,11 +136,12 @@ static void print_describe(const json_t *k)
     printf("  %-21s%s\n", "Next rotation:", or_dash(sget(status, "nextRotationTime", NULL)));
     /* beyond the product doc's five lines only when something needs attention */
     if (sget(status, "scheduledDeletion", NULL) != NULL) {
-        printf("  %-21s%s\n", "Scheduled deletion:", sget(status, "scheduledDeletion", NULL));
+        printf("  %-21s%s\n",
+               "Scheduled deletion:", or_dash(sget(status, "scheduledDeletion", NULL)));
     }
     ready_cell(k, ready, sizeof(ready));
     if (strcmp(ready, "True") != 0) {
-        printf("  %-21s%s\n", "Ready:", ready);
+        printf("  %-21s%s\n", "Ready:", kms_cli_esc(ready));
     }
 }
 
@@ -320,7 +322,7 @@ static int cmd_describe(int argc, char **argv)
     }
     int rc = get_key(&s, pos[0], 404, &k);
     if (rc == 404) {
-        kms_cli_errorf("KMSKey %s not found in project %s", pos[0], s.project);
+        kms_cli_key_not_found(&s, pos[0]);
     }
     if (rc != 0) {
         status = KMS_CLI_EXIT_FAIL;
@@ -421,8 +423,9 @@ static int cmd_create(int argc, char **argv)
         snprintf(rot, sizeof(rot), "disabled");
     }
     qualified(&s, obj, pos[0], q, sizeof(q));
-    printf("Created KMSKey %s (purpose=%s algorithm=%s rotation=%s deletionPolicy=%s)\n", q,
-           or_dash(sget(ospec, "purpose", NULL)), or_dash(sget(ospec, "algorithm", NULL)), rot,
+    printf("Created KMSKey %s (purpose=%s algorithm=%s rotation=%s deletionPolicy=%s)\n",
+           kms_cli_esc(q), or_dash(sget(ospec, "purpose", NULL)),
+           or_dash(sget(ospec, "algorithm", NULL)), rot,
            or_dash(sget(ospec, "deletionPolicy", NULL)));
     printf("Watch progress: kmsctl keys describe %s\n", pos[0]);
     status = KMS_CLI_EXIT_OK;
@@ -492,26 +495,27 @@ static int cmd_action(enum action act, int argc, char **argv)
     const json_t *st = json_object_get(obj, "status");
     const char *key_id = sget(st, "keyId", NULL);
     const char *transit =
-        key_id && strncmp(key_id, "transit/keys/", 13) == 0 ? key_id + 13 : or_dash(key_id);
+        or_dash(key_id && strncmp(key_id, "transit/keys/", 13) == 0 ? key_id + 13 : key_id);
     qualified(&s, obj, pos[0], q, sizeof(q));
+    const char *eq = kms_cli_esc(q);
     switch (act) {
     case ACT_ROTATE:
-        printf("Rotated KMSKey %s (transit key %s)\n", q, transit);
+        printf("Rotated KMSKey %s (transit key %s)\n", eq, transit);
         break;
     case ACT_MIN_VERSION:
         printf("Set min decryption version=%" JSON_INTEGER_FORMAT " for %s (transit key %s)\n",
-               json_integer_value(json_object_get(st, "minDecryptionVersion")), q, transit);
+               json_integer_value(json_object_get(st, "minDecryptionVersion")), eq, transit);
         break;
     case ACT_SCHEDULE:
-        printf("Scheduled deletion for %s (deletionPolicy=%s)\n", q,
+        printf("Scheduled deletion for %s (deletionPolicy=%s)\n", eq,
                or_dash(sget(obj, "spec", "deletionPolicy")));
         if (sget(st, "scheduledDeletion", NULL) != NULL) {
-            printf("The key is destroyed at %s\n", sget(st, "scheduledDeletion", NULL));
+            printf("The key is destroyed at %s\n", or_dash(sget(st, "scheduledDeletion", NULL)));
         }
         printf("Cancel before the countdown elapses: kmsctl keys cancel-delete %s\n", pos[0]);
         break;
     case ACT_CANCEL:
-        printf("Cancelled scheduled deletion for %s (deletionPolicy=%s)\n", q,
+        printf("Cancelled scheduled deletion for %s (deletionPolicy=%s)\n", eq,
                or_dash(sget(obj, "spec", "deletionPolicy")));
         break;
     }
@@ -562,7 +566,7 @@ static int cmd_delete(int argc, char **argv)
     snprintf(path, sizeof(path), "kms/keys/%s/%s", s.project, pos[0]);
     int rc = kms_cli_call(&s, "DELETE", path, NULL, 404, &resp);
     if (rc == 404) {
-        kms_cli_errorf("KMSKey %s not found in project %s", pos[0], s.project);
+        kms_cli_key_not_found(&s, pos[0]);
     }
     if (rc != 0) {
         goto out;
@@ -575,10 +579,10 @@ static int cmd_delete(int argc, char **argv)
     qualified(&s, obj, pos[0], q, sizeof(q));
     if (obj != NULL && sget(obj, "status", "scheduledDeletion") != NULL) {
         /* deletionPolicy schedule: the object stays until the countdown destroys the key */
-        printf("Deleted %s (the KMSKey and its Transit key are destroyed at %s)\n", q,
-               sget(obj, "status", "scheduledDeletion"));
+        printf("Deleted %s (the KMSKey and its Transit key are destroyed at %s)\n", kms_cli_esc(q),
+               or_dash(sget(obj, "status", "scheduledDeletion")));
     } else {
-        printf("Deleted %s\n", q);
+        printf("Deleted %s\n", kms_cli_esc(q));
     }
     status = KMS_CLI_EXIT_OK;
 out:
@@ -628,6 +632,7 @@ int kms_cli_keys(int argc, char **argv)
     if (strcmp(verb, "delete") == 0 || strcmp(verb, "rm") == 0) {
         return cmd_delete(argc, argv);
     }
-    fprintf(stderr, "Error: unknown command \"%s\" for \"kmsctl keys\"\n\n%s", verb, KEYS_USAGE);
+    fprintf(stderr, "Error: unknown command \"%s\" for \"kmsctl keys\"\n\n%s", kms_cli_esc(verb),
+            KEYS_USAGE);
     return KMS_CLI_EXIT_USAGE;
 }

@@ -254,7 +254,7 @@ int kms_cli_login(int argc, char **argv)
     policy_list(json_object_get(auth, "identity_policies"), ipol, sizeof(ipol));
     printf("Success! You are now authenticated. The token was stored in %s\n"
            "and is used by kmsctl until it expires.\n\n",
-           tpath);
+           kms_cli_esc(tpath));
     struct kms_cli_table *t = kms_cli_table_create(2);
     const char *rows[][2] = {
         {"Key", "Value"},

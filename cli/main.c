@@ -62,7 +62,7 @@ int main(int argc, char **argv)
             return commands[i].run(argc - 1, argv + 1);
         }
     }
-    fprintf(stderr, "kmsctl: unknown command \"%s\"\n", cmd);
+    fprintf(stderr, "kmsctl: unknown command \"%s\"\n", kms_cli_esc(cmd));
     usage(stderr);
     return KMS_CLI_EXIT_USAGE;
 }

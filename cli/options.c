@@ -43,7 +43,7 @@ int kms_cli_parse(const char *prog, int argc, char **argv, const struct kms_cli_
         size_t n = eq ? (size_t)(eq - a) : strlen(a);
         const struct kms_cli_opt *o = find_opt(opts, a, n);
         if (o == NULL) {
-            fprintf(stderr, "%s: unknown option \"%s\"\n", prog, argv[i]);
+            fprintf(stderr, "%s: unknown option \"%s\"\n", prog, kms_cli_esc(argv[i]));
             return -1;
         }
         if (o->flag != NULL) {

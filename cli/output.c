@@ -3,6 +3,9 @@
  * columns, as kube-dc's CLI prints them), pretty JSON, and YAML through libyaml's emitter in
  * kubectl's layout (block style, sequences not indented under their key).
  *
+ * Table cells are stored escaped (kms_cli_escape): a value with ESC or a newline cannot forge
+ * a row. JSON and YAML keep the exact bytes; their own quoting makes them safe.
+ *
  * YAML scalars are emitted plain unless plain would change their type on the way back in
  * (strings such as "true", "3" or "null", which a YAML 1.1 reader like kubectl's would turn
  * into a bool, a number or null); those are double-quoted.
@@ -221,7 +224,12 @@ int kms_cli_table_add(struct kms_cli_table *t, const char *const *cells)
     }
     char **row = t->cells + t->nrows * t->ncols;
     for (size_t i = 0; i < t->ncols; i++) {
-        row[i] = strdup(cells[i] ? cells[i] : "");
+        const char *c = cells[i] ? cells[i] : "";
+        size_t cap = 4 * strlen(c) + 1;
+        row[i] = malloc(cap);
+        if (row[i] != NULL) {
+            kms_cli_escape(c, strlen(c), row[i], cap);
+        }
         if (row[i] == NULL) {
             for (size_t k = 0; k < i; k++) {
                 free(row[k]);
@@ -233,12 +241,22 @@ int kms_cli_table_add(struct kms_cli_table *t, const char *const *cells)
     return 0;
 }
 
+/* Columns a cell takes: UTF-8 continuation bytes do not count (cells are escaped text). */
+static size_t display_width(const char *s)
+{
+    size_t w = 0;
+    for (; *s != '\0'; s++) {
+        w += ((unsigned char)*s & 0xc0) != 0x80;
+    }
+    return w;
+}
+
 void kms_cli_table_print(const struct kms_cli_table *t, FILE *f)
 {
     size_t width[TABLE_MAX_COLS] = {0};
     for (size_t r = 0; r < t->nrows; r++) {
         for (size_t c = 0; c < t->ncols; c++) {
-            size_t l = strlen(t->cells[r * t->ncols + c]);
+            size_t l = display_width(t->cells[r * t->ncols + c]);
             if (l > width[c]) {
                 width[c] = l;
             }
@@ -248,7 +266,7 @@ void kms_cli_table_print(const struct kms_cli_table *t, FILE *f)
         for (size_t c = 0; c < t->ncols; c++) {
             const char *cell = t->cells[r * t->ncols + c];
             if (c + 1 < t->ncols) {
-                fprintf(f, "%-*s", (int)(width[c] + 2), cell);
+                fprintf(f, "%s%*s", cell, (int)(width[c] + 2 - display_width(cell)), "");
             } else {
                 fprintf(f, "%s\n", cell);
             }

@@ -6,6 +6,8 @@
  * - YAML becomes JSON as Kubernetes' sigs.k8s.io/yaml does it (YAML 1.1 scalars): plain
  *   true/false/yes/no/on/off are booleans, ~/null/empty are null, integers and floats are
  *   numbers, quoted or !!str-tagged scalars stay strings. Anchors and aliases are refused.
+ * - Decoding is strict, as kubectl's: a field that a KMSKey does not have (a typo such as
+ *   `spec.rotaton`) refuses the whole manifest before anything is sent (kmskey.c).
  * - Several documents (`---`) apply in order; the first failure stops with exit 1.
  * - The project comes from --project, else from metadata.namespace: Kube-DC's project
  *   namespace is "<org>-<project>", so the organization prefix is removed when present (the
@@ -305,6 +307,16 @@ static int check_manifest(const json_t *doc, size_t idx, const char **name, cons
                        API_VERSION);
         return -1;
     }
+    char unknown[1024];
+    if (kms_cli_kmskey_strict(doc, unknown, sizeof(unknown)) != 0) {
+        const char *n = json_string_value(json_object_get(meta, "name"));
+        kms_cli_errorf("document %zu (KMSKey %s): strict decoding error: %s", idx + 1,
+                       n ? n : "(no name)", unknown);
+        kms_cli_hintf("a KMSKey has apiVersion, kind, metadata, spec {purpose, algorithm, "
+                      "rotation {enabled, interval}, deletionPolicy, exportable} and status; "
+                      "see docs/kmskey.md");
+        return -1;
+    }
     *name = json_string_value(json_object_get(meta, "name"));
     if (*name == NULL) {
         kms_cli_errorf("document %zu: metadata.name is required", idx + 1);
@@ -362,7 +374,7 @@ static int apply_one(struct kms_cli_session *s, const char *flag_project, const 
         what = before == after ? "unchanged" : "configured";
     }
     if (s->fmt != KMS_CLI_FMT_TABLE) {
-        status = kms_cli_print_value(s->fmt, json_object_get(resp, "data")) == 0
+        status = kms_cli_print_kmskey(s->fmt, json_object_get(resp, "data")) == 0
                      ? KMS_CLI_EXIT_OK
                      : KMS_CLI_EXIT_FAIL;
         goto out;

@@ -293,6 +293,18 @@ void kms_cli_age(const char *rfc3339, char *out, size_t n);
 /* Seconds since the epoch of an RFC 3339 UTC time ("2026-04-15T02:00:11Z"); -1 if invalid. */
 int64_t kms_cli_parse_time(const char *rfc3339);
 
+/* ---- the KMSKey manifest (kmskey.c) ------------------------------------------------------ */
+
+/*
+ * kubectl-style strict decoding: 0 when every field of doc is one a KMSKey manifest may
+ * carry, else -1 with msg = `unknown field "spec.rotaton", unknown field "x"`.
+ */
+int kms_cli_kmskey_strict(const json_t *doc, char *msg, size_t n);
+/* Drop from a KMSKey object every field a manifest may not carry (in place). */
+void kms_cli_kmskey_clean(json_t *obj);
+/* Print a KMSKey (or a KMSKeyList's items) as JSON/YAML after kms_cli_kmskey_clean. */
+int kms_cli_print_kmskey(enum kms_cli_fmt fmt, const json_t *obj);
+
 /* Parse YAML documents (the KMSKey manifests of `apply`) into JSON values appended to docs;
  * `name` labels error messages. Returns -1 after printing an error. */
 int kms_cli_yaml_parse(const char *name, const uint8_t *text, size_t len, json_t *docs);

@@ -246,7 +246,7 @@ static int cmd_list(int argc, char **argv)
     if (s.fmt != KMS_CLI_FMT_TABLE) {
         json_t *list = json_pack("{s:s, s:s, s:O}", "apiVersion", "security.kube-dc.com/v1alpha1",
                                  "kind", "KMSKeyList", "items", items);
-        status = kms_cli_print_value(s.fmt, list) == 0 ? KMS_CLI_EXIT_OK : KMS_CLI_EXIT_FAIL;
+        status = kms_cli_print_kmskey(s.fmt, list) == 0 ? KMS_CLI_EXIT_OK : KMS_CLI_EXIT_FAIL;
         json_decref(list);
         goto out;
     }
@@ -329,7 +329,7 @@ static int cmd_describe(int argc, char **argv)
         goto out;
     }
     if (s.fmt != KMS_CLI_FMT_TABLE) {
-        status = kms_cli_print_value(s.fmt, k) == 0 ? KMS_CLI_EXIT_OK : KMS_CLI_EXIT_FAIL;
+        status = kms_cli_print_kmskey(s.fmt, k) == 0 ? KMS_CLI_EXIT_OK : KMS_CLI_EXIT_FAIL;
         goto out;
     }
     print_describe(k);
@@ -412,7 +412,7 @@ static int cmd_create(int argc, char **argv)
     }
     const json_t *obj = json_object_get(resp, "data");
     if (s.fmt != KMS_CLI_FMT_TABLE) {
-        status = kms_cli_print_value(s.fmt, obj) == 0 ? KMS_CLI_EXIT_OK : KMS_CLI_EXIT_FAIL;
+        status = kms_cli_print_kmskey(s.fmt, obj) == 0 ? KMS_CLI_EXIT_OK : KMS_CLI_EXIT_FAIL;
         goto out;
     }
     const json_t *ospec = json_object_get(obj, "spec");
@@ -489,7 +489,7 @@ static int cmd_action(enum action act, int argc, char **argv)
     }
     const json_t *obj = json_object_get(resp, "data");
     if (s.fmt != KMS_CLI_FMT_TABLE) {
-        status = kms_cli_print_value(s.fmt, obj) == 0 ? KMS_CLI_EXIT_OK : KMS_CLI_EXIT_FAIL;
+        status = kms_cli_print_kmskey(s.fmt, obj) == 0 ? KMS_CLI_EXIT_OK : KMS_CLI_EXIT_FAIL;
         goto out;
     }
     const json_t *st = json_object_get(obj, "status");
@@ -573,7 +573,7 @@ static int cmd_delete(int argc, char **argv)
     }
     const json_t *obj = json_object_get(resp, "data");
     if (s.fmt != KMS_CLI_FMT_TABLE && obj != NULL) {
-        status = kms_cli_print_value(s.fmt, obj) == 0 ? KMS_CLI_EXIT_OK : KMS_CLI_EXIT_FAIL;
+        status = kms_cli_print_kmskey(s.fmt, obj) == 0 ? KMS_CLI_EXIT_OK : KMS_CLI_EXIT_FAIL;
         goto out;
     }
     qualified(&s, obj, pos[0], q, sizeof(q));

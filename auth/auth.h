@@ -393,4 +393,20 @@ bool kms_cidr_valid(const char *cidr);
 /* True when addr (IPv4 or IPv6 text) lies in cidr; false for anything unparsable. */
 bool kms_cidr_contains(const char *cidr, const char *addr);
 
+/* ---- login configuration helpers (keyset_load.c, claims.c) ------------------------------ */
+
+/*
+ * The key set a login config names: PEM keys (JSON array of strings, may be NULL), inline
+ * JWKS text and/or a JWKS file (absolute path; a regular file of at most 1 MiB, opened
+ * without blocking). 400 with a message that never says whether a path exists.
+ */
+int kms_keyset_build(const json_t *pems, const char *jwks, const char *jwks_file,
+                     struct kms_keyset **out, struct kms_err *err) KMS_WUR;
+/* A claim by name, or by JSON pointer when the name starts with '/'; NULL when absent. */
+json_t *kms_claims_get(json_t *claims, const char *name);
+/* Does claim value `have` match `want` (a string or an array of them), exactly or as globs? */
+bool kms_claims_match(const json_t *have, const json_t *want, bool glob);
+/* A string, integer or boolean claim as text ("" for anything else). */
+void kms_claims_string(const json_t *v, char *out, size_t n);
+
 #endif

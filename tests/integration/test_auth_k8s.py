@@ -58,10 +58,10 @@ class K8sLoginTest(KmsdTestCase):
         ok(srv.request("POST", "auth/k8s-jwks/config",
                        {"jwks": json.dumps(cls.iss.jwks()), "issuer": ISSUER}, namespace=ORG))
         make_role(srv, ROLE, "kms-developer", mount="k8s-jwks")
-        ok(srv.request("POST", "sys/auth/k8s-file", {"type": "kubernetes"}, namespace=ORG))
-        ok(srv.request("POST", "auth/k8s-file/config", {"jwks_file": cls.jwks_file},
-                       namespace=ORG))
-        make_role(srv, ROLE, "kms-developer", mount="k8s-file")
+        # host files are named only by root-namespace configuration (the operator's)
+        ok(srv.request("POST", "sys/auth/k8s-file", {"type": "kubernetes"}))
+        ok(srv.request("POST", "auth/k8s-file/config", {"jwks_file": cls.jwks_file}))
+        make_role(srv, ROLE, "default", org=None, mount="k8s-file")
         # a mount without issuer (legacy Secret tokens carry iss kubernetes/serviceaccount)
         ok(srv.request("POST", "sys/auth/k8s-legacy", {"type": "kubernetes"}, namespace=ORG))
         ok(srv.request("POST", "auth/k8s-legacy/config", {"pem_keys": [cls.iss.pem()]},
@@ -70,7 +70,9 @@ class K8sLoginTest(KmsdTestCase):
 
     # ---- helpers -------------------------------------------------------------------------
     def login(self, token, role=ROLE, mount=MOUNT):
-        return login(self.server, role, token, mount=mount)
+        # the jwks_file mount lives in the root namespace
+        return login(self.server, role, token, org=None if mount == "k8s-file" else ORG,
+                     mount=mount)
 
     def refused(self, token, status=403, msg=PD, role=ROLE, mount=MOUNT):
         r = self.login(token, role=role, mount=mount)
@@ -440,6 +442,27 @@ class K8sLoginTest(KmsdTestCase):
         r = srv.request("POST", "auth/k8s-cfg/config", {"kubernetes_host": "https://k"},
                         namespace=ORG)
         self.assertIn("offline", r.errors[0])
+        # an organization cannot name host files: refused whether the path exists or not,
+        # with the same message, before anything is opened
+        msgs = set()
+        for path in (self.jwks_file, "/etc/passwd", "/nonexistent/jwks.json"):
+            r = srv.request("POST", "auth/k8s-cfg/config", {"jwks_file": path}, namespace=ORG)
+            self.assertStatus(r, 400)
+            msgs.add(r.errors[0])
+        self.assertEqual(len(msgs), 1, msgs)
+        self.assertIn("root namespace", msgs.pop())
+        # in the root namespace: a FIFO, a directory and a missing file get one message
+        # naming no errno, and a FIFO never blocks the worker
+        fifo = os.path.join(self.tmp, "fifo")
+        os.mkfifo(fifo)
+        ok(srv.request("POST", "sys/auth/k8s-root-cfg", {"type": "kubernetes"}))
+        texts = set()
+        for path in (fifo, self.tmp, "/nonexistent/jwks.json"):
+            r = srv.request("POST", "auth/k8s-root-cfg/config", {"jwks_file": path}, timeout=10)
+            self.assertStatus(r, 400)
+            texts.add(r.errors[0].replace(path, "<path>"))
+        self.assertEqual(len(texts), 1, texts)
+        self.assertNotIn("No such file", texts.pop())
         # the JWKS may also be sent as a JSON object
         self.assertStatus(srv.request("POST", "auth/k8s-cfg/config", {"jwks": self.iss.jwks()},
                                       namespace=ORG), 204)

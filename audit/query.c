@@ -87,6 +87,48 @@ static bool ns_eq(const char *have, const char *want)
     return hl == wl && strncmp(have, want, hl) == 0;
 }
 
+/*
+ * --key: a KMSKey operation's line names the KMSKey ("key" + "project"), a Transit
+ * operation's line names the Transit key "<org>-<project>-<name>". A plain name matches
+ * KMSKey lines of that name (any project) and Transit lines of that exact name; the Transit
+ * name or "<project>/<name>" matches both kinds of line for that one key, the organization
+ * being the line's namespace.
+ */
+static bool key_matches(const json_t *line, const char *want)
+{
+    const char *key = json_string_value(json_object_get(line, "key"));
+    const char *project = json_string_value(json_object_get(line, "project"));
+    const json_t *nsp =
+        json_object_get(json_object_get(json_object_get(line, "request"), "namespace"), "path");
+    const char *slash = strchr(want, '/');
+    char org[256], transit[1024], wanted[1024];
+    if (key == NULL) {
+        return false;
+    }
+    if (slash == NULL && strcmp(key, want) == 0) {
+        return true;
+    }
+    snprintf(org, sizeof(org), "%s", json_is_string(nsp) ? json_string_value(nsp) : "");
+    size_t ol = strlen(org);
+    while (ol > 0 && org[ol - 1] == '/') {
+        org[--ol] = '\0';
+    }
+    for (size_t i = 0; i < ol; i++) {
+        org[i] = org[i] == '/' ? '-' : org[i];
+    }
+    if (project != NULL) {
+        snprintf(transit, sizeof(transit), "%s-%s-%s", org, project, key);
+    } else {
+        snprintf(transit, sizeof(transit), "%s", key);
+    }
+    if (slash != NULL) {
+        snprintf(wanted, sizeof(wanted), "%s-%.*s-%s", org, (int)(slash - want), want, slash + 1);
+    } else {
+        snprintf(wanted, sizeof(wanted), "%s", want);
+    }
+    return strcmp(transit, wanted) == 0;
+}
+
 static json_t *summary(const json_t *line, const char *result)
 {
     json_t *req = json_object_get(line, "request");
@@ -144,7 +186,7 @@ static bool matches(const json_t *line, const struct kms_audit_filter *f, const 
             return false;
         }
     }
-    if ((f->key != NULL && !str_eq(json_object_get(line, "key"), f->key)) ||
+    if ((f->key != NULL && !key_matches(line, f->key)) ||
         (f->op != NULL && !str_eq(json_object_get(line, "op"), f->op)) ||
         (f->subject != NULL && !str_eq(json_object_get(line, "subject"), f->subject))) {
         return false;

@@ -34,6 +34,14 @@ struct kms_auth;
 int kms_auth_create(struct kms_storage *st, struct kms_auth **out, struct kms_err *err) KMS_WUR;
 void kms_auth_destroy(struct kms_auth **auth);
 
+/*
+ * The token store's clock: now_ms(arg) returns unix time in milliseconds and decides token
+ * creation times, expiry, renewal and the max_ttl cap. NULL restores the wall clock (the
+ * default). Tests use it to drive expiry without sleeping. Not synchronised: call it before
+ * the handle is shared between threads; now_ms itself may be called from any thread.
+ */
+void kms_auth_set_clock(struct kms_auth *auth, int64_t (*now_ms)(void *arg), void *arg);
+
 /* ---- tokens (token.c) -------------------------------------------------------------------- */
 
 #define KMS_TOKEN_MAX_LEN 128
@@ -60,7 +68,8 @@ struct kms_token {
     char meta_keys[KMS_TOKEN_MAX_META][64];
     char meta_values[KMS_TOKEN_MAX_META][256];
     int64_t creation_time; /* unix seconds */
-    int64_t expire_time;   /* unix seconds, 0 = never */
+    int64_t expire_time;   /* unix seconds (what lookup shows), 0 = never */
+    int64_t expire_ms;     /* unix milliseconds, 0 = never: alive while the clock is below */
     int64_t creation_ttl;  /* seconds granted at creation (0 for root) */
     int64_t ttl;           /* requested ttl, re-applied on renewal (0 = default) */
     int64_t max_ttl;       /* backend max ttl at issue (0 = system) */
@@ -158,12 +167,14 @@ int kms_auth_token_revoke_prefix(struct kms_auth *auth, const char *ns_id,
 
 /*
  * Vault's TTL arithmetic (sdk/framework CalculateTTL), used at login, create and renew.
- * `start` is the token's issue time; ttl 0 means default_ttl. Returns 0 with *ttl_out set
- * and maybe a warning, or -1 with 400 "past the max TTL, cannot renew".
+ * Times are unix milliseconds (start_ms is the token's issue time), durations seconds; ttl 0
+ * means default_ttl. Returns 0 with the lease in *lease_ms (whole seconds unless the max TTL
+ * cut it short: then exactly up to start_ms + max) and maybe a warning, or -1 with 400 "past
+ * the max TTL, cannot renew".
  */
 struct kms_ttl_req {
-    int64_t now;
-    int64_t start;
+    int64_t now_ms;
+    int64_t start_ms;
     int64_t increment;
     int64_t ttl;
     int64_t max_ttl;
@@ -172,7 +183,7 @@ struct kms_ttl_req {
     int64_t default_ttl;
     int64_t system_max;
 };
-int kms_auth_ttl(const struct kms_ttl_req *r, int64_t *ttl_out, char *warning, size_t wlen,
+int kms_auth_ttl(const struct kms_ttl_req *r, int64_t *lease_ms, char *warning, size_t wlen,
                  struct kms_err *err) KMS_WUR;
 /* Go's time.Duration String with Vault's trimming ("1h", "1h30m", "59s"); out[32]. */
 void kms_auth_human_duration(int64_t seconds, char out[32]);

@@ -8,10 +8,17 @@
  * accessor, policies, metadata and lease. Accessors are indexed the same way:
  * HMAC(token_key, "accessor/" + accessor) -> token hash.
  *
- * Expiry and revocation are lazy: a record past its expire_time, or one whose parent record
- * is gone or expired (revoking a token revokes its children), reads as not found and is
- * deleted on the way. Login tokens are orphans, so the parent walk only costs anything for
- * child tokens made with auth/token/create.
+ * Expiry and revocation are lazy: a record past its expiry, or one whose parent record is gone
+ * or expired (revoking a token revokes its children), reads as not found and is deleted on the
+ * way. Login tokens are orphans, so the parent walk only costs anything for child tokens made
+ * with auth/token/create.
+ *
+ * Time comes from the store's clock (kms_auth_set_clock; the wall clock by default) in
+ * milliseconds, so a token with a ttl of N seconds lives N seconds from its creation, not
+ * until the end of a whole second. Records keep Vault's whole-second "creation_time" and
+ * "expire_time" (what lookup shows) and add "creation_ms" and "expire_ms", which decide
+ * expiry and the max_ttl cap; a record written before those fields existed is read with its
+ * whole seconds, as it was written.
  *
  * TTLs follow Vault's sdk/framework CalculateTTL (reference auth-audit.md §3.2); the one
  * deliberate difference is the default TTL of 1 h instead of 768 h (docs/auth.md).
@@ -38,6 +45,7 @@ const char *kms_op_name(enum kms_op op)
 
 struct kms_tok_cache;
 static struct kms_tok_cache *tc_create(void);
+static int64_t token_now_ms(const struct kms_auth *auth);
 static void tc_destroy(struct kms_tok_cache **tcp);
 static void tc_bump(struct kms_auth *auth);
 
@@ -148,8 +156,6 @@ int kms_auth_token_create_root(struct kms_auth *auth, struct kms_txn *txn, const
     uint8_t ahash[32];
     json_t *rec = NULL;
     char *text = NULL;
-    int64_t sec;
-    int32_t nsec;
     int rc = -1;
 
     if (id != NULL) {
@@ -174,11 +180,12 @@ int kms_auth_token_create_root(struct kms_auth *auth, struct kms_txn *txn, const
         kms_err_set(err, 500, "cannot generate a token");
         goto out;
     }
-    kms_now(&sec, &nsec);
-    rec = json_pack("{s:s, s:s, s:s, s:s, s:s, s:[s], s:I, s:I, s:b}", "accessor", accessor,
+    int64_t now_ms = token_now_ms(auth);
+    rec = json_pack("{s:s, s:s, s:s, s:s, s:s, s:[s], s:I, s:I, s:I, s:b}", "accessor", accessor,
                     "display_name", "root", "subject", "root", "namespace_id", "root", "path",
-                    "auth/token/root", "policies", "root", "creation_time", (json_int_t)sec,
-                    "expire_time", (json_int_t)0, "renewable", false);
+                    "auth/token/root", "policies", "root", "creation_time",
+                    (json_int_t)(now_ms / 1000), "creation_ms", (json_int_t)now_ms, "expire_time",
+                    (json_int_t)0, "renewable", false);
     text = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
     if (text == NULL ||
         kms_storage_put(txn, KMS_DB_TOKENS, hash, sizeof(hash), text, strlen(text)) != 0 ||
@@ -209,6 +216,21 @@ static int64_t get_int(const json_t *rec, const char *key)
     return json_integer_value(json_object_get(rec, key));
 }
 
+/* A time in ms from `ms_key`, or from the whole seconds of `sec_key` in older records. */
+static int64_t get_ms(const json_t *rec, const char *ms_key, const char *sec_key)
+{
+    const json_t *ms = json_object_get(rec, ms_key);
+    if (json_is_integer(ms)) {
+        return json_integer_value(ms);
+    }
+    return get_int(rec, sec_key) * 1000;
+}
+
+static int64_t expire_ms(const json_t *rec)
+{
+    return get_ms(rec, "expire_ms", "expire_time");
+}
+
 /* Record JSON -> struct (hash not touched). */
 static void fill_token(const json_t *rec, struct kms_token *out)
 {
@@ -228,6 +250,7 @@ static void fill_token(const json_t *rec, struct kms_token *out)
     copy_str(out->role, sizeof(out->role), json_object_get(rec, "role"));
     out->creation_time = get_int(rec, "creation_time");
     out->expire_time = get_int(rec, "expire_time");
+    out->expire_ms = expire_ms(rec);
     out->creation_ttl = get_int(rec, "creation_ttl");
     out->ttl = get_int(rec, "ttl");
     out->max_ttl = get_int(rec, "max_ttl");
@@ -292,26 +315,32 @@ static int load_record(struct kms_txn *txn, const uint8_t hash[32], json_t **rec
     return 0;
 }
 
-static bool expired(const json_t *rec, int64_t now)
+static bool expired(const json_t *rec, int64_t now_ms)
 {
-    int64_t exp = get_int(rec, "expire_time");
-    return exp != 0 && now >= exp;
+    int64_t exp = expire_ms(rec);
+    return exp != 0 && now_ms >= exp;
 }
 
 /*
  * Is the record alive: unexpired, and every ancestor present and unexpired? 1 alive, 0 dead,
- * -1 on storage failure.
+ * -1 on storage failure. When alive, *dies_ms is the earliest expiry along the chain (0 =
+ * never): the token dies with the first ancestor that expires.
  */
-static int record_alive(struct kms_txn *txn, const json_t *rec, int64_t now)
+static int record_alive(struct kms_txn *txn, const json_t *rec, int64_t now_ms, int64_t *dies_ms)
 {
     json_t *cur = NULL;
     const json_t *r = rec;
     int rc = 1;
 
+    *dies_ms = 0;
     for (int depth = 0;; depth++) {
-        if (expired(r, now)) {
+        if (expired(r, now_ms)) {
             rc = 0;
             break;
+        }
+        int64_t exp = expire_ms(r);
+        if (exp != 0 && (*dies_ms == 0 || exp < *dies_ms)) {
+            *dies_ms = exp;
         }
         const char *parent = json_string_value(json_object_get(r, "parent"));
         if (parent == NULL) {
@@ -376,7 +405,8 @@ static void reap(struct kms_auth *auth, const uint8_t hash[32])
  * the token store's generation, which every committed update or deletion of a token record
  * advances (revoke, renew, use counts, reaping); an entry from an older generation is never
  * used, so a revoked token is refused at once. Tokens with a use count are never cached, and
- * expiry is checked on every hit. A reader takes the generation before it reads storage, so
+ * expiry is checked on every hit against the earliest expiry of the token and its ancestors
+ * (a parent's expiry is not a write). A reader takes the generation before it reads storage, so
  * a read that raced with a write is stored with the older generation and ignored.
  */
 #define TC_STRIPES 64
@@ -385,6 +415,7 @@ static void reap(struct kms_auth *auth, const uint8_t hash[32])
 struct tc_entry {
     uint8_t hash[32];
     uint64_t gen;
+    int64_t dies_ms; /* earliest expiry of the token and its ancestors, 0 = never */
     struct kms_token tok;
 };
 
@@ -394,10 +425,31 @@ struct tc_stripe {
     size_t next;
 };
 
+/* The cache also holds the token store's clock: its layout is private to this file. */
 struct kms_tok_cache {
     _Atomic uint64_t gen;
     struct tc_stripe s[TC_STRIPES];
+    int64_t (*now_ms)(void *arg); /* NULL = the wall clock */
+    void *clock_arg;
 };
+
+static int64_t token_now_ms(const struct kms_auth *auth)
+{
+    const struct kms_tok_cache *tc = auth->tok_cache;
+    if (tc->now_ms != NULL) {
+        return tc->now_ms(tc->clock_arg);
+    }
+    int64_t sec;
+    int32_t nsec;
+    kms_now(&sec, &nsec);
+    return sec * 1000 + nsec / 1000000;
+}
+
+void kms_auth_set_clock(struct kms_auth *auth, int64_t (*now_ms)(void *arg), void *arg)
+{
+    auth->tok_cache->now_ms = now_ms;
+    auth->tok_cache->clock_arg = now_ms != NULL ? arg : NULL;
+}
 
 static struct kms_tok_cache *tc_create(void)
 {
@@ -430,7 +482,7 @@ static void tc_bump(struct kms_auth *auth)
     atomic_fetch_add(&auth->tok_cache->gen, 1);
 }
 
-static bool tc_get(struct kms_auth *auth, const uint8_t hash[32], int64_t now,
+static bool tc_get(struct kms_auth *auth, const uint8_t hash[32], int64_t now_ms,
                    struct kms_token *out)
 {
     struct kms_tok_cache *tc = auth->tok_cache;
@@ -441,7 +493,7 @@ static bool tc_get(struct kms_auth *auth, const uint8_t hash[32], int64_t now,
     for (size_t w = 0; w < TC_WAYS; w++) {
         struct tc_entry *e = st->e[w];
         if (e != NULL && e->gen == gen && kms_ct_eq(e->hash, hash, 32)) {
-            if (e->tok.expire_time == 0 || now < e->tok.expire_time) {
+            if (e->dies_ms == 0 || now_ms < e->dies_ms) {
                 *out = e->tok;
                 hit = true;
             }
@@ -452,7 +504,7 @@ static bool tc_get(struct kms_auth *auth, const uint8_t hash[32], int64_t now,
     return hit;
 }
 
-static void tc_put(struct kms_auth *auth, const uint8_t hash[32], uint64_t gen,
+static void tc_put(struct kms_auth *auth, const uint8_t hash[32], uint64_t gen, int64_t dies_ms,
                    const struct kms_token *tok)
 {
     struct kms_tok_cache *tc = auth->tok_cache;
@@ -478,6 +530,7 @@ static void tc_put(struct kms_auth *auth, const uint8_t hash[32], uint64_t gen,
     if (st->e[slot] != NULL) {
         memcpy(st->e[slot]->hash, hash, 32);
         st->e[slot]->gen = gen;
+        st->e[slot]->dies_ms = dies_ms;
         st->e[slot]->tok = *tok;
     }
     pthread_mutex_unlock(&st->lock);
@@ -487,13 +540,11 @@ static int lookup_hash(struct kms_auth *auth, const uint8_t hash[32], struct kms
 {
     struct kms_txn *txn = NULL;
     json_t *rec = NULL;
-    int64_t now;
-    int32_t nsec;
     int rc = -1;
 
     memset(out, 0, sizeof(*out));
-    kms_now(&now, &nsec);
-    if (tc_get(auth, hash, now, out)) {
+    int64_t now_ms = token_now_ms(auth);
+    if (tc_get(auth, hash, now_ms, out)) {
         return 0;
     }
     uint64_t gen = atomic_load(&auth->tok_cache->gen);
@@ -504,7 +555,8 @@ static int lookup_hash(struct kms_auth *auth, const uint8_t hash[32], struct kms
     if (rc != 0) {
         goto out;
     }
-    int alive = record_alive(txn, rec, now);
+    int64_t dies_ms;
+    int alive = record_alive(txn, rec, now_ms, &dies_ms);
     kms_storage_txn_abort(&txn);
     if (alive < 0) {
         rc = -1;
@@ -517,7 +569,7 @@ static int lookup_hash(struct kms_auth *auth, const uint8_t hash[32], struct kms
     }
     fill_token(rec, out);
     memcpy(out->hash, hash, 32);
-    tc_put(auth, hash, gen, out);
+    tc_put(auth, hash, gen, dies_ms, out);
     rc = 0;
 out:
     kms_storage_txn_abort(&txn);
@@ -629,14 +681,14 @@ void kms_auth_human_duration(int64_t s, char out[32])
     out[len] = '\0';
 }
 
-int kms_auth_ttl(const struct kms_ttl_req *r, int64_t *ttl_out, char *warning, size_t wlen,
+int kms_auth_ttl(const struct kms_ttl_req *r, int64_t *lease_ms_out, char *warning, size_t wlen,
                  struct kms_err *err)
 {
     char a[32];
     char b[32];
     int64_t max = r->system_max;
     int64_t ttl;
-    int64_t max_valid = 0;
+    int64_t max_valid_ms = 0;
     bool have_max_valid = false;
 
     if (warning != NULL && wlen > 0) {
@@ -663,32 +715,33 @@ int kms_auth_ttl(const struct kms_ttl_req *r, int64_t *ttl_out, char *warning, s
         }
         ttl = period;
         if (r->explicit_max_ttl > 0) {
-            max_valid = r->start + r->explicit_max_ttl;
+            max_valid_ms = r->start_ms + r->explicit_max_ttl * 1000;
             have_max_valid = true;
         }
     } else {
         ttl = r->increment > 0 ? r->increment : r->ttl > 0 ? r->ttl : r->default_ttl;
-        max_valid = r->start + max;
+        max_valid_ms = r->start_ms + max * 1000;
         have_max_valid = true;
     }
+    int64_t lease_ms = ttl * 1000;
     if (have_max_valid) {
-        int64_t left = max_valid - r->now;
-        if (left <= 0) {
+        int64_t left_ms = max_valid_ms - r->now_ms;
+        if (left_ms <= 0) {
             return kms_err_set(err, 400, "past the max TTL, cannot renew");
         }
-        if (ttl > left) {
+        if (lease_ms > left_ms) {
             kms_auth_human_duration(ttl, a);
-            kms_auth_human_duration(left, b);
+            kms_auth_human_duration(left_ms / 1000, b);
             if (warning != NULL) {
                 snprintf(warning, wlen,
                          "TTL of \"%s\" exceeded the effective max_ttl of \"%s\"; TTL value is "
                          "capped accordingly",
                          a, b);
             }
-            ttl = left;
+            lease_ms = left_ms;
         }
     }
-    *ttl_out = ttl;
+    *lease_ms_out = lease_ms;
     return 0;
 }
 
@@ -781,9 +834,7 @@ int kms_auth_token_create(struct kms_auth *auth, const struct kms_token_spec *sp
     json_t *cidrs = NULL;
     struct kms_txn *txn = NULL;
     bool root = false;
-    int64_t now;
-    int32_t nsec;
-    int64_t ttl = 0;
+    int64_t lease_ms = 0;
     int rc = -1;
 
     memset(token, 0, sizeof(token));
@@ -841,13 +892,13 @@ int kms_auth_token_create(struct kms_auth *auth, const struct kms_token_spec *sp
         json_array_append_new(cidrs, json_string(spec->cidrs[i]));
     }
 
-    kms_now(&now, &nsec);
+    int64_t now_ms = token_now_ms(auth);
     if (root && spec->ttl == 0 && spec->period == 0 && spec->explicit_max_ttl == 0) {
-        ttl = 0; /* a root token without a requested lease never expires (Vault) */
+        lease_ms = 0; /* a root token without a requested lease never expires (Vault) */
     } else {
         struct kms_ttl_req tr = {
-            .now = now,
-            .start = now,
+            .now_ms = now_ms,
+            .start_ms = now_ms,
             .ttl = spec->ttl,
             .max_ttl = spec->max_ttl,
             .explicit_max_ttl = spec->explicit_max_ttl,
@@ -855,23 +906,25 @@ int kms_auth_token_create(struct kms_auth *auth, const struct kms_token_spec *sp
             .default_ttl = KMS_AUTH_DEFAULT_TTL,
             .system_max = KMS_AUTH_SYSTEM_MAX_TTL,
         };
-        if (kms_auth_ttl(&tr, &ttl, warning, wlen, err) != 0) {
+        if (kms_auth_ttl(&tr, &lease_ms, warning, wlen, err) != 0) {
             goto out;
         }
     }
 
-    rec = json_pack("{s:s, s:s, s:s, s:s, s:s, s:O, s:O, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-                    "s:I, s:b, s:s, s:s, s:O}",
-                    "accessor", accessor, "display_name", spec->display_name, "subject",
-                    spec->subject ? spec->subject : spec->display_name, "namespace_id", spec->ns_id,
-                    "path", spec->path, "policies", pols, "meta", meta, "creation_time",
-                    (json_int_t)now, "expire_time", (json_int_t)(ttl > 0 ? now + ttl : 0),
-                    "creation_ttl", (json_int_t)ttl, "ttl", (json_int_t)spec->ttl, "max_ttl",
-                    (json_int_t)spec->max_ttl, "explicit_max_ttl",
-                    (json_int_t)spec->explicit_max_ttl, "period", (json_int_t)spec->period,
-                    "num_uses", (json_int_t)spec->num_uses, "renewable", spec->renewable && ttl > 0,
-                    "entity_id", spec->entity_id ? spec->entity_id : "", "role",
-                    spec->role ? spec->role : "", "cidrs", cidrs);
+    int64_t exp_ms = lease_ms > 0 ? now_ms + lease_ms : 0;
+    rec = json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:O, s:O, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+        "s:I, s:I, s:b, s:s, s:s, s:O}",
+        "accessor", accessor, "display_name", spec->display_name, "subject",
+        spec->subject ? spec->subject : spec->display_name, "namespace_id", spec->ns_id, "path",
+        spec->path, "policies", pols, "meta", meta, "creation_time", (json_int_t)(now_ms / 1000),
+        "creation_ms", (json_int_t)now_ms, "expire_time", (json_int_t)(exp_ms / 1000), "expire_ms",
+        (json_int_t)exp_ms, "creation_ttl", (json_int_t)(lease_ms / 1000), "ttl",
+        (json_int_t)spec->ttl, "max_ttl", (json_int_t)spec->max_ttl, "explicit_max_ttl",
+        (json_int_t)spec->explicit_max_ttl, "period", (json_int_t)spec->period, "num_uses",
+        (json_int_t)spec->num_uses, "renewable", spec->renewable && lease_ms > 0, "entity_id",
+        spec->entity_id ? spec->entity_id : "", "role", spec->role ? spec->role : "", "cidrs",
+        cidrs);
     if (rec == NULL) {
         kms_err_set(err, 500, "out of memory");
         goto out;
@@ -922,12 +975,10 @@ int kms_auth_token_renew(struct kms_auth *auth, const struct kms_token *tok, int
 {
     struct kms_txn *txn = NULL;
     json_t *rec = NULL;
-    int64_t now;
-    int32_t nsec;
-    int64_t ttl;
+    int64_t lease_ms;
     int rc = -1;
 
-    kms_now(&now, &nsec);
+    int64_t now_ms = token_now_ms(auth);
     if (kms_storage_txn_begin(auth->st, true, &txn) != 0) {
         kms_err_set(err, 500, "cannot open storage transaction");
         goto out;
@@ -941,18 +992,19 @@ int kms_auth_token_renew(struct kms_auth *auth, const struct kms_token *tok, int
         kms_err_set(err, 500, "internal error");
         goto out;
     }
-    int alive = record_alive(txn, rec, now);
+    int64_t dies_ms;
+    int alive = record_alive(txn, rec, now_ms, &dies_ms);
     if (alive <= 0) {
         kms_err_set(err, alive < 0 ? 500 : 403, alive < 0 ? "internal error" : "permission denied");
         goto out;
     }
-    if (get_int(rec, "expire_time") == 0 || !json_is_true(json_object_get(rec, "renewable"))) {
+    if (expire_ms(rec) == 0 || !json_is_true(json_object_get(rec, "renewable"))) {
         kms_err_set(err, 400, "lease is not renewable");
         goto out;
     }
     struct kms_ttl_req tr = {
-        .now = now,
-        .start = get_int(rec, "creation_time"),
+        .now_ms = now_ms,
+        .start_ms = get_ms(rec, "creation_ms", "creation_time"),
         .increment = increment,
         .ttl = cur ? cur->ttl : get_int(rec, "ttl"),
         .max_ttl = cur ? cur->max_ttl : get_int(rec, "max_ttl"),
@@ -961,11 +1013,12 @@ int kms_auth_token_renew(struct kms_auth *auth, const struct kms_token *tok, int
         .default_ttl = KMS_AUTH_DEFAULT_TTL,
         .system_max = KMS_AUTH_SYSTEM_MAX_TTL,
     };
-    if (kms_auth_ttl(&tr, &ttl, warning, wlen, err) != 0) {
+    if (kms_auth_ttl(&tr, &lease_ms, warning, wlen, err) != 0) {
         goto out;
     }
-    json_object_set_new(rec, "expire_time", json_integer(now + ttl));
-    json_object_set_new(rec, "last_renewal", json_integer(now));
+    json_object_set_new(rec, "expire_time", json_integer((now_ms + lease_ms) / 1000));
+    json_object_set_new(rec, "expire_ms", json_integer(now_ms + lease_ms));
+    json_object_set_new(rec, "last_renewal", json_integer(now_ms / 1000));
     if (put_record(txn, tok->hash, rec) != 0 || kms_storage_txn_commit(&txn) != 0) {
         kms_err_set(err, 500, "internal error");
         goto out;

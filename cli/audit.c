@@ -20,7 +20,10 @@ static void list_usage(FILE *f)
     fprintf(f, "Usage: kmsctl audit list [options]\n\n"
                "Operations recorded in the audit log, oldest first (one per request).\n\n"
                "  --resource=KIND    KMSKey (key operations), Token, Mount, Namespace, Audit, ...\n"
-               "  --key=NAME         one key\n"
+               "  --key=NAME         one KMSKey: its KMSKey operations and its Transit key's\n"
+               "                     (<org>-<project>-NAME) together, given --project or\n"
+               "                     $KMS_PROJECT; also PROJECT/NAME or the Transit name\n"
+               "  --project=P        the project of --key (default $KMS_PROJECT)\n"
                "  --op=OP            encrypt, decrypt, rewrap, datakey, rotate, create, delete,\n"
                "                     set-min-decryption-version, config, read, list, login, ...\n"
                "  --subject=WHO      the caller (OIDC/JWT subject or token display name)\n"
@@ -46,6 +49,7 @@ static void audit_usage(FILE *f)
 
 struct list_args {
     const char *resource, *key, *op, *subject, *result, *ns, *since, *until, *limit, *output;
+    const char *project;
     const char *files[MAX_FILES];
     size_t nfiles;
     bool help;
@@ -60,6 +64,47 @@ static void add_query(char *q, size_t n, const char *name, const char *val)
     }
     kms_cli_urlencode(val, enc, sizeof(enc));
     snprintf(q + o, n - o, "%s%s=%s", o ? "&" : "?", name, enc);
+}
+
+/*
+ * One key's whole history: with a project known (--project, else KMS_PROJECT), a KMSKey name
+ * becomes "<project>/<name>", which audit/query.c matches against both the KMSKey lines and
+ * the Transit key "<org>-<project>-<name>" of each line's organization. A Transit name
+ * (already "<org>-<project>-…") or an explicit "p/name" is passed as it is.
+ */
+static int key_filter(struct list_args *a, char *buf, size_t n)
+{
+    const char *project = a->project;
+    if (project == NULL && getenv("KMS_PROJECT") != NULL && getenv("KMS_PROJECT")[0] != '\0') {
+        project = getenv("KMS_PROJECT");
+    }
+    if (a->key == NULL || project == NULL || strchr(a->key, '/') != NULL) {
+        return 0;
+    }
+    if (!kms_cli_check_name("project name", project)) {
+        return -1;
+    }
+    const char *org = a->ns != NULL ? a->ns : getenv("KMS_NAMESPACE");
+    if (org != NULL && org[0] != '\0') {
+        char prefix[600];
+        size_t ol = strlen(org);
+        while (ol > 0 && org[ol - 1] == '/') {
+            ol--;
+        }
+        snprintf(prefix, sizeof(prefix), "%.*s-%s-", (int)ol, org, project);
+        for (char *p = prefix; *p != '\0'; p++) {
+            *p = *p == '/' ? '-' : *p;
+        }
+        if (strncmp(a->key, prefix, strlen(prefix)) == 0) {
+            return 0; /* the Transit name */
+        }
+    }
+    if ((size_t)snprintf(buf, n, "%s/%s", project, a->key) >= n) {
+        fprintf(stderr, "kmsctl: --key too long\n");
+        return -1;
+    }
+    a->key = buf;
+    return 0;
 }
 
 static int remote_events(struct kms_cli_http *h, const struct list_args *a, int64_t since,
@@ -131,6 +176,7 @@ static int cmd_list(int argc, char **argv)
     const char *pos[1];
     size_t npos = 0;
     int64_t since = 0, until = 0;
+    char keybuf[512];
     int64_t now;
     int32_t nsec;
     int status = KMS_CLI_EXIT_USAGE;
@@ -140,6 +186,7 @@ static int cmd_list(int argc, char **argv)
     const struct kms_cli_opt opts[] = {
         {"resource", NULL, &a.resource, NULL, NULL, NULL, 0},
         {"key", NULL, &a.key, NULL, NULL, NULL, 0},
+        {"project", NULL, &a.project, NULL, NULL, NULL, 0},
         {"op", NULL, &a.op, NULL, NULL, NULL, 0},
         {"subject", "actor", &a.subject, NULL, NULL, NULL, 0},
         {"result", NULL, &a.result, NULL, NULL, NULL, 0},
@@ -185,6 +232,9 @@ static int cmd_list(int argc, char **argv)
             goto out;
         }
         f.limit = (size_t)v;
+    }
+    if (key_filter(&a, keybuf, sizeof(keybuf)) != 0) {
+        goto out;
     }
     if (a.nfiles == 0 && getenv("KMS_AUDIT_FILE") != NULL && getenv("KMS_AUDIT_FILE")[0]) {
         a.files[a.nfiles++] = getenv("KMS_AUDIT_FILE");

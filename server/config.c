@@ -1,7 +1,9 @@
 /*
  * config.c - kmsd's configuration as one table: name, type, where it lives, bounds. The JSON
  * file is parsed in one place; an unknown key or a value of the wrong type or out of bounds
- * is an error that names the key, so a misspelt setting never silently does nothing.
+ * is an error that names the key, so a misspelt setting never silently does nothing. The same
+ * goes for values: a string setting with a fixed set of values ("log_level": "verbose")
+ * is refused with the value and the allowed ones named, when the file is read.
  */
 #include "server/server.h"
 
@@ -19,23 +21,42 @@ struct centry {
     size_t size; /* for strings: buffer size */
     int64_t min; /* for numbers */
     int64_t max;
+    const char *const *values;   /* strings: the allowed values (NULL = any) */
+    int (*check)(const char *v); /* strings: 0 when valid (NULL = any) */
+    const char *expect;          /* strings with `check`: what a valid value looks like */
 };
+
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const fsync_modes[] = {"always", "batch", "never", NULL};
+
+static int mode_check(const char *s);
 
 #define STR(n, f)                                                                                  \
     {                                                                                              \
-        n, C_STR, offsetof(struct kms_config, f), sizeof(((struct kms_config *)0)->f), 0, 0        \
+        n, C_STR, offsetof(struct kms_config, f), sizeof(((struct kms_config *)0)->f), 0, 0, NULL, \
+            NULL, NULL                                                                             \
+    }
+#define ENUM(n, f, vals)                                                                           \
+    {                                                                                              \
+        n, C_STR, offsetof(struct kms_config, f), sizeof(((struct kms_config *)0)->f), 0, 0, vals, \
+            NULL, NULL                                                                             \
+    }
+#define CHECKED(n, f, fn, what)                                                                    \
+    {                                                                                              \
+        n, C_STR, offsetof(struct kms_config, f), sizeof(((struct kms_config *)0)->f), 0, 0, NULL, \
+            fn, what                                                                               \
     }
 #define SIZE(n, f, lo, hi)                                                                         \
     {                                                                                              \
-        n, C_SIZE, offsetof(struct kms_config, f), 0, lo, hi                                       \
+        n, C_SIZE, offsetof(struct kms_config, f), 0, lo, hi, NULL, NULL, NULL                     \
     }
 #define SECS(n, f, lo, hi)                                                                         \
     {                                                                                              \
-        n, C_SECONDS, offsetof(struct kms_config, f), 0, lo, hi                                    \
+        n, C_SECONDS, offsetof(struct kms_config, f), 0, lo, hi, NULL, NULL, NULL                  \
     }
 #define BOOL(n, f)                                                                                 \
     {                                                                                              \
-        n, C_BOOL, offsetof(struct kms_config, f), 0, 0, 1                                         \
+        n, C_BOOL, offsetof(struct kms_config, f), 0, 0, 1, NULL, NULL, NULL                       \
     }
 
 static const struct centry table[] = {
@@ -43,7 +64,7 @@ static const struct centry table[] = {
     STR("storage_path", storage_path),
     STR("seal_key_file", seal_key_file),
     STR("seal_key_env", seal_key_env),
-    STR("log_level", log_level),
+    ENUM("log_level", log_level, log_levels),
     STR("tls_cert_file", tls_cert_file),
     STR("tls_key_file", tls_key_file),
     STR("tls_client_ca_file", tls_client_ca_file),
@@ -64,8 +85,8 @@ static const struct centry table[] = {
     SIZE("max_batch_items", limits.max_batch_items, 1, (int64_t)1 << 30),
     SECS("kms_deletion_delay", kms_deletion_delay, 1, (int64_t)100 * 366 * 86400),
     STR("audit_file", audit_file),
-    STR("audit_fsync", audit_fsync),
-    STR("audit_mode", audit_mode),
+    ENUM("audit_fsync", audit_fsync, fsync_modes),
+    CHECKED("audit_mode", audit_mode, mode_check, "an octal file mode such as \"0600\""),
     BOOL("audit_hmac_accessor", audit_hmac_accessor),
     SECS("audit_timeout", audit_timeout, 1, 3600),
 };
@@ -108,6 +129,33 @@ static int parse_mode(const char *s, unsigned *out)
     return 0;
 }
 
+static int mode_check(const char *s)
+{
+    unsigned m;
+    return parse_mode(s, &m);
+}
+
+/* 0 when v is one of values; else err names the setting, the value and the allowed ones. */
+static int enum_check(const char *path, const char *key, const char *v, const char *const *values,
+                      struct kms_err *err)
+{
+    char allowed[256];
+    size_t o = 0;
+    for (size_t i = 0; values[i] != NULL; i++) {
+        if (strcmp(values[i], v) == 0) {
+            return 0;
+        }
+    }
+    allowed[0] = '\0';
+    for (size_t i = 0; values[i] != NULL && o < sizeof(allowed); i++) {
+        o += (size_t)snprintf(allowed + o, sizeof(allowed) - o, "%s\"%s\"", i ? ", " : "",
+                              values[i]);
+    }
+    return kms_err_set(err, 400,
+                       "config %s: \"%s\": unsupported value \"%s\": supported values: %s", path,
+                       key, v, allowed);
+}
+
 /*
  * "audit_devices": [{"name": "backup", "path": "/mnt/b/audit.log", "fsync": "never",
  * "mode": "0600", "hmac_accessor": true}, ...]: extra devices beside "file".
@@ -144,6 +192,9 @@ static int audit_devices_load(const char *path, json_t *v, struct kms_config *cf
             } else if (strcmp(k, "path") == 0 && sv != NULL && strlen(sv) < sizeof(o->path)) {
                 snprintf(o->path, sizeof(o->path), "%s", sv);
             } else if (strcmp(k, "fsync") == 0 && sv != NULL) {
+                if (enum_check(path, "audit_devices[].fsync", sv, fsync_modes, err) != 0) {
+                    return -1;
+                }
                 ok = kms_audit_fsync_parse(sv, &o->fsync) == 0;
             } else if (strcmp(k, "mode") == 0 && sv != NULL) {
                 ok = parse_mode(sv, &o->mode) == 0;
@@ -153,7 +204,10 @@ static int audit_devices_load(const char *path, json_t *v, struct kms_config *cf
                 ok = false;
             }
             if (!ok) {
-                return kms_err_set(err, 400, "config %s: audit_devices[%zu]: bad or unknown \"%s\"",
+                return kms_err_set(err, 400,
+                                   "config %s: audit_devices[%zu]: unknown setting or invalid "
+                                   "value \"%s\" (settings: name, path, fsync, mode, "
+                                   "hmac_accessor)",
                                    path, i, k);
             }
         }
@@ -227,7 +281,9 @@ int kms_config_load(const char *path, struct kms_config *cfg, struct kms_err *er
             }
         }
         if (e == NULL) {
-            kms_err_set(err, 400, "config %s: unknown setting \"%s\"", path, k);
+            kms_err_set(err, 400,
+                        "config %s: unknown setting \"%s\" (docs/config.md lists the settings)",
+                        path, k);
             goto out;
         }
         char *field = (char *)cfg + e->offset;
@@ -237,7 +293,16 @@ int kms_config_load(const char *path, struct kms_config *cfg, struct kms_err *er
                             path, k, e->size);
                 goto out;
             }
-            memcpy(field, json_string_value(v), json_string_length(v) + 1);
+            const char *sv = json_string_value(v);
+            if (e->values != NULL && enum_check(path, k, sv, e->values, err) != 0) {
+                goto out;
+            }
+            if (e->check != NULL && e->check(sv) != 0) {
+                kms_err_set(err, 400, "config %s: \"%s\": invalid value \"%s\": expected %s", path,
+                            k, sv, e->expect);
+                goto out;
+            }
+            memcpy(field, sv, json_string_length(v) + 1);
             continue;
         }
         if (e->type == C_BOOL) {

@@ -3,7 +3,9 @@
  * nosync) store: Vault's TTL arithmetic and its warnings, policy-list normalisation, token
  * format and namespace suffixes, lookup by token and accessor, expiry, revocation with its
  * cascade to children, num_uses, renewal caps, the policy store (built-ins, default, cache
- * invalidation) and the namespace scope of kms_auth_authorize.
+ * invalidation) and the namespace scope of kms_auth_authorize. The store's clock is the
+ * fixture's now_ms (kms_auth_set_clock), so expiry, renewal and max_ttl are driven to the
+ * millisecond without sleeping; records written before the millisecond fields still load.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,15 +18,23 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "auth/auth.h"
+
+#define S 1000             /* ms per second */
+#define T0 1700000000900LL /* the fixture's clock at start: 0.9 s into a second */
 
 struct fixture {
     char dir[64];
     struct kms_storage *st;
     struct kms_auth *auth;
+    int64_t now_ms; /* the token store's clock: tests move it, nothing sleeps */
 };
+
+static int64_t fixture_now(void *arg)
+{
+    return ((const struct fixture *)arg)->now_ms;
+}
 
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
@@ -51,6 +61,8 @@ static int setup(void **state)
         kms_auth_create(f->st, &f->auth, &err) != 0) {
         fail_msg("setup: %s", err.msg);
     }
+    f->now_ms = T0;
+    kms_auth_set_clock(f->auth, fixture_now, f);
     *state = f;
     return 0;
 }
@@ -84,15 +96,16 @@ static void test_human_duration(void **state)
     }
 }
 
-static int64_t ttl_of(struct kms_ttl_req r, char *warning, struct kms_err *err)
+/* The lease kms_auth_ttl grants, in ms, or -1 with err set. */
+static int64_t lease_of(struct kms_ttl_req r, char *warning, struct kms_err *err)
 {
-    int64_t ttl = -1;
+    int64_t lease = -1;
     r.default_ttl = KMS_AUTH_DEFAULT_TTL;
     r.system_max = KMS_AUTH_SYSTEM_MAX_TTL;
-    if (kms_auth_ttl(&r, &ttl, warning, 256, err) != 0) {
+    if (kms_auth_ttl(&r, &lease, warning, 256, err) != 0) {
         return -1;
     }
-    return ttl;
+    return lease;
 }
 
 static void test_ttl_arithmetic(void **state)
@@ -100,64 +113,89 @@ static void test_ttl_arithmetic(void **state)
     (void)state;
     char w[256];
     struct kms_err err;
-    const int64_t now = 1700000000;
+    const int64_t now = T0;
 
     /* login: role ttl, default, capped by role max and the system max */
-    assert_int_equal(ttl_of((struct kms_ttl_req){.now = now, .start = now}, w, &err), 3600);
+    assert_int_equal(lease_of((struct kms_ttl_req){.now_ms = now, .start_ms = now}, w, &err),
+                     3600 * S);
     assert_string_equal(w, "");
     assert_int_equal(
-        ttl_of((struct kms_ttl_req){.now = now, .start = now, .ttl = 3600, .max_ttl = 7200}, w,
-               &err),
-        3600);
+        lease_of((struct kms_ttl_req){.now_ms = now, .start_ms = now, .ttl = 3600, .max_ttl = 7200},
+                 w, &err),
+        3600 * S);
     assert_int_equal(
-        ttl_of((struct kms_ttl_req){.now = now, .start = now, .ttl = 7200, .max_ttl = 3600}, w,
-               &err),
-        3600);
+        lease_of((struct kms_ttl_req){.now_ms = now, .start_ms = now, .ttl = 7200, .max_ttl = 3600},
+                 w, &err),
+        3600 * S);
     assert_string_equal(w, "TTL of \"2h\" exceeded the effective max_ttl of \"1h\"; TTL value is "
                            "capped accordingly");
     assert_int_equal(
-        ttl_of((struct kms_ttl_req){.now = now, .start = now, .ttl = 3000000}, w, &err), 2764800);
-    assert_int_equal(
-        ttl_of((struct kms_ttl_req){.now = now, .start = now, .ttl = 7200, .explicit_max_ttl = 60},
-               w, &err),
-        60);
+        lease_of((struct kms_ttl_req){.now_ms = now, .start_ms = now, .ttl = 3000000}, w, &err),
+        2764800LL * S);
+    assert_int_equal(lease_of(
+                         (struct kms_ttl_req){
+                             .now_ms = now, .start_ms = now, .ttl = 7200, .explicit_max_ttl = 60},
+                         w, &err),
+                     60 * S);
     /* renew an hour in: increment 2h with max 2h is capped to what is left */
-    assert_int_equal(
-        ttl_of(
-            (struct kms_ttl_req){
-                .now = now, .start = now - 3600, .increment = 7200, .ttl = 3600, .max_ttl = 7200},
-            w, &err),
-        3600);
+    assert_int_equal(lease_of((struct kms_ttl_req){.now_ms = now,
+                                                   .start_ms = now - 3600 * S,
+                                                   .increment = 7200,
+                                                   .ttl = 3600,
+                                                   .max_ttl = 7200},
+                              w, &err),
+                     3600 * S);
     assert_string_equal(w, "TTL of \"2h\" exceeded the effective max_ttl of \"1h\"; TTL value is "
                            "capped accordingly");
+    /* the cap is exact to the millisecond: issued 400 ms before the hour, 400 ms less left */
+    assert_int_equal(lease_of((struct kms_ttl_req){.now_ms = now,
+                                                   .start_ms = now - 3600 * S - 400,
+                                                   .increment = 7200,
+                                                   .ttl = 3600,
+                                                   .max_ttl = 7200},
+                              w, &err),
+                     3600 * S - 400);
+    assert_string_equal(w, "TTL of \"2h\" exceeded the effective max_ttl of \"59m59s\"; TTL value "
+                           "is capped accordingly");
     /* no increment: the role ttl again */
-    assert_int_equal(
-        ttl_of((struct kms_ttl_req){.now = now, .start = now - 60, .ttl = 600, .max_ttl = 7200}, w,
-               &err),
-        600);
-    /* past the max */
-    assert_int_equal(
-        ttl_of((struct kms_ttl_req){.now = now, .start = now - 7200, .ttl = 3600, .max_ttl = 7200},
-               w, &err),
-        -1);
+    assert_int_equal(lease_of(
+                         (struct kms_ttl_req){
+                             .now_ms = now, .start_ms = now - 60 * S, .ttl = 600, .max_ttl = 7200},
+                         w, &err),
+                     600 * S);
+    /* past the max, and 1 ms before it */
+    assert_int_equal(lease_of((struct kms_ttl_req){.now_ms = now,
+                                                   .start_ms = now - 7200 * S,
+                                                   .ttl = 3600,
+                                                   .max_ttl = 7200},
+                              w, &err),
+                     -1);
     assert_int_equal(err.status, 400);
     assert_string_equal(err.msg, "past the max TTL, cannot renew");
+    assert_int_equal(lease_of((struct kms_ttl_req){.now_ms = now,
+                                                   .start_ms = now - 7200 * S + 1,
+                                                   .ttl = 3600,
+                                                   .max_ttl = 7200},
+                              w, &err),
+                     1);
     /* periodic: the period each time, no overall cap but explicit_max_ttl */
+    assert_int_equal(lease_of((struct kms_ttl_req){.now_ms = now,
+                                                   .start_ms = now - 999999 * S,
+                                                   .increment = 99,
+                                                   .period = 600},
+                              w, &err),
+                     600 * S);
+    assert_int_equal(lease_of((struct kms_ttl_req){.now_ms = now,
+                                                   .start_ms = now - 100 * S,
+                                                   .period = 600,
+                                                   .explicit_max_ttl = 300},
+                              w, &err),
+                     200 * S);
     assert_int_equal(
-        ttl_of(
-            (struct kms_ttl_req){.now = now, .start = now - 999999, .increment = 99, .period = 600},
+        lease_of(
+            (struct kms_ttl_req){.now_ms = now, .start_ms = now, .period = 9000, .max_ttl = 3600},
             w, &err),
-        600);
-    assert_int_equal(ttl_of((struct kms_ttl_req){.now = now,
-                                                 .start = now - 100,
-                                                 .period = 600,
-                                                 .explicit_max_ttl = 300},
-                            w, &err),
-                     200);
-    assert_int_equal(
-        ttl_of((struct kms_ttl_req){.now = now, .start = now, .period = 9000, .max_ttl = 3600}, w,
-               &err),
-        3600);
+        3600 * S);
     assert_string_equal(w, "period of \"2h30m\" exceeded the effective max_ttl of \"1h\"; period "
                            "value is capped accordingly");
 }
@@ -301,6 +339,7 @@ static void test_expiry_revoke_cascade(void **state)
     spec.ttl = 1;
     make_token(f, &spec, shortlived, &s);
     assert_int_equal(s.expire_time - s.creation_time, 1);
+    assert_int_equal(s.expire_ms, T0 + 1 * S);
 
     assert_int_equal(kms_auth_token_lookup(f->auth, grandchild, &l), 0);
     assert_int_equal(kms_auth_token_revoke(f->auth, p.hash), 0);
@@ -310,8 +349,170 @@ static void test_expiry_revoke_cascade(void **state)
     assert_int_equal(kms_auth_token_lookup_accessor(f->auth, c.accessor, &l), KMS_STORAGE_NOTFOUND);
     assert_int_equal(kms_auth_token_revoke(f->auth, p.hash), KMS_STORAGE_NOTFOUND);
 
-    usleep(1100 * 1000);
+    /* ttl 1 lives one full second from its creation, though a whole second ends at T0+100 */
+    f->now_ms = T0 + 100;
+    assert_int_equal(kms_auth_token_lookup(f->auth, shortlived, &l), 0);
+    f->now_ms = T0 + 999;
+    assert_int_equal(kms_auth_token_lookup(f->auth, shortlived, &l), 0); /* from the cache */
+    f->now_ms = T0 + 1000;
     assert_int_equal(kms_auth_token_lookup(f->auth, shortlived, &l), KMS_STORAGE_NOTFOUND);
+    assert_int_equal(kms_auth_token_lookup_accessor(f->auth, s.accessor, &l), KMS_STORAGE_NOTFOUND);
+
+    /* a parent's expiry ends its longer-lived child at the same millisecond */
+    spec.ttl = 2;
+    make_token(f, &spec, parent, &p);
+    spec.ttl = 60;
+    spec.parent_hash = p.hash;
+    make_token(f, &spec, child, &c);
+    f->now_ms += 2 * S - 1;
+    assert_int_equal(kms_auth_token_lookup(f->auth, child, &l), 0);
+    f->now_ms += 1;
+    assert_int_equal(kms_auth_token_lookup(f->auth, child, &l), KMS_STORAGE_NOTFOUND);
+}
+
+static void renew_ok(struct fixture *f, const struct kms_token *t, int64_t increment,
+                     const struct kms_token_ttl *cur, struct kms_token *out, char *w)
+{
+    struct kms_err err;
+    if (kms_auth_token_renew(f->auth, t, increment, cur, out, w, 256, &err) != 0) {
+        fail_msg("renew: %d %s", err.status, err.msg);
+    }
+}
+
+/* Alive exactly until `until` (ms): found 1 ms before, gone from then on. */
+static void assert_lives_until(struct fixture *f, const char *tok, int64_t until)
+{
+    struct kms_token l;
+    f->now_ms = until - 1;
+    assert_int_equal(kms_auth_token_lookup(f->auth, tok, &l), 0);
+    assert_int_equal(l.expire_ms, until);
+    f->now_ms = until;
+    assert_int_equal(kms_auth_token_lookup(f->auth, tok, &l), KMS_STORAGE_NOTFOUND);
+}
+
+static void test_clock_renew_max_ttl(void **state)
+{
+    struct fixture *f = *state;
+    const char *pols[] = {"default"};
+    char a[KMS_TOKEN_MAX_LEN], b[KMS_TOKEN_MAX_LEN], c[KMS_TOKEN_MAX_LEN];
+    char d[KMS_TOKEN_MAX_LEN], e[KMS_TOKEN_MAX_LEN];
+    char w[256];
+    struct kms_err err;
+    struct kms_token ta, tb, tc, td, te, r;
+    struct kms_token_spec spec = {.ns_id = "root",
+                                  .path = "auth/k8s/login",
+                                  .display_name = "x",
+                                  .policies = pols,
+                                  .npolicies = 1,
+                                  .ttl = 60,
+                                  .max_ttl = 120,
+                                  .renewable = true};
+    make_token(f, &spec, a, &ta);
+    make_token(f, &spec, b, &tb);
+    spec.max_ttl = 3600;
+    make_token(f, &spec, c, &tc);
+    spec.ttl = 0;
+    spec.max_ttl = 0;
+    spec.period = 10;
+    make_token(f, &spec, d, &td);
+    spec.explicit_max_ttl = 15;
+    make_token(f, &spec, e, &te);
+    assert_int_equal(ta.expire_ms, T0 + 60 * S);
+    assert_int_equal(td.expire_ms, T0 + 10 * S);
+
+    /* periodic with an explicit max: the period, cut short at creation + 15 s */
+    f->now_ms = T0 + 9 * S;
+    renew_ok(f, &te, 0, NULL, &r, w);
+    assert_int_equal(r.expire_ms, T0 + 15 * S);
+    assert_non_null(strstr(w, "exceeded the effective max_ttl"));
+    /* periodic: any increment resets the lease to the period from now */
+    f->now_ms = T0 + 10 * S - 1;
+    renew_ok(f, &td, 3600, NULL, &r, w);
+    assert_int_equal(r.expire_ms, T0 + 20 * S - 1);
+    assert_string_equal(w, "");
+    assert_lives_until(f, e, T0 + 15 * S);
+    assert_lives_until(f, d, T0 + 20 * S - 1);
+
+    /* renewal from now: the token's ttl again, recorded as the last renewal */
+    f->now_ms = T0 + 30 * S;
+    renew_ok(f, &tb, 0, NULL, &r, w);
+    assert_int_equal(r.expire_ms, T0 + 90 * S);
+    assert_int_equal(r.last_renewal, (T0 + 30 * S) / 1000);
+    /* the role's current max_ttl (20 s) is already behind the token: refused */
+    assert_int_equal(kms_auth_token_renew(f->auth, &tc, 0,
+                                          &(struct kms_token_ttl){.ttl = 30, .max_ttl = 20}, &r, w,
+                                          sizeof(w), &err),
+                     -1);
+    assert_int_equal(err.status, 400);
+    assert_string_equal(err.msg, "past the max TTL, cannot renew");
+    /* a token that expired cannot be renewed, even inside its max_ttl */
+    f->now_ms = T0 + 60 * S;
+    assert_int_equal(kms_auth_token_renew(f->auth, &ta, 10, NULL, &r, w, sizeof(w), &err), -1);
+    assert_int_equal(err.status, 403);
+    /* a big increment is capped at creation + max_ttl, to the millisecond */
+    f->now_ms = T0 + 80 * S;
+    renew_ok(f, &tb, 1000, NULL, &r, w);
+    assert_int_equal(r.expire_ms, T0 + 120 * S);
+    assert_string_equal(w, "TTL of \"16m40s\" exceeded the effective max_ttl of \"40s\"; TTL "
+                           "value is capped accordingly");
+    assert_lives_until(f, b, T0 + 120 * S);
+    assert_int_equal(kms_auth_token_renew(f->auth, &tb, 10, NULL, &r, w, sizeof(w), &err), -1);
+    assert_int_equal(err.status, 403);
+}
+
+/* Rewrite the stored record of `tok` as it was before the millisecond fields existed. */
+static void make_legacy(struct fixture *f, const char *tok)
+{
+    struct kms_txn *txn = NULL;
+    uint8_t *key = NULL, *val = NULL;
+    size_t keylen = 0, vallen = 0;
+    uint8_t hash[32];
+
+    assert_int_equal(kms_storage_txn_begin(f->st, true, &txn), 0);
+    assert_int_equal(kms_storage_get(txn, KMS_DB_META, "token_hmac_key", 14, &key, &keylen), 0);
+    assert_int_equal(kms_hmac(KMS_HASH_SHA2_256, key, keylen, tok, strlen(tok), hash), 0);
+    assert_int_equal(kms_storage_get(txn, KMS_DB_TOKENS, hash, 32, &val, &vallen), 0);
+    json_t *rec = json_loadb((const char *)val, vallen, 0, NULL);
+    assert_non_null(rec);
+    assert_int_equal(json_object_del(rec, "expire_ms"), 0);
+    assert_int_equal(json_object_del(rec, "creation_ms"), 0);
+    char *text = json_dumps(rec, JSON_COMPACT);
+    assert_non_null(text);
+    assert_int_equal(kms_storage_put(txn, KMS_DB_TOKENS, hash, 32, text, strlen(text)), 0);
+    assert_int_equal(kms_storage_txn_commit(&txn), 0);
+    free(text);
+    json_decref(rec);
+    kms_free_wipe((void **)&val, vallen);
+    kms_free_wipe((void **)&key, keylen);
+}
+
+static void test_legacy_records_load(void **state)
+{
+    struct fixture *f = *state;
+    const char *pols[] = {"default"};
+    char tok[KMS_TOKEN_MAX_LEN], tok2[KMS_TOKEN_MAX_LEN];
+    char w[256];
+    struct kms_token t, t2, r;
+    struct kms_token_spec spec = {.ns_id = "root",
+                                  .path = "auth/k8s/login",
+                                  .display_name = "x",
+                                  .policies = pols,
+                                  .npolicies = 1,
+                                  .ttl = 5,
+                                  .max_ttl = 10,
+                                  .renewable = true};
+    make_token(f, &spec, tok, &t);
+    make_token(f, &spec, tok2, &t2);
+    make_legacy(f, tok);
+    make_legacy(f, tok2);
+    /* whole seconds, as written: expiry at the start of second T0/1000 + 5 */
+    const int64_t sec0 = T0 / 1000 * 1000;
+    assert_lives_until(f, tok, sec0 + 5 * S);
+    /* renewal caps at the whole-second creation time + max_ttl, and writes ms from then on */
+    f->now_ms = T0 + 1 * S;
+    renew_ok(f, &t2, 100, NULL, &r, w);
+    assert_int_equal(r.expire_ms, sec0 + 10 * S);
+    assert_lives_until(f, tok2, sec0 + 10 * S);
 }
 
 static void test_renew_and_uses(void **state)
@@ -567,6 +768,8 @@ int main(void)
         cmocka_unit_test(test_policies_normalize),
         cmocka_unit_test_setup_teardown(test_root_and_format, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expiry_revoke_cascade, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_clock_renew_max_ttl, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_legacy_records_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_renew_and_uses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_policy_store, setup, teardown),
         cmocka_unit_test_setup_teardown(test_authorize_namespaces, setup, teardown),

@@ -30,15 +30,53 @@ static void usage(FILE *f)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
     }
     fprintf(f, "  %-10s %s\n\n", "version", "print the version");
-    fprintf(f,
-            "Global options (anywhere on the line): --addr URL, --token T, -n/--namespace ORG,\n"
-            "--project P, -o table|json|yaml, --ca-cert FILE, --client-cert FILE,\n"
-            "--client-key FILE, --tls-skip-verify.\n"
-            "Environment: KMS_ADDR (or VAULT_ADDR, BAO_ADDR), KMS_TOKEN (or VAULT_TOKEN),\n"
-            "KMS_TOKEN_FILE, KMS_NAMESPACE (or VAULT_NAMESPACE), KMS_PROJECT, VAULT_CACERT,\n"
-            "KMS_AUDIT_FILE.\n"
-            "Exit status: 0 success, 1 the server (or the data) said no, 2 usage.\n"
-            "Run `kmsctl <command> --help` for a command's options; docs/cli.md has them all.\n");
+    fprintf(f, "Global options (anywhere on the line): --addr URL, --token T, -n/--namespace ORG,\n"
+               "--project P, -o table|json|yaml, --ca-cert FILE, --client-cert FILE,\n"
+               "--client-key FILE, --tls-skip-verify.\n"
+               "Environment: KMS_ADDR (or VAULT_ADDR, BAO_ADDR), KMS_TOKEN (or VAULT_TOKEN),\n"
+               "KMS_TOKEN_FILE, KMS_NAMESPACE (or VAULT_NAMESPACE), KMS_PROJECT, VAULT_CACERT,\n"
+               "KMS_AUDIT_FILE.\n"
+               "Exit status: 0 success, 1 the server (or the data) said no, 2 usage.\n"
+               "Run `kmsctl help <command>` (or `kmsctl <command> --help`) for a command's\n"
+               "options; docs/cli.md has them all.\n");
+}
+
+/*
+ * `kmsctl help [COMMAND [VERB]]`: the command's own --help text, so there is one help text
+ * per command (the man page is generated from these too, cli/man/gen-man.sh).
+ */
+static int help(int argc, char **argv)
+{
+    char flag[] = "--help";
+    char *av[4];
+    if (argc < 3) {
+        usage(stdout);
+        return KMS_CLI_EXIT_OK;
+    }
+    if (strcmp(argv[2], "version") == 0) {
+        printf("Usage: kmsctl version\n\nPrints kmsctl's version.\n");
+        return KMS_CLI_EXIT_OK;
+    }
+    if (strcmp(argv[2], "help") == 0) {
+        printf("Usage: kmsctl help [COMMAND [VERB]]\n\nPrints the help of kmsctl or of one "
+               "command.\n");
+        return KMS_CLI_EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strcmp(commands[i].name, argv[2]) == 0) {
+            int n = 0;
+            av[n++] = argv[2];
+            if (argc >= 4) {
+                av[n++] = argv[3];
+            }
+            av[n++] = flag;
+            av[n] = NULL;
+            return commands[i].run(n, av);
+        }
+    }
+    fprintf(stderr, "kmsctl: unknown command \"%s\"\n", kms_cli_esc(argv[2]));
+    usage(stderr);
+    return KMS_CLI_EXIT_USAGE;
 }
 
 int main(int argc, char **argv)
@@ -49,7 +87,10 @@ int main(int argc, char **argv)
     }
     kms_cli_hoist_command(argc, argv);
     const char *cmd = argv[1];
-    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0) {
+    if (strcmp(cmd, "help") == 0) {
+        return help(argc, argv);
+    }
+    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0) {
         usage(stdout);
         return KMS_CLI_EXIT_OK;
     }

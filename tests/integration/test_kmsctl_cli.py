@@ -1,0 +1,403 @@
+"""kmsctl items of issue 11 against a real kmsd: terminal-safe output (8), errors that name the
+object and the next step (13), strict manifests and strict server config (15), `-o yaml` that
+applies back (16), one `audit list --key` for a KMSKey and its Transit key and a `keys create`
+without a 404 probe (17), `kmsctl help <command>`, man pages and shell completion (19).
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import unittest
+
+import yaml
+
+from kmsd_harness import KmsdServer
+from kmsctl_helpers import KMSCTL_BIN, ORG, PROJECT, KmsctlMixin, KmsctlTestCase
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.normpath(os.path.join(HERE, "..", ".."))
+BASH_COMPLETION = os.path.join(SRC, "cli", "completion", "kmsctl.bash")
+ZSH_COMPLETION = os.path.join(SRC, "cli", "completion", "_kmsctl")
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u0080-\u009f\u202a-\u202e\u2066-\u2069]")
+
+
+def wait_for(pred, what, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def manifest(name, extra_spec="", extra_meta="", extra_top=""):
+    return ("apiVersion: security.kube-dc.com/v1alpha1\nkind: KMSKey\n"
+            "metadata:\n  name: %s\n  namespace: %s\n%s"
+            "spec:\n  purpose: application\n  algorithm: aes256-gcm96\n"
+            "  rotation:\n    enabled: true\n    interval: 90d\n  deletionPolicy: retain\n%s%s"
+            % (name, PROJECT, extra_meta, extra_spec, extra_top)).encode()
+
+
+class TerminalSafetyTest(KmsctlTestCase):
+    """Item 8: control characters from a claim, a manifest or the server never reach the
+    terminal raw; JSON stays exact."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.work = tempfile.mkdtemp(prefix="kmsctl-esc-")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.work, ignore_errors=True)
+        super().tearDownClass()
+
+    def forged_log(self):
+        evil = "alice\x1b[2K\r2026-01-01T00:00:00Z  root  delete  prod-key\n\u202eevil\x07"
+        line = {"type": "response", "time": "2026-04-15T02:00:11.5Z", "subject": evil,
+                "op": "encrypt", "resource": "KMSKey", "key": "k\x1b]0;title\x07",
+                "status": 200, "request": {"id": "r1", "namespace": {"path": "my-org/"},
+                                           "operation": "update", "path": "transit/encrypt/k",
+                                           "remote_address": "127.0.0.1"}}
+        path = os.path.join(self.work, "audit.log")
+        with open(path, "w") as f:
+            f.write(json.dumps(line) + "\n")
+        return path, evil
+
+    def test_audit_list_table_escapes_subjects(self):
+        path, evil = self.forged_log()
+        r = self.ok("audit", "list", "--file", path, conn=False)
+        self.assertIsNone(CONTROL.search(r.text), r.text)
+        lines = r.text.strip("\n").split("\n")
+        self.assertEqual(len(lines), 2, r.text)  # the header and exactly one row
+        self.assertIn("alice\\x1b[2K\\x0d2026", lines[1])
+        self.assertIn("\\x0a\\u202eevil\\x07", lines[1])
+        self.assertIn("k\\x1b]0;title\\x07", lines[1])
+
+    def test_audit_list_json_keeps_exact_strings(self):
+        path, evil = self.forged_log()
+        r = self.ok("audit", "list", "--file", path, "-o", "json", conn=False)
+        ev = json.loads(r.out)
+        self.assertEqual(ev[0]["subject"], evil)
+
+    def test_server_error_echoing_input_is_escaped(self):
+        doc = manifest("esc-key").replace(b"purpose: application",
+                                          b'purpose: "x\\e[31mred\\r\\nError: fake"')
+        r = self.fails(1, "apply", "-f", "-", stdin=doc)
+        self.assertIsNone(CONTROL.search(r.errtext), r.errtext)
+        self.assertIn("\\x1b[31mred\\x0d\\x0aError: fake", r.errtext)
+        self.assertEqual(r.errtext.count("\n"), 1, r.errtext)
+
+    def test_unknown_command_and_option_are_escaped(self):
+        r = self.fails(2, "bad\x1b[31mcmd", conn=False)
+        self.assertIsNone(CONTROL.search(r.errtext), r.errtext)
+        self.assertIn("bad\\x1b[31mcmd", r.errtext)
+        r = self.fails(2, "keys", "list", "--x\x1bz")
+        self.assertIsNone(CONTROL.search(r.errtext), r.errtext)
+
+    def test_yaml_and_json_outputs_stay_valid(self):
+        self.ok("keys", "create", "esc-fmt")
+        y = yaml.safe_load(self.ok("keys", "get", "esc-fmt", "-o", "yaml").out)
+        j = json.loads(self.ok("keys", "get", "esc-fmt", "-o", "json").out)
+        self.assertEqual(y, j)
+
+
+class ErrorMessagesTest(KmsctlTestCase):
+    """Item 13: errors say which organization/project/key and what to do next."""
+
+    def test_unknown_organization(self):
+        r = self.fails(1, "keys", "list", "-n", "no-such-org")
+        self.assertIn('organization "no-such-org" not found', r.errtext)
+        self.assertIn("-n/--namespace or KMS_NAMESPACE", r.errtext)
+        self.assertIn("sys/namespaces/no-such-org", r.errtext)
+
+    def test_missing_key_names_project_and_org_and_fix(self):
+        r = self.fails(1, "keys", "describe", "ghost")
+        self.assertIn("KMSKey ghost not found in project %s of organization %s"
+                      % (PROJECT, ORG), r.errtext)
+        self.assertIn("kmsctl keys create ghost", r.errtext)
+        self.assertIn("kmsctl keys list", r.errtext)
+
+    def test_permission_denied_names_path_and_org(self):
+        r = self.fails(1, "keys", "list", token="not-a-token")
+        self.assertIn("permission denied", r.errtext)
+        self.assertIn("kms/keys/%s" % PROJECT, r.errtext)
+        self.assertIn('organization "%s"' % ORG, r.errtext)
+        self.assertIn("kmsctl login", r.errtext)
+
+    def test_unreachable_server(self):
+        r = self.kmsctl("keys", "list", conn=False,
+                        env={"KMS_NAMESPACE": ORG, "KMS_PROJECT": PROJECT,
+                             "KMS_ADDR": "http://127.0.0.1:1", "KMS_TOKEN": "x"})
+        self.assertEqual(r.rc, 1, r)
+        self.assertIn("http://127.0.0.1:1", r.errtext)
+        self.assertIn("KMS_ADDR", r.errtext)
+
+    def test_no_transit_engine_yet(self):
+        org = "empty-org"
+        resp = self.server.request("POST", "sys/namespaces/" + org, {})
+        self.assertEqual(resp.status, 200, resp.describe())
+        r = self.fails(1, "decrypt", "k", "--ciphertext", "vault:v1:AAAA", "-n", org)
+        self.assertIn('organization "%s" has no transit/ engine' % org, r.errtext)
+        self.assertIn("kmsctl keys create", r.errtext)
+
+
+class StrictManifestTest(KmsctlTestCase):
+    """Items 15 and 16: unknown fields are refused and named; -o yaml/json applies back."""
+
+    def assert_absent(self, name):
+        r = self.fails(1, "keys", "describe", name)
+        self.assertIn("not found", r.errtext)
+
+    def test_misspelt_spec_field_is_refused(self):
+        doc = manifest("typo-key").replace(b"  rotation:", b"  rotaton:")
+        r = self.fails(2, "apply", "-f", "-", stdin=doc)
+        self.assertIn('strict decoding error: unknown field "spec.rotaton"', r.errtext)
+        self.assert_absent("typo-key")
+
+    def test_unknown_fields_at_every_level_are_named(self):
+        doc = manifest("typo-all", extra_spec="  rotation2: x\n",
+                       extra_meta="  lables:\n    a: b\n", extra_top="sepc: {}\n")
+        doc = doc.replace(b"    interval: 90d", b"    interval: 90d\n    intreval: 30d")
+        r = self.fails(2, "apply", "-f", "-", stdin=doc)
+        for f in ("metadata.lables", "spec.rotation.intreval", "spec.rotation2", "sepc"):
+            self.assertIn('unknown field "%s"' % f, r.errtext)
+        self.assert_absent("typo-all")
+
+    def test_object_meta_fields_are_accepted(self):
+        doc = manifest("meta-ok", extra_meta="  labels:\n    team: a\n  annotations:\n"
+                                             "    note: b\n")
+        r = self.ok("apply", "-f", "-", stdin=doc)
+        self.assertEqual(r.text, "kmskey.security.kube-dc.com/meta-ok created\n")
+
+    def test_get_yaml_applies_back(self):
+        self.ok("keys", "create", "rt-key", "--rotation=90d")
+        out = self.ok("keys", "get", "rt-key", "-o", "yaml").out
+        obj = yaml.safe_load(out)
+        self.assertEqual(set(obj), {"apiVersion", "kind", "metadata", "spec", "status"})
+        self.assertLessEqual(set(obj["metadata"]),
+                             {"name", "namespace", "uid", "creationTimestamp", "generation"})
+        r = self.ok("apply", "-f", "-", stdin=out)
+        self.assertEqual(r.text, "kmskey.security.kube-dc.com/rt-key unchanged\n")
+        r = self.ok("apply", "-f", "-", stdin=out.replace(b"interval: 90d", b"interval: 30d"))
+        self.assertEqual(r.text, "kmskey.security.kube-dc.com/rt-key configured\n")
+        out = self.ok("keys", "get", "rt-key", "-o", "json").out
+        r = self.ok("apply", "-f", "-", stdin=out)
+        self.assertEqual(r.text, "kmskey.security.kube-dc.com/rt-key unchanged\n")
+
+    def test_list_yaml_items_carry_manifest_fields_only(self):
+        self.ok("keys", "create", "rt-list")
+        lst = yaml.safe_load(self.ok("keys", "list", "-o", "yaml").out)
+        for it in lst["items"]:
+            self.assertNotIn("organization", it["metadata"])
+            self.assertNotIn("project", it["metadata"])
+
+
+class StrictServerConfigTest(unittest.TestCase):
+    """Item 15: kmsd refuses enum-like settings it does not know, naming the value."""
+
+    def refused(self, cfg, *needles):
+        srv = KmsdServer(mode="config", config=cfg)
+        try:
+            srv.spawn()
+            rc = srv.wait_exit(10)
+            self.assertIsNotNone(rc, "kmsd started with %r" % cfg)
+            self.assertNotEqual(rc, 0)
+            log = srv.log_text()
+            for n in needles:
+                self.assertIn(n, log)
+        finally:
+            srv.cleanup()
+
+    def test_log_level_typo(self):
+        self.refused({"log_level": "verbose"}, '"log_level"', '"verbose"', '"debug", "info", '
+                     '"warn", "error"')
+
+    def test_audit_fsync_without_audit_file(self):
+        self.refused({"audit_fsync": "sometimes"}, '"sometimes"', '"always", "batch", "never"')
+
+    def test_audit_mode(self):
+        self.refused({"audit_mode": "rw"}, '"audit_mode"', '"rw"', "octal")
+
+    def test_unknown_key(self):
+        self.refused({"log_levle": "info"}, 'unknown setting "log_levle"')
+
+    def test_valid_values_start(self):
+        srv = KmsdServer(mode="config", config={"log_level": "debug", "audit_fsync": "never"})
+        try:
+            srv.start()
+        finally:
+            srv.cleanup()
+
+
+class AuditKeyFilterTest(KmsctlMixin, unittest.TestCase):
+    """Item 17: one --key filter shows a KMSKey's operations and its Transit key's; keys
+    create leaves no 404 error entry."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.make_home()
+        cls.dir = tempfile.mkdtemp(prefix="kmsctl-audit-")
+        cls.log = os.path.join(cls.dir, "audit.log")
+        cls.server = KmsdServer(mode="dev", extra_args=["-audit-file=" + cls.log])
+        try:
+            cls.server.start()
+            r = cls.server.request("POST", "sys/namespaces/" + ORG, {})
+            if r.status != 200:
+                raise AssertionError(r.describe())
+        except BaseException:
+            cls.server.cleanup()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.cleanup()
+        shutil.rmtree(cls.dir, ignore_errors=True)
+        shutil.rmtree(cls.home, ignore_errors=True)
+
+    def events(self, *args):
+        r = self.ok("audit", "list", "--file", self.log, "-o", "json", *args, conn=False)
+        return json.loads(r.out)
+
+    def test_one_filter_shows_both_names(self):
+        self.ok("keys", "create", "hist")
+        self.ok("encrypt", "hist", "--plaintext", "x")
+        self.ok("keys", "rotate", "hist")
+        transit = "%s-%s-hist" % (ORG, PROJECT)
+        want = {("create", "hist"), ("encrypt", transit), ("rotate", "hist")}
+
+        def have(*args):
+            return {(e["op"], e["key"]) for e in self.events(*args)}
+        wait_for(lambda: want <= have("--key", transit), "the audit lines")
+        for args in (("--key", "hist", "--project", PROJECT), ("--key", PROJECT + "/hist"),
+                     ("--key", transit)):
+            got = have(*args)
+            self.assertLessEqual(want, got, args)
+            self.assertLessEqual({k for _, k in got}, {"hist", transit}, args)
+        # KMS_PROJECT works as --project does
+        r = self.ok("audit", "list", "--file", self.log, "-o", "json", "--key", "hist",
+                    conn=False, env={"KMS_PROJECT": PROJECT})
+        self.assertLessEqual(want, {(e["op"], e["key"]) for e in json.loads(r.out)})
+        # another project's key of the same name is not included
+        self.ok("keys", "create", "hist", "--project", "other-proj")
+        wait_for(lambda: any(e["op"] == "create" for e in self.events(
+            "--key", "other-proj/hist")), "other-proj's line")
+        got = self.events("--key", "hist", "--project", PROJECT)
+        self.assertEqual(sum(1 for e in got if e["op"] == "create"), 1, got)
+
+    def test_create_leaves_no_error_entry(self):
+        self.ok("keys", "create", "probe-first")
+        wait_for(lambda: self.events("--key", PROJECT + "/probe-first"), "the create line")
+        before = len(self.events("--result", "error"))
+        self.ok("keys", "create", "probe-second")
+        wait_for(lambda: self.events("--key", PROJECT + "/probe-second"), "the create line")
+        errors = self.events("--result", "error")
+        self.assertEqual(len(errors), before, errors)
+        # an existing name is still refused, without an error entry either
+        r = self.fails(1, "keys", "create", "probe-second")
+        self.assertIn("KMSKey probe-second already exists in project %s" % PROJECT, r.errtext)
+        self.assertEqual(len(self.events("--result", "error")), before)
+
+
+class HelpManCompletionTest(KmsctlMixin, unittest.TestCase):
+    """Item 19: help for every command, man pages from that help, completion scripts."""
+
+    server = None  # no server: every command here runs with conn=False
+
+    @classmethod
+    def setUpClass(cls):
+        cls.make_home()
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.home, ignore_errors=True)
+
+    def commands(self):
+        text = self.ok("help", conn=False).text
+        block = text.split("Commands:\n", 1)[1].split("\n\n", 1)[0]
+        return [l.split()[0] for l in block.split("\n") if l.strip()]
+
+    def keys_verbs(self):
+        text = self.ok("help", "keys", conn=False).text
+        verbs = re.findall(r"^  ([a-z-]+) ", text, re.M)
+        return verbs + ["get"]
+
+    def test_help_of_every_command(self):
+        cmds = self.commands()
+        self.assertLessEqual({"keys", "encrypt", "decrypt", "envelope", "apply", "login",
+                              "audit", "version"}, set(cmds))
+        for c in cmds:
+            r = self.ok("help", c, conn=False)
+            self.assertIn("Usage: kmsctl " + c, r.text)
+        self.assertEqual(self.ok("help", "keys", conn=False).out,
+                         self.ok("keys", "--help", conn=False).out)
+        self.assertIn("Usage: kmsctl keys create NAME",
+                      self.ok("help", "keys", "create", conn=False).text)
+        self.fails(2, "help", "nope", conn=False)
+
+    def man_dir(self):
+        d = os.path.join(os.path.dirname(KMSCTL_BIN), "man")
+        self.assertTrue(os.path.isfile(os.path.join(d, "kmsctl.1")),
+                        "build the kms_man target (man pages go to <build>/man)")
+        return d
+
+    def render(self, page):
+        r = subprocess.run(["man", "-l", page], capture_output=True, env={
+            "MANWIDTH": "200", "PATH": os.environ["PATH"], "LANG": "C.UTF-8"})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return " ".join(r.stdout.decode().split())
+
+    def test_man_pages_carry_the_help_text(self):
+        d = self.man_dir()
+        page = self.render(os.path.join(d, "kmsctl.1"))
+        for c in self.commands():
+            if c == "version":
+                continue
+            first = self.ok("help", c, conn=False).text.strip().split("\n")[0]
+            self.assertIn(" ".join(first.split()), page, c)
+        kmsd_help = subprocess.run([os.path.join(os.path.dirname(KMSCTL_BIN), "kmsd"), "help"],
+                                   capture_output=True).stdout.decode()
+        page = self.render(os.path.join(d, "kmsd.8"))
+        for line in kmsd_help.strip().split("\n"):
+            if line.strip():
+                self.assertIn(" ".join(line.split()), page)
+
+    def complete(self, *words):
+        script = ('source %s; COMP_WORDS=(%s); COMP_CWORD=%d; _kmsctl; '
+                  'printf "%%s\\n" "${COMPREPLY[@]}"'
+                  % (BASH_COMPLETION, " ".join("'%s'" % w for w in words), len(words) - 1))
+        r = subprocess.run(["bash", "--norc", "-c", script], capture_output=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return r.stdout.decode().split()
+
+    def test_bash_completion_works(self):
+        self.assertIn("keys", self.complete("kmsctl", "ke"))
+        self.assertEqual(self.complete("kmsctl", "keys", "cr"), ["create"])
+        self.assertEqual(self.complete("kmsctl", "-n", "org", "keys", "sched"),
+                         ["schedule-delete"])
+        self.assertIn("--deletion-policy", self.complete("kmsctl", "keys", "create", "--del"))
+        self.assertEqual(self.complete("kmsctl", "keys", "create", "x", "--purpose", "e"),
+                         ["etcd"])
+        self.assertEqual(self.complete("kmsctl", "envelope", "d"), ["decrypt"])
+
+    def test_completions_cover_every_command_verb_and_option(self):
+        with open(BASH_COMPLETION) as f:
+            bash = f.read()
+        with open(ZSH_COMPLETION) as f:
+            zsh = f.read()
+        words = set(self.commands()) | set(self.keys_verbs())
+        for c in self.commands():
+            text = self.ok("help", c, conn=False).text
+            words |= set(re.findall(r"(--[a-z][a-z-]+)", text))
+        for w in sorted(words):
+            self.assertRegex(bash, r"(?<![\w-])%s(?![\w-])" % re.escape(w), "bash: " + w)
+            self.assertRegex(zsh, r"(?<![\w-])%s(?![\w-])" % re.escape(w), "zsh: " + w)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -504,24 +504,20 @@ static int token_ns_path(struct kms_ctx *c, char *out, size_t cap)
     return 0;
 }
 
-static int run(struct kms_ctx *c, struct kms_http_resp *resp)
+/* Step 1: target and method -> c->op, the decoded path after /v1/ (target), the query. */
+static int parse_request_line(struct kms_ctx *c, char *target, size_t cap, const char **query,
+                              size_t *plenp, bool *head)
 {
     const struct kms_http_req *req = c->http;
-    char target[KMS_PATH_MAX * 2];
-    char full[KMS_PATH_MAX * 2];
-    char hns[KMS_PATH_MAX];
-    bool head;
-
-    /* 1. request line */
-    const char *q = strchr(req->target, '?');
-    size_t plen = q ? (size_t)(q - req->target) : strlen(req->target);
+    const char *q = *query = strchr(req->target, '?');
+    size_t plen = *plenp = q ? (size_t)(q - req->target) : strlen(req->target);
     if (plen < 4 || strncmp(req->target, "/v1/", 4) != 0) {
         return kms_fail_notfound(c);
     }
-    if (pct_decode(req->target + 4, plen - 4, target, sizeof(target), false) != 0) {
+    if (pct_decode(req->target + 4, plen - 4, target, cap, false) != 0) {
         return KMS_FAIL(c, 400, "invalid request path");
     }
-    if (method_to_op(req->method, &c->op, &head) != 0) {
+    if (method_to_op(req->method, &c->op, head) != 0) {
         c->err.status = 405;
         c->err.msg[0] = '\0';
         return -1;
@@ -556,7 +552,18 @@ static int run(struct kms_ctx *c, struct kms_http_resp *resp)
         return KMS_FAIL(c, 400, "cannot write to a path ending in '/'");
     }
 
-    /* 2. namespace */
+    return 0;
+}
+
+/* Step 2: the namespace (header + longest path prefix) and c->path relative to it. */
+static int resolve_namespace(struct kms_ctx *c, struct kms_http_resp *resp, const char *target,
+                             const char *q, size_t plen)
+{
+    const struct kms_http_req *req = c->http;
+    char full[KMS_PATH_MAX * 2];
+    char hns[KMS_PATH_MAX];
+    (void)q;
+    (void)plen;
     hns[0] = '\0';
     const char *hdr = header(req, "X-Vault-Namespace");
     if (hdr != NULL) {
@@ -587,27 +594,14 @@ static int run(struct kms_ctx *c, struct kms_http_resp *resp)
         return KMS_FAIL(c, 400, "request path too long");
     }
 
-    /* 3. parameters */
-    if (parse_params(c, q ? q + 1 : NULL) != 0) {
-        return -1;
-    }
+    return 0;
+}
 
-    /* 4. mount and route */
-    bool have_mount = false;
-    int found = resolve_route(c, &have_mount);
-    if (found == 1 && head && (c->route->flags & KMS_RT_PUBLIC) == 0) {
-        found = 2;
-    }
-    bool public_route = found == 1 && (c->route->flags & KMS_RT_PUBLIC);
-
-    if (!public_route && !kms_api_initialized(c->api)) {
-        return KMS_FAIL(c, 503, "Vault is sealed");
-    }
-
-    kms_audit_hook_arm(c); /* audited from here on: refusals below get both audit lines */
-
-    /* 5-6. token and policy */
-    if (!public_route) {
+/* Steps 5-6: token (+ rate limit and CIDR binding), existence check, policy check. */
+static int check_token_and_policy(struct kms_ctx *c, struct kms_http_resp *resp, int found)
+{
+    const struct kms_http_req *req = c->http;
+    {
         const char *tok = token_from_headers(req);
         int lr = tok ? kms_auth_token_lookup(kms_api_auth(c->api), tok, &c->token) : 1;
         if (lr < 0) {
@@ -651,6 +645,50 @@ static int run(struct kms_ctx *c, struct kms_http_resp *resp)
         if (!allowed) {
             return KMS_FAILW(c, 403, "permission denied");
         }
+    }
+
+    return 0;
+}
+
+static int run(struct kms_ctx *c, struct kms_http_resp *resp)
+{
+    char target[KMS_PATH_MAX * 2];
+    const char *q = NULL;
+    size_t plen = 0;
+    bool head = false;
+
+    /* 1. request line */
+    if (parse_request_line(c, target, sizeof(target), &q, &plen, &head) != 0) {
+        return -1;
+    }
+
+    /* 2. namespace */
+    if (resolve_namespace(c, resp, target, q, plen) != 0) {
+        return -1;
+    }
+
+    /* 3. parameters */
+    if (parse_params(c, q ? q + 1 : NULL) != 0) {
+        return -1;
+    }
+
+    /* 4. mount and route */
+    bool have_mount = false;
+    int found = resolve_route(c, &have_mount);
+    if (found == 1 && head && (c->route->flags & KMS_RT_PUBLIC) == 0) {
+        found = 2;
+    }
+    bool public_route = found == 1 && (c->route->flags & KMS_RT_PUBLIC);
+
+    if (!public_route && !kms_api_initialized(c->api)) {
+        return KMS_FAIL(c, 503, "Vault is sealed");
+    }
+
+    kms_audit_hook_arm(c); /* audited from here on: refusals below get both audit lines */
+
+    /* 5-6. token and policy */
+    if (!public_route && check_token_and_policy(c, resp, found) != 0) {
+        return -1;
     }
 
     /* 6b. audit request line; fail closed: without it nothing below runs */

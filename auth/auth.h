@@ -417,6 +417,11 @@ int kms_keyset_build(const json_t *pems, const char *jwks, const char *jwks_file
 json_t *kms_claims_get(json_t *claims, const char *name);
 /* Does claim value `have` match `want` (a string or an array of them), exactly or as globs? */
 bool kms_claims_match(const json_t *have, const json_t *want, bool glob);
+/* Every bound claim (name -> value or list) is present in `claims` and matches (400 naming
+ * the claim otherwise, OpenBao's messages). */
+int kms_claims_bound(json_t *claims, const json_t *bound, bool glob, struct kms_err *err) KMS_WUR;
+/* The token's header alg is one of `algs` (JSON array of strings); true when algs is empty. */
+bool kms_jwt_alg_allowed(const char *jwt, const json_t *algs);
 /* A string, integer or boolean claim as text ("" for anything else). */
 void kms_claims_string(const json_t *v, char *out, size_t n);
 

@@ -87,3 +87,59 @@ void kms_claims_string(const json_t *v, char *out, size_t n)
         out[0] = '\0';
     }
 }
+
+int kms_claims_bound(json_t *claims, const json_t *bound, bool glob, struct kms_err *err)
+{
+    const char *bk;
+    json_t *bv;
+    json_object_foreach((json_t *)bound, bk, bv)
+    {
+        json_t *have = kms_claims_get(claims, bk);
+        bool hit = false;
+        if (have == NULL) {
+            return kms_err_set(err, 400, "error validating claims: claim \"%s\" is missing", bk);
+        }
+        if (json_is_array(have)) {
+            size_t i;
+            json_t *h;
+            json_array_foreach(have, i, h)
+            {
+                hit = hit || kms_claims_match(h, bv, glob);
+            }
+        } else {
+            hit = kms_claims_match(have, bv, glob);
+        }
+        if (!hit) {
+            return kms_err_set(err, 400,
+                               "error validating claims: claim \"%s\" does not match any "
+                               "associated bound claim values",
+                               bk);
+        }
+    }
+    return 0;
+}
+
+bool kms_jwt_alg_allowed(const char *jwt, const json_t *algs)
+{
+    const char *dot = strchr(jwt, '.');
+    uint8_t *hb = NULL;
+    size_t hl = 0;
+    bool ok = false;
+    if (json_array_size(algs) == 0) {
+        return true;
+    }
+    /* the header was already validated by kms_jwt_verify; re-read its alg to compare */
+    if (dot != NULL && kms_b64url_decode_alloc(jwt, (size_t)(dot - jwt), &hb, &hl) == 0) {
+        json_t *h = json_loadb((const char *)hb, hl, 0, NULL);
+        const char *alg = json_string_value(json_object_get(h, "alg"));
+        size_t i;
+        json_t *a;
+        json_array_foreach(algs, i, a)
+        {
+            ok = ok || (alg != NULL && json_is_string(a) && strcmp(alg, json_string_value(a)) == 0);
+        }
+        json_decref(h);
+    }
+    free(hb);
+    return ok;
+}

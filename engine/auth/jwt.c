@@ -268,6 +268,54 @@ static int jwt_role_read(struct kms_ctx *c)
 }
 
 /* A claim by name, or by JSON pointer when it starts with '/'. */
+/* The role's claim rules: bound subject, audiences, user and groups claims, bound claims. */
+static int check_role_claims(struct kms_ctx *c, const json_t *role, json_t *claims,
+                             const json_t *bound_aud)
+{
+    struct kms_err kerr;
+    const char *bsub = json_string_value(json_object_get(role, "bound_subject"));
+    if (bsub != NULL && bsub[0] != '\0') {
+        const char *sub = json_string_value(json_object_get(claims, "sub"));
+        if (sub == NULL || strcmp(sub, bsub) != 0) {
+            KMS_FAIL(c, 400, "error validating token: invalid subject (sub) claim");
+            return -1;
+        }
+    }
+    json_t *aud = json_object_get(claims, "aud");
+    if (json_array_size(bound_aud) == 0 && aud != NULL && !json_is_null(aud) &&
+        !(json_is_array(aud) && json_array_size(aud) == 0)) {
+        KMS_FAIL(c, 400, "audience claim found in JWT but no audiences bound to the role");
+        return -1;
+    }
+    const char *uc = kms_login_jstr(role, "user_claim");
+    json_t *user = kms_claims_get(claims, uc);
+    if (user == NULL) {
+        KMS_FAIL(c, 400, "claim \"%s\" not found in token", uc);
+        return -1;
+    }
+    if (!json_is_string(user)) {
+        KMS_FAIL(c, 400, "claim \"%s\" could not be converted to string", uc);
+        return -1;
+    }
+    const char *gc = json_string_value(json_object_get(role, "groups_claim"));
+    if (gc != NULL && gc[0] != '\0') {
+        json_t *groups = kms_claims_get(claims, gc);
+        if (groups == NULL) {
+            KMS_FAIL(c, 400, "%s claim not found in token", gc);
+            return -1;
+        }
+        if (!json_is_string(groups) && !kms_login_all_strings(groups)) {
+            KMS_FAIL(c, 400, "%s claim could not be converted to a list of strings", gc);
+            return -1;
+        }
+    }
+    bool glob = strcmp(kms_login_jstr(role, "bound_claims_type"), "glob") == 0;
+    if (kms_claims_bound(claims, json_object_get(role, "bound_claims"), glob, &kerr) != 0) {
+        return KMS_FAIL(c, kerr.status, "%s", kerr.msg);
+    }
+    return 0;
+}
+
 static int jwt_login(struct kms_ctx *c)
 {
     char key[KMS_PATH_MAX + 64];
@@ -332,32 +380,11 @@ static int jwt_login(struct kms_ctx *c)
                                                             : kerr.msg);
         goto out;
     }
-    /* Supported algs narrow the allow-list further when configured. */
-    json_t *algs = json_object_get(cfg, "jwt_supported_algs");
-    if (json_array_size(algs) > 0) {
-        /* the header was already validated; re-read its alg to compare */
-        const char *dot = strchr(jwt, '.');
-        uint8_t *hb = NULL;
-        size_t hl = 0;
-        bool ok = false;
-        if (dot != NULL && kms_b64url_decode_alloc(jwt, (size_t)(dot - jwt), &hb, &hl) == 0) {
-            json_t *h = json_loadb((const char *)hb, hl, 0, NULL);
-            const char *alg = json_string_value(json_object_get(h, "alg"));
-            size_t i;
-            json_t *a;
-            json_array_foreach(algs, i, a)
-            {
-                ok = ok || (alg != NULL && strcmp(alg, json_string_value(a)) == 0);
-            }
-            json_decref(h);
-        }
-        free(hb);
-        if (!ok) {
-            KMS_FAIL(c, 400,
-                     "error validating token: invalid algorithm (alg) header parameter: token "
-                     "signed with unexpected algorithm");
-            goto out;
-        }
+    if (!kms_jwt_alg_allowed(jwt, json_object_get(cfg, "jwt_supported_algs"))) {
+        KMS_FAIL(c, 400,
+                 "error validating token: invalid algorithm (alg) header parameter: token "
+                 "signed with unexpected algorithm");
+        goto out;
     }
     kms_now(&now, &nsec);
     json_t *bound_aud = json_object_get(role, "bound_audiences");
@@ -382,71 +409,11 @@ static int jwt_login(struct kms_ctx *c)
                  kerr.msg);
         goto out;
     }
-    const char *bsub = json_string_value(json_object_get(role, "bound_subject"));
-    if (bsub != NULL && bsub[0] != '\0') {
-        const char *sub = json_string_value(json_object_get(claims, "sub"));
-        if (sub == NULL || strcmp(sub, bsub) != 0) {
-            KMS_FAIL(c, 400, "error validating token: invalid subject (sub) claim");
-            goto out;
-        }
-    }
-    json_t *aud = json_object_get(claims, "aud");
-    if (json_array_size(bound_aud) == 0 && aud != NULL && !json_is_null(aud) &&
-        !(json_is_array(aud) && json_array_size(aud) == 0)) {
-        KMS_FAIL(c, 400, "audience claim found in JWT but no audiences bound to the role");
+    if (check_role_claims(c, role, claims, bound_aud) != 0) {
         goto out;
     }
-    const char *uc = kms_login_jstr(role, "user_claim");
-    json_t *user = kms_claims_get(claims, uc);
-    if (user == NULL) {
-        KMS_FAIL(c, 400, "claim \"%s\" not found in token", uc);
-        goto out;
-    }
-    if (!json_is_string(user)) {
-        KMS_FAIL(c, 400, "claim \"%s\" could not be converted to string", uc);
-        goto out;
-    }
-    const char *gc = json_string_value(json_object_get(role, "groups_claim"));
-    if (gc != NULL && gc[0] != '\0') {
-        json_t *groups = kms_claims_get(claims, gc);
-        if (groups == NULL) {
-            KMS_FAIL(c, 400, "%s claim not found in token", gc);
-            goto out;
-        }
-        if (!json_is_string(groups) && !kms_login_all_strings(groups)) {
-            KMS_FAIL(c, 400, "%s claim could not be converted to a list of strings", gc);
-            goto out;
-        }
-    }
-    bool glob = strcmp(kms_login_jstr(role, "bound_claims_type"), "glob") == 0;
-    const char *bk;
-    json_t *bv;
-    json_object_foreach(json_object_get(role, "bound_claims"), bk, bv)
-    {
-        json_t *have = kms_claims_get(claims, bk);
-        bool hit = false;
-        if (have == NULL) {
-            KMS_FAIL(c, 400, "error validating claims: claim \"%s\" is missing", bk);
-            goto out;
-        }
-        if (json_is_array(have)) {
-            size_t i;
-            json_t *h;
-            json_array_foreach(have, i, h)
-            {
-                hit = hit || kms_claims_match(h, bv, glob);
-            }
-        } else {
-            hit = kms_claims_match(have, bv, glob);
-        }
-        if (!hit) {
-            KMS_FAIL(c, 400,
-                     "error validating claims: claim \"%s\" does not match any associated bound "
-                     "claim values",
-                     bk);
-            goto out;
-        }
-    }
+    /* checked above: present and a string */
+    json_t *user = kms_claims_get(claims, kms_login_jstr(role, "user_claim"));
     mkeys[nmeta] = "role";
     mvals[nmeta] = strdup(role_name);
     nmeta++;

@@ -60,5 +60,35 @@ install: build
 bench: build
 	BUILD=$(BUILD) bench/run.sh
 
+# Source checks run by .ci/run (house style 23): clang-format, banned functions, and includes
+# that keep to module boundaries. `make lint` installs clang-format-14 if it is missing.
+LINT_DEPS := clang-format-14 git
+
+.PHONY: lint
+lint:
+	@$(MAKE) --no-print-directory deps DEPS="$(LINT_DEPS)"
+	scripts/check-format.sh
+	scripts/check-banned.sh
+	scripts/check-includes.sh
+
+# Line coverage of the unit tests alone (ctest -L unit) in build-coverage/, per file and per
+# folder (scripts/coverage-report.py); installs gcovr if it is missing. Atomic counters because
+# the tests run threads. Exits non-zero if a unit test failed, after printing the table.
+COVERAGE_DEPS := gcovr
+COVERAGE_DIRS := api|engine|auth|audit|crypto|storage|server|cli
+
+.PHONY: coverage
+coverage: deps
+	@$(MAKE) --no-print-directory deps DEPS="$(COVERAGE_DEPS)"
+	cmake -S . -B build-coverage -DCMAKE_BUILD_TYPE=Debug -DKMS_BUILD_BENCH=OFF \
+	  "-DCMAKE_C_FLAGS=--coverage -fprofile-update=atomic" \
+	  -DCMAKE_EXE_LINKER_FLAGS=--coverage >/dev/null
+	cmake --build build-coverage -j$(JOBS)
+	find build-coverage -name '*.gcda' -delete
+	@status=0; ctest --test-dir build-coverage --output-on-failure -j$(JOBS) -L unit || status=$$?; \
+	gcovr -r . build-coverage --gcov-ignore-parse-errors -f '($(COVERAGE_DIRS))/' \
+	  --json-summary -o build-coverage/coverage.json && \
+	scripts/coverage-report.py build-coverage/coverage.json && exit $$status
+
 clean:
 	rm -rf $(BUILD)

@@ -90,17 +90,24 @@ void kms_cli_hoist_command(int argc, char **argv)
 
 /* ---- errors and names -------------------------------------------------------------------- */
 
-void kms_cli_errorf(const char *fmt, ...)
+/* "<label>: <message>" on stderr, the formatted message escaped (kms_cli_escape). */
+__attribute__((format(printf, 2, 0))) static void vprint_escaped(const char *label, const char *fmt,
+                                                                 va_list ap)
 {
     char msg[4096];
     char esc[4 * sizeof(msg)];
-    va_list ap;
-    va_start(ap, fmt);
     int l = vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
     size_t len = l < 0 ? 0 : (size_t)l >= sizeof(msg) ? sizeof(msg) - 1 : (size_t)l;
     kms_cli_escape(msg, len, esc, sizeof(esc));
-    fprintf(stderr, "Error: %s\n", esc);
+    fprintf(stderr, "%s: %s\n", label, esc);
+}
+
+void kms_cli_errorf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vprint_escaped("Error", fmt, ap);
+    va_end(ap);
 }
 
 /* ---- terminal safety --------------------------------------------------------------------- */
@@ -522,15 +529,10 @@ static bool empty_errors(const struct kms_cli_resp *r)
 
 void kms_cli_hintf(const char *fmt, ...)
 {
-    char msg[2048];
-    char esc[4 * sizeof(msg)];
     va_list ap;
     va_start(ap, fmt);
-    int l = vsnprintf(msg, sizeof(msg), fmt, ap);
+    vprint_escaped("Hint", fmt, ap);
     va_end(ap);
-    size_t len = l < 0 ? 0 : (size_t)l >= sizeof(msg) ? sizeof(msg) - 1 : (size_t)l;
-    kms_cli_escape(msg, len, esc, sizeof(esc));
-    fprintf(stderr, "Hint: %s\n", esc);
 }
 
 const char *kms_cli_org_label(const struct kms_cli_session *s)

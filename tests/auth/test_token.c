@@ -227,6 +227,19 @@ static void test_policies_normalize(void **state)
 
 /* ---- token store ------------------------------------------------------------------------- */
 
+/* A renewable root-namespace login token spec with the given ttl and max_ttl (seconds). */
+static struct kms_token_spec login_spec(const char *const *pols, int64_t ttl, int64_t max_ttl)
+{
+    return (struct kms_token_spec){.ns_id = "root",
+                                   .path = "auth/k8s/login",
+                                   .display_name = "x",
+                                   .policies = pols,
+                                   .npolicies = 1,
+                                   .ttl = ttl,
+                                   .max_ttl = max_ttl,
+                                   .renewable = true};
+}
+
 static void make_token(struct fixture *f, struct kms_token_spec *spec, char *tok,
                        struct kms_token *out)
 {
@@ -399,14 +412,7 @@ static void test_clock_renew_max_ttl(void **state)
     char w[256];
     struct kms_err err;
     struct kms_token ta, tb, tc, td, te, r;
-    struct kms_token_spec spec = {.ns_id = "root",
-                                  .path = "auth/k8s/login",
-                                  .display_name = "x",
-                                  .policies = pols,
-                                  .npolicies = 1,
-                                  .ttl = 60,
-                                  .max_ttl = 120,
-                                  .renewable = true};
+    struct kms_token_spec spec = login_spec(pols, 60, 120);
     make_token(f, &spec, a, &ta);
     make_token(f, &spec, b, &tb);
     spec.max_ttl = 3600;
@@ -493,14 +499,7 @@ static void test_legacy_records_load(void **state)
     char tok[KMS_TOKEN_MAX_LEN], tok2[KMS_TOKEN_MAX_LEN];
     char w[256];
     struct kms_token t, t2, r;
-    struct kms_token_spec spec = {.ns_id = "root",
-                                  .path = "auth/k8s/login",
-                                  .display_name = "x",
-                                  .policies = pols,
-                                  .npolicies = 1,
-                                  .ttl = 5,
-                                  .max_ttl = 10,
-                                  .renewable = true};
+    struct kms_token_spec spec = login_spec(pols, 5, 10);
     make_token(f, &spec, tok, &t);
     make_token(f, &spec, tok2, &t2);
     make_legacy(f, tok);
@@ -523,14 +522,7 @@ static void test_renew_and_uses(void **state)
     char w[256];
     struct kms_err err;
     struct kms_token t, r;
-    struct kms_token_spec spec = {.ns_id = "root",
-                                  .path = "auth/k8s/login",
-                                  .display_name = "x",
-                                  .policies = pols,
-                                  .npolicies = 1,
-                                  .ttl = 60,
-                                  .max_ttl = 120,
-                                  .renewable = true};
+    struct kms_token_spec spec = login_spec(pols, 60, 120);
     make_token(f, &spec, tok, &t);
     assert_int_equal(kms_auth_token_renew(f->auth, &t, 1000, NULL, &r, w, sizeof(w), &err), 0);
     assert_true(r.expire_time - r.creation_time <= 120);

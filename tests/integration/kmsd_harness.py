@@ -1,8 +1,10 @@
 """Test harness for the kmsd integration suite.
 
-Starts a real kmsd on a free loopback port (dev mode or config mode), waits until
-/v1/sys/health answers, captures its stdout/stderr in a temporary log that is shown
-when a test fails, and stops it with SIGTERM (asserting a clean exit).  Requests go
+Starts a real kmsd on 127.0.0.1:0 (dev mode or config mode), reads back the address it
+bound from its "kmsd listening" log line (so parallel test files never race for a port, and
+every restart gets a fresh one), waits until /v1/sys/health answers, captures its
+stdout/stderr in a temporary log that is shown when a test fails, and stops it with SIGTERM
+(asserting a clean exit).  Requests go
 through a raw http.client helper that can send any verb, any headers and raw bytes,
 so the wire contract (reference transit-api.md) can be checked byte for byte.
 
@@ -72,13 +74,50 @@ def multierror(msg):
     return "1 error occurred:\n\t* %s\n\n" % msg
 
 
-def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
+def wait_for(predicate, timeout, what, interval=0.05):
+    """Poll predicate() until it returns a true value and return that value; fail with
+    `what` (a string, or a callable giving one) when `timeout` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (
+                timeout, what() if callable(what) else what))
+        time.sleep(interval)
+
+
+class ClosedPort:
+    """A loopback port where nothing listens, for as long as the context lasts: the socket is
+    bound (so no other process can take the port) but never listens, so connecting to it is
+    refused at once."""
+
+    def __enter__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        return self
+
+    def __exit__(self, *exc):
+        self.sock.close()
+        return False
+
+
+def listening_address(log_text):
+    """The host:port of the "kmsd listening" JSON log line, or None before it is written."""
+    for line in log_text.splitlines():
+        line = line.strip()
+        if not line.startswith("{") or "kmsd listening" not in line:
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue  # a line still being written
+        if rec.get("msg") == "kmsd listening" and rec.get("address"):
+            return rec["address"]
+    return None
 
 
 class Response:
@@ -183,7 +222,8 @@ _DEFAULT = object()
 
 
 class KmsdServer:
-    """A kmsd process on a free loopback port.
+    """A kmsd process on a loopback port the kernel picks (127.0.0.1:0); `port` is read back
+    from the process after every start.
 
     mode "dev":    kmsd server -dev -dev-listen-address=... -dev-root-token-id=...
     mode "config": kmsd server -config=FILE; `config` is merged into the JSON config,
@@ -210,10 +250,10 @@ class KmsdServer:
     def _argv(self):
         if self.mode == "dev":
             return [KMSD_BIN, "server", "-dev",
-                    "-dev-listen-address=127.0.0.1:%d" % self.port,
+                    "-dev-listen-address=127.0.0.1:0",
                     "-dev-root-token-id=%s" % self.root_token] + self.extra_args
         cfg = {
-            "listen_address": "127.0.0.1:%d" % self.port,
+            "listen_address": "127.0.0.1:0",
             "storage_path": os.path.join(self.workdir, "store"),
             "seal_key_file": os.path.join(self.workdir, "seal.key"),
         }
@@ -238,7 +278,7 @@ class KmsdServer:
             # a missing server is a failure, never a silent skip
             raise AssertionError("kmsd binary not found or not executable: %s "
                                  "(build it, or set KMSD_BIN)" % KMSD_BIN)
-        self.port = free_port()
+        self.port = None  # known once the new process reports the address it bound
         self.start_count += 1
         self.log_path = os.path.join(self.workdir, "kmsd-%d.log" % self.start_count)
         self.log_file = open(self.log_path, "wb")
@@ -258,6 +298,17 @@ class KmsdServer:
             if rc is not None:
                 raise AssertionError("kmsd exited during start-up with %d\n%s\n%s" % (
                     rc, " ".join(self.argv), self.log_tail()))
+            if self.port is None:
+                addr = listening_address(self.log_text())
+                if addr is None:
+                    time.sleep(0.02)
+                    continue
+                host, _, port = addr.rpartition(":")
+                if host != "127.0.0.1" or not port.isdigit() or int(port) == 0:
+                    self.kill()
+                    raise AssertionError("kmsd reported listening on %r, not on a loopback "
+                                         "port\n%s" % (addr, self.log_tail()))
+                self.port = int(port)
             try:
                 r = raw_request("127.0.0.1", self.port, "GET", "/v1/sys/health", timeout=2)
                 if r.status:
@@ -266,6 +317,9 @@ class KmsdServer:
                 last_err = e
             time.sleep(0.05)
         self.kill()
+        if self.port is None:
+            raise AssertionError("kmsd did not log \"kmsd listening\" with its address within "
+                                 "%.0fs\n%s" % (START_TIMEOUT, self.log_tail()))
         raise AssertionError("kmsd did not answer /v1/sys/health within %.0fs (%s)\n%s" % (
             START_TIMEOUT, last_err, self.log_tail()))
 
@@ -328,7 +382,14 @@ class KmsdServer:
 
     @property
     def addr(self):
+        if self.port is None:
+            raise AssertionError("kmsd has no address yet (not started, or still starting)")
         return "http://127.0.0.1:%d" % self.port
+
+    def wait_log(self, text, count=1, timeout=10):
+        """Wait until `text` occurs at least `count` times in this run's log; fails on timeout."""
+        return wait_for(lambda: self.log_text().count(text) >= count, timeout,
+                        lambda: "%d x %r in the kmsd log\n%s" % (count, text, self.log_tail()))
 
     # ---- requests ----------------------------------------------------------
     def request(self, method, path, body=None, token=_DEFAULT, namespace=None,
@@ -344,7 +405,11 @@ class KmsdServer:
         if namespace is not None:
             hdrs["X-Vault-Namespace"] = namespace
         hdrs.update(headers or {})
-        return raw_request("127.0.0.1", self.port, method, path, body, hdrs, timeout)
+        port = self.port
+        if port is None:
+            # between a restart's spawn and its "kmsd listening" line there is no address
+            raise ConnectionRefusedError("kmsd is not listening yet")
+        return raw_request("127.0.0.1", port, method, path, body, hdrs, timeout)
 
 
 def write_seal_key(path, key, mode=0o600):

@@ -10,29 +10,19 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
 import unittest
 
 import yaml
 
 from kmsd_harness import KmsdServer
 from kmsctl_helpers import KMSCTL_BIN, ORG, PROJECT, KmsctlMixin, KmsctlTestCase
+from test_kmsctl_signals import wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.normpath(os.path.join(HERE, "..", ".."))
 BASH_COMPLETION = os.path.join(SRC, "cli", "completion", "kmsctl.bash")
 ZSH_COMPLETION = os.path.join(SRC, "cli", "completion", "_kmsctl")
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u0080-\u009f\u202a-\u202e\u2066-\u2069]")
-
-
-def wait_for(pred, what, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def manifest(name, extra_spec="", extra_meta="", extra_top=""):

@@ -90,30 +90,26 @@ class EnvelopeSignalTest(KmsctlTestCase):
             body = f.read()
         return body, enc + ".meta.json"
 
-    def test_sigint_during_decrypt_leaves_no_plaintext(self):
-        self.ok("keys", "create", "sig-dec")
-        body, meta = self.sealed("sig-dec")
-        out = os.path.join(self.dir, "restored.bin")
-        p = self.spawn("envelope", "decrypt", "sig-dec", "--in", "-", "--meta", meta,
-                       "--out", out, "--no-progress")
+    def interrupted_decrypt(self, name, base, sig):
+        """envelope decrypt KMSKey `name` of src.bin from a pipe into dir/base, sent `sig`
+        once the first decrypted block is in the temporary file."""
+        self.ok("keys", "create", name)
+        body, meta = self.sealed(name)
+        p = self.spawn("envelope", "decrypt", name, "--in", "-", "--meta", meta,
+                       "--out", os.path.join(self.dir, base), "--no-progress")
         p.stdin.write(body[:12 + 2 * MIB])  # nonce and 2 MiB: the first block gets decrypted
         p.stdin.flush()
-        tmp = self.interrupt(p, signal.SIGINT, "restored.bin", MIB // 2)
+        tmp = self.interrupt(p, sig, base, MIB // 2)
         self.assertFalse(os.path.exists(os.path.join(self.dir, tmp)), tmp)
-        self.assertEqual(self.temp_files("restored.bin"), [])
-        self.assertFalse(os.path.exists(out))
+        self.assertEqual(self.temp_files(base), [])
+
+    def test_sigint_during_decrypt_leaves_no_plaintext(self):
+        self.interrupted_decrypt("sig-dec", "restored.bin", signal.SIGINT)
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "restored.bin")))
 
     def test_sigterm_during_decrypt_leaves_no_plaintext(self):
-        self.ok("keys", "create", "sig-dec-term")
-        body, meta = self.sealed("sig-dec-term")
-        out = os.path.join(self.dir, "restored.bin")
-        p = self.spawn("envelope", "decrypt", "sig-dec-term", "--in", "-", "--meta", meta,
-                       "--out", out, "--no-progress")
-        p.stdin.write(body[:12 + 2 * MIB])
-        p.stdin.flush()
-        self.interrupt(p, signal.SIGTERM, "restored.bin", MIB // 2)
-        self.assertEqual(self.temp_files("restored.bin"), [])
-        self.assertFalse(os.path.exists(out))
+        self.interrupted_decrypt("sig-dec-term", "restored.bin", signal.SIGTERM)
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "restored.bin")))
 
     def test_sigint_during_encrypt_leaves_nothing(self):
         self.ok("keys", "create", "sig-enc")
@@ -126,17 +122,10 @@ class EnvelopeSignalTest(KmsctlTestCase):
         self.assertEqual(sorted(os.listdir(self.dir)), [])
 
     def test_existing_output_survives_an_interrupted_decrypt(self):
-        self.ok("keys", "create", "sig-keep")
-        body, meta = self.sealed("sig-keep")
         out = os.path.join(self.dir, "keep.bin")
         with open(out, "wb") as f:
             f.write(b"previous contents")
-        p = self.spawn("envelope", "decrypt", "sig-keep", "--in", "-", "--meta", meta,
-                       "--out", out, "--no-progress")
-        p.stdin.write(body[:12 + 2 * MIB])
-        p.stdin.flush()
-        self.interrupt(p, signal.SIGINT, "keep.bin", MIB // 2)
-        self.assertEqual(self.temp_files("keep.bin"), [])
+        self.interrupted_decrypt("sig-keep", "keep.bin", signal.SIGINT)
         with open(out, "rb") as f:
             self.assertEqual(f.read(), b"previous contents")
 

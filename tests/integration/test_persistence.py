@@ -6,10 +6,9 @@ import http.client
 import os
 import sys
 import threading
-import time
 import unittest
 
-from kmsd_harness import (MSG_TOO_OLD, KmsdServer, KmsdTestCase, b64, unb64,
+from kmsd_harness import (MSG_TOO_OLD, KmsdServer, KmsdTestCase, b64, unb64, wait_for,
                           write_seal_key)
 
 
@@ -316,7 +315,8 @@ class CrashTest(ConfigServerCase):
         threads = [threading.Thread(target=writer, args=(t,)) for t in range(3)]
         for t in threads:
             t.start()
-        time.sleep(1.0)
+        wait_for(lambda: len(acked) >= 20, 30, lambda: "20 acknowledged writes (have %d)\n%s"
+                 % (len(acked), srv.log_tail()))
         rc = srv.stop()      # SIGTERM while requests are in flight
         stop.set()
         for t in threads:
@@ -365,7 +365,9 @@ class CrashTest(ConfigServerCase):
 
         t = threading.Thread(target=writer)
         t.start()
-        time.sleep(1.5)
+        wait_for(lambda: len(cts) >= 20 or errors or not t.is_alive(), 30,
+                 lambda: "20 acknowledged keys with ciphertexts (have %d)\n%s"
+                 % (len(cts), srv.log_tail()))
         srv.kill()           # SIGKILL mid-stream
         stop.set()
         t.join(10)

@@ -10,7 +10,7 @@ import unittest
 import transit_local as local
 from kmsd_harness import (AUTH_FAILED, ENVELOPE_KEYS, MSG_MISSING_CONTEXT, MSG_TOO_OLD,
                           NONCE_SIZE, SYMMETRIC_TYPES, KmsdTestCase, b64, multierror,
-                          ct_payload, ct_version, unb64)
+                          ct_payload, ct_version, unb64, wait_for)
 
 CTX = b64("ctx")
 CTX2 = b64("other context")
@@ -980,7 +980,10 @@ class ConcurrencyTest(KmsdTestCase):
             self.assertEqual(self.decrypt(name, r.data["ciphertext"]), ("w%d" % i).encode())
         self.assertEqual(self.read_key(name)["latest_version"], 1)
 
+    # run at least this long, and until enough rotations and encryptions happened
     DURATION = 2.0
+    MIN_ROTATIONS = 4
+    MIN_ENCRYPTS = 21
 
     def test_parallel_rotate_and_encrypt(self):
         name, _ = self.create_key()
@@ -1025,8 +1028,20 @@ class ConcurrencyTest(KmsdTestCase):
         threads += [threading.Thread(target=encryptor, args=(i,)) for i in range(4)]
         for t in threads:
             t.start()
-        time.sleep(self.DURATION)
-        stop.set()
+        started = time.monotonic()
+
+        def enough():
+            with lock:
+                n_rot = len(rotations)
+            n_enc = sum(len(items) for items in list(per_thread.values()))
+            return failures or (time.monotonic() - started >= self.DURATION and
+                                n_rot >= self.MIN_ROTATIONS and n_enc >= self.MIN_ENCRYPTS)
+
+        try:
+            wait_for(enough, 60, lambda: "%d rotations and %d encryptions" % (
+                self.MIN_ROTATIONS, self.MIN_ENCRYPTS))
+        finally:
+            stop.set()
         for t in threads:
             t.join(30)
         self.assertEqual(failures, [])

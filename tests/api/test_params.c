@@ -1,0 +1,306 @@
+/*
+ * test_params.c - api/params.c: every field type's weak coercion the way Vault's framework
+ * does it (and the refusals with Go's messages), unknown fields as one sorted warning, null
+ * values left alone, the typed getters, durations, Go booleans, base64 parameters, and path
+ * captures by name.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "api/api_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const struct kms_field fields[] = {
+    {"s", KMS_F_STRING}, {"i", KMS_F_INT}, {"b", KMS_F_BOOL}, {"d", KMS_F_DURATION},
+    {"a", KMS_F_ARRAY},  {"m", KMS_F_MAP}, {"r", KMS_F_RAW},  {NULL, 0},
+};
+
+static const struct kms_route route = {.tmpl = "t/:name", .fields = fields};
+
+/* Apply the route's fields to `body`; returns the result and leaves the context to inspect. */
+static int apply(struct kms_ctx *c, const char *body)
+{
+    memset(c, 0, sizeof(*c));
+    c->route = &route;
+    c->params = json_loads(body, 0, NULL);
+    assert_non_null(c->params);
+    return kms_params_apply_fields(c);
+}
+
+static void release(struct kms_ctx *c)
+{
+    json_decref(c->params);
+    json_decref(c->warnings);
+    c->params = NULL;
+    c->warnings = NULL;
+}
+
+/* The coerced value of field `k` of `body`, dumped compactly (caller frees). */
+static char *coerced(const char *body, const char *k)
+{
+    struct kms_ctx *c = calloc(1, sizeof(*c));
+    assert_non_null(c);
+    assert_int_equal(apply(c, body), 0);
+    char *out = json_dumps(json_object_get(c->params, k), JSON_ENCODE_ANY | JSON_COMPACT);
+    release(c);
+    free(c);
+    return out;
+}
+
+static void expect(const char *body, const char *k, const char *want)
+{
+    char *got = coerced(body, k);
+    assert_string_equal(got, want);
+    free(got);
+}
+
+/* The 400 message of a refused body. */
+static void refused(const char *body, const char *want)
+{
+    struct kms_ctx *c = calloc(1, sizeof(*c));
+    assert_non_null(c);
+    assert_int_equal(apply(c, body), -1);
+    assert_int_equal(c->err.status, 400);
+    assert_string_equal(c->err.msg, want);
+    release(c);
+    free(c);
+}
+
+static void test_string(void **state)
+{
+    (void)state;
+    expect("{\"s\":\"x\"}", "s", "\"x\"");
+    expect("{\"s\":42}", "s", "\"42\"");
+    expect("{\"s\":-7}", "s", "\"-7\"");
+    expect("{\"s\":1.5}", "s", "\"1.5\"");
+    expect("{\"s\":true}", "s", "\"1\"");
+    expect("{\"s\":false}", "s", "\"0\"");
+    refused("{\"s\":[1]}", "Field validation failed: error converting input for field \"s\": '' "
+                           "expected type 'string', got unconvertible type '[]interface {}'");
+    refused("{\"s\":{}}",
+            "Field validation failed: error converting input for field \"s\": '' "
+            "expected type 'string', got unconvertible type 'map[string]interface {}'");
+}
+
+static void test_int(void **state)
+{
+    (void)state;
+    expect("{\"i\":5}", "i", "5");
+    expect("{\"i\":3.0}", "i", "3");
+    expect("{\"i\":\"12\"}", "i", "12");
+    expect("{\"i\":\"\"}", "i", "0");
+    expect("{\"i\":true}", "i", "1");
+    expect("{\"i\":false}", "i", "0");
+    refused("{\"i\":\"abc\"}", "Field validation failed: error converting input for field \"i\": "
+                               "cannot parse '' as int: strconv.ParseInt: parsing \"abc\": invalid "
+                               "syntax");
+    refused("{\"i\":[1]}", "Field validation failed: error converting input for field \"i\": '' "
+                           "expected type 'int', got unconvertible type '[]interface {}'");
+    refused("{\"i\":{}}", "Field validation failed: error converting input for field \"i\": '' "
+                          "expected type 'int', got unconvertible type 'map[string]interface {}'");
+    /* a fractional number is no int */
+    struct kms_ctx *c = calloc(1, sizeof(*c));
+    assert_non_null(c);
+    assert_int_equal(apply(c, "{\"i\":2.5}"), -1);
+    assert_int_equal(c->err.status, 400);
+    assert_non_null(strstr(c->err.msg, "error converting input for field \"i\""));
+    release(c);
+    free(c);
+}
+
+static void test_bool(void **state)
+{
+    (void)state;
+    expect("{\"b\":true}", "b", "true");
+    expect("{\"b\":\"t\"}", "b", "true");
+    expect("{\"b\":\"TRUE\"}", "b", "true");
+    expect("{\"b\":\"False\"}", "b", "false");
+    expect("{\"b\":\"0\"}", "b", "false");
+    expect("{\"b\":\"\"}", "b", "false");
+    expect("{\"b\":2}", "b", "true");
+    expect("{\"b\":0}", "b", "false");
+    refused("{\"b\":\"yes\"}", "Field validation failed: error converting input for field \"b\": "
+                               "cannot parse '' as bool: strconv.ParseBool: parsing \"yes\": "
+                               "invalid syntax");
+    refused("{\"b\":[]}", "Field validation failed: error converting input for field \"b\": '' "
+                          "expected type 'bool', got unconvertible type '[]interface {}'");
+    refused("{\"b\":{}}", "Field validation failed: error converting input for field \"b\": '' "
+                          "expected type 'bool', got unconvertible type 'map[string]interface {}'");
+}
+
+static void test_duration(void **state)
+{
+    (void)state;
+    expect("{\"d\":90}", "d", "90");
+    expect("{\"d\":2.7}", "d", "2");
+    expect("{\"d\":\"90\"}", "d", "90");
+    expect("{\"d\":\"1h30m\"}", "d", "5400");
+    expect("{\"d\":\"2d\"}", "d", "172800");
+    refused("{\"d\":\"soon\"}", "Field validation failed: error converting input for field \"d\": "
+                                "time: invalid duration \"soon\"");
+    refused("{\"d\":true}", "Field validation failed: error converting input for field \"d\": "
+                            "time: invalid duration \"?\"");
+}
+
+static void test_array(void **state)
+{
+    (void)state;
+    expect("{\"a\":[1,\"x\"]}", "a", "[1,\"x\"]");
+    expect("{\"a\":\" a, b ,,c \"}", "a", "[\"a\",\"b\",\"c\"]");
+    expect("{\"a\":\"one\"}", "a", "[\"one\"]");
+    expect("{\"a\":\"\"}", "a", "[]");
+    expect("{\"a\":\"x,\"}", "a", "[\"x\"]");
+    refused("{\"a\":{}}", "Field validation failed: error converting input for field \"a\": '' "
+                          "expected type '[]string', got unconvertible type 'map[string]interface "
+                          "{}'");
+    refused("{\"a\":3}", "Field validation failed: error converting input for field \"a\": '' "
+                         "expected type '[]string', got unconvertible type 'scalar'");
+}
+
+static void test_map_and_raw(void **state)
+{
+    (void)state;
+    expect("{\"m\":{\"k\":1}}", "m", "{\"k\":1}");
+    refused("{\"m\":[]}", "Field validation failed: error converting input for field \"m\": '' "
+                          "expected a map, got 'slice'");
+    refused("{\"m\":\"x\"}", "Field validation failed: error converting input for field \"m\": '' "
+                             "expected a map, got 'scalar'");
+    expect("{\"r\":[{\"a\":1}]}", "r", "[{\"a\":1}]");
+    expect("{\"r\":\"as is\"}", "r", "\"as is\"");
+}
+
+static void test_unknown_and_null(void **state)
+{
+    struct kms_ctx *c = calloc(1, sizeof(*c));
+    (void)state;
+    assert_non_null(c);
+    /* nulls stay null (the getters treat them as absent); unknown names warn, sorted, once */
+    assert_int_equal(apply(c, "{\"zeta\":1,\"i\":null,\"alpha\":2,\"s\":\"v\",\"mid\":null}"), 0);
+    assert_true(json_is_null(json_object_get(c->params, "i")));
+    assert_int_equal(json_array_size(c->warnings), 1);
+    assert_string_equal(json_string_value(json_array_get(c->warnings, 0)),
+                        "Endpoint ignored these unrecognized parameters: [alpha mid zeta]");
+    int64_t iv = 99;
+    const char *sv = NULL;
+    bool bv = false;
+    assert_false(kms_param_int(c, "i", &iv));
+    assert_int_equal(iv, 99);
+    assert_null(kms_param(c, "i"));
+    assert_true(kms_param_str(c, "s", &sv));
+    assert_string_equal(sv, "v");
+    /* getters refuse the wrong type */
+    assert_false(kms_param_int(c, "s", &iv));
+    assert_false(kms_param_bool(c, "s", &bv));
+    assert_false(kms_param_str(c, "zeta", &sv));
+    release(c);
+    /* an empty body warns nothing; a route without fields warns about everything */
+    assert_int_equal(apply(c, "{}"), 0);
+    assert_null(c->warnings);
+    release(c);
+    static const struct kms_route bare = {.tmpl = "bare"};
+    memset(c, 0, sizeof(*c));
+    c->route = &bare;
+    c->params = json_pack("{s:i}", "b", 1);
+    assert_int_equal(kms_params_apply_fields(c), 0);
+    assert_string_equal(json_string_value(json_array_get(c->warnings, 0)),
+                        "Endpoint ignored these unrecognized parameters: [b]");
+    release(c);
+    /* typed getters after coercion */
+    assert_int_equal(apply(c, "{\"i\":\"7\",\"b\":\"true\"}"), 0);
+    assert_true(kms_param_int(c, "i", &iv));
+    assert_int_equal(iv, 7);
+    assert_true(kms_param_bool(c, "b", &bv));
+    assert_true(bv);
+    release(c);
+    free(c);
+}
+
+static void test_helpers(void **state)
+{
+    bool b;
+    int64_t v;
+    (void)state;
+    static const char *const yes[] = {"1", "t", "T", "TRUE", "true", "True"};
+    static const char *const no[] = {"0", "f", "F", "FALSE", "false", "False"};
+    for (size_t i = 0; i < 6; i++) {
+        b = false;
+        assert_true(kms_parse_go_bool(yes[i], &b));
+        assert_true(b);
+        assert_true(kms_parse_go_bool(no[i], &b));
+        assert_false(b);
+    }
+    assert_false(kms_parse_go_bool("tRuE", &b));
+    assert_false(kms_parse_go_bool("", &b));
+
+    json_t *j = json_integer(30);
+    assert_int_equal(kms_parse_duration(j, &v), 0);
+    assert_int_equal(v, 30);
+    json_decref(j);
+    j = json_real(4.9);
+    assert_int_equal(kms_parse_duration(j, &v), 0);
+    assert_int_equal(v, 4);
+    json_decref(j);
+    j = json_string("2m");
+    assert_int_equal(kms_parse_duration(j, &v), 0);
+    assert_int_equal(v, 120);
+    json_decref(j);
+    assert_int_equal(kms_parse_duration(json_true(), &v), -1);
+    assert_int_equal(kms_parse_duration(NULL, &v), -1);
+    assert_int_equal(kms_parse_duration_str("1m1s", &v), 0);
+    assert_int_equal(v, 61);
+
+    uint8_t *out = NULL;
+    size_t n = 0;
+    struct kms_err err;
+    kms_err_clear(&err);
+    assert_int_equal(kms_b64_param("aGk=", &out, &n, &err, 400), 0);
+    assert_int_equal(n, 2);
+    assert_memory_equal(out, "hi", 2);
+    free(out);
+    out = NULL;
+    assert_int_equal(kms_b64_param("aG!k", &out, &n, &err, 422), -1);
+    assert_int_equal(err.status, 422);
+    assert_string_equal(err.msg, "illegal base64 data at input byte 2");
+}
+
+static void test_captures(void **state)
+{
+    struct kms_ctx *c = calloc(1, sizeof(*c));
+    (void)state;
+    assert_non_null(c);
+    /* capture names point into the template: they end at the next '/' */
+    static const char tmpl[] = "keys/+project/:name/rotate";
+    c->ncap = 2;
+    c->cap_names[0] = tmpl + 6;
+    c->cap_names[1] = tmpl + 15;
+    snprintf(c->cap_values[0], KMS_PATH_MAX, "%s", "p1");
+    snprintf(c->cap_values[1], KMS_PATH_MAX, "%s", "k1");
+    assert_string_equal(kms_cap(c, "project"), "p1");
+    assert_string_equal(kms_cap(c, "name"), "k1");
+    assert_null(kms_cap(c, "proj"));
+    assert_null(kms_cap(c, "name/rotate/x"));
+    assert_null(kms_cap(c, "version"));
+    free(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_string),
+        cmocka_unit_test(test_int),
+        cmocka_unit_test(test_bool),
+        cmocka_unit_test(test_duration),
+        cmocka_unit_test(test_array),
+        cmocka_unit_test(test_map_and_raw),
+        cmocka_unit_test(test_unknown_and_null),
+        cmocka_unit_test(test_helpers),
+        cmocka_unit_test(test_captures),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -392,6 +392,16 @@ static bool aud_contains(const json_t *aud, const char *want, bool *malformed)
     return false;
 }
 
+/* a + b, saturated at the int64 range: claims are attacker-chosen (exp = INT64_MAX). */
+static int64_t sat_add(int64_t a, int64_t b)
+{
+    int64_t r;
+    if (__builtin_add_overflow(a, b, &r)) {
+        return b > 0 ? INT64_MAX : INT64_MIN;
+    }
+    return r;
+}
+
 int kms_jwt_validate(const json_t *claims, const struct kms_jwt_expect *e, int status,
                      struct kms_err *err)
 {
@@ -434,13 +444,13 @@ int kms_jwt_validate(const json_t *claims, const struct kms_jwt_expect *e, int s
         nbf = iat; /* cap: a missing nbf is the iat */
         hnbf = 1;
     }
-    if (hnbf == 1 && e->now + e->nbf_leeway < nbf) {
+    if (hnbf == 1 && sat_add(e->now, e->nbf_leeway) < nbf) {
         return kms_err_set(err, status, "invalid not before (nbf) claim: token not yet valid");
     }
-    if (hexp == 1 && e->now >= exp + e->exp_leeway) {
+    if (hexp == 1 && e->now >= sat_add(exp, e->exp_leeway)) {
         return kms_err_set(err, status, "invalid expiration time (exp) claim: token is expired");
     }
-    if (hiat == 1 && e->now + e->iat_leeway < iat) {
+    if (hiat == 1 && sat_add(e->now, e->iat_leeway) < iat) {
         return kms_err_set(err, status,
                            "invalid issued at (iat) claim: token issued in the future");
     }

@@ -15,6 +15,16 @@ static int health(struct kms_ctx *c)
     int64_t sec;
     int32_t nsec;
 
+    /* every code the caller may choose goes on the status line: only real statuses */
+    static const char *const codes[] = {"activecode", "standbycode",     "sealedcode",
+                                        "uninitcode", "drsecondarycode", "performancestandbycode",
+                                        "removedcode"};
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+        if (kms_param_int(c, codes[i], &v) && (v < 200 || v > 599)) {
+            return KMS_FAIL(c, 400, "invalid %s %lld: must be an HTTP status from 200 to 599",
+                            codes[i], (long long)v);
+        }
+    }
     if (init && kms_param_int(c, "activecode", &v)) {
         code = v;
     }

@@ -536,15 +536,46 @@ static void test_cidr(void **state)
     assert_false(kms_cidr_contains("10.0.0.0/8", "garbage"));
 }
 
+/* Attacker-chosen times at the ends of the int64 range: no overflow (UBSan checks it), and
+ * the answers are the saturated ones. */
+static void test_time_claims_extremes(void **state)
+{
+    (void)state;
+    struct kms_err err;
+    struct kms_jwt_expect e = {INT64_MAX - 1, NULL, NULL, 0, true, INT64_MAX, INT64_MAX, INT64_MAX};
+    json_t *c = json_pack("{s:I, s:I, s:I}", "exp", (json_int_t)INT64_MAX, "nbf",
+                          (json_int_t)INT64_MIN, "iat", (json_int_t)INT64_MIN);
+    assert_int_equal(kms_jwt_validate(c, &e, 403, &err), 0);
+    json_decref(c);
+    /* expired at the bottom of the range with a huge negative leeway: refused, no wrap */
+    struct kms_jwt_expect e2 = {0, NULL, NULL, 0, true, INT64_MIN, INT64_MIN, INT64_MIN};
+    c = json_pack("{s:I}", "exp", (json_int_t)INT64_MIN);
+    assert_int_equal(kms_jwt_validate(c, &e2, 403, &err), -1);
+    assert_non_null(strstr(err.msg, "expired"));
+    json_decref(c);
+    /* a token issued at INT64_MAX is in the future for any sane clock */
+    struct kms_jwt_expect e3 = {1700000000, NULL, NULL, 0, false, 60, 60, 60};
+    c = json_pack("{s:I}", "iat", (json_int_t)INT64_MAX);
+    assert_int_equal(kms_jwt_validate(c, &e3, 403, &err), -1);
+    json_decref(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_alg_allow_list), cmocka_unit_test(test_keyset_pem),
-        cmocka_unit_test(test_keyset_jwks),    cmocka_unit_test(test_verify_algorithms),
-        cmocka_unit_test(test_refusal_matrix), cmocka_unit_test(test_case_folded_claims),
-        cmocka_unit_test(test_time_claims),    cmocka_unit_test(test_iss_aud),
-        cmocka_unit_test(test_k8s_login),      cmocka_unit_test(test_k8s_legacy_and_alias),
-        cmocka_unit_test(test_glob),           cmocka_unit_test(test_cidr),
+        cmocka_unit_test(test_alg_allow_list),
+        cmocka_unit_test(test_keyset_pem),
+        cmocka_unit_test(test_keyset_jwks),
+        cmocka_unit_test(test_verify_algorithms),
+        cmocka_unit_test(test_refusal_matrix),
+        cmocka_unit_test(test_case_folded_claims),
+        cmocka_unit_test(test_time_claims),
+        cmocka_unit_test(test_iss_aud),
+        cmocka_unit_test(test_k8s_login),
+        cmocka_unit_test(test_k8s_legacy_and_alias),
+        cmocka_unit_test(test_glob),
+        cmocka_unit_test(test_cidr),
+        cmocka_unit_test(test_time_claims_extremes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

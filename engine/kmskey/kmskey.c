@@ -956,6 +956,9 @@ static int kmskey_tick(void *state, int64_t now, int64_t *next_due, kms_tick_rep
         if (et != 0) {
             /* no transit/ mount in the organization: retry, it may be mounted again */
             e->next_rotate = now + RETRY_SECONDS;
+            if (due == 0 || e->next_rotate < due) {
+                due = e->next_rotate;
+            }
             i++;
             continue;
         }

@@ -446,6 +446,15 @@ static void test_patch_and_trailing_slash(void **state)
     assert_int_equal(
         json_integer_value(json_object_get(json_object_get(b, "data"), "latest_version")), 2);
     json_decref(b);
+    /* names: a character outside Vault's regex, an empty segment, a built-in path alone */
+    assert_int_equal(call(f, "GET", "/v1/transit/keys/a!b", "root", NULL, NULL, NULL, &b), 404);
+    assert_string_equal(first_error(b), "1 error occurred:\n\t* unsupported path\n\n");
+    json_decref(b);
+    assert_int_equal(call(f, "GET", "/v1/kms/keys//x", "root", NULL, NULL, NULL, &b), 404);
+    json_decref(b);
+    assert_int_equal(call(f, "GET", "/v1/sys", "root", NULL, NULL, NULL, &b), 404);
+    assert_string_equal(first_error(b), "1 error occurred:\n\t* unsupported path\n\n");
+    json_decref(b);
     /* a path that no route template matches inside a mount, and a name too long */
     char longname[300 + 32];
     memcpy(longname, "/v1/transit/keys/", 17);

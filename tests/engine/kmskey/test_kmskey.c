@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define ORG "org1"
 
@@ -685,6 +687,51 @@ static void test_controller_audited(void **state)
     json_decref(rows);
 }
 
+static void test_controller_other_org_kept(void **state)
+{
+    struct kt *t = *state;
+    int64_t now = (int64_t)time(NULL);
+    make_org(t, "org2");
+    json_decref(kt_ok(t, 200, "POST", "/v1/kms/keys/proj/a", ORG, "{\"rotation\":\"1h\"}"));
+    json_decref(kt_ok(t, 200, "POST", "/v1/kms/keys/proj/b", "org2", "{\"rotation\":\"1h\"}"));
+    /* deleting one organization leaves the other's schedule alone */
+    json_decref(kt_ok(t, 204, "DELETE", "/v1/sys/namespaces/" ORG, NULL, NULL));
+    (void)tick(t, now + 3600 + 5);
+    assert_int_equal(nevents, 1);
+    assert_string_equal(last_event, "rotated");
+    json_t *b = kt_ok(t, 200, "GET", "/v1/kms/keys/proj/b", "org2", NULL);
+    assert_int_equal(ival(status_of(b), "currentVersion"), 2);
+    json_decref(b);
+}
+
+/* Without a durable audit record the controller neither rotates nor destroys, and retries. */
+static void test_controller_fail_closed(void **state)
+{
+    struct kt *t = *state;
+    int64_t now = (int64_t)time(NULL);
+    json_decref(kt_ok(t, 200, "POST", "/v1/kms/keys/proj/r", ORG, "{\"rotation\":\"1h\"}"));
+    json_decref(
+        kt_ok(t, 200, "POST", "/v1/kms/keys/proj/d", ORG, "{\"deletionPolicy\":\"schedule\"}"));
+    assert_int_equal(unlink(t->audit_path), 0);
+    assert_int_equal(mkdir(t->audit_path, 0700), 0);
+    int64_t next = tick(t, now + 40 * 86400);
+    assert_int_equal(nevents, 2);
+    assert_int_equal(next, now + 40 * 86400 + 10);
+    assert_int_equal(rmdir(t->audit_path), 0);
+    /* nothing happened to either key */
+    json_t *b = kt_ok(t, 200, "GET", "/v1/kms/keys/proj/r", ORG, NULL);
+    assert_int_equal(ival(status_of(b), "currentVersion"), 1);
+    json_decref(b);
+    json_decref(kt_ok(t, 200, "GET", "/v1/kms/keys/proj/d", ORG, NULL));
+    /* the log is back: both happen on the retry */
+    (void)tick(t, now + 40 * 86400 + 10);
+    assert_int_equal(nevents, 2);
+    b = kt_ok(t, 200, "GET", "/v1/kms/keys/proj/r", ORG, NULL);
+    assert_int_equal(ival(status_of(b), "currentVersion"), 2);
+    json_decref(b);
+    json_decref(kt_ok(t, 404, "GET", "/v1/kms/keys/proj/d", ORG, NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -704,6 +751,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_controller_mountless_retry_in_next_due, setup,
                                         kt_teardown),
         cmocka_unit_test_setup_teardown(test_controller_audited, setup_audited, kt_teardown),
+        cmocka_unit_test_setup_teardown(test_controller_other_org_kept, setup, kt_teardown),
+        cmocka_unit_test_setup_teardown(test_controller_fail_closed, setup_audited, kt_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -929,10 +929,92 @@ static int entry_target(struct kms_api *api, const struct sched_entry *e, struct
     return kms_registry_mount_get(api, e->ns_id, "transit/", &t->mount) == 0 ? 0 : -1;
 }
 
+/*
+ * End a due deletion countdown: a durable audit record first (or no destruction), then the
+ * Transit key and the KMSKey record. 1 when the entry is done, 0 when it is to be retried
+ * (delete_at moved RETRY_SECONDS ahead).
+ */
+static int tick_delete(struct kms_sched *s, struct sched_entry *e, const struct target *t,
+                       const struct kms_ns *ns, int64_t now, kms_tick_report_fn report)
+{
+    char path[KMS_PATH_MAX + 160];
+    struct kms_audit_rec *rec = NULL;
+    struct kms_err err, aerr;
+    kms_err_clear(&err);
+    snprintf(path, sizeof(path), "transit/keys/%s", t->transit_name);
+    struct kms_audit_internal ev = {e->ns_id, ns->path,        path,      "delete",
+                                    "delete", t->transit_name, e->project};
+    if (kms_audit_internal_begin(s->api, &ev, &rec, &err) != 0) {
+        report("deletion-failed", e->ns_id, e->project, e->name, err.msg);
+        e->delete_at = now + RETRY_SECONDS;
+        return 0;
+    }
+    int d = kms_transit_key_destroy(s->transit, &t->mount, t->transit_name, &err);
+    bool failed = d < 0 || delete_record(s->api, e->ns_id, e->project, e->name) != 0;
+    if (kms_audit_internal_end(&rec, &ev, NULL, 0, failed ? err.msg : NULL, &aerr) != 0) {
+        report("audit-failed", e->ns_id, e->project, e->name, aerr.msg);
+    }
+    if (failed) {
+        report("deletion-failed", e->ns_id, e->project, e->name, err.msg);
+        e->delete_at = now + RETRY_SECONDS;
+        return 0;
+    }
+    report("deleted", e->ns_id, e->project, e->name, t->transit_name);
+    return 1;
+}
+
+/* A due rotation: at most one, however many intervals were missed; audited like a request. */
+static void tick_rotate(struct kms_sched *s, struct sched_entry *e, const struct target *t,
+                        const struct kms_ns *ns, int64_t now, kms_tick_report_fn report)
+{
+    char path[KMS_PATH_MAX + 160];
+    struct kms_audit_rec *rec = NULL;
+    struct kms_err err, aerr;
+    struct kms_key_policy p;
+    int64_t last = 0;
+    kms_err_clear(&err);
+    if (kms_transit_key_get(s->transit, &t->mount, t->transit_name, &p, &last, &err) != 0) {
+        e->next_rotate = now + RETRY_SECONDS;
+        return;
+    }
+    if (last + e->interval > now) {
+        e->next_rotate = last + e->interval; /* rotated meanwhile (or first tick) */
+        return;
+    }
+    snprintf(path, sizeof(path), "transit/keys/%s/rotate", t->transit_name);
+    struct kms_audit_internal ev = {e->ns_id, ns->path,        path,      "update",
+                                    "rotate", t->transit_name, e->project};
+    if (kms_audit_internal_begin(s->api, &ev, &rec, &err) != 0 ||
+        kms_transit_key_rotate(s->transit, &t->mount, t->transit_name, &p, &err) != 0) {
+        if (rec != NULL && kms_audit_internal_end(&rec, &ev, NULL, 0, err.msg, &aerr) != 0) {
+            report("audit-failed", e->ns_id, e->project, e->name, aerr.msg);
+        }
+        report("rotation-failed", e->ns_id, e->project, e->name, err.msg);
+        e->next_rotate = now + RETRY_SECONDS;
+        return;
+    }
+    char ver[16];
+    if (kms_audit_internal_end(&rec, &ev, &p.latest_version, 1, NULL, &aerr) != 0) {
+        report("audit-failed", e->ns_id, e->project, e->name, aerr.msg);
+    }
+    snprintf(ver, sizeof(ver), "%u", p.latest_version);
+    report("rotated", e->ns_id, e->project, e->name, ver);
+    e->next_rotate = now + e->interval;
+}
+
+/* The entry's next due time (0 = nothing scheduled). */
+static int64_t entry_due(const struct sched_entry *e)
+{
+    int64_t mine = e->interval > 0 ? e->next_rotate : 0;
+    if (e->delete_at != 0 && (mine == 0 || e->delete_at < mine)) {
+        mine = e->delete_at;
+    }
+    return mine;
+}
+
 static int kmskey_tick(void *state, int64_t now, int64_t *next_due, kms_tick_report_fn report)
 {
     struct kms_sched *s = state;
-    struct kms_api *api = s->api;
     int64_t due = 0;
     size_t i = 0;
 
@@ -941,13 +1023,7 @@ static int kmskey_tick(void *state, int64_t now, int64_t *next_due, kms_tick_rep
         struct sched_entry *e = &s->e[i];
         struct target t;
         struct kms_ns ns;
-        char path[KMS_PATH_MAX + 160];
-        struct kms_audit_rec *rec = NULL;
-        struct kms_err err;
-        struct kms_key_policy p;
-        int64_t last = 0;
-        kms_err_clear(&err);
-        int et = entry_target(api, e, &t, &ns);
+        int et = entry_target(s->api, e, &t, &ns);
         if (et == KMS_STORAGE_NOTFOUND) {
             /* the namespace is gone (its purge removed the record): forget the entry */
             *e = s->e[--s->n];
@@ -955,77 +1031,23 @@ static int kmskey_tick(void *state, int64_t now, int64_t *next_due, kms_tick_rep
         }
         if (et != 0) {
             /* no transit/ mount in the organization: retry, it may be mounted again */
-            e->next_rotate = now + RETRY_SECONDS;
-            if (due == 0 || e->next_rotate < due) {
-                due = e->next_rotate;
-            }
-            i++;
-            continue;
-        }
-        if (e->delete_at != 0 && now >= e->delete_at) {
-            /* audited like a request: a durable record first, or no destruction */
-            snprintf(path, sizeof(path), "transit/keys/%s", t.transit_name);
-            struct kms_audit_internal ev = {e->ns_id, ns.path,        path,      "delete",
-                                            "delete", t.transit_name, e->project};
-            if (kms_audit_internal_begin(api, &ev, &rec, &err) != 0) {
-                report("deletion-failed", e->ns_id, e->project, e->name, err.msg);
-                e->delete_at = now + RETRY_SECONDS;
-                i++;
-                continue;
-            }
-            int d = kms_transit_key_destroy(s->transit, &t.mount, t.transit_name, &err);
-            bool failed = d < 0 || delete_record(api, e->ns_id, e->project, e->name) != 0;
-            struct kms_err aerr;
-            if (kms_audit_internal_end(&rec, &ev, NULL, 0, failed ? err.msg : NULL, &aerr) != 0) {
-                report("audit-failed", e->ns_id, e->project, e->name, aerr.msg);
-            }
-            if (failed) {
-                report("deletion-failed", e->ns_id, e->project, e->name, err.msg);
-                e->delete_at = now + RETRY_SECONDS;
-                i++;
-                continue;
-            }
-            report("deleted", e->ns_id, e->project, e->name, t.transit_name);
-            *e = s->e[--s->n];
-            continue;
-        }
-        if (e->interval > 0 && now >= e->next_rotate) {
-            int g = kms_transit_key_get(s->transit, &t.mount, t.transit_name, &p, &last, &err);
-            if (g != 0) {
+            if (e->interval > 0 && now >= e->next_rotate) {
                 e->next_rotate = now + RETRY_SECONDS;
-            } else if (last + e->interval > now) {
-                e->next_rotate = last + e->interval; /* rotated meanwhile (or first tick) */
-            } else {
-                snprintf(path, sizeof(path), "transit/keys/%s/rotate", t.transit_name);
-                struct kms_audit_internal ev = {e->ns_id, ns.path,        path,      "update",
-                                                "rotate", t.transit_name, e->project};
-                struct kms_err aerr;
-                if (kms_audit_internal_begin(api, &ev, &rec, &err) != 0 ||
-                    kms_transit_key_rotate(s->transit, &t.mount, t.transit_name, &p, &err) != 0) {
-                    if (rec != NULL &&
-                        kms_audit_internal_end(&rec, &ev, NULL, 0, err.msg, &aerr) != 0) {
-                        report("audit-failed", e->ns_id, e->project, e->name, aerr.msg);
-                    }
-                    report("rotation-failed", e->ns_id, e->project, e->name, err.msg);
-                    e->next_rotate = now + RETRY_SECONDS;
-                } else {
-                    char ver[16];
-                    if (kms_audit_internal_end(&rec, &ev, &p.latest_version, 1, NULL, &aerr) != 0) {
-                        report("audit-failed", e->ns_id, e->project, e->name, aerr.msg);
-                    }
-                    snprintf(ver, sizeof(ver), "%u", p.latest_version);
-                    report("rotated", e->ns_id, e->project, e->name, ver);
-                    e->next_rotate = now + e->interval;
-                }
+            }
+            if (e->delete_at != 0 && now >= e->delete_at) {
+                e->delete_at = now + RETRY_SECONDS;
+            }
+        } else {
+            if (e->delete_at != 0 && now >= e->delete_at &&
+                tick_delete(s, e, &t, &ns, now, report) == 1) {
+                *e = s->e[--s->n];
+                continue;
+            }
+            if (e->interval > 0 && now >= e->next_rotate) {
+                tick_rotate(s, e, &t, &ns, now, report);
             }
         }
-        int64_t mine = 0;
-        if (e->interval > 0) {
-            mine = e->next_rotate;
-        }
-        if (e->delete_at != 0 && (mine == 0 || e->delete_at < mine)) {
-            mine = e->delete_at;
-        }
+        int64_t mine = entry_due(e);
         if (mine != 0 && (due == 0 || mine < due)) {
             due = mine;
         }

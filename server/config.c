@@ -31,6 +31,16 @@ static const char *const fsync_modes[] = {"always", "batch", "never", NULL};
 
 static int mode_check(const char *s);
 
+bool kms_config_log_level_valid(const char *s)
+{
+    for (size_t i = 0; log_levels[i] != NULL; i++) {
+        if (strcmp(s, log_levels[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 #define STR(n, f)                                                                                  \
     {                                                                                              \
         n, C_STR, offsetof(struct kms_config, f), sizeof(((struct kms_config *)0)->f), 0, 0, NULL, \

@@ -46,6 +46,9 @@ static int level_rank(const char *l)
     if (strcmp(l, "warn") == 0) {
         return 2;
     }
+    if (strcmp(l, "notice") == 0) {
+        return 4; /* start-up facts (the bound address): written at every log level */
+    }
     return 3;
 }
 
@@ -261,53 +264,42 @@ static void remove_dev_dir(const char *dir)
     rmdir(dir);
 }
 
-int kms_server_main(int argc, char **argv)
+/* Flag checks that need no file: 0, or the exit status (2) after a message. */
+static int check_flags(struct flags *f, int64_t *flag_delay)
 {
-    struct flags f;
-    struct kms_config cfg;
-    struct kms_err err;
-    struct kms_storage *st = NULL;
-    struct kms_api *api = NULL;
-    struct runtime rt;
-    struct kms_storage_opts sopts;
-    struct kms_api_opts aopts;
-    struct kms_http_opts hopts;
-    struct kms_audit_device_opts adevs[KMS_AUDIT_MAX_DEVICES];
-    struct kms_audit_opts auopts;
-    uint8_t seal[32];
-    char devdir[64] = "";
-    char bound[300] = "";
-    char root[KMS_API_TOKEN_MAX] = "";
-    int rc = 1;
-
-    memset(&f, 0, sizeof(f));
-    memset(&rt, 0, sizeof(rt));
-    kms_err_clear(&err);
-    kms_config_default(&cfg);
-    if (parse_flags(argc, argv, &f) != 0) {
-        usage(stderr);
+    *flag_delay = 0;
+    if (f->log_level != NULL && !kms_config_log_level_valid(f->log_level)) {
+        fprintf(stderr, "kmsd: -log-level: \"%s\" is not one of debug, info, warn, error\n",
+                f->log_level);
         return 2;
     }
-    if (f.log_level != NULL) {
-        log_level = f.log_level;
+    enum kms_audit_fsync fs;
+    if (f->audit_fsync != NULL && kms_audit_fsync_parse(f->audit_fsync, &fs) != 0) {
+        fprintf(stderr, "kmsd: -audit-fsync: \"%s\" is not one of always, batch, never\n",
+                f->audit_fsync);
+        return 2;
     }
-    int64_t flag_delay = 0;
-    if (f.kms_deletion_delay != NULL &&
-        (kms_duration_parse(f.kms_deletion_delay, &flag_delay) != 0 || flag_delay < 1)) {
+    if (f->kms_deletion_delay != NULL &&
+        (kms_duration_parse(f->kms_deletion_delay, flag_delay) != 0 || *flag_delay < 1)) {
         fprintf(stderr, "kmsd: -kms-deletion-delay: invalid duration \"%s\"\n",
-                f.kms_deletion_delay);
+                f->kms_deletion_delay);
         return 2;
     }
-    if (f.dev && f.config != NULL) {
+    if (f->dev && f->config != NULL) {
         fprintf(stderr, "kmsd: -dev and -config cannot be combined\n");
         return 2;
     }
-    if (!f.dev && f.config == NULL) {
+    if (!f->dev && f->config == NULL) {
         fprintf(stderr, "kmsd: server needs -dev or -config=FILE\n");
         usage(stderr);
         return 2;
     }
+    return 0;
+}
 
+/* Process-wide hygiene before any thread or secret exists. */
+static void harden_process(void)
+{
     umask(077);
     json_object_seed(0); /* seed jansson's hash once, before any worker thread */
     /* request and response JSON carries plaintexts and data keys: wipe it on free */
@@ -328,174 +320,300 @@ int kms_server_main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     signal(SIGXFSZ, SIG_IGN); /* a file-size limit fails the audit write (EFBIG), not the server */
+}
 
-    memset(&sopts, 0, sizeof(sopts));
-    sopts.create = true;
-    if (f.dev) {
-        const char *addr = f.dev_addr ? f.dev_addr : getenv("VAULT_DEV_LISTEN_ADDRESS");
-        if (f.dev_root == NULL) {
-            f.dev_root = getenv("VAULT_DEV_ROOT_TOKEN_ID");
-        }
-        snprintf(cfg.listen_address, sizeof(cfg.listen_address), "%s",
-                 addr ? addr : "127.0.0.1:8200");
-        const char *tmp = getenv("TMPDIR");
-        snprintf(devdir, sizeof(devdir), "%s/kmsd-dev-XXXXXX",
-                 tmp && strlen(tmp) < 40 ? tmp : "/tmp");
-        if (mkdtemp(devdir) == NULL) {
-            fprintf(stderr, "kmsd: cannot create a dev store in %s: %s\n", devdir, strerror(errno));
-            devdir[0] = '\0';
-            goto out;
-        }
-        snprintf(cfg.storage_path, sizeof(cfg.storage_path), "%s", devdir);
-        if (kms_rand_bytes(seal, sizeof(seal)) != 0) {
-            fprintf(stderr, "kmsd: cannot generate a seal key\n");
-            goto out;
-        }
-        sopts.nosync = true;
-    } else {
-        if (kms_config_load(f.config, &cfg, &err) != 0) {
+/*
+ * The seal key from the environment variable `name`, which is then scrubbed: its bytes are
+ * overwritten in place (so /proc/<pid>/environ no longer shows them) and it is unset.
+ */
+static int seal_key_from_env(const char *name, const char *config, uint8_t seal[32],
+                             struct kms_err *err)
+{
+    char *text = getenv(name);
+    if (text == NULL) {
+        fprintf(stderr,
+                "kmsd: no seal key: set \"seal_key_file\" in %s or the environment variable %s\n",
+                config, name);
+        return -1;
+    }
+    int rc = kms_seal_key_parse(text, seal, err);
+    kms_memzero(text, strlen(text));
+    unsetenv(name);
+    if (rc != 0) {
+        fprintf(stderr, "kmsd: seal key from %s: %s\n", name, err->msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* Dev mode: an ephemeral store in a fresh directory (devdir) and a random seal key. */
+static int prepare_dev(struct flags *f, struct kms_config *cfg, uint8_t seal[32], char *devdir,
+                       size_t devdir_len, struct kms_storage_opts *sopts)
+{
+    const char *addr = f->dev_addr ? f->dev_addr : getenv("VAULT_DEV_LISTEN_ADDRESS");
+    if (f->dev_root == NULL) {
+        f->dev_root = getenv("VAULT_DEV_ROOT_TOKEN_ID");
+    }
+    snprintf(cfg->listen_address, sizeof(cfg->listen_address), "%s",
+             addr ? addr : "127.0.0.1:8200");
+    const char *tmp = getenv("TMPDIR");
+    snprintf(devdir, devdir_len, "%s/kmsd-dev-XXXXXX", tmp && strlen(tmp) < 40 ? tmp : "/tmp");
+    if (mkdtemp(devdir) == NULL) {
+        fprintf(stderr, "kmsd: cannot create a dev store in %s: %s\n", devdir, strerror(errno));
+        devdir[0] = '\0';
+        return -1;
+    }
+    snprintf(cfg->storage_path, sizeof(cfg->storage_path), "%s", devdir);
+    if (kms_rand_bytes(seal, 32) != 0) {
+        fprintf(stderr, "kmsd: cannot generate a seal key\n");
+        return -1;
+    }
+    sopts->nosync = true;
+    return 0;
+}
+
+/* Config mode: the file, then the seal key from its file or the environment. */
+static int prepare_config(const struct flags *f, struct kms_config *cfg, uint8_t seal[32])
+{
+    struct kms_err err;
+    kms_err_clear(&err);
+    if (kms_config_load(f->config, cfg, &err) != 0) {
+        fprintf(stderr, "kmsd: %s\n", err.msg);
+        return -1;
+    }
+    if (f->log_level == NULL) {
+        log_level = cfg->log_level;
+    }
+    if (cfg->storage_path[0] == '\0') {
+        fprintf(stderr, "kmsd: config %s: \"storage_path\" is required\n", f->config);
+        return -1;
+    }
+    if (cfg->seal_key_file[0] != '\0') {
+        if (kms_seal_key_load_file(cfg->seal_key_file, seal, &err) != 0) {
             fprintf(stderr, "kmsd: %s\n", err.msg);
-            goto out;
+            return -1;
         }
-        if (f.log_level == NULL) {
-            log_level = cfg.log_level;
-        }
-        if (cfg.storage_path[0] == '\0') {
-            fprintf(stderr, "kmsd: config %s: \"storage_path\" is required\n", f.config);
-            goto out;
-        }
-        if (cfg.seal_key_file[0] != '\0') {
-            if (kms_seal_key_load_file(cfg.seal_key_file, seal, &err) != 0) {
-                fprintf(stderr, "kmsd: %s\n", err.msg);
-                goto out;
-            }
-        } else {
-            const char *envname = cfg.seal_key_env[0] ? cfg.seal_key_env : "KMSD_SEAL_KEY";
-            const char *text = getenv(envname);
-            if (text == NULL) {
-                fprintf(stderr,
-                        "kmsd: no seal key: set \"seal_key_file\" in %s or the environment "
-                        "variable %s\n",
-                        f.config, envname);
-                goto out;
-            }
-            if (kms_seal_key_parse(text, seal, &err) != 0) {
-                fprintf(stderr, "kmsd: seal key from %s: %s\n", envname, err.msg);
-                goto out;
-            }
-        }
+        return 0;
     }
+    return seal_key_from_env(cfg->seal_key_env[0] ? cfg->seal_key_env : "KMSD_SEAL_KEY", f->config,
+                             seal, &err);
+}
 
-    sopts.map_size = cfg.storage_map_size;
-    if (kms_storage_open(cfg.storage_path, seal, &sopts, &st, &err) != 0) {
-        fprintf(stderr, "kmsd: %s\n", err.msg);
-        goto out;
+/* Storage, audit broker and the engines; the dev store is bootstrapped (root in `root`). */
+static int open_services(const struct flags *f, const struct kms_config *cfg,
+                         const uint8_t seal[32], const struct kms_storage_opts *sopts,
+                         int64_t flag_delay, struct runtime *rt, struct kms_storage **st,
+                         struct kms_audit_device_opts *adevs, size_t *ndevs, char *root,
+                         size_t root_len)
+{
+    struct kms_err err;
+    struct kms_storage_opts so = *sopts;
+    struct kms_audit_opts auopts;
+    struct kms_api_opts aopts;
+
+    kms_err_clear(&err);
+    so.map_size = cfg->storage_map_size;
+    if (kms_storage_open(cfg->storage_path, seal, &so, st, &err) != 0) {
+        goto fail;
     }
-    kms_memzero(seal, sizeof(seal));
     memset(&auopts, 0, sizeof(auopts));
-    if (kms_config_audit_devices(&cfg, f.audit_file, f.audit_fsync, adevs, &auopts.ndevices,
+    if (kms_config_audit_devices(cfg, f->audit_file, f->audit_fsync, adevs, &auopts.ndevices,
                                  &err) != 0) {
-        fprintf(stderr, "kmsd: %s\n", err.msg);
-        goto out;
+        goto fail;
     }
+    *ndevs = auopts.ndevices;
     auopts.devices = adevs;
-    auopts.timeout_ms = cfg.audit_timeout * 1000;
+    auopts.timeout_ms = cfg->audit_timeout * 1000;
     auopts.log = audit_log;
-    if (kms_audit_create(st, &auopts, &rt.audit, &err) != 0) {
-        fprintf(stderr, "kmsd: %s\n", err.msg);
-        goto out;
+    if (kms_audit_create(*st, &auopts, &rt->audit, &err) != 0) {
+        goto fail;
     }
     memset(&aopts, 0, sizeof(aopts));
-    aopts.audit = rt.audit;
-    aopts.limits = cfg.limits;
+    aopts.audit = rt->audit;
+    aopts.limits = cfg->limits;
     aopts.version = KMSD_VERSION;
+    aopts.rate_limit = f->dev ? 0 : (double)cfg->rate_limit;
+    aopts.rate_limit_burst = (double)cfg->rate_limit_burst;
     struct kms_engines_opts eopts = {
-        .kms_deletion_delay = flag_delay > 0 ? flag_delay : cfg.kms_deletion_delay,
-        .key_cache_size = cfg.key_cache_size,
+        .kms_deletion_delay = flag_delay > 0 ? flag_delay : cfg->kms_deletion_delay,
+        .key_cache_size = cfg->key_cache_size,
     };
-    aopts.rate_limit = f.dev ? 0 : (double)cfg.rate_limit;
-    aopts.rate_limit_burst = (double)cfg.rate_limit_burst;
-    if (kms_engines_create(st, &aopts, &eopts, &api, &err) != 0) {
-        fprintf(stderr, "kmsd: %s\n", err.msg);
-        goto out;
+    if (kms_engines_create(*st, &aopts, &eopts, &rt->api, &err) != 0) {
+        goto fail;
     }
-    if (f.dev && kms_api_dev_bootstrap(api, f.dev_root, root, sizeof(root), &err) != 0) {
-        fprintf(stderr, "kmsd: %s\n", err.msg);
-        goto out;
+    if (f->dev && kms_api_dev_bootstrap(rt->api, f->dev_root, root, root_len, &err) != 0) {
+        goto fail;
     }
+    return 0;
+fail:
+    fprintf(stderr, "kmsd: %s\n", err.msg);
+    return -1;
+}
 
+/* TLS (flags win over the file) and the worker threads on the listen address. */
+static int start_listener(const struct flags *f, struct kms_config *cfg,
+                          const struct kms_audit_device_opts *adevs, size_t ndevs,
+                          struct runtime *rt, char *bound, size_t bound_len, size_t *nworkers)
+{
+    struct kms_err err;
+    struct kms_http_opts hopts;
+
+    kms_err_clear(&err);
+    if (f->tls_cert != NULL) {
+        snprintf(cfg->tls_cert_file, sizeof(cfg->tls_cert_file), "%s", f->tls_cert);
+    }
+    if (f->tls_key != NULL) {
+        snprintf(cfg->tls_key_file, sizeof(cfg->tls_key_file), "%s", f->tls_key);
+    }
+    if ((cfg->tls_cert_file[0] != '\0') != (cfg->tls_key_file[0] != '\0')) {
+        fprintf(stderr, "kmsd: TLS needs both a certificate file and a key file\n");
+        return -1;
+    }
+    if (cfg->tls_cert_file[0] != '\0' &&
+        kms_tls_create(cfg->tls_cert_file, cfg->tls_key_file, cfg->tls_client_ca_file,
+                       cfg->tls_require_client_cert, &rt->tls, &err) != 0) {
+        fprintf(stderr, "kmsd: %s\n", err.msg);
+        return -1;
+    }
+    memset(&hopts, 0, sizeof(hopts));
+    hopts.tls = rt->tls;
+    hopts.max_header_size = cfg->max_header_size;
+    hopts.max_body_size = cfg->limits.max_request_size;
+    hopts.max_connections = cfg->max_connections;
+    hopts.read_timeout = cfg->read_timeout;
+    hopts.idle_timeout = cfg->idle_timeout;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    *nworkers = cfg->workers ? cfg->workers : (size_t)(cores > 0 ? cores : 1);
+    bool audit_syncs = false;
+    for (size_t i = 0; i < ndevs; i++) {
+        audit_syncs = audit_syncs || adevs[i].fsync != KMS_AUDIT_FSYNC_NEVER;
+    }
+    if (cfg->workers == 0 && audit_syncs && *nworkers < AUDIT_MIN_WORKERS) {
+        /* a worker waits for the audit fsync of its request; more workers share each fsync */
+        *nworkers = AUDIT_MIN_WORKERS;
+    }
+    if (kms_workers_start(rt->api, cfg->listen_address, &hopts, *nworkers, SHUTDOWN_GRACE_SECONDS,
+                          &rt->workers, bound, bound_len, &err) != 0) {
+        fprintf(stderr, "kmsd: %s\n", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* Signals (stop, reload) and the controller's one-second timer on the main loop. */
+static void add_main_events(struct runtime *rt)
+{
+    rt->sigterm = evsignal_new(rt->base, SIGTERM, on_stop_signal, rt);
+    rt->sigint = evsignal_new(rt->base, SIGINT, on_stop_signal, rt);
+    rt->sighup = evsignal_new(rt->base, SIGHUP, on_sighup, rt);
+    rt->controller = event_new(rt->base, -1, EV_PERSIST, on_controller, rt);
+    struct timeval tick = {1, 0};
+    evtimer_add(rt->controller, &tick);
+    evsignal_add(rt->sigterm, NULL);
+    evsignal_add(rt->sigint, NULL);
+    evsignal_add(rt->sighup, NULL);
+}
+
+static void print_dev_banner(const char *devdir, bool tls, const char *bound, const char *root)
+{
+    const char *scheme = tls ? "https" : "http";
+    printf("==> kmsd server started! Log data will stream in below:\n\n"
+           "WARNING! dev mode is enabled! The store is ephemeral (%s) and is removed\n"
+           "at shutdown; the seal key exists only in memory.\n\n"
+           "You may need to set the following environment variables:\n\n"
+           "    $ export VAULT_ADDR='%s://%s'\n"
+           "    $ export VAULT_TOKEN='%s'\n\n"
+           "Api Address: %s://%s\n"
+           "Root Token: %s\n\n"
+           "Development mode should NOT be used in production installations!\n",
+           devdir, scheme, bound, root, scheme, bound, root);
+    fflush(stdout);
+}
+
+static void runtime_free(struct runtime *rt)
+{
+    if (rt->workers != NULL) {
+        kms_workers_stop(rt->workers);
+        kms_workers_join(&rt->workers);
+    }
+    struct event **evs[] = {&rt->sigterm, &rt->sigint, &rt->sighup, &rt->controller};
+    for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++) {
+        if (*evs[i] != NULL) {
+            event_free(*evs[i]);
+            *evs[i] = NULL;
+        }
+    }
+    kms_tls_destroy(&rt->tls);
+    if (rt->base) {
+        event_base_free(rt->base);
+        rt->base = NULL;
+    }
+    kms_api_destroy(&rt->api);
+    kms_audit_destroy(&rt->audit); /* after the workers: nothing is in flight any more */
+}
+
+int kms_server_main(int argc, char **argv)
+{
+    struct flags f;
+    struct kms_config cfg;
+    struct kms_storage *st = NULL;
+    struct runtime rt;
+    struct kms_storage_opts sopts;
+    struct kms_audit_device_opts adevs[KMS_AUDIT_MAX_DEVICES];
+    size_t ndevs = 0, nworkers = 0;
+    uint8_t seal[32];
+    char devdir[64] = "";
+    char bound[300] = "";
+    char root[KMS_API_TOKEN_MAX] = "";
+    int64_t flag_delay = 0;
+    int rc = 1;
+
+    memset(&f, 0, sizeof(f));
+    memset(&rt, 0, sizeof(rt));
+    memset(seal, 0, sizeof(seal));
+    kms_config_default(&cfg);
+    if (parse_flags(argc, argv, &f) != 0) {
+        usage(stderr);
+        return 2;
+    }
+    int fc = check_flags(&f, &flag_delay);
+    if (fc != 0) {
+        return fc;
+    }
+    if (f.log_level != NULL) {
+        log_level = f.log_level;
+    }
+    harden_process();
+    memset(&sopts, 0, sizeof(sopts));
+    sopts.create = true;
+    if ((f.dev ? prepare_dev(&f, &cfg, seal, devdir, sizeof(devdir), &sopts)
+               : prepare_config(&f, &cfg, seal)) != 0) {
+        goto out;
+    }
+    int opened = open_services(&f, &cfg, seal, &sopts, flag_delay, &rt, &st, adevs, &ndevs, root,
+                               sizeof(root));
+    kms_memzero(seal, sizeof(seal));
+    if (opened != 0) {
+        goto out;
+    }
     rt.base = event_base_new();
     if (rt.base == NULL) {
         fprintf(stderr, "kmsd: cannot create the event loop\n");
         goto out;
     }
-    if (f.tls_cert != NULL) {
-        snprintf(cfg.tls_cert_file, sizeof(cfg.tls_cert_file), "%s", f.tls_cert);
-    }
-    if (f.tls_key != NULL) {
-        snprintf(cfg.tls_key_file, sizeof(cfg.tls_key_file), "%s", f.tls_key);
-    }
-    if ((cfg.tls_cert_file[0] != '\0') != (cfg.tls_key_file[0] != '\0')) {
-        fprintf(stderr, "kmsd: TLS needs both a certificate file and a key file\n");
+    if (start_listener(&f, &cfg, adevs, ndevs, &rt, bound, sizeof(bound), &nworkers) != 0) {
         goto out;
     }
-    if (cfg.tls_cert_file[0] != '\0' &&
-        kms_tls_create(cfg.tls_cert_file, cfg.tls_key_file, cfg.tls_client_ca_file,
-                       cfg.tls_require_client_cert, &rt.tls, &err) != 0) {
-        fprintf(stderr, "kmsd: %s\n", err.msg);
-        goto out;
-    }
-    hopts.tls = rt.tls;
-    hopts.max_header_size = cfg.max_header_size;
-    hopts.max_body_size = cfg.limits.max_request_size;
-    hopts.max_connections = cfg.max_connections;
-    hopts.read_timeout = cfg.read_timeout;
-    hopts.idle_timeout = cfg.idle_timeout;
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    size_t nworkers = cfg.workers ? cfg.workers : (size_t)(cores > 0 ? cores : 1);
-    bool audit_syncs = false;
-    for (size_t i = 0; i < auopts.ndevices; i++) {
-        audit_syncs = audit_syncs || adevs[i].fsync != KMS_AUDIT_FSYNC_NEVER;
-    }
-    if (cfg.workers == 0 && audit_syncs && nworkers < AUDIT_MIN_WORKERS) {
-        /* a worker waits for the audit fsync of its request; more workers share each fsync */
-        nworkers = AUDIT_MIN_WORKERS;
-    }
-    if (kms_workers_start(api, cfg.listen_address, &hopts, nworkers, SHUTDOWN_GRACE_SECONDS,
-                          &rt.workers, bound, sizeof(bound), &err) != 0) {
-        fprintf(stderr, "kmsd: %s\n", err.msg);
-        goto out;
-    }
-    rt.sigterm = evsignal_new(rt.base, SIGTERM, on_stop_signal, &rt);
-    rt.sigint = evsignal_new(rt.base, SIGINT, on_stop_signal, &rt);
-    rt.sighup = evsignal_new(rt.base, SIGHUP, on_sighup, &rt);
-    rt.api = api;
-    rt.controller = event_new(rt.base, -1, EV_PERSIST, on_controller, &rt);
-    struct timeval tick = {1, 0};
-    evtimer_add(rt.controller, &tick);
-    evsignal_add(rt.sigterm, NULL);
-    evsignal_add(rt.sigint, NULL);
-    evsignal_add(rt.sighup, NULL);
-
+    add_main_events(&rt);
     if (f.dev) {
-        printf("==> kmsd server started! Log data will stream in below:\n\n"
-               "WARNING! dev mode is enabled! The store is ephemeral (%s) and is removed\n"
-               "at shutdown; the seal key exists only in memory.\n\n"
-               "You may need to set the following environment variables:\n\n"
-               "    $ export VAULT_ADDR='%s://%s'\n"
-               "    $ export VAULT_TOKEN='%s'\n\n"
-               "Api Address: %s://%s\n"
-               "Root Token: %s\n\n"
-               "Development mode should NOT be used in production installations!\n",
-               devdir, rt.tls ? "https" : "http", bound, root, rt.tls ? "https" : "http", bound,
-               root);
-        fflush(stdout);
+        print_dev_banner(devdir, rt.tls != NULL, bound, root);
         kms_memzero(root, sizeof(root));
     }
     char nw[24];
     snprintf(nw, sizeof(nw), "%zu", nworkers);
-    kms_log("info", "kmsd listening", "address", bound, "workers", nw, "mode",
-            f.dev ? "dev" : "config", "initialized", kms_api_initialized(api) ? "true" : "false",
+    /* at every log level: tools read the bound address (port 0) from this line */
+    kms_log("notice", "kmsd listening", "address", bound, "workers", nw, "mode",
+            f.dev ? "dev" : "config", "initialized", kms_api_initialized(rt.api) ? "true" : "false",
             NULL);
 
     event_base_dispatch(rt.base);
@@ -505,28 +623,7 @@ int kms_server_main(int argc, char **argv)
 out:
     kms_memzero(seal, sizeof(seal));
     kms_memzero(root, sizeof(root));
-    if (rt.workers != NULL) {
-        kms_workers_stop(rt.workers);
-        kms_workers_join(&rt.workers);
-    }
-    if (rt.sigterm) {
-        event_free(rt.sigterm);
-    }
-    if (rt.sigint) {
-        event_free(rt.sigint);
-    }
-    if (rt.sighup) {
-        event_free(rt.sighup);
-    }
-    if (rt.controller) {
-        event_free(rt.controller);
-    }
-    kms_tls_destroy(&rt.tls);
-    if (rt.base) {
-        event_base_free(rt.base);
-    }
-    kms_api_destroy(&api);
-    kms_audit_destroy(&rt.audit); /* after the workers: nothing is in flight any more */
+    runtime_free(&rt);
     kms_storage_close(&st);
     if (devdir[0] != '\0') {
         remove_dev_dir(devdir);

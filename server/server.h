@@ -43,6 +43,8 @@ struct kms_config {
     bool dev_nosync;
 };
 
+/* debug | info | warn | error (the -log-level flag and "log_level"). */
+bool kms_config_log_level_valid(const char *s);
 /* Defaults for every field (docs/config.md). */
 void kms_config_default(struct kms_config *cfg);
 /* Load a JSON config file over cfg; unknown keys and bad types are errors naming the key. */
@@ -82,6 +84,44 @@ void kms_http_stop_accepting(struct kms_http *h);
 /* Number of open connections. */
 size_t kms_http_connections(const struct kms_http *h);
 void kms_http_destroy(struct kms_http **h);
+
+/*
+ * The HTTP/1.1 request parser, socket-free (server/http.c; driven by the connections, the
+ * fuzzer and tests/server/test_http.c). It takes bytes off an evbuffer and stops at each
+ * complete request; bytes of the next pipelined request stay in the evbuffer.
+ */
+struct kms_http_parser;
+struct evbuffer;
+
+enum kms_http_parse_event {
+    KMS_HTTP_PARSE_MORE,     /* everything usable consumed: feed more bytes */
+    KMS_HTTP_PARSE_CONTINUE, /* headers in, body expected, the client asked for 100 Continue */
+    KMS_HTTP_PARSE_REQUEST,  /* one whole request is in: kms_http_parser_request */
+};
+
+/* Limits: request line + fields + trailers in bytes, and the body. Destroy with _destroy. */
+int kms_http_parser_create(size_t max_header_size, size_t max_body_size,
+                           struct kms_http_parser **out) KMS_WUR;
+void kms_http_parser_destroy(struct kms_http_parser **p);
+/*
+ * Consume bytes of `in`. 0 with *ev set, or -1 with err: the status to answer (400 malformed,
+ * 405 method too long, 413 body too large, 414/431 head too large, 417 Expect, 501 transfer
+ * coding, 505 version) and a message for the client; the connection must then be closed.
+ * After KMS_HTTP_PARSE_REQUEST it keeps answering REQUEST until kms_http_parser_reset.
+ */
+int kms_http_parser_run(struct kms_http_parser *p, struct evbuffer *in,
+                        enum kms_http_parse_event *ev, struct kms_err *err) KMS_WUR;
+/*
+ * The complete request (method, target, headers, body; remote address left empty), borrowed
+ * until kms_http_parser_reset. -1 when no request is complete, or out of memory.
+ */
+int kms_http_parser_request(struct kms_http_parser *p, struct kms_http_req *req) KMS_WUR;
+/* Whether the connection may stay open after this request (HTTP version and Connection). */
+bool kms_http_parser_keepalive(const struct kms_http_parser *p);
+/* True between requests, before any byte of the next one was consumed. */
+bool kms_http_parser_idle(const struct kms_http_parser *p);
+/* Forget the request (the body is wiped) and wait for the next one. */
+void kms_http_parser_reset(struct kms_http_parser *p);
 
 struct kms_workers;
 

@@ -1,0 +1,92 @@
+"""The kmsd process itself: flags refused before anything starts, the seal key scrubbed from
+the environment once read, and the bound address reported at every log level."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import unittest
+
+from kmsd_harness import KMSD_BIN, START_TIMEOUT, listening_address
+
+
+def run_flags(*args):
+    return subprocess.run([KMSD_BIN, "server"] + list(args), stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=30)
+
+
+class FlagChecks(unittest.TestCase):
+    def test_bad_log_level_flag_is_refused(self):
+        r = run_flags("-dev", "-dev-listen-address=127.0.0.1:0", "-log-level=verbose")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn('"verbose"', r.stderr)
+        self.assertIn("debug, info, warn, error", r.stderr)
+
+    def test_bad_audit_fsync_flag_is_refused_without_audit_file(self):
+        r = run_flags("-dev", "-dev-listen-address=127.0.0.1:0", "-audit-fsync=sometimes")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn('"sometimes"', r.stderr)
+
+
+class Process(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="kmsd-proc-")
+        self.proc = None
+
+    def tearDown(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def start(self, config, env):
+        os.makedirs(os.path.join(self.dir, "store"), mode=0o700)
+        cfg = {"listen_address": "127.0.0.1:0", "storage_path": os.path.join(self.dir, "store")}
+        cfg.update(config)
+        path = os.path.join(self.dir, "kmsd.json")
+        with open(path, "w") as f:
+            json.dump(cfg, f)
+        log = os.path.join(self.dir, "kmsd.log")
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen([KMSD_BIN, "server", "-config=%s" % path],
+                                         stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            with open(log) as f:
+                text = f.read()
+            addr = listening_address(text)
+            if addr is not None:
+                return addr
+            if self.proc.poll() is not None:
+                self.fail("kmsd exited: %s" % text)
+            time.sleep(0.02)
+        self.fail("no 'kmsd listening' line within %ss" % START_TIMEOUT)
+
+    def test_seal_key_is_scrubbed_from_environ(self):
+        key = os.urandom(32).hex()
+        env = dict(os.environ)
+        env["KMSD_SEAL_KEY"] = key
+        self.start({}, env)
+        with open("/proc/%d/environ" % self.proc.pid, "rb") as f:
+            environ = f.read()
+        self.assertNotIn(key.encode(), environ)
+        self.assertNotIn(key[:16].encode(), environ)
+
+    def test_listening_line_at_every_log_level(self):
+        env = dict(os.environ)
+        env["KMSD_SEAL_KEY"] = os.urandom(32).hex()
+        addr = self.start({"log_level": "error"}, env)
+        self.assertTrue(addr.startswith("127.0.0.1:"))
+        self.assertNotEqual(addr, "127.0.0.1:0")
+
+
+if __name__ == "__main__":
+    unittest.main()

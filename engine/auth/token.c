@@ -69,10 +69,10 @@ static json_t *meta_json(const struct kms_token *t)
 
 json_t *kms_token_auth_block(const struct kms_token *t, const char *client_token)
 {
-    int64_t now;
-    int32_t nsec;
-    kms_now(&now, &nsec);
-    int64_t lease = t->expire_time ? t->expire_time - now : 0;
+    /* The lease just granted (the block answers a create, login or renewal), measured on the
+     * token store's clock, which may be injected: not expiry minus the wall clock. */
+    int64_t granted = t->last_renewal > 0 ? t->last_renewal : t->creation_time;
+    int64_t lease = t->expire_time ? t->expire_time - granted : 0;
     json_t *a = json_object();
     if (a == NULL) {
         return NULL;
@@ -338,67 +338,16 @@ static bool in_list(const char *name, const struct kms_token *t)
     return false;
 }
 
-static int create(struct kms_ctx *c)
+/*
+ * The child token's policies: the given ones, or the parent's; normalised (default added
+ * unless no_default), each allowed to the caller. Unknown policies get a warning, as in
+ * OpenBao. *np receives the count; polp[k] points into pols.
+ */
+static int child_policies(struct kms_ctx *c, bool no_default, bool sudo,
+                          char pols[][KMS_POLICY_NAME_MAX], const char **polp, int *np)
 {
     const char *given[KMS_TOKEN_MAX_POLICIES];
-    char pols[KMS_TOKEN_MAX_POLICIES][KMS_POLICY_NAME_MAX];
-    const char *polp[KMS_TOKEN_MAX_POLICIES];
-    const char *mk[KMS_TOKEN_MAX_META];
-    const char *mv[KMS_TOKEN_MAX_META];
-    char dname[128];
-    char token[KMS_TOKEN_MAX_LEN];
-    char warning[256];
-    struct kms_token out;
-    const char *id = NULL;
-    const char *dn = "";
-    const char *type = "service";
-    bool orphan = strcmp(c->rel, "create-orphan") == 0;
-    bool no_default = false;
-    bool renewable = true;
-    int64_t ttl = 0;
-    int64_t explicit_max = 0;
-    int64_t period = 0;
-    int64_t uses = 0;
     size_t ng = 0;
-    size_t nm = 0;
-    int rc = -1;
-
-    memset(token, 0, sizeof(token));
-    memset(&out, 0, sizeof(out));
-    bool sudo = caller_sudo(c);
-    (void)kms_param_str(c, "id", &id);
-    (void)kms_param_str(c, "display_name", &dn);
-    (void)kms_param_str(c, "type", &type);
-    (void)kms_param_bool(c, "no_default_policy", &no_default);
-    (void)kms_param_bool(c, "renewable", &renewable);
-    if (!kms_param_int(c, "ttl", &ttl)) {
-        (void)kms_param_int(c, "lease", &ttl);
-    }
-    (void)kms_param_int(c, "explicit_max_ttl", &explicit_max);
-    (void)kms_param_int(c, "period", &period);
-    (void)kms_param_int(c, "num_uses", &uses);
-    bool no_parent = false;
-    (void)kms_param_bool(c, "no_parent", &no_parent);
-    orphan = orphan || no_parent;
-    if (strcmp(type, "service") != 0 && strcmp(type, "default") != 0 && type[0] != '\0') {
-        return KMS_FAIL(c, 400,
-                        strcmp(type, "batch") == 0
-                            ? "batch tokens are not supported by kmsd; use \"service\""
-                            : "unsupported token type \"%s\"",
-                        type);
-    }
-    if (id != NULL && id[0] != '\0' && !c->token.root) {
-        return KMS_FAIL(c, 400, "root or sudo privileges required to specify token id");
-    }
-    if (orphan && !sudo) {
-        return KMS_FAIL(c, 400, "root or sudo privileges required to create orphan token");
-    }
-    if (period > 0 && !sudo) {
-        return KMS_FAIL(c, 400, "root or sudo privileges required to create periodic token");
-    }
-    if (ttl < 0 || explicit_max < 0 || period < 0 || uses < 0) {
-        return KMS_FAIL(c, 400, "ttl, explicit_max_ttl, period and num_uses cannot be negative");
-    }
     json_t *pl = kms_param(c, "policies");
     if (pl != NULL && json_array_size(pl) > KMS_TOKEN_MAX_POLICIES) {
         return KMS_FAIL(c, 400, "too many policies (at most %d)", KMS_TOKEN_MAX_POLICIES);
@@ -420,11 +369,11 @@ static int create(struct kms_ctx *c)
             }
         }
     }
-    int np = kms_auth_policies_normalize(given, ng, !no_default, pols);
-    if (np < 0) {
+    *np = kms_auth_policies_normalize(given, ng, !no_default, pols);
+    if (*np < 0) {
         return KMS_FAIL(c, 400, "too many policies (at most %d)", KMS_TOKEN_MAX_POLICIES);
     }
-    for (int k = 0; k < np; k++) {
+    for (int k = 0; k < *np; k++) {
         polp[k] = pols[k];
         if (strcmp(pols[k], "root") == 0 && !c->token.root) {
             return KMS_FAIL(c, 400,
@@ -446,33 +395,119 @@ static int create(struct kms_ctx *c)
             }
         }
     }
+    return 0;
+}
+
+/* The "meta" map: string values only, at most KMS_TOKEN_MAX_META entries. */
+static int child_meta(struct kms_ctx *c, const char **mk, const char **mv, size_t *nm)
+{
     const char *mkey;
     json_t *mval;
+    *nm = 0;
     json_object_foreach(kms_param(c, "meta"), mkey, mval)
     {
         if (!json_is_string(mval)) {
             return KMS_FAIL(c, 400, "meta values must be strings");
         }
-        if (nm == KMS_TOKEN_MAX_META) {
+        if (*nm == KMS_TOKEN_MAX_META) {
             return KMS_FAIL(c, 400, "too many meta entries (at most %d)", KMS_TOKEN_MAX_META);
         }
-        mk[nm] = mkey;
-        mv[nm] = json_string_value(mval);
-        nm++;
+        mk[*nm] = mkey;
+        mv[*nm] = json_string_value(mval);
+        (*nm)++;
     }
-    /* Vault: "token", or "token-" + the name with [^a-zA-Z0-9-] turned into '-' */
+    return 0;
+}
+
+/* Vault: "token", or "token-" + the name with [^a-zA-Z0-9-] turned into '-'. */
+static void child_display_name(const char *dn, char *out, size_t n)
+{
     if (dn[0] == '\0') {
-        snprintf(dname, sizeof(dname), "token");
-    } else {
-        size_t o = (size_t)snprintf(dname, sizeof(dname), "token-");
-        for (const char *p = dn; *p != '\0' && o + 1 < sizeof(dname); p++) {
-            dname[o++] = (isalnum((unsigned char)*p) || *p == '-') ? *p : '-';
-        }
-        while (o > 0 && dname[o - 1] == '-') {
-            o--;
-        }
-        dname[o] = '\0';
+        snprintf(out, n, "token");
+        return;
     }
+    size_t o = (size_t)snprintf(out, n, "token-");
+    for (const char *p = dn; *p != '\0' && o + 1 < n; p++) {
+        out[o++] = (isalnum((unsigned char)*p) || *p == '-') ? *p : '-';
+    }
+    while (o > 0 && out[o - 1] == '-') {
+        o--;
+    }
+    out[o] = '\0';
+}
+
+/* The caller-chosen properties that need more than a policy: id, orphan, period, type. */
+static int check_child_privileges(struct kms_ctx *c, const char *type, const char *id, bool orphan,
+                                  int64_t period, bool sudo)
+{
+    if (strcmp(type, "service") != 0 && strcmp(type, "default") != 0 && type[0] != '\0') {
+        return KMS_FAIL(c, 400,
+                        strcmp(type, "batch") == 0
+                            ? "batch tokens are not supported by kmsd; use \"service\""
+                            : "unsupported token type \"%s\"",
+                        type);
+    }
+    if (id != NULL && id[0] != '\0' && !c->token.root) {
+        return KMS_FAIL(c, 400, "root or sudo privileges required to specify token id");
+    }
+    if (orphan && !sudo) {
+        return KMS_FAIL(c, 400, "root or sudo privileges required to create orphan token");
+    }
+    if (period > 0 && !sudo) {
+        return KMS_FAIL(c, 400, "root or sudo privileges required to create periodic token");
+    }
+    return 0;
+}
+
+static int create(struct kms_ctx *c)
+{
+    char pols[KMS_TOKEN_MAX_POLICIES][KMS_POLICY_NAME_MAX];
+    const char *polp[KMS_TOKEN_MAX_POLICIES];
+    const char *mk[KMS_TOKEN_MAX_META];
+    const char *mv[KMS_TOKEN_MAX_META];
+    char dname[128];
+    char token[KMS_TOKEN_MAX_LEN];
+    char warning[256];
+    struct kms_token out;
+    const char *id = NULL;
+    const char *dn = "";
+    const char *type = "service";
+    bool orphan = strcmp(c->rel, "create-orphan") == 0;
+    bool no_default = false;
+    bool no_parent = false;
+    bool renewable = true;
+    int64_t ttl = 0, explicit_max = 0, period = 0, uses = 0;
+    size_t nm = 0;
+    int np = 0;
+    int rc = -1;
+
+    memset(token, 0, sizeof(token));
+    memset(&out, 0, sizeof(out));
+    bool sudo = caller_sudo(c);
+    (void)kms_param_str(c, "id", &id);
+    (void)kms_param_str(c, "display_name", &dn);
+    (void)kms_param_str(c, "type", &type);
+    (void)kms_param_bool(c, "no_default_policy", &no_default);
+    (void)kms_param_bool(c, "renewable", &renewable);
+    if (!kms_param_int(c, "ttl", &ttl)) {
+        (void)kms_param_int(c, "lease", &ttl);
+    }
+    (void)kms_param_int(c, "explicit_max_ttl", &explicit_max);
+    (void)kms_param_int(c, "period", &period);
+    (void)kms_param_int(c, "num_uses", &uses);
+    (void)kms_param_bool(c, "no_parent", &no_parent);
+    orphan = orphan || no_parent;
+    if (check_child_privileges(c, type, id, orphan, period, sudo) != 0) {
+        return -1;
+    }
+    if (ttl < 0 || explicit_max < 0 || period < 0 || uses < 0) {
+        return KMS_FAIL(c, 400, "ttl, explicit_max_ttl, period and num_uses cannot be negative");
+    }
+    if (child_policies(c, no_default, sudo, pols, polp, &np) != 0 ||
+        child_meta(c, mk, mv, &nm) != 0) {
+        return -1;
+    }
+    child_display_name(dn, dname, sizeof(dname));
     struct kms_token_spec spec = {
         .ns_id = c->ns.id,
         .path = orphan && strcmp(c->rel, "create-orphan") == 0 ? "auth/token/create-orphan"

@@ -32,8 +32,8 @@ static void test_matches_generic_hmac(void **state)
 {
     static const size_t lens[] = {0, 1, 31, 63, 64, 65, 127, 1023, 1024, 1025, 70000};
     static const char *const salts[] = {"", "foo", "0b5f6d1c-4e1e-4c43-9f8b-0c4a3f5e2d11",
-                                        "a-salt-longer-than-one-sha256-block-of-sixty-four-bytes-"
-                                        "xxxxxxxxxxxxxxxx"};
+                                        ("a-salt-longer-than-one-sha256-block-of-sixty-four-bytes-"
+                                         "xxxxxxxxxxxxxxxx")};
     uint8_t *msg = malloc(70000);
     (void)state;
     assert_non_null(msg);

@@ -3,11 +3,24 @@
  *
  * Why not evhttp: libevent 2.1's evhttp folds every method it does not know into one
  * "unknown" type and drops the method string, so Vault's LIST verb (hvac lists keys with it)
- * could not be told apart from any other word. This layer parses the request line and
- * headers itself (evbuffer_readln), supports Content-Length and chunked bodies, Expect:
- * 100-continue, keep-alive and pipelining, and enforces the limits a KMS needs against
- * hostile clients: header bytes and count, body size (413 before reading it), a deadline for
- * a whole request (slow-header and slow-body clients), an idle timeout, and a connection cap.
+ * could not be told apart from any other word. This layer parses HTTP/1.1 itself and enforces
+ * the limits a KMS needs against hostile clients: header bytes and count, body size (413
+ * before reading it), a deadline for a whole request (slow-header and slow-body clients), an
+ * idle timeout, a connection cap, and back-pressure on pipelining (see below).
+ *
+ * The parser (kms_http_parser_*) is socket-free: it consumes bytes from an evbuffer and stops
+ * at each complete request, so the fuzzer and the unit tests drive it without a network. It is
+ * strict where leniency lets a proxy and kmsd disagree on where a request ends (RFC 9112):
+ * lines end in CRLF (no bare LF or CR), no NUL or control bytes in fields, no whitespace before
+ * a colon, no obs-fold, chunk sizes are bare hex digits (no "0x", sign or blanks) with
+ * well-formed extensions, one Content-Length value, never both Content-Length and
+ * Transfer-Encoding, no Transfer-Encoding in HTTP/1.0, one Host. Every refusal is a 4xx/5xx
+ * with a message, and the connection is closed after it.
+ *
+ * Back-pressure: a client may pipeline requests and never read the answers. Requests are only
+ * parsed while the connection's unsent output is below OUT_HIGH; above it the connection stops
+ * reading (the kernel's buffers then push back on the client) until the output has drained to
+ * OUT_LOW, so the memory a connection holds stays bounded whatever it sends.
  *
  * Requests are handed to api/ synchronously; responses carry Content-Type application/json
  * (unless api/ names another, as for Prometheus metrics) and Cache-Control: no-store.
@@ -30,36 +43,709 @@
 
 #define MAX_HEADERS 100
 #define MAX_METHOD 16
+#define CHUNK_LINE_MAX 1024   /* a chunk-size line with its extensions, CRLF included */
+#define OUT_HIGH (256 * 1024) /* stop reading a connection with this much unsent output */
+#define OUT_LOW (64 * 1024)   /* and resume once it has drained to this */
 
-enum conn_state {
-    ST_LINE,
-    ST_HEADERS,
-    ST_BODY,
-    ST_CHUNK_SIZE,
-    ST_CHUNK_DATA,
-    ST_CHUNK_TRAILER,
-    ST_CLOSING,
+#define MSG_TOO_LARGE "failed to decode JSON input: http: request body too large"
+
+/* ------------------------------------------------------------------------------------------ */
+/* The parser                                                                                   */
+
+enum parse_state {
+    PS_LINE,
+    PS_HEADERS,
+    PS_BODY,
+    PS_CHUNK_SIZE,
+    PS_CHUNK_DATA,
+    PS_CHUNK_CRLF,
+    PS_TRAILER,
+    PS_DONE,
 };
 
-struct conn {
-    struct kms_http *h;
-    struct conn *prev, *next;
-    struct bufferevent *bev;
-    struct event *timer;
-    enum conn_state st;
-    bool req_started;
+struct kms_http_parser {
+    size_t max_header_size;
+    size_t max_body_size;
+    enum parse_state st;
     char method[MAX_METHOD + 1];
     char *target;
     int minor;
     size_t nheaders;
     char *hname[MAX_HEADERS];
     char *hvalue[MAX_HEADERS];
-    size_t header_bytes;
-    size_t content_length;
-    size_t chunk_left;
+    struct kms_http_header hdrs[MAX_HEADERS];
+    size_t header_bytes; /* request line, fields, blank lines before them and trailers */
+    size_t left;         /* Content-Length bytes or bytes of the current chunk still to come */
+    size_t body_len;
     bool chunked;
     bool keepalive;
+    bool expect_continue;
     struct evbuffer *body;
+    uint8_t *flat; /* the body as one block, handed out by kms_http_parser_request */
+    size_t flat_len;
+};
+
+static bool is_token_char(int ch)
+{
+    return ch > 0 && ch < 0x7f && (isalnum(ch) || strchr("!#$%&'*+-.^_`|~", ch) != NULL);
+}
+
+/* field-vchar / SP / HTAB (RFC 9110 5.5): no control characters, no DEL */
+static bool is_field_char(int ch)
+{
+    return ch == '\t' || (ch >= 0x20 && ch != 0x7f);
+}
+
+/* Wipe an evbuffer's bytes where they lie (a pullup would copy and free them unwiped). */
+static void wipe_evbuffer(struct evbuffer *b)
+{
+    struct evbuffer_iovec v[16];
+    size_t total = evbuffer_get_length(b);
+    while (total > 0) {
+        int n = evbuffer_peek(b, -1, NULL, v, 16);
+        size_t done = 0;
+        for (int i = 0; i < n && i < 16; i++) {
+            kms_memzero(v[i].iov_base, v[i].iov_len);
+            done += v[i].iov_len;
+        }
+        evbuffer_drain(b, done);
+        total = evbuffer_get_length(b);
+    }
+}
+
+void kms_http_parser_reset(struct kms_http_parser *p)
+{
+    free(p->target);
+    p->target = NULL;
+    for (size_t i = 0; i < p->nheaders; i++) {
+        free(p->hname[i]);
+        free(p->hvalue[i]);
+    }
+    p->nheaders = 0;
+    p->method[0] = '\0';
+    p->minor = 1;
+    p->header_bytes = 0;
+    p->left = 0;
+    p->body_len = 0;
+    p->chunked = false;
+    p->keepalive = false;
+    p->expect_continue = false;
+    /* bodies may hold plaintext */
+    wipe_evbuffer(p->body);
+    if (p->flat != NULL) {
+        kms_memzero(p->flat, p->flat_len);
+        free(p->flat);
+        p->flat = NULL;
+    }
+    p->flat_len = 0;
+    p->st = PS_LINE;
+}
+
+int kms_http_parser_create(size_t max_header_size, size_t max_body_size,
+                           struct kms_http_parser **out)
+{
+    struct kms_http_parser *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        return -1;
+    }
+    p->body = evbuffer_new();
+    if (p->body == NULL) {
+        free(p);
+        return -1;
+    }
+    p->max_header_size = max_header_size;
+    p->max_body_size = max_body_size;
+    p->minor = 1;
+    p->st = PS_LINE;
+    *out = p;
+    return 0;
+}
+
+void kms_http_parser_destroy(struct kms_http_parser **pp)
+{
+    struct kms_http_parser *p = *pp;
+    if (p == NULL) {
+        return;
+    }
+    kms_http_parser_reset(p);
+    evbuffer_free(p->body);
+    free(p);
+    *pp = NULL;
+}
+
+bool kms_http_parser_idle(const struct kms_http_parser *p)
+{
+    return p->st == PS_LINE && p->header_bytes == 0;
+}
+
+bool kms_http_parser_keepalive(const struct kms_http_parser *p)
+{
+    return p->keepalive;
+}
+
+int kms_http_parser_request(struct kms_http_parser *p, struct kms_http_req *req)
+{
+    if (p->st != PS_DONE) {
+        return -1;
+    }
+    if (p->flat == NULL && p->body_len > 0) {
+        p->flat = malloc(p->body_len);
+        if (p->flat == NULL ||
+            evbuffer_copyout(p->body, p->flat, p->body_len) != (ev_ssize_t)p->body_len) {
+            free(p->flat);
+            p->flat = NULL;
+            return -1;
+        }
+        p->flat_len = p->body_len;
+        wipe_evbuffer(p->body);
+    }
+    for (size_t i = 0; i < p->nheaders; i++) {
+        p->hdrs[i].name = p->hname[i];
+        p->hdrs[i].value = p->hvalue[i];
+    }
+    memset(req, 0, sizeof(*req));
+    req->method = p->method;
+    req->target = p->target;
+    req->headers = p->hdrs;
+    req->nheaders = p->nheaders;
+    req->body = p->flat;
+    req->body_len = p->flat_len;
+    return 0;
+}
+
+/*
+ * Take one CRLF-terminated line off `in` as a malloc'd NUL-terminated copy without the CRLF.
+ * The line, CRLF included, may be at most `limit` bytes, else it is refused with `toolong`.
+ * Returns 1 with *line and *len, 0 while the line is incomplete, -1 with err.
+ */
+static int read_line(struct evbuffer *in, size_t limit, int toolong, const char *what, char **line,
+                     size_t *len, struct kms_err *err)
+{
+    size_t eol_len = 0;
+    size_t avail = evbuffer_get_length(in);
+    struct evbuffer_ptr pos = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
+    if (pos.pos < 0) {
+        /* no LF yet: everything buffered belongs to this line */
+        if (avail >= limit) {
+            return kms_err_set(err, toolong, "%s too long", what);
+        }
+        return 0;
+    }
+    size_t n = (size_t)pos.pos;
+    if (n + 1 > limit) {
+        return kms_err_set(err, toolong, "%s too long", what);
+    }
+    char *buf = malloc(n + 1);
+    if (buf == NULL) {
+        return kms_err_set(err, 500, "out of memory");
+    }
+    if (evbuffer_remove(in, buf, n + 1) != (int)(n + 1)) {
+        free(buf);
+        return kms_err_set(err, 500, "cannot read the request");
+    }
+    /* a lone LF or CR is where proxies and servers disagree on line ends: refuse both */
+    if (n == 0 || buf[n - 1] != '\r') {
+        free(buf);
+        return kms_err_set(err, 400, "malformed HTTP request: %s ends in a bare LF", what);
+    }
+    n--;
+    buf[n] = '\0';
+    if (memchr(buf, '\0', n) != NULL) {
+        free(buf);
+        return kms_err_set(err, 400, "malformed HTTP request: NUL byte in %s", what);
+    }
+    if (memchr(buf, '\r', n) != NULL) {
+        free(buf);
+        return kms_err_set(err, 400, "malformed HTTP request: bare CR in %s", what);
+    }
+    *line = buf;
+    *len = n;
+    return 1;
+}
+
+/* method SP request-target SP HTTP-version (RFC 9112 3), origin-form targets only. */
+static int parse_request_line(struct kms_http_parser *p, const char *line, size_t n,
+                              struct kms_err *err)
+{
+    const char *sp1 = memchr(line, ' ', n);
+    const char *sp2 = sp1 != NULL ? memchr(sp1 + 1, ' ', n - (size_t)(sp1 + 1 - line)) : NULL;
+    if (sp1 == NULL || sp2 == NULL || memchr(sp2 + 1, ' ', n - (size_t)(sp2 + 1 - line))) {
+        return kms_err_set(err, 400, "malformed HTTP request: bad request line");
+    }
+    size_t mlen = (size_t)(sp1 - line);
+    if (mlen == 0) {
+        return kms_err_set(err, 400, "malformed HTTP request: empty method");
+    }
+    for (size_t i = 0; i < mlen; i++) {
+        if (!is_token_char((unsigned char)line[i])) {
+            return kms_err_set(err, 400, "malformed HTTP request: invalid method");
+        }
+    }
+    if (mlen > MAX_METHOD) {
+        return kms_err_set(err, 405, "%s", "");
+    }
+    memcpy(p->method, line, mlen);
+    p->method[mlen] = '\0';
+
+    const char *ver = sp2 + 1;
+    size_t vlen = n - (size_t)(ver - line);
+    if (vlen == 8 && memcmp(ver, "HTTP/1.1", 8) == 0) {
+        p->minor = 1;
+    } else if (vlen == 8 && memcmp(ver, "HTTP/1.0", 8) == 0) {
+        p->minor = 0;
+    } else if (vlen == 8 && memcmp(ver, "HTTP/", 5) == 0 && isdigit((unsigned char)ver[5]) &&
+               ver[6] == '.' && isdigit((unsigned char)ver[7])) {
+        return kms_err_set(err, 505, "HTTP version not supported");
+    } else {
+        return kms_err_set(err, 400, "malformed HTTP request: bad HTTP version");
+    }
+
+    size_t tlen = (size_t)(sp2 - sp1 - 1);
+    if (tlen == 0 || sp1[1] != '/') {
+        return kms_err_set(err, 400, "malformed HTTP request: the target must start with /");
+    }
+    for (size_t i = 0; i < tlen; i++) {
+        unsigned char ch = (unsigned char)sp1[1 + i];
+        if (ch <= 0x20 || ch >= 0x7f) {
+            return kms_err_set(err, 400, "malformed HTTP request: invalid byte in the target");
+        }
+    }
+    p->target = strndup(sp1 + 1, tlen);
+    if (p->target == NULL) {
+        return kms_err_set(err, 500, "out of memory");
+    }
+    return 0;
+}
+
+/* field-name ":" OWS field-value OWS (RFC 9112 5); kept when `store`, else only checked. */
+static int parse_field_line(struct kms_http_parser *p, const char *line, size_t n, bool store,
+                            struct kms_err *err)
+{
+    if (line[0] == ' ' || line[0] == '\t') {
+        return kms_err_set(err, 400, "malformed HTTP request: obsolete line folding");
+    }
+    const char *colon = memchr(line, ':', n);
+    if (colon == NULL) {
+        return kms_err_set(err, 400, "malformed HTTP request: header line without a colon");
+    }
+    if (colon == line) {
+        return kms_err_set(err, 400, "malformed HTTP request: empty header name");
+    }
+    for (const char *c = line; c < colon; c++) {
+        if (*c == ' ' || *c == '\t') {
+            return kms_err_set(err, 400,
+                               "malformed HTTP request: whitespace before a header's colon");
+        }
+        if (!is_token_char((unsigned char)*c)) {
+            return kms_err_set(err, 400, "malformed HTTP request: invalid header name");
+        }
+    }
+    const char *v = colon + 1;
+    const char *end = line + n;
+    while (v < end && (*v == ' ' || *v == '\t')) {
+        v++;
+    }
+    while (end > v && (end[-1] == ' ' || end[-1] == '\t')) {
+        end--;
+    }
+    for (const char *c = v; c < end; c++) {
+        if (!is_field_char((unsigned char)*c)) {
+            return kms_err_set(err, 400,
+                               "malformed HTTP request: control character in a header value");
+        }
+    }
+    if (!store) {
+        return 0;
+    }
+    if (p->nheaders == MAX_HEADERS) {
+        return kms_err_set(err, 431, "request header fields too large");
+    }
+    p->hname[p->nheaders] = strndup(line, (size_t)(colon - line));
+    p->hvalue[p->nheaders] = strndup(v, (size_t)(end - v));
+    if (p->hname[p->nheaders] == NULL || p->hvalue[p->nheaders] == NULL) {
+        free(p->hname[p->nheaders]);
+        free(p->hvalue[p->nheaders]);
+        return kms_err_set(err, 500, "out of memory");
+    }
+    p->nheaders++;
+    return 0;
+}
+
+/* Next element of a comma-separated list (RFC 9110 5.6.1) into [*s, *e); false at the end. */
+static bool list_next(const char **cur, const char **s, const char **e)
+{
+    const char *c = *cur;
+    if (*c == '\0') {
+        return false;
+    }
+    const char *comma = strchr(c, ',');
+    const char *stop = comma != NULL ? comma : c + strlen(c);
+    while (c < stop && (*c == ' ' || *c == '\t')) {
+        c++;
+    }
+    const char *t = stop;
+    while (t > c && (t[-1] == ' ' || t[-1] == '\t')) {
+        t--;
+    }
+    *s = c;
+    *e = t;
+    *cur = comma != NULL ? comma + 1 : stop;
+    return true;
+}
+
+static bool list_has(const char *value, const char *token)
+{
+    const char *cur = value, *s, *e;
+    size_t tl = strlen(token);
+    while (list_next(&cur, &s, &e)) {
+        if ((size_t)(e - s) == tl && strncasecmp(s, token, tl) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Transfer-Encoding: exactly one coding, "chunked"; 501 names other codings. */
+static int check_transfer_encoding(const char *te, struct kms_err *err)
+{
+    const char *cur = te, *s, *e;
+    size_t nchunked = 0, nother = 0;
+    while (list_next(&cur, &s, &e)) {
+        if (s == e) {
+            continue; /* empty list elements are ignored (RFC 9110 5.6.1) */
+        }
+        for (const char *c = s; c < e; c++) {
+            if (!is_token_char((unsigned char)*c)) {
+                return kms_err_set(err, 400, "malformed HTTP request: bad Transfer-Encoding");
+            }
+        }
+        if (e - s == 7 && strncasecmp(s, "chunked", 7) == 0) {
+            nchunked++;
+        } else {
+            nother++;
+        }
+    }
+    if (nother > 0) {
+        return kms_err_set(err, 501, "unsupported transfer encoding");
+    }
+    if (nchunked != 1) {
+        return kms_err_set(err, 400, "malformed HTTP request: bad Transfer-Encoding");
+    }
+    return 0;
+}
+
+/* Body framing and connection semantics once all header fields are in (RFC 9112 6). */
+static int headers_done(struct kms_http_parser *p, struct kms_err *err)
+{
+    const char *te = NULL;
+    const char *expect = NULL;
+    bool have_cl = false;
+    bool close = false, keep = false;
+    size_t cl = 0, nhost = 0;
+
+    for (size_t i = 0; i < p->nheaders; i++) {
+        const char *name = p->hname[i];
+        const char *v = p->hvalue[i];
+        if (strcasecmp(name, "Content-Length") == 0) {
+            size_t val = 0;
+            if (*v == '\0') {
+                return kms_err_set(err, 400, "malformed HTTP request: bad Content-Length");
+            }
+            for (; *v != '\0'; v++) {
+                if (!isdigit((unsigned char)*v)) {
+                    return kms_err_set(err, 400, "malformed HTTP request: bad Content-Length");
+                }
+                /* saturate: anything past the body cap is refused as too large below */
+                if (val <= p->max_body_size) {
+                    val = val * 10 + (size_t)(*v - '0');
+                }
+            }
+            if (val > p->max_body_size) {
+                val = SIZE_MAX;
+            }
+            if (have_cl && val != cl) {
+                return kms_err_set(err, 400,
+                                   "malformed HTTP request: conflicting Content-Length values");
+            }
+            have_cl = true;
+            cl = val;
+        } else if (strcasecmp(name, "Transfer-Encoding") == 0) {
+            if (te != NULL) {
+                return kms_err_set(err, 400,
+                                   "malformed HTTP request: repeated Transfer-Encoding header");
+            }
+            te = v;
+        } else if (strcasecmp(name, "Host") == 0) {
+            if (++nhost > 1) {
+                return kms_err_set(err, 400, "malformed HTTP request: repeated Host header");
+            }
+        } else if (strcasecmp(name, "Connection") == 0) {
+            close = close || list_has(v, "close");
+            keep = keep || list_has(v, "keep-alive");
+        } else if (strcasecmp(name, "Expect") == 0) {
+            if (expect != NULL) {
+                return kms_err_set(err, 417, "unsupported Expect header");
+            }
+            expect = v;
+        }
+    }
+    if (te != NULL) {
+        /* a proxy may frame such a request by one header and kmsd by the other */
+        if (have_cl) {
+            return kms_err_set(err, 400,
+                               "malformed HTTP request: both Content-Length and "
+                               "Transfer-Encoding");
+        }
+        if (p->minor == 0) {
+            return kms_err_set(err, 400, "malformed HTTP request: Transfer-Encoding in HTTP/1.0");
+        }
+        if (check_transfer_encoding(te, err) != 0) {
+            return -1;
+        }
+    }
+    p->keepalive = p->minor == 0 ? keep && !close : !close;
+    if (have_cl && cl > p->max_body_size) {
+        return kms_err_set(err, 413, MSG_TOO_LARGE);
+    }
+    if (expect != NULL) {
+        if (strcasecmp(expect, "100-continue") != 0) {
+            return kms_err_set(err, 417, "unsupported Expect header");
+        }
+        p->expect_continue = p->minor == 1 && (cl > 0 || te != NULL);
+    }
+    if (te != NULL) {
+        p->chunked = true;
+        p->st = PS_CHUNK_SIZE;
+    } else {
+        p->left = cl;
+        p->st = cl > 0 ? PS_BODY : PS_DONE;
+    }
+    return 0;
+}
+
+static size_t skip_ws(const char *s, size_t i, size_t n)
+{
+    while (i < n && (s[i] == ' ' || s[i] == '\t')) {
+        i++;
+    }
+    return i;
+}
+
+/* token / quoted-string starting at i; returns the index after it, or 0 when malformed. */
+static size_t skip_ext_value(const char *s, size_t i, size_t n)
+{
+    if (i < n && s[i] == '"') {
+        for (i++; i < n; i++) {
+            unsigned char ch = (unsigned char)s[i];
+            if (ch == '"') {
+                return i + 1;
+            }
+            if (ch == '\\') {
+                if (++i == n || !is_field_char((unsigned char)s[i])) {
+                    return 0;
+                }
+            } else if (!is_field_char(ch)) {
+                return 0;
+            }
+        }
+        return 0;
+    }
+    size_t start = i;
+    while (i < n && is_token_char((unsigned char)s[i])) {
+        i++;
+    }
+    return i > start ? i : 0;
+}
+
+/*
+ * chunk-size [ chunk-ext ] (RFC 9112 7.1): 1*HEXDIG, then *( BWS ";" BWS name [ BWS "=" BWS
+ * value ] ). Extensions are checked and ignored.
+ */
+static int parse_chunk_line(struct kms_http_parser *p, const char *line, size_t n, size_t *size,
+                            struct kms_err *err)
+{
+    size_t i = 0, sz = 0;
+    bool big = false;
+    while (i < n && isxdigit((unsigned char)line[i])) {
+        int ch = tolower((unsigned char)line[i]);
+        if (sz > p->max_body_size) {
+            big = true; /* stop before the value can overflow */
+        } else {
+            sz = sz * 16 + (size_t)(isdigit(ch) ? ch - '0' : ch - 'a' + 10);
+        }
+        i++;
+    }
+    if (i == 0) {
+        return kms_err_set(err, 400, "malformed HTTP request: bad chunk size");
+    }
+    while (i < n) {
+        i = skip_ws(line, i, n);
+        if (i == n || line[i] != ';') {
+            return kms_err_set(err, 400, "malformed HTTP request: bad chunk size");
+        }
+        i = skip_ws(line, i + 1, n);
+        size_t start = i;
+        while (i < n && is_token_char((unsigned char)line[i])) {
+            i++;
+        }
+        if (i == start) {
+            return kms_err_set(err, 400, "malformed HTTP request: bad chunk extension");
+        }
+        size_t j = skip_ws(line, i, n);
+        if (j < n && line[j] == '=') {
+            i = skip_ext_value(line, skip_ws(line, j + 1, n), n);
+            if (i == 0) {
+                return kms_err_set(err, 400, "malformed HTTP request: bad chunk extension");
+            }
+        }
+    }
+    if (big || sz > p->max_body_size - p->body_len) {
+        return kms_err_set(err, 413, MSG_TOO_LARGE);
+    }
+    *size = sz;
+    return 0;
+}
+
+/* Move up to p->left body bytes from in; true once the last one is in. */
+static bool take_body(struct kms_http_parser *p, struct evbuffer *in)
+{
+    size_t avail = evbuffer_get_length(in);
+    size_t n = avail < p->left ? avail : p->left;
+    if (n > 0) {
+        int moved = evbuffer_remove_buffer(in, p->body, n);
+        if (moved > 0) {
+            p->left -= (size_t)moved;
+            p->body_len += (size_t)moved;
+        }
+    }
+    return p->left == 0;
+}
+
+/* One line of the request head or the trailers. */
+static int head_line(struct kms_http_parser *p, struct evbuffer *in, bool *got, struct kms_err *err)
+{
+    char *line = NULL;
+    size_t n = 0;
+    int rc = -1;
+    bool is_line = p->st == PS_LINE;
+    const char *what = is_line ? "request line" : p->st == PS_HEADERS ? "header" : "trailer";
+
+    *got = false;
+    int r = read_line(in, p->max_header_size - p->header_bytes, is_line ? 414 : 431, what, &line,
+                      &n, err);
+    if (r <= 0) {
+        rc = r;
+        goto out;
+    }
+    *got = true;
+    p->header_bytes += n + 2;
+    if (p->st == PS_LINE) {
+        /* empty lines before a request line are ignored (RFC 9112 2.2), within the cap */
+        if (n > 0) {
+            if (parse_request_line(p, line, n, err) != 0) {
+                goto out;
+            }
+            p->st = PS_HEADERS;
+        }
+    } else if (n == 0) {
+        if (p->st == PS_TRAILER) {
+            p->st = PS_DONE;
+        } else if (headers_done(p, err) != 0) {
+            goto out;
+        }
+    } else if (parse_field_line(p, line, n, p->st == PS_HEADERS, err) != 0) {
+        goto out;
+    }
+    rc = 0;
+out:
+    free(line);
+    return rc;
+}
+
+int kms_http_parser_run(struct kms_http_parser *p, struct evbuffer *in,
+                        enum kms_http_parse_event *ev, struct kms_err *err)
+{
+    char *line = NULL;
+    size_t n = 0;
+    int rc = -1;
+
+    *ev = KMS_HTTP_PARSE_MORE;
+    for (;;) {
+        if (p->st == PS_DONE) {
+            *ev = KMS_HTTP_PARSE_REQUEST;
+            break;
+        }
+        if (p->st == PS_LINE || p->st == PS_HEADERS || p->st == PS_TRAILER) {
+            bool got = false;
+            bool was_headers = p->st == PS_HEADERS;
+            if (head_line(p, in, &got, err) != 0) {
+                goto out;
+            }
+            if (!got) {
+                break;
+            }
+            if (was_headers && p->st != PS_HEADERS && p->expect_continue) {
+                p->expect_continue = false;
+                *ev = KMS_HTTP_PARSE_CONTINUE;
+                break;
+            }
+            continue;
+        }
+        if (p->st == PS_BODY || p->st == PS_CHUNK_DATA) {
+            if (!take_body(p, in)) {
+                break;
+            }
+            p->st = p->st == PS_BODY ? PS_DONE : PS_CHUNK_CRLF;
+            continue;
+        }
+        if (p->st == PS_CHUNK_CRLF) {
+            char crlf[2];
+            if (evbuffer_get_length(in) < 2) {
+                break;
+            }
+            if (evbuffer_remove(in, crlf, 2) != 2 || crlf[0] != '\r' || crlf[1] != '\n') {
+                kms_err_set(err, 400, "malformed HTTP request: chunk data not followed by CRLF");
+                goto out;
+            }
+            p->st = PS_CHUNK_SIZE;
+            continue;
+        }
+        /* PS_CHUNK_SIZE */
+        size_t sz = 0;
+        int r = read_line(in, CHUNK_LINE_MAX, 400, "chunk size line", &line, &n, err);
+        if (r < 0) {
+            goto out;
+        }
+        if (r == 0) {
+            break;
+        }
+        if (parse_chunk_line(p, line, n, &sz, err) != 0) {
+            goto out;
+        }
+        free(line);
+        line = NULL;
+        p->left = sz;
+        p->st = sz == 0 ? PS_TRAILER : PS_CHUNK_DATA;
+    }
+    rc = 0;
+out:
+    free(line);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Connections                                                                                  */
+
+struct conn {
+    struct kms_http *h;
+    struct conn *prev, *next;
+    struct bufferevent *bev;
+    struct event *timer;
+    struct kms_http_parser *parser;
+    bool req_started; /* bytes of a request have arrived: the read deadline runs */
+    bool keepalive;
+    bool closing; /* answer queued, close once it is sent */
+    bool paused;  /* not reading: too much unsent output (back-pressure) */
     char remote[INET6_ADDRSTRLEN];
     int port;
 };
@@ -75,35 +761,6 @@ struct kms_http {
 };
 
 static void conn_free(struct conn *c);
-
-static void conn_reset_request(struct conn *c)
-{
-    free(c->target);
-    c->target = NULL;
-    for (size_t i = 0; i < c->nheaders; i++) {
-        free(c->hname[i]);
-        free(c->hvalue[i]);
-    }
-    c->nheaders = 0;
-    c->header_bytes = 0;
-    c->content_length = 0;
-    c->chunk_left = 0;
-    c->chunked = false;
-    c->method[0] = '\0';
-    c->req_started = false;
-    if (c->body != NULL) {
-        /* bodies may hold plaintext: wipe before release */
-        size_t n = evbuffer_get_length(c->body);
-        if (n > 0) {
-            unsigned char *p = evbuffer_pullup(c->body, -1);
-            if (p != NULL) {
-                kms_memzero(p, n);
-            }
-            evbuffer_drain(c->body, n);
-        }
-    }
-    c->st = ST_LINE;
-}
 
 static void arm_timer(struct conn *c, int64_t seconds)
 {
@@ -142,6 +799,8 @@ static const char *reason(int status)
         return "Request-URI Too Long";
     case 415:
         return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
     case 429:
         return "Too Many Requests";
     case 431:
@@ -180,6 +839,15 @@ static void write_response(struct conn *c, const struct kms_http_resp *r, bool h
     }
 }
 
+/* Stop reading and close once the queued output is sent. */
+static void conn_close_after_write(struct conn *c)
+{
+    c->closing = true;
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    evtimer_del(c->timer);
+}
+
 /* Answer with an error and close the connection after the write (protocol-level errors). */
 static void fail_close(struct conn *c, int status, const char *msg)
 {
@@ -189,346 +857,70 @@ static void fail_close(struct conn *c, int status, const char *msg)
     c->keepalive = false;
     write_response(c, &r, false);
     kms_http_resp_dispose(&r);
-    c->st = ST_CLOSING;
-    bufferevent_disable(c->bev, EV_READ);
-    evtimer_del(c->timer);
-}
-
-static const char *find_header(const struct conn *c, const char *name)
-{
-    for (size_t i = 0; i < c->nheaders; i++) {
-        if (strcasecmp(c->hname[i], name) == 0) {
-            return c->hvalue[i];
-        }
-    }
-    return NULL;
+    conn_close_after_write(c);
 }
 
 static void dispatch(struct conn *c)
 {
-    struct kms_http_header hdrs[MAX_HEADERS];
     struct kms_http_req req;
     struct kms_http_resp resp;
-    size_t blen = evbuffer_get_length(c->body);
 
-    for (size_t i = 0; i < c->nheaders; i++) {
-        hdrs[i].name = c->hname[i];
-        hdrs[i].value = c->hvalue[i];
+    evtimer_del(c->timer);
+    if (kms_http_parser_request(c->parser, &req) != 0) {
+        fail_close(c, 500, "out of memory");
+        return;
     }
-    memset(&req, 0, sizeof(req));
-    req.method = c->method;
-    req.target = c->target;
-    req.headers = hdrs;
-    req.nheaders = c->nheaders;
-    req.body = blen ? evbuffer_pullup(c->body, -1) : NULL;
-    req.body_len = blen;
     req.remote_addr = c->remote;
     req.remote_port = c->port;
-    evtimer_del(c->timer);
+    c->keepalive = kms_http_parser_keepalive(c->parser) && !c->h->stopping;
 
     kms_api_handle(c->h->api, &req, &resp);
     if (c->h->stopping) {
         c->keepalive = false;
     }
-    write_response(c, &resp, strcmp(c->method, "HEAD") == 0);
+    write_response(c, &resp, strcmp(req.method, "HEAD") == 0);
     kms_http_resp_dispose(&resp);
-    conn_reset_request(c);
+    kms_http_parser_reset(c->parser);
+    c->req_started = false;
     if (!c->keepalive) {
-        c->st = ST_CLOSING;
-        bufferevent_disable(c->bev, EV_READ);
+        conn_close_after_write(c);
     } else {
         arm_timer(c, c->h->opts.idle_timeout);
     }
 }
 
-static bool is_token_char(int ch)
-{
-    return isalnum(ch) || strchr("!#$%&'*+-.^_`|~", ch) != NULL;
-}
-
-static int parse_request_line(struct conn *c, char *line)
-{
-    char *sp1 = strchr(line, ' ');
-    char *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
-    if (sp1 == NULL || sp2 == NULL || strchr(sp2 + 1, ' ') != NULL) {
-        return 400;
-    }
-    size_t mlen = (size_t)(sp1 - line);
-    if (mlen == 0 || mlen > MAX_METHOD) {
-        return mlen > MAX_METHOD ? 405 : 400;
-    }
-    for (size_t i = 0; i < mlen; i++) {
-        if (!is_token_char((unsigned char)line[i])) {
-            return 400;
-        }
-    }
-    memcpy(c->method, line, mlen);
-    c->method[mlen] = '\0';
-    const char *ver = sp2 + 1;
-    if (strcmp(ver, "HTTP/1.1") == 0) {
-        c->minor = 1;
-    } else if (strcmp(ver, "HTTP/1.0") == 0) {
-        c->minor = 0;
-    } else {
-        return strncmp(ver, "HTTP/", 5) == 0 ? 505 : 400;
-    }
-    size_t tlen = (size_t)(sp2 - sp1 - 1);
-    if (tlen == 0 || sp1[1] != '/') {
-        return 400;
-    }
-    for (size_t i = 0; i < tlen; i++) {
-        unsigned char ch = (unsigned char)sp1[1 + i];
-        if (ch <= 0x20 || ch >= 0x7f) {
-            return 400;
-        }
-    }
-    c->target = strndup(sp1 + 1, tlen);
-    return c->target ? 0 : 500;
-}
-
-static int parse_header_line(struct conn *c, char *line)
-{
-    if (line[0] == ' ' || line[0] == '\t') {
-        return 400; /* obsolete line folding */
-    }
-    char *colon = strchr(line, ':');
-    if (colon == NULL || colon == line) {
-        return 400;
-    }
-    for (char *p = line; p < colon; p++) {
-        if (!is_token_char((unsigned char)*p)) {
-            return 400;
-        }
-    }
-    if (c->nheaders == MAX_HEADERS) {
-        return 431;
-    }
-    char *v = colon + 1;
-    while (*v == ' ' || *v == '\t') {
-        v++;
-    }
-    size_t vl = strlen(v);
-    while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) {
-        vl--;
-    }
-    for (size_t i = 0; i < vl; i++) {
-        unsigned char ch = (unsigned char)v[i];
-        if (ch < 0x20 && ch != '\t') {
-            return 400;
-        }
-    }
-    c->hname[c->nheaders] = strndup(line, (size_t)(colon - line));
-    c->hvalue[c->nheaders] = strndup(v, vl);
-    if (c->hname[c->nheaders] == NULL || c->hvalue[c->nheaders] == NULL) {
-        free(c->hname[c->nheaders]);
-        free(c->hvalue[c->nheaders]);
-        return 500;
-    }
-    c->nheaders++;
-    return 0;
-}
-
-/* Body framing and connection semantics once all headers are in. */
-static int headers_done(struct conn *c)
-{
-    const char *te = NULL;
-    bool have_cl = false;
-    size_t cl = 0;
-
-    for (size_t i = 0; i < c->nheaders; i++) {
-        if (strcasecmp(c->hname[i], "Content-Length") == 0) {
-            const char *v = c->hvalue[i];
-            size_t n = 0;
-            if (*v == '\0') {
-                return 400;
-            }
-            for (; *v != '\0'; v++) {
-                if (!isdigit((unsigned char)*v) || n > (SIZE_MAX - 9) / 10) {
-                    return 400;
-                }
-                n = n * 10 + (size_t)(*v - '0');
-            }
-            if (have_cl && n != cl) {
-                return 400;
-            }
-            have_cl = true;
-            cl = n;
-        } else if (strcasecmp(c->hname[i], "Transfer-Encoding") == 0) {
-            if (te != NULL) {
-                return 400;
-            }
-            te = c->hvalue[i];
-        }
-    }
-    if (te != NULL && have_cl) {
-        return 400; /* request smuggling guard */
-    }
-    if (te != NULL && strcasecmp(te, "chunked") != 0) {
-        return 501;
-    }
-    const char *conn = find_header(c, "Connection");
-    if (c->minor == 0) {
-        c->keepalive = conn != NULL && strcasecmp(conn, "keep-alive") == 0;
-    } else {
-        c->keepalive = conn == NULL || strcasecmp(conn, "close") != 0;
-    }
-    if (c->h->stopping) {
-        c->keepalive = false;
-    }
-    if (have_cl && cl > c->h->opts.max_body_size) {
-        return 413;
-    }
-    const char *expect = find_header(c, "Expect");
-    if (expect != NULL) {
-        if (strcasecmp(expect, "100-continue") != 0) {
-            return 417;
-        }
-        if (c->minor == 1 && (cl > 0 || te != NULL)) {
-            evbuffer_add_printf(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n");
-        }
-    }
-    if (te != NULL) {
-        c->chunked = true;
-        c->st = ST_CHUNK_SIZE;
-    } else {
-        c->content_length = cl;
-        c->st = ST_BODY;
-    }
-    return 0;
-}
-
-static void fail_status(struct conn *c, int status)
-{
-    const char *msg;
-    switch (status) {
-    case 413:
-        msg = "failed to decode JSON input: http: request body too large";
-        break;
-    case 431:
-        msg = "request header fields too large";
-        break;
-    case 405:
-        msg = "";
-        break;
-    case 417:
-        msg = "unsupported Expect header";
-        break;
-    case 501:
-        msg = "unsupported transfer encoding";
-        break;
-    case 505:
-        msg = "HTTP version not supported";
-        break;
-    default:
-        msg = "malformed HTTP request";
-        break;
-    }
-    fail_close(c, status, msg);
-}
-
 static void process(struct conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
     const struct kms_http_opts *o = &c->h->opts;
 
-    while (c->st != ST_CLOSING) {
-        size_t avail = evbuffer_get_length(in);
-        if (avail > 0 && !c->req_started) {
+    while (!c->closing) {
+        if (kms_http_parser_idle(c->parser) && evbuffer_get_length(out) > OUT_HIGH) {
+            /* the client is not reading its answers: stop taking requests until it does */
+            c->paused = true;
+            bufferevent_disable(c->bev, EV_READ);
+            bufferevent_setwatermark(c->bev, EV_WRITE, OUT_LOW, 0);
+            return;
+        }
+        if (evbuffer_get_length(in) > 0 && !c->req_started) {
             c->req_started = true;
             arm_timer(c, o->read_timeout);
         }
-        if (c->st == ST_LINE || c->st == ST_HEADERS || c->st == ST_CHUNK_TRAILER) {
-            size_t n = 0;
-            char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF);
-            if (line == NULL) {
-                if (c->header_bytes + evbuffer_get_length(in) > o->max_header_size) {
-                    fail_status(c, c->st == ST_LINE ? 414 : 431);
-                }
-                return;
-            }
-            c->header_bytes += n + 2;
-            if (c->header_bytes > o->max_header_size) {
-                free(line);
-                fail_status(c, c->st == ST_LINE ? 414 : 431);
-                return;
-            }
-            int st = 0;
-            if (c->st == ST_LINE) {
-                if (n == 0) {
-                    c->header_bytes = 0; /* tolerate blank lines between requests */
-                    free(line);
-                    continue;
-                }
-                st = parse_request_line(c, line);
-                if (st == 0) {
-                    c->st = ST_HEADERS;
-                }
-            } else if (n == 0) {
-                if (c->st == ST_CHUNK_TRAILER) {
-                    free(line);
-                    dispatch(c);
-                    continue;
-                }
-                st = headers_done(c);
-            } else if (c->st == ST_HEADERS) {
-                st = parse_header_line(c, line);
-            }
-            free(line);
-            if (st != 0) {
-                fail_status(c, st);
-                return;
-            }
+        enum kms_http_parse_event ev;
+        struct kms_err err;
+        if (kms_http_parser_run(c->parser, in, &ev, &err) != 0) {
+            fail_close(c, err.status, err.msg);
+            return;
+        }
+        if (ev == KMS_HTTP_PARSE_MORE) {
+            return;
+        }
+        if (ev == KMS_HTTP_PARSE_CONTINUE) {
+            evbuffer_add_printf(out, "HTTP/1.1 100 Continue\r\n\r\n");
             continue;
         }
-        if (c->st == ST_BODY) {
-            if (avail < c->content_length) {
-                return;
-            }
-            evbuffer_remove_buffer(in, c->body, c->content_length);
-            dispatch(c);
-            continue;
-        }
-        if (c->st == ST_CHUNK_SIZE) {
-            size_t n = 0;
-            char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF);
-            if (line == NULL) {
-                if (evbuffer_get_length(in) > 1024) {
-                    fail_status(c, 400);
-                }
-                return;
-            }
-            char *end = NULL;
-            errno = 0;
-            unsigned long long sz = strtoull(line, &end, 16);
-            bool bad = end == line || errno != 0 || (*end != '\0' && *end != ';' && *end != ' ');
-            free(line);
-            if (bad) {
-                fail_status(c, 400);
-                return;
-            }
-            if (sz > o->max_body_size ||
-                evbuffer_get_length(c->body) + (size_t)sz > o->max_body_size) {
-                fail_status(c, 413);
-                return;
-            }
-            c->chunk_left = (size_t)sz;
-            c->st = sz == 0 ? ST_CHUNK_TRAILER : ST_CHUNK_DATA;
-            continue;
-        }
-        if (c->st == ST_CHUNK_DATA) {
-            if (avail < c->chunk_left + 2) {
-                return;
-            }
-            evbuffer_remove_buffer(in, c->body, c->chunk_left);
-            char crlf[2];
-            evbuffer_remove(in, crlf, 2);
-            if (crlf[0] != '\r' || crlf[1] != '\n') {
-                fail_status(c, 400);
-                return;
-            }
-            c->st = ST_CHUNK_SIZE;
-            continue;
-        }
+        dispatch(c);
     }
 }
 
@@ -541,8 +933,18 @@ static void on_read(struct bufferevent *bev, void *arg)
 static void on_write(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
-    if (c->st == ST_CLOSING && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
-        conn_free(c);
+    size_t pending = evbuffer_get_length(bufferevent_get_output(bev));
+    if (c->closing) {
+        if (pending == 0) {
+            conn_free(c);
+        }
+        return;
+    }
+    if (c->paused && pending <= OUT_LOW) {
+        c->paused = false;
+        bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+        bufferevent_enable(bev, EV_READ);
+        process(c); /* requests already buffered do not wait for new bytes */
     }
 }
 
@@ -560,7 +962,7 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     struct conn *c = arg;
     (void)fd;
     (void)what;
-    if (c->req_started && c->st != ST_CLOSING) {
+    if (c->req_started && !c->closing) {
         fail_close(c, 408, "request timed out");
         return;
     }
@@ -579,8 +981,7 @@ static void conn_free(struct conn *c)
         c->next->prev = c->prev;
     }
     h->nconns--;
-    conn_reset_request(c);
-    evbuffer_free(c->body);
+    kms_http_parser_destroy(&c->parser);
     event_free(c->timer);
     bufferevent_free(c->bev);
     free(c);
@@ -606,14 +1007,11 @@ static void conn_start(struct kms_http *h, evutil_socket_t fd, struct buffereven
     c->h = h;
     c->bev = bev;
     c->timer = evtimer_new(h->base, on_timeout, c);
-    c->body = evbuffer_new();
-    if (c->timer == NULL || c->body == NULL) {
+    if (c->timer == NULL ||
+        kms_http_parser_create(h->opts.max_header_size, h->opts.max_body_size, &c->parser) != 0) {
         bufferevent_free(c->bev);
         if (c->timer != NULL) {
             event_free(c->timer);
-        }
-        if (c->body != NULL) {
-            evbuffer_free(c->body);
         }
         free(c);
         return;
@@ -839,14 +1237,19 @@ void kms_http_stop_accepting(struct kms_http *h)
         evconnlistener_free(h->listener);
         h->listener = NULL;
     }
-    /* idle connections close now; busy ones after their current request */
+    /*
+     * Idle connections close now (once their answers are sent); busy or paused ones after
+     * their current request, which dispatch answers with Connection: close.
+     */
     struct conn *c = h->conns;
     while (c != NULL) {
         struct conn *next = c->next;
-        if (c->st == ST_LINE && !c->req_started) {
-            conn_free(c);
-        } else {
-            c->keepalive = false;
+        if (!c->req_started && !c->paused && !c->closing) {
+            if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+                conn_free(c);
+            } else {
+                conn_close_after_write(c);
+            }
         }
         c = next;
     }

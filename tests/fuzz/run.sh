@@ -7,9 +7,9 @@ cd "$(dirname "$0")/../.."
 SECONDS_PER=${FUZZ_SECONDS:-20}
 BUILD=${FUZZ_BUILD:-build-fuzz}
 CC=clang cmake -S . -B "$BUILD" -DKMS_BUILD_FUZZERS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$BUILD" -j"$(nproc)" --target fuzz_b64 fuzz_ciphertext fuzz_request fuzz_config fuzz_jwt fuzz_policy fuzz_yaml >/dev/null
+cmake --build "$BUILD" -j"$(nproc)" --target fuzz_b64 fuzz_ciphertext fuzz_request fuzz_config fuzz_jwt fuzz_policy fuzz_yaml fuzz_http >/dev/null
 status=0
-for name in fuzz_b64 fuzz_ciphertext fuzz_request fuzz_config fuzz_jwt fuzz_policy fuzz_yaml; do
+for name in fuzz_b64 fuzz_ciphertext fuzz_request fuzz_config fuzz_jwt fuzz_policy fuzz_yaml fuzz_http; do
   f="$BUILD/fuzz/$name"
   # every input that once crashed a target is replayed first
   for r in tests/fuzz/regress/"$name"-*; do
@@ -22,7 +22,8 @@ for name in fuzz_b64 fuzz_ciphertext fuzz_request fuzz_config fuzz_jwt fuzz_poli
   work=$(mktemp -d)
   cp -r "$corpus"/. "$work"/ 2>/dev/null || true
   dict=""
-  [ -f "tests/fuzz/$name.dict" ] && dict="-dict=tests/fuzz/$name.dict"
+  [ -f "tests/fuzz/${name#fuzz_}.dict" ] && dict="-dict=$PWD/tests/fuzz/${name#fuzz_}.dict"
+  [ -f "tests/fuzz/$name.dict" ] && dict="-dict=$PWD/tests/fuzz/$name.dict"
   log="$BUILD/fuzz/$name.log"
   if (cd "$BUILD/fuzz" && ASAN_OPTIONS=detect_leaks=0 "./$name" -max_total_time="$SECONDS_PER" \
         -max_len=4096 -timeout=10 $dict "$work" >"$name.log" 2>&1); then

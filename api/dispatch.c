@@ -556,21 +556,34 @@ static int parse_request_line(struct kms_ctx *c, char *target, size_t cap, const
 }
 
 /* Step 2: the namespace (header + longest path prefix) and c->path relative to it. */
-static int resolve_namespace(struct kms_ctx *c, struct kms_http_resp *resp, const char *target,
-                             const char *q, size_t plen)
+/*
+ * An X-Vault-Namespace that names no namespace. Only a caller with a valid token learns that
+ * (404); anyone else gets the 403 every unauthenticated request gets, so namespace names
+ * cannot be enumerated without a token (OpenBao answers 404 before the token check).
+ */
+static int unknown_namespace(struct kms_ctx *c)
+{
+    const char *tok = token_from_headers(c->http);
+    struct kms_token t;
+    if (tok != NULL && kms_auth_token_lookup(kms_api_auth(c->api), tok, &t) == 0) {
+        kms_memzero(&t, sizeof(t));
+        return KMS_FAIL(c, 404, "namespace not found");
+    }
+    return KMS_FAIL(c, 403, "permission denied");
+}
+
+static int resolve_namespace(struct kms_ctx *c, struct kms_http_resp *resp, const char *target)
 {
     const struct kms_http_req *req = c->http;
     char full[KMS_PATH_MAX * 2];
     char hns[KMS_PATH_MAX];
-    (void)q;
-    (void)plen;
     hns[0] = '\0';
     const char *hdr = header(req, "X-Vault-Namespace");
     if (hdr != NULL) {
         struct kms_ns hn;
         if (header_namespace(hdr, hns, sizeof(hns)) != 0 ||
             kms_registry_ns_get(c->api, hns, &hn) != 0) {
-            return KMS_FAIL(c, 404, "namespace not found");
+            return unknown_namespace(c);
         }
         snprintf(resp->extra[resp->nextra].name, sizeof(resp->extra[0].name), "%s",
                  "X-Vault-Namespace");
@@ -661,9 +674,15 @@ static int run(struct kms_ctx *c, struct kms_http_resp *resp)
     if (parse_request_line(c, target, sizeof(target), &q, &plen, &head) != 0) {
         return -1;
     }
+    if (header(c->http, "X-Vault-Wrap-TTL") != NULL) {
+        /* answering unwrapped would hand the secret to whoever holds the response */
+        return KMS_FAIL(c, 400,
+                        "response wrapping (X-Vault-Wrap-TTL) is not supported by kmsd; send "
+                        "the request without it");
+    }
 
     /* 2. namespace */
-    if (resolve_namespace(c, resp, target, q, plen) != 0) {
+    if (resolve_namespace(c, resp, target) != 0) {
         return -1;
     }
 
@@ -675,6 +694,10 @@ static int run(struct kms_ctx *c, struct kms_http_resp *resp)
     /* 4. mount and route */
     bool have_mount = false;
     int found = resolve_route(c, &have_mount);
+    if (found == 1 && (c->route->flags & KMS_RT_ROOT_NS) && strcmp(c->ns.id, "root") != 0) {
+        /* server-wide endpoints (audit, metrics, health, init): never from a namespace */
+        return KMS_FAIL(c, 400, "operation unavailable in namespaces");
+    }
     if (found == 1 && head && (c->route->flags & KMS_RT_PUBLIC) == 0) {
         found = 2;
     }

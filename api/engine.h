@@ -64,6 +64,7 @@ typedef int (*kms_handler_fn)(struct kms_ctx *c);
 #define KMS_RT_SYS_TOP 0x4  /* sys/ response: copy data keys to the top level too */
 #define KMS_RT_NO_AUDIT 0x8 /* not audited (sys/health, sys/seal-status, sys/init) */
 #define KMS_RT_SUDO 0x10    /* root-protected path */
+#define KMS_RT_ROOT_NS 0x20 /* root namespace only: 400 in any other (OpenBao's restricted sys) */
 
 /* Audit durability of one operation (see docs/audit.md). */
 enum kms_effect {

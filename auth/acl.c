@@ -767,8 +767,16 @@ int kms_auth_authorize(struct kms_auth *auth, const struct kms_token *tok,
         goto out;
     }
     kms_acl_check(acl, full, req->op, req->sudo, res);
-    if (res->allowed && tok->num_uses > 0 && kms_auth_token_use(auth, tok->hash) != 0) {
-        goto out;
+    if (res->allowed && tok->num_uses > 0) {
+        /* the use is taken in one write transaction: of N concurrent requests holding the
+         * last use, exactly one is allowed */
+        int u = kms_auth_token_use(auth, tok->hash);
+        if (u < 0) {
+            goto out;
+        }
+        if (u == 1) {
+            res->allowed = false;
+        }
     }
     rc = 0;
 out:

@@ -30,7 +30,8 @@ struct kms_auth {
 /* Rule i of a parsed policy: its pattern (no namespace prefix) and capabilities. */
 const char *kms_policy_rule(const struct kms_policy *p, size_t i, unsigned *caps);
 
-/* Consume one use of a token with num_uses (token.c); revokes it after its last use. */
+/* Take one use of a num_uses token in one write transaction (the last use deletes it): 0
+ * taken (or unlimited), 1 none left (used up concurrently), -1 storage error. */
 int kms_auth_token_use(struct kms_auth *auth, const uint8_t hash[32]);
 /* Drop every cached policy (acl.c); used by kms_auth_destroy. */
 void kms_auth_policy_cache_clear(struct kms_auth *auth);

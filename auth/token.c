@@ -1133,12 +1133,13 @@ int kms_auth_token_use(struct kms_auth *auth, const uint8_t hash[32])
     }
     int g = load_record(txn, hash, &rec);
     if (g != 0) {
-        rc = g == KMS_STORAGE_NOTFOUND ? 0 : -1;
+        /* used up (and deleted) by a concurrent request since the caller looked it up */
+        rc = g == KMS_STORAGE_NOTFOUND ? 1 : -1;
         goto out;
     }
     int64_t uses = get_int(rec, "num_uses");
     if (uses <= 0) {
-        rc = 0;
+        rc = 0; /* unlimited */
         goto out;
     }
     if (uses == 1) {

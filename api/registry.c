@@ -738,7 +738,9 @@ int kms_registry_mount_add(struct kms_api *api, const char *ns_id, const char *p
         return kms_err_set(err, 500, "cannot generate a mount id");
     }
     kms_hex_encode(rnd, sizeof(rnd), acc);
-    snprintf(m.accessor, sizeof(m.accessor), "%s_%s", type, acc);
+    /* OpenBao's form: "transit_1a2b3c4d", and "auth_kubernetes_1a2b3c4d" for auth methods */
+    snprintf(m.accessor, sizeof(m.accessor), "%s%s_%s",
+             strncmp(path, "auth/", 5) == 0 ? "auth_" : "", type, acc);
     snprintf(key, sizeof(key), "%s/%s", ns_id, path);
 
     pthread_rwlock_wrlock(&api->lock);

@@ -529,7 +529,8 @@ static void test_sys_auth(void **state)
     json_t *m = kt_data(b, "k8s/");
     assert_string_equal(json_string_value(json_object_get(m, "type")), "kubernetes");
     assert_string_equal(json_string_value(json_object_get(m, "description")), "cluster one");
-    assert_non_null(strstr(json_string_value(json_object_get(m, "accessor")), "kubernetes_"));
+    assert_int_equal(
+        strncmp(json_string_value(json_object_get(m, "accessor")), "auth_kubernetes_", 16), 0);
     assert_string_equal(json_string_value(json_object_get(kt_data(b, "oidc/"), "type")), "jwt");
     json_decref(b);
     b = at_req(t, 200, "GET", "/v1/sys/auth/k8s", NULL);

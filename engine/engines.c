@@ -1,7 +1,9 @@
 /*
  * engines.c - the composition root. The pipeline (api/) knows engines only through their
  * descriptors; this file is the one place that names them all and wires the KMSKey engine
- * to the Transit engine that keeps its keys.
+ * to the Transit engine that keeps its keys, both ways: KMSKeys call Transit's key operations,
+ * and Transit asks the KMSKey engine's ownership index whether a project-bound token may use a
+ * key (so Transit itself never depends on KMSKeys).
  */
 #include "engine/engines.h"
 
@@ -52,6 +54,7 @@ int kms_engines_create(struct kms_storage *st, const struct kms_api_opts *opts,
         kms_err_set(err, 500, "out of memory");
         goto out;
     }
+    kms_transit_set_owner_check(ts, kms_kmskey_transit_allows, kmskey.state);
     *out = api;
     api = NULL;
     rc = 0;

@@ -12,8 +12,17 @@
  * deletion deadline) and loaded from storage at start-up, so it survives restarts and catches
  * up after downtime: an overdue rotation happens once, on the first tick. kms_api_tick() is
  * driven by the server's timer.
+ *
+ * Ownership. '-' is legal in projects and names, so `<org>-b-c-d` reads as KMSKey `c-d` of
+ * project `b` and as KMSKey `d` of project `b-c`. Beside the schedule the engine keeps an
+ * index (owners.c) of the Transit name every KMSKey owns, rebuilt from the records at start-up:
+ * a KMSKey is created only when no other KMSKey (or retained-key tombstone, written when a
+ * KMSKey is deleted with deletionPolicy retain) owns its Transit name; an existing Transit key
+ * nobody owns is adopted only when its name reads as no other project's; and every action and
+ * the controller touch a Transit key only through the KMSKey that owns it. The same index
+ * answers Transit's ownership check for project-bound tokens (kms_kmskey_transit_allows).
  */
-#include "engine/kmskey/kmskey.h"
+#include "engine/kmskey/kmskey_int.h"
 #include "engine/transit/transit.h"
 
 #include <pthread.h>
@@ -21,9 +30,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NAME_MAX_LEN 63
-#define PROJECT_MAX_LEN 63
+#define NAME_MAX_LEN KMS_KMSKEY_LABEL_MAX
+#define PROJECT_MAX_LEN KMS_KMSKEY_LABEL_MAX
 #define RETRY_SECONDS 10
+/* Tombstones of retained Transit keys: "<ns id>/.retained/<project>/<name>" in the KMSKey
+ * database ('.' is never part of a project, so no KMSKey list or record key meets them). */
+#define RETAINED_SEG ".retained"
+/* The token metadata a Kubernetes login writes: the ServiceAccount's namespace, i.e. the
+ * Kube-DC project the token is bound to. */
+#define TOKEN_PROJECT_META "service_account_namespace"
 
 struct sched_entry {
     char ns_id[KMS_NS_ID_LEN];
@@ -42,6 +57,10 @@ struct kms_sched {
     pthread_mutex_t lock;
     struct sched_entry *e;
     size_t n;
+    struct kms_owners *owners; /* which KMSKey owns which Transit name (own lock) */
+    /* Serialises KMSKey writes and deletions: the ownership check and the claim are one step. */
+    pthread_mutex_t write_lock;
+    bool load_failed;
 };
 
 static struct kms_sched *sched(struct kms_ctx *c)
@@ -90,6 +109,23 @@ static size_t record_key(const char *ns_id, const char *project, const char *nam
     return (size_t)snprintf(out, n, "%s/%s/%s", ns_id, project, name);
 }
 
+/*
+ * The Kube-DC project a token is bound to: the ServiceAccount namespace its Kubernetes login
+ * recorded in its metadata. NULL for tokens without one (people, root, auth/token/create).
+ */
+static const char *token_project(const struct kms_ctx *c)
+{
+    if (!c->has_token) {
+        return NULL;
+    }
+    for (size_t i = 0; i < c->token.nmeta; i++) {
+        if (strcmp(c->token.meta_keys[i], TOKEN_PROJECT_META) == 0) {
+            return c->token.meta_values[i];
+        }
+    }
+    return NULL;
+}
+
 struct target {
     char org[KMS_PATH_MAX];
     char project[PROJECT_MAX_LEN + 1];
@@ -107,6 +143,11 @@ static int resolve_target(struct kms_ctx *c, struct target *t, bool need_name)
         return KMS_FAIL(c, 400,
                         "KMSKeys belong to an organization namespace: send X-Vault-Namespace: "
                         "<org> or use /v1/<org>/kms/...");
+    }
+    const char *bound = token_project(c);
+    if (bound != NULL && (project == NULL || strcmp(project, bound) != 0)) {
+        /* a workload's token reaches its own project only, whatever its policies say */
+        return KMS_FAILW(c, 403, "permission denied");
     }
     if (project == NULL || !dns_label(project, PROJECT_MAX_LEN)) {
         return KMS_FAIL(c, 400,
@@ -133,6 +174,30 @@ static int resolve_target(struct kms_ctx *c, struct target *t, bool need_name)
     return 0;
 }
 
+/* The Transit name without "<org>-": "<project>-<name>", the ownership index's key. */
+static const char *target_rest(const struct target *t)
+{
+    return t->transit_name + strlen(t->org) + 1;
+}
+
+/* Whether KMSKey t of namespace ns_id owns its Transit name; *owner says who does (if any). */
+static bool owns(struct kms_sched *s, const char *ns_id, const struct target *t,
+                 struct kms_owner *owner)
+{
+    memset(owner, 0, sizeof(*owner));
+    if (kms_owners_lookup(s->owners, ns_id, target_rest(t), owner) != 1) {
+        return false;
+    }
+    return !owner->retained && strcmp(owner->project, t->project) == 0 &&
+           strcmp(owner->name, t->name) == 0;
+}
+
+static size_t tombstone_key(const char *ns_id, const char *project, const char *name, char *out,
+                            size_t n)
+{
+    return (size_t)snprintf(out, n, "%s/" RETAINED_SEG "/%s/%s", ns_id, project, name);
+}
+
 static int load_record(struct kms_api *api, const char *ns_id, const char *project,
                        const char *name, json_t **out)
 {
@@ -154,16 +219,19 @@ static int load_record(struct kms_api *api, const char *ns_id, const char *proje
     return g;
 }
 
-static int store_record(struct kms_api *api, const char *ns_id, const char *project,
-                        const char *name, json_t *rec)
+/* Store a KMSKey record; drop_tombstone also removes its retained-key tombstone (adoption). */
+static int store_record_tx(struct kms_api *api, const char *ns_id, const char *project,
+                           const char *name, json_t *rec, bool drop_tombstone)
 {
-    char key[KMS_PATH_MAX];
+    char key[KMS_PATH_MAX], tkey[KMS_PATH_MAX];
     struct kms_txn *txn = NULL;
     char *text = json_dumps(rec, JSON_COMPACT);
     size_t kn = record_key(ns_id, project, name, key, sizeof(key));
+    size_t tn = tombstone_key(ns_id, project, name, tkey, sizeof(tkey));
     int rc = -1;
     if (text != NULL && kms_storage_txn_begin(kms_api_storage(api), true, &txn) == 0 &&
         kms_storage_put(txn, KMS_DB_KMSKEYS, key, kn, text, strlen(text)) == 0 &&
+        (!drop_tombstone || kms_storage_del(txn, KMS_DB_KMSKEYS, tkey, tn) >= 0) &&
         kms_storage_txn_commit(&txn) == 0) {
         rc = 0;
     }
@@ -172,15 +240,55 @@ static int store_record(struct kms_api *api, const char *ns_id, const char *proj
     return rc;
 }
 
+static int store_record(struct kms_api *api, const char *ns_id, const char *project,
+                        const char *name, json_t *rec)
+{
+    return store_record_tx(api, ns_id, project, name, rec, false);
+}
+
+/*
+ * Delete a KMSKey record. With `created` (its creationTimestamp) a tombstone takes its place in
+ * the same transaction: the Transit key it leaves behind stays its project's.
+ */
+static int delete_record_tx(struct kms_api *api, const char *ns_id, const char *project,
+                            const char *name, const char *created)
+{
+    char key[KMS_PATH_MAX], tkey[KMS_PATH_MAX];
+    struct kms_txn *txn = NULL;
+    json_t *tomb = created ? json_pack("{s:s}", "created", created) : NULL;
+    char *text = tomb ? json_dumps(tomb, JSON_COMPACT) : NULL;
+    size_t kn = record_key(ns_id, project, name, key, sizeof(key));
+    size_t tn = tombstone_key(ns_id, project, name, tkey, sizeof(tkey));
+    int rc = -1;
+    if ((created == NULL || text != NULL) &&
+        kms_storage_txn_begin(kms_api_storage(api), true, &txn) == 0 &&
+        kms_storage_del(txn, KMS_DB_KMSKEYS, key, kn) >= 0 &&
+        (text == NULL || kms_storage_put(txn, KMS_DB_KMSKEYS, tkey, tn, text, strlen(text)) == 0) &&
+        kms_storage_txn_commit(&txn) == 0) {
+        rc = 0;
+    }
+    kms_storage_txn_abort(&txn);
+    free(text);
+    json_decref(tomb);
+    return rc;
+}
+
 static int delete_record(struct kms_api *api, const char *ns_id, const char *project,
                          const char *name)
 {
-    char key[KMS_PATH_MAX];
+    return delete_record_tx(api, ns_id, project, name, NULL);
+}
+
+/* Remove a tombstone whose Transit key is gone (it protects nothing any more). */
+static int delete_tombstone(struct kms_api *api, const char *ns_id, const char *project,
+                            const char *name)
+{
+    char tkey[KMS_PATH_MAX];
     struct kms_txn *txn = NULL;
-    size_t kn = record_key(ns_id, project, name, key, sizeof(key));
+    size_t tn = tombstone_key(ns_id, project, name, tkey, sizeof(tkey));
     int rc = -1;
     if (kms_storage_txn_begin(kms_api_storage(api), true, &txn) == 0 &&
-        kms_storage_del(txn, KMS_DB_KMSKEYS, key, kn) >= 0 && kms_storage_txn_commit(&txn) == 0) {
+        kms_storage_del(txn, KMS_DB_KMSKEYS, tkey, tn) >= 0 && kms_storage_txn_commit(&txn) == 0) {
         rc = 0;
     }
     kms_storage_txn_abort(&txn);
@@ -417,12 +525,30 @@ static int load_cb(const uint8_t *key, size_t keylen, const uint8_t *val, size_t
     if (p1 != NULL && p2 != NULL && rec != NULL) {
         *p1 = '\0';
         *p2 = '\0';
-        struct sched_entry e;
-        sched_from_record(k, p1 + 1, p2 + 1, rec, &e);
-        sched_put_locked(s, &e);
+        if (strcmp(p1 + 1, RETAINED_SEG) == 0) {
+            /* "<ns>/.retained/<project>/<name>": a retained Transit key's tombstone */
+            char *p3 = strchr(p2 + 1, '/');
+            if (p3 != NULL) {
+                *p3 = '\0';
+                if (kms_owners_add(s->owners, k, p2 + 1, p3 + 1,
+                                   json_string_value(json_object_get(rec, "created")), true) != 0) {
+                    s->load_failed = true;
+                }
+            }
+        } else {
+            struct sched_entry e;
+            sched_from_record(k, p1 + 1, p2 + 1, rec, &e);
+            sched_put_locked(s, &e);
+            json_t *created =
+                json_object_get(json_object_get(rec, "metadata"), "creationTimestamp");
+            if (kms_owners_add(s->owners, k, p1 + 1, p2 + 1, json_string_value(created), false) !=
+                0) {
+                s->load_failed = true;
+            }
+        }
     }
     json_decref(rec);
-    return 0;
+    return s->load_failed ? -1 : 0;
 }
 
 static void sched_destroy(struct kms_sched **sp);
@@ -439,7 +565,10 @@ static int sched_create(struct kms_api *api, struct kms_transit *transit, int64_
     s->transit = transit;
     s->deletion_delay = deletion_delay > 0 ? deletion_delay : 30 * 86400;
     pthread_mutex_init(&s->lock, NULL);
-    if (kms_storage_txn_begin(kms_api_storage(api), false, &txn) != 0 ||
+    pthread_mutex_init(&s->write_lock, NULL);
+    /* an incomplete ownership index would let one project take another's key: fail instead */
+    if (kms_owners_create(&s->owners) != 0 ||
+        kms_storage_txn_begin(kms_api_storage(api), false, &txn) != 0 ||
         kms_storage_scan(txn, KMS_DB_KMSKEYS, "", 0, NULL, 0, true, load_cb, s) != 0) {
         kms_storage_txn_abort(&txn);
         sched_destroy(&s);
@@ -457,6 +586,8 @@ static void sched_destroy(struct kms_sched **sp)
         return;
     }
     pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->write_lock);
+    kms_owners_destroy(&s->owners);
     free(s->e);
     free(s);
     *sp = NULL;
@@ -476,11 +607,15 @@ static void rfc3339(int64_t sec, char out[40])
     kms_time_rfc3339(sec, 0, out);
 }
 
-/* The full KMSKey object: the stored record plus status read live from the Transit key. */
-static json_t *render(struct kms_transit *transit, const struct target *t, const char *ns_id,
+/*
+ * The full KMSKey object: the stored record plus status read live from the Transit key, when
+ * the KMSKey owns it (a record from before ownership was checked may not).
+ */
+static json_t *render(struct kms_sched *s, const struct target *t, const char *ns_id,
                       const json_t *rec)
 {
     struct kms_key_policy p;
+    struct kms_owner ow;
     struct kms_err err;
     int64_t last = 0;
     char buf[40], when[40];
@@ -488,12 +623,12 @@ static json_t *render(struct kms_transit *transit, const struct target *t, const
     json_t *meta = json_deep_copy(json_object_get(rec, "metadata"));
     json_t *status = json_object();
     json_t *conds = json_array();
-    int g = t->mount.uuid[0]
-                ? kms_transit_key_get(transit, &t->mount, t->transit_name, &p, &last, &err)
+    bool mine = owns(s, ns_id, t, &ow);
+    int g = t->mount.uuid[0] && mine
+                ? kms_transit_key_get(s->transit, &t->mount, t->transit_name, &p, &last, &err)
                 : KMS_STORAGE_NOTFOUND;
     int64_t interval = spec_interval(spec);
     int64_t del = json_integer_value(json_object_get(rec, "scheduled_deletion"));
-    (void)ns_id;
 
     snprintf(when, sizeof(when), "%s",
              json_string_value(json_object_get(meta, "creationTimestamp")) ?: "");
@@ -516,7 +651,12 @@ static json_t *render(struct kms_transit *transit, const struct target *t, const
     } else {
         json_object_set_new(status, "scheduledDeletion", json_null());
     }
-    if (g != 0) {
+    if (!mine) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "the Transit key belongs to KMSKey \"%s\" of project \"%s\"",
+                 ow.name, ow.project);
+        json_array_append_new(conds, condition("Ready", false, "KeyOwnedElsewhere", msg, when));
+    } else if (g != 0) {
         json_array_append_new(
             conds, condition("Ready", false, "KeyMissing", "the Transit key does not exist", when));
     } else if (del > 0) {
@@ -570,13 +710,101 @@ static int ensure_mount(struct kms_ctx *c, struct target *t)
     return 0;
 }
 
+/*
+ * Before a new KMSKey t takes its Transit name: refuse (400) when another KMSKey owns it, or a
+ * tombstone keeps it for another project while the key still exists (a tombstone whose key is
+ * gone is dropped). *own_tombstone tells that t's own tombstone holds it (t adopts it back).
+ * Called with the write lock held.
+ */
+static int claim_check(struct kms_ctx *c, const struct target *t, bool *own_tombstone)
+{
+    struct kms_sched *s = sched(c);
+    struct kms_owner ow;
+    *own_tombstone = false;
+    while (kms_owners_lookup(s->owners, c->ns.id, target_rest(t), &ow) == 1) {
+        if (strcmp(ow.project, t->project) == 0 && strcmp(ow.name, t->name) == 0) {
+            *own_tombstone = ow.retained;
+            return 0;
+        }
+        if (!ow.retained) {
+            return KMS_FAIL(c, 400,
+                            "Transit key \"%s\" belongs to KMSKey \"%s\" of project \"%s\"; "
+                            "choose another name for this KMSKey",
+                            t->transit_name, ow.name, ow.project);
+        }
+        struct kms_key_policy p;
+        struct kms_err err;
+        int64_t last;
+        int g = t->mount.uuid[0]
+                    ? kms_transit_key_get(s->transit, &t->mount, t->transit_name, &p, &last, &err)
+                    : KMS_STORAGE_NOTFOUND;
+        if (g != KMS_STORAGE_NOTFOUND) {
+            return KMS_FAIL(c, 400,
+                            "Transit key \"%s\" belongs to project \"%s\" (kept when its KMSKey "
+                            "\"%s\" was deleted with deletionPolicy retain); choose another name "
+                            "for this KMSKey",
+                            t->transit_name, ow.project, ow.name);
+        }
+        if (delete_tombstone(c->api, c->ns.id, ow.project, ow.name) != 0) {
+            return KMS_FAILW(c, 500, "cannot store KMSKey");
+        }
+        kms_owners_remove(s->owners, c->ns.id, ow.project, ow.name, true);
+    }
+    return 0;
+}
+
+/*
+ * After kms_transit_key_create found the key t names already there: adopt it only when the
+ * algorithm matches and, unless t's own tombstone kept it, its name reads as no other
+ * project's key (an existing project p' with `<org>-<p'>-<n'>` == the name).
+ */
+static int adopt_check(struct kms_ctx *c, const struct target *t, const json_t *spec,
+                       const struct kms_key_policy *p, bool own_tombstone)
+{
+    char other[KMS_KMSKEY_LABEL_MAX + 1];
+    if (strcmp(kms_key_type_name(p->type), json_string_value(json_object_get(spec, "algorithm"))) !=
+        0) {
+        return KMS_FAIL(c, 400,
+                        "Transit key %s already exists with type %s; spec.algorithm must match to "
+                        "adopt it",
+                        t->transit_name, kms_key_type_name(p->type));
+    }
+    if (!own_tombstone && kms_owners_other_project(sched(c)->owners, c->ns.id, target_rest(t),
+                                                   t->project, other) == 1) {
+        return KMS_FAIL(c, 400,
+                        "Transit key \"%s\" exists without a KMSKey and its name also reads as a "
+                        "key of project \"%s\", so it is not adopted (kmsd cannot tell which "
+                        "project it belongs to); choose another name for this KMSKey",
+                        t->transit_name, other);
+    }
+    kms_warn(c, "adopted the existing Transit key %s", t->transit_name);
+    return 0;
+}
+
+/* A new KMSKey's record: metadata, the spec and no countdown yet. */
+static json_t *new_record(struct kms_ctx *c, const struct target *t, json_t *spec, const char *now)
+{
+    char uid[37];
+    char pns[KMS_PATH_MAX + PROJECT_MAX_LEN + 2];
+    if (kms_uuid4(uid) != 0) {
+        KMS_FAILW(c, 500, "cannot generate a uid");
+        return NULL;
+    }
+    snprintf(pns, sizeof(pns), "%s-%s", t->org, t->project);
+    return json_pack("{s:{s:s, s:s, s:s, s:s, s:s, s:s, s:i}, s:O, s:I}", "metadata", "name",
+                     t->name, "namespace", pns, "organization", t->org, "project", t->project,
+                     "uid", uid, "creationTimestamp", now, "generation", 1, "spec", spec,
+                     "scheduled_deletion", (json_int_t)0);
+}
+
 static int kmskey_write(struct kms_ctx *c)
 {
+    struct kms_sched *s = sched(c);
     struct target t;
     json_t *rec = NULL;
     json_t *spec = NULL;
     struct kms_key_policy p;
-    bool existed = false;
+    bool existed = false, created = false, own_tombstone = false;
     int rc = -1;
     char now[40];
     int64_t sec;
@@ -587,9 +815,12 @@ static int kmskey_write(struct kms_ctx *c)
     }
     kms_now(&sec, &nsec);
     rfc3339(sec, now);
+    /* the ownership check and the claim of the Transit name are one step */
+    pthread_mutex_lock(&s->write_lock);
     int g = load_record(c->api, c->ns.id, t.project, t.name, &rec);
     if (g < 0) {
-        return KMS_FAILW(c, 500, "cannot read KMSKey");
+        KMS_FAILW(c, 500, "cannot read KMSKey");
+        goto out;
     }
     if (spec_from_request(c, g == 0 ? json_object_get(rec, "spec") : NULL, &spec) != 0) {
         goto out;
@@ -611,57 +842,54 @@ static int kmskey_write(struct kms_ctx *c)
                                          (json_equal(old, spec) ? 0 : 1)));
         json_object_set(rec, "spec", spec);
     } else {
-        char uid[37];
-        if (kms_uuid4(uid) != 0) {
-            KMS_FAILW(c, 500, "cannot generate a uid");
+        enum kms_key_type type;
+        created = true;
+        if (claim_check(c, &t, &own_tombstone) != 0 ||
+            (rec = new_record(c, &t, spec, now)) == NULL) {
             goto out;
         }
-        char pns[KMS_PATH_MAX + PROJECT_MAX_LEN + 2];
-        snprintf(pns, sizeof(pns), "%s-%s", t.org, t.project);
-        rec = json_pack("{s:{s:s, s:s, s:s, s:s, s:s, s:s, s:i}, s:O, s:I}", "metadata", "name",
-                        t.name, "namespace", pns, "organization", t.org, "project", t.project,
-                        "uid", uid, "creationTimestamp", now, "generation", 1, "spec", spec,
-                        "scheduled_deletion", (json_int_t)0);
-        enum kms_key_type type;
         if (kms_key_type_parse(json_string_value(json_object_get(spec, "algorithm")), &type) != 0 ||
             ensure_mount(c, &t) != 0 ||
-            kms_transit_key_create(sched(c)->transit, &t.mount, t.transit_name, type, &p, &existed,
+            kms_transit_key_create(s->transit, &t.mount, t.transit_name, type, &p, &existed,
                                    &c->err) != 0) {
             if (c->err.status == 0) {
                 KMS_FAILW(c, 500, "cannot provision the Transit key");
             }
             goto out;
         }
-        if (existed && strcmp(kms_key_type_name(p.type),
-                              json_string_value(json_object_get(spec, "algorithm"))) != 0) {
-            KMS_FAIL(c, 400,
-                     "Transit key %s already exists with type %s; spec.algorithm must match to "
-                     "adopt it",
-                     t.transit_name, kms_key_type_name(p.type));
+        if (existed && adopt_check(c, &t, spec, &p, own_tombstone) != 0) {
             goto out;
         }
-        if (existed) {
-            kms_warn(c, "adopted the existing Transit key %s", t.transit_name);
+        if (kms_owners_reserve(s->owners) != 0) {
+            KMS_FAILW(c, 500, "out of memory");
+            goto out;
         }
     }
     /* deletionPolicy drives the countdown: schedule starts it, retain cancels it */
     const char *dp = json_string_value(json_object_get(spec, "deletionPolicy"));
     int64_t del = json_integer_value(json_object_get(rec, "scheduled_deletion"));
     if (strcmp(dp, "schedule") == 0 && del == 0) {
-        json_object_set_new(rec, "scheduled_deletion",
-                            json_integer(sec + sched(c)->deletion_delay));
+        json_object_set_new(rec, "scheduled_deletion", json_integer(sec + s->deletion_delay));
     } else if (strcmp(dp, "retain") == 0 && del != 0) {
         json_object_set_new(rec, "scheduled_deletion", json_integer(0));
         json_object_del(json_object_get(rec, "metadata"), "deletionTimestamp");
     }
-    if (store_record(c->api, c->ns.id, t.project, t.name, rec) != 0) {
+    if (store_record_tx(c->api, c->ns.id, t.project, t.name, rec, own_tombstone) != 0) {
         KMS_FAILW(c, 500, "cannot store KMSKey");
         goto out;
     }
-    sched_update(sched(c), c->ns.id, t.project, t.name, rec);
-    c->data = render(sched(c)->transit, &t, c->ns.id, rec);
+    if (created) {
+        /* cannot fail after kms_owners_reserve */
+        (void)kms_owners_add(s->owners, c->ns.id, t.project, t.name, now, false);
+        if (own_tombstone) {
+            kms_owners_remove(s->owners, c->ns.id, t.project, t.name, true);
+        }
+    }
+    sched_update(s, c->ns.id, t.project, t.name, rec);
+    c->data = render(s, &t, c->ns.id, rec);
     rc = 0;
 out:
+    pthread_mutex_unlock(&s->write_lock);
     json_decref(spec);
     json_decref(rec);
     return rc;
@@ -681,13 +909,13 @@ static int kmskey_read(struct kms_ctx *c)
     if (g != 0) {
         return KMS_FAILW(c, 500, "cannot read KMSKey");
     }
-    c->data = render(sched(c)->transit, &t, c->ns.id, rec);
+    c->data = render(sched(c), &t, c->ns.id, rec);
     json_decref(rec);
     return 0;
 }
 
 struct list_arg {
-    struct kms_transit *transit;
+    struct kms_sched *s;
     struct target *t;
     const char *ns_id;
     json_t *keys;
@@ -709,7 +937,7 @@ static int list_cb(const uint8_t *key, size_t keylen, const uint8_t *val, size_t
     json_t *rec = json_loadb((const char *)val, vallen, 0, NULL);
     if (rec != NULL) {
         json_array_append_new(l->keys, json_string(l->t->name));
-        json_object_set_new(l->info, l->t->name, render(l->transit, l->t, l->ns_id, rec));
+        json_object_set_new(l->info, l->t->name, render(l->s, l->t, l->ns_id, rec));
     }
     json_decref(rec);
     return 0;
@@ -725,8 +953,7 @@ static int kmskey_list(struct kms_ctx *c)
         return -1;
     }
     snprintf(prefix, sizeof(prefix), "%s/%s/", c->ns.id, t.project);
-    struct list_arg l = {sched(c)->transit, &t, c->ns.id, json_array(), json_object(),
-                         strlen(prefix)};
+    struct list_arg l = {sched(c), &t, c->ns.id, json_array(), json_object(), strlen(prefix)};
     if (kms_storage_txn_begin(kms_api_storage(c->api), false, &txn) != 0 ||
         kms_storage_scan(txn, KMS_DB_KMSKEYS, prefix, strlen(prefix), NULL, 0, true, list_cb, &l) !=
             0) {
@@ -748,18 +975,23 @@ out:
 
 static int kmskey_delete(struct kms_ctx *c)
 {
+    struct kms_sched *s = sched(c);
     struct target t;
+    struct kms_owner ow;
     json_t *rec = NULL;
     int rc = -1;
     if (resolve_target(c, &t, true) != 0) {
         return -1;
     }
+    pthread_mutex_lock(&s->write_lock);
     int g = load_record(c->api, c->ns.id, t.project, t.name, &rec);
     if (g == KMS_STORAGE_NOTFOUND) {
-        return kms_fail_notfound(c);
+        rc = kms_fail_notfound(c);
+        goto out;
     }
     if (g != 0) {
-        return KMS_FAILW(c, 500, "cannot read KMSKey");
+        KMS_FAILW(c, 500, "cannot read KMSKey");
+        goto out;
     }
     if (json_integer_value(json_object_get(rec, "scheduled_deletion")) != 0) {
         /* like a finalizer: the object stays until the countdown destroys the key */
@@ -776,21 +1008,43 @@ static int kmskey_delete(struct kms_ctx *c)
         }
         kms_warn(c, "deletionPolicy is schedule: the KMSKey and its Transit key are destroyed "
                     "when the countdown ends");
-        c->data = render(sched(c)->transit, &t, c->ns.id, rec);
+        c->data = render(s, &t, c->ns.id, rec);
         rc = 0;
         goto out;
     }
-    /* retain: the Transit key survives the KMSKey */
-    if (delete_record(c->api, c->ns.id, t.project, t.name) != 0) {
+    /*
+     * retain: the Transit key survives the KMSKey, and a tombstone keeps it the project's (no
+     * other project's KMSKey adopts it, no other project's token uses it). A KMSKey that does
+     * not own its Transit name leaves no tombstone: the key is not its own.
+     */
+    struct kms_key_policy p;
+    struct kms_err err;
+    int64_t last;
+    const char *created = NULL;
+    if (owns(s, c->ns.id, &t, &ow) && t.mount.uuid[0] != '\0' &&
+        kms_transit_key_get(s->transit, &t.mount, t.transit_name, &p, &last, &err) == 0) {
+        created = json_string_value(
+                      json_object_get(json_object_get(rec, "metadata"), "creationTimestamp"))
+                      ?: "";
+    }
+    if (created != NULL && kms_owners_reserve(s->owners) != 0) {
+        KMS_FAILW(c, 500, "out of memory");
+        goto out;
+    }
+    if (delete_record_tx(c->api, c->ns.id, t.project, t.name, created) != 0) {
         KMS_FAILW(c, 500, "cannot delete KMSKey");
         goto out;
     }
-    struct kms_sched *s = sched(c);
+    kms_owners_remove(s->owners, c->ns.id, t.project, t.name, false);
+    if (created != NULL) {
+        (void)kms_owners_add(s->owners, c->ns.id, t.project, t.name, created, true);
+    }
     pthread_mutex_lock(&s->lock);
     sched_remove_locked(s, c->ns.id, t.project, t.name);
     pthread_mutex_unlock(&s->lock);
     rc = 0;
 out:
+    pthread_mutex_unlock(&s->write_lock);
     json_decref(rec);
     return rc;
 }
@@ -811,6 +1065,20 @@ static int action_target(struct kms_ctx *c, struct target *t, json_t **rec)
     return 0;
 }
 
+/* An action on the Transit key: only through the KMSKey that owns it (409 otherwise). */
+static int require_owner(struct kms_ctx *c, const struct target *t)
+{
+    struct kms_owner ow;
+    if (owns(sched(c), c->ns.id, t, &ow)) {
+        return 0;
+    }
+    return KMS_FAIL(c, 409,
+                    "KMSKey \"%s\" of project \"%s\" does not own Transit key \"%s\": it "
+                    "belongs to KMSKey \"%s\" of project \"%s\"; delete this KMSKey (its "
+                    "deletion never touches that key)",
+                    t->name, t->project, t->transit_name, ow.name, ow.project);
+}
+
 static int kmskey_rotate(struct kms_ctx *c)
 {
     struct target t;
@@ -820,6 +1088,9 @@ static int kmskey_rotate(struct kms_ctx *c)
     if (action_target(c, &t, &rec) != 0) {
         return -1;
     }
+    if (require_owner(c, &t) != 0) {
+        goto out;
+    }
     if (t.mount.uuid[0] == '\0') {
         KMS_FAIL(c, 404, "the organization has no transit/ mount");
         goto out;
@@ -828,7 +1099,7 @@ static int kmskey_rotate(struct kms_ctx *c)
         goto out;
     }
     sched_update(sched(c), c->ns.id, t.project, t.name, rec);
-    c->data = render(sched(c)->transit, &t, c->ns.id, rec);
+    c->data = render(sched(c), &t, c->ns.id, rec);
     rc = 0;
 out:
     json_decref(rec);
@@ -851,6 +1122,9 @@ static int kmskey_min_version(struct kms_ctx *c)
     if (action_target(c, &t, &rec) != 0) {
         return -1;
     }
+    if (require_owner(c, &t) != 0) {
+        goto out;
+    }
     if (t.mount.uuid[0] == '\0') {
         KMS_FAIL(c, 404, "the organization has no transit/ mount");
         goto out;
@@ -859,7 +1133,7 @@ static int kmskey_min_version(struct kms_ctx *c)
                                     &c->err) != 0) {
         goto out;
     }
-    c->data = render(sched(c)->transit, &t, c->ns.id, rec);
+    c->data = render(sched(c), &t, c->ns.id, rec);
     rc = 0;
 out:
     json_decref(rec);
@@ -892,8 +1166,15 @@ static int kmskey_deletion(struct kms_ctx *c, bool schedule)
         KMS_FAILW(c, 500, "cannot store KMSKey");
         goto out;
     }
+    struct kms_owner ow;
+    if (schedule && !owns(sched(c), c->ns.id, &t, &ow)) {
+        kms_warn(c,
+                 "this KMSKey does not own Transit key %s (it belongs to KMSKey \"%s\" of "
+                 "project \"%s\"): the countdown removes this KMSKey only",
+                 t.transit_name, ow.name, ow.project);
+    }
     sched_update(sched(c), c->ns.id, t.project, t.name, rec);
-    c->data = render(sched(c)->transit, &t, c->ns.id, rec);
+    c->data = render(sched(c), &t, c->ns.id, rec);
     rc = 0;
 out:
     json_decref(rec);
@@ -931,25 +1212,31 @@ static int entry_target(struct kms_api *api, const struct sched_entry *e, struct
 
 /*
  * End a due deletion countdown: a durable audit record first (or no destruction), then the
- * Transit key and the KMSKey record. 1 when the entry is done, 0 when it is to be retried
- * (delete_at moved RETRY_SECONDS ahead).
+ * Transit key (only when this KMSKey owns it) and the KMSKey record. 1 when the entry is done,
+ * 0 when it is to be retried (delete_at moved RETRY_SECONDS ahead).
  */
 static int tick_delete(struct kms_sched *s, struct sched_entry *e, const struct target *t,
                        const struct kms_ns *ns, int64_t now, kms_tick_report_fn report)
 {
     char path[KMS_PATH_MAX + 160];
     struct kms_audit_rec *rec = NULL;
+    struct kms_owner ow;
     struct kms_err err, aerr;
+    bool mine = owns(s, e->ns_id, t, &ow);
     kms_err_clear(&err);
-    snprintf(path, sizeof(path), "transit/keys/%s", t->transit_name);
-    struct kms_audit_internal ev = {e->ns_id, ns->path,        path,      "delete",
-                                    "delete", t->transit_name, e->project};
+    if (mine) {
+        snprintf(path, sizeof(path), "transit/keys/%s", t->transit_name);
+    } else {
+        snprintf(path, sizeof(path), "kms/keys/%s/%s", e->project, e->name);
+    }
+    struct kms_audit_internal ev = {
+        e->ns_id, ns->path, path, "delete", "delete", mine ? t->transit_name : e->name, e->project};
     if (kms_audit_internal_begin(s->api, &ev, &rec, &err) != 0) {
         report("deletion-failed", e->ns_id, e->project, e->name, err.msg);
         e->delete_at = now + RETRY_SECONDS;
         return 0;
     }
-    int d = kms_transit_key_destroy(s->transit, &t->mount, t->transit_name, &err);
+    int d = mine ? kms_transit_key_destroy(s->transit, &t->mount, t->transit_name, &err) : 0;
     bool failed = d < 0 || delete_record(s->api, e->ns_id, e->project, e->name) != 0;
     if (kms_audit_internal_end(&rec, &ev, NULL, 0, failed ? err.msg : NULL, &aerr) != 0) {
         report("audit-failed", e->ns_id, e->project, e->name, aerr.msg);
@@ -959,7 +1246,8 @@ static int tick_delete(struct kms_sched *s, struct sched_entry *e, const struct 
         e->delete_at = now + RETRY_SECONDS;
         return 0;
     }
-    report("deleted", e->ns_id, e->project, e->name, t->transit_name);
+    kms_owners_remove(s->owners, e->ns_id, e->project, e->name, false);
+    report("deleted", e->ns_id, e->project, e->name, mine ? t->transit_name : "");
     return 1;
 }
 
@@ -971,8 +1259,14 @@ static void tick_rotate(struct kms_sched *s, struct sched_entry *e, const struct
     struct kms_audit_rec *rec = NULL;
     struct kms_err err, aerr;
     struct kms_key_policy p;
+    struct kms_owner ow;
     int64_t last = 0;
     kms_err_clear(&err);
+    if (!owns(s, e->ns_id, t, &ow)) {
+        /* another KMSKey's key: never rotated through this one */
+        e->next_rotate = now + e->interval;
+        return;
+    }
     if (kms_transit_key_get(s->transit, &t->mount, t->transit_name, &p, &last, &err) != 0) {
         e->next_rotate = now + RETRY_SECONDS;
         return;
@@ -1129,6 +1423,33 @@ static void kmskey_purged(void *state, const char *ns_id, const struct kms_mount
         }
     }
     pthread_mutex_unlock(&s->lock);
+    kms_owners_purge_ns(s->owners, ns_id);
+}
+
+bool kms_kmskey_transit_allows(void *state, const struct kms_ctx *c, const char *name)
+{
+    struct kms_sched *s = state;
+    const char *project = token_project(c);
+    char org[KMS_PATH_MAX];
+    char other[KMS_KMSKEY_LABEL_MAX + 1];
+    struct kms_owner ow;
+    if (project == NULL || org_name(&c->ns, org, sizeof(org)) != 0) {
+        return true; /* not bound to a project, or no organization (the root namespace) */
+    }
+    size_t ol = strlen(org);
+    if (strncmp(name, org, ol) != 0 || name[ol] != '-') {
+        return false;
+    }
+    const char *rest = name + ol + 1;
+    if (kms_owners_lookup(s->owners, c->ns.id, rest, &ow) == 1) {
+        return strcmp(ow.project, project) == 0;
+    }
+    /* nobody owns it: the token's project only when the name reads as no other project's */
+    size_t pl = strlen(project);
+    if (strncmp(rest, project, pl) != 0 || rest[pl] != '-' || rest[pl + 1] == '\0') {
+        return false;
+    }
+    return kms_owners_other_project(s->owners, c->ns.id, rest, project, other) == 0;
 }
 
 static void kmskey_destroy(void *state)

@@ -18,6 +18,15 @@ struct kms_transit;
 int kms_kmskey_engine(struct kms_api *api, struct kms_transit *transit, int64_t deletion_delay,
                       struct kms_engine *out) KMS_WUR;
 
+/*
+ * Transit's ownership check (kms_transit_owner_fn; `state` is the descriptor's state): true
+ * when request c may use Transit key `name`. A token bound to a project (the
+ * service_account_namespace of its Kubernetes login) may use, in an organization namespace,
+ * only keys its project's KMSKeys own (retained ones included) and unowned
+ * `<org>-<project>-*` keys whose name reads as no other project's. Other tokens: always true.
+ */
+bool kms_kmskey_transit_allows(void *state, const struct kms_ctx *c, const char *name);
+
 /* The KMSKey rotation interval syntax (Go durations plus d, whole units); seconds >= 1. */
 int kms_kmskey_interval_parse(const char *s, int64_t *out) KMS_WUR;
 

@@ -382,18 +382,30 @@ struct list_arg {
     json_t *keys;
     size_t prefix_len;
     int64_t limit;
+    const struct kms_ctx *c;
+    const struct kms_transit *t;
 };
 
 static int list_cb(const uint8_t *key, size_t keylen, const uint8_t *val, size_t vallen, void *arg)
 {
     struct list_arg *l = arg;
+    char name[KEYREC_MAX];
+    size_t n = keylen - l->prefix_len;
     (void)val;
     (void)vallen;
     if (l->limit > 0 && (int64_t)json_array_size(l->keys) >= l->limit) {
         return 1;
     }
-    json_array_append_new(l->keys,
-                          json_stringn((const char *)key + l->prefix_len, keylen - l->prefix_len));
+    if (n >= sizeof(name)) {
+        return 0;
+    }
+    memcpy(name, key + l->prefix_len, n);
+    name[n] = '\0';
+    /* a key the caller may not use is not shown either */
+    if (l->t->owner_fn != NULL && !l->t->owner_fn(l->t->owner_arg, l->c, name)) {
+        return 0;
+    }
+    json_array_append_new(l->keys, json_stringn(name, n));
     return 0;
 }
 
@@ -407,7 +419,7 @@ static int keys_list(struct kms_ctx *c)
     int rc = -1;
 
     kms_mount_prefix(&c->mount, prefix, sizeof(prefix));
-    struct list_arg l = {json_array(), strlen(prefix), 0};
+    struct list_arg l = {json_array(), strlen(prefix), 0, c, c->estate};
     if (kms_param_int(c, "limit", &limit)) {
         l.limit = limit;
     }
@@ -1861,6 +1873,46 @@ static const char *config_audit_op(const struct kms_ctx *c)
                : NULL;
 }
 
+/*
+ * Every route that names a key runs the installed ownership check first (project-bound
+ * tokens, see kms_transit_set_owner_check), so no handler can forget it.
+ */
+static int owner_check(struct kms_ctx *c)
+{
+    const struct kms_transit *t = c->estate;
+    const char *name = kms_cap(c, "name");
+    if (t->owner_fn == NULL || name == NULL || t->owner_fn(t->owner_arg, c, name)) {
+        return 0;
+    }
+    return KMS_FAILW(c, 403, "permission denied");
+}
+
+#define OWNED(fn)                                                                                  \
+    static int owned_##fn(struct kms_ctx *c)                                                       \
+    {                                                                                              \
+        return owner_check(c) != 0 ? -1 : fn(c);                                                   \
+    }
+OWNED(keys_read)
+OWNED(keys_write)
+OWNED(keys_delete)
+OWNED(keys_config)
+OWNED(keys_rotate)
+OWNED(keys_trim)
+OWNED(encrypt)
+OWNED(decrypt)
+OWNED(rewrap)
+OWNED(datakey)
+OWNED(export_key)
+OWNED(kms_transit_hmac)
+OWNED(kms_transit_verify)
+OWNED(kms_transit_sign)
+
+void kms_transit_set_owner_check(struct kms_transit *t, kms_transit_owner_fn fn, void *arg)
+{
+    t->owner_fn = fn;
+    t->owner_arg = arg;
+}
+
 #define PURE KMS_EFFECT_PURE
 
 static const struct kms_route transit_routes[] = {
@@ -1869,35 +1921,37 @@ static const struct kms_route transit_routes[] = {
     {.tmpl = "keys", .fields = f_list, .on = {[KMS_OP_LIST] = {keys_list, "list", 0}}},
     {.tmpl = "keys/:name",
      .fields = f_keys,
-     .on = {[KMS_OP_READ] = {keys_read, "read", 0},
-            [KMS_OP_UPDATE] = {keys_write, "create", 0},
-            [KMS_OP_DELETE] = {keys_delete, "delete", 0}}},
+     .on = {[KMS_OP_READ] = {owned_keys_read, "read", 0},
+            [KMS_OP_UPDATE] = {owned_keys_write, "create", 0},
+            [KMS_OP_DELETE] = {owned_keys_delete, "delete", 0}}},
     {.tmpl = "keys/:name/config",
      .fields = f_config,
      .audit_op_of = config_audit_op,
-     .on = {[KMS_OP_UPDATE] = {keys_config, "config", 0}}},
-    {.tmpl = "keys/:name/rotate", .on = {[KMS_OP_UPDATE] = {keys_rotate, "rotate", 0}}},
-    {.tmpl = "keys/:name/trim", .fields = f_trim, .on = {[KMS_OP_UPDATE] = {keys_trim, "trim", 0}}},
+     .on = {[KMS_OP_UPDATE] = {owned_keys_config, "config", 0}}},
+    {.tmpl = "keys/:name/rotate", .on = {[KMS_OP_UPDATE] = {owned_keys_rotate, "rotate", 0}}},
+    {.tmpl = "keys/:name/trim",
+     .fields = f_trim,
+     .on = {[KMS_OP_UPDATE] = {owned_keys_trim, "trim", 0}}},
     {.tmpl = "encrypt/:name",
      .fields = f_encrypt,
      .exists = encrypt_exists,
-     .on = {[KMS_OP_CREATE] = {encrypt, "encrypt", PURE},
-            [KMS_OP_UPDATE] = {encrypt, "encrypt", PURE}}},
+     .on = {[KMS_OP_CREATE] = {owned_encrypt, "encrypt", PURE},
+            [KMS_OP_UPDATE] = {owned_encrypt, "encrypt", PURE}}},
     {.tmpl = "decrypt/:name",
      .fields = f_decrypt,
-     .on = {[KMS_OP_UPDATE] = {decrypt, "decrypt", PURE}}},
+     .on = {[KMS_OP_UPDATE] = {owned_decrypt, "decrypt", PURE}}},
     {.tmpl = "rewrap/:name",
      .fields = f_rewrap,
-     .on = {[KMS_OP_UPDATE] = {rewrap, "rewrap", PURE}}},
+     .on = {[KMS_OP_UPDATE] = {owned_rewrap, "rewrap", PURE}}},
     {.tmpl = "datakey/+plaintext/:name",
      .fields = f_datakey,
-     .on = {[KMS_OP_UPDATE] = {datakey, "datakey", PURE}}},
+     .on = {[KMS_OP_UPDATE] = {owned_datakey, "datakey", PURE}}},
     {.tmpl = "export/+type/:name",
      .fields = f_export,
-     .on = {[KMS_OP_READ] = {export_key, "export", 0}}},
+     .on = {[KMS_OP_READ] = {owned_export_key, "export", 0}}},
     {.tmpl = "export/+type/:name/+version",
      .fields = f_export,
-     .on = {[KMS_OP_READ] = {export_key, "export", 0}}},
+     .on = {[KMS_OP_READ] = {owned_export_key, "export", 0}}},
     {.tmpl = "config/keys",
      .fields = f_config_keys,
      .resource = "TransitMount",
@@ -1905,22 +1959,22 @@ static const struct kms_route transit_routes[] = {
             [KMS_OP_UPDATE] = {config_keys_write, "config", 0}}},
     {.tmpl = "hmac/:name",
      .fields = kms_transit_hmac_fields,
-     .on = {[KMS_OP_UPDATE] = {kms_transit_hmac, NULL, 0}}},
+     .on = {[KMS_OP_UPDATE] = {owned_kms_transit_hmac, NULL, 0}}},
     {.tmpl = "hmac/:name/+algorithm",
      .fields = kms_transit_hmac_fields,
-     .on = {[KMS_OP_UPDATE] = {kms_transit_hmac, NULL, 0}}},
+     .on = {[KMS_OP_UPDATE] = {owned_kms_transit_hmac, NULL, 0}}},
     {.tmpl = "verify/:name",
      .fields = kms_transit_verify_fields,
-     .on = {[KMS_OP_UPDATE] = {kms_transit_verify, NULL, 0}}},
+     .on = {[KMS_OP_UPDATE] = {owned_kms_transit_verify, NULL, 0}}},
     {.tmpl = "verify/:name/+algorithm",
      .fields = kms_transit_verify_fields,
-     .on = {[KMS_OP_UPDATE] = {kms_transit_verify, NULL, 0}}},
+     .on = {[KMS_OP_UPDATE] = {owned_kms_transit_verify, NULL, 0}}},
     {.tmpl = "sign/:name",
      .fields = kms_transit_verify_fields,
-     .on = {[KMS_OP_UPDATE] = {kms_transit_sign, NULL, 0}}},
+     .on = {[KMS_OP_UPDATE] = {owned_kms_transit_sign, NULL, 0}}},
     {.tmpl = "sign/:name/+algorithm",
      .fields = kms_transit_verify_fields,
-     .on = {[KMS_OP_UPDATE] = {kms_transit_sign, NULL, 0}}},
+     .on = {[KMS_OP_UPDATE] = {owned_kms_transit_sign, NULL, 0}}},
     {.tmpl = "hash",
      .fields = kms_transit_hash_fields,
      .on = {[KMS_OP_UPDATE] = {kms_transit_hash, NULL, 0}}},

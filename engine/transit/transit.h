@@ -37,4 +37,15 @@ int kms_transit_key_raise_floor(struct kms_transit *t, const struct kms_mount *m
 int kms_transit_key_destroy(struct kms_transit *t, const struct kms_mount *m, const char *name,
                             struct kms_err *err) KMS_WUR;
 
+/*
+ * Whether request c may use the Transit key `name` of its mount (true) beyond what its ACL
+ * policies grant. Transit knows nothing of projects or KMSKeys; the composition root installs
+ * the KMSKey engine's ownership check here. It is asked before any other work of every route
+ * that names a key (403 "permission denied" when false) and for each name LIST shows. Called
+ * concurrently from every worker; `arg` is borrowed for the engine's lifetime.
+ */
+typedef bool (*kms_transit_owner_fn)(void *arg, const struct kms_ctx *c, const char *name);
+/* Install the check (before the first request; NULL = every key, the default). */
+void kms_transit_set_owner_check(struct kms_transit *t, kms_transit_owner_fn fn, void *arg);
+
 #endif

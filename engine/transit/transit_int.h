@@ -12,6 +12,8 @@ struct kms_keycache;
 struct kms_transit {
     struct kms_api *api; /* borrowed: the API owns the engine */
     struct kms_keycache *kc;
+    kms_transit_owner_fn owner_fn; /* NULL = no check beyond the ACL */
+    void *owner_arg;
 };
 
 /* Key and version lookups through the key cache for the other Transit endpoints:

@@ -5,6 +5,11 @@
  * found by hashing the route-table row's address into a fixed open-addressed table (claimed
  * once with a compare-and-swap), so the request path takes no lock. `GET sys/metrics` renders
  * them in Prometheus text format (`?format=prometheus`) or as JSON.
+ *
+ * The text follows the exposition format's grouping rules, which scrapers rely on: one
+ * `# HELP`/`# TYPE` pair per family, then every sample of that family together; a histogram
+ * series is its `_bucket` lines in ascending `le` order ending with `+Inf`, then `_sum` and
+ * `_count` (= the `+Inf` bucket). Each route is one slot, so no series appears twice.
  */
 #include "api/api_int.h"
 #include "audit/audit.h"
@@ -27,6 +32,7 @@ static const uint64_t bounds_us[NBUCKETS] = {50,   100,   250,   500,    1000,  
 
 struct slot {
     _Atomic(const struct kms_route *) route;
+    _Atomic bool named; /* mount_type written: the slot may be rendered */
     char mount_type[32];
     _Atomic uint64_t by_code[NCODES];
     _Atomic uint64_t bucket[NBUCKETS];
@@ -53,9 +59,11 @@ static struct slot *slot_for(const struct kms_route *r, const char *mount_type)
         }
         if (cur == NULL) {
             const struct kms_route *expected = NULL;
-            /* the mount type is written before the route pointer publishes the slot */
+            /* the winner names the slot, then publishes the name for the renderer; until
+             * then a scrape skips the slot (its counts show up in the next one) */
             if (atomic_compare_exchange_strong(&s->route, &expected, r)) {
                 snprintf(s->mount_type, sizeof(s->mount_type), "%s", mount_type);
+                atomic_store_explicit(&s->named, true, memory_order_release);
                 return s;
             }
             if (expected == r) {
@@ -189,6 +197,9 @@ static void render_hist(struct out *o, const struct slot *s)
 
 static bool slot_used(const struct slot *s)
 {
+    if (s != &unmatched && !atomic_load_explicit(&s->named, memory_order_acquire)) {
+        return false;
+    }
     for (size_t b = 0; b < NBUCKETS; b++) {
         if (atomic_load_explicit(&s->bucket[b], memory_order_relaxed) != 0) {
             return true;
@@ -220,11 +231,14 @@ char *kms_metrics_prometheus(struct kms_api *api, size_t *len)
             render_hist(&o, &slots[i]);
         }
     }
+    if (slot_used(&unmatched)) {
+        render_hist(&o, &unmatched);
+    }
     outf(&o, "# HELP kmsd_batch_items_total Items processed in batch requests, by route.\n"
              "# TYPE kmsd_batch_items_total counter\n");
     for (size_t i = 0; i < SLOTS; i++) {
         uint64_t v = atomic_load(&slots[i].items);
-        if (v != 0) {
+        if (v != 0 && slot_used(&slots[i])) {
             char label[160];
             route_label(&slots[i], label, sizeof(label));
             outf(&o, "kmsd_batch_items_total{route=\"%s\"} %llu\n", label, (unsigned long long)v);

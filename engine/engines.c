@@ -20,7 +20,7 @@ int kms_engines_create(struct kms_storage *st, const struct kms_api_opts *opts,
 {
     struct kms_engines_opts defaults;
     struct kms_api *api = NULL;
-    struct kms_engine sys, transit, kmskey;
+    struct kms_engine sys, metrics, transit, kmskey;
     struct kms_transit *ts = NULL;
     int rc = -1;
 
@@ -32,7 +32,9 @@ int kms_engines_create(struct kms_storage *st, const struct kms_api_opts *opts,
         goto out;
     }
     kms_sys_engine(&sys);
-    if (kms_api_engine_add(api, &sys) != 0 || kms_auth_engines_add(api) != 0) {
+    kms_sys_metrics_engine(&metrics, eopts->unauthenticated_metrics_access);
+    if (kms_api_engine_add(api, &sys) != 0 || kms_api_engine_add(api, &metrics) != 0 ||
+        kms_auth_engines_add(api) != 0) {
         kms_err_set(err, 500, "out of memory");
         goto out;
     }

@@ -9,8 +9,9 @@
 #include "api/api.h"
 
 struct kms_engines_opts {
-    int64_t kms_deletion_delay; /* KMSKey deletion countdown in seconds (0 = 30 days) */
-    size_t key_cache_size;      /* unsealed Transit keys kept in memory (0 = 10000) */
+    int64_t kms_deletion_delay;          /* KMSKey deletion countdown in seconds (0 = 30 days) */
+    size_t key_cache_size;               /* unsealed Transit keys kept in memory (0 = 10000) */
+    bool unauthenticated_metrics_access; /* GET sys/metrics needs no token */
 };
 
 /* The whole service over `st` (borrowed; must outlive the API). eopts may be NULL (defaults). */

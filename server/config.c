@@ -99,6 +99,7 @@ static const struct centry table[] = {
     CHECKED("audit_mode", audit_mode, mode_check, "an octal file mode such as \"0600\""),
     BOOL("audit_hmac_accessor", audit_hmac_accessor),
     SECS("audit_timeout", audit_timeout, 1, 3600),
+    BOOL("unauthenticated_metrics_access", unauthenticated_metrics_access),
 };
 
 void kms_config_default(struct kms_config *cfg)

@@ -437,6 +437,7 @@ static int open_services(const struct flags *f, const struct kms_config *cfg,
     struct kms_engines_opts eopts = {
         .kms_deletion_delay = flag_delay > 0 ? flag_delay : cfg->kms_deletion_delay,
         .key_cache_size = cfg->key_cache_size,
+        .unauthenticated_metrics_access = cfg->unauthenticated_metrics_access,
     };
     if (kms_engines_create(*st, &aopts, &eopts, &rt->api, &err) != 0) {
         goto fail;

@@ -39,6 +39,7 @@ struct kms_config {
     int64_t audit_timeout; /* seconds a request waits for its audit line to be durable */
     struct kms_audit_device_opts audit_devices[KMS_AUDIT_MAX_DEVICES];
     size_t naudit_devices;
+    bool unauthenticated_metrics_access; /* GET sys/metrics without a token (OpenBao's name) */
     bool dev;
     bool dev_nosync;
 };

@@ -1,5 +1,5 @@
 /*
- * sys.c - the system backend: health, seal status, init, mounts and namespaces.
+ * sys.c - the system backend: health, seal status, init, mounts, namespaces and metrics.
  */
 #include "engine/sys/sys_int.h"
 
@@ -433,11 +433,6 @@ static const struct kms_route sys_routes[] = {
      .flags = KMS_RT_SYS_TOP,
      .resource = "Mount",
      .on = {[KMS_OP_READ] = {mounts_list, NULL, 0}}},
-    {.tmpl = "metrics",
-     .flags = KMS_RT_NO_AUDIT | KMS_RT_ROOT_NS,
-     .fields = metrics_fields,
-     .resource = "Metrics",
-     .on = {[KMS_OP_READ] = {metrics, NULL, 0}}},
     {.tmpl = "mounts/*path",
      .flags = KMS_RT_SYS_TOP | KMS_RT_SUDO,
      .fields = mount_fields,
@@ -480,4 +475,29 @@ void kms_sys_engine(struct kms_engine *out)
     out->type = "system";
     out->builtin_path = "sys/";
     out->routes = sys_routes;
+}
+
+/*
+ * sys/metrics is never audited and answers in the root namespace only; whether it needs a
+ * token is configuration (unauthenticated_metrics_access), so its row lives in one of two
+ * one-row tables instead of sys_routes.
+ */
+#define METRICS_ROW(extra)                                                                         \
+    {                                                                                              \
+        .tmpl = "metrics", .flags = KMS_RT_NO_AUDIT | KMS_RT_ROOT_NS | (extra),                    \
+        .fields = metrics_fields, .resource = "Metrics", .on = {                                   \
+            [KMS_OP_READ] = {metrics, NULL, 0}                                                     \
+        }                                                                                          \
+    }
+
+static const struct kms_route metrics_token_routes[] = {METRICS_ROW(0), KMS_ROUTES_END};
+static const struct kms_route metrics_public_routes[] = {METRICS_ROW(KMS_RT_PUBLIC),
+                                                         KMS_ROUTES_END};
+
+void kms_sys_metrics_engine(struct kms_engine *out, bool unauthenticated)
+{
+    memset(out, 0, sizeof(*out));
+    out->type = "system";
+    out->builtin_path = "sys/";
+    out->routes = unauthenticated ? metrics_public_routes : metrics_token_routes;
 }

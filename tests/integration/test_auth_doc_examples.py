@@ -207,23 +207,25 @@ class DocExamplesWithLoginTest(KmsdTestCase):
         org.write("auth/k8s-host/role/developer-hvac-org", bound_service_account_names="app",
                   bound_service_account_namespaces="my-project", audience="openbao",
                   token_policies="kms-developer,only-a")
+        # a workload token reaches its own project's keys only: <org>-<project>-<name>
+        k = "hvac-org-my-project-"
         org.sys.create_or_update_policy(
-            "only-a", 'path "transit/keys/a" { capabilities = ["create", "update"] }')
+            "only-a", 'path "transit/keys/%sa" { capabilities = ["create", "update"] }' % k)
         self.assertIn("only-a", org.sys.list_policies()["data"]["policies"])
         self.assertIn("k8s-host/", org.sys.list_auth_methods()["data"])
-        org.secrets.transit.create_key("b")
+        org.secrets.transit.create_key(k + "b")
         app = hvac.Client(url=addr, namespace="hvac-org")
         app.auth.kubernetes.login(role="developer-hvac-org", jwt=self.iss.mint(),
                                   mount_point="k8s-host")
         self.assertTrue(app.is_authenticated())
-        app.secrets.transit.create_key("a")
-        ct = app.secrets.transit.encrypt_data("b", plaintext="aGk=")["data"]["ciphertext"]
-        self.assertEqual(app.secrets.transit.decrypt_data("b", ciphertext=ct)["data"]
+        app.secrets.transit.create_key(k + "a")
+        ct = app.secrets.transit.encrypt_data(k + "b", plaintext="aGk=")["data"]["ciphertext"]
+        self.assertEqual(app.secrets.transit.decrypt_data(k + "b", ciphertext=ct)["data"]
                          ["plaintext"], "aGk=")
         with self.assertRaises(hvac.exceptions.Forbidden):
-            app.secrets.transit.rotate_key("b")
+            app.secrets.transit.rotate_key(k + "b")
         with self.assertRaises(hvac.exceptions.Forbidden):
-            app.secrets.transit.create_key("c")
+            app.secrets.transit.create_key(k + "c")
         for c in (admin, org, app):
             c.adapter.close()
 

@@ -283,7 +283,7 @@ class PermissionsTableTest(KmsdTestCase):
                 self.check(role, "kms_write", self.call(tok, "POST",
                                                         "kms/keys/my-project/" + role, {}))
                 self.check(role, "kms_write", self.call(tok, "POST",
-                                                        "transit/keys/new-" + role, {}), 200)
+                                                        "transit/keys/my-org-my-project-new-" + role, {}), 200)
                 # encrypt / decrypt
                 self.check(role, "encrypt", self.call(tok, "POST", "transit/encrypt/" + KEY,
                                                       {"plaintext": b64("hunter2")}), 200)
@@ -293,7 +293,7 @@ class PermissionsTableTest(KmsdTestCase):
                     self.assertEqual(unb64(r.data["plaintext"]), b"hunter2")
                 # encrypt never auto-creates a key below the manager
                 self.check(role, "kms_write", self.call(tok, "POST",
-                                                        "transit/encrypt/auto-" + role,
+                                                        "transit/encrypt/my-org-my-project-auto-" + role,
                                                         {"plaintext": b64("x")}), 200)
                 # rotate (raw Transit and KMSKey)
                 self.check(role, "rotate", self.call(tok, "POST",
@@ -308,7 +308,7 @@ class PermissionsTableTest(KmsdTestCase):
                            self.call(tok, "POST", "kms/keys/my-project/kk/min-decryption-version",
                                      {"version": 1}))
                 # delete
-                victim = "victim-" + role
+                victim = "my-org-my-project-victim-" + role
                 ok(self.server.request("POST", "transit/keys/" + victim, {}, namespace=ORG))
                 ok(self.server.request("POST", "transit/keys/%s/config" % victim,
                                        {"deletion_allowed": True}, namespace=ORG))

@@ -11,6 +11,7 @@ conflicting lengths, CL+TE, TE in HTTP/1.0, ...) is refused with its status and 
 is closed, so nothing smuggled after it is ever answered.
 """
 
+import os
 import select
 import shutil
 import socket
@@ -26,6 +27,15 @@ HEALTH = b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\n\r\n"
 SEAL = b"GET /v1/sys/seal-status HTTP/1.1\r\nHost: x\r\n\r\n"
 FLOOD_BYTES = 12 * 1024 * 1024
 RSS_BOUND_KIB = 8 * 1024  # growth allowed over the idle server (measured: 0.3 MiB; the bug: 107 MiB)
+# Under AddressSanitizer freed memory sits in ASan's quarantine, so RSS says nothing about what
+# kmsd keeps; there the pause (the server stops reading) and the answers' order are still
+# asserted, the RSS bound only in the normal build.
+SANITIZED = os.environ.get("KMS_SANITIZED") == "1"
+
+
+def assert_rss_bounded(test, base, peak):
+    if not SANITIZED:
+        test.assertLess(peak - base, RSS_BOUND_KIB, "RSS grew from %d to %d KiB" % (base, peak))
 
 
 def connect(port, rcvbuf=None, sndbuf=None):
@@ -147,8 +157,7 @@ def flood_and_drain(test, srv, sock, tls):
     test.assertEqual(how, "paused",
                      "kmsd read all %d bytes of an unread pipeline: no back-pressure "
                      "(RSS %d -> %d KiB)" % (len(payload), base, state["peak"]))
-    test.assertLess(state["peak"] - base, RSS_BOUND_KIB,
-                    "RSS grew from %d to %d KiB" % (base, state["peak"]))
+    assert_rss_bounded(test, base, state["peak"])
 
     # a paused connection does not hold up anyone else
     other = connect(srv.port)
@@ -190,8 +199,7 @@ def flood_and_drain(test, srv, sock, tls):
         if kind != kinds[i]:
             test.fail("answer %d is a %s answer, want %s" % (i, kind, kinds[i]))
         test.assertEqual(status.setdefault(kind, st), st, (i, body[:200]))
-    test.assertLess(state["peak"] - base, RSS_BOUND_KIB,
-                    "RSS grew from %d to %d KiB" % (base, state["peak"]))
+    assert_rss_bounded(test, base, state["peak"])
 
 
 def flood_socket(port):

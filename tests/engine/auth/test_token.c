@@ -186,8 +186,8 @@ static void test_create_options(void **state)
     at_fail(t, 400, "POST", "/v1/auth/token/create", "{\"id\":\"a.b\"}",
             "custom token ID cannot have the 's.' prefix or contain a '.'");
     /* non-renewable tokens */
-    create_token(t, "/v1/auth/token/create", "{\"policies\":[\"a\"],\"renewable\":false}", tok,
-                 NULL);
+    b = create_token(t, "/v1/auth/token/create", "{\"policies\":[\"a\"],\"renewable\":false}", tok,
+                     NULL);
     json_decref(b);
     b = at_as(t, tok, NULL, 400, "POST", "/v1/auth/token/renew-self", "{}");
     at_err_is(b, "lease is not renewable");

@@ -27,6 +27,7 @@ struct kms_cli_cmd {
 
 /* Command groups. */
 int kms_cli_audit(int argc, char **argv);
+int kms_cli_orgs(int argc, char **argv);     /* orgs.c */
 int kms_cli_keys(int argc, char **argv);     /* keys.c */
 int kms_cli_encrypt(int argc, char **argv);  /* crypt.c */
 int kms_cli_decrypt(int argc, char **argv);  /* crypt.c */

@@ -14,6 +14,7 @@
 
 static const struct kms_cli_cmd commands[] = {
     {"audit", "verify and list the audit log", kms_cli_audit},
+    {"orgs", "organizations: create, list, describe, delete", kms_cli_orgs},
     {"keys", "KMSKeys: list, describe, create, rotate, delete, ...", kms_cli_keys},
     {"encrypt", "encrypt up to 64 KiB with a KMSKey (prints vault:vN:...)", kms_cli_encrypt},
     {"decrypt", "decrypt a vault:vN:... ciphertext", kms_cli_decrypt},

@@ -161,36 +161,6 @@ static int get_key(struct kms_cli_session *s, const char *name, int quiet, json_
     return rc;
 }
 
-/*
- * Does KMSKey `name` exist? 1 yes, 0 no, -1 after printing. A LIST of the project answers 200
- * with the names as soon as the project has a key, so the probe does not leave the 404 error
- * entry in the audit log that a GET of a new name would. An empty project answers the LIST
- * with Vault's bare 404 (that is "no"). Creating needs list rights on the project anyway
- * (the kms-manager role has them).
- */
-static int key_exists(struct kms_cli_session *s, const char *name)
-{
-    char path[256];
-    json_t *resp = NULL;
-    size_t i;
-    json_t *v;
-    int found = 0;
-    snprintf(path, sizeof(path), "kms/keys/%s", s->project);
-    int rc = kms_cli_call(s, "LIST", path, NULL, 404, &resp);
-    if (rc == 404) {
-        return 0;
-    }
-    if (rc != 0) {
-        return -1;
-    }
-    json_array_foreach(json_object_get(json_object_get(resp, "data"), "keys"), i, v)
-    {
-        found = found || (json_is_string(v) && strcmp(json_string_value(v), name) == 0);
-    }
-    json_decref(resp);
-    return found;
-}
-
 /* ---- verbs ------------------------------------------------------------------------------- */
 
 /* Parse a verb's options (global + extra) with exactly npos_want positional arguments. */
@@ -413,18 +383,6 @@ static int cmd_create(int argc, char **argv)
         goto out;
     }
     status = KMS_CLI_EXIT_FAIL;
-    /* the API creates or updates; `create` must not silently reconfigure a key */
-    int rc = key_exists(&s, pos[0]);
-    if (rc == 1) {
-        kms_cli_errorf("KMSKey %s already exists in project %s of organization %s", pos[0],
-                       s.project, kms_cli_org_label(&s));
-        kms_cli_hintf("change it with `kmsctl apply -f FILE` (see `kmsctl keys get %s -o yaml`)",
-                      pos[0]);
-        goto out;
-    }
-    if (rc != 0) {
-        goto out;
-    }
     spec = json_pack("{s:s, s:s, s:s}", "purpose", purpose ? purpose : "application", "algorithm",
                      algorithm ? algorithm : "aes256-gcm96", "deletionPolicy",
                      policy ? policy : "retain");
@@ -434,13 +392,23 @@ static int cmd_create(int argc, char **argv)
     } else if (spec != NULL) {
         json_object_set_new(spec, "rotation", json_pack("{s:b}", "enabled", 0));
     }
-    req = json_pack("{s:O}", "spec", spec);
+    /* create_only: the server refuses (409) to reconfigure an existing key, so `create` needs
+     * no existence probe (which left a 404 entry in the audit log for a project's first key) */
+    req = json_pack("{s:O, s:b}", "spec", spec, "create_only", 1);
     if (req == NULL) {
         kms_cli_errorf("out of memory");
         goto out;
     }
     snprintf(path, sizeof(path), "kms/keys/%s/%s", s.project, pos[0]);
-    if (kms_cli_call(&s, "POST", path, req, 0, &resp) != 0) {
+    int rc = kms_cli_call(&s, "POST", path, req, 409, &resp);
+    if (rc == 409) {
+        kms_cli_errorf("KMSKey %s already exists in project %s of organization %s", pos[0],
+                       s.project, kms_cli_org_label(&s));
+        kms_cli_hintf("change it with `kmsctl apply -f FILE` (see `kmsctl keys get %s -o yaml`)",
+                      pos[0]);
+        goto out;
+    }
+    if (rc != 0) {
         goto out;
     }
     const json_t *obj = json_object_get(resp, "data");

@@ -822,6 +822,13 @@ static int kmskey_write(struct kms_ctx *c)
         KMS_FAILW(c, 500, "cannot read KMSKey");
         goto out;
     }
+    bool create_only = false;
+    (void)kms_param_bool(c, "create_only", &create_only);
+    if (g == 0 && create_only) {
+        /* `kmsctl keys create`: never reconfigure an existing key, and no probe beforehand */
+        KMS_FAIL(c, 409, "KMSKey \"%s\" already exists in project \"%s\"", t.name, t.project);
+        goto out;
+    }
     if (spec_from_request(c, g == 0 ? json_object_get(rec, "spec") : NULL, &spec) != 0) {
         goto out;
     }
@@ -1355,17 +1362,10 @@ static int kmskey_tick(void *state, int64_t now, int64_t *next_due, kms_tick_rep
 /* ---- routes ------------------------------------------------------------------------------ */
 
 static const struct kms_field f_kmskey[] = {
-    {"spec", KMS_F_MAP},
-    {"purpose", KMS_F_STRING},
-    {"algorithm", KMS_F_STRING},
-    {"rotation", KMS_F_RAW},
-    {"deletionPolicy", KMS_F_STRING},
-    {"exportable", KMS_F_RAW},
-    {"metadata", KMS_F_RAW},
-    {"apiVersion", KMS_F_STRING},
-    {"kind", KMS_F_STRING},
-    {"status", KMS_F_RAW},
-    {NULL, 0},
+    {"spec", KMS_F_MAP},     {"purpose", KMS_F_STRING},        {"algorithm", KMS_F_STRING},
+    {"rotation", KMS_F_RAW}, {"deletionPolicy", KMS_F_STRING}, {"exportable", KMS_F_RAW},
+    {"metadata", KMS_F_RAW}, {"apiVersion", KMS_F_STRING},     {"kind", KMS_F_STRING},
+    {"status", KMS_F_RAW},   {"create_only", KMS_F_BOOL},      {NULL, 0},
 };
 
 static const struct kms_field f_version[] = {

@@ -281,17 +281,23 @@ class AuditKeyFilterTest(KmsctlMixin, unittest.TestCase):
         self.assertEqual(sum(1 for e in got if e["op"] == "create"), 1, got)
 
     def test_create_leaves_no_error_entry(self):
-        self.ok("keys", "create", "probe-first")
-        wait_for(lambda: self.events("--key", PROJECT + "/probe-first"), "the create line")
+        # not even the first key of a project (the client sends create_only, never a probe)
         before = len(self.events("--result", "error"))
-        self.ok("keys", "create", "probe-second")
-        wait_for(lambda: self.events("--key", PROJECT + "/probe-second"), "the create line")
+        self.ok("keys", "create", "probe-first", "--project", "fresh-proj")
+        wait_for(lambda: self.events("--key", "fresh-proj/probe-first"), "the create line")
+        self.ok("keys", "create", "probe-second", "--project", "fresh-proj")
+        wait_for(lambda: self.events("--key", "fresh-proj/probe-second"), "the create line")
         errors = self.events("--result", "error")
         self.assertEqual(len(errors), before, errors)
-        # an existing name is still refused, without an error entry either
-        r = self.fails(1, "keys", "create", "probe-second")
-        self.assertIn("KMSKey probe-second already exists in project %s" % PROJECT, r.errtext)
-        self.assertEqual(len(self.events("--result", "error")), before)
+        # an existing name is refused (409) and not reconfigured; the refusal is audited as
+        # what it is, one error entry
+        r = self.fails(1, "keys", "create", "probe-second", "--project", "fresh-proj",
+                       "--purpose", "backup")
+        self.assertIn("KMSKey probe-second already exists in project fresh-proj", r.errtext)
+        wait_for(lambda: len(self.events("--result", "error")) == before + 1,
+                 "the refused create's error entry")
+        r = self.ok("keys", "describe", "probe-second", "--project", "fresh-proj", "-o", "json")
+        self.assertEqual(json.loads(r.out)["spec"]["purpose"], "application")
 
 
 class HelpManCompletionTest(KmsctlMixin, unittest.TestCase):

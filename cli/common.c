@@ -446,6 +446,8 @@ int kms_cli_session_open(const struct kms_cli_global *g, unsigned need, struct k
     if ((need & KMS_CLI_NEED_ORG) && s->ns[0] == '\0') {
         kms_cli_errorf("no organization: give -n/--namespace ORG or set KMS_NAMESPACE (the "
                        "OpenBao namespace that holds your projects)");
+        kms_cli_hintf("`kmsctl orgs list` shows the organizations; `kmsctl orgs create ORG` "
+                      "makes one");
         goto out;
     }
     const char *project = g->project ? g->project : env3("KMS_PROJECT", NULL, NULL);
@@ -559,10 +561,10 @@ static void explain_api_error(const struct kms_cli_session *s, const char *metho
     if (status == 404 && strstr(msg, "namespace not found") != NULL) {
         kms_cli_errorf("organization \"%s\" not found on %s (namespace not found)",
                        kms_cli_org_label(s), s->addr);
-        kms_cli_hintf("check -n/--namespace or KMS_NAMESPACE; an administrator creates the "
-                      "organization with a root token: POST %s/v1/sys/namespaces/%s "
-                      "(`vault namespace create %s`)",
-                      s->addr, s->ns, s->ns);
+        kms_cli_hintf("check -n/--namespace or KMS_NAMESPACE (`kmsctl orgs list`); create the "
+                      "organization with `kmsctl orgs create %s` and a root-namespace token "
+                      "(POST %s/v1/sys/namespaces/%s)",
+                      s->ns, s->addr, s->ns);
     } else if (status == 403) {
         kms_cli_errorf("%s: %s %s in organization \"%s\"", msg, method, path, kms_cli_org_label(s));
         kms_cli_hintf("the token (--token, KMS_TOKEN or the `kmsctl login` file) is invalid, "

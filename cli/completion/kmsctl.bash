@@ -14,11 +14,12 @@ _kmsctl()
         cword=$COMP_CWORD
     fi
 
-    local commands="keys encrypt decrypt envelope apply login audit version help"
+    local commands="orgs keys encrypt decrypt envelope apply login audit version help"
     local globals="--addr --token --namespace -n --project --output -o --ca-cert --ca-path
                    --client-cert --client-key --tls-skip-verify --help -h"
     local keys_verbs="list describe get create rotate set-min-decryption-version
                       schedule-delete cancel-delete delete"
+    local orgs_verbs="create list describe get delete"
 
     case $prev in
         -o|--output)
@@ -56,6 +57,11 @@ _kmsctl()
     case $cmd in
         "") COMPREPLY=($(compgen -W "$commands $globals" -- "$cur")); return ;;
         help) COMPREPLY=($(compgen -W "$commands" -- "$cur")); return ;;
+        orgs)
+            if [[ -z $verb ]]; then
+                COMPREPLY=($(compgen -W "$orgs_verbs" -- "$cur")); return
+            fi
+            [[ $verb == delete ]] && opts="--yes" ;;
         keys)
             if [[ -z $verb ]]; then
                 COMPREPLY=($(compgen -W "$keys_verbs" -- "$cur")); return

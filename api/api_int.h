@@ -43,19 +43,19 @@ void kms_metrics_request(const struct kms_route *r, const char *mount_type, int 
 /* ---- audit hook (audit_hook.c) ----------------------------------------------------------- */
 
 /* Before the token check: decide whether this request is audited, pick its request id. */
-void kms_audit_hook_arm(struct kms_ctx *c);
+void kms_api_audit_arm(struct kms_ctx *c);
 /*
  * After the policy check, before routing failures and the handler: write the request line.
  * -1 (c->err = 500 internal error) when no device recorded it: the request must stop here.
  */
-int kms_audit_hook_request(struct kms_ctx *c) KMS_WUR;
+int kms_api_audit_request(struct kms_ctx *c) KMS_WUR;
 /*
  * After the handler (rc is its result, or the pipeline's): write the request line if the
  * request was refused before it (bad token, ACL denial: both lines carry the error), then the
  * response line. Returns rc, or -1 with c->err = 500 and the outputs dropped when a line
  * could not be written. Also releases the hook's state.
  */
-int kms_audit_hook_response(struct kms_ctx *c, int rc);
+int kms_api_audit_response(struct kms_ctx *c, int rc);
 
 /* ---- envelope (envelope.c) --------------------------------------------------------------- */
 

@@ -331,7 +331,7 @@ void kms_ctx_note_version(struct kms_ctx *c, uint32_t v)
     a->nversions++;
 }
 
-void kms_audit_hook_arm(struct kms_ctx *c)
+void kms_api_audit_arm(struct kms_ctx *c)
 {
     struct kms_audit *au = kms_api_audit(c->api);
     c->audit.armed =
@@ -370,7 +370,7 @@ static int start_rec(struct kms_ctx *c, bool allowed)
     return rc;
 }
 
-int kms_audit_hook_request(struct kms_ctx *c)
+int kms_api_audit_request(struct kms_ctx *c)
 {
     if (!c->audit.armed) {
         return 0;
@@ -409,7 +409,7 @@ static void drop_outputs(struct kms_ctx *c)
     c->status = 0;
 }
 
-int kms_audit_hook_response(struct kms_ctx *c, int rc)
+int kms_api_audit_response(struct kms_ctx *c, int rc)
 {
     char error[sizeof(c->err.msg) + 32];
     json_t *extra = NULL;
@@ -475,7 +475,7 @@ fail:
 
 #define INTERNAL_SUBJECT "system:kmsd-controller"
 
-static json_t *internal_extra(const struct kms_audit_internal *ev, bool response,
+static json_t *internal_extra(const struct kms_api_audit_event *ev, bool response,
                               const uint32_t *versions, size_t n, int status)
 {
     json_t *e = json_pack("{s:s, s:s, s:s}", "subject", INTERNAL_SUBJECT, "op", ev->op, "resource",
@@ -504,8 +504,8 @@ static json_t *internal_extra(const struct kms_audit_internal *ev, bool response
     return e;
 }
 
-int kms_audit_internal_begin(struct kms_api *api, const struct kms_audit_internal *ev,
-                             struct kms_audit_rec **out, struct kms_err *err)
+int kms_api_audit_internal_begin(struct kms_api *api, const struct kms_api_audit_event *ev,
+                                 struct kms_audit_rec **out, struct kms_err *err)
 {
     struct kms_audit *au = kms_api_audit(api);
     char rid[37];
@@ -545,9 +545,9 @@ out:
     return rc;
 }
 
-int kms_audit_internal_end(struct kms_audit_rec **rec, const struct kms_audit_internal *ev,
-                           const uint32_t *versions, size_t n, const char *error,
-                           struct kms_err *err)
+int kms_api_audit_internal_end(struct kms_audit_rec **rec, const struct kms_api_audit_event *ev,
+                               const uint32_t *versions, size_t n, const char *error,
+                               struct kms_err *err)
 {
     int rc = 0;
     if (*rec == NULL) {

@@ -707,7 +707,7 @@ static int run(struct kms_ctx *c, struct kms_http_resp *resp)
         return KMS_FAIL(c, 503, "Vault is sealed");
     }
 
-    kms_audit_hook_arm(c); /* audited from here on: refusals below get both audit lines */
+    kms_api_audit_arm(c); /* audited from here on: refusals below get both audit lines */
 
     /* 5-6. token and policy */
     if (!public_route && check_token_and_policy(c, resp, found) != 0) {
@@ -715,7 +715,7 @@ static int run(struct kms_ctx *c, struct kms_http_resp *resp)
     }
 
     /* 6b. audit request line; fail closed: without it nothing below runs */
-    if (kms_audit_hook_request(c) != 0) {
+    if (kms_api_audit_request(c) != 0) {
         return -1;
     }
 
@@ -762,7 +762,7 @@ void kms_api_handle(struct kms_api *api, const struct kms_http_req *req, struct 
     c->api = api;
     c->http = req;
     int rc = run(c, resp);
-    rc = kms_audit_hook_response(c, rc); /* no result leaves without its audit line */
+    rc = kms_api_audit_response(c, rc); /* no result leaves without its audit line */
     kms_render(c, rc, resp);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     uint64_t us = (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000);

@@ -287,7 +287,7 @@ void kms_ctx_note_version(struct kms_ctx *c, uint32_t version);
  * later), and a response line after it. Subject "system:kmsd-controller". *out is NULL when
  * auditing is off; end is then a no-op.
  */
-struct kms_audit_internal {
+struct kms_api_audit_event {
     const char *ns_id;
     const char *ns_path;
     const char *path;      /* the equivalent API path, e.g. "transit/keys/org1-p-k/rotate" */
@@ -296,10 +296,10 @@ struct kms_audit_internal {
     const char *key;
     const char *project; /* NULL when none */
 };
-int kms_audit_internal_begin(struct kms_api *api, const struct kms_audit_internal *ev,
-                             struct kms_audit_rec **out, struct kms_err *err) KMS_WUR;
-int kms_audit_internal_end(struct kms_audit_rec **rec, const struct kms_audit_internal *ev,
-                           const uint32_t *versions, size_t n, const char *error,
-                           struct kms_err *err) KMS_WUR;
+int kms_api_audit_internal_begin(struct kms_api *api, const struct kms_api_audit_event *ev,
+                                 struct kms_audit_rec **out, struct kms_err *err) KMS_WUR;
+int kms_api_audit_internal_end(struct kms_audit_rec **rec, const struct kms_api_audit_event *ev,
+                               const uint32_t *versions, size_t n, const char *error,
+                               struct kms_err *err) KMS_WUR;
 
 #endif

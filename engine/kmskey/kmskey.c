@@ -1236,16 +1236,16 @@ static int tick_delete(struct kms_sched *s, struct sched_entry *e, const struct 
     } else {
         snprintf(path, sizeof(path), "kms/keys/%s/%s", e->project, e->name);
     }
-    struct kms_audit_internal ev = {
+    struct kms_api_audit_event ev = {
         e->ns_id, ns->path, path, "delete", "delete", mine ? t->transit_name : e->name, e->project};
-    if (kms_audit_internal_begin(s->api, &ev, &rec, &err) != 0) {
+    if (kms_api_audit_internal_begin(s->api, &ev, &rec, &err) != 0) {
         report("deletion-failed", e->ns_id, e->project, e->name, err.msg);
         e->delete_at = now + RETRY_SECONDS;
         return 0;
     }
     int d = mine ? kms_transit_key_destroy(s->transit, &t->mount, t->transit_name, &err) : 0;
     bool failed = d < 0 || delete_record(s->api, e->ns_id, e->project, e->name) != 0;
-    if (kms_audit_internal_end(&rec, &ev, NULL, 0, failed ? err.msg : NULL, &aerr) != 0) {
+    if (kms_api_audit_internal_end(&rec, &ev, NULL, 0, failed ? err.msg : NULL, &aerr) != 0) {
         report("audit-failed", e->ns_id, e->project, e->name, aerr.msg);
     }
     if (failed) {
@@ -1283,11 +1283,11 @@ static void tick_rotate(struct kms_sched *s, struct sched_entry *e, const struct
         return;
     }
     snprintf(path, sizeof(path), "transit/keys/%s/rotate", t->transit_name);
-    struct kms_audit_internal ev = {e->ns_id, ns->path,        path,      "update",
-                                    "rotate", t->transit_name, e->project};
-    if (kms_audit_internal_begin(s->api, &ev, &rec, &err) != 0 ||
+    struct kms_api_audit_event ev = {e->ns_id, ns->path,        path,      "update",
+                                     "rotate", t->transit_name, e->project};
+    if (kms_api_audit_internal_begin(s->api, &ev, &rec, &err) != 0 ||
         kms_transit_key_rotate(s->transit, &t->mount, t->transit_name, &p, &err) != 0) {
-        if (rec != NULL && kms_audit_internal_end(&rec, &ev, NULL, 0, err.msg, &aerr) != 0) {
+        if (rec != NULL && kms_api_audit_internal_end(&rec, &ev, NULL, 0, err.msg, &aerr) != 0) {
             report("audit-failed", e->ns_id, e->project, e->name, aerr.msg);
         }
         report("rotation-failed", e->ns_id, e->project, e->name, err.msg);
@@ -1295,7 +1295,7 @@ static void tick_rotate(struct kms_sched *s, struct sched_entry *e, const struct
         return;
     }
     char ver[16];
-    if (kms_audit_internal_end(&rec, &ev, &p.latest_version, 1, NULL, &aerr) != 0) {
+    if (kms_api_audit_internal_end(&rec, &ev, &p.latest_version, 1, NULL, &aerr) != 0) {
         report("audit-failed", e->ns_id, e->project, e->name, aerr.msg);
     }
     snprintf(ver, sizeof(ver), "%u", p.latest_version);

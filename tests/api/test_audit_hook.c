@@ -204,12 +204,12 @@ static void test_internal_event(void **state)
     struct fixture *f = *state;
     struct kms_audit_rec *rec = NULL;
     struct kms_err err;
-    const struct kms_audit_internal ev = {
+    const struct kms_api_audit_event ev = {
         "root", "", "transit/keys/o-p-k/rotate", "update", "rotate", "k", "p"};
     const uint32_t v[] = {4};
-    assert_int_equal(kms_audit_internal_begin(f->api, &ev, &rec, &err), 0);
+    assert_int_equal(kms_api_audit_internal_begin(f->api, &ev, &rec, &err), 0);
     assert_non_null(rec);
-    assert_int_equal(kms_audit_internal_end(&rec, &ev, v, 1, NULL, &err), 0);
+    assert_int_equal(kms_api_audit_internal_end(&rec, &ev, v, 1, NULL, &err), 0);
     assert_null(rec);
     json_t *lines = log_lines(f);
     assert_int_equal(json_array_size(lines), 2);
@@ -465,11 +465,11 @@ static void test_internal_event_variants(void **state)
     struct fixture *f = *state;
     struct kms_audit_rec *rec = NULL;
     struct kms_err err;
-    const struct kms_audit_internal ev = {"root",  "org/", "transit/keys/o-p-k", "delete", "delete",
-                                          "o-p-k", NULL};
+    const struct kms_api_audit_event ev = {
+        "root", "org/", "transit/keys/o-p-k", "delete", "delete", "o-p-k", NULL};
     const uint32_t v[] = {1, 2, 3};
-    assert_int_equal(kms_audit_internal_begin(f->api, &ev, &rec, &err), 0);
-    assert_int_equal(kms_audit_internal_end(&rec, &ev, v, 3, "cannot destroy", &err), 0);
+    assert_int_equal(kms_api_audit_internal_begin(f->api, &ev, &rec, &err), 0);
+    assert_int_equal(kms_api_audit_internal_end(&rec, &ev, v, 3, "cannot destroy", &err), 0);
     json_t *lines = log_lines(f);
     json_t *rq = json_array_get(lines, 0), *rs = json_array_get(lines, 1);
     assert_string_equal(str(json_object_get(json_object_get(rq, "request"), "namespace"), "path"),
@@ -481,7 +481,7 @@ static void test_internal_event_variants(void **state)
     json_decref(lines);
     /* ending nothing is a no-op */
     assert_null(rec);
-    assert_int_equal(kms_audit_internal_end(&rec, &ev, NULL, 0, NULL, &err), 0);
+    assert_int_equal(kms_api_audit_internal_end(&rec, &ev, NULL, 0, NULL, &err), 0);
 }
 
 int main(void)

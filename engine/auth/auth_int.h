@@ -28,4 +28,28 @@ json_t *kms_token_auth_block(const struct kms_token *t, const char *client_token
 int kms_auth_login_renew_params(struct kms_ctx *c, const struct kms_token *tok,
                                 struct kms_token_ttl *out);
 
+/*
+ * Token store roles (token_roles.c), records in KMS_DB_AUTH under "<ns id>/token/role/<name>".
+ * load: 0 with *role (caller decrefs; legacy fields folded into the token_ ones),
+ * KMS_STORAGE_NOTFOUND or -1. The handlers serve auth/token/roles[/:role_name].
+ */
+int kms_token_role_load(struct kms_ctx *c, const char *ns_id, const char *name, json_t **role);
+int kms_token_role_list(struct kms_ctx *c);
+int kms_token_role_read(struct kms_ctx *c);
+int kms_token_role_write(struct kms_ctx *c);
+int kms_token_role_delete(struct kms_ctx *c);
+int kms_token_role_exists(struct kms_ctx *c);
+extern const struct kms_field kms_token_role_fields[];
+/*
+ * The policies of a token created against a role that sets allowed/disallowed lists (OpenBao's
+ * resolveTokenPolicies): `given` (ng may be 0), or the role's allowed ones, or the caller's;
+ * each inside the role's allowed (exact or glob) and outside its disallowed lists. 400 with
+ * OpenBao's messages otherwise. *np receives the count.
+ */
+int kms_token_role_policies(struct kms_ctx *c, const json_t *role, const char *const *given,
+                            size_t ng, bool no_default, char pols[][KMS_POLICY_NAME_MAX], int *np);
+/* entity_alias on create: 400 without a role or outside its allowed_entity_aliases; kmsd has
+ * no identity store, so an allowed alias is refused too (always returns -1). */
+int kms_token_role_entity_alias(struct kms_ctx *c, const json_t *role, const char *alias);
+
 #endif

@@ -165,6 +165,29 @@ static int lookup_self(struct kms_ctx *c)
     return lookup_data(c, &c->token, request_token(c));
 }
 
+/* A token created against a token role renews with the role's current period (OpenBao's
+ * authRenew); a deleted role stops its renewals. */
+static int role_renew_params(struct kms_ctx *c, const struct kms_token *t,
+                             struct kms_token_ttl *cur)
+{
+    json_t *role = NULL;
+    int g = kms_token_role_load(c, t->ns_id, t->role, &role);
+    if (g == KMS_STORAGE_NOTFOUND) {
+        return KMS_FAILW(c, 500,
+                         "failed to renew entry: original token role \"%s\" could not be found, "
+                         "not renewing",
+                         t->role);
+    }
+    if (g != 0) {
+        return KMS_FAILW(c, 500, "internal error");
+    }
+    cur->ttl = t->ttl;
+    cur->max_ttl = t->max_ttl;
+    cur->period = json_integer_value(json_object_get(role, "token_period"));
+    json_decref(role);
+    return 0;
+}
+
 /* Renew `t` (a token already authorised for this request) and answer with its auth block. */
 static int renew_token(struct kms_ctx *c, const struct kms_token *t, const char *client_token)
 {
@@ -185,6 +208,10 @@ static int renew_token(struct kms_ctx *c, const struct kms_token *t, const char 
             return -1;
         }
         login = r == 0;
+    } else if (t->role[0] != '\0' && role_renew_params(c, t, &cur) == 0) {
+        login = true;
+    } else if (t->role[0] != '\0') {
+        return -1;
     }
     if (kms_auth_token_renew(kms_api_auth(c->api), t, increment, login ? &cur : NULL, &out, warning,
                              sizeof(warning), &c->err) != 0) {
@@ -338,32 +365,36 @@ static bool in_list(const char *name, const struct kms_token *t)
     return false;
 }
 
-/*
- * The child token's policies: the given ones, or the parent's; normalised (default added
- * unless no_default), each allowed to the caller. Unknown policies get a warning, as in
- * OpenBao. *np receives the count; polp[k] points into pols.
- */
-static int child_policies(struct kms_ctx *c, bool no_default, bool sudo,
-                          char pols[][KMS_POLICY_NAME_MAX], const char **polp, int *np)
+/* The "policies" parameter as borrowed strings; *ng receives the count. */
+static int given_policies(struct kms_ctx *c, const char **given, size_t *ng)
 {
-    const char *given[KMS_TOKEN_MAX_POLICIES];
-    size_t ng = 0;
     json_t *pl = kms_param(c, "policies");
+    size_t i;
+    json_t *v;
+    *ng = 0;
     if (pl != NULL && json_array_size(pl) > KMS_TOKEN_MAX_POLICIES) {
         return KMS_FAIL(c, 400, "too many policies (at most %d)", KMS_TOKEN_MAX_POLICIES);
     }
-    size_t i;
-    json_t *v;
     json_array_foreach(pl, i, v)
     {
         if (!json_is_string(v)) {
             return KMS_FAIL(c, 400, "policies must be strings");
         }
-        given[ng++] = json_string_value(v);
+        given[(*ng)++] = json_string_value(v);
     }
+    return 0;
+}
+
+/*
+ * The child token's policies without a role that lists policies: the given ones, or the
+ * parent's; normalised (default added unless no_default), each allowed to the caller.
+ */
+static int child_policies(struct kms_ctx *c, const char **given, size_t ng, bool no_default,
+                          bool sudo, char pols[][KMS_POLICY_NAME_MAX], int *np)
+{
     if (ng == 0) {
         /* no policies: the parent's (without default when asked) */
-        for (i = 0; i < c->token.npolicies; i++) {
+        for (size_t i = 0; i < c->token.npolicies; i++) {
             if (!(no_default && strcmp(c->token.policies[i], "default") == 0)) {
                 given[ng++] = c->token.policies[i];
             }
@@ -374,6 +405,19 @@ static int child_policies(struct kms_ctx *c, bool no_default, bool sudo,
         return KMS_FAIL(c, 400, "too many policies (at most %d)", KMS_TOKEN_MAX_POLICIES);
     }
     for (int k = 0; k < *np; k++) {
+        if (!c->token.root && !sudo && strcmp(pols[k], "default") != 0 &&
+            strcmp(pols[k], "root") != 0 && !in_list(pols[k], &c->token)) {
+            return KMS_FAIL(c, 400, "child policies must be subset of parent");
+        }
+    }
+    return 0;
+}
+
+/* The final policy set: root only from root, never in a namespace; unknown ones warned. */
+static int check_final_policies(struct kms_ctx *c, char pols[][KMS_POLICY_NAME_MAX], int np,
+                                const char **polp)
+{
+    for (int k = 0; k < np; k++) {
         polp[k] = pols[k];
         if (strcmp(pols[k], "root") == 0 && !c->token.root) {
             return KMS_FAIL(c, 400,
@@ -382,10 +426,8 @@ static int child_policies(struct kms_ctx *c, bool no_default, bool sudo,
         if (strcmp(pols[k], "root") == 0 && strcmp(c->ns.id, "root") != 0) {
             return KMS_FAIL(c, 400, "root tokens may not be created within a namespace");
         }
-        if (!c->token.root && !sudo && strcmp(pols[k], "default") != 0 &&
-            !in_list(pols[k], &c->token)) {
-            return KMS_FAIL(c, 400, "child policies must be subset of parent");
-        }
+    }
+    for (int k = 0; k < np; k++) {
         if (strcmp(pols[k], "root") != 0) {
             char *text = NULL;
             int g = kms_auth_policy_get(kms_api_auth(c->api), c->ns.id, pols[k], &text);
@@ -459,24 +501,150 @@ static int check_child_privileges(struct kms_ctx *c, const char *type, const cha
     return 0;
 }
 
-static int create(struct kms_ctx *c)
+/* What one create request asks for; a role then narrows it (apply_role). */
+struct child_req {
+    const char *id;
+    const char *dn;
+    const char *type;
+    bool orphan;
+    bool no_default;
+    bool renewable;
+    int64_t ttl;
+    int64_t explicit_max;
+    int64_t period;
+    int64_t uses;
+    const char *cidrs[KMS_TOKEN_MAX_CIDRS]; /* borrowed from the role or the parent token */
+    size_t ncidrs;
+};
+
+static void child_req_read(struct kms_ctx *c, struct child_req *r)
+{
+    bool no_parent = false;
+    memset(r, 0, sizeof(*r));
+    r->dn = "";
+    r->type = "service";
+    r->renewable = true;
+    (void)kms_param_str(c, "id", &r->id);
+    (void)kms_param_str(c, "display_name", &r->dn);
+    (void)kms_param_str(c, "type", &r->type);
+    (void)kms_param_bool(c, "no_default_policy", &r->no_default);
+    (void)kms_param_bool(c, "renewable", &r->renewable);
+    if (!kms_param_int(c, "ttl", &r->ttl)) {
+        (void)kms_param_int(c, "lease", &r->ttl);
+    }
+    (void)kms_param_int(c, "explicit_max_ttl", &r->explicit_max);
+    (void)kms_param_int(c, "period", &r->period);
+    (void)kms_param_int(c, "num_uses", &r->uses);
+    (void)kms_param_bool(c, "no_parent", &no_parent);
+    r->orphan = strcmp(c->rel, "create-orphan") == 0 || no_parent;
+}
+
+/* The lesser of a requested and a role value (0 = unset), with OpenBao's warning when both. */
+static int64_t lesser(struct kms_ctx *c, int64_t asked, int64_t role, const char *what)
+{
+    if (role == 0) {
+        return asked;
+    }
+    if (asked == 0) {
+        return role;
+    }
+    int64_t v = role < asked ? role : asked;
+    kms_warn(c,
+             "%s specified both during creation call and in role; using the lesser value of %lld "
+             "seconds",
+             what, (long long)v);
+    return v;
+}
+
+/* OpenBao's role rules for auth/token/create/:role_name (handleCreateCommon). */
+static void apply_role(struct kms_ctx *c, const json_t *role, struct child_req *r)
+{
+    const char *rt = json_string_value(json_object_get(role, "token_type"));
+    int64_t role_uses = json_integer_value(json_object_get(role, "token_num_uses"));
+    if (rt != NULL && strcmp(rt, "service") == 0) {
+        r->type = "service";
+    }
+    if (!json_is_true(json_object_get(role, "renewable"))) {
+        r->renewable = false;
+    }
+    /* 0 is unlimited: the role's limit applies when it is the tighter one */
+    if (role_uses > 0 && (r->uses == 0 || role_uses < r->uses)) {
+        r->uses = role_uses;
+    }
+    r->orphan = json_is_true(json_object_get(role, "orphan"));
+    r->explicit_max = lesser(c, r->explicit_max,
+                             json_integer_value(json_object_get(role, "token_explicit_max_ttl")),
+                             "Explicit max TTL");
+    r->period =
+        lesser(c, r->period, json_integer_value(json_object_get(role, "token_period")), "Period");
+    json_t *cidrs = json_object_get(role, "token_bound_cidrs");
+    for (size_t i = 0; i < json_array_size(cidrs) && r->ncidrs < KMS_TOKEN_MAX_CIDRS; i++) {
+        r->cidrs[r->ncidrs++] = json_string_value(json_array_get(cidrs, i));
+    }
+}
+
+/* "auth/token/create/<role>[/<suffix>]" or the role-less creation path. */
+static int child_path(struct kms_ctx *c, const json_t *role, bool orphan, char *out, size_t n)
+{
+    if (role == NULL) {
+        snprintf(out, n, "%s",
+                 orphan && strcmp(c->rel, "create-orphan") == 0 ? "auth/token/create-orphan"
+                                                                : "auth/token/create");
+        return 0;
+    }
+    const char *suffix = json_string_value(json_object_get(role, "path_suffix"));
+    int w = snprintf(out, n, "auth/token/%s%s%s", c->rel, suffix && suffix[0] ? "/" : "",
+                     suffix ? suffix : "");
+    return (w < 0 || (size_t)w >= n) ? KMS_FAIL(c, 400, "token path too long") : 0;
+}
+
+/* Who may create here at all: not a limited-use token; from a parent namespace, sudo only (a
+ * root policy is refused in any namespace by check_final_policies). */
+static int check_parent(struct kms_ctx *c, bool sudo)
+{
+    if (c->token.num_uses > 0) {
+        return KMS_FAIL(c, 400, "restricted use token cannot generate child tokens");
+    }
+    if (strcmp(c->token.ns_id, c->ns.id) != 0 && !sudo) {
+        return KMS_FAIL(c, 400,
+                        "root or sudo privileges required to directly generate a token "
+                        "in a child namespace");
+    }
+    return 0;
+}
+
+/* The policies of the new token (role-listed or the ordinary subset rules), checked. */
+static int resolve_policies(struct kms_ctx *c, const json_t *role, const struct child_req *r,
+                            bool sudo, char pols[][KMS_POLICY_NAME_MAX], const char **polp, int *np)
+{
+    const char *given[KMS_TOKEN_MAX_POLICIES];
+    size_t ng = 0;
+    bool listed =
+        role != NULL && (json_array_size(json_object_get(role, "allowed_policies")) > 0 ||
+                         json_array_size(json_object_get(role, "disallowed_policies")) > 0 ||
+                         json_array_size(json_object_get(role, "allowed_policies_glob")) > 0 ||
+                         json_array_size(json_object_get(role, "disallowed_policies_glob")) > 0);
+    if (given_policies(c, given, &ng) != 0) {
+        return -1;
+    }
+    int rc = listed ? kms_token_role_policies(c, role, given, ng, r->no_default, pols, np)
+                    : child_policies(c, given, ng, r->no_default, sudo, pols, np);
+    return rc != 0 ? -1 : check_final_policies(c, pols, *np, polp);
+}
+
+static int create_common(struct kms_ctx *c, const json_t *role)
 {
     char pols[KMS_TOKEN_MAX_POLICIES][KMS_POLICY_NAME_MAX];
     const char *polp[KMS_TOKEN_MAX_POLICIES];
     const char *mk[KMS_TOKEN_MAX_META];
     const char *mv[KMS_TOKEN_MAX_META];
     char dname[128];
+    char path[KMS_PATH_MAX];
     char token[KMS_TOKEN_MAX_LEN];
     char warning[256];
     struct kms_token out;
-    const char *id = NULL;
-    const char *dn = "";
-    const char *type = "service";
-    bool orphan = strcmp(c->rel, "create-orphan") == 0;
-    bool no_default = false;
-    bool no_parent = false;
-    bool renewable = true;
-    int64_t ttl = 0, explicit_max = 0, period = 0, uses = 0;
+    struct child_req r;
+    const char *alias = NULL;
     size_t nm = 0;
     int np = 0;
     int rc = -1;
@@ -484,51 +652,50 @@ static int create(struct kms_ctx *c)
     memset(token, 0, sizeof(token));
     memset(&out, 0, sizeof(out));
     bool sudo = caller_sudo(c);
-    (void)kms_param_str(c, "id", &id);
-    (void)kms_param_str(c, "display_name", &dn);
-    (void)kms_param_str(c, "type", &type);
-    (void)kms_param_bool(c, "no_default_policy", &no_default);
-    (void)kms_param_bool(c, "renewable", &renewable);
-    if (!kms_param_int(c, "ttl", &ttl)) {
-        (void)kms_param_int(c, "lease", &ttl);
-    }
-    (void)kms_param_int(c, "explicit_max_ttl", &explicit_max);
-    (void)kms_param_int(c, "period", &period);
-    (void)kms_param_int(c, "num_uses", &uses);
-    (void)kms_param_bool(c, "no_parent", &no_parent);
-    orphan = orphan || no_parent;
-    if (check_child_privileges(c, type, id, orphan, period, sudo) != 0) {
+    child_req_read(c, &r);
+    if (check_parent(c, sudo) != 0 ||
+        check_child_privileges(c, r.type, r.id, role == NULL && r.orphan, r.period, sudo) != 0) {
         return -1;
     }
-    if (ttl < 0 || explicit_max < 0 || period < 0 || uses < 0) {
+    if (r.ttl < 0 || r.explicit_max < 0 || r.period < 0 || r.uses < 0) {
         return KMS_FAIL(c, 400, "ttl, explicit_max_ttl, period and num_uses cannot be negative");
     }
-    if (child_policies(c, no_default, sudo, pols, polp, &np) != 0 ||
-        child_meta(c, mk, mv, &nm) != 0) {
+    if (kms_param_str(c, "entity_alias", &alias) && alias[0] != '\0') {
+        return kms_token_role_entity_alias(c, role, alias);
+    }
+    if (role != NULL) {
+        apply_role(c, role, &r);
+    } else if (!r.orphan) {
+        /* a child keeps its parent's network binding (a role sets its own) */
+        for (size_t i = 0; i < c->token.ncidrs; i++) {
+            r.cidrs[r.ncidrs++] = c->token.cidrs[i];
+        }
+    }
+    if (resolve_policies(c, role, &r, sudo, pols, polp, &np) != 0 ||
+        child_meta(c, mk, mv, &nm) != 0 || child_path(c, role, r.orphan, path, sizeof(path)) != 0) {
         return -1;
     }
-    child_display_name(dn, dname, sizeof(dname));
+    child_display_name(r.dn, dname, sizeof(dname));
     struct kms_token_spec spec = {
         .ns_id = c->ns.id,
-        .path = orphan && strcmp(c->rel, "create-orphan") == 0 ? "auth/token/create-orphan"
-                                                               : "auth/token/create",
+        .path = path,
         .display_name = dname,
-        .subject = NULL,
         .policies = polp,
         .npolicies = (size_t)np,
         .meta_keys = mk,
         .meta_values = mv,
         .nmeta = nm,
-        .ttl = ttl,
-        .max_ttl = 0,
-        .explicit_max_ttl = explicit_max,
-        .period = period,
-        .num_uses = uses,
-        .renewable = renewable,
-        .parent_hash = orphan ? NULL : c->token.hash,
-        .entity_id = "",
-        .role = "",
-        .id = id != NULL && id[0] != '\0' ? id : NULL,
+        .ttl = r.ttl,
+        .explicit_max_ttl = r.explicit_max,
+        .period = r.period,
+        .num_uses = r.uses,
+        .renewable = r.renewable,
+        .parent_hash = r.orphan ? NULL : c->token.hash,
+        .entity_id = r.orphan ? "" : c->token.entity_id,
+        .role = role != NULL ? json_string_value(json_object_get(role, "name")) : "",
+        .cidrs = r.cidrs,
+        .ncidrs = r.ncidrs,
+        .id = r.id != NULL && r.id[0] != '\0' ? r.id : NULL,
     };
     if (kms_auth_token_create(kms_api_auth(c->api), &spec, token, &out, warning, sizeof(warning),
                               &c->err) != 0) {
@@ -542,6 +709,28 @@ static int create(struct kms_ctx *c)
 out:
     kms_memzero(token, sizeof(token));
     kms_memzero(&out, sizeof(out));
+    return rc;
+}
+
+static int create(struct kms_ctx *c)
+{
+    return create_common(c, NULL);
+}
+
+/* auth/token/create/:role_name: the role must exist in this namespace. */
+static int create_role(struct kms_ctx *c)
+{
+    const char *name = kms_cap(c, "role_name");
+    json_t *role = NULL;
+    int g = kms_token_role_load(c, c->ns.id, name ? name : "", &role);
+    if (g == KMS_STORAGE_NOTFOUND) {
+        return KMS_FAIL(c, 400, "unknown role %s", name ? name : "");
+    }
+    if (g != 0) {
+        return KMS_FAILW(c, 500, "internal error");
+    }
+    int rc = create_common(c, role);
+    json_decref(role);
     return rc;
 }
 
@@ -592,6 +781,17 @@ const struct kms_route kms_token_routes[] = {
     {.tmpl = "create-orphan",
      .fields = f_create,
      .on = {[KMS_OP_UPDATE] = {create, "create-orphan", 0}}},
+    {.tmpl = "create/:role_name",
+     .fields = f_create,
+     .on = {[KMS_OP_UPDATE] = {create_role, "create", 0}}},
+    {.tmpl = "roles/", .on = {[KMS_OP_LIST] = {kms_token_role_list, NULL, 0}}},
+    {.tmpl = "roles/:role_name",
+     .fields = kms_token_role_fields,
+     .exists = kms_token_role_exists,
+     .on = {[KMS_OP_READ] = {kms_token_role_read, NULL, 0},
+            [KMS_OP_CREATE] = {kms_token_role_write, NULL, 0},
+            [KMS_OP_UPDATE] = {kms_token_role_write, NULL, 0},
+            [KMS_OP_DELETE] = {kms_token_role_delete, NULL, 0}}},
     {.tmpl = "lookup",
      .fields = f_token,
      .on = {[KMS_OP_READ] = {lookup, "lookup", 0}, [KMS_OP_UPDATE] = {lookup, "lookup", 0}}},

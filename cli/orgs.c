@@ -244,6 +244,22 @@ static int print_object(enum kms_cli_fmt fmt, json_t *o)
     return kms_cli_print_value(fmt, o) == 0 ? KMS_CLI_EXIT_OK : KMS_CLI_EXIT_FAIL;
 }
 
+/*
+ * -o json|yaml: print the organization and return the exit status. Returns -1 for table
+ * output, which the verb prints itself.
+ */
+static int print_structured(const struct kms_cli_session *root, const char *org, const json_t *ns,
+                            enum transit_state transit)
+{
+    if (root->fmt == KMS_CLI_FMT_TABLE) {
+        return -1;
+    }
+    json_t *o = org_object(org, ns, transit);
+    int status = print_object(root->fmt, o);
+    json_decref(o);
+    return status;
+}
+
 static const char *transit_cell(enum transit_state t)
 {
     return t == TRANSIT_MOUNTED ? "mounted" : t == TRANSIT_ABSENT ? "not mounted" : "unknown";
@@ -254,7 +270,7 @@ static const char *transit_cell(enum transit_state t)
 static int cmd_create(struct orgs_args *a)
 {
     struct kms_cli_session root;
-    json_t *ns = NULL, *resp = NULL, *o = NULL;
+    json_t *ns = NULL, *resp = NULL;
     enum transit_state transit;
     char path[128], msg[512];
     int status;
@@ -288,9 +304,7 @@ static int cmd_create(struct orgs_args *a)
         }
         goto out;
     }
-    if (root.fmt != KMS_CLI_FMT_TABLE) {
-        o = org_object(a->org, ns, transit);
-        status = print_object(root.fmt, o);
+    if ((status = print_structured(&root, a->org, ns, transit)) >= 0) {
         goto out;
     }
     if (found == 1) {
@@ -305,7 +319,6 @@ static int cmd_create(struct orgs_args *a)
            a->org, a->org);
     status = KMS_CLI_EXIT_OK;
 out:
-    json_decref(o);
     json_decref(resp);
     json_decref(ns);
     kms_cli_session_close(&root);
@@ -388,7 +401,7 @@ out:
 static int cmd_describe(struct orgs_args *a)
 {
     struct kms_cli_session root;
-    json_t *ns = NULL, *o = NULL;
+    json_t *ns = NULL;
     enum transit_state transit;
     int status;
 
@@ -403,9 +416,7 @@ static int cmd_describe(struct orgs_args *a)
     if (found != 0 || org_transit(a, a->org, false, &transit) != 0) {
         goto out;
     }
-    if (root.fmt != KMS_CLI_FMT_TABLE) {
-        o = org_object(a->org, ns, transit);
-        status = print_object(root.fmt, o);
+    if ((status = print_structured(&root, a->org, ns, transit)) >= 0) {
         goto out;
     }
     printf("%-17s%s\n", "Name:", a->org);
@@ -420,7 +431,6 @@ static int cmd_describe(struct orgs_args *a)
     printf("%-17skmsctl -n %s --project PROJECT keys list\n", "KMSKeys:", a->org);
     status = KMS_CLI_EXIT_OK;
 out:
-    json_decref(o);
     json_decref(ns);
     kms_cli_session_close(&root);
     return status;
@@ -445,7 +455,7 @@ static bool confirm_on_terminal(const char *org)
 static int cmd_delete(struct orgs_args *a)
 {
     struct kms_cli_session root;
-    json_t *ns = NULL, *resp = NULL, *o = NULL;
+    json_t *ns = NULL, *resp = NULL;
     char path[128], msg[512];
     int status;
 
@@ -490,15 +500,12 @@ static int cmd_delete(struct orgs_args *a)
     if (st < 0 || st >= 300) {
         goto out;
     }
-    if (root.fmt != KMS_CLI_FMT_TABLE) {
-        o = org_object(a->org, ns, TRANSIT_UNKNOWN);
-        status = print_object(root.fmt, o);
+    if ((status = print_structured(&root, a->org, ns, TRANSIT_UNKNOWN)) >= 0) {
         goto out;
     }
     printf("Deleted organization %s with its KMSKeys, Transit keys and policies\n", a->org);
     status = KMS_CLI_EXIT_OK;
 out:
-    json_decref(o);
     json_decref(resp);
     json_decref(ns);
     kms_cli_session_close(&root);

@@ -16,13 +16,12 @@ import unittest
 
 import yaml
 
+import test_kmsctl_cli as cli_tests  # a module, so its test classes do not run twice
 from kmsd_harness import KmsdTestCase, b64, unb64
 from kmsctl_helpers import KMSCTL_BIN, KmsctlMixin
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 README = os.path.normpath(os.path.join(HERE, "..", "..", "README.md"))
-BASH_COMPLETION = os.path.normpath(os.path.join(HERE, "..", "..", "cli", "completion",
-                                                "kmsctl.bash"))
 
 
 class OrgsTestCase(KmsctlMixin, KmsdTestCase):
@@ -315,17 +314,7 @@ class OrgsPermissionTest(OrgsTestCase):
         self.assertIs(self.listed()["half-org"]["transit_mounted"], True)
 
 
-class OrgsHelpTest(KmsctlMixin, unittest.TestCase):
-
-    server = None  # no server: every command here runs with conn=False
-
-    @classmethod
-    def setUpClass(cls):
-        cls.make_home()
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.home, ignore_errors=True)
+class OrgsHelpTest(OrgsTestCase):
 
     def test_help(self):
         top = self.ok("help", conn=False).text
@@ -341,12 +330,7 @@ class OrgsHelpTest(KmsctlMixin, unittest.TestCase):
         self.assertIn("Usage: kmsctl orgs", r.errtext)
 
     def complete(self, *words):
-        script = ('source %s; COMP_WORDS=(%s); COMP_CWORD=%d; _kmsctl; '
-                  'printf "%%s\\n" "${COMPREPLY[@]}"'
-                  % (BASH_COMPLETION, " ".join("'%s'" % w for w in words), len(words) - 1))
-        r = subprocess.run(["bash", "--norc", "-c", script], capture_output=True)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        return r.stdout.decode().split()
+        return cli_tests.HelpManCompletionTest.complete(self, *words)
 
     def test_bash_completion(self):
         self.assertEqual(self.complete("kmsctl", "or"), ["orgs"])
@@ -355,20 +339,10 @@ class OrgsHelpTest(KmsctlMixin, unittest.TestCase):
         self.assertEqual(self.complete("kmsctl", "help", "or"), ["orgs"])
 
 
-class ReadmeFirstStepsTest(KmsctlMixin, KmsdTestCase):
+class ReadmeFirstStepsTest(OrgsTestCase):
     """The README's first steps, run line for line by bash against a dev server. Only the
     address and the printed root token are filled in (the dev server here listens on a port
     of its own); `build/` is the directory of the kmsctl under test."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.make_home()
-        super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        super().tearDownClass()
-        shutil.rmtree(cls.home, ignore_errors=True)
 
     def section(self, title):
         with open(README) as f:

@@ -38,6 +38,9 @@ class TokenTest(KmsdTestCase):
                        namespace=ORG + "/team"))
         for ns in (ORG, "other-org", ORG + "/team"):
             ok(srv.request("POST", "transit/keys/k", {}, namespace=ns))
+        # the key a my-project workload may use in my-org (Kubernetes logins are bound to
+        # their project's keys, `<org>-<project>-*`)
+        ok(srv.request("POST", "transit/keys/%s-my-project-k" % ORG, {}, namespace=ORG))
 
     def login(self, role="dev"):
         return login_token(self.server, role, self.iss.mint())
@@ -269,13 +272,14 @@ class TokenTest(KmsdTestCase):
 
     # ---- case 15: namespace scope ------------------------------------------------------------
     def test_namespace_scope(self):
-        tok = self.login()  # a my-org token
-        ok(self.as_(tok, "POST", "transit/encrypt/k", {"plaintext": ""}), 200)
-        ok(self.server.request("POST", "/v1/%s/transit/encrypt/k" % ORG, {"plaintext": ""},
+        tok = self.login()  # a my-org token, bound to its project (my-project)
+        key = ORG + "-my-project-k"  # a key its project owns by name
+        ok(self.as_(tok, "POST", "transit/encrypt/" + key, {"plaintext": ""}), 200)
+        ok(self.server.request("POST", "/v1/%s/transit/encrypt/%s" % (ORG, key), {"plaintext": ""},
                                token=tok), 200)
         for ns in ("other-org", None, ORG + "/team"):
             with self.subTest(ns=ns):
-                self.assertEqual(self.as_(tok, "POST", "transit/encrypt/k", {"plaintext": ""},
+                self.assertEqual(self.as_(tok, "POST", "transit/encrypt/" + key, {"plaintext": ""},
                                           namespace=ns).status, 403)
         # a child-namespace token in its parent
         r = ok(self.req("POST", "auth/token/create", {"policies": ["kms-viewer"]},

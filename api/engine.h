@@ -265,6 +265,24 @@ int kms_registry_mount_remove(struct kms_api *api, const char *ns_id, const char
                               struct kms_err *err) KMS_WUR;
 int kms_registry_mount_list(struct kms_api *api, const char *ns_id,
                             int (*cb)(const struct kms_mount *m, void *arg), void *arg);
+/*
+ * A mount's tuned settings as stored in its record: *out = {"config":{...},"options":{...}}
+ * (objects, empty when never tuned; caller decrefs). 0, KMS_STORAGE_NOTFOUND or -1.
+ */
+int kms_registry_mount_tuning(struct kms_api *api, const char *ns_id, const char *path,
+                              json_t **out) KMS_WUR;
+/* Replace them, and the description when not NULL, in one write transaction. */
+int kms_registry_mount_tune(struct kms_api *api, const char *ns_id, const char *path,
+                            const json_t *config, const json_t *options, const char *description,
+                            struct kms_err *err) KMS_WUR;
+/*
+ * Move mount `from` to `to` inside namespace ns_id (sys/remount). Engines key their records by
+ * "<ns id>/<mount uuid>/", which a move keeps, so only the mount record is rekeyed; one write
+ * transaction. 400 "path already in use at ..." when `to` overlaps another mount;
+ * KMS_STORAGE_NOTFOUND when there is no mount at `from`.
+ */
+int kms_registry_mount_move(struct kms_api *api, const char *ns_id, const char *from,
+                            const char *to, struct kms_err *err) KMS_WUR;
 
 /* Storage key prefix of a mount's records: "<ns id>/<mount uuid>/". */
 void kms_mount_prefix(const struct kms_mount *m, char *out, size_t n);

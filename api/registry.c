@@ -847,3 +847,150 @@ int kms_registry_mount_list(struct kms_api *api, const char *ns_id,
     free(copy);
     return rc < 0 ? -1 : 0;
 }
+
+/* ---- tuning and moves -------------------------------------------------------------------- */
+
+/* The stored record of a mount, parsed; 0, KMS_STORAGE_NOTFOUND or -1. */
+static int mount_record_get(struct kms_txn *txn, const char *key, json_t **out)
+{
+    uint8_t *val = NULL;
+    size_t vallen = 0;
+    *out = NULL;
+    int g = kms_storage_get(txn, KMS_DB_MOUNTS, key, strlen(key), &val, &vallen);
+    if (g == 0) {
+        *out = json_loadb((const char *)val, vallen, 0, NULL);
+        g = json_is_object(*out) ? 0 : -1;
+    }
+    free(val);
+    return g;
+}
+
+static json_t *object_or_empty(json_t *v)
+{
+    return json_is_object(v) ? json_incref(v) : json_object();
+}
+
+int kms_registry_mount_tuning(struct kms_api *api, const char *ns_id, const char *path,
+                              json_t **out)
+{
+    struct kms_txn *txn = NULL;
+    json_t *rec = NULL;
+    char key[KMS_PATH_MAX + KMS_NS_ID_LEN + 2];
+    int rc = -1;
+
+    *out = NULL;
+    snprintf(key, sizeof(key), "%s/%s", ns_id, path);
+    if (kms_storage_txn_begin(api->st, false, &txn) != 0) {
+        goto out;
+    }
+    rc = mount_record_get(txn, key, &rec);
+    if (rc == 0) {
+        *out = json_pack("{s:o, s:o}", "config", object_or_empty(json_object_get(rec, "config")),
+                         "options", object_or_empty(json_object_get(rec, "options")));
+        rc = *out != NULL ? 0 : -1;
+    }
+out:
+    kms_storage_txn_abort(&txn);
+    json_decref(rec);
+    return rc;
+}
+
+int kms_registry_mount_tune(struct kms_api *api, const char *ns_id, const char *path,
+                            const json_t *config, const json_t *options, const char *description,
+                            struct kms_err *err)
+{
+    struct kms_txn *txn = NULL;
+    json_t *rec = NULL;
+    char key[KMS_PATH_MAX + KMS_NS_ID_LEN + 2];
+    size_t idx = SIZE_MAX;
+    int rc = -1;
+
+    snprintf(key, sizeof(key), "%s/%s", ns_id, path);
+    pthread_rwlock_wrlock(&api->lock);
+    for (size_t i = 0; i < api->nmounts; i++) {
+        if (strcmp(api->mounts[i].ns_id, ns_id) == 0 && strcmp(api->mounts[i].path, path) == 0) {
+            idx = i;
+        }
+    }
+    if (idx == SIZE_MAX) {
+        rc = KMS_STORAGE_NOTFOUND;
+        goto out;
+    }
+    if (kms_storage_txn_begin(api->st, true, &txn) != 0 || mount_record_get(txn, key, &rec) != 0) {
+        kms_err_set(err, 500, "cannot read the mount");
+        goto out;
+    }
+    json_object_set(rec, "config", (json_t *)config);
+    json_object_set(rec, "options", (json_t *)options);
+    if (description != NULL) {
+        json_object_set_new(rec, "description", json_string(description));
+    }
+    if (put_json(txn, KMS_DB_MOUNTS, key, rec) != 0 || kms_storage_txn_commit(&txn) != 0) {
+        kms_err_set(err, 500, "cannot store the mount");
+        goto out;
+    }
+    if (description != NULL) {
+        snprintf(api->mounts[idx].description, sizeof(api->mounts[idx].description), "%s",
+                 description);
+    }
+    rc = 0;
+out:
+    kms_storage_txn_abort(&txn);
+    json_decref(rec);
+    pthread_rwlock_unlock(&api->lock);
+    return rc;
+}
+
+int kms_registry_mount_move(struct kms_api *api, const char *ns_id, const char *from,
+                            const char *to, struct kms_err *err)
+{
+    struct kms_txn *txn = NULL;
+    json_t *rec = NULL;
+    char okey[KMS_PATH_MAX + KMS_NS_ID_LEN + 2];
+    char nkey[KMS_PATH_MAX + KMS_NS_ID_LEN + 2];
+    size_t idx = SIZE_MAX;
+    int rc = -1;
+
+    if (strlen(to) >= sizeof(api->mounts[0].path)) {
+        return kms_err_set(err, 400, "invalid destination mount path \"%s\"", to);
+    }
+    snprintf(okey, sizeof(okey), "%s/%s", ns_id, from);
+    snprintf(nkey, sizeof(nkey), "%s/%s", ns_id, to);
+    pthread_rwlock_wrlock(&api->lock);
+    for (size_t i = 0; i < api->nmounts; i++) {
+        if (strcmp(api->mounts[i].ns_id, ns_id) == 0 && strcmp(api->mounts[i].path, from) == 0) {
+            idx = i;
+        }
+    }
+    if (idx == SIZE_MAX) {
+        rc = KMS_STORAGE_NOTFOUND;
+        goto out;
+    }
+    /* the same overlap rule as mount_add, the moving mount aside */
+    for (size_t i = 0; i < api->nmounts; i++) {
+        const struct kms_mount *o = &api->mounts[i];
+        size_t a = strlen(o->path);
+        size_t b = strlen(to);
+        if (i != idx && strcmp(o->ns_id, ns_id) == 0 && strncmp(o->path, to, a < b ? a : b) == 0) {
+            kms_err_set(err, 400, "path already in use at \"%s\"", o->path);
+            goto out;
+        }
+    }
+    if (kms_storage_txn_begin(api->st, true, &txn) != 0 || mount_record_get(txn, okey, &rec) != 0) {
+        kms_err_set(err, 500, "cannot read the mount");
+        goto out;
+    }
+    json_object_set_new(rec, "path", json_string(to));
+    if (kms_storage_del(txn, KMS_DB_MOUNTS, okey, strlen(okey)) < 0 ||
+        put_json(txn, KMS_DB_MOUNTS, nkey, rec) != 0 || kms_storage_txn_commit(&txn) != 0) {
+        kms_err_set(err, 500, "cannot move the mount");
+        goto out;
+    }
+    snprintf(api->mounts[idx].path, sizeof(api->mounts[idx].path), "%s", to);
+    rc = 0;
+out:
+    kms_storage_txn_abort(&txn);
+    json_decref(rec);
+    pthread_rwlock_unlock(&api->lock);
+    return rc;
+}

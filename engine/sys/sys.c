@@ -3,6 +3,7 @@
  */
 #include "engine/sys/sys_int.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -117,20 +118,55 @@ static int metrics(struct kms_ctx *c)
 
 /* ---- mounts ------------------------------------------------------------------------------ */
 
-static json_t *mount_json(const struct kms_mount *m)
+/* The tuned settings of a mount ({"config":{}, "options":{}} when none or unreadable). */
+static json_t *mount_tuning(struct kms_ctx *c, const struct kms_mount *m)
 {
-    return json_pack("{s:s, s:{s:i, s:b, s:i}, s:s, s:b, s:b, s:n, s:s, s:s, s:b, s:s, s:s}",
-                     "accessor", m->accessor, "config", "default_lease_ttl", 0, "force_no_cache",
-                     false, "max_lease_ttl", 0, "description", m->description,
-                     "external_entropy_access", false, "local", false, "options", "plugin_version",
-                     "", "running_plugin_version", "", "seal_wrap", false, "type", m->type, "uuid",
-                     m->uuid);
+    json_t *t = NULL;
+    if (kms_registry_mount_tuning(c->api, m->ns_id, m->path, &t) != 0) {
+        t = json_pack("{s:{}, s:{}}", "config", "options");
+    }
+    return t;
 }
+
+static json_t *mount_json(const struct kms_mount *m, const json_t *tuning)
+{
+    const json_t *cfg = json_object_get(tuning, "config");
+    const json_t *opts = json_object_get(tuning, "options");
+    json_t *j = json_pack("{s:s, s:{s:I, s:b, s:I}, s:s, s:b, s:b, s:n, s:s, s:s, s:b, s:s, s:s}",
+                          "accessor", m->accessor, "config", "default_lease_ttl",
+                          (json_int_t)json_integer_value(json_object_get(cfg, "default_lease_ttl")),
+                          "force_no_cache", false, "max_lease_ttl",
+                          (json_int_t)json_integer_value(json_object_get(cfg, "max_lease_ttl")),
+                          "description", m->description, "external_entropy_access", false, "local",
+                          false, "options", "plugin_version", "", "running_plugin_version", "",
+                          "seal_wrap", false, "type", m->type, "uuid", m->uuid);
+    static const char *const extra[] = {"listing_visibility", "audit_non_hmac_request_keys",
+                                        "audit_non_hmac_response_keys",
+                                        "passthrough_request_headers", "allowed_response_headers"};
+    for (size_t i = 0; j != NULL && i < sizeof(extra) / sizeof(extra[0]); i++) {
+        json_t *v = json_object_get(cfg, extra[i]);
+        if (v != NULL) {
+            json_object_set(json_object_get(j, "config"), extra[i], v);
+        }
+    }
+    if (j != NULL && json_object_size(opts) > 0) {
+        json_object_set(j, "options", (json_t *)opts);
+    }
+    return j;
+}
+
+struct list_mounts {
+    struct kms_ctx *c;
+    json_t *out;
+};
 
 static int list_mount_cb(const struct kms_mount *m, void *arg)
 {
+    struct list_mounts *l = arg;
     if (strncmp(m->path, "auth/", 5) != 0) {
-        json_object_set_new(arg, m->path, mount_json(m));
+        json_t *t = mount_tuning(l->c, m);
+        json_object_set_new(l->out, m->path, mount_json(m, t));
+        json_decref(t);
     }
     return 0;
 }
@@ -145,17 +181,17 @@ static int mounts_list(struct kms_ctx *c)
     snprintf(sys.description, sizeof(sys.description),
              "system endpoints used for control, policy and debugging");
     c->data = json_object();
-    json_object_set_new(c->data, "sys/", mount_json(&sys));
-    if (kms_registry_mount_list(c->api, c->ns.id, list_mount_cb, c->data) != 0) {
+    json_object_set_new(c->data, "sys/", mount_json(&sys, NULL));
+    struct list_mounts l = {c, c->data};
+    if (kms_registry_mount_list(c->api, c->ns.id, list_mount_cb, &l) != 0) {
         return KMS_FAILW(c, 500, "internal error");
     }
     return 0;
 }
 
-/* Normalise a mount path from the URL: no leading '/', one trailing '/'. */
-static int mount_path(struct kms_ctx *c, char *out, size_t n)
+/* Normalise a mount path: no leading '/', one trailing '/'. `what` names it in errors. */
+static int norm_mount_path(struct kms_ctx *c, const char *p, char *out, size_t n)
 {
-    const char *p = kms_cap(c, "path");
     while (p != NULL && *p == '/') {
         p++;
     }
@@ -181,7 +217,7 @@ static int mount_path(struct kms_ctx *c, char *out, size_t n)
  */
 static int mount_target(struct kms_ctx *c, char *path, size_t n, bool *tune, struct kms_mount *m)
 {
-    if (mount_path(c, path, n) != 0) {
+    if (norm_mount_path(c, kms_cap(c, "path"), path, n) != 0) {
         return -1;
     }
     size_t pl = strlen(path);
@@ -189,14 +225,47 @@ static int mount_target(struct kms_ctx *c, char *path, size_t n, bool *tune, str
     if (*tune) {
         path[pl - 5] = '\0';
         if (kms_registry_mount_get(c->api, c->ns.id, path, m) != 0) {
-            return KMS_FAIL(c, 400, "cannot fetch mount configuration: no mount at %s", path);
+            return c->op == KMS_OP_READ
+                       ? KMS_FAIL(c, 400, "cannot fetch mount configuration: no mount at %s", path)
+                       : KMS_FAIL(c, 400, "tune of path \"%s\" failed: no mount entry found", path);
         }
     }
     return 0;
 }
 
-/* sys/mounts/<path>: the mount; sys/mounts/<path>/tune: the lease settings Transit ignores,
- * read back as Vault shows them. */
+/* sys/mounts/<path>/tune (read): the stored settings; unset lease TTLs show the system's. */
+static int tune_read(struct kms_ctx *c, const struct kms_mount *m)
+{
+    json_t *t = mount_tuning(c, m);
+    const json_t *cfg = json_object_get(t, "config");
+    int64_t def = json_integer_value(json_object_get(cfg, "default_lease_ttl"));
+    int64_t max = json_integer_value(json_object_get(cfg, "max_lease_ttl"));
+    c->data = json_pack("{s:I, s:I, s:b, s:s}", "default_lease_ttl",
+                        (json_int_t)(def > 0 ? def : KMS_AUTH_SYSTEM_MAX_TTL), "max_lease_ttl",
+                        (json_int_t)(max > 0 ? max : KMS_AUTH_SYSTEM_MAX_TTL), "force_no_cache",
+                        false, "description", m->description);
+    static const char *const extra[] = {"audit_non_hmac_request_keys",
+                                        "audit_non_hmac_response_keys", "listing_visibility",
+                                        "passthrough_request_headers", "allowed_response_headers"};
+    for (size_t i = 0; i < sizeof(extra) / sizeof(extra[0]); i++) {
+        json_t *v = json_object_get(cfg, extra[i]);
+        if (v != NULL && !(json_is_string(v) && json_string_length(v) == 0)) {
+            json_object_set(c->data, extra[i], v);
+        }
+    }
+    if (strncmp(m->path, "auth/", 5) == 0) {
+        json_t *tt = json_object_get(cfg, "token_type");
+        json_object_set_new(c->data, "token_type",
+                            tt ? json_incref(tt) : json_string("default-service"));
+    }
+    if (json_object_size(json_object_get(t, "options")) > 0) {
+        json_object_set(c->data, "options", json_object_get(t, "options"));
+    }
+    json_decref(t);
+    return 0;
+}
+
+/* sys/mounts/<path>: the mount; sys/mounts/<path>/tune: its tunable settings. */
 static int mount_read(struct kms_ctx *c)
 {
     char path[KMS_PATH_MAX];
@@ -206,15 +275,14 @@ static int mount_read(struct kms_ctx *c)
         return -1;
     }
     if (tune) {
-        c->data =
-            json_pack("{s:i, s:i, s:b, s:s, s:n}", "default_lease_ttl", 2764800, "max_lease_ttl",
-                      2764800, "force_no_cache", false, "description", m.description, "options");
-        return 0;
+        return tune_read(c, &m);
     }
     if (kms_registry_mount_get(c->api, c->ns.id, path, &m) != 0) {
         return KMS_FAIL(c, 400, "No secret engine mount at %s", path);
     }
-    c->data = mount_json(&m);
+    json_t *t = mount_tuning(c, &m);
+    c->data = mount_json(&m, t);
+    json_decref(t);
     return 0;
 }
 
@@ -234,6 +302,188 @@ static int mount_delete(struct kms_ctx *c)
     return rc == KMS_STORAGE_NOTFOUND ? 0 : rc;
 }
 
+/* A lease TTL of a tune write into cfg[name]: "" keeps it, "system" clears it. */
+static int tune_ttl(struct kms_ctx *c, json_t *cfg, const char *name, int64_t *out)
+{
+    json_t *v = kms_param(c, name);
+    *out = json_integer_value(json_object_get(cfg, name));
+    if (v == NULL || (json_is_string(v) && json_string_length(v) == 0)) {
+        return 0;
+    }
+    if (json_is_string(v) && strcmp(json_string_value(v), "system") == 0) {
+        *out = 0;
+    } else if (kms_parse_duration(v, out) != 0 || *out < 0) {
+        return KMS_FAIL(c, 400, "time: invalid duration \"%s\"",
+                        json_is_string(v) ? json_string_value(v) : "?");
+    }
+    json_object_set_new(cfg, name, json_integer(*out));
+    return 0;
+}
+
+/* A string list parameter (JSON array of strings or comma-separated string) into cfg. */
+static int tune_list(struct kms_ctx *c, json_t *cfg, const char *name)
+{
+    json_t *v = kms_param(c, name);
+    json_t *list = json_array();
+    size_t i;
+    json_t *e;
+    if (v == NULL) {
+        json_decref(list);
+        return 0;
+    }
+    if (json_is_string(v)) {
+        for (const char *s = json_string_value(v); *s != '\0';) {
+            const char *comma = strchr(s, ',');
+            size_t n = comma ? (size_t)(comma - s) : strlen(s);
+            json_array_append_new(list, json_stringn(s, n));
+            s += n + (comma ? 1 : 0);
+        }
+    } else if (json_is_array(v) && json_array_size(v) <= 256) {
+        json_array_foreach(v, i, e)
+        {
+            if (!json_is_string(e)) {
+                break;
+            }
+            json_array_append(list, e);
+        }
+    }
+    if (json_array_size(list) != (json_is_array(v) ? json_array_size(v) : json_array_size(list))) {
+        json_decref(list);
+        return KMS_FAIL(c, 400, "%s must be a list of at most 256 strings", name);
+    }
+    json_object_set_new(cfg, name, list);
+    return 0;
+}
+
+/* options: a "version" (1 or 2, never lowered) and other keys; an empty value removes a key. */
+static int tune_options(struct kms_ctx *c, json_t *opts)
+{
+    const char *k;
+    json_t *v;
+    json_t *given = kms_param(c, "options");
+    const char *ver = NULL;
+    if (json_object_size(given) == 0) {
+        return 0;
+    }
+    json_object_foreach(given, k, v)
+    {
+        /* OpenBao's key=value pairs: scalars weakly typed to strings */
+        if (json_is_integer(v)) {
+            char buf[32];
+            snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(v));
+            json_object_set_new(given, k, json_string(buf));
+        } else if (json_is_boolean(v)) {
+            json_object_set_new(given, k, json_string(json_is_true(v) ? "true" : "false"));
+        } else if (!json_is_string(v)) {
+            return KMS_FAIL(c, 400, "options must be a map of strings");
+        }
+    }
+    if ((ver = json_string_value(json_object_get(given, "version"))) != NULL) {
+        int64_t want = 0;
+        int64_t have = 0;
+        const char *cur = json_string_value(json_object_get(opts, "version"));
+        if (!kms_int_parse(ver, &want)) {
+            return KMS_FAIL(c, 400, "unable to parse options: could not parse value from input");
+        }
+        if (want != 1 && want != 2) {
+            return KMS_FAIL(c, 400, "invalid version provided: %lld", (long long)want);
+        }
+        if (cur != NULL && cur[0] != '\0' && !kms_int_parse(cur, &have)) {
+            have = 0;
+        }
+        if (have > want) {
+            return KMS_FAIL(c, 400, "cannot downgrade mount from version %lld", (long long)have);
+        }
+        if (have < want) {
+            kms_warn(c,
+                     "Upgrading mount from version %lld to version %lld. This mount will be "
+                     "unavailable for a brief period and will resume service shortly.",
+                     (long long)have, (long long)want);
+        }
+    }
+    json_object_foreach(given, k, v)
+    {
+        if (json_string_length(v) == 0 && strcmp(k, "version") != 0) {
+            json_object_del(opts, k);
+        } else {
+            json_object_set(opts, k, v);
+        }
+    }
+    return 0;
+}
+
+/* sys/mounts/<path>/tune (write): OpenBao's handleTuneWriteCommon for what a mount stores. */
+static int tune_write(struct kms_ctx *c, const struct kms_mount *m)
+{
+    json_t *t = mount_tuning(c, m);
+    json_t *cfg = json_deep_copy(json_object_get(t, "config"));
+    json_t *opts = json_deep_copy(json_object_get(t, "options"));
+    const char *desc = NULL;
+    const char *vis = NULL;
+    const char *tt = NULL;
+    int64_t def = 0;
+    int64_t max = 0;
+    int rc = -1;
+    bool auth = strncmp(m->path, "auth/", 5) == 0;
+
+    if (cfg == NULL || opts == NULL || tune_ttl(c, cfg, "default_lease_ttl", &def) != 0 ||
+        tune_ttl(c, cfg, "max_lease_ttl", &max) != 0) {
+        goto out;
+    }
+    if (def != 0 && max != 0 && max < def) {
+        KMS_FAIL(c, 400,
+                 "backend max lease TTL of %lld would be less than backend default lease TTL "
+                 "of %lld",
+                 (long long)max, (long long)def);
+        goto out;
+    }
+    (void)kms_param_str(c, "description", &desc);
+    if (tune_list(c, cfg, "audit_non_hmac_request_keys") != 0 ||
+        tune_list(c, cfg, "audit_non_hmac_response_keys") != 0) {
+        goto out;
+    }
+    if (kms_param_str(c, "listing_visibility", &vis)) {
+        if (vis[0] != '\0' && strcmp(vis, "hidden") != 0 && strcmp(vis, "unauth") != 0) {
+            KMS_FAIL(c, 400, "invalid listing_visibility %s", vis);
+            goto out;
+        }
+        json_object_set_new(cfg, "listing_visibility", json_string(vis));
+    }
+    if (kms_param_str(c, "token_type", &tt)) {
+        if (!auth) {
+            KMS_FAIL(c, 400, "'token_type' can only be modified on auth mounts");
+            goto out;
+        }
+        if (tt[0] != '\0' && strcmp(tt, "default-service") != 0 && strcmp(tt, "service") != 0) {
+            KMS_FAIL(c, 400,
+                     strcmp(tt, "batch") == 0 || strcmp(tt, "default-batch") == 0
+                         ? "batch tokens are not supported by kmsd; use \"service\""
+                         : "invalid value for 'token_type'");
+            goto out;
+        }
+        json_object_set_new(cfg, "token_type", json_string(tt[0] ? tt : "default-service"));
+    }
+    if (tune_list(c, cfg, "passthrough_request_headers") != 0 ||
+        tune_list(c, cfg, "allowed_response_headers") != 0 || tune_options(c, opts) != 0) {
+        goto out;
+    }
+    if (desc != NULL && strlen(desc) >= sizeof(m->description)) {
+        KMS_FAIL(c, 400, "description too long (at most %zu bytes)", sizeof(m->description) - 1);
+        goto out;
+    }
+    int r = kms_registry_mount_tune(c->api, m->ns_id, m->path, cfg, opts, desc, &c->err);
+    if (r == KMS_STORAGE_NOTFOUND) {
+        KMS_FAIL(c, 400, "tune of path \"%s\" failed: no mount entry found", m->path);
+        goto out;
+    }
+    rc = r == 0 ? kms_reply_warnings(c) : -1;
+out:
+    json_decref(cfg);
+    json_decref(opts);
+    json_decref(t);
+    return rc;
+}
+
 static int mount_write(struct kms_ctx *c)
 {
     char path[KMS_PATH_MAX];
@@ -243,7 +493,7 @@ static int mount_write(struct kms_ctx *c)
         return -1;
     }
     if (tune) {
-        return 0; /* accepted; kmsd has no leases to tune */
+        return tune_write(c, &m);
     }
     const char *type = NULL;
     const char *desc = "";
@@ -261,6 +511,155 @@ static int mount_write(struct kms_ctx *c)
         return KMS_FAIL(c, 400, "plugin not found in the catalog: %s", type);
     }
     return kms_registry_mount_add(c->api, c->ns.id, path, type, desc, &m, &c->err);
+}
+
+/* ---- remount ----------------------------------------------------------------------------- */
+
+/*
+ * sys/remount answers as OpenBao's asynchronous form ({migration_id} and a warning) but moves
+ * the mount before answering, so sys/remount/status/<id> always reports the final status.
+ * The last REMOUNT_KEEP moves are remembered (in memory, like OpenBao's tracker).
+ */
+#define REMOUNT_KEEP 64
+
+struct remount_rec {
+    char id[37];
+    char source[2 * KMS_PATH_MAX];
+    char target[2 * KMS_PATH_MAX];
+    const char *status;
+};
+
+static struct {
+    pthread_mutex_t lock;
+    struct remount_rec recs[REMOUNT_KEEP];
+    size_t next;
+} remounts = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void remount_note(const char *id, const char *ns, const char *from, const char *to,
+                         const char *status)
+{
+    pthread_mutex_lock(&remounts.lock);
+    struct remount_rec *r = &remounts.recs[remounts.next];
+    remounts.next = (remounts.next + 1) % REMOUNT_KEEP;
+    snprintf(r->id, sizeof(r->id), "%s", id);
+    snprintf(r->source, sizeof(r->source), "%s%s", ns, from);
+    snprintf(r->target, sizeof(r->target), "%s%s", ns, to);
+    r->status = status;
+    pthread_mutex_unlock(&remounts.lock);
+}
+
+/* A path naming a child namespace of the request's ("org1/transit"): kmsd keeps mounts in
+ * their namespace, so such a move is refused rather than half done. */
+static bool names_child_ns(struct kms_ctx *c, const char *path)
+{
+    char full[2 * KMS_PATH_MAX];
+    struct kms_ns ns;
+    size_t used = 0;
+    snprintf(full, sizeof(full), "%s%s", c->ns.path, path);
+    return kms_registry_ns_resolve(c->api, full, &ns, &used) == 0 && strcmp(ns.id, c->ns.id) != 0;
+}
+
+/* OpenBao's checks on a remount's source and destination (400 with its messages). */
+static int remount_check(struct kms_ctx *c, const char *from_raw, const char *to_raw, char *from,
+                         char *to, size_t n)
+{
+    if (from_raw[0] == ' ' || (from_raw[0] && from_raw[strlen(from_raw) - 1] == ' ')) {
+        return KMS_FAIL(c, 400, "'from' path cannot contain trailing whitespace");
+    }
+    if (to_raw[0] == ' ' || (to_raw[0] && to_raw[strlen(to_raw) - 1] == ' ')) {
+        return KMS_FAIL(c, 400, "'to' path cannot contain trailing whitespace");
+    }
+    if (norm_mount_path(c, from_raw, from, n) != 0 || norm_mount_path(c, to_raw, to, n) != 0) {
+        return -1;
+    }
+    if (names_child_ns(c, from) || names_child_ns(c, to)) {
+        return KMS_FAIL(c, 400,
+                        "kmsd cannot move a mount between namespaces (%s to %s): remount "
+                        "within one namespace",
+                        from, to);
+    }
+    bool auth = strncmp(from, "auth/", 5) == 0;
+    if (auth && strncmp(to, "auth/", 5) != 0) {
+        return KMS_FAIL(c, 400, "cannot remount auth mount to non-auth mount \"%s\"", to);
+    }
+    if (auth && strncmp(from, "auth/token/", 11) == 0) {
+        return KMS_FAIL(c, 400, "cannot remount \"%s\"", from);
+    }
+    if (auth && (strncmp(to, "auth/token/", 11) == 0 || strcmp(to, "auth/") == 0)) {
+        return KMS_FAIL(c, 400, "cannot remount to destination \"%s\"", to);
+    }
+    static const char *const protected_paths[] = {"audit/", "auth/", "sys/", "cubbyhole/",
+                                                  "identity/"};
+    for (size_t i = 0; !auth && i < sizeof(protected_paths) / sizeof(protected_paths[0]); i++) {
+        size_t pl = strlen(protected_paths[i]);
+        if (strncmp(from, protected_paths[i], pl) == 0) {
+            return KMS_FAIL(c, 400, "cannot remount \"%s\"", from);
+        }
+        if (strncmp(to, protected_paths[i], pl) == 0) {
+            return KMS_FAIL(c, 400, "cannot remount to destination %s", to);
+        }
+    }
+    return 0;
+}
+
+static int remount(struct kms_ctx *c)
+{
+    const char *from_raw = "";
+    const char *to_raw = "";
+    char from[KMS_PATH_MAX];
+    char to[KMS_PATH_MAX];
+    char id[37];
+
+    (void)kms_param_str(c, "from", &from_raw);
+    (void)kms_param_str(c, "to", &to_raw);
+    if (from_raw[0] == '\0' || to_raw[0] == '\0') {
+        return KMS_FAIL(c, 400, "both 'from' and 'to' path must be specified as a string");
+    }
+    if (remount_check(c, from_raw, to_raw, from, to, sizeof(from)) != 0) {
+        return -1;
+    }
+    if (kms_uuid4(id) != 0) {
+        return KMS_FAILW(c, 500, "internal error");
+    }
+    /* moving a login method revokes what it issued, as OpenBao revokes the source's leases */
+    if (strncmp(from, "auth/", 5) == 0 &&
+        kms_auth_token_revoke_prefix(kms_api_auth(c->api), c->ns.id, from) != 0) {
+        return KMS_FAILW(c, 500, "internal error");
+    }
+    int r = kms_registry_mount_move(c->api, c->ns.id, from, to, &c->err);
+    if (r == KMS_STORAGE_NOTFOUND) {
+        return KMS_FAIL(c, 400, "no matching mount at \"%s\"", from);
+    }
+    remount_note(id, c->ns.path, from, to, r == 0 ? "success" : "failure");
+    if (r != 0) {
+        return -1;
+    }
+    c->data = json_pack("{s:s}", "migration_id", id);
+    kms_warn(c, "Mount move has been queued. Progress will be reported in OpenBao's server log, "
+                "tagged with the returned migration_id");
+    return 0;
+}
+
+static int remount_status(struct kms_ctx *c)
+{
+    const char *id = kms_cap(c, "migration_id");
+    struct remount_rec found;
+    bool hit = false;
+    pthread_mutex_lock(&remounts.lock);
+    for (size_t i = 0; i < REMOUNT_KEEP && id != NULL; i++) {
+        if (remounts.recs[i].id[0] != '\0' && strcmp(remounts.recs[i].id, id) == 0) {
+            found = remounts.recs[i];
+            hit = true;
+        }
+    }
+    pthread_mutex_unlock(&remounts.lock);
+    if (!hit) {
+        return kms_fail_notfound(c);
+    }
+    c->data = json_pack("{s:s, s:{s:s, s:s, s:s}}", "migration_id", found.id, "migration_info",
+                        "source_mount", found.source, "target_mount", found.target, "status",
+                        found.status);
+    return 0;
 }
 
 /* ---- namespaces -------------------------------------------------------------------------- */
@@ -407,6 +806,13 @@ static const struct kms_field mount_fields[] = {
     {"listing_visibility", KMS_F_STRING},
     {"passthrough_request_headers", KMS_F_RAW},
     {"allowed_response_headers", KMS_F_RAW},
+    {"token_type", KMS_F_STRING},
+    {NULL, 0},
+};
+
+static const struct kms_field remount_fields[] = {
+    {"from", KMS_F_STRING},
+    {"to", KMS_F_STRING},
     {NULL, 0},
 };
 
@@ -440,6 +846,15 @@ static const struct kms_route sys_routes[] = {
      .on = {[KMS_OP_READ] = {mount_read, NULL, 0},
             [KMS_OP_UPDATE] = {mount_write, NULL, 0},
             [KMS_OP_DELETE] = {mount_delete, NULL, 0}}},
+    {.tmpl = "remount",
+     .flags = KMS_RT_SYS_TOP | KMS_RT_SUDO,
+     .fields = remount_fields,
+     .resource = "Mount",
+     .on = {[KMS_OP_UPDATE] = {remount, NULL, 0}}},
+    {.tmpl = "remount/status/:migration_id",
+     .flags = KMS_RT_SYS_TOP,
+     .resource = "Mount",
+     .on = {[KMS_OP_READ] = {remount_status, NULL, 0}}},
     {.tmpl = "namespaces/*path",
      .fields = ns_fields,
      .resource = "Namespace",

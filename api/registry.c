@@ -850,6 +850,17 @@ int kms_registry_mount_list(struct kms_api *api, const char *ns_id,
 
 /* ---- tuning and moves -------------------------------------------------------------------- */
 
+/* The index of mount `path` of namespace ns_id in api->mounts (lock held), or SIZE_MAX. */
+static size_t mount_index(const struct kms_api *api, const char *ns_id, const char *path)
+{
+    for (size_t i = 0; i < api->nmounts; i++) {
+        if (strcmp(api->mounts[i].ns_id, ns_id) == 0 && strcmp(api->mounts[i].path, path) == 0) {
+            return i;
+        }
+    }
+    return SIZE_MAX;
+}
+
 /* The stored record of a mount, parsed; 0, KMS_STORAGE_NOTFOUND or -1. */
 static int mount_record_get(struct kms_txn *txn, const char *key, json_t **out)
 {
@@ -902,16 +913,11 @@ int kms_registry_mount_tune(struct kms_api *api, const char *ns_id, const char *
     struct kms_txn *txn = NULL;
     json_t *rec = NULL;
     char key[KMS_PATH_MAX + KMS_NS_ID_LEN + 2];
-    size_t idx = SIZE_MAX;
     int rc = -1;
 
     snprintf(key, sizeof(key), "%s/%s", ns_id, path);
     pthread_rwlock_wrlock(&api->lock);
-    for (size_t i = 0; i < api->nmounts; i++) {
-        if (strcmp(api->mounts[i].ns_id, ns_id) == 0 && strcmp(api->mounts[i].path, path) == 0) {
-            idx = i;
-        }
-    }
+    size_t idx = mount_index(api, ns_id, path);
     if (idx == SIZE_MAX) {
         rc = KMS_STORAGE_NOTFOUND;
         goto out;
@@ -948,7 +954,6 @@ int kms_registry_mount_move(struct kms_api *api, const char *ns_id, const char *
     json_t *rec = NULL;
     char okey[KMS_PATH_MAX + KMS_NS_ID_LEN + 2];
     char nkey[KMS_PATH_MAX + KMS_NS_ID_LEN + 2];
-    size_t idx = SIZE_MAX;
     int rc = -1;
 
     if (strlen(to) >= sizeof(api->mounts[0].path)) {
@@ -957,11 +962,7 @@ int kms_registry_mount_move(struct kms_api *api, const char *ns_id, const char *
     snprintf(okey, sizeof(okey), "%s/%s", ns_id, from);
     snprintf(nkey, sizeof(nkey), "%s/%s", ns_id, to);
     pthread_rwlock_wrlock(&api->lock);
-    for (size_t i = 0; i < api->nmounts; i++) {
-        if (strcmp(api->mounts[i].ns_id, ns_id) == 0 && strcmp(api->mounts[i].path, from) == 0) {
-            idx = i;
-        }
-    }
+    size_t idx = mount_index(api, ns_id, from);
     if (idx == SIZE_MAX) {
         rc = KMS_STORAGE_NOTFOUND;
         goto out;

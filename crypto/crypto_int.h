@@ -6,6 +6,7 @@
 #define KMS_CRYPTO_INT_H
 
 #include "crypto/crypto.h"
+#include "crypto/keyring.h"
 
 /*
  * HChaCha20 (draft-irtf-cfrg-xchacha-03 section 2.2): the ChaCha20 block function over
@@ -13,5 +14,26 @@
  * subkey. Pure function; the caller wipes out.
  */
 void kms_hchacha20(const uint8_t key[32], const uint8_t nonce[16], uint8_t out[32]);
+
+/* OpenSSL's digest name for h ("SHA2-256"); NULL when unknown. */
+const char *kms_hash_ossl_name(enum kms_hash h);
+
+/* ---- asymmetric key versions (sign.c), used by keyring.c -------------------------------- */
+
+/*
+ * Generate the material of a new ed25519, ECDSA or RSA version in OpenSSL into key
+ * (KMS_KEY_MATERIAL_MAX bytes, layout in keyring.h) and its length into *key_len.
+ */
+int kms_asym_generate(enum kms_key_type t, uint8_t *key, uint32_t *key_len) KMS_WUR;
+
+/*
+ * RSA-OAEP (SHA-256 digest and MGF1, empty label) with an rsa-* version: encrypt (enc) or
+ * decrypt `in`. *out is malloc'd (exactly *outlen bytes). Errors are OpenBao's 500s: "failed
+ * to RSA encrypt the plaintext: crypto/rsa: message too long for RSA key size", "failed to
+ * RSA decrypt the ciphertext: crypto/rsa: decryption error".
+ */
+int kms_asym_rsa_oaep(enum kms_key_type t, const struct kms_key_version *kv, bool enc,
+                      const uint8_t *in, size_t inlen, uint8_t **out, size_t *outlen,
+                      struct kms_err *err) KMS_WUR;
 
 #endif

@@ -11,7 +11,7 @@
  *   computes anyway, but the salt is passed explicitly so the behaviour does not depend on
  *   how a provider treats an empty octet string.
  */
-#include "crypto/crypto.h"
+#include "crypto/crypto_int.h"
 
 #include <string.h>
 
@@ -46,6 +46,13 @@ static const struct hash_desc *hash_lookup(enum kms_hash h)
             return &hashes[i];
     }
     return NULL;
+}
+
+const char *kms_hash_ossl_name(enum kms_hash h)
+{
+    const struct hash_desc *d = hash_lookup(h);
+
+    return d != NULL ? d->ossl : NULL;
 }
 
 int kms_hash_parse(const char *name, enum kms_hash *out)

@@ -16,7 +16,7 @@
  *   untrusted: exact length, known format, enum and flag ranges, version invariants.
  * - Derived keys live on the stack and are wiped at `out:` on every path.
  */
-#include "crypto/keyring.h"
+#include "crypto/crypto_int.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -34,16 +34,32 @@ const char KMS_MSG_MISSING_CONTEXT[] =
 
 /* ---- key types --------------------------------------------------------------------------- */
 
+#define KT_ENC 0x01u    /* encryption and decryption */
+#define KT_SIGN 0x02u   /* signing and verification */
+#define KT_DERIVE 0x04u /* derivation */
+#define KT_AEAD 0x08u
+
 static const struct {
     const char *name;
-    size_t key_len;
+    size_t key_len; /* AEAD key length, 0 for the other types */
     enum kms_key_type type;
     enum kms_aead aead;
+    unsigned caps;
 } key_types[] = {
-    {"aes128-gcm96", 16, KMS_KEY_AES128_GCM96, KMS_AEAD_AES128_GCM},
-    {"aes256-gcm96", 32, KMS_KEY_AES256_GCM96, KMS_AEAD_AES256_GCM},
-    {"chacha20-poly1305", 32, KMS_KEY_CHACHA20_POLY1305, KMS_AEAD_CHACHA20_POLY1305},
-    {"xchacha20-poly1305", 32, KMS_KEY_XCHACHA20_POLY1305, KMS_AEAD_XCHACHA20_POLY1305},
+    {"aes128-gcm96", 16, KMS_KEY_AES128_GCM96, KMS_AEAD_AES128_GCM, KT_ENC | KT_DERIVE | KT_AEAD},
+    {"aes256-gcm96", 32, KMS_KEY_AES256_GCM96, KMS_AEAD_AES256_GCM, KT_ENC | KT_DERIVE | KT_AEAD},
+    {"chacha20-poly1305", 32, KMS_KEY_CHACHA20_POLY1305, KMS_AEAD_CHACHA20_POLY1305,
+     KT_ENC | KT_DERIVE | KT_AEAD},
+    {"xchacha20-poly1305", 32, KMS_KEY_XCHACHA20_POLY1305, KMS_AEAD_XCHACHA20_POLY1305,
+     KT_ENC | KT_DERIVE | KT_AEAD},
+    {"ed25519", 0, KMS_KEY_ED25519, KMS_AEAD_AES256_GCM, KT_SIGN | KT_DERIVE},
+    {"ecdsa-p256", 0, KMS_KEY_ECDSA_P256, KMS_AEAD_AES256_GCM, KT_SIGN},
+    {"ecdsa-p384", 0, KMS_KEY_ECDSA_P384, KMS_AEAD_AES256_GCM, KT_SIGN},
+    {"ecdsa-p521", 0, KMS_KEY_ECDSA_P521, KMS_AEAD_AES256_GCM, KT_SIGN},
+    {"rsa-2048", 0, KMS_KEY_RSA2048, KMS_AEAD_AES256_GCM, KT_ENC | KT_SIGN},
+    {"rsa-3072", 0, KMS_KEY_RSA3072, KMS_AEAD_AES256_GCM, KT_ENC | KT_SIGN},
+    {"rsa-4096", 0, KMS_KEY_RSA4096, KMS_AEAD_AES256_GCM, KT_ENC | KT_SIGN},
+    {"hmac", 0, KMS_KEY_HMAC, KMS_AEAD_AES256_GCM, 0},
 };
 #define N_KEY_TYPES (sizeof(key_types) / sizeof(key_types[0]))
 
@@ -90,6 +106,38 @@ enum kms_aead kms_key_type_aead(enum kms_key_type t)
     return i >= 0 ? key_types[i].aead : KMS_AEAD_AES256_GCM;
 }
 
+static bool key_type_has(enum kms_key_type t, unsigned cap)
+{
+    int i = key_type_index(t);
+
+    return i >= 0 && (key_types[i].caps & cap) != 0;
+}
+
+bool kms_key_type_is_aead(enum kms_key_type t)
+{
+    return key_type_has(t, KT_AEAD);
+}
+
+bool kms_key_type_supports_encryption(enum kms_key_type t)
+{
+    return key_type_has(t, KT_ENC);
+}
+
+bool kms_key_type_supports_signing(enum kms_key_type t)
+{
+    return key_type_has(t, KT_SIGN);
+}
+
+bool kms_key_type_supports_derivation(enum kms_key_type t)
+{
+    return key_type_has(t, KT_DERIVE);
+}
+
+static bool is_rsa(enum kms_key_type t)
+{
+    return t == KMS_KEY_RSA2048 || t == KMS_KEY_RSA3072 || t == KMS_KEY_RSA4096;
+}
+
 /* ---- policy and versions ----------------------------------------------------------------- */
 
 int kms_key_policy_init(struct kms_key_policy *p, enum kms_key_type type)
@@ -106,6 +154,37 @@ int kms_key_policy_init(struct kms_key_policy *p, enum kms_key_type type)
     return kms_uuid4(p->uuid);
 }
 
+int kms_key_policy_check_new(const struct kms_key_policy *p, struct kms_err *err)
+{
+    const char *name = kms_key_type_name(p->type);
+
+    if (p->type == KMS_KEY_ED25519 && p->convergent)
+        return kms_err_setw(err, 500, "convergent encryption not supported for keys of type %s",
+                            name);
+    if (!kms_key_type_is_aead(p->type) && p->type != KMS_KEY_ED25519 &&
+        (p->derived || p->convergent))
+        return kms_err_setw(
+            err, 500, "key derivation and convergent encryption not supported for keys of type %s",
+            name);
+    if (p->type == KMS_KEY_HMAC &&
+        (p->key_size < KMS_HMAC_KEY_MIN || p->key_size > KMS_HMAC_KEY_MAX))
+        return kms_err_setw(err, 500,
+                            "invalid key size for HMAC key, must be between %d and %d bytes",
+                            KMS_HMAC_KEY_MIN, KMS_HMAC_KEY_MAX);
+    return 0;
+}
+
+const uint8_t *kms_key_version_hmac_key(const struct kms_key_policy *p,
+                                        const struct kms_key_version *kv, size_t *len)
+{
+    if (p->type == KMS_KEY_HMAC) {
+        *len = kv->key_len;
+        return kv->key;
+    }
+    *len = sizeof(kv->hmac_key);
+    return kv->hmac_key;
+}
+
 int kms_key_version_generate(const struct kms_key_policy *p, uint32_t version,
                              struct kms_key_version *out)
 {
@@ -113,11 +192,23 @@ int kms_key_version_generate(const struct kms_key_policy *p, uint32_t version,
     int rc = -1;
 
     memset(out, 0, sizeof(*out));
-    if (keylen == 0 || version == 0)
+    if (version == 0 || key_type_index(p->type) < 0)
         goto out;
     out->version = version;
-    if (kms_rand_bytes(out->key, keylen) != 0)
+    if (kms_key_type_is_aead(p->type)) {
+        /* The record keeps 32 bytes whatever the AEAD key length (version format 1). */
+        out->key_len = 32;
+        if (kms_rand_bytes(out->key, keylen) != 0)
+            goto out;
+    } else if (p->type == KMS_KEY_HMAC) {
+        if (p->key_size < KMS_HMAC_KEY_MIN || p->key_size > KMS_HMAC_KEY_MAX)
+            goto out;
+        out->key_len = p->key_size;
+        if (kms_rand_bytes(out->key, p->key_size) != 0)
+            goto out;
+    } else if (kms_asym_generate(p->type, out->key, &out->key_len) != 0) {
         goto out;
+    }
     if (kms_rand_bytes(out->hmac_key, sizeof(out->hmac_key)) != 0)
         goto out;
     kms_now(&out->created_sec, &out->created_nsec);
@@ -131,10 +222,20 @@ out:
 
 /* ---- persistence ------------------------------------------------------------------------- */
 
+/*
+ * Format 1 records are what every key had before the asymmetric and hmac types; they are
+ * still written whenever they can hold the value, so older binaries keep reading stores of
+ * symmetric keys. Format 2 adds a u32 key_size to the policy, and a u16 material length
+ * before variable-length material to the version.
+ */
 #define POLICY_FMT_V1 1
 #define POLICY_ENC_LEN_V1 71 /* fmt, type, flags, 4 x u32, 2 x i64, 36-byte uuid */
+#define POLICY_FMT_V2 2
+#define POLICY_ENC_LEN_V2 75 /* V1 + u32 key_size */
 #define VERSION_FMT_V1 1
 #define VERSION_ENC_LEN_V1 82 /* fmt, u32 version, key[32], hmac[32], i64, i32, u8 */
+#define VERSION_FMT_V2 2
+#define VERSION_ENC_LEN_V2_BASE 52 /* fmt, u32 version, u16 len, hmac[32], i64, i32, u8 */
 
 #define PF_DERIVED 0x01u
 #define PF_CONVERGENT 0x02u
@@ -145,6 +246,9 @@ out:
 
 _Static_assert(POLICY_ENC_LEN_V1 <= KMS_KEY_POLICY_ENC_MAX, "policy record too large");
 _Static_assert(VERSION_ENC_LEN_V1 <= KMS_KEY_VERSION_ENC_MAX, "version record too large");
+_Static_assert(POLICY_ENC_LEN_V2 <= KMS_KEY_POLICY_ENC_MAX, "policy record too large");
+_Static_assert(VERSION_ENC_LEN_V2_BASE + KMS_KEY_MATERIAL_MAX <= KMS_KEY_VERSION_ENC_MAX,
+               "version record too large");
 
 static void put_u32(uint8_t *b, uint32_t v)
 {
@@ -206,7 +310,7 @@ size_t kms_key_policy_encode(const struct kms_key_policy *p, uint8_t *buf)
     flags |= p->exportable ? PF_EXPORTABLE : 0;
     flags |= p->allow_plaintext_backup ? PF_PLAINTEXT_BACKUP : 0;
     flags |= p->deletion_allowed ? PF_DELETION_ALLOWED : 0;
-    buf[o++] = POLICY_FMT_V1;
+    buf[o++] = p->key_size != 0 ? POLICY_FMT_V2 : POLICY_FMT_V1;
     buf[o++] = (uint8_t)p->type;
     buf[o++] = flags;
     put_u32(buf + o, p->latest_version);
@@ -223,6 +327,10 @@ size_t kms_key_policy_encode(const struct kms_key_policy *p, uint8_t *buf)
     o += 8;
     memcpy(buf + o, p->uuid, 36);
     o += 36;
+    if (p->key_size != 0) {
+        put_u32(buf + o, p->key_size);
+        o += 4;
+    }
     return o;
 }
 
@@ -233,7 +341,8 @@ int kms_key_policy_decode(const uint8_t *buf, size_t len, struct kms_key_policy 
     uint8_t flags;
 
     memset(&q, 0, sizeof(q));
-    if (buf == NULL || len != POLICY_ENC_LEN_V1 || buf[0] != POLICY_FMT_V1)
+    if (buf == NULL || !((len == POLICY_ENC_LEN_V1 && buf[0] == POLICY_FMT_V1) ||
+                         (len == POLICY_ENC_LEN_V2 && buf[0] == POLICY_FMT_V2)))
         return -1;
     if (buf[1] >= N_KEY_TYPES || key_type_index((enum kms_key_type)buf[1]) < 0)
         return -1;
@@ -260,9 +369,19 @@ int kms_key_policy_decode(const uint8_t *buf, size_t len, struct kms_key_policy 
     o += 8;
     memcpy(q.uuid, buf + o, 36);
     q.uuid[36] = '\0';
+    o += 36;
+    if (buf[0] == POLICY_FMT_V2)
+        q.key_size = get_u32(buf + o);
 
     /* Convergent encryption is only defined on top of derivation. */
     if (q.convergent && !q.derived)
+        return -1;
+    /* The creation rules of kms_key_policy_check_new hold for every stored key. */
+    if ((q.convergent && !kms_key_type_is_aead(q.type)) ||
+        (q.derived && !kms_key_type_supports_derivation(q.type)))
+        return -1;
+    if (q.type == KMS_KEY_HMAC ? q.key_size < KMS_HMAC_KEY_MIN || q.key_size > KMS_HMAC_KEY_MAX
+                               : q.key_size != 0)
         return -1;
     if (q.min_decryption_version < 1 || q.auto_rotate_period < 0)
         return -1;
@@ -278,13 +397,19 @@ int kms_key_policy_decode(const uint8_t *buf, size_t len, struct kms_key_policy 
 
 size_t kms_key_version_encode(const struct kms_key_version *v, uint8_t *buf)
 {
+    bool v1 = v->key_len == 32;
+    size_t klen = v->key_len <= KMS_KEY_MATERIAL_MAX ? v->key_len : KMS_KEY_MATERIAL_MAX;
     size_t o = 0;
 
-    buf[o++] = VERSION_FMT_V1;
+    buf[o++] = v1 ? VERSION_FMT_V1 : VERSION_FMT_V2;
     put_u32(buf + o, v->version);
     o += 4;
-    memcpy(buf + o, v->key, 32);
-    o += 32;
+    if (!v1) {
+        buf[o++] = (uint8_t)klen;
+        buf[o++] = (uint8_t)(klen >> 8);
+    }
+    memcpy(buf + o, v->key, klen);
+    o += klen;
     memcpy(buf + o, v->hmac_key, 32);
     o += 32;
     put_u64(buf + o, (uint64_t)v->created_sec);
@@ -303,12 +428,22 @@ int kms_key_version_decode(const uint8_t *buf, size_t len, struct kms_key_versio
     int rc = -1;
 
     memset(&w, 0, sizeof(w));
-    if (buf == NULL || len != VERSION_ENC_LEN_V1 || buf[0] != VERSION_FMT_V1)
+    if (buf == NULL || len < 5)
         goto out;
+    if (buf[0] == VERSION_FMT_V1 && len == VERSION_ENC_LEN_V1) {
+        w.key_len = 32;
+    } else if (buf[0] == VERSION_FMT_V2 && len >= VERSION_ENC_LEN_V2_BASE) {
+        w.key_len = (uint32_t)buf[5] | (uint32_t)buf[6] << 8;
+        if (w.key_len == 0 || w.key_len > KMS_KEY_MATERIAL_MAX ||
+            len != VERSION_ENC_LEN_V2_BASE + w.key_len)
+            goto out;
+    } else {
+        goto out;
+    }
     w.version = get_u32(buf + o);
-    o += 4;
-    memcpy(w.key, buf + o, 32);
-    o += 32;
+    o += buf[0] == VERSION_FMT_V1 ? 4 : 6;
+    memcpy(w.key, buf + o, w.key_len);
+    o += w.key_len;
     memcpy(w.hmac_key, buf + o, 32);
     o += 32;
     w.created_sec = u64_to_i64(get_u64(buf + o));
@@ -400,6 +535,9 @@ int kms_keyring_ciphertext_version(const struct kms_key_policy *p, const char *c
     int64_t v = 0;
     size_t payload = 0;
 
+    if (!kms_key_type_supports_encryption(p->type))
+        return kms_err_set(err, 400, "message decryption not supported for key type %s",
+                           kms_key_type_name(p->type));
     if (ct_header(ct, len, &v, &payload, err) != 0)
         return -1;
     if (ct_check_version(p, v, err) != 0)
@@ -432,6 +570,9 @@ int kms_keyring_encrypt_version(const struct kms_key_policy *p, int64_t requeste
 {
     int64_t v = requested;
 
+    if (!kms_key_type_supports_encryption(p->type))
+        return kms_err_set(err, 400, "message encryption not supported for key type %s",
+                           kms_key_type_name(p->type));
     if (v == 0)
         v = p->latest_version;
     else if (v < 0)
@@ -487,6 +628,45 @@ static int check_convergent_version(const struct kms_key_policy *p,
     return 0;
 }
 
+/* "vault:v<N>:" + base64(raw) into a malloc'd string. */
+static char *ct_format(uint32_t version, const uint8_t *raw, size_t rawlen)
+{
+    size_t slen = CT_PREFIX_LEN + 11 + kms_b64_encoded_len(rawlen) + 1;
+    char *s = malloc(slen);
+    int n;
+
+    if (s == NULL)
+        return NULL;
+    n = snprintf(s, slen, CT_PREFIX "%" PRIu32 ":", version);
+    if (n < 0 || (size_t)n >= slen) {
+        free(s);
+        return NULL;
+    }
+    kms_b64_encode(raw, rawlen, s + n);
+    return s;
+}
+
+/* rsa-* keys: RSA-OAEP-SHA256 of the plaintext, as OpenBao. */
+static int rsa_encrypt(const struct kms_key_policy *p, const struct kms_key_version *kv,
+                       const uint8_t *pt, size_t ptlen, char **out, struct kms_err *err)
+{
+    uint8_t *raw = NULL;
+    size_t rawlen = 0;
+    int rc = -1;
+
+    if (kms_asym_rsa_oaep(p->type, kv, true, pt, ptlen, &raw, &rawlen, err) != 0)
+        goto out;
+    *out = ct_format(kv->version, raw, rawlen);
+    if (*out == NULL) {
+        kms_err_setw(err, 500, "out of memory");
+        goto out;
+    }
+    rc = 0;
+out:
+    free(raw);
+    return rc;
+}
+
 int kms_keyring_encrypt(const struct kms_key_policy *p, const struct kms_key_version *kv,
                         const uint8_t *context, size_t ctxlen, bool has_context, const uint8_t *aad,
                         size_t aadlen, const uint8_t *pt, size_t ptlen, char **out,
@@ -499,12 +679,13 @@ int kms_keyring_encrypt(const struct kms_key_policy *p, const struct kms_key_ver
     uint8_t mac[KMS_HASH_MAX_LEN];
     uint8_t *payload = NULL;
     size_t paylen = 0;
-    char *s = NULL;
-    size_t slen = 0;
-    int n;
     int rc = -1;
 
     *out = NULL;
+    if (is_rsa(p->type)) {
+        rc = rsa_encrypt(p, kv, pt, ptlen, out, err);
+        goto out;
+    }
     if (keylen == 0) {
         kms_err_setw(err, 500, "unsupported key type");
         goto out;
@@ -544,23 +725,13 @@ int kms_keyring_encrypt(const struct kms_key_policy *p, const struct kms_key_ver
         kms_err_setw(err, 500, "failed to encrypt the plaintext");
         goto out;
     }
-    slen = CT_PREFIX_LEN + 11 + kms_b64_encoded_len(paylen) + 1;
-    s = malloc(slen);
-    if (s == NULL) {
+    *out = ct_format(kv->version, payload, paylen);
+    if (*out == NULL) {
         kms_err_setw(err, 500, "out of memory");
         goto out;
     }
-    n = snprintf(s, slen, CT_PREFIX "%" PRIu32 ":", kv->version);
-    if (n < 0 || (size_t)n >= slen) {
-        kms_err_setw(err, 500, "failed to format the ciphertext");
-        goto out;
-    }
-    kms_b64_encode(payload, paylen, s + n);
-    *out = s;
-    s = NULL;
     rc = 0;
 out:
-    free(s);
     free(payload);
     kms_memzero(mac, sizeof(mac));
     kms_memzero(key, sizeof(key));
@@ -587,7 +758,7 @@ int kms_keyring_decrypt(const struct kms_key_policy *p, const struct kms_key_ver
 
     *pt = NULL;
     *ptlen = 0;
-    if (keylen == 0) {
+    if (keylen == 0 && !is_rsa(p->type)) {
         kms_err_setw(err, 500, "unsupported key type");
         goto out;
     }
@@ -602,6 +773,15 @@ int kms_keyring_decrypt(const struct kms_key_policy *p, const struct kms_key_ver
         goto out;
     if (kms_b64_decode_alloc(ct + off, len - off, &raw, &rawlen, &err_at) != 0) {
         kms_err_set(err, 400, "invalid ciphertext: could not decode base64");
+        goto out;
+    }
+    if (is_rsa(p->type)) {
+        if (kms_asym_rsa_oaep(p->type, kv, false, raw, rawlen, &plain, &plainlen, err) != 0)
+            goto out;
+        *pt = plain;
+        *ptlen = plainlen;
+        plain = NULL;
+        rc = 0;
         goto out;
     }
     if (op_key(p, kv, context, ctxlen, has_context, keylen, key, err) != 0)

@@ -1,6 +1,7 @@
 /*
  * transit.c - the Transit engine's HTTP surface (OpenBao's builtin/logical/transit): key
- * lifecycle, encrypt (with upsert), decrypt, rewrap, datakey, export, and batch semantics.
+ * lifecycle, encrypt (with upsert), decrypt, rewrap, datakey, and batch semantics (sign/verify
+ * are sign.c's, export export.c's).
  *
  * Records: the key policy lives at KEYS "<ns>/<mount uuid>/<name>" and each version at
  * KEY_VERSIONS "<ns>/<mount uuid>/<name>/<version BE u32>", so a key with many versions never
@@ -149,32 +150,39 @@ struct times_arg {
     json_t *keys;
     size_t name_len;
     uint32_t min;
+    const struct kms_key_policy *p;
+    const uint8_t *context; /* derived ed25519: public keys for this context */
+    size_t ctxlen;
 };
 
 static int times_cb(const uint8_t *key, size_t keylen, const uint8_t *val, size_t vallen, void *arg)
 {
     struct times_arg *t = arg;
     struct kms_key_version kv;
+    struct kms_err err;
+    int rc = 0;
     if (keylen != t->name_len + 4 || kms_key_version_decode(val, vallen, &kv) != 0) {
         return keylen == t->name_len + 4 ? -1 : 0;
     }
     if (kv.version >= t->min) {
         char ver[16];
+        json_t *v = kms_transit_version_json(t->p, &kv, t->context, t->ctxlen, &err);
         snprintf(ver, sizeof(ver), "%u", kv.version);
-        json_object_set_new(t->keys, ver, json_integer(kv.created_sec));
+        rc = v != NULL ? json_object_set_new(t->keys, ver, v) : -1;
     }
     kms_memzero(&kv, sizeof(kv));
     (void)key;
-    return 0;
+    return rc;
 }
 
-static int key_object(struct kms_ctx *c, struct kms_txn *txn, const char *name,
-                      const struct kms_key_policy *p, json_t **out)
+static int key_object_ctx(struct kms_ctx *c, struct kms_txn *txn, const char *name,
+                          const struct kms_key_policy *p, const uint8_t *context, size_t ctxlen,
+                          json_t **out)
 {
     uint8_t prefix[KEYREC_MAX + 8];
     size_t n = policy_key(&c->mount, name, (char *)prefix);
     prefix[n++] = '/';
-    struct times_arg t = {json_object(), n, p->min_decryption_version};
+    struct times_arg t = {json_object(), n, p->min_decryption_version, p, context, ctxlen};
     uint8_t start[KEYREC_MAX + 8];
     size_t sn = version_key(&c->mount, name, p->min_decryption_version, start);
     if (kms_storage_scan(txn, KMS_DB_KEY_VERSIONS, prefix, n, start, sn, true, times_cb, &t) != 0) {
@@ -189,12 +197,20 @@ static int key_object(struct kms_ctx *c, struct kms_txn *txn, const char *name,
         p->allow_plaintext_backup, "latest_version", (json_int_t)p->latest_version,
         "min_decryption_version", (json_int_t)p->min_decryption_version, "min_encryption_version",
         (json_int_t)p->min_encryption_version, "min_available_version",
-        (json_int_t)p->min_available_version, "supports_encryption", true, "supports_decryption",
-        true, "supports_signing", false, "supports_derivation", true, "auto_rotate_period",
+        (json_int_t)p->min_available_version, "supports_encryption",
+        kms_key_type_supports_encryption(p->type), "supports_decryption",
+        kms_key_type_supports_encryption(p->type), "supports_signing",
+        kms_key_type_supports_signing(p->type), "supports_derivation",
+        kms_key_type_supports_derivation(p->type), "auto_rotate_period",
         (json_int_t)p->auto_rotate_period, "imported_key", false, "soft_deleted", false, "keys",
         t.keys);
     if (o == NULL) {
         return -1;
+    }
+    if (p->type == KMS_KEY_HMAC) {
+        /* OpenBao's key object has no "keys" for hmac keys, but their key_size */
+        json_object_del(o, "keys");
+        json_object_set_new(o, "key_size", json_integer(p->key_size));
     }
     if (p->derived) {
         json_object_set_new(o, "kdf", json_string("hkdf_sha256"));
@@ -207,29 +223,20 @@ static int key_object(struct kms_ctx *c, struct kms_txn *txn, const char *name,
     return 0;
 }
 
-/* ---- key lifecycle ----------------------------------------------------------------------- */
+static int key_object(struct kms_ctx *c, struct kms_txn *txn, const char *name,
+                      const struct kms_key_policy *p, json_t **out)
+{
+    return key_object_ctx(c, txn, name, p, NULL, 0, out);
+}
 
-static const char *const unsupported_types[] = {
-    "ed25519",  "ecdsa-p256", "ecdsa-p384", "ecdsa-p521", "rsa-2048",
-    "rsa-3072", "rsa-4096",   "hmac",       NULL,
-};
+/* ---- key lifecycle ----------------------------------------------------------------------- */
 
 static int parse_type(struct kms_ctx *c, const char *t, enum kms_key_type *out)
 {
-    if (kms_key_type_parse(t, out) == 0) {
+    /* encrypt's upsert only knows the AEAD types, as in OpenBao */
+    bool upsert = c->route != NULL && c->route->exists != NULL;
+    if (kms_key_type_parse(t, out) == 0 && (!upsert || kms_key_type_is_aead(*out))) {
         return 0;
-    }
-    /* encrypt's upsert only knows the symmetric types, as in OpenBao */
-    if (c->route != NULL && c->route->exists != NULL) {
-        return KMS_FAIL(c, 400, "unknown key type %s", t);
-    }
-    for (size_t i = 0; unsupported_types[i] != NULL; i++) {
-        if (strcmp(unsupported_types[i], t) == 0) {
-            return KMS_FAIL(c, 400,
-                            "key type %s is not supported by kmsd (supported: aes128-gcm96, "
-                            "aes256-gcm96, chacha20-poly1305, xchacha20-poly1305)",
-                            t);
-        }
     }
     return KMS_FAIL(c, 400, "unknown key type %s", t);
 }
@@ -251,6 +258,9 @@ static int create_key(struct kms_ctx *c, struct kms_txn *txn, const char *name,
     }
     if (g < 0) {
         return KMS_FAILW(c, 500, "cannot read key");
+    }
+    if (kms_key_policy_check_new(p, &c->err) != 0) {
+        return -1;
     }
     p->latest_version = 1;
     p->min_decryption_version = 1;
@@ -312,12 +322,19 @@ static int keys_write(struct kms_ctx *c)
     if (parse_type(c, tname, &p.type) != 0) {
         return -1;
     }
-    if (kms_param_int(c, "key_size", &v) && v != 0) {
-        return KMS_FAIL(c, 400, "key_size is not valid for algorithm %s", tname);
+    int64_t key_size = 0;
+    if (kms_param_int(c, "key_size", &key_size) && key_size != 0) {
+        if (p.type != KMS_KEY_HMAC) {
+            return KMS_FAIL(c, 400, "key_size is not valid for algorithm %s", tname);
+        }
+        if (key_size < KMS_HMAC_KEY_MIN || key_size > KMS_HMAC_KEY_MAX) {
+            return KMS_FAIL(c, 400, "invalid key_size %lld", (long long)key_size);
+        }
     }
     if (kms_key_policy_init(&p, p.type) != 0) {
         return KMS_FAILW(c, 500, "cannot initialise key");
     }
+    p.key_size = (uint32_t)key_size;
     p.derived = derived;
     p.convergent = convergent;
     p.exportable = kms_param_bool(c, "exportable", &b) && b;
@@ -349,6 +366,9 @@ static int keys_read(struct kms_ctx *c)
     const char *name = kms_cap(c, "name");
     struct kms_key_policy p;
     struct kms_txn *txn = NULL;
+    const char *ctx = NULL;
+    uint8_t *context = NULL;
+    size_t ctxlen = 0, at;
     int rc = -1;
     if (kms_storage_txn_begin(kms_api_storage(c->api), false, &txn) != 0) {
         return KMS_FAILW(c, 500, "cannot open storage transaction");
@@ -358,22 +378,18 @@ static int keys_read(struct kms_ctx *c)
         rc = kms_fail_notfound(c);
         goto out;
     }
-    const char *ctx = NULL;
-    if (g == 0 && kms_param_str(c, "context", &ctx) && ctx[0] != '\0') {
-        uint8_t *tmp = NULL;
-        size_t tl = 0, at;
-        if (kms_b64_decode_alloc(ctx, strlen(ctx), &tmp, &tl, &at) != 0) {
-            KMS_FAIL(c, 400, "failed to base64-decode context");
-            goto out;
-        }
-        kms_free_wipe((void **)&tmp, tl);
+    if (g == 0 && kms_param_str(c, "context", &ctx) && ctx[0] != '\0' &&
+        kms_b64_decode_alloc(ctx, strlen(ctx), &context, &ctxlen, &at) != 0) {
+        KMS_FAIL(c, 400, "failed to base64-decode context");
+        goto out;
     }
-    if (g != 0 || key_object(c, txn, name, &p, &c->data) != 0) {
+    if (g != 0 || key_object_ctx(c, txn, name, &p, context, ctxlen, &c->data) != 0) {
         KMS_FAILW(c, 500, "cannot read key");
         goto out;
     }
     rc = 0;
 out:
+    kms_free_wipe((void **)&context, ctxlen);
     kms_storage_txn_abort(&txn);
     return rc;
 }
@@ -912,6 +928,11 @@ static int encrypt_one(struct kms_ctx *c, const char *name, const struct kms_key
     if (decode_opt(it->context, &ctx, &ctxlen, &err) != 0) {
         goto out;
     }
+    if (it->aad != NULL && it->aad[0] != '\0' && !kms_key_type_is_aead(p->type)) {
+        kms_err_set(&err, 400, "'[%zu].associated_data' provided for non-AEAD cipher suite %s", idx,
+                    kms_key_type_name(p->type));
+        goto out;
+    }
     if (it->aad != NULL && it->aad[0] != '\0' && decode_opt(it->aad, &aad, &aadlen, &err) != 0) {
         char why[sizeof(err.msg)];
         snprintf(why, sizeof(why), "%s", err.msg);
@@ -959,6 +980,11 @@ static int decrypt_one(struct kms_ctx *c, const char *name, const struct kms_key
     size_t ctlen = strlen(it->ciphertext);
     if (kms_keyring_ciphertext_version(p, it->ciphertext, ctlen, &ver, &err) != 0 ||
         decode_opt(it->context, &ctx, &ctxlen, &err) != 0) {
+        goto out;
+    }
+    if (use_aad && it->aad != NULL && it->aad[0] != '\0' && !kms_key_type_is_aead(p->type)) {
+        kms_err_set(&err, 400, "'[%zu].associated_data' provided for non-AEAD cipher suite %s", idx,
+                    kms_key_type_name(p->type));
         goto out;
     }
     if (use_aad && it->aad != NULL && it->aad[0] != '\0' &&
@@ -1390,6 +1416,11 @@ static int datakey(struct kms_ctx *c)
         KMS_FAIL(c, 400, "invalid bit length");
         goto out;
     }
+    if (it.aad != NULL && it.aad[0] != '\0' && !kms_key_type_is_aead(p.type)) {
+        KMS_FAIL(c, 400, "'associated_data' provided for non-AEAD cipher suite %s",
+                 kms_key_type_name(p.type));
+        goto out;
+    }
     size_t klen = (size_t)bits / 8;
     if (kms_rand_bytes(key, klen) != 0) {
         KMS_FAILW(c, 500, "cannot generate a data key");
@@ -1411,101 +1442,6 @@ out:
     kms_memzero(key, sizeof(key));
     vcache_dispose(&vc);
     free(it.out);
-    return rc;
-}
-
-/* ---- export ------------------------------------------------------------------------------ */
-
-static int export_key(struct kms_ctx *c)
-{
-    const char *name = kms_cap(c, "name");
-    const char *type = kms_cap(c, "type");
-    const char *verstr = kms_cap(c, "version");
-    struct kms_key_policy p;
-    struct kms_txn *txn = NULL;
-    int rc = -1;
-    bool hmac;
-
-    if (strcmp(type, "encryption-key") == 0) {
-        hmac = false;
-    } else if (strcmp(type, "hmac-key") == 0) {
-        hmac = true;
-    } else if (strcmp(type, "signing-key") == 0 || strcmp(type, "public-key") == 0 ||
-               strcmp(type, "certificate-chain") == 0) {
-        hmac = false;
-    } else {
-        return KMS_FAIL(c, 400, "invalid export type: %s", type);
-    }
-    if (kms_storage_txn_begin(kms_api_storage(c->api), false, &txn) != 0) {
-        return KMS_FAILW(c, 500, "cannot open storage transaction");
-    }
-    int g = load_policy(&c->mount, txn, name, &p);
-    if (g == KMS_STORAGE_NOTFOUND) {
-        rc = kms_fail_notfound(c);
-        goto out;
-    }
-    if (g != 0) {
-        KMS_FAILW(c, 500, "cannot read key");
-        goto out;
-    }
-    if (strcmp(type, "public-key") == 0 || strcmp(type, "signing-key") == 0) {
-        KMS_FAIL(c, 400, "signing not supported for the key");
-        goto out;
-    }
-    if (strcmp(type, "certificate-chain") == 0) {
-        KMS_FAIL(c, 400, "certificate chain not supported for keys that do not support signing");
-        goto out;
-    }
-    if (!p.exportable) {
-        KMS_FAIL(c, 400, "private key material is not exportable");
-        goto out;
-    }
-    uint32_t from = p.min_decryption_version, to = p.latest_version;
-    if (verstr != NULL) {
-        const char *s = verstr[0] == 'v' ? verstr + 1 : verstr;
-        if (strcmp(verstr, "latest") == 0) {
-            from = to = p.latest_version;
-        } else {
-            char *end = NULL;
-            long long v = strtoll(s, &end, 10);
-            if (*s == '\0' || *end != '\0' || v <= 0) {
-                KMS_FAIL(c, 400, "invalid key version");
-                goto out;
-            }
-            if (v < p.min_decryption_version) {
-                KMS_FAIL(c, 400, "version for export is below minimum decryption version");
-                goto out;
-            }
-            if (v > p.latest_version) {
-                KMS_FAIL(c, 400, "version does not exist or cannot be found");
-                goto out;
-            }
-            from = to = (uint32_t)v;
-        }
-    }
-    json_t *keys = json_object();
-    for (uint32_t v = from; v <= to && v != 0; v++) {
-        struct kms_key_version kv;
-        char b64[64];
-        char ver[16];
-        if (load_version(&c->mount, txn, name, v, &kv) != 0) {
-            continue;
-        }
-        if (hmac) {
-            kms_b64_encode(kv.hmac_key, sizeof(kv.hmac_key), b64);
-        } else {
-            kms_b64_encode(kv.key, kms_key_type_key_len(p.type), b64);
-        }
-        snprintf(ver, sizeof(ver), "%u", v);
-        json_object_set_new(keys, ver, json_string(b64));
-        kms_memzero(&kv, sizeof(kv));
-        kms_memzero(b64, sizeof(b64));
-    }
-    c->data =
-        json_pack("{s:s, s:s, s:o}", "name", name, "type", kms_key_type_name(p.type), "keys", keys);
-    rc = 0;
-out:
-    kms_storage_txn_abort(&txn);
     return rc;
 }
 
@@ -1902,7 +1838,7 @@ OWNED(encrypt)
 OWNED(decrypt)
 OWNED(rewrap)
 OWNED(datakey)
-OWNED(export_key)
+OWNED(kms_transit_export)
 OWNED(kms_transit_hmac)
 OWNED(kms_transit_verify)
 OWNED(kms_transit_sign)
@@ -1948,10 +1884,10 @@ static const struct kms_route transit_routes[] = {
      .on = {[KMS_OP_UPDATE] = {owned_datakey, "datakey", PURE}}},
     {.tmpl = "export/+type/:name",
      .fields = f_export,
-     .on = {[KMS_OP_READ] = {owned_export_key, "export", 0}}},
+     .on = {[KMS_OP_READ] = {owned_kms_transit_export, "export", 0}}},
     {.tmpl = "export/+type/:name/+version",
      .fields = f_export,
-     .on = {[KMS_OP_READ] = {owned_export_key, "export", 0}}},
+     .on = {[KMS_OP_READ] = {owned_kms_transit_export, "export", 0}}},
     {.tmpl = "config/keys",
      .fields = f_config_keys,
      .resource = "TransitMount",
@@ -1970,10 +1906,10 @@ static const struct kms_route transit_routes[] = {
      .fields = kms_transit_verify_fields,
      .on = {[KMS_OP_UPDATE] = {owned_kms_transit_verify, NULL, 0}}},
     {.tmpl = "sign/:name",
-     .fields = kms_transit_verify_fields,
+     .fields = kms_transit_sign_fields,
      .on = {[KMS_OP_UPDATE] = {owned_kms_transit_sign, NULL, 0}}},
     {.tmpl = "sign/:name/+algorithm",
-     .fields = kms_transit_verify_fields,
+     .fields = kms_transit_sign_fields,
      .on = {[KMS_OP_UPDATE] = {owned_kms_transit_sign, NULL, 0}}},
     {.tmpl = "hash",
      .fields = kms_transit_hash_fields,

@@ -1,7 +1,7 @@
 /*
  * transit_hmac.c - the Transit endpoints that are not encryption: hmac and HMAC verification
- * with each version's independent HMAC key, hash, random, and sign/verify-signature (which
- * kmsd's symmetric key types do not support and refuse with OpenBao's messages).
+ * with each version's independent HMAC key (an hmac key's own key), the verify dispatch
+ * between HMACs and signatures (signatures are sign.c's), hash and random.
  */
 #include "engine/transit/transit_int.h"
 
@@ -80,7 +80,9 @@ static int hmac_one(struct kms_ctx *c, const char *name, const struct kms_key_po
         kms_transit_read_version(c, name, (uint32_t)ver, &kv, err) != 0) {
         goto out;
     }
-    if (kms_hmac(h, kv.hmac_key, sizeof(kv.hmac_key), in, inlen, mac) != 0) {
+    size_t klen = 0;
+    const uint8_t *key = kms_key_version_hmac_key(p, &kv, &klen);
+    if (kms_hmac(h, key, klen, in, inlen, mac) != 0) {
         kms_err_set(err, 500, "HMAC failed");
         goto out;
     }
@@ -295,11 +297,7 @@ int kms_transit_verify(struct kms_ctx *c)
         has_sig = nsig > 0;
     }
     if (has_sig) {
-        if (load_key(c, name, &p, "signature verification key not found") != 0) {
-            return -1;
-        }
-        return KMS_FAIL(c, 400, "key type %s does not support verification",
-                        kms_key_type_name(p.type));
+        return kms_transit_verify_signature(c);
     }
     const char *alg = kms_cap(c, "algorithm");
     if (alg == NULL) {
@@ -348,15 +346,6 @@ int kms_transit_verify(struct kms_ctx *c)
     c->items = json_array_size(batch);
     c->data = json_pack("{s:o}", "batch_results", results);
     return 0;
-}
-
-int kms_transit_sign(struct kms_ctx *c)
-{
-    struct kms_key_policy p;
-    if (load_key(c, kms_cap(c, "name"), &p, "signing key not found") != 0) {
-        return -1;
-    }
-    return KMS_FAIL(c, 400, "key type %s does not support signing", kms_key_type_name(p.type));
 }
 
 int kms_transit_hash(struct kms_ctx *c)

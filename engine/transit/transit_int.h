@@ -23,16 +23,31 @@ int kms_transit_read_key(struct kms_ctx *c, const char *name, struct kms_key_pol
 int kms_transit_read_version(struct kms_ctx *c, const char *name, uint32_t version,
                              struct kms_key_version *out, struct kms_err *err);
 
-/* transit_hmac.c: hmac, verify (HMAC), sign (refused for symmetric keys), hash, random. */
+/* transit_hmac.c: hmac, verify (dispatch; HMAC half), hash, random. */
 int kms_transit_hmac(struct kms_ctx *c);
 int kms_transit_verify(struct kms_ctx *c);
-int kms_transit_sign(struct kms_ctx *c);
 int kms_transit_hash(struct kms_ctx *c);
 int kms_transit_random(struct kms_ctx *c);
 extern const struct kms_field kms_transit_hmac_fields[];
 extern const struct kms_field kms_transit_verify_fields[];
 extern const struct kms_field kms_transit_hash_fields[];
 extern const struct kms_field kms_transit_random_fields[];
+
+/* sign.c: sign/:name and verify/:name with a signature (called by kms_transit_verify). */
+int kms_transit_sign(struct kms_ctx *c);
+int kms_transit_verify_signature(struct kms_ctx *c);
+extern const struct kms_field kms_transit_sign_fields[];
+
+/* export.c: export/:type/:name(/:version) for every key type. */
+int kms_transit_export(struct kms_ctx *c);
+/*
+ * One version's entry in the key object's "keys": its creation time (unix seconds) for AEAD
+ * and hmac keys (whose key object then drops "keys"), else {name, public_key,
+ * certificate_chain, creation_time} (derived ed25519 keys show the public key derived from
+ * context, "" without one). New reference; NULL with err set on failure.
+ */
+json_t *kms_transit_version_json(const struct kms_key_policy *p, const struct kms_key_version *kv,
+                                 const uint8_t *context, size_t ctxlen, struct kms_err *err);
 
 /* ---- key cache (keycache.c) ------------------------------------------------------------- */
 

@@ -440,11 +440,31 @@ static int check_final_policies(struct kms_ctx *c, char pols[][KMS_POLICY_NAME_M
     return 0;
 }
 
-/* The "meta" map: string values only, at most KMS_TOKEN_MAX_META entries. */
+/* The metadata entry that binds a Kubernetes-login token to its project (the ServiceAccount's
+ * namespace); the KMSKey and Transit engines confine such a token to that project's keys. */
+#define PROJECT_BINDING "service_account_namespace"
+
+/* The parent token's project binding, or NULL. */
+static const char *parent_binding(const struct kms_ctx *c)
+{
+    for (size_t i = 0; i < c->token.nmeta; i++) {
+        if (strcmp(c->token.meta_keys[i], PROJECT_BINDING) == 0) {
+            return c->token.meta_values[i];
+        }
+    }
+    return NULL;
+}
+
+/*
+ * The "meta" map: string values only, at most KMS_TOKEN_MAX_META entries. A child of a
+ * project-bound token is bound to the same project whatever the request says, so a workload
+ * cannot mint itself a token that escapes (or changes) its binding.
+ */
 static int child_meta(struct kms_ctx *c, const char **mk, const char **mv, size_t *nm)
 {
     const char *mkey;
     json_t *mval;
+    const char *bound = parent_binding(c);
     *nm = 0;
     json_object_foreach(kms_param(c, "meta"), mkey, mval)
     {
@@ -454,8 +474,19 @@ static int child_meta(struct kms_ctx *c, const char **mk, const char **mv, size_
         if (*nm == KMS_TOKEN_MAX_META) {
             return KMS_FAIL(c, 400, "too many meta entries (at most %d)", KMS_TOKEN_MAX_META);
         }
+        if (strcmp(mkey, PROJECT_BINDING) == 0 && bound != NULL) {
+            continue; /* replaced by the parent's binding below */
+        }
         mk[*nm] = mkey;
         mv[*nm] = json_string_value(mval);
+        (*nm)++;
+    }
+    if (bound != NULL) {
+        if (*nm == KMS_TOKEN_MAX_META) {
+            return KMS_FAIL(c, 400, "too many meta entries (at most %d)", KMS_TOKEN_MAX_META);
+        }
+        mk[*nm] = PROJECT_BINDING;
+        mv[*nm] = bound;
         (*nm)++;
     }
     return 0;

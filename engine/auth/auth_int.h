@@ -7,16 +7,16 @@
 extern const struct kms_route kms_token_routes[];
 
 /* sys/auth and sys/policy(ies) handlers (methods.c, policy.c). */
-int kms_sys_auth_list(struct kms_ctx *c);
-int kms_sys_auth_read(struct kms_ctx *c);
-int kms_sys_auth_write(struct kms_ctx *c);
-int kms_sys_auth_delete(struct kms_ctx *c);
-extern const struct kms_field kms_sys_auth_fields[];
-int kms_sys_policy_list(struct kms_ctx *c);
-int kms_sys_policy_read(struct kms_ctx *c);
-int kms_sys_policy_write(struct kms_ctx *c);
-int kms_sys_policy_delete(struct kms_ctx *c);
-extern const struct kms_field kms_sys_policy_fields[];
+int kms_login_mounts_list(struct kms_ctx *c);
+int kms_login_mounts_read(struct kms_ctx *c);
+int kms_login_mounts_write(struct kms_ctx *c);
+int kms_login_mounts_delete(struct kms_ctx *c);
+extern const struct kms_field kms_login_mounts_fields[];
+int kms_policy_api_list(struct kms_ctx *c);
+int kms_policy_api_read(struct kms_ctx *c);
+int kms_policy_api_write(struct kms_ctx *c);
+int kms_policy_api_delete(struct kms_ctx *c);
+extern const struct kms_field kms_policy_api_fields[];
 
 /* Vault's "auth" block for a token (token.c); malloc'd JSON, NULL when out of memory. */
 json_t *kms_token_auth_block(const struct kms_token *t, const char *client_token);
@@ -25,8 +25,8 @@ json_t *kms_token_auth_block(const struct kms_token *t, const char *client_token
  * ttl / max_ttl / period into *out. 0 done, 1 not a login token, -1 with c->err set (400
  * "failed to renew entry: role <r> does not exist during renewal").
  */
-int kms_auth_login_renew_params(struct kms_ctx *c, const struct kms_token *tok,
-                                struct kms_token_ttl *out);
+int kms_login_renew_params(struct kms_ctx *c, const struct kms_token *tok,
+                           struct kms_token_ttl *out);
 
 /*
  * Token store roles (token_roles.c), records in KMS_DB_AUTH under "<ns id>/token/role/<name>".

@@ -588,8 +588,8 @@ bool kms_login_role_cidr_ok(struct kms_ctx *c, const json_t *role)
 
 /* ---- renewal ----------------------------------------------------------------------------- */
 
-int kms_auth_login_renew_params(struct kms_ctx *c, const struct kms_token *tok,
-                                struct kms_token_ttl *out)
+int kms_login_renew_params(struct kms_ctx *c, const struct kms_token *tok,
+                           struct kms_token_ttl *out)
 {
     char mpath[KMS_PATH_MAX];
     struct kms_mount m;
@@ -643,7 +643,7 @@ static int list_auth_cb(const struct kms_mount *m, void *arg)
     return 0;
 }
 
-int kms_sys_auth_list(struct kms_ctx *c)
+int kms_login_mounts_list(struct kms_ctx *c)
 {
     struct kms_mount tok;
     memset(&tok, 0, sizeof(tok));
@@ -683,7 +683,7 @@ static int auth_mount_path(struct kms_ctx *c, char *out, size_t n)
     return 0;
 }
 
-int kms_sys_auth_read(struct kms_ctx *c)
+int kms_login_mounts_read(struct kms_ctx *c)
 {
     char path[KMS_PATH_MAX];
     struct kms_mount m;
@@ -699,7 +699,7 @@ int kms_sys_auth_read(struct kms_ctx *c)
 
 /* Disabling a method revokes the tokens it issued; its roles and config go with the mount
  * (the engine's purge, in the registry's transaction). */
-int kms_sys_auth_delete(struct kms_ctx *c)
+int kms_login_mounts_delete(struct kms_ctx *c)
 {
     char path[KMS_PATH_MAX];
     struct kms_mount m;
@@ -716,7 +716,7 @@ int kms_sys_auth_delete(struct kms_ctx *c)
     return rc == KMS_STORAGE_NOTFOUND ? 0 : rc;
 }
 
-int kms_sys_auth_write(struct kms_ctx *c)
+int kms_login_mounts_write(struct kms_ctx *c)
 {
     char path[KMS_PATH_MAX];
     struct kms_mount m;
@@ -738,7 +738,7 @@ int kms_sys_auth_write(struct kms_ctx *c)
     return kms_registry_mount_add(c->api, c->ns.id, path, type, desc, &m, &c->err);
 }
 
-const struct kms_field kms_sys_auth_fields[] = {
+const struct kms_field kms_login_mounts_fields[] = {
     {"type", KMS_F_STRING},
     {"description", KMS_F_STRING},
     {"config", KMS_F_MAP},
@@ -787,40 +787,40 @@ static const struct kms_route auth_sys_routes[] = {
     {.tmpl = "auth",
      .flags = KMS_RT_SYS_TOP,
      .resource = "AuthMethod",
-     .on = {[KMS_OP_READ] = {kms_sys_auth_list, NULL, 0}}},
+     .on = {[KMS_OP_READ] = {kms_login_mounts_list, NULL, 0}}},
     {.tmpl = "auth/*path",
      .flags = KMS_RT_SYS_TOP | KMS_RT_SUDO,
-     .fields = kms_sys_auth_fields,
+     .fields = kms_login_mounts_fields,
      .resource = "AuthMethod",
-     .on = {[KMS_OP_READ] = {kms_sys_auth_read, NULL, 0},
-            [KMS_OP_UPDATE] = {kms_sys_auth_write, NULL, 0},
-            [KMS_OP_DELETE] = {kms_sys_auth_delete, NULL, 0}}},
+     .on = {[KMS_OP_READ] = {kms_login_mounts_read, NULL, 0},
+            [KMS_OP_UPDATE] = {kms_login_mounts_write, NULL, 0},
+            [KMS_OP_DELETE] = {kms_login_mounts_delete, NULL, 0}}},
     {.tmpl = "policy",
      .flags = KMS_RT_SYS_TOP,
      .resource = "Policy",
-     .on = {[KMS_OP_READ] = {kms_sys_policy_list, NULL, 0}}},
+     .on = {[KMS_OP_READ] = {kms_policy_api_list, NULL, 0}}},
     {.tmpl = "policy/",
      .flags = KMS_RT_SYS_TOP,
      .resource = "Policy",
-     .on = {[KMS_OP_LIST] = {kms_sys_policy_list, NULL, 0}}},
+     .on = {[KMS_OP_LIST] = {kms_policy_api_list, NULL, 0}}},
     {.tmpl = "policy/*name",
      .flags = KMS_RT_SYS_TOP,
-     .fields = kms_sys_policy_fields,
+     .fields = kms_policy_api_fields,
      .resource = "Policy",
-     .on = {[KMS_OP_READ] = {kms_sys_policy_read, NULL, 0},
-            [KMS_OP_UPDATE] = {kms_sys_policy_write, NULL, 0},
-            [KMS_OP_DELETE] = {kms_sys_policy_delete, NULL, 0}}},
+     .on = {[KMS_OP_READ] = {kms_policy_api_read, NULL, 0},
+            [KMS_OP_UPDATE] = {kms_policy_api_write, NULL, 0},
+            [KMS_OP_DELETE] = {kms_policy_api_delete, NULL, 0}}},
     {.tmpl = "policies/acl/",
      .flags = KMS_RT_SYS_TOP,
      .resource = "Policy",
-     .on = {[KMS_OP_LIST] = {kms_sys_policy_list, NULL, 0}}},
+     .on = {[KMS_OP_LIST] = {kms_policy_api_list, NULL, 0}}},
     {.tmpl = "policies/acl/*name",
      .flags = KMS_RT_SYS_TOP,
-     .fields = kms_sys_policy_fields,
+     .fields = kms_policy_api_fields,
      .resource = "Policy",
-     .on = {[KMS_OP_READ] = {kms_sys_policy_read, NULL, 0},
-            [KMS_OP_UPDATE] = {kms_sys_policy_write, NULL, 0},
-            [KMS_OP_DELETE] = {kms_sys_policy_delete, NULL, 0}}},
+     .on = {[KMS_OP_READ] = {kms_policy_api_read, NULL, 0},
+            [KMS_OP_UPDATE] = {kms_policy_api_write, NULL, 0},
+            [KMS_OP_DELETE] = {kms_policy_api_delete, NULL, 0}}},
     KMS_ROUTES_END,
 };
 

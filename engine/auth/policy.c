@@ -23,7 +23,7 @@ static int add_name(const char *name, void *arg)
     return json_array_append_new(arg, json_string(name));
 }
 
-int kms_sys_policy_list(struct kms_ctx *c)
+int kms_policy_api_list(struct kms_ctx *c)
 {
     json_t *keys = json_array();
     if (keys == NULL || kms_auth_policy_list(kms_api_auth(c->api), c->ns.id,
@@ -99,7 +99,7 @@ out:
     return rc;
 }
 
-int kms_sys_policy_delete(struct kms_ctx *c)
+int kms_policy_api_delete(struct kms_ctx *c)
 {
     char name[KMS_PATH_MAX];
     if (policy_name(c, name, sizeof(name), false) != 0) {
@@ -108,7 +108,7 @@ int kms_sys_policy_delete(struct kms_ctx *c)
     return kms_auth_policy_delete(kms_api_auth(c->api), c->ns.id, name, &c->err);
 }
 
-int kms_sys_policy_write(struct kms_ctx *c)
+int kms_policy_api_write(struct kms_ctx *c)
 {
     char name[KMS_PATH_MAX];
     if (policy_name(c, name, sizeof(name), true) != 0) {
@@ -117,7 +117,7 @@ int kms_sys_policy_write(struct kms_ctx *c)
     return policy_write(c, name);
 }
 
-int kms_sys_policy_read(struct kms_ctx *c)
+int kms_policy_api_read(struct kms_ctx *c)
 {
     char name[KMS_PATH_MAX];
     char *text = NULL;
@@ -137,7 +137,7 @@ int kms_sys_policy_read(struct kms_ctx *c)
     return c->data ? 0 : KMS_FAILW(c, 500, "internal error");
 }
 
-const struct kms_field kms_sys_policy_fields[] = {
+const struct kms_field kms_policy_api_fields[] = {
     {"policy", KMS_F_STRING},
     {"rules", KMS_F_STRING},
     {NULL, 0},

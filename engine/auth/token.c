@@ -203,7 +203,7 @@ static int renew_token(struct kms_ctx *c, const struct kms_token *t, const char 
         return KMS_FAIL(c, 400, "increment cannot be negative");
     }
     if (login) {
-        int r = kms_auth_login_renew_params(c, t, &cur);
+        int r = kms_login_renew_params(c, t, &cur);
         if (r < 0) {
             return -1;
         }

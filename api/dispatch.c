@@ -256,6 +256,19 @@ const char *kms_cap(const struct kms_ctx *c, const char *name)
     return NULL;
 }
 
+size_t kms_trim_slashes(const char *s, const char **start)
+{
+    while (s != NULL && *s == '/') {
+        s++;
+    }
+    size_t len = s ? strlen(s) : 0;
+    while (len > 0 && s[len - 1] == '/') {
+        len--;
+    }
+    *start = s ? s : "";
+    return len;
+}
+
 static void cap_name(const char *cn, char *out, size_t cap)
 {
     size_t n = 0;

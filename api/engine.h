@@ -194,6 +194,9 @@ struct kms_ctx {
 
 /* Path capture by name ("name" for ":name"); NULL when the route has none. */
 const char *kms_cap(const struct kms_ctx *c, const char *name);
+/* `s` without leading and trailing '/': *start points into s (or "" for NULL), returns the
+ * length ("/file/" -> "file", 4). */
+size_t kms_trim_slashes(const char *s, const char **start);
 /* Parameter lookups after coercion. Return true when present (and non-null). */
 bool kms_param_str(struct kms_ctx *c, const char *name, const char **out);
 bool kms_param_int(struct kms_ctx *c, const char *name, int64_t *out);

@@ -663,13 +663,7 @@ int kms_login_mounts_list(struct kms_ctx *c)
 static int auth_mount_path(struct kms_ctx *c, char *out, size_t n)
 {
     const char *p = kms_cap(c, "path");
-    while (p != NULL && *p == '/') {
-        p++;
-    }
-    size_t len = p ? strlen(p) : 0;
-    while (len > 0 && p[len - 1] == '/') {
-        len--;
-    }
+    size_t len = kms_trim_slashes(p, &p);
     if (len == 0) {
         return KMS_FAIL(c, 400, "path cannot be empty");
     }

@@ -192,13 +192,7 @@ static int mounts_list(struct kms_ctx *c)
 /* Normalise a mount path: no leading '/', one trailing '/'. `what` names it in errors. */
 static int norm_mount_path(struct kms_ctx *c, const char *p, char *out, size_t n)
 {
-    while (p != NULL && *p == '/') {
-        p++;
-    }
-    size_t len = p ? strlen(p) : 0;
-    while (len > 0 && p[len - 1] == '/') {
-        len--;
-    }
+    size_t len = kms_trim_slashes(p, &p);
     if (len == 0 || len + 2 > n) {
         return KMS_FAIL(c, 400, "path cannot be empty");
     }
@@ -705,13 +699,7 @@ static int ns_list(struct kms_ctx *c)
 static int ns_target(struct kms_ctx *c, char *path, size_t n)
 {
     const char *name = kms_cap(c, "path");
-    while (name != NULL && *name == '/') {
-        name++;
-    }
-    size_t len = name ? strlen(name) : 0;
-    while (len > 0 && name[len - 1] == '/') {
-        len--;
-    }
+    size_t len = kms_trim_slashes(name, &name);
     if (len == 0) {
         return KMS_FAIL(c, 400, "namespace path cannot be empty");
     }

@@ -36,13 +36,7 @@ const struct kms_field kms_sys_audit_events_fields[] = {
 static void device_name(struct kms_ctx *c, char *out, size_t n)
 {
     const char *p = kms_cap(c, "path");
-    while (p != NULL && *p == '/') {
-        p++;
-    }
-    size_t len = p ? strlen(p) : 0;
-    while (len > 0 && p[len - 1] == '/') {
-        len--;
-    }
+    size_t len = kms_trim_slashes(p, &p);
     snprintf(out, n, "%.*s", (int)len, p ? p : "");
 }
 

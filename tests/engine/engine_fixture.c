@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static void open_api(struct kt *t)
@@ -144,4 +145,26 @@ const char *kt_err(const json_t *body)
 json_t *kt_data(const json_t *body, const char *key)
 {
     return json_object_get(json_object_get(body, "data"), key);
+}
+
+bool kt_audit_contains(const struct kt *t, const char *needle)
+{
+    struct timespec start, now, pause = {0, 10 * 1000 * 1000};
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    do {
+        FILE *f = fopen(t->audit_path, "r");
+        if (f != NULL) {
+            char line[16384];
+            while (fgets(line, sizeof(line), f) != NULL) {
+                if (strstr(line, needle) != NULL) {
+                    fclose(f);
+                    return true;
+                }
+            }
+            fclose(f);
+        }
+        nanosleep(&pause, NULL);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    } while (now.tv_sec - start.tv_sec < 10);
+    return false;
 }

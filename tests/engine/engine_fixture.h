@@ -49,6 +49,8 @@ json_t *kt_ok(struct kt *t, int want, const char *method, const char *target, co
               const char *body);
 /* The first error string of a body ("" when none). */
 const char *kt_err(const json_t *body);
+/* Poll the audit file (kt_setup_audited) until a line contains `needle`; false after 10 s. */
+bool kt_audit_contains(const struct kt *t, const char *needle);
 /* Data field helpers: body.data.<key>. */
 json_t *kt_data(const json_t *body, const char *key);
 

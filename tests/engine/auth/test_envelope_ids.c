@@ -9,29 +9,6 @@
 #include <string.h>
 #include <time.h>
 
-/* Poll the audit file until it contains `needle` (deadline 10 s). */
-static bool audit_contains(const struct kt *t, const char *needle)
-{
-    struct timespec start, now, pause = {0, 10 * 1000 * 1000};
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    do {
-        FILE *f = fopen(t->audit_path, "r");
-        if (f != NULL) {
-            char line[16384];
-            while (fgets(line, sizeof(line), f) != NULL) {
-                if (strstr(line, needle) != NULL) {
-                    fclose(f);
-                    return true;
-                }
-            }
-            fclose(f);
-        }
-        nanosleep(&pause, NULL);
-        clock_gettime(CLOCK_MONOTONIC, &now);
-    } while (now.tv_sec - start.tv_sec < 10);
-    return false;
-}
-
 static void test_warnings_only_reply_has_audited_request_id(void **state)
 {
     struct kt *t = *state;
@@ -46,7 +23,7 @@ static void test_warnings_only_reply_has_audited_request_id(void **state)
     const char *rid = json_string_value(json_object_get(b, "request_id"));
     assert_non_null(rid);
     assert_int_equal(strlen(rid), 36);
-    assert_true(audit_contains(t, rid));
+    assert_true(kt_audit_contains(t, rid));
     json_decref(b);
 }
 
@@ -57,7 +34,7 @@ static void test_plain_reply_has_audited_request_id(void **state)
         kt_ok(t, 200, "POST", "/v1/transit/encrypt/k", NULL, "{\"plaintext\":\"aGVsbG8=\"}");
     const char *rid = json_string_value(json_object_get(b, "request_id"));
     assert_non_null(rid);
-    assert_true(audit_contains(t, rid));
+    assert_true(kt_audit_contains(t, rid));
     json_decref(b);
 }
 

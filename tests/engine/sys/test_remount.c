@@ -127,28 +127,6 @@ static void test_tune_refusals(void **state)
            "invalid value for 'token_type'");
 }
 
-static bool audit_contains(const struct kt *t, const char *needle)
-{
-    struct timespec start, now, pause = {0, 10 * 1000 * 1000};
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    do {
-        FILE *f = fopen(t->audit_path, "r");
-        if (f != NULL) {
-            char line[16384];
-            while (fgets(line, sizeof(line), f) != NULL) {
-                if (strstr(line, needle) != NULL) {
-                    fclose(f);
-                    return true;
-                }
-            }
-            fclose(f);
-        }
-        nanosleep(&pause, NULL);
-        clock_gettime(CLOCK_MONOTONIC, &now);
-    } while (now.tv_sec - start.tv_sec < 10);
-    return false;
-}
-
 static void test_remount_transit(void **state)
 {
     struct kt *t = *state;
@@ -199,7 +177,7 @@ static void test_remount_transit(void **state)
     json_decref(kt_ok(t, 404, "POST", "/v1/transit/decrypt/k1", NULL, body));
     b = kt_ok(t, 400, "GET", "/v1/sys/mounts/transit", NULL, NULL);
     json_decref(b);
-    assert_true(audit_contains(t, "secure/transit/decrypt/k1"));
+    assert_true(kt_audit_contains(t, "secure/transit/decrypt/k1"));
 
     /* the ACL sees the new path only */
     json_decref(kt_ok(t, 204, "POST", "/v1/sys/policy/dec", NULL,

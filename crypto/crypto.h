@@ -145,6 +145,21 @@ int kms_aead_seal(enum kms_aead a, const uint8_t *key, const uint8_t *nonce, con
 int kms_aead_open(enum kms_aead a, const uint8_t *key, const uint8_t *nonce, const uint8_t *aad,
                   size_t aadlen, const uint8_t *in, size_t inlen, uint8_t *out) KMS_WUR;
 
+/* ---- AES key wrap with padding (wrap.c) ---------------------------------------------------- */
+
+/* Wrapped size of n bytes under RFC 5649: n rounded up to 8, plus the 8-byte integrity block. */
+#define KMS_KWP_WRAPPED_LEN(n) ((((n) + 7u) / 8u) * 8u + 8u)
+/*
+ * AES key wrap with padding (RFC 5649) under kek (16, 24 or 32 bytes), through OpenSSL's
+ * EVP_aes_*_wrap_pad. wrap: in is 1..2^24 bytes, out needs KMS_KWP_WRAPPED_LEN(inlen) bytes.
+ * unwrap: in is a multiple of 8 of at least 16 bytes, out needs inlen bytes; on any failure
+ * (wrong key, tampered input) out is wiped and -1 returned, with no detail. Thread-safe.
+ */
+int kms_kwp_wrap(const uint8_t *kek, size_t keklen, const uint8_t *in, size_t inlen, uint8_t *out,
+                 size_t *outlen) KMS_WUR;
+int kms_kwp_unwrap(const uint8_t *kek, size_t keklen, const uint8_t *in, size_t inlen, uint8_t *out,
+                   size_t *outlen) KMS_WUR;
+
 /* ---- time -------------------------------------------------------------------------------- */
 
 /* Wall clock as unix seconds + nanoseconds. */

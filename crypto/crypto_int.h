@@ -36,4 +36,12 @@ int kms_asym_rsa_oaep(enum kms_key_type t, const struct kms_key_version *kv, boo
                       const uint8_t *in, size_t inlen, uint8_t **out, size_t *outlen,
                       struct kms_err *err) KMS_WUR;
 
+/*
+ * The EVP_PKEY of a well-formed ed25519, ECDSA or RSA version (public only unless priv), for
+ * the other files of crypto/. Caller frees with EVP_PKEY_free.
+ */
+struct evp_pkey_st;
+int kms_asym_version_pkey(enum kms_key_type t, const struct kms_key_version *kv, bool priv,
+                          struct evp_pkey_st **out) KMS_WUR;
+
 #endif

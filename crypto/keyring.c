@@ -242,7 +242,9 @@ out:
 #define PF_EXPORTABLE 0x04u
 #define PF_PLAINTEXT_BACKUP 0x08u
 #define PF_DELETION_ALLOWED 0x10u
-#define PF_ALL 0x1fu
+#define PF_IMPORTED 0x20u
+#define PF_IMPORTED_ROTATION 0x40u
+#define PF_ALL 0x7fu
 
 _Static_assert(POLICY_ENC_LEN_V1 <= KMS_KEY_POLICY_ENC_MAX, "policy record too large");
 _Static_assert(VERSION_ENC_LEN_V1 <= KMS_KEY_VERSION_ENC_MAX, "version record too large");
@@ -310,6 +312,8 @@ size_t kms_key_policy_encode(const struct kms_key_policy *p, uint8_t *buf)
     flags |= p->exportable ? PF_EXPORTABLE : 0;
     flags |= p->allow_plaintext_backup ? PF_PLAINTEXT_BACKUP : 0;
     flags |= p->deletion_allowed ? PF_DELETION_ALLOWED : 0;
+    flags |= p->imported ? PF_IMPORTED : 0;
+    flags |= p->allow_imported_rotation ? PF_IMPORTED_ROTATION : 0;
     buf[o++] = p->key_size != 0 ? POLICY_FMT_V2 : POLICY_FMT_V1;
     buf[o++] = (uint8_t)p->type;
     buf[o++] = flags;
@@ -355,6 +359,8 @@ int kms_key_policy_decode(const uint8_t *buf, size_t len, struct kms_key_policy 
     q.exportable = (flags & PF_EXPORTABLE) != 0;
     q.allow_plaintext_backup = (flags & PF_PLAINTEXT_BACKUP) != 0;
     q.deletion_allowed = (flags & PF_DELETION_ALLOWED) != 0;
+    q.imported = (flags & PF_IMPORTED) != 0;
+    q.allow_imported_rotation = (flags & PF_IMPORTED_ROTATION) != 0;
     q.latest_version = get_u32(buf + o);
     o += 4;
     q.min_decryption_version = get_u32(buf + o);

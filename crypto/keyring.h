@@ -64,6 +64,8 @@ struct kms_key_policy {
     int64_t created_sec;             /* creation of the key (version 1) */
     char uuid[37];                   /* random per key, never reused */
     uint32_t key_size;               /* hmac keys: bytes of key material; 0 for other types */
+    bool imported;                   /* made by keys/:name/import; cleared by a rotation */
+    bool allow_imported_rotation;    /* imported keys: whether rotate may add versions */
 };
 
 /*
@@ -300,5 +302,42 @@ int kms_keyring_public_key(const struct kms_key_policy *p, const struct kms_key_
 int kms_keyring_export(const struct kms_key_policy *p, const struct kms_key_version *kv,
                        enum kms_export_type type, enum kms_export_format format, char **out,
                        struct kms_err *err) KMS_WUR;
+
+/* ---- BYOK import (wrap.c) ------------------------------------------------------------------ */
+
+/* Bytes of the RSA-OAEP block that leads an import ciphertext (the RSA-4096 wrapping key). */
+#define KMS_IMPORT_RSA_BLOCK 512
+
+/*
+ * Open an import ciphertext as OpenBao's path_import does: the first 512 bytes are the
+ * ephemeral AES-256 key under RSA-OAEP (digest and MGF1 both oaep_hash, empty label) with
+ * the RSA-4096 version `wrapping`; the rest is the key material under AES-KWP (RFC 5649)
+ * with that key. *key is malloc'd (exactly *keylen bytes; caller frees with kms_free_wipe).
+ * Errors, all 500 as OpenBao's: "provided ciphertext is too short", "crypto/rsa: decryption
+ * error", "expected ephemeral AES key to be 256-bit", "kwp: unwrap failed".
+ */
+int kms_keyring_import_unwrap(const struct kms_key_version *wrapping, enum kms_hash oaep_hash,
+                              const uint8_t *ct, size_t ctlen, uint8_t **key, size_t *keylen,
+                              struct kms_err *err) KMS_WUR;
+
+/*
+ * The client side of an import (for tools and tests): wrap key material for a wrapping key
+ * given as PEM ("PUBLIC KEY", RSA) with a fresh ephemeral AES-256 key, OAEP with oaep_hash.
+ * *out is malloc'd base64 text (NUL-terminated; caller frees). -1 on any failure.
+ */
+int kms_keyring_import_wrap(const char *pem, enum kms_hash oaep_hash, const uint8_t *key,
+                            size_t keylen, char **out) KMS_WUR;
+
+/*
+ * Version `version` of p made from imported material: the raw key for AEAD types (16 or 32
+ * bytes as the type says) and hmac (32..512 bytes; sets p->key_size), a PKCS#8 DER private
+ * key of the policy's type for ed25519, ECDSA and RSA (RSA with e = 65537 and two primes of
+ * half the modulus each, the layout versions keep). A fresh independent HMAC key and the
+ * creation time now are added. Errors (500, OpenBao's text without its "error importing
+ * key: " prefix): "invalid key size <n> bytes for key type <t>", "error parsing asymmetric
+ * key: <why>". out is wiped on failure.
+ */
+int kms_key_version_import(struct kms_key_policy *p, uint32_t version, const uint8_t *key,
+                           size_t keylen, struct kms_key_version *out, struct kms_err *err) KMS_WUR;
 
 #endif

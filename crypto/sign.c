@@ -321,6 +321,12 @@ static int version_pkey(enum kms_key_type t, const struct kms_key_version *kv, b
     return rsa_pkey(t, kv->key, priv, out);
 }
 
+int kms_asym_version_pkey(enum kms_key_type t, const struct kms_key_version *kv, bool priv,
+                          EVP_PKEY **out)
+{
+    return version_pkey(t, kv, priv, out);
+}
+
 /* Derived ed25519: seed = HKDF-SHA256(stored 64 bytes, empty salt, context). */
 static int derived_seed(const struct kms_key_version *kv, const uint8_t *context, size_t ctxlen,
                         uint8_t seed[ED25519_LEN], struct kms_err *err)

@@ -108,7 +108,23 @@ static int commit_key(struct kms_transit *t, const struct kms_mount *m, const ch
     return 0;
 }
 
-/* Engine purge: a transit mount's keys, versions and mount config. */
+int kms_transit_policy_load(const struct kms_mount *m, struct kms_txn *txn, const char *name,
+                            struct kms_key_policy *p)
+{
+    return load_policy(m, txn, name, p);
+}
+
+int kms_transit_key_store(struct kms_transit *t, const struct kms_mount *m, const char *name,
+                          const struct kms_key_policy *p, const struct kms_key_version *kv,
+                          struct kms_txn **txn)
+{
+    if (store_version(m, *txn, name, kv) != 0 || store_policy(m, *txn, name, p) != 0) {
+        return -1;
+    }
+    return commit_key(t, m, name, txn);
+}
+
+/* Engine purge: a transit mount's keys, versions, mount config and import wrapping key. */
 static int transit_purge(void *state, struct kms_txn *txn, const char *ns_id,
                          const struct kms_mount *m)
 {
@@ -123,7 +139,8 @@ static int transit_purge(void *state, struct kms_txn *txn, const char *ns_id,
     snprintf(cfg, sizeof(cfg), "%s%s", TRANSIT_CFG_META, prefix);
     if (kms_storage_del_prefix(txn, KMS_DB_KEYS, prefix, strlen(prefix), NULL) != 0 ||
         kms_storage_del_prefix(txn, KMS_DB_KEY_VERSIONS, prefix, strlen(prefix), NULL) != 0 ||
-        kms_storage_del(txn, KMS_DB_META, cfg, strlen(cfg)) < 0) {
+        kms_storage_del(txn, KMS_DB_META, cfg, strlen(cfg)) < 0 ||
+        kms_transit_wrapping_key_purge(txn, m) != 0) {
         return -1;
     }
     return 0;
@@ -202,10 +219,14 @@ static int key_object_ctx(struct kms_ctx *c, struct kms_txn *txn, const char *na
         kms_key_type_supports_encryption(p->type), "supports_signing",
         kms_key_type_supports_signing(p->type), "supports_derivation",
         kms_key_type_supports_derivation(p->type), "auto_rotate_period",
-        (json_int_t)p->auto_rotate_period, "imported_key", false, "soft_deleted", false, "keys",
-        t.keys);
+        (json_int_t)p->auto_rotate_period, "imported_key", p->imported, "soft_deleted", false,
+        "keys", t.keys);
     if (o == NULL) {
         return -1;
+    }
+    if (p->imported) {
+        json_object_set_new(o, "imported_key_allow_rotation",
+                            json_boolean(p->allow_imported_rotation));
     }
     if (p->type == KMS_KEY_HMAC) {
         /* OpenBao's key object has no "keys" for hmac keys, but their key_size */
@@ -587,6 +608,12 @@ static int keys_rotate(struct kms_ctx *c)
         KMS_FAIL(c, 400, "key %s has reached the maximum number of versions", name);
         goto out;
     }
+    if (p.imported && !p.allow_imported_rotation) {
+        KMS_FAILW(c, 500, "imported key %s does not allow rotation within Vault", name);
+        goto out;
+    }
+    /* as OpenBao: a rotated key counts as generated from then on */
+    p.imported = false;
     p.latest_version++;
     if (kms_key_version_generate(&p, p.latest_version, &kv) != 0 ||
         store_version(&c->mount, txn, name, &kv) != 0 ||
@@ -1596,6 +1623,11 @@ int kms_transit_key_rotate(struct kms_transit *t, const struct kms_mount *m, con
         kms_err_setw(err, 500, "cannot rotate key %s", name);
         goto out;
     }
+    if (out->imported && !out->allow_imported_rotation) {
+        kms_err_setw(err, 500, "imported key %s does not allow rotation within Vault", name);
+        goto out;
+    }
+    out->imported = false;
     out->latest_version++;
     if (kms_key_version_generate(out, out->latest_version, &kv) != 0 ||
         store_version(m, txn, name, &kv) != 0 || store_policy(m, txn, name, out) != 0 ||
@@ -1722,6 +1754,41 @@ int kms_transit_read_version(struct kms_ctx *c, const char *name, uint32_t versi
     return rc;
 }
 
+/* ---- whole-key records for restore (backup.c) ------------------------------------------- */
+
+int kms_transit_rec_policy(const struct kms_mount *m, struct kms_txn *txn, const char *name,
+                           struct kms_key_policy *p)
+{
+    return load_policy(m, txn, name, p);
+}
+
+int kms_transit_rec_drop(const struct kms_mount *m, struct kms_txn *txn, const char *name)
+{
+    uint8_t prefix[KEYREC_MAX + 8];
+    size_t kn = policy_key(m, name, (char *)prefix);
+    prefix[kn] = '/';
+    if (kms_storage_del_prefix(txn, KMS_DB_KEY_VERSIONS, prefix, kn + 1, NULL) != 0 ||
+        kms_storage_del(txn, KMS_DB_KEYS, prefix, kn) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+int kms_transit_rec_put_version(const struct kms_mount *m, struct kms_txn *txn, const char *name,
+                                const struct kms_key_version *kv)
+{
+    return store_version(m, txn, name, kv);
+}
+
+int kms_transit_rec_commit(struct kms_transit *t, const struct kms_mount *m, const char *name,
+                           const struct kms_key_policy *p, struct kms_txn **txn)
+{
+    if (store_policy(m, *txn, name, p) != 0) {
+        return -1;
+    }
+    return commit_key(t, m, name, txn);
+}
+
 /* ---- routes ------------------------------------------------------------------------------ */
 
 static const struct kms_field f_keys[] = {
@@ -1842,6 +1909,9 @@ OWNED(kms_transit_export)
 OWNED(kms_transit_hmac)
 OWNED(kms_transit_verify)
 OWNED(kms_transit_sign)
+OWNED(kms_transit_backup)
+OWNED(kms_transit_import)
+OWNED(kms_transit_import_version)
 
 void kms_transit_set_owner_check(struct kms_transit *t, kms_transit_owner_fn fn, void *arg)
 {
@@ -1865,6 +1935,15 @@ static const struct kms_route transit_routes[] = {
      .audit_op_of = config_audit_op,
      .on = {[KMS_OP_UPDATE] = {owned_keys_config, "config", 0}}},
     {.tmpl = "keys/:name/rotate", .on = {[KMS_OP_UPDATE] = {owned_keys_rotate, "rotate", 0}}},
+    {.tmpl = "keys/:name/import",
+     .fields = kms_transit_import_fields,
+     .on = {[KMS_OP_UPDATE] = {owned_kms_transit_import, "import", 0}}},
+    {.tmpl = "keys/:name/import_version",
+     .fields = kms_transit_import_version_fields,
+     .on = {[KMS_OP_UPDATE] = {owned_kms_transit_import_version, "import", 0}}},
+    {.tmpl = "wrapping_key",
+     .resource = "TransitMount",
+     .on = {[KMS_OP_READ] = {kms_transit_wrapping_key_read, "read", 0}}},
     {.tmpl = "keys/:name/trim",
      .fields = f_trim,
      .on = {[KMS_OP_UPDATE] = {owned_keys_trim, "trim", 0}}},
@@ -1911,6 +1990,14 @@ static const struct kms_route transit_routes[] = {
     {.tmpl = "sign/:name/+algorithm",
      .fields = kms_transit_sign_fields,
      .on = {[KMS_OP_UPDATE] = {owned_kms_transit_sign, NULL, 0}}},
+    {.tmpl = "backup/:name", .on = {[KMS_OP_READ] = {owned_kms_transit_backup, "backup", 0}}},
+    /* restore checks the owner of the name it restores to (the backup's when none is given) */
+    {.tmpl = "restore",
+     .fields = kms_transit_restore_fields,
+     .on = {[KMS_OP_UPDATE] = {kms_transit_restore, "restore", 0}}},
+    {.tmpl = "restore/:name",
+     .fields = kms_transit_restore_fields,
+     .on = {[KMS_OP_UPDATE] = {kms_transit_restore, "restore", 0}}},
     {.tmpl = "hash",
      .fields = kms_transit_hash_fields,
      .on = {[KMS_OP_UPDATE] = {kms_transit_hash, NULL, 0}}},

@@ -49,6 +49,40 @@ int kms_transit_export(struct kms_ctx *c);
 json_t *kms_transit_version_json(const struct kms_key_policy *p, const struct kms_key_version *kv,
                                  const uint8_t *context, size_t ctxlen, struct kms_err *err);
 
+/* Record access for the files beside transit.c: load a key's policy (0, KMS_STORAGE_NOTFOUND
+ * or -1), and store a policy with one version then commit txn and drop the key from the
+ * cache (0 or -1; *txn is finished either way on success). */
+int kms_transit_policy_load(const struct kms_mount *m, struct kms_txn *txn, const char *name,
+                            struct kms_key_policy *p);
+int kms_transit_key_store(struct kms_transit *t, const struct kms_mount *m, const char *name,
+                          const struct kms_key_policy *p, const struct kms_key_version *kv,
+                          struct kms_txn **txn);
+
+/* import.c: wrapping_key, keys/:name/import and import_version (BYOK). The wrapping key is a
+ * sealed META record per mount, removed by kms_transit_wrapping_key_purge in the mount purge. */
+int kms_transit_wrapping_key_read(struct kms_ctx *c);
+int kms_transit_import(struct kms_ctx *c);
+int kms_transit_import_version(struct kms_ctx *c);
+int kms_transit_wrapping_key_purge(struct kms_txn *txn, const struct kms_mount *m);
+extern const struct kms_field kms_transit_import_fields[];
+extern const struct kms_field kms_transit_import_version_fields[];
+
+/* backup.c: backup/:name and restore(/:name) in OpenBao's keysutil backup format. */
+int kms_transit_backup(struct kms_ctx *c);
+int kms_transit_restore(struct kms_ctx *c);
+extern const struct kms_field kms_transit_restore_fields[];
+
+/* Whole-key records for restore, inside the caller's write txn: read a policy (0,
+ * KMS_STORAGE_NOTFOUND or -1); drop a key's policy and every version; store one version;
+ * store the policy, commit *txn and drop the key from the cache. All but the first 0 or -1. */
+int kms_transit_rec_policy(const struct kms_mount *m, struct kms_txn *txn, const char *name,
+                           struct kms_key_policy *p);
+int kms_transit_rec_drop(const struct kms_mount *m, struct kms_txn *txn, const char *name);
+int kms_transit_rec_put_version(const struct kms_mount *m, struct kms_txn *txn, const char *name,
+                                const struct kms_key_version *kv);
+int kms_transit_rec_commit(struct kms_transit *t, const struct kms_mount *m, const char *name,
+                           const struct kms_key_policy *p, struct kms_txn **txn);
+
 /* ---- key cache (keycache.c) ------------------------------------------------------------- */
 
 int kms_keycache_create(size_t max_entries, struct kms_keycache **out) KMS_WUR;

@@ -889,6 +889,8 @@ static void test_policy_record(void **state)
     p.exportable = true;
     p.allow_plaintext_backup = false;
     p.deletion_allowed = true;
+    p.imported = true;
+    p.allow_imported_rotation = true;
     p.latest_version = 7;
     p.min_decryption_version = 3;
     p.min_encryption_version = 4;
@@ -919,7 +921,7 @@ static void test_policy_record(void **state)
     EXPECT_BAD(0, 2);     /* format */
     EXPECT_BAD(1, 4);     /* type */
     EXPECT_BAD(1, 0xff);  /* type */
-    EXPECT_BAD(2, 0x20);  /* unknown flag */
+    EXPECT_BAD(2, 0x80);  /* unknown flag (0x20, 0x40: imported keys) */
     EXPECT_BAD(2, 0x02);  /* convergent without derived */
     EXPECT_BAD(7, 0);     /* min_decryption_version = 0 */
     EXPECT_BAD(7, 8);     /* min_decryption_version > latest */

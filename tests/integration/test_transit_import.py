@@ -1,0 +1,252 @@
+"""Transit BYOK import against a real kmsd (OpenBao's path_wrapping_key.go / path_import.go):
+the import ciphertext is built here with Python's `cryptography` (RSA-OAEP of an ephemeral
+AES-256 key under the fetched wrapping key, then AES-KWP of the key material), and the
+imported keys are checked both ways against the same material held locally: kmsd's
+ciphertexts open here, ciphertexts made here open in kmsd, signatures cross-verify."""
+
+import base64
+import hashlib
+import hmac as hm
+import os
+import unittest
+
+import hvac  # Debian's python3-hvac (/usr/bin/python3); missing fails, never skips
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
+
+import transit_local
+from kmsd_harness import KmsdTestCase, b64
+
+HASHES = {"SHA1": hashes.SHA1, "SHA224": hashes.SHA224, "SHA256": hashes.SHA256,
+          "SHA384": hashes.SHA384, "SHA512": hashes.SHA512}
+EXISTING = ("the import path cannot be used with an existing key; use import-version to "
+            "rotate an existing imported key")
+
+
+def wrapped(msg):
+    return "1 error occurred:\n\t* %s\n\n" % msg
+
+
+class TransitImportTest(KmsdTestCase):
+    def wrapping_key(self, mount="transit"):
+        r = self.req("GET", "%s/wrapping_key" % mount)
+        self.assertStatus(r, 200)
+        self.assertEqual(list(r.data.keys()), ["public_key"])
+        return serialization.load_pem_public_key(r.data["public_key"].encode())
+
+    def ciphertext(self, material, hash_name="SHA256", mount="transit", eph=None):
+        pub = self.wrapping_key(mount)
+        eph = eph if eph is not None else os.urandom(32)
+        h = HASHES[hash_name.upper()]
+        wrapped_eph = pub.encrypt(eph, padding.OAEP(mgf=padding.MGF1(algorithm=h()),
+                                                    algorithm=h(), label=None))
+        self.assertEqual(len(wrapped_eph), 512)
+        return base64.b64encode(wrapped_eph + aes_key_wrap_with_padding(eph, material)).decode()
+
+    def import_key(self, name, material, status=204, **params):
+        body = {"ciphertext": self.ciphertext(material, params.get("hash_function", "SHA256"))}
+        body.update(params)
+        r = self.req("POST", "transit/keys/%s/import" % name, body)
+        self.assertStatus(r, status)
+        return r
+
+    def test_wrapping_key_is_rsa4096_and_kept(self):
+        a = self.wrapping_key()
+        self.assertEqual(a.key_size, 4096)
+        b = self.wrapping_key()
+        self.assertEqual(a.public_numbers(), b.public_numbers())
+        # hvac reads it too
+        c = hvac.Client(url=self.server.addr, token=self.server.root_token)
+        self.addCleanup(c.adapter.close)
+        got = c.read("transit/wrapping_key")
+        self.assertEqual(serialization.load_pem_public_key(
+            got["data"]["public_key"].encode()).public_numbers(), a.public_numbers())
+
+    def test_wrapping_key_per_mount_and_removed_with_mount(self):
+        r = self.req("POST", "sys/mounts/transit-imp", {"type": "transit"})
+        self.assertStatus(r, 204)
+        first = self.wrapping_key("transit-imp").public_numbers()
+        self.assertNotEqual(first, self.wrapping_key().public_numbers())
+        self.assertStatus(self.req("DELETE", "sys/mounts/transit-imp"), 204)
+        self.assertStatus(self.req("POST", "sys/mounts/transit-imp", {"type": "transit"}), 204)
+        self.assertNotEqual(first, self.wrapping_key("transit-imp").public_numbers())
+
+    def test_aead_import_both_ways(self):
+        for key_type in ("aes256-gcm96", "aes128-gcm96", "chacha20-poly1305",
+                         "xchacha20-poly1305"):
+            for hash_name in ("SHA256", "SHA1", "sha512"):
+                with self.subTest(type=key_type, hash=hash_name):
+                    name = self.uniq("imp")
+                    material = os.urandom(transit_local.KEY_SIZE[key_type])
+                    self.import_key(name, material, type=key_type, hash_function=hash_name)
+                    key = self.read_key(name)
+                    self.assertEqual(key["type"], key_type)
+                    self.assertTrue(key["imported_key"])
+                    self.assertFalse(key["imported_key_allow_rotation"])
+                    ct = self.encrypt(name, b"from kmsd")
+                    self.assertEqual(transit_local.decrypt_ciphertext(key_type, material, ct),
+                                     b"from kmsd")
+                    local = transit_local.make_ciphertext(
+                        key_type, material, b"from here",
+                        os.urandom(transit_local.NONCE_SIZE[key_type]))
+                    self.assertEqual(self.decrypt(name, local), b"from here")
+
+    def test_derived_import(self):
+        name = self.uniq("imp")
+        material = os.urandom(32)
+        self.import_key(name, material, derived=True)
+        ctx = b"tenant-7"
+        ct = self.encrypt(name, b"derived", context=b64(ctx))
+        self.assertEqual(transit_local.decrypt_ciphertext("aes256-gcm96", material, ct,
+                                                          context=ctx), b"derived")
+
+    def test_rotation_refused_unless_allowed(self):
+        name = self.uniq("imp")
+        self.import_key(name, os.urandom(32))
+        r = self.req("POST", "transit/keys/%s/rotate" % name)
+        self.assertError(r, 500, wrapped("imported key %s does not allow rotation within Vault"
+                                         % name))
+        other = self.uniq("imp")
+        material = os.urandom(32)
+        self.import_key(other, material, allow_rotation=True)
+        self.assertTrue(self.read_key(other)["imported_key_allow_rotation"])
+        old = self.encrypt(other, b"v1")
+        data = self.rotate(other)
+        self.assertEqual(data["latest_version"], 2)
+        self.assertFalse(data["imported_key"])
+        self.assertEqual(self.decrypt(other, old), b"v1")
+
+    def test_import_version(self):
+        name = self.uniq("imp")
+        v1, v2 = os.urandom(32), os.urandom(32)
+        self.import_key(name, v1)
+        r = self.req("POST", "transit/keys/%s/import_version" % name,
+                     {"ciphertext": self.ciphertext(v2)})
+        self.assertStatus(r, 204)
+        self.assertEqual(self.read_key(name)["latest_version"], 2)
+        ct = self.encrypt(name, b"second")
+        self.assertTrue(ct.startswith("vault:v2:"))
+        self.assertEqual(transit_local.decrypt_ciphertext("aes256-gcm96", v2, ct), b"second")
+        local = transit_local.make_ciphertext("aes256-gcm96", v1, b"first", os.urandom(12))
+        self.assertEqual(self.decrypt(name, local), b"first")
+        r = self.req("POST", "transit/keys/%s/import_version" % name,
+                     {"ciphertext": self.ciphertext(v2), "version": 1})
+        self.assertError(r, 500, wrapped("provided type does not support importing key "
+                                         "versions"))
+        # a generated key and an unknown key are refused
+        gen, _ = self.create_key()
+        r = self.req("POST", "transit/keys/%s/import_version" % gen,
+                     {"ciphertext": self.ciphertext(v2)})
+        self.assertError(r, 500, wrapped("the import_version endpoint can only be used with an "
+                                         "imported key"))
+        r = self.req("POST", "transit/keys/nope-%s/import_version" % name,
+                     {"ciphertext": self.ciphertext(v2)})
+        self.assertError(r, 500, wrapped("no key found with name nope-%s; to import a new key, "
+                                         "use the import/ endpoint" % name))
+
+    def test_hmac_import(self):
+        name = self.uniq("imp")
+        material = os.urandom(48)
+        self.import_key(name, material, type="hmac")
+        key = self.read_key(name)
+        self.assertEqual(key["key_size"], 48)
+        r = self.req("POST", "transit/hmac/%s" % name, {"input": b64(b"msg")})
+        self.assertStatus(r, 200)
+        mac = hm.new(material, b"msg", hashlib.sha256).digest()
+        self.assertEqual(r.data["hmac"], "vault:v1:" + base64.b64encode(mac).decode())
+
+    def test_signing_key_import(self):
+        keys = {
+            "ed25519": ed25519.Ed25519PrivateKey.generate(),
+            "ecdsa-p256": ec.generate_private_key(ec.SECP256R1()),
+            "ecdsa-p384": ec.generate_private_key(ec.SECP384R1()),
+            "ecdsa-p521": ec.generate_private_key(ec.SECP521R1()),
+            "rsa-2048": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        }
+        for key_type, priv in keys.items():
+            with self.subTest(type=key_type):
+                name = self.uniq("imp")
+                der = priv.private_bytes(serialization.Encoding.DER,
+                                         serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption())
+                self.import_key(name, der, type=key_type)
+                r = self.req("POST", "transit/sign/%s" % name, {"input": b64(b"signed")})
+                self.assertStatus(r, 200)
+                sig = base64.b64decode(r.data["signature"].split(":", 2)[2])
+                if key_type == "ed25519":
+                    priv.public_key().verify(sig, b"signed")
+                    mine = priv.sign(b"local")
+                elif key_type.startswith("rsa"):
+                    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()),
+                                      salt_length=padding.PSS.AUTO)
+                    priv.public_key().verify(sig, b"signed", pss, hashes.SHA256())
+                    mine = priv.sign(b"local", padding.PSS(mgf=padding.MGF1(hashes.SHA256()),
+                                                           salt_length=32), hashes.SHA256())
+                    # and RSA-OAEP encryption by kmsd opens with the local key
+                    r = self.req("POST", "transit/encrypt/%s" % name, {"plaintext": b64(b"oaep")})
+                    self.assertStatus(r, 200)
+                    raw = base64.b64decode(r.data["ciphertext"].split(":", 2)[2])
+                    self.assertEqual(priv.decrypt(raw, padding.OAEP(
+                        mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(),
+                        label=None)), b"oaep")
+                else:
+                    priv.public_key().verify(sig, b"signed", ec.ECDSA(hashes.SHA256()))
+                    mine = priv.sign(b"local", ec.ECDSA(hashes.SHA256()))
+                r = self.req("POST", "transit/verify/%s" % name,
+                             {"input": b64(b"local"),
+                              "signature": "vault:v1:" + base64.b64encode(mine).decode()})
+                self.assertStatus(r, 200)
+                self.assertTrue(r.data["valid"])
+        # material of another type is refused
+        der = keys["ed25519"].private_bytes(serialization.Encoding.DER,
+                                            serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption())
+        r = self.import_key(self.uniq("imp"), der, status=500, type="ecdsa-p256")
+        self.assertEqual(r.errors, [wrapped("error importing key: error parsing asymmetric "
+                                            "key: not a ecdsa-p256 private key")])
+
+    def test_refusals(self):
+        name, _ = self.create_key()
+        r = self.import_key(name, os.urandom(32), status=500)
+        self.assertEqual(r.errors, [wrapped(EXISTING)])
+
+        fresh = self.uniq("imp")
+        good = self.ciphertext(os.urandom(32))
+        cases = [
+            ({"ciphertext": good, "hash_function": "MD5"}, 400, "unknown hash function: MD5"),
+            ({"ciphertext": good, "type": "aes512"}, 400, "unknown key type: aes512"),
+            ({"ciphertext": "%%%"}, 500, wrapped("illegal base64 data at input byte 0")),
+            ({"ciphertext": b64(b"short")}, 500, wrapped("provided ciphertext is too short")),
+            # the right wrapping key, the wrong OAEP hash
+            ({"ciphertext": good, "hash_function": "SHA384"}, 500,
+             wrapped("crypto/rsa: decryption error")),
+            ({"ciphertext": good, "convergent_encryption": True}, 500,
+             wrapped("import cannot be used on keys with convergent encryption enabled")),
+            ({"ciphertext": good, "auto_rotate_period": "2h"}, 500,
+             wrapped("allow_rotation must be set to true if auto-rotation is enabled")),
+            ({"ciphertext": good, "type": "aes128-gcm96"}, 500,
+             wrapped("error importing key: invalid key size 32 bytes for key type "
+                     "aes128-gcm96")),
+            ({}, 500, wrapped("provided type does not support public_key import")),
+        ]
+        for body, status, msg in cases:
+            with self.subTest(body=sorted(body)):
+                r = self.req("POST", "transit/keys/%s/import" % fresh, body)
+                self.assertError(r, status, msg)
+        # a tampered KWP part
+        raw = bytearray(base64.b64decode(good))
+        raw[-1] ^= 1
+        r = self.req("POST", "transit/keys/%s/import" % fresh,
+                     {"ciphertext": base64.b64encode(bytes(raw)).decode()})
+        self.assertError(r, 500, wrapped("kwp: unwrap failed"))
+        # an ephemeral key that is not 256 bits
+        r = self.req("POST", "transit/keys/%s/import" % fresh,
+                     {"ciphertext": self.ciphertext(os.urandom(32), eph=os.urandom(16))})
+        self.assertError(r, 500, wrapped("expected ephemeral AES key to be 256-bit"))
+        # nothing was created along the way
+        self.assertStatus(self.req("GET", "transit/keys/%s" % fresh), 404)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -329,6 +329,18 @@ int kms_keyring_import_wrap(const char *pem, enum kms_hash oaep_hash, const uint
                             size_t keylen, char **out) KMS_WUR;
 
 /*
+ * byok-export: one version skv of src wrapped as an import ciphertext for the public key of
+ * version dkv of dst (an rsa-* key; OAEP with oaep_hash). The material is what import takes:
+ * raw AEAD/hmac keys, PKCS#8 DER for ed25519, ECDSA and RSA. *out is malloc'd base64 (caller
+ * frees). Errors (500, OpenBao's): "key wrapping (requring message signing) is not supported
+ * for key type <t>", "unsupported key type in use; must be a rsa key", "failed to wrap target
+ * key for import".
+ */
+int kms_keyring_byok_wrap(const struct kms_key_policy *dst, const struct kms_key_version *dkv,
+                          const struct kms_key_policy *src, const struct kms_key_version *skv,
+                          enum kms_hash oaep_hash, char **out, struct kms_err *err) KMS_WUR;
+
+/*
  * Version `version` of p made from imported material: the raw key for AEAD types (16 or 32
  * bytes as the type says) and hmac (32..512 bytes; sets p->key_size), a PKCS#8 DER private
  * key of the policy's type for ed25519, ECDSA and RSA (RSA with e = 65537 and two primes of

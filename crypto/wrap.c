@@ -169,13 +169,12 @@ out:
     return rc;
 }
 
-int kms_keyring_import_wrap(const char *pem, enum kms_hash oaep_hash, const uint8_t *key,
-                            size_t keylen, char **out)
+/* base64(RSA-OAEP(fresh AES-256 key) || AES-KWP(key)) for the RSA public key k; malloc'd. */
+static int wrap_for(EVP_PKEY *k, enum kms_hash oaep_hash, const uint8_t *key, size_t keylen,
+                    char **out)
 {
     const char *mdname = kms_hash_ossl_name(oaep_hash);
     const EVP_MD *md = mdname != NULL ? EVP_get_digestbyname(mdname) : NULL;
-    BIO *bio = NULL;
-    EVP_PKEY *k = NULL;
     EVP_PKEY_CTX *ctx = NULL;
     uint8_t eph[32];
     uint8_t *buf = NULL;
@@ -183,11 +182,8 @@ int kms_keyring_import_wrap(const char *pem, enum kms_hash oaep_hash, const uint
     int rc = -1;
 
     *out = NULL;
-    if (md == NULL || keylen == 0 || keylen > KWP_MAX_IN)
-        goto out;
-    bio = BIO_new_mem_buf(pem, -1);
-    k = bio != NULL ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
-    if (k == NULL || !EVP_PKEY_is_a(k, "RSA") || EVP_PKEY_get_size(k) <= 0)
+    if (md == NULL || keylen == 0 || keylen > KWP_MAX_IN || !EVP_PKEY_is_a(k, "RSA") ||
+        EVP_PKEY_get_size(k) <= 0)
         goto out;
     rsalen = (size_t)EVP_PKEY_get_size(k);
     total = rsalen + KMS_KWP_WRAPPED_LEN(keylen);
@@ -209,8 +205,74 @@ out:
     kms_memzero(eph, sizeof(eph));
     kms_free_wipe((void **)&buf, total);
     EVP_PKEY_CTX_free(ctx);
+    return rc;
+}
+
+int kms_keyring_import_wrap(const char *pem, enum kms_hash oaep_hash, const uint8_t *key,
+                            size_t keylen, char **out)
+{
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    EVP_PKEY *k = bio != NULL ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
+    int rc = k != NULL ? wrap_for(k, oaep_hash, key, keylen, out) : -1;
+
+    if (k == NULL)
+        *out = NULL;
     EVP_PKEY_free(k);
     BIO_free(bio);
+    return rc;
+}
+
+int kms_keyring_byok_wrap(const struct kms_key_policy *dst, const struct kms_key_version *dkv,
+                          const struct kms_key_policy *src, const struct kms_key_version *skv,
+                          enum kms_hash oaep_hash, char **out, struct kms_err *err)
+{
+    EVP_PKEY *dk = NULL, *sk = NULL;
+    PKCS8_PRIV_KEY_INFO *p8 = NULL;
+    unsigned char *der = NULL;
+    int derlen = 0;
+    const uint8_t *material = skv->key;
+    size_t len = 0;
+    int rc = -1;
+
+    *out = NULL;
+    if (!kms_key_type_supports_signing(dst->type)) {
+        kms_err_set(err, 500,
+                    "key wrapping (requring message signing) is not supported for key type %s",
+                    kms_key_type_name(dst->type));
+        goto out;
+    }
+    if (dst->type != KMS_KEY_RSA2048 && dst->type != KMS_KEY_RSA3072 &&
+        dst->type != KMS_KEY_RSA4096) {
+        kms_err_set(err, 500, "unsupported key type in use; must be a rsa key");
+        goto out;
+    }
+    if (kms_key_type_is_aead(src->type)) {
+        len = kms_key_type_key_len(src->type);
+    } else if (src->type == KMS_KEY_HMAC) {
+        len = skv->key_len;
+    } else {
+        /* PKCS#8, as Go's x509.MarshalPKCS8PrivateKey */
+        if (kms_asym_version_pkey(src->type, skv, true, &sk) != 0 ||
+            (p8 = EVP_PKEY2PKCS8(sk)) == NULL ||
+            (derlen = i2d_PKCS8_PRIV_KEY_INFO(p8, &der)) <= 0) {
+            kms_err_set(err, 500, "failed to wrap target key for import");
+            goto out;
+        }
+        material = der;
+        len = (size_t)derlen;
+    }
+    if (kms_asym_version_pkey(dst->type, dkv, false, &dk) != 0 ||
+        wrap_for(dk, oaep_hash, material, len, out) != 0) {
+        kms_err_set(err, 500, "failed to wrap target key for import");
+        goto out;
+    }
+    rc = 0;
+out:
+    if (der != NULL)
+        OPENSSL_clear_free(der, (size_t)derlen);
+    PKCS8_PRIV_KEY_INFO_free(p8);
+    EVP_PKEY_free(sk);
+    EVP_PKEY_free(dk);
     return rc;
 }
 

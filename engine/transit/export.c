@@ -53,9 +53,8 @@ static int parse_format(const char *s, enum kms_export_format *f)
     return 0;
 }
 
-/* The versions to export: all working ones, "latest", N or vN (OpenBao's rules and errors). */
-static int version_range(struct kms_ctx *c, const struct kms_key_policy *p, const char *s,
-                         uint32_t *from, uint32_t *to)
+int kms_transit_export_versions(struct kms_ctx *c, const struct kms_key_policy *p, const char *s,
+                                uint32_t *from, uint32_t *to)
 {
     int64_t v = 0;
 
@@ -129,7 +128,7 @@ int kms_transit_export(struct kms_ctx *c)
         return KMS_FAIL(c, 400,
                         "certificate chain not supported for keys that do not support signing");
     }
-    if (version_range(c, &p, kms_cap(c, "version"), &from, &to) != 0) {
+    if (kms_transit_export_versions(c, &p, kms_cap(c, "version"), &from, &to) != 0) {
         return -1;
     }
     keys = json_object();

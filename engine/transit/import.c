@@ -1,6 +1,7 @@
 /*
  * import.c - bring your own key (OpenBao's transit path_wrapping_key.go and path_import.go):
- * wrapping_key, keys/:name/import and keys/:name/import_version.
+ * wrapping_key, keys/:name/import and keys/:name/import_version, and byok-export (path_byok.go),
+ * which wraps a key of this mount for another mount's import under one of its RSA keys.
  *
  * Design notes:
  * - The wrapping key is one RSA-4096 version per mount, made on first use and kept as a
@@ -413,6 +414,92 @@ out:
     kms_free_wipe((void **)&key, keylen);
     return rc;
 }
+
+/* ---- byok-export/:destination/:name(/:version) ------------------------------------------ */
+
+int kms_transit_byok_export(struct kms_ctx *c)
+{
+    const struct kms_transit *t = c->estate;
+    const char *dst = kms_cap(c, "destination");
+    const char *src = kms_cap(c, "name");
+    const char *hname = "SHA256";
+    struct kms_key_policy dp, sp;
+    struct kms_key_version dkv, skv;
+    json_t *keys = NULL;
+    enum kms_hash h;
+    uint32_t from, to;
+    int rc = -1;
+    int g;
+
+    memset(&dkv, 0, sizeof(dkv));
+    memset(&skv, 0, sizeof(skv));
+    (void)kms_param_str(c, "hash", &hname);
+    /* the destination is a key of its own: the ownership check covers it too */
+    if (t->owner_fn != NULL && !t->owner_fn(t->owner_arg, c, dst)) {
+        return KMS_FAILW(c, 403, "permission denied");
+    }
+    g = kms_transit_read_key(c, dst, &dp);
+    if (g == KMS_STORAGE_NOTFOUND) {
+        return KMS_FAILW(c, 500, "no such destination key to export to");
+    }
+    if (g != 0) {
+        return KMS_FAILW(c, 500, "cannot read key");
+    }
+    g = kms_transit_read_key(c, src, &sp);
+    if (g == KMS_STORAGE_NOTFOUND) {
+        return KMS_FAILW(c, 500, "no such source key for export");
+    }
+    if (g != 0) {
+        return KMS_FAILW(c, 500, "cannot read key");
+    }
+    if (!sp.exportable) {
+        return KMS_FAIL(c, 400, "key is not exportable");
+    }
+    if (kms_transit_export_versions(c, &sp, kms_cap(c, "version"), &from, &to) != 0) {
+        return -1;
+    }
+    if (parse_hash_fn(hname, &h) != 0) {
+        return KMS_FAILW(c, 500, "unknown hash function: %s", hname);
+    }
+    /* OpenBao wraps with the destination's latest version */
+    if (kms_transit_read_version(c, dst, dp.latest_version, &dkv, &c->err) != 0) {
+        c->err.wrapped = true;
+        c->err.status = 500;
+        goto out;
+    }
+    keys = json_object();
+    for (uint32_t v = from; v <= to && v != 0; v++) {
+        char ver[16];
+        char *out = NULL;
+        if (kms_transit_read_version(c, src, v, &skv, &c->err) != 0) {
+            c->err.wrapped = true;
+            c->err.status = 500;
+            goto out;
+        }
+        if (kms_keyring_byok_wrap(&dp, &dkv, &sp, &skv, h, &out, &c->err) != 0) {
+            c->err.wrapped = true;
+            goto out;
+        }
+        snprintf(ver, sizeof(ver), "%u", v);
+        json_object_set_new(keys, ver, json_string(out));
+        free(out);
+        kms_memzero(&skv, sizeof(skv));
+        kms_ctx_note_version(c, v);
+    }
+    c->data =
+        json_pack("{s:s, s:s, s:O}", "name", src, "type", kms_key_type_name(sp.type), "keys", keys);
+    rc = c->data != NULL ? 0 : KMS_FAILW(c, 500, "out of memory");
+out:
+    json_decref(keys);
+    kms_memzero(&skv, sizeof(skv));
+    kms_memzero(&dkv, sizeof(dkv));
+    return rc;
+}
+
+const struct kms_field kms_transit_byok_export_fields[] = {
+    {"hash", KMS_F_STRING},
+    {NULL, 0},
+};
 
 const struct kms_field kms_transit_import_fields[] = {
     {"type", KMS_F_STRING},

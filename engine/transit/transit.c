@@ -1912,6 +1912,7 @@ OWNED(kms_transit_sign)
 OWNED(kms_transit_backup)
 OWNED(kms_transit_import)
 OWNED(kms_transit_import_version)
+OWNED(kms_transit_byok_export)
 
 void kms_transit_set_owner_check(struct kms_transit *t, kms_transit_owner_fn fn, void *arg)
 {
@@ -1941,6 +1942,12 @@ static const struct kms_route transit_routes[] = {
     {.tmpl = "keys/:name/import_version",
      .fields = kms_transit_import_version_fields,
      .on = {[KMS_OP_UPDATE] = {owned_kms_transit_import_version, "import", 0}}},
+    {.tmpl = "byok-export/:destination/:name",
+     .fields = kms_transit_byok_export_fields,
+     .on = {[KMS_OP_READ] = {owned_kms_transit_byok_export, "export", 0}}},
+    {.tmpl = "byok-export/:destination/:name/+version",
+     .fields = kms_transit_byok_export_fields,
+     .on = {[KMS_OP_READ] = {owned_kms_transit_byok_export, "export", 0}}},
     {.tmpl = "wrapping_key",
      .resource = "TransitMount",
      .on = {[KMS_OP_READ] = {kms_transit_wrapping_key_read, "read", 0}}},

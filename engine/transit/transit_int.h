@@ -40,6 +40,11 @@ extern const struct kms_field kms_transit_sign_fields[];
 
 /* export.c: export/:type/:name(/:version) for every key type. */
 int kms_transit_export(struct kms_ctx *c);
+/* The versions an export names: all working ones (s NULL), "latest", N or vN, with OpenBao's
+ * 400s ("invalid key version", "version for export is below minimum decryption version",
+ * "version does not exist or cannot be found"); also used by byok-export. */
+int kms_transit_export_versions(struct kms_ctx *c, const struct kms_key_policy *p, const char *s,
+                                uint32_t *from, uint32_t *to);
 /*
  * One version's entry in the key object's "keys": its creation time (unix seconds) for AEAD
  * and hmac keys (whose key object then drops "keys"), else {name, public_key,
@@ -63,9 +68,11 @@ int kms_transit_key_store(struct kms_transit *t, const struct kms_mount *m, cons
 int kms_transit_wrapping_key_read(struct kms_ctx *c);
 int kms_transit_import(struct kms_ctx *c);
 int kms_transit_import_version(struct kms_ctx *c);
+int kms_transit_byok_export(struct kms_ctx *c);
 int kms_transit_wrapping_key_purge(struct kms_txn *txn, const struct kms_mount *m);
 extern const struct kms_field kms_transit_import_fields[];
 extern const struct kms_field kms_transit_import_version_fields[];
+extern const struct kms_field kms_transit_byok_export_fields[];
 
 /* backup.c: backup/:name and restore(/:name) in OpenBao's keysutil backup format. */
 int kms_transit_backup(struct kms_ctx *c);

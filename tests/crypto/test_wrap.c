@@ -1,8 +1,9 @@
 /*
  * test_wrap.c - crypto/wrap.c: AES key wrap with padding against the RFC 5649 section 6
  * known answers, its size and tamper refusals, the import ciphertext round trip under an
- * RSA-4096 wrapping key for every OAEP hash OpenBao accepts (and its refusals), and imported
- * material turned into versions (raw AEAD/hmac keys, the RFC 8410 ed25519 PKCS#8 key).
+ * RSA-4096 wrapping key for every OAEP hash OpenBao accepts (and its refusals), byok-export
+ * wraps that open as imports, and imported material turned into versions (raw AEAD/hmac keys,
+ * the RFC 8410 ed25519 PKCS#8 key).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -200,6 +201,47 @@ static void test_import_refusals(void **state)
         -1);
 }
 
+/* byok-export output opens as an import ciphertext under the destination's private key. */
+static void test_byok_wrap_roundtrip(void **state)
+{
+    const struct wk *w = *state;
+    static const enum kms_key_type types[] = {KMS_KEY_AES128_GCM96, KMS_KEY_HMAC, KMS_KEY_ED25519,
+                                              KMS_KEY_ECDSA_P384};
+    struct kms_key_policy sp, dp;
+    struct kms_key_version skv, back;
+    struct kms_err err;
+
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        char *ct = NULL;
+        uint8_t *key = NULL;
+        size_t keylen = 0;
+
+        assert_int_equal(kms_key_policy_init(&sp, types[i]), 0);
+        sp.key_size = types[i] == KMS_KEY_HMAC ? 40 : 0;
+        assert_int_equal(kms_key_version_generate(&sp, 1, &skv), 0);
+        assert_int_equal(
+            kms_keyring_byok_wrap(&w->p, &w->kv, &sp, &skv, KMS_HASH_SHA2_384, &ct, &err), 0);
+        unwrap_b64(w, KMS_HASH_SHA2_384, ct, &key, &keylen, &err, 0);
+        assert_int_equal(kms_key_version_import(&sp, 1, key, keylen, &back, &err), 0);
+        assert_int_equal(back.key_len, skv.key_len);
+        assert_memory_equal(back.key, skv.key, skv.key_len);
+        kms_free_wipe((void **)&key, keylen);
+        free(ct);
+    }
+    /* only RSA destinations */
+    assert_int_equal(kms_key_policy_init(&dp, KMS_KEY_AES256_GCM96), 0);
+    assert_int_equal(
+        kms_keyring_byok_wrap(&dp, &skv, &sp, &skv, KMS_HASH_SHA2_256, &(char *){0}, &err), -1);
+    assert_string_equal(err.msg, "key wrapping (requring message signing) is not supported for "
+                                 "key type aes256-gcm96");
+    assert_int_equal(kms_key_policy_init(&dp, KMS_KEY_ECDSA_P384), 0);
+    assert_int_equal(
+        kms_keyring_byok_wrap(&dp, &skv, &sp, &skv, KMS_HASH_SHA2_256, &(char *){0}, &err), -1);
+    assert_string_equal(err.msg, "unsupported key type in use; must be a rsa key");
+    kms_memzero(&skv, sizeof(skv));
+    kms_memzero(&back, sizeof(back));
+}
+
 /* ---- imported material into versions ------------------------------------------------------ */
 
 /* RFC 8410 section 10.3: an ed25519 private key in PKCS#8 (its seed is the last 32 bytes). */
@@ -257,6 +299,7 @@ int main(void)
     const struct CMUnitTest rsa_tests[] = {
         cmocka_unit_test(test_import_roundtrip_every_hash),
         cmocka_unit_test(test_import_refusals),
+        cmocka_unit_test(test_byok_wrap_roundtrip),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     return failed + cmocka_run_group_tests(rsa_tests, wk_setup, wk_teardown);

@@ -247,6 +247,66 @@ class TransitImportTest(KmsdTestCase):
         # nothing was created along the way
         self.assertStatus(self.req("GET", "transit/keys/%s" % fresh), 404)
 
+    def test_byok_export(self):
+        from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
+        dst, _ = self.create_key(type="rsa-3072", exportable=True)
+        src, _ = self.create_key(type="aes256-gcm96", exportable=True)
+        self.rotate(src)
+        pem = self.req("GET", "transit/export/signing-key/%s/1?format=pem" % dst)
+        self.assertStatus(pem, 200)
+        dst_priv = serialization.load_pem_private_key(pem.data["keys"]["1"].encode(), None)
+        for hash_name, version, want in (("SHA256", None, ["1", "2"]), ("SHA512", "v2", ["2"]),
+                                         ("SHA1", "latest", ["2"])):
+            with self.subTest(hash=hash_name, version=version):
+                path = "transit/byok-export/%s/%s" % (dst, src)
+                if version:
+                    path += "/" + version
+                r = self.req("GET", path + "?hash=" + hash_name)
+                self.assertStatus(r, 200)
+                self.assertEqual(r.data["name"], src)
+                self.assertEqual(r.data["type"], "aes256-gcm96")
+                self.assertEqual(sorted(r.data["keys"]), want)
+                for ver, blob in r.data["keys"].items():
+                    raw = base64.b64decode(blob)
+                    h = HASHES[hash_name]
+                    eph = dst_priv.decrypt(raw[:384], padding.OAEP(
+                        mgf=padding.MGF1(algorithm=h()), algorithm=h(), label=None))
+                    got = aes_key_unwrap_with_padding(eph, raw[384:])
+                    ex = self.req("GET", "transit/export/encryption-key/%s/%s" % (src, ver))
+                    self.assertEqual(base64.b64encode(got).decode(), ex.data["keys"][ver])
+        # a signing key travels as PKCS#8 and imports elsewhere
+        ed, _ = self.create_key(type="ed25519", exportable=True)
+        r = self.req("GET", "transit/byok-export/%s/%s" % (dst, ed))
+        raw = base64.b64decode(r.data["keys"]["1"])
+        eph = dst_priv.decrypt(raw[:384], padding.OAEP(mgf=padding.MGF1(hashes.SHA256()),
+                                                       algorithm=hashes.SHA256(), label=None))
+        key = serialization.load_der_private_key(aes_key_unwrap_with_padding(eph, raw[384:]),
+                                                 None)
+        pub = self.req("GET", "transit/export/public-key/%s/1" % ed).data["keys"]["1"]
+        self.assertEqual(base64.b64encode(key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode(), pub)
+        # refusals
+        plain, _ = self.create_key()
+        cases = [
+            ("transit/byok-export/nope/%s" % src, 500,
+             wrapped("no such destination key to export to")),
+            ("transit/byok-export/%s/nope" % dst, 500, wrapped("no such source key for export")),
+            ("transit/byok-export/%s/%s" % (dst, plain), 400, "key is not exportable"),
+            ("transit/byok-export/%s/%s/x" % (dst, src), 400, "invalid key version"),
+            ("transit/byok-export/%s/%s/9" % (dst, src), 400,
+             "version does not exist or cannot be found"),
+            ("transit/byok-export/%s/%s?hash=MD5" % (dst, src), 500,
+             wrapped("unknown hash function: MD5")),
+            ("transit/byok-export/%s/%s" % (src, src), 500,
+             wrapped("key wrapping (requring message signing) is not supported for key type "
+                     "aes256-gcm96")),
+            ("transit/byok-export/%s/%s" % (ed, src), 500,
+             wrapped("unsupported key type in use; must be a rsa key")),
+        ]
+        for path, status, msg in cases:
+            with self.subTest(path=path):
+                self.assertError(self.req("GET", path), status, msg)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -2,7 +2,8 @@
  * test_import.c - BYOK through the whole pipeline (engine/transit/import.c): the wrapping key
  * (made once per mount, kept across a restart, gone with the mount), import and import_version
  * of AEAD and hmac keys checked against the exported material, the imported-key flags and
- * rotation rule, and OpenBao's refusals with their statuses and messages.
+ * rotation rule, byok-export's shape and refusals, and OpenBao's refusals with their statuses
+ * and messages.
  *
  * Import ciphertexts are built with kms_keyring_import_wrap against the PEM the engine serves,
  * so every request is what an outside client would send.
@@ -182,6 +183,31 @@ static void test_import_refusals(void **state)
     json_decref(tt_req(t, 404, "GET", "/v1/transit/keys/x", NULL));
 }
 
+static void test_byok_export_shape(void **state)
+{
+    struct kt *t = *state;
+    tt_create(t, "dst", "{\"type\":\"rsa-2048\"}");
+    tt_create(t, "src", "{\"type\":\"chacha20-poly1305\",\"exportable\":true}");
+    json_decref(tt_req(t, 200, "POST", "/v1/transit/keys/src/rotate", "{}"));
+    json_t *b = tt_req(t, 200, "GET", "/v1/transit/byok-export/dst/src", NULL);
+    assert_string_equal(tt_str(b, "name"), "src");
+    assert_string_equal(tt_str(b, "type"), "chacha20-poly1305");
+    json_t *keys = kt_data(b, "keys");
+    assert_int_equal(json_object_size(keys), 2);
+    /* 256-byte OAEP block + KWP of 32 bytes (40), in base64 */
+    assert_int_equal(strlen(json_string_value(json_object_get(keys, "2"))), 396);
+    json_decref(b);
+    b = tt_req(t, 200, "GET", "/v1/transit/byok-export/dst/src/1?hash=sha224", NULL);
+    assert_int_equal(json_object_size(kt_data(b, "keys")), 1);
+    json_decref(b);
+    tt_fail(t, 400, "GET", "/v1/transit/byok-export/dst/dst", NULL, "key is not exportable");
+    tt_fail(t, 500, "GET", "/v1/transit/byok-export/src/src", NULL,
+            "1 error occurred:\n\t* key wrapping (requring message signing) is not supported "
+            "for key type chacha20-poly1305\n\n");
+    tt_fail(t, 400, "GET", "/v1/transit/byok-export/dst/src/v0", NULL,
+            "version for export is below minimum decryption version");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -190,6 +216,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_import_rotation_allowed, kt_setup, kt_teardown),
         cmocka_unit_test_setup_teardown(test_import_hmac, kt_setup, kt_teardown),
         cmocka_unit_test_setup_teardown(test_import_refusals, kt_setup, kt_teardown),
+        cmocka_unit_test_setup_teardown(test_byok_export_shape, kt_setup, kt_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

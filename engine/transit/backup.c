@@ -1,0 +1,559 @@
+/*
+ * backup.c - backup/:name and restore(/:name): a key as the base64 of OpenBao's keysutil
+ * KeyData JSON ({"policy": Policy, "archived_keys": {"keys": [KeyEntry...]}}), so a key moves
+ * between kmsd and OpenBao in either direction.
+ *
+ * Design notes:
+ * - The document is written as keysutil marshals it: Go field names (including the untagged
+ *   "Imported" and "AllowImportedKeyRotation"), []byte as standard base64, times as
+ *   RFC 3339 with nanoseconds, auto_rotate_period in nanoseconds, keysutil's numbering of key
+ *   types. The policy's "keys" hold the versions from min_decryption_version up; the archive
+ *   holds every stored version, index i being version min_available_version + i (with
+ *   OpenBao's empty entry for "version 0" while nothing was trimmed).
+ * - On restore a version is taken from the policy's "keys" when there, else from the
+ *   archive; every version from max(1, min_available_version) to latest_version must be
+ *   present. The backup's storage_prefix, backup_info and restore_info are not kept (kmsd
+ *   does not store them).
+ * - Types: AEAD keys, hmac and ed25519 (whose 64-byte private key is kmsd's layout). ECDSA
+ *   and RSA keys carry Go big integers (ec_d, rsa_key) that kmsd does not translate yet: both
+ *   directions refuse them with a 400 naming the type.
+ * - Refusals and statuses are OpenBao's (lock_manager.go, policy.go, path_restore.go): a
+ *   missing key, a key that is not exportable or has no allow_plaintext_backup, and an
+ *   existing key without force are 500 errors with OpenBao's text; no backup is a 400.
+ * - The JSON text and its base64 hold key material: both are wiped before they are freed.
+ *   jansson's own copies of the per-version base64 strings are freed without a wipe, as in
+ *   export.c.
+ */
+#include "engine/transit/transit_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* keysutil's KeyType values (policy.go); kmsd's enum numbers differently. */
+static const struct {
+    enum kms_key_type kms;
+    int bao;
+} bao_types[] = {
+    {KMS_KEY_AES256_GCM96, 0}, {KMS_KEY_ECDSA_P256, 1}, {KMS_KEY_ED25519, 2},
+    {KMS_KEY_RSA2048, 3},      {KMS_KEY_RSA4096, 4},    {KMS_KEY_CHACHA20_POLY1305, 5},
+    {KMS_KEY_ECDSA_P384, 6},   {KMS_KEY_ECDSA_P521, 7}, {KMS_KEY_AES128_GCM96, 8},
+    {KMS_KEY_RSA3072, 9},      {KMS_KEY_HMAC, 10},      {KMS_KEY_XCHACHA20_POLY1305, 11},
+};
+#define NTYPES (sizeof(bao_types) / sizeof(bao_types[0]))
+
+/* OpenBao's KDF numbering: kmsd derives with HKDF-SHA256 only. */
+#define BAO_KDF_HKDF_SHA256 1
+#define NSEC_PER_SEC 1000000000LL
+/* Bound on the versions one restore writes (each is a record in one write transaction). */
+#define RESTORE_VERSIONS_MAX 65536u
+
+static bool type_supported(enum kms_key_type t)
+{
+    return kms_key_type_is_aead(t) || t == KMS_KEY_HMAC || t == KMS_KEY_ED25519;
+}
+
+static int bao_type(enum kms_key_type t)
+{
+    for (size_t i = 0; i < NTYPES; i++) {
+        if (bao_types[i].kms == t) {
+            return bao_types[i].bao;
+        }
+    }
+    return -1;
+}
+
+static int kms_type(json_int_t bao, enum kms_key_type *out)
+{
+    for (size_t i = 0; i < NTYPES; i++) {
+        if (bao_types[i].bao == bao) {
+            *out = bao_types[i].kms;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* ---- time ---------------------------------------------------------------------------------- */
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil). */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned mp = m > 2 ? m - 3 : m + 9;
+    unsigned doy = (153 * mp + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+static bool digits(const char *s, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return false;
+        }
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+/* Go's time.Time JSON (RFC 3339, optional fraction, Z or +hh:mm) to unix seconds + nsec. */
+static int parse_rfc3339(const char *s, int64_t *sec, int32_t *nsec)
+{
+    int y, mo, d, h, mi, se, oh = 0, om = 0;
+    int32_t ns = 0;
+    if (strlen(s) < 20 || !digits(s, 4, &y) || s[4] != '-' || !digits(s + 5, 2, &mo) ||
+        s[7] != '-' || !digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't') ||
+        !digits(s + 11, 2, &h) || s[13] != ':' || !digits(s + 14, 2, &mi) || s[16] != ':' ||
+        !digits(s + 17, 2, &se) || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 ||
+        se > 60) {
+        return -1;
+    }
+    const char *p = s + 19;
+    if (*p == '.') {
+        int n = 0;
+        for (p++; *p >= '0' && *p <= '9'; p++, n++) {
+            if (n < 9) {
+                ns = ns * 10 + (*p - '0');
+            }
+        }
+        if (n == 0) {
+            return -1;
+        }
+        for (; n < 9; n++) {
+            ns *= 10;
+        }
+    }
+    int sign = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if ((*p == '+' || *p == '-') && digits(p + 1, 2, &oh) && p[3] == ':' &&
+               digits(p + 4, 2, &om)) {
+        sign = *p == '-' ? -1 : 1;
+        p += 6;
+    } else {
+        return -1;
+    }
+    if (*p != '\0') {
+        return -1;
+    }
+    *sec = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + se -
+           sign * (oh * 3600 + om * 60);
+    *nsec = ns;
+    return 0;
+}
+
+/* ---- backup --------------------------------------------------------------------------------- */
+
+/* A JSON string of base64(b); the temporary text is wiped. NULL on allocation failure. */
+static json_t *b64_json(const uint8_t *b, size_t n)
+{
+    size_t len = kms_b64_encoded_len(n) + 1;
+    char *s = malloc(len);
+    if (s == NULL) {
+        return NULL;
+    }
+    kms_b64_encode(b, n, s);
+    json_t *j = json_string(s);
+    kms_free_wipe((void **)&s, len);
+    return j;
+}
+
+/* A keysutil KeyEntry; kv NULL gives the zero entry OpenBao keeps for "version 0". */
+static json_t *entry_json(const struct kms_key_policy *p, const struct kms_key_version *kv)
+{
+    char t[40] = "0001-01-01T00:00:00Z";
+    json_t *key = json_null(), *hkey = json_null();
+    json_t *pub = json_string("");
+    int64_t created = 0;
+    int conv = 0;
+
+    if (kv != NULL) {
+        key = b64_json(kv->key,
+                       kms_key_type_is_aead(p->type) ? kms_key_type_key_len(p->type) : kv->key_len);
+        /* keysutil sets an hmac key's HMACKey to the key itself */
+        hkey = p->type == KMS_KEY_HMAC ? b64_json(kv->key, kv->key_len)
+                                       : b64_json(kv->hmac_key, sizeof(kv->hmac_key));
+        if (p->type == KMS_KEY_ED25519) {
+            json_decref(pub);
+            pub = b64_json(kv->key + 32, 32);
+        }
+        kms_time_rfc3339(kv->created_sec, kv->created_nsec, t);
+        created = kv->created_sec;
+        conv = kv->convergent_version;
+    }
+    return json_pack("{s:o, s:o, s:s, s:n, s:n, s:n, s:n, s:n, s:o, s:i, s:I, s:n, s:s}", "key",
+                     key, "hmac_key", hkey, "time", t, "ec_x", "ec_y", "ec_d", "rsa_key",
+                     "rsa_public_key", "public_key", pub, "convergent_version", conv,
+                     "creation_time", (json_int_t)created, "certificate_chain", "external_key_ref",
+                     "");
+}
+
+static json_t *policy_json(const char *name, const struct kms_key_policy *p, json_t *keys)
+{
+    char now[40];
+    int64_t sec;
+    int32_t nsec;
+    kms_now(&sec, &nsec);
+    kms_time_rfc3339(sec, nsec, now);
+    json_t *o = json_pack(
+        "{s:s, s:O, s:b, s:i, s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:i, s:i,"
+        " s:{s:s, s:I}, s:n, s:b, s:s, s:s, s:I, s:b, s:b, s:b}",
+        "name", name, "keys", keys, "derived", p->derived, "kdf",
+        p->derived ? BAO_KDF_HKDF_SHA256 : 0, "convergent_encryption", p->convergent, "exportable",
+        p->exportable, "min_decryption_version", (json_int_t)p->min_decryption_version,
+        "min_encryption_version", (json_int_t)p->min_encryption_version, "latest_version",
+        (json_int_t)p->latest_version, "archive_version", (json_int_t)p->latest_version,
+        "archive_min_version", (json_int_t)p->min_available_version, "min_available_version",
+        (json_int_t)p->min_available_version, "deletion_allowed", p->deletion_allowed,
+        "convergent_version", p->convergent ? KMS_KEY_CONVERGENT_VERSION : 0, "type",
+        bao_type(p->type), "backup_info", "time", now, "version", (json_int_t)p->latest_version,
+        "restore_info", "allow_plaintext_backup", p->allow_plaintext_backup, "version_template", "",
+        "storage_prefix", "", "auto_rotate_period",
+        (json_int_t)(p->auto_rotate_period * NSEC_PER_SEC), "Imported", false,
+        "AllowImportedKeyRotation", false, "soft_deleted", false);
+    if (o != NULL && p->key_size != 0) {
+        json_object_set_new(o, "key_size", json_integer(p->key_size));
+    }
+    return o;
+}
+
+int kms_transit_backup(struct kms_ctx *c)
+{
+    const char *name = kms_cap(c, "name");
+    struct kms_key_policy p;
+    struct kms_key_version kv;
+    json_t *keys = NULL, *archive = NULL, *doc = NULL;
+    char *text = NULL, *b64 = NULL;
+    size_t textlen = 0, b64len = 0;
+    int rc = -1;
+
+    memset(&kv, 0, sizeof(kv));
+    int g = kms_transit_read_key(c, name, &p);
+    if (g == KMS_STORAGE_NOTFOUND) {
+        return KMS_FAILW(c, 500, "key \"%s\" not found", name);
+    }
+    if (g != 0) {
+        return KMS_FAILW(c, 500, "cannot read key");
+    }
+    if (!p.exportable) {
+        return KMS_FAILW(c, 500, "exporting is disallowed on the policy");
+    }
+    if (!p.allow_plaintext_backup) {
+        return KMS_FAILW(c, 500, "plaintext backup is disallowed on the policy");
+    }
+    if (!type_supported(p.type)) {
+        return KMS_FAIL(c, 400, "backup of %s keys is not supported by kmsd",
+                        kms_key_type_name(p.type));
+    }
+    keys = json_object();
+    archive = json_array();
+    if (keys == NULL || archive == NULL ||
+        (p.min_available_version == 0 && json_array_append_new(archive, entry_json(&p, NULL)))) {
+        KMS_FAILW(c, 500, "cannot encode backup");
+        goto out;
+    }
+    for (uint32_t v = p.min_available_version > 1 ? p.min_available_version : 1;
+         v <= p.latest_version && v != 0; v++) {
+        char ver[16];
+        if (kms_transit_read_version(c, name, v, &kv, &c->err) != 0) {
+            c->err.wrapped = true;
+            c->err.status = 500;
+            goto out;
+        }
+        json_t *e = entry_json(&p, &kv);
+        kms_memzero(&kv, sizeof(kv));
+        snprintf(ver, sizeof(ver), "%u", v);
+        if (e == NULL || json_array_append(archive, e) != 0 ||
+            (v >= p.min_decryption_version && json_object_set(keys, ver, e) != 0)) {
+            json_decref(e);
+            KMS_FAILW(c, 500, "cannot encode backup");
+            goto out;
+        }
+        json_decref(e);
+    }
+    doc = json_pack("{s:o, s:{s:O}}", "policy", policy_json(name, &p, keys), "archived_keys",
+                    "keys", archive);
+    text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+    if (text == NULL) {
+        KMS_FAILW(c, 500, "cannot encode backup");
+        goto out;
+    }
+    textlen = strlen(text);
+    b64len = kms_b64_encoded_len(textlen) + 1;
+    b64 = malloc(b64len);
+    if (b64 == NULL) {
+        KMS_FAILW(c, 500, "cannot encode backup");
+        goto out;
+    }
+    kms_b64_encode((const uint8_t *)text, textlen, b64);
+    c->data = json_pack("{s:s}", "backup", b64);
+    kms_ctx_note_version(c, p.latest_version);
+    rc = c->data != NULL ? 0 : KMS_FAILW(c, 500, "cannot encode backup");
+out:
+    kms_free_wipe((void **)&b64, b64len);
+    kms_free_wipe((void **)&text, textlen + 1);
+    json_decref(doc);
+    json_decref(archive);
+    json_decref(keys);
+    kms_memzero(&kv, sizeof(kv));
+    return rc;
+}
+
+/* ---- restore -------------------------------------------------------------------------------- */
+
+static bool get_bool(const json_t *o, const char *k)
+{
+    return json_is_true(json_object_get(o, k));
+}
+
+/* A non-negative integer member (absent or null = 0); -1 when of another type or negative. */
+static int64_t get_uint(const json_t *o, const char *k)
+{
+    const json_t *v = json_object_get(o, k);
+    if (v == NULL || json_is_null(v)) {
+        return 0;
+    }
+    return json_is_integer(v) && json_integer_value(v) >= 0 ? (int64_t)json_integer_value(v) : -1;
+}
+
+/* The policy half of the backup; the versions are parsed one by one later. */
+static int restore_policy(struct kms_ctx *c, const json_t *pol, struct kms_key_policy *p)
+{
+    enum kms_key_type type;
+    const json_t *jt = json_object_get(pol, "type");
+    if (!json_is_integer(jt) || kms_type(json_integer_value(jt), &type) != 0) {
+        return KMS_FAIL(c, 400, "restore of this key type is not supported by kmsd");
+    }
+    if (!type_supported(type)) {
+        return KMS_FAIL(c, 400, "restore of %s keys is not supported by kmsd",
+                        kms_key_type_name(type));
+    }
+    if (kms_key_policy_init(p, type) != 0) {
+        return KMS_FAILW(c, 500, "cannot initialise key");
+    }
+    int64_t latest = get_uint(pol, "latest_version");
+    int64_t mindec = get_uint(pol, "min_decryption_version");
+    int64_t minenc = get_uint(pol, "min_encryption_version");
+    int64_t minav = get_uint(pol, "min_available_version");
+    int64_t ksize = get_uint(pol, "key_size");
+    const json_t *jp = json_object_get(pol, "auto_rotate_period");
+    const char *tmpl = json_string_value(json_object_get(pol, "version_template"));
+    if (latest < 1 || latest > UINT32_MAX || mindec < 1 || mindec > latest || minenc < 0 ||
+        minenc > latest || minav < 0 || minav > mindec || ksize < 0 || ksize > KMS_HMAC_KEY_MAX ||
+        (jp != NULL && !json_is_integer(jp)) ||
+        (uint64_t)(latest - (minav > 1 ? minav : 1)) >= RESTORE_VERSIONS_MAX) {
+        return KMS_FAIL(c, 400, "invalid key versions in backup");
+    }
+    if (tmpl != NULL && tmpl[0] != '\0' && strcmp(tmpl, "vault:v{{version}}:") != 0) {
+        return KMS_FAIL(c, 400, "restore of keys with a version_template is not supported by kmsd");
+    }
+    p->derived = get_bool(pol, "derived");
+    p->convergent = get_bool(pol, "convergent_encryption");
+    if (p->convergent && !p->derived) {
+        return KMS_FAIL(c, 400, "convergent encryption requires derivation to be enabled");
+    }
+    if (p->derived && get_uint(pol, "kdf") != BAO_KDF_HKDF_SHA256) {
+        return KMS_FAIL(c, 400, "restore of keys derived with this kdf is not supported by kmsd");
+    }
+    p->exportable = get_bool(pol, "exportable");
+    p->allow_plaintext_backup = get_bool(pol, "allow_plaintext_backup");
+    p->deletion_allowed = get_bool(pol, "deletion_allowed");
+    p->latest_version = (uint32_t)latest;
+    p->min_decryption_version = (uint32_t)mindec;
+    p->min_encryption_version = (uint32_t)minenc;
+    p->min_available_version = (uint32_t)minav;
+    p->key_size = type == KMS_KEY_HMAC ? (uint32_t)ksize : 0;
+    p->auto_rotate_period = jp != NULL ? (int64_t)json_integer_value(jp) / NSEC_PER_SEC : 0;
+    if (kms_key_policy_check_new(p, &c->err) != 0) {
+        return -1;
+    }
+    return 0;
+}
+
+/* Decode base64 member k of e into out (exactly want bytes, or 1..max when want is 0). */
+static int entry_bytes(const json_t *e, const char *k, size_t want, size_t max, uint8_t *out,
+                       size_t *outlen)
+{
+    const char *s = json_string_value(json_object_get(e, k));
+    uint8_t *b = NULL;
+    size_t n = 0, at = 0;
+    int rc = -1;
+    if (s == NULL || kms_b64_decode_alloc(s, strlen(s), &b, &n, &at) != 0) {
+        goto out;
+    }
+    if ((want != 0 && n != want) || n == 0 || n > max) {
+        goto out;
+    }
+    memcpy(out, b, n);
+    *outlen = n;
+    rc = 0;
+out:
+    kms_free_wipe((void **)&b, n);
+    return rc;
+}
+
+/* One KeyEntry of the backup into kv (version v of p). */
+static int restore_entry(struct kms_ctx *c, const struct kms_key_policy *p, const json_t *e,
+                         uint32_t v, int pconv, struct kms_key_version *kv)
+{
+    size_t want = 0, n = 0, hn = 0;
+    const char *t = json_string_value(json_object_get(e, "time"));
+
+    memset(kv, 0, sizeof(*kv));
+    kv->version = v;
+    if (kms_key_type_is_aead(p->type)) {
+        want = kms_key_type_key_len(p->type);
+    } else if (p->type == KMS_KEY_ED25519) {
+        want = 64;
+    } else {
+        want = p->key_size;
+    }
+    if (!json_is_object(e) || entry_bytes(e, "key", want, KMS_KEY_MATERIAL_MAX, kv->key, &n) != 0 ||
+        (p->type != KMS_KEY_HMAC && entry_bytes(e, "hmac_key", sizeof(kv->hmac_key),
+                                                sizeof(kv->hmac_key), kv->hmac_key, &hn) != 0)) {
+        kms_memzero(kv, sizeof(*kv));
+        return KMS_FAIL(c, 400, "invalid key material for version %u in backup", v);
+    }
+    kv->key_len = kms_key_type_is_aead(p->type) ? 32 : (uint32_t)n;
+    if (t == NULL || parse_rfc3339(t, &kv->created_sec, &kv->created_nsec) != 0) {
+        int64_t cs = get_uint(e, "creation_time");
+        kv->created_sec = cs > 0 ? cs : 0;
+        kv->created_nsec = 0;
+    }
+    int64_t conv = get_uint(e, "convergent_version");
+    if (conv == 0) {
+        conv = pconv;
+    }
+    if (p->convergent) {
+        if (conv != KMS_KEY_CONVERGENT_VERSION) {
+            kms_memzero(kv, sizeof(*kv));
+            return KMS_FAIL(c, 400,
+                            "restore of convergent keys of convergent version %lld is not "
+                            "supported by kmsd",
+                            (long long)conv);
+        }
+        kv->convergent_version = KMS_KEY_CONVERGENT_VERSION;
+    }
+    return 0;
+}
+
+/* Version v's entry: from the policy's keys, else from the archive. */
+static const json_t *find_entry(const json_t *pol, const json_t *archive, uint32_t v,
+                                uint32_t minav)
+{
+    char ver[16];
+    snprintf(ver, sizeof(ver), "%u", v);
+    const json_t *e = json_object_get(json_object_get(pol, "keys"), ver);
+    if (json_is_object(e)) {
+        return e;
+    }
+    return json_array_get(archive, v - minav);
+}
+
+int kms_transit_restore(struct kms_ctx *c)
+{
+    const struct kms_transit *t = c->estate;
+    const char *b64 = NULL;
+    const char *name = kms_cap(c, "name");
+    struct kms_key_policy p, old;
+    struct kms_key_version kv;
+    struct kms_txn *txn = NULL;
+    uint8_t *raw = NULL;
+    size_t rawlen = 0;
+    json_t *doc = NULL;
+    json_error_t jerr;
+    bool force = false;
+    int rc = -1;
+
+    memset(&kv, 0, sizeof(kv));
+    if (!kms_param_str(c, "backup", &b64) || b64[0] == '\0') {
+        return KMS_FAIL(c, 400, "'backup' must be supplied");
+    }
+    (void)kms_param_bool(c, "force", &force);
+    if (kms_b64_param(b64, &raw, &rawlen, &c->err, 500) != 0) {
+        c->err.wrapped = true;
+        goto out;
+    }
+    doc = json_loadb((const char *)raw, rawlen, JSON_REJECT_DUPLICATES, &jerr);
+    const json_t *pol = json_object_get(doc, "policy");
+    const json_t *archive = json_object_get(json_object_get(doc, "archived_keys"), "keys");
+    if (!json_is_object(pol)) {
+        KMS_FAILW(c, 500, "invalid backup: %s", doc == NULL ? jerr.text : "no policy");
+        goto out;
+    }
+    if (name == NULL || name[0] == '\0') {
+        (void)kms_param_str(c, "name", &name);
+    }
+    if (name == NULL || name[0] == '\0') {
+        name = json_string_value(json_object_get(pol, "name"));
+    }
+    if (name == NULL || name[0] == '\0' || strlen(name) > KMS_PATH_MAX / 2) {
+        KMS_FAIL(c, 400, "invalid key name in backup");
+        goto out;
+    }
+    if (strchr(name, '/') != NULL) {
+        KMS_FAILW(c, 500, "key names cannot be paths");
+        goto out;
+    }
+    /* the route has no :name when the backup names the key: check its owner here */
+    if (t->owner_fn != NULL && !t->owner_fn(t->owner_arg, c, name)) {
+        KMS_FAILW(c, 403, "permission denied");
+        goto out;
+    }
+    if (restore_policy(c, pol, &p) != 0) {
+        goto out;
+    }
+    int pconv = (int)get_uint(pol, "convergent_version");
+    if (kms_storage_txn_begin(kms_api_storage(c->api), true, &txn) != 0) {
+        KMS_FAILW(c, 500, "cannot open storage transaction");
+        goto out;
+    }
+    int g = kms_transit_rec_policy(&c->mount, txn, name, &old);
+    if (g == 0 && !force) {
+        KMS_FAILW(c, 500, "key \"%s\" already exists", name);
+        goto out;
+    }
+    if ((g != 0 && g != KMS_STORAGE_NOTFOUND) ||
+        (g == 0 && kms_transit_rec_drop(&c->mount, txn, name) != 0)) {
+        KMS_FAILW(c, 500, "cannot replace key");
+        goto out;
+    }
+    uint32_t first = p.min_available_version > 1 ? p.min_available_version : 1;
+    for (uint32_t v = first; v <= p.latest_version && v != 0; v++) {
+        const json_t *e = find_entry(pol, archive, v, p.min_available_version);
+        if (restore_entry(c, &p, e, v, pconv, &kv) != 0) {
+            goto out;
+        }
+        if (v == first) {
+            p.created_sec = kv.created_sec;
+        }
+        if (kms_transit_rec_put_version(&c->mount, txn, name, &kv) != 0) {
+            KMS_FAILW(c, 500, "cannot store key");
+            goto out;
+        }
+        kms_memzero(&kv, sizeof(kv));
+    }
+    if (kms_transit_rec_commit(c->estate, &c->mount, name, &p, &txn) != 0) {
+        KMS_FAILW(c, 500, "cannot store key");
+        goto out;
+    }
+    kms_ctx_note_version(c, p.latest_version);
+    rc = kms_reply_warnings(c);
+out:
+    kms_storage_txn_abort(&txn);
+    kms_memzero(&kv, sizeof(kv));
+    json_decref(doc);
+    kms_free_wipe((void **)&raw, rawlen);
+    return rc;
+}
+
+const struct kms_field kms_transit_restore_fields[] = {
+    {"backup", KMS_F_STRING},
+    {"name", KMS_F_STRING},
+    {"force", KMS_F_BOOL},
+    {NULL, 0},
+};

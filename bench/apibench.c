@@ -6,6 +6,12 @@
  *
  *   kmsd-apibench [-dir=DIR -root-token=T] [-op=encrypt|decrypt|batch] [-key=bench]
  *                 [-nkeys=N] [-seconds=3 | -requests=N] [-batch=1000]
+ *   kmsd-apibench -op=sign|verify -type=ed25519|ecdsa-p256|… [-batch=1] [-seconds=3]
+ *
+ * -op=sign / -op=verify create a signing key "bench-<type>" of -type (throw-away store only)
+ * and sign, or verify a signature made once, over a 32-byte input: one item per request with
+ * -batch=1, else a batch_input of -batch items (items/s = requests/s x batch). ECDSA and RSA
+ * hash the input with sha2-256 (the default); every verify must answer valid.
  *
  * -key=NAME uses that key instead of "bench"; -nkeys=N (encrypt only) names a random key
  * k0000000 … k<N-1> per request, as kmsd-mkstore made them (key-cache misses, B-tree walks).
@@ -35,6 +41,42 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* base64 of the 32 bytes every sign/verify request signs */
+static const char IN32[] = "a21zZC1iZW5jaC1zaWduLWlucHV0LTMyLWJ5dGVzISE=";
+
+/* The first "vault:v…" string of a JSON answer, copied into out; -1 without one. */
+static int vault_string(const char *json, char *out, size_t cap)
+{
+    const char *s = json != NULL ? strstr(json, "vault:v") : NULL;
+    const char *e = s != NULL ? strchr(s, '"') : NULL;
+
+    if (e == NULL || (size_t)(e - s) >= cap)
+        return -1;
+    memcpy(out, s, (size_t)(e - s));
+    out[e - s] = '\0';
+    return 0;
+}
+
+/* A body of one item (batch <= 1) or a batch_input of `batch` copies of it; caller frees. */
+static char *items_body(const char *item, long batch)
+{
+    size_t il = strlen(item), cap = (size_t)(batch > 1 ? batch : 1) * (il + 3) + 32;
+    char *b = malloc(cap);
+    size_t o;
+
+    if (b == NULL)
+        return NULL;
+    if (batch <= 1) {
+        snprintf(b, cap, "{%s}", item);
+        return b;
+    }
+    o = (size_t)snprintf(b, cap, "{\"batch_input\":[");
+    for (long i = 0; i < batch; i++)
+        o += (size_t)snprintf(b + o, cap - o, "%s{%s}", i ? "," : "", item);
+    snprintf(b + o, cap - o, "]}");
+    return b;
 }
 
 static int call(struct kms_api *api, const char *target, const char *token, const char *body,
@@ -67,7 +109,7 @@ static int call(struct kms_api *api, const char *target, const char *token, cons
 
 int main(int argc, char **argv)
 {
-    const char *dir = NULL, *op = "encrypt", *root_id = NULL, *key = "bench";
+    const char *dir = NULL, *op = "encrypt", *root_id = NULL, *key = "bench", *type = NULL;
     long nkeys = 0;
     double seconds = 3;
     long batch = 1000, nreq = 0;
@@ -87,14 +129,23 @@ int main(int argc, char **argv)
             nreq = strtol(a + 9, NULL, 10);
         } else if (strncmp(a, "batch=", 6) == 0) {
             batch = strtol(a + 6, NULL, 10);
+        } else if (strncmp(a, "type=", 5) == 0) {
+            type = a + 5;
         } else if (strncmp(a, "root-token=", 11) == 0) {
             root_id = a + 11;
         } else {
             fprintf(stderr, "usage: kmsd-apibench [-dir=DIR -root-token=T] "
                             "[-op=encrypt|decrypt|batch] [-key=NAME] [-nkeys=N] "
-                            "[-seconds=S | -requests=N] [-batch=N]\n");
+                            "[-seconds=S | -requests=N] [-batch=N]\n"
+                            "       kmsd-apibench -op=sign|verify -type=TYPE [-batch=N] "
+                            "[-seconds=S | -requests=N]\n");
             return 2;
         }
+    }
+    bool sigop = strcmp(op, "sign") == 0 || strcmp(op, "verify") == 0;
+    if (sigop && (type == NULL || dir != NULL || nkeys > 0 || strlen(type) > 32)) {
+        fprintf(stderr, "kmsd-apibench: -op=%s needs -type=, a throw-away store, no -nkeys\n", op);
+        return 2;
     }
     char tmp[256] = "";
     uint8_t seal[32];
@@ -176,8 +227,50 @@ int main(int argc, char **argv)
     char rnd_target[64];
     unsigned long long lcg = 0x9e3779b97f4a7c15ull;
     const char *body = strcmp(op, "decrypt") == 0 ? dec : strcmp(op, "batch") == 0 ? bbody : single;
-    size_t blen = strlen(body);
     long items = strcmp(op, "batch") == 0 ? batch : 1;
+    char *sbody = NULL;
+    char sig_target[128];
+    if (sigop) {
+        char path[128], it[1400], sig[1200], *r = NULL;
+        char kbody[80];
+        snprintf(path, sizeof(path), "/v1/transit/keys/bench-%s", type);
+        snprintf(kbody, sizeof(kbody), "{\"type\":\"%s\"}", type);
+        snprintf(sig_target, sizeof(sig_target), "/v1/transit/sign/bench-%s", type);
+        snprintf(it, sizeof(it), "\"input\":\"%s\"", IN32);
+        int s1 = call(api, path, root, kbody, strlen(kbody), NULL);
+        char one[1500];
+        snprintf(one, sizeof(one), "{%s}", it);
+        if (s1 != 200 || call(api, sig_target, root, one, strlen(one), &r) != 200 ||
+            vault_string(r, sig, sizeof(sig)) != 0) {
+            fprintf(stderr, "kmsd-apibench: creating or signing with a %s key failed: %s\n", type,
+                    r ? r : "");
+            free(r);
+            free(bbody);
+            goto out;
+        }
+        free(r);
+        if (strcmp(op, "verify") == 0) {
+            snprintf(it, sizeof(it), "\"input\":\"%s\",\"signature\":\"%s\"", IN32, sig);
+            snprintf(sig_target, sizeof(sig_target), "/v1/transit/verify/bench-%s", type);
+        }
+        sbody = items_body(it, batch);
+        r = NULL;
+        /* one checked request: every it signed, or verified as valid */
+        if (sbody == NULL || call(api, sig_target, root, sbody, strlen(sbody), &r) != 200 ||
+            r == NULL || strstr(r, "\"error\"") != NULL || strstr(r, "\"valid\":false") != NULL ||
+            (strcmp(op, "verify") == 0 && strstr(r, "\"valid\":true") == NULL)) {
+            fprintf(stderr, "kmsd-apibench: %s -> %s\n", sig_target, r ? r : "");
+            free(r);
+            free(sbody);
+            free(bbody);
+            goto out;
+        }
+        free(r);
+        target = sig_target;
+        body = sbody;
+        items = batch > 1 ? batch : 1;
+    }
+    size_t blen = strlen(body);
 
     long n = 0;
     double t0 = now_s(), t = t0;
@@ -192,16 +285,23 @@ int main(int argc, char **argv)
             int s = call(api, target, root, body, blen, NULL);
             if (s != 200) {
                 fprintf(stderr, "kmsd-apibench: %s -> %d\n", target, s);
+                free(sbody);
                 free(bbody);
                 goto out;
             }
         }
         t = now_s();
     }
+    free(sbody);
     free(bbody);
     double el = t - t0;
-    printf("API op=%s requests=%ld seconds=%.2f us_per_request=%.2f items_per_s=%.0f\n", op, n, el,
-           el * 1e6 / (double)n, (double)n * (double)items / el);
+    if (sigop)
+        printf("API op=%s type=%s batch=%ld requests=%ld seconds=%.2f us_per_request=%.2f "
+               "items_per_s=%.0f\n",
+               op, type, items, n, el, el * 1e6 / (double)n, (double)n * (double)items / el);
+    else
+        printf("API op=%s requests=%ld seconds=%.2f us_per_request=%.2f items_per_s=%.0f\n", op, n,
+               el, el * 1e6 / (double)n, (double)n * (double)items / el);
     rc = 0;
 out:
     kms_memzero(root, sizeof(root));

@@ -203,6 +203,8 @@ int kms_ciphertext_parse_version(const char *ct, size_t len, uint32_t *version) 
 
 /* ---- signatures (sign.c) ----------------------------------------------------------------- */
 
+struct kms_sign_cache;
+
 /* sign/verify options, parsed from the request by kms_sign_opts_parse. */
 struct kms_sign_opts {
     bool hash_none;     /* hash_algorithm=none (raw PKCS#1 v1.5 of prehashed input) */
@@ -211,7 +213,21 @@ struct kms_sign_opts {
     char sig_alg[32];   /* RSA: "" or "pss" (default), "pkcs1v15"; others fail at use */
     int salt_length;    /* RSA-PSS in Go's terms: 0 auto, -1 the hash length, else bytes */
     bool jws;           /* marshaling_algorithm=jws: r||s for ECDSA, base64url unpadded */
+    /* NULL (kms_sign_opts_parse's default): each call builds its OpenSSL key. Else the
+     * request's cache (kms_sign_cache_create), borrowed: one key per version per request. */
+    struct kms_sign_cache *cache;
 };
+
+/*
+ * The OpenSSL keys that sign and verify build from versions' material, kept for the items of
+ * one request: a batch builds each version's key once instead of once per item (ECDSA's
+ * curve set-up, ed25519's public key and RSA's CRT values cost about as much as a signature).
+ * Entries are keyed by the policy's uuid and the version, up to a few versions; more are
+ * built per call. Holds private keys: the request destroys it before it ends. One thread.
+ * create: 0, or -1 when out of memory. destroy frees every key and sets *c to NULL.
+ */
+int kms_sign_cache_create(struct kms_sign_cache **out) KMS_WUR;
+void kms_sign_cache_destroy(struct kms_sign_cache **c);
 
 /*
  * Parse the option strings of sign/verify in OpenBao's order, with its 400 messages:

@@ -5,9 +5,12 @@
  *
  * Design notes:
  * - A version stores compact material (keyring.h): ed25519 seed || public key, ECDSA scalar
- *   || uncompressed point, RSA p || q. An EVP_PKEY is rebuilt from it per operation (RSA's
- *   d, CRT exponents and coefficient are recomputed with BN; e is always 65537), so nothing
- *   holding OpenSSL state outlives a call and the key cache keeps plain bytes.
+ *   || uncompressed point, RSA p || q. An EVP_PKEY is rebuilt from it (RSA's d, CRT
+ *   exponents and coefficient are recomputed with BN; e is always 65537) per call, or once
+ *   per request through the request's kms_sign_cache, so nothing holding OpenSSL state
+ *   outlives a request and the key cache keeps plain bytes. Building the key costs about as
+ *   much as the signature (ECDSA's group set-up, ed25519's public key from the seed), which
+ *   is why a batch builds it once.
  * - Behaviour follows OpenBao's keysutil SignWithOptions/VerifySignatureWithOptions and the
  *   transit export handler: ECDSA and RSA sign a digest of the input (unless prehashed),
  *   ed25519 the raw input; RSA-PSS salt lengths use Go's conventions (0 = auto: the largest
@@ -325,6 +328,66 @@ int kms_asym_version_pkey(enum kms_key_type t, const struct kms_key_version *kv,
                           EVP_PKEY **out)
 {
     return version_pkey(t, kv, priv, out);
+}
+
+/* ---- the request's key cache ------------------------------------------------------------- */
+
+#define SIGN_CACHE_SLOTS 4
+
+struct kms_sign_cache {
+    struct {
+        EVP_PKEY *k; /* NULL: free slot */
+        char uuid[sizeof(((struct kms_key_policy *)0)->uuid)];
+        uint32_t version;
+        bool priv;
+    } e[SIGN_CACHE_SLOTS];
+};
+
+int kms_sign_cache_create(struct kms_sign_cache **out)
+{
+    *out = calloc(1, sizeof(**out));
+    return *out != NULL ? 0 : -1;
+}
+
+void kms_sign_cache_destroy(struct kms_sign_cache **c)
+{
+    if (*c == NULL)
+        return;
+    for (size_t i = 0; i < SIGN_CACHE_SLOTS; i++)
+        EVP_PKEY_free((*c)->e[i].k);
+    free(*c);
+    *c = NULL;
+}
+
+/* version_pkey through o's cache, if any. *out is a new reference either way. */
+static int cached_pkey(const struct kms_key_policy *p, const struct kms_key_version *kv,
+                       const struct kms_sign_opts *o, bool priv, EVP_PKEY **out)
+{
+    struct kms_sign_cache *c = o->cache;
+    size_t slot = SIGN_CACHE_SLOTS;
+
+    if (c == NULL)
+        return version_pkey(p->type, kv, priv, out);
+    for (size_t i = 0; i < SIGN_CACHE_SLOTS; i++) {
+        if (c->e[i].k == NULL) {
+            slot = slot < SIGN_CACHE_SLOTS ? slot : i;
+            continue;
+        }
+        if (c->e[i].version == kv->version && c->e[i].priv == priv &&
+            strcmp(c->e[i].uuid, p->uuid) == 0) {
+            *out = c->e[i].k;
+            return EVP_PKEY_up_ref(*out) == 1 ? 0 : (*out = NULL, -1);
+        }
+    }
+    if (version_pkey(p->type, kv, priv, out) != 0)
+        return -1;
+    if (slot < SIGN_CACHE_SLOTS && EVP_PKEY_up_ref(*out) == 1) {
+        c->e[slot].k = *out;
+        snprintf(c->e[slot].uuid, sizeof(c->e[slot].uuid), "%s", p->uuid);
+        c->e[slot].version = kv->version;
+        c->e[slot].priv = priv;
+    }
+    return 0;
 }
 
 /* Derived ed25519: seed = HKDF-SHA256(stored 64 bytes, empty salt, context). */
@@ -750,7 +813,7 @@ int kms_keyring_sign(const struct kms_key_policy *p, const struct kms_key_versio
             kms_err_set(err, 500, "out of memory");
             goto out;
         }
-    } else if (version_pkey(p->type, kv, true, &k) != 0) {
+    } else if (cached_pkey(p, kv, o, true, &k) != 0) {
         kms_err_set(err, 500, "requested version for signing does not contain a private part");
         goto out;
     }
@@ -943,7 +1006,7 @@ int kms_keyring_verify(const struct kms_key_policy *p, const struct kms_key_vers
             rc = 0;
             goto out;
         }
-        if (version_pkey(p->type, kv, false, &k) != 0 ||
+        if (cached_pkey(p, kv, o, false, &k) != 0 ||
             (ctx = EVP_PKEY_CTX_new_from_pkey(NULL, k, NULL)) == NULL ||
             EVP_PKEY_verify_init(ctx) != 1) {
             kms_err_set(err, 500, "failed to verify the signature");
@@ -961,7 +1024,7 @@ int kms_keyring_verify(const struct kms_key_policy *p, const struct kms_key_vers
                 goto out;
             g = ed25519_pkey(seed, NULL, &k);
         } else {
-            g = version_pkey(p->type, kv, false, &k);
+            g = cached_pkey(p, kv, o, false, &k);
         }
         mctx = EVP_MD_CTX_new();
         if (g != 0 || mctx == NULL ||
@@ -976,7 +1039,7 @@ int kms_keyring_verify(const struct kms_key_policy *p, const struct kms_key_vers
     scheme = rsa_scheme(o, err);
     if (scheme < 0 || (scheme == 0 && rsa_salt_check(p->type, o, err) != 0))
         goto out;
-    if (version_pkey(p->type, kv, false, &k) != 0 ||
+    if (cached_pkey(p, kv, o, false, &k) != 0 ||
         (ctx = EVP_PKEY_CTX_new_from_pkey(NULL, k, NULL)) == NULL ||
         EVP_PKEY_verify_init(ctx) != 1 || rsa_ctx_setup(ctx, o, scheme, false) != 0) {
         kms_err_set(err, 500, "failed to verify the signature");

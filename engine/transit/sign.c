@@ -10,7 +10,8 @@
  *   400 and everything the signing step reports is a wrapped 500; a single verify reports
  *   user errors as 400 and others wrapped; batches always answer 200 with per-item errors.
  * - The policy is read once per request; versions through the key cache, once per distinct
- *   version (wiped at the end). Cryptography is crypto/keyring's.
+ *   version (wiped at the end), and a batch's OpenSSL keys once per version (kms_sign_cache,
+ *   destroyed at the end). Cryptography is crypto/keyring's.
  */
 #include "engine/transit/transit_int.h"
 
@@ -292,7 +293,13 @@ static int run(struct kms_ctx *c, const char *missing, const char *what, const c
     int rc = -1;
 
     memset(&vs, 0, sizeof(vs));
+    memset(&o, 0, sizeof(o));
     if (prepare(c, missing, what, &p, &o) != 0 || collect(c, single, &items, &batch) != 0) {
+        goto out;
+    }
+    /* a batch builds each version's OpenSSL key once */
+    if (json_array_size(items) > 1 && kms_sign_cache_create(&o.cache) != 0) {
+        KMS_FAILW(c, 500, "out of memory");
         goto out;
     }
     results = json_array();
@@ -335,6 +342,7 @@ static int run(struct kms_ctx *c, const char *missing, const char *what, const c
 out:
     json_decref(results);
     json_decref(items);
+    kms_sign_cache_destroy(&o.cache);
     kms_memzero(&vs, sizeof(vs));
     return rc;
 }

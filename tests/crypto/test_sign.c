@@ -704,6 +704,65 @@ static void test_opts_parse(void **state)
     assert_int_equal(o.salt_length, 0);
 }
 
+/*
+ * The request's key cache: keys of two policies with the same version numbers and of two
+ * versions of one policy never stand in for each other, whether a slot is free or the cache
+ * is full (more keys than slots are built per call).
+ */
+static void test_sign_cache(void **state)
+{
+    static const enum kms_key_type types[] = {KMS_KEY_ED25519, KMS_KEY_ECDSA_P256, KMS_KEY_RSA2048};
+    (void)state;
+    for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
+        struct kms_key_policy pa, pb;
+        struct kms_key_version a1, a2, b1;
+        struct kms_sign_opts o, oc;
+        struct kms_err err;
+        char *sa1 = NULL, *sa2 = NULL, *sb1 = NULL, *again = NULL;
+        const uint8_t m[] = "m";
+
+        assert_int_equal(kms_key_policy_init(&pa, types[t]), 0);
+        assert_int_equal(kms_key_policy_init(&pb, types[t]), 0);
+        assert_string_not_equal(pa.uuid, pb.uuid);
+        pa.latest_version = 2;
+        pb.latest_version = 1;
+        assert_int_equal(kms_key_version_generate(&pa, 1, &a1), 0);
+        assert_int_equal(kms_key_version_generate(&pa, 2, &a2), 0);
+        assert_int_equal(kms_key_version_generate(&pb, 1, &b1), 0);
+        opts(&o, "sha2-256", "asn1", "auto", "", false);
+        opts(&oc, "sha2-256", "asn1", "auto", "", false);
+        assert_null(o.cache);
+        assert_int_equal(kms_sign_cache_create(&oc.cache), 0);
+        assert_int_equal(kms_keyring_sign(&pa, &a1, &oc, NULL, 0, m, 1, &sa1, NULL, &err), 0);
+        assert_int_equal(kms_keyring_sign(&pb, &b1, &oc, NULL, 0, m, 1, &sb1, NULL, &err), 0);
+        assert_int_equal(kms_keyring_sign(&pa, &a2, &oc, NULL, 0, m, 1, &sa2, NULL, &err), 0);
+        /* every private slot is taken now: the public keys of verify fill the last one and
+         * then go uncached */
+        for (int round = 0; round < 2; round++) {
+            const struct kms_sign_opts *use = round == 0 ? &oc : &o;
+            assert_true(verify(&pa, &a1, use, NULL, 0, m, 1, sa1));
+            assert_true(verify(&pb, &b1, use, NULL, 0, m, 1, sb1));
+            assert_true(verify(&pa, &a2, use, NULL, 0, m, 1, sa2));
+            assert_false(verify(&pa, &a1, use, NULL, 0, m, 1, sb1));
+            assert_false(verify(&pb, &b1, use, NULL, 0, m, 1, sa1));
+        }
+        /* a cached private key signs again with the right key */
+        assert_int_equal(kms_keyring_sign(&pb, &b1, &oc, NULL, 0, m, 1, &again, NULL, &err), 0);
+        assert_true(verify(&pb, &b1, &o, NULL, 0, m, 1, again));
+        assert_false(verify(&pa, &a1, &o, NULL, 0, m, 1, again));
+        kms_sign_cache_destroy(&oc.cache);
+        assert_null(oc.cache);
+        kms_sign_cache_destroy(&oc.cache);
+        free(again);
+        free(sa1);
+        free(sa2);
+        free(sb1);
+        kms_memzero(&a1, sizeof(a1));
+        kms_memzero(&a2, sizeof(a2));
+        kms_memzero(&b1, sizeof(b1));
+    }
+}
+
 static void test_signature_headers(void **state)
 {
     struct kms_key_policy p;
@@ -942,6 +1001,7 @@ int main(void)
         cmocka_unit_test(test_rsa_oaep),
         cmocka_unit_test(test_generate_every_type),
         cmocka_unit_test(test_opts_parse),
+        cmocka_unit_test(test_sign_cache),
         cmocka_unit_test(test_signature_headers),
         cmocka_unit_test(test_export_encodings),
         cmocka_unit_test(test_hmac_keys_and_records),

@@ -368,4 +368,43 @@ int kms_keyring_byok_wrap(const struct kms_key_policy *dst, const struct kms_key
 int kms_key_version_import(struct kms_key_policy *p, uint32_t version, const uint8_t *key,
                            size_t keylen, struct kms_key_version *out, struct kms_err *err) KMS_WUR;
 
+/* ---- Go big integers of ECDSA and RSA versions (bigint.c) --------------------------------- */
+
+/* The components OpenBao's keysutil keeps as Go *big.Int (KeyEntry.EC_*, rsa.PrivateKey). */
+enum kms_key_bigint {
+    KMS_BIG_EC_X,
+    KMS_BIG_EC_Y,
+    KMS_BIG_EC_D,
+    KMS_BIG_RSA_N,
+    KMS_BIG_RSA_D,
+    KMS_BIG_RSA_P, /* Primes[0] */
+    KMS_BIG_RSA_Q, /* Primes[1] */
+    KMS_BIG_RSA_DP,
+    KMS_BIG_RSA_DQ,
+    KMS_BIG_RSA_QINV,
+    KMS_BIG_COUNT,
+};
+#define KMS_KEY_RSA_E 65537
+/* Longest decimal accepted for one component (an RSA-4096 modulus has 1234 digits). */
+#define KMS_KEY_BIGINT_DIGITS_MAX 1300
+
+/*
+ * Decimal text of an ECDSA version's x, y, d or an RSA version's n, d, p, q, dp, dq, qinv
+ * (e is KMS_KEY_RSA_E); the other slots are NULL. -1 for other types or malformed material.
+ * Free with kms_key_bigints_free (which wipes).
+ */
+int kms_key_bigints_get(enum kms_key_type t, const struct kms_key_version *kv,
+                        char *out[KMS_BIG_COUNT]) KMS_WUR;
+void kms_key_bigints_free(char *v[KMS_BIG_COUNT]);
+
+/*
+ * The inverse: kv->key and kv->key_len from decimal components (ECDSA x, y, d; RSA n, d, p,
+ * q with public exponent e, dp/dq/qinv checked when not NULL). The key is checked before it
+ * is taken (ECDSA: OpenSSL's key check; RSA: e = 65537, two probable primes of half the
+ * modulus, n = pq, e*d = 1 mod p-1 and q-1). Errors (400): "invalid <type> key", "invalid RSA
+ * key", and the two RSA layout limits. kv's other fields are left as they are.
+ */
+int kms_key_bigints_put(enum kms_key_type t, const char *const in[KMS_BIG_COUNT], int64_t e,
+                        struct kms_key_version *kv, struct kms_err *err) KMS_WUR;
+
 #endif

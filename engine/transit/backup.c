@@ -14,9 +14,13 @@
  *   archive; every version from max(1, min_available_version) to latest_version must be
  *   present. The backup's storage_prefix, backup_info and restore_info are not kept (kmsd
  *   does not store them).
- * - Types: AEAD keys, hmac and ed25519 (whose 64-byte private key is kmsd's layout). ECDSA
- *   and RSA keys carry Go big integers (ec_d, rsa_key) that kmsd does not translate yet: both
- *   directions refuse them with a 400 naming the type.
+ * - Types: every type kmsd has. ed25519's 64-byte private key is kmsd's layout. ECDSA
+ *   versions carry ec_x/ec_y/ec_d and RSA versions rsa_key (Go's rsa.PrivateKey: N, E, D,
+ *   Primes, Precomputed{Dp, Dq, Qinv, CRTValues}) and rsa_public_key ({N, E}), all Go
+ *   *big.Int, i.e. bare JSON integers of any length: bigjson.c carries them through the
+ *   text, crypto/bigint.c converts them (and checks a restored key before it is taken). An
+ *   RSA key must have e = 65537 and two primes of half the modulus (kmsd's layout); a
+ *   version without its private half (OpenBao's public-key-only imports) is refused.
  * - Refusals and statuses are OpenBao's (lock_manager.go, policy.go, path_restore.go): a
  *   missing key, a key that is not exportable or has no allow_plaintext_backup, and an
  *   existing key without force are 500 errors with OpenBao's text; no backup is a 400.
@@ -47,9 +51,14 @@ static const struct {
 /* Bound on the versions one restore writes (each is a record in one write transaction). */
 #define RESTORE_VERSIONS_MAX 65536u
 
-static bool type_supported(enum kms_key_type t)
+static bool is_ecdsa(enum kms_key_type t)
 {
-    return kms_key_type_is_aead(t) || t == KMS_KEY_HMAC || t == KMS_KEY_ED25519;
+    return t == KMS_KEY_ECDSA_P256 || t == KMS_KEY_ECDSA_P384 || t == KMS_KEY_ECDSA_P521;
+}
+
+static bool is_rsa(enum kms_key_type t)
+{
+    return t == KMS_KEY_RSA2048 || t == KMS_KEY_RSA3072 || t == KMS_KEY_RSA4096;
 }
 
 static int bao_type(enum kms_key_type t)
@@ -162,34 +171,103 @@ static json_t *b64_json(const uint8_t *b, size_t n)
     return j;
 }
 
+/* The string "<mark><digits>" that kms_json_unquote_marked turns into a bare integer. */
+static json_t *big_json(const char *mark, const char *digits)
+{
+    size_t n = strlen(mark) + strlen(digits) + 1;
+    char *s = malloc(n);
+    if (s == NULL) {
+        return NULL;
+    }
+    snprintf(s, n, "%s%s", mark, digits);
+    json_t *j = json_string(s);
+    kms_free_wipe((void **)&s, n);
+    return j;
+}
+
+/* An ECDSA entry's ec_x, ec_y, ec_d or an RSA entry's rsa_key and rsa_public_key, into e. */
+static int entry_bigints(const struct kms_key_policy *p, const struct kms_key_version *kv,
+                         const char *mark, json_t *e)
+{
+    char *b[KMS_BIG_COUNT];
+    int rc = -1;
+
+    if (kms_key_bigints_get(p->type, kv, b) != 0) {
+        return -1;
+    }
+    if (is_ecdsa(p->type)) {
+        rc = json_object_set_new(e, "ec_x", big_json(mark, b[KMS_BIG_EC_X])) != 0 ||
+                     json_object_set_new(e, "ec_y", big_json(mark, b[KMS_BIG_EC_Y])) != 0 ||
+                     json_object_set_new(e, "ec_d", big_json(mark, b[KMS_BIG_EC_D])) != 0
+                 ? -1
+                 : 0;
+    } else {
+        json_t *rk =
+            json_pack("{s:o, s:i, s:o, s:[o, o], s:{s:o, s:o, s:o, s:[]}}", "N",
+                      big_json(mark, b[KMS_BIG_RSA_N]), "E", KMS_KEY_RSA_E, "D",
+                      big_json(mark, b[KMS_BIG_RSA_D]), "Primes", big_json(mark, b[KMS_BIG_RSA_P]),
+                      big_json(mark, b[KMS_BIG_RSA_Q]), "Precomputed", "Dp",
+                      big_json(mark, b[KMS_BIG_RSA_DP]), "Dq", big_json(mark, b[KMS_BIG_RSA_DQ]),
+                      "Qinv", big_json(mark, b[KMS_BIG_RSA_QINV]), "CRTValues");
+        json_t *pk =
+            json_pack("{s:o, s:i}", "N", big_json(mark, b[KMS_BIG_RSA_N]), "E", KMS_KEY_RSA_E);
+        rc = rk == NULL || pk == NULL || json_object_set_new(e, "rsa_key", rk) != 0 ||
+                     json_object_set_new(e, "rsa_public_key", pk) != 0
+                 ? -1
+                 : 0;
+        if (rc != 0 && rk == NULL) {
+            json_decref(pk);
+        }
+    }
+    kms_key_bigints_free(b);
+    return rc;
+}
+
 /* A keysutil KeyEntry; kv NULL gives the zero entry OpenBao keeps for "version 0". */
-static json_t *entry_json(const struct kms_key_policy *p, const struct kms_key_version *kv)
+static json_t *entry_json(const struct kms_key_policy *p, const struct kms_key_version *kv,
+                          const char *mark)
 {
     char t[40] = "0001-01-01T00:00:00Z";
     json_t *key = json_null(), *hkey = json_null();
     json_t *pub = json_string("");
     int64_t created = 0;
     int conv = 0;
+    bool big = kv != NULL && (is_ecdsa(p->type) || is_rsa(p->type));
 
     if (kv != NULL) {
-        key = b64_json(kv->key,
-                       kms_key_type_is_aead(p->type) ? kms_key_type_key_len(p->type) : kv->key_len);
+        key = big ? json_null()
+                  : b64_json(kv->key, kms_key_type_is_aead(p->type) ? kms_key_type_key_len(p->type)
+                                                                    : kv->key_len);
         /* keysutil sets an hmac key's HMACKey to the key itself */
         hkey = p->type == KMS_KEY_HMAC ? b64_json(kv->key, kv->key_len)
                                        : b64_json(kv->hmac_key, sizeof(kv->hmac_key));
         if (p->type == KMS_KEY_ED25519) {
             json_decref(pub);
             pub = b64_json(kv->key + 32, 32);
+        } else if (is_ecdsa(p->type)) {
+            /* keysutil keeps an ECDSA version's PEM public key; RSA versions keep none */
+            char *pem = NULL;
+            struct kms_err err;
+            if (kms_keyring_public_key(p, kv, NULL, 0, &pem, &err) == 0) {
+                json_decref(pub);
+                pub = json_string(pem);
+            }
+            free(pem);
         }
         kms_time_rfc3339(kv->created_sec, kv->created_nsec, t);
         created = kv->created_sec;
         conv = kv->convergent_version;
     }
-    return json_pack("{s:o, s:o, s:s, s:n, s:n, s:n, s:n, s:n, s:o, s:i, s:I, s:n, s:s}", "key",
-                     key, "hmac_key", hkey, "time", t, "ec_x", "ec_y", "ec_d", "rsa_key",
-                     "rsa_public_key", "public_key", pub, "convergent_version", conv,
-                     "creation_time", (json_int_t)created, "certificate_chain", "external_key_ref",
-                     "");
+    json_t *e =
+        json_pack("{s:o, s:o, s:s, s:n, s:n, s:n, s:n, s:n, s:o, s:i, s:I, s:n, s:s}", "key", key,
+                  "hmac_key", hkey, "time", t, "ec_x", "ec_y", "ec_d", "rsa_key", "rsa_public_key",
+                  "public_key", pub, "convergent_version", conv, "creation_time",
+                  (json_int_t)created, "certificate_chain", "external_key_ref", "");
+    if (e != NULL && big && entry_bigints(p, kv, mark, e) != 0) {
+        json_decref(e);
+        e = NULL;
+    }
+    return e;
 }
 
 static json_t *policy_json(const char *name, const struct kms_key_policy *p, json_t *keys)
@@ -245,14 +323,20 @@ int kms_transit_backup(struct kms_ctx *c)
     if (!p.allow_plaintext_backup) {
         return KMS_FAILW(c, 500, "plaintext backup is disallowed on the policy");
     }
-    if (!type_supported(p.type)) {
-        return KMS_FAIL(c, 400, "backup of %s keys is not supported by kmsd",
-                        kms_key_type_name(p.type));
+    /* the mark of this backup's big integers (bigjson.c) */
+    uint8_t rnd[16];
+    char mark[8 + 2 * sizeof(rnd) + 2] = "kmsbig-";
+    if (kms_rand_bytes(rnd, sizeof(rnd)) != 0) {
+        return KMS_FAILW(c, 500, "cannot encode backup");
     }
+    kms_hex_encode(rnd, sizeof(rnd), mark + 7);
+    mark[7 + 2 * sizeof(rnd)] = ':';
+    mark[8 + 2 * sizeof(rnd)] = '\0';
     keys = json_object();
     archive = json_array();
     if (keys == NULL || archive == NULL ||
-        (p.min_available_version == 0 && json_array_append_new(archive, entry_json(&p, NULL)))) {
+        (p.min_available_version == 0 &&
+         json_array_append_new(archive, entry_json(&p, NULL, mark)))) {
         KMS_FAILW(c, 500, "cannot encode backup");
         goto out;
     }
@@ -264,7 +348,7 @@ int kms_transit_backup(struct kms_ctx *c)
             c->err.status = 500;
             goto out;
         }
-        json_t *e = entry_json(&p, &kv);
+        json_t *e = entry_json(&p, &kv, mark);
         kms_memzero(&kv, sizeof(kv));
         snprintf(ver, sizeof(ver), "%u", v);
         if (e == NULL || json_array_append(archive, e) != 0 ||
@@ -283,13 +367,15 @@ int kms_transit_backup(struct kms_ctx *c)
         goto out;
     }
     textlen = strlen(text);
-    b64len = kms_b64_encoded_len(textlen) + 1;
+    kms_json_unquote_marked(text, mark); /* wipes what it shortens */
+    size_t used = strlen(text);
+    b64len = kms_b64_encoded_len(used) + 1;
     b64 = malloc(b64len);
     if (b64 == NULL) {
         KMS_FAILW(c, 500, "cannot encode backup");
         goto out;
     }
-    kms_b64_encode((const uint8_t *)text, textlen, b64);
+    kms_b64_encode((const uint8_t *)text, used, b64);
     c->data = json_pack("{s:s}", "backup", b64);
     kms_ctx_note_version(c, p.latest_version);
     rc = c->data != NULL ? 0 : KMS_FAILW(c, 500, "cannot encode backup");
@@ -327,10 +413,6 @@ static int restore_policy(struct kms_ctx *c, const json_t *pol, struct kms_key_p
     const json_t *jt = json_object_get(pol, "type");
     if (!json_is_integer(jt) || kms_type(json_integer_value(jt), &type) != 0) {
         return KMS_FAIL(c, 400, "restore of this key type is not supported by kmsd");
-    }
-    if (!type_supported(type)) {
-        return KMS_FAIL(c, 400, "restore of %s keys is not supported by kmsd",
-                        kms_key_type_name(type));
     }
     if (kms_key_policy_init(p, type) != 0) {
         return KMS_FAILW(c, 500, "cannot initialise key");
@@ -396,11 +478,95 @@ out:
     return rc;
 }
 
+/*
+ * A Go big integer member: a decimal string (as kms_json_quote_bigints left a long one) or a
+ * non-negative JSON integer (a short one), into buf (for the integer) or borrowed from v.
+ * NULL when absent, null or of another kind.
+ */
+static const char *big_member(const json_t *v, char *buf, size_t buflen)
+{
+    if (json_is_string(v)) {
+        return json_string_value(v);
+    }
+    if (json_is_integer(v) && json_integer_value(v) >= 0) {
+        snprintf(buf, buflen, "%lld", (long long)json_integer_value(v));
+        return buf;
+    }
+    return NULL;
+}
+
+/* An ECDSA entry's ec_x/ec_y/ec_d or an RSA entry's rsa_key into kv->key. */
+static int restore_bigints(struct kms_ctx *c, const struct kms_key_policy *p, const json_t *e,
+                           uint32_t v, struct kms_key_version *kv)
+{
+    char small[KMS_BIG_COUNT][24];
+    const char *in[KMS_BIG_COUNT] = {NULL};
+    json_int_t pub_e = 0;
+    struct kms_err err;
+
+    if (is_ecdsa(p->type)) {
+        static const char *const names[] = {"ec_x", "ec_y", "ec_d"};
+        for (size_t i = 0; i < 3; i++) {
+            in[KMS_BIG_EC_X + i] =
+                big_member(json_object_get(e, names[i]), small[i], sizeof(small[i]));
+        }
+        if (in[KMS_BIG_EC_D] == NULL && in[KMS_BIG_EC_X] != NULL) {
+            return KMS_FAIL(c, 400,
+                            "restore of public-key-only versions is not supported by kmsd "
+                            "(version %u)",
+                            v);
+        }
+    } else {
+        const json_t *rk = json_object_get(e, "rsa_key");
+        const json_t *pre = json_object_get(rk, "Precomputed");
+        const json_t *primes = json_object_get(rk, "Primes");
+        if (!json_is_object(rk) && json_is_object(json_object_get(e, "rsa_public_key"))) {
+            return KMS_FAIL(c, 400,
+                            "restore of public-key-only versions is not supported by kmsd "
+                            "(version %u)",
+                            v);
+        }
+        if (!json_is_object(rk)) {
+            return KMS_FAIL(c, 400, "invalid key material for version %u in backup", v);
+        }
+        if (json_is_array(primes) && json_array_size(primes) != 2) {
+            return KMS_FAIL(c, 400,
+                            "invalid key material for version %u in backup: RSA keys must have "
+                            "two primes of half the modulus each",
+                            v);
+        }
+        struct {
+            enum kms_key_bigint slot;
+            const json_t *val;
+        } const m[] = {
+            {KMS_BIG_RSA_N, json_object_get(rk, "N")},
+            {KMS_BIG_RSA_D, json_object_get(rk, "D")},
+            {KMS_BIG_RSA_P, json_array_get(primes, 0)},
+            {KMS_BIG_RSA_Q, json_array_get(primes, 1)},
+            {KMS_BIG_RSA_DP, json_object_get(pre, "Dp")},
+            {KMS_BIG_RSA_DQ, json_object_get(pre, "Dq")},
+            {KMS_BIG_RSA_QINV, json_object_get(pre, "Qinv")},
+        };
+        for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++) {
+            in[m[i].slot] = big_member(m[i].val, small[i], sizeof(small[i]));
+        }
+        const json_t *je = json_object_get(rk, "E");
+        pub_e = json_is_integer(je) ? json_integer_value(je) : -1;
+    }
+    int rc = kms_key_bigints_put(p->type, in, (int64_t)pub_e, kv, &err);
+    kms_memzero(small, sizeof(small));
+    if (rc != 0) {
+        return KMS_FAIL(c, 400, "invalid key material for version %u in backup: %s", v, err.msg);
+    }
+    return 0;
+}
+
 /* One KeyEntry of the backup into kv (version v of p). */
 static int restore_entry(struct kms_ctx *c, const struct kms_key_policy *p, const json_t *e,
                          uint32_t v, int pconv, struct kms_key_version *kv)
 {
     size_t want = 0, n = 0, hn = 0;
+    bool big = is_ecdsa(p->type) || is_rsa(p->type);
     const char *t = json_string_value(json_object_get(e, "time"));
 
     memset(kv, 0, sizeof(*kv));
@@ -412,13 +578,21 @@ static int restore_entry(struct kms_ctx *c, const struct kms_key_policy *p, cons
     } else {
         want = p->key_size;
     }
-    if (!json_is_object(e) || entry_bytes(e, "key", want, KMS_KEY_MATERIAL_MAX, kv->key, &n) != 0 ||
+    if (!json_is_object(e) ||
+        (!big && entry_bytes(e, "key", want, KMS_KEY_MATERIAL_MAX, kv->key, &n) != 0) ||
         (p->type != KMS_KEY_HMAC && entry_bytes(e, "hmac_key", sizeof(kv->hmac_key),
                                                 sizeof(kv->hmac_key), kv->hmac_key, &hn) != 0)) {
         kms_memzero(kv, sizeof(*kv));
         return KMS_FAIL(c, 400, "invalid key material for version %u in backup", v);
     }
-    kv->key_len = kms_key_type_is_aead(p->type) ? 32 : (uint32_t)n;
+    if (big) {
+        if (restore_bigints(c, p, e, v, kv) != 0) {
+            kms_memzero(kv, sizeof(*kv));
+            return -1;
+        }
+    } else {
+        kv->key_len = kms_key_type_is_aead(p->type) ? 32 : (uint32_t)n;
+    }
     if (t == NULL || parse_rfc3339(t, &kv->created_sec, &kv->created_nsec) != 0) {
         int64_t cs = get_uint(e, "creation_time");
         kv->created_sec = cs > 0 ? cs : 0;
@@ -463,7 +637,8 @@ int kms_transit_restore(struct kms_ctx *c)
     struct kms_key_version kv;
     struct kms_txn *txn = NULL;
     uint8_t *raw = NULL;
-    size_t rawlen = 0;
+    char *quoted = NULL;
+    size_t rawlen = 0, quotedlen = 0;
     json_t *doc = NULL;
     json_error_t jerr;
     bool force = false;
@@ -478,7 +653,12 @@ int kms_transit_restore(struct kms_ctx *c)
         c->err.wrapped = true;
         goto out;
     }
-    doc = json_loadb((const char *)raw, rawlen, JSON_REJECT_DUPLICATES, &jerr);
+    /* Go's big integers as strings, so jansson can hold them (bigjson.c) */
+    if (kms_json_quote_bigints((const char *)raw, rawlen, &quoted, &quotedlen) != 0) {
+        KMS_FAILW(c, 500, "cannot decode backup");
+        goto out;
+    }
+    doc = json_loadb(quoted, quotedlen, JSON_REJECT_DUPLICATES, &jerr);
     const json_t *pol = json_object_get(doc, "policy");
     const json_t *archive = json_object_get(json_object_get(doc, "archived_keys"), "keys");
     if (!json_is_object(pol)) {
@@ -548,6 +728,9 @@ out:
     kms_memzero(&kv, sizeof(kv));
     json_decref(doc);
     kms_free_wipe((void **)&raw, rawlen);
+    if (quoted != NULL) {
+        kms_free_wipe((void **)&quoted, quotedlen + 1);
+    }
     return rc;
 }
 

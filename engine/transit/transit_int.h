@@ -79,6 +79,16 @@ int kms_transit_backup(struct kms_ctx *c);
 int kms_transit_restore(struct kms_ctx *c);
 extern const struct kms_field kms_transit_restore_fields[];
 
+/*
+ * bigjson.c: Go big integers (bare JSON integers of any length) in JSON text. quote_bigints
+ * copies in (len bytes) with every integer of more than 18 digits outside strings quoted;
+ * *out is malloc'd and NUL-terminated, *outlen bytes long (free with kms_free_wipe(*outlen +
+ * 1)); -1 on allocation failure. unquote_marked rewrites, in place, every string token that is
+ * exactly "<mark><digits>" as the bare digits, and wipes the tail the text no longer uses.
+ */
+int kms_json_quote_bigints(const char *in, size_t len, char **out, size_t *outlen);
+void kms_json_unquote_marked(char *s, const char *mark);
+
 /* Whole-key records for restore, inside the caller's write txn: read a policy (0,
  * KMS_STORAGE_NOTFOUND or -1); drop a key's policy and every version; store one version;
  * store the policy, commit *txn and drop the key from the cache. All but the first 0 or -1. */

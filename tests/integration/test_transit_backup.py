@@ -1,15 +1,94 @@
 """Transit backup/:name and restore(/:name) through hvac (backup_key, restore_key) and raw HTTP:
 round trips that keep versions, floors and flags, OpenBao's refusals, and a restored key whose
-backup is OpenBao's keysutil JSON."""
+backup is OpenBao's keysutil JSON. ECDSA and RSA versions are Go big integers (bare JSON
+integers, which Python's json reads and writes natively): a document built here with
+`cryptography` keys, as OpenBao marshals one, restores and its signatures verify with
+`cryptography`; kmsd's own backups give back the keys it signs with."""
 
 import base64
+import datetime
 import json
 import unittest
 
 import hvac  # Debian's python3-hvac (/usr/bin/python3); missing fails, never skips
 import hvac.exceptions
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
 from kmsd_harness import KmsdTestCase, b64, multierror
+
+BAO_TYPES = {"ecdsa-p256": 1, "ecdsa-p384": 6, "ecdsa-p521": 7, "rsa-2048": 3, "rsa-3072": 9,
+             "rsa-4096": 4}
+CURVES = {"ecdsa-p256": ec.SECP256R1(), "ecdsa-p384": ec.SECP384R1(),
+          "ecdsa-p521": ec.SECP521R1()}
+
+
+def bao_entry(key, created):
+    """A keysutil KeyEntry for a cryptography private key, as Go's encoding/json writes it."""
+    entry = {"key": None, "hmac_key": base64.b64encode(bytes(range(32))).decode(),
+             "time": created.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "ec_x": None, "ec_y": None,
+             "ec_d": None, "rsa_key": None, "rsa_public_key": None, "public_key": "",
+             "convergent_version": 0, "creation_time": int(created.timestamp()),
+             "certificate_chain": None, "external_key_ref": ""}
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        nums = key.private_numbers()
+        entry.update(ec_x=nums.public_numbers.x, ec_y=nums.public_numbers.y,
+                     ec_d=nums.private_value,
+                     public_key=key.public_key().public_bytes(
+                         serialization.Encoding.PEM,
+                         serialization.PublicFormat.SubjectPublicKeyInfo).decode())
+    else:
+        nums = key.private_numbers()
+        pub = nums.public_numbers
+        entry["rsa_key"] = {"N": pub.n, "E": pub.e, "D": nums.d, "Primes": [nums.p, nums.q],
+                            "Precomputed": {"Dp": nums.dmp1, "Dq": nums.dmq1, "Qinv": nums.iqmp,
+                                            "CRTValues": []}}
+        entry["rsa_public_key"] = {"N": pub.n, "E": pub.e}
+    return entry
+
+
+def bao_backup(name, key_type, keys):
+    """OpenBao's KeyData for versions 1..len(keys), base64 as backup/ returns it."""
+    created = datetime.datetime(2025, 1, 2, 3, 4, 5, 600000, tzinfo=datetime.timezone.utc)
+    entries = [bao_entry(k, created + datetime.timedelta(days=i)) for i, k in enumerate(keys)]
+    zero = dict(entries[0], hmac_key=None, time="0001-01-01T00:00:00Z", ec_x=None, ec_y=None,
+                ec_d=None, rsa_key=None, rsa_public_key=None, public_key="", creation_time=0)
+    policy = {"name": name, "keys": {str(i + 1): e for i, e in enumerate(entries)},
+              "derived": False, "kdf": 0, "convergent_encryption": False, "exportable": True,
+              "min_decryption_version": 1, "min_encryption_version": 0,
+              "latest_version": len(keys), "archive_version": len(keys),
+              "archive_min_version": 0, "min_available_version": 0, "deletion_allowed": False,
+              "convergent_version": 0, "type": BAO_TYPES[key_type],
+              "backup_info": {"time": "2025-02-01T00:00:00Z", "version": len(keys)},
+              "restore_info": None, "allow_plaintext_backup": True, "version_template": "",
+              "storage_prefix": "", "auto_rotate_period": 0, "Imported": False,
+              "AllowImportedKeyRotation": False, "soft_deleted": False}
+    doc = {"policy": policy, "archived_keys": {"keys": [zero] + entries}}
+    return base64.b64encode(json.dumps(doc).encode()).decode()
+
+
+def verify_with(pub, key_type, sig_b64, msg):
+    """Raises InvalidSignature unless kmsd's default signature (sha2-256; ASN.1 ECDSA, PSS
+    with the largest salt for RSA) verifies with cryptography's public key."""
+    sig = base64.b64decode(sig_b64.split(":", 2)[2])
+    if key_type.startswith("ecdsa"):
+        pub.verify(sig, msg, ec.ECDSA(hashes.SHA256()))
+    else:
+        pub.verify(sig, msg, padding.PSS(mgf=padding.MGF1(hashes.SHA256()),
+                                         salt_length=padding.PSS.AUTO), hashes.SHA256())
+
+
+def key_from_entry(key_type, entry):
+    """The cryptography private key of a KeyEntry of a kmsd backup."""
+    if key_type.startswith("ecdsa"):
+        pub = ec.EllipticCurvePublicNumbers(entry["ec_x"], entry["ec_y"], CURVES[key_type])
+        return ec.EllipticCurvePrivateNumbers(entry["ec_d"], pub).private_key()
+    rk = entry["rsa_key"]
+    p, q = rk["Primes"]
+    pre = rk["Precomputed"]
+    return rsa.RSAPrivateNumbers(p, q, rk["D"], pre["Dp"], pre["Dq"], pre["Qinv"],
+                                 rsa.RSAPublicNumbers(rk["E"], rk["N"])).private_key()
 
 
 class TransitBackupTest(KmsdTestCase):
@@ -59,6 +138,95 @@ class TransitBackupTest(KmsdTestCase):
         self.assertIn('key "%s" already exists' % other, str(e.exception))
         self.assertEqual(cli.secrets.transit.restore_key(backup, name=other,
                                                          force=True).status_code, 204)
+
+    def test_openbao_asymmetric_backup_restores(self):
+        cli = self.client()
+        t = cli.secrets.transit
+        msg = b"signed by a key that came from OpenBao"
+        for key_type in BAO_TYPES:
+            with self.subTest(key_type=key_type):
+                if key_type.startswith("ecdsa"):
+                    keys = [ec.generate_private_key(CURVES[key_type]) for _ in range(2)]
+                else:
+                    bits = int(key_type.split("-")[1])
+                    keys = [rsa.generate_private_key(65537, bits) for _ in range(2)]
+                name = self.uniq("bao-" + key_type)
+                self.assertEqual(t.restore_key(bao_backup(name, key_type, keys)).status_code,
+                                 204)
+                key = t.read_key(name)["data"]
+                self.assertEqual(key["type"], key_type)
+                self.assertEqual(key["latest_version"], 2)
+                self.assertEqual(key["keys"]["2"]["creation_time"],
+                                 "2025-01-03T03:04:05.6Z")
+                for v, k in ((1, keys[0]), (2, keys[1])):
+                    pem = k.public_key().public_bytes(
+                        serialization.Encoding.PEM,
+                        serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+                    self.assertEqual(key["keys"][str(v)]["public_key"], pem)
+                    sig = t.sign_data(name, hash_input=b64(msg),
+                                      key_version=v)["data"]["signature"]
+                    self.assertTrue(sig.startswith("vault:v%d:" % v))
+                    verify_with(k.public_key(), key_type, sig, msg)
+                    with self.assertRaises(InvalidSignature):
+                        verify_with(k.public_key(), key_type, sig, msg + b"!")
+                # a signature made by cryptography with version 1's key verifies in kmsd
+                if key_type.startswith("ecdsa"):
+                    mine = keys[0].sign(msg, ec.ECDSA(hashes.SHA256()))
+                else:
+                    mine = keys[0].sign(msg, padding.PSS(mgf=padding.MGF1(hashes.SHA256()),
+                                                         salt_length=32), hashes.SHA256())
+                self.assertTrue(t.verify_signed_data(
+                    name, hash_input=b64(msg),
+                    signature="vault:v1:" + base64.b64encode(mine).decode())["data"]["valid"])
+
+    def test_kmsd_asymmetric_backup_gives_its_keys(self):
+        cli = self.client()
+        t = cli.secrets.transit
+        msg = b"made in kmsd"
+        for key_type in ("ecdsa-p384", "rsa-2048"):
+            with self.subTest(key_type=key_type):
+                name = self.uniq("kb-" + key_type)
+                t.create_key(name, key_type=key_type, exportable=True,
+                             allow_plaintext_backup=True)
+                sig = t.sign_data(name, hash_input=b64(msg))["data"]["signature"]
+                backup = t.backup_key(name)["data"]["backup"]
+                doc = json.loads(base64.b64decode(backup))  # Go's bare big integers
+                entry = doc["policy"]["keys"]["1"]
+                self.assertIsNone(entry["key"])
+                k = key_from_entry(key_type, entry)
+                verify_with(k.public_key(), key_type, sig, msg)
+                pem = t.read_key(name)["data"]["keys"]["1"]["public_key"]
+                self.assertEqual(k.public_key().public_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PublicFormat.SubjectPublicKeyInfo).decode(), pem)
+                if key_type.startswith("rsa"):
+                    nums = k.private_numbers()
+                    self.assertEqual(entry["rsa_key"]["Precomputed"]["Dp"],
+                                     rsa.rsa_crt_dmp1(nums.d, nums.p))
+                    self.assertEqual(entry["rsa_key"]["Precomputed"]["CRTValues"], [])
+                    self.assertEqual(entry["rsa_public_key"], {"N": nums.public_numbers.n,
+                                                               "E": 65537})
+                # restored into another name, under hvac, it signs as the original
+                copy = self.uniq("kb-copy")
+                t.restore_key(backup, name=copy)
+                sig2 = t.sign_data(copy, hash_input=b64(msg))["data"]["signature"]
+                verify_with(k.public_key(), key_type, sig2, msg)
+                self.assertTrue(t.verify_signed_data(name, hash_input=b64(msg),
+                                                     signature=sig2)["data"]["valid"])
+
+    def test_asymmetric_refusals(self):
+        key = rsa.generate_private_key(3, 2048)
+        name = self.uniq("e3")
+        self.assertError(self.req("POST", "transit/restore",
+                                  {"backup": bao_backup(name, "rsa-2048", [key])}), 400,
+                         "invalid key material for version 1 in backup: RSA keys with a public "
+                         "exponent other than 65537 are not supported")
+        # a P-256 key in a P-384 policy
+        key = ec.generate_private_key(ec.SECP256R1())
+        doc = bao_backup(name, "ecdsa-p384", [key])
+        self.assertError(self.req("POST", "transit/restore", {"backup": doc}), 400,
+                         "invalid key material for version 1 in backup: invalid ecdsa-p384 key")
+        self.assertStatus(self.req("GET", "transit/keys/" + name), 404)
 
     def test_refusals(self):
         name = self.uniq("nobk")

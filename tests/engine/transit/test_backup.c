@@ -1,11 +1,14 @@
 /*
  * test_backup.c - backup/:name and restore(/:name) through the whole pipeline: round trips
- * of AEAD, hmac and ed25519 keys (versions, floors and flags kept, old ciphertexts still
- * open), OpenBao's refusals, and a backup document written as OpenBao's keysutil marshals
- * it (built independently, with ciphertexts made by Python's cryptography AES-GCM) that must
- * restore and decrypt.
+ * of every key type (versions, floors and flags kept, old ciphertexts still open, old
+ * signatures still verify, ECDSA and RSA versions as Go's big integers), OpenBao's refusals
+ * and kmsd's own (keys that are not whole, RSA keys outside kmsd's layout), and a backup
+ * document written as OpenBao's keysutil marshals it (built independently, with ciphertexts
+ * made by Python's cryptography AES-GCM) that must restore and decrypt.
  */
 #include "tests/engine/transit/transit_util.h"
+
+#include "engine/transit/transit_int.h"
 
 /* OpenBao's text for an error a handler returns (500). */
 #define WRAPPED(msg) "1 error occurred:\n\t* " msg "\n\n"
@@ -54,16 +57,38 @@ static char *backup_of(struct kt *t, const char *name)
     return s;
 }
 
-/* The JSON inside a backup (caller decrefs). */
+/* The JSON inside a backup, Go's big integers as decimal strings (caller decrefs). */
 static json_t *decode_backup(const char *b64)
 {
     uint8_t *raw = NULL;
-    size_t len = 0, at = 0;
+    char *q = NULL;
+    size_t len = 0, at = 0, qlen = 0;
     assert_int_equal(kms_b64_decode_alloc(b64, strlen(b64), &raw, &len, &at), 0);
-    json_t *doc = json_loadb((const char *)raw, len, 0, NULL);
+    /* jansson alone cannot read the big integers: quote them first */
+    assert_int_equal(kms_json_quote_bigints((const char *)raw, len, &q, &qlen), 0);
+    json_t *doc = json_loadb(q, qlen, 0, NULL);
     assert_non_null(doc);
+    free(q);
     free(raw);
     return doc;
+}
+
+/* base64 of a document (caller frees). */
+static char *encode_backup(const json_t *doc)
+{
+    char *text = json_dumps(doc, JSON_COMPACT);
+    assert_non_null(text);
+    char *b64 = malloc(kms_b64_encoded_len(strlen(text)) + 1);
+    assert_non_null(b64);
+    kms_b64_encode((const uint8_t *)text, strlen(text), b64);
+    free(text);
+    return b64;
+}
+
+static bool all_digits(const json_t *v)
+{
+    const char *s = json_string_value(v);
+    return s != NULL && strlen(s) > 18 && strspn(s, "0123456789") == strlen(s);
 }
 
 static void restore(struct kt *t, int want, const char *target, const char *b64, const char *extra)
@@ -235,6 +260,206 @@ static void test_backup_round_trip_hmac_ed25519(void **state)
     free(hb);
 }
 
+/* POST sign/<name>; returns the signature (caller frees). */
+static char *sign_of(struct kt *t, const char *name, const char *extra)
+{
+    char target[128], body[256];
+    snprintf(target, sizeof(target), "/v1/transit/sign/%s", name);
+    snprintf(body, sizeof(body), "{\"input\":\"aGVsbG8=\"%s}", extra);
+    json_t *b = tt_req(t, 200, "POST", target, body);
+    char *s = strdup(tt_str(b, "signature"));
+    json_decref(b);
+    return s;
+}
+
+static bool verify_of(struct kt *t, const char *name, const char *sig)
+{
+    char target[128], body[1400];
+    snprintf(target, sizeof(target), "/v1/transit/verify/%s", name);
+    snprintf(body, sizeof(body), "{\"input\":\"aGVsbG8=\",\"signature\":\"%s\"}", sig);
+    json_t *b = tt_req(t, 200, "POST", target, body);
+    bool v = json_is_true(kt_data(b, "valid"));
+    json_decref(b);
+    return v;
+}
+
+/* The public key of version `ver` as key read shows it (caller frees). */
+static char *public_key_of(struct kt *t, const char *name, const char *ver)
+{
+    char target[128];
+    snprintf(target, sizeof(target), "/v1/transit/keys/%s", name);
+    json_t *b = tt_req(t, 200, "GET", target, NULL);
+    const char *pk =
+        json_string_value(json_object_get(json_object_get(kt_data(b, "keys"), ver), "public_key"));
+    assert_non_null(pk);
+    char *s = strdup(pk);
+    json_decref(b);
+    return s;
+}
+
+static void test_backup_round_trip_ecdsa_rsa(void **state)
+{
+    struct kt *t = *state;
+    static const struct {
+        const char *type;
+        int bao;
+    } types[] = {{"ecdsa-p256", 1}, {"ecdsa-p384", 6}, {"ecdsa-p521", 7},
+                 {"rsa-2048", 3},   {"rsa-3072", 9},   {"rsa-4096", 4}};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        char name[32], copy[40], target[96], body[160];
+        bool ec = types[i].type[0] == 'e';
+        snprintf(name, sizeof(name), "k-%s", types[i].type);
+        snprintf(copy, sizeof(copy), "%s-copy", name);
+        snprintf(body, sizeof(body),
+                 "{\"type\":\"%s\",\"exportable\":true,\"allow_plaintext_backup\":true}",
+                 types[i].type);
+        tt_create(t, name, body);
+        char *sig1 = sign_of(t, name, "");
+        snprintf(target, sizeof(target), "/v1/transit/keys/%s/rotate", name);
+        json_decref(tt_req(t, 200, "POST", target, "{}"));
+        char *sig2 = sign_of(t, name, "");
+        char *pub1 = public_key_of(t, name, "1");
+        char *pub2 = public_key_of(t, name, "2");
+        char *b64 = backup_of(t, name);
+
+        /* the versions as keysutil keeps them: Go big integers, no "key" */
+        json_t *doc = decode_backup(b64);
+        json_t *pol = json_object_get(doc, "policy");
+        assert_int_equal(json_integer_value(json_object_get(pol, "type")), types[i].bao);
+        json_t *e = json_object_get(json_object_get(pol, "keys"), "2");
+        assert_true(json_is_null(json_object_get(e, "key")));
+        assert_int_equal(json_string_length(json_object_get(e, "hmac_key")), 44);
+        if (ec) {
+            assert_true(all_digits(json_object_get(e, "ec_x")));
+            assert_true(all_digits(json_object_get(e, "ec_y")));
+            assert_true(all_digits(json_object_get(e, "ec_d")));
+            assert_true(json_is_null(json_object_get(e, "rsa_key")));
+            assert_string_equal(json_string_value(json_object_get(e, "public_key")), pub2);
+        } else {
+            json_t *rk = json_object_get(e, "rsa_key");
+            json_t *pre = json_object_get(rk, "Precomputed");
+            assert_true(all_digits(json_object_get(rk, "N")));
+            assert_true(all_digits(json_object_get(rk, "D")));
+            assert_int_equal(json_integer_value(json_object_get(rk, "E")), 65537);
+            assert_int_equal(json_array_size(json_object_get(rk, "Primes")), 2);
+            assert_true(all_digits(json_array_get(json_object_get(rk, "Primes"), 1)));
+            assert_true(all_digits(json_object_get(pre, "Dp")));
+            assert_true(all_digits(json_object_get(pre, "Dq")));
+            assert_true(all_digits(json_object_get(pre, "Qinv")));
+            assert_true(json_is_array(json_object_get(pre, "CRTValues")));
+            assert_int_equal(json_array_size(json_object_get(pre, "CRTValues")), 0);
+            assert_true(json_equal(json_object_get(rk, "N"),
+                                   json_object_get(json_object_get(e, "rsa_public_key"), "N")));
+            assert_true(json_is_null(json_object_get(e, "ec_d")));
+        }
+        json_decref(doc);
+
+        /* restored under another name: the same public keys, the old signatures verify */
+        snprintf(target, sizeof(target), "/v1/transit/restore/%s", copy);
+        restore(t, 204, target, b64, NULL);
+        char *cp1 = public_key_of(t, copy, "1");
+        char *cp2 = public_key_of(t, copy, "2");
+        assert_string_equal(cp1, pub1);
+        assert_string_equal(cp2, pub2);
+        assert_true(verify_of(t, copy, sig1));
+        assert_true(verify_of(t, copy, sig2));
+        char *sig3 = sign_of(t, copy, "");
+        assert_true(verify_of(t, name, sig3));
+        /* and the copy's backup is the same key again */
+        char *again = backup_of(t, copy);
+        snprintf(target, sizeof(target), "/v1/transit/restore/%s", name);
+        restore(t, 204, target, again, "\"force\":true");
+        assert_true(verify_of(t, name, sig3));
+        free(again);
+        free(sig3);
+        free(cp2);
+        free(cp1);
+        free(b64);
+        free(pub2);
+        free(pub1);
+        free(sig2);
+        free(sig1);
+    }
+}
+
+/* A backup of `name` changed by `edit` must be refused (400, msg). */
+static void restore_edited(struct kt *t, const char *name, void (*edit)(json_t *entry),
+                           const char *msg)
+{
+    char *b64 = backup_of(t, name);
+    json_t *doc = decode_backup(b64);
+    json_t *pol = json_object_get(doc, "policy");
+    edit(json_object_get(json_object_get(pol, "keys"), "1"));
+    edit(json_array_get(json_object_get(json_object_get(doc, "archived_keys"), "keys"), 1));
+    char *bad = encode_backup(doc);
+    size_t n = strlen(bad) + 64;
+    char *body = malloc(n);
+    assert_non_null(body);
+    snprintf(body, n, "{\"backup\":\"%s\"}", bad);
+    tt_fail(t, 400, "POST", "/v1/transit/restore/edited", body, msg);
+    free(body);
+    free(bad);
+    json_decref(doc);
+    free(b64);
+}
+
+static void other_ec_d(json_t *e)
+{
+    json_object_set_new(e, "ec_d", json_integer(12345));
+}
+
+static void public_only_ec(json_t *e)
+{
+    json_object_set_new(e, "ec_d", json_null());
+}
+
+static void public_only_rsa(json_t *e)
+{
+    json_object_set_new(e, "rsa_key", json_null());
+}
+
+static void rsa_e3(json_t *e)
+{
+    json_object_set_new(json_object_get(e, "rsa_key"), "E", json_integer(3));
+}
+
+static void rsa_three_primes(json_t *e)
+{
+    json_array_append_new(json_object_get(json_object_get(e, "rsa_key"), "Primes"),
+                          json_string("3"));
+}
+
+static void rsa_other_qinv(json_t *e)
+{
+    json_t *pre = json_object_get(json_object_get(e, "rsa_key"), "Precomputed");
+    json_object_set(pre, "Qinv", json_object_get(pre, "Dp"));
+}
+
+static void test_restore_refuses_bad_asymmetric(void **state)
+{
+    struct kt *t = *state;
+    tt_create(t, "ec",
+              "{\"type\":\"ecdsa-p256\",\"exportable\":true,\"allow_plaintext_backup\":true}");
+    tt_create(t, "rsa",
+              "{\"type\":\"rsa-2048\",\"exportable\":true,\"allow_plaintext_backup\":true}");
+    restore_edited(t, "ec", other_ec_d,
+                   "invalid key material for version 1 in backup: invalid ecdsa-p256 key");
+    restore_edited(t, "ec", public_only_ec,
+                   "restore of public-key-only versions is not supported by kmsd (version 1)");
+    restore_edited(t, "rsa", public_only_rsa,
+                   "restore of public-key-only versions is not supported by kmsd (version 1)");
+    restore_edited(t, "rsa", rsa_e3,
+                   "invalid key material for version 1 in backup: RSA keys with a public "
+                   "exponent other than 65537 are not supported");
+    restore_edited(t, "rsa", rsa_three_primes,
+                   "invalid key material for version 1 in backup: RSA keys must have two "
+                   "primes of half the modulus each");
+    restore_edited(t, "rsa", rsa_other_qinv,
+                   "invalid key material for version 1 in backup: invalid RSA key");
+    /* nothing was written by the refused restores */
+    tt_fail(t, 500, "GET", "/v1/transit/backup/edited", NULL, WRAPPED("key \"edited\" not found"));
+}
+
 static void test_backup_refusals(void **state)
 {
     struct kt *t = *state;
@@ -254,10 +479,6 @@ static void test_backup_refusals(void **state)
                        "{\"allow_plaintext_backup\":false}"));
     assert_true(key_bool(t, "exp", "allow_plaintext_backup"));
     char *b64 = backup_of(t, "exp");
-    tt_create(t, "ec",
-              "{\"type\":\"ecdsa-p256\",\"exportable\":true,\"allow_plaintext_backup\":true}");
-    tt_fail(t, 400, "GET", "/v1/transit/backup/ec", NULL,
-            "backup of ecdsa-p256 keys is not supported by kmsd");
 
     tt_fail(t, 400, "POST", "/v1/transit/restore", "{}", "'backup' must be supplied");
     tt_fail(t, 400, "POST", "/v1/transit/restore", "{\"backup\":\"\"}",
@@ -325,6 +546,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_backup_round_trip_aead, kt_setup, kt_teardown),
         cmocka_unit_test_setup_teardown(test_backup_round_trip_hmac_ed25519, kt_setup, kt_teardown),
+        cmocka_unit_test_setup_teardown(test_backup_round_trip_ecdsa_rsa, kt_setup, kt_teardown),
+        cmocka_unit_test_setup_teardown(test_restore_refuses_bad_asymmetric, kt_setup, kt_teardown),
         cmocka_unit_test_setup_teardown(test_backup_trimmed, kt_setup, kt_teardown),
         cmocka_unit_test_setup_teardown(test_backup_refusals, kt_setup, kt_teardown),
         cmocka_unit_test_setup_teardown(test_restore_openbao_document, kt_setup, kt_teardown),

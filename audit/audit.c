@@ -358,22 +358,18 @@ static bool reserved(const char *k)
  * blocks are hashed and serialised at the first line and reused for the second; the line is
  * spliced from text rather than built as one object, which halves the serialisation work.
  */
-static int format_line(struct kms_audit_rec *r, size_t i, const char *time, const char *type,
+static int format_body(const struct kms_audit_device_opts *o, const char *salt, json_t *auth,
+                       json_t *request, struct sbuf *blk, const char *time, const char *type,
                        json_t *response, const char *error, json_t *extra, struct sbuf *out)
 {
-    struct kms_audit_dev *d = r->a->devs[i];
-    const struct kms_audit_device_opts *o = kms_audit_dev_opts(d);
-    const char *salt = kms_audit_dev_salt(d);
-    struct sbuf *blk = &r->blocks[i];
     const char *k;
     json_t *v;
 
     if (blk->len == 0) {
-        if (r->auth != NULL && sb_field(blk, "auth", hash_auth(r->auth, o, salt)) != 0) {
+        if (auth != NULL && sb_field(blk, "auth", hash_auth(auth, o, salt)) != 0) {
             return -1;
         }
-        if (r->request != NULL &&
-            sb_field(blk, "request", hash_request(r->request, o, salt)) != 0) {
+        if (request != NULL && sb_field(blk, "request", hash_request(request, o, salt)) != 0) {
             return -1;
         }
     }
@@ -399,6 +395,31 @@ static int format_line(struct kms_audit_rec *r, size_t i, const char *time, cons
         }
     }
     return sb_add(out, "}", 1);
+}
+
+static int format_line(struct kms_audit_rec *r, size_t i, const char *time, const char *type,
+                       json_t *response, const char *error, json_t *extra, struct sbuf *out)
+{
+    struct kms_audit_dev *d = r->a->devs[i];
+    return format_body(kms_audit_dev_opts(d), kms_audit_dev_salt(d), r->auth, r->request,
+                       &r->blocks[i], time, type, response, error, extra, out);
+}
+
+int kms_audit_format_body(const struct kms_audit_device_opts *o, const char *salt, json_t *auth,
+                          json_t *request, const char *time, const char *type, json_t *response,
+                          const char *error, json_t *extra, char **out, size_t *len)
+{
+    struct sbuf blk = {NULL, 0, 0};
+    struct sbuf line = {NULL, 0, 0};
+    int rc = format_body(o, salt, auth, request, &blk, time, type, response, error, extra, &line);
+    free(blk.p);
+    if (rc != 0) {
+        free(line.p);
+        return -1;
+    }
+    *out = line.p;
+    *len = line.len;
+    return 0;
 }
 
 int kms_audit_rec_log(struct kms_audit_rec *r, const char *type, bool durable, json_t *response,

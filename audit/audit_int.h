@@ -24,6 +24,15 @@ int kms_audit_line_chain(const char *line, size_t n, uint64_t *seq,
 /* "sha256:" + hex(SHA-256(p[0, n))). */
 int kms_audit_chain_hash(const char *p, size_t n, char out[KMS_AUDIT_HASH_LEN + 1]) KMS_WUR;
 
+/*
+ * The body "{…}" of one line (everything before the chain fields) as device `o` with `salt`
+ * writes it, at the given time text and type; the same inputs as kms_audit_rec_create and
+ * kms_audit_rec_log. *out is malloc'd (NUL-terminated, *len bytes). For known-answer tests.
+ */
+int kms_audit_format_body(const struct kms_audit_device_opts *o, const char *salt, json_t *auth,
+                          json_t *request, const char *time, const char *type, json_t *response,
+                          const char *error, json_t *extra, char **out, size_t *len) KMS_WUR;
+
 /* ---- the file device (device.c) ---------------------------------------------------------- */
 
 struct kms_audit_dev;

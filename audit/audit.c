@@ -31,18 +31,12 @@ struct kms_audit {
     _Atomic uint64_t fails;
 };
 
-/* A growable text buffer for building a line. */
-struct sbuf {
-    char *p;
-    size_t len, cap;
-};
-
 struct kms_audit_rec {
     struct kms_audit *a;
     json_t *auth;
     json_t *request;
     /* per device: `"auth":{…},"request":{…}` hashed and serialised once for both lines */
-    struct sbuf blocks[KMS_AUDIT_MAX_DEVICES];
+    struct kms_audit_sbuf blocks[KMS_AUDIT_MAX_DEVICES];
 };
 
 void kms_audit_device_opts_default(struct kms_audit_device_opts *o)
@@ -178,92 +172,16 @@ int kms_audit_hash_input(struct kms_audit *a, const char *name, const char *inpu
 {
     for (size_t i = 0; a != NULL && i < a->n; i++) {
         if (strcmp(kms_audit_dev_opts(a->devs[i])->name, name) == 0) {
-            return kms_audit_hmac(kms_audit_dev_salt(a->devs[i]), input, n, out);
+            uint8_t mac[32];
+            if (kms_hmac_key_mac(kms_audit_dev_hkey(a->devs[i]), input, n, mac) != 0) {
+                return -1;
+            }
+            memcpy(out, KMS_AUDIT_HMAC_PREFIX, 12);
+            kms_hex_encode(mac, sizeof(mac), out + 12);
+            return 0;
         }
     }
     return KMS_STORAGE_NOTFOUND;
-}
-
-/* ---- hashing of the Vault blocks --------------------------------------------------------- */
-
-/* Replace string field `key` of obj (a private shallow copy) by its HMAC. */
-static int hash_field(json_t *obj, const char *key, const char *salt)
-{
-    json_t *v = json_object_get(obj, key);
-    char h[KMS_AUDIT_HMAC_LEN + 1];
-    if (!json_is_string(v) || json_string_length(v) == 0) {
-        return 0;
-    }
-    if (kms_audit_hmac(salt, json_string_value(v), json_string_length(v), h) != 0) {
-        return -1;
-    }
-    return json_object_set_new(obj, key, json_string(h));
-}
-
-/* auth block (also response.auth): client_token always, accessor per hmac_accessor. */
-static json_t *hash_auth(const json_t *auth, const struct kms_audit_device_opts *o,
-                         const char *salt)
-{
-    json_t *c = json_copy((json_t *)auth);
-    if (c == NULL || hash_field(c, "client_token", salt) != 0 ||
-        (o->hmac_accessor && hash_field(c, "accessor", salt) != 0)) {
-        json_decref(c);
-        return NULL;
-    }
-    return c;
-}
-
-static json_t *hash_data_field(json_t *c, const char *salt)
-{
-    json_t *data = json_object_get(c, "data");
-    if (data != NULL) {
-        json_t *h = kms_audit_hash_value(salt, data);
-        if (h == NULL || json_object_set_new(c, "data", h) != 0) {
-            json_decref(c);
-            return NULL;
-        }
-    }
-    return c;
-}
-
-static json_t *hash_request(const json_t *req, const struct kms_audit_device_opts *o,
-                            const char *salt)
-{
-    json_t *c = json_copy((json_t *)req);
-    if (c == NULL || hash_field(c, "client_token", salt) != 0 ||
-        (o->hmac_accessor && hash_field(c, "client_token_accessor", salt) != 0)) {
-        json_decref(c);
-        return NULL;
-    }
-    return hash_data_field(c, salt);
-}
-
-static json_t *hash_response(const json_t *resp, const struct kms_audit_device_opts *o,
-                             const char *salt)
-{
-    json_t *c = json_copy((json_t *)resp);
-    if (c == NULL) {
-        return NULL;
-    }
-    json_t *auth = json_object_get(c, "auth");
-    if (json_is_object(auth)) {
-        json_t *h = hash_auth(auth, o, salt);
-        if (h == NULL || json_object_set_new(c, "auth", h) != 0) {
-            json_decref(c);
-            return NULL;
-        }
-    }
-    json_t *wrap = json_object_get(c, "wrap_info");
-    if (json_is_object(wrap)) {
-        json_t *w = json_copy(wrap);
-        if (w == NULL || hash_field(w, "token", salt) != 0 ||
-            (o->hmac_accessor && hash_field(w, "accessor", salt) != 0) ||
-            json_object_set_new(c, "wrap_info", w) != 0) {
-            json_decref(c);
-            return NULL;
-        }
-    }
-    return hash_data_field(c, salt);
 }
 
 /* ---- records ----------------------------------------------------------------------------- */
@@ -297,49 +215,6 @@ void kms_audit_rec_destroy(struct kms_audit_rec **rp)
     *rp = NULL;
 }
 
-static int sb_add(struct sbuf *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 2048;
-        while (cap < b->len + n + 1) {
-            cap *= 2;
-        }
-        char *np = realloc(b->p, cap);
-        if (np == NULL) {
-            return -1;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-    return 0;
-}
-
-static int sb_dump_cb(const char *s, size_t n, void *arg)
-{
-    return sb_add(arg, s, n);
-}
-
-/* Append the compact JSON of v (ASCII only: safe for any log pipeline). */
-static int sb_json(struct sbuf *b, const json_t *v)
-{
-    return json_dump_callback(v, sb_dump_cb, b, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_ENCODE_ANY);
-}
-
-/* `,"key":` + JSON of v (stolen), for the top-level fields. */
-static int sb_field(struct sbuf *b, const char *key, json_t *v)
-{
-    int rc = -1;
-    if (v != NULL && sb_add(b, ",\"", 2) == 0 && sb_add(b, key, strlen(key)) == 0 &&
-        sb_add(b, "\":", 2) == 0 && sb_json(b, v) == 0) {
-        rc = 0;
-    }
-    json_decref(v);
-    return rc;
-}
-
 /* Top-level names only the broker and the device write. */
 static bool reserved(const char *k)
 {
@@ -353,55 +228,142 @@ static bool reserved(const char *k)
     return false;
 }
 
+/* ---- the blocks, HMAC'd as they are written (Vault's rules) ------------------------------ */
+
+/* A string leaf that is a secret: HMAC'd when it is a non-empty string, else as it is. */
+static int write_secret(struct kms_audit_sbuf *b, const json_t *v, const struct kms_hmac_key *hk)
+{
+    if (json_is_string(v) && json_string_length(v) > 0) {
+        return kms_audit_sb_hmac(b, hk, json_string_value(v), json_string_length(v));
+    }
+    return kms_audit_sb_value(b, v, NULL);
+}
+
+enum block { BLOCK_AUTH, BLOCK_REQUEST, BLOCK_RESPONSE, BLOCK_WRAP };
+
 /*
- * The line body for device i into out: "{…}" without the chain fields. The auth and request
- * blocks are hashed and serialised at the first line and reused for the second; the line is
- * spliced from text rather than built as one object, which halves the serialisation work.
+ * One block object: client_token (auth, request), the accessors (when hmac_accessor), the
+ * wrap token, and every string leaf of `data` HMAC'd; response.auth and response.wrap_info
+ * by their own rules; everything else in clear.
  */
-static int format_body(const struct kms_audit_device_opts *o, const char *salt, json_t *auth,
-                       json_t *request, struct sbuf *blk, const char *time, const char *type,
-                       json_t *response, const char *error, json_t *extra, struct sbuf *out)
+static int write_block(struct kms_audit_sbuf *b, const json_t *obj, enum block kind,
+                       const struct kms_audit_device_opts *o, const struct kms_hmac_key *hk)
+{
+    const char *k;
+    json_t *v;
+    bool first = true;
+
+    if (!json_is_object(obj)) {
+        return kms_audit_sb_value(b, obj, NULL);
+    }
+    if (kms_audit_sb_add(b, "{", 1) != 0) {
+        return -1;
+    }
+    json_object_foreach((json_t *)obj, k, v)
+    {
+        int rc;
+        if ((!first && kms_audit_sb_add(b, ",", 1) != 0) ||
+            kms_audit_sb_str(b, k, strlen(k)) != 0 || kms_audit_sb_add(b, ":", 1) != 0) {
+            return -1;
+        }
+        first = false;
+        if ((kind == BLOCK_AUTH && (strcmp(k, "client_token") == 0 ||
+                                    (o->hmac_accessor && strcmp(k, "accessor") == 0))) ||
+            (kind == BLOCK_REQUEST &&
+             (strcmp(k, "client_token") == 0 ||
+              (o->hmac_accessor && strcmp(k, "client_token_accessor") == 0))) ||
+            (kind == BLOCK_WRAP &&
+             (strcmp(k, "token") == 0 || (o->hmac_accessor && strcmp(k, "accessor") == 0)))) {
+            rc = write_secret(b, v, hk);
+        } else if (kind != BLOCK_AUTH && kind != BLOCK_WRAP && strcmp(k, "data") == 0) {
+            rc = kms_audit_sb_value(b, v, hk);
+        } else if (kind == BLOCK_RESPONSE && strcmp(k, "auth") == 0) {
+            rc = write_block(b, v, BLOCK_AUTH, o, hk);
+        } else if (kind == BLOCK_RESPONSE && strcmp(k, "wrap_info") == 0) {
+            rc = write_block(b, v, BLOCK_WRAP, o, hk);
+        } else {
+            rc = kms_audit_sb_value(b, v, NULL);
+        }
+        if (rc != 0) {
+            return -1;
+        }
+    }
+    return kms_audit_sb_add(b, "}", 1);
+}
+
+/* `,"key":` with the key as it is (the broker's and the hook's own names). */
+static int top_key(struct kms_audit_sbuf *b, const char *key)
+{
+    size_t n = strlen(key);
+    if (kms_audit_sb_reserve(b, n + 4) != 0) {
+        return -1;
+    }
+    char *p = b->p + b->len;
+    p[0] = ',';
+    p[1] = '"';
+    memcpy(p + 2, key, n);
+    p[n + 2] = '"';
+    p[n + 3] = ':';
+    p[n + 4] = '\0';
+    b->len += n + 4;
+    return 0;
+}
+
+/*
+ * The line body into out: "{…}" without the chain fields. The auth and request blocks are
+ * written at the first line into blk and reused for the second.
+ */
+static int format_body(const struct kms_audit_device_opts *o, const struct kms_hmac_key *hk,
+                       json_t *auth, json_t *request, struct kms_audit_sbuf *blk, const char *time,
+                       const char *type, json_t *response, const char *error, json_t *extra,
+                       struct kms_audit_sbuf *out)
 {
     const char *k;
     json_t *v;
 
     if (blk->len == 0) {
-        if (auth != NULL && sb_field(blk, "auth", hash_auth(auth, o, salt)) != 0) {
+        if (auth != NULL &&
+            (top_key(blk, "auth") != 0 || write_block(blk, auth, BLOCK_AUTH, o, hk) != 0)) {
+            blk->len = 0;
             return -1;
         }
-        if (request != NULL && sb_field(blk, "request", hash_request(request, o, salt)) != 0) {
+        if (request != NULL && (top_key(blk, "request") != 0 ||
+                                write_block(blk, request, BLOCK_REQUEST, o, hk) != 0)) {
+            blk->len = 0;
             return -1;
         }
     }
     out->len = 0;
-    if (sb_add(out, "{\"time\":\"", 9) != 0 || sb_add(out, time, strlen(time)) != 0 ||
-        sb_add(out, "\",\"type\":\"", 10) != 0 || sb_add(out, type, strlen(type)) != 0 ||
-        sb_add(out, "\"", 1) != 0 || (blk->len > 0 && sb_add(out, blk->p, blk->len) != 0)) {
+    if (kms_audit_sb_add(out, "{\"time\":\"", 9) != 0 ||
+        kms_audit_sb_add(out, time, strlen(time)) != 0 ||
+        kms_audit_sb_add(out, "\",\"type\":\"", 10) != 0 ||
+        kms_audit_sb_add(out, type, strlen(type)) != 0 || kms_audit_sb_add(out, "\"", 1) != 0 ||
+        (blk->len > 0 && kms_audit_sb_add(out, blk->p, blk->len) != 0)) {
         return -1;
     }
-    if (response != NULL) {
-        json_t *h = hash_response(response, o, salt);
-        if (h == NULL || sb_field(out, "response", h) != 0) {
-            return -1;
-        }
+    if (response != NULL &&
+        (top_key(out, "response") != 0 || write_block(out, response, BLOCK_RESPONSE, o, hk) != 0)) {
+        return -1;
     }
-    if (error != NULL && error[0] != '\0' && sb_field(out, "error", json_string(error)) != 0) {
+    if (error != NULL && error[0] != '\0' &&
+        (top_key(out, "error") != 0 || kms_audit_sb_str(out, error, strlen(error)) != 0)) {
         return -1;
     }
     json_object_foreach(extra, k, v)
     {
-        if (!reserved(k) && sb_field(out, k, json_incref(v)) != 0) {
+        if (!reserved(k) && (top_key(out, k) != 0 || kms_audit_sb_value(out, v, NULL) != 0)) {
             return -1;
         }
     }
-    return sb_add(out, "}", 1);
+    return kms_audit_sb_add(out, "}", 1);
 }
 
 static int format_line(struct kms_audit_rec *r, size_t i, const char *time, const char *type,
-                       json_t *response, const char *error, json_t *extra, struct sbuf *out)
+                       json_t *response, const char *error, json_t *extra,
+                       struct kms_audit_sbuf *out)
 {
     struct kms_audit_dev *d = r->a->devs[i];
-    return format_body(kms_audit_dev_opts(d), kms_audit_dev_salt(d), r->auth, r->request,
+    return format_body(kms_audit_dev_opts(d), kms_audit_dev_hkey(d), r->auth, r->request,
                        &r->blocks[i], time, type, response, error, extra, out);
 }
 
@@ -409,9 +371,14 @@ int kms_audit_format_body(const struct kms_audit_device_opts *o, const char *sal
                           json_t *request, const char *time, const char *type, json_t *response,
                           const char *error, json_t *extra, char **out, size_t *len)
 {
-    struct sbuf blk = {NULL, 0, 0};
-    struct sbuf line = {NULL, 0, 0};
-    int rc = format_body(o, salt, auth, request, &blk, time, type, response, error, extra, &line);
+    struct kms_audit_sbuf blk = {NULL, 0, 0};
+    struct kms_audit_sbuf line = {NULL, 0, 0};
+    struct kms_hmac_key *hk = NULL;
+    if (kms_hmac_key_create(salt, strlen(salt), &hk) != 0) {
+        return -1;
+    }
+    int rc = format_body(o, hk, auth, request, &blk, time, type, response, error, extra, &line);
+    kms_hmac_key_destroy(&hk);
     free(blk.p);
     if (rc != 0) {
         free(line.p);
@@ -429,7 +396,7 @@ int kms_audit_rec_log(struct kms_audit_rec *r, const char *type, bool durable, j
     struct kms_audit *a = r->a;
     struct kms_audit_batch *b[KMS_AUDIT_MAX_DEVICES] = {NULL};
     char why[KMS_AUDIT_MAX_DEVICES][512];
-    struct sbuf line = {NULL, 0, 0};
+    struct kms_audit_sbuf line = {NULL, 0, 0};
     char ts[40];
     int64_t sec;
     int32_t nsec;

@@ -24,6 +24,26 @@ int kms_audit_line_chain(const char *line, size_t n, uint64_t *seq,
 /* "sha256:" + hex(SHA-256(p[0, n))). */
 int kms_audit_chain_hash(const char *p, size_t n, char out[KMS_AUDIT_HASH_LEN + 1]) KMS_WUR;
 
+/* ---- the line writer (line.c) ----------------------------------------------------------- */
+
+/* A growable text buffer, always NUL-terminated once written to. */
+struct kms_audit_sbuf {
+    char *p;
+    size_t len, cap;
+};
+
+/* Room for n more bytes (and a NUL). */
+int kms_audit_sb_reserve(struct kms_audit_sbuf *b, size_t n) KMS_WUR;
+int kms_audit_sb_add(struct kms_audit_sbuf *b, const void *s, size_t n) KMS_WUR;
+/* s[0, n) as a JSON string (jansson's JSON_ENSURE_ASCII escaping); -1 if it is not UTF-8. */
+int kms_audit_sb_str(struct kms_audit_sbuf *b, const char *s, size_t n) KMS_WUR;
+/* "hmac-sha256:<hex of HMAC(hk, in)>" as a JSON string. */
+int kms_audit_sb_hmac(struct kms_audit_sbuf *b, const struct kms_hmac_key *hk, const void *in,
+                      size_t n) KMS_WUR;
+/* Compact JSON of v; with hk every string leaf except RFC 3339 times is HMAC'd. */
+int kms_audit_sb_value(struct kms_audit_sbuf *b, const json_t *v,
+                       const struct kms_hmac_key *hk) KMS_WUR;
+
 /*
  * The body "{…}" of one line (everything before the chain fields) as device `o` with `salt`
  * writes it, at the given time text and type; the same inputs as kms_audit_rec_create and
@@ -55,6 +75,8 @@ void kms_audit_dev_close(struct kms_audit_dev **d);
 void kms_audit_dev_stats(struct kms_audit_dev *d, struct kms_audit_stats *st);
 const struct kms_audit_device_opts *kms_audit_dev_opts(const struct kms_audit_dev *d);
 const char *kms_audit_dev_salt(const struct kms_audit_dev *d);
+/* The salt prepared as an HMAC key. */
+const struct kms_hmac_key *kms_audit_dev_hkey(const struct kms_audit_dev *d);
 
 /*
  * Chain `body` (a JSON object text "{…}", len bytes) onto the device and queue it. On success

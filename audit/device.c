@@ -74,6 +74,7 @@ struct kms_audit_dev {
     struct kms_audit_device_opts o;
     struct kms_audit_dev_env env;
     char salt[40];
+    struct kms_hmac_key *hkey; /* the salt, prepared for HMAC */
     pthread_mutex_t mu;
     pthread_cond_t done; /* a batch finished a stage, or a leader stepped down */
     pthread_mutex_t io;
@@ -702,6 +703,10 @@ int kms_audit_dev_open(const struct kms_audit_device_opts *o, const struct kms_a
     if (recover(d, err) != 0 || load_salt(d, err) != 0) {
         goto out;
     }
+    if (kms_hmac_key_create(d->salt, strlen(d->salt), &d->hkey) != 0) {
+        kms_err_set(err, 500, "audit device %s: cannot prepare its salt", o->name);
+        goto out;
+    }
     d->wseq = d->seq;
     memcpy(d->whash, d->hash, sizeof(d->hash));
     d->ready = true;
@@ -739,6 +744,7 @@ void kms_audit_dev_close(struct kms_audit_dev **dp)
     pthread_mutex_destroy(&d->io);
     pthread_cond_destroy(&d->done);
     kms_memzero(d->salt, sizeof(d->salt));
+    kms_hmac_key_destroy(&d->hkey);
     free(d);
     *dp = NULL;
 }
@@ -751,6 +757,11 @@ const struct kms_audit_device_opts *kms_audit_dev_opts(const struct kms_audit_de
 const char *kms_audit_dev_salt(const struct kms_audit_dev *d)
 {
     return d->salt;
+}
+
+const struct kms_hmac_key *kms_audit_dev_hkey(const struct kms_audit_dev *d)
+{
+    return d->hkey;
 }
 
 int kms_audit_dev_reopen(struct kms_audit_dev *d, char *why, size_t whylen)
@@ -793,13 +804,23 @@ int kms_audit_dev_submit(struct kms_audit_dev *d, const char *body, size_t len,
                          struct kms_audit_batch **out, char *why, size_t whylen)
 {
     struct kms_audit_batch *b = NULL;
+    struct kms_hash_stream *hs = NULL;
     bool fresh = false;
     char suffix[64 + KMS_AUDIT_HASH_LEN];
+    uint8_t digest[32];
     char h[KMS_AUDIT_HASH_LEN + 1];
     int rc = -1;
 
     if (len < 2 || body[0] != '{' || body[len - 1] != '}') {
         snprintf(why, whylen, "malformed record");
+        return -1;
+    }
+    /* the chain hash covers body-without-'}' + suffix: hash the body outside the lock, and
+     * only the short suffix (which needs the chain head) under it */
+    if (kms_hash_stream_create(KMS_HASH_SHA2_256, &hs) != 0 ||
+        kms_hash_stream_update(hs, body, len - 1) != 0) {
+        kms_hash_stream_destroy(&hs);
+        snprintf(why, whylen, "cannot hash the record");
         return -1;
     }
     pthread_mutex_lock(&d->mu);
@@ -817,7 +838,13 @@ int kms_audit_dev_submit(struct kms_audit_dev *d, const char *body, size_t len,
     int sn =
         snprintf(suffix, sizeof(suffix), ",\"seq\":%" PRIu64 ",\"prev_hash\":\"%s\"", seq, d->hash);
     /* prefix = body without its '}' + suffix; then ,"hash":"…"} and a newline */
-    size_t start = b->len;
+    if (kms_hash_stream_update(hs, suffix, (size_t)sn) != 0 ||
+        kms_hash_stream_final(hs, digest) != 0) {
+        snprintf(why, whylen, "cannot hash the record");
+        goto out;
+    }
+    memcpy(h, "sha256:", 7);
+    kms_hex_encode(digest, sizeof(digest), h + 7);
     if (grow(b, len - 1 + (size_t)sn + 9 + KMS_AUDIT_HASH_LEN + 3) != 0) {
         snprintf(why, whylen, "out of memory");
         goto out;
@@ -826,11 +853,6 @@ int kms_audit_dev_submit(struct kms_audit_dev *d, const char *body, size_t len,
     b->len += len - 1;
     memcpy(b->buf + b->len, suffix, (size_t)sn);
     b->len += (size_t)sn;
-    if (kms_audit_chain_hash(b->buf + start, b->len - start, h) != 0) {
-        b->len = start;
-        snprintf(why, whylen, "cannot hash the record");
-        goto out;
-    }
     memcpy(b->buf + b->len, ",\"hash\":\"", 9);
     b->len += 9;
     memcpy(b->buf + b->len, h, KMS_AUDIT_HASH_LEN);
@@ -860,6 +882,7 @@ out:
         free(b);
     }
     pthread_mutex_unlock(&d->mu);
+    kms_hash_stream_destroy(&hs);
     return rc;
 }
 

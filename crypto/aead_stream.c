@@ -13,6 +13,7 @@
  *   knows as algorithm aliases.
  */
 #include "crypto/crypto.h"
+#include "crypto/crypto_int.h"
 
 #include <limits.h>
 #include <stdlib.h>
@@ -157,7 +158,7 @@ void kms_aead_stream_destroy(struct kms_aead_stream **sp)
 int kms_hash_stream_create(enum kms_hash h, struct kms_hash_stream **out)
 {
     struct kms_hash_stream *s = NULL;
-    EVP_MD *md = NULL;
+    const EVP_MD *md = NULL;
     int rc = -1;
 
     *out = NULL;
@@ -166,7 +167,7 @@ int kms_hash_stream_create(enum kms_hash h, struct kms_hash_stream **out)
         goto out;
     }
     s->h = h;
-    md = EVP_MD_fetch(NULL, kms_hash_name(h), NULL);
+    md = kms_hash_evp_md(h);
     if (md == NULL || EVP_DigestInit_ex(s->ctx, md, NULL) != 1) {
         goto out;
     }
@@ -174,7 +175,6 @@ int kms_hash_stream_create(enum kms_hash h, struct kms_hash_stream **out)
     s = NULL;
     rc = 0;
 out:
-    EVP_MD_free(md);
     kms_hash_stream_destroy(&s);
     return rc;
 }

@@ -114,6 +114,18 @@ int kms_hash(enum kms_hash h, const void *in, size_t n, uint8_t *out) KMS_WUR;
 /* HMAC-<h>(key, in) into out (kms_hash_len(h) bytes). */
 int kms_hmac(enum kms_hash h, const void *key, size_t keylen, const void *in, size_t n,
              uint8_t *out) KMS_WUR;
+/*
+ * A prepared HMAC-SHA256 key: the states after the key blocks are computed once, so each MAC
+ * costs only the message (audit salts, the token HMAC key). Thread-safe: one key may be used
+ * by any number of threads at once (each uses its own scratch context).
+ */
+struct kms_hmac_key;
+int kms_hmac_key_create(const void *key, size_t keylen, struct kms_hmac_key **out) KMS_WUR;
+/* HMAC-SHA256(key, in) into out. */
+int kms_hmac_key_mac(const struct kms_hmac_key *k, const void *in, size_t n,
+                     uint8_t out[32]) KMS_WUR;
+/* NULL-safe; sets *k to NULL. */
+void kms_hmac_key_destroy(struct kms_hmac_key **k);
 /* HKDF-SHA256 (RFC 5869); an empty salt means HashLen zero bytes. */
 int kms_hkdf_sha256(const uint8_t *ikm, size_t ikmlen, const uint8_t *salt, size_t saltlen,
                     const uint8_t *info, size_t infolen, uint8_t *out, size_t outlen) KMS_WUR;

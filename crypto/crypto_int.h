@@ -15,6 +15,10 @@
  */
 void kms_hchacha20(const uint8_t key[32], const uint8_t nonce[16], uint8_t out[32]);
 
+/* The digest of h, fetched once per process (never freed); NULL when unknown. */
+struct evp_md_st;
+const struct evp_md_st *kms_hash_evp_md(enum kms_hash h);
+
 /* OpenSSL's digest name for h ("SHA2-256"); NULL when unknown. */
 const char *kms_hash_ossl_name(enum kms_hash h);
 

@@ -67,8 +67,8 @@ static void test_lines_match_known_answers(void **state)
                *extra = load(k->extra);
         char *out = NULL;
         size_t len = 0;
-        assert_int_equal(kms_audit_format_body(&o, SALT, auth, req, TIME, k->type, resp,
-                                               k->error, extra, &out, &len),
+        assert_int_equal(kms_audit_format_body(&o, SALT, auth, req, TIME, k->type, resp, k->error,
+                                               extra, &out, &len),
                          0);
         assert_int_equal(strlen(out), len);
         if (print) {
@@ -94,12 +94,10 @@ static void test_deterministic(void **state)
     json_t *auth = load(k->auth), *req = load(k->request);
     char *a = NULL, *b = NULL;
     size_t la = 0, lb = 0;
-    assert_int_equal(kms_audit_format_body(&o, SALT, auth, req, TIME, "request", NULL, NULL, NULL,
-                                           &a, &la),
-                     0);
-    assert_int_equal(kms_audit_format_body(&o, SALT, auth, req, TIME, "request", NULL, NULL, NULL,
-                                           &b, &lb),
-                     0);
+    assert_int_equal(
+        kms_audit_format_body(&o, SALT, auth, req, TIME, "request", NULL, NULL, NULL, &a, &la), 0);
+    assert_int_equal(
+        kms_audit_format_body(&o, SALT, auth, req, TIME, "request", NULL, NULL, NULL, &b, &lb), 0);
     assert_int_equal(la, lb);
     assert_memory_equal(a, b, la);
     free(a);
@@ -108,11 +106,88 @@ static void test_deterministic(void **state)
     json_decref(req);
 }
 
+/* Append code point cp as UTF-8. */
+static size_t put_utf8(char *o, uint32_t cp)
+{
+    if (cp < 0x80) {
+        o[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (char)(0xC0 | (cp >> 6));
+        o[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xE0 | (cp >> 12));
+        o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        o[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    o[0] = (char)(0xF0 | (cp >> 18));
+    o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    o[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* Strings of random code points (fixed seed) escape exactly as jansson escapes them; strings
+ * that are not UTF-8 are refused, as jansson refuses them. */
+static void test_string_escaping_matches_jansson(void **state)
+{
+    (void)state;
+    uint32_t x = 12345;
+    char s[256];
+    for (int round = 0; round < 5000; round++) {
+        size_t n = 0;
+        int len = (int)((x = x * 1103515245u + 12345u) >> 16) % 40;
+        for (int i = 0; i < len; i++) {
+            x = x * 1103515245u + 12345u;
+            uint32_t r = x >> 8, cp;
+            switch (r % 4) {
+            case 0:
+                cp = r % 0x80;
+                break;
+            case 1:
+                cp = 0x80 + r % 0x780;
+                break;
+            case 2:
+                cp = 0x800 + r % 0xF800;
+                break;
+            default:
+                cp = 0x10000 + r % 0x100000;
+                break;
+            }
+            if (cp == 0 || (cp >= 0xD800 && cp <= 0xDFFF)) {
+                cp = 'a';
+            }
+            n += put_utf8(s + n, cp);
+        }
+        json_t *j = json_stringn(s, n);
+        assert_non_null(j);
+        char *want = json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_ENCODE_ANY);
+        struct kms_audit_sbuf b = {NULL, 0, 0};
+        assert_int_equal(kms_audit_sb_str(&b, s, n), 0);
+        assert_string_equal(b.p, want);
+        free(b.p);
+        free(want);
+        json_decref(j);
+    }
+    const char *bad[] = {"\xC0\x80", "\xED\xA0\x80", "\xF5\x80\x80\x80", "ab\xE2\x82", "\x80"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct kms_audit_sbuf b = {NULL, 0, 0};
+        assert_null(json_string(bad[i]));
+        assert_int_equal(kms_audit_sb_str(&b, bad[i], strlen(bad[i])), -1);
+        free(b.p);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lines_match_known_answers),
         cmocka_unit_test(test_deterministic),
+        cmocka_unit_test(test_string_escaping_matches_jansson),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

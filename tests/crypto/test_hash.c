@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <pthread.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -145,6 +146,63 @@ static void test_hmac_empty(void **state)
     expect_hex(out, 32, "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
 }
 
+/* A prepared key gives kms_hmac's answer: short, block-sized and long keys, from threads. */
+static void *prepared_thread(void *arg)
+{
+    const struct kms_hmac_key *k = arg;
+    uint8_t out[32];
+    for (int i = 0; i < 200; i++) {
+        if (kms_hmac_key_mac(k, "what do ya want for nothing?", 28, out) != 0) {
+            return (void *)1;
+        }
+    }
+    return NULL;
+}
+
+static void test_hmac_prepared_key(void **state)
+{
+    (void)state;
+    uint8_t key[131];
+    for (size_t i = 0; i < sizeof(key); i++) {
+        key[i] = (uint8_t)(i * 7 + 1);
+    }
+    const size_t keylens[] = {0, 4, 36, 64, 65, 131};
+    const size_t msglens[] = {0, 1, 55, 64, 200};
+    char msg[200];
+    memset(msg, 'm', sizeof(msg));
+    for (size_t i = 0; i < sizeof(keylens) / sizeof(keylens[0]); i++) {
+        struct kms_hmac_key *k = NULL;
+        assert_int_equal(kms_hmac_key_create(key, keylens[i], &k), 0);
+        for (size_t j = 0; j < sizeof(msglens) / sizeof(msglens[0]); j++) {
+            uint8_t want[32], got[32];
+            assert_int_equal(kms_hmac(KMS_HASH_SHA2_256, key, keylens[i], msg, msglens[j], want),
+                             0);
+            assert_int_equal(kms_hmac_key_mac(k, msg, msglens[j], got), 0);
+            assert_memory_equal(want, got, 32);
+        }
+        kms_hmac_key_destroy(&k);
+        assert_null(k);
+    }
+    /* RFC 4231 case 2, from four threads sharing one key */
+    struct kms_hmac_key *k = NULL;
+    uint8_t out[32];
+    char hex[65];
+    assert_int_equal(kms_hmac_key_create("Jefe", 4, &k), 0);
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pthread_create(&t[i], NULL, prepared_thread, k), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        void *r = NULL;
+        pthread_join(t[i], &r);
+        assert_null(r);
+    }
+    assert_int_equal(kms_hmac_key_mac(k, "what do ya want for nothing?", 28, out), 0);
+    kms_hex_encode(out, 32, hex);
+    assert_string_equal(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    kms_hmac_key_destroy(&k);
+}
+
 static void test_hkdf_rfc5869(void **state)
 {
     uint8_t ikm[80], salt[80], info[80], okm[82];
@@ -209,6 +267,7 @@ int main(void)
         cmocka_unit_test(test_hash_abc),
         cmocka_unit_test(test_hash_transit_vectors),
         cmocka_unit_test(test_hmac_rfc4231_case2),
+        cmocka_unit_test(test_hmac_prepared_key),
         cmocka_unit_test(test_hmac_transit_vector_f),
         cmocka_unit_test(test_hmac_empty),
         cmocka_unit_test(test_hkdf_rfc5869),

@@ -1,0 +1,259 @@
+/*
+ * line.c - the audit line writer: JSON text written straight into a growable buffer, secrets
+ * HMAC'd as they are written. No copied or hashed jansson trees, no json_dumps.
+ *
+ * The output is byte-for-byte what the earlier writer produced with jansson's
+ * json_dumps(JSON_COMPACT | JSON_ENSURE_ASCII) over hashed copies of the blocks
+ * (tests/audit/test_line_kat.c holds its golden lines): object keys in insertion order; the
+ * short escapes \" \\ \b \f \n \r \t; every other control character and every non-ASCII
+ * character as \uXXXX with upper-case hex (a surrogate pair outside the BMP); '/' and DEL as
+ * they are. Integers as "%lld"; reals (never produced by kmsd itself) through jansson, so
+ * their formatting stays jansson's.
+ */
+#include "audit/audit_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int kms_audit_sb_reserve(struct kms_audit_sbuf *b, size_t n)
+{
+    if (b->len + n + 1 <= b->cap) {
+        return 0;
+    }
+    size_t cap = b->cap ? b->cap : 2048;
+    while (cap < b->len + n + 1) {
+        cap *= 2;
+    }
+    char *np = realloc(b->p, cap);
+    if (np == NULL) {
+        return -1;
+    }
+    b->p = np;
+    b->cap = cap;
+    return 0;
+}
+
+int kms_audit_sb_add(struct kms_audit_sbuf *b, const void *s, size_t n)
+{
+    if (kms_audit_sb_reserve(b, n) != 0) {
+        return -1;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+/* One UTF-8 sequence at s[0, n) (jansson's rules): its length and code point; 0 if invalid. */
+static size_t utf8_next(const unsigned char *s, size_t n, uint32_t *cp)
+{
+    unsigned char c = s[0];
+    size_t len;
+    uint32_t v;
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    }
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+        v = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        v = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        v = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (len > n) {
+        return 0;
+    }
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) {
+            return 0;
+        }
+        v = (v << 6) | (s[i] & 0x3F);
+    }
+    if ((len == 3 && v < 0x800) || (len == 4 && v < 0x10000) || v > 0x10FFFF ||
+        (v >= 0xD800 && v <= 0xDFFF)) {
+        return 0;
+    }
+    *cp = v;
+    return len;
+}
+
+static const char HEXU[] = "0123456789ABCDEF";
+
+static void put_u(char *o, uint32_t v)
+{
+    o[0] = '\\';
+    o[1] = 'u';
+    o[2] = HEXU[(v >> 12) & 0xF];
+    o[3] = HEXU[(v >> 8) & 0xF];
+    o[4] = HEXU[(v >> 4) & 0xF];
+    o[5] = HEXU[v & 0xF];
+}
+
+int kms_audit_sb_str(struct kms_audit_sbuf *b, const char *str, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    /* worst case 12 output bytes per 4 input bytes (a surrogate pair), 6 per control byte */
+    if (kms_audit_sb_reserve(b, n * 6 + 2) != 0) {
+        return -1;
+    }
+    char *o = b->p + b->len;
+    *o++ = '"';
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+            *o++ = (char)c;
+            i++;
+            continue;
+        }
+        uint32_t cp = 0;
+        size_t len = utf8_next(s + i, n - i, &cp);
+        if (len == 0) {
+            b->p[b->len] = '\0';
+            return -1; /* not UTF-8: jansson refused such strings too */
+        }
+        i += len;
+        switch (cp) {
+        case '"':
+            *o++ = '\\';
+            *o++ = '"';
+            break;
+        case '\\':
+            *o++ = '\\';
+            *o++ = '\\';
+            break;
+        case '\b':
+            *o++ = '\\';
+            *o++ = 'b';
+            break;
+        case '\f':
+            *o++ = '\\';
+            *o++ = 'f';
+            break;
+        case '\n':
+            *o++ = '\\';
+            *o++ = 'n';
+            break;
+        case '\r':
+            *o++ = '\\';
+            *o++ = 'r';
+            break;
+        case '\t':
+            *o++ = '\\';
+            *o++ = 't';
+            break;
+        default:
+            if (cp < 0x10000) {
+                put_u(o, cp);
+                o += 6;
+            } else {
+                uint32_t v = cp - 0x10000;
+                put_u(o, 0xD800 | ((v & 0xFFC00) >> 10));
+                put_u(o + 6, 0xDC00 | (v & 0x3FF));
+                o += 12;
+            }
+            break;
+        }
+    }
+    *o++ = '"';
+    *o = '\0';
+    b->len = (size_t)(o - b->p);
+    return 0;
+}
+
+int kms_audit_sb_hmac(struct kms_audit_sbuf *b, const struct kms_hmac_key *hk, const void *in,
+                      size_t n)
+{
+    uint8_t mac[32];
+    if (kms_audit_sb_reserve(b, KMS_AUDIT_HMAC_LEN + 2) != 0 ||
+        kms_hmac_key_mac(hk, in, n, mac) != 0) {
+        kms_memzero(mac, sizeof(mac));
+        return -1;
+    }
+    char *o = b->p + b->len;
+    o[0] = '"';
+    memcpy(o + 1, KMS_AUDIT_HMAC_PREFIX, 12);
+    kms_hex_encode(mac, sizeof(mac), o + 13);
+    o[13 + 64] = '"';
+    o[14 + 64] = '\0';
+    b->len += KMS_AUDIT_HMAC_LEN + 2;
+    kms_memzero(mac, sizeof(mac));
+    return 0;
+}
+
+static int write_scalar(struct kms_audit_sbuf *b, const json_t *v)
+{
+    char num[32];
+    switch (json_typeof(v)) {
+    case JSON_INTEGER: {
+        int n = snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        return kms_audit_sb_add(b, num, (size_t)n);
+    }
+    case JSON_TRUE:
+        return kms_audit_sb_add(b, "true", 4);
+    case JSON_FALSE:
+        return kms_audit_sb_add(b, "false", 5);
+    case JSON_NULL:
+        return kms_audit_sb_add(b, "null", 4);
+    default: {
+        /* reals: jansson's own formatting */
+        char *t = json_dumps(v, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_ENCODE_ANY);
+        int rc = t != NULL ? kms_audit_sb_add(b, t, strlen(t)) : -1;
+        free(t);
+        return rc;
+    }
+    }
+}
+
+int kms_audit_sb_value(struct kms_audit_sbuf *b, const json_t *v, const struct kms_hmac_key *hk)
+{
+    const char *k;
+    json_t *e;
+    size_t i;
+    bool first = true;
+
+    switch (json_typeof(v)) {
+    case JSON_STRING: {
+        const char *s = json_string_value(v);
+        size_t n = json_string_length(v);
+        if (hk != NULL && !kms_audit_is_rfc3339(s, n)) {
+            return kms_audit_sb_hmac(b, hk, s, n);
+        }
+        return kms_audit_sb_str(b, s, n);
+    }
+    case JSON_OBJECT:
+        if (kms_audit_sb_add(b, "{", 1) != 0) {
+            return -1;
+        }
+        json_object_foreach((json_t *)v, k, e)
+        {
+            if ((!first && kms_audit_sb_add(b, ",", 1) != 0) ||
+                kms_audit_sb_str(b, k, strlen(k)) != 0 || kms_audit_sb_add(b, ":", 1) != 0 ||
+                kms_audit_sb_value(b, e, hk) != 0) {
+                return -1;
+            }
+            first = false;
+        }
+        return kms_audit_sb_add(b, "}", 1);
+    case JSON_ARRAY:
+        if (kms_audit_sb_add(b, "[", 1) != 0) {
+            return -1;
+        }
+        json_array_foreach(v, i, e)
+        {
+            if ((i > 0 && kms_audit_sb_add(b, ",", 1) != 0) || kms_audit_sb_value(b, e, hk) != 0) {
+                return -1;
+            }
+        }
+        return kms_audit_sb_add(b, "]", 1);
+    default:
+        return write_scalar(b, v);
+    }
+}

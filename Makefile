@@ -11,7 +11,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 DEPS := cmake make gcc pkg-config libssl-dev liblmdb-dev libevent-dev libjansson-dev \
         libjwt-dev libcmocka-dev libyaml-dev lmdb-utils python3 python3-hvac \
         python3-cryptography python3-jwt python3-requests python3-yaml python3-jsonschema \
-        openssl clang libclang-rt-14-dev prometheus
+        openssl clang libclang-rt-14-dev prometheus libpq-dev postgresql-15
 
 .PHONY: all deps build run test test-asan fuzz crash-test install clean
 

@@ -5,8 +5,8 @@
 #  - tests/<X>/ counts as folder X (unit tests may reach the module's internals); tests/fuzz/,
 #    tests/integration/ and bench/ get public headers only; any test may include a fixture
 #    header under tests/;
-#  - <openssl/*> only in crypto/, <lmdb.h> only in storage/ (bench/bare.c, the libevent+OpenSSL
-#    ceiling that measures kmsd from outside, is the one exception).
+#  - <openssl/*> only in crypto/, <lmdb.h> and <libpq-fe.h> only in storage/ (bench/bare.c,
+#    the libevent+OpenSSL ceiling that measures kmsd from outside, is the one exception).
 # A folder is its first path component, or engine/<name> under engine/.
 #
 # STRICT=1 (the default, since api/ was split into api/ + engine/* in issue 10) fails on an
@@ -72,7 +72,7 @@ while IFS= read -r f; do
       is_public "$h" && continue
       echo "  $f:$line: includes $h, private to $(folder_of "$h")/"
       private=$((private + 1))
-    elif [[ $inc =~ \#[[:space:]]*include[[:space:]]*\<(openssl/[^\>]+|lmdb\.h)\> ]]; then
+    elif [[ $inc =~ \#[[:space:]]*include[[:space:]]*\<(openssl/[^\>]+|lmdb\.h|libpq-fe\.h)\> ]]; then
       h=${BASH_REMATCH[1]}
       case $h in openssl/*) want=crypto ;; *) want=storage ;; esac
       [ "$own" = "$want" ] && continue
@@ -94,7 +94,7 @@ if [ $private -gt 0 ]; then
   fi
 fi
 if [ $thirdparty -gt 0 ]; then
-  echo "check-includes: $thirdparty includes of OpenSSL/LMDB outside crypto/ and storage/"
+  echo "check-includes: $thirdparty includes of OpenSSL/LMDB/libpq outside crypto/ and storage/"
   status=1
 fi
 [ $status = 0 ] && [ $private = 0 ] && echo "check-includes: $files files keep to their folders"

@@ -28,6 +28,7 @@ struct centry {
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const fsync_modes[] = {"always", "batch", "never", NULL};
+static const char *const storage_backends[] = {"lmdb", "postgresql", NULL};
 
 static int mode_check(const char *s);
 
@@ -71,7 +72,11 @@ bool kms_config_log_level_valid(const char *s)
 
 static const struct centry table[] = {
     STR("listen_address", listen_address),
+    ENUM("storage", storage, storage_backends),
     STR("storage_path", storage_path),
+    STR("postgresql_url", postgresql_url),
+    STR("postgresql_password_file", postgresql_password_file),
+    STR("postgresql_password_env", postgresql_password_env),
     STR("seal_key_file", seal_key_file),
     STR("seal_key_env", seal_key_env),
     ENUM("log_level", log_level, log_levels),
@@ -107,6 +112,7 @@ void kms_config_default(struct kms_config *cfg)
     memset(cfg, 0, sizeof(*cfg));
     snprintf(cfg->listen_address, sizeof(cfg->listen_address), "127.0.0.1:8200");
     snprintf(cfg->log_level, sizeof(cfg->log_level), "info");
+    snprintf(cfg->storage, sizeof(cfg->storage), "lmdb");
     cfg->max_header_size = 64 * 1024;
     cfg->max_connections = 4096;
     cfg->read_timeout = 30;

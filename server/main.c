@@ -384,7 +384,15 @@ static int prepare_config(const struct flags *f, struct kms_config *cfg, uint8_t
     if (f->log_level == NULL) {
         log_level = cfg->log_level;
     }
-    if (cfg->storage_path[0] == '\0') {
+    if (strcmp(cfg->storage, "postgresql") == 0) {
+        if (cfg->postgresql_url[0] == '\0') {
+            fprintf(stderr,
+                    "kmsd: config %s: \"postgresql_url\" is required with \"storage\": "
+                    "\"postgresql\"\n",
+                    f->config);
+            return -1;
+        }
+    } else if (cfg->storage_path[0] == '\0') {
         fprintf(stderr, "kmsd: config %s: \"storage_path\" is required\n", f->config);
         return -1;
     }
@@ -397,6 +405,51 @@ static int prepare_config(const struct flags *f, struct kms_config *cfg, uint8_t
     }
     return seal_key_from_env(cfg->seal_key_env[0] ? cfg->seal_key_env : "KMSD_SEAL_KEY", f->config,
                              seal, &err);
+}
+
+/*
+ * The PostgreSQL password, when the config names where it is: a file (its first line) or an
+ * environment variable (scrubbed and unset once read, as the seal key's). Without either,
+ * libpq finds it itself (the URL, PGPASSWORD, a pgpass file). Never logged.
+ */
+static int postgresql_password(const struct kms_config *cfg, char *pw, size_t cap,
+                               struct kms_storage_opts *sopts)
+{
+    if (strcmp(cfg->storage, "postgresql") != 0) {
+        return 0;
+    }
+    if (cfg->postgresql_password_file[0] != '\0') {
+        FILE *fp = fopen(cfg->postgresql_password_file, "re");
+        size_t n = 0;
+        if (fp == NULL) {
+            fprintf(stderr, "kmsd: cannot open postgresql_password_file %s: %s\n",
+                    cfg->postgresql_password_file, strerror(errno));
+            return -1;
+        }
+        n = fread(pw, 1, cap - 1, fp);
+        bool more = fgetc(fp) != EOF;
+        fclose(fp);
+        if (more) {
+            fprintf(stderr, "kmsd: postgresql_password_file %s is larger than %zu bytes\n",
+                    cfg->postgresql_password_file, cap - 2);
+            return -1;
+        }
+        pw[n] = '\0';
+        pw[strcspn(pw, "\r\n")] = '\0';
+        sopts->pg_password = pw;
+    } else if (cfg->postgresql_password_env[0] != '\0') {
+        char *text = getenv(cfg->postgresql_password_env);
+        if (text == NULL || strlen(text) >= cap) {
+            fprintf(stderr, "kmsd: the environment variable %s (postgresql_password_env) is %s\n",
+                    cfg->postgresql_password_env, text == NULL ? "not set" : "too long");
+            return -1;
+        }
+        snprintf(pw, cap, "%s", text);
+        kms_memzero(text, strlen(text));
+        unsetenv(cfg->postgresql_password_env);
+        sopts->pg_password = pw;
+    }
+    return 0;
 }
 
 /* Storage, audit broker and the engines; the dev store is bootstrapped (root in `root`). */
@@ -413,7 +466,10 @@ static int open_services(const struct flags *f, const struct kms_config *cfg,
 
     kms_err_clear(&err);
     so.map_size = cfg->storage_map_size;
-    if (kms_storage_open(cfg->storage_path, seal, &so, st, &err) != 0) {
+    bool pg = !f->dev && strcmp(cfg->storage, "postgresql") == 0;
+    so.backend = pg ? KMS_STORAGE_POSTGRESQL : KMS_STORAGE_LMDB;
+    so.pg_exclusive = pg; /* one kmsd per database until replicas have leadership */
+    if (kms_storage_open(pg ? cfg->postgresql_url : cfg->storage_path, seal, &so, st, &err) != 0) {
         goto fail;
     }
     memset(&auopts, 0, sizeof(auopts));
@@ -563,6 +619,7 @@ int kms_server_main(int argc, char **argv)
     struct kms_audit_device_opts adevs[KMS_AUDIT_MAX_DEVICES];
     size_t ndevs = 0, nworkers = 0;
     uint8_t seal[32];
+    char pgpw[1024] = "";
     char devdir[64] = "";
     char bound[300] = "";
     char root[KMS_API_TOKEN_MAX] = "";
@@ -591,9 +648,14 @@ int kms_server_main(int argc, char **argv)
                : prepare_config(&f, &cfg, seal)) != 0) {
         goto out;
     }
+    if (!f.dev && postgresql_password(&cfg, pgpw, sizeof(pgpw), &sopts) != 0) {
+        goto out;
+    }
     int opened = open_services(&f, &cfg, seal, &sopts, flag_delay, &rt, &st, adevs, &ndevs, root,
                                sizeof(root));
     kms_memzero(seal, sizeof(seal));
+    kms_memzero(pgpw, sizeof(pgpw));
+    kms_memzero(cfg.postgresql_url, sizeof(cfg.postgresql_url));
     if (opened != 0) {
         goto out;
     }
@@ -623,6 +685,7 @@ int kms_server_main(int argc, char **argv)
     rc = 0;
 out:
     kms_memzero(seal, sizeof(seal));
+    kms_memzero(pgpw, sizeof(pgpw));
     kms_memzero(root, sizeof(root));
     runtime_free(&rt);
     kms_storage_close(&st);

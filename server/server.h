@@ -12,8 +12,12 @@
 
 struct kms_config {
     char listen_address[256]; /* "127.0.0.1:8200" */
+    char storage[16];         /* "lmdb" | "postgresql" */
     char storage_path[1024];
-    size_t storage_map_size; /* LMDB map size in bytes */
+    size_t storage_map_size;   /* LMDB map size in bytes */
+    char postgresql_url[2048]; /* libpq conninfo or URI (may hold a password: never logged) */
+    char postgresql_password_file[1024];
+    char postgresql_password_env[128]; /* environment variable holding the password */
     char seal_key_file[1024];
     char seal_key_env[128]; /* environment variable holding the seal key */
     char log_level[16];

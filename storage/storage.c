@@ -1,56 +1,39 @@
 /*
- * storage.c - the LMDB environment, its named databases, transactions and the record barrier.
+ * storage.c - the backend-independent half of storage/: the public API, argument checks, the
+ * seal key, sealing and the seal check. Where records live is a backend behind the vtable of
+ * storage_int.h: lmdb.c (the embedded default) or postgresql.c.
  *
  * Design notes
  *
- * - One environment per data directory with one named database per enum kms_db. The database
- *   handles are opened (created) once, in the write transaction that kms_storage_open commits,
- *   so every later transaction can use them without a lookup.
- *
- * - The environment is opened with MDB_NOTLS. Without it LMDB ties each read transaction's
- *   reader slot to the thread that began it, and a thread can hold only one read transaction;
- *   that would break a design where a request is started on one thread and finished on
- *   another, or where one thread nests a read inside another. With MDB_NOTLS the slot belongs
- *   to the MDB_txn, so a read transaction may move between threads (used by one at a time).
- *   Write transactions are still owned by the thread that began them, as LMDB requires.
- *
- * - Durability: without `nosync` LMDB fsyncs the data file before mdb_txn_commit returns, so
- *   a committed write survives a crash. `nosync` (dev mode, tests) trades that for speed;
- *   the store stays consistent but may lose the last commits.
- *
- * - Every value is sealed: 0x01 || nonce(12) || AES-256-GCM ciphertext || tag(16), with the
- *   associated data "<db name>\0<key>". The value is sealed into a heap buffer and then
- *   handed to LMDB, and unsealed straight from the memory map into the caller's buffer, so
- *   plaintext never lands in the map. A value that does not unseal is an error (-1), never
- *   data: the caller cannot tell a tampered record from an I/O error, on purpose.
+ * - Every value is sealed here, before any backend sees it: 0x01 || nonce(12) || AES-256-GCM
+ *   ciphertext || tag(16), with the associated data "<db name>\0<key>". The value is sealed
+ *   into a heap buffer and handed to the backend, and unsealed from the backend's borrowed
+ *   bytes (LMDB: the memory map) into the caller's buffer, so plaintext never lands in a
+ *   backend. A value that does not unseal is an error (-1), never data: the caller cannot
+ *   tell a tampered record from an I/O error, on purpose. Because the associated data names
+ *   the database and key only, a sealed record copied to another backend still opens there
+ *   (kms_storage_copy).
  *
  * - The seal key lives in its own anonymous page, mlock'ed (best effort: RLIMIT_MEMLOCK may
  *   forbid it, and an unlocked key is better than no server) and excluded from core dumps.
  *   It is wiped before the page is unmapped.
  *
- * - MDB_MAP_FULL and every other LMDB error surface as -1. LMDB leaves the transaction in an
- *   error state; the caller aborts it and the store is exactly as the last commit left it.
+ * - A read transaction refuses writes here, whatever the backend.
  */
-#include "storage/storage.h"
+#include "storage/storage_int.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <lmdb.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#define KMS_STORAGE_DEFAULT_MAP ((size_t)1 << 30)
 #define KMS_SEAL_VERSION 0x01
 #define KMS_SEAL_NONCE_LEN 12
 #define KMS_SEAL_OVERHEAD (1 + KMS_SEAL_NONCE_LEN + KMS_AEAD_TAG_LEN)
-/* LMDB's compiled-in default maximum key size; the runtime value is read after open. */
-#define KMS_KEY_MAX 511
 #define KMS_DB_NAME_MAX 16 /* longest entry of kms_db_names plus room to spare */
 
-static const char *const kms_db_names[KMS_DB_COUNT_] = {
+const char *const kms_db_names[KMS_DB_COUNT_] = {
     [KMS_DB_META] = "meta",
     [KMS_DB_NAMESPACES] = "namespaces",
     [KMS_DB_MOUNTS] = "mounts",
@@ -68,16 +51,17 @@ static const char kms_seal_check_key[] = "seal_check";
 static const uint8_t kms_seal_check_val[] = "kmsd seal check v1";
 
 struct kms_storage {
-    MDB_env *env;
-    MDB_dbi dbi[KMS_DB_COUNT_];
+    const struct kms_backend_ops *ops;
+    struct kms_backend *b;
     size_t maxkey;
     uint8_t *seal_key; /* KMS_AEAD_MAX_KEY_LEN bytes at the start of a locked page */
     size_t seal_page;  /* size of that mapping */
 };
 
 struct kms_txn {
-    MDB_txn *txn;
+    struct kms_backend_txn *bt;
     struct kms_storage *st;
+    bool write;
 };
 
 /* ---- seal key memory --------------------------------------------------------------------- */
@@ -173,30 +157,34 @@ static int value_open(const struct kms_storage *st, enum kms_db db, const void *
                          in + 1 + KMS_SEAL_NONCE_LEN, inlen - 1 - KMS_SEAL_NONCE_LEN, out);
 }
 
-/* ---- environment ------------------------------------------------------------------------- */
+/* ---- open and close ---------------------------------------------------------------------- */
 
 static void storage_free(struct kms_storage *st)
 {
     if (st == NULL)
         return;
-    if (st->env != NULL)
-        mdb_env_close(st->env);
+    if (st->b != NULL)
+        st->ops->close(st->b);
     seal_page_free(st->seal_key, st->seal_page);
     free(st);
 }
 
-/* In the open transaction: record the seal check in a new store, or verify it. */
-static int seal_check(struct kms_storage *st, MDB_txn *mtxn, struct kms_err *err)
+/* In a write transaction: record the seal check in a new store, or verify it. */
+static int seal_check(struct kms_storage *st, struct kms_err *err)
 {
-    struct kms_txn txn = {.txn = mtxn, .st = st};
+    struct kms_txn *txn = NULL;
     uint8_t *val = NULL;
     size_t vallen = 0;
     int rc = -1, grc;
 
-    grc = kms_storage_get(&txn, KMS_DB_META, kms_seal_check_key, sizeof kms_seal_check_key - 1,
-                          &val, &vallen);
+    if (kms_storage_txn_begin(st, true, &txn) != 0) {
+        kms_err_set(err, 500, "cannot begin a write transaction in the %s store", st->ops->name);
+        goto out;
+    }
+    grc = kms_storage_get(txn, KMS_DB_META, kms_seal_check_key, sizeof kms_seal_check_key - 1, &val,
+                          &vallen);
     if (grc == KMS_STORAGE_NOTFOUND) {
-        if (kms_storage_put(&txn, KMS_DB_META, kms_seal_check_key, sizeof kms_seal_check_key - 1,
+        if (kms_storage_put(txn, KMS_DB_META, kms_seal_check_key, sizeof kms_seal_check_key - 1,
                             kms_seal_check_val, sizeof kms_seal_check_val - 1) != 0) {
             kms_err_set(err, 500, "cannot write the seal check record");
             goto out;
@@ -207,39 +195,26 @@ static int seal_check(struct kms_storage *st, MDB_txn *mtxn, struct kms_err *err
         kms_err_set(err, 500, "seal key does not match this store");
         goto out;
     }
+    if (kms_storage_txn_commit(&txn) != 0) {
+        kms_err_set(err, 500, "cannot commit the seal check record");
+        goto out;
+    }
     rc = 0;
 out:
+    kms_storage_txn_abort(&txn);
     kms_free_wipe((void **)&val, vallen);
     return rc;
 }
 
-int kms_storage_open(const char *dir, const uint8_t seal_key[32],
+int kms_storage_open(const char *location, const uint8_t seal_key[32],
                      const struct kms_storage_opts *opts, struct kms_storage **out,
                      struct kms_err *err)
 {
     struct kms_storage *st = NULL;
-    MDB_txn *txn = NULL;
-    unsigned int flags = MDB_NOTLS;
-    size_t map_size = KMS_STORAGE_DEFAULT_MAP;
-    int rc = -1, mrc, fd;
+    enum kms_storage_backend backend = opts != NULL ? opts->backend : KMS_STORAGE_LMDB;
+    int rc = -1, brc;
 
     *out = NULL;
-    if (opts != NULL && opts->map_size != 0)
-        map_size = opts->map_size;
-    if (opts != NULL && opts->nosync)
-        flags |= MDB_NOSYNC;
-
-    if (opts != NULL && opts->create && mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        kms_err_set(err, 500, "cannot create storage directory %s: %s", dir, strerror(errno));
-        goto out;
-    }
-    /* Checked here so that a missing or unreadable directory gets a message naming it. */
-    if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
-        kms_err_set(err, 500, "cannot open storage directory %s: %s", dir, strerror(errno));
-        goto out;
-    }
-    close(fd);
-
     if ((st = calloc(1, sizeof *st)) == NULL) {
         kms_err_set(err, 500, "out of memory");
         goto out;
@@ -249,46 +224,26 @@ int kms_storage_open(const char *dir, const uint8_t seal_key[32],
         goto out;
     }
     memcpy(st->seal_key, seal_key, KMS_AEAD_MAX_KEY_LEN);
-
-    if ((mrc = mdb_env_create(&st->env)) != 0) {
-        st->env = NULL;
-        kms_err_set(err, 500, "cannot create storage environment: %s", mdb_strerror(mrc));
-        goto out;
+    switch (backend) {
+    case KMS_STORAGE_LMDB:
+        brc = kms_backend_lmdb_open(location, opts, &st->ops, &st->b, &st->maxkey, err);
+        break;
+    case KMS_STORAGE_POSTGRESQL:
+        brc = kms_backend_pg_open(location, opts, &st->ops, &st->b, &st->maxkey, err);
+        break;
+    default:
+        kms_err_set(err, 500, "unknown storage backend");
+        brc = -1;
+        break;
     }
-    if ((mrc = mdb_env_set_maxdbs(st->env, KMS_DB_COUNT_)) != 0 ||
-        (mrc = mdb_env_set_mapsize(st->env, map_size)) != 0 ||
-        (mrc = mdb_env_open(st->env, dir, flags, 0600)) != 0) {
-        kms_err_set(err, 500, "cannot open storage in %s: %s", dir, mdb_strerror(mrc));
+    if (brc != 0)
         goto out;
-    }
-    mrc = mdb_env_get_maxkeysize(st->env);
-    st->maxkey = mrc > 0 && mrc < KMS_KEY_MAX ? (size_t)mrc : KMS_KEY_MAX;
-
-    if ((mrc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0) {
-        kms_err_set(err, 500, "cannot open storage in %s: %s", dir, mdb_strerror(mrc));
+    if (seal_check(st, err) != 0)
         goto out;
-    }
-    for (size_t i = 0; i < KMS_DB_COUNT_; i++) {
-        if ((mrc = mdb_dbi_open(txn, kms_db_names[i], MDB_CREATE, &st->dbi[i])) != 0) {
-            kms_err_set(err, 500, "cannot open database %s in %s: %s", kms_db_names[i], dir,
-                        mdb_strerror(mrc));
-            goto out;
-        }
-    }
-    if (seal_check(st, txn, err) != 0)
-        goto out;
-    mrc = mdb_txn_commit(txn);
-    txn = NULL;
-    if (mrc != 0) {
-        kms_err_set(err, 500, "cannot write storage in %s: %s", dir, mdb_strerror(mrc));
-        goto out;
-    }
     *out = st;
     st = NULL;
     rc = 0;
 out:
-    if (txn != NULL)
-        mdb_txn_abort(txn);
     storage_free(st);
     return rc;
 }
@@ -301,47 +256,48 @@ void kms_storage_close(struct kms_storage **st)
     *st = NULL;
 }
 
+const char *kms_storage_backend_name(const struct kms_storage *st)
+{
+    return st->ops->name;
+}
+
 /* ---- transactions ------------------------------------------------------------------------ */
 
 int kms_storage_txn_begin(struct kms_storage *st, bool write, struct kms_txn **out)
 {
     struct kms_txn *t = NULL;
-    int rc = -1;
 
     *out = NULL;
     if ((t = calloc(1, sizeof *t)) == NULL)
-        goto out;
+        return -1;
     t->st = st;
-    if (mdb_txn_begin(st->env, NULL, write ? 0 : MDB_RDONLY, &t->txn) != 0)
-        goto out;
+    t->write = write;
+    if (st->ops->txn_begin(st->b, write, &t->bt) != 0) {
+        free(t);
+        return -1;
+    }
     *out = t;
-    t = NULL;
-    rc = 0;
-out:
-    free(t);
-    return rc;
+    return 0;
 }
 
 int kms_storage_txn_commit(struct kms_txn **txn)
 {
     struct kms_txn *t = *txn;
-    int rc = -1;
+    int rc;
 
     if (t == NULL)
         return -1;
     *txn = NULL;
-    /* mdb_txn_commit frees the transaction whether or not it succeeds. */
-    if (mdb_txn_commit(t->txn) == 0)
-        rc = 0;
+    rc = t->st->ops->txn_commit(t->bt);
     free(t);
-    return rc;
+    return rc == 0 ? 0 : -1;
 }
 
 void kms_storage_txn_abort(struct kms_txn **txn)
 {
     if (txn == NULL || *txn == NULL)
         return;
-    mdb_txn_abort((*txn)->txn);
+    (*txn)->st->ops->txn_abort((*txn)->bt);
     free(*txn);
     *txn = NULL;
 }
@@ -351,33 +307,32 @@ void kms_storage_txn_abort(struct kms_txn **txn)
 int kms_storage_get(struct kms_txn *txn, enum kms_db db, const void *key, size_t keylen,
                     uint8_t **val, size_t *vallen)
 {
-    MDB_val k, v;
+    const uint8_t *sealed = NULL;
+    size_t sealedlen = 0;
     uint8_t *buf = NULL;
     size_t n = 0;
-    int rc = -1, mrc;
+    int rc = -1, grc;
 
     *val = NULL;
     *vallen = 0;
     if (!db_valid(db) || (key == NULL && keylen > 0))
         goto out;
-    /* A key LMDB cannot store names no record: not found rather than an error. */
+    /* A key no backend can store names no record: not found rather than an error. */
     if (!key_valid(txn->st, key, keylen)) {
         rc = KMS_STORAGE_NOTFOUND;
         goto out;
     }
-    k.mv_data = (void *)key;
-    k.mv_size = keylen;
-    if ((mrc = mdb_get(txn->txn, txn->st->dbi[db], &k, &v)) != 0) {
-        rc = mrc == MDB_NOTFOUND ? KMS_STORAGE_NOTFOUND : -1;
+    if ((grc = txn->st->ops->get(txn->bt, db, key, keylen, &sealed, &sealedlen)) != 0) {
+        rc = grc == KMS_STORAGE_NOTFOUND ? KMS_STORAGE_NOTFOUND : -1;
         goto out;
     }
-    if (v.mv_size < KMS_SEAL_OVERHEAD)
+    if (sealedlen < KMS_SEAL_OVERHEAD)
         goto out;
-    n = v.mv_size - KMS_SEAL_OVERHEAD;
+    n = sealedlen - KMS_SEAL_OVERHEAD;
     /* malloc(0) may return NULL; an empty value still gets a non-NULL buffer. */
     if ((buf = malloc(n > 0 ? n : 1)) == NULL)
         goto out;
-    if (value_open(txn->st, db, key, keylen, v.mv_data, v.mv_size, buf) != 0)
+    if (value_open(txn->st, db, key, keylen, sealed, sealedlen, buf) != 0)
         goto out;
     *val = buf;
     *vallen = n;
@@ -391,20 +346,15 @@ out:
 int kms_storage_put(struct kms_txn *txn, enum kms_db db, const void *key, size_t keylen,
                     const void *val, size_t vallen)
 {
-    MDB_val k, v;
     uint8_t *sealed = NULL;
     size_t sealedlen = 0;
     int rc = -1;
 
-    if (!db_valid(db) || !key_valid(txn->st, key, keylen))
+    if (!txn->write || !db_valid(db) || !key_valid(txn->st, key, keylen))
         goto out;
     if (value_seal(txn->st, db, key, keylen, val, vallen, &sealed, &sealedlen) != 0)
         goto out;
-    k.mv_data = (void *)key;
-    k.mv_size = keylen;
-    v.mv_data = sealed;
-    v.mv_size = sealedlen;
-    if (mdb_put(txn->txn, txn->st->dbi[db], &k, &v, 0) != 0)
+    if (txn->st->ops->put(txn->bt, db, key, keylen, sealed, sealedlen) != 0)
         goto out;
     rc = 0;
 out:
@@ -414,25 +364,30 @@ out:
 
 int kms_storage_del(struct kms_txn *txn, enum kms_db db, const void *key, size_t keylen)
 {
-    MDB_val k;
-    int mrc;
+    int rc;
 
-    if (!db_valid(db) || (key == NULL && keylen > 0))
+    if (!txn->write || !db_valid(db) || (key == NULL && keylen > 0))
         return -1;
     if (!key_valid(txn->st, key, keylen))
         return KMS_STORAGE_NOTFOUND;
-    k.mv_data = (void *)key;
-    k.mv_size = keylen;
-    mrc = mdb_del(txn->txn, txn->st->dbi[db], &k, NULL);
-    if (mrc == MDB_NOTFOUND)
-        return KMS_STORAGE_NOTFOUND;
-    return mrc == 0 ? 0 : -1;
+    rc = txn->st->ops->del(txn->bt, db, key, keylen);
+    return rc == 0 || rc == KMS_STORAGE_NOTFOUND ? rc : -1;
 }
 
-static bool has_prefix(const MDB_val *k, const void *prefix, size_t prefixlen)
+int kms_storage_del_prefix(struct kms_txn *txn, enum kms_db db, const void *prefix,
+                           size_t prefixlen, size_t *count)
 {
-    return k->mv_size >= prefixlen &&
-           (prefixlen == 0 || memcmp(k->mv_data, prefix, prefixlen) == 0);
+    size_t n = 0;
+
+    if (count != NULL)
+        *count = 0;
+    if (!txn->write || !db_valid(db) || (prefix == NULL && prefixlen > 0))
+        return -1;
+    if (txn->st->ops->del_prefix(txn->bt, db, prefix, prefixlen, &n) != 0)
+        return -1;
+    if (count != NULL)
+        *count = n;
+    return 0;
 }
 
 /* LMDB's default key order: bytewise, a proper prefix sorting first. */
@@ -446,124 +401,82 @@ static int key_cmp(const void *a, size_t alen, const void *b, size_t blen)
     return alen < blen ? -1 : alen > blen;
 }
 
-/*
- * Put the cursor on the first key >= from. A key longer than LMDB allows cannot be stored, so
- * for a longer `from` the first key >= its truncation is the answer unless it is the
- * truncation itself (which sorts before `from`).
- */
-static int cursor_seek(MDB_cursor *cur, const struct kms_storage *st, const void *from,
-                       size_t fromlen, MDB_val *k, MDB_val *v)
+size_t kms_prefix_successor(const uint8_t *prefix, size_t prefixlen, uint8_t *out)
 {
-    int mrc;
+    size_t n = prefixlen;
 
-    if (fromlen == 0)
-        return mdb_cursor_get(cur, k, v, MDB_FIRST);
-    k->mv_data = (void *)from;
-    k->mv_size = fromlen > st->maxkey ? st->maxkey : fromlen;
-    mrc = mdb_cursor_get(cur, k, v, MDB_SET_RANGE);
-    if (mrc == 0 && fromlen > st->maxkey && k->mv_size == st->maxkey &&
-        memcmp(k->mv_data, from, st->maxkey) == 0)
-        mrc = mdb_cursor_get(cur, k, v, MDB_NEXT);
-    return mrc;
+    while (n > 0 && prefix[n - 1] == 0xff)
+        n--;
+    if (n == 0)
+        return 0;
+    memcpy(out, prefix, n);
+    out[n - 1]++;
+    return n;
 }
 
-int kms_storage_del_prefix(struct kms_txn *txn, enum kms_db db, const void *prefix,
-                           size_t prefixlen, size_t *count)
-{
-    MDB_cursor *cur = NULL;
-    MDB_val k, v;
-    size_t n = 0;
-    int rc = -1, mrc;
+struct scan_ctx {
+    struct kms_storage *st;
+    enum kms_db db;
+    bool with_values;
+    kms_storage_scan_cb cb;
+    void *arg;
+    uint8_t *buf; /* unsealed value, wiped after each callback */
+    size_t cap;
+};
 
-    if (count != NULL)
-        *count = 0;
-    if (!db_valid(db) || (prefix == NULL && prefixlen > 0))
-        goto out;
-    if (mdb_cursor_open(txn->txn, txn->st->dbi[db], &cur) != 0)
-        goto out;
-    mrc = cursor_seek(cur, txn->st, prefix, prefixlen, &k, &v);
-    while (mrc == 0 && has_prefix(&k, prefix, prefixlen)) {
-        if (mdb_cursor_del(cur, 0) != 0)
-            goto out;
-        n++;
-        /* After a delete the cursor already sits on the next record; MDB_NEXT returns it. */
-        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+static int scan_visit(const uint8_t *key, size_t keylen, const uint8_t *sealed, size_t sealedlen,
+                      void *arg)
+{
+    struct scan_ctx *c = arg;
+    size_t n = 0;
+    int crc;
+
+    if (c->with_values) {
+        if (sealedlen < KMS_SEAL_OVERHEAD || !key_valid(c->st, key, keylen))
+            return -1;
+        n = sealedlen - KMS_SEAL_OVERHEAD;
+        if (n + 1 > c->cap) {
+            kms_free_wipe((void **)&c->buf, c->cap);
+            c->cap = 0;
+            if ((c->buf = malloc(n + 1)) == NULL)
+                return -1;
+            c->cap = n + 1;
+        }
+        if (value_open(c->st, c->db, key, keylen, sealed, sealedlen, c->buf) != 0)
+            return -1;
     }
-    if (mrc != 0 && mrc != MDB_NOTFOUND)
-        goto out;
-    if (count != NULL)
-        *count = n;
-    rc = 0;
-out:
-    if (cur != NULL)
-        mdb_cursor_close(cur);
-    return rc;
+    crc = c->cb(key, keylen, c->with_values ? c->buf : NULL, n, c->arg);
+    if (c->with_values)
+        kms_memzero(c->buf, n);
+    return crc < 0 ? -1 : crc > 0 ? 1 : 0;
 }
 
 int kms_storage_scan(struct kms_txn *txn, enum kms_db db, const void *prefix, size_t prefixlen,
                      const void *start, size_t startlen, bool with_values, kms_storage_scan_cb cb,
                      void *arg)
 {
-    MDB_cursor *cur = NULL;
-    MDB_val k, v;
-    uint8_t *buf = NULL;
-    size_t cap = 0, n = 0;
+    struct scan_ctx c = {.st = txn->st, .db = db, .with_values = with_values, .cb = cb, .arg = arg};
     const void *from = prefix;
     size_t fromlen = prefixlen;
-    int rc = -1, mrc, crc;
+    int rc;
 
     if (!db_valid(db) || cb == NULL || (prefix == NULL && prefixlen > 0) ||
         (start == NULL && startlen > 0))
-        goto out;
+        return -1;
     if (start != NULL && key_cmp(start, startlen, prefix, prefixlen) > 0) {
         from = start;
         fromlen = startlen;
     }
-    if (mdb_cursor_open(txn->txn, txn->st->dbi[db], &cur) != 0)
-        goto out;
-    mrc = cursor_seek(cur, txn->st, from, fromlen, &k, &v);
-    while (mrc == 0 && has_prefix(&k, prefix, prefixlen)) {
-        n = 0;
-        if (with_values) {
-            if (v.mv_size < KMS_SEAL_OVERHEAD)
-                goto out;
-            n = v.mv_size - KMS_SEAL_OVERHEAD;
-            if (n + 1 > cap) {
-                kms_free_wipe((void **)&buf, cap);
-                cap = 0;
-                if ((buf = malloc(n + 1)) == NULL)
-                    goto out;
-                cap = n + 1;
-            }
-            if (value_open(txn->st, db, k.mv_data, k.mv_size, v.mv_data, v.mv_size, buf) != 0)
-                goto out;
-        }
-        crc = cb(k.mv_data, k.mv_size, with_values ? buf : NULL, n, arg);
-        if (with_values)
-            kms_memzero(buf, n);
-        if (crc < 0)
-            goto out;
-        if (crc > 0)
-            break;
-        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-    }
-    if (mrc != 0 && mrc != MDB_NOTFOUND)
-        goto out;
-    rc = 0;
-out:
-    kms_free_wipe((void **)&buf, cap);
-    if (cur != NULL)
-        mdb_cursor_close(cur);
-    return rc;
+    rc = txn->st->ops->scan(txn->bt, db, prefix, prefixlen, from, fromlen, with_values, scan_visit,
+                            &c);
+    kms_free_wipe((void **)&c.buf, c.cap);
+    return rc == 0 ? 0 : -1;
 }
 
 int kms_storage_count(struct kms_txn *txn, enum kms_db db, size_t *count)
 {
-    MDB_stat ms;
-
     *count = 0;
-    if (!db_valid(db) || mdb_stat(txn->txn, txn->st->dbi[db], &ms) != 0)
+    if (!db_valid(db))
         return -1;
-    *count = ms.ms_entries;
-    return 0;
+    return txn->st->ops->count(txn->bt, db, count) == 0 ? 0 : -1;
 }

@@ -1,15 +1,21 @@
 /*
- * storage.h - kmsd's persistent store: one LMDB environment with a named database per record
- * family, every value sealed with AES-256-GCM under the seal key.
+ * storage.h - kmsd's persistent store: named databases of records (one per record family),
+ * every value sealed with AES-256-GCM under the seal key, kept by one of two backends: an
+ * embedded LMDB environment (the default) or a PostgreSQL database reached through libpq
+ * (several kmsd replicas on one database, docs/ha.md). Callers cannot tell them apart.
  *
  * Sealed value layout: 0x01 || nonce(12) || ciphertext || tag(16); the associated data is the
  * database name, a NUL byte and the record key, so a value cannot be moved to another key or
- * database undetected. The seal key is only held in memory (locked, wiped on close).
+ * database undetected. The seal key is only held in memory (locked, wiped on close); no
+ * backend ever sees a plaintext value.
  *
- * This folder is the only place in kmsd that includes <lmdb.h>. A write transaction commits
- * durably (fsync) before kms_storage_txn_commit returns, unless the store was opened with
- * `nosync` (dev mode). Threads: one write transaction at a time (LMDB serialises writers),
- * any number of read transactions; a transaction belongs to the thread that began it.
+ * This folder is the only place in kmsd that includes <lmdb.h> or <libpq-fe.h>. A write
+ * transaction commits durably (LMDB: fsync; PostgreSQL: synchronous_commit=on) before
+ * kms_storage_txn_commit returns, unless the store was opened with `nosync` (dev mode).
+ * Threads: one write transaction at a time (LMDB serialises writers; on PostgreSQL a
+ * transaction-scoped advisory lock serialises them across every process on the database),
+ * any number of read transactions, each a consistent snapshot taken when it begins; a
+ * transaction belongs to the thread that began it.
  */
 #ifndef KMS_STORAGE_H
 #define KMS_STORAGE_H
@@ -36,23 +42,39 @@ enum kms_db {
 struct kms_storage;
 struct kms_txn;
 
+enum kms_storage_backend {
+    KMS_STORAGE_LMDB,       /* location: a directory */
+    KMS_STORAGE_POSTGRESQL, /* location: a libpq conninfo string or postgresql:// URI */
+};
+
 struct kms_storage_opts {
     size_t map_size; /* LMDB map size in bytes; 0 = default (1 GiB) */
-    bool nosync;     /* skip fsync on commit (dev mode, tests) */
-    bool create;     /* create the directory (0700) if missing */
+    bool nosync;     /* LMDB: skip fsync; PostgreSQL: synchronous_commit=off (dev, tests) */
+    bool create;     /* LMDB: create the directory (0700) if missing */
+    enum kms_storage_backend backend;
+    /* PostgreSQL: the password, overriding the URI's (NULL: libpq's own sources, such as
+     * PGPASSWORD or a pgpass file). Used to connect, never logged or kept in messages. */
+    const char *pg_password;
+    /* PostgreSQL: hold a session advisory lock on the write connection so that no other
+     * kmsd process opened with pg_exclusive can use the database at the same time (the
+     * server sets it: one kmsd per database until replicas have leadership, docs/ha.md). */
+    bool pg_exclusive;
 };
 
 /*
- * Open (or create) the store in directory `dir` with the 32-byte seal key (copied). A new
- * store records a seal check value; an existing store whose check value does not open under
- * `seal_key` fails with err "seal key does not match this store". Caller closes with
- * kms_storage_close.
+ * Open (or create) the store at `location` (LMDB: a directory; PostgreSQL: a conninfo string
+ * or URI, whose table kmsd_records is created if missing) with the 32-byte seal key (copied).
+ * A new store records a seal check value; an existing store whose check value does not open
+ * under `seal_key` fails with err "seal key does not match this store". Error messages never
+ * contain a password. Caller closes with kms_storage_close.
  */
-int kms_storage_open(const char *dir, const uint8_t seal_key[32],
+int kms_storage_open(const char *location, const uint8_t seal_key[32],
                      const struct kms_storage_opts *opts, struct kms_storage **out,
                      struct kms_err *err) KMS_WUR;
-/* Close the environment (all transactions must be finished) and wipe the seal key. */
+/* Close the store (all transactions must be finished) and wipe the seal key. */
 void kms_storage_close(struct kms_storage **st);
+/* "lmdb" or "postgresql". */
+const char *kms_storage_backend_name(const struct kms_storage *st);
 
 /* Begin a transaction; write != 0 for a write transaction. */
 int kms_storage_txn_begin(struct kms_storage *st, bool write, struct kms_txn **out) KMS_WUR;
@@ -89,7 +111,7 @@ int kms_storage_scan(struct kms_txn *txn, enum kms_db db, const void *prefix, si
                      const void *start, size_t startlen, bool with_values, kms_storage_scan_cb cb,
                      void *arg) KMS_WUR;
 
-/* Number of records in a database (from LMDB stats; O(1)). */
+/* Number of records in a database (LMDB: from its stats, O(1); PostgreSQL: count(*)). */
 int kms_storage_count(struct kms_txn *txn, enum kms_db db, size_t *count) KMS_WUR;
 
 /* Load a 32-byte seal key from a file: raw 32 bytes, 64 hex chars or base64, whitespace

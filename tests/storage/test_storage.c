@@ -1,10 +1,15 @@
 /*
  * test_storage.c - unit tests for storage/: records in every database, persistence, the seal
- * check, tamper detection (by editing the LMDB file directly), scans, prefix deletes, aborts,
- * large values, map exhaustion and seal key loading.
+ * check, tamper detection (by editing the backend's raw records directly), scans, prefix
+ * deletes, aborts, large values, map exhaustion and seal key loading.
  *
- * Each test gets a fresh mkdtemp directory under /tmp with an open store (nosync) and removes
- * it afterwards.
+ * The same tests run on both backends: on LMDB by default, on PostgreSQL when
+ * KMS_TEST_PG_URL names a database (ctest starts a throwaway cluster with
+ * tests/pg/pgtmp.py run -- ...). A few tests belong to one backend only (LMDB's directory and
+ * map size; PostgreSQL's failed statements, writers on two stores, broken connections).
+ *
+ * Each test gets a fresh mkdtemp directory under /tmp (and, on PostgreSQL, an empty table) with
+ * an open store (nosync) and removes it afterwards.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,14 +19,20 @@
 
 #include <fcntl.h>
 #include <ftw.h>
+#include <libpq-fe.h>
 #include <lmdb.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "storage/storage.h"
+
+/* KMS_TEST_PG_URL: a PostgreSQL conninfo string; NULL runs the tests on LMDB. */
+static const char *pg_url;
 
 struct fixture {
     char dir[64];
@@ -48,15 +59,58 @@ static void fill_key(uint8_t key[32], uint8_t seed)
         key[i] = (uint8_t)(seed + i * 7);
 }
 
+/* Where the store lives: the fixture's directory or the PostgreSQL database. */
+static const char *location(const struct fixture *f)
+{
+    return pg_url != NULL ? pg_url : f->dir;
+}
+
 static struct kms_storage *open_store(struct fixture *f, const struct kms_storage_opts *opts)
 {
-    struct kms_storage_opts def = {.nosync = true, .create = true};
+    struct kms_storage_opts o = {.nosync = true, .create = true};
     struct kms_storage *st = NULL;
     struct kms_err err = {0};
 
-    if (kms_storage_open(f->dir, f->key, opts != NULL ? opts : &def, &st, &err) != 0)
-        fail_msg("open %s: %s", f->dir, err.msg);
+    if (opts != NULL)
+        o = *opts;
+    if (pg_url != NULL)
+        o.backend = KMS_STORAGE_POSTGRESQL;
+    if (kms_storage_open(location(f), f->key, &o, &st, &err) != 0)
+        fail_msg("open %s: %s", location(f), err.msg);
     return st;
+}
+
+/* Run SQL on the test database over a connection of its own; returns the first value of the
+ * result (malloc'd, "" when none). */
+static char *pg_sql(const char *sql)
+{
+    PGconn *c = PQconnectdb(pg_url);
+    PGresult *r;
+    char *out;
+
+    if (PQstatus(c) != CONNECTION_OK)
+        fail_msg("connect %s: %s", pg_url, PQerrorMessage(c));
+    PQclear(PQexec(c, "SET client_min_messages TO warning"));
+    r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(c));
+    out = strdup(PQntuples(r) > 0 && PQnfields(r) > 0 ? PQgetvalue(r, 0, 0) : "");
+    assert_non_null(out);
+    PQclear(r);
+    PQfinish(c);
+    return out;
+}
+
+static void pg_sqlf(const char *fmt, ...) KMS_PRINTF(1, 2);
+static void pg_sqlf(const char *fmt, ...)
+{
+    char sql[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof sql, fmt, ap);
+    va_end(ap);
+    free(pg_sql(sql));
 }
 
 static int setup(void **state)
@@ -67,6 +121,8 @@ static int setup(void **state)
     snprintf(f->dir, sizeof f->dir, "/tmp/kms-storage-XXXXXX");
     assert_non_null(mkdtemp(f->dir));
     fill_key(f->key, 1);
+    if (pg_url != NULL)
+        pg_sqlf("DROP TABLE IF EXISTS kmsd_records");
     f->st = open_store(f, NULL);
     *state = f;
     return 0;
@@ -206,6 +262,55 @@ static void copy_cross_db(MDB_txn *txn, MDB_dbi dbi, MDB_env *env, void *arg)
     assert_int_equal(mdb_dbi_open(txn, ca->to_db, 0, &to), 0);
     assert_int_equal(mdb_put(txn, to, &k, &v, 0), 0);
     free(copy);
+}
+
+static int db_index(const char *name)
+{
+    for (int i = 0; i < KMS_DB_COUNT_; i++)
+        if (strcmp(db_names[i], name) == 0)
+            return i;
+    fail_msg("no database %s", name);
+    return -1;
+}
+
+/* The raw edits on either backend (the store must be closed). Test keys are plain ASCII. */
+static void raw_flip(struct fixture *f, const char *dbname, struct flip_arg *fa)
+{
+    if (pg_url == NULL) {
+        raw_edit(f->dir, dbname, flip_byte, fa);
+        return;
+    }
+    if (fa->pos == SIZE_MAX)
+        pg_sqlf("UPDATE kmsd_records SET value = set_byte(value, length(value) - 1, "
+                "get_byte(value, length(value) - 1) # 1) WHERE db = %d AND key = '%s'::bytea",
+                db_index(dbname), fa->key);
+    else
+        pg_sqlf("UPDATE kmsd_records SET value = set_byte(value, %zu, get_byte(value, %zu) # 1) "
+                "WHERE db = %d AND key = '%s'::bytea",
+                fa->pos, fa->pos, db_index(dbname), fa->key);
+}
+
+static void raw_copy(struct fixture *f, const char *dbname, struct copy_arg *ca)
+{
+    if (pg_url == NULL) {
+        raw_edit(f->dir, dbname, copy_value, ca);
+        return;
+    }
+    pg_sqlf("INSERT INTO kmsd_records SELECT db, '%s'::bytea, substring(value from 1 for %zu) "
+            "FROM kmsd_records WHERE db = %d AND key = '%s'::bytea ON CONFLICT (db, key) DO "
+            "UPDATE SET value = EXCLUDED.value",
+            ca->to, ca->truncate != 0 ? ca->truncate : (size_t)1 << 30, db_index(dbname), ca->from);
+}
+
+static void raw_cross(struct fixture *f, const char *dbname, struct cross_arg *xa)
+{
+    if (pg_url == NULL) {
+        raw_edit(f->dir, dbname, copy_cross_db, xa);
+        return;
+    }
+    pg_sqlf("INSERT INTO kmsd_records SELECT %d, key, value FROM kmsd_records WHERE db = %d "
+            "AND key = '%s'::bytea ON CONFLICT (db, key) DO UPDATE SET value = EXCLUDED.value",
+            db_index(xa->to_db), db_index(dbname), xa->key);
 }
 
 /* ---- records ----------------------------------------------------------------------------- */
@@ -364,7 +469,9 @@ static void test_wrong_seal_key(void **state)
     kms_storage_close(&f->st);
 
     fill_key(other, 2);
-    assert_int_equal(kms_storage_open(f->dir, other, &opts, &st, &err), -1);
+    if (pg_url != NULL)
+        opts.backend = KMS_STORAGE_POSTGRESQL;
+    assert_int_equal(kms_storage_open(location(f), other, &opts, &st, &err), -1);
     assert_null(st);
     assert_string_equal(err.msg, "seal key does not match this store");
     assert_int_equal(err.status, 500);
@@ -462,13 +569,13 @@ static void test_tamper_flipped_byte(void **state)
         struct flip_arg fa = {.key = "ns/m/key", .pos = positions[i]};
 
         kms_storage_close(&f->st);
-        raw_edit(f->dir, "keys", flip_byte, &fa);
+        raw_flip(f, "keys", &fa);
         f->st = open_store(f, NULL);
         assert_int_equal(get_check(f->st, KMS_DB_KEYS, "ns/m/key", NULL), -1);
         assert_int_equal(get_check(f->st, KMS_DB_KEYS, "ns/m/other", "untouched"), 0);
         /* Flip it back: the record opens again, so exactly that byte was detected. */
         kms_storage_close(&f->st);
-        raw_edit(f->dir, "keys", flip_byte, &fa);
+        raw_flip(f, "keys", &fa);
         f->st = open_store(f, NULL);
         assert_int_equal(get_check(f->st, KMS_DB_KEYS, "ns/m/key", "policy record"), 0);
     }
@@ -484,10 +591,10 @@ static void test_tamper_moved_value(void **state)
 
     put_str(f->st, KMS_DB_KEYS, "ns/m/a", "value a");
     kms_storage_close(&f->st);
-    raw_edit(f->dir, "keys", copy_value, &ca);
-    raw_edit(f->dir, "keys", copy_value, &trunc);
-    raw_edit(f->dir, "keys", copy_value, &tiny);
-    raw_edit(f->dir, "keys", copy_cross_db, &xa);
+    raw_copy(f, "keys", &ca);
+    raw_copy(f, "keys", &trunc);
+    raw_copy(f, "keys", &tiny);
+    raw_cross(f, "keys", &xa);
     f->st = open_store(f, NULL);
 
     assert_int_equal(get_check(f->st, KMS_DB_KEYS, "ns/m/a", "value a"), 0);
@@ -518,7 +625,7 @@ static void test_tamper_fails_scan(void **state)
     put_str(f->st, KMS_DB_TOKENS, "p/a", "token a");
     put_str(f->st, KMS_DB_TOKENS, "p/c", "token c");
     kms_storage_close(&f->st);
-    raw_edit(f->dir, "tokens", copy_value, &ca);
+    raw_copy(f, "tokens", &ca);
     f->st = open_store(f, NULL);
 
     assert_int_equal(kms_storage_txn_begin(f->st, false, &txn), 0);
@@ -824,6 +931,178 @@ static void test_map_full(void **state)
     free(big);
 }
 
+/* ---- PostgreSQL only --------------------------------------------------------------------- */
+
+/* A statement that fails inside a write transaction fails the commit: nothing of it lands. */
+static void test_pg_failed_statement_rolls_back(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_txn *txn = NULL;
+    uint8_t big[300] = {0};
+
+    put_str(f->st, KMS_DB_KEYS, "kept", "v");
+    pg_sqlf("ALTER TABLE kmsd_records ADD CONSTRAINT kms_test_small "
+            "CHECK (octet_length(value) < 200)");
+    assert_int_equal(kms_storage_txn_begin(f->st, true, &txn), 0);
+    assert_int_equal(kms_storage_put(txn, KMS_DB_KEYS, "a", 1, "small", 5), 0);
+    assert_int_equal(kms_storage_del(txn, KMS_DB_KEYS, "kept", 4), 0);
+    assert_int_equal(kms_storage_put(txn, KMS_DB_KEYS, "b", 1, big, sizeof big), -1);
+    /* Even a caller that ignores the failure cannot commit the rest. */
+    assert_int_equal(kms_storage_put(txn, KMS_DB_KEYS, "c", 1, "small", 5), -1);
+    assert_int_equal(kms_storage_txn_commit(&txn), -1);
+    assert_null(txn);
+    assert_int_equal(get_check(f->st, KMS_DB_KEYS, "a", NULL), KMS_STORAGE_NOTFOUND);
+    assert_int_equal(get_check(f->st, KMS_DB_KEYS, "kept", "v"), 0);
+
+    /* The store still takes writes. */
+    pg_sqlf("ALTER TABLE kmsd_records DROP CONSTRAINT kms_test_small");
+    put_str(f->st, KMS_DB_KEYS, "after", "ok");
+    assert_int_equal(get_check(f->st, KMS_DB_KEYS, "after", "ok"), 0);
+}
+
+struct writer_arg {
+    struct kms_storage *st;
+    int rc;
+    char seen[16];
+};
+
+static void *second_writer(void *p)
+{
+    struct writer_arg *w = p;
+    struct kms_txn *txn = NULL;
+    uint8_t *val = NULL;
+    size_t len = 0;
+
+    w->rc = -1;
+    if (kms_storage_txn_begin(w->st, true, &txn) != 0)
+        return NULL;
+    if (kms_storage_get(txn, KMS_DB_KEYS, "x", 1, &val, &len) == 0 && len < sizeof w->seen)
+        memcpy(w->seen, val, len);
+    kms_free_wipe((void **)&val, len);
+    if (kms_storage_put(txn, KMS_DB_KEYS, "y", 1, "2", 1) != 0) {
+        kms_storage_txn_abort(&txn);
+        return NULL;
+    }
+    w->rc = kms_storage_txn_commit(&txn);
+    return NULL;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+
+    nanosleep(&ts, NULL);
+}
+
+/* Two stores on one database (two replicas): one write transaction at a time across both. */
+static void test_pg_writers_serialised(void **state)
+{
+    struct fixture *f = *state;
+    struct writer_arg w = {0};
+    struct kms_txn *txn = NULL;
+    pthread_t th;
+    char *waiting = NULL;
+    int i;
+
+    w.st = open_store(f, NULL);
+    assert_int_equal(kms_storage_txn_begin(f->st, true, &txn), 0);
+    assert_int_equal(kms_storage_put(txn, KMS_DB_KEYS, "x", 1, "1", 1), 0);
+    assert_int_equal(pthread_create(&th, NULL, second_writer, &w), 0);
+    /* Wait (with a deadline) until the second writer blocks on the write lock. */
+    for (i = 0; i < 1000; i++) {
+        waiting = pg_sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND "
+                         "NOT granted");
+        if (strcmp(waiting, "1") == 0)
+            break;
+        free(waiting);
+        waiting = NULL;
+        sleep_ms(10);
+    }
+    assert_non_null(waiting);
+    free(waiting);
+    assert_int_equal(kms_storage_txn_commit(&txn), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(w.rc, 0);
+    /* It began after the first committed, so it saw x. */
+    assert_string_equal(w.seen, "1");
+    assert_int_equal(get_check(f->st, KMS_DB_KEYS, "y", "2"), 0);
+    kms_storage_close(&w.st);
+}
+
+/* Connections the server closed while idle (restart, idle_session_timeout) are replaced. */
+static void test_pg_reconnect(void **state)
+{
+    struct fixture *f = *state;
+    char *left = NULL;
+    int i;
+
+    put_str(f->st, KMS_DB_KEYS, "k", "v1");
+    assert_int_equal(get_check(f->st, KMS_DB_KEYS, "k", "v1"), 0);
+    pg_sqlf("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = "
+            "'kmsd'");
+    for (i = 0; i < 1000; i++) {
+        left = pg_sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'kmsd'");
+        if (strcmp(left, "0") == 0)
+            break;
+        free(left);
+        left = NULL;
+        sleep_ms(10);
+    }
+    assert_non_null(left);
+    free(left);
+    assert_int_equal(get_check(f->st, KMS_DB_KEYS, "k", "v1"), 0);
+    put_str(f->st, KMS_DB_KEYS, "k", "v2");
+    assert_int_equal(get_check(f->st, KMS_DB_KEYS, "k", "v2"), 0);
+}
+
+/* A refused connection fails the open with libpq's reason, never with the password. */
+static void test_pg_open_errors(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_storage_opts opts = {.backend = KMS_STORAGE_POSTGRESQL,
+                                    .pg_password = "hunter2-opt"};
+    struct kms_storage *st = NULL;
+    struct kms_err err = {0};
+    char url[256];
+
+    snprintf(url, sizeof url, "host=%s/nosocket port=5432 user=kmsd dbname=kmsd", f->dir);
+    assert_int_equal(kms_storage_open(url, f->key, &opts, &st, &err), -1);
+    assert_null(st);
+    assert_int_equal(err.status, 500);
+    assert_non_null(strstr(err.msg, "cannot connect to PostgreSQL: "));
+    assert_null(strstr(err.msg, "hunter2"));
+
+    opts.pg_password = NULL;
+    snprintf(url, sizeof url, "postgresql://kmsd:hunter2-url@/kmsd?host=%s/nosocket", f->dir);
+    assert_int_equal(kms_storage_open(url, f->key, &opts, &st, &err), -1);
+    assert_non_null(strstr(err.msg, "cannot connect to PostgreSQL: "));
+    assert_null(strstr(err.msg, "hunter2"));
+
+    /* A password given with the options is used (trust authentication ignores it). */
+    opts.pg_password = "unused";
+    assert_int_equal(kms_storage_open(pg_url, f->key, &opts, &st, &err), 0);
+    assert_string_equal(kms_storage_backend_name(st), "postgresql");
+    kms_storage_close(&st);
+}
+
+/* An exclusive store: a second one on the same database is refused until the first closes. */
+static void test_pg_exclusive(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_storage_opts opts = {.backend = KMS_STORAGE_POSTGRESQL, .pg_exclusive = true};
+    struct kms_storage *a = NULL, *b = NULL;
+    struct kms_err err = {0};
+
+    assert_int_equal(kms_storage_open(pg_url, f->key, &opts, &a, &err), 0);
+    assert_int_equal(kms_storage_open(pg_url, f->key, &opts, &b, &err), -1);
+    assert_null(b);
+    assert_string_equal(err.msg, "another kmsd is using this PostgreSQL database");
+    /* A store opened without the option is not locked out (the unit tests' second writer). */
+    kms_storage_close(&a);
+    assert_int_equal(kms_storage_open(pg_url, f->key, &opts, &b, &err), 0);
+    kms_storage_close(&b);
+}
+
 /* ---- seal key files ---------------------------------------------------------------------- */
 
 static void write_key_file(const char *path, const void *data, size_t len, mode_t mode)
@@ -940,7 +1219,7 @@ static void test_seal_key_encodings(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
+    const struct CMUnitTest common[] = {
         cmocka_unit_test_setup_teardown(test_roundtrip_every_db, setup, teardown),
         cmocka_unit_test_setup_teardown(test_overwrite_and_empty_value, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_found, setup, teardown),
@@ -948,8 +1227,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_durable_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_seal_key, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_create_modes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_read_txns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tamper_flipped_byte, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tamper_moved_value, setup, teardown),
@@ -960,10 +1237,31 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_del_prefix, setup, teardown),
         cmocka_unit_test_setup_teardown(test_txn_abort, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_value, setup, teardown),
+    };
+    const struct CMUnitTest lmdb_only[] = {
+        cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_modes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seal_key_file_modes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seal_key_encodings, setup, teardown),
     };
+    const struct CMUnitTest pg_only[] = {
+        cmocka_unit_test_setup_teardown(test_pg_failed_statement_rolls_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pg_writers_serialised, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pg_reconnect, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pg_open_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pg_exclusive, setup, teardown),
+    };
+    int failed;
 
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    pg_url = getenv("KMS_TEST_PG_URL");
+    if (pg_url != NULL && pg_url[0] == '\0')
+        pg_url = NULL;
+    failed =
+        cmocka_run_group_tests_name(pg_url != NULL ? "postgresql" : "lmdb", common, NULL, NULL);
+    if (pg_url != NULL)
+        failed += cmocka_run_group_tests_name("postgresql only", pg_only, NULL, NULL);
+    else
+        failed += cmocka_run_group_tests_name("lmdb only", lmdb_only, NULL, NULL);
+    return failed;
 }

@@ -1,0 +1,304 @@
+/*
+ * lmdb.c - the LMDB backend: one environment per data directory, one named database per
+ * enum kms_db.
+ *
+ * Design notes
+ *
+ * - The database handles are opened (created) once, in a write transaction at open, so every
+ *   later transaction can use them without a lookup.
+ *
+ * - The environment is opened with MDB_NOTLS. Without it LMDB ties each read transaction's
+ *   reader slot to the thread that began it, and a thread can hold only one read transaction;
+ *   that would break a design where a request is started on one thread and finished on
+ *   another, or where one thread nests a read inside another. With MDB_NOTLS the slot belongs
+ *   to the MDB_txn, so a read transaction may move between threads (used by one at a time).
+ *   Write transactions are still owned by the thread that began them, as LMDB requires, and
+ *   LMDB serialises them (one write transaction at a time).
+ *
+ * - Durability: without `nosync` LMDB fsyncs the data file before mdb_txn_commit returns, so
+ *   a committed write survives a crash. `nosync` (dev mode, tests) trades that for speed;
+ *   the store stays consistent but may lose the last commits.
+ *
+ * - Sealed values are handed to LMDB as they are and read straight from the memory map
+ *   (borrowed until the transaction's next call), so storage.c unseals from the map into the
+ *   caller's buffer and plaintext never lands in the map.
+ *
+ * - MDB_MAP_FULL and every other LMDB error surface as -1. LMDB leaves the transaction in an
+ *   error state; the caller aborts it and the store is exactly as the last commit left it.
+ */
+#include "storage/storage_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <lmdb.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define KMS_LMDB_DEFAULT_MAP ((size_t)1 << 30)
+
+struct kms_backend {
+    MDB_env *env;
+    MDB_dbi dbi[KMS_DB_COUNT_];
+    size_t maxkey;
+};
+
+struct kms_backend_txn {
+    MDB_txn *txn;
+    struct kms_backend *b;
+};
+
+static void lmdb_close(struct kms_backend *b)
+{
+    if (b == NULL)
+        return;
+    if (b->env != NULL)
+        mdb_env_close(b->env);
+    free(b);
+}
+
+static int lmdb_txn_begin(struct kms_backend *b, bool write, struct kms_backend_txn **out)
+{
+    struct kms_backend_txn *t = calloc(1, sizeof *t);
+
+    *out = NULL;
+    if (t == NULL)
+        return -1;
+    t->b = b;
+    if (mdb_txn_begin(b->env, NULL, write ? 0 : MDB_RDONLY, &t->txn) != 0) {
+        free(t);
+        return -1;
+    }
+    *out = t;
+    return 0;
+}
+
+static int lmdb_txn_commit(struct kms_backend_txn *t)
+{
+    /* mdb_txn_commit frees the transaction whether or not it succeeds. */
+    int rc = mdb_txn_commit(t->txn) == 0 ? 0 : -1;
+
+    free(t);
+    return rc;
+}
+
+static void lmdb_txn_abort(struct kms_backend_txn *t)
+{
+    mdb_txn_abort(t->txn);
+    free(t);
+}
+
+static int lmdb_get(struct kms_backend_txn *t, enum kms_db db, const void *key, size_t keylen,
+                    const uint8_t **sealed, size_t *sealedlen)
+{
+    MDB_val k = {.mv_size = keylen, .mv_data = (void *)key}, v;
+    int mrc = mdb_get(t->txn, t->b->dbi[db], &k, &v);
+
+    if (mrc != 0)
+        return mrc == MDB_NOTFOUND ? KMS_STORAGE_NOTFOUND : -1;
+    *sealed = v.mv_data;
+    *sealedlen = v.mv_size;
+    return 0;
+}
+
+static int lmdb_put(struct kms_backend_txn *t, enum kms_db db, const void *key, size_t keylen,
+                    const uint8_t *sealed, size_t sealedlen)
+{
+    MDB_val k = {.mv_size = keylen, .mv_data = (void *)key};
+    MDB_val v = {.mv_size = sealedlen, .mv_data = (void *)sealed};
+
+    return mdb_put(t->txn, t->b->dbi[db], &k, &v, 0) == 0 ? 0 : -1;
+}
+
+static int lmdb_del(struct kms_backend_txn *t, enum kms_db db, const void *key, size_t keylen)
+{
+    MDB_val k = {.mv_size = keylen, .mv_data = (void *)key};
+    int mrc = mdb_del(t->txn, t->b->dbi[db], &k, NULL);
+
+    if (mrc == MDB_NOTFOUND)
+        return KMS_STORAGE_NOTFOUND;
+    return mrc == 0 ? 0 : -1;
+}
+
+static bool has_prefix(const MDB_val *k, const void *prefix, size_t prefixlen)
+{
+    return k->mv_size >= prefixlen &&
+           (prefixlen == 0 || memcmp(k->mv_data, prefix, prefixlen) == 0);
+}
+
+/*
+ * Put the cursor on the first key >= from. A key longer than LMDB allows cannot be stored, so
+ * for a longer `from` the first key >= its truncation is the answer unless it is the
+ * truncation itself (which sorts before `from`).
+ */
+static int cursor_seek(MDB_cursor *cur, const struct kms_backend *b, const void *from,
+                       size_t fromlen, MDB_val *k, MDB_val *v)
+{
+    int mrc;
+
+    if (fromlen == 0)
+        return mdb_cursor_get(cur, k, v, MDB_FIRST);
+    k->mv_data = (void *)from;
+    k->mv_size = fromlen > b->maxkey ? b->maxkey : fromlen;
+    mrc = mdb_cursor_get(cur, k, v, MDB_SET_RANGE);
+    if (mrc == 0 && fromlen > b->maxkey && k->mv_size == b->maxkey &&
+        memcmp(k->mv_data, from, b->maxkey) == 0)
+        mrc = mdb_cursor_get(cur, k, v, MDB_NEXT);
+    return mrc;
+}
+
+static int lmdb_del_prefix(struct kms_backend_txn *t, enum kms_db db, const void *prefix,
+                           size_t prefixlen, size_t *count)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    size_t n = 0;
+    int rc = -1, mrc;
+
+    if (mdb_cursor_open(t->txn, t->b->dbi[db], &cur) != 0)
+        goto out;
+    mrc = cursor_seek(cur, t->b, prefix, prefixlen, &k, &v);
+    while (mrc == 0 && has_prefix(&k, prefix, prefixlen)) {
+        if (mdb_cursor_del(cur, 0) != 0)
+            goto out;
+        n++;
+        /* After a delete the cursor already sits on the next record; MDB_NEXT returns it. */
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (mrc != 0 && mrc != MDB_NOTFOUND)
+        goto out;
+    *count = n;
+    rc = 0;
+out:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    return rc;
+}
+
+static int lmdb_scan(struct kms_backend_txn *t, enum kms_db db, const void *prefix,
+                     size_t prefixlen, const void *from, size_t fromlen, bool with_values,
+                     kms_backend_scan_cb cb, void *arg)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    int rc = -1, mrc, crc;
+
+    if (mdb_cursor_open(t->txn, t->b->dbi[db], &cur) != 0)
+        goto out;
+    mrc = cursor_seek(cur, t->b, from, fromlen, &k, &v);
+    while (mrc == 0 && has_prefix(&k, prefix, prefixlen)) {
+        crc = cb(k.mv_data, k.mv_size, with_values ? v.mv_data : NULL, with_values ? v.mv_size : 0,
+                 arg);
+        if (crc < 0)
+            goto out;
+        if (crc > 0)
+            break;
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (mrc != 0 && mrc != MDB_NOTFOUND)
+        goto out;
+    rc = 0;
+out:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    return rc;
+}
+
+static int lmdb_count(struct kms_backend_txn *t, enum kms_db db, size_t *count)
+{
+    MDB_stat ms;
+
+    if (mdb_stat(t->txn, t->b->dbi[db], &ms) != 0)
+        return -1;
+    *count = ms.ms_entries;
+    return 0;
+}
+
+static const struct kms_backend_ops lmdb_ops = {
+    .name = "lmdb",
+    .close = lmdb_close,
+    .txn_begin = lmdb_txn_begin,
+    .txn_commit = lmdb_txn_commit,
+    .txn_abort = lmdb_txn_abort,
+    .get = lmdb_get,
+    .put = lmdb_put,
+    .del = lmdb_del,
+    .del_prefix = lmdb_del_prefix,
+    .scan = lmdb_scan,
+    .count = lmdb_count,
+};
+
+int kms_backend_lmdb_open(const char *dir, const struct kms_storage_opts *opts,
+                          const struct kms_backend_ops **ops, struct kms_backend **out,
+                          size_t *maxkey, struct kms_err *err)
+{
+    struct kms_backend *b = NULL;
+    MDB_txn *txn = NULL;
+    unsigned int flags = MDB_NOTLS;
+    size_t map_size = KMS_LMDB_DEFAULT_MAP;
+    int rc = -1, mrc, fd;
+
+    *out = NULL;
+    if (opts != NULL && opts->map_size != 0)
+        map_size = opts->map_size;
+    if (opts != NULL && opts->nosync)
+        flags |= MDB_NOSYNC;
+
+    if (opts != NULL && opts->create && mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        kms_err_set(err, 500, "cannot create storage directory %s: %s", dir, strerror(errno));
+        goto out;
+    }
+    /* Checked here so that a missing or unreadable directory gets a message naming it. */
+    if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        kms_err_set(err, 500, "cannot open storage directory %s: %s", dir, strerror(errno));
+        goto out;
+    }
+    close(fd);
+
+    if ((b = calloc(1, sizeof *b)) == NULL) {
+        kms_err_set(err, 500, "out of memory");
+        goto out;
+    }
+    if ((mrc = mdb_env_create(&b->env)) != 0) {
+        b->env = NULL;
+        kms_err_set(err, 500, "cannot create storage environment: %s", mdb_strerror(mrc));
+        goto out;
+    }
+    if ((mrc = mdb_env_set_maxdbs(b->env, KMS_DB_COUNT_)) != 0 ||
+        (mrc = mdb_env_set_mapsize(b->env, map_size)) != 0 ||
+        (mrc = mdb_env_open(b->env, dir, flags, 0600)) != 0) {
+        kms_err_set(err, 500, "cannot open storage in %s: %s", dir, mdb_strerror(mrc));
+        goto out;
+    }
+    mrc = mdb_env_get_maxkeysize(b->env);
+    b->maxkey = mrc > 0 && mrc < KMS_KEY_MAX ? (size_t)mrc : KMS_KEY_MAX;
+
+    if ((mrc = mdb_txn_begin(b->env, NULL, 0, &txn)) != 0) {
+        kms_err_set(err, 500, "cannot open storage in %s: %s", dir, mdb_strerror(mrc));
+        goto out;
+    }
+    for (size_t i = 0; i < KMS_DB_COUNT_; i++) {
+        if ((mrc = mdb_dbi_open(txn, kms_db_names[i], MDB_CREATE, &b->dbi[i])) != 0) {
+            kms_err_set(err, 500, "cannot open database %s in %s: %s", kms_db_names[i], dir,
+                        mdb_strerror(mrc));
+            goto out;
+        }
+    }
+    mrc = mdb_txn_commit(txn);
+    txn = NULL;
+    if (mrc != 0) {
+        kms_err_set(err, 500, "cannot write storage in %s: %s", dir, mdb_strerror(mrc));
+        goto out;
+    }
+    *ops = &lmdb_ops;
+    *maxkey = b->maxkey;
+    *out = b;
+    b = NULL;
+    rc = 0;
+out:
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    lmdb_close(b);
+    return rc;
+}

@@ -1,0 +1,629 @@
+/*
+ * postgresql.c - the PostgreSQL backend (libpq): every record is one row of one table,
+ *
+ *     kmsd_records (db smallint, key bytea, value bytea, PRIMARY KEY (db, key))
+ *
+ * where value is the record sealed by storage.c: PostgreSQL never sees a plaintext value.
+ * bytea compares bytewise with a proper prefix first, the order LMDB keeps, so a prefix scan
+ * is the index range key >= prefix AND key < successor(prefix) read in ORDER BY key.
+ *
+ * Design notes
+ *
+ * - Connections. One write connection, used by one write transaction at a time (a mutex held
+ *   from begin to commit or abort), and a pool of read connections, one per live read
+ *   transaction, grown on demand and kept idle between transactions. libpq connections are
+ *   not shared between threads while a transaction uses them. A connection that broke is
+ *   closed when its transaction ends; a begin on a connection the server closed while it was
+ *   idle reconnects once, since nothing of the transaction has happened yet.
+ *
+ * - Atomicity as LMDB gives it. A write transaction is BEGIN ... COMMIT on the write
+ *   connection and its first statement takes a transaction-scoped advisory lock
+ *   (pg_advisory_xact_lock), so one write transaction runs at a time across every process on
+ *   the database, as LMDB serialises its writers; the lock goes with the transaction. A
+ *   failed statement aborts the PostgreSQL transaction, and COMMIT then answers ROLLBACK,
+ *   which commit reports as a failure: a transaction commits whole or not at all. A read
+ *   transaction is REPEATABLE READ READ ONLY and takes its snapshot when it begins (a first
+ *   SELECT in the same round trip as BEGIN), so it sees what was committed before it began,
+ *   as an LMDB read transaction does.
+ *
+ * - Durability: every connection sets synchronous_commit=on (off with `nosync`), so COMMIT
+ *   returns once the commit record is flushed, and, with synchronous standbys configured,
+ *   replicated (docs/ha.md says what the promise needs). A COMMIT whose answer is lost
+ *   (connection broken) is reported as a failure: kmsd never acknowledges a write it could
+ *   not see committed.
+ *
+ * - Statements are prepared once per connection (one round trip of PREPAREs); parameters and
+ *   results travel in binary, so keys and sealed values are bytes, never escaped text.
+ *
+ * - Exclusive stores (opts->pg_exclusive, what the server asks for until replicas have
+ *   leadership): the write connection holds a session advisory lock, taken with
+ *   pg_try_advisory_lock when it connects, so a second kmsd on the same database fails to
+ *   open, and a write connection that had to reconnect writes nothing unless it got the lock
+ *   back. The lock dies with the connection (PostgreSQL releases it when the session ends).
+ *
+ * - The password (opts->pg_password) is copied into a buffer wiped on close and handed to
+ *   libpq as the "password" keyword; messages carry libpq's error text, which never contains
+ *   it, and never the conninfo string (which may).
+ */
+#include "storage/storage_int.h"
+
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PG_TABLE "kmsd_records"
+/* pg_advisory_xact_lock key that serialises write transactions: "kmsdwrit" as a bigint. */
+#define PG_WRITE_LOCK "7740970209857661300"
+/* pg_try_advisory_lock key of an exclusive store (opts->pg_exclusive): "kmsdsole". */
+#define PG_SOLE_LOCK "7740970209790356581"
+#define PG_SCAN_PAGE "256"
+#define PG_SCAN_PAGE_ROWS 256
+#define PG_MAX_READERS 256 /* read connections open at once */
+
+struct pg_conn {
+    PGconn *c;
+    struct pg_conn *next;
+};
+
+struct kms_backend {
+    char *conninfo;
+    char *password; /* NULL when libpq finds it itself */
+    size_t passlen;
+    bool nosync;
+    bool exclusive;
+
+    pthread_mutex_t write_mu; /* held by the write transaction, begin to end */
+    struct pg_conn *writer;   /* NULL until (re)connected */
+
+    pthread_mutex_t pool_mu;
+    struct pg_conn *idle;
+    size_t nreaders; /* open read connections, idle or in use */
+};
+
+struct kms_backend_txn {
+    struct kms_backend *b;
+    struct pg_conn *pc;
+    bool write;
+    PGresult *last; /* the result a borrowed get value points into */
+};
+
+/* The statements every connection prepares once. */
+static const char pg_prepare_sql[] =
+    "PREPARE kg(smallint, bytea) AS SELECT value FROM " PG_TABLE " WHERE db = $1 AND key = $2;"
+    "PREPARE kp(smallint, bytea, bytea) AS INSERT INTO " PG_TABLE " (db, key, value) VALUES "
+    "($1, $2, $3) ON CONFLICT (db, key) DO UPDATE SET value = EXCLUDED.value;"
+    "PREPARE kd(smallint, bytea) AS DELETE FROM " PG_TABLE " WHERE db = $1 AND key = $2;"
+    "PREPARE kdr(smallint, bytea, bytea) AS DELETE FROM " PG_TABLE
+    " WHERE db = $1 AND key >= $2 AND key < $3;"
+    "PREPARE kdo(smallint, bytea) AS DELETE FROM " PG_TABLE " WHERE db = $1 AND key >= $2;"
+    "PREPARE ksv(smallint, bytea, bytea) AS SELECT key, value FROM " PG_TABLE
+    " WHERE db = $1 AND key >= $2 AND key < $3 ORDER BY key LIMIT " PG_SCAN_PAGE ";"
+    "PREPARE ksvo(smallint, bytea) AS SELECT key, value FROM " PG_TABLE
+    " WHERE db = $1 AND key >= $2 ORDER BY key LIMIT " PG_SCAN_PAGE ";"
+    "PREPARE ksk(smallint, bytea, bytea) AS SELECT key FROM " PG_TABLE
+    " WHERE db = $1 AND key >= $2 AND key < $3 ORDER BY key LIMIT " PG_SCAN_PAGE ";"
+    "PREPARE ksko(smallint, bytea) AS SELECT key FROM " PG_TABLE
+    " WHERE db = $1 AND key >= $2 ORDER BY key LIMIT " PG_SCAN_PAGE ";"
+    "PREPARE kc(smallint) AS SELECT count(*) FROM " PG_TABLE " WHERE db = $1;";
+
+static const char pg_schema_sql[] =
+    "BEGIN; SELECT pg_advisory_xact_lock(" PG_WRITE_LOCK ");"
+    "CREATE TABLE IF NOT EXISTS " PG_TABLE " (db smallint NOT NULL, key bytea NOT NULL, "
+    "value bytea NOT NULL, PRIMARY KEY (db, key)); COMMIT";
+
+/* ---- connections ------------------------------------------------------------------------- */
+
+/* Run sql (one or more statements) and check the last result; 0 or -1. */
+static int pg_exec_ok(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType s = r != NULL ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+
+    PQclear(r);
+    return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK ? 0 : -1;
+}
+
+/* libpq's message without its trailing newline. */
+static void pg_err(struct kms_err *err, const char *what, PGconn *c)
+{
+    const char *m = c != NULL ? PQerrorMessage(c) : "out of memory";
+    size_t n = strlen(m);
+
+    while (n > 0 && (m[n - 1] == '\n' || m[n - 1] == ' '))
+        n--;
+    kms_err_set(err, 500, "%s: %.*s", what, (int)n, m);
+}
+
+/* Server notices ("relation already exists, skipping") are not kmsd's to print. */
+static void pg_notice_drop(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+static void pg_conn_close(struct pg_conn *pc)
+{
+    if (pc == NULL)
+        return;
+    PQfinish(pc->c);
+    free(pc);
+}
+
+/*
+ * Connect and prepare a connection. The fallbacks come before the conninfo string, which
+ * libpq expands in place (expand_dbname), so the string's own values win over them; the
+ * password comes after it, so the configured one wins.
+ */
+static struct pg_conn *pg_connect(struct kms_backend *b, bool writer, struct kms_err *err)
+{
+    const char *keys[5], *vals[5];
+    struct pg_conn *pc = calloc(1, sizeof *pc);
+    size_t n = 0;
+
+    if (pc == NULL) {
+        kms_err_set(err, 500, "out of memory");
+        return NULL;
+    }
+    keys[n] = "fallback_application_name";
+    vals[n++] = "kmsd";
+    keys[n] = "connect_timeout";
+    vals[n++] = "10";
+    keys[n] = "dbname";
+    vals[n++] = b->conninfo;
+    if (b->password != NULL) {
+        keys[n] = "password";
+        vals[n++] = b->password;
+    }
+    keys[n] = NULL;
+    vals[n] = NULL;
+    pc->c = PQconnectdbParams(keys, vals, 1);
+    if (pc->c == NULL || PQstatus(pc->c) != CONNECTION_OK) {
+        pg_err(err, "cannot connect to PostgreSQL", pc->c);
+        goto fail;
+    }
+    PQsetNoticeProcessor(pc->c, pg_notice_drop, NULL);
+    if (pg_exec_ok(pc->c, b->nosync ? "SET synchronous_commit TO off"
+                                    : "SET synchronous_commit TO on") != 0) {
+        pg_err(err, "cannot set synchronous_commit on PostgreSQL", pc->c);
+        goto fail;
+    }
+    if (writer && b->exclusive) {
+        PGresult *r = PQexec(pc->c, "SELECT pg_try_advisory_lock(" PG_SOLE_LOCK ")");
+        bool got = r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+                   strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+        bool failed = r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK;
+
+        PQclear(r);
+        if (failed) {
+            pg_err(err, "cannot lock the PostgreSQL database", pc->c);
+            goto fail;
+        }
+        if (!got) {
+            kms_err_set(err, 500, "another kmsd is using this PostgreSQL database");
+            goto fail;
+        }
+    }
+    if (writer && pg_exec_ok(pc->c, pg_schema_sql) != 0) {
+        pg_err(err, "cannot create table " PG_TABLE " in PostgreSQL", pc->c);
+        goto fail;
+    }
+    if (pg_exec_ok(pc->c, pg_prepare_sql) != 0) {
+        pg_err(err, "cannot prepare statements on PostgreSQL", pc->c);
+        goto fail;
+    }
+    return pc;
+fail:
+    pg_conn_close(pc);
+    return NULL;
+}
+
+/* A read connection: an idle one or a new one. */
+static struct pg_conn *pool_take(struct kms_backend *b)
+{
+    struct kms_err err;
+    struct pg_conn *pc = NULL;
+
+    pthread_mutex_lock(&b->pool_mu);
+    if (b->idle != NULL) {
+        pc = b->idle;
+        b->idle = pc->next;
+        pc->next = NULL;
+    } else if (b->nreaders < PG_MAX_READERS) {
+        b->nreaders++;
+    } else {
+        pthread_mutex_unlock(&b->pool_mu);
+        return NULL;
+    }
+    pthread_mutex_unlock(&b->pool_mu);
+    if (pc != NULL)
+        return pc;
+    kms_err_clear(&err);
+    if ((pc = pg_connect(b, false, &err)) == NULL) {
+        pthread_mutex_lock(&b->pool_mu);
+        b->nreaders--;
+        pthread_mutex_unlock(&b->pool_mu);
+    }
+    return pc;
+}
+
+/* Back to the pool if it is healthy and outside any transaction, else closed. */
+static void pool_give(struct kms_backend *b, struct pg_conn *pc)
+{
+    bool keep = PQstatus(pc->c) == CONNECTION_OK && PQtransactionStatus(pc->c) == PQTRANS_IDLE;
+
+    pthread_mutex_lock(&b->pool_mu);
+    if (keep) {
+        pc->next = b->idle;
+        b->idle = pc;
+    } else {
+        b->nreaders--;
+    }
+    pthread_mutex_unlock(&b->pool_mu);
+    if (!keep)
+        pg_conn_close(pc);
+}
+
+static void pg_close(struct kms_backend *b)
+{
+    struct pg_conn *pc;
+
+    if (b == NULL)
+        return;
+    while ((pc = b->idle) != NULL) {
+        b->idle = pc->next;
+        pg_conn_close(pc);
+    }
+    pg_conn_close(b->writer);
+    pthread_mutex_destroy(&b->write_mu);
+    pthread_mutex_destroy(&b->pool_mu);
+    if (b->password != NULL)
+        kms_free_wipe((void **)&b->password, b->passlen);
+    free(b->conninfo);
+    free(b);
+}
+
+/* ---- transactions ------------------------------------------------------------------------ */
+
+static const char pg_begin_write[] =
+    "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(" PG_WRITE_LOCK ")";
+static const char pg_begin_read[] = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1";
+
+static int pg_txn_begin(struct kms_backend *b, bool write, struct kms_backend_txn **out)
+{
+    struct kms_backend_txn *t = calloc(1, sizeof *t);
+    struct kms_err err;
+
+    *out = NULL;
+    if (t == NULL)
+        return -1;
+    t->b = b;
+    t->write = write;
+    kms_err_clear(&err);
+    if (write) {
+        pthread_mutex_lock(&b->write_mu);
+        if (b->writer == NULL)
+            b->writer = pg_connect(b, true, &err);
+        if (b->writer != NULL && pg_exec_ok(b->writer->c, pg_begin_write) != 0 &&
+            PQstatus(b->writer->c) != CONNECTION_OK) {
+            /* Closed while idle (server restart, idle_session_timeout): once more. */
+            pg_conn_close(b->writer);
+            if ((b->writer = pg_connect(b, true, &err)) != NULL &&
+                pg_exec_ok(b->writer->c, pg_begin_write) != 0) {
+                pg_conn_close(b->writer);
+                b->writer = NULL;
+            }
+        }
+        if (b->writer == NULL || PQtransactionStatus(b->writer->c) != PQTRANS_INTRANS) {
+            if (b->writer != NULL)
+                (void)pg_exec_ok(b->writer->c, "ROLLBACK");
+            pthread_mutex_unlock(&b->write_mu);
+            free(t);
+            return -1;
+        }
+        t->pc = b->writer;
+    } else {
+        if ((t->pc = pool_take(b)) == NULL) {
+            free(t);
+            return -1;
+        }
+        if (pg_exec_ok(t->pc->c, pg_begin_read) != 0 && PQstatus(t->pc->c) != CONNECTION_OK) {
+            pool_give(b, t->pc);
+            t->pc = pool_take(b);
+            if (t->pc != NULL && pg_exec_ok(t->pc->c, pg_begin_read) != 0) {
+                pool_give(b, t->pc);
+                t->pc = NULL;
+            }
+        }
+        if (t->pc == NULL || PQtransactionStatus(t->pc->c) != PQTRANS_INTRANS) {
+            if (t->pc != NULL) {
+                (void)pg_exec_ok(t->pc->c, "ROLLBACK");
+                pool_give(b, t->pc);
+            }
+            free(t);
+            return -1;
+        }
+    }
+    *out = t;
+    return 0;
+}
+
+/* Give the connection back (write: release the write mutex) and free t. */
+static void pg_txn_end(struct kms_backend_txn *t)
+{
+    struct kms_backend *b = t->b;
+
+    PQclear(t->last);
+    if (t->write) {
+        if (PQstatus(b->writer->c) != CONNECTION_OK ||
+            PQtransactionStatus(b->writer->c) != PQTRANS_IDLE) {
+            pg_conn_close(b->writer);
+            b->writer = NULL;
+        }
+        pthread_mutex_unlock(&b->write_mu);
+    } else {
+        pool_give(b, t->pc);
+    }
+    free(t);
+}
+
+static int pg_txn_commit(struct kms_backend_txn *t)
+{
+    PGresult *r = PQexec(t->pc->c, "COMMIT");
+    int rc = -1;
+
+    /* A transaction that failed earlier answers COMMIT with "ROLLBACK". */
+    if (r != NULL && PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "COMMIT") == 0)
+        rc = 0;
+    PQclear(r);
+    pg_txn_end(t);
+    return rc;
+}
+
+static void pg_txn_abort(struct kms_backend_txn *t)
+{
+    if (PQstatus(t->pc->c) == CONNECTION_OK)
+        (void)pg_exec_ok(t->pc->c, "ROLLBACK");
+    pg_txn_end(t);
+}
+
+/* ---- records ----------------------------------------------------------------------------- */
+
+/* Run a prepared statement: db (text) then up to three binary byte strings. */
+static PGresult *pg_run(struct kms_backend_txn *t, const char *stmt, enum kms_db db, const void *a,
+                        size_t alen, const void *b2, size_t blen, const void *c, size_t clen,
+                        int nparams)
+{
+    char dbtext[8];
+    const char *values[4];
+    int lengths[4], formats[4] = {0, 1, 1, 1};
+
+    snprintf(dbtext, sizeof dbtext, "%d", (int)db);
+    values[0] = dbtext;
+    lengths[0] = 0;
+    values[1] = a;
+    lengths[1] = (int)alen;
+    values[2] = b2;
+    lengths[2] = (int)blen;
+    values[3] = c;
+    lengths[3] = (int)clen;
+    return PQexecPrepared(t->pc->c, stmt, nparams, values, lengths, formats, 1);
+}
+
+static bool pg_ok(PGresult *r, ExecStatusType want)
+{
+    return r != NULL && PQresultStatus(r) == want;
+}
+
+static int pg_get(struct kms_backend_txn *t, enum kms_db db, const void *key, size_t keylen,
+                  const uint8_t **sealed, size_t *sealedlen)
+{
+    PQclear(t->last);
+    t->last = pg_run(t, "kg", db, key, keylen, NULL, 0, NULL, 0, 2);
+    if (!pg_ok(t->last, PGRES_TUPLES_OK))
+        return -1;
+    if (PQntuples(t->last) == 0)
+        return KMS_STORAGE_NOTFOUND;
+    *sealed = (const uint8_t *)PQgetvalue(t->last, 0, 0);
+    *sealedlen = (size_t)PQgetlength(t->last, 0, 0);
+    return 0;
+}
+
+static int pg_put(struct kms_backend_txn *t, enum kms_db db, const void *key, size_t keylen,
+                  const uint8_t *sealed, size_t sealedlen)
+{
+    PGresult *r;
+    int rc;
+
+    if (!t->write || sealedlen > (size_t)1 << 30)
+        return -1;
+    r = pg_run(t, "kp", db, key, keylen, sealed, sealedlen, NULL, 0, 3);
+    rc = pg_ok(r, PGRES_COMMAND_OK) ? 0 : -1;
+    PQclear(r);
+    return rc;
+}
+
+/* The row count of a DELETE, or -1. */
+static long pg_affected(PGresult *r)
+{
+    char *end = NULL;
+    const char *s;
+    long n;
+
+    if (!pg_ok(r, PGRES_COMMAND_OK))
+        return -1;
+    s = PQcmdTuples(r);
+    n = strtol(s, &end, 10);
+    return end != s && *end == '\0' && n >= 0 ? n : -1;
+}
+
+static int pg_del(struct kms_backend_txn *t, enum kms_db db, const void *key, size_t keylen)
+{
+    PGresult *r;
+    long n;
+
+    if (!t->write)
+        return -1;
+    r = pg_run(t, "kd", db, key, keylen, NULL, 0, NULL, 0, 2);
+    n = pg_affected(r);
+    PQclear(r);
+    return n < 0 ? -1 : n == 0 ? KMS_STORAGE_NOTFOUND : 0;
+}
+
+static int pg_del_prefix(struct kms_backend_txn *t, enum kms_db db, const void *prefix,
+                         size_t prefixlen, size_t *count)
+{
+    uint8_t succ[KMS_KEY_MAX + 1];
+    size_t succlen = 0;
+    PGresult *r;
+    long n;
+
+    if (!t->write || prefixlen > KMS_KEY_MAX + 1)
+        return -1;
+    if (prefixlen > 0)
+        succlen = kms_prefix_successor(prefix, prefixlen, succ);
+    if (succlen > 0)
+        r = pg_run(t, "kdr", db, prefixlen > 0 ? prefix : "", prefixlen, succ, succlen, NULL, 0, 3);
+    else
+        r = pg_run(t, "kdo", db, prefixlen > 0 ? prefix : "", prefixlen, NULL, 0, NULL, 0, 2);
+    n = pg_affected(r);
+    PQclear(r);
+    if (n < 0)
+        return -1;
+    *count = (size_t)n;
+    return 0;
+}
+
+/*
+ * Pages of PG_SCAN_PAGE rows in key order; the next page starts at the last key followed by a
+ * 0x00 byte, the smallest key after it. Keys are at most KMS_KEY_MAX bytes (a longer start is
+ * compared as it is, as bytea compares).
+ */
+static int pg_scan(struct kms_backend_txn *t, enum kms_db db, const void *prefix, size_t prefixlen,
+                   const void *from, size_t fromlen, bool with_values, kms_backend_scan_cb cb,
+                   void *arg)
+{
+    uint8_t succ[KMS_KEY_MAX + 1];
+    uint8_t *next = NULL;
+    size_t succlen = 0, nextlen = fromlen, cap = 0;
+    PGresult *r = NULL;
+    int rc = -1;
+
+    if (prefixlen > KMS_KEY_MAX + 1)
+        return -1;
+    if (prefixlen > 0)
+        succlen = kms_prefix_successor(prefix, prefixlen, succ);
+    cap = (fromlen > KMS_KEY_MAX ? fromlen : KMS_KEY_MAX) + 1;
+    if ((next = malloc(cap)) == NULL)
+        return -1;
+    if (fromlen > 0)
+        memcpy(next, from, fromlen);
+    for (;;) {
+        int rows, crc = 0;
+
+        if (succlen > 0)
+            r = pg_run(t, with_values ? "ksv" : "ksk", db, next, nextlen, succ, succlen, NULL, 0,
+                       3);
+        else
+            r = pg_run(t, with_values ? "ksvo" : "ksko", db, next, nextlen, NULL, 0, NULL, 0, 2);
+        if (!pg_ok(r, PGRES_TUPLES_OK))
+            goto out;
+        rows = PQntuples(r);
+        for (int i = 0; i < rows && crc == 0; i++) {
+            const uint8_t *k = (const uint8_t *)PQgetvalue(r, i, 0);
+            size_t klen = (size_t)PQgetlength(r, i, 0);
+
+            crc = cb(k, klen, with_values ? (const uint8_t *)PQgetvalue(r, i, 1) : NULL,
+                     with_values ? (size_t)PQgetlength(r, i, 1) : 0, arg);
+        }
+        if (crc < 0)
+            goto out;
+        if (crc > 0 || rows < PG_SCAN_PAGE_ROWS)
+            break;
+        nextlen = (size_t)PQgetlength(r, rows - 1, 0);
+        if (nextlen + 1 > cap)
+            goto out;
+        memcpy(next, PQgetvalue(r, rows - 1, 0), nextlen);
+        next[nextlen++] = 0;
+        PQclear(r);
+        r = NULL;
+    }
+    rc = 0;
+out:
+    PQclear(r);
+    free(next);
+    return rc;
+}
+
+static int pg_count(struct kms_backend_txn *t, enum kms_db db, size_t *count)
+{
+    PGresult *r = pg_run(t, "kc", db, NULL, 0, NULL, 0, NULL, 0, 1);
+    uint64_t n = 0;
+    int rc = -1;
+
+    if (pg_ok(r, PGRES_TUPLES_OK) && PQntuples(r) == 1 && PQgetlength(r, 0, 0) == 8) {
+        const uint8_t *p = (const uint8_t *)PQgetvalue(r, 0, 0);
+
+        for (int i = 0; i < 8; i++)
+            n = n << 8 | p[i];
+        *count = (size_t)n;
+        rc = 0;
+    }
+    PQclear(r);
+    return rc;
+}
+
+static const struct kms_backend_ops pg_ops = {
+    .name = "postgresql",
+    .close = pg_close,
+    .txn_begin = pg_txn_begin,
+    .txn_commit = pg_txn_commit,
+    .txn_abort = pg_txn_abort,
+    .get = pg_get,
+    .put = pg_put,
+    .del = pg_del,
+    .del_prefix = pg_del_prefix,
+    .scan = pg_scan,
+    .count = pg_count,
+};
+
+int kms_backend_pg_open(const char *conninfo, const struct kms_storage_opts *opts,
+                        const struct kms_backend_ops **ops, struct kms_backend **out,
+                        size_t *maxkey, struct kms_err *err)
+{
+    struct kms_backend *b = NULL;
+
+    *out = NULL;
+    if (!PQisthreadsafe()) {
+        kms_err_set(err, 500, "libpq was built without thread safety");
+        return -1;
+    }
+    if ((b = calloc(1, sizeof *b)) == NULL || (b->conninfo = strdup(conninfo)) == NULL) {
+        free(b);
+        kms_err_set(err, 500, "out of memory");
+        return -1;
+    }
+    pthread_mutex_init(&b->write_mu, NULL);
+    pthread_mutex_init(&b->pool_mu, NULL);
+    b->nosync = opts != NULL && opts->nosync;
+    b->exclusive = opts != NULL && opts->pg_exclusive;
+    if (opts != NULL && opts->pg_password != NULL) {
+        b->passlen = strlen(opts->pg_password) + 1;
+        if ((b->password = malloc(b->passlen)) == NULL) {
+            pg_close(b);
+            kms_err_set(err, 500, "out of memory");
+            return -1;
+        }
+        memcpy(b->password, opts->pg_password, b->passlen);
+    }
+    /* The write connection creates the table (once, under the write lock). */
+    if ((b->writer = pg_connect(b, true, err)) == NULL) {
+        pg_close(b);
+        return -1;
+    }
+    *ops = &pg_ops;
+    *maxkey = KMS_KEY_MAX;
+    *out = b;
+    return 0;
+}

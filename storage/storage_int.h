@@ -1,0 +1,68 @@
+/*
+ * storage_int.h - the backend vtable behind storage.h, private to storage/.
+ *
+ * storage.c owns what does not depend on where records live: the seal key, sealing and
+ * unsealing, argument checks and the seal check. A backend stores opaque sealed values under
+ * (database, key) and keeps them in bytewise key order (a proper prefix sorting first); it
+ * never sees a plaintext value. Two backends: lmdb.c (the embedded default) and
+ * postgresql.c (libpq; several kmsd replicas on one database).
+ *
+ * Borrowed values: the sealed value handed out by get, and the key and value handed to a scan
+ * callback, are valid until the next call on the same transaction (get) or until the callback
+ * returns (scan).
+ */
+#ifndef KMS_STORAGE_INT_H
+#define KMS_STORAGE_INT_H
+
+#include "storage/storage.h"
+
+/* The longest key kmsd stores, on every backend (LMDB's compiled-in limit), so that a store
+ * can be migrated between backends record for record. */
+#define KMS_KEY_MAX 511
+
+extern const char *const kms_db_names[KMS_DB_COUNT_];
+
+struct kms_backend;
+struct kms_backend_txn;
+
+/* Visit one record: key and sealed value (NULL/0 when values were not asked for). Returns
+ * 0 to continue, 1 to stop, -1 to fail. */
+typedef int (*kms_backend_scan_cb)(const uint8_t *key, size_t keylen, const uint8_t *sealed,
+                                   size_t sealedlen, void *arg);
+
+struct kms_backend_ops {
+    const char *name; /* "lmdb", "postgresql" */
+    void (*close)(struct kms_backend *b);
+    int (*txn_begin)(struct kms_backend *b, bool write, struct kms_backend_txn **out);
+    int (*txn_commit)(struct kms_backend_txn *t); /* frees t whatever the result */
+    void (*txn_abort)(struct kms_backend_txn *t); /* frees t */
+    /* 0, KMS_STORAGE_NOTFOUND or -1; *sealed borrowed until the next call on t. */
+    int (*get)(struct kms_backend_txn *t, enum kms_db db, const void *key, size_t keylen,
+               const uint8_t **sealed, size_t *sealedlen);
+    int (*put)(struct kms_backend_txn *t, enum kms_db db, const void *key, size_t keylen,
+               const uint8_t *sealed, size_t sealedlen);
+    /* 0, KMS_STORAGE_NOTFOUND or -1 */
+    int (*del)(struct kms_backend_txn *t, enum kms_db db, const void *key, size_t keylen);
+    int (*del_prefix)(struct kms_backend_txn *t, enum kms_db db, const void *prefix,
+                      size_t prefixlen, size_t *count);
+    /* Records with the prefix, in key order, from the first key >= from (from >= prefix). */
+    int (*scan)(struct kms_backend_txn *t, enum kms_db db, const void *prefix, size_t prefixlen,
+                const void *from, size_t fromlen, bool with_values, kms_backend_scan_cb cb,
+                void *arg);
+    int (*count)(struct kms_backend_txn *t, enum kms_db db, size_t *count);
+};
+
+/* Open a backend; *maxkey receives the longest key it stores (at most KMS_KEY_MAX). */
+int kms_backend_lmdb_open(const char *dir, const struct kms_storage_opts *opts,
+                          const struct kms_backend_ops **ops, struct kms_backend **out,
+                          size_t *maxkey, struct kms_err *err);
+int kms_backend_pg_open(const char *conninfo, const struct kms_storage_opts *opts,
+                        const struct kms_backend_ops **ops, struct kms_backend **out,
+                        size_t *maxkey, struct kms_err *err);
+
+/* The smallest key greater than every key starting with prefix: prefix with its last byte
+ * below 0xff incremented and the rest cut. Returns its length, 0 when there is none (the
+ * prefix is empty or all 0xff bytes). out holds prefixlen bytes. */
+size_t kms_prefix_successor(const uint8_t *prefix, size_t prefixlen, uint8_t *out);
+
+#endif

@@ -1,0 +1,184 @@
+"""kmsd on the PostgreSQL storage backend (docs/ha.md, docs/config.md): a real kmsd in config
+mode on a throwaway PostgreSQL 15 cluster (tests/pg/pgtmp.py) reached over loopback TCP with
+SCRAM authentication. Keys, versions, floors and tokens survive a restart; PostgreSQL only
+ever holds sealed values; the password comes from a file or an environment variable and is
+never printed; a bad configuration stops kmsd with a message."""
+
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pg"))
+
+from kmsd_harness import KmsdServer, KmsdTestCase, b64, unb64  # noqa: E402
+from pgtmp import PgCluster  # noqa: E402
+
+PASSWORD = "pg-Secret-7f3a9c"
+
+
+class PostgresqlStorageTest(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.pg = PgCluster(tcp=True).__enter__()
+        try:
+            cls.pg.require_password(PASSWORD)
+        except BaseException:
+            cls.pg.destroy()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pg.destroy()
+
+    def setUp(self):
+        self.servers = []
+        self.pg.psql("DROP TABLE IF EXISTS kmsd_records")
+
+    def tearDown(self):
+        for s in self.servers:
+            s.cleanup()
+
+    def run(self, result=None):
+        before = (len(result.failures) + len(result.errors)) if result is not None else 0
+        out = super().run(result)
+        if result is not None and len(result.failures) + len(result.errors) > before:
+            for s in getattr(self, "servers", []):
+                sys.stderr.write("\n%s\n" % s.log_tail(40))
+        return out
+
+    def new_server(self, password_file=True, **cfg):
+        srv = KmsdServer(mode="config", config={})
+        config = {"storage": "postgresql", "postgresql_url": self.pg.tcp_url}
+        if password_file:
+            path = os.path.join(srv.workdir, "pg.password")
+            with open(path, "w") as f:
+                f.write(PASSWORD + "\n")
+            os.chmod(path, 0o600)
+            config["postgresql_password_file"] = path
+        config.update(cfg)
+        srv.config = config
+        self.servers.append(srv)
+        return srv
+
+    def ok(self, r, status=200):
+        if r.status != status:
+            self.fail("expected HTTP %d\n%s" % (status, r.describe()))
+        return r.data
+
+    def test_state_survives_restart_and_stays_sealed(self):
+        srv = self.new_server().start()
+        KmsdTestCase.init_config_server(srv)
+        root = srv.token
+        plaintext = b"pg-plaintext-marker-0123456789"
+        self.ok(srv.request("POST", "transit/keys/pgkey"), 200)
+        ct1 = self.ok(srv.request("POST", "transit/encrypt/pgkey",
+                                  {"plaintext": b64(plaintext)}))["ciphertext"]
+        self.ok(srv.request("POST", "transit/keys/pgkey/rotate"))
+        self.ok(srv.request("POST", "transit/keys/pgkey/rotate"))
+        ct3 = self.ok(srv.request("POST", "transit/encrypt/pgkey",
+                                  {"plaintext": b64(plaintext)}))["ciphertext"]
+        self.ok(srv.request("POST", "transit/keys/pgkey/config",
+                            {"min_decryption_version": 3}), 200)
+        r = srv.request("POST", "auth/token/create", {"policies": ["default"]})
+        self.assertEqual(r.status, 200, r.describe())
+        child = r.json["auth"]["client_token"]
+        # the rows are in PostgreSQL, sealed
+        rows = int(self.pg.psql("SELECT count(*) FROM kmsd_records").strip())
+        self.assertGreater(rows, 5)
+        hits = self.pg.psql("SELECT count(*) FROM kmsd_records WHERE position('\\x%s'::bytea "
+                            "IN value) > 0" % plaintext.hex()).strip()
+        self.assertEqual(hits, "0")
+        self.assertEqual(srv.stop(), 0)
+
+        srv.start()
+        srv.token = root
+        r = srv.request("POST", "transit/decrypt/pgkey", {"ciphertext": ct3})
+        self.assertEqual(unb64(self.ok(r)["plaintext"]), plaintext)
+        r = srv.request("POST", "transit/decrypt/pgkey", {"ciphertext": ct1})
+        self.assertEqual(r.status, 400, r.describe())
+        key = self.ok(srv.request("GET", "transit/keys/pgkey"))
+        self.assertEqual((key["latest_version"], key["min_decryption_version"]), (3, 3))
+        r = srv.request("GET", "auth/token/lookup-self", token=child)
+        self.assertEqual(r.status, 200, r.describe())
+        r = srv.request("GET", "sys/health", token=None)
+        self.assertEqual(r.status, 200, r.describe())
+        self.assertEqual(srv.stop(), 0)
+        self.assertNotIn(PASSWORD, srv.log_text())
+
+    def test_one_kmsd_per_database(self):
+        """Until replicas have leadership, a second kmsd on the same database is refused."""
+        first = self.new_server().start()
+        KmsdTestCase.init_config_server(first)
+        second = self.new_server()
+        with open(os.path.join(first.workdir, "seal.key"), "rb") as f:
+            second.seal_key = f.read()
+        log = self.expect_refusal(second)
+        self.assertIn("another kmsd is using this PostgreSQL database", log)
+        self.assertEqual(first.stop(), 0)
+        second.start()  # the lock went with the first one's session
+        self.assertEqual(second.request("GET", "sys/health", token=None).status, 200)
+        self.assertEqual(second.stop(), 0)
+
+    def test_password_from_environment(self):
+        srv = self.new_server(password_file=False,
+                              postgresql_password_env="KMS_TEST_PG_PASSWORD")
+        os.environ["KMS_TEST_PG_PASSWORD"] = PASSWORD
+        try:
+            srv.start()
+        finally:
+            del os.environ["KMS_TEST_PG_PASSWORD"]
+        KmsdTestCase.init_config_server(srv)
+        self.assertEqual(srv.stop(), 0)
+        self.assertNotIn(PASSWORD, srv.log_text())
+
+    def expect_refusal(self, srv):
+        srv.spawn()
+        rc = srv.wait_exit(30)
+        if rc is None:
+            srv.kill()
+            self.fail("kmsd kept running\n" + srv.log_tail())
+        srv._close_log()
+        self.assertNotEqual(rc, 0, srv.log_tail())
+        return srv.log_text()
+
+    def test_wrong_password_refused_and_not_printed(self):
+        srv = self.new_server(password_file=False,
+                              postgresql_url=self.pg.tcp_url.replace(
+                                  "kmsd@", "kmsd:url-Secret-55@"))
+        log = self.expect_refusal(srv)
+        self.assertIn("cannot connect to PostgreSQL", log)
+        self.assertIn("password authentication failed", log)
+        self.assertNotIn("url-Secret-55", log)
+
+        srv = self.new_server(password_file=False, postgresql_password_env="KMS_TEST_PG_PW2")
+        os.environ["KMS_TEST_PG_PW2"] = "env-Secret-66"
+        try:
+            log = self.expect_refusal(srv)
+        finally:
+            del os.environ["KMS_TEST_PG_PW2"]
+        self.assertIn("password authentication failed", log)
+        self.assertNotIn("env-Secret-66", log)
+
+    def test_configuration_errors(self):
+        srv = self.new_server(password_file=False, postgresql_url="")
+        log = self.expect_refusal(srv)
+        self.assertIn('"postgresql_url" is required with "storage": "postgresql"', log)
+        srv = self.new_server(password_file=False, storage="sqlite")
+        log = self.expect_refusal(srv)
+        self.assertIn('"storage": unsupported value "sqlite"', log)
+        srv = self.new_server(password_file=False, postgresql_password_env="KMS_TEST_UNSET_PW")
+        log = self.expect_refusal(srv)
+        self.assertIn("KMS_TEST_UNSET_PW (postgresql_password_env) is not set", log)
+
+    def test_seal_key_must_match(self):
+        srv = self.new_server().start()
+        KmsdTestCase.init_config_server(srv)
+        self.assertEqual(srv.stop(), 0)
+        other = self.new_server()
+        log = self.expect_refusal(other)  # its own workdir: a different random seal key
+        self.assertIn("seal key does not match this store", log)
+
+
+if __name__ == "__main__":
+    unittest.main()

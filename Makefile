@@ -12,6 +12,9 @@ DEPS := cmake make gcc pkg-config libssl-dev liblmdb-dev libevent-dev libjansson
         libjwt-dev libcmocka-dev libyaml-dev lmdb-utils python3 python3-hvac \
         python3-cryptography python3-jwt python3-requests python3-yaml python3-jsonschema \
         openssl clang libclang-rt-14-dev prometheus libpq-dev postgresql-15
+# the KMS plugin (docs/kms-plugin.md): HTTP/2, protobuf-c and its compiler; the gRPC test client
+DEPS += libnghttp2-dev protobuf-c-compiler libprotobuf-c-dev python3-grpcio python3-grpc-tools \
+        python3-protobuf
 
 .PHONY: all deps build run test test-asan fuzz crash-test install clean
 

@@ -102,6 +102,14 @@ struct kms_http_resp {
 /* Run the whole pipeline for one request; always fills resp. */
 void kms_api_handle(struct kms_api *api, const struct kms_http_req *req,
                     struct kms_http_resp *resp);
+/*
+ * More Prometheus text for sys/metrics from outside the pipeline (the KMS plugin's calls):
+ * fn appends to *buf (malloc'd, grown; *len, *cap updated) and returns 0, or -1 when out of
+ * memory. Process-wide, like the counters; NULL = none.
+ */
+typedef int (*kms_metrics_extra_fn)(char **buf, size_t *len, size_t *cap);
+void kms_metrics_set_extra(kms_metrics_extra_fn fn);
+
 /* Render a Vault error body ({"errors":[msg]}) for the transport's own refusals. */
 void kms_api_error_response(int status, const char *msg, struct kms_http_resp *resp);
 void kms_http_resp_dispose(struct kms_http_resp *resp);

@@ -9,9 +9,7 @@
 
 /* ---- engines (registry.c) ---------------------------------------------------------------- */
 
-/* Visit the registered engines in registration order; stops at the first non-zero return. */
-int kms_api_engines_visit(struct kms_api *api, int (*cb)(const struct kms_engine *e, void *arg),
-                          void *arg);
+/* kms_api_engines_visit: api/engine.h */
 
 /* ---- parameters (params.c) --------------------------------------------------------------- */
 

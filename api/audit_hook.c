@@ -478,8 +478,9 @@ fail:
 static json_t *internal_extra(const struct kms_api_audit_event *ev, bool response,
                               const uint32_t *versions, size_t n, int status)
 {
-    json_t *e = json_pack("{s:s, s:s, s:s}", "subject", INTERNAL_SUBJECT, "op", ev->op, "resource",
-                          "KMSKey");
+    json_t *e = json_pack("{s:s, s:s, s:s}", "subject",
+                          ev->subject != NULL ? ev->subject : INTERNAL_SUBJECT, "op", ev->op,
+                          "resource", ev->resource != NULL ? ev->resource : "KMSKey");
     if (e == NULL) {
         return NULL;
     }
@@ -488,6 +489,9 @@ static json_t *internal_extra(const struct kms_api_audit_event *ev, bool respons
     }
     if (ev->project != NULL) {
         json_object_set_new(e, "project", json_string(ev->project));
+    }
+    if (ev->client_uid != NULL && ev->client_uid[0] != '\0') {
+        json_object_set_new(e, "client_uid", json_string(ev->client_uid));
     }
     if (response && n == 1) {
         json_object_set_new(e, "key_version", json_integer(versions[0]));
@@ -519,7 +523,8 @@ int kms_api_audit_internal_begin(struct kms_api *api, const struct kms_api_audit
     if (kms_uuid4(rid) != 0) {
         return kms_err_set(err, 500, "internal error");
     }
-    auth = json_pack("{s:s, s:{s:b}, s:s}", "display_name", INTERNAL_SUBJECT, "policy_results",
+    auth = json_pack("{s:s, s:{s:b}, s:s}", "display_name",
+                     ev->subject != NULL ? ev->subject : INTERNAL_SUBJECT, "policy_results",
                      "allowed", true, "token_type", "default");
     req = json_pack("{s:s, s:s, s:{s:s}, s:s}", "id", rid, "operation", ev->operation, "namespace",
                     "id", ev->ns_id, "path", ev->path);
@@ -533,7 +538,7 @@ int kms_api_audit_internal_begin(struct kms_api *api, const struct kms_api_audit
         goto out;
     }
     /* durable before the effect, as for any request that changes state */
-    if (kms_audit_rec_log(*out, "request", true, NULL, NULL, extra, err, NULL, 0) != 0) {
+    if (kms_audit_rec_log(*out, "request", !ev->pure, NULL, NULL, extra, err, NULL, 0) != 0) {
         kms_audit_rec_destroy(out);
         goto out;
     }

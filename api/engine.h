@@ -133,6 +133,9 @@ struct kms_engine {
 int kms_api_engine_add(struct kms_api *api, const struct kms_engine *e) KMS_WUR;
 /* The mounted engine of `type` (NULL when none is registered). */
 const struct kms_engine *kms_api_engine_find(struct kms_api *api, const char *type);
+/* Visit the registered engines in registration order; stops at the first non-zero return. */
+int kms_api_engines_visit(struct kms_api *api, int (*cb)(const struct kms_engine *e, void *arg),
+                          void *arg);
 
 #define KMS_CTX_MAX_VERSIONS 32
 
@@ -315,7 +318,11 @@ struct kms_api_audit_event {
     const char *operation; /* Vault's: "update", "delete" */
     const char *op;        /* kmsd's: "rotate", "delete" */
     const char *key;
-    const char *project; /* NULL when none */
+    const char *project;    /* NULL when none */
+    const char *subject;    /* NULL = "system:kmsd-controller" */
+    const char *resource;   /* NULL = "KMSKey" */
+    bool pure;              /* changes nothing: the request line need not be durable first */
+    const char *client_uid; /* the caller's own request id (kube-apiserver's uid); may be NULL */
 };
 int kms_api_audit_internal_begin(struct kms_api *api, const struct kms_api_audit_event *ev,
                                  struct kms_audit_rec **out, struct kms_err *err) KMS_WUR;

@@ -44,6 +44,7 @@ static struct slot slots[SLOTS];
 static struct slot unmatched;
 static _Atomic uint64_t logins[3]; /* allowed, denied, error */
 static _Atomic uint64_t cache_hits, cache_misses;
+static _Atomic(kms_metrics_extra_fn) extra_metrics;
 
 static struct slot *slot_for(const struct kms_route *r, const char *mount_type)
 {
@@ -293,10 +294,19 @@ char *kms_metrics_prometheus(struct kms_api *api, size_t *len)
              as.queued, (unsigned long long)as.fsyncs, (double)as.fsync_us / 1e6,
              (unsigned long long)as.failures);
     }
+    kms_metrics_extra_fn extra = atomic_load(&extra_metrics);
+    if (!o.oom && extra != NULL && extra(&o.buf, &o.len, &o.cap) != 0) {
+        o.oom = true;
+    }
     if (o.oom) {
         free(o.buf);
         return NULL;
     }
     *len = o.len;
     return o.buf;
+}
+
+void kms_metrics_set_extra(kms_metrics_extra_fn fn)
+{
+    atomic_store(&extra_metrics, fn);
 }

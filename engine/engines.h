@@ -19,4 +19,15 @@ int kms_engines_create(struct kms_storage *st, const struct kms_api_opts *opts,
                        const struct kms_engines_opts *eopts, struct kms_api **out,
                        struct kms_err *err) KMS_WUR;
 
+struct kms_plugin_backend;
+
+/*
+ * The in-process KMS plugin backend (engine/plugin_local.c) for KEY (kmsplugin/kmsplugin.h:
+ * "<project>/<name>" = a KMSKey of purpose etcd, else a Transit key) in namespace ns_path
+ * ("" or NULL = root; KMSKeys need an organization). The namespace, mount and key are looked
+ * up at each call. *out is filled for kms_plugin_start, which takes it over.
+ */
+int kms_engines_plugin_backend(struct kms_api *api, const char *ns_path, const char *key,
+                               struct kms_plugin_backend *out, struct kms_err *err) KMS_WUR;
+
 #endif

@@ -19,7 +19,7 @@ STRICT=${KMS_INCLUDES_STRICT:-1}
 
 # Public headers. A new folder adds its header here (and to docs/architecture.md).
 PUBLIC="crypto/crypto.h crypto/keyring.h storage/storage.h auth/auth.h audit/audit.h
-        api/api.h api/engine.h server/server.h cli/cli.h
+        api/api.h api/engine.h server/server.h cli/cli.h kmsplugin/kmsplugin.h
         engine/engines.h engine/auth/auth_engine.h
         tests/engine/engine_fixture.h"
 

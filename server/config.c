@@ -105,6 +105,7 @@ static const struct centry table[] = {
     BOOL("audit_hmac_accessor", audit_hmac_accessor),
     SECS("audit_timeout", audit_timeout, 1, 3600),
     BOOL("unauthenticated_metrics_access", unauthenticated_metrics_access),
+    SECS("kms_plugin_status_interval", kms_plugin_status_interval, 1, 3600),
 };
 
 void kms_config_default(struct kms_config *cfg)
@@ -122,6 +123,7 @@ void kms_config_default(struct kms_config *cfg)
     cfg->rate_limit = 5000; /* config mode; dev mode turns it off */
     cfg->rate_limit_burst = 0;
     cfg->kms_deletion_delay = 30 * 86400;
+    cfg->kms_plugin_status_interval = 10;
     snprintf(cfg->audit_fsync, sizeof(cfg->audit_fsync), "batch");
     snprintf(cfg->audit_mode, sizeof(cfg->audit_mode), "0600");
     cfg->audit_hmac_accessor = true;
@@ -237,6 +239,64 @@ static int audit_devices_load(const char *path, json_t *v, struct kms_config *cf
     return 0;
 }
 
+/*
+ * "kms_plugins": [{"socket": "/run/kmsd/kms.sock", "key": "my-project/etcd", "namespace":
+ * "my-org", "socket_mode": "0660", "socket_group": "kube"}, ...]: KMS plugin sockets.
+ */
+static int kms_plugins_load(const char *path, json_t *v, struct kms_config *cfg,
+                            struct kms_err *err)
+{
+    size_t i;
+    json_t *d;
+    if (!json_is_array(v) || json_array_size(v) > KMS_CONFIG_PLUGINS_MAX) {
+        return kms_err_set(err, 400,
+                           "config %s: \"kms_plugins\" must be an array of at most %d objects",
+                           path, KMS_CONFIG_PLUGINS_MAX);
+    }
+    cfg->nkms_plugins = 0;
+    json_array_foreach(v, i, d)
+    {
+        struct kms_config_plugin *o = &cfg->kms_plugins[cfg->nkms_plugins];
+        const char *k;
+        json_t *f;
+        memset(o, 0, sizeof(*o));
+        if (!json_is_object(d)) {
+            return kms_err_set(err, 400, "config %s: kms_plugins[%zu] must be an object", path, i);
+        }
+        json_object_foreach(d, k, f)
+        {
+            const char *sv = json_string_value(f);
+            bool ok = sv != NULL;
+            if (ok && strcmp(k, "socket") == 0 && strlen(sv) < sizeof(o->socket)) {
+                snprintf(o->socket, sizeof(o->socket), "%s", sv);
+            } else if (ok && strcmp(k, "key") == 0 && strlen(sv) < sizeof(o->key)) {
+                snprintf(o->key, sizeof(o->key), "%s", sv);
+            } else if (ok && strcmp(k, "namespace") == 0 && strlen(sv) < sizeof(o->ns)) {
+                snprintf(o->ns, sizeof(o->ns), "%s", sv);
+            } else if (ok && strcmp(k, "socket_mode") == 0) {
+                ok = parse_mode(sv, &o->mode) == 0 && o->mode != 0;
+            } else if (ok && strcmp(k, "socket_group") == 0 && strlen(sv) < sizeof(o->group)) {
+                snprintf(o->group, sizeof(o->group), "%s", sv);
+            } else {
+                ok = false;
+            }
+            if (!ok) {
+                return kms_err_set(err, 400,
+                                   "config %s: kms_plugins[%zu]: unknown setting or invalid "
+                                   "value \"%s\" (settings: socket, key, namespace, "
+                                   "socket_mode, socket_group)",
+                                   path, i, k);
+            }
+        }
+        if (o->socket[0] == '\0' || o->key[0] == '\0') {
+            return kms_err_set(err, 400, "config %s: kms_plugins[%zu] needs \"socket\" and \"key\"",
+                               path, i);
+        }
+        cfg->nkms_plugins++;
+    }
+    return 0;
+}
+
 int kms_config_audit_devices(const struct kms_config *cfg, const char *file_flag,
                              const char *fsync_flag, struct kms_audit_device_opts *out, size_t *n,
                              struct kms_err *err)
@@ -287,6 +347,12 @@ int kms_config_load(const char *path, struct kms_config *cfg, struct kms_err *er
     {
         if (strcmp(k, "audit_devices") == 0) {
             if (audit_devices_load(path, v, cfg, err) != 0) {
+                goto out;
+            }
+            continue;
+        }
+        if (strcmp(k, "kms_plugins") == 0) {
+            if (kms_plugins_load(path, v, cfg, err) != 0) {
                 goto out;
             }
             continue;

@@ -6,6 +6,7 @@
 #include "server/server.h"
 
 #include "engine/engines.h"
+#include "kmsplugin/kmsplugin.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -88,24 +89,30 @@ void kms_log(const char *level, const char *msg, ...)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "Usage: kmsd <command> [options]\n\n"
-               "Commands:\n"
-               "  server     run the KMS server\n"
-               "  audit      audit log tools: `kmsd audit verify FILE|DIR...`\n"
-               "  version    print the version\n\n"
-               "Server options (one or two leading dashes; -flag=value or -flag value):\n"
-               "  -dev                          in-memory-like dev server: ephemeral store, "
-               "transit/ mounted,\n"
-               "                                root token printed\n"
-               "  -dev-root-token-id=ID         root token for dev mode (default: random)\n"
-               "  -dev-listen-address=ADDR      dev listen address (default 127.0.0.1:8200)\n"
-               "  -config=FILE                  JSON configuration file (see docs/config.md)\n"
-               "  -log-level=LEVEL              debug, info, warn or error\n"
-               "  -kms-deletion-delay=DURATION  KMSKey deletion countdown (default 30d)\n"
-               "  -tls-cert-file=FILE           serve HTTPS with this PEM certificate chain\n"
-               "  -tls-key-file=FILE            and this PEM private key\n"
-               "  -audit-file=PATH              append the audit log to PATH (docs/audit.md)\n"
-               "  -audit-fsync=MODE             batch (default), always or never\n");
+    fprintf(f,
+            "Usage: kmsd <command> [options]\n\n"
+            "Commands:\n"
+            "  server     run the KMS server\n"
+            "  audit      audit log tools: `kmsd audit verify FILE|DIR...`\n"
+            "  version    print the version\n\n"
+            "Server options (one or two leading dashes; -flag=value or -flag value):\n"
+            "  -dev                          in-memory-like dev server: ephemeral store, "
+            "transit/ mounted,\n"
+            "                                root token printed\n"
+            "  -dev-root-token-id=ID         root token for dev mode (default: random)\n"
+            "  -dev-listen-address=ADDR      dev listen address (default 127.0.0.1:8200)\n"
+            "  -config=FILE                  JSON configuration file (see docs/config.md)\n"
+            "  -log-level=LEVEL              debug, info, warn or error\n"
+            "  -kms-deletion-delay=DURATION  KMSKey deletion countdown (default 30d)\n"
+            "  -tls-cert-file=FILE           serve HTTPS with this PEM certificate chain\n"
+            "  -tls-key-file=FILE            and this PEM private key\n"
+            "  -audit-file=PATH              append the audit log to PATH (docs/audit.md)\n"
+            "  -audit-fsync=MODE             batch (default), always or never\n"
+            "  -kms-plugin-socket=PATH       serve the Kubernetes KMS v2 plugin API on PATH\n"
+            "  -kms-plugin-key=[NS:]KEY      its key: <project>/<name> (a KMSKey of purpose\n"
+            "                                etcd) or a Transit key, in namespace NS (repeat\n"
+            "                                both flags for more sockets; docs/kms-plugin.md)\n"
+            "  -kms-plugin-status-interval=DURATION  reuse a health probe answer (default 10s)\n");
 }
 
 struct flags {
@@ -119,7 +126,24 @@ struct flags {
     const char *tls_key;
     const char *audit_file;
     const char *audit_fsync;
+    const char *plugin_sockets[KMS_CONFIG_PLUGINS_MAX];
+    const char *plugin_keys[KMS_CONFIG_PLUGINS_MAX];
+    size_t nplugin_sockets, nplugin_keys;
+    const char *plugin_status_interval;
 };
+
+/* The repeatable -kms-plugin-socket / -kms-plugin-key flags, paired in order. */
+static int plugin_flag(struct flags *f, const char *name, const char *val)
+{
+    bool sock = strcmp(name, "kms-plugin-socket") == 0;
+    size_t *n = sock ? &f->nplugin_sockets : &f->nplugin_keys;
+    if (*n >= KMS_CONFIG_PLUGINS_MAX) {
+        fprintf(stderr, "kmsd: at most %d -%s flags\n", KMS_CONFIG_PLUGINS_MAX, name);
+        return -1;
+    }
+    (sock ? f->plugin_sockets : f->plugin_keys)[(*n)++] = val;
+    return 0;
+}
 
 /* Accept -name, --name, -name=value, -name value. */
 static int parse_flags(int argc, char **argv, struct flags *f)
@@ -147,6 +171,9 @@ static int parse_flags(int argc, char **argv, struct flags *f)
             {"tls-key-file", &f->tls_key},
             {"audit-file", &f->audit_file},
             {"audit-fsync", &f->audit_fsync},
+            {"kms-plugin-status-interval", &f->plugin_status_interval},
+            {"kms-plugin-socket", NULL},
+            {"kms-plugin-key", NULL},
         };
         if (nl == 3 && strncmp(a, "dev", 3) == 0) {
             if (val != NULL && strcmp(val, "true") != 0 && strcmp(val, "false") != 0) {
@@ -170,7 +197,11 @@ static int parse_flags(int argc, char **argv, struct flags *f)
                     }
                     val = argv[++i];
                 }
-                *valued[k].dst = val;
+                if (valued[k].dst != NULL) {
+                    *valued[k].dst = val;
+                } else if (plugin_flag(f, valued[k].name, val) != 0) {
+                    return -1;
+                }
                 known = true;
             }
         }
@@ -189,6 +220,8 @@ struct runtime {
     struct kms_api *api;
     struct kms_audit *audit;
     struct event *sigterm, *sigint, *sighup, *controller;
+    struct kms_plugin *plugins[KMS_CONFIG_PLUGINS_MAX];
+    size_t nplugins;
 };
 
 static void controller_report(const char *event, const char *ns_id, const char *project,
@@ -218,6 +251,9 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
     kms_log("info", "shutting down", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
     /* workers stop accepting and finish what is in flight; main joins them after the loop */
     kms_workers_stop(rt->workers);
+    for (size_t i = 0; i < rt->nplugins; i++) {
+        kms_plugin_stop(rt->plugins[i]);
+    }
     event_base_loopexit(rt->base, NULL);
 }
 
@@ -287,6 +323,17 @@ static int check_flags(struct flags *f, int64_t *flag_delay)
     }
     if (f->dev && f->config != NULL) {
         fprintf(stderr, "kmsd: -dev and -config cannot be combined\n");
+        return 2;
+    }
+    if (f->nplugin_sockets != f->nplugin_keys) {
+        fprintf(stderr, "kmsd: each -kms-plugin-socket needs its -kms-plugin-key (in order)\n");
+        return 2;
+    }
+    int64_t pi = 0;
+    if (f->plugin_status_interval != NULL &&
+        (kms_duration_parse(f->plugin_status_interval, &pi) != 0 || pi < 1)) {
+        fprintf(stderr, "kmsd: -kms-plugin-status-interval: invalid duration \"%s\"\n",
+                f->plugin_status_interval);
         return 2;
     }
     if (!f->dev && f->config == NULL) {
@@ -587,8 +634,69 @@ static void print_dev_banner(const char *devdir, bool tls, const char *bound, co
     fflush(stdout);
 }
 
+static void plugin_log(void *arg, const char *level, const char *msg, const char *detail)
+{
+    (void)arg;
+    kms_log(level, msg, "detail", detail, NULL);
+}
+
+/*
+ * The KMS plugin sockets: the config file's "kms_plugins", then the flag pairs (KEY may be
+ * "NS:KEY"). Each serves the local keyring through kms_engines_plugin_backend.
+ */
+static int start_plugins(const struct flags *f, struct kms_config *cfg, struct runtime *rt)
+{
+    struct kms_err err;
+    int64_t interval = cfg->kms_plugin_status_interval;
+    int64_t flag_interval = 0;
+    if (f->plugin_status_interval != NULL &&
+        kms_duration_parse(f->plugin_status_interval, &flag_interval) == 0 && flag_interval > 0) {
+        interval = flag_interval; /* checked by check_flags */
+    }
+    for (size_t i = 0; i < f->nplugin_sockets && cfg->nkms_plugins < KMS_CONFIG_PLUGINS_MAX; i++) {
+        struct kms_config_plugin *o = &cfg->kms_plugins[cfg->nkms_plugins++];
+        memset(o, 0, sizeof(*o));
+        const char *key = f->plugin_keys[i];
+        const char *colon = strchr(key, ':');
+        if (colon != NULL) {
+            snprintf(o->ns, sizeof(o->ns), "%.*s", (int)(colon - key), key);
+            key = colon + 1;
+        }
+        snprintf(o->socket, sizeof(o->socket), "%s", f->plugin_sockets[i]);
+        snprintf(o->key, sizeof(o->key), "%s", key);
+    }
+    if (cfg->nkms_plugins > 0) {
+        kms_metrics_set_extra(kms_plugin_metrics_text); /* in sys/metrics */
+    }
+    for (size_t i = 0; i < cfg->nkms_plugins; i++) {
+        const struct kms_config_plugin *o = &cfg->kms_plugins[i];
+        struct kms_plugin_backend b;
+        struct kms_plugin_opts po;
+        kms_err_clear(&err);
+        memset(&po, 0, sizeof(po));
+        po.socket_path = o->socket;
+        po.socket_mode = o->mode;
+        po.socket_group = o->group[0] != '\0' ? o->group : NULL;
+        po.status_ttl_ms = interval * 1000;
+        po.grace_ms = SHUTDOWN_GRACE_SECONDS * 1000;
+        po.log = plugin_log;
+        if (kms_engines_plugin_backend(rt->api, o->ns, o->key, &b, &err) != 0 ||
+            kms_plugin_start(&po, &b, &rt->plugins[rt->nplugins], &err) != 0) {
+            fprintf(stderr, "kmsd: kms plugin %s: %s\n", o->socket, err.msg);
+            return -1;
+        }
+        rt->nplugins++;
+        kms_log("notice", "kms plugin listening", "socket", o->socket, "key_id", b.label, NULL);
+    }
+    return 0;
+}
+
 static void runtime_free(struct runtime *rt)
 {
+    for (size_t i = 0; i < rt->nplugins; i++) {
+        kms_plugin_join(&rt->plugins[i]);
+    }
+    rt->nplugins = 0;
     if (rt->workers != NULL) {
         kms_workers_stop(rt->workers);
         kms_workers_join(&rt->workers);
@@ -667,6 +775,9 @@ int kms_server_main(int argc, char **argv)
     if (start_listener(&f, &cfg, adevs, ndevs, &rt, bound, sizeof(bound), &nworkers) != 0) {
         goto out;
     }
+    if (start_plugins(&f, &cfg, &rt) != 0) {
+        goto out;
+    }
     add_main_events(&rt);
     if (f.dev) {
         print_dev_banner(devdir, rt.tls != NULL, bound, root);
@@ -680,6 +791,10 @@ int kms_server_main(int argc, char **argv)
             NULL);
 
     event_base_dispatch(rt.base);
+    for (size_t i = 0; i < rt.nplugins; i++) {
+        kms_plugin_join(&rt.plugins[i]); /* calls in flight finish first */
+    }
+    rt.nplugins = 0;
     kms_workers_join(&rt.workers);
     kms_log("info", "kmsd stopped", NULL);
     rc = 0;

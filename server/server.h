@@ -10,6 +10,16 @@
 
 #include <event2/event.h>
 
+/* One KMS plugin socket of the server (docs/kms-plugin.md): "kms_plugins" in the file. */
+#define KMS_CONFIG_PLUGINS_MAX 8
+struct kms_config_plugin {
+    char socket[108]; /* unix socket path */
+    char key[512];    /* "<project>/<name>" (a KMSKey) or a Transit key name */
+    char ns[256];     /* namespace ("" = root) */
+    unsigned mode;    /* socket permission bits; 0 = 0600 */
+    char group[64];   /* group of the socket ("" = the process's) */
+};
+
 struct kms_config {
     char listen_address[256]; /* "127.0.0.1:8200" */
     char storage[16];         /* "lmdb" | "postgresql" */
@@ -44,6 +54,9 @@ struct kms_config {
     struct kms_audit_device_opts audit_devices[KMS_AUDIT_MAX_DEVICES];
     size_t naudit_devices;
     bool unauthenticated_metrics_access; /* GET sys/metrics without a token (OpenBao's name) */
+    struct kms_config_plugin kms_plugins[KMS_CONFIG_PLUGINS_MAX];
+    size_t nkms_plugins;
+    int64_t kms_plugin_status_interval; /* seconds a plugin health probe answer is reused */
     bool dev;
     bool dev_nosync;
 };

@@ -1236,8 +1236,13 @@ static int tick_delete(struct kms_sched *s, struct sched_entry *e, const struct 
     } else {
         snprintf(path, sizeof(path), "kms/keys/%s/%s", e->project, e->name);
     }
-    struct kms_api_audit_event ev = {
-        e->ns_id, ns->path, path, "delete", "delete", mine ? t->transit_name : e->name, e->project};
+    struct kms_api_audit_event ev = {.ns_id = e->ns_id,
+                                     .ns_path = ns->path,
+                                     .path = path,
+                                     .operation = "delete",
+                                     .op = "delete",
+                                     .key = mine ? t->transit_name : e->name,
+                                     .project = e->project};
     if (kms_api_audit_internal_begin(s->api, &ev, &rec, &err) != 0) {
         report("deletion-failed", e->ns_id, e->project, e->name, err.msg);
         e->delete_at = now + RETRY_SECONDS;
@@ -1283,8 +1288,13 @@ static void tick_rotate(struct kms_sched *s, struct sched_entry *e, const struct
         return;
     }
     snprintf(path, sizeof(path), "transit/keys/%s/rotate", t->transit_name);
-    struct kms_api_audit_event ev = {e->ns_id, ns->path,        path,      "update",
-                                     "rotate", t->transit_name, e->project};
+    struct kms_api_audit_event ev = {.ns_id = e->ns_id,
+                                     .ns_path = ns->path,
+                                     .path = path,
+                                     .operation = "update",
+                                     .op = "rotate",
+                                     .key = t->transit_name,
+                                     .project = e->project};
     if (kms_api_audit_internal_begin(s->api, &ev, &rec, &err) != 0 ||
         kms_transit_key_rotate(s->transit, &t->mount, t->transit_name, &p, &err) != 0) {
         if (rec != NULL && kms_api_audit_internal_end(&rec, &ev, NULL, 0, err.msg, &aerr) != 0) {
@@ -1475,5 +1485,53 @@ int kms_kmskey_engine(struct kms_api *api, struct kms_transit *transit, int64_t 
     out->purged = kmskey_purged;
     out->tick = kmskey_tick;
     out->destroy = kmskey_destroy;
+    return 0;
+}
+
+int kms_kmskey_plugin_key(void *state, const struct kms_ns *ns, const char *project,
+                          const char *name, char *transit_name, size_t n, struct kms_err *err)
+{
+    struct kms_sched *s = state;
+    struct target t;
+    struct kms_owner ow;
+    json_t *rec = NULL;
+
+    memset(&t, 0, sizeof(t));
+    if (org_name(ns, t.org, sizeof(t.org)) != 0) {
+        return kms_err_set(err, 400, "KMSKeys belong to an organization namespace");
+    }
+    if (!dns_label(project, PROJECT_MAX_LEN) || !dns_label(name, NAME_MAX_LEN)) {
+        return kms_err_set(err, 400, "invalid KMSKey name %s/%s", project, name);
+    }
+    snprintf(t.project, sizeof(t.project), "%s", project);
+    snprintf(t.name, sizeof(t.name), "%s", name);
+    snprintf(t.transit_name, sizeof(t.transit_name), "%s-%s-%s", t.org, t.project, t.name);
+    int g = load_record(s->api, ns->id, project, name, &rec);
+    if (g == KMS_STORAGE_NOTFOUND) {
+        return kms_err_set(err, 404, "KMSKey %s/%s not found in organization %s", project, name,
+                           t.org);
+    }
+    if (g != 0) {
+        return kms_err_set(err, 500, "cannot read KMSKey %s/%s", project, name);
+    }
+    const char *purpose =
+        json_string_value(json_object_get(json_object_get(rec, "spec"), "purpose"));
+    bool etcd = purpose != NULL && strcmp(purpose, "etcd") == 0;
+    char pbuf[32];
+    snprintf(pbuf, sizeof(pbuf), "%s", purpose != NULL ? purpose : "");
+    json_decref(rec);
+    if (!etcd) {
+        return kms_err_set(err, 412,
+                           "KMSKey %s/%s has purpose \"%s\"; the KMS plugin serves keys of "
+                           "purpose etcd",
+                           project, name, pbuf);
+    }
+    if (!owns(s, ns->id, &t, &ow)) {
+        return kms_err_set(err, 409, "KMSKey %s/%s does not own Transit key %s", project, name,
+                           t.transit_name);
+    }
+    if ((size_t)snprintf(transit_name, n, "%s", t.transit_name) >= n) {
+        return kms_err_set(err, 400, "Transit key name too long");
+    }
     return 0;
 }

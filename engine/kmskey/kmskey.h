@@ -27,6 +27,15 @@ int kms_kmskey_engine(struct kms_api *api, struct kms_transit *transit, int64_t 
  */
 bool kms_kmskey_transit_allows(void *state, const struct kms_ctx *c, const char *name);
 
+/*
+ * For the KMS plugin (engine/plugin_local.c): KMSKey <project>/<name> of namespace ns must
+ * exist, have purpose etcd and own its Transit key, whose name goes to transit_name. 0, or -1
+ * with err: 404 no such KMSKey, 412 another purpose, 409 another KMSKey owns the Transit name,
+ * 400 not an organization namespace or a bad name, 500 storage. `state` is the descriptor's.
+ */
+int kms_kmskey_plugin_key(void *state, const struct kms_ns *ns, const char *project,
+                          const char *name, char *transit_name, size_t n, struct kms_err *err);
+
 /* The KMSKey rotation interval syntax (Go durations plus d, whole units); seconds >= 1. */
 int kms_kmskey_interval_parse(const char *s, int64_t *out) KMS_WUR;
 

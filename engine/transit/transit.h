@@ -38,6 +38,22 @@ int kms_transit_key_destroy(struct kms_transit *t, const struct kms_mount *m, co
                             struct kms_err *err) KMS_WUR;
 
 /*
+ * Encrypt / decrypt with Transit key `name` of mount m outside any request (the KMS plugin;
+ * engine/transit/direct.c), through the key cache, for AEAD keys without derivation (412
+ * otherwise; 404 when the key is missing). encrypt uses the latest version (*version) and
+ * gives *ct = "vault:v<N>:..." (malloc'd); decrypt takes such a ciphertext with Transit's
+ * checks and messages (400 bad or tampered ciphertext, 400 "...disallowed by policy (too
+ * old)" below min_decryption_version) and gives *pt (malloc'd, free with kms_free_wipe).
+ * Thread-safe.
+ */
+int kms_transit_encrypt_direct(struct kms_transit *t, const struct kms_mount *m, const char *name,
+                               const uint8_t *pt, size_t ptlen, char **ct, uint32_t *version,
+                               struct kms_err *err) KMS_WUR;
+int kms_transit_decrypt_direct(struct kms_transit *t, const struct kms_mount *m, const char *name,
+                               const char *ct, size_t ctlen, uint8_t **pt, size_t *ptlen,
+                               uint32_t *version, struct kms_err *err) KMS_WUR;
+
+/*
  * Whether request c may use the Transit key `name` of its mount (true) beyond what its ACL
  * policies grant. Transit knows nothing of projects or KMSKeys; the composition root installs
  * the KMSKey engine's ownership check here. It is asked before any other work of every route

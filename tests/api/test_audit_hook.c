@@ -204,8 +204,13 @@ static void test_internal_event(void **state)
     struct fixture *f = *state;
     struct kms_audit_rec *rec = NULL;
     struct kms_err err;
-    const struct kms_api_audit_event ev = {
-        "root", "", "transit/keys/o-p-k/rotate", "update", "rotate", "k", "p"};
+    const struct kms_api_audit_event ev = {.ns_id = "root",
+                                           .ns_path = "",
+                                           .path = "transit/keys/o-p-k/rotate",
+                                           .operation = "update",
+                                           .op = "rotate",
+                                           .key = "k",
+                                           .project = "p"};
     const uint32_t v[] = {4};
     assert_int_equal(kms_api_audit_internal_begin(f->api, &ev, &rec, &err), 0);
     assert_non_null(rec);
@@ -465,8 +470,13 @@ static void test_internal_event_variants(void **state)
     struct fixture *f = *state;
     struct kms_audit_rec *rec = NULL;
     struct kms_err err;
-    const struct kms_api_audit_event ev = {
-        "root", "org/", "transit/keys/o-p-k", "delete", "delete", "o-p-k", NULL};
+    const struct kms_api_audit_event ev = {.ns_id = "root",
+                                           .ns_path = "org/",
+                                           .path = "transit/keys/o-p-k",
+                                           .operation = "delete",
+                                           .op = "delete",
+                                           .key = "o-p-k",
+                                           .project = NULL};
     const uint32_t v[] = {1, 2, 3};
     assert_int_equal(kms_api_audit_internal_begin(f->api, &ev, &rec, &err), 0);
     assert_int_equal(kms_api_audit_internal_end(&rec, &ev, v, 3, "cannot destroy", &err), 0);

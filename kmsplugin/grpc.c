@@ -1,0 +1,405 @@
+/*
+ * grpc.c - unary gRPC calls over one HTTP/2 server session (libnghttp2). nghttp2 does all of
+ * HTTP/2; this file checks each request's :method, :path and content-type, collects its DATA
+ * into one gRPC message (1-byte compressed flag, 4-byte big-endian length, the message),
+ * hands complete calls to the owner and writes the answer: HEADERS, one length-prefixed
+ * message in DATA, then the grpc-status trailers; or, for an error, one trailers-only HEADERS
+ * frame with grpc-status and a percent-encoded grpc-message.
+ */
+#include "kmsplugin/kmsplugin_int.h"
+
+#include <nghttp2/nghttp2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_STREAMS 1000
+#define MAX_HEADER_LIST 16384
+#define GRPC_PREFIX 5
+
+struct stream {
+    int32_t id;
+    int method; /* -1: unknown :path */
+    bool post;
+    bool grpc_ct;  /* content-type application/grpc[+proto|;...] */
+    bool too_big;  /* more DATA than a message may have */
+    bool answered; /* kms_h2_answer was called (or an error was submitted) */
+    uint8_t *body; /* the DATA received */
+    size_t len, cap;
+    uint8_t *resp; /* prefix + message to send */
+    size_t resp_len, resp_off;
+};
+
+struct kms_h2 {
+    nghttp2_session *s;
+    kms_h2_call_fn on_call;
+    kms_h2_send_fn send;
+    void *arg;
+    size_t open;
+    bool failed;
+    bool in_recv; /* inside nghttp2_session_mem_recv: sending waits until it returns */
+};
+
+static void stream_free(struct stream *st)
+{
+    if (st == NULL) {
+        return;
+    }
+    kms_free_wipe((void **)&st->body, st->cap);
+    kms_free_wipe((void **)&st->resp, st->resp_len);
+    free(st);
+}
+
+static ssize_t on_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags, void *ud)
+{
+    struct kms_h2 *h = ud;
+    (void)s;
+    (void)flags;
+    if (h->send(h->arg, data, len) != 0) {
+        h->failed = true;
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
+    return (ssize_t)len;
+}
+
+static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud)
+{
+    struct kms_h2 *h = ud;
+    if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) {
+        return 0;
+    }
+    struct stream *st = calloc(1, sizeof(*st));
+    if (st == NULL) {
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST_STREAM this one */
+    }
+    st->id = f->hd.stream_id;
+    st->method = -1;
+    if (nghttp2_session_set_stream_user_data(s, st->id, st) != 0) {
+        free(st);
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+    h->open++;
+    return 0;
+}
+
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
+{
+    (void)flags;
+    (void)ud;
+    if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) {
+        return 0;
+    }
+    struct stream *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+    if (st == NULL) {
+        return 0;
+    }
+    if (namelen == 5 && memcmp(name, ":path", 5) == 0) {
+        st->method = kms_plugin_method_of((const char *)value, valuelen);
+    } else if (namelen == 7 && memcmp(name, ":method", 7) == 0) {
+        st->post = valuelen == 4 && memcmp(value, "POST", 4) == 0;
+    } else if (namelen == 12 && memcmp(name, "content-type", 12) == 0) {
+        /* "application/grpc", "application/grpc+proto", "application/grpc;..." */
+        st->grpc_ct = valuelen >= 16 && memcmp(value, "application/grpc", 16) == 0 &&
+                      (valuelen == 16 || value[16] == '+' || value[16] == ';');
+    }
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id, const uint8_t *data,
+                         size_t len, void *ud)
+{
+    (void)flags;
+    (void)ud;
+    struct stream *st = nghttp2_session_get_stream_user_data(s, stream_id);
+    if (st == NULL || st->too_big) {
+        return 0;
+    }
+    if (st->len + len > (size_t)KMS_PLUGIN_MESSAGE_MAX + GRPC_PREFIX) {
+        st->too_big = true; /* answered RESOURCE_EXHAUSTED at the end of the stream */
+        return 0;
+    }
+    if (st->len + len > st->cap) {
+        size_t cap = st->cap ? st->cap : 256;
+        while (cap < st->len + len) {
+            cap *= 2;
+        }
+        uint8_t *grown = malloc(cap);
+        if (grown == NULL) {
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        }
+        if (st->len > 0) {
+            memcpy(grown, st->body, st->len);
+        }
+        kms_free_wipe((void **)&st->body, st->cap);
+        st->body = grown;
+        st->cap = cap;
+    }
+    memcpy(st->body + st->len, data, len);
+    st->len += len;
+    return 0;
+}
+
+/* grpc-message: percent-encoded outside printable ASCII and '%' (the gRPC HTTP/2 spec). */
+static void pct_encode(const char *in, char *out, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t j = 0;
+    for (const unsigned char *p = (const unsigned char *)in; *p != '\0' && j + 4 < n; p++) {
+        if (*p >= 0x20 && *p <= 0x7e && *p != '%') {
+            out[j++] = (char)*p;
+        } else {
+            out[j++] = '%';
+            out[j++] = hex[*p >> 4];
+            out[j++] = hex[*p & 15];
+        }
+    }
+    out[j] = '\0';
+}
+
+#define NV(n, v)                                                                                   \
+    {                                                                                              \
+        (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NO_COPY_NAME     \
+    }
+
+/* A trailers-only answer (or a plain HTTP status when http_status != 200). */
+static int submit_error(struct kms_h2 *h, struct stream *st, int http_status, int code,
+                        const char *msg)
+{
+    char status[8], codes[8], enc[600];
+    snprintf(status, sizeof(status), "%d", http_status);
+    snprintf(codes, sizeof(codes), "%d", code);
+    pct_encode(msg != NULL ? msg : "", enc, sizeof(enc));
+    nghttp2_nv nva[] = {
+        NV(":status", status),
+        NV("content-type", "application/grpc"),
+        NV("grpc-status", codes),
+        NV("grpc-message", enc),
+    };
+    st->answered = true;
+    size_t n = http_status == 200 ? 4 : 1;
+    if (http_status == 200 && enc[0] == '\0') {
+        n = 3;
+    }
+    return nghttp2_submit_response(h->s, st->id, nva, n, NULL);
+}
+
+static ssize_t read_resp(nghttp2_session *s, int32_t stream_id, uint8_t *buf, size_t len,
+                         uint32_t *flags, nghttp2_data_source *src, void *ud)
+{
+    struct stream *st = src->ptr;
+    (void)ud;
+    size_t left = st->resp_len - st->resp_off;
+    size_t n = left < len ? left : len;
+    memcpy(buf, st->resp + st->resp_off, n);
+    st->resp_off += n;
+    if (st->resp_off == st->resp_len) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        nghttp2_nv tr[] = {NV("grpc-status", "0")};
+        if (nghttp2_submit_trailer(s, stream_id, tr, 1) != 0) {
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        }
+    }
+    return (ssize_t)n;
+}
+
+/* The end of a request stream: check it and hand the call over, or answer the error. */
+static int request_done(struct kms_h2 *h, struct stream *st)
+{
+    if (!st->post || !st->grpc_ct) {
+        return submit_error(h, st, 415, KMS_GRPC_INTERNAL, NULL);
+    }
+    if (st->method < 0) {
+        return submit_error(h, st, 200, KMS_GRPC_UNIMPLEMENTED,
+                            "unknown method: this server serves v2.KeyManagementService");
+    }
+    if (st->too_big) {
+        return submit_error(h, st, 200, KMS_GRPC_RESOURCE_EXHAUSTED,
+                            "request message larger than 65536 bytes");
+    }
+    if (st->len < GRPC_PREFIX) {
+        return submit_error(h, st, 200, KMS_GRPC_INTERNAL,
+                            "protocol error: no request message in the stream");
+    }
+    uint32_t mlen = (uint32_t)st->body[1] << 24 | (uint32_t)st->body[2] << 16 |
+                    (uint32_t)st->body[3] << 8 | st->body[4];
+    if (st->body[0] != 0) {
+        return submit_error(h, st, 200, KMS_GRPC_UNIMPLEMENTED,
+                            "compressed messages are not supported (grpc-encoding identity)");
+    }
+    if ((size_t)mlen != st->len - GRPC_PREFIX) {
+        return submit_error(h, st, 200, KMS_GRPC_INTERNAL,
+                            "protocol error: a unary call carries exactly one message");
+    }
+    uint8_t *msg = malloc(mlen ? mlen : 1);
+    if (msg == NULL) {
+        return submit_error(h, st, 200, KMS_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    memcpy(msg, st->body + GRPC_PREFIX, mlen);
+    kms_memzero(st->body, st->len);
+    h->on_call(h->arg, h, st->id, (enum kms_plugin_method)st->method, msg, mlen);
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
+{
+    struct kms_h2 *h = ud;
+    if ((f->hd.type != NGHTTP2_DATA && f->hd.type != NGHTTP2_HEADERS) ||
+        !(f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+        return 0;
+    }
+    struct stream *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+    if (st == NULL || st->answered) {
+        return 0;
+    }
+    if (request_done(h, st) != 0) {
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error_code, void *ud)
+{
+    struct kms_h2 *h = ud;
+    (void)error_code;
+    struct stream *st = nghttp2_session_get_stream_user_data(s, stream_id);
+    if (st != NULL) {
+        nghttp2_session_set_stream_user_data(s, stream_id, NULL);
+        stream_free(st);
+        h->open--;
+    }
+    return 0;
+}
+
+int kms_h2_create(kms_h2_call_fn on_call, kms_h2_send_fn send, void *arg, struct kms_h2 **out)
+{
+    nghttp2_session_callbacks *cbs = NULL;
+    nghttp2_option *opt = NULL;
+    struct kms_h2 *h = calloc(1, sizeof(*h));
+    *out = NULL;
+    if (h == NULL || nghttp2_session_callbacks_new(&cbs) != 0 || nghttp2_option_new(&opt) != 0) {
+        goto fail;
+    }
+    h->on_call = on_call;
+    h->send = send;
+    h->arg = arg;
+    nghttp2_session_callbacks_set_send_callback(cbs, on_send);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_option_set_max_send_header_block_length(opt, MAX_HEADER_LIST);
+    if (nghttp2_session_server_new2(&h->s, cbs, h, opt) != 0) {
+        goto fail;
+    }
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, MAX_STREAMS},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST},
+    };
+    if (nghttp2_submit_settings(h->s, NGHTTP2_FLAG_NONE, iv, 2) != 0) {
+        goto fail;
+    }
+    nghttp2_session_callbacks_del(cbs);
+    nghttp2_option_del(opt);
+    *out = h;
+    return 0;
+fail:
+    nghttp2_session_callbacks_del(cbs);
+    nghttp2_option_del(opt);
+    kms_h2_destroy(&h);
+    return -1;
+}
+
+void kms_h2_destroy(struct kms_h2 **hp)
+{
+    struct kms_h2 *h = *hp;
+    if (h == NULL) {
+        return;
+    }
+    if (h->s != NULL) {
+        nghttp2_session_del(h->s); /* closes every stream: on_stream_close frees them */
+    }
+    free(h);
+    *hp = NULL;
+}
+
+static int flush(struct kms_h2 *h)
+{
+    if (h->in_recv) {
+        return 0;
+    }
+    if (nghttp2_session_send(h->s) != 0 || h->failed) {
+        return -1;
+    }
+    return 0;
+}
+
+int kms_h2_recv(struct kms_h2 *h, const uint8_t *in, size_t len)
+{
+    h->in_recv = true;
+    ssize_t n = nghttp2_session_mem_recv(h->s, in, len);
+    h->in_recv = false;
+    if (n < 0 || (size_t)n != len || h->failed) {
+        return -1;
+    }
+    return flush(h);
+}
+
+int kms_h2_answer(struct kms_h2 *h, int32_t stream_id, int code, const uint8_t *resp,
+                  size_t resp_len, const char *msg)
+{
+    struct stream *st = nghttp2_session_get_stream_user_data(h->s, stream_id);
+    if (st == NULL || st->answered) {
+        return 0; /* the client went away (RST_STREAM or closed connection) */
+    }
+    if (code != KMS_GRPC_OK) {
+        if (submit_error(h, st, 200, code, msg) != 0) {
+            return -1;
+        }
+        return flush(h);
+    }
+    st->resp = malloc(resp_len + GRPC_PREFIX);
+    if (st->resp == NULL) {
+        if (submit_error(h, st, 200, KMS_GRPC_RESOURCE_EXHAUSTED, "out of memory") != 0) {
+            return -1;
+        }
+        return flush(h);
+    }
+    st->resp[0] = 0;
+    st->resp[1] = (uint8_t)(resp_len >> 24);
+    st->resp[2] = (uint8_t)(resp_len >> 16);
+    st->resp[3] = (uint8_t)(resp_len >> 8);
+    st->resp[4] = (uint8_t)resp_len;
+    if (resp_len > 0) {
+        memcpy(st->resp + GRPC_PREFIX, resp, resp_len);
+    }
+    st->resp_len = resp_len + GRPC_PREFIX;
+    st->answered = true;
+    nghttp2_nv nva[] = {NV(":status", "200"), NV("content-type", "application/grpc")};
+    nghttp2_data_provider prd;
+    prd.source.ptr = st;
+    prd.read_callback = read_resp;
+    if (nghttp2_submit_response(h->s, stream_id, nva, 2, &prd) != 0) {
+        return -1;
+    }
+    return flush(h);
+}
+
+void kms_h2_goaway(struct kms_h2 *h)
+{
+    (void)nghttp2_submit_goaway(h->s, NGHTTP2_FLAG_NONE,
+                                nghttp2_session_get_last_proc_stream_id(h->s), NGHTTP2_NO_ERROR,
+                                NULL, 0);
+    (void)flush(h);
+}
+
+size_t kms_h2_open_streams(const struct kms_h2 *h)
+{
+    return h->open;
+}
+
+bool kms_h2_done(const struct kms_h2 *h)
+{
+    return nghttp2_session_want_read(h->s) == 0 && nghttp2_session_want_write(h->s) == 0;
+}

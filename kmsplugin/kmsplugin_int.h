@@ -1,0 +1,88 @@
+/*
+ * kmsplugin_int.h - private to kmsplugin/: the plugin calls over protobuf messages (calls.c),
+ * the HTTP/2 + gRPC session (grpc.c), the unix socket (socket.c), metrics (metrics.c) and the
+ * remote Transit backend of the sidecar (remote.c).
+ */
+#ifndef KMS_KMSPLUGIN_INT_H
+#define KMS_KMSPLUGIN_INT_H
+
+#include "kmsplugin/kmsplugin.h"
+
+#include <pthread.h>
+
+enum kms_plugin_method {
+    KMS_PLUGIN_STATUS,
+    KMS_PLUGIN_ENCRYPT,
+    KMS_PLUGIN_DECRYPT,
+    KMS_PLUGIN_NMETHODS,
+};
+
+/* The method a gRPC :path names; -1 when none. */
+int kms_plugin_method_of(const char *path, size_t len);
+const char *kms_plugin_method_name(enum kms_plugin_method m);
+
+/* The backend and the health probe's cached answer; one per plugin server. */
+struct kms_plugin_core {
+    struct kms_plugin_backend b;
+    int64_t status_ttl_ms;
+    pthread_mutex_t mu;   /* guards the fields below */
+    int64_t status_until; /* monotonic ms until which the answer below is reused */
+    bool status_known;
+    bool healthy;
+    char healthz[320];
+    char key_id[KMS_PLUGIN_KEY_ID_MAX + 1];
+};
+
+void kms_plugin_core_init(struct kms_plugin_core *c, const struct kms_plugin_backend *b,
+                          int64_t status_ttl_ms);
+void kms_plugin_core_dispose(struct kms_plugin_core *c);
+
+/*
+ * One call: `in` is the request message (protobuf). Returns the gRPC code; on KMS_GRPC_OK
+ * *out is the packed response message (malloc'd, wiped by the caller with kms_free_wipe),
+ * otherwise msg holds the grpc-message text. Counts the call in the metrics.
+ */
+int kms_plugin_call(struct kms_plugin_core *c, enum kms_plugin_method m, const uint8_t *in,
+                    size_t len, uint8_t **out, size_t *outlen, char *msg, size_t msglen);
+
+/* ---- gRPC over an HTTP/2 server session (grpc.c) ------------------------------------------ */
+
+struct kms_h2;
+
+/* A complete call the session hands to its owner; answered later with kms_h2_answer. */
+typedef void (*kms_h2_call_fn)(void *arg, struct kms_h2 *h, int32_t stream_id,
+                               enum kms_plugin_method m, uint8_t *msg, size_t len);
+/* Bytes the session wants sent. Returns 0, or -1 to fail the session. */
+typedef int (*kms_h2_send_fn)(void *arg, const uint8_t *data, size_t len);
+
+int kms_h2_create(kms_h2_call_fn on_call, kms_h2_send_fn send, void *arg,
+                  struct kms_h2 **out) KMS_WUR;
+void kms_h2_destroy(struct kms_h2 **h);
+/* Feed received bytes; 0, or -1 when the session must be closed. Sends what it can. */
+int kms_h2_recv(struct kms_h2 *h, const uint8_t *in, size_t len) KMS_WUR;
+/* Answer a call (drops it when the stream is gone): code OK with the packed response
+ * message, else the code and message. Sends what it can. */
+int kms_h2_answer(struct kms_h2 *h, int32_t stream_id, int code, const uint8_t *resp,
+                  size_t resp_len, const char *msg) KMS_WUR;
+/* Send GOAWAY (no new calls; those started finish). */
+void kms_h2_goaway(struct kms_h2 *h);
+/* Streams open (calls received and not yet answered and sent). */
+size_t kms_h2_open_streams(const struct kms_h2 *h);
+/* Whether the session has nothing more to send and expects nothing more. */
+bool kms_h2_done(const struct kms_h2 *h);
+
+/* ---- the socket (socket.c) ---------------------------------------------------------------- */
+
+/* Bind and listen on a unix socket with the mode and group of o; a stale socket file nobody
+ * answers on is removed first. *fd is non-blocking. */
+int kms_plugin_socket_open(const struct kms_plugin_opts *o, int *fd, struct kms_err *err) KMS_WUR;
+
+/* ---- metrics (metrics.c) ------------------------------------------------------------------ */
+
+void kms_plugin_metrics_count(enum kms_plugin_method m, int code, int64_t micros);
+
+/* Monotonic milliseconds and microseconds. */
+int64_t kms_plugin_mono_ms(void);
+int64_t kms_plugin_mono_us(void);
+
+#endif

@@ -1,0 +1,106 @@
+"""Helpers for the KMS plugin tests: a gRPC client built from kmsd's own kmsplugin/api.proto.
+
+The stubs are generated at test time with Debian's python3-grpc-tools (grpc_tools.protoc)
+into a temporary directory, from the same .proto file protoc-c compiles into kmsd, and the
+calls go through Debian's python3-grpcio: the real gRPC client over the real unix socket.
+"""
+
+import atexit
+import importlib
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+
+import grpc  # python3-grpcio
+from grpc_tools import protoc  # python3-grpc-tools
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROTO_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "kmsplugin"))
+
+_stub_dir = None
+pb = None
+pb_grpc = None
+
+
+def load_stubs():
+    """Generate api_pb2 / api_pb2_grpc from kmsplugin/api.proto (once per process)."""
+    global _stub_dir, pb, pb_grpc
+    if pb is not None:
+        return pb, pb_grpc
+    _stub_dir = tempfile.mkdtemp(prefix="kms-plugin-stubs-")
+    atexit.register(shutil.rmtree, _stub_dir, True)
+    rc = protoc.main(["grpc_tools.protoc", "-I" + PROTO_DIR, "--python_out=" + _stub_dir,
+                      "--grpc_python_out=" + _stub_dir, os.path.join(PROTO_DIR, "api.proto")])
+    if rc != 0:
+        raise AssertionError("grpc_tools.protoc failed on kmsplugin/api.proto (rc=%d)" % rc)
+    sys.path.insert(0, _stub_dir)
+    pb = importlib.import_module("api_pb2")
+    pb_grpc = importlib.import_module("api_pb2_grpc")
+    return pb, pb_grpc
+
+
+class Plugin:
+    """A gRPC channel to a plugin socket, with the three calls."""
+
+    def __init__(self, path, options=None):
+        load_stubs()
+        self.path = path
+        self.channel = grpc.insecure_channel("unix://" + path, options=options or [])
+        self.stub = pb_grpc.KeyManagementServiceStub(self.channel)
+
+    def close(self):
+        self.channel.close()
+
+    def status(self, timeout=10):
+        return self.stub.Status(pb.StatusRequest(), timeout=timeout)
+
+    def encrypt(self, plaintext, uid="it-encrypt", timeout=10):
+        return self.stub.Encrypt(pb.EncryptRequest(plaintext=plaintext, uid=uid), timeout=timeout)
+
+    def decrypt(self, ciphertext, key_id, uid="it-decrypt", annotations=None, timeout=10):
+        return self.stub.Decrypt(pb.DecryptRequest(ciphertext=ciphertext, uid=uid, key_id=key_id,
+                                                   annotations=annotations or {}),
+                                 timeout=timeout)
+
+
+def rpc_error(fn, *args, **kw):
+    """Run a call that must fail; returns (code, details)."""
+    try:
+        r = fn(*args, **kw)
+    except grpc.RpcError as e:
+        return e.code(), e.details()
+    raise AssertionError("the call succeeded (%r); an error was expected" % (r,))
+
+
+def socket_answers(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def wait_socket(path, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(path) and socket_answers(path):
+            return
+        time.sleep(0.02)
+    raise AssertionError("nothing answers on %s after %.0fs" % (path, timeout))
+
+
+def wait_for(pred, timeout, what, interval=0.05):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError("timed out after %.1fs waiting for %s (last: %r)" % (timeout, what, last))

@@ -1,0 +1,477 @@
+"""The Kubernetes KMS v2 plugin served by kmsd itself (kmsd server -kms-plugin-socket=...).
+
+A real kmsd, the real unix socket, and Debian's python3-grpcio as the gRPC client with stubs
+generated from kmsplugin/api.proto (kms_plugin_helpers.py). Covers Status/Encrypt/Decrypt as
+kube-apiserver uses them, rotation and min_decryption_version, refusals, concurrency, clients
+that go away mid-call, KMSKeys of purpose etcd, and the socket's safety rules.
+"""
+
+import concurrent.futures
+import json
+import os
+import re
+import socket
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+import grpc
+
+from kmsd_harness import KMSD_BIN, KmsdServer, b64
+from kms_plugin_helpers import Plugin, load_stubs, rpc_error, wait_for, wait_socket
+
+STATUS_INTERVAL = 1  # seconds a health probe answer is reused (-kms-plugin-status-interval)
+SEED = bytes(range(32))  # what the apiserver sends: a 32-byte DEK seed
+
+
+class PluginServerCase(unittest.TestCase):
+    """A dev kmsd with two plugin sockets: Transit key `etcd-k` in the root namespace, and
+    KMSKey `prod/etcd` of organization `org1` (created by the tests, after start-up)."""
+
+    @classmethod
+    def setUpClass(cls):
+        load_stubs()
+        cls.dir = tempfile.mkdtemp(prefix="kmsd-plugin-")
+        cls.sock = os.path.join(cls.dir, "transit.sock")
+        cls.ksock = os.path.join(cls.dir, "kmskey.sock")
+        cls.server = KmsdServer(workdir=cls.dir, extra_args=[
+            "-kms-plugin-socket=" + cls.sock, "-kms-plugin-key=etcd-k",
+            "-kms-plugin-socket=" + cls.ksock, "-kms-plugin-key=org1:prod/etcd",
+            "-kms-plugin-status-interval=%ds" % STATUS_INTERVAL])
+        try:
+            cls.server.start()
+            wait_socket(cls.sock)
+            wait_socket(cls.ksock)
+        except BaseException:
+            cls.server.cleanup()
+            raise
+        r = cls.server.request("POST", "transit/keys/etcd-k", {})
+        assert r.status == 200, r.describe()
+        cls.p = Plugin(cls.sock)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.p.close()
+        rc = cls.server.stop()
+        try:
+            if rc != 0:
+                raise AssertionError("kmsd did not exit cleanly (rc=%r)\n%s" % (
+                    rc, cls.server.log_tail()))
+            for s in (cls.sock, cls.ksock):
+                if os.path.exists(s):
+                    raise AssertionError("socket %s left behind after shutdown" % s)
+        finally:
+            cls.server.cleanup()
+
+    def req(self, method, path, body=None, **kw):
+        return self.server.request(method, path, body, **kw)
+
+    def key_version(self, name="etcd-k"):
+        r = self.req("GET", "transit/keys/" + name)
+        self.assertEqual(r.status, 200, r.describe())
+        return r.data["latest_version"]
+
+
+class TestInProcess(PluginServerCase):
+
+    def test_status(self):
+        st = self.p.status()
+        self.assertEqual(st.version, "v2")
+        self.assertEqual(st.healthz, "ok")
+        self.assertEqual(st.key_id, "transit/keys/etcd-k:v%d" % self.key_version())
+
+    def test_round_trip(self):
+        r = self.p.encrypt(SEED, uid="uid-1")
+        self.assertTrue(r.ciphertext.startswith(b"vault:v"), r.ciphertext)
+        self.assertLessEqual(len(r.ciphertext), 1024)
+        self.assertEqual(r.key_id, "transit/keys/etcd-k:v%d" % self.key_version())
+        self.assertEqual(len(r.annotations), 0)
+        self.assertNotIn(SEED, r.ciphertext)
+        d = self.p.decrypt(r.ciphertext, r.key_id, uid="uid-2")
+        self.assertEqual(d.plaintext, SEED)
+        # the ciphertext is an ordinary Transit ciphertext of the key: the HTTP API reads it
+        h = self.req("POST", "transit/decrypt/etcd-k", {"ciphertext": r.ciphertext.decode()})
+        self.assertEqual(h.status, 200, h.describe())
+        self.assertEqual(h.data["plaintext"], b64(SEED))
+
+    def test_largest_plaintext(self):
+        pt = os.urandom(512)
+        r = self.p.encrypt(pt)
+        self.assertLessEqual(len(r.ciphertext), 1024)
+        self.assertEqual(self.p.decrypt(r.ciphertext, r.key_id).plaintext, pt)
+
+    def test_rotation(self):
+        name = "rot-k"
+        path = os.path.join(self.dir, "rot.sock")
+        # its own server: key versions and floors of this key are changed below
+        srv = KmsdServer(extra_args=["-kms-plugin-socket=" + path, "-kms-plugin-key=" + name,
+                                     "-kms-plugin-status-interval=%ds" % STATUS_INTERVAL])
+        try:
+            srv.start()
+            wait_socket(path)
+            self.assertEqual(srv.request("POST", "transit/keys/" + name, {}).status, 200)
+            p = Plugin(path)
+            st = p.status()
+            self.assertEqual(st.key_id, "transit/keys/%s:v1" % name)
+            old = p.encrypt(SEED)
+            self.assertEqual(old.key_id, "transit/keys/%s:v1" % name)
+            self.assertEqual(srv.request("POST", "transit/keys/%s/rotate" % name, {}).status, 200)
+            # Encrypt uses the new version at once; Status within one status interval
+            new = p.encrypt(SEED)
+            self.assertEqual(new.key_id, "transit/keys/%s:v2" % name)
+            self.assertTrue(new.ciphertext.startswith(b"vault:v2:"))
+            t0 = time.monotonic()
+            wait_for(lambda: p.status().key_id == "transit/keys/%s:v2" % name,
+                     STATUS_INTERVAL + 2, "Status to report v2")
+            self.assertLess(time.monotonic() - t0, STATUS_INTERVAL + 1)
+            # old ciphertexts still decrypt
+            self.assertEqual(p.decrypt(old.ciphertext, old.key_id).plaintext, SEED)
+            self.assertEqual(p.decrypt(new.ciphertext, new.key_id).plaintext, SEED)
+            # min_decryption_version raised: v1 ciphertexts are refused, v2 ones are not
+            r = srv.request("POST", "transit/keys/%s/config" % name, {"min_decryption_version": 2})
+            self.assertEqual(r.status, 200, r.describe())
+            code, details = rpc_error(p.decrypt, old.ciphertext, old.key_id)
+            self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION, details)
+            self.assertIn("disallowed by policy (too old)", details)
+            self.assertEqual(p.decrypt(new.ciphertext, new.key_id).plaintext, SEED)
+            p.close()
+        finally:
+            rc = srv.stop()
+            srv.cleanup()
+        self.assertEqual(rc, 0)
+
+    def test_refusals(self):
+        good = self.p.encrypt(SEED)
+        cases = []
+        # tampered ciphertext (a byte of the payload changed)
+        ct = bytearray(good.ciphertext)
+        ct[-5] = ord("A") if ct[-5] != ord("A") else ord("B")
+        cases.append(("tampered", lambda: self.p.decrypt(bytes(ct), good.key_id),
+                      grpc.StatusCode.INVALID_ARGUMENT, "message authentication failed"))
+        cases.append(("unknown key_id", lambda: self.p.decrypt(good.ciphertext,
+                                                               "transit/keys/other:v1"),
+                      grpc.StatusCode.INVALID_ARGUMENT, "unknown key_id"))
+        cases.append(("empty key_id", lambda: self.p.decrypt(good.ciphertext, ""),
+                      grpc.StatusCode.INVALID_ARGUMENT, "unknown key_id"))
+        cases.append(("key_id version mismatch",
+                      lambda: self.p.decrypt(good.ciphertext, "transit/keys/etcd-k:v9"),
+                      grpc.StatusCode.INVALID_ARGUMENT, "does not match key_id"))
+        cases.append(("not a vault ciphertext",
+                      lambda: self.p.decrypt(b"\x00\x01garbage", good.key_id),
+                      grpc.StatusCode.INVALID_ARGUMENT, "invalid ciphertext"))
+        cases.append(("empty ciphertext", lambda: self.p.decrypt(b"", good.key_id),
+                      grpc.StatusCode.INVALID_ARGUMENT, "ciphertext is empty"))
+        cases.append(("oversized ciphertext",
+                      lambda: self.p.decrypt(b"vault:v1:" + b"A" * 2000, good.key_id),
+                      grpc.StatusCode.INVALID_ARGUMENT, "at most 1024"))
+        cases.append(("empty plaintext", lambda: self.p.encrypt(b""),
+                      grpc.StatusCode.INVALID_ARGUMENT, "plaintext is empty"))
+        cases.append(("oversized plaintext", lambda: self.p.encrypt(b"x" * 513),
+                      grpc.StatusCode.INVALID_ARGUMENT, "at most 512"))
+        cases.append(("oversized message", lambda: self.p.encrypt(b"x" * 70000),
+                      grpc.StatusCode.RESOURCE_EXHAUSTED, "larger than 65536"))
+        # wrong key: a ciphertext of another Transit key, presented with this key's key_id
+        self.assertEqual(self.req("POST", "transit/keys/other-k", {}).status, 200)
+        r = self.req("POST", "transit/encrypt/other-k", {"plaintext": b64(SEED)})
+        other = r.data["ciphertext"].encode()
+        cases.append(("wrong key", lambda: self.p.decrypt(other, "transit/keys/etcd-k:v1"),
+                      grpc.StatusCode.INVALID_ARGUMENT, "message authentication failed"))
+        for what, fn, want, text in cases:
+            with self.subTest(what):
+                code, details = rpc_error(fn)
+                self.assertEqual(code, want, "%s: %s" % (what, details))
+                self.assertIn(text, details)
+        # the refusals leave the plugin healthy
+        self.assertEqual(self.p.status().healthz, "ok")
+        self.assertEqual(self.p.decrypt(good.ciphertext, good.key_id).plaintext, SEED)
+
+    def test_unknown_method(self):
+        fn = self.p.channel.unary_unary("/v2.KeyManagementService/Rewrap",
+                                        request_serializer=lambda b: b,
+                                        response_deserializer=lambda b: b)
+        code, details = rpc_error(fn, b"", timeout=5)
+        self.assertEqual(code, grpc.StatusCode.UNIMPLEMENTED, details)
+        fn = self.p.channel.unary_unary("/v2.KeyManagementService/Encrypt",
+                                        request_serializer=lambda b: b,
+                                        response_deserializer=lambda b: b)
+        code, details = rpc_error(fn, b"\xff\xff\xff", timeout=5)  # not a protobuf message
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, details)
+
+    def test_concurrent_calls(self):
+        n = 200
+        seeds = [os.urandom(32) for _ in range(n)]
+        futs = [self.p.stub.Encrypt.future(self.pbreq_enc(s, "c%d" % i), timeout=60)
+                for i, s in enumerate(seeds)]
+        cts = [f.result() for f in futs]
+        futs = [self.p.stub.Decrypt.future(self.pbreq_dec(c.ciphertext, c.key_id), timeout=60)
+                for c in cts]
+        self.assertEqual([f.result().plaintext for f in futs], seeds)
+        # and over 20 separate connections at once
+        def one(i):
+            p = Plugin(self.sock)
+            try:
+                out = []
+                for j in range(10):
+                    c = p.encrypt(seeds[(i * 10 + j) % n])
+                    out.append(p.decrypt(c.ciphertext, c.key_id).plaintext)
+                return out
+            finally:
+                p.close()
+        with concurrent.futures.ThreadPoolExecutor(20) as ex:
+            res = list(ex.map(one, range(20)))
+        self.assertEqual(sum(len(r) for r in res), 200)
+        for i, r in enumerate(res):
+            self.assertEqual(r, [seeds[(i * 10 + j) % n] for j in range(10)])
+
+    def pbreq_enc(self, pt, uid):
+        pb, _ = load_stubs()
+        return pb.EncryptRequest(plaintext=pt, uid=uid)
+
+    def pbreq_dec(self, ct, key_id):
+        pb, _ = load_stubs()
+        return pb.DecryptRequest(ciphertext=ct, key_id=key_id, uid="d")
+
+    def test_client_disconnects_mid_call(self):
+        good = self.p.encrypt(SEED)
+        for _ in range(5):
+            p = Plugin(self.sock)
+            futs = [p.stub.Decrypt.future(self.pbreq_dec(good.ciphertext, good.key_id),
+                                          timeout=30) for _ in range(100)]
+            p.close()  # the connection goes away with calls in flight
+            for f in futs:
+                try:
+                    f.result()
+                except grpc.RpcError as e:
+                    self.assertIn(e.code(), (grpc.StatusCode.CANCELLED,
+                                             grpc.StatusCode.UNAVAILABLE))
+        # raw: a connection that sends half a request and closes, and one that sends junk
+        for data in (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04", b"GET / HTTP/1.1\r\n\r\n",
+                     os.urandom(300)):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(self.sock)
+            s.sendall(data)
+            s.close()
+        self.assertEqual(self.p.decrypt(good.ciphertext, good.key_id).plaintext, SEED)
+        self.assertEqual(self.p.status().healthz, "ok")
+
+    def test_socket_mode(self):
+        st = os.lstat(self.sock)
+        self.assertTrue(stat.S_ISSOCK(st.st_mode))
+        self.assertEqual(stat.S_IMODE(st.st_mode), 0o600)
+
+    def test_kmskey_of_purpose_etcd(self):
+        kp = Plugin(self.ksock)
+        try:
+            # before the organization and KMSKey exist: unhealthy, calls refused cleanly
+            st = kp.status()
+            self.assertEqual(st.version, "v2")
+            self.assertNotEqual(st.healthz, "ok")
+            self.assertIn("not found", st.healthz)
+            code, details = rpc_error(kp.encrypt, SEED)
+            self.assertEqual(code, grpc.StatusCode.NOT_FOUND, details)
+            r = self.req("POST", "sys/namespaces/org1", {})
+            self.assertEqual(r.status, 200, r.describe())
+            # a KMSKey of another purpose is refused
+            r = self.req("POST", "kms/keys/prod/etcd", {"purpose": "application"},
+                         namespace="org1")
+            self.assertEqual(r.status, 200, r.describe())
+            code, details = rpc_error(kp.encrypt, SEED)
+            self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION, details)
+            self.assertIn("purpose etcd", details)
+            r = self.req("DELETE", "kms/keys/prod/etcd", namespace="org1")
+            self.assertIn(r.status, (200, 204), r.describe())
+            r = self.req("DELETE", "transit/keys/org1-prod-etcd", namespace="org1")
+            r = self.req("POST", "kms/keys/prod/etcd", {"purpose": "etcd"}, namespace="org1")
+            self.assertEqual(r.status, 200, r.describe())
+            kid = "org1/transit/keys/org1-prod-etcd:v%d" % r.data["status"]["currentVersion"]
+            e = kp.encrypt(SEED)
+            self.assertEqual(e.key_id, kid)
+            self.assertEqual(kp.decrypt(e.ciphertext, e.key_id).plaintext, SEED)
+            wait_for(lambda: kp.status().healthz == "ok", STATUS_INTERVAL + 3, "healthy Status")
+            # the KMSKey's rotate action moves key_id
+            r = self.req("POST", "kms/keys/prod/etcd/rotate", {}, namespace="org1")
+            self.assertEqual(r.status, 200, r.describe())
+            e2 = kp.encrypt(SEED)
+            self.assertNotEqual(e2.key_id, e.key_id)
+            wait_for(lambda: kp.status().key_id == e2.key_id, STATUS_INTERVAL + 3,
+                     "Status to report the rotated key")
+            self.assertEqual(kp.decrypt(e.ciphertext, e.key_id).plaintext, SEED)
+        finally:
+            kp.close()
+
+
+def audit_lines(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class TestOperations(unittest.TestCase):
+    """Config-mode kmsd with an audit log: plugin calls audited and counted, SIGTERM drains."""
+
+    def start(self, fsync="batch"):
+        self.dir = tempfile.mkdtemp(prefix="kmsd-plugin-ops-")
+        self.sock = os.path.join(self.dir, "kms.sock")
+        self.audit = os.path.join(self.dir, "audit.log")
+        self.srv = KmsdServer(mode="config", workdir=self.dir, config={
+            "audit_file": self.audit, "audit_fsync": fsync,
+            "kms_plugins": [{"socket": self.sock, "key": "etcd-k", "socket_mode": "0660"}],
+            "kms_plugin_status_interval": "1s"})
+        self.srv.start()
+        r = self.srv.request("PUT", "sys/init", {}, token=None)
+        self.assertEqual(r.status, 200, r.describe())
+        self.srv.token = r.json["root_token"]
+        self.assertEqual(self.srv.request("POST", "sys/mounts/transit", {"type": "transit"}).status,
+                         204)
+        self.assertEqual(self.srv.request("POST", "transit/keys/etcd-k", {}).status, 200)
+        wait_socket(self.sock)
+        self.p = Plugin(self.sock)
+
+    def tearDown(self):
+        if getattr(self, "p", None) is not None:
+            self.p.close()
+        if getattr(self, "srv", None) is not None:
+            self.srv.stop()
+            self.srv.cleanup()
+
+    def test_audit_and_metrics(self):
+        self.start()
+        self.assertEqual(stat.S_IMODE(os.lstat(self.sock).st_mode), 0o660)
+        seed = os.urandom(32)
+        e = self.p.encrypt(seed, uid="apiserver-uid-1")
+        self.assertEqual(self.p.decrypt(e.ciphertext, e.key_id, uid="apiserver-uid-2").plaintext,
+                         seed)
+        rpc_error(self.p.decrypt, e.ciphertext[:-4] + b"AAAA", e.key_id, uid="apiserver-uid-3")
+        lines = wait_for(lambda: [l for l in audit_lines(self.audit)
+                                  if str(l.get("op", "")).startswith("kms-plugin-")
+                                  and l.get("client_uid", "").startswith("apiserver-uid-")
+                                  and l["type"] == "response"], 10, "plugin audit lines")
+        by_uid = {l["client_uid"]: l for l in lines}
+        self.assertEqual(set(by_uid), {"apiserver-uid-1", "apiserver-uid-2", "apiserver-uid-3"})
+        enc, dec, bad = (by_uid["apiserver-uid-%d" % i] for i in (1, 2, 3))
+        for l in (enc, dec, bad):
+            self.assertEqual(l["subject"], "system:kms-plugin")
+            self.assertEqual(l["key"], "etcd-k")
+        self.assertEqual(enc["op"], "kms-plugin-encrypt")
+        self.assertEqual(enc["request"]["path"], "transit/encrypt/etcd-k")
+        self.assertEqual(enc["key_version"], 1)
+        self.assertEqual(enc["status"], 200)
+        self.assertEqual(dec["op"], "kms-plugin-decrypt")
+        self.assertEqual(dec["key_version"], 1)
+        self.assertEqual(bad["op"], "kms-plugin-decrypt")
+        self.assertEqual(bad["status"], 500)
+        self.assertIn("authentication failed", bad["error"])
+        # request lines too, and nothing secret anywhere in the log
+        reqs = [l for l in audit_lines(self.audit) if l.get("op") == "kms-plugin-encrypt"
+                and l["type"] == "request"]
+        self.assertTrue(reqs)
+        with open(self.audit, "rb") as f:
+            text = f.read()
+        for secret in (seed, b64(seed).encode(), seed.hex().encode()):
+            self.assertNotIn(secret, text)
+        r = subprocess.run([KMSD_BIN, "audit", "verify", self.audit], capture_output=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        # metrics
+        r = self.srv.request("GET", "sys/metrics?format=prometheus")
+        self.assertEqual(r.status, 200, r.describe())
+        body = r.body.decode()
+        m = re.search(r'kmsd_kms_plugin_calls_total\{method="Encrypt",code="OK"\} (\d+)', body)
+        self.assertIsNotNone(m, body[-3000:])
+        self.assertGreaterEqual(int(m.group(1)), 1)
+        self.assertRegex(body, r'kmsd_kms_plugin_calls_total\{method="Decrypt",'
+                               r'code="INVALID_ARGUMENT"\} 1\b')
+        self.assertRegex(body, r'kmsd_kms_plugin_call_duration_seconds_count\{method="Decrypt"\} 2\b')
+
+    def test_sigterm_drains(self):
+        self.start(fsync="always")  # every call waits for its audit lines' fsync
+        e = self.p.encrypt(SEED)
+        futs = [self.p.stub.Decrypt.future(load_stubs()[0].DecryptRequest(
+            ciphertext=e.ciphertext, key_id=e.key_id, uid="drain-%d" % i), timeout=60)
+            for i in range(300)]
+        wait_for(lambda: sum(1 for f in futs if f.done()) >= 1, 30, "a first call to finish")
+        self.srv.proc.send_signal(15)
+        ok = 0
+        for f in futs:
+            try:
+                self.assertEqual(f.result().plaintext, SEED)
+                ok += 1
+            except grpc.RpcError as err:
+                # a call the server had not taken before it said GOAWAY
+                self.assertEqual(err.code(), grpc.StatusCode.UNAVAILABLE, err.details())
+        rc = self.srv.wait_exit(20)
+        self.assertEqual(rc, 0, self.srv.log_tail())
+        self.assertFalse(os.path.exists(self.sock), "socket left behind")
+        # every call that was answered is in the audit log, and no call was cut off
+        done = [l for l in audit_lines(self.audit) if l.get("op") == "kms-plugin-decrypt"
+                and l["type"] == "response" and l.get("client_uid", "").startswith("drain-")]
+        started = [l for l in audit_lines(self.audit) if l.get("op") == "kms-plugin-decrypt"
+                   and l["type"] == "request" and l.get("client_uid", "").startswith("drain-")]
+        self.assertGreaterEqual(ok, 1)
+        if os.environ.get("KMS_PLUGIN_DEBUG"):
+            print("drain: %d answered, %d refused with UNAVAILABLE" % (ok, len(futs) - ok))
+        self.assertEqual(len(done), len(started))
+        self.assertEqual(len(done), ok)
+
+
+class TestSocketSafety(unittest.TestCase):
+    """What kmsd does with a file already at the socket path."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="kmsd-plugin-sock-")
+        self.path = os.path.join(self.dir, "p.sock")
+
+    def run_kmsd(self, extra):
+        return KmsdServer(workdir=self.dir, extra_args=["-kms-plugin-socket=" + self.path,
+                                                        "-kms-plugin-key=k"] + extra)
+
+    def test_stale_socket_replaced(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(self.path)
+        s.close()  # the file stays; nobody answers on it
+        srv = self.run_kmsd([])
+        try:
+            srv.start()
+            wait_socket(self.path)
+            self.assertEqual(srv.request("POST", "transit/keys/k", {}).status, 200)
+            p = Plugin(self.path)
+            self.assertEqual(p.status().healthz, "ok")
+            p.close()
+        finally:
+            self.assertEqual(srv.stop(), 0)
+            srv.cleanup()
+
+    def refused(self, expect):
+        proc = subprocess.run([KMSD_BIN, "server", "-dev", "-dev-listen-address=127.0.0.1:0",
+                               "-kms-plugin-socket=" + self.path, "-kms-plugin-key=k"],
+                              capture_output=True, timeout=30)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn(expect, proc.stderr.decode())
+
+    def test_regular_file_not_removed(self):
+        with open(self.path, "w") as f:
+            f.write("precious")
+        self.refused("not a socket")
+        with open(self.path) as f:
+            self.assertEqual(f.read(), "precious")
+
+    def test_live_socket_not_taken(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(self.path)
+        s.listen(1)
+        try:
+            self.refused("another process is serving it")
+            self.assertTrue(stat.S_ISSOCK(os.lstat(self.path).st_mode))
+        finally:
+            s.close()
+
+    def test_flag_pairs(self):
+        proc = subprocess.run([KMSD_BIN, "server", "-dev", "-kms-plugin-socket=" + self.path],
+                              capture_output=True, timeout=30)
+        self.assertEqual(proc.returncode, 2)
+        self.assertIn("-kms-plugin-key", proc.stderr.decode())
+
+
+if __name__ == "__main__":
+    unittest.main()

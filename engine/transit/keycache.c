@@ -6,6 +6,12 @@
  * only when they touch keys hashing to the same bucket; values are copied out under the lock
  * (a policy and a version are ~100 bytes each), so no reference outlives it.
  *
+ * Size: at most max_entries keys (0 = no bound), counted exactly across the buckets. A new
+ * key in a full cache evicts the oldest entry of its own bucket, else the oldest of the
+ * first other bucket whose lock is free (trylock, so two inserters never wait on each other),
+ * else it is not cached. kms_keycache_set_max changes the bound in place (cache-config), so a
+ * cache is never freed while requests may hold it.
+ *
  * Staleness: every write to a key invalidates its entry and advances a global sequence
  * number. A reader takes the sequence before it reads storage and may only insert what it
  * read if the sequence has not moved since, so a read that raced with a write can never
@@ -40,10 +46,14 @@ struct bucket {
 };
 
 struct kms_keycache {
-    size_t max_per_bucket;
+    _Atomic size_t max_total; /* 0 = no bound */
+    _Atomic size_t count;
+    _Atomic size_t cursor; /* where the next eviction from another bucket starts looking */
     _Atomic uint64_t seq;
     struct bucket b[BUCKETS];
 };
+
+static _Atomic uint64_t seq_base;
 
 static size_t hash(const char *key, size_t n)
 {
@@ -68,7 +78,10 @@ int kms_keycache_create(size_t max_entries, struct kms_keycache **out)
     if (kc == NULL) {
         return -1;
     }
-    kc->max_per_bucket = max_entries / BUCKETS + 1;
+    atomic_store(&kc->max_total, max_entries);
+    /* sequences never coincide between caches, so a sequence taken from one cache can
+     * never pass for another's */
+    atomic_store(&kc->seq, atomic_fetch_add(&seq_base, 1) << 40);
     for (size_t i = 0; i < BUCKETS; i++) {
         pthread_mutex_init(&kc->b[i].lock, NULL);
     }
@@ -86,6 +99,7 @@ void kms_keycache_clear(struct kms_keycache *kc)
             struct entry *e = b->head;
             b->head = e->next;
             entry_free(e);
+            atomic_fetch_sub(&kc->count, 1);
         }
         b->n = 0;
         pthread_mutex_unlock(&b->lock);
@@ -122,7 +136,47 @@ static struct entry *find(struct bucket *b, const char *key, size_t n)
     return NULL;
 }
 
-/* Find or create (lock held); evicts the bucket's oldest entry when full. */
+/* Drop the bucket's oldest entry (lock held); false when it has none. */
+static bool evict_tail(struct kms_keycache *kc, struct bucket *b)
+{
+    if (b->head == NULL) {
+        return false;
+    }
+    struct entry **pp = &b->head;
+    while ((*pp)->next != NULL) {
+        pp = &(*pp)->next;
+    }
+    entry_free(*pp);
+    *pp = NULL;
+    b->n--;
+    atomic_fetch_sub(&kc->count, 1);
+    return true;
+}
+
+/* Room for one more key (b's lock held): evict from b, else from another bucket whose lock
+ * is free. False when the cache is full and nothing could be evicted. */
+static bool make_room(struct kms_keycache *kc, struct bucket *b)
+{
+    size_t max = atomic_load(&kc->max_total);
+    if (max == 0 || atomic_load(&kc->count) < max || evict_tail(kc, b)) {
+        return true;
+    }
+    size_t start = atomic_fetch_add(&kc->cursor, 1);
+    for (size_t i = 0; i < BUCKETS; i++) {
+        struct bucket *o = &kc->b[(start + i) % BUCKETS];
+        if (o == b || pthread_mutex_trylock(&o->lock) != 0) {
+            continue;
+        }
+        bool done = evict_tail(kc, o);
+        pthread_mutex_unlock(&o->lock);
+        if (done) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Find or create (lock held); NULL when the cache is full and has nothing to evict. */
 static struct entry *find_or_add(struct kms_keycache *kc, struct bucket *b, const char *key,
                                  size_t n)
 {
@@ -130,14 +184,8 @@ static struct entry *find_or_add(struct kms_keycache *kc, struct bucket *b, cons
     if (e != NULL) {
         return e;
     }
-    if (b->n >= kc->max_per_bucket) {
-        struct entry **pp = &b->head;
-        while ((*pp)->next != NULL) {
-            pp = &(*pp)->next;
-        }
-        entry_free(*pp);
-        *pp = NULL;
-        b->n--;
+    if (!make_room(kc, b)) {
+        return NULL;
     }
     e = kms_secmem_alloc(sizeof(*e)); /* holds unwrapped key material */
     if (e == NULL || (e->key = malloc(n)) == NULL) {
@@ -149,7 +197,31 @@ static struct entry *find_or_add(struct kms_keycache *kc, struct bucket *b, cons
     e->next = b->head;
     b->head = e;
     b->n++;
+    atomic_fetch_add(&kc->count, 1);
     return e;
+}
+
+void kms_keycache_set_max(struct kms_keycache *kc, size_t max_entries)
+{
+    atomic_store(&kc->max_total, max_entries);
+    /* shrink to the new bound, oldest entries of each bucket first */
+    for (size_t i = 0; i < BUCKETS && max_entries != 0; i++) {
+        struct bucket *b = &kc->b[i];
+        pthread_mutex_lock(&b->lock);
+        while (atomic_load(&kc->count) > max_entries && evict_tail(kc, b)) {
+        }
+        pthread_mutex_unlock(&b->lock);
+    }
+}
+
+size_t kms_keycache_max(struct kms_keycache *kc)
+{
+    return atomic_load(&kc->max_total);
+}
+
+size_t kms_keycache_count(struct kms_keycache *kc)
+{
+    return atomic_load(&kc->count);
 }
 
 bool kms_keycache_get_policy(struct kms_keycache *kc, const char *key, struct kms_key_policy *out)
@@ -239,6 +311,7 @@ void kms_keycache_invalidate(struct kms_keycache *kc, const char *key)
             *pp = dead->next;
             entry_free(dead);
             b->n--;
+            atomic_fetch_sub(&kc->count, 1);
             break;
         }
         pp = &(*pp)->next;

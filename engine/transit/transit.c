@@ -90,9 +90,10 @@ static int store_version(const struct kms_mount *m, struct kms_txn *txn, const c
     return rc;
 }
 
+/* The key cache of the request's mount (its own when cache-config gave it a size). */
 static struct kms_keycache *transit_kc(struct kms_ctx *c)
 {
-    return ((struct kms_transit *)c->estate)->kc;
+    return kms_transit_cache_of(c->estate, &c->mount);
 }
 
 /* Commit a write transaction that changed key `name`, then drop it from the key cache. */
@@ -104,7 +105,7 @@ static int commit_key(struct kms_transit *t, const struct kms_mount *m, const ch
         return -1;
     }
     policy_key(m, name, key);
-    kms_keycache_invalidate(t->kc, key);
+    kms_keycache_invalidate(kms_transit_cache_of(t, m), key);
     return 0;
 }
 
@@ -140,7 +141,7 @@ static int transit_purge(void *state, struct kms_txn *txn, const char *ns_id,
     if (kms_storage_del_prefix(txn, KMS_DB_KEYS, prefix, strlen(prefix), NULL) != 0 ||
         kms_storage_del_prefix(txn, KMS_DB_KEY_VERSIONS, prefix, strlen(prefix), NULL) != 0 ||
         kms_storage_del(txn, KMS_DB_META, cfg, strlen(cfg)) < 0 ||
-        kms_transit_wrapping_key_purge(txn, m) != 0) {
+        kms_transit_wrapping_key_purge(txn, m) != 0 || kms_transit_cache_purge(txn, m) != 0) {
         return -1;
     }
     return 0;
@@ -1974,6 +1975,11 @@ static const struct kms_route transit_routes[] = {
     {.tmpl = "export/+type/:name/+version",
      .fields = f_export,
      .on = {[KMS_OP_READ] = {owned_kms_transit_export, "export", 0}}},
+    {.tmpl = "cache-config",
+     .fields = kms_transit_cache_config_fields,
+     .resource = "TransitMount",
+     .on = {[KMS_OP_READ] = {kms_transit_cache_config_read, "config", 0},
+            [KMS_OP_UPDATE] = {kms_transit_cache_config_write, "config", 0}}},
     {.tmpl = "config/keys",
      .fields = f_config_keys,
      .resource = "TransitMount",
@@ -2028,6 +2034,7 @@ static void transit_purged(void *state, const char *ns_id, const struct kms_moun
     struct kms_transit *t = state;
     (void)ns_id;
     if (m != NULL && strcmp(m->type, "transit") == 0) {
+        kms_transit_cache_forget(t, m);
         kms_keycache_clear(t->kc);
     }
 }
@@ -2037,6 +2044,7 @@ static void transit_destroy(void *state)
     struct kms_transit *t = state;
     if (t != NULL) {
         kms_keycache_destroy(&t->kc);
+        kms_transit_caches_destroy(&t->caches);
         free(t);
     }
 }
@@ -2045,7 +2053,8 @@ int kms_transit_engine(struct kms_api *api, size_t key_cache_size, struct kms_en
                        struct kms_transit **state_out)
 {
     struct kms_transit *t = calloc(1, sizeof(*t));
-    if (t == NULL || kms_keycache_create(key_cache_size ? key_cache_size : 10000, &t->kc) != 0) {
+    if (t == NULL || kms_keycache_create(key_cache_size ? key_cache_size : 10000, &t->kc) != 0 ||
+        kms_transit_caches_create(&t->caches) != 0) {
         transit_destroy(t);
         return -1;
     }

@@ -8,10 +8,12 @@
 #include "engine/transit/transit.h"
 
 struct kms_keycache;
+struct kms_transit_caches;
 
 struct kms_transit {
-    struct kms_api *api; /* borrowed: the API owns the engine */
-    struct kms_keycache *kc;
+    struct kms_api *api;     /* borrowed: the API owns the engine */
+    struct kms_keycache *kc; /* shared by the mounts without a cache-config size */
+    struct kms_transit_caches *caches;
     kms_transit_owner_fn owner_fn; /* NULL = no check beyond the ACL */
     void *owner_arg;
 };
@@ -100,6 +102,21 @@ int kms_transit_rec_put_version(const struct kms_mount *m, struct kms_txn *txn, 
 int kms_transit_rec_commit(struct kms_transit *t, const struct kms_mount *m, const char *name,
                            const struct kms_key_policy *p, struct kms_txn **txn);
 
+/* cache_config.c: GET|POST cache-config and the key cache of each mount. cache_of gives the
+ * cache a mount's requests use (its own when it has a size, else the shared t->kc), reading
+ * the mount's size on first use; forget drops what is known of a removed mount; purge
+ * deletes its record (in the mount purge's txn). */
+#define KMS_TRANSIT_CACHE_MIN 10
+#define KMS_TRANSIT_CACHE_MAX 1000000
+int kms_transit_caches_create(struct kms_transit_caches **out);
+void kms_transit_caches_destroy(struct kms_transit_caches **cs);
+struct kms_keycache *kms_transit_cache_of(struct kms_transit *t, const struct kms_mount *m);
+void kms_transit_cache_forget(struct kms_transit *t, const struct kms_mount *m);
+int kms_transit_cache_purge(struct kms_txn *txn, const struct kms_mount *m);
+int kms_transit_cache_config_read(struct kms_ctx *c);
+int kms_transit_cache_config_write(struct kms_ctx *c);
+extern const struct kms_field kms_transit_cache_config_fields[];
+
 /* ---- key cache (keycache.c) ------------------------------------------------------------- */
 
 int kms_keycache_create(size_t max_entries, struct kms_keycache **out) KMS_WUR;
@@ -117,5 +134,10 @@ void kms_keycache_put_version(struct kms_keycache *kc, const char *key,
 void kms_keycache_invalidate(struct kms_keycache *kc, const char *key);
 /* After a mount or namespace is removed. */
 void kms_keycache_clear(struct kms_keycache *kc);
+/* The bound on cached keys (0 = none), changed in place: a smaller one evicts at once. */
+void kms_keycache_set_max(struct kms_keycache *kc, size_t max_entries);
+size_t kms_keycache_max(struct kms_keycache *kc);
+/* Keys cached now. */
+size_t kms_keycache_count(struct kms_keycache *kc);
 
 #endif

@@ -15,6 +15,12 @@ DEPS := cmake make gcc pkg-config libssl-dev liblmdb-dev libevent-dev libjansson
 # the KMS plugin (docs/kms-plugin.md): HTTP/2, protobuf-c and its compiler; the gRPC test client
 DEPS += libnghttp2-dev protobuf-c-compiler libprotobuf-c-dev python3-grpcio python3-grpc-tools \
         python3-protobuf
+# the node-vault tests (tests/node): Node.js. Then npm (Debian's package when no npm comes
+# with nodejs) and `npm ci` from the committed package-lock.json whenever node_modules is
+# missing or older than the lock. NODE_TESTS=0 leaves them out (lint, coverage's extra tools).
+DEPS += nodejs
+NODE_TESTS ?= 1
+NODE_DIR   := tests/node
 
 .PHONY: all deps build run test test-asan fuzz crash-test install clean
 
@@ -28,6 +34,20 @@ deps:
 	  apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+ifeq ($(NODE_TESTS),1)
+	@if ! command -v npm >/dev/null 2>&1; then \
+	  echo "make deps: installing npm"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root to install packages" >&2; exit 1; fi; \
+	  apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm; \
+	fi
+	@$(MAKE) -s --no-print-directory $(NODE_DIR)/node_modules/.package-lock.json
+
+$(NODE_DIR)/node_modules/.package-lock.json: $(NODE_DIR)/package-lock.json $(NODE_DIR)/package.json
+	@echo "make deps: npm ci in $(NODE_DIR)"
+	cd $(NODE_DIR) && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+endif
 
 build: deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) >/dev/null
@@ -69,7 +89,7 @@ LINT_DEPS := clang-format-14 git
 
 .PHONY: lint
 lint:
-	@$(MAKE) --no-print-directory deps DEPS="$(LINT_DEPS)"
+	@$(MAKE) --no-print-directory deps DEPS="$(LINT_DEPS)" NODE_TESTS=0
 	scripts/check-format.sh
 	scripts/check-banned.sh
 	scripts/check-includes.sh
@@ -82,7 +102,7 @@ COVERAGE_DIRS := api|engine|auth|audit|crypto|storage|server|cli
 
 .PHONY: coverage
 coverage: deps
-	@$(MAKE) --no-print-directory deps DEPS="$(COVERAGE_DEPS)"
+	@$(MAKE) --no-print-directory deps DEPS="$(COVERAGE_DEPS)" NODE_TESTS=0
 	cmake -S . -B build-coverage -DCMAKE_BUILD_TYPE=Debug -DKMS_BUILD_BENCH=OFF \
 	  "-DCMAKE_C_FLAGS=--coverage -fprofile-update=atomic" \
 	  -DCMAKE_EXE_LINKER_FLAGS=--coverage >/dev/null

@@ -94,6 +94,8 @@ static void usage(FILE *f)
             "Commands:\n"
             "  server     run the KMS server\n"
             "  audit      audit log tools: `kmsd audit verify FILE|DIR...`\n"
+            "  migrate    copy a store to another backend: `kmsd migrate -from=lmdb:PATH "
+            "-to=postgresql:URL`\n"
             "  version    print the version\n\n"
             "Server options (one or two leading dashes; -flag=value or -flag value):\n"
             "  -dev                          in-memory-like dev server: ephemeral store, "
@@ -825,6 +827,9 @@ int main(int argc, char **argv)
         }
         fprintf(stderr, "Usage: kmsd audit verify [--genesis] [--anchor=HASH] FILE|DIR...\n");
         return 2;
+    }
+    if (strcmp(argv[1], "migrate") == 0) {
+        return kms_migrate_command(argc - 2, argv + 2);
     }
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "-version") == 0 ||
         strcmp(argv[1], "--version") == 0) {

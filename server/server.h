@@ -162,4 +162,7 @@ int kms_server_main(int argc, char **argv);
 /* Structured log line on stderr: level, message, then key/value pairs (NULL-terminated). */
 void kms_log(const char *level, const char *msg, ...);
 
+/* `kmsd migrate -from=STORE -to=STORE ...` (server/migrate.c); returns the exit code. */
+int kms_migrate_command(int argc, char **argv);
+
 #endif

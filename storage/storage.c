@@ -480,3 +480,108 @@ int kms_storage_count(struct kms_txn *txn, enum kms_db db, size_t *count)
         return -1;
     return txn->st->ops->count(txn->bt, db, count) == 0 ? 0 : -1;
 }
+
+/* ---- copy between stores ----------------------------------------------------------------- */
+
+struct copy_ctx {
+    struct kms_storage *from;
+    struct kms_txn *to;
+    enum kms_db db;
+    uint8_t *buf; /* the unsealed value, to check it opens; wiped */
+    size_t cap;
+    size_t n;
+    bool other; /* emptiness check: a record other than the seal check */
+};
+
+static int copy_visit(const uint8_t *key, size_t keylen, const uint8_t *sealed, size_t sealedlen,
+                      void *arg)
+{
+    struct copy_ctx *c = arg;
+    size_t n;
+
+    if (sealedlen < KMS_SEAL_OVERHEAD || !key_valid(c->from, key, keylen) ||
+        !key_valid(c->to->st, key, keylen))
+        return -1;
+    n = sealedlen - KMS_SEAL_OVERHEAD;
+    if (n + 1 > c->cap) {
+        kms_free_wipe((void **)&c->buf, c->cap);
+        c->cap = 0;
+        if ((c->buf = malloc(n + 1)) == NULL)
+            return -1;
+        c->cap = n + 1;
+    }
+    if (value_open(c->from, c->db, key, keylen, sealed, sealedlen, c->buf) != 0)
+        return -1;
+    kms_memzero(c->buf, n);
+    if (c->to->st->ops->put(c->to->bt, c->db, key, keylen, sealed, sealedlen) != 0)
+        return -1;
+    c->n++;
+    return 0;
+}
+
+static int empty_visit(const uint8_t *key, size_t keylen, const uint8_t *sealed, size_t sealedlen,
+                       void *arg)
+{
+    struct copy_ctx *c = arg;
+
+    (void)sealed;
+    (void)sealedlen;
+    if (c->db == KMS_DB_META && keylen == sizeof kms_seal_check_key - 1 &&
+        memcmp(key, kms_seal_check_key, keylen) == 0)
+        return 0;
+    c->other = true;
+    return 1;
+}
+
+int kms_storage_copy(struct kms_storage *from, struct kms_storage *to, size_t *count,
+                     struct kms_err *err)
+{
+    struct copy_ctx c = {.from = from};
+    struct kms_txn *rt = NULL, *wt = NULL;
+    int rc = -1;
+
+    if (count != NULL)
+        *count = 0;
+    if (!kms_ct_eq(from->seal_key, to->seal_key, KMS_AEAD_MAX_KEY_LEN)) {
+        kms_err_set(err, 400, "the two stores are open under different seal keys");
+        return -1;
+    }
+    if (kms_storage_txn_begin(from, false, &rt) != 0 || kms_storage_txn_begin(to, true, &wt) != 0) {
+        kms_err_set(err, 500, "cannot begin the copy's transactions");
+        goto out;
+    }
+    c.to = wt;
+    for (int db = 0; db < KMS_DB_COUNT_ && !c.other; db++) {
+        c.db = (enum kms_db)db;
+        if (to->ops->scan(wt->bt, c.db, "", 0, "", 0, false, empty_visit, &c) != 0) {
+            kms_err_set(err, 500, "cannot read the target store");
+            goto out;
+        }
+    }
+    if (c.other) {
+        kms_err_set(err, 400, "the target store is not empty");
+        goto out;
+    }
+    for (int db = 0; db < KMS_DB_COUNT_; db++) {
+        c.db = (enum kms_db)db;
+        if (from->ops->scan(rt->bt, c.db, "", 0, "", 0, true, copy_visit, &c) != 0) {
+            kms_err_set(err, 500,
+                        "cannot copy database %s: a record does not open under the seal key, "
+                        "or a store failed",
+                        kms_db_names[db]);
+            goto out;
+        }
+    }
+    if (kms_storage_txn_commit(&wt) != 0) {
+        kms_err_set(err, 500, "cannot commit the copy to the target store");
+        goto out;
+    }
+    if (count != NULL)
+        *count = c.n;
+    rc = 0;
+out:
+    kms_free_wipe((void **)&c.buf, c.cap);
+    kms_storage_txn_abort(&wt);
+    kms_storage_txn_abort(&rt);
+    return rc;
+}

@@ -114,6 +114,19 @@ int kms_storage_scan(struct kms_txn *txn, enum kms_db db, const void *prefix, si
 /* Number of records in a database (LMDB: from its stats, O(1); PostgreSQL: count(*)). */
 int kms_storage_count(struct kms_txn *txn, enum kms_db db, size_t *count) KMS_WUR;
 
+/*
+ * Copy every record of `from` into `to` as sealed bytes, record for record (`kmsd migrate`):
+ * the associated data names only the database and the key, so a record opens in any store
+ * under the same seal key, on either backend. Both stores must be open under the same seal
+ * key, and each record is checked to open before it is copied (a tampered source fails the
+ * copy). `to` must be empty (nothing but its seal check record): otherwise the copy is
+ * refused with err "the target store is not empty". One read transaction on `from` and one
+ * write transaction on `to`: the target receives everything or nothing. *count (may be NULL)
+ * receives the number of records copied.
+ */
+int kms_storage_copy(struct kms_storage *from, struct kms_storage *to, size_t *count,
+                     struct kms_err *err) KMS_WUR;
+
 /* Load a 32-byte seal key from a file: raw 32 bytes, 64 hex chars or base64, whitespace
  * trimmed. Refuses a file readable or writable by group/others. */
 int kms_seal_key_load_file(const char *path, uint8_t key[32], struct kms_err *err) KMS_WUR;

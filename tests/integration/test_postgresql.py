@@ -5,18 +5,20 @@ ever holds sealed values; the password comes from a file or an environment varia
 never printed; a bad configuration stops kmsd with a message."""
 
 import os
+import subprocess
 import sys
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pg"))
 
-from kmsd_harness import KmsdServer, KmsdTestCase, b64, unb64  # noqa: E402
+from kmsd_harness import KMSD_BIN, KmsdServer, KmsdTestCase, b64, unb64  # noqa: E402
 from pgtmp import PgCluster  # noqa: E402
 
 PASSWORD = "pg-Secret-7f3a9c"
 
 
-class PostgresqlStorageTest(unittest.TestCase):
+class PgCase(unittest.TestCase):
+    """One throwaway cluster per class (SCRAM over loopback TCP), an empty table per test."""
 
     @classmethod
     def setUpClass(cls):
@@ -65,6 +67,19 @@ class PostgresqlStorageTest(unittest.TestCase):
         if r.status != status:
             self.fail("expected HTTP %d\n%s" % (status, r.describe()))
         return r.data
+
+    def expect_refusal(self, srv):
+        srv.spawn()
+        rc = srv.wait_exit(30)
+        if rc is None:
+            srv.kill()
+            self.fail("kmsd kept running\n" + srv.log_tail())
+        srv._close_log()
+        self.assertNotEqual(rc, 0, srv.log_tail())
+        return srv.log_text()
+
+
+class PostgresqlStorageTest(PgCase):
 
     def test_state_survives_restart_and_stays_sealed(self):
         srv = self.new_server().start()
@@ -132,16 +147,6 @@ class PostgresqlStorageTest(unittest.TestCase):
         self.assertEqual(srv.stop(), 0)
         self.assertNotIn(PASSWORD, srv.log_text())
 
-    def expect_refusal(self, srv):
-        srv.spawn()
-        rc = srv.wait_exit(30)
-        if rc is None:
-            srv.kill()
-            self.fail("kmsd kept running\n" + srv.log_tail())
-        srv._close_log()
-        self.assertNotEqual(rc, 0, srv.log_tail())
-        return srv.log_text()
-
     def test_wrong_password_refused_and_not_printed(self):
         srv = self.new_server(password_file=False,
                               postgresql_url=self.pg.tcp_url.replace(
@@ -178,6 +183,107 @@ class PostgresqlStorageTest(unittest.TestCase):
         other = self.new_server()
         log = self.expect_refusal(other)  # its own workdir: a different random seal key
         self.assertIn("seal key does not match this store", log)
+
+
+class MigrateTest(PgCase):
+    """kmsd migrate: LMDB -> PostgreSQL -> LMDB, record for record, still sealed."""
+
+    def migrate(self, *args, env=None):
+        res = subprocess.run([KMSD_BIN, "migrate"] + list(args), capture_output=True, text=True,
+                             timeout=120, env=dict(os.environ, **(env or {})))
+        self.assertNotIn(PASSWORD, res.stdout + res.stderr)
+        return res
+
+    def test_lmdb_to_postgresql_and_back(self):
+        # a kmsd on LMDB with state worth keeping
+        lm = KmsdServer(mode="config")
+        self.servers.append(lm)
+        lm.start()
+        KmsdTestCase.init_config_server(lm)
+        root = lm.token
+        self.ok(lm.request("POST", "transit/keys/mig"))
+        self.ok(lm.request("POST", "transit/keys/mig/rotate"))
+        cts = [self.ok(lm.request("POST", "transit/encrypt/mig",
+                                  {"plaintext": b64(b"migrated %d" % i)}))["ciphertext"]
+               for i in range(3)]
+        self.ok(lm.request("POST", "transit/keys/mig/config", {"min_decryption_version": 2}))
+        self.assertEqual(lm.stop(), 0)
+        store = lm.effective_config["storage_path"]
+        seal_file = lm.effective_config["seal_key_file"]
+        pw_file = os.path.join(lm.workdir, "pg.password")
+        with open(pw_file, "w") as f:
+            f.write(PASSWORD + "\n")
+
+        res = self.migrate("-from=lmdb:" + store, "-to=postgresql:" + self.pg.tcp_url,
+                           "-seal-key-file=" + seal_file, "-postgresql-password-file=" + pw_file)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertRegex(res.stdout, r"copied \d+ records from lmdb:.* to postgresql:postgresql")
+
+        # a second migration into the now non-empty database is refused
+        res = self.migrate("-from=lmdb:" + store, "-to=postgresql:" + self.pg.tcp_url,
+                           "-seal-key-file=" + seal_file, "-postgresql-password-file=" + pw_file)
+        self.assertNotEqual(res.returncode, 0)
+        self.assertIn("the target store is not empty", res.stderr)
+
+        # kmsd on PostgreSQL with the same seal key serves the migrated state
+        with open(seal_file, "rb") as f:
+            seal = f.read()
+        pgs = self.new_server()
+        pgs.seal_key = seal
+        pgs.start()
+        pgs.token = root
+        for i, ct in enumerate(cts):
+            r = pgs.request("POST", "transit/decrypt/mig", {"ciphertext": ct})
+            self.assertEqual(unb64(self.ok(r)["plaintext"]), b"migrated %d" % i)
+        key = self.ok(pgs.request("GET", "transit/keys/mig"))
+        self.assertEqual((key["latest_version"], key["min_decryption_version"]), (2, 2))
+
+        # the database is in use: migrating out of it is refused until kmsd stops
+        back = os.path.join(pgs.workdir, "back")
+        res = self.migrate("-from=postgresql:" + self.pg.tcp_url, "-to=lmdb:" + back,
+                           "-postgresql-password-file=" + pw_file, env={"KMSD_SEAL_KEY":
+                                                                        seal.hex()})
+        self.assertNotEqual(res.returncode, 0)
+        self.assertIn("another kmsd is using this PostgreSQL database", res.stderr)
+        self.assertEqual(pgs.stop(), 0)
+        res = self.migrate("-from=postgresql:" + self.pg.tcp_url, "-to=lmdb:" + back,
+                           "-postgresql-password-file=" + pw_file, env={"KMSD_SEAL_KEY":
+                                                                        seal.hex()})
+        self.assertEqual(res.returncode, 0, res.stderr)
+
+        # and a kmsd on the new LMDB store serves it too
+        lm2 = KmsdServer(mode="config", config={"storage_path": back}, seal_key=seal)
+        self.servers.append(lm2)
+        lm2.start()
+        lm2.token = root
+        r = lm2.request("POST", "transit/decrypt/mig", {"ciphertext": cts[2]})
+        self.assertEqual(unb64(self.ok(r)["plaintext"]), b"migrated 2")
+        self.assertEqual(lm2.stop(), 0)
+
+    def test_refusals(self):
+        lm = KmsdServer(mode="config")
+        self.servers.append(lm)
+        lm.start()
+        self.assertEqual(lm.stop(), 0)
+        store = lm.effective_config["storage_path"]
+        other = os.path.join(lm.workdir, "other.key")
+        with open(other, "w") as f:
+            f.write("00" * 32)
+        os.chmod(other, 0o600)
+        res = self.migrate("-from=lmdb:" + store, "-to=lmdb:" + store + "-copy",
+                           "-seal-key-file=" + other)
+        self.assertNotEqual(res.returncode, 0)
+        self.assertIn("source store %s: seal key does not match this store" % store, res.stderr)
+        res = self.migrate("-from=sqlite:x", "-to=lmdb:/tmp/y")
+        self.assertEqual(res.returncode, 2)
+        self.assertIn("-from must be lmdb:PATH or postgresql:URL", res.stderr)
+        res = self.migrate("-from=lmdb:" + store)
+        self.assertEqual(res.returncode, 2)
+        self.assertIn("Usage: kmsd migrate", res.stderr)
+        res = self.migrate("-from=lmdb:" + store, "-to=lmdb:" + store + "-copy",
+                           env={"KMSD_SEAL_KEY": ""})
+        self.assertNotEqual(res.returncode, 0)
+        self.assertIn("seal key from KMSD_SEAL_KEY", res.stderr)
 
 
 if __name__ == "__main__":

@@ -931,6 +931,144 @@ static void test_map_full(void **state)
     free(big);
 }
 
+/* ---- copy between stores (kmsd migrate) --------------------------------------------------- */
+
+static struct kms_storage *open_lmdb_at(struct fixture *f, const char *sub, const uint8_t key[32])
+{
+    struct kms_storage_opts o = {.nosync = true, .create = true};
+    struct kms_storage *st = NULL;
+    struct kms_err err = {0};
+    char path[128];
+
+    snprintf(path, sizeof path, "%s/%s", f->dir, sub);
+    if (kms_storage_open(path, key, &o, &st, &err) != 0)
+        fail_msg("open %s: %s", path, err.msg);
+    return st;
+}
+
+struct dump {
+    char text[8192];
+    size_t len;
+    size_t n;
+};
+
+static int dump_cb(const uint8_t *key, size_t keylen, const uint8_t *val, size_t vallen, void *arg)
+{
+    struct dump *d = arg;
+
+    assert_true(d->len + keylen + vallen + 4 < sizeof d->text);
+    memcpy(d->text + d->len, key, keylen);
+    d->len += keylen;
+    d->text[d->len++] = '=';
+    memcpy(d->text + d->len, val, vallen);
+    d->len += vallen;
+    d->text[d->len++] = ';';
+    d->n++;
+    return 0;
+}
+
+/* Every record of every database, keys and unsealed values, in order. */
+static void dump_store(struct kms_storage *st, struct dump *d)
+{
+    struct kms_txn *txn = NULL;
+
+    memset(d, 0, sizeof *d);
+    assert_int_equal(kms_storage_txn_begin(st, false, &txn), 0);
+    for (int db = 0; db < KMS_DB_COUNT_; db++) {
+        assert_int_equal(kms_storage_scan(txn, (enum kms_db)db, NULL, 0, NULL, 0, true, dump_cb, d),
+                         0);
+        d->text[d->len++] = '|';
+    }
+    kms_storage_txn_abort(&txn);
+}
+
+static void fill_for_copy(struct kms_storage *st)
+{
+    static const uint8_t vkey[] = {'n', 's', '/', 'm', '/', 'k', '/', 0, 0, 0, 1};
+    struct kms_txn *txn = NULL;
+    char key[32], val[32];
+
+    assert_int_equal(kms_storage_txn_begin(st, true, &txn), 0);
+    for (int db = 0; db < KMS_DB_COUNT_; db++) {
+        for (int i = 0; i < 3; i++) {
+            int kl = snprintf(key, sizeof key, "%s/%d", db_names[db], i);
+            int vl = snprintf(val, sizeof val, "value %d of %s", i, db_names[db]);
+            assert_int_equal(
+                kms_storage_put(txn, (enum kms_db)db, key, (size_t)kl, val, (size_t)vl), 0);
+        }
+    }
+    assert_int_equal(kms_storage_put(txn, KMS_DB_KEY_VERSIONS, vkey, sizeof vkey, "", 0), 0);
+    assert_int_equal(kms_storage_txn_commit(&txn), 0);
+}
+
+static void test_copy_between_stores(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_storage *src = open_lmdb_at(f, "src", f->key), *back = NULL, *other = NULL;
+    struct dump a, b;
+    struct kms_err err = {0};
+    uint8_t otherkey[32];
+    size_t n = 99;
+
+    fill_for_copy(src);
+    dump_store(src, &a);
+    assert_int_equal(a.n, KMS_DB_COUNT_ * 3 + 2); /* + the seal check and the binary key */
+
+    /* LMDB -> the fixture's store (LMDB, or PostgreSQL with KMS_TEST_PG_URL) */
+    assert_int_equal(kms_storage_copy(src, f->st, &n, &err), 0);
+    assert_int_equal(n, a.n);
+    dump_store(f->st, &b);
+    assert_int_equal(b.len, a.len);
+    assert_memory_equal(b.text, a.text, a.len);
+
+    /* a non-empty target is refused and left alone */
+    assert_int_equal(kms_storage_copy(src, f->st, &n, &err), -1);
+    assert_string_equal(err.msg, "the target store is not empty");
+    assert_int_equal(n, 0);
+    dump_store(f->st, &b);
+    assert_int_equal(b.n, a.n);
+
+    /* and back into a new LMDB store: the same records */
+    back = open_lmdb_at(f, "back", f->key);
+    assert_int_equal(kms_storage_copy(f->st, back, &n, &err), 0);
+    dump_store(back, &b);
+    assert_int_equal(b.len, a.len);
+    assert_memory_equal(b.text, a.text, a.len);
+    kms_storage_close(&back);
+
+    /* stores under different seal keys */
+    fill_key(otherkey, 9);
+    other = open_lmdb_at(f, "other", otherkey);
+    assert_int_equal(kms_storage_copy(src, other, &n, &err), -1);
+    assert_string_equal(err.msg, "the two stores are open under different seal keys");
+    kms_storage_close(&other);
+    kms_storage_close(&src);
+}
+
+/* A record that does not open fails the copy, and the target receives nothing. */
+static void test_copy_tampered_source(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_storage *src = open_lmdb_at(f, "src", f->key);
+    struct flip_arg fa = {.key = "keys/1", .pos = 20};
+    struct kms_err err = {0};
+    char path[128];
+    struct dump d;
+    size_t n = 99;
+
+    fill_for_copy(src);
+    kms_storage_close(&src);
+    snprintf(path, sizeof path, "%s/src", f->dir);
+    raw_edit(path, "keys", flip_byte, &fa);
+    src = open_lmdb_at(f, "src", f->key);
+    assert_int_equal(kms_storage_copy(src, f->st, &n, &err), -1);
+    assert_non_null(strstr(err.msg, "cannot copy database keys"));
+    assert_int_equal(n, 0);
+    dump_store(f->st, &d);
+    assert_int_equal(d.n, 1); /* its own seal check only */
+    kms_storage_close(&src);
+}
+
 /* ---- PostgreSQL only --------------------------------------------------------------------- */
 
 /* A statement that fails inside a write transaction fails the commit: nothing of it lands. */
@@ -1237,6 +1375,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_del_prefix, setup, teardown),
         cmocka_unit_test_setup_teardown(test_txn_abort, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_value, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_copy_between_stores, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_copy_tampered_source, setup, teardown),
     };
     const struct CMUnitTest lmdb_only[] = {
         cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),

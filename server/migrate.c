@@ -1,0 +1,202 @@
+/*
+ * migrate.c - `kmsd migrate -from=lmdb:PATH -to=postgresql:URL` (and back, or between two
+ * stores of one backend): copies a store record for record, still sealed
+ * (kms_storage_copy), into an empty target, in one write transaction.
+ *
+ * The seal key comes from -seal-key-file or the environment variable KMSD_SEAL_KEY (scrubbed
+ * once read); both stores must open under it, so the source's seal check proves the key and
+ * every record is checked to open before it is copied. The PostgreSQL password comes from the
+ * URL, -postgresql-password-file, or libpq's own PGPASSWORD / ~/.pgpass. A PostgreSQL store
+ * is opened exclusively, so the copy refuses to run while a kmsd uses that database (an LMDB
+ * source must have its kmsd stopped: docs/ha.md). A URL is never printed (it may hold a
+ * password): messages name the backend only.
+ */
+#include "server/server.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void migrate_usage(FILE *f)
+{
+    fprintf(f, "Usage: kmsd migrate -from=STORE -to=STORE [-seal-key-file=FILE]\n"
+               "                    [-postgresql-password-file=FILE]\n"
+               "STORE is lmdb:PATH or postgresql:URL (a libpq URI or conninfo string).\n"
+               "The seal key is read from -seal-key-file or KMSD_SEAL_KEY; the target must be\n"
+               "empty. Stop kmsd on the source before migrating.\n");
+}
+
+struct store_arg {
+    enum kms_storage_backend backend;
+    const char *location;
+};
+
+static int parse_store(const char *flag, const char *v, struct store_arg *out)
+{
+    if (strncmp(v, "lmdb:", 5) == 0 && v[5] != '\0') {
+        out->backend = KMS_STORAGE_LMDB;
+        out->location = v + 5;
+        return 0;
+    }
+    if (strncmp(v, "postgresql:", 11) == 0 && v[11] != '\0') {
+        out->backend = KMS_STORAGE_POSTGRESQL;
+        out->location = v + 11;
+        return 0;
+    }
+    fprintf(stderr, "kmsd migrate: -%s must be lmdb:PATH or postgresql:URL\n", flag);
+    return -1;
+}
+
+/* "-name=value", "--name=value" or "-name value"; returns the value or NULL. */
+static const char *flag_value(int argc, char **argv, int *i, const char *name)
+{
+    const char *a = argv[*i];
+    size_t n = strlen(name);
+
+    a += a[0] == '-' ? 1 : 0;
+    a += a[0] == '-' ? 1 : 0;
+    if (strncmp(a, name, n) != 0)
+        return NULL;
+    if (a[n] == '=')
+        return a + n + 1;
+    if (a[n] == '\0' && *i + 1 < argc)
+        return argv[++*i];
+    return NULL;
+}
+
+static int read_password(const char *path, char *pw, size_t cap)
+{
+    FILE *fp = fopen(path, "re");
+    size_t n;
+    bool more;
+
+    if (fp == NULL) {
+        fprintf(stderr, "kmsd migrate: cannot open %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    n = fread(pw, 1, cap - 1, fp);
+    more = fgetc(fp) != EOF;
+    fclose(fp);
+    if (more) {
+        fprintf(stderr, "kmsd migrate: %s is larger than %zu bytes\n", path, cap - 2);
+        return -1;
+    }
+    pw[n] = '\0';
+    pw[strcspn(pw, "\r\n")] = '\0';
+    return 0;
+}
+
+static int load_seal(const char *file, uint8_t seal[32])
+{
+    struct kms_err err;
+    char *text;
+    int rc;
+
+    kms_err_clear(&err);
+    if (file != NULL) {
+        if (kms_seal_key_load_file(file, seal, &err) != 0) {
+            fprintf(stderr, "kmsd migrate: %s\n", err.msg);
+            return -1;
+        }
+        return 0;
+    }
+    if ((text = getenv("KMSD_SEAL_KEY")) == NULL) {
+        fprintf(stderr, "kmsd migrate: no seal key: give -seal-key-file or set KMSD_SEAL_KEY\n");
+        return -1;
+    }
+    rc = kms_seal_key_parse(text, seal, &err);
+    kms_memzero(text, strlen(text));
+    unsetenv("KMSD_SEAL_KEY");
+    if (rc != 0) {
+        fprintf(stderr, "kmsd migrate: seal key from KMSD_SEAL_KEY: %s\n", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static const char *store_name(const struct store_arg *s)
+{
+    return s->backend == KMS_STORAGE_LMDB ? s->location : "postgresql";
+}
+
+static int open_store(const struct store_arg *s, bool target, const uint8_t seal[32],
+                      const char *pw, struct kms_storage **out)
+{
+    struct kms_storage_opts o = {.backend = s->backend,
+                                 .create = target,
+                                 .pg_password = pw,
+                                 .pg_exclusive = s->backend == KMS_STORAGE_POSTGRESQL};
+    struct kms_err err;
+
+    kms_err_clear(&err);
+    if (kms_storage_open(s->location, seal, &o, out, &err) != 0) {
+        fprintf(stderr, "kmsd migrate: %s store %s: %s\n", target ? "target" : "source",
+                store_name(s), err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+int kms_migrate_command(int argc, char **argv)
+{
+    struct store_arg from = {0}, to = {0};
+    const char *seal_file = NULL, *pw_file = NULL, *v;
+    struct kms_storage *src = NULL, *dst = NULL;
+    struct kms_err err;
+    uint8_t seal[32];
+    char pw[1024] = "";
+    size_t n = 0;
+    int rc = 1;
+    bool have_from = false, have_to = false;
+
+    for (int i = 0; i < argc; i++) {
+        if ((v = flag_value(argc, argv, &i, "from")) != NULL) {
+            if (parse_store("from", v, &from) != 0)
+                return 2;
+            have_from = true;
+        } else if ((v = flag_value(argc, argv, &i, "to")) != NULL) {
+            if (parse_store("to", v, &to) != 0)
+                return 2;
+            have_to = true;
+        } else if ((v = flag_value(argc, argv, &i, "seal-key-file")) != NULL) {
+            seal_file = v;
+        } else if ((v = flag_value(argc, argv, &i, "postgresql-password-file")) != NULL) {
+            pw_file = v;
+        } else {
+            fprintf(stderr, "kmsd migrate: unknown argument \"%s\"\n", argv[i]);
+            migrate_usage(stderr);
+            return 2;
+        }
+    }
+    if (!have_from || !have_to) {
+        migrate_usage(stderr);
+        return 2;
+    }
+    if (from.backend == to.backend && strcmp(from.location, to.location) == 0) {
+        fprintf(stderr, "kmsd migrate: -from and -to name the same store\n");
+        return 2;
+    }
+    if (pw_file != NULL && read_password(pw_file, pw, sizeof pw) != 0)
+        goto out;
+    if (load_seal(seal_file, seal) != 0)
+        goto out;
+    if (open_store(&from, false, seal, pw_file != NULL ? pw : NULL, &src) != 0 ||
+        open_store(&to, true, seal, pw_file != NULL ? pw : NULL, &dst) != 0)
+        goto out;
+    kms_err_clear(&err);
+    if (kms_storage_copy(src, dst, &n, &err) != 0) {
+        fprintf(stderr, "kmsd migrate: %s\n", err.msg);
+        goto out;
+    }
+    printf("kmsd migrate: copied %zu records from %s:%s to %s:%s\n", n,
+           kms_storage_backend_name(src), store_name(&from), kms_storage_backend_name(dst),
+           store_name(&to));
+    rc = 0;
+out:
+    kms_storage_close(&src);
+    kms_storage_close(&dst);
+    kms_memzero(seal, sizeof seal);
+    kms_memzero(pw, sizeof pw);
+    return rc;
+}

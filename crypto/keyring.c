@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char KMS_MSG_SOFT_DELETED[] = "refusing to use soft-deleted key";
+
 const char KMS_MSG_MISSING_CONTEXT[] =
     "missing 'context' for key derivation; the key was created using a derived key, which "
     "means additional, per-request information must be included in order to perform "
@@ -244,7 +246,8 @@ out:
 #define PF_DELETION_ALLOWED 0x10u
 #define PF_IMPORTED 0x20u
 #define PF_IMPORTED_ROTATION 0x40u
-#define PF_ALL 0x7fu
+#define PF_SOFT_DELETED 0x80u
+#define PF_ALL 0xffu
 
 _Static_assert(POLICY_ENC_LEN_V1 <= KMS_KEY_POLICY_ENC_MAX, "policy record too large");
 _Static_assert(VERSION_ENC_LEN_V1 <= KMS_KEY_VERSION_ENC_MAX, "version record too large");
@@ -314,6 +317,7 @@ size_t kms_key_policy_encode(const struct kms_key_policy *p, uint8_t *buf)
     flags |= p->deletion_allowed ? PF_DELETION_ALLOWED : 0;
     flags |= p->imported ? PF_IMPORTED : 0;
     flags |= p->allow_imported_rotation ? PF_IMPORTED_ROTATION : 0;
+    flags |= p->soft_deleted ? PF_SOFT_DELETED : 0;
     buf[o++] = p->key_size != 0 ? POLICY_FMT_V2 : POLICY_FMT_V1;
     buf[o++] = (uint8_t)p->type;
     buf[o++] = flags;
@@ -361,6 +365,7 @@ int kms_key_policy_decode(const uint8_t *buf, size_t len, struct kms_key_policy 
     q.deletion_allowed = (flags & PF_DELETION_ALLOWED) != 0;
     q.imported = (flags & PF_IMPORTED) != 0;
     q.allow_imported_rotation = (flags & PF_IMPORTED_ROTATION) != 0;
+    q.soft_deleted = (flags & PF_SOFT_DELETED) != 0;
     q.latest_version = get_u32(buf + o);
     o += 4;
     q.min_decryption_version = get_u32(buf + o);

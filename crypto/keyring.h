@@ -66,6 +66,7 @@ struct kms_key_policy {
     uint32_t key_size;               /* hmac keys: bytes of key material; 0 for other types */
     bool imported;                   /* made by keys/:name/import; cleared by a rotation */
     bool allow_imported_rotation;    /* imported keys: whether rotate may add versions */
+    bool soft_deleted;               /* keys/:name/soft-delete: kept, but never used */
 };
 
 /*
@@ -162,6 +163,9 @@ int kms_keyring_decrypt(const struct kms_key_policy *p, const struct kms_key_ver
                         const char *ct, size_t len, const uint8_t *context, size_t ctxlen,
                         bool has_context, const uint8_t *aad, size_t aadlen, uint8_t **pt,
                         size_t *ptlen, struct kms_err *err) KMS_WUR;
+
+/* OpenBao's refusal of every use of a soft-deleted key (keysutil ErrSoftDeleted). */
+extern const char KMS_MSG_SOFT_DELETED[];
 
 /* The exact message OpenBao gives when a derived key gets no context. */
 extern const char KMS_MSG_MISSING_CONTEXT[];

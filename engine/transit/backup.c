@@ -317,6 +317,9 @@ int kms_transit_backup(struct kms_ctx *c)
     if (g != 0) {
         return KMS_FAILW(c, 500, "cannot read key");
     }
+    if (p.soft_deleted) {
+        return KMS_FAILW(c, 500, "%s", KMS_MSG_SOFT_DELETED);
+    }
     if (!p.exportable) {
         return KMS_FAILW(c, 500, "exporting is disallowed on the policy");
     }
@@ -444,6 +447,7 @@ static int restore_policy(struct kms_ctx *c, const json_t *pol, struct kms_key_p
     p->exportable = get_bool(pol, "exportable");
     p->allow_plaintext_backup = get_bool(pol, "allow_plaintext_backup");
     p->deletion_allowed = get_bool(pol, "deletion_allowed");
+    p->soft_deleted = get_bool(pol, "soft_deleted");
     p->latest_version = (uint32_t)latest;
     p->min_decryption_version = (uint32_t)mindec;
     p->min_encryption_version = (uint32_t)minenc;

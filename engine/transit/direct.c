@@ -33,6 +33,9 @@ static int usable_key(struct kms_ctx *c, const char *name, struct kms_key_policy
                            "derivation",
                            name, p->derived ? "derived " : "", kms_key_type_name(p->type));
     }
+    if (p->soft_deleted) {
+        return kms_err_set(err, 412, "Transit key %s: %s", name, KMS_MSG_SOFT_DELETED);
+    }
     return 0;
 }
 

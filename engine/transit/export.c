@@ -118,6 +118,9 @@ int kms_transit_export(struct kms_ctx *c)
     if (!p.exportable && type != KMS_EXPORT_PUBLIC_KEY) {
         return KMS_FAIL(c, 400, "private key material is not exportable");
     }
+    if (p.soft_deleted) {
+        return KMS_FAILW(c, 500, "%s", KMS_MSG_SOFT_DELETED);
+    }
     if (type == KMS_EXPORT_ENCRYPTION_KEY && !kms_key_type_supports_encryption(p.type)) {
         return KMS_FAIL(c, 400, "encryption not supported for the key");
     }

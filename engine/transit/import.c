@@ -393,6 +393,10 @@ int kms_transit_import_version(struct kms_ctx *c)
         KMS_FAILW(c, 500, "cannot read key");
         goto out;
     }
+    if (p.soft_deleted) {
+        KMS_FAILW(c, 500, "%s", KMS_MSG_SOFT_DELETED);
+        goto out;
+    }
     if (p.latest_version == UINT32_MAX) {
         KMS_FAIL(c, 400, "key %s has reached the maximum number of versions", name);
         goto out;
@@ -445,6 +449,9 @@ int kms_transit_byok_export(struct kms_ctx *c)
     if (g != 0) {
         return KMS_FAILW(c, 500, "cannot read key");
     }
+    if (dp.soft_deleted) {
+        return KMS_FAILW(c, 500, "for destination key: %s", KMS_MSG_SOFT_DELETED);
+    }
     g = kms_transit_read_key(c, src, &sp);
     if (g == KMS_STORAGE_NOTFOUND) {
         return KMS_FAILW(c, 500, "no such source key for export");
@@ -454,6 +461,9 @@ int kms_transit_byok_export(struct kms_ctx *c)
     }
     if (!sp.exportable) {
         return KMS_FAIL(c, 400, "key is not exportable");
+    }
+    if (sp.soft_deleted) {
+        return KMS_FAILW(c, 500, "for source key: %s", KMS_MSG_SOFT_DELETED);
     }
     if (kms_transit_export_versions(c, &sp, kms_cap(c, "version"), &from, &to) != 0) {
         return -1;

@@ -222,6 +222,10 @@ static int sign_one(struct kms_ctx *c, const struct kms_key_policy *p,
         goto out;
     }
     *internal = true;
+    if (p->soft_deleted) {
+        kms_err_set(err, 400, "%s", KMS_MSG_SOFT_DELETED);
+        goto out;
+    }
     (void)kms_param_int(c, "key_version", &ver);
     if (kms_keyring_sign_version(p, ver, &v, err) != 0 ||
         vset_get(c, kms_cap(c, "name"), vs, v, &kv, err) != 0 ||
@@ -261,6 +265,10 @@ static int verify_one(struct kms_ctx *c, const struct kms_key_policy *p,
     }
     if (sig == NULL) {
         kms_err_set(err, 400, "missing signature");
+        goto out;
+    }
+    if (p->soft_deleted) {
+        kms_err_set(err, 400, "%s", KMS_MSG_SOFT_DELETED);
         goto out;
     }
     if (kms_keyring_signature_version(p, sig, strlen(sig), &v, err) != 0 ||

@@ -220,8 +220,8 @@ static int key_object_ctx(struct kms_ctx *c, struct kms_txn *txn, const char *na
         kms_key_type_supports_encryption(p->type), "supports_signing",
         kms_key_type_supports_signing(p->type), "supports_derivation",
         kms_key_type_supports_derivation(p->type), "auto_rotate_period",
-        (json_int_t)p->auto_rotate_period, "imported_key", p->imported, "soft_deleted", false,
-        "keys", t.keys);
+        (json_int_t)p->auto_rotate_period, "imported_key", p->imported, "soft_deleted",
+        p->soft_deleted, "keys", t.keys);
     if (o == NULL) {
         return -1;
     }
@@ -531,6 +531,58 @@ out:
     return rc;
 }
 
+/*
+ * keys/:name/soft-delete (DELETE) and soft-delete-restore (POST), as OpenBao's
+ * pathPolicySoftDelete(Restore): set or clear the flag and answer the key object, with a
+ * warning when it was already so; an absent key answers 204, as OpenBao's nil response.
+ */
+static int soft_delete_set(struct kms_ctx *c, bool deleted)
+{
+    const char *name = kms_cap(c, "name");
+    struct kms_key_policy p;
+    struct kms_txn *txn = NULL;
+    int rc = -1;
+
+    if (kms_storage_txn_begin(kms_api_storage(c->api), true, &txn) != 0) {
+        return KMS_FAILW(c, 500, "cannot open storage transaction");
+    }
+    int g = load_policy(&c->mount, txn, name, &p);
+    if (g == KMS_STORAGE_NOTFOUND) {
+        rc = 0;
+        goto out;
+    }
+    if (g != 0) {
+        KMS_FAILW(c, 500, "cannot read key");
+        goto out;
+    }
+    bool already = p.soft_deleted == deleted;
+    p.soft_deleted = deleted;
+    if (!already && (store_policy(&c->mount, txn, name, &p) != 0 ||
+                     commit_key(c->estate, &c->mount, name, &txn) != 0)) {
+        KMS_FAILW(c, 500, "cannot store key");
+        goto out;
+    }
+    kms_storage_txn_abort(&txn);
+    rc = reply_key(c, name, &p);
+    if (rc == 0 && already) {
+        kms_warn(c, "%s",
+                 deleted ? "key was already marked as soft deleted" : "key was already restored");
+    }
+out:
+    kms_storage_txn_abort(&txn);
+    return rc;
+}
+
+static int keys_soft_delete(struct kms_ctx *c)
+{
+    return soft_delete_set(c, true);
+}
+
+static int keys_soft_delete_restore(struct kms_ctx *c)
+{
+    return soft_delete_set(c, false);
+}
+
 static int keys_config(struct kms_ctx *c)
 {
     const char *name = kms_cap(c, "name");
@@ -611,6 +663,10 @@ static int keys_rotate(struct kms_ctx *c)
     }
     if (p.imported && !p.allow_imported_rotation) {
         KMS_FAILW(c, 500, "imported key %s does not allow rotation within Vault", name);
+        goto out;
+    }
+    if (p.soft_deleted) {
+        KMS_FAILW(c, 500, "%s", KMS_MSG_SOFT_DELETED);
         goto out;
     }
     /* as OpenBao: a rotated key counts as generated from then on */
@@ -969,6 +1025,10 @@ static int encrypt_one(struct kms_ctx *c, const char *name, const struct kms_key
                     why);
         goto out;
     }
+    if (p->soft_deleted) {
+        kms_err_set(&err, 400, "%s", KMS_MSG_SOFT_DELETED);
+        goto out;
+    }
     if (kms_keyring_encrypt_version(p, it->key_version, &ver, &err) != 0 ||
         get_version(c, name, vc, ver, &kv, &err) != 0 ||
         kms_keyring_encrypt(p, kv, ctx, ctxlen, ctx != NULL, aad, aadlen, pt, ptlen, &it->out,
@@ -1003,6 +1063,10 @@ static int decrypt_one(struct kms_ctx *c, const char *name, const struct kms_key
     kms_err_clear(&err);
     if (it->ciphertext == NULL || it->ciphertext[0] == '\0') {
         kms_err_set(&err, 400, "missing ciphertext to decrypt");
+        goto out;
+    }
+    if (p->soft_deleted) {
+        kms_err_set(&err, 400, "%s", KMS_MSG_SOFT_DELETED);
         goto out;
     }
     size_t ctlen = strlen(it->ciphertext);
@@ -1628,6 +1692,10 @@ int kms_transit_key_rotate(struct kms_transit *t, const struct kms_mount *m, con
         kms_err_setw(err, 500, "imported key %s does not allow rotation within Vault", name);
         goto out;
     }
+    if (out->soft_deleted) {
+        kms_err_setw(err, 500, "%s", KMS_MSG_SOFT_DELETED);
+        goto out;
+    }
     out->imported = false;
     out->latest_version++;
     if (kms_key_version_generate(out, out->latest_version, &kv) != 0 ||
@@ -1902,6 +1970,8 @@ OWNED(keys_delete)
 OWNED(keys_config)
 OWNED(keys_rotate)
 OWNED(keys_trim)
+OWNED(keys_soft_delete)
+OWNED(keys_soft_delete_restore)
 OWNED(encrypt)
 OWNED(decrypt)
 OWNED(rewrap)
@@ -1937,6 +2007,10 @@ static const struct kms_route transit_routes[] = {
      .audit_op_of = config_audit_op,
      .on = {[KMS_OP_UPDATE] = {owned_keys_config, "config", 0}}},
     {.tmpl = "keys/:name/rotate", .on = {[KMS_OP_UPDATE] = {owned_keys_rotate, "rotate", 0}}},
+    {.tmpl = "keys/:name/soft-delete",
+     .on = {[KMS_OP_DELETE] = {owned_keys_soft_delete, "soft-delete", 0}}},
+    {.tmpl = "keys/:name/soft-delete-restore",
+     .on = {[KMS_OP_UPDATE] = {owned_keys_soft_delete_restore, "soft-delete-restore", 0}}},
     {.tmpl = "keys/:name/import",
      .fields = kms_transit_import_fields,
      .on = {[KMS_OP_UPDATE] = {owned_kms_transit_import, "import", 0}}},

@@ -128,6 +128,9 @@ int kms_transit_hmac(struct kms_ctx *c)
         load_key(c, name, &p, "encryption key not found") != 0) {
         return -1;
     }
+    if (p.soft_deleted) {
+        return KMS_FAIL(c, 400, "%s", KMS_MSG_SOFT_DELETED);
+    }
     (void)kms_param_int(c, "key_version", &ver);
     if (batch == NULL) {
         const char *input = NULL;
@@ -233,6 +236,10 @@ static int verify_one(struct kms_ctx *c, const char *name, const struct kms_key_
     }
     if (ver < p->min_decryption_version) {
         kms_err_set(err, 400, "cannot verify HMAC: version is too old (disallowed by policy)");
+        goto out;
+    }
+    if (p->soft_deleted) {
+        kms_err_set(err, 400, "%s", KMS_MSG_SOFT_DELETED);
         goto out;
     }
     struct kms_key_policy q = *p;

@@ -921,15 +921,20 @@ static void test_policy_record(void **state)
     EXPECT_BAD(0, 2);     /* format */
     EXPECT_BAD(1, 4);     /* type */
     EXPECT_BAD(1, 0xff);  /* type */
-    EXPECT_BAD(2, 0x80);  /* unknown flag (0x20, 0x40: imported keys) */
     EXPECT_BAD(2, 0x02);  /* convergent without derived */
     EXPECT_BAD(7, 0);     /* min_decryption_version = 0 */
     EXPECT_BAD(7, 8);     /* min_decryption_version > latest */
     EXPECT_BAD(11, 8);    /* min_encryption_version > latest */
     EXPECT_BAD(15, 8);    /* min_available_version > latest */
     EXPECT_BAD(26, 0x80); /* auto_rotate_period negative */
-    EXPECT_BAD(35, 'X');  /* uuid not hex */
-    EXPECT_BAD(43, 'a');  /* uuid dash missing */
+    /* every flag bit is taken: 0x20, 0x40 imported keys, 0x80 soft-deleted */
+    memcpy(bad, buf, n);
+    bad[2] = 0x80;
+    assert_int_equal(kms_key_policy_decode(bad, n, &q), 0);
+    assert_true(q.soft_deleted);
+    assert_false(q.derived);
+    EXPECT_BAD(35, 'X'); /* uuid not hex */
+    EXPECT_BAD(43, 'a'); /* uuid dash missing */
 #undef EXPECT_BAD
 }
 

@@ -77,6 +77,26 @@ bool kms_h2_done(const struct kms_h2 *h);
  * answers on is removed first. *fd is non-blocking. */
 int kms_plugin_socket_open(const struct kms_plugin_opts *o, int *fd, struct kms_err *err) KMS_WUR;
 
+/* ---- the sidecar's backend (remote.c) ------------------------------------------------------ */
+
+struct kms_plugin_remote_opts {
+    const char *addr;       /* "https://kmsd.example:8200" (http:// for tests) */
+    const char *ns;         /* namespace (X-Vault-Namespace); NULL = root */
+    const char *mount;      /* Transit mount; NULL = "transit" */
+    const char *key;        /* KEY: "<project>/<name>" or a Transit key */
+    const char *ca_cert;    /* PEM CA bundle; NULL = the system store */
+    const char *auth_path;  /* kubernetes auth mount; NULL = "kubernetes" */
+    const char *role;       /* its role */
+    const char *jwt_file;   /* the ServiceAccount token file */
+    const char *token_file; /* or: a file holding a token (re-read on 403); wins over jwt_file */
+    int timeout_ms;         /* per HTTP exchange; 0 = 5 s */
+    kms_plugin_log_fn log;
+    void *log_arg;
+};
+
+int kms_plugin_remote_backend(const struct kms_plugin_remote_opts *o,
+                              struct kms_plugin_backend *out, struct kms_err *err) KMS_WUR;
+
 /* ---- metrics (metrics.c) ------------------------------------------------------------------ */
 
 void kms_plugin_metrics_count(enum kms_plugin_method m, int code, int64_t micros);

@@ -93,6 +93,8 @@ static void usage(FILE *f)
             "Usage: kmsd <command> [options]\n\n"
             "Commands:\n"
             "  server     run the KMS server\n"
+            "  kms-plugin the Kubernetes KMS v2 plugin in front of a remote server\n"
+            "             (`kmsd kms-plugin -h`; docs/kms-plugin.md)\n"
             "  audit      audit log tools: `kmsd audit verify FILE|DIR...`\n"
             "  migrate    copy a store to another backend: `kmsd migrate -from=lmdb:PATH "
             "-to=postgresql:URL`\n"
@@ -820,6 +822,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "server") == 0) {
         return kms_server_main(argc - 2, argv + 2);
+    }
+    if (strcmp(argv[1], "kms-plugin") == 0) {
+        return kms_plugin_sidecar_main(argc - 2, argv + 2);
     }
     if (strcmp(argv[1], "audit") == 0) {
         if (argc >= 3 && strcmp(argv[2], "verify") == 0) {

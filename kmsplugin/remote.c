@@ -1,0 +1,435 @@
+/*
+ * remote.c - the sidecar's backend: a remote Transit server (kmsd, OpenBao or Vault) over
+ * HTTP(S) with kmsctl's client (cli/http_client.c over crypto/tls_client.c). It logs in with a
+ * Kubernetes ServiceAccount token (auth/<path>/login) or uses a token from a file, renews the
+ * token when two thirds of its TTL have passed, logs in again (or re-reads the file) when the
+ * token has expired or a call is refused with 403, and retries that call once. A server it
+ * cannot reach answers 503, which the plugin reports as UNAVAILABLE at once.
+ */
+#include "kmsplugin/kmsplugin_int.h"
+
+#include "cli/cli.h"
+#include "crypto/keyring.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct remote {
+    char *addr, *ns, *mount, *name, *ca_cert;
+    char *auth_path, *role, *jwt_file, *token_file;
+    int timeout_ms;
+    kms_plugin_log_fn log;
+    void *log_arg;
+    pthread_mutex_t mu; /* guards the token fields */
+    char *token;
+    int64_t renew_at_ms; /* monotonic; 0 = never renew */
+    int64_t expires_ms;  /* monotonic; 0 = no known expiry */
+    int64_t margin_ms;   /* a tenth of the TTL: a token this close to expiry is not used */
+    uint64_t generation; /* bumped at every new token */
+    bool renewable;
+};
+
+static void rlog(struct remote *r, const char *level, const char *msg, const char *detail)
+{
+    if (r->log != NULL) {
+        r->log(r->log_arg, level, msg, detail);
+    }
+}
+
+static void free_token(struct remote *r)
+{
+    if (r->token != NULL) {
+        kms_memzero(r->token, strlen(r->token));
+        free(r->token);
+        r->token = NULL;
+    }
+}
+
+/* A file's contents without surrounding white space (tokens, JWTs); malloc'd, NULL on error. */
+static char *read_secret_file(const char *path, struct kms_err *err)
+{
+    FILE *f = fopen(path, "re");
+    if (f == NULL) {
+        kms_err_set(err, 401, "cannot read %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = calloc(1, 65537);
+    size_t n = buf != NULL ? fread(buf, 1, 65536, f) : 0;
+    fclose(f);
+    if (buf == NULL) {
+        kms_err_set(err, 500, "out of memory");
+        return NULL;
+    }
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ')) {
+        buf[--n] = '\0';
+    }
+    if (n == 0) {
+        kms_free_wipe((void **)&buf, 65537);
+        kms_err_set(err, 401, "%s is empty", path);
+        return NULL;
+    }
+    return buf;
+}
+
+/* One HTTP exchange; the body is JSON. *resp is always disposed by the caller. */
+static int exchange(struct remote *r, const char *token, const char *method, const char *path,
+                    const char *body, struct kms_cli_resp *resp, struct kms_err *err)
+{
+    struct kms_cli_http *h = NULL;
+    struct kms_cli_http_opts o;
+    char e[512];
+    memset(&o, 0, sizeof(o));
+    memset(resp, 0, sizeof(*resp));
+    o.addr = r->addr;
+    o.token = token;
+    o.ns = r->ns;
+    o.timeout_ms = r->timeout_ms;
+    o.ca_cert = r->ca_cert;
+    if (kms_cli_http_create(&o, &h, e, sizeof(e)) != 0) {
+        return kms_err_set(err, 500, "%s", e);
+    }
+    int rc =
+        kms_cli_http_do(h, method, path, body, body != NULL ? strlen(body) : 0, resp, e, sizeof(e));
+    kms_cli_http_destroy(&h);
+    if (rc != 0) {
+        return kms_err_set(err, 503, "cannot reach %s: %s", r->addr, e);
+    }
+    return 0;
+}
+
+/* An error answer of the server as err (its first message). */
+static int server_error(struct kms_cli_resp *resp, struct kms_err *err)
+{
+    char msg[400];
+    kms_cli_api_error(resp, msg, sizeof(msg));
+    return kms_err_set(err, resp->status, "%s", msg[0] ? msg : "error from the key service");
+}
+
+/* Log in (or read the token file); on success the token fields are set. Caller holds mu. */
+static int login_locked(struct remote *r, struct kms_err *err)
+{
+    struct kms_cli_resp resp;
+    free_token(r);
+    r->renew_at_ms = r->expires_ms = r->margin_ms = 0;
+    r->renewable = false;
+    if (r->token_file != NULL) {
+        r->token = read_secret_file(r->token_file, err);
+        if (r->token == NULL) {
+            return -1;
+        }
+        r->generation++;
+        return 0;
+    }
+    char *jwt = read_secret_file(r->jwt_file, err);
+    if (jwt == NULL) {
+        return -1;
+    }
+    json_t *b = json_pack("{s:s, s:s}", "role", r->role, "jwt", jwt);
+    kms_free_wipe((void **)&jwt, 65537);
+    char *body = b != NULL ? json_dumps(b, JSON_COMPACT) : NULL;
+    json_decref(b);
+    if (body == NULL) {
+        return kms_err_set(err, 500, "out of memory");
+    }
+    char path[600];
+    snprintf(path, sizeof(path), "/v1/auth/%s/login", r->auth_path);
+    int rc = exchange(r, NULL, "POST", path, body, &resp, err);
+    kms_memzero(body, strlen(body));
+    free(body);
+    if (rc != 0) {
+        kms_cli_resp_dispose(&resp);
+        return -1;
+    }
+    if (resp.status != 200) {
+        server_error(&resp, err);
+        kms_cli_resp_dispose(&resp);
+        if (err->status == 400 || err->status == 403) {
+            err->status = 401; /* the login was refused: UNAUTHENTICATED */
+        }
+        return -1;
+    }
+    json_t *j = json_loadb(resp.body, resp.len, 0, NULL);
+    kms_memzero(resp.body, resp.len);
+    kms_cli_resp_dispose(&resp);
+    json_t *auth = json_object_get(j, "auth");
+    const char *tok = json_string_value(json_object_get(auth, "client_token"));
+    json_int_t ttl = json_integer_value(json_object_get(auth, "lease_duration"));
+    if (tok == NULL || (r->token = strdup(tok)) == NULL) {
+        json_decref(j);
+        return kms_err_set(err, 500, "the login answer has no client token");
+    }
+    r->renewable = json_is_true(json_object_get(auth, "renewable"));
+    int64_t now = kms_plugin_mono_ms();
+    if (ttl > 0) {
+        r->expires_ms = now + (int64_t)ttl * 1000;
+        r->renew_at_ms = now + (int64_t)ttl * 1000 * 2 / 3;
+        r->margin_ms = (int64_t)ttl * 100;
+    }
+    r->generation++;
+    json_decref(j);
+    rlog(r, "info", "kms plugin: logged in to the key service", r->addr);
+    return 0;
+}
+
+/* Renew the token (auth/token/renew-self); a failure leaves it to expire. Caller holds mu. */
+static void renew_locked(struct remote *r)
+{
+    struct kms_cli_resp resp;
+    struct kms_err err;
+    kms_err_clear(&err);
+    if (exchange(r, r->token, "POST", "/v1/auth/token/renew-self", "{}", &resp, &err) != 0 ||
+        resp.status != 200) {
+        kms_cli_resp_dispose(&resp);
+        r->renew_at_ms = 0; /* try a fresh login when it expires */
+        rlog(r, "warn", "kms plugin: token renewal failed; logging in again at expiry",
+             err.msg[0] ? err.msg : "refused");
+        return;
+    }
+    json_t *j = json_loadb(resp.body, resp.len, 0, NULL);
+    kms_cli_resp_dispose(&resp);
+    json_int_t ttl =
+        json_integer_value(json_object_get(json_object_get(j, "auth"), "lease_duration"));
+    json_decref(j);
+    int64_t now = kms_plugin_mono_ms();
+    if (ttl > 0) {
+        r->expires_ms = now + (int64_t)ttl * 1000;
+        r->renew_at_ms = now + (int64_t)ttl * 1000 * 2 / 3;
+        r->margin_ms = (int64_t)ttl * 100;
+    } else {
+        r->renew_at_ms = 0;
+    }
+}
+
+/* The token to use (malloc'd copy) and its generation: logs in, renews or re-logs first. */
+static char *current_token(struct remote *r, uint64_t *gen, struct kms_err *err)
+{
+    char *out = NULL;
+    pthread_mutex_lock(&r->mu);
+    int64_t now = kms_plugin_mono_ms();
+    if (r->token != NULL && r->renewable && r->renew_at_ms != 0 && now >= r->renew_at_ms) {
+        renew_locked(r); /* two thirds of the TTL passed */
+    }
+    if (r->token == NULL || (r->expires_ms != 0 && now >= r->expires_ms - r->margin_ms)) {
+        if (login_locked(r, err) != 0) { /* none yet, or (about to be) expired */
+            goto out;
+        }
+    }
+    out = strdup(r->token);
+    *gen = r->generation;
+    if (out == NULL) {
+        kms_err_set(err, 500, "out of memory");
+    }
+out:
+    pthread_mutex_unlock(&r->mu);
+    return out;
+}
+
+/* After a 403: a new login, unless another thread already got a newer token. */
+static int relogin(struct remote *r, uint64_t gen, struct kms_err *err)
+{
+    int rc = 0;
+    pthread_mutex_lock(&r->mu);
+    if (r->generation == gen) {
+        rlog(r, "info", "kms plugin: the key service refused the token; logging in again", r->addr);
+        rc = login_locked(r, err);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+/* POST body to <mount>/<op>/<name>; *data = the answer's "data" (new reference). */
+static int transit_call(struct remote *r, const char *op, const char *body, json_t **data,
+                        struct kms_err *err)
+{
+    char path[1200];
+    snprintf(path, sizeof(path), "/v1/%s/%s/%s", r->mount, op, r->name);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        struct kms_cli_resp resp;
+        uint64_t gen = 0;
+        char *tok = current_token(r, &gen, err);
+        if (tok == NULL) {
+            return -1;
+        }
+        int rc = exchange(r, tok, "POST", path, body, &resp, err);
+        kms_memzero(tok, strlen(tok));
+        free(tok);
+        if (rc != 0) {
+            kms_cli_resp_dispose(&resp);
+            return -1;
+        }
+        if (resp.status == 403 && attempt == 0) {
+            kms_cli_resp_dispose(&resp);
+            if (relogin(r, gen, err) != 0) {
+                return -1;
+            }
+            continue;
+        }
+        if (resp.status != 200) {
+            rc = server_error(&resp, err);
+            kms_cli_resp_dispose(&resp);
+            return rc;
+        }
+        json_t *j = json_loadb(resp.body, resp.len, 0, NULL);
+        kms_memzero(resp.body, resp.len);
+        kms_cli_resp_dispose(&resp);
+        *data = json_incref(json_object_get(j, "data"));
+        json_decref(j);
+        if (*data == NULL) {
+            return kms_err_set(err, 502, "the key service answered without data");
+        }
+        return 0;
+    }
+    return kms_err_set(err, 403, "permission denied");
+}
+
+static int remote_encrypt(void *arg, const uint8_t *pt, size_t ptlen, const char *uid, char **ct,
+                          uint32_t *version, struct kms_err *err)
+{
+    struct remote *r = arg;
+    json_t *data = NULL;
+    (void)uid;
+    *ct = NULL;
+    size_t bl = kms_b64_encoded_len(ptlen);
+    char *b = malloc(bl + 1);
+    if (b == NULL) {
+        return kms_err_set(err, 500, "out of memory");
+    }
+    kms_b64_encode(pt, ptlen, b);
+    json_t *req = json_pack("{s:s}", "plaintext", b);
+    kms_free_wipe((void **)&b, bl + 1);
+    char *body = req != NULL ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
+    if (body == NULL) {
+        return kms_err_set(err, 500, "out of memory");
+    }
+    int rc = transit_call(r, "encrypt", body, &data, err);
+    kms_memzero(body, strlen(body));
+    free(body);
+    if (rc != 0) {
+        return -1;
+    }
+    const char *c = json_string_value(json_object_get(data, "ciphertext"));
+    if (c == NULL || kms_ciphertext_parse_version(c, strlen(c), version) != 0 ||
+        (*ct = strdup(c)) == NULL) {
+        json_decref(data);
+        return kms_err_set(err, 502, "the key service answered without a vault:v<N>: ciphertext");
+    }
+    json_decref(data);
+    return 0;
+}
+
+static int remote_decrypt(void *arg, const char *ct, size_t ctlen, uint32_t version,
+                          const char *uid, uint8_t **pt, size_t *ptlen, struct kms_err *err)
+{
+    struct remote *r = arg;
+    json_t *data = NULL;
+    (void)uid;
+    (void)version;
+    (void)ctlen;
+    *pt = NULL;
+    *ptlen = 0;
+    json_t *req = json_pack("{s:s}", "ciphertext", ct);
+    char *body = req != NULL ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
+    if (body == NULL) {
+        return kms_err_set(err, 500, "out of memory");
+    }
+    int rc = transit_call(r, "decrypt", body, &data, err);
+    free(body);
+    if (rc != 0) {
+        return -1;
+    }
+    const char *b = json_string_value(json_object_get(data, "plaintext"));
+    size_t at = 0;
+    if (b == NULL || kms_b64_decode_alloc(b, strlen(b), pt, ptlen, &at) != 0) {
+        json_decref(data);
+        return kms_err_set(err, 502, "the key service answered without a plaintext");
+    }
+    json_decref(data);
+    return 0;
+}
+
+static void remote_destroy(void *arg)
+{
+    struct remote *r = arg;
+    if (r == NULL) {
+        return;
+    }
+    free_token(r);
+    char **s[] = {&r->addr,      &r->ns,   &r->mount,    &r->name,      &r->ca_cert,
+                  &r->auth_path, &r->role, &r->jwt_file, &r->token_file};
+    for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++) {
+        free(*s[i]);
+    }
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+static char *dup_or_null(const char *s, bool *oom)
+{
+    if (s == NULL || s[0] == '\0') {
+        return NULL;
+    }
+    char *d = strdup(s);
+    if (d == NULL) {
+        *oom = true;
+    }
+    return d;
+}
+
+int kms_plugin_remote_backend(const struct kms_plugin_remote_opts *o,
+                              struct kms_plugin_backend *out, struct kms_err *err)
+{
+    char project[128], name[256], tname[512];
+    bool is_kmskey = false, oom = false;
+    memset(out, 0, sizeof(*out));
+    if (kms_plugin_key_parse(o->key, &is_kmskey, project, sizeof(project), name, sizeof(name),
+                             err) != 0 ||
+        kms_plugin_transit_name(o->ns != NULL ? o->ns : "", is_kmskey, project, name, tname,
+                                sizeof(tname), err) != 0) {
+        return -1;
+    }
+    struct remote *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        return kms_err_set(err, 500, "out of memory");
+    }
+    pthread_mutex_init(&r->mu, NULL);
+    r->addr = dup_or_null(o->addr, &oom);
+    r->ns = dup_or_null(o->ns, &oom);
+    r->mount = dup_or_null(o->mount != NULL ? o->mount : "transit", &oom);
+    r->name = dup_or_null(tname, &oom);
+    r->ca_cert = dup_or_null(o->ca_cert, &oom);
+    r->auth_path = dup_or_null(o->auth_path != NULL ? o->auth_path : "kubernetes", &oom);
+    r->role = dup_or_null(o->role, &oom);
+    r->jwt_file = dup_or_null(o->jwt_file, &oom);
+    r->token_file = dup_or_null(o->token_file, &oom);
+    r->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 5000;
+    r->log = o->log;
+    r->log_arg = o->log_arg;
+    if (oom) {
+        remote_destroy(r);
+        return kms_err_set(err, 500, "out of memory");
+    }
+    /* the same key_id as the in-process plugin for the same key */
+    char nsp[300] = "";
+    if (r->ns != NULL) {
+        size_t nl = strlen(r->ns);
+        while (nl > 0 && r->ns[nl - 1] == '/') {
+            nl--;
+        }
+        snprintf(nsp, sizeof(nsp), "%.*s/", (int)nl, r->ns);
+    }
+    if ((size_t)snprintf(out->label, sizeof(out->label), "%s%s/keys/%s", nsp, r->mount, r->name) >=
+        sizeof(out->label)) {
+        remote_destroy(r);
+        return kms_err_set(err, 400, "key name too long");
+    }
+    out->arg = r;
+    out->encrypt = remote_encrypt;
+    out->decrypt = remote_decrypt;
+    out->destroy = remote_destroy;
+    return 0;
+}

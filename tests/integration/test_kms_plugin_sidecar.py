@@ -1,0 +1,351 @@
+"""`kmsd kms-plugin`: the KMS v2 plugin as a sidecar in front of a remote kmsd.
+
+A real remote kmsd (config mode, so it can be stopped and started again on the same store and
+port), a real sidecar process logging in with a ServiceAccount token from a fake cluster issuer
+(auth_helpers.Issuer) through the kubernetes auth method, and Debian's python3-grpcio as the
+client. Covers round trips, rotation and min_decryption_version through the KMSKey actions,
+refusals, 200 concurrent calls, the remote going away and coming back, token renewal and
+expiry, a token file re-read after a 403, TLS with -ca-cert, and SIGTERM.
+"""
+
+import concurrent.futures
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import unittest
+
+import grpc
+
+import auth_helpers as ah
+import test_tls
+from kmsd_harness import KMSD_BIN, KmsdServer, b64, listening_address
+from kms_plugin_helpers import Plugin, load_stubs, rpc_error, wait_for, wait_socket
+
+ORG = "org1"
+PROJECT = "prod"
+SEED = bytes(range(32))
+POLICY = """
+path "transit/encrypt/org1-prod-*" { capabilities = ["update"] }
+path "transit/decrypt/org1-prod-*" { capabilities = ["update"] }
+"""
+
+
+class Sidecar:
+    """A `kmsd kms-plugin` process; its log is kept in the work directory."""
+
+    def __init__(self, workdir, args):
+        self.dir = workdir
+        self.sock = os.path.join(workdir, "kms-%s.sock" % os.urandom(3).hex())
+        self.log_path = self.sock + ".log"
+        self.args = [KMSD_BIN, "kms-plugin", "-listen=unix://" + self.sock] + args
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_socket(self.sock)
+        except AssertionError:
+            self.stop()
+            raise AssertionError("sidecar did not start:\n" + self.log_text())
+        self.plugin = Plugin(self.sock)
+
+    def log_text(self):
+        self.log.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def stop(self):
+        if getattr(self, "plugin", None) is not None:
+            self.plugin.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                rc = None
+        else:
+            rc = self.proc.returncode
+        self.log.close()
+        return rc
+
+
+class SidecarCase(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        load_stubs()
+        cls.dir = tempfile.mkdtemp(prefix="kmsd-sidecar-")
+        cls.remote = KmsdServer(mode="config")
+        cls.remote.start()
+        r = cls.remote.request("PUT", "sys/init", {}, token=None)
+        assert r.status == 200, r.describe()
+        cls.remote.token = r.json["root_token"]
+        cls.issuer = ah.Issuer()
+        ah.setup_org(cls.remote, org=ORG, mount="kubernetes", issuer=cls.issuer)
+        ah.ok(cls.remote.request("PUT", "sys/policy/kms-plugin", {"policy": POLICY},
+                                 namespace=ORG))
+        ah.make_role(cls.remote, "kms-plugin", ["kms-plugin"], org=ORG, mount="kubernetes",
+                     sa="kms-plugin", ns=PROJECT)
+        cls.jwt = os.path.join(cls.dir, "sa.token")
+        with open(cls.jwt, "w") as f:
+            f.write(cls.issuer.mint(ns=PROJECT, sa="kms-plugin"))
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.remote.stop()
+        cls.remote.cleanup()
+        shutil.rmtree(cls.dir, ignore_errors=True)
+        assert rc == 0, rc
+
+    def setUp(self):
+        self.sidecars = []
+
+    def tearDown(self):
+        for s in self.sidecars:
+            rc = s.stop()
+            if rc != 0:
+                self.fail("sidecar exit %r\n%s" % (rc, s.log_text()))
+            self.assertFalse(os.path.exists(s.sock), "socket left behind")
+
+    def kmskey(self, name):
+        r = self.remote.request("POST", "kms/keys/%s/%s" % (PROJECT, name), {"purpose": "etcd"},
+                                namespace=ORG)
+        self.assertEqual(r.status, 200, r.describe())
+        return r.data
+
+    def sidecar(self, name, *extra, role="kms-plugin"):
+        args = ["-addr=" + self.remote.addr, "-key=%s/%s" % (PROJECT, name), "-namespace=" + ORG,
+                "-auth-path=kubernetes", "-role=" + role, "-token-file=" + self.jwt,
+                "-status-interval=1s", "-timeout=3s"] + list(extra)
+        s = Sidecar(self.dir, args)
+        self.sidecars.append(s)
+        return s
+
+
+class TestSidecar(SidecarCase):
+
+    def test_round_trip_and_key_id(self):
+        self.kmskey("etcd-a")
+        p = self.sidecar("etcd-a").plugin
+        st = p.status()
+        self.assertEqual((st.version, st.healthz), ("v2", "ok"))
+        self.assertEqual(st.key_id, "org1/transit/keys/org1-prod-etcd-a:v1")
+        e = p.encrypt(SEED, uid="u1")
+        self.assertEqual(e.key_id, st.key_id)
+        self.assertTrue(e.ciphertext.startswith(b"vault:v1:"))
+        self.assertEqual(p.decrypt(e.ciphertext, e.key_id).plaintext, SEED)
+        # the remote's own decrypt reads what the sidecar wrote
+        r = self.remote.request("POST", "transit/decrypt/org1-prod-etcd-a",
+                                {"ciphertext": e.ciphertext.decode()}, namespace=ORG)
+        self.assertEqual(r.data["plaintext"], b64(SEED))
+
+    def test_rotation_and_floor(self):
+        self.kmskey("etcd-r")
+        p = self.sidecar("etcd-r").plugin
+        old = p.encrypt(SEED)
+        r = self.remote.request("POST", "kms/keys/%s/etcd-r/rotate" % PROJECT, {}, namespace=ORG)
+        self.assertEqual(r.status, 200, r.describe())
+        new = p.encrypt(SEED)
+        self.assertEqual(new.key_id, "org1/transit/keys/org1-prod-etcd-r:v2")
+        wait_for(lambda: p.status().key_id == new.key_id, 3, "Status to report v2")
+        self.assertEqual(p.decrypt(old.ciphertext, old.key_id).plaintext, SEED)
+        r = self.remote.request("POST", "kms/keys/%s/etcd-r/min-decryption-version" % PROJECT,
+                                {"version": 2}, namespace=ORG)
+        self.assertEqual(r.status, 200, r.describe())
+        code, details = rpc_error(p.decrypt, old.ciphertext, old.key_id)
+        self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION, details)
+        self.assertEqual(p.decrypt(new.ciphertext, new.key_id).plaintext, SEED)
+
+    def test_refusals(self):
+        self.kmskey("etcd-x")
+        p = self.sidecar("etcd-x").plugin
+        e = p.encrypt(SEED)
+        ct = bytearray(e.ciphertext)
+        ct[-6] = ord("A") if ct[-6] != ord("A") else ord("B")
+        code, details = rpc_error(p.decrypt, bytes(ct), e.key_id)
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, details)
+        code, _ = rpc_error(p.decrypt, e.ciphertext, "transit/keys/other:v1")
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+        code, _ = rpc_error(p.encrypt, b"")
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+        code, _ = rpc_error(p.encrypt, b"x" * 600)
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+        # a key of another project: the project-bound token is refused by the remote
+        r = self.remote.request("POST", "kms/keys/other/etcd", {"purpose": "etcd"}, namespace=ORG)
+        self.assertEqual(r.status, 200, r.describe())
+        s = Sidecar(self.dir, ["-addr=" + self.remote.addr, "-key=other/etcd",
+                               "-namespace=" + ORG, "-auth-path=kubernetes", "-role=kms-plugin",
+                               "-token-file=" + self.jwt, "-status-interval=1s"])
+        self.sidecars.append(s)
+        code, details = rpc_error(s.plugin.encrypt, SEED)
+        self.assertEqual(code, grpc.StatusCode.PERMISSION_DENIED, details)
+        self.assertNotEqual(s.plugin.status().healthz, "ok")
+
+    def test_concurrent_calls(self):
+        self.kmskey("etcd-c")
+        p = self.sidecar("etcd-c").plugin
+        pb, _ = load_stubs()
+        seeds = [os.urandom(32) for _ in range(200)]
+        futs = [p.stub.Encrypt.future(pb.EncryptRequest(plaintext=s, uid=str(i)), timeout=120)
+                for i, s in enumerate(seeds)]
+        cts = [f.result() for f in futs]
+        futs = [p.stub.Decrypt.future(pb.DecryptRequest(ciphertext=c.ciphertext, key_id=c.key_id),
+                                      timeout=120) for c in cts]
+        self.assertEqual([f.result().plaintext for f in futs], seeds)
+
+    def test_bad_login_is_unauthenticated(self):
+        self.kmskey("etcd-l")
+        s = self.sidecar("etcd-l", role="no-such-role")
+        code, details = rpc_error(s.plugin.encrypt, SEED)
+        self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED, details)
+        st = s.plugin.status()
+        self.assertNotEqual(st.healthz, "ok")
+
+
+class TestSidecarRemoteOutage(SidecarCase):
+    """The remote kmsd stops and comes back on the same address and store."""
+
+    def test_remote_stopped_then_back(self):
+        self.kmskey("etcd-o")
+        s = self.sidecar("etcd-o")
+        p = s.plugin
+        e = p.encrypt(SEED)
+        self.assertEqual(p.status().healthz, "ok")
+        port = self.remote.port
+        self.assertEqual(self.remote.stop(), 0)
+        try:
+            # calls fail fast with UNAVAILABLE
+            t0 = time.monotonic()
+            code, details = rpc_error(p.decrypt, e.ciphertext, e.key_id)
+            self.assertEqual(code, grpc.StatusCode.UNAVAILABLE, details)
+            self.assertIn("cannot reach", details)
+            self.assertLess(time.monotonic() - t0, 2.0)
+            code, _ = rpc_error(p.encrypt, SEED)
+            self.assertEqual(code, grpc.StatusCode.UNAVAILABLE)
+            st = wait_for(lambda: (lambda s_: s_ if s_.healthz != "ok" else None)(p.status()),
+                          5, "Status to turn unhealthy")
+            self.assertIn("cannot reach", st.healthz)
+            self.assertEqual(st.version, "v2")
+        finally:
+            # the same store, seal key and port
+            self.remote.config["listen_address"] = "127.0.0.1:%d" % port
+            self.remote.start()
+        wait_for(lambda: p.status().healthz == "ok", 10, "Status to recover")
+        self.assertEqual(p.decrypt(e.ciphertext, e.key_id).plaintext, SEED)
+        e2 = p.encrypt(SEED)
+        self.assertEqual(p.decrypt(e2.ciphertext, e2.key_id).plaintext, SEED)
+
+
+class TestSidecarTokens(SidecarCase):
+
+    def role(self, name, **ttl):
+        ah.make_role(self.remote, name, ["kms-plugin"], org=ORG, mount="kubernetes",
+                     sa="kms-plugin", ns=PROJECT, **ttl)
+
+    def logins(self, s):
+        return s.log_text().count("logged in to the key service")
+
+    def test_token_expiry_relogin(self):
+        self.kmskey("etcd-t")
+        self.role("short", token_ttl=2, token_max_ttl=2)
+        s = self.sidecar("etcd-t", role="short")
+        e = s.plugin.encrypt(SEED)
+        self.assertEqual(self.logins(s), 1)
+        # past the token's expiry every call still works: the sidecar logged in again
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            self.assertEqual(s.plugin.decrypt(e.ciphertext, e.key_id).plaintext, SEED)
+            time.sleep(0.2)
+        self.assertGreaterEqual(self.logins(s), 2)
+
+    def test_token_renewed_before_expiry(self):
+        self.kmskey("etcd-n")
+        self.role("renewing", token_ttl=3, token_max_ttl=3600)
+        s = self.sidecar("etcd-n", role="renewing")
+        e = s.plugin.encrypt(SEED)
+        deadline = time.monotonic() + 7
+        while time.monotonic() < deadline:
+            self.assertEqual(s.plugin.decrypt(e.ciphertext, e.key_id).plaintext, SEED)
+            time.sleep(0.2)
+        # one login; the token lived on through renew-self
+        self.assertEqual(self.logins(s), 1, s.log_text())
+        self.assertNotIn("renewal failed", s.log_text())
+
+    def test_token_file_reread_after_403(self):
+        self.kmskey("etcd-f")
+
+        def new_token():
+            r = self.remote.request("POST", "auth/token/create",
+                                    {"policies": ["kms-plugin"], "ttl": "1h"}, namespace=ORG)
+            self.assertEqual(r.status, 200, r.describe())
+            return r.json["auth"]["client_token"]
+
+        tfile = os.path.join(self.dir, "vault.token")
+        t1 = new_token()
+        with open(tfile, "w") as f:
+            f.write(t1 + "\n")
+        s = Sidecar(self.dir, ["-addr=" + self.remote.addr, "-key=%s/etcd-f" % PROJECT,
+                               "-namespace=" + ORG, "-vault-token-file=" + tfile,
+                               "-status-interval=1s"])
+        self.sidecars.append(s)
+        e = s.plugin.encrypt(SEED)
+        r = self.remote.request("POST", "auth/token/revoke", {"token": t1}, namespace=ORG)
+        self.assertIn(r.status, (200, 204), r.describe())
+        with open(tfile, "w") as f:
+            f.write(new_token() + "\n")
+        # the old token answers 403: the file is read again and the call retried
+        self.assertEqual(s.plugin.decrypt(e.ciphertext, e.key_id).plaintext, SEED)
+        self.assertIn("refused the token", s.log_text())
+        self.assertNotIn(t1, s.log_text())
+
+
+class TestSidecarTLS(unittest.TestCase):
+
+    def test_https_with_ca_cert(self):
+        d = tempfile.mkdtemp(prefix="kmsd-sidecar-tls-")
+        ca_key, ca = test_tls.make_ca(d, "ca")
+        key, crt = test_tls.make_leaf(d, "server", ca_key, ca, 7)
+        srv = KmsdServer(extra_args=["-tls-cert-file=" + crt, "-tls-key-file=" + key])
+        sidecars = []
+        try:
+            srv.start()
+            import http.client
+            import ssl
+            c = http.client.HTTPSConnection("127.0.0.1", srv.port, timeout=10,
+                                            context=ssl.create_default_context(cafile=ca))
+            c.request("POST", "/v1/transit/keys/tls-k", body="{}",
+                      headers={"X-Vault-Token": srv.root_token})
+            resp = c.getresponse()
+            resp.read()
+            c.close()
+            self.assertEqual(resp.status, 200)
+            tfile = os.path.join(d, "token")
+            with open(tfile, "w") as f:
+                f.write(srv.root_token)
+            base = ["-addr=https://127.0.0.1:%d" % srv.port, "-key=tls-k",
+                    "-vault-token-file=" + tfile, "-status-interval=1s"]
+            good = Sidecar(d, base + ["-ca-cert=" + ca])
+            sidecars.append(good)
+            e = good.plugin.encrypt(SEED)
+            self.assertEqual(e.key_id, "transit/keys/tls-k:v1")
+            self.assertEqual(good.plugin.decrypt(e.ciphertext, e.key_id).plaintext, SEED)
+            # without the CA the server's certificate is not trusted
+            bad = Sidecar(d, base)
+            sidecars.append(bad)
+            code, details = rpc_error(bad.plugin.encrypt, SEED)
+            self.assertEqual(code, grpc.StatusCode.UNAVAILABLE, details)
+            self.assertNotEqual(bad.plugin.status().healthz, "ok")
+        finally:
+            for s in sidecars:
+                self.assertEqual(s.stop(), 0)
+            srv.stop()
+            srv.cleanup()
+            shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -18,6 +18,7 @@
 #define GRPC_PREFIX 5
 
 struct stream {
+    struct stream *prev, *next; /* the session's streams (freed with it) */
     int32_t id;
     int method; /* -1: unknown :path */
     bool post;
@@ -36,15 +37,25 @@ struct kms_h2 {
     kms_h2_send_fn send;
     void *arg;
     size_t open;
+    struct stream *streams; /* every stream struct not yet freed */
     bool failed;
     bool in_recv; /* inside nghttp2_session_mem_recv: sending waits until it returns */
 };
 
-static void stream_free(struct stream *st)
+static void stream_free(struct kms_h2 *h, struct stream *st)
 {
     if (st == NULL) {
         return;
     }
+    if (st->prev != NULL) {
+        st->prev->next = st->next;
+    } else {
+        h->streams = st->next;
+    }
+    if (st->next != NULL) {
+        st->next->prev = st->prev;
+    }
+    h->open--;
     kms_free_wipe((void **)&st->body, st->cap);
     kms_free_wipe((void **)&st->resp, st->resp_len);
     free(st);
@@ -78,6 +89,11 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
         free(st);
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
+    st->next = h->streams;
+    if (h->streams != NULL) {
+        h->streams->prev = st;
+    }
+    h->streams = st;
     h->open++;
     return 0;
 }
@@ -265,8 +281,7 @@ static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error
     struct stream *st = nghttp2_session_get_stream_user_data(s, stream_id);
     if (st != NULL) {
         nghttp2_session_set_stream_user_data(s, stream_id, NULL);
-        stream_free(st);
-        h->open--;
+        stream_free(h, st);
     }
     return 0;
 }
@@ -318,7 +333,10 @@ void kms_h2_destroy(struct kms_h2 **hp)
         return;
     }
     if (h->s != NULL) {
-        nghttp2_session_del(h->s); /* closes every stream: on_stream_close frees them */
+        nghttp2_session_del(h->s); /* calls no on_stream_close: the list below frees them */
+    }
+    while (h->streams != NULL) {
+        stream_free(h, h->streams);
     }
     free(h);
     *hp = NULL;

@@ -19,10 +19,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define MAX_CONNECTIONS 1024
 #define MAX_OUTPUT (4u << 20) /* unsent bytes per connection before it stops reading */
+#define LINGER_SECONDS 2      /* how long a finished connection waits for the client's close */
 
 struct conn;
 
@@ -46,6 +48,7 @@ struct conn {
     struct kms_h2 *h2;
     size_t pending; /* jobs of this connection not yet back */
     bool dead;      /* socket closed: freed when pending reaches 0 */
+    bool lingering; /* everything sent, write side shut: waiting for the client's close */
 };
 
 struct kms_plugin {
@@ -162,10 +165,30 @@ static void conn_close(struct conn *c)
     maybe_finish(p);
 }
 
+/*
+ * The session is over: shut the write side and wait (briefly) for the client to close. Closing
+ * at once while the client's last frames (WINDOW_UPDATE, SETTINGS ACK) sit unread would reset
+ * the connection, and a client may then drop answers it has received but not yet read.
+ */
+static void conn_linger(struct conn *c)
+{
+    if (c->lingering) {
+        return;
+    }
+    c->lingering = true;
+    if (shutdown(bufferevent_getfd(c->bev), SHUT_WR) != 0) {
+        conn_close(c);
+        return;
+    }
+    struct timeval tv = {LINGER_SECONDS, 0};
+    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    bufferevent_enable(c->bev, EV_READ);
+}
+
 /* After the session changed: close when it is over (or, when stopping, has nothing open). */
 static void conn_check(struct conn *c)
 {
-    if (c->dead) {
+    if (c->dead || c->lingering) {
         return;
     }
     bool unsent = evbuffer_get_length(bufferevent_get_output(c->bev)) > 0;
@@ -174,7 +197,7 @@ static void conn_check(struct conn *c)
     }
     if (kms_h2_done(c->h2) ||
         (c->p->stopping && kms_h2_open_streams(c->h2) == 0 && c->pending == 0)) {
-        conn_close(c);
+        conn_linger(c);
     }
 }
 
@@ -220,6 +243,10 @@ static void on_read(struct bufferevent *bev, void *arg)
     struct conn *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
     size_t len = evbuffer_get_length(in);
+    if (c->lingering) {
+        evbuffer_drain(in, len); /* read and dropped until the client closes */
+        return;
+    }
     uint8_t *data = evbuffer_pullup(in, -1);
     if (len > 0 && (data == NULL || kms_h2_recv(c->h2, data, len) != 0)) {
         conn_close(c);
@@ -243,7 +270,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct conn *c = arg;
     (void)bev;
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
         conn_close(c); /* calls in flight finish; their answers are dropped */
     }
 }

@@ -151,7 +151,13 @@ class TestSidecar(SidecarCase):
         self.assertEqual(r.status, 200, r.describe())
         new = p.encrypt(SEED)
         self.assertEqual(new.key_id, "org1/transit/keys/org1-prod-etcd-r:v2")
-        wait_for(lambda: p.status().key_id == new.key_id, 3, "Status to report v2")
+        rotated = time.monotonic()
+        while True:  # every Status begun more than one interval later reports v2
+            t = time.monotonic()
+            if p.status().key_id == new.key_id:
+                break
+            self.assertLess(t, rotated + 1.0, "Status still reports the old key_id")
+            time.sleep(0.05)
         self.assertEqual(p.decrypt(old.ciphertext, old.key_id).plaintext, SEED)
         r = self.remote.request("POST", "kms/keys/%s/etcd-r/min-decryption-version" % PROJECT,
                                 {"version": 2}, namespace=ORG)

@@ -13,6 +13,8 @@
 #   - encrypt on a key with 10,000 versions, on one hot key and on random keys of a
 #     1,000,000-key store, against the fresh store (ratio to the mean of a fresh-store run
 #     before and after);
+#   - the KMS v2 plugin (bench/plugin.sh): Encrypt/Decrypt calls per second over the unix
+#     socket, in process and through the sidecar, p99, ratio to the HTTP encrypt figure;
 #   - start-up time to the first healthy answer (min/median of 10) and idle RSS (dev and
 #     config mode); the API pipeline alone, in-process (kmsd-apibench).
 #
@@ -94,7 +96,7 @@ if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
         cmake -S "$ROOT" -B "$B" -DKMS_BUILD_BENCH=ON >/dev/null || die "cmake failed"
     fi
     cmake --build "$B" -j"$(nproc)" --target kmsd kmsd-bare kmsd-mkstore kmsd-apibench \
-        kmsd-startup >>"$LOG" 2>&1 || die "build failed (see $LOG)"
+        kmsd-startup kmsd-pluginbench >>"$LOG" 2>&1 || die "build failed (see $LOG)"
 fi
 for f in "$KMSD" "$BARE" "$MKSTORE" "$APIBENCH" "$STARTUP"; do
     [ -x "$f" ] || die "missing $f"
@@ -543,4 +545,9 @@ FRESH_RPS=$(awk -v a="$(col fresh1 3)" -v b="$(col fresh2 3)" 'BEGIN { if (a > 0
     echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
     for n in "${NOTES[@]}"; do echo "note: $n"; done
 } | tee "$TXT" | tee -a "$LOG"
+# ---- 6. the KMS v2 plugin (bench/plugin.sh): calls/s over the socket, in process and sidecar ----
+say ""
+BUILD=$B BENCH_SKIP_BUILD=1 BENCH_THREADS=$THREADS BENCH_CONNECTIONS=$CONNS "$ROOT/bench/plugin.sh" \
+    >/dev/null 2>>"$LOG" || say "bench: the KMS plugin part failed (see $OUT/plugin-bench.log)"
+[ -f "$OUT/plugin-results.txt" ] && tee -a "$TXT" <"$OUT/plugin-results.txt" | tee -a "$LOG"
 echo "bench: results in $TXT, raw output in $LOG" >&2

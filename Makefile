@@ -103,7 +103,7 @@ lint:
 # folder (scripts/coverage-report.py); installs gcovr if it is missing. Atomic counters because
 # the tests run threads. Exits non-zero if a unit test failed, after printing the table.
 COVERAGE_DEPS := gcovr
-COVERAGE_DIRS := api|engine|auth|audit|crypto|storage|server|cli
+COVERAGE_DIRS := api|engine|auth|audit|crypto|storage|server|cli|kmsplugin
 
 .PHONY: coverage
 coverage: deps

@@ -69,7 +69,7 @@ static int audit_begin(struct local *l, const struct target *t, const char *op, 
     ev->key = l->transit_name;
     ev->project = l->is_kmskey ? l->project : NULL;
     ev->subject = PLUGIN_SUBJECT;
-    ev->resource = l->is_kmskey ? "KMSKey" : "TransitKey";
+    ev->resource = "KMSKey"; /* as HTTP calls on Transit keys are */
     ev->pure = true;
     ev->client_uid = uid;
     return kms_api_audit_internal_begin(l->api, ev, rec, err);

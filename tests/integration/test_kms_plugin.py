@@ -7,6 +7,7 @@ that go away mid-call, KMSKeys of purpose etcd, and the socket's safety rules.
 """
 
 import concurrent.futures
+import grp
 import json
 import os
 import re
@@ -325,7 +326,8 @@ class TestOperations(unittest.TestCase):
         self.audit = os.path.join(self.dir, "audit.log")
         self.srv = KmsdServer(mode="config", workdir=self.dir, config={
             "audit_file": self.audit, "audit_fsync": fsync,
-            "kms_plugins": [{"socket": self.sock, "key": "etcd-k", "socket_mode": "0660"}],
+            "kms_plugins": [{"socket": self.sock, "key": "etcd-k", "socket_mode": "0660",
+                             "socket_group": "nogroup"}],
             "kms_plugin_status_interval": "1s"})
         self.srv.start()
         r = self.srv.request("PUT", "sys/init", {}, token=None)
@@ -346,7 +348,9 @@ class TestOperations(unittest.TestCase):
 
     def test_audit_and_metrics(self):
         self.start()
-        self.assertEqual(stat.S_IMODE(os.lstat(self.sock).st_mode), 0o660)
+        st = os.lstat(self.sock)
+        self.assertEqual(stat.S_IMODE(st.st_mode), 0o660)
+        self.assertEqual(st.st_gid, grp.getgrnam("nogroup").gr_gid)
         seed = os.urandom(32)
         e = self.p.encrypt(seed, uid="apiserver-uid-1")
         self.assertEqual(self.p.decrypt(e.ciphertext, e.key_id, uid="apiserver-uid-2").plaintext,

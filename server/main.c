@@ -672,6 +672,15 @@ static int start_plugins(const struct flags *f, struct kms_config *cfg, struct r
     if (cfg->nkms_plugins > 0) {
         kms_metrics_set_extra(kms_plugin_metrics_text); /* in sys/metrics */
     }
+    /* a call waits for its audit line's fsync: more threads share each fsync, as workers do */
+    size_t threads = 8;
+    for (size_t i = 0; i < kms_audit_ndevices(rt->audit); i++) {
+        struct kms_audit_device_opts ao;
+        kms_audit_device_get(rt->audit, i, &ao);
+        if (ao.fsync != KMS_AUDIT_FSYNC_NEVER) {
+            threads = AUDIT_MIN_WORKERS;
+        }
+    }
     for (size_t i = 0; i < cfg->nkms_plugins; i++) {
         const struct kms_config_plugin *o = &cfg->kms_plugins[i];
         struct kms_plugin_backend b;
@@ -681,6 +690,7 @@ static int start_plugins(const struct flags *f, struct kms_config *cfg, struct r
         po.socket_path = o->socket;
         po.socket_mode = o->mode;
         po.socket_group = o->group[0] != '\0' ? o->group : NULL;
+        po.threads = threads;
         po.status_ttl_ms = interval * 1000;
         po.grace_ms = SHUTDOWN_GRACE_SECONDS * 1000;
         po.log = plugin_log;

@@ -16,6 +16,8 @@
 #include "api/api_int.h"
 
 #include <ctype.h>
+#include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -762,9 +764,106 @@ static int run(struct kms_ctx *c, struct kms_http_resp *resp)
     return rc;
 }
 
+/*
+ * Request contexts are reused: each thread keeps a short free list of them, so a request pays
+ * neither a 13 KB calloc nor a 13 KB wipe. ctx_reset clears every field a request may read
+ * before writing it; the large text arrays (captures, paths, the token's policies and
+ * metadata) are cleared only as far as their lengths and first bytes, which is all anything
+ * reads of them, so nothing of the previous request is reachable (its token's accessor,
+ * policies and metadata counts are zero, its strings empty).
+ */
+#define CTX_FREE_MAX 4
+
+struct ctx_pool {
+    struct kms_ctx *free[CTX_FREE_MAX];
+    size_t n;
+};
+
+static pthread_key_t pool_key;
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+
+static void pool_free(void *p)
+{
+    struct ctx_pool *pool = p;
+    for (size_t i = 0; i < pool->n; i++) {
+        free(pool->free[i]);
+    }
+    free(pool);
+}
+
+static void pool_init(void)
+{
+    (void)pthread_key_create(&pool_key, pool_free);
+}
+
+static void token_reset(struct kms_token *t)
+{
+    memset(t, 0, offsetof(struct kms_token, policies));
+    t->nmeta = 0;
+    memset(&t->creation_time, 0,
+           offsetof(struct kms_token, cidrs) - offsetof(struct kms_token, creation_time));
+    memset(t->hash, 0, sizeof(t->hash));
+}
+
+static void ctx_reset(struct kms_ctx *c)
+{
+    memset(c, 0, offsetof(struct kms_ctx, ns));
+    c->ns.id[0] = '\0';
+    c->ns.path[0] = '\0';
+    c->ns.created = 0;
+    memset(c->mount.ns_id, 0, sizeof(c->mount.ns_id));
+    c->mount.path[0] = '\0';
+    memset(c->mount.type, 0, sizeof(c->mount.type));
+    memset(c->mount.uuid, 0, sizeof(c->mount.uuid));
+    memset(c->mount.accessor, 0, sizeof(c->mount.accessor));
+    c->mount.description[0] = '\0';
+    c->mount.created = 0;
+    c->path[0] = '\0';
+    memset(&c->rel, 0, offsetof(struct kms_ctx, cap_values) - offsetof(struct kms_ctx, rel));
+    for (size_t i = 0; i < KMS_MAX_CAPTURES; i++) {
+        c->cap_values[i][0] = '\0';
+    }
+    c->has_token = false;
+    token_reset(&c->token);
+    memset(&c->params, 0, sizeof(*c) - offsetof(struct kms_ctx, params));
+}
+
+static struct kms_ctx *ctx_take(void)
+{
+    pthread_once(&pool_once, pool_init);
+    struct ctx_pool *pool = pthread_getspecific(pool_key);
+    struct kms_ctx *c;
+    if (pool != NULL && pool->n > 0) {
+        c = pool->free[--pool->n];
+    } else {
+        c = malloc(sizeof(*c));
+    }
+    if (c != NULL) {
+        ctx_reset(c);
+    }
+    return c;
+}
+
+static void ctx_give(struct kms_ctx *c)
+{
+    struct ctx_pool *pool = pthread_getspecific(pool_key);
+    if (pool == NULL) {
+        pool = calloc(1, sizeof(*pool));
+        if (pool != NULL && pthread_setspecific(pool_key, pool) != 0) {
+            free(pool);
+            pool = NULL;
+        }
+    }
+    if (pool != NULL && pool->n < CTX_FREE_MAX) {
+        pool->free[pool->n++] = c;
+    } else {
+        free(c);
+    }
+}
+
 void kms_api_handle(struct kms_api *api, const struct kms_http_req *req, struct kms_http_resp *resp)
 {
-    struct kms_ctx *c = calloc(1, sizeof(*c));
+    struct kms_ctx *c = ctx_take();
     memset(resp, 0, sizeof(*resp));
     if (c == NULL) {
         kms_api_error_response(500, "internal error", resp);
@@ -788,5 +887,5 @@ void kms_api_handle(struct kms_api *api, const struct kms_http_req *req, struct 
     json_decref(c->auth);
     /* the context holds no key material or token (only its accessor and policies); plaintexts
      * live in jansson values, which kmsd wipes when freed (json_set_alloc_funcs in main.c) */
-    free(c);
+    ctx_give(c);
 }

@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A string literal and its length, for kms_jw_raw. */
+#define LIT(s) s, sizeof(s) - 1
+
 static void set_body(struct kms_http_resp *resp, json_t *body)
 {
     char *text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
@@ -30,16 +33,36 @@ static void set_body(struct kms_http_resp *resp, json_t *body)
     resp->body_len = n + 1;
 }
 
+/* The writer's text as the body, with the newline; 500 when it ran out of memory. */
+static void take_body(struct kms_http_resp *resp, struct kms_jw *w)
+{
+    kms_jw_raw(w, "\n", 1);
+    if (w->oom) {
+        free(w->p);
+        resp->status = 500;
+        resp->body = strdup("{\"errors\":[\"internal error\"]}\n");
+        resp->body_len = resp->body ? strlen(resp->body) : 0;
+        return;
+    }
+    resp->body = w->p;
+    resp->body_len = w->len;
+}
+
 void kms_api_error_response(int status, const char *msg, struct kms_http_resp *resp)
 {
-    json_t *errs = json_array();
-    if (msg != NULL && msg[0] != '\0') {
-        json_array_append_new(errs, json_string(msg));
-    }
-    json_t *body = json_pack("{s:o}", "errors", errs);
+    struct kms_jw w = {NULL, 0, 0, false};
     resp->status = status;
-    set_body(resp, body);
-    json_decref(body);
+    kms_jw_raw(&w, LIT("{\"errors\":["));
+    if (msg != NULL && msg[0] != '\0') {
+        /* json_string's rule: text that is not UTF-8 has no JSON form (an empty list) */
+        json_t *m = json_string(msg);
+        if (m != NULL) {
+            kms_jw_str(&w, msg, strlen(msg));
+        }
+        json_decref(m);
+    }
+    kms_jw_raw(&w, LIT("]}"));
+    take_body(resp, &w);
 }
 
 void kms_http_resp_dispose(struct kms_http_resp *resp)
@@ -146,26 +169,53 @@ void kms_render(struct kms_ctx *c, int rc, struct kms_http_resp *resp)
         kms_api_error_response(500, "internal error", resp);
         return;
     }
-    json_t *data = c->data ? sorted_copy(c->data) : json_null();
-    json_t *env = json_object();
-    if (c->route != NULL && (c->route->flags & KMS_RT_SYS_TOP) && json_is_object(data)) {
+    resp->status = c->status ? c->status : 200;
+    json_t *warnings = c->warnings && json_array_size(c->warnings) ? c->warnings : NULL;
+    if (c->route != NULL && (c->route->flags & KMS_RT_SYS_TOP) && json_is_object(c->data)) {
+        /* sys/ routes copy data to the top level too (rare: built with jansson) */
+        json_t *data = sorted_copy(c->data);
+        json_t *env = json_object();
         const char *k;
         json_t *v;
         json_object_foreach(data, k, v)
         {
             json_object_set(env, k, v);
         }
+        json_object_set_new(env, "request_id", json_string(rid));
+        json_object_set_new(env, "lease_id", json_string(""));
+        json_object_set_new(env, "renewable", json_false());
+        json_object_set_new(env, "lease_duration", json_integer(0));
+        json_object_set_new(env, "data", data);
+        json_object_set_new(env, "wrap_info", json_null());
+        json_object_set(env, "warnings", warnings ? warnings : json_null());
+        json_object_set(env, "auth", c->auth ? c->auth : json_null());
+        set_body(resp, env);
+        json_decref(env);
+        return;
     }
-    json_object_set_new(env, "request_id", json_string(rid));
-    json_object_set_new(env, "lease_id", json_string(""));
-    json_object_set_new(env, "renewable", json_false());
-    json_object_set_new(env, "lease_duration", json_integer(0));
-    json_object_set_new(env, "data", data);
-    json_object_set_new(env, "wrap_info", json_null());
-    json_object_set(env, "warnings",
-                    c->warnings && json_array_size(c->warnings) ? c->warnings : json_null());
-    json_object_set(env, "auth", c->auth ? c->auth : json_null());
-    resp->status = c->status ? c->status : 200;
-    set_body(resp, env);
-    json_decref(env);
+    /* the envelope's fixed fields around the data, written straight into the body */
+    struct kms_jw w = {NULL, 0, 0, false};
+    (void)kms_jw_reserve(&w, 256);
+    kms_jw_raw(&w, LIT("{\"request_id\":\""));
+    kms_jw_raw(&w, rid, strlen(rid));
+    kms_jw_raw(&w, LIT("\",\"lease_id\":\"\",\"renewable\":false,\"lease_duration\":0,\"data\":"));
+    if (c->data != NULL) {
+        kms_jw_value(&w, c->data, true);
+    } else {
+        kms_jw_raw(&w, LIT("null"));
+    }
+    kms_jw_raw(&w, LIT(",\"wrap_info\":null,\"warnings\":"));
+    if (warnings != NULL) {
+        kms_jw_value(&w, warnings, false);
+    } else {
+        kms_jw_raw(&w, LIT("null"));
+    }
+    kms_jw_raw(&w, LIT(",\"auth\":"));
+    if (c->auth != NULL) {
+        kms_jw_value(&w, c->auth, false);
+    } else {
+        kms_jw_raw(&w, LIT("null"));
+    }
+    kms_jw_raw(&w, LIT("}"));
+    take_body(resp, &w);
 }

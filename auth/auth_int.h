@@ -20,6 +20,7 @@ struct kms_tok_cache;
 struct kms_auth {
     struct kms_storage *st;
     uint8_t token_key[32];
+    struct kms_hmac_key *token_hkey; /* token_key prepared for HMAC (no key setup per lookup) */
     struct kms_tok_cache *tok_cache; /* recently looked-up tokens (token.c) */
     pthread_rwlock_t pol_lock;       /* guards pol_cache */
     struct kms_pol_ent *pol_cache;

@@ -90,6 +90,10 @@ int kms_auth_create(struct kms_storage *st, struct kms_auth **out, struct kms_er
         kms_err_set(err, 500, "cannot read the token key");
         goto out;
     }
+    if (kms_hmac_key_create(auth->token_key, sizeof(auth->token_key), &auth->token_hkey) != 0) {
+        kms_err_set(err, 500, "cannot prepare the token key");
+        goto out;
+    }
     *out = auth;
     auth = NULL;
     rc = 0;
@@ -107,6 +111,7 @@ void kms_auth_destroy(struct kms_auth **auth)
     }
     kms_auth_policy_cache_clear(*auth);
     tc_destroy(&(*auth)->tok_cache);
+    kms_hmac_key_destroy(&(*auth)->token_hkey);
     pthread_rwlock_destroy(&(*auth)->pol_lock);
     kms_memzero(*auth, sizeof(**auth));
     free(*auth);
@@ -115,8 +120,7 @@ void kms_auth_destroy(struct kms_auth **auth)
 
 static int token_hash(const struct kms_auth *auth, const char *token, uint8_t out[32])
 {
-    return kms_hmac(KMS_HASH_SHA2_256, auth->token_key, sizeof(auth->token_key), token,
-                    strlen(token), out);
+    return kms_hmac_key_mac(auth->token_hkey, token, strlen(token), out);
 }
 
 static int accessor_hash(const struct kms_auth *auth, const char *accessor, uint8_t out[32])
@@ -126,8 +130,7 @@ static int accessor_hash(const struct kms_auth *auth, const char *accessor, uint
     if (n < 0 || (size_t)n >= sizeof(buf)) {
         return -1;
     }
-    return kms_hmac(KMS_HASH_SHA2_256, auth->token_key, sizeof(auth->token_key), buf, (size_t)n,
-                    out);
+    return kms_hmac_key_mac(auth->token_hkey, buf, (size_t)n, out);
 }
 
 /* Custom ids: printable ASCII, no '.', not Vault's own prefixes. */

@@ -16,8 +16,11 @@
 #include "crypto/crypto_int.h"
 
 #include <limits.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 size_t kms_aead_key_len(enum kms_aead a)
@@ -110,29 +113,130 @@ void kms_hchacha20(const uint8_t key[32], const uint8_t nonce[16], uint8_t out[3
 
 /* ---- EVP --------------------------------------------------------------------------------- */
 
+/* The ciphers, fetched once per process (an implicit fetch per EVP_CipherInit_ex showed up in
+ * every profile); they live as long as the process. */
+static EVP_CIPHER *cipher_cache[3];
+static pthread_once_t cipher_once = PTHREAD_ONCE_INIT;
+
+static void cipher_fetch(void)
+{
+    cipher_cache[0] = EVP_CIPHER_fetch(NULL, "AES-128-GCM", NULL);
+    cipher_cache[1] = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+    cipher_cache[2] = EVP_CIPHER_fetch(NULL, "ChaCha20-Poly1305", NULL);
+}
+
 static const EVP_CIPHER *evp_cipher(enum kms_aead a)
 {
+    pthread_once(&cipher_once, cipher_fetch);
     switch (a) {
     case KMS_AEAD_AES128_GCM:
-        return EVP_aes_128_gcm();
+        return cipher_cache[0];
     case KMS_AEAD_AES256_GCM:
-        return EVP_aes_256_gcm();
+        return cipher_cache[1];
     case KMS_AEAD_CHACHA20_POLY1305:
     case KMS_AEAD_XCHACHA20_POLY1305:
-        return EVP_chacha20_poly1305();
+        return cipher_cache[2];
     }
     return NULL;
 }
 
 /*
+ * Per-thread cipher contexts keyed by (cipher, direction, key): the key schedule (AES key
+ * expansion, GHASH tables) is computed once per key, and each operation only sets the nonce.
+ * A thread keeps CTX_SLOTS keys, least recently used out; keys are compared in constant time,
+ * and a slot's key copy and context are wiped when it is replaced or the thread ends. The keys
+ * are the ones the key cache already holds in memory, for as long as the thread serves them.
+ */
+#define CTX_SLOTS 8
+
+struct ctx_slot {
+    EVP_CIPHER_CTX *ctx;
+    const EVP_CIPHER *cipher;
+    int enc;
+    size_t keylen;
+    uint64_t used; /* 0 = empty */
+    uint8_t key[32];
+};
+
+struct ctx_cache {
+    uint64_t clock;
+    struct ctx_slot s[CTX_SLOTS];
+};
+
+static pthread_key_t ctx_key;
+static pthread_once_t ctx_once = PTHREAD_ONCE_INIT;
+
+static void slot_clear(struct ctx_slot *sl)
+{
+    EVP_CIPHER_CTX_free(sl->ctx); /* cleanses the key schedule */
+    kms_memzero(sl, sizeof(*sl));
+}
+
+static void ctx_cache_free(void *p)
+{
+    struct ctx_cache *c = p;
+    for (size_t i = 0; i < CTX_SLOTS; i++)
+        slot_clear(&c->s[i]);
+    free(c);
+}
+
+static void ctx_init(void)
+{
+    (void)pthread_key_create(&ctx_key, ctx_cache_free);
+}
+
+/* A context of this thread holding (cipher, enc, key), or NULL (then use a fresh one). */
+static struct ctx_slot *ctx_get(const EVP_CIPHER *cipher, int enc, const uint8_t *key,
+                                size_t keylen)
+{
+    pthread_once(&ctx_once, ctx_init);
+    struct ctx_cache *c = pthread_getspecific(ctx_key);
+    if (c == NULL) {
+        c = calloc(1, sizeof(*c));
+        if (c == NULL || pthread_setspecific(ctx_key, c) != 0) {
+            free(c);
+            return NULL;
+        }
+    }
+    struct ctx_slot *victim = &c->s[0];
+    for (size_t i = 0; i < CTX_SLOTS; i++) {
+        struct ctx_slot *sl = &c->s[i];
+        if (sl->used != 0 && sl->cipher == cipher && sl->enc == enc && sl->keylen == keylen &&
+            CRYPTO_memcmp(sl->key, key, keylen) == 0) {
+            sl->used = ++c->clock;
+            return sl;
+        }
+        if (sl->used < victim->used)
+            victim = sl;
+    }
+    slot_clear(victim);
+    victim->ctx = EVP_CIPHER_CTX_new();
+    if (victim->ctx == NULL || EVP_CipherInit_ex(victim->ctx, cipher, NULL, NULL, NULL, enc) != 1 ||
+        EVP_CIPHER_CTX_ctrl(victim->ctx, EVP_CTRL_AEAD_SET_IVLEN, 12, NULL) != 1 ||
+        EVP_CipherInit_ex(victim->ctx, NULL, NULL, key, NULL, enc) != 1) {
+        slot_clear(victim);
+        return NULL;
+    }
+    victim->cipher = cipher;
+    victim->enc = enc;
+    victim->keylen = keylen;
+    memcpy(victim->key, key, keylen);
+    victim->used = ++c->clock;
+    return victim;
+}
+
+/*
  * One EVP AEAD pass with a 12-byte nonce. Seal (enc = 1) writes the tag to tag_out; open
  * (enc = 0) checks tag_in. Returns 0 only when the operation (and, for open, the tag) succeeds.
+ * `cached`: the key may be kept in this thread's context cache (not for per-message subkeys).
  */
-static int evp_aead(const EVP_CIPHER *cipher, int enc, const uint8_t *key, const uint8_t *nonce,
-                    const uint8_t *aad, size_t aadlen, const uint8_t *in, size_t inlen,
-                    uint8_t *out, uint8_t *tag_out, const uint8_t *tag_in)
+static int evp_aead(const EVP_CIPHER *cipher, int enc, const uint8_t *key, size_t keylen,
+                    bool cached, const uint8_t *nonce, const uint8_t *aad, size_t aadlen,
+                    const uint8_t *in, size_t inlen, uint8_t *out, uint8_t *tag_out,
+                    const uint8_t *tag_in)
 {
     EVP_CIPHER_CTX *ctx = NULL;
+    struct ctx_slot *slot = NULL;
     uint8_t tag[KMS_AEAD_TAG_LEN];
     uint8_t fin[32];
     int len = 0;
@@ -140,15 +244,23 @@ static int evp_aead(const EVP_CIPHER *cipher, int enc, const uint8_t *key, const
 
     if (inlen > INT_MAX || aadlen > INT_MAX)
         goto out;
-    ctx = EVP_CIPHER_CTX_new();
-    if (ctx == NULL)
-        goto out;
-    if (EVP_CipherInit_ex(ctx, cipher, NULL, NULL, NULL, enc) != 1)
-        goto out;
-    if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_IVLEN, 12, NULL) != 1)
-        goto out;
-    if (EVP_CipherInit_ex(ctx, NULL, NULL, key, nonce, enc) != 1)
-        goto out;
+    if (cached)
+        slot = ctx_get(cipher, enc, key, keylen);
+    if (slot != NULL) {
+        ctx = slot->ctx;
+        if (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, enc) != 1)
+            goto out;
+    } else {
+        ctx = EVP_CIPHER_CTX_new();
+        if (ctx == NULL)
+            goto out;
+        if (EVP_CipherInit_ex(ctx, cipher, NULL, NULL, NULL, enc) != 1)
+            goto out;
+        if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_IVLEN, 12, NULL) != 1)
+            goto out;
+        if (EVP_CipherInit_ex(ctx, NULL, NULL, key, nonce, enc) != 1)
+            goto out;
+    }
     if (aadlen > 0 && EVP_CipherUpdate(ctx, NULL, &len, aad, (int)aadlen) != 1)
         goto out;
     if (inlen > 0 && EVP_CipherUpdate(ctx, out, &len, in, (int)inlen) != 1)
@@ -168,7 +280,10 @@ static int evp_aead(const EVP_CIPHER *cipher, int enc, const uint8_t *key, const
     }
     rc = 0;
 out:
-    EVP_CIPHER_CTX_free(ctx);
+    if (slot == NULL)
+        EVP_CIPHER_CTX_free(ctx);
+    else if (rc != 0)
+        slot_clear(slot); /* a context in an unknown state is not reused */
     return rc;
 }
 
@@ -201,7 +316,8 @@ int kms_aead_seal(enum kms_aead a, const uint8_t *key, const uint8_t *nonce, con
     if (cipher == NULL)
         goto out;
     aead_prepare(a, key, nonce, subkey, nonce12, &k, &n);
-    if (evp_aead(cipher, 1, k, n, aad, aadlen, pt, ptlen, out, out + ptlen, NULL) != 0) {
+    if (evp_aead(cipher, 1, k, kms_aead_key_len(a), a != KMS_AEAD_XCHACHA20_POLY1305, n, aad,
+                 aadlen, pt, ptlen, out, out + ptlen, NULL) != 0) {
         kms_memzero(out, ptlen + KMS_AEAD_TAG_LEN);
         goto out;
     }
@@ -225,7 +341,8 @@ int kms_aead_open(enum kms_aead a, const uint8_t *key, const uint8_t *nonce, con
         goto out;
     ctlen = inlen - KMS_AEAD_TAG_LEN;
     aead_prepare(a, key, nonce, subkey, nonce12, &k, &n);
-    if (evp_aead(cipher, 0, k, n, aad, aadlen, in, ctlen, out, NULL, in + ctlen) != 0)
+    if (evp_aead(cipher, 0, k, kms_aead_key_len(a), a != KMS_AEAD_XCHACHA20_POLY1305, n, aad,
+                 aadlen, in, ctlen, out, NULL, in + ctlen) != 0)
         goto out;
     rc = 0;
 out:

@@ -16,6 +16,8 @@
 #include "crypto/crypto.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +126,73 @@ int kms_rand_bytes(uint8_t *buf, size_t n)
     return 0;
 }
 
+/*
+ * The buffered generator behind kms_rand_fast: each thread draws RAND_BUF bytes from
+ * RAND_bytes at a time and hands them out in order, each byte once, wiping what it hands out.
+ * The bytes are the DRBG's output, so they are exactly as unpredictable as RAND_bytes; only
+ * the call overhead (locks, the DRBG's per-call reseed check and health tests) is shared by a
+ * few hundred nonces. Never repeated: a byte leaves the buffer once, and a forked child (which
+ * would inherit a copy of its parent's buffer) discards the copy before its first draw, since
+ * the fork handler bumps the generation the buffer was filled in.
+ */
+#define RAND_BUF 4096
+
+struct rand_buf {
+    uint8_t b[RAND_BUF];
+    size_t pos;
+    unsigned gen;
+};
+
+static pthread_key_t rand_key;
+static pthread_once_t rand_once = PTHREAD_ONCE_INIT;
+static atomic_uint rand_gen = 1;
+
+static void rand_buf_free(void *p)
+{
+    kms_memzero(p, sizeof(struct rand_buf));
+    free(p);
+}
+
+static void rand_after_fork(void)
+{
+    atomic_fetch_add(&rand_gen, 1);
+}
+
+static void rand_init(void)
+{
+    (void)pthread_key_create(&rand_key, rand_buf_free);
+    (void)pthread_atfork(NULL, NULL, rand_after_fork);
+}
+
+int kms_rand_fast(uint8_t *buf, size_t n)
+{
+    if (n > RAND_BUF / 16)
+        return kms_rand_bytes(buf, n);
+    pthread_once(&rand_once, rand_init);
+    struct rand_buf *r = pthread_getspecific(rand_key);
+    if (r == NULL) {
+        r = calloc(1, sizeof(*r));
+        if (r == NULL || pthread_setspecific(rand_key, r) != 0) {
+            free(r);
+            return kms_rand_bytes(buf, n);
+        }
+        r->pos = RAND_BUF;
+    }
+    unsigned gen = atomic_load(&rand_gen);
+    if (r->gen != gen || RAND_BUF - r->pos < n) {
+        if (kms_rand_bytes(r->b, RAND_BUF) != 0) {
+            r->pos = RAND_BUF;
+            return -1;
+        }
+        r->pos = 0;
+        r->gen = gen;
+    }
+    memcpy(buf, r->b + r->pos, n);
+    kms_memzero(r->b + r->pos, n);
+    r->pos += n;
+    return 0;
+}
+
 int kms_uuid4(char out[37])
 {
     static const char hex[] = "0123456789abcdef";
@@ -131,7 +200,7 @@ int kms_uuid4(char out[37])
     size_t o = 0;
     int rc = -1;
 
-    if (kms_rand_bytes(b, sizeof(b)) != 0)
+    if (kms_rand_fast(b, sizeof(b)) != 0)
         goto out;
     b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
     b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */

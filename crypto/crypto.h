@@ -61,6 +61,12 @@ void kms_secmem_free(void *p, size_t n);
 /* ---- randomness and ids ------------------------------------------------------------------ */
 
 int kms_rand_bytes(uint8_t *buf, size_t n) KMS_WUR;
+/*
+ * The same DRBG output as kms_rand_bytes, through a per-thread buffer refilled 4 KB at a time
+ * (each byte handed out once and wiped; a forked child discards its copy). For nonces and
+ * request ids, where the per-call cost of RAND_bytes dominated; keys use kms_rand_bytes.
+ */
+int kms_rand_fast(uint8_t *buf, size_t n) KMS_WUR;
 /* Random RFC 4122 version-4 UUID, lower-case, into out[37]. */
 int kms_uuid4(char out[37]) KMS_WUR;
 /* n random characters from [0-9A-Za-z] into out (out[n] = '\0'). */

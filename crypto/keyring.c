@@ -728,7 +728,7 @@ int kms_keyring_encrypt(const struct kms_key_policy *p, const struct kms_key_ver
             goto out;
         }
         memcpy(payload, mac, noncelen);
-    } else if (kms_rand_bytes(payload, noncelen) != 0) {
+    } else if (kms_rand_fast(payload, noncelen) != 0) {
         kms_err_setw(err, 500, "failed to generate nonce");
         goto out;
     }

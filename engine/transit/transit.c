@@ -1155,6 +1155,12 @@ static int encrypt_exists(struct kms_ctx *c)
 {
     struct kms_txn *txn = NULL;
     struct kms_key_policy p;
+    char key[KEYREC_MAX];
+    /* a cached policy is a key that exists (deletes drop it from the cache on commit) */
+    policy_key(&c->mount, kms_cap(c, "name"), key);
+    if (kms_keycache_get_policy(transit_kc(c), key, &p)) {
+        return 1;
+    }
     if (kms_storage_txn_begin(kms_api_storage(c->api), false, &txn) != 0) {
         return -1;
     }

@@ -198,12 +198,74 @@ static void test_envelope(void **state)
     free(c);
 }
 
+/* The writer gives json_dumps' bytes (JSON_COMPACT | JSON_ENCODE_ANY): nested values, escapes,
+ * UTF-8, numbers; with sort_top the object's own keys in byte order. */
+static void test_writer_matches_jansson(void **state)
+{
+    (void)state;
+    const char *docs[] = {
+        "{\"ciphertext\":\"vault:v1:abc+/=\",\"key_version\":1}",
+        "{\"z\":1,\"a\":{\"y\":[1,2,{\"q\":null}],\"b\":true},\"m\":false,\"\\u00e9\":\"caf\\u00e9 "
+        "\\ud83d\\ude00\"}",
+        "{\"esc\":\"q\\\" b\\\\ s/ \\b\\f\\n\\r\\t \\u0001\\u001f "
+        "\\u007f\",\"neg\":-9007199254740993,"
+        "\"r\":0.1,\"r2\":100.0,\"r3\":1e300,\"e\":{},\"ea\":[]}",
+        "[\"a\",1,null]",
+        "\"just a string\"",
+        "{}",
+    };
+    for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
+        json_t *v = json_loads(docs[i], JSON_DECODE_ANY, NULL);
+        assert_non_null(v);
+        char *want = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        struct kms_jw w = {NULL, 0, 0, false};
+        kms_jw_value(&w, v, false);
+        assert_false(w.oom);
+        assert_string_equal(w.p, want);
+        free(w.p);
+        free(want);
+        if (json_is_object(v)) {
+            /* sorted: json_dumps with JSON_SORT_KEYS sorts every level, so compare the top */
+            json_t *sorted = json_object();
+            const char *keys[16];
+            size_t n = 0;
+            const char *k;
+            json_t *e;
+            json_object_foreach(v, k, e)
+            {
+                keys[n++] = k;
+            }
+            for (size_t a = 0; a < n; a++) {
+                for (size_t b = a + 1; b < n; b++) {
+                    if (strcmp(keys[b], keys[a]) < 0) {
+                        const char *t = keys[a];
+                        keys[a] = keys[b];
+                        keys[b] = t;
+                    }
+                }
+            }
+            for (size_t a = 0; a < n; a++) {
+                json_object_set(sorted, keys[a], json_object_get(v, keys[a]));
+            }
+            want = json_dumps(sorted, JSON_COMPACT | JSON_ENCODE_ANY);
+            struct kms_jw ws = {NULL, 0, 0, false};
+            kms_jw_value(&ws, v, true);
+            assert_string_equal(ws.p, want);
+            free(ws.p);
+            free(want);
+            json_decref(sorted);
+        }
+        json_decref(v);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_text_raw_and_empty),
         cmocka_unit_test(test_envelope),
+        cmocka_unit_test(test_writer_matches_jansson),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

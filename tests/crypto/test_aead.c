@@ -193,6 +193,44 @@ static void test_sizes(void **state)
     assert_int_equal(kms_aead_nonce_len(KMS_AEAD_XCHACHA20_POLY1305), 24);
 }
 
+/* Each thread keeps a few initialised contexts keyed by (cipher, direction, key): many keys in
+ * turn (more than the cache holds), both directions, a failed open in between, never mix up
+ * keys or nonces. */
+static void test_context_cache(void **state)
+{
+    (void)state;
+    const enum kms_aead algs[] = {KMS_AEAD_AES128_GCM, KMS_AEAD_AES256_GCM,
+                                  KMS_AEAD_CHACHA20_POLY1305};
+    uint8_t keys[12][32];
+    for (int k = 0; k < 12; k++) {
+        memset(keys[k], k + 1, sizeof(keys[k]));
+    }
+    const uint8_t pt[40] = "forty bytes of plaintext for the cache.";
+    for (int round = 0; round < 3; round++) {
+        for (int k = 0; k < 12; k++) {
+            enum kms_aead a = algs[k % 3];
+            uint8_t nonce[12], ct[sizeof(pt) + KMS_AEAD_TAG_LEN], back[sizeof(pt)];
+            uint8_t nonce2[12], ct2[sizeof(ct)];
+            memset(nonce, round * 16 + k, sizeof(nonce));
+            memset(nonce2, 0xee, sizeof(nonce2));
+            assert_int_equal(kms_aead_seal(a, keys[k], nonce, NULL, 0, pt, sizeof(pt), ct), 0);
+            assert_int_equal(kms_aead_seal(a, keys[k], nonce2, NULL, 0, pt, sizeof(pt), ct2), 0);
+            assert_false(memcmp(ct, ct2, sizeof(ct)) == 0); /* the nonce is applied each time */
+            /* the wrong key (cached for another slot) fails; then the right one works */
+            assert_int_equal(
+                kms_aead_open(a, keys[(k + 3) % 12], nonce, NULL, 0, ct, sizeof(ct), back), -1);
+            assert_int_equal(kms_aead_open(a, keys[k], nonce, NULL, 0, ct, sizeof(ct), back), 0);
+            assert_memory_equal(back, pt, sizeof(pt));
+            ct[0] ^= 1;
+            assert_int_equal(kms_aead_open(a, keys[k], nonce, NULL, 0, ct, sizeof(ct), back), -1);
+            ct[0] ^= 1;
+            assert_int_equal(kms_aead_open(a, keys[k], nonce, NULL, 0, ct, sizeof(ct), back), 0);
+            assert_int_equal(kms_aead_open(a, keys[k], nonce2, NULL, 0, ct2, sizeof(ct2), back), 0);
+            assert_memory_equal(back, pt, sizeof(pt));
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -200,6 +238,7 @@ int main(void)
         cmocka_unit_test(test_aes256_gcm_empty), cmocka_unit_test(test_chacha20_poly1305_rfc8439),
         cmocka_unit_test(test_hchacha20),        cmocka_unit_test(test_xchacha20_poly1305_draft),
         cmocka_unit_test(test_roundtrip_all),    cmocka_unit_test(test_sizes),
+        cmocka_unit_test(test_context_cache),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -123,6 +125,46 @@ static void test_rand(void **state)
     }
     assert_int_equal(kms_rand_base62(s0, 0), 0);
     assert_int_equal(s0[0], '\0');
+}
+
+/* The buffered generator: no 12-byte draw repeats across many refills, and a forked child
+ * never hands out the bytes its parent hands out next (it discards its copy of the buffer). */
+static void test_rand_fast(void **state)
+{
+    (void)state;
+    enum { N = 5000 };
+    uint8_t(*v)[12] = calloc(N, 12);
+    assert_non_null(v);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(kms_rand_fast(v[i], 12), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        for (int j = i + 1; j < N; j++) {
+            assert_false(memcmp(v[i], v[j], 12) == 0);
+        }
+    }
+    free(v);
+    uint8_t big[1000];
+    assert_int_equal(kms_rand_fast(big, sizeof(big)), 0); /* larger draws go to RAND_bytes */
+
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        uint8_t c[16];
+        int ok = kms_rand_fast(c, sizeof(c)) == 0 && write(fds[1], c, sizeof(c)) == sizeof(c);
+        _exit(ok ? 0 : 1);
+    }
+    uint8_t parent[16], child[16];
+    assert_int_equal(kms_rand_fast(parent, sizeof(parent)), 0);
+    assert_int_equal(read(fds[0], child, sizeof(child)), sizeof(child));
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_false(memcmp(parent, child, sizeof(parent)) == 0);
+    close(fds[0]);
+    close(fds[1]);
 }
 
 /* ---- base64 ------------------------------------------------------------------------------ */
@@ -360,6 +402,7 @@ int main(void)
         cmocka_unit_test(test_memory),
         cmocka_unit_test(test_uuid4),
         cmocka_unit_test(test_rand),
+        cmocka_unit_test(test_rand_fast),
         cmocka_unit_test(test_b64_encode),
         cmocka_unit_test(test_b64_decode_ok),
         cmocka_unit_test(test_b64_decode_go_indexes),

@@ -23,6 +23,8 @@ int kms_audit_line_chain(const char *line, size_t n, uint64_t *seq,
                          size_t *prefix_len) KMS_WUR;
 /* "sha256:" + hex(SHA-256(p[0, n))). */
 int kms_audit_chain_hash(const char *p, size_t n, char out[KMS_AUDIT_HASH_LEN + 1]) KMS_WUR;
+/* p[0, KMS_AUDIT_HASH_LEN) is "sha256:" + 64 lower-case hex digits. */
+bool kms_audit_is_chain_hash(const char *p);
 
 /* ---- the line writer (line.c) ----------------------------------------------------------- */
 

@@ -146,76 +146,6 @@ static void dev_log(struct kms_audit_dev *d, const char *level, const char *fmt,
     d->env.log(d->env.log_arg, level, msg);
 }
 
-/* ---- chain suffix ------------------------------------------------------------------------ */
-
-int kms_audit_chain_hash(const char *p, size_t n, char out[KMS_AUDIT_HASH_LEN + 1])
-{
-    uint8_t h[32];
-    if (kms_hash(KMS_HASH_SHA2_256, p, n, h) != 0) {
-        return -1;
-    }
-    memcpy(out, "sha256:", 7);
-    kms_hex_encode(h, sizeof(h), out + 7);
-    return 0;
-}
-
-static bool is_hash(const char *p)
-{
-    if (memcmp(p, "sha256:", 7) != 0) {
-        return false;
-    }
-    for (size_t i = 7; i < KMS_AUDIT_HASH_LEN; i++) {
-        char ch = p[i];
-        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) {
-            return false;
-        }
-    }
-    return true;
-}
-
-int kms_audit_line_chain(const char *line, size_t n, uint64_t *seq,
-                         char prev[KMS_AUDIT_HASH_LEN + 1], char hash[KMS_AUDIT_HASH_LEN + 1],
-                         size_t *prefix_len)
-{
-    static const char hk[] = ",\"hash\":\"";
-    static const char pk[] = ",\"prev_hash\":\"";
-    static const char sk[] = ",\"seq\":";
-    size_t tail = (sizeof(hk) - 1) + KMS_AUDIT_HASH_LEN + 2;
-    size_t ptail = (sizeof(pk) - 1) + KMS_AUDIT_HASH_LEN + 1;
-
-    if (n < tail + ptail + sizeof(sk) || memcmp(line + n - 2, "\"}", 2) != 0) {
-        return -1;
-    }
-    size_t hpos = n - tail;
-    if (memcmp(line + hpos, hk, sizeof(hk) - 1) != 0 || !is_hash(line + hpos + sizeof(hk) - 1)) {
-        return -1;
-    }
-    size_t ppos = hpos - ptail;
-    if (memcmp(line + ppos, pk, sizeof(pk) - 1) != 0 || !is_hash(line + ppos + sizeof(pk) - 1) ||
-        line[hpos - 1] != '"') {
-        return -1;
-    }
-    size_t d = ppos;
-    uint64_t v = 0;
-    uint64_t mul = 1;
-    while (d > 0 && line[d - 1] >= '0' && line[d - 1] <= '9' && ppos - d < 20) {
-        d--;
-        v += (uint64_t)(line[d] - '0') * mul;
-        mul *= 10;
-    }
-    if (d == ppos || d < sizeof(sk) - 1 ||
-        memcmp(line + d - (sizeof(sk) - 1), sk, sizeof(sk) - 1) != 0) {
-        return -1;
-    }
-    *seq = v;
-    memcpy(prev, line + ppos + sizeof(pk) - 1, KMS_AUDIT_HASH_LEN);
-    prev[KMS_AUDIT_HASH_LEN] = '\0';
-    memcpy(hash, line + hpos + sizeof(hk) - 1, KMS_AUDIT_HASH_LEN);
-    hash[KMS_AUDIT_HASH_LEN] = '\0';
-    *prefix_len = hpos;
-    return 0;
-}
-
 /* ---- salt and persisted chain head ------------------------------------------------------- */
 
 static int load_salt(struct kms_audit_dev *d, struct kms_err *err)
@@ -293,7 +223,7 @@ static int load_head(struct kms_audit_dev *d, uint64_t *seq, char hash[KMS_AUDIT
     memcpy(text, val, vallen);
     text[vallen] = '\0';
     char *sp = strchr(text, ' ');
-    if (sp == NULL || strlen(sp + 1) != KMS_AUDIT_HASH_LEN || !is_hash(sp + 1)) {
+    if (sp == NULL || strlen(sp + 1) != KMS_AUDIT_HASH_LEN || !kms_audit_is_chain_hash(sp + 1)) {
         goto out;
     }
     *sp = '\0';

@@ -372,6 +372,48 @@ int kms_keyring_byok_wrap(const struct kms_key_policy *dst, const struct kms_key
 int kms_key_version_import(struct kms_key_policy *p, uint32_t version, const uint8_t *key,
                            size_t keylen, struct kms_key_version *out, struct kms_err *err) KMS_WUR;
 
+/* ---- key agreement and certificates (x509.c) --------------------------------------------- */
+
+/*
+ * derive-key's ECDH (OpenBao's DeriveKeyECDH): the shared secret of ecdsa-* version kv with
+ * the peer's public key (PEM: a SubjectPublicKeyInfo or a certificate), then HKDF-SHA256 with
+ * no salt and no info to outlen bytes in out. Errors (400, OpenBao's): "failed to parse
+ * supplied peer public key PEM: <why> " (with its trailing blank), "supplied peer public key
+ * is not an ECDSA key", "base private key type <t> does not match peer public key curve";
+ * 500 otherwise. out is wiped on failure.
+ */
+int kms_keyring_derive_ecdh(const struct kms_key_policy *p, const struct kms_key_version *kv,
+                            const char *peer_pem, size_t pemlen, uint8_t *out, size_t outlen,
+                            struct kms_err *err) KMS_WUR;
+
+/*
+ * A PEM "CERTIFICATE REQUEST" (with its trailing newline) for the public key of signing
+ * version kv, signed by it; subject and requested extensions from the PEM template tmpl_pem
+ * ("" or NULL: an empty subject). *out malloc'd. kv NULL: only the template is checked
+ * (*out stays NULL). Errors: 400 "could not decode PEM CSR",
+ * "x509: malformed certificate request"; 500 "could not create the csr: ...".
+ */
+int kms_keyring_csr(const struct kms_key_policy *p, const struct kms_key_version *kv,
+                    const char *tmpl_pem, char **out, struct kms_err *err) KMS_WUR;
+
+/*
+ * set-certificate's checks (OpenBao's parseCertificateChain and PersistCertificateChain):
+ * PEM blocks (only CERTIFICATE / X509 CERTIFICATE kept), a leaf first that is not a CA, a CA
+ * last and CAs between, and the leaf's public key equal to version kv's. On success *der is
+ * the certificates' DER concatenated (malloc'd, *derlen bytes). Errors are OpenBao's: 400
+ * for the parse and shape errors and the key algorithm mismatch (with its "failed to persist
+ * certificate chain: " prefix where OpenBao puts it), 500 wrapped "failed to persist
+ * certificate chain: leaf certificate public key does not match the selected key version".
+ * kv NULL: only the parse and shape checks (*der stays NULL).
+ */
+int kms_keyring_cert_chain_check(const struct kms_key_policy *p, const struct kms_key_version *kv,
+                                 const char *pem, uint8_t **der, size_t *derlen,
+                                 struct kms_err *err) KMS_WUR;
+
+/* A stored chain (concatenated DER) as PEM blocks joined by newlines, without a final one
+ * (OpenBao's certificate_chain). *out malloc'd; -1 on malformed DER or no memory. */
+int kms_cert_chain_pem(const uint8_t *der, size_t derlen, char **out) KMS_WUR;
+
 /* ---- Go big integers of ECDSA and RSA versions (bigint.c) --------------------------------- */
 
 /* The components OpenBao's keysutil keeps as Go *big.Int (KeyEntry.EC_*, rsa.PrivateKey). */

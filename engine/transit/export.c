@@ -7,8 +7,8 @@
  *   absent), exportability (public-key and certificate-chain need none), whether the type
  *   has such a key, the version. Encoding failures of one version fail the request with a
  *   wrapped 500, as OpenBao returns them.
- * - kmsd never holds certificate chains (set-certificate is not served), so a
- *   certificate-chain export of a signing key answers OpenBao's "no chain imported" error.
+ * - certificate-chain returns the chains keys/:name/set-certificate stored (certs.c); a
+ *   version without one answers OpenBao's "no chain imported" error.
  * - Exported strings hold key material: they are wiped before they are freed; the response
  *   body is the caller's (the envelope frees it).
  */
@@ -144,10 +144,19 @@ int kms_transit_export(struct kms_ctx *c)
             goto out;
         }
         if (chain) {
-            KMS_FAILW(c, 500, "selected key version does not have a certificate chain imported");
-            goto out;
-        }
-        if (kms_keyring_export(&p, &kv, type, fmt, &out, &c->err) != 0) {
+            struct kms_txn *txn = NULL;
+            int cg = kms_storage_txn_begin(kms_api_storage(c->api), false, &txn) != 0
+                         ? -1
+                         : kms_transit_chain_get(&c->mount, txn, name, v, &out);
+            kms_storage_txn_abort(&txn);
+            if (cg != 0) {
+                KMS_FAILW(c, 500, "%s",
+                          cg == KMS_STORAGE_NOTFOUND
+                              ? "selected key version does not have a certificate chain imported"
+                              : "cannot read certificate chain");
+                goto out;
+            }
+        } else if (kms_keyring_export(&p, &kv, type, fmt, &out, &c->err) != 0) {
             goto out;
         }
         snprintf(ver, sizeof(ver), "%u", v);

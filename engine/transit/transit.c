@@ -141,7 +141,8 @@ static int transit_purge(void *state, struct kms_txn *txn, const char *ns_id,
     if (kms_storage_del_prefix(txn, KMS_DB_KEYS, prefix, strlen(prefix), NULL) != 0 ||
         kms_storage_del_prefix(txn, KMS_DB_KEY_VERSIONS, prefix, strlen(prefix), NULL) != 0 ||
         kms_storage_del(txn, KMS_DB_META, cfg, strlen(cfg)) < 0 ||
-        kms_transit_wrapping_key_purge(txn, m) != 0 || kms_transit_cache_purge(txn, m) != 0) {
+        kms_transit_wrapping_key_purge(txn, m) != 0 || kms_transit_cache_purge(txn, m) != 0 ||
+        kms_transit_chain_purge(txn, m) != 0) {
         return -1;
     }
     return 0;
@@ -203,7 +204,9 @@ static int key_object_ctx(struct kms_ctx *c, struct kms_txn *txn, const char *na
     struct times_arg t = {json_object(), n, p->min_decryption_version, p, context, ctxlen};
     uint8_t start[KEYREC_MAX + 8];
     size_t sn = version_key(&c->mount, name, p->min_decryption_version, start);
-    if (kms_storage_scan(txn, KMS_DB_KEY_VERSIONS, prefix, n, start, sn, true, times_cb, &t) != 0) {
+    if (kms_storage_scan(txn, KMS_DB_KEY_VERSIONS, prefix, n, start, sn, true, times_cb, &t) != 0 ||
+        (kms_key_type_supports_signing(p->type) &&
+         kms_transit_chains_attach(&c->mount, txn, name, t.keys) != 0)) {
         json_decref(t.keys);
         return -1;
     }
@@ -517,6 +520,7 @@ static int keys_delete(struct kms_ctx *c)
     prefix[kn] = '/';
     if (kms_storage_del_prefix(txn, KMS_DB_KEY_VERSIONS, prefix, kn + 1, NULL) != 0 ||
         kms_storage_del(txn, KMS_DB_KEYS, key, kn) != 0 ||
+        kms_transit_chain_drop(&c->mount, txn, name, 0, 0) != 0 ||
         commit_key(c->estate, &c->mount, name, &txn) != 0) {
         KMS_FAILW(c, 500, "cannot delete key");
         goto out;
@@ -719,6 +723,10 @@ static int keys_trim(struct kms_ctx *c)
             KMS_FAILW(c, 500, "cannot trim key");
             goto out;
         }
+    }
+    if (kms_transit_chain_drop(&c->mount, txn, name, old_min, p.min_available_version) != 0) {
+        KMS_FAILW(c, 500, "cannot trim key");
+        goto out;
     }
     if (store_policy(&c->mount, txn, name, &p) != 0 ||
         commit_key(c->estate, &c->mount, name, &txn) != 0) {
@@ -1770,6 +1778,10 @@ int kms_transit_key_raise_floor(struct kms_transit *t, const struct kms_mount *m
             goto out;
         }
     }
+    if (kms_transit_chain_drop(m, txn, name, old_min, out->min_available_version) != 0) {
+        kms_err_setw(err, 500, "cannot trim key %s", name);
+        goto out;
+    }
     if (store_policy(m, txn, name, out) != 0 || commit_key(t, m, name, &txn) != 0) {
         kms_err_setw(err, 500, "cannot store key %s", name);
         goto out;
@@ -1796,7 +1808,7 @@ int kms_transit_key_destroy(struct kms_transit *t, const struct kms_mount *m, co
     prefix[kn] = '/';
     int d = kms_storage_del(txn, KMS_DB_KEYS, key, kn);
     if (d < 0 || kms_storage_del_prefix(txn, KMS_DB_KEY_VERSIONS, prefix, kn + 1, NULL) != 0 ||
-        commit_key(t, m, name, &txn) != 0) {
+        kms_transit_chain_drop(m, txn, name, 0, 0) != 0 || commit_key(t, m, name, &txn) != 0) {
         kms_err_setw(err, 500, "cannot delete key %s", name);
         goto out;
     }
@@ -1843,7 +1855,8 @@ int kms_transit_rec_drop(const struct kms_mount *m, struct kms_txn *txn, const c
     size_t kn = policy_key(m, name, (char *)prefix);
     prefix[kn] = '/';
     if (kms_storage_del_prefix(txn, KMS_DB_KEY_VERSIONS, prefix, kn + 1, NULL) != 0 ||
-        kms_storage_del(txn, KMS_DB_KEYS, prefix, kn) < 0) {
+        kms_storage_del(txn, KMS_DB_KEYS, prefix, kn) < 0 ||
+        kms_transit_chain_drop(m, txn, name, 0, 0) != 0) {
         return -1;
     }
     return 0;
@@ -1990,6 +2003,9 @@ OWNED(kms_transit_backup)
 OWNED(kms_transit_import)
 OWNED(kms_transit_import_version)
 OWNED(kms_transit_byok_export)
+OWNED(kms_transit_derive_key)
+OWNED(kms_transit_csr)
+OWNED(kms_transit_set_certificate)
 
 void kms_transit_set_owner_check(struct kms_transit *t, kms_transit_owner_fn fn, void *arg)
 {
@@ -2029,6 +2045,15 @@ static const struct kms_route transit_routes[] = {
     {.tmpl = "byok-export/:destination/:name/+version",
      .fields = kms_transit_byok_export_fields,
      .on = {[KMS_OP_READ] = {owned_kms_transit_byok_export, "export", 0}}},
+    {.tmpl = "keys/:name/csr",
+     .fields = kms_transit_csr_fields,
+     .on = {[KMS_OP_UPDATE] = {owned_kms_transit_csr, "csr", PURE}}},
+    {.tmpl = "keys/:name/set-certificate",
+     .fields = kms_transit_set_certificate_fields,
+     .on = {[KMS_OP_UPDATE] = {owned_kms_transit_set_certificate, "set-certificate", 0}}},
+    {.tmpl = "derive-key/:name",
+     .fields = kms_transit_derive_key_fields,
+     .on = {[KMS_OP_UPDATE] = {owned_kms_transit_derive_key, "derive-key", 0}}},
     {.tmpl = "wrapping_key",
      .resource = "TransitMount",
      .on = {[KMS_OP_READ] = {kms_transit_wrapping_key_read, "read", 0}}},

@@ -76,6 +76,29 @@ extern const struct kms_field kms_transit_import_fields[];
 extern const struct kms_field kms_transit_import_version_fields[];
 extern const struct kms_field kms_transit_byok_export_fields[];
 
+/* derive.c: derive-key/:name (ECDH with an ecdsa-* key, stored as an imported key). */
+int kms_transit_derive_key(struct kms_ctx *c);
+extern const struct kms_field kms_transit_derive_key_fields[];
+
+/*
+ * certs.c: keys/:name/csr, keys/:name/set-certificate and the chain records (sealed META
+ * "transit_chain/<mount prefix><name>/<version BE u32>"). chain_drop removes a key's chains
+ * inside the caller's write txn: every one (below 0) or those of versions from..below-1;
+ * chain_purge a mount's; chain_get one version's as PEM (*pem malloc'd; 0, NOTFOUND or -1);
+ * chains_attach sets certificate_chain on the version objects of a key read's "keys".
+ */
+int kms_transit_csr(struct kms_ctx *c);
+int kms_transit_set_certificate(struct kms_ctx *c);
+extern const struct kms_field kms_transit_csr_fields[];
+extern const struct kms_field kms_transit_set_certificate_fields[];
+int kms_transit_chain_drop(const struct kms_mount *m, struct kms_txn *txn, const char *name,
+                           uint32_t from, uint32_t below);
+int kms_transit_chain_purge(struct kms_txn *txn, const struct kms_mount *m);
+int kms_transit_chain_get(const struct kms_mount *m, struct kms_txn *txn, const char *name,
+                          uint32_t version, char **pem);
+int kms_transit_chains_attach(const struct kms_mount *m, struct kms_txn *txn, const char *name,
+                              json_t *keys);
+
 /* backup.c: backup/:name and restore(/:name) in OpenBao's keysutil backup format. */
 int kms_transit_backup(struct kms_ctx *c);
 int kms_transit_restore(struct kms_ctx *c);

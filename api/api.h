@@ -46,6 +46,12 @@ void kms_api_destroy(struct kms_api **api);
 /* Longest token kmsd issues or accepts, including the terminating NUL. */
 #define KMS_API_TOKEN_MAX 128
 
+/*
+ * Read from the store whether sys/init has run and the cluster id (out[37], "" when not):
+ * what a standby replica (server/ha.c), which holds no API, reports in sys/health. 0 or -1.
+ */
+int kms_api_store_status(struct kms_storage *st, bool *initialized, char cluster_id[37]) KMS_WUR;
+
 /* True once sys/init has run on this store. */
 bool kms_api_initialized(struct kms_api *api);
 

@@ -156,6 +156,34 @@ const char *kms_api_cluster_id(struct kms_api *api)
     return api->cluster_id;
 }
 
+int kms_api_store_status(struct kms_storage *st, bool *initialized, char cluster_id[37])
+{
+    struct kms_txn *txn = NULL;
+    uint8_t *val = NULL;
+    size_t vallen = 0;
+    int g;
+
+    *initialized = false;
+    cluster_id[0] = '\0';
+    if (kms_storage_txn_begin(st, false, &txn) != 0) {
+        return -1;
+    }
+    g = kms_storage_get(txn, KMS_DB_META, INIT_META, strlen(INIT_META), &val, &vallen);
+    kms_storage_txn_abort(&txn);
+    if (g < 0) {
+        return -1;
+    }
+    if (g == 0) {
+        json_t *rec = json_loadb((const char *)val, vallen, 0, NULL);
+        const char *cid = json_string_value(json_object_get(rec, "cluster_id"));
+        snprintf(cluster_id, 37, "%s", cid ? cid : "");
+        json_decref(rec);
+        *initialized = true;
+    }
+    kms_free_wipe((void **)&val, vallen);
+    return 0;
+}
+
 bool kms_api_initialized(struct kms_api *api)
 {
     return __atomic_load_n(&api->initialized, __ATOMIC_ACQUIRE);

@@ -79,7 +79,8 @@ struct kms_cli_http_opts {
 
 struct kms_cli_resp {
     int status;
-    char *body; /* NUL-terminated; free with kms_cli_resp_dispose */
+    char content_type[64]; /* the response's Content-Type ("" when absent or longer) */
+    char *body;            /* NUL-terminated; free with kms_cli_resp_dispose */
     size_t len;
 };
 
@@ -105,6 +106,19 @@ bool kms_cli_http_has_token(const struct kms_cli_http *h);
 int kms_cli_http_do(struct kms_cli_http *h, const char *method, const char *path, const char *body,
                     size_t len, struct kms_cli_resp *out, char *err, size_t errlen);
 void kms_cli_resp_dispose(struct kms_cli_resp *r);
+
+struct kms_cli_header {
+    const char *name;  /* a token, as HTTP allows */
+    const char *value; /* no CR or LF */
+};
+/*
+ * The same exchange with the caller's headers instead of the client's own (no token,
+ * namespace, Accept or Content-Type added; Host, User-Agent, Connection: close and, when body
+ * is not NULL, Content-Length are): kmsd standbys forward requests with it (server/ha.c).
+ */
+int kms_cli_http_request(struct kms_cli_http *h, const char *method, const char *path,
+                         const struct kms_cli_header *hdrs, size_t nhdrs, const void *body,
+                         size_t len, struct kms_cli_resp *out, char *err, size_t errlen) KMS_WUR;
 
 /* Percent-encode a query value into out (n bytes, truncated). */
 void kms_cli_urlencode(const char *in, char *out, size_t n);

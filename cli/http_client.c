@@ -486,6 +486,17 @@ static int parse_response(struct rbuf *b, struct kms_cli_resp *out, char *err, s
         char *h = line + 2;
         if (strncasecmp(h, "Content-Length:", 15) == 0) {
             clen = strtol(h + 15, NULL, 10);
+        } else if (strncasecmp(h, "Content-Type:", 13) == 0) {
+            const char *v = h + 13;
+            size_t vl;
+            while (*v == ' ' || *v == '\t') {
+                v++;
+            }
+            vl = strcspn(v, "\r");
+            if (vl < sizeof(out->content_type)) {
+                memcpy(out->content_type, v, vl);
+                out->content_type[vl] = '\0';
+            }
         } else if (strncasecmp(h, "Transfer-Encoding:", 18) == 0 &&
                    strstr(h + 18, "chunked") != NULL) {
             chunked = true;
@@ -519,8 +530,14 @@ static int parse_response(struct rbuf *b, struct kms_cli_resp *out, char *err, s
     return 0;
 }
 
-int kms_cli_http_do(struct kms_cli_http *h, const char *method, const char *path, const char *body,
-                    size_t len, struct kms_cli_resp *out, char *err, size_t errlen)
+/*
+ * One exchange on a fresh connection. With hdrs == NULL the client's own headers go out
+ * (X-Vault-Token, X-Vault-Namespace, Content-Type when there is a body); otherwise exactly
+ * hdrs, and Content-Length whenever body != NULL.
+ */
+static int exchange(struct kms_cli_http *h, const char *method, const char *path,
+                    const struct kms_cli_header *hdrs, size_t nhdrs, const char *body, size_t len,
+                    struct kms_cli_resp *out, char *err, size_t errlen)
 {
     struct conn c = {-1, mono_ms() + h->timeout_ms, h, NULL};
     struct rbuf req = {NULL, 0, 0};
@@ -533,26 +550,35 @@ int kms_cli_http_do(struct kms_cli_http *h, const char *method, const char *path
     err[0] = '\0';
     int ln = snprintf(line, sizeof(line),
                       "%s %s%s HTTP/1.1\r\nHost: %s:%s\r\nUser-Agent: kmsctl\r\n"
-                      "Accept: application/json\r\nConnection: close\r\n",
-                      method, h->prefix, path, h->host, h->port);
+                      "Connection: close\r\n%s",
+                      method, h->prefix, path, h->host, h->port,
+                      hdrs == NULL ? "Accept: application/json\r\n" : "");
     if (ln < 0 || (size_t)ln >= sizeof(line) || rbuf_add(&req, line, (size_t)ln) != 0) {
         errf(err, errlen, "request line too long");
         goto out;
     }
-    if (h->token != NULL &&
+    for (size_t i = 0; hdrs != NULL && i < nhdrs; i++) {
+        if (rbuf_add(&req, hdrs[i].name, strlen(hdrs[i].name)) != 0 ||
+            rbuf_add(&req, ": ", 2) != 0 ||
+            rbuf_add(&req, hdrs[i].value, strlen(hdrs[i].value)) != 0 ||
+            rbuf_add(&req, "\r\n", 2) != 0) {
+            goto oom;
+        }
+    }
+    if (hdrs == NULL && h->token != NULL &&
         (rbuf_add(&req, "X-Vault-Token: ", 15) != 0 ||
          rbuf_add(&req, h->token, strlen(h->token)) != 0 || rbuf_add(&req, "\r\n", 2) != 0)) {
         goto oom;
     }
-    if (h->ns != NULL) {
+    if (hdrs == NULL && h->ns != NULL) {
         ln = snprintf(line, sizeof(line), "X-Vault-Namespace: %s\r\n", h->ns);
         if (rbuf_add(&req, line, (size_t)ln) != 0) {
             goto oom;
         }
     }
     if (body != NULL) {
-        ln = snprintf(line, sizeof(line),
-                      "Content-Type: application/json\r\nContent-Length: %zu\r\n", len);
+        ln = snprintf(line, sizeof(line), "%sContent-Length: %zu\r\n",
+                      hdrs == NULL ? "Content-Type: application/json\r\n" : "", len);
         if (rbuf_add(&req, line, (size_t)ln) != 0) {
             goto oom;
         }
@@ -601,6 +627,21 @@ out:
     free(resp.p);
     kms_memzero(buf, sizeof(buf));
     return rc;
+}
+
+int kms_cli_http_do(struct kms_cli_http *h, const char *method, const char *path, const char *body,
+                    size_t len, struct kms_cli_resp *out, char *err, size_t errlen)
+{
+    return exchange(h, method, path, NULL, 0, body, len, out, err, errlen);
+}
+
+int kms_cli_http_request(struct kms_cli_http *h, const char *method, const char *path,
+                         const struct kms_cli_header *hdrs, size_t nhdrs, const void *body,
+                         size_t len, struct kms_cli_resp *out, char *err, size_t errlen)
+{
+    static const struct kms_cli_header none[1] = {{"", ""}};
+    return exchange(h, method, path, hdrs != NULL ? hdrs : none, hdrs != NULL ? nhdrs : 0, body,
+                    len, out, err, errlen);
 }
 
 void kms_cli_resp_dispose(struct kms_cli_resp *r)

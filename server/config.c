@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
-enum ctype { C_STR, C_SIZE, C_SECONDS, C_BOOL };
+enum ctype { C_STR, C_SIZE, C_SECONDS, C_BOOL, C_MILLIS };
 
 struct centry {
     const char *name;
@@ -65,6 +65,10 @@ bool kms_config_log_level_valid(const char *s)
     {                                                                                              \
         n, C_SECONDS, offsetof(struct kms_config, f), 0, lo, hi, NULL, NULL, NULL                  \
     }
+#define MILLIS(n, f, lo, hi)                                                                       \
+    {                                                                                              \
+        n, C_MILLIS, offsetof(struct kms_config, f), 0, lo, hi, NULL, NULL, NULL                   \
+    }
 #define BOOL(n, f)                                                                                 \
     {                                                                                              \
         n, C_BOOL, offsetof(struct kms_config, f), 0, 0, 1, NULL, NULL, NULL                       \
@@ -106,7 +110,57 @@ static const struct centry table[] = {
     SECS("audit_timeout", audit_timeout, 1, 3600),
     BOOL("unauthenticated_metrics_access", unauthenticated_metrics_access),
     SECS("kms_plugin_status_interval", kms_plugin_status_interval, 1, 3600),
+    BOOL("ha_enabled", ha_enabled),
+    STR("api_addr", api_addr),
+    STR("ha_replica_id", ha_replica_id),
+    MILLIS("ha_lease", ha_lease, 100, 3600000),
+    MILLIS("ha_heartbeat", ha_heartbeat, 10, 600000),
+    MILLIS("ha_forward_timeout", ha_forward_timeout, 100, 3600000),
+    BOOL("ha_redirect", ha_redirect),
+    STR("ha_forward_ca_cert", ha_forward_ca_cert),
 };
+
+/*
+ * A duration in milliseconds: a bare integer is seconds (as every duration setting), a string
+ * a decimal number with the unit ms, s or m ("500ms", "1.5s", "2m"). -1 when invalid.
+ */
+static int millis_parse(const char *s, int64_t *out)
+{
+    int64_t whole = 0, frac = 0, scale = 1;
+    const char *p = s;
+    bool digits = false;
+
+    while (*p >= '0' && *p <= '9') {
+        if (whole > (int64_t)1 << 40) {
+            return -1;
+        }
+        whole = whole * 10 + (*p++ - '0');
+        digits = true;
+    }
+    if (*p == '.') {
+        p++;
+        while (*p >= '0' && *p <= '9') {
+            if (scale < 1000000) {
+                frac = frac * 10 + (*p - '0');
+                scale *= 10;
+            }
+            p++;
+            digits = true;
+        }
+    }
+    if (!digits) {
+        return -1;
+    }
+    int64_t unit = strcmp(p, "ms") == 0  ? 1
+                   : strcmp(p, "s") == 0 ? 1000
+                   : strcmp(p, "m") == 0 ? 60000
+                                         : 0;
+    if (unit == 0) {
+        return -1;
+    }
+    *out = whole * unit + frac * unit / scale;
+    return 0;
+}
 
 void kms_config_default(struct kms_config *cfg)
 {
@@ -128,6 +182,9 @@ void kms_config_default(struct kms_config *cfg)
     snprintf(cfg->audit_mode, sizeof(cfg->audit_mode), "0600");
     cfg->audit_hmac_accessor = true;
     cfg->audit_timeout = 10;
+    cfg->ha_lease = 2000;
+    cfg->ha_heartbeat = 500;
+    cfg->ha_forward_timeout = 10000;
     kms_api_limits_default(&cfg->limits);
 }
 
@@ -399,6 +456,15 @@ int kms_config_load(const char *path, struct kms_config *cfg, struct kms_err *er
         int64_t n;
         if (json_is_integer(v)) {
             n = json_integer_value(v);
+            if (e->type == C_MILLIS) {
+                n = n > INT64_MAX / 1000 || n < 0 ? -1 : n * 1000;
+            }
+        } else if (e->type == C_MILLIS && json_is_string(v)) {
+            if (millis_parse(json_string_value(v), &n) != 0) {
+                kms_err_set(err, 400, "config %s: \"%s\" is not a duration such as \"500ms\"", path,
+                            k);
+                goto out;
+            }
         } else if (e->type == C_SECONDS && json_is_string(v)) {
             if (kms_duration_parse(json_string_value(v), &n) != 0) {
                 kms_err_set(err, 400, "config %s: \"%s\" is not a duration", path, k);

@@ -779,6 +779,8 @@ static const char *reason(int status)
         return "No Content";
     case 207:
         return "Multi-Status";
+    case 307:
+        return "Temporary Redirect";
     case 400:
         return "Bad Request";
     case 403:
@@ -874,7 +876,11 @@ static void dispatch(struct conn *c)
     req.remote_port = c->port;
     c->keepalive = kms_http_parser_keepalive(c->parser) && !c->h->stopping;
 
-    kms_api_handle(c->h->api, &req, &resp);
+    if (c->h->opts.ha != NULL) {
+        kms_ha_handle(c->h->opts.ha, &req, &resp);
+    } else {
+        kms_api_handle(c->h->api, &req, &resp);
+    }
     if (c->h->stopping) {
         c->keepalive = false;
     }

@@ -226,6 +226,14 @@ struct runtime {
     struct event *sigterm, *sigint, *sighup, *controller;
     struct kms_plugin *plugins[KMS_CONFIG_PLUGINS_MAX];
     size_t nplugins;
+    /* HA on PostgreSQL: the service exists only while active (build_service, ha_teardown) */
+    struct kms_ha *ha;
+    const struct flags *f;
+    const struct kms_config *cfg;
+    struct kms_storage *st;
+    const struct kms_audit_device_opts *adevs;
+    size_t ndevs;
+    int64_t flag_delay;
 };
 
 static void controller_report(const char *event, const char *ns_id, const char *project,
@@ -234,6 +242,12 @@ static void controller_report(const char *event, const char *ns_id, const char *
     bool failed = strstr(event, "failed") != NULL;
     kms_log(failed ? "error" : "info", "kmskey controller", "event", event, "namespace_id", ns_id,
             "project", project, "kmskey", name, "detail", detail, NULL);
+}
+
+static int controller_tick_active(void *arg, struct kms_api *api)
+{
+    int64_t next = 0;
+    return kms_api_tick(api, *(const int64_t *)arg, &next, controller_report);
 }
 
 /* The KMSKey controller: due rotations and deletion countdowns, once a second. */
@@ -245,6 +259,11 @@ static void on_controller(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     kms_now(&now, &nsec);
+    if (rt->ha != NULL) {
+        /* the KMSKey controller runs on the active replica only */
+        (void)kms_ha_with_api(rt->ha, controller_tick_active, &now);
+        return;
+    }
     (void)kms_api_tick(rt->api, now, &next, controller_report);
 }
 
@@ -261,13 +280,33 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
     event_base_loopexit(rt->base, NULL);
 }
 
+/* SIGHUP on the active replica: its audit broker exists while it serves. */
+static int audit_reopen_active(void *arg, struct kms_api *api)
+{
+    struct runtime *rt = arg;
+    struct kms_err err;
+    (void)api;
+    if (rt->audit == NULL || kms_audit_ndevices(rt->audit) == 0) {
+        return 0;
+    }
+    if (kms_audit_reopen(rt->audit, &err) != 0) {
+        kms_log("error", "audit log reopen failed; requests fail until it can be written", "error",
+                err.msg, NULL);
+        return -1;
+    }
+    kms_log("info", "audit log reopened", NULL);
+    return 0;
+}
+
 static void on_sighup(evutil_socket_t sig, short what, void *arg)
 {
     struct runtime *rt = arg;
     struct kms_err err;
     (void)sig;
     (void)what;
-    if (kms_audit_ndevices(rt->audit) > 0) {
+    if (rt->ha != NULL) {
+        (void)kms_ha_with_api(rt->ha, audit_reopen_active, rt);
+    } else if (rt->audit != NULL && kms_audit_ndevices(rt->audit) > 0) {
         /* logrotate: reopen by path; the hash chain continues in the new file */
         if (kms_audit_reopen(rt->audit, &err) != 0) {
             kms_log("error", "audit log reopen failed; requests fail until it can be written",
@@ -503,7 +542,59 @@ static int postgresql_password(const struct kms_config *cfg, char *pw, size_t ca
     return 0;
 }
 
-/* Storage, audit broker and the engines; the dev store is bootstrapped (root in `root`). */
+/* The audit broker and the engines over rt->st: at start-up, or at each promotion (HA). */
+static int build_service(struct runtime *rt, struct kms_api **api, struct kms_err *err)
+{
+    struct kms_audit_opts auopts;
+    struct kms_api_opts aopts;
+
+    memset(&auopts, 0, sizeof(auopts));
+    auopts.devices = rt->adevs;
+    auopts.ndevices = rt->ndevs;
+    auopts.timeout_ms = rt->cfg->audit_timeout * 1000;
+    auopts.log = audit_log;
+    if (kms_audit_create(rt->st, &auopts, &rt->audit, err) != 0) {
+        return -1;
+    }
+    memset(&aopts, 0, sizeof(aopts));
+    aopts.audit = rt->audit;
+    aopts.limits = rt->cfg->limits;
+    aopts.version = KMSD_VERSION;
+    aopts.rate_limit = rt->f->dev ? 0 : (double)rt->cfg->rate_limit;
+    aopts.rate_limit_burst = (double)rt->cfg->rate_limit_burst;
+    struct kms_engines_opts eopts = {
+        .kms_deletion_delay = rt->flag_delay > 0 ? rt->flag_delay : rt->cfg->kms_deletion_delay,
+        .key_cache_size = rt->cfg->key_cache_size,
+        .unauthenticated_metrics_access = rt->cfg->unauthenticated_metrics_access,
+    };
+    if (kms_engines_create(rt->st, &aopts, &eopts, api, err) != 0) {
+        kms_audit_destroy(&rt->audit);
+        return -1;
+    }
+    return 0;
+}
+
+static void ha_log(const char *level, const char *msg, const char *replica, const char *detail)
+{
+    kms_log(level, msg, "replica", replica, "detail", detail, NULL);
+}
+
+static int ha_build(void *arg, struct kms_api **api, struct kms_err *err)
+{
+    return build_service(arg, api, err);
+}
+
+static void ha_teardown(void *arg, struct kms_api **api)
+{
+    struct runtime *rt = arg;
+    kms_api_destroy(api);
+    kms_audit_destroy(&rt->audit);
+}
+
+/*
+ * Storage, audit broker and the engines; the dev store is bootstrapped (root in `root`).
+ * With ha_enabled the service is not built here but by each promotion (kms_ha_create).
+ */
 static int open_services(const struct flags *f, const struct kms_config *cfg,
                          const uint8_t seal[32], const struct kms_storage_opts *sopts,
                          int64_t flag_delay, struct runtime *rt, struct kms_storage **st,
@@ -512,41 +603,52 @@ static int open_services(const struct flags *f, const struct kms_config *cfg,
 {
     struct kms_err err;
     struct kms_storage_opts so = *sopts;
-    struct kms_audit_opts auopts;
-    struct kms_api_opts aopts;
 
     kms_err_clear(&err);
     so.map_size = cfg->storage_map_size;
     bool pg = !f->dev && strcmp(cfg->storage, "postgresql") == 0;
+    bool ha = pg && cfg->ha_enabled;
     so.backend = pg ? KMS_STORAGE_POSTGRESQL : KMS_STORAGE_LMDB;
-    so.pg_exclusive = pg; /* one kmsd per database until replicas have leadership */
+    /* without leadership: one kmsd per database (docs/ha.md) */
+    so.pg_exclusive = pg && !ha;
+    so.pg_ha_lease_ms = ha ? cfg->ha_lease : 0;
     if (kms_storage_open(pg ? cfg->postgresql_url : cfg->storage_path, seal, &so, st, &err) != 0) {
         goto fail;
     }
-    memset(&auopts, 0, sizeof(auopts));
-    if (kms_config_audit_devices(cfg, f->audit_file, f->audit_fsync, adevs, &auopts.ndevices,
-                                 &err) != 0) {
+    if (kms_config_audit_devices(cfg, f->audit_file, f->audit_fsync, adevs, ndevs, &err) != 0) {
         goto fail;
     }
-    *ndevs = auopts.ndevices;
-    auopts.devices = adevs;
-    auopts.timeout_ms = cfg->audit_timeout * 1000;
-    auopts.log = audit_log;
-    if (kms_audit_create(*st, &auopts, &rt->audit, &err) != 0) {
-        goto fail;
+    rt->f = f;
+    rt->cfg = cfg;
+    rt->st = *st;
+    rt->adevs = adevs;
+    rt->ndevs = *ndevs;
+    rt->flag_delay = flag_delay;
+    if (ha) {
+        struct kms_ha_opts ho = {
+            .st = *st,
+            .version = KMSD_VERSION,
+            .lease_ms = cfg->ha_lease,
+            .heartbeat_ms = cfg->ha_heartbeat,
+            .margin_ms = cfg->ha_lease / 4,
+            .forward_timeout_ms = cfg->ha_forward_timeout,
+            .redirect = cfg->ha_redirect,
+            .forward_ca_cert = cfg->ha_forward_ca_cert[0] != '\0' ? cfg->ha_forward_ca_cert : NULL,
+            .build = ha_build,
+            .teardown = ha_teardown,
+            .arg = rt,
+            .log = ha_log,
+        };
+        if (cfg->nkms_plugins > 0 || f->nplugin_sockets > 0) {
+            kms_err_set(&err, 400, "KMS plugin sockets cannot be combined with ha_enabled yet");
+            goto fail;
+        }
+        if (kms_ha_create(&ho, &rt->ha, &err) != 0) {
+            goto fail;
+        }
+        return 0;
     }
-    memset(&aopts, 0, sizeof(aopts));
-    aopts.audit = rt->audit;
-    aopts.limits = cfg->limits;
-    aopts.version = KMSD_VERSION;
-    aopts.rate_limit = f->dev ? 0 : (double)cfg->rate_limit;
-    aopts.rate_limit_burst = (double)cfg->rate_limit_burst;
-    struct kms_engines_opts eopts = {
-        .kms_deletion_delay = flag_delay > 0 ? flag_delay : cfg->kms_deletion_delay,
-        .key_cache_size = cfg->key_cache_size,
-        .unauthenticated_metrics_access = cfg->unauthenticated_metrics_access,
-    };
-    if (kms_engines_create(*st, &aopts, &eopts, &rt->api, &err) != 0) {
+    if (build_service(rt, &rt->api, &err) != 0) {
         goto fail;
     }
     if (f->dev && kms_api_dev_bootstrap(rt->api, f->dev_root, root, root_len, &err) != 0) {
@@ -585,6 +687,7 @@ static int start_listener(const struct flags *f, struct kms_config *cfg,
     }
     memset(&hopts, 0, sizeof(hopts));
     hopts.tls = rt->tls;
+    hopts.ha = rt->ha;
     hopts.max_header_size = cfg->max_header_size;
     hopts.max_body_size = cfg->limits.max_request_size;
     hopts.max_connections = cfg->max_connections;
@@ -602,6 +705,36 @@ static int start_listener(const struct flags *f, struct kms_config *cfg,
     }
     if (kms_workers_start(rt->api, cfg->listen_address, &hopts, *nworkers, SHUTDOWN_GRACE_SECONDS,
                           &rt->workers, bound, bound_len, &err) != 0) {
+        fprintf(stderr, "kmsd: %s\n", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Stand for leadership, advertising api_addr: the configured one, else the bound address
+ * (which must then be a specific one: 0.0.0.0 cannot be reached by the other replicas).
+ */
+static int start_ha(const struct kms_config *cfg, struct runtime *rt, const char *bound)
+{
+    char addr[320];
+    struct kms_err err;
+
+    kms_err_clear(&err);
+    if (cfg->api_addr[0] != '\0') {
+        snprintf(addr, sizeof(addr), "%s", cfg->api_addr);
+    } else if (strncmp(bound, "0.0.0.0:", 8) == 0 || strncmp(bound, "[::]:", 5) == 0) {
+        fprintf(stderr, "kmsd: ha_enabled needs \"api_addr\" when listening on %s\n", bound);
+        return -1;
+    } else {
+        snprintf(addr, sizeof(addr), "%s://%s", rt->tls != NULL ? "https" : "http", bound);
+    }
+    if (strncmp(addr, "http://", 7) != 0 && strncmp(addr, "https://", 8) != 0) {
+        fprintf(stderr, "kmsd: \"api_addr\" must start with http:// or https://\n");
+        return -1;
+    }
+    if (kms_ha_start(rt->ha, addr, cfg->ha_replica_id[0] != '\0' ? cfg->ha_replica_id : addr,
+                     &err) != 0) {
         fprintf(stderr, "kmsd: %s\n", err.msg);
         return -1;
     }
@@ -722,6 +855,7 @@ static void runtime_free(struct runtime *rt)
             *evs[i] = NULL;
         }
     }
+    kms_ha_destroy(&rt->ha); /* after the workers: a clean release of the leader lock */
     kms_tls_destroy(&rt->tls);
     if (rt->base) {
         event_base_free(rt->base);
@@ -792,6 +926,9 @@ int kms_server_main(int argc, char **argv)
     if (start_plugins(&f, &cfg, &rt) != 0) {
         goto out;
     }
+    if (rt.ha != NULL && start_ha(&cfg, &rt, bound) != 0) {
+        goto out;
+    }
     add_main_events(&rt);
     if (f.dev) {
         print_dev_banner(devdir, rt.tls != NULL, bound, root);
@@ -800,9 +937,16 @@ int kms_server_main(int argc, char **argv)
     char nw[24];
     snprintf(nw, sizeof(nw), "%zu", nworkers);
     /* at every log level: tools read the bound address (port 0) from this line */
+    bool initialized = false;
+    char cid[37];
+    if (rt.api != NULL) {
+        initialized = kms_api_initialized(rt.api);
+    } else if (kms_api_store_status(st, &initialized, cid) != 0) {
+        initialized = false;
+    }
     kms_log("notice", "kmsd listening", "address", bound, "workers", nw, "mode",
-            f.dev ? "dev" : "config", "initialized", kms_api_initialized(rt.api) ? "true" : "false",
-            NULL);
+            f.dev ? "dev" : "config", "initialized", initialized ? "true" : "false", "ha",
+            rt.ha != NULL ? "true" : "false", NULL);
 
     event_base_dispatch(rt.base);
     for (size_t i = 0; i < rt.nplugins; i++) {

@@ -57,6 +57,15 @@ struct kms_config {
     struct kms_config_plugin kms_plugins[KMS_CONFIG_PLUGINS_MAX];
     size_t nkms_plugins;
     int64_t kms_plugin_status_interval; /* seconds a plugin health probe answer is reused */
+    /* high availability on PostgreSQL (docs/ha.md) */
+    bool ha_enabled;
+    char api_addr[256];         /* advertised "http(s)://host:port"; "" = from the bound address */
+    char ha_replica_id[128];    /* "" = api_addr */
+    int64_t ha_lease;           /* milliseconds */
+    int64_t ha_heartbeat;       /* milliseconds */
+    int64_t ha_forward_timeout; /* milliseconds a standby waits for the active's answer */
+    bool ha_redirect;           /* standbys answer 307 to the active instead of forwarding */
+    char ha_forward_ca_cert[1024]; /* CA bundle for an https:// api_addr ("" = system store) */
     bool dev;
     bool dev_nosync;
 };
@@ -77,9 +86,11 @@ int kms_config_audit_devices(const struct kms_config *cfg, const char *file_flag
                              struct kms_err *err) KMS_WUR;
 
 struct kms_http;
+struct kms_ha;
 
 struct kms_http_opts {
     struct kms_tls *tls; /* NULL = plain HTTP */
+    struct kms_ha *ha;   /* non-NULL: requests go through kms_ha_handle, not the API */
     size_t max_header_size;
     size_t max_body_size;
     size_t max_connections;
@@ -155,6 +166,46 @@ int kms_workers_start(struct kms_api *api, const char *address, const struct kms
 void kms_workers_stop(struct kms_workers *pool);
 /* Wait for every worker to end, then free them. */
 void kms_workers_join(struct kms_workers **pool);
+
+/*
+ * High availability (server/ha.c, docs/ha.md): replicas on one PostgreSQL database, one
+ * active. The service (API and audit broker) exists only while this replica is active:
+ * `build` creates it fresh from the store at each promotion, `teardown` frees it when the
+ * replica steps down (no request is using it then).
+ */
+struct kms_ha_opts {
+    struct kms_storage *st; /* borrowed; opened with pg_ha_lease_ms = lease_ms */
+    const char *version;    /* reported by a standby's sys/health (borrowed) */
+    int64_t lease_ms;       /* the lease (also PostgreSQL's idle session timeout) */
+    int64_t heartbeat_ms;   /* ping interval; at most a third of the lease */
+    int64_t margin_ms;      /* the rule: serve while now < last answered ping + lease - margin */
+    int64_t forward_timeout_ms;
+    bool redirect;               /* 307 to the active instead of forwarding */
+    const char *forward_ca_cert; /* borrowed; NULL = system store */
+    int (*build)(void *arg, struct kms_api **api, struct kms_err *err);
+    void (*teardown)(void *arg, struct kms_api **api);
+    void *arg;
+    int64_t (*now_ms)(void *clock_arg); /* monotonic clock; NULL = CLOCK_MONOTONIC */
+    void *clock_arg;
+    /* leadership events (may be NULL) */
+    void (*log)(const char *level, const char *msg, const char *replica, const char *detail);
+};
+
+/* The lease rule: may a replica whose last answered ping was sent at ping_sent serve at now? */
+bool kms_ha_lease_valid(int64_t now, int64_t ping_sent, int64_t lease_ms, int64_t margin_ms);
+/* Create (not yet standing for leadership); sets the store's commit guard to the lease rule. */
+int kms_ha_create(const struct kms_ha_opts *o, struct kms_ha **out, struct kms_err *err) KMS_WUR;
+/* Start the leadership threads, advertising api_addr under the id `replica` (both copied). */
+int kms_ha_start(struct kms_ha *ha, const char *api_addr, const char *replica,
+                 struct kms_err *err) KMS_WUR;
+/* Answer one request: served while active within the lease, else the standby's answers and
+ * forwarding (or 307). Thread-safe; always fills resp. */
+void kms_ha_handle(struct kms_ha *ha, const struct kms_http_req *req, struct kms_http_resp *resp);
+/* Run fn on the service while active within the lease (its result), else 1 without calling. */
+int kms_ha_with_api(struct kms_ha *ha, int (*fn)(void *arg, struct kms_api *api), void *arg);
+bool kms_ha_is_active(struct kms_ha *ha);
+/* Stop the threads, stop serving, free the service and release the lock cleanly. */
+void kms_ha_destroy(struct kms_ha **ha);
 
 /* `kmsd server ...` */
 int kms_server_main(int argc, char **argv);

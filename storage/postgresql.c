@@ -41,6 +41,18 @@
  *   open, and a write connection that had to reconnect writes nothing unless it got the lock
  *   back. The lock dies with the connection (PostgreSQL releases it when the session ends).
  *
+ * - Leadership (opts->pg_ha_lease_ms > 0, docs/ha.md): the leader lock is the exclusive
+ *   store's session advisory lock (so a non-HA kmsd, `kmsd migrate` and an HA replica never
+ *   write at once), taken by kms_storage_leader_try on the write connection and remembered on
+ *   that connection (pg_conn.leader). Once the first leader_try ran (opening the store writes
+ *   its seal check record before), a write transaction needs it: a write connection that
+ *   broke is not replaced by a write (the new session would hold no lock), only by the next
+ *   leader_try, which makes the replica a candidate again. The write connection sets
+ *   idle_session_timeout and idle_in_transaction_session_timeout to the lease, so PostgreSQL
+ *   ends the session of a holder that stopped talking (SIGSTOP, partition) one lease after
+ *   its last statement, and the lock with it. The leader record (table kmsd_leader, one row)
+ *   names the holder, its advertised address and lease, and whether it released cleanly.
+ *
  * - The password (opts->pg_password) is copied into a buffer wiped on close and handed to
  *   libpq as the "password" keyword; messages carry libpq's error text, which never contains
  *   it, and never the conninfo string (which may).
@@ -54,6 +66,7 @@
 #include <string.h>
 
 #define PG_TABLE "kmsd_records"
+#define PG_LEADER_TABLE "kmsd_leader"
 /* pg_advisory_xact_lock key that serialises write transactions: "kmsdwrit" as a bigint. */
 #define PG_WRITE_LOCK "7740970209857661300"
 /* pg_try_advisory_lock key of an exclusive store (opts->pg_exclusive): "kmsdsole". */
@@ -64,6 +77,7 @@
 
 struct pg_conn {
     PGconn *c;
+    bool leader; /* this session holds the leader lock (PG_SOLE_LOCK) */
     struct pg_conn *next;
 };
 
@@ -73,6 +87,8 @@ struct kms_backend {
     size_t passlen;
     bool nosync;
     bool exclusive;
+    int64_t ha_lease_ms; /* > 0: leadership mode */
+    bool ha_armed;       /* a leader_try ran: from then on writes need the lock */
 
     pthread_mutex_t write_mu; /* held by the write transaction, begin to end */
     struct pg_conn *writer;   /* NULL until (re)connected */
@@ -111,7 +127,10 @@ static const char pg_prepare_sql[] =
 static const char pg_schema_sql[] =
     "BEGIN; SELECT pg_advisory_xact_lock(" PG_WRITE_LOCK ");"
     "CREATE TABLE IF NOT EXISTS " PG_TABLE " (db smallint NOT NULL, key bytea NOT NULL, "
-    "value bytea NOT NULL, PRIMARY KEY (db, key)); COMMIT";
+    "value bytea NOT NULL, PRIMARY KEY (db, key));"
+    "CREATE TABLE IF NOT EXISTS " PG_LEADER_TABLE " (id smallint PRIMARY KEY CHECK (id = 1), "
+    "replica text NOT NULL, api_addr text NOT NULL, lease_ms bigint NOT NULL, "
+    "released boolean NOT NULL, since timestamptz NOT NULL DEFAULT now()); COMMIT";
 
 /* ---- connections ------------------------------------------------------------------------- */
 
@@ -189,6 +208,18 @@ static struct pg_conn *pg_connect(struct kms_backend *b, bool writer, struct kms
         pg_err(err, "cannot set synchronous_commit on PostgreSQL", pc->c);
         goto fail;
     }
+    if (writer && b->ha_lease_ms > 0) {
+        char sql[160];
+
+        snprintf(sql, sizeof sql,
+                 "SET idle_session_timeout TO %lld; SET idle_in_transaction_session_timeout TO "
+                 "%lld",
+                 (long long)b->ha_lease_ms, (long long)b->ha_lease_ms);
+        if (pg_exec_ok(pc->c, sql) != 0) {
+            pg_err(err, "cannot set the session timeouts on PostgreSQL", pc->c);
+            goto fail;
+        }
+    }
     if (writer && b->exclusive) {
         PGresult *r = PQexec(pc->c, "SELECT pg_try_advisory_lock(" PG_SOLE_LOCK ")");
         bool got = r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
@@ -265,6 +296,24 @@ static void pool_give(struct kms_backend *b, struct pg_conn *pc)
         pg_conn_close(pc);
 }
 
+/* Close every idle read connection: one was found closed by the server (a restart closes
+ * them all), so the next transactions connect afresh instead of meeting them one by one. */
+static void pool_flush_idle(struct kms_backend *b)
+{
+    struct pg_conn *list, *pc;
+
+    pthread_mutex_lock(&b->pool_mu);
+    list = b->idle;
+    b->idle = NULL;
+    for (pc = list; pc != NULL; pc = pc->next)
+        b->nreaders--;
+    pthread_mutex_unlock(&b->pool_mu);
+    while ((pc = list) != NULL) {
+        list = pc->next;
+        pg_conn_close(pc);
+    }
+}
+
 static void pg_close(struct kms_backend *b)
 {
     struct pg_conn *pc;
@@ -301,7 +350,24 @@ static int pg_txn_begin(struct kms_backend *b, bool write, struct kms_backend_tx
     t->b = b;
     t->write = write;
     kms_err_clear(&err);
-    if (write) {
+    if (write && b->ha_armed) {
+        /* leadership: only on the session that holds the lock, never on a replacement */
+        pthread_mutex_lock(&b->write_mu);
+        if (b->writer == NULL || !b->writer->leader ||
+            pg_exec_ok(b->writer->c, pg_begin_write) != 0 ||
+            PQtransactionStatus(b->writer->c) != PQTRANS_INTRANS) {
+            if (b->writer != NULL && PQstatus(b->writer->c) != CONNECTION_OK) {
+                pg_conn_close(b->writer);
+                b->writer = NULL;
+            } else if (b->writer != NULL && PQtransactionStatus(b->writer->c) != PQTRANS_IDLE) {
+                (void)pg_exec_ok(b->writer->c, "ROLLBACK");
+            }
+            pthread_mutex_unlock(&b->write_mu);
+            free(t);
+            return -1;
+        }
+        t->pc = b->writer;
+    } else if (write) {
         pthread_mutex_lock(&b->write_mu);
         if (b->writer == NULL)
             b->writer = pg_connect(b, true, &err);
@@ -330,6 +396,7 @@ static int pg_txn_begin(struct kms_backend *b, bool write, struct kms_backend_tx
         }
         if (pg_exec_ok(t->pc->c, pg_begin_read) != 0 && PQstatus(t->pc->c) != CONNECTION_OK) {
             pool_give(b, t->pc);
+            pool_flush_idle(b);
             t->pc = pool_take(b);
             if (t->pc != NULL && pg_exec_ok(t->pc->c, pg_begin_read) != 0) {
                 pool_give(b, t->pc);
@@ -574,6 +641,178 @@ static int pg_count(struct kms_backend_txn *t, enum kms_db db, size_t *count)
     return rc;
 }
 
+/* ---- leadership ------------------------------------------------------------------------- */
+
+/* The write connection, reconnected when missing or broken; write_mu held. */
+static int pg_writer_ready(struct kms_backend *b)
+{
+    struct kms_err err;
+
+    if (b->writer != NULL && PQstatus(b->writer->c) != CONNECTION_OK) {
+        pg_conn_close(b->writer);
+        b->writer = NULL;
+    }
+    kms_err_clear(&err);
+    if (b->writer == NULL)
+        b->writer = pg_connect(b, true, &err);
+    return b->writer != NULL ? 0 : -1;
+}
+
+/* Forget a write connection that broke (its session and any lock are gone); write_mu held. */
+static void pg_writer_check(struct kms_backend *b)
+{
+    if (b->writer != NULL && PQstatus(b->writer->c) != CONNECTION_OK) {
+        pg_conn_close(b->writer);
+        b->writer = NULL;
+    }
+}
+
+static int pg_leader_try(struct kms_backend *b, bool *got)
+{
+    PGresult *r = NULL;
+    int rc = -1;
+
+    pthread_mutex_lock(&b->write_mu);
+    b->ha_armed = true;
+    if (pg_writer_ready(b) != 0)
+        goto out;
+    if (b->writer->leader) {
+        *got = true;
+        rc = 0;
+        goto out;
+    }
+    r = PQexec(b->writer->c, "SELECT pg_try_advisory_lock(" PG_SOLE_LOCK ")");
+    if (!pg_ok(r, PGRES_TUPLES_OK) || PQntuples(r) != 1)
+        goto out;
+    b->writer->leader = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    *got = b->writer->leader;
+    rc = 0;
+out:
+    PQclear(r);
+    if (rc != 0)
+        pg_writer_check(b);
+    pthread_mutex_unlock(&b->write_mu);
+    return rc;
+}
+
+/* PG_SOLE_LOCK as pg_locks shows a bigint advisory key: classid high, objid low 32 bits. */
+static const char pg_ping_sql[] =
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND "
+    "granted AND objsubid = 1 AND classid = (" PG_SOLE_LOCK "::bigint >> 32)::oid AND "
+    "objid = (" PG_SOLE_LOCK "::bigint & 4294967295)::oid";
+
+static int pg_leader_ping(struct kms_backend *b)
+{
+    PGresult *r = NULL;
+    int rc = -1;
+
+    pthread_mutex_lock(&b->write_mu);
+    if (b->writer == NULL || !b->writer->leader)
+        goto out;
+    r = PQexec(b->writer->c, pg_ping_sql);
+    if (pg_ok(r, PGRES_TUPLES_OK) && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "1") == 0)
+        rc = 0;
+    else if (b->writer != NULL)
+        b->writer->leader = false; /* lost: only a new try takes it again */
+out:
+    PQclear(r);
+    pg_writer_check(b);
+    pthread_mutex_unlock(&b->write_mu);
+    return rc;
+}
+
+static int pg_leader_publish(struct kms_backend *b, const char *replica, const char *api_addr,
+                             int64_t lease_ms)
+{
+    char lease[24];
+    const char *values[3] = {replica, api_addr, lease};
+    PGresult *r = NULL;
+    int rc = -1;
+
+    snprintf(lease, sizeof lease, "%lld", (long long)lease_ms);
+    pthread_mutex_lock(&b->write_mu);
+    if (b->writer == NULL || !b->writer->leader)
+        goto out;
+    r = PQexecParams(b->writer->c,
+                     "INSERT INTO " PG_LEADER_TABLE " (id, replica, api_addr, lease_ms, released) "
+                     "VALUES (1, $1, $2, $3::bigint, false) ON CONFLICT (id) DO UPDATE SET "
+                     "replica = EXCLUDED.replica, api_addr = EXCLUDED.api_addr, lease_ms = "
+                     "EXCLUDED.lease_ms, released = false, since = now()",
+                     3, NULL, values, NULL, NULL, 0);
+    rc = pg_ok(r, PGRES_COMMAND_OK) ? 0 : -1;
+out:
+    PQclear(r);
+    pg_writer_check(b);
+    pthread_mutex_unlock(&b->write_mu);
+    return rc;
+}
+
+static int pg_leader_release(struct kms_backend *b, const char *replica)
+{
+    const char *values[1] = {replica};
+    PGresult *r = NULL;
+    int rc = -1;
+
+    pthread_mutex_lock(&b->write_mu);
+    if (b->writer == NULL || !b->writer->leader)
+        goto out;
+    r = PQexecParams(b->writer->c,
+                     "UPDATE " PG_LEADER_TABLE " SET released = true WHERE id = 1 AND replica = $1",
+                     1, NULL, values, NULL, NULL, 0);
+    if (!pg_ok(r, PGRES_COMMAND_OK))
+        goto out;
+    PQclear(r);
+    r = PQexec(b->writer->c, "SELECT pg_advisory_unlock(" PG_SOLE_LOCK ")");
+    if (!pg_ok(r, PGRES_TUPLES_OK))
+        goto out;
+    b->writer->leader = false;
+    rc = 0;
+out:
+    PQclear(r);
+    pg_writer_check(b);
+    pthread_mutex_unlock(&b->write_mu);
+    return rc;
+}
+
+static int pg_leader_read(struct kms_backend *b, struct kms_storage_leader *out)
+{
+    struct pg_conn *pc = pool_take(b);
+    PGresult *r = NULL;
+    int rc = -1;
+
+    static const char sql[] =
+        "SELECT replica, api_addr, lease_ms, released FROM " PG_LEADER_TABLE " WHERE id = 1";
+
+    if (pc == NULL)
+        return -1;
+    r = PQexec(pc->c, sql);
+    if (!pg_ok(r, PGRES_TUPLES_OK) && PQstatus(pc->c) != CONNECTION_OK) {
+        /* an idle connection the server closed (restart): once more on another */
+        PQclear(r);
+        r = NULL;
+        pool_give(b, pc);
+        pool_flush_idle(b);
+        if ((pc = pool_take(b)) == NULL)
+            return -1;
+        r = PQexec(pc->c, sql);
+    }
+    if (pg_ok(r, PGRES_TUPLES_OK) && PQntuples(r) == 0) {
+        rc = 0;
+    } else if (pg_ok(r, PGRES_TUPLES_OK) && PQntuples(r) == 1) {
+        char *end = NULL;
+
+        out->present = true;
+        snprintf(out->replica, sizeof out->replica, "%s", PQgetvalue(r, 0, 0));
+        snprintf(out->api_addr, sizeof out->api_addr, "%s", PQgetvalue(r, 0, 1));
+        out->lease_ms = strtoll(PQgetvalue(r, 0, 2), &end, 10);
+        out->released = strcmp(PQgetvalue(r, 0, 3), "t") == 0;
+        rc = 0;
+    }
+    PQclear(r);
+    pool_give(b, pc);
+    return rc;
+}
+
 static const struct kms_backend_ops pg_ops = {
     .name = "postgresql",
     .close = pg_close,
@@ -586,6 +825,11 @@ static const struct kms_backend_ops pg_ops = {
     .del_prefix = pg_del_prefix,
     .scan = pg_scan,
     .count = pg_count,
+    .leader_try = pg_leader_try,
+    .leader_ping = pg_leader_ping,
+    .leader_publish = pg_leader_publish,
+    .leader_release = pg_leader_release,
+    .leader_read = pg_leader_read,
 };
 
 int kms_backend_pg_open(const char *conninfo, const struct kms_storage_opts *opts,
@@ -608,6 +852,7 @@ int kms_backend_pg_open(const char *conninfo, const struct kms_storage_opts *opt
     pthread_mutex_init(&b->pool_mu, NULL);
     b->nosync = opts != NULL && opts->nosync;
     b->exclusive = opts != NULL && opts->pg_exclusive;
+    b->ha_lease_ms = opts != NULL && opts->pg_ha_lease_ms > 0 ? opts->pg_ha_lease_ms : 0;
     if (opts != NULL && opts->pg_password != NULL) {
         b->passlen = strlen(opts->pg_password) + 1;
         if ((b->password = malloc(b->passlen)) == NULL) {

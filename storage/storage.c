@@ -54,8 +54,10 @@ struct kms_storage {
     const struct kms_backend_ops *ops;
     struct kms_backend *b;
     size_t maxkey;
-    uint8_t *seal_key; /* KMS_AEAD_MAX_KEY_LEN bytes at the start of a locked page */
-    size_t seal_page;  /* size of that mapping */
+    uint8_t *seal_key;        /* KMS_AEAD_MAX_KEY_LEN bytes at the start of a locked page */
+    size_t seal_page;         /* size of that mapping */
+    bool (*guard)(void *arg); /* kms_storage_set_commit_guard */
+    void *guard_arg;
 };
 
 struct kms_txn {
@@ -261,6 +263,46 @@ const char *kms_storage_backend_name(const struct kms_storage *st)
     return st->ops->name;
 }
 
+/* ---- leadership ------------------------------------------------------------------------- */
+
+void kms_storage_set_commit_guard(struct kms_storage *st, bool (*guard)(void *arg), void *arg)
+{
+    st->guard = guard;
+    st->guard_arg = arg;
+}
+
+int kms_storage_leader_try(struct kms_storage *st, bool *got)
+{
+    *got = false;
+    return st->ops->leader_try != NULL ? st->ops->leader_try(st->b, got) : -1;
+}
+
+int kms_storage_leader_ping(struct kms_storage *st)
+{
+    return st->ops->leader_ping != NULL ? st->ops->leader_ping(st->b) : -1;
+}
+
+int kms_storage_leader_publish(struct kms_storage *st, const char *replica, const char *api_addr,
+                               int64_t lease_ms)
+{
+    if (st->ops->leader_publish == NULL || replica == NULL || api_addr == NULL || lease_ms < 1)
+        return -1;
+    return st->ops->leader_publish(st->b, replica, api_addr, lease_ms);
+}
+
+int kms_storage_leader_release(struct kms_storage *st, const char *replica)
+{
+    if (st->ops->leader_release == NULL || replica == NULL)
+        return -1;
+    return st->ops->leader_release(st->b, replica);
+}
+
+int kms_storage_leader_read(struct kms_storage *st, struct kms_storage_leader *out)
+{
+    memset(out, 0, sizeof *out);
+    return st->ops->leader_read != NULL ? st->ops->leader_read(st->b, out) : -1;
+}
+
 /* ---- transactions ------------------------------------------------------------------------ */
 
 int kms_storage_txn_begin(struct kms_storage *st, bool write, struct kms_txn **out)
@@ -288,6 +330,11 @@ int kms_storage_txn_commit(struct kms_txn **txn)
     if (t == NULL)
         return -1;
     *txn = NULL;
+    if (t->write && t->st->guard != NULL && !t->st->guard(t->st->guard_arg)) {
+        t->st->ops->txn_abort(t->bt);
+        free(t);
+        return -1;
+    }
     rc = t->st->ops->txn_commit(t->bt);
     free(t);
     return rc == 0 ? 0 : -1;

@@ -59,6 +59,12 @@ struct kms_storage_opts {
      * kmsd process opened with pg_exclusive can use the database at the same time (the
      * server sets it: one kmsd per database until replicas have leadership, docs/ha.md). */
     bool pg_exclusive;
+    /* PostgreSQL: leadership mode (several replicas on one database, docs/ha.md) when > 0:
+     * the write connection ends its session after this many milliseconds idle or idle in a
+     * transaction (so a stopped or cut-off holder loses the leader lock), writes need the
+     * leader lock (kms_storage_leader_try) on the connection that carries them, and a write
+     * connection that broke is not replaced by a write transaction. */
+    int64_t pg_ha_lease_ms;
 };
 
 /*
@@ -126,6 +132,41 @@ int kms_storage_count(struct kms_txn *txn, enum kms_db db, size_t *count) KMS_WU
  */
 int kms_storage_copy(struct kms_storage *from, struct kms_storage *to, size_t *count,
                      struct kms_err *err) KMS_WUR;
+
+/*
+ * Leadership on PostgreSQL (docs/ha.md). The leader lock is a session advisory lock held by
+ * the write connection, the connection every write commits on, so no write commits in a
+ * session that does not hold it. LMDB has none of this: every call returns -1.
+ *
+ * kms_storage_leader_try: take the lock if free (a broken write connection is replaced
+ * first); *got is true while this store holds it. kms_storage_leader_ping: one round trip on
+ * the write connection checking that its session still holds the lock; -1 when it does not
+ * (then the lock is lost for good: a later try must take it anew). kms_storage_leader_publish
+ * writes the leader record (replica id, advertised address, lease, released = false) on the
+ * locked connection; kms_storage_leader_release marks it released, then drops the lock.
+ * kms_storage_leader_read reads the record on a read connection (*present false when no
+ * leader ever published). Strings are copied and cut to their buffers. Thread-safe.
+ */
+struct kms_storage_leader {
+    bool present;
+    bool released; /* the last leader let go cleanly (its lease need not be waited out) */
+    char replica[128];
+    char api_addr[256];
+    int64_t lease_ms;
+};
+int kms_storage_leader_try(struct kms_storage *st, bool *got) KMS_WUR;
+int kms_storage_leader_ping(struct kms_storage *st) KMS_WUR;
+int kms_storage_leader_publish(struct kms_storage *st, const char *replica, const char *api_addr,
+                               int64_t lease_ms) KMS_WUR;
+int kms_storage_leader_release(struct kms_storage *st, const char *replica) KMS_WUR;
+int kms_storage_leader_read(struct kms_storage *st, struct kms_storage_leader *out) KMS_WUR;
+
+/*
+ * A check run before every write transaction's COMMIT is sent (the leader's lease, docs/ha.md):
+ * when it returns false the transaction is aborted and the commit fails. NULL removes it. Set
+ * before any transaction runs; the check runs on the committing thread.
+ */
+void kms_storage_set_commit_guard(struct kms_storage *st, bool (*guard)(void *arg), void *arg);
 
 /* Load a 32-byte seal key from a file: raw 32 bytes, 64 hex chars or base64, whitespace
  * trimmed. Refuses a file readable or writable by group/others. */

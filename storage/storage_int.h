@@ -50,6 +50,13 @@ struct kms_backend_ops {
                 const void *from, size_t fromlen, bool with_values, kms_backend_scan_cb cb,
                 void *arg);
     int (*count)(struct kms_backend_txn *t, enum kms_db db, size_t *count);
+    /* Leadership (storage.h); NULL on backends without it. */
+    int (*leader_try)(struct kms_backend *b, bool *got);
+    int (*leader_ping)(struct kms_backend *b);
+    int (*leader_publish)(struct kms_backend *b, const char *replica, const char *api_addr,
+                          int64_t lease_ms);
+    int (*leader_release)(struct kms_backend *b, const char *replica);
+    int (*leader_read)(struct kms_backend *b, struct kms_storage_leader *out);
 };
 
 /* Open a backend; *maxkey receives the longest key it stores (at most KMS_KEY_MAX). */

@@ -105,11 +105,14 @@ class PgCluster:
                 f.write("%s = %s\n" % (k, v))
         return self
 
-    def start(self, timeout=30):
-        """Start the cluster (again); a TCP port is chosen free (retried if taken meanwhile)."""
+    def start(self, timeout=30, same_port=False):
+        """Start the cluster (again); a TCP port is chosen free (retried if taken meanwhile),
+        or with same_port the port it had (clients that keep their URL reconnect)."""
         last = None
         for _ in range(5):
-            if self.port is None or self.tcp:
+            if same_port and self.port is not None:
+                pass
+            elif self.port is None or self.tcp:
                 self.port = _free_port() if self.tcp else 5432
             try:
                 self._run([os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-w", "-t",

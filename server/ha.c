@@ -1,0 +1,668 @@
+/*
+ * ha.c - several kmsd replicas on one PostgreSQL database: one active, the others standbys
+ * (docs/ha.md, issue 15).
+ *
+ * Design notes
+ *
+ * - Leadership is the storage's leader lock (a PostgreSQL session advisory lock on the write
+ *   connection, the one every write commits on). Two threads: the heartbeat thread pings that
+ *   connection every heartbeat while the lock is held and moves the lease forward from each
+ *   answered ping; the control thread tries for the lock while standing by, promotes, and steps
+ *   down when the lock is lost or the lease ran out.
+ *
+ * - The lease rule. A ping sent at monotonic time t and answered (the session still holds the
+ *   lock) lets the replica serve until t + lease - margin; serve_until only moves forward by such
+ *   answers. It is checked before a request is handed to the API, again before its answer is
+ *   released (an answer computed across the deadline becomes a 503), and before every write's
+ *   COMMIT (kms_storage_set_commit_guard). PostgreSQL ends the holder's session after `lease`
+ *   idle (idle_session_timeout), so a holder that stopped talking loses the lock no earlier
+ *   than one lease after its last ping was sent, when its own rule has already stopped it.
+ *
+ * - Promotion. A standby that gets the lock reads the leader record: unless the last leader
+ *   released cleanly (it stopped serving before it marked the record), the standby waits a
+ *   whole lease (the larger of the old leader's and its own) from the moment it got the lock,
+ *   heartbeating meanwhile; then it builds the service fresh from the store (every cache: keys,
+ *   registry, policies, tokens, KMSKey schedule, audit heads, rate limits), publishes its
+ *   address and starts serving. Stepping down stops serving first, waits for requests in
+ *   flight (a writer-preferring rwlock around the API), then frees the whole service.
+ *
+ * - Standbys answer sys/health (Vault's standby code) and sys/leader themselves and forward
+ *   everything else to the active replica's advertised api_addr with kmsctl's HTTP client (or
+ *   answer 307 to it): method, target, headers but hop-by-hop ones, body; status, body and
+ *   Content-Type back. A forwarded request carries X-Kmsd-Forwarded; a standby never forwards
+ *   such a request again (no loops while replicas disagree on the leader).
+ */
+#include "server/server.h"
+
+#include "cli/cli.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define FORWARDED_HEADER "X-Kmsd-Forwarded"
+#define MAX_FWD_HEADERS 104
+
+struct kms_ha {
+    struct kms_ha_opts o;
+    char replica[128];
+    char api_addr[256];
+
+    pthread_rwlock_t api_lock; /* read: a request using api; write: promotion, step-down */
+    struct kms_api *api;       /* the service while active, else NULL */
+
+    atomic_bool holding;       /* this replica's session holds the leader lock */
+    atomic_bool active;        /* serving (api built, address published) */
+    atomic_llong serve_until;  /* monotonic ms: the lease rule's deadline */
+    atomic_llong active_since; /* wall clock seconds of the promotion */
+
+    pthread_mutex_t mu; /* stop flag, condition, leader address */
+    pthread_cond_t cond;
+    bool stopping;
+    char leader_addr[256]; /* the active replica's advertised address, "" = none known */
+    char leader_replica[128];
+
+    pthread_t hb_thread, ctl_thread;
+    bool started;
+};
+
+static int64_t mono_ms(void *arg)
+{
+    struct timespec ts;
+    (void)arg;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t ha_now(const struct kms_ha *ha)
+{
+    return ha->o.now_ms(ha->o.clock_arg);
+}
+
+bool kms_ha_lease_valid(int64_t now, int64_t ping_sent, int64_t lease_ms, int64_t margin_ms)
+{
+    return ping_sent > 0 && now < ping_sent + lease_ms - margin_ms;
+}
+
+static void ha_log(struct kms_ha *ha, const char *level, const char *msg, const char *detail)
+{
+    if (ha->o.log != NULL) {
+        ha->o.log(level, msg, ha->replica, detail != NULL ? detail : "");
+    }
+}
+
+/* The lease rule now; the commit guard and the request gate. */
+static bool ha_lease_ok(struct kms_ha *ha)
+{
+    return atomic_load(&ha->holding) && ha_now(ha) < (int64_t)atomic_load(&ha->serve_until);
+}
+
+static bool commit_guard(void *arg)
+{
+    return ha_lease_ok(arg);
+}
+
+/* Sleep up to ms or until stop; true when stopping. */
+static bool ha_sleep(struct kms_ha *ha, int64_t ms)
+{
+    struct timespec ts;
+    bool stop;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&ha->mu);
+    if (!ha->stopping) {
+        pthread_cond_timedwait(&ha->cond, &ha->mu, &ts);
+    }
+    stop = ha->stopping;
+    pthread_mutex_unlock(&ha->mu);
+    return stop;
+}
+
+/* ---- heartbeat --------------------------------------------------------------------------- */
+
+static void *hb_main(void *arg)
+{
+    struct kms_ha *ha = arg;
+
+    for (;;) {
+        int64_t t = ha_now(ha);
+        if (atomic_load(&ha->holding)) {
+            if (kms_storage_leader_ping(ha->o.st) == 0) {
+                int64_t until = t + ha->o.lease_ms - ha->o.margin_ms;
+                if (until > (int64_t)atomic_load(&ha->serve_until)) {
+                    atomic_store(&ha->serve_until, until);
+                }
+            } else {
+                /* the session no longer holds the lock: nothing may be served or committed */
+                atomic_store(&ha->holding, false);
+                atomic_store(&ha->serve_until, 0);
+                pthread_mutex_lock(&ha->mu);
+                pthread_cond_broadcast(&ha->cond);
+                pthread_mutex_unlock(&ha->mu);
+            }
+        }
+        int64_t spent = ha_now(ha) - t;
+        if (ha_sleep(ha, spent < ha->o.heartbeat_ms ? ha->o.heartbeat_ms - spent : 1)) {
+            return NULL;
+        }
+    }
+}
+
+/* ---- control ----------------------------------------------------------------------------- */
+
+static void set_leader(struct kms_ha *ha, const struct kms_storage_leader *l)
+{
+    pthread_mutex_lock(&ha->mu);
+    if (l != NULL && l->present && !l->released) {
+        snprintf(ha->leader_addr, sizeof(ha->leader_addr), "%s", l->api_addr);
+        snprintf(ha->leader_replica, sizeof(ha->leader_replica), "%s", l->replica);
+    } else {
+        ha->leader_addr[0] = '\0';
+        ha->leader_replica[0] = '\0';
+    }
+    pthread_mutex_unlock(&ha->mu);
+}
+
+/* Stop serving, wait for requests in flight, free the service; release the lock if held. */
+static void step_down(struct kms_ha *ha, const char *why, bool release)
+{
+    bool was_active = atomic_exchange(&ha->active, false);
+
+    pthread_rwlock_wrlock(&ha->api_lock);
+    if (ha->api != NULL) {
+        ha->o.teardown(ha->o.arg, &ha->api);
+    }
+    pthread_rwlock_unlock(&ha->api_lock);
+    if (release && atomic_load(&ha->holding)) {
+        /* not serving any more: the next leader need not wait out this lease */
+        atomic_store(&ha->holding, false);
+        atomic_store(&ha->serve_until, 0);
+        if (kms_storage_leader_release(ha->o.st, ha->replica) != 0) {
+            ha_log(ha, "warn", "could not mark the leader lock released", NULL);
+        }
+    } else {
+        atomic_store(&ha->holding, false);
+        atomic_store(&ha->serve_until, 0);
+    }
+    set_leader(ha, NULL);
+    if (was_active) {
+        ha_log(ha, "warn", "standing by: no longer the active replica", why);
+    } else {
+        ha_log(ha, "info", "not promoted", why);
+    }
+}
+
+/* Holding the lock: wait out the old lease if needed, build the service, publish, serve. */
+static void promote(struct kms_ha *ha, int64_t got_at)
+{
+    struct kms_storage_leader old;
+    struct kms_err err;
+    int64_t wait = 0;
+
+    if (kms_storage_leader_read(ha->o.st, &old) != 0) {
+        step_down(ha, "cannot read the leader record", true);
+        return;
+    }
+    if (old.present && !old.released) {
+        wait = old.lease_ms > ha->o.lease_ms ? old.lease_ms : ha->o.lease_ms;
+        ha_log(ha, "info", "leader lock taken; waiting out the previous leader's lease",
+               old.replica);
+    }
+    while (ha_now(ha) < got_at + wait) {
+        if (!atomic_load(&ha->holding)) {
+            step_down(ha, "lost the leader lock while waiting", false);
+            return;
+        }
+        int64_t left = got_at + wait - ha_now(ha);
+        if (ha_sleep(ha, left < ha->o.heartbeat_ms ? left : ha->o.heartbeat_ms)) {
+            return;
+        }
+    }
+    /* a fresh lease before building: the build's own writes go through the commit guard */
+    int64_t t = ha_now(ha);
+    if (kms_storage_leader_ping(ha->o.st) != 0) {
+        step_down(ha, "lost the leader lock", false);
+        return;
+    }
+    atomic_store(&ha->serve_until, t + ha->o.lease_ms - ha->o.margin_ms);
+    kms_err_clear(&err);
+    pthread_rwlock_wrlock(&ha->api_lock);
+    int built = ha->o.build(ha->o.arg, &ha->api, &err);
+    pthread_rwlock_unlock(&ha->api_lock);
+    if (built != 0) {
+        ha_log(ha, "error", "cannot load the service from PostgreSQL", err.msg);
+        step_down(ha, "load failed", true);
+        return;
+    }
+    if (kms_storage_leader_publish(ha->o.st, ha->replica, ha->api_addr, ha->o.lease_ms) != 0) {
+        step_down(ha, "cannot publish the leader record", true);
+        return;
+    }
+    if (!ha_lease_ok(ha)) {
+        step_down(ha, "the lease ran out while loading", true);
+        return;
+    }
+    int64_t sec;
+    int32_t nsec;
+    kms_now(&sec, &nsec);
+    atomic_store(&ha->active_since, sec);
+    pthread_mutex_lock(&ha->mu);
+    snprintf(ha->leader_addr, sizeof(ha->leader_addr), "%s", ha->api_addr);
+    snprintf(ha->leader_replica, sizeof(ha->leader_replica), "%s", ha->replica);
+    pthread_mutex_unlock(&ha->mu);
+    atomic_store(&ha->active, true);
+    ha_log(ha, "notice", "active replica", ha->api_addr);
+}
+
+static void *ctl_main(void *arg)
+{
+    struct kms_ha *ha = arg;
+
+    for (;;) {
+        int64_t t = ha_now(ha);
+        if (atomic_load(&ha->active)) {
+            if (!atomic_load(&ha->holding)) {
+                step_down(ha, "lost the leader lock", false);
+            } else if (!ha_lease_ok(ha)) {
+                step_down(ha, "the lease ran out (PostgreSQL did not answer in time)", true);
+            }
+        } else {
+            bool got = false;
+            if (kms_storage_leader_try(ha->o.st, &got) == 0 && got) {
+                atomic_store(&ha->holding, true);
+                promote(ha, t);
+            } else {
+                struct kms_storage_leader l;
+                if (kms_storage_leader_read(ha->o.st, &l) == 0) {
+                    set_leader(ha, &l);
+                } else {
+                    set_leader(ha, NULL);
+                }
+            }
+        }
+        int64_t spent = ha_now(ha) - t;
+        if (ha_sleep(ha, spent < ha->o.heartbeat_ms ? ha->o.heartbeat_ms - spent : 1)) {
+            return NULL;
+        }
+    }
+}
+
+/* ---- requests ---------------------------------------------------------------------------- */
+
+/* A Vault error body on a response not filled yet (or already disposed). */
+static void ha_error(int status, const char *msg, struct kms_http_resp *resp)
+{
+    memset(resp, 0, sizeof(*resp));
+    kms_api_error_response(status, msg, resp);
+}
+
+static void json_response(struct kms_http_resp *resp, int status, json_t *body)
+{
+    char *s = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    memset(resp, 0, sizeof(*resp));
+    if (s == NULL) {
+        ha_error(500, "out of memory", resp);
+        return;
+    }
+    resp->status = status;
+    resp->body = s;
+    resp->body_len = strlen(s);
+}
+
+/* The path of a target without its query; false unless it is "/v1/<want>". */
+static bool path_is(const char *target, const char *want)
+{
+    size_t n = strcspn(target, "?");
+    size_t wl = strlen(want);
+    return n == 4 + wl && strncmp(target, "/v1/", 4) == 0 && strncmp(target + 4, want, wl) == 0;
+}
+
+/* The value of query parameter `name` (not decoded: the values here are plain), or NULL. */
+static const char *query_get(const char *target, const char *name, char *buf, size_t cap)
+{
+    const char *q = strchr(target, '?');
+    size_t nl = strlen(name);
+    while (q != NULL) {
+        q++;
+        size_t len = strcspn(q, "&");
+        if (len >= nl && strncmp(q, name, nl) == 0 && (q[nl] == '=' || len == nl)) {
+            size_t vl = len == nl ? 0 : len - nl - 1;
+            if (vl >= cap) {
+                vl = cap - 1;
+            }
+            memcpy(buf, q + nl + (len == nl ? 0 : 1), vl);
+            buf[vl] = '\0';
+            return buf;
+        }
+        q = strchr(q, '&');
+    }
+    return NULL;
+}
+
+/* Go's strconv.ParseBool. */
+static int parse_bool(const char *s, bool *out)
+{
+    static const char *const t[] = {"1", "t", "T", "TRUE", "true", "True"};
+    static const char *const f[] = {"0", "f", "F", "FALSE", "false", "False"};
+    for (size_t i = 0; i < 6; i++) {
+        if (strcmp(s, t[i]) == 0) {
+            *out = true;
+            return 0;
+        }
+        if (strcmp(s, f[i]) == 0) {
+            *out = false;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* sys/health on a replica that is not active (Vault's standby answer). */
+static void standby_health(struct kms_ha *ha, const struct kms_http_req *req,
+                           struct kms_http_resp *resp)
+{
+    static const char *const names[] = {"activecode", "standbycode", "sealedcode", "uninitcode"};
+    int codes[] = {200, 429, 503, 501};
+    char v[64], cid[37];
+    bool standbyok = false, init = false;
+    int64_t sec;
+    int32_t nsec;
+
+    if (query_get(req->target, "standbyok", v, sizeof(v)) != NULL &&
+        parse_bool(v, &standbyok) != 0) {
+        ha_error(400, "bad value for standbyok parameter", resp);
+        return;
+    }
+    for (size_t i = 0; i < 4; i++) {
+        int64_t n;
+        if (query_get(req->target, names[i], v, sizeof(v)) == NULL) {
+            continue;
+        }
+        if (!kms_int_parse(v, &n) || n < 200 || n > 599) {
+            char msg[128];
+            snprintf(msg, sizeof(msg), "invalid %s %s: must be an HTTP status from 200 to 599",
+                     names[i], v);
+            ha_error(400, msg, resp);
+            return;
+        }
+        codes[i] = (int)n;
+    }
+    if (kms_api_store_status(ha->o.st, &init, cid) != 0) {
+        ha_error(500, "cannot read the store", resp);
+        return;
+    }
+    kms_now(&sec, &nsec);
+    json_t *o = json_pack("{s:b, s:b, s:b, s:b, s:s, s:s, s:I, s:s}", "initialized", init, "sealed",
+                          !init, "standby", true, "performance_standby", false,
+                          "replication_performance_mode", "disabled", "replication_dr_mode",
+                          "disabled", "server_time_utc", (json_int_t)sec, "version", ha->o.version);
+    if (o != NULL && init) {
+        json_object_set_new(o, "cluster_name", json_string("kmsd"));
+        json_object_set_new(o, "cluster_id", json_string(cid));
+    }
+    json_response(resp, !init ? codes[3] : standbyok ? codes[0] : codes[1], o);
+}
+
+static void leader_status(struct kms_ha *ha, struct kms_http_resp *resp)
+{
+    char addr[256], since[40] = "";
+    bool self = atomic_load(&ha->active);
+
+    pthread_mutex_lock(&ha->mu);
+    snprintf(addr, sizeof(addr), "%s", ha->leader_addr);
+    pthread_mutex_unlock(&ha->mu);
+    if (self) {
+        kms_time_rfc3339(atomic_load(&ha->active_since), 0, since);
+    }
+    json_t *o = json_pack("{s:b, s:b, s:s, s:s, s:b}", "ha_enabled", true, "is_self", self,
+                          "leader_address", addr, "leader_cluster_address", "",
+                          "performance_standby", false);
+    if (o != NULL && self) {
+        json_object_set_new(o, "active_time", json_string(since));
+    }
+    json_response(resp, 200, o);
+}
+
+static bool hop_by_hop(const char *name)
+{
+    static const char *const h[] = {"Host",
+                                    "Connection",
+                                    "Keep-Alive",
+                                    "Proxy-Connection",
+                                    "TE",
+                                    "Trailer",
+                                    "Transfer-Encoding",
+                                    "Upgrade",
+                                    "Expect",
+                                    "Content-Length",
+                                    "Proxy-Authorization",
+                                    "X-Forwarded-For",
+                                    FORWARDED_HEADER};
+    for (size_t i = 0; i < sizeof(h) / sizeof(h[0]); i++) {
+        if (strcasecmp(name, h[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void forward(struct kms_ha *ha, const char *leader, const struct kms_http_req *req,
+                    struct kms_http_resp *resp)
+{
+    struct kms_cli_header hdrs[MAX_FWD_HEADERS];
+    struct kms_cli_http_opts co;
+    struct kms_cli_http *client = NULL;
+    struct kms_cli_resp r;
+    char err[256], xff[80];
+    size_t n = 0;
+
+    for (size_t i = 0; i < req->nheaders && n < MAX_FWD_HEADERS - 2; i++) {
+        if (!hop_by_hop(req->headers[i].name)) {
+            hdrs[n].name = req->headers[i].name;
+            hdrs[n++].value = req->headers[i].value;
+        }
+    }
+    hdrs[n].name = FORWARDED_HEADER;
+    hdrs[n++].value = ha->replica;
+    snprintf(xff, sizeof(xff), "%s", req->remote_addr != NULL ? req->remote_addr : "");
+    if (xff[0] != '\0') {
+        hdrs[n].name = "X-Forwarded-For";
+        hdrs[n++].value = xff;
+    }
+    memset(&co, 0, sizeof(co));
+    co.addr = leader;
+    co.timeout_ms = (int)ha->o.forward_timeout_ms;
+    co.ca_cert = ha->o.forward_ca_cert;
+    if (kms_cli_http_create(&co, &client, err, sizeof(err)) != 0) {
+        ha_error(500, "invalid address of the active replica", resp);
+        return;
+    }
+    bool has_body = req->body_len > 0 || strcmp(req->method, "POST") == 0 ||
+                    strcmp(req->method, "PUT") == 0 || strcmp(req->method, "PATCH") == 0;
+    if (kms_cli_http_request(
+            client, req->method, req->target, hdrs, n,
+            has_body ? (const void *)(req->body != NULL ? req->body : (const uint8_t *)"") : NULL,
+            req->body_len, &r, err, sizeof(err)) != 0) {
+        kms_cli_http_destroy(&client);
+        ha_log(ha, "warn", "cannot forward a request to the active replica", err);
+        ha_error(503, "the active kmsd replica cannot be reached", resp);
+        return;
+    }
+    kms_cli_http_destroy(&client);
+    memset(resp, 0, sizeof(*resp));
+    resp->status = r.status;
+    resp->body = r.body; /* taken over: kms_http_resp_dispose frees it */
+    resp->body_len = r.len;
+    r.body = NULL;
+    if (r.content_type[0] != '\0' && strncasecmp(r.content_type, "application/json", 16) != 0) {
+        snprintf(resp->content_type, sizeof(resp->content_type), "%s", r.content_type);
+    }
+}
+
+static void redirect(const char *leader, const struct kms_http_req *req, struct kms_http_resp *resp)
+{
+    memset(resp, 0, sizeof(*resp));
+    resp->status = 307;
+    snprintf(resp->extra[0].name, sizeof(resp->extra[0].name), "Location");
+    int n =
+        snprintf(resp->extra[0].value, sizeof(resp->extra[0].value), "%s%s", leader, req->target);
+    if (n < 0 || (size_t)n >= sizeof(resp->extra[0].value)) {
+        ha_error(503, "the redirect location is too long", resp);
+        return;
+    }
+    resp->nextra = 1;
+}
+
+static bool has_header(const struct kms_http_req *req, const char *name)
+{
+    for (size_t i = 0; i < req->nheaders; i++) {
+        if (strcasecmp(req->headers[i].name, name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void kms_ha_handle(struct kms_ha *ha, const struct kms_http_req *req, struct kms_http_resp *resp)
+{
+    char leader[256];
+    bool get = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
+
+    if (get && path_is(req->target, "sys/leader")) {
+        leader_status(ha, resp);
+        return;
+    }
+    pthread_rwlock_rdlock(&ha->api_lock);
+    if (atomic_load(&ha->active) && ha->api != NULL && ha_lease_ok(ha)) {
+        kms_api_handle(ha->api, req, resp);
+        if (!ha_lease_ok(ha)) {
+            /* the lease ran out while the answer was computed: it is not given */
+            kms_http_resp_dispose(resp);
+            ha_error(503, "kmsd is not the active replica any more", resp);
+        }
+        pthread_rwlock_unlock(&ha->api_lock);
+        return;
+    }
+    pthread_rwlock_unlock(&ha->api_lock);
+    if (get && path_is(req->target, "sys/health")) {
+        standby_health(ha, req, resp);
+        return;
+    }
+    pthread_mutex_lock(&ha->mu);
+    snprintf(leader, sizeof(leader), "%s", ha->leader_addr);
+    pthread_mutex_unlock(&ha->mu);
+    if (leader[0] == '\0' || strcmp(leader, ha->api_addr) == 0 ||
+        has_header(req, FORWARDED_HEADER)) {
+        ha_error(503, "no active kmsd replica", resp);
+        return;
+    }
+    if (ha->o.redirect) {
+        redirect(leader, req, resp);
+        return;
+    }
+    forward(ha, leader, req, resp);
+}
+
+int kms_ha_with_api(struct kms_ha *ha, int (*fn)(void *arg, struct kms_api *api), void *arg)
+{
+    int rc = 1;
+    pthread_rwlock_rdlock(&ha->api_lock);
+    if (atomic_load(&ha->active) && ha->api != NULL && ha_lease_ok(ha)) {
+        rc = fn(arg, ha->api);
+    }
+    pthread_rwlock_unlock(&ha->api_lock);
+    return rc;
+}
+
+bool kms_ha_is_active(struct kms_ha *ha)
+{
+    return atomic_load(&ha->active) && ha_lease_ok(ha);
+}
+
+/* ---- life cycle -------------------------------------------------------------------------- */
+
+int kms_ha_create(const struct kms_ha_opts *o, struct kms_ha **out, struct kms_err *err)
+{
+    struct kms_ha *ha;
+    pthread_rwlockattr_t ra;
+
+    *out = NULL;
+    if (o->lease_ms < 100 || o->heartbeat_ms < 10 || o->heartbeat_ms * 3 > o->lease_ms ||
+        o->margin_ms < 0 || o->margin_ms >= o->lease_ms - o->heartbeat_ms) {
+        return kms_err_set(err, 400,
+                           "ha_lease must be at least 100ms and three heartbeats (ha_heartbeat)");
+    }
+    if ((ha = calloc(1, sizeof(*ha))) == NULL) {
+        return kms_err_set(err, 500, "out of memory");
+    }
+    ha->o = *o;
+    if (ha->o.now_ms == NULL) {
+        ha->o.now_ms = mono_ms;
+    }
+    pthread_rwlockattr_init(&ra);
+    /* a step-down must not starve behind a stream of requests */
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&ha->api_lock, &ra);
+    pthread_rwlockattr_destroy(&ra);
+    pthread_mutex_init(&ha->mu, NULL);
+    pthread_cond_init(&ha->cond, NULL);
+    kms_storage_set_commit_guard(o->st, commit_guard, ha);
+    *out = ha;
+    return 0;
+}
+
+int kms_ha_start(struct kms_ha *ha, const char *api_addr, const char *replica, struct kms_err *err)
+{
+    snprintf(ha->api_addr, sizeof(ha->api_addr), "%s", api_addr);
+    snprintf(ha->replica, sizeof(ha->replica), "%s", replica);
+    if (pthread_create(&ha->hb_thread, NULL, hb_main, ha) != 0) {
+        return kms_err_set(err, 500, "cannot start the heartbeat thread");
+    }
+    if (pthread_create(&ha->ctl_thread, NULL, ctl_main, ha) != 0) {
+        pthread_mutex_lock(&ha->mu);
+        ha->stopping = true;
+        pthread_cond_broadcast(&ha->cond);
+        pthread_mutex_unlock(&ha->mu);
+        pthread_join(ha->hb_thread, NULL);
+        return kms_err_set(err, 500, "cannot start the leadership thread");
+    }
+    ha->started = true;
+    ha_log(ha, "info", "standing by for the leader lock", api_addr);
+    return 0;
+}
+
+void kms_ha_destroy(struct kms_ha **hap)
+{
+    struct kms_ha *ha = *hap;
+    if (ha == NULL) {
+        return;
+    }
+    if (ha->started) {
+        pthread_mutex_lock(&ha->mu);
+        ha->stopping = true;
+        pthread_cond_broadcast(&ha->cond);
+        pthread_mutex_unlock(&ha->mu);
+        pthread_join(ha->ctl_thread, NULL);
+        pthread_join(ha->hb_thread, NULL);
+    }
+    /* a clean release: the next leader starts without waiting out this lease */
+    step_down(ha, "shutting down", true);
+    kms_storage_set_commit_guard(ha->o.st, NULL, NULL);
+    pthread_rwlock_destroy(&ha->api_lock);
+    pthread_mutex_destroy(&ha->mu);
+    pthread_cond_destroy(&ha->cond);
+    free(ha);
+    *hap = NULL;
+}

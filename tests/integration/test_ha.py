@@ -1,0 +1,388 @@
+"""kmsd replicas on one PostgreSQL database (docs/ha.md, issue 15): real kmsd processes on
+loopback port 0 with "ha_enabled" and a short lease, on a throwaway PostgreSQL 15 cluster
+(tests/pg/pgtmp.py) reached over loopback TCP with SCRAM.
+
+Exactly one replica is active; requests to any replica succeed (standbys forward them);
+sys/health and sys/leader answer as Vault's do on a standby; kill -9 of the active under a
+stream of encrypts and rotations hands over to a standby and everything acknowledged is there;
+a SIGSTOPped active is replaced after its lease and, resumed, never answers 2xx from its stale
+state; with PostgreSQL stopped the replicas answer 503 once the lease ran out and acknowledge
+no write, then serve again without a restart when PostgreSQL is back; a min_decryption_version
+raised through one replica holds through every replica."""
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pg"))
+
+from kmsd_harness import KmsdServer, KmsdTestCase, b64, unb64, wait_for  # noqa: E402
+from pgtmp import PgCluster  # noqa: E402
+
+PASSWORD = "pg-Secret-ha-5e1d"
+LEASE_MS = 1500
+HEARTBEAT_MS = 250
+
+
+class HaCase(unittest.TestCase):
+    """One throwaway cluster per class; empty tables and fresh replicas per test."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.pg = PgCluster(tcp=True).__enter__()
+        try:
+            cls.pg.require_password(PASSWORD)
+        except BaseException:
+            cls.pg.destroy()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pg.destroy()
+
+    def setUp(self):
+        self.servers = []
+        self.seal_key = os.urandom(32)
+        self.pg.psql("DROP TABLE IF EXISTS kmsd_records; DROP TABLE IF EXISTS kmsd_leader")
+
+    def tearDown(self):
+        for s in self.servers:
+            if s.proc is not None and s.proc.poll() is None:
+                try:
+                    os.kill(s.proc.pid, signal.SIGCONT)
+                except OSError:
+                    pass
+            s.kill()
+
+    def run(self, result=None):
+        before = (len(result.failures) + len(result.errors)) if result is not None else 0
+        try:
+            return super().run(result)
+        finally:
+            failed = result is not None and len(result.failures) + len(result.errors) > before
+            for s in getattr(self, "servers", []):
+                if failed:
+                    sys.stderr.write("\n%s\n" % s.log_tail(40))
+                s.cleanup()
+
+    def replica(self, **cfg):
+        srv = KmsdServer(mode="config", config={}, seal_key=self.seal_key)
+        path = os.path.join(srv.workdir, "pg.password")
+        with open(path, "w") as f:
+            f.write(PASSWORD + "\n")
+        os.chmod(path, 0o600)
+        config = {"storage": "postgresql", "postgresql_url": self.pg.tcp_url,
+                  "postgresql_password_file": path, "ha_enabled": True,
+                  "ha_lease": "%dms" % LEASE_MS, "ha_heartbeat": "%dms" % HEARTBEAT_MS,
+                  "ha_forward_timeout": "2s", "workers": 8, "rate_limit": 0}
+        config.update(cfg)
+        srv.config = config
+        self.servers.append(srv)
+        return srv
+
+    def replicas(self, n=3, **cfg):
+        return [self.replica(**cfg).start() for _ in range(n)]
+
+    @staticmethod
+    def health(srv, query=""):
+        try:
+            return srv.request("GET", "sys/health" + query, token=None, timeout=5)
+        except OSError:
+            return None
+
+    def actives(self, servers):
+        """The replicas that say they are active (sys/leader is_self)."""
+        out = []
+        for s in servers:
+            if s.proc is None or s.proc.poll() is not None:
+                continue
+            try:
+                r = s.request("GET", "sys/leader", token=None, timeout=5)
+            except OSError:
+                continue
+            if r.status == 200 and r.json.get("is_self"):
+                out.append(s)
+        return out
+
+    def wait_one_active(self, servers, timeout=20, exclude=()):
+        found = []
+
+        def one():
+            found[:] = [s for s in self.actives(servers) if s not in exclude]
+            return len(found) == 1
+        wait_for(one, timeout, lambda: "exactly one active replica (have %d)" % len(found))
+        return found[0]
+
+    def init(self, via, actives):
+        r = via.request("PUT", "sys/init", {}, token=None)
+        self.assertEqual(r.status, 200, r.describe())
+        token = r.json["root_token"]
+        for s in self.servers:
+            s.token = token
+        r = via.request("POST", "sys/mounts/transit", {"type": "transit"})
+        self.assertEqual(r.status, 204, r.describe())
+        return token
+
+    def ok(self, r, status=200):
+        if r.status != status:
+            self.fail("expected HTTP %d\n%s" % (status, r.describe()))
+        return r.data
+
+
+class HaTest(HaCase):
+
+    def test_one_active_and_standbys_forward(self):
+        servers = self.replicas(3)
+        active = self.wait_one_active(servers)
+        standbys = [s for s in servers if s is not active]
+        # stays exactly one for a few heartbeats
+        for _ in range(5):
+            self.assertEqual(self.actives(servers), [active])
+            time.sleep(HEARTBEAT_MS / 1000)
+        # a standby's health: 429, standby true; standbyok and standbycode as Vault
+        sb = standbys[0]
+        r = self.health(sb)
+        self.assertEqual(r.status, 501, r.describe())  # not initialised yet
+        self.init(sb, active)  # through a standby: forwarded
+        r = self.health(sb)
+        self.assertEqual(r.status, 429, r.describe())
+        self.assertTrue(r.json["standby"])
+        self.assertTrue(r.json["initialized"])
+        self.assertEqual(self.health(sb, "?standbyok=true").status, 200)
+        self.assertEqual(self.health(sb, "?standbycode=472").status, 472)
+        self.assertEqual(self.health(sb, "?standbyok=maybe").status, 400)
+        self.assertEqual(self.health(sb, "?standbycode=99").status, 400)
+        r = self.health(active)
+        self.assertEqual(r.status, 200, r.describe())
+        self.assertFalse(r.json["standby"])
+        self.assertEqual(r.json["cluster_id"], self.health(sb).json["cluster_id"])
+        # sys/leader everywhere names the active's address
+        for s in servers:
+            r = s.request("GET", "sys/leader", token=None)
+            self.assertEqual(r.status, 200, r.describe())
+            self.assertTrue(r.json["ha_enabled"])
+            self.assertEqual(r.json["is_self"], s is active)
+            self.assertEqual(r.json["leader_address"], active.addr)
+        # every request through every replica succeeds
+        self.ok(sb.request("POST", "transit/keys/fwd"))
+        cts = []
+        for i, s in enumerate(servers * 2):
+            r = s.request("POST", "transit/encrypt/fwd", {"plaintext": b64(b"p%d" % i)})
+            cts.append(self.ok(r)["ciphertext"])
+        for i, ct in enumerate(cts):
+            s = servers[(i + 1) % 3]
+            r = s.request("POST", "transit/decrypt/fwd", {"ciphertext": ct})
+            self.assertEqual(unb64(self.ok(r)["plaintext"]), b"p%d" % i)
+        # errors come back as they are, with their status, and the token is forwarded
+        r = standbys[1].request("POST", "transit/decrypt/fwd", {"ciphertext": "vault:v9:AAAA"})
+        self.assertEqual(r.status, 400, r.describe())
+        r = standbys[1].request("GET", "transit/keys/fwd", token="not-a-token")
+        self.assertEqual(r.status, 403, r.describe())
+        r = standbys[1].request("LIST", "transit/keys")
+        self.assertEqual(self.ok(r)["keys"], ["fwd"])
+        # metrics keep their content type through the standby
+        r = standbys[0].request("GET", "sys/metrics?format=prometheus")
+        self.assertEqual(r.status, 200, r.describe())
+        self.assertIn("text/plain", r.header("Content-Type"))
+        # a clean stop of the active hands over without waiting out its lease
+        t0 = time.monotonic()
+        self.assertEqual(active.stop(), 0)
+        new = self.wait_one_active(standbys, timeout=10)
+        self.assertLess(time.monotonic() - t0, LEASE_MS / 1000 + 1.5)
+        self.assertIn("active replica", new.log_text())
+        r = new.request("POST", "transit/decrypt/fwd", {"ciphertext": cts[0]})
+        self.assertEqual(unb64(self.ok(r)["plaintext"]), b"p0")
+
+    def test_redirect_mode(self):
+        servers = self.replicas(2, ha_redirect=True)
+        active = self.wait_one_active(servers)
+        sb = [s for s in servers if s is not active][0]
+        self.init(active, active)
+        r = sb.request("GET", "transit/keys?list=true")
+        self.assertEqual(r.status, 307, r.describe())
+        self.assertEqual(r.reason, "Temporary Redirect")
+        self.assertEqual(r.header("Location"), active.addr + "/v1/transit/keys?list=true")
+
+    def test_kill9_active_under_load(self):
+        servers = self.replicas(3)
+        active = self.wait_one_active(servers)
+        self.init(active, active)
+        self.ok(active.request("POST", "transit/keys/load"))
+        acked = []         # (plaintext, ciphertext) answered 2xx
+        rotations = [0]    # rotations answered 2xx
+        stop = threading.Event()
+
+        def stream(idx):
+            n = 0
+            while not stop.is_set():
+                s = servers[(idx + n) % 3]
+                n += 1
+                if s.proc.poll() is not None:
+                    continue
+                pt = b"load-%d-%d" % (idx, n)
+                try:
+                    if n % 25 == 0:
+                        r = s.request("POST", "transit/keys/load/rotate", timeout=5)
+                        if 200 <= r.status < 300:
+                            rotations[0] += 1
+                        continue
+                    r = s.request("POST", "transit/encrypt/load", {"plaintext": b64(pt)},
+                                  timeout=5)
+                except OSError:
+                    continue
+                if 200 <= r.status < 300:
+                    acked.append((pt, r.json["data"]["ciphertext"]))
+        threads = [threading.Thread(target=stream, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            wait_for(lambda: len(acked) > 50, 20, "encrypts before the kill")
+            before = len(acked)
+            t_kill = time.monotonic()
+            active.kill()  # SIGKILL
+            others = [s for s in servers if s is not active]
+            new = self.wait_one_active(others, timeout=15)
+            failover = time.monotonic() - t_kill
+            wait_for(lambda: len(acked) > before + 50, 20, "encrypts after the takeover")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        sys.stderr.write("\nfailover (kill -9 to a standby reporting itself active on sys/leader): "
+                         "%.2fs\n" % failover)
+        self.assertLess(failover, 10)
+        for pt, ct in acked:
+            r = new.request("POST", "transit/decrypt/load", {"ciphertext": ct})
+            self.assertEqual(unb64(self.ok(r)["plaintext"]), pt)
+        key = self.ok(new.request("GET", "transit/keys/load"))
+        self.assertGreaterEqual(key["latest_version"], 1 + rotations[0])
+
+    def test_sigstop_active_is_replaced_and_acknowledges_nothing_when_resumed(self):
+        servers = self.replicas(3)
+        old = self.wait_one_active(servers)
+        self.init(old, old)
+        self.ok(old.request("POST", "transit/keys/st"))
+        ct1 = self.ok(old.request("POST", "transit/encrypt/st",
+                                  {"plaintext": b64(b"one")}))["ciphertext"]
+        self.ok(old.request("POST", "transit/keys/st/rotate"))
+        # warm the old active's caches for the key, then freeze it
+        r = old.request("POST", "transit/decrypt/st", {"ciphertext": ct1})
+        self.assertEqual(unb64(self.ok(r)["plaintext"]), b"one")
+        os.kill(old.proc.pid, signal.SIGSTOP)
+        t_stop = time.monotonic()
+        others = [s for s in servers if s is not old]
+        new = self.wait_one_active(others, timeout=20)
+        took = time.monotonic() - t_stop
+        self.assertGreaterEqual(took, LEASE_MS / 1000 * 0.9)
+        self.ok(new.request("POST", "transit/keys/st/config", {"min_decryption_version": 2}))
+        os.kill(old.proc.pid, signal.SIGCONT)
+        # from the moment it runs again, the old active never answers from its stale state
+        deadline = time.monotonic() + 3 * LEASE_MS / 1000
+        seen = set()
+        while time.monotonic() < deadline:
+            try:
+                r = old.request("POST", "transit/decrypt/st", {"ciphertext": ct1}, timeout=5)
+            except OSError:
+                continue
+            seen.add(r.status)
+            self.assertFalse(200 <= r.status < 300,
+                             "the resumed old active answered from stale state\n" + r.describe())
+        self.assertTrue(seen <= {400, 503}, seen)
+        # and it is a standby again, forwarding to the new active
+        wait_for(lambda: (self.health(old) or r).status == 429, 10, "old active standing by")
+        r = old.request("POST", "transit/decrypt/st", {"ciphertext": ct1})
+        self.assertEqual(r.status, 400, r.describe())
+        self.assertEqual(self.actives(servers), [new])
+
+    def test_postgresql_down_then_back(self):
+        servers = self.replicas(2)
+        active = self.wait_one_active(servers)
+        self.init(active, active)
+        self.ok(active.request("POST", "transit/keys/pgd"))
+        ct = self.ok(active.request("POST", "transit/encrypt/pgd",
+                                    {"plaintext": b64(b"x")}))["ciphertext"]
+        self.pg.stop()
+        t_down = time.monotonic()
+        try:
+            # no write is acknowledged while PostgreSQL is down
+            n = 0
+            while time.monotonic() < t_down + 2 * LEASE_MS / 1000:
+                n += 1
+                for s in servers:
+                    try:
+                        r = s.request("POST", "transit/keys/down%d" % n, timeout=5)
+                    except OSError:
+                        continue
+                    self.assertFalse(200 <= r.status < 300, r.describe())
+            # past the lease: 503 everywhere, for reads as well
+            for s in servers:
+                for path, body in (("transit/decrypt/pgd", {"ciphertext": ct}),
+                                   ("transit/keys/pgd2", None)):
+                    r = s.request("POST", path, body, timeout=5)
+                    self.assertEqual(r.status, 503, r.describe())
+                    self.assertTrue(r.errors, r.describe())
+        finally:
+            self.pg.start(same_port=True)
+        # back without a restart
+        new = self.wait_one_active(servers, timeout=20)
+        r = new.request("POST", "transit/decrypt/pgd", {"ciphertext": ct})
+        self.assertEqual(unb64(self.ok(r)["plaintext"]), b"x")
+        other = [s for s in servers if s is not new][0]
+        # the standby learns the new leader's address within a heartbeat or two
+        wait_for(lambda: other.request("POST", "transit/keys/after").status == 200, 10,
+                 "a write through the standby")
+        for s in servers:
+            self.assertEqual(s.proc.poll(), None)
+        r = new.request("LIST", "transit/keys")
+        self.assertEqual(sorted(self.ok(r)["keys"]), ["after", "pgd"])
+
+    def test_min_decryption_version_through_every_replica(self):
+        servers = self.replicas(3)
+        active = self.wait_one_active(servers)
+        sb = [s for s in servers if s is not active]
+        self.init(sb[0], active)
+        self.ok(sb[0].request("POST", "transit/keys/floor"))
+        ct1 = self.ok(sb[1].request("POST", "transit/encrypt/floor",
+                                    {"plaintext": b64(b"v1")}))["ciphertext"]
+        self.ok(active.request("POST", "transit/keys/floor/rotate"))
+        for s in servers:  # every replica (through the active's cache) decrypts v1
+            r = s.request("POST", "transit/decrypt/floor", {"ciphertext": ct1})
+            self.assertEqual(unb64(self.ok(r)["plaintext"]), b"v1")
+        self.ok(sb[1].request("POST", "transit/keys/floor/config",
+                              {"min_decryption_version": 2}))
+        for s in servers:
+            r = s.request("POST", "transit/decrypt/floor", {"ciphertext": ct1})
+            self.assertEqual(r.status, 400, r.describe())
+            r = s.request("GET", "transit/keys/floor")
+            self.assertEqual(self.ok(r)["min_decryption_version"], 2)
+
+
+class HaConfigTest(HaCase):
+
+    def test_lease_settings_checked(self):
+        srv = self.replica(ha_lease="300ms", ha_heartbeat="200ms")
+        srv.spawn()
+        self.assertNotEqual(srv.wait_exit(30), 0)
+        self.assertIn("ha_lease", srv.log_text())
+        srv = self.replica(ha_lease="soon")
+        srv.spawn()
+        self.assertNotEqual(srv.wait_exit(30), 0)
+        self.assertIn("not a duration", srv.log_text())
+
+    def test_lmdb_ignores_ha(self):
+        """ha_enabled only means something on PostgreSQL: an LMDB kmsd serves alone."""
+        srv = KmsdServer(mode="config", config={"ha_enabled": True})
+        self.servers.append(srv)
+        srv.start()
+        KmsdTestCase.init_config_server(srv)
+        r = srv.request("GET", "sys/health", token=None)
+        self.assertEqual(r.status, 200, r.describe())
+        self.assertFalse(r.json["standby"])
+
+
+if __name__ == "__main__":
+    unittest.main()

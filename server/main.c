@@ -712,7 +712,8 @@ static int start_listener(const struct flags *f, struct kms_config *cfg,
 }
 
 /*
- * Stand for leadership, advertising api_addr: the configured one, else the bound address
+ * Stand for leadership, advertising api_addr: $KMSD_API_ADDR or $VAULT_API_ADDR, else the
+ * configured one, else the bound address
  * (which must then be a specific one: 0.0.0.0 cannot be reached by the other replicas).
  */
 static int start_ha(const struct kms_config *cfg, struct runtime *rt, const char *bound)
@@ -721,7 +722,13 @@ static int start_ha(const struct kms_config *cfg, struct runtime *rt, const char
     struct kms_err err;
 
     kms_err_clear(&err);
-    if (cfg->api_addr[0] != '\0') {
+    const char *env = getenv("KMSD_API_ADDR");
+    if (env == NULL || env[0] == '\0') {
+        env = getenv("VAULT_API_ADDR"); /* Vault's name for the same setting */
+    }
+    if (env != NULL && env[0] != '\0') {
+        snprintf(addr, sizeof(addr), "%s", env);
+    } else if (cfg->api_addr[0] != '\0') {
         snprintf(addr, sizeof(addr), "%s", cfg->api_addr);
     } else if (strncmp(bound, "0.0.0.0:", 8) == 0 || strncmp(bound, "[::]:", 5) == 0) {
         fprintf(stderr, "kmsd: ha_enabled needs \"api_addr\" when listening on %s\n", bound);

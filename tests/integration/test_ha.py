@@ -373,6 +373,20 @@ class HaConfigTest(HaCase):
         self.assertNotEqual(srv.wait_exit(30), 0)
         self.assertIn("not a duration", srv.log_text())
 
+    def test_api_addr_from_environment(self):
+        os.environ["KMSD_API_ADDR"] = "http://kmsd-0.kmsd-peers.kms.svc:8200"
+        try:
+            srv = self.replica().start()
+        finally:
+            del os.environ["KMSD_API_ADDR"]
+        wait_for(lambda: self.actives([srv]) == [srv], 10, "the replica active")
+        r = srv.request("GET", "sys/leader", token=None)
+        self.assertEqual(r.json["leader_address"], "http://kmsd-0.kmsd-peers.kms.svc:8200")
+        listen = self.replica(listen_address="0.0.0.0:0")
+        listen.spawn()
+        self.assertNotEqual(listen.wait_exit(30), 0)
+        self.assertIn("needs \"api_addr\"", listen.log_text())
+
     def test_lmdb_ignores_ha(self):
         """ha_enabled only means something on PostgreSQL: an LMDB kmsd serves alone."""
         srv = KmsdServer(mode="config", config={"ha_enabled": True})

@@ -122,7 +122,7 @@ static int setup(void **state)
     assert_non_null(mkdtemp(f->dir));
     fill_key(f->key, 1);
     if (pg_url != NULL)
-        pg_sqlf("DROP TABLE IF EXISTS kmsd_records");
+        pg_sqlf("DROP TABLE IF EXISTS kmsd_records; DROP TABLE IF EXISTS kmsd_leader");
     f->st = open_store(f, NULL);
     *state = f;
     return 0;
@@ -1355,6 +1355,156 @@ static void test_seal_key_encodings(void **state)
     assert_non_null(strstr(err.msg, "1 KiB"));
 }
 
+/* ---- leadership (docs/ha.md) ------------------------------------------------------------- */
+
+static bool guard_answer;
+
+static bool test_guard(void *arg)
+{
+    (void)arg;
+    return guard_answer;
+}
+
+static struct kms_storage *open_ha_store(struct fixture *f)
+{
+    struct kms_storage_opts o = {.nosync = true, .pg_ha_lease_ms = 2000};
+
+    return open_store(f, &o);
+}
+
+static bool write_one(struct kms_storage *st, const char *key)
+{
+    struct kms_txn *txn = NULL;
+
+    if (kms_storage_txn_begin(st, true, &txn) != 0)
+        return false;
+    assert_int_equal(kms_storage_put(txn, KMS_DB_META, key, strlen(key), "v", 1), 0);
+    return kms_storage_txn_commit(&txn) == 0;
+}
+
+/*
+ * Two replicas' stores on one database: one takes the leader lock, the other cannot; once
+ * armed, only the holder writes; the leader record round-trips; the commit guard refuses a
+ * COMMIT (nothing lands); a holder whose session PostgreSQL ended has lost the lock for good
+ * (ping fails, writes fail) and the other takes it; a release is recorded.
+ */
+static void test_pg_leader_lock(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_storage *a = open_ha_store(f), *b = open_ha_store(f);
+    struct kms_storage_leader l;
+    bool got = true;
+    char *pid;
+
+    assert_int_equal(kms_storage_leader_read(a, &l), 0);
+    assert_false(l.present);
+    assert_int_equal(kms_storage_leader_try(a, &got), 0);
+    assert_true(got);
+    assert_int_equal(kms_storage_leader_try(a, &got), 0); /* held: still true */
+    assert_true(got);
+    assert_int_equal(kms_storage_leader_try(b, &got), 0);
+    assert_false(got);
+    /* the exclusive (non-HA) mode uses the same lock: refused while a replica holds it */
+    {
+        struct kms_storage_opts o = {.nosync = true, .pg_exclusive = true};
+        struct kms_storage *x = NULL;
+        struct kms_err err = {0};
+
+        o.backend = KMS_STORAGE_POSTGRESQL;
+        assert_int_not_equal(kms_storage_open(pg_url, f->key, &o, &x, &err), 0);
+        assert_non_null(strstr(err.msg, "another kmsd is using this PostgreSQL database"));
+    }
+    assert_int_equal(kms_storage_leader_ping(a), 0);
+    assert_int_not_equal(kms_storage_leader_ping(b), 0);
+    assert_int_not_equal(kms_storage_leader_publish(b, "b", "http://b:1", 2000), 0);
+    assert_int_equal(kms_storage_leader_publish(a, "a", "http://a:1", 2000), 0);
+    assert_int_equal(kms_storage_leader_read(b, &l), 0);
+    assert_true(l.present);
+    assert_false(l.released);
+    assert_string_equal(l.replica, "a");
+    assert_string_equal(l.api_addr, "http://a:1");
+    assert_int_equal(l.lease_ms, 2000);
+
+    assert_true(write_one(a, "ha-a"));
+    assert_false(write_one(b, "ha-b")); /* armed, without the lock */
+    assert_int_equal(get_check(b, KMS_DB_META, "ha-a", "v"), 0);
+    assert_int_equal(get_check(b, KMS_DB_META, "ha-b", NULL), KMS_STORAGE_NOTFOUND);
+
+    guard_answer = false;
+    kms_storage_set_commit_guard(a, test_guard, NULL);
+    assert_false(write_one(a, "ha-guarded"));
+    assert_int_equal(get_check(a, KMS_DB_META, "ha-guarded", NULL), KMS_STORAGE_NOTFOUND);
+    guard_answer = true;
+    assert_true(write_one(a, "ha-guarded"));
+    kms_storage_set_commit_guard(a, NULL, NULL);
+
+    /* PostgreSQL ends a's session (as its idle_session_timeout would): the lock is gone */
+    pid = pg_sql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                 "AND granted AND classid = 1802335076 AND objid = 1936682085");
+    assert_string_equal(pid, "t");
+    free(pid);
+    assert_int_not_equal(kms_storage_leader_ping(a), 0);
+    assert_false(write_one(a, "ha-after")); /* never on a replacement session */
+    assert_int_equal(kms_storage_leader_try(b, &got), 0);
+    assert_true(got);
+    assert_true(write_one(b, "ha-b"));
+    assert_int_equal(kms_storage_leader_try(a, &got), 0); /* a reconnects, b holds it */
+    assert_false(got);
+    assert_int_equal(kms_storage_leader_release(a, "a"), -1); /* not holding */
+    assert_int_equal(kms_storage_leader_publish(b, "b", "http://b:1", 3000), 0);
+    assert_int_equal(kms_storage_leader_release(b, "b"), 0);
+    assert_int_equal(kms_storage_leader_read(a, &l), 0);
+    assert_true(l.released);
+    assert_string_equal(l.replica, "b");
+    assert_int_equal(l.lease_ms, 3000);
+    assert_false(write_one(b, "ha-released"));
+    assert_int_equal(kms_storage_leader_try(a, &got), 0);
+    assert_true(got);
+    kms_storage_close(&b);
+    kms_storage_close(&a);
+}
+
+/* The session of a replica stuck past its lease is ended by PostgreSQL itself. */
+static void test_pg_leader_idle_timeout(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_storage_opts o = {.nosync = true, .pg_ha_lease_ms = 300};
+    struct kms_storage *a = open_store(f, &o);
+    bool got = false;
+    char *n;
+
+    assert_int_equal(kms_storage_leader_try(a, &got), 0);
+    assert_true(got);
+    /* poll: the lock is released once the idle session was ended (about 300 ms) */
+    for (int i = 0; i < 100; i++) {
+        n = pg_sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+                   "classid = 1802335076 AND objid = 1936682085");
+        bool gone = strcmp(n, "0") == 0;
+        free(n);
+        if (gone)
+            break;
+        assert_true(i < 99);
+        usleep(100 * 1000);
+    }
+    assert_int_not_equal(kms_storage_leader_ping(a), 0);
+    kms_storage_close(&a);
+}
+
+/* LMDB has no leadership. */
+static void test_leader_unsupported(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_storage_leader l;
+    bool got = true;
+
+    assert_int_equal(kms_storage_leader_try(f->st, &got), -1);
+    assert_false(got);
+    assert_int_equal(kms_storage_leader_ping(f->st), -1);
+    assert_int_equal(kms_storage_leader_publish(f->st, "a", "http://a:1", 1000), -1);
+    assert_int_equal(kms_storage_leader_release(f->st, "a"), -1);
+    assert_int_equal(kms_storage_leader_read(f->st, &l), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest common[] = {
@@ -1384,6 +1534,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_map_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seal_key_file_modes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seal_key_encodings, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_leader_unsupported, setup, teardown),
     };
     const struct CMUnitTest pg_only[] = {
         cmocka_unit_test_setup_teardown(test_pg_failed_statement_rolls_back, setup, teardown),
@@ -1391,6 +1542,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pg_reconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pg_open_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pg_exclusive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pg_leader_lock, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pg_leader_idle_timeout, setup, teardown),
     };
     int failed;
 

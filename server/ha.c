@@ -418,7 +418,7 @@ static void standby_health(struct kms_ha *ha, const struct kms_http_req *req,
 static void leader_status(struct kms_ha *ha, struct kms_http_resp *resp)
 {
     char addr[256], since[40] = "";
-    bool self = atomic_load(&ha->active);
+    bool self = atomic_load(&ha->active) && ha_lease_ok(ha);
 
     pthread_mutex_lock(&ha->mu);
     snprintf(addr, sizeof(addr), "%s", ha->leader_addr);

@@ -29,6 +29,7 @@ struct kms_audit {
     void *log_arg;
     _Atomic int64_t last_fail_log; /* a failing disk must not flood the server log */
     _Atomic uint64_t fails;
+    char replica[320]; /* opts->replica, "" = none (the devices point at it) */
 };
 
 struct kms_audit_rec {
@@ -83,12 +84,16 @@ int kms_audit_create(struct kms_storage *st, const struct kms_audit_opts *opts,
                      struct kms_audit **out, struct kms_err *err)
 {
     struct kms_audit *a = calloc(1, sizeof(*a));
-    struct kms_audit_dev_env env = {st, opts->log, opts->log_arg};
+    struct kms_audit_dev_env env = {st, opts->log, opts->log_arg, NULL};
     int rc = -1;
 
     if (a == NULL) {
         kms_err_set(err, 500, "out of memory");
         goto out;
+    }
+    if (opts->replica != NULL && opts->replica[0] != '\0') {
+        snprintf(a->replica, sizeof(a->replica), "%s", opts->replica);
+        env.replica = a->replica;
     }
     a->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : KMS_AUDIT_DEFAULT_TIMEOUT_MS;
     a->log = opts->log;

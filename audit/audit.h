@@ -64,6 +64,10 @@ struct kms_audit_opts {
     int64_t timeout_ms; /* bound on waiting for a line to be durable; 0 = default (10 s) */
     kms_audit_log_fn log;
     void *log_arg;
+    /* HA replicas (docs/ha.md): each keeps its own file and chain; the head record in storage
+     * is then "audit/<device>/head/<replica>" (NULL: "audit/<device>/head"). The salt stays
+     * one per device, shared by the replicas. Copied. */
+    const char *replica;
 };
 
 struct kms_audit;

@@ -64,6 +64,7 @@ struct kms_audit_dev_env {
     struct kms_storage *st; /* may be NULL */
     kms_audit_log_fn log;
     void *log_arg;
+    const char *replica; /* the chain head record is per replica when set (borrowed) */
 };
 
 /*

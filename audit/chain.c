@@ -49,12 +49,13 @@ int kms_audit_line_chain(const char *line, size_t n, uint64_t *seq,
         return -1;
     }
     size_t hpos = n - tail;
-    if (memcmp(line + hpos, hk, sizeof(hk) - 1) != 0 || !kms_audit_is_chain_hash(line + hpos + sizeof(hk) - 1)) {
+    if (memcmp(line + hpos, hk, sizeof(hk) - 1) != 0 ||
+        !kms_audit_is_chain_hash(line + hpos + sizeof(hk) - 1)) {
         return -1;
     }
     size_t ppos = hpos - ptail;
-    if (memcmp(line + ppos, pk, sizeof(pk) - 1) != 0 || !kms_audit_is_chain_hash(line + ppos + sizeof(pk) - 1) ||
-        line[hpos - 1] != '"') {
+    if (memcmp(line + ppos, pk, sizeof(pk) - 1) != 0 ||
+        !kms_audit_is_chain_hash(line + ppos + sizeof(pk) - 1) || line[hpos - 1] != '"') {
         return -1;
     }
     size_t d = ppos;
@@ -77,4 +78,3 @@ int kms_audit_line_chain(const char *line, size_t n, uint64_t *seq,
     *prefix_len = hpos;
     return 0;
 }
-

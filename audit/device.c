@@ -47,6 +47,7 @@
 
 #define SALT_META "audit/%s/salt"
 #define HEAD_META "audit/%s/head"
+#define HEAD_META_REPLICA "audit/%s/head/%s" /* HA: one chain head per replica */
 #define TAIL_READ 512
 
 /* An open log file; the last reference closes it. */
@@ -194,12 +195,22 @@ out:
     return rc;
 }
 
+/* The storage key of the device's chain head: shared, or this replica's own. */
+static void head_key(const struct kms_audit_dev *d, char *key, size_t cap)
+{
+    if (d->env.replica != NULL) {
+        snprintf(key, cap, HEAD_META_REPLICA, d->o.name, d->env.replica);
+    } else {
+        snprintf(key, cap, HEAD_META, d->o.name);
+    }
+}
+
 static int load_head(struct kms_audit_dev *d, uint64_t *seq, char hash[KMS_AUDIT_HASH_LEN + 1])
 {
     struct kms_txn *txn = NULL;
     uint8_t *val = NULL;
     size_t vallen = 0;
-    char key[64];
+    char key[400];
     char text[128];
     int rc = -1;
 
@@ -208,7 +219,7 @@ static int load_head(struct kms_audit_dev *d, uint64_t *seq, char hash[KMS_AUDIT
     if (d->env.st == NULL) {
         return 0;
     }
-    snprintf(key, sizeof(key), HEAD_META, d->o.name);
+    head_key(d, key, sizeof(key));
     if (kms_storage_txn_begin(d->env.st, false, &txn) != 0) {
         goto out;
     }
@@ -246,7 +257,7 @@ out:
 static void save_head(struct kms_audit_dev *d)
 {
     struct kms_txn *txn = NULL;
-    char key[64];
+    char key[400];
     char text[128];
     uint64_t seq;
 
@@ -257,7 +268,7 @@ static void save_head(struct kms_audit_dev *d)
     seq = d->wseq;
     int n = snprintf(text, sizeof(text), "%" PRIu64 " %s", seq, d->whash);
     pthread_mutex_unlock(&d->mu);
-    snprintf(key, sizeof(key), HEAD_META, d->o.name);
+    head_key(d, key, sizeof(key));
     if (kms_storage_txn_begin(d->env.st, true, &txn) != 0 ||
         kms_storage_put(txn, KMS_DB_META, key, strlen(key), text, (size_t)n) != 0 ||
         kms_storage_txn_commit(&txn) != 0) {

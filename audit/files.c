@@ -357,26 +357,75 @@ int kms_audit_verify_files(const char *const *paths, size_t n, struct kms_audit_
 static void verify_usage(const char *prog, FILE *f)
 {
     fprintf(f,
-            "Usage: %s audit verify [--genesis] [--anchor=sha256:HEX] [-q] FILE|DIR...\n\n"
+            "Usage: %s audit verify [--genesis] [--anchor=sha256:HEX] [--each] [-q] FILE|DIR...\n\n"
             "Checks the hash chain of an audit log: every line's own hash, and that each\n"
             "line's prev_hash is the previous line's hash, across rotated files (ordered by\n"
             "their first sequence number; a directory means every file in it).\n\n"
             "  --genesis        the chain must start at seq 1 (no older file left out)\n"
             "  --anchor=HASH    a head recorded elsewhere earlier must still be in the chain\n"
+            "  --each           every FILE|DIR is a chain of its own (HA replicas: one log\n"
+            "                   each), verified on its own\n"
             "  -q               print nothing on success\n\n"
             "Exit status: 0 intact, 1 tampered (the first bad FILE:LINE is printed), 2 usage\n"
             "or read errors.\n",
             prog);
 }
 
+/* Verify one chain (files of one log, rotated copies included) and report it; the exit status. */
+static int verify_chain(const char *prog, const char *const *args, size_t nargs, bool quiet,
+                        const char *label, struct kms_audit_verify_result *r)
+{
+    struct kms_err err;
+    char **paths = NULL;
+    size_t npaths = 0;
+    int status = 2;
+
+    if (kms_audit_files_expand(args, nargs, false, &paths, &npaths, &err) != 0) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        goto out;
+    }
+    int rc = kms_audit_verify_files((const char *const *)paths, npaths, r);
+    if (rc < 0) {
+        fprintf(stderr, "%s: %s\n", prog, r->reason);
+        goto out;
+    }
+    if (rc > 0) {
+        if (r->bad_line > 0) {
+            fprintf(stderr, "%s:%" PRIu64 ": %s\n", r->bad_file, r->bad_line, r->reason);
+        } else {
+            fprintf(stderr, "%s: %s\n", r->bad_file, r->reason);
+        }
+        fprintf(stderr, "%s: audit log NOT intact (%" PRIu64 " good lines before it)\n", prog,
+                r->lines);
+        status = 1;
+        goto out;
+    }
+    if (!quiet) {
+        if (label != NULL) {
+            printf("%s: ", label);
+        }
+        if (r->lines == 0) {
+            printf("ok: no records in %zu file(s)\n", npaths);
+        } else {
+            printf("ok: %" PRIu64 " records in %zu file(s), seq %" PRIu64 "..%" PRIu64
+                   "%s\nhead: %s\n",
+                   r->lines, npaths, r->first_seq, r->last_seq,
+                   r->first_seq == 1 ? " (from the genesis)" : " (earlier records not given)",
+                   r->head);
+        }
+    }
+    status = 0;
+out:
+    kms_audit_files_free(&paths, npaths);
+    return status;
+}
+
 int kms_audit_verify_command(const char *prog, int argc, char **argv)
 {
     struct kms_audit_verify_result r;
-    struct kms_err err;
     const char **args = calloc((size_t)(argc > 0 ? argc : 1), sizeof(*args));
-    char **paths = NULL;
-    size_t nargs = 0, npaths = 0;
-    bool quiet = false;
+    size_t nargs = 0;
+    bool quiet = false, each = false;
     int status = 2;
 
     memset(&r, 0, sizeof(r));
@@ -391,6 +440,8 @@ int kms_audit_verify_command(const char *prog, int argc, char **argv)
             goto out;
         } else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
             quiet = true;
+        } else if (strcmp(a, "--each") == 0 || strcmp(a, "-each") == 0) {
+            each = true;
         } else if (strcmp(a, "--genesis") == 0 || strcmp(a, "-genesis") == 0) {
             r.genesis = true;
         } else if (strncmp(a, "--anchor=", 9) == 0 || strncmp(a, "-anchor=", 8) == 0) {
@@ -405,44 +456,29 @@ int kms_audit_verify_command(const char *prog, int argc, char **argv)
             args[nargs++] = a;
         }
     }
-    if (nargs == 0) {
+    if (nargs == 0 || (each && r.anchor != NULL)) {
+        if (each && r.anchor != NULL) {
+            fprintf(stderr, "%s: --anchor names one chain: it cannot be used with --each\n", prog);
+        }
         verify_usage(prog, stderr);
         goto out;
     }
-    if (kms_audit_files_expand(args, nargs, false, &paths, &npaths, &err) != 0) {
-        fprintf(stderr, "%s: %s\n", prog, err.msg);
+    if (!each) {
+        status = verify_chain(prog, args, nargs, quiet, NULL, &r);
         goto out;
     }
-    int rc = kms_audit_verify_files((const char *const *)paths, npaths, &r);
-    if (rc < 0) {
-        fprintf(stderr, "%s: %s\n", prog, r.reason);
-        goto out;
-    }
-    if (rc > 0) {
-        if (r.bad_line > 0) {
-            fprintf(stderr, "%s:%" PRIu64 ": %s\n", r.bad_file, r.bad_line, r.reason);
-        } else {
-            fprintf(stderr, "%s: %s\n", r.bad_file, r.reason);
-        }
-        fprintf(stderr, "%s: audit log NOT intact (%" PRIu64 " good lines before it)\n", prog,
-                r.lines);
-        status = 1;
-        goto out;
-    }
-    if (!quiet) {
-        if (r.lines == 0) {
-            printf("ok: no records in %zu file(s)\n", npaths);
-        } else {
-            printf("ok: %" PRIu64 " records in %zu file(s), seq %" PRIu64 "..%" PRIu64
-                   "%s\nhead: %s\n",
-                   r.lines, npaths, r.first_seq, r.last_seq,
-                   r.first_seq == 1 ? " (from the genesis)" : " (earlier records not given)",
-                   r.head);
-        }
-    }
+    /* one chain per argument (HA replicas: one log each); the worst status wins */
     status = 0;
+    for (size_t i = 0; i < nargs; i++) {
+        struct kms_audit_verify_result one;
+        memset(&one, 0, sizeof(one));
+        one.genesis = r.genesis;
+        int st = verify_chain(prog, &args[i], 1, quiet, args[i], &one);
+        if (st == 2 || (st == 1 && status == 0)) {
+            status = st;
+        }
+    }
 out:
-    kms_audit_files_free(&paths, npaths);
     free(args);
     return status;
 }

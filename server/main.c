@@ -234,6 +234,7 @@ struct runtime {
     const struct kms_audit_device_opts *adevs;
     size_t ndevs;
     int64_t flag_delay;
+    char replica[320]; /* HA: this replica's id (its own audit chain head) */
 };
 
 static void controller_report(const char *event, const char *ns_id, const char *project,
@@ -553,6 +554,7 @@ static int build_service(struct runtime *rt, struct kms_api **api, struct kms_er
     auopts.ndevices = rt->ndevs;
     auopts.timeout_ms = rt->cfg->audit_timeout * 1000;
     auopts.log = audit_log;
+    auopts.replica = rt->replica[0] != '\0' ? rt->replica : NULL;
     if (kms_audit_create(rt->st, &auopts, &rt->audit, err) != 0) {
         return -1;
     }
@@ -740,8 +742,9 @@ static int start_ha(const struct kms_config *cfg, struct runtime *rt, const char
         fprintf(stderr, "kmsd: \"api_addr\" must start with http:// or https://\n");
         return -1;
     }
-    if (kms_ha_start(rt->ha, addr, cfg->ha_replica_id[0] != '\0' ? cfg->ha_replica_id : addr,
-                     &err) != 0) {
+    snprintf(rt->replica, sizeof(rt->replica), "%s",
+             cfg->ha_replica_id[0] != '\0' ? cfg->ha_replica_id : addr);
+    if (kms_ha_start(rt->ha, addr, rt->replica, &err) != 0) {
         fprintf(stderr, "kmsd: %s\n", err.msg);
         return -1;
     }

@@ -10,9 +10,9 @@ state; with PostgreSQL stopped the replicas answer 503 once the lease ran out an
 no write, then serve again without a restart when PostgreSQL is back; a min_decryption_version
 raised through one replica holds through every replica."""
 
-import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -20,7 +20,8 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pg"))
 
-from kmsd_harness import KmsdServer, KmsdTestCase, b64, unb64, wait_for  # noqa: E402
+from kmsd_harness import (KMSD_BIN, KmsdServer, KmsdTestCase, b64, unb64,  # noqa: E402
+                          wait_for)
 from pgtmp import PgCluster  # noqa: E402
 
 PASSWORD = "pg-Secret-ha-5e1d"
@@ -359,6 +360,63 @@ class HaTest(HaCase):
             self.assertEqual(r.status, 400, r.describe())
             r = s.request("GET", "transit/keys/floor")
             self.assertEqual(self.ok(r)["min_decryption_version"], 2)
+
+
+class HaAuditTest(HaCase):
+
+    def test_each_replica_keeps_its_own_audit_chain(self):
+        servers = []
+        for _ in range(2):
+            srv = self.replica()
+            srv.config["audit_file"] = os.path.join(srv.workdir, "audit.log")
+            srv.config["ha_replica_id"] = "replica-%d" % len(servers)
+            servers.append(srv.start())
+        a = self.wait_one_active(servers)
+        b = [s for s in servers if s is not a][0]
+        self.init(b, a)
+        self.ok(b.request("POST", "transit/keys/aud"))
+        self.ok(b.request("POST", "transit/encrypt/aud", {"plaintext": b64(b"on a")}))
+        # a clean stop: b takes over and audits into its own file
+        self.assertEqual(a.stop(), 0)
+        wait_for(lambda: self.actives([b]) == [b], 10, "b active")
+        self.ok(b.request("POST", "transit/encrypt/aud", {"plaintext": b64(b"on b")}))
+        # a comes back as a standby, b stops: a serves again and continues its own chain
+        a.start()
+        self.assertEqual(b.stop(), 0)
+        wait_for(lambda: self.actives([a]) == [a], 10, "a active again")
+        self.ok(a.request("POST", "transit/encrypt/aud", {"plaintext": b64(b"on a again")}))
+        self.assertEqual(a.stop(), 0)
+        files = [s.config["audit_file"] for s in servers]
+        texts = []
+        for f in files:
+            with open(f) as fh:
+                texts.append(fh.read())
+        self.assertIn("transit/encrypt/aud", texts[0])
+        self.assertIn("transit/encrypt/aud", texts[1])
+        for f in files:
+            r = subprocess.run([KMSD_BIN, "audit", "verify", "--genesis", f],
+                               capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        r = subprocess.run([KMSD_BIN, "audit", "verify", "--each", "--genesis"] + files,
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(r.stdout.count("ok: "), 2, r.stdout)
+        # one chain head record per replica in storage, none shared
+        heads = self.pg.psql("SELECT count(*) FROM kmsd_records WHERE db = 0 AND "
+                             "position('audit/file/head/replica-'::bytea IN key) = 1").strip()
+        self.assertEqual(heads, "2")
+        shared = self.pg.psql("SELECT count(*) FROM kmsd_records WHERE db = 0 AND "
+                              "key = 'audit/file/head'::bytea").strip()
+        self.assertEqual(shared, "0")
+        # a tampered replica file is caught by --each, naming it
+        with open(files[1], "r+") as f:
+            data = f.read().replace("transit/encrypt/aud", "transit/encrypt/AUD", 1)
+            f.seek(0)
+            f.write(data)
+        r = subprocess.run([KMSD_BIN, "audit", "verify", "--each"] + files,
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(files[1], r.stderr)
 
 
 class HaConfigTest(HaCase):

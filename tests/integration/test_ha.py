@@ -116,7 +116,22 @@ class HaCase(unittest.TestCase):
             found[:] = [s for s in self.actives(servers) if s not in exclude]
             return len(found) == 1
         wait_for(one, timeout, lambda: "exactly one active replica (have %d)" % len(found))
-        return found[0]
+        active = found[0]
+
+        def known():
+            # every live standby has read the leader record (it does every heartbeat)
+            for s in servers:
+                if s is active or s.proc is None or s.proc.poll() is not None:
+                    continue
+                try:
+                    r = s.request("GET", "sys/leader", token=None, timeout=5)
+                except OSError:
+                    return False
+                if r.status != 200 or r.json.get("leader_address") != active.addr:
+                    return False
+            return True
+        wait_for(known, timeout, "the standbys to know the active replica's address")
+        return active
 
     def init(self, via, actives):
         r = via.request("PUT", "sys/init", {}, token=None)
@@ -378,12 +393,12 @@ class HaAuditTest(HaCase):
         self.ok(b.request("POST", "transit/encrypt/aud", {"plaintext": b64(b"on a")}))
         # a clean stop: b takes over and audits into its own file
         self.assertEqual(a.stop(), 0)
-        wait_for(lambda: self.actives([b]) == [b], 10, "b active")
+        self.wait_one_active([b], timeout=10)
         self.ok(b.request("POST", "transit/encrypt/aud", {"plaintext": b64(b"on b")}))
         # a comes back as a standby, b stops: a serves again and continues its own chain
         a.start()
         self.assertEqual(b.stop(), 0)
-        wait_for(lambda: self.actives([a]) == [a], 10, "a active again")
+        self.wait_one_active([a], timeout=10)
         self.ok(a.request("POST", "transit/encrypt/aud", {"plaintext": b64(b"on a again")}))
         self.assertEqual(a.stop(), 0)
         files = [s.config["audit_file"] for s in servers]

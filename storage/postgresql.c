@@ -60,10 +60,12 @@
 #include "storage/storage_int.h"
 
 #include <libpq-fe.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define PG_TABLE "kmsd_records"
 #define PG_LEADER_TABLE "kmsd_leader"
@@ -177,8 +179,9 @@ static void pg_conn_close(struct pg_conn *pc)
  */
 static struct pg_conn *pg_connect(struct kms_backend *b, bool writer, struct kms_err *err)
 {
-    const char *keys[5], *vals[5];
+    const char *keys[6], *vals[6];
     struct pg_conn *pc = calloc(1, sizeof *pc);
+    char tcp_timeout[24];
     size_t n = 0;
 
     if (pc == NULL) {
@@ -189,6 +192,12 @@ static struct pg_conn *pg_connect(struct kms_backend *b, bool writer, struct kms
     vals[n++] = "kmsd";
     keys[n] = "connect_timeout";
     vals[n++] = "10";
+    if (writer && b->ha_lease_ms > 0) {
+        /* HA: unacknowledged writes on the leader's session fail within a lease on TCP */
+        snprintf(tcp_timeout, sizeof tcp_timeout, "%lld", (long long)b->ha_lease_ms);
+        keys[n] = "tcp_user_timeout";
+        vals[n++] = tcp_timeout;
+    }
     keys[n] = "dbname";
     vals[n++] = b->conninfo;
     if (b->password != NULL) {
@@ -701,6 +710,46 @@ static const char pg_ping_sql[] =
     "granted AND objsubid = 1 AND classid = (" PG_SOLE_LOCK "::bigint >> 32)::oid AND "
     "objid = (" PG_SOLE_LOCK "::bigint & 4294967295)::oid";
 
+/*
+ * One statement with a deadline (a ping must not hang on a partitioned network: PQexec would
+ * wait for TCP to give up). The last result, or NULL on error or when `ms` passed first.
+ */
+static PGresult *pg_exec_within(PGconn *c, const char *sql, int64_t ms)
+{
+    struct timespec start, now;
+    PGresult *r, *last = NULL;
+
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    if (PQsendQuery(c, sql) != 1)
+        return NULL;
+    for (;;) {
+        int64_t spent;
+        struct pollfd pfd = {.fd = PQsocket(c), .events = POLLIN};
+        int flushed = PQflush(c);
+
+        if (flushed < 0)
+            break;
+        if (flushed == 1)
+            pfd.events |= POLLOUT;
+        if (!PQisBusy(c)) {
+            while ((r = PQgetResult(c)) != NULL) {
+                PQclear(last);
+                last = r;
+            }
+            return last;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        spent =
+            (int64_t)(now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (spent >= ms || poll(&pfd, 1, (int)(ms - spent)) <= 0)
+            break;
+        if ((pfd.revents & (POLLIN | POLLERR | POLLHUP)) != 0 && PQconsumeInput(c) != 1)
+            break;
+    }
+    PQclear(last);
+    return NULL;
+}
+
 static int pg_leader_ping(struct kms_backend *b)
 {
     PGresult *r = NULL;
@@ -709,11 +758,17 @@ static int pg_leader_ping(struct kms_backend *b)
     pthread_mutex_lock(&b->write_mu);
     if (b->writer == NULL || !b->writer->leader)
         goto out;
-    r = PQexec(b->writer->c, pg_ping_sql);
-    if (pg_ok(r, PGRES_TUPLES_OK) && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "1") == 0)
+    r = pg_exec_within(b->writer->c, pg_ping_sql, b->ha_lease_ms);
+    if (pg_ok(r, PGRES_TUPLES_OK) && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "1") == 0) {
         rc = 0;
-    else if (b->writer != NULL)
+    } else if (r == NULL && PQstatus(b->writer->c) == CONNECTION_OK) {
+        /* no answer within a lease (a partition): give the session up, the lock goes with it
+         * once PostgreSQL ends it, and this replica stands again on a new connection */
+        pg_conn_close(b->writer);
+        b->writer = NULL;
+    } else {
         b->writer->leader = false; /* lost: only a new try takes it again */
+    }
 out:
     PQclear(r);
     pg_writer_check(b);

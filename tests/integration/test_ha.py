@@ -11,7 +11,9 @@ no write, then serve again without a restart when PostgreSQL is back; a min_decr
 raised through one replica holds through every replica."""
 
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +29,74 @@ from pgtmp import PgCluster  # noqa: E402
 PASSWORD = "pg-Secret-ha-5e1d"
 LEASE_MS = 1500
 HEARTBEAT_MS = 250
+
+
+class BlackholeProxy:
+    """A TCP proxy from a loopback port to PostgreSQL that can silently drop everything: with
+    `drop` set, bytes in either direction are read and thrown away (the kernel still
+    acknowledges them, as a broken middlebox would), so both ends see a live but silent peer.
+    heal() closes what was cut (a NAT forgetting it) and lets new connections through."""
+
+    def __init__(self, port):
+        self.upstream = port
+        self.drop = threading.Event()
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.port = self.lsock.getsockname()[1]
+        self.pairs = []
+        self.lock = threading.Lock()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            try:
+                u = socket.create_connection(("127.0.0.1", self.upstream))
+            except OSError:
+                c.close()
+                continue
+            with self.lock:
+                self.pairs.append((c, u))
+            threading.Thread(target=self._pump, args=(c, u), daemon=True).start()
+
+    def _pump(self, c, u):
+        socks = [c, u]
+        try:
+            while not self.closed:
+                r, _, _ = select.select(socks, [], [], 0.2)
+                for s in r:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    if not self.drop.is_set():
+                        (u if s is c else c).sendall(data)
+        except OSError:
+            pass
+        finally:
+            c.close()
+            u.close()
+
+    def heal(self):
+        with self.lock:
+            pairs, self.pairs = self.pairs, []
+        for c, u in pairs:
+            for s in (c, u):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        self.drop.clear()
+
+    def close(self):
+        self.closed = True
+        self.lsock.close()
+        self.heal()
 
 
 class HaCase(unittest.TestCase):
@@ -375,6 +445,74 @@ class HaTest(HaCase):
             self.assertEqual(r.status, 400, r.describe())
             r = s.request("GET", "transit/keys/floor")
             self.assertEqual(self.ok(r)["min_decryption_version"], 2)
+
+
+class HaPartitionTest(HaCase):
+
+    def test_partitioned_active_never_overlaps(self):
+        """The active's PostgreSQL traffic silently dropped: it stops answering at its lease,
+        PostgreSQL ends its session, a standby takes over after waiting out the lease, and
+        nothing the cut-off replica answers after that reflects its stale state."""
+        proxies = [BlackholeProxy(self.pg.port) for _ in range(3)]
+        self.addCleanup(lambda: [p.close() for p in proxies])
+        servers = []
+        for p in proxies:
+            url = "postgresql://kmsd@127.0.0.1:%d/kmsd" % p.port
+            servers.append(self.replica(postgresql_url=url).start())
+        old = self.wait_one_active(servers)
+        proxy = proxies[servers.index(old)]
+        self.init(old, old)
+        self.ok(old.request("POST", "transit/keys/part"))
+        ct1 = self.ok(old.request("POST", "transit/encrypt/part",
+                                  {"plaintext": b64(b"one")}))["ciphertext"]
+        self.ok(old.request("POST", "transit/keys/part/rotate"))
+        r = old.request("POST", "transit/decrypt/part", {"ciphertext": ct1})
+        self.assertEqual(unb64(self.ok(r)["plaintext"]), b"one")  # cached on the old active
+
+        answers = []  # (sent, received, status) of decrypts sent straight to the old active
+        stop = threading.Event()
+
+        def probe():
+            while not stop.is_set():
+                t0 = time.monotonic()
+                try:
+                    r = old.request("POST", "transit/decrypt/part", {"ciphertext": ct1},
+                                    timeout=10)
+                    answers.append((t0, time.monotonic(), r.status))
+                except OSError:
+                    pass
+                time.sleep(0.02)
+        th = threading.Thread(target=probe)
+        proxy.drop.set()
+        t_cut = time.monotonic()
+        th.start()
+        try:
+            others = [s for s in servers if s is not old]
+            new = self.wait_one_active(others, timeout=30)
+            t_new = time.monotonic()
+            self.ok(new.request("POST", "transit/keys/part/config",
+                                {"min_decryption_version": 2}))
+            t_floor = time.monotonic()
+            wait_for(lambda: any(a[0] > t_floor + LEASE_MS / 1000 for a in answers), 20,
+                     "answers from the cut-off replica after the floor was raised")
+        finally:
+            stop.set()
+            th.join()
+        sys.stderr.write("\ncut-off replica: %d answers, statuses %s; takeover after %.2fs\n" % (
+            len(answers), sorted(set(a[2] for a in answers)), t_new - t_cut))
+        # it stopped answering 2xx within its lease of the cut
+        late = [a for a in answers if 200 <= a[2] < 300 and a[0] > t_cut + LEASE_MS / 1000]
+        self.assertEqual(late, [], "2xx from the cut-off replica after its lease")
+        # nothing it answered after the new active's raise was a stale 2xx
+        stale = [a for a in answers if a[0] > t_floor and 200 <= a[2] < 300]
+        self.assertEqual(stale, [])
+        self.assertGreater(t_new - t_cut, LEASE_MS / 1000)
+        # healed: the old replica comes back as a standby and forwards
+        proxy.heal()
+        wait_for(lambda: old.request("POST", "transit/decrypt/part",
+                                     {"ciphertext": ct1}).status == 400, 30,
+                 "the old active forwarding to the new one")
+        self.assertEqual(self.actives(servers), [new])
 
 
 class HaAuditTest(HaCase):

@@ -135,18 +135,21 @@ static void teardown_api(void *arg, struct kms_api **api)
 static void psql(const char *sql, char *out, size_t cap)
 {
     const char *bin = getenv("KMS_PG_BIN");
-    char cmd[2048];
+    char cmd[2048], all[4096];
+    size_t n = 0;
     FILE *p;
 
-    snprintf(cmd, sizeof(cmd), "%s/psql -X -q -tA -d '%s' -c \"%s\" 2>&1",
+    snprintf(cmd, sizeof(cmd),
+             "PGOPTIONS='-c client_min_messages=warning' %s/psql -X -q -tA -d '%s' -c \"%s\" 2>&1",
              bin != NULL ? bin : "/usr/lib/postgresql/15/bin", pg_url, sql);
     p = popen(cmd, "r");
     assert_non_null(p);
-    if (fgets(out, (int)cap, p) == NULL) {
-        out[0] = '\0';
+    n = fread(all, 1, sizeof(all) - 1, p);
+    all[n] = '\0';
+    if (pclose(p) != 0) {
+        fail_msg("%s: %s", sql, all);
     }
-    out[strcspn(out, "\n")] = '\0';
-    assert_int_equal(pclose(p), 0);
+    snprintf(out, cap, "%.*s", (int)strcspn(all, "\n"), all);
 }
 
 static void replica_start(struct replica *r, const char *name)

@@ -14,6 +14,8 @@ Each round:
     named (a record cut by the kill) - never silently accepted.
 
 Usage: crash_test.py [ROUNDS]   (default 100; `make crash-test`). Prints a summary line.
+With KMS_TEST_PG_URL set (tests/pg/pgtmp.py run -- crash_test.py N) the store is that
+PostgreSQL database instead of LMDB.
 """
 
 import base64
@@ -155,8 +157,12 @@ def main():
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 100
     work = tempfile.mkdtemp(prefix="kmsd-crash-")
     audit = os.path.join(work, "audit.log")
-    srv = KmsdServer(mode="config", workdir=work,
-                     config={"rate_limit": 0, "audit_file": audit, "audit_fsync": "batch"})
+    config = {"rate_limit": 0, "audit_file": audit, "audit_fsync": "batch"}
+    pg_url = os.environ.get("KMS_TEST_PG_URL")
+    if pg_url:
+        # the same rounds on the PostgreSQL backend (`pgtmp.py run -- crash_test.py N`)
+        config.update({"storage": "postgresql", "postgresql_url": pg_url})
+    srv = KmsdServer(mode="config", workdir=work, config=config)
     rnd = random.Random(int(os.environ.get("CRASH_SEED", "1")))
     ledger = Ledger()
     stats = {"rounds": 0, "acked_writes": 0, "torn_audit_lines": 0}
@@ -199,9 +205,9 @@ def main():
         srv.kill()
         if not failures:
             shutil.rmtree(work, ignore_errors=True)
-    print("crash-test: %d rounds, %d keys, %d acknowledged writes, %d ciphertexts checked, "
+    print("crash-test (%s): %d rounds, %d keys, %d acknowledged writes, %d ciphertexts checked, "
           "%d KMSKeys, %d kills left a torn audit line" % (
-              stats["rounds"], len(ledger.keys), stats["acked_writes"],
+              "postgresql" if pg_url else "lmdb", stats["rounds"], len(ledger.keys), stats["acked_writes"],
               stats.get("ciphertexts", 0), len(ledger.kmskeys), stats["torn_audit_lines"]))
     for f in failures:
         print("FAIL", f)

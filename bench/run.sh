@@ -15,6 +15,8 @@
 #     before and after);
 #   - the KMS v2 plugin (bench/plugin.sh): Encrypt/Decrypt calls per second over the unix
 #     socket, in process and through the sidecar, p99, ratio to the HTTP encrypt figure;
+#   - signatures (bench/sign.sh): ed25519 and ecdsa-p256 sign and verify per second in process,
+#     single and batches of 100, next to `openssl speed` run in the same invocation (ratio);
 #   - start-up time to the first healthy answer (min/median of 10) and idle RSS (dev and
 #     config mode); the API pipeline alone, in-process (kmsd-apibench).
 #
@@ -550,4 +552,9 @@ say ""
 BUILD=$B BENCH_SKIP_BUILD=1 BENCH_THREADS=$THREADS BENCH_CONNECTIONS=$CONNS "$ROOT/bench/plugin.sh" \
     >/dev/null 2>>"$LOG" || say "bench: the KMS plugin part failed (see $OUT/plugin-bench.log)"
 [ -f "$OUT/plugin-results.txt" ] && tee -a "$TXT" <"$OUT/plugin-results.txt" | tee -a "$LOG"
+# ---- 7. signatures (bench/sign.sh): ed25519 / ecdsa-p256 sign and verify vs openssl speed -------
+say ""
+BUILD=$B BENCH_SKIP_BUILD=1 "$ROOT/bench/sign.sh" >/dev/null 2>>"$LOG" ||
+    say "bench: the signature part failed (see $OUT/sign-bench.log)"
+[ -f "$OUT/sign-results.txt" ] && tee -a "$TXT" <"$OUT/sign-results.txt" | tee -a "$LOG"
 echo "bench: results in $TXT, raw output in $LOG" >&2

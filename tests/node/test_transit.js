@@ -5,12 +5,18 @@
 // where it has them, vault.write/read/list/delete elsewhere. Results are checked with Node's
 // own crypto: signatures verify with the public keys kmsd reads back, exported keys decrypt
 // and sign as kmsd does, keys made by Node are imported (BYOK) and used from both sides.
+// derive-key is checked against node:crypto's own ECDH + HKDF, and keys/:name/csr against
+// openssl, which issues the certificate that set-certificate stores.
 //
 // Run: node test_transit.js (ctest: integration_node_vault; `make deps` runs npm ci here).
 
 const { describe, test: nodeTest, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
+const { execFileSync } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
 const { Kmsd } = require('./kmsd.js');
 
 let nodeVault;
@@ -433,6 +439,77 @@ describe('node-vault against kmsd', () => {
         assert.equal(r.data.sum, crypto.createHash('sha3-256').update(input).digest('hex'));
         await rejects(vault.write('transit/hash/md5', { input: input.toString('base64') }), 400,
             ['unsupported algorithm md5']);
+    });
+
+    test('derive-key: ECDH + HKDF agreed with node:crypto on every curve', async () => {
+        for (const [type, curve] of [['ecdsa-p256', 'prime256v1'], ['ecdsa-p384', 'secp384r1'],
+            ['ecdsa-p521', 'secp521r1']]) {
+            const base = uniq('ecdh-base');
+            await vault.transitCreateKey({ name: base, type });
+            const mine = crypto.generateKeyPairSync('ec', { namedCurve: curve });
+            const derived = uniq('ecdh');
+            const r = await vault.write(`transit/derive-key/${derived}`, {
+                base_key_name: base,
+                peer_public_key: mine.publicKey.export({ type: 'spki', format: 'pem' }),
+            });
+            assert.ok(!r, 'derive-key answers 204, no body');
+            const theirs = crypto.createPublicKey(
+                (await vault.transitReadKey({ name: base })).data.keys['1'].public_key);
+            const secret = crypto.diffieHellman({ privateKey: mine.privateKey, publicKey: theirs });
+            const key = Buffer.from(crypto.hkdfSync('sha256', secret, Buffer.alloc(0),
+                Buffer.alloc(0), 32));
+            const pt = crypto.randomBytes(24);
+            const ct = (await vault.encryptData({ name: derived, plaintext: pt.toString('base64') }))
+                .data.ciphertext;
+            assert.deepEqual(gcmOpen(key, ct), pt, type);
+            const k = await vault.transitReadKey({ name: derived });
+            assert.equal(k.data.type, 'aes256-gcm96');
+            assert.equal(k.data.imported_key, true);
+        }
+        const base = uniq('ecdh-base');
+        await vault.transitCreateKey({ name: base, type: 'ecdsa-p256' });
+        const p384 = crypto.generateKeyPairSync('ec', { namedCurve: 'secp384r1' });
+        await rejects(vault.write(`transit/derive-key/${uniq('x')}`, { base_key_name: base,
+            peer_public_key: p384.publicKey.export({ type: 'spki', format: 'pem' }) }), 400,
+        ['base private key type ecdsa-p256 does not match peer public key curve']);
+        await rejects(vault.write(`transit/derive-key/${uniq('x')}`, { base_key_name: base }), 400,
+            ['peer public key not provided']);
+    });
+
+    test('keys/:name/csr and set-certificate with a CA made by openssl', async () => {
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kmsd-node-ca-'));
+        try {
+            const f = (n) => path.join(dir, n);
+            execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt',
+                'ec_paramgen_curve:P-256', '-nodes', '-keyout', f('ca.key'), '-out', f('ca.pem'),
+                '-subj', '/CN=node test CA', '-days', '2'], { stdio: 'ignore' });
+            const name = uniq('csr');
+            await vault.transitCreateKey({ name, type: 'ecdsa-p256' });
+            let r = await vault.write(`transit/keys/${name}/csr`, {});
+            assert.equal(r.data.name, name);
+            assert.match(r.data.csr, /^-----BEGIN CERTIFICATE REQUEST-----\n/);
+            fs.writeFileSync(f('req.pem'), r.data.csr);
+            // openssl checks the request's signature before it issues the certificate
+            execFileSync('openssl', ['x509', '-req', '-in', f('req.pem'), '-CA', f('ca.pem'),
+                '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f('leaf.pem'), '-days', '1'],
+            { stdio: 'ignore' });
+            const leaf = fs.readFileSync(f('leaf.pem'), 'utf8');
+            const ca = fs.readFileSync(f('ca.pem'), 'utf8');
+            const pub = (await vault.transitReadKey({ name })).data.keys['1'].public_key;
+            assert.ok(new crypto.X509Certificate(leaf).publicKey.equals(crypto.createPublicKey(pub)));
+            r = await vault.write(`transit/keys/${name}/set-certificate`,
+                { certificate_chain: leaf + ca });
+            assert.equal(r.data.certificate_chain, leaf + ca);
+            r = await vault.transitReadKey({ name });
+            assert.equal(r.data.keys['1'].certificate_chain, `${leaf.trim()}\n${ca.trim()}`);
+            r = await vault.read(`transit/export/certificate-chain/${name}/1`);
+            assert.equal(r.data.keys['1'], `${leaf.trim()}\n${ca.trim()}`);
+            await rejects(vault.write(`transit/keys/${name}/set-certificate`,
+                { certificate_chain: ca }), 400, ['failed to persist certificate chain: ' +
+                'certificate in the first element is not a valid leaf certificate']);
+        } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+        }
     });
 
     test('errors reach node-vault as {"errors":[...]} with the status', async () => {

@@ -10,6 +10,7 @@
 #
 # Writes $BUILD/bench/sign-results.txt (and appends the raw lines to sign-bench.log).
 # Environment: BUILD=build  BENCH_SIGN_SECONDS=3  BENCH_SKIP_BUILD=0
+#   BENCH_SIGN_CALLGRIND=0 (1: also the load-independent instruction-count ratio, ~2 minutes)
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -99,6 +100,25 @@ done
         "openssl /s" ratio target
     for r in "${rows[@]}"; do echo "$r"; done
     echo "   load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+    if [ "${BENCH_SIGN_CALLGRIND:-0}" = 1 ] && command -v valgrind >/dev/null; then
+        # load-independent: instructions of OpenSSL's own call per item / the whole pipeline's
+        echo "   instruction counts (callgrind; OpenSSL's sign/verify call per item / kms_api_handle per item):"
+        for type in ed25519 ecdsa-p256; do
+            for op in sign verify; do
+                for batch in 1 100; do
+                    reqs=$([ "$batch" = 1 ] && echo 200 || echo 5)
+                    valgrind --tool=callgrind --callgrind-out-file="$OUT/sign-cg.out" "$APIBENCH" \
+                        -op="$op" -type="$type" -batch="$batch" -requests="$reqs" >/dev/null 2>>"$LOG"
+                    callgrind_annotate --inclusive=yes "$OUT/sign-cg.out" 2>/dev/null | awk \
+                        -v t="$type" -v op="$op" -v b="$batch" -v n=$(((reqs + 1) * batch)) '
+                        /dispatch.c:kms_api_handle / { gsub(",", "", $1); h = $1 }
+                        /[?]:EVP_(DigestSign|PKEY_sign|DigestVerify|PKEY_verify) \[/ { gsub(",", "", $1); c = $1 }
+                        END { if (h > 0) printf "   %-11s %-7s %6s %10.0f /item in OpenSSL of %10.0f  ratio %.2f\n", t, op, b, c / n, h / n, c / h }'
+                done
+            done
+        done
+        rm -f "$OUT/sign-cg.out"
+    fi
 } >"$TXT.tmp"
 mv "$TXT.tmp" "$TXT"
 cat "$TXT"

@@ -105,9 +105,32 @@ struct kms_http_resp {
     size_t nextra;
 };
 
-/* Run the whole pipeline for one request; always fills resp. */
+/* Run the whole pipeline for one request; always fills resp. Blocks while the request's
+ * audit lines are written. */
 void kms_api_handle(struct kms_api *api, const struct kms_http_req *req,
                     struct kms_http_resp *resp);
+
+/*
+ * The same pipeline for an event loop, which must never wait for a disk. A request whose
+ * audit lines are not yet written (or durable, as docs/audit.md says) is parked: its result
+ * is held, and the thread goes on with other work.
+ *
+ * kms_api_start returns 0 when resp is complete, or 1 when the request is parked: *call is
+ * set, and wake(arg) will be called once, from an audit writer thread, when it can go on;
+ * the caller then calls kms_api_resume on the thread that started it, which again returns 0
+ * (resp complete, call gone) or 1 (parked again, wake comes again). `req` must stay valid
+ * until resp is complete. kms_api_abandon gives up on a parked call (its audit wait timed
+ * out, or its connection is gone): no wake comes after it returns, resp (may be NULL) gets
+ * 500 "internal error", and a request parked before its handler never runs it.
+ */
+struct kms_api_call;
+typedef void (*kms_api_wake_fn)(void *arg);
+int kms_api_start(struct kms_api *api, const struct kms_http_req *req, struct kms_http_resp *resp,
+                  kms_api_wake_fn wake, void *arg, struct kms_api_call **call) KMS_WUR;
+int kms_api_resume(struct kms_api_call *call, struct kms_http_resp *resp) KMS_WUR;
+void kms_api_abandon(struct kms_api_call *call, struct kms_http_resp *resp);
+/* How long a parked request may wait for its audit lines (audit_timeout), milliseconds. */
+int64_t kms_api_audit_timeout_ms(struct kms_api *api);
 /*
  * More Prometheus text for sys/metrics from outside the pipeline (the KMS plugin's calls):
  * fn appends to *buf (malloc'd, grown; *len, *cap updated) and returns 0, or -1 when out of

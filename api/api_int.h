@@ -43,17 +43,34 @@ void kms_metrics_request(const struct kms_route *r, const char *mount_type, int 
 /* Before the token check: decide whether this request is audited, pick its request id. */
 void kms_api_audit_arm(struct kms_ctx *c);
 /*
- * After the policy check, before routing failures and the handler: write the request line.
- * -1 (c->err = 500 internal error) when no device recorded it: the request must stop here.
+ * After the policy check, before routing failures and the handler: queue the request line.
+ * -1 (c->err = 500 internal error) when no device took it: the request must stop here. When
+ * the request may change state, c->audit.wait_request is set: its line must be durable before
+ * the handler runs (kms_api_audit_wait or a notification, then kms_api_audit_request_done).
  */
 int kms_api_audit_request(struct kms_ctx *c) KMS_WUR;
+/* After the request line is finished: -1 (c->err = 500, the hook disarmed) when no device
+ * recorded it. */
+int kms_api_audit_request_done(struct kms_ctx *c) KMS_WUR;
 /*
- * After the handler (rc is its result, or the pipeline's): write the request line if the
+ * After the handler (rc is its result, or the pipeline's): queue the request line if the
  * request was refused before it (bad token, ACL denial: both lines carry the error), then the
- * response line. Returns rc, or -1 with c->err = 500 and the outputs dropped when a line
- * could not be written. Also releases the hook's state.
+ * response line. Returns rc, or -1 with c->err = 500 and the outputs dropped when no device
+ * took a line. Then, once the lines are finished, kms_api_audit_finish.
  */
 int kms_api_audit_response(struct kms_ctx *c, int rc);
+/* Whether the request has audit lines to wait for (c->audit.rec is set). */
+bool kms_api_audit_pending(const struct kms_ctx *c);
+/* Block until the record's lines are finished (the synchronous pipeline). -1 when the time
+ * ran out. */
+int kms_api_audit_wait(struct kms_ctx *c) KMS_WUR;
+/*
+ * The lines are finished: returns rc, or -1 with c->err = 500 and the outputs dropped when
+ * no device recorded them. Releases the hook's state.
+ */
+int kms_api_audit_finish(struct kms_ctx *c, int rc);
+/* Forget the record (a parked request given up): no notification after this returns. */
+void kms_api_audit_abandon(struct kms_ctx *c);
 
 /* ---- JSON text writer (jsonw.c) --------------------------------------------------------- */
 

@@ -12,7 +12,8 @@
  *
  * Fail-closed: a request line that no device records stops the request with 500 before any
  * handler runs; a response line that no device records replaces the result with 500, so an
- * answer never leaves without its record.
+ * answer never leaves without its record. Lines are queued here and written by the audit
+ * writers; dispatch.c waits for them (or parks the request) between the steps.
  *
  * kmsd fields, in clear (nothing secret goes there): subject, op, resource, key, key_version
  * (a number, or for batches every version touched as an array), items (batch size), status
@@ -341,14 +342,14 @@ void kms_api_audit_arm(struct kms_ctx *c)
     }
 }
 
-/* Write one line; on failure set c->err to 500 (audit/ logs the cause). */
-static int log_line(struct kms_ctx *c, const char *type, bool durable, json_t *response,
-                    const char *error, json_t *extra)
+/* Queue one line; on failure set c->err to 500 (audit/ logs the cause). */
+static int post_line(struct kms_ctx *c, const char *type, bool durable, json_t *response,
+                     const char *error, json_t *extra)
 {
     struct kms_err err;
     kms_err_clear(&err);
-    if (extra == NULL || kms_audit_rec_log(c->audit.rec, type, durable, response, error, extra,
-                                           &err, NULL, 0) != 0) {
+    if (extra == NULL || kms_audit_rec_post(c->audit.rec, type, durable, response, error, extra,
+                                            &err, NULL, 0) != 0) {
         kms_err_clear(&c->err);
         kms_err_set(&c->err, 500, "internal error");
         return -1;
@@ -370,27 +371,70 @@ static int start_rec(struct kms_ctx *c, bool allowed)
     return rc;
 }
 
+/* The request ends here with c->err's 500: nothing more is written for it. */
+static void disarm(struct kms_ctx *c)
+{
+    kms_audit_rec_destroy(&c->audit.rec);
+    c->audit.armed = false;
+    c->audit.wait_request = false;
+}
+
 int kms_api_audit_request(struct kms_ctx *c)
 {
     if (!c->audit.armed) {
         return 0;
     }
     if (start_rec(c, true) != 0) {
-        kms_audit_rec_destroy(&c->audit.rec);
-        c->audit.armed = false;
+        disarm(c);
         return KMS_FAIL(c, 500, "internal error");
     }
     json_t *extra = build_extra(c, false, 0);
-    int rc = log_line(c, "request", !without_effects(c), NULL, NULL, extra);
+    /*
+     * A request that may change state waits for its request line to be durable before the
+     * handler runs. One without effects does not wait at all: its line is queued ahead of
+     * its response line in the same file, and the response line's wait covers both (a failed
+     * write fails every line queued behind it, and the record's status counts every line).
+     */
+    c->audit.wait_request = !without_effects(c);
+    int rc = post_line(c, "request", c->audit.wait_request, NULL, NULL, extra);
     json_decref(extra);
     if (rc == 0) {
         c->audit.request_logged = true;
     } else {
-        /* nothing more is written for this request: it ends here with the 500 */
-        kms_audit_rec_destroy(&c->audit.rec);
-        c->audit.armed = false;
+        disarm(c);
     }
     return rc;
+}
+
+int kms_api_audit_request_done(struct kms_ctx *c)
+{
+    struct kms_err err;
+    c->audit.wait_request = false;
+    if (c->audit.rec == NULL || kms_audit_rec_status(c->audit.rec, &err, NULL, 0) == 0) {
+        return 0;
+    }
+    disarm(c);
+    kms_err_clear(&c->err);
+    return KMS_FAIL(c, 500, "internal error");
+}
+
+bool kms_api_audit_pending(const struct kms_ctx *c)
+{
+    return c->audit.rec != NULL;
+}
+
+int kms_api_audit_wait(struct kms_ctx *c)
+{
+    struct kms_err err;
+    if (c->audit.rec == NULL) {
+        return 0;
+    }
+    return kms_audit_rec_wait(c->audit.rec, &err, NULL, 0);
+}
+
+void kms_api_audit_abandon(struct kms_ctx *c)
+{
+    disarm(c);
 }
 
 /* Drop every output of the handler: the client gets only the 500. */
@@ -407,6 +451,15 @@ static void drop_outputs(struct kms_ctx *c)
     free(c->text);
     c->text = NULL;
     c->status = 0;
+}
+
+static int fail_closed(struct kms_ctx *c)
+{
+    disarm(c);
+    drop_outputs(c);
+    kms_err_clear(&c->err);
+    kms_err_set(&c->err, 500, "internal error");
+    return -1;
 }
 
 int kms_api_audit_response(struct kms_ctx *c, int rc)
@@ -426,7 +479,7 @@ int kms_api_audit_response(struct kms_ctx *c, int rc)
         }
         extra = build_extra(c, false, 0);
         /* nothing ran: the durable response line right after covers this one */
-        if (log_line(c, "request", false, NULL, error, extra) != 0) {
+        if (post_line(c, "request", false, NULL, error, extra) != 0) {
             goto fail;
         }
         json_decref(extra);
@@ -454,21 +507,29 @@ int kms_api_audit_response(struct kms_ctx *c, int rc)
         }
     }
     extra = build_extra(c, true, http_status(c, rc));
-    if (log_line(c, "response", true, resp, error, extra) != 0) {
+    if (post_line(c, "response", true, resp, error, extra) != 0) {
         goto fail;
     }
     json_decref(extra);
     json_decref(resp);
-    kms_audit_rec_destroy(&c->audit.rec);
     return rc;
 fail:
     json_decref(extra);
     json_decref(resp);
-    kms_audit_rec_destroy(&c->audit.rec);
-    drop_outputs(c);
-    kms_err_clear(&c->err);
-    kms_err_set(&c->err, 500, "internal error");
-    return -1;
+    return fail_closed(c);
+}
+
+int kms_api_audit_finish(struct kms_ctx *c, int rc)
+{
+    struct kms_err err;
+    if (c->audit.rec == NULL) {
+        return rc;
+    }
+    if (kms_audit_rec_status(c->audit.rec, &err, NULL, 0) != 0) {
+        return fail_closed(c);
+    }
+    disarm(c);
+    return rc;
 }
 
 /* ---- operations the server performs on its own ------------------------------------------- */

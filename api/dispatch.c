@@ -14,6 +14,7 @@
  * Handlers never repeat these checks. Public routes (sys/health, sys/init, ...) skip 5-6.
  */
 #include "api/api_int.h"
+#include "audit/audit.h"
 
 #include <ctype.h>
 #include <pthread.h>
@@ -730,9 +731,17 @@ static int run(struct kms_ctx *c, struct kms_http_resp *resp)
     }
 
     /* 6b. audit request line; fail closed: without it nothing below runs */
-    if (kms_api_audit_request(c) != 0) {
-        return -1;
-    }
+    c->park.head = head;
+    c->park.found = found;
+    c->park.have_mount = have_mount;
+    return kms_api_audit_request(c);
+}
+
+/* Steps 7-9, once the request line is recorded (durable first when it may change state). */
+static int run_handler(struct kms_ctx *c)
+{
+    bool have_mount = c->park.have_mount;
+    int found = c->park.found;
 
     /* 7. routing failures */
     if (!have_mount) {
@@ -757,7 +766,7 @@ static int run(struct kms_ctx *c, struct kms_http_resp *resp)
         fn = c->route->on[KMS_OP_CREATE].fn;
     }
     int rc = fn(c);
-    if (head) {
+    if (c->park.head) {
         json_decref(c->data);
         c->data = NULL;
     }
@@ -861,24 +870,19 @@ static void ctx_give(struct kms_ctx *c)
     }
 }
 
-void kms_api_handle(struct kms_api *api, const struct kms_http_req *req, struct kms_http_resp *resp)
+static int64_t mono_us(void)
 {
-    struct kms_ctx *c = ctx_take();
-    memset(resp, 0, sizeof(*resp));
-    if (c == NULL) {
-        kms_api_error_response(500, "internal error", resp);
-        return;
-    }
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    c->api = api;
-    c->http = req;
-    int rc = run(c, resp);
-    rc = kms_api_audit_response(c, rc); /* no result leaves without its audit line */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* The request is done: render, count, release the context. */
+static void finish(struct kms_ctx *c, int rc, struct kms_http_resp *resp)
+{
     kms_render(c, rc, resp);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    uint64_t us = (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000);
-    kms_metrics_request(c->route, c->mount.type, resp->status, us, c->items);
+    kms_metrics_request(c->route, c->mount.type, resp->status,
+                        (uint64_t)(mono_us() - c->park.t0_us), c->items);
     free(c->text);
     json_decref(c->params);
     json_decref(c->warnings);
@@ -888,4 +892,137 @@ void kms_api_handle(struct kms_api *api, const struct kms_http_req *req, struct 
     /* the context holds no key material or token (only its accessor and policies); plaintexts
      * live in jansson values, which kmsd wipes when freed (json_set_alloc_funcs in main.c) */
     ctx_give(c);
+}
+
+/* Forget the audit record and every output: the client gets 500 "internal error". */
+static int give_up(struct kms_ctx *c)
+{
+    kms_api_audit_abandon(c); /* no wake after this; a handler not yet run never runs */
+    json_decref(c->data);
+    c->data = NULL;
+    json_decref(c->raw);
+    c->raw = NULL;
+    json_decref(c->auth);
+    c->auth = NULL;
+    json_decref(c->warnings);
+    c->warnings = NULL;
+    free(c->text);
+    c->text = NULL;
+    c->status = 0;
+    kms_err_clear(&c->err);
+    return kms_err_set(&c->err, 500, "internal error");
+}
+
+/* Hold the request until its audit lines are finished: 1 when parked (resp saved). */
+static int park(struct kms_ctx *c, int phase, int rc, struct kms_http_resp *resp)
+{
+    if (c->park.wake == NULL ||
+        kms_audit_rec_notify(c->audit.rec, c->park.wake, c->park.wake_arg) != 1) {
+        return 0;
+    }
+    c->park.phase = phase;
+    c->park.rc = rc;
+    c->park.resp = *resp;
+    return 1;
+}
+
+/* From the response line on: 0 when resp is complete, 1 when parked. */
+static int after_handler(struct kms_ctx *c, int rc, struct kms_http_resp *resp)
+{
+    rc = kms_api_audit_response(c, rc); /* no result leaves without its audit line */
+    if (kms_api_audit_pending(c)) {
+        if (park(c, 2, rc, resp) == 1) {
+            return 1;
+        }
+        if (c->park.wake == NULL && kms_api_audit_wait(c) != 0) {
+            rc = give_up(c); /* timed out: the result is withheld */
+        } else {
+            rc = kms_api_audit_finish(c, rc);
+        }
+    }
+    finish(c, rc, resp);
+    return 0;
+}
+
+/* From the request line's completion on: the handler, then the response line. */
+static int after_request_line(struct kms_ctx *c, int rc, struct kms_http_resp *resp)
+{
+    if (rc == 0) {
+        rc = run_handler(c);
+    }
+    return after_handler(c, rc, resp);
+}
+
+int kms_api_start(struct kms_api *api, const struct kms_http_req *req, struct kms_http_resp *resp,
+                  kms_api_wake_fn wake, void *arg, struct kms_api_call **call)
+{
+    struct kms_ctx *c = ctx_take();
+    memset(resp, 0, sizeof(*resp));
+    *call = NULL;
+    if (c == NULL) {
+        kms_api_error_response(500, "internal error", resp);
+        return 0;
+    }
+    c->park.t0_us = mono_us();
+    c->park.wake = wake;
+    c->park.wake_arg = arg;
+    c->api = api;
+    c->http = req;
+    int rc = run(c, resp);
+    if (rc == 0 && c->audit.wait_request) {
+        /* the request may change state: its line is durable before the handler runs */
+        if (park(c, 1, 0, resp) == 1) {
+            *call = (struct kms_api_call *)c;
+            return 1;
+        }
+        if (wake == NULL && kms_api_audit_wait(c) != 0) {
+            rc = give_up(c);
+        } else {
+            rc = kms_api_audit_request_done(c);
+        }
+    }
+    int parked = after_request_line(c, rc, resp);
+    if (parked) {
+        *call = (struct kms_api_call *)c;
+    }
+    return parked;
+}
+
+int kms_api_resume(struct kms_api_call *call, struct kms_http_resp *resp)
+{
+    struct kms_ctx *c = (struct kms_ctx *)call;
+    int phase = c->park.phase;
+    *resp = c->park.resp;
+    c->park.phase = 0;
+    if (phase == 1) {
+        return after_request_line(c, kms_api_audit_request_done(c), resp);
+    }
+    finish(c, kms_api_audit_finish(c, c->park.rc), resp);
+    return 0;
+}
+
+void kms_api_abandon(struct kms_api_call *call, struct kms_http_resp *resp)
+{
+    struct kms_ctx *c = (struct kms_ctx *)call;
+    struct kms_http_resp dummy;
+    if (resp == NULL) {
+        resp = &dummy;
+    }
+    *resp = c->park.resp;
+    finish(c, give_up(c), resp);
+    if (resp == &dummy) {
+        kms_http_resp_dispose(&dummy);
+    }
+}
+
+int64_t kms_api_audit_timeout_ms(struct kms_api *api)
+{
+    return kms_audit_timeout_ms(kms_api_audit(api));
+}
+
+void kms_api_handle(struct kms_api *api, const struct kms_http_req *req, struct kms_http_resp *resp)
+{
+    struct kms_api_call *call = NULL;
+    int parked = kms_api_start(api, req, resp, NULL, NULL, &call);
+    (void)parked; /* without a wake function the pipeline waits instead of parking */
 }

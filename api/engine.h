@@ -156,8 +156,22 @@ struct kms_ctx_audit {
     uint32_t versions[KMS_CTX_MAX_VERSIONS]; /* distinct, ascending */
     size_t nversions;
     bool versions_truncated;
-    bool elide_data; /* the response data is not logged (sys/audit/events: the log itself) */
+    bool elide_data;   /* the response data is not logged (sys/audit/events: the log itself) */
+    bool wait_request; /* the request line must be durable before the handler runs */
     struct kms_audit_rec *rec;
+};
+
+/* The pipeline's own state while a request is parked on its audit lines (dispatch.c). */
+struct kms_ctx_park {
+    int phase; /* 0 running; 1 waiting for the request line; 2 for the response line */
+    int rc;    /* the pipeline's result so far (phase 2) */
+    bool head;
+    int found;       /* the route lookup's answer (steps 4 and 7) */
+    bool have_mount; /* the path names a mount or a built-in path */
+    int64_t t0_us;
+    struct kms_http_resp resp; /* the response as built so far (extra headers) */
+    void (*wake)(void *arg);   /* NULL: the blocking pipeline (kms_api_handle) */
+    void *wake_arg;
 };
 
 /* Per-request context: everything a handler reads and writes. */
@@ -191,6 +205,7 @@ struct kms_ctx {
     size_t items;             /* batch items processed (metrics) */
     struct kms_err err;       /* set by a failing handler (returns -1) */
     struct kms_ctx_audit audit;
+    struct kms_ctx_park park; /* the pipeline's, not for handlers */
 };
 
 /* ---- parameters (params.c) --------------------------------------------------------------- */

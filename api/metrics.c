@@ -281,8 +281,10 @@ char *kms_metrics_prometheus(struct kms_api *api, size_t *len)
         struct kms_audit_stats as;
         kms_audit_stats_get(audit, &as);
         outf(&o,
-             "# HELP kmsd_audit_queue_batches Audit record batches waiting to be written or "
-             "synced.\n# TYPE kmsd_audit_queue_batches gauge\nkmsd_audit_queue_batches %zu\n"
+             "# HELP kmsd_audit_queue_batches Audit record batches waiting to be written.\n"
+             "# TYPE kmsd_audit_queue_batches gauge\nkmsd_audit_queue_batches %zu\n"
+             "# HELP kmsd_audit_pending_lines Audit lines queued whose group commit has not "
+             "finished.\n# TYPE kmsd_audit_pending_lines gauge\nkmsd_audit_pending_lines %zu\n"
              "# HELP kmsd_audit_fsyncs_total fdatasync calls on audit files.\n"
              "# TYPE kmsd_audit_fsyncs_total counter\nkmsd_audit_fsyncs_total %llu\n"
              "# HELP kmsd_audit_fsync_seconds_total Time spent in those fdatasync calls.\n"
@@ -291,7 +293,7 @@ char *kms_metrics_prometheus(struct kms_api *api, size_t *len)
              "# HELP kmsd_audit_failures_total Records no audit device could take (the request "
              "failed).\n# TYPE kmsd_audit_failures_total counter\nkmsd_audit_failures_total "
              "%llu\n",
-             as.queued, (unsigned long long)as.fsyncs, (double)as.fsync_us / 1e6,
+             as.queued, as.pending, (unsigned long long)as.fsyncs, (double)as.fsync_us / 1e6,
              (unsigned long long)as.failures);
     }
     kms_metrics_extra_fn extra = atomic_load(&extra_metrics);

@@ -14,6 +14,8 @@
  */
 #include "audit/audit_int.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,12 +34,32 @@ struct kms_audit {
     char replica[320]; /* opts->replica, "" = none (the devices point at it) */
 };
 
+/* Lines a record may post (a request and a response line per device). */
+#define REC_LINES 2
+#define REC_WAITERS (REC_LINES * KMS_AUDIT_MAX_DEVICES)
+
+struct rec_waiter {
+    struct kms_audit_waiter w; /* first: the device sees only this */
+    struct kms_audit_rec *r;
+    size_t dev;
+};
+
 struct kms_audit_rec {
     struct kms_audit *a;
     json_t *auth;
     json_t *request;
     /* per device: `"auth":{…},"request":{…}` hashed and serialised once for both lines */
     struct kms_audit_sbuf blocks[KMS_AUDIT_MAX_DEVICES];
+    size_t nposted; /* lines posted (waiters used) */
+    struct rec_waiter waiters[REC_WAITERS];
+    /* under mu: shared with the writer threads */
+    pthread_mutex_t mu;
+    int refs;           /* the owner's (until destroy) + one per waiter not yet told */
+    size_t outstanding; /* waiters not yet told */
+    bool failed[KMS_AUDIT_MAX_DEVICES];
+    char why[KMS_AUDIT_MAX_DEVICES][256];
+    kms_audit_notify_fn notify;
+    void *notify_arg;
 };
 
 void kms_audit_device_opts_default(struct kms_audit_device_opts *o)
@@ -154,6 +176,11 @@ size_t kms_audit_ndevices(const struct kms_audit *a)
     return a ? a->n : 0;
 }
 
+int64_t kms_audit_timeout_ms(const struct kms_audit *a)
+{
+    return a != NULL ? a->timeout_ms : KMS_AUDIT_DEFAULT_TIMEOUT_MS;
+}
+
 void kms_audit_device_get(const struct kms_audit *a, size_t i, struct kms_audit_device_opts *out)
 {
     *out = *kms_audit_dev_opts(a->devs[i]);
@@ -201,23 +228,80 @@ int kms_audit_rec_create(struct kms_audit *a, json_t *auth, json_t *request,
     r->a = a;
     r->auth = json_incref(auth);
     r->request = json_incref(request);
+    pthread_mutex_init(&r->mu, NULL);
+    r->refs = 1;
     *out = r;
     return 0;
 }
 
+static void rec_free(struct kms_audit_rec *r)
+{
+    json_decref(r->auth);
+    json_decref(r->request);
+    for (size_t i = 0; i < KMS_AUDIT_MAX_DEVICES; i++) {
+        free(r->blocks[i].p);
+    }
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+/*
+ * The owner lets go: no notification is made after this returns (it is cleared under the
+ * lock the writers notify under); the record itself lives on until its last waiter is told.
+ */
 void kms_audit_rec_destroy(struct kms_audit_rec **rp)
 {
     struct kms_audit_rec *r = *rp;
     if (r == NULL) {
         return;
     }
-    json_decref(r->auth);
-    json_decref(r->request);
-    for (size_t i = 0; i < KMS_AUDIT_MAX_DEVICES; i++) {
-        free(r->blocks[i].p);
+    pthread_mutex_lock(&r->mu);
+    r->notify = NULL;
+    bool last = --r->refs == 0;
+    pthread_mutex_unlock(&r->mu);
+    if (last) {
+        rec_free(r);
     }
-    free(r);
     *rp = NULL;
+}
+
+/* A waiter of device `dev` is finished (from a writer thread, or at a failed submit). */
+static void rec_waiter_finish(struct kms_audit_rec *r, size_t dev, int status, const char *why)
+{
+    pthread_mutex_lock(&r->mu);
+    if (status != 0 && !r->failed[dev]) {
+        r->failed[dev] = true;
+        snprintf(r->why[dev], sizeof(r->why[dev]), "%s", why != NULL ? why : "write failed");
+    }
+    if (--r->outstanding == 0 && r->notify != NULL) {
+        kms_audit_notify_fn fn = r->notify;
+        r->notify = NULL;
+        fn(r->notify_arg); /* under mu: destroy cannot race it */
+    }
+    bool last = --r->refs == 0;
+    pthread_mutex_unlock(&r->mu);
+    if (last) {
+        rec_free(r);
+    }
+}
+
+static void rec_waiter_done(struct kms_audit_waiter *w, int status, const char *why)
+{
+    struct rec_waiter *rw = (struct rec_waiter *)w;
+    rec_waiter_finish(rw->r, rw->dev, status, why);
+}
+
+int kms_audit_rec_notify(struct kms_audit_rec *r, kms_audit_notify_fn fn, void *arg)
+{
+    int rc = 0;
+    pthread_mutex_lock(&r->mu);
+    if (r->outstanding > 0) {
+        r->notify = fn;
+        r->notify_arg = arg;
+        rc = 1;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return rc;
 }
 
 /* Top-level names only the broker and the device write. */
@@ -394,48 +478,10 @@ int kms_audit_format_body(const struct kms_audit_device_opts *o, const char *sal
     return 0;
 }
 
-int kms_audit_rec_log(struct kms_audit_rec *r, const char *type, bool durable, json_t *response,
-                      const char *error, json_t *extra, struct kms_err *err, char *cause,
-                      size_t causelen)
+/* Count a refused record and log it (at most once a second); err = 500. */
+static int rec_refused(struct kms_audit *a, const char *msg, struct kms_err *err, char *cause,
+                       size_t causelen)
 {
-    struct kms_audit *a = r->a;
-    struct kms_audit_batch *b[KMS_AUDIT_MAX_DEVICES] = {NULL};
-    char why[KMS_AUDIT_MAX_DEVICES][512];
-    struct kms_audit_sbuf line = {NULL, 0, 0};
-    char ts[40];
-    int64_t sec;
-    int32_t nsec;
-    size_t ok = 0;
-
-    if (a == NULL || a->n == 0) {
-        return 0;
-    }
-    kms_now(&sec, &nsec);
-    kms_time_rfc3339(sec, nsec, ts);
-    for (size_t i = 0; i < a->n; i++) {
-        why[i][0] = '\0';
-        if (format_line(r, i, ts, type, response, error, extra, &line) != 0) {
-            snprintf(why[i], sizeof(why[i]), "cannot format the record");
-            continue;
-        }
-        if (kms_audit_dev_submit(a->devs[i], line.p, line.len, &b[i], why[i], sizeof(why[i])) !=
-            0) {
-            b[i] = NULL;
-        }
-    }
-    free(line.p);
-    int64_t deadline = kms_audit_mono_ms() + a->timeout_ms;
-    for (size_t i = 0; i < a->n; i++) {
-        if (b[i] != NULL &&
-            kms_audit_dev_wait(a->devs[i], &b[i], durable, deadline, why[i], sizeof(why[i])) == 0) {
-            ok++;
-        }
-    }
-    if (ok > 0) {
-        return 0;
-    }
-    char msg[700];
-    snprintf(msg, sizeof(msg), "no audit backend succeeded in logging the %s: %s", type, why[0]);
     if (cause != NULL) {
         snprintf(cause, causelen, "%s", msg);
     }
@@ -450,6 +496,155 @@ int kms_audit_rec_log(struct kms_audit_rec *r, const char *type, bool durable, j
         a->log(a->log_arg, "error", note);
     }
     return kms_err_set(err, 500, "internal error");
+}
+
+int kms_audit_rec_post(struct kms_audit_rec *r, const char *type, bool durable, json_t *response,
+                       const char *error, json_t *extra, struct kms_err *err, char *cause,
+                       size_t causelen)
+{
+    struct kms_audit *a = r->a;
+    struct kms_audit_sbuf line = {NULL, 0, 0};
+    char why[512];
+    char ts[40];
+    int64_t sec;
+    int32_t nsec;
+    size_t ok = 0;
+
+    if (a == NULL || a->n == 0) {
+        return 0;
+    }
+    why[0] = '\0';
+    if (r->nposted + a->n > REC_WAITERS) {
+        snprintf(why, sizeof(why), "too many lines for one record");
+        goto refused;
+    }
+    kms_now(&sec, &nsec);
+    kms_time_rfc3339(sec, nsec, ts);
+    for (size_t i = 0; i < a->n; i++) {
+        struct rec_waiter *rw = &r->waiters[r->nposted++];
+        char dwhy[512];
+        rw->w.done = rec_waiter_done;
+        rw->r = r;
+        rw->dev = i;
+        pthread_mutex_lock(&r->mu);
+        r->outstanding++;
+        r->refs++;
+        pthread_mutex_unlock(&r->mu);
+        dwhy[0] = '\0';
+        if (format_line(r, i, ts, type, response, error, extra, &line) != 0) {
+            snprintf(dwhy, sizeof(dwhy), "cannot format the record");
+        } else if (kms_audit_dev_submit(a->devs[i], line.p, line.len, &rw->w, durable, dwhy,
+                                        sizeof(dwhy)) == 0) {
+            ok++;
+            continue;
+        }
+        rec_waiter_finish(r, i, -1, dwhy);
+        if (why[0] == '\0') {
+            snprintf(why, sizeof(why), "%s", dwhy);
+        }
+    }
+    free(line.p);
+    if (ok > 0) {
+        return 0;
+    }
+refused:;
+    char msg[700];
+    snprintf(msg, sizeof(msg), "no audit backend succeeded in logging the %s: %s", type, why);
+    return rec_refused(a, msg, err, cause, causelen);
+}
+
+struct sync_wait {
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    bool done;
+};
+
+static void sync_wake(void *arg)
+{
+    struct sync_wait *sw = arg;
+    pthread_mutex_lock(&sw->m);
+    sw->done = true;
+    pthread_cond_signal(&sw->c);
+    pthread_mutex_unlock(&sw->m);
+}
+
+int kms_audit_rec_wait(struct kms_audit_rec *r, struct kms_err *err, char *cause, size_t causelen)
+{
+    struct kms_audit *a = r->a;
+    struct sync_wait sw;
+    pthread_condattr_t ca;
+    struct timespec ts;
+
+    if (a == NULL || a->n == 0) {
+        return 0;
+    }
+    pthread_mutex_init(&sw.m, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&sw.c, &ca);
+    pthread_condattr_destroy(&ca);
+    sw.done = false;
+    int64_t deadline = kms_audit_mono_ms() + a->timeout_ms;
+    ts.tv_sec = (time_t)(deadline / 1000);
+    ts.tv_nsec = (long)(deadline % 1000) * 1000000;
+    bool done = true;
+    if (kms_audit_rec_notify(r, sync_wake, &sw) == 1) {
+        pthread_mutex_lock(&sw.m);
+        while (!sw.done) {
+            if (pthread_cond_timedwait(&sw.c, &sw.m, &ts) == ETIMEDOUT) {
+                break;
+            }
+        }
+        pthread_mutex_unlock(&sw.m);
+        /* stop a late notification before sw goes away (it is made under r->mu) */
+        pthread_mutex_lock(&r->mu);
+        r->notify = NULL;
+        pthread_mutex_unlock(&r->mu);
+        pthread_mutex_lock(&sw.m);
+        done = sw.done;
+        pthread_mutex_unlock(&sw.m);
+    }
+    pthread_cond_destroy(&sw.c);
+    pthread_mutex_destroy(&sw.m);
+    if (done) {
+        return 0;
+    }
+    char msg[700];
+    snprintf(msg, sizeof(msg),
+             "no audit backend succeeded in logging the record: timed out "
+             "waiting for the audit file");
+    return rec_refused(a, msg, err, cause, causelen);
+}
+
+int kms_audit_rec_status(struct kms_audit_rec *r, struct kms_err *err, char *cause, size_t causelen)
+{
+    struct kms_audit *a = r->a;
+    char msg[700];
+    if (a == NULL || a->n == 0) {
+        return 0;
+    }
+    pthread_mutex_lock(&r->mu);
+    bool ok = false;
+    for (size_t i = 0; i < a->n && !ok; i++) {
+        ok = !r->failed[i];
+    }
+    snprintf(msg, sizeof(msg), "no audit backend succeeded in logging the record: %s", r->why[0]);
+    pthread_mutex_unlock(&r->mu);
+    if (ok) {
+        return 0;
+    }
+    return rec_refused(a, msg, err, cause, causelen);
+}
+
+int kms_audit_rec_log(struct kms_audit_rec *r, const char *type, bool durable, json_t *response,
+                      const char *error, json_t *extra, struct kms_err *err, char *cause,
+                      size_t causelen)
+{
+    if (kms_audit_rec_post(r, type, durable, response, error, extra, err, cause, causelen) != 0 ||
+        kms_audit_rec_wait(r, err, cause, causelen) != 0) {
+        return -1;
+    }
+    return kms_audit_rec_status(r, err, cause, causelen);
 }
 
 void kms_audit_stats_get(struct kms_audit *a, struct kms_audit_stats *st)

@@ -12,8 +12,10 @@
  * `hash` is SHA-256 over the line's bytes up to (not including) `,"hash":`; `prev_hash` is the
  * previous line's `hash` (64 zeros before the first line). See docs/audit.md.
  *
- * Threads: kms_audit_rec_* may be called from any number of threads at once; a caller blocks
- * until its line is durable (per the device's fsync mode) or the wait bound expires.
+ * Threads: kms_audit_rec_* may be called from any number of threads at once (one record by one
+ * thread at a time). Lines are written by one writer thread per device; a caller either
+ * blocks until its lines are finished (kms_audit_rec_wait, kms_audit_rec_log) or asks to be
+ * called back (kms_audit_rec_notify) and does other work meanwhile.
  * kms_audit_reopen may be called from any thread. Everything else is single-threaded setup.
  */
 #ifndef KMS_AUDIT_H
@@ -87,7 +89,8 @@ void kms_audit_destroy(struct kms_audit **a);
 
 /* Counters for metrics, summed over the devices (thread-safe, cheap). */
 struct kms_audit_stats {
-    size_t queued;     /* batches waiting to be written or synced */
+    size_t queued;     /* batches waiting to be written */
+    size_t pending;    /* lines queued whose group is not finished (written and synced) */
     uint64_t fsyncs;   /* fdatasync calls */
     uint64_t fsync_us; /* time spent in them */
     uint64_t failures; /* records that could not be written on any device */
@@ -126,17 +129,46 @@ int kms_audit_rec_create(struct kms_audit *a, json_t *auth, json_t *request,
 void kms_audit_rec_destroy(struct kms_audit_rec **r);
 
 /*
- * Append one line of type "request" or "response" to every device and wait until it is
- * written to the file, or with `durable` until it is also synced per the device's fsync mode
- * (a durable line also makes every earlier line of the same file durable). `response`
- * (response lines only, may be NULL) has raw data and auth; `error` may be NULL; `extra` (may
- * be NULL) holds kmsd's own top-level fields, written in clear. All borrowed. Returns 0 when
- * at least one device recorded the line (or none is configured); else -1 and err = 500
- * "internal error" (the cause goes to *cause when not NULL, and to the log callback).
+ * Queue one line of type "request" or "response" on every device, without waiting: each
+ * device's writer writes it, and with `durable` also syncs it (per the device's fsync mode).
+ * `response` (response lines only, may be NULL) has raw data and auth; `error` may be NULL;
+ * `extra` (may be NULL) holds kmsd's own top-level fields, written in clear. All borrowed.
+ * Returns 0 when at least one device queued it (or none is configured); else -1 and err =
+ * 500 "internal error" (the cause goes to *cause when not NULL, and to the log callback).
  */
+int kms_audit_rec_post(struct kms_audit_rec *r, const char *type, bool durable, json_t *response,
+                       const char *error, json_t *extra, struct kms_err *err, char *cause,
+                       size_t causelen) KMS_WUR;
+
+/*
+ * Be told when every line posted so far is finished (written or durable, as each asked, or
+ * failed): fn(arg) is called once, on a writer thread, unless the record is destroyed first
+ * (after kms_audit_rec_destroy returns it is never called). Returns 0 when they already are
+ * finished (fn is not called), 1 when fn will be. One notification at a time.
+ */
+typedef void (*kms_audit_notify_fn)(void *arg);
+int kms_audit_rec_notify(struct kms_audit_rec *r, kms_audit_notify_fn fn, void *arg) KMS_WUR;
+
+/* Block until every posted line is finished, at most the broker's timeout. 0, or -1 when the
+ * time ran out (err 500, cause logged as by kms_audit_rec_status). */
+int kms_audit_rec_wait(struct kms_audit_rec *r, struct kms_err *err, char *cause,
+                       size_t causelen) KMS_WUR;
+
+/*
+ * Once the posted lines are finished: 0 when at least one device recorded every line posted
+ * on the record so far (Vault's rule, per device), else -1 and err = 500 "internal error"
+ * (the cause to *cause and the log callback). Without devices, 0.
+ */
+int kms_audit_rec_status(struct kms_audit_rec *r, struct kms_err *err, char *cause,
+                         size_t causelen) KMS_WUR;
+
+/* kms_audit_rec_post, then kms_audit_rec_wait, then kms_audit_rec_status: the blocking form. */
 int kms_audit_rec_log(struct kms_audit_rec *r, const char *type, bool durable, json_t *response,
                       const char *error, json_t *extra, struct kms_err *err, char *cause,
                       size_t causelen) KMS_WUR;
+
+/* The bound on waiting for a record (audit_timeout), in milliseconds. */
+int64_t kms_audit_timeout_ms(const struct kms_audit *a);
 
 /* ---- hashing rules (also used by tests and sys/audit-hash) ------------------------------- */
 

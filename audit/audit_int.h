@@ -59,6 +59,7 @@ int kms_audit_format_body(const struct kms_audit_device_opts *o, const char *sal
 
 struct kms_audit_dev;
 struct kms_audit_batch;
+struct kms_audit_waiter;
 
 struct kms_audit_dev_env {
     struct kms_storage *st; /* may be NULL */
@@ -82,18 +83,25 @@ const char *kms_audit_dev_salt(const struct kms_audit_dev *d);
 const struct kms_hmac_key *kms_audit_dev_hkey(const struct kms_audit_dev *d);
 
 /*
- * Chain `body` (a JSON object text "{…}", len bytes) onto the device and queue it. On success
- * *b holds a reference the caller passes to kms_audit_dev_wait exactly once.
+ * Someone waiting for a line: done(w, status, why) is called exactly once, on the device's
+ * writer thread with no device lock held, when the line is written (or durable, as asked),
+ * with status 0, or when it failed, with -1 and the reason. `next` belongs to the device.
+ */
+struct kms_audit_waiter {
+    struct kms_audit_waiter *next;
+    void (*done)(struct kms_audit_waiter *w, int status, const char *why);
+};
+
+/*
+ * Chain `body` (a JSON object text "{…}", len bytes) onto the device and queue it for the
+ * writer; never blocks on I/O. With w (may be NULL) the waiter is told once the line is
+ * written, or with `durable` once it is also synced (per the fsync mode; a durable line also
+ * makes every earlier line of the same file durable). 0 when queued (w will be told); -1 with
+ * why when not (w will not be told).
  */
 int kms_audit_dev_submit(struct kms_audit_dev *d, const char *body, size_t len,
-                         struct kms_audit_batch **b, char *why, size_t whylen) KMS_WUR;
-/*
- * Wait until the line is written to the file, or with `durable` until it is also synced (per
- * the fsync mode), or until `deadline_ms` (CLOCK_MONOTONIC milliseconds). Drops the reference.
- * 0 on success.
- */
-int kms_audit_dev_wait(struct kms_audit_dev *d, struct kms_audit_batch **b, bool durable,
-                       int64_t deadline_ms, char *why, size_t whylen) KMS_WUR;
+                         struct kms_audit_waiter *w, bool durable, char *why,
+                         size_t whylen) KMS_WUR;
 /* Reopen the file by path (rotation). */
 int kms_audit_dev_reopen(struct kms_audit_dev *d, char *why, size_t whylen) KMS_WUR;
 

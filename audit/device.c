@@ -1,36 +1,45 @@
 /*
- * device.c - one audit file and its group commit.
+ * device.c - one audit file, its writer thread and its group commit.
  *
  * Callers chain their line onto the device under `mu` (sequence number, previous hash, own
- * hash; the line is built straight into the open batch), then wait. There is no writer
- * thread: a waiting caller that finds nobody writing becomes the leader and appends the
- * oldest batch with one write(2) for everyone in it; one that needs durability and finds
- * nobody syncing makes everything written so far durable with one fdatasync(2). While a
- * leader syncs, new lines collect and are written by another, and the next fsync covers all
- * of them, so under load one fsync serves many requests, and an uncontended request pays no
- * thread hand-off at all (the cost that dominated a writer-thread design on small machines).
+ * hash; the line is copied into the open batch) together with a waiter, and return at once.
+ * One writer thread per device takes the open batch (every line queued since it last looked),
+ * appends it with one write(2), tells the waiters that only needed the line written, makes the
+ * file durable with one fdatasync(2) when a waiter needs that, and tells the rest. While it
+ * syncs, new lines gather in the next batch, so under load one fsync serves every request in
+ * flight, and no caller ever blocks on the disk: a caller that has to wait (kms_audit_rec_wait,
+ * audit.c) waits on its own condition, or, on an event loop, gets a callback (the waiter's fn,
+ * called on the writer thread) and parks its request meanwhile.
  *
- * A caller waits either until its line is written (a request line of an operation without
- * side effects: a full disk or a dead file is known by then) or until it is durable (response
- * lines; request lines of operations that change state). Modes: "batch" as above; "always"
- * writes and syncs each line on its own (one fsync per line, for comparison); "never" makes
- * "written" count as durable (Vault's behaviour).
+ * A waiter asks either for the line written (a request line of an operation without side
+ * effects: a full disk or a dead file is known by then) or for it durable (response lines;
+ * request lines of operations that change state). Modes: "batch" as above (a batch whose
+ * waiters only need "written" is not synced on its own: the next durable batch's fsync covers
+ * the same file); "always" writes and syncs each line on its own (one fsync per line, for
+ * comparison); "never" makes "written" count as durable (Vault's behaviour).
  *
- * Bounded wait: a follower gives up at its deadline (the request fails, 500). A leader inside
- * write(2) or fdatasync(2) cannot be interrupted; on a hung file system it blocks its own
- * worker thread while every other request times out and fails closed.
+ * A writer inside write(2) or fdatasync(2) cannot be interrupted; on a hung file system the
+ * waiters' own deadlines fail their requests (audit_timeout) while the writer stays blocked.
  *
  * Failure: a batch that cannot be written whole is cut off the file again (ftruncate to the
- * size before the write, so a full disk or RLIMIT_FSIZE never leaves a torn line) and fails its
- * callers. Lines queued behind it were chained onto it, so they fail too, and the chain head
- * rolls back to the last line written. A failed fsync fails the callers waiting for it (their
- * lines stay in the file, in order). A file deleted under us (st_nlink == 0) is recreated by
- * path before the next write; after a failed open every write retries the open.
+ * size before the write, so a full disk or RLIMIT_FSIZE never leaves a torn line) and fails
+ * every waiter of the batch. Lines queued behind it were chained onto it, so they fail too,
+ * and the chain head rolls back to the last line written. A failed fsync fails every waiter
+ * of that group (their lines stay in the file, in order). A file deleted under us
+ * (st_nlink == 0) is recreated by path before the next write; after a failed open every write
+ * retries the open.
  *
- * Locks: `mu` guards the queues, the leader flags and the chain heads; `io` guards the current
- * file and is held around a write and by reopen, so a reopen never splits a batch. Open files
- * are reference-counted: a batch keeps the file it was written to until it is synced, so a
- * rotation never loses an fsync. Nobody holds `mu` during I/O.
+ * Test hooks (built with -DKMS_TEST_HOOKS=ON only): with KMS_TEST_AUDIT_HOOKS=<dir> in the
+ * environment the writer, before each fdatasync, sleeps the milliseconds written in
+ * <dir>/delay and waits while <dir>/hold exists (creating <dir>/held meanwhile); before each
+ * write it fails the batch after writing half of it when <dir>/fail exists and is empty or
+ * names a string the batch contains.
+ *
+ * Locks: `mu` guards the queue and the chain heads; `io` guards the current file and is held
+ * around a write and by reopen, so a reopen never splits a batch. Open files are
+ * reference-counted: a batch keeps the file it was written to until it is synced, so a
+ * rotation never loses an fsync. Nobody holds `mu` during I/O, and waiters are called with no
+ * device lock held.
  */
 #include "audit/audit_int.h"
 
@@ -60,15 +69,12 @@ struct kms_audit_batch {
     struct kms_audit_batch *next;
     char *buf;
     size_t len, cap;
+    size_t lines;
     uint64_t last_seq;
     char last_hash[KMS_AUDIT_HASH_LEN + 1];
-    int refs;           /* the queue's + one per waiting caller (under mu) */
-    bool taken;         /* a write leader has it: no more lines join */
-    bool written;       /* write(2) done, or failed */
-    bool synced;        /* durable, or failed */
-    int status;         /* 0, or -1 once failed at any stage */
-    struct afile *file; /* written to this file, kept until synced */
-    char why[512];
+    struct kms_audit_waiter *on_written; /* told once the batch is in the file */
+    struct kms_audit_waiter *on_synced;  /* told once it is durable */
+    struct afile *file;                  /* written to this file */
 };
 
 struct kms_audit_dev {
@@ -77,22 +83,25 @@ struct kms_audit_dev {
     char salt[40];
     struct kms_hmac_key *hkey; /* the salt, prepared for HMAC */
     pthread_mutex_t mu;
-    pthread_cond_t done; /* a batch finished a stage, or a leader stepped down */
+    pthread_cond_t work; /* a batch was queued, or stop */
     pthread_mutex_t io;
-    bool writing;                          /* a leader is writing */
-    bool syncing;                          /* a leader is syncing */
+    pthread_t writer;
+    bool writer_started;
+    bool stopping;
     bool ready;                            /* opened and recovered */
     struct kms_audit_batch *qhead, *qtail; /* chained, not yet written */
-    struct kms_audit_batch *whead, *wtail; /* written, not yet synced (batch mode) */
     uint64_t seq;                          /* chain head including queued lines */
     char hash[KMS_AUDIT_HASH_LEN + 1];
     uint64_t wseq; /* chain head in the file */
     char whash[KMS_AUDIT_HASH_LEN + 1];
     struct afile *file;   /* under io; NULL after a failed open */
-    int64_t last_err_log; /* one error line per second at most (under mu) */
+    struct afile *dirty;  /* writer only: written since the last fdatasync (batch mode) */
+    int64_t last_err_log; /* one error line per second at most (writer only) */
+    char hooks[512];      /* KMS_TEST_HOOKS: the hooks directory, "" = none */
     /* metrics, updated with relaxed atomics */
     _Atomic uint64_t st_fsyncs;
     _Atomic uint64_t st_fsync_us;
+    _Atomic size_t st_pending; /* lines chained whose batch is not finished */
 };
 
 static uint64_t mono_us(void)
@@ -115,11 +124,9 @@ void kms_audit_dev_stats(struct kms_audit_dev *d, struct kms_audit_stats *st)
     for (const struct kms_audit_batch *b = d->qhead; b != NULL; b = b->next) {
         q++;
     }
-    for (const struct kms_audit_batch *b = d->whead; b != NULL; b = b->next) {
-        q++;
-    }
     pthread_mutex_unlock(&d->mu);
     st->queued += q;
+    st->pending += atomic_load_explicit(&d->st_pending, memory_order_relaxed);
     st->fsyncs += atomic_load_explicit(&d->st_fsyncs, memory_order_relaxed);
     st->fsync_us += atomic_load_explicit(&d->st_fsync_us, memory_order_relaxed);
 }
@@ -429,9 +436,85 @@ out:
     return rc;
 }
 
+/* ---- test hooks (KMS_TEST_HOOKS builds only) -------------------------------------------- */
+
+#ifdef KMS_TEST_HOOKS
+static bool hook_path(const struct kms_audit_dev *d, const char *name, char *out, size_t n)
+{
+    return d->hooks[0] != '\0' && (size_t)snprintf(out, n, "%s/%s", d->hooks, name) < n;
+}
+
+/* The contents of <hooks>/name (at most n-1 bytes, trailing newline dropped); -1 if absent. */
+static ssize_t hook_read(const struct kms_audit_dev *d, const char *name, char *out, size_t n)
+{
+    char path[600];
+    if (!hook_path(d, name, path, sizeof(path))) {
+        return -1;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return -1;
+    }
+    ssize_t r = read(fd, out, n - 1);
+    close(fd);
+    if (r < 0) {
+        r = 0;
+    }
+    while (r > 0 && (out[r - 1] == '\n' || out[r - 1] == '\r')) {
+        r--;
+    }
+    out[r] = '\0';
+    return r;
+}
+
+static bool hook_fail(const struct kms_audit_dev *d, const struct kms_audit_batch *b)
+{
+    char what[256];
+    ssize_t n = hook_read(d, "fail", what, sizeof(what));
+    return n == 0 || (n > 0 && memmem(b->buf, b->len, what, (size_t)n) != NULL);
+}
+
+static void hook_before_sync(const struct kms_audit_dev *d)
+{
+    char text[32];
+    char hold[600], held[600];
+    int64_t ms;
+    if (hook_read(d, "delay", text, sizeof(text)) > 0 && kms_int_parse(text, &ms) && ms > 0 &&
+        ms < 600000) {
+        struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (!hook_path(d, "hold", hold, sizeof(hold)) || !hook_path(d, "held", held, sizeof(held)) ||
+        access(hold, F_OK) != 0) {
+        return;
+    }
+    int fd = open(held, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        close(fd);
+    }
+    while (access(hold, F_OK) == 0) {
+        struct timespec ts = {0, 2000000L};
+        nanosleep(&ts, NULL);
+    }
+    unlink(held);
+}
+#else
+static bool hook_fail(const struct kms_audit_dev *d, const struct kms_audit_batch *b)
+{
+    (void)d;
+    (void)b;
+    return false;
+}
+
+static void hook_before_sync(const struct kms_audit_dev *d)
+{
+    (void)d;
+}
+#endif
+
 /*
  * Append the whole batch (and, in "always" mode, sync it); on failure cut the file back.
- * Called by the write leader with `io` held. On success b->file references the file written to.
+ * Called by the writer with `io` held. On success b->file references the file written to.
  */
 static int write_batch(struct kms_audit_dev *d, struct kms_audit_batch *b, char *why, size_t whylen)
 {
@@ -454,6 +537,13 @@ static int write_batch(struct kms_audit_dev *d, struct kms_audit_batch *b, char 
     int fd = d->file->fd;
     off_t before = st.st_size;
     size_t off = 0;
+    if (hook_fail(d, b)) {
+        /* test builds: a write that dies half-way (the batch is cut back below) */
+        ssize_t w = write(fd, b->buf, b->len / 2);
+        (void)w;
+        snprintf(why, whylen, "cannot write %.300s: injected failure (test hook)", d->o.path);
+        goto fail;
+    }
     while (off < b->len) {
         ssize_t w = write(fd, b->buf + off, b->len - off);
         if (w < 0 && errno == EINTR) {
@@ -467,6 +557,7 @@ static int write_batch(struct kms_audit_dev *d, struct kms_audit_batch *b, char 
         off += (size_t)w;
     }
     if (d->o.fsync == KMS_AUDIT_FSYNC_ALWAYS) {
+        hook_before_sync(d);
         uint64_t t0 = mono_us();
         int sr = fdatasync(fd);
         count_fsync(d, t0);
@@ -484,135 +575,159 @@ fail:
     }
     return -1;
 }
+/* ---- the writer -------------------------------------------------------------------------- */
 
-/* Under mu. */
-static void batch_unref(struct kms_audit_batch *b)
+static void batch_free(struct kms_audit_batch *b)
 {
-    if (--b->refs == 0) {
-        afile_unref(&b->file);
-        free(b->buf);
-        free(b);
+    afile_unref(&b->file);
+    free(b->buf);
+    free(b);
+}
+
+/* Tell a list of waiters (no lock held). */
+static void notify(struct kms_audit_waiter *w, int status, const char *why)
+{
+    while (w != NULL) {
+        struct kms_audit_waiter *next = w->next;
+        w->done(w, status, why);
+        w = next;
     }
 }
 
-/* Under mu: b failed; it is finished for every waiter. */
-static void batch_fail(struct kms_audit_batch *b, const char *why)
+/* A batch is finished: every waiter told, the pending count dropped. No lock held. */
+static void batch_finish(struct kms_audit_dev *d, struct kms_audit_batch *b, int status,
+                         const char *why)
 {
-    snprintf(b->why, sizeof(b->why), "%s", why);
-    b->status = -1;
-    b->written = true;
-    b->synced = true;
+    notify(b->on_written, status, why);
+    notify(b->on_synced, status, why);
+    b->on_written = b->on_synced = NULL;
+    atomic_fetch_sub_explicit(&d->st_pending, b->lines, memory_order_relaxed);
+    batch_free(b);
 }
 
-/* Under mu: log an I/O error, at most once a second. */
+/* Log an I/O error, at most once a second (writer only). */
 static void io_error(struct kms_audit_dev *d, const char *why)
 {
     int64_t now = kms_audit_mono_ms();
     if (now - d->last_err_log >= 1000) {
         d->last_err_log = now;
-        pthread_mutex_unlock(&d->mu);
         dev_log(d, "error", "audit device %s: %s", d->o.name, why);
-        pthread_mutex_lock(&d->mu);
     }
 }
 
-/* Under mu, as the write leader: append the oldest batch. Drops and retakes mu. */
-static void lead_write(struct kms_audit_dev *d)
+/* fdatasync f, counted; 0 or -1 with why. */
+static int sync_file(struct kms_audit_dev *d, struct afile *f, char *why, size_t whylen)
 {
-    struct kms_audit_batch *b = d->qhead;
-    char why[512];
+    hook_before_sync(d);
+    uint64_t t0 = mono_us();
+    int sr = fdatasync(f->fd);
+    count_fsync(d, t0);
+    if (sr != 0) {
+        snprintf(why, whylen, "cannot sync %.300s: %s", d->o.path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
 
-    b->taken = true;
-    d->writing = true;
-    pthread_mutex_unlock(&d->mu);
+/* Make what was written without a sync durable (a later file's sync does not cover it). */
+static int sync_dirty(struct kms_audit_dev *d, char *why, size_t whylen)
+{
+    int rc = 0;
+    if (d->dirty != NULL) {
+        rc = sync_file(d, d->dirty, why, whylen);
+        afile_unref(&d->dirty);
+    }
+    return rc;
+}
+
+/* One group: write the batch, tell the "written" waiters, sync when asked, tell the rest. */
+static void write_group(struct kms_audit_dev *d, struct kms_audit_batch *b)
+{
+    char why[512];
     why[0] = '\0';
     pthread_mutex_lock(&d->io);
     int rc = write_batch(d, b, why, sizeof(why));
     pthread_mutex_unlock(&d->io);
-    pthread_mutex_lock(&d->mu);
 
-    d->qhead = b->next;
-    if (d->qhead == NULL) {
-        d->qtail = NULL;
-    }
-    b->next = NULL;
+    struct kms_audit_batch *failed = NULL;
+    pthread_mutex_lock(&d->mu);
     if (rc == 0) {
         d->wseq = b->last_seq;
         memcpy(d->whash, b->last_hash, sizeof(d->whash));
-        b->written = true;
-        if (d->o.fsync == KMS_AUDIT_FSYNC_BATCH) {
-            /* the queue's reference moves to the sync list */
-            if (d->wtail != NULL) {
-                d->wtail->next = b;
-            } else {
-                d->whead = b;
-            }
-            d->wtail = b;
-        } else {
-            b->synced = true;
-            batch_unref(b);
-        }
     } else {
-        /* every queued line was chained onto this batch: fail them all, roll back */
-        batch_fail(b, why);
-        batch_unref(b);
-        while (d->qhead != NULL) {
-            struct kms_audit_batch *q = d->qhead;
-            d->qhead = q->next;
-            batch_fail(q, why);
-            batch_unref(q);
-        }
-        d->qtail = NULL;
+        /* every queued line was chained onto this batch: they fail with it; roll back */
+        failed = d->qhead;
+        d->qhead = d->qtail = NULL;
         d->seq = d->wseq;
         memcpy(d->hash, d->whash, sizeof(d->hash));
     }
-    d->writing = false;
-    pthread_cond_broadcast(&d->done);
+    pthread_mutex_unlock(&d->mu);
+
     if (rc != 0) {
         io_error(d, why);
+        batch_finish(d, b, -1, why);
+        while (failed != NULL) {
+            struct kms_audit_batch *q = failed;
+            failed = q->next;
+            batch_finish(d, q, -1, why);
+        }
+        return;
     }
-}
-
-/* Under mu, as the sync leader: make every written batch durable. Drops and retakes mu. */
-static void lead_sync(struct kms_audit_dev *d)
-{
-    struct kms_audit_batch *list = d->whead;
-    char why[512];
-    int rc = 0;
-
-    d->whead = d->wtail = NULL;
-    d->syncing = true;
-    pthread_mutex_unlock(&d->mu);
-    /* one fdatasync per file in the list (usually one; two across a rotation) */
-    why[0] = '\0';
-    struct afile *last = NULL;
-    for (struct kms_audit_batch *b = list; b != NULL; b = b->next) {
-        if (b->file != last) {
-            last = b->file;
-            uint64_t t0 = mono_us();
-            int sr = fdatasync(last->fd);
-            count_fsync(d, t0);
-            if (sr != 0 && rc == 0) {
-                snprintf(why, sizeof(why), "cannot sync %.300s: %s", d->o.path, strerror(errno));
+    notify(b->on_written, 0, NULL);
+    b->on_written = NULL;
+    if (d->o.fsync == KMS_AUDIT_FSYNC_BATCH) {
+        if (b->on_synced != NULL) {
+            /* the group commit: one fdatasync for every line of the group (and an earlier
+             * unsynced file's, across a rotation) */
+            if (d->dirty != NULL && d->dirty != b->file) {
+                rc = sync_dirty(d, why, sizeof(why));
+            }
+            afile_unref(&d->dirty);
+            if (sync_file(d, b->file, why, sizeof(why)) != 0) {
                 rc = -1;
             }
+        } else if (d->dirty != b->file) {
+            /* only "written" waiters: the next durable group's sync covers this file */
+            if (d->dirty != NULL) {
+                rc = sync_dirty(d, why, sizeof(why));
+            }
+            d->dirty = afile_ref(b->file);
         }
     }
-    pthread_mutex_lock(&d->mu);
-    while (list != NULL) {
-        struct kms_audit_batch *b = list;
-        list = b->next;
-        if (rc != 0) {
-            batch_fail(b, why);
-        }
-        b->synced = true;
-        batch_unref(b);
-    }
-    d->syncing = false;
-    pthread_cond_broadcast(&d->done);
     if (rc != 0) {
         io_error(d, why);
     }
+    batch_finish(d, b, rc, rc != 0 ? why : NULL);
+}
+
+static void *writer_main(void *arg)
+{
+    struct kms_audit_dev *d = arg;
+    pthread_mutex_lock(&d->mu);
+    for (;;) {
+        while (d->qhead == NULL && !d->stopping) {
+            pthread_cond_wait(&d->work, &d->mu);
+        }
+        struct kms_audit_batch *b = d->qhead;
+        if (b == NULL) {
+            break; /* stopping, and nothing left to write */
+        }
+        /* take the open batch: lines from now on gather in the next one */
+        d->qhead = b->next;
+        if (d->qhead == NULL) {
+            d->qtail = NULL;
+        }
+        b->next = NULL;
+        pthread_mutex_unlock(&d->mu);
+        write_group(d, b);
+        pthread_mutex_lock(&d->mu);
+    }
+    pthread_mutex_unlock(&d->mu);
+    char why[512];
+    if (sync_dirty(d, why, sizeof(why)) != 0) {
+        io_error(d, why);
+    }
+    return NULL;
 }
 
 /* ---- life cycle -------------------------------------------------------------------------- */
@@ -621,7 +736,6 @@ int kms_audit_dev_open(const struct kms_audit_device_opts *o, const struct kms_a
                        struct kms_audit_dev **out, struct kms_err *err)
 {
     struct kms_audit_dev *d = calloc(1, sizeof(*d));
-    pthread_condattr_t ca;
     char why[512];
     int rc = -1;
 
@@ -633,10 +747,11 @@ int kms_audit_dev_open(const struct kms_audit_device_opts *o, const struct kms_a
     d->env = *env;
     pthread_mutex_init(&d->mu, NULL);
     pthread_mutex_init(&d->io, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&d->done, &ca);
-    pthread_condattr_destroy(&ca);
+    pthread_cond_init(&d->work, NULL);
+#ifdef KMS_TEST_HOOKS
+    const char *hooks = getenv("KMS_TEST_AUDIT_HOOKS");
+    snprintf(d->hooks, sizeof(d->hooks), "%s", hooks != NULL ? hooks : "");
+#endif
     if (open_file(d, &d->file, why, sizeof(why)) != 0) {
         kms_err_set(err, 500, "audit device %s: %s", o->name, why);
         goto out;
@@ -650,6 +765,11 @@ int kms_audit_dev_open(const struct kms_audit_device_opts *o, const struct kms_a
     }
     d->wseq = d->seq;
     memcpy(d->whash, d->hash, sizeof(d->hash));
+    if (pthread_create(&d->writer, NULL, writer_main, d) != 0) {
+        kms_err_set(err, 500, "audit device %s: cannot start its writer thread", o->name);
+        goto out;
+    }
+    d->writer_started = true;
     d->ready = true;
     *out = d;
     d = NULL;
@@ -665,25 +785,22 @@ void kms_audit_dev_close(struct kms_audit_dev **dp)
     if (d == NULL) {
         return;
     }
-    if (d->ready) {
-        /* lines whose callers gave up waiting are still owed to the file */
+    if (d->writer_started) {
+        /* lines whose callers gave up waiting are still owed to the file: the writer drains
+         * the queue, syncs, and ends */
         pthread_mutex_lock(&d->mu);
-        while (d->writing || d->syncing) {
-            pthread_cond_wait(&d->done, &d->mu);
-        }
-        while (d->qhead != NULL) {
-            lead_write(d);
-        }
-        if (d->whead != NULL) {
-            lead_sync(d);
-        }
+        d->stopping = true;
+        pthread_cond_signal(&d->work);
         pthread_mutex_unlock(&d->mu);
+        pthread_join(d->writer, NULL);
+    }
+    if (d->ready) {
         save_head(d);
     }
     afile_unref(&d->file);
     pthread_mutex_destroy(&d->mu);
     pthread_mutex_destroy(&d->io);
-    pthread_cond_destroy(&d->done);
+    pthread_cond_destroy(&d->work);
     kms_memzero(d->salt, sizeof(d->salt));
     kms_hmac_key_destroy(&d->hkey);
     free(d);
@@ -720,7 +837,6 @@ int kms_audit_dev_reopen(struct kms_audit_dev *d, char *why, size_t whylen)
     }
     return rc;
 }
-
 /* ---- callers ----------------------------------------------------------------------------- */
 
 static int grow(struct kms_audit_batch *b, size_t need)
@@ -742,7 +858,7 @@ static int grow(struct kms_audit_batch *b, size_t need)
 }
 
 int kms_audit_dev_submit(struct kms_audit_dev *d, const char *body, size_t len,
-                         struct kms_audit_batch **out, char *why, size_t whylen)
+                         struct kms_audit_waiter *w, bool durable, char *why, size_t whylen)
 {
     struct kms_audit_batch *b = NULL;
     struct kms_hash_stream *hs = NULL;
@@ -765,14 +881,17 @@ int kms_audit_dev_submit(struct kms_audit_dev *d, const char *body, size_t len,
         return -1;
     }
     pthread_mutex_lock(&d->mu);
+    if (d->stopping) {
+        snprintf(why, whylen, "audit device %s is closing", d->o.name);
+        goto out;
+    }
     b = d->qtail;
-    if (b == NULL || b->taken || d->o.fsync == KMS_AUDIT_FSYNC_ALWAYS) {
+    if (b == NULL || d->o.fsync == KMS_AUDIT_FSYNC_ALWAYS) {
         b = calloc(1, sizeof(*b));
         if (b == NULL) {
             snprintf(why, whylen, "out of memory");
             goto out;
         }
-        b->refs = 1;
         fresh = true;
     }
     uint64_t seq = d->seq + 1;
@@ -800,11 +919,19 @@ int kms_audit_dev_submit(struct kms_audit_dev *d, const char *body, size_t len,
     b->len += KMS_AUDIT_HASH_LEN;
     memcpy(b->buf + b->len, "\"}\n", 3);
     b->len += 3;
+    b->lines++;
 
     d->seq = seq;
     memcpy(d->hash, h, sizeof(d->hash));
     b->last_seq = seq;
     memcpy(b->last_hash, h, sizeof(b->last_hash));
+    if (w != NULL) {
+        struct kms_audit_waiter **list =
+            durable && d->o.fsync != KMS_AUDIT_FSYNC_NEVER ? &b->on_synced : &b->on_written;
+        w->next = *list;
+        *list = w;
+    }
+    atomic_fetch_add_explicit(&d->st_pending, 1, memory_order_relaxed);
     if (fresh) {
         if (d->qtail != NULL) {
             d->qtail->next = b;
@@ -813,9 +940,8 @@ int kms_audit_dev_submit(struct kms_audit_dev *d, const char *body, size_t len,
         }
         d->qtail = b;
         fresh = false;
+        pthread_cond_signal(&d->work);
     }
-    b->refs++;
-    *out = b;
     rc = 0;
 out:
     if (fresh) {
@@ -824,44 +950,5 @@ out:
     }
     pthread_mutex_unlock(&d->mu);
     kms_hash_stream_destroy(&hs);
-    return rc;
-}
-
-int kms_audit_dev_wait(struct kms_audit_dev *d, struct kms_audit_batch **bp, bool durable,
-                       int64_t deadline_ms, char *why, size_t whylen)
-{
-    struct kms_audit_batch *b = *bp;
-    struct timespec ts;
-    int rc;
-
-    ts.tv_sec = (time_t)(deadline_ms / 1000);
-    ts.tv_nsec = (long)(deadline_ms % 1000) * 1000000;
-    pthread_mutex_lock(&d->mu);
-    while (!(durable ? b->synced : b->written)) {
-        /* ours is written: sync first, rather than write newer batches and delay our sync */
-        if (durable && b->written && !d->syncing && d->whead != NULL) {
-            lead_sync(d);
-            continue;
-        }
-        if (!d->writing && d->qhead != NULL) {
-            lead_write(d); /* the oldest batch first: ours, or one ours is chained onto */
-            continue;
-        }
-        if (pthread_cond_timedwait(&d->done, &d->mu, &ts) == ETIMEDOUT) {
-            break;
-        }
-    }
-    if (!(durable ? b->synced : b->written)) {
-        snprintf(why, whylen, "timed out waiting for %.300s", d->o.path);
-        rc = -1;
-    } else {
-        if (b->status != 0) {
-            snprintf(why, whylen, "%s", b->why);
-        }
-        rc = b->status;
-    }
-    batch_unref(b);
-    pthread_mutex_unlock(&d->mu);
-    *bp = NULL;
     return rc;
 }

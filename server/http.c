@@ -22,8 +22,17 @@
  * reading (the kernel's buffers then push back on the client) until the output has drained to
  * OUT_LOW, so the memory a connection holds stays bounded whatever it sends.
  *
- * Requests are handed to api/ synchronously; responses carry Content-Type application/json
- * (unless api/ names another, as for Prometheus metrics) and Cache-Control: no-store.
+ * Parking: the event loop never waits for a disk. A request whose audit record is not yet
+ * written (docs/audit.md) comes back from kms_api_start parked; its connection holds the
+ * request (no further bytes are read or parsed) and the loop goes on with other connections.
+ * The audit writer wakes the request through this server's mailbox (a list under a mutex and
+ * one libevent event made active from the writer thread: one wake-up of the loop per group
+ * commit, however many requests it finishes), and the loop resumes it and sends its answer.
+ * A request parked longer than audit_timeout, or whose connection goes away, is abandoned:
+ * 500, and a handler that had not run yet never runs.
+ *
+ * Responses carry Content-Type application/json (unless api/ names another, as for
+ * Prometheus metrics) and Cache-Control: no-store.
  */
 #include "server/server.h"
 
@@ -35,6 +44,7 @@
 #include <event2/listener.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -748,6 +758,10 @@ struct conn {
     bool paused;  /* not reading: too much unsent output (back-pressure) */
     char remote[INET6_ADDRSTRLEN];
     int port;
+    struct kms_http_req req;   /* the request in progress (borrowed from the parser) */
+    struct kms_api_call *call; /* parked on its audit record, or NULL */
+    struct conn *wnext;        /* in the mailbox (under mbox_mu) */
+    bool in_mailbox;           /* under mbox_mu */
 };
 
 struct kms_http {
@@ -758,6 +772,11 @@ struct kms_http {
     struct conn *conns;
     size_t nconns;
     bool stopping;
+    int64_t audit_timeout_ms;
+    /* parked requests whose audit record is finished, posted by the audit writers */
+    pthread_mutex_t mbox_mu;
+    struct conn *mbox;
+    struct event *mbox_ev;
 };
 
 static void conn_free(struct conn *c);
@@ -862,36 +881,143 @@ static void fail_close(struct conn *c, int status, const char *msg)
     conn_close_after_write(c);
 }
 
-static void dispatch(struct conn *c)
+/* From an audit writer thread: the parked request of c can go on. */
+static void wake(void *arg)
 {
-    struct kms_http_req req;
-    struct kms_http_resp resp;
-
-    evtimer_del(c->timer);
-    if (kms_http_parser_request(c->parser, &req) != 0) {
-        fail_close(c, 500, "out of memory");
-        return;
+    struct conn *c = arg;
+    struct kms_http *h = c->h;
+    pthread_mutex_lock(&h->mbox_mu);
+    bool first = h->mbox == NULL;
+    c->wnext = h->mbox;
+    h->mbox = c;
+    c->in_mailbox = true;
+    pthread_mutex_unlock(&h->mbox_mu);
+    if (first) {
+        event_active(h->mbox_ev, 0, 0); /* one wake-up of the loop per batch */
     }
-    req.remote_addr = c->remote;
-    req.remote_port = c->port;
-    c->keepalive = kms_http_parser_keepalive(c->parser) && !c->h->stopping;
+}
 
-    if (c->h->opts.ha != NULL) {
-        kms_ha_handle(c->h->opts.ha, &req, &resp);
-    } else {
-        kms_api_handle(c->h->api, &req, &resp);
+/* Take c out of the mailbox if a wake-up put it there (its call is already abandoned). */
+static void mailbox_remove(struct conn *c)
+{
+    struct kms_http *h = c->h;
+    pthread_mutex_lock(&h->mbox_mu);
+    if (c->in_mailbox) {
+        for (struct conn **pp = &h->mbox; *pp != NULL; pp = &(*pp)->wnext) {
+            if (*pp == c) {
+                *pp = c->wnext;
+                break;
+            }
+        }
+        c->in_mailbox = false;
     }
+    pthread_mutex_unlock(&h->mbox_mu);
+}
+
+/* Give up on c's parked request (no wake-up after this); resp (may be NULL) gets its 500. */
+static void abandon(struct conn *c, struct kms_http_resp *resp)
+{
+    kms_api_abandon(c->call, resp);
+    c->call = NULL;
+    mailbox_remove(c);
+}
+
+/* The answer to the current request is ready: send it, and get ready for the next one. */
+static void complete(struct conn *c, struct kms_http_resp *resp)
+{
     if (c->h->stopping) {
         c->keepalive = false;
     }
-    write_response(c, &resp, strcmp(req.method, "HEAD") == 0);
-    kms_http_resp_dispose(&resp);
+    write_response(c, resp, strcmp(c->req.method, "HEAD") == 0);
+    kms_http_resp_dispose(resp);
     kms_http_parser_reset(c->parser);
+    memset(&c->req, 0, sizeof(c->req));
     c->req_started = false;
     if (!c->keepalive) {
         conn_close_after_write(c);
     } else {
         arm_timer(c, c->h->opts.idle_timeout);
+    }
+}
+
+/* Run the current request; true when it is parked on its audit record. */
+static bool dispatch(struct conn *c)
+{
+    struct kms_http_resp resp;
+
+    evtimer_del(c->timer);
+    if (kms_http_parser_request(c->parser, &c->req) != 0) {
+        fail_close(c, 500, "out of memory");
+        return false;
+    }
+    c->req.remote_addr = c->remote;
+    c->req.remote_port = c->port;
+    c->keepalive = kms_http_parser_keepalive(c->parser) && !c->h->stopping;
+
+    if (c->h->opts.ha != NULL) {
+        /* HA replicas (docs/ha.md) answer through kms_ha_handle, which holds the service for
+         * the whole request (or forwards it to the active): the blocking pipeline */
+        kms_ha_handle(c->h->opts.ha, &c->req, &resp);
+        complete(c, &resp);
+        return false;
+    }
+    if (kms_api_start(c->h->api, &c->req, &resp, wake, c, &c->call) == 1) {
+        /* parked: hold this connection (read nothing more) until the writer wakes it */
+        bufferevent_disable(c->bev, EV_READ);
+        struct timeval tv = {(time_t)(c->h->audit_timeout_ms / 1000),
+                             (suseconds_t)(c->h->audit_timeout_ms % 1000) * 1000};
+        evtimer_add(c->timer, &tv);
+        return true;
+    }
+    complete(c, &resp);
+    return false;
+}
+
+static void process(struct conn *c);
+
+/* After a parked request is answered: read and parse again. */
+static void unpark(struct conn *c)
+{
+    if (c->closing) {
+        return;
+    }
+    if (!c->paused) {
+        bufferevent_enable(c->bev, EV_READ);
+    }
+    process(c); /* requests already buffered do not wait for new bytes */
+}
+
+static void on_mailbox(evutil_socket_t fd, short what, void *arg)
+{
+    struct kms_http *h = arg;
+    (void)fd;
+    (void)what;
+    pthread_mutex_lock(&h->mbox_mu);
+    struct conn *list = h->mbox;
+    h->mbox = NULL;
+    for (struct conn *c = list; c != NULL; c = c->wnext) {
+        c->in_mailbox = false;
+    }
+    pthread_mutex_unlock(&h->mbox_mu);
+    while (list != NULL) {
+        struct conn *c = list;
+        list = c->wnext;
+        struct kms_http_resp resp;
+        struct kms_api_call *call = c->call;
+        if (call == NULL) {
+            continue;
+        }
+        evtimer_del(c->timer);
+        if (kms_api_resume(call, &resp) == 1) {
+            /* parked again (its response line now): the wait starts over */
+            struct timeval tv = {(time_t)(h->audit_timeout_ms / 1000),
+                                 (suseconds_t)(h->audit_timeout_ms % 1000) * 1000};
+            evtimer_add(c->timer, &tv);
+            continue;
+        }
+        c->call = NULL;
+        complete(c, &resp);
+        unpark(c);
     }
 }
 
@@ -901,7 +1027,7 @@ static void process(struct conn *c)
     struct evbuffer *out = bufferevent_get_output(c->bev);
     const struct kms_http_opts *o = &c->h->opts;
 
-    while (!c->closing) {
+    while (!c->closing && c->call == NULL) {
         if (kms_http_parser_idle(c->parser) && evbuffer_get_length(out) > OUT_HIGH) {
             /* the client is not reading its answers: stop taking requests until it does */
             c->paused = true;
@@ -926,7 +1052,9 @@ static void process(struct conn *c)
             evbuffer_add_printf(out, "HTTP/1.1 100 Continue\r\n\r\n");
             continue;
         }
-        dispatch(c);
+        if (dispatch(c)) {
+            return;
+        }
     }
 }
 
@@ -949,8 +1077,10 @@ static void on_write(struct bufferevent *bev, void *arg)
     if (c->paused && pending <= OUT_LOW) {
         c->paused = false;
         bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
-        bufferevent_enable(bev, EV_READ);
-        process(c); /* requests already buffered do not wait for new bytes */
+        if (c->call == NULL) {
+            bufferevent_enable(bev, EV_READ);
+            process(c); /* requests already buffered do not wait for new bytes */
+        }
     }
 }
 
@@ -968,6 +1098,14 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     struct conn *c = arg;
     (void)fd;
     (void)what;
+    if (c->call != NULL) {
+        /* its audit record took longer than audit_timeout: the request fails closed */
+        struct kms_http_resp resp;
+        abandon(c, &resp);
+        complete(c, &resp);
+        unpark(c);
+        return;
+    }
     if (c->req_started && !c->closing) {
         fail_close(c, 408, "request timed out");
         return;
@@ -978,6 +1116,9 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 static void conn_free(struct conn *c)
 {
     struct kms_http *h = c->h;
+    if (c->call != NULL) {
+        abandon(c, NULL); /* nobody to answer: a handler not yet run never runs */
+    }
     if (c->prev != NULL) {
         c->prev->next = c->next;
     } else {
@@ -1226,9 +1367,20 @@ int kms_http_create(struct event_base *base, struct kms_api *api, int listen_fd,
     h->base = base;
     h->api = api;
     h->opts = *opts;
+    h->audit_timeout_ms = api != NULL ? kms_api_audit_timeout_ms(api) : 10000;
+    pthread_mutex_init(&h->mbox_mu, NULL);
+    h->mbox_ev = event_new(base, -1, 0, on_mailbox, h);
     h->listener = evconnlistener_new(base, on_accept, h, LEV_OPT_CLOSE_ON_FREE, -1, listen_fd);
-    if (h->listener == NULL) {
-        close(listen_fd);
+    if (h->listener == NULL || h->mbox_ev == NULL) {
+        if (h->listener != NULL) {
+            evconnlistener_free(h->listener);
+        } else {
+            close(listen_fd);
+        }
+        if (h->mbox_ev != NULL) {
+            event_free(h->mbox_ev);
+        }
+        pthread_mutex_destroy(&h->mbox_mu);
         free(h);
         return kms_err_set(err, 500, "cannot watch the listening socket");
     }
@@ -1282,6 +1434,8 @@ void kms_http_destroy(struct kms_http **hp)
     if (h->listener != NULL) {
         evconnlistener_free(h->listener);
     }
+    event_free(h->mbox_ev);
+    pthread_mutex_destroy(&h->mbox_mu);
     free(h);
     *hp = NULL;
 }

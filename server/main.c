@@ -24,7 +24,12 @@
 
 #define KMSD_VERSION "0.1.0"
 #define SHUTDOWN_GRACE_SECONDS 10
-#define AUDIT_MIN_WORKERS 32 /* default workers when audit lines are fsync'd (docs/audit.md) */
+/* KMS plugin call threads when audit lines are fsync'd: a plugin call (unlike an HTTP request,
+ * which is parked) blocks its call thread until its record is durable, so more threads share
+ * each group commit; the plugin's own event loop never waits (docs/kms-plugin.md) */
+#define PLUGIN_AUDIT_THREADS 32
+/* workers of an HA replica when audit lines are fsync'd (its requests block their worker) */
+#define HA_AUDIT_WORKERS 32
 
 static const char *log_level = "info";
 
@@ -697,13 +702,16 @@ static int start_listener(const struct flags *f, struct kms_config *cfg,
     hopts.idle_timeout = cfg->idle_timeout;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     *nworkers = cfg->workers ? cfg->workers : (size_t)(cores > 0 ? cores : 1);
+    /* one per core whatever the audit mode: a request waiting for its audit record is parked,
+     * and its worker serves other connections meanwhile (server/http.c). HA replicas answer
+     * through kms_ha_handle, which blocks its worker for the request (forwarding included):
+     * there more workers still share each audit fsync */
     bool audit_syncs = false;
     for (size_t i = 0; i < ndevs; i++) {
         audit_syncs = audit_syncs || adevs[i].fsync != KMS_AUDIT_FSYNC_NEVER;
     }
-    if (cfg->workers == 0 && audit_syncs && *nworkers < AUDIT_MIN_WORKERS) {
-        /* a worker waits for the audit fsync of its request; more workers share each fsync */
-        *nworkers = AUDIT_MIN_WORKERS;
+    if (cfg->workers == 0 && rt->ha != NULL && audit_syncs && *nworkers < HA_AUDIT_WORKERS) {
+        *nworkers = HA_AUDIT_WORKERS;
     }
     if (kms_workers_start(rt->api, cfg->listen_address, &hopts, *nworkers, SHUTDOWN_GRACE_SECONDS,
                           &rt->workers, bound, bound_len, &err) != 0) {
@@ -815,13 +823,13 @@ static int start_plugins(const struct flags *f, struct kms_config *cfg, struct r
     if (cfg->nkms_plugins > 0) {
         kms_metrics_set_extra(kms_plugin_metrics_text); /* in sys/metrics */
     }
-    /* a call waits for its audit line's fsync: more threads share each fsync, as workers do */
+    /* a call waits for its audit line's fsync on its call thread: more threads share each fsync */
     size_t threads = 8;
     for (size_t i = 0; i < kms_audit_ndevices(rt->audit); i++) {
         struct kms_audit_device_opts ao;
         kms_audit_device_get(rt->audit, i, &ao);
         if (ao.fsync != KMS_AUDIT_FSYNC_NEVER) {
-            threads = AUDIT_MIN_WORKERS;
+            threads = PLUGIN_AUDIT_THREADS;
         }
     }
     for (size_t i = 0; i < cfg->nkms_plugins; i++) {

@@ -386,6 +386,67 @@ class ConcurrencyTest(AuditTestCase):
         res = self.verify(self.log)
         self.assertEqual(res.returncode, 0, res.stderr)
 
+    def test_64_connections_records_equal_operations(self):
+        """64 connections at once, each a mix of operations without effects (encrypt,
+        decrypt, parked on their response line) and with effects (rotate, parked on their
+        request line first): every operation has exactly its two lines, in one valid chain."""
+        import http.client
+        name, _ = self.create_key()
+        before = len(self.lines())
+        conns, each = 64, 6
+        ids, errors = [], []
+        lock = threading.Lock()
+        start = threading.Barrier(conns)
+
+        def worker(n):
+            conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=60)
+            hdrs = {"X-Vault-Token": self.server.root_token}
+            start.wait()
+            ct = None
+            for i in range(each):
+                if i % 3 == 2:
+                    path, body = "/v1/transit/keys/%s/rotate" % name, "{}"
+                elif ct is not None and i % 3 == 1:
+                    path, body = "/v1/transit/decrypt/" + name, json.dumps({"ciphertext": ct})
+                else:
+                    path = "/v1/transit/encrypt/" + name
+                    body = json.dumps({"plaintext": b64("c%d-%d" % (n, i))})
+                conn.request("POST", path, body, hdrs)
+                resp = conn.getresponse()
+                data = resp.read()
+                with lock:
+                    if resp.status not in (200, 204):
+                        errors.append((resp.status, data))
+                        continue
+                    doc = json.loads(data) if data else {}
+                    if "request_id" in doc:
+                        ids.append(doc["request_id"])
+                    else:
+                        ids.append(None)
+                    if path.startswith("/v1/transit/encrypt/"):
+                        ct = doc["data"]["ciphertext"]
+            conn.close()
+
+        ts = [threading.Thread(target=worker, args=(i,)) for i in range(conns)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual(errors, [])
+        lines = self.lines()[before:]
+        self.assertEqual(len(lines), 2 * conns * each)
+        by_id = {}
+        for l in lines:
+            by_id.setdefault(l["request"]["id"], []).append(l["type"])
+        self.assertEqual(len(by_id), conns * each)
+        self.assertTrue({i for i in ids if i is not None} <= set(by_id))
+        for rid, types in by_id.items():
+            self.assertEqual(types, ["request", "response"], rid)
+        seqs = [l["seq"] for l in self.lines()]
+        self.assertEqual(seqs, list(range(1, len(seqs) + 1)))
+        res = self.verify(self.log)
+        self.assertEqual(res.returncode, 0, res.stderr)
+
     def test_sighup_rotation_under_load(self):
         name, _ = self.create_key()
         stop = threading.Event()
@@ -555,6 +616,7 @@ class FailClosedTest(AuditTestCase):
         name, _ = self.create_key()
         self.encrypt(name, b"warm-up")
         req_line, resp_line = [json.dumps(l, separators=(",", ":")) for l in self.last_pair()]
+        before = self.lines()
         # room for this request's request line, not for its response line
         size = self.set_limit(len(req_line) + 40)
         try:
@@ -563,9 +625,13 @@ class FailClosedTest(AuditTestCase):
             self.assertNotIn(b"vault:v", r.body)
         finally:
             self.clear_limit()
+        # an encrypt's request line is not waited for on its own: it shares the response
+        # line's write when they are queued together (then neither is in the file) or is
+        # written just before it; either way no response line records a result
         ls = self.lines()
-        self.assertEqual(ls[-1]["type"], "request")  # recorded before the handler ran
-        self.assertGreater(os.path.getsize(self.log), size)
+        self.assertLessEqual(len(ls), len(before) + 1)
+        if len(ls) == len(before) + 1:
+            self.assertEqual(ls[-1]["type"], "request")
         res = self.verify(self.log)
         self.assertEqual(res.returncode, 0, res.stderr)
         # and the server carries on once there is space again

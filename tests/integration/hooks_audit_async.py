@@ -1,0 +1,295 @@
+"""The non-blocking audit path (issue 12; docs/audit.md "Durability, failure and the fsync
+modes") against a real kmsd built with -DKMS_TEST_HOOKS=ON, whose audit writer takes orders
+from files in $KMS_TEST_AUDIT_HOOKS: `hold` (the writer waits before its next fdatasync while
+the file exists, and shows it by creating `held`), `delay` (milliseconds slept before each
+fdatasync) and `fail` (the next write fails half-way when the file is empty or names a string
+the batch contains).
+
+- requests parked behind a held fsync do not stop their worker: with one worker, sys/health
+  answers while they wait, and they all complete, in one group commit, when the fsync ends;
+- a write that fails mid-group fails every request parked on that group with 500, and none of
+  them had an effect (the key creates among them never ran) or left a line;
+- a response group that fails after a change was committed: 500, the change stays, the log
+  ends in the durable request line;
+- audit_timeout: a request parked longer fails 500, and a change that was waiting for its
+  request line never happens.
+"""
+
+import http.client
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+import unittest
+
+from kmsd_harness import KMSD_BIN, KmsdServer, KmsdTestCase, b64, wait_for
+
+KMSCTL_BIN = os.path.join(os.path.dirname(KMSD_BIN), "kmsctl")
+
+
+def read_lines(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data == b"" or data.endswith(b"\n"), "log does not end with a newline"
+    return [json.loads(line) for line in data.decode().splitlines()]
+
+
+class HookedServer(KmsdTestCase):
+    """One config-mode kmsd with one worker, an audit file in batch mode and the hooks dir."""
+
+    extra_config = {}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = tempfile.mkdtemp(prefix="kmsd-hooks-")
+        cls.hooks = os.path.join(cls.workdir, "hooks")
+        os.mkdir(cls.hooks)
+        cls.log = os.path.join(cls.workdir, "audit.log")
+        cfg = {"workers": 1, "audit_file": cls.log, "audit_fsync": "batch", "rate_limit": 0}
+        cfg.update(cls.extra_config)
+        os.environ["KMS_TEST_AUDIT_HOOKS"] = cls.hooks
+        try:
+            cls.server = KmsdServer(mode="config", config=cfg, workdir=cls.workdir)
+            try:
+                cls.server.start()
+                cls.init_config_server(cls.server)
+            except BaseException:
+                cls.server.cleanup()
+                raise
+        finally:
+            del os.environ["KMS_TEST_AUDIT_HOOKS"]
+
+    @classmethod
+    def tearDownClass(cls):
+        for f in ("hold", "fail", "delay"):
+            try:
+                os.unlink(os.path.join(cls.hooks, f))
+            except FileNotFoundError:
+                pass
+        try:
+            super().tearDownClass()
+        finally:
+            shutil.rmtree(cls.workdir, ignore_errors=True)
+
+    def tearDown(self):
+        self.unhook("hold", "fail", "delay")
+
+    # ---- hooks -----------------------------------------------------------------------------
+    def hook(self, name, text=""):
+        with open(os.path.join(self.hooks, name), "w") as f:
+            f.write(text)
+
+    def unhook(self, *names):
+        for n in names:
+            try:
+                os.unlink(os.path.join(self.hooks, n))
+            except FileNotFoundError:
+                pass
+
+    def wait_held(self):
+        wait_for(lambda: os.path.exists(os.path.join(self.hooks, "held")), 30,
+                 lambda: "the audit writer to reach the held fsync\n" + self.server.log_tail())
+
+    def metric(self, name):
+        r = self.req("GET", "sys/metrics?format=prometheus")
+        self.assertEqual(r.status, 200, r.describe())
+        for line in r.body.decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        raise AssertionError("no metric %s" % name)
+
+    def wait_pending(self, n):
+        wait_for(lambda: self.metric("kmsd_audit_pending_lines") >= n, 30,
+                 lambda: "%d audit lines pending (have %s)" % (
+                     n, self.metric("kmsd_audit_pending_lines")))
+
+    def wait_drained(self):
+        wait_for(lambda: self.metric("kmsd_audit_pending_lines") == 0, 30,
+                 lambda: "the audit queue to drain")
+
+    def lines(self):
+        return read_lines(self.log)
+
+    def verify(self):
+        import subprocess
+        res = subprocess.run([KMSCTL_BIN, "audit", "verify", self.log], capture_output=True,
+                             text=True, timeout=60)
+        self.assertEqual(res.returncode, 0, res.stdout + res.stderr)
+
+    # ---- concurrent clients ----------------------------------------------------------------
+    def send_all(self, requests):
+        """Send each (method, path, body) on its own connection at once, in threads; returns
+        the threads and a list that gets (index, status, body) as answers arrive."""
+        results = []
+        lock = threading.Lock()
+
+        def one(i, method, path, body):
+            conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=120)
+            try:
+                conn.request(method, "/v1/" + path, json.dumps(body),
+                             {"X-Vault-Token": self.server.token})
+                resp = conn.getresponse()
+                data = resp.read()
+                with lock:
+                    results.append((i, resp.status, data))
+            except Exception as e:  # a failure is an answer the test sees
+                with lock:
+                    results.append((i, -1, repr(e).encode()))
+            finally:
+                conn.close()
+
+        ts = [threading.Thread(target=one, args=(i,) + tuple(r)) for i, r in enumerate(requests)]
+        for t in ts:
+            t.start()
+        return ts, results
+
+
+class ParkingTest(HookedServer):
+
+    def test_parked_requests_leave_the_worker_free(self):
+        name, _ = self.create_key()
+        before = len(self.lines())
+        self.hook("hold")
+        first, first_res = self.send_all([("POST", "transit/encrypt/" + name,
+                                           {"plaintext": b64("first")})])
+        self.wait_held()  # its response line's group is in the (held) fsync
+        fsyncs = self.metric("kmsd_audit_fsyncs_total")
+        n = 24
+        reqs = []
+        for i in range(n):
+            if i % 4 == 3:
+                reqs.append(("POST", "transit/keys/%s/rotate" % name, {}))
+            else:
+                reqs.append(("POST", "transit/encrypt/" + name, {"plaintext": b64("p%d" % i)}))
+        ts, results = self.send_all(reqs)
+        # encrypts wait with both lines queued; rotations with their request line
+        self.wait_pending(1 + 2 * (n - n // 4) + n // 4)
+        # the only worker still serves other connections while all of them are parked
+        for _ in range(3):
+            t0 = time.monotonic()
+            r = self.req("GET", "sys/health", token=None)
+            self.assertEqual(r.status, 200, r.describe())
+            self.assertLess(time.monotonic() - t0, 5)
+        r = self.req("GET", "sys/metrics?format=prometheus")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(results, [])  # nothing was answered before its record was durable
+        self.assertEqual(first_res, [])
+        self.unhook("hold")
+        for t in ts + first:
+            t.join()
+        self.assertEqual(first_res[0][1], 200, first_res)
+        self.assertEqual(len(results), n)
+        for i, status, body in results:
+            self.assertEqual(status, 200, (i, body))
+        self.wait_drained()
+        # the held group, one group for every encrypt and the rotations' request lines, then
+        # the rotations' response lines (each rotation commits to the store on its own, so
+        # these may take a few groups): fewer fsyncs than requests
+        self.assertLess(self.metric("kmsd_audit_fsyncs_total") - fsyncs, 3 + n // 4)
+        lines = self.lines()[before:]
+        self.assertEqual(len(lines), 2 * (n + 1))
+        by_id = {}
+        for l in lines:
+            by_id.setdefault(l["request"]["id"], []).append(l["type"])
+        self.assertEqual(len(by_id), n + 1)
+        for rid, types in by_id.items():
+            self.assertEqual(types, ["request", "response"], rid)
+        self.assertEqual(self.read_key(name)["latest_version"], 1 + n // 4)
+        self.verify()
+
+
+class FailureTest(HookedServer):
+
+    def test_write_failure_mid_group_fails_every_parked_request(self):
+        name, _ = self.create_key()
+        before = self.lines()
+        size = os.path.getsize(self.log)
+        self.hook("hold")
+        first, first_res = self.send_all([("POST", "transit/encrypt/" + name,
+                                           {"plaintext": b64("first")})])
+        self.wait_held()
+        n = 16
+        made = [self.uniq("never") for _ in range(n // 2)]
+        reqs = [("POST", "transit/keys/" + k, {}) for k in made]
+        reqs += [("POST", "transit/encrypt/" + name, {"plaintext": b64("g%d" % i)})
+                 for i in range(n // 2)]
+        ts, results = self.send_all(reqs)
+        # creates wait on their request line, encrypts with both lines queued
+        self.wait_pending(1 + len(made) + 2 * (n // 2))
+        self.hook("fail")  # the next write (the parked group's) dies half-way
+        self.unhook("hold")
+        for t in ts + first:
+            t.join()
+        self.unhook("fail")
+        self.assertEqual(first_res[0][1], 200, first_res)  # its group was already written
+        for i, status, body in results:
+            self.assertEqual(status, 500, (i, body))
+            self.assertEqual(json.loads(body), {"errors": ["internal error"]})
+            self.assertNotIn(b"vault:v", body)
+        self.wait_drained()
+        # nothing of the failed group is in the file (cut back whole), the chain is intact
+        lines = self.lines()
+        self.assertEqual(len(lines), len(before) + 2)
+        with open(self.log) as f:
+            text = f.read()
+        for k in made:
+            self.assertNotIn(k, text)
+            r = self.req("GET", "transit/keys/" + k)
+            self.assertEqual(r.status, 404, r.describe())  # the create never ran
+        self.assertGreater(os.path.getsize(self.log), size)
+        self.verify()
+        self.encrypt(name, b"after")  # and the device carries on
+        self.verify()
+
+    def test_response_group_failure_after_a_committed_change(self):
+        """What happens to a change already committed to the store when its response line's
+        group fails: the client gets 500 and no result; the change stays (it is committed, and
+        kmsd does not undo it); its request line was durable before the handler ran, so the
+        log ends in the record of the attempt, without a response line."""
+        name, _ = self.create_key()
+        r = self.req("POST", "transit/keys/%s/rotate" % name, {})
+        self.assertEqual(r.status, 200, r.describe())
+        version = self.read_key(name)["latest_version"]
+        n = len(self.lines())
+        self.hook("fail", '"type":"response"')
+        try:
+            r = self.req("POST", "transit/keys/%s/rotate" % name, {})
+            self.assertEqual(r.status, 500, r.describe())
+            self.assertEqual(r.json, {"errors": ["internal error"]})
+        finally:
+            self.unhook("fail")
+        lines = self.lines()
+        self.assertEqual(len(lines), n + 1)
+        self.assertEqual(lines[-1]["type"], "request")
+        self.assertEqual(lines[-1]["op"], "rotate")
+        self.assertEqual(self.read_key(name)["latest_version"], version + 1)
+        self.verify()
+
+
+class TimeoutTest(HookedServer):
+    extra_config = {"audit_timeout": 1}
+
+    def test_a_request_parked_past_audit_timeout_fails_closed(self):
+        name, _ = self.create_key()
+        self.hook("delay", "4000")
+        fresh = self.uniq("late")
+        t0 = time.monotonic()
+        r = self.req("POST", "transit/keys/" + fresh, {})
+        waited = time.monotonic() - t0
+        self.assertEqual(r.status, 500, r.describe())
+        self.assertEqual(r.json, {"errors": ["internal error"]})
+        self.assertLess(waited, 3.5)  # the timeout (1 s), not the 4 s fsync
+        r = self.req("GET", "sys/health", token=None)
+        self.assertEqual(r.status, 200)
+        self.unhook("delay")
+        self.wait_drained()
+        r = self.req("GET", "transit/keys/" + fresh)
+        self.assertEqual(r.status, 404, r.describe())  # its handler never ran
+        self.encrypt(name, b"after")
+        self.verify()
+
+
+if __name__ == "__main__":
+    unittest.main()

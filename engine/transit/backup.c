@@ -224,8 +224,26 @@ static int entry_bigints(const struct kms_key_policy *p, const struct kms_key_ve
 }
 
 /* A keysutil KeyEntry; kv NULL gives the zero entry OpenBao keeps for "version 0". */
+/* A version's chain as Go's [][]byte: an array of base64 DER certificates, or null. */
+static json_t *chain_json(const uint8_t *der, size_t len)
+{
+    json_t *a;
+    size_t n;
+    if (der == NULL || len == 0 || (a = json_array()) == NULL) {
+        return json_null();
+    }
+    for (size_t at = 0; at < len; at += n) {
+        n = kms_transit_der_next(der + at, len - at);
+        if (n == 0 || json_array_append_new(a, b64_json(der + at, n)) != 0) {
+            json_decref(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
 static json_t *entry_json(const struct kms_key_policy *p, const struct kms_key_version *kv,
-                          const char *mark)
+                          const char *mark, json_t *chain)
 {
     char t[40] = "0001-01-01T00:00:00Z";
     json_t *key = json_null(), *hkey = json_null();
@@ -258,11 +276,11 @@ static json_t *entry_json(const struct kms_key_policy *p, const struct kms_key_v
         created = kv->created_sec;
         conv = kv->convergent_version;
     }
-    json_t *e =
-        json_pack("{s:o, s:o, s:s, s:n, s:n, s:n, s:n, s:n, s:o, s:i, s:I, s:n, s:s}", "key", key,
-                  "hmac_key", hkey, "time", t, "ec_x", "ec_y", "ec_d", "rsa_key", "rsa_public_key",
-                  "public_key", pub, "convergent_version", conv, "creation_time",
-                  (json_int_t)created, "certificate_chain", "external_key_ref", "");
+    json_t *e = json_pack("{s:o, s:o, s:s, s:n, s:n, s:n, s:n, s:n, s:o, s:i, s:I, s:o, s:s}",
+                          "key", key, "hmac_key", hkey, "time", t, "ec_x", "ec_y", "ec_d",
+                          "rsa_key", "rsa_public_key", "public_key", pub, "convergent_version",
+                          conv, "creation_time", (json_int_t)created, "certificate_chain",
+                          chain != NULL ? chain : json_null(), "external_key_ref", "");
     if (e != NULL && big && entry_bigints(p, kv, mark, e) != 0) {
         json_decref(e);
         e = NULL;
@@ -339,7 +357,7 @@ int kms_transit_backup(struct kms_ctx *c)
     archive = json_array();
     if (keys == NULL || archive == NULL ||
         (p.min_available_version == 0 &&
-         json_array_append_new(archive, entry_json(&p, NULL, mark)))) {
+         json_array_append_new(archive, entry_json(&p, NULL, mark, NULL)))) {
         KMS_FAILW(c, 500, "cannot encode backup");
         goto out;
     }
@@ -351,7 +369,25 @@ int kms_transit_backup(struct kms_ctx *c)
             c->err.status = 500;
             goto out;
         }
-        json_t *e = entry_json(&p, &kv, mark);
+        json_t *chain = NULL;
+        if (kms_key_type_supports_signing(p.type)) {
+            struct kms_txn *txn = NULL;
+            uint8_t *der = NULL;
+            size_t derlen = 0;
+            int cg = kms_storage_txn_begin(kms_api_storage(c->api), false, &txn) != 0
+                         ? -1
+                         : kms_transit_chain_der(&c->mount, txn, name, v, &der, &derlen);
+            kms_storage_txn_abort(&txn);
+            chain = cg == 0                      ? chain_json(der, derlen)
+                    : cg == KMS_STORAGE_NOTFOUND ? json_null()
+                                                 : NULL;
+            free(der);
+            if (chain == NULL) {
+                KMS_FAILW(c, 500, "cannot encode backup");
+                goto out;
+            }
+        }
+        json_t *e = entry_json(&p, &kv, mark, chain);
         kms_memzero(&kv, sizeof(kv));
         snprintf(ver, sizeof(ver), "%u", v);
         if (e == NULL || json_array_append(archive, e) != 0 ||
@@ -619,6 +655,54 @@ static int restore_entry(struct kms_ctx *c, const struct kms_key_policy *p, cons
     return 0;
 }
 
+/* A version's certificate_chain ([][]byte: base64 DER certificates, or null) into its chain
+ * record; each certificate must parse (400 otherwise), so key read can always show it. */
+static int restore_chain(struct kms_ctx *c, const struct kms_key_policy *p, const json_t *a,
+                         const char *name, uint32_t v, struct kms_txn *txn)
+{
+    uint8_t *der = NULL, *one = NULL;
+    size_t len = 0, onelen = 0;
+    char *pem = NULL;
+    int rc = -1;
+
+    if (a == NULL || json_is_null(a) || (json_is_array(a) && json_array_size(a) == 0)) {
+        return 0;
+    }
+    if (!json_is_array(a) || !kms_key_type_supports_signing(p->type) || json_array_size(a) > 16) {
+        return KMS_FAIL(c, 400, "invalid certificate chain for version %u in backup", v);
+    }
+    for (size_t i = 0; i < json_array_size(a); i++) {
+        const char *s = json_string_value(json_array_get(a, i));
+        size_t at = 0;
+        uint8_t *grown;
+        if (s == NULL || kms_b64_decode_alloc(s, strlen(s), &one, &onelen, &at) != 0 ||
+            kms_transit_der_next(one, onelen) != onelen ||
+            (grown = realloc(der, len + onelen)) == NULL) {
+            KMS_FAIL(c, 400, "invalid certificate chain for version %u in backup", v);
+            goto out;
+        }
+        der = grown;
+        memcpy(der + len, one, onelen);
+        len += onelen;
+        free(one);
+        one = NULL;
+    }
+    if (kms_cert_chain_pem(der, len, &pem) != 0) {
+        KMS_FAIL(c, 400, "invalid certificate chain for version %u in backup", v);
+        goto out;
+    }
+    if (kms_transit_chain_put(&c->mount, txn, name, v, der, len) != 0) {
+        KMS_FAILW(c, 500, "cannot store key");
+        goto out;
+    }
+    rc = 0;
+out:
+    free(pem);
+    free(one);
+    free(der);
+    return rc;
+}
+
 /* Version v's entry: from the policy's keys, else from the archive. */
 static const json_t *find_entry(const json_t *pol, const json_t *archive, uint32_t v,
                                 uint32_t minav)
@@ -720,6 +804,9 @@ int kms_transit_restore(struct kms_ctx *c)
             goto out;
         }
         kms_memzero(&kv, sizeof(kv));
+        if (restore_chain(c, &p, json_object_get(e, "certificate_chain"), name, v, txn) != 0) {
+            goto out;
+        }
     }
     if (kms_transit_rec_commit(c->estate, &c->mount, name, &p, &txn) != 0) {
         KMS_FAILW(c, 500, "cannot store key");

@@ -7,7 +7,8 @@
  *   u32>", holding the certificates' DER concatenated, so the fixed-size version records stay
  *   as they are. Whatever removes versions removes their chains in the same write transaction:
  *   key delete and restore (the whole name), trim and the KMSKey floor (versions below the new
- *   minimum), the mount purge (the mount's prefix).
+ *   minimum), the mount purge (the mount's prefix). Backups carry them as OpenBao's KeyEntry
+ *   does (certificate_chain, Go's [][]byte), and restore puts them back (backup.c).
  * - Key read shows each version's chain as certificate_chain (PEM blocks joined by newlines),
  *   export/certificate-chain returns it; both read the record, never the key cache.
  * - Checks run in OpenBao's order with its statuses (400 for its error responses, 500 wrapped
@@ -72,6 +73,46 @@ int kms_transit_chain_purge(struct kms_txn *txn, const struct kms_mount *m)
     kms_mount_prefix(m, prefix, sizeof(prefix));
     snprintf(rec, sizeof(rec), "%s%s", CHAIN_META, prefix);
     return kms_storage_del_prefix(txn, KMS_DB_META, rec, strlen(rec), NULL) == 0 ? 0 : -1;
+}
+
+int kms_transit_chain_der(const struct kms_mount *m, struct kms_txn *txn, const char *name,
+                          uint32_t version, uint8_t **der, size_t *len)
+{
+    uint8_t rec[CHAIN_REC_MAX];
+    size_t n = chain_rec(m, name, version, rec);
+    *der = NULL;
+    *len = 0;
+    return n == 0 ? -1 : kms_storage_get(txn, KMS_DB_META, rec, n, der, len);
+}
+
+int kms_transit_chain_put(const struct kms_mount *m, struct kms_txn *txn, const char *name,
+                          uint32_t version, const uint8_t *der, size_t len)
+{
+    uint8_t rec[CHAIN_REC_MAX];
+    size_t n = chain_rec(m, name, version, rec);
+    return n != 0 && kms_storage_put(txn, KMS_DB_META, rec, n, der, len) == 0 ? 0 : -1;
+}
+
+size_t kms_transit_der_next(const uint8_t *b, size_t len)
+{
+    size_t hl, vl = 0;
+    if (len < 2 || b[0] != 0x30) {
+        return 0;
+    }
+    if (b[1] < 0x80) {
+        hl = 2;
+        vl = b[1];
+    } else {
+        size_t k = b[1] & 0x7f;
+        if (k == 0 || k > 4 || len < 2 + k) {
+            return 0;
+        }
+        for (size_t i = 0; i < k; i++) {
+            vl = vl << 8 | b[2 + i];
+        }
+        hl = 2 + k;
+    }
+    return vl <= len - hl ? hl + vl : 0;
 }
 
 int kms_transit_chain_get(const struct kms_mount *m, struct kms_txn *txn, const char *name,

@@ -98,6 +98,14 @@ int kms_transit_chain_get(const struct kms_mount *m, struct kms_txn *txn, const 
                           uint32_t version, char **pem);
 int kms_transit_chains_attach(const struct kms_mount *m, struct kms_txn *txn, const char *name,
                               json_t *keys);
+/* The raw record (the certificates' DER concatenated) of one version, for backup/restore:
+ * der_get gives *der malloc'd (0, NOTFOUND or -1); put stores one inside the caller's txn;
+ * der_next is the length of the DER SEQUENCE at b (0 when malformed). */
+int kms_transit_chain_der(const struct kms_mount *m, struct kms_txn *txn, const char *name,
+                          uint32_t version, uint8_t **der, size_t *len);
+int kms_transit_chain_put(const struct kms_mount *m, struct kms_txn *txn, const char *name,
+                          uint32_t version, const uint8_t *der, size_t len);
+size_t kms_transit_der_next(const uint8_t *b, size_t len);
 
 /* backup.c: backup/:name and restore(/:name) in OpenBao's keysutil backup format. */
 int kms_transit_backup(struct kms_ctx *c);

@@ -6,6 +6,7 @@ export/certificate-chain; OpenBao's refusals and statuses."""
 
 import base64
 import datetime
+import json
 import unittest
 
 import hvac  # Debian's python3-hvac (/usr/bin/python3); missing fails, never skips
@@ -241,6 +242,37 @@ class TransitCertificatesTest(KmsdTestCase):
             serialization.NoEncryption()).decode()
         self.set_cert(key, pem(leaf) + keypem)
         self.assertEqual(self.read_key(key)["keys"]["1"]["certificate_chain"], pem(leaf).strip())
+
+    def test_chains_travel_in_backups(self):
+        root = make_ca()
+        key, _ = self.create_key(type="ecdsa-p384", exportable=True, allow_plaintext_backup=True)
+        self.assertStatus(self.req("POST", "transit/keys/%s/rotate" % key), 200)
+        req = x509.load_pem_x509_csr(self.csr(key, version=2).data["csr"].encode())
+        leaf = issue(root, req.public_key())
+        self.set_cert(key, pem(leaf) + pem(root[1]), version=2)
+        r = self.req("GET", "transit/backup/%s" % key)
+        self.assertStatus(r, 200)
+        doc = json.loads(base64.b64decode(r.data["backup"]))
+        entries = doc["policy"]["keys"]
+        self.assertIsNone(entries["1"]["certificate_chain"])
+        # Go's [][]byte: each certificate's DER in base64
+        self.assertEqual([base64.b64decode(x) for x in entries["2"]["certificate_chain"]],
+                         [leaf.public_bytes(serialization.Encoding.DER),
+                          root[1].public_bytes(serialization.Encoding.DER)])
+        copy = self.uniq("restored")
+        self.assertStatus(self.req("POST", "transit/restore/%s" % copy,
+                                   {"backup": r.data["backup"]}), 204)
+        k = self.read_key(copy)
+        self.assertEqual(k["keys"]["1"]["certificate_chain"], "")
+        self.assertEqual(k["keys"]["2"]["certificate_chain"],
+                         pem(leaf).strip() + "\n" + pem(root[1]).strip())
+        # a chain that does not parse is refused, and nothing is written
+        entries["2"]["certificate_chain"] = [base64.b64encode(b"0\x03\x02\x01\x00").decode()]
+        bad = base64.b64encode(json.dumps(doc).encode()).decode()
+        other = self.uniq("bad")
+        self.assertError(self.req("POST", "transit/restore/%s" % other, {"backup": bad}), 400,
+                         "invalid certificate chain for version 2 in backup")
+        self.assertStatus(self.req("GET", "transit/keys/%s" % other), 404)
 
     def test_hvac_generic_calls_and_restart(self):
         client = hvac.Client(url=self.server.addr, token=self.server.root_token)

@@ -36,6 +36,12 @@ class ProjectIsolation(KmsdTestCase):
         cls.tb = login_token(srv, "mgr-b", cls.iss.mint(ns="b"), org=ORG)
         cls.tbc = login_token(srv, "mgr-bc", cls.iss.mint(ns="b-c"), org=ORG)
         cls.tglob = login_token(srv, "glob-b", cls.iss.mint(ns="b"), org=ORG)
+        # derive-key names a second key in its body (base_key_name): the ACL may allow the
+        # path, the ownership check still covers the base key
+        ok(srv.request("POST", "sys/policies/acl/derive-any", {"policy": (
+            'path "transit/derive-key/*" { capabilities = ["update"] }\n')}, namespace=ORG))
+        make_role(srv, "derive-b", ["kms-manager", "derive-any"], org=ORG, ns="b")
+        cls.tderive = login_token(srv, "derive-b", cls.iss.mint(ns="b"), org=ORG)
         cls.owner_of = {"acme-b-c-d": cls.tbc, "acme-b-e": cls.tb}
         # each manager creates its project's KMSKey through kms/
         ok(cls.req("POST", "kms/keys/b-c/d", {"spec": {}}, cls.tbc), 200)
@@ -78,6 +84,9 @@ class ProjectIsolation(KmsdTestCase):
                 ("POST", "transit/keys/%s/rotate" % transit, None),
                 ("POST", "transit/keys/%s/config" % transit, {"min_decryption_version": 1}),
                 ("POST", "transit/keys/%s/config" % transit, {"deletion_allowed": True}),
+                ("POST", "transit/keys/%s/csr" % transit, {}),
+                ("POST", "transit/keys/%s/set-certificate" % transit,
+                 {"certificate_chain": "x"}),
                 ("DELETE", "transit/keys/" + transit, None)]:
             with self.subTest(method=method, path=path):
                 self.denied(method, path, body, token)
@@ -102,6 +111,22 @@ class ProjectIsolation(KmsdTestCase):
         # the same through a token that is bound to no project (root)
         r = self.server.request("POST", "kms/keys/b/c-d", {"spec": {}}, namespace=ORG)
         self.assertEqual(r.status, 400, r.describe())
+
+    def test_derive_key_base_and_target_stay_in_project(self):
+        pem = ("-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEcAxI939WWExcxjLKZWQN"
+               "uRtrrM46\nTfa0LOfMg4gz0ofbceUJ4/2bBg3bILpcUdzFlI1G+/ZA3+BEF4LKuF+krA==\n"
+               "-----END PUBLIC KEY-----\n")
+        # another project's key as the base, into a name of its own project
+        self.denied("POST", "transit/derive-key/acme-b-derived",
+                    {"base_key_name": "acme-b-c-d", "peer_public_key": pem}, self.tderive)
+        # its own key as the base, into another project's name
+        self.denied("POST", "transit/derive-key/acme-b-c-derived",
+                    {"base_key_name": "acme-b-e", "peer_public_key": pem}, self.tderive)
+        # its own names pass the ownership check (and reach the type check: an AES base)
+        r = self.req("POST", "transit/derive-key/acme-b-derived",
+                     {"base_key_name": "acme-b-e", "peer_public_key": pem}, self.tderive)
+        self.assertEqual(r.status, 400, r.describe())
+        self.assertEqual(r.errors, ["base key type aes256-gcm96 does not support key agreement"])
 
     def test_glob_policy_stays_in_project(self):
         ct = self.ciphertext("acme-b-c-d", self.tbc)

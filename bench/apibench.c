@@ -5,7 +5,7 @@
  * LMDB, crypto, envelope); it is also the easiest thing to profile (perf, callgrind).
  *
  *   kmsd-apibench [-dir=DIR -root-token=T] [-op=encrypt|decrypt|batch] [-key=bench]
- *                 [-nkeys=N] [-seconds=3 | -requests=N] [-batch=1000]
+ *                 [-nkeys=N] [-key-cache-size=N] [-seconds=3 | -requests=N] [-batch=1000]
  *                 [-audit=FILE [-audit-fsync=batch|always|never]]
  *   kmsd-apibench -op=sign|verify -type=ed25519|ecdsa-p256|… [-batch=1] [-seconds=3]
  *
@@ -18,7 +18,8 @@
  * building, HMAC-ing, chaining and writing the two lines shows up in the figure.
  *
  * -key=NAME uses that key instead of "bench"; -nkeys=N (encrypt only) names a random key
- * k0000000 … k<N-1> per request, as kmsd-mkstore made them (key-cache misses, B-tree walks).
+ * k0000000 … k<N-1> per request, as kmsd-mkstore made them (key-cache misses, B-tree walks);
+ * -key-cache-size=N sets key_cache_size (default 10,000), e.g. to N to hold every key.
  *
  * -requests=N runs exactly N requests (after one warm-up request), for instruction counts
  * under valgrind --tool=callgrind (Ir / N = instructions per request).
@@ -116,6 +117,7 @@ int main(int argc, char **argv)
 {
     const char *dir = NULL, *op = "encrypt", *root_id = NULL, *key = "bench", *type = NULL;
     long nkeys = 0;
+    long cache_size = 0;
     double seconds = 3;
     long batch = 1000, nreq = 0;
     const char *audit_file = NULL, *audit_fsync = "batch";
@@ -131,6 +133,8 @@ int main(int argc, char **argv)
             key = a + 4;
         } else if (strncmp(a, "nkeys=", 6) == 0) {
             nkeys = strtol(a + 6, NULL, 10);
+        } else if (strncmp(a, "key-cache-size=", 15) == 0) {
+            cache_size = strtol(a + 15, NULL, 10);
         } else if (strncmp(a, "requests=", 9) == 0) {
             nreq = strtol(a + 9, NULL, 10);
         } else if (strncmp(a, "batch=", 6) == 0) {
@@ -144,12 +148,13 @@ int main(int argc, char **argv)
         } else if (strncmp(a, "root-token=", 11) == 0) {
             root_id = a + 11;
         } else {
-            fprintf(stderr, "usage: kmsd-apibench [-dir=DIR -root-token=T] "
-                            "[-op=encrypt|decrypt|batch] [-key=NAME] [-nkeys=N] "
-                            "[-seconds=S | -requests=N] [-batch=N] "
-                            "[-audit=FILE [-audit-fsync=batch|always|never]]\n"
-                            "       kmsd-apibench -op=sign|verify -type=TYPE [-batch=N] "
-                            "[-seconds=S | -requests=N]\n");
+            fprintf(stderr,
+                    "usage: kmsd-apibench [-dir=DIR -root-token=T] "
+                    "[-op=encrypt|decrypt|batch] [-key=NAME] [-nkeys=N] [-key-cache-size=N] "
+                    "[-seconds=S | -requests=N] [-batch=N] "
+                    "[-audit=FILE [-audit-fsync=batch|always|never]]\n"
+                    "       kmsd-apibench -op=sign|verify -type=TYPE [-batch=N] "
+                    "[-seconds=S | -requests=N]\n");
             return 2;
         }
     }
@@ -193,6 +198,7 @@ int main(int argc, char **argv)
     memset(&aopts, 0, sizeof(aopts));
     kms_api_limits_default(&aopts.limits);
     aopts.version = "bench";
+
     if (audit_file != NULL) {
         struct kms_audit_device_opts dev;
         struct kms_audit_opts ao;
@@ -211,7 +217,10 @@ int main(int argc, char **argv)
         }
         aopts.audit = audit;
     }
-    if (kms_engines_create(st, &aopts, NULL, &api, &err) != 0) {
+    struct kms_engines_opts eopts;
+    memset(&eopts, 0, sizeof(eopts));
+    eopts.key_cache_size = cache_size > 0 ? (size_t)cache_size : 0;
+    if (kms_engines_create(st, &aopts, &eopts, &api, &err) != 0) {
         fprintf(stderr, "kmsd-apibench: %s\n", err.msg);
         goto out;
     }

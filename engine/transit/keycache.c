@@ -2,15 +2,24 @@
  * keycache.c - a bounded in-memory cache of unsealed Transit key policies and versions, so
  * an encrypt or decrypt needs no storage read and no unsealing once a key is warm.
  *
- * Concurrency: the table is split into buckets, each with its own mutex, so workers contend
- * only when they touch keys hashing to the same bucket; values are copied out under the lock
- * (a policy and a version are ~100 bytes each), so no reference outlives it.
+ * Layout: 256 stripes, each with its own mutex and its own hash table (chained buckets, a
+ * power of two of them), picked by the top bits of the key's 64-bit hash; the bucket by the
+ * low bits, and the full hash is kept in the entry and compared before the key bytes (keys
+ * share a long "<ns>/<mount uuid>/" prefix). The tables are sized from max_entries
+ * (key_cache_size, or a mount's cache-config size) when the cache is made, and a stripe doubles
+ * its table whenever it holds more entries than buckets (a bound raised in place by
+ * cache-config, or no bound), so chains stay about one entry long at any size.
  *
- * Size: at most max_entries keys (0 = no bound), counted exactly across the buckets. A new
- * key in a full cache evicts the oldest entry of its own bucket, else the oldest of the
- * first other bucket whose lock is free (trylock, so two inserters never wait on each other),
- * else it is not cached. kms_keycache_set_max changes the bound in place (cache-config), so a
- * cache is never freed while requests may hold it.
+ * Concurrency: workers contend only when they touch keys of the same stripe; values are
+ * copied out under the lock (a policy and a version are ~100 bytes each), so no reference
+ * outlives it.
+ *
+ * Size: at most max_entries keys (0 = no bound), counted exactly across the stripes. A new
+ * key in a full cache evicts the oldest entry of its own stripe (each stripe keeps its entries
+ * in insertion order, so this is O(1)), else the oldest of the first other stripe whose lock
+ * is free (trylock, so two inserters never wait on each other), else it is not cached.
+ * kms_keycache_set_max changes the bound in place (cache-config), so a cache is never freed
+ * while requests may hold it.
  *
  * Staleness: every write to a key invalidates its entry and advances a global sequence
  * number. A reader takes the sequence before it reads storage and may only insert what it
@@ -25,11 +34,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BUCKETS 1024
+#define STRIPES 256
+#define STRIPE_SHIFT 56 /* 64 - log2(STRIPES) */
+#define MIN_BUCKETS 8
+#define MAX_INITIAL_BUCKETS 8192 /* per stripe at creation; more by doubling */
 #define VERSIONS_PER_ENTRY 4
 
 struct entry {
-    struct entry *next;
+    struct entry *next;          /* in its bucket */
+    struct entry *older, *newer; /* the stripe's insertion order */
+    uint64_t h;
     char *key;
     size_t keylen;
     bool has_policy;
@@ -39,30 +53,40 @@ struct entry {
     struct kms_key_version versions[VERSIONS_PER_ENTRY];
 };
 
-struct bucket {
+struct stripe {
     pthread_mutex_t lock;
-    struct entry *head;
+    struct entry **buckets;
+    size_t nbuckets; /* a power of two */
     size_t n;
+    struct entry *oldest, *newest;
 };
 
 struct kms_keycache {
     _Atomic size_t max_total; /* 0 = no bound */
     _Atomic size_t count;
-    _Atomic size_t cursor; /* where the next eviction from another bucket starts looking */
+    _Atomic size_t cursor; /* where the next eviction from another stripe starts looking */
     _Atomic uint64_t seq;
-    struct bucket b[BUCKETS];
+    struct stripe s[STRIPES];
 };
 
 static _Atomic uint64_t seq_base;
 
-static size_t hash(const char *key, size_t n)
+static uint64_t hash64(const char *key, size_t n)
 {
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a, then a final mix for the top bits */
     for (size_t i = 0; i < n; i++) {
         h ^= (unsigned char)key[i];
         h *= 1099511628211ULL;
     }
-    return (size_t)(h % BUCKETS);
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    return h;
+}
+
+static struct stripe *stripe_of(struct kms_keycache *kc, uint64_t h)
+{
+    return &kc->s[h >> STRIPE_SHIFT];
 }
 
 static void entry_free(struct entry *e)
@@ -82,27 +106,60 @@ int kms_keycache_create(size_t max_entries, struct kms_keycache **out)
     /* sequences never coincide between caches, so a sequence taken from one cache can
      * never pass for another's */
     atomic_store(&kc->seq, atomic_fetch_add(&seq_base, 1) << 40);
-    for (size_t i = 0; i < BUCKETS; i++) {
-        pthread_mutex_init(&kc->b[i].lock, NULL);
+    size_t per = MIN_BUCKETS;
+    while (per < max_entries / STRIPES && per < MAX_INITIAL_BUCKETS) {
+        per *= 2;
+    }
+    for (size_t i = 0; i < STRIPES; i++) {
+        pthread_mutex_init(&kc->s[i].lock, NULL);
+        kc->s[i].buckets = calloc(per, sizeof(*kc->s[i].buckets));
+        kc->s[i].nbuckets = per;
+        if (kc->s[i].buckets == NULL) {
+            for (size_t j = 0; j <= i; j++) {
+                free(kc->s[j].buckets);
+                pthread_mutex_destroy(&kc->s[j].lock);
+            }
+            free(kc);
+            return -1;
+        }
     }
     *out = kc;
     return 0;
 }
 
+/* Unlink e from its bucket and the insertion order, and free it (lock held). */
+static void remove_entry(struct kms_keycache *kc, struct stripe *s, struct entry *e)
+{
+    struct entry **pp = &s->buckets[e->h & (s->nbuckets - 1)];
+    while (*pp != e) {
+        pp = &(*pp)->next;
+    }
+    *pp = e->next;
+    if (e->older != NULL) {
+        e->older->newer = e->newer;
+    } else {
+        s->oldest = e->newer;
+    }
+    if (e->newer != NULL) {
+        e->newer->older = e->older;
+    } else {
+        s->newest = e->older;
+    }
+    entry_free(e);
+    s->n--;
+    atomic_fetch_sub(&kc->count, 1);
+}
+
 void kms_keycache_clear(struct kms_keycache *kc)
 {
     atomic_fetch_add(&kc->seq, 1);
-    for (size_t i = 0; i < BUCKETS; i++) {
-        struct bucket *b = &kc->b[i];
-        pthread_mutex_lock(&b->lock);
-        while (b->head != NULL) {
-            struct entry *e = b->head;
-            b->head = e->next;
-            entry_free(e);
-            atomic_fetch_sub(&kc->count, 1);
+    for (size_t i = 0; i < STRIPES; i++) {
+        struct stripe *s = &kc->s[i];
+        pthread_mutex_lock(&s->lock);
+        while (s->oldest != NULL) {
+            remove_entry(kc, s, s->oldest);
         }
-        b->n = 0;
-        pthread_mutex_unlock(&b->lock);
+        pthread_mutex_unlock(&s->lock);
     }
 }
 
@@ -113,8 +170,9 @@ void kms_keycache_destroy(struct kms_keycache **kcp)
         return;
     }
     kms_keycache_clear(kc);
-    for (size_t i = 0; i < BUCKETS; i++) {
-        pthread_mutex_destroy(&kc->b[i].lock);
+    for (size_t i = 0; i < STRIPES; i++) {
+        pthread_mutex_destroy(&kc->s[i].lock);
+        free(kc->s[i].buckets);
     }
     free(kc);
     *kcp = NULL;
@@ -126,48 +184,41 @@ uint64_t kms_keycache_seq(struct kms_keycache *kc)
 }
 
 /* Find (lock held). */
-static struct entry *find(struct bucket *b, const char *key, size_t n)
+static struct entry *find(struct stripe *s, uint64_t h, const char *key, size_t n)
 {
-    for (struct entry *e = b->head; e != NULL; e = e->next) {
-        if (e->keylen == n && memcmp(e->key, key, n) == 0) {
+    for (struct entry *e = s->buckets[h & (s->nbuckets - 1)]; e != NULL; e = e->next) {
+        if (e->h == h && e->keylen == n && memcmp(e->key, key, n) == 0) {
             return e;
         }
     }
     return NULL;
 }
 
-/* Drop the bucket's oldest entry (lock held); false when it has none. */
-static bool evict_tail(struct kms_keycache *kc, struct bucket *b)
+/* Drop the stripe's oldest entry (lock held); false when it has none. */
+static bool evict_oldest(struct kms_keycache *kc, struct stripe *s)
 {
-    if (b->head == NULL) {
+    if (s->oldest == NULL) {
         return false;
     }
-    struct entry **pp = &b->head;
-    while ((*pp)->next != NULL) {
-        pp = &(*pp)->next;
-    }
-    entry_free(*pp);
-    *pp = NULL;
-    b->n--;
-    atomic_fetch_sub(&kc->count, 1);
+    remove_entry(kc, s, s->oldest);
     return true;
 }
 
-/* Room for one more key (b's lock held): evict from b, else from another bucket whose lock
+/* Room for one more key (s's lock held): evict from s, else from another stripe whose lock
  * is free. False when the cache is full and nothing could be evicted. */
-static bool make_room(struct kms_keycache *kc, struct bucket *b)
+static bool make_room(struct kms_keycache *kc, struct stripe *s)
 {
     size_t max = atomic_load(&kc->max_total);
-    if (max == 0 || atomic_load(&kc->count) < max || evict_tail(kc, b)) {
+    if (max == 0 || atomic_load(&kc->count) < max || evict_oldest(kc, s)) {
         return true;
     }
     size_t start = atomic_fetch_add(&kc->cursor, 1);
-    for (size_t i = 0; i < BUCKETS; i++) {
-        struct bucket *o = &kc->b[(start + i) % BUCKETS];
-        if (o == b || pthread_mutex_trylock(&o->lock) != 0) {
+    for (size_t i = 0; i < STRIPES; i++) {
+        struct stripe *o = &kc->s[(start + i) % STRIPES];
+        if (o == s || pthread_mutex_trylock(&o->lock) != 0) {
             continue;
         }
-        bool done = evict_tail(kc, o);
+        bool done = evict_oldest(kc, o);
         pthread_mutex_unlock(&o->lock);
         if (done) {
             return true;
@@ -176,15 +227,37 @@ static bool make_room(struct kms_keycache *kc, struct bucket *b)
     return false;
 }
 
-/* Find or create (lock held); NULL when the cache is full and has nothing to evict. */
-static struct entry *find_or_add(struct kms_keycache *kc, struct bucket *b, const char *key,
-                                 size_t n)
+/* Double the stripe's table when it holds more entries than buckets (lock held). A failed
+ * allocation keeps the old table: longer chains, still correct. */
+static void maybe_grow(struct stripe *s)
 {
-    struct entry *e = find(b, key, n);
+    if (s->n <= s->nbuckets) {
+        return;
+    }
+    size_t nb = s->nbuckets * 2;
+    struct entry **t = calloc(nb, sizeof(*t));
+    if (t == NULL) {
+        return;
+    }
+    for (struct entry *e = s->oldest; e != NULL; e = e->newer) {
+        struct entry **b = &t[e->h & (nb - 1)];
+        e->next = *b;
+        *b = e;
+    }
+    free(s->buckets);
+    s->buckets = t;
+    s->nbuckets = nb;
+}
+
+/* Find or create (lock held); NULL when the cache is full and has nothing to evict. */
+static struct entry *find_or_add(struct kms_keycache *kc, struct stripe *s, uint64_t h,
+                                 const char *key, size_t n)
+{
+    struct entry *e = find(s, h, key, n);
     if (e != NULL) {
         return e;
     }
-    if (!make_room(kc, b)) {
+    if (!make_room(kc, s)) {
         return NULL;
     }
     e = kms_secmem_alloc(sizeof(*e)); /* holds unwrapped key material */
@@ -194,23 +267,34 @@ static struct entry *find_or_add(struct kms_keycache *kc, struct bucket *b, cons
     }
     memcpy(e->key, key, n);
     e->keylen = n;
-    e->next = b->head;
-    b->head = e;
-    b->n++;
+    e->h = h;
+    struct entry **b = &s->buckets[h & (s->nbuckets - 1)];
+    e->next = *b;
+    *b = e;
+    e->newer = NULL;
+    e->older = s->newest;
+    if (s->newest != NULL) {
+        s->newest->newer = e;
+    } else {
+        s->oldest = e;
+    }
+    s->newest = e;
+    s->n++;
     atomic_fetch_add(&kc->count, 1);
+    maybe_grow(s);
     return e;
 }
 
 void kms_keycache_set_max(struct kms_keycache *kc, size_t max_entries)
 {
     atomic_store(&kc->max_total, max_entries);
-    /* shrink to the new bound, oldest entries of each bucket first */
-    for (size_t i = 0; i < BUCKETS && max_entries != 0; i++) {
-        struct bucket *b = &kc->b[i];
-        pthread_mutex_lock(&b->lock);
-        while (atomic_load(&kc->count) > max_entries && evict_tail(kc, b)) {
+    /* shrink to the new bound, oldest entries of each stripe first */
+    for (size_t i = 0; i < STRIPES && max_entries != 0; i++) {
+        struct stripe *s = &kc->s[i];
+        pthread_mutex_lock(&s->lock);
+        while (atomic_load(&kc->count) > max_entries && evict_oldest(kc, s)) {
         }
-        pthread_mutex_unlock(&b->lock);
+        pthread_mutex_unlock(&s->lock);
     }
 }
 
@@ -227,10 +311,11 @@ size_t kms_keycache_count(struct kms_keycache *kc)
 bool kms_keycache_get_policy(struct kms_keycache *kc, const char *key, struct kms_key_policy *out)
 {
     size_t n = strlen(key);
-    struct bucket *b = &kc->b[hash(key, n)];
+    uint64_t h = hash64(key, n);
+    struct stripe *b = stripe_of(kc, h);
     bool hit = false;
     pthread_mutex_lock(&b->lock);
-    struct entry *e = find(b, key, n);
+    struct entry *e = find(b, h, key, n);
     if (e != NULL && e->has_policy) {
         *out = e->policy;
         hit = true;
@@ -244,10 +329,11 @@ void kms_keycache_put_policy(struct kms_keycache *kc, const char *key,
                              const struct kms_key_policy *p, uint64_t seq)
 {
     size_t n = strlen(key);
-    struct bucket *b = &kc->b[hash(key, n)];
+    uint64_t h = hash64(key, n);
+    struct stripe *b = stripe_of(kc, h);
     pthread_mutex_lock(&b->lock);
     if (atomic_load(&kc->seq) == seq) {
-        struct entry *e = find_or_add(kc, b, key, n);
+        struct entry *e = find_or_add(kc, b, h, key, n);
         if (e != NULL) {
             e->policy = *p;
             e->has_policy = true;
@@ -260,10 +346,11 @@ bool kms_keycache_get_version(struct kms_keycache *kc, const char *key, uint32_t
                               struct kms_key_version *out)
 {
     size_t n = strlen(key);
-    struct bucket *b = &kc->b[hash(key, n)];
+    uint64_t h = hash64(key, n);
+    struct stripe *b = stripe_of(kc, h);
     bool hit = false;
     pthread_mutex_lock(&b->lock);
-    struct entry *e = find(b, key, n);
+    struct entry *e = find(b, h, key, n);
     for (size_t i = 0; e != NULL && i < e->nversions; i++) {
         if (e->versions[i].version == version) {
             *out = e->versions[i];
@@ -279,10 +366,11 @@ void kms_keycache_put_version(struct kms_keycache *kc, const char *key,
                               const struct kms_key_version *v, uint64_t seq)
 {
     size_t n = strlen(key);
-    struct bucket *b = &kc->b[hash(key, n)];
+    uint64_t h = hash64(key, n);
+    struct stripe *b = stripe_of(kc, h);
     pthread_mutex_lock(&b->lock);
     if (atomic_load(&kc->seq) == seq) {
-        struct entry *e = find_or_add(kc, b, key, n);
+        struct entry *e = find_or_add(kc, b, h, key, n);
         if (e != NULL) {
             size_t slot;
             if (e->nversions < VERSIONS_PER_ENTRY) {
@@ -301,20 +389,13 @@ void kms_keycache_put_version(struct kms_keycache *kc, const char *key,
 void kms_keycache_invalidate(struct kms_keycache *kc, const char *key)
 {
     size_t n = strlen(key);
-    struct bucket *b = &kc->b[hash(key, n)];
+    uint64_t h = hash64(key, n);
+    struct stripe *b = stripe_of(kc, h);
     pthread_mutex_lock(&b->lock);
     atomic_fetch_add(&kc->seq, 1);
-    struct entry **pp = &b->head;
-    while (*pp != NULL) {
-        if ((*pp)->keylen == n && memcmp((*pp)->key, key, n) == 0) {
-            struct entry *dead = *pp;
-            *pp = dead->next;
-            entry_free(dead);
-            b->n--;
-            atomic_fetch_sub(&kc->count, 1);
-            break;
-        }
-        pp = &(*pp)->next;
+    struct entry *e = find(b, h, key, n);
+    if (e != NULL) {
+        remove_entry(kc, b, e);
     }
     pthread_mutex_unlock(&b->lock);
 }

@@ -237,9 +237,14 @@ static void promote(struct kms_ha *ha, int64_t got_at)
     }
     atomic_store(&ha->serve_until, t + ha->o.lease_ms - ha->o.margin_ms);
     kms_err_clear(&err);
-    pthread_rwlock_wrlock(&ha->api_lock);
-    int built = ha->o.build(ha->o.arg, &ha->api, &err);
-    pthread_rwlock_unlock(&ha->api_lock);
+    /* built outside the lock: requests (a standby's forwarding, health) do not wait for it */
+    struct kms_api *api = NULL;
+    int built = ha->o.build(ha->o.arg, &api, &err);
+    if (built == 0) {
+        pthread_rwlock_wrlock(&ha->api_lock);
+        ha->api = api;
+        pthread_rwlock_unlock(&ha->api_lock);
+    }
     if (built != 0) {
         ha_log(ha, "error", "cannot load the service from PostgreSQL", err.msg);
         step_down(ha, "load failed", true);

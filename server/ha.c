@@ -58,6 +58,7 @@ struct kms_ha {
 
     atomic_bool holding;       /* this replica's session holds the leader lock */
     atomic_bool active;        /* serving (api built, address published) */
+    atomic_bool published;     /* this term wrote the leader record: only then mark it released */
     atomic_llong serve_until;  /* monotonic ms: the lease rule's deadline */
     atomic_llong active_since; /* wall clock seconds of the promotion */
 
@@ -188,12 +189,14 @@ static void step_down(struct kms_ha *ha, const char *why, bool release)
         /* not serving any more: the next leader need not wait out this lease */
         atomic_store(&ha->holding, false);
         atomic_store(&ha->serve_until, 0);
-        if (kms_storage_leader_release(ha->o.st, ha->replica) != 0) {
+        bool mine = atomic_exchange(&ha->published, false);
+        if (kms_storage_leader_release(ha->o.st, mine ? ha->replica : NULL) != 0) {
             ha_log(ha, "warn", "could not mark the leader lock released", NULL);
         }
     } else {
         atomic_store(&ha->holding, false);
         atomic_store(&ha->serve_until, 0);
+        atomic_store(&ha->published, false);
     }
     set_leader(ha, NULL);
     if (was_active) {
@@ -254,6 +257,7 @@ static void promote(struct kms_ha *ha, int64_t got_at)
         step_down(ha, "cannot publish the leader record", true);
         return;
     }
+    atomic_store(&ha->published, true);
     if (!ha_lease_ok(ha)) {
         step_down(ha, "the lease ran out while loading", true);
         return;

@@ -811,12 +811,15 @@ static int pg_leader_release(struct kms_backend *b, const char *replica)
     pthread_mutex_lock(&b->write_mu);
     if (b->writer == NULL || !b->writer->leader)
         goto out;
-    r = PQexecParams(b->writer->c,
-                     "UPDATE " PG_LEADER_TABLE " SET released = true WHERE id = 1 AND replica = $1",
-                     1, NULL, values, NULL, NULL, 0);
-    if (!pg_ok(r, PGRES_COMMAND_OK))
-        goto out;
-    PQclear(r);
+    if (replica != NULL) {
+        r = PQexecParams(b->writer->c,
+                         "UPDATE " PG_LEADER_TABLE
+                         " SET released = true WHERE id = 1 AND replica = $1",
+                         1, NULL, values, NULL, NULL, 0);
+        if (!pg_ok(r, PGRES_COMMAND_OK))
+            goto out;
+        PQclear(r);
+    }
     r = PQexec(b->writer->c, "SELECT pg_advisory_unlock(" PG_SOLE_LOCK ")");
     if (!pg_ok(r, PGRES_TUPLES_OK))
         goto out;

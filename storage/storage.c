@@ -292,7 +292,7 @@ int kms_storage_leader_publish(struct kms_storage *st, const char *replica, cons
 
 int kms_storage_leader_release(struct kms_storage *st, const char *replica)
 {
-    if (st->ops->leader_release == NULL || replica == NULL)
+    if (st->ops->leader_release == NULL)
         return -1;
     return st->ops->leader_release(st->b, replica);
 }

@@ -143,7 +143,8 @@ int kms_storage_copy(struct kms_storage *from, struct kms_storage *to, size_t *c
  * the write connection checking that its session still holds the lock; -1 when it does not
  * (then the lock is lost for good: a later try must take it anew). kms_storage_leader_publish
  * writes the leader record (replica id, advertised address, lease, released = false) on the
- * locked connection; kms_storage_leader_release marks it released, then drops the lock.
+ * locked connection; kms_storage_leader_release marks it released when it names `replica`
+ * (NULL: a replica that never published leaves the record as it is), then drops the lock.
  * kms_storage_leader_read reads the record on a read connection (*present false when no
  * leader ever published). Strings are copied and cut to their buffers. Thread-safe.
  */

@@ -1460,6 +1460,17 @@ static void test_pg_leader_lock(void **state)
     assert_false(write_one(b, "ha-released"));
     assert_int_equal(kms_storage_leader_try(a, &got), 0);
     assert_true(got);
+    /* a holder that never published unlocks without touching the record */
+    assert_int_equal(kms_storage_leader_release(a, NULL), 0);
+    assert_int_equal(kms_storage_leader_read(b, &l), 0);
+    assert_true(l.released);
+    assert_string_equal(l.replica, "b");
+    assert_int_equal(kms_storage_leader_try(b, &got), 0);
+    assert_true(got);
+    assert_int_equal(kms_storage_leader_publish(b, "b", "http://b:1", 3000), 0);
+    assert_int_equal(kms_storage_leader_release(b, NULL), 0);
+    assert_int_equal(kms_storage_leader_read(a, &l), 0);
+    assert_false(l.released); /* b published and unlocked without marking: next one waits */
     kms_storage_close(&b);
     kms_storage_close(&a);
 }

@@ -34,7 +34,8 @@ static void list_usage(FILE *f)
                "  --limit=N          newest N events (default 500)\n"
                "  -o, --output=FMT   table (default) or json\n"
                "  --file=PATH        a local audit file (with its rotated copies) or directory;\n"
-               "                     repeatable; default $KMS_AUDIT_FILE\n\n"
+               "                     default $KMS_AUDIT_FILE; repeated, each is a log of its\n"
+               "                     own (HA replicas) and the events are merged by time\n\n"
                "Without --file or $KMS_AUDIT_FILE, the events come from the server at\n"
                "$KMS_ADDR (or $VAULT_ADDR) with $KMS_TOKEN (or $VAULT_TOKEN); that needs sudo\n"
                "on sys/audit/events.\n");
@@ -163,6 +164,117 @@ out:
     return rc;
 }
 
+/* An event's "time" (RFC 3339, fraction of any length) as nanoseconds since the epoch. */
+static int64_t event_time(json_t *ev)
+{
+    const char *t = json_string_value(json_object_get(ev, "time"));
+    char whole[32];
+    int64_t sec = 0, ns = 0;
+
+    if (t == NULL || strlen(t) < 19) {
+        return 0;
+    }
+    snprintf(whole, sizeof(whole), "%.19sZ", t);
+    if (kms_audit_time_arg(whole, 0, &sec) != 0) {
+        return 0;
+    }
+    if (t[19] == '.') {
+        int64_t scale = 100000000;
+        for (const char *p = t + 20; *p >= '0' && *p <= '9' && scale > 0; p++, scale /= 10) {
+            ns += (*p - '0') * scale;
+        }
+    }
+    return sec * 1000000000 + ns;
+}
+
+struct timed_event {
+    int64_t t;
+    size_t order; /* ties keep their order: stable */
+    json_t *ev;
+};
+
+static int timed_cmp(const void *x, const void *y)
+{
+    const struct timed_event *a = x, *b = y;
+    if (a->t != b->t) {
+        return a->t < b->t ? -1 : 1;
+    }
+    return a->order < b->order ? -1 : a->order > b->order;
+}
+
+/*
+ * The events of the local logs. One --file is one log (its rotated copies included); several
+ * --file are several logs, such as the audit files of HA replicas (one chain each, docs/ha.md),
+ * each read on its own and merged by time, the newest `limit` kept.
+ */
+static int query_logs(const struct list_args *a, const struct kms_audit_filter *f, json_t **events,
+                      bool *truncated, struct kms_err *err)
+{
+    struct timed_event *all = NULL;
+    size_t n = 0, cap = 0, limit;
+    json_t *merged = NULL;
+    int rc = -1;
+
+    *events = NULL;
+    *truncated = false;
+    for (size_t i = 0; i < a->nfiles; i++) {
+        char **paths = NULL;
+        size_t npaths = 0;
+        json_t *one = NULL;
+        bool trunc = false;
+        size_t j;
+        json_t *ev;
+
+        if (kms_audit_files_expand(&a->files[i], 1, true, &paths, &npaths, err) != 0 ||
+            kms_audit_query((const char *const *)paths, npaths, f, &one, &trunc, err) != 0) {
+            kms_audit_files_free(&paths, npaths);
+            goto out;
+        }
+        kms_audit_files_free(&paths, npaths);
+        *truncated = *truncated || trunc;
+        json_array_foreach(one, j, ev)
+        {
+            if (n == cap) {
+                size_t ncap = cap ? cap * 2 : 256;
+                struct timed_event *na = realloc(all, ncap * sizeof(*na));
+                if (na == NULL) {
+                    json_decref(one);
+                    kms_err_set(err, 500, "out of memory");
+                    goto out;
+                }
+                all = na;
+                cap = ncap;
+            }
+            all[n].t = event_time(ev);
+            all[n].order = n;
+            all[n].ev = json_incref(ev);
+            n++;
+        }
+        json_decref(one);
+    }
+    if (n > 0) {
+        qsort(all, n, sizeof(*all), timed_cmp);
+    }
+    limit = f->limit ? f->limit : KMS_AUDIT_LIST_DEFAULT_LIMIT;
+    merged = json_array();
+    if (merged == NULL) {
+        kms_err_set(err, 500, "out of memory");
+        goto out;
+    }
+    for (size_t i = n > limit ? n - limit : 0; i < n; i++) {
+        json_array_append(merged, all[i].ev);
+    }
+    *truncated = *truncated || n > limit;
+    *events = merged;
+    rc = 0;
+out:
+    for (size_t i = 0; i < n; i++) {
+        json_decref(all[i].ev);
+    }
+    free(all);
+    return rc;
+}
+
 static int cmd_list(int argc, char **argv)
 {
     struct list_args a;
@@ -268,9 +380,7 @@ static int cmd_list(int argc, char **argv)
         f.subject = a.subject;
         f.result = a.result;
         f.ns = a.ns;
-        if (kms_audit_files_expand(a.files, a.nfiles, true, &paths, &npaths, &kerr) != 0 ||
-            kms_audit_query((const char *const *)paths, npaths, &f, &events, &truncated, &kerr) !=
-                0) {
+        if (query_logs(&a, &f, &events, &truncated, &kerr) != 0) {
             fprintf(stderr, "kmsctl: %s\n", kms_cli_esc(kerr.msg));
             status = KMS_CLI_EXIT_FAIL;
             goto out;

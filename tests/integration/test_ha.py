@@ -10,6 +10,7 @@ state; with PostgreSQL stopped the replicas answer 503 once the lease ran out an
 no write, then serve again without a restart when PostgreSQL is back; a min_decryption_version
 raised through one replica holds through every replica."""
 
+import json
 import os
 import select
 import signal
@@ -24,6 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from kmsd_harness import (KMSD_BIN, KmsdServer, KmsdTestCase, b64, unb64,  # noqa: E402
                           wait_for)
+from kmsctl_helpers import KMSCTL_BIN  # noqa: E402
 from pgtmp import PgCluster  # noqa: E402
 
 PASSWORD = "pg-Secret-ha-5e1d"
@@ -598,6 +600,18 @@ class HaAuditTest(HaCase):
         shared = self.pg.psql("SELECT count(*) FROM kmsd_records WHERE db = 0 AND "
                               "key = 'audit/file/head'::bytea").strip()
         self.assertEqual(shared, "0")
+        # kmsctl audit list over both replicas' logs: one timeline, merged by time
+        r = subprocess.run([KMSCTL_BIN, "audit", "list", "--file", files[0], "--file", files[1],
+                            "--op", "encrypt", "-o", "json"], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        events = json.loads(r.stdout)
+        self.assertEqual(len(events), 3, events)
+        stamps = [e["time"] for e in events]
+        self.assertEqual(stamps, sorted(stamps, key=lambda t: (t[:19], float("0." + (
+            t[20:-1] or "0")))), stamps)
+        alone = subprocess.run([KMSCTL_BIN, "audit", "list", "--file", files[0], "--op",
+                                "encrypt", "-o", "json"], capture_output=True, text=True)
+        self.assertEqual(len(json.loads(alone.stdout)), 2, alone.stdout + alone.stderr)
         # a tampered replica file is caught by --each, naming it
         with open(files[1], "r+") as f:
             data = f.read().replace("transit/encrypt/aud", "transit/encrypt/AUD", 1)

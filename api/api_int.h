@@ -72,23 +72,6 @@ int kms_api_audit_finish(struct kms_ctx *c, int rc);
 /* Forget the record (a parked request given up): no notification after this returns. */
 void kms_api_audit_abandon(struct kms_ctx *c);
 
-/* ---- JSON text writer (jsonw.c) --------------------------------------------------------- */
-
-/* A growable buffer; `oom` is set by the first failure and turns the rest into no-ops. */
-struct kms_jw {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-int kms_jw_reserve(struct kms_jw *w, size_t n);
-void kms_jw_raw(struct kms_jw *w, const char *s, size_t n);
-/* s[0, n) (UTF-8) as a JSON string, escaped as json_dumps escapes it. */
-void kms_jw_str(struct kms_jw *w, const char *s, size_t n);
-/* Compact JSON of v, byte-identical to json_dumps(JSON_COMPACT | JSON_ENCODE_ANY); with
- * sort_top an object's own keys are written in byte order (Go's map order). */
-void kms_jw_value(struct kms_jw *w, const json_t *v, bool sort_top);
-
 /* ---- envelope (envelope.c) --------------------------------------------------------------- */
 
 /* Build a response body from c (envelope, raw or error) into resp. */

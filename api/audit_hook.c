@@ -449,6 +449,8 @@ static void drop_outputs(struct kms_ctx *c)
     json_decref(c->warnings);
     c->warnings = NULL;
     free(c->text);
+    free(c->data_json);
+    c->data_json = NULL;
     c->text = NULL;
     c->status = 0;
 }

@@ -769,6 +769,8 @@ static int run_handler(struct kms_ctx *c)
     if (c->park.head) {
         json_decref(c->data);
         c->data = NULL;
+        free(c->data_json);
+        c->data_json = NULL;
     }
     return rc;
 }
@@ -884,6 +886,8 @@ static void finish(struct kms_ctx *c, int rc, struct kms_http_resp *resp)
     kms_metrics_request(c->route, c->mount.type, resp->status,
                         (uint64_t)(mono_us() - c->park.t0_us), c->items);
     free(c->text);
+    free(c->data_json);
+    c->data_json = NULL;
     json_decref(c->params);
     json_decref(c->warnings);
     json_decref(c->data);
@@ -907,6 +911,8 @@ static int give_up(struct kms_ctx *c)
     json_decref(c->warnings);
     c->warnings = NULL;
     free(c->text);
+    free(c->data_json);
+    c->data_json = NULL;
     c->text = NULL;
     c->status = 0;
     kms_err_clear(&c->err);

@@ -194,8 +194,13 @@ struct kms_ctx {
     json_t *params;   /* request parameters (object), coerced per route fields */
     json_t *warnings; /* array of strings, or NULL */
     /* handler outputs */
-    json_t *data;       /* response data; NULL and no raw -> 204 (or 200 with warnings_only) */
-    json_t *raw;        /* a body sent as is, without the envelope (sys/health) */
+    json_t *data; /* response data; NULL and no raw -> 204 (or 200 with warnings_only) */
+    json_t *raw;  /* a body sent as is, without the envelope (sys/health) */
+    /* the data object already rendered as JSON text (malloc'd), written as is into the
+     * envelope instead of `data`; only for requests that are not audited (c->audit.armed is
+     * false: the audit line needs the data as values) */
+    char *data_json;
+    size_t data_json_len;
     json_t *auth;       /* envelope "auth" block (logins) */
     bool warnings_only; /* answer 200 with data null when there are warnings, else 204 */
     int status;         /* 0 = 200 (or 204); set for batch partial failures */
@@ -207,6 +212,23 @@ struct kms_ctx {
     struct kms_ctx_audit audit;
     struct kms_ctx_park park; /* the pipeline's, not for handlers */
 };
+
+/* ---- JSON text writer (api/jsonw.c) ----------------------------------------------------- */
+
+/* A growable buffer; `oom` is set by the first failure and turns the rest into no-ops. */
+struct kms_jw {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+int kms_jw_reserve(struct kms_jw *w, size_t n);
+void kms_jw_raw(struct kms_jw *w, const char *s, size_t n);
+/* s[0, n) (UTF-8) as a JSON string, escaped as json_dumps escapes it. */
+void kms_jw_str(struct kms_jw *w, const char *s, size_t n);
+/* Compact JSON of v, byte-identical to json_dumps(JSON_COMPACT | JSON_ENCODE_ANY); with
+ * sort_top an object's own keys are written in byte order (Go's map order). */
+void kms_jw_value(struct kms_jw *w, const json_t *v, bool sort_top);
 
 /* ---- parameters (params.c) --------------------------------------------------------------- */
 

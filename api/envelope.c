@@ -157,7 +157,8 @@ void kms_render(struct kms_ctx *c, int rc, struct kms_http_resp *resp)
         return;
     }
     bool warned = c->warnings != NULL && json_array_size(c->warnings) > 0;
-    if (c->data == NULL && c->auth == NULL && !(c->warnings_only && warned)) {
+    if (c->data == NULL && c->data_json == NULL && c->auth == NULL &&
+        !(c->warnings_only && warned)) {
         resp->status = 204;
         return;
     }
@@ -199,7 +200,9 @@ void kms_render(struct kms_ctx *c, int rc, struct kms_http_resp *resp)
     kms_jw_raw(&w, LIT("{\"request_id\":\""));
     kms_jw_raw(&w, rid, strlen(rid));
     kms_jw_raw(&w, LIT("\",\"lease_id\":\"\",\"renewable\":false,\"lease_duration\":0,\"data\":"));
-    if (c->data != NULL) {
+    if (c->data_json != NULL) {
+        kms_jw_raw(&w, c->data_json, c->data_json_len); /* rendered by the handler */
+    } else if (c->data != NULL) {
         kms_jw_value(&w, c->data, true);
     } else {
         kms_jw_raw(&w, LIT("null"));

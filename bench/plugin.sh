@@ -42,6 +42,8 @@ for t in wrk curl openssl; do command -v $t >/dev/null || die "$t is needed"; do
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]+"${PIDS[@]}"}"; do kill -TERM "$p" 2>/dev/null; done
+    # start_kmsd runs in a command substitution: its servers' ids are in pid files
+    for f in "$W"/*.pid; do [ -f "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null; done
     wait 2>/dev/null
     rm -rf "$W"
 }
@@ -67,7 +69,7 @@ start_kmsd() { # NAME TLS(0/1) -> URL on stdout
         printf '}\n'
     } >"$W/$name.json"
     "$KMSD" server -config="$W/$name.json" >"$W/$name.log" 2>&1 &
-    PIDS+=($!)
+    echo $! >"$W/$name.pid" # PIDS+= would be lost: callers run this in $(...)
     local addr=""
     for _ in $(seq 1 100); do
         addr=$(grep -o '"kmsd listening","address":"[^"]*"' "$W/$name.log" | sed 's/.*"address":"//; s/"$//')
@@ -143,8 +145,11 @@ pbrun side_enc "sidecar Encrypt (http remote)" "$W/side-http.sock" encrypt "$PCO
 pbrun side_dec_lat "sidecar Decrypt, one at a time (http)" "$W/side-http.sock" decrypt 1 1
 
 # HTTPS: restart kmsd on the same store with TLS
-kill -TERM "${PIDS[0]}"
-wait "${PIDS[0]}" 2>/dev/null
+hpid=$(cat "$W/http.pid")
+kill -TERM "$hpid"
+for _ in $(seq 1 300); do kill -0 "$hpid" 2>/dev/null || break; sleep 0.05; done
+kill -0 "$hpid" 2>/dev/null && die "kmsd http did not stop"
+rm -f "$W/http.pid"
 TURL=$(start_kmsd https 1)
 start_sidecar side-https "$TURL" -ca-cert="$W/tls.crt"
 pbrun side_tls_dec "sidecar Decrypt (https remote)" "$W/side-https.sock" decrypt "$PCONNS" "$PDEPTH"

@@ -69,8 +69,12 @@ int kms_api_audit_wait(struct kms_ctx *c) KMS_WUR;
  * no device recorded them. Releases the hook's state.
  */
 int kms_api_audit_finish(struct kms_ctx *c, int rc);
-/* Forget the record (a parked request given up): no notification after this returns. */
-void kms_api_audit_abandon(struct kms_ctx *c);
+/*
+ * Forget the record and every output of the handler (a record that could not be written, a
+ * parked request given up): no notification after this returns, a handler not yet run never
+ * runs, and the client gets only 500 "internal error". Returns -1.
+ */
+int kms_api_audit_abandon(struct kms_ctx *c);
 
 /* ---- envelope (envelope.c) --------------------------------------------------------------- */
 

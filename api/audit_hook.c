@@ -432,11 +432,6 @@ int kms_api_audit_wait(struct kms_ctx *c)
     return kms_audit_rec_wait(c->audit.rec, &err, NULL, 0);
 }
 
-void kms_api_audit_abandon(struct kms_ctx *c)
-{
-    disarm(c);
-}
-
 /* Drop every output of the handler: the client gets only the 500. */
 static void drop_outputs(struct kms_ctx *c)
 {
@@ -455,13 +450,12 @@ static void drop_outputs(struct kms_ctx *c)
     c->status = 0;
 }
 
-static int fail_closed(struct kms_ctx *c)
+int kms_api_audit_abandon(struct kms_ctx *c)
 {
     disarm(c);
     drop_outputs(c);
     kms_err_clear(&c->err);
-    kms_err_set(&c->err, 500, "internal error");
-    return -1;
+    return kms_err_set(&c->err, 500, "internal error");
 }
 
 int kms_api_audit_response(struct kms_ctx *c, int rc)
@@ -518,7 +512,7 @@ int kms_api_audit_response(struct kms_ctx *c, int rc)
 fail:
     json_decref(extra);
     json_decref(resp);
-    return fail_closed(c);
+    return kms_api_audit_abandon(c);
 }
 
 int kms_api_audit_finish(struct kms_ctx *c, int rc)
@@ -528,7 +522,7 @@ int kms_api_audit_finish(struct kms_ctx *c, int rc)
         return rc;
     }
     if (kms_audit_rec_status(c->audit.rec, &err, NULL, 0) != 0) {
-        return fail_closed(c);
+        return kms_api_audit_abandon(c);
     }
     disarm(c);
     return rc;

@@ -898,27 +898,6 @@ static void finish(struct kms_ctx *c, int rc, struct kms_http_resp *resp)
     ctx_give(c);
 }
 
-/* Forget the audit record and every output: the client gets 500 "internal error". */
-static int give_up(struct kms_ctx *c)
-{
-    kms_api_audit_abandon(c); /* no wake after this; a handler not yet run never runs */
-    json_decref(c->data);
-    c->data = NULL;
-    json_decref(c->raw);
-    c->raw = NULL;
-    json_decref(c->auth);
-    c->auth = NULL;
-    json_decref(c->warnings);
-    c->warnings = NULL;
-    free(c->text);
-    free(c->data_json);
-    c->data_json = NULL;
-    c->text = NULL;
-    c->status = 0;
-    kms_err_clear(&c->err);
-    return kms_err_set(&c->err, 500, "internal error");
-}
-
 /* Hold the request until its audit lines are finished: 1 when parked (resp saved). */
 static int park(struct kms_ctx *c, int phase, int rc, struct kms_http_resp *resp)
 {
@@ -941,7 +920,7 @@ static int after_handler(struct kms_ctx *c, int rc, struct kms_http_resp *resp)
             return 1;
         }
         if (c->park.wake == NULL && kms_api_audit_wait(c) != 0) {
-            rc = give_up(c); /* timed out: the result is withheld */
+            rc = kms_api_audit_abandon(c); /* timed out: the result is withheld */
         } else {
             rc = kms_api_audit_finish(c, rc);
         }
@@ -982,7 +961,7 @@ int kms_api_start(struct kms_api *api, const struct kms_http_req *req, struct km
             return 1;
         }
         if (wake == NULL && kms_api_audit_wait(c) != 0) {
-            rc = give_up(c);
+            rc = kms_api_audit_abandon(c);
         } else {
             rc = kms_api_audit_request_done(c);
         }
@@ -1015,7 +994,7 @@ void kms_api_abandon(struct kms_api_call *call, struct kms_http_resp *resp)
         resp = &dummy;
     }
     *resp = c->park.resp;
-    finish(c, give_up(c), resp);
+    finish(c, kms_api_audit_abandon(c), resp);
     if (resp == &dummy) {
         kms_http_resp_dispose(&dummy);
     }

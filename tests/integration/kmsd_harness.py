@@ -424,6 +424,8 @@ class KmsdTestCase(unittest.TestCase):
 
     server_mode = "dev"
     server_config = None
+    # True: the server writes an audit file, cls.audit, in its work directory
+    server_audit_file = False
     server = None
     _seq = 0
 
@@ -431,6 +433,9 @@ class KmsdTestCase(unittest.TestCase):
     def setUpClass(cls):
         super().setUpClass()
         cls.server = KmsdServer(mode=cls.server_mode, config=cls.server_config)
+        if cls.server_audit_file:
+            cls.audit = os.path.join(cls.server.workdir, "audit.log")
+            cls.server.extra_args.append("-audit-file=" + cls.audit)
         try:
             cls.server.start()
             if cls.server_mode == "config":

@@ -22,12 +22,7 @@ class PgCase(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.pg = PgCluster(tcp=True).__enter__()
-        try:
-            cls.pg.require_password(PASSWORD)
-        except BaseException:
-            cls.pg.destroy()
-            raise
+        cls.pg = PgCluster.started_with_password(PASSWORD)
 
     @classmethod
     def tearDownClass(cls):

@@ -7,8 +7,6 @@ round; then OpenBao's refusals and statuses."""
 import base64
 import json
 import os
-import shutil
-import tempfile
 import unittest
 
 import hvac  # Debian's python3-hvac (/usr/bin/python3); missing fails, never skips
@@ -17,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 import transit_local
-from kmsd_harness import KmsdServer, KmsdTestCase, b64, multierror
+from kmsd_harness import KmsdTestCase, b64, multierror
 
 CURVES = {"ecdsa-p256": ec.SECP256R1, "ecdsa-p384": ec.SECP384R1, "ecdsa-p521": ec.SECP521R1}
 KEY_SIZE = {"aes128-gcm96": 16, "aes256-gcm96": 32, "chacha20-poly1305": 32,
@@ -36,24 +34,7 @@ def local_derive(own, kmsd_pub_pem, size):
 
 
 class TransitDeriveKeyTest(KmsdTestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.workdir = tempfile.mkdtemp(prefix="kmsd-derive-")
-        cls.audit = os.path.join(cls.workdir, "audit.log")
-        cls.server = KmsdServer(mode="dev", workdir=cls.workdir,
-                                extra_args=["-audit-file=" + cls.audit])
-        try:
-            cls.server.start()
-        except BaseException:
-            cls.server.cleanup()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            shutil.rmtree(cls.workdir, ignore_errors=True)
+    server_audit_file = True
 
     def derive(self, name, status=204, **body):
         r = self.req("POST", "transit/derive-key/%s" % name, body)

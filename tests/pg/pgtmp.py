@@ -163,6 +163,18 @@ class PgCluster:
             time.sleep(0.05)
         raise RuntimeError("pg_hba.conf reload did not take effect")
 
+    @classmethod
+    def started_with_password(cls, password):
+        """A started TCP cluster whose TCP clients log in with SCRAM (require_password);
+        destroyed again when that set-up fails."""
+        pg = cls(tcp=True).__enter__()
+        try:
+            pg.require_password(password)
+        except BaseException:
+            pg.destroy()
+            raise
+        return pg
+
     def psql(self, sql):
         """Run sql through psql as the superuser; returns stdout (unaligned, tuples only)."""
         return self._run([os.path.join(PG_BIN, "psql"), "-h", self.dir, "-p", str(self.port),

@@ -88,6 +88,11 @@ bench: build
 bench-sign: build
 	BUILD=$(BUILD) bench/sign.sh
 
+.PHONY: bench-ha
+# The HA part of `make bench` alone (bench/ha.sh: replicas on a throwaway PostgreSQL, ~2 minutes).
+bench-ha: build
+	BUILD=$(BUILD) bench/ha.sh
+
 .PHONY: bench-plugin
 # The KMS v2 plugin part of `make bench` alone (bench/plugin.sh, about a minute).
 bench-plugin: build

@@ -17,6 +17,8 @@
 #     socket, in process and through the sidecar, p99, ratio to the HTTP encrypt figure;
 #   - signatures (bench/sign.sh): ed25519 and ecdsa-p256 sign and verify per second in process,
 #     single and batches of 100, next to `openssl speed` run in the same invocation (ratio);
+#   - high availability (bench/ha.sh): encrypt/decrypt on the active replica on a throwaway
+#     PostgreSQL vs LMDB, through a standby, key creation and rotation rates, failover time;
 #   - start-up time to the first healthy answer (min/median of 10) and idle RSS (dev and
 #     config mode); the API pipeline alone, in-process (kmsd-apibench).
 #
@@ -561,4 +563,9 @@ say ""
 BUILD=$B BENCH_SKIP_BUILD=1 "$ROOT/bench/sign.sh" >/dev/null 2>>"$LOG" ||
     say "bench: the signature part failed (see $OUT/sign-bench.log)"
 [ -f "$OUT/sign-results.txt" ] && tee -a "$TXT" <"$OUT/sign-results.txt" | tee -a "$LOG"
+# ---- 8. high availability on PostgreSQL (bench/ha.sh): active vs LMDB, standby, writes, failover --
+say ""
+BUILD=$B BENCH_SKIP_BUILD=1 BENCH_THREADS=$THREADS BENCH_CONNECTIONS=$CONNS "$ROOT/bench/ha.sh" \
+    >/dev/null 2>>"$LOG" || say "bench: the HA part failed (see $OUT/ha-bench.log)"
+[ -f "$OUT/ha-results.txt" ] && tee -a "$TXT" <"$OUT/ha-results.txt" | tee -a "$LOG"
 echo "bench: results in $TXT, raw output in $LOG" >&2

@@ -12,10 +12,12 @@ From Python:
 
 From a shell (ctest runs the C storage tests this way):
 
-    pgtmp.py run -- COMMAND ARGS...
+    pgtmp.py run [--fsync] -- COMMAND ARGS...
 
 starts a cluster, runs COMMAND with KMS_TEST_PG_URL set to its conninfo string, stops the
-cluster, removes its directory and exits with COMMAND's status. A setup step that fails
+cluster, removes its directory and exits with COMMAND's status. --fsync runs PostgreSQL with
+fsync on (the benchmarks: a commit waits for its WAL flush, as in production); tests run
+without it. A setup step that fails
 raises (exit 2): a test never silently skips PostgreSQL.
 """
 
@@ -212,13 +214,14 @@ class PgCluster:
 
 
 def main(argv):
-    if len(argv) < 3 or argv[1] != "run" or "--" not in argv:
-        print("usage: pgtmp.py run -- COMMAND ARGS...", file=sys.stderr)
+    opts = argv[2:argv.index("--")] if "--" in argv else None
+    if len(argv) < 3 or argv[1] != "run" or opts is None or set(opts) - {"--fsync"}:
+        print("usage: pgtmp.py run [--fsync] -- COMMAND ARGS...", file=sys.stderr)
         return 2
     cmd = argv[argv.index("--") + 1:]
     t0 = time.monotonic()
     try:
-        pg = PgCluster().__enter__()
+        pg = PgCluster(fsync="--fsync" in opts).__enter__()
     except Exception as e:  # a refused setup step fails the test
         print("pgtmp: cannot start PostgreSQL: %s" % e, file=sys.stderr)
         return 2

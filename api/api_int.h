@@ -75,6 +75,17 @@ int kms_api_audit_finish(struct kms_ctx *c, int rc);
  * runs, and the client gets only 500 "internal error". Returns -1.
  */
 int kms_api_audit_abandon(struct kms_ctx *c);
+/*
+ * Known-answer tests (tests/api/test_audit_line_kat.c): the bodies of the request and the
+ * response line the hook writes for c ended with rc, as device `o` with `salt` at `time`
+ * (both lines at that time; `refused`: the token/policy refusal's layout, allowed=false and
+ * the error on both lines). *req and *resp are malloc'd. 0, or -1.
+ */
+struct kms_audit_device_opts;
+int kms_api_audit_format_kat(struct kms_ctx *c, int rc, bool refused,
+                             const struct kms_audit_device_opts *o, const char *salt,
+                             const char *time, char **req, size_t *reqlen, char **resp,
+                             size_t *resplen) KMS_WUR;
 
 /* ---- envelope (envelope.c) --------------------------------------------------------------- */
 

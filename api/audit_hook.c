@@ -110,99 +110,134 @@ static void op_and_resource(const struct kms_ctx *c, const char **op, const char
     }
 }
 
-static json_t *str_array(const char (*v)[128], size_t n)
+static void write_str_array(struct kms_audit_lw *w, const char *key,
+                            const char (*v)[KMS_POLICY_NAME_MAX], size_t n)
 {
-    json_t *a = json_array();
+    kms_audit_lw_begin(w, key, '[');
     for (size_t i = 0; i < n; i++) {
-        json_array_append_new(a, json_string(v[i]));
+        kms_audit_lw_str(w, NULL, v[i]);
     }
-    return a;
+    kms_audit_lw_end(w);
 }
 
-static json_t *build_auth(const struct kms_ctx *c, bool allowed)
+static bool utf8(const char *s)
 {
-    json_t *a = json_object();
-    const struct kms_token *t = &c->token;
-    if (a == NULL) {
-        return NULL;
-    }
-    if (c->has_token) {
-        const char *tok = client_token(c->http);
-        if (tok != NULL) {
-            json_object_set_new(a, "client_token", json_string(tok));
+    return kms_audit_utf8_valid(s, strlen(s));
+}
+
+/* The token's metadata as jansson's object held it: a key at its first accepted position
+ * with its last accepted value (a key or value that is not UTF-8 was never set). */
+static void write_metadata(struct kms_audit_lw *w, const struct kms_token *t)
+{
+    kms_audit_lw_begin(w, "metadata", '{');
+    for (size_t i = 0; i < t->nmeta; i++) {
+        const char *k = t->meta_keys[i];
+        bool seen = false;
+        if (!utf8(k) || !utf8(t->meta_values[i])) {
+            continue;
         }
-        if (t->accessor[0] != '\0') {
-            json_object_set_new(a, "accessor", json_string(t->accessor));
+        for (size_t j = 0; j < i && !seen; j++) {
+            seen = strcmp(t->meta_keys[j], k) == 0 && utf8(t->meta_values[j]);
         }
-        json_object_set_new(a, "display_name", json_string(t->display_name));
-        json_object_set_new(a, "policies", str_array(t->policies, t->npolicies));
-        json_object_set_new(a, "token_policies", str_array(t->policies, t->npolicies));
-        if (t->nmeta > 0) {
-            json_t *m = json_object();
-            for (size_t i = 0; i < t->nmeta; i++) {
-                json_object_set_new(m, t->meta_keys[i], json_string(t->meta_values[i]));
+        if (seen) {
+            continue;
+        }
+        const char *v = t->meta_values[i];
+        for (size_t j = i + 1; j < t->nmeta; j++) {
+            if (strcmp(t->meta_keys[j], k) == 0 && utf8(t->meta_values[j])) {
+                v = t->meta_values[j];
             }
-            json_object_set_new(a, "metadata", m);
+        }
+        kms_audit_lw_str(w, k, v);
+    }
+    kms_audit_lw_end(w);
+}
+
+/* Vault's auth block: the token (HMAC'd), its accessor, names, policies and times. */
+static void write_auth(struct kms_audit_lw *w, const struct kms_ctx *c, bool allowed)
+{
+    const struct kms_token *t = &c->token;
+    kms_audit_lw_begin(w, "auth", '{');
+    if (c->has_token) {
+        kms_audit_lw_token(w, "client_token", client_token(c->http));
+        if (t->accessor[0] != '\0') {
+            kms_audit_lw_accessor(w, "accessor", t->accessor);
+        }
+        kms_audit_lw_str(w, "display_name", t->display_name);
+        write_str_array(w, "policies", t->policies, t->npolicies);
+        write_str_array(w, "token_policies", t->policies, t->npolicies);
+        if (t->nmeta > 0) {
+            write_metadata(w, t);
         }
     }
-    json_object_set_new(a, "policy_results", json_pack("{s:b}", "allowed", allowed));
+    kms_audit_lw_begin(w, "policy_results", '{');
+    kms_audit_lw_bool(w, "allowed", allowed);
+    kms_audit_lw_end(w);
     if (c->has_token) {
-        char ts[40];
-        json_object_set_new(a, "token_type", json_string("service"));
+        kms_audit_lw_str(w, "token_type", "service");
         if (t->expire_time > t->creation_time && t->creation_time > 0) {
-            json_object_set_new(a, "token_ttl",
-                                json_integer((json_int_t)(t->expire_time - t->creation_time)));
+            kms_audit_lw_int(w, "token_ttl", t->expire_time - t->creation_time);
         }
         if (t->creation_time > 0) {
+            char ts[40];
             kms_time_rfc3339(t->creation_time, 0, ts);
-            json_object_set_new(a, "token_issue_time", json_string(ts));
+            kms_audit_lw_str(w, "token_issue_time", ts);
         }
     } else {
-        json_object_set_new(a, "token_type", json_string("default"));
+        kms_audit_lw_str(w, "token_type", "default");
     }
-    return a;
+    kms_audit_lw_end(w);
 }
 
-static json_t *build_request(const struct kms_ctx *c)
+/* Vault's request block: id, operation, mount, token, namespace, path, data (every string
+ * leaf HMAC'd), peer. */
+static void write_request(struct kms_audit_lw *w, const struct kms_ctx *c)
 {
-    json_t *r = json_object();
-    const char *tok = client_token(c->http);
-    if (r == NULL) {
-        return NULL;
-    }
-    json_object_set_new(r, "id", json_string(c->audit.request_id));
-    json_object_set_new(r, "operation", json_string(kms_op_name(c->op)));
+    kms_audit_lw_begin(w, "request", '{');
+    kms_audit_lw_str(w, "id", c->audit.request_id);
+    kms_audit_lw_str(w, "operation", kms_op_name(c->op));
     if (c->mount.path[0] != '\0') {
-        json_object_set_new(r, "mount_point", json_string(c->mount.path));
-        json_object_set_new(r, "mount_type", json_string(c->mount.type));
+        kms_audit_lw_str(w, "mount_point", c->mount.path);
+        kms_audit_lw_str(w, "mount_type", c->mount.type);
         if (c->mount.accessor[0] != '\0') {
-            json_object_set_new(r, "mount_accessor", json_string(c->mount.accessor));
+            kms_audit_lw_str(w, "mount_accessor", c->mount.accessor);
         }
-        json_object_set_new(
-            r, "mount_class",
-            json_string(strncmp(c->mount.path, "auth/", 5) == 0 ? "auth" : "secret"));
+        kms_audit_lw_str(w, "mount_class",
+                         strncmp(c->mount.path, "auth/", 5) == 0 ? "auth" : "secret");
     }
-    if (tok != NULL) {
-        json_object_set_new(r, "client_token", json_string(tok));
-    }
+    kms_audit_lw_token(w, "client_token", client_token(c->http));
     if (c->has_token && c->token.accessor[0] != '\0') {
-        json_object_set_new(r, "client_token_accessor", json_string(c->token.accessor));
+        kms_audit_lw_accessor(w, "client_token_accessor", c->token.accessor);
     }
-    json_t *ns = json_pack("{s:s}", "id", c->ns.id[0] ? c->ns.id : "root");
+    kms_audit_lw_begin(w, "namespace", '{');
+    kms_audit_lw_str(w, "id", c->ns.id[0] ? c->ns.id : "root");
     if (c->ns.path[0] != '\0') {
-        json_object_set_new(ns, "path", json_string(c->ns.path));
+        kms_audit_lw_str(w, "path", c->ns.path);
     }
-    json_object_set_new(r, "namespace", ns);
-    json_object_set_new(r, "path", json_string(c->path));
+    kms_audit_lw_end(w);
+    kms_audit_lw_str(w, "path", c->path);
     if (json_is_object(c->params) && json_object_size(c->params) > 0) {
-        /* hashed once, at the first line, into a copy: later coercion does not matter */
-        json_object_set(r, "data", c->params);
+        kms_audit_lw_data(w, "data", c->params);
     }
     if (c->http->remote_addr != NULL && c->http->remote_addr[0] != '\0') {
-        json_object_set_new(r, "remote_address", json_string(c->http->remote_addr));
-        json_object_set_new(r, "remote_port", json_integer(c->http->remote_port));
+        kms_audit_lw_str(w, "remote_address", c->http->remote_addr);
+        kms_audit_lw_int(w, "remote_port", c->http->remote_port);
     }
-    return r;
+    kms_audit_lw_end(w);
+}
+
+struct blocks_arg {
+    const struct kms_ctx *c;
+    bool allowed;
+};
+
+/* `"auth":{…},"request":{…}`, once per device at the record's creation. */
+static int write_blocks(struct kms_audit_lw *w, void *arg)
+{
+    const struct blocks_arg *a = arg;
+    write_auth(w, a->c, a->allowed);
+    write_request(w, a->c);
+    return 0;
 }
 
 static const char *subject(const struct kms_ctx *c)
@@ -226,34 +261,13 @@ static size_t batch_items(const struct kms_ctx *c)
     return json_is_array(b) ? json_array_size(b) : 0;
 }
 
-static json_t *build_extra(struct kms_ctx *c, bool response, int status)
+/* KMSKey objects report their versions in status (kms.c records none itself). */
+static void note_kms_versions(struct kms_ctx *c)
 {
-    json_t *e = json_object();
     const char *op, *resource;
-    const char *who = subject(c);
-    if (e == NULL) {
-        return NULL;
-    }
     op_and_resource(c, &op, &resource);
-    if (who != NULL) {
-        json_object_set_new(e, "subject", json_string(who));
-    }
-    json_object_set_new(e, "op", json_string(op));
-    if (resource != NULL) {
-        json_object_set_new(e, "resource", json_string(resource));
-    }
     bool kmskey = resource != NULL && strcmp(resource, "KMSKey") == 0;
-    const char *key = kmskey ? kms_cap(c, "name") : NULL;
-    const char *project = kmskey ? kms_cap(c, "project") : NULL;
-    if (key != NULL && key[0] != '\0') {
-        json_object_set_new(e, "key", json_string(key));
-    }
-    if (project != NULL && project[0] != '\0') {
-        json_object_set_new(e, "project", json_string(project));
-    }
-    bool batch = json_is_array(json_object_get(c->params, "batch_input"));
-    if (response && kmskey && c->audit.nversions == 0 && strcmp(c->mount.type, "kms") == 0) {
-        /* KMSKey objects report their versions in status (kms.c records none itself) */
+    if (kmskey && c->audit.nversions == 0 && strcmp(c->mount.type, "kms") == 0) {
         json_t *st = json_object_get(c->data, "status");
         json_t *v = json_object_get(st, strcmp(op, "set-min-decryption-version") == 0
                                             ? "minDecryptionVersion"
@@ -262,27 +276,94 @@ static json_t *build_extra(struct kms_ctx *c, bool response, int status)
             kms_ctx_note_version(c, (uint32_t)json_integer_value(v));
         }
     }
+}
+
+/* kmsd's own fields, in clear: subject, op, resource, key, project, key_version, items,
+ * status. */
+static void write_extra(struct kms_audit_lw *w, const struct kms_ctx *c, bool response, int status)
+{
+    const char *op, *resource;
+    op_and_resource(c, &op, &resource);
+    kms_audit_lw_str(w, "subject", subject(c));
+    kms_audit_lw_str(w, "op", op);
+    kms_audit_lw_str(w, "resource", resource);
+    bool kmskey = resource != NULL && strcmp(resource, "KMSKey") == 0;
+    const char *key = kmskey ? kms_cap(c, "name") : NULL;
+    const char *project = kmskey ? kms_cap(c, "project") : NULL;
+    if (key != NULL && key[0] != '\0') {
+        kms_audit_lw_str(w, "key", key);
+    }
+    if (project != NULL && project[0] != '\0') {
+        kms_audit_lw_str(w, "project", project);
+    }
+    bool batch = json_is_array(json_object_get(c->params, "batch_input"));
     if (response && c->audit.nversions > 0) {
         if (batch || c->audit.nversions > 1) {
-            json_t *a = json_array();
+            kms_audit_lw_begin(w, "key_version", '[');
             for (size_t i = 0; i < c->audit.nversions; i++) {
-                json_array_append_new(a, json_integer(c->audit.versions[i]));
+                kms_audit_lw_int(w, NULL, c->audit.versions[i]);
             }
-            json_object_set_new(e, "key_version", a);
+            kms_audit_lw_end(w);
         } else {
-            json_object_set_new(e, "key_version", json_integer(c->audit.versions[0]));
+            kms_audit_lw_int(w, "key_version", c->audit.versions[0]);
         }
         if (c->audit.versions_truncated) {
-            json_object_set_new(e, "key_version_truncated", json_true());
+            kms_audit_lw_bool(w, "key_version_truncated", true);
         }
     }
     if (batch) {
-        json_object_set_new(e, "items", json_integer((json_int_t)batch_items(c)));
+        kms_audit_lw_int(w, "items", (int64_t)batch_items(c));
     }
     if (response) {
-        json_object_set_new(e, "status", json_integer(status));
+        kms_audit_lw_int(w, "status", status);
     }
-    return e;
+}
+
+/* Vault's response block: the mount, and for a success the data (every string leaf
+ * HMAC'd), the issued token's auth block and the warnings. */
+static void write_response(struct kms_audit_lw *w, const struct kms_ctx *c, int rc)
+{
+    kms_audit_lw_begin(w, "response", '{');
+    if (c->mount.path[0] != '\0') {
+        kms_audit_lw_str(w, "mount_point", c->mount.path);
+        kms_audit_lw_str(w, "mount_type", c->mount.type);
+        if (c->mount.accessor[0] != '\0') {
+            kms_audit_lw_str(w, "mount_accessor", c->mount.accessor);
+        }
+    }
+    if (rc == 0) {
+        const json_t *data = c->data != NULL ? c->data : c->raw;
+        if (data != NULL && !c->audit.elide_data) {
+            kms_audit_lw_data(w, "data", data);
+        }
+        kms_audit_lw_auth(w, "auth", c->auth);
+        if (c->warnings != NULL && json_array_size(c->warnings) > 0) {
+            kms_audit_lw_json(w, "warnings", c->warnings);
+        }
+    }
+    kms_audit_lw_end(w);
+}
+
+/* What follows the blocks on one line. */
+struct tail_arg {
+    const struct kms_ctx *c;
+    bool response;
+    int rc;
+    int status;
+    const char *error; /* "" or NULL: none */
+};
+
+static int write_tail(struct kms_audit_lw *w, void *arg)
+{
+    const struct tail_arg *t = arg;
+    if (t->response) {
+        write_response(w, t->c, t->rc);
+    }
+    if (t->error != NULL && t->error[0] != '\0') {
+        kms_audit_lw_str_strict(w, "error", t->error);
+    }
+    write_extra(w, t->c, t->response, t->status);
+    return 0;
 }
 
 /* The error text the client sees (kms_render's rendering), or NULL. */
@@ -343,13 +424,12 @@ void kms_api_audit_arm(struct kms_ctx *c)
 }
 
 /* Queue one line; on failure set c->err to 500 (audit/ logs the cause). */
-static int post_line(struct kms_ctx *c, const char *type, bool durable, json_t *response,
-                     const char *error, json_t *extra)
+static int post_line(struct kms_ctx *c, const char *type, bool durable, const struct tail_arg *t)
 {
     struct kms_err err;
     kms_err_clear(&err);
-    if (extra == NULL || kms_audit_rec_post(c->audit.rec, type, durable, response, error, extra,
-                                            &err, NULL, 0) != 0) {
+    if (kms_audit_rec_post_w(c->audit.rec, type, durable, write_tail, (void *)t, &err, NULL, 0) !=
+        0) {
         kms_err_clear(&c->err);
         kms_err_set(&c->err, 500, "internal error");
         return -1;
@@ -359,16 +439,8 @@ static int post_line(struct kms_ctx *c, const char *type, bool durable, json_t *
 
 static int start_rec(struct kms_ctx *c, bool allowed)
 {
-    json_t *auth = build_auth(c, allowed);
-    json_t *req = build_request(c);
-    int rc = -1;
-    if (auth != NULL && req != NULL &&
-        kms_audit_rec_create(kms_api_audit(c->api), auth, req, &c->audit.rec) == 0) {
-        rc = 0;
-    }
-    json_decref(auth);
-    json_decref(req);
-    return rc;
+    struct blocks_arg b = {c, allowed};
+    return kms_audit_rec_create_w(kms_api_audit(c->api), write_blocks, &b, &c->audit.rec);
 }
 
 /* The request ends here with c->err's 500: nothing more is written for it. */
@@ -388,7 +460,7 @@ int kms_api_audit_request(struct kms_ctx *c)
         disarm(c);
         return KMS_FAIL(c, 500, "internal error");
     }
-    json_t *extra = build_extra(c, false, 0);
+    struct tail_arg t = {c, false, 0, 0, NULL};
     /*
      * A request that may change state waits for its request line to be durable before the
      * handler runs. One without effects does not wait at all: its line is queued ahead of
@@ -396,8 +468,7 @@ int kms_api_audit_request(struct kms_ctx *c)
      * write fails every line queued behind it, and the record's status counts every line).
      */
     c->audit.wait_request = !without_effects(c);
-    int rc = post_line(c, "request", c->audit.wait_request, NULL, NULL, extra);
-    json_decref(extra);
+    int rc = post_line(c, "request", c->audit.wait_request, &t);
     if (rc == 0) {
         c->audit.request_logged = true;
     } else {
@@ -461,8 +532,6 @@ int kms_api_audit_abandon(struct kms_ctx *c)
 int kms_api_audit_response(struct kms_ctx *c, int rc)
 {
     char error[sizeof(c->err.msg) + 32];
-    json_t *extra = NULL;
-    json_t *resp = NULL;
 
     if (!c->audit.armed) {
         return rc;
@@ -470,49 +539,23 @@ int kms_api_audit_response(struct kms_ctx *c, int rc)
     error_text(c, rc, error, sizeof(error));
     if (!c->audit.request_logged) {
         /* refused at the token or policy step: both lines carry the refusal */
+        struct tail_arg t = {c, false, rc, 0, error};
         if (c->audit.rec == NULL && start_rec(c, false) != 0) {
-            goto fail;
+            return kms_api_audit_abandon(c);
         }
-        extra = build_extra(c, false, 0);
         /* nothing ran: the durable response line right after covers this one */
-        if (post_line(c, "request", false, NULL, error, extra) != 0) {
-            goto fail;
+        if (post_line(c, "request", false, &t) != 0) {
+            return kms_api_audit_abandon(c);
         }
-        json_decref(extra);
     } else if (c->audit.rec == NULL) {
-        goto fail;
+        return kms_api_audit_abandon(c);
     }
-    resp = json_object();
-    if (c->mount.path[0] != '\0') {
-        json_object_set_new(resp, "mount_point", json_string(c->mount.path));
-        json_object_set_new(resp, "mount_type", json_string(c->mount.type));
-        if (c->mount.accessor[0] != '\0') {
-            json_object_set_new(resp, "mount_accessor", json_string(c->mount.accessor));
-        }
+    note_kms_versions(c);
+    struct tail_arg t = {c, true, rc, http_status(c, rc), error};
+    if (post_line(c, "response", true, &t) != 0) {
+        return kms_api_audit_abandon(c);
     }
-    if (rc == 0) {
-        json_t *data = c->data != NULL ? c->data : c->raw;
-        if (data != NULL && !c->audit.elide_data) {
-            json_object_set(resp, "data", data);
-        }
-        if (c->auth != NULL) {
-            json_object_set(resp, "auth", c->auth);
-        }
-        if (c->warnings != NULL && json_array_size(c->warnings) > 0) {
-            json_object_set(resp, "warnings", c->warnings);
-        }
-    }
-    extra = build_extra(c, true, http_status(c, rc));
-    if (post_line(c, "response", true, resp, error, extra) != 0) {
-        goto fail;
-    }
-    json_decref(extra);
-    json_decref(resp);
     return rc;
-fail:
-    json_decref(extra);
-    json_decref(resp);
-    return kms_api_audit_abandon(c);
 }
 
 int kms_api_audit_finish(struct kms_ctx *c, int rc)
@@ -526,6 +569,32 @@ int kms_api_audit_finish(struct kms_ctx *c, int rc)
     }
     disarm(c);
     return rc;
+}
+
+int kms_api_audit_format_kat(struct kms_ctx *c, int rc, bool refused,
+                             const struct kms_audit_device_opts *o, const char *salt,
+                             const char *time, char **req, size_t *reqlen, char **resp,
+                             size_t *resplen)
+{
+    char error[sizeof(c->err.msg) + 32];
+    struct blocks_arg b = {c, !refused};
+
+    *req = *resp = NULL;
+    error_text(c, rc, error, sizeof(error));
+    struct tail_arg rt = {c, false, rc, 0, refused ? error : NULL};
+    if (kms_audit_format_body_w(o, salt, write_blocks, &b, time, "request", write_tail, &rt, req,
+                                reqlen) != 0) {
+        return -1;
+    }
+    note_kms_versions(c);
+    struct tail_arg pt = {c, true, rc, http_status(c, rc), error};
+    if (kms_audit_format_body_w(o, salt, write_blocks, &b, time, "response", write_tail, &pt, resp,
+                                resplen) != 0) {
+        free(*req);
+        *req = NULL;
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- operations the server performs on its own ------------------------------------------- */

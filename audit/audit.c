@@ -46,9 +46,8 @@ struct rec_waiter {
 
 struct kms_audit_rec {
     struct kms_audit *a;
-    json_t *auth;
-    json_t *request;
-    /* per device: `"auth":{…},"request":{…}` hashed and serialised once for both lines */
+    /* per device: `,"auth":{…},"request":{…}` hashed and written once, at the record's
+     * creation, for both lines */
     struct kms_audit_sbuf blocks[KMS_AUDIT_MAX_DEVICES];
     size_t nposted; /* lines posted (waiters used) */
     struct rec_waiter waiters[REC_WAITERS];
@@ -218,31 +217,38 @@ int kms_audit_hash_input(struct kms_audit *a, const char *name, const char *inpu
 
 /* ---- records ----------------------------------------------------------------------------- */
 
-int kms_audit_rec_create(struct kms_audit *a, json_t *auth, json_t *request,
-                         struct kms_audit_rec **out)
+static void rec_free(struct kms_audit_rec *r)
+{
+    for (size_t i = 0; i < KMS_AUDIT_MAX_DEVICES; i++) {
+        free(r->blocks[i].p);
+    }
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+static int write_blocks(const struct kms_audit_device_opts *o, const struct kms_hmac_key *hk,
+                        kms_audit_write_fn fn, void *arg, struct kms_audit_sbuf *blk);
+
+int kms_audit_rec_create_w(struct kms_audit *a, kms_audit_write_fn blocks, void *arg,
+                           struct kms_audit_rec **out)
 {
     struct kms_audit_rec *r = calloc(1, sizeof(*r));
     if (r == NULL) {
         return -1;
     }
     r->a = a;
-    r->auth = json_incref(auth);
-    r->request = json_incref(request);
     pthread_mutex_init(&r->mu, NULL);
     r->refs = 1;
+    for (size_t i = 0; a != NULL && i < a->n; i++) {
+        struct kms_audit_dev *d = a->devs[i];
+        if (write_blocks(kms_audit_dev_opts(d), kms_audit_dev_hkey(d), blocks, arg,
+                         &r->blocks[i]) != 0) {
+            rec_free(r);
+            return -1;
+        }
+    }
     *out = r;
     return 0;
-}
-
-static void rec_free(struct kms_audit_rec *r)
-{
-    json_decref(r->auth);
-    json_decref(r->request);
-    for (size_t i = 0; i < KMS_AUDIT_MAX_DEVICES; i++) {
-        free(r->blocks[i].p);
-    }
-    pthread_mutex_destroy(&r->mu);
-    free(r);
 }
 
 /*
@@ -398,30 +404,257 @@ static int top_key(struct kms_audit_sbuf *b, const char *key)
     return 0;
 }
 
-/*
- * The line body into out: "{…}" without the chain fields. The auth and request blocks are
- * written at the first line into blk and reused for the second.
- */
-static int format_body(const struct kms_audit_device_opts *o, const struct kms_hmac_key *hk,
-                       json_t *auth, json_t *request, struct kms_audit_sbuf *blk, const char *time,
-                       const char *type, json_t *response, const char *error, json_t *extra,
-                       struct kms_audit_sbuf *out)
-{
-    const char *k;
-    json_t *v;
+/* ---- the line writer handed to the callers' write functions ------------------------------ */
 
-    if (blk->len == 0) {
-        if (auth != NULL &&
-            (top_key(blk, "auth") != 0 || write_block(blk, auth, BLOCK_AUTH, o, hk) != 0)) {
-            blk->len = 0;
-            return -1;
+#define LW_DEPTH 16
+
+struct kms_audit_lw {
+    struct kms_audit_sbuf *b;
+    const struct kms_audit_device_opts *o;
+    const struct kms_hmac_key *hk;
+    int depth;
+    bool first[LW_DEPTH]; /* nothing written yet at this depth (depth 0: the line's top) */
+    char close[LW_DEPTH];
+    bool err; /* sticky: the line cannot be written */
+};
+
+static void lw_init(struct kms_audit_lw *w, struct kms_audit_sbuf *b,
+                    const struct kms_audit_device_opts *o, const struct kms_hmac_key *hk)
+{
+    memset(w, 0, sizeof(*w));
+    w->b = b;
+    w->o = o;
+    w->hk = hk;
+}
+
+static void lw_rollback(struct kms_audit_lw *w, size_t mark)
+{
+    w->b->len = mark;
+    if (w->b->p != NULL) {
+        w->b->p[mark] = '\0';
+    }
+}
+
+/* The separator and `"key":` (no key inside an array). false when nothing may be written:
+ * a sticky error, or a key that is not UTF-8 (the entry is left out, as jansson's
+ * json_object_set_new refused it); *mark is where to roll back to. */
+static bool lw_open(struct kms_audit_lw *w, const char *key, size_t *mark)
+{
+    if (w->err) {
+        return false;
+    }
+    *mark = w->b->len;
+    if (!w->first[w->depth] && kms_audit_sb_add(w->b, ",", 1) != 0) {
+        w->err = true;
+        return false;
+    }
+    if (key != NULL) {
+        int rc = kms_audit_sb_str(w->b, key, strlen(key));
+        if (rc == KMS_AUDIT_NOT_UTF8) {
+            lw_rollback(w, *mark);
+            return false;
         }
-        if (request != NULL && (top_key(blk, "request") != 0 ||
-                                write_block(blk, request, BLOCK_REQUEST, o, hk) != 0)) {
-            blk->len = 0;
-            return -1;
+        if (rc != 0 || kms_audit_sb_add(w->b, ":", 1) != 0) {
+            w->err = true;
+            return false;
         }
     }
+    return true;
+}
+
+/* After a value: the next one at this depth needs a separator. */
+static void lw_wrote(struct kms_audit_lw *w, int rc)
+{
+    if (rc != 0) {
+        w->err = true;
+        return;
+    }
+    w->first[w->depth] = false;
+}
+
+const struct kms_audit_device_opts *kms_audit_lw_device(const struct kms_audit_lw *w)
+{
+    return w->o;
+}
+
+void kms_audit_lw_begin(struct kms_audit_lw *w, const char *key, char open)
+{
+    size_t mark;
+    if (!lw_open(w, key, &mark)) {
+        w->err = true; /* a container cannot be left out: its contents would land outside */
+        return;
+    }
+    if (w->depth + 1 >= LW_DEPTH || (open != '{' && open != '[')) {
+        w->err = true;
+        return;
+    }
+    lw_wrote(w, kms_audit_sb_add(w->b, &open, 1));
+    w->depth++;
+    w->first[w->depth] = true;
+    w->close[w->depth] = open == '{' ? '}' : ']';
+}
+
+void kms_audit_lw_end(struct kms_audit_lw *w)
+{
+    if (w->err) {
+        return;
+    }
+    if (w->depth == 0) {
+        w->err = true;
+        return;
+    }
+    char c = w->close[w->depth];
+    w->depth--;
+    lw_wrote(w, kms_audit_sb_add(w->b, &c, 1));
+}
+
+void kms_audit_lw_strn(struct kms_audit_lw *w, const char *key, const char *s, size_t n)
+{
+    size_t mark;
+    if (s == NULL || !lw_open(w, key, &mark)) {
+        return;
+    }
+    int rc = kms_audit_sb_str(w->b, s, n);
+    if (rc == KMS_AUDIT_NOT_UTF8) {
+        lw_rollback(w, mark); /* json_string refused it: left out */
+        return;
+    }
+    lw_wrote(w, rc);
+}
+
+void kms_audit_lw_str(struct kms_audit_lw *w, const char *key, const char *s)
+{
+    if (s != NULL) {
+        kms_audit_lw_strn(w, key, s, strlen(s));
+    }
+}
+
+void kms_audit_lw_str_strict(struct kms_audit_lw *w, const char *key, const char *s)
+{
+    size_t mark;
+    if (s == NULL || !lw_open(w, key, &mark)) {
+        return;
+    }
+    lw_wrote(w, kms_audit_sb_str(w->b, s, strlen(s)));
+}
+
+void kms_audit_lw_int(struct kms_audit_lw *w, const char *key, int64_t v)
+{
+    char num[24];
+    char *p = num + sizeof(num);
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    size_t mark;
+    if (!lw_open(w, key, &mark)) {
+        return;
+    }
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0) {
+        *--p = '-';
+    }
+    lw_wrote(w, kms_audit_sb_add(w->b, p, (size_t)(num + sizeof(num) - p)));
+}
+
+void kms_audit_lw_bool(struct kms_audit_lw *w, const char *key, bool v)
+{
+    size_t mark;
+    if (lw_open(w, key, &mark)) {
+        lw_wrote(w, kms_audit_sb_add(w->b, v ? "true" : "false", v ? 4 : 5));
+    }
+}
+
+void kms_audit_lw_token(struct kms_audit_lw *w, const char *key, const char *s)
+{
+    size_t n = s != NULL ? strlen(s) : 0;
+    size_t mark;
+    if (s == NULL || !kms_audit_utf8_valid(s, n)) {
+        return; /* json_string refused it: left out */
+    }
+    if (n == 0) {
+        kms_audit_lw_strn(w, key, s, 0);
+        return;
+    }
+    if (lw_open(w, key, &mark)) {
+        lw_wrote(w, kms_audit_sb_hmac(w->b, w->hk, s, n));
+    }
+}
+
+void kms_audit_lw_accessor(struct kms_audit_lw *w, const char *key, const char *s)
+{
+    if (w->o->hmac_accessor) {
+        kms_audit_lw_token(w, key, s);
+    } else {
+        kms_audit_lw_str(w, key, s);
+    }
+}
+
+void kms_audit_lw_hmac(struct kms_audit_lw *w, const char *key, const void *s, size_t n)
+{
+    size_t mark;
+    if (lw_open(w, key, &mark)) {
+        lw_wrote(w, kms_audit_sb_hmac(w->b, w->hk, s, n));
+    }
+}
+
+void kms_audit_lw_json(struct kms_audit_lw *w, const char *key, const json_t *v)
+{
+    size_t mark;
+    if (v != NULL && lw_open(w, key, &mark)) {
+        lw_wrote(w, kms_audit_sb_value(w->b, v, NULL));
+    }
+}
+
+void kms_audit_lw_data(struct kms_audit_lw *w, const char *key, const json_t *v)
+{
+    size_t mark;
+    if (v != NULL && lw_open(w, key, &mark)) {
+        lw_wrote(w, kms_audit_sb_value(w->b, v, w->hk));
+    }
+}
+
+void kms_audit_lw_auth(struct kms_audit_lw *w, const char *key, const json_t *v)
+{
+    size_t mark;
+    if (v != NULL && lw_open(w, key, &mark)) {
+        lw_wrote(w, write_block(w->b, v, BLOCK_AUTH, w->o, w->hk));
+    }
+}
+
+void kms_audit_lw_raw(struct kms_audit_lw *w, const char *key, const char *text, size_t n)
+{
+    size_t mark;
+    if (lw_open(w, key, &mark)) {
+        lw_wrote(w, kms_audit_sb_add(w->b, text, n));
+    }
+}
+
+/* A write function's output into blk (the caller's buffer, emptied first). */
+static int write_blocks(const struct kms_audit_device_opts *o, const struct kms_hmac_key *hk,
+                        kms_audit_write_fn fn, void *arg, struct kms_audit_sbuf *blk)
+{
+    struct kms_audit_lw w;
+    blk->len = 0;
+    if (fn == NULL) {
+        return 0;
+    }
+    lw_init(&w, blk, o, hk);
+    if (fn(&w, arg) != 0 || w.err || w.depth != 0) {
+        blk->len = 0;
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * The line body into out: "{…}" without the chain fields: time, type, the record's blocks
+ * (written at its creation), then whatever `tail` writes (response, error, kmsd's fields).
+ */
+static int format_body(const struct kms_audit_device_opts *o, const struct kms_hmac_key *hk,
+                       const struct kms_audit_sbuf *blk, const char *time, const char *type,
+                       kms_audit_write_fn tail, void *targ, struct kms_audit_sbuf *out)
+{
     out->len = 0;
     if (kms_audit_sb_add(out, "{\"time\":\"", 9) != 0 ||
         kms_audit_sb_add(out, time, strlen(time)) != 0 ||
@@ -430,35 +663,76 @@ static int format_body(const struct kms_audit_device_opts *o, const struct kms_h
         (blk->len > 0 && kms_audit_sb_add(out, blk->p, blk->len) != 0)) {
         return -1;
     }
-    if (response != NULL &&
-        (top_key(out, "response") != 0 || write_block(out, response, BLOCK_RESPONSE, o, hk) != 0)) {
-        return -1;
-    }
-    if (error != NULL && error[0] != '\0' &&
-        (top_key(out, "error") != 0 || kms_audit_sb_str(out, error, strlen(error)) != 0)) {
-        return -1;
-    }
-    json_object_foreach(extra, k, v)
-    {
-        if (!reserved(k) && (top_key(out, k) != 0 || kms_audit_sb_value(out, v, NULL) != 0)) {
+    if (tail != NULL) {
+        struct kms_audit_lw w;
+        lw_init(&w, out, o, hk);
+        if (tail(&w, targ) != 0 || w.err || w.depth != 0) {
             return -1;
         }
     }
     return kms_audit_sb_add(out, "}", 1);
 }
 
-static int format_line(struct kms_audit_rec *r, size_t i, const char *time, const char *type,
-                       json_t *response, const char *error, json_t *extra,
-                       struct kms_audit_sbuf *out)
+/* ---- the jansson-tree form of the blocks (kms_audit_rec_create/post) ------------------- */
+
+struct tree_blocks {
+    json_t *auth, *request;
+};
+
+static int tree_blocks_fn(struct kms_audit_lw *w, void *arg)
 {
-    struct kms_audit_dev *d = r->a->devs[i];
-    return format_body(kms_audit_dev_opts(d), kms_audit_dev_hkey(d), r->auth, r->request,
-                       &r->blocks[i], time, type, response, error, extra, out);
+    const struct tree_blocks *t = arg;
+    if (t->auth != NULL &&
+        (top_key(w->b, "auth") != 0 || write_block(w->b, t->auth, BLOCK_AUTH, w->o, w->hk) != 0)) {
+        return -1;
+    }
+    if (t->request != NULL && (top_key(w->b, "request") != 0 ||
+                               write_block(w->b, t->request, BLOCK_REQUEST, w->o, w->hk) != 0)) {
+        return -1;
+    }
+    return 0;
 }
 
-int kms_audit_format_body(const struct kms_audit_device_opts *o, const char *salt, json_t *auth,
-                          json_t *request, const char *time, const char *type, json_t *response,
-                          const char *error, json_t *extra, char **out, size_t *len)
+struct tree_tail {
+    json_t *response;
+    const char *error;
+    json_t *extra;
+};
+
+static int tree_tail_fn(struct kms_audit_lw *w, void *arg)
+{
+    const struct tree_tail *t = arg;
+    struct kms_audit_sbuf *out = w->b;
+    const char *k;
+    json_t *v;
+    if (t->response != NULL && (top_key(out, "response") != 0 ||
+                                write_block(out, t->response, BLOCK_RESPONSE, w->o, w->hk) != 0)) {
+        return -1;
+    }
+    if (t->error != NULL && t->error[0] != '\0' &&
+        (top_key(out, "error") != 0 || kms_audit_sb_str(out, t->error, strlen(t->error)) != 0)) {
+        return -1;
+    }
+    json_object_foreach(t->extra, k, v)
+    {
+        if (!reserved(k) && (top_key(out, k) != 0 || kms_audit_sb_value(out, v, NULL) != 0)) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int kms_audit_rec_create(struct kms_audit *a, json_t *auth, json_t *request,
+                         struct kms_audit_rec **out)
+{
+    struct tree_blocks t = {auth, request};
+    return kms_audit_rec_create_w(a, tree_blocks_fn, &t, out);
+}
+
+int kms_audit_format_body_w(const struct kms_audit_device_opts *o, const char *salt,
+                            kms_audit_write_fn blocks, void *barg, const char *time,
+                            const char *type, kms_audit_write_fn tail, void *targ, char **out,
+                            size_t *len)
 {
     struct kms_audit_sbuf blk = {NULL, 0, 0};
     struct kms_audit_sbuf line = {NULL, 0, 0};
@@ -466,7 +740,10 @@ int kms_audit_format_body(const struct kms_audit_device_opts *o, const char *sal
     if (kms_hmac_key_create(salt, strlen(salt), &hk) != 0) {
         return -1;
     }
-    int rc = format_body(o, hk, auth, request, &blk, time, type, response, error, extra, &line);
+    int rc = write_blocks(o, hk, blocks, barg, &blk);
+    if (rc == 0) {
+        rc = format_body(o, hk, &blk, time, type, tail, targ, &line);
+    }
     kms_hmac_key_destroy(&hk);
     free(blk.p);
     if (rc != 0) {
@@ -476,6 +753,16 @@ int kms_audit_format_body(const struct kms_audit_device_opts *o, const char *sal
     *out = line.p;
     *len = line.len;
     return 0;
+}
+
+int kms_audit_format_body(const struct kms_audit_device_opts *o, const char *salt, json_t *auth,
+                          json_t *request, const char *time, const char *type, json_t *response,
+                          const char *error, json_t *extra, char **out, size_t *len)
+{
+    struct tree_blocks b = {auth, request};
+    struct tree_tail t = {response, error, extra};
+    return kms_audit_format_body_w(o, salt, tree_blocks_fn, &b, time, type, tree_tail_fn, &t, out,
+                                   len);
 }
 
 /* Count a refused record and log it (at most once a second); err = 500. */
@@ -498,12 +785,89 @@ static int rec_refused(struct kms_audit *a, const char *msg, struct kms_err *err
     return kms_err_set(err, 500, "internal error");
 }
 
-int kms_audit_rec_post(struct kms_audit_rec *r, const char *type, bool durable, json_t *response,
-                       const char *error, json_t *extra, struct kms_err *err, char *cause,
-                       size_t causelen)
+/* ---- per-thread scratch: the line buffer and the time text ------------------------------ */
+
+/* A line buffer kept per thread up to this capacity; a bigger one (a batch's line) is freed
+ * after its line is queued, so a burst of big lines does not stay in every worker. */
+#define LINE_KEEP (64 * 1024)
+
+static pthread_key_t line_key;
+static pthread_once_t line_once = PTHREAD_ONCE_INIT;
+
+static void line_key_free(void *p)
+{
+    struct kms_audit_sbuf *b = p;
+    free(b->p);
+    free(b);
+}
+
+static void line_key_init(void)
+{
+    (void)pthread_key_create(&line_key, line_key_free);
+}
+
+static struct kms_audit_sbuf *line_buf(void)
+{
+    pthread_once(&line_once, line_key_init);
+    struct kms_audit_sbuf *b = pthread_getspecific(line_key);
+    if (b == NULL) {
+        b = calloc(1, sizeof(*b));
+        if (b != NULL && pthread_setspecific(line_key, b) != 0) {
+            free(b);
+            b = NULL;
+        }
+    }
+    return b;
+}
+
+static void line_buf_release(struct kms_audit_sbuf *b)
+{
+    if (b->cap > LINE_KEEP) {
+        free(b->p);
+        b->p = NULL;
+        b->cap = 0;
+    }
+    b->len = 0;
+}
+
+/* kms_time_rfc3339(sec, nsec) with the date and time of day formatted once per second and
+ * thread (the fraction: Go's RFC3339Nano, trailing zeros dropped). */
+static void line_time(int64_t sec, int32_t nsec, char out[40])
+{
+    static __thread int64_t cached_sec = INT64_MIN;
+    static __thread char cached[40];
+    if (sec != cached_sec) {
+        kms_time_rfc3339(sec, 0, cached); /* "YYYY-MM-DDTHH:MM:SSZ" */
+        cached_sec = sec;
+    }
+    size_t n = strlen(cached) - 1; /* without the Z */
+    memcpy(out, cached, n);
+    if (nsec > 0 && nsec <= 999999999) {
+        char frac[9];
+        int digits = 9;
+        int32_t v = nsec;
+        while (v % 10 == 0) {
+            v /= 10;
+            digits--;
+        }
+        for (int i = digits - 1; i >= 0; i--) {
+            frac[i] = (char)('0' + v % 10);
+            v /= 10;
+        }
+        out[n++] = '.';
+        memcpy(out + n, frac, (size_t)digits);
+        n += (size_t)digits;
+    }
+    out[n++] = 'Z';
+    out[n] = '\0';
+}
+
+int kms_audit_rec_post_w(struct kms_audit_rec *r, const char *type, bool durable,
+                         kms_audit_write_fn tail, void *arg, struct kms_err *err, char *cause,
+                         size_t causelen)
 {
     struct kms_audit *a = r->a;
-    struct kms_audit_sbuf line = {NULL, 0, 0};
+    struct kms_audit_sbuf *line = NULL;
     char why[512];
     char ts[40];
     int64_t sec;
@@ -518,8 +882,13 @@ int kms_audit_rec_post(struct kms_audit_rec *r, const char *type, bool durable, 
         snprintf(why, sizeof(why), "too many lines for one record");
         goto refused;
     }
+    line = line_buf();
+    if (line == NULL) {
+        snprintf(why, sizeof(why), "out of memory");
+        goto refused;
+    }
     kms_now(&sec, &nsec);
-    kms_time_rfc3339(sec, nsec, ts);
+    line_time(sec, nsec, ts);
     for (size_t i = 0; i < a->n; i++) {
         struct rec_waiter *rw = &r->waiters[r->nposted++];
         char dwhy[512];
@@ -531,9 +900,11 @@ int kms_audit_rec_post(struct kms_audit_rec *r, const char *type, bool durable, 
         r->refs++;
         pthread_mutex_unlock(&r->mu);
         dwhy[0] = '\0';
-        if (format_line(r, i, ts, type, response, error, extra, &line) != 0) {
+        struct kms_audit_dev *d = a->devs[i];
+        if (format_body(kms_audit_dev_opts(d), kms_audit_dev_hkey(d), &r->blocks[i], ts, type, tail,
+                        arg, line) != 0) {
             snprintf(dwhy, sizeof(dwhy), "cannot format the record");
-        } else if (kms_audit_dev_submit(a->devs[i], line.p, line.len, &rw->w, durable, dwhy,
+        } else if (kms_audit_dev_submit(d, line->p, line->len, &rw->w, durable, dwhy,
                                         sizeof(dwhy)) == 0) {
             ok++;
             continue;
@@ -543,7 +914,7 @@ int kms_audit_rec_post(struct kms_audit_rec *r, const char *type, bool durable, 
             snprintf(why, sizeof(why), "%s", dwhy);
         }
     }
-    free(line.p);
+    line_buf_release(line);
     if (ok > 0) {
         return 0;
     }
@@ -551,6 +922,14 @@ refused:;
     char msg[700];
     snprintf(msg, sizeof(msg), "no audit backend succeeded in logging the %s: %s", type, why);
     return rec_refused(a, msg, err, cause, causelen);
+}
+
+int kms_audit_rec_post(struct kms_audit_rec *r, const char *type, bool durable, json_t *response,
+                       const char *error, json_t *extra, struct kms_err *err, char *cause,
+                       size_t causelen)
+{
+    struct tree_tail t = {response, error, extra};
+    return kms_audit_rec_post_w(r, type, durable, tree_tail_fn, &t, err, cause, causelen);
 }
 
 struct sync_wait {

@@ -167,6 +167,73 @@ int kms_audit_rec_log(struct kms_audit_rec *r, const char *type, bool durable, j
                       const char *error, json_t *extra, struct kms_err *err, char *cause,
                       size_t causelen) KMS_WUR;
 
+/*
+ * The body "{…}" of one line (everything before the chain fields) as device `o` with `salt`
+ * writes it, at the given time text and type; the same inputs as kms_audit_rec_create and
+ * kms_audit_rec_log. *out is malloc'd (NUL-terminated, *len bytes). For known-answer tests
+ * (tests/audit/test_line_kat.c, tests/api/test_audit_line_kat.c).
+ */
+int kms_audit_format_body(const struct kms_audit_device_opts *o, const char *salt, json_t *auth,
+                          json_t *request, const char *time, const char *type, json_t *response,
+                          const char *error, json_t *extra, char **out, size_t *len) KMS_WUR;
+
+/* ---- records written straight into the line ---------------------------------------------- */
+
+/*
+ * The blocks of a line written by the caller, with no JSON tree: kms_audit_rec_create_w calls
+ * `blocks` once per device to write `"auth":{…},"request":{…}` (both lines reuse it), and
+ * kms_audit_rec_post_w calls `tail` once per device for what follows them (`"response":{…}`,
+ * `"error":…`, kmsd's fields), each time with a writer bound to that device's salt and
+ * options. The writer applies no hashing rule on its own: the caller picks the call for each
+ * value (Vault's rules, "What is hashed" in docs/audit.md). Output is byte-for-byte what the
+ * tree form gives for the same values: keys in call order, jansson's JSON_ENSURE_ASCII
+ * escaping. Every call after a failure is a no-op and the line is refused. A write function
+ * returns 0, or -1 to refuse the line.
+ */
+struct kms_audit_lw;
+typedef int (*kms_audit_write_fn)(struct kms_audit_lw *w, void *arg);
+
+int kms_audit_rec_create_w(struct kms_audit *a, kms_audit_write_fn blocks, void *arg,
+                           struct kms_audit_rec **out) KMS_WUR;
+int kms_audit_rec_post_w(struct kms_audit_rec *r, const char *type, bool durable,
+                         kms_audit_write_fn tail, void *arg, struct kms_err *err, char *cause,
+                         size_t causelen) KMS_WUR;
+/* kms_audit_format_body's form for write functions (known-answer tests). */
+int kms_audit_format_body_w(const struct kms_audit_device_opts *o, const char *salt,
+                            kms_audit_write_fn blocks, void *barg, const char *time,
+                            const char *type, kms_audit_write_fn tail, void *targ, char **out,
+                            size_t *len) KMS_WUR;
+
+/*
+ * Writer calls. `key` names the member in an object (at the top level: a field of the line)
+ * and is NULL for an array element. A string (key or value) that is not UTF-8 leaves its
+ * member out, as jansson's json_string/json_object_set_new refused it (an array element is
+ * skipped); _str_strict refuses the line instead.
+ */
+const struct kms_audit_device_opts *kms_audit_lw_device(const struct kms_audit_lw *w);
+void kms_audit_lw_begin(struct kms_audit_lw *w, const char *key, char open); /* '{' or '[' */
+void kms_audit_lw_end(struct kms_audit_lw *w);
+void kms_audit_lw_str(struct kms_audit_lw *w, const char *key, const char *s); /* in clear */
+void kms_audit_lw_strn(struct kms_audit_lw *w, const char *key, const char *s, size_t n);
+void kms_audit_lw_str_strict(struct kms_audit_lw *w, const char *key, const char *s);
+void kms_audit_lw_int(struct kms_audit_lw *w, const char *key, int64_t v);
+void kms_audit_lw_bool(struct kms_audit_lw *w, const char *key, bool v);
+/* HMAC'd (a token; "" stays ""). */
+void kms_audit_lw_token(struct kms_audit_lw *w, const char *key, const char *s);
+/* HMAC'd when the device's hmac_accessor is set, else in clear. */
+void kms_audit_lw_accessor(struct kms_audit_lw *w, const char *key, const char *s);
+/* "hmac-sha256:…" of s[0, n) (any bytes): a string leaf of data. */
+void kms_audit_lw_hmac(struct kms_audit_lw *w, const char *key, const void *s, size_t n);
+/* v (NULL: left out) in clear / with every string leaf but RFC 3339 times HMAC'd (data) /
+ * by the rules of an auth block (client_token, accessor). */
+void kms_audit_lw_json(struct kms_audit_lw *w, const char *key, const json_t *v);
+void kms_audit_lw_data(struct kms_audit_lw *w, const char *key, const json_t *v);
+void kms_audit_lw_auth(struct kms_audit_lw *w, const char *key, const json_t *v);
+/* text[0, n), already JSON, as the value. */
+void kms_audit_lw_raw(struct kms_audit_lw *w, const char *key, const char *text, size_t n);
+/* s[0, n) is UTF-8 (jansson's acceptance). */
+bool kms_audit_utf8_valid(const char *s, size_t n);
+
 /* The bound on waiting for a record (audit_timeout), in milliseconds. */
 int64_t kms_audit_timeout_ms(const struct kms_audit *a);
 

@@ -37,7 +37,9 @@ struct kms_audit_sbuf {
 /* Room for n more bytes (and a NUL). */
 int kms_audit_sb_reserve(struct kms_audit_sbuf *b, size_t n) KMS_WUR;
 int kms_audit_sb_add(struct kms_audit_sbuf *b, const void *s, size_t n) KMS_WUR;
-/* s[0, n) as a JSON string (jansson's JSON_ENSURE_ASCII escaping); -1 if it is not UTF-8. */
+#define KMS_AUDIT_NOT_UTF8 (-2)
+/* s[0, n) as a JSON string (jansson's JSON_ENSURE_ASCII escaping); KMS_AUDIT_NOT_UTF8 (and
+ * nothing written) if it is not UTF-8, -1 when out of memory. */
 int kms_audit_sb_str(struct kms_audit_sbuf *b, const char *s, size_t n) KMS_WUR;
 /* "hmac-sha256:<hex of HMAC(hk, in)>" as a JSON string. */
 int kms_audit_sb_hmac(struct kms_audit_sbuf *b, const struct kms_hmac_key *hk, const void *in,
@@ -45,15 +47,6 @@ int kms_audit_sb_hmac(struct kms_audit_sbuf *b, const struct kms_hmac_key *hk, c
 /* Compact JSON of v; with hk every string leaf except RFC 3339 times is HMAC'd. */
 int kms_audit_sb_value(struct kms_audit_sbuf *b, const json_t *v,
                        const struct kms_hmac_key *hk) KMS_WUR;
-
-/*
- * The body "{…}" of one line (everything before the chain fields) as device `o` with `salt`
- * writes it, at the given time text and type; the same inputs as kms_audit_rec_create and
- * kms_audit_rec_log. *out is malloc'd (NUL-terminated, *len bytes). For known-answer tests.
- */
-int kms_audit_format_body(const struct kms_audit_device_opts *o, const char *salt, json_t *auth,
-                          json_t *request, const char *time, const char *type, json_t *response,
-                          const char *error, json_t *extra, char **out, size_t *len) KMS_WUR;
 
 /* ---- the file device (device.c) ---------------------------------------------------------- */
 

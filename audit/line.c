@@ -84,6 +84,25 @@ static size_t utf8_next(const unsigned char *s, size_t n, uint32_t *cp)
     return len;
 }
 
+bool kms_audit_utf8_valid(const char *str, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < n) {
+        if (s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        uint32_t cp;
+        size_t len = utf8_next(s + i, n - i, &cp);
+        if (len == 0) {
+            return false;
+        }
+        i += len;
+    }
+    return true;
+}
+
 static const char HEXU[] = "0123456789ABCDEF";
 
 static void put_u(char *o, uint32_t v)
@@ -117,7 +136,7 @@ int kms_audit_sb_str(struct kms_audit_sbuf *b, const char *str, size_t n)
         size_t len = utf8_next(s + i, n - i, &cp);
         if (len == 0) {
             b->p[b->len] = '\0';
-            return -1; /* not UTF-8: jansson refused such strings too */
+            return KMS_AUDIT_NOT_UTF8; /* jansson refused such strings too */
         }
         i += len;
         switch (cp) {

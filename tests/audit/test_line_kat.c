@@ -7,6 +7,10 @@
  * data at any depth, RFC 3339 times in clear, empty and non-string tokens) and jansson's
  * escaping (quotes, backslashes, control characters, non-ASCII in and outside the BMP).
  *
+ * The same fixtures are also written through the writer calls (kms_audit_lw_*, what the
+ * API's audit hook uses instead of trees): a walker below picks the call for each member by
+ * Vault's rules, and the bytes must be the same golden lines.
+ *
  * KAT_PRINT=1 prints the lines instead of comparing them (to regenerate the table).
  */
 #include <setjmp.h>
@@ -177,9 +181,184 @@ static void test_string_escaping_matches_jansson(void **state)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct kms_audit_sbuf b = {NULL, 0, 0};
         assert_null(json_string(bad[i]));
-        assert_int_equal(kms_audit_sb_str(&b, bad[i], strlen(bad[i])), -1);
+        assert_int_equal(kms_audit_sb_str(&b, bad[i], strlen(bad[i])), KMS_AUDIT_NOT_UTF8);
         free(b.p);
     }
+}
+
+/* ---- the same fixtures through the writer calls ------------------------------------------ */
+
+enum kind { K_AUTH, K_REQUEST, K_RESPONSE, K_WRAP, K_TOP };
+
+/* A member in clear, with the scalar calls where they apply. */
+static void lw_clear(struct kms_audit_lw *w, const char *key, json_t *v)
+{
+    if (json_is_string(v)) {
+        kms_audit_lw_strn(w, key, json_string_value(v), json_string_length(v));
+    } else if (json_is_integer(v)) {
+        kms_audit_lw_int(w, key, json_integer_value(v));
+    } else if (json_is_boolean(v)) {
+        kms_audit_lw_bool(w, key, json_is_true(v));
+    } else {
+        kms_audit_lw_json(w, key, v);
+    }
+}
+
+static void lw_block(struct kms_audit_lw *w, const char *name, json_t *obj, enum kind kind)
+{
+    const char *k;
+    json_t *v;
+    if (!json_is_object(obj)) {
+        kms_audit_lw_json(w, name, obj);
+        return;
+    }
+    kms_audit_lw_begin(w, name, '{');
+    json_object_foreach(obj, k, v)
+    {
+        bool token = (kind != K_WRAP && strcmp(k, "client_token") == 0) ||
+                     (kind == K_WRAP && strcmp(k, "token") == 0);
+        bool accessor = ((kind == K_AUTH || kind == K_WRAP) && strcmp(k, "accessor") == 0) ||
+                        (kind == K_REQUEST && strcmp(k, "client_token_accessor") == 0);
+        if ((token || accessor) && kind != K_RESPONSE && json_is_string(v)) {
+            if (token) {
+                kms_audit_lw_token(w, k, json_string_value(v));
+            } else {
+                kms_audit_lw_accessor(w, k, json_string_value(v));
+            }
+        } else if ((kind == K_REQUEST || kind == K_RESPONSE) && strcmp(k, "data") == 0) {
+            kms_audit_lw_data(w, k, v);
+        } else if (kind == K_RESPONSE && strcmp(k, "auth") == 0) {
+            kms_audit_lw_auth(w, k, v);
+        } else if (kind == K_RESPONSE && strcmp(k, "wrap_info") == 0) {
+            lw_block(w, k, v, K_WRAP);
+        } else {
+            lw_clear(w, k, v);
+        }
+    }
+    kms_audit_lw_end(w);
+}
+
+struct lw_fixture {
+    json_t *auth, *req, *resp, *extra;
+    const char *error;
+};
+
+static int lw_blocks(struct kms_audit_lw *w, void *arg)
+{
+    struct lw_fixture *f = arg;
+    if (f->auth != NULL) {
+        lw_block(w, "auth", f->auth, K_AUTH);
+    }
+    if (f->req != NULL) {
+        lw_block(w, "request", f->req, K_REQUEST);
+    }
+    return 0;
+}
+
+static int lw_tail(struct kms_audit_lw *w, void *arg)
+{
+    struct lw_fixture *f = arg;
+    const char *k;
+    json_t *v;
+    if (f->resp != NULL) {
+        lw_block(w, "response", f->resp, K_RESPONSE);
+    }
+    if (f->error != NULL && f->error[0] != '\0') {
+        kms_audit_lw_str_strict(w, "error", f->error);
+    }
+    json_object_foreach(f->extra, k, v)
+    {
+        lw_clear(w, k, v);
+    }
+    return 0;
+}
+
+static void test_writer_calls_match_known_answers(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(kats) / sizeof(kats[0]); i++) {
+        const struct kat *k = &kats[i];
+        struct kms_audit_device_opts o;
+        kms_audit_device_opts_default(&o);
+        o.hmac_accessor = k->hmac_accessor;
+        struct lw_fixture f = {load(k->auth), load(k->request), load(k->response), load(k->extra),
+                               k->error};
+        char *out = NULL;
+        size_t len = 0;
+        assert_int_equal(kms_audit_format_body_w(&o, SALT, lw_blocks, &f, TIME, k->type, lw_tail,
+                                                 &f, &out, &len),
+                         0);
+        assert_int_equal(strlen(out), len);
+        if (strcmp(out, k->want) != 0) {
+            fail_msg("%s (writer calls):\n got  %s\n want %s", k->name, out, k->want);
+        }
+        free(out);
+        json_decref(f.auth);
+        json_decref(f.req);
+        json_decref(f.resp);
+        json_decref(f.extra);
+    }
+}
+
+/* Strings that are not UTF-8 are left out (a member) or skipped (an element), as jansson's
+ * setters refused them; a container left open, or a strict string, refuses the line. */
+static int lw_bad_utf8(struct kms_audit_lw *w, void *arg)
+{
+    (void)arg;
+    kms_audit_lw_begin(w, "o", '{');
+    kms_audit_lw_str(w, "a", "x\xff");
+    kms_audit_lw_str(w, "k\xc3", "v");
+    kms_audit_lw_token(w, "t", "s.\xfe");
+    kms_audit_lw_str(w, "b", "ok");
+    kms_audit_lw_end(w);
+    kms_audit_lw_begin(w, "arr", '[');
+    kms_audit_lw_str(w, NULL, "\xc0\x80");
+    kms_audit_lw_int(w, NULL, -9223372036854775807LL - 1);
+    kms_audit_lw_str(w, NULL, "y");
+    kms_audit_lw_end(w);
+    kms_audit_lw_hmac(w, "h", "\xff\x00", 2);
+    return 0;
+}
+
+static int lw_open_container(struct kms_audit_lw *w, void *arg)
+{
+    (void)arg;
+    kms_audit_lw_begin(w, "o", '{');
+    return 0;
+}
+
+static int lw_strict_bad(struct kms_audit_lw *w, void *arg)
+{
+    (void)arg;
+    kms_audit_lw_str_strict(w, "error", "bad \xff");
+    return 0;
+}
+
+static void test_writer_edges(void **state)
+{
+    (void)state;
+    struct kms_audit_device_opts o;
+    kms_audit_device_opts_default(&o);
+    char *out = NULL;
+    size_t len = 0;
+    char want[256];
+    char h[KMS_AUDIT_HMAC_LEN + 1];
+    assert_int_equal(kms_audit_hmac(SALT, "\xff\x00", 2, h), 0);
+    snprintf(want, sizeof(want),
+             "{\"time\":\"%s\",\"type\":\"request\",\"o\":{\"b\":\"ok\"},"
+             "\"arr\":[-9223372036854775808,\"y\"],\"h\":\"%s\"}",
+             TIME, h);
+    assert_int_equal(kms_audit_format_body_w(&o, SALT, NULL, NULL, TIME, "request", lw_bad_utf8,
+                                             NULL, &out, &len),
+                     0);
+    assert_string_equal(out, want);
+    free(out);
+    assert_int_equal(kms_audit_format_body_w(&o, SALT, lw_open_container, NULL, TIME, "request",
+                                             NULL, NULL, &out, &len),
+                     -1);
+    assert_int_equal(kms_audit_format_body_w(&o, SALT, NULL, NULL, TIME, "request", lw_strict_bad,
+                                             NULL, &out, &len),
+                     -1);
 }
 
 int main(void)
@@ -188,6 +367,8 @@ int main(void)
         cmocka_unit_test(test_lines_match_known_answers),
         cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_string_escaping_matches_jansson),
+        cmocka_unit_test(test_writer_calls_match_known_answers),
+        cmocka_unit_test(test_writer_edges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -220,7 +220,7 @@ int kms_audit_hash_input(struct kms_audit *a, const char *name, const char *inpu
 static void rec_free(struct kms_audit_rec *r)
 {
     for (size_t i = 0; i < KMS_AUDIT_MAX_DEVICES; i++) {
-        free(r->blocks[i].p);
+        kms_audit_sb_free(&r->blocks[i]);
     }
     pthread_mutex_destroy(&r->mu);
     free(r);
@@ -416,6 +416,12 @@ struct kms_audit_lw {
     bool first[LW_DEPTH]; /* nothing written yet at this depth (depth 0: the line's top) */
     char close[LW_DEPTH];
     bool err; /* sticky: the line cannot be written */
+    /* the last tokens HMAC'd, by address and length (the same token or accessor appears in
+     * the auth and the request block: one HMAC each); no secret is kept here */
+    const void *memo_in[2];
+    size_t memo_n[2];
+    char memo_out[2][KMS_AUDIT_HMAC_LEN + 2];
+    unsigned memo_next;
 };
 
 static void lw_init(struct kms_audit_lw *w, struct kms_audit_sbuf *b,
@@ -576,8 +582,22 @@ void kms_audit_lw_token(struct kms_audit_lw *w, const char *key, const char *s)
         kms_audit_lw_strn(w, key, s, 0);
         return;
     }
+    for (unsigned i = 0; i < 2; i++) {
+        if (w->memo_in[i] == s && w->memo_n[i] == n) {
+            kms_audit_lw_raw(w, key, w->memo_out[i], KMS_AUDIT_HMAC_LEN + 2);
+            return;
+        }
+    }
     if (lw_open(w, key, &mark)) {
-        lw_wrote(w, kms_audit_sb_hmac(w->b, w->hk, s, n));
+        size_t at = w->b->len;
+        int rc = kms_audit_sb_hmac(w->b, w->hk, s, n);
+        if (rc == 0) {
+            unsigned slot = w->memo_next++ % 2;
+            memcpy(w->memo_out[slot], w->b->p + at, KMS_AUDIT_HMAC_LEN + 2);
+            w->memo_in[slot] = s;
+            w->memo_n[slot] = n;
+        }
+        lw_wrote(w, rc);
     }
 }
 
@@ -745,14 +765,17 @@ int kms_audit_format_body_w(const struct kms_audit_device_opts *o, const char *s
         rc = format_body(o, hk, &blk, time, type, tail, targ, &line);
     }
     kms_hmac_key_destroy(&hk);
-    free(blk.p);
-    if (rc != 0) {
-        free(line.p);
-        return -1;
+    kms_audit_sb_free(&blk);
+    if (rc == 0) {
+        *out = malloc(line.len + 1); /* the caller frees it with free() */
+        rc = *out != NULL ? 0 : -1;
+        if (rc == 0) {
+            memcpy(*out, line.p, line.len + 1);
+            *len = line.len;
+        }
     }
-    *out = line.p;
-    *len = line.len;
-    return 0;
+    kms_audit_sb_free(&line);
+    return rc;
 }
 
 int kms_audit_format_body(const struct kms_audit_device_opts *o, const char *salt, json_t *auth,
@@ -787,9 +810,10 @@ static int rec_refused(struct kms_audit *a, const char *msg, struct kms_err *err
 
 /* ---- per-thread scratch: the line buffer and the time text ------------------------------ */
 
-/* A line buffer kept per thread up to this capacity; a bigger one (a batch's line) is freed
- * after its line is queued, so a burst of big lines does not stay in every worker. */
-#define LINE_KEEP (64 * 1024)
+/* A line buffer kept per thread up to this capacity (a 1000-item batch's line is ~100-250 KB:
+ * kept, so a batch load does not map and unmap a buffer per line); a bigger one is freed after
+ * its line is queued. */
+#define LINE_KEEP (512 * 1024)
 
 static pthread_key_t line_key;
 static pthread_once_t line_once = PTHREAD_ONCE_INIT;
@@ -797,7 +821,7 @@ static pthread_once_t line_once = PTHREAD_ONCE_INIT;
 static void line_key_free(void *p)
 {
     struct kms_audit_sbuf *b = p;
-    free(b->p);
+    kms_audit_sb_free(b);
     free(b);
 }
 
@@ -823,9 +847,7 @@ static struct kms_audit_sbuf *line_buf(void)
 static void line_buf_release(struct kms_audit_sbuf *b)
 {
     if (b->cap > LINE_KEEP) {
-        free(b->p);
-        b->p = NULL;
-        b->cap = 0;
+        kms_audit_sb_free(b);
     }
     b->len = 0;
 }

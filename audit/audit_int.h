@@ -34,6 +34,15 @@ struct kms_audit_sbuf {
     size_t len, cap;
 };
 
+/* Buffers from this size on are mmapped and unmapped when freed (line.c). */
+#define KMS_AUDIT_BUF_MAP (128 * 1024)
+/* Grow *p (capacity *cap, the first len bytes kept) to hold need bytes, doubling from
+ * `first`; realloc below KMS_AUDIT_BUF_MAP, mmap/mremap from it on. 0 or -1. */
+int kms_audit_buf_grow(char **p, size_t *cap, size_t len, size_t need, size_t first) KMS_WUR;
+/* Free what kms_audit_buf_grow gave (by its capacity). */
+void kms_audit_buf_free(char *p, size_t cap);
+/* Free b's buffer (whichever way it was allocated) and empty it. */
+void kms_audit_sb_free(struct kms_audit_sbuf *b);
 /* Room for n more bytes (and a NUL). */
 int kms_audit_sb_reserve(struct kms_audit_sbuf *b, size_t n) KMS_WUR;
 int kms_audit_sb_add(struct kms_audit_sbuf *b, const void *s, size_t n) KMS_WUR;

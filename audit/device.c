@@ -47,6 +47,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
+#include <malloc.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,6 +98,8 @@ struct kms_audit_dev {
     struct afile *file;   /* under io; NULL after a failed open */
     struct afile *dirty;  /* writer only: written since the last fdatasync (batch mode) */
     int64_t last_err_log; /* one error line per second at most (writer only) */
+    int64_t last_trim;    /* malloc_trim after bursts of big lines (under mu) */
+    size_t untrimmed;     /* bytes written since the last trim (under mu) */
     char hooks[512];      /* KMS_TEST_HOOKS: the hooks directory, "" = none */
     /* metrics, updated with relaxed atomics */
     _Atomic uint64_t st_fsyncs;
@@ -580,7 +583,7 @@ fail:
 static void batch_free(struct kms_audit_batch *b)
 {
     afile_unref(&b->file);
-    free(b->buf);
+    kms_audit_buf_free(b->buf, b->cap);
     free(b);
 }
 
@@ -700,13 +703,60 @@ static void write_group(struct kms_audit_dev *d, struct kms_audit_batch *b)
     batch_finish(d, b, rc, rc != 0 ? why : NULL);
 }
 
+/*
+ * Once a burst of big lines (batches) is over: give the pages that the workers' heaps freed
+ * meanwhile (the batches' JSON trees, bodies, lines and blocks) back to the kernel. glibc keeps
+ * freed memory in each thread's arena and returns only the top of a heap; after an audited
+ * batch load that held the server at ~30 MiB (docs/performance.md, issue 12). The writer calls
+ * malloc_trim(0), which releases every free page of every arena, when it runs out of groups
+ * after at least TRIM_BYTES of lines since the last trim (and at most once per
+ * TRIM_INTERVAL_MS under a steady load, waiting out the rest of the interval when idle), so the
+ * trim is off the request path and the last one comes after the burst.
+ */
+#define TRIM_BYTES (256 * 1024)
+#define TRIM_INTERVAL_MS 500
+
+/* With mu held and the queue empty: trim now (0), or wait up to the returned ms first. */
+static int64_t trim_idle(struct kms_audit_dev *d)
+{
+    if (d->untrimmed < TRIM_BYTES) {
+        return -1;
+    }
+    int64_t wait = d->last_trim + TRIM_INTERVAL_MS - kms_audit_mono_ms();
+    if (wait > 0) {
+        return wait;
+    }
+    d->untrimmed = 0;
+    d->last_trim = kms_audit_mono_ms();
+    pthread_mutex_unlock(&d->mu);
+    (void)malloc_trim(0);
+    pthread_mutex_lock(&d->mu);
+    return 0;
+}
+
 static void *writer_main(void *arg)
 {
     struct kms_audit_dev *d = arg;
     pthread_mutex_lock(&d->mu);
     for (;;) {
         while (d->qhead == NULL && !d->stopping) {
-            pthread_cond_wait(&d->work, &d->mu);
+            int64_t wait = trim_idle(d);
+            if (wait == 0) {
+                continue; /* trimmed (mu was let go): look at the queue again */
+            }
+            if (wait < 0) {
+                pthread_cond_wait(&d->work, &d->mu);
+            } else {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_sec += (time_t)(wait / 1000);
+                ts.tv_nsec += (long)(wait % 1000) * 1000000L;
+                if (ts.tv_nsec >= 1000000000L) {
+                    ts.tv_sec++;
+                    ts.tv_nsec -= 1000000000L;
+                }
+                (void)pthread_cond_timedwait(&d->work, &d->mu, &ts);
+            }
         }
         struct kms_audit_batch *b = d->qhead;
         if (b == NULL) {
@@ -719,8 +769,10 @@ static void *writer_main(void *arg)
         }
         b->next = NULL;
         pthread_mutex_unlock(&d->mu);
+        size_t bytes = b->len;
         write_group(d, b);
         pthread_mutex_lock(&d->mu);
+        d->untrimmed += bytes;
     }
     pthread_mutex_unlock(&d->mu);
     char why[512];
@@ -839,22 +891,10 @@ int kms_audit_dev_reopen(struct kms_audit_dev *d, char *why, size_t whylen)
 }
 /* ---- callers ----------------------------------------------------------------------------- */
 
+/* Room for need more bytes; a group of batch lines (MBs) is mmapped and given back whole. */
 static int grow(struct kms_audit_batch *b, size_t need)
 {
-    if (b->len + need <= b->cap) {
-        return 0;
-    }
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + need) {
-        cap *= 2;
-    }
-    char *nb = realloc(b->buf, cap);
-    if (nb == NULL) {
-        return -1;
-    }
-    b->buf = nb;
-    b->cap = cap;
-    return 0;
+    return kms_audit_buf_grow(&b->buf, &b->cap, b->len, b->len + need, 4096);
 }
 
 int kms_audit_dev_submit(struct kms_audit_dev *d, const char *body, size_t len,
@@ -945,7 +985,7 @@ int kms_audit_dev_submit(struct kms_audit_dev *d, const char *body, size_t len,
     rc = 0;
 out:
     if (fresh) {
-        free(b->buf);
+        kms_audit_buf_free(b->buf, b->cap);
         free(b);
     }
     pthread_mutex_unlock(&d->mu);

@@ -9,29 +9,79 @@
  * character as \uXXXX with upper-case hex (a surrogate pair outside the BMP); '/' and DEL as
  * they are. Integers as "%lld"; reals (never produced by kmsd itself) through jansson, so
  * their formatting stays jansson's.
+ *
+ * Buffers of KMS_AUDIT_BUF_MAP bytes or more (a batch's lines, the writer's group buffers)
+ * are mmapped by hand and unmapped when freed, so they go back to the kernel whatever
+ * glibc's dynamic mmap threshold has grown to (it rises to the largest mmapped chunk freed,
+ * after which such buffers came from the heaps and stayed resident after a burst).
  */
 #include "audit/audit_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+
+int kms_audit_buf_grow(char **p, size_t *cap, size_t len, size_t need, size_t first)
+{
+    if (need <= *cap) {
+        return 0;
+    }
+    size_t ncap = *cap ? *cap : first;
+    while (ncap < need) {
+        ncap *= 2;
+    }
+    char *np;
+    if (ncap < KMS_AUDIT_BUF_MAP) {
+        np = realloc(*p, ncap);
+        if (np == NULL) {
+            return -1;
+        }
+    } else if (*cap >= KMS_AUDIT_BUF_MAP) {
+        np = mremap(*p, *cap, ncap, MREMAP_MAYMOVE);
+        if (np == MAP_FAILED) {
+            return -1;
+        }
+    } else {
+        np = mmap(NULL, ncap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (np == MAP_FAILED) {
+            return -1;
+        }
+        if (*p != NULL) {
+            memcpy(np, *p, len);
+        }
+        free(*p);
+    }
+    *p = np;
+    *cap = ncap;
+    return 0;
+}
+
+void kms_audit_buf_free(char *p, size_t cap)
+{
+    if (p == NULL) {
+        return;
+    }
+    if (cap >= KMS_AUDIT_BUF_MAP) {
+        munmap(p, cap);
+    } else {
+        free(p);
+    }
+}
 
 int kms_audit_sb_reserve(struct kms_audit_sbuf *b, size_t n)
 {
     if (b->len + n + 1 <= b->cap) {
         return 0;
     }
-    size_t cap = b->cap ? b->cap : 2048;
-    while (cap < b->len + n + 1) {
-        cap *= 2;
-    }
-    char *np = realloc(b->p, cap);
-    if (np == NULL) {
-        return -1;
-    }
-    b->p = np;
-    b->cap = cap;
-    return 0;
+    return kms_audit_buf_grow(&b->p, &b->cap, b->len + (b->p != NULL), b->len + n + 1, 2048);
+}
+
+void kms_audit_sb_free(struct kms_audit_sbuf *b)
+{
+    kms_audit_buf_free(b->p, b->cap);
+    b->p = NULL;
+    b->len = b->cap = 0;
 }
 
 int kms_audit_sb_add(struct kms_audit_sbuf *b, const void *s, size_t n)

@@ -226,6 +226,8 @@ int kms_jw_reserve(struct kms_jw *w, size_t n);
 void kms_jw_raw(struct kms_jw *w, const char *s, size_t n);
 /* s[0, n) (UTF-8) as a JSON string, escaped as json_dumps escapes it. */
 void kms_jw_str(struct kms_jw *w, const char *s, size_t n);
+/* v in decimal, as json_dumps writes a non-negative integer. */
+void kms_jw_uint(struct kms_jw *w, uint64_t v);
 /* Compact JSON of v, byte-identical to json_dumps(JSON_COMPACT | JSON_ENCODE_ANY); with
  * sort_top an object's own keys are written in byte order (Go's map order). */
 void kms_jw_value(struct kms_jw *w, const json_t *v, bool sort_top);
@@ -327,8 +329,9 @@ int kms_registry_mount_tune(struct kms_api *api, const char *ns_id, const char *
 int kms_registry_mount_move(struct kms_api *api, const char *ns_id, const char *from,
                             const char *to, struct kms_err *err) KMS_WUR;
 
-/* Storage key prefix of a mount's records: "<ns id>/<mount uuid>/". */
-void kms_mount_prefix(const struct kms_mount *m, char *out, size_t n);
+/* Storage key prefix of a mount's records: "<ns id>/<mount uuid>/", NUL-terminated in out (n
+ * bytes); returns its length (snprintf's: the length it needs when n is too small). */
+size_t kms_mount_prefix(const struct kms_mount *m, char *out, size_t n);
 
 /* ---- metrics and audit services for engines ---------------------------------------------- */
 

@@ -5,33 +5,37 @@
  */
 #include "api/api_int.h"
 
+#include <string.h>
+
 int kms_json_precheck(const uint8_t *p, size_t n, const struct kms_api_limits *lim,
                       struct kms_err *err)
 {
     size_t strings = 0;
     size_t depth = 0;
-    bool in_str = false;
-    bool esc = false;
 
     for (size_t i = 0; i < n; i++) {
-        uint8_t ch = p[i];
-        if (in_str) {
-            if (esc) {
-                esc = false;
-            } else if (ch == '\\') {
-                esc = true;
-            } else if (ch == '"') {
-                in_str = false;
-            }
-            continue;
-        }
-        switch (ch) {
+        switch (p[i]) {
         case '"':
-            in_str = true;
             if (++strings > lim->max_json_strings) {
                 return kms_err_set(err, 400,
                                    "refused JSON input due to high complexity: exceeded maximum "
                                    "number of strings");
+            }
+            /* skip to the closing quote: the next '"' not escaped by an odd run of '\' */
+            for (size_t from = i + 1;;) {
+                const uint8_t *q = memchr(p + from, '"', n - from);
+                if (q == NULL) {
+                    return 0; /* unterminated: the parser reports it */
+                }
+                size_t j = (size_t)(q - p), k = j;
+                while (k > from && p[k - 1] == '\\') {
+                    k--;
+                }
+                if ((j - k) % 2 == 0) {
+                    i = j;
+                    break;
+                }
+                from = j + 1;
             }
             break;
         case '{':

@@ -54,11 +54,20 @@ void kms_jw_str(struct kms_jw *w, const char *str, size_t n)
     char *o = w->p + w->len;
     *o++ = '"';
     for (size_t i = 0; i < n; i++) {
-        unsigned char c = s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') {
-            *o++ = (char)c; /* jansson strings are valid UTF-8: copied as they are */
-            continue;
+        size_t run = i;
+        while (run < n && s[run] >= 0x20 && s[run] != '"' && s[run] != '\\') {
+            run++;
         }
+        if (run > i) {
+            /* jansson strings are valid UTF-8: copied as they are, a run at a time */
+            memcpy(o, s + i, run - i);
+            o += run - i;
+            i = run;
+            if (i == n) {
+                break;
+            }
+        }
+        unsigned char c = s[i];
         *o++ = '\\';
         switch (c) {
         case '"':
@@ -92,6 +101,17 @@ void kms_jw_str(struct kms_jw *w, const char *str, size_t n)
     *o++ = '"';
     *o = '\0';
     w->len = (size_t)(o - w->p);
+}
+
+void kms_jw_uint(struct kms_jw *w, uint64_t v)
+{
+    char num[24];
+    size_t i = sizeof(num);
+    do {
+        num[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    kms_jw_raw(w, num + i, sizeof(num) - i);
 }
 
 static int cmp_key(const void *a, const void *b)

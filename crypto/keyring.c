@@ -644,15 +644,19 @@ static char *ct_format(uint32_t version, const uint8_t *raw, size_t rawlen)
 {
     size_t slen = CT_PREFIX_LEN + 11 + kms_b64_encoded_len(rawlen) + 1;
     char *s = malloc(slen);
-    int n;
+    char num[10];
+    size_t d = sizeof(num), n = CT_PREFIX_LEN;
 
     if (s == NULL)
         return NULL;
-    n = snprintf(s, slen, CT_PREFIX "%" PRIu32 ":", version);
-    if (n < 0 || (size_t)n >= slen) {
-        free(s);
-        return NULL;
-    }
+    do {
+        num[--d] = (char)('0' + version % 10);
+        version /= 10;
+    } while (version != 0);
+    memcpy(s, CT_PREFIX, CT_PREFIX_LEN);
+    memcpy(s + n, num + d, sizeof(num) - d);
+    n += sizeof(num) - d;
+    s[n++] = ':';
     kms_b64_encode(raw, rawlen, s + n);
     return s;
 }

@@ -20,11 +20,20 @@
 
 /* ---- records ----------------------------------------------------------------------------- */
 
+/* "<ns>/<mount uuid>/<name>" into out (KEYREC_MAX bytes); its length. */
 static size_t policy_key(const struct kms_mount *m, const char *name, char *out)
 {
-    char prefix[96];
-    kms_mount_prefix(m, prefix, sizeof(prefix));
-    return (size_t)snprintf(out, KEYREC_MAX, "%s%s", prefix, name);
+    size_t n = kms_mount_prefix(m, out, KEYREC_MAX);
+    size_t l = strlen(name);
+    if (n >= KEYREC_MAX) {
+        n = KEYREC_MAX - 1;
+    }
+    if (l > KEYREC_MAX - 1 - n) {
+        l = KEYREC_MAX - 1 - n; /* names are far shorter (KMS_PATH_MAX); never an overrun */
+    }
+    memcpy(out + n, name, l);
+    out[n + l] = '\0';
+    return n + l;
 }
 
 static size_t version_key(const struct kms_mount *m, const char *name, uint32_t v, uint8_t *out)
@@ -927,10 +936,12 @@ struct vcache {
     uint64_t seq;
 };
 
+/* Ends the transaction and wipes the versions it holds (slots 0..n-1, the only ones used). */
 static void vcache_dispose(struct vcache *vc)
 {
     kms_storage_txn_abort(&vc->txn);
-    kms_memzero(vc, sizeof(*vc));
+    kms_memzero(vc->v, vc->n * sizeof(vc->v[0]));
+    vc->n = 0;
 }
 
 static int vcache_txn(struct kms_ctx *c, struct vcache *vc)
@@ -970,27 +981,31 @@ static int get_version(struct kms_ctx *c, const char *name, struct vcache *vc, u
             return 0;
         }
     }
-    struct kms_key_version kv;
+    /* read straight into the slot it will take (a full cache reuses slot ver % 8) */
+    size_t slot = vc->n < 8 ? vc->n : ver % 8;
+    struct kms_key_version *kv = &vc->v[slot];
     char key[KEYREC_MAX];
     struct kms_keycache *kc = transit_kc(c);
     policy_key(&c->mount, name, key);
     int g = 0;
-    if (!kms_keycache_get_version(kc, key, ver, &kv)) {
-        g = vcache_txn(c, vc) != 0 ? -1 : load_version(&c->mount, vc->txn, name, ver, &kv);
+    if (!kms_keycache_get_version(kc, key, ver, kv)) {
+        g = vcache_txn(c, vc) != 0 ? -1 : load_version(&c->mount, vc->txn, name, ver, kv);
         if (g == 0) {
-            kms_keycache_put_version(kc, key, &kv, vc->seq);
+            kms_keycache_put_version(kc, key, kv, vc->seq);
         }
     }
-    if (g == KMS_STORAGE_NOTFOUND) {
-        return kms_err_set(err, 400, "no such key version");
-    }
     if (g != 0) {
-        return kms_err_set(err, 500, "cannot read key version");
+        kms_memzero(kv, sizeof(*kv));
+        if (slot < vc->n) {
+            kv->version = UINT32_MAX; /* an evicted slot: never matches a lookup again */
+        }
+        return g == KMS_STORAGE_NOTFOUND ? kms_err_set(err, 400, "no such key version")
+                                         : kms_err_set(err, 500, "cannot read key version");
     }
-    size_t slot = vc->n < 8 ? vc->n++ : ver % 8;
-    vc->v[slot] = kv;
-    kms_memzero(&kv, sizeof(kv));
-    *out = &vc->v[slot];
+    if (slot == vc->n) {
+        vc->n++;
+    }
+    *out = kv;
     return 0;
 }
 
@@ -1269,21 +1284,45 @@ static bool encrypt_results_text(struct kms_ctx *c, const struct item *items, si
         }
     }
     struct kms_jw w = {NULL, 0, 0, false};
-    char num[16];
     (void)kms_jw_reserve(&w, 32 + n * 128);
     kms_jw_raw(&w, "{\"batch_results\":[", 18);
     for (size_t i = 0; i < n; i++) {
         const struct item *it = &items[i];
         kms_jw_raw(&w, i > 0 ? ",{\"ciphertext\":" : "{\"ciphertext\":", i > 0 ? 15 : 14);
         kms_jw_str(&w, it->out, strlen(it->out));
-        int nl = snprintf(num, sizeof(num), "%u", (unsigned)it->out_version);
         kms_jw_raw(&w, ",\"key_version\":", 15);
-        kms_jw_raw(&w, num, (size_t)nl);
+        kms_jw_uint(&w, it->out_version);
         kms_jw_raw(&w, ",\"reference\":", 13);
         kms_jw_str(&w, it->reference, strlen(it->reference));
         kms_jw_raw(&w, "}", 1);
     }
     kms_jw_raw(&w, "]}", 2);
+    if (w.oom) {
+        free(w.p);
+        return false;
+    }
+    c->data_json = w.p;
+    c->data_json_len = w.len;
+    return true;
+}
+
+/*
+ * The data of a successful single encrypt as JSON text, byte-identical to the envelope's
+ * rendering of {"ciphertext":…,"key_version":N}; like encrypt_results_text, only for requests
+ * that are not audited. false when not used.
+ */
+static bool encrypt_result_text(struct kms_ctx *c, const struct item *it)
+{
+    struct kms_jw w = {NULL, 0, 0, false};
+    if (c->audit.armed) {
+        return false;
+    }
+    (void)kms_jw_reserve(&w, it->out_len + 48);
+    kms_jw_raw(&w, "{\"ciphertext\":", 14);
+    kms_jw_str(&w, it->out, it->out_len);
+    kms_jw_raw(&w, ",\"key_version\":", 15);
+    kms_jw_uint(&w, it->out_version);
+    kms_jw_raw(&w, "}", 1);
     if (w.oom) {
         free(w.p);
         return false;
@@ -1374,8 +1413,10 @@ static int encrypt(struct kms_ctx *c)
             single_error(c, &items[0]);
             goto out;
         }
-        c->data = json_pack("{s:s, s:i}", "ciphertext", items[0].out, "key_version",
-                            (int)items[0].out_version);
+        if (!encrypt_result_text(c, &items[0])) {
+            c->data = json_pack("{s:s, s:i}", "ciphertext", items[0].out, "key_version",
+                                (int)items[0].out_version);
+        }
     } else {
         c->status = batch_status(c, items, n);
         if (!encrypt_results_text(c, items, n)) {
@@ -1514,8 +1555,10 @@ static int rewrap(struct kms_ctx *c)
             single_error(c, &items[0]);
             goto out;
         }
-        c->data = json_pack("{s:s, s:i}", "ciphertext", items[0].out, "key_version",
-                            (int)items[0].out_version);
+        if (!encrypt_result_text(c, &items[0])) {
+            c->data = json_pack("{s:s, s:i}", "ciphertext", items[0].out, "key_version",
+                                (int)items[0].out_version);
+        }
     } else {
         /* rewrap batches always answer 200, item errors inside */
         c->data = json_pack("{s:o}", "batch_results", encrypt_results(items, n));

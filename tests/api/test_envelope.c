@@ -259,13 +259,34 @@ static void test_writer_matches_jansson(void **state)
     }
 }
 
+/* kms_jw_uint writes what json_dumps writes for the same integer. */
+static void test_writer_uint(void **state)
+{
+    (void)state;
+    const uint64_t vals[] = {
+        0, 1, 9, 10, 99, 100, 4294967295u, 9007199254740993ull, (uint64_t)INT64_MAX};
+    for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+        json_t *v = json_integer((json_int_t)vals[i]);
+        char *want = json_dumps(v, JSON_ENCODE_ANY);
+        struct kms_jw w = {NULL, 0, 0, false};
+        kms_jw_raw(&w, "[", 1);
+        kms_jw_uint(&w, vals[i]);
+        kms_jw_raw(&w, "]", 1);
+        assert_false(w.oom);
+        assert_int_equal(w.len, strlen(want) + 2);
+        assert_memory_equal(w.p + 1, want, strlen(want));
+        free(w.p);
+        free(want);
+        json_decref(v);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_text_raw_and_empty),
-        cmocka_unit_test(test_envelope),
-        cmocka_unit_test(test_writer_matches_jansson),
+        cmocka_unit_test(test_errors),      cmocka_unit_test(test_text_raw_and_empty),
+        cmocka_unit_test(test_envelope),    cmocka_unit_test(test_writer_matches_jansson),
+        cmocka_unit_test(test_writer_uint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -48,6 +48,12 @@ static void test_strings_are_opaque(void **state)
     assert_int_equal(scan("{\"k\":\"[[[{{{\\\"]]]\"}", 2, 1, &err), 0);
     assert_int_equal(scan("{\"k\":\"\\\\\",\"l\":\"x\"}", 4, 1, &err), 0);
     assert_int_equal(scan("{\"k\":\"\\\\\",\"l\":\"x\"}", 3, 1, &err), -1);
+    /* runs of backslashes before a quote: odd escapes it, even closes the string */
+    assert_int_equal(scan("[\"\\\\\\\"[[\",\"\\\\\\\\\",[1]]", 2, 2, &err), 0);
+    assert_int_equal(scan("[\"\\\\\\\"[[\",\"\\\\\\\\\",[1]]", 2, 1, &err), -1);
+    assert_int_equal(scan("[\"\\\"[\",\"a\"]", 1, 1, &err), -1);
+    /* an unterminated string hides the rest (the parser then refuses the document) */
+    assert_int_equal(scan("[\"abc\\\"[[[[", 1, 1, &err), 0);
     /* stray closers cannot push the depth below zero to buy room */
     assert_int_equal(scan("]]]]{[1]}", 10, 2, &err), 0);
     assert_int_equal(scan("]]]]{[[1]]}", 10, 2, &err), -1);

@@ -297,6 +297,43 @@ static void test_b64_decode_go_indexes(void **state)
     expect_err("Zg===", 4);
     expect_err("Zm8==", 4);
     expect_err("aGVsbG8=aGVsbG8=", 8);
+    /* bytes outside ASCII, inside a quantum the fast path would take whole */
+    expect_err("\xff"
+               "AAA",
+               0);
+    expect_err("AAAA\xc3\xa9"
+               "AA",
+               4);
+    expect_err("AAAAAA\x80"
+               "A",
+               6);
+}
+
+/* Every byte value at every length through encode and decode, with and without CR/LF. */
+static void test_b64_round_trip(void **state)
+{
+    uint8_t bin[300], back[300];
+    char enc[512], crlf[1024];
+    (void)state;
+    for (size_t i = 0; i < sizeof(bin); i++) {
+        bin[i] = (uint8_t)(i * 7 + 3);
+    }
+    for (size_t n = 0; n <= sizeof(bin); n++) {
+        size_t outlen = 0, at = 0, o = 0;
+        kms_b64_encode(bin, n, enc);
+        assert_int_equal(kms_b64_decode(enc, strlen(enc), back, &outlen, &at), 0);
+        assert_int_equal(outlen, n);
+        assert_memory_equal(back, bin, n);
+        for (size_t i = 0; enc[i] != '\0'; i++) {
+            crlf[o++] = enc[i];
+            if ((i + n) % 5 == 0) {
+                crlf[o++] = (i % 2) ? '\r' : '\n';
+            }
+        }
+        assert_int_equal(kms_b64_decode(crlf, o, back, &outlen, &at), 0);
+        assert_int_equal(outlen, n);
+        assert_memory_equal(back, bin, n);
+    }
 }
 
 static void test_b64_decode_embedded_nul(void **state)
@@ -406,6 +443,7 @@ int main(void)
         cmocka_unit_test(test_b64_encode),
         cmocka_unit_test(test_b64_decode_ok),
         cmocka_unit_test(test_b64_decode_go_indexes),
+        cmocka_unit_test(test_b64_round_trip),
         cmocka_unit_test(test_b64_decode_embedded_nul),
         cmocka_unit_test(test_b64url),
         cmocka_unit_test(test_hex),

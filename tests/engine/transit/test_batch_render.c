@@ -3,7 +3,8 @@
  * requests, every item successful) are the same bytes as the tree rendering (json_dumps,
  * compact, in order: the envelope's writer is byte-identical to it), and decrypt; batches
  * with a failed item, audited requests and references with characters to escape
- * take the tree path with the same shape.
+ * take the tree path with the same shape. A single encrypt's data is written as text the same
+ * way (unaudited) and is the same bytes as the tree rendering too.
  */
 #include "tests/engine/transit/transit_util.h"
 
@@ -89,9 +90,38 @@ static void check_batch(struct kt *t)
     free(body);
 }
 
+static void check_single(struct kt *t)
+{
+    int st;
+    tt_create(t, "s", "{}");
+    for (int round = 0; round < 2; round++) {
+        char *body = raw(t, "POST", "/v1/transit/encrypt/s", "{\"plaintext\":\"aGVsbG8=\"}", &st);
+        assert_int_equal(st, 200);
+        same_as_tree(body);
+        json_t *doc = json_loads(body, 0, NULL);
+        json_t *data = json_object_get(doc, "data");
+        const char *order[] = {"ciphertext", "key_version"};
+        const char *k;
+        json_t *v;
+        size_t i = 0;
+        json_object_foreach(data, k, v)
+        {
+            assert_string_equal(k, order[i++]);
+        }
+        assert_int_equal(i, 2);
+        assert_int_equal(json_integer_value(json_object_get(data, "key_version")), round + 1);
+        tt_decrypt_is(t, "s", json_string_value(json_object_get(data, "ciphertext")), NULL,
+                      "aGVsbG8=");
+        json_decref(doc);
+        free(body);
+        json_decref(tt_req(t, 200, "POST", "/v1/transit/keys/s/rotate", "{}"));
+    }
+}
+
 static void test_batch_text_unaudited(void **state)
 {
     check_batch(*state);
+    check_single(*state);
 }
 
 static void test_batch_tree_audited(void **state)
@@ -99,6 +129,7 @@ static void test_batch_tree_audited(void **state)
     struct kt *t = *state;
     check_batch(t);
     assert_true(kt_audit_contains(t, "\"batch_results\":[{\"ciphertext\":\"hmac-sha256:"));
+    check_single(t);
 }
 
 int main(void)

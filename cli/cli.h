@@ -75,6 +75,7 @@ struct kms_cli_http_opts {
     const char *client_cert; /* client certificate chain (PEM), with client_key */
     const char *client_key;
     bool tls_skip_verify; /* no certificate or host check; a warning goes to stderr */
+    bool keepalive;       /* keep the connection open between requests (see http_client.c) */
 };
 
 struct kms_cli_resp {
@@ -82,6 +83,7 @@ struct kms_cli_resp {
     char content_type[64]; /* the response's Content-Type ("" when absent or longer) */
     char *body;            /* NUL-terminated; free with kms_cli_resp_dispose */
     size_t len;
+    char *headers; /* kms_cli_http_request only: the header lines ("Name: value\r\n"…) */
 };
 
 /* A client for one server; the options' strings are copied. */
@@ -113,8 +115,9 @@ struct kms_cli_header {
 };
 /*
  * The same exchange with the caller's headers instead of the client's own (no token,
- * namespace, Accept or Content-Type added; Host, User-Agent, Connection: close and, when body
- * is not NULL, Content-Length are): kmsd standbys forward requests with it (server/ha.c).
+ * namespace, Accept or Content-Type added; Host, User-Agent, Connection: close unless
+ * keepalive and, when body is not NULL, Content-Length are), and the response's header lines
+ * in out->headers: kmsd standbys forward requests with it (server/ha.c).
  */
 int kms_cli_http_request(struct kms_cli_http *h, const char *method, const char *path,
                          const struct kms_cli_header *hdrs, size_t nhdrs, const void *body,

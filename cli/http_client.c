@@ -3,6 +3,13 @@
  * blocking sockets with a deadline enforced by poll(2), Content-Length or chunked bodies,
  * a cap on the response size.
  *
+ * With the keepalive option (kmsd standbys forwarding to the active replica, server/ha.c) the
+ * client keeps its one connection open between requests: a response is read to its end
+ * (Content-Length, the last chunk, or no body for HEAD/204/304) rather than to the close. A kept
+ * connection the server closed while it was idle (seen readable before the request is sent,
+ * or closed before any byte of the answer came back) is replaced once by a fresh one: a server
+ * that closes a connection without answering has not read a request on it.
+ *
  * The byte stream goes through a small transport table (connect/send/recv/close): plain TCP
  * for http:// addresses, and TLS (crypto/tls_client.c, over the same TCP connect) for
  * https:// ones, verified against --ca-cert / VAULT_CACERT or the system store.
@@ -44,6 +51,9 @@ struct transport {
 
 struct kms_cli_http {
     const struct transport *tp;
+    bool keepalive;
+    bool kc_open; /* kc is a kept connection */
+    struct conn kc;
     char host[256];
     char port[16];
     char prefix[256]; /* path prefix of the address, usually "" */
@@ -285,6 +295,8 @@ int kms_cli_http_create(const struct kms_cli_http_opts *o, struct kms_cli_http *
         return -1;
     }
     h->tp = &tcp;
+    h->keepalive = o->keepalive;
+    h->kc.fd = -1;
     h->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
     h->tls_skip_verify = o->tls_skip_verify;
     err[0] = '\0';
@@ -318,6 +330,9 @@ void kms_cli_http_destroy(struct kms_cli_http **hp)
     struct kms_cli_http *h = *hp;
     if (h == NULL) {
         return;
+    }
+    if (h->kc_open) {
+        h->tp->close(&h->kc);
     }
     if (h->token != NULL) {
         kms_memzero(h->token, strlen(h->token));
@@ -462,7 +477,8 @@ static ssize_t dechunk(char *p, size_t n)
     }
 }
 
-static int parse_response(struct rbuf *b, struct kms_cli_resp *out, char *err, size_t n)
+static int parse_response(struct rbuf *b, bool head, bool want_headers, struct kms_cli_resp *out,
+                          char *err, size_t n)
 {
     char *hend = b->p ? strstr(b->p, "\r\n\r\n") : NULL;
     int status = 0;
@@ -479,6 +495,17 @@ static int parse_response(struct rbuf *b, struct kms_cli_resp *out, char *err, s
         return -1;
     }
     *hend = '\0';
+    char *first_eol = strstr(b->p, "\r\n");
+    if (want_headers && first_eol != NULL && first_eol < hend) {
+        /* the header lines as they came, each ending in CRLF */
+        size_t hl = (size_t)(hend - first_eol);
+        if ((out->headers = malloc(hl + 1)) == NULL) {
+            errf(err, n, "out of memory");
+            return -1;
+        }
+        memcpy(out->headers, first_eol + 2, hl - 2);
+        memcpy(out->headers + hl - 2, "\r\n", 3);
+    }
     bool chunked = false;
     long clen = -1;
     for (char *line = strstr(b->p, "\r\n"); line != NULL && line < hend;
@@ -504,7 +531,9 @@ static int parse_response(struct rbuf *b, struct kms_cli_resp *out, char *err, s
     }
     char *body = hend + 4;
     size_t blen = b->len - (size_t)(body - b->p);
-    if (chunked) {
+    if (head || status == 204 || status == 304) {
+        blen = 0;
+    } else if (chunked) {
         ssize_t d = dechunk(body, blen);
         if (d < 0) {
             errf(err, n, "malformed chunked body");
@@ -530,6 +559,90 @@ static int parse_response(struct rbuf *b, struct kms_cli_resp *out, char *err, s
     return 0;
 }
 
+/* Find a header's value in the head [p, hend): its start, and *vl its length; NULL if absent. */
+static const char *head_value(const char *p, const char *hend, const char *name, size_t *vl)
+{
+    size_t nl = strlen(name);
+    for (const char *l = strstr(p, "\r\n"); l != NULL && l < hend; l = strstr(l + 2, "\r\n")) {
+        const char *hp = l + 2;
+        if (hp + nl < hend && strncasecmp(hp, name, nl) == 0 && hp[nl] == ':') {
+            const char *v = hp + nl + 1;
+            while (*v == ' ' || *v == '\t') {
+                v++;
+            }
+            *vl = strcspn(v, "\r");
+            return v;
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Is the response in b complete (keep-alive reading)? 1 yes, 0 not yet, -1 malformed. Sets
+ * *close_after when the connection cannot carry another request (Connection: close, HTTP/1.0,
+ * a body delimited by the close).
+ */
+static int resp_complete(const struct rbuf *b, bool head, bool *close_after)
+{
+    const char *hend = b->p != NULL ? strstr(b->p, "\r\n\r\n") : NULL;
+    size_t vl = 0;
+    if (hend == NULL) {
+        return b->len > MAX_RESPONSE ? -1 : 0;
+    }
+    if (b->len < 12 || strncmp(b->p, "HTTP/1.", 7) != 0) {
+        return -1;
+    }
+    const char *v = head_value(b->p, hend, "Connection", &vl);
+    if (b->p[7] == '0' || (v != NULL && vl == 5 && strncasecmp(v, "close", 5) == 0)) {
+        *close_after = true;
+    }
+    int status = 0;
+    for (int i = 9; i < 12; i++) {
+        status = b->p[i] >= '0' && b->p[i] <= '9' ? status * 10 + (b->p[i] - '0') : -1000;
+    }
+    const char *body = hend + 4;
+    size_t have = b->len - (size_t)(body - b->p);
+    if (head || status == 204 || status == 304) {
+        return 1;
+    }
+    v = head_value(b->p, hend, "Transfer-Encoding", &vl);
+    if (v != NULL) {
+        /* walk the chunks: complete after the last chunk and the (empty) trailer */
+        size_t i = 0;
+        for (;;) {
+            const char *eol = memmem(body + i, have - i, "\r\n", 2);
+            if (eol == NULL) {
+                return 0;
+            }
+            char *end = NULL;
+            unsigned long sz = strtoul(body + i, &end, 16);
+            if (end == body + i) {
+                return -1;
+            }
+            i = (size_t)(eol - body) + 2;
+            if (sz == 0) {
+                const char *t = memmem(body + i - 2, have - i + 2, "\r\n\r\n", 4);
+                return t != NULL ? 1 : 0;
+            }
+            if (sz > MAX_RESPONSE || i + sz + 2 > have) {
+                return sz > MAX_RESPONSE ? -1 : 0;
+            }
+            i += sz + 2;
+        }
+    }
+    v = head_value(b->p, hend, "Content-Length", &vl);
+    if (v != NULL) {
+        char *end = NULL;
+        unsigned long long cl = strtoull(v, &end, 10);
+        if (end == v || cl > MAX_RESPONSE) {
+            return -1;
+        }
+        return have >= cl ? 1 : 0;
+    }
+    *close_after = true; /* the body ends with the connection */
+    return 0;
+}
+
 /*
  * One exchange on a fresh connection. With hdrs == NULL the client's own headers go out
  * (X-Vault-Token, X-Vault-Namespace, Content-Type when there is a body); otherwise exactly
@@ -550,8 +663,9 @@ static int exchange(struct kms_cli_http *h, const char *method, const char *path
     err[0] = '\0';
     int ln = snprintf(line, sizeof(line),
                       "%s %s%s HTTP/1.1\r\nHost: %s:%s\r\nUser-Agent: kmsctl\r\n"
-                      "Connection: close\r\n%s",
+                      "%s%s",
                       method, h->prefix, path, h->host, h->port,
+                      h->keepalive ? "" : "Connection: close\r\n",
                       hdrs == NULL ? "Accept: application/json\r\n" : "");
     if (ln < 0 || (size_t)ln >= sizeof(line) || rbuf_add(&req, line, (size_t)ln) != 0) {
         errf(err, errlen, "request line too long");
@@ -586,32 +700,86 @@ static int exchange(struct kms_cli_http *h, const char *method, const char *path
     if (rbuf_add(&req, "\r\n", 2) != 0 || (body != NULL && rbuf_add(&req, body, len) != 0)) {
         goto oom;
     }
-    if (h->tp->connect(&c, h->host, h->port, err, errlen) != 0) {
-        goto out;
-    }
-    for (size_t off = 0; off < req.len;) {
-        ssize_t w = h->tp->send(&c, req.p + off, req.len - off);
-        if (w <= 0) {
-            errf(err, errlen, "cannot send the request: %s", strerror(errno));
+    bool head = strcmp(method, "HEAD") == 0;
+    bool close_after = !h->keepalive;
+    for (int attempt = 0;; attempt++) {
+        bool reused = false;
+        if (h->kc_open) {
+            /* a kept connection with something to read while idle was closed by the server */
+            struct pollfd p = {h->kc.fd, POLLIN, 0};
+            if (poll(&p, 1, 0) != 0) {
+                h->tp->close(&h->kc);
+                h->kc_open = false;
+            } else {
+                c = h->kc;
+                h->kc_open = false;
+                reused = true;
+            }
+        }
+        c.deadline_ms = mono_ms() + h->timeout_ms;
+        if (reused && c.tls != NULL) {
+            kms_tls_client_set_deadline(c.tls, c.deadline_ms);
+        }
+        if (!reused && h->tp->connect(&c, h->host, h->port, err, errlen) != 0) {
             goto out;
         }
-        off += (size_t)w;
-    }
-    for (;;) {
-        ssize_t r = h->tp->recv(&c, buf, sizeof(buf));
-        if (r == 0) {
+        bool sent = true;
+        for (size_t off = 0; off < req.len;) {
+            ssize_t w = h->tp->send(&c, req.p + off, req.len - off);
+            if (w <= 0) {
+                errf(err, errlen, "cannot send the request: %s", strerror(errno));
+                sent = false;
+                break;
+            }
+            off += (size_t)w;
+        }
+        int done = 0;
+        while (sent) {
+            if (h->keepalive && (done = resp_complete(&resp, head, &close_after)) != 0) {
+                break;
+            }
+            ssize_t r = h->tp->recv(&c, buf, sizeof(buf));
+            if (r == 0) {
+                close_after = true;
+                done = resp.len > 0 ? 1 : 0;
+                if (done == 0) {
+                    errf(err, errlen, "the server closed the connection without an answer");
+                }
+                break;
+            }
+            if (r < 0) {
+                errf(err, errlen, "cannot read the response: %s", strerror(errno));
+                break;
+            }
+            if (rbuf_add(&resp, buf, (size_t)r) != 0) {
+                errf(err, errlen, "response larger than %u bytes", MAX_RESPONSE);
+                goto out;
+            }
+        }
+        if (done == 1) {
             break;
         }
-        if (r < 0) {
-            errf(err, errlen, "cannot read the response: %s", strerror(errno));
+        if (done < 0) {
+            errf(err, errlen, "malformed HTTP response");
             goto out;
         }
-        if (rbuf_add(&resp, buf, (size_t)r) != 0) {
-            errf(err, errlen, "response larger than %u bytes", MAX_RESPONSE);
-            goto out;
+        /* nothing came back on a kept connection: the server had closed it; once more */
+        if (reused && resp.len == 0 && attempt == 0) {
+            h->tp->close(&c);
+            continue;
         }
+        goto out;
     }
-    rc = parse_response(&resp, out, err, errlen);
+    rc = parse_response(&resp, head, hdrs != NULL, out, err, errlen);
+    if (rc != 0) {
+        kms_cli_resp_dispose(out);
+    }
+    if (rc == 0 && !close_after) {
+        h->kc = c; /* kept for the next request */
+        h->kc_open = true;
+        c.fd = -1;
+        c.tls = NULL;
+    }
     goto out;
 oom:
     errf(err, errlen, "out of memory");
@@ -647,6 +815,8 @@ int kms_cli_http_request(struct kms_cli_http *h, const char *method, const char 
 void kms_cli_resp_dispose(struct kms_cli_resp *r)
 {
     free(r->body);
+    free(r->headers);
+    r->headers = NULL;
     r->body = NULL;
     r->len = 0;
 }

@@ -302,6 +302,8 @@ int kms_tls_client_connect(int fd, const struct kms_tls_client_opts *o, int64_t 
 ssize_t kms_tls_client_read(struct kms_tls_conn *c, void *buf, size_t n);
 /* Write up to n bytes: bytes written (> 0), or -1 on error or timeout (errno). */
 ssize_t kms_tls_client_write(struct kms_tls_conn *c, const void *buf, size_t n);
+/* A new deadline for the reads and writes that follow (a kept connection's next exchange). */
+void kms_tls_client_set_deadline(struct kms_tls_conn *c, int64_t deadline_ms);
 /* Send close_notify when the session is healthy and free it; NULL-safe, sets *c to NULL. */
 void kms_tls_client_close(struct kms_tls_conn **c);
 

@@ -250,6 +250,11 @@ ssize_t kms_tls_client_write(struct kms_tls_conn *c, const void *buf, size_t n)
     }
 }
 
+void kms_tls_client_set_deadline(struct kms_tls_conn *c, int64_t deadline_ms)
+{
+    c->deadline_ms = deadline_ms;
+}
+
 void kms_tls_client_close(struct kms_tls_conn **cp)
 {
     struct kms_tls_conn *c = *cp;

@@ -29,8 +29,18 @@
  * - Standbys answer sys/health (Vault's standby code) and sys/leader themselves and forward
  *   everything else to the active replica's advertised api_addr with kmsctl's HTTP client (or
  *   answer 307 to it): method, target, headers but hop-by-hop ones, body; status, body and
- *   Content-Type back. A forwarded request carries X-Kmsd-Forwarded; a standby never forwards
+ *   the end-to-end response headers back. Each worker thread keeps one keep-alive connection
+ *   to the active (thread-specific data, closed when the thread ends or the active changes):
+ *   the worker is blocked for the forwarded request anyway, so one connection per worker is
+ *   all it can use. A forwarded request carries X-Kmsd-Forwarded; a standby never forwards
  *   such a request again (no loops while replicas disagree on the leader).
+ *
+ * - The client's address. A forwarded request also carries X-Kmsd-Forward-Auth, a secret every
+ *   replica derives from the seal key (HMAC-SHA256(seal key, "kmsd ha forwarding v1"), never
+ *   the seal key itself), and X-Forwarded-For / X-Kmsd-Forwarded-Port with the client's
+ *   address. The active replica takes the client's address from them (audit remote_address,
+ *   token_bound_cidrs) only when the secret matches; a client's own X-Forwarded-For and
+ *   X-Kmsd-* headers are dropped by the standby and ignored by the active without the secret.
  */
 #include "server/server.h"
 
@@ -45,7 +55,11 @@
 #include <strings.h>
 #include <time.h>
 
+#include <arpa/inet.h>
+
 #define FORWARDED_HEADER "X-Kmsd-Forwarded"
+#define FORWARD_AUTH_HEADER "X-Kmsd-Forward-Auth"
+#define FORWARDED_PORT_HEADER "X-Kmsd-Forwarded-Port"
 #define MAX_FWD_HEADERS 104
 
 struct kms_ha {
@@ -139,7 +153,15 @@ static void *hb_main(void *arg)
     for (;;) {
         int64_t t = ha_now(ha);
         if (atomic_load(&ha->holding)) {
-            if (kms_storage_leader_ping(ha->o.st) == 0) {
+            int pr = kms_storage_leader_ping(ha->o.st);
+            int64_t took = ha_now(ha) - t;
+            if (took > ha->o.heartbeat_ms) {
+                /* a slow ping eats the lease: say so (CPU starvation, a busy write connection) */
+                char d[64];
+                snprintf(d, sizeof(d), "%lld ms", (long long)took);
+                ha_log(ha, "warn", "slow heartbeat ping", d);
+            }
+            if (pr == 0) {
                 int64_t until = t + ha->o.lease_ms - ha->o.margin_ms;
                 if (until > (int64_t)atomic_load(&ha->serve_until)) {
                     atomic_store(&ha->serve_until, until);
@@ -458,7 +480,9 @@ static bool hop_by_hop(const char *name)
                                     "Content-Length",
                                     "Proxy-Authorization",
                                     "X-Forwarded-For",
-                                    FORWARDED_HEADER};
+                                    FORWARDED_HEADER,
+                                    FORWARD_AUTH_HEADER,
+                                    FORWARDED_PORT_HEADER};
     for (size_t i = 0; i < sizeof(h) / sizeof(h[0]); i++) {
         if (strcasecmp(name, h[i]) == 0) {
             return true;
@@ -467,17 +491,126 @@ static bool hop_by_hop(const char *name)
     return false;
 }
 
+/* Response headers the standby does not pass on: its own, and hop-by-hop ones. */
+static bool resp_header_skipped(const char *name, size_t nl)
+{
+    static const char *const h[] = {"Content-Type",
+                                    "Content-Length",
+                                    "Cache-Control",
+                                    "Connection",
+                                    "Keep-Alive",
+                                    "Transfer-Encoding",
+                                    "TE",
+                                    "Trailer",
+                                    "Upgrade",
+                                    "Proxy-Authenticate"};
+    for (size_t i = 0; i < sizeof(h) / sizeof(h[0]); i++) {
+        if (strlen(h[i]) == nl && strncasecmp(name, h[i], nl) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The active's end-to-end response headers (Retry-After, Location, X-Vault-Namespace, …). */
+static void copy_resp_headers(const char *lines, struct kms_http_resp *resp)
+{
+    for (const char *l = lines; l != NULL && *l != '\0';) {
+        const char *eol = strstr(l, "\r\n");
+        size_t len = eol != NULL ? (size_t)(eol - l) : strlen(l);
+        const char *colon = memchr(l, ':', len);
+        if (colon != NULL && resp->nextra < KMS_HTTP_MAX_EXTRA_HEADERS) {
+            size_t nl = (size_t)(colon - l);
+            const char *v = colon + 1;
+            while (v < l + len && (*v == ' ' || *v == '\t')) {
+                v++;
+            }
+            size_t vl = (size_t)(l + len - v);
+            if (nl > 0 && nl < sizeof(resp->extra[0].name) && vl < sizeof(resp->extra[0].value) &&
+                !resp_header_skipped(l, nl)) {
+                memcpy(resp->extra[resp->nextra].name, l, nl);
+                resp->extra[resp->nextra].name[nl] = '\0';
+                memcpy(resp->extra[resp->nextra].value, v, vl);
+                resp->extra[resp->nextra].value[vl] = '\0';
+                resp->nextra++;
+            }
+        }
+        l = eol != NULL ? eol + 2 : NULL;
+    }
+}
+
+/* Each worker thread's kept connection to the active replica. */
+struct fwd_conn {
+    char addr[256];
+    struct kms_cli_http *client;
+};
+static pthread_key_t fwd_key;
+static pthread_once_t fwd_once = PTHREAD_ONCE_INIT;
+
+static void fwd_conn_free(void *p)
+{
+    struct fwd_conn *fc = p;
+    kms_cli_http_destroy(&fc->client);
+    free(fc);
+}
+
+static void fwd_key_init(void)
+{
+    (void)pthread_key_create(&fwd_key, fwd_conn_free);
+}
+
+/* This thread's client for leader (created, or replaced when the active changed). */
+static struct kms_cli_http *fwd_client(struct kms_ha *ha, const char *leader)
+{
+    struct kms_cli_http_opts co;
+    char err[256];
+
+    pthread_once(&fwd_once, fwd_key_init);
+    struct fwd_conn *fc = pthread_getspecific(fwd_key);
+    if (fc == NULL) {
+        if ((fc = calloc(1, sizeof(*fc))) == NULL) {
+            return NULL;
+        }
+        if (pthread_setspecific(fwd_key, fc) != 0) {
+            free(fc);
+            return NULL;
+        }
+    }
+    if (fc->client != NULL && strcmp(fc->addr, leader) == 0) {
+        return fc->client;
+    }
+    kms_cli_http_destroy(&fc->client);
+    memset(&co, 0, sizeof(co));
+    co.addr = leader;
+    co.timeout_ms = (int)ha->o.forward_timeout_ms;
+    co.ca_cert = ha->o.forward_ca_cert;
+    co.keepalive = true;
+    if (kms_cli_http_create(&co, &fc->client, err, sizeof(err)) != 0) {
+        return NULL;
+    }
+    snprintf(fc->addr, sizeof(fc->addr), "%s", leader);
+    return fc->client;
+}
+
+/* Drop this thread's kept connection (after a transport error). */
+static void fwd_client_drop(void)
+{
+    struct fwd_conn *fc = pthread_getspecific(fwd_key);
+    if (fc != NULL) {
+        kms_cli_http_destroy(&fc->client);
+    }
+}
+
 static void forward(struct kms_ha *ha, const char *leader, const struct kms_http_req *req,
                     struct kms_http_resp *resp)
 {
     struct kms_cli_header hdrs[MAX_FWD_HEADERS];
-    struct kms_cli_http_opts co;
-    struct kms_cli_http *client = NULL;
+    struct kms_cli_http *client;
     struct kms_cli_resp r;
-    char err[256], xff[80];
+    char err[256], xff[80], port[16];
     size_t n = 0;
 
-    for (size_t i = 0; i < req->nheaders && n < MAX_FWD_HEADERS - 2; i++) {
+    for (size_t i = 0; i < req->nheaders && n < MAX_FWD_HEADERS - 4; i++) {
         if (!hop_by_hop(req->headers[i].name)) {
             hdrs[n].name = req->headers[i].name;
             hdrs[n++].value = req->headers[i].value;
@@ -485,16 +618,17 @@ static void forward(struct kms_ha *ha, const char *leader, const struct kms_http
     }
     hdrs[n].name = FORWARDED_HEADER;
     hdrs[n++].value = ha->replica;
+    hdrs[n].name = FORWARD_AUTH_HEADER;
+    hdrs[n++].value = ha->o.forward_secret;
     snprintf(xff, sizeof(xff), "%s", req->remote_addr != NULL ? req->remote_addr : "");
     if (xff[0] != '\0') {
         hdrs[n].name = "X-Forwarded-For";
         hdrs[n++].value = xff;
+        snprintf(port, sizeof(port), "%d", req->remote_port);
+        hdrs[n].name = FORWARDED_PORT_HEADER;
+        hdrs[n++].value = port;
     }
-    memset(&co, 0, sizeof(co));
-    co.addr = leader;
-    co.timeout_ms = (int)ha->o.forward_timeout_ms;
-    co.ca_cert = ha->o.forward_ca_cert;
-    if (kms_cli_http_create(&co, &client, err, sizeof(err)) != 0) {
+    if ((client = fwd_client(ha, leader)) == NULL) {
         ha_error(500, "invalid address of the active replica", resp);
         return;
     }
@@ -504,12 +638,11 @@ static void forward(struct kms_ha *ha, const char *leader, const struct kms_http
             client, req->method, req->target, hdrs, n,
             has_body ? (const void *)(req->body != NULL ? req->body : (const uint8_t *)"") : NULL,
             req->body_len, &r, err, sizeof(err)) != 0) {
-        kms_cli_http_destroy(&client);
+        fwd_client_drop();
         ha_log(ha, "warn", "cannot forward a request to the active replica", err);
         ha_error(503, "the active kmsd replica cannot be reached", resp);
         return;
     }
-    kms_cli_http_destroy(&client);
     memset(resp, 0, sizeof(*resp));
     resp->status = r.status;
     resp->body = r.body; /* taken over: kms_http_resp_dispose frees it */
@@ -518,6 +651,8 @@ static void forward(struct kms_ha *ha, const char *leader, const struct kms_http
     if (r.content_type[0] != '\0' && strncasecmp(r.content_type, "application/json", 16) != 0) {
         snprintf(resp->content_type, sizeof(resp->content_type), "%s", r.content_type);
     }
+    copy_resp_headers(r.headers, resp);
+    kms_cli_resp_dispose(&r);
 }
 
 static void redirect(const char *leader, const struct kms_http_req *req, struct kms_http_resp *resp)
@@ -534,14 +669,56 @@ static void redirect(const char *leader, const struct kms_http_req *req, struct 
     resp->nextra = 1;
 }
 
-static bool has_header(const struct kms_http_req *req, const char *name)
+static const char *get_header(const struct kms_http_req *req, const char *name)
 {
     for (size_t i = 0; i < req->nheaders; i++) {
         if (strcasecmp(req->headers[i].name, name) == 0) {
-            return true;
+            return req->headers[i].value;
         }
     }
-    return false;
+    return NULL;
+}
+
+/*
+ * A request forwarded by a replica that proved it holds the seal key (the forwarding secret):
+ * its X-Forwarded-For (one IP address) and port become the request's remote address. Anything
+ * else keeps the connection's own address.
+ */
+static void forwarded_client(const struct kms_ha *ha, const struct kms_http_req *req,
+                             struct kms_http_req *copy, char *addr, size_t cap)
+{
+    const char *auth = get_header(req, FORWARD_AUTH_HEADER);
+    const char *xff = get_header(req, "X-Forwarded-For");
+    const char *port = get_header(req, FORWARDED_PORT_HEADER);
+    size_t sl = strlen(ha->o.forward_secret);
+    uint8_t ip[16];
+    int64_t p = 0;
+
+    *copy = *req;
+    if (auth == NULL || xff == NULL || sl == 0 || strlen(auth) != sl ||
+        !kms_ct_eq(auth, ha->o.forward_secret, sl) || strlen(xff) >= cap ||
+        (inet_pton(AF_INET, xff, ip) != 1 && inet_pton(AF_INET6, xff, ip) != 1)) {
+        return;
+    }
+    snprintf(addr, cap, "%s", xff);
+    copy->remote_addr = addr;
+    copy->remote_port =
+        port != NULL && kms_int_parse(port, &p) && p >= 0 && p <= 65535 ? (int)p : 0;
+}
+
+/* sys/health with an X-Vault-Namespace naming a namespace other than root: the active
+ * answers it (400 in a namespace, 403/404 for an unknown one), so the standby forwards it. */
+static bool health_in_namespace(const struct kms_http_req *req)
+{
+    const char *ns = get_header(req, "X-Vault-Namespace");
+    if (ns == NULL) {
+        return false;
+    }
+    size_t b = strspn(ns, "/ "), e = strlen(ns);
+    while (e > b && (ns[e - 1] == '/' || ns[e - 1] == ' ')) {
+        e--;
+    }
+    return !(e == b || (e - b == 4 && strncmp(ns + b, "root", 4) == 0));
 }
 
 void kms_ha_handle(struct kms_ha *ha, const struct kms_http_req *req, struct kms_http_resp *resp)
@@ -555,7 +732,10 @@ void kms_ha_handle(struct kms_ha *ha, const struct kms_http_req *req, struct kms
     }
     pthread_rwlock_rdlock(&ha->api_lock);
     if (atomic_load(&ha->active) && ha->api != NULL && ha_lease_ok(ha)) {
-        kms_api_handle(ha->api, req, resp);
+        struct kms_http_req fwd;
+        char addr[64];
+        forwarded_client(ha, req, &fwd, addr, sizeof(addr));
+        kms_api_handle(ha->api, &fwd, resp);
         if (!ha_lease_ok(ha)) {
             /* the lease ran out while the answer was computed: it is not given */
             kms_http_resp_dispose(resp);
@@ -565,15 +745,24 @@ void kms_ha_handle(struct kms_ha *ha, const struct kms_http_req *req, struct kms
         return;
     }
     pthread_rwlock_unlock(&ha->api_lock);
-    if (get && path_is(req->target, "sys/health")) {
+    if (get && path_is(req->target, "sys/health") && !health_in_namespace(req)) {
         standby_health(ha, req, resp);
+        const char *ns = get_header(req, "X-Vault-Namespace");
+        if (ns != NULL && strlen(ns) < sizeof(resp->extra[0].value) &&
+            resp->nextra < KMS_HTTP_MAX_EXTRA_HEADERS) {
+            /* echoed as the active echoes it */
+            snprintf(resp->extra[resp->nextra].name, sizeof(resp->extra[0].name),
+                     "X-Vault-Namespace");
+            snprintf(resp->extra[resp->nextra].value, sizeof(resp->extra[0].value), "%s", ns);
+            resp->nextra++;
+        }
         return;
     }
     pthread_mutex_lock(&ha->mu);
     snprintf(leader, sizeof(leader), "%s", ha->leader_addr);
     pthread_mutex_unlock(&ha->mu);
     if (leader[0] == '\0' || strcmp(leader, ha->api_addr) == 0 ||
-        has_header(req, FORWARDED_HEADER)) {
+        get_header(req, FORWARDED_HEADER) != NULL) {
         ha_error(503, "no active kmsd replica", resp);
         return;
     }
@@ -669,6 +858,7 @@ void kms_ha_destroy(struct kms_ha **hap)
     /* a clean release: the next leader starts without waiting out this lease */
     step_down(ha, "shutting down", true);
     kms_storage_set_commit_guard(ha->o.st, NULL, NULL);
+    kms_memzero(ha->o.forward_secret, sizeof(ha->o.forward_secret));
     pthread_rwlock_destroy(&ha->api_lock);
     pthread_mutex_destroy(&ha->mu);
     pthread_cond_destroy(&ha->cond);

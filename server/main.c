@@ -650,7 +650,17 @@ static int open_services(const struct flags *f, const struct kms_config *cfg,
             kms_err_set(&err, 400, "KMS plugin sockets cannot be combined with ha_enabled yet");
             goto fail;
         }
-        if (kms_ha_create(&ho, &rt->ha, &err) != 0) {
+        static const char label[] = "kmsd ha forwarding v1";
+        uint8_t fs[32];
+        if (kms_hmac(KMS_HASH_SHA2_256, seal, 32, label, sizeof(label) - 1, fs) != 0) {
+            kms_err_set(&err, 500, "cannot derive the forwarding secret");
+            goto fail;
+        }
+        kms_hex_encode(fs, sizeof(fs), ho.forward_secret);
+        kms_memzero(fs, sizeof(fs));
+        int hc = kms_ha_create(&ho, &rt->ha, &err);
+        kms_memzero(ho.forward_secret, sizeof(ho.forward_secret));
+        if (hc != 0) {
             goto fail;
         }
         return 0;

@@ -182,6 +182,9 @@ struct kms_ha_opts {
     int64_t forward_timeout_ms;
     bool redirect;               /* 307 to the active instead of forwarding */
     const char *forward_ca_cert; /* borrowed; NULL = system store */
+    /* hex HMAC-SHA256(seal key, "kmsd ha forwarding v1"): proves a forwarded request's client
+     * address (X-Forwarded-For) comes from a replica ("" = never trusted) */
+    char forward_secret[65];
     int (*build)(void *arg, struct kms_api **api, struct kms_err *err);
     void (*teardown)(void *arg, struct kms_api **api);
     void *arg;

@@ -10,6 +10,8 @@ state; with PostgreSQL stopped the replicas answer 503 once the lease ran out an
 no write, then serve again without a restart when PostgreSQL is back; a min_decryption_version
 raised through one replica holds through every replica."""
 
+import hashlib
+import hmac
 import json
 import os
 import select
@@ -548,6 +550,77 @@ class HaPartitionTest(HaCase):
                                      {"ciphertext": ct1}).status == 400, 30,
                  "the old active forwarding to the new one")
         self.assertEqual(self.actives(servers), [new])
+
+
+class HaForwardTest(HaCase):
+
+    def audit_remote(self, path, audit_file):
+        """remote_address of every response entry of `path` in an audit file."""
+        out = []
+        with open(audit_file) as f:
+            for line in f:
+                e = json.loads(line)
+                if e.get("type") == "response" and e["request"].get("path") == path:
+                    out.append(e["request"].get("remote_address"))
+        return out
+
+    def test_client_address_headers_and_namespace_health(self):
+        servers = []
+        for _ in range(2):
+            srv = self.replica()
+            srv.config["audit_file"] = os.path.join(srv.workdir, "audit.log")
+            servers.append(srv.start())
+        a = self.wait_one_active(servers)
+        b = [s for s in servers if s is not a][0]
+        self.init(b, a)
+        secret = hmac.new(self.seal_key, b"kmsd ha forwarding v1", hashlib.sha256).hexdigest()
+        pt = {"plaintext": b64(b"who")}
+        # through the standby, with a forged client address and secret: both dropped, the
+        # active records the standby's client (loopback), not 10.9.9.9
+        self.ok(b.request("POST", "transit/encrypt/x1", pt, headers={
+            "X-Forwarded-For": "10.9.9.9", "X-Kmsd-Forward-Auth": "0" * 64}))
+        # straight to the active with the replicas' secret: the address is taken
+        self.ok(a.request("POST", "transit/encrypt/x2", pt, headers={
+            "X-Kmsd-Forwarded": "test", "X-Kmsd-Forward-Auth": secret,
+            "X-Forwarded-For": "10.1.2.3"}))
+        # straight to the active with a wrong secret, or none: ignored
+        self.ok(a.request("POST", "transit/encrypt/x3", pt, headers={
+            "X-Kmsd-Forwarded": "test", "X-Kmsd-Forward-Auth": secret[:-1] + "0",
+            "X-Forwarded-For": "10.5.5.5"}))
+        self.ok(a.request("POST", "transit/encrypt/x4", pt, headers={
+            "X-Forwarded-For": "10.6.6.6"}))
+        # many requests through the standby on its kept connections, in order
+        for i in range(20):
+            r = b.request("POST", "transit/encrypt/x1", {"plaintext": b64(b"n%d" % i)})
+            ct = self.ok(r)["ciphertext"]
+            r = b.request("POST", "transit/decrypt/x1", {"ciphertext": ct})
+            self.assertEqual(unb64(self.ok(r)["plaintext"]), b"n%d" % i)
+        audit = a.config["audit_file"]
+        wait_for(lambda: len(self.audit_remote("transit/encrypt/x4", audit)) == 1, 10,
+                 "the audit lines of the active")
+        self.assertEqual(set(self.audit_remote("transit/encrypt/x1", audit)), {"127.0.0.1"})
+        self.assertEqual(self.audit_remote("transit/encrypt/x2", audit), ["10.1.2.3"])
+        self.assertEqual(self.audit_remote("transit/encrypt/x3", audit), ["127.0.0.1"])
+        self.assertEqual(self.audit_remote("transit/encrypt/x4", audit), ["127.0.0.1"])
+        # the active's response headers come back through the standby (X-Vault-Namespace echo)
+        r = b.request("LIST", "transit/keys", namespace="root")
+        self.assertEqual(r.status, 200, r.describe())
+        self.assertEqual(r.header("X-Vault-Namespace"), "root")
+        # a standby's sys/health with a namespace answers as the active does: root is the
+        # standby answer (header echoed); another namespace is the active's own answer
+        r = b.request("GET", "sys/health", token=None, namespace="root")
+        self.assertEqual(r.status, 429, r.describe())
+        self.assertEqual(r.header("X-Vault-Namespace"), "root")
+        for ns, token in (("nope", None), ("nope", a.token)):
+            ra = a.request("GET", "sys/health", token=token, namespace=ns)
+            rb = b.request("GET", "sys/health", token=token, namespace=ns)
+            self.assertEqual((rb.status, rb.json), (ra.status, ra.json), rb.describe())
+            self.assertIn(ra.status, (403, 404))
+        self.ok(a.request("POST", "sys/namespaces/team", {}))
+        ra = a.request("GET", "sys/health", token=None, namespace="team")
+        rb = b.request("GET", "sys/health", token=None, namespace="team")
+        self.assertEqual((rb.status, rb.json), (ra.status, ra.json), rb.describe())
+        self.assertEqual(ra.status, 400, ra.describe())
 
 
 class HaAuditTest(HaCase):

@@ -552,6 +552,80 @@ class HaPartitionTest(HaCase):
         self.assertEqual(self.actives(servers), [new])
 
 
+class HaConsistencyTest(HaCase):
+    """Issue 15 item 4: after a 2xx trim, delete, token revoke and revoke-accessor made
+    through one replica, every replica sees it at once (forwarded), and again after a kill -9
+    of the active."""
+
+    def check_everywhere(self, servers, cts, tokens):
+        for s in servers:
+            # trimmed versions are gone for good; the kept one decrypts
+            for v in (1, 2):
+                r = s.request("POST", "transit/decrypt/cons", {"ciphertext": cts[v]})
+                self.assertEqual(r.status, 400, r.describe())
+            r = s.request("POST", "transit/decrypt/cons", {"ciphertext": cts[3]})
+            self.assertEqual(unb64(self.ok(r)["plaintext"]), b"v3")
+            r = s.request("GET", "transit/keys/cons")
+            self.assertEqual(self.ok(r)["min_available_version"], 3)
+            self.assertEqual(sorted(self.ok(r)["keys"]), ["3", "4"])
+            # the deleted key is absent
+            r = s.request("GET", "transit/keys/gone")
+            self.assertEqual(r.status, 404, r.describe())
+            r = s.request("LIST", "transit/keys")
+            self.assertEqual(self.ok(r)["keys"], ["cons"])
+            # revoked tokens (by token and by accessor) are refused; the kept one works
+            for t in tokens[:2]:
+                r = s.request("GET", "auth/token/lookup-self", token=t)
+                self.assertEqual(r.status, 403, r.describe())
+            self.ok(s.request("GET", "auth/token/lookup-self", token=tokens[2]))
+
+    def test_writes_seen_by_every_replica_and_after_failover(self):
+        servers = self.replicas(3)
+        active = self.wait_one_active(servers)
+        sb = [s for s in servers if s is not active]
+        self.init(sb[0], active)
+        # a key with four versions and a ciphertext under each (made through the standbys)
+        self.ok(sb[0].request("POST", "transit/keys/cons"))
+        for _ in range(3):
+            self.ok(sb[1].request("POST", "transit/keys/cons/rotate"))
+        cts = {}
+        for v in range(1, 5):
+            r = sb[v % 2].request("POST", "transit/encrypt/cons",
+                                  {"plaintext": b64(b"v%d" % v), "key_version": v})
+            cts[v] = self.ok(r)["ciphertext"]
+        # every replica decrypts every version before the trim
+        for s in servers:
+            r = s.request("POST", "transit/decrypt/cons", {"ciphertext": cts[1]})
+            self.assertEqual(unb64(self.ok(r)["plaintext"]), b"v1")
+        self.ok(sb[0].request("POST", "transit/keys/cons/config",
+                              {"min_decryption_version": 3, "min_encryption_version": 4}))
+        r = sb[1].request("POST", "transit/keys/cons/trim", {"min_available_version": 3})
+        self.assertTrue(200 <= r.status < 300, r.describe())
+        # a key deleted through a standby
+        self.ok(sb[0].request("POST", "transit/keys/gone"))
+        self.ok(sb[1].request("POST", "transit/keys/gone/config", {"deletion_allowed": True}))
+        r = sb[0].request("DELETE", "transit/keys/gone")
+        self.assertEqual(r.status, 204, r.describe())
+        # tokens: one revoked by token, one by accessor (through different standbys), one kept
+        made = []
+        for _ in range(3):
+            r = sb[0].request("POST", "auth/token/create", {"policies": ["default"]})
+            self.assertEqual(r.status, 200, r.describe())
+            auth = r.json["auth"]
+            made.append((auth["client_token"], auth["accessor"]))
+        r = sb[0].request("POST", "auth/token/revoke", {"token": made[0][0]})
+        self.assertEqual(r.status, 204, r.describe())
+        r = sb[1].request("POST", "auth/token/revoke-accessor", {"accessor": made[1][1]})
+        self.assertEqual(r.status, 204, r.describe())
+        tokens = [t for t, _ in made]
+        self.check_everywhere(servers, cts, tokens)
+        # kill -9 of the active: the new active loads it all from PostgreSQL
+        active.kill()
+        survivors = [s for s in servers if s is not active]
+        self.wait_one_active(survivors, timeout=20)
+        self.check_everywhere(survivors, cts, tokens)
+
+
 class HaForwardTest(HaCase):
 
     def audit_remote(self, path, audit_file):

@@ -58,6 +58,7 @@
  *   it, and never the conninfo string (which may).
  */
 #include "storage/storage_int.h"
+#include "storage/pq_dl.h" /* the PQ* calls below go through dlopen'd pointers */
 
 #include <libpq-fe.h>
 #include <poll.h>
@@ -897,6 +898,9 @@ int kms_backend_pg_open(const char *conninfo, const struct kms_storage_opts *opt
     struct kms_backend *b = NULL;
 
     *out = NULL;
+    if (kms_pq_load(err) != 0) {
+        return -1;
+    }
     if (!PQisthreadsafe()) {
         kms_err_set(err, 500, "libpq was built without thread safety");
         return -1;

@@ -180,21 +180,25 @@ static int load_salt(struct kms_audit_dev *d, struct kms_err *err)
         kms_err_set(err, 500, "audit device %s: cannot open storage", d->o.name);
         goto out;
     }
-    int g = kms_storage_get(txn, KMS_DB_META, key, strlen(key), &val, &vallen);
-    if (g == 0 && vallen > 0 && vallen < sizeof(d->salt)) {
+    /* Vault's salt: a random UUID string, created once per device, insert-if-absent (HA
+     * replicas racing at first start all end up with the one stored salt) */
+    if (kms_uuid4(d->salt) != 0) {
+        kms_err_set(err, 500, "audit device %s: cannot create a salt", d->o.name);
+        goto out;
+    }
+    int g = kms_storage_put_if_absent(txn, KMS_DB_META, key, strlen(key), d->salt, strlen(d->salt),
+                                      &val, &vallen);
+    if (g == 1 && vallen > 0 && vallen < sizeof(d->salt)) {
         memcpy(d->salt, val, vallen);
         d->salt[vallen] = '\0';
         rc = 0;
         goto out;
     }
-    if (g < 0 || g == 0) {
+    if (g != 0) {
         kms_err_set(err, 500, "audit device %s: cannot read its salt", d->o.name);
         goto out;
     }
-    /* Vault's salt: a random UUID string, created once per device */
-    if (kms_uuid4(d->salt) != 0 ||
-        kms_storage_put(txn, KMS_DB_META, key, strlen(key), d->salt, strlen(d->salt)) != 0 ||
-        kms_storage_txn_commit(&txn) != 0) {
+    if (kms_storage_txn_commit(&txn) != 0) {
         kms_err_set(err, 500, "audit device %s: cannot store its salt", d->o.name);
         goto out;
     }

@@ -73,16 +73,18 @@ int kms_auth_create(struct kms_storage *st, struct kms_auth **out, struct kms_er
         kms_err_set(err, 500, "cannot open storage transaction");
         goto out;
     }
-    int g =
-        kms_storage_get(txn, KMS_DB_META, TOKEN_KEY_META, strlen(TOKEN_KEY_META), &val, &vallen);
-    if (g == 0 && vallen == sizeof(auth->token_key)) {
+    /* insert-if-absent: replicas racing at first start all end up with the one stored key */
+    if (kms_rand_bytes(auth->token_key, sizeof(auth->token_key)) != 0) {
+        kms_err_set(err, 500, "cannot create the token key");
+        goto out;
+    }
+    int g = kms_storage_put_if_absent(txn, KMS_DB_META, TOKEN_KEY_META, strlen(TOKEN_KEY_META),
+                                      auth->token_key, sizeof(auth->token_key), &val, &vallen);
+    if (g == 1 && vallen == sizeof(auth->token_key)) {
         memcpy(auth->token_key, val, vallen);
         kms_storage_txn_abort(&txn);
-    } else if (g == KMS_STORAGE_NOTFOUND) {
-        if (kms_rand_bytes(auth->token_key, sizeof(auth->token_key)) != 0 ||
-            kms_storage_put(txn, KMS_DB_META, TOKEN_KEY_META, strlen(TOKEN_KEY_META),
-                            auth->token_key, sizeof(auth->token_key)) != 0 ||
-            kms_storage_txn_commit(&txn) != 0) {
+    } else if (g == 0) {
+        if (kms_storage_txn_commit(&txn) != 0) {
             kms_err_set(err, 500, "cannot create the token key");
             goto out;
         }

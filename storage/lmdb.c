@@ -111,6 +111,16 @@ static int lmdb_put(struct kms_backend_txn *t, enum kms_db db, const void *key, 
     return mdb_put(t->txn, t->b->dbi[db], &k, &v, 0) == 0 ? 0 : -1;
 }
 
+static int lmdb_put_new(struct kms_backend_txn *t, enum kms_db db, const void *key, size_t keylen,
+                        const uint8_t *sealed, size_t sealedlen)
+{
+    MDB_val k = {.mv_size = keylen, .mv_data = (void *)key};
+    MDB_val v = {.mv_size = sealedlen, .mv_data = (void *)sealed};
+    int mrc = mdb_put(t->txn, t->b->dbi[db], &k, &v, MDB_NOOVERWRITE);
+
+    return mrc == 0 ? 0 : mrc == MDB_KEYEXIST ? 1 : -1;
+}
+
 static int lmdb_del(struct kms_backend_txn *t, enum kms_db db, const void *key, size_t keylen)
 {
     MDB_val k = {.mv_size = keylen, .mv_data = (void *)key};
@@ -223,6 +233,7 @@ static const struct kms_backend_ops lmdb_ops = {
     .txn_abort = lmdb_txn_abort,
     .get = lmdb_get,
     .put = lmdb_put,
+    .put_new = lmdb_put_new,
     .del = lmdb_del,
     .del_prefix = lmdb_del_prefix,
     .scan = lmdb_scan,

@@ -113,6 +113,8 @@ static const char pg_prepare_sql[] =
     "PREPARE kg(smallint, bytea) AS SELECT value FROM " PG_TABLE " WHERE db = $1 AND key = $2;"
     "PREPARE kp(smallint, bytea, bytea) AS INSERT INTO " PG_TABLE " (db, key, value) VALUES "
     "($1, $2, $3) ON CONFLICT (db, key) DO UPDATE SET value = EXCLUDED.value;"
+    "PREPARE kn(smallint, bytea, bytea) AS INSERT INTO " PG_TABLE " (db, key, value) VALUES "
+    "($1, $2, $3) ON CONFLICT (db, key) DO NOTHING;"
     "PREPARE kd(smallint, bytea) AS DELETE FROM " PG_TABLE " WHERE db = $1 AND key = $2;"
     "PREPARE kdr(smallint, bytea, bytea) AS DELETE FROM " PG_TABLE
     " WHERE db = $1 AND key >= $2 AND key < $3;"
@@ -535,6 +537,21 @@ static long pg_affected(PGresult *r)
     return end != s && *end == '\0' && n >= 0 ? n : -1;
 }
 
+/* INSERT … ON CONFLICT DO NOTHING: one row inserted, or none when the key was there. */
+static int pg_put_new(struct kms_backend_txn *t, enum kms_db db, const void *key, size_t keylen,
+                      const uint8_t *sealed, size_t sealedlen)
+{
+    PGresult *r;
+    long n;
+
+    if (!t->write || sealedlen > (size_t)1 << 30)
+        return -1;
+    r = pg_run(t, "kn", db, key, keylen, sealed, sealedlen, NULL, 0, 3);
+    n = pg_affected(r);
+    PQclear(r);
+    return n < 0 ? -1 : n == 1 ? 0 : 1;
+}
+
 static int pg_del(struct kms_backend_txn *t, enum kms_db db, const void *key, size_t keylen)
 {
     PGresult *r;
@@ -880,6 +897,7 @@ static const struct kms_backend_ops pg_ops = {
     .txn_abort = pg_txn_abort,
     .get = pg_get,
     .put = pg_put,
+    .put_new = pg_put_new,
     .del = pg_del,
     .del_prefix = pg_del_prefix,
     .scan = pg_scan,

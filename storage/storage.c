@@ -409,6 +409,30 @@ out:
     return rc;
 }
 
+int kms_storage_put_if_absent(struct kms_txn *txn, enum kms_db db, const void *key, size_t keylen,
+                              const void *val, size_t vallen, uint8_t **cur, size_t *curlen)
+{
+    uint8_t *sealed = NULL;
+    size_t sealedlen = 0;
+    int rc = -1, prc;
+
+    *cur = NULL;
+    *curlen = 0;
+    if (!txn->write || !db_valid(db) || !key_valid(txn->st, key, keylen))
+        goto out;
+    if (value_seal(txn->st, db, key, keylen, val, vallen, &sealed, &sealedlen) != 0)
+        goto out;
+    prc = txn->st->ops->put_new(txn->bt, db, key, keylen, sealed, sealedlen);
+    if (prc == 0) {
+        rc = 0;
+    } else if (prc == 1) {
+        rc = kms_storage_get(txn, db, key, keylen, cur, curlen) == 0 ? 1 : -1;
+    }
+out:
+    free(sealed);
+    return rc;
+}
+
 int kms_storage_del(struct kms_txn *txn, enum kms_db db, const void *key, size_t keylen)
 {
     int rc;

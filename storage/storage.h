@@ -99,6 +99,16 @@ int kms_storage_get(struct kms_txn *txn, enum kms_db db, const void *key, size_t
 /* Seal and store a record, replacing any old value. */
 int kms_storage_put(struct kms_txn *txn, enum kms_db db, const void *key, size_t keylen,
                     const void *val, size_t vallen) KMS_WUR;
+/*
+ * Insert-if-absent (the one-time records: audit salt, token key, init): in a write
+ * transaction, store val under key unless a record is there. Returns 0 when it was inserted
+ * (*cur NULL), 1 when a record was already there (left unchanged; its unsealed value in *cur,
+ * malloc'd, *curlen bytes: the value everyone uses), -1 on error. LMDB: MDB_NOOVERWRITE;
+ * PostgreSQL: INSERT … ON CONFLICT DO NOTHING, then the record read back.
+ */
+int kms_storage_put_if_absent(struct kms_txn *txn, enum kms_db db, const void *key, size_t keylen,
+                              const void *val, size_t vallen, uint8_t **cur,
+                              size_t *curlen) KMS_WUR;
 /* Delete one record: 0, KMS_STORAGE_NOTFOUND or -1. */
 int kms_storage_del(struct kms_txn *txn, enum kms_db db, const void *key, size_t keylen) KMS_WUR;
 /* Delete every record whose key starts with prefix; *count (may be NULL) receives how many. */

@@ -41,6 +41,9 @@ struct kms_backend_ops {
                const uint8_t **sealed, size_t *sealedlen);
     int (*put)(struct kms_backend_txn *t, enum kms_db db, const void *key, size_t keylen,
                const uint8_t *sealed, size_t sealedlen);
+    /* Insert only when absent: 0 inserted, 1 a record was there (left as it is), -1 error. */
+    int (*put_new)(struct kms_backend_txn *t, enum kms_db db, const void *key, size_t keylen,
+                   const uint8_t *sealed, size_t sealedlen);
     /* 0, KMS_STORAGE_NOTFOUND or -1 */
     int (*del)(struct kms_backend_txn *t, enum kms_db db, const void *key, size_t keylen);
     int (*del_prefix)(struct kms_backend_txn *t, enum kms_db db, const void *prefix,

@@ -361,6 +361,41 @@ static void test_overwrite_and_empty_value(void **state)
     assert_int_equal(kms_storage_txn_commit(&txn), 0);
 }
 
+/* Insert-if-absent: the first value stays, every later caller gets it back. */
+static void test_put_if_absent(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_txn *txn = NULL;
+    uint8_t *cur = NULL;
+    size_t len = 99;
+
+    assert_int_equal(kms_storage_txn_begin(f->st, true, &txn), 0);
+    assert_int_equal(kms_storage_put_if_absent(txn, KMS_DB_META, "once", 4, "first", 5, &cur, &len),
+                     0);
+    assert_null(cur);
+    assert_int_equal(len, 0);
+    /* within the same transaction the record is there already */
+    assert_int_equal(
+        kms_storage_put_if_absent(txn, KMS_DB_META, "once", 4, "second", 6, &cur, &len), 1);
+    assert_non_null(cur);
+    assert_int_equal(len, 5);
+    assert_memory_equal(cur, "first", 5);
+    kms_free_wipe((void **)&cur, len);
+    assert_int_equal(kms_storage_txn_commit(&txn), 0);
+    /* a later transaction: unchanged, and nothing to commit */
+    assert_int_equal(kms_storage_txn_begin(f->st, true, &txn), 0);
+    assert_int_equal(kms_storage_put_if_absent(txn, KMS_DB_META, "once", 4, "third", 5, &cur, &len),
+                     1);
+    assert_memory_equal(cur, "first", 5);
+    kms_free_wipe((void **)&cur, len);
+    kms_storage_txn_abort(&txn);
+    assert_int_equal(get_check(f->st, KMS_DB_META, "once", "first"), 0);
+    /* a read transaction cannot insert */
+    assert_int_equal(kms_storage_txn_begin(f->st, false, &txn), 0);
+    assert_int_equal(kms_storage_put_if_absent(txn, KMS_DB_META, "new", 3, "x", 1, &cur, &len), -1);
+    kms_storage_txn_abort(&txn);
+}
+
 static void test_not_found(void **state)
 {
     struct fixture *f = *state;
@@ -1133,6 +1168,74 @@ static void sleep_ms(long ms)
 }
 
 /* Two stores on one database (two replicas): one write transaction at a time across both. */
+/* Two stores (two processes' worth of connections) racing to create one record. */
+struct racer {
+    struct kms_storage *st;
+    pthread_barrier_t *go;
+    char mine[8];
+    char got[8];
+    int rc;
+};
+
+static void *race_put_if_absent(void *p)
+{
+    struct racer *r = p;
+    struct kms_txn *txn = NULL;
+    uint8_t *cur = NULL;
+    size_t len = 0;
+
+    r->rc = -1;
+    pthread_barrier_wait(r->go);
+    if (kms_storage_txn_begin(r->st, true, &txn) != 0)
+        return NULL;
+    int g = kms_storage_put_if_absent(txn, KMS_DB_META, "salt", 4, r->mine, strlen(r->mine), &cur,
+                                      &len);
+    if (g == 0 && kms_storage_txn_commit(&txn) == 0) {
+        memcpy(r->got, r->mine, strlen(r->mine) + 1);
+        r->rc = 0;
+    } else if (g == 1 && len < sizeof r->got) {
+        memcpy(r->got, cur, len);
+        r->got[len] = '\0';
+        r->rc = 1;
+    }
+    kms_free_wipe((void **)&cur, len);
+    kms_storage_txn_abort(&txn);
+    return NULL;
+}
+
+static void test_pg_put_if_absent_race(void **state)
+{
+    struct fixture *f = *state;
+    pthread_barrier_t go;
+    struct racer r[2];
+    pthread_t th[2];
+
+    for (int round = 0; round < 5; round++) {
+        memset(r, 0, sizeof r);
+        assert_int_equal(pthread_barrier_init(&go, NULL, 2), 0);
+        for (int i = 0; i < 2; i++) {
+            r[i].st = i == 0 ? f->st : open_store(f, NULL);
+            r[i].go = &go;
+            snprintf(r[i].mine, sizeof r[i].mine, "r%d-%d", round, i);
+        }
+        for (int i = 0; i < 2; i++)
+            assert_int_equal(pthread_create(&th[i], NULL, race_put_if_absent, &r[i]), 0);
+        for (int i = 0; i < 2; i++)
+            assert_int_equal(pthread_join(th[i], NULL), 0);
+        pthread_barrier_destroy(&go);
+        /* one inserted, the other got the same value back */
+        assert_int_equal(r[0].rc + r[1].rc, 1);
+        assert_string_equal(r[0].got, r[1].got);
+        assert_int_equal(get_check(f->st, KMS_DB_META, "salt", r[0].got), 0);
+        kms_storage_close(&r[1].st);
+        /* the next round starts without the record */
+        struct kms_txn *txn = NULL;
+        assert_int_equal(kms_storage_txn_begin(f->st, true, &txn), 0);
+        assert_int_equal(kms_storage_del(txn, KMS_DB_META, "salt", 4), 0);
+        assert_int_equal(kms_storage_txn_commit(&txn), 0);
+    }
+}
+
 static void test_pg_writers_serialised(void **state)
 {
     struct fixture *f = *state;
@@ -1521,6 +1624,7 @@ int main(void)
     const struct CMUnitTest common[] = {
         cmocka_unit_test_setup_teardown(test_roundtrip_every_db, setup, teardown),
         cmocka_unit_test_setup_teardown(test_overwrite_and_empty_value, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_if_absent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_found, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
@@ -1550,6 +1654,7 @@ int main(void)
     const struct CMUnitTest pg_only[] = {
         cmocka_unit_test_setup_teardown(test_pg_failed_statement_rolls_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pg_writers_serialised, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pg_put_if_absent_race, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pg_reconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pg_open_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pg_exclusive, setup, teardown),

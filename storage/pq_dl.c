@@ -26,9 +26,9 @@ static void load(void)
                  why != NULL ? why : "unknown error");
         return;
     }
-#define KMS_PQ_SYM(f)                                                                             \
-    if (missing == NULL && (*(void **)&kms_pq.f = dlsym(h, #f)) == NULL) {                        \
-        missing = #f;                                                                             \
+#define KMS_PQ_SYM(f)                                                                              \
+    if (missing == NULL && (*(void **)&kms_pq.f = dlsym(h, #f)) == NULL) {                         \
+        missing = #f;                                                                              \
     }
     KMS_PQ_FUNCS(KMS_PQ_SYM)
 #undef KMS_PQ_SYM

@@ -11,29 +11,29 @@
 
 #include <libpq-fe.h>
 
-#define KMS_PQ_FUNCS(X) \
-    X(PQclear) \
-    X(PQcmdStatus) \
-    X(PQcmdTuples) \
-    X(PQconnectdbParams) \
-    X(PQconsumeInput) \
-    X(PQerrorMessage) \
-    X(PQexec) \
-    X(PQexecParams) \
-    X(PQexecPrepared) \
-    X(PQfinish) \
-    X(PQflush) \
-    X(PQgetResult) \
-    X(PQgetlength) \
-    X(PQgetvalue) \
-    X(PQisBusy) \
-    X(PQisthreadsafe) \
-    X(PQntuples) \
-    X(PQresultStatus) \
-    X(PQsendQuery) \
-    X(PQsetNoticeProcessor) \
-    X(PQsocket) \
-    X(PQstatus) \
+#define KMS_PQ_FUNCS(X)                                                                            \
+    X(PQclear)                                                                                     \
+    X(PQcmdStatus)                                                                                 \
+    X(PQcmdTuples)                                                                                 \
+    X(PQconnectdbParams)                                                                           \
+    X(PQconsumeInput)                                                                              \
+    X(PQerrorMessage)                                                                              \
+    X(PQexec)                                                                                      \
+    X(PQexecParams)                                                                                \
+    X(PQexecPrepared)                                                                              \
+    X(PQfinish)                                                                                    \
+    X(PQflush)                                                                                     \
+    X(PQgetResult)                                                                                 \
+    X(PQgetlength)                                                                                 \
+    X(PQgetvalue)                                                                                  \
+    X(PQisBusy)                                                                                    \
+    X(PQisthreadsafe)                                                                              \
+    X(PQntuples)                                                                                   \
+    X(PQresultStatus)                                                                              \
+    X(PQsendQuery)                                                                                 \
+    X(PQsetNoticeProcessor)                                                                        \
+    X(PQsocket)                                                                                    \
+    X(PQstatus)                                                                                    \
     X(PQtransactionStatus)
 
 #define KMS_PQ_FIELD(f) __typeof__(&f) f;

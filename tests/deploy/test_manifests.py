@@ -1169,6 +1169,17 @@ def linked_libraries(binary):
     return libs
 
 
+def dlopened_library(soname):
+    """The path ldconfig's cache gives for a soname kmsd loads with dlopen."""
+    r = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=60)
+    for line in r.stdout.splitlines():
+        m = re.match(r"\s*(\S+) \(([^)]*)\) => (/\S+)$", line)
+        if m and m.group(1) == soname and "x86-64" in m.group(2) or (
+                m and m.group(1) == soname and os.uname().machine not in ("x86_64",)):
+            return m.group(3)
+    raise AssertionError(f"{soname} not in the ldconfig cache: install libpq5")
+
+
 def owning_packages(paths):
     """{path: package} by dpkg -S, trying each path as given, its real path and their /usr
     twins (merged /usr: ldd says /lib/..., dpkg knows /usr/lib/... or the other way)."""
@@ -1205,6 +1216,10 @@ class RuntimeLibraries(unittest.TestCase):
         listed = runtime_packages()
         self.assertIn("libssl3", listed)  # the parser found the install line
         libs = {name: linked_libraries(built_binary(name)) for name in ("kmsd", "kmsctl")}
+        # kmsd dlopens libpq.so.5 when a store is on PostgreSQL (storage/pq_dl.c): it and
+        # what it links are needed at run time although no binary links them
+        pq = dlopened_library("libpq.so.5")
+        libs["kmsd (dlopen)"] = dict(linked_libraries(pq), **{"libpq.so.5": pq})
         owner = owning_packages({p for d in libs.values() for p in d.values()})
         needed = {}
         for name, d in libs.items():

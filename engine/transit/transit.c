@@ -1267,6 +1267,19 @@ static json_t *encrypt_results(const struct item *items, size_t n)
     return arr;
 }
 
+/* Hands the writer's text to the envelope as the response data; false (and nothing kept) when
+ * the writer ran out of memory. */
+static bool take_data_json(struct kms_ctx *c, struct kms_jw *w)
+{
+    if (w->oom) {
+        free(w->p);
+        return false;
+    }
+    c->data_json = w->p;
+    c->data_json_len = w->len;
+    return true;
+}
+
 /*
  * batch_results of an all-successful batch written straight as JSON text (no tree to build,
  * render and free), byte-identical to what the envelope writes from encrypt_results' tree:
@@ -1297,13 +1310,7 @@ static bool encrypt_results_text(struct kms_ctx *c, const struct item *items, si
         kms_jw_raw(&w, "}", 1);
     }
     kms_jw_raw(&w, "]}", 2);
-    if (w.oom) {
-        free(w.p);
-        return false;
-    }
-    c->data_json = w.p;
-    c->data_json_len = w.len;
-    return true;
+    return take_data_json(c, &w);
 }
 
 /*
@@ -1323,13 +1330,7 @@ static bool encrypt_result_text(struct kms_ctx *c, const struct item *it)
     kms_jw_raw(&w, ",\"key_version\":", 15);
     kms_jw_uint(&w, it->out_version);
     kms_jw_raw(&w, "}", 1);
-    if (w.oom) {
-        free(w.p);
-        return false;
-    }
-    c->data_json = w.p;
-    c->data_json_len = w.len;
-    return true;
+    return take_data_json(c, &w);
 }
 
 static int single_error(struct kms_ctx *c, const struct item *it)

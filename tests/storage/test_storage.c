@@ -1167,7 +1167,6 @@ static void sleep_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
-/* Two stores on one database (two replicas): one write transaction at a time across both. */
 /* Two stores (two processes' worth of connections) racing to create one record. */
 struct racer {
     struct kms_storage *st;
@@ -1236,6 +1235,7 @@ static void test_pg_put_if_absent_race(void **state)
     }
 }
 
+/* Two stores on one database (two replicas): one write transaction at a time across both. */
 static void test_pg_writers_serialised(void **state)
 {
     struct fixture *f = *state;

@@ -319,6 +319,29 @@ static void write_extra(struct kms_audit_lw *w, const struct kms_ctx *c, bool re
     }
 }
 
+/* data {"batch_results":[…]} from the handler's values (no tree): the keys and the order the
+ * tree had, every string HMAC'd as a string leaf of data, key_version in clear. */
+static void write_batch_results(struct kms_audit_lw *w, const struct kms_ctx *c)
+{
+    kms_audit_lw_begin(w, "data", '{');
+    kms_audit_lw_begin(w, "batch_results", '[');
+    for (size_t i = 0; i < c->nbatch_results; i++) {
+        const struct kms_batch_result *r = &c->batch_results[i];
+        kms_audit_lw_begin(w, NULL, '{');
+        if (r->ciphertext != NULL) {
+            kms_audit_lw_data_str(w, "ciphertext", r->ciphertext, r->ciphertext_len);
+            kms_audit_lw_int(w, "key_version", r->key_version);
+        }
+        kms_audit_lw_data_str(w, "reference", r->reference, r->reference_len);
+        if (r->ciphertext == NULL && r->error != NULL) {
+            kms_audit_lw_data_str(w, "error", r->error, r->error_len);
+        }
+        kms_audit_lw_end(w);
+    }
+    kms_audit_lw_end(w);
+    kms_audit_lw_end(w);
+}
+
 /* Vault's response block: the mount, and for a success the data (every string leaf
  * HMAC'd), the issued token's auth block and the warnings. */
 static void write_response(struct kms_audit_lw *w, const struct kms_ctx *c, int rc)
@@ -333,7 +356,11 @@ static void write_response(struct kms_audit_lw *w, const struct kms_ctx *c, int 
     }
     if (rc == 0) {
         const json_t *data = c->data != NULL ? c->data : c->raw;
-        if (data != NULL && !c->audit.elide_data) {
+        if (c->audit.elide_data) {
+            /* the data is not logged */
+        } else if (c->batch_results != NULL) {
+            write_batch_results(w, c);
+        } else if (data != NULL) {
             kms_audit_lw_data(w, "data", data);
         }
         kms_audit_lw_auth(w, "auth", c->auth);
@@ -388,7 +415,7 @@ static int http_status(const struct kms_ctx *c, int rc)
     if (c->raw != NULL || c->text != NULL) {
         return c->status ? c->status : 200;
     }
-    if (c->data == NULL && c->auth == NULL) {
+    if (c->data == NULL && c->data_json == NULL && c->auth == NULL) {
         return 204;
     }
     return c->status ? c->status : 200;
@@ -517,6 +544,9 @@ static void drop_outputs(struct kms_ctx *c)
     free(c->text);
     free(c->data_json);
     c->data_json = NULL;
+    free(c->batch_results);
+    c->batch_results = NULL;
+    c->nbatch_results = 0;
     c->text = NULL;
     c->status = 0;
 }

@@ -771,6 +771,9 @@ static int run_handler(struct kms_ctx *c)
         c->data = NULL;
         free(c->data_json);
         c->data_json = NULL;
+        free(c->batch_results);
+        c->batch_results = NULL;
+        c->nbatch_results = 0;
     }
     return rc;
 }
@@ -888,6 +891,7 @@ static void finish(struct kms_ctx *c, int rc, struct kms_http_resp *resp)
     free(c->text);
     free(c->data_json);
     c->data_json = NULL;
+    free(c->batch_results);
     json_decref(c->params);
     json_decref(c->warnings);
     json_decref(c->data);

@@ -174,6 +174,24 @@ struct kms_ctx_park {
     void *wake_arg;
 };
 
+/*
+ * One item of an encrypt or rewrap batch's batch_results, as values for the audit hook. A
+ * handler that writes an audited batch's data as text (data_json) hands the items here too,
+ * and the hook writes the response line's data from them (every string HMAC'd as a string
+ * leaf of data), byte-for-byte what it writes from the tree
+ * {"batch_results":[{"ciphertext":…,"key_version":N,"reference":…} | {"reference":…,"error":…},…]}
+ * without the tree being built.
+ */
+struct kms_batch_result {
+    const char *ciphertext; /* NULL: the item failed */
+    size_t ciphertext_len;
+    uint32_t key_version;
+    const char *reference; /* never NULL ("" when none) */
+    size_t reference_len;
+    const char *error; /* a failed item's error (NULL: left out, it was not UTF-8) */
+    size_t error_len;
+};
+
 /* Per-request context: everything a handler reads and writes. */
 struct kms_ctx {
     struct kms_api *api;
@@ -197,10 +215,15 @@ struct kms_ctx {
     json_t *data; /* response data; NULL and no raw -> 204 (or 200 with warnings_only) */
     json_t *raw;  /* a body sent as is, without the envelope (sys/health) */
     /* the data object already rendered as JSON text (malloc'd), written as is into the
-     * envelope instead of `data`; only for requests that are not audited (c->audit.armed is
-     * false: the audit line needs the data as values) */
+     * envelope instead of `data`; an audited request's response line needs the data as
+     * values, so an audited request sets it only with batch_results */
     char *data_json;
     size_t data_json_len;
+    /* an audited batch's data_json as values for the response line (audit_hook.c): one
+     * malloc'd block with the strings it points to, except references (into params); freed
+     * with data_json */
+    struct kms_batch_result *batch_results;
+    size_t nbatch_results;
     json_t *auth;       /* envelope "auth" block (logins) */
     bool warnings_only; /* answer 200 with data null when there are warnings, else 204 */
     int status;         /* 0 = 200 (or 204); set for batch partial failures */

@@ -422,6 +422,10 @@ struct kms_audit_lw {
     size_t memo_n[2];
     char memo_out[2][KMS_AUDIT_HMAC_LEN + 2];
     unsigned memo_next;
+    /* the HMAC of the empty string with this device's salt, once written (a batch's items
+     * without a reference carry one each) */
+    bool empty_done;
+    char empty_out[KMS_AUDIT_HMAC_LEN + 2];
 };
 
 static void lw_init(struct kms_audit_lw *w, struct kms_audit_sbuf *b,
@@ -616,6 +620,38 @@ void kms_audit_lw_hmac(struct kms_audit_lw *w, const char *key, const void *s, s
     if (lw_open(w, key, &mark)) {
         lw_wrote(w, kms_audit_sb_hmac(w->b, w->hk, s, n));
     }
+}
+
+void kms_audit_lw_data_str(struct kms_audit_lw *w, const char *key, const char *s, size_t n)
+{
+    size_t mark;
+    if (s != NULL && n == 0 && w->empty_done) {
+        kms_audit_lw_raw(w, key, w->empty_out, KMS_AUDIT_HMAC_LEN + 2);
+        return;
+    }
+    if (s == NULL || !lw_open(w, key, &mark)) {
+        return;
+    }
+    if (kms_audit_is_rfc3339(s, n)) {
+        int rc = kms_audit_sb_str(w->b, s, n);
+        if (rc == KMS_AUDIT_NOT_UTF8) {
+            lw_rollback(w, mark);
+            return;
+        }
+        lw_wrote(w, rc);
+        return;
+    }
+    if (!kms_audit_utf8_valid(s, n)) {
+        lw_rollback(w, mark); /* json_string refused it: left out */
+        return;
+    }
+    size_t at = w->b->len;
+    int rc = kms_audit_sb_hmac(w->b, w->hk, s, n);
+    if (rc == 0 && n == 0) {
+        memcpy(w->empty_out, w->b->p + at, KMS_AUDIT_HMAC_LEN + 2);
+        w->empty_done = true;
+    }
+    lw_wrote(w, rc);
 }
 
 void kms_audit_lw_json(struct kms_audit_lw *w, const char *key, const json_t *v)

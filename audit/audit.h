@@ -224,6 +224,10 @@ void kms_audit_lw_token(struct kms_audit_lw *w, const char *key, const char *s);
 void kms_audit_lw_accessor(struct kms_audit_lw *w, const char *key, const char *s);
 /* "hmac-sha256:…" of s[0, n) (any bytes): a string leaf of data. */
 void kms_audit_lw_hmac(struct kms_audit_lw *w, const char *key, const void *s, size_t n);
+/* s[0, n) as a string leaf of data: HMAC'd unless it is an RFC 3339 time, as
+ * kms_audit_lw_data writes a string of its tree (not UTF-8: left out). The HMAC of "" is taken
+ * once per writer. */
+void kms_audit_lw_data_str(struct kms_audit_lw *w, const char *key, const char *s, size_t n);
 /* v (NULL: left out) in clear / with every string leaf but RFC 3339 times HMAC'd (data) /
  * by the rules of an auth block (client_token, accessor). */
 void kms_audit_lw_json(struct kms_audit_lw *w, const char *key, const json_t *v);

@@ -1280,37 +1280,107 @@ static bool take_data_json(struct kms_ctx *c, struct kms_jw *w)
     return true;
 }
 
+/* Whether json_string would take s (UTF-8), as the tree form kept an item's error only then. */
+static bool json_text_ok(const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (*p >= 0x80) {
+            json_t *v = json_string(s);
+            bool ok = v != NULL;
+            json_decref(v);
+            return ok;
+        }
+    }
+    return true;
+}
+
 /*
- * batch_results of an all-successful batch written straight as JSON text (no tree to build,
- * render and free), byte-identical to what the envelope writes from encrypt_results' tree:
- * {"batch_results":[{"ciphertext":…,"key_version":N,"reference":…},…]}. Only for requests
- * that are not audited (the audit line needs the values). false when not used.
+ * An encrypt or rewrap batch's data written straight as JSON text (no tree to build, render
+ * and free), byte-identical to what the envelope writes from encrypt_results' tree:
+ * {"batch_results":[{"ciphertext":…,"key_version":N,"reference":…} | {"reference":…,"error":…},
+ * …]}. An audited request also hands the values to the audit hook (c->batch_results, one block
+ * with copies of the ciphertexts and errors), which writes the response line from them. false
+ * (nothing kept) when out of memory: the caller builds the tree.
  */
 static bool encrypt_results_text(struct kms_ctx *c, const struct item *items, size_t n)
 {
-    if (c->audit.armed) {
-        return false;
-    }
+    struct kms_jw w = {NULL, 0, 0, false};
+    bool audited = c->audit.armed;
+    size_t text = 32, strings = 0, longest = 0;
     for (size_t i = 0; i < n; i++) {
-        if (items[i].kind != ITEM_OK) {
+        const struct item *it = &items[i];
+        size_t rl = strlen(it->reference);
+        size_t sl = it->kind == ITEM_OK ? it->out_len : strlen(it->err.msg);
+        /* the fixed parts, the strings unescaped, a key version of 10 digits */
+        text += 60 + rl + sl;
+        strings += sl + 1;
+        longest = rl > longest ? rl : longest;
+        longest = sl > longest ? sl : longest;
+    }
+    /* kms_jw_str reserves 6 bytes a character of the string it writes: room for the longest */
+    (void)kms_jw_reserve(&w, text + longest * 6);
+    struct kms_batch_result *res = NULL;
+    char *arena = NULL;
+    if (audited) {
+        res = malloc(n * sizeof(*res) + strings);
+        if (res == NULL) {
+            free(w.p);
             return false;
         }
+        arena = (char *)(res + n);
     }
-    struct kms_jw w = {NULL, 0, 0, false};
-    (void)kms_jw_reserve(&w, 32 + n * 128);
     kms_jw_raw(&w, "{\"batch_results\":[", 18);
     for (size_t i = 0; i < n; i++) {
         const struct item *it = &items[i];
-        kms_jw_raw(&w, i > 0 ? ",{\"ciphertext\":" : "{\"ciphertext\":", i > 0 ? 15 : 14);
-        kms_jw_str(&w, it->out, strlen(it->out));
-        kms_jw_raw(&w, ",\"key_version\":", 15);
-        kms_jw_uint(&w, it->out_version);
-        kms_jw_raw(&w, ",\"reference\":", 13);
-        kms_jw_str(&w, it->reference, strlen(it->reference));
+        size_t rl = strlen(it->reference);
+        kms_jw_raw(&w, i > 0 ? ",{" : "{", i > 0 ? 2 : 1);
+        const char *err = NULL;
+        size_t el = 0;
+        if (it->kind == ITEM_OK) {
+            kms_jw_raw(&w, "\"ciphertext\":", 13);
+            kms_jw_str(&w, it->out, it->out_len);
+            kms_jw_raw(&w, ",\"key_version\":", 15);
+            kms_jw_uint(&w, it->out_version);
+            kms_jw_raw(&w, ",\"reference\":", 13);
+            kms_jw_str(&w, it->reference, rl);
+        } else {
+            kms_jw_raw(&w, "\"reference\":", 12);
+            kms_jw_str(&w, it->reference, rl);
+            if (json_text_ok(it->err.msg)) {
+                err = it->err.msg;
+                el = strlen(err);
+                kms_jw_raw(&w, ",\"error\":", 9);
+                kms_jw_str(&w, err, el);
+            }
+        }
         kms_jw_raw(&w, "}", 1);
+        if (res != NULL) {
+            struct kms_batch_result *r = &res[i];
+            memset(r, 0, sizeof(*r));
+            r->reference = it->reference;
+            r->reference_len = rl;
+            if (it->kind == ITEM_OK) {
+                memcpy(arena, it->out, it->out_len + 1);
+                r->ciphertext = arena;
+                r->ciphertext_len = it->out_len;
+                r->key_version = it->out_version;
+                arena += it->out_len + 1;
+            } else if (err != NULL) {
+                memcpy(arena, err, el + 1);
+                r->error = arena;
+                r->error_len = el;
+                arena += el + 1;
+            }
+        }
     }
     kms_jw_raw(&w, "]}", 2);
-    return take_data_json(c, &w);
+    if (!take_data_json(c, &w)) {
+        free(res);
+        return false;
+    }
+    c->batch_results = res;
+    c->nbatch_results = res != NULL ? n : 0;
+    return true;
 }
 
 /*
@@ -1562,7 +1632,9 @@ static int rewrap(struct kms_ctx *c)
         }
     } else {
         /* rewrap batches always answer 200, item errors inside */
-        c->data = json_pack("{s:o}", "batch_results", encrypt_results(items, n));
+        if (!encrypt_results_text(c, items, n)) {
+            c->data = json_pack("{s:o}", "batch_results", encrypt_results(items, n));
+        }
     }
     rc = 0;
 out:

@@ -11,7 +11,9 @@
  * namespace, a login (response auth, warnings, subject), escaping (quotes, control
  * characters, non-ASCII in and outside the BMP, RFC 3339 times in clear), a kms/ KMSKey
  * (version from status, project), truncated versions, elided data, raw data, 204, and header
- * values that are not UTF-8 (left out, as jansson left them out).
+ * values that are not UTF-8 (left out, as jansson left them out); and an encrypt batch with
+ * failed items, references to escape, an empty one and an RFC 3339 one, given as the tree and
+ * as the values a handler hands with its text (kms_batch_result): the same lines.
  *
  * KAT_PRINT=1 prints the table instead of comparing (to regenerate it).
  */
@@ -44,6 +46,7 @@ static const struct kat kats[] = {
 
 struct fx {
     struct kms_ctx c;
+    json_t *keep; /* the tree the values of batch_results point into */
     struct kms_http_req http;
     struct kms_http_header headers[4];
     int rc;
@@ -369,6 +372,82 @@ static void case_meta_dup(struct fx *f)
     snprintf(f->c.token.meta_values[2], sizeof(f->c.token.meta_values[2]), "second");
 }
 
+/* an audited encrypt batch with items that failed, references to escape, an empty one (its
+ * HMAC taken once per line) and one that is an RFC 3339 time (in clear), as the tree */
+static void case_batch_mixed_tree(struct fx *f)
+{
+    base(f);
+    json_decref(f->c.params);
+    json_decref(f->c.data);
+    f->c.params = J("{\"batch_input\":[{\"plaintext\":\"YQ==\",\"reference\":\"r\\\"1\\u00e9\\n\"},"
+                    "{\"plaintext\":\"!!\"},{\"plaintext\":\"Yg==\"},"
+                    "{\"plaintext\":\"\",\"reference\":\"2026-05-01T10:00:00Z\"},"
+                    "{\"plaintext\":\"Yw==\",\"key_version\":2,\"reference\":\"\\ud834\\udd1e\"}],"
+                    "\"partial_failure_response_code\":207}");
+    f->c.data = J(
+        "{\"batch_results\":["
+        "{\"ciphertext\":\"vault:v1:eA==\",\"key_version\":1,\"reference\":\"r\\\"1\\u00e9\\n\"},"
+        "{\"reference\":\"\",\"error\":\"illegal base64 data at input byte 0\"},"
+        "{\"ciphertext\":\"vault:v1:eQ==\",\"key_version\":1,\"reference\":\"\"},"
+        "{\"reference\":\"2026-05-01T10:00:00Z\",\"error\":\"missing plaintext to encrypt\"},"
+        "{\"ciphertext\":\"vault:v2:eg==\",\"key_version\":2,\"reference\":\"\\ud834\\udd1e\"}]}");
+    f->c.audit.nversions = 0;
+    kms_ctx_note_version(&f->c, 1);
+    kms_ctx_note_version(&f->c, 2);
+    f->c.items = 5;
+    f->c.status = 207;
+}
+
+/* the same batch as the values a handler hands the hook with its text (no tree): the same
+ * lines */
+static void case_batch_mixed_values(struct fx *f)
+{
+    case_batch_mixed_tree(f);
+    json_t *res = json_object_get(f->c.data, "batch_results");
+    size_t n = json_array_size(res);
+    f->c.batch_results = calloc(n, sizeof(*f->c.batch_results));
+    assert_non_null(f->c.batch_results);
+    for (size_t i = 0; i < n; i++) {
+        json_t *o = json_array_get(res, i);
+        struct kms_batch_result *r = &f->c.batch_results[i];
+        json_t *ct = json_object_get(o, "ciphertext");
+        json_t *err = json_object_get(o, "error");
+        json_t *ref = json_object_get(o, "reference");
+        r->ciphertext = json_string_value(ct);
+        r->ciphertext_len = json_string_length(ct);
+        r->key_version = (uint32_t)json_integer_value(json_object_get(o, "key_version"));
+        r->reference = json_string_value(ref);
+        r->reference_len = json_string_length(ref);
+        r->error = json_string_value(err);
+        r->error_len = json_string_length(err);
+    }
+    f->c.nbatch_results = n;
+    f->c.data_json = json_dumps(f->c.data, JSON_COMPACT);
+    f->c.data_json_len = strlen(f->c.data_json);
+    f->keep = f->c.data;
+    f->c.data = NULL;
+}
+
+/* values of a batch whose only item failed with an error that is not UTF-8 (left out) */
+static void case_batch_values_not_utf8(struct fx *f)
+{
+    base(f);
+    json_decref(f->c.params);
+    json_decref(f->c.data);
+    f->c.data = NULL;
+    f->c.params = J("{\"batch_input\":[{\"plaintext\":\"!!\"}]}");
+    f->c.batch_results = calloc(1, sizeof(*f->c.batch_results));
+    assert_non_null(f->c.batch_results);
+    f->c.batch_results[0].reference = "";
+    f->c.batch_results[0].error = "bad \xff";
+    f->c.batch_results[0].error_len = 5;
+    f->c.nbatch_results = 1;
+    f->c.data_json = strdup("{\"batch_results\":[{\"reference\":\"\"}]}");
+    f->c.data_json_len = strlen(f->c.data_json);
+    f->c.audit.nversions = 0;
+    f->c.status = 400;
+}
+
 static const struct {
     const char *name;
     void (*make)(struct fx *f);
@@ -393,6 +472,9 @@ static const struct {
     {"no content", case_no_content},
     {"not utf-8", case_not_utf8},
     {"metadata key twice", case_meta_dup},
+    {"batch mixed, tree", case_batch_mixed_tree},
+    {"batch mixed, values", case_batch_mixed_values},
+    {"batch values, error not utf-8", case_batch_values_not_utf8},
 };
 
 static void free_fx(struct fx *f)
@@ -402,6 +484,9 @@ static void free_fx(struct fx *f)
     json_decref(f->c.raw);
     json_decref(f->c.auth);
     json_decref(f->c.warnings);
+    json_decref(f->keep);
+    free(f->c.data_json);
+    free(f->c.batch_results);
 }
 
 /* C string literal of s */

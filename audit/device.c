@@ -95,12 +95,14 @@ struct kms_audit_dev {
     char hash[KMS_AUDIT_HASH_LEN + 1];
     uint64_t wseq; /* chain head in the file */
     char whash[KMS_AUDIT_HASH_LEN + 1];
-    struct afile *file;   /* under io; NULL after a failed open */
-    struct afile *dirty;  /* writer only: written since the last fdatasync (batch mode) */
-    int64_t last_err_log; /* one error line per second at most (writer only) */
-    int64_t last_trim;    /* malloc_trim after bursts of big lines (under mu) */
-    size_t untrimmed;     /* bytes written since the last trim (under mu) */
-    char hooks[512];      /* KMS_TEST_HOOKS: the hooks directory, "" = none */
+    struct afile *file;            /* under io; NULL after a failed open */
+    struct afile *dirty;           /* writer only: written since the last fdatasync (batch mode) */
+    int64_t last_err_log;          /* one error line per second at most (writer only) */
+    int64_t last_group;            /* when the writer last finished a group (under mu) */
+    size_t untrimmed;              /* bytes written since the last trim (under mu) */
+    struct kms_audit_batch *spare; /* finished batches kept with their buffers (under mu) */
+    size_t nspare;
+    char hooks[512]; /* KMS_TEST_HOOKS: the hooks directory, "" = none */
     /* metrics, updated with relaxed atomics */
     _Atomic uint64_t st_fsyncs;
     _Atomic uint64_t st_fsync_us;
@@ -584,11 +586,72 @@ fail:
 }
 /* ---- the writer -------------------------------------------------------------------------- */
 
+/*
+ * Group buffers are kept for the next groups (SPARE_MAX batches of at most SPARE_CAP bytes):
+ * a fresh buffer per group cost a malloc, a realloc per doubling with its copy, the page
+ * faults of memory the heap had just given back, and for groups of 128 KiB and more an
+ * mremap and a munmap with its TLB shootdown on every core (docs/performance.md, issue 12).
+ * The spares are freed when the writer goes idle (trim_idle).
+ */
+#define SPARE_MAX 2
+#define SPARE_CAP (512 * 1024)
+
 static void batch_free(struct kms_audit_batch *b)
 {
     afile_unref(&b->file);
     kms_audit_buf_free(b->buf, b->cap);
     free(b);
+}
+
+/* With mu held: an empty batch, from the spares when there is one. */
+static struct kms_audit_batch *batch_take(struct kms_audit_dev *d)
+{
+    struct kms_audit_batch *b = d->spare;
+    if (b == NULL) {
+        return calloc(1, sizeof(*b));
+    }
+    d->spare = b->next;
+    d->nspare--;
+    b->next = NULL;
+    return b;
+}
+
+/* A batch is done with: kept as a spare (emptied) or freed. No lock held. */
+static void batch_recycle(struct kms_audit_dev *d, struct kms_audit_batch *b)
+{
+    afile_unref(&b->file);
+    b->len = 0;
+    b->lines = 0;
+    b->last_seq = 0;
+    b->on_written = b->on_synced = NULL;
+    if (b->cap <= SPARE_CAP) {
+        pthread_mutex_lock(&d->mu);
+        if (d->nspare < SPARE_MAX) {
+            b->next = d->spare;
+            d->spare = b;
+            d->nspare++;
+            b = NULL;
+        }
+        pthread_mutex_unlock(&d->mu);
+    }
+    if (b != NULL) {
+        batch_free(b);
+    }
+}
+
+/* With mu held: free the spares (mu is let go meanwhile). */
+static void spares_free(struct kms_audit_dev *d)
+{
+    struct kms_audit_batch *list = d->spare;
+    d->spare = NULL;
+    d->nspare = 0;
+    pthread_mutex_unlock(&d->mu);
+    while (list != NULL) {
+        struct kms_audit_batch *b = list;
+        list = b->next;
+        batch_free(b);
+    }
+    pthread_mutex_lock(&d->mu);
 }
 
 /* Tell a list of waiters (no lock held). */
@@ -609,7 +672,7 @@ static void batch_finish(struct kms_audit_dev *d, struct kms_audit_batch *b, int
     notify(b->on_synced, status, why);
     b->on_written = b->on_synced = NULL;
     atomic_fetch_sub_explicit(&d->st_pending, b->lines, memory_order_relaxed);
-    batch_free(b);
+    batch_recycle(d, b);
 }
 
 /* Log an I/O error, at most once a second (writer only). */
@@ -708,30 +771,31 @@ static void write_group(struct kms_audit_dev *d, struct kms_audit_batch *b)
 }
 
 /*
- * Once a burst of big lines (batches) is over: give the pages that the workers' heaps freed
- * meanwhile (the batches' JSON trees, bodies, lines and blocks) back to the kernel. glibc keeps
- * freed memory in each thread's arena and returns only the top of a heap; after an audited
- * batch load that held the server at ~30 MiB (docs/performance.md, issue 12). The writer calls
- * malloc_trim(0), which releases every free page of every arena, when it runs out of groups
- * after at least TRIM_BYTES of lines since the last trim (and at most once per
- * TRIM_INTERVAL_MS under a steady load, waiting out the rest of the interval when idle), so the
- * trim is off the request path and the last one comes after the burst.
+ * Once a burst of lines is over: give the pages that the workers' heaps freed meanwhile (the
+ * batches' JSON trees, bodies, lines and blocks) back to the kernel. glibc keeps freed memory
+ * in each thread's arena and returns only the top of a heap; after an audited batch load that
+ * held the server at ~30 MiB (docs/performance.md, issue 12). The writer calls
+ * malloc_trim(0), which releases every free page of every arena, and frees its spare group
+ * buffers, once it has had no group for TRIM_IDLE_MS after at least TRIM_BYTES of lines since
+ * the last trim. Only when idle: a trim under a steady load (it ran every 500 ms before) makes
+ * the workers fault the same pages in again.
  */
 #define TRIM_BYTES (256 * 1024)
-#define TRIM_INTERVAL_MS 500
+#define TRIM_IDLE_MS 100
 
-/* With mu held and the queue empty: trim now (0), or wait up to the returned ms first. */
+/* With mu held and the queue empty: trim now (0), wait up to the returned ms first, or -1
+ * (nothing to trim: wait for work). */
 static int64_t trim_idle(struct kms_audit_dev *d)
 {
     if (d->untrimmed < TRIM_BYTES) {
         return -1;
     }
-    int64_t wait = d->last_trim + TRIM_INTERVAL_MS - kms_audit_mono_ms();
+    int64_t wait = d->last_group + TRIM_IDLE_MS - kms_audit_mono_ms();
     if (wait > 0) {
         return wait;
     }
     d->untrimmed = 0;
-    d->last_trim = kms_audit_mono_ms();
+    spares_free(d);
     pthread_mutex_unlock(&d->mu);
     (void)malloc_trim(0);
     pthread_mutex_lock(&d->mu);
@@ -777,7 +841,9 @@ static void *writer_main(void *arg)
         write_group(d, b);
         pthread_mutex_lock(&d->mu);
         d->untrimmed += bytes;
+        d->last_group = kms_audit_mono_ms();
     }
+    spares_free(d);
     pthread_mutex_unlock(&d->mu);
     char why[512];
     if (sync_dirty(d, why, sizeof(why)) != 0) {
@@ -853,6 +919,9 @@ void kms_audit_dev_close(struct kms_audit_dev **dp)
     if (d->ready) {
         save_head(d);
     }
+    pthread_mutex_lock(&d->mu);
+    spares_free(d);
+    pthread_mutex_unlock(&d->mu);
     afile_unref(&d->file);
     pthread_mutex_destroy(&d->mu);
     pthread_mutex_destroy(&d->io);
@@ -931,7 +1000,7 @@ int kms_audit_dev_submit(struct kms_audit_dev *d, const char *body, size_t len,
     }
     b = d->qtail;
     if (b == NULL || d->o.fsync == KMS_AUDIT_FSYNC_ALWAYS) {
-        b = calloc(1, sizeof(*b));
+        b = batch_take(d);
         if (b == NULL) {
             snprintf(why, whylen, "out of memory");
             goto out;
@@ -989,8 +1058,15 @@ int kms_audit_dev_submit(struct kms_audit_dev *d, const char *body, size_t len,
     rc = 0;
 out:
     if (fresh) {
-        kms_audit_buf_free(b->buf, b->cap);
-        free(b);
+        /* unused: back to the spares (mu is held) */
+        if (d->nspare < SPARE_MAX) {
+            b->len = 0;
+            b->next = d->spare;
+            d->spare = b;
+            d->nspare++;
+        } else {
+            batch_free(b);
+        }
     }
     pthread_mutex_unlock(&d->mu);
     kms_hash_stream_destroy(&hs);

@@ -12,13 +12,18 @@ the batch contains).
 - a response group that fails after a change was committed: 500, the change stays, the log
   ends in the durable request line;
 - audit_timeout: a request parked longer fails 500, and a change that was waiting for its
-  request line never happens.
+  request line never happens;
+- a parked connection keeps reading: a client that closes it is seen while the fsync is still
+  held (its change, waiting for its request line, is abandoned and never happens), and
+  requests pipelined behind a parked one (more than the 64 KiB a parked connection buffers)
+  are answered after it, in order.
 """
 
 import http.client
 import json
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -265,6 +270,112 @@ class FailureTest(HookedServer):
         self.assertEqual(lines[-1]["type"], "request")
         self.assertEqual(lines[-1]["op"], "rotate")
         self.assertEqual(self.read_key(name)["latest_version"], version + 1)
+        self.verify()
+
+
+def http_bytes(method, path, body, token):
+    data = json.dumps(body).encode()
+    head = ("%s /v1/%s HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Vault-Token: %s\r\n"
+            "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+            % (method, path, token, len(data)))
+    return head.encode() + data
+
+
+def read_response(f):
+    """One HTTP/1.1 response from the file object f: (status, body)."""
+    status = f.readline()
+    if not status:
+        raise AssertionError("connection closed before a response")
+    code = int(status.split()[1])
+    length = None
+    while True:
+        line = f.readline()
+        if line in (b"\r\n", b""):
+            break
+        k, _, v = line.decode().partition(":")
+        if k.strip().lower() == "content-length":
+            length = int(v.strip())
+    return code, f.read(length or 0)
+
+
+class ParkedConnectionTest(HookedServer):
+    extra_config = {"audit_timeout": 120}  # no request here is ended by the timeout
+
+    def codes(self, code):
+        """kmsd_requests_total of every route for one status code."""
+        r = self.req("GET", "sys/metrics?format=prometheus")
+        self.assertEqual(r.status, 200, r.describe())
+        n = 0
+        for line in r.body.decode().splitlines():
+            if line.startswith("kmsd_requests_total{") and 'code="%d"' % code in line:
+                n += int(float(line.split()[1]))
+        return n
+
+    def hold_writer(self):
+        """The writer held in an fsync; returns the held request's thread and results."""
+        name, _ = self.create_key()
+        self.hook("hold")
+        first, first_res = self.send_all([("POST", "transit/encrypt/" + name,
+                                           {"plaintext": b64("first")})])
+        self.wait_held()
+        return name, first, first_res
+
+    def test_client_closing_a_parked_connection_is_abandoned(self):
+        _, first, first_res = self.hold_writer()
+        fails = self.codes(500)
+        fresh = self.uniq("gone")
+        s = socket.create_connection(("127.0.0.1", self.server.port), timeout=30)
+        try:
+            # a create waits for its request line to be durable: parked behind the held fsync
+            s.sendall(http_bytes("POST", "transit/keys/" + fresh, {}, self.server.token))
+            self.wait_pending(1 + 1)  # the held response line, the create's request line
+        finally:
+            s.close()
+        # seen while the fsync is still held: the request is abandoned (counted as a 500)
+        wait_for(lambda: self.codes(500) > fails, 30,
+                 lambda: "the closed connection's request to be abandoned")
+        self.assertEqual(first_res, [])  # the fsync is still held
+        r = self.req("GET", "sys/health", token=None)
+        self.assertEqual(r.status, 200, r.describe())
+        self.unhook("hold")
+        for t in first:
+            t.join()
+        self.assertEqual(first_res[0][1], 200, first_res)
+        self.wait_drained()
+        r = self.req("GET", "transit/keys/" + fresh)
+        self.assertEqual(r.status, 404, r.describe())  # its handler never ran
+        self.verify()
+
+    def test_requests_pipelined_behind_a_parked_one_answer_in_order(self):
+        name, first, first_res = self.hold_writer()
+        # 2 x 40 KiB of plaintext: more than the 64 KiB a parked connection buffers
+        plains = [b"one", b"two", os.urandom(40 * 1024), os.urandom(40 * 1024), b"five"]
+        data = b"".join(http_bytes("POST", "transit/encrypt/" + name, {"plaintext": b64(p)},
+                                   self.server.token) for p in plains)
+        self.assertGreater(len(data), 64 * 1024)
+        s = socket.create_connection(("127.0.0.1", self.server.port), timeout=60)
+        try:
+            s.sendall(data)
+            # the first is parked with both its lines queued; the rest wait unparsed
+            self.wait_pending(1 + 2)
+            s.setblocking(False)
+            with self.assertRaises(BlockingIOError):
+                s.recv(1)  # nothing answered before its record is durable
+            s.setblocking(True)
+            self.unhook("hold")
+            f = s.makefile("rb")
+            answers = [read_response(f) for _ in plains]
+            f.close()
+        finally:
+            s.close()
+        for t in first:
+            t.join()
+        self.assertEqual(first_res[0][1], 200, first_res)
+        for (status, body), p in zip(answers, plains):
+            self.assertEqual(status, 200, body[:300])
+            ct = json.loads(body)["data"]["ciphertext"]
+            self.assertEqual(self.decrypt(name, ct), p)
+        self.wait_drained()
         self.verify()
 
 

@@ -22,6 +22,7 @@
 #include <libpq-fe.h>
 #include <lmdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -588,6 +589,209 @@ static void test_two_read_txns(void **state)
     assert_int_equal(kms_storage_txn_commit(&a), 0);
     kms_storage_txn_abort(&b);
     assert_int_equal(get_check(f->st, KMS_DB_KEYS, "k", "v2"), 0);
+}
+
+/*
+ * Ended read transactions are kept and renewed (LMDB: mdb_txn_reset into a pool, then
+ * mdb_txn_renew): a read transaction begun after a commit sees it, whether the previous one
+ * was ended by abort or by commit, and a kept one never shows an older snapshot.
+ */
+static void test_read_txn_reuse_sees_commits(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_txn *r = NULL;
+    uint8_t *val = NULL;
+    size_t len = 0;
+    char v[16];
+
+    put_str(f->st, KMS_DB_KEYS, "k", "v0");
+    for (int i = 1; i <= 20; i++) {
+        assert_int_equal(kms_storage_txn_begin(f->st, false, &r), 0);
+        assert_int_equal(kms_storage_get(r, KMS_DB_KEYS, "k", 1, &val, &len), 0);
+        snprintf(v, sizeof v, "v%d", i - 1);
+        assert_int_equal(len, strlen(v));
+        assert_memory_equal(val, v, len);
+        kms_free_wipe((void **)&val, len);
+        /* alternate the two ways a read transaction ends */
+        if (i % 2 == 0)
+            assert_int_equal(kms_storage_txn_commit(&r), 0);
+        else
+            kms_storage_txn_abort(&r);
+        assert_null(r);
+        snprintf(v, sizeof v, "v%d", i);
+        put_str(f->st, KMS_DB_KEYS, "k", v);
+    }
+    /* a record deleted after the last read is gone for the next one */
+    struct kms_txn *w = NULL;
+    assert_int_equal(kms_storage_txn_begin(f->st, true, &w), 0);
+    assert_int_equal(kms_storage_del(w, KMS_DB_KEYS, "k", 1), 0);
+    assert_int_equal(kms_storage_txn_commit(&w), 0);
+    assert_int_equal(get_check(f->st, KMS_DB_KEYS, "k", NULL), KMS_STORAGE_NOTFOUND);
+}
+
+/* More read transactions open at once than the backend keeps (LMDB keeps 64): every one
+ * works, and after they all ended the next ones see a later commit. */
+static void test_many_read_txns(void **state)
+{
+    struct fixture *f = *state;
+    enum { N = 80 };
+    struct kms_txn *r[N] = {0};
+
+    put_str(f->st, KMS_DB_KEYS, "k", "a");
+    for (int round = 0; round < 2; round++) {
+        const char *want = round == 0 ? "a" : "b";
+        for (int i = 0; i < N; i++)
+            assert_int_equal(kms_storage_txn_begin(f->st, false, &r[i]), 0);
+        for (int i = 0; i < N; i++) {
+            uint8_t *val = NULL;
+            size_t len = 0;
+            assert_int_equal(kms_storage_get(r[i], KMS_DB_KEYS, "k", 1, &val, &len), 0);
+            assert_int_equal(len, 1);
+            assert_memory_equal(val, want, 1);
+            kms_free_wipe((void **)&val, len);
+            kms_storage_txn_abort(&r[i]);
+        }
+        put_str(f->st, KMS_DB_KEYS, "k", "b");
+    }
+}
+
+/* Readers on several threads while a writer counts up: a reader's next transaction never
+ * sees an older count than its last one, and once the writer is done every reader sees the
+ * final count. */
+struct counter_reader {
+    struct kms_storage *st;
+    atomic_int *writer_done;
+    int final_seen;
+    int rc; /* 0 ok, else what went wrong */
+};
+
+static int read_count(struct kms_storage *st, int *out)
+{
+    struct kms_txn *r = NULL;
+    uint8_t *val = NULL;
+    size_t len = 0;
+    char buf[16];
+    int g;
+
+    if (kms_storage_txn_begin(st, false, &r) != 0)
+        return -1;
+    g = kms_storage_get(r, KMS_DB_META, "count", 5, &val, &len);
+    kms_storage_txn_abort(&r);
+    if (g != 0 || len == 0 || len >= sizeof buf) {
+        kms_free_wipe((void **)&val, len);
+        return -1;
+    }
+    memcpy(buf, val, len);
+    buf[len] = '\0';
+    kms_free_wipe((void **)&val, len);
+    *out = (int)strtol(buf, NULL, 10);
+    return 0;
+}
+
+static void *count_reader(void *p)
+{
+    struct counter_reader *c = p;
+    int last = -1, n = 0;
+
+    for (;;) {
+        bool done = atomic_load(c->writer_done) != 0;
+        if (read_count(c->st, &n) != 0) {
+            c->rc = 1;
+            return NULL;
+        }
+        if (n < last) {
+            c->rc = 2; /* an older snapshot after a newer one */
+            return NULL;
+        }
+        last = n;
+        if (done)
+            break;
+    }
+    c->final_seen = last;
+    return NULL;
+}
+
+static void test_readers_and_writer(void **state)
+{
+    struct fixture *f = *state;
+    enum { READERS = 4, WRITES = 300 };
+    struct counter_reader c[READERS];
+    pthread_t th[READERS];
+    atomic_int done = 0;
+    char v[16];
+
+    put_str(f->st, KMS_DB_META, "count", "0");
+    for (int i = 0; i < READERS; i++) {
+        c[i] = (struct counter_reader){.st = f->st, .writer_done = &done};
+        assert_int_equal(pthread_create(&th[i], NULL, count_reader, &c[i]), 0);
+    }
+    for (int i = 1; i <= WRITES; i++) {
+        snprintf(v, sizeof v, "%d", i);
+        put_str(f->st, KMS_DB_META, "count", v);
+    }
+    atomic_store(&done, 1);
+    for (int i = 0; i < READERS; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_int_equal(c[i].rc, 0);
+        assert_int_equal(c[i].final_seen, WRITES);
+    }
+}
+
+/* Overwrite a 64 KiB value; 0 when committed, -1 when the map was full. */
+static int churn_once(struct kms_storage *st, const uint8_t *big, size_t n)
+{
+    struct kms_txn *w = NULL;
+
+    assert_int_equal(kms_storage_txn_begin(st, true, &w), 0);
+    if (kms_storage_put(w, KMS_DB_KEYS, "big", 3, big, n) != 0) {
+        kms_storage_txn_abort(&w);
+        return -1;
+    }
+    return kms_storage_txn_commit(&w);
+}
+
+/*
+ * A kept (reset) read transaction holds no snapshot: LMDB cannot reuse the pages a commit
+ * frees while a reader older than that commit is open, so a value overwritten over and over
+ * fills a small map while a reader is held open, and never does when every reader ends
+ * (and is kept for renewal) between the writes.
+ */
+static void test_kept_read_txn_holds_no_snapshot(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_storage_opts opts = {.nosync = true, .create = true, .map_size = (size_t)2 << 20};
+    const size_t n = (size_t)64 << 10;
+    uint8_t *big = calloc(1, n);
+    struct kms_txn *held = NULL;
+    int i, rc = 0;
+
+    assert_non_null(big);
+    kms_storage_close(&f->st);
+    nftw(f->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    f->st = open_store(f, &opts);
+    assert_int_equal(churn_once(f->st, big, n), 0);
+
+    /* the check can fail: with a reader held open the map fills */
+    assert_int_equal(kms_storage_txn_begin(f->st, false, &held), 0);
+    assert_int_equal(get_check(f->st, KMS_DB_KEYS, "big", NULL), 0);
+    for (i = 0; i < 200 && rc == 0; i++) {
+        big[0] = (uint8_t)i;
+        rc = churn_once(f->st, big, n);
+    }
+    assert_int_equal(rc, -1);
+    kms_storage_txn_abort(&held);
+
+    /* a reader that ended (its transaction kept for renewal), then more writes than filled
+     * the map above: the kept transaction pins nothing */
+    int filled_after = i;
+    for (int round = 0; round < 4; round++) {
+        assert_int_equal(get_check(f->st, KMS_DB_KEYS, "big", NULL), 0);
+        for (i = 0; i < 2 * filled_after; i++) {
+            big[0] = (uint8_t)i;
+            assert_int_equal(churn_once(f->st, big, n), 0);
+        }
+    }
+    free(big);
 }
 
 /* ---- tamper detection -------------------------------------------------------------------- */
@@ -1631,6 +1835,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_durable_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_seal_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_read_txns, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_txn_reuse_sees_commits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_read_txns, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_readers_and_writer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tamper_flipped_byte, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tamper_moved_value, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tamper_fails_scan, setup, teardown),
@@ -1647,6 +1854,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_modes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_full, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kept_read_txn_holds_no_snapshot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seal_key_file_modes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seal_key_encodings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leader_unsupported, setup, teardown),

@@ -19,7 +19,9 @@
  * in insertion order, so this is O(1)), else the oldest of the first other stripe whose lock
  * is free (trylock, so two inserters never wait on each other), else it is not cached.
  * kms_keycache_set_max changes the bound in place (cache-config), so a cache is never freed
- * while requests may hold it.
+ * while requests may hold it. An entry evicted from the inserting key's own stripe is wiped and
+ * reused for the new key (no free and allocation per miss once the cache is full; a free of
+ * secure-heap memory takes OpenSSL's global secure-heap lock).
  *
  * Staleness: every write to a key invalidates its entry and advances a global sequence
  * number. A reader takes the sequence before it reads storage and may only insert what it
@@ -31,6 +33,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,6 +49,7 @@ struct entry {
     uint64_t h;
     char *key;
     size_t keylen;
+    size_t keycap; /* bytes allocated at key */
     bool has_policy;
     struct kms_key_policy policy;
     size_t nversions;
@@ -127,8 +131,8 @@ int kms_keycache_create(size_t max_entries, struct kms_keycache **out)
     return 0;
 }
 
-/* Unlink e from its bucket and the insertion order, and free it (lock held). */
-static void remove_entry(struct kms_keycache *kc, struct stripe *s, struct entry *e)
+/* Unlink e from its bucket and the insertion order (lock held); the caller frees or reuses it. */
+static void unlink_entry(struct kms_keycache *kc, struct stripe *s, struct entry *e)
 {
     struct entry **pp = &s->buckets[e->h & (s->nbuckets - 1)];
     while (*pp != e) {
@@ -145,9 +149,15 @@ static void remove_entry(struct kms_keycache *kc, struct stripe *s, struct entry
     } else {
         s->newest = e->older;
     }
-    entry_free(e);
     s->n--;
     atomic_fetch_sub(&kc->count, 1);
+}
+
+/* Unlink e and free it (lock held). */
+static void remove_entry(struct kms_keycache *kc, struct stripe *s, struct entry *e)
+{
+    unlink_entry(kc, s, e);
+    entry_free(e);
 }
 
 void kms_keycache_clear(struct kms_keycache *kc)
@@ -205,11 +215,27 @@ static bool evict_oldest(struct kms_keycache *kc, struct stripe *s)
 }
 
 /* Room for one more key (s's lock held): evict from s, else from another stripe whose lock
- * is free. False when the cache is full and nothing could be evicted. */
-static bool make_room(struct kms_keycache *kc, struct stripe *s)
+ * is free. False when the cache is full and nothing could be evicted. An entry evicted from s
+ * comes back in *reuse, unlinked and wiped but for its key buffer, for the new key to take. */
+static bool make_room(struct kms_keycache *kc, struct stripe *s, struct entry **reuse)
 {
     size_t max = atomic_load(&kc->max_total);
-    if (max == 0 || atomic_load(&kc->count) < max || evict_oldest(kc, s)) {
+    *reuse = NULL;
+    if (max == 0 || atomic_load(&kc->count) < max) {
+        return true;
+    }
+    if (s->oldest != NULL) {
+        struct entry *e = s->oldest;
+        unlink_entry(kc, s, e);
+        char *kbuf = e->key;
+        size_t kcap = e->keycap;
+        kms_memzero(kbuf, e->keylen);
+        /* slots at and past nversions were never written since the entry was zeroed */
+        kms_memzero(e->versions, e->nversions * sizeof(e->versions[0]));
+        kms_memzero(e, offsetof(struct entry, versions));
+        e->key = kbuf;
+        e->keycap = kcap;
+        *reuse = e;
         return true;
     }
     size_t start = atomic_fetch_add(&kc->cursor, 1);
@@ -257,13 +283,23 @@ static struct entry *find_or_add(struct kms_keycache *kc, struct stripe *s, uint
     if (e != NULL) {
         return e;
     }
-    if (!make_room(kc, s)) {
+    if (!make_room(kc, s, &e)) {
         return NULL;
     }
-    e = kms_secmem_alloc(sizeof(*e)); /* holds unwrapped key material */
-    if (e == NULL || (e->key = malloc(n)) == NULL) {
-        kms_secmem_free(e, sizeof(*e));
+    if (e != NULL && e->keycap < n) {
+        free(e->key);
+        e->key = NULL;
+        e->keycap = 0;
+    }
+    if (e == NULL && (e = kms_secmem_alloc(sizeof(*e))) == NULL) { /* holds key material */
         return NULL;
+    }
+    if (e->key == NULL) {
+        if ((e->key = malloc(n)) == NULL) {
+            kms_secmem_free(e, sizeof(*e));
+            return NULL;
+        }
+        e->keycap = n;
     }
     memcpy(e->key, key, n);
     e->keylen = n;

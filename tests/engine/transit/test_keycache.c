@@ -2,7 +2,8 @@
  * test_keycache.c - engine/transit/keycache.c alone: the bound is exact at any size, a hit
  * returns the value stored under that key (never another key's, whatever the hash spread),
  * the striped tables grow past their initial size without losing entries, invalidation and
- * the sequence rule, and a bound changed in place.
+ * the sequence rule, a bound changed in place, and entries reused after an eviction starting
+ * empty.
  */
 #include "tests/engine/transit/transit_util.h"
 #include "engine/transit/transit_int.h"
@@ -109,12 +110,78 @@ static void test_stale_sequence_is_not_inserted(void **state)
     kms_keycache_destroy(&kc);
 }
 
+/*
+ * Once the cache is full, a new key takes over the entry it evicts (when that entry is in the
+ * key's own stripe): it must start empty. Even keys get only a policy, odd keys only versions
+ * (six of them, so the four-slot ring wraps), names of three lengths so that a longer name
+ * lands on a shorter name's entry; every hit must be the key's own and nothing else.
+ */
+static void odd_even_key(char *out, size_t n, size_t i)
+{
+    snprintf(out, n, "nsid0001/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0/k%07zu%.*s", i, (int)(i % 3),
+             "xyz");
+}
+
+static void test_reused_entries_start_empty(void **state)
+{
+    (void)state;
+    struct kms_keycache *kc = NULL;
+    char k[128];
+    struct kms_key_policy p, gp;
+    struct kms_key_version v, gv;
+    assert_int_equal(kms_keycache_create(300, &kc), 0);
+    for (size_t i = 0; i < 30000; i++) {
+        odd_even_key(k, sizeof(k), i);
+        if (i % 2 == 0) {
+            memset(&p, 0, sizeof(p));
+            p.latest_version = (uint32_t)i + 1;
+            kms_keycache_put_policy(kc, k, &p, kms_keycache_seq(kc));
+        } else {
+            for (uint32_t ver = 1; ver <= 6; ver++) {
+                memset(&v, 0, sizeof(v));
+                v.version = ver;
+                v.key_len = 32;
+                memcpy(v.key, &i, sizeof(i));
+                v.key[31] = (uint8_t)ver;
+                kms_keycache_put_version(kc, k, &v, kms_keycache_seq(kc));
+            }
+        }
+        assert_true(kms_keycache_count(kc) <= 300);
+    }
+    size_t hits = 0;
+    for (size_t i = 0; i < 30000; i++) {
+        odd_even_key(k, sizeof(k), i);
+        bool hp = kms_keycache_get_policy(kc, k, &gp);
+        bool hv = false;
+        for (uint32_t ver = 1; ver <= 6; ver++) {
+            if (!kms_keycache_get_version(kc, k, ver, &gv)) {
+                continue;
+            }
+            hv = true;
+            assert_true(i % 2 == 1);
+            assert_true(ver >= 3); /* versions 1 and 2 left the four-slot ring */
+            size_t got;
+            memcpy(&got, gv.key, sizeof(got));
+            assert_int_equal(got, i);
+            assert_int_equal(gv.key[31], ver);
+        }
+        if (hp) {
+            assert_true(i % 2 == 0);
+            assert_int_equal(gp.latest_version, i + 1);
+        }
+        hits += hp || hv;
+    }
+    assert_int_equal(hits, 300);
+    kms_keycache_destroy(&kc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bound_is_exact),
         cmocka_unit_test(test_tables_grow_past_their_initial_size),
         cmocka_unit_test(test_stale_sequence_is_not_inserted),
+        cmocka_unit_test(test_reused_entries_start_empty),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

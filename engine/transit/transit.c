@@ -952,13 +952,63 @@ static int vcache_txn(struct kms_ctx *c, struct vcache *vc)
     return 0;
 }
 
+/*
+ * The policy encrypt's existence check read from storage on a key-cache miss, kept on the
+ * thread for the handler that runs right after it: read_policy takes it instead of reading
+ * and unsealing the same record again, and puts it in the cache. It is taken only while the
+ * cache's sequence has not moved since before that read (no write to any key in between: the
+ * rule the cache itself inserts under), and only once. The existence check does not put it in
+ * the cache itself, so the cache's hit and miss counts stay one lookup per request and key.
+ */
+struct policy_stash {
+    struct kms_keycache *kc; /* NULL: empty (a new cache never reuses an old one's sequences) */
+    uint64_t seq;
+    char key[KEYREC_MAX];
+    struct kms_key_policy p;
+};
+static _Thread_local struct policy_stash stash;
+
+static void stash_policy(struct kms_keycache *kc, uint64_t seq, const char *key,
+                         const struct kms_key_policy *p)
+{
+    size_t n = strlen(key);
+    if (n >= sizeof(stash.key)) {
+        return;
+    }
+    memcpy(stash.key, key, n + 1);
+    stash.p = *p;
+    stash.seq = seq;
+    stash.kc = kc;
+}
+
+/* The stashed policy of key, if it is still current; *seq: the sequence it was read under. */
+static bool take_stashed_policy(struct kms_keycache *kc, const char *key, struct kms_key_policy *p,
+                                uint64_t *seq)
+{
+    if (stash.kc != kc || kc == NULL) {
+        return false;
+    }
+    stash.kc = NULL;
+    if (kms_keycache_seq(kc) != stash.seq || strcmp(stash.key, key) != 0) {
+        return false;
+    }
+    *p = stash.p;
+    *seq = stash.seq;
+    return true;
+}
+
 /* Policy through the key cache; 0, KMS_STORAGE_NOTFOUND or -1 (no error set). */
 static int read_policy(struct kms_ctx *c, struct vcache *vc, const char *name,
                        struct kms_key_policy *p)
 {
     char key[KEYREC_MAX];
     struct kms_keycache *kc = transit_kc(c);
+    uint64_t seq = 0;
     policy_key(&c->mount, name, key);
+    if (take_stashed_policy(kc, key, p, &seq)) {
+        kms_keycache_put_policy(kc, key, p, seq);
+        return 0;
+    }
     if (kms_keycache_get_policy(kc, key, p)) {
         return 0;
     }
@@ -1179,16 +1229,21 @@ static int encrypt_exists(struct kms_ctx *c)
     struct kms_txn *txn = NULL;
     struct kms_key_policy p;
     char key[KEYREC_MAX];
+    struct kms_keycache *kc = transit_kc(c);
     /* a cached policy is a key that exists (deletes drop it from the cache on commit) */
     policy_key(&c->mount, kms_cap(c, "name"), key);
-    if (kms_keycache_get_policy(transit_kc(c), key, &p)) {
+    if (kms_keycache_get_policy(kc, key, &p)) {
         return 1;
     }
+    uint64_t seq = kms_keycache_seq(kc); /* before the read, for the stash */
     if (kms_storage_txn_begin(kms_api_storage(c->api), false, &txn) != 0) {
         return -1;
     }
     int g = load_policy(&c->mount, txn, kms_cap(c, "name"), &p);
     kms_storage_txn_abort(&txn);
+    if (g == 0) {
+        stash_policy(kc, seq, key, &p);
+    }
     return g == 0 ? 1 : g == KMS_STORAGE_NOTFOUND ? 0 : -1;
 }
 

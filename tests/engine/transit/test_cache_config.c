@@ -127,14 +127,18 @@ static void test_size_bounds_the_cache(void **state)
     assert_true(own <= 10 * per_request);
 
     /* a larger size holds them all again */
+    /* (the lookups of the pass itself: a request that misses makes fewer than one that hits,
+     * its read of the policy for the existence check is handed on to the handler) */
     json_decref(tt_req(t, 200, "POST", "/v1/transit/cache-config", "{\"size\":100}"));
     (void)pass(t, &n);
-    assert_int_equal(pass(t, &n), n);
+    uint64_t all = pass(t, &n);
+    assert_int_equal(all, n);
 
     /* and 0 goes back to the shared cache */
     json_decref(tt_req(t, 200, "POST", "/v1/transit/cache-config", "{\"size\":0}"));
     (void)pass(t, &n);
-    assert_int_equal(pass(t, &n), n);
+    all = pass(t, &n);
+    assert_int_equal(all, n);
 }
 
 /* A key written while the mount used one cache is never read stale from the other. */

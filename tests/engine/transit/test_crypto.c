@@ -689,6 +689,42 @@ static void test_keycache_sees_writes(void **state)
     free(v2);
 }
 
+/*
+ * On a key-cache miss, encrypt's existence check reads the policy and hands it on (on its
+ * thread) to the handler that runs next. A write between the two must make it unusable: here
+ * the check runs for a request the ACL then refuses, the key's config changes, and a decrypt
+ * (which has no existence check of its own) must see the new config.
+ */
+static void test_existence_check_read_is_not_reused_after_a_write(void **state)
+{
+    struct kt *t = *state;
+    char tok[KMS_TOKEN_MAX_LEN];
+    json_t *b = NULL;
+    tt_create(t, "ex", NULL);
+    char *v1 = tt_encrypt(t, "ex", "YQ==", NULL);
+    json_decref(tt_req(t, 200, "POST", "/v1/transit/keys/ex/rotate", NULL)); /* not cached now */
+    token_with(t, "\\\"read\\\"", tok, sizeof(tok));
+    assert_int_equal(
+        kt_call(t, "POST", "/v1/transit/encrypt/ex", tok, NULL, "{\"plaintext\":\"YQ==\"}", &b),
+        403);
+    json_decref(b);
+    json_decref(
+        tt_req(t, 200, "POST", "/v1/transit/keys/ex/config", "{\"min_decryption_version\":2}"));
+    tt_decrypt_fails(t, "ex", v1, NULL, 400,
+                     "ciphertext or signature version is disallowed by policy (too old)");
+    /* and with no write in between, a refused check changes nothing either */
+    json_decref(tt_req(t, 200, "POST", "/v1/transit/keys/ex/rotate", NULL));
+    assert_int_equal(
+        kt_call(t, "POST", "/v1/transit/encrypt/ex", tok, NULL, "{\"plaintext\":\"YQ==\"}", &b),
+        403);
+    json_decref(b);
+    char *v3 = tt_encrypt(t, "ex", "Yg==", NULL);
+    assert_true(strncmp(v3, "vault:v3:", 9) == 0);
+    tt_decrypt_is(t, "ex", v3, NULL, "Yg==");
+    free(v1);
+    free(v3);
+}
+
 static void test_keycache_eviction(void **state)
 {
     struct kt *t = *state;
@@ -772,6 +808,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_upsert, kt_setup, kt_teardown),
         cmocka_unit_test_setup_teardown(test_upsert_needs_create_capability, kt_setup, kt_teardown),
         cmocka_unit_test_setup_teardown(test_keycache_sees_writes, kt_setup, kt_teardown),
+        cmocka_unit_test_setup_teardown(test_existence_check_read_is_not_reused_after_a_write,
+                                        kt_setup, kt_teardown),
         cmocka_unit_test_setup_teardown(test_keycache_eviction, kt_setup, kt_teardown),
         cmocka_unit_test_setup_teardown(test_many_versions_in_one_batch, kt_setup, kt_teardown),
     };

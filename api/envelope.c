@@ -196,7 +196,7 @@ void kms_render(struct kms_ctx *c, int rc, struct kms_http_resp *resp)
     }
     /* the envelope's fixed fields around the data, written straight into the body */
     struct kms_jw w = {NULL, 0, 0, false};
-    (void)kms_jw_reserve(&w, 256);
+    (void)kms_jw_reserve(&w, 256 + c->data_json_len); /* no growth copies for a batch */
     kms_jw_raw(&w, LIT("{\"request_id\":\""));
     kms_jw_raw(&w, rid, strlen(rid));
     kms_jw_raw(&w, LIT("\",\"lease_id\":\"\",\"renewable\":false,\"lease_duration\":0,\"data\":"));

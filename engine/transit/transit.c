@@ -1392,9 +1392,10 @@ static bool encrypt_results_text(struct kms_ctx *c, const struct item *items, si
         const char *err = NULL;
         size_t el = 0;
         if (it->kind == ITEM_OK) {
-            kms_jw_raw(&w, "\"ciphertext\":", 13);
-            kms_jw_str(&w, it->out, it->out_len);
-            kms_jw_raw(&w, ",\"key_version\":", 15);
+            /* "vault:vN:" and base64: nothing to escape */
+            kms_jw_raw(&w, "\"ciphertext\":\"", 14);
+            kms_jw_raw(&w, it->out, it->out_len);
+            kms_jw_raw(&w, "\",\"key_version\":", 16);
             kms_jw_uint(&w, it->out_version);
             kms_jw_raw(&w, ",\"reference\":", 13);
             kms_jw_str(&w, it->reference, rl);
@@ -1440,8 +1441,8 @@ static bool encrypt_results_text(struct kms_ctx *c, const struct item *items, si
 
 /*
  * The data of a successful single encrypt as JSON text, byte-identical to the envelope's
- * rendering of {"ciphertext":…,"key_version":N}; like encrypt_results_text, only for requests
- * that are not audited. false when not used.
+ * rendering of {"ciphertext":…,"key_version":N}; only for requests that are not audited (the
+ * hook writes a single encrypt's response line from the tree). false when not used.
  */
 static bool encrypt_result_text(struct kms_ctx *c, const struct item *it)
 {

@@ -215,12 +215,75 @@ int kms_audit_hash_input(struct kms_audit *a, const char *name, const char *inpu
     return KMS_STORAGE_NOTFOUND;
 }
 
+/* ---- the block buffer kept per thread ---------------------------------------------------- */
+
+/*
+ * A record's blocks (auth and request, per device) are written once and copied into both of
+ * its lines; a 1000-item batch's request block is ~100 KB, a mapped buffer (line.c). One such
+ * buffer is kept per thread, up to BLOCK_KEEP, and handed to the next record created on that
+ * thread, so a batch load does not map, fault in and unmap (a TLB shootdown on every core the
+ * process runs on) one per record. It holds what the blocks hold: no secret in clear.
+ */
+#define BLOCK_KEEP (512 * 1024)
+
+static pthread_key_t block_key;
+static pthread_once_t block_once = PTHREAD_ONCE_INIT;
+
+static void block_key_free(void *p)
+{
+    struct kms_audit_sbuf *b = p;
+    kms_audit_sb_free(b);
+    free(b);
+}
+
+static void block_key_init(void)
+{
+    (void)pthread_key_create(&block_key, block_key_free);
+}
+
+/* The thread's kept buffer moved into the empty blk, when it keeps one. */
+static void block_take(struct kms_audit_sbuf *blk)
+{
+    pthread_once(&block_once, block_key_init);
+    struct kms_audit_sbuf *k = pthread_getspecific(block_key);
+    if (k != NULL && k->p != NULL && blk->p == NULL) {
+        *blk = *k;
+        blk->len = 0;
+        blk->p[0] = '\0';
+        memset(k, 0, sizeof(*k));
+    }
+}
+
+/* blk kept for the thread when it is mapped, at most BLOCK_KEEP and the thread keeps none;
+ * else freed. */
+static void block_give(struct kms_audit_sbuf *blk)
+{
+    if (blk->cap >= KMS_AUDIT_BUF_MAP && blk->cap <= BLOCK_KEEP) {
+        pthread_once(&block_once, block_key_init);
+        struct kms_audit_sbuf *k = pthread_getspecific(block_key);
+        if (k == NULL) {
+            k = calloc(1, sizeof(*k));
+            if (k != NULL && pthread_setspecific(block_key, k) != 0) {
+                free(k);
+                k = NULL;
+            }
+        }
+        if (k != NULL && k->p == NULL) {
+            *k = *blk;
+            k->len = 0;
+            memset(blk, 0, sizeof(*blk));
+            return;
+        }
+    }
+    kms_audit_sb_free(blk);
+}
+
 /* ---- records ----------------------------------------------------------------------------- */
 
 static void rec_free(struct kms_audit_rec *r)
 {
     for (size_t i = 0; i < KMS_AUDIT_MAX_DEVICES; i++) {
-        kms_audit_sb_free(&r->blocks[i]);
+        block_give(&r->blocks[i]);
     }
     pthread_mutex_destroy(&r->mu);
     free(r);
@@ -241,6 +304,7 @@ int kms_audit_rec_create_w(struct kms_audit *a, kms_audit_write_fn blocks, void 
     r->refs = 1;
     for (size_t i = 0; a != NULL && i < a->n; i++) {
         struct kms_audit_dev *d = a->devs[i];
+        block_take(&r->blocks[i]);
         if (write_blocks(kms_audit_dev_opts(d), kms_audit_dev_hkey(d), blocks, arg,
                          &r->blocks[i]) != 0) {
             rec_free(r);

@@ -3,7 +3,10 @@
  * same bytes as the tree rendering (json_dumps, compact, in order: the envelope's writer is
  * byte-identical to it), with items that succeeded and items that failed; an audited batch
  * hands the hook the values too, and its response line's data is the body's data with every
- * string HMAC'd as the tree form wrote it (RFC 3339 times in clear), same key order. A single
+ * string HMAC'd as the tree form wrote it (RFC 3339 times in clear), same key order: bad
+ * base64, missing plaintexts and ciphertexts, versions above the latest or below
+ * min_encryption_version/min_decryption_version, 1000 items, rewrap; batches refused as a whole
+ * (empty, wrong types) keep their error body and a line without data. A single
  * encrypt's data is written as text the same way (unaudited) and is the same bytes as the
  * tree rendering too.
  */
@@ -187,8 +190,8 @@ static json_t *hashed(struct kt *t, const json_t *v)
  * body's data with every string HMAC'd, in the same key order (what the hook wrote from the
  * tree before the handler handed it values), whatever mix of items succeeded or failed.
  */
-static void check_audited_lines(struct kt *t, const char *target, const char *body_in,
-                                int want_status, size_t want_items)
+static size_t check_audited_lines(struct kt *t, const char *target, const char *body_in,
+                                  int want_status, size_t want_items)
 {
     int st;
     char *body = raw(t, "POST", target, body_in, &st);
@@ -212,10 +215,47 @@ static void check_audited_lines(struct kt *t, const char *target, const char *bo
     assert_int_equal(json_integer_value(json_object_get(line, "status")), want_status);
     free(gt);
     free(wt);
+    size_t failed = 0;
+    for (size_t k = 0; k < want_items; k++) {
+        failed += json_object_get(json_array_get(json_object_get(data, "batch_results"), k),
+                                  "error") != NULL;
+    }
     json_decref(want);
     json_decref(line);
     json_decref(doc);
     free(body);
+    return failed;
+}
+
+/* A batch refused as a whole: the error body, and a response line with the error and no
+ * data. */
+static void check_refused(struct kt *t, const char *body_in, int want_status, const char *want)
+{
+    int st;
+    char *body = raw(t, "POST", "/v1/transit/encrypt/m", body_in, &st);
+    assert_int_equal(st, want_status);
+    json_t *doc = json_loads(body, 0, NULL);
+    assert_non_null(doc);
+    assert_non_null(strstr(kt_err(doc), want));
+    assert_null(json_object_get(doc, "data"));
+    json_decref(doc);
+    free(body);
+    FILE *f = fopen(t->audit_path, "r");
+    assert_non_null(f);
+    size_t cap = 1 << 20;
+    char *line = malloc(cap);
+    assert_non_null(line);
+    json_t *last = NULL;
+    while (fgets(line, (int)cap, f) != NULL) {
+        json_decref(last);
+        last = json_loads(line, 0, NULL);
+    }
+    fclose(f);
+    free(line);
+    assert_string_equal(json_string_value(json_object_get(last, "type")), "response");
+    assert_non_null(strstr(json_string_value(json_object_get(last, "error")), want));
+    assert_null(json_object_get(json_object_get(last, "response"), "data"));
+    json_decref(last);
 }
 
 static void check_audited(struct kt *t)
@@ -223,29 +263,36 @@ static void check_audited(struct kt *t)
     tt_create(t, "m", "{}");
     /* good items, bad base64, a missing plaintext, references to escape, one empty, one an
      * RFC 3339 time (in clear), non-ASCII */
-    check_audited_lines(
-        t, "/v1/transit/encrypt/m",
-        "{\"batch_input\":[{\"plaintext\":\"aGVsbG8=\",\"reference\":\"r\\\"\\u00e9\\\\\\n<\"},"
-        "{\"plaintext\":\"!!\"},{\"plaintext\":\"aGVsbG8=\"},"
-        "{\"reference\":\"2026-05-01T10:00:00Z\"},"
-        "{\"plaintext\":\"d29ybGQ=\",\"reference\":\"\\ud834\\udd1e\"}]}",
-        400, 5);
+    assert_int_equal(
+        check_audited_lines(
+            t, "/v1/transit/encrypt/m",
+            "{\"batch_input\":[{\"plaintext\":\"aGVsbG8=\",\"reference\":\"r\\\"\\u00e9\\\\\\n<\"},"
+            "{\"plaintext\":\"!!\"},{\"plaintext\":\"aGVsbG8=\"},"
+            "{\"reference\":\"2026-05-01T10:00:00Z\"},"
+            "{\"plaintext\":\"d29ybGQ=\",\"reference\":\"\\ud834\\udd1e\"}]}",
+            400, 5),
+        2);
     /* the same with partial_failure_response_code */
-    check_audited_lines(t, "/v1/transit/encrypt/m",
-                        "{\"batch_input\":[{\"plaintext\":\"aGVsbG8=\"},{\"plaintext\":\"!\"}],"
-                        "\"partial_failure_response_code\":207}",
-                        207, 2);
+    assert_int_equal(
+        check_audited_lines(t, "/v1/transit/encrypt/m",
+                            "{\"batch_input\":[{\"plaintext\":\"aGVsbG8=\"},{\"plaintext\":\"!\"}],"
+                            "\"partial_failure_response_code\":207}",
+                            207, 2),
+        1);
     /* every item failed: no version exists above the latest */
-    check_audited_lines(t, "/v1/transit/encrypt/m",
-                        "{\"batch_input\":[{\"plaintext\":\"aGVsbG8=\",\"key_version\":9},"
-                        "{\"plaintext\":\"aGVsbG8=\",\"key_version\":9,\"reference\":\"x\"}]}",
-                        400, 2);
+    assert_true(
+        check_audited_lines(t, "/v1/transit/encrypt/m",
+                            "{\"batch_input\":[{\"plaintext\":\"aGVsbG8=\",\"key_version\":9},"
+                            "{\"plaintext\":\"aGVsbG8=\",\"key_version\":9,\"reference\":\"x\"}]}",
+                            400, 2) == 2);
     /* all good, after a rotation: versions 1 and 2 */
     json_decref(tt_req(t, 200, "POST", "/v1/transit/keys/m/rotate", "{}"));
-    check_audited_lines(t, "/v1/transit/encrypt/m",
-                        "{\"batch_input\":[{\"plaintext\":\"aGVsbG8=\",\"key_version\":1},"
-                        "{\"plaintext\":\"aGVsbG8=\"},{\"plaintext\":\"\"}]}",
-                        200, 3);
+    assert_int_equal(
+        check_audited_lines(t, "/v1/transit/encrypt/m",
+                            "{\"batch_input\":[{\"plaintext\":\"aGVsbG8=\",\"key_version\":1},"
+                            "{\"plaintext\":\"aGVsbG8=\"},{\"plaintext\":\"\"}]}",
+                            200, 3),
+        0);
     /* a 1000-item batch with every tenth item's base64 bad */
     size_t cap = 1000 * 64 + 64, o = 0;
     char *big = malloc(cap);
@@ -256,7 +303,7 @@ static void check_audited(struct kt *t)
                               i ? "," : "", i % 10 == 3 ? "a?b=" : "aGVsbG8gd29ybGQ=", i);
     }
     snprintf(big + o, cap - o, "]}");
-    check_audited_lines(t, "/v1/transit/encrypt/m", big, 400, 1000);
+    assert_int_equal(check_audited_lines(t, "/v1/transit/encrypt/m", big, 400, 1000), 100);
     free(big);
     /* rewrap batches: always 200, item errors inside */
     json_t *e = tt_req(t, 200, "POST", "/v1/transit/encrypt/m", "{\"plaintext\":\"aGVsbG8=\"}");
@@ -267,8 +314,34 @@ static void check_audited(struct kt *t)
              "{\"batch_input\":[{\"ciphertext\":\"%s\",\"reference\":\"a\"},"
              "{\"ciphertext\":\"vault:v1:!!\"},{\"reference\":\"c\"}]}",
              ct);
-    check_audited_lines(t, "/v1/transit/rewrap/m", rw, 200, 3);
+    assert_int_equal(check_audited_lines(t, "/v1/transit/rewrap/m", rw, 200, 3), 2);
+    /* a version-1 ciphertext once min_decryption_version is 2: that item fails (rewrap), and
+     * an encrypt asking for version 1 fails too */
+    char ct1[256];
+    json_t *e1 = tt_req(t, 200, "POST", "/v1/transit/encrypt/m",
+                        "{\"plaintext\":\"aGVsbG8=\",\"key_version\":1}");
+    snprintf(ct1, sizeof(ct1), "%s", json_string_value(kt_data(e1, "ciphertext")));
+    json_decref(e1);
+    json_decref(tt_req(t, 200, "POST", "/v1/transit/keys/m/config",
+                       "{\"min_decryption_version\":2,\"min_encryption_version\":2}"));
+    snprintf(rw, sizeof(rw),
+             "{\"batch_input\":[{\"ciphertext\":\"%s\",\"reference\":\"old\"},"
+             "{\"ciphertext\":\"%s\",\"reference\":\"new\"}]}",
+             ct1, ct);
+    assert_int_equal(check_audited_lines(t, "/v1/transit/rewrap/m", rw, 200, 2), 1);
+    assert_int_equal(
+        check_audited_lines(t, "/v1/transit/encrypt/m",
+                            "{\"batch_input\":[{\"plaintext\":\"aGVsbG8=\",\"key_version\":1},"
+                            "{\"plaintext\":\"aGVsbG8=\"}]}",
+                            400, 2),
+        1);
     json_decref(e);
+    /* refused as a whole: nothing rendered from items */
+    check_refused(t, "{\"batch_input\":[]}", 400, "missing batch input to process");
+    check_refused(t, "{\"batch_input\":[{\"plaintext\":5}]}", 500,
+                  "'[0].plaintext' expected type 'string'");
+    check_refused(t, "{\"batch_input\":[{\"plaintext\":\"aGVsbG8=\"},7]}", 500,
+                  "'[1]' expected a map");
 }
 
 static void test_batch_text_unaudited(void **state)

@@ -964,6 +964,40 @@ int kms_audit_dev_reopen(struct kms_audit_dev *d, char *why, size_t whylen)
 }
 /* ---- callers ----------------------------------------------------------------------------- */
 
+/* Each thread keeps one SHA-256 stream for the chain hashes (reset per line) instead of a
+ * context allocated and its digest fetched per line. */
+static pthread_key_t hs_key;
+static pthread_once_t hs_once = PTHREAD_ONCE_INIT;
+
+static void hs_key_free(void *p)
+{
+    struct kms_hash_stream *hs = p;
+    kms_hash_stream_destroy(&hs);
+}
+
+static void hs_key_init(void)
+{
+    (void)pthread_key_create(&hs_key, hs_key_free);
+}
+
+/* This thread's chain-hash stream, started over; NULL when none can be made. */
+static struct kms_hash_stream *chain_stream(void)
+{
+    pthread_once(&hs_once, hs_key_init);
+    struct kms_hash_stream *hs = pthread_getspecific(hs_key);
+    if (hs != NULL) {
+        return kms_hash_stream_reset(hs) == 0 ? hs : NULL;
+    }
+    if (kms_hash_stream_create(KMS_HASH_SHA2_256, &hs) != 0) {
+        return NULL;
+    }
+    if (pthread_setspecific(hs_key, hs) != 0) {
+        kms_hash_stream_destroy(&hs);
+        return NULL;
+    }
+    return hs;
+}
+
 /* Room for need more bytes; a group of batch lines (MBs) is mmapped and given back whole. */
 static int grow(struct kms_audit_batch *b, size_t need)
 {
@@ -987,9 +1021,8 @@ int kms_audit_dev_submit(struct kms_audit_dev *d, const char *body, size_t len,
     }
     /* the chain hash covers body-without-'}' + suffix: hash the body outside the lock, and
      * only the short suffix (which needs the chain head) under it */
-    if (kms_hash_stream_create(KMS_HASH_SHA2_256, &hs) != 0 ||
-        kms_hash_stream_update(hs, body, len - 1) != 0) {
-        kms_hash_stream_destroy(&hs);
+    hs = chain_stream();
+    if (hs == NULL || kms_hash_stream_update(hs, body, len - 1) != 0) {
         snprintf(why, whylen, "cannot hash the record");
         return -1;
     }
@@ -1069,6 +1102,5 @@ out:
         }
     }
     pthread_mutex_unlock(&d->mu);
-    kms_hash_stream_destroy(&hs);
     return rc;
 }

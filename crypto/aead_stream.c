@@ -193,6 +193,12 @@ int kms_hash_stream_final(struct kms_hash_stream *s, uint8_t *out)
     return 0;
 }
 
+int kms_hash_stream_reset(struct kms_hash_stream *s)
+{
+    const EVP_MD *md = kms_hash_evp_md(s->h);
+    return md != NULL && EVP_DigestInit_ex(s->ctx, md, NULL) == 1 ? 0 : -1;
+}
+
 void kms_hash_stream_destroy(struct kms_hash_stream **sp)
 {
     struct kms_hash_stream *s = *sp;

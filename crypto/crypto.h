@@ -342,8 +342,11 @@ struct kms_hash_stream;
 
 int kms_hash_stream_create(enum kms_hash h, struct kms_hash_stream **out) KMS_WUR;
 int kms_hash_stream_update(struct kms_hash_stream *s, const void *in, size_t n) KMS_WUR;
-/* The digest (kms_hash_len bytes) into out; once per stream. */
+/* The digest (kms_hash_len bytes) into out; once per stream (until a reset). */
 int kms_hash_stream_final(struct kms_hash_stream *s, uint8_t *out) KMS_WUR;
+/* Start over with the same algorithm, as if just created (no allocation): a stream can be
+ * kept and reused, e.g. per thread. */
+int kms_hash_stream_reset(struct kms_hash_stream *s) KMS_WUR;
 /* NULL-safe; sets *s to NULL. */
 void kms_hash_stream_destroy(struct kms_hash_stream **s);
 

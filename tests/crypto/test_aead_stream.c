@@ -170,6 +170,19 @@ static void test_hash_stream(void **state)
     assert_int_equal(kms_hash_stream_final(s, got), 0);
     kms_hex_encode(got, 32, hex);
     assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    /* reset: after a final, and in the middle of a message (what was fed is dropped) */
+    assert_int_equal(kms_hash_stream_reset(s), 0);
+    assert_int_equal(kms_hash_stream_update(s, "abc", 3), 0);
+    assert_int_equal(kms_hash_stream_final(s, got), 0);
+    kms_hex_encode(got, 32, hex);
+    assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    assert_int_equal(kms_hash_stream_reset(s), 0);
+    assert_int_equal(kms_hash_stream_update(s, "xyz", 3), 0);
+    assert_int_equal(kms_hash_stream_reset(s), 0);
+    assert_int_equal(kms_hash_stream_update(s, "abc", 3), 0);
+    assert_int_equal(kms_hash_stream_final(s, got), 0);
+    kms_hex_encode(got, 32, hex);
+    assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     kms_hash_stream_destroy(&s);
 }
 

@@ -657,9 +657,12 @@ class HaForwardTest(HaCase):
         self.ok(a.request("POST", "transit/encrypt/x2", pt, headers={
             "X-Kmsd-Forwarded": "test", "X-Kmsd-Forward-Auth": secret,
             "X-Forwarded-For": "10.1.2.3"}))
-        # straight to the active with a wrong secret, or none: ignored
+        # straight to the active with a wrong secret, or none: ignored (the last digit
+        # changed to another one: appending "0" alone matched the real secret 1 time in 16)
+        wrong = secret[:-1] + ("1" if secret[-1] == "0" else "0")
+        self.assertNotEqual(wrong, secret)
         self.ok(a.request("POST", "transit/encrypt/x3", pt, headers={
-            "X-Kmsd-Forwarded": "test", "X-Kmsd-Forward-Auth": secret[:-1] + "0",
+            "X-Kmsd-Forwarded": "test", "X-Kmsd-Forward-Auth": wrong,
             "X-Forwarded-For": "10.5.5.5"}))
         self.ok(a.request("POST", "transit/encrypt/x4", pt, headers={
             "X-Forwarded-For": "10.6.6.6"}))

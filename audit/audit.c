@@ -226,27 +226,53 @@ int kms_audit_hash_input(struct kms_audit *a, const char *name, const char *inpu
  */
 #define BLOCK_KEEP (512 * 1024)
 
-static pthread_key_t block_key;
-static pthread_once_t block_once = PTHREAD_ONCE_INIT;
+/* What a thread keeps between records: its line buffer (below) and one block buffer. */
+struct thread_bufs {
+    struct kms_audit_sbuf line;
+    struct kms_audit_sbuf block;
+};
 
-static void block_key_free(void *p)
+static pthread_key_t bufs_key;
+static pthread_once_t bufs_once = PTHREAD_ONCE_INIT;
+
+static void bufs_key_free(void *p)
 {
-    struct kms_audit_sbuf *b = p;
-    kms_audit_sb_free(b);
-    free(b);
+    struct thread_bufs *t = p;
+    kms_audit_sb_free(&t->line);
+    kms_audit_sb_free(&t->block);
+    free(t);
 }
 
-static void block_key_init(void)
+static void bufs_key_init(void)
 {
-    (void)pthread_key_create(&block_key, block_key_free);
+    (void)pthread_key_create(&bufs_key, bufs_key_free);
+}
+
+/* The calling thread's kept buffers, made on first use (NULL when out of memory). */
+static struct thread_bufs *thread_bufs(void)
+{
+    pthread_once(&bufs_once, bufs_key_init);
+    struct thread_bufs *t = pthread_getspecific(bufs_key);
+    if (t == NULL) {
+        t = calloc(1, sizeof(*t));
+        if (t != NULL && pthread_setspecific(bufs_key, t) != 0) {
+            free(t);
+            t = NULL;
+        }
+    }
+    return t;
 }
 
 /* The thread's kept buffer moved into the empty blk, when it keeps one. */
 static void block_take(struct kms_audit_sbuf *blk)
 {
-    pthread_once(&block_once, block_key_init);
-    struct kms_audit_sbuf *k = pthread_getspecific(block_key);
-    if (k != NULL && k->p != NULL && blk->p == NULL) {
+    if (blk->p != NULL) {
+        return;
+    }
+    pthread_once(&bufs_once, bufs_key_init);
+    struct thread_bufs *t = pthread_getspecific(bufs_key);
+    struct kms_audit_sbuf *k = t != NULL ? &t->block : NULL;
+    if (k != NULL && k->p != NULL) {
         *blk = *k;
         blk->len = 0;
         blk->p[0] = '\0';
@@ -259,15 +285,8 @@ static void block_take(struct kms_audit_sbuf *blk)
 static void block_give(struct kms_audit_sbuf *blk)
 {
     if (blk->cap >= KMS_AUDIT_BUF_MAP && blk->cap <= BLOCK_KEEP) {
-        pthread_once(&block_once, block_key_init);
-        struct kms_audit_sbuf *k = pthread_getspecific(block_key);
-        if (k == NULL) {
-            k = calloc(1, sizeof(*k));
-            if (k != NULL && pthread_setspecific(block_key, k) != 0) {
-                free(k);
-                k = NULL;
-            }
-        }
+        struct thread_bufs *t = thread_bufs();
+        struct kms_audit_sbuf *k = t != NULL ? &t->block : NULL;
         if (k != NULL && k->p == NULL) {
             *k = *blk;
             k->len = 0;
@@ -915,33 +934,10 @@ static int rec_refused(struct kms_audit *a, const char *msg, struct kms_err *err
  * its line is queued. */
 #define LINE_KEEP (512 * 1024)
 
-static pthread_key_t line_key;
-static pthread_once_t line_once = PTHREAD_ONCE_INIT;
-
-static void line_key_free(void *p)
-{
-    struct kms_audit_sbuf *b = p;
-    kms_audit_sb_free(b);
-    free(b);
-}
-
-static void line_key_init(void)
-{
-    (void)pthread_key_create(&line_key, line_key_free);
-}
-
 static struct kms_audit_sbuf *line_buf(void)
 {
-    pthread_once(&line_once, line_key_init);
-    struct kms_audit_sbuf *b = pthread_getspecific(line_key);
-    if (b == NULL) {
-        b = calloc(1, sizeof(*b));
-        if (b != NULL && pthread_setspecific(line_key, b) != 0) {
-            free(b);
-            b = NULL;
-        }
-    }
-    return b;
+    struct thread_bufs *t = thread_bufs();
+    return t != NULL ? &t->line : NULL;
 }
 
 static void line_buf_release(struct kms_audit_sbuf *b)

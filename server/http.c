@@ -36,6 +36,13 @@
  * A request parked longer than audit_timeout, or whose connection goes away, is abandoned:
  * 500, and a handler that had not run yet never runs.
  *
+ * Placing connections: every worker watches the same listening socket, and the one that wakes
+ * first accepts everything pending (libevent's listener loops until EAGAIN), so a client that
+ * opens a few connections at once could land them all on one worker and use one core of many.
+ * A worker that accepts a socket therefore gives it to the worker with the fewest connections
+ * (its own count on a tie; counts read without a lock, a hand-off counted at once) through
+ * that worker's mailbox: one wake-up of the other loop per connection, none per request.
+ *
  * Writing: on a plain-HTTP connection with nothing queued, an answer is sent at once
  * (evbuffer_write from a per-server scratch buffer) and only what the socket does not take is
  * queued on the bufferevent; a queued answer costs two epoll_ctl(2) (the write event added,
@@ -57,6 +64,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -777,6 +785,13 @@ struct conn {
     bool in_mailbox;           /* under mbox_mu */
 };
 
+/* An accepted socket given to another worker (in its mailbox, under mbox_mu). */
+struct handoff {
+    struct handoff *next;
+    evutil_socket_t fd;
+    struct sockaddr_storage ss;
+};
+
 struct kms_http {
     struct event_base *base;
     struct kms_api *api;
@@ -786,15 +801,34 @@ struct kms_http {
     size_t nconns;
     bool stopping;
     int64_t audit_timeout_ms;
+    /* connection placement: nconns plus sockets handed to this server, read by its peers */
+    atomic_size_t load;
+    atomic_bool refuses;           /* stopped accepting: peers hand it nothing */
+    struct kms_http *const *peers; /* every worker's server, this one included */
+    size_t npeers;
     /* parked requests whose audit record is finished, posted by the audit writers */
     pthread_mutex_t mbox_mu;
     struct conn *mbox;
+    struct handoff *handoffs;
     struct event *mbox_ev;
     /* plain HTTP: an answer is written into this and sent at once when nothing is queued */
     struct evbuffer *scratch;
 };
 
 static void conn_free(struct conn *c);
+static void accept_here(struct kms_http *h, evutil_socket_t fd, const struct sockaddr_storage *ss);
+
+static void count_conn(struct kms_http *h)
+{
+    h->nconns++;
+    atomic_fetch_add_explicit(&h->load, 1, memory_order_relaxed);
+}
+
+static void uncount_conn(struct kms_http *h)
+{
+    h->nconns--;
+    atomic_fetch_sub_explicit(&h->load, 1, memory_order_relaxed);
+}
 
 static void arm_timer(struct conn *c, int64_t seconds)
 {
@@ -1028,7 +1062,20 @@ static void on_mailbox(evutil_socket_t fd, short what, void *arg)
     for (struct conn *c = list; c != NULL; c = c->wnext) {
         c->in_mailbox = false;
     }
+    struct handoff *given = h->handoffs;
+    h->handoffs = NULL;
     pthread_mutex_unlock(&h->mbox_mu);
+    while (given != NULL) {
+        struct handoff *g = given;
+        given = g->next;
+        if (h->stopping) {
+            evutil_closesocket(g->fd);
+        } else {
+            accept_here(h, g->fd, &g->ss);
+        }
+        atomic_fetch_sub_explicit(&h->load, 1, memory_order_relaxed); /* counted by the giver */
+        free(g);
+    }
     while (list != NULL) {
         struct conn *c = list;
         list = c->wnext;
@@ -1157,7 +1204,7 @@ static void conn_free(struct conn *c)
     if (c->next != NULL) {
         c->next->prev = c->prev;
     }
-    h->nconns--;
+    uncount_conn(h);
     kms_http_parser_destroy(&c->parser);
     event_free(c->timer);
     bufferevent_free(c->bev);
@@ -1207,7 +1254,7 @@ static void conn_start(struct kms_http *h, evutil_socket_t fd, struct buffereven
         h->conns->prev = c;
     }
     h->conns = c;
-    h->nconns++;
+    count_conn(h);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     arm_timer(c, h->opts.idle_timeout);
@@ -1232,11 +1279,11 @@ static void on_sniff(evutil_socket_t fd, short what, void *arg)
     unsigned char first = 0;
     ssize_t n = (what & EV_READ) ? recv(fd, &first, 1, MSG_PEEK) : -1;
     event_free(sn->ev);
-    h->nconns--;
+    uncount_conn(h);
     if (n == 1 && first == 0x16) {
-        h->nconns++;
+        count_conn(h);
         struct bufferevent *bev = kms_tls_bufferevent(h->opts.tls, h->base, fd);
-        h->nconns--;
+        uncount_conn(h);
         conn_start(h, fd, bev, &sn->ss);
     } else {
         if (n == 1) {
@@ -1259,14 +1306,52 @@ static void on_sniff(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* The server with the fewest connections among h's peers that accept (h itself on a tie). */
+static struct kms_http *least_loaded(struct kms_http *h)
+{
+    struct kms_http *best = h;
+    size_t least = atomic_load_explicit(&h->load, memory_order_relaxed);
+    for (size_t i = 0; i < h->npeers; i++) {
+        struct kms_http *p = h->peers[i];
+        if (p == h || atomic_load_explicit(&p->refuses, memory_order_relaxed)) {
+            continue;
+        }
+        size_t n = atomic_load_explicit(&p->load, memory_order_relaxed);
+        if (n < least) {
+            best = p;
+            least = n;
+        }
+    }
+    return best;
+}
+
+/* fd given to the server `to` (another worker's); -1 when out of memory (then keep it). */
+static int hand_off(struct kms_http *to, evutil_socket_t fd, const struct sockaddr_storage *ss)
+{
+    struct handoff *g = malloc(sizeof(*g));
+    if (g == NULL) {
+        return -1;
+    }
+    g->fd = fd;
+    g->ss = *ss;
+    atomic_fetch_add_explicit(&to->load, 1, memory_order_relaxed);
+    pthread_mutex_lock(&to->mbox_mu);
+    g->next = to->handoffs;
+    to->handoffs = g;
+    pthread_mutex_unlock(&to->mbox_mu);
+    event_active(to->mbox_ev, 0, 0);
+    return 0;
+}
+
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
                       void *arg)
 {
     struct kms_http *h = arg;
+    struct kms_http *to = least_loaded(h);
     struct sockaddr_storage ss;
     (void)l;
 
-    if (h->nconns >= h->opts.max_connections) {
+    if (atomic_load_explicit(&to->load, memory_order_relaxed) >= h->opts.max_connections) {
         static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
                                    "application/json\r\nContent-Length: 40\r\nConnection: "
                                    "close\r\n\r\n{\"errors\":[\"too many open connections\"]}\n";
@@ -1279,10 +1364,19 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
     memset(&ss, 0, sizeof(ss));
     memcpy(&ss, sa, (size_t)salen < sizeof(ss) ? (size_t)salen : sizeof(ss));
+    if (to != h && hand_off(to, fd, &ss) == 0) {
+        return;
+    }
+    accept_here(h, fd, &ss);
+}
+
+/* Serve the accepted socket fd on h's loop. */
+static void accept_here(struct kms_http *h, evutil_socket_t fd, const struct sockaddr_storage *ss)
+{
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (h->opts.tls == NULL) {
-        conn_start(h, fd, bufferevent_socket_new(h->base, fd, BEV_OPT_CLOSE_ON_FREE), &ss);
+        conn_start(h, fd, bufferevent_socket_new(h->base, fd, BEV_OPT_CLOSE_ON_FREE), ss);
         return;
     }
     struct sniff *sn = calloc(1, sizeof(*sn));
@@ -1292,7 +1386,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
     sn->h = h;
     sn->fd = fd;
-    sn->ss = ss;
+    sn->ss = *ss;
     sn->ev = event_new(h->base, fd, EV_READ, on_sniff, sn);
     if (sn->ev == NULL) {
         free(sn);
@@ -1300,7 +1394,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         return;
     }
     struct timeval tv = {(time_t)h->opts.read_timeout, 0};
-    h->nconns++; /* counted while waiting for its first byte */
+    count_conn(h); /* counted while waiting for its first byte */
     event_add(sn->ev, &tv);
 }
 
@@ -1422,9 +1516,18 @@ int kms_http_create(struct event_base *base, struct kms_api *api, int listen_fd,
     return 0;
 }
 
+void kms_http_share_accepts(struct kms_http *const *all, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        all[i]->peers = all;
+        all[i]->npeers = n;
+    }
+}
+
 void kms_http_stop_accepting(struct kms_http *h)
 {
     h->stopping = true;
+    atomic_store_explicit(&h->refuses, true, memory_order_relaxed);
     if (h->listener != NULL) {
         evconnlistener_free(h->listener);
         h->listener = NULL;
@@ -1452,7 +1555,7 @@ void kms_http_stop_accepting(struct kms_http *h)
 
 size_t kms_http_connections(const struct kms_http *h)
 {
-    return h->nconns;
+    return atomic_load_explicit(&h->load, memory_order_relaxed);
 }
 
 void kms_http_destroy(struct kms_http **hp)
@@ -1467,6 +1570,12 @@ void kms_http_destroy(struct kms_http **hp)
     }
     if (h->listener != NULL) {
         evconnlistener_free(h->listener);
+    }
+    while (h->handoffs != NULL) { /* given to it after its loop ended */
+        struct handoff *g = h->handoffs;
+        h->handoffs = g->next;
+        evutil_closesocket(g->fd);
+        free(g);
     }
     event_free(h->mbox_ev);
     if (h->scratch != NULL) {

@@ -108,9 +108,15 @@ int kms_http_listen(const char *address, int *fd, char *bound, size_t boundlen,
 int kms_http_create(struct event_base *base, struct kms_api *api, int listen_fd,
                     const struct kms_http_opts *opts, struct kms_http **out,
                     struct kms_err *err) KMS_WUR;
+/*
+ * Let the n servers (one per worker, all on one listening socket, all outliving one another's
+ * loops) place accepted connections on whichever of them has the fewest. Call before their
+ * loops run; `all` must stay valid until they are destroyed.
+ */
+void kms_http_share_accepts(struct kms_http *const *all, size_t n);
 /* Stop accepting; in-flight requests finish; connections close once idle. */
 void kms_http_stop_accepting(struct kms_http *h);
-/* Number of open connections. */
+/* Number of open connections, with those handed to it and not yet started (any thread). */
 size_t kms_http_connections(const struct kms_http *h);
 void kms_http_destroy(struct kms_http **h);
 
@@ -164,6 +170,8 @@ int kms_workers_start(struct kms_api *api, const char *address, const struct kms
                       size_t boundlen, struct kms_err *err) KMS_WUR;
 /* Ask every worker to stop accepting and finish (returns at once; thread-safe). */
 void kms_workers_stop(struct kms_workers *pool);
+/* Connections worker i holds now (any thread; i < the pool's size). */
+size_t kms_workers_connections(const struct kms_workers *pool, size_t i);
 /* Wait for every worker to end, then free them. */
 void kms_workers_join(struct kms_workers **pool);
 

@@ -2,12 +2,13 @@
  * workers.c - one event loop per worker thread, all serving the same address.
  *
  * Each worker owns an event_base and watches its own duplicate of one listening socket; the
- * worker that wins accept() keeps the connection, so no lock is shared on the accept or
- * request path. (SO_REUSEPORT would spread connections more evenly, but it also lets a second
- * kmsd silently share the port; one socket makes that an "address in use" error.) The API
- * below (api/) is safe to call from every worker at once. Stopping is asynchronous: each
- * worker is told through its own loop (libevent's pthread notification), stops accepting,
- * finishes its requests in flight and ends its loop; kms_workers_join waits for all of them.
+ * worker that wins accept() gives the connection to the worker with the fewest (server/http.c,
+ * kms_http_share_accepts), and no lock is shared on the request path. (SO_REUSEPORT is not
+ * used: it would let a second kmsd silently share the port; one socket makes that an
+ * "address in use" error.) The API below (api/) is safe to call from every worker at once.
+ * Stopping is asynchronous: each worker is told through its own loop (libevent's pthread
+ * notification), stops accepting, finishes its requests in flight and ends its loop;
+ * kms_workers_join waits for all of them (every loop, then every server).
  */
 #include "server/server.h"
 
@@ -32,6 +33,7 @@ struct kms_workers {
     size_t n;
     int64_t grace;
     struct worker *w;
+    struct kms_http **https; /* the workers' servers, which hand connections to each other */
 };
 
 static void on_hardstop(evutil_socket_t fd, short what, void *arg)
@@ -86,7 +88,8 @@ int kms_workers_start(struct kms_api *api, const char *address, const struct kms
         return kms_err_set(err, 500, "libevent has no pthread support");
     }
     pool = calloc(1, sizeof(*pool));
-    if (pool == NULL || (pool->w = calloc(n, sizeof(*pool->w))) == NULL) {
+    if (pool == NULL || (pool->w = calloc(n, sizeof(*pool->w))) == NULL ||
+        (pool->https = calloc(n, sizeof(*pool->https))) == NULL) {
         kms_err_set(err, 500, "out of memory");
         goto out;
     }
@@ -117,7 +120,9 @@ int kms_workers_start(struct kms_api *api, const char *address, const struct kms
             kms_err_set(err, 500, "cannot create worker events");
             goto out;
         }
+        pool->https[i] = w->http;
     }
+    kms_http_share_accepts(pool->https, n);
     for (size_t i = 0; i < n; i++) {
         if (pthread_create(&pool->w[i].thread, NULL, run, &pool->w[i]) != 0) {
             kms_err_set(err, 500, "cannot start worker thread %zu", i);
@@ -148,18 +153,27 @@ void kms_workers_stop(struct kms_workers *pool)
     }
 }
 
+size_t kms_workers_connections(const struct kms_workers *pool, size_t i)
+{
+    return kms_http_connections(pool->w[i].http);
+}
+
 void kms_workers_join(struct kms_workers **poolp)
 {
     struct kms_workers *pool = *poolp;
     if (pool == NULL) {
         return;
     }
+    /* every loop ends before any server goes: a running worker may still hand one a socket */
     for (size_t i = 0; pool->w != NULL && i < pool->n; i++) {
         if (pool->w[i].started) {
             pthread_join(pool->w[i].thread, NULL);
         }
+    }
+    for (size_t i = 0; pool->w != NULL && i < pool->n; i++) {
         worker_dispose(&pool->w[i]);
     }
+    free(pool->https);
     free(pool->w);
     free(pool);
     *poolp = NULL;

@@ -38,12 +38,12 @@ static void pause_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
-static struct kms_workers *start(size_t n, char *bound, size_t boundlen)
+static struct kms_workers *start_capped(size_t n, size_t cap, char *bound, size_t boundlen)
 {
     struct kms_http_opts opts = {
         .max_header_size = 8192,
         .max_body_size = 1 << 20,
-        .max_connections = 4096,
+        .max_connections = cap,
         .read_timeout = 60,
         .idle_timeout = 60,
     };
@@ -54,6 +54,11 @@ static struct kms_workers *start(size_t n, char *bound, size_t boundlen)
         fail_msg("kms_workers_start: %s", err.msg);
     }
     return pool;
+}
+
+static struct kms_workers *start(size_t n, char *bound, size_t boundlen)
+{
+    return start_capped(n, 4096, bound, boundlen);
 }
 
 static int dial(const char *bound)
@@ -169,11 +174,58 @@ static void test_four_workers_each_take_a_share(void **state)
     }
 }
 
+/* max_connections is per worker: a connection is refused (503) only once every worker is
+ * full, and a worker never holds more than the cap. */
+static void test_cap_counts_every_worker(void **state)
+{
+    (void)state;
+    enum { WORKERS = 2, CAP = 3 };
+    char bound[64];
+    struct kms_workers *pool = start_capped(WORKERS, CAP, bound, sizeof(bound));
+    int fds[WORKERS * CAP];
+    for (int i = 0; i < WORKERS * CAP; i++) {
+        fds[i] = dial(bound);
+        (void)wait_total(pool, WORKERS, (size_t)i + 1);
+    }
+    for (size_t w = 0; w < WORKERS; w++) {
+        assert_int_equal(kms_workers_connections(pool, w), CAP);
+    }
+    int extra = dial(bound);
+    char buf[512];
+    size_t got = 0;
+    for (;;) { /* the refusal, then the server's close */
+        ssize_t n = recv(extra, buf + got, sizeof(buf) - 1 - got, 0);
+        assert_true(n >= 0);
+        if (n == 0) {
+            break;
+        }
+        got += (size_t)n;
+        assert_true(got < sizeof(buf) - 1);
+    }
+    buf[got] = '\0';
+    assert_non_null(strstr(buf, "HTTP/1.1 503 "));
+    assert_non_null(strstr(buf, "{\"errors\":[\"too many open connections\"]}"));
+    close(extra);
+    assert_int_equal(wait_total(pool, WORKERS, WORKERS * CAP), 0);
+    /* one leaves: the next connection is served by the worker it left */
+    close(fds[0]);
+    (void)wait_total(pool, WORKERS, WORKERS * CAP - 1);
+    fds[0] = dial(bound);
+    assert_int_equal(wait_total(pool, WORKERS, WORKERS * CAP), 0);
+    for (int i = 0; i < WORKERS * CAP; i++) {
+        close(fds[i]);
+    }
+    (void)wait_total(pool, WORKERS, 0);
+    kms_workers_stop(pool);
+    kms_workers_join(&pool);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_burst_spread_over_workers),
         cmocka_unit_test(test_four_workers_each_take_a_share),
+        cmocka_unit_test(test_cap_counts_every_worker),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

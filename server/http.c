@@ -41,7 +41,8 @@
  * opens a few connections at once could land them all on one worker and use one core of many.
  * A worker that accepts a socket therefore gives it to the worker with the fewest connections
  * (its own count on a tie; counts read without a lock, a hand-off counted at once) through
- * that worker's mailbox: one wake-up of the other loop per connection, none per request.
+ * that worker's mailbox: one wake-up of the other loop per connection, none per request. The
+ * receiving worker checks max_connections again with its own exact count.
  *
  * Writing: on a plain-HTTP connection with nothing queued, an answer is sent at once
  * (evbuffer_write from a per-server scratch buffer) and only what the socket does not take is
@@ -817,6 +818,7 @@ struct kms_http {
 
 static void conn_free(struct conn *c);
 static void accept_here(struct kms_http *h, evutil_socket_t fd, const struct sockaddr_storage *ss);
+static void refuse_busy(struct kms_http *h, evutil_socket_t fd);
 
 static void count_conn(struct kms_http *h)
 {
@@ -1068,12 +1070,16 @@ static void on_mailbox(evutil_socket_t fd, short what, void *arg)
     while (given != NULL) {
         struct handoff *g = given;
         given = g->next;
+        /* the giver's count goes before accept_here counts it again: counted twice for a
+         * moment, this server could look full to a peer choosing where to put the next one */
+        atomic_fetch_sub_explicit(&h->load, 1, memory_order_relaxed);
         if (h->stopping) {
             evutil_closesocket(g->fd);
+        } else if (h->nconns >= h->opts.max_connections) {
+            refuse_busy(h, g->fd); /* two givers chose it at once: the cap is exact here */
         } else {
             accept_here(h, g->fd, &g->ss);
         }
-        atomic_fetch_sub_explicit(&h->load, 1, memory_order_relaxed); /* counted by the giver */
         free(g);
     }
     while (list != NULL) {
@@ -1306,6 +1312,19 @@ static void on_sniff(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* A connection over the cap: a plain-HTTP client is told why; closed. */
+static void refuse_busy(struct kms_http *h, evutil_socket_t fd)
+{
+    static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
+                               "application/json\r\nContent-Length: 40\r\nConnection: "
+                               "close\r\n\r\n{\"errors\":[\"too many open connections\"]}\n";
+    if (h->opts.tls == NULL) {
+        ssize_t w = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)w;
+    }
+    evutil_closesocket(fd);
+}
+
 /* The server with the fewest connections among h's peers that accept (h itself on a tie). */
 static struct kms_http *least_loaded(struct kms_http *h)
 {
@@ -1352,14 +1371,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     (void)l;
 
     if (atomic_load_explicit(&to->load, memory_order_relaxed) >= h->opts.max_connections) {
-        static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
-                                   "application/json\r\nContent-Length: 40\r\nConnection: "
-                                   "close\r\n\r\n{\"errors\":[\"too many open connections\"]}\n";
-        if (h->opts.tls == NULL) {
-            ssize_t w = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-            (void)w;
-        }
-        evutil_closesocket(fd);
+        refuse_busy(h, fd); /* the emptiest is full: every worker is */
         return;
     }
     memset(&ss, 0, sizeof(ss));

@@ -800,11 +800,10 @@ struct kms_http {
     struct kms_http_opts opts;
     struct conn *conns;
     size_t nconns;
-    bool stopping;
+    atomic_bool stopping; /* stopped accepting (peers read it: they hand it nothing) */
     int64_t audit_timeout_ms;
     /* connection placement: nconns plus sockets handed to this server, read by its peers */
     atomic_size_t load;
-    atomic_bool refuses;           /* stopped accepting: peers hand it nothing */
     struct kms_http *const *peers; /* every worker's server, this one included */
     size_t npeers;
     /* parked requests whose audit record is finished, posted by the audit writers */
@@ -1332,7 +1331,7 @@ static struct kms_http *least_loaded(struct kms_http *h)
     size_t least = atomic_load_explicit(&h->load, memory_order_relaxed);
     for (size_t i = 0; i < h->npeers; i++) {
         struct kms_http *p = h->peers[i];
-        if (p == h || atomic_load_explicit(&p->refuses, memory_order_relaxed)) {
+        if (p == h || atomic_load_explicit(&p->stopping, memory_order_relaxed)) {
             continue;
         }
         size_t n = atomic_load_explicit(&p->load, memory_order_relaxed);
@@ -1539,7 +1538,6 @@ void kms_http_share_accepts(struct kms_http *const *all, size_t n)
 void kms_http_stop_accepting(struct kms_http *h)
 {
     h->stopping = true;
-    atomic_store_explicit(&h->refuses, true, memory_order_relaxed);
     if (h->listener != NULL) {
         evconnlistener_free(h->listener);
         h->listener = NULL;

@@ -129,6 +129,10 @@ int kms_api_start(struct kms_api *api, const struct kms_http_req *req, struct km
                   kms_api_wake_fn wake, void *arg, struct kms_api_call **call) KMS_WUR;
 int kms_api_resume(struct kms_api_call *call, struct kms_http_resp *resp) KMS_WUR;
 void kms_api_abandon(struct kms_api_call *call, struct kms_http_resp *resp);
+/* At audit_timeout, before abandoning: true when one audit device already recorded every
+ * line of the call (another is slow or hung); no wake comes after that, and the caller
+ * resumes the call instead (kms_api_resume), as if woken. False: abandon it. */
+bool kms_api_settle(struct kms_api_call *call) KMS_WUR;
 /* How long a parked request may wait for its audit lines (audit_timeout), milliseconds. */
 int64_t kms_api_audit_timeout_ms(struct kms_api *api);
 /*

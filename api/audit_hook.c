@@ -78,10 +78,10 @@ static const struct kms_route_op *route_op(const struct kms_ctx *c)
  */
 static bool without_effects(const struct kms_ctx *c)
 {
-    if (c->op == KMS_OP_READ || c->op == KMS_OP_LIST) {
-        return true;
-    }
     const struct kms_route_op *o = route_op(c);
+    if (c->op == KMS_OP_READ || c->op == KMS_OP_LIST) {
+        return o == NULL || o->effect != KMS_EFFECT_READ_WRITES;
+    }
     return o != NULL && o->effect == KMS_EFFECT_PURE && c->op != KMS_OP_CREATE;
 }
 

@@ -1004,6 +1004,12 @@ void kms_api_abandon(struct kms_api_call *call, struct kms_http_resp *resp)
     }
 }
 
+bool kms_api_settle(struct kms_api_call *call)
+{
+    struct kms_ctx *c = (struct kms_ctx *)call;
+    return c->audit.rec != NULL && kms_audit_rec_settle(c->audit.rec);
+}
+
 int64_t kms_api_audit_timeout_ms(struct kms_api *api)
 {
     return kms_audit_timeout_ms(kms_api_audit(api));

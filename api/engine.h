@@ -68,15 +68,17 @@ typedef int (*kms_handler_fn)(struct kms_ctx *c);
 
 /* Audit durability of one operation (see docs/audit.md). */
 enum kms_effect {
-    KMS_EFFECT_WRITE = 0, /* may change state: the request line is durable before it runs */
-    KMS_EFFECT_PURE,      /* changes nothing (unless it creates a key, Vault's upsert) */
+    KMS_EFFECT_WRITE = 0,   /* may change state: the request line is durable before it runs */
+    KMS_EFFECT_PURE,        /* changes nothing (unless it creates a key, Vault's upsert) */
+    KMS_EFFECT_READ_WRITES, /* a read that may change state (transit/wrapping_key makes the
+                             * key on its first read): treated as a write */
 };
 
 /* One operation of a route: its handler and how the audit log names it. */
 struct kms_route_op {
     kms_handler_fn fn;      /* NULL = the route does not serve this operation (405) */
     const char *audit_op;   /* kmsd's op field ("encrypt"); NULL = Vault's operation name */
-    enum kms_effect effect; /* reads and lists are always pure */
+    enum kms_effect effect; /* reads and lists are pure unless KMS_EFFECT_READ_WRITES */
 };
 
 /*

@@ -55,6 +55,7 @@ struct kms_audit_rec {
     pthread_mutex_t mu;
     int refs;           /* the owner's (until destroy) + one per waiter not yet told */
     size_t outstanding; /* waiters not yet told */
+    size_t dev_outstanding[KMS_AUDIT_MAX_DEVICES]; /* the same, per device */
     bool failed[KMS_AUDIT_MAX_DEVICES];
     char why[KMS_AUDIT_MAX_DEVICES][256];
     kms_audit_notify_fn notify;
@@ -354,6 +355,24 @@ void kms_audit_rec_destroy(struct kms_audit_rec **rp)
     *rp = NULL;
 }
 
+/*
+ * With mu held: one device has every line posted to it so far, without a failure. A line
+ * counts once one device has it (Vault's rule). A record is waited for until every device
+ * has told (so each device's fsync mode holds for the answer); at audit_timeout this decides
+ * instead of failing outright, so a device hung in write(2) or fdatasync(2) delays the
+ * requests by audit_timeout but does not fail those that another device recorded.
+ */
+static bool rec_recorded(const struct kms_audit_rec *r)
+{
+    size_t n = r->a != NULL ? r->a->n : 0;
+    for (size_t i = 0; i < n; i++) {
+        if (r->dev_outstanding[i] == 0 && !r->failed[i]) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* A waiter of device `dev` is finished (from a writer thread, or at a failed submit). */
 static void rec_waiter_finish(struct kms_audit_rec *r, size_t dev, int status, const char *why)
 {
@@ -362,7 +381,9 @@ static void rec_waiter_finish(struct kms_audit_rec *r, size_t dev, int status, c
         r->failed[dev] = true;
         snprintf(r->why[dev], sizeof(r->why[dev]), "%s", why != NULL ? why : "write failed");
     }
-    if (--r->outstanding == 0 && r->notify != NULL) {
+    r->outstanding--;
+    r->dev_outstanding[dev]--;
+    if (r->outstanding == 0 && r->notify != NULL) {
         kms_audit_notify_fn fn = r->notify;
         r->notify = NULL;
         fn(r->notify_arg); /* under mu: destroy cannot race it */
@@ -391,6 +412,17 @@ int kms_audit_rec_notify(struct kms_audit_rec *r, kms_audit_notify_fn fn, void *
     }
     pthread_mutex_unlock(&r->mu);
     return rc;
+}
+
+bool kms_audit_rec_settle(struct kms_audit_rec *r)
+{
+    pthread_mutex_lock(&r->mu);
+    bool ok = rec_recorded(r);
+    if (ok) {
+        r->notify = NULL; /* the rest is told to nobody */
+    }
+    pthread_mutex_unlock(&r->mu);
+    return ok;
 }
 
 /* Top-level names only the broker and the device write. */
@@ -1015,6 +1047,7 @@ int kms_audit_rec_post_w(struct kms_audit_rec *r, const char *type, bool durable
         rw->dev = i;
         pthread_mutex_lock(&r->mu);
         r->outstanding++;
+        r->dev_outstanding[i]++;
         r->refs++;
         pthread_mutex_unlock(&r->mu);
         dwhy[0] = '\0';
@@ -1093,12 +1126,14 @@ int kms_audit_rec_wait(struct kms_audit_rec *r, struct kms_err *err, char *cause
             }
         }
         pthread_mutex_unlock(&sw.m);
-        /* stop a late notification before sw goes away (it is made under r->mu) */
+        /* stop a late notification before sw goes away (it is made under r->mu); at the
+         * deadline, a record one device has is recorded (a hung device does not fail it) */
         pthread_mutex_lock(&r->mu);
         r->notify = NULL;
+        bool recorded = rec_recorded(r);
         pthread_mutex_unlock(&r->mu);
         pthread_mutex_lock(&sw.m);
-        done = sw.done;
+        done = sw.done || recorded;
         pthread_mutex_unlock(&sw.m);
     }
     pthread_cond_destroy(&sw.c);
@@ -1123,7 +1158,7 @@ int kms_audit_rec_status(struct kms_audit_rec *r, struct kms_err *err, char *cau
     pthread_mutex_lock(&r->mu);
     bool ok = false;
     for (size_t i = 0; i < a->n && !ok; i++) {
-        ok = !r->failed[i];
+        ok = !r->failed[i] && r->dev_outstanding[i] == 0;
     }
     snprintf(msg, sizeof(msg), "no audit backend succeeded in logging the record: %s", r->why[0]);
     pthread_mutex_unlock(&r->mu);

@@ -149,8 +149,17 @@ int kms_audit_rec_post(struct kms_audit_rec *r, const char *type, bool durable, 
 typedef void (*kms_audit_notify_fn)(void *arg);
 int kms_audit_rec_notify(struct kms_audit_rec *r, kms_audit_notify_fn fn, void *arg) KMS_WUR;
 
-/* Block until every posted line is finished, at most the broker's timeout. 0, or -1 when the
- * time ran out (err 500, cause logged as by kms_audit_rec_status). */
+/*
+ * At the deadline of a wait (audit_timeout): true when one device already has every line
+ * posted so far without a failure, and then the notification is cancelled (the lines still
+ * owed by a slow or hung device are told to nobody) and kms_audit_rec_status answers 0.
+ * False: nothing changes.
+ */
+bool kms_audit_rec_settle(struct kms_audit_rec *r) KMS_WUR;
+
+/* Block until every posted line is finished, at most the broker's timeout. 0 (also when the
+ * time ran out but kms_audit_rec_settle holds), or -1 when the time ran out (err 500, cause
+ * logged as by kms_audit_rec_status). */
 int kms_audit_rec_wait(struct kms_audit_rec *r, struct kms_err *err, char *cause,
                        size_t causelen) KMS_WUR;
 

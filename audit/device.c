@@ -25,15 +25,26 @@
  * size before the write, so a full disk or RLIMIT_FSIZE never leaves a torn line) and fails
  * every waiter of the batch. Lines queued behind it were chained onto it, so they fail too,
  * and the chain head rolls back to the last line written. A failed fsync fails every waiter
- * of that group (their lines stay in the file, in order). A file deleted under us
- * (st_nlink == 0) is recreated by path before the next write; after a failed open every write
- * retries the open.
+ * of that group (their lines stay in the file, in order), and the device is then broken: it
+ * takes no more lines until it is reopened (SIGHUP) or kmsd restarts, because Linux reports a
+ * writeback error once and marks the pages it could not write clean, so a later fsync that
+ * succeeds would not cover lines written before the failed one (a request line told
+ * "written" whose response line went into a later group). A batch that cannot be cut off
+ * again (ftruncate failed) breaks the device the same way: appending after a torn line would
+ * put it in the middle of the file. A file deleted under us (st_nlink == 0) is recreated by
+ * path before the next write; after a failed open every write retries the open.
+ *
+ * A device whose writer hangs (a dead NFS server) holds at most QUEUE_MAX bytes of queued
+ * lines; past that a new line is refused at once, so the other devices carry the records
+ * (a line counts once one device has it) and memory stays bounded.
  *
  * Test hooks (built with -DKMS_TEST_HOOKS=ON only): with KMS_TEST_AUDIT_HOOKS=<dir> in the
  * environment the writer, before each fdatasync, sleeps the milliseconds written in
  * <dir>/delay and waits while <dir>/hold exists (creating <dir>/held meanwhile); before each
  * write it fails the batch after writing half of it when <dir>/fail exists and is empty or
- * names a string the batch contains.
+ * names a string the batch contains; while <dir>/syncfail exists every fdatasync is skipped
+ * and reported as failed (EIO). A device whose name is a directory in <dir> takes its hooks
+ * from that directory instead (one device of several held or failed).
  *
  * Locks: `mu` guards the queue and the chain heads; `io` guards the current file and is held
  * around a write and by reopen, so a reopen never splits a batch. Open files are
@@ -59,6 +70,7 @@
 #define HEAD_META "audit/%s/head"
 #define HEAD_META_REPLICA "audit/%s/head/%s" /* HA: one chain head per replica */
 #define TAIL_READ 512
+#define QUEUE_MAX (64u * 1024 * 1024) /* bytes of lines queued for the writer, at most */
 
 /* An open log file; the last reference closes it. */
 struct afile {
@@ -96,6 +108,8 @@ struct kms_audit_dev {
     uint64_t wseq; /* chain head in the file */
     char whash[KMS_AUDIT_HASH_LEN + 1];
     struct afile *file;            /* under io; NULL after a failed open */
+    char broken[480];              /* under io: why the device takes no lines ("" = fine) */
+    size_t qbytes;                 /* under mu: bytes of the batches in the queue */
     struct afile *dirty;           /* writer only: written since the last fdatasync (batch mode) */
     int64_t last_err_log;          /* one error line per second at most (writer only) */
     int64_t last_group;            /* when the writer last finished a group (under mu) */
@@ -269,21 +283,17 @@ out:
     return rc;
 }
 
-/* Remember the head on disk so a restart with an empty (rotated) file continues the chain. */
-static void save_head(struct kms_audit_dev *d)
+/* Remember a head on disk so a restart with an empty (rotated) file continues the chain. */
+static void save_head_at(struct kms_audit_dev *d, uint64_t seq, const char *hash)
 {
     struct kms_txn *txn = NULL;
     char key[400];
     char text[128];
-    uint64_t seq;
 
     if (d->env.st == NULL) {
         return;
     }
-    pthread_mutex_lock(&d->mu);
-    seq = d->wseq;
-    int n = snprintf(text, sizeof(text), "%" PRIu64 " %s", seq, d->whash);
-    pthread_mutex_unlock(&d->mu);
+    int n = snprintf(text, sizeof(text), "%" PRIu64 " %s", seq, hash);
     head_key(d, key, sizeof(key));
     if (kms_storage_txn_begin(d->env.st, true, &txn) != 0 ||
         kms_storage_put(txn, KMS_DB_META, key, strlen(key), text, (size_t)n) != 0 ||
@@ -291,6 +301,17 @@ static void save_head(struct kms_audit_dev *d)
         dev_log(d, "warn", "audit device %s: cannot record the chain head in storage", d->o.name);
     }
     kms_storage_txn_abort(&txn);
+}
+
+/* The head of what is in the file (at close: the writer has ended). */
+static void save_head(struct kms_audit_dev *d)
+{
+    char hash[KMS_AUDIT_HASH_LEN + 1];
+    pthread_mutex_lock(&d->mu);
+    uint64_t seq = d->wseq;
+    memcpy(hash, d->whash, sizeof(hash));
+    pthread_mutex_unlock(&d->mu);
+    save_head_at(d, seq, hash);
 }
 
 /* ---- the file ---------------------------------------------------------------------------- */
@@ -483,6 +504,12 @@ static bool hook_fail(const struct kms_audit_dev *d, const struct kms_audit_batc
     return n == 0 || (n > 0 && memmem(b->buf, b->len, what, (size_t)n) != NULL);
 }
 
+static bool hook_sync_fails(const struct kms_audit_dev *d)
+{
+    char path[600];
+    return hook_path(d, "syncfail", path, sizeof(path)) && access(path, F_OK) == 0;
+}
+
 static void hook_before_sync(const struct kms_audit_dev *d)
 {
     char text[32];
@@ -515,11 +542,49 @@ static bool hook_fail(const struct kms_audit_dev *d, const struct kms_audit_batc
     return false;
 }
 
+static bool hook_sync_fails(const struct kms_audit_dev *d)
+{
+    (void)d;
+    return false;
+}
+
 static void hook_before_sync(const struct kms_audit_dev *d)
 {
     (void)d;
 }
 #endif
+
+/* The device takes no more lines until it is reopened (with `io` held). */
+static void mark_broken(struct kms_audit_dev *d, const char *why)
+{
+    if (d->broken[0] == '\0') {
+        snprintf(
+            d->broken, sizeof(d->broken),
+            "audit device %.64s is unusable until it is reopened (SIGHUP) or kmsd restarts: %.300s",
+            d->o.name, why);
+        dev_log(d, "error", "%s", d->broken);
+    }
+}
+
+/* fdatasync fd, counted; 0 or -1 with why. */
+static int sync_fd(struct kms_audit_dev *d, int fd, char *why, size_t whylen)
+{
+    hook_before_sync(d);
+    uint64_t t0 = mono_us();
+    int sr;
+    if (hook_sync_fails(d)) {
+        errno = EIO;
+        sr = -1;
+    } else {
+        sr = fdatasync(fd);
+    }
+    count_fsync(d, t0);
+    if (sr != 0) {
+        snprintf(why, whylen, "cannot sync %.300s: %s", d->o.path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
 
 /*
  * Append the whole batch (and, in "always" mode, sync it); on failure cut the file back.
@@ -528,6 +593,10 @@ static void hook_before_sync(const struct kms_audit_dev *d)
 static int write_batch(struct kms_audit_dev *d, struct kms_audit_batch *b, char *why, size_t whylen)
 {
     struct stat st;
+    if (d->broken[0] != '\0') {
+        snprintf(why, whylen, "%s", d->broken);
+        return -1;
+    }
     if (d->file == NULL && open_file(d, &d->file, why, whylen) != 0) {
         return -1;
     }
@@ -565,22 +634,17 @@ static int write_batch(struct kms_audit_dev *d, struct kms_audit_batch *b, char 
         }
         off += (size_t)w;
     }
-    if (d->o.fsync == KMS_AUDIT_FSYNC_ALWAYS) {
-        hook_before_sync(d);
-        uint64_t t0 = mono_us();
-        int sr = fdatasync(fd);
-        count_fsync(d, t0);
-        if (sr != 0) {
-            snprintf(why, whylen, "cannot sync %.300s: %s", d->o.path, strerror(errno));
-            goto fail;
-        }
+    if (d->o.fsync == KMS_AUDIT_FSYNC_ALWAYS && sync_fd(d, fd, why, whylen) != 0) {
+        goto fail; /* every earlier line was synced: cutting this batch off leaves none unsynced */
     }
     b->file = afile_ref(d->file);
     return 0;
 fail:
     if (ftruncate(fd, before) != 0) {
-        dev_log(d, "error", "audit file %s: cannot remove a partly written batch: %s", d->o.path,
-                strerror(errno));
+        char cut[300];
+        snprintf(cut, sizeof(cut), "cannot remove a partly written batch from %.200s: %s",
+                 d->o.path, strerror(errno));
+        mark_broken(d, cut);
     }
     return -1;
 }
@@ -685,18 +749,16 @@ static void io_error(struct kms_audit_dev *d, const char *why)
     }
 }
 
-/* fdatasync f, counted; 0 or -1 with why. */
+/* fdatasync f, counted; 0 or -1 with why, and the device broken (see the top). */
 static int sync_file(struct kms_audit_dev *d, struct afile *f, char *why, size_t whylen)
 {
-    hook_before_sync(d);
-    uint64_t t0 = mono_us();
-    int sr = fdatasync(f->fd);
-    count_fsync(d, t0);
-    if (sr != 0) {
-        snprintf(why, whylen, "cannot sync %.300s: %s", d->o.path, strerror(errno));
-        return -1;
+    if (sync_fd(d, f->fd, why, whylen) == 0) {
+        return 0;
     }
-    return 0;
+    pthread_mutex_lock(&d->io);
+    mark_broken(d, why);
+    pthread_mutex_unlock(&d->io);
+    return -1;
 }
 
 /* Make what was written without a sync durable (a later file's sync does not cover it). */
@@ -715,11 +777,11 @@ static void write_group(struct kms_audit_dev *d, struct kms_audit_batch *b)
 {
     char why[512];
     why[0] = '\0';
+    struct kms_audit_batch *failed = NULL;
     pthread_mutex_lock(&d->io);
     int rc = write_batch(d, b, why, sizeof(why));
-    pthread_mutex_unlock(&d->io);
-
-    struct kms_audit_batch *failed = NULL;
+    /* the head moves with the file's contents under io, so a reopen saves the head of what
+     * the old file holds */
     pthread_mutex_lock(&d->mu);
     if (rc == 0) {
         d->wseq = b->last_seq;
@@ -728,10 +790,12 @@ static void write_group(struct kms_audit_dev *d, struct kms_audit_batch *b)
         /* every queued line was chained onto this batch: they fail with it; roll back */
         failed = d->qhead;
         d->qhead = d->qtail = NULL;
+        d->qbytes = 0;
         d->seq = d->wseq;
         memcpy(d->hash, d->whash, sizeof(d->hash));
     }
     pthread_mutex_unlock(&d->mu);
+    pthread_mutex_unlock(&d->io);
 
     if (rc != 0) {
         io_error(d, why);
@@ -835,6 +899,7 @@ static void *writer_main(void *arg)
         if (d->qhead == NULL) {
             d->qtail = NULL;
         }
+        d->qbytes -= b->len;
         b->next = NULL;
         pthread_mutex_unlock(&d->mu);
         size_t bytes = b->len;
@@ -872,7 +937,14 @@ int kms_audit_dev_open(const struct kms_audit_device_opts *o, const struct kms_a
     pthread_cond_init(&d->work, NULL);
 #ifdef KMS_TEST_HOOKS
     const char *hooks = getenv("KMS_TEST_AUDIT_HOOKS");
+    struct stat hst;
     snprintf(d->hooks, sizeof(d->hooks), "%s", hooks != NULL ? hooks : "");
+    if (hooks != NULL &&
+        (size_t)snprintf(d->hooks, sizeof(d->hooks), "%s/%s", hooks, o->name) < sizeof(d->hooks)) {
+        if (stat(d->hooks, &hst) != 0 || !S_ISDIR(hst.st_mode)) {
+            snprintf(d->hooks, sizeof(d->hooks), "%s", hooks);
+        }
+    }
 #endif
     if (open_file(d, &d->file, why, sizeof(why)) != 0) {
         kms_err_set(err, 500, "audit device %s: %s", o->name, why);
@@ -950,15 +1022,26 @@ const struct kms_hmac_key *kms_audit_dev_hkey(const struct kms_audit_dev *d)
 int kms_audit_dev_reopen(struct kms_audit_dev *d, char *why, size_t whylen)
 {
     struct afile *nf = NULL;
+    char hash[KMS_AUDIT_HASH_LEN + 1];
     pthread_mutex_lock(&d->io);
     int rc = open_file(d, &nf, why, whylen);
     /* batches written to the old file keep it open until they are synced */
     afile_unref(&d->file);
     /* on failure every write fails (and retries the open) until the path works again */
     d->file = nf;
+    if (rc == 0 && d->broken[0] != '\0') {
+        d->broken[0] = '\0';
+        dev_log(d, "info", "audit device %s: reopened %s, taking lines again", d->o.name,
+                d->o.path);
+    }
+    /* the head of what the old file holds: no write is under way while io is held */
+    pthread_mutex_lock(&d->mu);
+    uint64_t seq = d->wseq;
+    memcpy(hash, d->whash, sizeof(hash));
+    pthread_mutex_unlock(&d->mu);
     pthread_mutex_unlock(&d->io);
     if (rc == 0) {
-        save_head(d);
+        save_head_at(d, seq, hash);
     }
     return rc;
 }
@@ -1031,6 +1114,11 @@ int kms_audit_dev_submit(struct kms_audit_dev *d, const char *body, size_t len,
         snprintf(why, whylen, "audit device %s is closing", d->o.name);
         goto out;
     }
+    if (d->qbytes > 0 && d->qbytes + len > QUEUE_MAX) {
+        snprintf(why, whylen, "audit device %s is behind: %zu bytes of lines wait for its writer",
+                 d->o.name, d->qbytes);
+        goto out;
+    }
     b = d->qtail;
     if (b == NULL || d->o.fsync == KMS_AUDIT_FSYNC_ALWAYS) {
         b = batch_take(d);
@@ -1066,6 +1154,7 @@ int kms_audit_dev_submit(struct kms_audit_dev *d, const char *body, size_t len,
     memcpy(b->buf + b->len, "\"}\n", 3);
     b->len += 3;
     b->lines++;
+    d->qbytes += len - 1 + (size_t)sn + 9 + KMS_AUDIT_HASH_LEN + 3;
 
     d->seq = seq;
     memcpy(d->hash, h, sizeof(d->hash));

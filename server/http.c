@@ -1052,6 +1052,24 @@ static void unpark(struct conn *c)
     process(c); /* requests already buffered do not wait for new bytes */
 }
 
+/* Go on with a parked call whose audit lines are finished (woken, or settled at its timeout). */
+static void resume(struct conn *c)
+{
+    struct kms_http *h = c->h;
+    struct kms_http_resp resp;
+    evtimer_del(c->timer);
+    if (kms_api_resume(c->call, &resp) == 1) {
+        /* parked again (its response line now): the wait starts over */
+        struct timeval tv = {(time_t)(h->audit_timeout_ms / 1000),
+                             (suseconds_t)(h->audit_timeout_ms % 1000) * 1000};
+        evtimer_add(c->timer, &tv);
+        return;
+    }
+    c->call = NULL;
+    complete(c, &resp);
+    unpark(c);
+}
+
 static void on_mailbox(evutil_socket_t fd, short what, void *arg)
 {
     struct kms_http *h = arg;
@@ -1084,22 +1102,9 @@ static void on_mailbox(evutil_socket_t fd, short what, void *arg)
     while (list != NULL) {
         struct conn *c = list;
         list = c->wnext;
-        struct kms_http_resp resp;
-        struct kms_api_call *call = c->call;
-        if (call == NULL) {
-            continue;
+        if (c->call != NULL) {
+            resume(c);
         }
-        evtimer_del(c->timer);
-        if (kms_api_resume(call, &resp) == 1) {
-            /* parked again (its response line now): the wait starts over */
-            struct timeval tv = {(time_t)(h->audit_timeout_ms / 1000),
-                                 (suseconds_t)(h->audit_timeout_ms % 1000) * 1000};
-            evtimer_add(c->timer, &tv);
-            continue;
-        }
-        c->call = NULL;
-        complete(c, &resp);
-        unpark(c);
     }
 }
 
@@ -1181,6 +1186,13 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     if (c->call != NULL) {
+        if (kms_api_settle(c->call)) {
+            /* one audit device has the lines, another is slow or hung: go on without it
+             * (a wake that came meanwhile must not resume the call a second time) */
+            mailbox_remove(c);
+            resume(c);
+            return;
+        }
         /* its audit record took longer than audit_timeout: the request fails closed */
         struct kms_http_resp resp;
         abandon(c, &resp);

@@ -2271,7 +2271,7 @@ static const struct kms_route transit_routes[] = {
      .on = {[KMS_OP_UPDATE] = {owned_kms_transit_derive_key, "derive-key", 0}}},
     {.tmpl = "wrapping_key",
      .resource = "TransitMount",
-     .on = {[KMS_OP_READ] = {kms_transit_wrapping_key_read, "read", 0}}},
+     .on = {[KMS_OP_READ] = {kms_transit_wrapping_key_read, "read", KMS_EFFECT_READ_WRITES}}},
     {.tmpl = "keys/:name/trim",
      .fields = f_trim,
      .on = {[KMS_OP_UPDATE] = {owned_keys_trim, "trim", 0}}},

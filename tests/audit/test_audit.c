@@ -4,7 +4,9 @@
  * never interleave, seq has no gap); every fsync mode; rotation (reopen) continuing the chain
  * across files; restart recovery (a torn last line is cut off); fail-closed writes (a file-size
  * limit fails the write and leaves no torn line, the chain rolls back and resumes); a deleted
- * file recreated; two devices with one broken; salts and chain heads kept in storage.
+ * file recreated; two devices with one broken; salts and chain heads kept in storage; in
+ * test-hook builds, two devices with one hung in its fsync (the blocking wait settles on the
+ * other at the timeout).
  *
  * Each test works in a fresh mkdtemp directory under /tmp.
  */
@@ -500,6 +502,53 @@ static void test_two_devices_one_broken(void **state)
     assert_intact(f->path, 1, 6);
 }
 
+#ifdef KMS_TEST_HOOKS
+/* The backup device's writer waits before its fsync while <hooks>/backup/hold exists. */
+static void test_two_devices_one_hung(void **state)
+{
+    struct fx *f = *state;
+    struct kms_audit_device_opts o[2];
+    struct kms_audit_opts ao;
+    struct kms_audit *a = NULL;
+    struct kms_err err;
+    char hooks[160], dev[200], hold[240], held[240], p2[200];
+
+    snprintf(hooks, sizeof(hooks), "%s/hooks", f->dir);
+    snprintf(dev, sizeof(dev), "%s/backup", hooks);
+    snprintf(hold, sizeof(hold), "%s/hold", dev);
+    snprintf(held, sizeof(held), "%s/held", dev);
+    snprintf(p2, sizeof(p2), "%s/b.log", f->dir);
+    assert_int_equal(mkdir(hooks, 0700), 0);
+    assert_int_equal(mkdir(dev, 0700), 0);
+    assert_int_equal(setenv("KMS_TEST_AUDIT_HOOKS", hooks, 1), 0);
+    kms_audit_device_opts_default(&o[0]);
+    kms_audit_device_opts_default(&o[1]);
+    snprintf(o[0].path, sizeof(o[0].path), "%s", f->path);
+    snprintf(o[1].name, sizeof(o[1].name), "backup");
+    snprintf(o[1].path, sizeof(o[1].path), "%s", p2);
+    memset(&ao, 0, sizeof(ao));
+    ao.devices = o;
+    ao.ndevices = 2;
+    ao.timeout_ms = 200;
+    assert_int_equal(kms_audit_create(NULL, &ao, &a, &err), 0);
+    assert_int_equal(unsetenv("KMS_TEST_AUDIT_HOOKS"), 0);
+    FILE *fp = fopen(hold, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    /* the first device has both lines; the hung one holds the response line's fsync: the
+     * wait ends at the timeout, and the record counts (one device is enough) */
+    assert_int_equal(log_pair(a, 1), 0);
+    assert_int_equal(access(held, F_OK), 0);
+    assert_int_equal(log_pair(a, 2), 0);
+    assert_int_equal(count_lines(f->path), 4);
+    /* the hung device comes back and writes what it was given, in order */
+    assert_int_equal(unlink(hold), 0);
+    kms_audit_destroy(&a);
+    assert_intact(f->path, 1, 4);
+    assert_intact(p2, 1, 4);
+}
+#endif
+
 static void test_storage_keeps_salt_and_head(void **state)
 {
     struct fx *f = *state;
@@ -546,6 +595,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_full_disk_fails_closed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deleted_file_recreated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_devices_one_broken, setup, teardown),
+#ifdef KMS_TEST_HOOKS
+        cmocka_unit_test_setup_teardown(test_two_devices_one_hung, setup, teardown),
+#endif
         cmocka_unit_test_setup_teardown(test_storage_keeps_salt_and_head, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -3,7 +3,8 @@ modes") against a real kmsd built with -DKMS_TEST_HOOKS=ON, whose audit writer t
 from files in $KMS_TEST_AUDIT_HOOKS: `hold` (the writer waits before its next fdatasync while
 the file exists, and shows it by creating `held`), `delay` (milliseconds slept before each
 fdatasync) and `fail` (the next write fails half-way when the file is empty or names a string
-the batch contains).
+the batch contains), `syncfail` (while it exists every fdatasync fails with EIO); a device
+whose name is a directory in the hooks dir takes its files from there.
 
 - requests parked behind a held fsync do not stop their worker: with one worker, sys/health
   answers while they wait, and they all complete, in one group commit, when the fsync ends;
@@ -13,6 +14,11 @@ the batch contains).
   ends in the durable request line;
 - audit_timeout: a request parked longer fails 500, and a change that was waiting for its
   request line never happens;
+- a failed fdatasync breaks the device until it is reopened (Linux forgets the pages it could
+  not write, so a later fsync would not cover them): every request fails with 500 meanwhile,
+  and after the log is rotated and SIGHUP sent the chain goes on in the new file;
+- two devices, one hung in its fsync: requests the other device recorded are answered at
+  audit_timeout instead of failing, and the hung one gets every line once it comes back;
 - a parked connection keeps reading: a client that closes it is seen while the fsync is still
   held (its change, waiting for its request line, is abandoned and never happens), and
   requests pipelined behind a parked one (more than the 64 KiB a parked connection buffers)
@@ -23,6 +29,7 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -54,6 +61,7 @@ class HookedServer(KmsdTestCase):
         cls.log = os.path.join(cls.workdir, "audit.log")
         cfg = {"workers": 1, "audit_file": cls.log, "audit_fsync": "batch", "rate_limit": 0}
         cfg.update(cls.extra_config)
+        cls.more_config(cfg)
         os.environ["KMS_TEST_AUDIT_HOOKS"] = cls.hooks
         try:
             cls.server = KmsdServer(mode="config", config=cfg, workdir=cls.workdir)
@@ -67,8 +75,12 @@ class HookedServer(KmsdTestCase):
             del os.environ["KMS_TEST_AUDIT_HOOKS"]
 
     @classmethod
+    def more_config(cls, cfg):
+        pass
+
+    @classmethod
     def tearDownClass(cls):
-        for f in ("hold", "fail", "delay"):
+        for f in ("hold", "fail", "delay", "syncfail"):
             try:
                 os.unlink(os.path.join(cls.hooks, f))
             except FileNotFoundError:
@@ -79,7 +91,7 @@ class HookedServer(KmsdTestCase):
             shutil.rmtree(cls.workdir, ignore_errors=True)
 
     def tearDown(self):
-        self.unhook("hold", "fail", "delay")
+        self.unhook("hold", "fail", "delay", "syncfail")
 
     # ---- hooks -----------------------------------------------------------------------------
     def hook(self, name, text=""):
@@ -117,10 +129,10 @@ class HookedServer(KmsdTestCase):
     def lines(self):
         return read_lines(self.log)
 
-    def verify(self):
+    def verify(self, *files):
         import subprocess
-        res = subprocess.run([KMSCTL_BIN, "audit", "verify", self.log], capture_output=True,
-                             text=True, timeout=60)
+        res = subprocess.run([KMSCTL_BIN, "audit", "verify"] + list(files or [self.log]),
+                             capture_output=True, text=True, timeout=60)
         self.assertEqual(res.returncode, 0, res.stdout + res.stderr)
 
     # ---- concurrent clients ----------------------------------------------------------------
@@ -377,6 +389,132 @@ class ParkedConnectionTest(HookedServer):
             self.assertEqual(self.decrypt(name, ct), p)
         self.wait_drained()
         self.verify()
+
+
+class BrokenSyncTest(HookedServer):
+
+    def reopen(self):
+        """logrotate's way: rename, SIGHUP; the chain goes on in the new file. Returns the
+        old file's new name."""
+        old = "%s.%s" % (self.log, self.uniq("rotated"))
+        os.rename(self.log, old)
+        self.server.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: os.path.exists(self.log), 10, lambda: "the reopened audit file")
+        return old
+
+    def test_a_read_that_creates_the_wrapping_key_waits_for_its_durable_request_line(self):
+        """GET transit/wrapping_key makes the key on the first read: a change, so its request
+        line is durable before the handler runs (a failed fsync: the handler never ran, no
+        response line was written)."""
+        mount = self.uniq("wk")
+        r = self.req("POST", "sys/mounts/" + mount, {"type": "transit"})
+        self.assertIn(r.status, (200, 204), r.describe())
+        self.wait_drained()
+        self.hook("syncfail")
+        r = self.req("GET", mount + "/wrapping_key")
+        self.assertEqual(r.status, 500, r.describe())
+        self.unhook("syncfail")
+        self.wait_drained()
+        mine = [l["type"] for l in self.lines() if l["request"]["path"] == mount + "/wrapping_key"]
+        self.assertEqual(mine, ["request"])
+        old = self.reopen()
+        r = self.req("GET", mount + "/wrapping_key")
+        self.assertEqual(r.status, 200, r.describe())
+        self.assertIn("BEGIN PUBLIC KEY", r.json["data"]["public_key"])
+        self.wait_drained()
+        self.verify(old, self.log)
+
+    def test_a_failed_fsync_breaks_the_device_until_it_is_reopened(self):
+        name, _ = self.create_key()
+        self.hook("syncfail")
+        r = self.req("POST", "transit/encrypt/" + name, {"plaintext": b64("lost")})
+        self.assertEqual(r.status, 500, r.describe())
+        self.assertEqual(r.json, {"errors": ["internal error"]})
+        self.server.wait_log("unusable until it is reopened")
+        self.unhook("syncfail")
+        # the disk works again, but lines written before the failed fsync may not be on it:
+        # nothing more is acknowledged on this file, a create never runs
+        fresh = self.uniq("after-eio")
+        r = self.req("POST", "transit/keys/" + fresh, {})
+        self.assertEqual(r.status, 500, r.describe())
+        r = self.req("POST", "transit/encrypt/" + name, {"plaintext": b64("still")})
+        self.assertEqual(r.status, 500, r.describe())
+        self.assertEqual(self.req("GET", "sys/health", token=None).status, 200)
+        self.wait_drained()
+        with open(self.log) as f:
+            self.assertNotIn(fresh, f.read())
+        old = self.reopen()
+        self.encrypt(name, b"after the reopen")
+        r = self.req("GET", "transit/keys/" + fresh)
+        self.assertEqual(r.status, 404, r.describe())  # the create never ran
+        r = self.req("POST", "transit/keys/" + fresh, {})
+        self.assertEqual(r.status, 200, r.describe())
+        self.wait_drained()
+        self.assertGreaterEqual(len(self.lines()), 4)
+        self.verify(old, self.log)
+
+
+class HungDeviceTest(HookedServer):
+    """Two devices; "second" takes its hooks from hooks/second, "file" from hooks/file."""
+    extra_config = {"audit_timeout": 1}
+
+    @classmethod
+    def more_config(cls, cfg):
+        cls.second = os.path.join(cls.workdir, "second.log")
+        cfg["audit_devices"] = [{"name": "second", "path": cls.second, "fsync": "batch"}]
+        for dev in ("second", "file"):
+            os.mkdir(os.path.join(cls.hooks, dev))
+
+    def dev_hook(self, dev, name, on):
+        path = os.path.join(self.hooks, dev, name)
+        if on:
+            open(path, "w").close()
+        elif os.path.exists(path):
+            os.unlink(path)
+
+    def tearDown(self):
+        for dev in ("second", "file"):
+            for name in ("hold", "fail"):
+                self.dev_hook(dev, name, False)
+
+    def test_a_hung_device_delays_what_another_recorded_and_fails_nothing_else(self):
+        name, _ = self.create_key()
+        self.wait_drained()
+        self.dev_hook("second", "hold", True)
+        t0 = time.monotonic()
+        r = self.req("POST", "transit/encrypt/" + name, {"plaintext": b64("one device")})
+        self.assertEqual(r.status, 200, r.describe())  # "file" has both lines
+        self.assertGreaterEqual(time.monotonic() - t0, 0.9)  # it waited audit_timeout
+        wait_for(lambda: os.path.exists(os.path.join(self.hooks, "second", "held")), 30,
+                 lambda: "the second device's writer to reach the held fsync")
+        # a change: its request line and its response line each wait audit_timeout
+        fresh = self.uniq("while-hung")
+        r = self.req("POST", "transit/keys/" + fresh, {})
+        self.assertEqual(r.status, 200, r.describe())
+        self.assertEqual(self.req("GET", "transit/keys/" + fresh).status, 200)
+        # neither device records: 500, and the create that waits for its request line never
+        # runs
+        self.dev_hook("file", "fail", True)
+        lost = self.uniq("nowhere")
+        r = self.req("POST", "transit/keys/" + lost, {})
+        self.assertEqual(r.status, 500, r.describe())
+        self.dev_hook("file", "fail", False)
+        self.assertEqual(self.req("GET", "transit/keys/" + lost).status, 404)
+        main = self.lines()
+        ids = [l["request"]["id"] for l in main]
+        for l in main:
+            self.assertEqual(ids.count(l["request"]["id"]), 2, l)  # request and response
+        # the hung device comes back and writes every line it was given
+        self.dev_hook("second", "hold", False)
+        self.wait_drained()
+        second = read_lines(self.second)
+        by_id = {}
+        for l in second:
+            by_id.setdefault(l["request"]["id"], []).append(l["type"])
+        for l in main:
+            self.assertIn(l["request"]["id"], by_id)
+        self.verify(self.log)
+        self.verify(self.second)
 
 
 class TimeoutTest(HookedServer):

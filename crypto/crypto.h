@@ -55,7 +55,7 @@ void kms_free_wipe(void **p, size_t n);
  */
 int kms_secmem_init(size_t heap_size);
 bool kms_secmem_locked(void);
-void *kms_secmem_alloc(size_t n);
+void *kms_secmem_alloc(size_t n); /* secure heap up to half of it (the rest is OpenSSL's) */
 void kms_secmem_free(void *p, size_t n);
 
 /* ---- randomness and ids ------------------------------------------------------------------ */

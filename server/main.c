@@ -404,9 +404,11 @@ static void harden_process(void)
     struct rlimit nocore = {0, 0};
     setrlimit(RLIMIT_CORE, &nocore);
     /*
-     * Locked memory for cached key material: 2 MiB hold ~4000 warm keys (an entry is ~500
-     * bytes); beyond that, entries come from the ordinary heap and are still wiped on free.
-     * Locked pages count in RSS, so this is kept small.
+     * Locked memory for cached key material: the key cache takes at most half of the 2 MiB
+     * (~256 warm keys: an entry is ~2.4 KB, a 4 KiB block of the heap), OpenSSL the other
+     * half for the private keys it builds per operation; beyond that, entries come from the
+     * ordinary heap and are still wiped on free. Locked pages count in RSS, so this is kept
+     * small.
      */
     if (kms_secmem_init((size_t)2 << 20) != 0) {
         kms_log("warn",

@@ -1,6 +1,7 @@
 /*
  * test_crypto.c - crypto/crypto.c: errors, memory helpers, randomness and ids, Go-compatible
- * base64 (including the byte index of every error Go reports), base64url, hex and time.
+ * base64 (including the byte index of every error Go reports), base64url, hex and time; the
+ * secure heap's split between kmsd and OpenSSL.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +15,9 @@
 #include <cmocka.h>
 
 #include "crypto/crypto.h"
+
+#include <openssl/bn.h>
+#include <openssl/crypto.h>
 
 /* ---- errors ------------------------------------------------------------------------------ */
 
@@ -165,6 +169,64 @@ static void test_rand_fast(void **state)
     assert_false(memcmp(parent, child, sizeof(parent)) == 0);
     close(fds[0]);
     close(fds[1]);
+}
+
+/* ---- secure heap ------------------------------------------------------------------------- */
+
+/* In a child (the secure heap is per process, made once): kmsd's allocations, e.g. a full key
+ * cache, leave half of the heap to OpenSSL, whose BN_secure_new (RSA private keys) has no
+ * fallback. Exit codes say which step failed. */
+static int secmem_child(void)
+{
+    enum { HEAP = 64 * 1024, ENTRY = 2700, N = 64 };
+    void *p[N];
+    BIGNUM *b[8] = {NULL};
+    if (kms_secmem_init(HEAP) != 0 || !kms_secmem_locked()) {
+        return 2;
+    }
+    for (int i = 0; i < N; i++) {
+        if ((p[i] = kms_secmem_alloc(ENTRY)) == NULL) {
+            return 3;
+        }
+        for (int j = 0; j < ENTRY; j++) {
+            if (((uint8_t *)p[i])[j] != 0) {
+                return 4; /* zeroed, from either heap */
+            }
+        }
+    }
+    if (!CRYPTO_secure_allocated(p[0]) || CRYPTO_secure_allocated(p[N - 1])) {
+        return 5; /* the first from the secure heap, the last past the half */
+    }
+    if (CRYPTO_secure_used() > HEAP / 2) {
+        return 6;
+    }
+    for (int i = 0; i < 8; i++) { /* 8 x 4096-bit secure numbers: 4 KiB and more */
+        if ((b[i] = BN_secure_new()) == NULL ||
+            BN_rand(b[i], 4096, BN_RAND_TOP_ANY, BN_RAND_BOTTOM_ANY) != 1) {
+            return 7;
+        }
+    }
+    for (int i = 0; i < 8; i++) {
+        BN_clear_free(b[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        kms_secmem_free(p[i], ENTRY);
+    }
+    return CRYPTO_secure_used() == 0 ? 0 : 8;
+}
+
+static void test_secmem_leaves_openssl_room(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        _exit(secmem_child());
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
 }
 
 /* ---- base64 ------------------------------------------------------------------------------ */
@@ -445,6 +507,7 @@ int main(void)
         cmocka_unit_test(test_b64_decode_go_indexes),
         cmocka_unit_test(test_b64_round_trip),
         cmocka_unit_test(test_b64_decode_embedded_nul),
+        cmocka_unit_test(test_secmem_leaves_openssl_room),
         cmocka_unit_test(test_b64url),
         cmocka_unit_test(test_hex),
         cmocka_unit_test(test_time),

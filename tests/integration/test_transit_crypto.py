@@ -950,6 +950,45 @@ class PlaintextLimitTest(KmsdTestCase):
         self.assertIn("64 KiB", r.body.decode(), r.describe())
 
 
+class FullKeyCacheTest(KmsdTestCase):
+    """Key cache entries take at most half of the secure heap: OpenSSL keeps the rest for the
+    private keys it builds per operation (BN_secure_new has no fallback). With ~750 keys
+    cached, RSA decrypt and sign used to fail with 500."""
+
+    def test_rsa_and_ed25519_with_a_thousand_keys_cached(self):
+        rsa = self.uniq("rsa")
+        ed = self.uniq("ed")
+        self.create_key(rsa, type="rsa-2048")
+        self.create_key(ed, type="ed25519")
+        prefix = self.uniq("fill")
+        errors = []
+
+        def fill(part):
+            for i in range(part, 1000, 4):
+                # the first encrypt creates the key (upsert), the second caches it
+                for _ in range(2):
+                    r = self.server.request("POST", "transit/encrypt/%s-%d" % (prefix, i),
+                                            {"plaintext": b64("x")})
+                    if r.status != 200:
+                        errors.append(r.describe())
+
+        threads = [threading.Thread(target=fill, args=(p,)) for p in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        self.assertEqual(errors, [])
+        for _ in range(3):
+            ct = self.encrypt(rsa, b"still there")
+            self.assertEqual(self.decrypt(rsa, ct), b"still there")
+            for key, body in ((rsa, {"input": b64("m"), "signature_algorithm": "pss"}),
+                              (rsa, {"input": b64("m"), "signature_algorithm": "pkcs1v15"}),
+                              (ed, {"input": b64("m")})):
+                r = self.req("POST", "transit/sign/" + key, body)
+                self.assertStatus(r, 200)
+                self.assertTrue(r.data["signature"].startswith("vault:v1:"))
+
+
 class ConcurrencyTest(KmsdTestCase):
     """§9 case 18: parallel rotate + encrypt; concurrent upserts of one key."""
 

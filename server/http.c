@@ -892,10 +892,19 @@ static const char *reason(int status)
 static void write_response(struct conn *c, struct evbuffer *out, const struct kms_http_resp *r,
                            bool head)
 {
+    int status = r->status;
+    if (status >= 100 && status <= 199 && status != 101) {
+        /* an informational code (a batch's partial_failure_response_code may ask for one):
+         * as Go's server does, it goes out as an interim response and the answer as 200 */
+        evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n\r\n", status, reason(status));
+        status = 200;
+    }
+    /* no body may follow these (RFC 9110 6.4.1): Go drops it too */
+    bool bodyless = status == 101 || status == 204 || status == 304;
     evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nCache-Control: no-store\r\n",
-                        r->status, reason(r->status),
+                        status, reason(status),
                         r->content_type[0] ? r->content_type : "application/json");
-    if (r->status != 204) {
+    if (!bodyless) {
         evbuffer_add_printf(out, "Content-Length: %zu\r\n", r->body_len);
     }
     for (size_t i = 0; i < r->nextra; i++) {
@@ -905,7 +914,7 @@ static void write_response(struct conn *c, struct evbuffer *out, const struct km
         evbuffer_add_printf(out, "Connection: close\r\n");
     }
     evbuffer_add(out, "\r\n", 2);
-    if (!head && r->status != 204 && r->body_len > 0) {
+    if (!head && !bodyless && r->body_len > 0) {
         evbuffer_add(out, r->body, r->body_len);
     }
 }
@@ -975,7 +984,8 @@ static void abandon(struct conn *c, struct kms_http_resp *resp)
 /* The answer to the current request is ready: send it, and get ready for the next one. */
 static void complete(struct conn *c, struct kms_http_resp *resp)
 {
-    if (c->h->stopping) {
+    if (c->h->stopping || resp->status == 101) {
+        /* after a 101 the client expects another protocol: nothing more on this one */
         c->keepalive = false;
     }
     bool head = strcmp(c->req.method, "HEAD") == 0;

@@ -751,7 +751,10 @@ out:
 
 /* ---- batch plumbing ---------------------------------------------------------------------- */
 
-enum item_kind { ITEM_OK, ITEM_USER_ERR, ITEM_INTERNAL_ERR };
+/* ITEM_QUIET_ERR: an item that carries its error but leaves the batch's status alone (OpenBao
+ * and Vault do so for associated_data on a non-AEAD key: the item is skipped without setting
+ * the batch's user-error flag, so the others' success answers 200). */
+enum item_kind { ITEM_OK, ITEM_USER_ERR, ITEM_INTERNAL_ERR, ITEM_QUIET_ERR };
 
 struct item {
     const char *plaintext;  /* encrypt: base64; NULL when absent */
@@ -1079,6 +1082,7 @@ static int encrypt_one(struct kms_ctx *c, const char *name, const struct kms_key
     const struct kms_key_version *kv = NULL;
     uint32_t ver;
     struct kms_err err;
+    bool quiet = false;
     int rc = -1;
 
     kms_err_clear(&err);
@@ -1088,6 +1092,7 @@ static int encrypt_one(struct kms_ctx *c, const char *name, const struct kms_key
     if (it->aad != NULL && it->aad[0] != '\0' && !kms_key_type_is_aead(p->type)) {
         kms_err_set(&err, 400, "'[%zu].associated_data' provided for non-AEAD cipher suite %s", idx,
                     kms_key_type_name(p->type));
+        quiet = true;
         goto out;
     }
     if (it->aad != NULL && it->aad[0] != '\0' && decode_opt(it->aad, &aad, &aadlen, &err) != 0) {
@@ -1116,6 +1121,9 @@ static int encrypt_one(struct kms_ctx *c, const char *name, const struct kms_key
 out:
     if (rc != 0) {
         item_fail(it, &err);
+        if (quiet) {
+            it->kind = ITEM_QUIET_ERR;
+        }
     }
     kms_free_wipe((void **)&ctx, ctxlen);
     kms_free_wipe((void **)&aad, aadlen);
@@ -1131,6 +1139,7 @@ static int decrypt_one(struct kms_ctx *c, const char *name, const struct kms_key
     const struct kms_key_version *kv = NULL;
     uint32_t ver;
     struct kms_err err;
+    bool quiet = false;
     int rc = -1;
 
     kms_err_clear(&err);
@@ -1142,14 +1151,18 @@ static int decrypt_one(struct kms_ctx *c, const char *name, const struct kms_key
         kms_err_set(&err, 400, "%s", KMS_MSG_SOFT_DELETED);
         goto out;
     }
+    /* OpenBao's order: the context, then associated_data, then the ciphertext itself */
     size_t ctlen = strlen(it->ciphertext);
-    if (kms_keyring_ciphertext_version(p, it->ciphertext, ctlen, &ver, &err) != 0 ||
-        decode_opt(it->context, &ctx, &ctxlen, &err) != 0) {
+    if (decode_opt(it->context, &ctx, &ctxlen, &err) != 0) {
         goto out;
     }
     if (use_aad && it->aad != NULL && it->aad[0] != '\0' && !kms_key_type_is_aead(p->type)) {
         kms_err_set(&err, 400, "'[%zu].associated_data' provided for non-AEAD cipher suite %s", idx,
                     kms_key_type_name(p->type));
+        quiet = true;
+        goto out;
+    }
+    if (kms_keyring_ciphertext_version(p, it->ciphertext, ctlen, &ver, &err) != 0) {
         goto out;
     }
     if (use_aad && it->aad != NULL && it->aad[0] != '\0' &&
@@ -1171,6 +1184,9 @@ static int decrypt_one(struct kms_ctx *c, const char *name, const struct kms_key
 out:
     if (rc != 0) {
         item_fail(it, &err);
+        if (quiet) {
+            it->kind = ITEM_QUIET_ERR;
+        }
     }
     kms_free_wipe((void **)&ctx, ctxlen);
     kms_free_wipe((void **)&aad, aadlen);

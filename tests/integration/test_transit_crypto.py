@@ -2,7 +2,9 @@
 cases 1-8 and 18 (encrypt, decrypt, rewrap, datakey, batches, upsert, key versions,
 rotation, the 64 KiB direct-payload limit of decisions.md, concurrency)."""
 
+import json
 import os
+import socket
 import threading
 import time
 import unittest
@@ -482,6 +484,102 @@ class BatchTest(KmsdTestCase):
         r = self.enc({"batch_input": [{"plaintext": b64("x")}],
                       "partial_failure_response_code": 207})
         self.assertStatus(r, 200)
+
+    def test_associated_data_on_a_non_aead_key_leaves_the_batch_status_alone(self):
+        """transit-api.md §4's quirk (OpenBao and Vault): an item rejected for
+        associated_data on a non-AEAD key carries its error, but does not make the batch a
+        400; a real user error next to it still does."""
+        name = self.uniq("rsa")
+        self.create_key(name, type="rsa-2048")
+        msg = "'[0].associated_data' provided for non-AEAD cipher suite rsa-2048"
+        r = self.enc({"batch_input": [{"plaintext": b64("a"), "associated_data": b64("ad")},
+                                      {"plaintext": b64("b")}]}, name=name)
+        self.assertStatus(r, 200)
+        res = r.data["batch_results"]
+        self.assertEqual(res[0]["error"], msg)
+        self.assertNotIn("error", res[1])
+        ct = res[1]["ciphertext"]
+        r = self.dec({"batch_input": [{"ciphertext": ct, "associated_data": b64("ad")},
+                                      {"ciphertext": ct}]}, name=name)
+        self.assertStatus(r, 200)
+        res = r.data["batch_results"]
+        self.assertEqual(res[0]["error"], msg)
+        self.assertEqual(res[1]["plaintext"], b64("b"))
+        # the quirk checks associated_data before the ciphertext, as OpenBao does
+        r = self.dec({"batch_input": [{"ciphertext": "garbage", "associated_data": b64("ad")}]},
+                     name=name)
+        self.assertStatus(r, 200)
+        self.assertEqual(r.data["batch_results"][0]["error"], msg)
+        # with a user error beside it: 400
+        r = self.enc({"batch_input": [{"plaintext": b64("a"), "associated_data": b64("ad")},
+                                      {"plaintext": "!!!!"}]}, name=name)
+        self.assertStatus(r, 400)
+        # a single request is still refused
+        r = self.enc({"plaintext": b64("a"), "associated_data": b64("ad")}, name=name)
+        self.assertError(r, 400, "'[0].associated_data' provided for non-AEAD cipher suite "
+                         "rsa-2048")
+
+    def test_partial_failure_override_with_a_code_that_has_no_body(self):
+        """1..599 is accepted (OpenBao), but 1xx, 204 and 304 answers carry no body: as Go's
+        server does, a 1xx (but 101) goes out as an interim response followed by the answer
+        as 200, and 101, 204 and 304 go out without the body. The connection stays framed:
+        the next request on it is answered (101: closed)."""
+        items = [{"plaintext": b64("ok")}, {"plaintext": "!!!!"}]
+        body = json.dumps({"batch_input": items, "partial_failure_response_code": 0})
+
+        def exchange(code):
+            req = body.replace('"partial_failure_response_code": 0',
+                               '"partial_failure_response_code": %d' % code).encode()
+            head = ("POST /v1/transit/encrypt/bk HTTP/1.1\r\nHost: x\r\nX-Vault-Token: %s\r\n"
+                    "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                    % (self.server.token, len(req))).encode()
+            health = b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            with socket.create_connection(("127.0.0.1", self.server.port), timeout=30) as s:
+                s.sendall(head + req + health)
+                data = b""
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        return data
+                    data += chunk
+
+        def take(data):
+            """One response off the front: (status line, headers dict, body, rest)."""
+            headpart, sep, rest = data.partition(b"\r\n\r\n")
+            self.assertEqual(sep, b"\r\n\r\n", data)
+            lines = headpart.decode().split("\r\n")
+            hdrs = dict(l.split(": ", 1) for l in lines[1:])
+            n = int(hdrs.get("Content-Length", "0"))
+            return lines[0], hdrs, rest[:n], rest[n:]
+
+        for code in (100, 103, 199):
+            with self.subTest(code=code):
+                status, hdrs, b, rest = take(exchange(code))
+                self.assertTrue(status.startswith("HTTP/1.1 %d " % code), status)
+                self.assertEqual(hdrs, {})
+                self.assertEqual(b, b"")
+                status, hdrs, b, rest = take(rest)
+                self.assertEqual(status, "HTTP/1.1 200 OK")
+                res = json.loads(b)["data"]["batch_results"]
+                self.assertEqual(res[1]["error"], "illegal base64 data at input byte 0")
+                self.assertTrue(res[0]["ciphertext"].startswith("vault:v1:"))
+                status, hdrs, b, rest = take(rest)
+                self.assertEqual(status, "HTTP/1.1 200 OK")  # sys/health, framed
+                self.assertEqual(json.loads(b)["initialized"], True)
+                self.assertEqual(rest, b"")
+        for code in (204, 304):
+            with self.subTest(code=code):
+                status, hdrs, b, rest = take(exchange(code))
+                self.assertTrue(status.startswith("HTTP/1.1 %d " % code), status)
+                self.assertNotIn("Content-Length", hdrs)
+                status, hdrs, b, rest = take(rest)
+                self.assertEqual(status, "HTTP/1.1 200 OK")
+                self.assertEqual(json.loads(b)["initialized"], True)
+        status, hdrs, b, rest = take(exchange(101))
+        self.assertTrue(status.startswith("HTTP/1.1 101 "), status)
+        self.assertEqual(hdrs.get("Connection"), "close")
+        self.assertNotIn("Content-Length", hdrs)
+        self.assertEqual(rest, b"")  # nothing more on a connection that switched
 
     def test_decrypt_mixed(self):
         ct = self.encrypt("bk", b"good")

@@ -738,6 +738,35 @@ static int run(struct kms_ctx *c, struct kms_http_resp *resp)
 }
 
 /* Steps 7-9, once the request line is recorded (durable first when it may change state). */
+/* The warnings added since the first `from` (NULL: none), taken off c's list. */
+static json_t *take_warnings(struct kms_ctx *c, size_t from)
+{
+    size_t n = json_array_size(c->warnings);
+    if (n <= from) {
+        return NULL;
+    }
+    json_t *taken = json_array();
+    for (size_t i = from; i < n; i++) {
+        json_array_append(taken, json_array_get(c->warnings, i));
+    }
+    while (json_array_size(c->warnings) > from) {
+        json_array_remove(c->warnings, from);
+    }
+    return taken;
+}
+
+/* Append taken warnings to c's list again (and drop the list). */
+static void give_warnings(struct kms_ctx *c, json_t *taken)
+{
+    size_t i;
+    json_t *w;
+    json_array_foreach(taken, i, w)
+    {
+        kms_warn(c, "%s", json_string_value(w));
+    }
+    json_decref(taken);
+}
+
 static int run_handler(struct kms_ctx *c)
 {
     bool have_mount = c->park.have_mount;
@@ -754,11 +783,17 @@ static int run_handler(struct kms_ctx *c)
         return KMS_FAILW(c, 405, "unsupported operation");
     }
 
-    /* 8. fields */
+    /* 8. fields; their warnings go after the handler's, "ignored" before "replaced", as
+     * OpenBao's framework adds them to the handler's response */
+    json_t *replaced = NULL, *ignored = NULL;
+    size_t nw = json_array_size(c->warnings);
     apply_captures(c);
+    replaced = take_warnings(c, nw);
     if (kms_params_apply_fields(c) != 0) {
+        json_decref(replaced);
         return -1;
     }
+    ignored = take_warnings(c, nw);
 
     /* 9. handler: the row's operation (an update of an absent resource runs as create) */
     kms_handler_fn fn = c->route->on[c->op].fn;
@@ -766,6 +801,8 @@ static int run_handler(struct kms_ctx *c)
         fn = c->route->on[KMS_OP_CREATE].fn;
     }
     int rc = fn(c);
+    give_warnings(c, ignored);
+    give_warnings(c, replaced);
     if (c->park.head) {
         json_decref(c->data);
         c->data = NULL;

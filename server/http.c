@@ -215,6 +215,11 @@ bool kms_http_parser_keepalive(const struct kms_http_parser *p)
     return p->keepalive;
 }
 
+bool kms_http_parser_http10(const struct kms_http_parser *p)
+{
+    return p->minor == 0;
+}
+
 int kms_http_parser_request(struct kms_http_parser *p, struct kms_http_req *req)
 {
     if (p->st != PS_DONE) {
@@ -332,17 +337,30 @@ static int parse_request_line(struct kms_http_parser *p, const char *line, size_
         return kms_err_set(err, 400, "malformed HTTP request: bad HTTP version");
     }
 
-    size_t tlen = (size_t)(sp2 - sp1 - 1);
-    if (tlen == 0 || sp1[1] != '/') {
-        return kms_err_set(err, 400, "malformed HTTP request: the target must start with /");
-    }
+    const char *t = sp1 + 1;
+    size_t tlen = (size_t)(sp2 - t);
     for (size_t i = 0; i < tlen; i++) {
-        unsigned char ch = (unsigned char)sp1[1 + i];
+        unsigned char ch = (unsigned char)t[i];
         if (ch <= 0x20 || ch >= 0x7f) {
             return kms_err_set(err, 400, "malformed HTTP request: invalid byte in the target");
         }
     }
-    p->target = strndup(sp1 + 1, tlen);
+    /* absolute-form (RFC 9112 3.2.2: a server must accept it): the path of the URI */
+    size_t scheme = tlen > 7 && strncasecmp(t, "http://", 7) == 0    ? 7
+                    : tlen > 8 && strncasecmp(t, "https://", 8) == 0 ? 8
+                                                                     : 0;
+    if (scheme > 0) {
+        const char *path = memchr(t + scheme, '/', tlen - scheme);
+        if (path == NULL) {
+            return kms_err_set(err, 400, "malformed HTTP request: the target has no path");
+        }
+        tlen -= (size_t)(path - t);
+        t = path;
+    }
+    if (tlen == 0 || t[0] != '/') {
+        return kms_err_set(err, 400, "malformed HTTP request: the target must start with /");
+    }
+    p->target = strndup(t, tlen);
     if (p->target == NULL) {
         return kms_err_set(err, 500, "out of memory");
     }
@@ -776,6 +794,7 @@ struct conn {
     struct kms_http_parser *parser;
     bool req_started; /* bytes of a request have arrived: the read deadline runs */
     bool keepalive;
+    bool http10;  /* the current request is HTTP/1.0 */
     bool closing; /* answer queued, close once it is sent */
     bool paused;  /* not reading: too much unsent output (back-pressure) */
     char remote[INET6_ADDRSTRLEN];
@@ -912,6 +931,8 @@ static void write_response(struct conn *c, struct evbuffer *out, const struct km
     }
     if (!c->keepalive) {
         evbuffer_add_printf(out, "Connection: close\r\n");
+    } else if (c->http10) {
+        evbuffer_add_printf(out, "Connection: keep-alive\r\n");
     }
     evbuffer_add(out, "\r\n", 2);
     if (!head && !bodyless && r->body_len > 0) {
@@ -1026,6 +1047,7 @@ static bool dispatch(struct conn *c)
     c->req.remote_addr = c->remote;
     c->req.remote_port = c->port;
     c->keepalive = kms_http_parser_keepalive(c->parser) && !c->h->stopping;
+    c->http10 = kms_http_parser_http10(c->parser);
 
     if (c->h->opts.ha != NULL) {
         /* HA replicas (docs/ha.md) answer through kms_ha_handle, which holds the service for
@@ -1337,8 +1359,9 @@ static void on_sniff(evutil_socket_t fd, short what, void *arg)
 static void refuse_busy(struct kms_http *h, evutil_socket_t fd)
 {
     static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
-                               "application/json\r\nContent-Length: 40\r\nConnection: "
-                               "close\r\n\r\n{\"errors\":[\"too many open connections\"]}\n";
+                               "application/json\r\nCache-Control: no-store\r\nContent-Length: "
+                               "40\r\nConnection: close\r\n\r\n"
+                               "{\"errors\":[\"too many open connections\"]}\n";
     if (h->opts.tls == NULL) {
         ssize_t w = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
         (void)w;

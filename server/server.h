@@ -153,6 +153,8 @@ int kms_http_parser_run(struct kms_http_parser *p, struct evbuffer *in,
 int kms_http_parser_request(struct kms_http_parser *p, struct kms_http_req *req) KMS_WUR;
 /* Whether the connection may stay open after this request (HTTP version and Connection). */
 bool kms_http_parser_keepalive(const struct kms_http_parser *p);
+/* Whether the request was HTTP/1.0 (its kept-alive answer then says Connection: keep-alive). */
+bool kms_http_parser_http10(const struct kms_http_parser *p);
 /* True between requests, before any byte of the next one was consumed. */
 bool kms_http_parser_idle(const struct kms_http_parser *p);
 /* Forget the request (the body is wiped) and wait for the next one. */

@@ -199,9 +199,12 @@ static void test_params(void **state)
                           "{\"zz\":1,\"aa\":2,\"name\":\"other\"}", &b),
                      200);
     json_t *w = json_object_get(b, "warnings");
-    assert_int_equal(json_array_size(w), 2);
-    assert_string_equal(json_string_value(json_array_get(w, 1)),
+    assert_int_equal(json_array_size(w), 2); /* OpenBao's order: ignored, then replaced */
+    assert_string_equal(json_string_value(json_array_get(w, 0)),
                         "Endpoint ignored these unrecognized parameters: [aa zz]");
+    assert_string_equal(json_string_value(json_array_get(w, 1)),
+                        "Endpoint replaced the value of these parameters with the values "
+                        "captured from the endpoint's path: [name]");
     assert_string_equal(json_string_value(json_object_get(json_object_get(b, "data"), "name")),
                         "w");
     json_decref(b);

@@ -3,6 +3,7 @@ bodies and limits, envelope, errors), §1.7 sys endpoints and §9 cases 16 and 1
 
 import http.client
 import json
+import socket
 import time
 import unittest
 import urllib.parse
@@ -237,6 +238,42 @@ class TransportTest(KmsdTestCase):
         self.assertEqual(self.decrypt(name, ct), b"chunked")
 
 
+    def exchange(self, raw):
+        """Send raw bytes on a fresh connection; every byte until the server closes."""
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=30) as s:
+            s.sendall(raw)
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return data
+                data += chunk
+
+    def test_absolute_form_target(self):
+        """RFC 9112 3.2.2: a server accepts a request target in absolute form."""
+        data = self.exchange(b"GET http://kmsd.example:8200/v1/sys/health?standbyok=true "
+                             b"HTTP/1.1\r\nHost: kmsd.example\r\nConnection: close\r\n\r\n")
+        self.assertTrue(data.startswith(b"HTTP/1.1 200 "), data)
+        self.assertIn(b'"initialized":true', data)
+        data = self.exchange(b"GET HTTPS://kmsd.example/v1/sys/health HTTP/1.1\r\n"
+                             b"Host: x\r\nConnection: close\r\n\r\n")
+        self.assertTrue(data.startswith(b"HTTP/1.1 200 "), data)
+        for bad in (b"http://no-path", b"ftp://x/v1/sys/health", b"v1/sys/health"):
+            with self.subTest(target=bad):
+                data = self.exchange(b"GET " + bad + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+                self.assertTrue(data.startswith(b"HTTP/1.1 400 "), data)
+
+    def test_http10_keep_alive(self):
+        """An HTTP/1.0 client asking for keep-alive is told it got it (as Go answers), and
+        the connection then serves its next request."""
+        req = b"GET /v1/sys/health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        data = self.exchange(req + b"GET /v1/sys/health HTTP/1.0\r\n\r\n")
+        first, _, rest = data.partition(b"\r\n\r\n")
+        self.assertIn(b"\r\nConnection: keep-alive", first)
+        self.assertEqual(data.count(b"HTTP/1.1 200 "), 2, data)
+        self.assertIn(b"\r\nConnection: close", rest)  # 1.0 without keep-alive: closed
+
+
 class AuthTest(KmsdTestCase):
     """§1.2 tokens."""
 
@@ -326,6 +363,18 @@ class BodyTest(KmsdTestCase):
             "from the endpoint's path: [name]"])
         self.assertEqual(self.decrypt(name, r.data["ciphertext"]), b"n")
         self.assertStatus(self.req("GET", "transit/keys/" + other), 404)
+
+    def test_warnings_in_openbaos_order(self):
+        """OpenBao's framework appends its warnings to the handler's response: the
+        handler's own first, then "ignored", then "replaced"."""
+        name, _ = self.create_key()
+        r = self.req("POST", "transit/keys/" + name, {"name": "zz", "foo": 1})
+        self.assertStatus(r, 200)
+        self.assertWarnings(r, [
+            "key %s already existed" % name,
+            "Endpoint ignored these unrecognized parameters: [foo]",
+            "Endpoint replaced the value of these parameters with the values captured "
+            "from the endpoint's path: [name]"])
 
     def test_malformed_json(self):
         for body in (b'{"type": ', b'{"type": "aes256-gcm96",}', b"not json", b"[1,2]",

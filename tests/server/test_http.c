@@ -140,6 +140,19 @@ static void test_simple_get(void **state)
     assert_true(r->idle);
 }
 
+/* RFC 9112 3.2.2: absolute-form is accepted; the path (and query) is the target */
+static void test_absolute_form(void **state)
+{
+    (void)state;
+    const struct kms_feed_result *r =
+        PARSE("GET http://kmsd.example:8200/v1/sys/health?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"
+              "POST HTTPS://[::1]/v1/transit/encrypt/k HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    assert_int_equal(r->status, 0);
+    assert_int_equal(r->nreq, 2);
+    assert_string_equal(rq[0].target, "/v1/sys/health?x=1");
+    assert_string_equal(rq[1].target, "/v1/transit/encrypt/k");
+}
+
 static void test_methods_verbatim(void **state)
 {
     (void)state;
@@ -165,7 +178,8 @@ static void test_request_line_refusals(void **state)
         R("GET /v1/x  HTTP/1.1\r\n\r\n", 400, "bad request line"),
         R("GET /v1/x HTTP/1.1 \r\n\r\n", 400, "bad request line"),
         R("GET v1/x HTTP/1.1\r\n\r\n", 400, "must start with /"),
-        R("GET http://a/v1/x HTTP/1.1\r\n\r\n", 400, "must start with /"),
+        R("GET http://a HTTP/1.1\r\n\r\n", 400, "the target has no path"),
+        R("GET ftp://a/v1/x HTTP/1.1\r\n\r\n", 400, "must start with /"),
         R("GET /v1/\x7f HTTP/1.1\r\n\r\n", 400, "invalid byte in the target"),
         R("GET /v1/\x80 HTTP/1.1\r\n\r\n", 400, "invalid byte in the target"),
         R("GET /v1/x\tHTTP/1.1\r\n\r\n", 400, "bad request line"),
@@ -509,6 +523,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_simple_get),
+        cmocka_unit_test(test_absolute_form),
         cmocka_unit_test(test_methods_verbatim),
         cmocka_unit_test(test_request_line_refusals),
         cmocka_unit_test(test_line_endings),

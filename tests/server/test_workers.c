@@ -205,6 +205,7 @@ static void test_cap_counts_every_worker(void **state)
     buf[got] = '\0';
     assert_non_null(strstr(buf, "HTTP/1.1 503 "));
     assert_non_null(strstr(buf, "{\"errors\":[\"too many open connections\"]}"));
+    assert_non_null(strstr(buf, "\r\nCache-Control: no-store\r\n"));
     close(extra);
     assert_int_equal(wait_total(pool, WORKERS, WORKERS * CAP), 0);
     /* one leaves: the next connection is served by the worker it left */

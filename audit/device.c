@@ -71,6 +71,7 @@
 #define HEAD_META_REPLICA "audit/%s/head/%s" /* HA: one chain head per replica */
 #define TAIL_READ 512
 #define QUEUE_MAX (64u * 1024 * 1024) /* bytes of lines queued for the writer, at most */
+#define CLOSE_WAIT_S 10 /* at close, how long the writer may take to drain (the stop grace) */
 
 /* An open log file; the last reference closes it. */
 struct afile {
@@ -986,7 +987,20 @@ void kms_audit_dev_close(struct kms_audit_dev **dp)
         d->stopping = true;
         pthread_cond_signal(&d->work);
         pthread_mutex_unlock(&d->mu);
-        pthread_join(d->writer, NULL);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += CLOSE_WAIT_S;
+        if (pthread_timedjoin_np(d->writer, NULL, &until) != 0) {
+            /* stuck in write(2) or fdatasync(2) (a frozen or dead file system): the process
+             * is ending, so leave the device to it rather than hang the shutdown; what is
+             * still queued was never acknowledged to anyone */
+            dev_log(d, "error",
+                    "audit device %s: its writer is still blocked in a write or fsync of %s "
+                    "after %d s; stopping without it (unacknowledged lines may be lost)",
+                    d->o.name, d->o.path, CLOSE_WAIT_S);
+            *dp = NULL;
+            return;
+        }
     }
     if (d->ready) {
         save_head(d);

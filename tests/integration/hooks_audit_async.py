@@ -517,6 +517,29 @@ class HungDeviceTest(HookedServer):
         self.verify(self.second)
 
 
+class StopWhileHeldTest(HookedServer):
+
+    def test_sigterm_with_the_writer_stuck_in_its_fsync(self):
+        """A writer that never comes back from its fsync (a frozen file system) does not hang
+        the shutdown: kmsd waits for it for 10 s, logs that it stops without it, exits 0."""
+        name, _ = self.create_key()
+        self.hook("hold")
+        ts, results = self.send_all([("POST", "transit/encrypt/" + name,
+                                      {"plaintext": b64("never answered")})])
+        self.wait_held()
+        t0 = time.monotonic()
+        self.server.proc.send_signal(signal.SIGTERM)
+        rc = self.server.wait_exit(90)
+        waited = time.monotonic() - t0
+        for t in ts:
+            t.join(30)
+        self.assertEqual(rc, 0, self.server.log_tail())
+        self.assertGreaterEqual(waited, 9.5)  # the writer's 10 s
+        self.assertIn("still blocked in a write or fsync", self.server.log_text())
+        self.assertEqual(len(results), 1)
+        self.assertNotEqual(results[0][1], 200, results)  # never acknowledged
+
+
 class TimeoutTest(HookedServer):
     extra_config = {"audit_timeout": 1}
 

@@ -130,7 +130,7 @@ static int collect(struct kms_ctx *c, const char *const *single, json_t **items,
         return KMS_FAILW(c, 500,
                          "failed to parse batch input: '' source data must be an array or slice, "
                          "got %s",
-                         json_is_object(bi) ? "map" : "string");
+                         kms_go_kind(bi));
     }
     if (json_array_size(bi) == 0) {
         return KMS_FAIL(c, 400, "missing batch input to process");
@@ -147,7 +147,7 @@ static int collect(struct kms_ctx *c, const char *const *single, json_t **items,
         if (!json_is_object(it)) {
             return KMS_FAILW(c, 500,
                              "failed to parse batch input: '[%zu]' expected a map, got '%s'", i,
-                             json_is_array(it) ? "slice" : "string");
+                             kms_go_kind(it));
         }
         json_object_foreach(it, k, v)
         {

@@ -771,6 +771,20 @@ struct item {
     struct kms_err err;
 };
 
+const char *kms_go_kind(const json_t *v)
+{
+    if (json_is_object(v)) {
+        return "map";
+    }
+    if (json_is_array(v)) {
+        return "slice";
+    }
+    if (json_is_boolean(v)) {
+        return "bool";
+    }
+    return json_is_null(v) ? "invalid" : "string";
+}
+
 static const char *go_type(const json_t *v)
 {
     if (json_is_number(v)) {
@@ -821,7 +835,7 @@ static int collect_items(struct kms_ctx *c, const char *const *allowed, struct i
         return KMS_FAILW(c, 500,
                          "failed to parse batch input: '' source data must be an array or slice, "
                          "got %s",
-                         json_is_object(bi) ? "map" : "string");
+                         kms_go_kind(bi));
     }
     size_t count = json_array_size(bi);
     if (count == 0) {
@@ -843,11 +857,14 @@ static int collect_items(struct kms_ctx *c, const char *const *allowed, struct i
         struct item *it = &items[i];
         it->reference = "";
         it->key_version = top_version;
+        if (json_is_null(o)) {
+            continue; /* mapstructure leaves a null item empty: its item error follows */
+        }
         if (!json_is_object(o)) {
             free(items);
             return KMS_FAILW(c, 500,
                              "failed to parse batch input: '[%zu]' expected a map, got '%s'", i,
-                             json_is_array(o) ? "slice" : "string");
+                             kms_go_kind(o));
         }
         const char *k;
         json_t *v;

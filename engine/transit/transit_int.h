@@ -53,6 +53,10 @@ int kms_transit_export_versions(struct kms_ctx *c, const struct kms_key_policy *
  * certificate_chain, creation_time} (derived ed25519 keys show the public key derived from
  * context, "" without one). New reference; NULL with err set on failure.
  */
+/* The reflect.Kind name mapstructure reports for a decoded JSON value (OpenBao decodes numbers
+ * as json.Number, a string kind): "map", "slice", "bool", "string" ("invalid" for null). */
+const char *kms_go_kind(const json_t *v);
+
 json_t *kms_transit_version_json(const struct kms_key_policy *p, const struct kms_key_version *kv,
                                  const uint8_t *context, size_t ctxlen, struct kms_err *err);
 

@@ -519,6 +519,20 @@ class BatchTest(KmsdTestCase):
         self.assertError(r, 400, "'[0].associated_data' provided for non-AEAD cipher suite "
                          "rsa-2048")
 
+    def test_a_null_item_is_an_empty_item(self):
+        """mapstructure leaves a null batch item empty, so it fails as an item without
+        plaintext (or ciphertext); the other items are served."""
+        r = self.enc({"batch_input": [None, {"plaintext": b64("x")}]})
+        self.assertStatus(r, 400)
+        res = r.data["batch_results"]
+        self.assertEqual(res[0]["error"], "missing plaintext to encrypt")
+        ct = res[1]["ciphertext"]
+        r = self.dec({"batch_input": [{"ciphertext": ct}, None]})
+        self.assertStatus(r, 400)
+        res = r.data["batch_results"]
+        self.assertEqual(res[0]["plaintext"], b64("x"))
+        self.assertEqual(res[1]["error"], "missing ciphertext to decrypt")
+
     def test_partial_failure_override_with_a_code_that_has_no_body(self):
         """1..599 is accepted (OpenBao), but 1xx, 204 and 304 answers carry no body: as Go's
         server does, a 1xx (but 101) goes out as an interim response followed by the answer

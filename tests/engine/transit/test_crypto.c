@@ -432,6 +432,17 @@ static void test_batch_malformed(void **state)
     tt_fail(t, 500, "POST", "/v1/transit/encrypt/bm", "{\"batch_input\":[\"YQ==\"]}",
             "1 error occurred:\n\t* failed to parse batch input: '[0]' expected a map, got "
             "'string'\n\n");
+    /* mapstructure names the reflect kind: a JSON true is a bool (a number is a json.Number,
+     * a string kind) */
+    tt_fail(t, 500, "POST", "/v1/transit/encrypt/bm", "{\"batch_input\":[true]}",
+            "1 error occurred:\n\t* failed to parse batch input: '[0]' expected a map, got "
+            "'bool'\n\n");
+    tt_fail(t, 500, "POST", "/v1/transit/encrypt/bm", "{\"batch_input\":[7]}",
+            "1 error occurred:\n\t* failed to parse batch input: '[0]' expected a map, got "
+            "'string'\n\n");
+    tt_fail(t, 500, "POST", "/v1/transit/encrypt/bm", "{\"batch_input\":false}",
+            "1 error occurred:\n\t* failed to parse batch input: '' source data must be an array "
+            "or slice, got bool\n\n");
     tt_fail(t, 500, "POST", "/v1/transit/encrypt/bm",
             "{\"batch_input\":[{\"plaintext\":\"YQ==\"},[1]]}",
             "1 error occurred:\n\t* failed to parse batch input: '[1]' expected a map, got "

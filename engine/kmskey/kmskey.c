@@ -769,6 +769,23 @@ static int adopt_check(struct kms_ctx *c, const struct target *t, const json_t *
                         "adopt it",
                         t->transit_name, kms_key_type_name(p->type));
     }
+    /* a key a KMSKey cannot describe is not adopted: one made elsewhere (a token of another
+     * project can make a Transit key whose name reads as this project's before any KMSKey
+     * claims it) with material or latches that would outlive the adoption */
+    const char *why = p->imported               ? "holds imported key material"
+                      : p->exportable             ? "is exportable"
+                      : p->allow_plaintext_backup ? "allows plaintext backup"
+                      : p->deletion_allowed       ? "has deletion_allowed set"
+                      : p->derived                ? "is a derived key"
+                      : p->convergent             ? "uses convergent encryption"
+                      : p->soft_deleted           ? "is soft-deleted"
+                                                  : NULL;
+    if (why != NULL) {
+        return KMS_FAIL(c, 400,
+                        "Transit key \"%s\" exists without a KMSKey and %s, which a KMSKey's key "
+                        "never does, so it is not adopted; choose another name for this KMSKey",
+                        t->transit_name, why);
+    }
     if (!own_tombstone && kms_owners_other_project(sched(c)->owners, c->ns.id, target_rest(t),
                                                    t->project, other) == 1) {
         return KMS_FAIL(c, 400,

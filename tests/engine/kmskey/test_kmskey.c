@@ -497,6 +497,38 @@ static void test_delete_retain_and_adopt(void **state)
     assert_string_equal(json_string_value(json_array_get(json_object_get(b, "warnings"), 0)),
                         "adopted the existing Transit key org1-proj-pre");
     json_decref(b);
+
+    /* but not a key with what a KMSKey's key never has: someone else's material or latches
+     * (a token of another project could plant it before this project claims the name) */
+    static const struct {
+        const char *name, *create, *config, *why;
+    } planted[] = {
+        {"exp", "{\"exportable\":true}", NULL, "is exportable"},
+        {"bak", "{\"exportable\":true,\"allow_plaintext_backup\":true}", NULL,
+         "is exportable"},
+        {"del", "{}", "{\"deletion_allowed\":true}", "has deletion_allowed set"},
+        {"der", "{\"derived\":true}", NULL, "is a derived key"},
+        {"cnv", "{\"derived\":true,\"convergent_encryption\":true}", NULL,
+         "is a derived key"},
+    };
+    for (size_t i = 0; i < sizeof(planted) / sizeof(planted[0]); i++) {
+        char tpath[128], kpath[128], cpath[160], want[400];
+        snprintf(tpath, sizeof(tpath), "/v1/transit/keys/org1-proj-%s", planted[i].name);
+        snprintf(cpath, sizeof(cpath), "%s/config", tpath);
+        snprintf(kpath, sizeof(kpath), "/v1/kms/keys/proj/%s", planted[i].name);
+        json_decref(kt_ok(t, 200, "POST", tpath, ORG, planted[i].create));
+        if (planted[i].config != NULL) {
+            json_decref(kt_ok(t, 200, "POST", cpath, ORG, planted[i].config));
+        }
+        b = kt_ok(t, 400, "POST", kpath, ORG, "{}");
+        snprintf(want, sizeof(want),
+                 "Transit key \"org1-proj-%s\" exists without a KMSKey and %s, which a KMSKey's "
+                 "key never does, so it is not adopted; choose another name for this KMSKey",
+                 planted[i].name, planted[i].why);
+        assert_string_equal(kt_err(b), want);
+        json_decref(b);
+        json_decref(kt_ok(t, 404, "GET", kpath, ORG, NULL));
+    }
 }
 
 static void test_missing_key_and_mount(void **state)

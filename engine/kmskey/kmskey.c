@@ -772,7 +772,7 @@ static int adopt_check(struct kms_ctx *c, const struct target *t, const json_t *
     /* a key a KMSKey cannot describe is not adopted: one made elsewhere (a token of another
      * project can make a Transit key whose name reads as this project's before any KMSKey
      * claims it) with material or latches that would outlive the adoption */
-    const char *why = p->imported               ? "holds imported key material"
+    const char *why = p->imported                 ? "holds imported key material"
                       : p->exportable             ? "is exportable"
                       : p->allow_plaintext_backup ? "allows plaintext backup"
                       : p->deletion_allowed       ? "has deletion_allowed set"

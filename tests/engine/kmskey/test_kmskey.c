@@ -504,12 +504,10 @@ static void test_delete_retain_and_adopt(void **state)
         const char *name, *create, *config, *why;
     } planted[] = {
         {"exp", "{\"exportable\":true}", NULL, "is exportable"},
-        {"bak", "{\"exportable\":true,\"allow_plaintext_backup\":true}", NULL,
-         "is exportable"},
+        {"bak", "{\"exportable\":true,\"allow_plaintext_backup\":true}", NULL, "is exportable"},
         {"del", "{}", "{\"deletion_allowed\":true}", "has deletion_allowed set"},
         {"der", "{\"derived\":true}", NULL, "is a derived key"},
-        {"cnv", "{\"derived\":true,\"convergent_encryption\":true}", NULL,
-         "is a derived key"},
+        {"cnv", "{\"derived\":true,\"convergent_encryption\":true}", NULL, "is a derived key"},
     };
     for (size_t i = 0; i < sizeof(planted) / sizeof(planted[0]); i++) {
         char tpath[128], kpath[128], cpath[160], want[400];

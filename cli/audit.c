@@ -28,7 +28,9 @@ static void list_usage(FILE *f)
                "                     set-min-decryption-version, config, read, list, login, ...\n"
                "  --subject=WHO      the caller (OIDC/JWT subject or token display name)\n"
                "  --result=R         allowed | denied | error\n"
-               "  --namespace=NS     one namespace (organization); \"root\" for the root one\n"
+               "  -n, --namespace=NS one namespace (organization); \"root\" for the root one\n"
+               "                     (also --org; $KMS_NAMESPACE is not a filter: the query\n"
+               "                     goes to the root namespace, where sys/audit/events is)\n"
                "  --since=T          24h, 90m, 7d (that long ago), RFC 3339, or epoch seconds\n"
                "  --until=T          same forms; exclusive\n"
                "  --limit=N          newest N events (default 500)\n"
@@ -37,8 +39,9 @@ static void list_usage(FILE *f)
                "                     default $KMS_AUDIT_FILE; repeated, each is a log of its\n"
                "                     own (HA replicas) and the events are merged by time\n\n"
                "Without --file or $KMS_AUDIT_FILE, the events come from the server at\n"
-               "$KMS_ADDR (or $VAULT_ADDR) with $KMS_TOKEN (or $VAULT_TOKEN); that needs sudo\n"
-               "on sys/audit/events.\n");
+               "--addr or $KMS_ADDR (or $VAULT_ADDR) with --token or $KMS_TOKEN (or\n"
+               "$VAULT_TOKEN, the login token); that needs sudo on sys/audit/events. The global\n"
+               "options (--addr, --token, --ca-cert, ...) are accepted anywhere on the line.\n");
 }
 
 static void audit_usage(FILE *f)
@@ -49,7 +52,7 @@ static void audit_usage(FILE *f)
 }
 
 struct list_args {
-    const char *resource, *key, *op, *subject, *result, *ns, *since, *until, *limit, *output;
+    const char *resource, *key, *op, *subject, *result, *ns, *org, *since, *until, *limit, *output;
     const char *project;
     const char *files[MAX_FILES];
     size_t nfiles;
@@ -101,7 +104,7 @@ static int key_filter(struct list_args *a, char *buf, size_t n)
         }
     }
     if ((size_t)snprintf(buf, n, "%s/%s", project, a->key) >= n) {
-        fprintf(stderr, "kmsctl: --key too long\n");
+        kms_cli_errorf("--key too long");
         return -1;
     }
     a->key = buf;
@@ -135,7 +138,7 @@ static int remote_events(struct kms_cli_http *h, const struct list_args *a, int6
     add_query(q, sizeof(q), "limit", a->limit);
     snprintf(path, sizeof(path), "/v1/sys/audit/events%s", q);
     if (kms_cli_http_do(h, "GET", path, NULL, 0, &resp, err, sizeof(err)) != 0) {
-        fprintf(stderr, "kmsctl: %s\n", kms_cli_esc(err));
+        kms_cli_errorf("%s", err);
         return -1;
     }
     if (resp.status != 200) {
@@ -278,8 +281,9 @@ out:
 static int cmd_list(int argc, char **argv)
 {
     struct list_args a;
+    struct kms_cli_global g;
+    struct kms_cli_session s;
     struct kms_audit_filter f;
-    struct kms_cli_http *h = NULL;
     struct kms_err kerr;
     json_t *events = NULL;
     bool truncated = false;
@@ -294,27 +298,32 @@ static int cmd_list(int argc, char **argv)
     int status = KMS_CLI_EXIT_USAGE;
 
     memset(&a, 0, sizeof(a));
+    memset(&g, 0, sizeof(g));
+    memset(&s, 0, sizeof(s));
     memset(&f, 0, sizeof(f));
     const struct kms_cli_opt opts[] = {
+        KMS_CLI_GLOBAL_OPTS(&g),
         {"resource", NULL, &a.resource, NULL, NULL, NULL, 0},
         {"key", NULL, &a.key, NULL, NULL, NULL, 0},
-        {"project", NULL, &a.project, NULL, NULL, NULL, 0},
         {"op", NULL, &a.op, NULL, NULL, NULL, 0},
         {"subject", "actor", &a.subject, NULL, NULL, NULL, 0},
         {"result", NULL, &a.result, NULL, NULL, NULL, 0},
-        {"namespace", "org", &a.ns, NULL, NULL, NULL, 0},
+        {"org", NULL, &a.org, NULL, NULL, NULL, 0},
         {"since", NULL, &a.since, NULL, NULL, NULL, 0},
         {"until", NULL, &a.until, NULL, NULL, NULL, 0},
         {"limit", NULL, &a.limit, NULL, NULL, NULL, 0},
-        {"output", "o", &a.output, NULL, NULL, NULL, 0},
         {"file", NULL, NULL, NULL, a.files, &a.nfiles, MAX_FILES},
-        {"help", "h", NULL, &a.help, NULL, NULL, 0},
         {NULL, NULL, NULL, NULL, NULL, NULL, 0},
     };
     if (kms_cli_parse("kmsctl audit list", argc, argv, opts, pos, 0, &npos) != 0) {
         list_usage(stderr);
         goto out;
     }
+    /* the global -n/--project/-o/-h are this command's filters and format */
+    a.ns = a.org != NULL ? a.org : g.ns;
+    a.project = g.project;
+    a.output = g.output;
+    a.help = g.help;
     if (a.help) {
         list_usage(stdout);
         status = KMS_CLI_EXIT_OK;
@@ -323,24 +332,23 @@ static int cmd_list(int argc, char **argv)
     kms_now(&now, &nsec);
     if ((a.since != NULL && kms_audit_time_arg(a.since, now, &since) != 0) ||
         (a.until != NULL && kms_audit_time_arg(a.until, now, &until) != 0)) {
-        fprintf(stderr, "kmsctl: --since/--until take 24h, 90m, 7d, RFC 3339 or epoch "
-                        "seconds\n");
+        kms_cli_errorf("--since/--until take 24h, 90m, 7d, RFC 3339 or epoch seconds");
         goto out;
     }
     if (a.result != NULL && strcmp(a.result, "allowed") != 0 && strcmp(a.result, "denied") != 0 &&
         strcmp(a.result, "error") != 0) {
-        fprintf(stderr, "kmsctl: --result is allowed, denied or error\n");
+        kms_cli_errorf("--result is allowed, denied or error");
         goto out;
     }
     if (a.output != NULL && strcmp(a.output, "table") != 0 && strcmp(a.output, "json") != 0) {
-        fprintf(stderr, "kmsctl: -o is table or json\n");
+        kms_cli_errorf("-o is table or json");
         goto out;
     }
     if (a.limit != NULL) {
         char *end = NULL;
         long long v = strtoll(a.limit, &end, 10);
         if (end == a.limit || *end != '\0' || v < 1 || v > KMS_AUDIT_LIST_MAX_LIMIT) {
-            fprintf(stderr, "kmsctl: --limit is 1..%d\n", KMS_AUDIT_LIST_MAX_LIMIT);
+            kms_cli_errorf("--limit is 1..%d", KMS_AUDIT_LIST_MAX_LIMIT);
             goto out;
         }
         f.limit = (size_t)v;
@@ -352,22 +360,13 @@ static int cmd_list(int argc, char **argv)
         a.files[a.nfiles++] = getenv("KMS_AUDIT_FILE");
     }
     if (a.nfiles == 0) {
-        char err[512] = "";
-        int e = kms_cli_http_from_env(&h, err, sizeof(err));
-        if (e == 1) {
-            fprintf(stderr, "kmsctl: no audit log: give --file, set KMS_AUDIT_FILE, or set "
-                            "KMS_ADDR (or VAULT_ADDR) and a token to ask the server\n");
+        /* sys/audit/events is a root-namespace path: the organization, if any, is a filter */
+        if ((status = kms_cli_session_open(&g, KMS_CLI_NEED_TOKEN | KMS_CLI_ROOT_NS, &s)) != 0) {
+            kms_cli_hintf("or read a log file: --file PATH or $KMS_AUDIT_FILE");
             goto out;
         }
-        if (e != 0) {
-            fprintf(stderr, "kmsctl: %s\n", kms_cli_esc(err));
-            goto out;
-        }
-        if (!kms_cli_http_has_token(h)) {
-            fprintf(stderr, "kmsctl: set KMS_TOKEN (or VAULT_TOKEN) to ask the server\n");
-            goto out;
-        }
-        if (remote_events(h, &a, since, until, &events, &truncated) != 0) {
+        status = KMS_CLI_EXIT_USAGE;
+        if (remote_events(s.http, &a, since, until, &events, &truncated) != 0) {
             status = KMS_CLI_EXIT_FAIL;
             goto out;
         }
@@ -381,7 +380,7 @@ static int cmd_list(int argc, char **argv)
         f.result = a.result;
         f.ns = a.ns;
         if (query_logs(&a, &f, &events, &truncated, &kerr) != 0) {
-            fprintf(stderr, "kmsctl: %s\n", kms_cli_esc(kerr.msg));
+            kms_cli_errorf("%s", kerr.msg);
             status = KMS_CLI_EXIT_FAIL;
             goto out;
         }
@@ -403,24 +402,32 @@ static int cmd_list(int argc, char **argv)
 out:
     json_decref(events);
     kms_audit_files_free(&paths, npaths);
-    kms_cli_http_destroy(&h);
+    kms_cli_session_close(&s);
     return status;
 }
 
 int kms_cli_audit(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
-        strcmp(argv[1], "help") == 0) {
-        audit_usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? KMS_CLI_EXIT_USAGE : KMS_CLI_EXIT_OK;
+    /* the verb may come after global options (kmsctl --addr URL audit list) */
+    int v = kms_cli_find_verb(argc, argv);
+    if (v >= argc || strcmp(argv[v], "help") == 0) {
+        bool help = v < argc;
+        for (int i = 1; i < argc; i++) {
+            help = help || strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0;
+        }
+        audit_usage(help ? stdout : stderr);
+        return help ? KMS_CLI_EXIT_OK : KMS_CLI_EXIT_USAGE;
     }
-    if (strcmp(argv[1], "verify") == 0) {
-        return kms_audit_verify_command("kmsctl", argc - 2, argv + 2);
+    const char *verb = argv[v];
+    memmove(&argv[v], &argv[v + 1], (size_t)(argc - v - 1) * sizeof(argv[0]));
+    argc--;
+    if (strcmp(verb, "verify") == 0) {
+        return kms_audit_verify_command("kmsctl", argc - 1, argv + 1);
     }
-    if (strcmp(argv[1], "list") == 0) {
-        return cmd_list(argc - 2, argv + 2);
+    if (strcmp(verb, "list") == 0) {
+        return cmd_list(argc - 1, argv + 1);
     }
-    fprintf(stderr, "kmsctl audit: unknown verb \"%s\"\n", kms_cli_esc(argv[1]));
+    fprintf(stderr, "kmsctl audit: unknown verb \"%s\"\n", kms_cli_esc(verb));
     audit_usage(stderr);
     return KMS_CLI_EXIT_USAGE;
 }

@@ -170,6 +170,7 @@ enum kms_cli_fmt { KMS_CLI_FMT_TABLE, KMS_CLI_FMT_JSON, KMS_CLI_FMT_YAML };
 #define KMS_CLI_NEED_ORG 1u
 #define KMS_CLI_NEED_PROJECT 2u
 #define KMS_CLI_NEED_TOKEN 4u
+#define KMS_CLI_ROOT_NS 8u /* requests go to the root namespace (no X-Vault-Namespace) */
 
 #define KMS_CLI_NAME_MAX 63
 

@@ -474,7 +474,7 @@ int kms_cli_session_open(const struct kms_cli_global *g, unsigned need, struct k
     memset(&o, 0, sizeof(o));
     o.addr = s->addr;
     o.token = token;
-    o.ns = s->ns[0] ? s->ns : NULL;
+    o.ns = s->ns[0] && !(need & KMS_CLI_ROOT_NS) ? s->ns : NULL;
     o.ca_cert = g->ca_cert ? g->ca_cert : env3("KMS_CACERT", "VAULT_CACERT", "BAO_CACERT");
     o.ca_path = g->ca_path ? g->ca_path : env3("KMS_CAPATH", "VAULT_CAPATH", "BAO_CAPATH");
     o.client_cert = g->client_cert

@@ -686,6 +686,39 @@ class ListTest(AuditTestCase):
         self.assertEqual(res.returncode, 2)
 
 
+    def test_remote_list_in_an_organization_with_global_options(self):
+        """The product doc's `kmsctl audit list --resource=KMSKey --since=24h` with the
+        environment docs/cli.md sets up (KMS_NAMESPACE=<org>): sys/audit/events is a
+        root-namespace path, so the organization is never sent as X-Vault-Namespace; -n filters
+        by it; global options are accepted anywhere on the line."""
+        org = self.uniq("org")
+        self.assertIn(self.req("POST", "sys/namespaces/" + org, {}).status, (200, 204))
+        r = self.req("POST", "sys/mounts/transit", {"type": "transit"}, namespace=org)
+        self.assertIn(r.status, (200, 204), r.describe())
+        name = self.uniq("k")
+        self.assertStatus(self.req("POST", "transit/keys/" + name, {}, namespace=org), 200)
+        env = {"KMS_ADDR": self.server.addr, "KMS_TOKEN": self.server.root_token,
+               "KMS_NAMESPACE": org}
+        res = run([KMSCTL_BIN, "audit", "list", "--resource=KMSKey", "--since=24h", "-o",
+                   "json"], env=env)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        ops = [(e["op"], e.get("namespace")) for e in json.loads(res.stdout)]
+        self.assertIn(("create", org + "/"), ops)
+        for argv in (["--addr", self.server.addr, "audit", "list", "-n", org, "--token",
+                      self.server.root_token, "-o", "json"],
+                     ["audit", "--token", self.server.root_token, "list", "--addr",
+                      self.server.addr, "--org", org, "-o", "json"]):
+            with self.subTest(argv=argv[:3]):
+                res = run([KMSCTL_BIN] + argv, env={})
+                self.assertEqual(res.returncode, 0, res.stderr)
+                events = json.loads(res.stdout)
+                self.assertTrue(events)
+                self.assertEqual({e["namespace"] for e in events}, {org + "/"})
+        res = run([KMSCTL_BIN, "audit", "list", "--token", "x", "--bogus"], env={})
+        self.assertEqual(res.returncode, 2)
+        self.assertIn("unknown option", res.stderr)
+
+
 class ConfigDevicesTest(unittest.TestCase):
     """Config-file devices: two files, fsync modes, mode bits."""
 

@@ -25,7 +25,8 @@
  * size before the write, so a full disk or RLIMIT_FSIZE never leaves a torn line) and fails
  * every waiter of the batch. Lines queued behind it were chained onto it, so they fail too,
  * and the chain head rolls back to the last line written. A failed fsync fails every waiter
- * of that group (their lines stay in the file, in order), and the device is then broken: it
+ * of that group (their lines stay in the file, in order), and in "batch" mode the device is
+ * then broken (unless a reopen already replaced the file that failed): it
  * takes no more lines until it is reopened (SIGHUP) or kmsd restarts, because Linux reports a
  * writeback error once and marks the pages it could not write clean, so a later fsync that
  * succeeds would not cover lines written before the failed one (a request line told
@@ -102,6 +103,7 @@ struct kms_audit_dev {
     pthread_t writer;
     bool writer_started;
     bool stopping;
+    bool abandoned;                        /* close gave up waiting: write nothing more */
     bool ready;                            /* opened and recovered */
     struct kms_audit_batch *qhead, *qtail; /* chained, not yet written */
     uint64_t seq;                          /* chain head including queued lines */
@@ -756,8 +758,12 @@ static int sync_file(struct kms_audit_dev *d, struct afile *f, char *why, size_t
     if (sync_fd(d, f->fd, why, whylen) == 0) {
         return 0;
     }
+    /* only while f is still the device's file: a reopen that came during the sync (the
+     * operator's rename and SIGHUP) already left it, and the new file lost nothing */
     pthread_mutex_lock(&d->io);
-    mark_broken(d, why);
+    if (f == d->file) {
+        mark_broken(d, why);
+    }
     pthread_mutex_unlock(&d->io);
     return -1;
 }
@@ -779,8 +785,19 @@ static void write_group(struct kms_audit_dev *d, struct kms_audit_batch *b)
     char why[512];
     why[0] = '\0';
     struct kms_audit_batch *failed = NULL;
+    pthread_mutex_lock(&d->mu);
+    bool abandoned = d->abandoned;
+    pthread_mutex_unlock(&d->mu);
     pthread_mutex_lock(&d->io);
-    int rc = write_batch(d, b, why, sizeof(why));
+    int rc = -1;
+    if (abandoned) {
+        /* closed without us (we were stuck): the file may have a new writer by now (an HA
+         * replica promoted again), so lines chained on this device's head stay out of it */
+        snprintf(why, sizeof(why), "audit device %s was closed while its writer was blocked",
+                 d->o.name);
+    } else {
+        rc = write_batch(d, b, why, sizeof(why));
+    }
     /* the head moves with the file's contents under io, so a reopen saves the head of what
      * the old file holds */
     pthread_mutex_lock(&d->mu);
@@ -992,12 +1009,16 @@ void kms_audit_dev_close(struct kms_audit_dev **dp)
         until.tv_sec += CLOSE_WAIT_S;
         if (pthread_timedjoin_np(d->writer, NULL, &until) != 0) {
             /* stuck in write(2) or fdatasync(2) (a frozen or dead file system): the process
-             * is ending, so leave the device to it rather than hang the shutdown; what is
-             * still queued was never acknowledged to anyone */
+             * is ending (or an HA replica steps down), so leave the device to it rather than
+             * hang; what is still queued was never acknowledged to anyone, and it is never
+             * written (another device may own the file by the time the writer returns) */
             dev_log(d, "error",
                     "audit device %s: its writer is still blocked in a write or fsync of %s "
                     "after %d s; stopping without it (unacknowledged lines may be lost)",
                     d->o.name, d->o.path, CLOSE_WAIT_S);
+            pthread_mutex_lock(&d->mu);
+            d->abandoned = true; /* if it ever comes back, it writes nothing more */
+            pthread_mutex_unlock(&d->mu);
             *dp = NULL;
             return;
         }

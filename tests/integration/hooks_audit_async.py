@@ -402,6 +402,29 @@ class BrokenSyncTest(HookedServer):
         wait_for(lambda: os.path.exists(self.log), 10, lambda: "the reopened audit file")
         return old
 
+    def test_a_reopen_during_the_failing_fsync_keeps_the_new_file_usable(self):
+        """The operator renamed the file and sent SIGHUP while the fsync that then fails was
+        still running: the old file lost what it lost, the new one did not, so the device
+        goes on with it."""
+        name, _ = self.create_key()
+        self.wait_drained()
+        mark = len(self.server.log_text())  # the class's other tests break it on purpose
+        self.hook("hold")
+        self.hook("syncfail")
+        ts, results = self.send_all([("POST", "transit/encrypt/" + name,
+                                      {"plaintext": b64("in the failing group")})])
+        self.wait_held()
+        old = self.reopen()
+        self.unhook("hold")
+        for t in ts:
+            t.join(30)
+        self.assertEqual(results[0][1], 500, results)
+        self.unhook("syncfail")
+        self.encrypt(name, b"on the new file")
+        self.assertNotIn("unusable until it is reopened", self.server.log_text()[mark:])
+        self.wait_drained()
+        self.verify(old, self.log)
+
     def test_a_read_that_creates_the_wrapping_key_waits_for_its_durable_request_line(self):
         """GET transit/wrapping_key makes the key on the first read: a change, so its request
         line is durable before the handler runs (a failed fsync: the handler never ran, no

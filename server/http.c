@@ -350,8 +350,13 @@ static int parse_request_line(struct kms_http_parser *p, const char *line, size_
                     : tlen > 8 && strncasecmp(t, "https://", 8) == 0 ? 8
                                                                      : 0;
     if (scheme > 0) {
-        const char *path = memchr(t + scheme, '/', tlen - scheme);
-        if (path == NULL) {
+        /* the authority ends at the first '/', '?' or '#' (RFC 3986 3.2) */
+        size_t a = scheme;
+        while (a < tlen && t[a] != '/' && t[a] != '?' && t[a] != '#') {
+            a++;
+        }
+        const char *path = a < tlen ? t + a : NULL;
+        if (path == NULL || *path != '/') {
             return kms_err_set(err, 400, "malformed HTTP request: the target has no path");
         }
         tlen -= (size_t)(path - t);
@@ -914,8 +919,11 @@ static void write_response(struct conn *c, struct evbuffer *out, const struct km
     int status = r->status;
     if (status >= 100 && status <= 199 && status != 101) {
         /* an informational code (a batch's partial_failure_response_code may ask for one):
-         * as Go's server does, it goes out as an interim response and the answer as 200 */
-        evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n\r\n", status, reason(status));
+         * as Go's server does, it goes out as an interim response and the answer as 200;
+         * never an interim one to an HTTP/1.0 client (RFC 9110 15.2) */
+        if (!c->http10) {
+            evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n\r\n", status, reason(status));
+        }
         status = 200;
     }
     /* no body may follow these (RFC 9110 6.4.1): Go drops it too */

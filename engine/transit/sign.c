@@ -144,6 +144,9 @@ static int collect(struct kms_ctx *c, const char *const *single, json_t **items,
     {
         const char *k;
         json_t *v;
+        if (json_is_null(it)) {
+            continue; /* mapstructure leaves it an empty map: the item's own error follows */
+        }
         if (!json_is_object(it)) {
             return KMS_FAILW(c, 500,
                              "failed to parse batch input: '[%zu]' expected a map, got '%s'", i,

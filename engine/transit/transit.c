@@ -1228,7 +1228,9 @@ static int batch_status(struct kms_ctx *c, const struct item *items, size_t n)
     int code = user ? 400 : 500;
     int64_t override;
     if (ok && kms_param_int(c, "partial_failure_response_code", &override)) {
-        if (override >= 1 && override <= 599) {
+        /* OpenBao takes 1..599, but Go's server panics on a status below 100 (the client
+         * sees the connection drop): kmsd reverts those with the warning instead */
+        if (override >= 100 && override <= 599) {
             code = (int) override;
         } else {
             kms_warn(c,

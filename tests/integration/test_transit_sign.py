@@ -34,6 +34,22 @@ def vault_sig(raw, version=1):
 
 
 class SigningKeysTest(KmsdTestCase):
+
+    def test_a_null_batch_item_is_an_empty_item(self):
+        """mapstructure leaves a null item an empty map: it fails on its own (no input),
+        the other items are signed; a boolean item fails the request, named 'bool'."""
+        name = self.uniq("nullsign")
+        self.create_key(name, type="ed25519")
+        r = self.req("POST", "transit/sign/" + name,
+                     {"batch_input": [None, {"input": b64("m")}]})
+        self.assertStatus(r, 200)
+        res = r.data["batch_results"]
+        self.assertIn("error", res[0])
+        self.assertNotIn("signature", res[0])
+        self.assertTrue(res[1]["signature"].startswith("vault:v1:"))
+        r = self.req("POST", "transit/sign/" + name, {"batch_input": [True]})
+        self.assertStatus(r, 500)
+        self.assertIn("'[0]' expected a map, got 'bool'", r.errors[0])
     def client(self):
         c = hvac.Client(url=self.server.addr, token=self.server.root_token)
         self.addCleanup(c.adapter.close)

@@ -341,6 +341,9 @@ void kms_login_display_name(const char *mount_path, const char *tail, char *out,
 }
 
 /* Stable entity id per (mount, alias), created on first login. */
+/* Aliases up to this many bytes name their entity record as they are ("entity/<alias>"). */
+#define ENTITY_ALIAS_IN_KEY 200
+
 int kms_login_entity_id(struct kms_ctx *c, const char *alias, char out[40])
 {
     char key[KMS_PATH_MAX + 64];
@@ -348,11 +351,28 @@ int kms_login_entity_id(struct kms_ctx *c, const char *alias, char out[40])
     json_t *rec = NULL;
     int rc = -1;
 
-    snprintf(sub, sizeof(sub), "entity/%s", alias);
+    size_t alen = strlen(alias);
+    if (alen <= ENTITY_ALIAS_IN_KEY) {
+        snprintf(sub, sizeof(sub), "entity/%s", alias);
+    } else {
+        /* a long alias (a JWT's user claim may be anything) would pass the store's key limit:
+         * its record is named by its SHA-256, and the record's own alias must match */
+        uint8_t d[32];
+        char hex[65];
+        if (kms_hash(KMS_HASH_SHA2_256, alias, alen, d) != 0) {
+            return -1;
+        }
+        kms_hex_encode(d, sizeof(d), hex);
+        snprintf(sub, sizeof(sub), "entity/sha256/%s", hex);
+    }
     if (kms_login_record_key(&c->mount, sub, key, sizeof(key)) != 0) {
         return -1;
     }
     int g = kms_login_rec_get(c->api, key, &rec);
+    const char *had = json_string_value(json_object_get(rec, "alias"));
+    if (g == 0 && alen > ENTITY_ALIAS_IN_KEY && (had == NULL || strcmp(had, alias) != 0)) {
+        goto out; /* another alias under the same digest: never hand out its entity */
+    }
     if (g == 0 && json_is_string(json_object_get(rec, "id"))) {
         snprintf(out, 40, "%s", json_string_value(json_object_get(rec, "id")));
         rc = 0;

@@ -309,3 +309,41 @@ class TokenTest(KmsdTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class LongJwtAliasTest(KmsdTestCase):
+    """A JWT's user claim may be long (an email, a URL): the login succeeds and keeps one
+    entity per alias (long aliases name their entity record by digest)."""
+
+    def test_long_user_claims(self):
+        import time
+        import jwt as pyjwt  # python3-jwt; missing is a failure, not a skip
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        mount = self.uniq("jwt")
+        r = self.req("POST", "sys/auth/" + mount, {"type": "jwt"})
+        self.assertIn(r.status, (200, 204), r.describe())
+        key = ec.generate_private_key(ec.SECP256R1())
+        pub = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+        r = self.req("POST", "auth/%s/config" % mount, {"jwt_validation_pubkeys": [pub.decode()]})
+        self.assertIn(r.status, (200, 204), r.describe())
+        r = self.req("POST", "auth/%s/role/app" % mount,
+                     {"role_type": "jwt", "user_claim": "email", "bound_audiences": ["kmsd"],
+                      "token_policies": ["default"]})
+        self.assertIn(r.status, (200, 204), r.describe())
+
+        def login(email):
+            now = int(time.time())
+            t = pyjwt.encode({"email": email, "aud": "kmsd", "iat": now, "exp": now + 300}, key,
+                             algorithm="ES256")
+            r = self.req("POST", "auth/%s/login" % mount, {"role": "app", "jwt": t}, token=None)
+            self.assertStatus(r, 200)
+            return r.json["auth"]["entity_id"]
+
+        long_a = "a" * 1000 + "@example.com"
+        long_b = "a" * 1000 + "@example.org"
+        ids = {e: login(e) for e in ("short@example.com", "b" * 200, long_a, long_b)}
+        self.assertEqual(len(set(ids.values())), 4)
+        for e, eid in ids.items():
+            self.assertEqual(login(e), eid)  # the same alias, the same entity

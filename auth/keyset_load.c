@@ -104,9 +104,12 @@ int kms_keyset_build(const json_t *pems, const char *jwks, const char *jwks_file
         if (read_jwks_file(jwks_file, &file, &flen, err) != 0) {
             goto out;
         }
-        /* Say nothing about the file's content: it is not echoed to the API caller. */
+        /* Say nothing about the file's content, nor whether it exists: the same message as
+         * an unreadable file (docs/auth.md), so the answer is no oracle for the host's files */
         if (kms_keyset_add_jwks(ks, file, flen, err) != 0) {
-            kms_err_set(err, 400, "jwks_file %s does not hold a JWKS with a usable signature key",
+            kms_err_set(err, 400,
+                        "jwks_file %s is not a readable regular file of at most 1 MiB holding a "
+                        "JWKS",
                         jwks_file);
             goto out;
         }

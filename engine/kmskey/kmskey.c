@@ -420,6 +420,10 @@ static int spec_from_request(struct kms_ctx *c, const json_t *base, json_t **out
                 return KMS_FAIL(c, 400, "spec.rotation: Invalid value: must be an object");
             }
             json_object_set_new(spec, "rotation", rot);
+        } else if (src != c->params) {
+            /* what Kubernetes' field validation says (in its Warn mode) of a field it does
+             * not know: the object is kept without it */
+            kms_warn(c, "unknown field \"spec.%s\"", k);
         }
     }
     json_t *rot = json_object_get(spec, "rotation");

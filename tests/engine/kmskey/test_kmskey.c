@@ -157,6 +157,14 @@ static void test_create_defaults(void **state)
     b = kt_ok(t, 404, "GET", "/v1/kms/keys/proj/other", ORG, NULL);
     assert_int_equal(json_array_size(json_object_get(b, "errors")), 0);
     json_decref(b);
+
+    /* a spec field nobody knows: kept out, with Kubernetes' warning */
+    b = kt_ok(t, 200, "POST", "/v1/kms/keys/proj/extra", ORG,
+              "{\"spec\":{\"bogus\":1,\"purpose\":\"application\"}}");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(b, "warnings"), 0)),
+                        "unknown field \"spec.bogus\"");
+    assert_null(json_object_get(spec_of(b), "bogus"));
+    json_decref(b);
 }
 
 static void test_request_forms(void **state)

@@ -455,18 +455,13 @@ static void test_deleted_file_recreated(void **state)
     assert_intact(f->path, 3, 4);
 }
 
-static void test_two_devices_one_broken(void **state)
+/* A broker with the fixture's file and a second device "backup" writing to p2. */
+static struct kms_audit *open_two(const struct fx *f, const char *p2, int64_t timeout_ms)
 {
-    struct fx *f = *state;
     struct kms_audit_device_opts o[2];
     struct kms_audit_opts ao;
     struct kms_audit *a = NULL;
     struct kms_err err;
-    char sub[160], p2[200];
-
-    snprintf(sub, sizeof(sub), "%s/sub", f->dir);
-    assert_int_equal(mkdir(sub, 0700), 0);
-    snprintf(p2, sizeof(p2), "%s/b.log", sub);
     kms_audit_device_opts_default(&o[0]);
     kms_audit_device_opts_default(&o[1]);
     snprintf(o[0].path, sizeof(o[0].path), "%s", f->path);
@@ -475,8 +470,22 @@ static void test_two_devices_one_broken(void **state)
     memset(&ao, 0, sizeof(ao));
     ao.devices = o;
     ao.ndevices = 2;
+    ao.timeout_ms = timeout_ms;
     assert_int_equal(kms_audit_create(NULL, &ao, &a, &err), 0);
     assert_int_equal(kms_audit_ndevices(a), 2);
+    return a;
+}
+
+static void test_two_devices_one_broken(void **state)
+{
+    struct fx *f = *state;
+    struct kms_err err;
+    char sub[160], p2[200];
+
+    snprintf(sub, sizeof(sub), "%s/sub", f->dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    snprintf(p2, sizeof(p2), "%s/b.log", sub);
+    struct kms_audit *a = open_two(f, p2, 0);
     assert_int_equal(log_pair(a, 1), 0);
     /* each device hashes under its own salt */
     char h1[KMS_AUDIT_HMAC_LEN + 1], h2[KMS_AUDIT_HMAC_LEN + 1];
@@ -507,10 +516,6 @@ static void test_two_devices_one_broken(void **state)
 static void test_two_devices_one_hung(void **state)
 {
     struct fx *f = *state;
-    struct kms_audit_device_opts o[2];
-    struct kms_audit_opts ao;
-    struct kms_audit *a = NULL;
-    struct kms_err err;
     char hooks[160], dev[200], hold[240], held[240], p2[200];
 
     snprintf(hooks, sizeof(hooks), "%s/hooks", f->dir);
@@ -521,16 +526,7 @@ static void test_two_devices_one_hung(void **state)
     assert_int_equal(mkdir(hooks, 0700), 0);
     assert_int_equal(mkdir(dev, 0700), 0);
     assert_int_equal(setenv("KMS_TEST_AUDIT_HOOKS", hooks, 1), 0);
-    kms_audit_device_opts_default(&o[0]);
-    kms_audit_device_opts_default(&o[1]);
-    snprintf(o[0].path, sizeof(o[0].path), "%s", f->path);
-    snprintf(o[1].name, sizeof(o[1].name), "backup");
-    snprintf(o[1].path, sizeof(o[1].path), "%s", p2);
-    memset(&ao, 0, sizeof(ao));
-    ao.devices = o;
-    ao.ndevices = 2;
-    ao.timeout_ms = 200;
-    assert_int_equal(kms_audit_create(NULL, &ao, &a, &err), 0);
+    struct kms_audit *a = open_two(f, p2, 200);
     assert_int_equal(unsetenv("KMS_TEST_AUDIT_HOOKS"), 0);
     FILE *fp = fopen(hold, "w");
     assert_non_null(fp);

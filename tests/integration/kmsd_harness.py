@@ -191,6 +191,19 @@ class Response:
         return "<Response %s>" % self.describe(300)
 
 
+def raw_exchange(port, raw, timeout=30):
+    """Send raw bytes to 127.0.0.1:port on a fresh connection; every byte until the server
+    closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(raw)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+
+
 def raw_request(host, port, method, path, body=None, headers=None, timeout=60):
     """Send one request on a fresh connection and return a Response.
 

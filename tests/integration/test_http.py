@@ -3,13 +3,12 @@ bodies and limits, envelope, errors), §1.7 sys endpoints and §9 cases 16 and 1
 
 import http.client
 import json
-import socket
 import time
 import unittest
 import urllib.parse
 
 from kmsd_harness import (ENVELOPE_KEYS, UUID4_RE, KmsdServer, KmsdTestCase, b64,
-                          multierror, unb64)
+                          multierror, raw_exchange, unb64)
 
 PERMISSION_DENIED = "permission denied"
 UNSUPPORTED_PATH = multierror("unsupported path")
@@ -239,15 +238,7 @@ class TransportTest(KmsdTestCase):
 
 
     def exchange(self, raw):
-        """Send raw bytes on a fresh connection; every byte until the server closes."""
-        with socket.create_connection(("127.0.0.1", self.server.port), timeout=30) as s:
-            s.sendall(raw)
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    return data
-                data += chunk
+        return raw_exchange(self.server.port, raw)
 
     def test_absolute_form_target(self):
         """RFC 9112 3.2.2: a server accepts a request target in absolute form."""

@@ -4,7 +4,6 @@ rotation, the 64 KiB direct-payload limit of decisions.md, concurrency)."""
 
 import json
 import os
-import socket
 import threading
 import time
 import unittest
@@ -12,7 +11,7 @@ import unittest
 import transit_local as local
 from kmsd_harness import (AUTH_FAILED, ENVELOPE_KEYS, MSG_MISSING_CONTEXT, MSG_TOO_OLD,
                           NONCE_SIZE, SYMMETRIC_TYPES, KmsdTestCase, b64, multierror,
-                          ct_payload, ct_version, unb64, wait_for)
+                          ct_payload, ct_version, raw_exchange, unb64, wait_for)
 
 CTX = b64("ctx")
 CTX2 = b64("other context")
@@ -549,14 +548,7 @@ class BatchTest(KmsdTestCase):
                     "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
                     % (self.server.token, len(req))).encode()
             health = b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            with socket.create_connection(("127.0.0.1", self.server.port), timeout=30) as s:
-                s.sendall(head + req + health)
-                data = b""
-                while True:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        return data
-                    data += chunk
+            return raw_exchange(self.server.port, head + req + health)
 
         def take(data):
             """One response off the front: (status line, headers dict, body, rest)."""
@@ -593,16 +585,10 @@ class BatchTest(KmsdTestCase):
         # never an interim 1xx to an HTTP/1.0 client (RFC 9110 15.2): just the answer
         req = body.replace('"partial_failure_response_code": 0',
                            '"partial_failure_response_code": 103').encode()
-        with socket.create_connection(("127.0.0.1", self.server.port), timeout=30) as s:
-            s.sendall(("POST /v1/transit/encrypt/bk HTTP/1.0\r\nX-Vault-Token: %s\r\n"
-                       "Content-Length: %d\r\n\r\n" % (self.server.token, len(req))).encode()
-                      + req)
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+        data = raw_exchange(self.server.port,
+                            ("POST /v1/transit/encrypt/bk HTTP/1.0\r\nX-Vault-Token: %s\r\n"
+                             "Content-Length: %d\r\n\r\n" % (self.server.token, len(req))).encode()
+                            + req)
         status, hdrs, b, rest = take(data)
         self.assertEqual(status, "HTTP/1.1 200 OK")
         self.assertIn("batch_results", json.loads(b)["data"])

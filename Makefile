@@ -53,8 +53,9 @@ build: deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) >/dev/null
 	cmake --build $(BUILD) -j$(JOBS)
 
+# The dev server records every operation in $(BUILD)/dev-audit.log (kmsctl audit list works).
 run: build
-	./$(BUILD)/kmsd server -dev -dev-listen-address=$(ADDR) \
+	./$(BUILD)/kmsd server -dev -dev-listen-address=$(ADDR) -audit-file=$(BUILD)/dev-audit.log \
 	  $(if $(ROOT_TOKEN),-dev-root-token-id=$(ROOT_TOKEN))
 
 test: build

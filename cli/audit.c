@@ -143,7 +143,7 @@ static int remote_events(struct kms_cli_http *h, const struct list_args *a, int6
     }
     if (resp.status != 200) {
         kms_cli_api_error(&resp, err, sizeof(err));
-        fprintf(stderr, "kmsctl: the server refused the audit query: %s\n", kms_cli_esc(err));
+        kms_cli_errorf("the server refused the audit query: %s", err);
         if (resp.status == 403) {
             kms_cli_hintf("sys/audit/events needs a token with sudo on that path in the root "
                           "namespace; or read the log file itself with --file");

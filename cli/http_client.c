@@ -661,12 +661,18 @@ static int exchange(struct kms_cli_http *h, const char *method, const char *path
 
     memset(out, 0, sizeof(*out));
     err[0] = '\0';
-    int ln = snprintf(line, sizeof(line),
-                      "%s %s%s HTTP/1.1\r\nHost: %s:%s\r\nUser-Agent: kmsctl\r\n"
-                      "%s%s",
-                      method, h->prefix, path, h->host, h->port,
-                      h->keepalive ? "" : "Connection: close\r\n",
-                      hdrs == NULL ? "Accept: application/json\r\n" : "");
+    /* the target as long as it is (an HA standby forwards whatever a client sent) */
+    int ln;
+    if (rbuf_add(&req, method, strlen(method)) != 0 || rbuf_add(&req, " ", 1) != 0 ||
+        rbuf_add(&req, h->prefix, strlen(h->prefix)) != 0 ||
+        rbuf_add(&req, path, strlen(path)) != 0) {
+        goto oom;
+    }
+    ln = snprintf(line, sizeof(line),
+                  " HTTP/1.1\r\nHost: %s:%s\r\nUser-Agent: kmsctl\r\n"
+                  "%s%s",
+                  h->host, h->port, h->keepalive ? "" : "Connection: close\r\n",
+                  hdrs == NULL ? "Accept: application/json\r\n" : "");
     if (ln < 0 || (size_t)ln >= sizeof(line) || rbuf_add(&req, line, (size_t)ln) != 0) {
         errf(err, errlen, "request line too long");
         goto out;
@@ -724,10 +730,12 @@ static int exchange(struct kms_cli_http *h, const char *method, const char *path
             goto out;
         }
         bool sent = true;
+        bool closed = false; /* the server closed (or reset) the connection: no timeout */
         for (size_t off = 0; off < req.len;) {
             ssize_t w = h->tp->send(&c, req.p + off, req.len - off);
             if (w <= 0) {
                 errf(err, errlen, "cannot send the request: %s", strerror(errno));
+                closed = errno == EPIPE || errno == ECONNRESET;
                 sent = false;
                 break;
             }
@@ -741,6 +749,7 @@ static int exchange(struct kms_cli_http *h, const char *method, const char *path
             ssize_t r = h->tp->recv(&c, buf, sizeof(buf));
             if (r == 0) {
                 close_after = true;
+                closed = true;
                 done = resp.len > 0 ? 1 : 0;
                 if (done == 0) {
                     errf(err, errlen, "the server closed the connection without an answer");
@@ -748,6 +757,7 @@ static int exchange(struct kms_cli_http *h, const char *method, const char *path
                 break;
             }
             if (r < 0) {
+                closed = errno == ECONNRESET;
                 errf(err, errlen, "cannot read the response: %s", strerror(errno));
                 break;
             }
@@ -763,8 +773,10 @@ static int exchange(struct kms_cli_http *h, const char *method, const char *path
             errf(err, errlen, "malformed HTTP response");
             goto out;
         }
-        /* nothing came back on a kept connection: the server had closed it; once more */
-        if (reused && resp.len == 0 && attempt == 0) {
+        /* a kept connection the server had closed (it closes only idle ones, so it never read
+         * this request): once more on a new one. Never after a timeout: the request may be
+         * running there (a slow server), and a write must not run twice */
+        if (reused && closed && resp.len == 0 && attempt == 0) {
             h->tp->close(&c);
             continue;
         }

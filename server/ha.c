@@ -76,7 +76,9 @@ struct kms_ha {
     atomic_llong serve_until;  /* monotonic ms: the lease rule's deadline */
     atomic_llong active_since; /* wall clock seconds of the promotion */
 
-    pthread_mutex_t mu; /* stop flag, condition, leader address */
+    pthread_mutex_t mu; /* stop flag, condition, leader address, last store status */
+    bool status_known;  /* the store was seen initialised (its cluster id below) */
+    char status_cid[37];
     pthread_cond_t cond;
     bool stopping;
     char leader_addr[256]; /* the active replica's advertised address, "" = none known */
@@ -296,6 +298,27 @@ static void promote(struct kms_ha *ha, int64_t got_at)
     ha_log(ha, "notice", "active replica", ha->api_addr);
 }
 
+/* Remember that the store is initialised, with its cluster id (an active replica, after a
+ * request): its health answers as a standby while the database is away come from it. */
+static void note_store_status(struct kms_ha *ha)
+{
+    bool init = false;
+    char cid[37];
+    pthread_mutex_lock(&ha->mu);
+    bool known = ha->status_known;
+    pthread_mutex_unlock(&ha->mu);
+    if (known) {
+        return;
+    }
+    if (kms_api_store_status(ha->o.st, &init, cid) != 0 || !init) {
+        return;
+    }
+    pthread_mutex_lock(&ha->mu);
+    ha->status_known = true;
+    memcpy(ha->status_cid, cid, sizeof(ha->status_cid));
+    pthread_mutex_unlock(&ha->mu);
+}
+
 static void *ctl_main(void *arg)
 {
     struct kms_ha *ha = arg;
@@ -430,8 +453,23 @@ static void standby_health(struct kms_ha *ha, const struct kms_http_req *req,
         }
         codes[i] = (int)n;
     }
-    if (kms_api_store_status(ha->o.st, &init, cid) != 0) {
-        ha_error(500, "cannot read the store", resp);
+    /* An initialised store stays initialised: once seen, that is remembered, and while the
+     * database is away (a read fails, or answers nothing) the standby answers from it
+     * (docs/ha.md: every replica serves again once it is back) rather than 500, which would
+     * make Kubernetes restart every replica. */
+    int sr = kms_api_store_status(ha->o.st, &init, cid);
+    pthread_mutex_lock(&ha->mu);
+    if (sr == 0 && init) {
+        ha->status_known = true;
+        memcpy(ha->status_cid, cid, sizeof(ha->status_cid));
+    } else if (ha->status_known) {
+        init = true;
+        memcpy(cid, ha->status_cid, sizeof(ha->status_cid));
+        sr = 0;
+    }
+    pthread_mutex_unlock(&ha->mu);
+    if (sr != 0) {
+        ha_error(503, "cannot read the store", resp);
         return;
     }
     kms_now(&sec, &nsec);
@@ -706,6 +744,15 @@ static void forwarded_client(const struct kms_ha *ha, const struct kms_http_req 
         port != NULL && kms_int_parse(port, &p) && p >= 0 && p <= 65535 ? (int)p : 0;
 }
 
+/* Whether req carries the replicas' forwarding secret (it comes from another replica). */
+static bool from_a_replica(const struct kms_ha *ha, const struct kms_http_req *req)
+{
+    const char *auth = get_header(req, FORWARD_AUTH_HEADER);
+    size_t sl = strlen(ha->o.forward_secret);
+    return auth != NULL && sl > 0 && strlen(auth) == sl &&
+           kms_ct_eq(auth, ha->o.forward_secret, sl);
+}
+
 /* sys/health with an X-Vault-Namespace naming a namespace other than root: the active
  * answers it (400 in a namespace, 403/404 for an unknown one), so the standby forwards it. */
 static bool health_in_namespace(const struct kms_http_req *req)
@@ -736,6 +783,7 @@ void kms_ha_handle(struct kms_ha *ha, const struct kms_http_req *req, struct kms
         char addr[64];
         forwarded_client(ha, req, &fwd, addr, sizeof(addr));
         kms_api_handle(ha->api, &fwd, resp);
+        note_store_status(ha); /* for its health answers once it stands by again */
         if (!ha_lease_ok(ha)) {
             /* the lease ran out while the answer was computed: it is not given */
             kms_http_resp_dispose(resp);
@@ -761,8 +809,10 @@ void kms_ha_handle(struct kms_ha *ha, const struct kms_http_req *req, struct kms
     pthread_mutex_lock(&ha->mu);
     snprintf(leader, sizeof(leader), "%s", ha->leader_addr);
     pthread_mutex_unlock(&ha->mu);
+    /* a replica's forward that reached a standby is not forwarded again (no loops); a
+     * client's own X-Kmsd-Forwarded, without the secret, changes nothing */
     if (leader[0] == '\0' || strcmp(leader, ha->api_addr) == 0 ||
-        get_header(req, FORWARDED_HEADER) != NULL) {
+        (get_header(req, FORWARDED_HEADER) != NULL && from_a_replica(ha, req))) {
         ha_error(503, "no active kmsd replica", resp);
         return;
     }

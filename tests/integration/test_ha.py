@@ -391,6 +391,10 @@ class HaTest(HaCase):
         self.ok(active.request("POST", "transit/keys/pgd"))
         ct = self.ok(active.request("POST", "transit/encrypt/pgd",
                                     {"plaintext": b64(b"x")}))["ciphertext"]
+        # the probes Kubernetes runs all along (docs/ha.md's liveness probe)
+        probe = "sys/health?standbyok=true&uninitcode=200"
+        for s in servers:
+            self.assertEqual(s.request("GET", probe, token=None).status, 200)
         self.pg.stop()
         t_down = time.monotonic()
         try:
@@ -411,6 +415,11 @@ class HaTest(HaCase):
                     r = s.request("POST", path, body, timeout=5)
                     self.assertEqual(r.status, 503, r.describe())
                     self.assertTrue(r.errors, r.describe())
+                # the liveness probe of docs/ha.md still passes: a standby answers from
+                # what it last read (a 500 would make Kubernetes restart every replica)
+                r = s.request("GET", probe, token=None, timeout=5)
+                self.assertEqual(r.status, 200, r.describe())
+                self.assertTrue(r.json["initialized"], r.describe())
         finally:
             self.pg.start(same_port=True)
         # back without a restart
@@ -666,6 +675,10 @@ class HaForwardTest(HaCase):
             "X-Forwarded-For": "10.5.5.5"}))
         self.ok(a.request("POST", "transit/encrypt/x4", pt, headers={
             "X-Forwarded-For": "10.6.6.6"}))
+        # a client's own X-Kmsd-Forwarded (without the secret) does not stop the standby
+        # from forwarding it
+        self.ok(b.request("POST", "transit/encrypt/x1", pt, headers={
+            "X-Kmsd-Forwarded": "evil"}))
         # many requests through the standby on its kept connections, in order
         for i in range(20):
             r = b.request("POST", "transit/encrypt/x1", {"plaintext": b64(b"n%d" % i)})

@@ -276,11 +276,31 @@ static int parse_type(struct kms_ctx *c, const char *t, enum kms_key_type *out)
 }
 
 /*
- * Create `name` in txn with the given policy template; version 1 is generated. Returns 1 when
- * the key already exists (nothing written, *p holds the stored policy).
+ * Key material made before a write transaction begins, for the types whose generation is slow
+ * (RSA-4096 takes a second or more): a write transaction holds the store, and on PostgreSQL
+ * the session whose heartbeat keeps an HA replica's lease (docs/ha.md), so generating inside
+ * it could cost the active its lease. 0 with *kv, -1 when there is nothing to make ahead
+ * (fast types, or a policy the generator refuses: the transaction's own path says why).
+ */
+static int generate_ahead(const struct kms_key_policy *p, struct kms_key_version *kv)
+{
+    if (kms_key_type_is_aead(p->type) || p->type == KMS_KEY_HMAC) {
+        return -1;
+    }
+    if (kms_key_version_generate(p, 1, kv) != 0) {
+        kms_memzero(kv, sizeof(*kv));
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Create `name` in txn with the given policy template; version 1 is generated (or taken from
+ * `ahead`, made by generate_ahead for the same template). Returns 1 when the key already
+ * exists (nothing written, *p holds the stored policy).
  */
 static int create_key(struct kms_ctx *c, struct kms_txn *txn, const char *name,
-                      struct kms_key_policy *p)
+                      struct kms_key_policy *p, const struct kms_key_version *ahead)
 {
     struct kms_key_version kv;
     struct kms_key_policy old;
@@ -298,7 +318,9 @@ static int create_key(struct kms_ctx *c, struct kms_txn *txn, const char *name,
     }
     p->latest_version = 1;
     p->min_decryption_version = 1;
-    if (kms_key_version_generate(p, 1, &kv) != 0) {
+    if (ahead != NULL) {
+        kv = *ahead;
+    } else if (kms_key_version_generate(p, 1, &kv) != 0) {
         KMS_FAILW(c, 500, "cannot generate key material");
         goto out;
     }
@@ -374,10 +396,14 @@ static int keys_write(struct kms_ctx *c)
     p.exportable = kms_param_bool(c, "exportable", &b) && b;
     p.allow_plaintext_backup = kms_param_bool(c, "allow_plaintext_backup", &b) && b;
     p.auto_rotate_period = period;
+    struct kms_key_version ahead;
+    bool have_ahead = generate_ahead(&p, &ahead) == 0;
     if (kms_storage_txn_begin(kms_api_storage(c->api), true, &txn) != 0) {
+        kms_memzero(&ahead, sizeof(ahead));
         return KMS_FAILW(c, 500, "cannot open storage transaction");
     }
-    int cr = create_key(c, txn, name, &p);
+    int cr = create_key(c, txn, name, &p, have_ahead ? &ahead : NULL);
+    kms_memzero(&ahead, sizeof(ahead));
     if (cr < 0) {
         goto out;
     }
@@ -653,12 +679,23 @@ static int keys_rotate(struct kms_ctx *c)
 {
     const char *name = kms_cap(c, "name");
     struct kms_key_policy p;
-    struct kms_key_version kv;
+    struct kms_key_version kv, ahead;
+    struct kms_key_policy pre;
     struct kms_txn *txn = NULL;
+    bool have_ahead = false;
     int rc = -1;
 
     memset(&kv, 0, sizeof(kv));
+    memset(&ahead, 0, sizeof(ahead));
+    /* slow key material before the write transaction (generate_ahead), for the key's type as
+     * a read sees it; used only if the type is still the same inside the transaction */
+    if (kms_storage_txn_begin(kms_api_storage(c->api), false, &txn) == 0) {
+        have_ahead =
+            load_policy(&c->mount, txn, name, &pre) == 0 && generate_ahead(&pre, &ahead) == 0;
+        kms_storage_txn_abort(&txn);
+    }
     if (kms_storage_txn_begin(kms_api_storage(c->api), true, &txn) != 0) {
+        kms_memzero(&ahead, sizeof(ahead));
         return KMS_FAILW(c, 500, "cannot open storage transaction");
     }
     int g = load_policy(&c->mount, txn, name, &p);
@@ -685,8 +722,14 @@ static int keys_rotate(struct kms_ctx *c)
     /* as OpenBao: a rotated key counts as generated from then on */
     p.imported = false;
     p.latest_version++;
-    if (kms_key_version_generate(&p, p.latest_version, &kv) != 0 ||
-        store_version(&c->mount, txn, name, &kv) != 0 ||
+    if (have_ahead && pre.type == p.type && pre.convergent == p.convergent) {
+        kv = ahead;
+        kv.version = p.latest_version;
+    } else if (kms_key_version_generate(&p, p.latest_version, &kv) != 0) {
+        KMS_FAILW(c, 500, "cannot rotate key");
+        goto out;
+    }
+    if (store_version(&c->mount, txn, name, &kv) != 0 ||
         store_policy(&c->mount, txn, name, &p) != 0 ||
         commit_key(c->estate, &c->mount, name, &txn) != 0) {
         KMS_FAILW(c, 500, "cannot rotate key");
@@ -696,6 +739,7 @@ static int keys_rotate(struct kms_ctx *c)
     rc = reply_key(c, name, &p);
 out:
     kms_memzero(&kv, sizeof(kv));
+    kms_memzero(&ahead, sizeof(ahead));
     kms_storage_txn_abort(&txn);
     return rc;
 }
@@ -1318,7 +1362,7 @@ static int upsert(struct kms_ctx *c, const char *name, bool derived, struct kms_
     }
     p->derived = derived;
     p->convergent = convergent;
-    int cr = create_key(c, txn, name, p);
+    int cr = create_key(c, txn, name, p, NULL); /* AEAD types only: fast */
     if (cr < 0) {
         goto out;
     }

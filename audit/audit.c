@@ -53,9 +53,8 @@ struct kms_audit_rec {
     struct rec_waiter waiters[REC_WAITERS];
     /* under mu: shared with the writer threads */
     pthread_mutex_t mu;
-    int refs;           /* the owner's (until destroy) + one per waiter not yet told */
-    size_t outstanding; /* waiters not yet told */
-    size_t dev_outstanding[KMS_AUDIT_MAX_DEVICES]; /* the same, per device */
+    int refs; /* the owner's (until destroy) + one per waiter not yet told */
+    size_t dev_outstanding[KMS_AUDIT_MAX_DEVICES]; /* waiters not yet told, per device */
     bool failed[KMS_AUDIT_MAX_DEVICES];
     char why[KMS_AUDIT_MAX_DEVICES][256];
     kms_audit_notify_fn notify;
@@ -362,6 +361,17 @@ void kms_audit_rec_destroy(struct kms_audit_rec **rp)
  * instead of failing outright, so a device hung in write(2) or fdatasync(2) delays the
  * requests by audit_timeout but does not fail those that another device recorded.
  */
+/* With mu held: some waiter of some device has not been told yet. */
+static bool rec_pending(const struct kms_audit_rec *r)
+{
+    for (size_t i = 0; i < KMS_AUDIT_MAX_DEVICES; i++) {
+        if (r->dev_outstanding[i] > 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static bool rec_recorded(const struct kms_audit_rec *r)
 {
     size_t n = r->a != NULL ? r->a->n : 0;
@@ -381,9 +391,8 @@ static void rec_waiter_finish(struct kms_audit_rec *r, size_t dev, int status, c
         r->failed[dev] = true;
         snprintf(r->why[dev], sizeof(r->why[dev]), "%s", why != NULL ? why : "write failed");
     }
-    r->outstanding--;
     r->dev_outstanding[dev]--;
-    if (r->outstanding == 0 && r->notify != NULL) {
+    if (!rec_pending(r) && r->notify != NULL) {
         kms_audit_notify_fn fn = r->notify;
         r->notify = NULL;
         fn(r->notify_arg); /* under mu: destroy cannot race it */
@@ -405,7 +414,7 @@ int kms_audit_rec_notify(struct kms_audit_rec *r, kms_audit_notify_fn fn, void *
 {
     int rc = 0;
     pthread_mutex_lock(&r->mu);
-    if (r->outstanding > 0) {
+    if (rec_pending(r)) {
         r->notify = fn;
         r->notify_arg = arg;
         rc = 1;
@@ -1046,7 +1055,6 @@ int kms_audit_rec_post_w(struct kms_audit_rec *r, const char *type, bool durable
         rw->r = r;
         rw->dev = i;
         pthread_mutex_lock(&r->mu);
-        r->outstanding++;
         r->dev_outstanding[i]++;
         r->refs++;
         pthread_mutex_unlock(&r->mu);
@@ -1156,10 +1164,7 @@ int kms_audit_rec_status(struct kms_audit_rec *r, struct kms_err *err, char *cau
         return 0;
     }
     pthread_mutex_lock(&r->mu);
-    bool ok = false;
-    for (size_t i = 0; i < a->n && !ok; i++) {
-        ok = !r->failed[i] && r->dev_outstanding[i] == 0;
-    }
+    bool ok = rec_recorded(r);
     snprintf(msg, sizeof(msg), "no audit backend succeeded in logging the record: %s", r->why[0]);
     pthread_mutex_unlock(&r->mu);
     if (ok) {

@@ -103,7 +103,7 @@ struct kms_audit_dev {
     pthread_t writer;
     bool writer_started;
     bool stopping;
-    bool abandoned;                        /* close gave up waiting: write nothing more */
+    atomic_bool abandoned;                 /* close gave up waiting: write nothing more */
     bool ready;                            /* opened and recovered */
     struct kms_audit_batch *qhead, *qtail; /* chained, not yet written */
     uint64_t seq;                          /* chain head including queued lines */
@@ -785,12 +785,9 @@ static void write_group(struct kms_audit_dev *d, struct kms_audit_batch *b)
     char why[512];
     why[0] = '\0';
     struct kms_audit_batch *failed = NULL;
-    pthread_mutex_lock(&d->mu);
-    bool abandoned = d->abandoned;
-    pthread_mutex_unlock(&d->mu);
     pthread_mutex_lock(&d->io);
     int rc = -1;
-    if (abandoned) {
+    if (atomic_load(&d->abandoned)) {
         /* closed without us (we were stuck): the file may have a new writer by now (an HA
          * replica promoted again), so lines chained on this device's head stay out of it */
         snprintf(why, sizeof(why), "audit device %s was closed while its writer was blocked",
@@ -1016,9 +1013,7 @@ void kms_audit_dev_close(struct kms_audit_dev **dp)
                     "audit device %s: its writer is still blocked in a write or fsync of %s "
                     "after %d s; stopping without it (unacknowledged lines may be lost)",
                     d->o.name, d->o.path, CLOSE_WAIT_S);
-            pthread_mutex_lock(&d->mu);
-            d->abandoned = true; /* if it ever comes back, it writes nothing more */
-            pthread_mutex_unlock(&d->mu);
+            atomic_store(&d->abandoned, true); /* if it ever comes back, it writes nothing */
             *dp = NULL;
             return;
         }

@@ -76,8 +76,8 @@ struct kms_ha {
     atomic_llong serve_until;  /* monotonic ms: the lease rule's deadline */
     atomic_llong active_since; /* wall clock seconds of the promotion */
 
-    pthread_mutex_t mu; /* stop flag, condition, leader address, last store status */
-    bool status_known;  /* the store was seen initialised (its cluster id below) */
+    pthread_mutex_t mu;       /* stop flag, condition, leader address, last store status */
+    atomic_bool status_known; /* the store was seen initialised (its cluster id below, under mu) */
     char status_cid[37];
     pthread_cond_t cond;
     bool stopping;
@@ -304,18 +304,13 @@ static void note_store_status(struct kms_ha *ha)
 {
     bool init = false;
     char cid[37];
-    pthread_mutex_lock(&ha->mu);
-    bool known = ha->status_known;
-    pthread_mutex_unlock(&ha->mu);
-    if (known) {
-        return;
-    }
-    if (kms_api_store_status(ha->o.st, &init, cid) != 0 || !init) {
+    if (atomic_load(&ha->status_known) || kms_api_store_status(ha->o.st, &init, cid) != 0 ||
+        !init) {
         return;
     }
     pthread_mutex_lock(&ha->mu);
-    ha->status_known = true;
     memcpy(ha->status_cid, cid, sizeof(ha->status_cid));
+    atomic_store(&ha->status_known, true);
     pthread_mutex_unlock(&ha->mu);
 }
 
@@ -460,9 +455,9 @@ static void standby_health(struct kms_ha *ha, const struct kms_http_req *req,
     int sr = kms_api_store_status(ha->o.st, &init, cid);
     pthread_mutex_lock(&ha->mu);
     if (sr == 0 && init) {
-        ha->status_known = true;
         memcpy(ha->status_cid, cid, sizeof(ha->status_cid));
-    } else if (ha->status_known) {
+        atomic_store(&ha->status_known, true);
+    } else if (atomic_load(&ha->status_known)) {
         init = true;
         memcpy(cid, ha->status_cid, sizeof(ha->status_cid));
         sr = 0;
@@ -717,6 +712,15 @@ static const char *get_header(const struct kms_http_req *req, const char *name)
     return NULL;
 }
 
+/* Whether req carries the replicas' forwarding secret (it comes from another replica). */
+static bool from_a_replica(const struct kms_ha *ha, const struct kms_http_req *req)
+{
+    const char *auth = get_header(req, FORWARD_AUTH_HEADER);
+    size_t sl = strlen(ha->o.forward_secret);
+    return auth != NULL && sl > 0 && strlen(auth) == sl &&
+           kms_ct_eq(auth, ha->o.forward_secret, sl);
+}
+
 /*
  * A request forwarded by a replica that proved it holds the seal key (the forwarding secret):
  * its X-Forwarded-For (one IP address) and port become the request's remote address. Anything
@@ -725,16 +729,13 @@ static const char *get_header(const struct kms_http_req *req, const char *name)
 static void forwarded_client(const struct kms_ha *ha, const struct kms_http_req *req,
                              struct kms_http_req *copy, char *addr, size_t cap)
 {
-    const char *auth = get_header(req, FORWARD_AUTH_HEADER);
     const char *xff = get_header(req, "X-Forwarded-For");
     const char *port = get_header(req, FORWARDED_PORT_HEADER);
-    size_t sl = strlen(ha->o.forward_secret);
     uint8_t ip[16];
     int64_t p = 0;
 
     *copy = *req;
-    if (auth == NULL || xff == NULL || sl == 0 || strlen(auth) != sl ||
-        !kms_ct_eq(auth, ha->o.forward_secret, sl) || strlen(xff) >= cap ||
+    if (!from_a_replica(ha, req) || xff == NULL || strlen(xff) >= cap ||
         (inet_pton(AF_INET, xff, ip) != 1 && inet_pton(AF_INET6, xff, ip) != 1)) {
         return;
     }
@@ -742,15 +743,6 @@ static void forwarded_client(const struct kms_ha *ha, const struct kms_http_req 
     copy->remote_addr = addr;
     copy->remote_port =
         port != NULL && kms_int_parse(port, &p) && p >= 0 && p <= 65535 ? (int)p : 0;
-}
-
-/* Whether req carries the replicas' forwarding secret (it comes from another replica). */
-static bool from_a_replica(const struct kms_ha *ha, const struct kms_http_req *req)
-{
-    const char *auth = get_header(req, FORWARD_AUTH_HEADER);
-    size_t sl = strlen(ha->o.forward_secret);
-    return auth != NULL && sl > 0 && strlen(auth) == sl &&
-           kms_ct_eq(auth, ha->o.forward_secret, sl);
 }
 
 /* sys/health with an X-Vault-Namespace naming a namespace other than root: the active

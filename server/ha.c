@@ -73,6 +73,7 @@ struct kms_ha {
     atomic_bool holding;       /* this replica's session holds the leader lock */
     atomic_bool active;        /* serving (api built, address published) */
     atomic_bool published;     /* this term wrote the leader record: only then mark it released */
+    bool forged_seen;          /* the last leader record read failed its MAC (ctl thread) */
     atomic_llong serve_until;  /* monotonic ms: the lease rule's deadline */
     atomic_llong active_since; /* wall clock seconds of the promotion */
 
@@ -119,9 +120,16 @@ static bool ha_lease_ok(struct kms_ha *ha)
     return atomic_load(&ha->holding) && ha_now(ha) < (int64_t)atomic_load(&ha->serve_until);
 }
 
+/* Set on the thread whose COMMIT the guard refused; kms_ha_handle reads and clears it. */
+static _Thread_local bool guard_refused;
+
 static bool commit_guard(void *arg)
 {
-    return ha_lease_ok(arg);
+    if (ha_lease_ok(arg)) {
+        return true;
+    }
+    guard_refused = true;
+    return false;
 }
 
 /* Sleep up to ms or until stop; true when stopping. */
@@ -188,6 +196,17 @@ static void *hb_main(void *arg)
 
 static void set_leader(struct kms_ha *ha, const struct kms_storage_leader *l)
 {
+    bool forged = l != NULL && l->forged;
+    if (forged != ha->forged_seen) {
+        ha->forged_seen = forged;
+        if (forged) {
+            ha_log(ha, "error",
+                   "the leader record in PostgreSQL fails its MAC check (not written by a kmsd "
+                   "with this seal key): no request is forwarded until the active replica "
+                   "publishes it again",
+                   NULL);
+        }
+    }
     pthread_mutex_lock(&ha->mu);
     if (l != NULL && l->present && !l->released) {
         snprintf(ha->leader_addr, sizeof(ha->leader_addr), "%s", l->api_addr);
@@ -240,6 +259,11 @@ static void promote(struct kms_ha *ha, int64_t got_at)
     if (kms_storage_leader_read(ha->o.st, &old) != 0) {
         step_down(ha, "cannot read the leader record", true);
         return;
+    }
+    if (old.forged) {
+        ha_log(ha, "error",
+               "the leader record in PostgreSQL fails its MAC check: waiting out a whole lease",
+               NULL);
     }
     if (old.present && !old.released) {
         wait = old.lease_ms > ha->o.lease_ms ? old.lease_ms : ha->o.lease_ms;
@@ -314,6 +338,26 @@ static void note_store_status(struct kms_ha *ha)
     pthread_mutex_unlock(&ha->mu);
 }
 
+/* The active's own leader record: published again when it was changed or fails its check. */
+static void keep_record(struct kms_ha *ha)
+{
+    struct kms_storage_leader l;
+
+    if (kms_storage_leader_read(ha->o.st, &l) != 0) {
+        return; /* PostgreSQL trouble: the lease decides what happens next */
+    }
+    if (l.present && !l.forged && !l.released && strcmp(l.replica, ha->replica) == 0 &&
+        strcmp(l.api_addr, ha->api_addr) == 0) {
+        return;
+    }
+    ha_log(ha, "warn",
+           "the leader record was changed under the active replica: publishing it again",
+           l.forged ? "the record found failed its MAC check" : NULL);
+    if (kms_storage_leader_publish(ha->o.st, ha->replica, ha->api_addr, ha->o.lease_ms) != 0) {
+        ha_log(ha, "warn", "cannot publish the leader record", NULL);
+    }
+}
+
 static void *ctl_main(void *arg)
 {
     struct kms_ha *ha = arg;
@@ -325,6 +369,8 @@ static void *ctl_main(void *arg)
                 step_down(ha, "lost the leader lock", false);
             } else if (!ha_lease_ok(ha)) {
                 step_down(ha, "the lease ran out (PostgreSQL did not answer in time)", true);
+            } else {
+                keep_record(ha);
             }
         } else {
             bool got = false;
@@ -774,10 +820,14 @@ void kms_ha_handle(struct kms_ha *ha, const struct kms_http_req *req, struct kms
         struct kms_http_req fwd;
         char addr[64];
         forwarded_client(ha, req, &fwd, addr, sizeof(addr));
+        guard_refused = false;
         kms_api_handle(ha->api, &fwd, resp);
         note_store_status(ha); /* for its health answers once it stands by again */
-        if (!ha_lease_ok(ha)) {
-            /* the lease ran out while the answer was computed: it is not given */
+        bool refused = guard_refused;
+        guard_refused = false;
+        if (refused || !ha_lease_ok(ha)) {
+            /* the lease ran out while the answer was computed (or at a COMMIT it refused,
+             * even when a heartbeat renewed it since): the answer is not given */
             kms_http_resp_dispose(resp);
             ha_error(503, "kmsd is not the active replica any more", resp);
         }

@@ -135,7 +135,10 @@ static const char pg_schema_sql[] =
     "value bytea NOT NULL, PRIMARY KEY (db, key));"
     "CREATE TABLE IF NOT EXISTS " PG_LEADER_TABLE " (id smallint PRIMARY KEY CHECK (id = 1), "
     "replica text NOT NULL, api_addr text NOT NULL, lease_ms bigint NOT NULL, "
-    "released boolean NOT NULL, since timestamptz NOT NULL DEFAULT now()); COMMIT";
+    "released boolean NOT NULL, since timestamptz NOT NULL DEFAULT now());"
+    /* the record's MAC (storage.c), added to tables made before it existed */
+    "ALTER TABLE " PG_LEADER_TABLE " ADD COLUMN IF NOT EXISTS mac text NOT NULL DEFAULT '';"
+    "COMMIT";
 
 /* ---- connections ------------------------------------------------------------------------- */
 
@@ -795,10 +798,10 @@ out:
 }
 
 static int pg_leader_publish(struct kms_backend *b, const char *replica, const char *api_addr,
-                             int64_t lease_ms)
+                             int64_t lease_ms, const char *mac)
 {
     char lease[24];
-    const char *values[3] = {replica, api_addr, lease};
+    const char *values[4] = {replica, api_addr, lease, mac};
     PGresult *r = NULL;
     int rc = -1;
 
@@ -807,11 +810,12 @@ static int pg_leader_publish(struct kms_backend *b, const char *replica, const c
     if (b->writer == NULL || !b->writer->leader)
         goto out;
     r = PQexecParams(b->writer->c,
-                     "INSERT INTO " PG_LEADER_TABLE " (id, replica, api_addr, lease_ms, released) "
-                     "VALUES (1, $1, $2, $3::bigint, false) ON CONFLICT (id) DO UPDATE SET "
+                     "INSERT INTO " PG_LEADER_TABLE
+                     " (id, replica, api_addr, lease_ms, released, mac) "
+                     "VALUES (1, $1, $2, $3::bigint, false, $4) ON CONFLICT (id) DO UPDATE SET "
                      "replica = EXCLUDED.replica, api_addr = EXCLUDED.api_addr, lease_ms = "
-                     "EXCLUDED.lease_ms, released = false, since = now()",
-                     3, NULL, values, NULL, NULL, 0);
+                     "EXCLUDED.lease_ms, released = false, mac = EXCLUDED.mac, since = now()",
+                     4, NULL, values, NULL, NULL, 0);
     rc = pg_ok(r, PGRES_COMMAND_OK) ? 0 : -1;
 out:
     PQclear(r);
@@ -820,9 +824,9 @@ out:
     return rc;
 }
 
-static int pg_leader_release(struct kms_backend *b, const char *replica)
+static int pg_leader_release(struct kms_backend *b, const char *replica, const char *mac)
 {
-    const char *values[1] = {replica};
+    const char *values[2] = {replica, mac};
     PGresult *r = NULL;
     int rc = -1;
 
@@ -832,8 +836,8 @@ static int pg_leader_release(struct kms_backend *b, const char *replica)
     if (replica != NULL) {
         r = PQexecParams(b->writer->c,
                          "UPDATE " PG_LEADER_TABLE
-                         " SET released = true WHERE id = 1 AND replica = $1",
-                         1, NULL, values, NULL, NULL, 0);
+                         " SET released = true, mac = $2 WHERE id = 1 AND replica = $1",
+                         2, NULL, values, NULL, NULL, 0);
         if (!pg_ok(r, PGRES_COMMAND_OK))
             goto out;
         PQclear(r);
@@ -850,14 +854,15 @@ out:
     return rc;
 }
 
-static int pg_leader_read(struct kms_backend *b, struct kms_storage_leader *out)
+static int pg_leader_read(struct kms_backend *b, struct kms_storage_leader *out,
+                          char mac[KMS_LEADER_MAC_HEX + 1])
 {
     struct pg_conn *pc = pool_take(b);
     PGresult *r = NULL;
     int rc = -1;
 
     static const char sql[] =
-        "SELECT replica, api_addr, lease_ms, released FROM " PG_LEADER_TABLE " WHERE id = 1";
+        "SELECT replica, api_addr, lease_ms, released, mac FROM " PG_LEADER_TABLE " WHERE id = 1";
 
     if (pc == NULL)
         return -1;
@@ -882,6 +887,10 @@ static int pg_leader_read(struct kms_backend *b, struct kms_storage_leader *out)
         snprintf(out->api_addr, sizeof out->api_addr, "%s", PQgetvalue(r, 0, 1));
         out->lease_ms = strtoll(PQgetvalue(r, 0, 2), &end, 10);
         out->released = strcmp(PQgetvalue(r, 0, 3), "t") == 0;
+        if (*end != '\0' || PQgetlength(r, 0, 0) >= (int)sizeof out->replica ||
+            PQgetlength(r, 0, 1) >= (int)sizeof out->api_addr)
+            out->lease_ms = -1; /* cut or unreadable: fails the MAC check */
+        snprintf(mac, KMS_LEADER_MAC_HEX + 1, "%s", PQgetvalue(r, 0, 4));
         rc = 0;
     }
     PQclear(r);

@@ -19,10 +19,17 @@
  *   It is wiped before the page is unmapped.
  *
  * - A read transaction refuses writes here, whatever the backend.
+ *
+ * - The HA leader record (PostgreSQL) is not a sealed value but a row other replicas read to
+ *   know where to forward requests, tokens included. Its fields carry an HMAC-SHA256 under a
+ *   key derived from the seal key (HKDF, info "kmsd leader record v1"), so a row written by
+ *   anyone without the seal key reads as forged and is not followed.
  */
 #include "storage/storage_int.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -58,6 +65,8 @@ struct kms_storage {
     size_t seal_page;         /* size of that mapping */
     bool (*guard)(void *arg); /* kms_storage_set_commit_guard */
     void *guard_arg;
+    pthread_mutex_t leader_mu;           /* guards published */
+    struct kms_storage_leader published; /* this store's last published leader record */
 };
 
 struct kms_txn {
@@ -168,6 +177,7 @@ static void storage_free(struct kms_storage *st)
     if (st->b != NULL)
         st->ops->close(st->b);
     seal_page_free(st->seal_key, st->seal_page);
+    pthread_mutex_destroy(&st->leader_mu);
     free(st);
 }
 
@@ -221,6 +231,7 @@ int kms_storage_open(const char *location, const uint8_t seal_key[32],
         kms_err_set(err, 500, "out of memory");
         goto out;
     }
+    pthread_mutex_init(&st->leader_mu, NULL);
     if ((st->seal_key = seal_page_alloc(&st->seal_page)) == NULL) {
         kms_err_set(err, 500, "cannot allocate memory for the seal key: %s", strerror(errno));
         goto out;
@@ -282,25 +293,101 @@ int kms_storage_leader_ping(struct kms_storage *st)
     return st->ops->leader_ping != NULL ? st->ops->leader_ping(st->b) : -1;
 }
 
+/*
+ * The MAC of a leader record, in hex: HMAC-SHA256 under HKDF(seal key, "kmsd leader record
+ * v1") over "kmsd-leader-v1" NUL replica NUL api_addr NUL lease NUL released (decimal lease,
+ * "0"/"1"). The strings are PostgreSQL text, which holds no NUL, so the encoding is unique.
+ */
+static int leader_mac(const struct kms_storage *st, const char *replica, const char *api_addr,
+                      int64_t lease_ms, bool released, char out[KMS_LEADER_MAC_HEX + 1])
+{
+    static const char info[] = "kmsd leader record v1";
+    uint8_t key[32], tag[32];
+    char lease[24];
+    char *msg = NULL;
+    int n, rc = -1;
+
+    snprintf(lease, sizeof lease, "%lld", (long long)lease_ms);
+    size_t len = sizeof "kmsd-leader-v1" + strlen(replica) + 1 + strlen(api_addr) + 1 +
+                 strlen(lease) + 1 + 1;
+    if ((msg = malloc(len + 1)) == NULL)
+        return -1;
+    n = snprintf(msg, len + 1, "kmsd-leader-v1%c%s%c%s%c%s%c%c", 0, replica, 0, api_addr, 0, lease,
+                 0, released ? '1' : '0');
+    if (n < 0 || (size_t)n != len)
+        goto out;
+    if (kms_hkdf_sha256(st->seal_key, KMS_AEAD_MAX_KEY_LEN, NULL, 0, (const uint8_t *)info,
+                        sizeof info - 1, key, sizeof key) != 0)
+        goto out;
+    if (kms_hmac(KMS_HASH_SHA2_256, key, sizeof key, msg, len, tag) != 0)
+        goto out;
+    kms_hex_encode(tag, sizeof tag, out);
+    rc = 0;
+out:
+    kms_memzero(key, sizeof key);
+    free(msg);
+    return rc;
+}
+
 int kms_storage_leader_publish(struct kms_storage *st, const char *replica, const char *api_addr,
                                int64_t lease_ms)
 {
-    if (st->ops->leader_publish == NULL || replica == NULL || api_addr == NULL || lease_ms < 1)
+    char mac[KMS_LEADER_MAC_HEX + 1];
+    struct kms_storage_leader *p = &st->published;
+
+    if (st->ops->leader_publish == NULL || replica == NULL || api_addr == NULL || lease_ms < 1 ||
+        strlen(replica) >= sizeof p->replica || strlen(api_addr) >= sizeof p->api_addr)
         return -1;
-    return st->ops->leader_publish(st->b, replica, api_addr, lease_ms);
+    if (leader_mac(st, replica, api_addr, lease_ms, false, mac) != 0)
+        return -1;
+    if (st->ops->leader_publish(st->b, replica, api_addr, lease_ms, mac) != 0)
+        return -1;
+    pthread_mutex_lock(&st->leader_mu);
+    p->present = true;
+    snprintf(p->replica, sizeof p->replica, "%s", replica);
+    snprintf(p->api_addr, sizeof p->api_addr, "%s", api_addr);
+    p->lease_ms = lease_ms;
+    pthread_mutex_unlock(&st->leader_mu);
+    return 0;
 }
 
 int kms_storage_leader_release(struct kms_storage *st, const char *replica)
 {
+    char mac[KMS_LEADER_MAC_HEX + 1];
+    struct kms_storage_leader p;
+
     if (st->ops->leader_release == NULL)
         return -1;
-    return st->ops->leader_release(st->b, replica);
+    pthread_mutex_lock(&st->leader_mu);
+    p = st->published;
+    pthread_mutex_unlock(&st->leader_mu);
+    /* only the record this store published can be marked released: its fields are known */
+    if (replica != NULL && (!p.present || strcmp(p.replica, replica) != 0))
+        replica = NULL;
+    if (replica != NULL && leader_mac(st, p.replica, p.api_addr, p.lease_ms, true, mac) != 0)
+        return -1;
+    return st->ops->leader_release(st->b, replica, replica != NULL ? mac : NULL);
 }
 
 int kms_storage_leader_read(struct kms_storage *st, struct kms_storage_leader *out)
 {
+    char got[KMS_LEADER_MAC_HEX + 1] = "", want[KMS_LEADER_MAC_HEX + 1];
+
     memset(out, 0, sizeof *out);
-    return st->ops->leader_read != NULL ? st->ops->leader_read(st->b, out) : -1;
+    if (st->ops->leader_read == NULL || st->ops->leader_read(st->b, out, got) != 0) {
+        memset(out, 0, sizeof *out);
+        return -1;
+    }
+    if (!out->present)
+        return 0;
+    if (leader_mac(st, out->replica, out->api_addr, out->lease_ms, out->released, want) != 0)
+        return -1;
+    if (strlen(got) != KMS_LEADER_MAC_HEX || !kms_ct_eq(got, want, KMS_LEADER_MAC_HEX)) {
+        memset(out, 0, sizeof *out);
+        out->present = true;
+        out->forged = true;
+    }
+    return 0;
 }
 
 /* ---- transactions ------------------------------------------------------------------------ */

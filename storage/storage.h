@@ -157,9 +157,16 @@ int kms_storage_copy(struct kms_storage *from, struct kms_storage *to, size_t *c
  * (NULL: a replica that never published leaves the record as it is), then drops the lock.
  * kms_storage_leader_read reads the record on a read connection (*present false when no
  * leader ever published). Strings are copied and cut to their buffers. Thread-safe.
+ *
+ * The record is authenticated: publish and release store an HMAC-SHA256 of its fields under
+ * a key derived from the seal key, and read checks it. A record that fails the check (written
+ * by someone with access to the database but not the seal key, or by a kmsd older than the
+ * check) reads as present with `forged` set and every other field cleared: no address to
+ * forward tokens to, not released, no lease.
  */
 struct kms_storage_leader {
     bool present;
+    bool forged;   /* present, but its MAC does not match: the fields below are cleared */
     bool released; /* the last leader let go cleanly (its lease need not be waited out) */
     char replica[128];
     char api_addr[256];

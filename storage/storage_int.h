@@ -30,6 +30,8 @@ struct kms_backend_txn;
 typedef int (*kms_backend_scan_cb)(const uint8_t *key, size_t keylen, const uint8_t *sealed,
                                    size_t sealedlen, void *arg);
 
+#define KMS_LEADER_MAC_HEX 64
+
 struct kms_backend_ops {
     const char *name; /* "lmdb", "postgresql" */
     void (*close)(struct kms_backend *b);
@@ -53,13 +55,16 @@ struct kms_backend_ops {
                 const void *from, size_t fromlen, bool with_values, kms_backend_scan_cb cb,
                 void *arg);
     int (*count)(struct kms_backend_txn *t, enum kms_db db, size_t *count);
-    /* Leadership (storage.h); NULL on backends without it. */
+    /* Leadership (storage.h); NULL on backends without it. `mac` is the record's MAC in hex
+     * (KMS_LEADER_MAC_HEX characters), computed and checked by storage.c: publish stores it
+     * with the record, release stores the one of the released record, read returns it. */
     int (*leader_try)(struct kms_backend *b, bool *got);
     int (*leader_ping)(struct kms_backend *b);
     int (*leader_publish)(struct kms_backend *b, const char *replica, const char *api_addr,
-                          int64_t lease_ms);
-    int (*leader_release)(struct kms_backend *b, const char *replica);
-    int (*leader_read)(struct kms_backend *b, struct kms_storage_leader *out);
+                          int64_t lease_ms, const char *mac);
+    int (*leader_release)(struct kms_backend *b, const char *replica, const char *mac);
+    int (*leader_read)(struct kms_backend *b, struct kms_storage_leader *out,
+                       char mac[KMS_LEADER_MAC_HEX + 1]);
 };
 
 /* Open a backend; *maxkey receives the longest key it stores (at most KMS_KEY_MAX). */

@@ -713,6 +713,52 @@ class HaForwardTest(HaCase):
         self.assertEqual(ra.status, 400, ra.describe())
 
 
+    def test_forged_leader_record_not_followed(self):
+        # someone who can write to the database but has no seal key points the leader record
+        # at a listener of theirs: no standby sends it a request (nor the token in it), the
+        # standby says why in its log, and the active puts its own record back
+        servers = [self.replica().start() for _ in range(2)]
+        a = self.wait_one_active(servers)
+        b = [s for s in servers if s is not a][0]
+        self.init(b, a)
+        pt = {"plaintext": b64(b"not for the trap")}
+        self.ok(b.request("POST", "transit/encrypt/f", pt))
+        trap = socket.socket()
+        self.addCleanup(trap.close)
+        trap.bind(("127.0.0.1", 0))
+        trap.listen(64)
+        trap.setblocking(False)
+        trap_addr = "http://127.0.0.1:%d" % trap.getsockname()[1]
+        stop = threading.Event()
+
+        def tamper():
+            while not stop.is_set():
+                self.pg.psql("UPDATE kmsd_leader SET api_addr = '%s'" % trap_addr)
+                stop.wait(0.01)
+        t = threading.Thread(target=tamper)
+        t.start()
+        statuses = set()
+        try:
+            wait_for(lambda: "fails its MAC check" in b.log_text(), 30,
+                     "the standby to refuse the forged leader record")
+            wait_for(lambda: "publishing it again" in a.log_text(), 30,
+                     "the active to put its leader record back")
+            for _ in range(20):
+                r = b.request("POST", "transit/encrypt/f", pt)
+                statuses.add(r.status)
+                self.assertIn(r.status, (200, 503), r.describe())
+        finally:
+            stop.set()
+            t.join()
+        with self.assertRaises(BlockingIOError, msg="a replica connected to the forged address"):
+            trap.accept()
+        # the tampering over, the active's record stands and the standby forwards again
+        wait_for(lambda: self.health(b) is not None and b.request(
+            "GET", "sys/leader", token=None).json.get("leader_address") == a.addr, 30,
+            "the standby to follow the active's record again")
+        self.ok(b.request("POST", "transit/encrypt/f", pt))
+
+
 class HaAuditTest(HaCase):
 
     def test_each_replica_keeps_its_own_audit_chain(self):

@@ -109,9 +109,23 @@ static bool logged(const char *replica, const char *msg)
     return found;
 }
 
+/*
+ * A script for the clock as one thread sees it: with script_on, the second reading taken on
+ * script_thread is a whole lease ahead (the lease ran out at that moment), every other reading
+ * is the replica's clock (the heartbeat renewed it meanwhile).
+ */
+static atomic_bool script_on;
+static pthread_t script_thread;
+static atomic_int script_calls;
+
 static int64_t fake_now(void *arg)
 {
-    return atomic_load(&((struct replica *)arg)->clock);
+    int64_t now = atomic_load(&((struct replica *)arg)->clock);
+    if (atomic_load(&script_on) && pthread_equal(pthread_self(), script_thread) &&
+        atomic_fetch_add(&script_calls, 1) == 1) {
+        return now + LEASE;
+    }
+    return now;
 }
 
 static int build(void *arg, struct kms_api **api, struct kms_err *err)
@@ -282,6 +296,34 @@ static void test_lease_gates_answers_and_commits(void **state)
     replica_stop(&r);
 }
 
+/*
+ * The commit guard refused a write (the lease had run out at COMMIT) and the lease was renewed
+ * before the answer left: the client gets 503 (not the active replica), never the handler's
+ * 500, and nothing was written.
+ */
+static void test_refused_commit_answers_503(void **state)
+{
+    struct replica r;
+    char body[4096];
+    int status;
+
+    (void)state;
+    replica_start(&r, "r1");
+    wait_active(&r, true);
+    script_thread = pthread_self();
+    atomic_store(&script_calls, 0);
+    atomic_store(&script_on, true);
+    status = handle(&r, "PUT", "/v1/sys/init", body, sizeof(body));
+    atomic_store(&script_on, false);
+    assert_true(atomic_load(&script_calls) >= 2); /* the gate, then the commit guard */
+    assert_int_equal(status, 503);
+    assert_non_null(strstr(body, "not the active replica"));
+    /* the refused commit wrote nothing: the store is still uninitialised */
+    assert_int_equal(handle(&r, "PUT", "/v1/sys/init", body, sizeof(body)), 200);
+    assert_non_null(strstr(body, "root_token"));
+    replica_stop(&r);
+}
+
 static void test_new_leader_waits_out_the_lease(void **state)
 {
     struct kms_storage_opts so = {.nosync = true, .pg_ha_lease_ms = LEASE};
@@ -346,6 +388,7 @@ int main(void)
     };
     const struct CMUnitTest pg[] = {
         cmocka_unit_test_setup(test_lease_gates_answers_and_commits, setup_pg),
+        cmocka_unit_test_setup(test_refused_commit_answers_503, setup_pg),
         cmocka_unit_test_setup(test_new_leader_waits_out_the_lease, setup_pg),
     };
     int failed;

@@ -1782,6 +1782,69 @@ static void test_pg_leader_lock(void **state)
     kms_storage_close(&a);
 }
 
+/*
+ * The leader record carries a MAC under the seal key: a row changed in the database by someone
+ * without it (a forwarding address pointing elsewhere, a faked release, a row from before the
+ * MAC) reads as forged with every field cleared; the holder's next publish repairs it.
+ */
+static void test_pg_leader_record_mac(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_storage *a = open_ha_store(f), *b = open_ha_store(f);
+    struct kms_storage_leader l;
+    bool got = false;
+    char *mac;
+
+    assert_int_equal(kms_storage_leader_try(a, &got), 0);
+    assert_true(got);
+    assert_int_equal(kms_storage_leader_publish(a, "a", "http://a:1", 2000), 0);
+    assert_int_equal(kms_storage_leader_read(b, &l), 0);
+    assert_true(l.present);
+    assert_false(l.forged);
+    mac = pg_sql("SELECT mac FROM kmsd_leader WHERE id = 1");
+    assert_int_equal(strlen(mac), 64);
+    free(mac);
+
+    pg_sqlf("UPDATE kmsd_leader SET api_addr = 'http://attacker:8200'");
+    assert_int_equal(kms_storage_leader_read(b, &l), 0);
+    assert_true(l.present);
+    assert_true(l.forged);
+    assert_false(l.released);
+    assert_string_equal(l.api_addr, "");
+    assert_string_equal(l.replica, "");
+    assert_int_equal(l.lease_ms, 0);
+
+    /* published again: good; then each field changed alone fails the check */
+    assert_int_equal(kms_storage_leader_publish(a, "a", "http://a:1", 2000), 0);
+    assert_int_equal(kms_storage_leader_read(b, &l), 0);
+    assert_false(l.forged);
+    assert_string_equal(l.api_addr, "http://a:1");
+    const char *tamper[] = {"released = true", "lease_ms = 1", "replica = 'b'", "mac = ''",
+                            "mac = upper(mac)"};
+    for (size_t i = 0; i < sizeof tamper / sizeof tamper[0]; i++) {
+        mac = pg_sql("SELECT mac FROM kmsd_leader WHERE id = 1");
+        pg_sqlf("UPDATE kmsd_leader SET %s", tamper[i]);
+        assert_int_equal(kms_storage_leader_read(b, &l), 0);
+        assert_true(l.present);
+        assert_true(l.forged);
+        assert_false(l.released);
+        pg_sqlf("UPDATE kmsd_leader SET replica = 'a', api_addr = 'http://a:1', lease_ms = 2000, "
+                "released = false, mac = '%s'",
+                mac);
+        free(mac);
+        assert_int_equal(kms_storage_leader_read(b, &l), 0);
+        assert_false(l.forged);
+    }
+    /* the holder's own release is accepted */
+    assert_int_equal(kms_storage_leader_release(a, "a"), 0);
+    assert_int_equal(kms_storage_leader_read(b, &l), 0);
+    assert_false(l.forged);
+    assert_true(l.released);
+    assert_string_equal(l.replica, "a");
+    kms_storage_close(&b);
+    kms_storage_close(&a);
+}
+
 /* The session of a replica stuck past its lease is ended by PostgreSQL itself. */
 static void test_pg_leader_idle_timeout(void **state)
 {
@@ -1868,6 +1931,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pg_exclusive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pg_leader_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pg_leader_idle_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pg_leader_record_mac, setup, teardown),
     };
     int failed;
 

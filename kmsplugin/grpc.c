@@ -38,6 +38,9 @@ struct kms_h2 {
     void *arg;
     size_t open;
     struct stream *streams; /* every stream struct not yet freed */
+    /* Stopping (kms_h2_goaway): the shutdown notice submitted, the PING sent after it, its ACK
+     * received, the final GOAWAY submitted. */
+    bool notice_sent, ping_sent, ping_acked, final_sent;
     bool failed;
     bool in_recv; /* inside nghttp2_session_mem_recv: sending waits until it returns */
 };
@@ -257,9 +260,17 @@ static int request_done(struct kms_h2 *h, struct stream *st)
     return 0;
 }
 
+/* The PING sent after the shutdown notice: its ACK means every stream begun before is here. */
+static const uint8_t stop_ping[8] = {'k', 'm', 's', 'd', 's', 't', 'o', 'p'};
+
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 {
     struct kms_h2 *h = ud;
+    if (f->hd.type == NGHTTP2_PING && (f->hd.flags & NGHTTP2_FLAG_ACK) && h->ping_sent &&
+        memcmp(f->ping.opaque_data, stop_ping, sizeof stop_ping) == 0) {
+        h->ping_acked = true; /* the final GOAWAY goes once this input is processed */
+        return 0;
+    }
     if ((f->hd.type != NGHTTP2_DATA && f->hd.type != NGHTTP2_HEADERS) ||
         !(f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
         return 0;
@@ -286,6 +297,19 @@ static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error
     return 0;
 }
 
+/* The shutdown notice is out: now the PING (nghttp2 sends PINGs ahead of a queued GOAWAY). */
+static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud)
+{
+    struct kms_h2 *h = ud;
+    if (f->hd.type == NGHTTP2_GOAWAY && h->notice_sent && !h->ping_sent && !h->final_sent) {
+        h->ping_sent = true;
+        if (nghttp2_submit_ping(s, NGHTTP2_FLAG_NONE, stop_ping) != 0) {
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
+    }
+    return 0;
+}
+
 int kms_h2_create(kms_h2_call_fn on_call, kms_h2_send_fn send, void *arg, struct kms_h2 **out)
 {
     nghttp2_session_callbacks *cbs = NULL;
@@ -304,6 +328,7 @@ int kms_h2_create(kms_h2_call_fn on_call, kms_h2_send_fn send, void *arg, struct
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
     nghttp2_option_set_max_send_header_block_length(opt, MAX_HEADER_LIST);
     if (nghttp2_session_server_new2(&h->s, cbs, h, opt) != 0) {
         goto fail;
@@ -353,12 +378,25 @@ static int flush(struct kms_h2 *h)
     return 0;
 }
 
+/* The final GOAWAY names the last stream received so far; it is sent before any more input
+ * is read, so no stream it leaves out has been handed over as a call. */
+static int submit_final_goaway(struct kms_h2 *h)
+{
+    h->final_sent = true;
+    return nghttp2_submit_goaway(h->s, NGHTTP2_FLAG_NONE,
+                                 nghttp2_session_get_last_proc_stream_id(h->s), NGHTTP2_NO_ERROR,
+                                 NULL, 0);
+}
+
 int kms_h2_recv(struct kms_h2 *h, const uint8_t *in, size_t len)
 {
     h->in_recv = true;
     ssize_t n = nghttp2_session_mem_recv(h->s, in, len);
     h->in_recv = false;
     if (n < 0 || (size_t)n != len || h->failed) {
+        return -1;
+    }
+    if (h->ping_acked && !h->final_sent && submit_final_goaway(h) != 0) {
         return -1;
     }
     return flush(h);
@@ -404,12 +442,29 @@ int kms_h2_answer(struct kms_h2 *h, int32_t stream_id, int code, const uint8_t *
     return flush(h);
 }
 
+/*
+ * A graceful GOAWAY in two steps (RFC 9113 6.8). First a shutdown notice (last stream 2^31-1:
+ * no new calls, every call already sent is still served), then a PING; once its ACK is back,
+ * every stream the client began before it saw the notice has arrived, and the final GOAWAY
+ * names the last one. Naming the last stream at once would catch calls still on the wire: the
+ * client cancels those with RST_STREAM, which on a stream the server never saw is a connection
+ * error (nghttp2 ends the session), and the answers of every call being served are lost.
+ */
 void kms_h2_goaway(struct kms_h2 *h)
 {
-    (void)nghttp2_submit_goaway(h->s, NGHTTP2_FLAG_NONE,
-                                nghttp2_session_get_last_proc_stream_id(h->s), NGHTTP2_NO_ERROR,
-                                NULL, 0);
+    if (h->notice_sent || h->final_sent) {
+        return;
+    }
+    h->notice_sent = true;
+    if (nghttp2_submit_shutdown_notice(h->s) != 0) {
+        (void)submit_final_goaway(h); /* cannot do it gracefully: the last stream now */
+    }
     (void)flush(h);
+}
+
+bool kms_h2_goaway_final(const struct kms_h2 *h)
+{
+    return h->final_sent;
 }
 
 size_t kms_h2_open_streams(const struct kms_h2 *h)

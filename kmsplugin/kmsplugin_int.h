@@ -64,8 +64,11 @@ int kms_h2_recv(struct kms_h2 *h, const uint8_t *in, size_t len) KMS_WUR;
  * message, else the code and message. Sends what it can. */
 int kms_h2_answer(struct kms_h2 *h, int32_t stream_id, int code, const uint8_t *resp,
                   size_t resp_len, const char *msg) KMS_WUR;
-/* Send GOAWAY (no new calls; those started finish). */
+/* Start a graceful GOAWAY (no new calls; those started finish): a shutdown notice and a PING,
+ * then, once the PING is acknowledged, the GOAWAY naming the last call received. */
 void kms_h2_goaway(struct kms_h2 *h);
+/* Whether the final GOAWAY of kms_h2_goaway has been submitted. */
+bool kms_h2_goaway_final(const struct kms_h2 *h);
 /* Streams open (calls received and not yet answered and sent). */
 size_t kms_h2_open_streams(const struct kms_h2 *h);
 /* Whether the session has nothing more to send and expects nothing more. */

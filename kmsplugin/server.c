@@ -195,8 +195,8 @@ static void conn_check(struct conn *c)
     if (unsent) {
         return; /* the write callback checks again once it is out */
     }
-    if (kms_h2_done(c->h2) ||
-        (c->p->stopping && kms_h2_open_streams(c->h2) == 0 && c->pending == 0)) {
+    if (kms_h2_done(c->h2) || (c->p->stopping && kms_h2_goaway_final(c->h2) &&
+                               kms_h2_open_streams(c->h2) == 0 && c->pending == 0)) {
         conn_linger(c);
     }
 }

@@ -854,6 +854,14 @@ out:
     return rc;
 }
 
+/* The leader record's query: within a lease in HA mode (the active reads its record every
+ * heartbeat, and a partition must not hold that thread for TCP's minutes). A connection left
+ * with the query unanswered is closed by pool_give. */
+static PGresult *pg_leader_exec(struct kms_backend *b, struct pg_conn *pc, const char *sql)
+{
+    return b->ha_lease_ms > 0 ? pg_exec_within(pc->c, sql, b->ha_lease_ms) : PQexec(pc->c, sql);
+}
+
 static int pg_leader_read(struct kms_backend *b, struct kms_storage_leader *out,
                           char mac[KMS_LEADER_MAC_HEX + 1])
 {
@@ -866,7 +874,7 @@ static int pg_leader_read(struct kms_backend *b, struct kms_storage_leader *out,
 
     if (pc == NULL)
         return -1;
-    r = PQexec(pc->c, sql);
+    r = pg_leader_exec(b, pc, sql);
     if (!pg_ok(r, PGRES_TUPLES_OK) && PQstatus(pc->c) != CONNECTION_OK) {
         /* an idle connection the server closed (restart): once more on another */
         PQclear(r);
@@ -875,7 +883,7 @@ static int pg_leader_read(struct kms_backend *b, struct kms_storage_leader *out,
         pool_flush_idle(b);
         if ((pc = pool_take(b)) == NULL)
             return -1;
-        r = PQexec(pc->c, sql);
+        r = pg_leader_exec(b, pc, sql);
     }
     if (pg_ok(r, PGRES_TUPLES_OK) && PQntuples(r) == 0) {
         rc = 0;

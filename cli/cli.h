@@ -125,7 +125,8 @@ int kms_cli_http_request(struct kms_cli_http *h, const char *method, const char 
 
 /* Percent-encode a query value into out (n bytes, truncated). */
 void kms_cli_urlencode(const char *in, char *out, size_t n);
-/* The first message of a Vault {"errors":[…]} body, or the body itself, into out. */
+/* The first message of a Vault {"errors":[…]} body (a "1 error occurred:" multierror shown as
+ * its one message), or the body itself, into out. */
 void kms_cli_api_error(const struct kms_cli_resp *r, char *out, size_t n);
 
 /* ---- the KMS commands' shared plumbing (common.c) ----------------------------------------- */

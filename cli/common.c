@@ -636,13 +636,6 @@ int kms_cli_call(struct kms_cli_session *s, const char *method, const char *path
         if (r.status == 404 && strstr(err, "HTTP 404") == err) {
             snprintf(err, sizeof(err), "not found (HTTP 404 on %s)", path);
         }
-        /* Vault's multierror form: "1 error occurred:\n\t* msg\n\n" */
-        const char *m = strstr(err, "\t* ");
-        if (strncmp(err, "1 error occurred:", 17) == 0 && m != NULL) {
-            size_t l = strcspn(m + 3, "\n");
-            memmove(err, m + 3, l);
-            err[l] = '\0';
-        }
         explain_api_error(s, method, path, r.status, err);
     }
 out:

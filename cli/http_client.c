@@ -856,7 +856,14 @@ void kms_cli_api_error(const struct kms_cli_resp *r, char *out, size_t n)
     json_t *j = r->body != NULL ? json_loadb(r->body, r->len, 0, NULL) : NULL;
     json_t *e = json_array_get(json_object_get(j, "errors"), 0);
     if (json_is_string(e)) {
-        snprintf(out, n, "%s", json_string_value(e));
+        const char *msg = json_string_value(e);
+        /* Vault's multierror form "1 error occurred:\n\t* msg\n\n" is shown as msg */
+        const char *m = strstr(msg, "\t* ");
+        if (strncmp(msg, "1 error occurred:", 17) == 0 && m != NULL) {
+            snprintf(out, n, "%.*s", (int)strcspn(m + 3, "\n"), m + 3);
+        } else {
+            snprintf(out, n, "%s", msg);
+        }
     } else {
         snprintf(out, n, "HTTP %d%s%s", r->status, r->len ? ": " : "", r->body ? r->body : "");
     }

@@ -515,10 +515,14 @@ static int cmd_action(enum action act, int argc, char **argv)
         }
         printf("Cancel before the countdown elapses: kmsctl keys cancel-delete %s\n", pos[0]);
         break;
-    case ACT_CANCEL:
-        printf("Cancelled scheduled deletion for %s (deletionPolicy=%s)\n", eq,
+    case ACT_CANCEL: {
+        /* the server's warning (printed above) when no countdown was running */
+        const char *w = json_string_value(json_array_get(json_object_get(resp, "warnings"), 0));
+        printf("%s scheduled deletion for %s (deletionPolicy=%s)\n",
+               w != NULL && strstr(w, "nothing to cancel") != NULL ? "No" : "Cancelled", eq,
                or_dash(sget(obj, "spec", "deletionPolicy")));
         break;
+    }
     }
     status = KMS_CLI_EXIT_OK;
 out:

@@ -1187,6 +1187,9 @@ static int kmskey_deletion(struct kms_ctx *c, bool schedule)
                                 json_integer(sec + sched(c)->deletion_delay));
         }
     } else {
+        if (json_integer_value(json_object_get(rec, "scheduled_deletion")) == 0) {
+            kms_warn(c, "KMSKey %s had no deletion scheduled: nothing to cancel", t.name);
+        }
         json_object_set_new(rec, "scheduled_deletion", json_integer(0));
         json_object_del(json_object_get(rec, "metadata"), "deletionTimestamp");
     }

@@ -174,11 +174,35 @@ static void test_a_long_target_goes_out_whole(void **state)
     srv_stop(&s);
 }
 
+/* A Vault error body becomes one readable message: a multierror shows its message only. */
+static void test_api_error_message(void **state)
+{
+    static const struct {
+        int status;
+        const char *body, *want;
+    } cases[] = {
+        {403, "{\"errors\":[\"1 error occurred:\\n\\t* permission denied\\n\\n\"]}",
+         "permission denied"},
+        {400, "{\"errors\":[\"missing plaintext to encrypt\"]}", "missing plaintext to encrypt"},
+        {502, "bad gateway", "HTTP 502: bad gateway"},
+    };
+    char out[256];
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct kms_cli_resp r = {.status = cases[i].status};
+        r.body = (char *)cases[i].body;
+        r.len = strlen(cases[i].body);
+        kms_cli_api_error(&r, out, sizeof(out));
+        assert_string_equal(out, cases[i].want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_timeout_on_a_kept_connection_is_not_sent_again),
         cmocka_unit_test(test_a_long_target_goes_out_whole),
+        cmocka_unit_test(test_api_error_message),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -239,6 +239,11 @@ class DocCommandsTest(KmsctlTestCase):
         r = self.ok("keys", "cancel-delete", "doomed")
         self.assertEqual(r.text, "Cancelled scheduled deletion for my-org-my-project/doomed "
                                  "(deletionPolicy=retain)\n")
+        # again, with nothing scheduled: said so, not "Cancelled"
+        r = self.ok("keys", "cancel-delete", "doomed")
+        self.assertEqual(r.text, "No scheduled deletion for my-org-my-project/doomed "
+                                 "(deletionPolicy=retain)\n")
+        self.assertIn("had no deletion scheduled: nothing to cancel", r.errtext)
         self.assertEqual(normalize(self.ok("keys", "describe", "doomed").text).count("\n"), 8)
         # keys delete needs --yes
         r = self.fails(2, "keys", "delete", "doomed")

@@ -1407,11 +1407,21 @@ static const struct kms_field f_version[] = {
     {NULL, 0},
 };
 
+/* A write to an existing KMSKey (an apply that reconfigures it) is audited as `config`; a
+ * create that finds the name taken (create_only, refused) stays a `create`. */
+static const char *kmskey_write_audit_op(const struct kms_ctx *c)
+{
+    return c->op == KMS_OP_UPDATE && !json_is_true(json_object_get(c->params, "create_only"))
+               ? "config"
+               : NULL;
+}
+
 static const struct kms_route kmskey_routes[] = {
     {.tmpl = "keys/+project/", .on = {[KMS_OP_LIST] = {kmskey_list, "list", 0}}},
     {.tmpl = "keys/+project/:name",
      .fields = f_kmskey,
      .exists = kmskey_exists,
+     .audit_op_of = kmskey_write_audit_op,
      .on = {[KMS_OP_READ] = {kmskey_read, "read", 0},
             [KMS_OP_CREATE] = {kmskey_write, "create", 0},
             [KMS_OP_UPDATE] = {kmskey_write, "create", 0},

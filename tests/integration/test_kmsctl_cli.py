@@ -280,6 +280,15 @@ class AuditKeyFilterTest(KmsctlMixin, unittest.TestCase):
         got = self.events("--key", "hist", "--project", PROJECT)
         self.assertEqual(sum(1 for e in got if e["op"] == "create"), 1, got)
 
+    def test_apply_of_a_change_is_config(self):
+        doc = manifest("reconf")
+        self.ok("apply", "-f", "-", stdin=doc)
+        self.ok("apply", "-f", "-", stdin=doc.replace(b"90d", b"30d"))
+        key = PROJECT + "/reconf"
+        wait_for(lambda: len(self.events("--key", key, "--op", "config")) == 1,
+                 "the reconfiguring apply's line")
+        self.assertEqual(len(self.events("--key", key, "--op", "create")), 1)
+
     def test_create_leaves_no_error_entry(self):
         # not even the first key of a project (the client sends create_only, never a probe)
         before = len(self.events("--result", "error"))

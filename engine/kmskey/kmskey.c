@@ -1272,9 +1272,24 @@ static int tick_delete(struct kms_sched *s, struct sched_entry *e, const struct 
         e->delete_at = now + RETRY_SECONDS;
         return 0;
     }
+    /* the versions destroyed, for the record (the first KMS_CTX_MAX_VERSIONS of them) */
+    uint32_t versions[KMS_CTX_MAX_VERSIONS];
+    size_t nv = 0;
+    struct kms_key_policy p;
+    int64_t last = 0;
+    struct kms_err gerr;
+    kms_err_clear(&gerr);
+    if (mine &&
+        kms_transit_key_get(s->transit, &t->mount, t->transit_name, &p, &last, &gerr) == 0) {
+        for (uint32_t v = p.min_available_version > 1 ? p.min_available_version : 1;
+             v != 0 && v <= p.latest_version && nv < KMS_CTX_MAX_VERSIONS; v++) {
+            versions[nv++] = v;
+        }
+    }
     int d = mine ? kms_transit_key_destroy(s->transit, &t->mount, t->transit_name, &err) : 0;
     bool failed = d < 0 || delete_record(s->api, e->ns_id, e->project, e->name) != 0;
-    if (kms_api_audit_internal_end(&rec, &ev, NULL, 0, failed ? err.msg : NULL, &aerr) != 0) {
+    if (kms_api_audit_internal_end(&rec, &ev, failed ? NULL : versions, failed ? 0 : nv,
+                                   failed ? err.msg : NULL, &aerr) != 0) {
         report("audit-failed", e->ns_id, e->project, e->name, aerr.msg);
     }
     if (failed) {

@@ -722,6 +722,12 @@ static void test_controller_audited(void **state)
     assert_string_equal(str(del, "op"), "delete");
     assert_string_equal(str(json_object_get(del, "request"), "operation"), "delete");
     assert_string_equal(str(json_object_get(del, "request"), "path"), "transit/keys/org1-proj-a");
+    /* the versions destroyed: 1 and the rotation's 2 */
+    json_t *kv = json_object_get(del, "key_version");
+    assert_true(json_is_array(kv));
+    assert_int_equal(json_array_size(kv), 2);
+    assert_int_equal(json_integer_value(json_array_get(kv, 0)), 1);
+    assert_int_equal(json_integer_value(json_array_get(kv, 1)), 2);
     json_decref(rows);
 }
 

@@ -65,9 +65,10 @@ int kms_api_dev_bootstrap(struct kms_api *api, const char *root_id, char *root_o
 
 /*
  * Run every engine's scheduled work once at time `now` (the KMSKey controller: due rotations
- * and expired deletion countdowns). *next_due receives the earliest future due time (0 =
- * nothing scheduled). `report` (may not be NULL) is told of each action: event "rotated"
- * (detail = new version), "deleted" (detail = Transit key), "rotation-failed" /
+ * and expired deletion countdowns; Transit: auto_rotate_period rotations, event "auto-rotated"
+ * with the new version as detail, or "auto-rotation-failed"). *next_due receives the earliest
+ * future due time (0 = nothing scheduled). `report` (may not be NULL) is told of each action: event
+ * "rotated" (detail = new version), "deleted" (detail = Transit key), "rotation-failed" /
  * "deletion-failed" (detail = error).
  */
 int kms_api_tick(struct kms_api *api, int64_t now, int64_t *next_due,

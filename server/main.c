@@ -246,6 +246,12 @@ static void controller_report(const char *event, const char *ns_id, const char *
                               const char *name, const char *detail)
 {
     bool failed = strstr(event, "failed") != NULL;
+    if (strncmp(event, "auto-rotat", 10) == 0) {
+        /* Transit's auto_rotate_period (engine/transit/autorotate.c) */
+        kms_log(failed ? "error" : "info", "transit auto-rotation", "event", event, "namespace_id",
+                ns_id, "key", name, "detail", detail, NULL);
+        return;
+    }
     kms_log(failed ? "error" : "info", "kmskey controller", "event", event, "namespace_id", ns_id,
             "project", project, "kmskey", name, "detail", detail, NULL);
 }

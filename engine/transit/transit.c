@@ -128,10 +128,14 @@ int kms_transit_key_store(struct kms_transit *t, const struct kms_mount *m, cons
                           const struct kms_key_policy *p, const struct kms_key_version *kv,
                           struct kms_txn **txn)
 {
-    if (store_version(m, *txn, name, kv) != 0 || store_policy(m, *txn, name, p) != 0) {
+    if (store_version(m, *txn, name, kv) != 0 || store_policy(m, *txn, name, p) != 0 ||
+        commit_key(t, m, name, txn) != 0) {
         return -1;
     }
-    return commit_key(t, m, name, txn);
+    if (p->auto_rotate_period > 0) {
+        kms_transit_autorotate_kick(t);
+    }
+    return 0;
 }
 
 /* Engine purge: a transit mount's keys, versions, mount config and import wrapping key. */
@@ -413,6 +417,8 @@ static int keys_write(struct kms_ctx *c)
     } else if (commit_key(c->estate, &c->mount, name, &txn) != 0) {
         KMS_FAILW(c, 500, "cannot store key");
         goto out;
+    } else if (p.auto_rotate_period > 0) {
+        kms_transit_autorotate_kick(c->estate);
     }
     kms_ctx_note_version(c, p.latest_version);
     rc = reply_key(c, name, &p);
@@ -665,6 +671,9 @@ static int keys_config(struct kms_ctx *c)
     }
     if (warning[0] != '\0') {
         kms_warn(c, "%s", warning);
+    }
+    if (cfg.has_auto_rotate_period && p.auto_rotate_period > 0) {
+        kms_transit_autorotate_kick(c->estate);
     }
     if (cfg.has_min_decryption_version) {
         kms_ctx_note_version(c, p.min_decryption_version);
@@ -1932,6 +1941,81 @@ out:
     return rc;
 }
 
+/* When auto-rotation makes a key due (transit-api.md 5): the latest version's creation time
+ * plus the period; 0 when it never is (no period, an imported key without allow_rotation, a
+ * soft-deleted key). */
+static int64_t rotate_due_at(const struct kms_key_policy *p, int64_t latest_created_sec)
+{
+    if (p->auto_rotate_period <= 0 || (p->imported && !p->allow_imported_rotation) ||
+        p->soft_deleted || p->latest_version == UINT32_MAX) {
+        return 0;
+    }
+    if (latest_created_sec > INT64_MAX - p->auto_rotate_period) {
+        return 0;
+    }
+    return latest_created_sec + p->auto_rotate_period;
+}
+
+int kms_transit_key_due(const struct kms_mount *m, struct kms_txn *txn, const char *name,
+                        const struct kms_key_policy *p, int64_t *due)
+{
+    int64_t latest = 0;
+    *due = 0;
+    if (rotate_due_at(p, 0) == 0) {
+        return 0; /* never due: no need to read the latest version */
+    }
+    if (latest_created(m, txn, name, p, &latest) != 0) {
+        return -1;
+    }
+    *due = rotate_due_at(p, latest);
+    return 0;
+}
+
+int kms_transit_key_rotate_due(struct kms_transit *t, const struct kms_mount *m, const char *name,
+                               int64_t now, struct kms_key_policy *out, int64_t *next_due,
+                               struct kms_err *err)
+{
+    struct kms_txn *txn = NULL;
+    struct kms_key_version kv;
+    int64_t latest = 0, due;
+    int rc = -1;
+
+    memset(&kv, 0, sizeof(kv));
+    *next_due = 0;
+    if (kms_storage_txn_begin(kms_api_storage(t->api), true, &txn) != 0) {
+        return kms_err_setw(err, 500, "cannot open storage transaction");
+    }
+    int g = load_policy(m, txn, name, out);
+    if (g == KMS_STORAGE_NOTFOUND) {
+        rc = KMS_STORAGE_NOTFOUND;
+        goto out;
+    }
+    if (g != 0 || latest_created(m, txn, name, out, &latest) != 0) {
+        kms_err_setw(err, 500, "cannot read key %s", name);
+        goto out;
+    }
+    due = rotate_due_at(out, latest);
+    if (due == 0 || now <= due) {
+        *next_due = due; /* not (or no longer) due: a rotation in between moved it */
+        rc = 0;
+        goto out;
+    }
+    out->imported = false;
+    out->latest_version++;
+    if (kms_key_version_generate(out, out->latest_version, &kv) != 0 ||
+        store_version(m, txn, name, &kv) != 0 || store_policy(m, txn, name, out) != 0 ||
+        commit_key(t, m, name, &txn) != 0) {
+        kms_err_setw(err, 500, "cannot rotate key %s", name);
+        goto out;
+    }
+    *next_due = rotate_due_at(out, kv.created_sec);
+    rc = 1;
+out:
+    kms_memzero(&kv, sizeof(kv));
+    kms_storage_txn_abort(&txn);
+    return rc;
+}
+
 int kms_transit_key_create(struct kms_transit *t, const struct kms_mount *m, const char *name,
                            enum kms_key_type type, struct kms_key_policy *out, bool *existed,
                            struct kms_err *err)
@@ -2165,10 +2249,13 @@ int kms_transit_rec_put_version(const struct kms_mount *m, struct kms_txn *txn, 
 int kms_transit_rec_commit(struct kms_transit *t, const struct kms_mount *m, const char *name,
                            const struct kms_key_policy *p, struct kms_txn **txn)
 {
-    if (store_policy(m, *txn, name, p) != 0) {
+    if (store_policy(m, *txn, name, p) != 0 || commit_key(t, m, name, txn) != 0) {
         return -1;
     }
-    return commit_key(t, m, name, txn);
+    if (p->auto_rotate_period > 0) {
+        kms_transit_autorotate_kick(t);
+    }
+    return 0;
 }
 
 /* ---- routes ------------------------------------------------------------------------------ */
@@ -2465,6 +2552,7 @@ int kms_transit_engine(struct kms_api *api, size_t key_cache_size, struct kms_en
     out->state = t;
     out->purge = transit_purge;
     out->purged = transit_purged;
+    out->tick = kms_transit_tick;
     out->destroy = transit_destroy;
     *state_out = t;
     return 0;

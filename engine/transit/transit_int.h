@@ -7,6 +7,8 @@
 
 #include "engine/transit/transit.h"
 
+#include <stdatomic.h>
+
 struct kms_keycache;
 struct kms_transit_caches;
 
@@ -16,7 +18,26 @@ struct kms_transit {
     struct kms_transit_caches *caches;
     kms_transit_owner_fn owner_fn; /* NULL = no check beyond the ACL */
     void *owner_arg;
+    /* auto-rotation (autorotate.c): the tick's schedule (main loop only) and the kick */
+    int64_t ar_last_scan, ar_next_scan, ar_due;
+    atomic_bool ar_kick;
 };
+
+/*
+ * Auto-rotation (autorotate.c, transit-api.md 5). kms_transit_key_due: when key `name` (policy
+ * p, read in txn) becomes due, 0 = never. kms_transit_key_rotate_due: rotate it in one write
+ * transaction if it is due at `now` (checked inside it): 1 rotated (*out the new policy), 0 not
+ * due, KMS_STORAGE_NOTFOUND, -1 (err); *next_due is when it is due next (0 = never).
+ * kms_transit_autorotate_kick: a period was set; the next tick scans within a minute.
+ * kms_transit_tick: the engine's tick (scans, rotates what is due).
+ */
+int kms_transit_key_due(const struct kms_mount *m, struct kms_txn *txn, const char *name,
+                        const struct kms_key_policy *p, int64_t *due) KMS_WUR;
+int kms_transit_key_rotate_due(struct kms_transit *t, const struct kms_mount *m, const char *name,
+                               int64_t now, struct kms_key_policy *out, int64_t *next_due,
+                               struct kms_err *err) KMS_WUR;
+void kms_transit_autorotate_kick(struct kms_transit *t);
+int kms_transit_tick(void *state, int64_t now, int64_t *next_due, kms_tick_report_fn report);
 
 /* Key and version lookups through the key cache for the other Transit endpoints:
  * read_key returns 0, KMS_STORAGE_NOTFOUND or -1; read_version fails with a 400

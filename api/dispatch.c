@@ -173,7 +173,7 @@ static bool name_char(int ch)
 }
 
 /* Vault's transit name regex \w(([\w-.]+)?\w)? over one segment. */
-static bool valid_name(const char *s, size_t n)
+bool kms_name_valid(const char *s, size_t n)
 {
     /* records are keyed "<ns>/<mount uuid>/<name>/<version>" within LMDB's 511-byte limit */
     if (n == 0 || n > 256 || !name_char((unsigned char)s[0]) ||
@@ -220,7 +220,7 @@ static bool route_match(const char *tmpl, const char *rel, struct kms_ctx *c)
             if (plen == 0 || ncap == KMS_MAX_CAPTURES || plen >= KMS_PATH_MAX) {
                 return false;
             }
-            if (t[0] == ':' && !valid_name(p, plen)) {
+            if (t[0] == ':' && !kms_name_valid(p, plen)) {
                 return false;
             }
             c->cap_names[ncap] = t + 1;

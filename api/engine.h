@@ -259,6 +259,9 @@ void kms_jw_value(struct kms_jw *w, const json_t *v, bool sort_top);
 
 /* ---- parameters (params.c) --------------------------------------------------------------- */
 
+/* Whether s (n bytes) is a name a route's ":name" matches: Vault's \w(([\w-.]+)?\w)?, at most
+ * 256 bytes. For names that do not come through the path (restore's backup). */
+bool kms_name_valid(const char *s, size_t n);
 /* Path capture by name ("name" for ":name"); NULL when the route has none. */
 const char *kms_cap(const struct kms_ctx *c, const char *name);
 /* `s` without leading and trailing '/': *start points into s (or "" for NULL), returns the

@@ -35,11 +35,19 @@ int kms_parse_duration_str(const char *s, int64_t *out)
 int kms_parse_duration(const json_t *v, int64_t *out)
 {
     if (json_is_integer(v)) {
-        *out = json_integer_value(v);
+        json_int_t i = json_integer_value(v);
+        if (i > KMS_DURATION_MAX_SEC || i < -KMS_DURATION_MAX_SEC) {
+            return -1; /* past Go's time.Duration */
+        }
+        *out = i;
         return 0;
     }
     if (json_is_real(v)) {
-        *out = (int64_t)json_real_value(v);
+        double d = json_real_value(v);
+        if (!(d <= (double)KMS_DURATION_MAX_SEC && d >= -(double)KMS_DURATION_MAX_SEC)) {
+            return -1;
+        }
+        *out = (int64_t)d;
         return 0;
     }
     if (json_is_string(v)) {
@@ -126,8 +134,15 @@ static int coerce(json_t *v, enum kms_ftype t, json_t **out, char *why, size_t w
     case KMS_F_DURATION: {
         int64_t d;
         if (kms_parse_duration(v, &d) != 0) {
-            snprintf(why, whylen, "time: invalid duration \"%.64s\"",
-                     json_is_string(v) ? json_string_value(v) : "?");
+            if (json_is_integer(v)) {
+                snprintf(why, whylen, "time: invalid duration \"%" JSON_INTEGER_FORMAT "\"",
+                         json_integer_value(v));
+            } else if (json_is_real(v)) {
+                snprintf(why, whylen, "time: invalid duration \"%g\"", json_real_value(v));
+            } else {
+                snprintf(why, whylen, "time: invalid duration \"%.64s\"",
+                         json_is_string(v) ? json_string_value(v) : "?");
+            }
             return -1;
         }
         *out = json_integer(d);

@@ -185,8 +185,10 @@ void kms_now(int64_t *sec, int32_t *nsec);
 /*
  * Parse a duration as Vault does: a bare integer is seconds; otherwise Go's
  * time.ParseDuration syntax ("1h30m", "90s", "1.5h") plus a "d" unit for days. The result
- * is truncated to whole seconds. Returns -1 when invalid or out of range.
+ * is truncated to whole seconds. Returns -1 when invalid or out of range: beyond Go's
+ * time.Duration, KMS_DURATION_MAX_SEC either way (so seconds * 1e9 always fits an int64).
  */
+#define KMS_DURATION_MAX_SEC 9223372036LL
 int kms_duration_parse(const char *s, int64_t *out) KMS_WUR;
 /* A whole decimal int64 ("-12", "+3"); false on empty input, junk or overflow. */
 bool kms_int_parse(const char *s, int64_t *out);

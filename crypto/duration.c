@@ -30,6 +30,9 @@ int kms_duration_parse(const char *s, int64_t *out)
 {
     int64_t iv;
     if (kms_int_parse(s, &iv)) {
+        if (iv > KMS_DURATION_MAX_SEC || iv < -KMS_DURATION_MAX_SEC) {
+            return -1; /* past Go's time.Duration */
+        }
         *out = iv;
         return 0;
     }
@@ -83,8 +86,8 @@ int kms_duration_parse(const char *s, int64_t *out)
             return -1;
         }
         total += v * mult;
-        if (total > 9.2e18) {
-            return -1;
+        if (total > (double)KMS_DURATION_MAX_SEC) {
+            return -1; /* Go: time: invalid duration (more than 2562047h47m16.854775807s) */
         }
     }
     *out = (int64_t)floor(total + 1e-9) * (neg ? -1 : 1);

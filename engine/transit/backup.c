@@ -309,8 +309,10 @@ static json_t *policy_json(const char *name, const struct kms_key_policy *p, jso
         bao_type(p->type), "backup_info", "time", now, "version", (json_int_t)p->latest_version,
         "restore_info", "allow_plaintext_backup", p->allow_plaintext_backup, "version_template", "",
         "storage_prefix", "", "auto_rotate_period",
-        (json_int_t)(p->auto_rotate_period * NSEC_PER_SEC), "Imported", false,
-        "AllowImportedKeyRotation", false, "soft_deleted", false);
+        (json_int_t)(p->auto_rotate_period > INT64_MAX / NSEC_PER_SEC
+                         ? INT64_MAX / NSEC_PER_SEC * NSEC_PER_SEC
+                         : p->auto_rotate_period * NSEC_PER_SEC),
+        "Imported", false, "AllowImportedKeyRotation", false, "soft_deleted", false);
     if (o != NULL && p->key_size != 0) {
         json_object_set_new(o, "key_size", json_integer(p->key_size));
     }
@@ -461,12 +463,20 @@ static int restore_policy(struct kms_ctx *c, const json_t *pol, struct kms_key_p
     int64_t minenc = get_uint(pol, "min_encryption_version");
     int64_t minav = get_uint(pol, "min_available_version");
     int64_t ksize = get_uint(pol, "key_size");
+    /* nanoseconds; 19 digits and more arrive quoted (bigjson.c): read as the integer */
     const json_t *jp = json_object_get(pol, "auto_rotate_period");
+    int64_t period_ns = 0;
+    bool period_ok = jp == NULL || json_is_null(jp);
+    if (json_is_integer(jp)) {
+        period_ns = (int64_t)json_integer_value(jp);
+        period_ok = true;
+    } else if (json_is_string(jp)) {
+        period_ok = kms_int_parse(json_string_value(jp), &period_ns);
+    }
     const char *tmpl = json_string_value(json_object_get(pol, "version_template"));
     if (latest < 1 || latest > UINT32_MAX || mindec < 1 || mindec > latest || minenc < 0 ||
         minenc > latest || minav < 0 || minav > mindec || ksize < 0 || ksize > KMS_HMAC_KEY_MAX ||
-        (jp != NULL && !json_is_integer(jp)) ||
-        (uint64_t)(latest - (minav > 1 ? minav : 1)) >= RESTORE_VERSIONS_MAX) {
+        !period_ok || (uint64_t)(latest - (minav > 1 ? minav : 1)) >= RESTORE_VERSIONS_MAX) {
         return KMS_FAIL(c, 400, "invalid key versions in backup");
     }
     if (tmpl != NULL && tmpl[0] != '\0' && strcmp(tmpl, "vault:v{{version}}:") != 0) {
@@ -489,7 +499,11 @@ static int restore_policy(struct kms_ctx *c, const json_t *pol, struct kms_key_p
     p->min_encryption_version = (uint32_t)minenc;
     p->min_available_version = (uint32_t)minav;
     p->key_size = type == KMS_KEY_HMAC ? (uint32_t)ksize : 0;
-    p->auto_rotate_period = jp != NULL ? (int64_t)json_integer_value(jp) / NSEC_PER_SEC : 0;
+    p->auto_rotate_period = period_ns / NSEC_PER_SEC;
+    if (p->auto_rotate_period < 0 || (p->auto_rotate_period > 0 && p->auto_rotate_period < 3600)) {
+        /* the rule of create and config: a stored key never holds another period */
+        return KMS_FAIL(c, 400, "auto rotate period must be 0 to disable or at least an hour");
+    }
     if (kms_key_policy_check_new(p, &c->err) != 0) {
         return -1;
     }
@@ -765,6 +779,14 @@ int kms_transit_restore(struct kms_ctx *c)
     }
     if (strchr(name, '/') != NULL) {
         KMS_FAILW(c, 500, "key names cannot be paths");
+        goto out;
+    }
+    /* a key the routes could never reach again (keys/-bad, keys/café) is not stored */
+    if (!kms_name_valid(name, strlen(name))) {
+        KMS_FAIL(c, 400,
+                 "invalid key name %.64s: a key name is letters, digits and _, with - or . "
+                 "inside",
+                 name);
         goto out;
     }
     /* the route has no :name when the backup names the key: check its owner here */

@@ -507,6 +507,55 @@ static void test_backup_refusals(void **state)
     free(b64);
 }
 
+/*
+ * A period no create or config could set, and a name no route could reach, are refused at
+ * restore (else the key could never be read, used or deleted); a period past Go's duration is
+ * refused at config, and the longest one backs up and restores exactly.
+ */
+static void test_restore_refuses_unusable_keys(void **state)
+{
+    struct kt *t = *state;
+    tt_create(t, "src", "{\"exportable\":true,\"allow_plaintext_backup\":true}");
+    char *b64 = backup_of(t, "src");
+    json_t *doc = decode_backup(b64);
+    free(b64);
+    const json_int_t periods[] = {-3600LL * 1000000000LL, 60LL * 1000000000LL};
+    for (size_t i = 0; i < 2; i++) {
+        json_object_set_new(json_object_get(doc, "policy"), "auto_rotate_period",
+                            json_integer(periods[i]));
+        char *bad = encode_backup(doc);
+        restore(t, 400, "/v1/transit/restore/pz", bad, NULL);
+        free(bad);
+    }
+    json_object_set_new(json_object_get(doc, "policy"), "auto_rotate_period", json_integer(0));
+    const char *names[] = {"-bad", "bad.", "caf\u00e9", "a b"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        json_object_set_new(json_object_get(doc, "policy"), "name", json_string(names[i]));
+        char *bad = encode_backup(doc);
+        restore(t, 400, "/v1/transit/restore", bad, NULL);
+        free(bad);
+    }
+    json_decref(tt_req(t, 404, "GET", "/v1/transit/keys/pz", NULL));
+    json_t *l = tt_req(t, 200, "LIST", "/v1/transit/keys", NULL);
+    assert_int_equal(json_array_size(kt_data(l, "keys")), 1); /* src only */
+    json_decref(l);
+    json_decref(doc);
+
+    tt_fail(t, 400, "POST", "/v1/transit/keys/src/config",
+            "{\"auto_rotate_period\":\"99999999999h\"}",
+            "Field validation failed: error converting input for field \"auto_rotate_period\": "
+            "time: invalid duration \"99999999999h\"");
+    tt_fail(t, 400, "POST", "/v1/transit/keys/src/config", "{\"auto_rotate_period\":9223372037}",
+            "Field validation failed: error converting input for field \"auto_rotate_period\": "
+            "time: invalid duration \"9223372037\"");
+    json_decref(tt_req(t, 200, "POST", "/v1/transit/keys/src/config",
+                       "{\"auto_rotate_period\":9223372036}"));
+    b64 = backup_of(t, "src");
+    restore(t, 204, "/v1/transit/restore/longest", b64, NULL);
+    free(b64);
+    assert_int_equal(key_int(t, "longest", "auto_rotate_period"), 9223372036LL);
+}
+
 static void test_restore_openbao_document(void **state)
 {
     struct kt *t = *state;
@@ -551,6 +600,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_backup_trimmed, kt_setup, kt_teardown),
         cmocka_unit_test_setup_teardown(test_backup_refusals, kt_setup, kt_teardown),
         cmocka_unit_test_setup_teardown(test_restore_openbao_document, kt_setup, kt_teardown),
+        cmocka_unit_test_setup_teardown(test_restore_refuses_unusable_keys, kt_setup, kt_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -447,3 +447,189 @@ out:
     kms_cli_session_close(&s);
     return status;
 }
+
+/* ---- patch ------------------------------------------------------------------------------- */
+
+/* RFC 7386 JSON merge patch of target (may be NULL) with patch: a new value. */
+static json_t *merge_patch(const json_t *target, const json_t *patch)
+{
+    if (!json_is_object(patch)) {
+        return json_deep_copy(patch);
+    }
+    json_t *out = json_is_object(target) ? json_deep_copy(target) : json_object();
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)patch, k, v)
+    {
+        if (out == NULL) {
+            break;
+        }
+        if (json_is_null(v)) {
+            json_object_del(out, k);
+            continue;
+        }
+        json_t *m = merge_patch(json_object_get(out, k), v);
+        if (m == NULL || json_object_set_new(out, k, m) != 0) {
+            json_decref(out);
+            out = NULL;
+        }
+    }
+    return out;
+}
+
+/* "kmskey NAME", "kmskey/NAME", "kmskeys NAME", "kmskey.security.kube-dc.com/NAME". */
+static const char *patch_target(const char **pos, size_t npos)
+{
+    static const char *const kinds[] = {"kmskey", "kmskeys", "kmskey.security.kube-dc.com",
+                                        "kmskeys.security.kube-dc.com", NULL};
+    char kind[64];
+    const char *slash = npos == 1 ? strchr(pos[0], '/') : NULL;
+    if (npos == 1 && slash != NULL && (size_t)(slash - pos[0]) < sizeof(kind)) {
+        snprintf(kind, sizeof(kind), "%.*s", (int)(slash - pos[0]), pos[0]);
+        return is_one_of(kind, kinds) ? slash + 1 : NULL;
+    }
+    if (npos == 2 && is_one_of(pos[0], kinds)) {
+        return pos[1];
+    }
+    return NULL;
+}
+
+int kms_cli_patch(int argc, char **argv)
+{
+    struct kms_cli_global g;
+    struct kms_cli_session s;
+    const char *pos[2];
+    size_t npos = 0;
+    const char *patch_text = NULL, *patch_file = NULL, *type = NULL;
+    uint8_t *file = NULL;
+    size_t flen = 0;
+    json_t *docs = NULL, *cur = NULL, *doc = NULL, *req = NULL, *resp = NULL;
+    char path[256];
+    int status = KMS_CLI_EXIT_USAGE;
+
+    memset(&g, 0, sizeof(g));
+    memset(&s, 0, sizeof(s));
+    const struct kms_cli_opt opts[] = {
+        KMS_CLI_GLOBAL_OPTS(&g),
+        {"patch", "p", &patch_text, NULL, NULL, NULL, 0},
+        {"patch-file", NULL, &patch_file, NULL, NULL, NULL, 0},
+        {"type", NULL, &type, NULL, NULL, NULL, 0},
+        {NULL, NULL, NULL, NULL, NULL, NULL, 0},
+    };
+    static const char usage[] =
+        "Usage: kmsctl patch kmskey NAME --type=merge -p PATCH [--project P] [-n ORG] "
+        "[-o json|yaml]\n"
+        "       (or --patch-file FILE; PATCH is YAML or JSON, a JSON merge patch of the KMSKey)\n";
+    if (kms_cli_parse("kmsctl patch", argc - 1, argv + 1, opts, pos, 2, &npos) != 0) {
+        fputs(usage, stderr);
+        goto out;
+    }
+    if (g.help) {
+        fputs(usage, stdout);
+        status = KMS_CLI_EXIT_OK;
+        goto out;
+    }
+    const char *name = patch_target(pos, npos);
+    if (name == NULL) {
+        kms_cli_errorf("kmsctl patch takes a KMSKey: kmsctl patch kmskey NAME -p PATCH");
+        fputs(usage, stderr);
+        goto out;
+    }
+    if (!kms_cli_check_name("KMSKey name", name)) {
+        goto out;
+    }
+    if (type != NULL && strcmp(type, "merge") != 0) {
+        kms_cli_errorf("--type=%s is not supported: a KMSKey takes a JSON merge patch "
+                       "(--type=merge, the default)",
+                       type);
+        goto out;
+    }
+    if ((patch_text == NULL) == (patch_file == NULL)) {
+        kms_cli_errorf("give the patch with -p PATCH or --patch-file FILE (one of them)");
+        fputs(usage, stderr);
+        goto out;
+    }
+    docs = json_array();
+    if (patch_file != NULL) {
+        if (kms_cli_read_file(patch_file, 1u << 20, &file, &flen) != 0 ||
+            kms_cli_yaml_parse(patch_file, file, flen, docs) != 0) {
+            goto out;
+        }
+    } else if (kms_cli_yaml_parse("--patch", (const uint8_t *)patch_text, strlen(patch_text),
+                                  docs) != 0) {
+        goto out;
+    }
+    const json_t *patch = json_array_get(docs, 0);
+    if (json_array_size(docs) != 1 || !json_is_object(patch)) {
+        kms_cli_errorf(
+            "the patch must be one mapping, such as 'spec: {rotation: {interval: 30d}}'");
+        goto out;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)patch, k, v)
+    {
+        if (strcmp(k, "spec") != 0) {
+            kms_cli_errorf("kmsctl patch changes a KMSKey's spec only (the patch has \"%s\")",
+                           kms_cli_esc(k));
+            goto out;
+        }
+    }
+    if ((status = kms_cli_session_open(&g, KMS_CLI_NEED_ORG | KMS_CLI_NEED_PROJECT, &s)) != 0) {
+        goto out;
+    }
+    status = KMS_CLI_EXIT_FAIL;
+    snprintf(path, sizeof(path), "kms/keys/%s/%s", s.project, name);
+    if (kms_cli_call(&s, "GET", path, NULL, 0, &cur) != 0) {
+        goto out;
+    }
+    const json_t *data = json_object_get(cur, "data");
+    json_t *spec = merge_patch(json_object_get(data, "spec"), json_object_get(patch, "spec"));
+    /* a field the patch removed (null) goes back to its default: the server keeps a field a
+     * write leaves out, where Kubernetes would drop it from the object */
+    static const char *const dflt[][2] = {{"rotation", "{\"enabled\":false}"},
+                                          {"deletionPolicy", "\"retain\""},
+                                          {"exportable", "false"}};
+    for (size_t i = 0; json_is_object(spec) && i < sizeof(dflt) / sizeof(dflt[0]); i++) {
+        if (json_object_get(json_object_get(data, "spec"), dflt[i][0]) != NULL &&
+            json_object_get(spec, dflt[i][0]) == NULL) {
+            json_object_set_new(spec, dflt[i][0], json_loads(dflt[i][1], JSON_DECODE_ANY, NULL));
+        }
+    }
+    doc = json_pack("{s:s, s:s, s:{s:s}, s:o*}", "apiVersion", API_VERSION, "kind", "KMSKey",
+                    "metadata", "name", name, "spec", spec);
+    const char *dname = NULL;
+    const json_t *dspec = NULL;
+    if (doc == NULL || check_manifest(doc, 0, &dname, &dspec) != 0) {
+        status = doc == NULL ? KMS_CLI_EXIT_FAIL : KMS_CLI_EXIT_USAGE;
+        goto out;
+    }
+    req = json_is_object(dspec) ? json_pack("{s:O}", "spec", dspec) : json_pack("{s:{}}", "spec");
+    if (req == NULL || kms_cli_call(&s, "POST", path, req, 0, &resp) != 0) {
+        goto out;
+    }
+    if (s.fmt != KMS_CLI_FMT_TABLE) {
+        status = kms_cli_print_kmskey(s.fmt, json_object_get(resp, "data")) == 0
+                     ? KMS_CLI_EXIT_OK
+                     : KMS_CLI_EXIT_FAIL;
+        goto out;
+    }
+    json_int_t before =
+        json_integer_value(json_object_get(json_object_get(data, "metadata"), "generation"));
+    json_int_t after = json_integer_value(
+        json_object_get(json_object_get(json_object_get(resp, "data"), "metadata"), "generation"));
+    printf("kmskey.security.kube-dc.com/%s patched%s\n", name,
+           before == after ? " (no change)" : "");
+    status = KMS_CLI_EXIT_OK;
+out:
+    if (file != NULL) {
+        kms_free_wipe((void **)&file, flen + 1);
+    }
+    json_decref(docs);
+    json_decref(cur);
+    json_decref(doc);
+    json_decref(req);
+    json_decref(resp);
+    kms_cli_session_close(&s);
+    return status;
+}

@@ -33,6 +33,7 @@ int kms_cli_encrypt(int argc, char **argv);  /* crypt.c */
 int kms_cli_decrypt(int argc, char **argv);  /* crypt.c */
 int kms_cli_envelope(int argc, char **argv); /* envelope.c */
 int kms_cli_apply(int argc, char **argv);    /* apply.c */
+int kms_cli_patch(int argc, char **argv);    /* apply.c */
 int kms_cli_login(int argc, char **argv);    /* login.c */
 
 /* ---- options (main.c) -------------------------------------------------------------------- */

@@ -318,6 +318,36 @@ class DocCommandsTest(KmsctlTestCase):
         self.fails(2, "apply")
 
 
+    def test_8_patch_doc_rotation(self):
+        # kubectl patch kmskey app-secrets --type=merge -p '<the doc's YAML>'
+        self.ok("keys", "create", "patched")
+        doc_patch = "\nspec:\n  rotation:\n    enabled: true\n    interval: 90d\n"
+        r = self.ok("patch", "kmskey", "patched", "--type=merge", "-p", doc_patch)
+        self.assertEqual(r.text, "kmskey.security.kube-dc.com/patched patched\n")
+        o = self.describe_obj("patched")
+        self.assertEqual(o["spec"]["rotation"], {"enabled": True, "interval": "90d"})
+        self.assertEqual(o["spec"]["purpose"], "application")  # untouched fields stay
+        r = self.ok("patch", "kmskey/patched", "-p", doc_patch)
+        self.assertEqual(r.text, "kmskey.security.kube-dc.com/patched patched (no change)\n")
+        # JSON works too; null removes a field (RFC 7386): rotation back to its default
+        self.ok("patch", "kmskeys", "patched", "-p", '{"spec":{"rotation":null}}')
+        self.assertFalse(self.describe_obj("patched")["spec"].get("rotation", {}).get(
+            "enabled", False))
+        self.ok("patch", "kmskey", "patched", "-p", '{"spec":{"deletionPolicy":"schedule"}}')
+        self.assertEqual(self.describe_obj("patched")["spec"]["deletionPolicy"], "schedule")
+        # refusals: what kubectl refuses, and what a KMSKey does not have
+        r = self.fails(2, "patch", "kmskey", "patched", "-p", "spec: {rotaton: {enabled: true}}")
+        self.assertIn('unknown field "spec.rotaton"', r.errtext)
+        r = self.fails(2, "patch", "kmskey", "patched", "--type=json", "-p", "[]")
+        self.assertIn("--type=json is not supported", r.errtext)
+        r = self.fails(2, "patch", "kmskey", "patched", "-p", "metadata: {name: other}")
+        self.assertIn("spec only", r.errtext)
+        self.fails(2, "patch", "secret", "patched", "-p", "spec: {}")
+        self.fails(2, "patch", "kmskey", "patched")
+        r = self.fails(1, "patch", "kmskey", "patched", "-p", "spec: {algorithm: chacha20-poly1305}")
+        self.assertIn("immutable", r.errtext)
+        self.fails(1, "patch", "kmskey", "nope", "-p", "spec: {deletionPolicy: retain}")
+
 class ExitCodesAndGlobalsTest(KmsctlTestCase):
 
     @classmethod

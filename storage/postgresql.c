@@ -66,6 +66,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #define PG_TABLE "kmsd_records"
@@ -142,6 +143,59 @@ static const char pg_schema_sql[] =
 
 /* ---- connections ------------------------------------------------------------------------- */
 
+/*
+ * The results of the statement just sent, with a deadline (a ping, or a read in HA mode, must
+ * not hang on a partitioned network: PQexec would wait for TCP to give up, which a link that
+ * drops packets without resetting never makes it do). The last result, or NULL on error or
+ * when `ms` passed first; then the connection is shut down, so nothing after this statement
+ * (a ROLLBACK, libpq draining the unanswered result) can block on it, and the pool drops it.
+ */
+static PGresult *pg_wait_within(PGconn *c, int64_t ms)
+{
+    struct timespec start, now;
+    PGresult *r, *last = NULL;
+
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        int64_t spent;
+        struct pollfd pfd = {.fd = PQsocket(c), .events = POLLIN};
+        int flushed = PQflush(c);
+
+        if (flushed < 0)
+            break;
+        if (flushed == 1)
+            pfd.events |= POLLOUT;
+        if (!PQisBusy(c)) {
+            while ((r = PQgetResult(c)) != NULL) {
+                PQclear(last);
+                last = r;
+            }
+            return last;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        spent =
+            (int64_t)(now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (spent >= ms || poll(&pfd, 1, (int)(ms - spent)) <= 0)
+            break;
+        if ((pfd.revents & (POLLIN | POLLERR | POLLHUP)) != 0 && PQconsumeInput(c) != 1)
+            break;
+    }
+    PQclear(last);
+    if (PQsocket(c) >= 0)
+        (void)shutdown(PQsocket(c), SHUT_RDWR);
+    while ((r = PQgetResult(c)) != NULL)
+        PQclear(r);
+    return NULL;
+}
+
+/* One statement with a deadline (pg_wait_within). */
+static PGresult *pg_exec_within(PGconn *c, const char *sql, int64_t ms)
+{
+    if (PQsendQuery(c, sql) != 1)
+        return NULL;
+    return pg_wait_within(c, ms);
+}
+
 /* Run sql (one or more statements) and check the last result; 0 or -1. */
 static int pg_exec_ok(PGconn *c, const char *sql)
 {
@@ -150,6 +204,18 @@ static int pg_exec_ok(PGconn *c, const char *sql)
 
     PQclear(r);
     return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK ? 0 : -1;
+}
+
+/* pg_exec_ok for a read connection: within a lease in HA mode (pg_wait_within). */
+static int pg_read_exec_ok(const struct kms_backend *b, PGconn *c, const char *sql)
+{
+    if (b->ha_lease_ms <= 0)
+        return pg_exec_ok(c, sql);
+    PGresult *r = pg_exec_within(c, sql, b->ha_lease_ms);
+    ExecStatusType st = r != NULL ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+
+    PQclear(r);
+    return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? 0 : -1;
 }
 
 /* libpq's message without its trailing newline. */
@@ -409,11 +475,12 @@ static int pg_txn_begin(struct kms_backend *b, bool write, struct kms_backend_tx
             free(t);
             return -1;
         }
-        if (pg_exec_ok(t->pc->c, pg_begin_read) != 0 && PQstatus(t->pc->c) != CONNECTION_OK) {
+        if (pg_read_exec_ok(b, t->pc->c, pg_begin_read) != 0 &&
+            PQstatus(t->pc->c) != CONNECTION_OK) {
             pool_give(b, t->pc);
             pool_flush_idle(b);
             t->pc = pool_take(b);
-            if (t->pc != NULL && pg_exec_ok(t->pc->c, pg_begin_read) != 0) {
+            if (t->pc != NULL && pg_read_exec_ok(b, t->pc->c, pg_begin_read) != 0) {
                 pool_give(b, t->pc);
                 t->pc = NULL;
             }
@@ -490,6 +557,13 @@ static PGresult *pg_run(struct kms_backend_txn *t, const char *stmt, enum kms_db
     lengths[2] = (int)blen;
     values[3] = c;
     lengths[3] = (int)clen;
+    if (!t->write && t->b->ha_lease_ms > 0) {
+        /* HA: a read answers within a lease or fails (the tick and requests hold the service
+         * while they read; a stuck read would hold a replica that has to stand down) */
+        if (PQsendQueryPrepared(t->pc->c, stmt, nparams, values, lengths, formats, 1) != 1)
+            return NULL;
+        return pg_wait_within(t->pc->c, t->b->ha_lease_ms);
+    }
     return PQexecPrepared(t->pc->c, stmt, nparams, values, lengths, formats, 1);
 }
 
@@ -730,46 +804,6 @@ static const char pg_ping_sql[] =
     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND "
     "granted AND objsubid = 1 AND classid = (" PG_SOLE_LOCK "::bigint >> 32)::oid AND "
     "objid = (" PG_SOLE_LOCK "::bigint & 4294967295)::oid";
-
-/*
- * One statement with a deadline (a ping must not hang on a partitioned network: PQexec would
- * wait for TCP to give up). The last result, or NULL on error or when `ms` passed first.
- */
-static PGresult *pg_exec_within(PGconn *c, const char *sql, int64_t ms)
-{
-    struct timespec start, now;
-    PGresult *r, *last = NULL;
-
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    if (PQsendQuery(c, sql) != 1)
-        return NULL;
-    for (;;) {
-        int64_t spent;
-        struct pollfd pfd = {.fd = PQsocket(c), .events = POLLIN};
-        int flushed = PQflush(c);
-
-        if (flushed < 0)
-            break;
-        if (flushed == 1)
-            pfd.events |= POLLOUT;
-        if (!PQisBusy(c)) {
-            while ((r = PQgetResult(c)) != NULL) {
-                PQclear(last);
-                last = r;
-            }
-            return last;
-        }
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        spent =
-            (int64_t)(now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
-        if (spent >= ms || poll(&pfd, 1, (int)(ms - spent)) <= 0)
-            break;
-        if ((pfd.revents & (POLLIN | POLLERR | POLLHUP)) != 0 && PQconsumeInput(c) != 1)
-            break;
-    }
-    PQclear(last);
-    return NULL;
-}
 
 static int pg_leader_ping(struct kms_backend *b)
 {

@@ -31,6 +31,7 @@
     X(PQntuples)                                                                                   \
     X(PQresultStatus)                                                                              \
     X(PQsendQuery)                                                                                 \
+    X(PQsendQueryPrepared)                                                                         \
     X(PQsetNoticeProcessor)                                                                        \
     X(PQsocket)                                                                                    \
     X(PQstatus)                                                                                    \
@@ -72,6 +73,7 @@ int kms_pq_load(struct kms_err *err) KMS_WUR;
 #define PQntuples kms_pq.PQntuples
 #define PQresultStatus kms_pq.PQresultStatus
 #define PQsendQuery kms_pq.PQsendQuery
+#define PQsendQueryPrepared kms_pq.PQsendQueryPrepared
 #define PQsetNoticeProcessor kms_pq.PQsetNoticeProcessor
 #define PQsocket kms_pq.PQsocket
 #define PQstatus kms_pq.PQstatus

@@ -1511,6 +1511,25 @@ bool kms_kmskey_transit_allows(void *state, const struct kms_ctx *c, const char 
     return kms_owners_other_project(s->owners, c->ns.id, rest, project, other) == 0;
 }
 
+bool kms_kmskey_transit_managed(void *state, const struct kms_ctx *c, const char *name, char *owner,
+                                size_t n)
+{
+    struct kms_sched *s = state;
+    char org[KMS_PATH_MAX];
+    struct kms_owner ow;
+    if (org_name(&c->ns, org, sizeof(org)) != 0) {
+        return false; /* the root namespace: no KMSKeys */
+    }
+    size_t ol = strlen(org);
+    if (strncmp(name, org, ol) != 0 || name[ol] != '-' ||
+        kms_owners_lookup(s->owners, c->ns.id, name + ol + 1, &ow) != 1) {
+        return false;
+    }
+    snprintf(owner, n, "KMSKey %s/%s%s", ow.project, ow.name,
+             ow.retained ? " (deleted; its project keeps the key)" : "");
+    return true;
+}
+
 static void kmskey_destroy(void *state)
 {
     struct kms_sched *s = state;

@@ -26,6 +26,10 @@ int kms_kmskey_engine(struct kms_api *api, struct kms_transit *transit, int64_t 
  * `<org>-<project>-*` keys whose name reads as no other project's. Other tokens: always true.
  */
 bool kms_kmskey_transit_allows(void *state, const struct kms_ctx *c, const char *name);
+/* Transit's managed check (kms_transit_managed_fn): true when a KMSKey of c's organization owns
+ * Transit key `name` (retained ones included); owner gets "KMSKey <project>/<name>". */
+bool kms_kmskey_transit_managed(void *state, const struct kms_ctx *c, const char *name, char *owner,
+                                size_t n);
 
 /*
  * For the KMS plugin (engine/plugin_local.c): KMSKey <project>/<name> of namespace ns must

@@ -750,6 +750,10 @@ int kms_transit_restore(struct kms_ctx *c)
     if (!kms_param_str(c, "backup", &b64) || b64[0] == '\0') {
         return KMS_FAIL(c, 400, "'backup' must be supplied");
     }
+    if (name != NULL && name[0] != '\0' &&
+        kms_transit_refuse_managed(c, name, "a restore cannot replace its key material") != 0) {
+        return -1; /* named in the path: before any decoding */
+    }
     (void)kms_param_bool(c, "force", &force);
     if (kms_b64_param(b64, &raw, &rawlen, &c->err, 500) != 0) {
         c->err.wrapped = true;
@@ -792,6 +796,9 @@ int kms_transit_restore(struct kms_ctx *c)
     /* the route has no :name when the backup names the key: check its owner here */
     if (t->owner_fn != NULL && !t->owner_fn(t->owner_arg, c, name)) {
         KMS_FAILW(c, 403, "permission denied");
+        goto out;
+    }
+    if (kms_transit_refuse_managed(c, name, "a restore cannot replace its key material") != 0) {
         goto out;
     }
     if (restore_policy(c, pol, &p) != 0) {

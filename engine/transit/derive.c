@@ -141,6 +141,9 @@ int kms_transit_derive_key(struct kms_ctx *c)
         return KMS_FAIL(c, 400, "unknown key type %s", tname);
     }
     keylen = kms_key_type_key_len(type);
+    if (kms_transit_refuse_managed(c, name, "derive-key cannot add versions to it") != 0) {
+        return -1;
+    }
     /* the base key is a key of its own: the ownership check covers it too */
     if (base[0] != '\0' && t->owner_fn != NULL && !t->owner_fn(t->owner_arg, c, base)) {
         return KMS_FAILW(c, 403, "permission denied");

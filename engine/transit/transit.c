@@ -647,6 +647,15 @@ static int keys_config(struct kms_ctx *c)
     cfg.has_allow_plaintext_backup =
         kms_param_bool(c, "allow_plaintext_backup", &cfg.allow_plaintext_backup);
     cfg.has_auto_rotate_period = kms_param_int(c, "auto_rotate_period", &cfg.auto_rotate_period);
+    if (((cfg.has_exportable && cfg.exportable) ||
+         (cfg.has_allow_plaintext_backup && cfg.allow_plaintext_backup) ||
+         (cfg.has_deletion_allowed && cfg.deletion_allowed)) &&
+        kms_transit_refuse_managed(c, name,
+                                   "exportable, allow_plaintext_backup and deletion_allowed stay "
+                                   "false (its KMSKey's deletionPolicy and schedule-delete "
+                                   "decide its deletion)") != 0) {
+        return -1;
+    }
 
     if (kms_storage_txn_begin(kms_api_storage(c->api), true, &txn) != 0) {
         return KMS_FAILW(c, 500, "cannot open storage transaction");
@@ -2392,6 +2401,25 @@ void kms_transit_set_owner_check(struct kms_transit *t, kms_transit_owner_fn fn,
 {
     t->owner_fn = fn;
     t->owner_arg = arg;
+}
+
+void kms_transit_set_managed_check(struct kms_transit *t, kms_transit_managed_fn fn, void *arg)
+{
+    t->managed_fn = fn;
+    t->managed_arg = arg;
+}
+
+int kms_transit_refuse_managed(struct kms_ctx *c, const char *name, const char *what)
+{
+    const struct kms_transit *t = c->estate;
+    char owner[2 * KMS_PATH_MAX];
+    if (c->has_token && c->token.root) {
+        return 0; /* the platform's break-glass: a root token may, as in OpenBao */
+    }
+    if (t->managed_fn == NULL || !t->managed_fn(t->managed_arg, c, name, owner, sizeof(owner))) {
+        return 0;
+    }
+    return KMS_FAIL(c, 400, "transit key %s is managed by %s: %s", name, owner, what);
 }
 
 #define PURE KMS_EFFECT_PURE

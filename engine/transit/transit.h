@@ -64,4 +64,16 @@ typedef bool (*kms_transit_owner_fn)(void *arg, const struct kms_ctx *c, const c
 /* Install the check (before the first request; NULL = every key, the default). */
 void kms_transit_set_owner_check(struct kms_transit *t, kms_transit_owner_fn fn, void *arg);
 
+/*
+ * Whether Transit key `name` of request c's mount is managed by something outside Transit (a
+ * KMSKey); then `owner` (n bytes) names it ("KMSKey <project>/<name>"). A managed key's
+ * exportable, allow_plaintext_backup and deletion_allowed stay off, and restore and derive-key
+ * cannot replace or add to its key material: its key never leaves kmsd and only its owner
+ * deletes it (docs/kmskey.md). A root token is not held back (the platform's break-glass, as
+ * in OpenBao). Installed like the owner check.
+ */
+typedef bool (*kms_transit_managed_fn)(void *arg, const struct kms_ctx *c, const char *name,
+                                       char *owner, size_t n);
+void kms_transit_set_managed_check(struct kms_transit *t, kms_transit_managed_fn fn, void *arg);
+
 #endif

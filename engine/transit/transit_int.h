@@ -18,6 +18,8 @@ struct kms_transit {
     struct kms_transit_caches *caches;
     kms_transit_owner_fn owner_fn; /* NULL = no check beyond the ACL */
     void *owner_arg;
+    kms_transit_managed_fn managed_fn; /* NULL = no key is managed */
+    void *managed_arg;
     /* auto-rotation (autorotate.c): the tick's schedule (main loop only) and the kick */
     int64_t ar_last_scan, ar_next_scan, ar_due;
     atomic_bool ar_kick;
@@ -38,6 +40,9 @@ int kms_transit_key_rotate_due(struct kms_transit *t, const struct kms_mount *m,
                                struct kms_err *err) KMS_WUR;
 void kms_transit_autorotate_kick(struct kms_transit *t);
 int kms_transit_tick(void *state, int64_t now, int64_t *next_due, kms_tick_report_fn report);
+
+/* The managed check (transit.h): 400 in c with `what` when key `name` is managed. */
+int kms_transit_refuse_managed(struct kms_ctx *c, const char *name, const char *what);
 
 /* Key and version lookups through the key cache for the other Transit endpoints:
  * read_key returns 0, KMS_STORAGE_NOTFOUND or -1; read_version fails with a 400

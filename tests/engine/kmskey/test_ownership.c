@@ -353,10 +353,74 @@ static void test_project_bound_tokens(void **state)
     assert_int_equal(call(t, unbound, "GET", "/v1/kms/keys/b/e", NULL), 200);
 }
 
+/*
+ * A KMSKey's Transit key stays its KMSKey's: no token but root makes it exportable, backup-able
+ * or deletable through Transit's config, replaces it by restore, or adds derived versions.
+ */
+static void test_managed_key_settings_refused(void **state)
+{
+    struct kt *t = *state;
+    char tb[128];
+    json_decref(kms(t, 200, "POST", "b", "e", NULL, "{}"));
+    bound_token(t, "b", tb, sizeof(tb));
+    json_t *u =
+        kt_ok(t, 200, "POST", "/v1/auth/token/create", ORG, "{\"policies\":[\"kms-manager\"]}");
+    char unbound[128];
+    snprintf(unbound, sizeof(unbound), "%s",
+             json_string_value(json_object_get(json_object_get(u, "auth"), "client_token")));
+    json_decref(u);
+    const char *flips[] = {"{\"exportable\":true}", "{\"allow_plaintext_backup\":true}",
+                           "{\"deletion_allowed\":true}"};
+    const char *toks[] = {tb, unbound};
+    for (size_t k = 0; k < 2; k++) {
+        for (size_t i = 0; i < 3; i++) {
+            json_t *b = NULL;
+            assert_int_equal(
+                kt_call(t, "POST", "/v1/transit/keys/org1-b-e/config", toks[k], ORG, flips[i], &b),
+                400);
+            assert_non_null(strstr(kt_err(b), "is managed by KMSKey b/e"));
+            json_decref(b);
+        }
+        assert_int_equal(call(t, toks[k], "DELETE", "/v1/transit/keys/org1-b-e", NULL), 400);
+        /* its other settings are the manager's, as before */
+        assert_int_equal(call(t, toks[k], "POST", "/v1/transit/keys/org1-b-e/config",
+                              "{\"min_decryption_version\":1}"),
+                         200);
+    }
+    /* restore over it and derive-key into it (a policy granting all of transit/): refused
+     * before any work */
+    json_decref(kt_ok(t, 204, "POST", "/v1/sys/policies/acl/transit-all", ORG,
+                      "{\"policy\":\"path \\\"transit/*\\\" { capabilities = "
+                      "[\\\"create\\\", \\\"update\\\", \\\"read\\\"] }\"}"));
+    u = kt_ok(t, 200, "POST", "/v1/auth/token/create", ORG, "{\"policies\":[\"transit-all\"]}");
+    snprintf(tb, sizeof(tb), "%s",
+             json_string_value(json_object_get(json_object_get(u, "auth"), "client_token")));
+    json_decref(u);
+    json_t *b = NULL;
+    assert_int_equal(kt_call(t, "POST", "/v1/transit/restore/org1-b-e", tb, ORG,
+                             "{\"backup\":\"e30=\",\"force\":true}", &b),
+                     400);
+    assert_non_null(strstr(kt_err(b), "a restore cannot replace its key material"));
+    json_decref(b);
+    assert_int_equal(kt_call(t, "POST", "/v1/transit/derive-key/org1-b-e", tb, ORG,
+                             "{\"peer_public_key\":\"x\",\"base_key_name\":\"org1-b-raw\"}", &b),
+                     400);
+    assert_non_null(strstr(kt_err(b), "derive-key cannot add versions to it"));
+    json_decref(b);
+    assert_false(json_is_true(json_object_get(
+        json_object_get(u = kt_ok(t, 200, "GET", "/v1/transit/keys/org1-b-e", ORG, NULL), "data"),
+        "exportable")));
+    json_decref(u);
+    /* root is the break-glass */
+    json_decref(kt_ok(t, 200, "POST", "/v1/transit/keys/org1-b-e/config", ORG,
+                      "{\"deletion_allowed\":true}"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_first_owner_wins_b_then_bc, setup, kt_teardown),
+        cmocka_unit_test_setup_teardown(test_managed_key_settings_refused, setup, kt_teardown),
         cmocka_unit_test_setup_teardown(test_first_owner_wins_bc_then_b, setup, kt_teardown),
         cmocka_unit_test_setup_teardown(test_ambiguous_adoption_refused, setup, kt_teardown),
         cmocka_unit_test_setup_teardown(test_retained_key_stays_with_its_project, setup,

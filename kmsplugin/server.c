@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define MAX_CONNECTIONS 1024
@@ -56,6 +57,11 @@ struct kms_plugin {
     struct kms_plugin_opts o;
     char *socket_path;
     char *socket_group;
+    /* the socket file this plugin bound: removed at the end only if it is still that file (a
+     * kmsd started meanwhile on the same path has replaced it with its own) */
+    bool sock_known;
+    dev_t sock_dev;
+    ino_t sock_ino;
     struct event_base *base;
     struct evconnlistener *listener;
     struct event *done_ev, *stop_ev, *grace_ev;
@@ -435,7 +441,9 @@ static void plugin_free(struct kms_plugin *p)
     if (p->base != NULL) {
         event_base_free(p->base);
     }
-    if (p->socket_path != NULL) {
+    struct stat sst;
+    if (p->socket_path != NULL && p->sock_known && lstat(p->socket_path, &sst) == 0 &&
+        sst.st_dev == p->sock_dev && sst.st_ino == p->sock_ino) {
         unlink(p->socket_path);
     }
     free(p->socket_path);
@@ -468,6 +476,12 @@ int kms_plugin_start(const struct kms_plugin_opts *o, const struct kms_plugin_ba
     }
     if (kms_plugin_socket_open(o, &fd, err) != 0) {
         goto fail;
+    }
+    struct stat bound;
+    if (lstat(o->socket_path, &bound) == 0) {
+        p->sock_known = true;
+        p->sock_dev = bound.st_dev;
+        p->sock_ino = bound.st_ino;
     }
     p->socket_path = strdup(o->socket_path);
     p->socket_group = o->socket_group != NULL ? strdup(o->socket_group) : NULL;

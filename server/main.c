@@ -826,15 +826,33 @@ static int start_plugins(const struct flags *f, struct kms_config *cfg, struct r
         kms_duration_parse(f->plugin_status_interval, &flag_interval) == 0 && flag_interval > 0) {
         interval = flag_interval; /* checked by check_flags */
     }
-    for (size_t i = 0; i < f->nplugin_sockets && cfg->nkms_plugins < KMS_CONFIG_PLUGINS_MAX; i++) {
+    if (cfg->nkms_plugins + f->nplugin_sockets > KMS_CONFIG_PLUGINS_MAX) {
+        fprintf(stderr,
+                "kmsd: at most %d kms plugins (the config file's and -kms-plugin-socket's "
+                "together)\n",
+                KMS_CONFIG_PLUGINS_MAX);
+        return -1;
+    }
+    for (size_t i = 0; i < f->nplugin_sockets; i++) {
         struct kms_config_plugin *o = &cfg->kms_plugins[cfg->nkms_plugins++];
         memset(o, 0, sizeof(*o));
         const char *key = f->plugin_keys[i];
         const char *colon = strchr(key, ':');
+        size_t nsl = colon != NULL ? (size_t)(colon - key) : 0;
         if (colon != NULL) {
-            snprintf(o->ns, sizeof(o->ns), "%.*s", (int)(colon - key), key);
             key = colon + 1;
         }
+        /* never cut short: a shortened path or key would serve something else than asked */
+        if (strlen(f->plugin_sockets[i]) >= sizeof(o->socket) || nsl >= sizeof(o->ns) ||
+            strlen(key) >= sizeof(o->key)) {
+            fprintf(stderr,
+                    "kmsd: -kms-plugin-socket %s / -kms-plugin-key: too long (socket path at "
+                    "most %zu bytes, namespace %zu, key %zu)\n",
+                    f->plugin_sockets[i], sizeof(o->socket) - 1, sizeof(o->ns) - 1,
+                    sizeof(o->key) - 1);
+            return -1;
+        }
+        snprintf(o->ns, sizeof(o->ns), "%.*s", (int)nsl, f->plugin_keys[i]);
         snprintf(o->socket, sizeof(o->socket), "%s", f->plugin_sockets[i]);
         snprintf(o->key, sizeof(o->key), "%s", key);
     }

@@ -485,6 +485,54 @@ class TestSocketSafety(unittest.TestCase):
         finally:
             s.close()
 
+    def test_replaced_socket_left_alone(self):
+        # a kmsd started on the same path while this one drains (a rolling restart) has put
+        # its own socket there: this one's exit must not remove it
+        srv = self.run_kmsd([])
+        try:
+            srv.start()
+            wait_socket(self.path)
+            os.unlink(self.path)
+            other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.addCleanup(other.close)
+            other.bind(self.path)
+            other.listen(1)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+            srv.cleanup()
+        self.assertTrue(stat.S_ISSOCK(os.lstat(self.path).st_mode), "the new socket was removed")
+
+    def test_own_socket_removed(self):
+        srv = self.run_kmsd([])
+        try:
+            srv.start()
+            wait_socket(self.path)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+            srv.cleanup()
+        self.assertFalse(os.path.exists(self.path))
+
+    def test_long_path_and_too_many_refused(self):
+        longp = os.path.join(self.dir, "x" * 120 + ".sock")
+        proc = subprocess.run([KMSD_BIN, "server", "-dev", "-dev-listen-address=127.0.0.1:0",
+                               "-kms-plugin-socket=" + longp, "-kms-plugin-key=k"],
+                              capture_output=True, timeout=30)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("too long", proc.stderr.decode())
+        self.assertFalse(os.path.exists(longp[:107]))
+        # eight in the config file and one more by flag: refused, not dropped
+        srv = KmsdServer(mode="config", workdir=self.dir, config={"kms_plugins": [
+            {"socket": "%s/p%d.sock" % (self.dir, i), "key": "k"} for i in range(8)]},
+            extra_args=["-kms-plugin-socket=%s/flag.sock" % self.dir, "-kms-plugin-key=k"])
+        try:
+            srv.spawn()
+            rc = srv.wait_exit(30)
+            self.assertIsNotNone(rc, "kmsd kept running with 9 plugins")
+            self.assertNotEqual(rc, 0)
+            self.assertIn("at most 8 kms plugins", srv.log_text())
+        finally:
+            srv.cleanup()
+
     def test_flag_pairs(self):
         proc = subprocess.run([KMSD_BIN, "server", "-dev", "-kms-plugin-socket=" + self.path],
                               capture_output=True, timeout=30)

@@ -11,10 +11,19 @@
 #include <nghttp2/nghttp2.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #define MAX_STREAMS 1000
 #define MAX_HEADER_LIST 16384
+/* Request bytes buffered for calls not yet complete: per connection, and for every connection
+ * of the process together. A call past either is answered RESOURCE_EXHAUSTED at its end and
+ * buffers nothing more, so clients that open streams and never finish them cannot grow the
+ * process without bound. */
+#define MAX_BUFFERED_CONN (4u << 20)
+#define MAX_BUFFERED_ALL (64u << 20)
+
+static atomic_size_t buffered_all;
 #define GRPC_PREFIX 5
 
 struct stream {
@@ -22,10 +31,11 @@ struct stream {
     int32_t id;
     int method; /* -1: unknown :path */
     bool post;
-    bool grpc_ct;  /* content-type application/grpc[+proto|;...] */
-    bool too_big;  /* more DATA than a message may have */
-    bool answered; /* kms_h2_answer was called (or an error was submitted) */
-    uint8_t *body; /* the DATA received */
+    bool grpc_ct;     /* content-type application/grpc[+proto|;...] */
+    bool too_big;     /* more DATA than a message may have */
+    bool answered;    /* kms_h2_answer was called (or an error was submitted) */
+    bool over_budget; /* past MAX_BUFFERED_*: answered RESOURCE_EXHAUSTED at its end */
+    uint8_t *body;    /* the DATA received */
     size_t len, cap;
     uint8_t *resp; /* prefix + message to send */
     size_t resp_len, resp_off;
@@ -37,6 +47,7 @@ struct kms_h2 {
     kms_h2_send_fn send;
     void *arg;
     size_t open;
+    size_t buffered;        /* the caps of the streams' request buffers */
     struct stream *streams; /* every stream struct not yet freed */
     /* Stopping (kms_h2_goaway): the shutdown notice submitted, the PING sent after it, its ACK
      * received, the final GOAWAY submitted. */
@@ -59,6 +70,8 @@ static void stream_free(struct kms_h2 *h, struct stream *st)
         st->next->prev = st->prev;
     }
     h->open--;
+    h->buffered -= st->cap;
+    atomic_fetch_sub(&buffered_all, st->cap);
     kms_free_wipe((void **)&st->body, st->cap);
     kms_free_wipe((void **)&st->resp, st->resp_len);
     free(st);
@@ -129,9 +142,9 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id, c
                          size_t len, void *ud)
 {
     (void)flags;
-    (void)ud;
+    struct kms_h2 *h = ud;
     struct stream *st = nghttp2_session_get_stream_user_data(s, stream_id);
-    if (st == NULL || st->too_big) {
+    if (st == NULL || st->too_big || st->over_budget) {
         return 0;
     }
     if (st->len + len > (size_t)KMS_PLUGIN_MESSAGE_MAX + GRPC_PREFIX) {
@@ -143,8 +156,20 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id, c
         while (cap < st->len + len) {
             cap *= 2;
         }
+        size_t more = cap - st->cap;
+        if (h->buffered + more > MAX_BUFFERED_CONN ||
+            atomic_fetch_add(&buffered_all, more) + more > MAX_BUFFERED_ALL) {
+            if (h->buffered + more <= MAX_BUFFERED_CONN) {
+                atomic_fetch_sub(&buffered_all, more);
+            }
+            st->over_budget = true;
+            return 0;
+        }
+        h->buffered += more;
         uint8_t *grown = malloc(cap);
         if (grown == NULL) {
+            h->buffered -= more;
+            atomic_fetch_sub(&buffered_all, more);
             return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
         }
         if (st->len > 0) {
@@ -235,6 +260,10 @@ static int request_done(struct kms_h2 *h, struct stream *st)
     if (st->too_big) {
         return submit_error(h, st, 200, KMS_GRPC_RESOURCE_EXHAUSTED,
                             "request message larger than 65536 bytes");
+    }
+    if (st->over_budget) {
+        return submit_error(h, st, 200, KMS_GRPC_RESOURCE_EXHAUSTED,
+                            "too many request bytes buffered for unfinished calls; retry");
     }
     if (st->len < GRPC_PREFIX) {
         return submit_error(h, st, 200, KMS_GRPC_INTERNAL,

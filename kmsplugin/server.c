@@ -21,9 +21,11 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_CONNECTIONS 1024
+#define HANDSHAKE_SECONDS 10  /* a connection that sends nothing for this long is closed */
 #define MAX_OUTPUT (4u << 20) /* unsent bytes per connection before it stops reading */
 #define LINGER_SECONDS 2      /* how long a finished connection waits for the client's close */
 
@@ -48,6 +50,7 @@ struct conn {
     struct bufferevent *bev;
     struct kms_h2 *h2;
     size_t pending; /* jobs of this connection not yet back */
+    bool greeted;   /* the client sent something: the handshake timeout is off */
     bool dead;      /* socket closed: freed when pending reaches 0 */
     bool lingering; /* everything sent, write side shut: waiting for the client's close */
 };
@@ -70,6 +73,7 @@ struct kms_plugin {
     struct conn *conns;
     size_t nconns;
     bool stopping;
+    time_t full_logged; /* the last "connections full" warning */
     /* the pool */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -253,6 +257,10 @@ static void on_read(struct bufferevent *bev, void *arg)
         evbuffer_drain(in, len); /* read and dropped until the client closes */
         return;
     }
+    if (!c->greeted && len > 0) {
+        c->greeted = true;
+        bufferevent_set_timeouts(bev, NULL, NULL); /* a client: idle from now on is fine */
+    }
     uint8_t *data = evbuffer_pullup(in, -1);
     if (len > 0 && (data == NULL || kms_h2_recv(c->h2, data, len) != 0)) {
         conn_close(c);
@@ -290,6 +298,14 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     (void)salen;
     if (p->stopping || p->nconns >= MAX_CONNECTIONS) {
         evutil_closesocket(fd);
+        time_t now = time(NULL);
+        if (!p->stopping && now - p->full_logged >= 10) {
+            p->full_logged = now;
+            plog(p, "warn",
+                 "kms plugin: connection refused: 1024 connections open (idle clients of the "
+                 "socket use them up)",
+                 p->socket_path);
+        }
         return;
     }
     struct conn *c = calloc(1, sizeof(*c));
@@ -315,6 +331,8 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     p->conns = c;
     p->nconns++;
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    struct timeval hs = {HANDSHAKE_SECONDS, 0};
+    bufferevent_set_timeouts(c->bev, &hs, NULL); /* until the client's first bytes */
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     /* the server's SETTINGS frame */
     if (kms_h2_recv(c->h2, NULL, 0) != 0) {

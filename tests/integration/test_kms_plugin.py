@@ -533,6 +533,31 @@ class TestSocketSafety(unittest.TestCase):
         finally:
             srv.cleanup()
 
+    def test_silent_connection_closed(self):
+        # a connection that sends nothing (not even the HTTP/2 preface) is closed after the
+        # handshake timeout (10 s), so idle sockets cannot hold the 1024 connection slots
+        srv = self.run_kmsd([])
+        try:
+            srv.start()
+            wait_socket(self.path)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.addCleanup(s.close)
+            s.connect(self.path)
+            s.settimeout(30)
+            t0 = time.monotonic()
+            data = s.recv(65536)  # the server's SETTINGS frame
+            while data:
+                data = s.recv(65536)
+            self.assertGreater(time.monotonic() - t0, 5)
+            # a client that talks is served as before
+            self.assertEqual(srv.request("POST", "transit/keys/k", {}).status, 200)
+            p = Plugin(self.path)
+            self.assertEqual(p.status().healthz, "ok")
+            p.close()
+        finally:
+            self.assertEqual(srv.stop(), 0)
+            srv.cleanup()
+
     def test_flag_pairs(self):
         proc = subprocess.run([KMSD_BIN, "server", "-dev", "-kms-plugin-socket=" + self.path],
                               capture_output=True, timeout=30)

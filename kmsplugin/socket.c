@@ -48,14 +48,16 @@ static int clear_stale(const char *path, const struct sockaddr_un *sa, struct km
                            "not removing it",
                            path);
     }
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* non-blocking: a live server whose listen backlog is full answers EAGAIN at once instead
+     * of holding this start-up forever */
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {
         return kms_err_set(err, 500, "socket: %s", strerror(errno));
     }
     int c = connect(fd, (const struct sockaddr *)sa, sizeof(*sa));
     int e = errno;
     close(fd);
-    if (c == 0) {
+    if (c == 0 || e == EAGAIN || e == EINPROGRESS) {
         return kms_err_set(err, 400, "kms plugin socket %s: another process is serving it", path);
     }
     if (e != ECONNREFUSED) {

@@ -558,6 +558,28 @@ class TestSocketSafety(unittest.TestCase):
             self.assertEqual(srv.stop(), 0)
             srv.cleanup()
 
+    def test_wedged_socket_not_taken(self):
+        # a server that listens but never accepts, its backlog full: refused at once, no hang
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(self.path)
+        s.listen(0)
+        fillers = []
+        try:
+            while True:
+                c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                c.setblocking(False)
+                fillers.append(c)
+                try:
+                    c.connect(self.path)
+                except BlockingIOError:
+                    break
+                self.assertLess(len(fillers), 1000, "the backlog never filled")
+            self.refused("another process is serving it")
+        finally:
+            for c in fillers:
+                c.close()
+            s.close()
+
     def test_flag_pairs(self):
         proc = subprocess.run([KMSD_BIN, "server", "-dev", "-kms-plugin-socket=" + self.path],
                               capture_output=True, timeout=30)

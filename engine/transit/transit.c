@@ -1950,6 +1950,21 @@ out:
     return rc;
 }
 
+/* Rotate key `name` (policy *p, read in *txn): a new latest version, stored and committed. */
+static int append_version(struct kms_transit *t, const struct kms_mount *m, const char *name,
+                          struct kms_txn **txn, struct kms_key_policy *p,
+                          struct kms_key_version *kv, struct kms_err *err)
+{
+    p->imported = false;
+    p->latest_version++;
+    if (kms_key_version_generate(p, p->latest_version, kv) != 0 ||
+        store_version(m, *txn, name, kv) != 0 || store_policy(m, *txn, name, p) != 0 ||
+        commit_key(t, m, name, txn) != 0) {
+        return kms_err_setw(err, 500, "cannot rotate key %s", name);
+    }
+    return 0;
+}
+
 /* When auto-rotation makes a key due (transit-api.md 5): the latest version's creation time
  * plus the period; 0 when it never is (no period, an imported key without allow_rotation, a
  * soft-deleted key). */
@@ -2009,12 +2024,7 @@ int kms_transit_key_rotate_due(struct kms_transit *t, const struct kms_mount *m,
         rc = 0;
         goto out;
     }
-    out->imported = false;
-    out->latest_version++;
-    if (kms_key_version_generate(out, out->latest_version, &kv) != 0 ||
-        store_version(m, txn, name, &kv) != 0 || store_policy(m, txn, name, out) != 0 ||
-        commit_key(t, m, name, &txn) != 0) {
-        kms_err_setw(err, 500, "cannot rotate key %s", name);
+    if (append_version(t, m, name, &txn, out, &kv, err) != 0) {
         goto out;
     }
     *next_due = rotate_due_at(out, kv.created_sec);
@@ -2097,12 +2107,7 @@ int kms_transit_key_rotate(struct kms_transit *t, const struct kms_mount *m, con
         kms_err_setw(err, 500, "%s", KMS_MSG_SOFT_DELETED);
         goto out;
     }
-    out->imported = false;
-    out->latest_version++;
-    if (kms_key_version_generate(out, out->latest_version, &kv) != 0 ||
-        store_version(m, txn, name, &kv) != 0 || store_policy(m, txn, name, out) != 0 ||
-        commit_key(t, m, name, &txn) != 0) {
-        kms_err_setw(err, 500, "cannot rotate key %s", name);
+    if (append_version(t, m, name, &txn, out, &kv, err) != 0) {
         goto out;
     }
     rc = 0;

@@ -407,10 +407,10 @@ static void test_managed_key_settings_refused(void **state)
                      400);
     assert_non_null(strstr(kt_err(b), "derive-key cannot add versions to it"));
     json_decref(b);
-    assert_false(json_is_true(json_object_get(
-        json_object_get(u = kt_ok(t, 200, "GET", "/v1/transit/keys/org1-b-e", ORG, NULL), "data"),
-        "exportable")));
+    u = kt_ok(t, 200, "GET", "/v1/transit/keys/org1-b-e", ORG, NULL);
+    bool exportable = json_is_true(json_object_get(json_object_get(u, "data"), "exportable"));
     json_decref(u);
+    assert_false(exportable);
     /* root is the break-glass */
     json_decref(kt_ok(t, 200, "POST", "/v1/transit/keys/org1-b-e/config", ORG,
                       "{\"deletion_allowed\":true}"));

@@ -759,7 +759,10 @@ int kms_api_audit_internal_end(struct kms_audit_rec **rec, const struct kms_api_
     if (*rec == NULL) {
         return 0;
     }
-    json_t *extra = internal_extra(ev, true, versions, n, error != NULL ? 500 : 200);
+    json_t *extra = internal_extra(ev, true, versions, n,
+                                   error == NULL    ? 200
+                                   : ev->status > 0 ? ev->status
+                                                    : 500);
     if (extra == NULL ||
         kms_audit_rec_log(*rec, "response", true, NULL, error, extra, err, NULL, 0) != 0) {
         rc = kms_err_set(err, 500, "internal error");

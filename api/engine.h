@@ -391,6 +391,7 @@ struct kms_api_audit_event {
     const char *resource;   /* NULL = "KMSKey" */
     bool pure;              /* changes nothing: the request line need not be durable first */
     const char *client_uid; /* the caller's own request id (kube-apiserver's uid); may be NULL */
+    int status;             /* the response line's status when it carries an error (0 = 500) */
 };
 int kms_api_audit_internal_begin(struct kms_api *api, const struct kms_api_audit_event *ev,
                                  struct kms_audit_rec **out, struct kms_err *err) KMS_WUR;

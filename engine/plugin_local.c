@@ -75,12 +75,14 @@ static int audit_begin(struct local *l, const struct target *t, const char *op, 
     return kms_api_audit_internal_begin(l->api, ev, rec, err);
 }
 
-static int audit_end(struct kms_audit_rec **rec, const struct kms_api_audit_event *ev, int rc,
+static int audit_end(struct kms_audit_rec **rec, struct kms_api_audit_event *ev, int rc,
                      uint32_t version, const struct kms_err *call_err, struct kms_err *err)
 {
     if (*rec == NULL) {
         return 0;
     }
+    /* the status the HTTP call it stands for would have had (a tampered ciphertext: 400) */
+    ev->status = rc != 0 && call_err->status >= 400 ? call_err->status : 0;
     return kms_api_audit_internal_end(rec, ev, rc == 0 ? &version : NULL, rc == 0 ? 1 : 0,
                                       rc == 0 ? NULL : call_err->msg, err);
 }

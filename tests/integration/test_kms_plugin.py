@@ -373,7 +373,7 @@ class TestOperations(unittest.TestCase):
         self.assertEqual(dec["op"], "kms-plugin-decrypt")
         self.assertEqual(dec["key_version"], 1)
         self.assertEqual(bad["op"], "kms-plugin-decrypt")
-        self.assertEqual(bad["status"], 500)
+        self.assertEqual(bad["status"], 400)  # as the HTTP transit/decrypt call's
         self.assertIn("authentication failed", bad["error"])
         # request lines too, and nothing secret anywhere in the log
         reqs = [l for l in audit_lines(self.audit) if l.get("op") == "kms-plugin-encrypt"

@@ -491,11 +491,6 @@ void kms_h2_goaway(struct kms_h2 *h)
     (void)flush(h);
 }
 
-bool kms_h2_goaway_final(const struct kms_h2 *h)
-{
-    return h->final_sent;
-}
-
 size_t kms_h2_open_streams(const struct kms_h2 *h)
 {
     return h->open;

@@ -67,8 +67,6 @@ int kms_h2_answer(struct kms_h2 *h, int32_t stream_id, int code, const uint8_t *
 /* Start a graceful GOAWAY (no new calls; those started finish): a shutdown notice and a PING,
  * then, once the PING is acknowledged, the GOAWAY naming the last call received. */
 void kms_h2_goaway(struct kms_h2 *h);
-/* Whether the final GOAWAY of kms_h2_goaway has been submitted. */
-bool kms_h2_goaway_final(const struct kms_h2 *h);
 /* Streams open (calls received and not yet answered and sent). */
 size_t kms_h2_open_streams(const struct kms_h2 *h);
 /* Whether the session has nothing more to send and expects nothing more. */

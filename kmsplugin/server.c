@@ -205,8 +205,11 @@ static void conn_check(struct conn *c)
     if (unsent) {
         return; /* the write callback checks again once it is out */
     }
-    if (kms_h2_done(c->h2) || (c->p->stopping && kms_h2_goaway_final(c->h2) &&
-                               kms_h2_open_streams(c->h2) == 0 && c->pending == 0)) {
+    /* stopping: a connection with no call open ends now, whether or not its client answered
+     * the shutdown PING (a call it sends meanwhile is refused with the connection: nothing of
+     * it ran); one with calls open waits for them (and for the final GOAWAY, kms_h2_goaway) */
+    if (kms_h2_done(c->h2) ||
+        (c->p->stopping && kms_h2_open_streams(c->h2) == 0 && c->pending == 0)) {
         conn_linger(c);
     }
 }

@@ -29,8 +29,10 @@
 #define SCAN_MIN_GAP 60   /* seconds between two scans, whatever asks for one */
 #define AUTOROTATE_SUBJECT "system:kmsd-autorotate"
 
+/* Key names, each with its policy as the scan read it (periodic) or none (due). */
 struct names {
     char **v;
+    struct kms_key_policy *p;
     size_t n, cap;
 };
 
@@ -51,10 +53,11 @@ static void names_free(struct names *l)
         free(l->v[i]);
     }
     free(l->v);
+    free(l->p);
     memset(l, 0, sizeof(*l));
 }
 
-static int names_add(struct names *l, const char *s, size_t n)
+static int names_add(struct names *l, const char *s, size_t n, const struct kms_key_policy *p)
 {
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 16;
@@ -63,10 +66,18 @@ static int names_add(struct names *l, const char *s, size_t n)
             return -1;
         }
         l->v = v;
+        struct kms_key_policy *ps = realloc(l->p, cap * sizeof(*ps));
+        if (ps == NULL) {
+            return -1;
+        }
+        l->p = ps;
         l->cap = cap;
     }
     if ((l->v[l->n] = strndup(s, n)) == NULL) {
         return -1;
+    }
+    if (p != NULL) {
+        l->p[l->n] = *p;
     }
     l->n++;
     return 0;
@@ -79,7 +90,7 @@ static void note_due(struct scan *s, int64_t due)
     }
 }
 
-/* Policies of one mount: the names of the keys that have a period. */
+/* Policies of one mount: the keys that have a period, with their policies. */
 static int policy_cb(const uint8_t *key, size_t keylen, const uint8_t *val, size_t vallen,
                      void *arg)
 {
@@ -88,8 +99,8 @@ static int policy_cb(const uint8_t *key, size_t keylen, const uint8_t *val, size
     if (keylen <= s->prefix_len || kms_key_policy_decode(val, vallen, &p) != 0) {
         return 0; /* not a policy this version reads: the request path reports it */
     }
-    if (p.auto_rotate_period > 0 &&
-        names_add(&s->periodic, (const char *)key + s->prefix_len, keylen - s->prefix_len) != 0) {
+    if (p.auto_rotate_period > 0 && names_add(&s->periodic, (const char *)key + s->prefix_len,
+                                              keylen - s->prefix_len, &p) != 0) {
         return -1;
     }
     return 0;
@@ -158,26 +169,15 @@ static int scan_mount(const struct kms_mount *m, void *arg)
         0) {
         s->rc = -1;
     }
-    /* after the scan, in its transaction: when each is due */
+    /* after the scan, in its transaction: when each is due (its latest version's time) */
     for (size_t i = 0; i < s->periodic.n; i++) {
-        struct kms_key_policy p;
-        char key[KMS_PATH_MAX + 96];
-        uint8_t *val = NULL;
-        size_t vallen = 0;
         int64_t at = 0;
-        int n = snprintf(key, sizeof(key), "%s%s", prefix, s->periodic.v[i]);
-        if (n < 0 || (size_t)n >= sizeof(key) ||
-            kms_storage_get(txn, KMS_DB_KEYS, key, (size_t)n, &val, &vallen) != 0) {
-            continue; /* gone meanwhile */
-        }
-        int d = kms_key_policy_decode(val, vallen, &p);
-        kms_free_wipe((void **)&val, vallen);
-        if (d != 0 || kms_transit_key_due(m, txn, s->periodic.v[i], &p, &at) != 0) {
+        if (kms_transit_key_due(m, txn, s->periodic.v[i], &s->periodic.p[i], &at) != 0) {
             s->rc = -1;
             continue;
         }
         if (at != 0 && s->now > at) {
-            if (names_add(&due, s->periodic.v[i], strlen(s->periodic.v[i])) != 0) {
+            if (names_add(&due, s->periodic.v[i], strlen(s->periodic.v[i]), NULL) != 0) {
                 s->rc = -1;
             }
         } else {

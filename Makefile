@@ -8,7 +8,7 @@ ROOT_TOKEN ?=
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 
 # Build and test dependencies (Debian package names).
-DEPS := cmake make gcc pkg-config libssl-dev liblmdb-dev libevent-dev libjansson-dev \
+DEPS := cmake make gcc pkg-config libssl-dev liblmdb-dev libevent-dev libjansson-dev libyajl-dev \
         libjwt-dev libcmocka-dev libyaml-dev lmdb-utils python3 python3-hvac \
         python3-cryptography python3-jwt python3-requests python3-yaml python3-jsonschema \
         openssl clang libclang-rt-14-dev prometheus libpq-dev postgresql-15

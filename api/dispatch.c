@@ -412,8 +412,7 @@ static int parse_params(struct kms_ctx *c, const char *query)
         return -1;
     }
     json_error_t jerr;
-    json_t *body = json_loadb((const char *)req->body, req->body_len,
-                              JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
+    json_t *body = kms_json_body_load(req->body, req->body_len, &jerr);
     if (body == NULL) {
         return KMS_FAIL(c, 400, "failed to decode JSON input: %s", jerr.text);
     }

@@ -7,6 +7,25 @@
 
 #include <string.h>
 
+size_t kms_json_string_end(const uint8_t *p, size_t n, size_t open)
+{
+    /* the closing quote: the next '"' not escaped by an odd run of '\\' */
+    for (size_t from = open + 1;;) {
+        const uint8_t *q = memchr(p + from, '"', n - from);
+        if (q == NULL) {
+            return n;
+        }
+        size_t j = (size_t)(q - p), k = j;
+        while (k > from && p[k - 1] == '\\') {
+            k--;
+        }
+        if ((j - k) % 2 == 0) {
+            return j;
+        }
+        from = j + 1;
+    }
+}
+
 int kms_json_precheck(const uint8_t *p, size_t n, const struct kms_api_limits *lim,
                       struct kms_err *err)
 {
@@ -21,21 +40,9 @@ int kms_json_precheck(const uint8_t *p, size_t n, const struct kms_api_limits *l
                                    "refused JSON input due to high complexity: exceeded maximum "
                                    "number of strings");
             }
-            /* skip to the closing quote: the next '"' not escaped by an odd run of '\' */
-            for (size_t from = i + 1;;) {
-                const uint8_t *q = memchr(p + from, '"', n - from);
-                if (q == NULL) {
-                    return 0; /* unterminated: the parser reports it */
-                }
-                size_t j = (size_t)(q - p), k = j;
-                while (k > from && p[k - 1] == '\\') {
-                    k--;
-                }
-                if ((j - k) % 2 == 0) {
-                    i = j;
-                    break;
-                }
-                from = j + 1;
+            i = kms_json_string_end(p, n, i);
+            if (i == n) {
+                return 0; /* unterminated: the parser reports it */
             }
             break;
         case '{':

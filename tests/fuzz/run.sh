@@ -7,9 +7,9 @@ cd "$(dirname "$0")/../.."
 SECONDS_PER=${FUZZ_SECONDS:-20}
 BUILD=${FUZZ_BUILD:-build-fuzz}
 CC=clang cmake -S . -B "$BUILD" -DKMS_BUILD_FUZZERS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$BUILD" -j"$(nproc)" --target fuzz_b64 fuzz_ciphertext fuzz_request fuzz_config fuzz_jwt fuzz_policy fuzz_yaml fuzz_http fuzz_grpc >/dev/null
+cmake --build "$BUILD" -j"$(nproc)" --target fuzz_b64 fuzz_ciphertext fuzz_request fuzz_config fuzz_jwt fuzz_policy fuzz_yaml fuzz_http fuzz_grpc fuzz_jsonbody >/dev/null
 status=0
-for name in fuzz_b64 fuzz_ciphertext fuzz_request fuzz_config fuzz_jwt fuzz_policy fuzz_yaml fuzz_http fuzz_grpc; do
+for name in fuzz_b64 fuzz_ciphertext fuzz_request fuzz_config fuzz_jwt fuzz_policy fuzz_yaml fuzz_http fuzz_grpc fuzz_jsonbody; do
   f="$BUILD/fuzz/$name"
   # every input that once crashed a target is replayed first
   for r in tests/fuzz/regress/"$name"-*; do

@@ -36,6 +36,14 @@ struct kms_api_opts {
     struct kms_audit *audit; /* audit broker (borrowed, outlives the API); NULL = none */
 };
 
+/*
+ * Process-wide, once, before any thread: glibc malloc thresholds sized for the pipeline's
+ * request-sized buffers (a 1000-item batch allocates ~1 MB of bodies, trees, items and lines).
+ * With glibc's defaults each such request gets fresh mmap'd or trimmed-and-refaulted pages;
+ * see docs/performance.md ("Heap pages per request"). kmsd and kmsd-apibench call it.
+ */
+void kms_api_malloc_tune(void);
+
 /* Create the pipeline over an open store (borrowed; must outlive the API), with no engine
  * yet: engines are added with kms_api_engine_add (api/engine.h). Use kms_engines_create
  * (engine/engines.h) for the whole service. */

@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <malloc.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -1056,4 +1057,12 @@ void kms_api_handle(struct kms_api *api, const struct kms_http_req *req, struct 
     struct kms_api_call *call = NULL;
     int parked = kms_api_start(api, req, resp, NULL, NULL, &call);
     (void)parked; /* without a wake function the pipeline waits instead of parking */
+}
+
+void kms_api_malloc_tune(void)
+{
+    /* buffers under 1 MiB come from the arenas, and an arena keeps up to 4 MiB of free top
+     * before giving pages back (kmsd's audit writer trims everything once idle) */
+    (void)mallopt(M_MMAP_THRESHOLD, 1 << 20);
+    (void)mallopt(M_TRIM_THRESHOLD, 4 << 20);
 }

@@ -121,6 +121,7 @@ int main(int argc, char **argv)
     double seconds = 3;
     long batch = 1000, nreq = 0;
     const char *audit_file = NULL, *audit_fsync = "batch";
+    kms_api_malloc_tune(); /* as kmsd does */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i] + (argv[i][0] == '-') + (argv[i][1] == '-');
         if (strncmp(a, "dir=", 4) == 0) {

@@ -406,6 +406,7 @@ static void harden_process(void)
     json_object_seed(0); /* seed jansson's hash once, before any worker thread */
     /* request and response JSON carries plaintexts and data keys: wipe it on free */
     json_set_alloc_funcs(malloc, json_free_wiped);
+    kms_api_malloc_tune();
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     struct rlimit nocore = {0, 0};
     setrlimit(RLIMIT_CORE, &nocore);

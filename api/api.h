@@ -13,6 +13,8 @@
 #include "crypto/crypto.h"
 #include "storage/storage.h"
 
+#include <jansson.h>
+
 struct kms_api;
 
 struct kms_api_limits {
@@ -35,6 +37,14 @@ struct kms_api_opts {
     double rate_limit_burst; /* bucket size (0 = 2 x rate_limit) */
     struct kms_audit *audit; /* audit broker (borrowed, outlives the API); NULL = none */
 };
+
+/* The request body as json_loadb(JSON_DECODE_ANY | JSON_REJECT_DUPLICATES) reads it (the
+ * same tree, or NULL with jansson's error in err), lexed by yajl wherever the two readers
+ * agree (api/jsonbody.c). Caller decrefs. */
+json_t *kms_json_body_load(const uint8_t *p, size_t n, json_error_t *err);
+/* yajl's reading alone: jansson's tree, or NULL when the text is for jansson to read (a
+ * refusal, or a case where the two readers could differ). Caller decrefs. */
+json_t *kms_json_body_yajl(const uint8_t *p, size_t n);
 
 /*
  * Process-wide, once, before any thread: glibc malloc thresholds sized for the pipeline's

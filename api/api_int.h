@@ -25,16 +25,6 @@ int kms_json_precheck(const uint8_t *p, size_t n, const struct kms_api_limits *l
  * is not closed. Escapes are skipped, nothing is validated. */
 size_t kms_json_string_end(const uint8_t *p, size_t n, size_t open);
 
-/* ---- The request body (jsonbody.c) ------------------------------------------------------ */
-
-/* The request body as json_loadb(JSON_DECODE_ANY | JSON_REJECT_DUPLICATES) reads it (the
- * same tree, or NULL with jansson's error in err), lexed by yajl wherever the two readers
- * agree (api/jsonbody.c). Caller decrefs. */
-json_t *kms_json_body_load(const uint8_t *p, size_t n, json_error_t *err);
-/* yajl's reading alone: jansson's tree, or NULL when the text is for jansson to read (a
- * refusal, or a case where the two readers could differ). Caller decrefs. */
-json_t *kms_json_body_yajl(const uint8_t *p, size_t n);
-
 /* ---- per-token rate limit (ratelimit.c) ------------------------------------------------- */
 
 struct kms_ratelimit;

@@ -2,7 +2,7 @@
  * reading is jansson's tree or a hand-over, never a tree jansson would refuse or build
  * differently, and the composed reader answers exactly as jansson does. Inputs shorter than
  * the small-body cut are padded with spaces so the yajl path is the one exercised. */
-#include "api/api_int.h"
+#include "api/api.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -72,12 +72,15 @@
 #define HEAD_META_REPLICA "audit/%s/head/%s" /* HA: one chain head per replica */
 #define TAIL_READ 512
 #define QUEUE_MAX (64u * 1024 * 1024) /* bytes of lines queued for the writer, at most */
+#define DROP_BYTES ((off_t)1 << 20)   /* synced bytes dropped from the page cache at once */
 #define CLOSE_WAIT_S 10 /* at close, how long the writer may take to drain (the stop grace) */
 
 /* An open log file; the last reference closes it. */
 struct afile {
     int fd;
     atomic_int refs;
+    off_t end;     /* writer only: the file's size after its last write */
+    off_t dropped; /* writer only: [0, dropped) synced and dropped from the page cache */
 };
 
 struct kms_audit_batch {
@@ -374,6 +377,7 @@ static int open_file(struct kms_audit_dev *d, struct afile **out, char *why, siz
     sync_dir(d->o.path);
     af->fd = f;
     atomic_init(&af->refs, 1);
+    af->end = af->dropped = 0;
     *out = af;
     return 0;
 fail:
@@ -590,6 +594,29 @@ static int sync_fd(struct kms_audit_dev *d, int fd, char *why, size_t whylen)
 }
 
 /*
+ * Once a sync has made f durable up to its end: drop those pages from the page cache. kmsd
+ * never reads its own audit lines back (the chain head is kept in memory; `audit verify` and
+ * queries read the file from disk), so an audit file left cached only grows the page cache by
+ * every byte logged (~390 KB per audited 1000-item batch) and evicts the key store's pages
+ * under memory pressure; and each write then fills pages the kernel has just allocated,
+ * not ones it has just freed. Only what is synced is dropped: dirty pages stay (POSIX_FADV_
+ * DONTNEED would start their writeback, not free them). Advice only: a failure changes
+ * nothing but the cache.
+ */
+static void drop_synced(struct afile *f)
+{
+    if (f->end < f->dropped) {
+        f->dropped = 0; /* cut shorter under us (copytruncate) */
+    }
+    if (f->end - f->dropped >= DROP_BYTES) {
+        /* from the page the last drop ended in: the kernel drops whole pages only */
+        off_t from = f->dropped & ~(off_t)4095;
+        (void)posix_fadvise(f->fd, from, f->end - from, POSIX_FADV_DONTNEED);
+        f->dropped = f->end;
+    }
+}
+
+/*
  * Append the whole batch (and, in "always" mode, sync it); on failure cut the file back.
  * Called by the writer with `io` held. On success b->file references the file written to.
  */
@@ -637,12 +664,18 @@ static int write_batch(struct kms_audit_dev *d, struct kms_audit_batch *b, char 
         }
         off += (size_t)w;
     }
-    if (d->o.fsync == KMS_AUDIT_FSYNC_ALWAYS && sync_fd(d, fd, why, whylen) != 0) {
-        goto fail; /* every earlier line was synced: cutting this batch off leaves none unsynced */
+    d->file->end = before + (off_t)b->len;
+    if (d->o.fsync == KMS_AUDIT_FSYNC_ALWAYS) {
+        if (sync_fd(d, fd, why, whylen) != 0) {
+            goto fail; /* every earlier line was synced: cutting this batch off leaves none unsynced
+                        */
+        }
+        drop_synced(d->file);
     }
     b->file = afile_ref(d->file);
     return 0;
 fail:
+    d->file->end = before;
     if (ftruncate(fd, before) != 0) {
         char cut[300];
         snprintf(cut, sizeof(cut), "cannot remove a partly written batch from %.200s: %s",
@@ -756,6 +789,7 @@ static void io_error(struct kms_audit_dev *d, const char *why)
 static int sync_file(struct kms_audit_dev *d, struct afile *f, char *why, size_t whylen)
 {
     if (sync_fd(d, f->fd, why, whylen) == 0) {
+        drop_synced(f);
         return 0;
     }
     /* only while f is still the device's file: a reopen that came during the sync (the

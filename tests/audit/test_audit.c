@@ -6,9 +6,10 @@
  * limit fails the write and leaves no torn line, the chain rolls back and resumes); a deleted
  * file recreated; two devices with one broken; salts and chain heads kept in storage; in
  * test-hook builds, two devices with one hung in its fsync (the blocking wait settles on the
- * other at the timeout).
+ * other at the timeout); synced lines dropped from the page cache.
  *
- * Each test works in a fresh mkdtemp directory under /tmp.
+ * Each test works in a fresh mkdtemp directory under /tmp (the page-cache test under the
+ * working directory: tmpfs pages cannot be dropped).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,14 +20,17 @@
 
 #include "audit/audit.h"
 
+#include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #define TOKEN "s.SuperSecretToken123"
@@ -576,6 +580,75 @@ static void test_storage_keeps_salt_and_head(void **state)
     assert_int_equal(r.lines, 4);
 }
 
+/* Pages of path in the page cache, and pages in all (mincore over a read-only mapping). */
+static void cached_pages(const char *path, size_t *cached, size_t *total)
+{
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    struct stat st;
+    assert_int_equal(fstat(fd, &st), 0);
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE), n = ((size_t)st.st_size + pg - 1) / pg;
+    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    assert_true(m != MAP_FAILED);
+    unsigned char *vec = malloc(n);
+    assert_int_equal(mincore(m, (size_t)st.st_size, vec), 0);
+    *cached = 0;
+    for (size_t i = 0; i < n; i++) {
+        *cached += vec[i] & 1;
+    }
+    *total = n;
+    free(vec);
+    munmap(m, (size_t)st.st_size);
+    close(fd);
+}
+
+/*
+ * Synced lines leave the page cache (device.c, drop_synced): kmsd never reads them back, and
+ * an audit file that stayed cached grew the page cache by every byte logged. 40 records with a
+ * 100 KB clear field (~8 MB of lines, a group per record) leave at most the last undropped
+ * MiB and its partial page cached.
+ */
+static void test_synced_lines_leave_page_cache(void **state)
+{
+    (void)state;
+    char dir[] = "kms-test-audit-cache-XXXXXX", path[64];
+    assert_non_null(mkdtemp(dir));
+    struct statfs sf;
+    assert_int_equal(statfs(dir, &sf), 0);
+    if (sf.f_type == 0x01021994 /* TMPFS_MAGIC */) {
+        fail_msg("the working directory is on tmpfs, whose pages cannot be dropped");
+    }
+    snprintf(path, sizeof(path), "%s/audit.log", dir);
+    struct kms_audit *a = open_broker(NULL, path, KMS_AUDIT_FSYNC_BATCH);
+    char *pad = malloc(100001);
+    memset(pad, 'p', 100000);
+    pad[100000] = '\0';
+    json_t *extra = json_pack("{s:s, s:s}", "op", "encrypt", "pad", pad);
+    json_t *req = json_pack("{s:s}", "path", "transit/encrypt/k");
+    for (int i = 0; i < 40; i++) {
+        struct kms_audit_rec *r = NULL;
+        struct kms_err err;
+        assert_int_equal(kms_audit_rec_create(a, NULL, req, &r), 0);
+        assert_int_equal(kms_audit_rec_log(r, "request", false, NULL, NULL, extra, &err, NULL, 0),
+                         0);
+        assert_int_equal(kms_audit_rec_log(r, "response", true, NULL, NULL, extra, &err, NULL, 0),
+                         0);
+        kms_audit_rec_destroy(&r);
+    }
+    json_decref(extra);
+    json_decref(req);
+    free(pad);
+    size_t cached, total;
+    cached_pages(path, &cached, &total);
+    assert_true(total > 1900); /* 80 lines of ~100 KB */
+    if (cached > 257) {
+        fail_msg("%zu of the file's %zu pages still cached", cached, total);
+    }
+    kms_audit_destroy(&a);
+    assert_intact(path, 1, 80);
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -595,6 +668,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_two_devices_one_hung, setup, teardown),
 #endif
         cmocka_unit_test_setup_teardown(test_storage_keeps_salt_and_head, setup, teardown),
+        cmocka_unit_test(test_synced_lines_leave_page_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -146,6 +146,12 @@ static const EVP_CIPHER *evp_cipher(enum kms_aead a)
  * A thread keeps CTX_SLOTS keys, least recently used out; keys are compared in constant time,
  * and a slot's key copy and context are wiped when it is replaced or the thread ends. The keys
  * are the ones the key cache already holds in memory, for as long as the thread serves them.
+ *
+ * Every thread's cache is also in a registry, so kms_aead_forget_all can wipe them all at once
+ * when keys leave storage (a deleted or trimmed key must not stay in memory in some worker's
+ * context until that worker happens to evict it). A cache's mutex is held by its thread for
+ * the length of one operation and by a forget; neither ever waits for the other for long, and
+ * the lock order is reg_mu, then a cache's mu.
  */
 #define CTX_SLOTS 8
 
@@ -159,12 +165,16 @@ struct ctx_slot {
 };
 
 struct ctx_cache {
+    pthread_mutex_t mu;
+    struct ctx_cache *prev, *next; /* the registry, under reg_mu */
     uint64_t clock;
     struct ctx_slot s[CTX_SLOTS];
 };
 
 static pthread_key_t ctx_key;
 static pthread_once_t ctx_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct ctx_cache *reg_head;
 
 static void slot_clear(struct ctx_slot *sl)
 {
@@ -175,8 +185,17 @@ static void slot_clear(struct ctx_slot *sl)
 static void ctx_cache_free(void *p)
 {
     struct ctx_cache *c = p;
+    pthread_mutex_lock(&reg_mu);
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        reg_head = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    pthread_mutex_unlock(&reg_mu);
     for (size_t i = 0; i < CTX_SLOTS; i++)
         slot_clear(&c->s[i]);
+    pthread_mutex_destroy(&c->mu);
     free(c);
 }
 
@@ -185,25 +204,80 @@ static void ctx_init(void)
     (void)pthread_key_create(&ctx_key, ctx_cache_free);
 }
 
-/* A context of this thread holding (cipher, enc, key), or NULL (then use a fresh one). */
-static struct ctx_slot *ctx_get(const EVP_CIPHER *cipher, int enc, const uint8_t *key,
-                                size_t keylen)
+void kms_aead_forget_all(void)
+{
+    pthread_mutex_lock(&reg_mu);
+    for (struct ctx_cache *c = reg_head; c != NULL; c = c->next) {
+        pthread_mutex_lock(&c->mu);
+        for (size_t i = 0; i < CTX_SLOTS; i++)
+            if (c->s[i].used != 0)
+                slot_clear(&c->s[i]);
+        pthread_mutex_unlock(&c->mu);
+    }
+    pthread_mutex_unlock(&reg_mu);
+}
+
+bool kms_aead_key_cached(const uint8_t *key, size_t keylen)
+{
+    bool found = false;
+    pthread_mutex_lock(&reg_mu);
+    for (struct ctx_cache *c = reg_head; c != NULL; c = c->next) {
+        pthread_mutex_lock(&c->mu);
+        for (size_t i = 0; i < CTX_SLOTS; i++)
+            found |= c->s[i].used != 0 && c->s[i].keylen == keylen &&
+                     CRYPTO_memcmp(c->s[i].key, key, keylen) == 0;
+        pthread_mutex_unlock(&c->mu);
+    }
+    pthread_mutex_unlock(&reg_mu);
+    return found;
+}
+
+/* This thread's cache, registered on first use; NULL when out of memory. */
+static struct ctx_cache *ctx_cache_self(void)
 {
     pthread_once(&ctx_once, ctx_init);
     struct ctx_cache *c = pthread_getspecific(ctx_key);
-    if (c == NULL) {
-        c = calloc(1, sizeof(*c));
-        if (c == NULL || pthread_setspecific(ctx_key, c) != 0) {
-            free(c);
-            return NULL;
-        }
+    if (c != NULL)
+        return c;
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    if (pthread_mutex_init(&c->mu, NULL) != 0) {
+        free(c);
+        return NULL;
     }
+    if (pthread_setspecific(ctx_key, c) != 0) {
+        pthread_mutex_destroy(&c->mu);
+        free(c);
+        return NULL;
+    }
+    pthread_mutex_lock(&reg_mu);
+    c->next = reg_head;
+    if (reg_head != NULL)
+        reg_head->prev = c;
+    reg_head = c;
+    pthread_mutex_unlock(&reg_mu);
+    return c;
+}
+
+/*
+ * A context of this thread holding (cipher, enc, key), with *owner's mutex held until the
+ * caller unlocks it; or NULL, nothing held (then use a fresh context).
+ */
+static struct ctx_slot *ctx_get(const EVP_CIPHER *cipher, int enc, const uint8_t *key,
+                                size_t keylen, struct ctx_cache **owner)
+{
+    struct ctx_cache *c = ctx_cache_self();
+    if (c == NULL)
+        return NULL;
+    pthread_mutex_lock(&c->mu);
     struct ctx_slot *victim = &c->s[0];
     for (size_t i = 0; i < CTX_SLOTS; i++) {
         struct ctx_slot *sl = &c->s[i];
         if (sl->used != 0 && sl->cipher == cipher && sl->enc == enc && sl->keylen == keylen &&
             CRYPTO_memcmp(sl->key, key, keylen) == 0) {
             sl->used = ++c->clock;
+            *owner = c;
             return sl;
         }
         if (sl->used < victim->used)
@@ -215,6 +289,7 @@ static struct ctx_slot *ctx_get(const EVP_CIPHER *cipher, int enc, const uint8_t
         EVP_CIPHER_CTX_ctrl(victim->ctx, EVP_CTRL_AEAD_SET_IVLEN, 12, NULL) != 1 ||
         EVP_CipherInit_ex(victim->ctx, NULL, NULL, key, NULL, enc) != 1) {
         slot_clear(victim);
+        pthread_mutex_unlock(&c->mu);
         return NULL;
     }
     victim->cipher = cipher;
@@ -222,6 +297,7 @@ static struct ctx_slot *ctx_get(const EVP_CIPHER *cipher, int enc, const uint8_t
     victim->keylen = keylen;
     memcpy(victim->key, key, keylen);
     victim->used = ++c->clock;
+    *owner = c;
     return victim;
 }
 
@@ -237,6 +313,7 @@ static int evp_aead(const EVP_CIPHER *cipher, int enc, const uint8_t *key, size_
 {
     EVP_CIPHER_CTX *ctx = NULL;
     struct ctx_slot *slot = NULL;
+    struct ctx_cache *owner = NULL;
     uint8_t tag[KMS_AEAD_TAG_LEN];
     uint8_t fin[32];
     int len = 0;
@@ -245,7 +322,7 @@ static int evp_aead(const EVP_CIPHER *cipher, int enc, const uint8_t *key, size_
     if (inlen > INT_MAX || aadlen > INT_MAX)
         goto out;
     if (cached)
-        slot = ctx_get(cipher, enc, key, keylen);
+        slot = ctx_get(cipher, enc, key, keylen, &owner);
     if (slot != NULL) {
         ctx = slot->ctx;
         if (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, enc) != 1)
@@ -280,10 +357,13 @@ static int evp_aead(const EVP_CIPHER *cipher, int enc, const uint8_t *key, size_
     }
     rc = 0;
 out:
-    if (slot == NULL)
+    if (slot == NULL) {
         EVP_CIPHER_CTX_free(ctx);
-    else if (rc != 0)
-        slot_clear(slot); /* a context in an unknown state is not reused */
+    } else {
+        if (rc != 0)
+            slot_clear(slot); /* a context in an unknown state is not reused */
+        pthread_mutex_unlock(&owner->mu);
+    }
     return rc;
 }
 

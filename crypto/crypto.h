@@ -162,6 +162,14 @@ int kms_aead_seal(enum kms_aead a, const uint8_t *key, const uint8_t *nonce, con
  */
 int kms_aead_open(enum kms_aead a, const uint8_t *key, const uint8_t *nonce, const uint8_t *aad,
                   size_t aadlen, const uint8_t *in, size_t inlen, uint8_t *out) KMS_WUR;
+/*
+ * Seal and open keep a few cipher contexts per thread, keyed by key (the key schedule is
+ * computed once). kms_aead_forget_all wipes every thread's contexts and key copies at once:
+ * called when keys leave storage, so a deleted key stays in no context. Any thread, any time.
+ * kms_aead_key_cached says whether any thread's context holds this key (tests).
+ */
+void kms_aead_forget_all(void);
+bool kms_aead_key_cached(const uint8_t *key, size_t keylen);
 
 /* ---- AES key wrap with padding (wrap.c) ---------------------------------------------------- */
 

@@ -105,7 +105,12 @@ static struct kms_keycache *transit_kc(struct kms_ctx *c)
     return kms_transit_cache_of(c->estate, &c->mount);
 }
 
-/* Commit a write transaction that changed key `name`, then drop it from the key cache. */
+/*
+ * Commit a write transaction that changed key `name`, then drop it from the key cache, and
+ * every thread's cipher contexts with it: a deleted or trimmed version's key material stays
+ * in no worker's context (crypto/aead.c; the contexts of keys still in use are rebuilt on
+ * their next operation, about a microsecond each).
+ */
 static int commit_key(struct kms_transit *t, const struct kms_mount *m, const char *name,
                       struct kms_txn **txn)
 {
@@ -115,6 +120,7 @@ static int commit_key(struct kms_transit *t, const struct kms_mount *m, const ch
     }
     policy_key(m, name, key);
     kms_keycache_invalidate(kms_transit_cache_of(t, m), key);
+    kms_aead_forget_all();
     return 0;
 }
 
@@ -2555,6 +2561,7 @@ static void transit_purged(void *state, const char *ns_id, const struct kms_moun
     if (m != NULL && strcmp(m->type, "transit") == 0) {
         kms_transit_cache_forget(t, m);
         kms_keycache_clear(t->kc);
+        kms_aead_forget_all();
     }
 }
 

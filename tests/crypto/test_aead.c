@@ -2,7 +2,8 @@
  * test_aead.c - crypto/aead.c: known answers for AES-GCM (McGrew-Viega GCM spec test cases 3
  * and 16, as used by NIST CAVP), ChaCha20-Poly1305 (RFC 8439 2.8.2), HChaCha20 and
  * XChaCha20-Poly1305 (draft-irtf-cfrg-xchacha-03 2.2.1 and A.3.1), plus tamper, AAD and
- * wipe-on-failure behaviour for every cipher.
+ * wipe-on-failure behaviour for every cipher; the per-thread context cache, and wiping it from
+ * another thread (kms_aead_forget_all) while it is in use.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +16,8 @@
 
 #include "crypto/crypto.h"
 #include "crypto/crypto_int.h"
+
+#include <pthread.h>
 
 static size_t unhex(const char *s, uint8_t *out)
 {
@@ -231,14 +234,128 @@ static void test_context_cache(void **state)
     }
 }
 
+/* A thread that seals under `key`, says so, waits for `go`, then seals and opens again. */
+struct holder {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool sealed, go;
+    int failures;
+    uint8_t key[32];
+};
+
+static int roundtrip(const uint8_t *key, uint8_t n)
+{
+    uint8_t nonce[12], pt[24], ct[sizeof(pt) + KMS_AEAD_TAG_LEN], back[sizeof(pt)];
+    memset(nonce, n, sizeof(nonce));
+    memset(pt, n ^ 0x5a, sizeof(pt));
+    if (kms_aead_seal(KMS_AEAD_AES256_GCM, key, nonce, NULL, 0, pt, sizeof(pt), ct) != 0 ||
+        kms_aead_open(KMS_AEAD_AES256_GCM, key, nonce, NULL, 0, ct, sizeof(ct), back) != 0 ||
+        memcmp(back, pt, sizeof(pt)) != 0) {
+        return 1;
+    }
+    return 0;
+}
+
+static void *holder_main(void *arg)
+{
+    struct holder *h = arg;
+    int f = roundtrip(h->key, 1);
+    pthread_mutex_lock(&h->mu);
+    h->sealed = true;
+    pthread_cond_broadcast(&h->cv);
+    while (!h->go) {
+        pthread_cond_wait(&h->cv, &h->mu);
+    }
+    pthread_mutex_unlock(&h->mu);
+    f += roundtrip(h->key, 2);
+    h->failures = f;
+    return NULL;
+}
+
+/* kms_aead_forget_all wipes another, live thread's contexts; that thread's next operation
+ * sets its context up again; a thread that ends leaves no context behind. */
+static void test_forget_all_across_threads(void **state)
+{
+    (void)state;
+    struct holder h;
+    memset(&h, 0, sizeof(h));
+    pthread_mutex_init(&h.mu, NULL);
+    pthread_cond_init(&h.cv, NULL);
+    memset(h.key, 0xa7, sizeof(h.key));
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, holder_main, &h), 0);
+    pthread_mutex_lock(&h.mu);
+    while (!h.sealed) {
+        pthread_cond_wait(&h.cv, &h.mu);
+    }
+    pthread_mutex_unlock(&h.mu);
+    assert_true(kms_aead_key_cached(h.key, sizeof(h.key)));
+    kms_aead_forget_all();
+    assert_false(kms_aead_key_cached(h.key, sizeof(h.key)));
+    pthread_mutex_lock(&h.mu);
+    h.go = true;
+    pthread_cond_broadcast(&h.cv);
+    pthread_mutex_unlock(&h.mu);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(h.failures, 0);
+    assert_false(kms_aead_key_cached(h.key, sizeof(h.key))); /* gone with its thread */
+    pthread_cond_destroy(&h.cv);
+    pthread_mutex_destroy(&h.mu);
+}
+
+struct churn {
+    int id;
+    int failures;
+};
+
+static void *churn_main(void *arg)
+{
+    struct churn *c = arg;
+    uint8_t keys[3][32];
+    for (int k = 0; k < 3; k++) {
+        memset(keys[k], c->id * 3 + k + 1, sizeof(keys[k]));
+    }
+    for (int i = 0; i < 3000; i++) {
+        c->failures += roundtrip(keys[i % 3], (uint8_t)i);
+    }
+    return NULL;
+}
+
+/* Threads sealing and opening while another wipes every context over and over: every
+ * operation still succeeds with the right key (run under ASan/TSan by make test-asan). */
+static void test_forget_all_under_load(void **state)
+{
+    (void)state;
+    pthread_t th[4];
+    struct churn c[4];
+    for (int i = 0; i < 4; i++) {
+        c[i].id = i;
+        c[i].failures = 0;
+        assert_int_equal(pthread_create(&th[i], NULL, churn_main, &c[i]), 0);
+    }
+    for (int i = 0; i < 2000; i++) {
+        kms_aead_forget_all();
+    }
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_int_equal(c[i].failures, 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_aes128_gcm_tc3),   cmocka_unit_test(test_aes256_gcm_tc16),
-        cmocka_unit_test(test_aes256_gcm_empty), cmocka_unit_test(test_chacha20_poly1305_rfc8439),
-        cmocka_unit_test(test_hchacha20),        cmocka_unit_test(test_xchacha20_poly1305_draft),
-        cmocka_unit_test(test_roundtrip_all),    cmocka_unit_test(test_sizes),
+        cmocka_unit_test(test_aes128_gcm_tc3),
+        cmocka_unit_test(test_aes256_gcm_tc16),
+        cmocka_unit_test(test_aes256_gcm_empty),
+        cmocka_unit_test(test_chacha20_poly1305_rfc8439),
+        cmocka_unit_test(test_hchacha20),
+        cmocka_unit_test(test_xchacha20_poly1305_draft),
+        cmocka_unit_test(test_roundtrip_all),
+        cmocka_unit_test(test_sizes),
         cmocka_unit_test(test_context_cache),
+        cmocka_unit_test(test_forget_all_across_threads),
+        cmocka_unit_test(test_forget_all_under_load),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

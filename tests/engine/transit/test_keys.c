@@ -463,10 +463,66 @@ static void test_mount_removal_purges_keys(void **state)
     json_decref(tt_req(t, 200, "GET", "/v1/transit/keys/k", NULL));
 }
 
+/* The raw material of version v of exportable key `name` (encryption-key export), 32 bytes. */
+static void exported_key(struct kt *t, const char *name, int v, uint8_t out[32])
+{
+    char target[256], num[16];
+    snprintf(target, sizeof(target), "/v1/transit/export/encryption-key/%s/%d", name, v);
+    snprintf(num, sizeof(num), "%d", v);
+    json_t *b = tt_req(t, 200, "GET", target, NULL);
+    const char *k = json_string_value(json_object_get(kt_data(b, "keys"), num));
+    assert_non_null(k);
+    uint8_t buf[64];
+    size_t n = 0, at = 0;
+    assert_int_equal(kms_b64_decode(k, strlen(k), buf, &n, &at), 0);
+    assert_int_equal(n, 32);
+    memcpy(out, buf, 32);
+    json_decref(b);
+}
+
+/*
+ * Key material that leaves storage leaves the per-thread cipher contexts too (crypto/aead.c
+ * keeps a key schedule per key and thread): a deleted key stays in no context; any key write
+ * (a trim too) wipes them all, and versions still in use come back on their next operation.
+ */
+static void test_deleted_and_trimmed_keys_leave_cipher_contexts(void **state)
+{
+    struct kt *t = *state;
+    char pt[16], pt1[16], pt2[16];
+    uint8_t k1[32], k2[32];
+    tt_create(t, "wiped", "{\"exportable\":true}");
+    json_decref(
+        tt_req(t, 200, "POST", "/v1/transit/keys/wiped/config", "{\"deletion_allowed\":true}"));
+    char *ct = tt_encrypt(t, "wiped", tt_b64("x", pt), NULL);
+    exported_key(t, "wiped", 1, k1);
+    assert_true(kms_aead_key_cached(k1, 32));
+    json_decref(tt_req(t, 204, "DELETE", "/v1/transit/keys/wiped", NULL));
+    assert_false(kms_aead_key_cached(k1, 32));
+    free(ct);
+
+    /* any key write wipes every context (a trim, too, removes versions); a version still
+     * in use is set up again by its next operation */
+    tt_create(t, "kept", "{\"exportable\":true}");
+    char *ct1 = tt_encrypt(t, "kept", tt_b64("one", pt1), NULL);
+    exported_key(t, "kept", 1, k1);
+    assert_true(kms_aead_key_cached(k1, 32));
+    json_decref(tt_req(t, 200, "POST", "/v1/transit/keys/kept/rotate", NULL));
+    assert_false(kms_aead_key_cached(k1, 32));
+    tt_decrypt_is(t, "kept", ct1, NULL, pt1);
+    assert_true(kms_aead_key_cached(k1, 32));
+    char *ct2 = tt_encrypt(t, "kept", tt_b64("two", pt2), NULL);
+    exported_key(t, "kept", 2, k2);
+    assert_true(kms_aead_key_cached(k2, 32));
+    free(ct1);
+    free(ct2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_create_defaults_and_read, kt_setup, kt_teardown),
+        cmocka_unit_test_setup_teardown(test_deleted_and_trimmed_keys_leave_cipher_contexts,
+                                        kt_setup, kt_teardown),
         cmocka_unit_test_setup_teardown(test_create_every_supported_type, kt_setup, kt_teardown),
         cmocka_unit_test_setup_teardown(test_create_refusals, kt_setup, kt_teardown),
         cmocka_unit_test_setup_teardown(test_auto_rotate_period_forms, kt_setup, kt_teardown),

@@ -233,6 +233,22 @@ stop_server() { # NAME
     wait "$SRV_PID" 2>/dev/null
 }
 rss_of() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null; }
+settled_rss() { # PID: VmRSS (kB) once unchanged for 0.5 s, polled every 0.1 s for at most 5 s
+    local last cur same=0 _
+    last=$(rss_of "$1")
+    for _ in $(seq 1 50); do
+        sleep 0.1
+        cur=$(rss_of "$1")
+        if [ "$cur" = "$last" ]; then
+            same=$((same + 1))
+            [ "$same" -ge 5 ] && break
+        else
+            same=0
+            last=$cur
+        fi
+    done
+    echo "$last"
+}
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
 # ---- wrk ----------------------------------------------------------------------------------
@@ -324,15 +340,19 @@ kmsd_suite() { # SCHEME PORT TLS PREFIX AUDITMODES…
             wrkrun "${pre}batch_$id" "batch encrypt ${BATCH}x64B$tag$atag" "$url" batch.lua "$BCONNS" \
                 "$BATCH" BENCH_TOKEN="$FRESH_TOKEN" BENCH_BATCH="$BATCH"
         fi
-        local rss
+        local rss idle
         rss=$(rss_of "$SRV_PID")
+        # and once idle: under load each worker's malloc arena keeps up to 4 MiB of freed
+        # memory (kms_api_malloc_tune), handed back by the audit writer's malloc_trim 100 ms
+        # after the last group; take the RSS once it has held still for 0.5 s (at most 5 s)
+        idle=$(settled_rss "$SRV_PID")
         if [ "$audit" != 0 ]; then
             local lines
             lines=$(wc -l <"$W/audit-$name.log" 2>/dev/null || echo 0)
             NOTES+=("$name: the audit file had $lines lines after the run")
             [ "$lines" -gt 0 ] || NOTES+=("$name: WARNING: the audit file is empty: audit settings accepted but nothing logged")
         fi
-        NOTES+=("$name: VmRSS after the load: $((${rss:-0} / 1024)) MiB")
+        NOTES+=("$name: VmRSS after the load: $((${rss:-0} / 1024)) MiB at its end, $((${idle:-0} / 1024)) MiB once idle")
         stop_server "$name"
         # ~0.5 GB per scenario set; BENCH_KEEP_AUDIT=1 keeps them (kmsd audit verify FILE)
         [ "${BENCH_KEEP_AUDIT:-0}" = 1 ] || rm -f "$W/audit-$name.log"
@@ -498,10 +518,13 @@ FRESH_RPS=$(awk -v a="$(col fresh1 3)" -v b="$(col fresh2 3)" 'BEGIN { if (a > 0
         enc_abatch | tls_enc_abatch) target=">= 0.80 x bare"; ge "$x" 0.8 && result=PASS || result=MISS ;;
         enc_a0 | tls_enc_a0 | enc_anever) target="(>= 0.80 x bare with audit)"; ge "$x" 0.8 && result=pass || result=miss ;;
         batch_*|tls_batch_*)
+            # issue 12: >= 1M items/s without audit, >= 0.5M with audit_fsync batch
+            want=1000000 wtxt=1M
+            case "$id" in *_abatch) want=500000 wtxt=0.5M ;; esac
             x="-"
             items_s=$(awk -v r="$rps" -v n="$items" 'BEGIN { printf "%.0f", r * n }')
-            target=">= 1M items/s ($(awk -v v="$items_s" 'BEGIN { printf "%.2fM", v / 1e6 }'))"
-            ge "$items_s" 1000000 && result=PASS || result=MISS
+            target=">= $wtxt items/s ($(awk -v v="$items_s" 'BEGIN { printf "%.2fM", v / 1e6 }'))"
+            ge "$items_s" "$want" && result=PASS || result=MISS
             ;;
         bighot | big | versions)
             r=$(ratio "$rps" "$FRESH_RPS")

@@ -610,7 +610,8 @@ static void drop_synced(struct afile *f)
     }
     if (f->end - f->dropped >= DROP_BYTES) {
         /* from the page the last drop ended in: the kernel drops whole pages only */
-        off_t from = f->dropped & ~(off_t)4095;
+        long pg = sysconf(_SC_PAGESIZE);
+        off_t from = f->dropped - f->dropped % (off_t)(pg > 0 ? pg : 4096);
         (void)posix_fadvise(f->fd, from, f->end - from, POSIX_FADV_DONTNEED);
         f->dropped = f->end;
     }
@@ -666,9 +667,9 @@ static int write_batch(struct kms_audit_dev *d, struct kms_audit_batch *b, char 
     }
     d->file->end = before + (off_t)b->len;
     if (d->o.fsync == KMS_AUDIT_FSYNC_ALWAYS) {
+        /* every earlier line was synced: cutting this batch off leaves none unsynced */
         if (sync_fd(d, fd, why, whylen) != 0) {
-            goto fail; /* every earlier line was synced: cutting this batch off leaves none unsynced
-                        */
+            goto fail;
         }
         drop_synced(d->file);
     }

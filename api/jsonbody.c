@@ -25,6 +25,7 @@
 #include "api/api_int.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -236,6 +237,43 @@ static bool has_u_escape(const uint8_t *p, size_t n)
     return false;
 }
 
+/*
+ * yajl's own buffers (a string with escapes is decoded into one) get jansson's allocator, so
+ * they are wiped when freed wherever kmsd makes jansson wipe (json_set_alloc_funcs in
+ * server/main.c): a decoded plaintext must not outlive the request in freed heap. The realloc
+ * copies malloc_usable_size bytes: jansson's malloc is the C library's in kmsd and kmsctl.
+ */
+static void *yajl_malloc_j(void *ctx, size_t n)
+{
+    (void)ctx;
+    json_malloc_t jm;
+    json_free_t jf;
+    json_get_alloc_funcs(&jm, &jf);
+    return jm(n);
+}
+
+static void yajl_free_j(void *ctx, void *ptr)
+{
+    (void)ctx;
+    json_malloc_t jm;
+    json_free_t jf;
+    json_get_alloc_funcs(&jm, &jf);
+    jf(ptr);
+}
+
+static void *yajl_realloc_j(void *ctx, void *ptr, size_t n)
+{
+    void *q = yajl_malloc_j(ctx, n);
+    if (q != NULL && ptr != NULL) {
+        size_t old = malloc_usable_size(ptr);
+        memcpy(q, ptr, old < n ? old : n);
+        yajl_free_j(ctx, ptr);
+    }
+    return q;
+}
+
+static yajl_alloc_funcs alloc_funcs = {yajl_malloc_j, yajl_realloc_j, yajl_free_j, NULL};
+
 json_t *kms_json_body_yajl(const uint8_t *p, size_t n)
 {
     /* yajl and jansson differ on lone surrogates and \u0000, and yajl takes a form feed or
@@ -245,7 +283,7 @@ json_t *kms_json_body_yajl(const uint8_t *p, size_t n)
         return NULL;
     }
     struct builder b = {0};
-    yajl_handle h = yajl_alloc(&callbacks, NULL, &b);
+    yajl_handle h = yajl_alloc(&callbacks, &alloc_funcs, &b);
     if (h == NULL) {
         return NULL;
     }

@@ -42,19 +42,42 @@
 #define MIN_BUCKETS 8
 #define MAX_INITIAL_BUCKETS 8192 /* per stripe at creation; more by doubling */
 #define VERSIONS_PER_ENTRY 4
+#define INLINE_MATERIAL 64 /* AEAD, ed25519 and default hmac keys; bigger material apart */
 
+/*
+ * One cached version, sized for the common keys: 128 bytes instead of the 568 of a
+ * struct kms_key_version (whose key[] is sized for RSA-4096). Material longer than
+ * INLINE_MATERIAL lives in its own secure-heap block at `big`.
+ */
+struct cver {
+    uint32_t version;
+    uint32_t key_len;
+    int64_t created_sec;
+    int32_t created_nsec;
+    int32_t convergent_version;
+    uint8_t hmac_key[32];
+    uint8_t key[INLINE_MATERIAL];
+    uint8_t *big;
+};
+
+/*
+ * An entry is one block: the links and hash first, the version numbers next to them (a
+ * lookup reads one or two cache lines of a cold entry before it copies anything out), then
+ * the policy, the version slots and the key bytes themselves.
+ */
 struct entry {
     struct entry *next;          /* in its bucket */
     struct entry *older, *newer; /* the stripe's insertion order */
     uint64_t h;
-    char *key;
-    size_t keylen;
-    size_t keycap; /* bytes allocated at key */
+    uint32_t keylen;
+    uint32_t keycap;                   /* bytes at key[] (the block was sized for it) */
+    uint32_t vnum[VERSIONS_PER_ENTRY]; /* version of each slot in use */
+    uint8_t nversions;
+    uint8_t next_slot;
     bool has_policy;
     struct kms_key_policy policy;
-    size_t nversions;
-    size_t next_slot;
-    struct kms_key_version versions[VERSIONS_PER_ENTRY];
+    struct cver versions[VERSIONS_PER_ENTRY];
+    char key[];
 };
 
 struct stripe {
@@ -93,11 +116,61 @@ static struct stripe *stripe_of(struct kms_keycache *kc, uint64_t h)
     return &kc->s[h >> STRIPE_SHIFT];
 }
 
+/* Wipe the version slots in use and free their separate material (lock held). */
+static void wipe_versions(struct entry *e)
+{
+    for (size_t i = 0; i < e->nversions; i++) {
+        struct cver *v = &e->versions[i];
+        if (v->big != NULL) {
+            kms_secmem_free(v->big, v->key_len);
+        }
+    }
+    /* slots at and past nversions were never written since the entry was zeroed */
+    kms_memzero(e->versions, e->nversions * sizeof(e->versions[0]));
+    kms_memzero(e->vnum, sizeof(e->vnum));
+    e->nversions = 0;
+    e->next_slot = 0;
+}
+
 static void entry_free(struct entry *e)
 {
-    kms_memzero(e->key, e->keylen);
-    free(e->key);
-    kms_secmem_free(e, sizeof(*e));
+    size_t size = sizeof(*e) + e->keycap;
+    wipe_versions(e);
+    kms_secmem_free(e, size);
+}
+
+/* A version into slot v (its old material already wiped); false when big material has no room. */
+static bool cver_set(struct cver *v, const struct kms_key_version *kv)
+{
+    size_t n = kv->key_len <= sizeof(kv->key) ? kv->key_len : sizeof(kv->key);
+    uint8_t *dst = v->key;
+    if (n > sizeof(v->key)) {
+        if ((v->big = kms_secmem_alloc(n)) == NULL) {
+            return false;
+        }
+        dst = v->big;
+    }
+    v->version = kv->version;
+    v->key_len = (uint32_t)n;
+    v->created_sec = kv->created_sec;
+    v->created_nsec = kv->created_nsec;
+    v->convergent_version = kv->convergent_version;
+    memcpy(v->hmac_key, kv->hmac_key, sizeof(v->hmac_key));
+    memcpy(dst, kv->key, n);
+    return true;
+}
+
+/* Slot v out into a full kms_key_version (the material's unused tail zeroed). */
+static void cver_get(const struct cver *v, struct kms_key_version *out)
+{
+    out->version = v->version;
+    out->key_len = v->key_len;
+    out->created_sec = v->created_sec;
+    out->created_nsec = v->created_nsec;
+    out->convergent_version = v->convergent_version;
+    memcpy(out->hmac_key, v->hmac_key, sizeof(out->hmac_key));
+    memcpy(out->key, v->big != NULL ? v->big : v->key, v->key_len);
+    kms_memzero(out->key + v->key_len, sizeof(out->key) - v->key_len);
 }
 
 int kms_keycache_create(size_t max_entries, struct kms_keycache **out)
@@ -227,14 +300,11 @@ static bool make_room(struct kms_keycache *kc, struct stripe *s, struct entry **
     if (s->oldest != NULL) {
         struct entry *e = s->oldest;
         unlink_entry(kc, s, e);
-        char *kbuf = e->key;
-        size_t kcap = e->keycap;
-        kms_memzero(kbuf, e->keylen);
-        /* slots at and past nversions were never written since the entry was zeroed */
-        kms_memzero(e->versions, e->nversions * sizeof(e->versions[0]));
+        uint32_t cap = e->keycap;
+        wipe_versions(e);
+        kms_memzero(e->key, e->keylen);
         kms_memzero(e, offsetof(struct entry, versions));
-        e->key = kbuf;
-        e->keycap = kcap;
+        e->keycap = cap;
         *reuse = e;
         return true;
     }
@@ -286,23 +356,20 @@ static struct entry *find_or_add(struct kms_keycache *kc, struct stripe *s, uint
     if (!make_room(kc, s, &e)) {
         return NULL;
     }
-    if (e != NULL && e->keycap < n) {
-        free(e->key);
-        e->key = NULL;
-        e->keycap = 0;
+    if (e != NULL && e->keycap < n) { /* the reused block is too small for this key */
+        entry_free(e);
+        e = NULL;
     }
-    if (e == NULL && (e = kms_secmem_alloc(sizeof(*e))) == NULL) { /* holds key material */
-        return NULL;
-    }
-    if (e->key == NULL) {
-        if ((e->key = malloc(n)) == NULL) {
-            kms_secmem_free(e, sizeof(*e));
+    if (e == NULL) {
+        /* holds key material; key bytes sized up to a multiple of 64, so most reuse fits */
+        size_t cap = (n + 64) & ~(size_t)63;
+        if ((e = kms_secmem_alloc(sizeof(*e) + cap)) == NULL) {
             return NULL;
         }
-        e->keycap = n;
+        e->keycap = (uint32_t)cap;
     }
     memcpy(e->key, key, n);
-    e->keylen = n;
+    e->keylen = (uint32_t)n;
     e->h = h;
     struct entry **b = &s->buckets[h & (s->nbuckets - 1)];
     e->next = *b;
@@ -344,21 +411,37 @@ size_t kms_keycache_count(struct kms_keycache *kc)
     return atomic_load(&kc->count);
 }
 
-bool kms_keycache_get_policy(struct kms_keycache *kc, const char *key, struct kms_key_policy *out)
+bool kms_keycache_get(struct kms_keycache *kc, const char *key, struct kms_key_policy *out,
+                      struct kms_key_version *latest, bool *has_latest)
 {
     size_t n = strlen(key);
     uint64_t h = hash64(key, n);
     struct stripe *b = stripe_of(kc, h);
     bool hit = false;
+    if (has_latest != NULL) {
+        *has_latest = false;
+    }
     pthread_mutex_lock(&b->lock);
     struct entry *e = find(b, h, key, n);
     if (e != NULL && e->has_policy) {
         *out = e->policy;
         hit = true;
+        for (size_t i = 0; latest != NULL && i < e->nversions; i++) {
+            if (e->vnum[i] == e->policy.latest_version) {
+                cver_get(&e->versions[i], latest);
+                *has_latest = true;
+                break;
+            }
+        }
     }
     pthread_mutex_unlock(&b->lock);
     kms_metrics_cache(hit);
     return hit;
+}
+
+bool kms_keycache_get_policy(struct kms_keycache *kc, const char *key, struct kms_key_policy *out)
+{
+    return kms_keycache_get(kc, key, out, NULL, NULL);
 }
 
 void kms_keycache_put_policy(struct kms_keycache *kc, const char *key,
@@ -388,8 +471,8 @@ bool kms_keycache_get_version(struct kms_keycache *kc, const char *key, uint32_t
     pthread_mutex_lock(&b->lock);
     struct entry *e = find(b, h, key, n);
     for (size_t i = 0; e != NULL && i < e->nversions; i++) {
-        if (e->versions[i].version == version) {
-            *out = e->versions[i];
+        if (e->vnum[i] == version) {
+            cver_get(&e->versions[i], out);
             hit = true;
             break;
         }
@@ -413,10 +496,17 @@ void kms_keycache_put_version(struct kms_keycache *kc, const char *key,
                 slot = e->nversions++;
             } else {
                 slot = e->next_slot;
-                e->next_slot = (e->next_slot + 1) % VERSIONS_PER_ENTRY;
+                e->next_slot = (uint8_t)((e->next_slot + 1) % VERSIONS_PER_ENTRY);
             }
-            kms_memzero(&e->versions[slot], sizeof(e->versions[slot]));
-            e->versions[slot] = *v;
+            struct cver *cv = &e->versions[slot];
+            if (cv->big != NULL) {
+                kms_secmem_free(cv->big, cv->key_len);
+            }
+            kms_memzero(cv, sizeof(*cv));
+            e->vnum[slot] = 0;
+            if (cver_set(cv, v)) {
+                e->vnum[slot] = v->version;
+            }
         }
     }
     pthread_mutex_unlock(&b->lock);

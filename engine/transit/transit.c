@@ -1097,7 +1097,21 @@ static int read_policy(struct kms_ctx *c, struct vcache *vc, const char *name,
         kms_keycache_put_policy(kc, key, p, seq);
         return 0;
     }
-    if (kms_keycache_get_policy(kc, key, p)) {
+    /* the latest version comes along into the request's versions (an encrypt's next need) */
+    bool room = vc->n < sizeof(vc->v) / sizeof(vc->v[0]);
+    bool got = false;
+    if (kms_keycache_get(kc, key, p, room ? &vc->v[vc->n] : NULL, &got)) {
+        if (got) {
+            bool dup = false;
+            for (size_t i = 0; i < vc->n; i++) {
+                dup = dup || vc->v[i].version == vc->v[vc->n].version;
+            }
+            if (dup) {
+                kms_memzero(&vc->v[vc->n], sizeof(vc->v[0]));
+            } else {
+                vc->n++;
+            }
+        }
         return 0;
     }
     if (vcache_txn(c, vc) != 0) {

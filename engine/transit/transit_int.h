@@ -185,6 +185,10 @@ void kms_keycache_destroy(struct kms_keycache **kc);
 /* Sequence to take before reading storage; a put is dropped if a write happened since. */
 uint64_t kms_keycache_seq(struct kms_keycache *kc);
 bool kms_keycache_get_policy(struct kms_keycache *kc, const char *key, struct kms_key_policy *out);
+/* The policy, and with it its latest version when that is cached too (*has_latest), in one
+ * lookup: an encrypt needs both, and a cold entry costs its cache misses once. */
+bool kms_keycache_get(struct kms_keycache *kc, const char *key, struct kms_key_policy *out,
+                      struct kms_key_version *latest, bool *has_latest);
 void kms_keycache_put_policy(struct kms_keycache *kc, const char *key,
                              const struct kms_key_policy *p, uint64_t seq);
 bool kms_keycache_get_version(struct kms_keycache *kc, const char *key, uint32_t version,

@@ -175,6 +175,71 @@ static void test_reused_entries_start_empty(void **state)
     kms_keycache_destroy(&kc);
 }
 
+/* A version of n bytes of material whose every field and byte depends on (i, n). */
+static void fill_version(struct kms_key_version *v, uint32_t ver, size_t n, size_t i)
+{
+    memset(v, 0, sizeof(*v));
+    v->version = ver;
+    v->key_len = (uint32_t)n;
+    for (size_t b = 0; b < n; b++) {
+        v->key[b] = (uint8_t)(b * 7 + i + ver);
+    }
+    memset(v->hmac_key, (int)(0x30 + ver + i), sizeof(v->hmac_key));
+    v->created_sec = 1700000000 + (int64_t)i;
+    v->created_nsec = (int32_t)(ver * 1000 + n);
+    v->convergent_version = (int)(i % 3);
+}
+
+/* Material of every size a key type has (AEAD 16/32, ed25519 64, ECDSA 97..199, hmac and
+ * RSA up to 512) comes back byte for byte, the rest of the struct zero, through more
+ * versions than an entry keeps and through eviction; a policy lookup brings the latest
+ * version along only when it is cached. */
+static void test_versions_of_every_size_round_trip(void **state)
+{
+    (void)state;
+    const size_t sizes[] = {16, 32, 64, 65, 97, 199, 256, 512};
+    const size_t nsizes = sizeof(sizes) / sizeof(sizes[0]);
+    struct kms_keycache *kc = NULL;
+    assert_int_equal(kms_keycache_create(64, &kc), 0);
+    for (size_t round = 0; round < 3; round++) {
+        for (size_t i = 0; i < 200; i++) { /* 200 keys through 64 places: evictions and reuse */
+            char k[128];
+            keyname(k, sizeof(k), i);
+            struct kms_key_policy p;
+            memset(&p, 0, sizeof(p));
+            p.latest_version = 6;
+            kms_keycache_put_policy(kc, k, &p, kms_keycache_seq(kc));
+            for (uint32_t ver = 1; ver <= 6; ver++) { /* 6 versions into 4 slots */
+                struct kms_key_version v;
+                fill_version(&v, ver, sizes[(i + ver + round) % nsizes], i);
+                kms_keycache_put_version(kc, k, &v, kms_keycache_seq(kc));
+            }
+            struct kms_key_version want, got, latest;
+            struct kms_key_policy gp;
+            bool has = false;
+            for (uint32_t ver = 3; ver <= 6; ver++) { /* the four kept */
+                memset(&got, 0xa5, sizeof(got));
+                assert_true(kms_keycache_get_version(kc, k, ver, &got));
+                fill_version(&want, ver, sizes[(i + ver + round) % nsizes], i);
+                assert_memory_equal(&got, &want, sizeof(want));
+            }
+            assert_false(kms_keycache_get_version(kc, k, 2, &got));
+            memset(&latest, 0xa5, sizeof(latest));
+            assert_true(kms_keycache_get(kc, k, &gp, &latest, &has));
+            assert_true(has);
+            fill_version(&want, 6, sizes[(i + 6 + round) % nsizes], i);
+            assert_memory_equal(&latest, &want, sizeof(want));
+            /* a latest version not in the entry: the policy alone */
+            p.latest_version = 7;
+            kms_keycache_put_policy(kc, k, &p, kms_keycache_seq(kc));
+            assert_true(kms_keycache_get(kc, k, &gp, &latest, &has));
+            assert_int_equal(gp.latest_version, 7);
+            assert_false(has);
+        }
+    }
+    kms_keycache_destroy(&kc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -182,6 +247,7 @@ int main(void)
         cmocka_unit_test(test_tables_grow_past_their_initial_size),
         cmocka_unit_test(test_stale_sequence_is_not_inserted),
         cmocka_unit_test(test_reused_entries_start_empty),
+        cmocka_unit_test(test_versions_of_every_size_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

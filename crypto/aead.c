@@ -283,10 +283,21 @@ static struct ctx_slot *ctx_get(const EVP_CIPHER *cipher, int enc, const uint8_t
         if (sl->used < victim->used)
             victim = sl;
     }
-    slot_clear(victim);
-    victim->ctx = EVP_CIPHER_CTX_new();
-    if (victim->ctx == NULL || EVP_CipherInit_ex(victim->ctx, cipher, NULL, NULL, NULL, enc) != 1 ||
-        EVP_CIPHER_CTX_ctrl(victim->ctx, EVP_CTRL_AEAD_SET_IVLEN, 12, NULL) != 1 ||
+    /* The victim's context is re-keyed when it already runs this cipher and direction (the
+     * new key schedule overwrites the old one: no free, allocation and cipher set-up per
+     * evicted key, which random keys pay on every operation); else it is rebuilt. */
+    bool rekey = victim->used != 0 && victim->ctx != NULL && victim->cipher == cipher &&
+                 victim->enc == enc && victim->keylen == keylen;
+    if (!rekey) {
+        slot_clear(victim);
+        victim->ctx = EVP_CIPHER_CTX_new();
+    } else {
+        kms_memzero(victim->key, sizeof(victim->key));
+        victim->used = 0;
+    }
+    if (victim->ctx == NULL ||
+        (!rekey && (EVP_CipherInit_ex(victim->ctx, cipher, NULL, NULL, NULL, enc) != 1 ||
+                    EVP_CIPHER_CTX_ctrl(victim->ctx, EVP_CTRL_AEAD_SET_IVLEN, 12, NULL) != 1)) ||
         EVP_CipherInit_ex(victim->ctx, NULL, NULL, key, NULL, enc) != 1) {
         slot_clear(victim);
         pthread_mutex_unlock(&c->mu);

@@ -234,6 +234,37 @@ static void test_context_cache(void **state)
     }
 }
 
+/* Known answers after every context of the thread has been re-keyed many times over (more
+ * keys of one cipher than the cache holds: an evicted context takes the next key in place),
+ * in both directions: a re-keyed context computes the same as a fresh one. */
+static void test_rekeyed_contexts_keep_known_answers(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 4; round++) {
+        uint8_t key[32], nonce[12] = {0}, pt[48] = {0}, ct[sizeof(pt) + KMS_AEAD_TAG_LEN];
+        uint8_t back[sizeof(pt)];
+        for (int k = 0; k < 40; k++) { /* 40 AES-256 keys through 8 slots, sealing and opening */
+            memset(key, 0x40 + k + round, sizeof(key));
+            assert_int_equal(
+                kms_aead_seal(KMS_AEAD_AES256_GCM, key, nonce, NULL, 0, pt, sizeof(pt), ct), 0);
+            assert_int_equal(
+                kms_aead_open(KMS_AEAD_AES256_GCM, key, nonce, NULL, 0, ct, sizeof(ct), back), 0);
+        }
+        test_aes256_gcm_tc16(NULL);
+        test_aes256_gcm_empty(NULL);
+        for (int k = 0; k < 40; k++) {
+            memset(key, 0x90 + k + round, sizeof(key));
+            assert_int_equal(
+                kms_aead_seal(KMS_AEAD_AES128_GCM, key, nonce, NULL, 0, pt, sizeof(pt), ct), 0);
+            assert_int_equal(
+                kms_aead_seal(KMS_AEAD_CHACHA20_POLY1305, key, nonce, NULL, 0, pt, sizeof(pt), ct),
+                0);
+        }
+        test_aes128_gcm_tc3(NULL);
+        test_chacha20_poly1305_rfc8439(NULL);
+    }
+}
+
 /* A thread that seals under `key`, says so, waits for `go`, then seals and opens again. */
 struct holder {
     pthread_mutex_t mu;
@@ -354,6 +385,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip_all),
         cmocka_unit_test(test_sizes),
         cmocka_unit_test(test_context_cache),
+        cmocka_unit_test(test_rekeyed_contexts_keep_known_answers),
         cmocka_unit_test(test_forget_all_across_threads),
         cmocka_unit_test(test_forget_all_under_load),
     };

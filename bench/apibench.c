@@ -5,7 +5,8 @@
  * LMDB, crypto, envelope); it is also the easiest thing to profile (perf, callgrind).
  *
  *   kmsd-apibench [-dir=DIR -root-token=T] [-op=encrypt|decrypt|batch] [-key=bench]
- *                 [-nkeys=N] [-key-cache-size=N] [-seconds=3 | -requests=N] [-batch=1000]
+ *                 [-nkeys=N [-warm]] [-key-cache-size=N] [-seconds=3 | -requests=N]
+ *                 [-batch=1000]
  *                 [-audit=FILE [-audit-fsync=batch|always|never]]
  *   kmsd-apibench -op=sign|verify -type=ed25519|ecdsa-p256|… [-batch=1] [-seconds=3]
  *
@@ -20,6 +21,8 @@
  * -key=NAME uses that key instead of "bench"; -nkeys=N (encrypt only) names a random key
  * k0000000 … k<N-1> per request, as kmsd-mkstore made them (key-cache misses, B-tree walks);
  * -key-cache-size=N sets key_cache_size (default 10,000), e.g. to N to hold every key.
+ * -warm encrypts once under each of the N keys before the clock starts, so a cache that holds
+ * them all is timed in its steady state (every request a hit on a cold entry), not filling.
  *
  * -requests=N runs exactly N requests (after one warm-up request), for instruction counts
  * under valgrind --tool=callgrind (Ir / N = instructions per request).
@@ -118,6 +121,7 @@ int main(int argc, char **argv)
     const char *dir = NULL, *op = "encrypt", *root_id = NULL, *key = "bench", *type = NULL;
     long nkeys = 0;
     long cache_size = 0;
+    bool warm = false;
     double seconds = 3;
     long batch = 1000, nreq = 0;
     const char *audit_file = NULL, *audit_fsync = "batch";
@@ -134,6 +138,8 @@ int main(int argc, char **argv)
             key = a + 4;
         } else if (strncmp(a, "nkeys=", 6) == 0) {
             nkeys = strtol(a + 6, NULL, 10);
+        } else if (strcmp(a, "warm") == 0) {
+            warm = true;
         } else if (strncmp(a, "key-cache-size=", 15) == 0) {
             cache_size = strtol(a + 15, NULL, 10);
         } else if (strncmp(a, "requests=", 9) == 0) {
@@ -149,13 +155,14 @@ int main(int argc, char **argv)
         } else if (strncmp(a, "root-token=", 11) == 0) {
             root_id = a + 11;
         } else {
-            fprintf(stderr,
-                    "usage: kmsd-apibench [-dir=DIR -root-token=T] "
-                    "[-op=encrypt|decrypt|batch] [-key=NAME] [-nkeys=N] [-key-cache-size=N] "
-                    "[-seconds=S | -requests=N] [-batch=N] "
-                    "[-audit=FILE [-audit-fsync=batch|always|never]]\n"
-                    "       kmsd-apibench -op=sign|verify -type=TYPE [-batch=N] "
-                    "[-seconds=S | -requests=N]\n");
+            fprintf(
+                stderr,
+                "usage: kmsd-apibench [-dir=DIR -root-token=T] "
+                "[-op=encrypt|decrypt|batch] [-key=NAME] [-nkeys=N [-warm]] [-key-cache-size=N] "
+                "[-seconds=S | -requests=N] [-batch=N] "
+                "[-audit=FILE [-audit-fsync=batch|always|never]]\n"
+                "       kmsd-apibench -op=sign|verify -type=TYPE [-batch=N] "
+                "[-seconds=S | -requests=N]\n");
             return 2;
         }
     }
@@ -312,6 +319,15 @@ int main(int argc, char **argv)
     }
     size_t blen = strlen(body);
 
+    for (long k = 0; warm && nkeys > 0 && strcmp(op, "encrypt") == 0 && k < nkeys; k++) {
+        snprintf(rnd_target, sizeof(rnd_target), "/v1/transit/encrypt/k%07ld", k);
+        if (call(api, rnd_target, root, body, blen, NULL) != 200) {
+            fprintf(stderr, "kmsd-apibench: warming %s failed\n", rnd_target);
+            free(sbody);
+            free(bbody);
+            goto out;
+        }
+    }
     long n = 0;
     double t0 = now_s(), t = t0;
     while (nreq > 0 ? n < nreq : t - t0 < seconds) {

@@ -608,9 +608,9 @@ static void cached_pages(const char *path, size_t *cached, size_t *total)
  * 100 KB clear field (~8 MB of lines, a group per record) leave at most the last undropped
  * MiB and its partial page cached.
  */
-static void test_synced_lines_leave_page_cache(void **state)
+/* 8 MB of lines in `mode`; fails when more than max_cached of the file's pages stay cached. */
+static void lines_leave_page_cache(enum kms_audit_fsync mode, size_t max_cached)
 {
-    (void)state;
     char dir[] = "kms-test-audit-cache-XXXXXX", path[64];
     assert_non_null(mkdtemp(dir));
     struct statfs sf;
@@ -619,7 +619,7 @@ static void test_synced_lines_leave_page_cache(void **state)
         fail_msg("the working directory is on tmpfs, whose pages cannot be dropped");
     }
     snprintf(path, sizeof(path), "%s/audit.log", dir);
-    struct kms_audit *a = open_broker(NULL, path, KMS_AUDIT_FSYNC_BATCH);
+    struct kms_audit *a = open_broker(NULL, path, mode);
     char *pad = malloc(100001);
     memset(pad, 'p', 100000);
     pad[100000] = '\0';
@@ -641,12 +641,26 @@ static void test_synced_lines_leave_page_cache(void **state)
     size_t cached, total;
     cached_pages(path, &cached, &total);
     assert_true(total > 1900); /* 80 lines of ~100 KB */
-    if (cached > 257) {
+    if (cached > max_cached) {
         fail_msg("%zu of the file's %zu pages still cached", cached, total);
     }
     kms_audit_destroy(&a);
     assert_intact(path, 1, 80);
     nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void test_synced_lines_leave_page_cache(void **state)
+{
+    (void)state;
+    lines_leave_page_cache(KMS_AUDIT_FSYNC_BATCH, 257); /* at most the last MiB, and a page */
+}
+
+/* "never" syncs nothing: each MiB goes to writeback as it is written and leaves the cache once
+ * the next MiB has been written, so at most the last two MiB (and a page) stay. */
+static void test_unsynced_lines_leave_page_cache(void **state)
+{
+    (void)state;
+    lines_leave_page_cache(KMS_AUDIT_FSYNC_NEVER, 513);
 }
 
 int main(void)
@@ -669,6 +683,7 @@ int main(void)
 #endif
         cmocka_unit_test_setup_teardown(test_storage_keeps_salt_and_head, setup, teardown),
         cmocka_unit_test(test_synced_lines_leave_page_cache),
+        cmocka_unit_test(test_unsynced_lines_leave_page_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

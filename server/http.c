@@ -44,12 +44,16 @@
  * that worker's mailbox: one wake-up of the other loop per connection, none per request. The
  * receiving worker checks max_connections again with its own exact count.
  *
- * Writing: on a plain-HTTP connection with nothing queued, an answer is sent at once
- * (evbuffer_write from a per-server scratch buffer) and only what the socket does not take is
- * queued on the bufferevent; a queued answer costs two epoll_ctl(2) (the write event added,
- * then removed once drained), which were a tenth of a worker's time under small requests.
- * TLS connections, answers that close the connection and answers behind queued output take
- * the bufferevent's path.
+ * Writing: on a plain-HTTP connection with nothing queued, an answer goes into the
+ * connection's `pend` buffer, and once the loop has run every callback that was ready, one
+ * flush writes each such connection's answers (evbuffer_write); only what a socket does not
+ * take is queued on the bufferevent. A queued answer costs two epoll_ctl(2) (the write event
+ * added, then removed once drained), which were a tenth of a worker's time under small
+ * requests; and writing each answer the moment it was ready woke the client's thread once per
+ * answer, where answers written together find it awake (over loopback the sender pays the
+ * wake-up: 20.2 -> 16.9 us of server CPU per encrypt on a 2-core VM). Anything else written to
+ * a connection (a 100 Continue, an error that closes it, TLS, answers behind queued output)
+ * first moves its pending answers onto the bufferevent (conn_out), so answers keep their order.
  *
  * Responses carry Content-Type application/json (unless api/ names another, as for
  * Prometheus metrics) and Cache-Control: no-store.
@@ -808,6 +812,9 @@ struct conn {
     struct kms_api_call *call; /* parked on its audit record, or NULL */
     struct conn *wnext;        /* in the mailbox (under mbox_mu) */
     bool in_mailbox;           /* under mbox_mu */
+    struct evbuffer *pend;     /* answers written at the next flush (plain HTTP), or NULL */
+    struct conn *fnext;        /* in the server's flush list */
+    bool in_flush;
 };
 
 /* An accepted socket given to another worker (in its mailbox, under mbox_mu). */
@@ -835,13 +842,73 @@ struct kms_http {
     struct conn *mbox;
     struct handoff *handoffs;
     struct event *mbox_ev;
-    /* plain HTTP: an answer is written into this and sent at once when nothing is queued */
-    struct evbuffer *scratch;
+    /* plain-HTTP connections with answers in `pend`, written by flush_ev's callback once the
+     * loop has run every callback that was ready */
+    struct conn *flush;
+    struct event *flush_ev;
 };
 
 static void conn_free(struct conn *c);
 static void accept_here(struct kms_http *h, evutil_socket_t fd, const struct sockaddr_storage *ss);
 static void refuse_busy(struct kms_http *h, evutil_socket_t fd);
+
+/* The bufferevent's output, with c's pending answers moved onto it first (they come before
+ * anything written there from now on). */
+static struct evbuffer *conn_out(struct conn *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (c->pend != NULL && evbuffer_get_length(c->pend) > 0) {
+        evbuffer_add_buffer(out, c->pend);
+    }
+    return out;
+}
+
+/* Send c's pending answers; what the socket does not take goes to the bufferevent. */
+static void flush_conn(struct conn *c)
+{
+    if (c->pend == NULL || evbuffer_get_length(c->pend) == 0) {
+        return;
+    }
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (evbuffer_get_length(out) == 0) {
+        /* an error is met again by the bufferevent's own write */
+        (void)evbuffer_write(c->pend, bufferevent_getfd(c->bev));
+    }
+    if (evbuffer_get_length(c->pend) > 0) {
+        evbuffer_add_buffer(out, c->pend);
+    }
+}
+
+/* Once every callback that was ready has run: write the answers they produced. */
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct kms_http *h = arg;
+    (void)fd;
+    (void)what;
+    while (h->flush != NULL) {
+        struct conn *c = h->flush;
+        h->flush = c->fnext;
+        c->fnext = NULL;
+        c->in_flush = false;
+        flush_conn(c);
+    }
+}
+
+/* Take c off the flush list (before it is freed). */
+static void flush_remove(struct conn *c)
+{
+    if (!c->in_flush) {
+        return;
+    }
+    for (struct conn **pp = &c->h->flush; *pp != NULL; pp = &(*pp)->fnext) {
+        if (*pp == c) {
+            *pp = c->fnext;
+            break;
+        }
+    }
+    c->fnext = NULL;
+    c->in_flush = false;
+}
 
 static void count_conn(struct kms_http *h)
 {
@@ -964,7 +1031,7 @@ static void fail_close(struct conn *c, int status, const char *msg)
     memset(&r, 0, sizeof(r));
     kms_api_error_response(status, msg, &r);
     c->keepalive = false;
-    write_response(c, bufferevent_get_output(c->bev), &r, false);
+    write_response(c, conn_out(c), &r, false);
     kms_http_resp_dispose(&r);
     conn_close_after_write(c);
 }
@@ -1018,18 +1085,24 @@ static void complete(struct conn *c, struct kms_http_resp *resp)
         c->keepalive = false;
     }
     bool head = strcmp(c->req.method, "HEAD") == 0;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    struct evbuffer *direct = c->h->scratch;
-    if (direct != NULL && c->h->opts.tls == NULL && c->keepalive && evbuffer_get_length(out) == 0) {
-        /* nothing queued: hand the answer to the socket now, and queue only what it did not
-         * take (an error is met again by the bufferevent's own write) */
-        write_response(c, direct, resp, head);
-        (void)evbuffer_write(direct, bufferevent_getfd(c->bev));
-        if (evbuffer_get_length(direct) > 0) {
-            evbuffer_add_buffer(out, direct);
+    struct kms_http *h = c->h;
+    if (c->pend == NULL && h->opts.tls == NULL && h->flush_ev != NULL) {
+        c->pend = evbuffer_new(); /* NULL: this connection's answers take the bufferevent */
+    }
+    if (c->pend != NULL && c->keepalive &&
+        evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        /* nothing queued: written with the other answers of this pass of the loop */
+        write_response(c, c->pend, resp, head);
+        if (!c->in_flush) {
+            if (h->flush == NULL) {
+                event_active(h->flush_ev, 0, 0);
+            }
+            c->in_flush = true;
+            c->fnext = h->flush;
+            h->flush = c;
         }
     } else {
-        write_response(c, out, resp, head);
+        write_response(c, conn_out(c), resp, head);
     }
     kms_http_resp_dispose(resp);
     kms_http_parser_reset(c->parser);
@@ -1155,8 +1228,11 @@ static void process(struct conn *c)
     const struct kms_http_opts *o = &c->h->opts;
 
     while (!c->closing && c->call == NULL) {
-        if (kms_http_parser_idle(c->parser) && evbuffer_get_length(out) > OUT_HIGH) {
+        size_t unsent =
+            evbuffer_get_length(out) + (c->pend != NULL ? evbuffer_get_length(c->pend) : 0);
+        if (kms_http_parser_idle(c->parser) && unsent > OUT_HIGH) {
             /* the client is not reading its answers: stop taking requests until it does */
+            (void)conn_out(c); /* all of it on the bufferevent, whose drain resumes reading */
             c->paused = true;
             bufferevent_disable(c->bev, EV_READ);
             bufferevent_setwatermark(c->bev, EV_WRITE, OUT_LOW, 0);
@@ -1176,7 +1252,7 @@ static void process(struct conn *c)
             return;
         }
         if (ev == KMS_HTTP_PARSE_CONTINUE) {
-            evbuffer_add_printf(out, "HTTP/1.1 100 Continue\r\n\r\n");
+            evbuffer_add_printf(conn_out(c), "HTTP/1.1 100 Continue\r\n\r\n");
             continue;
         }
         if (dispatch(c)) {
@@ -1252,6 +1328,11 @@ static void conn_free(struct conn *c)
     struct kms_http *h = c->h;
     if (c->call != NULL) {
         abandon(c, NULL); /* nobody to answer: a handler not yet run never runs */
+    }
+    flush_remove(c);
+    flush_conn(c); /* answers made in this pass still go out, as if written at once */
+    if (c->pend != NULL) {
+        evbuffer_free(c->pend);
     }
     if (c->prev != NULL) {
         c->prev->next = c->next;
@@ -1558,7 +1639,7 @@ int kms_http_create(struct event_base *base, struct kms_api *api, int listen_fd,
     h->audit_timeout_ms = api != NULL ? kms_api_audit_timeout_ms(api) : 10000;
     pthread_mutex_init(&h->mbox_mu, NULL);
     h->mbox_ev = event_new(base, -1, 0, on_mailbox, h);
-    h->scratch = evbuffer_new(); /* NULL: every answer goes through the bufferevent */
+    h->flush_ev = event_new(base, -1, 0, on_flush, h); /* NULL: answers take the bufferevent */
     h->listener = evconnlistener_new(base, on_accept, h, LEV_OPT_CLOSE_ON_FREE, -1, listen_fd);
     if (h->listener == NULL || h->mbox_ev == NULL) {
         if (h->listener != NULL) {
@@ -1569,8 +1650,8 @@ int kms_http_create(struct event_base *base, struct kms_api *api, int listen_fd,
         if (h->mbox_ev != NULL) {
             event_free(h->mbox_ev);
         }
-        if (h->scratch != NULL) {
-            evbuffer_free(h->scratch);
+        if (h->flush_ev != NULL) {
+            event_free(h->flush_ev);
         }
         pthread_mutex_destroy(&h->mbox_mu);
         free(h);
@@ -1641,8 +1722,8 @@ void kms_http_destroy(struct kms_http **hp)
         free(g);
     }
     event_free(h->mbox_ev);
-    if (h->scratch != NULL) {
-        evbuffer_free(h->scratch);
+    if (h->flush_ev != NULL) {
+        event_free(h->flush_ev);
     }
     pthread_mutex_destroy(&h->mbox_mu);
     free(h);

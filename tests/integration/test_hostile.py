@@ -168,6 +168,47 @@ class HostileHTTPTest(unittest.TestCase):
         s.close()
         self.assertIn(b"HTTP/1.1 204", data)
 
+    def test_pipelined_answers_leave_together(self):
+        # The answers produced in one pass of the event loop are written together (server/http.c,
+        # "Writing"): 20 requests sent in one segment come back in a few segments, not 20.
+        s = connect(self.srv.port)
+        s.sendall(b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\n\r\n" * 20)
+        data = b""
+        s.settimeout(10)
+        while data.count(b"HTTP/1.1 200 OK") < 20:
+            chunk = s.recv(65536)
+            self.assertTrue(chunk, data[-200:])
+            data += chunk
+        info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 192)
+        segs_in = int.from_bytes(info[140:144], "little")  # tcpi_segs_in (linux/tcp.h)
+        s.close()
+        self.assertEqual(data.count(b"HTTP/1.1 200 OK"), 20)
+        # the SYN-ACK, an ACK or two, the answers: one write of ~6 KB is one loopback segment
+        self.assertLessEqual(segs_in, 8, "20 answers arrived in %d segments" % segs_in)
+
+    def test_interim_answer_after_pipelined_ones(self):
+        # a 100 Continue for the second request must follow the first request's answer, which
+        # is still waiting for the loop's flush when the 100 is written
+        body = json.dumps({"type": "transit"}).encode()
+        s = connect(self.srv.port)
+        s.sendall(b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"POST /v1/sys/mounts/pipelined HTTP/1.1\r\nX-Vault-Token: %s\r\n"
+                  b"Content-Length: %d\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+                  % (self.srv.token.encode(), len(body)))
+        data = b""
+        s.settimeout(10)
+        while b"100 Continue" not in data:
+            chunk = s.recv(65536)
+            self.assertTrue(chunk, data)
+            data += chunk
+        self.assertTrue(data.startswith(b"HTTP/1.1 200 OK"), data[:100])
+        self.assertLess(data.index(b"HTTP/1.1 200 OK"), data.index(b"HTTP/1.1 100 Continue"))
+        s.sendall(body)
+        data += read_all(s)
+        s.close()
+        self.assertEqual(data.count(b"HTTP/1.1 200 OK"), 1, data)
+        self.assertIn(b"HTTP/1.1 204", data[data.index(b"100 Continue"):])
+
     def test_idle_connection_closed(self):
         s = connect(self.srv.port)
         t0 = time.monotonic()

@@ -378,7 +378,7 @@ static int open_file(struct kms_audit_dev *d, struct afile **out, char *why, siz
     sync_dir(d->o.path);
     af->fd = f;
     atomic_init(&af->refs, 1);
-    af->end = af->dropped = 0;
+    af->end = af->dropped = af->queued = 0;
     *out = af;
     return 0;
 fail:
@@ -594,16 +594,6 @@ static int sync_fd(struct kms_audit_dev *d, int fd, char *why, size_t whylen)
     return 0;
 }
 
-/*
- * Once a sync has made f durable up to its end: drop those pages from the page cache. kmsd
- * never reads its own audit lines back (the chain head is kept in memory; `audit verify` and
- * queries read the file from disk), so an audit file left cached only grows the page cache by
- * every byte logged (~390 KB per audited 1000-item batch) and evicts the key store's pages
- * under memory pressure; and each write then fills pages the kernel has just allocated,
- * not ones it has just freed. Only what is synced is dropped: dirty pages stay (POSIX_FADV_
- * DONTNEED would start their writeback, not free them). Advice only: a failure changes
- * nothing but the cache.
- */
 /* Drop [dropped, upto) from the page cache (from the page the last drop ended in: the kernel
  * drops whole pages only). */
 static void drop_to(struct afile *f, off_t upto)
@@ -614,6 +604,16 @@ static void drop_to(struct afile *f, off_t upto)
     f->dropped = upto;
 }
 
+/*
+ * Once a sync has made f durable up to its end: drop those pages from the page cache. kmsd
+ * never reads its own audit lines back (the chain head is kept in memory; `audit verify` and
+ * queries read the file from disk), so an audit file left cached only grows the page cache by
+ * every byte logged (~390 KB per audited 1000-item batch) and evicts the key store's pages
+ * under memory pressure; and each write then fills pages the kernel has just allocated,
+ * not ones it has just freed. Only what is synced is dropped: dirty pages stay (POSIX_FADV_
+ * DONTNEED would start their writeback, not free them). Advice only: a failure changes
+ * nothing but the cache.
+ */
 static void drop_synced(struct afile *f)
 {
     if (f->end < f->dropped) {

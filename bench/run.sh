@@ -436,9 +436,8 @@ if start_server fresh-again "$furl" "$KMSD" server -config="$fcfg"; then
     # the same 65,536 names from its seed), then its hot key and random keys alternate.
     acfg=$(config bigall "$BIGDIR.env" "$P_BIG" 0 0 "$NKEYS")
     if start_server bigall "$burl" "$KMSD" server -config="$acfg"; then
-        env BENCH_TOKEN="$BIG_TOKEN" BENCH_NKEYS="$NKEYS" BENCH_NREQ=65536 \
-            wrk -t"$THREADS" -c"$CONNS" -d"${BENCH_CACHE_WARMUP:-10s}" \
-            -s "$BENCH_LUA_DIR/encrypt.lua" "$burl" >/dev/null 2>&1
+        WARMUP=${BENCH_CACHE_WARMUP:-10s} warm "$burl" encrypt.lua BENCH_TOKEN="$BIG_TOKEN" \
+            BENCH_NKEYS="$NKEYS" BENCH_NREQ=65536
         warm "$burl" encrypt.lua BENCH_TOKEN="$BIG_TOKEN"
         wrkrun allhot1 "encrypt, 1 hot key, cache = $NKEYS" "$burl" encrypt.lua "$CONNS" 1 \
             BENCH_TOKEN="$BIG_TOKEN"
@@ -526,7 +525,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
 BARE_RPS=$(col bare 3)
 TLS_BARE_RPS=$(col tls_bare 3)
-FRESH_RPS=$(awk -v a="$(col fresh1 3)" -v b="$(col fresh2 3)" 'BEGIN { if (a > 0 && b > 0) print (a + b) / 2; else print a + b }')
+mean2() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) print (a + b) / 2; else print a + b }'; }
+FRESH_RPS=$(mean2 "$(col fresh1 3)" "$(col fresh2 3)")
 {
     echo
     echo "== results ($(nproc) cores: $CPU; wrk -t$THREADS -c$CONNS, batch -c$BCONNS, -d$DUR)"
@@ -568,7 +568,7 @@ FRESH_RPS=$(awk -v a="$(col fresh1 3)" -v b="$(col fresh2 3)" 'BEGIN { if (a > 0
         allhot1 | allhot2) target="(the cache-sized baseline)" ;;
         bigall)
             # issue 12 item 4: random keys within 0.9x of a hot key, the cache holding the store
-            hot=$(awk -v a="$(col allhot1 3)" -v b="$(col allhot2 3)" 'BEGIN { if (a > 0 && b > 0) print (a + b) / 2; else print a + b }')
+            hot=$(mean2 "$(col allhot1 3)" "$(col allhot2 3)")
             r=$(ratio "$rps" "$hot")
             target=">= 0.90 x hot key ($r)"
             ge "$r" 0.9 && result=PASS || result=MISS

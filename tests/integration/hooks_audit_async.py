@@ -479,7 +479,9 @@ class BrokenSyncTest(HookedServer):
 
 class HungDeviceTest(HookedServer):
     """Two devices; "second" takes its hooks from hooks/second, "file" from hooks/file."""
-    extra_config = {"audit_timeout": 1}
+    # "file" really fsyncs, and a request that goes on without "second" needs "file" to have
+    # its lines before audit_timeout: 3 s leaves a loaded disk's slow fsync room
+    extra_config = {"audit_timeout": 3}
 
     @classmethod
     def more_config(cls, cfg):
@@ -507,7 +509,7 @@ class HungDeviceTest(HookedServer):
         t0 = time.monotonic()
         r = self.req("POST", "transit/encrypt/" + name, {"plaintext": b64("one device")})
         self.assertEqual(r.status, 200, r.describe())  # "file" has both lines
-        self.assertGreaterEqual(time.monotonic() - t0, 0.9)  # it waited audit_timeout
+        self.assertGreaterEqual(time.monotonic() - t0, 2.9)  # it waited audit_timeout
         wait_for(lambda: os.path.exists(os.path.join(self.hooks, "second", "held")), 30,
                  lambda: "the second device's writer to reach the held fsync")
         # a change: its request line and its response line each wait audit_timeout

@@ -189,16 +189,20 @@ class K8sLoginTest(KmsdTestCase):
 
     # ---- case 6: time claims --------------------------------------------------------------
     def test_time_claims(self):
+        # The server reads the wall clock, so each case stays 30 s or more away from the 60 s
+        # leeway's edge: a case at the edge would turn on which second the request lands in.
+        # The exact edges (59 s in, 60 s out) are checked against an injected clock in
+        # tests/auth/test_jwt.c.
         now = int(time.time())
-        self.refused(self.iss.mint(now=now - 3661, exp_in=3600), msg=MSG_EXP)
-        self.accepted(self.iss.mint(now=now - 3659 + 2, exp_in=3600))  # 57 s past exp
+        self.refused(self.iss.mint(now=now - 3600 - 90, exp_in=3600), msg=MSG_EXP)
+        self.accepted(self.iss.mint(now=now - 3600 - 30, exp_in=3600))  # 30 s past exp
         c = self.iss.claims()
-        c["nbf"] = now + 61
+        c["nbf"] = now + 90
         self.refused(self.iss.sign(c), msg=MSG_NBF)
         c["nbf"] = now + 30
         self.accepted(self.iss.sign(c))
         c = self.iss.claims()
-        c["iat"] = now + 61
+        c["iat"] = now + 90
         self.refused(self.iss.sign(c), msg=MSG_IAT)
         c = self.iss.claims()
         del c["exp"]

@@ -172,5 +172,5 @@ pbrun side_tls_dec_lat "sidecar Decrypt, one at a time (https)" "$W/side-https.s
             "$(awk -v v="$p50" 'BEGIN{print v/1000}')" "$(awk -v v="$p99" 'BEGIN{print v/1000}')" \
             "$x" "$target" "$result"
     done <"$W/rows"
-    echo "(the sidecar opens one HTTP(S) connection per call to the key service, as kmsctl does)"
+    echo "(the sidecar keeps its connections to the key service open: one per call in flight, reused)"
 } | tee "$TXT" | tee -a "$LOG"

@@ -5,6 +5,13 @@
  * token when two thirds of its TTL have passed, logs in again (or re-reads the file) when the
  * token has expired or a call is refused with 403, and retries that call once. A server it
  * cannot reach answers 503, which the plugin reports as UNAVAILABLE at once.
+ *
+ * Calls reuse connections: a call takes an idle keep-alive client from the pool (or makes
+ * one), and gives it back after a complete answer; a client whose exchange failed is closed.
+ * So a busy apiserver neither pays a TCP (and TLS) handshake per call nor leaves a socket in
+ * TIME_WAIT per call. The pool holds at most as many clients as calls ran at once (the
+ * plugin's call threads), never more than POOL_MAX. The token is sent as a header of each
+ * request, so a renewed or new token needs no new connection.
  */
 #include "kmsplugin/kmsplugin_int.h"
 
@@ -16,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define POOL_MAX 64 /* idle kept connections at most */
 
 struct remote {
     char *addr, *ns, *mount, *name, *ca_cert;
@@ -30,6 +39,9 @@ struct remote {
     int64_t margin_ms;   /* a tenth of the TTL: a token this close to expiry is not used */
     uint64_t generation; /* bumped at every new token */
     bool renewable;
+    pthread_mutex_t pool_mu; /* guards idle, nidle */
+    struct kms_cli_http *idle[POOL_MAX];
+    size_t nidle;
 };
 
 static void rlog(struct remote *r, const char *level, const char *msg, const char *detail)
@@ -74,29 +86,90 @@ static char *read_secret_file(const char *path, struct kms_err *err)
     return buf;
 }
 
-/* One HTTP exchange; the body is JSON. *resp is always disposed by the caller. */
-static int exchange(struct remote *r, const char *token, const char *method, const char *path,
-                    const char *body, struct kms_cli_resp *resp, struct kms_err *err)
+/* An idle kept client from the pool, or a new one; NULL with err set. */
+static struct kms_cli_http *pool_take(struct remote *r, struct kms_err *err)
 {
     struct kms_cli_http *h = NULL;
+    pthread_mutex_lock(&r->pool_mu);
+    if (r->nidle > 0) {
+        h = r->idle[--r->nidle];
+        r->idle[r->nidle] = NULL;
+    }
+    pthread_mutex_unlock(&r->pool_mu);
+    if (h != NULL) {
+        return h;
+    }
     struct kms_cli_http_opts o;
     char e[512];
     memset(&o, 0, sizeof(o));
-    memset(resp, 0, sizeof(*resp));
     o.addr = r->addr;
-    o.token = token;
-    o.ns = r->ns;
     o.timeout_ms = r->timeout_ms;
     o.ca_cert = r->ca_cert;
+    o.keepalive = true;
     if (kms_cli_http_create(&o, &h, e, sizeof(e)) != 0) {
-        return kms_err_set(err, 500, "%s", e);
+        kms_err_set(err, 500, "%s", e);
+        return NULL;
     }
-    int rc =
-        kms_cli_http_do(h, method, path, body, body != NULL ? strlen(body) : 0, resp, e, sizeof(e));
+    return h;
+}
+
+/* A client whose last exchange was answered goes back to the pool (closed if it is full). */
+static void pool_give(struct remote *r, struct kms_cli_http *h)
+{
+    pthread_mutex_lock(&r->pool_mu);
+    if (r->nidle < POOL_MAX) {
+        r->idle[r->nidle++] = h;
+        h = NULL;
+    }
+    pthread_mutex_unlock(&r->pool_mu);
     kms_cli_http_destroy(&h);
-    if (rc != 0) {
+}
+
+/* A value that can go into a header line as it is: printable ASCII, no CR or LF. */
+static bool header_safe(const char *s)
+{
+    for (; *s != '\0'; s++) {
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* One HTTP exchange on a pooled connection; the body is JSON. *resp is always disposed by the
+ * caller. */
+static int exchange(struct remote *r, const char *token, const char *method, const char *path,
+                    const char *body, struct kms_cli_resp *resp, struct kms_err *err)
+{
+    struct kms_cli_header hd[4];
+    size_t n = 0;
+    char e[512];
+    memset(resp, 0, sizeof(*resp));
+    if (token != NULL && !header_safe(token)) {
+        return kms_err_set(err, 401, "the token holds characters a token cannot have");
+    }
+    hd[n++] = (struct kms_cli_header){"Accept", "application/json"};
+    if (token != NULL && token[0] != '\0') {
+        hd[n++] = (struct kms_cli_header){"X-Vault-Token", token};
+    }
+    if (r->ns != NULL) {
+        hd[n++] = (struct kms_cli_header){"X-Vault-Namespace", r->ns};
+    }
+    if (body != NULL) {
+        hd[n++] = (struct kms_cli_header){"Content-Type", "application/json"};
+    }
+    struct kms_cli_http *h = pool_take(r, err);
+    if (h == NULL) {
+        return -1;
+    }
+    if (kms_cli_http_request(h, method, path, hd, n, body, body != NULL ? strlen(body) : 0, resp, e,
+                             sizeof(e)) != 0) {
+        kms_cli_http_destroy(&h);
         return kms_err_set(err, 503, "cannot reach %s: %s", r->addr, e);
     }
+    free(resp->headers); /* only the status and the body are used */
+    resp->headers = NULL;
+    pool_give(r, h);
     return 0;
 }
 
@@ -359,6 +432,10 @@ static void remote_destroy(void *arg)
         return;
     }
     free_token(r);
+    for (size_t i = 0; i < r->nidle; i++) {
+        kms_cli_http_destroy(&r->idle[i]);
+    }
+    pthread_mutex_destroy(&r->pool_mu);
     char **s[] = {&r->addr,      &r->ns,   &r->mount,    &r->name,      &r->ca_cert,
                   &r->auth_path, &r->role, &r->jwt_file, &r->token_file};
     for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++) {
@@ -397,6 +474,7 @@ int kms_plugin_remote_backend(const struct kms_plugin_remote_opts *o,
         return kms_err_set(err, 500, "out of memory");
     }
     pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_init(&r->pool_mu, NULL);
     r->addr = dup_or_null(o->addr, &oom);
     r->ns = dup_or_null(o->ns, &oom);
     r->mount = dup_or_null(o->mount != NULL ? o->mount : "transit", &oom);
@@ -412,6 +490,10 @@ int kms_plugin_remote_backend(const struct kms_plugin_remote_opts *o,
     if (oom) {
         remote_destroy(r);
         return kms_err_set(err, 500, "out of memory");
+    }
+    if (r->ns != NULL && !header_safe(r->ns)) {
+        remote_destroy(r);
+        return kms_err_set(err, 400, "the namespace holds characters a header cannot carry");
     }
     /* the same key_id as the in-process plugin for the same key */
     char nsp[300] = "";

@@ -9,6 +9,7 @@ expiry, a token file re-read after a 403, TLS with -ca-cert, and SIGTERM.
 """
 
 import concurrent.futures
+import json
 import os
 import shutil
 import signal
@@ -80,6 +81,9 @@ class SidecarCase(unittest.TestCase):
         load_stubs()
         cls.dir = tempfile.mkdtemp(prefix="kmsd-sidecar-")
         cls.remote = KmsdServer(mode="config")
+        # the audit log's remote_port tells which connection each call came on
+        cls.audit = os.path.join(cls.remote.workdir, "audit.log")
+        cls.remote.config.update({"audit_file": cls.audit, "audit_fsync": "never"})
         cls.remote.start()
         r = cls.remote.request("PUT", "sys/init", {}, token=None)
         assert r.status == 200, r.describe()
@@ -110,6 +114,19 @@ class SidecarCase(unittest.TestCase):
             if rc != 0:
                 self.fail("sidecar exit %r\n%s" % (rc, s.log_text()))
             self.assertFalse(os.path.exists(s.sock), "socket left behind")
+
+    def ports_of(self, name):
+        """The client ports of the remote's encrypt and decrypt requests on key `name`."""
+        ports = []
+        with open(self.audit, "rb") as f:
+            for raw in f:
+                line = json.loads(raw)
+                req = line.get("request", {})
+                if (line.get("type") == "request" and
+                        req.get("path", "").rsplit("/", 1)[-1] == "%s-%s-%s" % (ORG, PROJECT, name)
+                        and req.get("path", "").split("/")[1] in ("encrypt", "decrypt")):
+                    ports.append(req["remote_port"])
+        return ports
 
     def kmskey(self, name):
         r = self.remote.request("POST", "kms/keys/%s/%s" % (PROJECT, name), {"purpose": "etcd"},
@@ -202,6 +219,23 @@ class TestSidecar(SidecarCase):
         futs = [p.stub.Decrypt.future(pb.DecryptRequest(ciphertext=c.ciphertext, key_id=c.key_id),
                                       timeout=120) for c in cts]
         self.assertEqual([f.result().plaintext for f in futs], seeds)
+        # 400 calls on the sidecar's 16 call threads: on at most 16 kept connections (twice that
+        # leaves room for ones the remote closed), not one connection per call
+        ports = self.ports_of("etcd-c")
+        self.assertEqual(len(ports), 400)
+        self.assertLessEqual(len(set(ports)), 32, "%d connections" % len(set(ports)))
+
+    def test_calls_reuse_one_connection(self):
+        self.kmskey("etcd-k")
+        p = self.sidecar("etcd-k").plugin
+        for i in range(30):
+            e = p.encrypt(SEED)
+            self.assertEqual(p.decrypt(e.ciphertext, e.key_id).plaintext, SEED)
+        ports = self.ports_of("etcd-k")
+        self.assertEqual(len(ports), 60)
+        # one call at a time: one connection, and a second one at most when a Status call (every
+        # second) overlapped a call
+        self.assertLessEqual(len(set(ports)), 2, "%d connections" % len(set(ports)))
 
     def test_bad_login_is_unauthenticated(self):
         self.kmskey("etcd-l")
@@ -281,6 +315,22 @@ class TestSidecarTokens(SidecarCase):
         self.assertEqual(self.logins(s), 1, s.log_text())
         self.assertNotIn("renewal failed", s.log_text())
 
+    def test_token_file_with_a_line_break_is_refused(self):
+        """A token file whose token has a line break in it: nothing is sent (the rest of the
+        file would become request headers); the call is UNAUTHENTICATED."""
+        self.kmskey("etcd-x")
+        tfile = os.path.join(self.dir, "split.token")
+        with open(tfile, "w") as f:
+            f.write("hvs.first-half\r\nX-Vault-Namespace: root\n")
+        s = Sidecar(self.dir, ["-addr=" + self.remote.addr, "-key=%s/etcd-x" % PROJECT,
+                               "-namespace=" + ORG, "-vault-token-file=" + tfile,
+                               "-status-interval=1s"])
+        self.sidecars.append(s)
+        code, details = rpc_error(s.plugin.encrypt, SEED)
+        self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED, details)
+        self.assertIn("characters a token cannot have", details)
+        self.assertEqual(self.ports_of("etcd-x"), [])  # no request reached the key service
+
     def test_token_file_reread_after_403(self):
         self.kmskey("etcd-f")
 
@@ -315,7 +365,9 @@ class TestSidecarTLS(unittest.TestCase):
         d = tempfile.mkdtemp(prefix="kmsd-sidecar-tls-")
         ca_key, ca = test_tls.make_ca(d, "ca")
         key, crt = test_tls.make_leaf(d, "server", ca_key, ca, 7)
-        srv = KmsdServer(extra_args=["-tls-cert-file=" + crt, "-tls-key-file=" + key])
+        audit = os.path.join(d, "audit.log")
+        srv = KmsdServer(extra_args=["-tls-cert-file=" + crt, "-tls-key-file=" + key,
+                                     "-audit-file=" + audit, "-audit-fsync=never"])
         sidecars = []
         try:
             srv.start()
@@ -339,6 +391,17 @@ class TestSidecarTLS(unittest.TestCase):
             e = good.plugin.encrypt(SEED)
             self.assertEqual(e.key_id, "transit/keys/tls-k:v1")
             self.assertEqual(good.plugin.decrypt(e.ciphertext, e.key_id).plaintext, SEED)
+            for _ in range(10):
+                e = good.plugin.encrypt(SEED)
+                self.assertEqual(good.plugin.decrypt(e.ciphertext, e.key_id).plaintext, SEED)
+            # the calls share a kept TLS connection (a second one at most, if a Status call
+            # overlapped one): not a handshake per call
+            with open(audit, "rb") as f:
+                ports = {json.loads(l)["request"]["remote_port"] for l in f
+                         if json.loads(l)["request"].get("path", "").split("/")[1:2]
+                         in (["encrypt"], ["decrypt"])}
+            self.assertGreaterEqual(len(ports), 1)
+            self.assertLessEqual(len(ports), 2, "%d connections" % len(ports))
             # without the CA the server's certificate is not trusted
             bad = Sidecar(d, base)
             sidecars.append(bad)

@@ -34,6 +34,7 @@ struct stream {
     bool grpc_ct;     /* content-type application/grpc[+proto|;...] */
     bool too_big;     /* more DATA than a message may have */
     bool answered;    /* kms_h2_answer was called (or an error was submitted) */
+    bool called;      /* handed to on_call */
     bool over_budget; /* past MAX_BUFFERED_*: answered RESOURCE_EXHAUSTED at its end */
     uint8_t *body;    /* the DATA received */
     size_t len, cap;
@@ -44,6 +45,7 @@ struct stream {
 struct kms_h2 {
     nghttp2_session *s;
     kms_h2_call_fn on_call;
+    kms_h2_cancel_fn on_cancel;
     kms_h2_send_fn send;
     void *arg;
     size_t open;
@@ -285,6 +287,7 @@ static int request_done(struct kms_h2 *h, struct stream *st)
     }
     memcpy(msg, st->body + GRPC_PREFIX, mlen);
     kms_memzero(st->body, st->len);
+    st->called = true;
     h->on_call(h->arg, h, st->id, (enum kms_plugin_method)st->method, msg, mlen);
     return 0;
 }
@@ -320,6 +323,9 @@ static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error
     (void)error_code;
     struct stream *st = nghttp2_session_get_stream_user_data(s, stream_id);
     if (st != NULL) {
+        if (st->called && !st->answered && h->on_cancel != NULL) {
+            h->on_cancel(h->arg, stream_id); /* reset by the client while its call waits */
+        }
         nghttp2_session_set_stream_user_data(s, stream_id, NULL);
         stream_free(h, st);
     }
@@ -339,7 +345,8 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud)
     return 0;
 }
 
-int kms_h2_create(kms_h2_call_fn on_call, kms_h2_send_fn send, void *arg, struct kms_h2 **out)
+int kms_h2_create(kms_h2_call_fn on_call, kms_h2_cancel_fn on_cancel, kms_h2_send_fn send,
+                  void *arg, struct kms_h2 **out)
 {
     nghttp2_session_callbacks *cbs = NULL;
     nghttp2_option *opt = NULL;
@@ -349,6 +356,7 @@ int kms_h2_create(kms_h2_call_fn on_call, kms_h2_send_fn send, void *arg, struct
         goto fail;
     }
     h->on_call = on_call;
+    h->on_cancel = on_cancel;
     h->send = send;
     h->arg = arg;
     nghttp2_session_callbacks_set_send_callback(cbs, on_send);

@@ -54,9 +54,13 @@ typedef void (*kms_h2_call_fn)(void *arg, struct kms_h2 *h, int32_t stream_id,
                                enum kms_plugin_method m, uint8_t *msg, size_t len);
 /* Bytes the session wants sent. Returns 0, or -1 to fail the session. */
 typedef int (*kms_h2_send_fn)(void *arg, const uint8_t *data, size_t len);
+/* A call handed over and not answered yet whose stream the client closed (RST_STREAM): its
+ * answer would be dropped, so it need not run. */
+typedef void (*kms_h2_cancel_fn)(void *arg, int32_t stream_id);
 
-int kms_h2_create(kms_h2_call_fn on_call, kms_h2_send_fn send, void *arg,
-                  struct kms_h2 **out) KMS_WUR;
+/* on_cancel may be NULL (calls are answered before on_call returns). */
+int kms_h2_create(kms_h2_call_fn on_call, kms_h2_cancel_fn on_cancel, kms_h2_send_fn send,
+                  void *arg, struct kms_h2 **out) KMS_WUR;
 void kms_h2_destroy(struct kms_h2 **h);
 /* Feed received bytes; 0, or -1 when the session must be closed. Sends what it can. */
 int kms_h2_recv(struct kms_h2 *h, const uint8_t *in, size_t len) KMS_WUR;
@@ -101,6 +105,11 @@ int kms_plugin_remote_backend(const struct kms_plugin_remote_opts *o,
 /* ---- metrics (metrics.c) ------------------------------------------------------------------ */
 
 void kms_plugin_metrics_count(enum kms_plugin_method m, int code, int64_t micros);
+/* A call the client cancelled before a call thread took it: counted as CANCELLED, never run,
+ * so not in the duration histogram. */
+void kms_plugin_metrics_cancelled(enum kms_plugin_method m);
+/* Calls received and waiting for a call thread (a gauge; delta +1 or -1). */
+void kms_plugin_metrics_queued(int delta);
 
 /* Monotonic milliseconds and microseconds. */
 int64_t kms_plugin_mono_ms(void);

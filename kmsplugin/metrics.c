@@ -19,6 +19,7 @@ static const uint64_t bounds_us[NBUCKETS] = {50,   100,   250,   500,    1000,  
 static _Atomic uint64_t calls[KMS_PLUGIN_NMETHODS][NCODES];
 static _Atomic uint64_t buckets[KMS_PLUGIN_NMETHODS][NBUCKETS];
 static _Atomic uint64_t sum_us[KMS_PLUGIN_NMETHODS];
+static _Atomic int64_t queued;
 
 static const char *const code_names[NCODES] = {
     "OK",
@@ -55,6 +56,18 @@ void kms_plugin_metrics_count(enum kms_plugin_method m, int code, int64_t micros
         }
     }
     atomic_fetch_add_explicit(&sum_us[m], us, memory_order_relaxed);
+}
+
+void kms_plugin_metrics_cancelled(enum kms_plugin_method m)
+{
+    if (m < KMS_PLUGIN_NMETHODS) {
+        atomic_fetch_add_explicit(&calls[m][KMS_GRPC_CANCELLED], 1, memory_order_relaxed);
+    }
+}
+
+void kms_plugin_metrics_queued(int delta)
+{
+    atomic_fetch_add_explicit(&queued, delta, memory_order_relaxed);
 }
 
 struct out {
@@ -131,5 +144,11 @@ int kms_plugin_metrics_text(char **buf, size_t *len, size_t *cap)
         outf(&o, "kmsd_kms_plugin_call_duration_seconds_count{method=\"%s\"} %llu\n", name,
              (unsigned long long)cum);
     }
+    outf(&o,
+         "# HELP kmsd_kms_plugin_calls_queued KMS plugin calls received and waiting for a "
+         "call thread.\n"
+         "# TYPE kmsd_kms_plugin_calls_queued gauge\n"
+         "kmsd_kms_plugin_calls_queued %lld\n",
+         (long long)atomic_load_explicit(&queued, memory_order_relaxed));
     return o.oom ? -1 : 0;
 }

@@ -3,7 +3,11 @@
  * read into the connection's HTTP/2 session, write what it sends), and a pool of threads that
  * run the calls (the backend may wait on storage, the audit log or a remote server). A
  * finished call comes back to the loop through a locked queue and an activated event; when
- * its connection or stream is gone by then, the answer is dropped.
+ * its connection or stream is gone by then, the answer is dropped. A call whose stream the
+ * client resets (RST_STREAM), or whose connection closes, before a call thread has taken it is
+ * never run: it is marked cancelled and the thread that takes it answers CANCELLED at once (a
+ * client opening and resetting streams in a loop, as in HTTP/2 "rapid reset", cannot make the
+ * plugin decrypt what nobody waits for).
  *
  * Stop: the listener closes, every connection gets a GOAWAY, calls in flight finish and are
  * answered, and each connection closes once it has nothing open; after the grace time the
@@ -16,6 +20,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/thread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +37,9 @@
 struct conn;
 
 struct job {
-    struct job *next;
+    struct job *next;  /* in the pool's todo or done list */
+    struct job *cnext; /* in its connection's jobs (loop thread only) */
+    atomic_bool cancelled;
     struct conn *conn;
     int32_t stream_id;
     enum kms_plugin_method m;
@@ -49,10 +56,11 @@ struct conn {
     struct conn *prev, *next;
     struct bufferevent *bev;
     struct kms_h2 *h2;
-    size_t pending; /* jobs of this connection not yet back */
-    bool greeted;   /* the client sent something: the handshake timeout is off */
-    bool dead;      /* socket closed: freed when pending reaches 0 */
-    bool lingering; /* everything sent, write side shut: waiting for the client's close */
+    size_t pending;   /* jobs of this connection not yet back */
+    struct job *jobs; /* those jobs (to cancel them) */
+    bool greeted;     /* the client sent something: the handshake timeout is off */
+    bool dead;        /* socket closed: freed when pending reaches 0 */
+    bool lingering;   /* everything sent, write side shut: waiting for the client's close */
 };
 
 struct kms_plugin {
@@ -118,9 +126,16 @@ static void *pool_main(void *arg)
             p->todo_tail = NULL;
         }
         pthread_mutex_unlock(&p->mu);
+        kms_plugin_metrics_queued(-1);
 
-        j->code = kms_plugin_call(&p->core, j->m, j->in, j->inlen, &j->out, &j->outlen, j->msg,
-                                  sizeof(j->msg));
+        if (atomic_load(&j->cancelled)) {
+            j->code = KMS_GRPC_CANCELLED; /* nobody waits for the answer: not run */
+            snprintf(j->msg, sizeof(j->msg), "the call was cancelled");
+            kms_plugin_metrics_cancelled(j->m);
+        } else {
+            j->code = kms_plugin_call(&p->core, j->m, j->in, j->inlen, &j->out, &j->outlen, j->msg,
+                                      sizeof(j->msg));
+        }
         kms_free_wipe((void **)&j->in, j->inlen);
         j->inlen = 0;
 
@@ -163,6 +178,9 @@ static void conn_close(struct conn *c)
         return;
     }
     c->dead = true;
+    for (struct job *j = c->jobs; j != NULL; j = j->cnext) {
+        atomic_store(&j->cancelled, true); /* answers nobody will read */
+    }
     kms_h2_destroy(&c->h2);
     if (c->bev != NULL) {
         bufferevent_free(c->bev);
@@ -220,6 +238,19 @@ static int conn_send(void *arg, const uint8_t *data, size_t len)
     return evbuffer_add(bufferevent_get_output(c->bev), data, len) == 0 ? 0 : -1;
 }
 
+/* The client reset the stream of a call not answered yet: if no thread has taken it, it will
+ * not run. */
+static void conn_cancel(void *arg, int32_t stream_id)
+{
+    struct conn *c = arg;
+    for (struct job *j = c->jobs; j != NULL; j = j->cnext) {
+        if (j->stream_id == stream_id) {
+            atomic_store(&j->cancelled, true);
+            return;
+        }
+    }
+}
+
 static void conn_call(void *arg, struct kms_h2 *h, int32_t stream_id, enum kms_plugin_method m,
                       uint8_t *msg, size_t len)
 {
@@ -239,7 +270,11 @@ static void conn_call(void *arg, struct kms_h2 *h, int32_t stream_id, enum kms_p
     j->m = m;
     j->in = msg;
     j->inlen = len;
+    atomic_init(&j->cancelled, false);
+    j->cnext = c->jobs;
+    c->jobs = j;
     c->pending++;
+    kms_plugin_metrics_queued(1);
     pthread_mutex_lock(&p->mu);
     if (p->todo_tail != NULL) {
         p->todo_tail->next = j;
@@ -318,7 +353,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
     c->p = p;
     c->bev = bufferevent_socket_new(p->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (c->bev == NULL || kms_h2_create(conn_call, conn_send, c, &c->h2) != 0) {
+    if (c->bev == NULL || kms_h2_create(conn_call, conn_cancel, conn_send, c, &c->h2) != 0) {
         if (c->bev != NULL) {
             bufferevent_free(c->bev);
         } else {
@@ -357,6 +392,12 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
         struct job *j = list;
         list = j->next;
         struct conn *c = j->conn;
+        for (struct job **pp = &c->jobs; *pp != NULL; pp = &(*pp)->cnext) {
+            if (*pp == j) {
+                *pp = j->cnext;
+                break;
+            }
+        }
         c->pending--;
         if (c->dead) {
             if (c->pending == 0) {
@@ -444,6 +485,7 @@ static void plugin_free(struct kms_plugin *p)
     }
     for (struct job *j = p->todo, *next; j != NULL; j = next) {
         next = j->next;
+        kms_plugin_metrics_queued(-1);
         struct conn *c = j->conn;
         if (--c->pending == 0 && c->dead) {
             conn_free(c);
@@ -631,7 +673,7 @@ int kms_plugin_session_run(const struct kms_plugin_backend *b, const uint8_t *in
     kms_plugin_core_init(&r.core, &nb, 0);
     *out = NULL;
     *outlen = 0;
-    if (kms_h2_create(run_call, run_send, &r, &h) != 0) {
+    if (kms_h2_create(run_call, NULL, run_send, &r, &h) != 0) {
         kms_plugin_core_dispose(&r.core);
         return -1;
     }

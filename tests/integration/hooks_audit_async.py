@@ -588,5 +588,67 @@ class TimeoutTest(HookedServer):
         self.verify()
 
 
+class PluginCancelTest(HookedServer):
+    """KMS plugin calls whose stream the client resets while they wait for a call thread are
+    never run (HTTP/2 "rapid reset": opening and resetting streams in a loop must not make the
+    plugin decrypt what nobody waits for)."""
+
+    @classmethod
+    def more_config(cls, cfg):
+        cls.sock = os.path.join(cls.workdir, "kms.sock")
+        cfg["kms_plugins"] = [{"socket": cls.sock, "key": "plugin-k"}]
+
+    def test_calls_reset_while_queued_never_run(self):
+        from kms_plugin_helpers import Plugin, load_stubs, wait_socket
+        pb, _ = load_stubs()
+        r = self.req("POST", "transit/keys/plugin-k", {})
+        self.assertIn(r.status, (200, 204), r.describe())
+        wait_socket(self.sock)
+        p = Plugin(self.sock)
+        try:
+            p.encrypt(b"warm", uid="warm")  # the channel is up, the key cached
+            self.wait_drained()
+
+            def call(uid):
+                return p.stub.Encrypt.future(pb.EncryptRequest(plaintext=b"x", uid=uid),
+                                             timeout=120)
+
+            self.hook("hold")
+            held = [call("held-%d" % i) for i in range(32)]
+            self.wait_held()
+            # the 32 call threads each run one of those (FIFO) and wait for its audit record:
+            # the next 20 calls wait in the queue
+            later = [call("cancelled-%d" % i) for i in range(20)]
+            wait_for(lambda: self.metric("kmsd_kms_plugin_calls_queued") == 20, 30,
+                     lambda: "20 calls queued behind the busy call threads (have %s)" %
+                     self.metric("kmsd_kms_plugin_calls_queued"))
+            for f in later:
+                f.cancel()
+            # a call sent after the resets on the same connection: once it is queued, the
+            # server has read the resets before it
+            marker = call("marker")
+            wait_for(lambda: self.metric("kmsd_kms_plugin_calls_queued") == 21, 30,
+                     lambda: "the marker call queued behind the reset ones")
+            self.unhook("hold")
+            for f in held + [marker]:
+                self.assertTrue(f.result().ciphertext.startswith(b"vault:v1:"))
+            for f in later:
+                self.assertTrue(f.cancelled())
+            wait_for(lambda: self.metric("kmsd_kms_plugin_calls_queued") == 0, 30,
+                     lambda: "the queue to empty")
+            self.wait_drained()
+        finally:
+            p.close()
+        raw = open(self.log, "rb").read()
+        for i in range(32):
+            self.assertIn(b'"held-%d"' % i, raw)
+        self.assertIn(b'"marker"', raw)
+        self.assertEqual(raw.count(b'"client_uid":"cancelled-'), 0)  # not one of them ran
+        r = self.req("GET", "sys/metrics?format=prometheus")
+        self.assertIn('kmsd_kms_plugin_calls_total{method="Encrypt",code="CANCELLED"} 20',
+                      r.body.decode())
+        self.verify()
+
+
 if __name__ == "__main__":
     unittest.main()

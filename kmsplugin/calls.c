@@ -413,9 +413,18 @@ int kms_plugin_call(struct kms_plugin_core *c, enum kms_plugin_method m, const u
     *outlen = 0;
     msg[0] = '\0';
     switch (m) {
-    case KMS_PLUGIN_STATUS:
+    case KMS_PLUGIN_STATUS: {
+        /* StatusRequest has no fields, but a body that is not protobuf is refused as the other
+         * calls' are (unknown fields are skipped, as protobuf readers do) */
+        V2__StatusRequest *req = v2__status_request__unpack(NULL, len, in);
+        if (req == NULL) {
+            code = fail(msg, msglen, KMS_GRPC_INVALID_ARGUMENT, "malformed StatusRequest message");
+            break;
+        }
+        v2__status_request__free_unpacked(req, NULL);
         code = status(c, out, outlen);
         break;
+    }
     case KMS_PLUGIN_ENCRYPT:
         code = encrypt(c, in, len, out, outlen, msg, msglen);
         break;

@@ -249,6 +249,15 @@ static ssize_t read_resp(nghttp2_session *s, int32_t stream_id, uint8_t *buf, si
     return (ssize_t)n;
 }
 
+/* A call of a known method refused here, before it could run: counted in the call metrics. */
+static int refuse(struct kms_h2 *h, struct stream *st, int code, const char *msg)
+{
+    if (st->method >= 0) {
+        kms_plugin_metrics_refused((enum kms_plugin_method)st->method, code);
+    }
+    return submit_error(h, st, 200, code, msg);
+}
+
 /* The end of a request stream: check it and hand the call over, or answer the error. */
 static int request_done(struct kms_h2 *h, struct stream *st)
 {
@@ -256,34 +265,33 @@ static int request_done(struct kms_h2 *h, struct stream *st)
         return submit_error(h, st, 415, KMS_GRPC_INTERNAL, NULL);
     }
     if (st->method < 0) {
-        return submit_error(h, st, 200, KMS_GRPC_UNIMPLEMENTED,
-                            "unknown method: this server serves v2.KeyManagementService");
+        return refuse(h, st, KMS_GRPC_UNIMPLEMENTED,
+                      "unknown method: this server serves v2.KeyManagementService");
     }
     if (st->too_big) {
-        return submit_error(h, st, 200, KMS_GRPC_RESOURCE_EXHAUSTED,
-                            "request message larger than 65536 bytes");
+        return refuse(h, st, KMS_GRPC_RESOURCE_EXHAUSTED,
+                      "request message larger than 65536 bytes");
     }
     if (st->over_budget) {
-        return submit_error(h, st, 200, KMS_GRPC_RESOURCE_EXHAUSTED,
-                            "too many request bytes buffered for unfinished calls; retry");
+        return refuse(h, st, KMS_GRPC_RESOURCE_EXHAUSTED,
+                      "too many request bytes buffered for unfinished calls; retry");
     }
     if (st->len < GRPC_PREFIX) {
-        return submit_error(h, st, 200, KMS_GRPC_INTERNAL,
-                            "protocol error: no request message in the stream");
+        return refuse(h, st, KMS_GRPC_INTERNAL, "protocol error: no request message in the stream");
     }
     uint32_t mlen = (uint32_t)st->body[1] << 24 | (uint32_t)st->body[2] << 16 |
                     (uint32_t)st->body[3] << 8 | st->body[4];
     if (st->body[0] != 0) {
-        return submit_error(h, st, 200, KMS_GRPC_UNIMPLEMENTED,
-                            "compressed messages are not supported (grpc-encoding identity)");
+        return refuse(h, st, KMS_GRPC_UNIMPLEMENTED,
+                      "compressed messages are not supported (grpc-encoding identity)");
     }
     if ((size_t)mlen != st->len - GRPC_PREFIX) {
-        return submit_error(h, st, 200, KMS_GRPC_INTERNAL,
-                            "protocol error: a unary call carries exactly one message");
+        return refuse(h, st, KMS_GRPC_INTERNAL,
+                      "protocol error: a unary call carries exactly one message");
     }
     uint8_t *msg = malloc(mlen ? mlen : 1);
     if (msg == NULL) {
-        return submit_error(h, st, 200, KMS_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+        return refuse(h, st, KMS_GRPC_RESOURCE_EXHAUSTED, "out of memory");
     }
     memcpy(msg, st->body + GRPC_PREFIX, mlen);
     kms_memzero(st->body, st->len);

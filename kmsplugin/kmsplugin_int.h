@@ -105,9 +105,9 @@ int kms_plugin_remote_backend(const struct kms_plugin_remote_opts *o,
 /* ---- metrics (metrics.c) ------------------------------------------------------------------ */
 
 void kms_plugin_metrics_count(enum kms_plugin_method m, int code, int64_t micros);
-/* A call the client cancelled before a call thread took it: counted as CANCELLED, never run,
- * so not in the duration histogram. */
-void kms_plugin_metrics_cancelled(enum kms_plugin_method m);
+/* A call that never ran (refused by the gRPC layer, or cancelled by the client before a call
+ * thread took it): counted under its code, not in the duration histogram. */
+void kms_plugin_metrics_refused(enum kms_plugin_method m, int code);
 /* Calls received and waiting for a call thread (a gauge; delta +1 or -1). */
 void kms_plugin_metrics_queued(int delta);
 

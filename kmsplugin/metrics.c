@@ -58,10 +58,11 @@ void kms_plugin_metrics_count(enum kms_plugin_method m, int code, int64_t micros
     atomic_fetch_add_explicit(&sum_us[m], us, memory_order_relaxed);
 }
 
-void kms_plugin_metrics_cancelled(enum kms_plugin_method m)
+void kms_plugin_metrics_refused(enum kms_plugin_method m, int code)
 {
-    if (m < KMS_PLUGIN_NMETHODS) {
-        atomic_fetch_add_explicit(&calls[m][KMS_GRPC_CANCELLED], 1, memory_order_relaxed);
+    if ((unsigned)m < KMS_PLUGIN_NMETHODS) {
+        size_t c = code >= 0 && code < NCODES ? (size_t)code : (size_t)KMS_GRPC_UNKNOWN;
+        atomic_fetch_add_explicit(&calls[m][c], 1, memory_order_relaxed);
     }
 }
 

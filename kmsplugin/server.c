@@ -131,7 +131,7 @@ static void *pool_main(void *arg)
         if (atomic_load(&j->cancelled)) {
             j->code = KMS_GRPC_CANCELLED; /* nobody waits for the answer: not run */
             snprintf(j->msg, sizeof(j->msg), "the call was cancelled");
-            kms_plugin_metrics_cancelled(j->m);
+            kms_plugin_metrics_refused(j->m, KMS_GRPC_CANCELLED);
         } else {
             j->code = kms_plugin_call(&p->core, j->m, j->in, j->inlen, &j->out, &j->outlen, j->msg,
                                       sizeof(j->msg));

@@ -208,6 +208,14 @@ class TestInProcess(PluginServerCase):
                                         response_deserializer=lambda b: b)
         code, details = rpc_error(fn, b"\xff\xff\xff", timeout=5)  # not a protobuf message
         self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, details)
+        st = self.p.channel.unary_unary("/v2.KeyManagementService/Status",
+                                        request_serializer=lambda b: b,
+                                        response_deserializer=lambda b: b)
+        code, details = rpc_error(st, b"\xff\xff\xff", timeout=5)
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, details)
+        self.assertIn("malformed StatusRequest message", details)
+        # an unknown field is skipped, as protobuf readers do: a StatusRequest all the same
+        self.assertNotEqual(st(b"\x08\x01", timeout=5), b"")
 
     def test_concurrent_calls(self):
         n = 200
@@ -356,6 +364,9 @@ class TestOperations(unittest.TestCase):
         self.assertEqual(self.p.decrypt(e.ciphertext, e.key_id, uid="apiserver-uid-2").plaintext,
                          seed)
         rpc_error(self.p.decrypt, e.ciphertext[:-4] + b"AAAA", e.key_id, uid="apiserver-uid-3")
+        # refused by the gRPC layer before it runs: counted, not timed, not audited
+        code, _ = rpc_error(self.p.encrypt, b"x" * 70000, uid="apiserver-uid-4")
+        self.assertEqual(code, grpc.StatusCode.RESOURCE_EXHAUSTED)
         lines = wait_for(lambda: [l for l in audit_lines(self.audit)
                                   if str(l.get("op", "")).startswith("kms-plugin-")
                                   and l.get("client_uid", "").startswith("apiserver-uid-")
@@ -395,6 +406,9 @@ class TestOperations(unittest.TestCase):
         self.assertRegex(body, r'kmsd_kms_plugin_calls_total\{method="Decrypt",'
                                r'code="INVALID_ARGUMENT"\} 1\b')
         self.assertRegex(body, r'kmsd_kms_plugin_call_duration_seconds_count\{method="Decrypt"\} 2\b')
+        self.assertRegex(body, r'kmsd_kms_plugin_calls_total\{method="Encrypt",'
+                               r'code="RESOURCE_EXHAUSTED"\} 1\b')
+        self.assertRegex(body, r'kmsd_kms_plugin_calls_queued 0\b')
 
     def test_sigterm_drains(self):
         # every answer waits for its audit line's group-commit fsync: calls are still in

@@ -172,7 +172,7 @@ int kms_keyset_add_jwks(struct kms_keyset *ks, const char *text, size_t len, str
     json_t *keys = json_object_get(doc, "keys");
     size_t i;
     json_t *jwk;
-    size_t added = 0;
+    size_t added = 0, skipped = 0;
     int rc = -1;
 
     if (!json_is_array(keys)) {
@@ -191,6 +191,15 @@ int kms_keyset_add_jwks(struct kms_keyset *ks, const char *text, size_t len, str
             goto out;
         }
         added += a == 0;
+        skipped += a == 1;
+    }
+    if (added == 0 && skipped > 0) {
+        kms_err_set(err, 400,
+                    "invalid JWKS: no usable signature key (%zu skipped: kmsd verifies with RSA "
+                    "(>= 2048 bits) or EC P-256/P-384 public keys meant for signatures; "
+                    "symmetric \"oct\" keys, encryption keys and other curves are not used)",
+                    skipped);
+        goto out;
     }
     if (added == 0) {
         kms_err_set(err, 400, "invalid JWKS: no usable signature key");

@@ -122,6 +122,12 @@ static void test_k8s_config(void **state)
             "invalid JWKS: expected an object with a \"keys\" array");
     at_fail(t, 400, "POST", "/v1/auth/kubernetes/config", "{\"jwks\":{\"keys\":[]}}",
             "invalid JWKS: no usable signature key");
+    at_fail(t, 400, "POST", "/v1/auth/kubernetes/config",
+            "{\"jwks\":{\"keys\":[{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"},"
+            "{\"kty\":\"RSA\",\"use\":\"enc\",\"n\":\"AQAB\",\"e\":\"AQAB\"}]}}",
+            "invalid JWKS: no usable signature key (2 skipped: kmsd verifies with RSA (>= 2048 "
+            "bits) or EC P-256/P-384 public keys meant for signatures; symmetric \"oct\" keys, "
+            "encryption keys and other curves are not used)");
     at_fail(t, 400, "POST", "/v1/auth/kubernetes/config", "{\"jwks\":5}",
             "jwks must be a JWKS document (a JSON object or its text)");
     at_fail(t, 400, "POST", "/v1/auth/kubernetes/config", "{\"jwks_file\":\"relative.json\"}",

@@ -206,8 +206,8 @@ static int pg_exec_ok(PGconn *c, const char *sql)
     return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK ? 0 : -1;
 }
 
-/* pg_exec_ok for a read connection: within a lease in HA mode (pg_wait_within). */
-static int pg_read_exec_ok(const struct kms_backend *b, PGconn *c, const char *sql)
+/* pg_exec_ok within a lease in HA mode (pg_wait_within), for reads and writes alike. */
+static int pg_lease_exec_ok(const struct kms_backend *b, PGconn *c, const char *sql)
 {
     if (b->ha_lease_ms <= 0)
         return pg_exec_ok(c, sql);
@@ -435,7 +435,7 @@ static int pg_txn_begin(struct kms_backend *b, bool write, struct kms_backend_tx
         /* leadership: only on the session that holds the lock, never on a replacement */
         pthread_mutex_lock(&b->write_mu);
         if (b->writer == NULL || !b->writer->leader ||
-            pg_exec_ok(b->writer->c, pg_begin_write) != 0 ||
+            pg_lease_exec_ok(b, b->writer->c, pg_begin_write) != 0 ||
             PQtransactionStatus(b->writer->c) != PQTRANS_INTRANS) {
             if (b->writer != NULL && PQstatus(b->writer->c) != CONNECTION_OK) {
                 pg_conn_close(b->writer);
@@ -475,12 +475,12 @@ static int pg_txn_begin(struct kms_backend *b, bool write, struct kms_backend_tx
             free(t);
             return -1;
         }
-        if (pg_read_exec_ok(b, t->pc->c, pg_begin_read) != 0 &&
+        if (pg_lease_exec_ok(b, t->pc->c, pg_begin_read) != 0 &&
             PQstatus(t->pc->c) != CONNECTION_OK) {
             pool_give(b, t->pc);
             pool_flush_idle(b);
             t->pc = pool_take(b);
-            if (t->pc != NULL && pg_read_exec_ok(b, t->pc->c, pg_begin_read) != 0) {
+            if (t->pc != NULL && pg_lease_exec_ok(b, t->pc->c, pg_begin_read) != 0) {
                 pool_give(b, t->pc);
                 t->pc = NULL;
             }
@@ -519,7 +519,10 @@ static void pg_txn_end(struct kms_backend_txn *t)
 
 static int pg_txn_commit(struct kms_backend_txn *t)
 {
-    PGresult *r = PQexec(t->pc->c, "COMMIT");
+    /* HA: within a lease too. A COMMIT unanswered by then may or may not have committed: the
+     * request fails, and its outcome is unknown to the client, as after any lost answer. */
+    PGresult *r = t->b->ha_lease_ms > 0 ? pg_exec_within(t->pc->c, "COMMIT", t->b->ha_lease_ms)
+                                        : PQexec(t->pc->c, "COMMIT");
     int rc = -1;
 
     /* A transaction that failed earlier answers COMMIT with "ROLLBACK". */
@@ -557,9 +560,12 @@ static PGresult *pg_run(struct kms_backend_txn *t, const char *stmt, enum kms_db
     lengths[2] = (int)blen;
     values[3] = c;
     lengths[3] = (int)clen;
-    if (!t->write && t->b->ha_lease_ms > 0) {
-        /* HA: a read answers within a lease or fails (the tick and requests hold the service
-         * while they read; a stuck read would hold a replica that has to stand down) */
+    if (t->b->ha_lease_ms > 0) {
+        /* HA: a statement answers within a lease or fails (the tick and requests hold the
+         * service while they read or write; a stuck statement, such as a write waiting on a
+         * lock some other session holds, would hold a replica that has to stand down). A write
+         * that fails so leaves its transaction uncommitted: the connection is shut down, so
+         * no COMMIT follows, and the session's leader lock goes with it. */
         if (PQsendQueryPrepared(t->pc->c, stmt, nparams, values, lengths, formats, 1) != 1)
             return NULL;
         return pg_wait_within(t->pc->c, t->b->ha_lease_ms);

@@ -435,6 +435,46 @@ class HaTest(HaCase):
         r = new.request("LIST", "transit/keys")
         self.assertEqual(sorted(self.ok(r)["keys"]), ["after", "pgd"])
 
+    def test_write_stuck_on_a_lock_fails_within_a_lease(self):
+        """A write statement that PostgreSQL never answers (here: it waits on a table lock
+        another session holds) fails within a lease instead of holding the replica: the
+        request gets an error, nothing of it commits, and once the lock is gone the replica
+        serves again without a restart."""
+        servers = self.replicas(1)
+        active = self.wait_one_active(servers)
+        self.init(active, active)
+        self.ok(active.request("POST", "transit/keys/before"))
+        from pgtmp import PG_BIN, SUPERUSER, DBNAME
+        holder = subprocess.Popen(
+            self.pg._cmd([os.path.join(PG_BIN, "psql"), "-h", self.pg.dir, "-p",
+                          str(self.pg.port), "-U", SUPERUSER, "-d", DBNAME, "-qtA"]),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            # reads go on (SHARE mode); every INSERT, UPDATE and DELETE waits for the lock
+            holder.stdin.write("BEGIN; LOCK TABLE kmsd_records IN SHARE MODE; "
+                               "SELECT 'locked';\n")
+            holder.stdin.flush()
+            self.assertEqual(holder.stdout.readline().strip(), "locked")
+            t0 = time.monotonic()
+            r = active.request("POST", "transit/keys/stuck", timeout=60)
+            waited = time.monotonic() - t0
+            self.assertIn(r.status, (500, 503), r.describe())
+            self.assertTrue(r.errors, r.describe())
+            # a lease (2 s) and the step-down, not the lock holder's whim
+            self.assertLess(waited, 30)
+        finally:
+            if holder.poll() is None:
+                holder.stdin.write("ROLLBACK;\n\\q\n")
+                holder.stdin.flush()
+            holder.wait(30)
+            holder.stdin.close()
+            holder.stdout.close()
+        active = self.wait_one_active(servers, timeout=30)
+        self.assertEqual(active.request("GET", "transit/keys/stuck").status, 404)
+        self.ok(active.request("POST", "transit/keys/after"))
+        r = active.request("LIST", "transit/keys")
+        self.assertEqual(sorted(self.ok(r)["keys"]), ["after", "before"])
+
     def test_min_decryption_version_through_every_replica(self):
         servers = self.replicas(3)
         active = self.wait_one_active(servers)

@@ -507,6 +507,17 @@ void kms_h2_goaway(struct kms_h2 *h)
     (void)flush(h);
 }
 
+int kms_h2_goaway_final(struct kms_h2 *h)
+{
+    if (!h->notice_sent || h->final_sent) {
+        return 0;
+    }
+    if (submit_final_goaway(h) != 0) {
+        return -1;
+    }
+    return flush(h);
+}
+
 size_t kms_h2_open_streams(const struct kms_h2 *h)
 {
     return h->open;

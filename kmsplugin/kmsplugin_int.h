@@ -71,6 +71,10 @@ int kms_h2_answer(struct kms_h2 *h, int32_t stream_id, int code, const uint8_t *
 /* Start a graceful GOAWAY (no new calls; those started finish): a shutdown notice and a PING,
  * then, once the PING is acknowledged, the GOAWAY naming the last call received. */
 void kms_h2_goaway(struct kms_h2 *h);
+/* The final GOAWAY now, for a client that has not acknowledged the PING (a second after the
+ * notice: its calls sent before the notice are in by then); 0, or -1 when the session failed.
+ * Nothing after kms_h2_goaway's final GOAWAY went out. */
+int kms_h2_goaway_final(struct kms_h2 *h) KMS_WUR;
 /* Streams open (calls received and not yet answered and sent). */
 size_t kms_h2_open_streams(const struct kms_h2 *h);
 /* Whether the session has nothing more to send and expects nothing more. */

@@ -33,6 +33,7 @@
 #define HANDSHAKE_SECONDS 10  /* a connection that sends nothing for this long is closed */
 #define MAX_OUTPUT (4u << 20) /* unsent bytes per connection before it stops reading */
 #define LINGER_SECONDS 2      /* how long a finished connection waits for the client's close */
+#define GOAWAY_ACK_MS 1000    /* stop: how long the shutdown PING may go unacknowledged */
 
 struct conn;
 
@@ -75,7 +76,7 @@ struct kms_plugin {
     ino_t sock_ino;
     struct event_base *base;
     struct evconnlistener *listener;
-    struct event *done_ev, *stop_ev, *grace_ev;
+    struct event *done_ev, *stop_ev, *grace_ev, *final_ev;
     pthread_t loop_thread;
     bool loop_started;
     struct conn *conns;
@@ -424,6 +425,26 @@ static void on_grace(evutil_socket_t fd, short what, void *arg)
     event_base_loopbreak(p->base);
 }
 
+/* A second into the stop: connections whose client has not acknowledged the shutdown PING get
+ * their final GOAWAY anyway (they would otherwise take new calls until the grace time). */
+static void on_final(evutil_socket_t fd, short what, void *arg)
+{
+    struct kms_plugin *p = arg;
+    (void)fd;
+    (void)what;
+    for (struct conn *c = p->conns, *next; c != NULL; c = next) {
+        next = c->next;
+        if (!c->dead) {
+            if (kms_h2_goaway_final(c->h2) != 0) {
+                conn_close(c);
+            } else {
+                conn_check(c);
+            }
+        }
+    }
+    maybe_finish(p);
+}
+
 static void on_stop(evutil_socket_t fd, short what, void *arg)
 {
     struct kms_plugin *p = arg;
@@ -440,6 +461,8 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     int64_t g = p->o.grace_ms > 0 ? p->o.grace_ms : 10000;
     struct timeval tv = {(time_t)(g / 1000), (suseconds_t)((g % 1000) * 1000)};
     evtimer_add(p->grace_ev, &tv);
+    struct timeval ack = {GOAWAY_ACK_MS / 1000, (GOAWAY_ACK_MS % 1000) * 1000};
+    evtimer_add(p->final_ev, &ack);
     for (struct conn *c = p->conns, *next; c != NULL; c = next) {
         next = c->next;
         if (!c->dead) {
@@ -495,8 +518,8 @@ static void plugin_free(struct kms_plugin *p)
     if (p->listener != NULL) {
         evconnlistener_free(p->listener);
     }
-    struct event **evs[] = {&p->done_ev, &p->stop_ev, &p->grace_ev};
-    for (size_t i = 0; i < 3; i++) {
+    struct event **evs[] = {&p->done_ev, &p->stop_ev, &p->grace_ev, &p->final_ev};
+    for (size_t i = 0; i < 4; i++) {
         if (*evs[i] != NULL) {
             event_free(*evs[i]);
         }
@@ -564,7 +587,8 @@ int kms_plugin_start(const struct kms_plugin_opts *o, const struct kms_plugin_ba
     p->done_ev = event_new(p->base, -1, EV_PERSIST, on_done, p);
     p->stop_ev = event_new(p->base, -1, 0, on_stop, p);
     p->grace_ev = evtimer_new(p->base, on_grace, p);
-    if (p->done_ev == NULL || p->stop_ev == NULL || p->grace_ev == NULL) {
+    p->final_ev = evtimer_new(p->base, on_final, p);
+    if (p->done_ev == NULL || p->stop_ev == NULL || p->grace_ev == NULL || p->final_ev == NULL) {
         kms_err_set(err, 500, "out of memory");
         goto fail;
     }

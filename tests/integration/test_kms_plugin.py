@@ -447,6 +447,85 @@ class TestOperations(unittest.TestCase):
         self.assertEqual(len(done), len(started))
         self.assertEqual(len(done), ok)
 
+    def test_sigterm_with_a_client_that_never_acks_the_ping(self):
+        """SIGTERM sends each connection a shutdown notice and a PING, and the final GOAWAY
+        once the PING is acknowledged. A client that never acknowledges it gets the final
+        GOAWAY a second later anyway (before, it could open calls until the 10 s grace), its
+        call in flight is still answered, and kmsd exits without waiting out the grace."""
+        self.start(fsync="never")
+        self.assertEqual(self.p.status().healthz, "ok")
+        self.p.close()  # the gRPC client's own connection would acknowledge its PING
+        self.p = None
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(30)
+        s.connect(self.sock)
+
+        def send_frame(ftype, flags, stream, payload=b""):
+            s.sendall(len(payload).to_bytes(3, "big") + bytes([ftype, flags]) +
+                      stream.to_bytes(4, "big") + payload)
+
+        def literal(name, value):  # HPACK: literal header field without indexing
+            return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+
+        buf = b""
+
+        def frame():
+            nonlocal buf
+            while len(buf) < 9 or len(buf) < 9 + int.from_bytes(buf[:3], "big"):
+                more = s.recv(65536)
+                if not more:
+                    return None
+                buf += more
+            n = int.from_bytes(buf[:3], "big")
+            f = (buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7fffffff, buf[9:9 + n])
+            buf = buf[9 + n:]
+            return f
+
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        send_frame(4, 0, 0)  # empty SETTINGS
+        while True:
+            t, flags, _, _ = frame()
+            if t == 4 and not flags & 1:  # the server's SETTINGS, acknowledged
+                send_frame(4, 1, 0)
+                break
+        # a Status call on stream 1, its message not sent yet: a call in flight
+        send_frame(1, 4, 1, literal(b":method", b"POST") + literal(b":scheme", b"http") +
+                   literal(b":path", b"/v2.KeyManagementService/Status") +
+                   literal(b":authority", b"localhost") +
+                   literal(b"content-type", b"application/grpc") + literal(b"te", b"trailers"))
+        t0 = time.monotonic()
+        self.srv.proc.send_signal(15)
+        goaways, pings = [], 0
+        while len(goaways) < 2:
+            f = frame()
+            self.assertIsNotNone(f, "the connection closed before the final GOAWAY")
+            t, flags, _, payload = f
+            if t == 7:
+                goaways.append((time.monotonic() - t0,
+                                int.from_bytes(payload[:4], "big") & 0x7fffffff))
+            pings += t == 6 and not flags & 1  # never acknowledged here
+        self.assertEqual(pings, 1)
+        # the notice (last stream 2^31-1), then, a second on, the final one naming stream 1
+        self.assertEqual([g[1] for g in goaways], [0x7fffffff, 1], goaways)
+        self.assertGreaterEqual(goaways[1][0], 0.9)
+        self.assertLess(goaways[1][0], 5)
+        # the call in flight is still answered
+        send_frame(0, 1, 1, b"\x00\x00\x00\x00\x00")  # an empty StatusRequest, END_STREAM
+        ended = False
+        while not ended:
+            f = frame()
+            self.assertIsNotNone(f, "the connection closed before the call was answered")
+            t, flags, stream, _ = f
+            ended = stream == 1 and t in (0, 1) and bool(flags & 1)
+        s.close()
+        rc = self.srv.wait_exit(20)
+        waited = time.monotonic() - t0
+        self.assertEqual(rc, 0, self.srv.log_tail())
+        self.assertNotIn("grace time over", self.srv.log_text())
+        self.assertLess(waited, 9)  # not the 10 s grace
+        self.srv.cleanup()
+        self.srv = None
+
 
 class TestSocketSafety(unittest.TestCase):
     """What kmsd does with a file already at the socket path."""

@@ -145,6 +145,31 @@ static int local_decrypt(void *arg, const char *ct, size_t ctlen, uint32_t versi
     return rc;
 }
 
+/* A call the plugin refused before asking Transit: audited as the HTTP call it stands for
+ * would be when Transit refuses it (400 and the message). A namespace, mount or KMSKey that
+ * does not resolve leaves no record, as the calls themselves do not. */
+static int local_refused(void *arg, bool decrypt, const char *uid, const char *why,
+                         struct kms_err *err)
+{
+    struct local *l = arg;
+    struct target t;
+    struct kms_api_audit_event ev;
+    struct kms_audit_rec *rec = NULL;
+    char path[KMS_PATH_MAX + 32];
+    struct kms_err call;
+
+    kms_err_clear(&call);
+    if (resolve(l, &t, &call) != 0) {
+        return 0;
+    }
+    if (audit_begin(l, &t, decrypt ? "kms-plugin-decrypt" : "kms-plugin-encrypt", uid, &ev, path,
+                    sizeof(path), &rec, err) != 0) {
+        return -1;
+    }
+    kms_err_set(&call, 400, "%s", why);
+    return audit_end(&rec, &ev, -1, 0, &call, err);
+}
+
 static void local_destroy(void *arg)
 {
     free(arg);
@@ -211,6 +236,7 @@ int kms_engines_plugin_backend(struct kms_api *api, const char *ns_path, const c
     out->arg = l;
     out->encrypt = local_encrypt;
     out->decrypt = local_decrypt;
+    out->refused = local_refused;
     out->destroy = local_destroy;
     return 0;
 }

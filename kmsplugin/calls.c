@@ -138,6 +138,20 @@ static int fail(char *msg, size_t n, int code, const char *fmt, ...)
     return code;
 }
 
+/* After a refusal (code, msg) of a call the backend was not asked: the backend records it; if
+ * it cannot, INTERNAL (fail closed). */
+static int refusal(struct kms_plugin_core *c, bool decrypt, const char *uid, int code, char *msg,
+                   size_t n)
+{
+    struct kms_err err;
+    kms_err_clear(&err);
+    if (c->b.refused != NULL &&
+        c->b.refused(c->b.arg, decrypt, uid != NULL ? uid : "", msg, &err) != 0) {
+        return fail(msg, n, KMS_GRPC_INTERNAL, "internal error");
+    }
+    return code;
+}
+
 static int backend_fail(const struct kms_err *err, char *msg, size_t n)
 {
     err_text(err, msg, n);
@@ -273,12 +287,14 @@ static int encrypt(struct kms_plugin_core *c, const uint8_t *in, size_t len, uin
     }
     if (req->plaintext.len == 0) {
         code = fail(msg, n, KMS_GRPC_INVALID_ARGUMENT, "plaintext is empty");
+        code = refusal(c, false, req->uid, code, msg, n);
         goto out;
     }
     if (req->plaintext.len > KMS_PLUGIN_PLAINTEXT_MAX) {
         code = fail(msg, n, KMS_GRPC_INVALID_ARGUMENT,
                     "plaintext is %zu bytes; at most %d are accepted (a DEK seed is 32)",
                     req->plaintext.len, KMS_PLUGIN_PLAINTEXT_MAX);
+        code = refusal(c, false, req->uid, code, msg, n);
         goto out;
     }
     code = wrap(c, req->plaintext.data, req->plaintext.len, req->uid, &ct, key_id, msg, n);
@@ -350,28 +366,33 @@ static int decrypt(struct kms_plugin_core *c, const uint8_t *in, size_t len, uin
     size_t ctlen = req->ciphertext.len;
     if (ctlen == 0) {
         code = fail(msg, n, KMS_GRPC_INVALID_ARGUMENT, "ciphertext is empty");
+        code = refusal(c, true, req->uid, code, msg, n);
         goto out;
     }
     if (ctlen > KMS_PLUGIN_CIPHERTEXT_MAX) {
         code = fail(msg, n, KMS_GRPC_INVALID_ARGUMENT,
                     "ciphertext is %zu bytes; the apiserver keeps at most %d", ctlen,
                     KMS_PLUGIN_CIPHERTEXT_MAX);
+        code = refusal(c, true, req->uid, code, msg, n);
         goto out;
     }
     if (strlen(req->key_id) > KMS_PLUGIN_KEY_ID_MAX || parse_key_id(c, req->key_id, &kv) != 0) {
         code = fail(msg, n, KMS_GRPC_INVALID_ARGUMENT, "unknown key_id: this plugin serves %s:v<N>",
                     c->b.label);
+        code = refusal(c, true, req->uid, code, msg, n);
         goto out;
     }
     if (memchr(ct, '\0', ctlen) != NULL || kms_ciphertext_parse_version(ct, ctlen, &cv) != 0) {
         code = fail(msg, n, KMS_GRPC_INVALID_ARGUMENT,
                     "invalid ciphertext: not a vault:v<N>: ciphertext of this plugin");
+        code = refusal(c, true, req->uid, code, msg, n);
         goto out;
     }
     if (cv != kv) {
         code =
             fail(msg, n, KMS_GRPC_INVALID_ARGUMENT,
                  "ciphertext version v%" PRIu32 " does not match key_id version v%" PRIu32, cv, kv);
+        code = refusal(c, true, req->uid, code, msg, n);
         goto out;
     }
     /* the backend reads a NUL-terminated copy */

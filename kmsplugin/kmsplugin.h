@@ -64,6 +64,14 @@ struct kms_plugin_backend {
      * the caller with kms_free_wipe. */
     int (*decrypt)(void *arg, const char *ct, size_t ctlen, uint32_t version, const char *uid,
                    uint8_t **pt, size_t *ptlen, struct kms_err *err);
+    /* A call the plugin refused before asking encrypt or decrypt (an empty or oversized
+     * plaintext or ciphertext, another key's key_id, a ciphertext of another version): `why`
+     * is the answer's message (never secret). The backend records it as it records its calls
+     * (the in-process plugin: an audit record with status 400). Returns 0, or -1 with err
+     * when it cannot be recorded: the call then fails INTERNAL, as an HTTP request whose
+     * audit line cannot be written fails 500. May be NULL (nothing to record: the sidecar's
+     * server never saw the call). */
+    int (*refused)(void *arg, bool decrypt, const char *uid, const char *why, struct kms_err *err);
     void (*destroy)(void *arg); /* may be NULL */
 };
 

@@ -367,12 +367,25 @@ class TestOperations(unittest.TestCase):
         # refused by the gRPC layer before it runs: counted, not timed, not audited
         code, _ = rpc_error(self.p.encrypt, b"x" * 70000, uid="apiserver-uid-4")
         self.assertEqual(code, grpc.StatusCode.RESOURCE_EXHAUSTED)
-        lines = wait_for(lambda: [l for l in audit_lines(self.audit)
-                                  if str(l.get("op", "")).startswith("kms-plugin-")
-                                  and l.get("client_uid", "").startswith("apiserver-uid-")
-                                  and l["type"] == "response"], 10, "plugin audit lines")
+        # refused by the plugin before Transit is asked: audited as Transit's refusals are
+        code, _ = rpc_error(self.p.encrypt, b"", uid="apiserver-uid-5")
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+        code, _ = rpc_error(self.p.decrypt, e.ciphertext, "transit/keys/other:v1",
+                            uid="apiserver-uid-6")
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+        lines = wait_for(lambda: (lambda ls: ls if len(ls) == 5 else None)(
+            [l for l in audit_lines(self.audit)
+             if str(l.get("op", "")).startswith("kms-plugin-")
+             and l.get("client_uid", "").startswith("apiserver-uid-")
+             and l["type"] == "response"]), 10, "plugin audit lines")
         by_uid = {l["client_uid"]: l for l in lines}
-        self.assertEqual(set(by_uid), {"apiserver-uid-1", "apiserver-uid-2", "apiserver-uid-3"})
+        self.assertEqual(set(by_uid), {"apiserver-uid-%d" % i for i in (1, 2, 3, 5, 6)})
+        empty, foreign = by_uid["apiserver-uid-5"], by_uid["apiserver-uid-6"]
+        self.assertEqual((empty["op"], empty["status"]), ("kms-plugin-encrypt", 400))
+        self.assertIn("plaintext is empty", empty["error"])
+        self.assertEqual((foreign["op"], foreign["status"]), ("kms-plugin-decrypt", 400))
+        self.assertIn("unknown key_id", foreign["error"])
+        self.assertNotIn("key_version", foreign)
         enc, dec, bad = (by_uid["apiserver-uid-%d" % i] for i in (1, 2, 3))
         for l in (enc, dec, bad):
             self.assertEqual(l["subject"], "system:kms-plugin")
@@ -404,8 +417,8 @@ class TestOperations(unittest.TestCase):
         self.assertIsNotNone(m, body[-3000:])
         self.assertGreaterEqual(int(m.group(1)), 1)
         self.assertRegex(body, r'kmsd_kms_plugin_calls_total\{method="Decrypt",'
-                               r'code="INVALID_ARGUMENT"\} 1\b')
-        self.assertRegex(body, r'kmsd_kms_plugin_call_duration_seconds_count\{method="Decrypt"\} 2\b')
+                               r'code="INVALID_ARGUMENT"\} 2\b')
+        self.assertRegex(body, r'kmsd_kms_plugin_call_duration_seconds_count\{method="Decrypt"\} 3\b')
         self.assertRegex(body, r'kmsd_kms_plugin_calls_total\{method="Encrypt",'
                                r'code="RESOURCE_EXHAUSTED"\} 1\b')
         self.assertRegex(body, r'kmsd_kms_plugin_calls_queued 0\b')

@@ -290,12 +290,21 @@ static struct pg_conn *pg_connect(struct kms_backend *b, bool writer, struct kms
         goto fail;
     }
     if (writer && b->ha_lease_ms > 0) {
-        char sql[160];
+        char sql[320];
 
+        /* Also: a statement waiting on a lock gives up after half a lease, and any statement
+         * after three quarters of one, inside PostgreSQL, so the statement fails with an
+         * error while the session, and the leader lock it holds, live on. kmsd's own deadline
+         * (a lease, pg_wait_within) is then only for a server that does not answer at all;
+         * closing the socket does not end a backend waiting on a lock (it reads nothing
+         * meanwhile), which would keep the leader lock from every replica until the lock
+         * holder lets go. A write statement longer than that could not keep the lease anyway:
+         * the heartbeat runs on this session, after it. */
         snprintf(sql, sizeof sql,
                  "SET idle_session_timeout TO %lld; SET idle_in_transaction_session_timeout TO "
-                 "%lld",
-                 (long long)b->ha_lease_ms, (long long)b->ha_lease_ms);
+                 "%lld; SET lock_timeout TO %lld; SET statement_timeout TO %lld",
+                 (long long)b->ha_lease_ms, (long long)b->ha_lease_ms,
+                 (long long)(b->ha_lease_ms / 2), (long long)(b->ha_lease_ms * 3 / 4));
         if (pg_exec_ok(pc->c, sql) != 0) {
             pg_err(err, "cannot set the session timeouts on PostgreSQL", pc->c);
             goto fail;

@@ -436,10 +436,10 @@ class HaTest(HaCase):
         self.assertEqual(sorted(self.ok(r)["keys"]), ["after", "pgd"])
 
     def test_write_stuck_on_a_lock_fails_within_a_lease(self):
-        """A write statement that PostgreSQL never answers (here: it waits on a table lock
-        another session holds) fails within a lease instead of holding the replica: the
-        request gets an error, nothing of it commits, and once the lock is gone the replica
-        serves again without a restart."""
+        """A write statement waiting on a lock another session holds fails within half a
+        lease (the writer session's lock_timeout) instead of holding the replica: the request
+        gets an error, nothing of it commits, the replica stays active and serves reads
+        meanwhile, and writes work again once the lock is gone."""
         servers = self.replicas(1)
         active = self.wait_one_active(servers)
         self.init(active, active)
@@ -455,13 +455,18 @@ class HaTest(HaCase):
                                "SELECT 'locked';\n")
             holder.stdin.flush()
             self.assertEqual(holder.stdout.readline().strip(), "locked")
-            t0 = time.monotonic()
-            r = active.request("POST", "transit/keys/stuck", timeout=60)
-            waited = time.monotonic() - t0
-            self.assertIn(r.status, (500, 503), r.describe())
-            self.assertTrue(r.errors, r.describe())
-            # a lease (2 s) and the step-down, not the lock holder's whim
-            self.assertLess(waited, 30)
+            for _ in range(2):
+                t0 = time.monotonic()
+                r = active.request("POST", "transit/keys/stuck", timeout=60)
+                waited = time.monotonic() - t0
+                self.assertEqual(r.status, 500, r.describe())
+                self.assertTrue(r.errors, r.describe())
+                self.assertLess(waited, 30)  # half a lease (1 s), not the lock holder's whim
+                # still the active replica, serving what needs no write
+                r = active.request("GET", "sys/leader", token=None)
+                self.assertTrue(r.json["is_self"], r.describe())
+                r = active.request("POST", "transit/encrypt/before", {"plaintext": b64(b"x")})
+                self.ok(r)
         finally:
             if holder.poll() is None:
                 holder.stdin.write("ROLLBACK;\n\\q\n")
@@ -469,11 +474,12 @@ class HaTest(HaCase):
             holder.wait(30)
             holder.stdin.close()
             holder.stdout.close()
-        active = self.wait_one_active(servers, timeout=30)
         self.assertEqual(active.request("GET", "transit/keys/stuck").status, 404)
         self.ok(active.request("POST", "transit/keys/after"))
         r = active.request("LIST", "transit/keys")
         self.assertEqual(sorted(self.ok(r)["keys"]), ["after", "before"])
+        self.assertIs(self.wait_one_active(servers), active)
+        self.assertNotIn("no longer the active replica", active.log_text())
 
     def test_min_decryption_version_through_every_replica(self):
         servers = self.replicas(3)

@@ -25,11 +25,22 @@
 #include <string.h>
 
 #define POOL_MAX 64 /* idle kept connections at most */
+/* A kept connection idle longer is closed rather than reused: a firewall or load balancer on
+ * the way may have dropped its flow without telling either end, and a request sent on it would
+ * wait its whole timeout (kmsd itself closes idle connections after 120 s, which the client
+ * sees). */
+#define POOL_IDLE_MS 30000
+
+struct pooled {
+    struct kms_cli_http *h;
+    int64_t since_ms; /* monotonic: when it went idle */
+};
 
 struct remote {
     char *addr, *ns, *mount, *name, *ca_cert;
     char *auth_path, *role, *jwt_file, *token_file;
     int timeout_ms;
+    int64_t idle_ms; /* POOL_IDLE_MS (KMS_TEST_HOOKS builds: $KMS_TEST_POOL_IDLE_MS) */
     kms_plugin_log_fn log;
     void *log_arg;
     pthread_mutex_t mu; /* guards the token fields */
@@ -39,8 +50,8 @@ struct remote {
     int64_t margin_ms;   /* a tenth of the TTL: a token this close to expiry is not used */
     uint64_t generation; /* bumped at every new token */
     bool renewable;
-    pthread_mutex_t pool_mu; /* guards idle, nidle */
-    struct kms_cli_http *idle[POOL_MAX];
+    pthread_mutex_t pool_mu;      /* guards idle, nidle */
+    struct pooled idle[POOL_MAX]; /* the most recently used last */
     size_t nidle;
 };
 
@@ -90,12 +101,26 @@ static char *read_secret_file(const char *path, struct kms_err *err)
 static struct kms_cli_http *pool_take(struct remote *r, struct kms_err *err)
 {
     struct kms_cli_http *h = NULL;
+    struct kms_cli_http *stale[POOL_MAX];
+    size_t nstale = 0;
+    int64_t now = kms_plugin_mono_ms();
     pthread_mutex_lock(&r->pool_mu);
+    /* the oldest first: those idle too long leave the pool */
+    while (nstale < r->nidle && now - r->idle[nstale].since_ms > r->idle_ms) {
+        stale[nstale] = r->idle[nstale].h;
+        nstale++;
+    }
+    if (nstale > 0) {
+        memmove(r->idle, r->idle + nstale, (r->nidle - nstale) * sizeof(r->idle[0]));
+        r->nidle -= nstale;
+    }
     if (r->nidle > 0) {
-        h = r->idle[--r->nidle];
-        r->idle[r->nidle] = NULL;
+        h = r->idle[--r->nidle].h;
     }
     pthread_mutex_unlock(&r->pool_mu);
+    for (size_t i = 0; i < nstale; i++) {
+        kms_cli_http_destroy(&stale[i]);
+    }
     if (h != NULL) {
         return h;
     }
@@ -118,7 +143,9 @@ static void pool_give(struct remote *r, struct kms_cli_http *h)
 {
     pthread_mutex_lock(&r->pool_mu);
     if (r->nidle < POOL_MAX) {
-        r->idle[r->nidle++] = h;
+        r->idle[r->nidle].h = h;
+        r->idle[r->nidle].since_ms = kms_plugin_mono_ms();
+        r->nidle++;
         h = NULL;
     }
     pthread_mutex_unlock(&r->pool_mu);
@@ -193,6 +220,11 @@ static int login_locked(struct remote *r, struct kms_err *err)
         if (r->token == NULL) {
             return -1;
         }
+        if (!header_safe(r->token)) {
+            /* not kept: the file is read again at the next call */
+            free_token(r);
+            return kms_err_set(err, 401, "%s holds characters a token cannot have", r->token_file);
+        }
         r->generation++;
         return 0;
     }
@@ -230,9 +262,9 @@ static int login_locked(struct remote *r, struct kms_err *err)
     json_t *auth = json_object_get(j, "auth");
     const char *tok = json_string_value(json_object_get(auth, "client_token"));
     json_int_t ttl = json_integer_value(json_object_get(auth, "lease_duration"));
-    if (tok == NULL || (r->token = strdup(tok)) == NULL) {
+    if (tok == NULL || !header_safe(tok) || (r->token = strdup(tok)) == NULL) {
         json_decref(j);
-        return kms_err_set(err, 500, "the login answer has no client token");
+        return kms_err_set(err, 500, "the login answer has no usable client token");
     }
     r->renewable = json_is_true(json_object_get(auth, "renewable"));
     int64_t now = kms_plugin_mono_ms();
@@ -433,7 +465,7 @@ static void remote_destroy(void *arg)
     }
     free_token(r);
     for (size_t i = 0; i < r->nidle; i++) {
-        kms_cli_http_destroy(&r->idle[i]);
+        kms_cli_http_destroy(&r->idle[i].h);
     }
     pthread_mutex_destroy(&r->pool_mu);
     char **s[] = {&r->addr,      &r->ns,   &r->mount,    &r->name,      &r->ca_cert,
@@ -485,6 +517,14 @@ int kms_plugin_remote_backend(const struct kms_plugin_remote_opts *o,
     r->jwt_file = dup_or_null(o->jwt_file, &oom);
     r->token_file = dup_or_null(o->token_file, &oom);
     r->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 5000;
+    r->idle_ms = POOL_IDLE_MS;
+#ifdef KMS_TEST_HOOKS
+    const char *idle = getenv("KMS_TEST_POOL_IDLE_MS");
+    int64_t ims = 0;
+    if (idle != NULL && kms_int_parse(idle, &ims) && ims > 0) {
+        r->idle_ms = ims;
+    }
+#endif
     r->log = o->log;
     r->log_arg = o->log_arg;
     if (oom) {

@@ -34,12 +34,18 @@
 #define MAX_OUTPUT (4u << 20) /* unsent bytes per connection before it stops reading */
 #define LINGER_SECONDS 2      /* how long a finished connection waits for the client's close */
 #define GOAWAY_ACK_MS 1000    /* stop: how long the shutdown PING may go unacknowledged */
+/* Calls waiting for a call thread, on all connections: beyond either, a call is refused with
+ * RESOURCE_EXHAUSTED (a reset stream leaves HTTP/2's concurrent-stream count at once, so
+ * without these a client resetting calls in a loop could queue them without end while the
+ * call threads are busy) */
+#define MAX_QUEUED_CALLS 4096
+#define MAX_QUEUED_BYTES (64u << 20)
 
 struct conn;
 
 struct job {
-    struct job *next;  /* in the pool's todo or done list */
-    struct job *cnext; /* in its connection's jobs (loop thread only) */
+    struct job *next;          /* in the pool's todo or done list */
+    struct job *cprev, *cnext; /* in its connection's jobs (loop thread only) */
     atomic_bool cancelled;
     struct conn *conn;
     int32_t stream_id;
@@ -87,6 +93,7 @@ struct kms_plugin {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct job *todo, *todo_tail;
+    size_t nqueued, queued_bytes; /* the jobs in todo and their request bytes */
     struct job *done;
     bool quit;
     pthread_t *threads;
@@ -126,6 +133,8 @@ static void *pool_main(void *arg)
         if (p->todo == NULL) {
             p->todo_tail = NULL;
         }
+        p->nqueued--;
+        p->queued_bytes -= j->inlen;
         pthread_mutex_unlock(&p->mu);
         kms_plugin_metrics_queued(-1);
 
@@ -272,11 +281,27 @@ static void conn_call(void *arg, struct kms_h2 *h, int32_t stream_id, enum kms_p
     j->in = msg;
     j->inlen = len;
     atomic_init(&j->cancelled, false);
+    pthread_mutex_lock(&p->mu);
+    if (p->nqueued >= MAX_QUEUED_CALLS || p->queued_bytes + len > MAX_QUEUED_BYTES) {
+        pthread_mutex_unlock(&p->mu);
+        job_free(j);
+        kms_plugin_metrics_refused(m, KMS_GRPC_RESOURCE_EXHAUSTED);
+        if (kms_h2_answer(h, stream_id, KMS_GRPC_RESOURCE_EXHAUSTED, NULL, 0,
+                          "too many calls waiting for a call thread; retry") != 0) {
+            /* the session then fails when it next sends */
+        }
+        return;
+    }
+    p->nqueued++;
+    p->queued_bytes += len;
+    j->cprev = NULL;
     j->cnext = c->jobs;
+    if (c->jobs != NULL) {
+        c->jobs->cprev = j;
+    }
     c->jobs = j;
     c->pending++;
     kms_plugin_metrics_queued(1);
-    pthread_mutex_lock(&p->mu);
     if (p->todo_tail != NULL) {
         p->todo_tail->next = j;
     } else {
@@ -393,11 +418,13 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
         struct job *j = list;
         list = j->next;
         struct conn *c = j->conn;
-        for (struct job **pp = &c->jobs; *pp != NULL; pp = &(*pp)->cnext) {
-            if (*pp == j) {
-                *pp = j->cnext;
-                break;
-            }
+        if (j->cprev != NULL) {
+            j->cprev->cnext = j->cnext;
+        } else {
+            c->jobs = j->cnext;
+        }
+        if (j->cnext != NULL) {
+            j->cnext->cprev = j->cprev;
         }
         c->pending--;
         if (c->dead) {
@@ -434,7 +461,7 @@ static void on_final(evutil_socket_t fd, short what, void *arg)
     (void)what;
     for (struct conn *c = p->conns, *next; c != NULL; c = next) {
         next = c->next;
-        if (!c->dead) {
+        if (!c->dead && !c->lingering) { /* a lingering one has sent all it will send */
             if (kms_h2_goaway_final(c->h2) != 0) {
                 conn_close(c);
             } else {

@@ -639,7 +639,8 @@ class PluginCancelTest(HookedServer):
             self.wait_drained()
         finally:
             p.close()
-        raw = open(self.log, "rb").read()
+        with open(self.log, "rb") as f:
+            raw = f.read()
         for i in range(32):
             self.assertIn(b'"held-%d"' % i, raw)
         self.assertIn(b'"marker"', raw)
@@ -648,6 +649,56 @@ class PluginCancelTest(HookedServer):
         self.assertIn('kmsd_kms_plugin_calls_total{method="Encrypt",code="CANCELLED"} 20',
                       r.body.decode())
         self.verify()
+
+    def test_reset_calls_cannot_queue_without_end(self):
+        """A reset stream leaves HTTP/2's concurrent-stream count at once, so a client can
+        send and reset calls in a loop while the call threads are busy; they wait in the queue
+        (to be dropped) up to 4096 calls, and a call past that is refused at once."""
+        import grpc
+        from kms_plugin_helpers import Plugin, load_stubs, rpc_error, wait_socket
+        pb, _ = load_stubs()
+        r = self.req("POST", "transit/keys/plugin-k", {})
+        self.assertIn(r.status, (200, 204), r.describe())
+        wait_socket(self.sock)
+        p = Plugin(self.sock)
+        try:
+            p.encrypt(b"warm", uid="warm")
+            self.wait_drained()
+
+            def call(uid):
+                return p.stub.Encrypt.future(pb.EncryptRequest(plaintext=b"x", uid=uid),
+                                             timeout=120)
+
+            def queued():
+                return self.metric("kmsd_kms_plugin_calls_queued")
+
+            self.hook("hold")
+            held = [call("held-%d" % i) for i in range(32)]
+            self.wait_held()
+            have = 0
+            for b in range(8):  # 8 x 512 = 4096 calls sent and reset, 1000 streams at most
+                batch = [call("reset-%d-%d" % (b, i)) for i in range(512)]
+                have += 512
+                wait_for(lambda: queued() == have, 30,
+                         lambda: "%d calls queued (have %s)" % (have, queued()))
+                for f in batch:
+                    f.cancel()
+            code, details = rpc_error(p.encrypt, b"one too many", uid="too-many")
+            self.assertEqual(code, grpc.StatusCode.RESOURCE_EXHAUSTED, details)
+            self.assertIn("too many calls waiting for a call thread", details)
+            self.assertEqual(queued(), 4096)
+            self.unhook("hold")
+            for f in held:
+                self.assertTrue(f.result().ciphertext.startswith(b"vault:v1:"))
+            wait_for(lambda: queued() == 0, 60, "the queue to empty")
+            self.wait_drained()
+            self.assertTrue(p.encrypt(b"after").ciphertext.startswith(b"vault:v1:"))
+        finally:
+            p.close()
+        with open(self.log, "rb") as f:
+            raw = f.read()
+        self.assertEqual(raw.count(b'"client_uid":"reset-'), 0)
+        self.assertEqual(raw.count(b'"client_uid":"too-many"'), 0)
 
 
 if __name__ == "__main__":

@@ -330,6 +330,14 @@ class TestSidecarTokens(SidecarCase):
         self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED, details)
         self.assertIn("characters a token cannot have", details)
         self.assertEqual(self.ports_of("etcd-x"), [])  # no request reached the key service
+        # such a token is not kept: a corrected file is read at the next call
+        r = self.remote.request("POST", "auth/token/create",
+                                {"policies": ["kms-plugin"], "ttl": "1h"}, namespace=ORG)
+        self.assertEqual(r.status, 200, r.describe())
+        with open(tfile, "w") as f:
+            f.write(r.json["auth"]["client_token"] + "\n")
+        e = s.plugin.encrypt(SEED)
+        self.assertEqual(s.plugin.decrypt(e.ciphertext, e.key_id).plaintext, SEED)
 
     def test_token_file_reread_after_403(self):
         self.kmskey("etcd-f")

@@ -183,6 +183,9 @@ static PGresult *pg_wait_within(PGconn *c, int64_t ms)
     PQclear(last);
     if (PQsocket(c) >= 0)
         (void)shutdown(PQsocket(c), SHUT_RDWR);
+    /* reads the end of the stream, so the connection is marked bad even when the whole answer
+     * had arrived by now (libpq would otherwise hand it out below and keep its status OK) */
+    (void)PQconsumeInput(c);
     while ((r = PQgetResult(c)) != NULL)
         PQclear(r);
     return NULL;

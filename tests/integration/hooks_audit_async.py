@@ -598,7 +598,9 @@ class PluginCancelTest(HookedServer):
         cls.sock = os.path.join(cls.workdir, "kms.sock")
         cfg["kms_plugins"] = [{"socket": cls.sock, "key": "plugin-k"}]
 
-    def test_calls_reset_while_queued_never_run(self):
+    def open_plugin(self):
+        """The key, a gRPC client on the socket with its channel up, and a function sending
+        one Encrypt call as a future."""
         from kms_plugin_helpers import Plugin, load_stubs, wait_socket
         pb, _ = load_stubs()
         r = self.req("POST", "transit/keys/plugin-k", {})
@@ -608,11 +610,18 @@ class PluginCancelTest(HookedServer):
         try:
             p.encrypt(b"warm", uid="warm")  # the channel is up, the key cached
             self.wait_drained()
+        except BaseException:
+            p.close()
+            raise
 
-            def call(uid):
-                return p.stub.Encrypt.future(pb.EncryptRequest(plaintext=b"x", uid=uid),
-                                             timeout=120)
+        def call(uid):
+            return p.stub.Encrypt.future(pb.EncryptRequest(plaintext=b"x", uid=uid),
+                                         timeout=120)
+        return p, call
 
+    def test_calls_reset_while_queued_never_run(self):
+        p, call = self.open_plugin()
+        try:
             self.hook("hold")
             held = [call("held-%d" % i) for i in range(32)]
             self.wait_held()
@@ -655,20 +664,9 @@ class PluginCancelTest(HookedServer):
         send and reset calls in a loop while the call threads are busy; they wait in the queue
         (to be dropped) up to 4096 calls, and a call past that is refused at once."""
         import grpc
-        from kms_plugin_helpers import Plugin, load_stubs, rpc_error, wait_socket
-        pb, _ = load_stubs()
-        r = self.req("POST", "transit/keys/plugin-k", {})
-        self.assertIn(r.status, (200, 204), r.describe())
-        wait_socket(self.sock)
-        p = Plugin(self.sock)
+        from kms_plugin_helpers import rpc_error
+        p, call = self.open_plugin()
         try:
-            p.encrypt(b"warm", uid="warm")
-            self.wait_drained()
-
-            def call(uid):
-                return p.stub.Encrypt.future(pb.EncryptRequest(plaintext=b"x", uid=uid),
-                                             timeout=120)
-
             def queued():
                 return self.metric("kmsd_kms_plugin_calls_queued")
 

@@ -183,9 +183,12 @@ static PGresult *pg_wait_within(PGconn *c, int64_t ms)
     PQclear(last);
     if (PQsocket(c) >= 0)
         (void)shutdown(PQsocket(c), SHUT_RDWR);
-    /* reads the end of the stream, so the connection is marked bad even when the whole answer
-     * had arrived by now (libpq would otherwise hand it out below and keep its status OK) */
-    (void)PQconsumeInput(c);
+    /* read to the end of the stream, so the connection is marked bad even when the whole
+     * answer had arrived by now (libpq would otherwise hand it out below and keep its status
+     * OK) */
+    for (int i = 0; i < 64 && PQconsumeInput(c) == 1; i++) {
+        /* data still queued is read first (Linux keeps it readable after SHUT_RD) */
+    }
     while ((r = PQgetResult(c)) != NULL)
         PQclear(r);
     return NULL;
@@ -293,21 +296,12 @@ static struct pg_conn *pg_connect(struct kms_backend *b, bool writer, struct kms
         goto fail;
     }
     if (writer && b->ha_lease_ms > 0) {
-        char sql[320];
+        char sql[160];
 
-        /* Also: a statement waiting on a lock gives up after half a lease, and any statement
-         * after three quarters of one, inside PostgreSQL, so the statement fails with an
-         * error while the session, and the leader lock it holds, live on. kmsd's own deadline
-         * (a lease, pg_wait_within) is then only for a server that does not answer at all;
-         * closing the socket does not end a backend waiting on a lock (it reads nothing
-         * meanwhile), which would keep the leader lock from every replica until the lock
-         * holder lets go. A write statement longer than that could not keep the lease anyway:
-         * the heartbeat runs on this session, after it. */
         snprintf(sql, sizeof sql,
                  "SET idle_session_timeout TO %lld; SET idle_in_transaction_session_timeout TO "
-                 "%lld; SET lock_timeout TO %lld; SET statement_timeout TO %lld",
-                 (long long)b->ha_lease_ms, (long long)b->ha_lease_ms,
-                 (long long)(b->ha_lease_ms / 2), (long long)(b->ha_lease_ms * 3 / 4));
+                 "%lld",
+                 (long long)b->ha_lease_ms, (long long)b->ha_lease_ms);
         if (pg_exec_ok(pc->c, sql) != 0) {
             pg_err(err, "cannot set the session timeouts on PostgreSQL", pc->c);
             goto fail;
@@ -432,10 +426,33 @@ static const char pg_begin_write[] =
     "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(" PG_WRITE_LOCK ")";
 static const char pg_begin_read[] = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1";
 
+/*
+ * BEGIN of a leader's write transaction (HA): inside PostgreSQL, a statement of it waiting on a
+ * lock gives up after a quarter of a lease, and any statement after a third of one, so it fails
+ * with an error while the session, and the leader lock it holds, live on. (The transaction
+ * holds the write session, so the heartbeat waits for it: a quarter or a third of a lease,
+ * plus a heartbeat interval, at most a third of a lease, stays within the three quarters the
+ * lease leaves before it must be renewed.) kmsd's own deadline
+ * (a lease, pg_wait_within) is then only for a server that does not answer at all: closing the
+ * socket does not end a backend waiting on a lock (it reads nothing meanwhile), which would
+ * keep the leader lock from every replica until the lock holder let go. A write longer than
+ * that could not keep the lease anyway: the heartbeat runs on this session, after it. SET LOCAL
+ * ends with the transaction: the schema statements and the seal check a replica runs on this
+ * session while it starts (before it leads) still wait for the write lock as long as it takes.
+ */
+static void pg_begin_write_leader(const struct kms_backend *b, char *sql, size_t n)
+{
+    snprintf(sql, n,
+             "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout TO %lld; "
+             "SET LOCAL statement_timeout TO %lld; SELECT pg_advisory_xact_lock(" PG_WRITE_LOCK ")",
+             (long long)(b->ha_lease_ms / 4), (long long)(b->ha_lease_ms / 3));
+}
+
 static int pg_txn_begin(struct kms_backend *b, bool write, struct kms_backend_txn **out)
 {
     struct kms_backend_txn *t = calloc(1, sizeof *t);
     struct kms_err err;
+    char begin_leader[320];
 
     *out = NULL;
     if (t == NULL)
@@ -445,9 +462,10 @@ static int pg_txn_begin(struct kms_backend *b, bool write, struct kms_backend_tx
     kms_err_clear(&err);
     if (write && b->ha_armed) {
         /* leadership: only on the session that holds the lock, never on a replacement */
+        pg_begin_write_leader(b, begin_leader, sizeof(begin_leader));
         pthread_mutex_lock(&b->write_mu);
         if (b->writer == NULL || !b->writer->leader ||
-            pg_lease_exec_ok(b, b->writer->c, pg_begin_write) != 0 ||
+            pg_lease_exec_ok(b, b->writer->c, begin_leader) != 0 ||
             PQtransactionStatus(b->writer->c) != PQTRANS_INTRANS) {
             if (b->writer != NULL && PQstatus(b->writer->c) != CONNECTION_OK) {
                 pg_conn_close(b->writer);

@@ -138,18 +138,25 @@ static int fail(char *msg, size_t n, int code, const char *fmt, ...)
     return code;
 }
 
-/* After a refusal (code, msg) of a call the backend was not asked: the backend records it; if
- * it cannot, INTERNAL (fail closed). */
-static int refusal(struct kms_plugin_core *c, bool decrypt, const char *uid, int code, char *msg,
-                   size_t n)
+/* An INVALID_ARGUMENT refusal of a call the backend was not asked (the message from fmt): the
+ * backend records it; if it cannot, INTERNAL (fail closed). */
+static int refuse(struct kms_plugin_core *c, bool decrypt, const char *uid, char *msg, size_t n,
+                  const char *fmt, ...) KMS_PRINTF(6, 7);
+
+static int refuse(struct kms_plugin_core *c, bool decrypt, const char *uid, char *msg, size_t n,
+                  const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, n, fmt, ap);
+    va_end(ap);
     struct kms_err err;
     kms_err_clear(&err);
     if (c->b.refused != NULL &&
         c->b.refused(c->b.arg, decrypt, uid != NULL ? uid : "", msg, &err) != 0) {
         return fail(msg, n, KMS_GRPC_INTERNAL, "internal error");
     }
-    return code;
+    return KMS_GRPC_INVALID_ARGUMENT;
 }
 
 static int backend_fail(const struct kms_err *err, char *msg, size_t n)
@@ -286,15 +293,13 @@ static int encrypt(struct kms_plugin_core *c, const uint8_t *in, size_t len, uin
         return fail(msg, n, KMS_GRPC_INVALID_ARGUMENT, "malformed EncryptRequest message");
     }
     if (req->plaintext.len == 0) {
-        code = fail(msg, n, KMS_GRPC_INVALID_ARGUMENT, "plaintext is empty");
-        code = refusal(c, false, req->uid, code, msg, n);
+        code = refuse(c, false, req->uid, msg, n, "plaintext is empty");
         goto out;
     }
     if (req->plaintext.len > KMS_PLUGIN_PLAINTEXT_MAX) {
-        code = fail(msg, n, KMS_GRPC_INVALID_ARGUMENT,
-                    "plaintext is %zu bytes; at most %d are accepted (a DEK seed is 32)",
-                    req->plaintext.len, KMS_PLUGIN_PLAINTEXT_MAX);
-        code = refusal(c, false, req->uid, code, msg, n);
+        code = refuse(c, false, req->uid, msg, n,
+                      "plaintext is %zu bytes; at most %d are accepted (a DEK seed is 32)",
+                      req->plaintext.len, KMS_PLUGIN_PLAINTEXT_MAX);
         goto out;
     }
     code = wrap(c, req->plaintext.data, req->plaintext.len, req->uid, &ct, key_id, msg, n);
@@ -365,34 +370,29 @@ static int decrypt(struct kms_plugin_core *c, const uint8_t *in, size_t len, uin
     const char *ct = (const char *)req->ciphertext.data;
     size_t ctlen = req->ciphertext.len;
     if (ctlen == 0) {
-        code = fail(msg, n, KMS_GRPC_INVALID_ARGUMENT, "ciphertext is empty");
-        code = refusal(c, true, req->uid, code, msg, n);
+        code = refuse(c, true, req->uid, msg, n, "ciphertext is empty");
         goto out;
     }
     if (ctlen > KMS_PLUGIN_CIPHERTEXT_MAX) {
-        code = fail(msg, n, KMS_GRPC_INVALID_ARGUMENT,
-                    "ciphertext is %zu bytes; the apiserver keeps at most %d", ctlen,
-                    KMS_PLUGIN_CIPHERTEXT_MAX);
-        code = refusal(c, true, req->uid, code, msg, n);
+        code = refuse(c, true, req->uid, msg, n,
+                      "ciphertext is %zu bytes; the apiserver keeps at most %d", ctlen,
+                      KMS_PLUGIN_CIPHERTEXT_MAX);
         goto out;
     }
     if (strlen(req->key_id) > KMS_PLUGIN_KEY_ID_MAX || parse_key_id(c, req->key_id, &kv) != 0) {
-        code = fail(msg, n, KMS_GRPC_INVALID_ARGUMENT, "unknown key_id: this plugin serves %s:v<N>",
-                    c->b.label);
-        code = refusal(c, true, req->uid, code, msg, n);
+        code = refuse(c, true, req->uid, msg, n, "unknown key_id: this plugin serves %s:v<N>",
+                      c->b.label);
         goto out;
     }
     if (memchr(ct, '\0', ctlen) != NULL || kms_ciphertext_parse_version(ct, ctlen, &cv) != 0) {
-        code = fail(msg, n, KMS_GRPC_INVALID_ARGUMENT,
-                    "invalid ciphertext: not a vault:v<N>: ciphertext of this plugin");
-        code = refusal(c, true, req->uid, code, msg, n);
+        code = refuse(c, true, req->uid, msg, n,
+                      "invalid ciphertext: not a vault:v<N>: ciphertext of this plugin");
         goto out;
     }
     if (cv != kv) {
-        code =
-            fail(msg, n, KMS_GRPC_INVALID_ARGUMENT,
-                 "ciphertext version v%" PRIu32 " does not match key_id version v%" PRIu32, cv, kv);
-        code = refusal(c, true, req->uid, code, msg, n);
+        code = refuse(c, true, req->uid, msg, n,
+                      "ciphertext version v%" PRIu32 " does not match key_id version v%" PRIu32, cv,
+                      kv);
         goto out;
     }
     /* the backend reads a NUL-terminated copy */

@@ -41,14 +41,23 @@ static const char *const code_names[NCODES] = {
     "UNAUTHENTICATED",
 };
 
-void kms_plugin_metrics_count(enum kms_plugin_method m, int code, int64_t micros)
+/* Count a call of method m under its gRPC code; false for an unknown method. */
+static bool count_code(enum kms_plugin_method m, int code)
 {
-    if (m >= KMS_PLUGIN_NMETHODS) {
-        return;
+    if ((unsigned)m >= KMS_PLUGIN_NMETHODS) {
+        return false;
     }
     size_t c = code >= 0 && code < NCODES ? (size_t)code : (size_t)KMS_GRPC_UNKNOWN;
-    uint64_t us = micros > 0 ? (uint64_t)micros : 0;
     atomic_fetch_add_explicit(&calls[m][c], 1, memory_order_relaxed);
+    return true;
+}
+
+void kms_plugin_metrics_count(enum kms_plugin_method m, int code, int64_t micros)
+{
+    if (!count_code(m, code)) {
+        return;
+    }
+    uint64_t us = micros > 0 ? (uint64_t)micros : 0;
     for (size_t b = 0; b < NBUCKETS; b++) {
         if (us <= bounds_us[b]) {
             atomic_fetch_add_explicit(&buckets[m][b], 1, memory_order_relaxed);
@@ -60,10 +69,7 @@ void kms_plugin_metrics_count(enum kms_plugin_method m, int code, int64_t micros
 
 void kms_plugin_metrics_refused(enum kms_plugin_method m, int code)
 {
-    if ((unsigned)m < KMS_PLUGIN_NMETHODS) {
-        size_t c = code >= 0 && code < NCODES ? (size_t)code : (size_t)KMS_GRPC_UNKNOWN;
-        atomic_fetch_add_explicit(&calls[m][c], 1, memory_order_relaxed);
-    }
+    (void)count_code(m, code);
 }
 
 void kms_plugin_metrics_queued(int delta)

@@ -91,8 +91,9 @@ struct kms_backend {
     size_t passlen;
     bool nosync;
     bool exclusive;
-    int64_t ha_lease_ms; /* > 0: leadership mode */
-    bool ha_armed;       /* a leader_try ran: from then on writes need the lock */
+    int64_t ha_lease_ms;    /* > 0: leadership mode */
+    bool ha_armed;          /* a leader_try ran: from then on writes need the lock */
+    char begin_leader[256]; /* BEGIN of the leader's write transactions (pg_begin_write_leader) */
 
     pthread_mutex_t write_mu; /* held by the write transaction, begin to end */
     struct pg_conn *writer;   /* NULL until (re)connected */
@@ -432,17 +433,16 @@ static const char pg_begin_read[] = "BEGIN ISOLATION LEVEL REPEATABLE READ READ 
  * with an error while the session, and the leader lock it holds, live on. (The transaction
  * holds the write session, so the heartbeat waits for it: a quarter or a third of a lease,
  * plus a heartbeat interval, at most a third of a lease, stays within the three quarters the
- * lease leaves before it must be renewed.) kmsd's own deadline
- * (a lease, pg_wait_within) is then only for a server that does not answer at all: closing the
- * socket does not end a backend waiting on a lock (it reads nothing meanwhile), which would
- * keep the leader lock from every replica until the lock holder let go. A write longer than
- * that could not keep the lease anyway: the heartbeat runs on this session, after it. SET LOCAL
- * ends with the transaction: the schema statements and the seal check a replica runs on this
- * session while it starts (before it leads) still wait for the write lock as long as it takes.
+ * lease leaves before it must be renewed.) kmsd's own deadline (a lease, pg_wait_within) is
+ * then only for a server that does not answer at all: closing the socket does not end a
+ * backend waiting on a lock (it reads nothing meanwhile), which would keep the leader lock from
+ * every replica until the lock holder let go. SET LOCAL ends with the transaction: the schema
+ * statements and the seal check a replica runs on this session while it starts (before it
+ * leads) still wait for the write lock as long as it takes. Written once, at open.
  */
-static void pg_begin_write_leader(const struct kms_backend *b, char *sql, size_t n)
+static void pg_begin_write_leader(struct kms_backend *b)
 {
-    snprintf(sql, n,
+    snprintf(b->begin_leader, sizeof(b->begin_leader),
              "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout TO %lld; "
              "SET LOCAL statement_timeout TO %lld; SELECT pg_advisory_xact_lock(" PG_WRITE_LOCK ")",
              (long long)(b->ha_lease_ms / 4), (long long)(b->ha_lease_ms / 3));
@@ -452,7 +452,6 @@ static int pg_txn_begin(struct kms_backend *b, bool write, struct kms_backend_tx
 {
     struct kms_backend_txn *t = calloc(1, sizeof *t);
     struct kms_err err;
-    char begin_leader[320];
 
     *out = NULL;
     if (t == NULL)
@@ -462,10 +461,9 @@ static int pg_txn_begin(struct kms_backend *b, bool write, struct kms_backend_tx
     kms_err_clear(&err);
     if (write && b->ha_armed) {
         /* leadership: only on the session that holds the lock, never on a replacement */
-        pg_begin_write_leader(b, begin_leader, sizeof(begin_leader));
         pthread_mutex_lock(&b->write_mu);
         if (b->writer == NULL || !b->writer->leader ||
-            pg_lease_exec_ok(b, b->writer->c, begin_leader) != 0 ||
+            pg_lease_exec_ok(b, b->writer->c, b->begin_leader) != 0 ||
             PQtransactionStatus(b->writer->c) != PQTRANS_INTRANS) {
             if (b->writer != NULL && PQstatus(b->writer->c) != CONNECTION_OK) {
                 pg_conn_close(b->writer);
@@ -1020,6 +1018,7 @@ int kms_backend_pg_open(const char *conninfo, const struct kms_storage_opts *opt
     b->nosync = opts != NULL && opts->nosync;
     b->exclusive = opts != NULL && opts->pg_exclusive;
     b->ha_lease_ms = opts != NULL && opts->pg_ha_lease_ms > 0 ? opts->pg_ha_lease_ms : 0;
+    pg_begin_write_leader(b);
     if (opts != NULL && opts->pg_password != NULL) {
         b->passlen = strlen(opts->pg_password) + 1;
         if ((b->password = malloc(b->passlen)) == NULL) {

@@ -482,7 +482,12 @@ class HaTest(HaCase):
                     outcome.append(e)
             starter = threading.Thread(target=start_second)
             starter.start()
-            time.sleep(1.5)  # longer than the lock timeout (0.5 s) while the lock is held
+            # its set-up statements wait on the held table for longer than the leader's lock
+            # timeout (0.5 s), seen in PostgreSQL itself (nothing else waits on a lock now)
+            wait_for(lambda: int(self.pg.psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND now() - query_start > interval '1 second'").strip()) >= 1, 30,
+                "the starting replica's statements waiting on the lock for 1 s")
         finally:
             if holder.poll() is None:
                 holder.stdin.write("ROLLBACK;\n\\q\n")

@@ -152,6 +152,10 @@ void kms_api_abandon(struct kms_api_call *call, struct kms_http_resp *resp);
  * line of the call (another is slow or hung); no wake comes after that, and the caller
  * resumes the call instead (kms_api_resume), as if woken. False: abandon it. */
 bool kms_api_settle(struct kms_api_call *call) KMS_WUR;
+/* True when the parked call's handler has run (it waits for its response line): its result
+ * exists and will be recorded, so it is worth delivering even to a client that has stopped
+ * sending. False while it waits for its request line (its handler has not run). */
+bool kms_api_handled(const struct kms_api_call *call) KMS_WUR;
 /* How long a parked request may wait for its audit lines (audit_timeout), milliseconds. */
 int64_t kms_api_audit_timeout_ms(struct kms_api *api);
 /*

@@ -1047,6 +1047,12 @@ bool kms_api_settle(struct kms_api_call *call)
     return c->audit.rec != NULL && kms_audit_rec_settle(c->audit.rec);
 }
 
+bool kms_api_handled(const struct kms_api_call *call)
+{
+    const struct kms_ctx *c = (const struct kms_ctx *)call;
+    return c->park.phase == 2;
+}
+
 int64_t kms_api_audit_timeout_ms(struct kms_api *api)
 {
     return kms_audit_timeout_ms(kms_api_audit(api));

@@ -803,9 +803,10 @@ struct conn {
     struct kms_http_parser *parser;
     bool req_started; /* bytes of a request have arrived: the read deadline runs */
     bool keepalive;
-    bool http10;  /* the current request is HTTP/1.0 */
-    bool closing; /* answer queued, close once it is sent */
-    bool paused;  /* not reading: too much unsent output (back-pressure) */
+    bool http10;   /* the current request is HTTP/1.0 */
+    bool closing;  /* answer queued, close once it is sent */
+    bool paused;   /* not reading: too much unsent output (back-pressure) */
+    bool peer_eof; /* the client has sent its last byte (a half-close reads as a close) */
     char remote[INET6_ADDRSTRLEN];
     int port;
     struct kms_http_req req;   /* the request in progress (borrowed from the parser) */
@@ -1024,6 +1025,19 @@ static void conn_close_after_write(struct conn *c)
     evtimer_del(c->timer);
 }
 
+/* The client sent its last byte and every request it sent in full is answered: send the
+ * answers, then close. */
+static void peer_done(struct conn *c)
+{
+    flush_remove(c);
+    flush_conn(c);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        conn_free(c);
+        return;
+    }
+    conn_close_after_write(c);
+}
+
 /* Answer with an error and close the connection after the write (protocol-level errors). */
 static void fail_close(struct conn *c, int status, const char *msg)
 {
@@ -1159,7 +1173,7 @@ static void unpark(struct conn *c)
         return;
     }
     bufferevent_setwatermark(c->bev, EV_READ, 0, 0); /* no syscall unless it had stopped reading */
-    if (!c->paused) {
+    if (!c->paused && !c->peer_eof) {
         bufferevent_enable(c->bev, EV_READ);
     }
     process(c); /* requests already buffered do not wait for new bytes */
@@ -1249,6 +1263,9 @@ static void process(struct conn *c)
             return;
         }
         if (ev == KMS_HTTP_PARSE_MORE) {
+            if (c->peer_eof) {
+                peer_done(c); /* no more bytes will come: a part of a request is dropped */
+            }
             return;
         }
         if (ev == KMS_HTTP_PARSE_CONTINUE) {
@@ -1281,7 +1298,9 @@ static void on_write(struct bufferevent *bev, void *arg)
         c->paused = false;
         bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
         if (c->call == NULL) {
-            bufferevent_enable(bev, EV_READ);
+            if (!c->peer_eof) {
+                bufferevent_enable(bev, EV_READ);
+            }
             process(c); /* requests already buffered do not wait for new bytes */
         }
     }
@@ -1289,11 +1308,24 @@ static void on_write(struct bufferevent *bev, void *arg)
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
+    struct conn *c = arg;
     (void)bev;
     if (what & BEV_EVENT_CONNECTED) {
         return; /* TLS handshake done */
     }
-    conn_free(arg);
+    if ((what & BEV_EVENT_EOF) && !(what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) && !c->closing &&
+        (c->call == NULL || kms_api_handled(c->call))) {
+        /* The client has sent all it will. A half-close (shutdown(SHUT_WR), `nc -N`) reads
+         * the same as a close, so what it sent in full is still answered: a parked request
+         * whose handler ran, and requests already buffered. A request parked before its
+         * handler is abandoned below instead (its handler never runs). */
+        c->peer_eof = true;
+        if (c->call == NULL && !c->paused) {
+            peer_done(c);
+        }
+        return; /* otherwise once resumed, or once the client reads what is queued */
+    }
+    conn_free(c);
 }
 
 static void on_timeout(evutil_socket_t fd, short what, void *arg)
@@ -1394,6 +1426,10 @@ static void conn_start(struct kms_http *h, evutil_socket_t fd, struct buffereven
     h->conns = c;
     count_conn(h);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    /* a client that takes none of its queued answer for idle_timeout is closed (a closing
+     * connection has no other timer, and its answer may be as large as a batch) */
+    struct timeval wtv = {(time_t)h->opts.idle_timeout, 0};
+    bufferevent_set_timeouts(c->bev, NULL, &wtv);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     arm_timer(c, h->opts.idle_timeout);
 }

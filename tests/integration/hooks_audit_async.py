@@ -20,7 +20,9 @@ whose name is a directory in the hooks dir takes its files from there.
 - two devices, one hung in its fsync: requests the other device recorded are answered at
   audit_timeout instead of failing, and the hung one gets every line once it comes back;
 - a parked connection keeps reading: a client that closes it is seen while the fsync is still
-  held (its change, waiting for its request line, is abandoned and never happens), and
+  held (its change, waiting for its request line, is abandoned and never happens), a client
+  that half-closes after an encrypt that ran still gets its answer once the line is durable,
+  and
   requests pipelined behind a parked one (more than the 64 KiB a parked connection buffers)
   are answered after it, in order.
 """
@@ -356,6 +358,36 @@ class ParkedConnectionTest(HookedServer):
         self.wait_drained()
         r = self.req("GET", "transit/keys/" + fresh)
         self.assertEqual(r.status, 404, r.describe())  # its handler never ran
+        self.verify()
+
+    def test_a_half_closed_client_gets_its_parked_answer(self):
+        # an encrypt has run and waits for its response line when the client shuts its
+        # sending side (`nc -N`): the EOF kmsd reads meanwhile must not drop the answer
+        name, first, first_res = self.hold_writer()
+        fails = self.codes(500)
+        s = socket.create_connection(("127.0.0.1", self.server.port), timeout=60)
+        try:
+            s.sendall(http_bytes("POST", "transit/encrypt/" + name, {"plaintext": b64("half")},
+                                 self.server.token))
+            self.wait_pending(1 + 2)  # the held response line, the encrypt's two lines
+            s.shutdown(socket.SHUT_WR)
+            # one worker: its answer to this comes after it has read the EOF queued before it
+            r = self.req("GET", "sys/health", token=None)
+            self.assertEqual(r.status, 200, r.describe())
+            self.assertEqual(self.codes(500), fails)  # not abandoned
+            self.assertEqual(first_res, [])  # the fsync is still held
+            self.unhook("hold")
+            f = s.makefile("rb")
+            status, body = read_response(f)
+            self.assertEqual(f.read(), b"")  # then kmsd closes the connection
+            f.close()
+        finally:
+            s.close()
+        for t in first:
+            t.join()
+        self.assertEqual(status, 200, body[:300])
+        self.assertEqual(self.decrypt(name, json.loads(body)["data"]["ciphertext"]), b"half")
+        self.wait_drained()
         self.verify()
 
     def test_requests_pipelined_behind_a_parked_one_answer_in_order(self):

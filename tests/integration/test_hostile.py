@@ -2,7 +2,9 @@
 and bodies, too many connections, idle connections, malformed framing, pipelining, and the
 per-token rate limit. Each case also checks that the server keeps answering others."""
 
+import base64
 import json
+import os
 import socket
 import time
 import unittest
@@ -244,6 +246,67 @@ class HostileHTTPTest(unittest.TestCase):
 
         wait_for(served, 10, "the server to see the capped connections close")
         self.healthy_quickly()
+
+
+def server_side_state(server_port, client_port):
+    """The TCP state (/proc/net/tcp, hex: 01 established) of the server's end of a loopback
+    connection, or None once it is gone."""
+    with open("/proc/net/tcp") as f:
+        for line in f.read().splitlines()[1:]:
+            fields = line.split()
+            local, remote = fields[1], fields[2]
+            if (int(local.split(":")[1], 16) == server_port and
+                    int(remote.split(":")[1], 16) == client_port):
+                return fields[3]
+    return None
+
+
+class SlowReaderTest(unittest.TestCase):
+    """A client that never reads an answer larger than the socket buffers: its connection is
+    closed once no byte of it has been taken for idle_timeout (a closing connection had no
+    timer and kept its answer, up to a whole batch, forever)."""
+
+    def test_answer_never_read_is_dropped_after_idle_timeout(self):
+        srv = KmsdServer(mode="config", config={"idle_timeout": 1, "workers": 1,
+                                                "rate_limit": 0})
+        srv.start()
+        try:
+            srv.token = srv.request("PUT", "sys/init", {}, token=None).json["root_token"]
+            self.assertEqual(srv.request("POST", "sys/mounts/transit",
+                                         {"type": "transit"}).status, 204)
+            self.assertEqual(srv.request("POST", "transit/keys/big", {}).status, 200)
+            with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+                wmem = int(f.read().split()[2])
+            # an answer at least twice what the kernel can buffer for the server
+            n = 2 * wmem // 40000 + 1
+            items = [{"plaintext": base64.b64encode(os.urandom(40000)).decode()}
+                     for _ in range(n)]
+            body = json.dumps({"batch_input": items}).encode()
+            raw = ("POST /v1/transit/encrypt/big HTTP/1.1\r\nHost: x\r\nX-Vault-Token: %s\r\n"
+                   "Connection: close\r\nContent-Length: %d\r\n\r\n"
+                   % (srv.token, len(body))).encode() + body
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(30)
+            s.connect(("127.0.0.1", srv.port))
+            try:
+                s.sendall(raw)
+                client_port = s.getsockname()[1]
+                wait_for(lambda: server_side_state(srv.port, client_port) not in ("01", None)
+                         or server_side_state(srv.port, client_port) is None, 30,
+                         "the server to close a connection whose answer is not read")
+                # others are served meanwhile and after
+                r = raw_request("127.0.0.1", srv.port, "GET", "/v1/sys/health", timeout=5)
+                self.assertEqual(r.status, 200)
+                # what the client gets is a cut answer, not a whole one
+                data = read_all(s, timeout=30)
+                self.assertEqual(status_of(data), 200)
+                self.assertLess(len(data), len(body))
+            finally:
+                s.close()
+        finally:
+            self.assertEqual(srv.stop(), 0)
+            srv.cleanup()
 
 
 class RateLimitTest(unittest.TestCase):

@@ -377,10 +377,10 @@ static void write_batch_results(struct kms_audit_lw *w, const struct kms_ctx *c)
             kms_audit_lw_data_str(w, "ciphertext", r->ciphertext, r->ciphertext_len);
             kms_audit_lw_int(w, "key_version", r->key_version);
         }
-        kms_audit_lw_data_str(w, "reference", r->reference, r->reference_len);
         if (r->ciphertext == NULL && r->error != NULL) {
             kms_audit_lw_data_str(w, "error", r->error, r->error_len);
         }
+        kms_audit_lw_data_str(w, "reference", r->reference, r->reference_len);
         kms_audit_lw_end(w);
     }
     kms_audit_lw_end(w);

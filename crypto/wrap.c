@@ -387,6 +387,82 @@ out:
     return rc;
 }
 
+/* Go's name (%T) of what x509.ParsePKCS8PrivateKey gives for k, or NULL. */
+static const char *go_key_type(const EVP_PKEY *k)
+{
+    switch (EVP_PKEY_get_base_id(k)) {
+    case EVP_PKEY_RSA:
+        return "*rsa.PrivateKey";
+    case EVP_PKEY_EC:
+        return "*ecdsa.PrivateKey";
+    case EVP_PKEY_ED25519:
+        return "ed25519.PrivateKey";
+    case EVP_PKEY_X25519:
+        return "*ecdh.PrivateKey";
+    default:
+        return NULL;
+    }
+}
+
+/* Go's name of a NIST curve ("P-256"), or NULL for another curve. */
+static const char *go_curve(const char *group)
+{
+    if (strcmp(group, "prime256v1") == 0 || strcmp(group, "P-256") == 0) {
+        return "P-256";
+    }
+    if (strcmp(group, "secp384r1") == 0 || strcmp(group, "P-384") == 0) {
+        return "P-384";
+    }
+    if (strcmp(group, "secp521r1") == 0 || strcmp(group, "P-521") == 0) {
+        return "P-521";
+    }
+    return NULL;
+}
+
+/* A key of another type, curve or size than t: OpenBao's message (keysutil's parseFromKey)
+ * in err and 1; 0 when family, curve and size fit. */
+static int key_mismatch(enum kms_key_type t, const EVP_PKEY *k, struct kms_err *err)
+{
+    static const char *const curves[] = {"P-256", "P-384", "P-521"};
+    const char *got = go_key_type(k);
+    int base = EVP_PKEY_get_base_id(k);
+    int want = t == KMS_KEY_ED25519 ? EVP_PKEY_ED25519
+               : ec_field(t) != 0   ? EVP_PKEY_EC
+                                    : EVP_PKEY_RSA;
+    if (base != want) {
+        if (got == NULL) {
+            kms_err_set(err, 500, "error parsing asymmetric key: unsupported key type");
+        } else {
+            kms_err_set(err, 500, "invalid key type: expected %s, got %s", kms_key_type_name(t),
+                        got);
+        }
+        return 1;
+    }
+    if (base == EVP_PKEY_EC) {
+        char group[64] = "";
+        size_t glen = 0;
+        const char *expect = curves[t == KMS_KEY_ECDSA_P256 ? 0 : t == KMS_KEY_ECDSA_P384 ? 1 : 2];
+        const char *have = EVP_PKEY_get_utf8_string_param(k, OSSL_PKEY_PARAM_GROUP_NAME, group,
+                                                          sizeof(group), &glen) == 1
+                               ? go_curve(group)
+                               : NULL;
+        if (have == NULL) {
+            kms_err_set(err, 500, "error parsing asymmetric key: x509: unsupported elliptic curve");
+            return 1;
+        }
+        if (strcmp(have, expect) != 0) {
+            kms_err_set(err, 500, "invalid curve: expected %s, got %s", expect, have);
+            return 1;
+        }
+    }
+    if (base == EVP_PKEY_RSA && EVP_PKEY_get_size(k) != rsa_bits(t) / 8) {
+        kms_err_set(err, 500, "invalid key size: expected %d bytes, got %d bytes", rsa_bits(t) / 8,
+                    EVP_PKEY_get_size(k));
+        return 1;
+    }
+    return 0;
+}
+
 static int take_pkcs8(enum kms_key_type t, const uint8_t *der, size_t len,
                       struct kms_key_version *kv, struct kms_err *err)
 {
@@ -400,6 +476,8 @@ static int take_pkcs8(enum kms_key_type t, const uint8_t *der, size_t len,
     p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &pp, (long)len);
     if (p8 == NULL || pp != der + len || (k = EVP_PKCS82PKEY(p8)) == NULL)
         goto bad;
+    if (key_mismatch(t, k, err))
+        goto out;
     if (t == KMS_KEY_ED25519)
         rc = take_ed25519(k, kv);
     else if (ec_field(t) != 0)

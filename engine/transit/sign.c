@@ -48,10 +48,12 @@ static int vset_get(struct kms_ctx *c, const char *name, struct vset *vs, uint32
     return 0;
 }
 
-/* hash algorithm: the URL segment, else hash_algorithm, else the deprecated algorithm. */
-static const char *hash_name(struct kms_ctx *c)
+/* hash algorithm of sign and verify: the URL segment, else hash_algorithm, which defaults to
+ * sha2-256, so the deprecated algorithm counts only when hash_algorithm is given empty (as
+ * OpenBao reads them). */
+const char *kms_transit_hash_name(struct kms_ctx *c)
 {
-    const char *v = kms_cap(c, "algorithm");
+    const char *v = kms_cap(c, "urlalgorithm");
 
     if (v != NULL && v[0] != '\0') {
         return v;
@@ -78,7 +80,8 @@ static int prepare(struct kms_ctx *c, const char *missing, const char *what,
     (void)kms_param_str(c, "salt_length", &salt);
     (void)kms_param_str(c, "signature_algorithm", &sig_alg);
     (void)kms_param_bool(c, "prehashed", &prehashed);
-    if (kms_sign_opts_parse(hash_name(c), marshaling, salt, sig_alg, prehashed, o, &c->err) != 0) {
+    if (kms_sign_opts_parse(kms_transit_hash_name(c), marshaling, salt, sig_alg, prehashed, o,
+                            &c->err) != 0) {
         return -1;
     }
     int g = kms_transit_read_key(c, kms_cap(c, "name"), p);
@@ -235,6 +238,8 @@ static int sign_one(struct kms_ctx *c, const struct kms_key_policy *p,
         kms_keyring_sign(p, kv, o, ctx, ctxlen, in, inlen, &sig, &pub, err) != 0) {
         goto out;
     }
+    /* OpenBao's item order: signature, key_version, publickey (error, reference) */
+    json_object_del(res, "key_version");
     json_object_set_new(res, "signature", json_string(sig));
     json_object_set_new(res, "key_version", json_integer(v));
     if (pub != NULL) {

@@ -1429,11 +1429,11 @@ static json_t *encrypt_results(const struct item *items, size_t n)
         if (it->kind == ITEM_OK) {
             json_object_set_new(o, "ciphertext", json_string(it->out));
             json_object_set_new(o, "key_version", json_integer(it->out_version));
-        }
-        json_object_set_new(o, "reference", json_string(it->reference));
-        if (it->kind != ITEM_OK) {
+        } else {
             json_object_set_new(o, "error", json_string(it->err.msg));
         }
+        /* OpenBao's item is a struct: its fields in declaration order, reference last */
+        json_object_set_new(o, "reference", json_string(it->reference));
         json_array_append_new(arr, o);
     }
     return arr;
@@ -1469,7 +1469,7 @@ static bool json_text_ok(const char *s)
 /*
  * An encrypt or rewrap batch's data written straight as JSON text (no tree to build, render
  * and free), byte-identical to what the envelope writes from encrypt_results' tree:
- * {"batch_results":[{"ciphertext":…,"key_version":N,"reference":…} | {"reference":…,"error":…},
+ * {"batch_results":[{"ciphertext":…,"key_version":N,"reference":…} | {"error":…,"reference":…},
  * …]}. An audited request also hands the values to the audit hook (c->batch_results, one block
  * with copies of the ciphertexts and errors), which writes the response line from them. false
  * (nothing kept) when out of memory: the caller builds the tree.
@@ -1517,14 +1517,15 @@ static bool encrypt_results_text(struct kms_ctx *c, const struct item *items, si
             kms_jw_raw(&w, ",\"reference\":", 13);
             kms_jw_str(&w, it->reference, rl);
         } else {
-            kms_jw_raw(&w, "\"reference\":", 12);
-            kms_jw_str(&w, it->reference, rl);
             if (json_text_ok(it->err.msg)) {
                 err = it->err.msg;
                 el = strlen(err);
-                kms_jw_raw(&w, ",\"error\":", 9);
+                kms_jw_raw(&w, "\"error\":", 8);
                 kms_jw_str(&w, err, el);
+                kms_jw_raw(&w, ",", 1);
             }
+            kms_jw_raw(&w, "\"reference\":", 12);
+            kms_jw_str(&w, it->reference, rl);
         }
         kms_jw_raw(&w, "}", 1);
         if (res != NULL) {
@@ -1755,10 +1756,10 @@ static int decrypt(struct kms_ctx *c)
         for (size_t i = 0; i < n; i++) {
             const struct item *it = &items[i];
             json_t *o = json_pack("{s:s}", "plaintext", it->kind == ITEM_OK ? it->out : "");
-            json_object_set_new(o, "reference", json_string(it->reference));
             if (it->kind != ITEM_OK) {
                 json_object_set_new(o, "error", json_string(it->err.msg));
             }
+            json_object_set_new(o, "reference", json_string(it->reference));
             json_array_append_new(arr, o);
         }
         c->status = batch_status(c, items, n);
@@ -2527,19 +2528,19 @@ static const struct kms_route transit_routes[] = {
     {.tmpl = "hmac/:name",
      .fields = kms_transit_hmac_fields,
      .on = {[KMS_OP_UPDATE] = {owned_kms_transit_hmac, NULL, 0}}},
-    {.tmpl = "hmac/:name/+algorithm",
+    {.tmpl = "hmac/:name/+urlalgorithm",
      .fields = kms_transit_hmac_fields,
      .on = {[KMS_OP_UPDATE] = {owned_kms_transit_hmac, NULL, 0}}},
     {.tmpl = "verify/:name",
      .fields = kms_transit_verify_fields,
      .on = {[KMS_OP_UPDATE] = {owned_kms_transit_verify, NULL, 0}}},
-    {.tmpl = "verify/:name/+algorithm",
+    {.tmpl = "verify/:name/+urlalgorithm",
      .fields = kms_transit_verify_fields,
      .on = {[KMS_OP_UPDATE] = {owned_kms_transit_verify, NULL, 0}}},
     {.tmpl = "sign/:name",
      .fields = kms_transit_sign_fields,
      .on = {[KMS_OP_UPDATE] = {owned_kms_transit_sign, NULL, 0}}},
-    {.tmpl = "sign/:name/+algorithm",
+    {.tmpl = "sign/:name/+urlalgorithm",
      .fields = kms_transit_sign_fields,
      .on = {[KMS_OP_UPDATE] = {owned_kms_transit_sign, NULL, 0}}},
     {.tmpl = "backup/:name", .on = {[KMS_OP_READ] = {owned_kms_transit_backup, "backup", 0}}},
@@ -2553,7 +2554,7 @@ static const struct kms_route transit_routes[] = {
     {.tmpl = "hash",
      .fields = kms_transit_hash_fields,
      .on = {[KMS_OP_UPDATE] = {kms_transit_hash, NULL, 0}}},
-    {.tmpl = "hash/+algorithm",
+    {.tmpl = "hash/+urlalgorithm",
      .fields = kms_transit_hash_fields,
      .on = {[KMS_OP_UPDATE] = {kms_transit_hash, NULL, 0}}},
     {.tmpl = "random",

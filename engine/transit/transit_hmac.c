@@ -12,7 +12,7 @@
 
 static const char *url_or_param(struct kms_ctx *c, const char *param, const char *def)
 {
-    const char *v = kms_cap(c, "algorithm");
+    const char *v = kms_cap(c, "urlalgorithm");
     if (v != NULL) {
         return v;
     }
@@ -199,7 +199,13 @@ static int verify_one(struct kms_ctx *c, const char *name, const struct kms_key_
     if (input == NULL) {
         return kms_err_set(err, 400, "missing input");
     }
-    if (hmac == NULL || hmac[0] == '\0') {
+    uint8_t *raw = NULL; /* checked before the HMAC, in OpenBao's order */
+    size_t rawlen = 0;
+    if (decode_input(input, &raw, &rawlen, err) != 0) {
+        return -1;
+    }
+    kms_free_wipe((void **)&raw, rawlen);
+    if (hmac == NULL) {
         return kms_err_set(err, 400, "missing hmac");
     }
     if (strncmp(hmac, "vault:v", 7) != 0) {
@@ -306,15 +312,7 @@ int kms_transit_verify(struct kms_ctx *c)
     if (has_sig) {
         return kms_transit_verify_signature(c);
     }
-    const char *alg = kms_cap(c, "algorithm");
-    if (alg == NULL) {
-        alg = url_or_param(c, "hash_algorithm", "sha2-256");
-        const char *a2 = NULL;
-        if (kms_param_str(c, "algorithm", &a2) && a2[0] != '\0' &&
-            !kms_param_str(c, "hash_algorithm", &a2)) {
-            alg = a2;
-        }
-    }
+    const char *alg = kms_transit_hash_name(c);
     if (strcmp(alg, "none") == 0 || kms_hash_parse(alg, &h) != 0) {
         return KMS_FAIL(c, 400, "invalid hash algorithm \"%s\"", alg);
     }
@@ -322,7 +320,7 @@ int kms_transit_verify(struct kms_ctx *c)
         return -1;
     }
     if (batch == NULL) {
-        const char *input = NULL;
+        const char *input = ""; /* a missing input is empty here, not an error */
         bool valid;
         (void)kms_param_str(c, "input", &input);
         if (verify_one(c, name, &p, h, input, hmac, &valid, &c->err) != 0) {
@@ -443,7 +441,7 @@ int kms_transit_random(struct kms_ctx *c)
                         "\"all\"",
                         source);
     }
-    if (strcmp(source, "platform") != 0) {
+    if (strcmp(source, "seal") == 0) { /* not for "all", as in OpenBao */
         kms_warn(c, "no seal/entropy augmentation available, using platform entropy source");
     }
     size_t n = (size_t)bytes;

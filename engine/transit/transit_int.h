@@ -54,6 +54,8 @@ int kms_transit_read_version(struct kms_ctx *c, const char *name, uint32_t versi
 /* transit_hmac.c: hmac, verify (dispatch; HMAC half), hash, random. */
 int kms_transit_hmac(struct kms_ctx *c);
 int kms_transit_verify(struct kms_ctx *c);
+/* sign and verify's hash algorithm name (URL, hash_algorithm, then algorithm; sign.c) */
+const char *kms_transit_hash_name(struct kms_ctx *c);
 int kms_transit_hash(struct kms_ctx *c);
 int kms_transit_random(struct kms_ctx *c);
 extern const struct kms_field kms_transit_hmac_fields[];

@@ -387,9 +387,9 @@ static void case_batch_mixed_tree(struct fx *f)
     f->c.data = J(
         "{\"batch_results\":["
         "{\"ciphertext\":\"vault:v1:eA==\",\"key_version\":1,\"reference\":\"r\\\"1\\u00e9\\n\"},"
-        "{\"reference\":\"\",\"error\":\"illegal base64 data at input byte 0\"},"
+        "{\"error\":\"illegal base64 data at input byte 0\",\"reference\":\"\"},"
         "{\"ciphertext\":\"vault:v1:eQ==\",\"key_version\":1,\"reference\":\"\"},"
-        "{\"reference\":\"2026-05-01T10:00:00Z\",\"error\":\"missing plaintext to encrypt\"},"
+        "{\"error\":\"missing plaintext to encrypt\",\"reference\":\"2026-05-01T10:00:00Z\"},"
         "{\"ciphertext\":\"vault:v2:eg==\",\"key_version\":2,\"reference\":\"\\ud834\\udd1e\"}]}");
     f->c.audit.nversions = 0;
     kms_ctx_note_version(&f->c, 1);

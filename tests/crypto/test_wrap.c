@@ -284,7 +284,7 @@ static void test_version_import(void **state)
 
     assert_int_equal(kms_key_policy_init(&p, KMS_KEY_ECDSA_P256), 0);
     assert_int_equal(kms_key_version_import(&p, 1, der, derlen, &kv, &err), -1);
-    assert_string_equal(err.msg, "error parsing asymmetric key: not a ecdsa-p256 private key");
+    assert_string_equal(err.msg, "invalid key type: expected ecdsa-p256, got ed25519.PrivateKey");
     for (size_t i = 0; i < sizeof(kv); i++)
         assert_int_equal(((const uint8_t *)&kv)[i], 0);
 }

@@ -184,6 +184,45 @@ class RoundTripTest(KmsdTestCase):
         self.assertEqual(self.decrypt(name, ct, context=CTX2), b"ignored")
 
 
+def item_key_orders(resp):
+    """The key order of each batch_results item, as sent."""
+    doc = json.loads(resp.body.decode(), object_pairs_hook=lambda pairs: pairs)
+    data = dict(doc)["data"]
+    return [[k for k, _ in item] for item in dict(data)["batch_results"]]
+
+
+class BatchItemOrderTest(KmsdTestCase):
+    """OpenBao's batch items are Go structs, written in declaration order (reference 1.4):
+    an error comes before the reference, a signature before its key_version."""
+
+    def test_encrypt_rewrap_decrypt_items(self):
+        name, _ = self.create_key()
+        r = self.req("POST", "transit/encrypt/" + name, {"batch_input": [
+            {"plaintext": b64("a"), "reference": "x"}, {"plaintext": "!!", "reference": "y"}]})
+        self.assertStatus(r, 400)
+        self.assertEqual(item_key_orders(r), [["ciphertext", "key_version", "reference"],
+                                              ["error", "reference"]])
+        ct = r.data["batch_results"][0]["ciphertext"]
+        r = self.req("POST", "transit/rewrap/" + name, {"batch_input": [
+            {"ciphertext": ct}, {"ciphertext": "nope"}]})
+        self.assertStatus(r, 200)  # a rewrap batch is always 200
+        self.assertEqual(item_key_orders(r), [["ciphertext", "key_version", "reference"],
+                                              ["error", "reference"]])
+        r = self.req("POST", "transit/decrypt/" + name, {"batch_input": [
+            {"ciphertext": ct}, {"ciphertext": "nope"}]})
+        self.assertStatus(r, 400)
+        self.assertEqual(item_key_orders(r), [["plaintext", "reference"],
+                                              ["plaintext", "error", "reference"]])
+
+    def test_sign_items(self):
+        name, _ = self.create_key(type="ed25519")
+        r = self.req("POST", "transit/sign/" + name, {"batch_input": [
+            {"input": b64("a")}, {"input": "!!"}]})
+        self.assertStatus(r, 200)  # a sign batch is always 200
+        self.assertEqual(item_key_orders(r), [["signature", "key_version", "reference"],
+                                              ["key_version", "error", "reference"]])
+
+
 class InteropTest(KmsdTestCase):
     """Ciphertexts match the algorithms of §2.3-2.5, checked with exported key material."""
 

@@ -198,13 +198,26 @@ class TransitImportTest(KmsdTestCase):
                               "signature": "vault:v1:" + base64.b64encode(mine).decode()})
                 self.assertStatus(r, 200)
                 self.assertTrue(r.data["valid"])
-        # material of another type is refused
-        der = keys["ed25519"].private_bytes(serialization.Encoding.DER,
-                                            serialization.PrivateFormat.PKCS8,
-                                            serialization.NoEncryption())
-        r = self.import_key(self.uniq("imp"), der, status=500, type="ecdsa-p256")
-        self.assertEqual(r.errors, [wrapped("error importing key: error parsing asymmetric "
-                                            "key: not a ecdsa-p256 private key")])
+        # material of another type, curve or size is refused with OpenBao's messages
+        # (keysutil's parseFromKey)
+        for have, want, msg in [
+                ("ed25519", "ecdsa-p256", "invalid key type: expected ecdsa-p256, got "
+                                          "ed25519.PrivateKey"),
+                ("rsa-2048", "ecdsa-p256", "invalid key type: expected ecdsa-p256, got "
+                                           "*rsa.PrivateKey"),
+                ("ecdsa-p256", "rsa-2048", "invalid key type: expected rsa-2048, got "
+                                           "*ecdsa.PrivateKey"),
+                ("ecdsa-p384", "ecdsa-p256", "invalid curve: expected P-256, got P-384"),
+                ("ecdsa-p256", "ecdsa-p521", "invalid curve: expected P-521, got P-256"),
+                ("rsa-2048", "rsa-3072", "invalid key size: expected 384 bytes, got 256 bytes"),
+                ("rsa-2048", "ed25519", "invalid key type: expected ed25519, got "
+                                        "*rsa.PrivateKey")]:
+            with self.subTest(have=have, want=want):
+                der = keys[have].private_bytes(serialization.Encoding.DER,
+                                               serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption())
+                r = self.import_key(self.uniq("imp"), der, status=500, type=want)
+                self.assertEqual(r.errors, [wrapped("error importing key: " + msg)])
 
     def test_refusals(self):
         name, _ = self.create_key()

@@ -227,8 +227,9 @@ describe('node-vault against kmsd', () => {
         assert.equal(r.data.batch_results[0].reference, 'ra');
         const macs = r.data.batch_results.map((res) => res.hmac);
         assert.equal(payload(macs[0]).length, 64);
+        // verify reads hash_algorithm (default sha2-256), not the deprecated algorithm
         r = await vault.write(`transit/verify/${ak}`, {
-            algorithm: 'sha2-512',
+            hash_algorithm: 'sha2-512',
             batch_input: [{ input: b64('a'), hmac: macs[0] }, { input: b64('a'), hmac: macs[1] }],
         });
         assert.equal(r.data.batch_results[0].valid, true);

@@ -565,6 +565,13 @@ static void explain_api_error(const struct kms_cli_session *s, const char *metho
                       "organization with `kmsctl orgs create %s` and a root-namespace token "
                       "(POST %s/v1/sys/namespaces/%s)",
                       s->ns, s->addr, s->ns);
+    } else if (status == 403 && strncmp(path, "auth/", 5) == 0 && strlen(path) > 11 &&
+               strcmp(path + strlen(path) - 6, "/login") == 0) {
+        /* a refused login: the JWT does not fit the role, no token is involved */
+        kms_cli_errorf("%s: %s %s in organization \"%s\"", msg, method, path, kms_cli_org_label(s));
+        kms_cli_hintf("the role refused this JWT: its issuer, audience, expiry and subject (the "
+                      "ServiceAccount and its namespace, or the bound claims) must match the "
+                      "role's configuration (docs/auth.md)");
     } else if (status == 403) {
         kms_cli_errorf("%s: %s %s in organization \"%s\"", msg, method, path, kms_cli_org_label(s));
         kms_cli_hintf("the token (--token, KMS_TOKEN or the `kmsctl login` file) is invalid, "

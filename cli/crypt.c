@@ -62,7 +62,13 @@ static int read_input(const char *what, const char *inline_val, const char *file
                       uint8_t **buf, size_t *len)
 {
     if ((inline_val != NULL && inline_val[0] != '\0') == (file != NULL && file[0] != '\0')) {
-        kms_cli_errorf("provide exactly one of --%s or --%s-file", what, what);
+        if (inline_val != NULL && inline_val[0] == '\0' && file == NULL) {
+            /* as in kube-dc's CLI an empty value counts as not given: say so */
+            kms_cli_errorf("--%s is empty; for an empty %s use --%s-file=/dev/null", what, what,
+                           what);
+        } else {
+            kms_cli_errorf("provide exactly one of --%s or --%s-file", what, what);
+        }
         return KMS_CLI_EXIT_USAGE;
     }
     if (inline_val != NULL && inline_val[0] != '\0') {

@@ -657,7 +657,7 @@ static int env_decrypt(struct env_args *a, const char *name)
     o.fd = -1;
     kms_memzero(dek, sizeof(dek));
     if (a->in == NULL || a->out == NULL) {
-        kms_cli_errorf("envelope decrypt needs --in FILE and --out FILE|-");
+        kms_cli_errorf("envelope decrypt needs --in FILE|- and --out FILE|-");
         goto out;
     }
     if (a->meta == NULL && is_dash(a->in)) {
@@ -782,14 +782,16 @@ int kms_cli_envelope(int argc, char **argv)
 {
     static const char usage[] =
         "Usage: kmsctl envelope encrypt NAME --in FILE|- --out FILE [--meta FILE]\n"
-        "       kmsctl envelope decrypt NAME --in FILE --out FILE|- [--meta FILE]\n\n"
+        "       kmsctl envelope decrypt NAME --in FILE|- --out FILE|- [--meta FILE]\n\n"
         "  --meta FILE     the metadata sidecar with the wrapped data key\n"
         "                  (default <out>.meta.json when encrypting, <in>.meta.json when\n"
         "                  decrypting)\n"
         "  --no-progress   no progress bar (it is drawn only when stderr is a terminal)\n\n"
         "The output is NONCE(12) || AES-256-GCM CIPHERTEXT || TAG(16), as the product doc's\n"
         "envelope helpers write it; a fresh 256-bit data key per file comes from\n"
-        "transit/datakey and is kept only wrapped (wrappedDek \"vault:vN:...\").\n";
+        "transit/datakey (a token without datakey rights makes it locally and wraps it\n"
+        "with transit/encrypt) and is kept only wrapped (wrappedDek \"vault:vN:...\").\n"
+        "--in - when decrypting needs --meta FILE.\n";
     struct env_args a;
     const char *pos[2];
     size_t npos = 0;

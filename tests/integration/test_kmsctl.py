@@ -182,6 +182,12 @@ class DocCommandsTest(KmsctlTestCase):
         r = self.fails(2, "encrypt", "app-secrets")
         self.assertIn("provide exactly one of --plaintext or --plaintext-file", r.errtext)
         self.fails(2, "encrypt", "app-secrets", "--plaintext=a", "--plaintext-file=b")
+        # an empty inline value counts as not given (kube-dc's CLI), and says so
+        r = self.fails(2, "encrypt", "app-secrets", "--plaintext=")
+        self.assertIn("--plaintext is empty; for an empty plaintext use "
+                      "--plaintext-file=/dev/null", r.errtext)
+        r = self.ok("encrypt", "app-secrets", "--plaintext-file=/dev/null")
+        self.assertTrue(r.out.startswith(b"vault:v"))
         # the direct-mode limit: 64 KiB passes, one byte more is refused by the server
         self.ok("encrypt", "app-secrets", "--plaintext-file", "-", stdin=b"a" * 65536)
         r = self.fails(1, "encrypt", "app-secrets", "--plaintext-file", "-", stdin=b"a" * 65537)
@@ -511,6 +517,13 @@ class LoginTest(KmsctlTestCase):
         r = self.fails(1, "login", "--role=nope", "--jwt-file=" + jwt_file, env=self.env(),
                        conn=False)
         self.assertIn("Error:", r.errtext)
+        # a JWT the role refuses: the hint is about the JWT, not about a token to log in with
+        with open(jwt_file, "w") as f:
+            f.write(self.issuer.mint(aud=("someone-else",)))
+        r = self.fails(1, "login", "--role=developer-my-org", "--jwt-file=" + jwt_file,
+                       "--no-store", env=self.env(), conn=False)
+        self.assertIn("Hint: the role refused this JWT", r.errtext)
+        self.assertNotIn("kmsctl login --role=ROLE", r.errtext)
         self.fails(2, "login", "--jwt-file=" + jwt_file, env=self.env(), conn=False)
         self.fails(2, "login", "--method=ldap", "--role=x", env=self.env(), conn=False)
 

@@ -191,11 +191,13 @@ class Response:
         return "<Response %s>" % self.describe(300)
 
 
-def raw_exchange(port, raw, timeout=30):
+def raw_exchange(port, raw, timeout=30, half_close=False):
     """Send raw bytes to 127.0.0.1:port on a fresh connection; every byte until the server
-    closes it."""
+    closes it. half_close: shut the sending side after them (as `nc -N` or a pipe does)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(raw)
+        if half_close:
+            s.shutdown(socket.SHUT_WR)
         data = b""
         while True:
             chunk = s.recv(65536)

@@ -18,7 +18,8 @@ import threading
 import time
 import unittest
 
-from kmsd_harness import KMSD_BIN, KmsdServer, KmsdTestCase, b64, multierror, wait_for
+from kmsd_harness import (KMSD_BIN, KmsdServer, KmsdTestCase, b64, multierror, raw_exchange,
+                          wait_for)
 
 KMSCTL_BIN = os.path.join(os.path.dirname(KMSD_BIN), "kmsctl")
 
@@ -638,23 +639,6 @@ class FailClosedTest(AuditTestCase):
         self.encrypt(name, b"after")
 
 
-def half_closed_exchange(port, raw, timeout=30):
-    """Send raw, shut the sending side (as `nc -N` or a shell pipe does), read until EOF."""
-    import socket
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    try:
-        s.sendall(raw)
-        s.shutdown(socket.SHUT_WR)
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return data
-            data += chunk
-    finally:
-        s.close()
-
-
 def split_answers(data):
     """(status, JSON body) of each HTTP/1.1 answer in data, which must hold only whole ones."""
     out = []
@@ -695,15 +679,16 @@ class HalfCloseTest(AuditTestCase):
     def test_one_request_then_half_close(self):
         name, _ = self.create_key()
         for close in (False, True):
-            data = half_closed_exchange(self.server.port,
-                                        self.request_bytes(name, b"half", close))
+            data = raw_exchange(self.server.port, self.request_bytes(name, b"half", close),
+                                half_close=True)
             self.check(name, split_answers(data), [b"half"])
 
     def test_pipelined_requests_then_half_close(self):
         name, _ = self.create_key()
         plains = [b"p%d" % i for i in range(20)] + [os.urandom(30000) for _ in range(3)]
-        data = half_closed_exchange(
-            self.server.port, b"".join(self.request_bytes(name, p) for p in plains))
+        data = raw_exchange(self.server.port,
+                            b"".join(self.request_bytes(name, p) for p in plains),
+                            half_close=True)
         self.check(name, split_answers(data), plains)
         res = self.verify(self.log)
         self.assertEqual(res.returncode, 0, res.stderr)
@@ -713,7 +698,7 @@ class HalfCloseTest(AuditTestCase):
         # is dropped without an answer, as Go's server does
         name, _ = self.create_key()
         raw = self.request_bytes(name, b"whole") + self.request_bytes(name, b"cut")[:60]
-        data = half_closed_exchange(self.server.port, raw)
+        data = raw_exchange(self.server.port, raw, half_close=True)
         self.check(name, split_answers(data), [b"whole"])
 
 

@@ -91,7 +91,9 @@ static void params_add(json_t *obj, const char *key, json_t *val)
     }
 }
 
-/* Parse "a=1&b=2" (query or form body) into obj. */
+/* Parse "a=1&b=2" (query or form body) into obj: 0, -1 when malformed, -2 when a key or value
+ * is not UTF-8 (it would be dropped silently: json_string refuses it, and a dropped
+ * `policies` gives a child token its parent's). */
 static int parse_urlencoded(const char *s, size_t n, json_t *obj, bool join_commas)
 {
     size_t i = 0;
@@ -118,6 +120,10 @@ static int parse_urlencoded(const char *s, size_t n, json_t *obj, bool join_comm
                 }
             } else {
                 v[0] = '\0';
+            }
+            if (!kms_audit_utf8_valid(k, strlen(k)) || !kms_audit_utf8_valid(v, strlen(v))) {
+                rc = -2;
+                goto out;
             }
             json_t *old = json_object_get(obj, k);
             if (join_commas && json_is_string(old)) {
@@ -385,8 +391,10 @@ static int parse_params(struct kms_ctx *c, const char *query)
         return KMS_FAILW(c, 500, "out of memory");
     }
     if (c->op == KMS_OP_READ || c->op == KMS_OP_LIST || c->op == KMS_OP_DELETE) {
-        if (query != NULL && parse_urlencoded(query, strlen(query), c->params, false) != 0) {
-            return KMS_FAIL(c, 400, "failed to parse query string");
+        int qrc = query != NULL ? parse_urlencoded(query, strlen(query), c->params, false) : 0;
+        if (qrc != 0) {
+            return KMS_FAIL(c, 400, "failed to parse query string%s",
+                            qrc == -2 ? ": not valid UTF-8" : "");
         }
         json_object_del(c->params, "list");
         return 0;
@@ -404,8 +412,10 @@ static int parse_params(struct kms_ctx *c, const char *query)
     const char *ctype = header(req, "Content-Type");
     if (ctype != NULL && strncasecmp(ctype, "application/x-www-form-urlencoded", 33) == 0 &&
         req->body[i] != '{' && req->body[i] != '[') {
-        if (parse_urlencoded((const char *)req->body, req->body_len, c->params, true) != 0) {
-            return KMS_FAIL(c, 400, "failed to parse form body");
+        int frc = parse_urlencoded((const char *)req->body, req->body_len, c->params, true);
+        if (frc != 0) {
+            return KMS_FAIL(c, 400, "failed to parse form body%s",
+                            frc == -2 ? ": not valid UTF-8" : "");
         }
         return 0;
     }
@@ -532,6 +542,10 @@ static int parse_request_line(struct kms_ctx *c, char *target, size_t cap, const
     }
     if (pct_decode(req->target + 4, plen - 4, target, cap, false) != 0) {
         return KMS_FAIL(c, 400, "invalid request path");
+    }
+    if (!kms_audit_utf8_valid(target, strlen(target))) {
+        /* names, errors and the audit record are JSON text: refused before anything runs */
+        return KMS_FAIL(c, 400, "invalid request path: not valid UTF-8");
     }
     if (method_to_op(req->method, &c->op, head) != 0) {
         c->err.status = 405;

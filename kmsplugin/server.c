@@ -23,6 +23,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -88,7 +89,9 @@ struct kms_plugin {
     struct conn *conns;
     size_t nconns;
     bool stopping;
-    time_t full_logged; /* the last "connections full" warning */
+    time_t full_logged;    /* the last "connections full" warning */
+    struct event *rest_ev; /* accept(2) failing: the listener rests 100 ms */
+    time_t rest_logged;
     /* the pool */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -353,6 +356,35 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     }
 }
 
+/* accept(2) failed (out of descriptors: the process shares them with the HTTP side): rest
+ * 100 ms instead of spinning on a socket that stays readable; a warning at most every 10 s */
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    struct kms_plugin *p = arg;
+    int e = EVUTIL_SOCKET_ERROR();
+    if (e == EINTR || e == ECONNABORTED || e == EPROTO) {
+        return;
+    }
+    time_t now = time(NULL);
+    if (now - p->rest_logged >= 10) {
+        p->rest_logged = now;
+        plog(p, "error", "kms plugin: cannot accept connections; pausing", strerror(e));
+    }
+    evconnlistener_disable(l);
+    struct timeval tv = {0, 100000};
+    evtimer_add(p->rest_ev, &tv);
+}
+
+static void on_rest_over(evutil_socket_t fd, short what, void *arg)
+{
+    struct kms_plugin *p = arg;
+    (void)fd;
+    (void)what;
+    if (p->listener != NULL && !p->stopping) {
+        evconnlistener_enable(p->listener);
+    }
+}
+
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
                       void *arg)
 {
@@ -485,6 +517,7 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
         evconnlistener_free(p->listener); /* closes the socket: no new connections */
         p->listener = NULL;
     }
+    evtimer_del(p->rest_ev);
     int64_t g = p->o.grace_ms > 0 ? p->o.grace_ms : 10000;
     struct timeval tv = {(time_t)(g / 1000), (suseconds_t)((g % 1000) * 1000)};
     evtimer_add(p->grace_ev, &tv);
@@ -545,8 +578,8 @@ static void plugin_free(struct kms_plugin *p)
     if (p->listener != NULL) {
         evconnlistener_free(p->listener);
     }
-    struct event **evs[] = {&p->done_ev, &p->stop_ev, &p->grace_ev, &p->final_ev};
-    for (size_t i = 0; i < 4; i++) {
+    struct event **evs[] = {&p->done_ev, &p->stop_ev, &p->grace_ev, &p->final_ev, &p->rest_ev};
+    for (size_t i = 0; i < 5; i++) {
         if (*evs[i] != NULL) {
             event_free(*evs[i]);
         }
@@ -611,11 +644,14 @@ int kms_plugin_start(const struct kms_plugin_opts *o, const struct kms_plugin_ba
         goto fail;
     }
     fd = -1;
+    evconnlistener_set_error_cb(p->listener, on_accept_error);
     p->done_ev = event_new(p->base, -1, EV_PERSIST, on_done, p);
     p->stop_ev = event_new(p->base, -1, 0, on_stop, p);
     p->grace_ev = evtimer_new(p->base, on_grace, p);
     p->final_ev = evtimer_new(p->base, on_final, p);
-    if (p->done_ev == NULL || p->stop_ev == NULL || p->grace_ev == NULL || p->final_ev == NULL) {
+    p->rest_ev = evtimer_new(p->base, on_rest_over, p);
+    if (p->done_ev == NULL || p->stop_ev == NULL || p->grace_ev == NULL || p->final_ev == NULL ||
+        p->rest_ev == NULL) {
         kms_err_set(err, 500, "out of memory");
         goto fail;
     }

@@ -74,6 +74,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_HEADERS 100
@@ -847,6 +848,10 @@ struct kms_http {
      * loop has run every callback that was ready */
     struct conn *flush;
     struct event *flush_ev;
+    /* accept(2) failing (out of descriptors): the listener rests accept_pause_ms */
+    struct event *accept_ev;
+    int64_t accept_pause_ms;
+    int64_t accept_logged_ms; /* monotonic, of the last log line about it */
 };
 
 static void conn_free(struct conn *c);
@@ -934,6 +939,12 @@ static const char *reason(int status)
     switch (status) {
     case 100:
         return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 102:
+        return "Processing";
+    case 103:
+        return "Early Hints";
     case 200:
         return "OK";
     case 204:
@@ -977,7 +988,19 @@ static const char *reason(int status)
     case 505:
         return "HTTP Version Not Supported";
     default:
-        return "Status";
+        return NULL;
+    }
+}
+
+/* "HTTP/1.1 <code> <reason>\r\n"; a code without a name reads "status code <code>", as
+ * Go's server writes it. */
+static void status_line(struct evbuffer *out, int status)
+{
+    const char *r = reason(status);
+    if (r != NULL) {
+        evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, r);
+    } else {
+        evbuffer_add_printf(out, "HTTP/1.1 %d status code %d\r\n", status, status);
     }
 }
 
@@ -990,14 +1013,15 @@ static void write_response(struct conn *c, struct evbuffer *out, const struct km
          * as Go's server does, it goes out as an interim response and the answer as 200;
          * never an interim one to an HTTP/1.0 client (RFC 9110 15.2) */
         if (!c->http10) {
-            evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n\r\n", status, reason(status));
+            status_line(out, status);
+            evbuffer_add(out, "\r\n", 2);
         }
         status = 200;
     }
     /* no body may follow these (RFC 9110 6.4.1): Go drops it too */
     bool bodyless = status == 101 || status == 204 || status == 304;
-    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nCache-Control: no-store\r\n",
-                        status, reason(status),
+    status_line(out, status);
+    evbuffer_add_printf(out, "Content-Type: %s\r\nCache-Control: no-store\r\n",
                         r->content_type[0] ? r->content_type : "application/json");
     if (!bodyless) {
         evbuffer_add_printf(out, "Content-Length: %zu\r\n", r->body_len);
@@ -1311,7 +1335,10 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     struct conn *c = arg;
     (void)bev;
     if (what & BEV_EVENT_CONNECTED) {
-        return; /* TLS handshake done */
+        if (!c->req_started && c->call == NULL && !c->closing) {
+            arm_timer(c, c->h->opts.idle_timeout); /* TLS handshake done: now idle */
+        }
+        return;
     }
     if ((what & BEV_EVENT_EOF) && !(what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) && !c->closing &&
         (c->call == NULL || kms_api_handled(c->call))) {
@@ -1431,7 +1458,9 @@ static void conn_start(struct kms_http *h, evutil_socket_t fd, struct buffereven
     struct timeval wtv = {(time_t)h->opts.idle_timeout, 0};
     bufferevent_set_timeouts(c->bev, NULL, &wtv);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-    arm_timer(c, h->opts.idle_timeout);
+    /* a TLS handshake has read_timeout, as a request has (Go bounds it by its read timeout):
+     * idle_timeout would make a slow handshake four times cheaper than a slow request */
+    arm_timer(c, h->opts.tls != NULL ? h->opts.read_timeout : h->opts.idle_timeout);
 }
 
 /*
@@ -1531,6 +1560,56 @@ static int hand_off(struct kms_http *to, evutil_socket_t fd, const struct sockad
     return 0;
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * accept(2) failed with more than EAGAIN (libevent calls this instead of printing a warning
+ * per failure). Out of descriptors (EMFILE, ENFILE) or memory, the listening socket stays
+ * readable and the loop would spin on it: the listener rests 5 ms, doubling up to 1 s while
+ * it keeps failing (Go's net/http does the same), and says so at most once a second. The
+ * connections wait in the backlog meanwhile.
+ */
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    struct kms_http *h = arg;
+    int e = EVUTIL_SOCKET_ERROR();
+    if (e == EINTR || e == ECONNABORTED || e == EPROTO || h->accept_ev == NULL) {
+        return; /* this connection only: go on */
+    }
+    h->accept_pause_ms = h->accept_pause_ms == 0 ? 5 : h->accept_pause_ms * 2;
+    if (h->accept_pause_ms > 1000) {
+        h->accept_pause_ms = 1000;
+    }
+    int64_t now = mono_ms();
+    if (h->accept_logged_ms == 0 || now - h->accept_logged_ms >= 1000) {
+        char pause[24];
+        snprintf(pause, sizeof(pause), "%lldms", (long long)h->accept_pause_ms);
+        if (h->opts.log != NULL) {
+            h->opts.log("error", "cannot accept connections; pausing", strerror(e), pause);
+        }
+        h->accept_logged_ms = now;
+    }
+    evconnlistener_disable(l);
+    struct timeval tv = {(time_t)(h->accept_pause_ms / 1000),
+                         (suseconds_t)(h->accept_pause_ms % 1000) * 1000};
+    event_add(h->accept_ev, &tv);
+}
+
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct kms_http *h = arg;
+    (void)fd;
+    (void)what;
+    if (h->listener != NULL && !h->stopping) {
+        evconnlistener_enable(h->listener);
+    }
+}
+
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
                       void *arg)
 {
@@ -1539,6 +1618,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     struct sockaddr_storage ss;
     (void)l;
 
+    h->accept_pause_ms = 0;
     if (atomic_load_explicit(&to->load, memory_order_relaxed) >= h->opts.max_connections) {
         refuse_busy(h, fd); /* the emptiest is full: every worker is */
         return;
@@ -1675,8 +1755,12 @@ int kms_http_create(struct event_base *base, struct kms_api *api, int listen_fd,
     h->audit_timeout_ms = api != NULL ? kms_api_audit_timeout_ms(api) : 10000;
     pthread_mutex_init(&h->mbox_mu, NULL);
     h->mbox_ev = event_new(base, -1, 0, on_mailbox, h);
-    h->flush_ev = event_new(base, -1, 0, on_flush, h); /* NULL: answers take the bufferevent */
+    h->flush_ev = event_new(base, -1, 0, on_flush, h);     /* NULL: answers take the bufferevent */
+    h->accept_ev = evtimer_new(base, on_accept_resume, h); /* NULL: no rest (libevent's) */
     h->listener = evconnlistener_new(base, on_accept, h, LEV_OPT_CLOSE_ON_FREE, -1, listen_fd);
+    if (h->listener != NULL) {
+        evconnlistener_set_error_cb(h->listener, on_accept_error);
+    }
     if (h->listener == NULL || h->mbox_ev == NULL) {
         if (h->listener != NULL) {
             evconnlistener_free(h->listener);
@@ -1688,6 +1772,9 @@ int kms_http_create(struct event_base *base, struct kms_api *api, int listen_fd,
         }
         if (h->flush_ev != NULL) {
             event_free(h->flush_ev);
+        }
+        if (h->accept_ev != NULL) {
+            event_free(h->accept_ev);
         }
         pthread_mutex_destroy(&h->mbox_mu);
         free(h);
@@ -1711,6 +1798,9 @@ void kms_http_stop_accepting(struct kms_http *h)
     if (h->listener != NULL) {
         evconnlistener_free(h->listener);
         h->listener = NULL;
+    }
+    if (h->accept_ev != NULL) {
+        evtimer_del(h->accept_ev); /* a resting listener would keep the loop running */
     }
     /*
      * Idle connections close now (once their answers are sent); busy or paused ones after
@@ -1760,6 +1850,9 @@ void kms_http_destroy(struct kms_http **hp)
     event_free(h->mbox_ev);
     if (h->flush_ev != NULL) {
         event_free(h->flush_ev);
+    }
+    if (h->accept_ev != NULL) {
+        event_free(h->accept_ev);
     }
     pthread_mutex_destroy(&h->mbox_mu);
     free(h);

@@ -425,6 +425,13 @@ static void harden_process(void)
     }
     signal(SIGPIPE, SIG_IGN);
     signal(SIGXFSZ, SIG_IGN); /* a file-size limit fails the audit write (EFBIG), not the server */
+    /* every connection is a descriptor: the soft limit goes up to the hard one (Go does the
+     * same at start-up), or a default of 1024 would cap max_connections far below its value */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &nofile);
+    }
 }
 
 /*
@@ -686,6 +693,11 @@ fail:
     return -1;
 }
 
+static void http_log(const char *level, const char *msg, const char *error, const char *pause)
+{
+    kms_log(level, msg, "error", error, "pause", pause, NULL);
+}
+
 /* TLS (flags win over the file) and the worker threads on the listen address. */
 static int start_listener(const struct flags *f, struct kms_config *cfg,
                           const struct kms_audit_device_opts *adevs, size_t ndevs,
@@ -719,6 +731,7 @@ static int start_listener(const struct flags *f, struct kms_config *cfg,
     hopts.max_connections = cfg->max_connections;
     hopts.read_timeout = cfg->read_timeout;
     hopts.idle_timeout = cfg->idle_timeout;
+    hopts.log = http_log;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     *nworkers = cfg->workers ? cfg->workers : (size_t)(cores > 0 ? cores : 1);
     /* one per core whatever the audit mode: a request waiting for its audit record is parked,

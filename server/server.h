@@ -96,6 +96,8 @@ struct kms_http_opts {
     size_t max_connections;
     int64_t read_timeout;
     int64_t idle_timeout;
+    /* where the listener reports trouble (accept failing); NULL = nowhere */
+    void (*log)(const char *level, const char *msg, const char *error, const char *pause);
 };
 
 /*

@@ -5,6 +5,7 @@ per-token rate limit. Each case also checks that the server keeps answering othe
 import base64
 import json
 import os
+import resource
 import socket
 import time
 import unittest
@@ -305,6 +306,53 @@ class SlowReaderTest(unittest.TestCase):
             finally:
                 s.close()
         finally:
+            self.assertEqual(srv.stop(), 0)
+            srv.cleanup()
+
+
+def cpu_ticks(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+class DescriptorExhaustionTest(unittest.TestCase):
+    """Out of file descriptors, accept(2) fails while the listening socket stays readable: the
+    listener must rest instead of spinning the workers (and libevent printing a warning per
+    failure, ~35 MB/s of log), and serve the waiting connections once descriptors are free."""
+
+    def test_listener_rests_while_out_of_descriptors(self):
+        srv = KmsdServer(mode="config", config={"workers": 2, "rate_limit": 0})
+        srv.start()
+        held = []
+        try:
+            pid = srv.proc.pid
+            # a limit just above what the server holds now: 10 more connections fit
+            limit = len(os.listdir("/proc/%d/fd" % pid)) + 10
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, limit))
+            for _ in range(40):  # the last ~30 wait in the backlog: accept(2) fails for them
+                held.append(socket.create_connection(("127.0.0.1", srv.port), timeout=10))
+            wait_for(lambda: "cannot accept connections; pausing" in srv.log_text(), 30,
+                     lambda: "the listener to report EMFILE\n" + srv.log_tail())
+            log_before = len(srv.log_text())
+            t0 = cpu_ticks(pid)
+            time.sleep(2.0)  # lets time pass to measure the CPU spent meanwhile
+            spent = (cpu_ticks(pid) - t0) / os.sysconf("SC_CLK_TCK")
+            # spinning, both workers took ~2 s of CPU here; resting, nearly none
+            self.assertLess(spent, 0.5, "%.2f s of CPU in 2 s while out of descriptors" % spent)
+            grown = srv.log_text()[log_before:]
+            self.assertLessEqual(grown.count("cannot accept"), 4, grown[-2000:])
+            self.assertNotIn("Error from accept() call", srv.log_text())
+            # descriptors back: the connections waiting in the backlog are served
+            for s in held[:-1]:
+                s.close()
+            waiting = held[-1]
+            waiting.sendall(b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            waiting.settimeout(30)
+            self.assertEqual(status_of(waiting.recv(4096)), 501)  # served: not initialized
+        finally:
+            for s in held:
+                s.close()
             self.assertEqual(srv.stop(), 0)
             srv.cleanup()
 

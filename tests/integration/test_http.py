@@ -416,6 +416,26 @@ class BodyTest(KmsdTestCase):
         self.assertStatus(r, 200)
         self.assertEqual(self.decrypt(name, r.data["ciphertext"]), b"form data")
 
+    def test_invalid_utf8_in_path_query_and_form_is_refused(self):
+        # names, errors and the audit record are JSON text: bytes that are not UTF-8 are
+        # refused with 400 before anything runs (they gave 500 with a half-written audit
+        # record, or were dropped: `policies=%ff` made a child token with its parent's)
+        for method, path in [("GET", "nomount%ff/x"), ("POST", "sys/mounts/y%ff"),
+                             ("POST", "sys/policy/q%ff"), ("GET", "sys/mounts/x%ff")]:
+            r = self.req(method, path, {} if method == "POST" else None)
+            self.assertError(r, 400, "invalid request path: not valid UTF-8")
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        r = self.req("POST", "auth/token/create", b"policies=%ff", headers=form)
+        self.assertError(r, 400, "failed to parse form body: not valid UTF-8")
+        r = self.req("POST", "auth/token/create", b"display_name=ok&%fe=1", headers=form)
+        self.assertError(r, 400, "failed to parse form body: not valid UTF-8")
+        r = self.req("LIST", "transit/keys?after=%ff")
+        self.assertError(r, 400, "failed to parse query string: not valid UTF-8")
+        # valid UTF-8, percent-encoded, still works
+        r = self.req("POST", "auth/token/create", "display_name=%C3%A9t%C3%A9".encode(),
+                     headers=form)
+        self.assertStatus(r, 200)
+
     def test_form_content_type_with_json_body(self):
         # treated as a form only if the first non-blank byte isn't { or [
         name = self.uniq("formjson")

@@ -10,6 +10,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import time
 import unittest
 
 import hvac
@@ -178,6 +179,44 @@ class TLSTest(unittest.TestCase):
         self.assertIn("kmsd_transit_keys", text)
         _, status, _, _ = https(self.server.port, self.ca, "/v1/sys/metrics?format=prometheus")
         self.assertEqual(status, 403)
+
+
+class HandshakeTimeoutTest(unittest.TestCase):
+    """A TLS handshake gets read_timeout, as a request does (it had idle_timeout, 120 s: a
+    slowloris four times cheaper over TLS); once done, the connection idles for idle_timeout."""
+
+    def test_stalled_handshake_closed_at_read_timeout(self):
+        d = tempfile.mkdtemp(prefix="kmsd-tls-hs-")
+        ca_key, ca = make_ca(d, "ca")
+        key, crt = make_leaf(d, "server", ca_key, ca, 1201)
+        srv = KmsdServer(mode="config", config={"tls_cert_file": crt, "tls_key_file": key,
+                                                "read_timeout": 1, "idle_timeout": 120})
+        srv.start()
+        try:
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=20)
+            try:
+                # the start of a ClientHello, and then nothing
+                s.sendall(b"\x16\x03\x01\x00\xc8\x01\x00\x00\xc4\x03\x03")
+                try:
+                    got = s.recv(4096)  # the server's close (or an alert): not a timeout
+                except ConnectionResetError:
+                    got = b""
+                self.assertNotIn(b"HTTP/", got)
+            except socket.timeout:
+                self.fail("a stalled TLS handshake was still open after 20 s (read_timeout 1)")
+            finally:
+                s.close()
+            # a finished handshake is idle, not reading: it outlives read_timeout
+            ctx = ssl.create_default_context(cafile=ca)
+            c = http.client.HTTPSConnection("127.0.0.1", srv.port, context=ctx, timeout=10)
+            c.connect()
+            time.sleep(2.5)  # lets read_timeout pass; nothing else to wait for
+            _, status, _, _ = https(srv.port, ca, conn=c)
+            self.assertEqual(status, 501)  # answered (the server is not initialized)
+            c.close()
+        finally:
+            self.assertEqual(srv.stop(), 0)
+            srv.cleanup()
 
 
 class ClientCertTest(unittest.TestCase):

@@ -56,6 +56,23 @@ int kms_parse_duration(const json_t *v, int64_t *out)
     return -1;
 }
 
+/* [+-]digits: a number ParseInt refuses only for its size */
+static bool all_digits(const char *s)
+{
+    if (*s == '+' || *s == '-') {
+        s++;
+    }
+    if (*s == '\0') {
+        return false;
+    }
+    for (; *s != '\0'; s++) {
+        if (*s < '0' || *s > '9') {
+            return false;
+        }
+    }
+    return true;
+}
+
 static int coerce(json_t *v, enum kms_ftype t, json_t **out, char *why, size_t whylen)
 {
     *out = NULL;
@@ -95,11 +112,16 @@ static int coerce(json_t *v, enum kms_ftype t, json_t **out, char *why, size_t w
             *out = json_integer(0);
         } else if (json_is_boolean(v)) {
             *out = json_integer(json_is_true(v) ? 1 : 0);
-        } else if (json_is_string(v)) {
-            snprintf(why, whylen,
-                     "cannot parse '' as int: strconv.ParseInt: parsing \"%.64s\": "
-                     "invalid syntax",
-                     json_string_value(v));
+        } else if (json_is_string(v) || json_is_real(v)) {
+            /* Go's mapstructure parses the text (a JSON number included) with ParseInt */
+            char num[64];
+            const char *text = json_string_value(v);
+            if (text == NULL) {
+                snprintf(num, sizeof(num), "%.17g", json_real_value(v));
+                text = num;
+            }
+            snprintf(why, whylen, "cannot parse '' as int: strconv.ParseInt: parsing \"%.64s\": %s",
+                     text, all_digits(text) ? "value out of range" : "invalid syntax");
             return -1;
         } else {
             snprintf(why, whylen, "'' expected type 'int', got unconvertible type '%s'",

@@ -123,6 +123,35 @@ static int jwt_config_read(struct kms_ctx *c)
     return c->data ? 0 : KMS_FAILW(c, 500, "internal error");
 }
 
+/* claim_mappings' destinations: not the metadata key "role" (the login sets it), and each
+ * at most once (OpenBao's path_role.go refuses both). */
+static int check_claim_mappings(struct kms_ctx *c, json_t *m)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(m, k, v)
+    {
+        const char *dest = json_string_value(v);
+        if (strcmp(dest, "role") == 0) {
+            return KMS_FAIL(c, 400,
+                            "metadata key \"role\" is reserved and may not be a mapping "
+                            "destination");
+        }
+        const char *k2;
+        json_t *v2;
+        json_object_foreach(m, k2, v2)
+        {
+            if (k2 == k) {
+                break; /* only the keys before this one */
+            }
+            if (strcmp(json_string_value(v2), dest) == 0) {
+                return KMS_FAIL(c, 400, "multiple keys are mapped to metadata key \"%s\"", dest);
+            }
+        }
+    }
+    return 0;
+}
+
 static int jwt_role_write(struct kms_ctx *c)
 {
     char key[KMS_PATH_MAX + 64];
@@ -188,6 +217,9 @@ static int jwt_role_write(struct kms_ctx *c)
                              i == 0 ? " or lists of strings" : "");
                     goto out;
                 }
+            }
+            if (i == 1 && check_claim_mappings(c, m) != 0) {
+                goto out;
             }
             json_object_set(role, maps[i], m);
         } else if (json_object_get(role, maps[i]) == NULL) {
@@ -295,6 +327,11 @@ static int check_role_claims(struct kms_ctx *c, const json_t *role, json_t *clai
     }
     if (!json_is_string(user)) {
         KMS_FAIL(c, 400, "claim \"%s\" could not be converted to string", uc);
+        return -1;
+    }
+    if (json_string_length(user) == 0) {
+        /* the identity of the token and of its audit records: none is no identity */
+        KMS_FAIL(c, 400, "claim \"%s\" is empty", uc);
         return -1;
     }
     const char *gc = json_string_value(json_object_get(role, "groups_claim"));

@@ -566,6 +566,8 @@ class JwtMethodTest(KmsdTestCase):
              'claim values'),
             (self.person(email=None), 400, 'claim "email" not found in token'),
             (self.person(email=5), 400, 'claim "email" could not be converted to string'),
+            # no identity is no identity (it logged in as "oidc", like every other empty one)
+            (self.person(email=""), 400, 'claim "email" is empty'),
             (Issuer().sign({"aud": "kube-dc", "exp": int(time.time()) + 60}), 400,
              "error validating token: failed to verify id token signature"),
             (hs256(self.idp.pem().encode(), {"aud": "kube-dc", "email": "x",

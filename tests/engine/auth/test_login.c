@@ -639,6 +639,11 @@ static void test_jwt_roles(void **state)
          "bound_claims: values must be strings or lists of strings"},
         {"{\"user_claim\":\"sub\",\"bound_subject\":\"x\",\"claim_mappings\":{\"a\":[\"b\"]}}",
          "claim_mappings: values must be strings"},
+        {"{\"user_claim\":\"sub\",\"bound_subject\":\"x\",\"claim_mappings\":{\"r\":\"role\"}}",
+         "metadata key \"role\" is reserved and may not be a mapping destination"},
+        {"{\"user_claim\":\"sub\",\"bound_subject\":\"x\",\"claim_mappings\":{\"a\":\"m\","
+         "\"b\":\"n\",\"c\":\"m\"}}",
+         "multiple keys are mapped to metadata key \"m\""},
         {"{\"user_claim\":\"sub\",\"bound_subject\":\"x\",\"expiration_leeway\":-2}",
          "expiration_leeway must be -1 (off), 0 (default) or a positive duration"},
         {"{\"user_claim\":\"sub\",\"bound_subject\":\"x\",\"token_ttl\":-1}",

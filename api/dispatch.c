@@ -591,15 +591,27 @@ static int parse_request_line(struct kms_ctx *c, char *target, size_t cap, const
  * (404); anyone else gets the 403 every unauthenticated request gets, so namespace names
  * cannot be enumerated without a token (OpenBao answers 404 before the token check).
  */
-static int unknown_namespace(struct kms_ctx *c)
+/*
+ * A namespace header naming no namespace: 404 to a token of the namespace it would be in or
+ * above (its own organization's missing team, anything for a root token); 403 to everyone
+ * else, so that a workload of one organization cannot tell which other organizations exist.
+ */
+static int unknown_namespace(struct kms_ctx *c, const char *wanted)
 {
     const char *tok = token_from_headers(c->http);
     struct kms_token t;
-    if (tok != NULL && kms_auth_token_lookup(kms_api_auth(c->api), tok, &t) == 0) {
-        kms_memzero(&t, sizeof(t));
+    if (tok == NULL || kms_auth_token_lookup(kms_api_auth(c->api), tok, &t) != 0) {
+        return KMS_FAIL(c, 403, "permission denied"); /* as for any path without a token */
+    }
+    struct kms_ns tns;
+    bool below = kms_registry_ns_by_id(c->api, t.ns_id, &tns) == 0 &&
+                 strncmp(wanted, tns.path, strlen(tns.path)) == 0;
+    kms_memzero(&t, sizeof(t));
+    if (below) {
         return KMS_FAIL(c, 404, "namespace not found");
     }
-    return KMS_FAIL(c, 403, "permission denied");
+    /* the answer the ACL gives in a namespace that exists, word for word */
+    return KMS_FAILW(c, 403, "permission denied");
 }
 
 static int resolve_namespace(struct kms_ctx *c, struct kms_http_resp *resp, const char *target)
@@ -611,9 +623,11 @@ static int resolve_namespace(struct kms_ctx *c, struct kms_http_resp *resp, cons
     const char *hdr = header(req, "X-Vault-Namespace");
     if (hdr != NULL) {
         struct kms_ns hn;
-        if (header_namespace(hdr, hns, sizeof(hns)) != 0 ||
-            kms_registry_ns_get(c->api, hns, &hn) != 0) {
-            return unknown_namespace(c);
+        if (header_namespace(hdr, hns, sizeof(hns)) != 0) {
+            return unknown_namespace(c, ""); /* too long: as if under the root */
+        }
+        if (kms_registry_ns_get(c->api, hns, &hn) != 0) {
+            return unknown_namespace(c, hns);
         }
         snprintf(resp->extra[resp->nextra].name, sizeof(resp->extra[0].name), "%s",
                  "X-Vault-Namespace");

@@ -654,6 +654,26 @@ class NamespaceTest(KmsdTestCase):
                      namespace=self.uniq("nope"))
         self.assertError(r, 404, "namespace not found")
 
+    def test_unknown_namespace_is_no_oracle_for_other_organizations(self):
+        # 404 only to a token of the namespace the missing one would be in (or above it): a
+        # workload of one organization gets 403 for another's namespaces, present or not
+        a, b = self.uniq("orga"), self.uniq("orgb")
+        for ns in (a, b):
+            self.assertStatus(self.req("POST", "sys/namespaces/" + ns, {}), 200)
+        r = self.req("POST", "auth/token/create", {"policies": ["default"]}, namespace=a)
+        self.assertStatus(r, 200)
+        tok = r.json["auth"]["client_token"]
+        answers = set()
+        for ns in (b, self.uniq("nowhere"), b + "/team"):
+            r = self.req("GET", "auth/token/lookup-self", token=tok, namespace=ns)
+            self.assertStatus(r, 403)
+            answers.add(json.dumps(r.json["errors"]))
+        self.assertEqual(len(answers), 1, answers)  # the same words, present or not
+        r = self.req("GET", "auth/token/lookup-self", token=tok, namespace=a + "/nope")
+        self.assertError(r, 404, "namespace not found")
+        r = self.req("GET", "auth/token/lookup-self", token=tok, namespace=a)
+        self.assertStatus(r, 200)
+
     def test_root_namespace_header(self):
         name, _ = self.create_key()
         for ns in ("root", ""):

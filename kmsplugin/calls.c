@@ -11,6 +11,7 @@
 #include "api.pb-c.h"
 
 #include <inttypes.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,6 +137,32 @@ static int fail(char *msg, size_t n, int code, const char *fmt, ...)
     vsnprintf(msg, n, fmt, ap);
     va_end(ap);
     return code;
+}
+
+/*
+ * A request's uid and key_id as the apiserver sends them: UTF-8 (Go's protobuf refuses
+ * anything else, and the audit record, which carries them, is JSON text: jansson tells) and
+ * the uid at most 1 KiB (a UUID in practice; each call writes it into two audit lines).
+ * KMS_GRPC_OK, or the refusal (not audited: it has no uid to record).
+ */
+static int check_ids(const char *what, const char *uid, const char *key_id, char *msg, size_t n)
+{
+    size_t ul = strlen(uid);
+    if (ul > KMS_PLUGIN_UID_MAX) {
+        return fail(msg, n, KMS_GRPC_INVALID_ARGUMENT, "uid is %zu bytes; at most %d", ul,
+                    KMS_PLUGIN_UID_MAX);
+    }
+    const char *const ids[] = {uid, key_id};
+    const char *const names[] = {"uid", "key_id"};
+    for (size_t i = 0; i < 2; i++) {
+        json_t *j = ids[i] != NULL ? json_stringn(ids[i], strlen(ids[i])) : json_string("");
+        if (j == NULL) {
+            return fail(msg, n, KMS_GRPC_INVALID_ARGUMENT, "malformed %s message: %s is not UTF-8",
+                        what, names[i]);
+        }
+        json_decref(j);
+    }
+    return KMS_GRPC_OK;
 }
 
 /* An INVALID_ARGUMENT refusal of a call the backend was not asked (the message from fmt): the
@@ -292,6 +319,10 @@ static int encrypt(struct kms_plugin_core *c, const uint8_t *in, size_t len, uin
     if (req == NULL) {
         return fail(msg, n, KMS_GRPC_INVALID_ARGUMENT, "malformed EncryptRequest message");
     }
+    code = check_ids("EncryptRequest", req->uid, NULL, msg, n);
+    if (code != KMS_GRPC_OK) {
+        goto out;
+    }
     if (req->plaintext.len == 0) {
         code = refuse(c, false, req->uid, msg, n, "plaintext is empty");
         goto out;
@@ -366,6 +397,10 @@ static int decrypt(struct kms_plugin_core *c, const uint8_t *in, size_t len, uin
     kms_err_clear(&err);
     if (req == NULL) {
         return fail(msg, n, KMS_GRPC_INVALID_ARGUMENT, "malformed DecryptRequest message");
+    }
+    code = check_ids("DecryptRequest", req->uid, req->key_id, msg, n);
+    if (code != KMS_GRPC_OK) {
+        goto out;
     }
     const char *ct = (const char *)req->ciphertext.data;
     size_t ctlen = req->ciphertext.len;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 
 #define MAX_STREAMS 1000
 #define MAX_HEADER_LIST 16384
@@ -40,6 +41,7 @@ struct stream {
     size_t len, cap;
     uint8_t *resp; /* prefix + message to send */
     size_t resp_len, resp_off;
+    time_t started; /* its HEADERS (monotonic seconds) */
 };
 
 struct kms_h2 {
@@ -56,6 +58,7 @@ struct kms_h2 {
     bool notice_sent, ping_sent, ping_acked, final_sent;
     bool failed;
     bool in_recv; /* inside nghttp2_session_mem_recv: sending waits until it returns */
+    bool greeted; /* the client's preface and first SETTINGS frame are in */
 };
 
 static void stream_free(struct kms_h2 *h, struct stream *st)
@@ -103,6 +106,9 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
     }
     st->id = f->hd.stream_id;
     st->method = -1;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    st->started = ts.tv_sec;
     if (nghttp2_session_set_stream_user_data(s, st->id, st) != 0) {
         free(st);
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -306,6 +312,10 @@ static const uint8_t stop_ping[8] = {'k', 'm', 's', 'd', 's', 't', 'o', 'p'};
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 {
     struct kms_h2 *h = ud;
+    if (f->hd.type == NGHTTP2_SETTINGS && !(f->hd.flags & NGHTTP2_FLAG_ACK)) {
+        h->greeted = true;
+        return 0;
+    }
     if (f->hd.type == NGHTTP2_PING && (f->hd.flags & NGHTTP2_FLAG_ACK) && h->ping_sent &&
         memcmp(f->ping.opaque_data, stop_ping, sizeof stop_ping) == 0) {
         h->ping_acked = true; /* the final GOAWAY goes once this input is processed */
@@ -521,6 +531,24 @@ int kms_h2_goaway_final(struct kms_h2 *h)
 size_t kms_h2_open_streams(const struct kms_h2 *h)
 {
     return h->open;
+}
+
+int kms_h2_reset_stalled(struct kms_h2 *h, time_t started_before)
+{
+    for (struct stream *st = h->streams; st != NULL; st = st->next) {
+        if (!st->called && !st->answered && st->started < started_before) {
+            st->answered = true; /* nothing more for it; its buffer goes when it closes */
+            if (nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL) != 0) {
+                return -1;
+            }
+        }
+    }
+    return flush(h);
+}
+
+bool kms_h2_greeted(const struct kms_h2 *h)
+{
+    return h->greeted;
 }
 
 bool kms_h2_done(const struct kms_h2 *h)

@@ -37,6 +37,7 @@ enum kms_grpc_code {
 
 /* kube-apiserver's limits (k8s.io/apiserver .../envelope/kmsv2/envelope.go). */
 #define KMS_PLUGIN_KEY_ID_MAX 1024     /* KeyIDMaxSize: bytes of key_id */
+#define KMS_PLUGIN_UID_MAX 1024        /* bytes of a request's uid (a UUID in practice) */
 #define KMS_PLUGIN_CIPHERTEXT_MAX 1024 /* encryptedDEKSourceMaxSize: bytes of ciphertext */
 /* kmsd's: the apiserver sends 32-byte DEK seeds; 512 bytes keeps any vault:vN: ciphertext
  * of it under KMS_PLUGIN_CIPHERTEXT_MAX. */

@@ -31,10 +31,12 @@
 #include <unistd.h>
 
 #define MAX_CONNECTIONS 1024
-#define HANDSHAKE_SECONDS 10  /* a connection that sends nothing for this long is closed */
-#define MAX_OUTPUT (4u << 20) /* unsent bytes per connection before it stops reading */
-#define LINGER_SECONDS 2      /* how long a finished connection waits for the client's close */
-#define GOAWAY_ACK_MS 1000    /* stop: how long the shutdown PING may go unacknowledged */
+#define HANDSHAKE_SECONDS 10   /* a connection without its preface by then is closed */
+#define WRITE_STALL_SECONDS 30 /* a client that takes none of its answers this long: closed */
+#define REQUEST_SECONDS 10     /* a call whose request is not complete by then is reset */
+#define MAX_OUTPUT (4u << 20)  /* unsent bytes per connection before it stops reading */
+#define LINGER_SECONDS 2       /* how long a finished connection waits for the client's close */
+#define GOAWAY_ACK_MS 1000     /* stop: how long the shutdown PING may go unacknowledged */
 /* Calls waiting for a call thread, on all connections: beyond either, a call is refused with
  * RESOURCE_EXHAUSTED (a reset stream leaves HTTP/2's concurrent-stream count at once, so
  * without these a client resetting calls in a loop could queue them without end while the
@@ -66,7 +68,8 @@ struct conn {
     struct kms_h2 *h2;
     size_t pending;   /* jobs of this connection not yet back */
     struct job *jobs; /* those jobs (to cancel them) */
-    bool greeted;     /* the client sent something: the handshake timeout is off */
+    bool greeted;     /* the client's preface is in: the handshake deadline is off */
+    time_t deadline;  /* of the handshake (monotonic seconds) */
     bool dead;        /* socket closed: freed when pending reaches 0 */
     bool lingering;   /* everything sent, write side shut: waiting for the client's close */
 };
@@ -89,8 +92,9 @@ struct kms_plugin {
     struct conn *conns;
     size_t nconns;
     bool stopping;
-    time_t full_logged;    /* the last "connections full" warning */
-    struct event *rest_ev; /* accept(2) failing: the listener rests 100 ms */
+    time_t full_logged;     /* the last "connections full" warning */
+    struct event *rest_ev;  /* accept(2) failing: the listener rests 100 ms */
+    struct event *sweep_ev; /* every second: calls whose request stalled are reset */
     time_t rest_logged;
     /* the pool */
     pthread_mutex_t mu;
@@ -161,6 +165,13 @@ static void *pool_main(void *arg)
 }
 
 /* ---- connections --------------------------------------------------------------------------- */
+
+static time_t mono_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec;
+}
 
 static void conn_free(struct conn *c)
 {
@@ -324,16 +335,23 @@ static void on_read(struct bufferevent *bev, void *arg)
         evbuffer_drain(in, len); /* read and dropped until the client closes */
         return;
     }
-    if (!c->greeted && len > 0) {
-        c->greeted = true;
-        bufferevent_set_timeouts(bev, NULL, NULL); /* a client: idle from now on is fine */
-    }
     uint8_t *data = evbuffer_pullup(in, -1);
     if (len > 0 && (data == NULL || kms_h2_recv(c->h2, data, len) != 0)) {
         conn_close(c);
         return;
     }
     evbuffer_drain(in, len);
+    if (!c->greeted) {
+        if (kms_h2_greeted(c->h2)) {
+            /* a client: idle from now on is fine, as long as it takes its answers */
+            c->greeted = true;
+            struct timeval wtv = {WRITE_STALL_SECONDS, 0};
+            bufferevent_set_timeouts(bev, NULL, &wtv);
+        } else if (mono_seconds() > c->deadline) {
+            conn_close(c); /* bytes, but no preface in time (one byte at a time, say) */
+            return;
+        }
+    }
     if (evbuffer_get_length(bufferevent_get_output(bev)) > MAX_OUTPUT) {
         bufferevent_disable(bev, EV_READ); /* a client that does not read its answers */
     }
@@ -373,6 +391,28 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
     evconnlistener_disable(l);
     struct timeval tv = {0, 100000};
     evtimer_add(p->rest_ev, &tv);
+}
+
+/* Reset the calls whose request began REQUEST_SECONDS ago and is still not complete: a KMS
+ * request is at most 64 KiB, sent at once; unfinished ones hold the buffer budget that all
+ * clients of the socket share. */
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    struct kms_plugin *p = arg;
+    (void)fd;
+    (void)what;
+    time_t before = mono_seconds() - REQUEST_SECONDS;
+    for (struct conn *c = p->conns, *next; c != NULL; c = next) {
+        next = c->next;
+        if (c->dead || c->lingering || c->h2 == NULL) {
+            continue;
+        }
+        if (kms_h2_reset_stalled(c->h2, before) != 0) {
+            conn_close(c);
+        } else {
+            conn_check(c);
+        }
+    }
 }
 
 static void on_rest_over(evutil_socket_t fd, short what, void *arg)
@@ -428,7 +468,9 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     p->nconns++;
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     struct timeval hs = {HANDSHAKE_SECONDS, 0};
-    bufferevent_set_timeouts(c->bev, &hs, NULL); /* until the client's first bytes */
+    struct timeval wtv = {WRITE_STALL_SECONDS, 0};
+    bufferevent_set_timeouts(c->bev, &hs, &wtv); /* until the client's preface */
+    c->deadline = mono_seconds() + HANDSHAKE_SECONDS;
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     /* the server's SETTINGS frame */
     if (kms_h2_recv(c->h2, NULL, 0) != 0) {
@@ -578,8 +620,9 @@ static void plugin_free(struct kms_plugin *p)
     if (p->listener != NULL) {
         evconnlistener_free(p->listener);
     }
-    struct event **evs[] = {&p->done_ev, &p->stop_ev, &p->grace_ev, &p->final_ev, &p->rest_ev};
-    for (size_t i = 0; i < 5; i++) {
+    struct event **evs[] = {&p->done_ev,  &p->stop_ev, &p->grace_ev,
+                            &p->final_ev, &p->rest_ev, &p->sweep_ev};
+    for (size_t i = 0; i < 6; i++) {
         if (*evs[i] != NULL) {
             event_free(*evs[i]);
         }
@@ -650,8 +693,10 @@ int kms_plugin_start(const struct kms_plugin_opts *o, const struct kms_plugin_ba
     p->grace_ev = evtimer_new(p->base, on_grace, p);
     p->final_ev = evtimer_new(p->base, on_final, p);
     p->rest_ev = evtimer_new(p->base, on_rest_over, p);
+    p->sweep_ev = event_new(p->base, -1, EV_PERSIST, on_sweep, p);
+    struct timeval second = {1, 0};
     if (p->done_ev == NULL || p->stop_ev == NULL || p->grace_ev == NULL || p->final_ev == NULL ||
-        p->rest_ev == NULL) {
+        p->rest_ev == NULL || p->sweep_ev == NULL || event_add(p->sweep_ev, &second) != 0) {
         kms_err_set(err, 500, "out of memory");
         goto fail;
     }

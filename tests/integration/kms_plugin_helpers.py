@@ -104,3 +104,57 @@ def wait_for(pred, timeout, what, interval=0.05):
             return last
         time.sleep(interval)
     raise AssertionError("timed out after %.1fs waiting for %s (last: %r)" % (timeout, what, last))
+
+
+class RawH2:
+    """A hand-driven HTTP/2 client on a plugin socket, for what a gRPC client never does
+    (ignore a PING, leave a request unfinished): frames out and in, HPACK literals only."""
+
+    def __init__(self, path, timeout=30):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.settimeout(timeout)
+        self.s.connect(path)
+        self.buf = b""
+
+    def send_frame(self, ftype, flags, stream, payload=b""):
+        self.s.sendall(len(payload).to_bytes(3, "big") + bytes([ftype, flags]) +
+                       stream.to_bytes(4, "big") + payload)
+
+    @staticmethod
+    def literal(name, value):  # HPACK: literal header field without indexing
+        return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+
+    def frame(self):
+        """(type, flags, stream, payload), or None once the server closed the connection."""
+        while len(self.buf) < 9 or len(self.buf) < 9 + int.from_bytes(self.buf[:3], "big"):
+            more = self.s.recv(65536)
+            if not more:
+                return None
+            self.buf += more
+        n = int.from_bytes(self.buf[:3], "big")
+        f = (self.buf[3], self.buf[4], int.from_bytes(self.buf[5:9], "big") & 0x7fffffff,
+             self.buf[9:9 + n])
+        self.buf = self.buf[9 + n:]
+        return f
+
+    def handshake(self):
+        """The preface and an empty SETTINGS; the server's SETTINGS acknowledged."""
+        self.s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        self.send_frame(4, 0, 0)
+        while True:
+            t, flags, _, _ = self.frame()
+            if t == 4 and not flags & 1:
+                self.send_frame(4, 1, 0)
+                return
+
+    def call_headers(self, stream, method):
+        """HEADERS of a call of `method` (Status, Encrypt, Decrypt), the message to follow."""
+        lit = self.literal
+        self.send_frame(1, 4, stream, lit(b":method", b"POST") + lit(b":scheme", b"http") +
+                        lit(b":path", b"/v2.KeyManagementService/" + method) +
+                        lit(b":authority", b"localhost") +
+                        lit(b"content-type", b"application/grpc") + lit(b"te", b"trailers"))
+
+    def close(self):
+        self.s.close()
+

@@ -22,7 +22,7 @@ import unittest
 import grpc
 
 from kmsd_harness import KMSD_BIN, KmsdServer, b64
-from kms_plugin_helpers import Plugin, load_stubs, rpc_error, wait_for, wait_socket
+from kms_plugin_helpers import Plugin, RawH2, load_stubs, rpc_error, wait_for, wait_socket
 
 STATUS_INTERVAL = 1  # seconds a health probe answer is reused (-kms-plugin-status-interval)
 SEED = bytes(range(32))  # what the apiserver sends: a 32-byte DEK seed
@@ -77,6 +77,89 @@ class PluginServerCase(unittest.TestCase):
 
 
 class TestInProcess(PluginServerCase):
+
+    def test_a_preface_a_byte_at_a_time_is_no_client(self):
+        # the handshake deadline (10 s) runs until the whole preface and SETTINGS are in, not
+        # until the first byte: one byte now and then held a connection slot for good
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(self.sock)
+        preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        t0 = time.monotonic()
+        closed = False
+        try:
+            # a byte every 3 s (its SETTINGS read and dropped meanwhile), until the server
+            # closes the connection or 40 s have passed; the whole preface would take 72 s
+            for i in range(len(preface)):
+                try:
+                    s.sendall(preface[i:i + 1])
+                except (BrokenPipeError, ConnectionResetError):
+                    closed = True
+                while not closed and time.monotonic() < t0 + 3 * (i + 1):
+                    s.settimeout(max(0.01, t0 + 3 * (i + 1) - time.monotonic()))
+                    try:
+                        closed = s.recv(4096) == b""
+                    except socket.timeout:
+                        pass
+                    except ConnectionResetError:
+                        closed = True
+                if closed or time.monotonic() - t0 > 40:
+                    break
+        finally:
+            s.close()
+        self.assertTrue(closed, "still open after %.0f s" % (time.monotonic() - t0))
+        self.assertEqual(self.p.status().healthz, "ok")  # others are served
+
+    def test_uid_and_key_id_must_be_text(self):
+        # the apiserver's uids are UUIDs and Go's protobuf refuses strings that are not UTF-8;
+        # such a uid vanished from the audit record (JSON text), a 60 KB one filled two lines
+        def raw(method):
+            return self.p.channel.unary_unary("/v2.KeyManagementService/" + method,
+                                              request_serializer=lambda b: b,
+                                              response_deserializer=lambda b: b)
+
+        def field(n, data):
+            return bytes([n << 3 | 2, len(data)]) + data
+
+        cases = [("Encrypt", field(1, b"seed") + field(2, b"\xff\xfe\xc0\x80"),
+                  "malformed EncryptRequest message: uid is not UTF-8"),
+                 ("Decrypt", field(1, b"vault:v1:AAAA") + field(2, b"ok-\xe2\x82") +
+                  field(3, b"transit/keys/etcd-k:v1"),
+                  "malformed DecryptRequest message: uid is not UTF-8"),
+                 ("Decrypt", field(1, b"vault:v1:AAAA") + field(2, b"u") +
+                  field(3, b"transit/keys/etcd-k:v1\xff"),
+                  "malformed DecryptRequest message: key_id is not UTF-8")]
+        for method, msg, want in cases:
+            with self.subTest(want=want):
+                with self.assertRaises(grpc.RpcError) as cm:
+                    raw(method)(msg, timeout=10)
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+                self.assertEqual(cm.exception.details(), want)
+        code, details = rpc_error(self.p.encrypt, SEED, uid="u" * 1025)
+        self.assertEqual((code, details), (grpc.StatusCode.INVALID_ARGUMENT,
+                                           "uid is 1025 bytes; at most 1024"))
+        self.assertTrue(self.p.encrypt(SEED, uid="u" * 1024).ciphertext.startswith(b"vault:"))
+
+    def test_an_unfinished_request_is_reset(self):
+        # a call whose message never ends holds request bytes that every client of the socket
+        # shares (64 MiB): it is reset (CANCEL) once it is 10 s old
+        h2 = RawH2(self.sock)
+        try:
+            h2.handshake()
+            h2.call_headers(1, b"Encrypt")
+            h2.send_frame(0, 0, 1, b"\x00\x00\x00\x01\x00" + b"\x0a" * 16)  # 16 of 256 bytes
+            t0 = time.monotonic()
+            while True:
+                f = h2.frame()
+                self.assertIsNotNone(f, "the connection closed instead of resetting the call")
+                t, _, stream, payload = f
+                if t == 3 and stream == 1:  # RST_STREAM
+                    self.assertEqual(int.from_bytes(payload, "big"), 8)  # CANCEL
+                    break
+                self.assertLess(time.monotonic() - t0, 40, "no RST_STREAM in 40 s")
+            self.assertGreaterEqual(time.monotonic() - t0, 9)
+        finally:
+            h2.close()
+        self.assertEqual(self.p.status().healthz, "ok")
 
     def test_status(self):
         st = self.p.status()
@@ -469,48 +552,15 @@ class TestOperations(unittest.TestCase):
         self.assertEqual(self.p.status().healthz, "ok")
         self.p.close()  # the gRPC client's own connection would acknowledge its PING
         self.p = None
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(30)
-        s.connect(self.sock)
-
-        def send_frame(ftype, flags, stream, payload=b""):
-            s.sendall(len(payload).to_bytes(3, "big") + bytes([ftype, flags]) +
-                      stream.to_bytes(4, "big") + payload)
-
-        def literal(name, value):  # HPACK: literal header field without indexing
-            return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
-
-        buf = b""
-
-        def frame():
-            nonlocal buf
-            while len(buf) < 9 or len(buf) < 9 + int.from_bytes(buf[:3], "big"):
-                more = s.recv(65536)
-                if not more:
-                    return None
-                buf += more
-            n = int.from_bytes(buf[:3], "big")
-            f = (buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7fffffff, buf[9:9 + n])
-            buf = buf[9 + n:]
-            return f
-
-        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-        send_frame(4, 0, 0)  # empty SETTINGS
-        while True:
-            t, flags, _, _ = frame()
-            if t == 4 and not flags & 1:  # the server's SETTINGS, acknowledged
-                send_frame(4, 1, 0)
-                break
+        h2 = RawH2(self.sock)
+        h2.handshake()
         # a Status call on stream 1, its message not sent yet: a call in flight
-        send_frame(1, 4, 1, literal(b":method", b"POST") + literal(b":scheme", b"http") +
-                   literal(b":path", b"/v2.KeyManagementService/Status") +
-                   literal(b":authority", b"localhost") +
-                   literal(b"content-type", b"application/grpc") + literal(b"te", b"trailers"))
+        h2.call_headers(1, b"Status")
         t0 = time.monotonic()
         self.srv.proc.send_signal(15)
         goaways, pings = [], 0
         while len(goaways) < 2:
-            f = frame()
+            f = h2.frame()
             self.assertIsNotNone(f, "the connection closed before the final GOAWAY")
             t, flags, _, payload = f
             if t == 7:
@@ -523,14 +573,14 @@ class TestOperations(unittest.TestCase):
         self.assertGreaterEqual(goaways[1][0], 0.9)
         self.assertLess(goaways[1][0], 5)
         # the call in flight is still answered
-        send_frame(0, 1, 1, b"\x00\x00\x00\x00\x00")  # an empty StatusRequest, END_STREAM
+        h2.send_frame(0, 1, 1, b"\x00\x00\x00\x00\x00")  # an empty StatusRequest, END_STREAM
         ended = False
         while not ended:
-            f = frame()
+            f = h2.frame()
             self.assertIsNotNone(f, "the connection closed before the call was answered")
             t, flags, stream, _ = f
             ended = stream == 1 and t in (0, 1) and bool(flags & 1)
-        s.close()
+        h2.close()
         rc = self.srv.wait_exit(20)
         waited = time.monotonic() - t0
         self.assertEqual(rc, 0, self.srv.log_tail())

@@ -388,25 +388,89 @@ fail:
 }
 
 /*
+ * The end of an audit file of `size` bytes read through rfd: *good is the end of its last
+ * complete line (0: none), whose chain fields go to *seq and hash; *torn_ours tells whether
+ * the bytes after it, if any, begin as a kmsd record does (a line cut short by a crash).
+ * -1 with why when the file cannot be read or its last complete line is no kmsd record.
+ */
+static int scan_end(const struct kms_audit_dev *d, int rfd, off_t size, off_t *good, uint64_t *seq,
+                    char hash[KMS_AUDIT_HASH_LEN + 1], bool *torn_ours, char *why, size_t whylen)
+{
+    static const char head[] = "{\"time\":\"";
+    char buf[TAIL_READ];
+    off_t end = size;
+    *good = -1;
+    while (end > 0 && *good < 0) {
+        off_t start = end > (off_t)sizeof(buf) ? end - (off_t)sizeof(buf) : 0;
+        ssize_t r = pread(rfd, buf, (size_t)(end - start), start);
+        if (r != end - start) {
+            snprintf(why, whylen, "audit file %.300s: cannot read it", d->o.path);
+            return -1;
+        }
+        for (ssize_t i = r - 1; i >= 0; i--) {
+            if (buf[i] == '\n') {
+                *good = start + i + 1;
+                break;
+            }
+        }
+        end = start;
+    }
+    if (*good < 0) {
+        *good = 0;
+    }
+    *torn_ours = true;
+    if (*good < size) {
+        size_t want =
+            size - *good < (off_t)(sizeof(head) - 1) ? (size_t)(size - *good) : sizeof(head) - 1;
+        ssize_t r = pread(rfd, buf, want, *good);
+        *torn_ours = r == (ssize_t)want && memcmp(buf, head, want) == 0;
+    }
+    *seq = 0;
+    snprintf(hash, KMS_AUDIT_HASH_LEN + 1, "%s", KMS_AUDIT_GENESIS);
+    if (*good == 0) {
+        return 0;
+    }
+    off_t from = *good - 1 > (off_t)sizeof(buf) ? *good - 1 - (off_t)sizeof(buf) : 0;
+    ssize_t r = pread(rfd, buf, (size_t)(*good - 1 - from), from);
+    char prev[KMS_AUDIT_HASH_LEN + 1];
+    size_t plen;
+    if (r != *good - 1 - from ||
+        kms_audit_line_chain(buf, (size_t)r, seq, prev, hash, &plen) != 0) {
+        snprintf(why, whylen,
+                 "audit file %.300s: its last line is not a kmsd audit record; move the file "
+                 "away to start a new log",
+                 d->o.path);
+        return -1;
+    }
+    return 0;
+}
+
+/*
  * At start-up: cut off a torn last line (a crash mid-write; that line was never acknowledged)
  * and read the chain head from the last line. An empty file takes the head from storage.
+ * Only what begins as a kmsd record is cut: a file that ends otherwise is not a kmsd log (a
+ * path given by mistake: another log, a key file) and is refused untouched.
  */
 static int recover(struct kms_audit_dev *d, struct kms_err *err)
 {
     struct stat st;
-    char buf[TAIL_READ];
+    char why[512];
     int rfd = -1;
     int rc = -1;
+    uint64_t stored_seq = 0;
+    char stored[KMS_AUDIT_HASH_LEN + 1];
 
+    if (load_head(d, &stored_seq, stored) != 0) {
+        kms_err_set(err, 500, "audit device %s: cannot read its chain head", d->o.name);
+        goto out;
+    }
     if (fstat(d->file->fd, &st) != 0) {
         kms_err_set(err, 500, "audit file %s: %s", d->o.path, strerror(errno));
         goto out;
     }
     if (st.st_size == 0) {
-        if (load_head(d, &d->seq, d->hash) != 0) {
-            kms_err_set(err, 500, "audit device %s: cannot read its chain head", d->o.name);
-            goto out;
-        }
+        d->seq = stored_seq;
+        memcpy(d->hash, stored, sizeof(d->hash));
         rc = 0;
         goto out;
     }
@@ -415,28 +479,21 @@ static int recover(struct kms_audit_dev *d, struct kms_err *err)
         kms_err_set(err, 500, "audit file %s: %s", d->o.path, strerror(errno));
         goto out;
     }
-    /* find the end of the last complete line */
-    off_t end = st.st_size;
-    off_t good = -1;
-    while (end > 0 && good < 0) {
-        off_t start = end > (off_t)sizeof(buf) ? end - (off_t)sizeof(buf) : 0;
-        ssize_t r = pread(rfd, buf, (size_t)(end - start), start);
-        if (r != end - start) {
-            kms_err_set(err, 500, "audit file %s: cannot read it", d->o.path);
-            goto out;
-        }
-        for (ssize_t i = r - 1; i >= 0; i--) {
-            if (buf[i] == '\n') {
-                good = start + i + 1;
-                break;
-            }
-        }
-        end = start;
-    }
-    if (good < 0) {
-        good = 0;
+    off_t good;
+    bool torn_ours;
+    if (scan_end(d, rfd, st.st_size, &good, &d->seq, d->hash, &torn_ours, why, sizeof(why)) != 0) {
+        kms_err_set(err, 500, "%s", why);
+        goto out;
     }
     if (good != st.st_size) {
+        if (!torn_ours) {
+            kms_err_set(err, 500,
+                        "audit file %s ends in %lld bytes that are not a kmsd audit record (and "
+                        "no newline); kmsd changes nothing in it: move the file away to start a "
+                        "new log",
+                        d->o.path, (long long)(st.st_size - good));
+            goto out;
+        }
         if (ftruncate(d->file->fd, good) != 0) {
             kms_err_set(err, 500, "audit file %s: cannot cut off a torn last line: %s", d->o.path,
                         strerror(errno));
@@ -448,23 +505,16 @@ static int recover(struct kms_audit_dev *d, struct kms_err *err)
                 d->o.path, (long long)(st.st_size - good));
     }
     if (good == 0) {
-        rc = load_head(d, &d->seq, d->hash) == 0 ? 0 : -1;
-        if (rc != 0) {
-            kms_err_set(err, 500, "audit device %s: cannot read its chain head", d->o.name);
-        }
-        goto out;
-    }
-    off_t from = good - 1 > (off_t)sizeof(buf) ? good - 1 - (off_t)sizeof(buf) : 0;
-    ssize_t r = pread(rfd, buf, (size_t)(good - 1 - from), from);
-    char prev[KMS_AUDIT_HASH_LEN + 1];
-    size_t plen;
-    if (r != good - 1 - from ||
-        kms_audit_line_chain(buf, (size_t)r, &d->seq, prev, d->hash, &plen) != 0) {
-        kms_err_set(err, 500,
-                    "audit file %s: its last line is not a kmsd audit record; move the file "
-                    "away to start a new log",
-                    d->o.path);
-        goto out;
+        d->seq = stored_seq;
+        memcpy(d->hash, stored, sizeof(d->hash));
+    } else if (d->seq < stored_seq) {
+        /* the head saved at the last reopen or clean stop is ahead of the file */
+        dev_log(d, "error",
+                "audit file %s ends at seq %llu, but this device had written up to seq %llu "
+                "(%s): the records after seq %llu are missing from its end (cut off, or an "
+                "older copy of the file put back); `kmsd audit verify --anchor` shows it",
+                d->o.path, (unsigned long long)d->seq, (unsigned long long)stored_seq, stored,
+                (unsigned long long)d->seq);
     }
     rc = 0;
 out:
@@ -472,6 +522,60 @@ out:
         close(rfd);
     }
     return rc;
+}
+
+/*
+ * Before appending to a file opened again (SIGHUP, or a write retrying after a failed open):
+ * an empty file starts a new one of the chain; a non-empty one must end in this device's
+ * last record (the same file kept), else it is another log or another chain (an older copy, a
+ * foreign file), and appending would glue this chain onto it. With `io` held.
+ */
+static int check_continues(struct kms_audit_dev *d, const struct afile *f, char *why, size_t whylen)
+{
+    struct stat st;
+    if (fstat(f->fd, &st) != 0 || st.st_size == 0) {
+        return 0; /* an fstat error is met again by the write */
+    }
+    int rfd = open(d->o.path, O_RDONLY | O_CLOEXEC);
+    if (rfd < 0) {
+        snprintf(why, whylen, "cannot read %.300s: %s", d->o.path, strerror(errno));
+        return -1;
+    }
+    off_t good;
+    bool torn_ours;
+    uint64_t fseq;
+    char fhash[KMS_AUDIT_HASH_LEN + 1];
+    int rc = scan_end(d, rfd, st.st_size, &good, &fseq, fhash, &torn_ours, why, whylen);
+    close(rfd);
+    if (rc != 0) {
+        return -1;
+    }
+    pthread_mutex_lock(&d->mu);
+    uint64_t seq = d->wseq;
+    bool same = good == st.st_size && seq == fseq && strcmp(d->whash, fhash) == 0;
+    pthread_mutex_unlock(&d->mu);
+    if (!same) {
+        snprintf(why, whylen,
+                 "%.300s is not this device's log (it ends %s seq %llu, the device's last record "
+                 "is seq %llu): kmsd does not append to it; move it away and send SIGHUP",
+                 d->o.path, good == st.st_size ? "at" : "in an incomplete line after",
+                 (unsigned long long)fseq, (unsigned long long)seq);
+        return -1;
+    }
+    return 0;
+}
+
+/* open_file, then check_continues; 0 and *out, or -1 with why (nothing opened). */
+static int open_continuing(struct kms_audit_dev *d, struct afile **out, char *why, size_t whylen)
+{
+    if (open_file(d, out, why, whylen) != 0) {
+        return -1;
+    }
+    if (check_continues(d, *out, why, whylen) != 0) {
+        afile_unref(out);
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- test hooks (KMS_TEST_HOOKS builds only) -------------------------------------------- */
@@ -661,7 +765,7 @@ static int write_batch(struct kms_audit_dev *d, struct kms_audit_batch *b, char 
         snprintf(why, whylen, "%s", d->broken);
         return -1;
     }
-    if (d->file == NULL && open_file(d, &d->file, why, whylen) != 0) {
+    if (d->file == NULL && open_continuing(d, &d->file, why, whylen) != 0) {
         return -1;
     }
     if (fstat(d->file->fd, &st) != 0) {
@@ -672,7 +776,7 @@ static int write_batch(struct kms_audit_dev *d, struct kms_audit_batch *b, char 
         /* deleted under us: writing on would fill an invisible inode */
         dev_log(d, "warn", "audit file %s was deleted; creating it again", d->o.path);
         afile_unref(&d->file);
-        if (open_file(d, &d->file, why, whylen) != 0 || fstat(d->file->fd, &st) != 0) {
+        if (open_continuing(d, &d->file, why, whylen) != 0 || fstat(d->file->fd, &st) != 0) {
             return -1;
         }
     }
@@ -1124,7 +1228,7 @@ int kms_audit_dev_reopen(struct kms_audit_dev *d, char *why, size_t whylen)
     struct afile *nf = NULL;
     char hash[KMS_AUDIT_HASH_LEN + 1];
     pthread_mutex_lock(&d->io);
-    int rc = open_file(d, &nf, why, whylen);
+    int rc = open_continuing(d, &nf, why, whylen);
     /* batches written to the old file keep it open until they are synced */
     afile_unref(&d->file);
     /* on failure every write fails (and retries the open) until the path works again */

@@ -580,6 +580,158 @@ static void test_storage_keeps_salt_and_head(void **state)
     assert_int_equal(r.lines, 4);
 }
 
+static char logged[2048];
+
+static void capture_log(void *arg, const char *level, const char *msg)
+{
+    (void)arg;
+    snprintf(logged + strlen(logged), sizeof(logged) - strlen(logged), "%s: %s\n", level, msg);
+}
+
+/* A file at the audit path that ends without a newline is cut only when the tail begins as a
+ * kmsd record: another text file, a key file or foreign bytes after a log stay untouched. */
+static void test_foreign_tail_is_refused_untouched(void **state)
+{
+    struct fx *f = *state;
+    struct kms_audit_device_opts o;
+    struct kms_audit_opts ao;
+    struct kms_audit *a = NULL;
+    struct kms_err err;
+    kms_audit_device_opts_default(&o);
+    snprintf(o.path, sizeof(o.path), "%s", f->path);
+    memset(&ao, 0, sizeof(ao));
+    ao.devices = &o;
+    ao.ndevices = 1;
+    static const char *const foreign[] = {
+        "some other log\nits last line without a newline",
+        "8f4c2a7b9e1d3f5a6c8b0d2e4f6a8c0e1b3d5f7a9c2e4b6d8f0a1c3e5b7d9f2a", /* a key file */
+    };
+    for (size_t i = 0; i < 2; i++) {
+        FILE *fp = fopen(f->path, "wb");
+        fputs(foreign[i], fp);
+        fclose(fp);
+        assert_int_equal(kms_audit_create(NULL, &ao, &a, &err), -1);
+        assert_non_null(strstr(err.msg, "not a kmsd audit record"));
+        char *after = slurp(f->path, NULL);
+        assert_string_equal(after, foreign[i]);
+        free(after);
+    }
+    /* a kmsd log with foreign bytes after its last line */
+    unlink(f->path);
+    a = open_broker(NULL, f->path, KMS_AUDIT_FSYNC_BATCH);
+    assert_int_equal(log_pair(a, 1), 0);
+    kms_audit_destroy(&a);
+    FILE *fp = fopen(f->path, "ab");
+    fputs("appended by something else", fp);
+    fclose(fp);
+    size_t n1, n2;
+    char *before = slurp(f->path, &n1);
+    assert_int_equal(kms_audit_create(NULL, &ao, &a, &err), -1);
+    assert_non_null(strstr(err.msg, "not a kmsd audit record"));
+    char *after = slurp(f->path, &n2);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(before, after, n1);
+    free(before);
+    free(after);
+}
+
+/* SIGHUP's reopen appends only to an empty file or to the device's own (unrotated) log: not
+ * to a foreign file, nor to an older copy of the log (another chain head). */
+static void test_reopen_refuses_another_chain(void **state)
+{
+    struct fx *f = *state;
+    struct kms_err err;
+    char old[200], rotated[200];
+    snprintf(old, sizeof(old), "%s.old", f->path);
+    snprintf(rotated, sizeof(rotated), "%s.1", f->path);
+    struct kms_audit *a = open_broker(NULL, f->path, KMS_AUDIT_FSYNC_BATCH);
+    assert_int_equal(log_pair(a, 1), 0);
+    size_t n;
+    char *copy = slurp(f->path, &n);
+    FILE *fp = fopen(old, "wb");
+    assert_int_equal(fwrite(copy, 1, n, fp), n);
+    fclose(fp);
+    free(copy);
+    assert_int_equal(log_pair(a, 2), 0);
+    /* the same file kept (a SIGHUP for the TLS certificate): goes on */
+    assert_int_equal(kms_audit_reopen(a, &err), 0);
+    assert_int_equal(log_pair(a, 3), 0);
+    /* rotated, and a foreign file put at the path: refused, the file untouched */
+    assert_int_equal(rename(f->path, rotated), 0);
+    fp = fopen(f->path, "wb");
+    fputs("foreign\n", fp);
+    fclose(fp);
+    assert_int_equal(kms_audit_reopen(a, &err), -1);
+    assert_non_null(strstr(err.msg, "not a kmsd audit record"));
+    assert_int_equal(log_pair(a, 4), -1); /* fail closed; the retried open refuses it too */
+    char *text = slurp(f->path, NULL);
+    assert_string_equal(text, "foreign\n");
+    free(text);
+    /* an older copy of the log (it ends at seq 2, the device at seq 6): refused as well */
+    assert_int_equal(rename(old, f->path), 0);
+    size_t n1;
+    char *before = slurp(f->path, &n1);
+    assert_int_equal(kms_audit_reopen(a, &err), -1);
+    assert_non_null(strstr(err.msg, "is not this device's log"));
+    assert_int_equal(log_pair(a, 5), -1);
+    size_t n2;
+    char *after = slurp(f->path, &n2);
+    assert_int_equal(n1, n2);
+    free(before);
+    free(after);
+    /* moved away: a new file continues the chain */
+    unlink(f->path);
+    assert_int_equal(kms_audit_reopen(a, &err), 0);
+    assert_int_equal(log_pair(a, 6), 0);
+    kms_audit_destroy(&a);
+    const char *both[] = {rotated, f->path};
+    struct kms_audit_verify_result r;
+    assert_int_equal(verify(both, 2, &r), 0);
+    assert_int_equal(r.lines, 8);
+}
+
+/* After a clean stop the device's head is stored: a file that ends before it (its last records
+ * cut off at a line boundary) is reported at start-up. */
+static void test_restart_reports_a_cut_tail(void **state)
+{
+    struct fx *f = *state;
+    struct kms_storage_opts so = {.map_size = 0, .nosync = true, .create = true};
+    struct kms_storage *st = NULL;
+    struct kms_err err;
+    uint8_t seal[32] = {4, 5, 6};
+    char store[160];
+    snprintf(store, sizeof(store), "%s/store", f->dir);
+    assert_int_equal(kms_storage_open(store, seal, &so, &st, &err), 0);
+    struct kms_audit *a = open_broker(st, f->path, KMS_AUDIT_FSYNC_BATCH);
+    assert_int_equal(log_pair(a, 1), 0);
+    assert_int_equal(log_pair(a, 2), 0);
+    kms_audit_destroy(&a);
+    /* the last two lines cut off */
+    size_t n;
+    char *text = slurp(f->path, &n);
+    char *cut = text + n - 1;
+    for (int nl = 0; cut > text; cut--) {
+        if (cut[-1] == '\n' && ++nl == 2) {
+            break;
+        }
+    }
+    assert_int_equal(truncate(f->path, cut - text), 0);
+    free(text);
+    struct kms_audit_device_opts o;
+    struct kms_audit_opts ao;
+    kms_audit_device_opts_default(&o);
+    snprintf(o.path, sizeof(o.path), "%s", f->path);
+    memset(&ao, 0, sizeof(ao));
+    ao.devices = &o;
+    ao.ndevices = 1;
+    ao.log = capture_log;
+    logged[0] = '\0';
+    assert_int_equal(kms_audit_create(st, &ao, &a, &err), 0);
+    assert_non_null(strstr(logged, "ends at seq 2, but this device had written up to seq 4"));
+    kms_audit_destroy(&a);
+    kms_storage_close(&st);
+}
+
 /* Pages of path in the page cache, and pages in all (mincore over a read-only mapping). */
 static void cached_pages(const char *path, size_t *cached, size_t *total)
 {
@@ -682,6 +834,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_two_devices_one_hung, setup, teardown),
 #endif
         cmocka_unit_test_setup_teardown(test_storage_keeps_salt_and_head, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_foreign_tail_is_refused_untouched, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_refuses_another_chain, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restart_reports_a_cut_tail, setup, teardown),
         cmocka_unit_test(test_synced_lines_leave_page_cache),
         cmocka_unit_test(test_unsynced_lines_leave_page_cache),
     };

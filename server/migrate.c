@@ -24,7 +24,7 @@ static void migrate_usage(FILE *f)
                "                    [-postgresql-password-file=FILE]\n"
                "STORE is lmdb:PATH or postgresql:URL (a libpq URI or conninfo string).\n"
                "The seal key is read from -seal-key-file or KMSD_SEAL_KEY; the target must be\n"
-               "empty. Stop kmsd on the source before migrating.\n");
+               "empty. Stop kmsd on the source first (a running one holds its store: refused).\n");
 }
 
 struct store_arg {

@@ -44,7 +44,9 @@
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -53,6 +55,7 @@
 
 struct kms_backend {
     MDB_env *env;
+    int lockfd; /* <dir>/kmsd.lock, flock'ed: one kmsd per store (-1: none) */
     MDB_dbi dbi[KMS_DB_COUNT_];
     size_t maxkey;
     pthread_mutex_t pool_lock;
@@ -83,6 +86,8 @@ static void lmdb_close(struct kms_backend *b)
         pthread_mutex_destroy(&b->pool_lock);
     if (b->env != NULL)
         mdb_env_close(b->env);
+    if (b->lockfd >= 0)
+        close(b->lockfd); /* releases the lock */
     free(b);
 }
 
@@ -348,6 +353,31 @@ int kms_backend_lmdb_open(const char *dir, const struct kms_storage_opts *opts,
 
     if ((b = calloc(1, sizeof *b)) == NULL) {
         kms_err_set(err, 500, "out of memory");
+        goto out;
+    }
+    b->lockfd = -1;
+    /*
+     * One process per store. LMDB keeps the file consistent between processes, but each kmsd
+     * caches keys: a second server on the store would go on encrypting with a key the first
+     * deleted or rotated (PostgreSQL stores refuse a second server the same way, docs/ha.md).
+     */
+    char lockpath[4096];
+    if ((size_t)snprintf(lockpath, sizeof lockpath, "%s/kmsd.lock", dir) >= sizeof lockpath) {
+        kms_err_set(err, 500, "storage path too long: %s", dir);
+        goto out;
+    }
+    b->lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (b->lockfd < 0) {
+        kms_err_set(err, 500, "cannot open %s: %s", lockpath, strerror(errno));
+        goto out;
+    }
+    if (flock(b->lockfd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK)
+            kms_err_set(err, 500,
+                        "another kmsd is using the store in %s (it holds %s); stop it first", dir,
+                        lockpath);
+        else
+            kms_err_set(err, 500, "cannot lock %s: %s", lockpath, strerror(errno));
         goto out;
     }
     if (pthread_mutex_init(&b->pool_lock, NULL) != 0) {

@@ -90,3 +90,41 @@ class Process(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class OneServerPerStore(unittest.TestCase):
+    """A second kmsd on the same LMDB store is refused: each server caches keys, so the second
+    went on encrypting with a key the first had deleted (a ciphertext nobody can decrypt)."""
+
+    def test_second_server_and_migrate_refused_while_the_first_runs(self):
+        from kmsd_harness import KmsdServer
+        first = KmsdServer(mode="config")
+        first.start()
+        try:
+            cfg = dict(first.effective_config, listen_address="127.0.0.1:0")
+            path = os.path.join(first.workdir, "second.json")
+            with open(path, "w") as f:
+                json.dump(cfg, f)
+            r = subprocess.run([KMSD_BIN, "server", "-config=" + path], stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=30)
+            self.assertNotEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertIn("another kmsd is using the store in " + cfg["storage_path"],
+                          r.stdout + r.stderr)
+            target = os.path.join(first.workdir, "copy")
+            r = subprocess.run([KMSD_BIN, "migrate", "-from=lmdb:" + cfg["storage_path"],
+                                "-to=lmdb:" + target, "-seal-key-file=" + cfg["seal_key_file"]],
+                               stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                               timeout=30)
+            self.assertNotEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertIn("another kmsd is using the store", r.stdout + r.stderr)
+            # the first is unaffected
+            self.assertEqual(first.request("GET", "sys/health", token=None).status, 501)
+        finally:
+            self.assertEqual(first.stop(), 0)
+        # once it has stopped, the store opens again
+        first.start()
+        try:
+            self.assertEqual(first.request("GET", "sys/health", token=None).status, 501)
+        finally:
+            self.assertEqual(first.stop(), 0)
+            first.cleanup()

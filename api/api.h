@@ -36,6 +36,10 @@ struct kms_api_opts {
     double rate_limit;       /* requests per second per token; 0 = off */
     double rate_limit_burst; /* bucket size (0 = 2 x rate_limit) */
     struct kms_audit *audit; /* audit broker (borrowed, outlives the API); NULL = none */
+    /* where answers of 500 are reported (at most one line a second: the request's path and the
+     * error, never its data), so that a full store or disk shows in the server log; NULL =
+     * nowhere */
+    void (*log)(const char *level, const char *msg, const char *path, const char *error);
 };
 
 /* The request body as json_loadb(JSON_DECODE_ANY | JSON_REJECT_DUPLICATES) reads it (the

@@ -95,4 +95,7 @@ int kms_api_audit_format_kat(struct kms_ctx *c, int rc, bool refused,
 /* Build a response body from c (envelope, raw or error) into resp. */
 void kms_render(struct kms_ctx *c, int handler_rc, struct kms_http_resp *resp);
 
+/* An answer of 500: its path and error to the log (registry.c; at most one a second). */
+void kms_api_log_failure(struct kms_api *api, const char *path, const char *error);
+
 #endif

@@ -951,6 +951,9 @@ static int64_t mono_us(void)
 static void finish(struct kms_ctx *c, int rc, struct kms_http_resp *resp)
 {
     kms_render(c, rc, resp);
+    if (resp->status == 500) {
+        kms_api_log_failure(c->api, c->path[0] != '\0' ? c->path : c->http->target, c->err.msg);
+    }
     kms_metrics_request(c->route, c->mount.type, resp->status,
                         (uint64_t)(mono_us() - c->park.t0_us), c->items);
     free(c->text);

@@ -13,8 +13,11 @@
 #include "api/api_int.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct kms_api {
     struct kms_storage *st;
@@ -30,6 +33,7 @@ struct kms_api {
     char cluster_id[37];
     struct kms_ratelimit *ratelimit;
     struct kms_audit *audit;
+    void (*log)(const char *level, const char *msg, const char *path, const char *error);
     struct kms_engine *engines;
     size_t nengines;
 };
@@ -53,6 +57,20 @@ struct kms_storage *kms_api_storage(struct kms_api *api)
 struct kms_auth *kms_api_auth(struct kms_api *api)
 {
     return api->auth;
+}
+
+void kms_api_log_failure(struct kms_api *api, const char *path, const char *error)
+{
+    static _Atomic int64_t last; /* the second of the last line */
+    struct timespec ts;
+    if (api->log == NULL) {
+        return;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now = ts.tv_sec, prev = atomic_load(&last);
+    if (now != prev && atomic_compare_exchange_strong(&last, &prev, now)) {
+        api->log("error", "request failed with 500", path, error);
+    }
 }
 
 struct kms_audit *kms_api_audit(struct kms_api *api)
@@ -309,6 +327,7 @@ int kms_api_create(struct kms_storage *st, const struct kms_api_opts *opts, stru
     api->limits = opts->limits;
     snprintf(api->version, sizeof(api->version), "%s", opts->version ? opts->version : "");
     api->audit = opts->audit;
+    api->log = opts->log;
     pthread_rwlock_init(&api->lock, NULL);
     api->ns = calloc(1, sizeof(*api->ns));
     if (api->ns == NULL) {

@@ -564,6 +564,11 @@ static int postgresql_password(const struct kms_config *cfg, char *pw, size_t ca
     return 0;
 }
 
+static void api_log(const char *level, const char *msg, const char *path, const char *error)
+{
+    kms_log(level, msg, "path", path, "error", error, NULL);
+}
+
 /* The audit broker and the engines over rt->st: at start-up, or at each promotion (HA). */
 static int build_service(struct runtime *rt, struct kms_api **api, struct kms_err *err)
 {
@@ -583,6 +588,7 @@ static int build_service(struct runtime *rt, struct kms_api **api, struct kms_er
     aopts.audit = rt->audit;
     aopts.limits = rt->cfg->limits;
     aopts.version = KMSD_VERSION;
+    aopts.log = api_log;
     aopts.rate_limit = rt->f->dev ? 0 : (double)rt->cfg->rate_limit;
     aopts.rate_limit_burst = (double)rt->cfg->rate_limit_burst;
     struct kms_engines_opts eopts = {

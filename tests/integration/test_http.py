@@ -8,7 +8,7 @@ import unittest
 import urllib.parse
 
 from kmsd_harness import (ENVELOPE_KEYS, UUID4_RE, KmsdServer, KmsdTestCase, b64,
-                          multierror, raw_exchange, unb64)
+                          multierror, raw_exchange, unb64, wait_for)
 
 PERMISSION_DENIED = "permission denied"
 UNSUPPORTED_PATH = multierror("unsupported path")
@@ -435,6 +435,23 @@ class BodyTest(KmsdTestCase):
         r = self.req("POST", "auth/token/create", "display_name=%C3%A9t%C3%A9".encode(),
                      headers=form)
         self.assertStatus(r, 200)
+
+    def test_a_500_is_in_the_server_log(self):
+        # an answer of 500 (a full store, a failing disk, or Transit's own 500s) leaves a line
+        # in the server log with the path and the error, never the request's data
+        name, _ = self.create_key()
+        r = self.req("POST", "transit/encrypt/" + name,
+                     {"batch_input": ["not-an-object"], "plaintext": b64("secret-in-body")})
+        self.assertStatus(r, 500)
+        wait_for(lambda: "request failed with 500" in self.server.log_text(), 10,
+                 lambda: "a log line for the 500\n" + self.server.log_tail())
+        line = [l for l in self.server.log_text().splitlines()
+                if "request failed with 500" in l][-1]
+        rec = json.loads(line)
+        self.assertEqual(rec["level"], "error")
+        self.assertEqual(rec["path"], "transit/encrypt/" + name)
+        self.assertIn("failed to parse batch input", rec["error"])
+        self.assertNotIn(b64("secret-in-body"), self.server.log_text())
 
     def test_form_content_type_with_json_body(self):
         # treated as a form only if the first non-blank byte isn't { or [

@@ -146,8 +146,14 @@ int kms_audit_files_expand(const char *const *args, size_t nargs, bool siblings,
             goto out;
         }
         if (S_ISDIR(st.st_mode)) {
+            size_t had = l.n;
             if (add_dir(&l, args[i], NULL) != 0) {
                 kms_err_set(err, 400, "%s: cannot read the directory", args[i]);
+                goto out;
+            }
+            if (l.n == had) {
+                /* a wrong directory would otherwise "verify" as an intact log of nothing */
+                kms_err_set(err, 400, "%s: no audit files in this directory", args[i]);
                 goto out;
             }
             continue;

@@ -338,6 +338,14 @@ static void test_rotation_continues_chain(void **state)
     assert_int_equal(n, 3);
     assert_int_equal(verify((const char *const *)paths, n, &r), 0);
     kms_audit_files_free(&paths, n);
+    /* a directory without audit files is an error, not an intact log of nothing */
+    char empty[200];
+    snprintf(empty, sizeof(empty), "%s/empty", f->dir);
+    assert_int_equal(mkdir(empty, 0700), 0);
+    arg = empty;
+    assert_int_equal(kms_audit_files_expand(&arg, 1, false, &paths, &n, &err), -1);
+    assert_non_null(strstr(err.msg, "no audit files in this directory"));
+    rmdir(empty);
 }
 
 static void test_restart_recovers_head_and_cuts_torn_line(void **state)

@@ -992,16 +992,16 @@ static const char *reason(int status)
     }
 }
 
-/* "HTTP/1.1 <code> <reason>\r\n"; a code without a name reads "status code <code>", as
+/* The reason phrase of status; a code without a name reads "status code <code>" (buf), as
  * Go's server writes it. */
-static void status_line(struct evbuffer *out, int status)
+static const char *reason_text(int status, char *buf, size_t n)
 {
     const char *r = reason(status);
-    if (r != NULL) {
-        evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, r);
-    } else {
-        evbuffer_add_printf(out, "HTTP/1.1 %d status code %d\r\n", status, status);
+    if (r == NULL) {
+        snprintf(buf, n, "status code %d", status);
+        r = buf;
     }
+    return r;
 }
 
 static void write_response(struct conn *c, struct evbuffer *out, const struct kms_http_resp *r,
@@ -1013,15 +1013,17 @@ static void write_response(struct conn *c, struct evbuffer *out, const struct km
          * as Go's server does, it goes out as an interim response and the answer as 200;
          * never an interim one to an HTTP/1.0 client (RFC 9110 15.2) */
         if (!c->http10) {
-            status_line(out, status);
-            evbuffer_add(out, "\r\n", 2);
+            char rb[32];
+            evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n\r\n", status,
+                                reason_text(status, rb, sizeof(rb)));
         }
         status = 200;
     }
     /* no body may follow these (RFC 9110 6.4.1): Go drops it too */
     bool bodyless = status == 101 || status == 204 || status == 304;
-    status_line(out, status);
-    evbuffer_add_printf(out, "Content-Type: %s\r\nCache-Control: no-store\r\n",
+    char rb[32];
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nCache-Control: no-store\r\n",
+                        status, reason_text(status, rb, sizeof(rb)),
                         r->content_type[0] ? r->content_type : "application/json");
     if (!bodyless) {
         evbuffer_add_printf(out, "Content-Length: %zu\r\n", r->body_len);

@@ -361,7 +361,9 @@ static int open_file(struct kms_audit_dev *d, struct afile **out, char *why, siz
         snprintf(why, whylen, "out of memory");
         return -1;
     }
-    int f = open(d->o.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, mode ? mode : 0600);
+    /* read too: check_continues reads the end of this very file (not whatever the path names
+     * by then) */
+    int f = open(d->o.path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, mode ? mode : 0600);
     if (f < 0) {
         snprintf(why, whylen, "cannot open %.300s: %s", d->o.path, strerror(errno));
         free(af);
@@ -536,18 +538,11 @@ static int check_continues(struct kms_audit_dev *d, const struct afile *f, char 
     if (fstat(f->fd, &st) != 0 || st.st_size == 0) {
         return 0; /* an fstat error is met again by the write */
     }
-    int rfd = open(d->o.path, O_RDONLY | O_CLOEXEC);
-    if (rfd < 0) {
-        snprintf(why, whylen, "cannot read %.300s: %s", d->o.path, strerror(errno));
-        return -1;
-    }
     off_t good;
     bool torn_ours;
     uint64_t fseq;
     char fhash[KMS_AUDIT_HASH_LEN + 1];
-    int rc = scan_end(d, rfd, st.st_size, &good, &fseq, fhash, &torn_ours, why, whylen);
-    close(rfd);
-    if (rc != 0) {
+    if (scan_end(d, f->fd, st.st_size, &good, &fseq, fhash, &torn_ours, why, whylen) != 0) {
         return -1;
     }
     pthread_mutex_lock(&d->mu);

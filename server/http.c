@@ -1342,12 +1342,14 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         }
         return;
     }
-    if ((what & BEV_EVENT_EOF) && !(what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) && !c->closing &&
-        (c->call == NULL || kms_api_handled(c->call))) {
+    if ((what & BEV_EVENT_EOF) && !(what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) &&
+        c->h->opts.tls == NULL && !c->closing && (c->call == NULL || kms_api_handled(c->call))) {
         /* The client has sent all it will. A half-close (shutdown(SHUT_WR), `nc -N`) reads
          * the same as a close, so what it sent in full is still answered: a parked request
          * whose handler ran, and requests already buffered. A request parked before its
-         * handler is abandoned below instead (its handler never runs). */
+         * handler is abandoned below instead (its handler never runs). Plain HTTP only: at a
+         * TLS end of input libevent stops writing as well (and OpenSSL reports a TCP
+         * half-close as an error), so a TLS connection is freed there, as before. */
         c->peer_eof = true;
         if (c->call == NULL && !c->paused) {
             peer_done(c);

@@ -347,8 +347,8 @@ static void audit_log(void *arg, const char *level, const char *msg)
 static void remove_dev_dir(const char *dir)
 {
     char path[1100];
-    static const char *const files[] = {"data.mdb", "lock.mdb"};
-    for (size_t i = 0; i < 2; i++) {
+    static const char *const files[] = {"data.mdb", "lock.mdb", "kmsd.lock"};
+    for (size_t i = 0; i < 3; i++) {
         snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
         unlink(path);
     }

@@ -128,3 +128,23 @@ class OneServerPerStore(unittest.TestCase):
         finally:
             self.assertEqual(first.stop(), 0)
             first.cleanup()
+
+
+class DevStoreRemoved(unittest.TestCase):
+    def test_dev_store_directory_is_removed_at_shutdown(self):
+        # the banner names it; SIGTERM removes it (the store lock file included: it was left,
+        # with the directory, after 7d73845)
+        import re
+        from kmsd_harness import KmsdServer
+        srv = KmsdServer(mode="dev")
+        srv.start()
+        try:
+            m = re.search(r"The store is ephemeral \(([^)]+)\)", srv.log_text())
+            self.assertIsNotNone(m, srv.log_tail())
+            store = m.group(1)
+            self.assertTrue(os.path.isdir(store))
+            self.assertTrue(os.path.exists(os.path.join(store, "kmsd.lock")))
+        finally:
+            self.assertEqual(srv.stop(), 0)
+            srv.cleanup()
+        self.assertFalse(os.path.exists(store), os.listdir(store) if os.path.isdir(store) else "")

@@ -110,6 +110,12 @@ static json_t *read_node(struct yreader *r, yaml_event_t *ev, int depth)
     }
     switch (ev->type) {
     case YAML_SCALAR_EVENT:
+        if (memchr(ev->data.scalar.value, '\0', ev->data.scalar.length) != NULL) {
+            /* names are C strings from here on: "a\0b" would act on "a" */
+            kms_cli_errorf("%s: line %zu: a NUL byte in a YAML value", r->file,
+                           ev->start_mark.line + 1);
+            break;
+        }
         node = scalar_value(ev);
         break;
     case YAML_ALIAS_EVENT:
@@ -147,8 +153,21 @@ static json_t *read_node(struct yreader *r, yaml_event_t *ev, int depth)
                 yaml_event_delete(&child);
                 goto fail;
             }
+            size_t line = child.start_mark.line + 1;
+            if (memchr(child.data.scalar.value, '\0', child.data.scalar.length) != NULL) {
+                kms_cli_errorf("%s: line %zu: a NUL byte in a YAML key", r->file, line);
+                yaml_event_delete(&child);
+                goto fail;
+            }
             char *key = strdup((const char *)child.data.scalar.value);
             yaml_event_delete(&child);
+            if (key != NULL && json_object_get(node, key) != NULL) {
+                /* kubectl refuses a repeated key too; the last one would win silently */
+                kms_cli_errorf("%s: line %zu: key \"%s\" appears twice in one mapping", r->file,
+                               line, key);
+                free(key);
+                goto fail;
+            }
             if (key == NULL || next_event(r, &child) != 0) {
                 free(key);
                 goto fail;

@@ -289,6 +289,13 @@ int kms_cli_write_file(const char *path, const void *data, size_t len);
  * name is registered for removal on a fatal signal (release it with kms_cli_tmp_release).
  */
 int kms_cli_tmpfile_for(const char *path, char *tmp, size_t n);
+/*
+ * Where an --out PATH is written: a symbolic link is followed (its target is replaced, not the
+ * link), into resolved (size n). *special is set for an existing character device, FIFO or
+ * socket (/dev/null, /dev/stdout, a pipe): such a target is opened and written, never
+ * replaced by a renamed file. 0, or -1 after printing why (a directory, a dangling link).
+ */
+int kms_cli_out_target(const char *path, char *resolved, size_t n, bool *special);
 
 /* ---- rendering (output.c) ---------------------------------------------------------------- */
 

@@ -413,6 +413,17 @@ static char *lookup_token(const struct kms_cli_global *g)
     return t;
 }
 
+/* A control character (CR, LF, NUL's neighbours, DEL): it would end up in a request header. */
+static bool has_control(const char *v)
+{
+    for (const unsigned char *p = (const unsigned char *)v; *p != '\0'; p++) {
+        if (*p < 0x20 || *p == 0x7f) {
+            return true;
+        }
+    }
+    return false;
+}
+
 int kms_cli_session_open(const struct kms_cli_global *g, unsigned need, struct kms_cli_session *s)
 {
     struct kms_cli_http_opts o;
@@ -433,7 +444,7 @@ int kms_cli_session_open(const struct kms_cli_global *g, unsigned need, struct k
         while (n > 0 && ns[b + n - 1] == '/') {
             n--;
         }
-        if (n == 0 || n >= sizeof(s->ns)) {
+        if (n == 0 || n >= sizeof(s->ns) || has_control(ns)) {
             kms_cli_errorf("invalid namespace \"%s\"", ns);
             goto out;
         }
@@ -464,11 +475,21 @@ int kms_cli_session_open(const struct kms_cli_global *g, unsigned need, struct k
         goto out;
     }
     const char *addr = g->addr ? g->addr : env3("KMS_ADDR", "VAULT_ADDR", "BAO_ADDR");
+    if (addr != NULL && has_control(addr)) {
+        kms_cli_errorf("invalid address \"%s\"", addr);
+        goto out;
+    }
     snprintf(s->addr, sizeof(s->addr), "%s", addr ? addr : DEFAULT_ADDR);
     token = lookup_token(g);
     if ((need & KMS_CLI_NEED_TOKEN) && token == NULL) {
         kms_cli_errorf("no token: give --token, set KMS_TOKEN (or VAULT_TOKEN), or run "
                        "`kmsctl login`");
+        goto out;
+    }
+    if (token != NULL && has_control(token)) {
+        /* never printed: it is a secret, only what is wrong with it */
+        kms_cli_errorf("the token holds a control character (a line break?); it would be sent "
+                       "as part of a request header");
         goto out;
     }
     memset(&o, 0, sizeof(o));
@@ -766,9 +787,43 @@ static int write_all(int fd, const void *p, size_t n)
     return 0;
 }
 
+int kms_cli_out_target(const char *path, char *resolved, size_t n, bool *special)
+{
+    struct stat st;
+    *special = false;
+    if ((size_t)snprintf(resolved, n, "%s", path) >= n) {
+        kms_cli_errorf("cannot create %s: %s", path, strerror(ENAMETOOLONG));
+        return -1;
+    }
+    if (lstat(path, &st) != 0) {
+        return 0; /* a new file (or an error the create reports) */
+    }
+    if (S_ISLNK(st.st_mode)) {
+        char *real = realpath(path, NULL);
+        if (real == NULL) {
+            kms_cli_errorf("cannot follow the link %s: %s", path, strerror(errno));
+            return -1;
+        }
+        bool fits = (size_t)snprintf(resolved, n, "%s", real) < n;
+        free(real);
+        if (!fits || stat(resolved, &st) != 0) {
+            kms_cli_errorf("cannot follow the link %s", path);
+            return -1;
+        }
+    }
+    if (S_ISDIR(st.st_mode)) {
+        kms_cli_errorf("cannot write %s: it is a directory", path);
+        return -1;
+    }
+    *special = S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode);
+    return 0;
+}
+
 int kms_cli_write_file(const char *path, const void *data, size_t len)
 {
     char tmp[4096];
+    char target[4096];
+    bool special;
     int rc = -1;
     if (path == NULL || strcmp(path, "-") == 0) {
         if (write_all(STDOUT_FILENO, data, len) != 0) {
@@ -777,6 +832,22 @@ int kms_cli_write_file(const char *path, const void *data, size_t len)
         }
         return 0;
     }
+    if (kms_cli_out_target(path, target, sizeof(target), &special) != 0) {
+        return -1;
+    }
+    if (special) {
+        int sfd = open(target, O_WRONLY | O_CLOEXEC);
+        if (sfd < 0 || write_all(sfd, data, len) != 0) {
+            kms_cli_errorf("cannot write %s: %s", path, strerror(errno));
+            if (sfd >= 0) {
+                close(sfd);
+            }
+            return -1;
+        }
+        close(sfd);
+        return 0;
+    }
+    path = target;
     int fd = kms_cli_tmpfile_for(path, tmp, sizeof(tmp));
     if (fd < 0) {
         kms_cli_errorf("cannot create %s: %s", path, strerror(errno));

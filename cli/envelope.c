@@ -170,12 +170,14 @@ static bool is_dash(const char *p)
 /* The output: a temporary file beside `path` (renamed by finish_output), or stdout. */
 struct output {
     const char *path;
+    char target[4096]; /* path, its link followed */
     char tmp[4096];
     int fd;
 };
 
 static int open_output(struct output *o, const char *path)
 {
+    bool special;
     memset(o, 0, sizeof(*o));
     o->path = path;
     o->fd = -1;
@@ -183,7 +185,16 @@ static int open_output(struct output *o, const char *path)
         o->fd = STDOUT_FILENO;
         return 0;
     }
-    o->fd = kms_cli_tmpfile_for(path, o->tmp, sizeof(o->tmp));
+    if (kms_cli_out_target(path, o->target, sizeof(o->target), &special) != 0) {
+        return -1;
+    }
+    if (special) {
+        /* a device or a pipe would be replaced by the renamed file (as root, /dev/null) */
+        kms_cli_errorf("--out %s is not a regular file; use --out - for standard output", path);
+        return -1;
+    }
+    o->path = o->target;
+    o->fd = kms_cli_tmpfile_for(o->target, o->tmp, sizeof(o->tmp));
     if (o->fd < 0) {
         o->tmp[0] = '\0';
         kms_cli_errorf("cannot create %s: %s", path, strerror(errno));

@@ -12,6 +12,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -132,6 +133,62 @@ class DocCommandsTest(KmsctlTestCase):
         self.assertEqual([row[0] for row in rows[1:]], sorted(byname))
         # an empty project
         self.assertEqual(self.ok("keys", "list", "--project", "empty").text, "No KMSKeys.\n")
+
+    def test_3b_out_targets(self):
+        # --out follows a symbolic link (the file it names is replaced, the link stays), writes
+        # into a FIFO or a device instead of replacing it with a regular file (as root,
+        # --out /dev/null made /dev/null a file), and refuses a directory
+        d = tempfile.mkdtemp(prefix="out-", dir=self.work)
+        real, link, fifo = (os.path.join(d, n) for n in ("real.enc", "link.enc", "fifo"))
+        with open(real, "w") as f:
+            f.write("old")
+        os.symlink(real, link)
+        self.ok("encrypt", "app-secrets", "--plaintext=x", "--out", link)
+        self.assertTrue(os.path.islink(link))
+        with open(real) as f:
+            self.assertTrue(f.read().startswith("vault:v"))
+        os.mkfifo(fifo)
+        got = []
+        reader = threading.Thread(target=lambda: got.append(open(fifo, "rb").read()))
+        reader.start()
+        self.ok("encrypt", "app-secrets", "--plaintext=x", "--out", fifo)
+        reader.join(30)
+        self.assertTrue(stat.S_ISFIFO(os.lstat(fifo).st_mode))
+        self.assertTrue(got and got[0].startswith(b"vault:v"), got)
+        r = self.fails(1, "encrypt", "app-secrets", "--plaintext=x", "--out", d)
+        self.assertIn("is a directory", r.errtext)
+        # an envelope never writes plaintext it has not authenticated into a pipe or device
+        src = os.path.join(d, "src")
+        with open(src, "wb") as f:
+            f.write(b"data")
+        r = self.fails(1, "envelope", "encrypt", "app-secrets", "--in", src, "--out", fifo)
+        self.assertIn("is not a regular file", r.errtext)
+        self.assertTrue(stat.S_ISFIFO(os.lstat(fifo).st_mode))
+
+    def test_3c_hostile_input_refused_before_sending(self):
+        # a NUL in a YAML name acted on the name before it ("app-secrets\0-staging" scheduled
+        # app-secrets for deletion); a repeated key let the last value win; a CR/LF in the
+        # namespace or the token went into a request header. All exit 2, nothing sent.
+        d = tempfile.mkdtemp(prefix="yaml-", dir=self.work)
+        head = "apiVersion: security.kube-dc.com/v1alpha1\nkind: KMSKey\nmetadata:\n"
+        cases = [(head + '  name: "app-secrets\\0-staging"\n  namespace: %s\nspec:\n'
+                  "  deletionPolicy: schedule\n" % PROJECT, "a NUL byte in a YAML value"),
+                 (head + "  name: dup\n  namespace: %s\nspec:\n  purpose: application\n"
+                  "  purpose: etcd\n" % PROJECT, 'key "purpose" appears twice')]
+        for i, (text, want) in enumerate(cases):
+            path = os.path.join(d, "m%d.yaml" % i)
+            with open(path, "w") as f:
+                f.write(text)
+            with ClosedPort() as nowhere:
+                r = self.fails(2, "apply", "-f", path, "-n", ORG, "--addr", nowhere.url,
+                               conn=False)
+            self.assertIn(want, r.errtext)
+        r = self.fails(2, "keys", "list", "-n", ORG + "\r\nX-Evil: 1", "--project", PROJECT)
+        self.assertIn("invalid namespace", r.errtext)
+        r = self.fails(2, "keys", "list", "--project", PROJECT,
+                       "--token", self.server.token + "\r\nX-Evil: 1")
+        self.assertIn("the token holds a control character", r.errtext)
+        self.assertNotIn(self.server.token, r.errtext)
 
     def test_3_encrypt_decrypt(self):
         # kube-dc kms encrypt app-secrets --plaintext="hunter2"  ->  vault:v3:...

@@ -528,6 +528,37 @@ static bool ns_name_reserved(const char *name, size_t n)
     return false;
 }
 
+/* Two mount-table paths ("a/", "a/b/") that would shadow one another: one is a prefix of the
+ * other. */
+static bool paths_overlap(const char *x, const char *y)
+{
+    size_t a = strlen(x), b = strlen(y);
+    return strncmp(x, y, a < b ? a : b) == 0;
+}
+
+/*
+ * With api->lock held: the mount of the namespace at parent_path (its path, "" for root) that
+ * a child namespace `seg` ("name/") would shadow, or NULL. A namespace is resolved from the
+ * path before the mount is, so either would hide the other (OpenBao refuses the namespace:
+ * "new namespace conflicts with existing mount").
+ */
+static const char *ns_mount_conflict(const struct kms_api *api, const char *parent_path,
+                                     const char *seg)
+{
+    const char *pid = NULL;
+    for (size_t i = 0; i < api->nns && pid == NULL; i++) {
+        if (strcmp(api->ns[i].path, parent_path) == 0) {
+            pid = api->ns[i].id;
+        }
+    }
+    for (size_t i = 0; pid != NULL && i < api->nmounts; i++) {
+        if (strcmp(api->mounts[i].ns_id, pid) == 0 && paths_overlap(api->mounts[i].path, seg)) {
+            return api->mounts[i].path;
+        }
+    }
+    return NULL;
+}
+
 int kms_registry_ns_create(struct kms_api *api, const char *path, struct kms_ns *out,
                            struct kms_err *err)
 {
@@ -570,6 +601,13 @@ int kms_registry_ns_create(struct kms_api *api, const char *path, struct kms_ns 
             rc = 1; /* exists */
             goto out;
         }
+    }
+    char parent[KMS_PATH_MAX];
+    snprintf(parent, sizeof(parent), "%.*s", (int)(seg - path), path);
+    const char *conflict = ns_mount_conflict(api, parent, seg);
+    if (conflict != NULL) {
+        kms_err_set(err, 400, "new namespace conflicts with existing mount: %s", conflict);
+        goto out;
     }
     do {
         if (kms_rand_base62(ns.id, 6) != 0) {
@@ -807,11 +845,24 @@ int kms_registry_mount_add(struct kms_api *api, const char *ns_id, const char *p
         if (strcmp(o->ns_id, ns_id) != 0) {
             continue;
         }
-        size_t a = strlen(o->path);
-        size_t b = strlen(path);
-        size_t k = a < b ? a : b;
-        if (strncmp(o->path, path, k) == 0) {
+        if (paths_overlap(o->path, path)) {
             kms_err_set(err, 400, "path is already in use at %s", o->path);
+            goto out;
+        }
+    }
+    /* nor over a child namespace of this one (the namespace would hide the mount) */
+    const char *ppath = NULL;
+    for (size_t i = 0; i < api->nns && ppath == NULL; i++) {
+        if (strcmp(api->ns[i].id, ns_id) == 0) {
+            ppath = api->ns[i].path;
+        }
+    }
+    for (size_t i = 0; ppath != NULL && i < api->nns; i++) {
+        const char *np = api->ns[i].path;
+        size_t pl = strlen(ppath);
+        if (np[0] != '\0' && strncmp(np, ppath, pl) == 0 && np[pl] != '\0' &&
+            strchr(np + pl, '/') == np + strlen(np) - 1 && paths_overlap(np + pl, path)) {
+            kms_err_set(err, 400, "path is already in use by the namespace %s", np);
             goto out;
         }
     }
@@ -1025,12 +1076,11 @@ int kms_registry_mount_move(struct kms_api *api, const char *ns_id, const char *
         rc = KMS_STORAGE_NOTFOUND;
         goto out;
     }
-    /* the same overlap rule as mount_add, the moving mount aside */
+    /* the same overlap rule as mount_add, the moving mount included (as OpenBao checks the
+     * destination while the source is still mounted: "src" cannot move to "src/sub") */
     for (size_t i = 0; i < api->nmounts; i++) {
         const struct kms_mount *o = &api->mounts[i];
-        size_t a = strlen(o->path);
-        size_t b = strlen(to);
-        if (i != idx && strcmp(o->ns_id, ns_id) == 0 && strncmp(o->path, to, a < b ? a : b) == 0) {
+        if (strcmp(o->ns_id, ns_id) == 0 && paths_overlap(o->path, to)) {
             kms_err_set(err, 400, "path already in use at \"%s\"", o->path);
             goto out;
         }

@@ -720,6 +720,9 @@ int kms_login_mounts_delete(struct kms_ctx *c)
     if (auth_mount_path(c, path, sizeof(path)) != 0) {
         return -1;
     }
+    if (strcmp(path, "auth/token/") == 0) {
+        return KMS_FAIL(c, 400, "token credential backend cannot be disabled"); /* OpenBao's */
+    }
     if (kms_registry_mount_get(c->api, c->ns.id, path, &m) != 0) {
         return 0; /* like Vault, disabling a missing mount succeeds */
     }

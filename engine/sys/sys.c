@@ -291,6 +291,16 @@ static int mount_delete(struct kms_ctx *c)
     if (tune) {
         return 0; /* accepted; kmsd has no leases to tune */
     }
+    /* OpenBao's protected mounts: a 204 that does nothing would tell automation it worked */
+    if (strcmp(path, "auth/token/") == 0) {
+        return KMS_FAIL(c, 400, "token credential backend cannot be disabled");
+    }
+    static const char *const kept[] = {"sys/", "audit/", "cubbyhole/", "identity/"};
+    for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++) {
+        if (strncmp(path, kept[i], strlen(kept[i])) == 0) {
+            return KMS_FAIL(c, 400, "cannot unmount \"%s\"", path);
+        }
+    }
     int rc = kms_registry_mount_remove(c->api, c->ns.id, path, &c->err);
     /* Like Vault, removing a mount that does not exist succeeds silently. */
     return rc == KMS_STORAGE_NOTFOUND ? 0 : rc;
@@ -495,7 +505,7 @@ static int mount_write(struct kms_ctx *c)
         return KMS_FAIL(c, 400, "backend type must be specified as a string");
     }
     (void)kms_param_str(c, "description", &desc);
-    static const char *const reserved[] = {"sys/", "auth/", "cubbyhole/", "identity/"};
+    static const char *const reserved[] = {"sys/", "auth/", "cubbyhole/", "identity/", "audit/"};
     for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
         if (strncmp(path, reserved[i], strlen(reserved[i])) == 0) {
             return KMS_FAIL(c, 400, "cannot mount under reserved path \"%s\"", reserved[i]);

@@ -691,6 +691,30 @@ class NamespaceTest(KmsdTestCase):
         r = self.req("GET", "auth/token/lookup-self", token=tok, namespace=a)
         self.assertStatus(r, 200)
 
+    def test_namespaces_and_mounts_do_not_shadow_each_other(self):
+        # a namespace is resolved from the path before a mount is: one named like a mount of
+        # its parent hid that mount (transit/ became unreachable), and the reverse
+        mnt = self.uniq("m")
+        self.assertStatus(self.req("POST", "sys/mounts/" + mnt, {"type": "transit"}), 204)
+        r = self.req("POST", "sys/namespaces/" + mnt, {})
+        self.assertError(r, 400, "new namespace conflicts with existing mount: %s/" % mnt)
+        ns = self.uniq("n")
+        self.assertStatus(self.req("POST", "sys/namespaces/" + ns, {}), 200)
+        r = self.req("POST", "sys/mounts/" + ns, {"type": "transit"})
+        self.assertError(r, 400, "path is already in use by the namespace %s/" % ns)
+        r = self.req("POST", "sys/mounts/%s/deeper" % ns, {"type": "transit"})
+        self.assertError(r, 400, "path is already in use by the namespace %s/" % ns)
+        # a mount cannot move under itself (OpenBao checks while the source is mounted)
+        r = self.req("POST", "sys/remount", {"from": mnt, "to": mnt + "/sub"})
+        self.assertError(r, 400, 'path already in use at "%s/"' % mnt)
+        # protected mounts: refused, not a 204 that does nothing
+        self.assertError(self.req("DELETE", "sys/auth/token"), 400,
+                         "token credential backend cannot be disabled")
+        self.assertError(self.req("DELETE", "sys/mounts/sys"), 400, 'cannot unmount "sys/"')
+        self.assertError(self.req("POST", "sys/mounts/audit", {"type": "transit"}), 400,
+                         'cannot mount under reserved path "audit/"')
+        self.assertStatus(self.req("POST", "transit/keys/" + self.uniq("still"), {}), 200)
+
     def test_root_namespace_header(self):
         name, _ = self.create_key()
         for ns in ("root", ""):

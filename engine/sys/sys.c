@@ -514,7 +514,37 @@ static int mount_write(struct kms_ctx *c)
     if (strcmp(type, "transit") != 0) {
         return KMS_FAIL(c, 400, "plugin not found in the catalog: %s", type);
     }
-    return kms_registry_mount_add(c->api, c->ns.id, path, type, desc, &m, &c->err);
+    if (kms_registry_mount_add(c->api, c->ns.id, path, type, desc, &m, &c->err) != 0) {
+        return -1;
+    }
+    /* OpenBao's mount takes the tune settings too, nested in "config" (and "options"): they
+     * were dropped (Terraform's vault_mount saw drift for ever). Applied as a tune of the
+     * new mount; a refused setting takes the mount away again. */
+    json_t *cfgp = kms_param(c, "config");
+    if (json_is_object(cfgp) || json_is_object(kms_param(c, "options"))) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(cfgp, k, v)
+        {
+            if (json_object_get(c->params, k) == NULL) {
+                json_object_set(c->params, k, v);
+            }
+        }
+        json_object_del(c->params, "description"); /* set with the mount */
+        if (tune_write(c, &m) != 0) {
+            struct kms_err keep = c->err;
+            if (kms_registry_mount_remove(c->api, c->ns.id, path, &c->err) != 0) {
+                keep = c->err; /* the mount stays: say why rather than the setting */
+            }
+            c->err = keep;
+            return -1;
+        }
+        /* a new mount is no upgrade: the tune's "Upgrading mount..." warning does not apply */
+        json_decref(c->warnings);
+        c->warnings = NULL;
+        c->warnings_only = false;
+    }
+    return 0;
 }
 
 /* ---- remount ----------------------------------------------------------------------------- */

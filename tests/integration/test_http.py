@@ -715,6 +715,28 @@ class NamespaceTest(KmsdTestCase):
                          'cannot mount under reserved path "audit/"')
         self.assertStatus(self.req("POST", "transit/keys/" + self.uniq("still"), {}), 200)
 
+    def test_mount_takes_its_config_and_options(self):
+        # OpenBao's sys/mounts takes the tune settings nested in "config" (Terraform's
+        # vault_mount, `bao secrets enable -default-lease-ttl`); they were dropped
+        mnt = self.uniq("cfg")
+        r = self.req("POST", "sys/mounts/" + mnt, {
+            "type": "transit", "description": "d",
+            "config": {"default_lease_ttl": "1h", "max_lease_ttl": "2h",
+                       "listing_visibility": "unauth"},
+            "options": {"version": "2"}})
+        self.assertStatus(r, 204)
+        m = self.req("GET", "sys/mounts/" + mnt).data
+        self.assertEqual((m["config"]["default_lease_ttl"], m["config"]["max_lease_ttl"],
+                          m["config"]["listing_visibility"], m["options"], m["description"]),
+                         (3600, 7200, "unauth", {"version": "2"}, "d"))
+        # a refused setting leaves no mount behind
+        bad = self.uniq("cfgbad")
+        r = self.req("POST", "sys/mounts/" + bad, {
+            "type": "transit", "config": {"default_lease_ttl": "1h", "max_lease_ttl": "30m"}})
+        self.assertError(r, 400, "backend max lease TTL of 1800 would be less than backend "
+                                 "default lease TTL of 3600")
+        self.assertStatus(self.req("GET", "sys/mounts/" + bad), 400)
+
     def test_root_namespace_header(self):
         name, _ = self.create_key()
         for ns in ("root", ""):

@@ -69,6 +69,16 @@ static int teardown(void **state)
     return 0;
 }
 
+/* The options of one device writing path (defaults otherwise). */
+static void one_device(struct kms_audit_device_opts *o, struct kms_audit_opts *ao, const char *path)
+{
+    kms_audit_device_opts_default(o);
+    snprintf(o->path, sizeof(o->path), "%s", path);
+    memset(ao, 0, sizeof(*ao));
+    ao->devices = o;
+    ao->ndevices = 1;
+}
+
 static struct kms_audit *open_broker(struct kms_storage *st, const char *path,
                                      enum kms_audit_fsync mode)
 {
@@ -379,11 +389,7 @@ static void test_refuses_foreign_file(void **state)
     FILE *fp = fopen(f->path, "w");
     fputs("{\"time\":\"x\",\"type\":\"request\"}\n", fp);
     fclose(fp);
-    kms_audit_device_opts_default(&o);
-    snprintf(o.path, sizeof(o.path), "%s", f->path);
-    memset(&ao, 0, sizeof(ao));
-    ao.devices = &o;
-    ao.ndevices = 1;
+    one_device(&o, &ao, f->path);
     assert_int_equal(kms_audit_create(NULL, &ao, &a, &err), -1);
     assert_non_null(strstr(err.msg, "not a kmsd audit record"));
     /* a directory is not a log file either */
@@ -605,11 +611,7 @@ static void test_foreign_tail_is_refused_untouched(void **state)
     struct kms_audit_opts ao;
     struct kms_audit *a = NULL;
     struct kms_err err;
-    kms_audit_device_opts_default(&o);
-    snprintf(o.path, sizeof(o.path), "%s", f->path);
-    memset(&ao, 0, sizeof(ao));
-    ao.devices = &o;
-    ao.ndevices = 1;
+    one_device(&o, &ao, f->path);
     static const char *const foreign[] = {
         "some other log\nits last line without a newline",
         "8f4c2a7b9e1d3f5a6c8b0d2e4f6a8c0e1b3d5f7a9c2e4b6d8f0a1c3e5b7d9f2a", /* a key file */
@@ -727,11 +729,7 @@ static void test_restart_reports_a_cut_tail(void **state)
     free(text);
     struct kms_audit_device_opts o;
     struct kms_audit_opts ao;
-    kms_audit_device_opts_default(&o);
-    snprintf(o.path, sizeof(o.path), "%s", f->path);
-    memset(&ao, 0, sizeof(ao));
-    ao.devices = &o;
-    ao.ndevices = 1;
+    one_device(&o, &ao, f->path);
     ao.log = capture_log;
     logged[0] = '\0';
     assert_int_equal(kms_audit_create(st, &ao, &a, &err), 0);

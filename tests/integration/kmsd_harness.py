@@ -379,6 +379,11 @@ class KmsdServer:
 
     def cleanup(self):
         self.kill()
+        # a dev server killed (not stopped) cannot remove its ephemeral store: the test does
+        m = re.search(r"The store is ephemeral \((/[^)]*/kmsd-dev-[A-Za-z0-9]+)\)",
+                      self.log_text())
+        if m:
+            shutil.rmtree(m.group(1), ignore_errors=True)
         if self.own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

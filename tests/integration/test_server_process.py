@@ -144,7 +144,9 @@ class DevStoreRemoved(unittest.TestCase):
             store = m.group(1)
             self.assertTrue(os.path.isdir(store))
             self.assertTrue(os.path.exists(os.path.join(store, "kmsd.lock")))
-        finally:
             self.assertEqual(srv.stop(), 0)
+            # checked before cleanup(), which removes what a killed dev server leaves
+            self.assertFalse(os.path.exists(store),
+                             os.listdir(store) if os.path.isdir(store) else "")
+        finally:
             srv.cleanup()
-        self.assertFalse(os.path.exists(store), os.listdir(store) if os.path.isdir(store) else "")

@@ -296,6 +296,9 @@ int kms_cli_tmpfile_for(const char *path, char *tmp, size_t n);
  * replaced by a renamed file. 0, or -1 after printing why (a directory, a dangling link).
  */
 int kms_cli_out_target(const char *path, char *resolved, size_t n, bool *special);
+/* The descriptor a path names (/dev/stdout 1, /dev/stderr 2, /dev/fd/N, /proc/self/fd/N), or
+ * -1: such an --out is written through the descriptor itself. */
+int kms_cli_fd_path(const char *path);
 
 /* ---- rendering (output.c) ---------------------------------------------------------------- */
 

@@ -25,6 +25,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -787,6 +788,26 @@ static int write_all(int fd, const void *p, size_t n)
     return 0;
 }
 
+int kms_cli_fd_path(const char *path)
+{
+    static const char *const prefixes[] = {"/dev/fd/", "/proc/self/fd/"};
+    if (strcmp(path, "/dev/stdout") == 0) {
+        return STDOUT_FILENO;
+    }
+    if (strcmp(path, "/dev/stderr") == 0) {
+        return STDERR_FILENO;
+    }
+    for (size_t i = 0; i < 2; i++) {
+        size_t pl = strlen(prefixes[i]);
+        int64_t fd;
+        if (strncmp(path, prefixes[i], pl) == 0 && kms_int_parse(path + pl, &fd) && fd >= 0 &&
+            fd <= INT_MAX) {
+            return (int)fd;
+        }
+    }
+    return -1;
+}
+
 int kms_cli_out_target(const char *path, char *resolved, size_t n, bool *special)
 {
     struct stat st;
@@ -815,7 +836,7 @@ int kms_cli_out_target(const char *path, char *resolved, size_t n, bool *special
         kms_cli_errorf("cannot write %s: it is a directory", path);
         return -1;
     }
-    *special = S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode);
+    *special = !S_ISREG(st.st_mode); /* a device (character or block), a FIFO, a socket */
     return 0;
 }
 
@@ -828,6 +849,16 @@ int kms_cli_write_file(const char *path, const void *data, size_t len)
     if (path == NULL || strcmp(path, "-") == 0) {
         if (write_all(STDOUT_FILENO, data, len) != 0) {
             kms_cli_errorf("cannot write to stdout: %s", strerror(errno));
+            return -1;
+        }
+        return 0;
+    }
+    int dfd = kms_cli_fd_path(path);
+    if (dfd >= 0) {
+        /* /dev/stdout and the like: the descriptor itself, as the shell set it up (opening
+         * the path again would miss its O_APPEND, and renaming onto its file would replace it) */
+        if (write_all(dfd, data, len) != 0) {
+            kms_cli_errorf("cannot write %s: %s", path, strerror(errno));
             return -1;
         }
         return 0;

@@ -188,7 +188,7 @@ static int open_output(struct output *o, const char *path)
     if (kms_cli_out_target(path, o->target, sizeof(o->target), &special) != 0) {
         return -1;
     }
-    if (special) {
+    if (special || kms_cli_fd_path(path) >= 0) {
         /* a device or a pipe would be replaced by the renamed file (as root, /dev/null) */
         kms_cli_errorf("--out %s is not a regular file; use --out - for standard output", path);
         return -1;

@@ -526,11 +526,11 @@ static int mount_write(struct kms_ctx *c)
         json_t *v;
         json_object_foreach(cfgp, k, v)
         {
-            if (json_object_get(c->params, k) == NULL) {
-                json_object_set(c->params, k, v);
-            }
+            json_object_set(c->params, k, v); /* config's own value wins */
         }
         json_object_del(c->params, "description"); /* set with the mount */
+        size_t nwarn = json_array_size(c->warnings);
+        bool wonly = c->warnings_only;
         if (tune_write(c, &m) != 0) {
             struct kms_err keep = c->err;
             if (kms_registry_mount_remove(c->api, c->ns.id, path, &c->err) != 0) {
@@ -539,10 +539,12 @@ static int mount_write(struct kms_ctx *c)
             c->err = keep;
             return -1;
         }
-        /* a new mount is no upgrade: the tune's "Upgrading mount..." warning does not apply */
-        json_decref(c->warnings);
-        c->warnings = NULL;
-        c->warnings_only = false;
+        /* a new mount is no upgrade: the tune's own warnings ("Upgrading mount...") do not
+         * apply; those given before it stay */
+        while (json_array_size(c->warnings) > nwarn) {
+            json_array_remove(c->warnings, json_array_size(c->warnings) - 1);
+        }
+        c->warnings_only = wonly;
     }
     return 0;
 }

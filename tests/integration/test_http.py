@@ -736,6 +736,14 @@ class NamespaceTest(KmsdTestCase):
         self.assertError(r, 400, "backend max lease TTL of 1800 would be less than backend "
                                  "default lease TTL of 3600")
         self.assertStatus(self.req("GET", "sys/mounts/" + bad), 400)
+        # config's own value wins over a top-level key of the same name
+        other = self.uniq("cfg2")
+        r = self.req("POST", "sys/mounts/" + other, {
+            "type": "transit", "listing_visibility": "bogus",
+            "config": {"listing_visibility": "hidden"}})
+        self.assertStatus(r, 204)
+        m = self.req("GET", "sys/mounts/" + other).data
+        self.assertEqual(m["config"]["listing_visibility"], "hidden")
 
     def test_root_namespace_header(self):
         name, _ = self.create_key()

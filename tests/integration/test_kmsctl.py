@@ -19,7 +19,7 @@ import unittest
 import yaml
 
 from kmsd_harness import ClosedPort, KmsdServer, KmsdTestCase, b64, unb64, wait_for
-from kmsctl_helpers import (DOC_DESCRIBE, DOC_KMSKEY_YAML, ORG, PROJECT,
+from kmsctl_helpers import (DOC_DESCRIBE, DOC_KMSKEY_YAML, KMSCTL_BIN, ORG, PROJECT,
                             KmsctlMixin, KmsctlTestCase, normalize, setup_org_namespace)
 import auth_helpers
 
@@ -157,6 +157,24 @@ class DocCommandsTest(KmsctlTestCase):
         self.assertTrue(got and got[0].startswith(b"vault:v"), got)
         r = self.fails(1, "encrypt", "app-secrets", "--plaintext=x", "--out", d)
         self.assertIn("is a directory", r.errtext)
+        # /dev/stdout is the descriptor the shell set up: a pipe works, and a file opened for
+        # appending (>>) keeps what it held (it was renamed over, or the link refused)
+        r = self.ok("encrypt", "app-secrets", "--plaintext=x", "--out", "/dev/stdout")
+        self.assertTrue(r.out.startswith(b"vault:v"), r)
+        appended = os.path.join(d, "appended.txt")
+        with open(appended, "w") as f:
+            f.write("line1\n")
+        argv = [KMSCTL_BIN, "-n", ORG, "--project", PROJECT, "--addr", self.server.addr,
+                "--token", self.server.token, "encrypt", "app-secrets", "--plaintext=x",
+                "--out", "/dev/stdout"]
+        with open(appended, "ab") as out:
+            p = subprocess.run(argv, stdout=out, stderr=subprocess.PIPE, timeout=60,
+                               env=self.clean_env())
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(appended) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(lines[0], "line1")
+        self.assertTrue(lines[1].startswith("vault:v"), lines)
         # an envelope never writes plaintext it has not authenticated into a pipe or device
         src = os.path.join(d, "src")
         with open(src, "wb") as f:

@@ -379,11 +379,18 @@ class KmsdServer:
 
     def cleanup(self):
         self.kill()
-        # a dev server killed (not stopped) cannot remove its ephemeral store: the test does
-        m = re.search(r"The store is ephemeral \((/[^)]*/kmsd-dev-[A-Za-z0-9]+)\)",
-                      self.log_text())
-        if m:
-            shutil.rmtree(m.group(1), ignore_errors=True)
+        # a dev server killed (not stopped) cannot remove its ephemeral store: the test does,
+        # for every start of this server (each has its own log)
+        for n in range(1, self.start_count + 1):
+            log = os.path.join(self.workdir, "kmsd-%d.log" % n)
+            try:
+                with open(log, errors="replace") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            for m in re.finditer(r"The store is ephemeral \((/[^)]*/kmsd-dev-[A-Za-z0-9]+)\)",
+                                 text):
+                shutil.rmtree(m.group(1), ignore_errors=True)
         if self.own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

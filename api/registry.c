@@ -483,37 +483,50 @@ int kms_registry_ns_resolve(struct kms_api *api, const char *path, struct kms_ns
     return 0;
 }
 
+/* With api->lock held: the namespace with this path, or with this id; NULL when none. */
+static const struct kms_ns *ns_at_path(const struct kms_api *api, const char *path)
+{
+    for (size_t i = 0; i < api->nns; i++) {
+        if (strcmp(api->ns[i].path, path) == 0) {
+            return &api->ns[i];
+        }
+    }
+    return NULL;
+}
+
+static const struct kms_ns *ns_with_id(const struct kms_api *api, const char *id)
+{
+    for (size_t i = 0; i < api->nns; i++) {
+        if (strcmp(api->ns[i].id, id) == 0) {
+            return &api->ns[i];
+        }
+    }
+    return NULL;
+}
+
 int kms_registry_ns_get(struct kms_api *api, const char *path, struct kms_ns *ns)
 {
-    int rc = KMS_STORAGE_NOTFOUND;
     if (strcmp(path, "root") == 0 || strcmp(path, "root/") == 0) {
         path = "";
     }
     pthread_rwlock_rdlock(&api->lock);
-    for (size_t i = 0; i < api->nns; i++) {
-        if (strcmp(api->ns[i].path, path) == 0) {
-            *ns = api->ns[i];
-            rc = 0;
-            break;
-        }
+    const struct kms_ns *n = ns_at_path(api, path);
+    if (n != NULL) {
+        *ns = *n;
     }
     pthread_rwlock_unlock(&api->lock);
-    return rc;
+    return n != NULL ? 0 : KMS_STORAGE_NOTFOUND;
 }
 
 int kms_registry_ns_by_id(struct kms_api *api, const char *id, struct kms_ns *ns)
 {
-    int rc = KMS_STORAGE_NOTFOUND;
     pthread_rwlock_rdlock(&api->lock);
-    for (size_t i = 0; i < api->nns; i++) {
-        if (strcmp(api->ns[i].id, id) == 0) {
-            *ns = api->ns[i];
-            rc = 0;
-            break;
-        }
+    const struct kms_ns *n = ns_with_id(api, id);
+    if (n != NULL) {
+        *ns = *n;
     }
     pthread_rwlock_unlock(&api->lock);
-    return rc;
+    return n != NULL ? 0 : KMS_STORAGE_NOTFOUND;
 }
 
 static bool ns_name_reserved(const char *name, size_t n)
@@ -545,15 +558,27 @@ static bool paths_overlap(const char *x, const char *y)
 static const char *ns_mount_conflict(const struct kms_api *api, const char *parent_path,
                                      const char *seg)
 {
-    const char *pid = NULL;
-    for (size_t i = 0; i < api->nns && pid == NULL; i++) {
-        if (strcmp(api->ns[i].path, parent_path) == 0) {
-            pid = api->ns[i].id;
+    const struct kms_ns *parent = ns_at_path(api, parent_path);
+    for (size_t i = 0; parent != NULL && i < api->nmounts; i++) {
+        if (strcmp(api->mounts[i].ns_id, parent->id) == 0 &&
+            paths_overlap(api->mounts[i].path, seg)) {
+            return api->mounts[i].path;
         }
     }
-    for (size_t i = 0; pid != NULL && i < api->nmounts; i++) {
-        if (strcmp(api->mounts[i].ns_id, pid) == 0 && paths_overlap(api->mounts[i].path, seg)) {
-            return api->mounts[i].path;
+    return NULL;
+}
+
+/* With api->lock held: the child namespace of ns_id that a mount at `path` would overlap (the
+ * namespace would hide it), or NULL. */
+static const char *mount_ns_conflict(const struct kms_api *api, const char *ns_id, const char *path)
+{
+    const struct kms_ns *parent = ns_with_id(api, ns_id);
+    size_t pl = parent != NULL ? strlen(parent->path) : 0;
+    for (size_t i = 0; parent != NULL && i < api->nns; i++) {
+        const char *seg = api->ns[i].path + pl; /* "name/" for a direct child */
+        if (strncmp(api->ns[i].path, parent->path, pl) == 0 && seg[0] != '\0' &&
+            strchr(seg, '/') == seg + strlen(seg) - 1 && paths_overlap(seg, path)) {
+            return api->ns[i].path;
         }
     }
     return NULL;
@@ -595,12 +620,11 @@ int kms_registry_ns_create(struct kms_api *api, const char *path, struct kms_ns 
     kms_now(&ns.created, &nsec);
 
     pthread_rwlock_wrlock(&api->lock);
-    for (size_t i = 0; i < api->nns; i++) {
-        if (strcmp(api->ns[i].path, path) == 0) {
-            *out = api->ns[i];
-            rc = 1; /* exists */
-            goto out;
-        }
+    const struct kms_ns *had = ns_at_path(api, path);
+    if (had != NULL) {
+        *out = *had;
+        rc = 1; /* exists */
+        goto out;
     }
     char parent[KMS_PATH_MAX];
     snprintf(parent, sizeof(parent), "%.*s", (int)(seg - path), path);
@@ -850,21 +874,10 @@ int kms_registry_mount_add(struct kms_api *api, const char *ns_id, const char *p
             goto out;
         }
     }
-    /* nor over a child namespace of this one (the namespace would hide the mount) */
-    const char *ppath = NULL;
-    for (size_t i = 0; i < api->nns && ppath == NULL; i++) {
-        if (strcmp(api->ns[i].id, ns_id) == 0) {
-            ppath = api->ns[i].path;
-        }
-    }
-    for (size_t i = 0; ppath != NULL && i < api->nns; i++) {
-        const char *np = api->ns[i].path;
-        size_t pl = strlen(ppath);
-        if (np[0] != '\0' && strncmp(np, ppath, pl) == 0 && np[pl] != '\0' &&
-            strchr(np + pl, '/') == np + strlen(np) - 1 && paths_overlap(np + pl, path)) {
-            kms_err_set(err, 400, "path is already in use by the namespace %s", np);
-            goto out;
-        }
+    const char *child = mount_ns_conflict(api, ns_id, path);
+    if (child != NULL) {
+        kms_err_set(err, 400, "path is already in use by the namespace %s", child);
+        goto out;
     }
     struct kms_mount *grown = realloc(api->mounts, (api->nmounts + 1) * sizeof(*grown));
     if (grown == NULL) {

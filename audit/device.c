@@ -457,7 +457,6 @@ static int recover(struct kms_audit_dev *d, struct kms_err *err)
 {
     struct stat st;
     char why[512];
-    int rfd;
     int rc = -1;
     uint64_t stored_seq = 0;
     char stored[KMS_AUDIT_HASH_LEN + 1];
@@ -476,10 +475,11 @@ static int recover(struct kms_audit_dev *d, struct kms_err *err)
         rc = 0;
         goto out;
     }
-    rfd = d->file->fd; /* the file opened (read and write), not whatever the path names now */
     off_t good;
     bool torn_ours;
-    if (scan_end(d, rfd, st.st_size, &good, &d->seq, d->hash, &torn_ours, why, sizeof(why)) != 0) {
+    /* the file opened (read and write), not whatever the path names by now */
+    if (scan_end(d, d->file->fd, st.st_size, &good, &d->seq, d->hash, &torn_ours, why,
+                 sizeof(why)) != 0) {
         kms_err_set(err, 500, "%s", why);
         goto out;
     }

@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <stdatomic.h>
 #include <string.h>
-#include <time.h>
 
 #define MAX_STREAMS 1000
 #define MAX_HEADER_LIST 16384
@@ -41,7 +40,7 @@ struct stream {
     size_t len, cap;
     uint8_t *resp; /* prefix + message to send */
     size_t resp_len, resp_off;
-    time_t started; /* its HEADERS (monotonic seconds) */
+    int64_t started_ms; /* its HEADERS (kms_plugin_mono_ms) */
 };
 
 struct kms_h2 {
@@ -106,9 +105,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
     }
     st->id = f->hd.stream_id;
     st->method = -1;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    st->started = ts.tv_sec;
+    st->started_ms = kms_plugin_mono_ms();
     if (nghttp2_session_set_stream_user_data(s, st->id, st) != 0) {
         free(st);
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -533,10 +530,10 @@ size_t kms_h2_open_streams(const struct kms_h2 *h)
     return h->open;
 }
 
-int kms_h2_reset_stalled(struct kms_h2 *h, time_t started_before)
+int kms_h2_reset_stalled(struct kms_h2 *h, int64_t started_before_ms)
 {
     for (struct stream *st = h->streams; st != NULL; st = st->next) {
-        if (!st->called && !st->answered && st->started < started_before) {
+        if (!st->called && !st->answered && st->started_ms < started_before_ms) {
             st->answered = true; /* nothing more for it; its buffer goes when it closes */
             if (nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL) != 0) {
                 return -1;

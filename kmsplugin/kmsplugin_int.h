@@ -9,7 +9,6 @@
 #include "kmsplugin/kmsplugin.h"
 
 #include <pthread.h>
-#include <time.h>
 
 enum kms_plugin_method {
     KMS_PLUGIN_STATUS,
@@ -78,11 +77,11 @@ void kms_h2_goaway(struct kms_h2 *h);
 int kms_h2_goaway_final(struct kms_h2 *h) KMS_WUR;
 /* Streams open (calls received and not yet answered and sent). */
 size_t kms_h2_open_streams(const struct kms_h2 *h);
-/* Reset (CANCEL) the streams whose request began before started_before (monotonic seconds)
+/* Reset (CANCEL) the streams whose request began before started_before_ms (kms_plugin_mono_ms)
  * and is still not complete: their buffers count against the plugin's shared budget, so a
  * client that never finishes its requests could refuse everyone else's. 0, or -1 when the
  * session failed. */
-int kms_h2_reset_stalled(struct kms_h2 *h, time_t started_before) KMS_WUR;
+int kms_h2_reset_stalled(struct kms_h2 *h, int64_t started_before_ms) KMS_WUR;
 /* Whether the client's connection preface and first SETTINGS frame have arrived. */
 bool kms_h2_greeted(const struct kms_h2 *h);
 /* Whether the session has nothing more to send and expects nothing more. */

@@ -66,12 +66,12 @@ struct conn {
     struct conn *prev, *next;
     struct bufferevent *bev;
     struct kms_h2 *h2;
-    size_t pending;   /* jobs of this connection not yet back */
-    struct job *jobs; /* those jobs (to cancel them) */
-    bool greeted;     /* the client's preface is in: the handshake deadline is off */
-    time_t deadline;  /* of the handshake (monotonic seconds) */
-    bool dead;        /* socket closed: freed when pending reaches 0 */
-    bool lingering;   /* everything sent, write side shut: waiting for the client's close */
+    size_t pending;      /* jobs of this connection not yet back */
+    struct job *jobs;    /* those jobs (to cancel them) */
+    bool greeted;        /* the client's preface is in: the handshake deadline is off */
+    int64_t deadline_ms; /* of the handshake (kms_plugin_mono_ms) */
+    bool dead;           /* socket closed: freed when pending reaches 0 */
+    bool lingering;      /* everything sent, write side shut: waiting for the client's close */
 };
 
 struct kms_plugin {
@@ -165,13 +165,6 @@ static void *pool_main(void *arg)
 }
 
 /* ---- connections --------------------------------------------------------------------------- */
-
-static time_t mono_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec;
-}
 
 static void conn_free(struct conn *c)
 {
@@ -347,7 +340,7 @@ static void on_read(struct bufferevent *bev, void *arg)
             c->greeted = true;
             struct timeval wtv = {WRITE_STALL_SECONDS, 0};
             bufferevent_set_timeouts(bev, NULL, &wtv);
-        } else if (mono_seconds() > c->deadline) {
+        } else if (kms_plugin_mono_ms() > c->deadline_ms) {
             conn_close(c); /* bytes, but no preface in time (one byte at a time, say) */
             return;
         }
@@ -401,13 +394,13 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     struct kms_plugin *p = arg;
     (void)fd;
     (void)what;
-    time_t before = mono_seconds() - REQUEST_SECONDS;
+    int64_t before_ms = kms_plugin_mono_ms() - REQUEST_SECONDS * 1000;
     for (struct conn *c = p->conns, *next; c != NULL; c = next) {
         next = c->next;
         if (c->dead || c->lingering || c->h2 == NULL) {
             continue;
         }
-        if (kms_h2_reset_stalled(c->h2, before) != 0) {
+        if (kms_h2_reset_stalled(c->h2, before_ms) != 0) {
             conn_close(c);
         } else {
             conn_check(c);
@@ -470,7 +463,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     struct timeval hs = {HANDSHAKE_SECONDS, 0};
     struct timeval wtv = {WRITE_STALL_SECONDS, 0};
     bufferevent_set_timeouts(c->bev, &hs, &wtv); /* until the client's preface */
-    c->deadline = mono_seconds() + HANDSHAKE_SECONDS;
+    c->deadline_ms = kms_plugin_mono_ms() + HANDSHAKE_SECONDS * 1000;
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     /* the server's SETTINGS frame */
     if (kms_h2_recv(c->h2, NULL, 0) != 0) {

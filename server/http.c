@@ -567,6 +567,11 @@ static int headers_done(struct kms_http_parser *p, struct kms_err *err)
     if (have_cl && cl > p->max_body_size) {
         return kms_err_set(err, 413, MSG_TOO_LARGE);
     }
+    if (nhost == 0 && p->minor == 1) {
+        /* RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request without Host (Go's
+         * net/http, which OpenBao runs on, does) */
+        return kms_err_set(err, 400, "malformed HTTP request: missing required Host header");
+    }
     if (expect != NULL) {
         if (strcasecmp(expect, "100-continue") != 0) {
             return kms_err_set(err, 417, "unsupported Expect header");

@@ -66,7 +66,7 @@ class HostileHTTPTest(unittest.TestCase):
         socks = []
         for _ in range(20):
             s = connect(self.srv.port)
-            s.sendall(b"GET /v1/sys/health HTTP/1.1\r\nX-a: ")
+            s.sendall(b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\nX-a: ")
             socks.append(s)
         stop = time.monotonic() + 10
         closed = 0
@@ -98,7 +98,7 @@ class HostileHTTPTest(unittest.TestCase):
 
     def test_slow_body_is_cut_off(self):
         s = connect(self.srv.port)
-        s.sendall(b"POST /v1/sys/init HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
+        s.sendall(b"POST /v1/sys/init HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
         t0 = time.monotonic()
         data = read_all(s, timeout=6)
         s.close()
@@ -107,12 +107,12 @@ class HostileHTTPTest(unittest.TestCase):
 
     def test_oversized_headers(self):
         s = connect(self.srv.port)
-        s.sendall(b"GET /v1/sys/health HTTP/1.1\r\nX-big: " + b"a" * 20000 + b"\r\n\r\n")
+        s.sendall(b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\nX-big: " + b"a" * 20000 + b"\r\n\r\n")
         data = read_all(s)
         s.close()
         self.assertEqual(status_of(data), 431, data[:200])
         s = connect(self.srv.port)
-        s.sendall(b"GET /v1/sys/health HTTP/1.1\r\n" + b"".join(
+        s.sendall(b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\n" + b"".join(
             b"X-%d: 1\r\n" % i for i in range(150)) + b"\r\n")
         self.assertEqual(status_of(read_all(s)), 431)
         s.close()
@@ -120,13 +120,13 @@ class HostileHTTPTest(unittest.TestCase):
 
     def test_oversized_body_refused_before_reading(self):
         s = connect(self.srv.port)
-        s.sendall(b"POST /v1/transit/keys/x HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n")
+        s.sendall(b"POST /v1/transit/keys/x HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n")
         data = read_all(s)
         s.close()
         self.assertEqual(status_of(data), 413)
         self.assertIn(b"request body too large", data)
         s = connect(self.srv.port)
-        s.sendall(b"POST /v1/transit/keys/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        s.sendall(b"POST /v1/transit/keys/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                   b"200000\r\n")
         self.assertEqual(status_of(read_all(s)), 413)
         s.close()
@@ -135,13 +135,13 @@ class HostileHTTPTest(unittest.TestCase):
         cases = [
             (b"GARBAGE\r\n\r\n", 400),
             (b"GET /v1/sys/health HTTP/2.0\r\n\r\n", 505),
-            (b"GET /v1/sys/health HTTP/1.1\r\nContent-Length: 3\r\n"
+            (b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
              b"Transfer-Encoding: chunked\r\n\r\n", 400),
-            (b"GET /v1/sys/health HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            (b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
              400),
-            (b"GET /v1/sys/health HTTP/1.1\r\n folded\r\n\r\n", 400),
-            (b"GET /v1/sys/health HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
-            (b"POST /v1/sys/init HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+            (b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", 400),
+            (b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400),
+            (b"POST /v1/sys/init HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
         ]
         for raw, want in cases:
             s = connect(self.srv.port)
@@ -161,7 +161,7 @@ class HostileHTTPTest(unittest.TestCase):
         self.assertLess(data.index(b'"replication_dr_mode"'), data.index(b'"progress"'))
         body = json.dumps({"type": "transit"}).encode()
         s = connect(self.srv.port)
-        s.sendall(b"POST /v1/sys/mounts/chunky HTTP/1.1\r\nX-Vault-Token: %s\r\n"
+        s.sendall(b"POST /v1/sys/mounts/chunky HTTP/1.1\r\nHost: x\r\nX-Vault-Token: %s\r\n"
                   b"Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n"
                   b"Connection: close\r\n\r\n" % self.srv.token.encode())
         first = s.recv(4096)
@@ -195,7 +195,7 @@ class HostileHTTPTest(unittest.TestCase):
         body = json.dumps({"type": "transit"}).encode()
         s = connect(self.srv.port)
         s.sendall(b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\n\r\n"
-                  b"POST /v1/sys/mounts/pipelined HTTP/1.1\r\nX-Vault-Token: %s\r\n"
+                  b"POST /v1/sys/mounts/pipelined HTTP/1.1\r\nHost: x\r\nX-Vault-Token: %s\r\n"
                   b"Content-Length: %d\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
                   % (self.srv.token.encode(), len(body)))
         data = b""

@@ -292,6 +292,13 @@ class StrictFramingTest(KmsdTestCase):
         self.refused(b"GET /v1/sys/health HTTP/1.1\x00\r\n\r\n", 400,
                      "NUL byte in request line")
         self.refused(base + b"Host: a\r\nHost: b\r\n\r\n", 400, "repeated Host header")
+        # RFC 9112 3.2, as Go's net/http: HTTP/1.1 needs a Host, HTTP/1.0 does not
+        self.refused(base + b"\r\n", 400, "missing required Host header")
+        s = connect(self.server.port)
+        with s:
+            s.sendall(b"GET /v1/sys/health HTTP/1.0\r\n\r\n")
+            data = read_until_close(s)
+        self.assertTrue(data.startswith(b"HTTP/1.1 200 "), data[:200])
 
     def test_framing_headers(self):
         post = b"POST /v1/sys/mounts/x HTTP/1.1\r\nHost: x\r\n"

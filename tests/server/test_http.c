@@ -144,9 +144,9 @@ static void test_simple_get(void **state)
 static void test_absolute_form(void **state)
 {
     (void)state;
-    const struct kms_feed_result *r =
-        PARSE("GET http://kmsd.example:8200/v1/sys/health?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"
-              "POST HTTPS://[::1]/v1/transit/encrypt/k HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    const struct kms_feed_result *r = PARSE(
+        "GET http://kmsd.example:8200/v1/sys/health?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"
+        "POST HTTPS://[::1]/v1/transit/encrypt/k HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
     assert_int_equal(r->status, 0);
     assert_int_equal(r->nreq, 2);
     assert_string_equal(rq[0].target, "/v1/sys/health?x=1");
@@ -156,15 +156,15 @@ static void test_absolute_form(void **state)
 static void test_methods_verbatim(void **state)
 {
     (void)state;
-    const struct kms_feed_result *r = PARSE("LIST /v1/transit/keys HTTP/1.1\r\n\r\n"
-                                            "PATCH /v1/x HTTP/1.1\r\n\r\n");
+    const struct kms_feed_result *r = PARSE("LIST /v1/transit/keys HTTP/1.1\r\nHost: x\r\n\r\n"
+                                            "PATCH /v1/x HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_int_equal(r->nreq, 2);
     assert_string_equal(rq[0].method, "LIST");
     assert_string_equal(rq[1].method, "PATCH");
     static const struct refusal cases[] = {
-        R("ABCDEFGHIJKLMNOPQ /v1/x HTTP/1.1\r\n\r\n", 405, ""),
-        R("G(T /v1/x HTTP/1.1\r\n\r\n", 400, "invalid method"),
-        R(" /v1/x HTTP/1.1\r\n\r\n", 400, "empty method"),
+        R("ABCDEFGHIJKLMNOPQ /v1/x HTTP/1.1\r\nHost: x\r\n\r\n", 405, ""),
+        R("G(T /v1/x HTTP/1.1\r\nHost: x\r\n\r\n", 400, "invalid method"),
+        R(" /v1/x HTTP/1.1\r\nHost: x\r\n\r\n", 400, "empty method"),
     };
     REFUSED_ALL(cases);
 }
@@ -174,18 +174,18 @@ static void test_request_line_refusals(void **state)
     (void)state;
     static const struct refusal cases[] = {
         R("GARBAGE\r\n\r\n", 400, "bad request line"),
-        R("GET  /v1/x HTTP/1.1\r\n\r\n", 400, "bad request line"),
-        R("GET /v1/x  HTTP/1.1\r\n\r\n", 400, "bad request line"),
+        R("GET  /v1/x HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad request line"),
+        R("GET /v1/x  HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad request line"),
         R("GET /v1/x HTTP/1.1 \r\n\r\n", 400, "bad request line"),
-        R("GET v1/x HTTP/1.1\r\n\r\n", 400, "must start with /"),
-        R("GET http://a HTTP/1.1\r\n\r\n", 400, "the target has no path"),
-        R("GET http://a?/v1/x HTTP/1.1\r\n\r\n", 400, "the target has no path"),
-        R("GET http://a#/v1/x HTTP/1.1\r\n\r\n", 400, "the target has no path"),
-        R("GET http:// HTTP/1.1\r\n\r\n", 400, "must start with /"),
-        R("GET ftp://a/v1/x HTTP/1.1\r\n\r\n", 400, "must start with /"),
-        R("GET /v1/\x7f HTTP/1.1\r\n\r\n", 400, "invalid byte in the target"),
-        R("GET /v1/\x80 HTTP/1.1\r\n\r\n", 400, "invalid byte in the target"),
-        R("GET /v1/x\tHTTP/1.1\r\n\r\n", 400, "bad request line"),
+        R("GET v1/x HTTP/1.1\r\nHost: x\r\n\r\n", 400, "must start with /"),
+        R("GET http://a HTTP/1.1\r\nHost: x\r\n\r\n", 400, "the target has no path"),
+        R("GET http://a?/v1/x HTTP/1.1\r\nHost: x\r\n\r\n", 400, "the target has no path"),
+        R("GET http://a#/v1/x HTTP/1.1\r\nHost: x\r\n\r\n", 400, "the target has no path"),
+        R("GET http:// HTTP/1.1\r\nHost: x\r\n\r\n", 400, "must start with /"),
+        R("GET ftp://a/v1/x HTTP/1.1\r\nHost: x\r\n\r\n", 400, "must start with /"),
+        R("GET /v1/\x7f HTTP/1.1\r\nHost: x\r\n\r\n", 400, "invalid byte in the target"),
+        R("GET /v1/\x80 HTTP/1.1\r\nHost: x\r\n\r\n", 400, "invalid byte in the target"),
+        R("GET /v1/x\tHTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad request line"),
         R("GET /v1/x HTTP/2.0\r\n\r\n", 505, "version not supported"),
         R("GET /v1/x HTTP/1.2\r\n\r\n", 505, "version not supported"),
         R("GET /v1/x http/1.1\r\n\r\n", 400, "bad HTTP version"),
@@ -193,7 +193,7 @@ static void test_request_line_refusals(void **state)
         R("GET /v1/x HTTP/1\r\n\r\n", 400, "bad HTTP version"),
         /* a NUL after the version used to end the string compare early */
         R("GET /v1/x HTTP/1.1\0junk\r\n\r\n", 400, "NUL byte in request line"),
-        R("GET /v1/\0x HTTP/1.1\r\n\r\n", 400, "NUL byte in request line"),
+        R("GET /v1/\0x HTTP/1.1\r\nHost: x\r\n\r\n", 400, "NUL byte in request line"),
     };
     REFUSED_ALL(cases);
 }
@@ -205,7 +205,7 @@ static void test_line_endings(void **state)
         R("GET /v1/x HTTP/1.1\n\n", 400, "request line ends in a bare LF"),
         R("GET /v1/x HTTP/1.1\r\nHost: a\n\r\n", 400, "header ends in a bare LF"),
         R("GET /v1/x HTTP/1.1\r\nHost: a\rb\r\n\r\n", 400, "bare CR in header"),
-        R("GET /v1/x\r HTTP/1.1\r\n\r\n", 400, "bare CR in request line"),
+        R("GET /v1/x\r HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bare CR in request line"),
         R("\n", 400, "bare LF"),
     };
     REFUSED_ALL(cases);
@@ -214,7 +214,7 @@ static void test_line_endings(void **state)
 static void test_blank_lines_before_request(void **state)
 {
     (void)state;
-    const struct kms_feed_result *r = PARSE("\r\n\r\nGET /v1/x HTTP/1.1\r\n\r\n");
+    const struct kms_feed_result *r = PARSE("\r\n\r\nGET /v1/x HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_int_equal(r->nreq, 1);
     /* ...but they count against the head limit */
     char buf[HEAD_MAX + 64];
@@ -223,7 +223,7 @@ static void test_blank_lines_before_request(void **state)
         memcpy(buf + n, "\r\n", 2);
         n += 2;
     }
-    memcpy(buf + n, "GET / HTTP/1.1\r\n\r\n", 18);
+    memcpy(buf + n, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 18);
     r = parse_n(buf, n + 18, HEAD_MAX, &rq);
     assert_int_equal(r->status, 414);
 }
@@ -234,20 +234,26 @@ static void test_header_refusals(void **state)
 {
     (void)state;
     static const struct refusal cases[] = {
-        R("GET /v1/x HTTP/1.1\r\nHost : a\r\n\r\n", 400, "whitespace before a header's colon"),
-        R("GET /v1/x HTTP/1.1\r\nHost\t: a\r\n\r\n", 400, "whitespace before a header's colon"),
-        R("GET /v1/x HTTP/1.1\r\nA: b\r\n folded\r\n\r\n", 400, "obsolete line folding"),
-        R("GET /v1/x HTTP/1.1\r\n\tfolded\r\n\r\n", 400, "obsolete line folding"),
-        R("GET /v1/x HTTP/1.1\r\nNoColon\r\n\r\n", 400, "without a colon"),
-        R("GET /v1/x HTTP/1.1\r\n: v\r\n\r\n", 400, "empty header name"),
-        R("GET /v1/x HTTP/1.1\r\nA(b: v\r\n\r\n", 400, "invalid header name"),
-        R("GET /v1/x HTTP/1.1\r\nA\x80: v\r\n\r\n", 400, "invalid header name"),
+        R("GET /v1/x HTTP/1.1\r\nHost: x\r\nHost : a\r\n\r\n", 400,
+          "whitespace before a header's colon"),
+        R("GET /v1/x HTTP/1.1\r\nHost: x\r\nHost\t: a\r\n\r\n", 400,
+          "whitespace before a header's colon"),
+        R("GET /v1/x HTTP/1.1\r\nHost: x\r\nA: b\r\n folded\r\n\r\n", 400, "obsolete line folding"),
+        R("GET /v1/x HTTP/1.1\r\nHost: x\r\n\tfolded\r\n\r\n", 400, "obsolete line folding"),
+        R("GET /v1/x HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n", 400, "without a colon"),
+        R("GET /v1/x HTTP/1.1\r\nHost: x\r\n: v\r\n\r\n", 400, "empty header name"),
+        R("GET /v1/x HTTP/1.1\r\nHost: x\r\nA(b: v\r\n\r\n", 400, "invalid header name"),
+        R("GET /v1/x HTTP/1.1\r\nHost: x\r\nA\x80: v\r\n\r\n", 400, "invalid header name"),
         /* NUL inside a value was accepted and cut the value short */
-        R("GET /v1/x HTTP/1.1\r\nX-Vault-Token: a\0b\r\n\r\n", 400, "NUL byte in header"),
-        R("GET /v1/x HTTP/1.1\r\nA: a\x01z\r\n\r\n", 400, "control character"),
-        R("GET /v1/x HTTP/1.1\r\nA: a\x7fz\r\n\r\n", 400, "control character"),
-        R("GET /v1/x HTTP/1.1\r\nA: a\x1b[2J\r\n\r\n", 400, "control character"),
+        R("GET /v1/x HTTP/1.1\r\nHost: x\r\nX-Vault-Token: a\0b\r\n\r\n", 400,
+          "NUL byte in header"),
+        R("GET /v1/x HTTP/1.1\r\nHost: x\r\nA: a\x01z\r\n\r\n", 400, "control character"),
+        R("GET /v1/x HTTP/1.1\r\nHost: x\r\nA: a\x7fz\r\n\r\n", 400, "control character"),
+        R("GET /v1/x HTTP/1.1\r\nHost: x\r\nA: a\x1b[2J\r\n\r\n", 400, "control character"),
         R("GET /v1/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "repeated Host"),
+        /* RFC 9112 3.2: HTTP/1.1 needs a Host (HTTP/1.0 does not: test_keepalive) */
+        R("GET /v1/x HTTP/1.1\r\n\r\n", 400, "missing required Host header"),
+        R("GET /v1/x HTTP/1.1\r\nX-Host: a\r\n\r\n", 400, "missing required Host header"),
     };
     REFUSED_ALL(cases);
 }
@@ -256,17 +262,18 @@ static void test_header_values_allowed(void **state)
 {
     (void)state;
     /* obs-text and inner tabs are field content */
-    const struct kms_feed_result *r = PARSE("GET /v1/x HTTP/1.1\r\nA: caf\xc3\xa9\tb c\r\n\r\n");
+    const struct kms_feed_result *r =
+        PARSE("GET /v1/x HTTP/1.1\r\nHost: x\r\nA: caf\xc3\xa9\tb c\r\n\r\n");
     assert_int_equal(r->status, 0);
-    assert_string_equal(rq[0].headers, "A=caf\xc3\xa9\tb c\n");
+    assert_string_equal(rq[0].headers, "Host=x\nA=caf\xc3\xa9\tb c\n");
 }
 
 static void test_header_limits(void **state)
 {
     (void)state;
     char buf[8192];
-    size_t n = (size_t)snprintf(buf, sizeof(buf), "GET /v1/x HTTP/1.1\r\n");
-    for (int i = 0; i < 101; i++) {
+    size_t n = (size_t)snprintf(buf, sizeof(buf), "GET /v1/x HTTP/1.1\r\nHost: x\r\n");
+    for (int i = 0; i < 100; i++) { /* and Host: 101 fields */
         n += (size_t)snprintf(buf + n, sizeof(buf) - n, "H%d: v\r\n", i);
     }
     n += (size_t)snprintf(buf + n, sizeof(buf) - n, "\r\n");
@@ -275,8 +282,8 @@ static void test_header_limits(void **state)
     assert_string_equal(r->msg, "request header fields too large");
 
     /* 100 fields are fine */
-    n = (size_t)snprintf(buf, sizeof(buf), "GET /v1/x HTTP/1.1\r\n");
-    for (int i = 0; i < 100; i++) {
+    n = (size_t)snprintf(buf, sizeof(buf), "GET /v1/x HTTP/1.1\r\nHost: x\r\n");
+    for (int i = 0; i < 99; i++) {
         n += (size_t)snprintf(buf + n, sizeof(buf) - n, "H%d: v\r\n", i);
     }
     n += (size_t)snprintf(buf + n, sizeof(buf) - n, "\r\n");
@@ -287,7 +294,7 @@ static void test_header_limits(void **state)
     /* byte limit: a head of exactly HEAD_MAX bytes passes, one more is refused */
     for (size_t extra = 0; extra < 2; extra++) {
         size_t want = HEAD_MAX + extra;
-        n = (size_t)snprintf(buf, sizeof(buf), "GET /v1/x HTTP/1.1\r\nA: ");
+        n = (size_t)snprintf(buf, sizeof(buf), "GET /v1/x HTTP/1.1\r\nHost: x\r\nA: ");
         size_t pad = want - n - 4;
         memset(buf + n, 'v', pad);
         n += pad;
@@ -301,7 +308,7 @@ static void test_header_limits(void **state)
     n = (size_t)snprintf(buf, sizeof(buf), "GET /");
     memset(buf + n, 'a', HEAD_MAX);
     n += HEAD_MAX;
-    n += (size_t)snprintf(buf + n, sizeof(buf) - n, " HTTP/1.1\r\n\r\n");
+    n += (size_t)snprintf(buf + n, sizeof(buf) - n, " HTTP/1.1\r\nHost: x\r\n\r\n");
     r = parse_n(buf, n, HEAD_MAX, &rq);
     assert_int_equal(r->status, 414);
     /* ...also before its end arrives */
@@ -312,11 +319,12 @@ static void test_header_limits(void **state)
 static void test_keepalive(void **state)
 {
     (void)state;
-    const struct kms_feed_result *r = PARSE("GET / HTTP/1.1\r\nConnection: close\r\n\r\n"
-                                            "GET / HTTP/1.1\r\nConnection: Upgrade, Close\r\n\r\n"
-                                            "GET / HTTP/1.0\r\n\r\n"
-                                            "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
-                                            "GET / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n");
+    const struct kms_feed_result *r =
+        PARSE("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+              "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, Close\r\n\r\n"
+              "GET / HTTP/1.0\r\n\r\n"
+              "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+              "GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n");
     assert_int_equal(r->nreq, 5);
     assert_false(rq[0].keepalive);
     assert_false(rq[1].keepalive);
@@ -330,10 +338,11 @@ static void test_keepalive(void **state)
 static void test_content_length(void **state)
 {
     (void)state;
-    const struct kms_feed_result *r = PARSE("POST /v1/a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
-                                            "POST /v1/b HTTP/1.1\r\nContent-Length: 005\r\n"
-                                            "Content-Length: 5\r\n\r\nworld"
-                                            "GET /v1/c HTTP/1.1\r\n\r\n");
+    const struct kms_feed_result *r =
+        PARSE("POST /v1/a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+              "POST /v1/b HTTP/1.1\r\nHost: x\r\nContent-Length: 005\r\n"
+              "Content-Length: 5\r\n\r\nworld"
+              "GET /v1/c HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_int_equal(r->status, 0);
     assert_int_equal(r->nreq, 3);
     assert_int_equal(rq[0].body_len, 5);
@@ -343,7 +352,7 @@ static void test_content_length(void **state)
     assert_true(r->idle);
 
     /* a body still arriving leaves the parser mid-request */
-    r = PARSE("POST /v1/a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhel");
+    r = PARSE("POST /v1/a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhel");
     assert_int_equal(r->nreq, 0);
     assert_int_equal(r->status, 0);
     assert_false(r->idle);
@@ -353,25 +362,26 @@ static void test_content_length_refusals(void **state)
 {
     (void)state;
     static const struct refusal cases[] = {
-        R("POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400,
+        R("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400,
           "conflicting Content-Length"),
-        R("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400, "bad Content-Length"),
-        R("POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\nA", 400, "bad Content-Length"),
-        R("POST / HTTP/1.1\r\nContent-Length: 0x1\r\n\r\nA", 400, "bad Content-Length"),
-        R("POST / HTTP/1.1\r\nContent-Length: 1 1\r\n\r\nA", 400, "bad Content-Length"),
-        R("POST / HTTP/1.1\r\nContent-Length: 1,1\r\n\r\nA", 400, "bad Content-Length"),
-        R("POST / HTTP/1.1\r\nContent-Length:\r\n\r\n", 400, "bad Content-Length"),
-        R("POST / HTTP/1.1\r\nContent-Length: 4097\r\n\r\n", 413, "request body too large"),
-        R("POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999999999\r\n\r\n", 413,
+        R("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400, "bad Content-Length"),
+        R("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\nA", 400, "bad Content-Length"),
+        R("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0x1\r\n\r\nA", 400, "bad Content-Length"),
+        R("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1 1\r\n\r\nA", 400, "bad Content-Length"),
+        R("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1,1\r\n\r\nA", 400, "bad Content-Length"),
+        R("POST / HTTP/1.1\r\nHost: x\r\nContent-Length:\r\n\r\n", 400, "bad Content-Length"),
+        R("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4097\r\n\r\n", 413,
           "request body too large"),
-        R("POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999999999\r\n"
+        R("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999999999\r\n\r\n",
+          413, "request body too large"),
+        R("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999999999\r\n"
           "Content-Length: 5\r\n\r\n",
           400, "conflicting Content-Length"),
         /* CL + TE is the classic smuggling pair */
-        R("POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400,
-          "both Content-Length and Transfer-Encoding"),
-        R("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", 400,
-          "both Content-Length and Transfer-Encoding"),
+        R("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+          400, "both Content-Length and Transfer-Encoding"),
+        R("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+          400, "both Content-Length and Transfer-Encoding"),
     };
     REFUSED_ALL(cases);
 }
@@ -380,21 +390,21 @@ static void test_chunked(void **state)
 {
     (void)state;
     const struct kms_feed_result *r =
-        PARSE("POST /v1/a HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n"
+        PARSE("POST /v1/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n"
               "5\r\nhello\r\n"
               "00001;name\r\n \r\n"
               "A;a=b;c=\"q \\\" ;\" ; d = e\r\n0123456789\r\n"
               "0\r\nX-Trailer: t\r\n\r\n"
-              "GET /v1/b HTTP/1.1\r\n\r\n");
+              "GET /v1/b HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_int_equal(r->status, 0);
     assert_int_equal(r->nreq, 2);
     assert_int_equal(rq[0].body_len, 16);
     assert_memory_equal(rq[0].body, "hello 0123456789", 16);
     /* trailers are checked, not kept */
-    assert_string_equal(rq[0].headers, "Transfer-Encoding=Chunked\n");
+    assert_string_equal(rq[0].headers, "Host=x\nTransfer-Encoding=Chunked\n");
     assert_string_equal(rq[1].target, "/v1/b");
 
-    r = PARSE("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    r = PARSE("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
     assert_int_equal(r->nreq, 1);
     assert_int_equal(rq[0].body_len, 0);
 }
@@ -402,7 +412,7 @@ static void test_chunked(void **state)
 static void test_chunk_size_refusals(void **state)
 {
     (void)state;
-#define CH "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+#define CH "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
     static const struct refusal cases[] = {
         /* issue 11: each of these was accepted */
         R(CH "0x14\r\n01234567890123456789\r\n0\r\n\r\n", 400, "bad chunk size"),
@@ -455,45 +465,49 @@ static void test_transfer_encoding_refusals(void **state)
 {
     (void)state;
     static const struct refusal cases[] = {
-        R("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501, "unsupported transfer"),
-        R("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501,
+        R("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501,
           "unsupported transfer"),
-        R("POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 400,
+        R("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501,
+          "unsupported transfer"),
+        R("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 400,
           "bad Transfer-Encoding"),
-        R("POST / HTTP/1.1\r\nTransfer-Encoding: ,\r\n\r\n", 400, "bad Transfer-Encoding"),
-        R("POST / HTTP/1.1\r\nTransfer-Encoding: \"chunked\"\r\n\r\n", 400,
+        R("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ,\r\n\r\n", 400,
           "bad Transfer-Encoding"),
-        R("POST / HTTP/1.1\r\nTransfer-Encoding:\r\n\r\n", 400, "bad Transfer-Encoding"),
-        R("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        R("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \"chunked\"\r\n\r\n", 400,
+          "bad Transfer-Encoding"),
+        R("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n\r\n", 400, "bad Transfer-Encoding"),
+        R("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: "
+          "chunked\r\n\r\n",
           400, "repeated Transfer-Encoding"),
         R("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400,
           "Transfer-Encoding in HTTP/1.0"),
     };
     REFUSED_ALL(cases);
     /* empty list elements are ignored (RFC 9110 5.6.1) */
-    const struct kms_feed_result *r =
-        PARSE("POST / HTTP/1.1\r\nTransfer-Encoding: , chunked,\r\n\r\n1\r\nz\r\n0\r\n\r\n");
+    const struct kms_feed_result *r = PARSE(
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: , chunked,\r\n\r\n1\r\nz\r\n0\r\n\r\n");
     assert_int_equal(r->nreq, 1);
 }
 
 static void test_expect_continue(void **state)
 {
     (void)state;
-    const struct kms_feed_result *r = PARSE("POST / HTTP/1.1\r\nExpect: 100-Continue\r\n"
-                                            "Content-Length: 2\r\n\r\nhi"
-                                            "POST / HTTP/1.1\r\nExpect: 100-continue\r\n"
-                                            "Transfer-Encoding: chunked\r\n\r\n2\r\nho\r\n0\r\n\r\n"
-                                            /* nothing to wait for: no 100 */
-                                            "GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n"
-                                            "POST / HTTP/1.0\r\nExpect: 100-continue\r\n"
-                                            "Content-Length: 1\r\n\r\nx");
+    const struct kms_feed_result *r =
+        PARSE("POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\n"
+              "Content-Length: 2\r\n\r\nhi"
+              "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+              "Transfer-Encoding: chunked\r\n\r\n2\r\nho\r\n0\r\n\r\n"
+              /* nothing to wait for: no 100 */
+              "GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n"
+              "POST / HTTP/1.0\r\nExpect: 100-continue\r\n"
+              "Content-Length: 1\r\n\r\nx");
     assert_int_equal(r->status, 0);
     assert_int_equal(r->nreq, 4);
     assert_int_equal(r->ncontinue, 2);
     assert_memory_equal(rq[1].body, "ho", 2);
     static const struct refusal cases[] = {
-        R("POST / HTTP/1.1\r\nExpect: 200-ok\r\n\r\n", 417, "unsupported Expect"),
-        R("POST / HTTP/1.1\r\nExpect: 100-continue\r\nExpect: 100-continue\r\n\r\n", 417,
+        R("POST / HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n\r\n", 417, "unsupported Expect"),
+        R("POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nExpect: 100-continue\r\n\r\n", 417,
           "unsupported Expect"),
     };
     REFUSED_ALL(cases);
@@ -504,8 +518,8 @@ static void test_refusal_then_garbage_ignored(void **state)
     (void)state;
     /* the request before a refusal is complete; nothing after the refusal is parsed */
     const struct kms_feed_result *r =
-        PARSE("GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\nA : b\r\n\r\n"
-              "GET /c HTTP/1.1\r\n\r\n");
+        PARSE("GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\nA : b\r\n\r\n"
+              "GET /c HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_int_equal(r->nreq, 1);
     assert_int_equal(r->status, 400);
 }

@@ -212,12 +212,16 @@ static bool route_match(const char *tmpl, const char *rel, struct kms_ctx *c)
         const char *tend = strchr(t, '/');
         size_t tlen = tend ? (size_t)(tend - t) : strlen(t);
         if (t[0] == '*') {
-            /* remainder, may be empty or contain '/' */
-            if (ncap == KMS_MAX_CAPTURES || strlen(p) >= KMS_PATH_MAX) {
+            /* remainder, may be empty or contain '/'; "*name/rest" captures all but a final
+             * "/rest" (a literal), which the path must end with after a non-empty capture */
+            size_t plen = strlen(p);
+            size_t slen = tend != NULL ? strlen(tend) : 0;
+            if (ncap == KMS_MAX_CAPTURES || plen >= KMS_PATH_MAX || (slen > 0 && plen <= slen) ||
+                (slen > 0 && strcmp(p + plen - slen, tend) != 0)) {
                 return false;
             }
             c->cap_names[ncap] = t + 1;
-            snprintf(c->cap_values[ncap], KMS_PATH_MAX, "%s", p);
+            snprintf(c->cap_values[ncap], KMS_PATH_MAX, "%.*s", (int)(plen - slen), p);
             ncap++;
             break;
         }

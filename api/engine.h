@@ -283,6 +283,30 @@ bool kms_parse_go_bool(const char *s, bool *out);
 int kms_b64_param(const char *s, uint8_t **out, size_t *outlen, struct kms_err *err,
                   int status) KMS_WUR;
 
+/* ---- mount settings (mount_settings.c) --------------------------------------------------- */
+
+/*
+ * A tune request's parameters (OpenBao's handleTuneWriteCommon for what kmsd stores) applied
+ * to cfg and opts, which hold the settings of the mount at `path` and are changed in place;
+ * *desc is the new description or NULL. `token_type` is allowed on "auth/..." paths only.
+ * 0, or -1 with c->err set (400 for a bad value).
+ */
+int kms_mount_tune_params(struct kms_ctx *c, const char *path, json_t *cfg, json_t *opts,
+                          const char **desc) KMS_WUR;
+/*
+ * The settings of a mount being enabled at `path`: the request's `config` map (its keys read
+ * as a tune's parameters) and `options`, validated as a tune of a fresh mount. *cfg and *opts
+ * are new objects, or both NULL when the request gives neither. -1 with c->err set.
+ */
+int kms_mount_enable_settings(struct kms_ctx *c, const char *path, json_t **cfg,
+                              json_t **opts) KMS_WUR;
+
+/* A mount's stored settings ({"config":{...},"options":{...}}, empty objects when none or
+ * unreadable; caller decrefs). */
+json_t *kms_mount_tuning_get(struct kms_api *api, const struct kms_mount *m);
+/* A mount as sys/mounts and sys/auth show it, with its settings (tuning may be NULL). */
+json_t *kms_mount_info(const struct kms_mount *m, const json_t *tuning);
+
 /* ---- errors and replies (envelope.c) ----------------------------------------------------- */
 
 /* Set c->err and return -1; user errors are 400, internal ones 500 wrapped. */
@@ -333,6 +357,12 @@ int kms_registry_mount_get(struct kms_api *api, const char *ns_id, const char *p
 int kms_registry_mount_add(struct kms_api *api, const char *ns_id, const char *path,
                            const char *type, const char *description, struct kms_mount *out,
                            struct kms_err *err) KMS_WUR;
+/* The same with the mount's tuned settings (NULL for none), stored with it in one write
+ * transaction: a crash leaves either no mount or the tuned one. */
+int kms_registry_mount_add_tuned(struct kms_api *api, const char *ns_id, const char *path,
+                                 const char *type, const char *description, const json_t *config,
+                                 const json_t *options, struct kms_mount *out,
+                                 struct kms_err *err) KMS_WUR;
 /* Removes the mount and, through its engine's purge, everything stored under it. */
 int kms_registry_mount_remove(struct kms_api *api, const char *ns_id, const char *path,
                               struct kms_err *err) KMS_WUR;

@@ -836,6 +836,13 @@ int kms_registry_mount_add(struct kms_api *api, const char *ns_id, const char *p
                            const char *type, const char *description, struct kms_mount *out,
                            struct kms_err *err)
 {
+    return kms_registry_mount_add_tuned(api, ns_id, path, type, description, NULL, NULL, out, err);
+}
+
+int kms_registry_mount_add_tuned(struct kms_api *api, const char *ns_id, const char *path,
+                                 const char *type, const char *description, const json_t *config,
+                                 const json_t *options, struct kms_mount *out, struct kms_err *err)
+{
     struct kms_mount m;
     struct kms_txn *txn = NULL;
     json_t *j = NULL;
@@ -846,6 +853,10 @@ int kms_registry_mount_add(struct kms_api *api, const char *ns_id, const char *p
 
     if (kms_api_engine_find(api, type) == NULL) {
         return kms_err_set(err, 400, "plugin not found in the catalog: %s", type);
+    }
+    if (description != NULL && strlen(description) >= sizeof(m.description)) {
+        return kms_err_set(err, 400, "description too long (at most %zu bytes)",
+                           sizeof(m.description) - 1);
     }
     memset(&m, 0, sizeof(m));
     snprintf(m.ns_id, sizeof(m.ns_id), "%s", ns_id);
@@ -886,7 +897,13 @@ int kms_registry_mount_add(struct kms_api *api, const char *ns_id, const char *p
     }
     api->mounts = grown;
     j = mount_to_json(&m);
-    if (kms_storage_txn_begin(api->st, true, &txn) != 0 ||
+    if (j != NULL && config != NULL) {
+        json_object_set(j, "config", (json_t *)config);
+    }
+    if (j != NULL && options != NULL) {
+        json_object_set(j, "options", (json_t *)options);
+    }
+    if (j == NULL || kms_storage_txn_begin(api->st, true, &txn) != 0 ||
         put_json(txn, KMS_DB_MOUNTS, key, j) != 0 || kms_storage_txn_commit(&txn) != 0) {
         kms_err_set(err, 500, "cannot store the mount");
         goto out;

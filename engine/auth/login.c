@@ -645,20 +645,25 @@ int kms_login_renew_params(struct kms_ctx *c, const struct kms_token *tok,
 
 /* ---- sys/auth ---------------------------------------------------------------------------- */
 
-static json_t *auth_mount_json(const struct kms_mount *m)
+/* A method as sys/auth shows it, with its tuned settings. */
+static json_t *auth_mount_json(struct kms_api *api, const struct kms_mount *m)
 {
-    return json_pack("{s:s, s:{s:i, s:b, s:i, s:s}, s:s, s:b, s:b, s:n, s:s, s:s, s:b, s:s, s:s}",
-                     "accessor", m->accessor, "config", "default_lease_ttl", 0, "force_no_cache",
-                     false, "max_lease_ttl", 0, "token_type", "default-service", "description",
-                     m->description, "external_entropy_access", false, "local", false, "options",
-                     "plugin_version", "", "running_plugin_version", "", "seal_wrap", false, "type",
-                     m->type, "uuid", m->uuid);
+    json_t *t = api != NULL ? kms_mount_tuning_get(api, m) : NULL;
+    json_t *j = kms_mount_info(m, t);
+    json_decref(t);
+    return j;
 }
+
+struct list_auth {
+    struct kms_api *api;
+    json_t *out;
+};
 
 static int list_auth_cb(const struct kms_mount *m, void *arg)
 {
+    struct list_auth *l = arg;
     if (strncmp(m->path, "auth/", 5) == 0) {
-        json_object_set_new(arg, m->path + 5, auth_mount_json(m));
+        json_object_set_new(l->out, m->path + 5, auth_mount_json(l->api, m));
     }
     return 0;
 }
@@ -672,8 +677,9 @@ int kms_login_mounts_list(struct kms_ctx *c)
     snprintf(tok.accessor, sizeof(tok.accessor), "auth_token_00000000");
     snprintf(tok.description, sizeof(tok.description), "token based credentials");
     c->data = json_object();
-    json_object_set_new(c->data, "token/", auth_mount_json(&tok));
-    if (kms_registry_mount_list(c->api, c->ns.id, list_auth_cb, c->data) != 0) {
+    json_object_set_new(c->data, "token/", auth_mount_json(NULL, &tok));
+    struct list_auth l = {c->api, c->data};
+    if (kms_registry_mount_list(c->api, c->ns.id, list_auth_cb, &l) != 0) {
         return KMS_FAILW(c, 500, "internal error");
     }
     return 0;
@@ -707,7 +713,7 @@ int kms_login_mounts_read(struct kms_ctx *c)
     if (kms_registry_mount_get(c->api, c->ns.id, path, &m) != 0) {
         return KMS_FAIL(c, 400, "No auth engine at %s", path);
     }
-    c->data = auth_mount_json(&m);
+    c->data = auth_mount_json(c->api, &m);
     return 0;
 }
 
@@ -752,7 +758,18 @@ int kms_login_mounts_write(struct kms_ctx *c)
     if (strcmp(type, "kubernetes") != 0 && strcmp(type, "jwt") != 0) {
         return KMS_FAIL(c, 400, "plugin not found in the catalog: %s", type);
     }
-    return kms_registry_mount_add(c->api, c->ns.id, path, type, desc, &m, &c->err);
+    /* OpenBao's enable takes the tune settings in "config" (and "options"), stored with the
+     * method in one transaction */
+    json_t *cfg = NULL;
+    json_t *opts = NULL;
+    if (kms_mount_enable_settings(c, path, &cfg, &opts) != 0) {
+        return -1;
+    }
+    int rc =
+        kms_registry_mount_add_tuned(c->api, c->ns.id, path, type, desc, cfg, opts, &m, &c->err);
+    json_decref(cfg);
+    json_decref(opts);
+    return rc;
 }
 
 const struct kms_field kms_login_mounts_fields[] = {

@@ -118,43 +118,6 @@ static int metrics(struct kms_ctx *c)
 
 /* ---- mounts ------------------------------------------------------------------------------ */
 
-/* The tuned settings of a mount ({"config":{}, "options":{}} when none or unreadable). */
-static json_t *mount_tuning(struct kms_ctx *c, const struct kms_mount *m)
-{
-    json_t *t = NULL;
-    if (kms_registry_mount_tuning(c->api, m->ns_id, m->path, &t) != 0) {
-        t = json_pack("{s:{}, s:{}}", "config", "options");
-    }
-    return t;
-}
-
-static json_t *mount_json(const struct kms_mount *m, const json_t *tuning)
-{
-    const json_t *cfg = json_object_get(tuning, "config");
-    const json_t *opts = json_object_get(tuning, "options");
-    json_t *j = json_pack("{s:s, s:{s:I, s:b, s:I}, s:s, s:b, s:b, s:n, s:s, s:s, s:b, s:s, s:s}",
-                          "accessor", m->accessor, "config", "default_lease_ttl",
-                          (json_int_t)json_integer_value(json_object_get(cfg, "default_lease_ttl")),
-                          "force_no_cache", false, "max_lease_ttl",
-                          (json_int_t)json_integer_value(json_object_get(cfg, "max_lease_ttl")),
-                          "description", m->description, "external_entropy_access", false, "local",
-                          false, "options", "plugin_version", "", "running_plugin_version", "",
-                          "seal_wrap", false, "type", m->type, "uuid", m->uuid);
-    static const char *const extra[] = {"listing_visibility", "audit_non_hmac_request_keys",
-                                        "audit_non_hmac_response_keys",
-                                        "passthrough_request_headers", "allowed_response_headers"};
-    for (size_t i = 0; j != NULL && i < sizeof(extra) / sizeof(extra[0]); i++) {
-        json_t *v = json_object_get(cfg, extra[i]);
-        if (v != NULL) {
-            json_object_set(json_object_get(j, "config"), extra[i], v);
-        }
-    }
-    if (j != NULL && json_object_size(opts) > 0) {
-        json_object_set(j, "options", (json_t *)opts);
-    }
-    return j;
-}
-
 struct list_mounts {
     struct kms_ctx *c;
     json_t *out;
@@ -164,8 +127,8 @@ static int list_mount_cb(const struct kms_mount *m, void *arg)
 {
     struct list_mounts *l = arg;
     if (strncmp(m->path, "auth/", 5) != 0) {
-        json_t *t = mount_tuning(l->c, m);
-        json_object_set_new(l->out, m->path, mount_json(m, t));
+        json_t *t = kms_mount_tuning_get(l->c->api, m);
+        json_object_set_new(l->out, m->path, kms_mount_info(m, t));
         json_decref(t);
     }
     return 0;
@@ -181,7 +144,7 @@ static int mounts_list(struct kms_ctx *c)
     snprintf(sys.description, sizeof(sys.description),
              "system endpoints used for control, policy and debugging");
     c->data = json_object();
-    json_object_set_new(c->data, "sys/", mount_json(&sys, NULL));
+    json_object_set_new(c->data, "sys/", kms_mount_info(&sys, NULL));
     struct list_mounts l = {c, c->data};
     if (kms_registry_mount_list(c->api, c->ns.id, list_mount_cb, &l) != 0) {
         return KMS_FAILW(c, 500, "internal error");
@@ -230,7 +193,7 @@ static int mount_target(struct kms_ctx *c, char *path, size_t n, bool *tune, str
 /* sys/mounts/<path>/tune (read): the stored settings; unset lease TTLs show the system's. */
 static int tune_read(struct kms_ctx *c, const struct kms_mount *m)
 {
-    json_t *t = mount_tuning(c, m);
+    json_t *t = kms_mount_tuning_get(c->api, m);
     const json_t *cfg = json_object_get(t, "config");
     int64_t def = json_integer_value(json_object_get(cfg, "default_lease_ttl"));
     int64_t max = json_integer_value(json_object_get(cfg, "max_lease_ttl"));
@@ -274,8 +237,8 @@ static int mount_read(struct kms_ctx *c)
     if (kms_registry_mount_get(c->api, c->ns.id, path, &m) != 0) {
         return KMS_FAIL(c, 400, "No secret engine mount at %s", path);
     }
-    json_t *t = mount_tuning(c, &m);
-    c->data = mount_json(&m, t);
+    json_t *t = kms_mount_tuning_get(c->api, &m);
+    c->data = kms_mount_info(&m, t);
     json_decref(t);
     return 0;
 }
@@ -306,173 +269,20 @@ static int mount_delete(struct kms_ctx *c)
     return rc == KMS_STORAGE_NOTFOUND ? 0 : rc;
 }
 
-/* A lease TTL of a tune write into cfg[name]: "" keeps it, "system" clears it. */
-static int tune_ttl(struct kms_ctx *c, json_t *cfg, const char *name, int64_t *out)
-{
-    json_t *v = kms_param(c, name);
-    *out = json_integer_value(json_object_get(cfg, name));
-    if (v == NULL || (json_is_string(v) && json_string_length(v) == 0)) {
-        return 0;
-    }
-    if (json_is_string(v) && strcmp(json_string_value(v), "system") == 0) {
-        *out = 0;
-    } else if (kms_parse_duration(v, out) != 0 || *out < 0) {
-        return KMS_FAIL(c, 400, "time: invalid duration \"%s\"",
-                        json_is_string(v) ? json_string_value(v) : "?");
-    }
-    json_object_set_new(cfg, name, json_integer(*out));
-    return 0;
-}
-
-/* A string list parameter (JSON array of strings or comma-separated string) into cfg. */
-static int tune_list(struct kms_ctx *c, json_t *cfg, const char *name)
-{
-    json_t *v = kms_param(c, name);
-    json_t *list = json_array();
-    size_t i;
-    json_t *e;
-    if (v == NULL) {
-        json_decref(list);
-        return 0;
-    }
-    if (json_is_string(v)) {
-        for (const char *s = json_string_value(v); *s != '\0';) {
-            const char *comma = strchr(s, ',');
-            size_t n = comma ? (size_t)(comma - s) : strlen(s);
-            json_array_append_new(list, json_stringn(s, n));
-            s += n + (comma ? 1 : 0);
-        }
-    } else if (json_is_array(v) && json_array_size(v) <= 256) {
-        json_array_foreach(v, i, e)
-        {
-            if (!json_is_string(e)) {
-                break;
-            }
-            json_array_append(list, e);
-        }
-    }
-    if (json_array_size(list) != (json_is_array(v) ? json_array_size(v) : json_array_size(list))) {
-        json_decref(list);
-        return KMS_FAIL(c, 400, "%s must be a list of at most 256 strings", name);
-    }
-    json_object_set_new(cfg, name, list);
-    return 0;
-}
-
-/* options: a "version" (1 or 2, never lowered) and other keys; an empty value removes a key. */
-static int tune_options(struct kms_ctx *c, json_t *opts)
-{
-    const char *k;
-    json_t *v;
-    json_t *given = kms_param(c, "options");
-    const char *ver = NULL;
-    if (json_object_size(given) == 0) {
-        return 0;
-    }
-    json_object_foreach(given, k, v)
-    {
-        /* OpenBao's key=value pairs: scalars weakly typed to strings */
-        if (json_is_integer(v)) {
-            char buf[32];
-            snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(v));
-            json_object_set_new(given, k, json_string(buf));
-        } else if (json_is_boolean(v)) {
-            json_object_set_new(given, k, json_string(json_is_true(v) ? "true" : "false"));
-        } else if (!json_is_string(v)) {
-            return KMS_FAIL(c, 400, "options must be a map of strings");
-        }
-    }
-    if ((ver = json_string_value(json_object_get(given, "version"))) != NULL) {
-        int64_t want = 0;
-        int64_t have = 0;
-        const char *cur = json_string_value(json_object_get(opts, "version"));
-        if (!kms_int_parse(ver, &want)) {
-            return KMS_FAIL(c, 400, "unable to parse options: could not parse value from input");
-        }
-        if (want != 1 && want != 2) {
-            return KMS_FAIL(c, 400, "invalid version provided: %lld", (long long)want);
-        }
-        if (cur != NULL && cur[0] != '\0' && !kms_int_parse(cur, &have)) {
-            have = 0;
-        }
-        if (have > want) {
-            return KMS_FAIL(c, 400, "cannot downgrade mount from version %lld", (long long)have);
-        }
-        if (have < want) {
-            kms_warn(c,
-                     "Upgrading mount from version %lld to version %lld. This mount will be "
-                     "unavailable for a brief period and will resume service shortly.",
-                     (long long)have, (long long)want);
-        }
-    }
-    json_object_foreach(given, k, v)
-    {
-        if (json_string_length(v) == 0 && strcmp(k, "version") != 0) {
-            json_object_del(opts, k);
-        } else {
-            json_object_set(opts, k, v);
-        }
-    }
-    return 0;
-}
-
-/* sys/mounts/<path>/tune (write): OpenBao's handleTuneWriteCommon for what a mount stores. */
+/* sys/mounts/<path>/tune (write): the settings a tune gives, in one write transaction. */
 static int tune_write(struct kms_ctx *c, const struct kms_mount *m)
 {
-    json_t *t = mount_tuning(c, m);
+    json_t *t = kms_mount_tuning_get(c->api, m);
     json_t *cfg = json_deep_copy(json_object_get(t, "config"));
     json_t *opts = json_deep_copy(json_object_get(t, "options"));
     const char *desc = NULL;
-    const char *vis = NULL;
-    const char *tt = NULL;
-    int64_t def = 0;
-    int64_t max = 0;
     int rc = -1;
-    bool auth = strncmp(m->path, "auth/", 5) == 0;
 
-    if (cfg == NULL || opts == NULL || tune_ttl(c, cfg, "default_lease_ttl", &def) != 0 ||
-        tune_ttl(c, cfg, "max_lease_ttl", &max) != 0) {
+    if (cfg == NULL || opts == NULL) {
+        KMS_FAILW(c, 500, "out of memory");
         goto out;
     }
-    if (def != 0 && max != 0 && max < def) {
-        KMS_FAIL(c, 400,
-                 "backend max lease TTL of %lld would be less than backend default lease TTL "
-                 "of %lld",
-                 (long long)max, (long long)def);
-        goto out;
-    }
-    (void)kms_param_str(c, "description", &desc);
-    if (tune_list(c, cfg, "audit_non_hmac_request_keys") != 0 ||
-        tune_list(c, cfg, "audit_non_hmac_response_keys") != 0) {
-        goto out;
-    }
-    if (kms_param_str(c, "listing_visibility", &vis)) {
-        if (vis[0] != '\0' && strcmp(vis, "hidden") != 0 && strcmp(vis, "unauth") != 0) {
-            KMS_FAIL(c, 400, "invalid listing_visibility %s", vis);
-            goto out;
-        }
-        json_object_set_new(cfg, "listing_visibility", json_string(vis));
-    }
-    if (kms_param_str(c, "token_type", &tt)) {
-        if (!auth) {
-            KMS_FAIL(c, 400, "'token_type' can only be modified on auth mounts");
-            goto out;
-        }
-        if (tt[0] != '\0' && strcmp(tt, "default-service") != 0 && strcmp(tt, "service") != 0) {
-            KMS_FAIL(c, 400,
-                     strcmp(tt, "batch") == 0 || strcmp(tt, "default-batch") == 0
-                         ? "batch tokens are not supported by kmsd; use \"service\""
-                         : "invalid value for 'token_type'");
-            goto out;
-        }
-        json_object_set_new(cfg, "token_type", json_string(tt[0] ? tt : "default-service"));
-    }
-    if (tune_list(c, cfg, "passthrough_request_headers") != 0 ||
-        tune_list(c, cfg, "allowed_response_headers") != 0 || tune_options(c, opts) != 0) {
-        goto out;
-    }
-    if (desc != NULL && strlen(desc) >= sizeof(m->description)) {
-        KMS_FAIL(c, 400, "description too long (at most %zu bytes)", sizeof(m->description) - 1);
+    if (kms_mount_tune_params(c, m->path, cfg, opts, &desc) != 0) {
         goto out;
     }
     int r = kms_registry_mount_tune(c->api, m->ns_id, m->path, cfg, opts, desc, &c->err);
@@ -486,6 +296,36 @@ out:
     json_decref(opts);
     json_decref(t);
     return rc;
+}
+
+/* The auth method a sys/auth/<path>/tune request names (400 when there is none). */
+static int auth_tune_target(struct kms_ctx *c, struct kms_mount *m)
+{
+    char rel[KMS_PATH_MAX - 5];
+    char path[KMS_PATH_MAX];
+    if (norm_mount_path(c, kms_cap(c, "path"), rel, sizeof(rel)) != 0) {
+        return -1;
+    }
+    snprintf(path, sizeof(path), "auth/%s", rel);
+    if (kms_registry_mount_get(c->api, c->ns.id, path, m) != 0) {
+        return c->op == KMS_OP_READ
+                   ? KMS_FAIL(c, 400, "cannot fetch mount configuration: no mount at %s", path)
+                   : KMS_FAIL(c, 400, "tune of path \"%s\" failed: no mount entry found", path);
+    }
+    return 0;
+}
+
+/* sys/auth/<path>/tune, the same endpoint as sys/mounts/auth/<path>/tune. */
+static int auth_tune_read(struct kms_ctx *c)
+{
+    struct kms_mount m;
+    return auth_tune_target(c, &m) != 0 ? -1 : tune_read(c, &m);
+}
+
+static int auth_tune_write(struct kms_ctx *c)
+{
+    struct kms_mount m;
+    return auth_tune_target(c, &m) != 0 ? -1 : tune_write(c, &m);
 }
 
 static int mount_write(struct kms_ctx *c)
@@ -514,39 +354,19 @@ static int mount_write(struct kms_ctx *c)
     if (strcmp(type, "transit") != 0) {
         return KMS_FAIL(c, 400, "plugin not found in the catalog: %s", type);
     }
-    if (kms_registry_mount_add(c->api, c->ns.id, path, type, desc, &m, &c->err) != 0) {
+    /* OpenBao's mount takes the tune settings too, nested in "config" (and "options"): they
+     * were dropped (Terraform's vault_mount saw drift for ever). Checked first, then stored
+     * with the mount in one transaction. */
+    json_t *cfg = NULL;
+    json_t *opts = NULL;
+    if (kms_mount_enable_settings(c, path, &cfg, &opts) != 0) {
         return -1;
     }
-    /* OpenBao's mount takes the tune settings too, nested in "config" (and "options"): they
-     * were dropped (Terraform's vault_mount saw drift for ever). Applied as a tune of the
-     * new mount; a refused setting takes the mount away again. */
-    json_t *cfgp = kms_param(c, "config");
-    if (json_is_object(cfgp) || json_is_object(kms_param(c, "options"))) {
-        const char *k;
-        json_t *v;
-        json_object_foreach(cfgp, k, v)
-        {
-            json_object_set(c->params, k, v); /* config's own value wins */
-        }
-        json_object_del(c->params, "description"); /* set with the mount */
-        size_t nwarn = json_array_size(c->warnings);
-        bool wonly = c->warnings_only;
-        if (tune_write(c, &m) != 0) {
-            struct kms_err keep = c->err;
-            if (kms_registry_mount_remove(c->api, c->ns.id, path, &c->err) != 0) {
-                keep = c->err; /* the mount stays: say why rather than the setting */
-            }
-            c->err = keep;
-            return -1;
-        }
-        /* a new mount is no upgrade: the tune's own warnings ("Upgrading mount...") do not
-         * apply; those given before it stay */
-        while (json_array_size(c->warnings) > nwarn) {
-            json_array_remove(c->warnings, json_array_size(c->warnings) - 1);
-        }
-        c->warnings_only = wonly;
-    }
-    return 0;
+    int rc =
+        kms_registry_mount_add_tuned(c->api, c->ns.id, path, type, desc, cfg, opts, &m, &c->err);
+    json_decref(cfg);
+    json_decref(opts);
+    return rc;
 }
 
 /* ---- remount ----------------------------------------------------------------------------- */
@@ -876,6 +696,13 @@ static const struct kms_route sys_routes[] = {
      .on = {[KMS_OP_READ] = {mount_read, NULL, 0},
             [KMS_OP_UPDATE] = {mount_write, NULL, 0},
             [KMS_OP_DELETE] = {mount_delete, NULL, 0}}},
+    /* before the auth engine's sys/auth route (sys/ engines are searched in the order added) */
+    {.tmpl = "auth/*path/tune",
+     .flags = KMS_RT_SYS_TOP | KMS_RT_SUDO,
+     .fields = mount_fields,
+     .resource = "AuthMethod",
+     .on =
+         {[KMS_OP_READ] = {auth_tune_read, NULL, 0}, [KMS_OP_UPDATE] = {auth_tune_write, NULL, 0}}},
     {.tmpl = "remount",
      .flags = KMS_RT_SYS_TOP | KMS_RT_SUDO,
      .fields = remount_fields,

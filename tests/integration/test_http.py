@@ -745,6 +745,52 @@ class NamespaceTest(KmsdTestCase):
         m = self.req("GET", "sys/mounts/" + other).data
         self.assertEqual(m["config"]["listing_visibility"], "hidden")
 
+    def test_auth_method_takes_its_config_and_tune(self):
+        # sys/auth/<p> takes the same nested "config" as sys/mounts (it was dropped), stored
+        # with the method, and sys/auth/<p>/tune is the method's tune endpoint (it was 400)
+        p = self.uniq("k8s") + "/cluster-1"
+        r = self.req("POST", "sys/auth/" + p, {
+            "type": "kubernetes", "description": "d",
+            "config": {"default_lease_ttl": "1h", "token_type": "service",
+                       "listing_visibility": "unauth"}})
+        self.assertStatus(r, 204)
+        m = self.req("GET", "sys/auth/" + p).data
+        self.assertEqual((m["config"]["default_lease_ttl"], m["config"]["token_type"],
+                          m["config"]["listing_visibility"], m["description"]),
+                         (3600, "service", "unauth", "d"))
+        self.assertEqual(self.req("GET", "sys/auth").data[p + "/"]["config"]["token_type"],
+                         "service")
+        # a refused setting leaves no method behind
+        bad = self.uniq("k8sbad")
+        r = self.req("POST", "sys/auth/" + bad, {"type": "kubernetes",
+                                                 "config": {"token_type": "batch"}})
+        self.assertError(r, 400, 'batch tokens are not supported by kmsd; use "service"')
+        self.assertError(self.req("GET", "sys/auth/" + bad), 400, "No auth engine at auth/%s/" % bad)
+        # the tune endpoint, read back through both paths
+        self.assertStatus(self.req("POST", "sys/auth/%s/tune" % p,
+                                   {"max_lease_ttl": "3h", "description": "tuned"}), 204)
+        t = self.req("GET", "sys/auth/%s/tune" % p)
+        self.assertStatus(t, 200)
+        self.assertEqual((t.data["default_lease_ttl"], t.data["max_lease_ttl"],
+                          t.data["token_type"], t.data["description"]),
+                         (3600, 10800, "service", "tuned"))
+        self.assertEqual(self.req("GET", "sys/mounts/auth/%s/tune" % p).data, t.data)
+        self.assertError(self.req("POST", "sys/auth/%s/tune" % p, {"token_type": "batch"}), 400,
+                         'batch tokens are not supported by kmsd; use "service"')
+        self.assertError(self.req("GET", "sys/auth/nope-x/tune"), 400,
+                         "cannot fetch mount configuration: no mount at auth/nope-x/")
+        self.assertError(self.req("POST", "sys/auth/nope-x/tune", {}), 400,
+                         'tune of path "auth/nope-x/" failed: no mount entry found')
+        # the method itself still answers at its path, and disabling it still works
+        self.assertStatus(self.req("DELETE", "sys/auth/" + p), 204)
+        self.assertError(self.req("GET", "sys/auth/%s/tune" % p), 400,
+                         "cannot fetch mount configuration: no mount at auth/%s/" % p)
+        # a description longer than the 255 bytes a mount keeps is refused, not cut
+        r = self.req("POST", "sys/auth/" + bad, {"type": "kubernetes", "description": "d" * 256})
+        self.assertError(r, 400, "description too long (at most 255 bytes)")
+        r = self.req("POST", "sys/mounts/" + bad, {"type": "transit", "description": "d" * 256})
+        self.assertError(r, 400, "description too long (at most 255 bytes)")
+
     def test_root_namespace_header(self):
         name, _ = self.create_key()
         for ns in ("root", ""):

@@ -114,6 +114,25 @@ class TokenRolesHvac(KmsdTestCase):
             cli.sys.tune_mount_configuration("tuned", default_lease_ttl="3h")
         self.assertIn("would be less than backend default lease TTL", str(cm.exception))
 
+    def test_auth_method_config_and_tune(self):
+        cli = self.client()
+        cli.sys.enable_auth_method("kubernetes", path="k8s-tuned", description="cluster",
+                                   config={"default_lease_ttl": "20m", "max_lease_ttl": "1h"})
+        cfg = cli.sys.read_auth_method_tuning("k8s-tuned")["data"]
+        self.assertEqual((cfg["default_lease_ttl"], cfg["max_lease_ttl"], cfg["description"]),
+                         (1200, 3600, "cluster"))
+        cli.sys.tune_auth_method("k8s-tuned", max_lease_ttl="2h", listing_visibility="unauth",
+                                 audit_non_hmac_request_keys=["role"])
+        cfg = cli.sys.read_auth_method_tuning("k8s-tuned")["data"]
+        self.assertEqual((cfg["default_lease_ttl"], cfg["max_lease_ttl"], cfg["listing_visibility"],
+                          cfg["audit_non_hmac_request_keys"], cfg["token_type"]),
+                         (1200, 7200, "unauth", ["role"], "default-service"))
+        listed = cli.sys.list_auth_methods()["data"]["k8s-tuned/"]
+        self.assertEqual(listed["config"]["max_lease_ttl"], 7200)
+        with self.assertRaises(hvac.exceptions.InvalidRequest) as cm:
+            cli.sys.tune_auth_method("k8s-tuned", default_lease_ttl="3h")
+        self.assertIn("would be less than backend default lease TTL", str(cm.exception))
+
 
 if __name__ == "__main__":
     unittest.main()

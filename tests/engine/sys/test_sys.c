@@ -368,6 +368,33 @@ static void test_registry_direct(void **state)
                      KMS_STORAGE_NOTFOUND);
     assert_int_equal(kms_registry_mount_remove(t->api, "root", "x/", &err), 0);
     assert_int_equal(kms_registry_mount_remove(t->api, "root", "x/", &err), KMS_STORAGE_NOTFOUND);
+    /* a mount and its settings are one record, written once: after a restart both are there */
+    json_t *cfg = json_pack("{s:I}", "default_lease_ttl", (json_int_t)60);
+    json_t *opts = json_pack("{s:s}", "version", "2");
+    assert_int_equal(kms_registry_mount_add_tuned(t->api, "root", "y/", "transit", "tuned", cfg,
+                                                  opts, NULL, &err),
+                     0);
+    json_decref(cfg);
+    json_decref(opts);
+    kt_reopen(t);
+    json_t *tuning = NULL;
+    assert_int_equal(kms_registry_mount_tuning(t->api, "root", "y/", &tuning), 0);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(tuning, "config"), "default_lease_ttl")),
+        60);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(tuning, "options"), "version")), "2");
+    json_decref(tuning);
+    assert_int_equal(kms_registry_mount_get(t->api, "root", "y/", &m), 0);
+    assert_string_equal(m.description, "tuned");
+    /* a description the record cannot hold is refused, not cut */
+    char longdesc[300];
+    memset(longdesc, 'd', sizeof(longdesc) - 1);
+    longdesc[sizeof(longdesc) - 1] = '\0';
+    assert_int_equal(kms_registry_mount_add(t->api, "root", "z/", "transit", longdesc, NULL, &err),
+                     -1);
+    assert_int_equal(err.status, 400);
+    assert_int_equal(kms_registry_mount_get(t->api, "root", "z/", &m), KMS_STORAGE_NOTFOUND);
     /* namespace paths must be one segment plus '/' */
     assert_int_equal(kms_registry_ns_create(t->api, "a", &ns, &err), -1);
     assert_string_equal(err.msg, "invalid namespace path");

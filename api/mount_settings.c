@@ -1,0 +1,259 @@
+/*
+ * mount_settings.c - a mount's tunable settings from a request: OpenBao's
+ * handleTuneWriteCommon for what kmsd stores (lease TTLs, audit HMAC exemptions, listing
+ * visibility, token type of auth mounts, header lists, options), shared by the tune
+ * endpoints and by enabling a mount with `config`/`options` (secret engines and auth methods
+ * alike).
+ */
+#include "api/api_int.h"
+
+#include <string.h>
+
+/* A lease TTL of a tune write into cfg[name]: "" keeps it, "system" clears it. */
+static int tune_ttl(struct kms_ctx *c, json_t *cfg, const char *name, int64_t *out)
+{
+    json_t *v = kms_param(c, name);
+    *out = json_integer_value(json_object_get(cfg, name));
+    if (v == NULL || (json_is_string(v) && json_string_length(v) == 0)) {
+        return 0;
+    }
+    if (json_is_string(v) && strcmp(json_string_value(v), "system") == 0) {
+        *out = 0;
+    } else if (kms_parse_duration(v, out) != 0 || *out < 0) {
+        return KMS_FAIL(c, 400, "time: invalid duration \"%s\"",
+                        json_is_string(v) ? json_string_value(v) : "?");
+    }
+    json_object_set_new(cfg, name, json_integer(*out));
+    return 0;
+}
+
+/* A string list parameter (JSON array of strings or comma-separated string) into cfg. */
+static int tune_list(struct kms_ctx *c, json_t *cfg, const char *name)
+{
+    json_t *v = kms_param(c, name);
+    json_t *list = json_array();
+    size_t i;
+    json_t *e;
+    if (v == NULL) {
+        json_decref(list);
+        return 0;
+    }
+    if (json_is_string(v)) {
+        for (const char *s = json_string_value(v); *s != '\0';) {
+            const char *comma = strchr(s, ',');
+            size_t n = comma ? (size_t)(comma - s) : strlen(s);
+            json_array_append_new(list, json_stringn(s, n));
+            s += n + (comma ? 1 : 0);
+        }
+    } else if (json_is_array(v) && json_array_size(v) <= 256) {
+        json_array_foreach(v, i, e)
+        {
+            if (!json_is_string(e)) {
+                break;
+            }
+            json_array_append(list, e);
+        }
+    }
+    if (json_array_size(list) != (json_is_array(v) ? json_array_size(v) : json_array_size(list))) {
+        json_decref(list);
+        return KMS_FAIL(c, 400, "%s must be a list of at most 256 strings", name);
+    }
+    json_object_set_new(cfg, name, list);
+    return 0;
+}
+
+/* options: a "version" (1 or 2, never lowered) and other keys; an empty value removes a key. */
+static int tune_options(struct kms_ctx *c, json_t *opts)
+{
+    const char *k;
+    json_t *v;
+    json_t *given = kms_param(c, "options");
+    const char *ver = NULL;
+    if (json_object_size(given) == 0) {
+        return 0;
+    }
+    json_object_foreach(given, k, v)
+    {
+        /* OpenBao's key=value pairs: scalars weakly typed to strings */
+        if (json_is_integer(v)) {
+            char buf[32];
+            snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(v));
+            json_object_set_new(given, k, json_string(buf));
+        } else if (json_is_boolean(v)) {
+            json_object_set_new(given, k, json_string(json_is_true(v) ? "true" : "false"));
+        } else if (!json_is_string(v)) {
+            return KMS_FAIL(c, 400, "options must be a map of strings");
+        }
+    }
+    if ((ver = json_string_value(json_object_get(given, "version"))) != NULL) {
+        int64_t want = 0;
+        int64_t have = 0;
+        const char *cur = json_string_value(json_object_get(opts, "version"));
+        if (!kms_int_parse(ver, &want)) {
+            return KMS_FAIL(c, 400, "unable to parse options: could not parse value from input");
+        }
+        if (want != 1 && want != 2) {
+            return KMS_FAIL(c, 400, "invalid version provided: %lld", (long long)want);
+        }
+        if (cur != NULL && cur[0] != '\0' && !kms_int_parse(cur, &have)) {
+            have = 0;
+        }
+        if (have > want) {
+            return KMS_FAIL(c, 400, "cannot downgrade mount from version %lld", (long long)have);
+        }
+        if (have < want) {
+            kms_warn(c,
+                     "Upgrading mount from version %lld to version %lld. This mount will be "
+                     "unavailable for a brief period and will resume service shortly.",
+                     (long long)have, (long long)want);
+        }
+    }
+    json_object_foreach(given, k, v)
+    {
+        if (json_string_length(v) == 0 && strcmp(k, "version") != 0) {
+            json_object_del(opts, k);
+        } else {
+            json_object_set(opts, k, v);
+        }
+    }
+    return 0;
+}
+
+int kms_mount_tune_params(struct kms_ctx *c, const char *path, json_t *cfg, json_t *opts,
+                          const char **desc)
+{
+    const char *vis = NULL;
+    const char *tt = NULL;
+    int64_t def = 0;
+    int64_t max = 0;
+    bool auth = strncmp(path, "auth/", 5) == 0;
+
+    *desc = NULL;
+    if (tune_ttl(c, cfg, "default_lease_ttl", &def) != 0 ||
+        tune_ttl(c, cfg, "max_lease_ttl", &max) != 0) {
+        return -1;
+    }
+    if (def != 0 && max != 0 && max < def) {
+        return KMS_FAIL(c, 400,
+                        "backend max lease TTL of %lld would be less than backend default lease "
+                        "TTL of %lld",
+                        (long long)max, (long long)def);
+    }
+    (void)kms_param_str(c, "description", desc);
+    if (tune_list(c, cfg, "audit_non_hmac_request_keys") != 0 ||
+        tune_list(c, cfg, "audit_non_hmac_response_keys") != 0) {
+        return -1;
+    }
+    if (kms_param_str(c, "listing_visibility", &vis)) {
+        if (vis[0] != '\0' && strcmp(vis, "hidden") != 0 && strcmp(vis, "unauth") != 0) {
+            return KMS_FAIL(c, 400, "invalid listing_visibility %s", vis);
+        }
+        json_object_set_new(cfg, "listing_visibility", json_string(vis));
+    }
+    if (kms_param_str(c, "token_type", &tt)) {
+        if (!auth) {
+            return KMS_FAIL(c, 400, "'token_type' can only be modified on auth mounts");
+        }
+        if (tt[0] != '\0' && strcmp(tt, "default-service") != 0 && strcmp(tt, "service") != 0) {
+            return KMS_FAIL(c, 400,
+                            strcmp(tt, "batch") == 0 || strcmp(tt, "default-batch") == 0
+                                ? "batch tokens are not supported by kmsd; use \"service\""
+                                : "invalid value for 'token_type'");
+        }
+        json_object_set_new(cfg, "token_type", json_string(tt[0] ? tt : "default-service"));
+    }
+    if (tune_list(c, cfg, "passthrough_request_headers") != 0 ||
+        tune_list(c, cfg, "allowed_response_headers") != 0 || tune_options(c, opts) != 0) {
+        return -1;
+    }
+    if (*desc != NULL && strlen(*desc) >= sizeof(((struct kms_mount *)NULL)->description)) {
+        return KMS_FAIL(c, 400, "description too long (at most %zu bytes)",
+                        sizeof(((struct kms_mount *)NULL)->description) - 1);
+    }
+    return 0;
+}
+
+int kms_mount_enable_settings(struct kms_ctx *c, const char *path, json_t **cfg, json_t **opts)
+{
+    const char *k;
+    json_t *v;
+    const char *desc = NULL;
+
+    *cfg = NULL;
+    *opts = NULL;
+    json_t *given = kms_param(c, "config");
+    if (!json_is_object(given) && !json_is_object(kms_param(c, "options"))) {
+        return 0;
+    }
+    /* OpenBao's enable takes the tune settings nested in "config": read as a tune's top-level
+     * parameters, config's own value winning over a top-level key of the same name */
+    json_object_foreach(given, k, v)
+    {
+        json_object_set(c->params, k, v);
+    }
+    size_t nwarn = json_array_size(c->warnings);
+    *cfg = json_object();
+    *opts = json_object();
+    if (*cfg == NULL || *opts == NULL) {
+        KMS_FAILW(c, 500, "out of memory");
+        goto fail;
+    }
+    /* the description is the mount's own, set with it (desc points into c->params) */
+    if (kms_mount_tune_params(c, path, *cfg, *opts, &desc) != 0) {
+        goto fail;
+    }
+    /* a new mount is no upgrade: the tune's own warnings ("Upgrading mount...") do not apply;
+     * those given before stay */
+    while (json_array_size(c->warnings) > nwarn) {
+        json_array_remove(c->warnings, json_array_size(c->warnings) - 1);
+    }
+    return 0;
+fail:
+    json_decref(*cfg);
+    json_decref(*opts);
+    *cfg = NULL;
+    *opts = NULL;
+    return -1;
+}
+
+json_t *kms_mount_tuning_get(struct kms_api *api, const struct kms_mount *m)
+{
+    json_t *t = NULL;
+    if (kms_registry_mount_tuning(api, m->ns_id, m->path, &t) != 0) {
+        t = json_pack("{s:{}, s:{}}", "config", "options");
+    }
+    return t;
+}
+
+json_t *kms_mount_info(const struct kms_mount *m, const json_t *tuning)
+{
+    const json_t *cfg = json_object_get(tuning, "config");
+    const json_t *opts = json_object_get(tuning, "options");
+    json_t *j = json_pack("{s:s, s:{s:I, s:b, s:I}, s:s, s:b, s:b, s:n, s:s, s:s, s:b, s:s, s:s}",
+                          "accessor", m->accessor, "config", "default_lease_ttl",
+                          (json_int_t)json_integer_value(json_object_get(cfg, "default_lease_ttl")),
+                          "force_no_cache", false, "max_lease_ttl",
+                          (json_int_t)json_integer_value(json_object_get(cfg, "max_lease_ttl")),
+                          "description", m->description, "external_entropy_access", false, "local",
+                          false, "options", "plugin_version", "", "running_plugin_version", "",
+                          "seal_wrap", false, "type", m->type, "uuid", m->uuid);
+    static const char *const extra[] = {"listing_visibility", "audit_non_hmac_request_keys",
+                                        "audit_non_hmac_response_keys",
+                                        "passthrough_request_headers", "allowed_response_headers"};
+    json_t *jc = json_object_get(j, "config");
+    for (size_t i = 0; j != NULL && i < sizeof(extra) / sizeof(extra[0]); i++) {
+        json_t *v = json_object_get(cfg, extra[i]);
+        if (v != NULL) {
+            json_object_set(jc, extra[i], v);
+        }
+    }
+    if (j != NULL && strncmp(m->path, "auth/", 5) == 0) {
+        json_t *tt = json_object_get(cfg, "token_type");
+        json_object_set_new(jc, "token_type",
+                            tt != NULL ? json_incref(tt) : json_string("default-service"));
+    }
+    if (j != NULL && json_object_size(opts) > 0) {
+        json_object_set(j, "options", (json_t *)opts);
+    }
+    return j;
+}

@@ -340,8 +340,26 @@ int kms_registry_ns_resolve(struct kms_api *api, const char *path, struct kms_ns
 /* Exact namespace by path ("" or "root" = root). 0 found, KMS_STORAGE_NOTFOUND otherwise. */
 int kms_registry_ns_get(struct kms_api *api, const char *path, struct kms_ns *ns);
 int kms_registry_ns_by_id(struct kms_api *api, const char *id, struct kms_ns *ns);
+/* 0 created, 1 when it exists already (unchanged), -1 with err set. */
 int kms_registry_ns_create(struct kms_api *api, const char *path, struct kms_ns *out,
                            struct kms_err *err) KMS_WUR;
+/* What kms_registry_ns_put does with the custom_metadata of a namespace that exists. */
+enum kms_ns_md {
+    KMS_NS_KEEP,    /* leave it (create only) */
+    KMS_NS_REPLACE, /* replace it with `metadata` (OpenBao's POST) */
+    KMS_NS_MERGE,   /* RFC 7396 merge of `metadata` (a null removes a key; OpenBao's PATCH);
+                       no namespace → -1 with a 404 "namespace not found" */
+};
+/*
+ * Create namespace `path` with custom_metadata `metadata` (an object of strings, nulls
+ * skipped; NULL for none) in one write transaction, or change the metadata of the existing
+ * one as `how` says. 0 created, 1 existed, or -1 with err set.
+ */
+int kms_registry_ns_put(struct kms_api *api, const char *path, const json_t *metadata,
+                        enum kms_ns_md how, struct kms_ns *out, struct kms_err *err) KMS_WUR;
+/* Namespace `path`'s custom_metadata (an object, empty when none; caller decrefs); 0,
+ * KMS_STORAGE_NOTFOUND or -1. */
+int kms_registry_ns_metadata(struct kms_api *api, const char *path, json_t **out) KMS_WUR;
 /* Deletes the namespace and, through every engine's purge, everything stored in it. */
 int kms_registry_ns_delete(struct kms_api *api, const char *path, struct kms_err *err) KMS_WUR;
 /* Visit the direct children of namespace `parent` (path), in path order. */

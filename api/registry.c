@@ -584,8 +584,55 @@ static const char *mount_ns_conflict(const struct kms_api *api, const char *ns_i
     return NULL;
 }
 
+/* The stored custom_metadata of namespace record `path` changed by md (lock held). */
+static int ns_metadata_write(struct kms_api *api, const char *path, const json_t *md, bool merge,
+                             struct kms_err *err)
+{
+    struct kms_txn *txn = NULL;
+    uint8_t *val = NULL;
+    size_t vallen = 0;
+    json_t *rec = NULL;
+    int rc = -1;
+
+    if (kms_storage_txn_begin(api->st, true, &txn) != 0 ||
+        kms_storage_get(txn, KMS_DB_NAMESPACES, path, strlen(path), &val, &vallen) != 0 ||
+        (rec = json_loadb((const char *)val, vallen, 0, NULL)) == NULL || !json_is_object(rec)) {
+        kms_err_set(err, 500, "cannot read the namespace");
+        goto out;
+    }
+    json_t *now = json_object_get(rec, "custom_metadata");
+    json_t *next = merge && md != NULL && json_is_object(now) ? json_deep_copy(now) : json_object();
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)md, k, v)
+    {
+        if (json_is_null(v)) {
+            json_object_del(next, k); /* RFC 7396: null removes the key */
+        } else {
+            json_object_set(next, k, v);
+        }
+    }
+    json_object_set_new(rec, "custom_metadata", next);
+    if (put_json(txn, KMS_DB_NAMESPACES, path, rec) != 0 || kms_storage_txn_commit(&txn) != 0) {
+        kms_err_set(err, 500, "cannot store the namespace");
+        goto out;
+    }
+    rc = 0;
+out:
+    kms_storage_txn_abort(&txn);
+    free(val);
+    json_decref(rec);
+    return rc;
+}
+
 int kms_registry_ns_create(struct kms_api *api, const char *path, struct kms_ns *out,
                            struct kms_err *err)
+{
+    return kms_registry_ns_put(api, path, NULL, KMS_NS_KEEP, out, err);
+}
+
+int kms_registry_ns_put(struct kms_api *api, const char *path, const json_t *metadata,
+                        enum kms_ns_md how, struct kms_ns *out, struct kms_err *err)
 {
     struct kms_ns ns;
     struct kms_txn *txn = NULL;
@@ -623,7 +670,14 @@ int kms_registry_ns_create(struct kms_api *api, const char *path, struct kms_ns 
     const struct kms_ns *had = ns_at_path(api, path);
     if (had != NULL) {
         *out = *had;
-        rc = 1; /* exists */
+        rc = how == KMS_NS_KEEP ||
+                     ns_metadata_write(api, path, metadata, how == KMS_NS_MERGE, err) == 0
+                 ? 1 /* exists */
+                 : -1;
+        goto out;
+    }
+    if (how == KMS_NS_MERGE) {
+        kms_err_set(err, 404, "namespace not found"); /* OpenBao's PATCH */
         goto out;
     }
     char parent[KMS_PATH_MAX];
@@ -653,7 +707,19 @@ int kms_registry_ns_create(struct kms_api *api, const char *path, struct kms_ns 
     }
     api->ns = grown;
     j = ns_to_json(&ns);
-    if (kms_storage_txn_begin(api->st, true, &txn) != 0 ||
+    if (j != NULL && json_object_size(metadata) > 0) {
+        json_t *md = json_object();
+        const char *k;
+        json_t *v;
+        json_object_foreach((json_t *)metadata, k, v)
+        {
+            if (!json_is_null(v)) {
+                json_object_set(md, k, v);
+            }
+        }
+        json_object_set_new(j, "custom_metadata", md);
+    }
+    if (j == NULL || kms_storage_txn_begin(api->st, true, &txn) != 0 ||
         put_json(txn, KMS_DB_NAMESPACES, ns.path, j) != 0 || kms_storage_txn_commit(&txn) != 0) {
         kms_err_set(err, 500, "cannot store the namespace");
         goto out;
@@ -665,6 +731,28 @@ out:
     kms_storage_txn_abort(&txn);
     json_decref(j);
     pthread_rwlock_unlock(&api->lock);
+    return rc;
+}
+
+int kms_registry_ns_metadata(struct kms_api *api, const char *path, json_t **out)
+{
+    struct kms_txn *txn = NULL;
+    uint8_t *val = NULL;
+    size_t vallen = 0;
+    json_t *rec = NULL;
+    *out = NULL;
+    int rc = kms_storage_txn_begin(api->st, false, &txn) != 0
+                 ? -1
+                 : kms_storage_get(txn, KMS_DB_NAMESPACES, path, strlen(path), &val, &vallen);
+    if (rc == 0) {
+        rec = json_loadb((const char *)val, vallen, 0, NULL);
+        json_t *md = json_object_get(rec, "custom_metadata");
+        *out = json_is_object(md) ? json_incref(md) : json_object();
+        rc = *out != NULL ? 0 : -1;
+    }
+    kms_storage_txn_abort(&txn);
+    free(val);
+    json_decref(rec);
     return rc;
 }
 

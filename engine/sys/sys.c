@@ -520,12 +520,18 @@ static int remount_status(struct kms_ctx *c)
 
 /* ---- namespaces -------------------------------------------------------------------------- */
 
-static json_t *ns_json(const struct kms_ns *ns)
+/* A namespace as sys/namespaces shows it, with its stored custom_metadata. */
+static json_t *ns_json(struct kms_api *api, const struct kms_ns *ns)
 {
-    return json_pack("{s:{}, s:s, s:s}", "custom_metadata", "id", ns->id, "path", ns->path);
+    json_t *md = NULL;
+    if (kms_registry_ns_metadata(api, ns->path, &md) != 0) {
+        md = json_object();
+    }
+    return json_pack("{s:o, s:s, s:s}", "custom_metadata", md, "id", ns->id, "path", ns->path);
 }
 
 struct ns_list {
+    struct kms_api *api;
     json_t *keys;
     json_t *info;
     size_t parent_len;
@@ -536,13 +542,13 @@ static int list_ns_cb(const struct kms_ns *ns, void *arg)
     struct ns_list *l = arg;
     const char *rel = ns->path + l->parent_len;
     json_array_append_new(l->keys, json_string(rel));
-    json_object_set_new(l->info, rel, ns_json(ns));
+    json_object_set_new(l->info, rel, ns_json(l->api, ns));
     return 0;
 }
 
 static int ns_list(struct kms_ctx *c)
 {
-    struct ns_list l = {json_array(), json_object(), strlen(c->ns.path)};
+    struct ns_list l = {c->api, json_array(), json_object(), strlen(c->ns.path)};
     if (kms_registry_ns_list(c->api, c->ns.path, list_ns_cb, &l) != 0) {
         json_decref(l.keys);
         json_decref(l.info);
@@ -584,7 +590,7 @@ static int ns_read(struct kms_ctx *c)
     if (kms_registry_ns_get(c->api, path, &ns) != 0) {
         return kms_fail_notfound(c);
     }
-    c->data = ns_json(&ns);
+    c->data = ns_json(c->api, &ns);
     return 0;
 }
 
@@ -598,18 +604,46 @@ static int ns_delete(struct kms_ctx *c)
     return rc == KMS_STORAGE_NOTFOUND ? 0 : rc;
 }
 
+/*
+ * custom_metadata of a namespace write: a map of strings (and, in a PATCH, nulls that remove a
+ * key), into *md (borrowed; NULL when not given).
+ */
+static int ns_metadata_param(struct kms_ctx *c, bool patch, json_t **md)
+{
+    const char *k;
+    json_t *v;
+    *md = kms_param(c, "custom_metadata");
+    json_object_foreach(*md, k, v)
+    {
+        if (!json_is_string(v) && !(patch && json_is_null(v))) {
+            return KMS_FAIL(c, 400,
+                            patch ? "metadata patch can only have string or null values"
+                                  : "custom_metadata values must be strings");
+        }
+    }
+    return 0;
+}
+
+/* POST creates the namespace, or replaces the custom_metadata of the one there (OpenBao's
+ * ModifyNamespaceByPath); PATCH merges into it (RFC 7396). */
 static int ns_write(struct kms_ctx *c)
 {
     char path[KMS_PATH_MAX];
     struct kms_ns ns;
-    if (ns_target(c, path, sizeof(path)) != 0) {
+    json_t *md = NULL;
+    bool patch = c->op == KMS_OP_PATCH;
+    if (ns_target(c, path, sizeof(path)) != 0 || ns_metadata_param(c, patch, &md) != 0) {
         return -1;
     }
-    int rc = kms_registry_ns_create(c->api, path, &ns, &c->err);
+    if (patch && md == NULL && !json_is_null(json_object_get(c->params, "custom_metadata"))) {
+        return KMS_FAIL(c, 400, "missing required field \"custom_metadata\"");
+    }
+    int rc =
+        kms_registry_ns_put(c->api, path, md, patch ? KMS_NS_MERGE : KMS_NS_REPLACE, &ns, &c->err);
     if (rc < 0) {
         return -1;
     }
-    c->data = ns_json(&ns);
+    c->data = ns_json(c->api, &ns);
     return 0;
 }
 
@@ -718,6 +752,7 @@ static const struct kms_route sys_routes[] = {
      .on = {[KMS_OP_READ] = {ns_read, NULL, 0},
             [KMS_OP_LIST] = {ns_list, NULL, 0},
             [KMS_OP_UPDATE] = {ns_write, NULL, 0},
+            [KMS_OP_PATCH] = {ns_write, NULL, 0},
             [KMS_OP_DELETE] = {ns_delete, NULL, 0}}},
     {.tmpl = "audit-hash/*path",
      .flags = KMS_RT_SYS_TOP | KMS_RT_ROOT_NS,

@@ -457,6 +457,69 @@ static void test_namespaces(void **state)
                         "org1/team/");
     json_decref(b);
 
+    /* custom_metadata: POST stores (or replaces) it, PATCH merges (RFC 7396), both survive a
+     * restart and show in reads and lists */
+    b = kt_ok(t, 200, "POST", "/v1/sys/namespaces/org1", NULL,
+              "{\"custom_metadata\":{\"team\":\"a\",\"env\":\"prod\"}}");
+    assert_string_equal(json_string_value(kt_data(b, "id")), id);
+    json_decref(b);
+    json_t *md = NULL;
+    assert_int_equal(kt_call_ct(t, "PATCH", "/v1/sys/namespaces/org1", "root", NULL,
+                                "application/merge-patch+json",
+                                "{\"custom_metadata\":{\"team\":null,\"x\":\"y\"}}", &md),
+                     200);
+    json_decref(md);
+    kt_reopen(t);
+    b = kt_ok(t, 200, "GET", "/v1/sys/namespaces/org1", NULL, NULL);
+    md = kt_data(b, "custom_metadata");
+    assert_int_equal(json_object_size(md), 2);
+    assert_string_equal(json_string_value(json_object_get(md, "env")), "prod");
+    assert_string_equal(json_string_value(json_object_get(md, "x")), "y");
+    json_decref(b);
+    b = kt_ok(t, 200, "LIST", "/v1/sys/namespaces", NULL, NULL);
+    md = json_object_get(json_object_get(kt_data(b, "key_info"), "org1/"), "custom_metadata");
+    assert_string_equal(json_string_value(json_object_get(md, "x")), "y");
+    json_decref(b);
+    static const struct {
+        const char *method, *body, *err;
+        int status;
+    } mdbad[] = {
+        {"POST", "{\"custom_metadata\":{\"k\":1}}", "custom_metadata values must be strings", 400},
+        {"POST", "{\"custom_metadata\":{\"k\":null}}", "custom_metadata values must be strings",
+         400},
+        {"PATCH", "{\"custom_metadata\":{\"k\":[]}}",
+         "metadata patch can only have string or null values", 400},
+        {"PATCH", "{}", "missing required field \"custom_metadata\"", 400},
+    };
+    for (size_t i = 0; i < sizeof(mdbad) / sizeof(mdbad[0]); i++) {
+        json_t *e = NULL;
+        assert_int_equal(kt_call_ct(t, mdbad[i].method, "/v1/sys/namespaces/org1", "root", NULL,
+                                    "application/merge-patch+json", mdbad[i].body, &e),
+                         mdbad[i].status);
+        assert_string_equal(kt_err(e), mdbad[i].err);
+        json_decref(e);
+    }
+    json_t *e = NULL;
+    assert_int_equal(kt_call_ct(t, "PATCH", "/v1/sys/namespaces/nope", "root", NULL,
+                                "application/merge-patch+json",
+                                "{\"custom_metadata\":{\"a\":\"b\"}}", &e),
+                     404);
+    assert_string_equal(kt_err(e), "namespace not found");
+    json_decref(e);
+    json_decref(kt_ok(t, 404, "GET", "/v1/sys/namespaces/nope", NULL, NULL));
+    /* a null patch clears it; a POST without it clears it too (OpenBao replaces) */
+    assert_int_equal(kt_call_ct(t, "PATCH", "/v1/sys/namespaces/org1", "root", NULL,
+                                "application/merge-patch+json", "{\"custom_metadata\":null}", &e),
+                     200);
+    assert_int_equal(json_object_size(kt_data(e, "custom_metadata")), 0);
+    json_decref(e);
+    b = kt_ok(t, 200, "POST", "/v1/sys/namespaces/org1", NULL,
+              "{\"custom_metadata\":{\"k\":\"v\"}}");
+    json_decref(b);
+    b = kt_ok(t, 200, "POST", "/v1/sys/namespaces/org1", NULL, "{}");
+    assert_int_equal(json_object_size(kt_data(b, "custom_metadata")), 0);
+    json_decref(b);
+
     /* a namespace with children stays; without, it goes */
     b = kt_ok(t, 400, "DELETE", "/v1/sys/namespaces/org1", NULL, NULL);
     assert_string_equal(kt_err(b),

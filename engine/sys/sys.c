@@ -168,6 +168,26 @@ static int norm_mount_path(struct kms_ctx *c, const char *p, char *out, size_t n
     return 0;
 }
 
+/* The mount a tune request names (400 when there is none); auth/token/ is the built-in token
+ * store, whose settings are read as the system's and cannot be changed. */
+static int tune_mount(struct kms_ctx *c, const char *path, struct kms_mount *m)
+{
+    if (strcmp(path, "auth/token/") == 0) {
+        memset(m, 0, sizeof(*m));
+        snprintf(m->ns_id, sizeof(m->ns_id), "%s", c->ns.id);
+        snprintf(m->path, sizeof(m->path), "auth/token/");
+        snprintf(m->type, sizeof(m->type), "token");
+        snprintf(m->description, sizeof(m->description), "token based credentials");
+        return 0;
+    }
+    if (kms_registry_mount_get(c->api, c->ns.id, path, m) != 0) {
+        return c->op == KMS_OP_READ
+                   ? KMS_FAIL(c, 400, "cannot fetch mount configuration: no mount at %s", path)
+                   : KMS_FAIL(c, 400, "tune of path \"%s\" failed: no mount entry found", path);
+    }
+    return 0;
+}
+
 /*
  * The mount a sys/mounts/<path>[/tune] request names, into path. *tune tells whether the
  * request is for the tune endpoint; then *m is the mount (400 when there is none).
@@ -181,11 +201,7 @@ static int mount_target(struct kms_ctx *c, char *path, size_t n, bool *tune, str
     *tune = pl > 5 && strcmp(path + pl - 5, "tune/") == 0 && (pl == 5 || path[pl - 6] == '/');
     if (*tune) {
         path[pl - 5] = '\0';
-        if (kms_registry_mount_get(c->api, c->ns.id, path, m) != 0) {
-            return c->op == KMS_OP_READ
-                       ? KMS_FAIL(c, 400, "cannot fetch mount configuration: no mount at %s", path)
-                       : KMS_FAIL(c, 400, "tune of path \"%s\" failed: no mount entry found", path);
-        }
+        return tune_mount(c, path, m);
     }
     return 0;
 }
@@ -282,6 +298,12 @@ static int tune_write(struct kms_ctx *c, const struct kms_mount *m)
         KMS_FAILW(c, 500, "out of memory");
         goto out;
     }
+    if (strcmp(m->type, "token") == 0) {
+        KMS_FAIL(c, 400,
+                 "tune of path \"auth/token/\" is not supported by kmsd: the token store's "
+                 "settings are built in (token TTLs come from roles and policies)");
+        goto out;
+    }
     if (kms_mount_tune_params(c, m->path, cfg, opts, &desc) != 0) {
         goto out;
     }
@@ -307,12 +329,7 @@ static int auth_tune_target(struct kms_ctx *c, struct kms_mount *m)
         return -1;
     }
     snprintf(path, sizeof(path), "auth/%s", rel);
-    if (kms_registry_mount_get(c->api, c->ns.id, path, m) != 0) {
-        return c->op == KMS_OP_READ
-                   ? KMS_FAIL(c, 400, "cannot fetch mount configuration: no mount at %s", path)
-                   : KMS_FAIL(c, 400, "tune of path \"%s\" failed: no mount entry found", path);
-    }
-    return 0;
+    return tune_mount(c, path, m);
 }
 
 /* sys/auth/<path>/tune, the same endpoint as sys/mounts/auth/<path>/tune. */

@@ -781,6 +781,14 @@ class NamespaceTest(KmsdTestCase):
                          "cannot fetch mount configuration: no mount at auth/nope-x/")
         self.assertError(self.req("POST", "sys/auth/nope-x/tune", {}), 400,
                          'tune of path "auth/nope-x/" failed: no mount entry found')
+        # the built-in token store reads as the system's settings and is not tuned
+        t = self.req("GET", "sys/auth/token/tune")
+        self.assertStatus(t, 200)
+        self.assertEqual((t.data["default_lease_ttl"], t.data["token_type"]),
+                         (2764800, "default-service"))
+        self.assertError(self.req("POST", "sys/auth/token/tune", {"default_lease_ttl": "1h"}), 400,
+                         'tune of path "auth/token/" is not supported by kmsd: the token store\'s '
+                         "settings are built in (token TTLs come from roles and policies)")
         # the method itself still answers at its path, and disabling it still works
         self.assertStatus(self.req("DELETE", "sys/auth/" + p), 204)
         self.assertError(self.req("GET", "sys/auth/%s/tune" % p), 400,

@@ -377,7 +377,9 @@ static int apply_one(struct kms_cli_session *s, const char *flag_project, const 
     }
     req = json_object();
     json_t *sp = json_is_object(spec) ? json_deep_copy(spec) : json_object();
-    if (req == NULL || sp == NULL || json_object_set_new(req, "spec", sp) != 0) {
+    /* "apply": the server resets what the previous apply set and this manifest leaves out */
+    if (req == NULL || sp == NULL || json_object_set_new(req, "spec", sp) != 0 ||
+        json_object_set_new(req, "apply", json_true()) != 0) {
         kms_cli_errorf("out of memory");
         goto out;
     }

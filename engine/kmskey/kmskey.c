@@ -818,6 +818,56 @@ static json_t *new_record(struct kms_ctx *c, const struct target *t, json_t *spe
                      "scheduled_deletion", (json_int_t)0);
 }
 
+/*
+ * `kubectl apply` semantics (`"apply": true`, what kmsctl apply sends): a mutable top-level
+ * spec field the previous apply set and this one leaves out goes back to its default, as
+ * kubectl's three-way merge with its last-applied configuration does; a field set otherwise
+ * (kmsctl patch, the API) and never applied stays. The names of the fields each apply gave are
+ * kept in the record (`last_applied`, never shown). purpose and algorithm are immutable and
+ * not reset. Returns the base spec to overlay the request on (a new reference).
+ */
+static json_t *apply_base(struct kms_ctx *c, const json_t *rec)
+{
+    static const char *const mutable_defaults[][2] = {
+        {"rotation", "{\"enabled\":false}"},
+        {"deletionPolicy", "\"retain\""},
+    };
+    json_t *base = json_deep_copy(json_object_get(rec, "spec"));
+    const json_t *given = kms_param(c, "spec");
+    const json_t *last = json_object_get(rec, "last_applied");
+    for (size_t i = 0; base != NULL && i < sizeof(mutable_defaults) / sizeof(mutable_defaults[0]);
+         i++) {
+        const char *k = mutable_defaults[i][0];
+        bool was_applied = false;
+        size_t j;
+        json_t *e;
+        json_array_foreach(last, j, e)
+        {
+            was_applied =
+                was_applied || (json_is_string(e) && strcmp(json_string_value(e), k) == 0);
+        }
+        if (was_applied && json_object_get(given, k) == NULL) {
+            json_object_set_new(base, k, json_loads(mutable_defaults[i][1], JSON_DECODE_ANY, NULL));
+        }
+    }
+    return base;
+}
+
+/* The spec fields an apply gave, for the next apply's apply_base. */
+static json_t *applied_fields(struct kms_ctx *c)
+{
+    json_t *names = json_array();
+    const char *k;
+    json_t *v;
+    json_object_foreach(kms_param(c, "spec"), k, v)
+    {
+        if (!json_is_null(v)) {
+            json_array_append_new(names, json_string(k));
+        }
+    }
+    return names;
+}
+
 static int kmskey_write(struct kms_ctx *c)
 {
     struct kms_sched *s = sched(c);
@@ -850,7 +900,16 @@ static int kmskey_write(struct kms_ctx *c)
         KMS_FAIL(c, 409, "KMSKey \"%s\" already exists in project \"%s\"", t.name, t.project);
         goto out;
     }
-    if (spec_from_request(c, g == 0 ? json_object_get(rec, "spec") : NULL, &spec) != 0) {
+    bool apply = false;
+    (void)kms_param_bool(c, "apply", &apply);
+    json_t *base = g == 0 && apply ? apply_base(c, rec) : NULL;
+    int sr = spec_from_request(c,
+                               base != NULL ? base
+                               : g == 0     ? json_object_get(rec, "spec")
+                                            : NULL,
+                               &spec);
+    json_decref(base);
+    if (sr != 0) {
         goto out;
     }
     if (g == 0) {
@@ -892,6 +951,9 @@ static int kmskey_write(struct kms_ctx *c)
             KMS_FAILW(c, 500, "out of memory");
             goto out;
         }
+    }
+    if (apply) {
+        json_object_set_new(rec, "last_applied", applied_fields(c));
     }
     /* deletionPolicy drives the countdown: schedule starts it, retain cancels it */
     const char *dp = json_string_value(json_object_get(spec, "deletionPolicy"));
@@ -1411,10 +1473,19 @@ static int kmskey_tick(void *state, int64_t now, int64_t *next_due, kms_tick_rep
 /* ---- routes ------------------------------------------------------------------------------ */
 
 static const struct kms_field f_kmskey[] = {
-    {"spec", KMS_F_MAP},     {"purpose", KMS_F_STRING},        {"algorithm", KMS_F_STRING},
-    {"rotation", KMS_F_RAW}, {"deletionPolicy", KMS_F_STRING}, {"exportable", KMS_F_RAW},
-    {"metadata", KMS_F_RAW}, {"apiVersion", KMS_F_STRING},     {"kind", KMS_F_STRING},
-    {"status", KMS_F_RAW},   {"create_only", KMS_F_BOOL},      {NULL, 0},
+    {"spec", KMS_F_MAP},
+    {"purpose", KMS_F_STRING},
+    {"algorithm", KMS_F_STRING},
+    {"rotation", KMS_F_RAW},
+    {"deletionPolicy", KMS_F_STRING},
+    {"exportable", KMS_F_RAW},
+    {"metadata", KMS_F_RAW},
+    {"apiVersion", KMS_F_STRING},
+    {"kind", KMS_F_STRING},
+    {"status", KMS_F_RAW},
+    {"create_only", KMS_F_BOOL},
+    {"apply", KMS_F_BOOL},
+    {NULL, 0},
 };
 
 static const struct kms_field f_version[] = {

@@ -378,6 +378,26 @@ class DocCommandsTest(KmsctlTestCase):
         r = self.ok("apply", "-f", "-", stdin=text.encode())
         self.assertEqual(r.text, "kmskey.security.kube-dc.com/applied configured\n")
         self.assertEqual(self.describe_obj("applied")["spec"]["rotation"]["interval"], "30d")
+        # kubectl's apply: a field the last apply set and this manifest leaves out goes back
+        # to its default (rotation off, deletionPolicy retain); it was kept, and "unchanged"
+        sched = DOC_KMSKEY_YAML.replace("app-secrets", "applied").replace(
+            "deletionPolicy: retain", "deletionPolicy: schedule")
+        self.assertEqual(self.ok("apply", "-f", "-", stdin=sched.encode()).text,
+                         "kmskey.security.kube-dc.com/applied configured\n")
+        bare = DOC_KMSKEY_YAML.replace("app-secrets", "applied").split("  rotation:")[0]
+        r = self.ok("apply", "-f", "-", stdin=bare.encode())
+        self.assertEqual(r.text, "kmskey.security.kube-dc.com/applied configured\n")
+        o = self.describe_obj("applied")
+        self.assertFalse(o["spec"]["rotation"].get("enabled", False), o["spec"])
+        self.assertEqual(o["spec"]["deletionPolicy"], "retain")
+        self.assertNotIn("last_applied", o)
+        # a field set by patch and never applied stays, as kubectl keeps it
+        self.ok("patch", "kmskey", "applied", "-p", '{"spec":{"rotation":{"interval":"7d",'
+                                                    '"enabled":true}}}')
+        r = self.ok("apply", "-f", "-", stdin=bare.encode())
+        self.assertEqual(r.text, "kmskey.security.kube-dc.com/applied unchanged\n")
+        self.assertEqual(self.describe_obj("applied")["spec"]["rotation"],
+                         {"enabled": True, "interval": "7d"})
         # several documents
         multi = "\n---\n".join(DOC_KMSKEY_YAML.replace("app-secrets", n) for n in ("m1", "m2"))
         r = self.ok("apply", "-f", "-", stdin=multi.encode())

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #define FAIL_LOG_INTERVAL_MS 1000
 
@@ -141,6 +142,15 @@ int kms_audit_create(struct kms_storage *st, const struct kms_audit_opts *opts,
             if (strcmp(opts->devices[j].path, o->path) == 0) {
                 kms_err_set(err, 400, "audit devices %s and %s write the same file",
                             opts->devices[j].name, o->name);
+                goto out;
+            }
+        }
+        /* the same file by another name (a link, "./"): its lock is the first device's */
+        struct stat fst;
+        for (size_t j = 0; j < i && stat(o->path, &fst) == 0; j++) {
+            if (kms_audit_dev_writes(a->devs[j], &fst)) {
+                kms_err_set(err, 400, "audit devices %s and %s write the same file (%s is %s)",
+                            opts->devices[j].name, o->name, o->path, opts->devices[j].path);
                 goto out;
             }
         }

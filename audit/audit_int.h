@@ -8,6 +8,7 @@
 #include "audit/audit.h"
 
 #include <pthread.h>
+#include <sys/stat.h>
 
 #define KMS_AUDIT_GENESIS "sha256:0000000000000000000000000000000000000000000000000000000000000000"
 
@@ -80,6 +81,8 @@ void kms_audit_dev_close(struct kms_audit_dev **d);
 /* Add this device's counters and current queue length to *st. */
 void kms_audit_dev_stats(struct kms_audit_dev *d, struct kms_audit_stats *st);
 const struct kms_audit_device_opts *kms_audit_dev_opts(const struct kms_audit_dev *d);
+/* d holds the lock on the file st describes (the file it writes, by inode). */
+bool kms_audit_dev_writes(struct kms_audit_dev *d, const struct stat *st);
 const char *kms_audit_dev_salt(const struct kms_audit_dev *d);
 /* The salt prepared as an HMAC key. */
 const struct kms_hmac_key *kms_audit_dev_hkey(const struct kms_audit_dev *d);

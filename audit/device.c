@@ -35,6 +35,10 @@
  * put it in the middle of the file. A file deleted under us (st_nlink == 0) is recreated by
  * path before the next write; after a failed open every write retries the open.
  *
+ * One writer per file: the device holds an exclusive flock(2) on the file it appends to while
+ * it is open (open_file), so a second kmsd (its own store, the same audit file) refuses to start
+ * instead of forking the chain; the lock follows the file across a rotation. Readers take none.
+ *
  * A device whose writer hangs (a dead NFS server) holds at most QUEUE_MAX bytes of queued
  * lines; past that a new line is refused at once, so the other devices carry the records
  * (a line counts once one device has it) and memory stays bounded.
@@ -63,6 +67,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -79,6 +84,9 @@
 struct afile {
     int fd;
     atomic_int refs;
+    dev_t dev; /* the inode opened (fstat at open) */
+    ino_t ino;
+    bool locked;   /* this open file took the device's flock (open_file) */
     off_t end;     /* writer only: the file's size after its last write */
     off_t dropped; /* writer only: [0, dropped) synced and dropped from the page cache */
     off_t queued;  /* writer only, "never" mode: [dropped, queued) handed to writeback */
@@ -107,7 +115,7 @@ struct kms_audit_dev {
     pthread_t writer;
     bool writer_started;
     bool stopping;
-    atomic_bool abandoned;                 /* close gave up waiting: write nothing more */
+    atomic_int wstate;                     /* WRITER_*: close gave up waiting, or it ended */
     bool ready;                            /* opened and recovered */
     struct kms_audit_batch *qhead, *qtail; /* chained, not yet written */
     uint64_t seq;                          /* chain head including queued lines */
@@ -115,7 +123,8 @@ struct kms_audit_dev {
     uint64_t wseq; /* chain head in the file */
     char whash[KMS_AUDIT_HASH_LEN + 1];
     struct afile *file;            /* under io; NULL after a failed open */
-    char broken[480];              /* under io: why the device takes no lines ("" = fine) */
+    struct afile *lock;            /* under io: the open file holding the flock (see open_file) */
+    char broken[512];              /* under io: why the device takes no lines ("" = fine) */
     size_t qbytes;                 /* under mu: bytes of the batches in the queue */
     struct afile *dirty;           /* writer only: written since the last fdatasync (batch mode) */
     int64_t last_err_log;          /* one error line per second at most (writer only) */
@@ -129,6 +138,10 @@ struct kms_audit_dev {
     _Atomic uint64_t st_fsync_us;
     _Atomic size_t st_pending; /* lines chained whose batch is not finished */
 };
+
+/* d->wstate: the writer runs; it ended; close gave up waiting for it (it writes nothing more,
+ * and lets the file and its lock go when it ends: an HA replica promoted again opens it anew) */
+enum { WRITER_RUNNING, WRITER_ENDED, WRITER_ABANDONED };
 
 static uint64_t mono_us(void)
 {
@@ -351,7 +364,55 @@ static struct afile *afile_ref(struct afile *f)
     return f;
 }
 
-/* Open (create) the file for appending; 0 and *out (one reference), or -1 with why. */
+/*
+ * One writer per audit file, across processes: the device holds an exclusive flock(2) on the
+ * file it appends to for as long as it is open (two kmsd with their own stores but one audit
+ * file would each continue the chain from their own head and fork it). The lock is on an open
+ * file description, so the device keeps the afile that took it (d->lock) and a file opened
+ * again by path that is the same inode (a SIGHUP that rotated nothing, a write retrying the open
+ * while a batch still holds the old file) is covered by it instead of locking again, which
+ * would fail against the device's own lock. The lock moves to the new file once a rotated
+ * (or recreated) file is adopted. Readers (`audit verify`, `audit list`, sys/audit/events)
+ * take no lock and are never blocked.
+ */
+static int lock_file(struct kms_audit_dev *d, struct afile *af, char *why, size_t whylen)
+{
+    if (d->lock != NULL && d->lock->dev == af->dev && d->lock->ino == af->ino) {
+        return 0;
+    }
+    if (flock(af->fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK) {
+            snprintf(why, whylen,
+                     "another kmsd is writing the audit file %.300s (another process holds its "
+                     "lock): each server needs its own audit file",
+                     d->o.path);
+        } else {
+            snprintf(why, whylen, "cannot lock the audit file %.300s: %s", d->o.path,
+                     strerror(errno));
+        }
+        return -1;
+    }
+    af->locked = true;
+    return 0;
+}
+
+/* af becomes the device's file (with `io` held, or before the writer starts): when it took a
+ * lock of its own (another inode), the lock on the previous file is let go. */
+static void adopt_lock(struct kms_audit_dev *d, struct afile *af)
+{
+    if (!af->locked || d->lock == af) {
+        return;
+    }
+    if (d->lock != NULL) {
+        /* batches may keep the old file open until they are synced: unlock it now */
+        (void)flock(d->lock->fd, LOCK_UN);
+        afile_unref(&d->lock);
+    }
+    d->lock = afile_ref(af);
+}
+
+/* Open (create) the file for appending, and lock it; 0 and *out (one reference), or -1 with
+ * why. */
 static int open_file(struct kms_audit_dev *d, struct afile **out, char *why, size_t whylen)
 {
     struct stat st;
@@ -373,18 +434,25 @@ static int open_file(struct kms_audit_dev *d, struct afile **out, char *why, siz
         snprintf(why, whylen, "%.300s is not a regular file", d->o.path);
         goto fail;
     }
+    af->fd = f;
+    af->dev = st.st_dev;
+    af->ino = st.st_ino;
+    af->locked = false;
+    /* before anything changes the file (its mode, recover's cut of a torn line) */
+    if (lock_file(d, af, why, whylen) != 0) {
+        goto fail;
+    }
     if (mode != 0 && (st.st_mode & 07777) != mode && fchmod(f, mode) != 0) {
         snprintf(why, whylen, "cannot set the mode of %.300s: %s", d->o.path, strerror(errno));
         goto fail;
     }
     sync_dir(d->o.path);
-    af->fd = f;
     atomic_init(&af->refs, 1);
     af->end = af->dropped = af->queued = 0;
     *out = af;
     return 0;
 fail:
-    close(f);
+    close(f); /* a lock it took goes with it */
     free(af);
     return -1;
 }
@@ -553,7 +621,8 @@ static int check_continues(struct kms_audit_dev *d, const struct afile *f, char 
     return 0;
 }
 
-/* open_file, then check_continues; 0 and *out, or -1 with why (nothing opened). */
+/* open_file, then check_continues; 0 and *out (the device's lock moved to it when it is
+ * another inode), or -1 with why (nothing opened, the lock where it was). With `io` held. */
 static int open_continuing(struct kms_audit_dev *d, struct afile **out, char *why, size_t whylen)
 {
     if (open_file(d, out, why, whylen) != 0) {
@@ -563,6 +632,7 @@ static int open_continuing(struct kms_audit_dev *d, struct afile **out, char *wh
         afile_unref(out);
         return -1;
     }
+    adopt_lock(d, *out);
     return 0;
 }
 
@@ -660,7 +730,7 @@ static void mark_broken(struct kms_audit_dev *d, const char *why)
     if (d->broken[0] == '\0') {
         snprintf(
             d->broken, sizeof(d->broken),
-            "audit device %.64s is unusable until it is reopened (SIGHUP) or kmsd restarts: %.300s",
+            "audit device %.32s is unusable until it is reopened (SIGHUP) or kmsd restarts: %.400s",
             d->o.name, why);
         dev_log(d, "error", "%s", d->broken);
     }
@@ -805,9 +875,21 @@ static int write_batch(struct kms_audit_dev *d, struct kms_audit_batch *b, char 
 fail:
     d->file->end = before;
     if (ftruncate(fd, before) != 0) {
-        char cut[300];
-        snprintf(cut, sizeof(cut), "cannot remove a partly written batch from %.200s: %s",
-                 d->o.path, strerror(errno));
+        /* say what failed first, what the cut met, and what the file holds now */
+        int e = errno;
+        char cut[400], left[96] = "";
+        if (fstat(fd, &st) == 0) {
+            if (st.st_size == before) {
+                snprintf(left, sizeof(left), "; nothing of the batch is in the file");
+            } else if (st.st_size > before) {
+                snprintf(left, sizeof(left), "; the file now ends in %lld bytes of a torn line",
+                         (long long)(st.st_size - before));
+            }
+        }
+        snprintf(cut, sizeof(cut), "%.250s; cutting the file back to %lld bytes failed: %s%s%s",
+                 why, (long long)before, strerror(e),
+                 e == EPERM ? " (an append-only or immutable file? see lsattr)" : "", left);
+        snprintf(why, whylen, "%s", cut);
         mark_broken(d, cut);
     }
     return -1;
@@ -949,7 +1031,7 @@ static void write_group(struct kms_audit_dev *d, struct kms_audit_batch *b)
     struct kms_audit_batch *failed = NULL;
     pthread_mutex_lock(&d->io);
     int rc = -1;
-    if (atomic_load(&d->abandoned)) {
+    if (atomic_load(&d->wstate) == WRITER_ABANDONED) {
         /* closed without us (we were stuck): the file may have a new writer by now (an HA
          * replica promoted again), so lines chained on this device's head stay out of it */
         snprintf(why, sizeof(why), "audit device %s was closed while its writer was blocked",
@@ -1091,6 +1173,19 @@ static void *writer_main(void *arg)
     if (sync_dirty(d, why, sizeof(why)) != 0) {
         io_error(d, why);
     }
+    int running = WRITER_RUNNING;
+    if (!atomic_compare_exchange_strong(&d->wstate, &running, WRITER_ENDED)) {
+        /* kms_audit_dev_close gave up on us and left the device behind: nobody joins this
+         * thread, and the file (with its lock) is let go here, or no kmsd (this one promoted
+         * again included) could open it while the process lives */
+        (void)pthread_detach(pthread_self());
+        pthread_mutex_lock(&d->io);
+        afile_unref(&d->file);
+        afile_unref(&d->lock);
+        pthread_mutex_unlock(&d->io);
+        dev_log(d, "warn", "audit device %s: its blocked writer returned; %s is closed", d->o.name,
+                d->o.path);
+    }
     return NULL;
 }
 
@@ -1127,6 +1222,7 @@ int kms_audit_dev_open(const struct kms_audit_device_opts *o, const struct kms_a
         kms_err_set(err, 500, "audit device %s: %s", o->name, why);
         goto out;
     }
+    adopt_lock(d, d->file);
     if (recover(d, err) != 0 || load_salt(d, err) != 0) {
         goto out;
     }
@@ -1166,18 +1262,23 @@ void kms_audit_dev_close(struct kms_audit_dev **dp)
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += CLOSE_WAIT_S;
-        if (pthread_timedjoin_np(d->writer, NULL, &until) != 0) {
+        int running = WRITER_RUNNING;
+        if (pthread_timedjoin_np(d->writer, NULL, &until) != 0 &&
+            atomic_compare_exchange_strong(&d->wstate, &running, WRITER_ABANDONED)) {
             /* stuck in write(2) or fdatasync(2) (a frozen or dead file system): the process
              * is ending (or an HA replica steps down), so leave the device to it rather than
              * hang; what is still queued was never acknowledged to anyone, and it is never
-             * written (another device may own the file by the time the writer returns) */
+             * written (if it ever comes back it writes nothing, and closes the file) */
             dev_log(d, "error",
                     "audit device %s: its writer is still blocked in a write or fsync of %s "
                     "after %d s; stopping without it (unacknowledged lines may be lost)",
                     d->o.name, d->o.path, CLOSE_WAIT_S);
-            atomic_store(&d->abandoned, true); /* if it ever comes back, it writes nothing */
             *dp = NULL;
             return;
+        }
+        if (running != WRITER_RUNNING) {
+            /* it ended just as the wait ran out */
+            (void)pthread_join(d->writer, NULL);
         }
     }
     if (d->ready) {
@@ -1187,6 +1288,7 @@ void kms_audit_dev_close(struct kms_audit_dev **dp)
     spares_free(d);
     pthread_mutex_unlock(&d->mu);
     afile_unref(&d->file);
+    afile_unref(&d->lock);
     pthread_mutex_destroy(&d->mu);
     pthread_mutex_destroy(&d->io);
     pthread_cond_destroy(&d->work);
@@ -1194,6 +1296,14 @@ void kms_audit_dev_close(struct kms_audit_dev **dp)
     kms_hmac_key_destroy(&d->hkey);
     free(d);
     *dp = NULL;
+}
+
+bool kms_audit_dev_writes(struct kms_audit_dev *d, const struct stat *st)
+{
+    pthread_mutex_lock(&d->io);
+    bool same = d->lock != NULL && d->lock->dev == st->st_dev && d->lock->ino == st->st_ino;
+    pthread_mutex_unlock(&d->io);
+    return same;
 }
 
 const struct kms_audit_device_opts *kms_audit_dev_opts(const struct kms_audit_dev *d)

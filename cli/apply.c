@@ -5,7 +5,9 @@
  * Design notes:
  * - YAML becomes JSON as Kubernetes' sigs.k8s.io/yaml does it (YAML 1.1 scalars): plain
  *   true/false/yes/no/on/off are booleans, ~/null/empty are null, integers and floats are
- *   numbers, quoted or !!str-tagged scalars stay strings. Anchors and aliases are refused.
+ *   numbers, quoted or !!str-tagged scalars stay strings. Aliases are refused (never
+ *   expanded; an anchor alone changes nothing), and so is any tag that does not mean what
+ *   the node is read as (scalar_value: !!binary, !!set, !foo, … are not read as strings).
  * - Decoding is strict, as kubectl's: a field that a KMSKey does not have (a typo such as
  *   `spec.rotaton`) refuses the whole manifest before anything is sent (kmskey.c).
  * - Several documents (`---`) apply in order; the first failure stops with exit 1.
@@ -59,19 +61,14 @@ static bool is_one_of(const char *s, const char *const *list)
     return false;
 }
 
-static json_t *scalar_value(const yaml_event_t *ev)
+/* A plain scalar's value, as sigs.k8s.io/yaml reads it (YAML 1.1). */
+static json_t *plain_value(const char *v, size_t len)
 {
     static const char *const nulls[] = {"", "~", "null", "Null", "NULL", NULL};
     static const char *const trues[] = {"true", "True", "TRUE", "yes", "Yes", "YES",
                                         "on",   "On",   "ON",   "y",   "Y",   NULL};
     static const char *const falses[] = {"false", "False", "FALSE", "no", "No", "NO",
                                          "off",   "Off",   "OFF",   "n",  "N",  NULL};
-    const char *v = (const char *)ev->data.scalar.value;
-    const char *tag = (const char *)ev->data.scalar.tag;
-    if ((tag != NULL && strcmp(tag, YAML_STR_TAG) == 0) ||
-        ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) {
-        return json_stringn(v, ev->data.scalar.length);
-    }
     if (is_one_of(v, nulls)) {
         return json_null();
     }
@@ -94,7 +91,111 @@ static json_t *scalar_value(const yaml_event_t *ev)
             return json_real(d);
         }
     }
-    return json_stringn(v, ev->data.scalar.length);
+    return json_stringn(v, len);
+}
+
+/*
+ * Explicit tags. kmsctl reads every node as JSON, so a tag is accepted only where it means
+ * what kmsctl reads the node as: !!map on a mapping, !!seq on a sequence, !!str on any scalar
+ * (a string, whatever it looks like), !!int, !!float, !!bool and !!null on a scalar whose text
+ * is one (quoted or not: the tag, not the quotes, gives the type). Any other tag (!!binary,
+ * !!timestamp, !!set, !!omap, !!python/..., a local !foo, the non-specific !) asks for a
+ * meaning kmsctl does not give it, and the manifest is refused rather than read as a string.
+ */
+#define CORE_TAG "tag:yaml.org,2002:"
+
+/* The tag as written in short form (!!x for the core prefix). */
+static void tag_text(const char *tag, char *out, size_t n)
+{
+    size_t pl = sizeof(CORE_TAG) - 1;
+    if (strncmp(tag, CORE_TAG, pl) == 0) {
+        snprintf(out, n, "!!%s", tag + pl);
+    } else {
+        snprintf(out, n, "%s", tag);
+    }
+}
+
+/* The core tag's name ("str", "map", …) when tag is one kmsctl knows, else NULL. */
+static const char *known_tag(const char *tag)
+{
+    static const char *const known[] = {"str", "int", "float", "bool", "null", "map", "seq", NULL};
+    size_t pl = sizeof(CORE_TAG) - 1;
+    if (strncmp(tag, CORE_TAG, pl) != 0 || !is_one_of(tag + pl, known)) {
+        return NULL;
+    }
+    return tag + pl;
+}
+
+static void tag_refused(const struct yreader *r, size_t line, const char *tag)
+{
+    char t[160];
+    tag_text(tag, t, sizeof(t));
+    kms_cli_errorf("%s: line %zu: YAML tag %s is not accepted (only !!str, !!int, !!float, "
+                   "!!bool, !!null, !!map and !!seq, each on a value of its kind)",
+                   r->file, line, t);
+}
+
+/* A mapping's or a sequence's tag: none, or `want` ("map", "seq"). false after an error. */
+static bool collection_tag_ok(const struct yreader *r, const yaml_event_t *ev, const char *tag,
+                              const char *want)
+{
+    size_t line = ev->start_mark.line + 1;
+    if (tag == NULL) {
+        return true;
+    }
+    const char *k = known_tag(tag);
+    if (k == NULL) {
+        tag_refused(r, line, tag);
+        return false;
+    }
+    if (strcmp(k, want) != 0) {
+        kms_cli_errorf("%s: line %zu: YAML tag !!%s on a %s", r->file, line, k,
+                       strcmp(want, "map") == 0 ? "mapping" : "sequence");
+        return false;
+    }
+    return true;
+}
+
+/* A scalar's value, its tag checked (see above). NULL after an error. */
+static json_t *scalar_value(const struct yreader *r, const yaml_event_t *ev)
+{
+    const char *v = (const char *)ev->data.scalar.value;
+    size_t len = ev->data.scalar.length;
+    const char *tag = (const char *)ev->data.scalar.tag;
+    size_t line = ev->start_mark.line + 1;
+    if (tag == NULL) {
+        return ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE ? json_stringn(v, len)
+                                                                : plain_value(v, len);
+    }
+    const char *k = known_tag(tag);
+    if (k == NULL) {
+        tag_refused(r, line, tag);
+        return NULL;
+    }
+    if (strcmp(k, "str") == 0) {
+        return json_stringn(v, len);
+    }
+    if (strcmp(k, "map") == 0 || strcmp(k, "seq") == 0) {
+        kms_cli_errorf("%s: line %zu: YAML tag !!%s on a scalar", r->file, line, k);
+        return NULL;
+    }
+    json_t *val = plain_value(v, len);
+    if (strcmp(k, "float") == 0 && json_is_integer(val)) {
+        json_t *f = json_real((double)json_integer_value(val));
+        json_decref(val);
+        val = f;
+    }
+    bool fits = (strcmp(k, "int") == 0 && json_is_integer(val)) ||
+                (strcmp(k, "float") == 0 && json_is_real(val)) ||
+                (strcmp(k, "bool") == 0 && json_is_boolean(val)) ||
+                (strcmp(k, "null") == 0 && json_is_null(val));
+    if (!fits) {
+        kms_cli_errorf("%s: line %zu: YAML tag !!%s does not fit the value \"%.40s%s\"", r->file,
+                       line, k, v, len > 40 ? "..." : "");
+        json_decref(val);
+        return NULL;
+    }
+    return val;
 }
 
 /* Build the node whose first event is *ev (consumed). NULL after printing an error. */
@@ -116,12 +217,17 @@ static json_t *read_node(struct yreader *r, yaml_event_t *ev, int depth)
                            ev->start_mark.line + 1);
             break;
         }
-        node = scalar_value(ev);
+        node = scalar_value(r, ev);
         break;
     case YAML_ALIAS_EVENT:
-        kms_cli_errorf("%s: YAML aliases are not supported", r->file);
+        /* refused, never expanded: no alias bomb ("billion laughs") can grow the document */
+        kms_cli_errorf("%s: line %zu: YAML aliases (*%s) are not supported", r->file,
+                       ev->start_mark.line + 1, (const char *)ev->data.alias.anchor);
         break;
     case YAML_SEQUENCE_START_EVENT:
+        if (!collection_tag_ok(r, ev, (const char *)ev->data.sequence_start.tag, "seq")) {
+            break;
+        }
         node = json_array();
         for (;;) {
             if (next_event(r, &child) != 0) {
@@ -138,6 +244,9 @@ static json_t *read_node(struct yreader *r, yaml_event_t *ev, int depth)
         }
         break;
     case YAML_MAPPING_START_EVENT:
+        if (!collection_tag_ok(r, ev, (const char *)ev->data.mapping_start.tag, "map")) {
+            break;
+        }
         node = json_object();
         for (;;) {
             if (next_event(r, &child) != 0) {
@@ -159,6 +268,13 @@ static json_t *read_node(struct yreader *r, yaml_event_t *ev, int depth)
                 yaml_event_delete(&child);
                 goto fail;
             }
+            /* a key is its text; a tag on it is checked like a value's */
+            json_t *kv = child.data.scalar.tag != NULL ? scalar_value(r, &child) : json_null();
+            if (kv == NULL) {
+                yaml_event_delete(&child);
+                goto fail;
+            }
+            json_decref(kv);
             char *key = strdup((const char *)child.data.scalar.value);
             yaml_event_delete(&child);
             if (key != NULL && json_object_get(node, key) != NULL) {

@@ -6,7 +6,9 @@
  * limit fails the write and leaves no torn line, the chain rolls back and resumes); a deleted
  * file recreated; two devices with one broken; salts and chain heads kept in storage; in
  * test-hook builds, two devices with one hung in its fsync (the blocking wait settles on the
- * other at the timeout); synced lines dropped from the page cache.
+ * other at the timeout); synced lines dropped from the page cache; one writer per file (a
+ * second broker on a file another holds is refused, by any name, and the lock follows a
+ * rotation); a batch that cannot be cut back (an append-only file, as root) says why.
  *
  * Each test works in a fresh mkdtemp directory under /tmp (the page-cache test under the
  * working directory: tmpfs pages cannot be dropped).
@@ -27,6 +29,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -700,6 +704,183 @@ static void test_reopen_refuses_another_chain(void **state)
     assert_int_equal(r.lines, 8);
 }
 
+/* One writer per file: a second broker (a second kmsd: its own store, the same audit file)
+ * cannot open the file while the first holds it, whatever the name it is given; readers are
+ * not held up; the lock follows the file across a rotation and goes with the broker. */
+static void test_one_writer_per_file(void **state)
+{
+    struct fx *f = *state;
+    struct kms_audit_device_opts o;
+    struct kms_audit_opts ao;
+    struct kms_audit *b = NULL;
+    struct kms_err err;
+    char other[200], rotated[200], linked[200];
+    struct kms_audit *a = open_broker(NULL, f->path, KMS_AUDIT_FSYNC_BATCH);
+    assert_int_equal(log_pair(a, 1), 0);
+
+    one_device(&o, &ao, f->path);
+    assert_int_equal(kms_audit_create(NULL, &ao, &b, &err), -1);
+    assert_null(b);
+    char want[300];
+    snprintf(want, sizeof(want),
+             "audit device file: another kmsd is writing the audit file %s (another process "
+             "holds its lock): each server needs its own audit file",
+             f->path);
+    assert_string_equal(err.msg, want);
+    /* under another name (a hard link): the same inode, the same lock */
+    snprintf(linked, sizeof(linked), "%s/linked.log", f->dir);
+    assert_int_equal(link(f->path, linked), 0);
+    one_device(&o, &ao, linked);
+    assert_int_equal(kms_audit_create(NULL, &ao, &b, &err), -1);
+    assert_non_null(strstr(err.msg, "another kmsd is writing the audit file"));
+    assert_int_equal(unlink(linked), 0);
+    /* nothing was changed by the refused opens; the first goes on, and a reader reads */
+    assert_int_equal(log_pair(a, 2), 0);
+    assert_intact(f->path, 1, 4);
+    /* a SIGHUP that rotated nothing keeps the lock (the same inode opened again) */
+    assert_int_equal(kms_audit_reopen(a, &err), 0);
+    assert_int_equal(log_pair(a, 3), 0);
+    one_device(&o, &ao, f->path);
+    assert_int_equal(kms_audit_create(NULL, &ao, &b, &err), -1);
+    /* rotated: the lock moves to the new file, the renamed one is free */
+    snprintf(rotated, sizeof(rotated), "%s.1", f->path);
+    assert_int_equal(rename(f->path, rotated), 0);
+    assert_int_equal(kms_audit_reopen(a, &err), 0);
+    assert_int_equal(log_pair(a, 4), 0);
+    assert_int_equal(kms_audit_create(NULL, &ao, &b, &err), -1);
+    assert_non_null(strstr(err.msg, f->path));
+    one_device(&o, &ao, rotated);
+    assert_int_equal(kms_audit_create(NULL, &ao, &b, &err), 0);
+    kms_audit_destroy(&b);
+    /* a second device of one broker on the same file by another name: said so */
+    struct kms_audit_device_opts two[2];
+    kms_audit_device_opts_default(&two[0]);
+    kms_audit_device_opts_default(&two[1]);
+    snprintf(other, sizeof(other), "%s/./other.log", f->dir);
+    snprintf(two[0].path, sizeof(two[0].path), "%s/other.log", f->dir);
+    snprintf(two[1].name, sizeof(two[1].name), "backup");
+    snprintf(two[1].path, sizeof(two[1].path), "%s", other);
+    ao.devices = two;
+    ao.ndevices = 2;
+    assert_int_equal(kms_audit_create(NULL, &ao, &b, &err), -1);
+    assert_non_null(strstr(err.msg, "audit devices file and backup write the same file"));
+    /* the first broker gone, its file is free */
+    kms_audit_destroy(&a);
+    one_device(&o, &ao, f->path);
+    assert_int_equal(kms_audit_create(NULL, &ao, &b, &err), 0);
+    kms_audit_destroy(&b);
+    assert_intact(f->path, 7, 8);
+}
+
+static pthread_mutex_t logged_mu = PTHREAD_MUTEX_INITIALIZER;
+static char logged[2048];
+
+static void log_capture(void *arg, const char *level, const char *msg)
+{
+    (void)arg;
+    pthread_mutex_lock(&logged_mu);
+    size_t n = strlen(logged);
+    snprintf(logged + n, sizeof(logged) - n, "%s: %s\n", level, msg);
+    pthread_mutex_unlock(&logged_mu);
+}
+
+/* Set (on) or clear the inode flag `flag` (FS_APPEND_FL, FS_IMMUTABLE_FL) of path; -1 when
+ * the file system or the user cannot (not root, no such flag). */
+static int set_inode_flag(const char *path, int flag, bool on)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int flags = 0;
+    int rc = -1;
+    if (fd >= 0 && ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0) {
+        flags = on ? flags | flag : flags & ~flag;
+        rc = ioctl(fd, FS_IOC_SETFLAGS, &flags);
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return rc;
+}
+
+static void assert_logged(const char *want)
+{
+    pthread_mutex_lock(&logged_mu);
+    if (strstr(logged, want) == NULL) {
+        fail_msg("want\n%s\nin the log:\n%s", want, logged);
+    }
+    pthread_mutex_unlock(&logged_mu);
+}
+
+/* A write that fails into a file that cannot be cut back breaks the device (fail-closed, as
+ * before), and the server log says what failed, on which file, why, and what the file holds:
+ * part of a batch in an append-only file (chattr +a: the write goes in, the cut is refused);
+ * nothing in an immutable one (+i: the write is refused, then the cut). Needs root and a file
+ * system with these flags (skipped otherwise). */
+static void test_cut_failure_says_why(void **state)
+{
+    struct fx *f = *state;
+    struct kms_audit_device_opts o;
+    struct kms_audit_opts ao;
+    struct kms_audit *a = NULL;
+    struct kms_err err;
+    struct rlimit old, lim;
+    struct stat st;
+    char want[700];
+
+    one_device(&o, &ao, f->path);
+    ao.log = log_capture;
+    logged[0] = '\0';
+    assert_int_equal(kms_audit_create(NULL, &ao, &a, &err), 0);
+    assert_int_equal(log_pair(a, 1), 0);
+    if (set_inode_flag(f->path, FS_APPEND_FL, true) != 0) {
+        kms_audit_destroy(&a);
+        skip(); /* not root, or no append-only flag on this file system */
+    }
+    assert_int_equal(stat(f->path, &st), 0);
+    signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = (rlim_t)st.st_size + 300; /* room for part of one line */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    int r2 = log_pair(a, 2);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    int r3 = log_pair(a, 3); /* room again, still broken */
+    assert_int_equal(set_inode_flag(f->path, FS_APPEND_FL, false), 0);
+    kms_audit_destroy(&a);
+    assert_int_equal(r2, -1);
+    assert_int_equal(r3, -1);
+    snprintf(want, sizeof(want),
+             "error: audit device file is unusable until it is reopened (SIGHUP) or kmsd "
+             "restarts: cannot write %s: File too large; cutting the file back to %lld bytes "
+             "failed: Operation not permitted (an append-only or immutable file? see lsattr); "
+             "the file now ends in 300 bytes of a torn line\n",
+             f->path, (long long)st.st_size);
+    assert_logged(want);
+
+    /* immutable: nothing goes in, the device is broken all the same until a reopen */
+    assert_int_equal(unlink(f->path), 0);
+    logged[0] = '\0';
+    assert_int_equal(kms_audit_create(NULL, &ao, &a, &err), 0);
+    assert_int_equal(log_pair(a, 1), 0);
+    assert_int_equal(stat(f->path, &st), 0);
+    assert_int_equal(set_inode_flag(f->path, FS_IMMUTABLE_FL, true), 0);
+    r2 = log_pair(a, 2);
+    assert_int_equal(set_inode_flag(f->path, FS_IMMUTABLE_FL, false), 0);
+    r3 = log_pair(a, 3);
+    assert_int_equal(r2, -1);
+    assert_int_equal(r3, -1);
+    snprintf(want, sizeof(want),
+             "error: audit device file is unusable until it is reopened (SIGHUP) or kmsd "
+             "restarts: cannot write %s: Operation not permitted; cutting the file back to %lld "
+             "bytes failed: Operation not permitted (an append-only or immutable file? see "
+             "lsattr); nothing of the batch is in the file\n",
+             f->path, (long long)st.st_size);
+    assert_logged(want);
+    assert_int_equal(kms_audit_reopen(a, &err), 0);
+    assert_int_equal(log_pair(a, 4), 0);
+    kms_audit_destroy(&a);
+    assert_intact(f->path, 1, 4);
+}
+
 /* After a clean stop the device's head is stored: a file that ends before it (its last records
  * cut off at a line boundary) is reported at start-up. */
 static void test_restart_reports_a_cut_tail(void **state)
@@ -843,6 +1024,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_foreign_tail_is_refused_untouched, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_refuses_another_chain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_reports_a_cut_tail, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_one_writer_per_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cut_failure_says_why, setup, teardown),
         cmocka_unit_test(test_synced_lines_leave_page_cache),
         cmocka_unit_test(test_unsynced_lines_leave_page_cache),
     };

@@ -4,7 +4,8 @@ the product doc's five operations with subject/key/op/key_version, nothing secre
 (with sys/audit-hash reproducing a logged hash), the hash chain under concurrent load, across
 SIGHUP rotation, and against every kind of tampering (kmsctl and kmsd audit verify), fail-closed
 behaviour on a full file system (RLIMIT_FSIZE set on the running server with prlimit), the
-sys/audit endpoints, `kmsctl audit list` on files and over the API, and config-file devices.
+sys/audit endpoints, `kmsctl audit list` on files and over the API, config-file devices, and
+one writer per file (a second server on a file another holds refuses to start).
 """
 
 import json
@@ -781,6 +782,75 @@ class ListTest(AuditTestCase):
         res = run([KMSCTL_BIN, "audit", "list", "--token", "x", "--bogus"], env={})
         self.assertEqual(res.returncode, 2)
         self.assertIn("unknown option", res.stderr)
+
+
+class OneWriterPerFileTest(unittest.TestCase):
+    """Two servers with their own stores and one audit file would each continue the chain from
+    their own head and fork it: the second refuses to start (the first holds a lock on the
+    file), the first keeps working, and readers of the file are not held up."""
+
+    def test_second_server_on_the_same_file_refused(self):
+        first = KmsdServer(mode="config")
+        others = []
+        try:
+            log = os.path.join(first.workdir, "audit.log")
+            first.config = {"audit_file": log}
+            first.start()
+            KmsdTestCase.init_config_server(first)
+            r = first.request("POST", "transit/encrypt/ow", {"plaintext": b64("x")})
+            self.assertEqual(r.status, 200, r.describe())
+            before = read_lines(log)
+            want = ("kmsd: audit device file: another kmsd is writing the audit file %s "
+                    "(another process holds its lock): each server needs its own audit file"
+                    % log)
+
+            def refused(second):
+                others.append(second)
+                second.spawn()
+                rc = second.wait_exit(30)
+                self.assertIsNotNone(rc, "a second kmsd started on %s\n%s" % (
+                    log, second.log_tail()))
+                self.assertEqual(rc, 1, second.log_tail())
+                self.assertIn(want, second.log_text())
+
+            # another store (config mode), and a dev server (its throwaway store)
+            refused(KmsdServer(mode="config", config={"audit_file": log}))
+            refused(KmsdServer(mode="dev", extra_args=["-audit-file=" + log]))
+            self.assertEqual(read_lines(log), before)  # not a byte from them
+            # the first goes on; verify and list read the file it holds
+            r = first.request("POST", "transit/encrypt/ow", {"plaintext": b64("y")})
+            self.assertEqual(r.status, 200, r.describe())
+            res = run([KMSCTL_BIN, "audit", "verify", "--genesis", log])
+            self.assertEqual(res.returncode, 0, res.stderr)
+            res = run([KMSCTL_BIN, "audit", "list", "--file", log, "-o", "json"])
+            self.assertEqual(res.returncode, 0, res.stderr)
+            # a SIGHUP that rotated nothing keeps the file, and the lock
+            first.proc.send_signal(signal.SIGHUP)
+            first.wait_log("audit log reopened")
+            r = first.request("POST", "transit/encrypt/ow", {"plaintext": b64("z")})
+            self.assertEqual(r.status, 200, r.describe())
+            refused(KmsdServer(mode="dev", extra_args=["-audit-file=" + log]))
+            # rotated: the lock moves to the new file; the renamed one is free
+            os.rename(log, log + ".1")
+            first.proc.send_signal(signal.SIGHUP)
+            first.wait_log("audit log reopened", count=2)
+            r = first.request("POST", "transit/encrypt/ow", {"plaintext": b64("w")})
+            self.assertEqual(r.status, 200, r.describe())
+            refused(KmsdServer(mode="dev", extra_args=["-audit-file=" + log]))
+            # the first stopped, the file is free: the next server continues its chain
+            self.assertEqual(first.stop(), 0, first.log_tail())
+            nxt = KmsdServer(mode="dev", extra_args=["-audit-file=" + log])
+            others.append(nxt)
+            nxt.start()
+            r = nxt.request("POST", "transit/keys/ow2", {})
+            self.assertEqual(r.status, 200, r.describe())
+            self.assertEqual(nxt.stop(), 0, nxt.log_tail())
+            res = run([KMSCTL_BIN, "audit", "verify", "--genesis", log + ".1", log])
+            self.assertEqual(res.returncode, 0, res.stderr)
+        finally:
+            for srv in others:
+                srv.cleanup()
+            first.cleanup()
 
 
 class ConfigDevicesTest(unittest.TestCase):

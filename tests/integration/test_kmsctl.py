@@ -208,6 +208,58 @@ class DocCommandsTest(KmsctlTestCase):
         self.assertIn("the token holds a control character", r.errtext)
         self.assertNotIn(self.server.token, r.errtext)
 
+    def test_3d_yaml_tags_and_aliases_refused(self):
+        # kmsctl reads a manifest as JSON: a tag asking for another meaning (!!binary: base64
+        # bytes, !!python/object: a constructor, !foo: an application type, !!set: a set) was
+        # read as the plain string; now it is refused, naming the tag and its line, and so is a
+        # core tag that does not fit its value. An alias is refused, never expanded (no alias
+        # bomb). Exit 2, nothing sent (the address is a closed port).
+        d = tempfile.mkdtemp(prefix="yaml-tags-", dir=self.work)
+        head = ("apiVersion: security.kube-dc.com/v1alpha1\nkind: KMSKey\nmetadata:\n"
+                "  name: tagged\n  namespace: %s\nspec:\n" % PROJECT)
+        refused = ("is not accepted (only !!str, !!int, !!float, !!bool, !!null, !!map and !!seq, "
+                   "each on a value of its kind)")
+        cases = [
+            ("  purpose: !!binary YXBwbGljYXRpb24=\n", "line 7: YAML tag !!binary " + refused),
+            ("  purpose: !!python/object:os.system application\n",
+             "line 7: YAML tag !!python/object:os.system " + refused),
+            ("  purpose: !foo application\n", "line 7: YAML tag !foo " + refused),
+            ("  purpose: ! application\n", "line 7: YAML tag ! " + refused),
+            ("  rotation: !!set {enabled: true}\n", "line 7: YAML tag !!set " + refused),
+            ("  rotation: !!omap [{enabled: true}]\n", "line 7: YAML tag !!omap " + refused),
+            ("  rotation:\n    interval: !!timestamp 2026-01-01\n",
+             "line 8: YAML tag !!timestamp " + refused),
+            ("  !!binary cHVycG9zZQ==: application\n", "line 7: YAML tag !!binary " + refused),
+            ("  exportable: !!bool maybe\n", 'line 7: YAML tag !!bool does not fit the value '
+                                            '"maybe"'),
+            ("  exportable: !!int '1.5'\n", 'line 7: YAML tag !!int does not fit the value '
+                                           '"1.5"'),
+            ("  rotation: !!str {enabled: true}\n", "line 7: YAML tag !!str on a mapping"),
+            ("  purpose: !!seq application\n", "line 7: YAML tag !!seq on a scalar"),
+            ("  rotation: &r {enabled: true}\n  deletionPolicy: *r\n",
+             "line 8: YAML aliases (*r) are not supported"),
+        ]
+        # the billion laughs: refused at the first alias, before anything grows
+        laughs = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+            "%s: &%s [%s]\n" % (c, c, ", ".join(["*" + p] * 9))
+            for p, c in zip("abcdefgh", "bcdefghi"))
+        files = [(head + body, want) for body, want in cases] + [
+            (laughs, "line 2: YAML aliases (*a) are not supported")]
+        for i, (text, want) in enumerate(files):
+            path = os.path.join(d, "m%d.yaml" % i)
+            with open(path, "w") as f:
+                f.write(text)
+            with ClosedPort() as nowhere:
+                r = self.fails(2, "apply", "-f", path, "-n", ORG, "--addr", nowhere.url,
+                               conn=False)
+            self.assertEqual(r.errtext, "Error: %s: %s\n" % (path, want))
+        # kmsctl patch reads its patch the same way
+        with ClosedPort() as nowhere:
+            r = self.fails(2, "patch", "kmskey", "tagged", "-p",
+                           "spec: {purpose: !!binary YXBwbGljYXRpb24=}", "-n", ORG, "--project",
+                           PROJECT, "--addr", nowhere.url, conn=False)
+        self.assertIn("--patch: line 1: YAML tag !!binary is not accepted", r.errtext)
+
     def test_3_encrypt_decrypt(self):
         # kube-dc kms encrypt app-secrets --plaintext="hunter2"  ->  vault:v3:...
         r = self.ok("encrypt", "app-secrets", "--plaintext=hunter2")
@@ -417,6 +469,18 @@ class DocCommandsTest(KmsctlTestCase):
             "app-secrets", "applied").replace("aes256-gcm96", "chacha20-poly1305").encode())
         self.assertIn("immutable", r.errtext)
         self.fails(2, "apply")
+        # core tags that mean what kmsctl reads the node as are accepted (quoted or not: the
+        # tag gives the type), and an anchor without an alias changes nothing
+        tagged = ("apiVersion: !!str security.kube-dc.com/v1alpha1\nkind: KMSKey\n"
+                  "metadata: !!map\n  name: tagged\n  namespace: %s\n  labels: !!null\n"
+                  "spec: !!map\n  purpose: !!str application\n"
+                  "  rotation: &rot !!map {enabled: !!bool 'true', interval: !!str 30d}\n"
+                  "  exportable: !!bool false\n" % PROJECT)
+        r = self.ok("apply", "-f", "-", stdin=tagged.encode())
+        self.assertEqual(r.text, "kmskey.security.kube-dc.com/tagged created\n")
+        o = self.describe_obj("tagged")
+        self.assertEqual(o["spec"]["rotation"], {"enabled": True, "interval": "30d"})
+        self.assertEqual(o["spec"]["exportable"], False)
 
 
     def test_8_patch_doc_rotation(self):

@@ -37,8 +37,8 @@ struct kms_api_opts {
     double rate_limit_burst; /* bucket size (0 = 2 x rate_limit) */
     struct kms_audit *audit; /* audit broker (borrowed, outlives the API); NULL = none */
     /* where answers of 500 are reported (at most one line a second: the request's path and the
-     * error, never its data), so that a full store or disk shows in the server log; NULL =
-     * nowhere */
+     * error, never its data), so that a full store or disk shows in the server log, and what an
+     * engine reports with kms_api_log (level "info": the detail in `error`); NULL = nowhere */
     void (*log)(const char *level, const char *msg, const char *path, const char *error);
 };
 

@@ -418,6 +418,11 @@ void kms_metrics_login(int result);
 /* Prometheus text exposition; malloc'd, caller frees. */
 char *kms_metrics_prometheus(struct kms_api *api, size_t *len);
 
+/* A line in the server log (kms_api_opts.log; nowhere when it is NULL): level ("info"), what
+ * happened, the path it concerns and a detail (never secret: the log is not audited). */
+void kms_api_log(struct kms_api *api, const char *level, const char *msg, const char *path,
+                 const char *detail);
+
 /* Record a key version the request touched (encrypt, decrypt, rotate, ...). */
 void kms_ctx_note_version(struct kms_ctx *c, uint32_t version);
 

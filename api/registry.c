@@ -73,6 +73,14 @@ void kms_api_log_failure(struct kms_api *api, const char *path, const char *erro
     }
 }
 
+void kms_api_log(struct kms_api *api, const char *level, const char *msg, const char *path,
+                 const char *detail)
+{
+    if (api->log != NULL) {
+        api->log(level, msg, path, detail);
+    }
+}
+
 struct kms_audit *kms_api_audit(struct kms_api *api)
 {
     return api->audit;

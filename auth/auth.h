@@ -166,6 +166,46 @@ int kms_auth_token_revoke_prefix(struct kms_auth *auth, const char *ns_id,
                                  const char *prefix) KMS_WUR;
 
 /*
+ * Revoke a token but not its children (auth/token/revoke-orphan). One write transaction: the
+ * record and its accessor entry go, and every record naming it as its parent loses that link
+ * and lives on as an orphan (a child already past its own expiry is removed instead). kmsd
+ * keeps no parent index: the children are found by a scan of the token records. *orphaned (may
+ * be NULL) receives how many children became orphans. 0, KMS_STORAGE_NOTFOUND (no record), -1.
+ */
+int kms_auth_token_revoke_orphan(struct kms_auth *auth, const uint8_t hash[32],
+                                 size_t *orphaned) KMS_WUR;
+
+/* What one tidy found and removed (kms_auth_token_tidy). */
+struct kms_token_tidy {
+    size_t scanned;            /* token records of the namespace looked at */
+    size_t expired;            /* removed: past their own expiry */
+    size_t parent_revoked;     /* removed: an ancestor revoked or expired (the token died) */
+    size_t accessors_scanned;  /* accessor entries looked at (only with `accessors`) */
+    size_t accessors_dangling; /* removed: accessor entries whose token record is gone */
+};
+
+/*
+ * auth/token/tidy: remove what lazy expiry leaves in the store for namespace ns_id. Records
+ * past their expiry and records whose parent chain is gone or expired are deleted with their
+ * accessor entries; with `accessors`, also every accessor entry whose token record is gone
+ * (such an entry names no namespace any more, so only the root namespace's tidy takes them).
+ * Live tokens are never touched. Expiry is decided by the store's clock (kms_auth_set_clock),
+ * read once at the start. Candidates are found in one read transaction and removed in small
+ * write transactions, each re-checking its records. Returns 0 with *out filled, 1 when another
+ * tidy is running (nothing done), -1 on storage failure (what was removed stays removed).
+ */
+int kms_auth_token_tidy(struct kms_auth *auth, const char *ns_id, bool accessors,
+                        struct kms_token_tidy *out) KMS_WUR;
+
+/*
+ * The accessors of the live tokens (unexpired, parent chain alive) of namespace ns_id, in
+ * byte order: cb(accessor, arg) for each; a non-zero return stops the walk and is returned.
+ * 0, or -1 on storage failure. Reads only (dead records are left for tidy or lookups).
+ */
+int kms_auth_token_accessors(struct kms_auth *auth, const char *ns_id,
+                             int (*cb)(const char *accessor, void *arg), void *arg) KMS_WUR;
+
+/*
  * Vault's TTL arithmetic (sdk/framework CalculateTTL), used at login, create and renew.
  * Times are unix milliseconds (start_ms is the token's issue time), durations seconds; ttl 0
  * means default_ttl. Returns 0 with the lease in *lease_ms (whole seconds unless the max TTL

@@ -11,7 +11,9 @@
  * Expiry and revocation are lazy: a record past its expiry, or one whose parent record is gone
  * or expired (revoking a token revokes its children), reads as not found and is deleted on the
  * way. Login tokens are orphans, so the parent walk only costs anything for child tokens made
- * with auth/token/create.
+ * with auth/token/create. A tidy (kms_auth_token_tidy) removes the dead records no lookup
+ * meets any more. There is no parent -> children index: revoke-orphan finds the children of a
+ * token by a scan of the records and drops their parent link in the same write transaction.
  *
  * Time comes from the store's clock (kms_auth_set_clock; the wall clock by default) in
  * milliseconds, so a token with a ttl of N seconds lives N seconds from its creation, not
@@ -433,6 +435,7 @@ struct tc_stripe {
 /* The cache also holds the token store's clock: its layout is private to this file. */
 struct kms_tok_cache {
     _Atomic uint64_t gen;
+    atomic_bool tidying; /* a kms_auth_token_tidy is running (OpenBao's tidyLock) */
     struct tc_stripe s[TC_STRIPES];
     int64_t (*now_ms)(void *arg); /* NULL = the wall clock */
     void *clock_arg;
@@ -1064,6 +1067,22 @@ out:
     return rc;
 }
 
+/* Append a 32-byte hash (a record key) to a growable list; -1 when out of memory. */
+static int hashes_add(uint8_t (**v)[32], size_t *n, size_t *cap, const uint8_t *h)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 16;
+        uint8_t(*grown)[32] = realloc(*v, nc * 32);
+        if (grown == NULL) {
+            return -1;
+        }
+        *v = grown;
+        *cap = nc;
+    }
+    memcpy((*v)[(*n)++], h, 32);
+    return 0;
+}
+
 struct prefix_scan {
     const char *ns_id;
     const char *prefix;
@@ -1087,19 +1106,8 @@ static int prefix_cb(const uint8_t *key, size_t keylen, const uint8_t *val, size
     const char *path = json_string_value(json_object_get(rec, "path"));
     if (ns != NULL && path != NULL && strcmp(ns, ps->ns_id) == 0 &&
         strncmp(path, ps->prefix, strlen(ps->prefix)) == 0) {
-        if (ps->n == ps->cap) {
-            size_t nc = ps->cap ? ps->cap * 2 : 16;
-            uint8_t(*grown)[32] = realloc(ps->hits, nc * 32);
-            if (grown == NULL) {
-                rc = -1;
-                goto out;
-            }
-            ps->hits = grown;
-            ps->cap = nc;
-        }
-        memcpy(ps->hits[ps->n++], key, 32);
+        rc = hashes_add(&ps->hits, &ps->n, &ps->cap, key);
     }
-out:
     json_decref(rec);
     return rc;
 }
@@ -1124,6 +1132,411 @@ int kms_auth_token_revoke_prefix(struct kms_auth *auth, const char *ns_id, const
 out:
     kms_storage_txn_abort(&txn);
     free(ps.hits);
+    return rc;
+}
+
+/* ---- revoke-orphan ----------------------------------------------------------------------- */
+
+/* The children of one token: records whose "parent" is its hash in hex. */
+struct child_scan {
+    char parent[65];
+    uint8_t (*hits)[32];
+    size_t n;
+    size_t cap;
+};
+
+static int child_cb(const uint8_t *key, size_t keylen, const uint8_t *val, size_t vallen, void *arg)
+{
+    struct child_scan *cs = arg;
+    int rc = 0;
+
+    /* most records do not hold the parent's hash at all: no JSON parse for them */
+    if (keylen != 32 || memmem(val, vallen, cs->parent, 64) == NULL) {
+        return 0;
+    }
+    json_t *rec = json_loadb((const char *)val, vallen, 0, NULL);
+    const char *parent = json_string_value(json_object_get(rec, "parent"));
+    if (parent != NULL && strcmp(parent, cs->parent) == 0) {
+        rc = hashes_add(&cs->hits, &cs->n, &cs->cap, key);
+    }
+    json_decref(rec);
+    return rc;
+}
+
+int kms_auth_token_revoke_orphan(struct kms_auth *auth, const uint8_t hash[32], size_t *orphaned)
+{
+    struct child_scan cs;
+    struct kms_txn *txn = NULL;
+    json_t *rec = NULL;
+    size_t n = 0;
+    int rc = -1;
+
+    memset(&cs, 0, sizeof(cs));
+    kms_hex_encode(hash, 32, cs.parent);
+    int64_t now_ms = token_now_ms(auth);
+    if (kms_storage_txn_begin(auth->st, true, &txn) != 0) {
+        goto out;
+    }
+    rc = load_record(txn, hash, &rec);
+    if (rc != 0) {
+        goto out;
+    }
+    rc = -1;
+    /* the scan runs inside the write transaction: the children found are those it commits */
+    if (kms_storage_scan(txn, KMS_DB_TOKENS, "", 0, NULL, 0, true, child_cb, &cs) != 0) {
+        goto out;
+    }
+    for (size_t i = 0; i < cs.n; i++) {
+        json_t *child = NULL;
+        int g = load_record(txn, cs.hits[i], &child);
+        int w = g == KMS_STORAGE_NOTFOUND ? 0 : -1;
+        if (g == 0) {
+            /* OpenBao's revokeInternal: te.Parent = "" and store; a dead child just goes */
+            json_object_del(child, "parent");
+            if (expired(child, now_ms)) {
+                w = delete_record(auth, txn, cs.hits[i], child);
+            } else {
+                w = put_record(txn, cs.hits[i], child);
+                n++;
+            }
+        }
+        json_decref(child);
+        if (w != 0) {
+            goto out;
+        }
+    }
+    if (delete_record(auth, txn, hash, rec) != 0 || kms_storage_txn_commit(&txn) != 0) {
+        goto out;
+    }
+    tc_bump(auth);
+    if (orphaned != NULL) {
+        *orphaned = n;
+    }
+    rc = 0;
+out:
+    kms_storage_txn_abort(&txn);
+    json_decref(rec);
+    free(cs.hits);
+    return rc;
+}
+
+/* ---- tidy and the accessor list ---------------------------------------------------------- */
+
+/* One token record of a namespace as a scan saw it. */
+struct tok_ent {
+    uint8_t hash[32];
+    char accessor[64];
+    int64_t expire_ms;
+    bool has_parent;
+};
+
+struct tok_scan {
+    const char *ns_id;
+    struct tok_ent *e; /* the namespace's records */
+    size_t n;
+    size_t cap;
+    bool want_all;      /* also every record's key, any namespace (tidy's accessor check) */
+    uint8_t (*all)[32]; /* in key order, as the scan visits them */
+    size_t nall;
+    size_t capall;
+};
+
+static int tok_scan_cb(const uint8_t *key, size_t keylen, const uint8_t *val, size_t vallen,
+                       void *arg)
+{
+    struct tok_scan *ts = arg;
+    int rc = 0;
+
+    if (keylen != 32) {
+        return 0;
+    }
+    if (ts->want_all && hashes_add(&ts->all, &ts->nall, &ts->capall, key) != 0) {
+        return -1;
+    }
+    json_t *rec = json_loadb((const char *)val, vallen, 0, NULL);
+    const char *ns = json_string_value(json_object_get(rec, "namespace_id"));
+    if (ns != NULL && strcmp(ns, ts->ns_id) == 0) {
+        if (ts->n == ts->cap) {
+            size_t nc = ts->cap ? ts->cap * 2 : 16;
+            struct tok_ent *grown = realloc(ts->e, nc * sizeof(*grown));
+            if (grown == NULL) {
+                rc = -1;
+                goto out;
+            }
+            ts->e = grown;
+            ts->cap = nc;
+        }
+        struct tok_ent *e = &ts->e[ts->n++];
+        memcpy(e->hash, key, 32);
+        copy_str(e->accessor, sizeof(e->accessor), json_object_get(rec, "accessor"));
+        e->expire_ms = expire_ms(rec);
+        e->has_parent = json_object_get(rec, "parent") != NULL;
+    }
+out:
+    json_decref(rec);
+    return rc;
+}
+
+/* Scan every token record in txn, keeping those of ts->ns_id. 0 or -1. */
+static int tok_scan_run(struct kms_txn *txn, struct tok_scan *ts)
+{
+    return kms_storage_scan(txn, KMS_DB_TOKENS, "", 0, NULL, 0, true, tok_scan_cb, ts);
+}
+
+static void tok_scan_free(struct tok_scan *ts)
+{
+    kms_free_wipe((void **)&ts->e, ts->cap * sizeof(*ts->e));
+    free(ts->all);
+    ts->all = NULL;
+}
+
+/* Is a scanned record alive at now_ms (record_alive, reading its ancestors in txn)? 1, 0, -1. */
+static int ent_alive(struct kms_txn *txn, const struct tok_ent *e, int64_t now_ms)
+{
+    json_t *rec = NULL;
+    int64_t dies_ms;
+
+    if (e->expire_ms != 0 && now_ms >= e->expire_ms) {
+        return 0;
+    }
+    if (!e->has_parent) {
+        return 1;
+    }
+    int g = load_record(txn, e->hash, &rec);
+    if (g != 0) {
+        return g == KMS_STORAGE_NOTFOUND ? 0 : -1;
+    }
+    int alive = record_alive(txn, rec, now_ms, &dies_ms);
+    json_decref(rec);
+    return alive;
+}
+
+/* Records (or accessor entries) removed per write transaction: a tidy of a large store does
+ * not hold the writer for long at a time. */
+#define TIDY_BATCH 128
+
+/* Remove the records of hashes[0, n) that are dead, checked again inside the write txn. */
+static int tidy_records(struct kms_auth *auth, uint8_t (*hashes)[32], size_t n, int64_t now_ms,
+                        struct kms_token_tidy *out)
+{
+    struct kms_txn *txn = NULL;
+    size_t nexpired = 0, nrevoked = 0;
+    int rc = -1;
+
+    if (kms_storage_txn_begin(auth->st, true, &txn) != 0) {
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *rec = NULL;
+        int64_t dies_ms;
+        int g = load_record(txn, hashes[i], &rec);
+        if (g == KMS_STORAGE_NOTFOUND) {
+            continue; /* revoked or reaped since the scan */
+        }
+        int alive = g == 0 ? record_alive(txn, rec, now_ms, &dies_ms) : -1;
+        int d = 0;
+        if (alive == 0) {
+            d = delete_record(auth, txn, hashes[i], rec);
+            if (expired(rec, now_ms)) {
+                nexpired++;
+            } else {
+                nrevoked++;
+            }
+        }
+        json_decref(rec);
+        if (alive < 0 || d != 0) {
+            goto out;
+        }
+    }
+    if (kms_storage_txn_commit(&txn) != 0) {
+        goto out;
+    }
+    tc_bump(auth);
+    out->expired += nexpired;
+    out->parent_revoked += nrevoked;
+    rc = 0;
+out:
+    kms_storage_txn_abort(&txn);
+    return rc;
+}
+
+/* Accessor entries whose token hash is not among the token records of the same snapshot. */
+struct acc_scan {
+    const uint8_t (*all)[32];
+    size_t nall;
+    uint8_t (*hits)[32];
+    size_t n;
+    size_t cap;
+    size_t scanned;
+};
+
+static int cmp_hash(const void *a, const void *b)
+{
+    return memcmp(a, b, 32);
+}
+
+static int acc_scan_cb(const uint8_t *key, size_t keylen, const uint8_t *val, size_t vallen,
+                       void *arg)
+{
+    struct acc_scan *as = arg;
+
+    as->scanned++;
+    if (keylen != 32 ||
+        (vallen == 32 && as->nall > 0 && bsearch(val, as->all, as->nall, 32, cmp_hash) != NULL)) {
+        return 0;
+    }
+    return hashes_add(&as->hits, &as->n, &as->cap, key);
+}
+
+/* Remove the accessor entries keys[0, n) whose token record is (still) gone. */
+static int tidy_accessors(struct kms_auth *auth, uint8_t (*keys)[32], size_t n,
+                          struct kms_token_tidy *out)
+{
+    struct kms_txn *txn = NULL;
+    size_t removed = 0;
+    int rc = -1;
+
+    if (kms_storage_txn_begin(auth->st, true, &txn) != 0) {
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *val = NULL, *tv = NULL;
+        size_t vallen = 0, tvlen = 0;
+        int g = kms_storage_get(txn, KMS_DB_ACCESSORS, keys[i], 32, &val, &vallen);
+        if (g == KMS_STORAGE_NOTFOUND) {
+            continue;
+        }
+        int t = KMS_STORAGE_NOTFOUND; /* a value that is no token hash points nowhere */
+        if (g == 0 && vallen == 32) {
+            t = kms_storage_get(txn, KMS_DB_TOKENS, val, 32, &tv, &tvlen);
+            kms_free_wipe((void **)&tv, tvlen);
+        }
+        kms_free_wipe((void **)&val, vallen);
+        if (g != 0 || (t != 0 && t != KMS_STORAGE_NOTFOUND)) {
+            goto out;
+        }
+        if (t == KMS_STORAGE_NOTFOUND) {
+            if (kms_storage_del(txn, KMS_DB_ACCESSORS, keys[i], 32) < 0) {
+                goto out;
+            }
+            removed++;
+        }
+    }
+    if (kms_storage_txn_commit(&txn) != 0) {
+        goto out;
+    }
+    out->accessors_dangling += removed;
+    rc = 0;
+out:
+    kms_storage_txn_abort(&txn);
+    return rc;
+}
+
+int kms_auth_token_tidy(struct kms_auth *auth, const char *ns_id, bool accessors,
+                        struct kms_token_tidy *out)
+{
+    struct tok_scan ts;
+    struct acc_scan as;
+    struct kms_txn *txn = NULL;
+    uint8_t(*dead)[32] = NULL;
+    size_t ndead = 0, capdead = 0;
+    int rc = -1;
+
+    memset(out, 0, sizeof(*out));
+    if (atomic_exchange(&auth->tok_cache->tidying, true)) {
+        return 1;
+    }
+    memset(&ts, 0, sizeof(ts));
+    memset(&as, 0, sizeof(as));
+    ts.ns_id = ns_id;
+    ts.want_all = accessors;
+    int64_t now_ms = token_now_ms(auth);
+    /* 1. one snapshot: the namespace's dead records, and the accessor entries pointing nowhere */
+    if (kms_storage_txn_begin(auth->st, false, &txn) != 0 || tok_scan_run(txn, &ts) != 0) {
+        goto out;
+    }
+    out->scanned = ts.n;
+    for (size_t i = 0; i < ts.n; i++) {
+        int alive = ent_alive(txn, &ts.e[i], now_ms);
+        if (alive < 0 || (alive == 0 && hashes_add(&dead, &ndead, &capdead, ts.e[i].hash) != 0)) {
+            goto out;
+        }
+    }
+    if (accessors) {
+        /* the scan visits keys in order; sorted here all the same, for bsearch */
+        if (ts.nall > 1) {
+            qsort(ts.all, ts.nall, 32, cmp_hash);
+        }
+        as.all = (const uint8_t(*)[32])ts.all;
+        as.nall = ts.nall;
+        if (kms_storage_scan(txn, KMS_DB_ACCESSORS, "", 0, NULL, 0, true, acc_scan_cb, &as) != 0) {
+            goto out;
+        }
+        out->accessors_scanned = as.scanned;
+    }
+    kms_storage_txn_abort(&txn);
+    /* 2. removal in batches, each record checked again where it is deleted */
+    for (size_t i = 0; i < ndead; i += TIDY_BATCH) {
+        size_t k = ndead - i < TIDY_BATCH ? ndead - i : TIDY_BATCH;
+        if (tidy_records(auth, dead + i, k, now_ms, out) != 0) {
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < as.n; i += TIDY_BATCH) {
+        size_t k = as.n - i < TIDY_BATCH ? as.n - i : TIDY_BATCH;
+        if (tidy_accessors(auth, as.hits + i, k, out) != 0) {
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    kms_storage_txn_abort(&txn);
+    tok_scan_free(&ts);
+    free(dead);
+    free(as.hits);
+    atomic_store(&auth->tok_cache->tidying, false);
+    return rc;
+}
+
+static int cmp_ent_accessor(const void *a, const void *b)
+{
+    return strcmp(((const struct tok_ent *)a)->accessor, ((const struct tok_ent *)b)->accessor);
+}
+
+int kms_auth_token_accessors(struct kms_auth *auth, const char *ns_id,
+                             int (*cb)(const char *accessor, void *arg), void *arg)
+{
+    struct tok_scan ts;
+    struct kms_txn *txn = NULL;
+    size_t live = 0;
+    int rc = -1;
+
+    memset(&ts, 0, sizeof(ts));
+    ts.ns_id = ns_id;
+    int64_t now_ms = token_now_ms(auth);
+    if (kms_storage_txn_begin(auth->st, false, &txn) != 0 || tok_scan_run(txn, &ts) != 0) {
+        goto out;
+    }
+    for (size_t i = 0; i < ts.n; i++) {
+        int alive = ent_alive(txn, &ts.e[i], now_ms);
+        if (alive < 0) {
+            goto out;
+        }
+        if (alive == 1 && ts.e[i].accessor[0] != '\0') {
+            ts.e[live++] = ts.e[i];
+        }
+    }
+    kms_storage_txn_abort(&txn);
+    if (live > 1) {
+        qsort(ts.e, live, sizeof(*ts.e), cmp_ent_accessor);
+    }
+    rc = 0;
+    for (size_t i = 0; i < live && rc == 0; i++) {
+        rc = cb(ts.e[i].accessor, arg);
+    }
+out:
+    kms_storage_txn_abort(&txn);
+    tok_scan_free(&ts);
     return rc;
 }
 

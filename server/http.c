@@ -952,6 +952,8 @@ static const char *reason(int status)
         return "Early Hints";
     case 200:
         return "OK";
+    case 202:
+        return "Accepted";
     case 204:
         return "No Content";
     case 207:

@@ -566,7 +566,9 @@ static int postgresql_password(const struct kms_config *cfg, char *pw, size_t ca
 
 static void api_log(const char *level, const char *msg, const char *path, const char *error)
 {
-    kms_log(level, msg, "path", path, "error", error, NULL);
+    /* a failed request's error; an engine's report (auth/token/tidy) has a detail */
+    kms_log(level, msg, "path", path, strcmp(level, "error") == 0 ? "error" : "detail", error,
+            NULL);
 }
 
 /* The audit broker and the engines over rt->st: at start-up, or at each promotion (HA). */

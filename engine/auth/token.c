@@ -1,6 +1,7 @@
 /*
  * token.c - the auth/token/ backend: lookup, renew and revoke of the caller's own token,
- * token creation, and the admin calls by token or accessor (reference auth-audit.md §3.3).
+ * token creation, the admin calls by token or accessor (reference auth-audit.md §3.3), and
+ * revoke-orphan, tidy and the accessor list.
  *
  * The dispatcher has already resolved and authorised the caller's token (c->token); the
  * store itself lives in auth/ token.c. Renewing a login token goes back to its auth method:
@@ -353,6 +354,97 @@ static bool caller_sudo(struct kms_ctx *c)
     bool ok = kms_auth_authorize(kms_api_auth(c->api), &probe, &req, &res) == 0 && res.allowed;
     kms_memzero(&probe, sizeof(probe));
     return ok;
+}
+
+/*
+ * auth/token/revoke-orphan: revoke a token of this namespace, its children live on as orphans.
+ * OpenBao checks sudo in the handler (its root path is "revoke-orphan/" and below, which the
+ * path itself is not), so a caller with update but no sudo gets its 400, not the ACL's 403.
+ */
+static int revoke_orphan(struct kms_ctx *c)
+{
+    struct kms_token t;
+    const char *id = "";
+    int rc = 0;
+
+    if (!kms_param_str(c, "token", &id) || id[0] == '\0') {
+        return KMS_FAIL(c, 400, "missing token ID");
+    }
+    if (!caller_sudo(c)) {
+        return KMS_FAIL(c, 400, "root or sudo privileges required to revoke and orphan");
+    }
+    int g = kms_auth_token_lookup(kms_api_auth(c->api), id, &t);
+    if (g == 0 && strcmp(t.ns_id, c->ns.id) == 0) {
+        g = kms_auth_token_revoke_orphan(kms_api_auth(c->api), t.hash, NULL);
+    } else if (g == 0) {
+        g = KMS_STORAGE_NOTFOUND; /* another namespace's token: not visible here */
+    }
+    if (g == KMS_STORAGE_NOTFOUND) {
+        rc = KMS_FAIL(c, 400, "token to revoke not found");
+    } else if (g != 0) {
+        rc = KMS_FAILW(c, 500, "internal error");
+    }
+    kms_memzero(&t, sizeof(t));
+    return rc;
+}
+
+/*
+ * auth/token/tidy: OpenBao starts the tidy in the background and answers 202 with a warning;
+ * kmsd's tidy is done when the answer goes out, with the same 202 and warning, and its counts
+ * in the server log. A tidy already running: 200 with OpenBao's other warning.
+ */
+static int tidy(struct kms_ctx *c)
+{
+    struct kms_token_tidy st;
+    char path[KMS_PATH_MAX * 2];
+    char detail[256];
+
+    int r = kms_auth_token_tidy(kms_api_auth(c->api), c->ns.id, strcmp(c->ns.id, "root") == 0, &st);
+    if (r < 0) {
+        return KMS_FAILW(c, 500, "internal error");
+    }
+    if (r == 1) {
+        kms_warn(c, "Tidy operation already in progress.");
+        return kms_reply_warnings(c);
+    }
+    snprintf(path, sizeof(path), "%s%s", c->ns.path, c->path);
+    snprintf(detail, sizeof(detail),
+             "tokens scanned %zu, expired removed %zu, revoked with a parent removed %zu, "
+             "accessor entries scanned %zu, dangling accessor entries removed %zu",
+             st.scanned, st.expired, st.parent_revoked, st.accessors_scanned,
+             st.accessors_dangling);
+    kms_api_log(c->api, "info", "token tidy finished", path, detail);
+    kms_warn(c, "Tidy operation successfully started. Any information from the operation will be "
+                "printed to OpenBao's server logs.");
+    c->status = 202;
+    return kms_reply_warnings(c);
+}
+
+static int accessor_list_cb(const char *accessor, void *arg)
+{
+    return json_array_append_new(arg, json_string(accessor)) == 0 ? 0 : -1;
+}
+
+/* LIST auth/token/accessors (sudo): the accessors of this namespace's live tokens. */
+static int list_accessors(struct kms_ctx *c)
+{
+    json_t *keys = json_array();
+    int rc = -1;
+
+    if (keys == NULL ||
+        kms_auth_token_accessors(kms_api_auth(c->api), c->ns.id, accessor_list_cb, keys) != 0) {
+        KMS_FAILW(c, 500, "internal error");
+        goto out;
+    }
+    if (json_array_size(keys) == 0) {
+        rc = kms_fail_notfound(c); /* an empty list is a 404, as every Vault LIST */
+        goto out;
+    }
+    c->data = json_pack("{s:O}", "keys", keys);
+    rc = c->data != NULL ? 0 : KMS_FAILW(c, 500, "internal error");
+out:
+    json_decref(keys);
+    return rc;
 }
 
 static bool in_list(const char *name, const struct kms_token *t)
@@ -776,6 +868,11 @@ static const struct kms_field f_token[] = {
     {NULL, 0},
 };
 
+static const struct kms_field f_token_only[] = {
+    {"token", KMS_F_STRING},
+    {NULL, 0},
+};
+
 static const struct kms_field f_accessor[] = {
     {"accessor", KMS_F_STRING},
     {"increment", KMS_F_DURATION},
@@ -828,6 +925,12 @@ const struct kms_route kms_token_routes[] = {
      .on = {[KMS_OP_READ] = {lookup, "lookup", 0}, [KMS_OP_UPDATE] = {lookup, "lookup", 0}}},
     {.tmpl = "renew", .fields = f_token, .on = {[KMS_OP_UPDATE] = {renew, "renew", 0}}},
     {.tmpl = "revoke", .fields = f_token, .on = {[KMS_OP_UPDATE] = {revoke, "revoke", 0}}},
+    {.tmpl = "revoke-orphan",
+     .fields = f_token_only,
+     .on = {[KMS_OP_UPDATE] = {revoke_orphan, "revoke-orphan", 0}}},
+    {.tmpl = "tidy", .on = {[KMS_OP_UPDATE] = {tidy, "tidy", 0}}},
+    /* OpenBao's root path "accessors*": list and sudo */
+    {.tmpl = "accessors/", .flags = KMS_RT_SUDO, .on = {[KMS_OP_LIST] = {list_accessors, NULL, 0}}},
     {.tmpl = "lookup-accessor",
      .fields = f_accessor,
      .on = {[KMS_OP_UPDATE] = {lookup_accessor, "lookup-accessor", 0}}},

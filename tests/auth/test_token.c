@@ -580,6 +580,205 @@ static void test_renew_and_uses(void **state)
     assert_true(kms_auth_token_cidr_ok(&o, "127.0.0.1"));
 }
 
+/* ---- revoke-orphan, tidy, the accessor list --------------------------------------------- */
+
+/* Records in one database of the store. */
+static size_t count_db(struct fixture *f, enum kms_db db)
+{
+    struct kms_txn *txn = NULL;
+    size_t n = 0;
+    assert_int_equal(kms_storage_txn_begin(f->st, false, &txn), 0);
+    assert_int_equal(kms_storage_count(txn, db, &n), 0);
+    kms_storage_txn_abort(&txn);
+    return n;
+}
+
+/* The accessors kms_auth_token_accessors reports for ns_id, "a,b,c," in its order. */
+static int acc_collect(const char *accessor, void *arg)
+{
+    char *buf = arg;
+    size_t n = strlen(buf);
+    snprintf(buf + n, 1024 - n, "%s,", accessor);
+    return 0;
+}
+
+static void accessors_of(struct fixture *f, const char *ns_id, char out[1024])
+{
+    out[0] = '\0';
+    assert_int_equal(kms_auth_token_accessors(f->auth, ns_id, acc_collect, out), 0);
+}
+
+static void test_revoke_orphan(void **state)
+{
+    struct fixture *f = *state;
+    const char *pols[] = {"default"};
+    char parent[KMS_TOKEN_MAX_LEN], child[KMS_TOKEN_MAX_LEN], grandchild[KMS_TOKEN_MAX_LEN];
+    char brief[KMS_TOKEN_MAX_LEN], other[KMS_TOKEN_MAX_LEN];
+    struct kms_token p, c, g, b, o, l;
+    size_t orphaned = 99;
+    struct kms_token_spec spec = {.ns_id = "root",
+                                  .path = "auth/token/create",
+                                  .display_name = "token",
+                                  .policies = pols,
+                                  .npolicies = 1,
+                                  .renewable = true,
+                                  .ttl = 2};
+    make_token(f, &spec, parent, &p);
+    spec.parent_hash = p.hash;
+    spec.ttl = 3600;
+    make_token(f, &spec, child, &c);
+    spec.ttl = 1;
+    make_token(f, &spec, brief, &b); /* a child that will be past its own expiry */
+    spec.ttl = 3600;
+    spec.parent_hash = c.hash;
+    make_token(f, &spec, grandchild, &g);
+    spec.parent_hash = NULL;
+    make_token(f, &spec, other, &o); /* not in the family */
+    assert_false(c.orphan);
+    size_t tokens = count_db(f, KMS_DB_TOKENS), accs = count_db(f, KMS_DB_ACCESSORS);
+
+    f->now_ms = T0 + 1 * S; /* `brief` has expired; the parent lives one more second */
+    assert_int_equal(kms_auth_token_lookup(f->auth, child, &l), 0); /* cached, with its dies_ms */
+    assert_int_equal(kms_auth_token_revoke_orphan(f->auth, p.hash, &orphaned), 0);
+    assert_int_equal(orphaned, 1);
+    /* the parent and its expired child are gone, record and accessor entry */
+    assert_int_equal(count_db(f, KMS_DB_TOKENS), tokens - 2);
+    assert_int_equal(count_db(f, KMS_DB_ACCESSORS), accs - 2);
+    assert_int_equal(kms_auth_token_lookup(f->auth, parent, &l), KMS_STORAGE_NOTFOUND);
+    assert_int_equal(kms_auth_token_lookup_accessor(f->auth, b.accessor, &l), KMS_STORAGE_NOTFOUND);
+    /* the child lives on as an orphan; its own child keeps its parent link */
+    assert_int_equal(kms_auth_token_lookup(f->auth, child, &l), 0);
+    assert_true(l.orphan);
+    assert_int_equal(kms_auth_token_lookup(f->auth, grandchild, &l), 0);
+    assert_false(l.orphan);
+    /* ... past the revoked parent's expiry too (the cached entry died with the parent) */
+    f->now_ms = T0 + 10 * S;
+    assert_int_equal(kms_auth_token_lookup(f->auth, child, &l), 0);
+    assert_int_equal(kms_auth_token_lookup(f->auth, grandchild, &l), 0);
+    assert_int_equal(kms_auth_token_lookup(f->auth, other, &l), 0);
+    /* no record: not found; revoking the orphan itself still takes its child (no -orphan) */
+    assert_int_equal(kms_auth_token_revoke_orphan(f->auth, p.hash, NULL), KMS_STORAGE_NOTFOUND);
+    assert_int_equal(kms_auth_token_revoke(f->auth, c.hash), 0);
+    assert_int_equal(kms_auth_token_lookup(f->auth, grandchild, &l), KMS_STORAGE_NOTFOUND);
+    /* a token without children */
+    assert_int_equal(kms_auth_token_revoke_orphan(f->auth, o.hash, &orphaned), 0);
+    assert_int_equal(orphaned, 0);
+    assert_int_equal(kms_auth_token_lookup(f->auth, other, &l), KMS_STORAGE_NOTFOUND);
+}
+
+/* A clock that starts a second tidy from inside the first (which reads the clock once, after
+ * taking its lock): that one must find the lock taken. */
+static int nested_tidy_rc = -2;
+
+static int64_t nesting_clock(void *arg)
+{
+    struct fixture *f = arg;
+    struct kms_token_tidy st;
+    if (nested_tidy_rc == -2) {
+        nested_tidy_rc = kms_auth_token_tidy(f->auth, "root", true, &st);
+    }
+    return f->now_ms;
+}
+
+/* Store an accessor entry that points to no token record. */
+static void put_dangling_accessor(struct fixture *f, uint8_t fill)
+{
+    struct kms_txn *txn = NULL;
+    uint8_t key[32], val[32];
+    memset(key, fill, sizeof(key));
+    memset(val, fill ^ 0xff, sizeof(val));
+    assert_int_equal(kms_storage_txn_begin(f->st, true, &txn), 0);
+    assert_int_equal(kms_storage_put(txn, KMS_DB_ACCESSORS, key, 32, val, 32), 0);
+    assert_int_equal(kms_storage_txn_commit(&txn), 0);
+}
+
+static void test_tidy(void **state)
+{
+    struct fixture *f = *state;
+    const char *pols[] = {"default"};
+    char live[KMS_TOKEN_MAX_LEN], gone[KMS_TOKEN_MAX_LEN], parent[KMS_TOKEN_MAX_LEN];
+    char child[KMS_TOKEN_MAX_LEN], lone[KMS_TOKEN_MAX_LEN], nsold[KMS_TOKEN_MAX_LEN];
+    char list[1024], want[1024];
+    struct kms_token tl, tg, tp, tc, tn, to, l;
+    struct kms_token_tidy st;
+    struct kms_token_spec spec = {.ns_id = "root",
+                                  .path = "auth/token/create",
+                                  .display_name = "token",
+                                  .policies = pols,
+                                  .npolicies = 1,
+                                  .renewable = true,
+                                  .ttl = 3600};
+    make_token(f, &spec, live, &tl);
+    make_token(f, &spec, parent, &tp);
+    spec.parent_hash = tp.hash;
+    make_token(f, &spec, child, &tc); /* dies with its parent, its record stays */
+    spec.parent_hash = NULL;
+    spec.ttl = 5;
+    make_token(f, &spec, gone, &tg); /* expires and is never looked up again */
+    spec.ttl = 3600;
+    make_token(f, &spec, lone, &to); /* expires by its parent's expiry ... below */
+    spec.ns_id = "Org111";
+    spec.ttl = 5;
+    make_token(f, &spec, nsold, &tn); /* another namespace's expired token */
+    assert_int_equal(kms_auth_token_revoke(f->auth, tp.hash), 0);
+    assert_int_equal(kms_auth_token_revoke(f->auth, to.hash), 0);
+    put_dangling_accessor(f, 0x5a);
+    size_t tokens = count_db(f, KMS_DB_TOKENS), accs = count_db(f, KMS_DB_ACCESSORS);
+    assert_int_equal(tokens, 4); /* live, child, gone, nsold */
+    assert_int_equal(accs, 5);
+
+    /* before the expiry: only the dead child is taken; the dangling entry without `accessors`
+     * stays */
+    f->now_ms = T0 + 5 * S - 1;
+    assert_int_equal(kms_auth_token_tidy(f->auth, "root", false, &st), 0);
+    assert_int_equal(st.scanned, 3);
+    assert_int_equal(st.expired, 0);
+    assert_int_equal(st.parent_revoked, 1);
+    assert_int_equal(st.accessors_scanned, 0);
+    assert_int_equal(count_db(f, KMS_DB_TOKENS), 3);
+    assert_int_equal(count_db(f, KMS_DB_ACCESSORS), 4);
+    /* the list shows exactly the live tokens, in byte order */
+    snprintf(want, sizeof(want), "%s,%s,",
+             strcmp(tl.accessor, tg.accessor) < 0 ? tl.accessor : tg.accessor,
+             strcmp(tl.accessor, tg.accessor) < 0 ? tg.accessor : tl.accessor);
+    accessors_of(f, "root", list);
+    assert_string_equal(list, want);
+
+    /* at the expiry (to the millisecond): the expired record goes, with its accessor entry,
+     * and the root namespace's tidy takes the entry that points nowhere; Org111's token is not
+     * this namespace's */
+    f->now_ms = T0 + 5 * S;
+    snprintf(want, sizeof(want), "%s,", tl.accessor);
+    accessors_of(f, "root", list);
+    assert_string_equal(list, want);
+    assert_int_equal(count_db(f, KMS_DB_TOKENS), 3); /* listing removes nothing */
+    kms_auth_set_clock(f->auth, nesting_clock, f);
+    assert_int_equal(kms_auth_token_tidy(f->auth, "root", true, &st), 0);
+    kms_auth_set_clock(f->auth, fixture_now, f);
+    assert_int_equal(nested_tidy_rc, 1); /* a second tidy meanwhile: already in progress */
+    assert_int_equal(st.scanned, 2);
+    assert_int_equal(st.expired, 1);
+    assert_int_equal(st.parent_revoked, 0);
+    assert_int_equal(st.accessors_scanned, 4);
+    assert_int_equal(st.accessors_dangling, 1);
+    assert_int_equal(count_db(f, KMS_DB_TOKENS), 2);
+    assert_int_equal(count_db(f, KMS_DB_ACCESSORS), 2);
+    assert_int_equal(kms_auth_token_lookup(f->auth, live, &l), 0);
+    accessors_of(f, "Org111", list);
+    assert_string_equal(list, "");
+    /* the other namespace's tidy takes its own */
+    assert_int_equal(kms_auth_token_tidy(f->auth, "Org111", false, &st), 0);
+    assert_int_equal(st.scanned, 1);
+    assert_int_equal(st.expired, 1);
+    assert_int_equal(count_db(f, KMS_DB_TOKENS), 1);
+    assert_int_equal(count_db(f, KMS_DB_ACCESSORS), 1);
+    /* and the lock was given back: a tidy of a clean store finds nothing */
+    assert_int_equal(kms_auth_token_tidy(f->auth, "root", true, &st), 0);
+    assert_int_equal(st.scanned, 1);
+    assert_int_equal(st.expired + st.parent_revoked + st.accessors_dangling, 0);
+    assert_int_equal(st.accessors_scanned, 1);
+}
+
 /* ---- policy store and authorisation ------------------------------------------------------ */
 
 static int collect(const char *name, void *arg)
@@ -763,6 +962,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_clock_renew_max_ttl, setup, teardown),
         cmocka_unit_test_setup_teardown(test_legacy_records_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_renew_and_uses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_revoke_orphan, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tidy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_policy_store, setup, teardown),
         cmocka_unit_test_setup_teardown(test_authorize_namespaces, setup, teardown),
     };

@@ -1,9 +1,11 @@
 """The token store against a real kmsd (reference auth-audit.md §3, §5 and §8 cases 13-15):
 lookup-self keys and JSON types, renew-self arithmetic and warnings, periodic tokens,
 renewal going back to the role, revoke-self, create / lookup / accessors, child revocation,
-expiry, and namespace scoping of tokens. Uses hvac where a client would.
+expiry, and namespace scoping of tokens; revoke-orphan, tidy and LIST accessors with their
+audit lines. Uses hvac where a client would.
 """
 
+import json
 import time
 import unittest
 
@@ -15,6 +17,7 @@ from auth_helpers import ORG, Issuer, login_token, make_role, ok, setup_org
 
 PD = "permission denied"
 ACL_PD = "1 error occurred:\n\t* permission denied\n\n"
+UNSUPPORTED = "1 error occurred:\n\t* unsupported path\n\n"
 RFC3339 = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$"
 
 
@@ -305,6 +308,171 @@ class TokenTest(KmsdTestCase):
                                   namespace=None), 403, ACL_PD)
         self.assertError(self.as_(ctrl, "POST", "transit/encrypt/k", {"plaintext": ""},
                                   namespace=ORG + "/team"), 403, ACL_PD)
+
+
+
+TIDY_STARTED = ("Tidy operation successfully started. Any information from the operation will "
+                "be printed to OpenBao's server logs.")
+
+
+class TokenAdminTest(KmsdTestCase):
+    """revoke-orphan, tidy and LIST accessors through hvac (Debian's python3-hvac: the orphaning
+    call is `revoke_and_orphan_children` there), with an audit file: every call audited,
+    tokens and accessors only as HMACs."""
+
+    server_audit_file = True
+
+    def ns(self):
+        """A fresh namespace: its tokens are the test's own."""
+        name = self.uniq("tok")
+        ok(self.req("POST", "sys/namespaces/" + name, {}))
+        return name
+
+    def hvac(self, token=None, namespace=None):
+        cli = hvac.Client(url=self.server.addr, token=token or self.server.token,
+                          namespace=namespace)
+        self.addCleanup(cli.adapter.close)
+        return cli
+
+    def create(self, ns, token=None, **body):
+        r = ok(self.server.request("POST", "auth/token/create", body, namespace=ns,
+                                   **({"token": token} if token else {})), 200)
+        return r.json["auth"]["client_token"], r.json["auth"]["accessor"]
+
+    def policy(self, ns, name, hcl):
+        ok(self.req("POST", "sys/policies/acl/" + name, {"policy": hcl}, namespace=ns))
+
+    def lookup_self(self, tok, ns):
+        return self.server.request("GET", "auth/token/lookup-self", token=tok, namespace=ns)
+
+    def tokens_in_store(self):
+        r = ok(self.req("GET", "sys/metrics?format=prometheus"), 200)
+        for line in r.body.decode().splitlines():
+            if line.startswith("kmsd_tokens "):
+                return int(line.split()[1])
+        raise AssertionError("no kmsd_tokens in sys/metrics")
+
+    def audit_lines(self):
+        with open(self.audit, "rb") as f:
+            return [json.loads(line) for line in f.read().decode().splitlines()]
+
+    def assert_audited(self, path, secrets, status):
+        """The request and the response line of `path` are in the audit file (waited for),
+        the response with `status`, and no secret is anywhere in it in clear."""
+        def lines():
+            ls = [l for l in self.audit_lines()
+                  if (l.get("request") or {}).get("path") == path]
+            return ls if any(l["type"] == "response" for l in ls) else None
+        ls = wait_for(lines, 10, "the audit lines of " + path)
+        self.assertIn("request", [l["type"] for l in ls])
+        self.assertIn(status, [l.get("status") for l in ls if l["type"] == "response"])
+        with open(self.audit, "rb") as f:
+            text = f.read().decode()
+        for i, s in enumerate(secrets):
+            self.assertFalse(s in text, "secret %d of %s in clear in the audit log" % (i, path))
+        return ls
+
+    def test_revoke_orphan(self):
+        ns = self.ns()
+        self.policy(ns, "maker", 'path "auth/token/create" { capabilities = ["update"] }')
+        self.policy(ns, "orphaner",
+                    'path "auth/token/revoke-orphan" { capabilities = ["update"] }')
+        parent, pacc = self.create(ns, policies=["maker"], ttl="1h")
+        child, cacc = self.create(ns, token=parent)
+        grandchild, _ = self.create(ns, token=child)
+        self.assertIs(ok(self.lookup_self(child, ns), 200).data["orphan"], False)
+
+        # no grant on the path: the ACL's 403; update without sudo: OpenBao's 400
+        plain, _ = self.create(ns, policies=["default"])
+        with self.assertRaises(hvac.exceptions.Forbidden) as cm:
+            self.hvac(plain, ns).auth.token.revoke_and_orphan_children(parent)
+        self.assertEqual(cm.exception.errors, [ACL_PD])
+        upd, _ = self.create(ns, policies=["orphaner"])
+        with self.assertRaises(hvac.exceptions.InvalidRequest) as cm:
+            self.hvac(upd, ns).auth.token.revoke_and_orphan_children(parent)
+        self.assertEqual(cm.exception.errors,
+                         ["root or sudo privileges required to revoke and orphan"])
+        ok(self.lookup_self(parent, ns), 200)
+
+        r = self.hvac(namespace=ns).auth.token.revoke_and_orphan_children(parent)
+        self.assertEqual(r.status_code, 204)
+        self.assertError(self.lookup_self(parent, ns), 403, PD)
+        # the child survives without its parent link; its own child keeps its link
+        self.assertIs(ok(self.lookup_self(child, ns), 200).data["orphan"], True)
+        self.assertIs(ok(self.lookup_self(grandchild, ns), 200).data["orphan"], False)
+        # a second time: the token is gone
+        with self.assertRaises(hvac.exceptions.InvalidRequest) as cm:
+            self.hvac(namespace=ns).auth.token.revoke_and_orphan_children(parent)
+        self.assertEqual(cm.exception.errors, ["token to revoke not found"])
+        # nor the path form (OpenBao serves none; a token in a URL is logged in clear)
+        self.assertError(self.req("POST", "auth/token/revoke-orphan/s.not-a-token", {},
+                                  namespace=ns), 404, UNSUPPORTED)
+        self.assert_audited("auth/token/revoke-orphan", [parent, child, pacc, cacc], 204)
+
+    def test_tidy_removes_expired(self):
+        ns = self.ns()
+        live, lacc = self.create(ns, policies=["default"], ttl="1h")
+        dead, dacc = self.create(ns, policies=["default"], ttl=1)
+        cli = self.hvac(namespace=ns)
+        # expiry is lazy: wait until the list (which removes nothing) leaves the token out,
+        # without a lookup of it (a lookup would remove it on the way)
+        wait_for(lambda: dacc not in cli.auth.token.list_accessors()["data"]["keys"], 15,
+                 "the 1 s token to expire")
+        before = self.tokens_in_store()
+        seen = self.server.log_text().count('"msg":"token tidy finished"')
+        r = cli.auth.token.tidy()
+        self.assertEqual(r.status_code, 202)
+        self.assertIsNone(r.json()["data"])
+        self.assertEqual(r.json()["warnings"], [TIDY_STARTED])
+        # done when it answers: the expired record and its accessor entry are gone, nothing else
+        self.assertEqual(self.tokens_in_store(), before - 1)
+        # its counts are in the server log
+        self.server.wait_log('"msg":"token tidy finished"', seen + 1)
+        line = [l for l in self.server.log_text().splitlines() if "token tidy finished" in l][-1]
+        self.assertEqual(json.loads(line)["path"], ns + "/auth/token/tidy")
+        self.assertIn("tokens scanned 2, expired removed 1, revoked with a parent removed 0",
+                      json.loads(line)["detail"])
+        self.assertError(self.req("POST", "auth/token/lookup-accessor", {"accessor": dacc},
+                                  namespace=ns), 400, "invalid accessor")
+        ok(self.lookup_self(live, ns), 200)
+        self.assertEqual(cli.auth.token.list_accessors()["data"]["keys"], [lacc])
+        # update on the path is needed; no sudo
+        plain, _ = self.create(ns, policies=["default"])
+        with self.assertRaises(hvac.exceptions.Forbidden):
+            self.hvac(plain, ns).auth.token.tidy()
+        self.assert_audited("auth/token/tidy", [live, dead, lacc, dacc], 202)
+
+    def test_list_accessors(self):
+        ns = self.ns()
+        cli = self.hvac(namespace=ns)
+        # none: 404 with an empty errors list, as every list
+        with self.assertRaises(hvac.exceptions.InvalidPath) as cm:
+            cli.auth.token.list_accessors()
+        self.assertEqual(cm.exception.errors, [])
+        toks = [self.create(ns, policies=["default"], ttl="1h") for _ in range(3)]
+        gone, gacc = toks.pop()
+        ok(self.req("POST", "auth/token/revoke", {"token": gone}, namespace=ns))
+        want = sorted(acc for _, acc in toks)
+        r = cli.auth.token.list_accessors()
+        self.assertEqual(r["data"], {"keys": want})
+        r = ok(self.req("GET", "auth/token/accessors?list=true", namespace=ns), 200)
+        self.assertEqual(r.data["keys"], want)
+        # another namespace's tokens are not listed
+        self.assertTrue(set(want).isdisjoint(self.hvac().auth.token.list_accessors()
+                                             ["data"]["keys"]))
+        # sudo-only: list alone is the ACL's 403
+        self.policy(ns, "lister", 'path "auth/token/accessors" { capabilities = ["list"] }')
+        self.policy(ns, "lister-sudo",
+                    'path "auth/token/accessors" { capabilities = ["list", "sudo"] }')
+        lister, lister_acc = self.create(ns, policies=["lister"])
+        with self.assertRaises(hvac.exceptions.Forbidden) as cm:
+            self.hvac(lister, ns).auth.token.list_accessors()
+        self.assertEqual(cm.exception.errors, [ACL_PD])
+        sudo, sudo_acc = self.create(ns, policies=["lister-sudo"])
+        r = self.hvac(sudo, ns).auth.token.list_accessors()
+        self.assertEqual(r["data"]["keys"], sorted(want + [lister_acc, sudo_acc]))
+        self.assert_audited("auth/token/accessors/",
+                            [t for t, _ in toks] + want + [gone, gacc, lister, sudo], 200)
 
 
 if __name__ == "__main__":

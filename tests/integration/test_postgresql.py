@@ -7,6 +7,7 @@ never printed; a bad configuration stops kmsd with a message."""
 import os
 import subprocess
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pg"))
@@ -115,6 +116,41 @@ class PostgresqlStorageTest(PgCase):
         self.assertEqual(r.status, 200, r.describe())
         self.assertEqual(srv.stop(), 0)
         self.assertNotIn(PASSWORD, srv.log_text())
+
+    def test_token_admin_calls(self):
+        """revoke-orphan (its scan runs in the write transaction), tidy and LIST accessors on
+        this backend: the orphaned child survives, the expired token's rows go."""
+        srv = self.new_server().start()
+        KmsdTestCase.init_config_server(srv)
+        r = srv.request("POST", "sys/policies/acl/maker",
+                        {"policy": 'path "auth/token/create" { capabilities = ["update"] }'})
+        self.assertEqual(r.status, 204, r.describe())
+
+        def create(token=None, **body):
+            r = srv.request("POST", "auth/token/create", body,
+                            **({"token": token} if token else {}))
+            self.assertEqual(r.status, 200, r.describe())
+            return r.json["auth"]["client_token"], r.json["auth"]["accessor"]
+
+        parent, _ = create(policies=["maker"])
+        child, cacc = create(token=parent)
+        r = srv.request("POST", "auth/token/revoke-orphan", {"token": parent})
+        self.assertEqual(r.status, 204, r.describe())
+        self.assertEqual(srv.request("GET", "auth/token/lookup-self", token=parent).status, 403)
+        self.assertIs(self.ok(srv.request("GET", "auth/token/lookup-self", token=child))["orphan"],
+                      True)
+        _, dacc = create(policies=["default"], ttl=1)
+        deadline = time.monotonic() + 15
+        while dacc in self.ok(srv.request("LIST", "auth/token/accessors"))["keys"]:
+            self.assertLess(time.monotonic(), deadline, "the 1 s token did not expire")
+            time.sleep(0.1)
+        rows = int(self.pg.psql("SELECT count(*) FROM kmsd_records").strip())
+        r = srv.request("POST", "auth/token/tidy")
+        self.assertEqual(r.status, 202, r.describe())
+        # the expired token's record and its accessor entry
+        self.assertEqual(int(self.pg.psql("SELECT count(*) FROM kmsd_records").strip()), rows - 2)
+        self.assertIn(cacc, self.ok(srv.request("LIST", "auth/token/accessors"))["keys"])
+        self.assertEqual(srv.stop(), 0)
 
     def test_one_kmsd_per_database(self):
         """Until replicas have leadership, a second kmsd on the same database is refused."""

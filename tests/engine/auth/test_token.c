@@ -2,8 +2,9 @@
  * test_token.c - auth/token endpoints through the whole pipeline (auth-audit.md §3): create with
  * every parameter and its refusals, lookup / lookup-self / lookup-accessor, renew / renew-self /
  * renew-accessor with an injected token-store clock, revoke / revoke-self / revoke-accessor
- * (children go with their parent), num_uses and expiry; plus sys/policy CRUD and its effect
- * on the ACL, and sys/auth enable / read / list / disable.
+ * (children go with their parent), num_uses and expiry, revoke-orphan (children live on),
+ * tidy and LIST accessors (sudo, namespaces, expiry by the injected clock, the audit lines);
+ * plus sys/policy CRUD and its effect on the ACL, and sys/auth enable / read / list / disable.
  */
 #include "tests/engine/auth/auth_util.h"
 
@@ -565,6 +566,325 @@ static void test_sys_auth(void **state)
         at_as(t, tok, NULL, 403, "POST", "/v1/sys/auth/other", "{\"type\":\"kubernetes\"}"));
 }
 
+/* ---- revoke-orphan, tidy, LIST accessors ------------------------------------------------ */
+
+#define ACL_PD "1 error occurred:\n\t* permission denied\n\n"
+
+/* A token created as root with `policies` (a JSON array text); copied to tok. */
+static void token_with(struct kt *t, const char *policies, char *tok)
+{
+    char body[256];
+    snprintf(body, sizeof(body), "{\"policies\":%s}", policies);
+    json_decref(create_token(t, "/v1/auth/token/create", body, tok, NULL));
+}
+
+/* A child token made by `parent`; copied to tok. */
+static void child_of(struct kt *t, const char *parent, char *tok)
+{
+    json_t *b = at_as(t, parent, NULL, 200, "POST", "/v1/auth/token/create", "{}");
+    snprintf(tok, KMS_TOKEN_MAX_LEN, "%s", at_auth_str(b, "client_token"));
+    json_decref(b);
+}
+
+static bool is_orphan(struct kt *t, const char *tok)
+{
+    json_t *b = at_as(t, tok, NULL, 200, "GET", "/v1/auth/token/lookup-self", NULL);
+    bool orphan = json_is_true(kt_data(b, "orphan"));
+    json_decref(b);
+    return orphan;
+}
+
+static void test_revoke_orphan(void **state)
+{
+    struct kt *t = *state;
+    char parent[KMS_TOKEN_MAX_LEN], child[KMS_TOKEN_MAX_LEN], grandchild[KMS_TOKEN_MAX_LEN];
+    char plain[KMS_TOKEN_MAX_LEN], upd[KMS_TOKEN_MAX_LEN], sudo[KMS_TOKEN_MAX_LEN];
+    char body[256];
+    put_policy(t, "maker", "path \"auth/token/create\" { capabilities = [\"update\"] }");
+    put_policy(t, "orphaner", "path \"auth/token/revoke-orphan\" { capabilities = [\"update\"] }");
+    put_policy(t, "orphaner-sudo",
+               "path \"auth/token/revoke-orphan\" { capabilities = [\"update\", \"sudo\"] }");
+    token_with(t, "[\"maker\"]", parent);
+    child_of(t, parent, child);
+    child_of(t, child, grandchild);
+    token_with(t, "[\"x\"]", plain);
+    token_with(t, "[\"orphaner\"]", upd);
+    token_with(t, "[\"orphaner-sudo\"]", sudo);
+    assert_false(is_orphan(t, child));
+
+    /* no grant on the path: the ACL's 403; update without sudo: OpenBao's handler 400 (the
+     * missing token is reported first) */
+    snprintf(body, sizeof(body), "{\"token\":\"%s\"}", parent);
+    json_t *b = at_as(t, plain, NULL, 403, "POST", "/v1/auth/token/revoke-orphan", body);
+    at_err_is(b, ACL_PD);
+    json_decref(b);
+    b = at_as(t, upd, NULL, 400, "POST", "/v1/auth/token/revoke-orphan", "{}");
+    at_err_is(b, "missing token ID");
+    json_decref(b);
+    b = at_as(t, upd, NULL, 400, "POST", "/v1/auth/token/revoke-orphan", body);
+    at_err_is(b, "root or sudo privileges required to revoke and orphan");
+    json_decref(b);
+    json_decref(at_as(t, parent, NULL, 200, "GET", "/v1/auth/token/lookup-self", NULL));
+
+    /* with sudo: 204; the parent is gone, its child lives on as an orphan, the grandchild
+     * keeps its parent */
+    assert_null(at_as(t, sudo, NULL, 204, "POST", "/v1/auth/token/revoke-orphan", body));
+    b = at_as(t, parent, NULL, 403, "GET", "/v1/auth/token/lookup-self", NULL);
+    at_err_is(b, "permission denied");
+    json_decref(b);
+    assert_true(is_orphan(t, child));
+    assert_false(is_orphan(t, grandchild));
+    /* the orphan is an ordinary token: revoking it takes its own child */
+    snprintf(body, sizeof(body), "{\"token\":\"%s\"}", child);
+    json_decref(at_req(t, 204, "POST", "/v1/auth/token/revoke", body));
+    json_decref(at_as(t, grandchild, NULL, 403, "GET", "/v1/auth/token/lookup-self", NULL));
+
+    /* refusals, as OpenBao words them */
+    at_fail(t, 400, "POST", "/v1/auth/token/revoke-orphan", "{}", "missing token ID");
+    at_fail(t, 400, "POST", "/v1/auth/token/revoke-orphan", body, "token to revoke not found");
+    at_fail(t, 400, "POST", "/v1/auth/token/revoke-orphan", "{\"token\":\"s.nope\"}",
+            "token to revoke not found");
+    /* a token of another namespace is not visible here */
+    int st = kt_call(t, "POST", "/v1/sys/namespaces/org1", "root", NULL, "{}", &b);
+    assert_true(st == 200 || st == 204);
+    json_decref(b);
+    b = kt_ok(t, 200, "POST", "/v1/auth/token/create", "org1", "{\"policies\":[\"a\"]}");
+    snprintf(body, sizeof(body), "{\"token\":\"%s\"}", at_auth_str(b, "client_token"));
+    json_decref(b);
+    at_fail(t, 400, "POST", "/v1/auth/token/revoke-orphan", body, "token to revoke not found");
+    b = kt_ok(t, 204, "POST", "/v1/auth/token/revoke-orphan", "org1", body);
+    json_decref(b);
+    /* OpenBao serves no revoke-orphan/<token> (its pattern is anchored) */
+    at_fail(t, 404, "POST", "/v1/auth/token/revoke-orphan/s.abc", "{}",
+            "1 error occurred:\n\t* unsupported path\n\n");
+    /* the parameter list is OpenBao's: only `token` */
+    snprintf(body, sizeof(body), "{\"token\":\"%s\",\"increment\":5}", sudo);
+    b = at_req(t, 204, "POST", "/v1/auth/token/revoke-orphan", body);
+    json_decref(b);
+}
+
+static size_t count_db(struct kt *t, enum kms_db db)
+{
+    struct kms_txn *txn = NULL;
+    size_t n = 0;
+    assert_int_equal(kms_storage_txn_begin(kms_api_storage(t->api), false, &txn), 0);
+    assert_int_equal(kms_storage_count(txn, db, &n), 0);
+    kms_storage_txn_abort(&txn);
+    return n;
+}
+
+static const char *const TIDY_STARTED = "Tidy operation successfully started. Any information "
+                                        "from the operation will be printed to OpenBao's server "
+                                        "logs.";
+
+static void test_tidy(void **state)
+{
+    struct kt *t = *state;
+    char live[KMS_TOKEN_MAX_LEN], gone[KMS_TOKEN_MAX_LEN], parent[KMS_TOKEN_MAX_LEN];
+    char child[KMS_TOKEN_MAX_LEN], plain[KMS_TOKEN_MAX_LEN];
+    char body[256];
+    json_t *b = NULL;
+    at_clock_install(t);
+    int st = kt_call(t, "POST", "/v1/sys/namespaces/org1", "root", NULL, "{}", &b);
+    assert_true(st == 200 || st == 204);
+    json_decref(b);
+    put_policy(t, "maker", "path \"auth/token/create\" { capabilities = [\"update\"] }");
+    json_decref(create_token(t, "/v1/auth/token/create", "{\"policies\":[\"a\"],\"ttl\":\"1h\"}",
+                             live, NULL));
+    json_decref(
+        create_token(t, "/v1/auth/token/create", "{\"policies\":[\"a\"],\"ttl\":10}", gone, NULL));
+    token_with(t, "[\"maker\"]", parent);
+    child_of(t, parent, child);
+    token_with(t, "[\"x\"]", plain);
+    json_decref(kt_ok(t, 200, "POST", "/v1/auth/token/create", "org1",
+                      "{\"policies\":[\"a\"],\"ttl\":10}"));
+    snprintf(body, sizeof(body), "{\"token\":\"%s\"}", parent);
+    json_decref(at_req(t, 204, "POST", "/v1/auth/token/revoke", body));
+    size_t tokens = count_db(t, KMS_DB_TOKENS), accs = count_db(t, KMS_DB_ACCESSORS);
+    assert_int_equal(accs, tokens);
+
+    /* update on auth/token/tidy is needed (not sudo) */
+    b = at_as(t, plain, NULL, 403, "POST", "/v1/auth/token/tidy", NULL);
+    at_err_is(b, ACL_PD);
+    json_decref(b);
+    /* past the short ttl: OpenBao's 202 and warning, no data; the expired token and the dead
+     * child are gone with their accessor entries, org1's expired token is org1's to tidy */
+    at_clock_ms += 10 * 1000;
+    b = at_req(t, 202, "POST", "/v1/auth/token/tidy", NULL);
+    assert_true(json_is_null(json_object_get(b, "data")));
+    assert_int_equal(json_array_size(json_object_get(b, "warnings")), 1);
+    assert_string_equal(at_warning(b, 0), TIDY_STARTED);
+    json_decref(b);
+    assert_int_equal(count_db(t, KMS_DB_TOKENS), tokens - 2);
+    assert_int_equal(count_db(t, KMS_DB_ACCESSORS), accs - 2);
+    json_decref(at_as(t, live, NULL, 200, "GET", "/v1/auth/token/lookup-self", NULL));
+    b = kt_ok(t, 202, "PUT", "/v1/auth/token/tidy", "org1", NULL);
+    assert_string_equal(at_warning(b, 0), TIDY_STARTED);
+    json_decref(b);
+    assert_int_equal(count_db(t, KMS_DB_TOKENS), tokens - 3);
+    assert_int_equal(count_db(t, KMS_DB_ACCESSORS), accs - 3);
+    /* nothing left to do: the same answer */
+    b = at_req(t, 202, "POST", "/v1/auth/token/tidy", "{}");
+    assert_string_equal(at_warning(b, 0), TIDY_STARTED);
+    json_decref(b);
+    assert_int_equal(count_db(t, KMS_DB_TOKENS), tokens - 3);
+    /* only POST/PUT */
+    at_fail(t, 405, "GET", "/v1/auth/token/tidy", NULL,
+            "1 error occurred:\n\t* unsupported operation\n\n");
+}
+
+/* The accessor of `tok` (lookup-self). */
+static void accessor_of(struct kt *t, const char *tok, char *acc)
+{
+    json_t *b = at_as(t, tok, NULL, 200, "GET", "/v1/auth/token/lookup-self", NULL);
+    snprintf(acc, 64, "%s", at_str(b, "accessor"));
+    json_decref(b);
+}
+
+static void test_list_accessors(void **state)
+{
+    struct kt *t = *state;
+    char a[KMS_TOKEN_MAX_LEN], brief[KMS_TOKEN_MAX_LEN], lister[KMS_TOKEN_MAX_LEN];
+    char sudo[KMS_TOKEN_MAX_LEN];
+    char racc[64], aacc[64], bacc[64], oacc[64];
+    json_t *b = NULL;
+    at_clock_install(t);
+    int st = kt_call(t, "POST", "/v1/sys/namespaces/org1", "root", NULL, "{}", &b);
+    assert_true(st == 200 || st == 204);
+    json_decref(b);
+    /* an empty list: 404 with no error, as OpenBao's lists */
+    b = kt_ok(t, 404, "LIST", "/v1/auth/token/accessors", "org1", NULL);
+    assert_int_equal(json_array_size(json_object_get(b, "errors")), 0);
+    assert_non_null(json_object_get(b, "errors"));
+    json_decref(b);
+
+    accessor_of(t, "root", racc);
+    json_decref(
+        create_token(t, "/v1/auth/token/create", "{\"policies\":[\"a\"],\"ttl\":\"1h\"}", a, aacc));
+    json_decref(
+        create_token(t, "/v1/auth/token/create", "{\"policies\":[\"a\"],\"ttl\":5}", brief, bacc));
+    b = kt_ok(t, 200, "POST", "/v1/auth/token/create", "org1", "{\"policies\":[\"a\"]}");
+    snprintf(oacc, sizeof(oacc), "%s", at_auth_str(b, "accessor"));
+    json_decref(b);
+    /* exactly the live accessors of the namespace, sorted; LIST, GET ?list=true, trailing / */
+    const char *want[4] = {racc, aacc, bacc, NULL};
+    for (size_t i = 0; i < 3; i++) {
+        for (size_t j = i + 1; j < 3; j++) {
+            if (strcmp(want[j], want[i]) < 0) {
+                const char *x = want[i];
+                want[i] = want[j];
+                want[j] = x;
+            }
+        }
+    }
+    static const char *const forms[][2] = {{"LIST", "/v1/auth/token/accessors"},
+                                           {"GET", "/v1/auth/token/accessors?list=true"},
+                                           {"LIST", "/v1/auth/token/accessors/"}};
+    for (size_t i = 0; i < 3; i++) {
+        b = at_req(t, 200, forms[i][0], forms[i][1], NULL);
+        at_strings_are(kt_data(b, "keys"), want);
+        json_decref(b);
+    }
+    const char *org_want[] = {oacc, NULL};
+    b = kt_ok(t, 200, "LIST", "/v1/auth/token/accessors", "org1", NULL);
+    at_strings_are(kt_data(b, "keys"), org_want);
+    json_decref(b);
+    /* an expired token is not listed (nor removed: that is tidy's) */
+    at_clock_ms += 5 * 1000;
+    size_t tokens = count_db(t, KMS_DB_TOKENS);
+    const char *live_want[3] = {strcmp(racc, aacc) < 0 ? racc : aacc,
+                                strcmp(racc, aacc) < 0 ? aacc : racc, NULL};
+    b = at_req(t, 200, "LIST", "/v1/auth/token/accessors", NULL);
+    at_strings_are(kt_data(b, "keys"), live_want);
+    json_decref(b);
+    assert_int_equal(count_db(t, KMS_DB_TOKENS), tokens);
+
+    /* sudo-only (OpenBao's root path "accessors*"): list alone is the ACL's 403 */
+    put_policy(t, "lister", "path \"auth/token/accessors\" { capabilities = [\"list\"] }");
+    put_policy(t, "lister-sudo",
+               "path \"auth/token/accessors\" { capabilities = [\"list\", \"sudo\"] }");
+    token_with(t, "[\"lister\"]", lister);
+    token_with(t, "[\"lister-sudo\"]", sudo);
+    b = at_as(t, lister, NULL, 403, "LIST", "/v1/auth/token/accessors", NULL);
+    at_err_is(b, ACL_PD);
+    json_decref(b);
+    b = at_as(t, sudo, NULL, 200, "LIST", "/v1/auth/token/accessors", NULL);
+    assert_int_equal(json_array_size(kt_data(b, "keys")), 4);
+    json_decref(b);
+    b = at_as(t, "root", NULL, 404, "GET", "/v1/auth/token/accessors", NULL);
+    json_decref(b);
+}
+
+/* Every path is audited; tokens and accessors appear only as HMACs. */
+static void test_admin_calls_audited(void **state)
+{
+    struct kt *t = *state;
+    char parent[KMS_TOKEN_MAX_LEN], child[KMS_TOKEN_MAX_LEN], pacc[64], cacc[64];
+    char body[256];
+    put_policy(t, "maker", "path \"auth/token/create\" { capabilities = [\"update\"] }");
+    json_decref(
+        create_token(t, "/v1/auth/token/create", "{\"policies\":[\"maker\"]}", parent, pacc));
+    child_of(t, parent, child);
+    accessor_of(t, child, cacc);
+    snprintf(body, sizeof(body), "{\"token\":\"%s\"}", parent);
+    json_decref(at_req(t, 204, "POST", "/v1/auth/token/revoke-orphan", body));
+    json_decref(at_req(t, 202, "POST", "/v1/auth/token/tidy", NULL));
+    json_t *b = at_req(t, 200, "LIST", "/v1/auth/token/accessors", NULL);
+    const char *rid = json_string_value(json_object_get(b, "request_id"));
+    assert_non_null(rid);
+    assert_true(kt_audit_contains(t, rid));
+    json_decref(b);
+
+    FILE *fp = fopen(t->audit_path, "r");
+    assert_non_null(fp);
+    char *line = NULL;
+    size_t cap = 0;
+    int seen_orphan = 0, seen_tidy = 0, seen_list = 0;
+    while (getline(&line, &cap, fp) > 0) {
+        /* neither token nor accessor in clear, on any line */
+        assert_null(strstr(line, parent));
+        assert_null(strstr(line, child));
+        assert_null(strstr(line, pacc));
+        assert_null(strstr(line, cacc));
+        json_t *l = json_loads(line, 0, NULL);
+        assert_non_null(l);
+        json_t *req = json_object_get(l, "request");
+        const char *path = json_string_value(json_object_get(req, "path"));
+        bool resp = strcmp(json_string_value(json_object_get(l, "type")), "response") == 0;
+        if (path != NULL && strcmp(path, "auth/token/revoke-orphan") == 0) {
+            seen_orphan++;
+            /* the body's token is there, as an HMAC */
+            const char *tok =
+                json_string_value(json_object_get(json_object_get(req, "data"), "token"));
+            assert_non_null(tok);
+            assert_int_equal(strncmp(tok, "hmac-sha256:", 12), 0);
+        } else if (path != NULL && strcmp(path, "auth/token/tidy") == 0) {
+            seen_tidy++;
+            if (resp) {
+                assert_non_null(strstr(line, "\"status\":202"));
+            }
+        } else if (path != NULL && strcmp(path, "auth/token/accessors/") == 0) {
+            /* a list's path ends in '/', as Vault logs it */
+            seen_list++;
+            if (resp) {
+                json_t *keys = json_object_get(
+                    json_object_get(json_object_get(l, "response"), "data"), "keys");
+                assert_true(json_array_size(keys) >= 2);
+                for (size_t i = 0; i < json_array_size(keys); i++) {
+                    assert_int_equal(
+                        strncmp(json_string_value(json_array_get(keys, i)), "hmac-sha256:", 12), 0);
+                }
+            }
+        }
+        json_decref(l);
+    }
+    free(line);
+    fclose(fp);
+    assert_int_equal(seen_orphan, 2);
+    assert_int_equal(seen_tidy, 2);
+    assert_int_equal(seen_list, 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -579,6 +899,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_policy_crud, kt_setup, kt_teardown),
         cmocka_unit_test_setup_teardown(test_policy_drives_acl, kt_setup, kt_teardown),
         cmocka_unit_test_setup_teardown(test_sys_auth, kt_setup, kt_teardown),
+        cmocka_unit_test_setup_teardown(test_revoke_orphan, kt_setup, kt_teardown),
+        cmocka_unit_test_setup_teardown(test_tidy, kt_setup, kt_teardown),
+        cmocka_unit_test_setup_teardown(test_list_accessors, kt_setup, kt_teardown),
+        cmocka_unit_test_setup_teardown(test_admin_calls_audited, kt_setup_audited, kt_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -415,7 +415,7 @@ static int tidy(struct kms_ctx *c)
              st.accessors_dangling);
     kms_api_log(c->api, "info", "token tidy finished", path, detail);
     kms_warn(c, "Tidy operation successfully started. Any information from the operation will be "
-                "printed to OpenBao's server logs.");
+                "printed to kmsd's server log.");
     c->status = 202;
     return kms_reply_warnings(c);
 }

@@ -312,7 +312,7 @@ class TokenTest(KmsdTestCase):
 
 
 TIDY_STARTED = ("Tidy operation successfully started. Any information from the operation will "
-                "be printed to OpenBao's server logs.")
+                "be printed to kmsd's server log.")
 
 
 class TokenAdminTest(KmsdTestCase):

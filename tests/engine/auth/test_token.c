@@ -674,8 +674,8 @@ static size_t count_db(struct kt *t, enum kms_db db)
 }
 
 static const char *const TIDY_STARTED = "Tidy operation successfully started. Any information "
-                                        "from the operation will be printed to OpenBao's server "
-                                        "logs.";
+                                        "from the operation will be printed to kmsd's server "
+                                        "log.";
 
 static void test_tidy(void **state)
 {

@@ -20,6 +20,9 @@
 
 #define KMS_NS_ID_LEN 16
 #define KMS_PATH_MAX 512
+/* A mount path ("transit/", "auth/k8s/") at most this long: its record's key is "<ns id>/<path>"
+ * and storage keys are at most 511 bytes (LMDB). */
+#define KMS_MOUNT_PATH_MAX 400
 #define KMS_MAX_CAPTURES 4
 
 struct kms_ns {

@@ -186,20 +186,38 @@ int kms_mount_enable_settings(struct kms_ctx *c, const char *path, json_t **cfg,
         return 0;
     }
     /* OpenBao's enable takes the tune settings nested in "config": read as a tune's top-level
-     * parameters, config's own value winning over a top-level key of the same name */
-    json_object_foreach(given, k, v)
-    {
-        json_object_set(c->params, k, v);
-    }
+     * parameters, config's own value winning over a top-level key of the same name. They are
+     * read from a copy: the caller holds pointers into c->params (type, description), and
+     * config's own "type", "description", "options" and "config" mean nothing (OpenBao's
+     * MountConfigInput has none of them; the description is the mount's own) */
+    static const char *const not_settings[] = {"type", "description", "options", "config"};
+    json_t *params = json_copy(c->params);
+    json_t *saved = c->params;
     size_t nwarn = json_array_size(c->warnings);
+    int rc = -1;
     *cfg = json_object();
     *opts = json_object();
-    if (*cfg == NULL || *opts == NULL) {
+    if (params == NULL || *cfg == NULL || *opts == NULL) {
+        json_decref(params);
         KMS_FAILW(c, 500, "out of memory");
         goto fail;
     }
-    /* the description is the mount's own, set with it (desc points into c->params) */
-    if (kms_mount_tune_params(c, path, *cfg, *opts, &desc) != 0) {
+    json_object_foreach(given, k, v)
+    {
+        bool skip = false;
+        for (size_t i = 0; i < sizeof(not_settings) / sizeof(not_settings[0]); i++) {
+            skip = skip || strcmp(k, not_settings[i]) == 0;
+        }
+        if (!skip) {
+            json_object_set(params, k, v);
+        }
+    }
+    json_object_del(params, "description");
+    c->params = params;
+    rc = kms_mount_tune_params(c, path, *cfg, *opts, &desc);
+    c->params = saved;
+    json_decref(params); /* desc pointed into it: not used */
+    if (rc != 0) {
         goto fail;
     }
     /* a new mount is no upgrade: the tune's own warnings ("Upgrading mount...") do not apply;

@@ -950,6 +950,10 @@ int kms_registry_mount_add_tuned(struct kms_api *api, const char *ns_id, const c
     if (kms_api_engine_find(api, type) == NULL) {
         return kms_err_set(err, 400, "plugin not found in the catalog: %s", type);
     }
+    if (strlen(path) > KMS_MOUNT_PATH_MAX) {
+        /* the record's key ("<ns id>/<path>") must fit a storage key (LMDB: 511 bytes) */
+        return kms_err_set(err, 400, "path too long (at most %d bytes)", KMS_MOUNT_PATH_MAX);
+    }
     if (description != NULL && strlen(description) >= sizeof(m.description)) {
         return kms_err_set(err, 400, "description too long (at most %zu bytes)",
                            sizeof(m.description) - 1);
@@ -1193,6 +1197,9 @@ int kms_registry_mount_move(struct kms_api *api, const char *ns_id, const char *
 
     if (strlen(to) >= sizeof(api->mounts[0].path)) {
         return kms_err_set(err, 400, "invalid destination mount path \"%s\"", to);
+    }
+    if (strlen(to) > KMS_MOUNT_PATH_MAX) {
+        return kms_err_set(err, 400, "path too long (at most %d bytes)", KMS_MOUNT_PATH_MAX);
     }
     snprintf(okey, sizeof(okey), "%s/%s", ns_id, from);
     snprintf(nkey, sizeof(nkey), "%s/%s", ns_id, to);

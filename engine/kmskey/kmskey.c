@@ -818,6 +818,13 @@ static json_t *new_record(struct kms_ctx *c, const struct target *t, json_t *spe
                      "scheduled_deletion", (json_int_t)0);
 }
 
+/* The spec a write gives: {"spec": {...}}, or its fields at the top level. */
+static const json_t *applied_spec(struct kms_ctx *c)
+{
+    const json_t *spec = kms_param(c, "spec");
+    return spec != NULL ? spec : c->params;
+}
+
 /*
  * `kubectl apply` semantics (`"apply": true`, what kmsctl apply sends): a mutable top-level
  * spec field the previous apply set and this one leaves out goes back to its default, as
@@ -833,8 +840,11 @@ static json_t *apply_base(struct kms_ctx *c, const json_t *rec)
         {"deletionPolicy", "\"retain\""},
     };
     json_t *base = json_deep_copy(json_object_get(rec, "spec"));
-    const json_t *given = kms_param(c, "spec");
+    const json_t *given = applied_spec(c);
     const json_t *last = json_object_get(rec, "last_applied");
+    /* a deletion asked for (DELETE while the countdown runs) is not undone by leaving
+     * deletionPolicy out; `retain` given explicitly (or cancel-delete) still cancels it */
+    bool deleting = json_object_get(json_object_get(rec, "metadata"), "deletionTimestamp") != NULL;
     for (size_t i = 0; base != NULL && i < sizeof(mutable_defaults) / sizeof(mutable_defaults[0]);
          i++) {
         const char *k = mutable_defaults[i][0];
@@ -846,6 +856,9 @@ static json_t *apply_base(struct kms_ctx *c, const json_t *rec)
             was_applied =
                 was_applied || (json_is_string(e) && strcmp(json_string_value(e), k) == 0);
         }
+        if (deleting && strcmp(k, "deletionPolicy") == 0) {
+            continue;
+        }
         if (was_applied && json_object_get(given, k) == NULL) {
             json_object_set_new(base, k, json_loads(mutable_defaults[i][1], JSON_DECODE_ANY, NULL));
         }
@@ -853,16 +866,18 @@ static json_t *apply_base(struct kms_ctx *c, const json_t *rec)
     return base;
 }
 
-/* The spec fields an apply gave, for the next apply's apply_base. */
+/* The spec fields an apply gave, for the next apply's apply_base (the spec fields given at
+ * the top level count as well, as spec_from_request reads them). */
 static json_t *applied_fields(struct kms_ctx *c)
 {
+    static const char *const fields[] = {"purpose", "algorithm", "rotation", "deletionPolicy",
+                                         "exportable"};
     json_t *names = json_array();
-    const char *k;
-    json_t *v;
-    json_object_foreach(kms_param(c, "spec"), k, v)
-    {
-        if (!json_is_null(v)) {
-            json_array_append_new(names, json_string(k));
+    const json_t *given = applied_spec(c);
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        json_t *v = json_object_get(given, fields[i]);
+        if (v != NULL && !json_is_null(v)) {
+            json_array_append_new(names, json_string(fields[i]));
         }
     }
     return names;

@@ -793,6 +793,27 @@ class NamespaceTest(KmsdTestCase):
         self.assertStatus(self.req("DELETE", "sys/auth/" + p), 204)
         self.assertError(self.req("GET", "sys/auth/%s/tune" % p), 400,
                          "cannot fetch mount configuration: no mount at auth/%s/" % p)
+        # config's own "type", "description", "options" and "config" are not settings: the
+        # method keeps its type and description (they were read from freed memory)
+        odd = self.uniq("k8sodd")
+        r = self.req("POST", "sys/auth/" + odd, {
+            "type": "jwt", "description": "public",
+            "config": {"type": "kubernetes", "description": "y", "options": {"version": "9"},
+                       "config": {"a": "1"}, "default_lease_ttl": "1m"}})
+        self.assertStatus(r, 204)
+        m = self.req("GET", "sys/auth/" + odd).data
+        self.assertEqual((m["type"], m["description"], m["config"]["default_lease_ttl"],
+                          m["options"]), ("jwt", "public", 60, None))
+        r = self.req("POST", "sys/mounts/" + odd, {
+            "type": "transit", "description": "d2", "config": {"type": "x", "description": "z"}})
+        self.assertStatus(r, 204)
+        m = self.req("GET", "sys/mounts/" + odd).data
+        self.assertEqual((m["type"], m["description"]), ("transit", "d2"))
+        # a path whose record key would not fit a storage key: 400, not 500
+        r = self.req("POST", "sys/auth/" + "p" * 450, {"type": "jwt"})
+        self.assertError(r, 400, "path too long (at most 400 bytes)")
+        r = self.req("POST", "sys/mounts/" + "p" * 450, {"type": "transit"})
+        self.assertError(r, 400, "path too long (at most 400 bytes)")
         # a description longer than the 255 bytes a mount keeps is refused, not cut
         r = self.req("POST", "sys/auth/" + bad, {"type": "kubernetes", "description": "d" * 256})
         self.assertError(r, 400, "description too long (at most 255 bytes)")

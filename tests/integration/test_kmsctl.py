@@ -450,6 +450,28 @@ class DocCommandsTest(KmsctlTestCase):
         self.assertEqual(r.text, "kmskey.security.kube-dc.com/applied unchanged\n")
         self.assertEqual(self.describe_obj("applied")["spec"]["rotation"],
                          {"enabled": True, "interval": "7d"})
+        # a deletion asked for is not undone by an apply that leaves deletionPolicy out
+        sched = DOC_KMSKEY_YAML.replace("app-secrets", "doomed-apply").replace(
+            "deletionPolicy: retain", "deletionPolicy: schedule")
+        self.ok("apply", "-f", "-", stdin=sched.encode())
+        self.assertEqual(self.server.request("DELETE", "kms/keys/%s/doomed-apply" % PROJECT,
+                                             namespace=ORG).status, 200)
+        self.ok("apply", "-f", "-", stdin=sched.replace("  deletionPolicy: schedule\n",
+                                                        "").encode())
+        o = self.describe_obj("doomed-apply")
+        self.assertEqual(o["spec"]["deletionPolicy"], "schedule")
+        self.assertIn("deletionTimestamp", o["metadata"])
+        self.assertIn("scheduledDeletion", o["status"])
+        # the spec fields at the top level count as applied too (the API's other form)
+        path = "kms/keys/%s/top-applied" % PROJECT
+        r = self.server.request("POST", path, {"apply": True, "purpose": "application",
+                                               "rotation": {"enabled": True, "interval": "7d"}},
+                                namespace=ORG)
+        self.assertEqual(r.status, 200, r.body)
+        r = self.server.request("POST", path, {"apply": True, "spec": {"purpose": "application"}},
+                                namespace=ORG)
+        self.assertEqual(r.status, 200, r.body)
+        self.assertFalse(self.describe_obj("top-applied")["spec"]["rotation"]["enabled"])
         # several documents
         multi = "\n---\n".join(DOC_KMSKEY_YAML.replace("app-secrets", n) for n in ("m1", "m2"))
         r = self.ok("apply", "-f", "-", stdin=multi.encode())

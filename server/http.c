@@ -494,6 +494,19 @@ static int check_transfer_encoding(const char *te, struct kms_err *err)
     return 0;
 }
 
+/* A Host value of the bytes a host[:port] may hold (RFC 3986 reg-name, IP literal, port; the
+ * set Go's net/http accepts): no spaces, quotes, slashes or control bytes. */
+static bool host_valid(const char *v)
+{
+    for (; *v != '\0'; v++) {
+        unsigned char ch = (unsigned char)*v;
+        if (!isalnum(ch) && strchr("!$%&'()*+,-.:;=[]_~", ch) == NULL) {
+            return false;
+        }
+    }
+    return true;
+}
+
 /* Body framing and connection semantics once all header fields are in (RFC 9112 6). */
 static int headers_done(struct kms_http_parser *p, struct kms_err *err)
 {
@@ -538,6 +551,9 @@ static int headers_done(struct kms_http_parser *p, struct kms_err *err)
         } else if (strcasecmp(name, "Host") == 0) {
             if (++nhost > 1) {
                 return kms_err_set(err, 400, "malformed HTTP request: repeated Host header");
+            }
+            if (!host_valid(v)) {
+                return kms_err_set(err, 400, "malformed HTTP request: malformed Host header");
             }
         } else if (strcasecmp(name, "Connection") == 0) {
             close = close || list_has(v, "close");

@@ -153,6 +153,18 @@ static void test_absolute_form(void **state)
     assert_string_equal(rq[1].target, "/v1/transit/encrypt/k");
 }
 
+/* Host values a client sends: names, ports, IP literals, an empty value */
+static void test_host_values_allowed(void **state)
+{
+    (void)state;
+    const struct kms_feed_result *r = PARSE("GET /v1/a HTTP/1.1\r\nHost: [::1]:8200\r\n\r\n"
+                                            "GET /v1/b HTTP/1.1\r\nHost: kmsd.example:8200\r\n\r\n"
+                                            "GET /v1/c HTTP/1.1\r\nHost: a_b~c-1.x\r\n\r\n"
+                                            "GET /v1/d HTTP/1.1\r\nHost:\r\n\r\n");
+    assert_int_equal(r->status, 0);
+    assert_int_equal(r->nreq, 4);
+}
+
 static void test_methods_verbatim(void **state)
 {
     (void)state;
@@ -254,6 +266,10 @@ static void test_header_refusals(void **state)
         /* RFC 9112 3.2: HTTP/1.1 needs a Host (HTTP/1.0 does not: test_keepalive) */
         R("GET /v1/x HTTP/1.1\r\n\r\n", 400, "missing required Host header"),
         R("GET /v1/x HTTP/1.1\r\nX-Host: a\r\n\r\n", 400, "missing required Host header"),
+        R("GET /v1/x HTTP/1.1\r\nHost: a b\r\n\r\n", 400, "malformed Host header"),
+        R("GET /v1/x HTTP/1.1\r\nHost: a/b\r\n\r\n", 400, "malformed Host header"),
+        R("GET /v1/x HTTP/1.1\r\nHost: \"a\"\r\n\r\n", 400, "malformed Host header"),
+        R("GET /v1/x HTTP/1.1\r\nHost: caf\xc3\xa9\r\n\r\n", 400, "malformed Host header"),
     };
     REFUSED_ALL(cases);
 }
@@ -541,6 +557,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_simple_get),
         cmocka_unit_test(test_absolute_form),
+        cmocka_unit_test(test_host_values_allowed),
         cmocka_unit_test(test_methods_verbatim),
         cmocka_unit_test(test_request_line_refusals),
         cmocka_unit_test(test_line_endings),

@@ -12,9 +12,10 @@ DEPS := cmake make gcc pkg-config libssl-dev liblmdb-dev libevent-dev libjansson
         libjwt-dev libcmocka-dev libyaml-dev lmdb-utils python3 python3-hvac \
         python3-cryptography python3-jwt python3-requests python3-yaml python3-jsonschema \
         openssl clang libclang-rt-14-dev prometheus libpq-dev postgresql-15
-# the KMS plugin (docs/kms-plugin.md): HTTP/2, protobuf-c and its compiler; the gRPC test client
+# the KMS plugin (docs/kms-plugin.md): HTTP/2, protobuf-c and its compiler; the gRPC test client,
+# and HPACK for the tests' hand-driven HTTP/2 client (kms_plugin_helpers.RawH2)
 DEPS += libnghttp2-dev protobuf-c-compiler libprotobuf-c-dev python3-grpcio python3-grpc-tools \
-        python3-protobuf
+        python3-protobuf python3-hpack
 # the node-vault tests (tests/node): Node.js. Then npm (Debian's package when no npm comes
 # with nodejs) and `npm ci` from the committed package-lock.json whenever node_modules is
 # missing or older than the lock. NODE_TESTS=0 leaves them out (lint, coverage's extra tools).

@@ -91,6 +91,9 @@ struct kms_cli_resp {
 int kms_cli_http_create(const struct kms_cli_http_opts *o, struct kms_cli_http **out, char *err,
                         size_t errlen);
 void kms_cli_http_destroy(struct kms_cli_http **h);
+/* The timeout of the exchanges from now on (connect + whole exchange, as timeout_ms); 0 = 30 s.
+ * The KMS plugin's sidecar bounds each call's request by the time its client still waits. */
+void kms_cli_http_set_timeout(struct kms_cli_http *h, int timeout_ms);
 /*
  * From the environment: KMS_ADDR or VAULT_ADDR, KMS_TOKEN or VAULT_TOKEN (else
  * ~/.vault-token), KMS_NAMESPACE or VAULT_NAMESPACE, and for https the TLS settings

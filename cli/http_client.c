@@ -347,6 +347,11 @@ void kms_cli_http_destroy(struct kms_cli_http **hp)
     *hp = NULL;
 }
 
+void kms_cli_http_set_timeout(struct kms_cli_http *h, int timeout_ms)
+{
+    h->timeout_ms = timeout_ms > 0 ? timeout_ms : DEFAULT_TIMEOUT_MS;
+}
+
 bool kms_cli_http_has_token(const struct kms_cli_http *h)
 {
     return h->token != NULL;

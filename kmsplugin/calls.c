@@ -11,7 +11,6 @@
 #include "api.pb-c.h"
 
 #include <inttypes.h>
-#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +59,7 @@ void kms_plugin_core_init(struct kms_plugin_core *c, const struct kms_plugin_bac
     memset(c, 0, sizeof(*c));
     c->b = *b;
     c->status_ttl_ms = status_ttl_ms > 0 ? status_ttl_ms : 10000;
+    c->now_ms = kms_plugin_mono_ms;
     pthread_mutex_init(&c->mu, NULL);
 }
 
@@ -140,27 +140,26 @@ static int fail(char *msg, size_t n, int code, const char *fmt, ...)
 }
 
 /*
- * A request's uid and key_id as the apiserver sends them: UTF-8 (Go's protobuf refuses
- * anything else, and the audit record, which carries them, is JSON text: jansson tells) and
- * the uid at most 1 KiB (a UUID in practice; each call writes it into two audit lines).
- * KMS_GRPC_OK, or the refusal (not audited: it has no uid to record).
+ * A request's string fields (uid, key_id, the annotations' keys) as the apiserver sends them:
+ * UTF-8 (Go's protobuf refuses anything else, and the audit record, which carries the uid, is
+ * JSON text) with no NUL byte (protobuf-c gives them as C strings: "abc\0xyz" would be read
+ * as "abc"), checked on the wire message `in` at their real length; and the uid at most 1 KiB
+ * (a UUID in practice; each call writes it into two audit lines). KMS_GRPC_OK, or the refusal
+ * (not audited: it has no uid to record as it was sent).
  */
-static int check_ids(const char *what, const char *uid, const char *key_id, char *msg, size_t n)
+static int check_strings(const ProtobufCMessageDescriptor *d, const uint8_t *in, size_t len,
+                         const char *uid, char *msg, size_t n)
 {
-    size_t ul = strlen(uid);
+    char why[128];
+    int rc = kms_plugin_pb_strings(d, in, len, why, sizeof(why));
+    if (rc != 0) {
+        return fail(msg, n, KMS_GRPC_INVALID_ARGUMENT, "malformed %s message%s%s", d->short_name,
+                    rc > 0 ? ": " : "", rc > 0 ? why : "");
+    }
+    size_t ul = strlen(uid); /* no NUL in it: its real length */
     if (ul > KMS_PLUGIN_UID_MAX) {
         return fail(msg, n, KMS_GRPC_INVALID_ARGUMENT, "uid is %zu bytes; at most %d", ul,
                     KMS_PLUGIN_UID_MAX);
-    }
-    const char *const ids[] = {uid, key_id};
-    const char *const names[] = {"uid", "key_id"};
-    for (size_t i = 0; i < 2; i++) {
-        json_t *j = ids[i] != NULL ? json_stringn(ids[i], strlen(ids[i])) : json_string("");
-        if (j == NULL) {
-            return fail(msg, n, KMS_GRPC_INVALID_ARGUMENT, "malformed %s message: %s is not UTF-8",
-                        what, names[i]);
-        }
-        json_decref(j);
     }
     return KMS_GRPC_OK;
 }
@@ -202,13 +201,13 @@ static void key_id_of(const struct kms_plugin_core *c, uint32_t version, char *o
 
 /* Encrypt through the backend into a checked ciphertext and key_id. */
 static int wrap(struct kms_plugin_core *c, const uint8_t *pt, size_t ptlen, const char *uid,
-                char **ct, char *key_id, char *msg, size_t n)
+                int64_t deadline_ms, char **ct, char *key_id, char *msg, size_t n)
 {
     struct kms_err err;
     uint32_t version = 0;
     kms_err_clear(&err);
     *ct = NULL;
-    if (c->b.encrypt(c->b.arg, pt, ptlen, uid, ct, &version, &err) != 0) {
+    if (c->b.encrypt(c->b.arg, pt, ptlen, uid, deadline_ms, ct, &version, &err) != 0) {
         return backend_fail(&err, msg, n);
     }
     size_t len = strlen(*ct);
@@ -239,7 +238,9 @@ static void probe(struct kms_plugin_core *c, bool *healthy, char *healthz, size_
         snprintf(healthz, hn, "random number generator failed");
         return;
     }
-    if (wrap(c, seed, sizeof(seed), "", &ct, key_id, msg, sizeof(msg)) != KMS_GRPC_OK) {
+    /* no deadline: the answer is every caller's, not only the one whose call probes */
+    if (wrap(c, seed, sizeof(seed), "", KMS_PLUGIN_NO_DEADLINE, &ct, key_id, msg, sizeof(msg)) !=
+        KMS_GRPC_OK) {
         snprintf(healthz, hn, "encrypt probe failed: %s", msg);
         goto out;
     }
@@ -248,7 +249,8 @@ static void probe(struct kms_plugin_core *c, bool *healthy, char *healthz, size_
         snprintf(healthz, hn, "encrypt probe returned no vault:v<N>: ciphertext");
         goto out;
     }
-    if (c->b.decrypt(c->b.arg, ct, strlen(ct), version, "", &pt, &ptlen, &err) != 0) {
+    if (c->b.decrypt(c->b.arg, ct, strlen(ct), version, "", KMS_PLUGIN_NO_DEADLINE, &pt, &ptlen,
+                     &err) != 0) {
         err_text(&err, msg, sizeof(msg));
         snprintf(healthz, hn, "decrypt probe failed: %s", msg);
         goto out;
@@ -307,8 +309,8 @@ static int status(struct kms_plugin_core *c, uint8_t **out, size_t *outlen)
     return KMS_GRPC_OK;
 }
 
-static int encrypt(struct kms_plugin_core *c, const uint8_t *in, size_t len, uint8_t **out,
-                   size_t *outlen, char *msg, size_t n)
+static int encrypt(struct kms_plugin_core *c, const uint8_t *in, size_t len, int64_t deadline_ms,
+                   uint8_t **out, size_t *outlen, char *msg, size_t n)
 {
     V2__EncryptRequest *req = v2__encrypt_request__unpack(NULL, len, in);
     V2__EncryptResponse r = V2__ENCRYPT_RESPONSE__INIT;
@@ -319,7 +321,7 @@ static int encrypt(struct kms_plugin_core *c, const uint8_t *in, size_t len, uin
     if (req == NULL) {
         return fail(msg, n, KMS_GRPC_INVALID_ARGUMENT, "malformed EncryptRequest message");
     }
-    code = check_ids("EncryptRequest", req->uid, NULL, msg, n);
+    code = check_strings(&v2__encrypt_request__descriptor, in, len, req->uid, msg, n);
     if (code != KMS_GRPC_OK) {
         goto out;
     }
@@ -333,7 +335,8 @@ static int encrypt(struct kms_plugin_core *c, const uint8_t *in, size_t len, uin
                       req->plaintext.len, KMS_PLUGIN_PLAINTEXT_MAX);
         goto out;
     }
-    code = wrap(c, req->plaintext.data, req->plaintext.len, req->uid, &ct, key_id, msg, n);
+    code = wrap(c, req->plaintext.data, req->plaintext.len, req->uid, deadline_ms, &ct, key_id, msg,
+                n);
     if (code != KMS_GRPC_OK) {
         goto out;
     }
@@ -383,8 +386,8 @@ static int parse_key_id(const struct kms_plugin_core *c, const char *key_id, uin
     return 0;
 }
 
-static int decrypt(struct kms_plugin_core *c, const uint8_t *in, size_t len, uint8_t **out,
-                   size_t *outlen, char *msg, size_t n)
+static int decrypt(struct kms_plugin_core *c, const uint8_t *in, size_t len, int64_t deadline_ms,
+                   uint8_t **out, size_t *outlen, char *msg, size_t n)
 {
     V2__DecryptRequest *req = v2__decrypt_request__unpack(NULL, len, in);
     V2__DecryptResponse r = V2__DECRYPT_RESPONSE__INIT;
@@ -398,7 +401,7 @@ static int decrypt(struct kms_plugin_core *c, const uint8_t *in, size_t len, uin
     if (req == NULL) {
         return fail(msg, n, KMS_GRPC_INVALID_ARGUMENT, "malformed DecryptRequest message");
     }
-    code = check_ids("DecryptRequest", req->uid, req->key_id, msg, n);
+    code = check_strings(&v2__decrypt_request__descriptor, in, len, req->uid, msg, n);
     if (code != KMS_GRPC_OK) {
         goto out;
     }
@@ -438,7 +441,7 @@ static int decrypt(struct kms_plugin_core *c, const uint8_t *in, size_t len, uin
     }
     memcpy(text, ct, ctlen);
     text[ctlen] = '\0';
-    int rc = c->b.decrypt(c->b.arg, text, ctlen, cv, req->uid, &pt, &ptlen, &err);
+    int rc = c->b.decrypt(c->b.arg, text, ctlen, cv, req->uid, deadline_ms, &pt, &ptlen, &err);
     free(text);
     if (rc != 0) {
         code = backend_fail(&err, msg, n);
@@ -461,13 +464,20 @@ out:
 }
 
 int kms_plugin_call(struct kms_plugin_core *c, enum kms_plugin_method m, const uint8_t *in,
-                    size_t len, uint8_t **out, size_t *outlen, char *msg, size_t msglen)
+                    size_t len, int64_t deadline_ms, uint8_t **out, size_t *outlen, char *msg,
+                    size_t msglen)
 {
     int64_t t0 = kms_plugin_mono_us();
     int code;
     *out = NULL;
     *outlen = 0;
     msg[0] = '\0';
+    if (deadline_ms != KMS_PLUGIN_NO_DEADLINE && c->now_ms() >= deadline_ms) {
+        /* nobody waits for the answer any more (grpc-timeout): not run */
+        kms_plugin_metrics_refused(m, KMS_GRPC_DEADLINE_EXCEEDED);
+        return fail(msg, msglen, KMS_GRPC_DEADLINE_EXCEEDED,
+                    "deadline exceeded before the call ran");
+    }
     switch (m) {
     case KMS_PLUGIN_STATUS: {
         /* StatusRequest has no fields, but a body that is not protobuf is refused as the other
@@ -482,14 +492,20 @@ int kms_plugin_call(struct kms_plugin_core *c, enum kms_plugin_method m, const u
         break;
     }
     case KMS_PLUGIN_ENCRYPT:
-        code = encrypt(c, in, len, out, outlen, msg, msglen);
+        code = encrypt(c, in, len, deadline_ms, out, outlen, msg, msglen);
         break;
     case KMS_PLUGIN_DECRYPT:
-        code = decrypt(c, in, len, out, outlen, msg, msglen);
+        code = decrypt(c, in, len, deadline_ms, out, outlen, msg, msglen);
         break;
     default:
         code = fail(msg, msglen, KMS_GRPC_UNIMPLEMENTED, "unknown method");
         break;
+    }
+    if (deadline_ms != KMS_PLUGIN_NO_DEADLINE && c->now_ms() >= deadline_ms) {
+        /* the client has stopped waiting: never a late OK (nor the error of a backend call
+         * the deadline cut short) */
+        code = fail(msg, msglen, KMS_GRPC_DEADLINE_EXCEEDED,
+                    "deadline exceeded: no answer within the call's grpc-timeout");
     }
     if (code != KMS_GRPC_OK && *out != NULL) {
         kms_free_wipe((void **)out, *outlen);

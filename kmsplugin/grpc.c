@@ -1,10 +1,17 @@
 /*
  * grpc.c - unary gRPC calls over one HTTP/2 server session (libnghttp2). nghttp2 does all of
- * HTTP/2; this file checks each request's :method, :path and content-type, collects its DATA
- * into one gRPC message (1-byte compressed flag, 4-byte big-endian length, the message),
- * hands complete calls to the owner and writes the answer: HEADERS, one length-prefixed
- * message in DATA, then the grpc-status trailers; or, for an error, one trailers-only HEADERS
- * frame with grpc-status and a percent-encoded grpc-message.
+ * HTTP/2; this file checks each request's :method, :path, content-type and grpc-timeout,
+ * collects its DATA into one gRPC message (1-byte compressed flag, 4-byte big-endian length,
+ * the message), hands complete calls to the owner and writes the answer: HEADERS, one
+ * length-prefixed message in DATA, then the grpc-status trailers; or, for an error, one
+ * trailers-only HEADERS frame with grpc-status and a percent-encoded grpc-message.
+ *
+ * Deadlines: a request's grpc-timeout sets its deadline when its HEADERS arrive (as grpc-go
+ * does). A call whose deadline has passed when its request is complete is answered
+ * DEADLINE_EXCEEDED and never handed over; one handed over and still unanswered at its
+ * deadline is answered DEADLINE_EXCEEDED by kms_h2_expire (the owner's timer calls it), and its
+ * owner's answer, if it comes, is dropped. A malformed grpc-timeout is refused as grpc-go
+ * refuses it: HTTP status 400, grpc-status INTERNAL, "malformed grpc-timeout: ...".
  */
 #include "kmsplugin/kmsplugin_int.h"
 
@@ -36,11 +43,14 @@ struct stream {
     bool answered;    /* kms_h2_answer was called (or an error was submitted) */
     bool called;      /* handed to on_call */
     bool over_budget; /* past MAX_BUFFERED_*: answered RESOURCE_EXHAUSTED at its end */
+    bool rst_after;   /* answered before its request was complete: RST_STREAM once sent */
     uint8_t *body;    /* the DATA received */
     size_t len, cap;
     uint8_t *resp; /* prefix + message to send */
     size_t resp_len, resp_off;
-    int64_t started_ms; /* its HEADERS (kms_plugin_mono_ms) */
+    int64_t started_ms;      /* its HEADERS (kms_plugin_mono_ms) */
+    int64_t deadline_ms;     /* from its grpc-timeout (h->now_ms); KMS_PLUGIN_NO_DEADLINE: none */
+    const char *timeout_err; /* a malformed grpc-timeout: why (refused at the request's end) */
 };
 
 struct kms_h2 {
@@ -56,8 +66,10 @@ struct kms_h2 {
      * received, the final GOAWAY submitted. */
     bool notice_sent, ping_sent, ping_acked, final_sent;
     bool failed;
-    bool in_recv; /* inside nghttp2_session_mem_recv: sending waits until it returns */
-    bool greeted; /* the client's preface and first SETTINGS frame are in */
+    bool in_recv;            /* inside nghttp2_session_mem_recv: sending waits until it returns */
+    bool greeted;            /* the client's preface and first SETTINGS frame are in */
+    int64_t (*now_ms)(void); /* the clock of deadlines */
+    int64_t new_deadline;    /* the earliest deadline set since kms_h2_new_deadline */
 };
 
 static void stream_free(struct kms_h2 *h, struct stream *st)
@@ -106,6 +118,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
     st->id = f->hd.stream_id;
     st->method = -1;
     st->started_ms = kms_plugin_mono_ms();
+    st->deadline_ms = KMS_PLUGIN_NO_DEADLINE;
     if (nghttp2_session_set_stream_user_data(s, st->id, st) != 0) {
         free(st);
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -119,11 +132,60 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
     return 0;
 }
 
+int kms_grpc_timeout_parse(const uint8_t *v, size_t len, int64_t *ms, const char **why)
+{
+    /* grpc-go's order of checks: the length, the unit, the digits */
+    if (len < 2) {
+        *why = "too short (1 to 8 digits and a unit)";
+        return -1;
+    }
+    if (len > 9) {
+        *why = "too long (at most 8 digits and a unit)";
+        return -1;
+    }
+    int64_t unit_ns;
+    switch (v[len - 1]) {
+    case 'H':
+        unit_ns = 3600000000000;
+        break;
+    case 'M':
+        unit_ns = 60000000000;
+        break;
+    case 'S':
+        unit_ns = 1000000000;
+        break;
+    case 'm':
+        unit_ns = 1000000;
+        break;
+    case 'u':
+        unit_ns = 1000;
+        break;
+    case 'n':
+        unit_ns = 1;
+        break;
+    default:
+        *why = "unknown unit (one of H, M, S, m, u, n)";
+        return -1;
+    }
+    int64_t n = 0;
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (v[i] < '0' || v[i] > '9') {
+            *why = "not a number (1 to 8 digits and a unit)";
+            return -1;
+        }
+        n = n * 10 + (v[i] - '0');
+    }
+    /* at most 99999999 units: 99999999 H is 3.6e14 ms, far inside int64; in whole ms, rounded
+     * up so that no timeout is cut short */
+    *ms = unit_ns >= 1000000 ? n * (unit_ns / 1000000) : (n * unit_ns + 999999) / 1000000;
+    return 0;
+}
+
 static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
 {
+    struct kms_h2 *h = ud;
     (void)flags;
-    (void)ud;
     if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) {
         return 0;
     }
@@ -139,6 +201,19 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
         /* "application/grpc", "application/grpc+proto", "application/grpc;..." */
         st->grpc_ct = valuelen >= 16 && memcmp(value, "application/grpc", 16) == 0 &&
                       (valuelen == 16 || value[16] == '+' || value[16] == ';');
+    } else if (namelen == 12 && memcmp(name, "grpc-timeout", 12) == 0) {
+        /* given twice: the last one counts, a malformed one anywhere refuses (grpc-go) */
+        int64_t ms = 0;
+        const char *why = NULL;
+        if (kms_grpc_timeout_parse(value, valuelen, &ms, &why) != 0) {
+            st->timeout_err = why;
+        } else {
+            int64_t now = h->now_ms();
+            st->deadline_ms = ms < KMS_PLUGIN_NO_DEADLINE - now ? now + ms : KMS_PLUGIN_NO_DEADLINE;
+            if (st->deadline_ms < h->new_deadline) {
+                h->new_deadline = st->deadline_ms;
+            }
+        }
     }
     return 0;
 }
@@ -211,7 +286,7 @@ static void pct_encode(const char *in, char *out, size_t n)
         (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NO_COPY_NAME     \
     }
 
-/* A trailers-only answer (or a plain HTTP status when http_status != 200). */
+/* A trailers-only answer; with another HTTP status than 200, a plain one unless msg is given. */
 static int submit_error(struct kms_h2 *h, struct stream *st, int http_status, int code,
                         const char *msg)
 {
@@ -226,8 +301,8 @@ static int submit_error(struct kms_h2 *h, struct stream *st, int http_status, in
         NV("grpc-message", enc),
     };
     st->answered = true;
-    size_t n = http_status == 200 ? 4 : 1;
-    if (http_status == 200 && enc[0] == '\0') {
+    size_t n = http_status == 200 || msg != NULL ? 4 : 1;
+    if (n == 4 && enc[0] == '\0') {
         n = 3;
     }
     return nghttp2_submit_response(h->s, st->id, nva, n, NULL);
@@ -267,6 +342,15 @@ static int request_done(struct kms_h2 *h, struct stream *st)
     if (!st->post || !st->grpc_ct) {
         return submit_error(h, st, 415, KMS_GRPC_INTERNAL, NULL);
     }
+    if (st->timeout_err != NULL) {
+        /* as grpc-go answers it: HTTP 400 with grpc-status INTERNAL */
+        char m[128];
+        snprintf(m, sizeof(m), "malformed grpc-timeout: %s", st->timeout_err);
+        if (st->method >= 0) {
+            kms_plugin_metrics_refused((enum kms_plugin_method)st->method, KMS_GRPC_INTERNAL);
+        }
+        return submit_error(h, st, 400, KMS_GRPC_INTERNAL, m);
+    }
     if (st->method < 0) {
         return refuse(h, st, KMS_GRPC_UNIMPLEMENTED,
                       "unknown method: this server serves v2.KeyManagementService");
@@ -292,6 +376,9 @@ static int request_done(struct kms_h2 *h, struct stream *st)
         return refuse(h, st, KMS_GRPC_INTERNAL,
                       "protocol error: a unary call carries exactly one message");
     }
+    if (st->deadline_ms != KMS_PLUGIN_NO_DEADLINE && h->now_ms() >= st->deadline_ms) {
+        return refuse(h, st, KMS_GRPC_DEADLINE_EXCEEDED, "deadline exceeded before the call ran");
+    }
     uint8_t *msg = malloc(mlen ? mlen : 1);
     if (msg == NULL) {
         return refuse(h, st, KMS_GRPC_RESOURCE_EXHAUSTED, "out of memory");
@@ -299,7 +386,7 @@ static int request_done(struct kms_h2 *h, struct stream *st)
     memcpy(msg, st->body + GRPC_PREFIX, mlen);
     kms_memzero(st->body, st->len);
     st->called = true;
-    h->on_call(h->arg, h, st->id, (enum kms_plugin_method)st->method, msg, mlen);
+    h->on_call(h->arg, h, st->id, (enum kms_plugin_method)st->method, msg, mlen, st->deadline_ms);
     return 0;
 }
 
@@ -339,7 +426,8 @@ static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error
     struct stream *st = nghttp2_session_get_stream_user_data(s, stream_id);
     if (st != NULL) {
         if (st->called && !st->answered && h->on_cancel != NULL) {
-            h->on_cancel(h->arg, stream_id); /* reset by the client while its call waits */
+            /* reset by the client while its call waits */
+            h->on_cancel(h->arg, stream_id, KMS_GRPC_CANCELLED);
         }
         nghttp2_session_set_stream_user_data(s, stream_id, NULL);
         stream_free(h, st);
@@ -347,10 +435,21 @@ static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error
     return 0;
 }
 
-/* The shutdown notice is out: now the PING (nghttp2 sends PINGs ahead of a queued GOAWAY). */
+/* The shutdown notice is out: now the PING (nghttp2 sends PINGs ahead of a queued GOAWAY). An
+ * answer given before its request was complete is out: now the RST_STREAM. */
 static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 {
     struct kms_h2 *h = ud;
+    if (f->hd.type == NGHTTP2_HEADERS && (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+        struct stream *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+        if (st != NULL && st->rst_after) {
+            st->rst_after = false;
+            if (nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR) != 0) {
+                return NGHTTP2_ERR_CALLBACK_FAILURE;
+            }
+        }
+        return 0;
+    }
     if (f->hd.type == NGHTTP2_GOAWAY && h->notice_sent && !h->ping_sent && !h->final_sent) {
         h->ping_sent = true;
         if (nghttp2_submit_ping(s, NGHTTP2_FLAG_NONE, stop_ping) != 0) {
@@ -374,6 +473,8 @@ int kms_h2_create(kms_h2_call_fn on_call, kms_h2_cancel_fn on_cancel, kms_h2_sen
     h->on_cancel = on_cancel;
     h->send = send;
     h->arg = arg;
+    h->now_ms = kms_plugin_mono_ms;
+    h->new_deadline = KMS_PLUGIN_NO_DEADLINE;
     nghttp2_session_callbacks_set_send_callback(cbs, on_send);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
@@ -417,6 +518,11 @@ void kms_h2_destroy(struct kms_h2 **hp)
     }
     free(h);
     *hp = NULL;
+}
+
+void kms_h2_set_clock(struct kms_h2 *h, int64_t (*now_ms)(void))
+{
+    h->now_ms = now_ms;
 }
 
 static int flush(struct kms_h2 *h)
@@ -541,6 +647,51 @@ int kms_h2_reset_stalled(struct kms_h2 *h, int64_t started_before_ms)
         }
     }
     return flush(h);
+}
+
+int kms_h2_expire(struct kms_h2 *h, int64_t *next_ms)
+{
+    static const char late[] = "deadline exceeded: no answer within the call's grpc-timeout";
+    int64_t now = h->now_ms();
+    *next_ms = KMS_PLUGIN_NO_DEADLINE;
+    for (struct stream *st = h->streams; st != NULL; st = st->next) {
+        if (st->answered || st->deadline_ms == KMS_PLUGIN_NO_DEADLINE) {
+            continue;
+        }
+        if (st->deadline_ms > now) {
+            if (st->deadline_ms < *next_ms) {
+                *next_ms = st->deadline_ms;
+            }
+            continue;
+        }
+        if (st->called) {
+            /* the call waits for a call thread or runs: it is not run, or its answer dropped,
+             * and counted by whoever takes it */
+            if (h->on_cancel != NULL) {
+                h->on_cancel(h->arg, st->id, KMS_GRPC_DEADLINE_EXCEEDED);
+            }
+            if (submit_error(h, st, 200, KMS_GRPC_DEADLINE_EXCEEDED, late) != 0) {
+                return -1;
+            }
+            continue;
+        }
+        /* its request is still incomplete: the answer, then RST_STREAM NO_ERROR, as grpc-go
+         * ends a call it answers early (RFC 9113 8.1: the rest of the request is not wanted).
+         * The reset is submitted once the answer is out (on_frame_send): nghttp2 drops what is
+         * still queued for a stream being reset */
+        if (refuse(h, st, KMS_GRPC_DEADLINE_EXCEEDED, late) != 0) {
+            return -1;
+        }
+        st->rst_after = true;
+    }
+    return flush(h);
+}
+
+int64_t kms_h2_new_deadline(struct kms_h2 *h)
+{
+    int64_t d = h->new_deadline;
+    h->new_deadline = KMS_PLUGIN_NO_DEADLINE;
+    return d;
 }
 
 bool kms_h2_greeted(const struct kms_h2 *h)

@@ -46,12 +46,19 @@ enum kms_grpc_code {
 #define KMS_PLUGIN_MESSAGE_MAX (64 * 1024)
 /* Longest key label: what key_id says before ":v<N>". */
 #define KMS_PLUGIN_LABEL_MAX 900
+/* A call's deadline when its client sent no grpc-timeout. */
+#define KMS_PLUGIN_NO_DEADLINE INT64_MAX
 
 /*
  * A key as the plugin sees it. Errors are reported with HTTP-style statuses in err (the
  * Transit API's: 400 bad input, 401/403 refused, 404 no key, 500 internal, 503 the key
  * service cannot be reached); the plugin turns them into gRPC codes (docs/kms-plugin.md).
  * Called concurrently from the plugin's threads.
+ *
+ * `deadline_ms` is when the client stops waiting (its grpc-timeout, on kms_plugin_mono_ms's
+ * clock; KMS_PLUGIN_NO_DEADLINE when it set none, and for the health probe, whose answer
+ * every caller shares). The plugin answers DEADLINE_EXCEEDED then whatever the backend does;
+ * a backend that waits on the network should give up by then too (remote.c does).
  */
 struct kms_plugin_backend {
     /* key_id = "<label>:v<version>"; the label names the key, never anything secret */
@@ -59,12 +66,12 @@ struct kms_plugin_backend {
     void *arg;
     /* Wrap pt under the key's latest version: *ct = "vault:v<N>:..." (malloc'd, NUL-ended),
      * *version = N. `uid` is the apiserver's request id ("" for the health probe). */
-    int (*encrypt)(void *arg, const uint8_t *pt, size_t ptlen, const char *uid, char **ct,
-                   uint32_t *version, struct kms_err *err);
+    int (*encrypt)(void *arg, const uint8_t *pt, size_t ptlen, const char *uid, int64_t deadline_ms,
+                   char **ct, uint32_t *version, struct kms_err *err);
     /* Unwrap ct (a vault:v<N>: ciphertext of this key, N = version); *pt malloc'd, freed by
      * the caller with kms_free_wipe. */
     int (*decrypt)(void *arg, const char *ct, size_t ctlen, uint32_t version, const char *uid,
-                   uint8_t **pt, size_t *ptlen, struct kms_err *err);
+                   int64_t deadline_ms, uint8_t **pt, size_t *ptlen, struct kms_err *err);
     /* A call the plugin refused before asking encrypt or decrypt (an empty or oversized
      * plaintext or ciphertext, another key's key_id, a ciphertext of another version): `why`
      * is the answer's message (never secret). The backend records it as it records its calls
@@ -136,12 +143,14 @@ int kms_plugin_transit_name(const char *ns_path, bool is_kmskey, const char *pro
 
 /*
  * Feed `len` bytes of client HTTP/2 to a fresh server session over backend b (borrowed) and
- * run every complete call on the calling thread; *out receives what the server wrote
- * (malloc'd; may be NULL). 0 when the session stayed healthy, 1 when it was closed with an
- * error, -1 when out of memory.
+ * run every complete call on the calling thread; then the calls still incomplete whose
+ * deadline (grpc-timeout) has passed are answered DEADLINE_EXCEEDED. *out receives what the
+ * server wrote (malloc'd; may be NULL). Deadlines are read on now_ms (NULL: kms_plugin_mono_ms;
+ * tests and the fuzzer give their own clock). 0 when the session stayed healthy, 1 when it
+ * was closed with an error, -1 when out of memory.
  */
-int kms_plugin_session_run(const struct kms_plugin_backend *b, const uint8_t *in, size_t len,
-                           uint8_t **out, size_t *outlen) KMS_WUR;
+int kms_plugin_session_run(const struct kms_plugin_backend *b, int64_t (*now_ms)(void),
+                           const uint8_t *in, size_t len, uint8_t **out, size_t *outlen) KMS_WUR;
 
 /* ---- the sidecar (kmsd kms-plugin) ------------------------------------------------------------
  */

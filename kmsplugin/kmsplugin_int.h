@@ -1,7 +1,8 @@
 /*
  * kmsplugin_int.h - private to kmsplugin/: the plugin calls over protobuf messages (calls.c),
- * the HTTP/2 + gRPC session (grpc.c), the unix socket (socket.c), metrics (metrics.c) and the
- * remote Transit backend of the sidecar (remote.c).
+ * the string fields as they are on the wire (pbstrings.c), the HTTP/2 + gRPC session
+ * (grpc.c), the unix socket (socket.c), metrics (metrics.c) and the remote Transit backend of
+ * the sidecar (remote.c).
  */
 #ifndef KMS_KMSPLUGIN_INT_H
 #define KMS_KMSPLUGIN_INT_H
@@ -25,8 +26,9 @@ const char *kms_plugin_method_name(enum kms_plugin_method m);
 struct kms_plugin_core {
     struct kms_plugin_backend b;
     int64_t status_ttl_ms;
-    pthread_mutex_t mu;   /* guards the fields below */
-    int64_t status_until; /* monotonic ms until which the answer below is reused */
+    int64_t (*now_ms)(void); /* the clock of deadlines: kms_plugin_mono_ms, or a test's */
+    pthread_mutex_t mu;      /* guards the fields below */
+    int64_t status_until;    /* monotonic ms until which the answer below is reused */
     bool status_known;
     bool healthy;
     char healthz[320];
@@ -40,28 +42,63 @@ void kms_plugin_core_dispose(struct kms_plugin_core *c);
 /*
  * One call: `in` is the request message (protobuf). Returns the gRPC code; on KMS_GRPC_OK
  * *out is the packed response message (malloc'd, wiped by the caller with kms_free_wipe),
- * otherwise msg holds the grpc-message text. Counts the call in the metrics.
+ * otherwise msg holds the grpc-message text. Counts the call in the metrics. A call whose
+ * deadline (on c->now_ms; KMS_PLUGIN_NO_DEADLINE: none) has passed when it starts is not
+ * run, and one that ends after it answers DEADLINE_EXCEEDED whatever it did.
  */
 int kms_plugin_call(struct kms_plugin_core *c, enum kms_plugin_method m, const uint8_t *in,
-                    size_t len, uint8_t **out, size_t *outlen, char *msg, size_t msglen);
+                    size_t len, int64_t deadline_ms, uint8_t **out, size_t *outlen, char *msg,
+                    size_t msglen);
+
+/* ---- string fields as they are on the wire (pbstrings.c) ----------------------------------- */
+
+struct ProtobufCMessageDescriptor;
+
+/* Whether s[0..len) is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing
+ * above U+10FFFF), as Go's protobuf requires of a string field. */
+bool kms_plugin_utf8_valid(const uint8_t *s, size_t len);
+/*
+ * Check every string field of the message `msg` (of type d, nested messages such as map
+ * entries included) as it is on the wire: protobuf-c hands a string field over as a C string,
+ * so one with a NUL byte in it would be read cut short. 0 when all are UTF-8 without a NUL;
+ * 1 when one is not (why: "uid contains a NUL byte", "annotations key is not UTF-8", ...);
+ * -1 when the message cannot be walked (not protobuf).
+ */
+int kms_plugin_pb_strings(const struct ProtobufCMessageDescriptor *d, const uint8_t *msg,
+                          size_t len, char *why, size_t n);
 
 /* ---- gRPC over an HTTP/2 server session (grpc.c) ------------------------------------------ */
 
 struct kms_h2;
 
-/* A complete call the session hands to its owner; answered later with kms_h2_answer. */
+/* A complete call the session hands to its owner; answered later with kms_h2_answer.
+ * deadline_ms: from the request's grpc-timeout, on the session's clock (kms_h2_set_clock);
+ * KMS_PLUGIN_NO_DEADLINE when it had none. */
 typedef void (*kms_h2_call_fn)(void *arg, struct kms_h2 *h, int32_t stream_id,
-                               enum kms_plugin_method m, uint8_t *msg, size_t len);
+                               enum kms_plugin_method m, uint8_t *msg, size_t len,
+                               int64_t deadline_ms);
 /* Bytes the session wants sent. Returns 0, or -1 to fail the session. */
 typedef int (*kms_h2_send_fn)(void *arg, const uint8_t *data, size_t len);
-/* A call handed over and not answered yet whose stream the client closed (RST_STREAM): its
- * answer would be dropped, so it need not run. */
-typedef void (*kms_h2_cancel_fn)(void *arg, int32_t stream_id);
+/* A call handed over and not answered yet will not be answered by its owner after all: the
+ * client closed its stream (RST_STREAM; code KMS_GRPC_CANCELLED), or its deadline passed and
+ * the session answered DEADLINE_EXCEEDED itself (kms_h2_expire; KMS_GRPC_DEADLINE_EXCEEDED).
+ * Its answer would be dropped, so it need not run. */
+typedef void (*kms_h2_cancel_fn)(void *arg, int32_t stream_id, int code);
+
+/*
+ * A grpc-timeout header value as the gRPC HTTP/2 protocol and grpc-go read it: 1 to 8 ASCII
+ * digits and a unit, H M S m u n (hours to nanoseconds). 0 with *ms (the timeout in
+ * milliseconds, rounded up: 1n is 1 ms, 0S is 0), or -1 with *why (a static text, "unknown
+ * unit", ...).
+ */
+int kms_grpc_timeout_parse(const uint8_t *v, size_t len, int64_t *ms, const char **why) KMS_WUR;
 
 /* on_cancel may be NULL (calls are answered before on_call returns). */
 int kms_h2_create(kms_h2_call_fn on_call, kms_h2_cancel_fn on_cancel, kms_h2_send_fn send,
                   void *arg, struct kms_h2 **out) KMS_WUR;
 void kms_h2_destroy(struct kms_h2 **h);
+/* The clock deadlines are read on (default kms_plugin_mono_ms). */
+void kms_h2_set_clock(struct kms_h2 *h, int64_t (*now_ms)(void));
 /* Feed received bytes; 0, or -1 when the session must be closed. Sends what it can. */
 int kms_h2_recv(struct kms_h2 *h, const uint8_t *in, size_t len) KMS_WUR;
 /* Answer a call (drops it when the stream is gone): code OK with the packed response
@@ -82,6 +119,15 @@ size_t kms_h2_open_streams(const struct kms_h2 *h);
  * client that never finishes its requests could refuse everyone else's. 0, or -1 when the
  * session failed. */
 int kms_h2_reset_stalled(struct kms_h2 *h, int64_t started_before_ms) KMS_WUR;
+/* Answer DEADLINE_EXCEEDED to every call not answered yet whose deadline has passed: one
+ * handed over is cancelled (on_cancel, DEADLINE_EXCEEDED) and its owner's answer will be
+ * dropped; one whose request is still incomplete gets RST_STREAM NO_ERROR after the answer (no
+ * more of it is wanted). *next_ms = the earliest deadline still ahead (KMS_PLUGIN_NO_DEADLINE:
+ * none). 0, or -1 when the session failed. */
+int kms_h2_expire(struct kms_h2 *h, int64_t *next_ms) KMS_WUR;
+/* The earliest deadline of the calls begun since the last call of this function
+ * (KMS_PLUGIN_NO_DEADLINE: none): the owner's timer need not wake before it. */
+int64_t kms_h2_new_deadline(struct kms_h2 *h);
 /* Whether the client's connection preface and first SETTINGS frame have arrived. */
 bool kms_h2_greeted(const struct kms_h2 *h);
 /* Whether the session has nothing more to send and expects nothing more. */

@@ -6,6 +6,15 @@
  * token has expired or a call is refused with 403, and retries that call once. A server it
  * cannot reach answers 503, which the plugin reports as UNAVAILABLE at once.
  *
+ * A call's Transit request is bounded by its deadline (the apiserver's grpc-timeout) as well
+ * as by -timeout: the call thread gives up when its client does, and a request is not sent
+ * once the deadline has passed. The token's upkeep (login, renewal) is shared by every call
+ * and keeps -timeout.
+ *
+ * The key service's JSON answers are read with jansson, which refuses a \u0000 in a string
+ * (no JSON_ALLOW_NUL), so no string taken from them (ciphertext, plaintext, token) can be cut
+ * short by a NUL byte; the lengths are checked again where a string is used.
+ *
  * Calls reuse connections: a call takes an idle keep-alive client from the pool (or makes
  * one), and gives it back after a complete answer; a client whose exchange failed is closed.
  * So a busy apiserver neither pays a TCP (and TLS) handshake per call nor leaves a socket in
@@ -163,10 +172,40 @@ static bool header_safe(const char *s)
     return true;
 }
 
-/* One HTTP exchange on a pooled connection; the body is JSON. *resp is always disposed by the
- * caller. */
+/* A string member of a JSON object, or NULL when it is missing, not a string or holds a NUL
+ * byte (jansson refuses \u0000 when it parses; checked here all the same). */
+static const char *json_text(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    const char *s = json_string_value(v);
+    return s != NULL && strlen(s) == json_string_length(v) ? s : NULL;
+}
+
+/* The key service's JSON answer; NULL with err (502) when it is not JSON. jansson's own text
+ * is not passed on: it quotes the input near the error, which may be a plaintext. */
+static json_t *answer_json(struct remote *r, const struct kms_cli_resp *resp, struct kms_err *err)
+{
+    json_error_t je;
+    json_t *j = json_loadb(resp->body, resp->len, 0, &je);
+    if (j == NULL) {
+        if (json_error_code(&je) == json_error_null_character) {
+            kms_err_set(err, 502,
+                        "the key service %s answered malformed JSON: a string with a NUL byte "
+                        "(\\u0000)",
+                        r->addr);
+        } else {
+            kms_err_set(err, 502, "the key service %s answered malformed JSON (line %d, column %d)",
+                        r->addr, je.line, je.column);
+        }
+    }
+    return j;
+}
+
+/* One HTTP exchange on a pooled connection, within timeout_ms; the body is JSON. *resp is
+ * always disposed by the caller. */
 static int exchange(struct remote *r, const char *token, const char *method, const char *path,
-                    const char *body, struct kms_cli_resp *resp, struct kms_err *err)
+                    const char *body, int timeout_ms, struct kms_cli_resp *resp,
+                    struct kms_err *err)
 {
     struct kms_cli_header hd[4];
     size_t n = 0;
@@ -188,6 +227,7 @@ static int exchange(struct remote *r, const char *token, const char *method, con
     if (h == NULL) {
         return -1;
     }
+    kms_cli_http_set_timeout(h, timeout_ms);
     if (kms_cli_http_request(h, method, path, hd, n, body, body != NULL ? strlen(body) : 0, resp, e,
                              sizeof(e)) != 0) {
         kms_cli_http_destroy(&h);
@@ -240,7 +280,7 @@ static int login_locked(struct remote *r, struct kms_err *err)
     }
     char path[600];
     snprintf(path, sizeof(path), "/v1/auth/%s/login", r->auth_path);
-    int rc = exchange(r, NULL, "POST", path, body, &resp, err);
+    int rc = exchange(r, NULL, "POST", path, body, r->timeout_ms, &resp, err);
     kms_memzero(body, strlen(body));
     free(body);
     if (rc != 0) {
@@ -259,7 +299,7 @@ static int login_locked(struct remote *r, struct kms_err *err)
     kms_memzero(resp.body, resp.len);
     kms_cli_resp_dispose(&resp);
     json_t *auth = json_object_get(j, "auth");
-    const char *tok = json_string_value(json_object_get(auth, "client_token"));
+    const char *tok = json_text(auth, "client_token");
     json_int_t ttl = json_integer_value(json_object_get(auth, "lease_duration"));
     if (tok == NULL || !header_safe(tok) || (r->token = strdup(tok)) == NULL) {
         json_decref(j);
@@ -284,7 +324,8 @@ static void renew_locked(struct remote *r)
     struct kms_cli_resp resp;
     struct kms_err err;
     kms_err_clear(&err);
-    if (exchange(r, r->token, "POST", "/v1/auth/token/renew-self", "{}", &resp, &err) != 0 ||
+    if (exchange(r, r->token, "POST", "/v1/auth/token/renew-self", "{}", r->timeout_ms, &resp,
+                 &err) != 0 ||
         resp.status != 200) {
         kms_cli_resp_dispose(&resp);
         r->renew_at_ms = 0; /* try a fresh login when it expires */
@@ -344,9 +385,10 @@ static int relogin(struct remote *r, uint64_t gen, struct kms_err *err)
     return rc;
 }
 
-/* POST body to <mount>/<op>/<name>; *data = the answer's "data" (new reference). */
-static int transit_call(struct remote *r, const char *op, const char *body, json_t **data,
-                        struct kms_err *err)
+/* POST body to <mount>/<op>/<name> before deadline_ms; *data = the answer's "data" (new
+ * reference). */
+static int transit_call(struct remote *r, const char *op, const char *body, int64_t deadline_ms,
+                        json_t **data, struct kms_err *err)
 {
     char path[1200];
     snprintf(path, sizeof(path), "/v1/%s/%s/%s", r->mount, op, r->name);
@@ -357,11 +399,29 @@ static int transit_call(struct remote *r, const char *op, const char *body, json
         if (tok == NULL) {
             return -1;
         }
-        int rc = exchange(r, tok, "POST", path, body, &resp, err);
+        /* the client's deadline bounds the request (its answer would be dropped after it) */
+        int timeout = r->timeout_ms;
+        bool capped = false;
+        if (deadline_ms != KMS_PLUGIN_NO_DEADLINE) {
+            int64_t left = deadline_ms - kms_plugin_mono_ms();
+            if (left <= 0) {
+                kms_memzero(tok, strlen(tok));
+                free(tok);
+                return kms_err_set(err, 504, "deadline exceeded before the key service was asked");
+            }
+            if (left < timeout) {
+                timeout = (int)left;
+                capped = true;
+            }
+        }
+        int rc = exchange(r, tok, "POST", path, body, timeout, &resp, err);
         kms_memzero(tok, strlen(tok));
         free(tok);
         if (rc != 0) {
             kms_cli_resp_dispose(&resp);
+            if (capped && kms_plugin_mono_ms() >= deadline_ms) {
+                return kms_err_set(err, 504, "deadline exceeded waiting for the key service");
+            }
             return -1;
         }
         if (resp.status == 403 && attempt == 0) {
@@ -376,9 +436,12 @@ static int transit_call(struct remote *r, const char *op, const char *body, json
             kms_cli_resp_dispose(&resp);
             return rc;
         }
-        json_t *j = json_loadb(resp.body, resp.len, 0, NULL);
+        json_t *j = answer_json(r, &resp, err);
         kms_memzero(resp.body, resp.len);
         kms_cli_resp_dispose(&resp);
+        if (j == NULL) {
+            return -1;
+        }
         *data = json_incref(json_object_get(j, "data"));
         json_decref(j);
         if (*data == NULL) {
@@ -389,8 +452,8 @@ static int transit_call(struct remote *r, const char *op, const char *body, json
     return kms_err_set(err, 403, "permission denied");
 }
 
-static int remote_encrypt(void *arg, const uint8_t *pt, size_t ptlen, const char *uid, char **ct,
-                          uint32_t *version, struct kms_err *err)
+static int remote_encrypt(void *arg, const uint8_t *pt, size_t ptlen, const char *uid,
+                          int64_t deadline_ms, char **ct, uint32_t *version, struct kms_err *err)
 {
     struct remote *r = arg;
     json_t *data = NULL;
@@ -409,13 +472,13 @@ static int remote_encrypt(void *arg, const uint8_t *pt, size_t ptlen, const char
     if (body == NULL) {
         return kms_err_set(err, 500, "out of memory");
     }
-    int rc = transit_call(r, "encrypt", body, &data, err);
+    int rc = transit_call(r, "encrypt", body, deadline_ms, &data, err);
     kms_memzero(body, strlen(body));
     free(body);
     if (rc != 0) {
         return -1;
     }
-    const char *c = json_string_value(json_object_get(data, "ciphertext"));
+    const char *c = json_text(data, "ciphertext");
     if (c == NULL || kms_ciphertext_parse_version(c, strlen(c), version) != 0 ||
         (*ct = strdup(c)) == NULL) {
         json_decref(data);
@@ -426,7 +489,8 @@ static int remote_encrypt(void *arg, const uint8_t *pt, size_t ptlen, const char
 }
 
 static int remote_decrypt(void *arg, const char *ct, size_t ctlen, uint32_t version,
-                          const char *uid, uint8_t **pt, size_t *ptlen, struct kms_err *err)
+                          const char *uid, int64_t deadline_ms, uint8_t **pt, size_t *ptlen,
+                          struct kms_err *err)
 {
     struct remote *r = arg;
     json_t *data = NULL;
@@ -441,12 +505,12 @@ static int remote_decrypt(void *arg, const char *ct, size_t ctlen, uint32_t vers
     if (body == NULL) {
         return kms_err_set(err, 500, "out of memory");
     }
-    int rc = transit_call(r, "decrypt", body, &data, err);
+    int rc = transit_call(r, "decrypt", body, deadline_ms, &data, err);
     free(body);
     if (rc != 0) {
         return -1;
     }
-    const char *b = json_string_value(json_object_get(data, "plaintext"));
+    const char *b = json_text(data, "plaintext");
     size_t at = 0;
     if (b == NULL || kms_b64_decode_alloc(b, strlen(b), pt, ptlen, &at) != 0) {
         json_decref(data);

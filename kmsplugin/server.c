@@ -9,6 +9,13 @@
  * client opening and resetting streams in a loop, as in HTTP/2 "rapid reset", cannot make the
  * plugin decrypt what nobody waits for).
  *
+ * Deadlines (grpc-timeout): each connection has a timer set to the earliest deadline of its
+ * unanswered calls. When it fires, kms_h2_expire answers DEADLINE_EXCEEDED to the calls whose
+ * deadline has passed, however long their call thread still takes (a remote key service, an
+ * audit fsync); those still waiting for a call thread are marked so and never run, and a
+ * running one's answer is dropped when it comes. The call thread checks the deadline too
+ * (kms_plugin_call): not run when it has passed, never a late OK.
+ *
  * Stop: the listener closes, every connection gets a GOAWAY, calls in flight finish and are
  * answered, and each connection closes once it has nothing open; after the grace time the
  * loop ends regardless.
@@ -49,10 +56,14 @@ struct conn;
 struct job {
     struct job *next;          /* in the pool's todo or done list */
     struct job *cprev, *cnext; /* in its connection's jobs (loop thread only) */
-    atomic_bool cancelled;
+    /* 0, or why nobody waits for its answer any more: KMS_GRPC_CANCELLED (the client reset the
+     * stream or closed the connection), KMS_GRPC_DEADLINE_EXCEEDED (answered at its deadline);
+     * the first reason stays */
+    atomic_int cancelled;
     struct conn *conn;
     int32_t stream_id;
     enum kms_plugin_method m;
+    int64_t deadline_ms; /* KMS_PLUGIN_NO_DEADLINE: none */
     uint8_t *in;
     size_t inlen;
     int code;
@@ -72,6 +83,8 @@ struct conn {
     int64_t deadline_ms; /* of the handshake (kms_plugin_mono_ms) */
     bool dead;           /* socket closed: freed when pending reaches 0 */
     bool lingering;      /* everything sent, write side shut: waiting for the client's close */
+    struct event *deadline_ev; /* at the earliest deadline of its calls (kms_h2_expire) */
+    int64_t armed_ms;          /* when it fires; KMS_PLUGIN_NO_DEADLINE: not armed */
 };
 
 struct kms_plugin {
@@ -145,13 +158,16 @@ static void *pool_main(void *arg)
         pthread_mutex_unlock(&p->mu);
         kms_plugin_metrics_queued(-1);
 
-        if (atomic_load(&j->cancelled)) {
-            j->code = KMS_GRPC_CANCELLED; /* nobody waits for the answer: not run */
-            snprintf(j->msg, sizeof(j->msg), "the call was cancelled");
-            kms_plugin_metrics_refused(j->m, KMS_GRPC_CANCELLED);
+        int why = atomic_load(&j->cancelled);
+        if (why != 0) {
+            j->code = why; /* nobody waits for the answer: not run */
+            snprintf(j->msg, sizeof(j->msg), "%s",
+                     why == KMS_GRPC_DEADLINE_EXCEEDED ? "deadline exceeded before the call ran"
+                                                       : "the call was cancelled");
+            kms_plugin_metrics_refused(j->m, why);
         } else {
-            j->code = kms_plugin_call(&p->core, j->m, j->in, j->inlen, &j->out, &j->outlen, j->msg,
-                                      sizeof(j->msg));
+            j->code = kms_plugin_call(&p->core, j->m, j->in, j->inlen, j->deadline_ms, &j->out,
+                                      &j->outlen, j->msg, sizeof(j->msg));
         }
         kms_free_wipe((void **)&j->in, j->inlen);
         j->inlen = 0;
@@ -196,7 +212,12 @@ static void conn_close(struct conn *c)
     }
     c->dead = true;
     for (struct job *j = c->jobs; j != NULL; j = j->cnext) {
-        atomic_store(&j->cancelled, true); /* answers nobody will read */
+        int none = 0; /* answers nobody will read */
+        atomic_compare_exchange_strong(&j->cancelled, &none, KMS_GRPC_CANCELLED);
+    }
+    if (c->deadline_ev != NULL) {
+        event_free(c->deadline_ev);
+        c->deadline_ev = NULL;
     }
     kms_h2_destroy(&c->h2);
     if (c->bev != NULL) {
@@ -255,21 +276,60 @@ static int conn_send(void *arg, const uint8_t *data, size_t len)
     return evbuffer_add(bufferevent_get_output(c->bev), data, len) == 0 ? 0 : -1;
 }
 
-/* The client reset the stream of a call not answered yet: if no thread has taken it, it will
+/* A call not answered yet that nobody waits for any more (the client reset its stream, or its
+ * deadline passed and it was answered DEADLINE_EXCEEDED): if no thread has taken it, it will
  * not run. */
-static void conn_cancel(void *arg, int32_t stream_id)
+static void conn_cancel(void *arg, int32_t stream_id, int code)
 {
     struct conn *c = arg;
     for (struct job *j = c->jobs; j != NULL; j = j->cnext) {
         if (j->stream_id == stream_id) {
-            atomic_store(&j->cancelled, true);
+            int none = 0;
+            atomic_compare_exchange_strong(&j->cancelled, &none, code);
             return;
         }
     }
 }
 
+/* Let the deadline timer fire by at_ms (a deadline; KMS_PLUGIN_NO_DEADLINE: none new). It wakes
+ * at most an hour ahead (a grpc-timeout may say 99999999H) and looks again then. */
+static void conn_arm(struct conn *c, int64_t at_ms)
+{
+    if (at_ms == KMS_PLUGIN_NO_DEADLINE || at_ms >= c->armed_ms) {
+        return;
+    }
+    int64_t now = kms_plugin_mono_ms();
+    int64_t wait = at_ms > now ? at_ms - now : 0;
+    if (wait > 3600000) {
+        wait = 3600000;
+    }
+    struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)((wait % 1000) * 1000)};
+    if (evtimer_add(c->deadline_ev, &tv) == 0) {
+        c->armed_ms = now + wait;
+    }
+}
+
+/* The deadline timer: answer the calls whose deadline has passed, wait for the next one. */
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    (void)fd;
+    (void)what;
+    c->armed_ms = KMS_PLUGIN_NO_DEADLINE;
+    if (c->dead || c->lingering) {
+        return; /* a lingering one has sent all it will send */
+    }
+    int64_t next = KMS_PLUGIN_NO_DEADLINE;
+    if (kms_h2_expire(c->h2, &next) != 0) {
+        conn_close(c);
+        return;
+    }
+    conn_arm(c, next);
+    conn_check(c); /* last: it may free c */
+}
+
 static void conn_call(void *arg, struct kms_h2 *h, int32_t stream_id, enum kms_plugin_method m,
-                      uint8_t *msg, size_t len)
+                      uint8_t *msg, size_t len, int64_t deadline_ms)
 {
     struct conn *c = arg;
     struct kms_plugin *p = c->p;
@@ -287,7 +347,8 @@ static void conn_call(void *arg, struct kms_h2 *h, int32_t stream_id, enum kms_p
     j->m = m;
     j->in = msg;
     j->inlen = len;
-    atomic_init(&j->cancelled, false);
+    j->deadline_ms = deadline_ms;
+    atomic_init(&j->cancelled, 0);
     pthread_mutex_lock(&p->mu);
     if (p->nqueued >= MAX_QUEUED_CALLS || p->queued_bytes + len > MAX_QUEUED_BYTES) {
         pthread_mutex_unlock(&p->mu);
@@ -334,6 +395,7 @@ static void on_read(struct bufferevent *bev, void *arg)
         return;
     }
     evbuffer_drain(in, len);
+    conn_arm(c, kms_h2_new_deadline(c->h2));
     if (!c->greeted) {
         if (kms_h2_greeted(c->h2)) {
             /* a client: idle from now on is fine, as long as it takes its answers */
@@ -443,12 +505,18 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         return;
     }
     c->p = p;
+    c->armed_ms = KMS_PLUGIN_NO_DEADLINE;
     c->bev = bufferevent_socket_new(p->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (c->bev == NULL || kms_h2_create(conn_call, conn_cancel, conn_send, c, &c->h2) != 0) {
+    c->deadline_ev = evtimer_new(p->base, on_deadline, c);
+    if (c->bev == NULL || c->deadline_ev == NULL ||
+        kms_h2_create(conn_call, conn_cancel, conn_send, c, &c->h2) != 0) {
         if (c->bev != NULL) {
             bufferevent_free(c->bev);
         } else {
             evutil_closesocket(fd);
+        }
+        if (c->deadline_ev != NULL) {
+            event_free(c->deadline_ev);
         }
         free(c);
         return;
@@ -773,13 +841,14 @@ static int run_send(void *arg, const uint8_t *data, size_t len)
 }
 
 static void run_call(void *arg, struct kms_h2 *h, int32_t stream_id, enum kms_plugin_method m,
-                     uint8_t *msg, size_t len)
+                     uint8_t *msg, size_t len, int64_t deadline_ms)
 {
     struct run *r = arg;
     uint8_t *out = NULL;
     size_t outlen = 0;
     char text[400];
-    int code = kms_plugin_call(&r->core, m, msg, len, &out, &outlen, text, sizeof(text));
+    int code =
+        kms_plugin_call(&r->core, m, msg, len, deadline_ms, &out, &outlen, text, sizeof(text));
     kms_free_wipe((void **)&msg, len);
     if (kms_h2_answer(h, stream_id, code, out, outlen, text) != 0) {
         /* the session then fails when it next sends: kms_plugin_session_run reports 1 */
@@ -787,8 +856,8 @@ static void run_call(void *arg, struct kms_h2 *h, int32_t stream_id, enum kms_pl
     kms_free_wipe((void **)&out, outlen);
 }
 
-int kms_plugin_session_run(const struct kms_plugin_backend *b, const uint8_t *in, size_t len,
-                           uint8_t **out, size_t *outlen)
+int kms_plugin_session_run(const struct kms_plugin_backend *b, int64_t (*now_ms)(void),
+                           const uint8_t *in, size_t len, uint8_t **out, size_t *outlen)
 {
     struct run r;
     struct kms_h2 *h = NULL;
@@ -802,9 +871,17 @@ int kms_plugin_session_run(const struct kms_plugin_backend *b, const uint8_t *in
         kms_plugin_core_dispose(&r.core);
         return -1;
     }
+    if (now_ms != NULL) {
+        r.core.now_ms = now_ms;
+        kms_h2_set_clock(h, now_ms);
+    }
+    int64_t next = 0;
     int rc = kms_h2_recv(h, in, len) == 0 ? 0 : 1;
     if (rc == 0) {
         rc = kms_h2_recv(h, NULL, 0) == 0 ? 0 : 1; /* what the calls answered */
+    }
+    if (rc == 0) {
+        rc = kms_h2_expire(h, &next) == 0 ? 0 : 1; /* incomplete calls past their deadline */
     }
     kms_h2_destroy(&h);
     kms_plugin_core_dispose(&r.core);

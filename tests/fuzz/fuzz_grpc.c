@@ -1,9 +1,10 @@
 /*
  * fuzz_grpc.c - the KMS plugin's request path on arbitrary client bytes: the HTTP/2 server
  * session (libnghttp2), the gRPC framing, the protobuf-c messages and the plugin calls
- * (kms_plugin_session_run), with a backend over the real keyring (one aes256-gcm96 key of
- * fixed material, versions 1..3, min_decryption_version 2). Never a crash or a leak; whatever
- * the server writes is valid HTTP/2 framing (9-byte frame headers adding up to its length).
+ * (kms_plugin_session_run, grpc-timeout deadlines on a clock that stands still), with a
+ * backend over the real keyring (one aes256-gcm96 key of fixed material, versions 1..3,
+ * min_decryption_version 2). Never a crash or a leak; whatever the server writes is valid
+ * HTTP/2 framing (9-byte frame headers adding up to its length).
  */
 #include "crypto/keyring.h"
 #include "kmsplugin/kmsplugin.h"
@@ -23,9 +24,10 @@ static void version_of(uint32_t v, struct kms_key_version *kv)
     memset(kv->key, 0x11 * (int)v, 32); /* version 1: the corpus's key */
 }
 
-static int fz_encrypt(void *arg, const uint8_t *pt, size_t ptlen, const char *uid, char **ct,
-                      uint32_t *version, struct kms_err *err)
+static int fz_encrypt(void *arg, const uint8_t *pt, size_t ptlen, const char *uid,
+                      int64_t deadline_ms, char **ct, uint32_t *version, struct kms_err *err)
 {
+    (void)deadline_ms;
     struct kms_key_version kv;
     (void)arg;
     (void)uid;
@@ -35,8 +37,9 @@ static int fz_encrypt(void *arg, const uint8_t *pt, size_t ptlen, const char *ui
 }
 
 static int fz_decrypt(void *arg, const char *ct, size_t ctlen, uint32_t version, const char *uid,
-                      uint8_t **pt, size_t *ptlen, struct kms_err *err)
+                      int64_t deadline_ms, uint8_t **pt, size_t *ptlen, struct kms_err *err)
 {
+    (void)deadline_ms;
     struct kms_key_version kv;
     uint32_t v = 0;
     (void)arg;
@@ -52,6 +55,13 @@ static int fz_decrypt(void *arg, const char *ct, size_t ctlen, uint32_t version,
 }
 
 static const uint8_t preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/* A clock that stands still: deadlines (grpc-timeout) are decided the same way at every run
+ * (a timeout of 0 has passed, any other has not). */
+static int64_t fz_now(void)
+{
+    return 1000000;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -81,7 +91,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size > 0) {
         memcpy(in + (has ? 0 : pl), data, size);
     }
-    int rc = kms_plugin_session_run(&b, in, size + (has ? 0 : pl), &out, &outlen);
+    int rc = kms_plugin_session_run(&b, fz_now, in, size + (has ? 0 : pl), &out, &outlen);
     free(in);
     if (rc < 0) {
         return 0;

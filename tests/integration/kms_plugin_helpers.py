@@ -108,17 +108,26 @@ def wait_for(pred, timeout, what, interval=0.05):
 
 class RawH2:
     """A hand-driven HTTP/2 client on a plugin socket, for what a gRPC client never does
-    (ignore a PING, leave a request unfinished): frames out and in, HPACK literals only."""
+    (ignore a PING, leave a request unfinished, send its own grpc-timeout): frames out with
+    HPACK literals only; the server's header blocks are decoded with Debian's python3-hpack."""
 
     def __init__(self, path, timeout=30):
+        import hpack  # python3-hpack
         self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.s.settimeout(timeout)
         self.s.connect(path)
         self.buf = b""
+        self.decoder = hpack.Decoder()
+        self.block = {}  # stream -> header block bytes until END_HEADERS
+        self.headers = {}  # stream -> [(name, value)] of the server's HEADERS, in order
+
+    @staticmethod
+    def frame_bytes(ftype, flags, stream, payload=b""):
+        return (len(payload).to_bytes(3, "big") + bytes([ftype, flags]) +
+                stream.to_bytes(4, "big") + payload)
 
     def send_frame(self, ftype, flags, stream, payload=b""):
-        self.s.sendall(len(payload).to_bytes(3, "big") + bytes([ftype, flags]) +
-                       stream.to_bytes(4, "big") + payload)
+        self.s.sendall(self.frame_bytes(ftype, flags, stream, payload))
 
     @staticmethod
     def literal(name, value):  # HPACK: literal header field without indexing
@@ -135,7 +144,42 @@ class RawH2:
         f = (self.buf[3], self.buf[4], int.from_bytes(self.buf[5:9], "big") & 0x7fffffff,
              self.buf[9:9 + n])
         self.buf = self.buf[9 + n:]
+        t, flags, stream, payload = f
+        if t in (1, 9):  # HEADERS, CONTINUATION: every block decoded in order (HPACK's table)
+            if t == 1:
+                if flags & 0x8:  # PADDED
+                    payload = payload[1:len(payload) - payload[0]]
+                if flags & 0x20:  # PRIORITY
+                    payload = payload[5:]
+            self.block[stream] = self.block.get(stream, b"") + payload
+            if flags & 0x4:  # END_HEADERS
+                self.headers.setdefault(stream, []).extend(
+                    self.decoder.decode(self.block.pop(stream)))
         return f
+
+    def answer(self, stream):
+        """Frames until `stream` ends (END_STREAM or RST_STREAM): a dict with `headers` (the
+        server's header fields, trailers included, name -> last value), `data` (the DATA
+        payload), `rst` (the RST_STREAM error code, or None) and `frames` (the types)."""
+        data, rst, types, ended = b"", None, [], False
+        while True:
+            f = self.frame()
+            if f is None:
+                raise AssertionError("the server closed the connection; stream %d unanswered"
+                                     % stream)
+            t, flags, st, payload = f
+            if st != stream:
+                continue
+            types.append(t)
+            if t == 0:
+                data += payload
+            if t == 3:
+                rst = int.from_bytes(payload, "big")
+            ended = ended or t == 3 or (t in (0, 1) and flags & 1)
+            if ended and stream not in self.block:  # a block's CONTINUATION frames are in
+                break
+        return {"headers": dict(self.headers.get(stream, [])), "data": data, "rst": rst,
+                "frames": types}
 
     def handshake(self):
         """The preface and an empty SETTINGS; the server's SETTINGS acknowledged."""
@@ -147,13 +191,23 @@ class RawH2:
                 self.send_frame(4, 1, 0)
                 return
 
-    def call_headers(self, stream, method):
-        """HEADERS of a call of `method` (Status, Encrypt, Decrypt), the message to follow."""
+    def headers_frame(self, stream, method, extra=()):
         lit = self.literal
-        self.send_frame(1, 4, stream, lit(b":method", b"POST") + lit(b":scheme", b"http") +
-                        lit(b":path", b"/v2.KeyManagementService/" + method) +
-                        lit(b":authority", b"localhost") +
-                        lit(b"content-type", b"application/grpc") + lit(b"te", b"trailers"))
+        return self.frame_bytes(1, 4, stream, lit(b":method", b"POST") + lit(b":scheme", b"http") +
+                                lit(b":path", b"/v2.KeyManagementService/" + method) +
+                                lit(b":authority", b"localhost") +
+                                lit(b"content-type", b"application/grpc") +
+                                lit(b"te", b"trailers") + b"".join(lit(n, v) for n, v in extra))
+
+    def call_headers(self, stream, method, extra=()):
+        """HEADERS of a call of `method` (Status, Encrypt, Decrypt), the message to follow;
+        `extra`: more (name, value) header fields, such as (b"grpc-timeout", b"500m")."""
+        self.s.sendall(self.headers_frame(stream, method, extra))
+
+    def call(self, stream, method, message, extra=()):
+        """A whole call in one write: HEADERS, the message in one DATA frame with END_STREAM."""
+        self.s.sendall(self.headers_frame(stream, method, extra) + self.frame_bytes(
+            0, 1, stream, b"\x00" + len(message).to_bytes(4, "big") + message))
 
     def close(self):
         self.s.close()

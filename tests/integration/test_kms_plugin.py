@@ -138,6 +138,87 @@ class TestInProcess(PluginServerCase):
         self.assertEqual((code, details), (grpc.StatusCode.INVALID_ARGUMENT,
                                            "uid is 1025 bytes; at most 1024"))
         self.assertTrue(self.p.encrypt(SEED, uid="u" * 1024).ciphertext.startswith(b"vault:"))
+        # an annotation key that is not UTF-8 (the map's entry: key 1, value 2)
+        entry = field(1, b"k8s.io/\xff") + field(2, b"v")
+        with self.assertRaises(grpc.RpcError) as cm:
+            raw("Decrypt")(field(1, b"vault:v1:AAAA") + field(3, b"transit/keys/etcd-k:v1") +
+                           field(4, entry), timeout=10)
+        self.assertEqual((cm.exception.code(), cm.exception.details()),
+                         (grpc.StatusCode.INVALID_ARGUMENT,
+                          "malformed DecryptRequest message: annotations key is not UTF-8"))
+
+    def test_strings_with_a_nul_byte(self):
+        # protobuf-c reads a string field as a C string: "abc\0xyz" was taken (compared,
+        # audited) as "abc". Every string field of a request is checked at its real length
+        good = self.p.encrypt(SEED)
+        cases = [
+            ("uid", lambda: self.p.encrypt(SEED, uid="abc\0xyz"),
+             "malformed EncryptRequest message: uid contains a NUL byte"),
+            ("uid, 2000 bytes with a NUL at 5", lambda: self.p.encrypt(SEED,
+                                                                       uid="u" * 5 + "\0" * 1995),
+             "malformed EncryptRequest message: uid contains a NUL byte"),
+            ("decrypt uid", lambda: self.p.decrypt(good.ciphertext, good.key_id, uid="a\0"),
+             "malformed DecryptRequest message: uid contains a NUL byte"),
+            # this plugin's key_id up to the NUL
+            ("key_id", lambda: self.p.decrypt(good.ciphertext, good.key_id + "\0other"),
+             "malformed DecryptRequest message: key_id contains a NUL byte"),
+            ("annotations key", lambda: self.p.decrypt(good.ciphertext, good.key_id,
+                                                       annotations={"k8s.io\0x": b"v"}),
+             "malformed DecryptRequest message: annotations key contains a NUL byte"),
+        ]
+        for what, fn, want in cases:
+            with self.subTest(what):
+                self.assertEqual(rpc_error(fn), (grpc.StatusCode.INVALID_ARGUMENT, want))
+        # bytes fields (annotation values) may hold NUL bytes; the same strings without one work
+        self.assertEqual(self.p.decrypt(good.ciphertext, good.key_id, uid="abcxyz",
+                                        annotations={"k8s.io": b"\0\0"}).plaintext, SEED)
+
+    def test_grpc_timeout(self):
+        # the apiserver sets a deadline on every call: its grpc-timeout header is read as
+        # grpc-go reads it (a malformed one: HTTP 400, INTERNAL), and a call whose deadline has
+        # passed is answered DEADLINE_EXCEEDED without running
+        pb, _ = load_stubs()
+        enc = pb.EncryptRequest(plaintext=SEED, uid="raw-timeout").SerializeToString()
+        h2 = RawH2(self.sock)
+        try:
+            h2.handshake()
+            cases = [
+                (b"5X", "Encrypt", "400", "13",
+                 "malformed grpc-timeout: unknown unit (one of H, M, S, m, u, n)"),
+                (b"123456789S", "Status", "400", "13",
+                 "malformed grpc-timeout: too long (at most 8 digits and a unit)"),
+                (b"-5S", "Encrypt", "400", "13",
+                 "malformed grpc-timeout: not a number (1 to 8 digits and a unit)"),
+                (b"0S", "Encrypt", "200", "4", "deadline exceeded before the call ran"),
+                (b"0n", "Status", "200", "4", "deadline exceeded before the call ran"),
+            ]
+            streams = iter(range(1, 100, 2))
+            for value, method, http, code, msg in cases:
+                with self.subTest(value=value):
+                    # HEADERS and DATA in one write: the whole request is in when its deadline
+                    # of 0 is looked at (HEADERS alone would be answered, incomplete, by the
+                    # deadline timer: test_an_unfinished_request_past_its_deadline)
+                    stream = next(streams)
+                    h2.call(stream, method.encode(), enc if method == "Encrypt" else b"",
+                            [(b"grpc-timeout", value)])
+                    a = h2.answer(stream)
+                    self.assertEqual(a["frames"], [1])  # trailers-only
+                    self.assertEqual(a["headers"][":status"], http)
+                    self.assertEqual(a["headers"]["grpc-status"], code)
+                    self.assertEqual(a["headers"]["grpc-message"], msg)
+            # in time: answered as usual (the units of every client: C-core, grpc-go)
+            for value in (b"10S", b"9999m", b"2999986u", b"29999999n", b"1H", b"1M"):
+                with self.subTest(value=value):
+                    stream = next(streams)
+                    h2.call(stream, b"Encrypt", enc, [(b"grpc-timeout", value)])
+                    a = h2.answer(stream)
+                    self.assertEqual(a["headers"]["grpc-status"], "0")
+                    self.assertEqual(pb.EncryptResponse.FromString(a["data"][5:]).key_id[:19],
+                                     "transit/keys/etcd-k")
+        finally:
+            h2.close()
+        # and through the gRPC client, which always sends one
+        self.assertEqual(self.p.status(timeout=5).healthz, "ok")
 
     def test_an_unfinished_request_is_reset(self):
         # a call whose message never ends holds request bytes that every client of the socket
@@ -160,6 +241,32 @@ class TestInProcess(PluginServerCase):
         finally:
             h2.close()
         self.assertEqual(self.p.status().healthz, "ok")
+
+    def test_an_unfinished_request_past_its_deadline(self):
+        # a call whose message is still incomplete at its deadline is answered
+        # DEADLINE_EXCEEDED then and reset (NO_ERROR: the rest is not wanted), as grpc-go
+        # answers a call early; the stalled-request sweep would take 10 s
+        h2 = RawH2(self.sock)
+        try:
+            h2.handshake()
+            h2.call_headers(1, b"Encrypt", [(b"grpc-timeout", b"300m")])
+            t0 = time.monotonic()
+            h2.send_frame(0, 0, 1, b"\x00\x00\x00\x01\x00" + b"\x0a" * 16)  # 16 of 256 bytes
+            a = h2.answer(1)
+            waited = time.monotonic() - t0
+            self.assertEqual(a["headers"]["grpc-status"], "4")
+            self.assertEqual(a["headers"]["grpc-message"],
+                             "deadline exceeded: no answer within the call's grpc-timeout")
+            self.assertGreaterEqual(waited, 0.25)
+            self.assertLess(waited, 5)
+            t, _, stream, payload = h2.frame()
+            self.assertEqual((t, stream, int.from_bytes(payload, "big")), (3, 1, 0))
+            # the rest of the message, late, is dropped; the connection serves on
+            h2.send_frame(0, 1, 1, b"\x0a" * 240)
+            h2.call(3, b"Status", b"", [(b"grpc-timeout", b"5S")])
+            self.assertEqual(h2.answer(3)["headers"]["grpc-status"], "0")
+        finally:
+            h2.close()
 
     def test_status(self):
         st = self.p.status()

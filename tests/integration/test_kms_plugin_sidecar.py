@@ -9,12 +9,16 @@ expiry, a token file re-read after a 403, TLS with -ca-cert, and SIGTERM.
 """
 
 import concurrent.futures
+import http.server
 import json
 import os
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -23,7 +27,7 @@ import grpc
 import auth_helpers as ah
 import test_tls
 from kmsd_harness import KMSD_BIN, KmsdServer, b64, listening_address
-from kms_plugin_helpers import Plugin, load_stubs, rpc_error, wait_for, wait_socket
+from kms_plugin_helpers import Plugin, RawH2, load_stubs, rpc_error, wait_for, wait_socket
 
 ORG = "org1"
 PROJECT = "prod"
@@ -422,6 +426,122 @@ class TestSidecarTLS(unittest.TestCase):
             srv.stop()
             srv.cleanup()
             shutil.rmtree(d, ignore_errors=True)
+
+
+class FakeKeyService:
+    """A Transit server on loopback that answers what a test tells it: encrypt and decrypt
+    bodies (raw text, so an answer may hold what no kmsd sends), after a delay. A client that
+    closes its connection while an answer is delayed is noted, with how long it waited."""
+
+    def __init__(self):
+        self.delay = 0.0
+        self.answers = {}  # "encrypt" / "decrypt" -> the JSON text answered
+        self.gave_up = []  # seconds a client waited before it closed a delayed request
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # kept connections, as the sidecar wants them
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                op = self.path.split("/")[3] if self.path.count("/") >= 3 else ""
+                t0 = time.monotonic()
+                if fake.delay > 0:
+                    # wait, unless the client goes away first
+                    r, _, _ = select.select([self.connection], [], [], fake.delay)
+                    if r and self.connection.recv(1, socket.MSG_PEEK) == b"":
+                        fake.gave_up.append(time.monotonic() - t0)
+                        self.close_connection = True
+                        return
+                body = fake.answers.get(op, '{"errors":["unknown operation"]}').encode()
+                self.send_response(200 if op in fake.answers else 400)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.addr = "http://127.0.0.1:%d" % self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class TestSidecarAgainstAFakeKeyService(unittest.TestCase):
+    """What a kmsd never answers, from a fake Transit server: slow answers, and strings with a
+    NUL byte in them."""
+
+    def setUp(self):
+        load_stubs()
+        self.dir = tempfile.mkdtemp(prefix="kmsd-sidecar-fake-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.fake = FakeKeyService()
+        self.addCleanup(self.fake.close)
+        self.fake.answers["encrypt"] = json.dumps({"data": {"ciphertext": "vault:v1:QUJD"}})
+        self.fake.answers["decrypt"] = json.dumps({"data": {"plaintext": b64(SEED)}})
+        token = os.path.join(self.dir, "token")
+        with open(token, "w") as f:
+            f.write("s.fake-token\n")
+        self.sidecar = Sidecar(self.dir, ["-addr=" + self.fake.addr, "-key=etcd-f",
+                                          "-vault-token-file=" + token, "-timeout=10s"])
+        self.addCleanup(lambda: self.assertEqual(self.sidecar.stop(), 0))
+        self.p = self.sidecar.plugin
+
+    def test_the_deadline_bounds_the_wait_for_the_key_service(self):
+        # the apiserver's grpc-timeout, not -timeout (10 s), bounds how long a call waits for
+        # the key service: it is answered DEADLINE_EXCEEDED at its deadline, and the sidecar
+        # drops the request then (its call thread is free again)
+        pb, _ = load_stubs()
+        self.assertEqual(self.p.encrypt(SEED, timeout=5).key_id, "transit/keys/etcd-f:v1")
+        self.fake.delay = 8
+        h2 = RawH2(self.sidecar.sock)
+        try:
+            h2.handshake()
+            t0 = time.monotonic()
+            h2.call(1, b"Encrypt", pb.EncryptRequest(plaintext=SEED, uid="slow")
+                    .SerializeToString(), [(b"grpc-timeout", b"600m")])
+            a = h2.answer(1)
+            waited = time.monotonic() - t0
+        finally:
+            h2.close()
+        self.assertEqual(a["headers"]["grpc-status"], "4", a)
+        self.assertEqual(a["headers"]["grpc-message"],
+                         "deadline exceeded: no answer within the call's grpc-timeout")
+        self.assertGreaterEqual(waited, 0.5)
+        self.assertLess(waited, 4)
+        wait_for(lambda: self.fake.gave_up, 5, "the sidecar to drop its request")
+        self.assertLess(self.fake.gave_up[0], 4, "the request waited for -timeout")
+        # the gRPC client's own deadline: the same
+        code, _ = rpc_error(self.p.decrypt, b"vault:v1:QUJD", "transit/keys/etcd-f:v1",
+                            timeout=0.5)
+        self.assertEqual(code, grpc.StatusCode.DEADLINE_EXCEEDED)
+        # in time: served (on a new connection: the dropped ones are closed)
+        self.fake.delay = 0.3
+        self.assertEqual(self.p.decrypt(b"vault:v1:QUJD", "transit/keys/etcd-f:v1",
+                                        timeout=5).plaintext, SEED)
+
+    def test_a_nul_byte_in_an_answer_is_refused(self):
+        # jansson refuses \u0000 in a JSON string: a ciphertext or plaintext with a NUL byte is
+        # never passed on cut short
+        self.fake.answers["encrypt"] = json.dumps(
+            {"data": {"ciphertext": "vault:v1:QUJD\u0000RUZH"}})
+        self.fake.answers["decrypt"] = json.dumps({"data": {"plaintext": "QUJD\u0000RUZH"}})
+        for what, fn in (("encrypt", lambda: self.p.encrypt(SEED)),
+                         ("decrypt", lambda: self.p.decrypt(b"vault:v1:QUJD",
+                                                            "transit/keys/etcd-f:v1"))):
+            with self.subTest(what):
+                code, details = rpc_error(fn)
+                self.assertEqual(code, grpc.StatusCode.UNAVAILABLE, details)
+                self.assertIn("answered malformed JSON: a string with a NUL byte (\\u0000)",
+                              details)
+                self.assertNotIn("QUJD", details)  # nothing of the answer is quoted
 
 
 if __name__ == "__main__":

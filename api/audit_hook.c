@@ -22,6 +22,7 @@
  */
 #include "api/api_int.h"
 #include "audit/audit.h"
+#include "crypto/crypto.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,7 +123,7 @@ static void write_str_array(struct kms_audit_lw *w, const char *key,
 
 static bool utf8(const char *s)
 {
-    return kms_audit_utf8_valid(s, strlen(s));
+    return kms_utf8_valid(s, strlen(s));
 }
 
 /* The token's metadata as jansson's object held it: a key at its first accepted position

@@ -15,6 +15,7 @@
  */
 #include "api/api_int.h"
 #include "audit/audit.h"
+#include "crypto/crypto.h"
 
 #include <ctype.h>
 #include <pthread.h>
@@ -121,7 +122,7 @@ static int parse_urlencoded(const char *s, size_t n, json_t *obj, bool join_comm
             } else {
                 v[0] = '\0';
             }
-            if (!kms_audit_utf8_valid(k, strlen(k)) || !kms_audit_utf8_valid(v, strlen(v))) {
+            if (!kms_utf8_valid(k, strlen(k)) || !kms_utf8_valid(v, strlen(v))) {
                 rc = -2;
                 goto out;
             }
@@ -547,7 +548,7 @@ static int parse_request_line(struct kms_ctx *c, char *target, size_t cap, const
     if (pct_decode(req->target + 4, plen - 4, target, cap, false) != 0) {
         return KMS_FAIL(c, 400, "invalid request path");
     }
-    if (!kms_audit_utf8_valid(target, strlen(target))) {
+    if (!kms_utf8_valid(target, strlen(target))) {
         /* names, errors and the audit record are JSON text: refused before anything runs */
         return KMS_FAIL(c, 400, "invalid request path: not valid UTF-8");
     }

@@ -13,6 +13,7 @@
  * api/ puts nothing secret there.
  */
 #include "audit/audit_int.h"
+#include "crypto/crypto.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -713,7 +714,7 @@ void kms_audit_lw_token(struct kms_audit_lw *w, const char *key, const char *s)
 {
     size_t n = s != NULL ? strlen(s) : 0;
     size_t mark;
-    if (s == NULL || !kms_audit_utf8_valid(s, n)) {
+    if (s == NULL || !kms_utf8_valid(s, n)) {
         return; /* json_string refused it: left out */
     }
     if (n == 0) {
@@ -775,7 +776,7 @@ void kms_audit_lw_data_str(struct kms_audit_lw *w, const char *key, const char *
         lw_wrote(w, rc);
         return;
     }
-    if (!kms_audit_utf8_valid(s, n)) {
+    if (!kms_utf8_valid(s, n)) {
         lw_rollback(w, mark); /* json_string refused it: left out */
         return;
     }

@@ -244,8 +244,6 @@ void kms_audit_lw_data(struct kms_audit_lw *w, const char *key, const json_t *v)
 void kms_audit_lw_auth(struct kms_audit_lw *w, const char *key, const json_t *v);
 /* text[0, n), already JSON, as the value. */
 void kms_audit_lw_raw(struct kms_audit_lw *w, const char *key, const char *text, size_t n);
-/* s[0, n) is UTF-8 (jansson's acceptance). */
-bool kms_audit_utf8_valid(const char *s, size_t n);
 
 /* The bound on waiting for a record (audit_timeout), in milliseconds. */
 int64_t kms_audit_timeout_ms(const struct kms_audit *a);

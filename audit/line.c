@@ -16,6 +16,7 @@
  * after which such buffers came from the heaps and stayed resident after a burst).
  */
 #include "audit/audit_int.h"
+#include "crypto/crypto.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,64 +96,6 @@ int kms_audit_sb_add(struct kms_audit_sbuf *b, const void *s, size_t n)
     return 0;
 }
 
-/* One UTF-8 sequence at s[0, n) (jansson's rules): its length and code point; 0 if invalid. */
-static size_t utf8_next(const unsigned char *s, size_t n, uint32_t *cp)
-{
-    unsigned char c = s[0];
-    size_t len;
-    uint32_t v;
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    }
-    if (c >= 0xC2 && c <= 0xDF) {
-        len = 2;
-        v = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        v = c & 0x0F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        v = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (len > n) {
-        return 0;
-    }
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) {
-            return 0;
-        }
-        v = (v << 6) | (s[i] & 0x3F);
-    }
-    if ((len == 3 && v < 0x800) || (len == 4 && v < 0x10000) || v > 0x10FFFF ||
-        (v >= 0xD800 && v <= 0xDFFF)) {
-        return 0;
-    }
-    *cp = v;
-    return len;
-}
-
-bool kms_audit_utf8_valid(const char *str, size_t n)
-{
-    const unsigned char *s = (const unsigned char *)str;
-    size_t i = 0;
-    while (i < n) {
-        if (s[i] < 0x80) {
-            i++;
-            continue;
-        }
-        uint32_t cp;
-        size_t len = utf8_next(s + i, n - i, &cp);
-        if (len == 0) {
-            return false;
-        }
-        i += len;
-    }
-    return true;
-}
-
 static const char HEXU[] = "0123456789ABCDEF";
 
 static void put_u(char *o, uint32_t v)
@@ -183,7 +126,7 @@ int kms_audit_sb_str(struct kms_audit_sbuf *b, const char *str, size_t n)
             continue;
         }
         uint32_t cp = 0;
-        size_t len = utf8_next(s + i, n - i, &cp);
+        size_t len = kms_utf8_next(s + i, n - i, &cp);
         if (len == 0) {
             b->p[b->len] = '\0';
             return KMS_AUDIT_NOT_UTF8; /* jansson refused such strings too */

@@ -22,6 +22,7 @@
  *   server message with ESC or a newline in it is printed as \x1b / \x0a (kms_cli_escape).
  */
 #include "cli/cli.h"
+#include "crypto/crypto.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -113,37 +114,6 @@ void kms_cli_errorf(const char *fmt, ...)
 
 /* ---- terminal safety --------------------------------------------------------------------- */
 
-/* Length of the valid UTF-8 sequence at p (at most n bytes) with its code point; 0 if none. */
-static size_t utf8_next(const unsigned char *p, size_t n, uint32_t *cp)
-{
-    unsigned char c = p[0];
-    size_t len;
-    uint32_t v, min;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2, v = c & 0x1fu, min = 0x80;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3, v = c & 0x0fu, min = 0x800;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4, v = c & 0x07u, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (len > n) {
-        return 0;
-    }
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80) {
-            return 0;
-        }
-        v = (v << 6) | (p[i] & 0x3fu);
-    }
-    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff)) {
-        return 0;
-    }
-    *cp = v;
-    return len;
-}
-
 /* Code points a terminal does not show as themselves: C1 controls, separators, bidi/format. */
 static bool invisible(uint32_t cp)
 {
@@ -163,7 +133,7 @@ size_t kms_cli_escape(const char *in, size_t len, char *out, size_t n)
         char piece[16];
         size_t pl, used = 1;
         uint32_t cp = 0;
-        size_t ul = p[i] >= 0x80 ? utf8_next(p + i, len - i, &cp) : 0;
+        size_t ul = p[i] >= 0x80 ? kms_utf8_next(p + i, len - i, &cp) : 0;
         if (p[i] >= 0x20 && p[i] < 0x7f) {
             piece[0] = (char)p[i];
             pl = 1;

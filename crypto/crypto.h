@@ -200,6 +200,14 @@ void kms_now(int64_t *sec, int32_t *nsec);
 int kms_duration_parse(const char *s, int64_t *out) KMS_WUR;
 /* A whole decimal int64 ("-12", "+3"); false on empty input, junk or overflow. */
 bool kms_int_parse(const char *s, int64_t *out);
+
+/* ---- UTF-8 (text.c) ---------------------------------------------------------------------- */
+
+/* The UTF-8 sequence at s[0, n) (n >= 1): its length and code point (*cp), 1 for ASCII; 0 when
+ * it is not well-formed (RFC 3629: no overlong forms, surrogates or code points past U+10FFFF). */
+size_t kms_utf8_next(const unsigned char *s, size_t n, uint32_t *cp);
+/* s[0, n) is well-formed UTF-8 (NUL bytes are; callers that refuse them check apart). */
+bool kms_utf8_valid(const char *s, size_t n);
 /* RFC 3339 in UTC with nanoseconds, trailing zeros trimmed (Go's RFC3339Nano); out[40]. */
 void kms_time_rfc3339(int64_t sec, int32_t nsec, char out[40]);
 

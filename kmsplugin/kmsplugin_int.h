@@ -54,9 +54,6 @@ int kms_plugin_call(struct kms_plugin_core *c, enum kms_plugin_method m, const u
 
 struct ProtobufCMessageDescriptor;
 
-/* Whether s[0..len) is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing
- * above U+10FFFF), as Go's protobuf requires of a string field. */
-bool kms_plugin_utf8_valid(const uint8_t *s, size_t len);
 /*
  * Check every string field of the message `msg` (of type d, nested messages such as map
  * entries included) as it is on the wire: protobuf-c hands a string field over as a C string,

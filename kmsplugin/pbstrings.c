@@ -11,55 +11,13 @@
  * most 10, no groups); it runs after protobuf-c has accepted the message.
  */
 #include "kmsplugin/kmsplugin_int.h"
+#include "crypto/crypto.h"
 
 #include <protobuf-c/protobuf-c.h>
 #include <stdio.h>
 #include <string.h>
 
 #define MAX_DEPTH 8 /* nested messages walked (the plugin's messages go two deep) */
-
-bool kms_plugin_utf8_valid(const uint8_t *s, size_t len)
-{
-    size_t i = 0;
-    while (i < len) {
-        uint8_t c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t n;
-        uint8_t lo = 0x80, hi = 0xbf; /* the range of the second byte (RFC 3629 section 4) */
-        if (c >= 0xc2 && c <= 0xdf) {
-            n = 2;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            n = 3;
-            if (c == 0xe0) {
-                lo = 0xa0; /* no overlong form */
-            } else if (c == 0xed) {
-                hi = 0x9f; /* no surrogate (U+D800..U+DFFF) */
-            }
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            n = 4;
-            if (c == 0xf0) {
-                lo = 0x90; /* no overlong form */
-            } else if (c == 0xf4) {
-                hi = 0x8f; /* nothing above U+10FFFF */
-            }
-        } else {
-            return false; /* a continuation byte, C0, C1 or F5..FF */
-        }
-        if (len - i < n || s[i + 1] < lo || s[i + 1] > hi) {
-            return false;
-        }
-        for (size_t k = 2; k < n; k++) {
-            if (s[i + k] < 0x80 || s[i + k] > 0xbf) {
-                return false;
-            }
-        }
-        i += n;
-    }
-    return true;
-}
 
 /* A varint of at most `max` bytes at m[*at..len); -1 when it does not end in time. */
 static int varint(const uint8_t *m, size_t len, size_t *at, unsigned max, uint64_t *v)
@@ -118,9 +76,9 @@ static int walk(const ProtobufCMessageDescriptor *d, const uint8_t *m, size_t le
             }
             const uint8_t *v = m + at;
             if (f->type == PROTOBUF_C_TYPE_STRING) {
-                const char *bad = memchr(v, '\0', (size_t)flen) != NULL     ? "contains a NUL byte"
-                                  : !kms_plugin_utf8_valid(v, (size_t)flen) ? "is not UTF-8"
-                                                                            : NULL;
+                const char *bad = memchr(v, '\0', (size_t)flen) != NULL ? "contains a NUL byte"
+                                  : !kms_utf8_valid((const char *)v, (size_t)flen) ? "is not UTF-8"
+                                                                                   : NULL;
                 if (bad != NULL) {
                     snprintf(why, n, "%s%s%s %s", outer, outer[0] ? " " : "", f->name, bad);
                     return 1;

@@ -456,13 +456,13 @@ static void test_utf8(void **state)
         NULL,
     };
     for (size_t i = 0; good[i] != NULL; i++) {
-        assert_true(kms_plugin_utf8_valid((const uint8_t *)good[i], strlen(good[i])));
+        assert_true(kms_utf8_valid(good[i], strlen(good[i])));
     }
     for (size_t i = 0; bad[i] != NULL; i++) {
-        assert_false(kms_plugin_utf8_valid((const uint8_t *)bad[i], strlen(bad[i])));
+        assert_false(kms_utf8_valid(bad[i], strlen(bad[i])));
     }
     /* NUL is UTF-8 (U+0000): refused as a NUL, not as an encoding error */
-    assert_true(kms_plugin_utf8_valid((const uint8_t *)"a\0b", 3));
+    assert_true(kms_utf8_valid("a\0b", 3));
 }
 
 static void test_pb_strings(void **state)

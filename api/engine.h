@@ -297,12 +297,13 @@ int kms_b64_param(const char *s, uint8_t **out, size_t *outlen, struct kms_err *
 int kms_mount_tune_params(struct kms_ctx *c, const char *path, json_t *cfg, json_t *opts,
                           const char **desc) KMS_WUR;
 /*
- * The settings of a mount being enabled at `path`: the request's `config` map (its keys read
- * as a tune's parameters) and `options`, validated as a tune of a fresh mount. *cfg and *opts
- * are new objects, or both NULL when the request gives neither. -1 with c->err set.
+ * Enable a mount of `type` at `path` in the request's namespace, with the tune settings the
+ * request gives in `config` (its keys read as a tune's parameters; its own type, description,
+ * options and config ignored, as OpenBao's MountConfigInput) and `options`, all stored in one
+ * write transaction. A refused setting: its 400 and no mount. -1 with c->err set.
  */
-int kms_mount_enable_settings(struct kms_ctx *c, const char *path, json_t **cfg,
-                              json_t **opts) KMS_WUR;
+int kms_mount_enable(struct kms_ctx *c, const char *path, const char *type, const char *desc,
+                     struct kms_mount *out) KMS_WUR;
 
 /* A mount's stored settings ({"config":{...},"options":{...}}, empty objects when none or
  * unreadable; caller decrefs). */

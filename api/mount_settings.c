@@ -173,7 +173,10 @@ int kms_mount_tune_params(struct kms_ctx *c, const char *path, json_t *cfg, json
     return 0;
 }
 
-int kms_mount_enable_settings(struct kms_ctx *c, const char *path, json_t **cfg, json_t **opts)
+/* The settings of a mount being enabled: the request's `config` map (its keys read as a tune's
+ * parameters) and `options`, validated as a tune of a fresh mount; both NULL when neither is
+ * given. */
+static int enable_settings(struct kms_ctx *c, const char *path, json_t **cfg, json_t **opts)
 {
     const char *k;
     json_t *v;
@@ -274,4 +277,19 @@ json_t *kms_mount_info(const struct kms_mount *m, const json_t *tuning)
         json_object_set(j, "options", (json_t *)opts);
     }
     return j;
+}
+
+int kms_mount_enable(struct kms_ctx *c, const char *path, const char *type, const char *desc,
+                     struct kms_mount *out)
+{
+    json_t *cfg = NULL;
+    json_t *opts = NULL;
+    if (enable_settings(c, path, &cfg, &opts) != 0) {
+        return -1;
+    }
+    int rc =
+        kms_registry_mount_add_tuned(c->api, c->ns.id, path, type, desc, cfg, opts, out, &c->err);
+    json_decref(cfg);
+    json_decref(opts);
+    return rc;
 }

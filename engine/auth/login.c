@@ -758,18 +758,8 @@ int kms_login_mounts_write(struct kms_ctx *c)
     if (strcmp(type, "kubernetes") != 0 && strcmp(type, "jwt") != 0) {
         return KMS_FAIL(c, 400, "plugin not found in the catalog: %s", type);
     }
-    /* OpenBao's enable takes the tune settings in "config" (and "options"), stored with the
-     * method in one transaction */
-    json_t *cfg = NULL;
-    json_t *opts = NULL;
-    if (kms_mount_enable_settings(c, path, &cfg, &opts) != 0) {
-        return -1;
-    }
-    int rc =
-        kms_registry_mount_add_tuned(c->api, c->ns.id, path, type, desc, cfg, opts, &m, &c->err);
-    json_decref(cfg);
-    json_decref(opts);
-    return rc;
+    /* OpenBao's enable takes the tune settings in "config" (and "options") */
+    return kms_mount_enable(c, path, type, desc, &m);
 }
 
 const struct kms_field kms_login_mounts_fields[] = {

@@ -372,18 +372,8 @@ static int mount_write(struct kms_ctx *c)
         return KMS_FAIL(c, 400, "plugin not found in the catalog: %s", type);
     }
     /* OpenBao's mount takes the tune settings too, nested in "config" (and "options"): they
-     * were dropped (Terraform's vault_mount saw drift for ever). Checked first, then stored
-     * with the mount in one transaction. */
-    json_t *cfg = NULL;
-    json_t *opts = NULL;
-    if (kms_mount_enable_settings(c, path, &cfg, &opts) != 0) {
-        return -1;
-    }
-    int rc =
-        kms_registry_mount_add_tuned(c->api, c->ns.id, path, type, desc, cfg, opts, &m, &c->err);
-    json_decref(cfg);
-    json_decref(opts);
-    return rc;
+     * were dropped (Terraform's vault_mount saw drift for ever) */
+    return kms_mount_enable(c, path, type, desc, &m);
 }
 
 /* ---- remount ----------------------------------------------------------------------------- */

@@ -11,6 +11,16 @@
 
 /* kms_api_engines_visit: api/engine.h */
 
+/*
+ * Change mount `path`'s settings in one write transaction, under the registry's lock: fn gets
+ * deep copies of the stored config and options (empty objects when none) to change in place,
+ * and may set *desc (a new description, valid until it returns). 0; KMS_STORAGE_NOTFOUND; -1
+ * with err set; -2 when fn refused (fn reported why, err untouched).
+ */
+int kms_registry_mount_retune(struct kms_api *api, const char *ns_id, const char *path,
+                              int (*fn)(json_t *cfg, json_t *opts, const char **desc, void *arg),
+                              void *arg, struct kms_err *err) KMS_WUR;
+
 /* ---- parameters (params.c) --------------------------------------------------------------- */
 
 /* Coerce known fields of c->params in place and warn about unknown ones (400 on bad type). */

@@ -297,6 +297,12 @@ int kms_b64_param(const char *s, uint8_t **out, size_t *outlen, struct kms_err *
 int kms_mount_tune_params(struct kms_ctx *c, const char *path, json_t *cfg, json_t *opts,
                           const char **desc) KMS_WUR;
 /*
+ * A tune of mount m by the request's parameters (kms_mount_tune_params), applied to the
+ * settings as stored when its write transaction begins (two tunes never lose each other's).
+ * 0, or -1 with c->err set (400 for a refused value or no mount).
+ */
+int kms_mount_tune(struct kms_ctx *c, const struct kms_mount *m) KMS_WUR;
+/*
  * Enable a mount of `type` at `path` in the request's namespace, with the tune settings the
  * request gives in `config` (its keys read as a tune's parameters; its own type, description,
  * options and config ignored, as OpenBao's MountConfigInput) and `options`, all stored in one
@@ -396,10 +402,6 @@ int kms_registry_mount_list(struct kms_api *api, const char *ns_id,
  */
 int kms_registry_mount_tuning(struct kms_api *api, const char *ns_id, const char *path,
                               json_t **out) KMS_WUR;
-/* Replace them, and the description when not NULL, in one write transaction. */
-int kms_registry_mount_tune(struct kms_api *api, const char *ns_id, const char *path,
-                            const json_t *config, const json_t *options, const char *description,
-                            struct kms_err *err) KMS_WUR;
 /*
  * Move mount `from` to `to` inside namespace ns_id (sys/remount). Engines key their records by
  * "<ns id>/<mount uuid>/", which a move keeps, so only the mount record is rekeyed; one write

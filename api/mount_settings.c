@@ -188,13 +188,13 @@ static int enable_settings(struct kms_ctx *c, const char *path, json_t **cfg, js
     if (!json_is_object(given) && !json_is_object(kms_param(c, "options"))) {
         return 0;
     }
-    /* OpenBao's enable takes the tune settings nested in "config": read as a tune's top-level
-     * parameters, config's own value winning over a top-level key of the same name. They are
-     * read from a copy: the caller holds pointers into c->params (type, description), and
-     * config's own "type", "description", "options" and "config" mean nothing (OpenBao's
-     * MountConfigInput has none of them; the description is the mount's own) */
+    /* OpenBao's enable takes the tune settings nested in "config" (its MountConfigInput), read
+     * here as a tune's parameters, and "options"; top-level tune keys are no enable field and
+     * mean nothing. They are read from an object of their own: the caller holds pointers into
+     * c->params (type, description), and config's own "type", "description", "options" and
+     * "config" are not settings */
     static const char *const not_settings[] = {"type", "description", "options", "config"};
-    json_t *params = json_copy(c->params);
+    json_t *params = json_object();
     json_t *saved = c->params;
     size_t nwarn = json_array_size(c->warnings);
     int rc = -1;
@@ -215,7 +215,9 @@ static int enable_settings(struct kms_ctx *c, const char *path, json_t **cfg, js
             json_object_set(params, k, v);
         }
     }
-    json_object_del(params, "description");
+    if (json_is_object(kms_param(c, "options"))) {
+        json_object_set(params, "options", kms_param(c, "options"));
+    }
     c->params = params;
     rc = kms_mount_tune_params(c, path, *cfg, *opts, &desc);
     c->params = saved;
@@ -292,4 +294,25 @@ int kms_mount_enable(struct kms_ctx *c, const char *path, const char *type, cons
     json_decref(cfg);
     json_decref(opts);
     return rc;
+}
+
+struct tune_arg {
+    struct kms_ctx *c;
+    const char *path;
+};
+
+static int tune_cb(json_t *cfg, json_t *opts, const char **desc, void *arg)
+{
+    struct tune_arg *a = arg;
+    return kms_mount_tune_params(a->c, a->path, cfg, opts, desc);
+}
+
+int kms_mount_tune(struct kms_ctx *c, const struct kms_mount *m)
+{
+    struct tune_arg a = {c, m->path};
+    int r = kms_registry_mount_retune(c->api, m->ns_id, m->path, tune_cb, &a, &c->err);
+    if (r == KMS_STORAGE_NOTFOUND) {
+        return KMS_FAIL(c, 400, "tune of path \"%s\" failed: no mount entry found", m->path);
+    }
+    return r == 0 ? 0 : -1;
 }

@@ -1145,12 +1145,15 @@ out:
     return rc;
 }
 
-int kms_registry_mount_tune(struct kms_api *api, const char *ns_id, const char *path,
-                            const json_t *config, const json_t *options, const char *description,
-                            struct kms_err *err)
+int kms_registry_mount_retune(struct kms_api *api, const char *ns_id, const char *path,
+                              int (*fn)(json_t *cfg, json_t *opts, const char **desc, void *arg),
+                              void *arg, struct kms_err *err)
 {
     struct kms_txn *txn = NULL;
     json_t *rec = NULL;
+    json_t *cfg = NULL;
+    json_t *opts = NULL;
+    const char *description = NULL;
     char key[KMS_PATH_MAX + KMS_NS_ID_LEN + 2];
     int rc = -1;
 
@@ -1165,8 +1168,23 @@ int kms_registry_mount_tune(struct kms_api *api, const char *ns_id, const char *
         kms_err_set(err, 500, "cannot read the mount");
         goto out;
     }
-    json_object_set(rec, "config", (json_t *)config);
-    json_object_set(rec, "options", (json_t *)options);
+    /* the settings as stored now, changed under the lock: two tunes never lose each other's */
+    cfg = json_is_object(json_object_get(rec, "config"))
+              ? json_deep_copy(json_object_get(rec, "config"))
+              : json_object();
+    opts = json_is_object(json_object_get(rec, "options"))
+               ? json_deep_copy(json_object_get(rec, "options"))
+               : json_object();
+    if (cfg == NULL || opts == NULL) {
+        kms_err_set(err, 500, "out of memory");
+        goto out;
+    }
+    if (fn(cfg, opts, &description, arg) != 0) {
+        rc = -2; /* refused: fn said why */
+        goto out;
+    }
+    json_object_set(rec, "config", cfg);
+    json_object_set(rec, "options", opts);
     if (description != NULL) {
         json_object_set_new(rec, "description", json_string(description));
     }
@@ -1182,6 +1200,8 @@ int kms_registry_mount_tune(struct kms_api *api, const char *ns_id, const char *
 out:
     kms_storage_txn_abort(&txn);
     json_decref(rec);
+    json_decref(cfg);
+    json_decref(opts);
     pthread_rwlock_unlock(&api->lock);
     return rc;
 }

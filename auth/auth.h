@@ -161,6 +161,14 @@ int kms_auth_token_renew(struct kms_auth *auth, const struct kms_token *tok, int
 
 /* Revoke a token (record + accessor). Its children die with it (see lookup). */
 int kms_auth_token_revoke(struct kms_auth *auth, const uint8_t hash[32]) KMS_WUR;
+/*
+ * Remove every token record of namespace ns_id, with its accessor entry, inside txn (the
+ * namespace is being deleted: OpenBao revokes its tokens). Once txn commits, the caller flushes
+ * the token cache (kms_auth_token_cache_flush). 0 or -1.
+ */
+int kms_auth_token_purge_ns(struct kms_auth *auth, struct kms_txn *txn, const char *ns_id) KMS_WUR;
+/* Forget every cached token lookup (after a commit that removed tokens behind the cache). */
+void kms_auth_token_cache_flush(struct kms_auth *auth);
 /* Revoke every token of namespace ns_id whose path starts with prefix (auth mount disable). */
 int kms_auth_token_revoke_prefix(struct kms_auth *auth, const char *ns_id,
                                  const char *prefix) KMS_WUR;

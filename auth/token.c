@@ -1104,8 +1104,10 @@ static int prefix_cb(const uint8_t *key, size_t keylen, const uint8_t *val, size
     rec = json_loadb((const char *)val, vallen, 0, NULL);
     const char *ns = json_string_value(json_object_get(rec, "namespace_id"));
     const char *path = json_string_value(json_object_get(rec, "path"));
-    if (ns != NULL && path != NULL && strcmp(ns, ps->ns_id) == 0 &&
-        strncmp(path, ps->prefix, strlen(ps->prefix)) == 0) {
+    /* prefix "" takes every record of the namespace, one without a path too */
+    if (ns != NULL && strcmp(ns, ps->ns_id) == 0 &&
+        (ps->prefix[0] == '\0' ||
+         (path != NULL && strncmp(path, ps->prefix, strlen(ps->prefix)) == 0))) {
         rc = hashes_add(&ps->hits, &ps->n, &ps->cap, key);
     }
     json_decref(rec);
@@ -1133,6 +1135,36 @@ out:
     kms_storage_txn_abort(&txn);
     free(ps.hits);
     return rc;
+}
+
+int kms_auth_token_purge_ns(struct kms_auth *auth, struct kms_txn *txn, const char *ns_id)
+{
+    struct prefix_scan ps = {ns_id, "", NULL, 0, 0};
+    int rc = -1;
+
+    if (kms_storage_scan(txn, KMS_DB_TOKENS, "", 0, NULL, 0, true, prefix_cb, &ps) != 0) {
+        goto out;
+    }
+    for (size_t i = 0; i < ps.n; i++) {
+        json_t *rec = NULL;
+        int g = load_record(txn, ps.hits[i], &rec);
+        int d = g == 0                      ? delete_record(auth, txn, ps.hits[i], rec)
+                : g == KMS_STORAGE_NOTFOUND ? 0
+                                            : -1;
+        json_decref(rec);
+        if (d != 0) {
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    free(ps.hits);
+    return rc;
+}
+
+void kms_auth_token_cache_flush(struct kms_auth *auth)
+{
+    tc_bump(auth);
 }
 
 /* ---- revoke-orphan ----------------------------------------------------------------------- */

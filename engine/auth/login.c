@@ -787,16 +787,18 @@ const struct kms_field kms_login_list_fields[] = {
     {NULL, 0},
 };
 
-/* Purge: an auth mount's config and roles; a namespace's policies and auth records. */
+/* Purge: an auth mount's config and roles; a namespace's policies, auth records and tokens
+ * (state is the token store). */
 static int auth_purge(void *state, struct kms_txn *txn, const char *ns_id,
                       const struct kms_mount *m)
 {
     char prefix[KMS_NS_ID_LEN + 40];
-    (void)state;
     if (m == NULL) {
         snprintf(prefix, sizeof(prefix), "%s/", ns_id);
         return kms_storage_del_prefix(txn, KMS_DB_POLICIES, prefix, strlen(prefix), NULL) != 0 ||
-                       kms_storage_del_prefix(txn, KMS_DB_AUTH, prefix, strlen(prefix), NULL) != 0
+                       kms_storage_del_prefix(txn, KMS_DB_AUTH, prefix, strlen(prefix), NULL) !=
+                           0 ||
+                       (state != NULL && kms_auth_token_purge_ns(state, txn, ns_id) != 0)
                    ? -1
                    : 0;
     }
@@ -805,6 +807,15 @@ static int auth_purge(void *state, struct kms_txn *txn, const char *ns_id,
     }
     kms_mount_prefix(m, prefix, sizeof(prefix));
     return kms_storage_del_prefix(txn, KMS_DB_AUTH, prefix, strlen(prefix), NULL) != 0 ? -1 : 0;
+}
+
+/* After a namespace's purge committed: no cached lookup of its tokens survives. */
+static void auth_purged(void *state, const char *ns_id, const struct kms_mount *m)
+{
+    (void)ns_id;
+    if (m == NULL && state != NULL) {
+        kms_auth_token_cache_flush(state);
+    }
 }
 
 static const struct kms_route auth_sys_routes[] = {
@@ -856,7 +867,9 @@ int kms_auth_engines_add(struct kms_api *api)
          .builtin_path = "auth/token/",
          .resource = "Token",
          .routes = kms_token_routes,
-         .purge = auth_purge},
+         .state = kms_api_auth(api),
+         .purge = auth_purge,
+         .purged = auth_purged},
         {.type = "kubernetes",
          .auth_method = true,
          .resource = "AuthMethod",

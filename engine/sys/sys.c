@@ -288,36 +288,13 @@ static int mount_delete(struct kms_ctx *c)
 /* sys/mounts/<path>/tune (write): the settings a tune gives, in one write transaction. */
 static int tune_write(struct kms_ctx *c, const struct kms_mount *m)
 {
-    json_t *t = kms_mount_tuning_get(c->api, m);
-    json_t *cfg = json_deep_copy(json_object_get(t, "config"));
-    json_t *opts = json_deep_copy(json_object_get(t, "options"));
-    const char *desc = NULL;
-    int rc = -1;
-
-    if (cfg == NULL || opts == NULL) {
-        KMS_FAILW(c, 500, "out of memory");
-        goto out;
-    }
     if (strcmp(m->type, "token") == 0) {
-        KMS_FAIL(c, 400,
-                 "tune of path \"auth/token/\" is not supported by kmsd: the token store's "
-                 "settings are built in (token TTLs come from roles and policies)");
-        goto out;
+        return KMS_FAIL(c, 400,
+                        "tune of path \"auth/token/\" is not supported by kmsd: the token "
+                        "store's settings are built in (token TTLs come from roles and "
+                        "policies)");
     }
-    if (kms_mount_tune_params(c, m->path, cfg, opts, &desc) != 0) {
-        goto out;
-    }
-    int r = kms_registry_mount_tune(c->api, m->ns_id, m->path, cfg, opts, desc, &c->err);
-    if (r == KMS_STORAGE_NOTFOUND) {
-        KMS_FAIL(c, 400, "tune of path \"%s\" failed: no mount entry found", m->path);
-        goto out;
-    }
-    rc = r == 0 ? kms_reply_warnings(c) : -1;
-out:
-    json_decref(cfg);
-    json_decref(opts);
-    json_decref(t);
-    return rc;
+    return kms_mount_tune(c, m) != 0 ? -1 : kms_reply_warnings(c);
 }
 
 /* The auth method a sys/auth/<path>/tune request names (400 when there is none). */

@@ -673,6 +673,35 @@ static size_t count_db(struct kt *t, enum kms_db db)
     return n;
 }
 
+/* Deleting a namespace removes its tokens (as OpenBao revokes them) in the same write: no
+ * record is left that no lookup or tidy would ever meet again. */
+static void test_namespace_delete_removes_tokens(void **state)
+{
+    struct kt *t = *state;
+    json_t *b = NULL;
+    int st = kt_call(t, "POST", "/v1/sys/namespaces/gone", "root", NULL, "{}", &b);
+    assert_true(st == 200 || st == 204);
+    json_decref(b);
+    size_t before = count_db(t, KMS_DB_TOKENS);
+    size_t acc_before = count_db(t, KMS_DB_ACCESSORS);
+    b = kt_ok(t, 200, "POST", "/v1/auth/token/create", "gone", "{\"policies\":[\"a\"]}");
+    char tok[KMS_TOKEN_MAX_LEN];
+    snprintf(tok, sizeof(tok), "%s",
+             json_string_value(json_object_get(json_object_get(b, "auth"), "client_token")));
+    json_decref(b);
+    json_decref(kt_ok(t, 200, "POST", "/v1/auth/token/create", "gone",
+                      "{\"policies\":[\"a\"],\"ttl\":10}"));
+    assert_int_equal(count_db(t, KMS_DB_TOKENS), before + 2);
+    struct kms_token tk;
+    assert_int_equal(kms_auth_token_lookup(kms_api_auth(t->api), tok, &tk), 0); /* cached */
+    json_decref(kt_ok(t, 204, "DELETE", "/v1/sys/namespaces/gone", NULL, NULL));
+    assert_int_equal(count_db(t, KMS_DB_TOKENS), before);
+    assert_int_equal(count_db(t, KMS_DB_ACCESSORS), acc_before);
+    assert_int_equal(kms_auth_token_lookup(kms_api_auth(t->api), tok, &tk), KMS_STORAGE_NOTFOUND);
+    /* the root namespace's own tokens are untouched */
+    assert_int_equal(kms_auth_token_lookup(kms_api_auth(t->api), "root", &tk), 0);
+}
+
 static const char *const TIDY_STARTED = "Tidy operation successfully started. Any information "
                                         "from the operation will be printed to kmsd's server "
                                         "log.";
@@ -901,6 +930,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sys_auth, kt_setup, kt_teardown),
         cmocka_unit_test_setup_teardown(test_revoke_orphan, kt_setup, kt_teardown),
         cmocka_unit_test_setup_teardown(test_tidy, kt_setup, kt_teardown),
+        cmocka_unit_test_setup_teardown(test_namespace_delete_removes_tokens, kt_setup,
+                                        kt_teardown),
         cmocka_unit_test_setup_teardown(test_list_accessors, kt_setup, kt_teardown),
         cmocka_unit_test_setup_teardown(test_admin_calls_audited, kt_setup_audited, kt_teardown),
     };

@@ -152,6 +152,41 @@ class PostgresqlStorageTest(PgCase):
         self.assertIn(cacc, self.ok(srv.request("LIST", "auth/token/accessors"))["keys"])
         self.assertEqual(srv.stop(), 0)
 
+    def test_namespace_records_on_postgresql(self):
+        """On this backend too: a namespace's custom_metadata and a mount's settings are
+        stored with their records and survive a restart, and deleting the namespace removes
+        its tokens in the purge's transaction (a scan inside the write transaction)."""
+        srv = self.new_server().start()
+        KmsdTestCase.init_config_server(srv)
+        r = srv.request("POST", "sys/namespaces/pgorg", {"custom_metadata": {"team": "a"}})
+        self.assertEqual(r.status, 200, r.describe())
+        r = srv.request("POST", "sys/mounts/transit", {"type": "transit",
+                                                      "config": {"default_lease_ttl": "1h"}},
+                        namespace="pgorg")
+        self.assertEqual(r.status, 204, r.describe())
+        rows = int(self.pg.psql("SELECT count(*) FROM kmsd_records").strip())
+        r = srv.request("POST", "auth/token/create", {"policies": ["a"]}, namespace="pgorg")
+        self.assertEqual(r.status, 200, r.describe())
+        tok = r.json["auth"]["client_token"]
+        self.assertEqual(int(self.pg.psql("SELECT count(*) FROM kmsd_records").strip()), rows + 2)
+        root = srv.token
+        self.assertEqual(srv.stop(), 0)
+        srv.start()
+        srv.token = root
+        self.assertEqual(self.ok(srv.request("GET", "sys/namespaces/pgorg"))["custom_metadata"],
+                         {"team": "a"})
+        self.assertEqual(self.ok(srv.request("GET", "sys/mounts/transit", namespace="pgorg"))
+                         ["config"]["default_lease_ttl"], 3600)
+        self.assertEqual(srv.request("GET", "auth/token/lookup-self", token=tok,
+                                     namespace="pgorg").status, 200)
+        r = srv.request("DELETE", "sys/mounts/transit", namespace="pgorg")
+        self.assertEqual(r.status, 204, r.describe())
+        r = srv.request("DELETE", "sys/namespaces/pgorg")
+        self.assertEqual(r.status, 204, r.describe())
+        # the namespace record, its mount's and the token's two rows are gone
+        self.assertEqual(int(self.pg.psql("SELECT count(*) FROM kmsd_records").strip()), rows - 2)
+        self.assertEqual(srv.stop(), 0)
+
     def test_one_kmsd_per_database(self):
         """Until replicas have leadership, a second kmsd on the same database is refused."""
         first = self.new_server().start()

@@ -1,14 +1,15 @@
 /*
- * calls.c - Status, Encrypt and Decrypt as kube-apiserver uses them: the messages (protobuf-c,
- * generated from api.proto), the apiserver's limits, key_id = "<label>:v<N>", the health probe
- * (an encrypt + decrypt through the backend, its answer reused for status_ttl_ms) and the
- * mapping of backend errors to gRPC codes.
+ * calls.c - Status, Encrypt and Decrypt as kube-apiserver uses them: the messages (protobuf-c;
+ * requests decoded with wire.proto, responses packed with api.proto), the apiserver's limits,
+ * key_id = "<label>:v<N>", the health probe (an encrypt + decrypt through the backend, its answer
+ * reused for status_ttl_ms) and the mapping of backend errors to gRPC codes.
  */
 #include "kmsplugin/kmsplugin_int.h"
 
 #include "crypto/keyring.h"
 
 #include "api.pb-c.h"
+#include "wire.pb-c.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -142,25 +143,77 @@ static int fail(char *msg, size_t n, int code, const char *fmt, ...)
 /*
  * A request's string fields (uid, key_id, the annotations' keys) as the apiserver sends them:
  * UTF-8 (Go's protobuf refuses anything else, and the audit record, which carries the uid, is
- * JSON text) with no NUL byte (protobuf-c gives them as C strings: "abc\0xyz" would be read
- * as "abc"), checked on the wire message `in` at their real length; and the uid at most 1 KiB
- * (a UUID in practice; each call writes it into two audit lines). KMS_GRPC_OK, or the refusal
- * (not audited: it has no uid to record as it was sent).
+ * JSON text) with no NUL byte. The requests are decoded with wire.proto, api.proto's twin with
+ * `bytes` for `string`, so protobuf-c gives each with its real length: decoded as api.proto's
+ * C strings, "abc\0xyz" would be read as "abc". A field sent twice: protobuf-c keeps the last
+ * copy (as Go's protobuf does), and only that copy is checked and ever read. An annotation is a
+ * repeated entry: every one is kept and checked. 0, or 1 with why ("uid contains a NUL byte").
  */
-static int check_strings(const ProtobufCMessageDescriptor *d, const uint8_t *in, size_t len,
-                         const char *uid, char *msg, size_t n)
+static int bad_string(const ProtobufCBinaryData *s, const char *name, char *why, size_t n)
 {
-    char why[128];
-    int rc = kms_plugin_pb_strings(d, in, len, why, sizeof(why));
-    if (rc != 0) {
-        return fail(msg, n, KMS_GRPC_INVALID_ARGUMENT, "malformed %s message%s%s", d->short_name,
-                    rc > 0 ? ": " : "", rc > 0 ? why : "");
+    const char *bad = NULL;
+    if (s->len > 0 && memchr(s->data, '\0', s->len) != NULL) {
+        bad = "contains a NUL byte";
+    } else if (s->len > 0 && !kms_utf8_valid((const char *)s->data, s->len)) {
+        bad = "is not UTF-8";
     }
-    size_t ul = strlen(uid); /* no NUL in it: its real length */
-    if (ul > KMS_PLUGIN_UID_MAX) {
-        return fail(msg, n, KMS_GRPC_INVALID_ARGUMENT, "uid is %zu bytes; at most %d", ul,
+    if (bad != NULL) {
+        snprintf(why, n, "%s %s", name, bad);
+        return 1;
+    }
+    return 0;
+}
+
+V2wire__EncryptRequest *kms_plugin_encrypt_request(const uint8_t *in, size_t len, char *why,
+                                                   size_t n)
+{
+    why[0] = '\0';
+    V2wire__EncryptRequest *req = v2wire__encrypt_request__unpack(NULL, len, in);
+    if (req != NULL && bad_string(&req->uid, "uid", why, n) != 0) {
+        if (req->plaintext.data != NULL) {
+            kms_memzero(req->plaintext.data, req->plaintext.len);
+        }
+        v2wire__encrypt_request__free_unpacked(req, NULL);
+        return NULL;
+    }
+    return req;
+}
+
+V2wire__DecryptRequest *kms_plugin_decrypt_request(const uint8_t *in, size_t len, char *why,
+                                                   size_t n)
+{
+    why[0] = '\0';
+    V2wire__DecryptRequest *req = v2wire__decrypt_request__unpack(NULL, len, in);
+    if (req == NULL) {
+        return NULL;
+    }
+    int bad = bad_string(&req->uid, "uid", why, n);
+    if (bad == 0) {
+        bad = bad_string(&req->key_id, "key_id", why, n);
+    }
+    for (size_t i = 0; bad == 0 && i < req->n_annotations; i++) {
+        bad = bad_string(&req->annotations[i]->key, "annotations key", why, n);
+    }
+    if (bad != 0) {
+        v2wire__decrypt_request__free_unpacked(req, NULL);
+        return NULL;
+    }
+    return req;
+}
+
+/* The uid as a C string in uid[KMS_PLUGIN_UID_MAX + 1] (checked: no NUL in it), at most 1 KiB
+ * (a UUID in practice; each call writes it into two audit lines). KMS_GRPC_OK, or the refusal
+ * (not audited: it has no uid to record as it was sent). */
+static int uid_of(const ProtobufCBinaryData *s, char *uid, char *msg, size_t n)
+{
+    if (s->len > KMS_PLUGIN_UID_MAX) {
+        return fail(msg, n, KMS_GRPC_INVALID_ARGUMENT, "uid is %zu bytes; at most %d", s->len,
                     KMS_PLUGIN_UID_MAX);
     }
+    if (s->len > 0) {
+        memcpy(uid, s->data, s->len);
+    }
+    uid[s->len] = '\0';
     return KMS_GRPC_OK;
 }
 
@@ -312,31 +365,33 @@ static int status(struct kms_plugin_core *c, uint8_t **out, size_t *outlen)
 static int encrypt(struct kms_plugin_core *c, const uint8_t *in, size_t len, int64_t deadline_ms,
                    uint8_t **out, size_t *outlen, char *msg, size_t n)
 {
-    V2__EncryptRequest *req = v2__encrypt_request__unpack(NULL, len, in);
+    char why[128];
+    V2wire__EncryptRequest *req = kms_plugin_encrypt_request(in, len, why, sizeof(why));
     V2__EncryptResponse r = V2__ENCRYPT_RESPONSE__INIT;
     char key_id[KMS_PLUGIN_KEY_ID_MAX + 1];
+    char uid[KMS_PLUGIN_UID_MAX + 1];
     char *ct = NULL;
     int code;
 
     if (req == NULL) {
-        return fail(msg, n, KMS_GRPC_INVALID_ARGUMENT, "malformed EncryptRequest message");
+        return fail(msg, n, KMS_GRPC_INVALID_ARGUMENT, "malformed EncryptRequest message%s%s",
+                    why[0] != '\0' ? ": " : "", why);
     }
-    code = check_strings(&v2__encrypt_request__descriptor, in, len, req->uid, msg, n);
+    code = uid_of(&req->uid, uid, msg, n);
     if (code != KMS_GRPC_OK) {
         goto out;
     }
     if (req->plaintext.len == 0) {
-        code = refuse(c, false, req->uid, msg, n, "plaintext is empty");
+        code = refuse(c, false, uid, msg, n, "plaintext is empty");
         goto out;
     }
     if (req->plaintext.len > KMS_PLUGIN_PLAINTEXT_MAX) {
-        code = refuse(c, false, req->uid, msg, n,
+        code = refuse(c, false, uid, msg, n,
                       "plaintext is %zu bytes; at most %d are accepted (a DEK seed is 32)",
                       req->plaintext.len, KMS_PLUGIN_PLAINTEXT_MAX);
         goto out;
     }
-    code = wrap(c, req->plaintext.data, req->plaintext.len, req->uid, deadline_ms, &ct, key_id, msg,
-                n);
+    code = wrap(c, req->plaintext.data, req->plaintext.len, uid, deadline_ms, &ct, key_id, msg, n);
     if (code != KMS_GRPC_OK) {
         goto out;
     }
@@ -357,7 +412,7 @@ out:
     if (req->plaintext.data != NULL) {
         kms_memzero(req->plaintext.data, req->plaintext.len);
     }
-    v2__encrypt_request__free_unpacked(req, NULL);
+    v2wire__encrypt_request__free_unpacked(req, NULL);
     return code;
 }
 
@@ -389,8 +444,11 @@ static int parse_key_id(const struct kms_plugin_core *c, const char *key_id, uin
 static int decrypt(struct kms_plugin_core *c, const uint8_t *in, size_t len, int64_t deadline_ms,
                    uint8_t **out, size_t *outlen, char *msg, size_t n)
 {
-    V2__DecryptRequest *req = v2__decrypt_request__unpack(NULL, len, in);
+    char why[128];
+    V2wire__DecryptRequest *req = kms_plugin_decrypt_request(in, len, why, sizeof(why));
     V2__DecryptResponse r = V2__DECRYPT_RESPONSE__INIT;
+    char uid[KMS_PLUGIN_UID_MAX + 1];
+    char key_id[KMS_PLUGIN_KEY_ID_MAX + 1];
     uint8_t *pt = NULL;
     size_t ptlen = 0;
     uint32_t kv = 0, cv = 0;
@@ -399,36 +457,46 @@ static int decrypt(struct kms_plugin_core *c, const uint8_t *in, size_t len, int
 
     kms_err_clear(&err);
     if (req == NULL) {
-        return fail(msg, n, KMS_GRPC_INVALID_ARGUMENT, "malformed DecryptRequest message");
+        return fail(msg, n, KMS_GRPC_INVALID_ARGUMENT, "malformed DecryptRequest message%s%s",
+                    why[0] != '\0' ? ": " : "", why);
     }
-    code = check_strings(&v2__decrypt_request__descriptor, in, len, req->uid, msg, n);
+    code = uid_of(&req->uid, uid, msg, n);
     if (code != KMS_GRPC_OK) {
         goto out;
     }
     const char *ct = (const char *)req->ciphertext.data;
     size_t ctlen = req->ciphertext.len;
     if (ctlen == 0) {
-        code = refuse(c, true, req->uid, msg, n, "ciphertext is empty");
+        code = refuse(c, true, uid, msg, n, "ciphertext is empty");
         goto out;
     }
     if (ctlen > KMS_PLUGIN_CIPHERTEXT_MAX) {
-        code = refuse(c, true, req->uid, msg, n,
-                      "ciphertext is %zu bytes; the apiserver keeps at most %d", ctlen,
-                      KMS_PLUGIN_CIPHERTEXT_MAX);
+        code =
+            refuse(c, true, uid, msg, n, "ciphertext is %zu bytes; the apiserver keeps at most %d",
+                   ctlen, KMS_PLUGIN_CIPHERTEXT_MAX);
         goto out;
     }
-    if (strlen(req->key_id) > KMS_PLUGIN_KEY_ID_MAX || parse_key_id(c, req->key_id, &kv) != 0) {
-        code = refuse(c, true, req->uid, msg, n, "unknown key_id: this plugin serves %s:v<N>",
-                      c->b.label);
+    if (req->key_id.len > KMS_PLUGIN_KEY_ID_MAX) {
+        code =
+            refuse(c, true, uid, msg, n, "unknown key_id: this plugin serves %s:v<N>", c->b.label);
+        goto out;
+    }
+    if (req->key_id.len > 0) {
+        memcpy(key_id, req->key_id.data, req->key_id.len); /* checked: no NUL in it */
+    }
+    key_id[req->key_id.len] = '\0';
+    if (parse_key_id(c, key_id, &kv) != 0) {
+        code =
+            refuse(c, true, uid, msg, n, "unknown key_id: this plugin serves %s:v<N>", c->b.label);
         goto out;
     }
     if (memchr(ct, '\0', ctlen) != NULL || kms_ciphertext_parse_version(ct, ctlen, &cv) != 0) {
-        code = refuse(c, true, req->uid, msg, n,
+        code = refuse(c, true, uid, msg, n,
                       "invalid ciphertext: not a vault:v<N>: ciphertext of this plugin");
         goto out;
     }
     if (cv != kv) {
-        code = refuse(c, true, req->uid, msg, n,
+        code = refuse(c, true, uid, msg, n,
                       "ciphertext version v%" PRIu32 " does not match key_id version v%" PRIu32, cv,
                       kv);
         goto out;
@@ -441,7 +509,7 @@ static int decrypt(struct kms_plugin_core *c, const uint8_t *in, size_t len, int
     }
     memcpy(text, ct, ctlen);
     text[ctlen] = '\0';
-    int rc = c->b.decrypt(c->b.arg, text, ctlen, cv, req->uid, deadline_ms, &pt, &ptlen, &err);
+    int rc = c->b.decrypt(c->b.arg, text, ctlen, cv, uid, deadline_ms, &pt, &ptlen, &err);
     free(text);
     if (rc != 0) {
         code = backend_fail(&err, msg, n);
@@ -459,7 +527,7 @@ static int decrypt(struct kms_plugin_core *c, const uint8_t *in, size_t len, int
     code = KMS_GRPC_OK;
 out:
     kms_free_wipe((void **)&pt, ptlen);
-    v2__decrypt_request__free_unpacked(req, NULL);
+    v2wire__decrypt_request__free_unpacked(req, NULL);
     return code;
 }
 

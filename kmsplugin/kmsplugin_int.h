@@ -1,6 +1,6 @@
 /*
  * kmsplugin_int.h - private to kmsplugin/: the plugin calls over protobuf messages (calls.c),
- * the string fields as they are on the wire (pbstrings.c), the HTTP/2 + gRPC session
+ * the requests decoded with their string fields' lengths (wire.proto), the HTTP/2 + gRPC session
  * (grpc.c), the unix socket (socket.c), metrics (metrics.c) and the remote Transit backend of
  * the sidecar (remote.c).
  */
@@ -8,6 +8,8 @@
 #define KMS_KMSPLUGIN_INT_H
 
 #include "kmsplugin/kmsplugin.h"
+
+#include "wire.pb-c.h"
 
 #include <pthread.h>
 
@@ -50,19 +52,20 @@ int kms_plugin_call(struct kms_plugin_core *c, enum kms_plugin_method m, const u
                     size_t len, int64_t deadline_ms, uint8_t **out, size_t *outlen, char *msg,
                     size_t msglen);
 
-/* ---- string fields as they are on the wire (pbstrings.c) ----------------------------------- */
-
-struct ProtobufCMessageDescriptor;
+/* ---- the requests with their string fields' lengths (calls.c, wire.proto) ------------------ */
 
 /*
- * Check every string field of the message `msg` (of type d, nested messages such as map
- * entries included) as it is on the wire: protobuf-c hands a string field over as a C string,
- * so one with a NUL byte in it would be read cut short. 0 when all are UTF-8 without a NUL;
- * 1 when one is not (why: "uid contains a NUL byte", "annotations key is not UTF-8", ...);
- * -1 when the message cannot be walked (not protobuf).
+ * An EncryptRequest or DecryptRequest decoded with wire.proto (api.proto's twin with `bytes`
+ * for `string`: protobuf-c keeps no length of a string, so one with a NUL byte in it would be
+ * read cut short), each string field (uid, key_id, the annotations' keys) checked at its real
+ * length: UTF-8 without a NUL byte. The message (v2wire__*_request__free_unpacked), or NULL
+ * with why "" when it is not protobuf, else the field at fault ("uid contains a NUL byte",
+ * "annotations key is not UTF-8").
  */
-int kms_plugin_pb_strings(const struct ProtobufCMessageDescriptor *d, const uint8_t *msg,
-                          size_t len, char *why, size_t n);
+V2wire__EncryptRequest *kms_plugin_encrypt_request(const uint8_t *in, size_t len, char *why,
+                                                   size_t n);
+V2wire__DecryptRequest *kms_plugin_decrypt_request(const uint8_t *in, size_t len, char *why,
+                                                   size_t n);
 
 /* ---- gRPC over an HTTP/2 server session (grpc.c) ------------------------------------------ */
 

@@ -465,7 +465,28 @@ static void test_utf8(void **state)
     assert_true(kms_utf8_valid("a\0b", 3));
 }
 
-static void test_pb_strings(void **state)
+/* A request decoded (wire.proto) and its string fields checked: NULL and why, or the message */
+static int enc_strings(const uint8_t *m, size_t n, char *why, size_t wn)
+{
+    V2wire__EncryptRequest *r = kms_plugin_encrypt_request(m, n, why, wn);
+    if (r == NULL) {
+        return why[0] != '\0' ? 1 : -1;
+    }
+    v2wire__encrypt_request__free_unpacked(r, NULL);
+    return 0;
+}
+
+static int dec_strings(const uint8_t *m, size_t n, char *why, size_t wn)
+{
+    V2wire__DecryptRequest *r = kms_plugin_decrypt_request(m, n, why, wn);
+    if (r == NULL) {
+        return why[0] != '\0' ? 1 : -1;
+    }
+    v2wire__decrypt_request__free_unpacked(r, NULL);
+    return 0;
+}
+
+static void test_request_strings(void **state)
 {
     uint8_t m[256], entry[64];
     char why[128];
@@ -474,55 +495,69 @@ static void test_pb_strings(void **state)
     /* EncryptRequest: uid "abc\0xyz" */
     ld(m, &n, 1, "seed", 4);
     ld(m, &n, 2, "abc\0xyz", 7);
-    assert_int_equal(
-        kms_plugin_pb_strings(&v2__encrypt_request__descriptor, m, n, why, sizeof(why)), 1);
+    assert_int_equal(enc_strings(m, n, why, sizeof(why)), 1);
     assert_string_equal(why, "uid contains a NUL byte");
     /* bytes fields may hold anything: the plaintext and ciphertext */
     n = 0;
     ld(m, &n, 1, "\0\xff\0", 3);
     ld(m, &n, 2, "uid", 3);
-    assert_int_equal(
-        kms_plugin_pb_strings(&v2__encrypt_request__descriptor, m, n, why, sizeof(why)), 0);
-    /* DecryptRequest: key_id with a NUL, uid not UTF-8 (the first bad field is named) */
+    assert_int_equal(enc_strings(m, n, why, sizeof(why)), 0);
+    /* the lengths are the wire's: a uid "abc\0xyz" is seen whole */
+    n = 0;
+    ld(m, &n, 2, "abc\0xyz", 7);
+    V2wire__EncryptRequest *er = v2wire__encrypt_request__unpack(NULL, n, m);
+    assert_non_null(er);
+    assert_int_equal(er->uid.len, 7);
+    v2wire__encrypt_request__free_unpacked(er, NULL);
+    /* DecryptRequest: key_id with a NUL, uid not UTF-8 */
     n = 0;
     ld(m, &n, 1, "vault:v1:\0", 10);
     ld(m, &n, 3, "transit/keys/unit:v2\0junk", 25);
-    assert_int_equal(
-        kms_plugin_pb_strings(&v2__decrypt_request__descriptor, m, n, why, sizeof(why)), 1);
+    assert_int_equal(dec_strings(m, n, why, sizeof(why)), 1);
     assert_string_equal(why, "key_id contains a NUL byte");
     n = 0;
     ld(m, &n, 2, "\xed\xa0\x80", 3);
-    assert_int_equal(
-        kms_plugin_pb_strings(&v2__decrypt_request__descriptor, m, n, why, sizeof(why)), 1);
+    assert_int_equal(dec_strings(m, n, why, sizeof(why)), 1);
     assert_string_equal(why, "uid is not UTF-8");
-    /* a field given twice: every occurrence is checked, not only the one protobuf-c keeps */
+    /* a field given twice: protobuf-c keeps the last copy, the only one read and checked */
+    n = 0;
+    ld(m, &n, 2, "good", 4);
+    ld(m, &n, 2, "bad\0", 4);
+    assert_int_equal(dec_strings(m, n, why, sizeof(why)), 1);
+    assert_string_equal(why, "uid contains a NUL byte");
     n = 0;
     ld(m, &n, 2, "bad\0", 4);
     ld(m, &n, 2, "good", 4);
-    assert_int_equal(
-        kms_plugin_pb_strings(&v2__decrypt_request__descriptor, m, n, why, sizeof(why)), 1);
+    assert_int_equal(dec_strings(m, n, why, sizeof(why)), 0);
     /* the annotations' keys (map entries: a nested message); their values are bytes */
     ld(entry, &en, 1, "a.example.com\0x", 15);
     ld(entry, &en, 2, "v", 1);
     n = 0;
     ld(m, &n, 4, entry, en);
-    assert_int_equal(
-        kms_plugin_pb_strings(&v2__decrypt_request__descriptor, m, n, why, sizeof(why)), 1);
+    assert_int_equal(dec_strings(m, n, why, sizeof(why)), 1);
     assert_string_equal(why, "annotations key contains a NUL byte");
     en = 0;
     ld(entry, &en, 1, "k\xff", 2);
     n = 0;
     ld(m, &n, 4, entry, en);
-    assert_int_equal(
-        kms_plugin_pb_strings(&v2__decrypt_request__descriptor, m, n, why, sizeof(why)), 1);
+    assert_int_equal(dec_strings(m, n, why, sizeof(why)), 1);
     assert_string_equal(why, "annotations key is not UTF-8");
+    /* every entry is kept: a bad key after a good one */
+    en = 0;
+    ld(entry, &en, 1, "ok", 2);
+    n = 0;
+    ld(m, &n, 4, entry, en);
+    en = 0;
+    ld(entry, &en, 1, "k\0", 2);
+    ld(m, &n, 4, entry, en);
+    assert_int_equal(dec_strings(m, n, why, sizeof(why)), 1);
+    assert_string_equal(why, "annotations key contains a NUL byte");
     en = 0;
     ld(entry, &en, 1, "a.example.com", 13);
     ld(entry, &en, 2, "\0\0", 2);
     n = 0;
     ld(m, &n, 4, entry, en);
-    assert_int_equal(
-        kms_plugin_pb_strings(&v2__decrypt_request__descriptor, m, n, why, sizeof(why)), 0);
+    assert_int_equal(dec_strings(m, n, why, sizeof(why)), 0);
     /* unknown fields are skipped, whatever they hold; varints, fixed32 and fixed64 too */
     n = 0;
     ld(m, &n, 9, "\0\xff", 2);
@@ -532,18 +567,14 @@ static void test_pb_strings(void **state)
            17);
     n += 17;
     ld(m, &n, 2, "fine", 4);
-    assert_int_equal(
-        kms_plugin_pb_strings(&v2__decrypt_request__descriptor, m, n, why, sizeof(why)), 0);
-    assert_int_equal(kms_plugin_pb_strings(&v2__status_request__descriptor, m, n, why, sizeof(why)),
-                     0);
-    /* not protobuf: cut short, a group */
+    assert_int_equal(dec_strings(m, n, why, sizeof(why)), 0);
+    assert_int_equal(enc_strings(m, n, why, sizeof(why)), 0);
+    /* not protobuf: cut short, a group, a string field that is not length-delimited */
     n = 0;
     ld(m, &n, 2, "uid", 3);
-    assert_int_equal(
-        kms_plugin_pb_strings(&v2__decrypt_request__descriptor, m, n - 1, why, sizeof(why)), -1);
-    assert_int_equal(kms_plugin_pb_strings(&v2__decrypt_request__descriptor,
-                                           (const uint8_t *)"\x13\x14", 2, why, sizeof(why)),
-                     -1);
+    assert_int_equal(dec_strings(m, n - 1, why, sizeof(why)), -1);
+    assert_int_equal(dec_strings((const uint8_t *)"\x13\x14", 2, why, sizeof(why)), -1);
+    assert_int_equal(dec_strings((const uint8_t *)"\x10\x01", 2, why, sizeof(why)), -1);
 }
 
 /* The requests themselves: refused INVALID_ARGUMENT before the backend is asked. */
@@ -884,7 +915,7 @@ int main(void)
         cmocka_unit_test(test_encrypt_decrypt_status),
         cmocka_unit_test(test_protocol_errors),
         cmocka_unit_test(test_utf8),
-        cmocka_unit_test(test_pb_strings),
+        cmocka_unit_test(test_request_strings),
         cmocka_unit_test(test_nul_in_request_strings),
         cmocka_unit_test(test_grpc_timeout_parse),
         cmocka_unit_test(test_deadlines_in_session),

@@ -11,7 +11,8 @@
  * DEADLINE_EXCEEDED and never handed over; one handed over and still unanswered at its
  * deadline is answered DEADLINE_EXCEEDED by kms_h2_expire (the owner's timer calls it), and its
  * owner's answer, if it comes, is dropped. A malformed grpc-timeout is refused as grpc-go
- * refuses it: HTTP status 400, grpc-status INTERNAL, "malformed grpc-timeout: ...".
+ * refuses it, when the request's HEADERS end: HTTP status 400, grpc-status INTERNAL,
+ * "malformed grpc-timeout: ...", then RST_STREAM NO_ERROR if the request is still coming.
  */
 #include "kmsplugin/kmsplugin_int.h"
 
@@ -50,7 +51,7 @@ struct stream {
     size_t resp_len, resp_off;
     int64_t started_ms;      /* its HEADERS (kms_plugin_mono_ms) */
     int64_t deadline_ms;     /* from its grpc-timeout (h->now_ms); KMS_PLUGIN_NO_DEADLINE: none */
-    const char *timeout_err; /* a malformed grpc-timeout: why (refused at the request's end) */
+    const char *timeout_err; /* a malformed grpc-timeout: why (refused when the HEADERS end) */
 };
 
 struct kms_h2 {
@@ -336,11 +337,13 @@ static int refuse(struct kms_h2 *h, struct stream *st, int code, const char *msg
     return submit_error(h, st, 200, code, msg);
 }
 
-/* The end of a request stream: check it and hand the call over, or answer the error. */
-static int request_done(struct kms_h2 *h, struct stream *st)
+/* The checks of a request's HEADERS alone: 1 when they refuse it (answered: HTTP 415 for what
+ * is not a gRPC POST, 400 for a malformed grpc-timeout, as grpc-go answers them), 0 when they
+ * pass, -1 when the answer could not be submitted. */
+static int headers_refused(struct kms_h2 *h, struct stream *st)
 {
     if (!st->post || !st->grpc_ct) {
-        return submit_error(h, st, 415, KMS_GRPC_INTERNAL, NULL);
+        return submit_error(h, st, 415, KMS_GRPC_INTERNAL, NULL) != 0 ? -1 : 1;
     }
     if (st->timeout_err != NULL) {
         /* as grpc-go answers it: HTTP 400 with grpc-status INTERNAL */
@@ -349,7 +352,17 @@ static int request_done(struct kms_h2 *h, struct stream *st)
         if (st->method >= 0) {
             kms_plugin_metrics_refused((enum kms_plugin_method)st->method, KMS_GRPC_INTERNAL);
         }
-        return submit_error(h, st, 400, KMS_GRPC_INTERNAL, m);
+        return submit_error(h, st, 400, KMS_GRPC_INTERNAL, m) != 0 ? -1 : 1;
+    }
+    return 0;
+}
+
+/* The end of a request stream: check it and hand the call over, or answer the error. */
+static int request_done(struct kms_h2 *h, struct stream *st)
+{
+    int rc = headers_refused(h, st);
+    if (rc != 0) {
+        return rc < 0 ? -1 : 0;
     }
     if (st->method < 0) {
         return refuse(h, st, KMS_GRPC_UNIMPLEMENTED,
@@ -405,6 +418,22 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
         h->ping_acked = true; /* the final GOAWAY goes once this input is processed */
         return 0;
     }
+    if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST &&
+        !(f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+        /* the HEADERS of a request whose message is to follow: what they alone refuse is
+         * answered now, as grpc-go does, and the stream reset once the answer is out (no more
+         * of the request is wanted; on_frame_send) */
+        struct stream *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+        if (st == NULL || st->answered) {
+            return 0;
+        }
+        int rc = headers_refused(h, st);
+        if (rc < 0) {
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
+        st->rst_after = rc > 0;
+        return 0;
+    }
     if ((f->hd.type != NGHTTP2_DATA && f->hd.type != NGHTTP2_HEADERS) ||
         !(f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
         return 0;
@@ -444,6 +473,9 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud)
         struct stream *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
         if (st != NULL && st->rst_after) {
             st->rst_after = false;
+            if (nghttp2_session_get_stream_remote_close(s, st->id) != 0) {
+                return 0; /* the request ended meanwhile: nothing to reset */
+            }
             if (nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR) != 0) {
                 return NGHTTP2_ERR_CALLBACK_FAILURE;
             }

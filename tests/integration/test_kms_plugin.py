@@ -268,6 +268,27 @@ class TestInProcess(PluginServerCase):
         finally:
             h2.close()
 
+    def test_a_malformed_grpc_timeout_is_answered_at_its_headers(self):
+        # as grpc-go does: the 400/INTERNAL answer comes when the HEADERS end, not when (if
+        # ever) the request does, and the stream is reset (NO_ERROR: the rest is not wanted)
+        h2 = RawH2(self.sock, timeout=5)
+        try:
+            h2.handshake()
+            h2.call_headers(1, b"Encrypt", [(b"grpc-timeout", b"5X")])  # no END_STREAM
+            a = h2.answer(1)  # the socket's 5 s timeout: well before the 10 s sweep
+            self.assertEqual(a["frames"], [1])
+            self.assertEqual(a["headers"][":status"], "400")
+            self.assertEqual(a["headers"]["grpc-status"], "13")
+            self.assertEqual(a["headers"]["grpc-message"],
+                             "malformed grpc-timeout: unknown unit (one of H, M, S, m, u, n)")
+            t, _, stream, payload = h2.frame()
+            self.assertEqual((t, stream, int.from_bytes(payload, "big")), (3, 1, 0))
+            # the connection serves on
+            h2.call(3, b"Status", b"", [(b"grpc-timeout", b"5S")])
+            self.assertEqual(h2.answer(3)["headers"]["grpc-status"], "0")
+        finally:
+            h2.close()
+
     def test_status(self):
         st = self.p.status()
         self.assertEqual(st.version, "v2")

@@ -907,6 +907,36 @@ static void test_deadline_of_an_incomplete_request(void **state)
     kms_h2_destroy(&h);
 }
 
+/* A malformed grpc-timeout is answered when the HEADERS end, as grpc-go answers it, not when
+ * (if ever) the request does; the stream is then reset, no more of it being wanted. */
+static void test_malformed_timeout_at_headers(void **state)
+{
+    static struct client c;
+    static struct held x;
+    struct kms_h2 *h = NULL;
+    uint8_t buf[512];
+    const char *const bad[] = {"5X", NULL};
+    (void)state;
+    memset(&c, 0, sizeof(c));
+    memset(&x, 0, sizeof(x));
+    assert_int_equal(kms_h2_create(held_call, held_cancel, held_send, &x, &h), 0);
+    c.defer_at = 10; /* the prefix and 5 bytes of the message, no END_STREAM */
+    nghttp2_session *s = client_request(&c, "/v2.KeyManagementService/Encrypt", CT, bad, buf,
+                                        encrypt_body("bad-timeout", buf));
+    assert_int_equal(kms_h2_recv(h, c.out, c.outlen), 0);
+    to_client(s, &x);
+    assert_string_equal(c.a.http_status, "400");
+    assert_int_equal(c.a.grpc_status, KMS_GRPC_INTERNAL);
+    assert_string_equal(c.a.grpc_message,
+                        "malformed grpc-timeout: unknown unit (one of H, M, S, m, u, n)");
+    assert_true(c.a.closed);
+    assert_int_equal(c.a.close_code, NGHTTP2_NO_ERROR);
+    assert_int_equal(x.calls, 0);
+    assert_int_equal(kms_h2_open_streams(h), 0);
+    nghttp2_session_del(s);
+    kms_h2_destroy(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -921,6 +951,7 @@ int main(void)
         cmocka_unit_test(test_deadlines_in_session),
         cmocka_unit_test(test_deadline_of_a_call_in_flight),
         cmocka_unit_test(test_deadline_of_an_incomplete_request),
+        cmocka_unit_test(test_malformed_timeout_at_headers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -45,11 +45,13 @@ struct stream {
     bool called;      /* handed to on_call */
     bool over_budget; /* past MAX_BUFFERED_*: answered RESOURCE_EXHAUSTED at its end */
     bool rst_after;   /* answered before its request was complete: RST_STREAM once sent */
+    bool reset;       /* RST_STREAM submitted by kms_h2_reset_stalled */
     uint8_t *body;    /* the DATA received */
     size_t len, cap;
     uint8_t *resp; /* prefix + message to send */
     size_t resp_len, resp_off;
     int64_t started_ms;      /* its HEADERS (kms_plugin_mono_ms) */
+    int64_t answered_ms;     /* its answer submitted (kms_plugin_mono_ms) */
     int64_t deadline_ms;     /* from its grpc-timeout (h->now_ms); KMS_PLUGIN_NO_DEADLINE: none */
     const char *timeout_err; /* a malformed grpc-timeout: why (refused when the HEADERS end) */
 };
@@ -302,6 +304,7 @@ static int submit_error(struct kms_h2 *h, struct stream *st, int http_status, in
         NV("grpc-message", enc),
     };
     st->answered = true;
+    st->answered_ms = kms_plugin_mono_ms();
     size_t n = http_status == 200 || msg != NULL ? 4 : 1;
     if (n == 4 && enc[0] == '\0') {
         n = 3;
@@ -622,6 +625,7 @@ int kms_h2_answer(struct kms_h2 *h, int32_t stream_id, int code, const uint8_t *
     }
     st->resp_len = resp_len + GRPC_PREFIX;
     st->answered = true;
+    st->answered_ms = kms_plugin_mono_ms();
     nghttp2_nv nva[] = {NV(":status", "200"), NV("content-type", "application/grpc")};
     nghttp2_data_provider prd;
     prd.source.ptr = st;
@@ -668,11 +672,20 @@ size_t kms_h2_open_streams(const struct kms_h2 *h)
     return h->open;
 }
 
-int kms_h2_reset_stalled(struct kms_h2 *h, int64_t started_before_ms)
+int kms_h2_reset_stalled(struct kms_h2 *h, int64_t before_ms)
 {
     for (struct stream *st = h->streams; st != NULL; st = st->next) {
-        if (!st->called && !st->answered && st->started_ms < started_before_ms) {
-            st->answered = true; /* nothing more for it; its buffer goes when it closes */
+        if (st->reset) {
+            continue;
+        }
+        /* a request not complete in time; or an answer not out in time, the client keeping its
+         * flow-control window shut (or the answer not sent at all): the stream would stay open,
+         * its buffers held, as long as the connection lives */
+        bool request = !st->called && !st->answered && st->started_ms < before_ms;
+        bool answer = st->answered && st->answered_ms < before_ms;
+        if (request || answer) {
+            st->answered = true; /* nothing more for it; its buffers go when it closes */
+            st->reset = true;
             if (nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL) != 0) {
                 return -1;
             }

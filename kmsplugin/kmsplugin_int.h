@@ -114,11 +114,12 @@ void kms_h2_goaway(struct kms_h2 *h);
 int kms_h2_goaway_final(struct kms_h2 *h) KMS_WUR;
 /* Streams open (calls received and not yet answered and sent). */
 size_t kms_h2_open_streams(const struct kms_h2 *h);
-/* Reset (CANCEL) the streams whose request began before started_before_ms (kms_plugin_mono_ms)
- * and is still not complete: their buffers count against the plugin's shared budget, so a
- * client that never finishes its requests could refuse everyone else's. 0, or -1 when the
- * session failed. */
-int kms_h2_reset_stalled(struct kms_h2 *h, int64_t started_before_ms) KMS_WUR;
+/* Reset (CANCEL) the streams whose request began before before_ms (kms_plugin_mono_ms) and is
+ * still not complete: their buffers count against the plugin's shared budget, so a client that
+ * never finishes its requests could refuse everyone else's. Likewise the streams answered
+ * before before_ms whose answer is still not all out (a client keeping its flow-control window
+ * shut): they would stay open as long as the connection. 0, or -1 when the session failed. */
+int kms_h2_reset_stalled(struct kms_h2 *h, int64_t before_ms) KMS_WUR;
 /* Answer DEADLINE_EXCEEDED to every call not answered yet whose deadline has passed: one
  * handed over is cancelled (on_cancel, DEADLINE_EXCEEDED) and its owner's answer will be
  * dropped; one whose request is still incomplete gets RST_STREAM NO_ERROR after the answer (no

@@ -450,7 +450,8 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
 
 /* Reset the calls whose request began REQUEST_SECONDS ago and is still not complete: a KMS
  * request is at most 64 KiB, sent at once; unfinished ones hold the buffer budget that all
- * clients of the socket share. */
+ * clients of the socket share. Likewise the calls answered REQUEST_SECONDS ago whose answer is
+ * still not out (the client keeps its flow-control window shut). */
 static void on_sweep(evutil_socket_t fd, short what, void *arg)
 {
     struct kms_plugin *p = arg;

@@ -937,6 +937,46 @@ static void test_malformed_timeout_at_headers(void **state)
     kms_h2_destroy(&h);
 }
 
+/* An answer the client never takes (its flow-control window shut): the stream would stay open
+ * as long as the connection; the stall sweep resets it once it has waited too long. */
+static void test_stalled_answer_is_reset(void **state)
+{
+    static struct client c;
+    static struct held x;
+    struct kms_h2 *h = NULL;
+    uint8_t buf[512];
+    (void)state;
+    memset(&c, 0, sizeof(c));
+    memset(&x, 0, sizeof(x));
+    assert_int_equal(kms_h2_create(held_call, held_cancel, held_send, &x, &h), 0);
+    nghttp2_session *s = client_request(&c, "/v2.KeyManagementService/Encrypt", CT, NULL, buf,
+                                        encrypt_body("stalled", buf));
+    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 0}};
+    assert_int_equal(nghttp2_submit_settings(s, NGHTTP2_FLAG_NONE, iv, 1), 0);
+    assert_int_equal(nghttp2_session_send(s), 0);
+    assert_int_equal(kms_h2_recv(h, c.out, c.outlen), 0);
+    assert_int_equal(x.calls, 1);
+    assert_int_equal(kms_h2_answer(h, x.stream, KMS_GRPC_OK, (const uint8_t *)"\x0a\x01x", 3, NULL),
+                     0);
+    to_client(s, &x);
+    assert_string_equal(c.a.http_status, "200"); /* its HEADERS; the DATA waits for a window */
+    assert_int_equal(c.a.answers, 0);
+    assert_false(c.a.closed);
+    assert_int_equal(kms_h2_open_streams(h), 1);
+    /* answered just now: not yet stalled */
+    assert_int_equal(kms_h2_reset_stalled(h, kms_plugin_mono_ms() - 10000), 0);
+    assert_int_equal(kms_h2_open_streams(h), 1);
+    /* past the limit: reset (CANCEL), and the stream is gone */
+    assert_int_equal(kms_h2_reset_stalled(h, kms_plugin_mono_ms() + 1), 0);
+    to_client(s, &x);
+    assert_true(c.a.closed);
+    assert_int_equal(c.a.close_code, NGHTTP2_CANCEL);
+    assert_int_equal(x.cancels, 0); /* its owner had answered */
+    assert_int_equal(kms_h2_open_streams(h), 0);
+    nghttp2_session_del(s);
+    kms_h2_destroy(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -952,6 +992,7 @@ int main(void)
         cmocka_unit_test(test_deadline_of_a_call_in_flight),
         cmocka_unit_test(test_deadline_of_an_incomplete_request),
         cmocka_unit_test(test_malformed_timeout_at_headers),
+        cmocka_unit_test(test_stalled_answer_is_reset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

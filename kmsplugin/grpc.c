@@ -52,6 +52,7 @@ struct stream {
     size_t resp_len, resp_off;
     int64_t started_ms;      /* its HEADERS (kms_plugin_mono_ms) */
     int64_t answered_ms;     /* its answer submitted (kms_plugin_mono_ms) */
+    void *call;              /* on_call's handle of it, until its owner answers it */
     int64_t deadline_ms;     /* from its grpc-timeout (h->now_ms); KMS_PLUGIN_NO_DEADLINE: none */
     const char *timeout_err; /* a malformed grpc-timeout: why (refused when the HEADERS end) */
 };
@@ -402,7 +403,8 @@ static int request_done(struct kms_h2 *h, struct stream *st)
     memcpy(msg, st->body + GRPC_PREFIX, mlen);
     kms_memzero(st->body, st->len);
     st->called = true;
-    h->on_call(h->arg, h, st->id, (enum kms_plugin_method)st->method, msg, mlen, st->deadline_ms);
+    st->call = h->on_call(h->arg, h, st->id, (enum kms_plugin_method)st->method, msg, mlen,
+                          st->deadline_ms);
     return 0;
 }
 
@@ -459,7 +461,7 @@ static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error
     if (st != NULL) {
         if (st->called && !st->answered && h->on_cancel != NULL) {
             /* reset by the client while its call waits */
-            h->on_cancel(h->arg, stream_id, KMS_GRPC_CANCELLED);
+            h->on_cancel(h->arg, stream_id, st->call, KMS_GRPC_CANCELLED);
         }
         nghttp2_session_set_stream_user_data(s, stream_id, NULL);
         stream_free(h, st);
@@ -599,6 +601,9 @@ int kms_h2_answer(struct kms_h2 *h, int32_t stream_id, int code, const uint8_t *
                   size_t resp_len, const char *msg)
 {
     struct stream *st = nghttp2_session_get_stream_user_data(h->s, stream_id);
+    if (st != NULL) {
+        st->call = NULL; /* the owner is done with it: its handle may go */
+    }
     if (st == NULL || st->answered) {
         return 0; /* the client went away (RST_STREAM or closed connection) */
     }
@@ -713,7 +718,7 @@ int kms_h2_expire(struct kms_h2 *h, int64_t *next_ms)
             /* the call waits for a call thread or runs: it is not run, or its answer dropped,
              * and counted by whoever takes it */
             if (h->on_cancel != NULL) {
-                h->on_cancel(h->arg, st->id, KMS_GRPC_DEADLINE_EXCEEDED);
+                h->on_cancel(h->arg, st->id, st->call, KMS_GRPC_DEADLINE_EXCEEDED);
             }
             if (submit_error(h, st, 200, KMS_GRPC_DEADLINE_EXCEEDED, late) != 0) {
                 return -1;

@@ -73,17 +73,19 @@ struct kms_h2;
 
 /* A complete call the session hands to its owner; answered later with kms_h2_answer.
  * deadline_ms: from the request's grpc-timeout, on the session's clock (kms_h2_set_clock);
- * KMS_PLUGIN_NO_DEADLINE when it had none. */
-typedef void (*kms_h2_call_fn)(void *arg, struct kms_h2 *h, int32_t stream_id,
-                               enum kms_plugin_method m, uint8_t *msg, size_t len,
-                               int64_t deadline_ms);
+ * KMS_PLUGIN_NO_DEADLINE when it had none. Returns the owner's handle of the call (NULL: none),
+ * given back to on_cancel so that the owner finds it at once; the session holds it until the
+ * call is answered (kms_h2_answer) and never dereferences it. */
+typedef void *(*kms_h2_call_fn)(void *arg, struct kms_h2 *h, int32_t stream_id,
+                                enum kms_plugin_method m, uint8_t *msg, size_t len,
+                                int64_t deadline_ms);
 /* Bytes the session wants sent. Returns 0, or -1 to fail the session. */
 typedef int (*kms_h2_send_fn)(void *arg, const uint8_t *data, size_t len);
 /* A call handed over and not answered yet will not be answered by its owner after all: the
  * client closed its stream (RST_STREAM; code KMS_GRPC_CANCELLED), or its deadline passed and
  * the session answered DEADLINE_EXCEEDED itself (kms_h2_expire; KMS_GRPC_DEADLINE_EXCEEDED).
- * Its answer would be dropped, so it need not run. */
-typedef void (*kms_h2_cancel_fn)(void *arg, int32_t stream_id, int code);
+ * Its answer would be dropped, so it need not run. call: what on_call returned for it. */
+typedef void (*kms_h2_cancel_fn)(void *arg, int32_t stream_id, void *call, int code);
 
 /*
  * A grpc-timeout header value as the gRPC HTTP/2 protocol and grpc-go read it: 1 to 8 ASCII

@@ -78,7 +78,7 @@ struct conn {
     struct bufferevent *bev;
     struct kms_h2 *h2;
     size_t pending;      /* jobs of this connection not yet back */
-    struct job *jobs;    /* those jobs (to cancel them) */
+    struct job *jobs;    /* those jobs (conn_close cancels them all) */
     bool greeted;        /* the client's preface is in: the handshake deadline is off */
     int64_t deadline_ms; /* of the handshake (kms_plugin_mono_ms) */
     bool dead;           /* socket closed: freed when pending reaches 0 */
@@ -279,15 +279,15 @@ static int conn_send(void *arg, const uint8_t *data, size_t len)
 /* A call not answered yet that nobody waits for any more (the client reset its stream, or its
  * deadline passed and it was answered DEADLINE_EXCEEDED): if no thread has taken it, it will
  * not run. */
-static void conn_cancel(void *arg, int32_t stream_id, int code)
+static void conn_cancel(void *arg, int32_t stream_id, void *call, int code)
 {
-    struct conn *c = arg;
-    for (struct job *j = c->jobs; j != NULL; j = j->cnext) {
-        if (j->stream_id == stream_id) {
-            int none = 0;
-            atomic_compare_exchange_strong(&j->cancelled, &none, code);
-            return;
-        }
+    struct job *j = call; /* conn_call's: still on its connection's list (on_done answers it
+                           * before it is freed, and the session then forgets it) */
+    (void)arg;
+    (void)stream_id;
+    if (j != NULL) {
+        int none = 0;
+        atomic_compare_exchange_strong(&j->cancelled, &none, code);
     }
 }
 
@@ -328,8 +328,8 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     conn_check(c); /* last: it may free c */
 }
 
-static void conn_call(void *arg, struct kms_h2 *h, int32_t stream_id, enum kms_plugin_method m,
-                      uint8_t *msg, size_t len, int64_t deadline_ms)
+static void *conn_call(void *arg, struct kms_h2 *h, int32_t stream_id, enum kms_plugin_method m,
+                       uint8_t *msg, size_t len, int64_t deadline_ms)
 {
     struct conn *c = arg;
     struct kms_plugin *p = c->p;
@@ -340,7 +340,7 @@ static void conn_call(void *arg, struct kms_h2 *h, int32_t stream_id, enum kms_p
             0) {
             /* the session then fails when it next sends */
         }
-        return;
+        return NULL;
     }
     j->conn = c;
     j->stream_id = stream_id;
@@ -358,7 +358,7 @@ static void conn_call(void *arg, struct kms_h2 *h, int32_t stream_id, enum kms_p
                           "too many calls waiting for a call thread; retry") != 0) {
             /* the session then fails when it next sends */
         }
-        return;
+        return NULL;
     }
     p->nqueued++;
     p->queued_bytes += len;
@@ -378,6 +378,7 @@ static void conn_call(void *arg, struct kms_h2 *h, int32_t stream_id, enum kms_p
     p->todo_tail = j;
     pthread_cond_signal(&p->cv);
     pthread_mutex_unlock(&p->mu);
+    return j;
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
@@ -841,8 +842,8 @@ static int run_send(void *arg, const uint8_t *data, size_t len)
     return 0;
 }
 
-static void run_call(void *arg, struct kms_h2 *h, int32_t stream_id, enum kms_plugin_method m,
-                     uint8_t *msg, size_t len, int64_t deadline_ms)
+static void *run_call(void *arg, struct kms_h2 *h, int32_t stream_id, enum kms_plugin_method m,
+                      uint8_t *msg, size_t len, int64_t deadline_ms)
 {
     struct run *r = arg;
     uint8_t *out = NULL;
@@ -855,6 +856,7 @@ static void run_call(void *arg, struct kms_h2 *h, int32_t stream_id, enum kms_pl
         /* the session then fails when it next sends: kms_plugin_session_run reports 1 */
     }
     kms_free_wipe((void **)&out, outlen);
+    return NULL; /* answered already */
 }
 
 int kms_plugin_session_run(const struct kms_plugin_backend *b, int64_t (*now_ms)(void),

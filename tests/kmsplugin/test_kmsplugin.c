@@ -789,8 +789,8 @@ struct held {
     int cancel_code;
 };
 
-static void held_call(void *arg, struct kms_h2 *h, int32_t id, enum kms_plugin_method m,
-                      uint8_t *msg, size_t len, int64_t deadline_ms)
+static void *held_call(void *arg, struct kms_h2 *h, int32_t id, enum kms_plugin_method m,
+                       uint8_t *msg, size_t len, int64_t deadline_ms)
 {
     struct held *x = arg;
     (void)h;
@@ -799,12 +799,14 @@ static void held_call(void *arg, struct kms_h2 *h, int32_t id, enum kms_plugin_m
     x->calls++;
     x->stream = id;
     x->deadline = deadline_ms;
+    return &x->calls; /* the handle on_cancel gets back */
 }
 
-static void held_cancel(void *arg, int32_t id, int code)
+static void held_cancel(void *arg, int32_t id, void *call, int code)
 {
     struct held *x = arg;
     assert_int_equal(id, x->stream);
+    assert_ptr_equal(call, &x->calls);
     x->cancels++;
     x->cancel_code = code;
 }

@@ -1,7 +1,7 @@
 /*
  * fuzz_grpc.c - the KMS plugin's request path on arbitrary client bytes: the HTTP/2 server
  * session (libnghttp2), the gRPC framing, the protobuf-c messages and the plugin calls
- * (kms_plugin_session_run, grpc-timeout deadlines on a clock that stands still), with a
+ * (kms_plugin_session_run, grpc-timeout deadlines on a clock the input moves on), with a
  * backend over the real keyring (one aes256-gcm96 key of fixed material, versions 1..3,
  * min_decryption_version 2). Never a crash or a leak; whatever the server writes is valid
  * HTTP/2 framing (9-byte frame headers adding up to its length).
@@ -56,11 +56,18 @@ static int fz_decrypt(void *arg, const char *ct, size_t ctlen, uint32_t version,
 
 static const uint8_t preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/* A clock that stands still: deadlines (grpc-timeout) are decided the same way at every run
- * (a timeout of 0 has passed, any other has not). */
+/* The clock of deadlines (grpc-timeout): it moves on by fz_step ms at every reading, fz_step
+ * being the input's last byte (0 to 255; a byte the session mostly tolerates changing), so
+ * that deadlines pass mid-stream as the input decides: between a request's HEADERS and its
+ * end, while its call runs, before kms_h2_expire looks at the requests left incomplete. Each
+ * input starts it at the same time, so a run is repeatable. */
+static int64_t fz_t, fz_step;
+
 static int64_t fz_now(void)
 {
-    return 1000000;
+    int64_t t = fz_t;
+    fz_t += fz_step;
+    return t;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -74,6 +81,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     policy.latest_version = 3;
     policy.min_decryption_version = 1 + (size > 0 ? data[0] % 2 : 0);
+    fz_t = 1000000;
+    fz_step = size > 0 ? data[size - 1] : 0;
     memset(&b, 0, sizeof(b));
     memcpy(b.label, "transit/keys/fuzz", sizeof("transit/keys/fuzz"));
     b.encrypt = fz_encrypt;

@@ -319,7 +319,20 @@ static int auth_tune_read(struct kms_ctx *c)
 static int auth_tune_write(struct kms_ctx *c)
 {
     struct kms_mount m;
-    return auth_tune_target(c, &m) != 0 ? -1 : tune_write(c, &m);
+    if (auth_tune_target(c, &m) != 0) {
+        const char *type = NULL;
+        if (c->err.status == 400 && kms_param_str(c, "type", &type)) {
+            /* an enable meant at ".../tune": say why it is a tune instead */
+            char why[sizeof(c->err.msg)];
+            snprintf(why, sizeof(why), "%s", c->err.msg);
+            KMS_FAIL(c, 400,
+                     "%.300s (sys/auth/<path>/tune is the tune endpoint of the method at <path>: "
+                     "an auth method cannot be enabled at a path ending in /tune)",
+                     why);
+        }
+        return -1;
+    }
+    return tune_write(c, &m);
 }
 
 static int mount_write(struct kms_ctx *c)
@@ -427,6 +440,15 @@ static int remount_check(struct kms_ctx *c, const char *from_raw, const char *to
     }
     if (auth && (strncmp(to, "auth/token/", 11) == 0 || strcmp(to, "auth/") == 0)) {
         return KMS_FAIL(c, 400, "cannot remount to destination \"%s\"", to);
+    }
+    size_t tl = strlen(to);
+    if (auth && tl > 11 && strcmp(to + tl - 6, "/tune/") == 0) {
+        /* sys/auth/<p>/tune is the tune endpoint of auth/<p>/: a method there could never
+         * be read or disabled */
+        return KMS_FAIL(c, 400,
+                        "cannot remount to destination \"%s\": sys/auth/<path>/tune is the tune "
+                        "endpoint of the method at <path>",
+                        to);
     }
     static const char *const protected_paths[] = {"audit/", "auth/", "sys/", "cubbyhole/",
                                                   "identity/"};

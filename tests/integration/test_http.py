@@ -823,6 +823,14 @@ class NamespaceTest(KmsdTestCase):
         self.assertError(self.req("POST", "sys/auth/token/tune", {"default_lease_ttl": "1h"}), 400,
                          'tune of path "auth/token/" is not supported by kmsd: the token store\'s '
                          "settings are built in (token TTLs come from roles and policies)")
+        # no method can live at a path ending in /tune (its sys/auth path is a tune endpoint):
+        # an enable there says so, and a remount there is refused
+        r = self.req("POST", "sys/auth/%s-x/tune" % p, {"type": "kubernetes"})
+        self.assertEqual(r.status, 400, r.describe())
+        self.assertIn("an auth method cannot be enabled at a path ending in /tune", r.errors[0])
+        r = self.req("POST", "sys/remount", {"from": "auth/" + p, "to": "auth/%s/tune" % p})
+        self.assertError(r, 400, 'cannot remount to destination "auth/%s/tune/": sys/auth/<path>'
+                                 '/tune is the tune endpoint of the method at <path>' % p)
         # the method itself still answers at its path, and disabling it still works
         self.assertStatus(self.req("DELETE", "sys/auth/" + p), 204)
         self.assertError(self.req("GET", "sys/auth/%s/tune" % p), 400,

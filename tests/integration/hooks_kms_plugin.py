@@ -79,6 +79,13 @@ class PluginDeadlines(unittest.TestCase):
     def held(self):
         return os.path.exists(os.path.join(self.hooks, "held"))
 
+    def metric(self, name):
+        r = self.srv.request("GET", "sys/metrics?format=prometheus")
+        self.assertEqual(r.status, 200, r.describe())
+        m = re.search(r"^%s (\d+)" % re.escape(name), r.body.decode(), re.M)
+        self.assertIsNotNone(m, name)
+        return int(m.group(1))
+
     def audit_uids(self):
         with open(self.audit) as f:
             return [json.loads(l).get("client_uid") for l in f if l.strip()]
@@ -110,9 +117,14 @@ class PluginDeadlines(unittest.TestCase):
 
         # every other call thread busy (each waits for its audit line), then one more call: it
         # waits for a thread, is answered at its deadline, and never runs
+        pending = self.metric("kmsd_audit_pending_lines")
         fills = [self.p.stub.Encrypt.future(pb.EncryptRequest(plaintext=SEED, uid="fill-%d" % i),
                                             timeout=120) for i in range(THREADS - 1)]
-        time.sleep(1)  # all received (and taken by the threads) before the next one
+        # all received and taken by the threads (each waits for its audit line, none queued)
+        # before the next one
+        wait_for(lambda: self.metric("kmsd_kms_plugin_calls_queued") == 0 and
+                 self.metric("kmsd_audit_pending_lines") >= pending + THREADS - 1, 30,
+                 "the fill calls on every call thread")
         t0 = time.monotonic()
         h2.call(3, b"Encrypt", pb.EncryptRequest(plaintext=SEED, uid="never-ran")
                 .SerializeToString(), [(b"grpc-timeout", b"1S")])

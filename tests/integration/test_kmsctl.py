@@ -58,6 +58,16 @@ class DocCommandsTest(KmsctlTestCase):
         shutil.rmtree(cls.work, ignore_errors=True)
         super().tearDownClass()
 
+    def apply_refused(self, d, i, text):
+        """`kmsctl apply` of manifest text (written to d/m<i>.yaml) refused with exit 2 before
+        anything is sent (the address is a closed port): (path, result)."""
+        path = os.path.join(d, "m%d.yaml" % i)
+        with open(path, "w") as f:
+            f.write(text)
+        with ClosedPort() as nowhere:
+            r = self.fails(2, "apply", "-f", path, "-n", ORG, "--addr", nowhere.url, conn=False)
+        return path, r
+
     def describe_obj(self, name, project=PROJECT):
         r = self.ok("keys", "describe", name, "-o", "json", "--project", project)
         return json.loads(r.out)
@@ -194,12 +204,7 @@ class DocCommandsTest(KmsctlTestCase):
                  (head + "  name: dup\n  namespace: %s\nspec:\n  purpose: application\n"
                   "  purpose: etcd\n" % PROJECT, 'key "purpose" appears twice')]
         for i, (text, want) in enumerate(cases):
-            path = os.path.join(d, "m%d.yaml" % i)
-            with open(path, "w") as f:
-                f.write(text)
-            with ClosedPort() as nowhere:
-                r = self.fails(2, "apply", "-f", path, "-n", ORG, "--addr", nowhere.url,
-                               conn=False)
+            _, r = self.apply_refused(d, i, text)
             self.assertIn(want, r.errtext)
         r = self.fails(2, "keys", "list", "-n", ORG + "\r\nX-Evil: 1", "--project", PROJECT)
         self.assertIn("invalid namespace", r.errtext)
@@ -246,12 +251,7 @@ class DocCommandsTest(KmsctlTestCase):
         files = [(head + body, want) for body, want in cases] + [
             (laughs, "line 2: YAML aliases (*a) are not supported")]
         for i, (text, want) in enumerate(files):
-            path = os.path.join(d, "m%d.yaml" % i)
-            with open(path, "w") as f:
-                f.write(text)
-            with ClosedPort() as nowhere:
-                r = self.fails(2, "apply", "-f", path, "-n", ORG, "--addr", nowhere.url,
-                               conn=False)
+            path, r = self.apply_refused(d, i, text)
             self.assertEqual(r.errtext, "Error: %s: %s\n" % (path, want))
         # kmsctl patch reads its patch the same way
         with ClosedPort() as nowhere:

@@ -21,6 +21,12 @@ int kms_registry_mount_retune(struct kms_api *api, const char *ns_id, const char
                               int (*fn)(json_t *cfg, json_t *opts, const char **desc, void *arg),
                               void *arg, struct kms_err *err) KMS_WUR;
 
+/* ---- envelope (envelope.c) ---------------------------------------------------------------- */
+
+/* A successful answer of c is a 204 (no data, no auth, and not warnings_only with warnings):
+ * the rule the rendered answer and its audit line share. */
+bool kms_ctx_no_content(const struct kms_ctx *c);
+
 /* ---- parameters (params.c) --------------------------------------------------------------- */
 
 /* Coerce known fields of c->params in place and warn about unknown ones (400 on bad type). */

@@ -461,10 +461,7 @@ static int http_status(const struct kms_ctx *c, int rc)
     if (c->raw != NULL || c->text != NULL) {
         return c->status ? c->status : 200;
     }
-    /* kms_render's rule: only warnings (kms_reply_warnings) is an answer with a body */
-    bool warned = c->warnings != NULL && json_array_size(c->warnings) > 0;
-    if (c->data == NULL && c->data_json == NULL && c->auth == NULL &&
-        !(c->warnings_only && warned)) {
+    if (kms_ctx_no_content(c)) {
         return 204;
     }
     return c->status ? c->status : 200;

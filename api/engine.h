@@ -314,6 +314,9 @@ int kms_mount_enable(struct kms_ctx *c, const char *path, const char *type, cons
 /* A mount's stored settings ({"config":{...},"options":{...}}, empty objects when none or
  * unreadable; caller decrefs). */
 json_t *kms_mount_tuning_get(struct kms_api *api, const struct kms_mount *m);
+/* The built-in token store of namespace ns_id as a mount ("auth/token/", type "token"): it
+ * has no record, so sys/auth lists it and its tune reads the system's settings. */
+void kms_mount_token_store(const char *ns_id, struct kms_mount *out);
 /* A mount as sys/mounts and sys/auth show it, with its settings (tuning may be NULL). */
 json_t *kms_mount_info(const struct kms_mount *m, const json_t *tuning);
 

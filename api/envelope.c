@@ -80,6 +80,13 @@ int kms_fail_notfound(struct kms_ctx *c)
     return -1;
 }
 
+bool kms_ctx_no_content(const struct kms_ctx *c)
+{
+    bool warned = c->warnings != NULL && json_array_size(c->warnings) > 0;
+    return c->data == NULL && c->data_json == NULL && c->auth == NULL &&
+           !(c->warnings_only && warned);
+}
+
 int kms_reply_warnings(struct kms_ctx *c)
 {
     c->warnings_only = true;
@@ -156,9 +163,7 @@ void kms_render(struct kms_ctx *c, int rc, struct kms_http_resp *resp)
         set_body(resp, c->raw);
         return;
     }
-    bool warned = c->warnings != NULL && json_array_size(c->warnings) > 0;
-    if (c->data == NULL && c->data_json == NULL && c->auth == NULL &&
-        !(c->warnings_only && warned)) {
+    if (kms_ctx_no_content(c)) {
         resp->status = 204;
         return;
     }

@@ -316,3 +316,13 @@ int kms_mount_tune(struct kms_ctx *c, const struct kms_mount *m)
     }
     return r == 0 ? 0 : -1;
 }
+
+void kms_mount_token_store(const char *ns_id, struct kms_mount *out)
+{
+    memset(out, 0, sizeof(*out));
+    snprintf(out->ns_id, sizeof(out->ns_id), "%s", ns_id);
+    snprintf(out->path, sizeof(out->path), "auth/token/");
+    snprintf(out->type, sizeof(out->type), "token");
+    snprintf(out->accessor, sizeof(out->accessor), "auth_token_00000000");
+    snprintf(out->description, sizeof(out->description), "token based credentials");
+}

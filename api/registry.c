@@ -592,6 +592,24 @@ static const char *mount_ns_conflict(const struct kms_api *api, const char *ns_i
     return NULL;
 }
 
+/* A new custom_metadata object: a copy of now (NULL or not an object: empty) with md merged
+ * in as RFC 7396 does (a null value removes the key). */
+static json_t *metadata_merged(const json_t *now, const json_t *md)
+{
+    json_t *next = json_is_object(now) ? json_deep_copy(now) : json_object();
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)md, k, v)
+    {
+        if (json_is_null(v)) {
+            json_object_del(next, k);
+        } else {
+            json_object_set(next, k, v);
+        }
+    }
+    return next;
+}
+
 /* The stored custom_metadata of namespace record `path` changed by md (lock held). */
 static int ns_metadata_write(struct kms_api *api, const char *path, const json_t *md, bool merge,
                              struct kms_err *err)
@@ -609,18 +627,8 @@ static int ns_metadata_write(struct kms_api *api, const char *path, const json_t
         goto out;
     }
     json_t *now = json_object_get(rec, "custom_metadata");
-    json_t *next = merge && md != NULL && json_is_object(now) ? json_deep_copy(now) : json_object();
-    const char *k;
-    json_t *v;
-    json_object_foreach((json_t *)md, k, v)
-    {
-        if (json_is_null(v)) {
-            json_object_del(next, k); /* RFC 7396: null removes the key */
-        } else {
-            json_object_set(next, k, v);
-        }
-    }
-    json_object_set_new(rec, "custom_metadata", next);
+    json_object_set_new(rec, "custom_metadata",
+                        metadata_merged(merge && md != NULL ? now : NULL, md));
     if (put_json(txn, KMS_DB_NAMESPACES, path, rec) != 0 || kms_storage_txn_commit(&txn) != 0) {
         kms_err_set(err, 500, "cannot store the namespace");
         goto out;
@@ -716,16 +724,7 @@ int kms_registry_ns_put(struct kms_api *api, const char *path, const json_t *met
     api->ns = grown;
     j = ns_to_json(&ns);
     if (j != NULL && json_object_size(metadata) > 0) {
-        json_t *md = json_object();
-        const char *k;
-        json_t *v;
-        json_object_foreach((json_t *)metadata, k, v)
-        {
-            if (!json_is_null(v)) {
-                json_object_set(md, k, v);
-            }
-        }
-        json_object_set_new(j, "custom_metadata", md);
+        json_object_set_new(j, "custom_metadata", metadata_merged(NULL, metadata));
     }
     if (j == NULL || kms_storage_txn_begin(api->st, true, &txn) != 0 ||
         put_json(txn, KMS_DB_NAMESPACES, ns.path, j) != 0 || kms_storage_txn_commit(&txn) != 0) {

@@ -671,11 +671,7 @@ static int list_auth_cb(const struct kms_mount *m, void *arg)
 int kms_login_mounts_list(struct kms_ctx *c)
 {
     struct kms_mount tok;
-    memset(&tok, 0, sizeof(tok));
-    snprintf(tok.path, sizeof(tok.path), "auth/token/");
-    snprintf(tok.type, sizeof(tok.type), "token");
-    snprintf(tok.accessor, sizeof(tok.accessor), "auth_token_00000000");
-    snprintf(tok.description, sizeof(tok.description), "token based credentials");
+    kms_mount_token_store(c->ns.id, &tok);
     c->data = json_object();
     json_object_set_new(c->data, "token/", auth_mount_json(NULL, &tok));
     struct list_auth l = {c->api, c->data};

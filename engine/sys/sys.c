@@ -173,11 +173,7 @@ static int norm_mount_path(struct kms_ctx *c, const char *p, char *out, size_t n
 static int tune_mount(struct kms_ctx *c, const char *path, struct kms_mount *m)
 {
     if (strcmp(path, "auth/token/") == 0) {
-        memset(m, 0, sizeof(*m));
-        snprintf(m->ns_id, sizeof(m->ns_id), "%s", c->ns.id);
-        snprintf(m->path, sizeof(m->path), "auth/token/");
-        snprintf(m->type, sizeof(m->type), "token");
-        snprintf(m->description, sizeof(m->description), "token based credentials");
+        kms_mount_token_store(c->ns.id, m);
         return 0;
     }
     if (kms_registry_mount_get(c->api, c->ns.id, path, m) != 0) {

@@ -1127,6 +1127,7 @@ int kms_audit_rec_wait(struct kms_audit_rec *r, struct kms_err *err, char *cause
     if (a == NULL || a->n == 0) {
         return 0;
     }
+    kms_audit_wake_deferred(); /* this thread may owe the writers the lines it waits for */
     pthread_mutex_init(&sw.m, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

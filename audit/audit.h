@@ -171,6 +171,18 @@ int kms_audit_rec_wait(struct kms_audit_rec *r, struct kms_err *err, char *cause
 int kms_audit_rec_status(struct kms_audit_rec *r, struct kms_err *err, char *cause,
                          size_t causelen) KMS_WUR;
 
+/*
+ * Writer wake-ups once per pass of an event loop. After kms_audit_defer_wakeups(arm, arg) on a
+ * thread, a line posted there that finds its device's writer with nothing queued does not wake
+ * the writer at once: arm(arg) is called (once, until the next kms_audit_wake_deferred), and
+ * the caller calls kms_audit_wake_deferred on the same thread when its pass ends, so the lines
+ * of one pass go to the disk as one group instead of the first alone. kms_audit_rec_wait wakes
+ * the deferred writers before it blocks. kms_audit_defer_wakeups(NULL, NULL) wakes them and
+ * ends the deferral. Threads that never call it wake the writer at once.
+ */
+void kms_audit_defer_wakeups(void (*arm)(void *), void *arg);
+void kms_audit_wake_deferred(void);
+
 /* kms_audit_rec_post, then kms_audit_rec_wait, then kms_audit_rec_status: the blocking form. */
 int kms_audit_rec_log(struct kms_audit_rec *r, const char *type, bool durable, json_t *response,
                       const char *error, json_t *extra, struct kms_err *err, char *cause,

@@ -1389,12 +1389,63 @@ static int grow(struct kms_audit_batch *b, size_t need)
     return kms_audit_buf_grow(&b->buf, &b->cap, b->len, b->len + need, 4096);
 }
 
+/*
+ * Deferred writer wake-ups (audit.h): the devices whose writer this thread owes a wake-up. Only
+ * event-loop workers defer, and the broker outlives them (server/main.c destroys it after
+ * joining them), so a device listed here is still open when the list is emptied.
+ */
+#define DEFER_MAX 8
+static _Thread_local struct {
+    void (*arm)(void *);
+    void *arg;
+    struct kms_audit_dev *dev[DEFER_MAX];
+    size_t n;
+} defer;
+
+static void wake_writer(struct kms_audit_dev *d)
+{
+    if (defer.arm != NULL) {
+        for (size_t i = 0; i < defer.n; i++) {
+            if (defer.dev[i] == d) {
+                return;
+            }
+        }
+        if (defer.n < DEFER_MAX) {
+            defer.dev[defer.n++] = d;
+            if (defer.n == 1) {
+                defer.arm(defer.arg);
+            }
+            return;
+        }
+    }
+    /* the writer looks at the queue and waits on `work` in one step under mu: a signal given
+     * after the batch was queued (under mu) is never lost */
+    pthread_cond_signal(&d->work);
+}
+
+void kms_audit_wake_deferred(void)
+{
+    size_t n = defer.n;
+    defer.n = 0;
+    for (size_t i = 0; i < n; i++) {
+        pthread_cond_signal(&defer.dev[i]->work);
+    }
+}
+
+void kms_audit_defer_wakeups(void (*arm)(void *), void *arg)
+{
+    kms_audit_wake_deferred();
+    defer.arm = arm;
+    defer.arg = arg;
+}
+
 int kms_audit_dev_submit(struct kms_audit_dev *d, const char *body, size_t len,
                          struct kms_audit_waiter *w, bool durable, char *why, size_t whylen)
 {
     struct kms_audit_batch *b = NULL;
     struct kms_hash_stream *hs = NULL;
     bool fresh = false;
+    bool wake = false;
     char suffix[64 + KMS_AUDIT_HASH_LEN];
     uint8_t digest[32];
     char h[KMS_AUDIT_HASH_LEN + 1];
@@ -1477,7 +1528,7 @@ int kms_audit_dev_submit(struct kms_audit_dev *d, const char *body, size_t len,
         }
         d->qtail = b;
         fresh = false;
-        pthread_cond_signal(&d->work);
+        wake = true;
     }
     rc = 0;
 out:
@@ -1493,5 +1544,8 @@ out:
         }
     }
     pthread_mutex_unlock(&d->mu);
+    if (wake) {
+        wake_writer(d);
+    }
     return rc;
 }

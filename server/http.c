@@ -919,6 +919,26 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
         c->in_flush = false;
         flush_conn(c);
     }
+    kms_audit_wake_deferred();
+}
+
+static void arm_flush(void *arg)
+{
+    struct kms_http *h = arg;
+    event_active(h->flush_ev, 0, 0);
+}
+
+void kms_http_loop_begin(struct kms_http *h)
+{
+    if (h->opts.ha == NULL && h->flush_ev != NULL) {
+        kms_audit_defer_wakeups(arm_flush, h);
+    }
+}
+
+void kms_http_loop_end(struct kms_http *h)
+{
+    (void)h;
+    kms_audit_defer_wakeups(NULL, NULL);
 }
 
 /* Take c off the flush list (before it is freed). */

@@ -118,6 +118,11 @@ int kms_http_create(struct event_base *base, struct kms_api *api, int listen_fd,
 void kms_http_share_accepts(struct kms_http *const *all, size_t n);
 /* Stop accepting; in-flight requests finish; connections close once idle. */
 void kms_http_stop_accepting(struct kms_http *h);
+/* On the thread that runs h's loop: before the loop runs, and after it ended. The audit writers
+ * are then woken once per pass of the loop (kms_audit_defer_wakeups), except on an HA replica,
+ * whose requests wait for their lines on the worker. */
+void kms_http_loop_begin(struct kms_http *h);
+void kms_http_loop_end(struct kms_http *h);
 /* Number of open connections, with those handed to it and not yet started (any thread). */
 size_t kms_http_connections(const struct kms_http *h);
 void kms_http_destroy(struct kms_http **h);

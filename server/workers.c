@@ -57,7 +57,9 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
 static void *run(void *arg)
 {
     struct worker *w = arg;
+    kms_http_loop_begin(w->http);
     event_base_dispatch(w->base);
+    kms_http_loop_end(w->http);
     return NULL;
 }
 

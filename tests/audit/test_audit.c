@@ -8,7 +8,9 @@
  * test-hook builds, two devices with one hung in its fsync (the blocking wait settles on the
  * other at the timeout); synced lines dropped from the page cache; one writer per file (a
  * second broker on a file another holds is refused, by any name, and the lock follows a
- * rotation); a batch that cannot be cut back (an append-only file, as root) says why.
+ * rotation); a batch that cannot be cut back (an append-only file, as root) says why; a thread
+ * that defers its writer wake-ups (an event-loop worker) arms once per pass, and its blocking
+ * waits and the end of the deferral wake what it owed.
  *
  * Each test works in a fresh mkdtemp directory under /tmp (the page-cache test under the
  * working directory: tmpfs pages cannot be dropped).
@@ -567,6 +569,101 @@ static void test_two_devices_one_hung(void **state)
 }
 #endif
 
+/* A thread that defers its writer wake-ups (an event-loop worker): the first line arms it
+ * once, the writer is woken by kms_audit_wake_deferred, and a blocking wait on that thread wakes
+ * it itself (else it would wait out audit_timeout, 5 s here, and fail). */
+static void count_arm(void *arg)
+{
+    (*(int *)arg)++;
+}
+
+struct flag {
+    pthread_mutex_t m;
+    bool set;
+};
+
+static void set_flag(void *arg)
+{
+    struct flag *fl = arg;
+    pthread_mutex_lock(&fl->m);
+    fl->set = true;
+    pthread_mutex_unlock(&fl->m);
+}
+
+static bool flag_within(struct flag *fl, int ms)
+{
+    for (int i = 0; i < ms; i++) {
+        pthread_mutex_lock(&fl->m);
+        bool set = fl->set;
+        pthread_mutex_unlock(&fl->m);
+        if (set) {
+            return true;
+        }
+        usleep(1000);
+    }
+    return false;
+}
+
+static void test_deferred_wakeups(void **state)
+{
+    struct fx *f = *state;
+    struct kms_err err;
+    int armed = 0;
+    struct kms_audit *a = open_broker(NULL, f->path, KMS_AUDIT_FSYNC_BATCH);
+    kms_audit_defer_wakeups(count_arm, &armed);
+
+    json_t *auth = json_pack("{s:s}", "client_token", TOKEN);
+    json_t *req = json_pack("{s:s, s:s}", "id", "req-1", "path", "transit/encrypt/k");
+    struct kms_audit_rec *r1 = NULL, *r2 = NULL;
+    assert_int_equal(kms_audit_rec_create(a, auth, req, &r1), 0);
+    assert_int_equal(kms_audit_rec_create(a, auth, req, &r2), 0);
+    assert_int_equal(kms_audit_rec_post(r1, "request", false, NULL, NULL, NULL, &err, NULL, 0), 0);
+    assert_int_equal(armed, 1);
+    assert_int_equal(kms_audit_rec_post(r2, "request", false, NULL, NULL, NULL, &err, NULL, 0), 0);
+    assert_int_equal(kms_audit_rec_post(r1, "response", true, NULL, NULL, NULL, &err, NULL, 0), 0);
+    assert_int_equal(armed, 1); /* armed once per pass, however many lines */
+
+    struct flag fl = {PTHREAD_MUTEX_INITIALIZER, false};
+    int n = kms_audit_rec_notify(r1, set_flag, &fl);
+    assert_true(n == 0 || n == 1);
+    if (n == 0) {
+        fl.set = true; /* a spurious wake-up of the writer got there first */
+    }
+    kms_audit_wake_deferred(); /* the end of the pass */
+    assert_true(flag_within(&fl, 5000));
+    assert_int_equal(kms_audit_rec_status(r1, &err, NULL, 0), 0);
+    kms_audit_rec_destroy(&r1);
+
+    /* a blocking wait on the deferring thread wakes the writer first */
+    assert_int_equal(kms_audit_rec_post(r2, "response", true, NULL, NULL, NULL, &err, NULL, 0), 0);
+    assert_int_equal(armed, 2);
+    assert_int_equal(kms_audit_rec_wait(r2, &err, NULL, 0), 0);
+    assert_int_equal(kms_audit_rec_status(r2, &err, NULL, 0), 0);
+    kms_audit_rec_destroy(&r2);
+    assert_int_equal(log_pair(a, 3), 0);
+    assert_int_equal(armed, 4); /* its request line, then its response line */
+
+    /* ending the deferral wakes what it still owed; after it, lines wake the writer at once */
+    assert_int_equal(kms_audit_rec_create(a, auth, req, &r1), 0);
+    assert_int_equal(kms_audit_rec_post(r1, "request", true, NULL, NULL, NULL, &err, NULL, 0), 0);
+    assert_int_equal(armed, 5);
+    fl.set = false;
+    n = kms_audit_rec_notify(r1, set_flag, &fl);
+    if (n == 0) {
+        fl.set = true;
+    }
+    kms_audit_defer_wakeups(NULL, NULL);
+    assert_true(flag_within(&fl, 5000));
+    kms_audit_rec_destroy(&r1);
+    assert_int_equal(log_pair(a, 4), 0);
+    assert_int_equal(armed, 5);
+    json_decref(auth);
+    json_decref(req);
+    kms_audit_destroy(&a);
+    assert_int_equal(count_lines(f->path), 9);
+    assert_intact(f->path, 1, 9);
+}
+
 static void test_storage_keeps_salt_and_head(void **state)
 {
     struct fx *f = *state;
@@ -1008,6 +1105,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lines_and_secrets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_accessor_clear_when_asked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deferred_wakeups, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_always_and_never, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rotation_continues_chain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_recovers_head_and_cuts_torn_line, setup,

@@ -15,7 +15,8 @@
  *   namespace is "<org>-<project>", so the organization prefix is removed when present (the
  *   product doc's `namespace: my-project` names the project directly), else KMS_PROJECT.
  * - The answer line is kubectl's: "kmskey.security.kube-dc.com/<name> created", "configured"
- *   when the spec changed, "unchanged" when it did not (metadata.generation did not move).
+ *   when the object changed (its spec, or the fields the last apply gave: the server moved
+ *   metadata.resourceVersion on), "unchanged" when it did not.
  */
 #include "cli/cli.h"
 
@@ -504,11 +505,12 @@ static int apply_one(struct kms_cli_session *s, const char *flag_project, const 
     }
     const char *what = "created";
     if (g == 0) {
-        json_int_t before = json_integer_value(json_object_get(
-            json_object_get(json_object_get(cur, "data"), "metadata"), "generation"));
-        json_int_t after = json_integer_value(json_object_get(
-            json_object_get(json_object_get(resp, "data"), "metadata"), "generation"));
-        what = before == after ? "unchanged" : "configured";
+        /* kubectl's "configured": the object changed (its spec, or what the last apply gave) */
+        const char *before = json_string_value(json_object_get(
+            json_object_get(json_object_get(cur, "data"), "metadata"), "resourceVersion"));
+        const char *after = json_string_value(json_object_get(
+            json_object_get(json_object_get(resp, "data"), "metadata"), "resourceVersion"));
+        what = strcmp(before ? before : "", after ? after : "") == 0 ? "unchanged" : "configured";
     }
     if (s->fmt != KMS_CLI_FMT_TABLE) {
         status = kms_cli_print_kmskey(s->fmt, json_object_get(resp, "data")) == 0

@@ -27,6 +27,7 @@
 
 #include <pthread.h>
 #include <ctype.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -219,12 +220,27 @@ static int load_record(struct kms_api *api, const char *ns_id, const char *proje
     return g;
 }
 
-/* Store a KMSKey record; drop_tombstone also removes its retained-key tombstone (adoption). */
+/*
+ * Store a KMSKey record; drop_tombstone also removes its retained-key tombstone (adoption).
+ * Every stored change moves metadata.resourceVersion on (Kubernetes': an opaque string that
+ * changes whenever the object does, its spec or not; kmsctl apply reads "configured" from it).
+ */
 static int store_record_tx(struct kms_api *api, const char *ns_id, const char *project,
                            const char *name, json_t *rec, bool drop_tombstone)
 {
     char key[KMS_PATH_MAX], tkey[KMS_PATH_MAX];
     struct kms_txn *txn = NULL;
+    json_t *meta = json_object_get(rec, "metadata");
+    int64_t rv = 0;
+    const char *cur = json_string_value(json_object_get(meta, "resourceVersion"));
+    if (cur == NULL || !kms_int_parse(cur, &rv) || rv < 0 || rv == INT64_MAX) {
+        rv = 0; /* a record from before resourceVersion */
+    }
+    char rvs[24];
+    snprintf(rvs, sizeof(rvs), "%" PRId64, rv + 1);
+    if (json_object_set_new(meta, "resourceVersion", json_string(rvs)) != 0) {
+        return -1;
+    }
     char *text = json_dumps(rec, JSON_COMPACT);
     size_t kn = record_key(ns_id, project, name, key, sizeof(key));
     size_t tn = tombstone_key(ns_id, project, name, tkey, sizeof(tkey));
@@ -888,6 +904,7 @@ static int kmskey_write(struct kms_ctx *c)
     struct kms_sched *s = sched(c);
     struct target t;
     json_t *rec = NULL;
+    json_t *before = NULL; /* the stored record: a write that changes nothing is not stored */
     json_t *spec = NULL;
     struct kms_key_policy p;
     bool existed = false, created = false, own_tombstone = false;
@@ -906,6 +923,10 @@ static int kmskey_write(struct kms_ctx *c)
     int g = load_record(c->api, c->ns.id, t.project, t.name, &rec);
     if (g < 0) {
         KMS_FAILW(c, 500, "cannot read KMSKey");
+        goto out;
+    }
+    if (g == 0 && (before = json_deep_copy(rec)) == NULL) {
+        KMS_FAILW(c, 500, "out of memory");
         goto out;
     }
     bool create_only = false;
@@ -979,7 +1000,8 @@ static int kmskey_write(struct kms_ctx *c)
         json_object_set_new(rec, "scheduled_deletion", json_integer(0));
         json_object_del(json_object_get(rec, "metadata"), "deletionTimestamp");
     }
-    if (store_record_tx(c->api, c->ns.id, t.project, t.name, rec, own_tombstone) != 0) {
+    if ((before == NULL || !json_equal(before, rec)) &&
+        store_record_tx(c->api, c->ns.id, t.project, t.name, rec, own_tombstone) != 0) {
         KMS_FAILW(c, 500, "cannot store KMSKey");
         goto out;
     }
@@ -995,6 +1017,7 @@ static int kmskey_write(struct kms_ctx *c)
     rc = 0;
 out:
     pthread_mutex_unlock(&s->write_lock);
+    json_decref(before);
     json_decref(spec);
     json_decref(rec);
     return rc;

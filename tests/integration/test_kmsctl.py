@@ -450,6 +450,24 @@ class DocCommandsTest(KmsctlTestCase):
         self.assertEqual(r.text, "kmskey.security.kube-dc.com/applied unchanged\n")
         self.assertEqual(self.describe_obj("applied")["spec"]["rotation"],
                          {"enabled": True, "interval": "7d"})
+        # the patched values now given by an apply: the spec stays, what the last apply gave
+        # changes (the next apply that drops rotation stops it), so the object changed and
+        # kubectl says "configured" (resourceVersion moves, generation does not); then the
+        # same manifest again is "unchanged" and stores nothing
+        before = self.describe_obj("applied")["metadata"]
+        same = bare + "  rotation:\n    enabled: true\n    interval: 7d\n"
+        r = self.ok("apply", "-f", "-", stdin=same.encode())
+        self.assertEqual(r.text, "kmskey.security.kube-dc.com/applied configured\n")
+        after = self.describe_obj("applied")["metadata"]
+        self.assertEqual(after["generation"], before["generation"])
+        self.assertIsInstance(after["resourceVersion"], str)
+        self.assertNotEqual(after["resourceVersion"], before["resourceVersion"])
+        r = self.ok("apply", "-f", "-", stdin=same.encode())
+        self.assertEqual(r.text, "kmskey.security.kube-dc.com/applied unchanged\n")
+        self.assertEqual(self.describe_obj("applied")["metadata"], after)
+        r = self.ok("apply", "-f", "-", stdin=bare.encode())
+        self.assertEqual(r.text, "kmskey.security.kube-dc.com/applied configured\n")
+        self.assertFalse(self.describe_obj("applied")["spec"]["rotation"].get("enabled", False))
         # a deletion asked for is not undone by an apply that leaves deletionPolicy out
         sched = DOC_KMSKEY_YAML.replace("app-secrets", "doomed-apply").replace(
             "deletionPolicy: retain", "deletionPolicy: schedule")

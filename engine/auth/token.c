@@ -478,29 +478,43 @@ static int given_policies(struct kms_ctx *c, const char **given, size_t *ng)
 }
 
 /*
- * The child token's policies without a role that lists policies: the given ones, or the
- * parent's; normalised (default added unless no_default), each allowed to the caller.
+ * The child token's policies without a role that lists policies, by OpenBao's rules
+ * (resolveTokenPolicies): from a parent namespace, the given ones only; none given, the
+ * parent's as they are; otherwise a subset of the parent's unless root or sudo. `default` is
+ * added only where OpenBao adds it: never to an inherited set, and to a subset only when the
+ * parent has it, so a token kept off `default` cannot hand it to its children. no_default
+ * drops it in every case.
  */
 static int child_policies(struct kms_ctx *c, const char **given, size_t ng, bool no_default,
                           bool sudo, char pols[][KMS_POLICY_NAME_MAX], int *np)
 {
-    if (ng == 0) {
-        /* no policies: the parent's (without default when asked) */
+    bool add_default = !no_default;
+    if (strcmp(c->token.ns_id, c->ns.id) == 0 && ng == 0) {
         for (size_t i = 0; i < c->token.npolicies; i++) {
-            if (!(no_default && strcmp(c->token.policies[i], "default") == 0)) {
-                given[ng++] = c->token.policies[i];
-            }
+            given[ng++] = c->token.policies[i];
         }
+        add_default = false;
+    } else if (strcmp(c->token.ns_id, c->ns.id) == 0 && !sudo) {
+        add_default = !no_default && in_list("default", &c->token);
     }
-    *np = kms_auth_policies_normalize(given, ng, !no_default, pols);
+    *np = kms_auth_policies_normalize(given, ng, add_default, pols);
     if (*np < 0) {
         return KMS_FAIL(c, 400, "too many policies (at most %d)", KMS_TOKEN_MAX_POLICIES);
     }
     for (int k = 0; k < *np; k++) {
-        if (!c->token.root && !sudo && strcmp(pols[k], "default") != 0 &&
-            strcmp(pols[k], "root") != 0 && !in_list(pols[k], &c->token)) {
+        /* root is refused with its own message by check_final_policies */
+        if (!sudo && strcmp(pols[k], "root") != 0 && !in_list(pols[k], &c->token)) {
             return KMS_FAIL(c, 400, "child policies must be subset of parent");
         }
+    }
+    if (no_default) {
+        int w = 0;
+        for (int k = 0; k < *np; k++) {
+            if (strcmp(pols[k], "default") != 0) {
+                memmove(pols[w++], pols[k], KMS_POLICY_NAME_MAX);
+            }
+        }
+        *np = w;
     }
     return 0;
 }

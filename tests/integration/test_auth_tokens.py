@@ -260,6 +260,48 @@ class TokenTest(KmsdTestCase):
         self.assertTrue(r.json["auth"]["client_token"].startswith("my-own-id."))
         self.assertIs(r.json["auth"]["orphan"], True)
 
+    def test_child_of_token_without_default(self):
+        """A token kept off `default` (no_default_policy) cannot give it to its children: as in
+        OpenBao, an inherited set stays as it is, `default` is added to a subset only when the
+        parent has it, and asking for it is a policy the parent does not hold."""
+        ok(self.req("POST", "sys/policies/acl/nodef-maker",
+                    {"policy": 'path "auth/token/create" { capabilities = ["update"] }'},
+                    namespace=ORG))
+        r = ok(self.req("POST", "auth/token/create",
+                        {"policies": ["nodef-maker", "kms-viewer"], "no_default_policy": True},
+                        namespace=ORG), 200)
+        parent = r.json["auth"]["client_token"]
+        self.assertEqual(r.json["auth"]["policies"], ["kms-viewer", "nodef-maker"])
+        r = ok(self.as_(parent, "POST", "auth/token/create", {}), 200)
+        self.assertEqual(r.json["auth"]["policies"], ["kms-viewer", "nodef-maker"])
+        r = ok(self.as_(parent, "POST", "auth/token/create", {"policies": ["kms-viewer"]}), 200)
+        self.assertEqual(r.json["auth"]["policies"], ["kms-viewer"])
+        self.assertError(self.as_(parent, "POST", "auth/token/create",
+                                  {"policies": ["default"]}), 400,
+                         "child policies must be subset of parent")
+        self.assertError(self.as_(parent, "POST", "auth/token/create",
+                                  {"policies": ["kms-viewer", "default"]}), 400,
+                         "child policies must be subset of parent")
+        # a parent with default: its children get it unless they ask not to
+        r = ok(self.req("POST", "auth/token/create", {"policies": ["nodef-maker"]},
+                        namespace=ORG), 200)
+        parent = r.json["auth"]["client_token"]
+        r = ok(self.as_(parent, "POST", "auth/token/create", {"policies": ["nodef-maker"]}), 200)
+        self.assertEqual(r.json["auth"]["policies"], ["default", "nodef-maker"])
+        r = ok(self.as_(parent, "POST", "auth/token/create",
+                        {"policies": ["nodef-maker", "default"], "no_default_policy": True}), 200)
+        self.assertEqual(r.json["auth"]["policies"], ["nodef-maker"])
+        # from a parent namespace (sudo): only the policies named, which are the child
+        # namespace's; the caller's own names mean nothing there
+        ok(self.req("POST", "sys/policies/acl/ns-maker",
+                    {"policy": 'path "+/auth/token/create" { capabilities = ["update", "sudo"] }'}))
+        r = ok(self.req("POST", "auth/token/create", {"policies": ["ns-maker"]}), 200)
+        above = r.json["auth"]["client_token"]
+        r = ok(self.as_(above, "POST", "auth/token/create", {}), 200)
+        self.assertEqual(r.json["auth"]["policies"], ["default"])
+        r = ok(self.as_(above, "POST", "auth/token/create", {"policies": ["kms-viewer"]}), 200)
+        self.assertEqual(r.json["auth"]["policies"], ["default", "kms-viewer"])
+
     def test_expired_token_is_403_at_once(self):
         t0 = time.monotonic()
         r = ok(self.req("POST", "auth/token/create", {"ttl": 1, "policies": ["kms-viewer"]},

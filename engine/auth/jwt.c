@@ -359,7 +359,7 @@ static int jwt_login(struct kms_ctx *c)
     char quoted[600];
     const char *role_name = "";
     const char *jwt = "";
-    const char *auds[64];
+    const char **auds = NULL;
     json_t *role = NULL;
     json_t *cfg = NULL;
     json_t *claims = NULL;
@@ -425,6 +425,12 @@ static int jwt_login(struct kms_ctx *c)
     }
     kms_now(&now, &nsec);
     json_t *bound_aud = json_object_get(role, "bound_audiences");
+    /* every bound audience counts, however many the role lists */
+    auds = calloc(json_array_size(bound_aud) + 1, sizeof(*auds));
+    if (auds == NULL) {
+        KMS_FAILW(c, 500, "internal error");
+        goto out;
+    }
     int64_t skew = json_integer_value(json_object_get(role, "clock_skew_leeway"));
     int64_t expl = json_integer_value(json_object_get(role, "expiration_leeway"));
     int64_t nbfl = json_integer_value(json_object_get(role, "not_before_leeway"));
@@ -435,7 +441,7 @@ static int jwt_login(struct kms_ctx *c)
         .now = now,
         .issuer = json_string_value(json_object_get(cfg, "bound_issuer")),
         .audiences = auds,
-        .naudiences = kms_login_str_vec(bound_aud, auds, 64),
+        .naudiences = kms_login_str_vec(bound_aud, auds, json_array_size(bound_aud)),
         .require_exp = true,
         .exp_leeway = skew + expl,
         .nbf_leeway = skew + nbfl,
@@ -488,6 +494,7 @@ out:
         free(mvals[i]);
     }
     kms_keyset_destroy(&ks);
+    free(auds);
     json_decref(claims);
     json_decref(role);
     json_decref(cfg);

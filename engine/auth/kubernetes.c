@@ -258,8 +258,8 @@ static int k8s_login(struct kms_ctx *c)
 {
     char key[KMS_PATH_MAX + 64];
     char quoted[600];
-    const char *names[64];
-    const char *nss[64];
+    const char **names = NULL;
+    const char **nss = NULL;
     const char *role_name = "";
     const char *jwt = "";
     json_t *role = NULL;
@@ -310,15 +310,22 @@ static int k8s_login(struct kms_ctx *c)
     kms_now(&now, &nsec);
     json_t *jn = json_object_get(role, "bound_service_account_names");
     json_t *jns = json_object_get(role, "bound_service_account_namespaces");
+    /* every entry counts, however long the role's lists (OpenBao has no limit) */
+    names = calloc(json_array_size(jn) + 1, sizeof(*names));
+    nss = calloc(json_array_size(jns) + 1, sizeof(*nss));
+    if (names == NULL || nss == NULL) {
+        KMS_FAILW(c, 500, "internal error");
+        goto out;
+    }
     struct kms_k8s_login in = {
         .jwt = jwt,
         .keys = ks,
         .issuer = json_string_value(json_object_get(cfg, "issuer")),
         .audience = json_string_value(json_object_get(role, "audience")),
         .names = names,
-        .nnames = kms_login_str_vec(jn, names, 64),
+        .nnames = kms_login_str_vec(jn, names, json_array_size(jn)),
         .namespaces = nss,
-        .nnamespaces = kms_login_str_vec(jns, nss, 64),
+        .nnamespaces = kms_login_str_vec(jns, nss, json_array_size(jns)),
         .alias_by_name =
             strcmp(kms_login_jstr(role, "alias_name_source"), "serviceaccount_name") == 0,
         .now = now,
@@ -342,6 +349,8 @@ static int k8s_login(struct kms_ctx *c)
 out:
     kms_metrics_login(rc == 0 ? 0 : c->err.status >= 500 ? 2 : 1);
     kms_keyset_destroy(&ks);
+    free(names);
+    free(nss);
     json_decref(role);
     json_decref(cfg);
     kms_memzero(&sa, sizeof(sa));

@@ -254,6 +254,17 @@ class K8sLoginTest(KmsdTestCase):
         self.refused(self.iss.mint(sa="app-x", ns="teams"), role="globbed", msg=MSG_NS)
         self.accepted(self.iss.mint(sa="whoever", ns="wherever"), role="everyone")
 
+    def test_long_binding_lists(self):
+        """Every entry of a role's bindings counts, however many it lists (a login used to
+        look at the first 64 only, refusing a service account bound further down)."""
+        names = ["sa-%d" % i for i in range(100)] + ["app"]
+        spaces = ["ns-%d" % i for i in range(100)] + ["my-project"]
+        make_role(self.server, "long-lists", "kms-viewer", sa=names, ns=spaces)
+        self.accepted(self.iss.mint(), role="long-lists")
+        self.accepted(self.iss.mint(sa="sa-99", ns="ns-99"), role="long-lists")
+        self.refused(self.iss.mint(sa="sa-100"), role="long-lists", msg=MSG_NAME)
+        self.refused(self.iss.mint(ns="ns-100"), role="long-lists", msg=MSG_NS)
+
     # ---- case 9: request and config errors ----------------------------------------------------
     def test_request_errors(self):
         t = self.iss.mint()
@@ -552,6 +563,16 @@ class JwtMethodTest(KmsdTestCase):
         d = ok(self.req("GET", "auth/token/lookup-self", token=a["client_token"],
                         namespace=ORG), 200).data
         self.assertEqual(d["display_name"], "oidc-dev@example.com")
+
+    def test_long_audience_list(self):
+        """Every bound audience counts (a login used to look at the first 64 only)."""
+        ok(self.server.request("POST", "auth/oidc/role/many-auds",
+                               {"role_type": "jwt", "user_claim": "email",
+                                "bound_audiences": ["aud-%d" % i for i in range(100)],
+                                "token_policies": "kms-viewer"}, namespace=ORG))
+        self.assertStatus(self.jlogin(self.person(aud="aud-99"), role="many-auds"), 200)
+        self.assertError(self.jlogin(self.person(aud="aud-100"), role="many-auds"), 400,
+                         "error validating token: " + MSG_AUD)
 
     def test_refusals(self):
         cases = [

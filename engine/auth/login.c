@@ -268,6 +268,15 @@ int kms_login_token_fields_apply(struct kms_ctx *c, json_t *role, bool create)
     if (strcmp(type, "batch") == 0 || strcmp(type, "default-batch") == 0) {
         return KMS_FAIL(c, 400, "batch tokens are not supported by kmsd; use \"service\"");
     }
+    /* a token holds at most this many of each: a longer list would be accepted here and then
+     * fail every login (policies) or issue tokens that cannot be used (CIDRs) */
+    if (json_array_size(json_object_get(role, "token_policies")) > KMS_TOKEN_MAX_POLICIES) {
+        return KMS_FAIL(c, 400, "too many token_policies (at most %d)", KMS_TOKEN_MAX_POLICIES);
+    }
+    if (json_array_size(json_object_get(role, "token_bound_cidrs")) > KMS_TOKEN_MAX_CIDRS) {
+        return KMS_FAIL(c, 400, "too many CIDR blocks in token_bound_cidrs (at most %d)",
+                        KMS_TOKEN_MAX_CIDRS);
+    }
     size_t i;
     json_t *cidr;
     json_array_foreach(json_object_get(role, "token_bound_cidrs"), i, cidr)

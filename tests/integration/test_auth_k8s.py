@@ -254,6 +254,29 @@ class K8sLoginTest(KmsdTestCase):
         self.refused(self.iss.mint(sa="app-x", ns="teams"), role="globbed", msg=MSG_NS)
         self.accepted(self.iss.mint(sa="whoever", ns="wherever"), role="everyone")
 
+    def test_role_token_limits(self):
+        """A role cannot list more policies or CIDR blocks than a token holds: more CIDRs used
+        to give tokens that were refused on every use, more policies a role no login could
+        use."""
+        body = {"bound_service_account_names": "app", "bound_service_account_namespaces": "*",
+                "audience": "openbao"}
+        r = self.server.request("POST", "auth/k8s-host/role/too-many-cidrs",
+                                dict(body, token_bound_cidrs=["10.%d.0.0/16" % i for i in range(8)]
+                                     + ["127.0.0.0/8"]), namespace=ORG)
+        self.assertError(r, 400, "too many CIDR blocks in token_bound_cidrs (at most 8)")
+        r = self.server.request("POST", "auth/k8s-host/role/too-many-policies",
+                                dict(body, token_policies=["p%d" % i for i in range(33)]),
+                                namespace=ORG)
+        self.assertError(r, 400, "too many token_policies (at most 32)")
+        for name in ("too-many-cidrs", "too-many-policies"):
+            self.assertStatus(self.server.request("GET", "auth/k8s-host/role/" + name,
+                                                  namespace=ORG), 404)
+        # at the limit: the login's token is usable from the eighth block
+        make_role(self.server, "eight-cidrs", "kms-viewer", ns="*",
+                  token_bound_cidrs=["10.%d.0.0/16" % i for i in range(7)] + ["127.0.0.0/8"])
+        tok = self.accepted(self.iss.mint(), role="eight-cidrs")["client_token"]
+        ok(self.server.request("GET", "auth/token/lookup-self", token=tok, namespace=ORG), 200)
+
     def test_long_binding_lists(self):
         """Every entry of a role's bindings counts, however many it lists (a login used to
         look at the first 64 only, refusing a service account bound further down)."""

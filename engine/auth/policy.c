@@ -3,7 +3,7 @@
  * policies of the request's namespace (reference auth-audit.md §4.1). Parsing, the store and
  * the built-in policies are in auth/ (policy_parse.c, acl.c).
  *
- * Names are lower-cased (with Vault's warning); the text may be base64 (decoded when it
+ * Names are trimmed and lower-cased (with Vault's warning); the text may be base64 (decoded when it
  * decodes, as Vault does); sys/policy also takes the deprecated `rules`. Reads answer
  * {name, rules} on sys/policy and {name, policy} on sys/policies/acl.
  */
@@ -39,20 +39,32 @@ int kms_policy_api_list(struct kms_ctx *c)
     return c->data ? 0 : KMS_FAILW(c, 500, "internal error");
 }
 
-/* The name from the URL, lower-cased; warns when that changed it. */
+/*
+ * The name from the URL as OpenBao's policy store sanitises it: white space trimmed and
+ * lower-cased (a token's policy list is read the same way, so " default" is `default`, never
+ * a second policy no token could hold); warns when that changed it.
+ */
 static int policy_name(struct kms_ctx *c, char *out, size_t n, bool warn)
 {
     const char *raw = kms_cap(c, "name");
-    size_t len = raw ? strlen(raw) : 0;
+    const char *p = raw ? raw : "";
+    while (isspace((unsigned char)*p)) {
+        p++;
+    }
+    size_t len = strlen(p);
+    while (len > 0 && isspace((unsigned char)p[len - 1])) {
+        len--;
+    }
     if (len == 0) {
         return KMS_FAIL(c, 400, "policy name must be provided in the URL");
     }
     if (len >= n || len >= KMS_POLICY_NAME_MAX) {
         return KMS_FAIL(c, 400, "policy name too long (at most %d bytes)", KMS_POLICY_NAME_MAX - 1);
     }
-    for (size_t i = 0; i <= len; i++) {
-        out[i] = (char)tolower((unsigned char)raw[i]);
+    for (size_t i = 0; i < len; i++) {
+        out[i] = (char)tolower((unsigned char)p[i]);
     }
+    out[len] = '\0';
     if (warn && strcmp(out, raw) != 0) {
         kms_warn(c, "policy name was converted to %s", out);
     }

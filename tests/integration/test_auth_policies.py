@@ -85,6 +85,31 @@ class PolicyCrudTest(KmsdTestCase):
                          "failed to parse policy: path \"nsx/t/+*\": invalid use of wildcards "
                          "('+*' is forbidden)")
 
+    def test_names_are_trimmed(self):
+        """Names are trimmed as well as lower-cased (OpenBao's policy store), as a token's
+        policy list is: " Trimmed " is the policy `trimmed`, not a second one no token could
+        ever hold, and " root" is root."""
+        r = self.req("POST", "sys/policies/acl/%20Trimmed%20", {"policy": PATH_ENC})
+        self.assertStatus(r, 200)
+        self.assertEqual(r.warnings, ["policy name was converted to trimmed"])
+        d = ok(self.req("GET", "sys/policies/acl/trimmed"), 200).data
+        self.assertEqual(d, {"name": "trimmed", "policy": PATH_ENC})
+        self.assertEqual(ok(self.req("GET", "sys/policies/acl/%20trimmed"), 200).data["name"],
+                         "trimmed")
+        keys = ok(self.req("LIST", "sys/policies/acl"), 200).data["keys"]
+        self.assertIn("trimmed", keys)
+        self.assertEqual([k for k in keys if k != k.strip()], [])
+        self.assertError(self.req("POST", "sys/policies/acl/%20root", {"policy": PATH_ENC}), 400,
+                         'cannot update "root" policy')
+        self.assertError(self.req("POST", "sys/policy/kms-viewer%20", {"policy": PATH_ENC}), 400,
+                         'cannot update "kms-viewer" policy')
+        self.assertError(self.req("DELETE", "sys/policies/acl/default%20"), 400,
+                         "cannot delete default policy")
+        self.assertError(self.req("POST", "sys/policies/acl/%20", {"policy": PATH_ENC}), 400,
+                         "policy name must be provided in the URL")
+        self.assertStatus(self.req("DELETE", "sys/policies/acl/%20TRIMMED"), 204)
+        self.assertStatus(self.req("GET", "sys/policies/acl/trimmed"), 404)
+
     def test_list_and_builtins(self):
         ok(self.req("POST", "sys/policies/acl/zz-listed", {"policy": PATH_ENC}))
         keys = ok(self.req("LIST", "sys/policies/acl"), 200).data["keys"]

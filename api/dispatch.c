@@ -385,6 +385,23 @@ static int resolve_route(struct kms_ctx *c, bool *have_mount)
     return find_route(c, c->engine->routes);
 }
 
+/*
+ * jansson's message for a body that does not parse, without its " near '<text>'" tail: the
+ * tail quotes the body around the error, which may be a JWT, a token or a plaintext, and an
+ * error answer must never carry those. The position says where instead. A duplicate key keeps
+ * its tail: it quotes the key, never a value.
+ */
+static void json_error_brief(const json_error_t *jerr, char *out, size_t n)
+{
+    const char *near = strstr(jerr->text, " near ");
+    if (strncmp(jerr->text, "duplicate object key", 20) == 0) {
+        snprintf(out, n, "%s", jerr->text);
+        return;
+    }
+    int len = near != NULL ? (int)(near - jerr->text) : (int)strlen(jerr->text);
+    snprintf(out, n, "%.*s at line %d, column %d", len, jerr->text, jerr->line, jerr->column);
+}
+
 /* Body -> c->params; GET/DELETE/LIST take the query string. */
 static int parse_params(struct kms_ctx *c, const char *query)
 {
@@ -430,7 +447,9 @@ static int parse_params(struct kms_ctx *c, const char *query)
     json_error_t jerr;
     json_t *body = kms_json_body_load(req->body, req->body_len, &jerr);
     if (body == NULL) {
-        return KMS_FAIL(c, 400, "failed to decode JSON input: %s", jerr.text);
+        char brief[sizeof(jerr.text) + 48];
+        json_error_brief(&jerr, brief, sizeof(brief));
+        return KMS_FAIL(c, 400, "failed to decode JSON input: %s", brief);
     }
     if (json_is_null(body)) {
         json_decref(body);

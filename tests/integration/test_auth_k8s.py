@@ -254,6 +254,39 @@ class K8sLoginTest(KmsdTestCase):
         self.refused(self.iss.mint(sa="app-x", ns="teams"), role="globbed", msg=MSG_NS)
         self.accepted(self.iss.mint(sa="whoever", ns="wherever"), role="everyone")
 
+    def test_malformed_body_echoes_no_secret(self):
+        """A body that does not parse is refused without quoting it: the parser's "near '...'"
+        text was the JWT (or token, or plaintext) itself."""
+        jwt_ = self.iss.mint()
+        tok = self.accepted(self.iss.mint())["client_token"]
+        bodies = [
+            ("auth/k8s-host/login", None, '{"role":"%s","jwt":"%s' % (ROLE, jwt_)),
+            ("auth/k8s-host/login", None, '{"role":"%s","jwt":"%s"} trailing' % (ROLE, jwt_)),
+            ("auth/k8s-host/login", None, '{"role":"%s","jwt":%s}' % (ROLE, jwt_)),
+            ("auth/token/lookup", self.server.root_token, '{"token":"%s' % tok),
+            ("transit/encrypt/" + KEY, self.server.root_token, '{"plaintext":"c2VjcmV0LXBsYWludGV4dA=='),
+            # short values were quoted whole ("premature end of input near '"aHVudGVyMg=='")
+            ("transit/encrypt/" + KEY, self.server.root_token, '{"plaintext":"aHVudGVyMg=='),
+            ("transit/encrypt/" + KEY, self.server.root_token, '{"plaintext":aHVudGVyMg==}'),
+        ]
+        for path, auth, body in bodies:
+            with self.subTest(body=body[:40]):
+                r = self.server.request("POST", path, body, token=auth, namespace=ORG)
+                self.assertStatus(r, 400)
+                msg = r.errors[0]
+                self.assertTrue(msg.startswith("failed to decode JSON input: "), msg)
+                for secret in (jwt_, tok, "c2VjcmV0LXBsYWludGV4dA", "aHVudGVyMg"):
+                    for part in secret.split("."):
+                        if len(part) >= 8:
+                            self.assertNotIn(part[:8], msg)
+                self.assertRegex(msg, r" at line 1, column \d+$")
+        # a duplicate key still names the key (never a value)
+        r = self.server.request("POST", "auth/k8s-host/login",
+                                '{"role":"%s","jwt":"%s","jwt":"x"}' % (ROLE, jwt_), token=None,
+                                namespace=ORG)
+        self.assertError(r, 400, "failed to decode JSON input: duplicate object key near "
+                                 "'\"jwt\"'")
+
     def test_role_token_limits(self):
         """A role cannot list more policies or CIDR blocks than a token holds: more CIDRs used
         to give tokens that were refused on every use, more policies a role no login could

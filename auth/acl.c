@@ -767,9 +767,11 @@ int kms_auth_authorize(struct kms_auth *auth, const struct kms_token *tok,
         goto out;
     }
     kms_acl_check(acl, full, req->op, req->sudo, res);
-    if (res->allowed && tok->num_uses > 0) {
-        /* the use is taken in one write transaction: of N concurrent requests holding the
-         * last use, exactly one is allowed */
+    if (tok->num_uses > 0) {
+        /* A request the ACL refuses uses the token too, as in OpenBao (which decrements "even
+         * in the case of an error"): a limited-use token cannot probe paths for free. The
+         * use is taken in one write transaction: of N concurrent requests holding the last
+         * use, exactly one is allowed. */
         int u = kms_auth_token_use(auth, tok->hash);
         if (u < 0) {
             goto out;

@@ -302,6 +302,21 @@ class TokenTest(KmsdTestCase):
         r = ok(self.as_(above, "POST", "auth/token/create", {"policies": ["kms-viewer"]}), 200)
         self.assertEqual(r.json["auth"]["policies"], ["default", "kms-viewer"])
 
+    def test_denied_request_uses_the_token(self):
+        """num_uses counts every request the token makes, refused ones too (OpenBao decrements
+        "even in the case of an error"): a limited-use token cannot probe paths for free."""
+        r = ok(self.req("POST", "auth/token/create",
+                        {"policies": ["kms-viewer"], "num_uses": 3}, namespace=ORG), 200)
+        tok = r.json["auth"]["client_token"]
+        key = ORG + "-my-project-k"
+        # 1 and 2: the ACL refuses (a viewer may neither decrypt nor delete)
+        self.assertError(self.as_(tok, "POST", "transit/decrypt/" + key,
+                                  {"ciphertext": "vault:v1:AAAA"}), 403, ACL_PD)
+        self.assertError(self.as_(tok, "DELETE", "transit/keys/" + key), 403, ACL_PD)
+        # 3: allowed, the last use
+        ok(self.as_(tok, "GET", "auth/token/lookup-self"), 200)
+        self.assertError(self.as_(tok, "GET", "auth/token/lookup-self"), 403, PD)
+
     def test_expired_token_is_403_at_once(self):
         t0 = time.monotonic()
         r = ok(self.req("POST", "auth/token/create", {"ttl": 1, "policies": ["kms-viewer"]},

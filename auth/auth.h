@@ -110,6 +110,10 @@ struct kms_token_spec {
     int64_t explicit_max_ttl; /* 0 = none */
     int64_t period;           /* 0 = not periodic */
     int64_t num_uses;         /* 0 = unlimited */
+    /* the issuing auth mount's tuned default_lease_ttl and max_lease_ttl (sys/auth/<p>/tune):
+     * 0 = KMS_AUTH_DEFAULT_TTL and the system max */
+    int64_t mount_default_ttl;
+    int64_t mount_max_ttl;
     bool renewable;
     const uint8_t *parent_hash; /* NULL = orphan; else the parent's kms_token.hash */
     const char *entity_id;      /* NULL = "" */
@@ -147,6 +151,8 @@ struct kms_token_ttl {
     int64_t ttl;
     int64_t max_ttl;
     int64_t period;
+    int64_t mount_default_ttl; /* as in kms_token_spec: 0 = KMS_AUTH_DEFAULT_TTL */
+    int64_t mount_max_ttl;     /* 0 = the system max */
 };
 
 /*

@@ -832,6 +832,12 @@ static int put_record(struct kms_txn *txn, const uint8_t hash[32], const json_t 
     return rc;
 }
 
+/* The effective max of an auth mount: its tuned max_lease_ttl, never above the system's. */
+static int64_t mount_max(int64_t tuned)
+{
+    return tuned > 0 && tuned < KMS_AUTH_SYSTEM_MAX_TTL ? tuned : KMS_AUTH_SYSTEM_MAX_TTL;
+}
+
 int kms_auth_token_create(struct kms_auth *auth, const struct kms_token_spec *spec, char *token_out,
                           struct kms_token *out, char *warning, size_t wlen, struct kms_err *err)
 {
@@ -915,8 +921,9 @@ int kms_auth_token_create(struct kms_auth *auth, const struct kms_token_spec *sp
             .max_ttl = spec->max_ttl,
             .explicit_max_ttl = spec->explicit_max_ttl,
             .period = spec->period,
-            .default_ttl = KMS_AUTH_DEFAULT_TTL,
-            .system_max = KMS_AUTH_SYSTEM_MAX_TTL,
+            .default_ttl =
+                spec->mount_default_ttl > 0 ? spec->mount_default_ttl : KMS_AUTH_DEFAULT_TTL,
+            .system_max = mount_max(spec->mount_max_ttl),
         };
         if (kms_auth_ttl(&tr, &lease_ms, warning, wlen, err) != 0) {
             goto out;
@@ -1022,8 +1029,9 @@ int kms_auth_token_renew(struct kms_auth *auth, const struct kms_token *tok, int
         .max_ttl = cur ? cur->max_ttl : get_int(rec, "max_ttl"),
         .explicit_max_ttl = get_int(rec, "explicit_max_ttl"),
         .period = cur ? cur->period : get_int(rec, "period"),
-        .default_ttl = KMS_AUTH_DEFAULT_TTL,
-        .system_max = KMS_AUTH_SYSTEM_MAX_TTL,
+        .default_ttl = cur != NULL && cur->mount_default_ttl > 0 ? cur->mount_default_ttl
+                                                                 : KMS_AUTH_DEFAULT_TTL,
+        .system_max = mount_max(cur != NULL ? cur->mount_max_ttl : 0),
     };
     if (kms_auth_ttl(&tr, &lease_ms, warning, wlen, err) != 0) {
         goto out;

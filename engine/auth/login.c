@@ -406,6 +406,18 @@ out:
     return rc;
 }
 
+/* An auth mount's tuned default_lease_ttl and max_lease_ttl (0 when not tuned): they bound
+ * the tokens it issues and renews, as OpenBao's CalculateTTL reads them from the mount. */
+static void mount_lease_ttls(struct kms_api *api, const struct kms_mount *m, int64_t *def,
+                             int64_t *max)
+{
+    json_t *t = kms_mount_tuning_get(api, m);
+    json_t *cfg = json_object_get(t, "config");
+    *def = json_integer_value(json_object_get(cfg, "default_lease_ttl"));
+    *max = json_integer_value(json_object_get(cfg, "max_lease_ttl"));
+    json_decref(t);
+}
+
 /* Issue the login token for a role and fill c->auth. */
 
 int kms_login_issue_token(struct kms_ctx *c, const json_t *role, const struct kms_login_out *lo)
@@ -445,6 +457,9 @@ int kms_login_issue_token(struct kms_ctx *c, const json_t *role, const struct km
     snprintf(path, sizeof(path), "%slogin", c->mount.path);
     size_t nc =
         kms_login_str_vec(json_object_get(role, "token_bound_cidrs"), cidrs, KMS_TOKEN_MAX_CIDRS);
+    int64_t mount_def = 0;
+    int64_t mount_max = 0;
+    mount_lease_ttls(c->api, &c->mount, &mount_def, &mount_max);
     struct kms_token_spec spec = {
         .ns_id = c->ns.id,
         .path = path,
@@ -460,6 +475,8 @@ int kms_login_issue_token(struct kms_ctx *c, const json_t *role, const struct km
         .explicit_max_ttl = json_integer_value(json_object_get(role, "token_explicit_max_ttl")),
         .period = json_integer_value(json_object_get(role, "token_period")),
         .num_uses = json_integer_value(json_object_get(role, "token_num_uses")),
+        .mount_default_ttl = mount_def,
+        .mount_max_ttl = mount_max,
         .renewable = true,
         .entity_id = eid,
         .role = lo->role_name,
@@ -648,6 +665,7 @@ int kms_login_renew_params(struct kms_ctx *c, const struct kms_token *tok,
     out->ttl = json_integer_value(json_object_get(role, "token_ttl"));
     out->max_ttl = json_integer_value(json_object_get(role, "token_max_ttl"));
     out->period = json_integer_value(json_object_get(role, "token_period"));
+    mount_lease_ttls(c->api, &m, &out->mount_default_ttl, &out->mount_max_ttl);
     json_decref(role);
     return 0;
 }

@@ -199,6 +199,8 @@ static int renew_token(struct kms_ctx *c, const struct kms_token *t, const char 
     bool login = strncmp(t->path, "auth/", 5) == 0 && strncmp(t->path, "auth/token/", 11) != 0;
     int rc = -1;
 
+    memset(&cur, 0, sizeof(cur));
+
     (void)kms_param_int(c, "increment", &increment);
     if (increment < 0) {
         return KMS_FAIL(c, 400, "increment cannot be negative");

@@ -254,6 +254,51 @@ class K8sLoginTest(KmsdTestCase):
         self.refused(self.iss.mint(sa="app-x", ns="teams"), role="globbed", msg=MSG_NS)
         self.accepted(self.iss.mint(sa="whoever", ns="wherever"), role="everyone")
 
+    def test_mount_tune_bounds_token_ttls(self):
+        """The auth method's tuned default_lease_ttl and max_lease_ttl bound its tokens, at
+        login and at every renewal, as OpenBao's CalculateTTL reads them from the mount; they
+        used to be stored and shown but change nothing."""
+        srv = self.server
+        ok(srv.request("POST", "sys/auth/k8s-tuned", {"type": "kubernetes"}, namespace=ORG))
+        ok(srv.request("POST", "auth/k8s-tuned/config",
+                       {"pem_keys": [self.iss.pem()], "issuer": ISSUER}, namespace=ORG))
+        make_role(srv, "plain", "kms-viewer", mount="k8s-tuned")
+        make_role(srv, "long", "kms-viewer", mount="k8s-tuned", token_ttl="2h")
+        ok(srv.request("POST", "sys/auth/k8s-tuned/tune",
+                       {"default_lease_ttl": "5m", "max_lease_ttl": "10m"}, namespace=ORG))
+        # no token_ttl: the mount's default
+        r = self.login(self.iss.mint(), role="plain", mount="k8s-tuned")
+        self.assertStatus(r, 200)
+        self.assertEqual(r.json["auth"]["lease_duration"], 300)
+        self.assertIsNone(r.json["warnings"])
+        # a token_ttl above the mount's max: capped, with OpenBao's warning
+        r = self.login(self.iss.mint(), role="long", mount="k8s-tuned")
+        self.assertStatus(r, 200)
+        self.assertEqual(r.json["auth"]["lease_duration"], 600)
+        self.assertEqual(r.json["warnings"], ['TTL of "2h" exceeded the effective max_ttl of '
+                                              '"10m"; TTL value is capped accordingly'])
+        tok = r.json["auth"]["client_token"]
+        d = ok(srv.request("GET", "auth/token/lookup-self", token=tok, namespace=ORG), 200).data
+        self.assertLessEqual(d["ttl"], 600)
+        # a renewal is bounded by the mount's max, measured from the token's creation
+        r = ok(srv.request("POST", "auth/token/renew-self", {"increment": "1h"}, token=tok,
+                           namespace=ORG), 200)
+        self.assertLessEqual(r.json["auth"]["lease_duration"], 600)
+        self.assertEqual(len(r.warnings), 1)
+        self.assertRegex(r.warnings[0], r'^TTL of "1h" exceeded the effective max_ttl of ')
+        # the tune through sys/mounts is the same setting; "system" resets it
+        ok(srv.request("POST", "sys/mounts/auth/k8s-tuned/tune", {"max_lease_ttl": "20m"},
+                       namespace=ORG))
+        r = self.login(self.iss.mint(), role="long", mount="k8s-tuned")
+        self.assertEqual(r.json["auth"]["lease_duration"], 1200)
+        ok(srv.request("POST", "sys/auth/k8s-tuned/tune",
+                       {"default_lease_ttl": "system", "max_lease_ttl": "system"},
+                       namespace=ORG))
+        r = self.login(self.iss.mint(), role="long", mount="k8s-tuned")
+        self.assertEqual(r.json["auth"]["lease_duration"], 7200)
+        r = self.login(self.iss.mint(), role="plain", mount="k8s-tuned")
+        self.assertEqual(r.json["auth"]["lease_duration"], 3600)
+
     def test_malformed_body_echoes_no_secret(self):
         """A body that does not parse is refused without quoting it: the parser's "near '...'"
         text was the JWT (or token, or plaintext) itself."""

@@ -354,6 +354,10 @@ static int mount_write(struct kms_ctx *c)
             return KMS_FAIL(c, 400, "cannot mount under reserved path \"%s\"", reserved[i]);
         }
     }
+    if (strncmp(path, "kms/", 4) == 0) {
+        /* the built-in KMSKey API answers there: a mount below it could never be reached */
+        return KMS_FAIL(c, 400, "path is already in use at kms/");
+    }
     if (strcmp(type, "transit") != 0) {
         return KMS_FAIL(c, 400, "plugin not found in the catalog: %s", type);
     }

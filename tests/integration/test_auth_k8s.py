@@ -595,6 +595,13 @@ class K8sLoginTest(KmsdTestCase):
                          400, "plugin not found in the catalog: ldap")
         self.assertError(srv.request("POST", "sys/auth/token", {"type": "kubernetes"},
                                      namespace=ORG), 400, "path is already in use at auth/token/")
+        # nor below it, nor below the built-in KMSKey API: no request could reach such a mount
+        self.assertError(srv.request("POST", "sys/auth/token/x", {"type": "kubernetes"},
+                                     namespace=ORG), 400, "path is already in use at auth/token/")
+        for path in ("kms", "kms/x"):
+            self.assertError(srv.request("POST", "sys/mounts/" + path, {"type": "transit"},
+                                         namespace=ORG), 400, "path is already in use at kms/")
+        self.assertNotIn("token/x/", ok(srv.request("GET", "sys/auth", namespace=ORG), 200).data)
         self.assertStatus(srv.request("POST", "sys/auth/k8s-host", {"type": "kubernetes"},
                                       namespace=ORG), 400)
         # per namespace: the root namespace has no k8s-host

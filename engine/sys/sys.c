@@ -461,6 +461,10 @@ static int remount_check(struct kms_ctx *c, const char *from_raw, const char *to
             return KMS_FAIL(c, 400, "cannot remount to destination %s", to);
         }
     }
+    if (strncmp(to, "kms/", 4) == 0) {
+        /* the built-in KMSKey API answers there (as for sys/mounts) */
+        return KMS_FAIL(c, 400, "cannot remount to destination %s", to);
+    }
     return 0;
 }
 

@@ -602,6 +602,12 @@ class K8sLoginTest(KmsdTestCase):
             self.assertError(srv.request("POST", "sys/mounts/" + path, {"type": "transit"},
                                          namespace=ORG), 400, "path is already in use at kms/")
         self.assertNotIn("token/x/", ok(srv.request("GET", "sys/auth", namespace=ORG), 200).data)
+        ok(srv.request("POST", "sys/mounts/t-kms", {"type": "transit"}, namespace=ORG))
+        for to in ("kms", "kms/x"):
+            self.assertError(srv.request("POST", "sys/remount", {"from": "t-kms", "to": to},
+                                         namespace=ORG), 400,
+                             "cannot remount to destination %s/" % to)
+        ok(srv.request("DELETE", "sys/mounts/t-kms", namespace=ORG))
         self.assertStatus(srv.request("POST", "sys/auth/k8s-host", {"type": "kubernetes"},
                                       namespace=ORG), 400)
         # per namespace: the root namespace has no k8s-host

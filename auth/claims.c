@@ -21,7 +21,11 @@ json_t *kms_claims_get(json_t *claims, const char *name)
         const char *slash = strchr(p, '/');
         size_t n = slash ? (size_t)(slash - p) : strlen(p);
         size_t o = 0;
-        for (size_t i = 0; i < n && o + 1 < sizeof(seg); i++) {
+        for (size_t i = 0; i < n; i++) {
+            if (o + 1 == sizeof(seg)) {
+                /* a segment too long to hold names no claim: never a truncated, other name */
+                return NULL;
+            }
             if (p[i] == '~' && i + 1 < n && (p[i + 1] == '0' || p[i + 1] == '1')) {
                 seg[o++] = p[i + 1] == '0' ? '~' : '/';
                 i++;

@@ -678,6 +678,18 @@ class JwtMethodTest(KmsdTestCase):
                         namespace=ORG), 200).data
         self.assertEqual(d["display_name"], "oidc-dev@example.com")
 
+    def test_long_pointer_segment_names_no_other_claim(self):
+        """A JSON-pointer segment longer than kmsd reads names no claim; it used to be cut to
+        255 bytes and match the claim with that shorter name."""
+        long_name = "a" * 300
+        ok(self.server.request("POST", "auth/oidc/role/long-pointer",
+                               {"role_type": "jwt", "user_claim": "email",
+                                "bound_audiences": "kube-dc",
+                                "bound_claims": {"/" + long_name: "yes"},
+                                "token_policies": "kms-viewer"}, namespace=ORG))
+        r = self.jlogin(self.person(**{long_name[:255]: "yes"}), role="long-pointer")
+        self.assertError(r, 400, 'error validating claims: claim "/%s" is missing' % long_name)
+
     def test_long_audience_list(self):
         """Every bound audience counts (a login used to look at the first 64 only)."""
         ok(self.server.request("POST", "auth/oidc/role/many-auds",

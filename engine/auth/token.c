@@ -163,7 +163,14 @@ static int lookup_data(struct kms_ctx *c, const struct kms_token *t, const char 
 
 static int lookup_self(struct kms_ctx *c)
 {
-    return lookup_data(c, &c->token, request_token(c));
+    int rc = lookup_data(c, &c->token, request_token(c));
+    if (rc == 0 && c->token.num_uses > 0) {
+        /* this request has used the token already: what is left, as OpenBao shows it after
+         * its UseToken (-1 on the last use: the token is revoked as the request ends) */
+        json_object_set_new(c->data, "num_uses",
+                            json_integer(c->token.num_uses > 1 ? c->token.num_uses - 1 : -1));
+    }
+    return rc;
 }
 
 /* A token created against a token role renews with the role's current period (OpenBao's

@@ -313,9 +313,26 @@ class TokenTest(KmsdTestCase):
         self.assertError(self.as_(tok, "POST", "transit/decrypt/" + key,
                                   {"ciphertext": "vault:v1:AAAA"}), 403, ACL_PD)
         self.assertError(self.as_(tok, "DELETE", "transit/keys/" + key), 403, ACL_PD)
-        # 3: allowed, the last use
-        ok(self.as_(tok, "GET", "auth/token/lookup-self"), 200)
+        # 3: allowed, the last use: lookup-self shows what is left after it, as OpenBao
+        # does (-1: revoked as the request ends)
+        r = ok(self.as_(tok, "GET", "auth/token/lookup-self"), 200)
+        self.assertEqual(r.json["data"]["num_uses"], -1)
         self.assertError(self.as_(tok, "GET", "auth/token/lookup-self"), 403, PD)
+
+    def test_lookup_self_shows_the_uses_left(self):
+        r = ok(self.req("POST", "auth/token/create",
+                        {"policies": ["kms-viewer"], "num_uses": 3}, namespace=ORG), 200)
+        tok = r.json["auth"]["client_token"]
+        self.assertEqual(r.json["auth"]["num_uses"], 3)
+        seen = [ok(self.as_(tok, "GET", "auth/token/lookup-self"), 200).json["data"]["num_uses"]
+                for _ in range(3)]
+        self.assertEqual(seen, [2, 1, -1])
+        self.assertError(self.as_(tok, "GET", "auth/token/lookup-self"), 403, PD)
+        # an unlimited token stays at 0
+        r = ok(self.req("POST", "auth/token/create", {"policies": ["kms-viewer"]},
+                        namespace=ORG), 200)
+        self.assertEqual(ok(self.as_(r.json["auth"]["client_token"], "GET",
+                                     "auth/token/lookup-self"), 200).json["data"]["num_uses"], 0)
 
     def test_expired_token_is_403_at_once(self):
         t0 = time.monotonic()

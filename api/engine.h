@@ -46,10 +46,11 @@ enum kms_ftype {
     KMS_F_STRING,
     KMS_F_INT,
     KMS_F_BOOL,
-    KMS_F_DURATION, /* seconds, from int or "90", "1h30m", "3d" */
-    KMS_F_ARRAY,    /* any JSON array, or a comma-separated string */
-    KMS_F_MAP,      /* JSON object */
-    KMS_F_RAW,      /* anything, untouched (batch_input) */
+    KMS_F_DURATION,  /* seconds, from int or "90", "1h30m", "3d" (TypeSignedDurationSecond) */
+    KMS_F_UDURATION, /* the same, a negative value refused (TypeDurationSecond) */
+    KMS_F_ARRAY,     /* any JSON array, or a comma-separated string */
+    KMS_F_MAP,       /* JSON object */
+    KMS_F_RAW,       /* anything, untouched (batch_input) */
 };
 
 struct kms_field {
@@ -280,6 +281,14 @@ void kms_warn(struct kms_ctx *c, const char *fmt, ...) KMS_PRINTF(2, 3);
 /* Parse a Vault duration ("90", "1h30m", "3d", 3600) to seconds; -1 when invalid. */
 int kms_parse_duration(const json_t *v, int64_t *out) KMS_WUR;
 int kms_parse_duration_str(const char *s, int64_t *out) KMS_WUR;
+/*
+ * A duration field's text as OpenBao's framework reads it (parseutil.ParseDurationSecond,
+ * then whole seconds toward zero): "" is 0, an int64 is seconds, "<int>d" days, else Go's
+ * time.ParseDuration. On failure -1 with Go's message in why ("time: unknown unit ...",
+ * "strconv.ParseInt: parsing ..."); beyond KMS_DURATION_MAX_SEC is `time: invalid duration`
+ * (Go would wrap around).
+ */
+int kms_parse_go_duration_second(const char *s, int64_t *out, char *why, size_t whylen) KMS_WUR;
 /* Go strconv.ParseBool. */
 bool kms_parse_go_bool(const char *s, bool *out);
 /* Decode a base64 parameter with Go's message on failure. *out malloc'd (wiped-free). */

@@ -6,6 +6,7 @@
 #include "api/api_int.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +55,301 @@ int kms_parse_duration(const json_t *v, int64_t *out)
         return kms_parse_duration_str(json_string_value(v), out);
     }
     return -1;
+}
+
+/* Go's time.quote: ASCII kept ('"' and '\' escaped), other bytes as \xHH. */
+static void go_time_quote(const char *s, char *buf, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    if (len < 3) {
+        return;
+    }
+    buf[o++] = '"';
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0' && o + 6 < len; p++) {
+        if (*p < 0x20 || *p >= 0x80) {
+            buf[o++] = '\\';
+            buf[o++] = 'x';
+            buf[o++] = hex[*p >> 4];
+            buf[o++] = hex[*p & 0xf];
+            continue;
+        }
+        if (*p == '"' || *p == '\\') {
+            buf[o++] = '\\';
+        }
+        buf[o++] = (char)*p;
+    }
+    buf[o++] = '"';
+    buf[o] = '\0';
+}
+
+/* Go's strconv.Quote for the ASCII range (the text of a NumError); UTF-8 kept. */
+static void go_strconv_quote(const char *s, size_t n, char *buf, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    static const char ctl[] = "\a\b\f\n\r\t\v", name[] = "abfnrtv";
+    size_t o = 0;
+    if (len < 3) {
+        return;
+    }
+    buf[o++] = '"';
+    for (size_t i = 0; i < n && o + 6 < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        const char *at = ch != '\0' ? strchr(ctl, ch) : NULL;
+        if (ch == '"' || ch == '\\') {
+            buf[o++] = '\\';
+            buf[o++] = (char)ch;
+        } else if (at != NULL) {
+            buf[o++] = '\\';
+            buf[o++] = name[at - ctl];
+        } else if (ch < 0x20 || ch == 0x7f) {
+            buf[o++] = '\\';
+            buf[o++] = 'x';
+            buf[o++] = hex[ch >> 4];
+            buf[o++] = hex[ch & 0xf];
+        } else {
+            buf[o++] = (char)ch;
+        }
+    }
+    buf[o++] = '"';
+    buf[o] = '\0';
+}
+
+/* strconv.ParseInt(s[:n], 10, 64): 0 parsed, 1 syntax error, 2 out of range (Go stops at
+ * the first digit that overflows, so "99999999999999999999x" is out of range). */
+static int go_parse_int(const char *s, size_t n, int64_t *out)
+{
+    size_t i = 0;
+    bool neg = false;
+    uint64_t v = 0;
+    if (n > 0 && (s[0] == '+' || s[0] == '-')) {
+        neg = s[0] == '-';
+        i = 1;
+    }
+    if (i == n) {
+        return 1;
+    }
+    for (; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return 1;
+        }
+        if (v > (UINT64_MAX - 9) / 10) {
+            return 2;
+        }
+        v = v * 10 + (uint64_t)(s[i] - '0');
+        if (v > (uint64_t)INT64_MAX + 1) {
+            return 2;
+        }
+    }
+    if (!neg && v > (uint64_t)INT64_MAX) {
+        return 2;
+    }
+    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
+    return 0;
+}
+
+/* Go's time.ParseDuration: 0 with the duration in nanoseconds (as a magnitude and a sign),
+ * else -1 with Go's message. */
+static int go_parse_duration(const char *orig, uint64_t *ns, bool *neg, char *why, size_t whylen)
+{
+    static const struct {
+        const char *name;
+        uint64_t ns;
+    } units[] = {
+        {"ns", 1ULL},           {"us", 1000ULL},
+        {"\xc2\xb5s", 1000ULL}, /* U+00B5 */
+        {"\xce\xbcs", 1000ULL}, /* U+03BC */
+        {"ms", 1000000ULL},     {"s", 1000000000ULL},
+        {"m", 60000000000ULL},  {"h", 3600000000000ULL},
+    };
+    const uint64_t lim = 1ULL << 63;
+    const char *s = orig;
+    char q[160];
+    uint64_t d = 0;
+
+    go_time_quote(orig, q, sizeof(q));
+    *neg = false;
+    if (*s == '-' || *s == '+') {
+        *neg = *s == '-';
+        s++;
+    }
+    if (strcmp(s, "0") == 0) {
+        *ns = 0;
+        return 0;
+    }
+    if (*s == '\0') {
+        goto invalid;
+    }
+    while (*s != '\0') {
+        uint64_t v = 0, f = 0;
+        double scale = 1.0;
+        bool pre = false, post = false, over = false;
+        if (!(*s == '.' || (*s >= '0' && *s <= '9'))) {
+            goto invalid;
+        }
+        for (; *s >= '0' && *s <= '9'; s++) {
+            if (v > lim / 10) {
+                goto invalid;
+            }
+            v = v * 10 + (uint64_t)(*s - '0');
+            if (v > lim) {
+                goto invalid;
+            }
+            pre = true;
+        }
+        if (*s == '.') {
+            s++;
+            for (; *s >= '0' && *s <= '9'; s++) {
+                post = true;
+                if (over) {
+                    continue;
+                }
+                if (f > (lim - 1) / 10) {
+                    over = true;
+                    continue;
+                }
+                uint64_t y = f * 10 + (uint64_t)(*s - '0');
+                if (y > lim) {
+                    over = true;
+                    continue;
+                }
+                f = y;
+                scale *= 10;
+            }
+        }
+        if (!pre && !post) {
+            goto invalid;
+        }
+        size_t ulen = 0;
+        while (s[ulen] != '\0' && s[ulen] != '.' && !(s[ulen] >= '0' && s[ulen] <= '9')) {
+            ulen++;
+        }
+        if (ulen == 0) {
+            snprintf(why, whylen, "time: missing unit in duration %s", q);
+            return -1;
+        }
+        uint64_t unit = 0;
+        for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+            if (strlen(units[i].name) == ulen && strncmp(s, units[i].name, ulen) == 0) {
+                unit = units[i].ns;
+                break;
+            }
+        }
+        if (unit == 0) {
+            char u[64], uq[160];
+            snprintf(u, sizeof(u), "%.*s", (int)(ulen < sizeof(u) ? ulen : sizeof(u) - 1), s);
+            go_time_quote(u, uq, sizeof(uq));
+            snprintf(why, whylen, "time: unknown unit %s in duration %s", uq, q);
+            return -1;
+        }
+        s += ulen;
+        if (v > lim / unit) {
+            goto invalid;
+        }
+        v *= unit;
+        if (f > 0) {
+            v += (uint64_t)((double)f * ((double)unit / scale));
+            if (v > lim) {
+                goto invalid;
+            }
+        }
+        d += v;
+        if (d > lim) {
+            goto invalid;
+        }
+    }
+    if (!*neg && d > lim - 1) {
+        goto invalid;
+    }
+    *ns = d;
+    return 0;
+invalid:
+    snprintf(why, whylen, "time: invalid duration %s", q);
+    return -1;
+}
+
+int kms_parse_go_duration_second(const char *s, int64_t *out, char *why, size_t whylen)
+{
+    size_t n = strlen(s);
+    int64_t v;
+    char q[160];
+
+    if (n == 0) {
+        *out = 0;
+        return 0;
+    }
+    if (go_parse_int(s, n, &v) == 0) {
+        if (v > KMS_DURATION_MAX_SEC || v < -KMS_DURATION_MAX_SEC) {
+            goto toolong; /* Go's time.Duration would wrap around */
+        }
+        *out = v;
+        return 0;
+    }
+    if (s[n - 1] == 'd') {
+        int r = go_parse_int(s, n - 1, &v);
+        if (r != 0) {
+            go_strconv_quote(s, n - 1, q, sizeof(q));
+            snprintf(why, whylen, "strconv.ParseInt: parsing %s: %s", q,
+                     r == 1 ? "invalid syntax" : "value out of range");
+            return -1;
+        }
+        if (v > KMS_DURATION_MAX_SEC / 86400 || v < -(KMS_DURATION_MAX_SEC / 86400)) {
+            goto toolong;
+        }
+        *out = v * 86400;
+        return 0;
+    }
+    uint64_t ns;
+    bool neg;
+    if (go_parse_duration(s, &ns, &neg, why, whylen) != 0) {
+        return -1;
+    }
+    /* int(dur.Seconds()): whole seconds, toward zero */
+    *out = (int64_t)(ns / 1000000000ULL) * (neg ? -1 : 1);
+    return 0;
+toolong:
+    go_time_quote(s, q, sizeof(q));
+    snprintf(why, whylen, "time: invalid duration %s", q);
+    return -1;
+}
+
+/* A JSON value of a duration field as ParseDurationSecond sees it: the text of a number
+ * (Go keeps a json.Number's text; a real's is rebuilt, shortest form, ".0" when it has no
+ * point, as Python and Go write floats). */
+static int coerce_duration(const json_t *v, bool nonneg, int64_t *out, char *why, size_t whylen)
+{
+    char num[64];
+    const char *text;
+    if (json_is_string(v)) {
+        text = json_string_value(v);
+    } else if (json_is_integer(v)) {
+        snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        text = num;
+    } else if (json_is_real(v)) {
+        double d = json_real_value(v);
+        for (int prec = 15; prec <= 17; prec++) {
+            snprintf(num, sizeof(num), "%.*g", prec, d);
+            if (strtod(num, NULL) == d) {
+                break;
+            }
+        }
+        if (strpbrk(num, ".en") == NULL) {
+            size_t l = strlen(num);
+            snprintf(num + l, sizeof(num) - l, ".0");
+        }
+        text = num;
+    } else {
+        snprintf(why, whylen, "could not parse duration from input");
+        return -1;
+    }
+    if (kms_parse_go_duration_second(text, out, why, whylen) != 0) {
+        return -1;
+    }
+    if (nonneg && *out < 0) {
+        snprintf(why, whylen, "cannot provide negative value '%" PRId64 "'", *out);
+        return -1;
+    }
+    return 0;
 }
 
 /* [+-]digits: a number ParseInt refuses only for its size */
@@ -153,18 +449,10 @@ static int coerce(json_t *v, enum kms_ftype t, json_t **out, char *why, size_t w
         }
         return 0;
     }
-    case KMS_F_DURATION: {
+    case KMS_F_DURATION:
+    case KMS_F_UDURATION: {
         int64_t d;
-        if (kms_parse_duration(v, &d) != 0) {
-            if (json_is_integer(v)) {
-                snprintf(why, whylen, "time: invalid duration \"%" JSON_INTEGER_FORMAT "\"",
-                         json_integer_value(v));
-            } else if (json_is_real(v)) {
-                snprintf(why, whylen, "time: invalid duration \"%g\"", json_real_value(v));
-            } else {
-                snprintf(why, whylen, "time: invalid duration \"%.64s\"",
-                         json_is_string(v) ? json_string_value(v) : "?");
-            }
+        if (coerce_duration(v, t == KMS_F_UDURATION, &d, why, whylen) != 0) {
             return -1;
         }
         *out = json_integer(d);

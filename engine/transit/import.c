@@ -521,7 +521,7 @@ const struct kms_field kms_transit_import_fields[] = {
     {"exportable", KMS_F_BOOL},
     {"allow_plaintext_backup", KMS_F_BOOL},
     {"context", KMS_F_STRING},
-    {"auto_rotate_period", KMS_F_DURATION},
+    {"auto_rotate_period", KMS_F_UDURATION},
     {"convergent_encryption", KMS_F_BOOL},
     {NULL, 0},
 };

@@ -2301,7 +2301,7 @@ static const struct kms_field f_keys[] = {
     {"convergent_encryption", KMS_F_BOOL},
     {"exportable", KMS_F_BOOL},
     {"allow_plaintext_backup", KMS_F_BOOL},
-    {"auto_rotate_period", KMS_F_DURATION},
+    {"auto_rotate_period", KMS_F_UDURATION},
     {"key_size", KMS_F_INT},
     {"context", KMS_F_STRING},
     {NULL, 0},
@@ -2319,7 +2319,7 @@ static const struct kms_field f_config[] = {
     {"deletion_allowed", KMS_F_BOOL},
     {"exportable", KMS_F_BOOL},
     {"allow_plaintext_backup", KMS_F_BOOL},
-    {"auto_rotate_period", KMS_F_DURATION},
+    {"auto_rotate_period", KMS_F_UDURATION},
     {NULL, 0},
 };
 

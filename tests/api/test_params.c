@@ -17,8 +17,9 @@
 #include <string.h>
 
 static const struct kms_field fields[] = {
-    {"s", KMS_F_STRING}, {"i", KMS_F_INT}, {"b", KMS_F_BOOL}, {"d", KMS_F_DURATION},
-    {"a", KMS_F_ARRAY},  {"m", KMS_F_MAP}, {"r", KMS_F_RAW},  {NULL, 0},
+    {"s", KMS_F_STRING},   {"i", KMS_F_INT},       {"b", KMS_F_BOOL},
+    {"d", KMS_F_DURATION}, {"u", KMS_F_UDURATION}, {"a", KMS_F_ARRAY},
+    {"m", KMS_F_MAP},      {"r", KMS_F_RAW},       {NULL, 0},
 };
 
 static const struct kms_route route = {.tmpl = "t/:name", .fields = fields};
@@ -134,18 +135,65 @@ static void test_bool(void **state)
                           "expected type 'bool', got unconvertible type 'map[string]interface {}'");
 }
 
+/* parseutil.ParseDurationSecond over the text Go's decoder keeps (json.Number for numbers),
+ * then the framework's whole seconds; OpenBao's messages. */
 static void test_duration(void **state)
 {
     (void)state;
     expect("{\"d\":90}", "d", "90");
-    expect("{\"d\":2.7}", "d", "2");
     expect("{\"d\":\"90\"}", "d", "90");
+    expect("{\"d\":\"+90\"}", "d", "90");
     expect("{\"d\":\"1h30m\"}", "d", "5400");
     expect("{\"d\":\"2d\"}", "d", "172800");
-    refused("{\"d\":\"soon\"}", "Field validation failed: error converting input for field \"d\": "
-                                "time: invalid duration \"soon\"");
-    refused("{\"d\":true}", "Field validation failed: error converting input for field \"d\": "
-                            "time: invalid duration \"?\"");
+    expect("{\"d\":\"-2d\"}", "d", "-172800");
+    expect("{\"d\":\"1.5h\"}", "d", "5400");
+    expect("{\"d\":\".5m\"}", "d", "30");
+    expect("{\"d\":\"2.9s\"}", "d", "2");
+    expect("{\"d\":\"-2.9s\"}", "d", "-2");
+    expect("{\"d\":\"1500ms\"}", "d", "1");
+    expect("{\"d\":\"3\xc2\xb5s\"}", "d", "0");
+    expect("{\"d\":\"0\"}", "d", "0");
+    expect("{\"d\":\"-0\"}", "d", "0");
+    expect("{\"d\":\"\"}", "d", "0"); /* an empty string is a zero duration */
+    expect("{\"d\":\"-1h\"}", "d", "-3600");
+    expect("{\"d\":\"2562047h47m16s\"}", "d", "9223372036");
+#define DUR_REFUSED(body, why)                                                                     \
+    refused(body, "Field validation failed: error converting input for field \"d\": " why)
+    DUR_REFUSED("{\"d\":\"soon\"}", "time: invalid duration \"soon\"");
+    DUR_REFUSED("{\"d\":\"-\"}", "time: invalid duration \"-\"");
+    DUR_REFUSED("{\"d\":\"1h.\"}", "time: invalid duration \"1h.\"");
+    DUR_REFUSED("{\"d\":\"1.5\"}", "time: missing unit in duration \"1.5\"");
+    DUR_REFUSED("{\"d\":\"1h30\"}", "time: missing unit in duration \"1h30\"");
+    DUR_REFUSED("{\"d\":\"90x\"}", "time: unknown unit \"x\" in duration \"90x\"");
+    DUR_REFUSED("{\"d\":\"1 h\"}", "time: unknown unit \" h\" in duration \"1 h\"");
+    DUR_REFUSED("{\"d\":\"1H\"}", "time: unknown unit \"H\" in duration \"1H\"");
+    DUR_REFUSED("{\"d\":\"1\xc3\xa9\"}", "time: unknown unit \"\\xc3\\xa9\" in duration "
+                                         "\"1\\xc3\\xa9\"");
+    /* "d" is only a whole suffix: ParseInt's words for what comes before it */
+    DUR_REFUSED("{\"d\":\"1.5d\"}", "strconv.ParseInt: parsing \"1.5\": invalid syntax");
+    DUR_REFUSED("{\"d\":\"1h2d\"}", "strconv.ParseInt: parsing \"1h2\": invalid syntax");
+    DUR_REFUSED("{\"d\":\"d\"}", "strconv.ParseInt: parsing \"\": invalid syntax");
+    DUR_REFUSED("{\"d\":\"1\\t\\\"d\"}", "strconv.ParseInt: parsing \"1\\t\\\"\": invalid syntax");
+    DUR_REFUSED("{\"d\":\"99999999999999999999d\"}",
+                "strconv.ParseInt: parsing \"99999999999999999999\": value out of range");
+    /* a JSON number is its text to Go: a fraction has no unit */
+    DUR_REFUSED("{\"d\":2.7}", "time: missing unit in duration \"2.7\"");
+    DUR_REFUSED("{\"d\":3600.0}", "time: missing unit in duration \"3600.0\"");
+    DUR_REFUSED("{\"d\":true}", "could not parse duration from input");
+    DUR_REFUSED("{\"d\":[]}", "could not parse duration from input");
+    DUR_REFUSED("{\"d\":{}}", "could not parse duration from input");
+    /* past time.Duration (Go would wrap around) */
+    DUR_REFUSED("{\"d\":\"2562047h47m17s\"}", "time: invalid duration \"2562047h47m17s\"");
+    DUR_REFUSED("{\"d\":9223372037}", "time: invalid duration \"9223372037\"");
+    DUR_REFUSED("{\"d\":\"106751992d\"}", "time: invalid duration \"106751992d\"");
+#undef DUR_REFUSED
+    /* TypeDurationSecond (unsigned): a negative value is refused after parsing */
+    expect("{\"u\":\"-0.5s\"}", "u", "0");
+    expect("{\"u\":\"\"}", "u", "0");
+    refused("{\"u\":\"-1h\"}", "Field validation failed: error converting input for field \"u\": "
+                               "cannot provide negative value '-3600'");
+    refused("{\"u\":-5}", "Field validation failed: error converting input for field \"u\": "
+                          "cannot provide negative value '-5'");
 }
 
 static void test_array(void **state)

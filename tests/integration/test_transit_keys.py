@@ -15,6 +15,7 @@ ALWAYS_FIELDS = {
     "supports_derivation": bool, "auto_rotate_period": int, "imported_key": bool,
 }
 AUTO_ROTATE_MSG = "auto rotate period must be 0 to disable or at least an hour"
+FIELD_MSG = 'Field validation failed: error converting input for field "auto_rotate_period": %s'
 
 
 class KeyCreateTest(KmsdTestCase):
@@ -117,7 +118,7 @@ class KeyCreateTest(KmsdTestCase):
                 name = self.uniq()
                 r = self.req("POST", "transit/keys/" + name, {"auto_rotate_period": bad})
                 if bad == "-1h":
-                    self.assertStatus(r, 400)
+                    self.assertError(r, 400, FIELD_MSG % "cannot provide negative value '-3600'")
                 else:
                     self.assertError(r, 400, AUTO_ROTATE_MSG)
                 self.assertStatus(self.req("GET", "transit/keys/" + name), 404)
@@ -129,6 +130,38 @@ class KeyCreateTest(KmsdTestCase):
                 self.assertEqual(d["auto_rotate_period"], secs)
                 self.assertIs(type(d["auto_rotate_period"]), int)
                 self.assertEqual(self.read_key(name)["auto_rotate_period"], secs)
+
+    def test_auto_rotate_period_parsed_as_openbao(self):
+        """OpenBao reads auto_rotate_period with parseutil.ParseDurationSecond over the text of
+        the value (a JSON number keeps its text): "" is 0, so it turns rotation off; "d" is only
+        a whole-number suffix; a JSON fraction has no unit; a negative period is refused by the
+        field type (TypeDurationSecond) before the handler runs."""
+        name, d = self.create_key(auto_rotate_period="2d")
+        self.assertEqual(d["auto_rotate_period"], 172800)
+        r = self.req("POST", "transit/keys/%s/config" % name, {"auto_rotate_period": ""})
+        self.assertOK(r)
+        self.assertEqual(r.data["auto_rotate_period"], 0)
+        self.assertEqual(self.read_key(name)["auto_rotate_period"], 0)
+        name2, d = self.create_key(auto_rotate_period="")
+        self.assertEqual(d["auto_rotate_period"], 0)
+        self.configure(name, auto_rotate_period="1h")
+        for bad, why in (
+                ("-2h", "cannot provide negative value '-7200'"),
+                (-3600, "cannot provide negative value '-3600'"),
+                ("1.5d", 'strconv.ParseInt: parsing "1.5": invalid syntax'),
+                ("1h2d", 'strconv.ParseInt: parsing "1h2": invalid syntax'),
+                (3600.5, 'time: missing unit in duration "3600.5"'),
+                ("2h30", 'time: missing unit in duration "2h30"'),
+                ("2 h", 'time: unknown unit " h" in duration "2 h"'),
+                ("1H", 'time: unknown unit "H" in duration "1H"'),
+                (True, "could not parse duration from input")):
+            with self.subTest(period=bad):
+                r = self.req("POST", "transit/keys/%s/config" % name, {"auto_rotate_period": bad})
+                self.assertError(r, 400, FIELD_MSG % why)
+                r = self.req("POST", "transit/keys/" + self.uniq(), {"auto_rotate_period": bad})
+                self.assertError(r, 400, FIELD_MSG % why)
+        # nothing was changed by the refusals
+        self.assertEqual(self.read_key(name)["auto_rotate_period"], 3600)
 
     def test_auto_rotate_checked_before_type(self):
         r = self.req("POST", "transit/keys/" + self.uniq(),

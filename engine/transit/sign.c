@@ -107,12 +107,11 @@ static int prepare(struct kms_ctx *c, const char *missing, const char *what,
  * The request's items: batch_input (an array of objects of strings, at most max_batch_items)
  * or one object built from the top-level fields. *items is a new reference.
  */
-static int collect(struct kms_ctx *c, const char *const *single, json_t **items, bool *batch)
+static int collect(struct kms_ctx *c, const char *const *single, const char *go_item,
+                   json_t **items, bool *batch)
 {
     json_t *bi = kms_param(c, "batch_input");
     const char *s;
-    size_t i;
-    json_t *it;
 
     *batch = bi != NULL;
     if (bi == NULL) {
@@ -129,44 +128,7 @@ static int collect(struct kms_ctx *c, const char *const *single, json_t **items,
         *items = json_pack("[o]", one);
         return 0;
     }
-    if (!json_is_array(bi)) {
-        return KMS_FAILW(c, 500,
-                         "failed to parse batch input: '' source data must be an array or slice, "
-                         "got %s",
-                         kms_go_kind(bi));
-    }
-    if (json_array_size(bi) == 0) {
-        return KMS_FAIL(c, 400, "missing batch input to process");
-    }
-    if (json_array_size(bi) > kms_api_limits(c->api)->max_batch_items) {
-        return KMS_FAIL(c, 400,
-                        "batch_input has %zu items, more than the limit of %zu (max_batch_items)",
-                        json_array_size(bi), kms_api_limits(c->api)->max_batch_items);
-    }
-    json_array_foreach(bi, i, it)
-    {
-        const char *k;
-        json_t *v;
-        if (json_is_null(it)) {
-            continue; /* mapstructure leaves it an empty map: the item's own error follows */
-        }
-        if (!json_is_object(it)) {
-            return KMS_FAILW(c, 500,
-                             "failed to parse batch input: '[%zu]' expected a map, got '%s'", i,
-                             kms_go_kind(it));
-        }
-        json_object_foreach(it, k, v)
-        {
-            if (!json_is_string(v)) {
-                return KMS_FAILW(c, 500,
-                                 "failed to parse batch input: '[%zu][%s]' expected type "
-                                 "'string', got unconvertible type '%s'",
-                                 i, k, json_is_number(v) ? "json.Number" : "interface {}");
-            }
-        }
-    }
-    *items = json_incref(bi);
-    return 0;
+    return kms_transit_string_batch(c, bi, go_item, items);
 }
 
 /*
@@ -310,7 +272,11 @@ static int run(struct kms_ctx *c, const char *missing, const char *what, const c
 
     memset(&vs, 0, sizeof(vs));
     memset(&o, 0, sizeof(o));
-    if (prepare(c, missing, what, &p, &o) != 0 || collect(c, single, &items, &batch) != 0) {
+    if (prepare(c, missing, what, &p, &o) != 0 ||
+        collect(c, single,
+                strcmp(what, "signing") == 0 ? "transit.batchRequestSignItem"
+                                             : "transit.batchRequestVerifyItem",
+                &items, &batch) != 0) {
         goto out;
     }
     /* a batch builds each version's OpenSSL key once */

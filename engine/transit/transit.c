@@ -12,6 +12,7 @@
 #include "engine/transit/transit_int.h"
 #include "crypto/keyring.h"
 
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -868,6 +869,114 @@ static const char *go_type(const json_t *v)
         return "map[string]interface {}";
     }
     return "string";
+}
+
+/* The text a json.Number keeps: an integer's digits, a real's shortest form. */
+static json_t *number_text(const json_t *v)
+{
+    char buf[64];
+    if (json_is_integer(v)) {
+        snprintf(buf, sizeof(buf), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        return json_string(buf);
+    }
+    double d = json_real_value(v);
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(buf, sizeof(buf), "%.*g", prec, d);
+        if (strtod(buf, NULL) == d) {
+            break;
+        }
+    }
+    return json_string(buf);
+}
+
+/* Append one line to the joined decode errors (errors.Join: one a line). */
+static void join_error(char *buf, size_t len, size_t *o, const char *fmt, ...) KMS_PRINTF(4, 5);
+static void join_error(char *buf, size_t len, size_t *o, const char *fmt, ...)
+{
+    va_list ap;
+    if (*o >= len) {
+        return;
+    }
+    if (*o > 0) {
+        *o += (size_t)snprintf(buf + *o, len - *o, "\n");
+        if (*o >= len) {
+            return;
+        }
+    }
+    va_start(ap, fmt);
+    int n = vsnprintf(buf + *o, len - *o, fmt, ap);
+    va_end(ap);
+    *o += n > 0 ? (size_t)n : 0;
+}
+
+int kms_transit_string_batch(struct kms_ctx *c, json_t *bi, const char *go_item, json_t **out)
+{
+    char errs[512];
+    size_t o = 0;
+    size_t i;
+    json_t *it;
+    json_t *items = NULL;
+
+    *out = NULL;
+    errs[0] = '\0';
+    if (!json_is_array(bi)) {
+        return KMS_FAILW(c, 500,
+                         "failed to parse batch input: '' source data must be an array or slice, "
+                         "got %s",
+                         kms_go_kind(bi));
+    }
+    if (json_array_size(bi) > kms_api_limits(c->api)->max_batch_items) {
+        return KMS_FAIL(c, 400,
+                        "batch_input has %zu items, more than the limit of %zu (max_batch_items)",
+                        json_array_size(bi), kms_api_limits(c->api)->max_batch_items);
+    }
+    items = json_array();
+    if (items == NULL) {
+        return KMS_FAILW(c, 500, "out of memory");
+    }
+    json_array_foreach(bi, i, it)
+    {
+        json_t *m = json_object();
+        const char *k;
+        json_t *v;
+        if (m == NULL || json_array_append_new(items, m) != 0) {
+            json_decref(items);
+            return KMS_FAILW(c, 500, "out of memory");
+        }
+        if (json_is_null(it)) {
+            continue; /* an empty map: the item's own error follows */
+        }
+        if (!json_is_object(it)) {
+            join_error(errs, sizeof(errs), &o,
+                       "'[%zu]' expected type '%s', got unconvertible type '%s'", i, go_item,
+                       go_type(it));
+            continue;
+        }
+        json_object_foreach(it, k, v)
+        {
+            if (json_is_string(v)) {
+                json_object_set(m, k, v);
+            } else if (json_is_number(v)) {
+                json_object_set_new(m, k, number_text(v));
+            } else if (json_is_null(v)) {
+                json_object_set_new(m, k, json_string("")); /* decoded as the zero value */
+            } else {
+                join_error(errs, sizeof(errs), &o,
+                           "'[%zu][%s]' expected type 'string', got unconvertible type '%s'", i, k,
+                           go_type(v));
+            }
+        }
+    }
+    if (o > 0) {
+        json_decref(items);
+        return KMS_FAILW(c, 500, "failed to parse batch input: %s", errs);
+    }
+    if (json_array_size(items) == 0) {
+        json_decref(items);
+        return KMS_FAIL(c, 400, "missing batch input to process");
+    }
+    *out = items;
+    return 0;
 }
 
 static const char *const item_fields[] = {"plaintext", "ciphertext",  "context", "associated_data",

@@ -43,7 +43,40 @@ static int decode_input(const char *in, uint8_t **out, size_t *len, struct kms_e
     return 0;
 }
 
-/* One HMAC item; *out = "vault:v<N>:<b64>" (malloc'd). */
+/*
+ * The version an hmac request uses, checked once for the whole request in OpenBao's order
+ * (its handler, then Policy.HMACKey): 0 is the latest, below a set min_encryption_version is
+ * too old (even when negative), then soft-deleted, negative, past the latest, below
+ * min_decryption_version. 400s.
+ */
+static int hmac_version(const struct kms_key_policy *p, int64_t *ver, struct kms_err *err)
+{
+    if (*ver == 0) {
+        *ver = p->latest_version;
+    }
+    if (*ver != p->latest_version && p->min_encryption_version > 0 &&
+        *ver < p->min_encryption_version) {
+        return kms_err_set(err, 400,
+                           "cannot generate HMAC: version is too old (disallowed by "
+                           "policy)");
+    }
+    if (p->soft_deleted) {
+        return kms_err_set(err, 400, "%s", KMS_MSG_SOFT_DELETED);
+    }
+    if (*ver < 0) {
+        return kms_err_set(err, 400, "key version does not exist (cannot be negative)");
+    }
+    if (*ver > p->latest_version) {
+        return kms_err_set(err, 400, "key version does not exist; latest key version is %u",
+                           p->latest_version);
+    }
+    if (*ver < p->min_decryption_version) {
+        return kms_err_set(err, 400, "no such key version");
+    }
+    return 0;
+}
+
+/* One HMAC item with a checked version; *out = "vault:v<N>:<b64>" (malloc'd). */
 static int hmac_one(struct kms_ctx *c, const char *name, const struct kms_key_policy *p,
                     enum kms_hash h, int64_t ver, const char *input, char **out,
                     struct kms_err *err)
@@ -57,24 +90,6 @@ static int hmac_one(struct kms_ctx *c, const char *name, const struct kms_key_po
     memset(&kv, 0, sizeof(kv));
     if (input == NULL) {
         return kms_err_set(err, 400, "missing input for HMAC");
-    }
-    if (ver == 0) {
-        ver = p->latest_version;
-    }
-    if (ver < 0) {
-        return kms_err_set(err, 400, "key version does not exist (cannot be negative)");
-    }
-    if (ver > p->latest_version) {
-        return kms_err_set(err, 400, "key version does not exist; latest key version is %u",
-                           p->latest_version);
-    }
-    if (p->min_encryption_version > 0 && ver < p->min_encryption_version) {
-        return kms_err_set(err, 400,
-                           "cannot generate HMAC: version is too old (disallowed by "
-                           "policy)");
-    }
-    if (ver < p->min_decryption_version) {
-        return kms_err_set(err, 400, "no such key version");
     }
     if (decode_input(input, &in, &inlen, err) != 0 ||
         kms_transit_read_version(c, name, (uint32_t)ver, &kv, err) != 0) {
@@ -123,15 +138,19 @@ int kms_transit_hmac(struct kms_ctx *c)
     enum kms_hash h;
     int64_t ver = 0;
     json_t *batch = kms_param(c, "batch_input");
+    json_t *items = NULL;
 
-    if (hmac_alg(c, url_or_param(c, "algorithm", "sha2-256"), &h) != 0 ||
-        load_key(c, name, &p, "encryption key not found") != 0) {
+    /* OpenBao's order: the key, the version, the algorithm, then the items */
+    (void)kms_param_int(c, "key_version", &ver);
+    if (load_key(c, name, &p, "encryption key not found") != 0) {
         return -1;
     }
-    if (p.soft_deleted) {
-        return KMS_FAIL(c, 400, "%s", KMS_MSG_SOFT_DELETED);
+    if (hmac_version(&p, &ver, &c->err) != 0) {
+        return -1;
     }
-    (void)kms_param_int(c, "key_version", &ver);
+    if (hmac_alg(c, url_or_param(c, "algorithm", "sha2-256"), &h) != 0) {
+        return -1;
+    }
     if (batch == NULL) {
         const char *input = NULL;
         char *mac = NULL;
@@ -143,33 +162,14 @@ int kms_transit_hmac(struct kms_ctx *c)
         free(mac);
         return 0;
     }
-    if (!json_is_array(batch) || json_array_size(batch) == 0) {
-        return json_is_array(batch) ? KMS_FAIL(c, 400, "missing batch input to process")
-                                    : KMS_FAILW(c, 500, "failed to parse batch input");
-    }
-    if (json_array_size(batch) > kms_api_limits(c->api)->max_batch_items) {
-        return KMS_FAIL(c, 400,
-                        "batch_input has %zu items, more than the limit of %zu "
-                        "(max_batch_items)",
-                        json_array_size(batch), kms_api_limits(c->api)->max_batch_items);
+    if (kms_transit_string_batch(c, batch, "transit.batchRequestHMACItem", &items) != 0) {
+        return -1;
     }
     json_t *results = json_array();
     size_t i;
     json_t *item;
-    json_array_foreach(batch, i, item)
+    json_array_foreach(items, i, item)
     {
-        const char *k;
-        json_t *v;
-        json_object_foreach(item, k, v)
-        {
-            if (!json_is_string(v)) {
-                json_decref(results);
-                return KMS_FAILW(c, 500,
-                                 "failed to parse batch input: '[%zu].%s' expected type "
-                                 "'string'",
-                                 i, k);
-            }
-        }
         const char *input = json_string_value(json_object_get(item, "input"));
         const char *ref = json_string_value(json_object_get(item, "reference"));
         struct kms_err err;
@@ -185,8 +185,9 @@ int kms_transit_hmac(struct kms_ctx *c)
         json_object_set_new(o, "reference", json_string(ref ? ref : ""));
         json_array_append_new(results, o);
     }
-    c->items = json_array_size(batch);
+    c->items = json_array_size(items);
     c->data = json_pack("{s:o}", "batch_results", results);
+    json_decref(items);
     return 0;
 }
 
@@ -275,9 +276,11 @@ int kms_transit_verify(struct kms_ctx *c)
     struct kms_key_policy p;
     enum kms_hash h;
     json_t *batch = kms_param(c, "batch_input");
+    json_t *items = NULL;
     const char *sig = NULL, *hmac = NULL;
     bool has_sig = kms_param_str(c, "signature", &sig);
     bool has_hmac = kms_param_str(c, "hmac", &hmac);
+    int rc = -1;
 
     if (batch == NULL && has_sig && has_hmac) {
         return KMS_FAIL(c, 400, "provide one of 'signature' or 'hmac'");
@@ -285,54 +288,68 @@ int kms_transit_verify(struct kms_ctx *c)
     if (batch == NULL && !has_sig && !has_hmac) {
         return KMS_FAIL(c, 400, "neither a 'signature' nor an 'hmac' were given to verify");
     }
-    if (batch != NULL && json_is_array(batch)) {
+    if (batch != NULL) {
+        /* decoded first, as OpenBao does; an item with both is a signature item */
         size_t i, nsig = 0, nhmac = 0;
         json_t *item;
-        json_array_foreach(batch, i, item)
+        if (kms_transit_string_batch(c, batch, "transit.batchRequestVerifyItem", &items) != 0) {
+            return -1;
+        }
+        json_array_foreach(items, i, item)
         {
-            nsig += json_object_get(item, "signature") != NULL;
-            nhmac += json_object_get(item, "hmac") != NULL;
+            if (json_object_get(item, "signature") != NULL) {
+                nsig++;
+            } else if (json_object_get(item, "hmac") != NULL) {
+                nhmac++;
+            }
         }
         if (nsig > 0 && nhmac > 0) {
-            return KMS_FAIL(c, 400,
-                            "elements of batch_input must all provide 'signature' or all provide "
-                            "'hmac'");
+            KMS_FAIL(c, 400,
+                     "elements of batch_input must all provide 'signature' or all provide "
+                     "'hmac'");
+            goto out;
+        }
+        if (nsig > 0 && nsig < json_array_size(items)) {
+            KMS_FAIL(c, 400, "some elements of batch_input are missing 'signature'");
+            goto out;
+        }
+        if (nhmac > 0 && nhmac < json_array_size(items)) {
+            KMS_FAIL(c, 400, "some elements of batch_input are missing 'hmac'");
+            goto out;
         }
         if (nsig == 0 && nhmac == 0) {
-            return KMS_FAIL(c, 400, "no batch_input elements have 'signature' or 'hmac'");
-        }
-        if (nsig > 0 && nsig < json_array_size(batch)) {
-            return KMS_FAIL(c, 400, "some elements of batch_input are missing 'signature'");
-        }
-        if (nhmac > 0 && nhmac < json_array_size(batch)) {
-            return KMS_FAIL(c, 400, "some elements of batch_input are missing 'hmac'");
+            KMS_FAIL(c, 400, "no batch_input elements have 'signature' or 'hmac'");
+            goto out;
         }
         has_sig = nsig > 0;
     }
     if (has_sig) {
-        return kms_transit_verify_signature(c);
+        rc = kms_transit_verify_signature(c);
+        goto out;
     }
     const char *alg = kms_transit_hash_name(c);
-    if (strcmp(alg, "none") == 0 || kms_hash_parse(alg, &h) != 0) {
-        return KMS_FAIL(c, 400, "invalid hash algorithm \"%s\"", alg);
-    }
     if (load_key(c, name, &p, "encryption key not found") != 0) {
-        return -1;
+        goto out;
+    }
+    if (strcmp(alg, "none") == 0 || kms_hash_parse(alg, &h) != 0) {
+        KMS_FAIL(c, 400, "invalid hash algorithm \"%s\"", alg);
+        goto out;
     }
     if (batch == NULL) {
         const char *input = ""; /* a missing input is empty here, not an error */
         bool valid;
         (void)kms_param_str(c, "input", &input);
         if (verify_one(c, name, &p, h, input, hmac, &valid, &c->err) != 0) {
-            return -1;
+            goto out;
         }
         c->data = json_pack("{s:b}", "valid", valid);
-        return 0;
+        rc = 0;
+        goto out;
     }
     json_t *results = json_array();
     size_t i;
     json_t *item;
-    json_array_foreach(batch, i, item)
+    json_array_foreach(items, i, item)
     {
         struct kms_err err;
         bool valid = false;
@@ -348,9 +365,12 @@ int kms_transit_verify(struct kms_ctx *c)
         json_object_set_new(o, "reference", json_string(ref ? ref : ""));
         json_array_append_new(results, o);
     }
-    c->items = json_array_size(batch);
+    c->items = json_array_size(items);
     c->data = json_pack("{s:o}", "batch_results", results);
-    return 0;
+    rc = 0;
+out:
+    json_decref(items);
+    return rc;
 }
 
 int kms_transit_hash(struct kms_ctx *c)

@@ -84,6 +84,16 @@ int kms_transit_export_versions(struct kms_ctx *c, const struct kms_key_policy *
 /* The reflect.Kind name mapstructure reports for a decoded JSON value (OpenBao decodes numbers
  * as json.Number, a string kind): "map", "slice", "bool", "string" ("invalid" for null). */
 const char *kms_go_kind(const json_t *v);
+/*
+ * batch_input of hmac, sign and verify as OpenBao decodes it (mapstructure v2 into a slice of
+ * map[string]string named go_item, e.g. "transit.batchRequestSignItem"): a null item is an
+ * empty map; a string value is kept, a number becomes its text, null the empty string; an item
+ * that is not an object, or a value that is a bool, array or object, is a 500 wrapped
+ * `failed to parse batch input: ...` (every item's error, one a line); [] is 400 `missing
+ * batch input to process`; more than max_batch_items 400. *out: a new array of objects whose
+ * values are all strings.
+ */
+int kms_transit_string_batch(struct kms_ctx *c, json_t *bi, const char *go_item, json_t **out);
 
 json_t *kms_transit_version_json(const struct kms_key_policy *p, const struct kms_key_version *kv,
                                  const uint8_t *context, size_t ctxlen, struct kms_err *err);

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import unittest
 
-from kmsd_harness import KmsdTestCase, b64
+from kmsd_harness import KmsdTestCase, b64, multierror
 
 
 class HmacHashRandomTest(KmsdTestCase):
@@ -80,6 +80,66 @@ class HmacHashRandomTest(KmsdTestCase):
         self.assertError(self.req("POST", "transit/verify/" + self.key,
                                   {"input": b64("hello"), "hmac": mac}),
                          400, "cannot verify HMAC: version is too old (disallowed by policy)")
+
+    def test_verify_batch_input_decoded_as_openbao(self):
+        """OpenBao decodes verify's batch_input (mapstructure v2 into a slice of string maps)
+        before anything else: a batch_input that is not an array is a parse error, never an
+        empty success; [] is 'missing batch input to process'; an item that is not an object
+        fails the request; an item with both 'signature' and 'hmac' is a signature item."""
+        mac = self.req("POST", "transit/hmac/" + self.key,
+                       {"input": b64("hello")}).json["data"]["hmac"]
+        for bad, kind in (({"input": b64("hello"), "hmac": mac}, "map"), ("x", "string")):
+            with self.subTest(batch_input=bad):
+                self.assertError(
+                    self.req("POST", "transit/verify/" + self.key, {"batch_input": bad}), 500,
+                    multierror("failed to parse batch input: '' source data must be an array "
+                               "or slice, got " + kind))
+        self.assertError(self.req("POST", "transit/verify/" + self.key, {"batch_input": []}),
+                         400, "missing batch input to process")
+        self.assertError(
+            self.req("POST", "transit/verify/" + self.key,
+                     {"batch_input": [{"input": b64("hello"), "hmac": mac}, 7]}), 500,
+            multierror("failed to parse batch input: '[1]' expected type "
+                       "'transit.batchRequestVerifyItem', got unconvertible type 'json.Number'"))
+        # both fields: counted as a signature item (an AES key cannot verify signatures)
+        self.assertError(
+            self.req("POST", "transit/verify/" + self.key,
+                     {"batch_input": [{"input": b64("x"), "hmac": mac, "signature": mac}]}),
+            400, "key type aes256-gcm96 does not support verification")
+        # null values decode as "": a null reference echoes "", a null input verifies ""
+        empty = self.req("POST", "transit/hmac/" + self.key,
+                         {"input": ""}).json["data"]["hmac"]
+        r = self.req("POST", "transit/verify/" + self.key, {"batch_input": [
+            {"input": None, "hmac": empty, "reference": None}]})
+        self.assertEqual(r.status, 200, r.describe())
+        self.assertEqual(r.json["data"]["batch_results"], [{"valid": True, "reference": ""}])
+
+    def test_hmac_request_checks_come_before_the_items(self):
+        """OpenBao's hmac handler checks the key, then the requested version, then the
+        algorithm, once for the whole request, and only then reads the items: a bad
+        key_version fails a batch as a whole (400), not item by item."""
+        for ver, msg in ((9, "key version does not exist; latest key version is 1"),
+                         (-1, "key version does not exist (cannot be negative)")):
+            with self.subTest(key_version=ver):
+                self.assertError(
+                    self.req("POST", "transit/hmac/" + self.key,
+                             {"batch_input": [{"input": b64("x")}], "key_version": ver}),
+                    400, msg)
+                # the version is checked before the input is looked for
+                self.assertError(self.req("POST", "transit/hmac/" + self.key,
+                                          {"key_version": ver}), 400, msg)
+        self.assertError(self.req("POST", "transit/hmac/nope-%s/sha9" % self.key,
+                                  {"input": b64("x")}), 400, "encryption key not found")
+        # items that are not objects fail the request; numbers are their text, null is ""
+        self.assertError(
+            self.req("POST", "transit/hmac/" + self.key, {"batch_input": ["eA=="]}), 500,
+            multierror("failed to parse batch input: '[0]' expected type "
+                       "'transit.batchRequestHMACItem', got unconvertible type 'string'"))
+        r = self.req("POST", "transit/hmac/" + self.key, {"batch_input": [
+            {"input": None, "reference": 12}]})
+        self.assertEqual(r.status, 200, r.describe())
+        want = self.req("POST", "transit/hmac/" + self.key, {"input": ""}).json["data"]["hmac"]
+        self.assertEqual(r.json["data"]["batch_results"], [{"hmac": want, "reference": "12"}])
 
     def test_signatures_refused_for_symmetric_keys(self):
         self.assertError(self.req("POST", "transit/sign/" + self.key, {"input": b64("x")}),

@@ -49,7 +49,26 @@ class SigningKeysTest(KmsdTestCase):
         self.assertTrue(res[1]["signature"].startswith("vault:v1:"))
         r = self.req("POST", "transit/sign/" + name, {"batch_input": [True]})
         self.assertStatus(r, 500)
-        self.assertIn("'[0]' expected a map, got 'bool'", r.errors[0])
+        self.assertIn("'[0]' expected type 'transit.batchRequestSignItem', got unconvertible type "
+                      "'bool'", r.errors[0])
+    def test_batch_values_null_and_numbers_decode_as_openbao(self):
+        """sign's items are decoded by mapstructure into string maps: a null value is the
+        empty string (a null context is no context), a number is its text."""
+        name = self.uniq("nullctx")
+        self.create_key(name, type="ed25519")
+        r = self.req("POST", "transit/sign/" + name, {"batch_input": [
+            {"input": b64("m"), "context": None, "reference": None},
+            {"input": b64("m"), "reference": 42}]})
+        self.assertStatus(r, 200)
+        res = r.data["batch_results"]
+        self.assertTrue(res[0]["signature"].startswith("vault:v1:"), res)
+        self.assertEqual(res[0]["reference"], "")
+        self.assertEqual(res[1]["reference"], "42")
+        r = self.req("POST", "transit/verify/" + name, {"batch_input": [
+            {"input": b64("m"), "signature": res[0]["signature"], "context": None}]})
+        self.assertStatus(r, 200)
+        self.assertIs(r.data["batch_results"][0]["valid"], True)
+
     def client(self):
         c = hvac.Client(url=self.server.addr, token=self.server.root_token)
         self.addCleanup(c.adapter.close)

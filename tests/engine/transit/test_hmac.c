@@ -151,11 +151,26 @@ static void test_hmac_batch(void **state)
     json_decref(b);
     tt_fail(t, 400, "POST", "/v1/transit/hmac/hb", "{\"batch_input\":[]}",
             "missing batch input to process");
+    /* mapstructure v2 into []batchRequestHMACItem (map[string]string), as OpenBao */
     tt_fail(t, 500, "POST", "/v1/transit/hmac/hb", "{\"batch_input\":{}}",
-            "1 error occurred:\n\t* failed to parse batch input\n\n");
-    tt_fail(t, 500, "POST", "/v1/transit/hmac/hb", "{\"batch_input\":[{\"input\":1}]}",
-            "1 error occurred:\n\t* failed to parse batch input: '[0].input' expected type "
-            "'string'\n\n");
+            "1 error occurred:\n\t* failed to parse batch input: '' source data must be an "
+            "array or slice, got map\n\n");
+    tt_fail(t, 500, "POST", "/v1/transit/hmac/hb", "{\"batch_input\":[{\"input\":true}]}",
+            "1 error occurred:\n\t* failed to parse batch input: '[0][input]' expected type "
+            "'string', got unconvertible type 'bool'\n\n");
+    tt_fail(t, 500, "POST", "/v1/transit/hmac/hb", "{\"batch_input\":[{\"input\":\"eA==\"},1,[]]}",
+            "1 error occurred:\n\t* failed to parse batch input: '[1]' expected type "
+            "'transit.batchRequestHMACItem', got unconvertible type 'json.Number'\n'[2]' "
+            "expected type 'transit.batchRequestHMACItem', got unconvertible type '[]interface "
+            "{}'\n\n");
+    /* a number is its text, null the empty string */
+    b = tt_req(t, 200, "POST", "/v1/transit/hmac/hb",
+               "{\"batch_input\":[{\"input\":1234,\"reference\":5},{\"input\":null}]}");
+    r = kt_data(b, "batch_results");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(r, 0), "reference")), "5");
+    assert_non_null(json_object_get(json_array_get(r, 0), "hmac"));
+    assert_non_null(json_object_get(json_array_get(r, 1), "hmac"));
+    json_decref(b);
 
     /* verify batch: `valid` omitted when false, errors per item, always 200 */
     char body[1024];

@@ -832,6 +832,7 @@ struct item {
     const char *aad;        /* base64 or NULL */
     const char *reference;
     int64_t key_version;
+    json_t *texts; /* the strings made from JSON numbers (rewrap), owned */
     /* results */
     enum item_kind kind;
     char *out;            /* ciphertext or base64 plaintext (malloc'd) */
@@ -871,7 +872,8 @@ static const char *go_type(const json_t *v)
     return "string";
 }
 
-/* The text a json.Number keeps: an integer's digits, a real's shortest form. */
+/* The text a json.Number keeps: an integer's digits, a real's shortest form (with ".0" when
+ * that has no point, as a real was written). */
 static json_t *number_text(const json_t *v)
 {
     char buf[64];
@@ -885,6 +887,10 @@ static json_t *number_text(const json_t *v)
         if (strtod(buf, NULL) == d) {
             break;
         }
+    }
+    if (strpbrk(buf, ".en") == NULL) {
+        size_t l = strlen(buf);
+        snprintf(buf + l, sizeof(buf) - l, ".0");
     }
     return json_string(buf);
 }
@@ -979,19 +985,126 @@ int kms_transit_string_batch(struct kms_ctx *c, json_t *bi, const char *go_item,
     return 0;
 }
 
+static void free_items(struct item *items, size_t n);
+
 static const char *const item_fields[] = {"plaintext", "ciphertext",  "context", "associated_data",
                                           "reference", "key_version", "nonce",   NULL};
+
+/* The fields OpenBao decodes from an encrypt/decrypt/rewrap item, in its order. */
+static const char *const decoded_fields[] = {
+    "context", "ciphertext", "plaintext", "key_version", "associated_data", "reference", NULL};
+
+static bool field_allowed(const char *const *allowed, const char *k)
+{
+    for (size_t f = 0; allowed[f] != NULL; f++) {
+        if (strcmp(allowed[f], k) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The reflect.Kind mapstructure names in "expected a map or struct, got %q". */
+static const char *go_reflect_kind(const json_t *v)
+{
+    return json_is_array(v) ? "slice" : kms_go_kind(v);
+}
+
+static void item_set(struct item *it, const char *k, const char *s)
+{
+    if (strcmp(k, "plaintext") == 0) {
+        it->plaintext = s;
+    } else if (strcmp(k, "ciphertext") == 0) {
+        it->ciphertext = s;
+    } else if (strcmp(k, "context") == 0) {
+        it->context = s;
+    } else if (strcmp(k, "associated_data") == 0) {
+        it->aad = s;
+    } else if (strcmp(k, "reference") == 0) {
+        it->reference = s;
+    }
+}
+
+/*
+ * One batch item's fields, decoded as OpenBao does: encrypt and decrypt with its own decoder
+ * (ms false: a number in a string field is an error), rewrap with mapstructure v2 into
+ * BatchRequestItem (ms true: a number in a string field is its text). Every field of
+ * BatchRequestItem is type-checked; only the allowed ones are kept. Null values are left out.
+ * Errors are appended to errs (one a line, errors.Join); 0, or -1 out of memory.
+ */
+static int decode_item(json_t *o, size_t i, bool ms, const char *const *allowed, struct item *it,
+                       char *errs, size_t errlen, size_t *eo)
+{
+    for (size_t f = 0; decoded_fields[f] != NULL; f++) {
+        const char *k = decoded_fields[f];
+        json_t *v = json_object_get(o, k);
+        bool use = field_allowed(allowed, k); /* the others are decoded, then unused */
+        if (v == NULL || json_is_null(v)) {
+            continue;
+        }
+        if (strcmp(k, "key_version") == 0) {
+            if (json_is_integer(v)) {
+                it->key_version = use ? json_integer_value(v) : it->key_version;
+            } else if (json_is_real(v)) {
+                json_t *t = number_text(v);
+                if (t == NULL) {
+                    return -1;
+                }
+                if (ms) {
+                    join_error(errs, errlen, eo,
+                               "'[%zu].key_version' cannot parse value as 'int': "
+                               "strconv.ParseInt: parsing \"%s\": invalid syntax",
+                               i, json_string_value(t));
+                } else {
+                    join_error(errs, errlen, eo,
+                               "error decoding json.Number into [%zu].key_version: "
+                               "strconv.ParseInt: parsing \"%s\": invalid syntax",
+                               i, json_string_value(t));
+                }
+                json_decref(t);
+            } else {
+                join_error(errs, errlen, eo,
+                           "'[%zu].key_version' expected type 'int', got unconvertible type "
+                           "'%s'",
+                           i, go_type(v));
+            }
+            continue;
+        }
+        if (json_is_string(v)) {
+            if (use) {
+                item_set(it, k, json_string_value(v));
+            }
+        } else if (ms && json_is_number(v)) {
+            json_t *t = number_text(v);
+            if (t == NULL || (it->texts == NULL && (it->texts = json_array()) == NULL) ||
+                json_array_append_new(it->texts, t) != 0) {
+                return -1;
+            }
+            if (use) {
+                item_set(it, k, json_string_value(t));
+            }
+        } else {
+            join_error(errs, errlen, eo,
+                       "'[%zu].%s' expected type 'string', got unconvertible type '%s'", i, k,
+                       go_type(v));
+        }
+    }
+    return 0;
+}
 
 /*
  * Collect the request's items: batch_input when present, otherwise one item built from the
  * top-level parameters. Malformed batch input fails the whole request (500 wrapped), as in
- * OpenBao.
+ * OpenBao, with the words of its decoder (ms: rewrap's mapstructure, else encrypt and
+ * decrypt's own).
  */
-static int collect_items(struct kms_ctx *c, const char *const *allowed, struct item **out,
+static int collect_items(struct kms_ctx *c, const char *const *allowed, bool ms, struct item **out,
                          size_t *n, bool *batch)
 {
     json_t *bi = kms_param(c, "batch_input");
     const struct kms_api_limits *lim = kms_api_limits(c->api);
+    char errs[512];
+    size_t eo = 0;
     *batch = bi != NULL;
     if (bi == NULL) {
         struct item *it = calloc(1, sizeof(*it));
@@ -1009,10 +1122,16 @@ static int collect_items(struct kms_ctx *c, const char *const *allowed, struct i
         return 0;
     }
     if (!json_is_array(bi)) {
+        if (ms) {
+            return KMS_FAILW(c, 500,
+                             "failed to parse batch input: '' source data must be an array or "
+                             "slice, got %s",
+                             kms_go_kind(bi));
+        }
         return KMS_FAILW(c, 500,
-                         "failed to parse batch input: '' source data must be an array or slice, "
+                         "failed to parse batch input: source data must be an array or slice, "
                          "got %s",
-                         kms_go_kind(bi));
+                         go_type(bi));
     }
     size_t count = json_array_size(bi);
     if (count == 0) {
@@ -1029,62 +1148,34 @@ static int collect_items(struct kms_ctx *c, const char *const *allowed, struct i
     if (items == NULL) {
         return KMS_FAILW(c, 500, "out of memory");
     }
+    errs[0] = '\0';
     for (size_t i = 0; i < count; i++) {
         json_t *o = json_array_get(bi, i);
         struct item *it = &items[i];
         it->reference = "";
         it->key_version = top_version;
         if (json_is_null(o)) {
-            continue; /* mapstructure leaves a null item empty: its item error follows */
+            continue; /* an empty item: its own error follows */
         }
         if (!json_is_object(o)) {
-            free(items);
-            return KMS_FAILW(c, 500,
-                             "failed to parse batch input: '[%zu]' expected a map, got '%s'", i,
-                             kms_go_kind(o));
-        }
-        const char *k;
-        json_t *v;
-        json_object_foreach(o, k, v)
-        {
-            bool known = false;
-            for (size_t f = 0; allowed[f] != NULL; f++) {
-                known = known || strcmp(allowed[f], k) == 0;
-            }
-            if (!known || json_is_null(v)) {
+            if (ms) {
+                join_error(errs, sizeof(errs), &eo, "'[%zu]' expected a map or struct, got \"%s\"",
+                           i, go_reflect_kind(o));
                 continue;
             }
-            if (strcmp(k, "key_version") == 0) {
-                if (json_is_integer(v)) {
-                    it->key_version = json_integer_value(v);
-                    continue;
-                }
-                free(items);
-                return KMS_FAILW(c, 500,
-                                 "failed to parse batch input: '[%zu].key_version' expected type "
-                                 "'int', got unconvertible type '%s'",
-                                 i, go_type(v));
-            }
-            if (!json_is_string(v)) {
-                free(items);
-                return KMS_FAILW(c, 500,
-                                 "failed to parse batch input: '[%zu].%s' expected type 'string', "
-                                 "got unconvertible type '%s'",
-                                 i, k, go_type(v));
-            }
-            const char *s = json_string_value(v);
-            if (strcmp(k, "plaintext") == 0) {
-                it->plaintext = s;
-            } else if (strcmp(k, "ciphertext") == 0) {
-                it->ciphertext = s;
-            } else if (strcmp(k, "context") == 0) {
-                it->context = s;
-            } else if (strcmp(k, "associated_data") == 0) {
-                it->aad = s;
-            } else if (strcmp(k, "reference") == 0) {
-                it->reference = s;
-            }
+            /* encrypt and decrypt's decoder stops at an item that is not a map */
+            free_items(items, count);
+            return KMS_FAILW(c, 500, "failed to parse batch input: [%zu] expected a map, got '%s'",
+                             i, go_type(o));
         }
+        if (decode_item(o, i, ms, allowed, it, errs, sizeof(errs), &eo) != 0) {
+            free_items(items, count);
+            return KMS_FAILW(c, 500, "out of memory");
+        }
+    }
+    if (eo > 0) {
+        free_items(items, count);
+        return KMS_FAILW(c, 500, "failed to parse batch input: %s", errs);
     }
     *out = items;
     *n = count;
@@ -1098,6 +1189,7 @@ static void free_items(struct item *items, size_t n)
             kms_memzero(items[i].out, items[i].out_len);
             free(items[i].out);
         }
+        json_decref(items[i].texts);
     }
     free(items);
 }
@@ -1706,7 +1798,7 @@ static int encrypt(struct kms_ctx *c)
     size_t max_pt = kms_api_limits(c->api)->max_plaintext_size;
     int rc = -1;
 
-    if (collect_items(c, item_fields, &items, &n, &batch) != 0) {
+    if (collect_items(c, item_fields, false, &items, &n, &batch) != 0) {
         goto out;
     }
     c->items = batch ? n : 0;
@@ -1810,7 +1902,7 @@ static int ciphertext_items(struct kms_ctx *c, const char *const *fields, const 
                             struct item **items, size_t *n, bool *batch, struct vcache *vc,
                             struct kms_key_policy *p)
 {
-    if (collect_items(c, fields, items, n, batch) != 0) {
+    if (collect_items(c, fields, fields == rewrap_fields, items, n, batch) != 0) {
         return -1;
     }
     c->items = *batch ? *n : 0;

@@ -785,6 +785,39 @@ class BatchTest(KmsdTestCase):
         self.assertIn("'[0].plaintext' expected type 'string', got unconvertible type",
                       r.errors[0])
 
+    def test_batch_decoders_words_and_rewrap_numbers(self):
+        """encrypt and decrypt read batch_input with OpenBao's own decoder (its words: %T
+        names, every field error one a line); rewrap with mapstructure, which takes a JSON
+        number in a string field as its text."""
+        name = self.uniq("dec")
+        self.create_key(name)
+        for path, body, msg in (
+                ("encrypt", {"batch_input": {"plaintext": b64("x")}},
+                 "source data must be an array or slice, got map[string]interface {}"),
+                ("encrypt", {"batch_input": [{"plaintext": b64("x")}, 7]},
+                 "[1] expected a map, got 'json.Number'"),
+                ("encrypt", {"batch_input": [{"plaintext": b64("x"), "key_version": 1.5}]},
+                 'error decoding json.Number into [0].key_version: strconv.ParseInt: '
+                 'parsing "1.5": invalid syntax'),
+                ("decrypt", {"batch_input": [{"ciphertext": "x", "reference": 1},
+                                             {"ciphertext": "x", "context": True}]},
+                 "'[0].reference' expected type 'string', got unconvertible type "
+                 "'json.Number'\n'[1].context' expected type 'string', got unconvertible "
+                 "type 'bool'"),
+                ("rewrap", {"batch_input": ["x"]},
+                 "'[0]' expected a map or struct, got \"string\"")):
+            with self.subTest(path=path, body=body):
+                self.assertError(self.req("POST", "transit/%s/%s" % (path, name), body), 500,
+                                 multierror("failed to parse batch input: " + msg))
+        ct = self.encrypt(name, b"n")
+        r = self.req("POST", "transit/rewrap/" + name, {"batch_input": [
+            {"ciphertext": ct, "reference": 17}, {"ciphertext": 5}]})
+        self.assertOK(r)
+        res = r.data["batch_results"]
+        self.assertEqual(res[0]["reference"], "17")
+        self.assertTrue(res[0]["ciphertext"].startswith("vault:v1:"), res)
+        self.assertEqual(res[1], {"error": "invalid ciphertext: no prefix", "reference": ""})
+
 
 class UpsertTest(KmsdTestCase):
     """§3.8 upsert, §9 case 8."""

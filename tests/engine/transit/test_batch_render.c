@@ -341,7 +341,7 @@ static void check_audited(struct kt *t)
     check_refused(t, "{\"batch_input\":[{\"plaintext\":5}]}", 500,
                   "'[0].plaintext' expected type 'string'");
     check_refused(t, "{\"batch_input\":[{\"plaintext\":\"aGVsbG8=\"},7]}", 500,
-                  "'[1]' expected a map");
+                  "[1] expected a map, got 'json.Number'");
 }
 
 static void test_batch_text_unaudited(void **state)

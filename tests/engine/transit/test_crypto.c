@@ -424,29 +424,28 @@ static void test_batch_malformed(void **state)
     tt_fail(t, 400, "POST", "/v1/transit/decrypt/bm", "{\"batch_input\":[]}",
             "missing batch input to process");
     tt_fail(t, 500, "POST", "/v1/transit/encrypt/bm", "{\"batch_input\":{\"plaintext\":\"YQ==\"}}",
-            "1 error occurred:\n\t* failed to parse batch input: '' source data must be an array "
-            "or slice, got map\n\n");
+            "1 error occurred:\n\t* failed to parse batch input: source data must be an array or "
+            "slice, got map[string]interface {}\n\n");
     tt_fail(t, 500, "POST", "/v1/transit/encrypt/bm", "{\"batch_input\":\"x\"}",
-            "1 error occurred:\n\t* failed to parse batch input: '' source data must be an array "
-            "or slice, got string\n\n");
+            "1 error occurred:\n\t* failed to parse batch input: source data must be an array or "
+            "slice, got string\n\n");
     tt_fail(t, 500, "POST", "/v1/transit/encrypt/bm", "{\"batch_input\":[\"YQ==\"]}",
-            "1 error occurred:\n\t* failed to parse batch input: '[0]' expected a map, got "
+            "1 error occurred:\n\t* failed to parse batch input: [0] expected a map, got "
             "'string'\n\n");
-    /* mapstructure names the reflect kind: a JSON true is a bool (a number is a json.Number,
-     * a string kind) */
+    /* encrypt and decrypt's own decoder names the Go type (%T) */
     tt_fail(t, 500, "POST", "/v1/transit/encrypt/bm", "{\"batch_input\":[true]}",
-            "1 error occurred:\n\t* failed to parse batch input: '[0]' expected a map, got "
+            "1 error occurred:\n\t* failed to parse batch input: [0] expected a map, got "
             "'bool'\n\n");
     tt_fail(t, 500, "POST", "/v1/transit/encrypt/bm", "{\"batch_input\":[7]}",
-            "1 error occurred:\n\t* failed to parse batch input: '[0]' expected a map, got "
-            "'string'\n\n");
+            "1 error occurred:\n\t* failed to parse batch input: [0] expected a map, got "
+            "'json.Number'\n\n");
     tt_fail(t, 500, "POST", "/v1/transit/encrypt/bm", "{\"batch_input\":false}",
-            "1 error occurred:\n\t* failed to parse batch input: '' source data must be an array "
-            "or slice, got bool\n\n");
+            "1 error occurred:\n\t* failed to parse batch input: source data must be an array or "
+            "slice, got bool\n\n");
     tt_fail(t, 500, "POST", "/v1/transit/encrypt/bm",
             "{\"batch_input\":[{\"plaintext\":\"YQ==\"},[1]]}",
-            "1 error occurred:\n\t* failed to parse batch input: '[1]' expected a map, got "
-            "'slice'\n\n");
+            "1 error occurred:\n\t* failed to parse batch input: [1] expected a map, got "
+            "'[]interface {}'\n\n");
     tt_fail(t, 500, "POST", "/v1/transit/encrypt/bm",
             "{\"batch_input\":[{\"plaintext\":\"YQ==\",\"context\":5}]}",
             "1 error occurred:\n\t* failed to parse batch input: '[0].context' expected type "
@@ -465,6 +464,33 @@ static void test_batch_malformed(void **state)
             "{\"batch_input\":[{\"plaintext\":\"YQ==\",\"key_version\":[]}]}",
             "1 error occurred:\n\t* failed to parse batch input: '[0].key_version' expected type "
             "'int', got unconvertible type '[]interface {}'\n\n");
+    /* a fractional key_version, and every item's errors, one a line */
+    tt_fail(t, 500, "POST", "/v1/transit/encrypt/bm",
+            "{\"batch_input\":[{\"plaintext\":\"YQ==\",\"key_version\":1.5}]}",
+            "1 error occurred:\n\t* failed to parse batch input: error decoding json.Number into "
+            "[0].key_version: strconv.ParseInt: parsing \"1.5\": invalid syntax\n\n");
+    tt_fail(t, 500, "POST", "/v1/transit/decrypt/bm",
+            "{\"batch_input\":[{\"ciphertext\":\"x\",\"reference\":1},{\"context\":true,"
+            "\"plaintext\":2}]}",
+            "1 error occurred:\n\t* failed to parse batch input: '[0].reference' expected type "
+            "'string', got unconvertible type 'json.Number'\n'[1].context' expected type "
+            "'string', got unconvertible type 'bool'\n'[1].plaintext' expected type 'string', "
+            "got unconvertible type 'json.Number'\n\n");
+    /* rewrap decodes with mapstructure: a number is its text, its own words otherwise */
+    tt_fail(t, 500, "POST", "/v1/transit/rewrap/bm", "{\"batch_input\":[\"x\",[]]}",
+            "1 error occurred:\n\t* failed to parse batch input: '[0]' expected a map or struct, "
+            "got \"string\"\n'[1]' expected a map or struct, got \"slice\"\n\n");
+    tt_fail(t, 500, "POST", "/v1/transit/rewrap/bm",
+            "{\"batch_input\":[{\"ciphertext\":\"x\",\"key_version\":2.0}]}",
+            "1 error occurred:\n\t* failed to parse batch input: '[0].key_version' cannot parse "
+            "value as 'int': strconv.ParseInt: parsing \"2.0\": invalid syntax\n\n");
+    json_t *rw = tt_req(t, 200, "POST", "/v1/transit/rewrap/bm",
+                        "{\"batch_input\":[{\"ciphertext\":5,\"reference\":7}]}");
+    json_t *rw0 = json_array_get(kt_data(rw, "batch_results"), 0);
+    assert_string_equal(json_string_value(json_object_get(rw0, "reference")), "7");
+    assert_string_equal(json_string_value(json_object_get(rw0, "error")),
+                        "invalid ciphertext: no prefix");
+    json_decref(rw);
     /* unknown item keys and nulls are ignored; a per-item key_version applies */
     json_decref(tt_req(t, 200, "POST", "/v1/transit/keys/bm/rotate", NULL));
     json_t *b = tt_req(t, 200, "POST", "/v1/transit/encrypt/bm",

@@ -1996,6 +1996,14 @@ static int rewrap(struct kms_ctx *c)
         (void)encrypt_one(c, name, &p, &vc, it, i, pt, ptlen);
         kms_free_wipe((void **)&pt, ptlen);
     }
+    /* OpenBao's rewrap keeps only user errors per item: the first other error (an RSA
+     * ciphertext that does not decrypt, a failed read) fails the whole request, batch or not */
+    for (size_t i = 0; batch && i < n; i++) {
+        if (items[i].kind == ITEM_INTERNAL_ERR) {
+            single_error(c, &items[i]);
+            goto out;
+        }
+    }
     if (!batch) {
         if (items[0].kind != ITEM_OK) {
             single_error(c, &items[0]);
@@ -2006,7 +2014,7 @@ static int rewrap(struct kms_ctx *c)
                                 (int)items[0].out_version);
         }
     } else {
-        /* rewrap batches always answer 200, item errors inside */
+        /* otherwise rewrap batches answer 200, user errors inside */
         if (!encrypt_results_text(c, items, n)) {
             c->data = json_pack("{s:o}", "batch_results", encrypt_results(items, n));
         }

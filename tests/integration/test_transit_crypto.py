@@ -1046,6 +1046,28 @@ class RewrapTest(KmsdTestCase):
         r = self.req("POST", "transit/rewrap/" + name, {"ciphertext": ct})
         self.assertError(r, 400, "cipher: message authentication failed")
 
+    def test_rewrap_batch_internal_error_fails_the_request(self):
+        """OpenBao's rewrap keeps only user errors in the items: an RSA ciphertext that does
+        not decrypt (an internal error in keysutil) fails the whole batch with 500, as a single
+        rewrap does; user errors (no prefix, too new) stay per item with 200."""
+        name, _ = self.create_key(type="rsa-2048")
+        good = self.encrypt(name, b"rsa")
+        bad = "vault:v1:" + b64(b"\x00" * 256)
+        msg = multierror("failed to RSA decrypt the ciphertext: crypto/rsa: decryption error")
+        self.assertError(self.req("POST", "transit/rewrap/" + name, {"ciphertext": bad}),
+                         500, msg)
+        r = self.req("POST", "transit/rewrap/" + name, {"batch_input": [
+            {"ciphertext": good}, {"ciphertext": "nope"}, {"ciphertext": bad}]})
+        self.assertError(r, 500, msg)
+        r = self.req("POST", "transit/rewrap/" + name, {"batch_input": [
+            {"ciphertext": good}, {"ciphertext": "nope"}, {"ciphertext": "vault:v7:AA=="}]})
+        self.assertOK(r)
+        res = r.data["batch_results"]
+        self.assertEqual(self.decrypt(name, res[0]["ciphertext"]), b"rsa")
+        self.assertEqual(res[1], {"error": "invalid ciphertext: no prefix", "reference": ""})
+        self.assertEqual(res[2], {"error": "invalid ciphertext: version is too new",
+                                  "reference": ""})
+
 
 class DatakeyTest(KmsdTestCase):
     """§3.11."""

@@ -1373,6 +1373,45 @@ static int decode_opt(const char *s, uint8_t **out, size_t *len, struct kms_err 
     return kms_b64_param(s, out, len, err, 400);
 }
 
+/*
+ * The item's associated_data (when given) decoded where OpenBao decodes it: inside
+ * Encrypt/DecryptWithFactory, after the version and the key derivation, so a derived key
+ * without context says so first. A bad base64 value is OpenBao's internal error (500).
+ */
+static int aad_decode(const struct kms_key_policy *p, const struct item *it, size_t idx,
+                      size_t ctxlen, uint8_t **aad, size_t *aadlen, struct kms_err *err)
+{
+    if (it->aad == NULL || it->aad[0] == '\0') {
+        return 0;
+    }
+    if (p->derived && ctxlen == 0) {
+        return kms_err_set(err, 400, "%s", KMS_MSG_MISSING_CONTEXT);
+    }
+    if (decode_opt(it->aad, aad, aadlen, err) != 0) {
+        char why[sizeof(err->msg)];
+        snprintf(why, sizeof(why), "%s", err->msg);
+        return kms_err_set(err, 500,
+                           "unable to get associated_data/additional_data from factory[%zu]: %s",
+                           idx, why);
+    }
+    return 0;
+}
+
+/* Whether the payload of a "vault:vN:<b64>" ciphertext (its version already parsed) is
+ * base64 that decodes. */
+static bool ciphertext_payload_b64(const char *ct)
+{
+    const char *colon = strchr(ct + 7, ':');
+    uint8_t *raw = NULL;
+    size_t rawlen = 0, at = 0;
+    if (colon == NULL ||
+        kms_b64_decode_alloc(colon + 1, strlen(colon + 1), &raw, &rawlen, &at) != 0) {
+        return false;
+    }
+    kms_free_wipe((void **)&raw, rawlen);
+    return true;
+}
+
 static int encrypt_one(struct kms_ctx *c, const char *name, const struct kms_key_policy *p,
                        struct vcache *vc, struct item *it, size_t idx, const uint8_t *pt,
                        size_t ptlen)
@@ -1395,20 +1434,13 @@ static int encrypt_one(struct kms_ctx *c, const char *name, const struct kms_key
         quiet = true;
         goto out;
     }
-    if (it->aad != NULL && it->aad[0] != '\0' && decode_opt(it->aad, &aad, &aadlen, &err) != 0) {
-        char why[sizeof(err.msg)];
-        snprintf(why, sizeof(why), "%s", err.msg);
-        kms_err_set(&err, 500,
-                    "unable to get associated_data/additional_data from factory[%zu]: %s", idx,
-                    why);
-        goto out;
-    }
     if (p->soft_deleted) {
         kms_err_set(&err, 400, "%s", KMS_MSG_SOFT_DELETED);
         goto out;
     }
     if (kms_keyring_encrypt_version(p, it->key_version, &ver, &err) != 0 ||
         get_version(c, name, vc, ver, &kv, &err) != 0 ||
+        aad_decode(p, it, idx, ctxlen, &aad, &aadlen, &err) != 0 ||
         kms_keyring_encrypt(p, kv, ctx, ctxlen, ctx != NULL, aad, aadlen, pt, ptlen, &it->out,
                             &err) != 0) {
         goto out;
@@ -1451,7 +1483,9 @@ static int decrypt_one(struct kms_ctx *c, const char *name, const struct kms_key
         kms_err_set(&err, 400, "%s", KMS_MSG_SOFT_DELETED);
         goto out;
     }
-    /* OpenBao's order: the context, then associated_data, then the ciphertext itself */
+    /* OpenBao's order: the context, associated_data on a non-AEAD key, the ciphertext's
+     * prefix, version and base64, the key version and its derivation, then the associated
+     * data itself, then the ciphertext's length and tag */
     size_t ctlen = strlen(it->ciphertext);
     if (decode_opt(it->context, &ctx, &ctxlen, &err) != 0) {
         goto out;
@@ -1466,15 +1500,13 @@ static int decrypt_one(struct kms_ctx *c, const char *name, const struct kms_key
         goto out;
     }
     if (use_aad && it->aad != NULL && it->aad[0] != '\0' &&
-        decode_opt(it->aad, &aad, &aadlen, &err) != 0) {
-        char why[sizeof(err.msg)];
-        snprintf(why, sizeof(why), "%s", err.msg);
-        kms_err_set(&err, 500,
-                    "unable to get associated_data/additional_data from factory[%zu]: %s", idx,
-                    why);
+        !ciphertext_payload_b64(it->ciphertext)) {
+        /* checked before associated_data, as OpenBao decodes the payload first */
+        kms_err_set(&err, 400, "invalid ciphertext: could not decode base64");
         goto out;
     }
     if (get_version(c, name, vc, ver, &kv, &err) != 0 ||
+        (use_aad && aad_decode(p, it, idx, ctxlen, &aad, &aadlen, &err) != 0) ||
         kms_keyring_decrypt(p, kv, it->ciphertext, ctlen, ctx, ctxlen, ctx != NULL, aad, aadlen, pt,
                             ptlen, &err) != 0) {
         goto out;

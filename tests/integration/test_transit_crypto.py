@@ -785,6 +785,38 @@ class BatchTest(KmsdTestCase):
         self.assertIn("'[0].plaintext' expected type 'string', got unconvertible type",
                       r.errors[0])
 
+    def test_associated_data_decoded_where_openbao_decodes_it(self):
+        """OpenBao decodes associated_data inside Encrypt/DecryptWithFactory, after the key
+        version, the ciphertext's base64 and the key derivation: those user errors (400) come
+        before a bad associated_data (500), single or in a batch."""
+        name = self.uniq("adord")
+        self.create_key(name)
+        dname = self.uniq("adordd")
+        self.create_key(dname, derived=True)
+        fac = multierror("unable to get associated_data/additional_data from factory[0]: "
+                         "illegal base64 data at input byte 0")
+        for path, key, body, status, msg in (
+                ("encrypt", name, {"plaintext": b64("x"), "key_version": 9}, 400,
+                 "requested version for encryption is higher than the latest key version"),
+                ("encrypt", dname, {"plaintext": b64("x")}, 400, MSG_MISSING_CONTEXT),
+                ("encrypt", name, {"plaintext": b64("x")}, 500, fac),
+                ("decrypt", name, {"ciphertext": "vault:v1:!!!!"}, 400,
+                 "invalid ciphertext: could not decode base64"),
+                ("decrypt", dname, {"ciphertext": "vault:v1:" + b64(b"\0" * 30)}, 400,
+                 MSG_MISSING_CONTEXT),
+                ("decrypt", name, {"ciphertext": "vault:v1:AAAA"}, 500, fac)):
+            body = dict(body, associated_data="!!")
+            with self.subTest(path=path, key=key, body=body):
+                self.assertError(self.req("POST", "transit/%s/%s" % (path, key), body), status,
+                                 msg)
+        r = self.req("POST", "transit/encrypt/" + name, {"batch_input": [
+            {"plaintext": b64("x"), "associated_data": "!!", "key_version": 9},
+            {"plaintext": b64("x")}]})
+        self.assertStatus(r, 400)
+        self.assertEqual(r.data["batch_results"][0]["error"],
+                         "requested version for encryption is higher than the latest key "
+                         "version")
+
     def test_batch_decoders_words_and_rewrap_numbers(self):
         """encrypt and decrypt read batch_input with OpenBao's own decoder (its words: %T
         names, every field error one a line); rewrap with mapstructure, which takes a JSON

@@ -398,6 +398,11 @@ static int keys_write(struct kms_ctx *c)
             return KMS_FAIL(c, 400, "invalid key_size %lld", (long long)key_size);
         }
     }
+    /* external keys are an unknown type here, so a reference is always misplaced */
+    const char *ext = NULL;
+    if (kms_param_str(c, "external_key_ref", &ext) && ext[0] != '\0') {
+        return KMS_FAIL(c, 400, "must provide type=external-key to use external_key_ref");
+    }
     if (kms_key_policy_init(&p, p.type) != 0) {
         return KMS_FAILW(c, 500, "cannot initialise key");
     }
@@ -2544,6 +2549,7 @@ static const struct kms_field f_keys[] = {
     {"allow_plaintext_backup", KMS_F_BOOL},
     {"auto_rotate_period", KMS_F_UDURATION},
     {"key_size", KMS_F_INT},
+    {"external_key_ref", KMS_F_STRING},
     {"context", KMS_F_STRING},
     {NULL, 0},
 };

@@ -163,6 +163,20 @@ class KeyCreateTest(KmsdTestCase):
         # nothing was changed by the refusals
         self.assertEqual(self.read_key(name)["auto_rotate_period"], 3600)
 
+    def test_external_key_ref_without_external_type(self):
+        """OpenBao refuses external_key_ref unless type is external-key (unknown in kmsd), and
+        creates nothing; it is a known field, so no 'ignored parameters' warning."""
+        name = self.uniq()
+        r = self.req("POST", "transit/keys/" + name, {"external_key_ref": "ref-1"})
+        self.assertError(r, 400, "must provide type=external-key to use external_key_ref")
+        self.assertStatus(self.req("GET", "transit/keys/" + name), 404)
+        r = self.req("POST", "transit/keys/" + name, {"external_key_ref": ""})
+        self.assertOK(r)
+        self.assertIsNone(r.warnings)
+        r = self.req("POST", "transit/keys/" + self.uniq(),
+                     {"type": "external-key", "external_key_ref": "ref-1"})
+        self.assertError(r, 400, "unknown key type external-key")
+
     def test_auto_rotate_checked_before_type(self):
         r = self.req("POST", "transit/keys/" + self.uniq(),
                      {"type": "bogus", "auto_rotate_period": "30m"})

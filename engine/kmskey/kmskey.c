@@ -1270,17 +1270,35 @@ out:
 
 static int kmskey_deletion(struct kms_ctx *c, bool schedule)
 {
+    struct kms_sched *s = sched(c);
     struct target t;
     json_t *rec = NULL;
+    json_t *before = NULL; /* as stored: asking for what already holds stores nothing */
     int64_t sec;
     int32_t nsec;
     int rc = -1;
+    /* read, change and store as one step with every other KMSKey write: a concurrent apply's
+     * spec is never overwritten with the one read here */
+    pthread_mutex_lock(&s->write_lock);
     if (action_target(c, &t, &rec) != 0) {
-        return -1;
+        goto out;
+    }
+    if ((before = json_deep_copy(rec)) == NULL) {
+        KMS_FAILW(c, 500, "out of memory");
+        goto out;
     }
     kms_now(&sec, &nsec);
     json_t *spec = json_object_get(rec, "spec");
-    json_object_set_new(spec, "deletionPolicy", json_string(schedule ? "schedule" : "retain"));
+    const char *policy = schedule ? "schedule" : "retain";
+    const char *was = json_string_value(json_object_get(spec, "deletionPolicy"));
+    if (was == NULL || strcmp(was, policy) != 0) {
+        /* a change of the spec, as a write of deletionPolicy would be */
+        json_t *meta = json_object_get(rec, "metadata");
+        json_object_set_new(
+            meta, "generation",
+            json_integer(json_integer_value(json_object_get(meta, "generation")) + 1));
+    }
+    json_object_set_new(spec, "deletionPolicy", json_string(policy));
     if (schedule) {
         if (json_integer_value(json_object_get(rec, "scheduled_deletion")) == 0) {
             json_object_set_new(rec, "scheduled_deletion",
@@ -1293,7 +1311,7 @@ static int kmskey_deletion(struct kms_ctx *c, bool schedule)
         json_object_set_new(rec, "scheduled_deletion", json_integer(0));
         json_object_del(json_object_get(rec, "metadata"), "deletionTimestamp");
     }
-    if (store_record(c->api, c->ns.id, t.project, t.name, rec) != 0) {
+    if (!json_equal(before, rec) && store_record(c->api, c->ns.id, t.project, t.name, rec) != 0) {
         KMS_FAILW(c, 500, "cannot store KMSKey");
         goto out;
     }
@@ -1308,6 +1326,8 @@ static int kmskey_deletion(struct kms_ctx *c, bool schedule)
     c->data = render(sched(c), &t, c->ns.id, rec);
     rc = 0;
 out:
+    pthread_mutex_unlock(&s->write_lock);
+    json_decref(before);
     json_decref(rec);
     return rc;
 }
@@ -1346,8 +1366,8 @@ static int entry_target(struct kms_api *api, const struct sched_entry *e, struct
  * Transit key (only when this KMSKey owns it) and the KMSKey record. 1 when the entry is done,
  * 0 when it is to be retried (delete_at moved RETRY_SECONDS ahead).
  */
-static int tick_delete(struct kms_sched *s, struct sched_entry *e, const struct target *t,
-                       const struct kms_ns *ns, int64_t now, kms_tick_report_fn report)
+static int tick_delete_locked(struct kms_sched *s, struct sched_entry *e, const struct target *t,
+                              const struct kms_ns *ns, int64_t now, kms_tick_report_fn report)
 {
     char path[KMS_PATH_MAX + 160];
     struct kms_audit_rec *rec = NULL;
@@ -1400,6 +1420,38 @@ static int tick_delete(struct kms_sched *s, struct sched_entry *e, const struct 
     kms_owners_remove(s->owners, e->ns_id, e->project, e->name, false);
     report("deleted", e->ns_id, e->project, e->name, mine ? t->transit_name : "");
     return 1;
+}
+
+/*
+ * A due deletion countdown, decided on the stored record with every KMSKey write kept out:
+ * the schedule is what the writers last told the controller, and a cancel-delete (or an
+ * apply of `retain`) that stored its record is not yet in it until its sched_update. Writers
+ * take the schedule's lock under write_lock, and the controller holds the schedule's lock
+ * here, so it only tries: a write under way makes it come back on the next tick. 1 when the
+ * KMSKey is gone (its entry goes too).
+ */
+static int tick_delete(struct kms_sched *s, struct sched_entry *e, const struct target *t,
+                       const struct kms_ns *ns, int64_t now, kms_tick_report_fn report)
+{
+    if (pthread_mutex_trylock(&s->write_lock) != 0) {
+        return 0;
+    }
+    json_t *cur = NULL;
+    int g = load_record(s->api, e->ns_id, e->project, e->name, &cur);
+    int64_t at = g == 0 ? json_integer_value(json_object_get(cur, "scheduled_deletion")) : 0;
+    json_decref(cur);
+    int rc = 0;
+    if (g == KMS_STORAGE_NOTFOUND) {
+        rc = 1; /* deleted meanwhile (retain): nothing to count down */
+    } else if (g != 0) {
+        e->delete_at = now + RETRY_SECONDS;
+    } else if (at == 0 || at > now) {
+        e->delete_at = at; /* cancelled, or scheduled again: the record's word */
+    } else {
+        rc = tick_delete_locked(s, e, t, ns, now, report);
+    }
+    pthread_mutex_unlock(&s->write_lock);
+    return rc;
 }
 
 /* A due rotation: at most one, however many intervals were missed; audited like a request. */

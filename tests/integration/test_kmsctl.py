@@ -72,6 +72,56 @@ class DocCommandsTest(KmsctlTestCase):
         r = self.ok("keys", "describe", name, "-o", "json", "--project", project)
         return json.loads(r.out)
 
+    def test_deletion_actions_keep_concurrent_applies(self):
+        """schedule-delete and cancel-delete read, change and store the KMSKey as one step with
+        every other write: an apply that lands meanwhile is never overwritten with the spec
+        they read (it was: a stale rotation interval came back). Changing deletionPolicy moves
+        generation on; asking for what already holds stores nothing."""
+        path = "kms/keys/%s/raced" % PROJECT
+        r = self.server.request("POST", path, {"spec": {"purpose": "application",
+                                                        "rotation": {"enabled": True,
+                                                                     "interval": "7d"}}},
+                                namespace=ORG)
+        self.assertEqual(r.status, 200, r.body)
+        meta = r.json["data"]["metadata"]
+        r = self.server.request("POST", path + "/schedule-delete", {}, namespace=ORG)
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(r.json["data"]["metadata"]["generation"], meta["generation"] + 1)
+        again = self.server.request("POST", path + "/schedule-delete", {}, namespace=ORG)
+        self.assertEqual(again.json["data"]["metadata"], r.json["data"]["metadata"])
+        r = self.server.request("POST", path + "/cancel-delete", {}, namespace=ORG)
+        self.assertEqual(r.json["data"]["metadata"]["generation"], meta["generation"] + 2)
+
+        stop = threading.Event()
+        errors = []
+
+        def toggler():
+            i = 0
+            while not stop.is_set():
+                action = "/schedule-delete" if i % 2 == 0 else "/cancel-delete"
+                t = self.server.request("POST", path + action, {}, namespace=ORG)
+                if t.status != 200:
+                    errors.append((action, t.status, t.body))
+                    return
+                i += 1
+
+        th = threading.Thread(target=toggler)
+        th.start()
+        try:
+            for i in range(150):
+                interval = "%dd" % (8 + i % 2)
+                w = self.server.request("POST", path, {"spec": {"rotation": {
+                    "enabled": True, "interval": interval}}}, namespace=ORG)
+                self.assertEqual(w.status, 200, w.body)
+                got = self.server.request("GET", path, namespace=ORG)
+                # only this loop changes the interval: what it wrote is what anyone reads
+                self.assertEqual(got.json["data"]["spec"]["rotation"]["interval"], interval,
+                                 "write %d lost" % i)
+        finally:
+            stop.set()
+            th.join()
+        self.assertEqual(errors, [])
+
     def test_1_create_variants(self):
         # kube-dc kms keys create app-secrets  (default: application, aes256-gcm96, no rotation)
         r = self.ok("keys", "create", "app-secrets", "--project", "plain-project")

@@ -1,11 +1,13 @@
 /*
  * test_controller.c - the KMSKey controller with chosen times: kms_api_tick decides rotations
  * and deletion countdowns from the `now` it is given, so no test waits for a clock. Also the
- * KMSKey records going with their namespace.
+ * KMSKey records going with their namespace, and a countdown decided on the stored record
+ * (a cancel stored before the schedule heard of it wins).
  */
 #include "tests/engine/engine_fixture.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -126,6 +128,49 @@ static void test_cancelled_countdown_never_fires(void **state)
     assert_int_equal(version_of(t, "org3", "kept"), 1);
 }
 
+/*
+ * The countdown acts on the stored record: a cancel-delete that stored its record (retain, no
+ * countdown) before it told the controller's schedule is what the controller finds when the
+ * old countdown comes due, and the key stays. The store is written here as such a cancel
+ * leaves it, without the schedule update that follows it.
+ */
+static void test_countdown_rechecks_the_record(void **state)
+{
+    struct kt *t = *state;
+    int64_t now = (int64_t)time(NULL);
+    char id[32], key[160];
+    make_org_key(t, "org6", "late", "{\"spec\":{\"deletionPolicy\":\"schedule\"}}");
+    json_t *b = kt_ok(t, 200, "GET", "/v1/sys/namespaces/org6", NULL, NULL);
+    snprintf(id, sizeof(id), "%s", json_string_value(kt_data(b, "id")));
+    json_decref(b);
+    int kn = snprintf(key, sizeof(key), "%s/proj/late", id);
+
+    struct kms_txn *txn = NULL;
+    uint8_t *val = NULL;
+    size_t vallen = 0;
+    assert_int_equal(kms_storage_txn_begin(t->st, true, &txn), 0);
+    assert_int_equal(kms_storage_get(txn, KMS_DB_KMSKEYS, key, (size_t)kn, &val, &vallen), 0);
+    json_t *rec = json_loadb((const char *)val, vallen, 0, NULL);
+    free(val);
+    assert_non_null(rec);
+    assert_true(json_integer_value(json_object_get(rec, "scheduled_deletion")) > now);
+    json_object_set_new(json_object_get(rec, "spec"), "deletionPolicy", json_string("retain"));
+    json_object_set_new(rec, "scheduled_deletion", json_integer(0));
+    char *text = json_dumps(rec, JSON_COMPACT);
+    json_decref(rec);
+    assert_int_equal(kms_storage_put(txn, KMS_DB_KMSKEYS, key, (size_t)kn, text, strlen(text)), 0);
+    free(text);
+    assert_int_equal(kms_storage_txn_commit(&txn), 0);
+
+    /* long past the old countdown: nothing is destroyed, and nothing is due again */
+    (void)tick(t, now + 365 * 86400);
+    assert_int_equal(nevents, 0);
+    assert_int_equal(version_of(t, "org6", "late"), 1);
+    json_decref(kt_ok(t, 200, "GET", "/v1/transit/keys/org6-proj-late", "org6", NULL));
+    assert_int_equal(tick(t, now + 2 * 365 * 86400), 0);
+    assert_int_equal(nevents, 0);
+}
+
 static void test_namespace_deletion_takes_kmskeys(void **state)
 {
     struct kt *t = *state;
@@ -171,6 +216,7 @@ int main(void)
                                         kt_teardown),
         cmocka_unit_test_setup_teardown(test_cancelled_countdown_never_fires, kt_setup,
                                         kt_teardown),
+        cmocka_unit_test_setup_teardown(test_countdown_rechecks_the_record, kt_setup, kt_teardown),
         cmocka_unit_test_setup_teardown(test_namespace_deletion_takes_kmskeys, kt_setup,
                                         kt_teardown),
         cmocka_unit_test_setup_teardown(test_schedule_survives_restart, kt_setup, kt_teardown),

@@ -575,6 +575,15 @@ static void explain_api_error(const struct kms_cli_session *s, const char *metho
                        msg);
         kms_cli_hintf("create a KMSKey first (`kmsctl keys create NAME` mounts transit/ in the "
                       "organization), or check -n/--namespace");
+    } else if (status == 400 && strcmp(msg, "encryption key not found") == 0 &&
+               strncmp(path, "transit/", 8) == 0 && strrchr(path, '/') != NULL) {
+        /* decrypt names no KMSKey check of its own: Transit's bare message names no key */
+        kms_cli_errorf("Transit key %s not found in organization \"%s\" (%s)",
+                       strrchr(path, '/') + 1, kms_cli_org_label(s), msg);
+        kms_cli_hintf("check the KMSKey name, --project and -n/--namespace: `kmsctl keys list "
+                      "--project %s` lists the project's KMSKeys; decrypt with the KMSKey "
+                      "that encrypted the data",
+                      s->project[0] != '\0' ? s->project : "PROJECT");
     } else {
         kms_cli_errorf("%s", msg);
     }

@@ -375,6 +375,14 @@ class DocCommandsTest(KmsctlTestCase):
         self.assertIn("KMSKey app-secretz not found in project my-project", r.errtext)
         self.assertEqual(self.server.request(
             "GET", "transit/keys/my-org-my-project-app-secretz", namespace=ORG).status, 404)
+        # ... and a typo in decrypt's name says which key is missing and where to look
+        # (it printed Transit's bare "Error: encryption key not found")
+        r = self.fails(1, "decrypt", "app-secretz", "--ciphertext=" + ct)
+        self.assertIn('Error: Transit key my-org-my-project-app-secretz not found in '
+                      'organization "my-org" (encryption key not found)\n', r.errtext)
+        self.assertIn("Hint: check the KMSKey name, --project and -n/--namespace: "
+                      "`kmsctl keys list --project my-project`", r.errtext)
+        self.assertEqual(r.out, b"")
 
     def test_4_rotate_and_floor(self):
         old = self.ok("encrypt", "app-secrets", "--plaintext=old secret").text.strip()

@@ -616,18 +616,23 @@ static json_t *merge_patch(const json_t *target, const json_t *patch)
     return out;
 }
 
-/* "kmskey NAME", "kmskey/NAME", "kmskeys NAME", "kmskey.security.kube-dc.com/NAME". */
-static const char *patch_target(const char **pos, size_t npos)
+bool kms_cli_kmskey_kind(const char *kind)
 {
     static const char *const kinds[] = {"kmskey", "kmskeys", "kmskey.security.kube-dc.com",
                                         "kmskeys.security.kube-dc.com", NULL};
+    return is_one_of(kind, kinds);
+}
+
+/* "kmskey NAME", "kmskey/NAME", "kmskeys NAME", "kmskey.security.kube-dc.com/NAME". */
+static const char *patch_target(const char **pos, size_t npos)
+{
     char kind[64];
     const char *slash = npos == 1 ? strchr(pos[0], '/') : NULL;
     if (npos == 1 && slash != NULL && (size_t)(slash - pos[0]) < sizeof(kind)) {
         snprintf(kind, sizeof(kind), "%.*s", (int)(slash - pos[0]), pos[0]);
-        return is_one_of(kind, kinds) ? slash + 1 : NULL;
+        return kms_cli_kmskey_kind(kind) ? slash + 1 : NULL;
     }
-    if (npos == 2 && is_one_of(pos[0], kinds)) {
+    if (npos == 2 && kms_cli_kmskey_kind(pos[0])) {
         return pos[1];
     }
     return NULL;

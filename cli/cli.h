@@ -29,12 +29,16 @@ struct kms_cli_cmd {
 int kms_cli_audit(int argc, char **argv);
 int kms_cli_orgs(int argc, char **argv);     /* orgs.c */
 int kms_cli_keys(int argc, char **argv);     /* keys.c */
+int kms_cli_get(int argc, char **argv);      /* keys.c: kubectl's `get kmskey NAME` */
 int kms_cli_encrypt(int argc, char **argv);  /* crypt.c */
 int kms_cli_decrypt(int argc, char **argv);  /* crypt.c */
 int kms_cli_envelope(int argc, char **argv); /* envelope.c */
 int kms_cli_apply(int argc, char **argv);    /* apply.c */
 int kms_cli_patch(int argc, char **argv);    /* apply.c */
 int kms_cli_login(int argc, char **argv);    /* login.c */
+
+/* "kmskey", "kmskeys" or either with ".security.kube-dc.com": kubectl's names of the kind. */
+bool kms_cli_kmskey_kind(const char *kind); /* apply.c */
 
 /* ---- options (main.c) -------------------------------------------------------------------- */
 

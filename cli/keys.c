@@ -641,3 +641,74 @@ int kms_cli_keys(int argc, char **argv)
             KEYS_USAGE);
     return KMS_CLI_EXIT_USAGE;
 }
+
+/* ---- kubectl's get ------------------------------------------------------------------------ */
+
+#define GET_USAGE                                                                                  \
+    "Usage: kmsctl get kmskey NAME [-o table|json|yaml]   (as `keys get NAME`)\n"                  \
+    "       kmsctl get kmskeys [-o table|json|yaml]       (as `keys list`)\n\n"                    \
+    "kubectl's read verb for KMSKeys, as the product doc uses it:\n"                               \
+    "`kmsctl get kmskey app-secrets -o yaml` prints the whole object, as\n"                        \
+    "`kubectl get kmskey app-secrets -o yaml` does. The kind is kmskey, kmskeys or\n"              \
+    "kmskey.security.kube-dc.com, and may carry the name (kmskey/NAME).\n"                         \
+    "Global options: --addr URL, --token T, -n/--namespace ORG, --project P,\n"                    \
+    "  -o table|json|yaml, --ca-cert FILE, --client-cert FILE --client-key FILE,\n"                \
+    "  --tls-skip-verify. See docs/cli.md.\n"
+
+/*
+ * `kmsctl get KIND [NAME]` becomes `kmsctl keys get NAME` (`keys list` without a name), every
+ * option kept where it was. KIND may carry the name ("kmskey/NAME"), as in `kmsctl patch`.
+ */
+int kms_cli_get(int argc, char **argv)
+{
+    char keys[] = "keys", get[] = "get", list[] = "list";
+    int k = kms_cli_find_verb(argc, argv);
+    if (k >= argc) {
+        bool help = false;
+        for (int i = 1; i < argc; i++) {
+            help = help || strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0;
+        }
+        if (!help) {
+            kms_cli_errorf("kmsctl get takes the kind: kmsctl get kmskey NAME (or get kmskeys)");
+        }
+        fputs(GET_USAGE, help ? stdout : stderr);
+        return help ? KMS_CLI_EXIT_OK : KMS_CLI_EXIT_USAGE;
+    }
+    char kind[64];
+    const char *slash = strchr(argv[k], '/');
+    size_t klen = slash != NULL ? (size_t)(slash - argv[k]) : strlen(argv[k]);
+    if (klen >= sizeof(kind)) {
+        klen = sizeof(kind) - 1;
+    }
+    snprintf(kind, sizeof(kind), "%.*s", (int)klen, argv[k]);
+    if (!kms_cli_kmskey_kind(kind) || (slash != NULL && slash[1] == '\0')) {
+        kms_cli_errorf("kmsctl get reads KMSKeys: kmsctl get kmskey NAME (or get kmskeys), not "
+                       "\"%s\"",
+                       argv[k]);
+        fputs(GET_USAGE, stderr);
+        return KMS_CLI_EXIT_USAGE;
+    }
+    /* "keys" VERB, then argv[1..] with the kind dropped (or replaced by the name it carries) */
+    char **av = calloc((size_t)argc + 2, sizeof(*av));
+    if (av == NULL) {
+        kms_cli_errorf("out of memory");
+        return KMS_CLI_EXIT_FAIL;
+    }
+    int n = 0;
+    av[n++] = keys;
+    for (int i = 1; i < argc; i++) {
+        if (i != k) {
+            av[n++] = argv[i];
+        } else if (slash != NULL) {
+            av[n++] = (char *)(slash + 1);
+        }
+    }
+    bool named = kms_cli_find_verb(n, av) < n;
+    memmove(&av[2], &av[1], (size_t)(n - 1) * sizeof(av[0]));
+    av[1] = named ? get : list;
+    n++;
+    av[n] = NULL;
+    int rc = kms_cli_keys(n, av);
+    free(av);
+    return rc;
+}

@@ -21,6 +21,7 @@ static const struct kms_cli_cmd commands[] = {
     {"envelope", "encrypt/decrypt large files with a data key (NONCE|CIPHERTEXT|TAG)",
      kms_cli_envelope},
     {"apply", "create or update KMSKeys from YAML (apply -f kmskey.yaml)", kms_cli_apply},
+    {"get", "print KMSKeys as kubectl does (get kmskey NAME -o yaml)", kms_cli_get},
     {"patch", "change a KMSKey's spec with a merge patch (patch kmskey NAME -p ...)",
      kms_cli_patch},
     {"login", "log in (Kubernetes or JWT) and keep the token", kms_cli_login},

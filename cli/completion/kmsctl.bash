@@ -14,7 +14,7 @@ _kmsctl()
         cword=$COMP_CWORD
     fi
 
-    local commands="orgs keys encrypt decrypt envelope apply patch login audit version help"
+    local commands="orgs keys encrypt decrypt envelope apply get patch login audit version help"
     local globals="--addr --token --namespace -n --project --output -o --ca-cert --ca-path
                    --client-cert --client-key --tls-skip-verify --help -h"
     local keys_verbs="list describe get create rotate set-min-decryption-version
@@ -78,6 +78,10 @@ _kmsctl()
             fi
             opts="--in --out --meta --no-progress" ;;
         apply) opts="-f --filename" ;;
+        get)
+            if [[ -z $verb ]]; then
+                COMPREPLY=($(compgen -W "kmskey kmskeys" -- "$cur")); return
+            fi ;;
         patch) opts="-p --patch --patch-file --type" ;;
         login) opts="--method --mount --role --jwt --jwt-file --token-file --no-store" ;;
         audit)

@@ -193,6 +193,24 @@ class DocCommandsTest(KmsctlTestCase):
         self.assertEqual([row[0] for row in rows[1:]], sorted(byname))
         # an empty project
         self.assertEqual(self.ok("keys", "list", "--project", "empty").text, "No KMSKeys.\n")
+        # kubectl get kmskey app-secrets -o yaml, as written with kmsctl (it was "unknown
+        # command"): the object `keys get -o yaml` prints; get kmskeys is `keys list`
+        want = self.ok("keys", "get", "app-secrets", "-o", "yaml").out
+        self.assertEqual(self.ok("get", "kmskey", "app-secrets", "-o", "yaml").out, want)
+        self.assertEqual(yaml.safe_load(want)["status"]["keyId"],
+                         "transit/keys/my-org-my-project-app-secrets")
+        self.assertEqual(self.ok("-o", "yaml", "get", "kmskey/app-secrets").out, want)
+        self.assertEqual(self.ok("get", "kmskey.security.kube-dc.com", "app-secrets", "-o",
+                                 "yaml").out, want)
+        self.assertEqual(self.ok("get", "kmskeys", "-o", "json").out,
+                         self.ok("keys", "list", "-o", "json").out)
+        r = self.fails(1, "get", "kmskey", "nope")
+        self.assertIn("KMSKey nope not found in project my-project", r.errtext)
+        r = self.fails(2, "get", "secret", "app-secrets")
+        self.assertIn('kmsctl get reads KMSKeys: kmsctl get kmskey NAME (or get kmskeys), not '
+                      '"secret"', r.errtext)
+        self.fails(2, "get")
+        self.fails(2, "get", "kmskey", "a", "b")
 
     def test_3b_out_targets(self):
         # --out follows a symbolic link (the file it names is replaced, the link stays), writes

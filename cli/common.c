@@ -559,11 +559,15 @@ static void explain_api_error(const struct kms_cli_session *s, const char *metho
                       s->ns, s->addr, s->ns);
     } else if (status == 403 && strncmp(path, "auth/", 5) == 0 && strlen(path) > 11 &&
                strcmp(path + strlen(path) - 6, "/login") == 0) {
-        /* a refused login: the JWT does not fit the role, no token is involved */
+        /* a refused login: the JWT does not fit the role, no token is involved; or nothing is
+           mounted there, which OpenBao answers with the same bare 403 */
+        int mlen = (int)(strlen(path) - 11);
         kms_cli_errorf("%s: %s %s in organization \"%s\"", msg, method, path, kms_cli_org_label(s));
         kms_cli_hintf("the role refused this JWT: its issuer, audience, expiry and subject (the "
                       "ServiceAccount and its namespace, or the bound claims) must match the "
-                      "role's configuration (docs/auth.md)");
+                      "role's configuration (docs/auth.md); or no auth method is enabled at "
+                      "auth/%.*s/ in organization \"%s\": check --mount and -n/--namespace",
+                      mlen, path + 5, kms_cli_org_label(s));
     } else if (status == 403) {
         kms_cli_errorf("%s: %s %s in organization \"%s\"", msg, method, path, kms_cli_org_label(s));
         kms_cli_hintf("the token (--token, KMS_TOKEN or the `kmsctl login` file) is invalid, "

@@ -799,6 +799,13 @@ class LoginTest(KmsctlTestCase):
                        "--no-store", env=self.env(), conn=False)
         self.assertIn("Hint: the role refused this JWT", r.errtext)
         self.assertNotIn("kmsctl login --role=ROLE", r.errtext)
+        # a mount that does not exist gets the same bare 403 from the server (as OpenBao):
+        # the hint names that cause too (it blamed the JWT alone)
+        r = self.fails(1, "login", "--mount=k8s-hots", "--role=developer-my-org",
+                       "--jwt-file=" + jwt_file, "--no-store", env=self.env(), conn=False)
+        self.assertIn('or no auth method is enabled at auth/k8s-hots/ in organization "my-org": '
+                      'check --mount and -n/--namespace\n', r.errtext)
+        self.assertEqual(r.out, b"")
         self.fails(2, "login", "--jwt-file=" + jwt_file, env=self.env(), conn=False)
         self.fails(2, "login", "--method=ldap", "--role=x", env=self.env(), conn=False)
 

@@ -192,6 +192,11 @@ int kms_cli_login(int argc, char **argv)
     status = KMS_CLI_EXIT_FAIL;
     if (jwt_file != NULL) {
         if (kms_cli_read_file(jwt_file, JWT_MAX, &jbuf, &jlen) != 0) {
+            if (strcmp(jwt_file, DEFAULT_K8S_JWT_FILE) == 0) {
+                kms_cli_hintf("that is the projected ServiceAccount token of a pod (the product "
+                              "doc's bao-token volume); elsewhere give the JWT with --jwt-file "
+                              "FILE (- for stdin) or --jwt TOKEN");
+            }
             goto out;
         }
     } else {

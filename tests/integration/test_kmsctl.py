@@ -809,6 +809,19 @@ class LoginTest(KmsctlTestCase):
         self.fails(2, "login", "--jwt-file=" + jwt_file, env=self.env(), conn=False)
         self.fails(2, "login", "--method=ldap", "--role=x", env=self.env(), conn=False)
 
+    def test_default_jwt_file_missing(self):
+        # the doc's `kmsctl login --role=developer-my-org` off a pod: the projected token is
+        # not there; the error says where the JWT comes from instead (no request is made)
+        if os.path.exists("/var/run/secrets/openbao/token"):
+            self.skipTest("this machine has a projected token")
+        with ClosedPort() as nowhere:
+            r = self.fails(1, "login", "--role=developer-my-org", "--no-store", "-n", ORG,
+                           "--addr", nowhere.url, conn=False)
+        self.assertIn("Error: cannot open /var/run/secrets/openbao/token: ", r.errtext)
+        self.assertIn("\nHint: that is the projected ServiceAccount token of a pod", r.errtext)
+        self.assertIn("give the JWT with --jwt-file FILE (- for stdin) or --jwt TOKEN\n",
+                      r.errtext)
+
     def test_jwt_login(self):
         tok = self.idp.sign({"iss": self.idp.issuer, "aud": "kube-dc", "sub": "u-1",
                              "email": "dev@example.com", "iat": int(time.time()),

@@ -663,11 +663,11 @@ int kms_cli_get(int argc, char **argv)
 {
     char keys[] = "keys", get[] = "get", list[] = "list";
     int k = kms_cli_find_verb(argc, argv);
-    if (k >= argc) {
-        bool help = false;
-        for (int i = 1; i < argc; i++) {
-            help = help || strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0;
-        }
+    bool help = false;
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
+        help = help || strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0;
+    }
+    if (help || k >= argc) {
         if (!help) {
             kms_cli_errorf("kmsctl get takes the kind: kmsctl get kmskey NAME (or get kmskeys)");
         }

@@ -211,6 +211,10 @@ class DocCommandsTest(KmsctlTestCase):
                       '"secret"', r.errtext)
         self.fails(2, "get")
         self.fails(2, "get", "kmskey", "a", "b")
+        # its help is get's, whatever follows the kind
+        for args in (("get", "--help"), ("get", "kmskey", "--help"), ("help", "get", "kmskey")):
+            self.assertTrue(self.ok(*args, conn=False).text.startswith(
+                "Usage: kmsctl get kmskey NAME"), args)
 
     def test_3b_out_targets(self):
         # --out follows a symbolic link (the file it names is replaced, the link stays), writes

@@ -430,6 +430,16 @@ static int spec_from_request(struct kms_ctx *c, const json_t *base, json_t **out
                 if (iv != NULL && !json_is_null(iv)) {
                     json_object_set(rot, "interval", iv);
                 }
+                /* a field rotation does not have ("enable": true) is dropped as spec's are,
+                 * with the same warning: silently, rotation stayed off */
+                const char *rk;
+                json_t *rv;
+                json_object_foreach(v, rk, rv)
+                {
+                    if (strcmp(rk, "enabled") != 0 && strcmp(rk, "interval") != 0) {
+                        kms_warn(c, "unknown field \"spec.rotation.%s\"", rk);
+                    }
+                }
             } else if (!json_is_null(v)) {
                 json_decref(rot);
                 json_decref(spec);

@@ -159,6 +159,18 @@ class StrictManifestTest(KmsctlTestCase):
             self.assertIn('unknown field "%s"' % f, r.errtext)
         self.assert_absent("typo-all")
 
+    def test_server_warns_of_unknown_rotation_field(self):
+        # the raw API (curl, hvac) is not strict; it drops an unknown field with Kubernetes'
+        # Warn-mode warning, in rotation too: "enable" (for "enabled") left rotation off and
+        # said nothing
+        r = self.server.request("POST", "kms/keys/%s/rot-typo" % PROJECT,
+                                {"spec": {"rotation": {"enable": True, "interval": "90d"}}},
+                                namespace=ORG)
+        self.assertEqual(r.status, 200, r.describe())
+        self.assertIn('unknown field "spec.rotation.enable"', r.json.get("warnings") or [])
+        self.assertEqual(r.json["data"]["spec"]["rotation"], {"enabled": False,
+                                                              "interval": "90d"})
+
     def test_object_meta_fields_are_accepted(self):
         doc = manifest("meta-ok", extra_meta="  labels:\n    team: a\n  annotations:\n"
                                              "    note: b\n")

@@ -165,6 +165,14 @@ static void test_create_defaults(void **state)
                         "unknown field \"spec.bogus\"");
     assert_null(json_object_get(spec_of(b), "bogus"));
     json_decref(b);
+    /* ... and one of rotation's: a typo of "enabled" left rotation off without a word */
+    b = kt_ok(t, 200, "POST", "/v1/kms/keys/proj/extra2", ORG,
+              "{\"spec\":{\"rotation\":{\"enable\":true,\"interval\":\"90d\"}}}");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(b, "warnings"), 0)),
+                        "unknown field \"spec.rotation.enable\"");
+    assert_false(json_is_true(json_object_get(json_object_get(spec_of(b), "rotation"), "enabled")));
+    assert_null(json_object_get(json_object_get(spec_of(b), "rotation"), "enable"));
+    json_decref(b);
 }
 
 static void test_request_forms(void **state)

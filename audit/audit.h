@@ -176,9 +176,11 @@ int kms_audit_rec_status(struct kms_audit_rec *r, struct kms_err *err, char *cau
  * thread, a line posted there that finds its device's writer with nothing queued does not wake
  * the writer at once: arm(arg) is called (once, until the next kms_audit_wake_deferred), and
  * the caller calls kms_audit_wake_deferred on the same thread when its pass ends, so the lines
- * of one pass go to the disk as one group instead of the first alone. kms_audit_rec_wait wakes
- * the deferred writers before it blocks. kms_audit_defer_wakeups(NULL, NULL) wakes them and
- * ends the deferral. Threads that never call it wake the writer at once.
+ * of one pass go to the disk as one group instead of the first alone. A line that joins a
+ * queue whose wake-up a deferring thread owes is owed by its own thread too (at once on a
+ * thread that does not defer). kms_audit_rec_wait wakes the deferred writers before it blocks.
+ * kms_audit_defer_wakeups(NULL, NULL) wakes them and ends the deferral. Threads that never call it
+ * wake the writer at once.
  */
 void kms_audit_defer_wakeups(void (*arm)(void *), void *arg);
 void kms_audit_wake_deferred(void);

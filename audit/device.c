@@ -126,6 +126,7 @@ struct kms_audit_dev {
     struct afile *lock;            /* under io: the open file holding the flock (see open_file) */
     char broken[512];              /* under io: why the device takes no lines ("" = fine) */
     size_t qbytes;                 /* under mu: bytes of the batches in the queue */
+    bool owed;                     /* under mu: a worker defers the wake-up (wake_writer) */
     struct afile *dirty;           /* writer only: written since the last fdatasync (batch mode) */
     int64_t last_err_log;          /* one error line per second at most (writer only) */
     int64_t last_group;            /* when the writer last finished a group (under mu) */
@@ -1154,6 +1155,7 @@ static void *writer_main(void *arg)
             break; /* stopping, and nothing left to write */
         }
         /* take the open batch: lines from now on gather in the next one */
+        d->owed = false;
         d->qhead = b->next;
         if (d->qhead == NULL) {
             d->qtail = NULL;
@@ -1393,6 +1395,13 @@ static int grow(struct kms_audit_batch *b, size_t need)
  * Deferred writer wake-ups (audit.h): the devices whose writer this thread owes a wake-up. Only
  * event-loop workers defer, and the broker outlives them (server/main.c destroys it after
  * joining them), so a device listed here is still open when the list is emptied.
+ *
+ * A queue whose wake-up a worker defers is `owed` until the writer takes it. A line another
+ * thread adds to it must not wait for that worker's pass to end: that pass may be long (a key
+ * generation, a storage round trip) or blocked on a lock the other thread holds while it waits
+ * for its line (the KMSKey controller's schedule lock, taken by a KMSKey write on a worker). So
+ * that thread owes the wake-up too: a worker at the end of its own pass, any other thread at
+ * once.
  */
 #define DEFER_MAX 8
 static _Thread_local struct {
@@ -1402,25 +1411,32 @@ static _Thread_local struct {
     size_t n;
 } defer;
 
-static void wake_writer(struct kms_audit_dev *d)
+/* With d->mu held, once a line is queued: whether the writer must be signalled now (after mu
+ * is let go), else it is deferred to the end of this thread's pass (*arm: arm it first). */
+static bool wake_writer(struct kms_audit_dev *d, bool queued_fresh, bool *arm)
 {
+    *arm = false;
+    if (!queued_fresh && !d->owed) {
+        return false; /* the writer was told of this queue (or has it): nothing owed */
+    }
     if (defer.arm != NULL) {
         for (size_t i = 0; i < defer.n; i++) {
             if (defer.dev[i] == d) {
-                return;
+                d->owed = true;
+                return false;
             }
         }
         if (defer.n < DEFER_MAX) {
             defer.dev[defer.n++] = d;
-            if (defer.n == 1) {
-                defer.arm(defer.arg);
-            }
-            return;
+            *arm = defer.n == 1;
+            d->owed = true;
+            return false;
         }
     }
     /* the writer looks at the queue and waits on `work` in one step under mu: a signal given
      * after the batch was queued (under mu) is never lost */
-    pthread_cond_signal(&d->work);
+    d->owed = false;
+    return true;
 }
 
 void kms_audit_wake_deferred(void)
@@ -1446,6 +1462,7 @@ int kms_audit_dev_submit(struct kms_audit_dev *d, const char *body, size_t len,
     struct kms_hash_stream *hs = NULL;
     bool fresh = false;
     bool wake = false;
+    bool arm = false;
     char suffix[64 + KMS_AUDIT_HASH_LEN];
     uint8_t digest[32];
     char h[KMS_AUDIT_HASH_LEN + 1];
@@ -1520,6 +1537,7 @@ int kms_audit_dev_submit(struct kms_audit_dev *d, const char *body, size_t len,
         *list = w;
     }
     atomic_fetch_add_explicit(&d->st_pending, 1, memory_order_relaxed);
+    bool queued_fresh = fresh;
     if (fresh) {
         if (d->qtail != NULL) {
             d->qtail->next = b;
@@ -1528,8 +1546,8 @@ int kms_audit_dev_submit(struct kms_audit_dev *d, const char *body, size_t len,
         }
         d->qtail = b;
         fresh = false;
-        wake = true;
     }
+    wake = wake_writer(d, queued_fresh, &arm);
     rc = 0;
 out:
     if (fresh) {
@@ -1544,8 +1562,11 @@ out:
         }
     }
     pthread_mutex_unlock(&d->mu);
+    if (arm) {
+        defer.arm(defer.arg);
+    }
     if (wake) {
-        wake_writer(d);
+        pthread_cond_signal(&d->work);
     }
     return rc;
 }

@@ -37,6 +37,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #define TOKEN "s.SuperSecretToken123"
@@ -664,6 +665,161 @@ static void test_deferred_wakeups(void **state)
     assert_intact(f->path, 1, 9);
 }
 
+/* A line another thread adds to the batch whose wake-up a deferring worker still owes: that
+ * thread's blocking wait (the KMSKey controller, with its schedule lock held) must not depend on
+ * the worker's pass ending, or a worker that blocks on the same lock in that pass (a KMSKey
+ * write) stalls both until audit_timeout and the controller's operation fails. */
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct joiner {
+    struct kms_audit *a;
+    pthread_mutex_t *lock; /* held across the post and the wait, as kmskey_tick holds s->lock */
+    struct flag *holds;
+    int rc;
+    int64_t ms;
+};
+
+static void *join_deferred_batch(void *arg)
+{
+    struct joiner *j = arg;
+    struct kms_err err;
+    json_t *auth = json_pack("{s:s}", "client_token", TOKEN);
+    json_t *req = json_pack("{s:s, s:s}", "id", "req-c", "path", "kms/keys/p/k");
+    struct kms_audit_rec *r = NULL;
+    pthread_mutex_lock(j->lock);
+    set_flag(j->holds);
+    int64_t t0 = now_ms();
+    j->rc = kms_audit_rec_create(j->a, auth, req, &r) != 0
+                ? -1
+                : kms_audit_rec_log(r, "request", true, NULL, NULL, NULL, &err, NULL, 0);
+    j->ms = now_ms() - t0;
+    pthread_mutex_unlock(j->lock);
+    kms_audit_rec_destroy(&r);
+    json_decref(auth);
+    json_decref(req);
+    return NULL;
+}
+
+static void test_deferred_batch_joined_by_a_waiter(void **state)
+{
+    struct fx *f = *state;
+    struct kms_err err;
+    int armed = 0;
+    pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    struct flag holds = {PTHREAD_MUTEX_INITIALIZER, false};
+    struct joiner j = {NULL, &lock, &holds, -1, 0};
+    pthread_t t;
+    struct kms_audit *a = open_broker(NULL, f->path, KMS_AUDIT_FSYNC_BATCH);
+    j.a = a;
+    /* a writer that has started and gone idle (one that has not yet looked at its queue would
+     * take the worker's batch without a wake-up) */
+    assert_int_equal(log_pair(a, 1), 0);
+    usleep(50 * 1000);
+    kms_audit_defer_wakeups(count_arm, &armed);
+
+    json_t *auth = json_pack("{s:s}", "client_token", TOKEN);
+    json_t *req = json_pack("{s:s, s:s}", "id", "req-w", "path", "transit/encrypt/k");
+    struct kms_audit_rec *r = NULL;
+    assert_int_equal(kms_audit_rec_create(a, auth, req, &r), 0);
+    assert_int_equal(kms_audit_rec_post(r, "request", false, NULL, NULL, NULL, &err, NULL, 0), 0);
+    assert_int_equal(armed, 1); /* the writer's wake-up is owed until the pass ends */
+
+    assert_int_equal(pthread_create(&t, NULL, join_deferred_batch, &j), 0);
+    assert_true(flag_within(&holds, 5000));
+    pthread_mutex_lock(&lock); /* the worker's pass blocks on the lock the waiter holds */
+    pthread_mutex_unlock(&lock);
+    kms_audit_wake_deferred(); /* the end of the pass */
+    pthread_join(t, NULL);
+    kms_audit_defer_wakeups(NULL, NULL);
+    assert_int_equal(j.rc, 0);
+    assert_true(j.ms < 4000);
+
+    assert_int_equal(kms_audit_rec_post(r, "response", true, NULL, NULL, NULL, &err, NULL, 0), 0);
+    assert_int_equal(kms_audit_rec_wait(r, &err, NULL, 0), 0);
+    kms_audit_rec_destroy(&r);
+    json_decref(auth);
+    json_decref(req);
+    kms_audit_destroy(&a);
+    assert_int_equal(count_lines(f->path), 5);
+    assert_intact(f->path, 1, 5);
+}
+
+/* Two workers: the second adds its line to the batch whose wake-up the first still owes, and
+ * its pass ends. Its line is written then, not when the first worker's pass ends (a slow pass
+ * there, a key generation or a storage round trip, would hold every other worker's requests). */
+struct second_worker {
+    struct kms_audit *a;
+    int armed;
+    struct flag written;
+};
+
+static void *post_as_second_worker(void *arg)
+{
+    struct second_worker *w = arg;
+    struct kms_err err;
+    json_t *auth = json_pack("{s:s}", "client_token", TOKEN);
+    json_t *req = json_pack("{s:s, s:s}", "id", "req-2", "path", "transit/encrypt/k");
+    struct kms_audit_rec *r = NULL;
+    kms_audit_defer_wakeups(count_arm, &w->armed);
+    if (kms_audit_rec_create(w->a, auth, req, &r) == 0 &&
+        kms_audit_rec_post(r, "request", true, NULL, NULL, NULL, &err, NULL, 0) == 0 &&
+        kms_audit_rec_notify(r, set_flag, &w->written) == 0) {
+        set_flag(&w->written);
+    }
+    kms_audit_wake_deferred(); /* the end of its pass */
+    (void)flag_within(&w->written, 4000);
+    kms_audit_defer_wakeups(NULL, NULL);
+    kms_audit_rec_destroy(&r);
+    json_decref(auth);
+    json_decref(req);
+    return NULL;
+}
+
+static void test_deferred_batch_joined_by_a_worker(void **state)
+{
+    struct fx *f = *state;
+    struct kms_err err;
+    int armed = 0;
+    struct second_worker w;
+    pthread_t t;
+    memset(&w, 0, sizeof(w));
+    pthread_mutex_init(&w.written.m, NULL);
+    struct kms_audit *a = open_broker(NULL, f->path, KMS_AUDIT_FSYNC_BATCH);
+    w.a = a;
+    assert_int_equal(log_pair(a, 1), 0); /* a started writer, gone idle */
+    usleep(50 * 1000);
+    kms_audit_defer_wakeups(count_arm, &armed);
+
+    json_t *auth = json_pack("{s:s}", "client_token", TOKEN);
+    json_t *req = json_pack("{s:s, s:s}", "id", "req-1", "path", "transit/encrypt/k");
+    struct kms_audit_rec *r = NULL;
+    assert_int_equal(kms_audit_rec_create(a, auth, req, &r), 0);
+    assert_int_equal(kms_audit_rec_post(r, "request", false, NULL, NULL, NULL, &err, NULL, 0), 0);
+    assert_int_equal(armed, 1);
+
+    /* this worker's pass goes on meanwhile */
+    assert_int_equal(pthread_create(&t, NULL, post_as_second_worker, &w), 0);
+    pthread_join(t, NULL);
+    bool written = flag_within(&w.written, 1);
+    kms_audit_wake_deferred();
+    kms_audit_defer_wakeups(NULL, NULL);
+    assert_true(written);
+
+    assert_int_equal(kms_audit_rec_post(r, "response", true, NULL, NULL, NULL, &err, NULL, 0), 0);
+    assert_int_equal(kms_audit_rec_wait(r, &err, NULL, 0), 0);
+    kms_audit_rec_destroy(&r);
+    json_decref(auth);
+    json_decref(req);
+    kms_audit_destroy(&a);
+    assert_int_equal(count_lines(f->path), 5);
+    assert_intact(f->path, 1, 5);
+}
+
 static void test_storage_keeps_salt_and_head(void **state)
 {
     struct fx *f = *state;
@@ -1106,6 +1262,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_accessor_clear_when_asked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deferred_wakeups, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deferred_batch_joined_by_a_waiter, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deferred_batch_joined_by_a_worker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_always_and_never, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rotation_continues_chain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_recovers_head_and_cuts_torn_line, setup,

@@ -368,16 +368,18 @@ int kms_cli_yaml_parse(const char *name, const uint8_t *text, size_t len, json_t
     return rc;
 }
 
+/* 0, or the exit status: a file that cannot be read fails (1, as for encrypt --file and
+ * login --jwt-file), a manifest that is not valid YAML is a usage error (2). */
 static int load_yaml(const char *file, json_t *docs)
 {
     uint8_t *text = NULL;
     size_t len = 0;
     if (kms_cli_read_file(file, 4u << 20, &text, &len) != 0) {
-        return -1;
+        return KMS_CLI_EXIT_FAIL;
     }
     int rc = kms_cli_yaml_parse(strcmp(file, "-") == 0 ? "stdin" : file, text, len, docs);
     kms_free_wipe((void **)&text, len + 1);
-    return rc;
+    return rc == 0 ? 0 : KMS_CLI_EXIT_USAGE;
 }
 
 /* ---- apply ------------------------------------------------------------------------------- */
@@ -563,7 +565,9 @@ int kms_cli_apply(int argc, char **argv)
     }
     docs = json_array();
     for (size_t i = 0; i < nfiles; i++) {
-        if (load_yaml(files[i], docs) != 0) {
+        int lrc = load_yaml(files[i], docs);
+        if (lrc != 0) {
+            status = lrc;
             goto out;
         }
     }
@@ -695,8 +699,11 @@ int kms_cli_patch(int argc, char **argv)
     }
     docs = json_array();
     if (patch_file != NULL) {
-        if (kms_cli_read_file(patch_file, 1u << 20, &file, &flen) != 0 ||
-            kms_cli_yaml_parse(patch_file, file, flen, docs) != 0) {
+        if (kms_cli_read_file(patch_file, 1u << 20, &file, &flen) != 0) {
+            status = KMS_CLI_EXIT_FAIL;
+            goto out;
+        }
+        if (kms_cli_yaml_parse(patch_file, file, flen, docs) != 0) {
             goto out;
         }
     } else if (kms_cli_yaml_parse("--patch", (const uint8_t *)patch_text, strlen(patch_text),

@@ -159,6 +159,21 @@ class StrictManifestTest(KmsctlTestCase):
             self.assertIn('unknown field "%s"' % f, r.errtext)
         self.assert_absent("typo-all")
 
+    def test_unreadable_file_fails_as_for_encrypt(self):
+        # a file that cannot be read is a failure (exit 1), as for `encrypt --plaintext-file` and
+        # `login --jwt-file`; a manifest that is not valid YAML is a usage error (exit 2)
+        missing = os.path.join(tempfile.gettempdir(), "kmsctl-no-such-%d.yaml" % os.getpid())
+        for args in (("apply", "-f", missing),
+                     ("apply", "-f", "-", "-f", missing),
+                     ("patch", "kmskey", "x", "--patch-file", missing),
+                     ("encrypt", "x", "--plaintext-file", missing)):
+            r = self.fails(1, *args, stdin=manifest("readable-first"))
+            self.assertIn("Error: cannot open %s: No such file or directory" % missing,
+                          r.errtext, args)
+        self.assert_absent("readable-first")
+        r = self.fails(2, "apply", "-f", "-", stdin=b"spec: [unclosed\n")
+        self.assertIn("stdin", r.errtext)
+
     def test_server_warns_of_unknown_rotation_field(self):
         # the raw API (curl, hvac) is not strict; it drops an unknown field with Kubernetes'
         # Warn-mode warning, in rotation too: "enable" (for "enabled") left rotation off and

@@ -632,6 +632,40 @@ static json_t *condition(const char *type, bool ok, const char *reason, const ch
                      "reason", reason, "message", msg, "lastTransitionTime", when);
 }
 
+/*
+ * Protected: the latches a KMSKey's key is made without (exportable, allow_plaintext_backup,
+ * deletion_allowed) are still off. Only a root token (the break-glass) can set them on a key a
+ * KMSKey owns; the spec cannot say so (exportable must be false), so the status does.
+ */
+static json_t *protected_condition(const struct kms_key_policy *p, const char *when)
+{
+    char msg[256];
+    size_t n = 0;
+    const char *what[3];
+
+    if (p->exportable) {
+        what[n++] = "it is exportable";
+    }
+    if (p->allow_plaintext_backup) {
+        what[n++] = "it allows plaintext backup";
+    }
+    if (p->deletion_allowed) {
+        what[n++] = "deletion_allowed is set (a Transit DELETE skips the deletion countdown)";
+    }
+    if (n == 0) {
+        return condition("Protected", true, "Latched",
+                         "the Transit key is not exportable, allows no plaintext backup and "
+                         "cannot be deleted outside its KMSKey",
+                         when);
+    }
+    int len =
+        snprintf(msg, sizeof(msg), "the Transit key was changed outside its KMSKey: %s", what[0]);
+    for (size_t i = 1; i < n && len > 0 && (size_t)len < sizeof(msg); i++) {
+        len += snprintf(msg + len, sizeof(msg) - (size_t)len, "; %s", what[i]);
+    }
+    return condition("Protected", false, "ChangedOutsideKMSKey", msg, when);
+}
+
 static void rfc3339(int64_t sec, char out[40])
 {
     kms_time_rfc3339(sec, 0, out);
@@ -697,6 +731,9 @@ static json_t *render(struct kms_sched *s, const struct target *t, const char *n
     } else {
         json_array_append_new(
             conds, condition("Ready", true, "KeyReady", "the Transit key is provisioned", when));
+    }
+    if (g == 0) {
+        json_array_append_new(conds, protected_condition(&p, when));
     }
     json_array_append_new(conds, condition("OpenBaoMounted", t->mount.uuid[0] != '\0',
                                            t->mount.uuid[0] ? "Mounted" : "NotMounted",

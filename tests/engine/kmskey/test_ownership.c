@@ -41,6 +41,25 @@ static json_t *kms(struct kt *t, int want, const char *method, const char *proje
     return kt_ok(t, want, method, p, ORG, body);
 }
 
+/* A field of condition `type` of KMSKey b/<name> (a static copy: the body is freed). */
+static const char *condition_of(struct kt *t, const char *name, const char *type, const char *field)
+{
+    static char out[512];
+    json_t *b = kms(t, 200, "GET", "b", name, NULL, NULL);
+    json_t *c;
+    size_t i;
+    out[0] = '\0';
+    json_array_foreach(
+        json_object_get(json_object_get(json_object_get(b, "data"), "status"), "conditions"), i, c)
+    {
+        if (strcmp(json_string_value(json_object_get(c, "type")), type) == 0) {
+            snprintf(out, sizeof(out), "%s", json_string_value(json_object_get(c, field)));
+        }
+    }
+    json_decref(b);
+    return out;
+}
+
 static void expect_err(struct kt *t, int want, const char *method, const char *project,
                        const char *name, const char *tail, const char *body, const char *msg)
 {
@@ -411,9 +430,24 @@ static void test_managed_key_settings_refused(void **state)
     bool exportable = json_is_true(json_object_get(json_object_get(u, "data"), "exportable"));
     json_decref(u);
     assert_false(exportable);
-    /* root is the break-glass */
+    assert_string_equal(condition_of(t, "e", "Protected", "status"), "True");
+    assert_string_equal(condition_of(t, "e", "Protected", "reason"), "Latched");
+    /* root is the break-glass; the KMSKey's status says what it changed (its spec cannot:
+     * exportable must stay false there), and the key stays Ready */
     json_decref(kt_ok(t, 200, "POST", "/v1/transit/keys/org1-b-e/config", ORG,
                       "{\"deletion_allowed\":true}"));
+    assert_string_equal(condition_of(t, "e", "Protected", "status"), "False");
+    assert_string_equal(condition_of(t, "e", "Protected", "reason"), "ChangedOutsideKMSKey");
+    assert_string_equal(condition_of(t, "e", "Protected", "message"),
+                        "the Transit key was changed outside its KMSKey: deletion_allowed is set "
+                        "(a Transit DELETE skips the deletion countdown)");
+    json_decref(kt_ok(t, 200, "POST", "/v1/transit/keys/org1-b-e/config", ORG,
+                      "{\"exportable\":true,\"allow_plaintext_backup\":true}"));
+    assert_string_equal(condition_of(t, "e", "Protected", "message"),
+                        "the Transit key was changed outside its KMSKey: it is exportable; it "
+                        "allows plaintext backup; deletion_allowed is set (a Transit DELETE skips "
+                        "the deletion countdown)");
+    assert_string_equal(condition_of(t, "e", "Ready", "status"), "True");
 }
 
 int main(void)

@@ -289,6 +289,11 @@ int kms_parse_duration_str(const char *s, int64_t *out) KMS_WUR;
  * (Go would wrap around).
  */
 int kms_parse_go_duration_second(const char *s, int64_t *out, char *why, size_t whylen) KMS_WUR;
+/*
+ * The text a Go json.Number keeps of a JSON number: an integer's digits, a real's shortest
+ * round-trip form with ".0" when that has no point (as a real was written). "" for a non-number.
+ */
+void kms_go_number_text(const json_t *v, char *buf, size_t len);
 /* Go strconv.ParseBool. */
 bool kms_parse_go_bool(const char *s, bool *out);
 /* Decode a base64 parameter with Go's message on failure. *out malloc'd (wiped-free). */

@@ -316,27 +316,37 @@ toolong:
 /* A JSON value of a duration field as ParseDurationSecond sees it: the text of a number
  * (Go keeps a json.Number's text; a real's is rebuilt, shortest form, ".0" when it has no
  * point, as Python and Go write floats). */
+void kms_go_number_text(const json_t *v, char *buf, size_t len)
+{
+    if (json_is_integer(v)) {
+        snprintf(buf, len, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        return;
+    }
+    if (!json_is_real(v)) {
+        snprintf(buf, len, "%s", "");
+        return;
+    }
+    double d = json_real_value(v);
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(buf, len, "%.*g", prec, d);
+        if (strtod(buf, NULL) == d) {
+            break;
+        }
+    }
+    if (strpbrk(buf, ".en") == NULL) {
+        size_t l = strlen(buf);
+        snprintf(buf + l, len - l, ".0");
+    }
+}
+
 static int coerce_duration(const json_t *v, bool nonneg, int64_t *out, char *why, size_t whylen)
 {
     char num[64];
     const char *text;
     if (json_is_string(v)) {
         text = json_string_value(v);
-    } else if (json_is_integer(v)) {
-        snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-        text = num;
-    } else if (json_is_real(v)) {
-        double d = json_real_value(v);
-        for (int prec = 15; prec <= 17; prec++) {
-            snprintf(num, sizeof(num), "%.*g", prec, d);
-            if (strtod(num, NULL) == d) {
-                break;
-            }
-        }
-        if (strpbrk(num, ".en") == NULL) {
-            size_t l = strlen(num);
-            snprintf(num + l, sizeof(num) - l, ".0");
-        }
+    } else if (json_is_number(v)) {
+        kms_go_number_text(v, num, sizeof(num));
         text = num;
     } else {
         snprintf(why, whylen, "could not parse duration from input");

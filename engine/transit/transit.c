@@ -877,26 +877,11 @@ static const char *go_type(const json_t *v)
     return "string";
 }
 
-/* The text a json.Number keeps: an integer's digits, a real's shortest form (with ".0" when
- * that has no point, as a real was written). */
+/* The text a json.Number keeps, as a JSON string. */
 static json_t *number_text(const json_t *v)
 {
     char buf[64];
-    if (json_is_integer(v)) {
-        snprintf(buf, sizeof(buf), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-        return json_string(buf);
-    }
-    double d = json_real_value(v);
-    for (int prec = 15; prec <= 17; prec++) {
-        snprintf(buf, sizeof(buf), "%.*g", prec, d);
-        if (strtod(buf, NULL) == d) {
-            break;
-        }
-    }
-    if (strpbrk(buf, ".en") == NULL) {
-        size_t l = strlen(buf);
-        snprintf(buf + l, sizeof(buf) - l, ".0");
-    }
+    kms_go_number_text(v, buf, sizeof(buf));
     return json_string(buf);
 }
 

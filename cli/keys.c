@@ -65,27 +65,36 @@ static void version_cell(const json_t *k, const char *field, char *out, size_t n
     }
 }
 
-static void ready_cell(const json_t *k, char *out, size_t n)
+/* The KMSKey's condition of `type`, or NULL. */
+static const json_t *condition_of(const json_t *k, const char *type)
 {
     size_t i;
     json_t *c;
-    snprintf(out, n, "-");
     json_array_foreach(json_object_get(json_object_get(k, "status"), "conditions"), i, c)
     {
-        const char *type = sget(c, "type", NULL);
-        if (type == NULL || strcmp(type, "Ready") != 0) {
-            continue;
+        const char *t = sget(c, "type", NULL);
+        if (t != NULL && strcmp(t, type) == 0) {
+            return c;
         }
-        const char *st = sget(c, "status", NULL);
-        const char *rs = sget(c, "reason", NULL);
-        if (st != NULL && strcmp(st, "True") == 0) {
-            snprintf(out, n, "True");
-        } else if (rs != NULL && rs[0] != '\0') {
-            snprintf(out, n, "%s/%s", st ? st : "Unknown", rs);
-        } else {
-            snprintf(out, n, "%s", st ? st : "Unknown");
-        }
+    }
+    return NULL;
+}
+
+static void ready_cell(const json_t *k, char *out, size_t n)
+{
+    const json_t *c = condition_of(k, "Ready");
+    if (c == NULL) {
+        snprintf(out, n, "-");
         return;
+    }
+    const char *st = sget(c, "status", NULL);
+    const char *rs = sget(c, "reason", NULL);
+    if (st != NULL && strcmp(st, "True") == 0) {
+        snprintf(out, n, "True");
+    } else if (rs != NULL && rs[0] != '\0') {
+        snprintf(out, n, "%s/%s", st ? st : "Unknown", rs);
+    } else {
+        snprintf(out, n, "%s", st ? st : "Unknown");
     }
 }
 
@@ -142,6 +151,12 @@ static void print_describe(const json_t *k)
     ready_cell(k, ready, sizeof(ready));
     if (strcmp(ready, "True") != 0) {
         printf("  %-21s%s\n", "Ready:", kms_cli_esc(ready));
+    }
+    /* a root token changed the key's latches (exportable, plaintext backup, deletion) */
+    const json_t *prot = condition_of(k, "Protected");
+    const char *pst = sget(prot, "status", NULL);
+    if (pst != NULL && strcmp(pst, "False") == 0) {
+        printf("  %-21sFalse (%s)\n", "Protected:", or_dash(sget(prot, "message", NULL)));
     }
 }
 

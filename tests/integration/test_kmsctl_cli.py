@@ -137,6 +137,26 @@ class ErrorMessagesTest(KmsctlTestCase):
         self.assertIn("kmsctl keys create", r.errtext)
 
 
+class BreakGlassTest(KmsctlTestCase):
+    """A root token changes a KMSKey's Transit key behind it: describe and the status say so."""
+
+    def test_describe_names_latches_root_turned_on(self):
+        self.ok("keys", "create", "guarded")
+        r = self.ok("keys", "describe", "guarded")
+        self.assertNotIn("Protected", r.text)
+        resp = self.server.request("POST", "transit/keys/%s-%s-guarded/config" % (ORG, PROJECT),
+                                   {"exportable": True}, namespace=ORG)
+        self.assertEqual(resp.status, 200, resp.describe())
+        r = self.ok("keys", "describe", "guarded")
+        self.assertIn("  Protected:           False (the Transit key was changed outside its "
+                      "KMSKey: it is exportable)\n", r.text)
+        self.assertNotIn("Ready:", r.text)  # the key still works
+        st = yaml.safe_load(self.ok("get", "kmskey", "guarded", "-o", "yaml").out)["status"]
+        prot = [c for c in st["conditions"] if c["type"] == "Protected"]
+        self.assertEqual([(c["status"], c["reason"]) for c in prot],
+                         [("False", "ChangedOutsideKMSKey")])
+
+
 class StrictManifestTest(KmsctlTestCase):
     """Items 15 and 16: unknown fields are refused and named; -o yaml/json applies back."""
 

@@ -61,6 +61,8 @@ void kms_plugin_core_init(struct kms_plugin_core *c, const struct kms_plugin_bac
     c->b = *b;
     c->status_ttl_ms = status_ttl_ms > 0 ? status_ttl_ms : 10000;
     c->now_ms = kms_plugin_mono_ms;
+    atomic_init(&c->status_version, 0);
+    atomic_init(&c->status_stale, false);
     pthread_mutex_init(&c->mu, NULL);
 }
 
@@ -252,31 +254,33 @@ static void key_id_of(const struct kms_plugin_core *c, uint32_t version, char *o
     snprintf(out, n, "%s:v%" PRIu32, c->b.label, version);
 }
 
-/* Encrypt through the backend into a checked ciphertext and key_id. */
+/* Encrypt through the backend into a checked ciphertext, its key version and key_id. */
 static int wrap(struct kms_plugin_core *c, const uint8_t *pt, size_t ptlen, const char *uid,
-                int64_t deadline_ms, char **ct, char *key_id, char *msg, size_t n)
+                int64_t deadline_ms, char **ct, uint32_t *version, char *key_id, char *msg,
+                size_t n)
 {
     struct kms_err err;
-    uint32_t version = 0;
     kms_err_clear(&err);
     *ct = NULL;
-    if (c->b.encrypt(c->b.arg, pt, ptlen, uid, deadline_ms, ct, &version, &err) != 0) {
+    *version = 0;
+    if (c->b.encrypt(c->b.arg, pt, ptlen, uid, deadline_ms, ct, version, &err) != 0) {
         return backend_fail(&err, msg, n);
     }
     size_t len = strlen(*ct);
     uint32_t v2 = 0;
     if (len == 0 || len > KMS_PLUGIN_CIPHERTEXT_MAX ||
-        kms_ciphertext_parse_version(*ct, len, &v2) != 0 || v2 != version) {
+        kms_ciphertext_parse_version(*ct, len, &v2) != 0 || v2 != *version) {
         kms_free_wipe((void **)ct, len);
         return fail(msg, n, KMS_GRPC_INTERNAL,
                     "the key service returned a ciphertext the apiserver cannot keep");
     }
-    key_id_of(c, version, key_id, KMS_PLUGIN_KEY_ID_MAX + 1);
+    key_id_of(c, *version, key_id, KMS_PLUGIN_KEY_ID_MAX + 1);
     return KMS_GRPC_OK;
 }
 
 /* The health probe: encrypt and decrypt PROBE_LEN random bytes through the real path. */
-static void probe(struct kms_plugin_core *c, bool *healthy, char *healthz, size_t hn, char *key_id)
+static void probe(struct kms_plugin_core *c, bool *healthy, char *healthz, size_t hn, char *key_id,
+                  uint32_t *version)
 {
     uint8_t seed[PROBE_LEN];
     char *ct = NULL;
@@ -292,17 +296,12 @@ static void probe(struct kms_plugin_core *c, bool *healthy, char *healthz, size_
         return;
     }
     /* no deadline: the answer is every caller's, not only the one whose call probes */
-    if (wrap(c, seed, sizeof(seed), "", KMS_PLUGIN_NO_DEADLINE, &ct, key_id, msg, sizeof(msg)) !=
-        KMS_GRPC_OK) {
+    if (wrap(c, seed, sizeof(seed), "", KMS_PLUGIN_NO_DEADLINE, &ct, version, key_id, msg,
+             sizeof(msg)) != KMS_GRPC_OK) {
         snprintf(healthz, hn, "encrypt probe failed: %s", msg);
         goto out;
     }
-    uint32_t version = 0;
-    if (kms_ciphertext_parse_version(ct, strlen(ct), &version) != 0) {
-        snprintf(healthz, hn, "encrypt probe returned no vault:v<N>: ciphertext");
-        goto out;
-    }
-    if (c->b.decrypt(c->b.arg, ct, strlen(ct), version, "", KMS_PLUGIN_NO_DEADLINE, &pt, &ptlen,
+    if (c->b.decrypt(c->b.arg, ct, strlen(ct), *version, "", KMS_PLUGIN_NO_DEADLINE, &pt, &ptlen,
                      &err) != 0) {
         err_text(&err, msg, sizeof(msg));
         snprintf(healthz, hn, "decrypt probe failed: %s", msg);
@@ -330,15 +329,18 @@ static int status(struct kms_plugin_core *c, uint8_t **out, size_t *outlen)
 
     pthread_mutex_lock(&c->mu);
     int64_t now = kms_plugin_mono_ms();
-    if (!c->status_known || now >= c->status_until) {
+    bool stale = atomic_exchange(&c->status_stale, false);
+    if (!c->status_known || stale || now >= c->status_until) {
         /* one probe at a time; callers meanwhile wait for its answer */
         bool healthy = false;
+        uint32_t version = 0;
         key_id[0] = '\0';
-        probe(c, &healthy, healthz, sizeof(healthz), key_id);
+        probe(c, &healthy, healthz, sizeof(healthz), key_id, &version);
         c->healthy = healthy;
         snprintf(c->healthz, sizeof(c->healthz), "%s", healthz);
         if (healthy) {
             snprintf(c->key_id, sizeof(c->key_id), "%s", key_id);
+            atomic_store(&c->status_version, version);
         }
         c->status_known = true;
         /* an unhealthy answer is reused for a second at most, so recovery shows quickly */
@@ -371,6 +373,7 @@ static int encrypt(struct kms_plugin_core *c, const uint8_t *in, size_t len, int
     char key_id[KMS_PLUGIN_KEY_ID_MAX + 1];
     char uid[KMS_PLUGIN_UID_MAX + 1];
     char *ct = NULL;
+    uint32_t version = 0;
     int code;
 
     if (req == NULL) {
@@ -391,9 +394,18 @@ static int encrypt(struct kms_plugin_core *c, const uint8_t *in, size_t len, int
                       req->plaintext.len, KMS_PLUGIN_PLAINTEXT_MAX);
         goto out;
     }
-    code = wrap(c, req->plaintext.data, req->plaintext.len, uid, deadline_ms, &ct, key_id, msg, n);
+    code = wrap(c, req->plaintext.data, req->plaintext.len, uid, deadline_ms, &ct, &version, key_id,
+                msg, n);
     if (code != KMS_GRPC_OK) {
         goto out;
+    }
+    /* a key version Status does not report yet (the key was rotated since its last probe): the
+     * next Status probes again. kube-apiserver keeps a new DEK seed only when its Encrypt's
+     * key_id is its Status's, so one that needs a seed (a restarted apiserver) would fail until
+     * the cached answer expired (the status interval, up to an hour) */
+    uint32_t reported = atomic_load(&c->status_version);
+    if (reported != 0 && reported != version) {
+        atomic_store(&c->status_stale, true);
     }
     r.ciphertext.data = (uint8_t *)ct;
     r.ciphertext.len = strlen(ct);

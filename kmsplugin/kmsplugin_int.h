@@ -12,6 +12,7 @@
 #include "wire.pb-c.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 enum kms_plugin_method {
     KMS_PLUGIN_STATUS,
@@ -35,6 +36,11 @@ struct kms_plugin_core {
     bool healthy;
     char healthz[320];
     char key_id[KMS_PLUGIN_KEY_ID_MAX + 1];
+    /* The key version key_id names (0: no healthy answer yet), and whether an Encrypt has used
+     * another one since (the key was rotated): the next Status then probes again, whatever the
+     * TTL. Atomic: Encrypt never waits for a probe that holds mu. */
+    _Atomic uint32_t status_version;
+    atomic_bool status_stale;
 };
 
 void kms_plugin_core_init(struct kms_plugin_core *c, const struct kms_plugin_backend *b,

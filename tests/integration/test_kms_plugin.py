@@ -363,6 +363,36 @@ class TestInProcess(PluginServerCase):
             srv.cleanup()
         self.assertEqual(rc, 0)
 
+    def test_status_follows_a_rotation_that_encrypt_used(self):
+        # kube-apiserver keeps a new DEK seed only when Encrypt's key_id is the one Status gave
+        # (rotateDEKOnKeyIDChange). After a rotation the cached Status named the old version for
+        # the whole status interval (up to an hour), so an apiserver that needed a seed (one
+        # restarted meanwhile) failed every try until then. An Encrypt that used another
+        # version than Status reports makes the next Status probe again
+        name = "rot-h"
+        path = os.path.join(self.dir, "roth.sock")
+        srv = KmsdServer(extra_args=["-kms-plugin-socket=" + path, "-kms-plugin-key=" + name,
+                                     "-kms-plugin-status-interval=1h"])
+        try:
+            srv.start()
+            wait_socket(path)
+            self.assertEqual(srv.request("POST", "transit/keys/" + name, {}).status, 200)
+            p = Plugin(path)
+            self.assertEqual(p.status().key_id, "transit/keys/%s:v1" % name)
+            r = srv.request("POST", "transit/keys/%s/rotate" % name, {})
+            self.assertEqual(r.status, 200, r.describe())
+            self.assertEqual(p.status().key_id, "transit/keys/%s:v1" % name)  # cached
+            e = p.encrypt(SEED)
+            self.assertEqual(e.key_id, "transit/keys/%s:v2" % name)
+            st = p.status()
+            self.assertEqual((st.healthz, st.key_id), ("ok", e.key_id))
+            self.assertEqual(p.encrypt(SEED).key_id, st.key_id)
+            p.close()
+        finally:
+            rc = srv.stop()
+            srv.cleanup()
+        self.assertEqual(rc, 0)
+
     def test_refusals(self):
         good = self.p.encrypt(SEED)
         cases = []

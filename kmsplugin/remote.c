@@ -3,8 +3,11 @@
  * HTTP(S) with kmsctl's client (cli/http_client.c over crypto/tls_client.c). It logs in with a
  * Kubernetes ServiceAccount token (auth/<path>/login) or uses a token from a file, renews the
  * token when two thirds of its TTL have passed, logs in again (or re-reads the file) when the
- * token has expired or a call is refused with 403, and retries that call once. A server it
- * cannot reach answers 503, which the plugin reports as UNAVAILABLE at once.
+ * token has expired or a call is refused with 403, and retries that call once; not when a login
+ * gave the refused token, without a num_uses limit, less than 10 s (or half its TTL) ago (the
+ * role's policies do not grant the key: a login per call would pile up tokens in the key
+ * service). A server it cannot reach answers 503, which the plugin reports as UNAVAILABLE at
+ * once.
  *
  * A call's Transit request is bounded by its deadline (the apiserver's grpc-timeout) as well
  * as by -timeout: the call thread gives up when its client does, and a request is not sent
@@ -39,6 +42,11 @@
  * wait its whole timeout (kmsd itself closes idle connections after 120 s, which the client
  * sees). */
 #define POOL_IDLE_MS 30000
+/* A 403 on a token that a login gave less than this long (or half its TTL) ago, without a
+ * num_uses limit, is answered as it is, not with another login: the key service refuses what
+ * the role's policies grant, and a login per call would only leave a token per call in its
+ * store, each living its whole TTL. */
+#define RELOGIN_MIN_MS 10000
 
 struct pooled {
     struct kms_cli_http *h;
@@ -58,6 +66,8 @@ struct remote {
     int64_t expires_ms;  /* monotonic; 0 = no known expiry */
     int64_t margin_ms;   /* a tenth of the TTL: a token this close to expiry is not used */
     uint64_t generation; /* bumped at every new token */
+    int64_t login_ms;    /* monotonic: when a login gave the token (0: from the token file) */
+    bool limited_uses;   /* the login's token has a num_uses limit (a 403 may mean it ran out) */
     bool renewable;
     pthread_mutex_t pool_mu;      /* guards idle, nidle */
     struct pooled idle[POOL_MAX]; /* the most recently used last */
@@ -252,7 +262,7 @@ static int login_locked(struct remote *r, struct kms_err *err)
 {
     struct kms_cli_resp resp;
     free_token(r);
-    r->renew_at_ms = r->expires_ms = r->margin_ms = 0;
+    r->renew_at_ms = r->expires_ms = r->margin_ms = r->login_ms = 0;
     r->renewable = false;
     if (r->token_file != NULL) {
         r->token = read_secret_file(r->token_file, err);
@@ -306,12 +316,14 @@ static int login_locked(struct remote *r, struct kms_err *err)
         return kms_err_set(err, 500, "the login answer has no usable client token");
     }
     r->renewable = json_is_true(json_object_get(auth, "renewable"));
+    r->limited_uses = json_integer_value(json_object_get(auth, "num_uses")) > 0;
     int64_t now = kms_plugin_mono_ms();
     if (ttl > 0) {
         r->expires_ms = now + (int64_t)ttl * 1000;
         r->renew_at_ms = now + (int64_t)ttl * 1000 * 2 / 3;
         r->margin_ms = (int64_t)ttl * 100;
     }
+    r->login_ms = now;
     r->generation++;
     json_decref(j);
     rlog(r, "info", "kms plugin: logged in to the key service", r->addr);
@@ -372,14 +384,27 @@ out:
     return out;
 }
 
-/* After a 403: a new login, unless another thread already got a newer token. */
+/* After a 403: a new login (or the token file read again), unless another thread already got a
+ * newer token. 0: retry with the token now current; 1: not worth a retry (a login gave this
+ * token, without a num_uses limit, less than RELOGIN_MIN_MS or half its TTL ago); -1 with err:
+ * the login failed. */
 static int relogin(struct remote *r, uint64_t gen, struct kms_err *err)
 {
     int rc = 0;
     pthread_mutex_lock(&r->mu);
     if (r->generation == gen) {
-        rlog(r, "info", "kms plugin: the key service refused the token; logging in again", r->addr);
-        rc = login_locked(r, err);
+        /* a token with a short TTL may have died early on the server's clock: half its TTL */
+        int64_t gap = RELOGIN_MIN_MS;
+        if (r->expires_ms != 0 && (r->expires_ms - r->login_ms) / 2 < gap) {
+            gap = (r->expires_ms - r->login_ms) / 2;
+        }
+        if (r->login_ms != 0 && !r->limited_uses && kms_plugin_mono_ms() - r->login_ms < gap) {
+            rc = 1;
+        } else {
+            rlog(r, "info", "kms plugin: the key service refused the token; logging in again",
+                 r->addr);
+            rc = login_locked(r, err);
+        }
     }
     pthread_mutex_unlock(&r->mu);
     return rc;
@@ -425,11 +450,15 @@ static int transit_call(struct remote *r, const char *op, const char *body, int6
             return -1;
         }
         if (resp.status == 403 && attempt == 0) {
-            kms_cli_resp_dispose(&resp);
-            if (relogin(r, gen, err) != 0) {
-                return -1;
+            int again = relogin(r, gen, err);
+            if (again <= 0) {
+                kms_cli_resp_dispose(&resp);
+                if (again < 0) {
+                    return -1;
+                }
+                continue;
             }
-            continue;
+            /* a fresh login's token refused: answered as it is (PERMISSION_DENIED) */
         }
         if (resp.status != 200) {
             rc = server_error(&resp, err);

@@ -319,6 +319,32 @@ class TestSidecarTokens(SidecarCase):
         self.assertEqual(self.logins(s), 1, s.log_text())
         self.assertNotIn("renewal failed", s.log_text())
 
+    def test_a_refused_fresh_login_is_not_repeated_per_call(self):
+        # a key the role's policies do not grant (another project's): every call is refused
+        # with 403. Each call logged in again before retrying, and each login left a token in
+        # the key service for its whole TTL (1 h by default): a kube-apiserver retrying its
+        # reads piled up thousands. A token a login gave less than 10 s ago is not replaced
+        r = self.remote.request("POST", "kms/keys/other/etcd-d", {"purpose": "etcd"},
+                                namespace=ORG)
+        self.assertEqual(r.status, 200, r.describe())
+        s = Sidecar(self.dir, ["-addr=" + self.remote.addr, "-key=other/etcd-d",
+                               "-namespace=" + ORG, "-auth-path=kubernetes", "-role=kms-plugin",
+                               "-token-file=" + self.jwt])
+        self.sidecars.append(s)
+        for _ in range(5):
+            code, details = rpc_error(s.plugin.encrypt, SEED)
+            self.assertEqual(code, grpc.StatusCode.PERMISSION_DENIED, details)
+        self.assertEqual(self.logins(s), 1, s.log_text())
+        self.assertNotIn("refused the token", s.log_text())
+        # a token with a num_uses limit that ran out is still replaced at its 403, however new
+        self.kmskey("etcd-u")
+        self.role("two-uses", token_num_uses=2)
+        u = self.sidecar("etcd-u", role="two-uses")
+        for _ in range(3):
+            e = u.plugin.encrypt(SEED)
+        self.assertEqual(u.plugin.decrypt(e.ciphertext, e.key_id).plaintext, SEED)
+        self.assertEqual(self.logins(u), 2, u.log_text())
+
     def test_token_file_with_a_line_break_is_refused(self):
         """A token file whose token has a line break in it: nothing is sent (the rest of the
         file would become request headers); the call is UNAUTHENTICATED."""

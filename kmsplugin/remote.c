@@ -627,6 +627,36 @@ int kms_plugin_remote_backend(const struct kms_plugin_remote_opts *o,
         remote_destroy(r);
         return kms_err_set(err, 400, "the namespace holds characters a header cannot carry");
     }
+    /* the address and the CA file are read now: a typo in either stops the sidecar at start
+     * rather than failing every call it answers (connections are made at the first call) */
+    struct kms_cli_http_opts ho;
+    struct kms_cli_http *h = NULL;
+    char e[512];
+    memset(&ho, 0, sizeof(ho));
+    ho.addr = r->addr;
+    const char *host =
+        r->addr != NULL && strstr(r->addr, "://") != NULL ? strstr(r->addr, "://") + 3 : r->addr;
+    if (host != NULL && memchr(host, '@', strcspn(host, "/")) != NULL) {
+        /* the address is logged and quoted in errors: no credentials in it */
+        remote_destroy(r);
+        return kms_err_set(err, 400,
+                           "-addr: an address with user information (user:password@) is not "
+                           "taken; give -vault-token-file or log in with -role");
+    }
+    if (r->addr == NULL || kms_cli_http_create(&ho, &h, e, sizeof(e)) != 0) {
+        remote_destroy(r);
+        return kms_err_set(err, 400, "-addr: %s", r->addr == NULL ? "no address" : e);
+    }
+    kms_cli_http_destroy(&h);
+    FILE *ca = r->ca_cert != NULL ? fopen(r->ca_cert, "re") : NULL;
+    if (r->ca_cert != NULL && ca == NULL) {
+        kms_err_set(err, 400, "-ca-cert: cannot read %s: %s", r->ca_cert, strerror(errno));
+        remote_destroy(r);
+        return -1;
+    }
+    if (ca != NULL) {
+        fclose(ca);
+    }
     /* the same key_id as the in-process plugin for the same key */
     char nsp[300] = "";
     if (r->ns != NULL) {

@@ -678,9 +678,10 @@ class KMSPluginManifests(unittest.TestCase):
                                                      self.key["metadata"]["name"]))
 
     def test_the_real_sidecar_takes_these_flags(self):
-        """The manifest's args run with the built kmsd (socket and server address swapped
-        for a temporary socket and a closed port): every flag is accepted, the socket is
-        served, Status says why it is not healthy, SIGTERM ends it cleanly."""
+        """The manifest's args run with the built kmsd (socket, server address and CA file
+        swapped for a temporary socket, a closed port and a temporary file: the sidecar reads
+        its CA file at start): every flag is accepted, the socket is served, Status says why it
+        is not healthy, SIGTERM ends it cleanly."""
         import signal
         import socket
         import time
@@ -688,6 +689,9 @@ class KMSPluginManifests(unittest.TestCase):
         d = tempfile.mkdtemp(prefix="kmsd-deploy-plugin-")
         try:
             sock = os.path.join(d, "socket.sock")
+            ca = os.path.join(d, "ca.crt")
+            with open(ca, "w") as f:
+                f.write("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 closed = s.getsockname()[1]
@@ -697,6 +701,8 @@ class KMSPluginManifests(unittest.TestCase):
                     a = "-listen=unix://" + sock
                 elif a.startswith("-addr="):
                     a = "-addr=https://127.0.0.1:%d" % closed
+                elif a.startswith("-ca-cert="):
+                    a = "-ca-cert=" + ca
                 args.append(a)
             p = subprocess.Popen([kmsd] + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             try:

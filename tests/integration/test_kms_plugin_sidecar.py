@@ -454,6 +454,45 @@ class TestSidecarTLS(unittest.TestCase):
             shutil.rmtree(d, ignore_errors=True)
 
 
+class TestSidecarFlags(unittest.TestCase):
+
+    def test_a_bad_address_or_ca_file_stops_it_at_start(self):
+        # the address was first read at the first call: a sidecar given a typo said it was
+        # listening and then answered every call INTERNAL (and a CA file that is not there,
+        # UNAVAILABLE), so a flag error showed only as an unhealthy plugin
+        d = tempfile.mkdtemp(prefix="kmsd-sidecar-flags-")
+        self.addCleanup(shutil.rmtree, d, True)
+        token = os.path.join(d, "token")
+        with open(token, "w") as f:
+            f.write("s.token\n")
+        sock = os.path.join(d, "kms.sock")
+        cases = [(["-addr=ftp://kmsd.example:8200"],
+                  "-addr: ftp://kmsd.example:8200: unsupported scheme"),
+                 (["-addr=https://"], "-addr: https://: no host or port"),
+                 # it would be in every log line and error message
+                 (["-addr=https://admin:s3cret@kmsd.example:8200"],
+                  "-addr: an address with user information (user:password@) is not taken"),
+                 (["-addr=https://kmsd.example:8200", "-ca-cert=" + os.path.join(d, "ca.pem")],
+                  "-ca-cert: cannot read %s: No such file or directory"
+                  % os.path.join(d, "ca.pem"))]
+        for args, want in cases:
+            with self.subTest(args=args):
+                proc = subprocess.Popen([KMSD_BIN, "kms-plugin", "-listen=unix://" + sock,
+                                         "-key=etcd-k", "-vault-token-file=" + token] + args,
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, start_new_session=True)
+                try:
+                    _, err = proc.communicate(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.communicate()
+                    self.fail("still running 10 s after start: the flag was not checked")
+                self.assertEqual(proc.returncode, 2, err)
+                self.assertIn(want, err.decode())
+                self.assertNotIn("s3cret", err.decode())
+                self.assertFalse(os.path.exists(sock))
+
+
 class FakeKeyService:
     """A Transit server on loopback that answers what a test tells it: encrypt and decrypt
     bodies (raw text, so an answer may hold what no kmsd sends), after a delay. A client that

@@ -569,6 +569,22 @@ static void remote_destroy(void *arg)
     free(r);
 }
 
+/* A mount path as Vault lists it ("transit/") or with a leading slash: the slashes around it
+ * go, so that it names the mount in request paths ("/v1/transit//encrypt/k" is no path of
+ * kmsd's) and in key_id as the in-process plugin names it. */
+static void trim_slashes(char *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    size_t b = strspn(s, "/");
+    size_t n = strlen(s + b);
+    memmove(s, s + b, n + 1);
+    while (n > 0 && s[n - 1] == '/') {
+        s[--n] = '\0';
+    }
+}
+
 static char *dup_or_null(const char *s, bool *oom)
 {
     if (s == NULL || s[0] == '\0') {
@@ -622,6 +638,13 @@ int kms_plugin_remote_backend(const struct kms_plugin_remote_opts *o,
     if (oom) {
         remote_destroy(r);
         return kms_err_set(err, 500, "out of memory");
+    }
+    trim_slashes(r->mount);
+    trim_slashes(r->auth_path);
+    bool no_mount = r->mount == NULL || r->mount[0] == '\0';
+    if (no_mount || r->auth_path == NULL || r->auth_path[0] == '\0') {
+        remote_destroy(r);
+        return kms_err_set(err, 400, "-%s: no mount path", no_mount ? "mount" : "auth-path");
     }
     if (r->ns != NULL && !header_safe(r->ns)) {
         remote_destroy(r);

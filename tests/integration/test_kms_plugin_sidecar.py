@@ -187,6 +187,18 @@ class TestSidecar(SidecarCase):
         self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION, details)
         self.assertEqual(p.decrypt(new.ciphertext, new.key_id).plaintext, SEED)
 
+    def test_mounts_given_with_slashes(self):
+        # Vault lists its mounts as "transit/" and "kubernetes/": given so, every request went
+        # to /v1/transit//encrypt/... (no path of kmsd's: 404) or /v1/auth/kubernetes//login,
+        # and key_id said "transit//keys", another key_id than the in-process plugin's
+        self.kmskey("etcd-m")
+        p = self.sidecar("etcd-m", "-mount=/transit/", "-auth-path=kubernetes/").plugin
+        e = p.encrypt(SEED)
+        self.assertEqual(e.key_id, "org1/transit/keys/org1-prod-etcd-m:v1")
+        self.assertEqual(p.decrypt(e.ciphertext, e.key_id).plaintext, SEED)
+        st = p.status()
+        self.assertEqual((st.healthz, st.key_id), ("ok", e.key_id))
+
     def test_refusals(self):
         self.kmskey("etcd-x")
         p = self.sidecar("etcd-x").plugin
@@ -474,7 +486,10 @@ class TestSidecarFlags(unittest.TestCase):
                   "-addr: an address with user information (user:password@) is not taken"),
                  (["-addr=https://kmsd.example:8200", "-ca-cert=" + os.path.join(d, "ca.pem")],
                   "-ca-cert: cannot read %s: No such file or directory"
-                  % os.path.join(d, "ca.pem"))]
+                  % os.path.join(d, "ca.pem")),
+                 (["-addr=https://kmsd.example:8200", "-mount=/"], "-mount: no mount path"),
+                 (["-addr=https://kmsd.example:8200", "-auth-path="],
+                  "-auth-path: no mount path")]
         for args, want in cases:
             with self.subTest(args=args):
                 proc = subprocess.Popen([KMSD_BIN, "kms-plugin", "-listen=unix://" + sock,

@@ -198,6 +198,8 @@ void kms_now(int64_t *sec, int32_t *nsec);
  */
 #define KMS_DURATION_MAX_SEC 9223372036LL
 int kms_duration_parse(const char *s, int64_t *out) KMS_WUR;
+/* The same syntax in whole milliseconds (truncated): "1500ms" and "1.5s" are 1500. */
+int kms_duration_parse_ms(const char *s, int64_t *out) KMS_WUR;
 /* A whole decimal int64 ("-12", "+3"); false on empty input, junk or overflow. */
 bool kms_int_parse(const char *s, int64_t *out);
 

@@ -25,17 +25,9 @@ bool kms_int_parse(const char *s, int64_t *out)
     return true;
 }
 
-/* Go time.ParseDuration plus a "d" (days) unit and bare integers as seconds. */
-int kms_duration_parse(const char *s, int64_t *out)
+/* Go time.ParseDuration plus a "d" (days) unit (not a bare integer): *total seconds, *neg. */
+static int go_duration(const char *s, double *total_out, bool *neg_out)
 {
-    int64_t iv;
-    if (kms_int_parse(s, &iv)) {
-        if (iv > KMS_DURATION_MAX_SEC || iv < -KMS_DURATION_MAX_SEC) {
-            return -1; /* past Go's time.Duration */
-        }
-        *out = iv;
-        return 0;
-    }
     const char *p = s;
     bool neg = false;
     if (*p == '-' || *p == '+') {
@@ -90,6 +82,46 @@ int kms_duration_parse(const char *s, int64_t *out)
             return -1; /* Go: time: invalid duration (more than 2562047h47m16.854775807s) */
         }
     }
+    *total_out = total;
+    *neg_out = neg;
+    return 0;
+}
+
+/* Go time.ParseDuration plus a "d" (days) unit and bare integers as seconds. */
+int kms_duration_parse(const char *s, int64_t *out)
+{
+    int64_t iv;
+    if (kms_int_parse(s, &iv)) {
+        if (iv > KMS_DURATION_MAX_SEC || iv < -KMS_DURATION_MAX_SEC) {
+            return -1; /* past Go's time.Duration */
+        }
+        *out = iv;
+        return 0;
+    }
+    double total = 0;
+    bool neg = false;
+    if (go_duration(s, &total, &neg) != 0) {
+        return -1;
+    }
     *out = (int64_t)floor(total + 1e-9) * (neg ? -1 : 1);
+    return 0;
+}
+
+int kms_duration_parse_ms(const char *s, int64_t *out)
+{
+    int64_t iv;
+    if (kms_int_parse(s, &iv)) {
+        if (iv > KMS_DURATION_MAX_SEC || iv < -KMS_DURATION_MAX_SEC) {
+            return -1;
+        }
+        *out = iv * 1000;
+        return 0;
+    }
+    double total = 0;
+    bool neg = false;
+    if (go_duration(s, &total, &neg) != 0) {
+        return -1;
+    }
+    *out = (int64_t)floor(total * 1000 + 1e-6) * (neg ? -1 : 1);
     return 0;
 }

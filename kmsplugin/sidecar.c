@@ -6,6 +6,7 @@
 #include "kmsplugin/kmsplugin_int.h"
 
 #include <jansson.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,11 +142,14 @@ static int parse(int argc, char **argv, struct sflags *f)
     return 0;
 }
 
-static int parse_seconds(const char *flag, const char *v, int64_t dflt, int64_t *out)
+/* A duration flag in milliseconds ("2500ms", "2.5s", "3"): at least 1 ms, at most INT_MAX ms
+ * (24 days; the HTTP client keeps its timeout in an int). */
+static int parse_ms(const char *flag, const char *v, int64_t dflt_ms, int64_t *out)
 {
-    *out = dflt;
-    if (v != NULL && (kms_duration_parse(v, out) != 0 || *out < 1)) {
-        fprintf(stderr, "kmsd kms-plugin: -%s: invalid duration \"%s\"\n", flag, v);
+    *out = dflt_ms;
+    if (v != NULL && (kms_duration_parse_ms(v, out) != 0 || *out < 1 || *out > INT_MAX)) {
+        fprintf(stderr, "kmsd kms-plugin: -%s: invalid duration \"%s\" (1ms to 24 days)\n", flag,
+                v);
         return -1;
     }
     return 0;
@@ -159,7 +163,7 @@ int kms_plugin_sidecar_main(int argc, char **argv)
     struct kms_plugin_remote_opts ro;
     struct kms_plugin *p = NULL;
     struct kms_err err;
-    int64_t interval, timeout;
+    int64_t interval, timeout; /* milliseconds */
     unsigned mode = 0;
 
     memset(&f, 0, sizeof(f));
@@ -187,8 +191,8 @@ int kms_plugin_sidecar_main(int argc, char **argv)
         }
         min_rank = rank(f.log_level);
     }
-    if (parse_seconds("status-interval", f.status_interval, 10, &interval) != 0 ||
-        parse_seconds("timeout", f.timeout, 5, &timeout) != 0) {
+    if (parse_ms("status-interval", f.status_interval, 10000, &interval) != 0 ||
+        parse_ms("timeout", f.timeout, 5000, &timeout) != 0) {
         return 2;
     }
     if (f.socket_mode != NULL) {
@@ -230,7 +234,7 @@ int kms_plugin_sidecar_main(int argc, char **argv)
     ro.role = f.role;
     ro.jwt_file = f.jwt_file != NULL ? f.jwt_file : DEFAULT_JWT_FILE;
     ro.token_file = f.token_file;
-    ro.timeout_ms = (int)(timeout * 1000);
+    ro.timeout_ms = (int)timeout;
     ro.log = slog;
     if (kms_plugin_remote_backend(&ro, &b, &err) != 0) {
         fprintf(stderr, "kmsd kms-plugin: %s\n", err.msg);
@@ -240,7 +244,7 @@ int kms_plugin_sidecar_main(int argc, char **argv)
     po.socket_path = f.listen + 7;
     po.socket_mode = mode;
     po.socket_group = f.socket_group;
-    po.status_ttl_ms = interval * 1000;
+    po.status_ttl_ms = interval;
     po.grace_ms = 10000;
     po.threads = 16; /* each call waits on the network */
     po.log = slog;

@@ -308,6 +308,18 @@ static void test_durations(void **state)
     assert_int_equal(kms_duration_parse("90x", &v), -1);
     assert_int_equal(kms_duration_parse("", &v), -1);
     assert_int_equal(kms_duration_parse("h", &v), -1);
+    /* in milliseconds (the sidecar's -timeout): not cut to whole seconds */
+    assert_int_equal(kms_duration_parse_ms("2500ms", &v), 0);
+    assert_int_equal(v, 2500);
+    assert_int_equal(kms_duration_parse_ms("1.5s", &v), 0);
+    assert_int_equal(v, 1500);
+    assert_int_equal(kms_duration_parse_ms("3", &v), 0);
+    assert_int_equal(v, 3000);
+    assert_int_equal(kms_duration_parse_ms("1m0.25s", &v), 0);
+    assert_int_equal(v, 60250);
+    assert_int_equal(kms_duration_parse_ms("90x", &v), -1);
+    assert_int_equal(kms_duration_parse("2500ms", &v), 0);
+    assert_int_equal(v, 2);
 }
 
 /* A request with arbitrary headers; the response's status, parsed body and extra headers. */

@@ -607,6 +607,20 @@ class TestSidecarAgainstAFakeKeyService(unittest.TestCase):
         self.assertEqual(self.p.decrypt(b"vault:v1:QUJD", "transit/keys/etcd-f:v1",
                                         timeout=5).plaintext, SEED)
 
+    def test_durations_below_a_second(self):
+        # -timeout and -status-interval took whole seconds: -timeout=3900ms waited 3 s, and
+        # -timeout=500ms was refused as "invalid duration", though both are durations
+        args = ["-addr=" + self.fake.addr, "-key=etcd-f",
+                "-vault-token-file=" + os.path.join(self.dir, "token")]
+        self.fake.delay = 3.3
+        s = Sidecar(self.dir, args + ["-timeout=3900ms"])
+        self.addCleanup(lambda: self.assertEqual(s.stop(), 0))
+        self.assertEqual(s.plugin.encrypt(SEED, timeout=10).key_id, "transit/keys/etcd-f:v1")
+        self.fake.delay = 0
+        s2 = Sidecar(self.dir, args + ["-timeout=500ms", "-status-interval=1500ms"])
+        self.addCleanup(lambda: self.assertEqual(s2.stop(), 0))
+        self.assertEqual(s2.plugin.encrypt(SEED, timeout=5).key_id, "transit/keys/etcd-f:v1")
+
     def test_a_nul_byte_in_an_answer_is_refused(self):
         # jansson refuses \u0000 in a JSON string: a ciphertext or plaintext with a NUL byte is
         # never passed on cut short

@@ -35,7 +35,14 @@ static void test_key_parse(void **state)
     assert_true(km);
     assert_string_equal(p, "prod");
     assert_string_equal(n, "etcd");
-    static const char *const bad[] = {"", "/x", "x/", "a/b/c", "a:b", "a b", "p/n%", NULL};
+    assert_int_equal(kms_plugin_key_parse("p-1/e-2", &km, p, sizeof(p), n, sizeof(n), &err), 0);
+    /* a Transit key name keeps Transit's rules */
+    assert_int_equal(kms_plugin_key_parse("Etcd_K", &km, p, sizeof(p), n, sizeof(n), &err), 0);
+    assert_false(km);
+    /* a KMSKey's project and name are DNS labels: no KMSKey has another name */
+    static const char *const bad[] = {"",        "/x",      "x/",        "a/b/c",  "a:b",
+                                      "a b",     "p/n%",    "Prod/etcd", "p/Etcd", "p/etcd_1",
+                                      "p/-etcd", "p/etcd-", NULL};
     for (size_t i = 0; bad[i] != NULL; i++) {
         assert_int_equal(kms_plugin_key_parse(bad[i], &km, p, sizeof(p), n, sizeof(n), &err), -1);
         assert_int_equal(err.status, 400);

@@ -321,6 +321,24 @@ out:
     kms_free_wipe((void **)&pt, ptlen);
 }
 
+/* healthz is a protobuf string, which Go's protobuf refuses when it is not UTF-8: a whole
+ * StatusResponse would be unreadable to kube-apiserver (a decoding error instead of the reason).
+ * A byte that starts no well-formed sequence (a key service's error page in another charset, a
+ * character cut at the end of the buffer) and a control character become '?'. */
+static void text_clean(char *s)
+{
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n;) {
+        uint32_t cp = 0;
+        size_t len = kms_utf8_next((const unsigned char *)s + i, n - i, &cp);
+        if (len == 0 || cp < 0x20 || cp == 0x7f) {
+            s[i++] = '?';
+        } else {
+            i += len;
+        }
+    }
+}
+
 static int status(struct kms_plugin_core *c, uint8_t **out, size_t *outlen)
 {
     V2__StatusResponse r = V2__STATUS_RESPONSE__INIT;
@@ -338,6 +356,7 @@ static int status(struct kms_plugin_core *c, uint8_t **out, size_t *outlen)
         probe(c, &healthy, healthz, sizeof(healthz), key_id, &version);
         c->healthy = healthy;
         snprintf(c->healthz, sizeof(c->healthz), "%s", healthz);
+        text_clean(c->healthz);
         if (healthy) {
             snprintf(c->key_id, sizeof(c->key_id), "%s", key_id);
             atomic_store(&c->status_version, version);

@@ -516,6 +516,7 @@ class FakeKeyService:
     def __init__(self):
         self.delay = 0.0
         self.answers = {}  # "encrypt" / "decrypt" -> the JSON text answered
+        self.raw = {}  # "encrypt" / "decrypt" -> (HTTP status, body bytes), answered instead
         self.gave_up = []  # seconds a client waited before it closed a delayed request
         fake = self
 
@@ -537,7 +538,10 @@ class FakeKeyService:
                         self.close_connection = True
                         return
                 body = fake.answers.get(op, '{"errors":["unknown operation"]}').encode()
-                self.send_response(200 if op in fake.answers else 400)
+                status = 200 if op in fake.answers else 400
+                if op in fake.raw:
+                    status, body = fake.raw[op]
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -620,6 +624,18 @@ class TestSidecarAgainstAFakeKeyService(unittest.TestCase):
         s2 = Sidecar(self.dir, args + ["-timeout=500ms", "-status-interval=1500ms"])
         self.addCleanup(lambda: self.assertEqual(s2.stop(), 0))
         self.assertEqual(s2.plugin.encrypt(SEED, timeout=5).key_id, "transit/keys/etcd-f:v1")
+
+    def test_an_error_page_in_another_charset(self):
+        # the body of an error answer that is not JSON (a proxy's page) is quoted in Status
+        # healthz, a protobuf string: not UTF-8 (Latin-1 here), it made the whole StatusResponse
+        # unreadable, to kube-apiserver's client (Go's protobuf) as to this one
+        self.fake.raw["encrypt"] = (502, b"<p>Passerelle d\xe9faillante</p>\r\n")
+        st = self.p.status(timeout=5)
+        self.assertEqual(st.version, "v2")
+        self.assertEqual(st.healthz,
+                         "encrypt probe failed: HTTP 502: <p>Passerelle d?faillante</p>?")
+        code, details = rpc_error(self.p.encrypt, SEED)
+        self.assertEqual(code, grpc.StatusCode.UNAVAILABLE, details)
 
     def test_a_nul_byte_in_an_answer_is_refused(self):
         # jansson refuses \u0000 in a JSON string: a ciphertext or plaintext with a NUL byte is

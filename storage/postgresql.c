@@ -55,7 +55,11 @@
  *
  * - The password (opts->pg_password) is copied into a buffer wiped on close and handed to
  *   libpq as the "password" keyword; messages carry libpq's error text, which never contains
- *   it, and never the conninfo string (which may).
+ *   it, and never the conninfo string (which may). When the conninfo string holds a password
+ *   itself (or cannot be parsed), the quoted parts of libpq's text are left out: libpq quotes
+ *   what it could not parse or reach, and with a '%' or an '@' of the password not
+ *   percent-encoded that is a piece of the password ("invalid percent-encoded token: ...",
+ *   a host name "ss@host" from "user:pa@ss@host").
  */
 #include "storage/storage_int.h"
 #include "storage/pq_dl.h" /* the PQ* calls below go through dlopen'd pointers */
@@ -91,6 +95,7 @@ struct kms_backend {
     size_t passlen;
     bool nosync;
     bool exclusive;
+    bool url_secret;        /* the conninfo string holds a password, or cannot be parsed */
     int64_t ha_lease_ms;    /* > 0: leadership mode */
     bool ha_armed;          /* a leader_try ran: from then on writes need the lock */
     char begin_leader[256]; /* BEGIN of the leader's write transactions (pg_begin_write_leader) */
@@ -225,15 +230,53 @@ static int pg_lease_exec_ok(const struct kms_backend *b, PGconn *c, const char *
     return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? 0 : -1;
 }
 
-/* libpq's message without its trailing newline. */
-static void pg_err(struct kms_err *err, const char *what, PGconn *c)
+/* libpq's message without its trailing newline; its quoted parts as "***" when the conninfo
+ * string holds a password (see the top). */
+static void pg_err(const struct kms_backend *b, struct kms_err *err, const char *what, PGconn *c)
 {
     const char *m = c != NULL ? PQerrorMessage(c) : "out of memory";
-    size_t n = strlen(m);
+    size_t n = strlen(m), o = 0;
+    char safe[400];
+    bool quoted = false;
 
     while (n > 0 && (m[n - 1] == '\n' || m[n - 1] == ' '))
         n--;
-    kms_err_set(err, 500, "%s: %.*s", what, (int)n, m);
+    if (!b->url_secret) {
+        kms_err_set(err, 500, "%s: %.*s", what, (int)n, m);
+        return;
+    }
+    for (size_t i = 0; i < n && o + 6 < sizeof safe; i++) {
+        if (m[i] == '"' && !quoted) {
+            memcpy(safe + o, "\"***", 4);
+            o += 4;
+        } else if (m[i] == '"') {
+            safe[o++] = '"';
+        } else if (!quoted) {
+            safe[o++] = m[i];
+        }
+        quoted = m[i] == '"' ? !quoted : quoted;
+    }
+    if (quoted)
+        safe[o++] = '"';
+    safe[o] = '\0';
+    kms_err_set(err, 500, "%s: %s", what, safe);
+}
+
+/* Whether the conninfo string carries a password of its own (or cannot be parsed, so that
+ * nothing of it is known). */
+static bool pg_url_secret(const char *conninfo)
+{
+    char *why = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &why);
+    bool secret = opts == NULL;
+
+    for (PQconninfoOption *o = opts; o != NULL && o->keyword != NULL; o++) {
+        if (strcmp(o->keyword, "password") == 0 && o->val != NULL && o->val[0] != '\0')
+            secret = true;
+    }
+    PQconninfoFree(opts);
+    PQfreemem(why);
+    return secret;
 }
 
 /* Server notices ("relation already exists, skipping") are not kmsd's to print. */
@@ -287,13 +330,13 @@ static struct pg_conn *pg_connect(struct kms_backend *b, bool writer, struct kms
     vals[n] = NULL;
     pc->c = PQconnectdbParams(keys, vals, 1);
     if (pc->c == NULL || PQstatus(pc->c) != CONNECTION_OK) {
-        pg_err(err, "cannot connect to PostgreSQL", pc->c);
+        pg_err(b, err, "cannot connect to PostgreSQL", pc->c);
         goto fail;
     }
     PQsetNoticeProcessor(pc->c, pg_notice_drop, NULL);
     if (pg_exec_ok(pc->c, b->nosync ? "SET synchronous_commit TO off"
                                     : "SET synchronous_commit TO on") != 0) {
-        pg_err(err, "cannot set synchronous_commit on PostgreSQL", pc->c);
+        pg_err(b, err, "cannot set synchronous_commit on PostgreSQL", pc->c);
         goto fail;
     }
     if (writer && b->ha_lease_ms > 0) {
@@ -304,7 +347,7 @@ static struct pg_conn *pg_connect(struct kms_backend *b, bool writer, struct kms
                  "%lld",
                  (long long)b->ha_lease_ms, (long long)b->ha_lease_ms);
         if (pg_exec_ok(pc->c, sql) != 0) {
-            pg_err(err, "cannot set the session timeouts on PostgreSQL", pc->c);
+            pg_err(b, err, "cannot set the session timeouts on PostgreSQL", pc->c);
             goto fail;
         }
     }
@@ -316,7 +359,7 @@ static struct pg_conn *pg_connect(struct kms_backend *b, bool writer, struct kms
 
         PQclear(r);
         if (failed) {
-            pg_err(err, "cannot lock the PostgreSQL database", pc->c);
+            pg_err(b, err, "cannot lock the PostgreSQL database", pc->c);
             goto fail;
         }
         if (!got) {
@@ -325,11 +368,11 @@ static struct pg_conn *pg_connect(struct kms_backend *b, bool writer, struct kms
         }
     }
     if (writer && pg_exec_ok(pc->c, pg_schema_sql) != 0) {
-        pg_err(err, "cannot create table " PG_TABLE " in PostgreSQL", pc->c);
+        pg_err(b, err, "cannot create table " PG_TABLE " in PostgreSQL", pc->c);
         goto fail;
     }
     if (pg_exec_ok(pc->c, pg_prepare_sql) != 0) {
-        pg_err(err, "cannot prepare statements on PostgreSQL", pc->c);
+        pg_err(b, err, "cannot prepare statements on PostgreSQL", pc->c);
         goto fail;
     }
     return pc;
@@ -1017,6 +1060,7 @@ int kms_backend_pg_open(const char *conninfo, const struct kms_storage_opts *opt
     pthread_mutex_init(&b->pool_mu, NULL);
     b->nosync = opts != NULL && opts->nosync;
     b->exclusive = opts != NULL && opts->pg_exclusive;
+    b->url_secret = pg_url_secret(conninfo);
     b->ha_lease_ms = opts != NULL && opts->pg_ha_lease_ms > 0 ? opts->pg_ha_lease_ms : 0;
     pg_begin_write_leader(b);
     if (opts != NULL && opts->pg_password != NULL) {

@@ -16,6 +16,8 @@
     X(PQcmdStatus)                                                                                 \
     X(PQcmdTuples)                                                                                 \
     X(PQconnectdbParams)                                                                           \
+    X(PQconninfoFree)                                                                              \
+    X(PQconninfoParse)                                                                             \
     X(PQconsumeInput)                                                                              \
     X(PQerrorMessage)                                                                              \
     X(PQexec)                                                                                      \
@@ -23,6 +25,7 @@
     X(PQexecPrepared)                                                                              \
     X(PQfinish)                                                                                    \
     X(PQflush)                                                                                     \
+    X(PQfreemem)                                                                                   \
     X(PQgetResult)                                                                                 \
     X(PQgetlength)                                                                                 \
     X(PQgetvalue)                                                                                  \
@@ -58,6 +61,8 @@ int kms_pq_load(struct kms_err *err) KMS_WUR;
 #define PQcmdStatus kms_pq.PQcmdStatus
 #define PQcmdTuples kms_pq.PQcmdTuples
 #define PQconnectdbParams kms_pq.PQconnectdbParams
+#define PQconninfoFree kms_pq.PQconninfoFree
+#define PQconninfoParse kms_pq.PQconninfoParse
 #define PQconsumeInput kms_pq.PQconsumeInput
 #define PQerrorMessage kms_pq.PQerrorMessage
 #define PQexec kms_pq.PQexec
@@ -65,6 +70,7 @@ int kms_pq_load(struct kms_err *err) KMS_WUR;
 #define PQexecPrepared kms_pq.PQexecPrepared
 #define PQfinish kms_pq.PQfinish
 #define PQflush kms_pq.PQflush
+#define PQfreemem kms_pq.PQfreemem
 #define PQgetResult kms_pq.PQgetResult
 #define PQgetlength kms_pq.PQgetlength
 #define PQgetvalue kms_pq.PQgetvalue

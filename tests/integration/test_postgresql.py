@@ -231,6 +231,34 @@ class PostgresqlStorageTest(PgCase):
         self.assertIn("password authentication failed", log)
         self.assertNotIn("env-Secret-66", log)
 
+    def test_password_in_a_bad_url_not_printed(self):
+        """A password in the URL that is not percent-encoded ('%' or '@' in it, a common slip)
+        makes libpq quote a piece of it in its error (the bad token, or the host name that
+        follows the first '@'): kmsd leaves libpq's quoted parts out, for kmsd and migrate."""
+        for url, piece in (
+                # invalid percent-encoded token: "url%ZZsecret-71"
+                (self.pg.tcp_url.replace("kmsd@", "kmsd:url%ZZsecret-71@"), "ZZsecret-71"),
+                # host name "ss-Secret-82@127.0.0.1" (the password ends at the first '@')
+                (self.pg.tcp_url.replace("kmsd@", "kmsd:pa@ss-Secret-82@"), "ss-Secret-82"),
+                # missing "=" after "word-Secret-93" (a space in a key=value password)
+                ("host=127.0.0.1 dbname=kmsd user=kmsd password=pass word-Secret-93",
+                 "word-Secret-93")):
+            srv = self.new_server(password_file=False, postgresql_url=url)
+            log = self.expect_refusal(srv)
+            self.assertIn("cannot connect to PostgreSQL", log)
+            self.assertNotIn(piece, log)
+            res = subprocess.run([KMSD_BIN, "migrate", "-from=postgresql:" + url,
+                                  "-to=lmdb:" + os.path.join(srv.workdir, "copy")],
+                                 capture_output=True, text=True, timeout=60,
+                                 env=dict(os.environ, KMSD_SEAL_KEY="00" * 32))
+            self.assertNotEqual(res.returncode, 0, res.stdout)
+            self.assertIn("cannot connect to PostgreSQL", res.stderr)
+            self.assertNotIn(piece, res.stdout + res.stderr)
+        # a URL without a password keeps libpq's whole message (the password comes from a file)
+        srv = self.new_server(postgresql_url=self.pg.tcp_url.replace("kmsd@", "nosuchrole@"))
+        log = self.expect_refusal(srv)
+        self.assertIn('for user "nosuchrole"', log)
+
     def test_configuration_errors(self):
         srv = self.new_server(password_file=False, postgresql_url="")
         log = self.expect_refusal(srv)

@@ -284,9 +284,10 @@ int kms_audit_rfc3339_parse(const char *s, size_t n, int64_t *sec, int32_t *nsec
  * Expand arguments into an ordered list of audit files: a directory contributes its regular
  * files, a file contributes itself, and with `siblings` also its rotated copies in the same
  * directory ("<name>.1", "<name>-20260101", …; compressed ones are skipped). The result is
- * ordered by each file's first sequence number (empty files last), which is the chain order
- * whatever the rotation naming. *paths is a malloc'd array of malloc'd strings; free with
- * kms_audit_files_free. Returns 0, or -1 with err naming the unreadable argument.
+ * ordered by each file's first sequence number (that of its first intact line, less the
+ * lines before it; empty files last), which is the chain order whatever the rotation naming.
+ * *paths is a malloc'd array of malloc'd strings; free with kms_audit_files_free. Returns 0,
+ * or -1 with err naming the unreadable argument.
  */
 int kms_audit_files_expand(const char *const *args, size_t nargs, bool siblings, char ***paths,
                            size_t *npaths, struct kms_err *err) KMS_WUR;

@@ -93,23 +93,36 @@ static int add_dir(struct flist *l, const char *dir, const char *prefix)
     return 0;
 }
 
-/* First line's seq, or UINT64_MAX for an empty file or one whose first line has none. */
+/* Lines read past a file's broken first lines to find where it starts in the chain. */
+#define FIRST_SEQ_LINES 64
+
+/*
+ * Where a file starts in the chain: the seq of its first intact line (one whose own hash
+ * matches), less the lines before it; UINT64_MAX for an empty file or one with no intact line
+ * among its first FIRST_SEQ_LINES. A first line edited or cut short (its seq or chain fields
+ * included) thus keeps its file in its place, and verify names that line, not the first line
+ * of the file that would otherwise follow the previous one.
+ */
 static uint64_t first_seq(const char *path)
 {
     FILE *f = fopen(path, "rb");
     char *line = NULL;
     size_t cap = 0;
     uint64_t seq = UINT64_MAX;
+    ssize_t n;
     if (f == NULL) {
         return seq;
     }
-    ssize_t n = getline(&line, &cap, f);
-    if (n > 1 && line[n - 1] == '\n') {
+    for (uint64_t i = 0; i < FIRST_SEQ_LINES && (n = getline(&line, &cap, f)) > 0; i++) {
         char prev[KMS_AUDIT_HASH_LEN + 1], hash[KMS_AUDIT_HASH_LEN + 1];
+        char mine[KMS_AUDIT_HASH_LEN + 1];
         size_t pl;
         uint64_t s;
-        if (kms_audit_line_chain(line, (size_t)n - 1, &s, prev, hash, &pl) == 0) {
-            seq = s;
+        if (line[n - 1] == '\n' &&
+            kms_audit_line_chain(line, (size_t)n - 1, &s, prev, hash, &pl) == 0 &&
+            kms_audit_chain_hash(line, pl, mine) == 0 && strcmp(mine, hash) == 0) {
+            seq = s > i ? s - i : 0;
+            break;
         }
     }
     free(line);

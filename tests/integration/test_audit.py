@@ -564,6 +564,41 @@ class TamperTest(unittest.TestCase):
         lines[-1] = lines[-1][:len(lines[-1]) // 2]
         self.expect_bad(lines, 12, "torn.log")
 
+    def test_rotated_file_with_a_broken_first_line(self):
+        """A rotated set (three files, named as logrotate names them) whose middle file's first
+        line is damaged: its chain fields (a hex digit of its hash made invalid), or its seq
+        edited. The report names that line; the files were ordered by first seq, so the middle
+        file went last and the break was reported at the next file's first line."""
+        def damage_hash(line):
+            i = line.rindex(b'"}')
+            return line[:i - 1] + b"g" + line[i:]
+
+        def edit_seq(line):
+            return line.replace(b'"seq":5,', b'"seq":50,')
+
+        for name, damage in (("hash", damage_hash), ("seq", edit_seq)):
+            d = os.path.join(self.workdir, "rotated-" + name)
+            os.mkdir(d)
+            parts = {"audit.log.2": self.orig[0:4], "audit.log.1": list(self.orig[4:8]),
+                     "audit.log": self.orig[8:12]}
+            parts["audit.log.1"][0] = damage(parts["audit.log.1"][0])
+            self.assertNotEqual(parts["audit.log.1"][0], self.orig[4])
+            for fname, lines in parts.items():
+                with open(os.path.join(d, fname), "wb") as f:
+                    f.write(b"".join(lines))
+            for tool in (KMSCTL_BIN, KMSD_BIN):
+                res = run([tool, "audit", "verify", d])
+                self.assertEqual(res.returncode, 1, res.stdout)
+                self.assertIn("%s:1:" % os.path.join(d, "audit.log.1"), res.stderr)
+                self.assertIn("4 good lines before it", res.stderr)
+            # intact again, the set verifies whatever the order of the arguments
+            with open(os.path.join(d, "audit.log.1"), "wb") as f:
+                f.write(b"".join(self.orig[4:8]))
+            res = run([KMSCTL_BIN, "audit", "verify", os.path.join(d, "audit.log"),
+                       os.path.join(d, "audit.log.1"), os.path.join(d, "audit.log.2")])
+            self.assertEqual(res.returncode, 0, res.stderr)
+            self.assertIn("12 records in 3 file(s)", res.stdout)
+
     def test_removed_head_needs_genesis(self):
         path = self.tampered(self.orig[2:], "nohead.log")
         res = run([KMSCTL_BIN, "audit", "verify", path])

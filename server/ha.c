@@ -376,7 +376,9 @@ static void *ctl_main(void *arg)
             bool got = false;
             if (kms_storage_leader_try(ha->o.st, &got) == 0 && got) {
                 atomic_store(&ha->holding, true);
-                promote(ha, t);
+                /* the wait counts from now, with the lock held: the try may have taken long (a
+                 * new write connection, the write mutex) while the old holder still served */
+                promote(ha, ha_now(ha));
             } else {
                 struct kms_storage_leader l;
                 if (kms_storage_leader_read(ha->o.st, &l) == 0) {

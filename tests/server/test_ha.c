@@ -13,7 +13,10 @@
  * - a new leader waits out the old lease: the holder's session is ended by PostgreSQL
  *   (pg_terminate_backend, as a PostgreSQL restart would), the other replica takes the lock
  *   and stays inactive while its clock stands still (and one millisecond short of the
- *   lease), and becomes active once its clock has moved a whole lease.
+ *   lease), and becomes active once its clock has moved a whole lease;
+ * - that lease counts from when the lock was got, not from when the replica began to try for
+ *   it: the try is held up (the test holds the replica's write connection) while its clock
+ *   moves a whole lease and the old holder's session ends.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -74,7 +77,12 @@ struct replica {
     atomic_llong clock; /* the injected monotonic clock, ms */
     struct kms_storage *st;
     struct kms_ha *ha;
+    pthread_mutex_t readers_mu; /* the threads that read the clock, but the test's own */
+    pthread_t readers[4];
+    int nreaders;
 };
+
+static pthread_t test_thread;
 
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
 static char log_buf[65536];
@@ -118,9 +126,28 @@ static atomic_bool script_on;
 static pthread_t script_thread;
 static atomic_int script_calls;
 
+/* Remember which threads read r's clock (the heartbeat's and the control thread's). */
+static void note_reader(struct replica *r)
+{
+    pthread_t self = pthread_self();
+    if (pthread_equal(self, test_thread)) {
+        return;
+    }
+    pthread_mutex_lock(&r->readers_mu);
+    bool known = false;
+    for (int i = 0; i < r->nreaders; i++) {
+        known = known || pthread_equal(r->readers[i], self);
+    }
+    if (!known && r->nreaders < 4) {
+        r->readers[r->nreaders++] = self;
+    }
+    pthread_mutex_unlock(&r->readers_mu);
+}
+
 static int64_t fake_now(void *arg)
 {
     int64_t now = atomic_load(&((struct replica *)arg)->clock);
+    note_reader(arg);
     if (atomic_load(&script_on) && pthread_equal(pthread_self(), script_thread) &&
         atomic_fetch_add(&script_calls, 1) == 1) {
         return now + LEASE;
@@ -166,17 +193,20 @@ static void psql(const char *sql, char *out, size_t cap)
     snprintf(out, cap, "%.*s", (int)strcspn(all, "\n"), all);
 }
 
-static void replica_start(struct replica *r, const char *name)
+/* The replica's store and HA state, not started yet (replica_run). */
+static void replica_init(struct replica *r, const char *name)
 {
     struct kms_storage_opts so = {.nosync = true, .pg_ha_lease_ms = LEASE};
     uint8_t seal[32];
     struct kms_err err;
-    char addr[64];
 
     memset(seal, 7, sizeof(seal));
     kms_err_clear(&err);
     snprintf(r->name, sizeof(r->name), "%s", name);
     atomic_store(&r->clock, 1000000);
+    pthread_mutex_init(&r->readers_mu, NULL);
+    r->nreaders = 0;
+    test_thread = pthread_self();
     so.backend = KMS_STORAGE_POSTGRESQL;
     if (kms_storage_open(pg_url, seal, &so, &r->st, &err) != 0) {
         fail_msg("open: %s", err.msg);
@@ -196,15 +226,47 @@ static void replica_start(struct replica *r, const char *name)
         .log = capture_log,
     };
     assert_int_equal(kms_ha_create(&o, &r->ha, &err), 0);
+}
+
+static void replica_run(struct replica *r)
+{
+    struct kms_err err;
+    char addr[64];
+
+    kms_err_clear(&err);
     /* nobody listens there: a forwarded request would fail, never reach a replica */
-    snprintf(addr, sizeof(addr), "http://127.0.0.1:9/%s", name);
-    assert_int_equal(kms_ha_start(r->ha, addr, name, &err), 0);
+    snprintf(addr, sizeof(addr), "http://127.0.0.1:9/%s", r->name);
+    assert_int_equal(kms_ha_start(r->ha, addr, r->name, &err), 0);
+}
+
+static void replica_start(struct replica *r, const char *name)
+{
+    replica_init(r, name);
+    replica_run(r);
 }
 
 static void replica_stop(struct replica *r)
 {
     kms_ha_destroy(&r->ha);
     kms_storage_close(&r->st);
+    pthread_mutex_destroy(&r->readers_mu);
+}
+
+/* Poll (real time, 10 s at most) until n threads other than the test's read r's clock. */
+static void wait_readers(struct replica *r, int n)
+{
+    for (int i = 0;; i++) {
+        pthread_mutex_lock(&r->readers_mu);
+        int have = r->nreaders;
+        pthread_mutex_unlock(&r->readers_mu);
+        if (have >= n) {
+            return;
+        }
+        if (i >= 1000) {
+            fail_msg("%s: %d threads read its clock, not %d", r->name, have, n);
+        }
+        usleep(10 * 1000);
+    }
 }
 
 /* Poll (real time, 10 s at most) until the replica's activity is `want`. */
@@ -380,6 +442,69 @@ static void test_new_leader_waits_out_the_lease(void **state)
     kms_storage_close(&old);
 }
 
+/*
+ * The old leader's lease is waited out from when the lock was got. The new replica's try is
+ * held up on its write connection (a write transaction the test keeps open, as a slow new
+ * connection to PostgreSQL would hold it) after the control thread read its clock; meanwhile
+ * that clock moves a whole lease and the old holder's session is ended. A wait counted from
+ * the clock read before the try would be over at once, while the old holder may have served
+ * until just before its session ended.
+ */
+static void test_lease_wait_counts_from_the_lock(void **state)
+{
+    struct kms_storage_opts so = {.nosync = true, .pg_ha_lease_ms = LEASE};
+    struct kms_storage *old = NULL;
+    struct kms_txn *txn = NULL;
+    struct kms_err err;
+    struct replica b;
+    uint8_t seal[32];
+    char out[64], body[4096];
+    bool got = false;
+
+    (void)state;
+    memset(seal, 7, sizeof(seal));
+    so.backend = KMS_STORAGE_POSTGRESQL;
+    kms_err_clear(&err);
+    assert_int_equal(kms_storage_open(pg_url, seal, &so, &old, &err), 0);
+    assert_int_equal(kms_storage_leader_try(old, &got), 0);
+    assert_true(got);
+    assert_int_equal(kms_storage_leader_publish(old, "ra", "http://127.0.0.1:9/ra", LEASE), 0);
+
+    replica_init(&b, "rb");
+    /* b's write connection is busy: its first try for the lock waits for it */
+    assert_int_equal(kms_storage_txn_begin(b.st, true, &txn), 0);
+    replica_run(&b);
+    wait_readers(&b, 2); /* the heartbeat's, and the control thread's read before its try */
+    atomic_fetch_add(&b.clock, LEASE);
+    psql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+         "AND classid = 1802335076 AND objid = 1936682085",
+         out, sizeof(out));
+    assert_string_equal(out, "t");
+    for (int i = 0;; i++) {
+        psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+             "classid = 1802335076 AND objid = 1936682085",
+             out, sizeof(out));
+        if (strcmp(out, "0") == 0) {
+            break;
+        }
+        if (i >= 1000) {
+            fail_msg("the old holder's session kept the leader lock");
+        }
+        usleep(10 * 1000);
+    }
+    kms_storage_txn_abort(&txn); /* the try goes on, and gets the lock */
+    wait_logged("rb", "leader lock taken; waiting out the previous leader's lease");
+    for (int i = 0; i < 5; i++) {
+        assert_false(kms_ha_is_active(b.ha));
+        assert_int_equal(handle(&b, "GET", "/v1/sys/mounts", body, sizeof(body)), 503);
+        usleep(HEARTBEAT * 1000);
+    }
+    atomic_fetch_add(&b.clock, LEASE);
+    wait_active(&b, true);
+    replica_stop(&b);
+    kms_storage_close(&old);
+}
+
 int main(void)
 {
     const struct CMUnitTest pure[] = {
@@ -390,6 +515,7 @@ int main(void)
         cmocka_unit_test_setup(test_lease_gates_answers_and_commits, setup_pg),
         cmocka_unit_test_setup(test_refused_commit_answers_503, setup_pg),
         cmocka_unit_test_setup(test_new_leader_waits_out_the_lease, setup_pg),
+        cmocka_unit_test_setup(test_lease_wait_counts_from_the_lock, setup_pg),
     };
     int failed;
 

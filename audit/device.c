@@ -304,6 +304,57 @@ out:
     return rc;
 }
 
+/*
+ * Chain heads this process could not record in storage (an HA replica closes its devices when
+ * it steps down, and once its lease ran out or its session is gone nothing commits), by their
+ * storage key. A device opened again in this process (the replica promoted again) takes the
+ * newer of this head and the stored one: a file rotated while it stood by would otherwise
+ * start again from the older stored head and fork the chain.
+ */
+#define UNSAVED_MAX 8
+static pthread_mutex_t unsaved_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    char key[400];
+    uint64_t seq;
+    char hash[KMS_AUDIT_HASH_LEN + 1];
+} unsaved[UNSAVED_MAX];
+static size_t nunsaved;
+
+/* Remember (saved false) or forget (saved true) the unsaved head of key. */
+static void unsaved_note(const char *key, uint64_t seq, const char *hash, bool saved)
+{
+    size_t i = 0;
+    pthread_mutex_lock(&unsaved_mu);
+    while (i < nunsaved && strcmp(unsaved[i].key, key) != 0) {
+        i++;
+    }
+    if (saved && i < nunsaved && unsaved[i].seq <= seq) {
+        unsaved[i] = unsaved[--nunsaved];
+    } else if (!saved && (i < nunsaved || nunsaved < UNSAVED_MAX)) {
+        nunsaved += i == nunsaved;
+        snprintf(unsaved[i].key, sizeof(unsaved[i].key), "%s", key);
+        unsaved[i].seq = seq;
+        snprintf(unsaved[i].hash, sizeof(unsaved[i].hash), "%s", hash);
+    }
+    pthread_mutex_unlock(&unsaved_mu);
+}
+
+/* The unsaved head of key, when there is one. */
+static bool unsaved_get(const char *key, uint64_t *seq, char hash[KMS_AUDIT_HASH_LEN + 1])
+{
+    bool found = false;
+    pthread_mutex_lock(&unsaved_mu);
+    for (size_t i = 0; i < nunsaved && !found; i++) {
+        if (strcmp(unsaved[i].key, key) == 0) {
+            *seq = unsaved[i].seq;
+            memcpy(hash, unsaved[i].hash, KMS_AUDIT_HASH_LEN + 1);
+            found = true;
+        }
+    }
+    pthread_mutex_unlock(&unsaved_mu);
+    return found;
+}
+
 /* Remember a head on disk so a restart with an empty (rotated) file continues the chain. */
 static void save_head_at(struct kms_audit_dev *d, uint64_t seq, const char *hash)
 {
@@ -316,12 +367,14 @@ static void save_head_at(struct kms_audit_dev *d, uint64_t seq, const char *hash
     }
     int n = snprintf(text, sizeof(text), "%" PRIu64 " %s", seq, hash);
     head_key(d, key, sizeof(key));
-    if (kms_storage_txn_begin(d->env.st, true, &txn) != 0 ||
-        kms_storage_put(txn, KMS_DB_META, key, strlen(key), text, (size_t)n) != 0 ||
-        kms_storage_txn_commit(&txn) != 0) {
+    bool saved = kms_storage_txn_begin(d->env.st, true, &txn) == 0 &&
+                 kms_storage_put(txn, KMS_DB_META, key, strlen(key), text, (size_t)n) == 0 &&
+                 kms_storage_txn_commit(&txn) == 0;
+    if (!saved) {
         dev_log(d, "warn", "audit device %s: cannot record the chain head in storage", d->o.name);
     }
     kms_storage_txn_abort(&txn);
+    unsaved_note(key, seq, hash, saved);
 }
 
 /* The head of what is in the file (at close: the writer has ended). */
@@ -527,12 +580,20 @@ static int recover(struct kms_audit_dev *d, struct kms_err *err)
     struct stat st;
     char why[512];
     int rc = -1;
-    uint64_t stored_seq = 0;
-    char stored[KMS_AUDIT_HASH_LEN + 1];
+    uint64_t stored_seq = 0, useq;
+    char stored[KMS_AUDIT_HASH_LEN + 1], uhash[KMS_AUDIT_HASH_LEN + 1];
+    char key[400];
 
     if (load_head(d, &stored_seq, stored) != 0) {
         kms_err_set(err, 500, "audit device %s: cannot read its chain head", d->o.name);
         goto out;
+    }
+    head_key(d, key, sizeof(key));
+    if (d->env.st != NULL && unsaved_get(key, &useq, uhash) && useq > stored_seq) {
+        /* this process wrote further than storage says (see unsaved): store it now */
+        stored_seq = useq;
+        memcpy(stored, uhash, sizeof(stored));
+        save_head_at(d, useq, uhash);
     }
     if (fstat(d->file->fd, &st) != 0) {
         kms_err_set(err, 500, "audit file %s: %s", d->o.path, strerror(errno));

@@ -896,6 +896,42 @@ class HaAuditTest(HaCase):
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
         self.assertIn(files[1], r.stderr)
 
+    def test_chain_continues_after_an_unclean_step_down_and_a_rotation(self):
+        """The active is frozen (SIGSTOP) until the other replica takes over; resumed, it steps
+        down past its lease, when nothing commits, so its chain head cannot be stored. Its file
+        is rotated while it stands by (logrotate's rename; a standby has no file open), and it
+        is promoted again: its new file continues the chain from the head it wrote, not from the
+        older head in storage (none here), so the rotated set verifies from the genesis."""
+        servers = []
+        for i in range(2):
+            srv = self.replica()
+            os.mkdir(os.path.join(srv.workdir, "audit"))
+            srv.config["audit_file"] = os.path.join(srv.workdir, "audit", "audit.log")
+            srv.config["ha_replica_id"] = "replica-%d" % i
+            servers.append(srv.start())
+        a = self.wait_one_active(servers)
+        b = [s for s in servers if s is not a][0]
+        self.init(a, a)
+        self.ok(a.request("POST", "transit/keys/rot"))
+        for i in range(3):
+            self.ok(a.request("POST", "transit/encrypt/rot", {"plaintext": b64(b"%d" % i)}))
+        os.kill(a.proc.pid, signal.SIGSTOP)
+        self.wait_one_active([b], timeout=20)
+        os.kill(a.proc.pid, signal.SIGCONT)
+        wait_for(lambda: "standing by: no longer the active replica" in a.log_text(), 20,
+                 "the old active to step down")
+        self.ok(b.request("POST", "transit/encrypt/rot", {"plaintext": b64(b"on b")}))
+        log = a.config["audit_file"]
+        os.rename(log, log + ".1")
+        self.assertEqual(b.stop(), 0)
+        self.wait_one_active([a], timeout=20)
+        self.ok(a.request("POST", "transit/encrypt/rot", {"plaintext": b64(b"on a again")}))
+        self.assertEqual(a.stop(), 0)
+        r = subprocess.run([KMSD_BIN, "audit", "verify", "--genesis", os.path.dirname(log)],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("in 2 file(s)", r.stdout)
+
 
 class HaConfigTest(HaCase):
 

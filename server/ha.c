@@ -496,21 +496,26 @@ static void standby_health(struct kms_ha *ha, const struct kms_http_req *req,
         }
         codes[i] = (int)n;
     }
-    /* An initialised store stays initialised: once seen, that is remembered, and while the
-     * database is away (a read fails, or answers nothing) the standby answers from it
-     * (docs/ha.md: every replica serves again once it is back) rather than 500, which would
-     * make Kubernetes restart every replica. */
-    int sr = kms_api_store_status(ha->o.st, &init, cid);
+    /* An initialised store stays initialised: once seen, that is remembered and answered
+     * without asking PostgreSQL again, so while the database is away (down, or unreachable
+     * behind a link that drops packets, where a read takes a lease or a connect timeout to
+     * fail) the standby answers at once (docs/ha.md: every replica serves again once it is
+     * back) rather than 500 or past a probe's timeout, which would make Kubernetes restart
+     * every replica. */
+    int sr = 0;
     pthread_mutex_lock(&ha->mu);
-    if (sr == 0 && init) {
-        memcpy(ha->status_cid, cid, sizeof(ha->status_cid));
-        atomic_store(&ha->status_known, true);
-    } else if (atomic_load(&ha->status_known)) {
+    bool known = atomic_load(&ha->status_known);
+    if (known) {
         init = true;
         memcpy(cid, ha->status_cid, sizeof(ha->status_cid));
-        sr = 0;
     }
     pthread_mutex_unlock(&ha->mu);
+    if (!known && (sr = kms_api_store_status(ha->o.st, &init, cid)) == 0 && init) {
+        pthread_mutex_lock(&ha->mu);
+        memcpy(ha->status_cid, cid, sizeof(ha->status_cid));
+        atomic_store(&ha->status_known, true);
+        pthread_mutex_unlock(&ha->mu);
+    }
     if (sr != 0) {
         ha_error(503, "cannot read the store", resp);
         return;

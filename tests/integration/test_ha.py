@@ -629,6 +629,34 @@ class HaPartitionTest(HaCase):
                  "the old active forwarding to the new one")
         self.assertEqual(self.actives(servers), [new])
 
+    def test_cut_off_standby_answers_health_at_once(self):
+        """A standby whose PostgreSQL traffic is silently dropped answers sys/health from what
+        it last saw, within a probe's timeout (Kubernetes' default is 1 s): it read the store
+        on every health request, which then took a lease (a pooled connection's statement) or
+        a connect timeout (a new one) to fail, and the liveness probe failed meanwhile."""
+        proxies = [BlackholeProxy(self.pg.port) for _ in range(2)]
+        self.addCleanup(lambda: [p.close() for p in proxies])
+        servers = [self.replica(postgresql_url="postgresql://kmsd@127.0.0.1:%d/kmsd" % p.port)
+                   .start() for p in proxies]
+        active = self.wait_one_active(servers)
+        standby = [s for s in servers if s is not active][0]
+        self.init(active, active)
+        wait_for(lambda: getattr(self.health(standby), "status", None) == 429, 10,
+                 "the standby to see the store initialised")
+        proxies[servers.index(standby)].drop.set()
+        for _ in range(4):
+            t0 = time.monotonic()
+            r = self.health(standby)
+            took = time.monotonic() - t0
+            self.assertIsNotNone(r, "no health answer from the cut-off standby")
+            self.assertEqual(r.status, 429, r.describe())
+            self.assertTrue(r.json["initialized"], r.describe())
+            self.assertLess(took, 1.0, "sys/health took %.2f s on the cut-off standby" % took)
+            r = self.health(standby, "?standbyok=true")
+            self.assertEqual(r.status, 200, r.describe())
+        # the active, still reachable, goes on serving
+        self.ok(active.request("GET", "sys/mounts"))
+
 
 class HaConsistencyTest(HaCase):
     """Issue 15 item 4: after a 2xx trim, delete, token revoke and revoke-accessor made

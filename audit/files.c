@@ -199,9 +199,17 @@ int kms_audit_files_expand(const char *const *args, size_t nargs, bool siblings,
         goto out;
     }
     for (size_t i = 0; i < l.n; i++) {
+        struct stat st;
         k[i].path = l.v[i];
-        k[i].seq = first_seq(l.v[i]);
         k[i].pos = i;
+        /* a pipe (`<(zcat audit.log.1.gz)`, /dev/stdin) can be read only once: reading its first
+         * lines here would leave the rest to the reader. It keeps its place after the argument
+         * before it. */
+        if (stat(l.v[i], &st) == 0 && !S_ISREG(st.st_mode)) {
+            k[i].seq = i > 0 ? k[i - 1].seq : 0;
+        } else {
+            k[i].seq = first_seq(l.v[i]);
+        }
     }
     qsort(k, l.n, sizeof(*k), cmp_keyed);
     for (size_t i = 0; i < l.n; i++) {

@@ -303,7 +303,7 @@ static struct pg_conn *pg_connect(struct kms_backend *b, bool writer, struct kms
 {
     const char *keys[6], *vals[6];
     struct pg_conn *pc = calloc(1, sizeof *pc);
-    char tcp_timeout[24];
+    char tcp_timeout[24], connect_timeout[24] = "10";
     size_t n = 0;
 
     if (pc == NULL) {
@@ -312,8 +312,15 @@ static struct pg_conn *pg_connect(struct kms_backend *b, bool writer, struct kms
     }
     keys[n] = "fallback_application_name";
     vals[n++] = "kmsd";
+    if (b->ha_lease_ms > 0) {
+        /* HA: a connection is made within a lease too (libpq counts whole seconds, at least
+         * 2), as every statement is answered within one: a request or the leader record read
+         * waiting 10 s on a link that drops packets held the replica's step-down that long */
+        snprintf(connect_timeout, sizeof connect_timeout, "%lld",
+                 (long long)(b->ha_lease_ms + 999) / 1000);
+    }
     keys[n] = "connect_timeout";
-    vals[n++] = "10";
+    vals[n++] = connect_timeout;
     if (writer && b->ha_lease_ms > 0) {
         /* HA: unacknowledged writes on the leader's session fail within a lease on TCP */
         snprintf(tcp_timeout, sizeof tcp_timeout, "%lld", (long long)b->ha_lease_ms);

@@ -657,6 +657,48 @@ class HaPartitionTest(HaCase):
         # the active, still reachable, goes on serving
         self.ok(active.request("GET", "sys/mounts"))
 
+    def test_cut_off_active_steps_down_within_leases(self):
+        """The active's PostgreSQL traffic silently dropped while clients keep it busy: it
+        stands by within a few leases, and no request to it (health probes included) waits
+        longer. A new read connection waited for libpq's 10 s connect_timeout, and the
+        step-down waited for the requests holding one, every other request behind it."""
+        proxies = [BlackholeProxy(self.pg.port) for _ in range(2)]
+        self.addCleanup(lambda: [p.close() for p in proxies])
+        servers = [self.replica(postgresql_url="postgresql://kmsd@127.0.0.1:%d/kmsd" % p.port)
+                   .start() for p in proxies]
+        old = self.wait_one_active(servers)
+        self.init(old, old)
+        self.ok(old.request("POST", "transit/keys/cut"))
+        took = []
+        stop = threading.Event()
+
+        def probe(path):
+            while not stop.is_set():
+                t0 = time.monotonic()
+                try:
+                    old.request("GET", path, timeout=30)
+                except OSError:
+                    pass
+                took.append(time.monotonic() - t0)
+        threads = [threading.Thread(target=probe, args=(p,))
+                   for p in ("sys/health", "transit/keys/cut", "sys/mounts", "transit/keys")]
+        proxies[servers.index(old)].drop.set()
+        t_cut = time.monotonic()
+        for th in threads:
+            th.start()
+        try:
+            wait_for(lambda: "standing by: no longer the active replica" in old.log_text(), 30,
+                     "the cut-off active to stand by")
+            t_down = time.monotonic()
+        finally:
+            stop.set()
+            for th in threads:
+                th.join()
+        sys.stderr.write("\ncut-off active: stood by after %.2fs, slowest request %.2fs\n" % (
+            t_down - t_cut, max(took)))
+        self.assertLess(t_down - t_cut, 5 * LEASE_MS / 1000)
+        self.assertLess(max(took), 5 * LEASE_MS / 1000)
+
 
 class HaConsistencyTest(HaCase):
     """Issue 15 item 4: after a 2xx trim, delete, token revoke and revoke-accessor made

@@ -855,6 +855,31 @@ static void pg_writer_check(struct kms_backend *b)
     }
 }
 
+/*
+ * A leader statement (the lock's try and release, the leader record's read and write): within
+ * a lease in HA mode. The active reads its record every heartbeat, and a partition must not
+ * hold that thread for TCP's minutes; on the write connection, tcp_user_timeout does not help
+ * behind a proxy that acknowledges the bytes and never passes on that PostgreSQL ended the
+ * session (HAProxy, a cloud SQL proxy whose backend is gone): a replica waiting there forever
+ * would never stand for leadership again. A connection left with its statement unanswered is
+ * shut down (pg_wait_within); pool_give and pg_writer_check close it.
+ */
+static PGresult *pg_leader_exec(struct kms_backend *b, struct pg_conn *pc, const char *sql)
+{
+    return b->ha_lease_ms > 0 ? pg_exec_within(pc->c, sql, b->ha_lease_ms) : PQexec(pc->c, sql);
+}
+
+/* pg_leader_exec with text parameters. */
+static PGresult *pg_leader_exec_params(struct kms_backend *b, struct pg_conn *pc, const char *sql,
+                                       int n, const char *const *values)
+{
+    if (b->ha_lease_ms <= 0)
+        return PQexecParams(pc->c, sql, n, NULL, values, NULL, NULL, 0);
+    if (PQsendQueryParams(pc->c, sql, n, NULL, values, NULL, NULL, 0) != 1)
+        return NULL;
+    return pg_wait_within(pc->c, b->ha_lease_ms);
+}
+
 static int pg_leader_try(struct kms_backend *b, bool *got)
 {
     PGresult *r = NULL;
@@ -869,7 +894,7 @@ static int pg_leader_try(struct kms_backend *b, bool *got)
         rc = 0;
         goto out;
     }
-    r = PQexec(b->writer->c, "SELECT pg_try_advisory_lock(" PG_SOLE_LOCK ")");
+    r = pg_leader_exec(b, b->writer, "SELECT pg_try_advisory_lock(" PG_SOLE_LOCK ")");
     if (!pg_ok(r, PGRES_TUPLES_OK) || PQntuples(r) != 1)
         goto out;
     b->writer->leader = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
@@ -927,13 +952,13 @@ static int pg_leader_publish(struct kms_backend *b, const char *replica, const c
     pthread_mutex_lock(&b->write_mu);
     if (b->writer == NULL || !b->writer->leader)
         goto out;
-    r = PQexecParams(b->writer->c,
-                     "INSERT INTO " PG_LEADER_TABLE
-                     " (id, replica, api_addr, lease_ms, released, mac) "
-                     "VALUES (1, $1, $2, $3::bigint, false, $4) ON CONFLICT (id) DO UPDATE SET "
-                     "replica = EXCLUDED.replica, api_addr = EXCLUDED.api_addr, lease_ms = "
-                     "EXCLUDED.lease_ms, released = false, mac = EXCLUDED.mac, since = now()",
-                     4, NULL, values, NULL, NULL, 0);
+    r = pg_leader_exec_params(
+        b, b->writer,
+        "INSERT INTO " PG_LEADER_TABLE " (id, replica, api_addr, lease_ms, released, mac) "
+        "VALUES (1, $1, $2, $3::bigint, false, $4) ON CONFLICT (id) DO UPDATE SET "
+        "replica = EXCLUDED.replica, api_addr = EXCLUDED.api_addr, lease_ms = "
+        "EXCLUDED.lease_ms, released = false, mac = EXCLUDED.mac, since = now()",
+        4, values);
     rc = pg_ok(r, PGRES_COMMAND_OK) ? 0 : -1;
 out:
     PQclear(r);
@@ -952,15 +977,15 @@ static int pg_leader_release(struct kms_backend *b, const char *replica, const c
     if (b->writer == NULL || !b->writer->leader)
         goto out;
     if (replica != NULL) {
-        r = PQexecParams(b->writer->c,
-                         "UPDATE " PG_LEADER_TABLE
-                         " SET released = true, mac = $2 WHERE id = 1 AND replica = $1",
-                         2, NULL, values, NULL, NULL, 0);
+        r = pg_leader_exec_params(b, b->writer,
+                                  "UPDATE " PG_LEADER_TABLE
+                                  " SET released = true, mac = $2 WHERE id = 1 AND replica = $1",
+                                  2, values);
         if (!pg_ok(r, PGRES_COMMAND_OK))
             goto out;
         PQclear(r);
     }
-    r = PQexec(b->writer->c, "SELECT pg_advisory_unlock(" PG_SOLE_LOCK ")");
+    r = pg_leader_exec(b, b->writer, "SELECT pg_advisory_unlock(" PG_SOLE_LOCK ")");
     if (!pg_ok(r, PGRES_TUPLES_OK))
         goto out;
     b->writer->leader = false;
@@ -970,14 +995,6 @@ out:
     pg_writer_check(b);
     pthread_mutex_unlock(&b->write_mu);
     return rc;
-}
-
-/* The leader record's query: within a lease in HA mode (the active reads its record every
- * heartbeat, and a partition must not hold that thread for TCP's minutes). A connection left
- * with the query unanswered is closed by pool_give. */
-static PGresult *pg_leader_exec(struct kms_backend *b, struct pg_conn *pc, const char *sql)
-{
-    return b->ha_lease_ms > 0 ? pg_exec_within(pc->c, sql, b->ha_lease_ms) : PQexec(pc->c, sql);
 }
 
 static int pg_leader_read(struct kms_backend *b, struct kms_storage_leader *out,

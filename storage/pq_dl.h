@@ -34,6 +34,7 @@
     X(PQntuples)                                                                                   \
     X(PQresultStatus)                                                                              \
     X(PQsendQuery)                                                                                 \
+    X(PQsendQueryParams)                                                                           \
     X(PQsendQueryPrepared)                                                                         \
     X(PQsetNoticeProcessor)                                                                        \
     X(PQsocket)                                                                                    \
@@ -79,6 +80,7 @@ int kms_pq_load(struct kms_err *err) KMS_WUR;
 #define PQntuples kms_pq.PQntuples
 #define PQresultStatus kms_pq.PQresultStatus
 #define PQsendQuery kms_pq.PQsendQuery
+#define PQsendQueryParams kms_pq.PQsendQueryParams
 #define PQsendQueryPrepared kms_pq.PQsendQueryPrepared
 #define PQsetNoticeProcessor kms_pq.PQsetNoticeProcessor
 #define PQsocket kms_pq.PQsocket

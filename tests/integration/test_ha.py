@@ -39,11 +39,15 @@ class BlackholeProxy:
     """A TCP proxy from a loopback port to PostgreSQL that can silently drop everything: with
     `drop` set, bytes in either direction are read and thrown away (the kernel still
     acknowledges them, as a broken middlebox would), so both ends see a live but silent peer.
-    heal() closes what was cut (a NAT forgetting it) and lets new connections through."""
+    heal() closes what was cut (a NAT forgetting it) and lets new connections through. With
+    `swallow` set too, a close from PostgreSQL is not passed on either: the client's side stays
+    open and silent, as behind a TCP-terminating proxy (HAProxy, a cloud SQL proxy) whose
+    backend is gone."""
 
     def __init__(self, port):
         self.upstream = port
         self.drop = threading.Event()
+        self.swallow = threading.Event()
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.lsock.bind(("127.0.0.1", 0))
@@ -76,6 +80,9 @@ class BlackholeProxy:
                 r, _, _ = select.select(socks, [], [], 0.2)
                 for s in r:
                     data = s.recv(65536)
+                    if not data and s is u and self.swallow.is_set():
+                        socks = [c]  # the client is never told
+                        break
                     if not data:
                         return
                     if not self.drop.is_set():
@@ -656,6 +663,47 @@ class HaPartitionTest(HaCase):
             self.assertEqual(r.status, 200, r.describe())
         # the active, still reachable, goes on serving
         self.ok(active.request("GET", "sys/mounts"))
+
+    def test_standby_behind_a_proxy_whose_backend_vanished_takes_over(self):
+        """A standby reaches PostgreSQL through a TCP-terminating proxy that acknowledges its
+        bytes and never passes on that PostgreSQL closed the session: its try for the leader
+        lock (and any leader statement on the write connection) must still give up within a
+        lease. It waited forever, so once the path worked again and the active died, the
+        standby never took over."""
+        proxies = [BlackholeProxy(self.pg.port) for _ in range(2)]
+        self.addCleanup(lambda: [p.close() for p in proxies])
+        servers = [self.replica(postgresql_url="postgresql://kmsd@127.0.0.1:%d/kmsd" % p.port)
+                   .start() for p in proxies]
+        active = self.wait_one_active(servers)
+        standby = [s for s in servers if s is not active][0]
+        self.init(active, active)
+        proxy = proxies[servers.index(standby)]
+        proxy.swallow.set()
+        proxy.drop.set()
+        # PostgreSQL ends the standby's silent write session (idle_session_timeout, a lease);
+        # the proxy keeps its client side open
+        wait_for(lambda: self.write_session_gone(proxy), 20,
+                 "PostgreSQL to end the standby's write session")
+        os.kill(active.proc.pid, signal.SIGKILL)
+        proxy.drop.clear()  # new connections go through again
+        self.wait_one_active([standby], timeout=6 * LEASE_MS / 1000)
+
+    def write_session_gone(self, proxy):
+        """No session through the proxy is a standby's write session (the one that tries for
+        the leader lock) any more."""
+        ports = []
+        with proxy.lock:
+            for _, u in proxy.pairs:
+                try:
+                    ports.append(u.getsockname()[1])
+                except OSError:
+                    pass
+        if not ports:
+            return True
+        live = self.pg.psql("SELECT count(*) FROM pg_stat_activity WHERE client_port IN (%s) "
+                            "AND query LIKE 'SELECT pg_try_advisory_lock%%'"
+                            % ",".join(str(p) for p in ports)).strip()
+        return live == "0"
 
     def test_cut_off_active_steps_down_within_leases(self):
         """The active's PostgreSQL traffic silently dropped while clients keep it busy: it

@@ -393,7 +393,15 @@ int kms_config_load(const char *path, struct kms_config *cfg, struct kms_err *er
     json_t *v;
 
     if (root == NULL) {
-        kms_err_set(err, 400, "config %s: %s (line %d)", path, jerr.text, jerr.line);
+        /* without jansson's " near '<text>'" tail, as api/dispatch.c does for bodies: it quotes
+         * the file around the error, which in a postgresql_url whose password holds a '"' not
+         * escaped is a piece of that password. A duplicate key keeps it (it quotes the key). */
+        const char *near = strstr(jerr.text, " near ");
+        int len = near != NULL && strncmp(jerr.text, "duplicate object key", 20) != 0
+                      ? (int)(near - jerr.text)
+                      : (int)strlen(jerr.text);
+        kms_err_set(err, 400, "config %s: %.*s (line %d, column %d)", path, len, jerr.text,
+                    jerr.line, jerr.column);
         goto out;
     }
     if (!json_is_object(root)) {

@@ -270,6 +270,22 @@ class PostgresqlStorageTest(PgCase):
         log = self.expect_refusal(srv)
         self.assertIn("KMS_TEST_UNSET_PW (postgresql_password_env) is not set", log)
 
+    def test_config_syntax_error_quotes_no_password(self):
+        """A '"' of the password in postgresql_url not escaped in the JSON config: kmsd names
+        the line and column of the error, but not the text there (jansson's "near '...'"),
+        which was the rest of the password."""
+        srv = self.new_server(password_file=False)
+        path = os.path.join(srv.workdir, "bad.json")
+        with open(path, "w") as f:
+            f.write('{"storage": "postgresql",\n'
+                    ' "postgresql_url": "postgresql://kmsd:pa"ssSecret-47@127.0.0.1/kmsd"}\n')
+        res = subprocess.run([KMSD_BIN, "server", "-config=" + path], capture_output=True,
+                             text=True, timeout=30)
+        self.assertNotEqual(res.returncode, 0)
+        self.assertNotIn("ssSecret", res.stdout + res.stderr)
+        self.assertIn("config %s: " % path, res.stderr)
+        self.assertIn("(line 2, column", res.stderr)
+
     def test_seal_key_must_match(self):
         srv = self.new_server().start()
         KmsdTestCase.init_config_server(srv)

@@ -186,6 +186,11 @@ size_t kms_audit_ndevices(const struct kms_audit *a)
     return a ? a->n : 0;
 }
 
+const char *kms_audit_replica(const struct kms_audit *a)
+{
+    return a != NULL && a->replica[0] != '\0' ? a->replica : NULL;
+}
+
 int64_t kms_audit_timeout_ms(const struct kms_audit *a)
 {
     return a != NULL ? a->timeout_ms : KMS_AUDIT_DEFAULT_TIMEOUT_MS;

@@ -97,6 +97,8 @@ struct kms_audit_stats {
 };
 void kms_audit_stats_get(struct kms_audit *a, struct kms_audit_stats *st);
 size_t kms_audit_ndevices(const struct kms_audit *a);
+/* The HA replica whose chain the devices keep (kms_audit_opts.replica), or NULL. */
+const char *kms_audit_replica(const struct kms_audit *a);
 /* Options of device i (i < ndevices) copied to *out. */
 void kms_audit_device_get(const struct kms_audit *a, size_t i, struct kms_audit_device_opts *out);
 

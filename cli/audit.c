@@ -160,6 +160,14 @@ static int remote_events(struct kms_cli_http *h, const struct list_args *a, int6
     }
     *events = json_incref(ev);
     *truncated = json_is_true(json_object_get(data, "truncated"));
+    size_t i;
+    json_t *w;
+    json_array_foreach(json_object_get(body, "warnings"), i, w)
+    {
+        if (json_is_string(w)) {
+            fprintf(stderr, "Warning: %s\n", kms_cli_esc(json_string_value(w)));
+        }
+    }
     json_decref(body);
     rc = 0;
 out:

@@ -159,6 +159,14 @@ int kms_sys_audit_events(struct kms_ctx *c)
     c->data =
         json_pack("{s:o, s:b, s:s}", "events", events, "truncated", truncated, "device", o.name);
     c->audit.elide_data = true;
+    if (kms_audit_replica(a) != NULL) {
+        /* HA: each replica keeps its own log, and only this one's is here (docs/ha.md) */
+        kms_warn(c,
+                 "the audit log of HA replica %s only: operations answered by other replicas "
+                 "(while they were active) are in their own logs; read them together with "
+                 "kmsctl audit list --file LOG_A --file LOG_B ...",
+                 kms_audit_replica(a));
+    }
     events = NULL;
     rc = 0;
 out:

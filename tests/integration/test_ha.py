@@ -1014,6 +1014,40 @@ class HaAuditTest(HaCase):
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
         self.assertIn(files[1], r.stderr)
 
+    def test_remote_audit_list_says_it_is_one_replica_log(self):
+        """`kmsctl audit list` without --file asks the server (sys/audit/events), whose answer
+        is the active replica's own log: after a hand-over the operations the other replica
+        answered are not in it. The answer says so (a warning, printed by kmsctl), instead of
+        passing for the whole history (the product doc's `audit list --since=24h`)."""
+        servers = []
+        for i in range(2):
+            srv = self.replica()
+            srv.config["audit_file"] = os.path.join(srv.workdir, "audit.log")
+            srv.config["ha_replica_id"] = "replica-%d" % i
+            servers.append(srv.start())
+        a = self.wait_one_active(servers)
+        b = [s for s in servers if s is not a][0]
+        self.init(a, a)
+        self.ok(a.request("POST", "transit/keys/hist"))
+        self.assertEqual(a.stop(), 0)
+        self.wait_one_active([b], timeout=10)
+        self.ok(b.request("POST", "transit/keys/hist/rotate"))
+        env = dict(os.environ, KMS_ADDR=b.addr, KMS_TOKEN=b.token)
+        for k in ("VAULT_ADDR", "VAULT_TOKEN", "KMS_AUDIT_FILE", "KMS_NAMESPACE"):
+            env.pop(k, None)
+        r = subprocess.run([KMSCTL_BIN, "audit", "list", "--key", "hist", "-o", "json"],
+                           capture_output=True, text=True, env=env, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual([e["op"] for e in json.loads(r.stdout)], ["rotate"], r.stdout)
+        self.assertIn("Warning: the audit log of HA replica %s only" % b.config["ha_replica_id"],
+                      r.stderr)
+        # both logs together hold the whole history
+        r = subprocess.run([KMSCTL_BIN, "audit", "list", "--key", "hist", "-o", "json",
+                            "--file", a.config["audit_file"], "--file", b.config["audit_file"]],
+                           capture_output=True, text=True, env=env, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual([e["op"] for e in json.loads(r.stdout)], ["create", "rotate"], r.stdout)
+
     def test_chain_continues_after_an_unclean_step_down_and_a_rotation(self):
         """The active is frozen (SIGSTOP) until the other replica takes over; resumed, it steps
         down past its lease, when nothing commits, so its chain head cannot be stored. Its file

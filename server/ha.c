@@ -54,8 +54,10 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 
 #define FORWARDED_HEADER "X-Kmsd-Forwarded"
 #define FORWARD_AUTH_HEADER "X-Kmsd-Forward-Auth"
@@ -250,6 +252,35 @@ static void step_down(struct kms_ha *ha, const char *why, bool release)
 }
 
 /* Holding the lock: wait out the old lease if needed, build the service, publish, serve. */
+#ifdef KMS_TEST_HOOKS
+/*
+ * Test hook (KMS_TEST_HOOKS builds only): with KMS_TEST_HA_HOLD_PROMOTION=<path>, a promotion
+ * whose service is built waits while <path> exists before it switches to active, and creates
+ * <path>.held meanwhile, so a test can land a signal in that window.
+ */
+static void hook_hold_promotion(void)
+{
+    const char *hold = getenv("KMS_TEST_HA_HOLD_PROMOTION");
+    char held[600];
+    if (hold == NULL || hold[0] == '\0' ||
+        (size_t)snprintf(held, sizeof(held), "%s.held", hold) >= sizeof(held)) {
+        return;
+    }
+    bool shown = false;
+    while (access(hold, F_OK) == 0) {
+        if (!shown) {
+            int fd = open(held, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+            if (fd >= 0) {
+                close(fd);
+            }
+            shown = true;
+        }
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+#endif
+
 static void promote(struct kms_ha *ha, int64_t got_at)
 {
     struct kms_storage_leader old;
@@ -291,6 +322,11 @@ static void promote(struct kms_ha *ha, int64_t got_at)
     /* built outside the lock: requests (a standby's forwarding, health) do not wait for it */
     struct kms_api *api = NULL;
     int built = ha->o.build(ha->o.arg, &api, &err);
+#ifdef KMS_TEST_HOOKS
+    if (built == 0) {
+        hook_hold_promotion();
+    }
+#endif
     if (built == 0) {
         pthread_rwlock_wrlock(&ha->api_lock);
         ha->api = api;

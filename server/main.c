@@ -12,6 +12,7 @@
 #include <event2/event.h>
 #include <jansson.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -292,23 +293,14 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
     event_base_loopexit(rt->base, NULL);
 }
 
-/* SIGHUP on the active replica: its audit broker exists while it serves. */
-static int audit_reopen_active(void *arg, struct kms_api *api)
-{
-    struct runtime *rt = arg;
-    struct kms_err err;
-    (void)api;
-    if (rt->audit == NULL || kms_audit_ndevices(rt->audit) == 0) {
-        return 0;
-    }
-    if (kms_audit_reopen(rt->audit, &err) != 0) {
-        kms_log("error", "audit log reopen failed; requests fail until it can be written", "error",
-                err.msg, NULL);
-        return -1;
-    }
-    kms_log("info", "audit log reopened", NULL);
-    return 0;
-}
+/*
+ * rt->audit changes only under audit_mu: on an HA replica the broker is made by each promotion
+ * (build_service, outside the HA lock) and freed at each step-down (ha_teardown), and a SIGHUP
+ * must reach whichever broker exists. One that was gated on "active within the lease" was
+ * dropped between a promotion's build and its switch to active, or while the lease had lapsed
+ * for a moment, and the broker went on writing to the renamed file.
+ */
+static pthread_mutex_t audit_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static void on_sighup(evutil_socket_t sig, short what, void *arg)
 {
@@ -316,9 +308,8 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
     struct kms_err err;
     (void)sig;
     (void)what;
-    if (rt->ha != NULL) {
-        (void)kms_ha_with_api(rt->ha, audit_reopen_active, rt);
-    } else if (rt->audit != NULL && kms_audit_ndevices(rt->audit) > 0) {
+    pthread_mutex_lock(&audit_mu);
+    if (rt->audit != NULL && kms_audit_ndevices(rt->audit) > 0) {
         /* logrotate: reopen by path; the hash chain continues in the new file */
         if (kms_audit_reopen(rt->audit, &err) != 0) {
             kms_log("error", "audit log reopen failed; requests fail until it can be written",
@@ -327,6 +318,7 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
             kms_log("info", "audit log reopened", NULL);
         }
     }
+    pthread_mutex_unlock(&audit_mu);
     if (rt->tls != NULL) {
         if (kms_tls_reload(rt->tls, &err) != 0) {
             kms_log("error", "TLS reload failed; keeping the old certificate", "error", err.msg,
@@ -583,7 +575,10 @@ static int build_service(struct runtime *rt, struct kms_api **api, struct kms_er
     auopts.timeout_ms = rt->cfg->audit_timeout * 1000;
     auopts.log = audit_log;
     auopts.replica = rt->replica[0] != '\0' ? rt->replica : NULL;
-    if (kms_audit_create(rt->st, &auopts, &rt->audit, err) != 0) {
+    pthread_mutex_lock(&audit_mu);
+    int made = kms_audit_create(rt->st, &auopts, &rt->audit, err);
+    pthread_mutex_unlock(&audit_mu);
+    if (made != 0) {
         return -1;
     }
     memset(&aopts, 0, sizeof(aopts));
@@ -599,7 +594,9 @@ static int build_service(struct runtime *rt, struct kms_api **api, struct kms_er
         .unauthenticated_metrics_access = rt->cfg->unauthenticated_metrics_access,
     };
     if (kms_engines_create(rt->st, &aopts, &eopts, api, err) != 0) {
+        pthread_mutex_lock(&audit_mu);
         kms_audit_destroy(&rt->audit);
+        pthread_mutex_unlock(&audit_mu);
         return -1;
     }
     return 0;
@@ -619,7 +616,9 @@ static void ha_teardown(void *arg, struct kms_api **api)
 {
     struct runtime *rt = arg;
     kms_api_destroy(api);
+    pthread_mutex_lock(&audit_mu);
     kms_audit_destroy(&rt->audit);
+    pthread_mutex_unlock(&audit_mu);
 }
 
 /*

@@ -305,6 +305,9 @@ struct kms_audit_verify_result {
     uint64_t first_seq; /* seq of the first line (1 when the chain starts at its genesis) */
     uint64_t last_seq;
     char head[KMS_AUDIT_HASH_LEN + 1]; /* hash of the last good line */
+    /* bytes of an unterminated last line left unchecked: the last file is held by a running
+     * kmsd (its flock), which is writing that line now */
+    uint64_t tail_in_progress;
     /* on failure: where and why */
     char bad_file[KMS_AUDIT_PATH_MAX];
     uint64_t bad_line; /* 1-based line number within bad_file */
@@ -312,7 +315,9 @@ struct kms_audit_verify_result {
 };
 
 /*
- * Verify the chain over `paths` in the given order: every line complete (ends in '\n'),
+ * Verify the chain over `paths` in the given order: every line complete (ends in '\n'; only
+ * the last file's last line may be unterminated, and only while a running kmsd holds that file:
+ * it is being written, r->tail_in_progress),
  * valid JSON, its own hash correct, seq consecutive and prev_hash equal to the previous
  * line's hash, across file boundaries; with r->genesis the first line must be seq 1, with
  * r->anchor that hash must be some line's. Returns 0 when intact, 1 at the first bad line (r

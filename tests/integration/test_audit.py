@@ -564,6 +564,34 @@ class TamperTest(unittest.TestCase):
         lines[-1] = lines[-1][:len(lines[-1]) // 2]
         self.expect_bad(lines, 12, "torn.log")
 
+    def test_torn_last_line_of_a_file_a_writer_holds(self):
+        """A verify of the live log reads it while kmsd appends: an unterminated last line in a
+        file a running kmsd holds (its flock) is a write in progress, not damage; it is left
+        unchecked with a note. Without the lock, or in a file before the last, it is torn."""
+        import fcntl
+        lines = list(self.orig)
+        lines[-1] = lines[-1][:len(lines[-1]) // 2]
+        path = self.tampered(lines, "live.log")
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running kmsd's device does
+            for tool in (KMSCTL_BIN, KMSD_BIN):
+                res = run([tool, "audit", "verify", "--genesis", path])
+                self.assertEqual(res.returncode, 0, res.stdout + res.stderr)
+                self.assertIn("ok: 11 records", res.stdout)
+                self.assertIn("note: the last line (%d bytes so far) is being written by a "
+                              "running kmsd" % len(lines[-1]), res.stderr)
+            # a held file that is not the last of the set: its torn line is damage
+            later = self.tampered([], "live.log.later")
+            res = run([KMSCTL_BIN, "audit", "verify", path, later])
+            self.assertEqual(res.returncode, 1, res.stdout + res.stderr)
+            self.assertIn("%s:12: torn last line" % path, res.stderr)
+        finally:
+            os.close(fd)
+        res = run([KMSCTL_BIN, "audit", "verify", path])
+        self.assertEqual(res.returncode, 1, res.stdout + res.stderr)
+        self.assertIn("%s:12: torn last line" % path, res.stderr)
+
     def test_rotated_file_with_a_broken_first_line(self):
         """A rotated set (three files, named as logrotate names them) whose middle file's first
         line is damaged: its chain fields (a hex digit of its hash made invalid), or its seq

@@ -1,7 +1,8 @@
 /*
  * sidecar.c - `kmsd kms-plugin`: the KMS v2 plugin next to a kube-apiserver, in front of a
  * remote Transit server (kmsd, OpenBao or Vault) reached over HTTPS (remote.c). Flags, JSON
- * log lines on stderr, the signals (SIGTERM/SIGINT drain and exit 0).
+ * log lines on stderr, the signals (SIGTERM/SIGINT drain and exit 0; SIGHUP is logged, nothing to
+ * reload).
  */
 #include "kmsplugin/kmsplugin_int.h"
 
@@ -217,11 +218,12 @@ int kms_plugin_sidecar_main(int argc, char **argv)
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     signal(SIGPIPE, SIG_IGN);
     json_object_seed(0);
-    /* SIGTERM/SIGINT are taken by sigwait below: blocked before any thread starts */
+    /* SIGTERM/SIGINT/SIGHUP are taken by sigwait below: blocked before any thread starts */
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     memset(&ro, 0, sizeof(ro));
@@ -257,7 +259,13 @@ int kms_plugin_sidecar_main(int argc, char **argv)
              f.addr);
     slog(NULL, "notice", "kms plugin listening", detail);
     int sig = 0;
-    sigwait(&set, &sig);
+    /* SIGHUP (a reload sent as to kmsd, a closed terminal) once ended the sidecar without its
+     * drain, leaving its socket behind: there is nothing to reload (the JWT is read at each
+     * login, the -vault-token-file again after a 403), so it is logged and serving goes on */
+    while (sigwait(&set, &sig) == 0 && sig == SIGHUP) {
+        slog(NULL, "info", "kms plugin: SIGHUP: nothing to reload, still serving",
+             "the JWT is read at each login, -vault-token-file again after a 403");
+    }
     slog(NULL, "info", "kms plugin: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     kms_plugin_stop(p);
     kms_plugin_join(&p);

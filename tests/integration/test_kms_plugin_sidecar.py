@@ -187,6 +187,17 @@ class TestSidecar(SidecarCase):
         self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION, details)
         self.assertEqual(p.decrypt(new.ciphertext, new.key_id).plaintext, SEED)
 
+    def test_sighup_is_logged_and_serving_goes_on(self):
+        self.kmskey("etcd-hup")
+        s = self.sidecar("etcd-hup")
+        os.kill(s.proc.pid, signal.SIGHUP)
+        wait_for(lambda: "SIGHUP: nothing to reload, still serving" in s.log_text(), 10,
+                 "the sidecar to log the SIGHUP")
+        self.assertIsNone(s.proc.poll(), s.log_text())
+        e = s.plugin.encrypt(SEED, uid="after-hup")
+        self.assertEqual(s.plugin.decrypt(e.ciphertext, e.key_id).plaintext, SEED)
+        # tearDown: SIGTERM still drains, exit 0, the socket removed
+
     def test_mounts_given_with_slashes(self):
         # Vault lists its mounts as "transit/" and "kubernetes/": given so, every request went
         # to /v1/transit//encrypt/... (no path of kmsd's: 404) or /v1/auth/kubernetes//login,

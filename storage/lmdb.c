@@ -34,6 +34,9 @@
  *   that fails (e.g. the map was resized by another process) ends that transaction and
  *   begins a new one.
  *
+ * - A data.mdb shorter than its last committed page (a torn copy) is refused at open
+ *   (data_file_check): LMDB would map it anyway and a read past its end is a SIGBUS.
+ *
  * - MDB_MAP_FULL and every other LMDB error surface as -1. LMDB leaves the transaction in an
  *   error state; the caller aborts it and the store is exactly as the last commit left it.
  */
@@ -324,6 +327,30 @@ static const struct kms_backend_ops lmdb_ops = {
     .count = lmdb_count,
 };
 
+/*
+ * A data.mdb shorter than its meta page says (a torn copy or an interrupted restore) would be
+ * mapped all the same, and the first read of a page past its end kills the process with
+ * SIGBUS: refuse it while a message can still be given.
+ */
+static int data_file_check(MDB_env *env, const char *dir, struct kms_err *err)
+{
+    MDB_envinfo info;
+    MDB_stat ms;
+    struct stat sb;
+    int fd;
+
+    if (mdb_env_info(env, &info) != 0 || mdb_env_stat(env, &ms) != 0 ||
+        mdb_env_get_fd(env, &fd) != 0 || fstat(fd, &sb) != 0)
+        return kms_err_set(err, 500, "cannot read the size of the store in %s", dir);
+    uint64_t need = ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize;
+    if ((uint64_t)sb.st_size < need)
+        return kms_err_set(err, 500,
+                           "the store %s/data.mdb is truncated: %lld bytes, its last page ends "
+                           "at %llu; restore it from a backup",
+                           dir, (long long)sb.st_size, (unsigned long long)need);
+    return 0;
+}
+
 int kms_backend_lmdb_open(const char *dir, const struct kms_storage_opts *opts,
                           const struct kms_backend_ops **ops, struct kms_backend **out,
                           size_t *maxkey, struct kms_err *err)
@@ -396,6 +423,8 @@ int kms_backend_lmdb_open(const char *dir, const struct kms_storage_opts *opts,
         kms_err_set(err, 500, "cannot open storage in %s: %s", dir, mdb_strerror(mrc));
         goto out;
     }
+    if (data_file_check(b->env, dir, err) != 0)
+        goto out;
     mrc = mdb_env_get_maxkeysize(b->env);
     b->maxkey = mrc > 0 && mrc < KMS_KEY_MAX ? (size_t)mrc : KMS_KEY_MAX;
 

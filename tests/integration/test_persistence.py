@@ -394,5 +394,34 @@ class CrashTest(ConfigServerCase):
         self.assertEqual(srv.stop(), 0)
 
 
+class StoreFileTest(ConfigServerCase):
+    """A damaged data.mdb is refused with a message, never a crash."""
+
+    def test_truncated_store_refused_with_a_message(self):
+        # a torn copy or an interrupted restore: LMDB maps the short file all the same, and
+        # the first read of a page past its end killed kmsd with SIGBUS and no word
+        srv = self.new_server().start()
+        self.init(srv)
+        for i in range(40):
+            self.ok(srv.request("POST", "transit/keys/t%d" % i, {}))
+        self.assertEqual(srv.stop(), 0)
+        data = os.path.join(srv.effective_config["storage_path"], "data.mdb")
+        with open(data, "rb") as f:
+            whole = f.read()
+        self.assertGreater(len(whole), 4 * 4096)
+        with open(data, "wb") as f:
+            f.write(whole[:len(whole) // 2 // 4096 * 4096])
+        log = self.expect_refusal(srv)
+        self.assertEqual(srv.proc.returncode, 1, "killed by a signal?\n" + log)
+        self.assertIn("data.mdb is truncated", log)
+        self.assertIn("restore it from a backup", log)
+        # the whole file opens again, with everything in it
+        with open(data, "wb") as f:
+            f.write(whole)
+        srv.start()
+        self.assertEqual(srv.request("GET", "transit/keys/t39").status, 200)
+        self.assertEqual(srv.stop(), 0)
+
+
 if __name__ == "__main__":
     unittest.main()

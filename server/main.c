@@ -724,6 +724,15 @@ static int start_listener(const struct flags *f, struct kms_config *cfg,
         fprintf(stderr, "kmsd: TLS needs both a certificate file and a key file\n");
         return -1;
     }
+    if (cfg->tls_cert_file[0] == '\0' &&
+        (cfg->tls_client_ca_file[0] != '\0' || cfg->tls_require_client_cert)) {
+        /* without a certificate the listener speaks plain HTTP: no client is ever checked */
+        fprintf(stderr,
+                "kmsd: \"%s\" needs \"tls_cert_file\" and \"tls_key_file\": without them "
+                "the listener speaks plain HTTP and checks no client certificate\n",
+                cfg->tls_require_client_cert ? "tls_require_client_cert" : "tls_client_ca_file");
+        return -1;
+    }
     if (cfg->tls_cert_file[0] != '\0' &&
         kms_tls_create(cfg->tls_cert_file, cfg->tls_key_file, cfg->tls_client_ca_file,
                        cfg->tls_require_client_cert, &rt->tls, &err) != 0) {

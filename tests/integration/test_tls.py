@@ -5,6 +5,7 @@ metrics endpoint."""
 import base64
 import http.client
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -238,6 +239,28 @@ class ClientCertTest(unittest.TestCase):
         finally:
             self.assertEqual(srv.stop(), 0)
             srv.cleanup()
+
+    def test_client_certificate_settings_without_tls_refused(self):
+        # without tls_cert_file the listener speaks plain HTTP: a config asking for client
+        # certificates started all the same and let every client in without one
+        d = tempfile.mkdtemp(prefix="kmsd-mtls-")
+        _, ca = make_ca(d, "ca")
+        for cfg, name in (({"tls_client_ca_file": ca, "tls_require_client_cert": True},
+                           "tls_require_client_cert"),
+                          ({"tls_client_ca_file": ca}, "tls_client_ca_file")):
+            with self.subTest(name=name):
+                srv = KmsdServer(mode="config", config=cfg)
+                srv.spawn()
+                try:
+                    rc = srv.wait_exit(20)
+                    srv._close_log()
+                    log = srv.log_text()
+                    self.assertEqual(rc, 1, log)
+                    self.assertNotIn("kmsd listening", log)
+                    self.assertIn('"%s" needs "tls_cert_file" and "tls_key_file"' % name, log)
+                finally:
+                    srv.cleanup()
+        shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -125,6 +125,7 @@ static int open_store(const struct store_arg *s, bool target, const uint8_t seal
 {
     struct kms_storage_opts o = {.backend = s->backend,
                                  .create = target,
+                                 .existing = !target,
                                  .pg_password = pw,
                                  .pg_exclusive = s->backend == KMS_STORAGE_POSTGRESQL};
     struct kms_err err;

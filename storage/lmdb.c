@@ -377,6 +377,19 @@ int kms_backend_lmdb_open(const char *dir, const struct kms_storage_opts *opts,
         goto out;
     }
     close(fd);
+    if (opts != NULL && opts->existing) {
+        char datapath[4096];
+        struct stat sb;
+        if ((size_t)snprintf(datapath, sizeof datapath, "%s/data.mdb", dir) >= sizeof datapath) {
+            kms_err_set(err, 500, "storage path too long: %s", dir);
+            goto out;
+        }
+        if (stat(datapath, &sb) != 0) {
+            kms_err_set(err, 500, "no kmsd store in %s: cannot open %s: %s", dir, datapath,
+                        strerror(errno));
+            goto out;
+        }
+    }
 
     if ((b = calloc(1, sizeof *b)) == NULL) {
         kms_err_set(err, 500, "out of memory");

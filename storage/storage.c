@@ -181,8 +181,9 @@ static void storage_free(struct kms_storage *st)
     free(st);
 }
 
-/* In a write transaction: record the seal check in a new store, or verify it. */
-static int seal_check(struct kms_storage *st, struct kms_err *err)
+/* In a write transaction: record the seal check in a new store (unless it must exist), or
+ * verify it. */
+static int seal_check(struct kms_storage *st, bool existing, struct kms_err *err)
 {
     struct kms_txn *txn = NULL;
     uint8_t *val = NULL;
@@ -195,6 +196,11 @@ static int seal_check(struct kms_storage *st, struct kms_err *err)
     }
     grc = kms_storage_get(txn, KMS_DB_META, kms_seal_check_key, sizeof kms_seal_check_key - 1, &val,
                           &vallen);
+    if (grc == KMS_STORAGE_NOTFOUND && existing) {
+        kms_err_set(err, 500, "no kmsd store here: the %s store holds no seal check record",
+                    st->ops->name);
+        goto out;
+    }
     if (grc == KMS_STORAGE_NOTFOUND) {
         if (kms_storage_put(txn, KMS_DB_META, kms_seal_check_key, sizeof kms_seal_check_key - 1,
                             kms_seal_check_val, sizeof kms_seal_check_val - 1) != 0) {
@@ -251,7 +257,7 @@ int kms_storage_open(const char *location, const uint8_t seal_key[32],
     }
     if (brc != 0)
         goto out;
-    if (seal_check(st, err) != 0)
+    if (seal_check(st, opts != NULL && opts->existing, err) != 0)
         goto out;
     *out = st;
     st = NULL;

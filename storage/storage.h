@@ -51,6 +51,10 @@ struct kms_storage_opts {
     size_t map_size; /* LMDB map size in bytes; 0 = default (1 GiB) */
     bool nosync;     /* LMDB: skip fsync; PostgreSQL: synchronous_commit=off (dev, tests) */
     bool create;     /* LMDB: create the directory (0700) if missing */
+    /* the store must exist already (kmsd migrate's source): LMDB refuses a directory without
+     * data.mdb (and creates nothing in it), every backend a store without a seal check record,
+     * instead of starting an empty store there */
+    bool existing;
     enum kms_storage_backend backend;
     /* PostgreSQL: the password, overriding the URI's (NULL: libpq's own sources, such as
      * PGPASSWORD or a pgpass file). Used to connect, never logged or kept in messages. */

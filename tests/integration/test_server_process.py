@@ -150,3 +150,26 @@ class DevStoreRemoved(unittest.TestCase):
                              os.listdir(store) if os.path.isdir(store) else "")
         finally:
             srv.cleanup()
+
+
+class MigrateSourceMustBeAStore(unittest.TestCase):
+    def test_migrate_from_a_directory_without_a_store_is_refused(self):
+        # a mistyped -from=lmdb:DIR naming an empty directory made a new, empty store there
+        # and "copied" its one seal check record to the target, exit 0
+        d = tempfile.mkdtemp(prefix="kmsd-migrate-")
+        try:
+            src, dst = os.path.join(d, "empty"), os.path.join(d, "target")
+            os.mkdir(src, 0o700)
+            key = os.path.join(d, "seal.key")
+            fd = os.open(key, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.write(fd, os.urandom(32))
+            os.close(fd)
+            r = subprocess.run([KMSD_BIN, "migrate", "-from=lmdb:" + src, "-to=lmdb:" + dst,
+                                "-seal-key-file=" + key], stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+            self.assertIn("source store %s: no kmsd store in %s" % (src, src), r.stderr)
+            self.assertEqual(os.listdir(src), [])
+            self.assertFalse(os.path.exists(dst))
+        finally:
+            shutil.rmtree(d, ignore_errors=True)

@@ -546,6 +546,55 @@ static void test_open_errors(void **state)
     assert_non_null(strstr(err.msg, path));
 }
 
+static void del_seal_check(MDB_txn *txn, MDB_dbi dbi, MDB_env *env, void *arg)
+{
+    MDB_val k = {.mv_size = strlen("seal_check"), .mv_data = (void *)"seal_check"};
+
+    (void)env;
+    (void)arg;
+    assert_int_equal(mdb_del(txn, dbi, &k, NULL), 0);
+}
+
+/*
+ * kmsd migrate's source must be a store already: a directory without data.mdb, or a store
+ * without a seal check, is refused (it was made into a new, empty store and "copied").
+ */
+static void test_existing_store(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_storage_opts opts = {.nosync = true, .existing = true};
+    struct kms_storage *st = NULL;
+    struct kms_err err = {0};
+    char path[128], file[160], want[512];
+    struct stat sb;
+
+    kms_storage_close(&f->st);
+    f->st = open_store(f, &opts); /* a store: opens */
+    kms_storage_close(&f->st);
+    if (pg_url == NULL) {
+        snprintf(path, sizeof path, "%s/empty", f->dir);
+        assert_int_equal(mkdir(path, 0700), 0);
+        assert_int_equal(kms_storage_open(path, f->key, &opts, &st, &err), -1);
+        assert_null(st);
+        snprintf(want, sizeof want,
+                 "no kmsd store in %s: cannot open %s/data.mdb: No such file or directory", path,
+                 path);
+        assert_string_equal(err.msg, want);
+        snprintf(file, sizeof file, "%s/data.mdb", path);
+        assert_int_equal(stat(file, &sb), -1); /* nothing created there */
+        raw_edit(f->dir, "meta", del_seal_check, NULL);
+    } else {
+        opts.backend = KMS_STORAGE_POSTGRESQL;
+        pg_sqlf("DELETE FROM kmsd_records WHERE db = %d AND key = 'seal_check'::bytea",
+                db_index("meta"));
+    }
+    assert_int_equal(kms_storage_open(location(f), f->key, &opts, &st, &err), -1);
+    assert_null(st);
+    snprintf(want, sizeof want, "no kmsd store here: the %s store holds no seal check record",
+             pg_url != NULL ? "postgresql" : "lmdb");
+    assert_string_equal(err.msg, want);
+}
+
 static void test_create_modes(void **state)
 {
     struct fixture *f = *state;
@@ -1925,6 +1974,7 @@ int main(void)
     };
     const struct CMUnitTest lmdb_only[] = {
         cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_existing_store, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_modes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kept_read_txn_holds_no_snapshot, setup, teardown),

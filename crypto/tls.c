@@ -35,8 +35,26 @@ static void last_error(struct kms_err *err, const char *what, const char *path)
     kms_err_set(err, 500, "%s %s: %s", what, path, e ? buf : "unknown error");
 }
 
+/*
+ * The key's passphrase callback: kmsd takes unencrypted keys only (there is no setting for a
+ * passphrase, as in OpenBao's listener). OpenSSL's default callback would prompt on the
+ * controlling terminal and block start-up, or the main loop at a SIGHUP reload, until someone
+ * typed; this one notes that a passphrase was asked for and gives none.
+ */
+static int no_passphrase(char *buf, int size, int rwflag, void *asked)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    if (asked != NULL) {
+        *(bool *)asked = true;
+    }
+    return -1;
+}
+
 static SSL_CTX *build_ctx(const struct kms_tls *t, struct kms_err *err)
 {
+    bool asked = false;
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (ctx == NULL) {
         kms_err_set(err, 500, "cannot create a TLS context");
@@ -53,7 +71,16 @@ static SSL_CTX *build_ctx(const struct kms_tls *t, struct kms_err *err)
         last_error(err, "cannot load TLS certificate", t->cert);
         goto fail;
     }
-    if (SSL_CTX_use_PrivateKey_file(ctx, t->key, SSL_FILETYPE_PEM) != 1) {
+    SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
+    SSL_CTX_set_default_passwd_cb_userdata(ctx, &asked);
+    int loaded = SSL_CTX_use_PrivateKey_file(ctx, t->key, SSL_FILETYPE_PEM);
+    SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);
+    if (loaded != 1 && asked) {
+        ERR_clear_error();
+        kms_err_set(err, 500, "TLS key %s is encrypted: kmsd needs an unencrypted PEM key", t->key);
+        goto fail;
+    }
+    if (loaded != 1) {
         last_error(err, "cannot load TLS key", t->key);
         goto fail;
     }

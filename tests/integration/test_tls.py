@@ -5,6 +5,7 @@ metrics endpoint."""
 import base64
 import http.client
 import os
+import re
 import shutil
 import signal
 import socket
@@ -16,7 +17,7 @@ import unittest
 
 import hvac
 
-from kmsd_harness import KmsdServer
+from kmsd_harness import KMSD_BIN, KmsdServer
 
 
 def openssl(*args):
@@ -262,6 +263,99 @@ class ClientCertTest(unittest.TestCase):
                     srv.cleanup()
         shutil.rmtree(d, ignore_errors=True)
 
+
+class EncryptedKeyTest(unittest.TestCase):
+    """kmsd takes unencrypted keys only. An encrypted one made OpenSSL prompt for a passphrase
+    on the controlling terminal: start-up hung at "Enter PEM pass phrase:", and a SIGHUP
+    reload blocked the main loop (no more SIGTERM) until someone typed."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="kmsd-tls-enc-")
+        ca_key, self.ca = make_ca(self.dir, "ca")
+        self.key, self.crt = make_leaf(self.dir, "server", ca_key, self.ca, 7)
+        self.enc = os.path.join(self.dir, "server-enc.key")
+        openssl("pkey", "-in", self.key, "-out", self.enc, "-aes256", "-passout", "pass:pw")
+        self.pid = None
+
+    def tearDown(self):
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            os.close(self.fd)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def spawn_on_a_terminal(self, key):
+        """kmsd with a pseudo-terminal as its controlling terminal, stdout and stderr."""
+        import pty
+        store = os.path.join(self.dir, "store")
+        seal = os.path.join(self.dir, "seal.key")
+        if not os.path.exists(seal):
+            fd = os.open(seal, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.write(fd, os.urandom(32))
+            os.close(fd)
+        cfg = os.path.join(self.dir, "kmsd.json")
+        with open(cfg, "w") as f:
+            import json
+            json.dump({"listen_address": "127.0.0.1:0", "storage_path": store,
+                       "seal_key_file": seal, "tls_cert_file": self.crt, "tls_key_file": key}, f)
+        self.out = b""
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:
+            try:
+                os.execv(KMSD_BIN, [KMSD_BIN, "server", "-config=" + cfg])
+            finally:
+                os._exit(127)
+
+    def read_until(self, cond, timeout=20):
+        import select
+        deadline = time.monotonic() + timeout
+        while not cond() and time.monotonic() < deadline:
+            r, _, _ = select.select([self.fd], [], [], 0.1)
+            if r:
+                try:
+                    self.out += os.read(self.fd, 4096)
+                except OSError:  # the terminal's other end closed: kmsd exited
+                    return
+        return cond()
+
+    def exited(self, timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.read_until(lambda: False, 0.05)
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid != 0:
+                self.pid = None
+                os.close(self.fd)
+                return os.waitstatus_to_exitcode(status)
+        return None
+
+    def test_encrypted_key_refused_at_start(self):
+        self.spawn_on_a_terminal(self.enc)
+        rc = self.exited()
+        self.assertEqual(rc, 1, self.out)
+        self.assertIn(b"TLS key %s is encrypted" % self.enc.encode(), self.out)
+        self.assertNotIn(b"pass phrase", self.out)
+
+    def test_encrypted_key_on_reload_keeps_the_old_one(self):
+        self.spawn_on_a_terminal(self.key)
+        self.assertTrue(self.read_until(lambda: b"kmsd listening" in self.out), self.out)
+        with open(self.enc, "rb") as f:
+            enc = f.read()
+        with open(self.key, "wb") as f:
+            f.write(enc)
+        os.kill(self.pid, signal.SIGHUP)
+        self.assertTrue(self.read_until(lambda: b"TLS reload failed" in self.out), self.out)
+        self.assertIn(b"is encrypted", self.out)
+        self.assertNotIn(b"pass phrase", self.out)
+        port = int(re.search(rb'"address":"127\.0\.0\.1:(\d+)"', self.out).group(1))
+        conn, status, _, _ = https(port, self.ca)
+        conn.close()
+        self.assertEqual(status, 501)  # still serving with the old certificate
+        os.kill(self.pid, signal.SIGTERM)
+        self.assertEqual(self.exited(), 0, self.out)
 
 if __name__ == "__main__":
     unittest.main()

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 enum ctype { C_STR, C_SIZE, C_SECONDS, C_BOOL, C_MILLIS };
 
@@ -387,11 +388,22 @@ int kms_config_audit_devices(const struct kms_config *cfg, const char *file_flag
 int kms_config_load(const char *path, struct kms_config *cfg, struct kms_err *err)
 {
     json_error_t jerr;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = NULL;
     int rc = -1;
     const char *k;
     json_t *v;
+    struct stat sb;
 
+    /* a directory opens and reads as an empty file: jansson's "'[' or '{' expected" */
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        kms_err_set(err, 400, "config %s: is a directory, not a JSON file", path);
+        goto out;
+    }
+    root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL && jerr.line < 1) { /* not read at all: "unable to open F: …" */
+        kms_err_set(err, 400, "config %s: %s", path, jerr.text);
+        goto out;
+    }
     if (root == NULL) {
         /* without jansson's " near '<text>'" tail, as api/dispatch.c does for bodies: it quotes
          * the file around the error, which in a postgresql_url whose password holds a '"' not

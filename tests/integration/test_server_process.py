@@ -30,6 +30,23 @@ class FlagChecks(unittest.TestCase):
         self.assertEqual(r.returncode, 2, r.stderr)
         self.assertIn('"sometimes"', r.stderr)
 
+    def test_config_that_is_not_a_file_is_named_plainly(self):
+        # -config=/etc/kmsd (the directory) said "'[' or '{' expected near end of file", and a
+        # missing file ended in "(line -1)"
+        d = tempfile.mkdtemp(prefix="kmsd-cfg-")
+        try:
+            r = run_flags("-config=" + d)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertEqual(r.stderr.strip(), "kmsd: config %s: is a directory, not a JSON file"
+                             % d)
+            missing = os.path.join(d, "kmsd.json")
+            r = run_flags("-config=" + missing)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertEqual(r.stderr.strip(), "kmsd: config %s: unable to open %s: No such "
+                             "file or directory" % (missing, missing))
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
 
 class Process(unittest.TestCase):
     def setUp(self):

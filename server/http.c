@@ -853,6 +853,7 @@ struct kms_http {
     struct evconnlistener *listener;
     struct kms_http_opts opts;
     struct conn *conns;
+    struct sniff *sniffs; /* TLS listener: accepted sockets waiting for their first byte */
     size_t nconns;
     atomic_bool stopping; /* stopped accepting (peers read it: they hand it nothing) */
     int64_t audit_timeout_ms;
@@ -1520,7 +1521,30 @@ struct sniff {
     evutil_socket_t fd;
     struct sockaddr_storage ss;
     struct event *ev;
+    struct sniff *prev, *next; /* h->sniffs: a stop closes the ones still waiting */
 };
+
+static void sniff_unlink(struct sniff *sn)
+{
+    if (sn->prev != NULL) {
+        sn->prev->next = sn->next;
+    } else {
+        sn->h->sniffs = sn->next;
+    }
+    if (sn->next != NULL) {
+        sn->next->prev = sn->prev;
+    }
+}
+
+/* A connection that has sent no byte yet: closed (at a stop, or when the server goes). */
+static void sniff_drop(struct sniff *sn)
+{
+    sniff_unlink(sn);
+    event_free(sn->ev);
+    evutil_closesocket(sn->fd);
+    uncount_conn(sn->h);
+    free(sn);
+}
 
 static void on_sniff(evutil_socket_t fd, short what, void *arg)
 {
@@ -1528,6 +1552,7 @@ static void on_sniff(evutil_socket_t fd, short what, void *arg)
     struct kms_http *h = sn->h;
     unsigned char first = 0;
     ssize_t n = (what & EV_READ) ? recv(fd, &first, 1, MSG_PEEK) : -1;
+    sniff_unlink(sn);
     event_free(sn->ev);
     uncount_conn(h);
     if (n == 1 && first == 0x16) {
@@ -1703,6 +1728,11 @@ static void accept_here(struct kms_http *h, evutil_socket_t fd, const struct soc
     }
     struct timeval tv = {(time_t)h->opts.read_timeout, 0};
     count_conn(h); /* counted while waiting for its first byte */
+    sn->next = h->sniffs;
+    if (h->sniffs != NULL) {
+        h->sniffs->prev = sn;
+    }
+    h->sniffs = sn;
     event_add(sn->ev, &tv);
 }
 
@@ -1850,9 +1880,13 @@ void kms_http_stop_accepting(struct kms_http *h)
         evtimer_del(h->accept_ev); /* a resting listener would keep the loop running */
     }
     /*
-     * Idle connections close now (once their answers are sent); busy or paused ones after
-     * their current request, which dispatch answers with Connection: close.
+     * Idle connections close now (once their answers are sent), and so do those that have sent
+     * nothing yet (a TCP probe on a TLS listener held the stop for the whole grace); busy or
+     * paused ones after their current request, which dispatch answers with Connection: close.
      */
+    while (h->sniffs != NULL) {
+        sniff_drop(h->sniffs);
+    }
     struct conn *c = h->conns;
     while (c != NULL) {
         struct conn *next = c->next;
@@ -1884,6 +1918,9 @@ void kms_http_destroy(struct kms_http **hp)
     h->stopping = false; /* no loopexit from here */
     while (h->conns != NULL) {
         conn_free(h->conns);
+    }
+    while (h->sniffs != NULL) {
+        sniff_drop(h->sniffs);
     }
     if (h->listener != NULL) {
         evconnlistener_free(h->listener);

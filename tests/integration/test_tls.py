@@ -357,5 +357,33 @@ class EncryptedKeyTest(unittest.TestCase):
         os.kill(self.pid, signal.SIGTERM)
         self.assertEqual(self.exited(), 0, self.out)
 
+class StopTest(unittest.TestCase):
+    def test_silent_connection_does_not_hold_the_stop(self):
+        # a TCP connection that has sent no byte yet (a tcpSocket probe, a load balancer's
+        # check) waits on a TLS listener for its first byte; SIGTERM left it open, so every
+        # stop took the whole 10 s grace (on plain HTTP it closes at once)
+        d = tempfile.mkdtemp(prefix="kmsd-tls-stop-")
+        ca_key, ca = make_ca(d, "ca")
+        key, crt = make_leaf(d, "server", ca_key, ca, 3)
+        srv = KmsdServer(mode="config", config={"tls_cert_file": crt, "tls_key_file": key})
+        srv.start()
+        try:
+            silent = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+            # the server has accepted it: a request on another connection is answered after
+            conn, status, _, _ = https(srv.port, ca)
+            conn.close()
+            self.assertEqual(status, 501)
+            start = time.monotonic()
+            srv.proc.send_signal(signal.SIGTERM)
+            rc = srv.wait_exit(30)
+            took = time.monotonic() - start
+            self.assertEqual(rc, 0, srv.log_tail())
+            self.assertLess(took, 5, "the stop waited for the silent connection (%.1f s)" % took)
+            self.assertEqual(silent.recv(1), b"")  # closed by the server
+            silent.close()
+        finally:
+            srv.cleanup()
+            shutil.rmtree(d, ignore_errors=True)
+
 if __name__ == "__main__":
     unittest.main()

@@ -55,6 +55,13 @@
 
 #define KMS_LMDB_DEFAULT_MAP ((size_t)1 << 30)
 #define KMS_LMDB_POOL_MAX 64 /* reset read transactions kept for renewal */
+/*
+ * Reader slots (LMDB's default is 126): a read transaction may be open on every worker (up
+ * to 1024, a nested read making two) and every KMS plugin call thread (8 sockets x 32), and
+ * each pooled one keeps its slot. With the default, a node with more than about 120 cores
+ * failed reads with MDB_READERS_FULL under load. A slot is 64 bytes of lock.mdb.
+ */
+#define KMS_LMDB_MAX_READERS 4096
 
 struct kms_backend {
     MDB_env *env;
@@ -431,6 +438,7 @@ int kms_backend_lmdb_open(const char *dir, const struct kms_storage_opts *opts,
         goto out;
     }
     if ((mrc = mdb_env_set_maxdbs(b->env, KMS_DB_COUNT_)) != 0 ||
+        (mrc = mdb_env_set_maxreaders(b->env, KMS_LMDB_MAX_READERS)) != 0 ||
         (mrc = mdb_env_set_mapsize(b->env, map_size)) != 0 ||
         (mrc = mdb_env_open(b->env, dir, flags, 0600)) != 0) {
         kms_err_set(err, 500, "cannot open storage in %s: %s", dir, mdb_strerror(mrc));

@@ -595,6 +595,33 @@ static void test_existing_store(void **state)
     assert_string_equal(err.msg, want);
 }
 
+/*
+ * As many read transactions at once as the server can have: a worker (up to 1024) or a KMS
+ * plugin call thread each hold one, some a nested second, and the pool keeps up to 64 reset
+ * ones with their reader slots. LMDB's default reader table (126 slots) failed the 127th
+ * with MDB_READERS_FULL: sporadic 500s on a node with more than about 120 cores.
+ */
+static void test_many_readers(void **state)
+{
+    struct fixture *f = *state;
+    enum { N = 2 * 1024 + 8 * 32 }; /* two per worker at most workers, 8 plugins' threads */
+    struct kms_txn **txn = calloc(N, sizeof *txn);
+    uint8_t *val = NULL;
+    size_t len = 0;
+
+    assert_non_null(txn);
+    put_str(f->st, KMS_DB_META, "r", "v");
+    for (size_t i = 0; i < N; i++) {
+        if (kms_storage_txn_begin(f->st, false, &txn[i]) != 0)
+            fail_msg("read transaction %zu of %d could not begin", i + 1, N);
+    }
+    assert_int_equal(kms_storage_get(txn[N - 1], KMS_DB_META, "r", 1, &val, &len), 0);
+    kms_free_wipe((void **)&val, len);
+    for (size_t i = 0; i < N; i++)
+        kms_storage_txn_abort(&txn[i]);
+    free(txn);
+}
+
 static void test_create_modes(void **state)
 {
     struct fixture *f = *state;
@@ -1971,10 +1998,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_large_value, setup, teardown),
         cmocka_unit_test_setup_teardown(test_copy_between_stores, setup, teardown),
         cmocka_unit_test_setup_teardown(test_copy_tampered_source, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_existing_store, setup, teardown),
     };
     const struct CMUnitTest lmdb_only[] = {
         cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_existing_store, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_readers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_modes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kept_read_txn_holds_no_snapshot, setup, teardown),

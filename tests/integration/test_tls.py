@@ -169,6 +169,38 @@ class TLSTest(unittest.TestCase):
             with open(self.crt, "wb") as f:
                 f.write(good)
 
+    def test_no_session_state_kept_per_client(self):
+        # each handshake left a session in OpenSSL's server cache (TLS 1.3 sent a stateful
+        # ticket for it), about 1 KiB each up to 20,480 of them, and none was ever resumed:
+        # any client could grow the server by ~20 MiB with handshakes alone
+        for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+            ctx = ssl.create_default_context(cafile=self.ca)
+            ctx.maximum_version = version
+            with ctx.wrap_socket(socket.create_connection(("127.0.0.1", self.server.port)),
+                                 server_hostname="127.0.0.1") as t:
+                t.sendall(b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\n\r\n")
+                self.assertIn(b"200 OK", t.recv(4096))
+                self.assertFalse(t.session.has_ticket, version)
+                self.assertEqual(t.session.id, b"", version)
+
+        def rss():
+            with open("/proc/%d/status" % self.server.proc.pid) as f:
+                return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+
+        ctx = ssl.create_default_context(cafile=self.ca)
+
+        def handshakes(n):
+            for _ in range(n):
+                with ctx.wrap_socket(socket.create_connection(("127.0.0.1", self.server.port)),
+                                     server_hostname="127.0.0.1"):
+                    pass  # the handshake alone cached a session
+
+        handshakes(200)  # warm the allocator
+        before = rss()
+        handshakes(3000)
+        grown = rss() - before
+        self.assertLess(grown, 1024, "RSS grew %d KiB over 3000 TLS connections" % grown)
+
     def test_prometheus_metrics(self):
         _, status, ctype, body = https(self.server.port, self.ca,
                                        "/v1/sys/metrics?format=prometheus", token=self.token)

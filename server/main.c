@@ -416,6 +416,10 @@ static void harden_process(void)
                 NULL);
     }
     signal(SIGPIPE, SIG_IGN);
+    /* a reload (logrotate's postrotate, `systemctl reload` as soon as Type=exec has started
+     * us) while the store and the listener are still being set up has nothing to reload yet:
+     * SIGHUP's default action ended the starting server; add_main_events takes it over */
+    signal(SIGHUP, SIG_IGN);
     signal(SIGXFSZ, SIG_IGN); /* a file-size limit fails the audit write (EFBIG), not the server */
     /* every connection is a descriptor: the soft limit goes up to the hard one (Go does the
      * same at start-up), or a default of 1024 would cap max_connections far below its value */

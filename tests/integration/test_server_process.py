@@ -190,3 +190,43 @@ class MigrateSourceMustBeAStore(unittest.TestCase):
             self.assertFalse(os.path.exists(dst))
         finally:
             shutil.rmtree(d, ignore_errors=True)
+
+
+class ReloadWhileStarting(unittest.TestCase):
+    def test_sighup_during_start_up_does_not_kill_the_server(self):
+        # logrotate's `systemctl reload kmsd` can come as soon as systemd (Type=exec) has
+        # started kmsd; SIGHUP's default action killed a server still opening its store. The
+        # config file is a FIFO here, so the server waits, started, until the test writes it.
+        d = tempfile.mkdtemp(prefix="kmsd-hup-")
+        proc = log = None
+        try:
+            store, key, fifo = (os.path.join(d, n) for n in ("store", "seal.key", "kmsd.fifo"))
+            fd = os.open(key, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.write(fd, os.urandom(32))
+            os.close(fd)
+            os.mkfifo(fifo, 0o600)
+            log = open(os.path.join(d, "kmsd.log"), "wb")
+            proc = subprocess.Popen([KMSD_BIN, "server", "-config=" + fifo],
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            w = os.open(fifo, os.O_WRONLY)  # returns once kmsd has opened it to read
+            proc.send_signal(signal.SIGHUP)
+            os.write(w, json.dumps({"listen_address": "127.0.0.1:0", "storage_path": store,
+                                    "seal_key_file": key}).encode())
+            os.close(w)
+            deadline = time.monotonic() + START_TIMEOUT
+            text = ""
+            while listening_address(text) is None and proc.poll() is None:
+                self.assertLess(time.monotonic(), deadline, text)
+                time.sleep(0.02)
+                with open(log.name) as f:
+                    text = f.read()
+            self.assertIsNone(proc.poll(), "kmsd ended (%s): %s" % (proc.returncode, text))
+            proc.send_signal(signal.SIGTERM)
+            self.assertEqual(proc.wait(timeout=30), 0)
+        finally:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if log is not None:
+                log.close()
+            shutil.rmtree(d, ignore_errors=True)

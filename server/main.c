@@ -500,9 +500,24 @@ static int prepare_config(const struct flags *f, struct kms_config *cfg, uint8_t
                     f->config);
             return -1;
         }
-    } else if (cfg->storage_path[0] == '\0') {
-        fprintf(stderr, "kmsd: config %s: \"storage_path\" is required\n", f->config);
-        return -1;
+    } else {
+        /* PostgreSQL settings without "storage": "postgresql" were ignored: a replica meant to
+         * share one database served keys of its own from a local store */
+        const char *pgkey = cfg->postgresql_url[0] != '\0'             ? "postgresql_url"
+                            : cfg->postgresql_password_file[0] != '\0' ? "postgresql_password_file"
+                            : cfg->postgresql_password_env[0] != '\0'  ? "postgresql_password_env"
+                                                                       : NULL;
+        if (pgkey != NULL) {
+            fprintf(stderr,
+                    "kmsd: config %s: \"%s\" is set but \"storage\" is \"%s\": add "
+                    "\"storage\": \"postgresql\" to use PostgreSQL, or remove \"%s\"\n",
+                    f->config, pgkey, cfg->storage, pgkey);
+            return -1;
+        }
+        if (cfg->storage_path[0] == '\0') {
+            fprintf(stderr, "kmsd: config %s: \"storage_path\" is required\n", f->config);
+            return -1;
+        }
     }
     if (cfg->seal_key_file[0] != '\0') {
         if (kms_seal_key_load_file(cfg->seal_key_file, seal, &err) != 0) {

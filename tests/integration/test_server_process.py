@@ -30,6 +30,31 @@ class FlagChecks(unittest.TestCase):
         self.assertEqual(r.returncode, 2, r.stderr)
         self.assertIn('"sometimes"', r.stderr)
 
+    def test_postgresql_settings_without_postgresql_storage_refused(self):
+        # "storage" defaults to lmdb, and the PostgreSQL settings were ignored: a replica set
+        # up for a shared database served keys of its own from a local store, silently
+        d = tempfile.mkdtemp(prefix="kmsd-cfg-")
+        try:
+            key = os.path.join(d, "seal.key")
+            fd = os.open(key, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.write(fd, os.urandom(32))
+            os.close(fd)
+            for setting, value in (("postgresql_url", "postgresql://kmsd:pw-Secret-1@db/kmsd"),
+                                   ("postgresql_password_file", os.path.join(d, "pg.pw"))):
+                with self.subTest(setting=setting):
+                    cfg = os.path.join(d, "kmsd.json")
+                    with open(cfg, "w") as f:
+                        json.dump({"listen_address": "127.0.0.1:0", "seal_key_file": key,
+                                   "storage_path": os.path.join(d, "store"), setting: value}, f)
+                    r = run_flags("-config=" + cfg)
+                    self.assertEqual(r.returncode, 1, r.stderr)
+                    self.assertIn('"%s" is set but "storage" is "lmdb": add "storage": '
+                                  '"postgresql"' % setting, r.stderr)
+                    self.assertNotIn("pw-Secret-1", r.stderr)
+                    self.assertFalse(os.path.exists(os.path.join(d, "store")))
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
     def test_config_that_is_not_a_file_is_named_plainly(self):
         # -config=/etc/kmsd (the directory) said "'[' or '{' expected near end of file", and a
         # missing file ended in "(line -1)"

@@ -21,8 +21,10 @@
 static void migrate_usage(FILE *f)
 {
     fprintf(f, "Usage: kmsd migrate -from=STORE -to=STORE [-seal-key-file=FILE]\n"
-               "                    [-postgresql-password-file=FILE]\n"
+               "                    [-postgresql-password-file=FILE] [-storage-map-size=BYTES]\n"
                "STORE is lmdb:PATH or postgresql:URL (a libpq URI or conninfo string).\n"
+               "-storage-map-size is an LMDB store's map size (default 1073741824, as\n"
+               "storage_map_size): the most an LMDB target can hold.\n"
                "The seal key is read from -seal-key-file or KMSD_SEAL_KEY; the target must be\n"
                "empty. Stop kmsd on the source first (a running one holds its store: refused).\n");
 }
@@ -46,6 +48,23 @@ static int parse_store(const char *flag, const char *v, struct store_arg *out)
     }
     fprintf(stderr, "kmsd migrate: -%s must be lmdb:PATH or postgresql:URL\n", flag);
     return -1;
+}
+
+/* -storage-map-size: bytes, within storage_map_size's bounds (1 MiB to 1 TiB). */
+static int parse_map_size(const char *v, size_t *out)
+{
+    uint64_t n = 0;
+    const char *p = v;
+
+    for (; *p >= '0' && *p <= '9' && n <= ((uint64_t)1 << 40); p++)
+        n = n * 10 + (uint64_t)(*p - '0');
+    if (p == v || *p != '\0' || n < ((uint64_t)1 << 20) || n > ((uint64_t)1 << 40)) {
+        fprintf(stderr, "kmsd migrate: -storage-map-size must be a number of bytes between 1048576 "
+                        "and 1099511627776\n");
+        return -1;
+    }
+    *out = (size_t)n;
+    return 0;
 }
 
 /* "-name=value", "--name=value" or "-name value"; returns the value or NULL. */
@@ -121,9 +140,10 @@ static const char *store_name(const struct store_arg *s)
 }
 
 static int open_store(const struct store_arg *s, bool target, const uint8_t seal[32],
-                      const char *pw, struct kms_storage **out)
+                      const char *pw, size_t map_size, struct kms_storage **out)
 {
     struct kms_storage_opts o = {.backend = s->backend,
+                                 .map_size = map_size,
                                  .create = target,
                                  .existing = !target,
                                  .pg_password = pw,
@@ -143,6 +163,7 @@ int kms_migrate_command(int argc, char **argv)
 {
     struct store_arg from = {0}, to = {0};
     const char *seal_file = NULL, *pw_file = NULL, *v;
+    size_t map_size = 0; /* LMDB's default */
     struct kms_storage *src = NULL, *dst = NULL;
     struct kms_err err;
     uint8_t seal[32];
@@ -164,6 +185,9 @@ int kms_migrate_command(int argc, char **argv)
             seal_file = v;
         } else if ((v = flag_value(argc, argv, &i, "postgresql-password-file")) != NULL) {
             pw_file = v;
+        } else if ((v = flag_value(argc, argv, &i, "storage-map-size")) != NULL) {
+            if (parse_map_size(v, &map_size) != 0)
+                return 2;
         } else {
             fprintf(stderr, "kmsd migrate: unknown argument \"%s\"\n", argv[i]);
             migrate_usage(stderr);
@@ -182,8 +206,8 @@ int kms_migrate_command(int argc, char **argv)
         goto out;
     if (load_seal(seal_file, seal) != 0)
         goto out;
-    if (open_store(&from, false, seal, pw_file != NULL ? pw : NULL, &src) != 0 ||
-        open_store(&to, true, seal, pw_file != NULL ? pw : NULL, &dst) != 0)
+    if (open_store(&from, false, seal, pw_file != NULL ? pw : NULL, map_size, &src) != 0 ||
+        open_store(&to, true, seal, pw_file != NULL ? pw : NULL, map_size, &dst) != 0)
         goto out;
     kms_err_clear(&err);
     if (kms_storage_copy(src, dst, &n, &err) != 0) {

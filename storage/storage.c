@@ -654,7 +654,8 @@ struct copy_ctx {
     uint8_t *buf; /* the unsealed value, to check it opens; wiped */
     size_t cap;
     size_t n;
-    bool other; /* emptiness check: a record other than the seal check */
+    bool other;        /* emptiness check: a record other than the seal check */
+    bool write_failed; /* the target refused a record (an LMDB map or a disk full) */
 };
 
 static int copy_visit(const uint8_t *key, size_t keylen, const uint8_t *sealed, size_t sealedlen,
@@ -677,8 +678,10 @@ static int copy_visit(const uint8_t *key, size_t keylen, const uint8_t *sealed, 
     if (value_open(c->from, c->db, key, keylen, sealed, sealedlen, c->buf) != 0)
         return -1;
     kms_memzero(c->buf, n);
-    if (c->to->st->ops->put(c->to->bt, c->db, key, keylen, sealed, sealedlen) != 0)
+    if (c->to->st->ops->put(c->to->bt, c->db, key, keylen, sealed, sealedlen) != 0) {
+        c->write_failed = true;
         return -1;
+    }
     c->n++;
     return 0;
 }
@@ -728,16 +731,24 @@ int kms_storage_copy(struct kms_storage *from, struct kms_storage *to, size_t *c
     }
     for (int db = 0; db < KMS_DB_COUNT_; db++) {
         c.db = (enum kms_db)db;
-        if (from->ops->scan(rt->bt, c.db, "", 0, "", 0, true, copy_visit, &c) != 0) {
+        if (from->ops->scan(rt->bt, c.db, "", 0, "", 0, true, copy_visit, &c) == 0)
+            continue;
+        if (c.write_failed)
+            kms_err_set(err, 500,
+                        "cannot write database %s into the target store after %zu records: is "
+                        "it full (an LMDB target's map size, or its disk)?",
+                        kms_db_names[db], c.n);
+        else
             kms_err_set(err, 500,
                         "cannot copy database %s: a record does not open under the seal key, "
                         "or a store failed",
                         kms_db_names[db]);
-            goto out;
-        }
+        goto out;
     }
     if (kms_storage_txn_commit(&wt) != 0) {
-        kms_err_set(err, 500, "cannot commit the copy to the target store");
+        kms_err_set(err, 500,
+                    "cannot commit the copy to the target store: is it full (an LMDB "
+                    "target's map size, or its disk)?");
         goto out;
     }
     if (count != NULL)

@@ -255,3 +255,45 @@ class ReloadWhileStarting(unittest.TestCase):
             if log is not None:
                 log.close()
             shutil.rmtree(d, ignore_errors=True)
+
+
+class MigrateIntoAFullTarget(unittest.TestCase):
+    def test_full_lmdb_target_is_named_and_can_be_sized(self):
+        # an LMDB target has a map (1 GiB by default) that a larger store does not fit: the
+        # copy failed with "a record does not open under the seal key, or a store failed"
+        # (read as tampering) and migrate had no way to give the target a larger map
+        from kmsd_harness import KmsdServer, KmsdTestCase
+        srv = KmsdServer(mode="config", config={"rate_limit": 0})
+        srv.start()
+        try:
+            KmsdTestCase.init_config_server(srv)
+            meta = {"m%d" % i: "x" * 400 for i in range(5)}
+            for _ in range(600):  # about 1.5 MiB of token records
+                r = srv.request("POST", "auth/token/create", {"meta": meta, "ttl": "1h"})
+                self.assertEqual(r.status, 200, r.describe())
+            self.assertEqual(srv.stop(), 0)
+            cfg = srv.effective_config
+
+            def migrate(target, map_size):
+                return subprocess.run(
+                    [KMSD_BIN, "migrate", "-from=lmdb:" + cfg["storage_path"],
+                     "-to=lmdb:" + os.path.join(srv.workdir, target),
+                     "-seal-key-file=" + cfg["seal_key_file"],
+                     "-storage-map-size=%d" % map_size],
+                    stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+
+            r = migrate("small", 1 << 20)
+            self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+            self.assertIn("into the target store after", r.stderr)
+            self.assertIn("is it full (an LMDB target's map size, or its disk)?", r.stderr)
+            self.assertNotIn("does not open under the seal key", r.stderr)
+            r = migrate("large", 64 << 20)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertIn("kmsd migrate: copied", r.stdout)
+            # the larger target serves
+            srv.config["storage_path"] = os.path.join(srv.workdir, "large")
+            srv.start()
+            self.assertEqual(srv.request("GET", "sys/health", token=None).status, 200)
+            self.assertEqual(srv.stop(), 0)
+        finally:
+            srv.cleanup()

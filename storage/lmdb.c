@@ -46,11 +46,13 @@
 #include <fcntl.h>
 #include <lmdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define KMS_LMDB_DEFAULT_MAP ((size_t)1 << 30)
@@ -62,6 +64,8 @@
  * failed reads with MDB_READERS_FULL under load. A slot is 64 bytes of lock.mdb.
  */
 #define KMS_LMDB_MAX_READERS 4096
+/* how often a write clears the reader slots of processes that died (mdb_reader_check) */
+#define KMS_LMDB_READER_CHECK_MS 1000
 
 struct kms_backend {
     MDB_env *env;
@@ -72,6 +76,7 @@ struct kms_backend {
     bool pool_lock_ready;
     size_t npool;
     struct kms_backend_txn *pool[KMS_LMDB_POOL_MAX]; /* reset read transactions */
+    _Atomic int64_t reader_check_ms;                 /* monotonic, of the last reader check */
 };
 
 struct kms_backend_txn {
@@ -137,11 +142,33 @@ static void pool_put(struct kms_backend_txn *t)
     }
 }
 
+/*
+ * A process that died inside a read transaction (an `mdb_copy` backup cut off with its
+ * `kubectl exec`) leaves its reader slot, and LMDB reuses no page that slot's snapshot could
+ * see: every write then grows the file until the map is full. LMDB clears such slots only
+ * when asked; a write asks at most once a second.
+ */
+static void readers_check(struct kms_backend *b)
+{
+    struct timespec ts;
+    int dead = 0;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    int64_t last = atomic_load(&b->reader_check_ms);
+    if (now - last < KMS_LMDB_READER_CHECK_MS ||
+        !atomic_compare_exchange_strong(&b->reader_check_ms, &last, now))
+        return;
+    (void)mdb_reader_check(b->env, &dead);
+}
+
 static int lmdb_txn_begin(struct kms_backend *b, bool write, struct kms_backend_txn **out)
 {
     struct kms_backend_txn *t = NULL;
 
     *out = NULL;
+    if (write)
+        readers_check(b);
     if (!write && (t = pool_take(b)) != NULL) {
         *out = t;
         return 0;

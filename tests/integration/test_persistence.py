@@ -4,8 +4,11 @@ reference transit-api.md §1.7 health codes, §2.2 versions, §9 case 3)."""
 
 import http.client
 import os
+import shutil
+import subprocess
 import sys
 import threading
+import time
 import unittest
 
 from kmsd_harness import (MSG_TOO_OLD, KmsdServer, KmsdTestCase, b64, unb64, wait_for,
@@ -422,6 +425,38 @@ class StoreFileTest(ConfigServerCase):
         self.assertEqual(srv.request("GET", "transit/keys/t39").status, 200)
         self.assertEqual(srv.stop(), 0)
 
+    def test_reader_of_a_dead_backup_does_not_pin_the_store(self):
+        # an online backup (`mdb_copy`, docs/operations.md) killed inside its read transaction
+        # (its `kubectl exec` cut off) left its reader slot: LMDB then reused no page, and
+        # every write grew data.mdb until the map was full and writes failed with 500
+        for tool in ("mdb_copy", "mdb_stat"):
+            self.assertIsNotNone(shutil.which(tool), tool + " (Debian's lmdb-utils) is needed")
+        srv = self.new_server(config={"rate_limit": 0}).start()
+        self.init(srv)
+        for i in range(100):  # more than a pipe holds, so the copy blocks mid-transaction
+            self.ok(srv.request("POST", "transit/keys/b%d" % i, {}))
+        store = srv.effective_config["storage_path"]
+        r, w = os.pipe()
+        copy = subprocess.Popen(["mdb_copy", store], stdout=w, stderr=subprocess.DEVNULL)
+        os.close(w)
+
+        def readers():
+            out = subprocess.run(["mdb_stat", "-r", store], capture_output=True, text=True,
+                                 timeout=30).stdout
+            return [line.split()[0] for line in out.splitlines()[2:] if line.strip()]
+
+        wait_for(lambda: str(copy.pid) in readers(), 30, "mdb_copy's read transaction")
+        copy.kill()
+        copy.wait()
+        os.close(r)
+        deadline = time.monotonic() + 30
+        i = 0
+        while str(copy.pid) in readers():
+            self.assertLess(time.monotonic(), deadline,
+                            "the dead mdb_copy still holds a reader slot after %d writes" % i)
+            self.ok(srv.request("POST", "transit/keys/b%d/rotate" % (i % 100)))
+            i += 1
+        self.assertEqual(srv.stop(), 0)
 
 if __name__ == "__main__":
     unittest.main()

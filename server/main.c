@@ -520,6 +520,17 @@ static int prepare_config(const struct flags *f, struct kms_config *cfg, uint8_t
         }
     }
     if (cfg->seal_key_file[0] != '\0') {
+        /* the file wins; a key in the environment too is scrubbed all the same, or it stayed
+         * in /proc/<pid>/environ for the life of the process */
+        const char *name = cfg->seal_key_env[0] ? cfg->seal_key_env : "KMSD_SEAL_KEY";
+        char *text = getenv(name);
+        if (text != NULL) {
+            kms_memzero(text, strlen(text));
+            unsetenv(name);
+            fprintf(stderr,
+                    "kmsd: warning: %s is set but \"seal_key_file\" is used; %s was cleared\n",
+                    name, name);
+        }
         if (kms_seal_key_load_file(cfg->seal_key_file, seal, &err) != 0) {
             fprintf(stderr, "kmsd: %s\n", err.msg);
             return -1;

@@ -122,6 +122,21 @@ class Process(unittest.TestCase):
         self.assertNotIn(key.encode(), environ)
         self.assertNotIn(key[:16].encode(), environ)
 
+    def test_seal_key_in_environ_scrubbed_when_the_file_is_used(self):
+        # both given: the file wins, and the variable is cleared all the same (it stayed in
+        # /proc/<pid>/environ for the life of the process)
+        from kmsd_harness import write_seal_key
+        keyfile = os.path.join(self.dir, "seal.key")
+        write_seal_key(keyfile, os.urandom(32))
+        key = os.urandom(32).hex()
+        env = dict(os.environ, KMSD_SEAL_KEY=key)
+        self.start({"seal_key_file": keyfile}, env)
+        with open("/proc/%d/environ" % self.proc.pid, "rb") as f:
+            environ = f.read()
+        self.assertNotIn(key[:16].encode(), environ)
+        with open(os.path.join(self.dir, "kmsd.log")) as f:
+            self.assertIn("KMSD_SEAL_KEY is set but \"seal_key_file\" is used", f.read())
+
     def test_listening_line_at_every_log_level(self):
         env = dict(os.environ)
         env["KMSD_SEAL_KEY"] = os.urandom(32).hex()

@@ -435,6 +435,20 @@ int kms_api_init_store(struct kms_api *api, const char *root_id, char *root_out,
         kms_err_set(err, 500, "cannot open storage transaction");
         goto out;
     }
+    /* a store whose init record is gone while its tokens or keys remain (a damaged page, a
+     * hand-edited copy) is not initialised again: that would hand out a new root token over
+     * the old keys */
+    static const enum kms_db kept[] = {KMS_DB_TOKENS, KMS_DB_KEYS, KMS_DB_KEY_VERSIONS,
+                                       KMS_DB_KMSKEYS};
+    for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++) {
+        size_t n = 0;
+        if (kms_storage_count(txn, kept[i], &n) != 0 || n > 0) {
+            kms_err_set(err, 500,
+                        "the store holds tokens or keys but no init record: it is damaged and is "
+                        "not initialised again; restore it from a backup");
+            goto out;
+        }
+    }
     if (kms_auth_token_create_root(api->auth, txn, root_id, root_out, err) != 0) {
         goto out;
     }

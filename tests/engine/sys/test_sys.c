@@ -156,6 +156,36 @@ static void test_init(void **state)
     assert_int_equal(kt_call(t, "GET", "/v1/sys/mounts", root, NULL, NULL, NULL), 200);
 }
 
+/* A store that lost its init record (a damaged page) but holds tokens is not initialised
+ * again: that would hand out a new root token over the old keys. */
+static void test_init_refused_on_a_store_with_records(void **state)
+{
+    struct kt *t = *state;
+    struct kms_txn *txn = NULL;
+    json_t *b = NULL;
+
+    fresh_uninitialised(t);
+    assert_int_equal(kt_call(t, "POST", "/v1/sys/init", NULL, NULL, "{}", &b), 200);
+    json_decref(b);
+    assert_int_equal(kms_storage_txn_begin(t->st, true, &txn), 0);
+    assert_int_equal(kms_storage_del(txn, KMS_DB_META, "init", 4), 0);
+    assert_int_equal(kms_storage_txn_commit(&txn), 0);
+    kms_api_destroy(&t->api); /* a restart on the damaged store */
+    struct kms_err err;
+    assert_int_equal(kms_engines_create(t->st, &t->opts, &t->eopts, &t->api, &err), 0);
+    assert_false(kms_api_initialized(t->api));
+    assert_int_equal(kt_call(t, "POST", "/v1/sys/init", NULL, NULL, "{}", &b), 500);
+    assert_string_equal(kt_err(b), "the store holds tokens or keys but no init record: it is "
+                                   "damaged and is not initialised again; restore it from a "
+                                   "backup");
+    json_decref(b);
+    assert_false(kms_api_initialized(t->api));
+    /* an empty store still initialises */
+    fresh_uninitialised(t);
+    assert_int_equal(kt_call(t, "POST", "/v1/sys/init", NULL, NULL, "{}", &b), 200);
+    json_decref(b);
+}
+
 static bool has_line(const char *text, const char *line)
 {
     size_t n = strlen(line);
@@ -567,6 +597,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_health, kt_setup, kt_teardown),
         cmocka_unit_test_setup_teardown(test_init, kt_setup, kt_teardown),
+        cmocka_unit_test_setup_teardown(test_init_refused_on_a_store_with_records, kt_setup,
+                                        kt_teardown),
         cmocka_unit_test_setup_teardown(test_metrics, kt_setup, kt_teardown),
         cmocka_unit_test_setup_teardown(test_metrics_audited, kt_setup_audited, kt_teardown),
         cmocka_unit_test_setup_teardown(test_mounts, kt_setup, kt_teardown),

@@ -667,8 +667,9 @@ int kms_plugin_remote_backend(const struct kms_plugin_remote_opts *o,
                            "taken; give -vault-token-file or log in with -role");
     }
     if (r->addr == NULL || kms_cli_http_create(&ho, &h, e, sizeof(e)) != 0) {
+        kms_err_set(err, 400, "-addr: %s", r->addr == NULL ? "no address" : e);
         remote_destroy(r);
-        return kms_err_set(err, 400, "-addr: %s", r->addr == NULL ? "no address" : e);
+        return -1;
     }
     kms_cli_http_destroy(&h);
     FILE *ca = r->ca_cert != NULL ? fopen(r->ca_cert, "re") : NULL;

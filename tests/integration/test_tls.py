@@ -199,7 +199,10 @@ class TLSTest(unittest.TestCase):
         before = rss()
         handshakes(3000)
         grown = rss() - before
-        self.assertLess(grown, 1024, "RSS grew %d KiB over 3000 TLS connections" % grown)
+        # the RSS bound in the normal build only: ASan's quarantine keeps freed memory (the
+        # ticket and session-id checks above hold in both)
+        if os.environ.get("KMS_SANITIZED") != "1":
+            self.assertLess(grown, 1024, "RSS grew %d KiB over 3000 TLS connections" % grown)
 
     def test_prometheus_metrics(self):
         _, status, ctype, body = https(self.server.port, self.ca,

@@ -87,15 +87,15 @@ static int go_duration(const char *s, double *total_out, bool *neg_out)
     return 0;
 }
 
-/* Go time.ParseDuration plus a "d" (days) unit and bare integers as seconds. */
-int kms_duration_parse(const char *s, int64_t *out)
+/* A duration in units of 1/per_sec seconds, rounded down (eps absorbs the float's error). */
+static int parse_scaled(const char *s, int64_t per_sec, double eps, int64_t *out)
 {
     int64_t iv;
     if (kms_int_parse(s, &iv)) {
         if (iv > KMS_DURATION_MAX_SEC || iv < -KMS_DURATION_MAX_SEC) {
             return -1; /* past Go's time.Duration */
         }
-        *out = iv;
+        *out = iv * per_sec;
         return 0;
     }
     double total = 0;
@@ -103,25 +103,17 @@ int kms_duration_parse(const char *s, int64_t *out)
     if (go_duration(s, &total, &neg) != 0) {
         return -1;
     }
-    *out = (int64_t)floor(total + 1e-9) * (neg ? -1 : 1);
+    *out = (int64_t)floor(total * (double)per_sec + eps) * (neg ? -1 : 1);
     return 0;
+}
+
+/* Go time.ParseDuration plus a "d" (days) unit and bare integers as seconds. */
+int kms_duration_parse(const char *s, int64_t *out)
+{
+    return parse_scaled(s, 1, 1e-9, out);
 }
 
 int kms_duration_parse_ms(const char *s, int64_t *out)
 {
-    int64_t iv;
-    if (kms_int_parse(s, &iv)) {
-        if (iv > KMS_DURATION_MAX_SEC || iv < -KMS_DURATION_MAX_SEC) {
-            return -1;
-        }
-        *out = iv * 1000;
-        return 0;
-    }
-    double total = 0;
-    bool neg = false;
-    if (go_duration(s, &total, &neg) != 0) {
-        return -1;
-    }
-    *out = (int64_t)floor(total * 1000 + 1e-6) * (neg ? -1 : 1);
-    return 0;
+    return parse_scaled(s, 1000, 1e-6, out);
 }

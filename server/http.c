@@ -1751,9 +1751,13 @@ static int parse_address(const char *address, struct sockaddr_storage *ss, int *
         h[hl - 1] = '\0';
         h++;
     }
-    char *end = NULL;
-    long port = strtol(colon + 1, &end, 10);
-    if (*(colon + 1) == '\0' || *end != '\0' || port < 0 || port > 65535) {
+    /* digits only: strtol alone took "127.0.0.1: 80" and "+80" */
+    size_t digits = strspn(colon + 1, "0123456789");
+    if (digits == 0 || digits > 5 || colon[1 + digits] != '\0') {
+        return -1;
+    }
+    long port = strtol(colon + 1, NULL, 10);
+    if (port > 65535) {
         return -1;
     }
     if (strcmp(h, "") == 0 || strcmp(h, "localhost") == 0) {

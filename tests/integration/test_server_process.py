@@ -25,6 +25,14 @@ class FlagChecks(unittest.TestCase):
         self.assertIn('"verbose"', r.stderr)
         self.assertIn("debug, info, warn, error", r.stderr)
 
+    def test_listen_port_is_digits_only(self):
+        # strtol took a blank or a sign before the port: "127.0.0.1: 80" listened on port 80
+        for addr in ("127.0.0.1: 80", "127.0.0.1:+0", "127.0.0.1:0 ", "127.0.0.1:", "[::1]:-1"):
+            with self.subTest(addr=addr):
+                r = run_flags("-dev", "-dev-listen-address=" + addr)
+                self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+                self.assertIn('invalid listen address "%s" (want host:port)' % addr, r.stderr)
+
     def test_bad_audit_fsync_flag_is_refused_without_audit_file(self):
         r = run_flags("-dev", "-dev-listen-address=127.0.0.1:0", "-audit-fsync=sometimes")
         self.assertEqual(r.returncode, 2, r.stderr)

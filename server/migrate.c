@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static void migrate_usage(FILE *f)
 {
@@ -48,6 +49,14 @@ static int parse_store(const char *flag, const char *v, struct store_arg *out)
     }
     fprintf(stderr, "kmsd migrate: -%s must be lmdb:PATH or postgresql:URL\n", flag);
     return -1;
+}
+
+/* Two existing paths naming one directory (a trailing slash, a symlink, ./). */
+static bool same_directory(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
 }
 
 /* -storage-map-size: bytes, within storage_map_size's bounds (1 MiB to 1 TiB). */
@@ -205,6 +214,13 @@ int kms_migrate_command(int argc, char **argv)
     }
     if (from.backend == to.backend && strcmp(from.location, to.location) == 0) {
         fprintf(stderr, "kmsd migrate: -from and -to name the same store\n");
+        return 2;
+    }
+    if (from.backend == KMS_STORAGE_LMDB && to.backend == KMS_STORAGE_LMDB &&
+        same_directory(from.location, to.location)) {
+        /* two spellings of one directory (/a and /a/, a symlink): the target's open would
+         * find the source's lock and blame "another kmsd" */
+        fprintf(stderr, "kmsd migrate: -from and -to name the same store (%s)\n", to.location);
         return 2;
     }
     if (pw_file != NULL && read_password(pw_file, pw, sizeof pw) != 0)

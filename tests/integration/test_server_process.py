@@ -240,6 +240,30 @@ class MigrateSourceMustBeAStore(unittest.TestCase):
             shutil.rmtree(d, ignore_errors=True)
 
 
+    def test_migrate_onto_the_same_store_spelt_twice_is_named(self):
+        # /a and /a/ (or a symlink): the target's open found the source's lock and said
+        # "another kmsd is using the store", naming no mistake of the command line
+        from kmsd_harness import KmsdServer
+        srv = KmsdServer(mode="config")
+        try:
+            srv.start()
+            self.assertEqual(srv.stop(), 0)
+            store = srv.effective_config["storage_path"]
+            link = os.path.join(srv.workdir, "store-link")
+            os.symlink(store, link)
+            for target in (store + "/", link):
+                with self.subTest(target=target):
+                    r = subprocess.run([KMSD_BIN, "migrate", "-from=lmdb:" + store,
+                                        "-to=lmdb:" + target,
+                                        "-seal-key-file=" + srv.effective_config["seal_key_file"]],
+                                       stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                       timeout=30)
+                    self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+                    self.assertIn("-from and -to name the same store (%s)" % target, r.stderr)
+        finally:
+            srv.cleanup()
+
+
 class ReloadWhileStarting(unittest.TestCase):
     def test_sighup_during_start_up_does_not_kill_the_server(self):
         # logrotate's `systemctl reload kmsd` can come as soon as systemd (Type=exec) has

@@ -172,6 +172,12 @@ void kms_metrics_set_extra(kms_metrics_extra_fn fn);
 
 /* Render a Vault error body ({"errors":[msg]}) for the transport's own refusals. */
 void kms_api_error_response(int status, const char *msg, struct kms_http_resp *resp);
+/*
+ * How much of jansson's parse error to show: its message without the " near '<text>'" tail,
+ * which quotes the input around the error (a token, a plaintext, a password in a config file);
+ * a duplicate key's message whole (it quotes the key, never a value).
+ */
+int kms_json_error_len(const json_error_t *jerr);
 void kms_http_resp_dispose(struct kms_http_resp *resp);
 
 #endif

@@ -385,21 +385,28 @@ static int resolve_route(struct kms_ctx *c, bool *have_mount)
     return find_route(c, c->engine->routes);
 }
 
+int kms_json_error_len(const json_error_t *jerr)
+{
+    const char *near = strstr(jerr->text, " near ");
+    if (near == NULL || strncmp(jerr->text, "duplicate object key", 20) == 0) {
+        return (int)strlen(jerr->text);
+    }
+    return (int)(near - jerr->text);
+}
+
 /*
- * jansson's message for a body that does not parse, without its " near '<text>'" tail: the
- * tail quotes the body around the error, which may be a JWT, a token or a plaintext, and an
- * error answer must never carry those. The position says where instead. A duplicate key keeps
- * its tail: it quotes the key, never a value.
+ * jansson's message for a body that does not parse, without its " near '<text>'" tail (a
+ * JWT, a token or a plaintext must never be in an error answer): the position says where
+ * instead; a duplicate key's message stands alone.
  */
 static void json_error_brief(const json_error_t *jerr, char *out, size_t n)
 {
-    const char *near = strstr(jerr->text, " near ");
     if (strncmp(jerr->text, "duplicate object key", 20) == 0) {
         snprintf(out, n, "%s", jerr->text);
         return;
     }
-    int len = near != NULL ? (int)(near - jerr->text) : (int)strlen(jerr->text);
-    snprintf(out, n, "%.*s at line %d, column %d", len, jerr->text, jerr->line, jerr->column);
+    snprintf(out, n, "%.*s at line %d, column %d", kms_json_error_len(jerr), jerr->text, jerr->line,
+             jerr->column);
 }
 
 /* Body -> c->params; GET/DELETE/LIST take the query string. */

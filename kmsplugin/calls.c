@@ -6,6 +6,7 @@
  */
 #include "kmsplugin/kmsplugin_int.h"
 
+#include "cli/cli.h"
 #include "crypto/keyring.h"
 
 #include "api.pb-c.h"
@@ -631,21 +632,6 @@ static bool name_ok(const char *s, size_t n)
     return true;
 }
 
-/* A KMSKey's project or name: a DNS label (RFC 1123: lowercase letters, digits and '-', a letter
- * or digit at both ends, at most 63), as the KMSKey engine takes them. */
-static bool dns_label(const char *s, size_t n)
-{
-    if (n == 0 || n > 63 || s[0] == '-' || s[n - 1] == '-') {
-        return false;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-')) {
-            return false;
-        }
-    }
-    return true;
-}
-
 int kms_plugin_key_parse(const char *key, bool *is_kmskey, char *project, size_t project_len,
                          char *name, size_t name_len, struct kms_err *err)
 {
@@ -668,7 +654,13 @@ int kms_plugin_key_parse(const char *key, bool *is_kmskey, char *project, size_t
         return kms_err_set(err, 400, "invalid key \"%s\": a Transit key name or <project>/<name>",
                            key);
     }
-    if (!dns_label(key, pl) || !dns_label(nm, nl)) {
+    /* a KMSKey's project and name are DNS labels (kmsctl's check, the KMSKey engine's rule) */
+    char proj[KMS_CLI_NAME_MAX + 1] = "";
+    if (pl < sizeof(proj)) {
+        memcpy(proj, key, pl);
+        proj[pl] = '\0';
+    }
+    if (!kms_cli_name_ok(proj) || !kms_cli_name_ok(nm)) {
         /* no KMSKey can have such a name: every call would fail */
         return kms_err_set(err, 400,
                            "invalid key \"%s\": a KMSKey's project and name are DNS labels "

@@ -10,6 +10,7 @@
 #include <jansson.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -385,6 +386,17 @@ int kms_config_audit_devices(const struct kms_config *cfg, const char *file_flag
     return 0;
 }
 
+bool kms_env_scrub(const char *name)
+{
+    char *text = getenv(name);
+    if (text == NULL) {
+        return false;
+    }
+    kms_memzero(text, strlen(text));
+    unsetenv(name);
+    return true;
+}
+
 int kms_config_load(const char *path, struct kms_config *cfg, struct kms_err *err)
 {
     json_error_t jerr;
@@ -405,15 +417,11 @@ int kms_config_load(const char *path, struct kms_config *cfg, struct kms_err *er
         goto out;
     }
     if (root == NULL) {
-        /* without jansson's " near '<text>'" tail, as api/dispatch.c does for bodies: it quotes
-         * the file around the error, which in a postgresql_url whose password holds a '"' not
-         * escaped is a piece of that password. A duplicate key keeps it (it quotes the key). */
-        const char *near = strstr(jerr.text, " near ");
-        int len = near != NULL && strncmp(jerr.text, "duplicate object key", 20) != 0
-                      ? (int)(near - jerr.text)
-                      : (int)strlen(jerr.text);
-        kms_err_set(err, 400, "config %s: %.*s (line %d, column %d)", path, len, jerr.text,
-                    jerr.line, jerr.column);
+        /* without jansson's " near '<text>'" tail (kms_json_error_len): it quotes the file
+         * around the error, which in a postgresql_url whose password holds a '"' not escaped
+         * is a piece of that password */
+        kms_err_set(err, 400, "config %s: %.*s (line %d, column %d)", path,
+                    kms_json_error_len(&jerr), jerr.text, jerr.line, jerr.column);
         goto out;
     }
     if (!json_is_object(root)) {

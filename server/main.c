@@ -445,8 +445,7 @@ static int seal_key_from_env(const char *name, const char *config, uint8_t seal[
         return -1;
     }
     int rc = kms_seal_key_parse(text, seal, err);
-    kms_memzero(text, strlen(text));
-    unsetenv(name);
+    (void)kms_env_scrub(name);
     if (rc != 0) {
         fprintf(stderr, "kmsd: seal key from %s: %s\n", name, err->msg);
         return -1;
@@ -523,10 +522,7 @@ static int prepare_config(const struct flags *f, struct kms_config *cfg, uint8_t
         /* the file wins; a key in the environment too is scrubbed all the same, or it stayed
          * in /proc/<pid>/environ for the life of the process */
         const char *name = cfg->seal_key_env[0] ? cfg->seal_key_env : "KMSD_SEAL_KEY";
-        char *text = getenv(name);
-        if (text != NULL) {
-            kms_memzero(text, strlen(text));
-            unsetenv(name);
+        if (kms_env_scrub(name)) {
             fprintf(stderr,
                     "kmsd: warning: %s is set but \"seal_key_file\" is used; %s was cleared\n",
                     name, name);
@@ -579,8 +575,7 @@ static int postgresql_password(const struct kms_config *cfg, char *pw, size_t ca
             return -1;
         }
         snprintf(pw, cap, "%s", text);
-        kms_memzero(text, strlen(text));
-        unsetenv(cfg->postgresql_password_env);
+        (void)kms_env_scrub(cfg->postgresql_password_env);
         sopts->pg_password = pw;
     }
     return 0;

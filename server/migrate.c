@@ -124,10 +124,7 @@ static int load_seal(const char *file, uint8_t seal[32])
     kms_err_clear(&err);
     if (file != NULL) {
         /* the file wins; a key in the environment too is scrubbed all the same */
-        if ((text = getenv("KMSD_SEAL_KEY")) != NULL) {
-            kms_memzero(text, strlen(text));
-            unsetenv("KMSD_SEAL_KEY");
-        }
+        (void)kms_env_scrub("KMSD_SEAL_KEY");
         if (kms_seal_key_load_file(file, seal, &err) != 0) {
             fprintf(stderr, "kmsd migrate: %s\n", err.msg);
             return -1;
@@ -139,8 +136,7 @@ static int load_seal(const char *file, uint8_t seal[32])
         return -1;
     }
     rc = kms_seal_key_parse(text, seal, &err);
-    kms_memzero(text, strlen(text));
-    unsetenv("KMSD_SEAL_KEY");
+    (void)kms_env_scrub("KMSD_SEAL_KEY");
     if (rc != 0) {
         fprintf(stderr, "kmsd migrate: seal key from KMSD_SEAL_KEY: %s\n", err.msg);
         return -1;

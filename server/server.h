@@ -76,6 +76,10 @@ bool kms_config_log_level_valid(const char *s);
 void kms_config_default(struct kms_config *cfg);
 /* Load a JSON config file over cfg; unknown keys and bad types are errors naming the key. */
 int kms_config_load(const char *path, struct kms_config *cfg, struct kms_err *err) KMS_WUR;
+/* Overwrite an environment variable's value in place and unset it, so a secret read from it
+ * (a seal key, a PostgreSQL password) no longer shows in /proc/<pid>/environ; false when it was
+ * not set. */
+bool kms_env_scrub(const char *name);
 /*
  * The audit devices cfg asks for: "file" from audit_file (or `file_flag`, the -audit-file
  * flag, which wins) with audit_fsync (or `fsync_flag`), audit_mode and audit_hmac_accessor,

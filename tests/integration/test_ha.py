@@ -571,16 +571,19 @@ class HaControllerTest(HaCase):
 
 class HaPartitionTest(HaCase):
 
+    def replicas_behind_proxies(self, n):
+        """n started replicas, each reaching PostgreSQL through its own BlackholeProxy."""
+        proxies = [BlackholeProxy(self.pg.port) for _ in range(n)]
+        self.addCleanup(lambda: [p.close() for p in proxies])
+        servers = [self.replica(postgresql_url="postgresql://kmsd@127.0.0.1:%d/kmsd" % p.port)
+                   .start() for p in proxies]
+        return proxies, servers
+
     def test_partitioned_active_never_overlaps(self):
         """The active's PostgreSQL traffic silently dropped: it stops answering at its lease,
         PostgreSQL ends its session, a standby takes over after waiting out the lease, and
         nothing the cut-off replica answers after that reflects its stale state."""
-        proxies = [BlackholeProxy(self.pg.port) for _ in range(3)]
-        self.addCleanup(lambda: [p.close() for p in proxies])
-        servers = []
-        for p in proxies:
-            url = "postgresql://kmsd@127.0.0.1:%d/kmsd" % p.port
-            servers.append(self.replica(postgresql_url=url).start())
+        proxies, servers = self.replicas_behind_proxies(3)
         old = self.wait_one_active(servers)
         proxy = proxies[servers.index(old)]
         self.init(old, old)
@@ -641,10 +644,7 @@ class HaPartitionTest(HaCase):
         it last saw, within a probe's timeout (Kubernetes' default is 1 s): it read the store
         on every health request, which then took a lease (a pooled connection's statement) or
         a connect timeout (a new one) to fail, and the liveness probe failed meanwhile."""
-        proxies = [BlackholeProxy(self.pg.port) for _ in range(2)]
-        self.addCleanup(lambda: [p.close() for p in proxies])
-        servers = [self.replica(postgresql_url="postgresql://kmsd@127.0.0.1:%d/kmsd" % p.port)
-                   .start() for p in proxies]
+        proxies, servers = self.replicas_behind_proxies(2)
         active = self.wait_one_active(servers)
         standby = [s for s in servers if s is not active][0]
         self.init(active, active)
@@ -670,10 +670,7 @@ class HaPartitionTest(HaCase):
         lock (and any leader statement on the write connection) must still give up within a
         lease. It waited forever, so once the path worked again and the active died, the
         standby never took over."""
-        proxies = [BlackholeProxy(self.pg.port) for _ in range(2)]
-        self.addCleanup(lambda: [p.close() for p in proxies])
-        servers = [self.replica(postgresql_url="postgresql://kmsd@127.0.0.1:%d/kmsd" % p.port)
-                   .start() for p in proxies]
+        proxies, servers = self.replicas_behind_proxies(2)
         active = self.wait_one_active(servers)
         standby = [s for s in servers if s is not active][0]
         self.init(active, active)
@@ -710,10 +707,7 @@ class HaPartitionTest(HaCase):
         stands by within a few leases, and no request to it (health probes included) waits
         longer. A new read connection waited for libpq's 10 s connect_timeout, and the
         step-down waited for the requests holding one, every other request behind it."""
-        proxies = [BlackholeProxy(self.pg.port) for _ in range(2)]
-        self.addCleanup(lambda: [p.close() for p in proxies])
-        servers = [self.replica(postgresql_url="postgresql://kmsd@127.0.0.1:%d/kmsd" % p.port)
-                   .start() for p in proxies]
+        proxies, servers = self.replicas_behind_proxies(2)
         old = self.wait_one_active(servers)
         self.init(old, old)
         self.ok(old.request("POST", "transit/keys/cut"))

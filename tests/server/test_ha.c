@@ -386,19 +386,15 @@ static void test_refused_commit_answers_503(void **state)
     replica_stop(&r);
 }
 
-static void test_new_leader_waits_out_the_lease(void **state)
+/* The old leader: a store of its own holding the leader lock, its record published ("ra"). */
+static struct kms_storage *old_leader(void)
 {
     struct kms_storage_opts so = {.nosync = true, .pg_ha_lease_ms = LEASE};
     struct kms_storage *old = NULL;
     struct kms_err err;
-    struct replica b;
     uint8_t seal[32];
-    char out[64], body[4096];
     bool got = false;
 
-    (void)state;
-    /* the old leader: a store holding the lock and its published record, that never
-     * stands again (so the new leader's wait is all there is to see) */
     memset(seal, 7, sizeof(seal));
     so.backend = KMS_STORAGE_POSTGRESQL;
     kms_err_clear(&err);
@@ -406,16 +402,35 @@ static void test_new_leader_waits_out_the_lease(void **state)
     assert_int_equal(kms_storage_leader_try(old, &got), 0);
     assert_true(got);
     assert_int_equal(kms_storage_leader_publish(old, "ra", "http://127.0.0.1:9/ra", LEASE), 0);
+    return old;
+}
+
+/* PostgreSQL ends the session holding the leader lock (a restart, pg_terminate_backend). */
+static void end_leader_session(void)
+{
+    char out[64];
+    psql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+         "AND classid = 1802335076 AND objid = 1936682085",
+         out, sizeof(out));
+    assert_string_equal(out, "t");
+}
+
+static void test_new_leader_waits_out_the_lease(void **state)
+{
+    struct replica b;
+    char body[4096];
+
+    (void)state;
+    /* the old leader: a store holding the lock and its published record, that never
+     * stands again (so the new leader's wait is all there is to see) */
+    struct kms_storage *old = old_leader();
     replica_start(&b, "rb");
     wait_logged("rb", "standing by for the leader lock");
     assert_false(kms_ha_is_active(b.ha));
 
     /* PostgreSQL ends the holder's session (a restart, pg_terminate_backend): the lock goes,
      * but the old leader did not release, so its lease may still be running */
-    psql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-         "AND classid = 1802335076 AND objid = 1936682085",
-         out, sizeof(out));
-    assert_string_equal(out, "t");
+    end_leader_session();
     wait_logged("rb", "leader lock taken; waiting out the previous leader's lease");
     /* b's clock stands still: it waits, whatever the real time */
     for (int i = 0; i < 3; i++) {
@@ -452,34 +467,19 @@ static void test_new_leader_waits_out_the_lease(void **state)
  */
 static void test_lease_wait_counts_from_the_lock(void **state)
 {
-    struct kms_storage_opts so = {.nosync = true, .pg_ha_lease_ms = LEASE};
-    struct kms_storage *old = NULL;
     struct kms_txn *txn = NULL;
-    struct kms_err err;
     struct replica b;
-    uint8_t seal[32];
     char out[64], body[4096];
-    bool got = false;
 
     (void)state;
-    memset(seal, 7, sizeof(seal));
-    so.backend = KMS_STORAGE_POSTGRESQL;
-    kms_err_clear(&err);
-    assert_int_equal(kms_storage_open(pg_url, seal, &so, &old, &err), 0);
-    assert_int_equal(kms_storage_leader_try(old, &got), 0);
-    assert_true(got);
-    assert_int_equal(kms_storage_leader_publish(old, "ra", "http://127.0.0.1:9/ra", LEASE), 0);
-
+    struct kms_storage *old = old_leader();
     replica_init(&b, "rb");
     /* b's write connection is busy: its first try for the lock waits for it */
     assert_int_equal(kms_storage_txn_begin(b.st, true, &txn), 0);
     replica_run(&b);
     wait_readers(&b, 2); /* the heartbeat's, and the control thread's read before its try */
     atomic_fetch_add(&b.clock, LEASE);
-    psql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-         "AND classid = 1802335076 AND objid = 1936682085",
-         out, sizeof(out));
-    assert_string_equal(out, "t");
+    end_leader_session();
     for (int i = 0;; i++) {
         psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
              "classid = 1802335076 AND objid = 1936682085",

@@ -222,7 +222,8 @@ static bool route_match(const char *tmpl, const char *rel, struct kms_ctx *c)
                 return false;
             }
             c->cap_names[ncap] = t + 1;
-            snprintf(c->cap_values[ncap], KMS_PATH_MAX, "%.*s", (int)(plen - slen), p);
+            memcpy(c->cap_values[ncap], p, plen - slen); /* plen < KMS_PATH_MAX */
+            c->cap_values[ncap][plen - slen] = '\0';
             ncap++;
             break;
         }
@@ -557,8 +558,7 @@ static int token_ns_path(struct kms_ctx *c, char *out, size_t cap)
     if (kms_registry_ns_by_id(c->api, c->token.ns_id, &tns) != 0) {
         return -1;
     }
-    snprintf(out, cap, "%s", tns.path);
-    return 0;
+    return kms_str_join(out, cap, tns.path, "") ? 0 : -1;
 }
 
 /* Step 1: target and method -> c->op, the decoded path after /v1/ (target), the query. */
@@ -665,7 +665,7 @@ static int resolve_namespace(struct kms_ctx *c, struct kms_http_resp *resp, cons
         snprintf(resp->extra[resp->nextra].value, sizeof(resp->extra[0].value), "%s", hdr);
         resp->nextra++;
     }
-    if ((size_t)snprintf(full, sizeof(full), "%s%s", hns, target) >= sizeof(full)) {
+    if (!kms_str_join(full, sizeof(full), hns, target)) {
         return KMS_FAIL(c, 400, "request path too long");
     }
     size_t consumed = 0;
@@ -676,9 +676,8 @@ static int resolve_namespace(struct kms_ctx *c, struct kms_http_resp *resp, cons
     if (flen == 0) {
         return kms_fail_notfound(c);
     }
-    if ((size_t)snprintf(c->path, sizeof(c->path), "%s%s", full + consumed,
-                         c->op == KMS_OP_LIST && full[flen - 1] != '/' ? "/" : "") >=
-        sizeof(c->path)) {
+    if (!kms_str_join(c->path, sizeof(c->path), full + consumed,
+                      c->op == KMS_OP_LIST && full[flen - 1] != '/' ? "/" : "")) {
         return KMS_FAIL(c, 400, "request path too long");
     }
 

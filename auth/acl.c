@@ -686,7 +686,7 @@ int kms_auth_authorize(struct kms_auth *auth, const struct kms_token *tok,
     if (strncmp(req->ns_path, req->tok_ns_path, strlen(req->tok_ns_path)) != 0) {
         return 0;
     }
-    if ((size_t)snprintf(full, sizeof(full), "%s%s", req->ns_path, req->path) >= sizeof(full)) {
+    if (!kms_str_join(full, sizeof(full), req->ns_path, req->path)) {
         return 0;
     }
     if (tok->root) {

@@ -74,10 +74,22 @@ void kms_err_clear(struct kms_err *err)
 
 /* ---- memory ------------------------------------------------------------------------------ */
 
+/* glibc's explicit_bzero: memset's speed, and the compiler may not drop it */
 void kms_memzero(void *p, size_t n)
 {
     if (p != NULL && n > 0)
-        OPENSSL_cleanse(p, n);
+        explicit_bzero(p, n);
+}
+
+bool kms_str_join(char *dst, size_t cap, const char *a, const char *b)
+{
+    size_t al = strlen(a), bl = strlen(b);
+    if (al >= cap || bl >= cap - al) {
+        return false;
+    }
+    memmove(dst, a, al);
+    memmove(dst + al, b, bl + 1);
+    return true;
 }
 
 bool kms_ct_eq(const void *a, const void *b, size_t n)

@@ -38,7 +38,7 @@ void kms_err_clear(struct kms_err *err);
 
 /* ---- memory ------------------------------------------------------------------------------ */
 
-/* Wipe that the compiler cannot elide (OPENSSL_cleanse). */
+/* Wipe that the compiler cannot elide (explicit_bzero). */
 void kms_memzero(void *p, size_t n);
 /* Constant-time equality of two equal-length buffers: returns true when equal. */
 bool kms_ct_eq(const void *a, const void *b, size_t n);
@@ -46,6 +46,9 @@ bool kms_ct_eq(const void *a, const void *b, size_t n);
 bool kms_ct_streq(const char *a, const char *b);
 /* free() after wiping n bytes; NULL-safe, sets *p to NULL. */
 void kms_free_wipe(void **p, size_t n);
+/* a then b into dst (cap bytes, NUL-terminated) without a printf; false, dst untouched, when
+ * they do not fit. */
+bool kms_str_join(char *dst, size_t cap, const char *a, const char *b);
 
 /*
  * Memory for unwrapped keys: kms_secmem_init reserves a locked, non-dumpable heap (OpenSSL's

@@ -552,6 +552,106 @@ static void test_request_before_complete(void **state)
     kms_http_parser_destroy(&p); /* NULL is fine */
 }
 
+/* ---- the parser's reused blocks ---- */
+
+#define BIG_FIELDS 3
+#define BIG_VALUE 1500
+#define BIG_BODY 20000
+
+struct big_seen {
+    size_t n;
+    bool ok[3];
+};
+
+/* Requests 1 and 3 carry fields whose values are BIG_VALUE copies of 'a' + i, request 1 a
+ * BIG_BODY body of 'x' + i % 7 and request 2 a chunked one: the head block grows (and moves)
+ * while request 1's fields are kept, and both blocks are given up or reused in between. */
+static void big_record(struct kms_http_parser *p, const struct kms_http_req *req, void *ctx)
+{
+    (void)p;
+    struct big_seen *seen = ctx;
+    size_t k = seen->n++;
+    bool ok = k < 3;
+    if (ok && (k == 0 || k == 2)) {
+        ok = strcmp(req->method, k == 0 ? "POST" : "GET") == 0 &&
+             strcmp(req->target, k == 0 ? "/v1/transit/encrypt/first" : "/v1/third") == 0 &&
+             req->nheaders == BIG_FIELDS + 2;
+        for (size_t i = 0; ok && i < BIG_FIELDS; i++) {
+            const char *v = req->headers[i + 1].value;
+            char name[16];
+            snprintf(name, sizeof(name), "Big%zu", i);
+            ok = strcmp(req->headers[i + 1].name, name) == 0 && strlen(v) == BIG_VALUE &&
+                 v[0] == (char)('a' + i) && v[BIG_VALUE - 1] == (char)('a' + i) &&
+                 strspn(v, (char[]){(char)('a' + i), '\0'}) == BIG_VALUE;
+        }
+        ok = ok && strcmp(req->headers[0].name, "Host") == 0 &&
+             strcmp(req->headers[0].value, "x") == 0;
+    }
+    if (ok && k == 0) {
+        ok = req->body_len == BIG_BODY;
+        for (size_t i = 0; ok && i < BIG_BODY; i++) {
+            ok = req->body[i] == (uint8_t)('x' + i % 7);
+        }
+    }
+    if (ok && k == 1) {
+        ok = strcmp(req->target, "/v1/second") == 0 && req->body_len == 9 &&
+             memcmp(req->body, "abcdefghi", 9) == 0 && req->nheaders == 2;
+    }
+    if (ok && k == 2) {
+        ok = req->body_len == 0 && req->body == NULL;
+    }
+    if (k < 3) {
+        seen->ok[k] = ok;
+    }
+}
+
+static void test_blocks_grow_and_are_reused(void **state)
+{
+    (void)state;
+    size_t cap = 3 * (BIG_FIELDS * (BIG_VALUE + 16) + 256) + BIG_BODY;
+    char *buf = malloc(cap);
+    assert_non_null(buf);
+    size_t n = 0;
+    for (int r = 0; r < 3; r++) {
+        if (r == 1) {
+            n += (size_t)snprintf(buf + n, cap - n,
+                                  "POST /v1/second HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+                                  "chunked\r\n\r\n3\r\nabc\r\n6\r\ndefghi\r\n0\r\n\r\n");
+            continue;
+        }
+        n += (size_t)snprintf(buf + n, cap - n, "%s HTTP/1.1\r\nHost: x\r\n",
+                              r == 0 ? "POST /v1/transit/encrypt/first" : "GET /v1/third");
+        for (int i = 0; i < BIG_FIELDS; i++) {
+            n += (size_t)snprintf(buf + n, cap - n, "Big%d: ", i);
+            memset(buf + n, 'a' + i, BIG_VALUE);
+            n += BIG_VALUE;
+            n += (size_t)snprintf(buf + n, cap - n, " \r\n"); /* trailing OWS is not kept */
+        }
+        if (r == 0) {
+            n += (size_t)snprintf(buf + n, cap - n, "Content-Length: %d\r\n\r\n", BIG_BODY);
+            for (size_t i = 0; i < BIG_BODY; i++) {
+                buf[n++] = (char)('x' + i % 7);
+            }
+        } else {
+            n += (size_t)snprintf(buf + n, cap - n, "Content-Length: 0\r\n\r\n");
+        }
+    }
+    assert_true(n < cap);
+    static const size_t steps[] = {0, 1, 7, 4096};
+    for (size_t s = 0; s < sizeof(steps) / sizeof(steps[0]); s++) {
+        struct big_seen seen = {0};
+        struct kms_feed_result r;
+        kms_feed(buf, n, steps[s], 64 * 1024, 64 * 1024, big_record, &seen, &r);
+        assert_int_equal(r.status, 0);
+        assert_int_equal(seen.n, 3);
+        assert_true(seen.ok[0]);
+        assert_true(seen.ok[1]);
+        assert_true(seen.ok[2]);
+        assert_true(r.idle);
+    }
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -574,6 +674,7 @@ int main(void)
         cmocka_unit_test(test_expect_continue),
         cmocka_unit_test(test_refusal_then_garbage_ignored),
         cmocka_unit_test(test_request_before_complete),
+        cmocka_unit_test(test_blocks_grow_and_are_reused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -76,6 +76,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -873,6 +874,13 @@ struct conn {
     struct kms_http *h;
     struct conn *prev, *next;
     struct bufferevent *bev;
+    /* plain HTTP: kmsd reads the socket itself (rev), the bufferevent only writes; libevent's
+     * own read asks the kernel with ioctl(FIONREAD) how much is there before every read,
+     * a system call per request. TLS connections read through their bufferevent (rev NULL). */
+    struct event *rev;
+    bool rd_want;   /* reading is enabled (conn_read_enable) */
+    bool rd_full;   /* rev is off because the input reached rd_high */
+    size_t rd_high; /* input bytes at which reading stops (0: no limit) */
     struct event *timer;
     struct kms_http_parser *parser;
     bool req_started; /* bytes of a request have arrived: the read deadline runs */
@@ -931,6 +939,46 @@ struct kms_http {
 static void conn_free(struct conn *c);
 static void accept_here(struct kms_http *h, evutil_socket_t fd, const struct sockaddr_storage *ss);
 static void refuse_busy(struct kms_http *h, evutil_socket_t fd);
+
+/* Reading on or off, and its high-water mark, whichever way the connection reads. */
+static void conn_read_enable(struct conn *c)
+{
+    if (c->rev == NULL) {
+        bufferevent_enable(c->bev, EV_READ);
+        return;
+    }
+    if (!c->rd_want && !c->rd_full) {
+        event_add(c->rev, NULL);
+    }
+    c->rd_want = true;
+}
+
+static void conn_read_disable(struct conn *c)
+{
+    if (c->rev == NULL) {
+        bufferevent_disable(c->bev, EV_READ);
+        return;
+    }
+    if (c->rd_want && !c->rd_full) {
+        event_del(c->rev);
+    }
+    c->rd_want = false;
+}
+
+static void conn_read_limit(struct conn *c, size_t high)
+{
+    if (c->rev == NULL) {
+        bufferevent_setwatermark(c->bev, EV_READ, 0, high);
+        return;
+    }
+    c->rd_high = high;
+    if (c->rd_full && (high == 0 || evbuffer_get_length(bufferevent_get_input(c->bev)) < high)) {
+        c->rd_full = false;
+        if (c->rd_want) {
+            event_add(c->rev, NULL);
+        }
+    }
+}
 
 /* The bufferevent's output, with c's pending answers moved onto it first (they come before
  * anything written there from now on). */
@@ -1205,7 +1253,7 @@ static void write_response(struct conn *c, struct evbuffer *out, const struct km
 static void conn_close_after_write(struct conn *c)
 {
     c->closing = true;
-    bufferevent_disable(c->bev, EV_READ);
+    conn_read_disable(c);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     evtimer_del(c->timer);
 }
@@ -1339,7 +1387,7 @@ static bool dispatch(struct conn *c)
     if (kms_api_start(c->h->api, &c->req, &resp, wake, c, &c->call) == 1) {
         /* parked: hold this connection (parse nothing more, buffer at most PARK_IN_HIGH
          * bytes) until the writer wakes it */
-        bufferevent_setwatermark(c->bev, EV_READ, 0, PARK_IN_HIGH);
+        conn_read_limit(c, PARK_IN_HIGH);
         struct timeval tv = {(time_t)(c->h->audit_timeout_ms / 1000),
                              (suseconds_t)(c->h->audit_timeout_ms % 1000) * 1000};
         evtimer_add(c->timer, &tv);
@@ -1357,9 +1405,9 @@ static void unpark(struct conn *c)
     if (c->closing) {
         return;
     }
-    bufferevent_setwatermark(c->bev, EV_READ, 0, 0); /* no syscall unless it had stopped reading */
+    conn_read_limit(c, 0); /* no syscall unless it had stopped reading */
     if (!c->paused && !c->peer_eof) {
-        bufferevent_enable(c->bev, EV_READ);
+        conn_read_enable(c);
     }
     process(c); /* requests already buffered do not wait for new bytes */
 }
@@ -1433,7 +1481,7 @@ static void process(struct conn *c)
             /* the client is not reading its answers: stop taking requests until it does */
             (void)conn_out(c); /* all of it on the bufferevent, whose drain resumes reading */
             c->paused = true;
-            bufferevent_disable(c->bev, EV_READ);
+            conn_read_disable(c);
             bufferevent_setwatermark(c->bev, EV_WRITE, OUT_LOW, 0);
             return;
         }
@@ -1469,6 +1517,77 @@ static void on_read(struct bufferevent *bev, void *arg)
     process(arg);
 }
 
+static void on_event(struct bufferevent *bev, short what, void *arg);
+
+#define READ_MAX (16 * 1024) /* bytes read from a plain socket at once */
+
+/* A plain socket is readable: read what is there (up to the high-water mark), as
+ * bufferevent_socket would, without asking how much first. */
+static void on_readable(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    (void)what;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t room = READ_MAX;
+    if (c->rd_high > 0) {
+        size_t len = evbuffer_get_length(in);
+        if (len >= c->rd_high) {
+            if (!c->rd_full && c->rd_want) {
+                event_del(c->rev);
+            }
+            c->rd_full = true;
+            return;
+        }
+        if (c->rd_high - len < room) {
+            room = c->rd_high - len;
+        }
+    }
+    /* a bufferevent keeps its input's end frozen; its own read thaws it the same way */
+    struct evbuffer_iovec v[2];
+    evbuffer_unfreeze(in, 0);
+    int nv = evbuffer_reserve_space(in, (ev_ssize_t)room, v, 2);
+    if (nv <= 0) {
+        evbuffer_freeze(in, 0);
+        on_event(c->bev, BEV_EVENT_READING | BEV_EVENT_ERROR, c);
+        return;
+    }
+    struct iovec iov[2];
+    size_t want = 0;
+    for (int i = 0; i < nv; i++) {
+        size_t take = v[i].iov_len < room - want ? v[i].iov_len : room - want;
+        iov[i].iov_base = v[i].iov_base;
+        iov[i].iov_len = take;
+        want += take;
+    }
+    ssize_t n = readv(fd, iov, nv);
+    if (n <= 0) {
+        evbuffer_freeze(in, 0);
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        return; /* nothing committed: the reserved space stays unused */
+    }
+    if (n <= 0) {
+        /* end of input or a reset: no more reading (the event would fire again at once) */
+        conn_read_disable(c);
+        on_event(c->bev, BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR), c);
+        return;
+    }
+    size_t left = (size_t)n;
+    int used = 0;
+    for (int i = 0; i < nv && left > 0; i++) {
+        v[i].iov_len = iov[i].iov_len < left ? iov[i].iov_len : left;
+        left -= v[i].iov_len;
+        used++;
+    }
+    int committed = evbuffer_commit_space(in, v, used);
+    evbuffer_freeze(in, 0);
+    if (committed != 0) {
+        on_event(c->bev, BEV_EVENT_READING | BEV_EVENT_ERROR, c);
+        return;
+    }
+    process(c);
+}
+
 static void on_write(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
@@ -1484,7 +1603,7 @@ static void on_write(struct bufferevent *bev, void *arg)
         bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
         if (c->call == NULL) {
             if (!c->peer_eof) {
-                bufferevent_enable(bev, EV_READ);
+                conn_read_enable(c);
             }
             process(c); /* requests already buffered do not wait for new bytes */
         }
@@ -1567,6 +1686,9 @@ static void conn_free(struct conn *c)
     uncount_conn(h);
     kms_http_parser_destroy(&c->parser);
     event_free(c->timer);
+    if (c->rev != NULL) {
+        event_free(c->rev); /* before the bufferevent closes the socket */
+    }
     bufferevent_free(c->bev);
     free(c);
     if (h->stopping && h->nconns == 0) {
@@ -1591,8 +1713,14 @@ static void conn_start(struct kms_http *h, evutil_socket_t fd, struct buffereven
     c->h = h;
     c->bev = bev;
     c->timer = evtimer_new(h->base, on_timeout, c);
-    if (c->timer == NULL ||
+    if (h->opts.tls == NULL) {
+        c->rev = event_new(h->base, fd, EV_READ | EV_PERSIST, on_readable, c);
+    }
+    if (c->timer == NULL || (h->opts.tls == NULL && c->rev == NULL) ||
         kms_http_parser_create(h->opts.max_header_size, h->opts.max_body_size, &c->parser) != 0) {
+        if (c->rev != NULL) {
+            event_free(c->rev);
+        }
         bufferevent_free(c->bev);
         if (c->timer != NULL) {
             event_free(c->timer);
@@ -1620,7 +1748,8 @@ static void conn_start(struct kms_http *h, evutil_socket_t fd, struct buffereven
      * connection has no other timer, and its answer may be as large as a batch) */
     struct timeval wtv = {(time_t)h->opts.idle_timeout, 0};
     bufferevent_set_timeouts(c->bev, NULL, &wtv);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_enable(c->bev, c->rev != NULL ? EV_WRITE : EV_READ | EV_WRITE);
+    conn_read_enable(c);
     /* a TLS handshake has read_timeout, as a request has (Go bounds it by its read timeout):
      * idle_timeout would make a slow handshake four times cheaper than a slow request */
     arm_timer(c, h->opts.tls != NULL ? h->opts.read_timeout : h->opts.idle_timeout);

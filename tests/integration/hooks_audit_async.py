@@ -295,6 +295,19 @@ def http_bytes(method, path, body, token):
     return head.encode() + data
 
 
+def rx_queue(local_port, remote_port):
+    """Bytes waiting in the kernel receive queue of the loopback socket local->remote."""
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            local, remote = fields[1], fields[2]
+            if (int(local.split(":")[1], 16) == local_port and
+                    int(remote.split(":")[1], 16) == remote_port):
+                return int(fields[4].split(":")[1], 16)
+    return None
+
+
 def read_response(f):
     """One HTTP/1.1 response from the file object f: (status, body)."""
     status = f.readline()
@@ -419,6 +432,58 @@ class ParkedConnectionTest(HookedServer):
             self.assertEqual(status, 200, body[:300])
             ct = json.loads(body)["data"]["ciphertext"]
             self.assertEqual(self.decrypt(name, ct), p)
+        self.wait_drained()
+        self.verify()
+
+    def test_a_parked_connection_stops_reading_at_its_buffer(self):
+        """While a request is parked, what its client pipelines behind it is buffered up to
+        64 KiB and the rest stays in the kernel (kmsd stops reading that socket); once the
+        record is durable every request is answered, in order."""
+        name, first, first_res = self.hold_writer()
+        plain = os.urandom(16 * 1024)
+        one = http_bytes("POST", "transit/encrypt/" + name, {"plaintext": b64(plain)},
+                         self.server.token)
+        count = (1024 * 1024) // len(one) + 1  # ~1 MiB: more than the buffer and the kernel's
+        s = socket.create_connection(("127.0.0.1", self.server.port), timeout=60)
+        client_port = s.getsockname()[1]
+        data = one * count
+        sent = [0]
+
+        def send():
+            try:
+                s.sendall(data)
+                sent[0] = len(data)
+            except OSError:
+                pass
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        try:
+            self.wait_pending(1 + 2)  # the held response line, the parked request's two
+
+            def stopped():
+                q = rx_queue(self.server.port, client_port)
+                return q is not None and q > 0
+
+            # the server's end holds unread bytes: kmsd stopped reading (it would otherwise
+            # have taken the whole MiB into memory while parked)
+            wait_for(stopped, 30, lambda: "kmsd to stop reading the parked connection")
+            self.unhook("hold")
+            f = s.makefile("rb")
+            answers = [read_response(f) for _ in range(count)]
+            f.close()
+            sender.join(60)
+            self.assertEqual(sent[0], len(data))
+        finally:
+            s.close()
+            sender.join(60)
+        for t in first:
+            t.join()
+        self.assertEqual(first_res[0][1], 200, first_res)
+        for status, body in answers[:1] + answers[-1:]:
+            self.assertEqual(status, 200, body[:300])
+            self.assertEqual(self.decrypt(name, json.loads(body)["data"]["ciphertext"]), plain)
+        self.assertEqual([a[0] for a in answers], [200] * count)
         self.wait_drained()
         self.verify()
 

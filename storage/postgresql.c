@@ -297,8 +297,32 @@ static void pg_conn_close(struct pg_conn *pc)
 /*
  * Connect and prepare a connection. The fallbacks come before the conninfo string, which
  * libpq expands in place (expand_dbname), so the string's own values win over them; the
- * password comes after it, so the configured one wins.
+ * password comes after it, so the configured one wins. In HA mode the set-up statements are
+ * answered within a lease like every other (pg_lease_exec_ok): connect_timeout ends with the
+ * connection's start, and a proxy that accepted the session and then passes nothing on would
+ * otherwise hold the thread that connects (a worker taking a read connection, the heartbeat
+ * taking the write one) for as long as TCP lets it.
  */
+/* A set-up statement of pg_connect (pg_lease_exec_ok); err names `what` and, when the lease
+ * ran out, that PostgreSQL did not answer within it. */
+static int pg_setup_exec(const struct kms_backend *b, struct pg_conn *pc, const char *sql,
+                         const char *what, struct kms_err *err)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (pg_lease_exec_ok(b, pc->c, sql) == 0) {
+        return 0;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    int64_t ms = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    if (b->ha_lease_ms > 0 && ms >= b->ha_lease_ms) {
+        return kms_err_set(err, 500, "%s: no answer within the lease (%lld ms)", what,
+                           (long long)b->ha_lease_ms);
+    }
+    pg_err(b, err, what, pc->c);
+    return -1;
+}
+
 static struct pg_conn *pg_connect(struct kms_backend *b, bool writer, struct kms_err *err)
 {
     const char *keys[6], *vals[6];
@@ -341,9 +365,9 @@ static struct pg_conn *pg_connect(struct kms_backend *b, bool writer, struct kms
         goto fail;
     }
     PQsetNoticeProcessor(pc->c, pg_notice_drop, NULL);
-    if (pg_exec_ok(pc->c, b->nosync ? "SET synchronous_commit TO off"
-                                    : "SET synchronous_commit TO on") != 0) {
-        pg_err(b, err, "cannot set synchronous_commit on PostgreSQL", pc->c);
+    if (pg_setup_exec(b, pc,
+                      b->nosync ? "SET synchronous_commit TO off" : "SET synchronous_commit TO on",
+                      "cannot set synchronous_commit on PostgreSQL", err) != 0) {
         goto fail;
     }
     if (writer && b->ha_lease_ms > 0) {
@@ -353,8 +377,7 @@ static struct pg_conn *pg_connect(struct kms_backend *b, bool writer, struct kms
                  "SET idle_session_timeout TO %lld; SET idle_in_transaction_session_timeout TO "
                  "%lld",
                  (long long)b->ha_lease_ms, (long long)b->ha_lease_ms);
-        if (pg_exec_ok(pc->c, sql) != 0) {
-            pg_err(b, err, "cannot set the session timeouts on PostgreSQL", pc->c);
+        if (pg_setup_exec(b, pc, sql, "cannot set the session timeouts on PostgreSQL", err) != 0) {
             goto fail;
         }
     }
@@ -374,12 +397,11 @@ static struct pg_conn *pg_connect(struct kms_backend *b, bool writer, struct kms
             goto fail;
         }
     }
-    if (writer && pg_exec_ok(pc->c, pg_schema_sql) != 0) {
-        pg_err(b, err, "cannot create table " PG_TABLE " in PostgreSQL", pc->c);
+    if (writer && pg_setup_exec(b, pc, pg_schema_sql,
+                                "cannot create table " PG_TABLE " in PostgreSQL", err) != 0) {
         goto fail;
     }
-    if (pg_exec_ok(pc->c, pg_prepare_sql) != 0) {
-        pg_err(b, err, "cannot prepare statements on PostgreSQL", pc->c);
+    if (pg_setup_exec(b, pc, pg_prepare_sql, "cannot prepare statements on PostgreSQL", err) != 0) {
         goto fail;
     }
     return pc;

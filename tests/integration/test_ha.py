@@ -42,12 +42,17 @@ class BlackholeProxy:
     heal() closes what was cut (a NAT forgetting it) and lets new connections through. With
     `swallow` set too, a close from PostgreSQL is not passed on either: the client's side stays
     open and silent, as behind a TCP-terminating proxy (HAProxy, a cloud SQL proxy) whose
-    backend is gone."""
+    backend is gone. With `stall` set, a session that sends its first query from then on is
+    dropped from that query on (both ways, never closed): PostgreSQL let it in and then went
+    silent, as a backend hung after authentication behind a proxy; clearing `stall` lets new
+    sessions through and leaves the stalled ones as they are."""
 
     def __init__(self, port):
         self.upstream = port
         self.drop = threading.Event()
         self.swallow = threading.Event()
+        self.stall = threading.Event()
+        self.stalled = 0
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.lsock.bind(("127.0.0.1", 0))
@@ -75,6 +80,7 @@ class BlackholeProxy:
 
     def _pump(self, c, u):
         socks = [c, u]
+        stalled = False
         try:
             while not self.closed:
                 r, _, _ = select.select(socks, [], [], 0.2)
@@ -83,9 +89,17 @@ class BlackholeProxy:
                     if not data and s is u and self.swallow.is_set():
                         socks = [c]  # the client is never told
                         break
+                    if not data and stalled:
+                        socks = [x for x in socks if x is not s]
+                        break
                     if not data:
                         return
-                    if not self.drop.is_set():
+                    if (s is c and not stalled and self.stall.is_set() and
+                            data[:1] == b"Q"):  # a simple query: the session is set up
+                        stalled = True
+                        with self.lock:
+                            self.stalled += 1
+                    if not self.drop.is_set() and not stalled:
                         (u if s is c else c).sendall(data)
         except OSError:
             pass
@@ -570,6 +584,26 @@ class HaControllerTest(HaCase):
 
 
 class HaPartitionTest(HaCase):
+
+    def test_a_session_silent_after_login_is_given_up_within_a_lease(self):
+        """PostgreSQL lets the replica's session in and then answers none of its set-up
+        statements (a backend hung behind a proxy that keeps the TCP session up): the replica
+        gives up within a lease and says so, where it waited on its first SET for as long as
+        TCP would (the silent session is never closed). Once sessions go through again, it
+        starts and becomes active."""
+        proxy = BlackholeProxy(self.pg.port)
+        self.addCleanup(proxy.close)
+        proxy.stall.set()
+        srv = self.replica(postgresql_url="postgresql://kmsd@127.0.0.1:%d/kmsd" % proxy.port)
+        srv.spawn()
+        rc = srv.wait_exit(30)
+        self.assertIsNotNone(rc, "kmsd still waiting on a silent PostgreSQL session after 30 s")
+        self.assertEqual(rc, 1, srv.log_tail())
+        self.assertIn("no answer within the lease (%d ms)" % LEASE_MS, srv.log_text())
+        self.assertGreaterEqual(proxy.stalled, 1)
+        proxy.stall.clear()
+        srv.start()
+        self.wait_one_active([srv], timeout=30)
 
     def replicas_behind_proxies(self, n):
         """n started replicas, each reaching PostgreSQL through its own BlackholeProxy."""

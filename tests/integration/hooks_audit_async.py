@@ -38,7 +38,7 @@ import threading
 import time
 import unittest
 
-from kmsd_harness import KMSD_BIN, KmsdServer, KmsdTestCase, b64, wait_for
+from kmsd_harness import KMSD_BIN, KmsdServer, KmsdTestCase, b64, rx_queue, wait_for
 
 KMSCTL_BIN = os.path.join(os.path.dirname(KMSD_BIN), "kmsctl")
 
@@ -293,19 +293,6 @@ def http_bytes(method, path, body, token):
             "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
             % (method, path, token, len(data)))
     return head.encode() + data
-
-
-def rx_queue(local_port, remote_port):
-    """Bytes waiting in the kernel receive queue of the loopback socket local->remote."""
-    with open("/proc/net/tcp") as f:
-        next(f)
-        for line in f:
-            fields = line.split()
-            local, remote = fields[1], fields[2]
-            if (int(local.split(":")[1], 16) == local_port and
-                    int(remote.split(":")[1], 16) == remote_port):
-                return int(fields[4].split(":")[1], 16)
-    return None
 
 
 def read_response(f):

@@ -74,6 +74,19 @@ def multierror(msg):
     return "1 error occurred:\n\t* %s\n\n" % msg
 
 
+def rx_queue(local_port, remote_port):
+    """Bytes waiting in the kernel receive queue of the loopback socket local->remote."""
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            local, remote = fields[1], fields[2]
+            if (int(local.split(":")[1], 16) == local_port and
+                    int(remote.split(":")[1], 16) == remote_port):
+                return int(fields[4].split(":")[1], 16)
+    return None
+
+
 def wait_for(predicate, timeout, what, interval=0.05):
     """Poll predicate() until it returns a true value and return that value; fail with
     `what` (a string, or a callable giving one) when `timeout` seconds pass first."""

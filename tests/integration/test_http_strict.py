@@ -20,7 +20,7 @@ import tempfile
 import time
 import unittest
 
-from kmsd_harness import KmsdServer, KmsdTestCase, wait_for
+from kmsd_harness import KmsdServer, KmsdTestCase, rx_queue, wait_for
 from test_tls import make_ca, make_leaf
 
 HEALTH = b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -93,19 +93,6 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise AssertionError("no VmRSS for pid %d" % pid)
-
-
-def rx_queue(local_port, remote_port):
-    """Bytes waiting in the kernel receive queue of the loopback socket local->remote."""
-    with open("/proc/net/tcp") as f:
-        next(f)
-        for line in f:
-            fields = line.split()
-            local, remote = fields[1], fields[2]
-            if (int(local.split(":")[1], 16) == local_port and
-                    int(remote.split(":")[1], 16) == remote_port):
-                return int(fields[4].split(":")[1], 16)
-    return None
 
 
 def flood_and_drain(test, srv, sock, tls):

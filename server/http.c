@@ -178,8 +178,9 @@ static void *block_recycle(void *b, size_t used, size_t *cap, size_t keep)
     return b;
 }
 
-/* Make room for `more` bytes after the first `used` of a block (wiped when it moves). */
-static int block_reserve(char **b, size_t *cap, size_t used, size_t more)
+/* Make room for `more` bytes after the first `used` of a block; when it moves, the first
+ * `written` bytes of the old one (used and any line read past them) are wiped. */
+static int block_reserve(char **b, size_t *cap, size_t used, size_t written, size_t more)
 {
     if (more <= *cap - used) {
         return 0;
@@ -197,7 +198,7 @@ static int block_reserve(char **b, size_t *cap, size_t used, size_t more)
     }
     if (*b != NULL) {
         memcpy(nb, *b, used);
-        kms_memzero(*b, used);
+        kms_memzero(*b, written > used ? written : used);
         free(*b);
     }
     *b = nb;
@@ -288,6 +289,31 @@ int kms_http_parser_request(struct kms_http_parser *p, struct kms_http_req *req)
 }
 
 /*
+ * Move the first n bytes of `in` to dst, wiping them where they lay before `in` drops them:
+ * they may be a token or plaintext, and evbuffer_remove would free its chains unwiped.
+ */
+static int take_wiped(struct evbuffer *in, char *dst, size_t n)
+{
+    while (n > 0) {
+        struct evbuffer_iovec v[8];
+        int k = evbuffer_peek(in, (ev_ssize_t)n, NULL, v, 8);
+        size_t got = 0;
+        for (int i = 0; i < k && i < 8 && got < n; i++) {
+            size_t take = v[i].iov_len < n - got ? v[i].iov_len : n - got;
+            memcpy(dst + got, v[i].iov_base, take);
+            kms_memzero(v[i].iov_base, take);
+            got += take;
+        }
+        if (got == 0 || evbuffer_drain(in, got) != 0) {
+            return -1;
+        }
+        dst += got;
+        n -= got;
+    }
+    return 0;
+}
+
+/*
  * Take one CRLF-terminated line off `in` into the parser's head block, after the bytes kept
  * so far, NUL-terminated without the CRLF: *line points at it until the head grows again
  * (the caller keeps it by adding *len + 1 to head_used). The line, CRLF included, may be at
@@ -321,14 +347,14 @@ static int read_line(struct kms_http_parser *p, struct evbuffer *in, size_t limi
     if (n + 1 > limit) {
         return kms_err_set(err, toolong, "%s too long", what);
     }
-    if (block_reserve(&p->head, &p->head_cap, p->head_used, n + 1) != 0) {
+    if (block_reserve(&p->head, &p->head_cap, p->head_used, p->head_hi, n + 1) != 0) {
         return kms_err_set(err, 500, "out of memory");
     }
     char *buf = p->head + p->head_used;
     if (p->head_used + n + 1 > p->head_hi) {
         p->head_hi = p->head_used + n + 1;
     }
-    if (evbuffer_remove(in, buf, n + 1) != (int)(n + 1)) {
+    if (take_wiped(in, buf, n + 1) != 0) {
         return kms_err_set(err, 500, "cannot read the request");
     }
     /* a lone LF or CR is where proxies and servers disagree on line ends: refuse both */
@@ -734,26 +760,14 @@ static int take_body(struct kms_http_parser *p, struct evbuffer *in, bool *done,
 {
     size_t avail = evbuffer_get_length(in);
     size_t n = avail < p->left ? avail : p->left;
-    if (n > 0 && block_reserve(&p->flat, &p->flat_cap, p->body_len, n) != 0) {
+    if (n > 0 && block_reserve(&p->flat, &p->flat_cap, p->body_len, p->body_len, n) != 0) {
         return kms_err_set(err, 500, "out of memory");
     }
-    while (n > 0) {
-        struct evbuffer_iovec v[8];
-        int k = evbuffer_peek(in, (ev_ssize_t)n, NULL, v, 8);
-        size_t got = 0;
-        for (int i = 0; i < k && i < 8 && got < n; i++) {
-            size_t take = v[i].iov_len < n - got ? v[i].iov_len : n - got;
-            memcpy(p->flat + p->body_len + got, v[i].iov_base, take);
-            kms_memzero(v[i].iov_base, take);
-            got += take;
-        }
-        if (got == 0 || evbuffer_drain(in, got) != 0) {
-            return kms_err_set(err, 500, "cannot read the request");
-        }
-        p->body_len += got;
-        p->left -= got;
-        n -= got;
+    if (n > 0 && take_wiped(in, p->flat + p->body_len, n) != 0) {
+        return kms_err_set(err, 500, "cannot read the request");
     }
+    p->body_len += n;
+    p->left -= n;
     *done = p->left == 0;
     return 0;
 }
@@ -845,7 +859,7 @@ int kms_http_parser_run(struct kms_http_parser *p, struct evbuffer *in,
             if (evbuffer_get_length(in) < 2) {
                 break;
             }
-            if (evbuffer_remove(in, crlf, 2) != 2 || crlf[0] != '\r' || crlf[1] != '\n') {
+            if (take_wiped(in, crlf, 2) != 0 || crlf[0] != '\r' || crlf[1] != '\n') {
                 return kms_err_set(err, 400,
                                    "malformed HTTP request: chunk data not followed by CRLF");
             }

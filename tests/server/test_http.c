@@ -652,6 +652,46 @@ static void test_blocks_grow_and_are_reused(void **state)
     free(buf);
 }
 
+/* Bytes the parser took out of the connection's input are wiped where they lay (the token in
+ * a header, a chunked body's plaintext, a trailer): the input holds them by reference to this
+ * test's own buffer, which must read zeros up to where the request ended. */
+static void test_consumed_input_is_wiped(void **state)
+{
+    (void)state;
+    static const char req[] = "POST /v1/transit/encrypt/k HTTP/1.1\r\nHost: x\r\n"
+                              "X-Vault-Token: s.SECRET-TOKEN\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              "5\r\nhunte\r\n2\r\nr2\r\n0\r\nX-Trailer: SECRET-TRAILER\r\n\r\n";
+    static const char next[] = "GET /v1/sys/health HTTP/1.1\r\nHost: x\r\n\r\n";
+    char buf[sizeof(req) - 1 + sizeof(next) - 1];
+    memcpy(buf, req, sizeof(req) - 1);
+    memcpy(buf + sizeof(req) - 1, next, sizeof(next) - 1);
+
+    struct evbuffer *in = evbuffer_new();
+    struct kms_http_parser *p = NULL;
+    assert_non_null(in);
+    assert_int_equal(kms_http_parser_create(1024, 1024, &p), 0);
+    assert_int_equal(evbuffer_add_reference(in, buf, sizeof(buf), NULL, NULL), 0);
+    enum kms_http_parse_event ev;
+    struct kms_err err;
+    struct kms_http_req r;
+    assert_int_equal(kms_http_parser_run(p, in, &ev, &err), 0);
+    assert_int_equal(ev, KMS_HTTP_PARSE_REQUEST);
+    assert_int_equal(kms_http_parser_request(p, &r), 0);
+    assert_int_equal(r.body_len, 7);
+    assert_memory_equal(r.body, "hunter2", 7);
+    assert_string_equal(r.headers[1].value, "s.SECRET-TOKEN");
+    for (size_t i = 0; i < sizeof(req) - 1; i++) {
+        if (buf[i] != '\0') {
+            fail_msg("input byte %zu ('%c') left in place after it was parsed", i, buf[i]);
+        }
+    }
+    /* the next request is not touched until it is parsed */
+    assert_memory_equal(buf + sizeof(req) - 1, next, sizeof(next) - 1);
+    kms_http_parser_reset(p);
+    kms_http_parser_destroy(&p);
+    evbuffer_free(in);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -675,6 +715,7 @@ int main(void)
         cmocka_unit_test(test_refusal_then_garbage_ignored),
         cmocka_unit_test(test_request_before_complete),
         cmocka_unit_test(test_blocks_grow_and_are_reused),
+        cmocka_unit_test(test_consumed_input_is_wiped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -294,15 +294,6 @@ static void pg_conn_close(struct pg_conn *pc)
     free(pc);
 }
 
-/*
- * Connect and prepare a connection. The fallbacks come before the conninfo string, which
- * libpq expands in place (expand_dbname), so the string's own values win over them; the
- * password comes after it, so the configured one wins. In HA mode the set-up statements are
- * answered within a lease like every other (pg_lease_exec_ok): connect_timeout ends with the
- * connection's start, and a proxy that accepted the session and then passes nothing on would
- * otherwise hold the thread that connects (a worker taking a read connection, the heartbeat
- * taking the write one) for as long as TCP lets it.
- */
 /* A set-up statement of pg_connect (pg_lease_exec_ok); err names `what` and, when the lease
  * ran out, that PostgreSQL did not answer within it. */
 static int pg_setup_exec(const struct kms_backend *b, struct pg_conn *pc, const char *sql,
@@ -323,6 +314,15 @@ static int pg_setup_exec(const struct kms_backend *b, struct pg_conn *pc, const 
     return -1;
 }
 
+/*
+ * Connect and prepare a connection. The fallbacks come before the conninfo string, which
+ * libpq expands in place (expand_dbname), so the string's own values win over them; the
+ * password comes after it, so the configured one wins. In HA mode the set-up statements are
+ * answered within a lease like every other (pg_lease_exec_ok): connect_timeout ends with the
+ * connection's start, and a proxy that accepted the session and then passes nothing on would
+ * otherwise hold the thread that connects (a worker taking a read connection, the heartbeat
+ * taking the write one) for as long as TCP lets it.
+ */
 static struct pg_conn *pg_connect(struct kms_backend *b, bool writer, struct kms_err *err)
 {
     const char *keys[6], *vals[6];

@@ -976,15 +976,23 @@ class HaForwardTest(HaCase):
 
 class HaAuditTest(HaCase):
 
-    def test_each_replica_keeps_its_own_audit_chain(self):
+    def audited_pair(self, in_dir=False):
+        """Two started replicas, replica-0 and replica-1, each auditing to its own file (in a
+        directory of its own with in_dir); returns them, the active one and the standby."""
         servers = []
-        for _ in range(2):
+        for i in range(2):
             srv = self.replica()
-            srv.config["audit_file"] = os.path.join(srv.workdir, "audit.log")
-            srv.config["ha_replica_id"] = "replica-%d" % len(servers)
+            d = os.path.join(srv.workdir, "audit") if in_dir else srv.workdir
+            if in_dir:
+                os.mkdir(d)
+            srv.config["audit_file"] = os.path.join(d, "audit.log")
+            srv.config["ha_replica_id"] = "replica-%d" % i
             servers.append(srv.start())
         a = self.wait_one_active(servers)
-        b = [s for s in servers if s is not a][0]
+        return servers, a, [s for s in servers if s is not a][0]
+
+    def test_each_replica_keeps_its_own_audit_chain(self):
+        servers, a, b = self.audited_pair()
         self.init(b, a)
         self.ok(b.request("POST", "transit/keys/aud"))
         self.ok(b.request("POST", "transit/encrypt/aud", {"plaintext": b64(b"on a")}))
@@ -1047,14 +1055,7 @@ class HaAuditTest(HaCase):
         is the active replica's own log: after a hand-over the operations the other replica
         answered are not in it. The answer says so (a warning, printed by kmsctl), instead of
         passing for the whole history (the product doc's `audit list --since=24h`)."""
-        servers = []
-        for i in range(2):
-            srv = self.replica()
-            srv.config["audit_file"] = os.path.join(srv.workdir, "audit.log")
-            srv.config["ha_replica_id"] = "replica-%d" % i
-            servers.append(srv.start())
-        a = self.wait_one_active(servers)
-        b = [s for s in servers if s is not a][0]
+        _, a, b = self.audited_pair()
         self.init(a, a)
         self.ok(a.request("POST", "transit/keys/hist"))
         self.assertEqual(a.stop(), 0)
@@ -1082,15 +1083,7 @@ class HaAuditTest(HaCase):
         is rotated while it stands by (logrotate's rename; a standby has no file open), and it
         is promoted again: its new file continues the chain from the head it wrote, not from the
         older head in storage (none here), so the rotated set verifies from the genesis."""
-        servers = []
-        for i in range(2):
-            srv = self.replica()
-            os.mkdir(os.path.join(srv.workdir, "audit"))
-            srv.config["audit_file"] = os.path.join(srv.workdir, "audit", "audit.log")
-            srv.config["ha_replica_id"] = "replica-%d" % i
-            servers.append(srv.start())
-        a = self.wait_one_active(servers)
-        b = [s for s in servers if s is not a][0]
+        _, a, b = self.audited_pair(in_dir=True)
         self.init(a, a)
         self.ok(a.request("POST", "transit/keys/rot"))
         for i in range(3):

@@ -690,21 +690,11 @@ void kms_audit_lw_str_strict(struct kms_audit_lw *w, const char *key, const char
 
 void kms_audit_lw_int(struct kms_audit_lw *w, const char *key, int64_t v)
 {
-    char num[24];
-    char *p = num + sizeof(num);
-    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    char num[21];
     size_t mark;
-    if (!lw_open(w, key, &mark)) {
-        return;
+    if (lw_open(w, key, &mark)) {
+        lw_wrote(w, kms_audit_sb_add(w->b, num, kms_i64_dec(v, num)));
     }
-    do {
-        *--p = (char)('0' + u % 10);
-        u /= 10;
-    } while (u != 0);
-    if (v < 0) {
-        *--p = '-';
-    }
-    lw_wrote(w, kms_audit_sb_add(w->b, p, (size_t)(num + sizeof(num) - p)));
 }
 
 void kms_audit_lw_bool(struct kms_audit_lw *w, const char *key, bool v)
@@ -1005,38 +995,6 @@ static void line_buf_release(struct kms_audit_sbuf *b)
     b->len = 0;
 }
 
-/* kms_time_rfc3339(sec, nsec) with the date and time of day formatted once per second and
- * thread (the fraction: Go's RFC3339Nano, trailing zeros dropped). */
-static void line_time(int64_t sec, int32_t nsec, char out[40])
-{
-    static __thread int64_t cached_sec = INT64_MIN;
-    static __thread char cached[40];
-    if (sec != cached_sec) {
-        kms_time_rfc3339(sec, 0, cached); /* "YYYY-MM-DDTHH:MM:SSZ" */
-        cached_sec = sec;
-    }
-    size_t n = strlen(cached) - 1; /* without the Z */
-    memcpy(out, cached, n);
-    if (nsec > 0 && nsec <= 999999999) {
-        char frac[9];
-        int digits = 9;
-        int32_t v = nsec;
-        while (v % 10 == 0) {
-            v /= 10;
-            digits--;
-        }
-        for (int i = digits - 1; i >= 0; i--) {
-            frac[i] = (char)('0' + v % 10);
-            v /= 10;
-        }
-        out[n++] = '.';
-        memcpy(out + n, frac, (size_t)digits);
-        n += (size_t)digits;
-    }
-    out[n++] = 'Z';
-    out[n] = '\0';
-}
-
 int kms_audit_rec_post_w(struct kms_audit_rec *r, const char *type, bool durable,
                          kms_audit_write_fn tail, void *arg, struct kms_err *err, char *cause,
                          size_t causelen)
@@ -1063,7 +1021,7 @@ int kms_audit_rec_post_w(struct kms_audit_rec *r, const char *type, bool durable
         goto refused;
     }
     kms_now(&sec, &nsec);
-    line_time(sec, nsec, ts);
+    kms_time_rfc3339(sec, nsec, ts);
     for (size_t i = 0; i < a->n; i++) {
         struct rec_waiter *rw = &r->waiters[r->nposted++];
         char dwhy[512];
@@ -1182,7 +1140,10 @@ int kms_audit_rec_status(struct kms_audit_rec *r, struct kms_err *err, char *cau
     }
     pthread_mutex_lock(&r->mu);
     bool ok = rec_recorded(r);
-    snprintf(msg, sizeof(msg), "no audit backend succeeded in logging the record: %s", r->why[0]);
+    if (!ok) {
+        snprintf(msg, sizeof(msg), "no audit backend succeeded in logging the record: %s",
+                 r->why[0]);
+    }
     pthread_mutex_unlock(&r->mu);
     if (ok) {
         return 0;

@@ -1560,24 +1560,30 @@ int kms_audit_dev_submit(struct kms_audit_dev *d, const char *body, size_t len,
         fresh = true;
     }
     uint64_t seq = d->seq + 1;
-    int sn =
-        snprintf(suffix, sizeof(suffix), ",\"seq\":%" PRIu64 ",\"prev_hash\":\"%s\"", seq, d->hash);
+    /* ,"seq":N,"prev_hash":"sha256:…" built by hand: this runs under mu on every line */
+    size_t sn = 0;
+    memcpy(suffix, ",\"seq\":", 7);
+    sn = 7 + kms_u64_dec(seq, suffix + 7);
+    memcpy(suffix + sn, ",\"prev_hash\":\"", 14);
+    sn += 14;
+    memcpy(suffix + sn, d->hash, KMS_AUDIT_HASH_LEN);
+    sn += KMS_AUDIT_HASH_LEN;
+    suffix[sn++] = '"';
     /* prefix = body without its '}' + suffix; then ,"hash":"…"} and a newline */
-    if (kms_hash_stream_update(hs, suffix, (size_t)sn) != 0 ||
-        kms_hash_stream_final(hs, digest) != 0) {
+    if (kms_hash_stream_update(hs, suffix, sn) != 0 || kms_hash_stream_final(hs, digest) != 0) {
         snprintf(why, whylen, "cannot hash the record");
         goto out;
     }
     memcpy(h, "sha256:", 7);
     kms_hex_encode(digest, sizeof(digest), h + 7);
-    if (grow(b, len - 1 + (size_t)sn + 9 + KMS_AUDIT_HASH_LEN + 3) != 0) {
+    if (grow(b, len - 1 + sn + 9 + KMS_AUDIT_HASH_LEN + 3) != 0) {
         snprintf(why, whylen, "out of memory");
         goto out;
     }
     memcpy(b->buf + b->len, body, len - 1);
     b->len += len - 1;
-    memcpy(b->buf + b->len, suffix, (size_t)sn);
-    b->len += (size_t)sn;
+    memcpy(b->buf + b->len, suffix, sn);
+    b->len += sn;
     memcpy(b->buf + b->len, ",\"hash\":\"", 9);
     b->len += 9;
     memcpy(b->buf + b->len, h, KMS_AUDIT_HASH_LEN);
@@ -1585,7 +1591,7 @@ int kms_audit_dev_submit(struct kms_audit_dev *d, const char *body, size_t len,
     memcpy(b->buf + b->len, "\"}\n", 3);
     b->len += 3;
     b->lines++;
-    d->qbytes += len - 1 + (size_t)sn + 9 + KMS_AUDIT_HASH_LEN + 3;
+    d->qbytes += len - 1 + sn + 9 + KMS_AUDIT_HASH_LEN + 3;
 
     d->seq = seq;
     memcpy(d->hash, h, sizeof(d->hash));

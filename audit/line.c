@@ -108,6 +108,18 @@ static void put_u(char *o, uint32_t v)
     o[5] = HEXU[v & 0xF];
 }
 
+/* 1: the byte is written as it is (printable ASCII and DEL, but '"' and '\\') */
+static const unsigned char PLAIN[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+};
+
 int kms_audit_sb_str(struct kms_audit_sbuf *b, const char *str, size_t n)
 {
     const unsigned char *s = (const unsigned char *)str;
@@ -119,11 +131,16 @@ int kms_audit_sb_str(struct kms_audit_sbuf *b, const char *str, size_t n)
     *o++ = '"';
     size_t i = 0;
     while (i < n) {
-        unsigned char c = s[i];
-        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
-            *o++ = (char)c;
-            i++;
-            continue;
+        /* a run of bytes written as they are, one table load per byte */
+        size_t j = i;
+        while (j < n && PLAIN[s[j]]) {
+            j++;
+        }
+        memcpy(o, s + i, j - i);
+        o += j - i;
+        i = j;
+        if (i == n) {
+            break;
         }
         uint32_t cp = 0;
         size_t len = kms_utf8_next(s + i, n - i, &cp);
@@ -202,12 +219,10 @@ int kms_audit_sb_hmac(struct kms_audit_sbuf *b, const struct kms_hmac_key *hk, c
 
 static int write_scalar(struct kms_audit_sbuf *b, const json_t *v)
 {
-    char num[32];
+    char num[21];
     switch (json_typeof(v)) {
-    case JSON_INTEGER: {
-        int n = snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-        return kms_audit_sb_add(b, num, (size_t)n);
-    }
+    case JSON_INTEGER:
+        return kms_audit_sb_add(b, num, kms_i64_dec(json_integer_value(v), num));
     case JSON_TRUE:
         return kms_audit_sb_add(b, "true", 4);
     case JSON_FALSE:

@@ -49,6 +49,10 @@ void kms_free_wipe(void **p, size_t n);
 /* a then b into dst (cap bytes, NUL-terminated) without a printf; false, dst untouched, when
  * they do not fit. */
 bool kms_str_join(char *dst, size_t cap, const char *a, const char *b);
+/* v in decimal into out, NUL-terminated, without a printf ('-' first when negative);
+ * returns the number of characters (at most 20). */
+size_t kms_u64_dec(uint64_t v, char out[21]);
+size_t kms_i64_dec(int64_t v, char out[21]);
 
 /*
  * Memory for unwrapped keys: kms_secmem_init reserves a locked, non-dumpable heap (OpenSSL's

@@ -7,9 +7,11 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -463,6 +465,23 @@ static void test_hex(void **state)
 
 /* ---- time -------------------------------------------------------------------------------- */
 
+static void test_decimal(void **state)
+{
+    (void)state;
+    char out[21], want[32];
+    const int64_t v[] = {0,  1,   -1,         9,         10,        -10,
+                         99, 100, 1234567890, INT64_MAX, INT64_MIN, INT64_MIN + 1};
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        snprintf(want, sizeof(want), "%lld", (long long)v[i]);
+        assert_int_equal(kms_i64_dec(v[i], out), strlen(want));
+        assert_string_equal(out, want);
+    }
+    assert_int_equal(kms_u64_dec(UINT64_MAX, out), 20);
+    assert_string_equal(out, "18446744073709551615");
+    assert_int_equal(kms_u64_dec(0, out), 1);
+    assert_string_equal(out, "0");
+}
+
 static void test_time(void **state)
 {
     char out[40];
@@ -488,9 +507,60 @@ static void test_time(void **state)
     kms_time_rfc3339(253402300799, 999999999, out);
     assert_string_equal(out, "9999-12-31T23:59:59.999999999Z");
 
+    kms_time_rfc3339(INT64_C(-62135596800) - 1, 7, out); /* clamped to the first second */
+    assert_string_equal(out, "0001-01-01T00:00:00.000000007Z");
+    kms_time_rfc3339(INT64_MAX, 1000000000, out); /* clamped; a bad nsec is dropped */
+    assert_string_equal(out, "9999-12-31T23:59:59Z");
+
     kms_now(&sec, &nsec);
     assert_true(sec > 1700000000);
     assert_true(nsec >= 0 && nsec <= 999999999);
+}
+
+/* The hand formatting against the C library's calendar, second by second over a spread of
+ * dates (leap years, centuries, negative times) with every fraction length. */
+static void test_time_matches_libc(void **state)
+{
+    (void)state;
+    uint64_t x = 88172645463325252ULL; /* xorshift64: the same spread every run */
+    for (int i = 0; i < 200000; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        int64_t sec = (int64_t)(x % UINT64_C(253402300800 + 62135596800)) - INT64_C(62135596800);
+        if (i < 1000) {
+            sec = INT64_C(951782400) - 500 * 86400 + (int64_t)i * 86400; /* daily, around 2000 */
+        }
+        int32_t nsec = (int32_t)((x >> 20) % 1000000000u);
+        int32_t p = 1;
+        for (int cut = i % 10; cut > 0; cut--) {
+            p *= 10;
+        }
+        nsec = nsec / p * p; /* a run of i % 10 trailing zeros */
+        char out[40], want[64], date[40];
+        time_t t = (time_t)sec;
+        struct tm tm;
+        assert_non_null(gmtime_r(&t, &tm));
+        strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
+        if (tm.tm_year + 1900 < 1000) {
+            /* strftime's %Y is not zero-padded: pad to four digits as RFC 3339 does */
+            snprintf(date, sizeof(date), "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        }
+        if (nsec == 0) {
+            snprintf(want, sizeof(want), "%sZ", date);
+        } else {
+            char frac[16];
+            snprintf(frac, sizeof(frac), "%09d", (int)nsec);
+            size_t n = strlen(frac);
+            while (frac[n - 1] == '0') {
+                frac[--n] = '\0';
+            }
+            snprintf(want, sizeof(want), "%s.%sZ", date, frac);
+        }
+        kms_time_rfc3339(sec, nsec, out);
+        assert_string_equal(out, want);
+    }
 }
 
 int main(void)
@@ -510,7 +580,9 @@ int main(void)
         cmocka_unit_test(test_secmem_leaves_openssl_room),
         cmocka_unit_test(test_b64url),
         cmocka_unit_test(test_hex),
+        cmocka_unit_test(test_decimal),
         cmocka_unit_test(test_time),
+        cmocka_unit_test(test_time_matches_libc),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

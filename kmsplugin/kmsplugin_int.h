@@ -147,6 +147,10 @@ bool kms_h2_done(const struct kms_h2 *h);
 /* Bind and listen on a unix socket with the mode and group of o; a stale socket file nobody
  * answers on is removed first. *fd is non-blocking. */
 int kms_plugin_socket_open(const struct kms_plugin_opts *o, int *fd, struct kms_err *err) KMS_WUR;
+#ifdef KMS_TEST_HOOKS
+/* called between the socket's bind and its chown/chmod (a test swaps the path meanwhile) */
+extern void (*kms_plugin_socket_bound_hook)(const char *path);
+#endif
 
 /* ---- the sidecar's backend (remote.c) ------------------------------------------------------ */
 

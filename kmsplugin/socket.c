@@ -1,6 +1,7 @@
 /*
  * socket.c - the plugin's unix socket: created with mode 0600 (or the configured mode and
- * group) after a bind under kmsd's umask 077, so it is never reachable more widely. A file
+ * group) after a bind under kmsd's umask 077, so it is never reachable more widely; the group
+ * and mode are set without following a symlink put at the path meanwhile. A file
  * already at the path is replaced only when it is a socket nobody answers on (left by a
  * crash); a regular file, a directory, or a socket another process serves is an error.
  */
@@ -89,6 +90,10 @@ static int group_id(const char *g, gid_t *out, struct kms_err *err)
     return 0;
 }
 
+#ifdef KMS_TEST_HOOKS
+void (*kms_plugin_socket_bound_hook)(const char *path);
+#endif
+
 int kms_plugin_socket_open(const struct kms_plugin_opts *o, int *out, struct kms_err *err)
 {
     struct sockaddr_un sa;
@@ -116,12 +121,32 @@ int kms_plugin_socket_open(const struct kms_plugin_opts *o, int *out, struct kms
         close(fd);
         return kms_err_set(err, 500, "kms plugin socket %s: bind: %s", o->socket_path, strerror(e));
     }
+#ifdef KMS_TEST_HOOKS
+    if (kms_plugin_socket_bound_hook != NULL) {
+        kms_plugin_socket_bound_hook(o->socket_path);
+    }
+#endif
+    /* Group and mode are set through the path, which a process that may write to the socket's
+     * directory could have swapped for a symlink since the bind: neither call follows one (a
+     * link gets lchown'd and refuses the chmod), so no other file's group or mode is changed,
+     * and a path that is no longer a socket fails the start. */
+    struct stat st;
+    errno = 0;
     if ((o->socket_group != NULL && o->socket_group[0] != '\0' &&
-         chown(o->socket_path, (uid_t)-1, gid) != 0) ||
-        chmod(o->socket_path, (mode_t)mode) != 0) {
+         fchownat(AT_FDCWD, o->socket_path, (uid_t)-1, gid, AT_SYMLINK_NOFOLLOW) != 0) ||
+        fchmodat(AT_FDCWD, o->socket_path, (mode_t)mode, AT_SYMLINK_NOFOLLOW) != 0 ||
+        lstat(o->socket_path, &st) != 0 || !S_ISSOCK(st.st_mode)) {
         e = errno;
         close(fd);
-        unlink(o->socket_path);
+        if (lstat(o->socket_path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+            unlink(o->socket_path); /* ours: the bind made it */
+        } else if (e == EOPNOTSUPP || e == 0) {
+            /* whatever is there now is not ours: left as it is */
+            return kms_err_set(err, 500,
+                               "kms plugin socket %s: the path was replaced after the bind "
+                               "(it is no longer a socket); not starting",
+                               o->socket_path);
+        }
         return kms_err_set(err, 500, "kms plugin socket %s: %s", o->socket_path, strerror(e));
     }
     if (listen(fd, 128) != 0) {

@@ -16,6 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -986,6 +989,91 @@ static void test_stalled_answer_is_reset(void **state)
     kms_h2_destroy(&h);
 }
 
+/* ---- the socket file ------------------------------------------------------------------------ */
+
+static void make_dir(char *dir)
+{
+    assert_non_null(mkdtemp(dir));
+}
+
+/* bound with the configured mode and group, and a socket */
+static void test_socket_mode_and_group(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/kms-sock-XXXXXX", path[128];
+    make_dir(dir);
+    snprintf(path, sizeof(path), "%s/kms.sock", dir);
+    struct kms_plugin_opts o;
+    memset(&o, 0, sizeof(o));
+    o.socket_path = path;
+    o.socket_mode = 0660;
+    o.socket_group = "1";
+    struct kms_err err = {0};
+    int fd = -1;
+    assert_int_equal(kms_plugin_socket_open(&o, &fd, &err), 0);
+    struct stat st;
+    assert_int_equal(lstat(path, &st), 0);
+    assert_true(S_ISSOCK(st.st_mode));
+    assert_int_equal(st.st_mode & 07777, 0660);
+    assert_int_equal(st.st_gid, 1);
+    close(fd);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(rmdir(dir), 0);
+}
+
+#ifdef KMS_TEST_HOOKS
+static char victim[128];
+
+/* what a process that may write to the socket's directory could do between bind and chmod */
+static void swap_for_link(const char *path)
+{
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(symlink(victim, path), 0);
+}
+
+/* The mode and group are never applied through a symlink put at the path after the bind:
+ * the file it points to keeps its mode and group, the start fails with a clear error and
+ * the link is left as it is. (chown and chmod by path changed the victim to 0660, group 1.) */
+static void test_socket_mode_never_follows_a_swapped_link(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/kms-sock-XXXXXX", path[128];
+    make_dir(dir);
+    snprintf(path, sizeof(path), "%s/kms.sock", dir);
+    snprintf(victim, sizeof(victim), "%s/victim", dir);
+    int vfd = open(victim, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+    assert_true(vfd >= 0);
+    close(vfd);
+    assert_int_equal(chmod(victim, 0644), 0);
+    assert_int_equal(chown(victim, (uid_t)-1, 0), 0);
+
+    struct kms_plugin_opts o;
+    memset(&o, 0, sizeof(o));
+    o.socket_path = path;
+    o.socket_mode = 0660;
+    o.socket_group = "1";
+    struct kms_err err = {0};
+    int fd = -1;
+    kms_plugin_socket_bound_hook = swap_for_link;
+    int rc = kms_plugin_socket_open(&o, &fd, &err);
+    kms_plugin_socket_bound_hook = NULL;
+    assert_int_not_equal(rc, 0);
+    assert_int_equal(fd, -1);
+    assert_non_null(strstr(err.msg, "replaced after the bind"));
+
+    struct stat st;
+    assert_int_equal(stat(victim, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0644);
+    assert_int_equal(st.st_gid, 0);
+    assert_int_equal(lstat(path, &st), 0);
+    assert_true(S_ISLNK(st.st_mode)); /* not ours: not removed */
+
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(unlink(victim), 0);
+    assert_int_equal(rmdir(dir), 0);
+}
+#endif
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1002,6 +1090,10 @@ int main(void)
         cmocka_unit_test(test_deadline_of_an_incomplete_request),
         cmocka_unit_test(test_malformed_timeout_at_headers),
         cmocka_unit_test(test_stalled_answer_is_reset),
+        cmocka_unit_test(test_socket_mode_and_group),
+#ifdef KMS_TEST_HOOKS
+        cmocka_unit_test(test_socket_mode_never_follows_a_swapped_link),
+#endif
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -570,6 +570,26 @@ static void test_two_devices_one_hung(void **state)
 }
 #endif
 
+#ifdef KMS_TEST_HOOKS
+/* A batch-mode broker whose writer gathers for at most gather_us (the <hooks>/gather_us hook). */
+static struct kms_audit *open_gathering(struct fx *f, const char *gather_us)
+{
+    char hooks[160], path[200];
+    snprintf(hooks, sizeof(hooks), "%s/hooks", f->dir);
+    snprintf(path, sizeof(path), "%s/gather_us", hooks);
+    assert_int_equal(mkdir(hooks, 0700), 0);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs(gather_us, fp);
+    fclose(fp);
+    assert_int_equal(setenv("KMS_TEST_AUDIT_HOOKS", hooks, 1), 0);
+    struct kms_audit *a = open_broker(NULL, f->path, KMS_AUDIT_FSYNC_BATCH);
+    assert_int_equal(unsetenv("KMS_TEST_AUDIT_HOOKS"), 0);
+    return a;
+}
+
+#endif
+
 /* A thread that defers its writer wake-ups (an event-loop worker): the first line arms it
  * once, the writer is woken by kms_audit_wake_deferred, and a blocking wait on that thread wakes
  * it itself (else it would wait out audit_timeout, 5 s here, and fail). */
@@ -714,7 +734,12 @@ static void test_deferred_batch_joined_by_a_waiter(void **state)
     struct flag holds = {PTHREAD_MUTEX_INITIALIZER, false};
     struct joiner j = {NULL, &lock, &holds, -1, 0};
     pthread_t t;
+#ifdef KMS_TEST_HOOKS
+    /* a writer that would gather for 30 s: the waiter's line is urgent and ends the wait */
+    struct kms_audit *a = open_gathering(f, "30000000");
+#else
     struct kms_audit *a = open_broker(NULL, f->path, KMS_AUDIT_FSYNC_BATCH);
+#endif
     j.a = a;
     /* a writer that has started and gone idle (one that has not yet looked at its queue would
      * take the worker's batch without a wake-up) */
@@ -819,6 +844,136 @@ static void test_deferred_batch_joined_by_a_worker(void **state)
     assert_int_equal(count_lines(f->path), 5);
     assert_intact(f->path, 1, 5);
 }
+
+#ifdef KMS_TEST_HOOKS
+/* The second worker's pass: a durable request line, a notification when it is written, the
+ * end of the pass (which signals the writer). Its record is kept for the test to destroy. */
+struct passer {
+    struct kms_audit *a;
+    int armed;
+    struct flag written;
+    struct kms_audit_rec *r;
+    int rc;
+};
+
+static void *one_pass(void *arg)
+{
+    struct passer *p = arg;
+    struct kms_err err;
+    json_t *auth = json_pack("{s:s}", "client_token", TOKEN);
+    json_t *req = json_pack("{s:s, s:s}", "id", "req-2", "path", "transit/encrypt/k");
+    kms_audit_defer_wakeups(count_arm, &p->armed);
+    p->rc = kms_audit_rec_create(p->a, auth, req, &p->r) != 0 ||
+                    kms_audit_rec_post(p->r, "request", true, NULL, NULL, NULL, &err, NULL, 0) != 0
+                ? -1
+                : 0;
+    if (p->rc == 0 && kms_audit_rec_notify(p->r, set_flag, &p->written) == 0) {
+        set_flag(&p->written);
+    }
+    kms_audit_wake_deferred(); /* the end of its pass */
+    kms_audit_defer_wakeups(NULL, NULL);
+    json_decref(auth);
+    json_decref(req);
+    return NULL;
+}
+
+/* Group commit waits for a worker pass that has queued lines and is still running: a second
+ * worker's line, whose pass has ended, is not synced in a group of its own but with the lines
+ * the first pass adds before it ends: one fdatasync for the three lines. (Before, the second
+ * pass's end started a group at once, and the first pass's later line took a second one.) The
+ * gathering bound is 30 s here, so only the end of the first pass can end the wait. */
+static void test_group_waits_for_a_running_pass(void **state)
+{
+    struct fx *f = *state;
+    struct kms_err err;
+    struct kms_audit *a = open_gathering(f, "30000000");
+    assert_int_equal(log_pair(a, 1), 0); /* a started writer (a blocking caller: no gathering) */
+    struct kms_audit_stats st0, st1;
+    kms_audit_stats_get(a, &st0);
+
+    int armed = 0;
+    kms_audit_defer_wakeups(count_arm, &armed); /* this thread is the first worker */
+    json_t *auth = json_pack("{s:s}", "client_token", TOKEN);
+    json_t *req = json_pack("{s:s, s:s}", "id", "req-1", "path", "transit/encrypt/k");
+    struct kms_audit_rec *r = NULL;
+    assert_int_equal(kms_audit_rec_create(a, auth, req, &r), 0);
+    assert_int_equal(kms_audit_rec_post(r, "request", false, NULL, NULL, NULL, &err, NULL, 0), 0);
+
+    struct passer p;
+    memset(&p, 0, sizeof(p));
+    pthread_mutex_init(&p.written.m, NULL);
+    p.a = a;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, one_pass, &p), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(p.rc, 0);
+    /* the first pass goes on: nothing is synced meanwhile */
+    assert_false(flag_within(&p.written, 300));
+    kms_audit_stats_get(a, &st1);
+    assert_int_equal(st1.fsyncs, st0.fsyncs);
+
+    struct flag fl = {PTHREAD_MUTEX_INITIALIZER, false};
+    assert_int_equal(kms_audit_rec_post(r, "response", true, NULL, NULL, NULL, &err, NULL, 0), 0);
+    if (kms_audit_rec_notify(r, set_flag, &fl) == 0) {
+        set_flag(&fl);
+    }
+    kms_audit_wake_deferred(); /* the end of the first pass */
+    assert_true(flag_within(&fl, 10000));
+    assert_true(flag_within(&p.written, 10000));
+    kms_audit_stats_get(a, &st1);
+    assert_int_equal(st1.fsyncs, st0.fsyncs + 1);
+    assert_int_equal(kms_audit_rec_status(r, &err, NULL, 0), 0);
+    assert_int_equal(kms_audit_rec_status(p.r, &err, NULL, 0), 0);
+    kms_audit_defer_wakeups(NULL, NULL);
+    kms_audit_rec_destroy(&r);
+    kms_audit_rec_destroy(&p.r);
+    json_decref(auth);
+    json_decref(req);
+    kms_audit_destroy(&a);
+    assert_int_equal(count_lines(f->path), 5);
+    assert_intact(f->path, 1, 5);
+}
+
+/* The wait is bounded: a first pass that never ends (a slow key generation) holds another
+ * worker's line for gather_us (50 ms here), not longer. */
+static void test_group_gathering_is_bounded(void **state)
+{
+    struct fx *f = *state;
+    struct kms_err err;
+    struct kms_audit *a = open_gathering(f, "50000");
+    assert_int_equal(log_pair(a, 1), 0);
+    int armed = 0;
+    kms_audit_defer_wakeups(count_arm, &armed);
+    json_t *auth = json_pack("{s:s}", "client_token", TOKEN);
+    json_t *req = json_pack("{s:s, s:s}", "id", "req-1", "path", "transit/encrypt/k");
+    struct kms_audit_rec *r = NULL;
+    assert_int_equal(kms_audit_rec_create(a, auth, req, &r), 0);
+    assert_int_equal(kms_audit_rec_post(r, "request", false, NULL, NULL, NULL, &err, NULL, 0), 0);
+
+    struct passer p;
+    memset(&p, 0, sizeof(p));
+    pthread_mutex_init(&p.written.m, NULL);
+    p.a = a;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, one_pass, &p), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(p.rc, 0);
+    assert_true(flag_within(&p.written, 10000)); /* while the first pass still runs */
+    assert_int_equal(kms_audit_rec_status(p.r, &err, NULL, 0), 0);
+
+    kms_audit_wake_deferred();
+    kms_audit_defer_wakeups(NULL, NULL);
+    assert_int_equal(kms_audit_rec_post(r, "response", true, NULL, NULL, NULL, &err, NULL, 0), 0);
+    assert_int_equal(kms_audit_rec_wait(r, &err, NULL, 0), 0);
+    kms_audit_rec_destroy(&r);
+    kms_audit_rec_destroy(&p.r);
+    json_decref(auth);
+    json_decref(req);
+    kms_audit_destroy(&a);
+    assert_int_equal(count_lines(f->path), 5);
+    assert_intact(f->path, 1, 5);
+}
+#endif
 
 static void test_storage_keeps_salt_and_head(void **state)
 {
@@ -1264,6 +1419,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_deferred_wakeups, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deferred_batch_joined_by_a_waiter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deferred_batch_joined_by_a_worker, setup, teardown),
+#ifdef KMS_TEST_HOOKS
+        cmocka_unit_test_setup_teardown(test_group_waits_for_a_running_pass, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_gathering_is_bounded, setup, teardown),
+#endif
         cmocka_unit_test_setup_teardown(test_concurrent_always_and_never, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rotation_continues_chain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_recovers_head_and_cuts_torn_line, setup,

@@ -877,6 +877,50 @@ static void *one_pass(void *arg)
     return NULL;
 }
 
+/* Two worker passes on a broker gathering for at most gather_us: this thread's pass queues a
+ * request line and goes on (its pass is not over when this returns); a second worker's pass
+ * queues a durable request line and ends (p: its record and a flag set once it is written). */
+struct two_passes {
+    struct kms_audit *a;
+    int armed;
+    json_t *auth, *req;
+    struct kms_audit_rec *r;
+    struct passer p;
+};
+
+static void start_two_passes(struct fx *f, const char *gather_us, struct two_passes *tp)
+{
+    struct kms_err err;
+    memset(tp, 0, sizeof(*tp));
+    tp->a = open_gathering(f, gather_us);
+    assert_int_equal(log_pair(tp->a, 1), 0); /* a started writer (a blocking caller) */
+    kms_audit_defer_wakeups(count_arm, &tp->armed);
+    tp->auth = json_pack("{s:s}", "client_token", TOKEN);
+    tp->req = json_pack("{s:s, s:s}", "id", "req-1", "path", "transit/encrypt/k");
+    assert_int_equal(kms_audit_rec_create(tp->a, tp->auth, tp->req, &tp->r), 0);
+    assert_int_equal(kms_audit_rec_post(tp->r, "request", false, NULL, NULL, NULL, &err, NULL, 0),
+                     0);
+    pthread_mutex_init(&tp->p.written.m, NULL);
+    tp->p.a = tp->a;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, one_pass, &tp->p), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(tp->p.rc, 0);
+}
+
+/* Both records' five lines (with log_pair's) are in the file, chained. */
+static void finish_two_passes(struct fx *f, struct two_passes *tp)
+{
+    kms_audit_defer_wakeups(NULL, NULL);
+    kms_audit_rec_destroy(&tp->r);
+    kms_audit_rec_destroy(&tp->p.r);
+    json_decref(tp->auth);
+    json_decref(tp->req);
+    kms_audit_destroy(&tp->a);
+    assert_int_equal(count_lines(f->path), 5);
+    assert_intact(f->path, 1, 5);
+}
+
 /* Group commit waits for a worker pass that has queued lines and is still running: a second
  * worker's line, whose pass has ended, is not synced in a group of its own but with the lines
  * the first pass adds before it ends: one fdatasync for the three lines. (Before, the second
@@ -886,52 +930,29 @@ static void test_group_waits_for_a_running_pass(void **state)
 {
     struct fx *f = *state;
     struct kms_err err;
-    struct kms_audit *a = open_gathering(f, "30000000");
-    assert_int_equal(log_pair(a, 1), 0); /* a started writer (a blocking caller: no gathering) */
+    struct two_passes tp;
     struct kms_audit_stats st0, st1;
-    kms_audit_stats_get(a, &st0);
-
-    int armed = 0;
-    kms_audit_defer_wakeups(count_arm, &armed); /* this thread is the first worker */
-    json_t *auth = json_pack("{s:s}", "client_token", TOKEN);
-    json_t *req = json_pack("{s:s, s:s}", "id", "req-1", "path", "transit/encrypt/k");
-    struct kms_audit_rec *r = NULL;
-    assert_int_equal(kms_audit_rec_create(a, auth, req, &r), 0);
-    assert_int_equal(kms_audit_rec_post(r, "request", false, NULL, NULL, NULL, &err, NULL, 0), 0);
-
-    struct passer p;
-    memset(&p, 0, sizeof(p));
-    pthread_mutex_init(&p.written.m, NULL);
-    p.a = a;
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, one_pass, &p), 0);
-    pthread_join(t, NULL);
-    assert_int_equal(p.rc, 0);
+    start_two_passes(f, "30000000", &tp);
+    kms_audit_stats_get(tp.a, &st0);
     /* the first pass goes on: nothing is synced meanwhile */
-    assert_false(flag_within(&p.written, 300));
-    kms_audit_stats_get(a, &st1);
+    assert_false(flag_within(&tp.p.written, 300));
+    kms_audit_stats_get(tp.a, &st1);
     assert_int_equal(st1.fsyncs, st0.fsyncs);
 
     struct flag fl = {PTHREAD_MUTEX_INITIALIZER, false};
-    assert_int_equal(kms_audit_rec_post(r, "response", true, NULL, NULL, NULL, &err, NULL, 0), 0);
-    if (kms_audit_rec_notify(r, set_flag, &fl) == 0) {
+    assert_int_equal(kms_audit_rec_post(tp.r, "response", true, NULL, NULL, NULL, &err, NULL, 0),
+                     0);
+    if (kms_audit_rec_notify(tp.r, set_flag, &fl) == 0) {
         set_flag(&fl);
     }
     kms_audit_wake_deferred(); /* the end of the first pass */
     assert_true(flag_within(&fl, 10000));
-    assert_true(flag_within(&p.written, 10000));
-    kms_audit_stats_get(a, &st1);
+    assert_true(flag_within(&tp.p.written, 10000));
+    kms_audit_stats_get(tp.a, &st1);
     assert_int_equal(st1.fsyncs, st0.fsyncs + 1);
-    assert_int_equal(kms_audit_rec_status(r, &err, NULL, 0), 0);
-    assert_int_equal(kms_audit_rec_status(p.r, &err, NULL, 0), 0);
-    kms_audit_defer_wakeups(NULL, NULL);
-    kms_audit_rec_destroy(&r);
-    kms_audit_rec_destroy(&p.r);
-    json_decref(auth);
-    json_decref(req);
-    kms_audit_destroy(&a);
-    assert_int_equal(count_lines(f->path), 5);
-    assert_intact(f->path, 1, 5);
+    assert_int_equal(kms_audit_rec_status(tp.r, &err, NULL, 0), 0);
+    assert_int_equal(kms_audit_rec_status(tp.p.r, &err, NULL, 0), 0);
+    finish_two_passes(f, &tp);
 }
 
 /* The wait is bounded: a first pass that never ends (a slow key generation) holds another
@@ -940,38 +961,16 @@ static void test_group_gathering_is_bounded(void **state)
 {
     struct fx *f = *state;
     struct kms_err err;
-    struct kms_audit *a = open_gathering(f, "50000");
-    assert_int_equal(log_pair(a, 1), 0);
-    int armed = 0;
-    kms_audit_defer_wakeups(count_arm, &armed);
-    json_t *auth = json_pack("{s:s}", "client_token", TOKEN);
-    json_t *req = json_pack("{s:s, s:s}", "id", "req-1", "path", "transit/encrypt/k");
-    struct kms_audit_rec *r = NULL;
-    assert_int_equal(kms_audit_rec_create(a, auth, req, &r), 0);
-    assert_int_equal(kms_audit_rec_post(r, "request", false, NULL, NULL, NULL, &err, NULL, 0), 0);
-
-    struct passer p;
-    memset(&p, 0, sizeof(p));
-    pthread_mutex_init(&p.written.m, NULL);
-    p.a = a;
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, one_pass, &p), 0);
-    pthread_join(t, NULL);
-    assert_int_equal(p.rc, 0);
-    assert_true(flag_within(&p.written, 10000)); /* while the first pass still runs */
-    assert_int_equal(kms_audit_rec_status(p.r, &err, NULL, 0), 0);
+    struct two_passes tp;
+    start_two_passes(f, "50000", &tp);
+    assert_true(flag_within(&tp.p.written, 10000)); /* while the first pass still runs */
+    assert_int_equal(kms_audit_rec_status(tp.p.r, &err, NULL, 0), 0);
 
     kms_audit_wake_deferred();
-    kms_audit_defer_wakeups(NULL, NULL);
-    assert_int_equal(kms_audit_rec_post(r, "response", true, NULL, NULL, NULL, &err, NULL, 0), 0);
-    assert_int_equal(kms_audit_rec_wait(r, &err, NULL, 0), 0);
-    kms_audit_rec_destroy(&r);
-    kms_audit_rec_destroy(&p.r);
-    json_decref(auth);
-    json_decref(req);
-    kms_audit_destroy(&a);
-    assert_int_equal(count_lines(f->path), 5);
-    assert_intact(f->path, 1, 5);
+    assert_int_equal(kms_audit_rec_post(tp.r, "response", true, NULL, NULL, NULL, &err, NULL, 0),
+                     0);
+    assert_int_equal(kms_audit_rec_wait(tp.r, &err, NULL, 0), 0);
+    finish_two_passes(f, &tp);
 }
 #endif
 

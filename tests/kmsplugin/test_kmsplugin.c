@@ -991,9 +991,15 @@ static void test_stalled_answer_is_reset(void **state)
 
 /* ---- the socket file ------------------------------------------------------------------------ */
 
-static void make_dir(char *dir)
+/* A fresh directory dir (a mkdtemp template) and options for dir/kms.sock, mode 0660, group 1. */
+static void socket_fixture(char *dir, char path[128], struct kms_plugin_opts *o)
 {
     assert_non_null(mkdtemp(dir));
+    snprintf(path, 128, "%s/kms.sock", dir);
+    memset(o, 0, sizeof(*o));
+    o->socket_path = path;
+    o->socket_mode = 0660;
+    o->socket_group = "1";
 }
 
 /* bound with the configured mode and group, and a socket */
@@ -1001,13 +1007,8 @@ static void test_socket_mode_and_group(void **state)
 {
     (void)state;
     char dir[] = "/tmp/kms-sock-XXXXXX", path[128];
-    make_dir(dir);
-    snprintf(path, sizeof(path), "%s/kms.sock", dir);
     struct kms_plugin_opts o;
-    memset(&o, 0, sizeof(o));
-    o.socket_path = path;
-    o.socket_mode = 0660;
-    o.socket_group = "1";
+    socket_fixture(dir, path, &o);
     struct kms_err err = {0};
     int fd = -1;
     assert_int_equal(kms_plugin_socket_open(&o, &fd, &err), 0);
@@ -1038,8 +1039,8 @@ static void test_socket_mode_never_follows_a_swapped_link(void **state)
 {
     (void)state;
     char dir[] = "/tmp/kms-sock-XXXXXX", path[128];
-    make_dir(dir);
-    snprintf(path, sizeof(path), "%s/kms.sock", dir);
+    struct kms_plugin_opts o;
+    socket_fixture(dir, path, &o);
     snprintf(victim, sizeof(victim), "%s/victim", dir);
     int vfd = open(victim, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
     assert_true(vfd >= 0);
@@ -1047,11 +1048,6 @@ static void test_socket_mode_never_follows_a_swapped_link(void **state)
     assert_int_equal(chmod(victim, 0644), 0);
     assert_int_equal(chown(victim, (uid_t)-1, 0), 0);
 
-    struct kms_plugin_opts o;
-    memset(&o, 0, sizeof(o));
-    o.socket_path = path;
-    o.socket_mode = 0660;
-    o.socket_group = "1";
     struct kms_err err = {0};
     int fd = -1;
     kms_plugin_socket_bound_hook = swap_for_link;

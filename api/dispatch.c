@@ -427,6 +427,7 @@ static int parse_params(struct kms_ctx *c, const char *query)
                             qrc == -2 ? ": not valid UTF-8" : "");
         }
         json_object_del(c->params, "list");
+        json_object_del(c->params, "help"); /* an empty help=, which OpenBao skips too */
         return 0;
     }
     if (req->body_len > lim->max_request_size) {
@@ -561,6 +562,24 @@ static int token_ns_path(struct kms_ctx *c, char *out, size_t cap)
     return kms_str_join(out, cap, tns.path, "") ? 0 : -1;
 }
 
+/* Whether query (after the '?') asks for path help as Go's Query().Get("help") != "" does: the
+ * first value of the key "help" is not empty. A query that does not parse is left to the
+ * parameter step, which refuses it. */
+static bool asks_for_help(const char *query)
+{
+    json_t *qp = json_object();
+    bool help = false;
+    if (qp != NULL && parse_urlencoded(query, strlen(query), qp, false) == 0) {
+        json_t *h = json_object_get(qp, "help");
+        if (json_is_array(h)) {
+            h = json_array_get(h, 0);
+        }
+        help = json_is_string(h) && json_string_value(h)[0] != '\0';
+    }
+    json_decref(qp);
+    return help;
+}
+
 /* Step 1: target and method -> c->op, the decoded path after /v1/ (target), the query. */
 static int parse_request_line(struct kms_ctx *c, char *target, size_t cap, const char **query,
                               size_t *plenp, bool *head)
@@ -577,6 +596,13 @@ static int parse_request_line(struct kms_ctx *c, char *target, size_t cap, const
     if (!kms_utf8_valid(target, strlen(target))) {
         /* names, errors and the audit record are JSON text: refused before anything runs */
         return KMS_FAIL(c, 400, "invalid request path: not valid UTF-8");
+    }
+    if (strcmp(req->method, "HELP") == 0 || (q != NULL && asks_for_help(q + 1))) {
+        /* OpenBao answers the path's help text and runs nothing; kmsd has no help texts, and
+         * running the request instead would rotate or delete where help was asked for */
+        return KMS_FAIL(c, 400,
+                        "path help (help=1, the HELP method) is not supported by kmsd; nothing "
+                        "was run (docs/api.md lists every endpoint and its parameters)");
     }
     if (method_to_op(req->method, &c->op, head) != 0) {
         c->err.status = 405;

@@ -1,8 +1,8 @@
 /*
  * test_restricted.c - what a namespace may not reach: server-wide sys endpoints are root-only
  * (400 "operation unavailable in namespaces", also for a namespace admin with path "*" sudo),
- * an unknown X-Vault-Namespace is only revealed to a valid token, and response wrapping is
- * refused instead of silently ignored.
+ * an unknown X-Vault-Namespace is only revealed to a valid token, and response wrapping and
+ * path help are refused instead of silently ignored.
  */
 #include "tests/engine/engine_fixture.h"
 
@@ -116,6 +116,46 @@ static void test_wrap_ttl_is_refused(void **state)
     json_decref(kt_ok(t, 404, "GET", "/v1/transit/keys/k", NULL, NULL));
 }
 
+/* help=<not empty> or the HELP method asks OpenBao for the path's help text and runs nothing;
+ * kmsd refuses it with 400 and runs nothing either (before, the rotate and the delete ran). */
+static void test_path_help_is_refused_and_runs_nothing(void **state)
+{
+    struct kt *t = *state;
+    json_t *b = NULL;
+    json_decref(kt_ok(t, 200, "POST", "/v1/transit/keys/k", NULL, "{}"));
+    json_decref(
+        kt_ok(t, 200, "POST", "/v1/transit/keys/k/config", NULL, "{\"deletion_allowed\":true}"));
+    static const struct {
+        const char *method, *target;
+    } asks[] = {
+        {"POST", "/v1/transit/keys/k/rotate?help=1"},
+        {"DELETE", "/v1/transit/keys/k?help=1"},
+        {"GET", "/v1/transit/keys/k?help=true"},
+        {"DELETE", "/v1/transit/keys/k?help=1&help="}, /* Go's Get: the first value */
+        {"HELP", "/v1/transit/keys/k"},
+    };
+    for (size_t i = 0; i < sizeof(asks) / sizeof(asks[0]); i++) {
+        assert_int_equal(kt_call(t, asks[i].method, asks[i].target, "root", NULL, NULL, &b), 400);
+        const char *msg = json_string_value(json_array_get(json_object_get(b, "errors"), 0));
+        assert_non_null(msg);
+        assert_non_null(strstr(msg, "path help"));
+        json_decref(b);
+        b = NULL;
+    }
+    /* nothing ran: one version, the key still there; an empty help= is no request for help
+     * and, as in OpenBao, not an unknown parameter either */
+    b = kt_ok(t, 200, "GET", "/v1/transit/keys/k?help=", NULL, NULL);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(b, "data"), "latest_version")), 1);
+    assert_true(json_is_null(json_object_get(b, "warnings")) ||
+                json_object_get(b, "warnings") == NULL);
+    json_decref(b);
+    b = kt_ok(t, 200, "GET", "/v1/transit/keys?list=true&help=&help=1", NULL, NULL);
+    assert_true(json_is_null(json_object_get(b, "warnings")) ||
+                json_object_get(b, "warnings") == NULL);
+    json_decref(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -124,6 +164,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unknown_namespace_needs_a_token_to_learn_it, kt_setup,
                                         kt_teardown),
         cmocka_unit_test_setup_teardown(test_wrap_ttl_is_refused, kt_setup, kt_teardown),
+        cmocka_unit_test_setup_teardown(test_path_help_is_refused_and_runs_nothing, kt_setup,
+                                        kt_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

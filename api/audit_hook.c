@@ -388,6 +388,16 @@ static void write_batch_results(struct kms_audit_lw *w, const struct kms_ctx *c)
     kms_audit_lw_end(w);
 }
 
+/* data {"ciphertext":…,"key_version":N} of a single encrypt from its values (no tree), as the
+ * tree json_pack("{s:s, s:i}") made is written: the ciphertext HMAC'd, the version in clear. */
+static void write_single_result(struct kms_audit_lw *w, const struct kms_batch_result *r)
+{
+    kms_audit_lw_begin(w, "data", '{');
+    kms_audit_lw_data_str(w, "ciphertext", r->ciphertext, r->ciphertext_len);
+    kms_audit_lw_int(w, "key_version", r->key_version);
+    kms_audit_lw_end(w);
+}
+
 /* Vault's response block: the mount, and for a success the data (every string leaf
  * HMAC'd), the issued token's auth block and the warnings. */
 static void write_response(struct kms_audit_lw *w, const struct kms_ctx *c, int rc)
@@ -404,6 +414,8 @@ static void write_response(struct kms_audit_lw *w, const struct kms_ctx *c, int 
         const json_t *data = c->data != NULL ? c->data : c->raw;
         if (c->audit.elide_data) {
             /* the data is not logged */
+        } else if (c->batch_results != NULL && c->single_result) {
+            write_single_result(w, &c->batch_results[0]);
         } else if (c->batch_results != NULL) {
             write_batch_results(w, c);
         } else if (data != NULL) {
@@ -593,6 +605,7 @@ static void drop_outputs(struct kms_ctx *c)
     free(c->batch_results);
     c->batch_results = NULL;
     c->nbatch_results = 0;
+    c->single_result = false;
     c->text = NULL;
     c->status = 0;
 }

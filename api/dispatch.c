@@ -895,6 +895,7 @@ static int run_handler(struct kms_ctx *c)
         free(c->batch_results);
         c->batch_results = NULL;
         c->nbatch_results = 0;
+        c->single_result = false;
     }
     return rc;
 }

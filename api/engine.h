@@ -230,6 +230,9 @@ struct kms_ctx {
      * with data_json */
     struct kms_batch_result *batch_results;
     size_t nbatch_results;
+    /* batch_results holds the one result of a single encrypt: the response line's data is
+     * {"ciphertext":…,"key_version":N}, not {"batch_results":[…]} */
+    bool single_result;
     json_t *auth;       /* envelope "auth" block (logins) */
     bool warnings_only; /* answer 200 with data null when there are warnings, else 204 */
     int status;         /* 0 = 200 (or 204); set for batch partial failures */

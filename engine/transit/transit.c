@@ -1782,14 +1782,27 @@ static bool encrypt_results_text(struct kms_ctx *c, const struct item *items, si
 
 /*
  * The data of a successful single encrypt as JSON text, byte-identical to the envelope's
- * rendering of {"ciphertext":…,"key_version":N}; only for requests that are not audited (the
- * hook writes a single encrypt's response line from the tree). false when not used.
+ * rendering of {"ciphertext":…,"key_version":N}. An audited request also hands the values to
+ * the audit hook (c->batch_results with c->single_result: one block holding the result and a
+ * copy of the ciphertext), which writes the response line from them instead of from a tree.
+ * false (nothing kept) when out of memory: the caller builds the tree.
  */
 static bool encrypt_result_text(struct kms_ctx *c, const struct item *it)
 {
     struct kms_jw w = {NULL, 0, 0, false};
+    struct kms_batch_result *res = NULL;
     if (c->audit.armed) {
-        return false;
+        res = malloc(sizeof(*res) + it->out_len + 1);
+        if (res == NULL) {
+            return false;
+        }
+        memset(res, 0, sizeof(*res));
+        char *ct = (char *)(res + 1);
+        memcpy(ct, it->out, it->out_len + 1);
+        res->ciphertext = ct;
+        res->ciphertext_len = it->out_len;
+        res->key_version = it->out_version;
+        res->reference = "";
     }
     (void)kms_jw_reserve(&w, it->out_len + 48);
     kms_jw_raw(&w, "{\"ciphertext\":", 14);
@@ -1797,7 +1810,16 @@ static bool encrypt_result_text(struct kms_ctx *c, const struct item *it)
     kms_jw_raw(&w, ",\"key_version\":", 15);
     kms_jw_uint(&w, it->out_version);
     kms_jw_raw(&w, "}", 1);
-    return take_data_json(c, &w);
+    if (!take_data_json(c, &w)) {
+        free(res);
+        return false;
+    }
+    if (res != NULL) {
+        c->batch_results = res;
+        c->nbatch_results = 1;
+        c->single_result = true;
+    }
+    return true;
 }
 
 static int single_error(struct kms_ctx *c, const struct item *it)

@@ -13,7 +13,8 @@
  * (version from status, project), truncated versions, elided data, raw data, 204, and header
  * values that are not UTF-8 (left out, as jansson left them out); and an encrypt batch with
  * failed items, references to escape, an empty one and an RFC 3339 one, given as the tree and
- * as the values a handler hands with its text (kms_batch_result): the same lines.
+ * as the values a handler hands with its text (kms_batch_result): the same lines; and a single
+ * encrypt as such values (single_result): the lines of the tree's "encrypt".
  *
  * KAT_PRINT=1 prints the table instead of comparing (to regenerate it).
  */
@@ -428,6 +429,27 @@ static void case_batch_mixed_values(struct fx *f)
     f->c.data = NULL;
 }
 
+/* a single encrypt as the values its handler hands the hook with its text (no tree): the
+ * lines of "encrypt" */
+static void case_encrypt_values(struct fx *f)
+{
+    base(f);
+    json_t *ct = json_object_get(f->c.data, "ciphertext");
+    f->c.batch_results = calloc(1, sizeof(*f->c.batch_results));
+    assert_non_null(f->c.batch_results);
+    f->c.batch_results[0].ciphertext = json_string_value(ct);
+    f->c.batch_results[0].ciphertext_len = json_string_length(ct);
+    f->c.batch_results[0].key_version =
+        (uint32_t)json_integer_value(json_object_get(f->c.data, "key_version"));
+    f->c.batch_results[0].reference = "";
+    f->c.nbatch_results = 1;
+    f->c.single_result = true;
+    f->c.data_json = json_dumps(f->c.data, JSON_COMPACT);
+    f->c.data_json_len = strlen(f->c.data_json);
+    f->keep = f->c.data;
+    f->c.data = NULL;
+}
+
 /* values of a batch whose only item failed with an error that is not UTF-8 (left out) */
 static void case_batch_values_not_utf8(struct fx *f)
 {
@@ -475,6 +497,7 @@ static const struct {
     {"batch mixed, tree", case_batch_mixed_tree},
     {"batch mixed, values", case_batch_mixed_values},
     {"batch values, error not utf-8", case_batch_values_not_utf8},
+    {"encrypt, values", case_encrypt_values},
 };
 
 static void free_fx(struct fx *f)

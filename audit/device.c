@@ -48,10 +48,10 @@
  * <dir>/delay and waits while <dir>/hold exists (creating <dir>/held meanwhile); before each
  * write it fails the batch after writing half of it when <dir>/fail exists and is empty or
  * names a string the batch contains; while <dir>/syncfail exists every fdatasync is skipped
- * and reported as failed (EIO); <dir>/gather_us, read at the device's open, replaces
- * GATHER_US (a test makes it long, so that what ends a gathering is never the clock). A device
- * whose name is a directory in <dir> takes its hooks from that directory instead (one device of
- * several held or failed).
+ * and reported as failed (EIO); <dir>/gather_us, read at the open of a batch-mode device,
+ * replaces GATHER_US (a test makes it long, so that what ends a gathering is never the clock). A
+ * device whose name is a directory in <dir> takes its hooks from that directory instead (one device
+ * of several held or failed).
  *
  * Locks: `mu` guards the queue and the chain heads; `io` guards the current file and is held
  * around a write and by reopen, so a reopen never splits a batch. Open files are
@@ -1329,7 +1329,8 @@ int kms_audit_dev_open(const struct kms_audit_device_opts *o, const struct kms_a
 #ifdef KMS_TEST_HOOKS
     char gtext[32];
     int64_t gus;
-    if (hook_read(d, "gather_us", gtext, sizeof(gtext)) > 0 && kms_int_parse(gtext, &gus) &&
+    if (d->o.fsync == KMS_AUDIT_FSYNC_BATCH &&
+        hook_read(d, "gather_us", gtext, sizeof(gtext)) > 0 && kms_int_parse(gtext, &gus) &&
         gus >= 0) {
         d->gather_us = gus;
     }

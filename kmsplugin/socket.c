@@ -94,6 +94,23 @@ static int group_id(const char *g, gid_t *out, struct kms_err *err)
 void (*kms_plugin_socket_bound_hook)(const char *path);
 #endif
 
+/* chmod of path without following a symlink. glibc does it through /proc/self/fd and answers
+ * EOPNOTSUPP both for a link and when /proc is not mounted (a bare chroot): in that case, for a
+ * path lstat has just seen to be a socket, a plain chmod. */
+static int chmod_nofollow(const char *path, mode_t mode)
+{
+    struct stat st;
+    if (fchmodat(AT_FDCWD, path, mode, AT_SYMLINK_NOFOLLOW) == 0) {
+        return 0;
+    }
+    int e = errno;
+    if (e == EOPNOTSUPP && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+        return chmod(path, mode);
+    }
+    errno = e;
+    return -1;
+}
+
 int kms_plugin_socket_open(const struct kms_plugin_opts *o, int *out, struct kms_err *err)
 {
     struct sockaddr_un sa;
@@ -134,8 +151,8 @@ int kms_plugin_socket_open(const struct kms_plugin_opts *o, int *out, struct kms
     errno = 0;
     if ((o->socket_group != NULL && o->socket_group[0] != '\0' &&
          fchownat(AT_FDCWD, o->socket_path, (uid_t)-1, gid, AT_SYMLINK_NOFOLLOW) != 0) ||
-        fchmodat(AT_FDCWD, o->socket_path, (mode_t)mode, AT_SYMLINK_NOFOLLOW) != 0 ||
-        lstat(o->socket_path, &st) != 0 || !S_ISSOCK(st.st_mode)) {
+        chmod_nofollow(o->socket_path, (mode_t)mode) != 0 || lstat(o->socket_path, &st) != 0 ||
+        !S_ISSOCK(st.st_mode)) {
         e = errno;
         close(fd);
         if (lstat(o->socket_path, &st) == 0 && S_ISSOCK(st.st_mode)) {

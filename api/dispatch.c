@@ -562,22 +562,46 @@ static int token_ns_path(struct kms_ctx *c, char *out, size_t cap)
     return kms_str_join(out, cap, tns.path, "") ? 0 : -1;
 }
 
-/* Whether query (after the '?') asks for path help as Go's Query().Get("help") != "" does: the
- * first value of the key "help" is not empty. A query that does not parse is left to the
- * parameter step, which refuses it. */
-static bool asks_for_help(const char *query)
+/* Whether the parsed query asks for path help as Go's Query().Get("help") != "" does: the first
+ * value of the key "help" is not empty. */
+static bool asks_for_help(const json_t *qp)
 {
-    json_t *qp = json_object();
-    bool help = false;
-    if (qp != NULL && parse_urlencoded(query, strlen(query), qp, false) == 0) {
-        json_t *h = json_object_get(qp, "help");
-        if (json_is_array(h)) {
-            h = json_array_get(h, 0);
-        }
-        help = json_is_string(h) && json_string_value(h)[0] != '\0';
+    json_t *h = json_object_get(qp, "help");
+    if (json_is_array(h)) {
+        h = json_array_get(h, 0);
     }
-    json_decref(qp);
-    return help;
+    return json_is_string(h) && json_string_value(h)[0] != '\0';
+}
+
+/* The method (and for a read, the query's list=) -> c->op; the HELP method or a query asking
+ * for help is refused. qp is the parsed query, or NULL. */
+static int request_op(struct kms_ctx *c, const json_t *qp, bool *head)
+{
+    if (strcmp(c->http->method, "HELP") == 0 || (qp != NULL && asks_for_help(qp))) {
+        /* OpenBao answers the path's help text and runs nothing; kmsd has no help texts, and
+         * running the request instead would rotate or delete where help was asked for */
+        return KMS_FAIL(c, 400,
+                        "path help (help=1, the HELP method) is not supported by kmsd; nothing "
+                        "was run (docs/api.md lists every endpoint and its parameters)");
+    }
+    if (method_to_op(c->http->method, &c->op, head) != 0) {
+        c->err.status = 405;
+        c->err.msg[0] = '\0';
+        return -1;
+    }
+    json_t *l = c->op == KMS_OP_READ && qp != NULL ? json_object_get(qp, "list") : NULL;
+    if (json_is_string(l)) {
+        bool b;
+        if (!kms_parse_go_bool(json_string_value(l), &b)) {
+            c->err.status = 400;
+            c->err.msg[0] = '\0';
+            return -1;
+        }
+        if (b) {
+            c->op = KMS_OP_LIST;
+        }
+    }
+    return 0;
 }
 
 /* Step 1: target and method -> c->op, the decoded path after /v1/ (target), the query. */
@@ -597,36 +621,20 @@ static int parse_request_line(struct kms_ctx *c, char *target, size_t cap, const
         /* names, errors and the audit record are JSON text: refused before anything runs */
         return KMS_FAIL(c, 400, "invalid request path: not valid UTF-8");
     }
-    if (strcmp(req->method, "HELP") == 0 || (q != NULL && asks_for_help(q + 1))) {
-        /* OpenBao answers the path's help text and runs nothing; kmsd has no help texts, and
-         * running the request instead would rotate or delete where help was asked for */
-        return KMS_FAIL(c, 400,
-                        "path help (help=1, the HELP method) is not supported by kmsd; nothing "
-                        "was run (docs/api.md lists every endpoint and its parameters)");
-    }
-    if (method_to_op(req->method, &c->op, head) != 0) {
-        c->err.status = 405;
-        c->err.msg[0] = '\0';
-        return -1;
-    }
-    if (c->op == KMS_OP_READ && q != NULL) {
-        json_t *qp = json_object();
-        if (parse_urlencoded(q + 1, strlen(q + 1), qp, false) == 0) {
-            json_t *l = json_object_get(qp, "list");
-            if (json_is_string(l)) {
-                bool b;
-                if (!kms_parse_go_bool(json_string_value(l), &b)) {
-                    json_decref(qp);
-                    c->err.status = 400;
-                    c->err.msg[0] = '\0';
-                    return -1;
-                }
-                if (b) {
-                    c->op = KMS_OP_LIST;
-                }
-            }
+    /* the query, parsed once here for help and list= (one that does not parse is left to the
+     * parameter step, which refuses it) */
+    json_t *qp = NULL;
+    if (q != NULL) {
+        qp = json_object();
+        if (qp != NULL && parse_urlencoded(q + 1, strlen(q + 1), qp, false) != 0) {
+            json_decref(qp);
+            qp = NULL;
         }
-        json_decref(qp);
+    }
+    int rc = request_op(c, qp, head);
+    json_decref(qp);
+    if (rc != 0) {
+        return -1;
     }
     if (c->op == KMS_OP_PATCH) {
         const char *ct = header(req, "Content-Type");

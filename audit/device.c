@@ -1196,17 +1196,22 @@ static int64_t trim_idle(struct kms_audit_dev *d)
     return 0;
 }
 
-static int64_t gather_now_us(void)
+/* The monotonic time us microseconds from now, for a timed wait on `work`. */
+static struct timespec mono_after_us(int64_t us)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    int64_t ns = ts.tv_nsec + (us % 1000000) * 1000;
+    ts.tv_sec += (time_t)(us / 1000000 + ns / 1000000000);
+    ts.tv_nsec = (long)(ns % 1000000000);
+    return ts;
 }
 
 static void *writer_main(void *arg)
 {
     struct kms_audit_dev *d = arg;
-    int64_t gather_until = 0;
+    bool gathering = false;
+    struct timespec gather_until;
     pthread_mutex_lock(&d->mu);
     for (;;) {
         while (d->qhead == NULL && !d->stopping) {
@@ -1217,14 +1222,7 @@ static void *writer_main(void *arg)
             if (wait < 0) {
                 pthread_cond_wait(&d->work, &d->mu);
             } else {
-                struct timespec ts;
-                clock_gettime(CLOCK_MONOTONIC, &ts);
-                ts.tv_sec += (time_t)(wait / 1000);
-                ts.tv_nsec += (long)(wait % 1000) * 1000000L;
-                if (ts.tv_nsec >= 1000000000L) {
-                    ts.tv_sec++;
-                    ts.tv_nsec -= 1000000000L;
-                }
+                struct timespec ts = mono_after_us(wait * 1000);
                 (void)pthread_cond_timedwait(&d->work, &d->mu, &ts);
             }
         }
@@ -1238,21 +1236,15 @@ static void *writer_main(void *arg)
          * gather_us, unless a thread that cannot defer is waiting (urgent). Under a closed
          * load this stops groups alternating big and tiny. */
         if (d->passes > 0 && !d->urgent && !d->stopping && d->gather_us > 0) {
-            int64_t now = gather_now_us();
-            if (gather_until == 0) {
-                gather_until = now + d->gather_us;
+            if (!gathering) {
+                gather_until = mono_after_us(d->gather_us);
+                gathering = true;
             }
-            if (now < gather_until) {
-                struct timespec ts;
-                clock_gettime(CLOCK_MONOTONIC, &ts);
-                int64_t ns = ts.tv_nsec + (gather_until - now) * 1000;
-                ts.tv_sec += (time_t)(ns / 1000000000);
-                ts.tv_nsec = (long)(ns % 1000000000);
-                (void)pthread_cond_timedwait(&d->work, &d->mu, &ts);
-                continue;
+            if (pthread_cond_timedwait(&d->work, &d->mu, &gather_until) != ETIMEDOUT) {
+                continue; /* woken (a pass ended): look again */
             }
         }
-        gather_until = 0;
+        gathering = false;
         d->urgent = false;
         /* take the open batch: lines from now on gather in the next one */
         d->owed = false;

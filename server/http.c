@@ -1197,13 +1197,8 @@ static void hb_str(struct headbuf *h, const char *s)
 
 static void hb_uint(struct headbuf *h, size_t v)
 {
-    char d[24];
-    size_t i = sizeof(d);
-    do {
-        d[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v > 0);
-    hb_put(h, d + i, sizeof(d) - i);
+    char d[21];
+    hb_put(h, d, kms_u64_dec(v, d));
 }
 
 /* "HTTP/1.1 <code> <reason>\r\n" */

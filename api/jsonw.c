@@ -7,6 +7,7 @@
  * jansson itself.
  */
 #include "api/api_int.h"
+#include "crypto/crypto.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,13 +106,8 @@ void kms_jw_str(struct kms_jw *w, const char *str, size_t n)
 
 void kms_jw_uint(struct kms_jw *w, uint64_t v)
 {
-    char num[24];
-    size_t i = sizeof(num);
-    do {
-        num[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    kms_jw_raw(w, num + i, sizeof(num) - i);
+    char num[21];
+    kms_jw_raw(w, num, kms_u64_dec(v, num));
 }
 
 static int cmp_key(const void *a, const void *b)

@@ -37,6 +37,10 @@
  * - A data.mdb shorter than its last committed page (a torn copy) is refused at open
  *   (data_file_check): LMDB would map it anyway and a read past its end is a SIGBUS.
  *
+ * - LMDB trusts every page it maps, so an existing store is read whole by a child process
+ *   before it is opened (kms_lmdb_check, lmdb_check.c): a damaged page is refused with a
+ *   message instead of killing kmsd, or corrupting its heap, on the first read or write.
+ *
  * - MDB_MAP_FULL and every other LMDB error surface as -1. LMDB leaves the transaction in an
  *   error state; the caller aborts it and the store is exactly as the last commit left it.
  */
@@ -459,6 +463,8 @@ int kms_backend_lmdb_open(const char *dir, const struct kms_storage_opts *opts,
         goto out;
     }
     b->pool_lock_ready = true;
+    if (kms_lmdb_check(dir, map_size, err) != 0)
+        goto out;
     if ((mrc = mdb_env_create(&b->env)) != 0) {
         b->env = NULL;
         kms_err_set(err, 500, "cannot create storage environment: %s", mdb_strerror(mrc));
@@ -473,6 +479,8 @@ int kms_backend_lmdb_open(const char *dir, const struct kms_storage_opts *opts,
     }
     if (data_file_check(b->env, dir, err) != 0)
         goto out;
+    int dead;
+    (void)mdb_reader_check(b->env, &dead); /* a check killed by a signal kept its reader slot */
     mrc = mdb_env_get_maxkeysize(b->env);
     b->maxkey = mrc > 0 && mrc < KMS_KEY_MAX ? (size_t)mrc : KMS_KEY_MAX;
 

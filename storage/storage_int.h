@@ -71,6 +71,10 @@ struct kms_backend_ops {
 int kms_backend_lmdb_open(const char *dir, const struct kms_storage_opts *opts,
                           const struct kms_backend_ops **ops, struct kms_backend **out,
                           size_t *maxkey, struct kms_err *err);
+/* Read the whole LMDB store in dir (if it has a data.mdb) in a child process before it is
+ * opened: 0, or -1 with `the store … is damaged: …` when a page is not what LMDB would need
+ * (lmdb_check.c). */
+int kms_lmdb_check(const char *dir, size_t map_size, struct kms_err *err);
 int kms_backend_pg_open(const char *conninfo, const struct kms_storage_opts *opts,
                         const struct kms_backend_ops **ops, struct kms_backend **out,
                         size_t *maxkey, struct kms_err *err);

@@ -71,7 +71,7 @@ int kms_keyset_add_pem(struct kms_keyset *ks, const char *pem, size_t index, str
     if (kms_pubkey_from_pem(pem, strlen(pem), &k) != 0) {
         return kms_err_set(err, 400,
                            "pem_keys[%zu]: not a PEM public key or certificate of an RSA "
-                           "(>= 2048 bits), P-256 or P-384 key",
+                           "(>= 2048 bits, an odd exponent from 3 to 2^31-1), P-256 or P-384 key",
                            index);
     }
     memset(&ks->keys[ks->n], 0, sizeof(ks->keys[0]));
@@ -185,7 +185,8 @@ int kms_keyset_add_jwks(struct kms_keyset *ks, const char *text, size_t len, str
         int a = add_jwk(ks, jwk);
         if (a < 0) {
             kms_err_set(err, 400,
-                        "invalid JWKS: key %zu is not a valid RSA (>= 2048 bits) or "
+                        "invalid JWKS: key %zu is not a valid RSA (>= 2048 bits, an odd exponent "
+                        "from 3 to 2^31-1) or "
                         "EC P-256/P-384 public key",
                         i);
             goto out;

@@ -67,6 +67,20 @@ const char *kms_jws_alg_name(enum kms_jws_alg alg)
     return "";
 }
 
+/*
+ * An RSA public exponent that is odd and from 3 to 2^31 - 1, as Go's crypto/rsa (OpenBao's
+ * verifier) requires. Under e = 1 every message is its own signature: a key with it would
+ * let anyone sign a login token.
+ */
+static bool rsa_exponent_ok(const EVP_PKEY *pkey)
+{
+    BIGNUM *e = NULL;
+    bool ok = EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_E, &e) == 1 && BN_is_odd(e) &&
+              BN_num_bits(e) <= 31 && !BN_is_one(e);
+    BN_free(e);
+    return ok;
+}
+
 /* Classify a key; -1 for anything kmsd does not verify with. */
 static int classify(EVP_PKEY *pkey, enum kms_pubkey_kind *kind)
 {
@@ -74,7 +88,7 @@ static int classify(EVP_PKEY *pkey, enum kms_pubkey_kind *kind)
     size_t glen = 0;
 
     if (EVP_PKEY_is_a(pkey, "RSA")) {
-        if (EVP_PKEY_get_bits(pkey) < RSA_MIN_BITS) {
+        if (EVP_PKEY_get_bits(pkey) < RSA_MIN_BITS || !rsa_exponent_ok(pkey)) {
             return -1;
         }
         *kind = KMS_PUBKEY_RSA;

@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -123,6 +124,44 @@ static void test_keyset_jwks(void **state)
         assert_int_equal(kms_keyset_add_jwks(ks, bad[i], strlen(bad[i]), &err), -1);
         assert_int_equal(err.status, 400);
     }
+    kms_keyset_destroy(&ks);
+}
+
+/* One RSA JWK with the vectors' modulus and exponent e (base64url). */
+static int add_rsa_jwk(struct kms_keyset *ks, const char *e, struct kms_err *err)
+{
+    const char *n = strstr(JWKS, "\"n\": \"");
+    assert_non_null(n);
+    n += 6;
+    const char *end = strchr(n, '"');
+    assert_non_null(end);
+    char jwks[1024];
+    int len =
+        snprintf(jwks, sizeof jwks, "{\"keys\":[{\"kty\":\"RSA\",\"n\":\"%.*s\",\"e\":\"%s\"}]}",
+                 (int)(end - n), n, e);
+    assert_true(len > 0 && (size_t)len < sizeof jwks);
+    return kms_keyset_add_jwks(ks, jwks, (size_t)len, err);
+}
+
+/* Under e = 1 every message is its own signature: such a key would let anyone sign a token. */
+static void test_keyset_rsa_exponent(void **state)
+{
+    (void)state;
+    struct kms_keyset *ks = NULL;
+    struct kms_err err;
+    assert_int_equal(kms_keyset_create(&ks), 0);
+    /* 1, 2 (even), 65536 (even), 2^31 + 1 and 2^32 + 1 (past Go's crypto/rsa bound), 0 */
+    static const char *const bad[] = {"AQ", "Ag", "AQAA", "gAAAAQ", "AQAAAAE", "AA"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(add_rsa_jwk(ks, bad[i], &err), -1);
+        assert_int_equal(err.status, 400);
+    }
+    assert_int_equal(kms_keyset_size(ks), 0);
+    /* 3, 65537 and 2^31 - 1 are RSA exponents */
+    assert_int_equal(add_rsa_jwk(ks, "Aw", &err), 0);
+    assert_int_equal(add_rsa_jwk(ks, "AQAB", &err), 0);
+    assert_int_equal(add_rsa_jwk(ks, "f____w", &err), 0);
+    assert_int_equal(kms_keyset_size(ks), 3);
     kms_keyset_destroy(&ks);
 }
 
@@ -566,6 +605,7 @@ int main(void)
         cmocka_unit_test(test_alg_allow_list),
         cmocka_unit_test(test_keyset_pem),
         cmocka_unit_test(test_keyset_jwks),
+        cmocka_unit_test(test_keyset_rsa_exponent),
         cmocka_unit_test(test_verify_algorithms),
         cmocka_unit_test(test_refusal_matrix),
         cmocka_unit_test(test_case_folded_claims),

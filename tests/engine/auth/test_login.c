@@ -116,8 +116,8 @@ static void test_k8s_config(void **state)
             "one of \"pem_keys\", \"jwks\" or \"jwks_file\" must be set: kmsd verifies service "
             "account tokens offline");
     at_fail(t, 400, "POST", "/v1/auth/kubernetes/config", "{\"pem_keys\":[\"not a key\"]}",
-            "pem_keys[0]: not a PEM public key or certificate of an RSA (>= 2048 bits), P-256 or "
-            "P-384 key");
+            "pem_keys[0]: not a PEM public key or certificate of an RSA (>= 2048 bits, an odd "
+            "exponent from 3 to 2^31-1), P-256 or P-384 key");
     at_fail(t, 400, "POST", "/v1/auth/kubernetes/config", "{\"jwks\":\"{}\"}",
             "invalid JWKS: expected an object with a \"keys\" array");
     at_fail(t, 400, "POST", "/v1/auth/kubernetes/config", "{\"jwks\":{\"keys\":[]}}",
@@ -587,8 +587,8 @@ static void test_jwt_config(void **state)
             "\"oidc_discovery_url\" is not supported: kmsd verifies tokens offline; use "
             "\"jwt_validation_pubkeys\", \"jwks\" or \"jwks_file\"");
     at_fail(t, 400, "POST", "/v1/auth/jwt/config", "{\"jwt_validation_pubkeys\":[\"junk\"]}",
-            "pem_keys[0]: not a PEM public key or certificate of an RSA (>= 2048 bits), P-256 or "
-            "P-384 key");
+            "pem_keys[0]: not a PEM public key or certificate of an RSA (>= 2048 bits, an odd "
+            "exponent from 3 to 2^31-1), P-256 or P-384 key");
     j = json_pack("{s:[s], s:[s]}", "jwt_validation_pubkeys", LV_PEM_RSA, "jwt_supported_algs",
                   "HS256");
     b = post_json(t, 400, "/v1/auth/jwt/config", j);

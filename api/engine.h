@@ -158,7 +158,8 @@ struct kms_ctx_audit {
     char request_id[37]; /* request.id on both lines and the envelope's request_id */
     const char *op;
     const char *resource;
-    const char *subject; /* logins: who logged in (JWT sub); else the token's subject */
+    const char *subject;     /* logins: who logged in (JWT sub); else the token's subject */
+    char login_subject[256]; /* a login's subject, kept for its response line */
     uint32_t versions[KMS_CTX_MAX_VERSIONS]; /* distinct, ascending */
     size_t nversions;
     bool versions_truncated;

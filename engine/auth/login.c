@@ -490,6 +490,9 @@ int kms_login_issue_token(struct kms_ctx *c, const json_t *role, const struct km
     if (warning[0] != '\0') {
         kms_warn(c, "%s", warning);
     }
+    /* the response line names who logged in (docs/audit.md: subject) */
+    snprintf(c->audit.login_subject, sizeof(c->audit.login_subject), "%s", tok.subject);
+    c->audit.subject = c->audit.login_subject;
     c->auth = kms_token_auth_block(&tok, token);
     if (c->auth == NULL) {
         KMS_FAILW(c, 500, "internal error");

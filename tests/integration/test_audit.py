@@ -217,6 +217,10 @@ class CoverageTest(AuditTestCase):
             self.assertTrue(l["request"]["data"]["jwt"].startswith("hmac-sha256:"))
             self.assertNotIn("error", l)
         self.assertTrue(resp["response"]["auth"]["client_token"].startswith("hmac-sha256:"))
+        # the response line names who logged in (the request line is written before the JWT
+        # is verified: nobody is known yet)
+        self.assertEqual(resp["subject"], "alice@example.com", resp)
+        self.assertNotIn("subject", req)
         # the token's later use names who logged in
         r = self.req("GET", "auth/token/lookup-self", token=token)
         self.assertStatus(r, 200)

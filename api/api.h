@@ -145,6 +145,12 @@ void kms_api_handle(struct kms_api *api, const struct kms_http_req *req,
  * until resp is complete. kms_api_abandon gives up on a parked call (its audit wait timed
  * out, or its connection is gone): no wake comes after it returns, resp (may be NULL) gets
  * 500 "internal error", and a request parked before its handler never runs it.
+ *
+ * A request whose handler may run long (an RSA key generation, a batch: KMS_RT_SLOW) is also
+ * parked while its handler runs on a handler thread, and wake comes from that thread when it
+ * is done. While it runs (kms_api_running) there is no audit wait to time out: the caller
+ * arms no audit_timeout. Abandoning it leaves the handler running: it finishes, records its
+ * response line and ends the request on its own thread.
  */
 struct kms_api_call;
 typedef void (*kms_api_wake_fn)(void *arg);
@@ -158,8 +164,11 @@ void kms_api_abandon(struct kms_api_call *call, struct kms_http_resp *resp);
 bool kms_api_settle(struct kms_api_call *call) KMS_WUR;
 /* True when the parked call's handler has run (it waits for its response line): its result
  * exists and will be recorded, so it is worth delivering even to a client that has stopped
- * sending. False while it waits for its request line (its handler has not run). */
+ * sending (also while it runs on a handler thread). False while it waits for its request
+ * line (its handler has not run). */
 bool kms_api_handled(const struct kms_api_call *call) KMS_WUR;
+/* True while the parked call's handler runs on a handler thread (no audit wait yet). */
+bool kms_api_running(const struct kms_api_call *call) KMS_WUR;
 /* How long a parked request may wait for its audit lines (audit_timeout), milliseconds. */
 int64_t kms_api_audit_timeout_ms(struct kms_api *api);
 /*

@@ -1066,9 +1066,119 @@ static int after_handler(struct kms_ctx *c, int rc, struct kms_http_resp *resp)
     return 0;
 }
 
+/*
+ * Handlers that may run long run on the handler threads (offload.c), so that the worker's
+ * event loop is not held: an RSA-4096 key generation takes seconds, and a 10,000-item batch
+ * of RSA signatures a minute; meanwhile every other connection of that worker (sys/health, a
+ * liveness probe among them) went unanswered. The request is parked in phase 3 while its
+ * handler runs there; the thread wakes the worker when it is done, and the worker goes on
+ * with the response line (kms_api_resume). A connection that goes away meanwhile abandons the
+ * request: its handler thread then records the response line itself and ends it. The state
+ * moves under offload_mu: running -> done (the worker is woken, and owns the request again)
+ * or running -> abandoned (the thread owns it).
+ */
+enum { OFF_NONE, OFF_RUNNING, OFF_DONE, OFF_ABANDONED };
+
+static pthread_mutex_t offload_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static bool goes_offload(const struct kms_ctx *c)
+{
+    if (c->park.wake == NULL || c->route == NULL) {
+        return false; /* the blocking pipeline (kms_api_handle, HA) runs it where it is */
+    }
+    if ((c->route->flags & KMS_RT_SLOW) != 0 && c->op != KMS_OP_READ && c->op != KMS_OP_LIST) {
+        return true;
+    }
+    json_t *b = json_object_get(c->params, "batch_input");
+    return json_is_array(b) && json_array_size(b) > KMS_OFFLOAD_BATCH;
+}
+
+#ifdef KMS_TEST_HOOKS
+/*
+ * Test hook (KMS_TEST_HOOKS builds only): with KMS_TEST_HANDLER_HOOKS=<dir>, a handler thread
+ * waits before it runs a handler while <dir>/hold exists, and shows it by creating
+ * <dir>/held (tests/integration/hooks_offload.py).
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+static void hook_hold(void)
+{
+    const char *dir = getenv("KMS_TEST_HANDLER_HOOKS");
+    char hold[512], held[512];
+    if (dir == NULL || snprintf(hold, sizeof(hold), "%s/hold", dir) >= (int)sizeof(hold) ||
+        snprintf(held, sizeof(held), "%s/held", dir) >= (int)sizeof(held)) {
+        return;
+    }
+    bool shown = false;
+    while (access(hold, F_OK) == 0) {
+        if (!shown) {
+            int fd = open(held, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+            if (fd >= 0) {
+                close(fd);
+            }
+            shown = true;
+        }
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+#else
+static void hook_hold(void)
+{
+}
+#endif
+
+static int after_handler(struct kms_ctx *c, int rc, struct kms_http_resp *resp);
+
+/* On a handler thread. */
+static void offloaded(void *arg)
+{
+    struct kms_ctx *c = arg;
+    hook_hold();
+    int rc = run_handler(c);
+    pthread_mutex_lock(&offload_mu);
+    bool abandoned = c->park.offload == OFF_ABANDONED;
+    if (!abandoned) {
+        c->park.offload = OFF_DONE;
+        c->park.rc = rc;
+        c->park.wake(c->park.wake_arg); /* the worker owns c from here */
+    }
+    pthread_mutex_unlock(&offload_mu);
+    if (abandoned) {
+        /* nobody waits for the answer: record the response line here, then end it */
+        struct kms_http_resp resp = c->park.resp;
+        c->park.wake = NULL;
+        c->park.phase = 0;
+        (void)after_handler(c, rc, &resp);
+        kms_http_resp_dispose(&resp);
+    }
+}
+
+/* A request abandoned after its handler ran on a handler thread: its response line there. */
+static void offloaded_abandoned(void *arg)
+{
+    struct kms_ctx *c = arg;
+    struct kms_http_resp resp = c->park.resp;
+    c->park.wake = NULL;
+    c->park.phase = 0;
+    (void)after_handler(c, c->park.rc, &resp);
+    kms_http_resp_dispose(&resp);
+}
+
 /* From the request line's completion on: the handler, then the response line. */
 static int after_request_line(struct kms_ctx *c, int rc, struct kms_http_resp *resp)
 {
+    if (rc == 0 && goes_offload(c)) {
+        c->park.phase = 3;
+        c->park.resp = *resp;
+        c->park.offload = OFF_RUNNING;
+        if (kms_offload_submit(kms_api_offload(c->api), offloaded, c) == 0) {
+            return 1;
+        }
+        c->park.phase = 0; /* no thread to take it: run it here */
+        c->park.offload = OFF_NONE;
+    }
     if (rc == 0) {
         rc = run_handler(c);
     }
@@ -1119,6 +1229,10 @@ int kms_api_resume(struct kms_api_call *call, struct kms_http_resp *resp)
     if (phase == 1) {
         return after_request_line(c, kms_api_audit_request_done(c), resp);
     }
+    if (phase == 3) {
+        c->park.offload = OFF_NONE; /* done: woken by its handler thread */
+        return after_handler(c, c->park.rc, resp);
+    }
     finish(c, kms_api_audit_finish(c, c->park.rc), resp);
     return 0;
 }
@@ -1127,6 +1241,21 @@ void kms_api_abandon(struct kms_api_call *call, struct kms_http_resp *resp)
 {
     struct kms_ctx *c = (struct kms_ctx *)call;
     struct kms_http_resp dummy;
+    if (c->park.phase == 3) {
+        /* its handler runs, or has run, on a handler thread, which ends the request */
+        pthread_mutex_lock(&offload_mu);
+        bool running = c->park.offload == OFF_RUNNING;
+        c->park.offload = OFF_ABANDONED;
+        pthread_mutex_unlock(&offload_mu);
+        if (!running && kms_offload_submit(kms_api_offload(c->api), offloaded_abandoned, c) != 0) {
+            offloaded_abandoned(c); /* stopping: the response line waits here */
+        }
+        if (resp != NULL) {
+            memset(resp, 0, sizeof(*resp));
+            kms_api_error_response(500, "internal error", resp);
+        }
+        return;
+    }
     if (resp == NULL) {
         resp = &dummy;
     }
@@ -1146,7 +1275,13 @@ bool kms_api_settle(struct kms_api_call *call)
 bool kms_api_handled(const struct kms_api_call *call)
 {
     const struct kms_ctx *c = (const struct kms_ctx *)call;
-    return c->park.phase == 2;
+    return c->park.phase == 2 || c->park.phase == 3;
+}
+
+bool kms_api_running(const struct kms_api_call *call)
+{
+    const struct kms_ctx *c = (const struct kms_ctx *)call;
+    return c->park.phase == 3;
 }
 
 int64_t kms_api_audit_timeout_ms(struct kms_api *api)

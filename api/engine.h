@@ -69,6 +69,11 @@ typedef int (*kms_handler_fn)(struct kms_ctx *c);
 #define KMS_RT_NO_AUDIT 0x8 /* not audited (sys/health, sys/seal-status, sys/init) */
 #define KMS_RT_SUDO 0x10    /* root-protected path */
 #define KMS_RT_ROOT_NS 0x20 /* root namespace only: 400 in any other (OpenBao's restricted sys) */
+/* may run long (RSA key generation, signatures): a write's handler runs on the handler threads
+ * (api/offload.c), not on the worker's event loop; so does any batch of more than
+ * KMS_OFFLOAD_BATCH items */
+#define KMS_RT_SLOW 0x40
+#define KMS_OFFLOAD_BATCH 16
 
 /* Audit durability of one operation (see docs/audit.md). */
 enum kms_effect {
@@ -170,8 +175,11 @@ struct kms_ctx_audit {
 
 /* The pipeline's own state while a request is parked on its audit lines (dispatch.c). */
 struct kms_ctx_park {
-    int phase; /* 0 running; 1 waiting for the request line; 2 for the response line */
-    int rc;    /* the pipeline's result so far (phase 2) */
+    /* 0 running; 1 waiting for the request line; 2 for the response line; 3 the handler runs
+     * on a handler thread (dispatch.c) */
+    int phase;
+    int offload; /* phase 3: running, done (worker woken) or abandoned (the thread ends it) */
+    int rc;      /* the pipeline's result so far (phase 2) */
     bool head;
     int found;       /* the route lookup's answer (steps 4 and 7) */
     bool have_mount; /* the path names a mount or a built-in path */

@@ -1093,6 +1093,24 @@ static void arm_timer(struct conn *c, int64_t seconds)
     evtimer_add(c->timer, &tv);
 }
 
+/*
+ * A parked call waits at most audit_timeout for its audit line, counted from now: libevent
+ * counts a timeout from the time it cached when this loop pass began, and a handler that ran
+ * long in this pass (before its line was queued) would otherwise find its wait already over
+ * and answer 500 while its line was being written as a success. A call whose handler runs on
+ * a handler thread has no audit wait yet: its thread wakes it.
+ */
+static void arm_audit_timer(struct conn *c)
+{
+    if (kms_api_running(c->call)) {
+        return;
+    }
+    struct timeval tv = {(time_t)(c->h->audit_timeout_ms / 1000),
+                         (suseconds_t)(c->h->audit_timeout_ms % 1000) * 1000};
+    (void)event_base_update_cache_time(c->h->base);
+    evtimer_add(c->timer, &tv);
+}
+
 static const char *reason(int status)
 {
     switch (status) {
@@ -1400,9 +1418,7 @@ static bool dispatch(struct conn *c)
         /* parked: hold this connection (parse nothing more, buffer at most PARK_IN_HIGH
          * bytes) until the writer wakes it */
         conn_read_limit(c, PARK_IN_HIGH);
-        struct timeval tv = {(time_t)(c->h->audit_timeout_ms / 1000),
-                             (suseconds_t)(c->h->audit_timeout_ms % 1000) * 1000};
-        evtimer_add(c->timer, &tv);
+        arm_audit_timer(c);
         return true;
     }
     complete(c, &resp);
@@ -1427,14 +1443,11 @@ static void unpark(struct conn *c)
 /* Go on with a parked call whose audit lines are finished (woken, or settled at its timeout). */
 static void resume(struct conn *c)
 {
-    struct kms_http *h = c->h;
     struct kms_http_resp resp;
     evtimer_del(c->timer);
     if (kms_api_resume(c->call, &resp) == 1) {
-        /* parked again (its response line now): the wait starts over */
-        struct timeval tv = {(time_t)(h->audit_timeout_ms / 1000),
-                             (suseconds_t)(h->audit_timeout_ms % 1000) * 1000};
-        evtimer_add(c->timer, &tv);
+        /* parked again (its response line now, or its handler on a handler thread) */
+        arm_audit_timer(c);
         return;
     }
     c->call = NULL;
@@ -1655,6 +1668,9 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     if (c->call != NULL) {
+        if (kms_api_running(c->call)) {
+            return; /* its handler thread wakes it; no audit wait has begun */
+        }
         if (kms_api_settle(c->call)) {
             /* one audit device has the lines, another is slow or hung: go on without it
              * (a wake that came meanwhile must not resume the call a second time) */

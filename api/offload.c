@@ -1,0 +1,125 @@
+/*
+ * offload.c - the handler threads: where a request that may run long (an RSA key generation,
+ * a batch of RSA signatures, a batch of more than KMS_OFFLOAD_BATCH items) runs its handler,
+ * so that the worker's event loop goes on serving its other connections (sys/health among
+ * them) meanwhile. dispatch.c decides what goes here and hands the request back to its
+ * worker through the same wake-up the audit writer uses.
+ *
+ * Threads start on demand, up to `max`, and stay: a process that never offloads starts none
+ * (idle RSS). Jobs run in the order they came. Stopping runs every job still queued, then
+ * joins the threads; a job must not wait for a worker's event loop (none may be running).
+ */
+#include "api/api_int.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+struct job {
+    void (*fn)(void *arg);
+    void *arg;
+    struct job *next;
+};
+
+struct kms_offload {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct job *head, *tail;
+    size_t max;      /* threads at most */
+    size_t nthreads; /* started */
+    size_t idle;     /* waiting for a job */
+    bool stopping;
+    pthread_t *threads;
+};
+
+static void *run(void *arg)
+{
+    struct kms_offload *o = arg;
+    pthread_mutex_lock(&o->mu);
+    for (;;) {
+        while (o->head == NULL && !o->stopping) {
+            o->idle++;
+            pthread_cond_wait(&o->cv, &o->mu);
+            o->idle--;
+        }
+        struct job *j = o->head;
+        if (j == NULL) {
+            break; /* stopping, and nothing is left */
+        }
+        o->head = j->next;
+        if (o->head == NULL) {
+            o->tail = NULL;
+        }
+        pthread_mutex_unlock(&o->mu);
+        j->fn(j->arg);
+        free(j);
+        pthread_mutex_lock(&o->mu);
+    }
+    pthread_mutex_unlock(&o->mu);
+    return NULL;
+}
+
+int kms_offload_create(size_t max, struct kms_offload **out)
+{
+    struct kms_offload *o = calloc(1, sizeof(*o));
+    *out = NULL;
+    if (o == NULL || (o->threads = calloc(max > 0 ? max : 1, sizeof(pthread_t))) == NULL) {
+        free(o);
+        return -1;
+    }
+    o->max = max > 0 ? max : 1;
+    pthread_mutex_init(&o->mu, NULL);
+    pthread_cond_init(&o->cv, NULL);
+    *out = o;
+    return 0;
+}
+
+int kms_offload_submit(struct kms_offload *o, void (*fn)(void *arg), void *arg)
+{
+    struct job *j = malloc(sizeof(*j));
+    if (j == NULL) {
+        return -1;
+    }
+    j->fn = fn;
+    j->arg = arg;
+    j->next = NULL;
+    pthread_mutex_lock(&o->mu);
+    if (!o->stopping && o->idle == 0 && o->nthreads < o->max &&
+        pthread_create(&o->threads[o->nthreads], NULL, run, o) == 0) {
+        o->nthreads++;
+    }
+    if (o->stopping || o->nthreads == 0) {
+        /* no thread to run it: the caller runs the handler where it is */
+        pthread_mutex_unlock(&o->mu);
+        free(j);
+        return -1;
+    }
+    if (o->tail != NULL) {
+        o->tail->next = j;
+    } else {
+        o->head = j;
+    }
+    o->tail = j;
+    pthread_cond_signal(&o->cv);
+    pthread_mutex_unlock(&o->mu);
+    return 0;
+}
+
+void kms_offload_destroy(struct kms_offload **op)
+{
+    struct kms_offload *o = *op;
+    if (o == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&o->mu);
+    o->stopping = true;
+    pthread_cond_broadcast(&o->cv);
+    pthread_mutex_unlock(&o->mu);
+    for (size_t i = 0; i < o->nthreads; i++) {
+        pthread_join(o->threads[i], NULL);
+    }
+    pthread_cond_destroy(&o->cv);
+    pthread_mutex_destroy(&o->mu);
+    free(o->threads);
+    free(o);
+    *op = NULL;
+}

@@ -1,0 +1,186 @@
+"""Handlers that may run long run on the handler threads (api/offload.c), not on the worker's
+event loop, against a real kmsd built with -DKMS_TEST_HOOKS=ON. With KMS_TEST_HANDLER_HOOKS
+set, a handler thread waits before it runs a handler while <dir>/hold exists, and shows it by
+creating <dir>/held. The server has one worker, so anything its event loop waits for, every
+connection waits for.
+
+- a key creation held on its handler thread does not stop the worker: sys/health and an
+  encrypt on other connections are answered meanwhile, and the creation completes with 200
+  once released; so does a batch of more than 16 items;
+- a handler that runs longer than audit_timeout is not failed by it (the wait for its audit
+  line starts once the line is queued): the client gets 200, the key exists, and the log's
+  response line says 200 (before, libevent's cached loop time made a long handler's wait end
+  at once: 500 to the client, 200 in the log);
+- a client that goes away while its handler runs: the handler finishes on its thread, its
+  response line is recorded, and the server goes on (and stops cleanly).
+"""
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import unittest
+
+from kmsd_harness import KmsdServer, KmsdTestCase, b64, wait_for
+
+
+def read_lines(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    return [json.loads(line) for line in data.decode().splitlines()]
+
+
+class OffloadTest(KmsdTestCase):
+    audit_timeout = 1
+
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = tempfile.mkdtemp(prefix="kmsd-offload-")
+        cls.hooks = os.path.join(cls.workdir, "hooks")
+        os.mkdir(cls.hooks)
+        cls.log = os.path.join(cls.workdir, "audit.log")
+        cfg = {"workers": 1, "audit_file": cls.log, "audit_fsync": "batch", "rate_limit": 0,
+               "audit_timeout": cls.audit_timeout}
+        os.environ["KMS_TEST_HANDLER_HOOKS"] = cls.hooks
+        try:
+            cls.server = KmsdServer(mode="config", config=cfg, workdir=cls.workdir)
+            try:
+                cls.server.start()
+                cls.init_config_server(cls.server)
+            except BaseException:
+                cls.server.cleanup()
+                raise
+        finally:
+            del os.environ["KMS_TEST_HANDLER_HOOKS"]
+
+    @classmethod
+    def tearDownClass(cls):
+        for f in ("hold", "held"):
+            try:
+                os.unlink(os.path.join(cls.hooks, f))
+            except FileNotFoundError:
+                pass
+        try:
+            super().tearDownClass()
+        finally:
+            shutil.rmtree(cls.workdir, ignore_errors=True)
+
+    def tearDown(self):
+        for f in ("hold", "held"):
+            try:
+                os.unlink(os.path.join(self.hooks, f))
+            except FileNotFoundError:
+                pass
+
+    def hold(self):
+        with open(os.path.join(self.hooks, "hold"), "w"):
+            pass
+
+    def release(self):
+        os.unlink(os.path.join(self.hooks, "hold"))
+
+    def wait_held(self):
+        wait_for(lambda: os.path.exists(os.path.join(self.hooks, "held")), 30,
+                 lambda: "a handler thread to reach the hold\n" + self.server.log_tail())
+
+    def in_thread(self, method, path, body):
+        out = {}
+
+        def go():
+            try:
+                out["r"] = self.server.request(method, path, body, timeout=120)
+            except Exception as e:  # judged by the test
+                out["e"] = e
+        t = threading.Thread(target=go)
+        t.start()
+        return t, out
+
+    def test_a_held_handler_does_not_stop_the_worker(self):
+        name = self.uniq("rsa")
+        enc = self.uniq("aes")
+        self.create_key(enc)
+        self.hold()
+        t, out = self.in_thread("POST", "transit/keys/" + name, {"type": "rsa-2048"})
+        self.wait_held()
+        # the one worker answers other connections while the creation is held
+        r = self.server.request("GET", "sys/health", token=None, timeout=10)
+        self.assertEqual(r.status, 200, r.describe())
+        ct = self.encrypt(enc, b"still served")
+        self.assertTrue(ct.startswith("vault:v1:"))
+        self.assertTrue(t.is_alive(), "the creation was not held")
+        self.release()
+        t.join(120)
+        self.assertIn("r", out, out.get("e"))
+        self.assertEqual(out["r"].status, 200, out["r"].describe())
+        self.assertEqual(self.read_key(name)["type"], "rsa-2048")
+
+    def test_a_large_batch_runs_off_the_event_loop(self):
+        name = self.uniq("b")
+        self.create_key(name)
+        self.hold()
+        items = [{"plaintext": b64(b"item %d" % i), "reference": str(i)} for i in range(17)]
+        t, out = self.in_thread("POST", "transit/encrypt/" + name, {"batch_input": items})
+        self.wait_held()
+        r = self.server.request("GET", "sys/health", token=None, timeout=10)
+        self.assertEqual(r.status, 200, r.describe())
+        self.release()
+        t.join(120)
+        self.assertEqual(out["r"].status, 200, out["r"].describe())
+        res = out["r"].data["batch_results"]
+        self.assertEqual([x["reference"] for x in res], [str(i) for i in range(17)])
+        back = self.req("POST", "transit/decrypt/" + name,
+                        {"batch_input": [{"ciphertext": x["ciphertext"]} for x in res]})
+        self.assertEqual(back.status, 200, back.describe())
+        self.assertEqual([x["plaintext"] for x in back.data["batch_results"]],
+                         [i["plaintext"] for i in items])
+
+    def test_a_handler_longer_than_audit_timeout_is_not_failed_by_it(self):
+        name = self.uniq("long")
+        self.hold()
+        t, out = self.in_thread("POST", "transit/keys/" + name, {"type": "rsa-2048"})
+        self.wait_held()
+        t0 = time.monotonic()
+        # the handler runs for more than audit_timeout (1 s) before its line is queued
+        wait_for(lambda: time.monotonic() - t0 > 1.5 * self.audit_timeout, 10,
+                 "audit_timeout to pass")
+        self.release()
+        t.join(120)
+        self.assertEqual(out["r"].status, 200, out["r"].describe())
+        self.assertEqual(self.read_key(name)["type"], "rsa-2048")
+        rid = out["r"].json["request_id"]
+        lines = [l for l in read_lines(self.log) if l["request"]["id"] == rid]
+        self.assertEqual([l["type"] for l in lines], ["request", "response"])
+        self.assertEqual(lines[1]["status"], 200)
+
+    def test_a_client_gone_while_its_handler_runs(self):
+        name = self.uniq("gone")
+        self.hold()
+        s = socket.create_connection(("127.0.0.1", self.server.port), timeout=30)
+        body = json.dumps({"type": "rsa-2048"}).encode()
+        s.sendall(b"POST /v1/transit/keys/%s HTTP/1.1\r\nHost: x\r\nX-Vault-Token: %s\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (name.encode(), self.server.token.encode(),
+                                                    len(body), body))
+        self.wait_held()
+        s.close()  # gone before the handler ran
+        # the worker sees the close while the handler is held, and stays up
+        r = self.server.request("GET", "sys/health", token=None, timeout=10)
+        self.assertEqual(r.status, 200, r.describe())
+        self.release()
+        # the handler ran to its end on its thread: the key exists, and both lines are there
+        wait_for(lambda: self.req("GET", "transit/keys/" + name).status == 200, 60,
+                 "the abandoned creation to finish")
+
+        def lines():
+            return [l for l in read_lines(self.log)
+                    if l["request"].get("path") == "transit/keys/" + name and
+                    l["request"].get("operation") == "update"]
+        wait_for(lambda: len(lines()) == 2, 30, "the abandoned creation's response line")
+        self.assertEqual([l["type"] for l in lines()], ["request", "response"])
+        self.assertEqual(lines()[1]["status"], 200)
+
+
+if __name__ == "__main__":
+    unittest.main()

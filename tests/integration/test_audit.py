@@ -247,6 +247,16 @@ class CoverageTest(AuditTestCase):
         self.req("GET", "transit/keys/x", namespace="no-such-ns")
         self.assertEqual(len(self.lines()), before)
 
+    def test_keyless_transit_routes_are_mount_resources(self):
+        # random and hash name no key: they are not key operations (--resource=KMSKey)
+        for path in ("transit/random/16", "transit/hash"):
+            r = self.req("POST", path, {"input": "aGk="} if path.endswith("hash") else {})
+            self.assertStatus(r, 200)
+            req, resp = self.pair(r)
+            for line in (req, resp):
+                self.assertEqual(line["resource"], "TransitMount", line)
+                self.assertNotIn("key", line)
+
     def test_five_product_operations(self):
         """Product doc: encrypt, decrypt, rotate, set-min-decryption-version and delete each
         leave the calling identity, the key, the operation and the key version touched."""

@@ -817,8 +817,12 @@ static int run(struct kms_ctx *c, struct kms_http_resp *resp)
 
     kms_api_audit_arm(c); /* audited from here on: refusals below get both audit lines */
 
-    /* 5-6. token and policy */
+    /* 5-6. token and policy, then the engine's own refusals (a project binding) */
     if (!public_route && check_token_and_policy(c, resp, found) != 0) {
+        return -1;
+    }
+    if (!public_route && found == 1 && c->engine != NULL && c->engine->authorize != NULL &&
+        c->engine->authorize(c) != 0) {
         return -1;
     }
 

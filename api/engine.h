@@ -138,6 +138,11 @@ struct kms_engine {
     /* Scheduled work at time `now`; *next_due lowered to the engine's next due time. */
     int (*tick)(void *state, int64_t now, int64_t *next_due, kms_tick_report_fn report);
     void (*destroy)(void *state);
+    /* After the token and ACL checks, before the request line: refuses a request the engine
+     * does not let this token make whatever its policies say (a project-bound token and
+     * another project's key): -1 with c->err set (403 "permission denied"), recorded as a
+     * policy refusal (allowed=false on both audit lines). NULL = none. */
+    int (*authorize)(struct kms_ctx *c);
 };
 
 /* Register an engine (copied; state owned by the API from now on, freed with destroy). */

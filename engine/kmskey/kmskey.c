@@ -1744,6 +1744,19 @@ static void kmskey_destroy(void *state)
     sched_destroy(&s);
 }
 
+/* A project-bound token and another project's KMSKeys, refused before the request line
+ * (kms_engine.authorize) so that the audit log records a policy refusal; resolve_target keeps
+ * the check for routes without a project. */
+static int kmskey_authorize(struct kms_ctx *c)
+{
+    const char *bound = token_project(c);
+    const char *project = kms_cap(c, "project");
+    if (bound != NULL && project != NULL && strcmp(project, bound) != 0) {
+        return KMS_FAILW(c, 403, "permission denied");
+    }
+    return 0;
+}
+
 int kms_kmskey_engine(struct kms_api *api, struct kms_transit *transit, int64_t deletion_delay,
                       struct kms_engine *out)
 {
@@ -1761,6 +1774,7 @@ int kms_kmskey_engine(struct kms_api *api, struct kms_transit *transit, int64_t 
     out->purged = kmskey_purged;
     out->tick = kmskey_tick;
     out->destroy = kmskey_destroy;
+    out->authorize = kmskey_authorize;
     return 0;
 }
 

@@ -2648,6 +2648,23 @@ static int owner_check(struct kms_ctx *c)
     return KMS_FAILW(c, 403, "permission denied");
 }
 
+/* The same check before the request line (kms_engine.authorize), so that the refusal is
+ * recorded as a policy refusal; the handlers keep theirs. */
+static int transit_authorize(struct kms_ctx *c)
+{
+    const struct kms_transit *t = c->estate;
+    if (kms_cap(c, "name") != NULL && owner_check(c) != 0) {
+        return -1;
+    }
+    /* derive-key names a second key in its body */
+    const char *base = json_string_value(json_object_get(c->params, "base_key_name"));
+    if (base != NULL && t->owner_fn != NULL && strncmp(c->route->tmpl, "derive-key/", 11) == 0 &&
+        !t->owner_fn(t->owner_arg, c, base)) {
+        return KMS_FAILW(c, 403, "permission denied");
+    }
+    return 0;
+}
+
 #define OWNED(fn)                                                                                  \
     static int owned_##fn(struct kms_ctx *c)                                                       \
     {                                                                                              \
@@ -2880,6 +2897,7 @@ int kms_transit_engine(struct kms_api *api, size_t key_cache_size, struct kms_en
     out->purged = transit_purged;
     out->tick = kms_transit_tick;
     out->destroy = transit_destroy;
+    out->authorize = transit_authorize;
     *state_out = t;
     return 0;
 }

@@ -7,12 +7,14 @@ with the built-in kms-manager policy (whose globs cover every key of the organiz
 may read, encrypt or decrypt with, rotate, raise the floor of or delete the other's key,
 through kms/ or transit/, nor take it over by creating a KMSKey with the colliding name; each
 uses its own. A hand-written glob policy `transit/decrypt/acme-b-*` does not reach b-c's keys
-either.
+either. Each refusal is audited as a policy refusal: both lines carry the error and
+policy_results.allowed=false (kmsctl audit list --result=denied, a SIEM's allowed == false).
 """
 
+import json
 import unittest
 
-from kmsd_harness import KmsdTestCase, b64, unb64
+from kmsd_harness import KmsdTestCase, b64, unb64, wait_for
 from auth_helpers import Issuer, login_token, make_role, ok, setup_org
 
 ORG = "acme"
@@ -20,6 +22,7 @@ DENIED = "1 error occurred:\n\t* permission denied\n\n"
 
 
 class ProjectIsolation(KmsdTestCase):
+    server_audit_file = True
 
     @classmethod
     def setUpClass(cls):
@@ -55,6 +58,22 @@ class ProjectIsolation(KmsdTestCase):
         r = self.req(method, path, body, token)
         self.assertEqual(r.status, 403, r.describe())
         self.assertEqual(r.errors, [DENIED], r.describe())
+        # the newest pair of lines: this request's, a policy refusal on both
+        lines = wait_for(lambda: self.last_pair(path), 30, "the refusal's audit lines")
+        for line in lines:
+            self.assertFalse(line["auth"]["policy_results"]["allowed"], line)
+            self.assertIn("permission denied", line.get("error", ""), line)
+
+    def last_pair(self, path):
+        with open(self.audit, "rb") as f:
+            lines = [json.loads(x) for x in f.read().decode().splitlines()]
+        if len(lines) < 2 or lines[-1]["type"] != "response":
+            return None
+        req, resp = lines[-2], lines[-1]
+        if (req["request"]["id"] != resp["request"]["id"] or
+                resp["request"]["path"].rstrip("/") != path.rstrip("/")):
+            return None
+        return req, resp
 
     def root_key(self, name):
         return ok(self.server.request("GET", "transit/keys/" + name, namespace=ORG), 200).data

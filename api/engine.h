@@ -240,8 +240,7 @@ struct kms_ctx {
     char *data_json;
     size_t data_json_len;
     /* an audited batch's data_json as values for the response line (audit_hook.c): one
-     * malloc'd block with the strings it points to, except references (into params); freed
-     * with data_json */
+     * malloc'd block with the strings it points to; freed with data_json */
     struct kms_batch_result *batch_results;
     size_t nbatch_results;
     /* batch_results holds the one result of a single encrypt: the response line's data is

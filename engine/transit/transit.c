@@ -1708,7 +1708,7 @@ static bool encrypt_results_text(struct kms_ctx *c, const struct item *items, si
         size_t sl = it->kind == ITEM_OK ? it->out_len : strlen(it->err.msg);
         /* the fixed parts, the strings unescaped, a key version of 10 digits */
         text += 60 + rl + sl;
-        strings += sl + 1;
+        strings += sl + 1 + rl + 1;
         longest = rl > longest ? rl : longest;
         longest = sl > longest ? sl : longest;
     }
@@ -1754,8 +1754,12 @@ static bool encrypt_results_text(struct kms_ctx *c, const struct item *items, si
         if (res != NULL) {
             struct kms_batch_result *r = &res[i];
             memset(r, 0, sizeof(*r));
-            r->reference = it->reference;
+            /* a copy: a reference given as a number (rewrap reads it as its text) lives in
+             * the item, freed before the audit hook writes the response line */
+            memcpy(arena, it->reference, rl + 1);
+            r->reference = arena;
             r->reference_len = rl;
+            arena += rl + 1;
             if (it->kind == ITEM_OK) {
                 memcpy(arena, it->out, it->out_len + 1);
                 r->ciphertext = arena;

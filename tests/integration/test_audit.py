@@ -305,6 +305,22 @@ class CoverageTest(AuditTestCase):
         _, resp = self.pair(r)
         self.assertEqual(resp["key_version"], [2])
 
+    def test_rewrap_batch_numeric_reference(self):
+        # rewrap reads a number given as reference as its text ("17"), which lived in the
+        # batch's items and was freed before the response line was written from it (ASan:
+        # heap-use-after-free in write_batch_results; release: the reference left out)
+        name, _ = self.create_key()
+        ct = self.encrypt(name, b"n")
+        r = self.req("POST", "transit/rewrap/" + name, {"batch_input": [
+            {"ciphertext": ct, "reference": 17}, {"ciphertext": ct, "reference": 2.5}]})
+        self.assertStatus(r, 200)
+        self.assertEqual([x["reference"] for x in r.data["batch_results"]], ["17", "2.5"])
+        _, resp = self.pair(r)
+        for item, text in zip(resp["response"]["data"]["batch_results"], ("17", "2.5")):
+            h = self.req("POST", "sys/audit-hash/file", {"input": text})
+            self.assertStatus(h, 200)
+            self.assertEqual(item.get("reference"), h.data["hash"], resp)
+
     def test_no_secret_in_clear_and_audit_hash(self):
         name, _ = self.create_key(derived=True)
         plaintext = b64(b"the-plaintext-that-must-not-leak")

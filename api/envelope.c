@@ -98,8 +98,11 @@ void kms_warn(struct kms_ctx *c, const char *fmt, ...)
     char buf[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
+    int n = vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
+    if (n >= (int)sizeof(buf)) {
+        (void)kms_utf8_cut(buf, sizeof(buf) - 1); /* cut inside a character: before it */
+    }
     if (c->warnings == NULL) {
         c->warnings = json_array();
     }

@@ -37,9 +37,14 @@ static int err_vset(struct kms_err *err, int status, bool wrapped, const char *f
         return -1;
     err->status = status;
     err->wrapped = wrapped;
-    /* vsnprintf truncates and always NUL-terminates; a negative return leaves an empty msg. */
-    if (vsnprintf(err->msg, sizeof(err->msg), fmt, ap) < 0)
+    /* vsnprintf truncates and always NUL-terminates; a negative return leaves an empty msg. A
+     * message cut inside a UTF-8 character (a long parameter echoed) ends before it: the
+     * answer is JSON text. */
+    int n = vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+    if (n < 0)
         err->msg[0] = '\0';
+    else if ((size_t)n >= sizeof(err->msg))
+        (void)kms_utf8_cut(err->msg, sizeof(err->msg) - 1);
     return -1;
 }
 

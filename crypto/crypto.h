@@ -217,6 +217,9 @@ bool kms_int_parse(const char *s, int64_t *out);
 size_t kms_utf8_next(const unsigned char *s, size_t n, uint32_t *cp);
 /* s[0, n) is well-formed UTF-8 (NUL bytes are; callers that refuse them check apart). */
 bool kms_utf8_valid(const char *s, size_t n);
+/* A string cut at a byte count (a truncated snprintf) may end inside a UTF-8 character: ends s
+ * (len bytes, NUL-terminated) before that partial character. Returns the new length. */
+size_t kms_utf8_cut(char *s, size_t len);
 /* RFC 3339 in UTC with nanoseconds, trailing zeros trimmed (Go's RFC3339Nano); out[40]. */
 void kms_time_rfc3339(int64_t sec, int32_t nsec, char out[40]);
 

@@ -57,3 +57,22 @@ bool kms_utf8_valid(const char *str, size_t n)
     }
     return true;
 }
+
+size_t kms_utf8_cut(char *s, size_t len)
+{
+    size_t back = 0;
+    /* the last lead byte within the 4 bytes a character may take */
+    while (back < len && back < 4 && ((unsigned char)s[len - 1 - back] & 0xC0) == 0x80) {
+        back++;
+    }
+    if (back == len || back == 4) {
+        return len; /* no lead byte to judge by: left as it is (invalid either way) */
+    }
+    unsigned char lead = (unsigned char)s[len - 1 - back];
+    size_t need = lead < 0x80 ? 1 : lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    if (need > back + 1) {
+        len -= back + 1;
+        s[len] = '\0';
+    }
+    return len;
+}

@@ -737,6 +737,14 @@ static int keys_rotate(struct kms_ctx *c)
         KMS_FAILW(c, 500, "cannot read key");
         goto out;
     }
+    /* external keys are an unknown type here: a reference is always misplaced (OpenBao answers
+     * it before rotating anything) */
+    const char *ext = NULL;
+    if (kms_param_str(c, "external_key_ref", &ext) && ext[0] != '\0') {
+        KMS_FAIL(c, 400, "cannot use external_key_ref on key of type %s",
+                 kms_key_type_name(p.type));
+        goto out;
+    }
     if (p.latest_version == UINT32_MAX) {
         KMS_FAIL(c, 400, "key %s has reached the maximum number of versions", name);
         goto out;
@@ -2581,6 +2589,11 @@ static const struct kms_field f_config[] = {
     {NULL, 0},
 };
 
+static const struct kms_field f_rotate[] = {
+    {"external_key_ref", KMS_F_STRING},
+    {NULL, 0},
+};
+
 static const struct kms_field f_trim[] = {
     {"min_available_version", KMS_F_INT},
     {NULL, 0},
@@ -2741,6 +2754,7 @@ static const struct kms_route transit_routes[] = {
      .on = {[KMS_OP_UPDATE] = {owned_keys_config, "config", 0}}},
     {.tmpl = "keys/:name/rotate",
      .flags = KMS_RT_SLOW,
+     .fields = f_rotate,
      .on = {[KMS_OP_UPDATE] = {owned_keys_rotate, "rotate", 0}}},
     {.tmpl = "keys/:name/soft-delete",
      .on = {[KMS_OP_DELETE] = {owned_keys_soft_delete, "soft-delete", 0}}},

@@ -10,13 +10,15 @@
 
 #define RANDOM_MAX 131072
 
+/* The algorithm in the path, else the parameter as given (an explicit "" is refused as an
+ * unsupported algorithm, as OpenBao's FieldData.Get returns it), else def. */
 static const char *url_or_param(struct kms_ctx *c, const char *param, const char *def)
 {
     const char *v = kms_cap(c, "urlalgorithm");
     if (v != NULL) {
         return v;
     }
-    if (kms_param_str(c, param, &v) && v[0] != '\0') {
+    if (kms_param_str(c, param, &v)) {
         return v;
     }
     return def;

@@ -54,6 +54,29 @@ static void test_err_truncates(void **state)
     assert_int_equal(kms_err_set(&err, 400, "%s", big), -1);
     assert_int_equal(strlen(err.msg), sizeof(err.msg) - 1);
     assert_int_equal(err.msg[0], 'x');
+
+    /* cut inside a character: the message ends before it, still UTF-8 (it becomes JSON) */
+    char wide[2000] = "";
+    for (size_t i = 0; i + 4 < sizeof(wide); i += 2) {
+        memcpy(wide + i, "\xc3\xa9", 3); /* é, NUL-terminated each time */
+    }
+    for (size_t shift = 0; shift < 4; shift++) {
+        /* 0 to 3 ASCII bytes first move the cut through the character */
+        assert_int_equal(kms_err_set(&err, 400, "%.*s%s", (int)shift, "abc", wide), -1);
+        size_t len = strlen(err.msg);
+        assert_true(len >= sizeof(err.msg) - 2);
+        assert_true(kms_utf8_valid(err.msg, len));
+    }
+    /* 3- and 4-byte characters, and a string that needs no cut */
+    char s3[] = "ab\xe2\x82\xac\xe2\x82";
+    assert_int_equal(kms_utf8_cut(s3, strlen(s3)), 5);
+    assert_string_equal(s3, "ab\xe2\x82\xac");
+    char s4[] = "\xf0\x9f\x98\x80\xf0\x9f\x98";
+    assert_int_equal(kms_utf8_cut(s4, strlen(s4)), 4);
+    char s1[] = "plain";
+    assert_int_equal(kms_utf8_cut(s1, 5), 5);
+    char s2[] = "\xc3\xa9";
+    assert_int_equal(kms_utf8_cut(s2, 2), 2);
 }
 
 /* ---- memory ------------------------------------------------------------------------------ */

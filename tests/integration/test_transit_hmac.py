@@ -45,6 +45,17 @@ class HmacHashRandomTest(KmsdTestCase):
         ]
         for body, msg in cases:
             self.assertError(self.req("POST", "transit/hmac/" + self.key, body), 400, msg)
+        # an explicit "" is no algorithm (OpenBao's FieldData.Get gives it, not the default)
+        self.assertError(self.req("POST", "transit/hmac/" + self.key,
+                                  {"input": b64("x"), "algorithm": ""}), 400,
+                         "unsupported algorithm ")
+        self.assertError(self.req("POST", "transit/hash", {"input": b64("x"), "algorithm": ""}),
+                         400, "unsupported algorithm ")
+        # a long non-ASCII parameter echoed in the error is cut before a whole character: the
+        # answer stays JSON (it became 500 with an audit device, errors [] without one)
+        r = self.req("POST", "transit/hash", {"input": b64("x"), "algorithm": "\u00e9" * 300})
+        self.assertStatus(r, 400)
+        self.assertTrue(r.errors[0].startswith("unsupported algorithm \u00e9\u00e9"), r.errors)
         self.assertError(self.req("POST", "transit/hmac/nope-" + self.key, {"input": b64("x")}),
                          400, "encryption key not found")
 

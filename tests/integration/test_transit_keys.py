@@ -482,6 +482,18 @@ class KeyConfigTest(KmsdTestCase):
 class KeyRotateTest(KmsdTestCase):
     """§3.6 rotate."""
 
+    def test_rotate_refuses_external_key_ref(self):
+        # OpenBao's pathRotateWrite: refused before anything rotates (kmsd warned and rotated)
+        name, _ = self.create_key()
+        self.assertError(self.req("POST", "transit/keys/%s/rotate" % name,
+                                  {"external_key_ref": "cfg:key"}), 400,
+                         "cannot use external_key_ref on key of type aes256-gcm96")
+        self.assertEqual(self.read_key(name)["latest_version"], 1)
+        r = self.req("POST", "transit/keys/%s/rotate" % name, {"external_key_ref": ""})
+        self.assertStatus(r, 200)
+        self.assertEqual(r.data["latest_version"], 2)
+        self.assertFalse(r.warnings, r.describe())
+
     def test_rotate(self):
         for t in SYMMETRIC_TYPES:
             with self.subTest(type=t):

@@ -5,7 +5,8 @@
  *
  * Design notes:
  * - The document is written as keysutil marshals it: Go field names (including the untagged
- *   "Imported" and "AllowImportedKeyRotation"), []byte as standard base64, times as
+ *   "Imported" and "AllowImportedKeyRotation", both kept both ways: a restored BYOK key
+ *   keeps its allow_rotation rule), []byte as standard base64, times as
  *   RFC 3339 with nanoseconds, auto_rotate_period in nanoseconds, keysutil's numbering of key
  *   types. The policy's "keys" hold the versions from min_decryption_version up; the archive
  *   holds every stored version, index i being version min_available_version + i (with
@@ -312,7 +313,8 @@ static json_t *policy_json(const char *name, const struct kms_key_policy *p, jso
         (json_int_t)(p->auto_rotate_period > INT64_MAX / NSEC_PER_SEC
                          ? INT64_MAX / NSEC_PER_SEC * NSEC_PER_SEC
                          : p->auto_rotate_period * NSEC_PER_SEC),
-        "Imported", false, "AllowImportedKeyRotation", false, "soft_deleted", false);
+        "Imported", p->imported, "AllowImportedKeyRotation", p->allow_imported_rotation,
+        "soft_deleted", false);
     if (o != NULL && p->key_size != 0) {
         json_object_set_new(o, "key_size", json_integer(p->key_size));
     }
@@ -494,6 +496,9 @@ static int restore_policy(struct kms_ctx *c, const json_t *pol, struct kms_key_p
     p->allow_plaintext_backup = get_bool(pol, "allow_plaintext_backup");
     p->deletion_allowed = get_bool(pol, "deletion_allowed");
     p->soft_deleted = get_bool(pol, "soft_deleted");
+    /* a key made from imported material keeps its rotation rule (allow_rotation) */
+    p->imported = get_bool(pol, "Imported");
+    p->allow_imported_rotation = get_bool(pol, "AllowImportedKeyRotation");
     p->latest_version = (uint32_t)latest;
     p->min_decryption_version = (uint32_t)mindec;
     p->min_encryption_version = (uint32_t)minenc;

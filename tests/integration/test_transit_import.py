@@ -7,6 +7,7 @@ ciphertexts open here, ciphertexts made here open in kmsd, signatures cross-veri
 import base64
 import hashlib
 import hmac as hm
+import json
 import os
 import unittest
 
@@ -116,6 +117,34 @@ class TransitImportTest(KmsdTestCase):
         self.assertEqual(data["latest_version"], 2)
         self.assertFalse(data["imported_key"])
         self.assertEqual(self.decrypt(other, old), b"v1")
+
+    def test_backup_restore_keeps_the_rotation_rule(self):
+        # backup wrote Imported/AllowImportedKeyRotation as false and restore ignored them: a
+        # BYOK key that may not rotate became rotatable (and auto-rotated) once restored
+        for allow in (False, True):
+            with self.subTest(allow_rotation=allow):
+                name = self.uniq("imp")
+                self.import_key(name, os.urandom(32), allow_rotation=allow)
+                self.configure(name, exportable=True, allow_plaintext_backup=True)
+                r = self.req("GET", "transit/backup/" + name)
+                self.assertStatus(r, 200)
+                blob = r.data["backup"]
+                doc = json.loads(base64.b64decode(blob))
+                self.assertTrue(doc["policy"]["Imported"])
+                self.assertEqual(doc["policy"]["AllowImportedKeyRotation"], allow)
+                again = self.uniq("rst")
+                r = self.req("POST", "transit/restore/" + again, {"backup": blob})
+                self.assertIn(r.status, (200, 204), r.describe())
+                key = self.read_key(again)
+                self.assertTrue(key["imported_key"])
+                self.assertEqual(key["imported_key_allow_rotation"], allow)
+                r = self.req("POST", "transit/keys/%s/rotate" % again)
+                if allow:
+                    self.assertStatus(r, 200)
+                else:
+                    self.assertError(r, 500, wrapped(
+                        "imported key %s does not allow rotation within Vault" % again))
+                    self.assertEqual(self.read_key(again)["latest_version"], 1)
 
     def test_import_version(self):
         name = self.uniq("imp")

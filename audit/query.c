@@ -93,13 +93,19 @@ static bool ns_eq(const char *have, const char *want)
  * KMSKey lines of that name (any project) and Transit lines of that exact name; the Transit
  * name or "<project>/<name>" matches both kinds of line for that one key, the organization
  * being the line's namespace.
+ *
+ * Only a line of the KMSKey API (request path kms/...) names the KMSKey: the controller's
+ * scheduled rotations and countdown deletions run on transit/ paths and carry the Transit name
+ * as "key" with "project" beside it, as every kmsd version has written them, so the path and
+ * not the presence of "project" decides (existing logs match too).
  */
 static bool key_matches(const json_t *line, const char *want)
 {
     const char *key = json_string_value(json_object_get(line, "key"));
     const char *project = json_string_value(json_object_get(line, "project"));
-    const json_t *nsp =
-        json_object_get(json_object_get(json_object_get(line, "request"), "namespace"), "path");
+    const json_t *req = json_object_get(line, "request");
+    const json_t *nsp = json_object_get(json_object_get(req, "namespace"), "path");
+    const char *path = json_string_value(json_object_get(req, "path"));
     const char *slash = strchr(want, '/');
     char org[256], transit[1024], wanted[1024];
     if (key == NULL) {
@@ -116,7 +122,7 @@ static bool key_matches(const json_t *line, const char *want)
     for (size_t i = 0; i < ol; i++) {
         org[i] = org[i] == '/' ? '-' : org[i];
     }
-    if (project != NULL) {
+    if (project != NULL && (path == NULL || strncmp(path, "kms/", 4) == 0)) {
         snprintf(transit, sizeof(transit), "%s-%s-%s", org, project, key);
     } else {
         snprintf(transit, sizeof(transit), "%s", key);

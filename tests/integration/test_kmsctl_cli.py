@@ -289,7 +289,8 @@ class AuditKeyFilterTest(KmsctlMixin, unittest.TestCase):
         cls.make_home()
         cls.dir = tempfile.mkdtemp(prefix="kmsctl-audit-")
         cls.log = os.path.join(cls.dir, "audit.log")
-        cls.server = KmsdServer(mode="dev", extra_args=["-audit-file=" + cls.log])
+        cls.server = KmsdServer(mode="dev", extra_args=["-audit-file=" + cls.log,
+                                                        "-kms-deletion-delay=1s"])
         try:
             cls.server.start()
             r = cls.server.request("POST", "sys/namespaces/" + ORG, {})
@@ -334,6 +335,37 @@ class AuditKeyFilterTest(KmsctlMixin, unittest.TestCase):
             "--key", "other-proj/hist")), "other-proj's line")
         got = self.events("--key", "hist", "--project", PROJECT)
         self.assertEqual(sum(1 for e in got if e["op"] == "create"), 1, got)
+
+    def test_one_filter_shows_the_controllers_operations(self):
+        # F1: the controller's scheduled rotations and countdown deletions carry the Transit
+        # name as "key" plus "project"; one --key filter (file or server) must list them
+        self.ok("keys", "create", "auto-rot", "--rotation", "1s")
+        self.ok("keys", "create", "auto-gone", "--deletion-policy", "schedule")
+        self.ok("keys", "schedule-delete", "auto-gone")
+        rot = "%s-%s-auto-rot" % (ORG, PROJECT)
+        gone = "%s-%s-auto-gone" % (ORG, PROJECT)
+
+        def controller(events):
+            return {(e["op"], e["key"]) for e in events
+                    if e.get("subject") == "system:kmsd-controller"}
+        want = {("rotate", rot), ("delete", gone)}
+        wait_for(lambda: want <= controller(self.events("--key", rot)) |
+                 controller(self.events("--key", gone)), "the controller's lines", timeout=30)
+        for name, transit, op in (("auto-rot", rot, "rotate"), ("auto-gone", gone, "delete")):
+            for args in (("--key", name, "--project", PROJECT), ("--key", PROJECT + "/" + name)):
+                got = self.events(*args)
+                self.assertIn((op, transit), controller(got), args)
+                self.assertIn("create", {e["op"] for e in got}, args)
+            # the server's filter is the same code
+            r = self.server.request("GET", "sys/audit/events?key=%s/%s" % (PROJECT, name))
+            self.assertEqual(r.status, 200, r.describe())
+            self.assertIn((op, transit), controller(r.data["events"]), name)
+            r = self.ok("audit", "list", "--key", name, "-o", "json", conn=False,
+                        env={"KMS_ADDR": self.server.addr, "KMS_TOKEN": self.server.token,
+                             "KMS_NAMESPACE": ORG, "KMS_PROJECT": PROJECT})
+            self.assertIn((op, transit), controller(json.loads(r.out)), name)
+        # another project's filter does not pick them up
+        self.assertEqual(controller(self.events("--key", "other-proj/auto-rot")), set())
 
     def test_apply_of_a_change_is_config(self):
         doc = manifest("reconf")

@@ -224,11 +224,16 @@ void kms_cli_session_close(struct kms_cli_session *s);
  */
 int kms_cli_call(struct kms_cli_session *s, const char *method, const char *path, const json_t *req,
                  int quiet_status, json_t **resp);
+/* kms_cli_call with two statuses that are returned without a word (404 and 403 of a check the
+ * caller may skip); the same rule for a 404 with a message. */
+int kms_cli_call_either(struct kms_cli_session *s, const char *method, const char *path,
+                        const json_t *req, int quiet_a, int quiet_b, json_t **resp);
 
 /*
  * The Transit key behind KMSKey `name` of the session's project ("<org>-<project>-<name>")
- * into out, after checking that the KMSKey exists (404 -> error; 403 -> assumed, the caller
- * may hold Transit rights without KMSKey read). Returns 0, or -1 after printing. (crypt.c)
+ * into out, after checking that the KMSKey exists (404 -> error; 403 -> assumed without a
+ * word, the caller may hold Transit rights without KMSKey read: the Transit call's own answer
+ * is the one reported). Returns 0, or -1 after printing. (crypt.c)
  */
 int kms_cli_transit_key(struct kms_cli_session *s, const char *name, char *out, size_t n);
 

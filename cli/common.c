@@ -596,6 +596,12 @@ static void explain_api_error(const struct kms_cli_session *s, const char *metho
 int kms_cli_call(struct kms_cli_session *s, const char *method, const char *path, const json_t *req,
                  int quiet_status, json_t **resp)
 {
+    return kms_cli_call_either(s, method, path, req, quiet_status, quiet_status, resp);
+}
+
+int kms_cli_call_either(struct kms_cli_session *s, const char *method, const char *path,
+                        const json_t *req, int quiet_a, int quiet_b, json_t **resp)
+{
     struct kms_cli_resp r;
     char full[2048];
     char err[1024];
@@ -638,12 +644,13 @@ int kms_cli_call(struct kms_cli_session *s, const char *method, const char *path
         goto out;
     }
     rc = r.status;
+    bool quiet = r.status == quiet_a || r.status == quiet_b;
     /* quiet only for the "nothing there" answer: a 404 with a message (an unknown namespace,
        a missing mount) is a real error the user must see */
-    if (r.status == quiet_status && r.status == 404 && !empty_errors(&r)) {
+    if (quiet && r.status == 404 && !empty_errors(&r)) {
         rc = -1;
     }
-    if (r.status != quiet_status || rc == -1) {
+    if (!quiet || rc == -1) {
         kms_cli_api_error(&r, err, sizeof(err));
         if (r.status == 404 && strstr(err, "HTTP 404") == err) {
             snprintf(err, sizeof(err), "not found (HTTP 404 on %s)", path);

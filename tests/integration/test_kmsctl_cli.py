@@ -128,6 +128,45 @@ class ErrorMessagesTest(KmsctlTestCase):
         self.assertIn("http://127.0.0.1:1", r.errtext)
         self.assertIn("KMS_ADDR", r.errtext)
 
+    def transit_only_token(self, key):
+        # docs/auth.md's token not bound to a project: exact Transit key names, no KMSKey read
+        transit = "%s-%s-%s" % (ORG, PROJECT, key)
+        rules = "".join('path "transit/%s/%s" { capabilities = ["update"] }\n' % (op, transit)
+                        for op in ("encrypt", "decrypt"))
+        r = self.server.request("PUT", "sys/policies/acl/enc-only-" + key, {"policy": rules},
+                                namespace=ORG)
+        self.assertIn(r.status, (200, 204), r.describe())
+        r = self.server.request("POST", "auth/token/create",
+                                {"policies": ["enc-only-" + key], "no_default_policy": True},
+                                namespace=ORG)
+        self.assertEqual(r.status, 200, r.describe())
+        tok = r.json["auth"]["client_token"]
+        r = self.server.request("GET", "kms/keys/%s/%s" % (PROJECT, key), namespace=ORG,
+                                token=tok)
+        self.assertEqual(r.status, 403, r.describe())
+        return tok
+
+    def test_kmskey_check_skipped_silently_for_a_transit_only_token(self):
+        # F2: the 403 of the KMSKey check is not reported; only Transit's own answer is
+        self.ok("keys", "create", "enc-only")
+        tok = self.transit_only_token("enc-only")
+        r = self.ok("encrypt", "enc-only", "--plaintext", "hello", token=tok)
+        self.assertTrue(r.out.startswith(b"vault:v1:"), r)
+        self.assertEqual(r.err, b"", r)
+        ct = r.out.strip()
+        r = self.ok("decrypt", "enc-only", "--ciphertext", ct.decode(), token=tok)
+        self.assertEqual(r.out, b"hello\n", r)
+        src = os.path.join(self.home, "enc-only.bin")
+        with open(src, "wb") as f:
+            f.write(b"x" * 1000)
+        r = self.ok("envelope", "encrypt", "enc-only", "--in", src, "--out", src + ".enc",
+                    token=tok)
+        self.assertEqual(r.err, b"", r)
+        # a refusal of the encrypt itself is one error, Transit's
+        r = self.fails(1, "encrypt", "app-other", "--plaintext", "hello", token=tok)
+        self.assertEqual(r.errtext.count("Error:"), 1, r)
+        self.assertIn("transit/encrypt/%s-%s-app-other" % (ORG, PROJECT), r.errtext)
+
     def test_no_transit_engine_yet(self):
         org = "empty-org"
         resp = self.server.request("POST", "sys/namespaces/" + org, {})

@@ -888,6 +888,20 @@ static const json_t *applied_spec(struct kms_ctx *c)
     return spec != NULL ? spec : c->params;
 }
 
+/* True when the JSON array of strings `names` (may be NULL) holds name. */
+static bool names_has(const json_t *names, const char *name)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(names, i, e)
+    {
+        if (json_is_string(e) && strcmp(json_string_value(e), name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /*
  * `kubectl apply` semantics (`"apply": true`, what kmsctl apply sends): a mutable top-level
  * spec field the previous apply set and this one leaves out goes back to its default, as
@@ -911,14 +925,7 @@ static json_t *apply_base(struct kms_ctx *c, const json_t *rec)
     for (size_t i = 0; base != NULL && i < sizeof(mutable_defaults) / sizeof(mutable_defaults[0]);
          i++) {
         const char *k = mutable_defaults[i][0];
-        bool was_applied = false;
-        size_t j;
-        json_t *e;
-        json_array_foreach(last, j, e)
-        {
-            was_applied =
-                was_applied || (json_is_string(e) && strcmp(json_string_value(e), k) == 0);
-        }
+        bool was_applied = names_has(last, k);
         if (deleting && strcmp(k, "deletionPolicy") == 0) {
             continue;
         }
@@ -929,9 +936,32 @@ static json_t *apply_base(struct kms_ctx *c, const json_t *rec)
     return base;
 }
 
-/* The spec fields an apply gave, for the next apply's apply_base (the spec fields given at
- * the top level count as well, as spec_from_request reads them). */
-static json_t *applied_fields(struct kms_ctx *c)
+/* A given spec value that only spells out the default ("retain", exportable false, rotation
+ * disabled without an interval, the default purpose and algorithm). */
+static bool default_value(const char *field, const json_t *v)
+{
+    if (strcmp(field, "exportable") == 0) {
+        return json_is_false(v);
+    }
+    if (strcmp(field, "rotation") == 0) {
+        json_t *iv = json_object_get(v, "interval");
+        return json_is_object(v) && !json_is_true(json_object_get(v, "enabled")) &&
+               (iv == NULL || json_is_null(iv));
+    }
+    const char *def = strcmp(field, "purpose") == 0     ? "application"
+                      : strcmp(field, "algorithm") == 0 ? "aes256-gcm96"
+                                                        : "retain";
+    return json_is_string(v) && strcmp(json_string_value(v), def) == 0;
+}
+
+/*
+ * The spec fields an apply gave, for the next apply's apply_base (the spec fields given at
+ * the top level count as well, as spec_from_request reads them). A field given with its
+ * default value counts as given only if the previous apply (`last`, NULL for none) gave it:
+ * spelling out a default the manifest left out is no change, so `kmsctl keys get -o yaml`
+ * (which prints every field) applies back unchanged, and the manifest without it as well.
+ */
+static json_t *applied_fields(struct kms_ctx *c, const json_t *last)
 {
     static const char *const fields[] = {"purpose", "algorithm", "rotation", "deletionPolicy",
                                          "exportable"};
@@ -939,7 +969,8 @@ static json_t *applied_fields(struct kms_ctx *c)
     const json_t *given = applied_spec(c);
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
         json_t *v = json_object_get(given, fields[i]);
-        if (v != NULL && !json_is_null(v)) {
+        if (v != NULL && !json_is_null(v) &&
+            (!default_value(fields[i], v) || names_has(last, fields[i]))) {
             json_array_append_new(names, json_string(fields[i]));
         }
     }
@@ -1036,7 +1067,8 @@ static int kmskey_write(struct kms_ctx *c)
         }
     }
     if (apply) {
-        json_object_set_new(rec, "last_applied", applied_fields(c));
+        json_object_set_new(rec, "last_applied",
+                            applied_fields(c, json_object_get(before, "last_applied")));
     }
     /* deletionPolicy drives the countdown: schedule starts it, retain cancels it */
     const char *dp = json_string_value(json_object_get(spec, "deletionPolicy"));

@@ -15,7 +15,8 @@ import unittest
 import yaml
 
 from kmsd_harness import KmsdServer
-from kmsctl_helpers import KMSCTL_BIN, ORG, PROJECT, KmsctlMixin, KmsctlTestCase
+from kmsctl_helpers import (DOC_KMSKEY_YAML, KMSCTL_BIN, ORG, PROJECT, KmsctlMixin,
+                            KmsctlTestCase)
 from test_kmsctl_signals import wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -273,6 +274,37 @@ class StrictManifestTest(KmsctlTestCase):
         out = self.ok("keys", "get", "rt-key", "-o", "json").out
         r = self.ok("apply", "-f", "-", stdin=out)
         self.assertEqual(r.text, "kmskey.security.kube-dc.com/rt-key unchanged\n")
+
+    def test_get_yaml_of_an_applied_doc_manifest_is_unchanged(self):
+        # F3: `get -o yaml` spells out the defaults the product doc's manifest leaves out
+        # (exportable: false); applying them back is no change, nor is the manifest again
+        doc = DOC_KMSKEY_YAML.replace("app-secrets", "rt-doc").encode()
+        bare = (b"apiVersion: security.kube-dc.com/v1alpha1\nkind: KMSKey\n"
+                b"metadata:\n  name: rt-bare\n  namespace: my-project\nspec: {}\n")
+        for name, text in (("rt-doc", doc), ("rt-bare", bare)):
+            r = self.ok("apply", "-f", "-", stdin=text)
+            self.assertEqual(r.text, "kmskey.security.kube-dc.com/%s created\n" % name)
+            meta = yaml.safe_load(self.ok("keys", "get", name, "-o", "yaml").out)["metadata"]
+            for fmt in ("yaml", "json", "yaml"):
+                out = self.ok("keys", "get", name, "-o", fmt).out
+                r = self.ok("apply", "-f", "-", stdin=out)
+                self.assertEqual(r.text, "kmskey.security.kube-dc.com/%s unchanged\n" % name,
+                                 (name, fmt))
+                r = self.ok("apply", "-f", "-", stdin=text)
+                self.assertEqual(r.text, "kmskey.security.kube-dc.com/%s unchanged\n" % name,
+                                 (name, fmt))
+            self.assertEqual(yaml.safe_load(self.ok("keys", "get", name, "-o", "yaml").out)
+                             ["metadata"]["resourceVersion"], meta["resourceVersion"])
+        # a default given where the last apply gave another value still counts: dropping it
+        # later resets the field, as kubectl's last-applied configuration does
+        sched = doc.replace(b"deletionPolicy: retain", b"deletionPolicy: schedule")
+        self.assertIn(b"configured", self.ok("apply", "-f", "-", stdin=sched).out)
+        self.assertIn(b"configured", self.ok("apply", "-f", "-", stdin=doc).out)
+        self.ok("patch", "kmskey", "rt-doc", "-p", '{"spec":{"deletionPolicy":"schedule"}}')
+        no_dp = doc.replace(b"  deletionPolicy: retain\n", b"")
+        self.assertIn(b"configured", self.ok("apply", "-f", "-", stdin=no_dp).out)
+        self.assertEqual(yaml.safe_load(self.ok("keys", "get", "rt-doc", "-o", "yaml").out)
+                         ["spec"]["deletionPolicy"], "retain")
 
     def test_list_yaml_items_carry_manifest_fields_only(self):
         self.ok("keys", "create", "rt-list")

@@ -575,7 +575,7 @@ int kms_cli_apply(int argc, char **argv)
         kms_cli_errorf("no objects passed to apply");
         goto out;
     }
-    if ((status = kms_cli_session_open(&g, KMS_CLI_NEED_ORG, &s)) != 0) {
+    if ((status = kms_cli_session_open(&g, KMS_CLI_NEED_ORG | KMS_CLI_NEED_TOKEN, &s)) != 0) {
         goto out;
     }
     const char *flag_project = g.project;
@@ -726,7 +726,7 @@ int kms_cli_patch(int argc, char **argv)
             goto out;
         }
     }
-    if ((status = kms_cli_session_open(&g, KMS_CLI_NEED_ORG | KMS_CLI_NEED_PROJECT, &s)) != 0) {
+    if ((status = kms_cli_session_open(&g, KMS_CLI_NEED_PROJECT_TOKEN, &s)) != 0) {
         goto out;
     }
     status = KMS_CLI_EXIT_FAIL;

@@ -180,6 +180,9 @@ enum kms_cli_fmt { KMS_CLI_FMT_TABLE, KMS_CLI_FMT_JSON, KMS_CLI_FMT_YAML };
 #define KMS_CLI_NEED_PROJECT 2u
 #define KMS_CLI_NEED_TOKEN 4u
 #define KMS_CLI_ROOT_NS 8u /* requests go to the root namespace (no X-Vault-Namespace) */
+/* A project's KMSKeys and Transit keys (keys, encrypt, decrypt, envelope, patch): with no token
+ * at all the command stops with "no token" (exit 2) instead of sending a request without one. */
+#define KMS_CLI_NEED_PROJECT_TOKEN (KMS_CLI_NEED_ORG | KMS_CLI_NEED_PROJECT | KMS_CLI_NEED_TOKEN)
 
 #define KMS_CLI_NAME_MAX 63
 

@@ -132,7 +132,7 @@ int kms_cli_encrypt(int argc, char **argv)
     if ((status = read_input("plaintext", plaintext, file, PLAINTEXT_READ_MAX, &pt, &ptlen)) != 0) {
         goto out;
     }
-    if ((status = kms_cli_session_open(&g, KMS_CLI_NEED_ORG | KMS_CLI_NEED_PROJECT, &s)) != 0) {
+    if ((status = kms_cli_session_open(&g, KMS_CLI_NEED_PROJECT_TOKEN, &s)) != 0) {
         goto out;
     }
     status = KMS_CLI_EXIT_FAIL;
@@ -271,7 +271,7 @@ int kms_cli_decrypt(int argc, char **argv)
         kms_cli_errorf("ciphertext must be in OpenBao 'vault:v<n>:...' form (got \"%s\"...)", q);
         goto out;
     }
-    if ((status = kms_cli_session_open(&g, KMS_CLI_NEED_ORG | KMS_CLI_NEED_PROJECT, &s)) != 0) {
+    if ((status = kms_cli_session_open(&g, KMS_CLI_NEED_PROJECT_TOKEN, &s)) != 0) {
         goto out;
     }
     status = KMS_CLI_EXIT_FAIL;

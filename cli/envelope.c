@@ -348,7 +348,7 @@ static int env_encrypt(struct env_args *a, const char *name)
         kms_cli_errorf("--in, --out and --meta must be different files");
         goto out;
     }
-    if ((status = kms_cli_session_open(&a->g, KMS_CLI_NEED_ORG | KMS_CLI_NEED_PROJECT, &s)) != 0) {
+    if ((status = kms_cli_session_open(&a->g, KMS_CLI_NEED_PROJECT_TOKEN, &s)) != 0) {
         goto out;
     }
     status = KMS_CLI_EXIT_FAIL;
@@ -686,7 +686,7 @@ static int env_decrypt(struct env_args *a, const char *name)
         kms_cli_errorf("--in and --out must be different files");
         goto out;
     }
-    if ((status = kms_cli_session_open(&a->g, KMS_CLI_NEED_ORG | KMS_CLI_NEED_PROJECT, &s)) != 0) {
+    if ((status = kms_cli_session_open(&a->g, KMS_CLI_NEED_PROJECT_TOKEN, &s)) != 0) {
         goto out;
     }
     status = KMS_CLI_EXIT_FAIL;

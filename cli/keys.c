@@ -29,7 +29,7 @@
     "  -o table|json|yaml, --ca-cert FILE, --client-cert FILE --client-key FILE,\n"                \
     "  --tls-skip-verify. See docs/cli.md.\n"
 
-#define NEED_KEYS (KMS_CLI_NEED_ORG | KMS_CLI_NEED_PROJECT)
+#define NEED_KEYS KMS_CLI_NEED_PROJECT_TOKEN
 
 /* ---- reading the object ------------------------------------------------------------------ */
 

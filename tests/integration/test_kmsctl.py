@@ -713,8 +713,9 @@ class ExitCodesAndGlobalsTest(KmsctlTestCase):
             self.assertEqual(without_age(self.ok("keys", "list", env=env, conn=False).text), want)
         finally:
             os.unlink(os.path.join(self.home, ".vault-token"))
-        r = self.fails(1, "keys", "list", env=env, conn=False)
-        self.assertIn("permission denied", r.errtext)
+        # no token left anywhere: said before any request, as a usage error
+        r = self.fails(2, "keys", "list", env=env, conn=False)
+        self.assertIn("Error: no token:", r.errtext)
 
 
 class LoginTest(KmsctlTestCase):

@@ -168,6 +168,33 @@ class ErrorMessagesTest(KmsctlTestCase):
         self.assertEqual(r.errtext.count("Error:"), 1, r)
         self.assertIn("transit/encrypt/%s-%s-app-other" % (ORG, PROJECT), r.errtext)
 
+    def test_no_token_at_all_is_one_usage_error(self):
+        # F4: every command that needs a token says so the same way (exit 2), as orgs does,
+        # instead of a "permission denied ... invalid, expired" from a request sent without one
+        empty = tempfile.mkdtemp(prefix="kmsctl-no-token-")
+        self.addCleanup(shutil.rmtree, empty, True)
+        src = os.path.join(empty, "in.bin")
+        with open(src, "wb") as f:
+            f.write(b"data")
+        env = {"HOME": empty, "KMS_ADDR": self.server.addr, "KMS_NAMESPACE": ORG,
+               "KMS_PROJECT": PROJECT}
+        commands = [("keys", "list"), ("keys", "describe", "k"), ("keys", "create", "k"),
+                    ("keys", "rotate", "k"), ("keys", "set-min-decryption-version", "k", "2"),
+                    ("keys", "schedule-delete", "k"), ("keys", "cancel-delete", "k"),
+                    ("keys", "delete", "k", "--yes"), ("get", "kmskey", "k"),
+                    ("encrypt", "k", "--plaintext", "x"),
+                    ("decrypt", "k", "--ciphertext", "vault:v1:AAAA"),
+                    ("envelope", "encrypt", "k", "--in", src, "--out", src + ".enc"),
+                    ("envelope", "decrypt", "k", "--in", src, "--out", src + ".dec"),
+                    ("apply", "-f", "-"), ("patch", "kmskey", "k", "-p", "{}"),
+                    ("orgs", "list"), ("audit", "list")]
+        for args in commands:
+            r = self.fails(2, *args, conn=False, env=env, stdin=manifest("k"))
+            self.assertIn("Error: no token: give --token, set KMS_TOKEN (or VAULT_TOKEN), or "
+                          "run `kmsctl login`", r.errtext, args)
+            self.assertNotIn("permission denied", r.errtext, args)
+            self.assertNotIn("invalid, expired", r.errtext, args)
+
     def test_no_transit_engine_yet(self):
         org = "empty-org"
         resp = self.server.request("POST", "sys/namespaces/" + org, {})

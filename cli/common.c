@@ -544,12 +544,38 @@ void kms_cli_key_not_found(const struct kms_cli_session *s, const char *name)
 }
 
 /*
+ * The KMSKey a 404 on kms/keys/<project>/<name>[/action] of the session's project is about,
+ * into name: the server's "KMSKey N not found in project P" (an action) or a bare 404 (a GET
+ * without a quiet status, as patch's). False for other 404s (no transit/ mount, ...).
+ */
+static bool missing_kmskey(const struct kms_cli_session *s, const char *path, const char *msg,
+                           char *name, size_t n)
+{
+    size_t pl = strlen(s->project);
+    if (strncmp(path, "kms/keys/", 9) != 0 || pl == 0 || strncmp(path + 9, s->project, pl) != 0 ||
+        path[9 + pl] != '/') {
+        return false;
+    }
+    const char *nm = path + 9 + pl + 1;
+    size_t len = strcspn(nm, "/");
+    if (len == 0 || len >= n ||
+        (strncmp(msg, "not found (HTTP 404", 19) != 0 &&
+         (strncmp(msg, "KMSKey ", 7) != 0 || strstr(msg, " not found in project ") == NULL))) {
+        return false;
+    }
+    memcpy(name, nm, len);
+    name[len] = '\0';
+    return true;
+}
+
+/*
  * Print the server's refusal with what it refers to and what to do next: the message alone
  * ("namespace not found", "permission denied") names neither the organization nor the fix.
  */
 static void explain_api_error(const struct kms_cli_session *s, const char *method, const char *path,
                               int status, const char *msg)
 {
+    char name[KMS_CLI_NAME_MAX + 1];
     if (status == 404 && strstr(msg, "namespace not found") != NULL) {
         kms_cli_errorf("organization \"%s\" not found on %s (namespace not found)",
                        kms_cli_org_label(s), s->addr);
@@ -573,6 +599,9 @@ static void explain_api_error(const struct kms_cli_session *s, const char *metho
         kms_cli_hintf("the token (--token, KMS_TOKEN or the `kmsctl login` file) is invalid, "
                       "expired or its policies do not allow this; log in again with a role "
                       "that does: kmsctl login --role=ROLE");
+    } else if (status == 404 && missing_kmskey(s, path, msg, name, sizeof(name))) {
+        /* every verb (rotate, schedule-delete, patch, ...) as describe says it */
+        kms_cli_key_not_found(s, name);
     } else if (status == 404 && strstr(msg, "no handler for route") != NULL &&
                strncmp(path, "transit/", 8) == 0) {
         kms_cli_errorf("organization \"%s\" has no transit/ engine (%s)", kms_cli_org_label(s),

@@ -114,6 +114,21 @@ class ErrorMessagesTest(KmsctlTestCase):
         self.assertIn("kmsctl keys create ghost", r.errtext)
         self.assertIn("kmsctl keys list", r.errtext)
 
+    def test_missing_key_same_message_for_every_verb(self):
+        # F5: the verbs that went through the server's own 404 text (the actions) or the raw
+        # fallback (patch) say what describe says, Hint included
+        want = self.fails(1, "keys", "describe", "ghost").err
+        self.assertIn(b"Hint: ", want)
+        for args in (("keys", "rotate", "ghost"), ("keys", "set-min-decryption-version",
+                                                   "ghost", "2"),
+                     ("keys", "schedule-delete", "ghost"), ("keys", "cancel-delete", "ghost"),
+                     ("keys", "get", "ghost"), ("get", "kmskey", "ghost", "-o", "yaml"),
+                     ("keys", "delete", "ghost", "--yes"),
+                     ("encrypt", "ghost", "--plaintext", "x"),
+                     ("patch", "kmskey", "ghost", "-p", '{"spec":{"rotation":"1h"}}')):
+            r = self.fails(1, *args)
+            self.assertEqual(r.err, want, args)
+
     def test_permission_denied_names_path_and_org(self):
         r = self.fails(1, "keys", "list", token="not-a-token")
         self.assertIn("permission denied", r.errtext)

@@ -236,6 +236,11 @@ static bool route_match(const char *tmpl, const char *rel, struct kms_ctx *c)
             if (t[0] == ':' && !kms_name_valid(p, plen)) {
                 return false;
             }
+            /* "." and ".." are no segment of a clean path (404, docs/api.md), for a +capture
+             * as for a :name */
+            if (p[0] == '.' && (plen == 1 || (plen == 2 && p[1] == '.'))) {
+                return false;
+            }
             c->cap_names[ncap] = t + 1;
             memcpy(c->cap_values[ncap], p, plen);
             c->cap_values[ncap][plen] = '\0';

@@ -307,7 +307,9 @@ bool kms_cli_check_name(const char *what, const char *s)
     if (kms_cli_name_ok(s)) {
         return true;
     }
-    kms_cli_errorf("invalid %s \"%s\": lower-case letters, digits and '-', at most %d characters",
+    /* the whole rule, in the server's words (engine/kmskey NAME_RULE) */
+    kms_cli_errorf("invalid %s \"%s\": must be a DNS-1123 label: lower-case letters, digits and "
+                   "'-', starting and ending with a letter or digit, at most %d characters",
                    what, s, KMS_CLI_NAME_MAX);
     return false;
 }

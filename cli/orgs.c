@@ -32,8 +32,9 @@
     "                             terminal, needs --yes otherwise\n\n"                             \
     "Organizations are the namespaces of the root namespace: these verbs ignore\n"                 \
     "KMS_NAMESPACE and need a root-namespace token with sudo on sys/namespaces and\n"              \
-    "sys/mounts (the root token of `kmsd server -dev`). Names: lower-case letters,\n"              \
-    "digits and '-', at most 63 characters.\n"                                                     \
+    "sys/mounts (the root token of `kmsd server -dev`). Names are DNS-1123 labels:\n"              \
+    "lower-case letters, digits and '-', starting and ending with a letter or digit,\n"            \
+    "at most 63 characters.\n"                                                                     \
     "Global options: --addr URL, --token T, -o table|json|yaml, --ca-cert FILE,\n"                 \
     "  --client-cert FILE --client-key FILE, --tls-skip-verify. See docs/cli.md.\n"
 

@@ -75,6 +75,12 @@ static const char *const policies[] = {"retain", "schedule", NULL};
 
 /* ---- names and records ------------------------------------------------------------------- */
 
+/* The rule dns_label checks, stated whole in every refusal (kmsctl's kms_cli_check_name says
+ * the same words). */
+#define NAME_RULE                                                                                  \
+    "a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or "  \
+    "digit, at most 63 characters"
+
 static bool dns_label(const char *s, size_t max)
 {
     size_t n = strlen(s);
@@ -151,17 +157,13 @@ static int resolve_target(struct kms_ctx *c, struct target *t, bool need_name)
         return KMS_FAILW(c, 403, "permission denied");
     }
     if (project == NULL || !dns_label(project, PROJECT_MAX_LEN)) {
-        return KMS_FAIL(c, 400,
-                        "invalid project name \"%s\": lower-case letters, digits and '-', at most "
-                        "63 characters",
+        return KMS_FAIL(c, 400, "invalid project name \"%s\": must be " NAME_RULE,
                         project ? project : "");
     }
     snprintf(t->project, sizeof(t->project), "%s", project);
     if (need_name) {
         if (name == NULL || !dns_label(name, NAME_MAX_LEN)) {
-            return KMS_FAIL(c, 400,
-                            "invalid KMSKey name \"%s\": lower-case letters, digits and '-', at "
-                            "most 63 characters",
+            return KMS_FAIL(c, 400, "invalid KMSKey name \"%s\": must be " NAME_RULE,
                             name ? name : "");
         }
         snprintf(t->name, sizeof(t->name), "%s", name);
@@ -1671,9 +1673,11 @@ static const char *kmskey_write_audit_op(const struct kms_ctx *c)
                : NULL;
 }
 
+/* +name, not :name: the router's :name is Transit's looser rule and would answer a name such
+ * as "trail-" with a bare 404; the handlers check the DNS-1123 rule and say it (NAME_RULE). */
 static const struct kms_route kmskey_routes[] = {
     {.tmpl = "keys/+project/", .on = {[KMS_OP_LIST] = {kmskey_list, "list", 0}}},
-    {.tmpl = "keys/+project/:name",
+    {.tmpl = "keys/+project/+name",
      .fields = f_kmskey,
      .exists = kmskey_exists,
      .audit_op_of = kmskey_write_audit_op,
@@ -1681,13 +1685,13 @@ static const struct kms_route kmskey_routes[] = {
             [KMS_OP_CREATE] = {kmskey_write, "create", 0},
             [KMS_OP_UPDATE] = {kmskey_write, "create", 0},
             [KMS_OP_DELETE] = {kmskey_delete, "delete", 0}}},
-    {.tmpl = "keys/+project/:name/rotate", .on = {[KMS_OP_UPDATE] = {kmskey_rotate, "rotate", 0}}},
-    {.tmpl = "keys/+project/:name/min-decryption-version",
+    {.tmpl = "keys/+project/+name/rotate", .on = {[KMS_OP_UPDATE] = {kmskey_rotate, "rotate", 0}}},
+    {.tmpl = "keys/+project/+name/min-decryption-version",
      .fields = f_version,
      .on = {[KMS_OP_UPDATE] = {kmskey_min_version, "set-min-decryption-version", 0}}},
-    {.tmpl = "keys/+project/:name/schedule-delete",
+    {.tmpl = "keys/+project/+name/schedule-delete",
      .on = {[KMS_OP_UPDATE] = {kmskey_schedule_delete, "schedule-delete", 0}}},
-    {.tmpl = "keys/+project/:name/cancel-delete",
+    {.tmpl = "keys/+project/+name/cancel-delete",
      .on = {[KMS_OP_UPDATE] = {kmskey_cancel_delete, "cancel-delete", 0}}},
     KMS_ROUTES_END,
 };
@@ -1823,7 +1827,9 @@ int kms_kmskey_plugin_key(void *state, const struct kms_ns *ns, const char *proj
         return kms_err_set(err, 400, "KMSKeys belong to an organization namespace");
     }
     if (!dns_label(project, PROJECT_MAX_LEN) || !dns_label(name, NAME_MAX_LEN)) {
-        return kms_err_set(err, 400, "invalid KMSKey name %s/%s", project, name);
+        return kms_err_set(err, 400,
+                           "invalid KMSKey %s/%s: the project and the name must each be " NAME_RULE,
+                           project, name);
     }
     snprintf(t.project, sizeof(t.project), "%s", project);
     snprintf(t.name, sizeof(t.name), "%s", name);

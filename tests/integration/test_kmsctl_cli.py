@@ -129,6 +129,30 @@ class ErrorMessagesTest(KmsctlTestCase):
             r = self.fails(1, *args)
             self.assertEqual(r.err, want, args)
 
+    def test_invalid_names_state_the_whole_rule_as_the_server_does(self):
+        # F6: "trail-" is made of the allowed characters; the message must say why it is not a
+        # name, and the server's 400 for the same name says the same (it was a bare 404)
+        rule = ("must be a DNS-1123 label: lower-case letters, digits and '-', starting and "
+                "ending with a letter or digit, at most 63 characters")
+        for name in ("trail-", "-lead", "a_b", "App", "n" * 64):
+            r = self.fails(2, "keys", "create", "--", name)
+            self.assertIn('Error: invalid KMSKey name "%s": %s\n' % (name, rule), r.errtext)
+            for path in ("kms/keys/%s/%s" % (PROJECT, name),
+                         "kms/keys/%s/%s/rotate" % (PROJECT, name)):
+                resp = self.server.request("POST", path, {}, namespace=ORG)
+                self.assertEqual(resp.status, 400, resp.describe())
+                self.assertEqual(resp.errors, ['invalid KMSKey name "%s": %s' % (name, rule)])
+        r = self.fails(2, "keys", "list", "--project", "trail-")
+        self.assertIn('Error: invalid project name "trail-": %s\n' % rule, r.errtext)
+        resp = self.server.request("POST", "kms/keys/trail-/k", {}, namespace=ORG)
+        self.assertEqual(resp.errors, ['invalid project name "trail-": %s' % rule])
+        r = self.fails(2, "orgs", "create", "trail-")
+        self.assertIn('Error: invalid organization name "trail-": %s\n' % rule, r.errtext)
+        # a dot segment is still no path of kmsd's (docs/api.md: 404 unsupported path)
+        for path in ("kms/keys/%s/../rotate" % PROJECT, "kms/keys/%s/./rotate" % PROJECT):
+            resp = self.server.request("POST", path, {}, namespace=ORG)
+            self.assertEqual(resp.status, 404, resp.describe())
+
     def test_permission_denied_names_path_and_org(self):
         r = self.fails(1, "keys", "list", token="not-a-token")
         self.assertIn("permission denied", r.errtext)

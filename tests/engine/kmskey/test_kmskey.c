@@ -268,17 +268,20 @@ static void test_validation(void **state)
 
     /* names: DNS labels only */
     refused(t, "/v1/kms/keys/proj/App", "{}",
-            "invalid KMSKey name \"App\": lower-case letters, digits and '-', at most 63 "
-            "characters");
+            "invalid KMSKey name \"App\": must be a DNS-1123 label: lower-case letters, digits "
+            "and '-', starting and ending with a letter or digit, at most 63 characters");
     refused(t, "/v1/kms/keys/proj/a_b", "{}",
-            "invalid KMSKey name \"a_b\": lower-case letters, digits and '-', at most 63 "
-            "characters");
+            "invalid KMSKey name \"a_b\": must be a DNS-1123 label: lower-case letters, digits "
+            "and '-', starting and ending with a letter or digit, at most 63 characters");
     refused(t, "/v1/kms/keys/Proj/a", "{}",
-            "invalid project name \"Proj\": lower-case letters, digits and '-', at most 63 "
-            "characters");
+            "invalid project name \"Proj\": must be a DNS-1123 label: lower-case letters, digits "
+            "and '-', starting and ending with a letter or digit, at most 63 characters");
+    refused(t, "/v1/kms/keys/proj/trail-", "{}",
+            "invalid KMSKey name \"trail-\": must be a DNS-1123 label: lower-case letters, "
+            "digits and '-', starting and ending with a letter or digit, at most 63 characters");
     refused(t, "/v1/kms/keys/-p/a", "{}",
-            "invalid project name \"-p\": lower-case letters, digits and '-', at most 63 "
-            "characters");
+            "invalid project name \"-p\": must be a DNS-1123 label: lower-case letters, digits "
+            "and '-', starting and ending with a letter or digit, at most 63 characters");
     char target[256], name[80];
     memset(name, 'n', 64);
     name[64] = '\0';

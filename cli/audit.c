@@ -34,7 +34,7 @@ static void list_usage(FILE *f)
                "  --since=T          24h, 90m, 7d (that long ago), RFC 3339, or epoch seconds\n"
                "  --until=T          same forms; exclusive\n"
                "  --limit=N          newest N events (default 500)\n"
-               "  -o, --output=FMT   table (default) or json\n"
+               "  -o, --output=FMT   table (default), json or yaml\n"
                "  --file=PATH        a local audit file (with its rotated copies) or directory;\n"
                "                     default $KMS_AUDIT_FILE; repeated, each is a log of its\n"
                "                     own (HA replicas) and the events are merged by time\n\n"
@@ -300,6 +300,7 @@ static int cmd_list(int argc, char **argv)
     const char *pos[1];
     size_t npos = 0;
     int64_t since = 0, until = 0;
+    enum kms_cli_fmt fmt = KMS_CLI_FMT_TABLE;
     char keybuf[512];
     int64_t now;
     int32_t nsec;
@@ -348,8 +349,8 @@ static int cmd_list(int argc, char **argv)
         kms_cli_errorf("--result is allowed, denied or error");
         goto out;
     }
-    if (a.output != NULL && strcmp(a.output, "table") != 0 && strcmp(a.output, "json") != 0) {
-        kms_cli_errorf("-o is table or json");
+    if (kms_cli_fmt_parse(a.output, &fmt) != 0) {
+        kms_cli_errorf("-o is table, json or yaml");
         goto out;
     }
     if (a.limit != NULL) {
@@ -393,10 +394,16 @@ static int cmd_list(int argc, char **argv)
             goto out;
         }
     }
-    if (a.output != NULL && strcmp(a.output, "json") == 0) {
+    if (fmt == KMS_CLI_FMT_JSON) {
         char *text = json_dumps(events, JSON_INDENT(2));
         printf("%s\n", text ? text : "[]");
         free(text);
+    } else if (fmt == KMS_CLI_FMT_YAML) {
+        /* the same array as a YAML sequence (the other commands' emitter: exact strings) */
+        if (kms_cli_print_yaml(events) != 0) {
+            status = KMS_CLI_EXIT_FAIL;
+            goto out;
+        }
     } else {
         /* subjects come from token claims: a control character must not forge a row */
         kms_cli_json_escape_strings(events);

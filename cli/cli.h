@@ -294,6 +294,11 @@ bool kms_cli_check_name(const char *what, const char *s);
  * caller frees with kms_free_wipe(out, *len + 1)). Returns 0, or -1 after printing why.
  */
 int kms_cli_read_file(const char *path, size_t max, uint8_t **out, size_t *len);
+/* The same, but a file of more than max bytes returns 1 with nothing printed (and *out NULL):
+ * the caller names the limit that matters to the user. */
+int kms_cli_read_file_max(const char *path, size_t max, uint8_t **out, size_t *len);
+/* A size for people: "812 B", "3.0 MiB" (1024-based units). */
+void kms_cli_human_bytes(double b, char *out, size_t n);
 /*
  * Write data to path atomically with mode 0600 (a temporary file in the same directory,
  * renamed over path), or to stdout when path is NULL or "-". Returns 0 or -1 after printing.

@@ -701,7 +701,19 @@ out:
 
 /* ---- files ------------------------------------------------------------------------------- */
 
-int kms_cli_read_file(const char *path, size_t max, uint8_t **out, size_t *len)
+void kms_cli_human_bytes(double b, char *out, size_t n)
+{
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    size_t u = 0;
+    while (b >= 1024 && u + 1 < sizeof(units) / sizeof(units[0])) {
+        b /= 1024;
+        u++;
+    }
+    snprintf(out, n, u == 0 ? "%.0f %s" : "%.1f %s", b, units[u]);
+}
+
+/* kms_cli_read_file; past max, 1 without a word when quiet_too_big (the caller says why). */
+static int read_capped(const char *path, size_t max, uint8_t **out, size_t *len, bool quiet_too_big)
 {
     bool in = strcmp(path, "-") == 0;
     int fd = in ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
@@ -745,8 +757,14 @@ int kms_cli_read_file(const char *path, size_t max, uint8_t **out, size_t *len)
             break;
         }
         n += (size_t)r;
+        if (n > max && quiet_too_big) {
+            rc = 1;
+            goto out;
+        }
         if (n > max) {
-            kms_cli_errorf("%s is larger than %zu bytes", in ? "stdin" : path, max);
+            char human[32];
+            kms_cli_human_bytes((double)max, human, sizeof(human));
+            kms_cli_errorf("%s is larger than %s", in ? "stdin" : path, human);
             goto out;
         }
     }
@@ -763,6 +781,16 @@ out:
         close(fd);
     }
     return rc;
+}
+
+int kms_cli_read_file(const char *path, size_t max, uint8_t **out, size_t *len)
+{
+    return read_capped(path, max, out, len, false);
+}
+
+int kms_cli_read_file_max(const char *path, size_t max, uint8_t **out, size_t *len)
+{
+    return read_capped(path, max, out, len, true);
 }
 
 int kms_cli_tmpfile_for(const char *path, char *tmp, size_t n)

@@ -15,6 +15,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* Plaintext read from a file or stdin: the request body limit, well above the 64 KiB cap. */
 #define PLAINTEXT_READ_MAX (32u << 20)
@@ -58,9 +59,36 @@ static int write_output(const char *out, const uint8_t *data, size_t len)
     return kms_cli_write_file(out, data, len);
 }
 
-/* Exactly one of the inline value and the file; the bytes into *buf (caller wipes/frees). */
-static int read_input(const char *what, const char *inline_val, const char *file, size_t max,
-                      uint8_t **buf, size_t *len)
+/*
+ * A plaintext file over what direct mode sends at all: the limit the user meets is the
+ * server's 64 KiB (max_plaintext_size), and the way on is envelope encryption, as for the 413.
+ */
+static void plaintext_too_big(const char *name, const char *file, size_t max)
+{
+    char size[32], cap[32];
+    struct stat st;
+    bool in = strcmp(file, "-") == 0;
+    kms_cli_human_bytes((double)max, cap, sizeof(cap));
+    if (!in && stat(file, &st) == 0 && S_ISREG(st.st_mode)) {
+        kms_cli_human_bytes((double)st.st_size, size, sizeof(size));
+        kms_cli_errorf("plaintext exceeds the 64 KiB limit for direct encryption: %s is %s, over "
+                       "the %s kmsctl sends directly whatever the server's max_plaintext_size",
+                       file, size, cap);
+    } else {
+        kms_cli_errorf("plaintext exceeds the 64 KiB limit for direct encryption: %s holds more "
+                       "than the %s kmsctl sends directly whatever the server's "
+                       "max_plaintext_size",
+                       in ? "stdin" : file, cap);
+    }
+    kms_cli_hintf("use `kmsctl envelope encrypt %s --in %s --out %s.enc` for payloads over the "
+                  "direct-mode limit",
+                  name, in ? "-" : file, in ? "FILE" : file);
+}
+
+/* Exactly one of the inline value and the file; the bytes into *buf (caller wipes/frees).
+ * `name` (the KMSKey, for encrypt's hint) is NULL for a ciphertext. */
+static int read_input(const char *what, const char *name, const char *inline_val, const char *file,
+                      size_t max, uint8_t **buf, size_t *len)
 {
     if ((inline_val != NULL && inline_val[0] != '\0') == (file != NULL && file[0] != '\0')) {
         if (inline_val != NULL && inline_val[0] == '\0' && file == NULL) {
@@ -81,7 +109,14 @@ static int read_input(const char *what, const char *inline_val, const char *file
         }
         return 0;
     }
-    return kms_cli_read_file(file, max, buf, len) == 0 ? 0 : KMS_CLI_EXIT_FAIL;
+    if (name == NULL) {
+        return kms_cli_read_file(file, max, buf, len) == 0 ? 0 : KMS_CLI_EXIT_FAIL;
+    }
+    int r = kms_cli_read_file_max(file, max, buf, len);
+    if (r == 1) {
+        plaintext_too_big(name, file, max);
+    }
+    return r == 0 ? 0 : KMS_CLI_EXIT_FAIL;
 }
 
 int kms_cli_encrypt(int argc, char **argv)
@@ -129,7 +164,8 @@ int kms_cli_encrypt(int argc, char **argv)
     if (!kms_cli_check_name("KMSKey name", pos[0])) {
         goto out;
     }
-    if ((status = read_input("plaintext", plaintext, file, PLAINTEXT_READ_MAX, &pt, &ptlen)) != 0) {
+    if ((status = read_input("plaintext", pos[0], plaintext, file, PLAINTEXT_READ_MAX, &pt,
+                             &ptlen)) != 0) {
         goto out;
     }
     if ((status = kms_cli_session_open(&g, KMS_CLI_NEED_PROJECT_TOKEN, &s)) != 0) {
@@ -249,8 +285,8 @@ int kms_cli_decrypt(int argc, char **argv)
     if (!kms_cli_check_name("KMSKey name", pos[0])) {
         goto out;
     }
-    if ((status = read_input("ciphertext", ciphertext, file, CIPHERTEXT_READ_MAX, &raw, &rawlen)) !=
-        0) {
+    if ((status = read_input("ciphertext", NULL, ciphertext, file, CIPHERTEXT_READ_MAX, &raw,
+                             &rawlen)) != 0) {
         goto out;
     }
     status = KMS_CLI_EXIT_USAGE;

@@ -69,17 +69,6 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void human_bytes(double b, char *out, size_t n)
-{
-    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    size_t u = 0;
-    while (b >= 1024 && u + 1 < sizeof(units) / sizeof(units[0])) {
-        b /= 1024;
-        u++;
-    }
-    snprintf(out, n, u == 0 ? "%.0f %s" : "%.1f %s", b, units[u]);
-}
-
 static void progress_start(struct progress *p, bool enabled, const char *label, uint64_t total)
 {
     memset(p, 0, sizeof(*p));
@@ -98,8 +87,8 @@ static void progress_draw(struct progress *p, bool final)
     }
     p->last_ms = now;
     double secs = (double)(now - p->start_ms) / 1000.0;
-    human_bytes((double)p->done, done, sizeof(done));
-    human_bytes(secs > 0 ? (double)p->done / secs : 0, rate, sizeof(rate));
+    kms_cli_human_bytes((double)p->done, done, sizeof(done));
+    kms_cli_human_bytes(secs > 0 ? (double)p->done / secs : 0, rate, sizeof(rate));
     if (p->total > 0) {
         char bar[31];
         unsigned pct = (unsigned)(p->done * 100 / p->total);
@@ -107,7 +96,7 @@ static void progress_draw(struct progress *p, bool final)
         memset(bar, '#', fill);
         memset(bar + fill, '.', 30 - fill);
         bar[30] = '\0';
-        human_bytes((double)p->total, total, sizeof(total));
+        kms_cli_human_bytes((double)p->total, total, sizeof(total));
         fprintf(stderr, "\r%-10s %3u%% [%s] %s / %s  %s/s   ", p->label, pct > 100 ? 100 : pct, bar,
                 done, total, rate);
     } else {

@@ -552,7 +552,7 @@ static int cmd_delete(int argc, char **argv)
     struct kms_cli_global g;
     struct kms_cli_session s;
     bool yes = false;
-    json_t *resp = NULL;
+    json_t *resp = NULL, *last = NULL;
     const char *pos[2];
     char path[256], q[640];
     int status;
@@ -583,8 +583,13 @@ static int cmd_delete(int argc, char **argv)
         goto out;
     }
     status = KMS_CLI_EXIT_FAIL;
-    snprintf(path, sizeof(path), "kms/keys/%s/%s", s.project, pos[0]);
-    int rc = kms_cli_call(&s, "DELETE", path, NULL, 404, &resp);
+    /* -o json|yaml prints the KMSKey as orgs delete prints the organization: a retained key's
+     * DELETE answers 204, so the object is the one read just before */
+    int rc = s.fmt != KMS_CLI_FMT_TABLE ? get_key(&s, pos[0], 404, &last) : 0;
+    if (rc == 0) {
+        snprintf(path, sizeof(path), "kms/keys/%s/%s", s.project, pos[0]);
+        rc = kms_cli_call(&s, "DELETE", path, NULL, 404, &resp);
+    }
     if (rc == 404) {
         kms_cli_key_not_found(&s, pos[0]);
     }
@@ -592,8 +597,9 @@ static int cmd_delete(int argc, char **argv)
         goto out;
     }
     const json_t *obj = json_object_get(resp, "data");
-    if (s.fmt != KMS_CLI_FMT_TABLE && obj != NULL) {
-        status = kms_cli_print_kmskey(s.fmt, obj) == 0 ? KMS_CLI_EXIT_OK : KMS_CLI_EXIT_FAIL;
+    if (s.fmt != KMS_CLI_FMT_TABLE) {
+        status = kms_cli_print_kmskey(s.fmt, obj != NULL ? obj : last) == 0 ? KMS_CLI_EXIT_OK
+                                                                            : KMS_CLI_EXIT_FAIL;
         goto out;
     }
     qualified(&s, obj, pos[0], q, sizeof(q));
@@ -606,6 +612,7 @@ static int cmd_delete(int argc, char **argv)
     }
     status = KMS_CLI_EXIT_OK;
 out:
+    json_decref(last);
     json_decref(resp);
     kms_cli_session_close(&s);
     return status;

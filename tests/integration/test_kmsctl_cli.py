@@ -98,6 +98,77 @@ class TerminalSafetyTest(KmsctlTestCase):
         self.assertEqual(y, j)
 
 
+class OutputAndLimitsTest(KmsctlTestCase):
+    """F7: -o yaml for audit list, -o json|yaml for keys delete, the direct-mode size error
+    past kmsctl's read cap."""
+
+    def test_audit_list_yaml_is_the_json_events(self):
+        work = tempfile.mkdtemp(prefix="kmsctl-audit-yaml-")
+        self.addCleanup(shutil.rmtree, work, True)
+        line = {"type": "response", "time": "2026-04-15T02:00:11.5Z", "subject": "a\x1b[2Kb",
+                "op": "encrypt", "resource": "KMSKey", "key": "true", "key_version": 3,
+                "status": 200, "request": {"id": "r1", "namespace": {"path": "my-org/"},
+                                           "operation": "update", "path": "transit/encrypt/k",
+                                           "remote_address": "127.0.0.1"}}
+        path = os.path.join(work, "audit.log")
+        with open(path, "w") as f:
+            f.write(json.dumps(line) + "\n")
+        as_json = json.loads(self.ok("audit", "list", "--file", path, "-o", "json",
+                                     conn=False).out)
+        r = self.ok("audit", "list", "--file", path, "-o", "yaml", conn=False)
+        self.assertEqual(yaml.safe_load(r.out), as_json)
+        self.assertEqual(as_json[0]["key"], "true")  # a string, quoted in the YAML
+        r = self.fails(2, "audit", "list", "--file", path, "-o", "xml", conn=False)
+        self.assertIn("-o is table, json or yaml", r.errtext)
+        self.assertIn("table (default), json or yaml",
+                      self.ok("audit", "list", "--help", conn=False).text)
+
+    def test_keys_delete_prints_the_object(self):
+        for fmt, load in (("json", json.loads), ("yaml", yaml.safe_load)):
+            name = "del-" + fmt
+            self.ok("keys", "create", name)
+            want = load(self.ok("keys", "get", name, "-o", fmt).out)
+            r = self.ok("keys", "delete", name, "--yes", "-o", fmt)
+            self.assertEqual(load(r.out), want)
+            self.fails(1, "keys", "describe", name)
+        # a countdown: the server's answer, deletionTimestamp set
+        self.ok("keys", "create", "del-sched", "--deletion-policy", "schedule")
+        r = self.ok("keys", "delete", "del-sched", "--yes", "-o", "json")
+        obj = json.loads(r.out)
+        self.assertEqual(obj["metadata"]["name"], "del-sched")
+        self.assertIn("deletionTimestamp", obj["metadata"])
+        r = self.fails(1, "keys", "delete", "del-none", "--yes", "-o", "json")
+        self.assertEqual(r.out, b"")
+        self.assertIn("KMSKey del-none not found in project", r.errtext)
+
+    def test_direct_mode_size_error_past_the_read_cap(self):
+        self.ok("keys", "create", "huge")
+        work = tempfile.mkdtemp(prefix="kmsctl-huge-")
+        self.addCleanup(shutil.rmtree, work, True)
+        big = os.path.join(work, "big.bin")
+        with open(big, "wb") as f:
+            f.truncate(40 * 1024 * 1024)
+        r = self.fails(1, "encrypt", "huge", "--plaintext-file", big)
+        self.assertIn("Error: plaintext exceeds the 64 KiB limit for direct encryption: %s is "
+                      "40.0 MiB" % big, r.errtext)
+        self.assertIn("Hint: use `kmsctl envelope encrypt huge --in %s --out %s.enc`"
+                      % (big, big), r.errtext)
+        self.assertNotIn("33554432", r.errtext)
+        with open(big, "rb") as f:
+            r = self.kmsctl("encrypt", "huge", "--plaintext-file", "-", stdin=f.read())
+        self.assertEqual(r.rc, 1, r)
+        self.assertIn("64 KiB", r.errtext)
+        self.assertIn("stdin holds more than the 32.0 MiB", r.errtext)
+        self.assertIn("kmsctl envelope encrypt huge --in - --out FILE.enc", r.errtext)
+        # the server's own 413 just past 64 KiB is unchanged
+        small = os.path.join(work, "small.bin")
+        with open(small, "wb") as f:
+            f.write(b"x" * (64 * 1024 + 1))
+        r = self.fails(1, "encrypt", "huge", "--plaintext-file", small)
+        self.assertIn("plaintext exceeds the 64 KiB limit", r.errtext)
+        self.assertIn("kmsctl envelope encrypt huge", r.errtext)
+
+
 class ErrorMessagesTest(KmsctlTestCase):
     """Item 13: errors say which organization/project/key and what to do next."""
 

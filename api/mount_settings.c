@@ -7,6 +7,7 @@
  */
 #include "api/api_int.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* A lease TTL of a tune write into cfg[name]: "" keeps it, "system" clears it. */
@@ -17,11 +18,30 @@ static int tune_ttl(struct kms_ctx *c, json_t *cfg, const char *name, int64_t *o
     if (v == NULL || (json_is_string(v) && json_string_length(v) == 0)) {
         return 0;
     }
-    if (json_is_string(v) && strcmp(json_string_value(v), "system") == 0) {
+    /* OpenBao reads the field as a string (mapstructure's weak decode: true is "1", a number
+     * its text) and then as seconds or a Go duration: a fraction of a second is refused, not
+     * truncated (0.9 would have reset the TTL to the system's) */
+    char text[64];
+    if (json_is_boolean(v)) {
+        snprintf(text, sizeof(text), "%d", json_is_true(v) ? 1 : 0);
+    } else if (json_is_integer(v)) {
+        snprintf(text, sizeof(text), "%lld", (long long)json_integer_value(v));
+    } else if (json_is_real(v)) {
+        double d = json_real_value(v);
+        if (d == (double)(long long)d && d > -1e15 && d < 1e15) {
+            snprintf(text, sizeof(text), "%lld", (long long)d);
+        } else {
+            snprintf(text, sizeof(text), "%g", d);
+        }
+    } else if (!json_is_string(v)) {
+        return KMS_FAIL(c, 400, "%s: expected a duration (\"1h\") or a number of seconds", name);
+    }
+    const char *str = json_is_string(v) ? json_string_value(v) : text;
+    int prc = kms_parse_duration_str(str, out);
+    if (strcmp(str, "system") == 0) {
         *out = 0;
-    } else if (kms_parse_duration(v, out) != 0 || *out < 0) {
-        return KMS_FAIL(c, 400, "time: invalid duration \"%s\"",
-                        json_is_string(v) ? json_string_value(v) : "?");
+    } else if (prc != 0 || *out < 0) {
+        return KMS_FAIL(c, 400, "time: invalid duration \"%s\"", str);
     }
     json_object_set_new(cfg, name, json_integer(*out));
     return 0;

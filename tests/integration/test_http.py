@@ -745,6 +745,30 @@ class NamespaceTest(KmsdTestCase):
         m = self.req("GET", "sys/mounts/" + other).data
         self.assertEqual(m["config"]["listing_visibility"], "hidden")
 
+    def test_tune_ttl_values_read_as_openbao_reads_them(self):
+        # OpenBao's tune TTLs are strings (mapstructure's weak decode): a number is its text,
+        # true is "1"; a fraction is refused, not truncated (0.9 reset the TTL to the system's)
+        mnt = self.uniq("ttl")
+        self.assertStatus(self.req("POST", "sys/mounts/" + mnt, {"type": "transit"}), 204)
+
+        def ttl():
+            r = self.req("GET", "sys/mounts/%s/tune" % mnt)
+            self.assertStatus(r, 200)
+            return r.data["default_lease_ttl"]
+        for value, want in ((60, 60), (120.0, 120), ("3m", 180), (True, 1)):
+            with self.subTest(value=value):
+                self.assertStatus(self.req("POST", "sys/mounts/%s/tune" % mnt,
+                                           {"default_lease_ttl": value}), 204)
+                self.assertEqual(ttl(), want)
+        for value, text in ((1.5, "1.5"), (0.9, "0.9")):
+            with self.subTest(value=value):
+                self.assertError(self.req("POST", "sys/mounts/%s/tune" % mnt,
+                                          {"default_lease_ttl": value}), 400,
+                                 'time: invalid duration "%s"' % text)
+                self.assertEqual(ttl(), 1)
+        self.assertError(self.req("POST", "sys/mounts/%s/tune" % mnt, {"max_lease_ttl": [1]}),
+                         400, 'max_lease_ttl: expected a duration ("1h") or a number of seconds')
+
     def test_concurrent_tunes_keep_each_others_settings(self):
         # a tune applies its parameters to the settings as stored when its write begins; it
         # read them before taking the registry's lock, and a tune committed in between was

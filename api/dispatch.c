@@ -411,6 +411,12 @@ static void json_error_brief(const json_error_t *jerr, char *out, size_t n)
         snprintf(out, n, "%s", jerr->text);
         return;
     }
+    if (strstr(jerr->text, "JSON_ALLOW_NUL") != NULL) {
+        /* jansson's words name its own flag: say what is refused instead */
+        snprintf(out, n, "a string holds \\u0000, which kmsd refuses, at line %d, column %d",
+                 jerr->line, jerr->column);
+        return;
+    }
     snprintf(out, n, "%.*s at line %d, column %d", kms_json_error_len(jerr), jerr->text, jerr->line,
              jerr->column);
 }

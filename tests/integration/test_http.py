@@ -377,6 +377,12 @@ class BodyTest(KmsdTestCase):
             self.assertEqual(len(r.errors), 1, r.describe())
             self.assertTrue(r.errors[0].startswith("failed to decode JSON input: "),
                             r.describe())
+        # a NUL in a string: refused in kmsd's words, not jansson's flag name
+        r = self.req("POST", "transit/encrypt/" + self.uniq(),
+                     b'{"plaintext":"aGk=","reference":"a\\u0000b"}',
+                     headers={"Content-Type": "application/json"})
+        self.assertError(r, 400, "failed to decode JSON input: a string holds \\u0000, which "
+                                 "kmsd refuses, at line 1, column 42")
 
     def test_empty_body_means_no_params(self):
         name = self.uniq()

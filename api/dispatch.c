@@ -454,6 +454,11 @@ static int parse_params(struct kms_ctx *c, const char *query)
     const char *ctype = header(req, "Content-Type");
     if (ctype != NULL && strncasecmp(ctype, "application/x-www-form-urlencoded", 33) == 0 &&
         req->body[i] != '{' && req->body[i] != '[') {
+        /* Go's url.ParseQuery refuses a ';' (a separator some parsers take and others do not):
+         * OpenBao answers "error parsing form data" */
+        if (memchr(req->body, ';', req->body_len) != NULL) {
+            return KMS_FAIL(c, 400, "error parsing form data");
+        }
         int frc = parse_urlencoded((const char *)req->body, req->body_len, c->params, true);
         if (frc != 0) {
             return KMS_FAIL(c, 400, "failed to parse form body%s",

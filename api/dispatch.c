@@ -591,6 +591,15 @@ static bool asks_for_help(const json_t *qp)
 
 /* The method (and for a read, the query's list=) -> c->op; the HELP method or a query asking
  * for help is refused. qp is the parsed query, or NULL. */
+/* A query parameter's first value (repeated ones arrive as an array), "" when none. */
+static const char *first_value(const json_t *v)
+{
+    if (json_is_array(v)) {
+        v = json_array_get(v, 0);
+    }
+    return json_is_string(v) ? json_string_value(v) : "";
+}
+
 static int request_op(struct kms_ctx *c, const json_t *qp, bool *head)
 {
     if (strcmp(c->http->method, "HELP") == 0 || (qp != NULL && asks_for_help(qp))) {
@@ -605,17 +614,27 @@ static int request_op(struct kms_ctx *c, const json_t *qp, bool *head)
         c->err.msg[0] = '\0';
         return -1;
     }
-    json_t *l = c->op == KMS_OP_READ && qp != NULL ? json_object_get(qp, "list") : NULL;
-    if (json_is_string(l)) {
-        bool b;
-        if (!kms_parse_go_bool(json_string_value(l), &b)) {
-            c->err.status = 400;
-            c->err.msg[0] = '\0';
-            return -1;
-        }
-        if (b) {
-            c->op = KMS_OP_LIST;
-        }
+    if (c->op != KMS_OP_READ || qp == NULL) {
+        return 0;
+    }
+    /* Go's queryVals.Get: the first of repeated values, "" when absent */
+    bool list = false, scan = false;
+    const char *l = first_value(json_object_get(qp, "list"));
+    const char *sc = first_value(json_object_get(qp, "scan"));
+    if ((l[0] != '\0' && !kms_parse_go_bool(l, &list)) ||
+        (sc[0] != '\0' && !kms_parse_go_bool(sc, &scan)) || (list && scan)) {
+        c->err.status = 400;
+        c->err.msg[0] = '\0';
+        return -1;
+    }
+    if (scan) {
+        /* OpenBao's scan operation: no route of kmsd (nor of Transit) serves one */
+        c->err.status = 405;
+        c->err.msg[0] = '\0';
+        return -1;
+    }
+    if (list) {
+        c->op = KMS_OP_LIST;
     }
     return 0;
 }

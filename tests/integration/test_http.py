@@ -137,6 +137,22 @@ class VerbTest(KmsdTestCase):
         self.assertStatus(r, 400)
         self.assertEqual(r.json, {"errors": []}, r.describe())
 
+    def test_list_and_scan_read_as_openbao(self):
+        # OpenBao's logical.go: the first of repeated values (queryVals.Get); scan is a bool,
+        # its own operation (no Transit route serves it), and not with list
+        name, _ = self.create_key()
+        r = self.req("GET", "transit/keys?list=true&list=false")
+        self.assertStatus(r, 200)
+        self.assertIn(name, r.data["keys"])
+        for q, status in (("scan=bogus", 400), ("list=true&scan=true", 400),
+                          ("scan=true", 405)):
+            r = self.req("GET", "transit/keys?" + q)
+            self.assertStatus(r, status, q)
+        r = self.req("GET", "transit/keys/%s?scan=true" % name)
+        self.assertStatus(r, 405)
+        r = self.req("GET", "transit/keys/%s?scan=false" % name)
+        self.assertStatus(r, 200)
+
     def test_get_encrypt_is_405(self):
         name, _ = self.create_key()
         r = self.req("GET", "transit/encrypt/" + name)

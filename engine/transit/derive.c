@@ -163,27 +163,34 @@ int kms_transit_derive_key(struct kms_ctx *c)
     if (bp.soft_deleted) {
         return KMS_FAIL(c, 400, "%s", KMS_MSG_SOFT_DELETED);
     }
+    /* the version and peer key checks are DeriveKeyECDH's, whose errors OpenBao's handler
+     * returns without a response: 500, wrapped (as sign's, contract §8 #18) */
     if (ver == 0) {
         ver = bp.latest_version;
     } else if (ver < 0) {
-        return KMS_FAIL(c, 400, "requested version of the base key is negative");
+        return KMS_FAILW(c, 500, "requested version of the base key is negative");
     } else if (ver > (int64_t)bp.latest_version) {
-        return KMS_FAIL(c, 400,
-                        "requested version of the base key is higher than the latest key "
-                        "version");
+        return KMS_FAILW(c, 500,
+                         "requested version of the base key is higher than the latest key "
+                         "version");
     } else if (ver < (int64_t)bp.min_available_version) {
-        return KMS_FAIL(c, 400,
-                        "requested version of the base key is less than the minimum available "
-                        "key version");
+        return KMS_FAILW(c, 500,
+                         "requested version of the base key is less than the minimum available "
+                         "key version");
     }
     /* versions below min_decryption_version are archived: OpenBao has no entry for them */
     if (ver < (int64_t)bp.min_decryption_version) {
-        return KMS_FAIL(c, 400, "no such key version");
+        return KMS_FAILW(c, 500, "no such key version");
     }
     if (kms_transit_read_version(c, base, (uint32_t)ver, &bkv, &c->err) != 0) {
         goto out;
     }
     if (kms_keyring_derive_ecdh(&bp, &bkv, peer, strlen(peer), key, keylen, &c->err) != 0) {
+        if (c->err.status == 400) {
+            /* DeriveKeyECDH's UserErrors come back without a response in OpenBao: 500 */
+            c->err.status = 500;
+            c->err.wrapped = true;
+        }
         goto out;
     }
     rc = store_derived(c, name, type, key, keylen);

@@ -1063,6 +1063,8 @@ static void finish(struct kms_ctx *c, int rc, struct kms_http_resp *resp)
     free(c->text);
     free(c->data_json);
     c->data_json = NULL;
+    free(c->park.req_copy); /* an offloaded request's own copy (c->http) */
+    c->park.req_copy = NULL;
     free(c->batch_results);
     json_decref(c->params);
     json_decref(c->warnings);
@@ -1170,6 +1172,52 @@ static void hook_hold(void)
 
 static int after_handler(struct kms_ctx *c, int rc, struct kms_http_resp *resp);
 
+/*
+ * The request as the handler thread sees it: its own copy (one block), because the connection
+ * that owns the original may go away while the handler runs (its client closed it), and with
+ * it the parser's buffers. NULL when out of memory.
+ */
+static struct kms_http_req *req_copy(const struct kms_http_req *r)
+{
+    size_t n = sizeof(*r) + r->nheaders * sizeof(struct kms_http_header) + r->body_len + 1;
+    n += strlen(r->method) + 1 + strlen(r->target) + 1 +
+         (r->remote_addr != NULL ? strlen(r->remote_addr) + 1 : 0);
+    for (size_t i = 0; i < r->nheaders; i++) {
+        n += strlen(r->headers[i].name) + 1 + strlen(r->headers[i].value) + 1;
+    }
+    struct kms_http_req *q = malloc(n);
+    if (q == NULL) {
+        return NULL;
+    }
+    struct kms_http_header *h = (struct kms_http_header *)(q + 1);
+    char *p = (char *)(h + r->nheaders);
+#define KEEP(dst, src)                                                                             \
+    do {                                                                                           \
+        size_t len_ = strlen(src) + 1;                                                             \
+        memcpy(p, (src), len_);                                                                    \
+        (dst) = p;                                                                                 \
+        p += len_;                                                                                 \
+    } while (0)
+    *q = *r;
+    KEEP(q->method, r->method);
+    KEEP(q->target, r->target);
+    if (r->remote_addr != NULL) {
+        KEEP(q->remote_addr, r->remote_addr);
+    }
+    for (size_t i = 0; i < r->nheaders; i++) {
+        KEEP(h[i].name, r->headers[i].name);
+        KEEP(h[i].value, r->headers[i].value);
+    }
+#undef KEEP
+    q->headers = h;
+    if (r->body_len > 0) {
+        memcpy(p, r->body, r->body_len);
+    }
+    p[r->body_len] = '\0';
+    q->body = (const uint8_t *)p;
+    return q;
+}
+
 /* On a handler thread. */
 static void offloaded(void *arg)
 {
@@ -1208,7 +1256,10 @@ static void offloaded_abandoned(void *arg)
 /* From the request line's completion on: the handler, then the response line. */
 static int after_request_line(struct kms_ctx *c, int rc, struct kms_http_resp *resp)
 {
-    if (rc == 0 && goes_offload(c)) {
+    struct kms_http_req *own = NULL;
+    if (rc == 0 && goes_offload(c) && (own = req_copy(c->http)) != NULL) {
+        c->http = own;
+        c->park.req_copy = own;
         c->park.phase = 3;
         c->park.resp = *resp;
         c->park.offload = OFF_RUNNING;

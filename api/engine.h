@@ -192,6 +192,7 @@ struct kms_ctx_park {
     struct kms_http_resp resp; /* the response as built so far (extra headers) */
     void (*wake)(void *arg);   /* NULL: the blocking pipeline (kms_api_handle) */
     void *wake_arg;
+    struct kms_http_req *req_copy; /* phase 3: c->http, the request's own copy (dispatch.c) */
 };
 
 /*

@@ -20,6 +20,7 @@
 #include <ctype.h>
 #include <pthread.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <malloc.h>
 #include <string.h>
@@ -1140,9 +1141,6 @@ static bool goes_offload(const struct kms_ctx *c)
  * waits before it runs a handler while <dir>/hold exists, and shows it by creating
  * <dir>/held (tests/integration/hooks_offload.py).
  */
-#include <fcntl.h>
-#include <stdio.h>
-#include <unistd.h>
 static void hook_hold(void)
 {
     const char *dir = getenv("KMS_TEST_HANDLER_HOOKS");
@@ -1151,18 +1149,7 @@ static void hook_hold(void)
         snprintf(held, sizeof(held), "%s/held", dir) >= (int)sizeof(held)) {
         return;
     }
-    bool shown = false;
-    while (access(hold, F_OK) == 0) {
-        if (!shown) {
-            int fd = open(held, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-            if (fd >= 0) {
-                close(fd);
-            }
-            shown = true;
-        }
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
+    kms_test_hold(hold, held);
 }
 #else
 static void hook_hold(void)

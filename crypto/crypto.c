@@ -16,12 +16,14 @@
 #include "crypto/crypto.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -714,3 +716,20 @@ void kms_time_rfc3339(int64_t sec, int32_t nsec, char out[40])
     *o++ = 'Z';
     *o = '\0';
 }
+
+#ifdef KMS_TEST_HOOKS
+void kms_test_hold(const char *hold, const char *held)
+{
+    bool shown = false;
+    while (access(hold, F_OK) == 0) {
+        if (!shown) {
+            int fd = open(held, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+            if (fd >= 0)
+                close(fd);
+            shown = true;
+        }
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+#endif

@@ -54,6 +54,12 @@ bool kms_str_join(char *dst, size_t cap, const char *a, const char *b);
 size_t kms_u64_dec(uint64_t v, char out[21]);
 size_t kms_i64_dec(int64_t v, char out[21]);
 
+#ifdef KMS_TEST_HOOKS
+/* Test hooks (KMS_TEST_HOOKS builds only): wait while the file `hold` exists, creating the
+ * file `held` once to show it (server/ha.c, api/dispatch.c). */
+void kms_test_hold(const char *hold, const char *held);
+#endif
+
 /*
  * Memory for unwrapped keys: kms_secmem_init reserves a locked, non-dumpable heap (OpenSSL's
  * secure heap; returns -1 when the system refuses, e.g. RLIMIT_MEMLOCK, and allocations then

@@ -266,18 +266,7 @@ static void hook_hold_promotion(void)
         (size_t)snprintf(held, sizeof(held), "%s.held", hold) >= sizeof(held)) {
         return;
     }
-    bool shown = false;
-    while (access(hold, F_OK) == 0) {
-        if (!shown) {
-            int fd = open(held, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-            if (fd >= 0) {
-                close(fd);
-            }
-            shown = true;
-        }
-        struct timespec ts = {0, 10 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
+    kms_test_hold(hold, held);
 }
 #endif
 

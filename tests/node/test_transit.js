@@ -471,8 +471,8 @@ describe('node-vault against kmsd', () => {
         await vault.transitCreateKey({ name: base, type: 'ecdsa-p256' });
         const p384 = crypto.generateKeyPairSync('ec', { namedCurve: 'secp384r1' });
         await rejects(vault.write(`transit/derive-key/${uniq('x')}`, { base_key_name: base,
-            peer_public_key: p384.publicKey.export({ type: 'spki', format: 'pem' }) }), 400,
-        ['base private key type ecdsa-p256 does not match peer public key curve']);
+            peer_public_key: p384.publicKey.export({ type: 'spki', format: 'pem' }) }), 500,
+        ['1 error occurred:\n\t* base private key type ecdsa-p256 does not match peer public key curve\n\n']);
         await rejects(vault.write(`transit/derive-key/${uniq('x')}`, { base_key_name: base }), 400,
             ['peer public key not provided']);
     });

@@ -1376,8 +1376,8 @@ static int decode_opt(const char *s, uint8_t **out, size_t *len, struct kms_err 
  * Encrypt/DecryptWithFactory, after the version and the key derivation, so a derived key
  * without context says so first. A bad base64 value is OpenBao's internal error (500).
  */
-static int aad_decode(const struct kms_key_policy *p, const struct item *it, size_t idx,
-                      size_t ctxlen, uint8_t **aad, size_t *aadlen, struct kms_err *err)
+static int aad_decode(const struct kms_key_policy *p, const struct item *it, size_t ctxlen,
+                      uint8_t **aad, size_t *aadlen, struct kms_err *err)
 {
     if (it->aad == NULL || it->aad[0] == '\0') {
         return 0;
@@ -1386,11 +1386,12 @@ static int aad_decode(const struct kms_key_policy *p, const struct item *it, siz
         return kms_err_set(err, 400, "%s", KMS_MSG_MISSING_CONTEXT);
     }
     if (decode_opt(it->aad, aad, aadlen, err) != 0) {
+        /* OpenBao hands each item its own one-factory list (path_encrypt.go, path_decrypt.go):
+         * the index it prints is always 0, whichever item failed */
         char why[sizeof(err->msg)];
         snprintf(why, sizeof(why), "%s", err->msg);
-        return kms_err_set(err, 500,
-                           "unable to get associated_data/additional_data from factory[%zu]: %s",
-                           idx, why);
+        return kms_err_set(
+            err, 500, "unable to get associated_data/additional_data from factory[0]: %s", why);
     }
     return 0;
 }
@@ -1438,7 +1439,7 @@ static int encrypt_one(struct kms_ctx *c, const char *name, const struct kms_key
     }
     if (kms_keyring_encrypt_version(p, it->key_version, &ver, &err) != 0 ||
         get_version(c, name, vc, ver, &kv, &err) != 0 ||
-        aad_decode(p, it, idx, ctxlen, &aad, &aadlen, &err) != 0 ||
+        aad_decode(p, it, ctxlen, &aad, &aadlen, &err) != 0 ||
         kms_keyring_encrypt(p, kv, ctx, ctxlen, ctx != NULL, aad, aadlen, pt, ptlen, &it->out,
                             &err) != 0) {
         goto out;
@@ -1504,7 +1505,7 @@ static int decrypt_one(struct kms_ctx *c, const char *name, const struct kms_key
         goto out;
     }
     if (get_version(c, name, vc, ver, &kv, &err) != 0 ||
-        (use_aad && aad_decode(p, it, idx, ctxlen, &aad, &aadlen, &err) != 0) ||
+        (use_aad && aad_decode(p, it, ctxlen, &aad, &aadlen, &err) != 0) ||
         kms_keyring_decrypt(p, kv, it->ciphertext, ctlen, ctx, ctxlen, ctx != NULL, aad, aadlen, pt,
                             ptlen, &err) != 0) {
         goto out;

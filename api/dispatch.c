@@ -1064,8 +1064,9 @@ static void finish(struct kms_ctx *c, int rc, struct kms_http_resp *resp)
     free(c->text);
     free(c->data_json);
     c->data_json = NULL;
-    free(c->park.req_copy); /* an offloaded request's own copy (c->http) */
-    c->park.req_copy = NULL;
+    /* an offloaded request's own copy (c->http): its token and plaintexts are wiped, as the
+     * parser's buffers are */
+    kms_free_wipe((void **)&c->park.req_copy, c->park.req_copy_len);
     free(c->batch_results);
     json_decref(c->params);
     json_decref(c->warnings);
@@ -1164,7 +1165,7 @@ static int after_handler(struct kms_ctx *c, int rc, struct kms_http_resp *resp);
  * that owns the original may go away while the handler runs (its client closed it), and with
  * it the parser's buffers. NULL when out of memory.
  */
-static struct kms_http_req *req_copy(const struct kms_http_req *r)
+static struct kms_http_req *req_copy(const struct kms_http_req *r, size_t *size)
 {
     size_t n = sizeof(*r) + r->nheaders * sizeof(struct kms_http_header) + r->body_len + 1;
     n += strlen(r->method) + 1 + strlen(r->target) + 1 +
@@ -1176,6 +1177,7 @@ static struct kms_http_req *req_copy(const struct kms_http_req *r)
     if (q == NULL) {
         return NULL;
     }
+    *size = n;
     struct kms_http_header *h = (struct kms_http_header *)(q + 1);
     char *p = (char *)(h + r->nheaders);
 #define KEEP(dst, src)                                                                             \
@@ -1244,7 +1246,7 @@ static void offloaded_abandoned(void *arg)
 static int after_request_line(struct kms_ctx *c, int rc, struct kms_http_resp *resp)
 {
     struct kms_http_req *own = NULL;
-    if (rc == 0 && goes_offload(c) && (own = req_copy(c->http)) != NULL) {
+    if (rc == 0 && goes_offload(c) && (own = req_copy(c->http, &c->park.req_copy_len)) != NULL) {
         c->http = own;
         c->park.req_copy = own;
         c->park.phase = 3;

@@ -193,6 +193,7 @@ struct kms_ctx_park {
     void (*wake)(void *arg);   /* NULL: the blocking pipeline (kms_api_handle) */
     void *wake_arg;
     struct kms_http_req *req_copy; /* phase 3: c->http, the request's own copy (dispatch.c) */
+    size_t req_copy_len;           /* its bytes, wiped when it is freed */
 };
 
 /*

@@ -1124,7 +1124,7 @@ enum { OFF_NONE, OFF_RUNNING, OFF_DONE, OFF_ABANDONED };
 
 static pthread_mutex_t offload_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static bool goes_offload(const struct kms_ctx *c)
+static bool goes_offload(struct kms_ctx *c)
 {
     if (c->park.wake == NULL || c->route == NULL) {
         return false; /* the blocking pipeline (kms_api_handle, HA) runs it where it is */
@@ -1132,8 +1132,12 @@ static bool goes_offload(const struct kms_ctx *c)
     if ((c->route->flags & KMS_RT_SLOW) != 0 && c->op != KMS_OP_READ && c->op != KMS_OP_LIST) {
         return true;
     }
-    json_t *b = json_object_get(c->params, "batch_input");
-    return json_is_array(b) && json_array_size(b) > KMS_OFFLOAD_BATCH;
+    size_t n = json_array_size(json_object_get(c->params, "batch_input")); /* 0: not an array */
+    if (n > KMS_OFFLOAD_BATCH) {
+        return true;
+    }
+    return n > KMS_OFFLOAD_SMALL_BATCH && c->engine != NULL && c->engine->slow != NULL &&
+           c->engine->slow(c);
 }
 
 #ifdef KMS_TEST_HOOKS

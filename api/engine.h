@@ -71,9 +71,10 @@ typedef int (*kms_handler_fn)(struct kms_ctx *c);
 #define KMS_RT_ROOT_NS 0x20 /* root namespace only: 400 in any other (OpenBao's restricted sys) */
 /* may run long (RSA key generation, signatures): a write's handler runs on the handler threads
  * (api/offload.c), not on the worker's event loop; so does any batch of more than
- * KMS_OFFLOAD_BATCH items */
+ * KMS_OFFLOAD_BATCH items, and any request the engine's `slow` hook names */
 #define KMS_RT_SLOW 0x40
-#define KMS_OFFLOAD_BATCH 16
+#define KMS_OFFLOAD_BATCH 1000
+#define KMS_OFFLOAD_SMALL_BATCH 16
 
 /* Audit durability of one operation (see docs/audit.md). */
 enum kms_effect {
@@ -143,6 +144,10 @@ struct kms_engine {
      * another project's key): -1 with c->err set (403 "permission denied"), recorded as a
      * policy refusal (allowed=false on both audit lines). NULL = none. */
     int (*authorize)(struct kms_ctx *c);
+    /* Before the handler, for a batch of more than KMS_OFFLOAD_SMALL_BATCH items (and up to
+     * KMS_OFFLOAD_BATCH) on a route not flagged KMS_RT_SLOW: true when it may run long all the
+     * same (Transit: an RSA key), so that it runs on the handler threads. NULL = none. */
+    bool (*slow)(struct kms_ctx *c);
 };
 
 /* Register an engine (copied; state owned by the API from now on, freed with destroy). */

@@ -6,7 +6,8 @@ connection waits for.
 
 - a key creation held on its handler thread does not stop the worker: sys/health and an
   encrypt on other connections are answered meanwhile, and the creation completes with 200
-  once released; so does a batch of more than 16 items;
+  once released; so does a batch of more than 16 items with an RSA key, and of more than 1000
+  with any key, while smaller batches and single items stay on the worker;
 - a handler that runs longer than audit_timeout is not failed by it (the wait for its audit
   line starts once the line is queued): the client gets 200, the key exists, and the log's
   response line says 200 (before, libevent's cached loop time made a long handler's wait end
@@ -117,25 +118,43 @@ class OffloadTest(KmsdTestCase):
         self.assertEqual(out["r"].status, 200, out["r"].describe())
         self.assertEqual(self.read_key(name)["type"], "rsa-2048")
 
-    def test_a_large_batch_runs_off_the_event_loop(self):
-        name = self.uniq("b")
+    def test_large_batches_run_off_the_event_loop(self):
+        # more than 16 items with an RSA key (milliseconds an item), more than 1000 with any
+        for key_type, n in (("rsa-2048", 17), ("aes256-gcm96", 1001)):
+            with self.subTest(type=key_type, items=n):
+                name = self.uniq("b")
+                self.create_key(name, type=key_type)
+                self.hold()
+                items = [{"plaintext": b64(b"item %d" % i), "reference": str(i)}
+                         for i in range(n)]
+                t, out = self.in_thread("POST", "transit/encrypt/" + name,
+                                        {"batch_input": items})
+                self.wait_held()
+                r = self.server.request("GET", "sys/health", token=None, timeout=10)
+                self.assertEqual(r.status, 200, r.describe())
+                self.release()
+                os.unlink(os.path.join(self.hooks, "held"))
+                t.join(120)
+                self.assertEqual(out["r"].status, 200, out["r"].describe())
+                res = out["r"].data["batch_results"]
+                self.assertEqual([x["reference"] for x in res], [str(i) for i in range(n)])
+                back = self.req("POST", "transit/decrypt/" + name,
+                                {"batch_input": [{"ciphertext": x["ciphertext"]} for x in res]})
+                self.assertEqual(back.status, 200, back.describe())
+                self.assertEqual([x["plaintext"] for x in back.data["batch_results"]],
+                                 [i["plaintext"] for i in items])
+
+    def test_small_batches_and_single_items_stay_on_the_worker(self):
+        # a held handler thread would hold these if they went there: they answer at once
+        name = self.uniq("s")
         self.create_key(name)
         self.hold()
-        items = [{"plaintext": b64(b"item %d" % i), "reference": str(i)} for i in range(17)]
-        t, out = self.in_thread("POST", "transit/encrypt/" + name, {"batch_input": items})
-        self.wait_held()
-        r = self.server.request("GET", "sys/health", token=None, timeout=10)
+        items = [{"plaintext": b64(b"x")} for _ in range(1000)]
+        r = self.server.request("POST", "transit/encrypt/" + name, {"batch_input": items},
+                                timeout=30)
         self.assertEqual(r.status, 200, r.describe())
-        self.release()
-        t.join(120)
-        self.assertEqual(out["r"].status, 200, out["r"].describe())
-        res = out["r"].data["batch_results"]
-        self.assertEqual([x["reference"] for x in res], [str(i) for i in range(17)])
-        back = self.req("POST", "transit/decrypt/" + name,
-                        {"batch_input": [{"ciphertext": x["ciphertext"]} for x in res]})
-        self.assertEqual(back.status, 200, back.describe())
-        self.assertEqual([x["plaintext"] for x in back.data["batch_results"]],
-                         [i["plaintext"] for i in items])
+        self.assertEqual(self.encrypt(name, b"one")[:9], "vault:v1:")
+        self.assertFalse(os.path.exists(os.path.join(self.hooks, "held")))
 
     def test_a_handler_longer_than_audit_timeout_is_not_failed_by_it(self):
         name = self.uniq("long")
@@ -184,7 +203,7 @@ class OffloadTest(KmsdTestCase):
     def test_an_offloaded_request_leaves_no_plaintext_or_token_in_memory(self):
         # the handler's own copy of the request (headers with the token, the body with the
         # plaintexts) is wiped when the request ends, as the parser's buffers are; a review
-        # found 17 plaintext copies and the token in the live process after a 17-item batch
+        # found every plaintext copy and the token in the live process after such a batch
         name = self.uniq("wipe")
         self.create_key(name)
         r = self.req("POST", "auth/token/create", {"policies": ["root"]})
@@ -193,7 +212,7 @@ class OffloadTest(KmsdTestCase):
         marker = ("OFFLOADED-" + os.urandom(6).hex() + "-").encode() * 3
         pt = b64(marker)
         r = self.server.request("POST", "transit/encrypt/" + name,
-                                {"batch_input": [{"plaintext": pt} for _ in range(17)]},
+                                {"batch_input": [{"plaintext": pt} for _ in range(1001)]},
                                 token=token)
         self.assertStatus(r, 200)
         # the answer is out; let the handler thread end the request (its ctx goes back)

@@ -1211,6 +1211,18 @@ static struct kms_http_req *req_copy(const struct kms_http_req *r, size_t *size)
     return q;
 }
 
+/* On a handler thread, for a request abandoned after its handler ran (its result in park.rc):
+ * nobody waits for the answer, so its response line is recorded here, then it ends. */
+static void offloaded_abandoned(void *arg)
+{
+    struct kms_ctx *c = arg;
+    struct kms_http_resp resp = c->park.resp;
+    c->park.wake = NULL;
+    c->park.phase = 0;
+    (void)after_handler(c, c->park.rc, &resp);
+    kms_http_resp_dispose(&resp);
+}
+
 /* On a handler thread. */
 static void offloaded(void *arg)
 {
@@ -1226,24 +1238,9 @@ static void offloaded(void *arg)
     }
     pthread_mutex_unlock(&offload_mu);
     if (abandoned) {
-        /* nobody waits for the answer: record the response line here, then end it */
-        struct kms_http_resp resp = c->park.resp;
-        c->park.wake = NULL;
-        c->park.phase = 0;
-        (void)after_handler(c, rc, &resp);
-        kms_http_resp_dispose(&resp);
+        c->park.rc = rc;
+        offloaded_abandoned(c);
     }
-}
-
-/* A request abandoned after its handler ran on a handler thread: its response line there. */
-static void offloaded_abandoned(void *arg)
-{
-    struct kms_ctx *c = arg;
-    struct kms_http_resp resp = c->park.resp;
-    c->park.wake = NULL;
-    c->park.phase = 0;
-    (void)after_handler(c, c->park.rc, &resp);
-    kms_http_resp_dispose(&resp);
 }
 
 /* From the request line's completion on: the handler, then the response line. */

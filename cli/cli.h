@@ -81,6 +81,7 @@ struct kms_cli_http_opts {
     const char *client_key;
     bool tls_skip_verify; /* no certificate or host check; a warning goes to stderr */
     bool keepalive;       /* keep the connection open between requests (see http_client.c) */
+    size_t max_response;  /* bytes of a response kept at most; 0 = 64 MiB (kmsctl's default) */
 };
 
 struct kms_cli_resp {

@@ -60,6 +60,7 @@ struct kms_cli_http {
     char *token;
     char *ns;
     int timeout_ms;
+    size_t max_response; /* bytes of a response kept at most (MAX_RESPONSE by default) */
     bool https;
     bool tls_skip_verify;
     char *ca_cert;
@@ -298,6 +299,8 @@ int kms_cli_http_create(const struct kms_cli_http_opts *o, struct kms_cli_http *
     h->keepalive = o->keepalive;
     h->kc.fd = -1;
     h->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
+    h->max_response =
+        o->max_response > 0 && o->max_response < MAX_RESPONSE ? o->max_response : MAX_RESPONSE;
     h->tls_skip_verify = o->tls_skip_verify;
     err[0] = '\0';
     if (parse_addr(h, o->addr, err, errlen) != 0 ||
@@ -424,6 +427,7 @@ int kms_cli_http_from_env(struct kms_cli_http **out, char *err, size_t errlen)
 struct rbuf {
     char *p;
     size_t len, cap;
+    size_t max; /* bytes it may hold: MAX_RESPONSE, or the client's max_response */
 };
 
 static int rbuf_add(struct rbuf *b, const void *p, size_t n)
@@ -433,8 +437,11 @@ static int rbuf_add(struct rbuf *b, const void *p, size_t n)
         while (cap < b->len + n + 1) {
             cap *= 2;
         }
-        if (cap > MAX_RESPONSE + 1) {
-            return -1;
+        if (cap > b->max + 1) {
+            if (b->len + n + 1 > b->max + 1) {
+                return -1;
+            }
+            cap = b->max + 1;
         }
         /* not realloc: the old block may hold a token, plaintext or a data key */
         char *np = malloc(cap);
@@ -583,7 +590,8 @@ static const char *head_value(const char *p, const char *hend, const char *name,
 }
 
 /*
- * Is the response in b complete (keep-alive reading)? 1 yes, 0 not yet, -1 malformed. Sets
+ * Is the response in b complete (keep-alive reading)? 1 yes, 0 not yet, -1 malformed, -2
+ * larger than b->max (its head or its announced body). Sets
  * *close_after when the connection cannot carry another request (Connection: close, HTTP/1.0,
  * a body delimited by the close).
  */
@@ -592,7 +600,7 @@ static int resp_complete(const struct rbuf *b, bool head, bool *close_after)
     const char *hend = b->p != NULL ? strstr(b->p, "\r\n\r\n") : NULL;
     size_t vl = 0;
     if (hend == NULL) {
-        return b->len > MAX_RESPONSE ? -1 : 0;
+        return b->len > b->max ? -2 : 0;
     }
     if (b->len < 12 || strncmp(b->p, "HTTP/1.", 7) != 0) {
         return -1;
@@ -629,8 +637,8 @@ static int resp_complete(const struct rbuf *b, bool head, bool *close_after)
                 const char *t = memmem(body + i - 2, have - i + 2, "\r\n\r\n", 4);
                 return t != NULL ? 1 : 0;
             }
-            if (sz > MAX_RESPONSE || i + sz + 2 > have) {
-                return sz > MAX_RESPONSE ? -1 : 0;
+            if (sz > b->max || i + sz + 2 > have) {
+                return sz > b->max ? -2 : 0;
             }
             i += sz + 2;
         }
@@ -639,8 +647,11 @@ static int resp_complete(const struct rbuf *b, bool head, bool *close_after)
     if (v != NULL) {
         char *end = NULL;
         unsigned long long cl = strtoull(v, &end, 10);
-        if (end == v || cl > MAX_RESPONSE) {
+        if (end == v) {
             return -1;
+        }
+        if (cl > b->max) {
+            return -2;
         }
         return have >= cl ? 1 : 0;
     }
@@ -658,8 +669,8 @@ static int exchange(struct kms_cli_http *h, const char *method, const char *path
                     struct kms_cli_resp *out, char *err, size_t errlen)
 {
     struct conn c = {-1, mono_ms() + h->timeout_ms, h, NULL};
-    struct rbuf req = {NULL, 0, 0};
-    struct rbuf resp = {NULL, 0, 0};
+    struct rbuf req = {NULL, 0, 0, MAX_RESPONSE};
+    struct rbuf resp = {NULL, 0, 0, h->max_response};
     char line[2048];
     char buf[16384];
     int rc = -1;
@@ -767,12 +778,16 @@ static int exchange(struct kms_cli_http *h, const char *method, const char *path
                 break;
             }
             if (rbuf_add(&resp, buf, (size_t)r) != 0) {
-                errf(err, errlen, "response larger than %u bytes", MAX_RESPONSE);
+                errf(err, errlen, "response larger than %zu bytes", h->max_response);
                 goto out;
             }
         }
         if (done == 1) {
             break;
+        }
+        if (done == -2) {
+            errf(err, errlen, "response larger than %zu bytes", h->max_response);
+            goto out;
         }
         if (done < 0) {
             errf(err, errlen, "malformed HTTP response");

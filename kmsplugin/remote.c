@@ -37,6 +37,8 @@
 #include <string.h>
 
 #define POOL_MAX 64 /* idle kept connections at most */
+/* bytes of a key service's answer kept at most (a real one is about 1.5 KiB) */
+#define KMS_PLUGIN_MAX_ANSWER (64u << 10)
 /* A kept connection idle longer is closed rather than reused: a firewall or load balancer on
  * the way may have dropped its flow without telling either end, and a request sent on it would
  * wait its whole timeout (kmsd itself closes idle connections after 120 s, which the client
@@ -150,6 +152,9 @@ static struct kms_cli_http *pool_take(struct remote *r, struct kms_err *err)
     o.timeout_ms = r->timeout_ms;
     o.ca_cert = r->ca_cert;
     o.keepalive = true;
+    /* a key service's answer is about 1.5 KiB: a broken one (or a proxy's page) streaming
+     * more was kept up to kmsctl's 64 MiB a call, past the sidecar's 64 MiB memory limit */
+    o.max_response = KMS_PLUGIN_MAX_ANSWER;
     if (kms_cli_http_create(&o, &h, e, sizeof(e)) != 0) {
         kms_err_set(err, 500, "%s", e);
         return NULL;

@@ -622,6 +622,20 @@ class TestSidecarAgainstAFakeKeyService(unittest.TestCase):
         self.assertEqual(self.p.decrypt(b"vault:v1:QUJD", "transit/keys/etcd-f:v1",
                                         timeout=5).plaintext, SEED)
 
+    def test_an_oversized_answer_is_refused_not_kept(self):
+        # a real answer is about 1.5 KiB; a broken key service or a proxy's page streaming more
+        # was kept up to kmsctl's 64 MiB a call, past the shipped sidecar's 64Mi memory limit
+        # (16 such calls at once: 1.38 GB). Now a call keeps at most 64 KiB and fails over it.
+        self.fake.raw["decrypt"] = (200, b'{"data":{"plaintext":"' + b"A" * (1 << 20) + b'"}}')
+        code, msg = rpc_error(self.p.decrypt, b"vault:v1:QUJD", "transit/keys/etcd-f:v1",
+                              timeout=10)
+        self.assertEqual(code, grpc.StatusCode.UNAVAILABLE, msg)
+        self.assertIn("response larger than 65536 bytes", msg)
+        # an answer within the cap is served as before
+        del self.fake.raw["decrypt"]
+        self.assertEqual(self.p.decrypt(b"vault:v1:QUJD", "transit/keys/etcd-f:v1",
+                                        timeout=5).plaintext, SEED)
+
     def test_durations_below_a_second(self):
         # -timeout and -status-interval took whole seconds: -timeout=3900ms waited 3 s, and
         # -timeout=500ms was refused as "invalid duration", though both are durations

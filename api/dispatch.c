@@ -581,17 +581,6 @@ static int token_ns_path(struct kms_ctx *c, char *out, size_t cap)
 
 /* Whether the parsed query asks for path help as Go's Query().Get("help") != "" does: the first
  * value of the key "help" is not empty. */
-static bool asks_for_help(const json_t *qp)
-{
-    json_t *h = json_object_get(qp, "help");
-    if (json_is_array(h)) {
-        h = json_array_get(h, 0);
-    }
-    return json_is_string(h) && json_string_value(h)[0] != '\0';
-}
-
-/* The method (and for a read, the query's list=) -> c->op; the HELP method or a query asking
- * for help is refused. qp is the parsed query, or NULL. */
 /* A query parameter's first value (repeated ones arrive as an array), "" when none. */
 static const char *first_value(const json_t *v)
 {
@@ -600,6 +589,14 @@ static const char *first_value(const json_t *v)
     }
     return json_is_string(v) ? json_string_value(v) : "";
 }
+
+static bool asks_for_help(const json_t *qp)
+{
+    return first_value(json_object_get(qp, "help"))[0] != '\0';
+}
+
+/* The method (and for a read, the query's list= and scan=) -> c->op; the HELP method or a
+ * query asking for help is refused. qp is the parsed query, or NULL. */
 
 static int request_op(struct kms_ctx *c, const json_t *qp, bool *head)
 {

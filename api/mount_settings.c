@@ -22,25 +22,22 @@ static int tune_ttl(struct kms_ctx *c, json_t *cfg, const char *name, int64_t *o
      * its text) and then as seconds or a Go duration: a fraction of a second is refused, not
      * truncated (0.9 would have reset the TTL to the system's) */
     char text[64];
-    if (json_is_boolean(v)) {
-        snprintf(text, sizeof(text), "%d", json_is_true(v) ? 1 : 0);
-    } else if (json_is_integer(v)) {
-        snprintf(text, sizeof(text), "%lld", (long long)json_integer_value(v));
+    double d = json_is_real(v) ? json_real_value(v) : 0;
+    if (json_is_boolean(v) || json_is_integer(v) ||
+        (json_is_real(v) && d == (double)(long long)d && d > -1e15 && d < 1e15)) {
+        long long n = json_is_boolean(v)   ? json_is_true(v)
+                      : json_is_integer(v) ? (long long)json_integer_value(v)
+                                           : (long long)d;
+        snprintf(text, sizeof(text), "%lld", n);
     } else if (json_is_real(v)) {
-        double d = json_real_value(v);
-        if (d == (double)(long long)d && d > -1e15 && d < 1e15) {
-            snprintf(text, sizeof(text), "%lld", (long long)d);
-        } else {
-            snprintf(text, sizeof(text), "%g", d);
-        }
+        snprintf(text, sizeof(text), "%g", d);
     } else if (!json_is_string(v)) {
         return KMS_FAIL(c, 400, "%s: expected a duration (\"1h\") or a number of seconds", name);
     }
     const char *str = json_is_string(v) ? json_string_value(v) : text;
-    int prc = kms_parse_duration_str(str, out);
     if (strcmp(str, "system") == 0) {
         *out = 0;
-    } else if (prc != 0 || *out < 0) {
+    } else if (kms_parse_duration_str(str, out) != 0 || *out < 0) {
         return KMS_FAIL(c, 400, "time: invalid duration \"%s\"", str);
     }
     json_object_set_new(cfg, name, json_integer(*out));

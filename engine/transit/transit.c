@@ -1573,26 +1573,34 @@ static int too_large(struct kms_ctx *c)
 
 /* ---- encrypt ----------------------------------------------------------------------------- */
 
-static int encrypt_exists(struct kms_ctx *c)
+/* The policy of key `name` of c's mount, from the key cache or read (and cached): 0,
+ * KMS_STORAGE_NOTFOUND, or -1. */
+static int cached_policy(struct kms_ctx *c, const char *name, struct kms_key_policy *p)
 {
     struct kms_txn *txn = NULL;
-    struct kms_key_policy p;
     char key[KEYREC_MAX];
     struct kms_keycache *kc = transit_kc(c);
     /* a cached policy is a key that exists (deletes drop it from the cache on commit) */
-    policy_key(&c->mount, kms_cap(c, "name"), key);
-    if (kms_keycache_get_policy(kc, key, &p)) {
-        return 1;
+    policy_key(&c->mount, name, key);
+    if (kms_keycache_get_policy(kc, key, p)) {
+        return 0;
     }
     uint64_t seq = kms_keycache_seq(kc); /* before the read, for the stash */
     if (kms_storage_txn_begin(kms_api_storage(c->api), false, &txn) != 0) {
         return -1;
     }
-    int g = load_policy(&c->mount, txn, kms_cap(c, "name"), &p);
+    int g = load_policy(&c->mount, txn, name, p);
     kms_storage_txn_abort(&txn);
     if (g == 0) {
-        stash_policy(kc, seq, key, &p);
+        stash_policy(kc, seq, key, p);
     }
+    return g;
+}
+
+static int encrypt_exists(struct kms_ctx *c)
+{
+    struct kms_key_policy p;
+    int g = cached_policy(c, kms_cap(c, "name"), &p);
     return g == 0 ? 1 : g == KMS_STORAGE_NOTFOUND ? 0 : -1;
 }
 
@@ -2653,8 +2661,8 @@ static const char *config_audit_op(const struct kms_ctx *c)
 }
 
 /*
- * Every route that names a key runs the installed ownership check first (project-bound
- * tokens, see kms_transit_set_owner_check), so no handler can forget it.
+ * The installed ownership check (project-bound tokens, see kms_transit_set_owner_check) for
+ * the key a route names.
  */
 static int owner_check(struct kms_ctx *c)
 {
@@ -2666,12 +2674,13 @@ static int owner_check(struct kms_ctx *c)
     return KMS_FAILW(c, 403, "permission denied");
 }
 
-/* The same check before the request line (kms_engine.authorize), so that the refusal is
- * recorded as a policy refusal; the handlers keep theirs. */
+/* Every route that names a key runs the ownership check before the request line and its
+ * handler (kms_engine.authorize), so that no handler can forget it and a refusal is recorded
+ * as a policy refusal. */
 static int transit_authorize(struct kms_ctx *c)
 {
     const struct kms_transit *t = c->estate;
-    if (kms_cap(c, "name") != NULL && owner_check(c) != 0) {
+    if (owner_check(c) != 0) {
         return -1;
     }
     /* derive-key names a second key in its body */
@@ -2698,50 +2707,11 @@ static bool transit_slow(struct kms_ctx *c)
         return false;
     }
     struct kms_key_policy p;
-    char key[KEYREC_MAX];
-    policy_key(&c->mount, name, key);
-    if (!kms_keycache_get_policy(transit_kc(c), key, &p)) {
-        struct kms_txn *txn = NULL;
-        if (kms_storage_txn_begin(kms_api_storage(c->api), false, &txn) != 0) {
-            return false;
-        }
-        int g = load_policy(&c->mount, txn, name, &p);
-        kms_storage_txn_abort(&txn);
-        if (g != 0) {
-            return false;
-        }
+    if (cached_policy(c, name, &p) != 0) {
+        return false;
     }
     return p.type == KMS_KEY_RSA2048 || p.type == KMS_KEY_RSA3072 || p.type == KMS_KEY_RSA4096;
 }
-
-#define OWNED(fn)                                                                                  \
-    static int owned_##fn(struct kms_ctx *c)                                                       \
-    {                                                                                              \
-        return owner_check(c) != 0 ? -1 : fn(c);                                                   \
-    }
-OWNED(keys_read)
-OWNED(keys_write)
-OWNED(keys_delete)
-OWNED(keys_config)
-OWNED(keys_rotate)
-OWNED(keys_trim)
-OWNED(keys_soft_delete)
-OWNED(keys_soft_delete_restore)
-OWNED(encrypt)
-OWNED(decrypt)
-OWNED(rewrap)
-OWNED(datakey)
-OWNED(kms_transit_export)
-OWNED(kms_transit_hmac)
-OWNED(kms_transit_verify)
-OWNED(kms_transit_sign)
-OWNED(kms_transit_backup)
-OWNED(kms_transit_import)
-OWNED(kms_transit_import_version)
-OWNED(kms_transit_byok_export)
-OWNED(kms_transit_derive_key)
-OWNED(kms_transit_csr)
-OWNED(kms_transit_set_certificate)
 
 void kms_transit_set_owner_check(struct kms_transit *t, kms_transit_owner_fn fn, void *arg)
 {
@@ -2777,71 +2747,69 @@ static const struct kms_route transit_routes[] = {
     {.tmpl = "keys/:name",
      .fields = f_keys,
      .flags = KMS_RT_SLOW,
-     .on = {[KMS_OP_READ] = {owned_keys_read, "read", 0},
-            [KMS_OP_UPDATE] = {owned_keys_write, "create", 0},
-            [KMS_OP_DELETE] = {owned_keys_delete, "delete", 0}}},
+     .on = {[KMS_OP_READ] = {keys_read, "read", 0},
+            [KMS_OP_UPDATE] = {keys_write, "create", 0},
+            [KMS_OP_DELETE] = {keys_delete, "delete", 0}}},
     {.tmpl = "keys/:name/config",
      .fields = f_config,
      .audit_op_of = config_audit_op,
-     .on = {[KMS_OP_UPDATE] = {owned_keys_config, "config", 0}}},
+     .on = {[KMS_OP_UPDATE] = {keys_config, "config", 0}}},
     {.tmpl = "keys/:name/rotate",
      .flags = KMS_RT_SLOW,
      .fields = f_rotate,
-     .on = {[KMS_OP_UPDATE] = {owned_keys_rotate, "rotate", 0}}},
+     .on = {[KMS_OP_UPDATE] = {keys_rotate, "rotate", 0}}},
     {.tmpl = "keys/:name/soft-delete",
-     .on = {[KMS_OP_DELETE] = {owned_keys_soft_delete, "soft-delete", 0}}},
+     .on = {[KMS_OP_DELETE] = {keys_soft_delete, "soft-delete", 0}}},
     {.tmpl = "keys/:name/soft-delete-restore",
-     .on = {[KMS_OP_UPDATE] = {owned_keys_soft_delete_restore, "soft-delete-restore", 0}}},
+     .on = {[KMS_OP_UPDATE] = {keys_soft_delete_restore, "soft-delete-restore", 0}}},
     {.tmpl = "keys/:name/import",
      .flags = KMS_RT_SLOW,
      .fields = kms_transit_import_fields,
-     .on = {[KMS_OP_UPDATE] = {owned_kms_transit_import, "import", 0}}},
+     .on = {[KMS_OP_UPDATE] = {kms_transit_import, "import", 0}}},
     {.tmpl = "keys/:name/import_version",
      .flags = KMS_RT_SLOW,
      .fields = kms_transit_import_version_fields,
-     .on = {[KMS_OP_UPDATE] = {owned_kms_transit_import_version, "import", 0}}},
+     .on = {[KMS_OP_UPDATE] = {kms_transit_import_version, "import", 0}}},
     {.tmpl = "byok-export/:destination/:name",
      .fields = kms_transit_byok_export_fields,
-     .on = {[KMS_OP_READ] = {owned_kms_transit_byok_export, "export", 0}}},
+     .on = {[KMS_OP_READ] = {kms_transit_byok_export, "export", 0}}},
     {.tmpl = "byok-export/:destination/:name/+version",
      .fields = kms_transit_byok_export_fields,
-     .on = {[KMS_OP_READ] = {owned_kms_transit_byok_export, "export", 0}}},
+     .on = {[KMS_OP_READ] = {kms_transit_byok_export, "export", 0}}},
     {.tmpl = "keys/:name/csr",
      .flags = KMS_RT_SLOW,
      .fields = kms_transit_csr_fields,
-     .on = {[KMS_OP_UPDATE] = {owned_kms_transit_csr, "csr", PURE}}},
+     .on = {[KMS_OP_UPDATE] = {kms_transit_csr, "csr", PURE}}},
     {.tmpl = "keys/:name/set-certificate",
      .fields = kms_transit_set_certificate_fields,
-     .on = {[KMS_OP_UPDATE] = {owned_kms_transit_set_certificate, "set-certificate", 0}}},
+     .on = {[KMS_OP_UPDATE] = {kms_transit_set_certificate, "set-certificate", 0}}},
     {.tmpl = "derive-key/:name",
      .fields = kms_transit_derive_key_fields,
-     .on = {[KMS_OP_UPDATE] = {owned_kms_transit_derive_key, "derive-key", 0}}},
+     .on = {[KMS_OP_UPDATE] = {kms_transit_derive_key, "derive-key", 0}}},
     {.tmpl = "wrapping_key",
      .resource = "TransitMount",
      .on = {[KMS_OP_READ] = {kms_transit_wrapping_key_read, "read", KMS_EFFECT_READ_WRITES}}},
-    {.tmpl = "keys/:name/trim",
-     .fields = f_trim,
-     .on = {[KMS_OP_UPDATE] = {owned_keys_trim, "trim", 0}}},
+    {.tmpl = "keys/:name/trim", .fields = f_trim, .on = {[KMS_OP_UPDATE] = {keys_trim, "trim", 0}}},
     {.tmpl = "encrypt/:name",
      .fields = f_encrypt,
      .exists = encrypt_exists,
-     .on = {[KMS_OP_CREATE] = {owned_encrypt, "encrypt", PURE},
-            [KMS_OP_UPDATE] = {owned_encrypt, "encrypt", PURE}}},
+     .on = {[KMS_OP_CREATE] = {encrypt, "encrypt", PURE},
+            [KMS_OP_UPDATE] = {encrypt, "encrypt", PURE}}},
     {.tmpl = "decrypt/:name",
      .fields = f_decrypt,
-     .on = {[KMS_OP_UPDATE] = {owned_decrypt, "decrypt", PURE}}},
+     .on = {[KMS_OP_UPDATE] = {decrypt, "decrypt", PURE}}},
     {.tmpl = "rewrap/:name",
      .fields = f_rewrap,
-     .on = {[KMS_OP_UPDATE] = {owned_rewrap, "rewrap", PURE}}},
+     .on = {[KMS_OP_UPDATE] = {rewrap, "rewrap", PURE}}},
     {.tmpl = "datakey/+plaintext/:name",
      .fields = f_datakey,
-     .on = {[KMS_OP_UPDATE] = {owned_datakey, "datakey", PURE}}},
+     .on = {[KMS_OP_UPDATE] = {datakey, "datakey", PURE}}},
     {.tmpl = "export/+type/:name",
      .fields = f_export,
-     .on = {[KMS_OP_READ] = {owned_kms_transit_export, "export", 0}}},
+     .on = {[KMS_OP_READ] = {kms_transit_export, "export", 0}}},
     {.tmpl = "export/+type/:name/+version",
      .fields = f_export,
-     .on = {[KMS_OP_READ] = {owned_kms_transit_export, "export", 0}}},
+     .on = {[KMS_OP_READ] = {kms_transit_export, "export", 0}}},
     {.tmpl = "cache-config",
      .fields = kms_transit_cache_config_fields,
      .resource = "TransitMount",
@@ -2854,27 +2822,27 @@ static const struct kms_route transit_routes[] = {
             [KMS_OP_UPDATE] = {config_keys_write, "config", 0}}},
     {.tmpl = "hmac/:name",
      .fields = kms_transit_hmac_fields,
-     .on = {[KMS_OP_UPDATE] = {owned_kms_transit_hmac, NULL, 0}}},
+     .on = {[KMS_OP_UPDATE] = {kms_transit_hmac, NULL, 0}}},
     {.tmpl = "hmac/:name/+urlalgorithm",
      .fields = kms_transit_hmac_fields,
-     .on = {[KMS_OP_UPDATE] = {owned_kms_transit_hmac, NULL, 0}}},
+     .on = {[KMS_OP_UPDATE] = {kms_transit_hmac, NULL, 0}}},
     {.tmpl = "verify/:name",
      .flags = KMS_RT_SLOW,
      .fields = kms_transit_verify_fields,
-     .on = {[KMS_OP_UPDATE] = {owned_kms_transit_verify, NULL, 0}}},
+     .on = {[KMS_OP_UPDATE] = {kms_transit_verify, NULL, 0}}},
     {.tmpl = "verify/:name/+urlalgorithm",
      .flags = KMS_RT_SLOW,
      .fields = kms_transit_verify_fields,
-     .on = {[KMS_OP_UPDATE] = {owned_kms_transit_verify, NULL, 0}}},
+     .on = {[KMS_OP_UPDATE] = {kms_transit_verify, NULL, 0}}},
     {.tmpl = "sign/:name",
      .flags = KMS_RT_SLOW,
      .fields = kms_transit_sign_fields,
-     .on = {[KMS_OP_UPDATE] = {owned_kms_transit_sign, NULL, 0}}},
+     .on = {[KMS_OP_UPDATE] = {kms_transit_sign, NULL, 0}}},
     {.tmpl = "sign/:name/+urlalgorithm",
      .flags = KMS_RT_SLOW,
      .fields = kms_transit_sign_fields,
-     .on = {[KMS_OP_UPDATE] = {owned_kms_transit_sign, NULL, 0}}},
-    {.tmpl = "backup/:name", .on = {[KMS_OP_READ] = {owned_kms_transit_backup, "backup", 0}}},
+     .on = {[KMS_OP_UPDATE] = {kms_transit_sign, NULL, 0}}},
+    {.tmpl = "backup/:name", .on = {[KMS_OP_READ] = {kms_transit_backup, "backup", 0}}},
     /* restore checks the owner of the name it restores to (the backup's when none is given) */
     {.tmpl = "restore",
      .flags = KMS_RT_SLOW,

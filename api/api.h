@@ -114,6 +114,10 @@ struct kms_http_req {
     int remote_port;
 };
 
+/* A copy of r in one malloc'd block of *size bytes (free it with kms_free_wipe: it holds the
+ * token and the body), for a request that outlives its parser; NULL when out of memory. */
+struct kms_http_req *kms_http_req_copy(const struct kms_http_req *r, size_t *size);
+
 #define KMS_HTTP_MAX_EXTRA_HEADERS 4
 
 struct kms_http_resp {

@@ -21,16 +21,10 @@ int kms_registry_mount_retune(struct kms_api *api, const char *ns_id, const char
                               int (*fn)(json_t *cfg, json_t *opts, const char **desc, void *arg),
                               void *arg, struct kms_err *err) KMS_WUR;
 
-/* ---- handler threads (offload.c) -------------------------------------------------------- */
+/* ---- handler threads (crypto/pool.c) ------------------------------------------------------ */
 
-/* Up to max threads, started on demand, that run fn(arg) jobs in order. */
-struct kms_offload;
-int kms_offload_create(size_t max, struct kms_offload **out) KMS_WUR;
-/* 0 when queued; -1 when it cannot be (stopping, no thread, no memory): run it where you are. */
-int kms_offload_submit(struct kms_offload *o, void (*fn)(void *arg), void *arg) KMS_WUR;
-/* Runs the jobs still queued, then joins the threads. */
-void kms_offload_destroy(struct kms_offload **o);
-struct kms_offload *kms_api_offload(struct kms_api *api);
+/* The pipeline's handler threads, for handlers that may run long. */
+struct kms_pool *kms_api_offload(struct kms_api *api);
 
 /* ---- envelope (envelope.c) ---------------------------------------------------------------- */
 

@@ -1107,7 +1107,7 @@ static int after_handler(struct kms_ctx *c, int rc, struct kms_http_resp *resp)
 }
 
 /*
- * Handlers that may run long run on the handler threads (offload.c), so that the worker's
+ * Handlers that may run long run on the handler threads (crypto/pool.c), so that the worker's
  * event loop is not held: an RSA-4096 key generation takes seconds, and a 10,000-item batch
  * of RSA signatures a minute; meanwhile every other connection of that worker (sys/health, a
  * liveness probe among them) went unanswered. The request is parked in phase 3 while its
@@ -1121,10 +1121,11 @@ enum { OFF_NONE, OFF_RUNNING, OFF_DONE, OFF_ABANDONED };
 
 static pthread_mutex_t offload_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static bool goes_offload(struct kms_ctx *c)
+/* The handler may run long (a key generation, signatures, a big batch). */
+static bool may_run_long(struct kms_ctx *c)
 {
-    if (c->park.wake == NULL || c->route == NULL) {
-        return false; /* the blocking pipeline (kms_api_handle, HA) runs it where it is */
+    if (c->route == NULL) {
+        return false;
     }
     if ((c->route->flags & KMS_RT_SLOW) != 0 && c->op != KMS_OP_READ && c->op != KMS_OP_LIST) {
         return true;
@@ -1137,11 +1138,18 @@ static bool goes_offload(struct kms_ctx *c)
            c->engine->slow(c);
 }
 
+static bool goes_offload(struct kms_ctx *c)
+{
+    /* the blocking pipeline (kms_api_handle: HA replicas, on their own handler threads) runs
+     * it where it is */
+    return c->park.wake != NULL && may_run_long(c);
+}
+
 #ifdef KMS_TEST_HOOKS
 /*
- * Test hook (KMS_TEST_HOOKS builds only): with KMS_TEST_HANDLER_HOOKS=<dir>, a handler thread
- * waits before it runs a handler while <dir>/hold exists, and shows it by creating
- * <dir>/held (tests/integration/hooks_offload.py).
+ * Test hook (KMS_TEST_HOOKS builds only): with KMS_TEST_HANDLER_HOOKS=<dir>, a handler that
+ * may run long waits before it runs while <dir>/hold exists, and shows it by creating
+ * <dir>/held (tests/integration/hooks_offload.py, hooks_ha.py).
  */
 static void hook_hold(void)
 {
@@ -1162,11 +1170,11 @@ static void hook_hold(void)
 static int after_handler(struct kms_ctx *c, int rc, struct kms_http_resp *resp);
 
 /*
- * The request as the handler thread sees it: its own copy (one block), because the connection
+ * The request as a handler thread sees it (api.h): its own copy (one block), because the connection
  * that owns the original may go away while the handler runs (its client closed it), and with
  * it the parser's buffers. NULL when out of memory.
  */
-static struct kms_http_req *req_copy(const struct kms_http_req *r, size_t *size)
+struct kms_http_req *kms_http_req_copy(const struct kms_http_req *r, size_t *size)
 {
     size_t n = sizeof(*r) + r->nheaders * sizeof(struct kms_http_header) + r->body_len + 1;
     n += strlen(r->method) + 1 + strlen(r->target) + 1 +
@@ -1244,18 +1252,24 @@ static void offloaded(void *arg)
 static int after_request_line(struct kms_ctx *c, int rc, struct kms_http_resp *resp)
 {
     struct kms_http_req *own = NULL;
-    if (rc == 0 && goes_offload(c) && (own = req_copy(c->http, &c->park.req_copy_len)) != NULL) {
+    if (rc == 0 && goes_offload(c) &&
+        (own = kms_http_req_copy(c->http, &c->park.req_copy_len)) != NULL) {
         c->http = own;
         c->park.req_copy = own;
         c->park.phase = 3;
         c->park.resp = *resp;
         c->park.offload = OFF_RUNNING;
-        if (kms_offload_submit(kms_api_offload(c->api), offloaded, c) == 0) {
+        if (kms_pool_submit(kms_api_offload(c->api), offloaded, c) == 0) {
             return 1;
         }
         c->park.phase = 0; /* no thread to take it: run it here */
         c->park.offload = OFF_NONE;
     }
+#ifdef KMS_TEST_HOOKS
+    if (rc == 0 && c->park.wake == NULL && may_run_long(c)) {
+        hook_hold(); /* as on a handler thread: tests hold a slow HA request the same way */
+    }
+#endif
     if (rc == 0) {
         rc = run_handler(c);
     }
@@ -1324,7 +1338,7 @@ void kms_api_abandon(struct kms_api_call *call, struct kms_http_resp *resp)
         bool running = c->park.offload == OFF_RUNNING;
         c->park.offload = OFF_ABANDONED;
         pthread_mutex_unlock(&offload_mu);
-        if (!running && kms_offload_submit(kms_api_offload(c->api), offloaded_abandoned, c) != 0) {
+        if (!running && kms_pool_submit(kms_api_offload(c->api), offloaded_abandoned, c) != 0) {
             offloaded_abandoned(c); /* stopping: the response line waits here */
         }
         if (resp != NULL) {

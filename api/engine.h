@@ -70,7 +70,7 @@ typedef int (*kms_handler_fn)(struct kms_ctx *c);
 #define KMS_RT_SUDO 0x10    /* root-protected path */
 #define KMS_RT_ROOT_NS 0x20 /* root namespace only: 400 in any other (OpenBao's restricted sys) */
 /* may run long (RSA key generation, signatures): a write's handler runs on the handler threads
- * (api/offload.c), not on the worker's event loop; so does any batch of more than
+ * (crypto/pool.c), not on the worker's event loop; so does any batch of more than
  * KMS_OFFLOAD_BATCH items, and any request the engine's `slow` hook names */
 #define KMS_RT_SLOW 0x40
 #define KMS_OFFLOAD_BATCH 1000

@@ -33,7 +33,7 @@ struct kms_api {
     bool initialized;
     char cluster_id[37];
     struct kms_ratelimit *ratelimit;
-    struct kms_offload *offload; /* handler threads for requests that may run long */
+    struct kms_pool *offload; /* handler threads for requests that may run long */
     struct kms_audit *audit;
     void (*log)(const char *level, const char *msg, const char *path, const char *error);
     struct kms_engine *engines;
@@ -103,7 +103,7 @@ struct kms_ratelimit *kms_api_ratelimit(struct kms_api *api)
     return api->ratelimit;
 }
 
-struct kms_offload *kms_api_offload(struct kms_api *api)
+struct kms_pool *kms_api_offload(struct kms_api *api)
 {
     return api->offload;
 }
@@ -364,7 +364,7 @@ int kms_api_create(struct kms_storage *st, const struct kms_api_opts *opts, stru
     }
     /* as many handler threads as cores: the work they take is CPU-bound */
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    if (kms_offload_create(ncpu < 2 ? 2 : ncpu > 64 ? 64 : (size_t)ncpu, &api->offload) != 0) {
+    if (kms_pool_create(ncpu < 2 ? 2 : ncpu > 64 ? 64 : (size_t)ncpu, &api->offload) != 0) {
         kms_err_set(err, 500, "out of memory");
         goto out;
     }
@@ -408,7 +408,7 @@ void kms_api_destroy(struct kms_api **apip)
         return;
     }
     /* first: a request abandoned while its handler ran is finished by its handler thread */
-    kms_offload_destroy(&api->offload);
+    kms_pool_destroy(&api->offload);
     for (size_t i = api->nengines; i > 0; i--) {
         if (api->engines[i - 1].destroy != NULL) {
             api->engines[i - 1].destroy(api->engines[i - 1].state);

@@ -287,6 +287,16 @@ void kms_pubkey_free(struct kms_pubkey **k);
 int kms_jws_verify(const struct kms_pubkey *k, enum kms_jws_alg alg, const void *msg, size_t msglen,
                    const uint8_t *sig, size_t siglen) KMS_WUR;
 
+/* ---- handler threads (pool.c) ------------------------------------------------------------ */
+
+/* Up to max threads, started on demand, that run fn(arg) jobs in order. */
+struct kms_pool;
+int kms_pool_create(size_t max, struct kms_pool **out) KMS_WUR;
+/* 0 when queued; -1 when it cannot be (stopping, no thread, no memory): run it where you are. */
+int kms_pool_submit(struct kms_pool *o, void (*fn)(void *arg), void *arg) KMS_WUR;
+/* Runs the jobs still queued, then joins the threads. */
+void kms_pool_destroy(struct kms_pool **o);
+
 /* ---- TLS for the server ------------------------------------------------------------------ */
 
 struct kms_tls;

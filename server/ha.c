@@ -89,6 +89,7 @@ struct kms_ha {
 
     pthread_t hb_thread, ctl_thread;
     bool started;
+    struct kms_pool *pool; /* handler threads: every request but answer_now's */
 };
 
 static int64_t mono_ms(void *arg)
@@ -838,10 +839,77 @@ static bool health_in_namespace(const struct kms_http_req *req)
     return !(e == b || (e - b == 4 && strncmp(ns + b, "root", 4) == 0));
 }
 
+/* The service answers req; called with api_lock held for reading, which it releases. */
+static void serve_active(struct kms_ha *ha, const struct kms_http_req *req,
+                         struct kms_http_resp *resp)
+{
+    struct kms_http_req fwd;
+    char addr[64];
+    forwarded_client(ha, req, &fwd, addr, sizeof(addr));
+    guard_refused = false;
+    kms_api_handle(ha->api, &fwd, resp);
+    note_store_status(ha); /* for its health answers once it stands by again */
+    bool refused = guard_refused;
+    guard_refused = false;
+    if (refused || !ha_lease_ok(ha)) {
+        /* the lease ran out while the answer was computed (or at a COMMIT it refused,
+         * even when a heartbeat renewed it since): the answer is not given */
+        kms_http_resp_dispose(resp);
+        ha_error(503, "kmsd is not the active replica any more", resp);
+    }
+    pthread_rwlock_unlock(&ha->api_lock);
+}
+
+static void standby_health_answer(struct kms_ha *ha, const struct kms_http_req *req,
+                                  struct kms_http_resp *resp)
+{
+    standby_health(ha, req, resp);
+    const char *ns = get_header(req, "X-Vault-Namespace");
+    if (ns != NULL && strlen(ns) < sizeof(resp->extra[0].value) &&
+        resp->nextra < KMS_HTTP_MAX_EXTRA_HEADERS) {
+        /* echoed as the active echoes it */
+        snprintf(resp->extra[resp->nextra].name, sizeof(resp->extra[0].name), "X-Vault-Namespace");
+        snprintf(resp->extra[resp->nextra].value, sizeof(resp->extra[0].value), "%s", ns);
+        resp->nextra++;
+    }
+}
+
+static bool is_get(const struct kms_http_req *req)
+{
+    return strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
+}
+
+bool kms_ha_answer_now(struct kms_ha *ha, const struct kms_http_req *req,
+                       struct kms_http_resp *resp)
+{
+    if (!is_get(req)) {
+        return false;
+    }
+    if (path_is(req->target, "sys/leader")) {
+        leader_status(ha, resp);
+        return true;
+    }
+    /* the active's health is the API's (no storage, not audited); a promotion or step-down
+     * that holds the lock sends it to the handler threads, which wait for it */
+    if (!path_is(req->target, "sys/health") || pthread_rwlock_tryrdlock(&ha->api_lock) != 0) {
+        return false;
+    }
+    if (atomic_load(&ha->active) && ha->api != NULL && ha_lease_ok(ha)) {
+        serve_active(ha, req, resp);
+        return true;
+    }
+    pthread_rwlock_unlock(&ha->api_lock);
+    if (health_in_namespace(req)) {
+        return false; /* forwarded to the active */
+    }
+    standby_health_answer(ha, req, resp);
+    return true;
+}
+
 void kms_ha_handle(struct kms_ha *ha, const struct kms_http_req *req, struct kms_http_resp *resp)
 {
     char leader[256];
-    bool get = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
+    bool get = is_get(req);
 
     if (get && path_is(req->target, "sys/leader")) {
         leader_status(ha, resp);
@@ -849,35 +917,12 @@ void kms_ha_handle(struct kms_ha *ha, const struct kms_http_req *req, struct kms
     }
     pthread_rwlock_rdlock(&ha->api_lock);
     if (atomic_load(&ha->active) && ha->api != NULL && ha_lease_ok(ha)) {
-        struct kms_http_req fwd;
-        char addr[64];
-        forwarded_client(ha, req, &fwd, addr, sizeof(addr));
-        guard_refused = false;
-        kms_api_handle(ha->api, &fwd, resp);
-        note_store_status(ha); /* for its health answers once it stands by again */
-        bool refused = guard_refused;
-        guard_refused = false;
-        if (refused || !ha_lease_ok(ha)) {
-            /* the lease ran out while the answer was computed (or at a COMMIT it refused,
-             * even when a heartbeat renewed it since): the answer is not given */
-            kms_http_resp_dispose(resp);
-            ha_error(503, "kmsd is not the active replica any more", resp);
-        }
-        pthread_rwlock_unlock(&ha->api_lock);
+        serve_active(ha, req, resp);
         return;
     }
     pthread_rwlock_unlock(&ha->api_lock);
     if (get && path_is(req->target, "sys/health") && !health_in_namespace(req)) {
-        standby_health(ha, req, resp);
-        const char *ns = get_header(req, "X-Vault-Namespace");
-        if (ns != NULL && strlen(ns) < sizeof(resp->extra[0].value) &&
-            resp->nextra < KMS_HTTP_MAX_EXTRA_HEADERS) {
-            /* echoed as the active echoes it */
-            snprintf(resp->extra[resp->nextra].name, sizeof(resp->extra[0].name),
-                     "X-Vault-Namespace");
-            snprintf(resp->extra[resp->nextra].value, sizeof(resp->extra[0].value), "%s", ns);
-            resp->nextra++;
-        }
+        standby_health_answer(ha, req, resp);
         return;
     }
     pthread_mutex_lock(&ha->mu);
@@ -895,6 +940,11 @@ void kms_ha_handle(struct kms_ha *ha, const struct kms_http_req *req, struct kms
         return;
     }
     forward(ha, leader, req, resp);
+}
+
+int kms_ha_submit(struct kms_ha *ha, void (*fn)(void *arg), void *arg)
+{
+    return kms_pool_submit(ha->pool, fn, arg);
 }
 
 int kms_ha_with_api(struct kms_ha *ha, int (*fn)(void *arg, struct kms_api *api), void *arg)
@@ -927,6 +977,10 @@ int kms_ha_create(const struct kms_ha_opts *o, struct kms_ha **out, struct kms_e
                            "ha_lease must be at least 100ms and three heartbeats (ha_heartbeat)");
     }
     if ((ha = calloc(1, sizeof(*ha))) == NULL) {
+        return kms_err_set(err, 500, "out of memory");
+    }
+    if (kms_pool_create(KMS_HA_THREADS, &ha->pool) != 0) {
+        free(ha);
         return kms_err_set(err, 500, "out of memory");
     }
     ha->o = *o;
@@ -971,6 +1025,9 @@ void kms_ha_destroy(struct kms_ha **hap)
     if (ha == NULL) {
         return;
     }
+    /* first: what the handler threads still run uses the service (the workers, gone by now,
+     * gave up on those requests' connections) */
+    kms_pool_destroy(&ha->pool);
     if (ha->started) {
         pthread_mutex_lock(&ha->mu);
         ha->stopping = true;

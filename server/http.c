@@ -910,6 +910,7 @@ struct conn {
     int port;
     struct kms_http_req req;   /* the request in progress (borrowed from the parser) */
     struct kms_api_call *call; /* parked on its audit record, or NULL */
+    struct ha_job *job;        /* parked while an HA handler thread answers it, or NULL */
     struct conn *wnext;        /* in the mailbox (under mbox_mu) */
     bool in_mailbox;           /* under mbox_mu */
     struct evbuffer *pend;     /* answers written at the next flush (plain HTTP), or NULL */
@@ -952,6 +953,29 @@ struct kms_http {
     int64_t accept_pause_ms;
     int64_t accept_logged_ms; /* monotonic, of the last log line about it */
 };
+
+/*
+ * An HA replica's request (docs/ha.md): kms_ha_handle may wait (PostgreSQL, the audit fsync, a
+ * forward to the active, an RSA key generation), so it runs on the replica's handler threads
+ * on its own copy of the request while the connection is parked, and the thread wakes the
+ * worker through the mailbox. A connection that goes away meanwhile leaves the job to its
+ * thread, which frees it (ha_job_mu orders the two).
+ */
+struct ha_job {
+    struct kms_ha *ha;
+    struct conn *c; /* NULL once its connection gave up on it (under ha_job_mu) */
+    bool done;      /* resp is filled (under ha_job_mu) */
+    struct kms_http_req *req;
+    size_t req_len;
+    struct kms_http_resp resp;
+};
+static pthread_mutex_t ha_job_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* Waiting for its audit record, its handler thread or an HA handler thread. */
+static bool parked(const struct conn *c)
+{
+    return c->call != NULL || c->job != NULL;
+}
 
 static void conn_free(struct conn *c);
 static void accept_here(struct kms_http *h, evutil_socket_t fd, const struct sockaddr_storage *ss);
@@ -1346,6 +1370,64 @@ static void mailbox_remove(struct conn *c)
     pthread_mutex_unlock(&h->mbox_mu);
 }
 
+static void ha_job_free(struct ha_job *j)
+{
+    kms_free_wipe((void **)&j->resp.body, j->resp.body_len);
+    kms_free_wipe((void **)&j->req, j->req_len);
+    free(j);
+}
+
+/* On an HA handler thread. */
+static void ha_job_run(void *arg)
+{
+    struct ha_job *j = arg;
+    kms_ha_handle(j->ha, j->req, &j->resp);
+    pthread_mutex_lock(&ha_job_mu);
+    struct conn *c = j->c;
+    j->done = true;
+    if (c != NULL) {
+        wake(c); /* under ha_job_mu: the connection and its server are still there */
+    }
+    pthread_mutex_unlock(&ha_job_mu);
+    if (c == NULL) {
+        ha_job_free(j); /* nobody waits for its answer */
+    }
+}
+
+/* Park c's request on an HA handler thread; false when it cannot be (run it here). */
+static bool ha_park(struct conn *c)
+{
+    struct ha_job *j = calloc(1, sizeof(*j));
+    if (j == NULL || (j->req = kms_http_req_copy(&c->req, &j->req_len)) == NULL) {
+        free(j);
+        return false;
+    }
+    j->ha = c->h->opts.ha;
+    j->c = c;
+    c->job = j;
+    if (kms_ha_submit(j->ha, ha_job_run, j) != 0) {
+        c->job = NULL;
+        ha_job_free(j);
+        return false;
+    }
+    return true;
+}
+
+/* Give up on c's HA job (its connection is going): its thread frees it, or here if done. */
+static void ha_abandon(struct conn *c)
+{
+    pthread_mutex_lock(&ha_job_mu);
+    struct ha_job *j = c->job;
+    c->job = NULL;
+    j->c = NULL;
+    bool done = j->done;
+    pthread_mutex_unlock(&ha_job_mu);
+    mailbox_remove(c);
+    if (done) {
+        ha_job_free(j);
+    }
+}
+
 /* Give up on c's parked request (no wake-up after this); resp (may be NULL) gets its 500. */
 static void abandon(struct conn *c, struct kms_http_resp *resp)
 {
@@ -1392,7 +1474,7 @@ static void complete(struct conn *c, struct kms_http_resp *resp)
     }
 }
 
-/* Run the current request; true when it is parked on its audit record. */
+/* Run the current request; true when it is parked (its audit record, a handler thread). */
 static bool dispatch(struct conn *c)
 {
     struct kms_http_resp resp;
@@ -1408,9 +1490,17 @@ static bool dispatch(struct conn *c)
     c->http10 = kms_http_parser_http10(c->parser);
 
     if (c->h->opts.ha != NULL) {
-        /* HA replicas (docs/ha.md) answer through kms_ha_handle, which holds the service for
-         * the whole request (or forwards it to the active): the blocking pipeline */
-        kms_ha_handle(c->h->opts.ha, &c->req, &resp);
+        /* HA replicas (docs/ha.md): sys/leader and sys/health here, the rest on the replica's
+         * handler threads (struct ha_job) */
+        if (kms_ha_answer_now(c->h->opts.ha, &c->req, &resp)) {
+            complete(c, &resp);
+            return false;
+        }
+        if (ha_park(c)) {
+            conn_read_limit(c, PARK_IN_HIGH);
+            return true;
+        }
+        kms_ha_handle(c->h->opts.ha, &c->req, &resp); /* no thread (stopping, no memory) */
         complete(c, &resp);
         return false;
     }
@@ -1455,6 +1545,27 @@ static void resume(struct conn *c)
     unpark(c);
 }
 
+/* Send the answer of c's finished HA job. */
+static void ha_resume(struct conn *c)
+{
+    pthread_mutex_lock(&ha_job_mu);
+    struct ha_job *j = c->job;
+    bool done = j->done;
+    if (done) {
+        c->job = NULL;
+    }
+    pthread_mutex_unlock(&ha_job_mu);
+    if (!done) {
+        return; /* only its thread wakes it, once done */
+    }
+    struct kms_http_resp resp = j->resp;
+    j->resp.body = NULL;
+    j->resp.body_len = 0;
+    ha_job_free(j);
+    complete(c, &resp);
+    unpark(c);
+}
+
 static void on_mailbox(evutil_socket_t fd, short what, void *arg)
 {
     struct kms_http *h = arg;
@@ -1489,6 +1600,8 @@ static void on_mailbox(evutil_socket_t fd, short what, void *arg)
         list = c->wnext;
         if (c->call != NULL) {
             resume(c);
+        } else if (c->job != NULL) {
+            ha_resume(c);
         }
     }
 }
@@ -1499,7 +1612,7 @@ static void process(struct conn *c)
     struct evbuffer *out = bufferevent_get_output(c->bev);
     const struct kms_http_opts *o = &c->h->opts;
 
-    while (!c->closing && c->call == NULL) {
+    while (!c->closing && !parked(c)) {
         size_t unsent =
             evbuffer_get_length(out) + (c->pend != NULL ? evbuffer_get_length(c->pend) : 0);
         if (kms_http_parser_idle(c->parser) && unsent > OUT_HIGH) {
@@ -1626,7 +1739,7 @@ static void on_write(struct bufferevent *bev, void *arg)
     if (c->paused && pending <= OUT_LOW) {
         c->paused = false;
         bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
-        if (c->call == NULL) {
+        if (!parked(c)) {
             if (!c->peer_eof) {
                 conn_read_enable(c);
             }
@@ -1640,7 +1753,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     struct conn *c = arg;
     (void)bev;
     if (what & BEV_EVENT_CONNECTED) {
-        if (!c->req_started && c->call == NULL && !c->closing) {
+        if (!c->req_started && !parked(c) && !c->closing) {
             arm_timer(c, c->h->opts.idle_timeout); /* TLS handshake done: now idle */
         }
         return;
@@ -1654,7 +1767,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
          * TLS end of input libevent stops writing as well (and OpenSSL reports a TCP
          * half-close as an error), so a TLS connection is freed there, as before. */
         c->peer_eof = true;
-        if (c->call == NULL && !c->paused) {
+        if (!parked(c) && !c->paused) {
             peer_done(c);
         }
         return; /* otherwise once resumed, or once the client reads what is queued */
@@ -1667,6 +1780,9 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     struct conn *c = arg;
     (void)fd;
     (void)what;
+    if (c->job != NULL) {
+        return; /* its HA handler thread wakes it */
+    }
     if (c->call != NULL) {
         if (kms_api_running(c->call)) {
             return; /* its handler thread wakes it; no audit wait has begun */
@@ -1697,6 +1813,9 @@ static void conn_free(struct conn *c)
     struct kms_http *h = c->h;
     if (c->call != NULL) {
         abandon(c, NULL); /* nobody to answer: a handler not yet run never runs */
+    }
+    if (c->job != NULL) {
+        ha_abandon(c);
     }
     flush_remove(c);
     flush_conn(c); /* answers made in this pass still go out, as if written at once */

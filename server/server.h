@@ -223,12 +223,23 @@ int kms_ha_create(const struct kms_ha_opts *o, struct kms_ha **out, struct kms_e
 int kms_ha_start(struct kms_ha *ha, const char *api_addr, const char *replica,
                  struct kms_err *err) KMS_WUR;
 /* Answer one request: served while active within the lease, else the standby's answers and
- * forwarding (or 307). Thread-safe; always fills resp. */
+ * forwarding (or 307). Thread-safe; always fills resp. It may wait (PostgreSQL, the audit
+ * fsync, a forward, an RSA key generation): an event loop calls it on kms_ha_submit's
+ * threads. */
 void kms_ha_handle(struct kms_ha *ha, const struct kms_http_req *req, struct kms_http_resp *resp);
+/* The answers that never wait (sys/leader; sys/health unless a step-down or promotion holds
+ * the service), given on the caller's thread: true when resp is filled. */
+bool kms_ha_answer_now(struct kms_ha *ha, const struct kms_http_req *req,
+                       struct kms_http_resp *resp);
+/* Run fn(arg) on the replica's handler threads (up to KMS_HA_THREADS, started on demand): 0;
+ * -1 when it cannot (stopping, no thread): run it where you are. */
+#define KMS_HA_THREADS 32
+int kms_ha_submit(struct kms_ha *ha, void (*fn)(void *arg), void *arg) KMS_WUR;
 /* Run fn on the service while active within the lease (its result), else 1 without calling. */
 int kms_ha_with_api(struct kms_ha *ha, int (*fn)(void *arg, struct kms_api *api), void *arg);
 bool kms_ha_is_active(struct kms_ha *ha);
-/* Stop the threads, stop serving, free the service and release the lock cleanly. */
+/* Stop the threads (the handler threads finish what they were given first), stop serving,
+ * free the service and release the lock cleanly. */
 void kms_ha_destroy(struct kms_ha **ha);
 
 /* `kmsd server ...` */

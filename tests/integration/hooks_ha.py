@@ -8,11 +8,26 @@ before it turns active, and creates <path>.held meanwhile.
   exists reopens the path, so every later record goes to the new file. The reopen used to be
   gated on "active within the lease" and was dropped, and the replica went on writing to the
   renamed file, which logrotate then compresses or deletes.
+
+With KMS_TEST_HANDLER_HOOKS=<dir> (api/dispatch.c), a handler that may run long (an RSA key
+creation) waits before it runs while <dir>/hold exists, and creates <dir>/held meanwhile:
+
+- an HA replica answers every request on its handler threads (kms_ha_submit), its connection
+  parked meanwhile, so one worker goes on serving while a request waits: a held RSA key
+  creation, sent to the active or forwarded by a standby, leaves sys/health and an encrypt
+  answered through both replicas, each with a single worker. They used to wait on it (the
+  standby's worker in the forward, the active's in the handler).
+- a client that goes away while its request waits leaves the request to its thread: it
+  finishes (the key exists) and the replica goes on serving.
 """
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
+import tempfile
+import threading
 import unittest
 
 from kmsd_harness import KMSD_BIN, b64, wait_for
@@ -58,6 +73,87 @@ class HaSighupTest(HaCase):
         self.assertNotIn("transit/", old)
         r = subprocess.run([KMSD_BIN, "audit", "verify", logdir], capture_output=True, text=True)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+
+class HaHandlerThreadsTest(HaCase):
+
+    def setUp(self):
+        super().setUp()
+        self.hooks = tempfile.mkdtemp(prefix="kmsd-ha-hooks-")
+        self.addCleanup(shutil.rmtree, self.hooks, True)
+        os.environ["KMS_TEST_HANDLER_HOOKS"] = self.hooks
+        self.addCleanup(os.environ.pop, "KMS_TEST_HANDLER_HOOKS", None)
+
+    def hold(self):
+        open(os.path.join(self.hooks, "hold"), "w").close()
+
+    def release(self):
+        os.unlink(os.path.join(self.hooks, "hold"))
+
+    def wait_held(self, srv):
+        wait_for(lambda: os.path.exists(os.path.join(self.hooks, "held")), 30,
+                 lambda: "the RSA key creation to reach the hold\n" + srv.log_tail())
+
+    @staticmethod
+    def in_thread(srv, method, path, body):
+        out = {}
+
+        def go():
+            try:
+                out["r"] = srv.request(method, path, body, timeout=120)
+            except Exception as e:  # judged by the test
+                out["e"] = e
+        t = threading.Thread(target=go)
+        t.start()
+        return t, out
+
+    def test_a_held_request_leaves_every_worker_serving(self):
+        a = self.replica(workers=1).start()
+        active = self.wait_one_active([a])
+        b = self.replica(workers=1).start()
+        self.wait_one_active([a, b])
+        self.init(active, [active])
+        self.ok(a.request("POST", "transit/keys/aes"))
+        for via in (a, b):
+            with self.subTest(sent_to="active" if via is a else "standby"):
+                name = "rsa-%s" % ("a" if via is a else "b")
+                self.hold()
+                t, out = self.in_thread(via, "POST", "transit/keys/" + name,
+                                        {"type": "rsa-2048"})
+                self.wait_held(a)
+                for srv in (a, b):
+                    r = self.health(srv)
+                    self.assertIsNotNone(r, "sys/health of %s not answered" % srv.addr)
+                    self.assertIn(r.status, (200, 429), r.describe())
+                    r = srv.request("POST", "transit/encrypt/aes",
+                                    {"plaintext": b64(b"served meanwhile")}, timeout=10)
+                    self.assertTrue(self.ok(r)["ciphertext"].startswith("vault:v1:"))
+                self.assertTrue(t.is_alive(), "the creation was not held")
+                self.release()
+                t.join(120)
+                self.assertIn("r", out, out.get("e"))
+                self.ok(out["r"])
+                os.unlink(os.path.join(self.hooks, "held"))
+                r = b.request("GET", "transit/keys/" + name)
+                self.assertEqual(self.ok(r)["type"], "rsa-2048")
+
+    def test_a_client_gone_while_its_request_waits(self):
+        a = self.replica(workers=1).start()
+        self.wait_one_active([a])
+        self.init(a, [a])
+        self.hold()
+        raw = ("POST /v1/transit/keys/gone HTTP/1.1\r\nHost: x\r\nX-Vault-Token: %s\r\n"
+               "Content-Type: application/json\r\nContent-Length: 20\r\n\r\n"
+               '{"type":"rsa-2048"}\n' % a.token).encode()
+        with socket.create_connection(("127.0.0.1", a.port), timeout=10) as s:
+            s.sendall(raw)
+            self.wait_held(a)
+        self.release()
+        # its thread finishes it: the key is there, and the replica serves on
+        wait_for(lambda: a.request("GET", "transit/keys/gone", timeout=10).status == 200, 60,
+                 "the abandoned creation to finish")
+        self.ok(a.request("POST", "transit/encrypt/gone", {"plaintext": b64(b"x")}))
+        self.assertEqual(a.stop(), 0)
 
 
 if __name__ == "__main__":

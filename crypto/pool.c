@@ -1,15 +1,16 @@
 /*
- * offload.c - the handler threads: where a request that may run long (an RSA key generation,
- * a batch of RSA signatures, a batch of more than KMS_OFFLOAD_BATCH items) runs its handler,
- * so that the worker's event loop goes on serving its other connections (sys/health among
- * them) meanwhile. dispatch.c decides what goes here and hands the request back to its
- * worker through the same wake-up the audit writer uses.
+ * pool.c - handler threads: where work that may run long runs, so that an event loop goes on
+ * serving its other connections (sys/health among them) meanwhile. api/dispatch.c sends a
+ * request whose handler may run long here (an RSA key generation, a batch of RSA signatures,
+ * a batch of more than KMS_OFFLOAD_BATCH items); server/ha.c every request an HA replica
+ * answers (its storage is PostgreSQL, its standbys forward). Both hand the request back to its
+ * worker through the worker's mailbox.
  *
  * Threads start on demand, up to `max`, and stay: a process that never offloads starts none
  * (idle RSS). Jobs run in the order they came. Stopping runs every job still queued, then
  * joins the threads; a job must not wait for a worker's event loop (none may be running).
  */
-#include "api/api_int.h"
+#include "crypto/crypto.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -20,7 +21,7 @@ struct job {
     struct job *next;
 };
 
-struct kms_offload {
+struct kms_pool {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct job *head, *tail;
@@ -34,7 +35,7 @@ struct kms_offload {
 
 static void *run(void *arg)
 {
-    struct kms_offload *o = arg;
+    struct kms_pool *o = arg;
     pthread_mutex_lock(&o->mu);
     for (;;) {
         while (o->head == NULL && !o->stopping) {
@@ -60,9 +61,9 @@ static void *run(void *arg)
     return NULL;
 }
 
-int kms_offload_create(size_t max, struct kms_offload **out)
+int kms_pool_create(size_t max, struct kms_pool **out)
 {
-    struct kms_offload *o = calloc(1, sizeof(*o));
+    struct kms_pool *o = calloc(1, sizeof(*o));
     *out = NULL;
     if (o == NULL || (o->threads = calloc(max > 0 ? max : 1, sizeof(pthread_t))) == NULL) {
         free(o);
@@ -75,7 +76,7 @@ int kms_offload_create(size_t max, struct kms_offload **out)
     return 0;
 }
 
-int kms_offload_submit(struct kms_offload *o, void (*fn)(void *arg), void *arg)
+int kms_pool_submit(struct kms_pool *o, void (*fn)(void *arg), void *arg)
 {
     struct job *j = malloc(sizeof(*j));
     if (j == NULL) {
@@ -110,9 +111,9 @@ int kms_offload_submit(struct kms_offload *o, void (*fn)(void *arg), void *arg)
     return 0;
 }
 
-void kms_offload_destroy(struct kms_offload **op)
+void kms_pool_destroy(struct kms_pool **op)
 {
-    struct kms_offload *o = *op;
+    struct kms_pool *o = *op;
     if (o == NULL) {
         return;
     }

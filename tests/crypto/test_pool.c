@@ -1,5 +1,5 @@
 /*
- * test_offload.c - api/offload.c, the handler threads: jobs run in order on threads started on
+ * test_pool.c - crypto/pool.c, the handler threads: jobs run in order on threads started on
  * demand, a job never waits behind a long one while the pool may start another thread, and
  * destroy runs what is still queued before it joins. Waits poll a condition with a deadline.
  */
@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "api/api_int.h"
+#include "crypto/crypto.h"
 
 static int64_t mono_ms(void)
 {
@@ -62,18 +62,18 @@ static void test_second_job_does_not_wait_behind_a_long_one(void **state)
 {
     (void)state;
     for (int round = 0; round < 20; round++) {
-        struct kms_offload *o = NULL;
+        struct kms_pool *o = NULL;
         atomic_int warm = 0, quick = 0;
         struct blocker b = {0, 0};
-        assert_int_equal(kms_offload_create(4, &o), 0);
-        assert_int_equal(kms_offload_submit(o, flag_job, &warm), 0);
+        assert_int_equal(kms_pool_create(4, &o), 0);
+        assert_int_equal(kms_pool_submit(o, flag_job, &warm), 0);
         assert_true(wait_set(&warm)); /* one thread, now idle */
-        assert_int_equal(kms_offload_submit(o, blocking_job, &b), 0);
-        assert_int_equal(kms_offload_submit(o, flag_job, &quick), 0);
+        assert_int_equal(kms_pool_submit(o, blocking_job, &b), 0);
+        assert_int_equal(kms_pool_submit(o, flag_job, &quick), 0);
         /* the short job runs while the long one still holds its thread */
         assert_true(wait_set(&quick));
         atomic_store(&b.release, 1);
-        kms_offload_destroy(&o);
+        kms_pool_destroy(&o);
         assert_null(o);
     }
 }
@@ -90,16 +90,16 @@ static void ordered_job(void *arg)
 static void test_order_and_drain(void **state)
 {
     (void)state;
-    struct kms_offload *o = NULL;
+    struct kms_pool *o = NULL;
     struct blocker b = {0, 0};
-    assert_int_equal(kms_offload_create(1, &o), 0);
-    assert_int_equal(kms_offload_submit(o, blocking_job, &b), 0);
+    assert_int_equal(kms_pool_create(1, &o), 0);
+    assert_int_equal(kms_pool_submit(o, blocking_job, &b), 0);
     assert_true(wait_set(&b.started));
     for (intptr_t i = 0; i < 5; i++) {
-        assert_int_equal(kms_offload_submit(o, ordered_job, (void *)i), 0);
+        assert_int_equal(kms_pool_submit(o, ordered_job, (void *)i), 0);
     }
     atomic_store(&b.release, 1);
-    kms_offload_destroy(&o);
+    kms_pool_destroy(&o);
     assert_int_equal(atomic_load(&next_slot), 5);
     for (int i = 0; i < 5; i++) {
         assert_int_equal(order[i], i);

@@ -21,14 +21,19 @@ static void set_body(struct kms_http_resp *resp, json_t *body)
         return;
     }
     size_t n = strlen(text);
-    char *withnl = realloc(text, n + 2);
+    /* a copy, not realloc: a block realloc moves is freed unwiped, and the body may hold
+     * plaintexts (decrypt) or key material (export) */
+    char *withnl = malloc(n + 2);
+    if (withnl != NULL) {
+        memcpy(withnl, text, n);
+        withnl[n] = '\n';
+        withnl[n + 1] = '\0';
+    }
+    kms_free_wipe((void **)&text, n);
     if (withnl == NULL) {
-        free(text);
         resp->status = 500;
         return;
     }
-    withnl[n] = '\n';
-    withnl[n + 1] = '\0';
     resp->body = withnl;
     resp->body_len = n + 1;
 }
@@ -67,8 +72,7 @@ void kms_api_error_response(int status, const char *msg, struct kms_http_resp *r
 
 void kms_http_resp_dispose(struct kms_http_resp *resp)
 {
-    free(resp->body);
-    resp->body = NULL;
+    kms_free_wipe((void **)&resp->body, resp->body_len);
     resp->body_len = 0;
 }
 

@@ -25,10 +25,15 @@ int kms_jw_reserve(struct kms_jw *w, size_t n)
     while (cap < w->len + n + 1) {
         cap *= 2;
     }
-    char *np = realloc(w->p, cap);
+    /* not realloc: a block it moves is freed unwiped, and a body may hold plaintexts */
+    char *np = malloc(cap);
     if (np == NULL) {
         w->oom = true;
         return -1;
+    }
+    if (w->p != NULL) {
+        memcpy(np, w->p, w->len + 1);
+        kms_free_wipe((void **)&w->p, w->len);
     }
     w->p = np;
     w->cap = cap;

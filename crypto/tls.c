@@ -61,8 +61,11 @@ static SSL_CTX *build_ctx(const struct kms_tls *t, struct kms_err *err)
         return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    /* SSL_OP_CLEANSE_PLAINTEXT: a record's decrypted bytes (tokens, plaintexts) are wiped once
+     * read, not left in OpenSSL's read buffer until the next record overwrites them */
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-                                 SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET);
+                                 SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET |
+                                 SSL_OP_CLEANSE_PLAINTEXT);
     /* no session state per client: with tickets off, OpenSSL cached every session (and sent
      * TLS 1.3 clients a stateful ticket for it), ~1 KiB each up to 20,480, never resumed */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);

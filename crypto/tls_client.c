@@ -87,8 +87,9 @@ static int build_ctx(const struct kms_tls_client_opts *o, SSL_CTX **out, struct 
         goto out;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    /* a decrypted record (an answer's plaintext, data key) is wiped once read: crypto/tls.c */
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-                                 SSL_OP_IGNORE_UNEXPECTED_EOF);
+                                 SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_CLEANSE_PLAINTEXT);
     if (o->insecure) {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     } else {

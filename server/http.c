@@ -1032,6 +1032,31 @@ static struct evbuffer *conn_out(struct conn *c)
     return out;
 }
 
+/* evbuffer_write, but what the socket took is wiped before it is drained: answers carry
+ * plaintexts and data keys, and a drained chain is freed as it is. */
+static void write_wiped(struct evbuffer *b, evutil_socket_t fd)
+{
+    struct evbuffer_iovec v[32];
+    struct iovec iov[32];
+    int nv = evbuffer_peek(b, -1, NULL, v, 32);
+    nv = nv > 32 ? 32 : nv;
+    for (int i = 0; i < nv; i++) {
+        iov[i].iov_base = v[i].iov_base;
+        iov[i].iov_len = v[i].iov_len;
+    }
+    ssize_t n = nv > 0 ? writev(fd, iov, nv) : 0;
+    if (n <= 0) {
+        return; /* an error is met again by the bufferevent's own write */
+    }
+    size_t left = (size_t)n;
+    for (int i = 0; i < nv && left > 0; i++) {
+        size_t k = v[i].iov_len < left ? v[i].iov_len : left;
+        kms_memzero(v[i].iov_base, k);
+        left -= k;
+    }
+    evbuffer_drain(b, (size_t)n);
+}
+
 /* Send c's pending answers; what the socket does not take goes to the bufferevent. */
 static void flush_conn(struct conn *c)
 {
@@ -1040,8 +1065,7 @@ static void flush_conn(struct conn *c)
     }
     struct evbuffer *out = bufferevent_get_output(c->bev);
     if (evbuffer_get_length(out) == 0) {
-        /* an error is met again by the bufferevent's own write */
-        (void)evbuffer_write(c->pend, bufferevent_getfd(c->bev));
+        write_wiped(c->pend, bufferevent_getfd(c->bev));
     }
     if (evbuffer_get_length(c->pend) > 0) {
         evbuffer_add_buffer(out, c->pend);
@@ -1254,8 +1278,16 @@ static void hb_status(struct headbuf *h, int status)
     HB_LIT(h, "\r\n");
 }
 
-static void write_response(struct conn *c, struct evbuffer *out, const struct kms_http_resp *r,
-                           bool head)
+/* A body handed to an evbuffer by reference: wiped and freed once sent or dropped. */
+static void body_sent(const void *data, size_t len, void *arg)
+{
+    void *p = (void *)(uintptr_t)data;
+    (void)arg;
+    kms_free_wipe(&p, len);
+}
+
+/* r's body may be taken (r->body NULL after): a big one goes out by reference. */
+static void write_response(struct conn *c, struct evbuffer *out, struct kms_http_resp *r, bool head)
 {
     struct headbuf h = {.out = out, .n = 0};
     int status = r->status;
@@ -1296,10 +1328,28 @@ static void write_response(struct conn *c, struct evbuffer *out, const struct km
     }
     HB_LIT(&h, "\r\n");
     if (!head && !bodyless && r->body_len > 0) {
-        hb_put(&h, r->body, r->body_len);
+        if (out != c->pend || r->body_len > sizeof(h.b) - h.n) {
+            /* a big body (a batch, an export, a backup) is not copied, and nor is one the
+             * bufferevent writes (TLS, answers behind queued output): the buffer takes it and
+             * wipes it once written, where a chain of copied bytes would be freed unwiped
+             * (write_wiped wipes what c->pend sends) */
+            if (h.n > 0) {
+                evbuffer_add(out, h.b, h.n);
+                h.n = 0;
+            }
+            if (evbuffer_add_reference(out, r->body, r->body_len, body_sent, NULL) == 0) {
+                r->body = NULL;
+                r->body_len = 0;
+            } else {
+                evbuffer_add(out, r->body, r->body_len);
+            }
+        } else {
+            hb_put(&h, r->body, r->body_len);
+        }
     }
     if (h.n > 0) {
         evbuffer_add(out, h.b, h.n);
+        kms_memzero(h.b, h.n); /* a small body's copy on this stack */
     }
 }
 

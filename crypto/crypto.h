@@ -311,8 +311,11 @@ struct event_base;
 int kms_tls_create(const char *cert, const char *key, const char *client_ca,
                    bool require_client_cert, struct kms_tls **out, struct kms_err *err) KMS_WUR;
 /* Re-read the files; new connections use them, existing ones keep theirs. On error the old
- * context stays in use. */
+ * context stays in use: a file that does not load, a key that does not match, and a
+ * certificate that has expired or is not yet valid. */
 int kms_tls_reload(struct kms_tls *t, struct kms_err *err) KMS_WUR;
+/* -1 (err says which date) when the certificate in use has expired or is not yet valid. */
+int kms_tls_check_validity(struct kms_tls *t, struct kms_err *err) KMS_WUR;
 /* A server-side TLS bufferevent on an accepted socket (owns fd); NULL on failure. */
 struct bufferevent *kms_tls_bufferevent(struct kms_tls *t, struct event_base *base, int fd);
 void kms_tls_destroy(struct kms_tls **t);

@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct kms_tls {
     pthread_mutex_t lock;
@@ -50,6 +51,46 @@ static int no_passphrase(char *buf, int size, int rwflag, void *asked)
         *(bool *)asked = true;
     }
     return -1;
+}
+
+/*
+ * 0 when the context's certificate is within its validity period now; otherwise -1 with err
+ * naming the file and the date ("has expired on …", "is not valid before …"). OpenSSL loads
+ * such a certificate without a word, and every client that verifies it then fails.
+ */
+static int ctx_validity(SSL_CTX *ctx, const char *path, struct kms_err *err)
+{
+    X509 *x = SSL_CTX_get0_certificate(ctx);
+    if (x == NULL) {
+        return 0;
+    }
+    const ASN1_TIME *after = X509_get0_notAfter(x), *before = X509_get0_notBefore(x);
+    const ASN1_TIME *at = NULL;
+    const char *what = NULL;
+    if (X509_cmp_current_time(after) <= 0) {
+        at = after;
+        what = "has expired on";
+    } else if (X509_cmp_current_time(before) >= 0) {
+        at = before;
+        what = "is not valid before";
+    }
+    if (at == NULL) {
+        return 0;
+    }
+    struct tm tm;
+    char when[32] = "an unreadable date";
+    if (ASN1_TIME_to_tm(at, &tm) == 1) {
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    }
+    return kms_err_set(err, 500, "TLS certificate %s %s %s", path, what, when);
+}
+
+int kms_tls_check_validity(struct kms_tls *t, struct kms_err *err)
+{
+    pthread_mutex_lock(&t->lock);
+    int rc = ctx_validity(t->ctx, t->cert, err);
+    pthread_mutex_unlock(&t->lock);
+    return rc;
 }
 
 static SSL_CTX *build_ctx(const struct kms_tls *t, struct kms_err *err)
@@ -144,6 +185,12 @@ int kms_tls_reload(struct kms_tls *t, struct kms_err *err)
     SSL_CTX *fresh = build_ctx(t, err);
     if (fresh == NULL) {
         return -1; /* keep serving with the old certificate */
+    }
+    /* an expired (or not yet valid) certificate would fail every client that verifies it:
+     * the old one, whatever its state, is no worse */
+    if (ctx_validity(fresh, t->cert, err) != 0) {
+        SSL_CTX_free(fresh);
+        return -1;
     }
     pthread_mutex_lock(&t->lock);
     SSL_CTX *old = t->ctx;

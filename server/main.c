@@ -761,6 +761,11 @@ static int start_listener(const struct flags *f, struct kms_config *cfg, struct 
         fprintf(stderr, "kmsd: %s\n", err.msg);
         return -1;
     }
+    /* served all the same (a start refused over it would take the listener down until the
+     * file is fixed), but said: every client that verifies it fails */
+    if (rt->tls != NULL && kms_tls_check_validity(rt->tls, &err) != 0) {
+        kms_log("warn", "TLS certificate out of its validity period", "error", err.msg, NULL);
+    }
     memset(&hopts, 0, sizeof(hopts));
     hopts.tls = rt->tls;
     hopts.ha = rt->ha;

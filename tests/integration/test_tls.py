@@ -32,7 +32,7 @@ def make_ca(d, name):
     return key, crt
 
 
-def make_leaf(d, name, ca_key, ca_crt, serial):
+def make_leaf(d, name, ca_key, ca_crt, serial, days=2):
     key, csr, crt = (os.path.join(d, name + ext) for ext in (".key", ".csr", ".crt"))
     ext = os.path.join(d, name + ".ext")
     with open(ext, "w") as f:
@@ -40,7 +40,7 @@ def make_leaf(d, name, ca_key, ca_crt, serial):
     openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
             "-keyout", key, "-out", csr, "-subj", "/CN=" + name)
     openssl("x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-set_serial",
-            str(serial), "-days", "2", "-out", crt, "-extfile", ext)
+            str(serial), "-days", str(days), "-out", crt, "-extfile", ext)
     os.chmod(key, 0o600)
     return key, crt
 
@@ -168,6 +168,30 @@ class TLSTest(unittest.TestCase):
         finally:
             with open(self.crt, "wb") as f:
                 f.write(good)
+
+    def test_expired_certificate_on_reload_keeps_old(self):
+        """A SIGHUP with an expired certificate (and its matching key) over the files swapped
+        it in and logged "TLS certificate reloaded": every client that verifies failed."""
+        with open(self.crt, "rb") as f:
+            good_crt = f.read()
+        with open(self.key, "rb") as f:
+            good_key = f.read()
+        key2, crt2 = make_leaf(self.dir, "expired", self.ca_key, self.ca, 3003, days=-1)
+        os.replace(key2, self.key)
+        os.replace(crt2, self.crt)
+        try:
+            failures = self.server.log_text().count("TLS reload failed")
+            self.server.proc.send_signal(signal.SIGHUP)
+            self.server.wait_log("TLS reload failed", failures + 1)
+            self.assertIn("TLS certificate %s has expired on " % self.crt,
+                          self.server.log_text())
+            _, status, _, _ = https(self.server.port, self.ca)  # verifies: the old one
+            self.assertEqual(status, 200)
+        finally:
+            with open(self.key, "wb") as f:
+                f.write(good_key)
+            with open(self.crt, "wb") as f:
+                f.write(good_crt)
 
     def test_no_session_state_kept_per_client(self):
         # each handshake left a session in OpenSSL's server cache (TLS 1.3 sent a stateful

@@ -736,6 +736,16 @@ static int start_listener(const struct flags *f, struct kms_config *cfg, struct 
     struct kms_http_opts hopts;
 
     kms_err_clear(&err);
+    /* a longer path was cut to fit and another file (or none) was read under its name */
+    if ((f->tls_cert != NULL && strlen(f->tls_cert) >= sizeof(cfg->tls_cert_file)) ||
+        (f->tls_key != NULL && strlen(f->tls_key) >= sizeof(cfg->tls_key_file))) {
+        fprintf(stderr, "kmsd: -%s: path longer than %zu bytes\n",
+                f->tls_cert != NULL && strlen(f->tls_cert) >= sizeof(cfg->tls_cert_file)
+                    ? "tls-cert-file"
+                    : "tls-key-file",
+                sizeof(cfg->tls_cert_file) - 1);
+        return -1;
+    }
     if (f->tls_cert != NULL) {
         snprintf(cfg->tls_cert_file, sizeof(cfg->tls_cert_file), "%s", f->tls_cert);
     }

@@ -33,6 +33,35 @@ class FlagChecks(unittest.TestCase):
                 self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
                 self.assertIn('invalid listen address "%s" (want host:port)' % addr, r.stderr)
 
+    def test_over_long_tls_path_flags_are_refused_not_cut(self):
+        # -tls-cert-file was cut to 1023 bytes: a path naming no file started a server on
+        # the certificate whose name is its first 1023 bytes
+        d = tempfile.mkdtemp(prefix="kmsd-tlspath-")
+        try:
+            key, crt = os.path.join(d, "s.key"), os.path.join(d, "s.crt")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", crt,
+                            "-days", "2", "-subj", "/CN=localhost"], check=True,
+                           capture_output=True)
+            deep = d
+            while len(deep) < 1023 - 210:
+                deep = os.path.join(deep, "x" * 200)
+            os.makedirs(deep)
+            cut = os.path.join(deep, "c" * (1023 - len(deep) - 1))
+            self.assertEqual(len(cut), 1023)
+            shutil.copy(crt, cut)
+            for flag, value in (("-tls-cert-file", cut + ".missing"),
+                                ("-tls-key-file", cut + ".missing")):
+                with self.subTest(flag=flag):
+                    other = "-tls-key-file=" + key if flag == "-tls-cert-file" else \
+                        "-tls-cert-file=" + crt
+                    r = run_flags("-dev", "-dev-listen-address=127.0.0.1:0",
+                                  flag + "=" + value, other)
+                    self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+                    self.assertIn("kmsd: %s: path longer than 1023 bytes" % flag, r.stderr)
+        finally:
+            shutil.rmtree(d)
+
     def test_bad_audit_fsync_flag_is_refused_without_audit_file(self):
         r = run_flags("-dev", "-dev-listen-address=127.0.0.1:0", "-audit-fsync=sometimes")
         self.assertEqual(r.returncode, 2, r.stderr)

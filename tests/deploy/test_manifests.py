@@ -644,6 +644,16 @@ class KMSPluginManifests(unittest.TestCase):
         # identity last: data written before encryption was turned on stays readable
         self.assertEqual(res["providers"][-1], {"identity": {}})
 
+    def test_sidecar_addr_resolves_from_a_host_network_pod(self):
+        # it named kmsd.kmsd-system.svc: a namespace no manifest creates (kmsd's is "kmsd"),
+        # and a Service name, which a hostNetwork pod (DNS of the node, dnsPolicy ClusterFirst
+        # falls back to Default) cannot resolve
+        host = self.flag("addr").split("://", 1)[1].rsplit(":", 1)[0]
+        if self.spec.get("hostNetwork") and \
+                self.spec.get("dnsPolicy") != "ClusterFirstWithHostNet":
+            self.assertFalse(re.search(r"\.svc(\.cluster\.local)?\.?$", host),
+                             "%s is a cluster Service name" % host)
+
     def test_static_pod_wiring(self):
         self.assertEqual((self.pod["apiVersion"], self.pod["kind"]), ("v1", "Pod"))
         self.assertEqual(self.pod["metadata"]["namespace"], "kube-system")

@@ -19,7 +19,9 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <pthread.h>
 #include <string.h>
+#include <time.h>
 
 #define SLOTS 256
 #define NCODES 12
@@ -209,10 +211,71 @@ static bool slot_used(const struct slot *s)
     return false;
 }
 
+/* The store's record counts (all 0 when the store cannot be read). */
+static void count_store(struct kms_storage *st, size_t c[4])
+{
+    struct kms_txn *txn = NULL;
+
+    c[0] = c[1] = c[2] = c[3] = 0;
+    if (kms_storage_txn_begin(st, false, &txn) == 0) {
+        if (kms_storage_count(txn, KMS_DB_KEYS, &c[0]) != 0 ||
+            kms_storage_count(txn, KMS_DB_KEY_VERSIONS, &c[1]) != 0 ||
+            kms_storage_count(txn, KMS_DB_KMSKEYS, &c[2]) != 0 ||
+            kms_storage_count(txn, KMS_DB_TOKENS, &c[3]) != 0) {
+            c[0] = c[1] = c[2] = c[3] = 0;
+        }
+        kms_storage_txn_abort(&txn);
+    }
+}
+
+/*
+ * On PostgreSQL the counts are reused for 100 times as long as counting took. LMDB keeps them
+ * (every scrape counts afresh), PostgreSQL counts rows: a million tokens took ~40 ms a scrape,
+ * and a client scraping in a loop (no token needed with unauthenticated_metrics_access) kept
+ * a database backend counting full time. A scrape that finds another one counting uses the
+ * previous counts rather than counting too.
+ */
+static pthread_mutex_t counts_mu = PTHREAD_MUTEX_INITIALIZER;
+static size_t counts[4];
+static int64_t counts_until_us; /* 0: never counted */
+static bool counting;
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void store_counts(struct kms_api *api, size_t c[4])
+{
+    struct kms_storage *st = kms_api_storage(api);
+
+    if (strcmp(kms_storage_backend_name(st), "postgresql") != 0) {
+        count_store(st, c);
+        return;
+    }
+    pthread_mutex_lock(&counts_mu);
+    int64_t start = mono_us();
+    if (counts_until_us != 0 && (counting || start < counts_until_us)) {
+        memcpy(c, counts, sizeof(counts));
+        pthread_mutex_unlock(&counts_mu);
+        return;
+    }
+    counting = true;
+    pthread_mutex_unlock(&counts_mu);
+    count_store(st, c);
+    pthread_mutex_lock(&counts_mu);
+    int64_t end = mono_us();
+    memcpy(counts, c, sizeof(counts));
+    counts_until_us = end + 100 * (end - start);
+    counting = false;
+    pthread_mutex_unlock(&counts_mu);
+}
+
 char *kms_metrics_prometheus(struct kms_api *api, size_t *len)
 {
     struct out o = {NULL, 0, 0, false};
-    struct kms_txn *txn = NULL;
     size_t nkeys = 0, nversions = 0, nkmskeys = 0, ntokens = 0;
 
     outf(&o, "# HELP kmsd_requests_total Requests answered, by route and status code.\n"
@@ -258,15 +321,12 @@ char *kms_metrics_prometheus(struct kms_api *api, size_t *len)
          "kmsd_key_cache_requests_total{result=\"miss\"} %llu\n",
          (unsigned long long)atomic_load(&cache_hits),
          (unsigned long long)atomic_load(&cache_misses));
-    if (kms_storage_txn_begin(kms_api_storage(api), false, &txn) == 0) {
-        if (kms_storage_count(txn, KMS_DB_KEYS, &nkeys) != 0 ||
-            kms_storage_count(txn, KMS_DB_KEY_VERSIONS, &nversions) != 0 ||
-            kms_storage_count(txn, KMS_DB_KMSKEYS, &nkmskeys) != 0 ||
-            kms_storage_count(txn, KMS_DB_TOKENS, &ntokens) != 0) {
-            nkeys = nversions = nkmskeys = ntokens = 0;
-        }
-        kms_storage_txn_abort(&txn);
-    }
+    size_t c[4];
+    store_counts(api, c);
+    nkeys = c[0];
+    nversions = c[1];
+    nkmskeys = c[2];
+    ntokens = c[3];
     outf(&o,
          "# HELP kmsd_transit_keys Transit keys in the store.\n# TYPE kmsd_transit_keys gauge\n"
          "kmsd_transit_keys %zu\n"

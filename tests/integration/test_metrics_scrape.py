@@ -19,10 +19,15 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import time
 import unittest
 
 from auth_helpers import Issuer, login, make_role, ok, setup_org
 from kmsd_harness import KmsdServer, b64, wait_for
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pg"))
+from pgtmp import PgCluster  # noqa: E402
 
 ORG = "scrape-org"
 NS_REFUSED = "operation unavailable in namespaces"
@@ -381,6 +386,62 @@ class TokenMetricsTest(MetricsScrapeBase):
 
 class ExplicitFalseMetricsTest(TokenMetricsTest):
     server_config = {"unauthenticated_metrics_access": False}
+
+
+class PostgresqlCountsTest(unittest.TestCase):
+    """On PostgreSQL the store gauges count rows: every scrape ran four count(*) queries (a
+    million tokens, ~40 ms), so a client scraping in a loop, with no token under
+    unauthenticated_metrics_access, kept a database backend counting full time. The counts are
+    now reused for 100 times as long as counting took."""
+
+    PASSWORD = "pg-Secret-metrics-1"
+    ROWS = 300000
+
+    def test_counts_are_not_recounted_at_every_scrape(self):
+        pg = PgCluster.started_with_password(self.PASSWORD)
+        srv = KmsdServer(mode="config", config={})
+        try:
+            pw = os.path.join(srv.workdir, "pg.password")
+            with open(pw, "w") as f:
+                f.write(self.PASSWORD + "\n")
+            os.chmod(pw, 0o600)
+            srv.config = {"storage": "postgresql", "postgresql_url": pg.tcp_url,
+                          "postgresql_password_file": pw, "unauthenticated_metrics_access": True}
+            srv.start()
+            self.assertEqual(srv.request("PUT", "sys/init", {}, token=None).status, 200)
+            # token records (db 5) that only count(*) reads
+            pg.psql("INSERT INTO kmsd_records (db, key, value) SELECT 5, "
+                    "int4send(g), '\\x00'::bytea FROM generate_series(1, %d) g" % self.ROWS)
+            pg.psql("ALTER SYSTEM SET log_statement = 'all'")
+            pg.psql("SELECT pg_reload_conf()")
+            log = os.path.join(pg.dir, "log")
+
+            def logged(text):
+                with open(log, errors="replace") as f:
+                    return f.read().count(text)
+            marker = "SELECT 'metrics-scrape-marker'"
+            wait_for(lambda: pg.psql(marker) and logged(marker) > 0, 10, "statement logging")
+            before = logged("count(*)")
+
+            def tokens():
+                r = srv.request("GET", "sys/metrics?format=prometheus", token=None)
+                self.assertEqual(r.status, 200, r.describe())
+                return value(r.body.decode(), "kmsd_tokens")
+            self.assertGreaterEqual(tokens(), self.ROWS)  # the first scrape counts
+            for _ in range(19):
+                tokens()
+            # at 40 ms a million rows, the first count is reused for ~1 s: 19 scrapes fit in it
+            # (a second round at most on a loaded machine); every scrape counted: 80
+            self.assertLessEqual(logged("count(*)") - before, 8)
+            # the counts follow the store, a while later
+            pg.psql("DELETE FROM kmsd_records WHERE db = 5 AND key = int4send(1)")
+            wait_for(lambda: tokens() < self.ROWS + 1 or None, 30, "kmsd_tokens to drop")
+        finally:
+            try:
+                srv.stop()
+            finally:
+                srv.cleanup()
+                pg.destroy()
 
 
 class ConfigValueTest(unittest.TestCase):

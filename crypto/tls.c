@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 struct kms_tls {
@@ -93,9 +94,29 @@ int kms_tls_check_validity(struct kms_tls *t, struct kms_err *err)
     return rc;
 }
 
+/*
+ * -1 when path names something other than a regular file (after symlinks). OpenSSL opens
+ * what it is given: a FIFO blocked start-up, or the main loop at a SIGHUP (and with it every
+ * later signal, SIGTERM included), until a writer came; a device such as /dev/zero was read
+ * without end.
+ */
+static int regular_file(const char *what, const char *path, struct kms_err *err)
+{
+    struct stat sb;
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        return kms_err_set(err, 500, "%s %s is not a regular file", what, path);
+    }
+    return 0; /* a missing file: OpenSSL says so */
+}
+
 static SSL_CTX *build_ctx(const struct kms_tls *t, struct kms_err *err)
 {
     bool asked = false;
+    if (regular_file("TLS certificate", t->cert, err) != 0 ||
+        regular_file("TLS key", t->key, err) != 0 ||
+        (t->client_ca[0] != '\0' && regular_file("TLS client CA", t->client_ca, err) != 0)) {
+        return NULL;
+    }
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (ctx == NULL) {
         kms_err_set(err, 500, "cannot create a TLS context");

@@ -75,8 +75,10 @@ int kms_seal_key_load_file(const char *path, uint8_t key[32], struct kms_err *er
     ssize_t r;
     int fd = -1, rc = -1;
 
-    /* Symlinks are followed on purpose: Kubernetes mounts secrets through them. */
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0) {
+    /* Symlinks are followed on purpose: Kubernetes mounts secrets through them. O_NONBLOCK:
+     * a FIFO at the path opened (and start-up hung, silent) until a writer came; it is
+     * refused below as not a regular file, on which O_NONBLOCK does nothing. */
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) < 0) {
         kms_err_set(err, 500, "cannot open seal key file %s: %s", path, strerror(errno));
         goto out;
     }

@@ -109,6 +109,25 @@ class FlagChecks(unittest.TestCase):
         finally:
             shutil.rmtree(d, ignore_errors=True)
 
+    def test_seal_key_fifo_is_refused_not_waited_on(self):
+        # open(2) of a FIFO waits for a writer: kmsd hung at start, silently
+        d = tempfile.mkdtemp(prefix="kmsd-fifo-")
+        try:
+            key = os.path.join(d, "seal.key")
+            os.mkfifo(key, 0o600)
+            cfg = os.path.join(d, "kmsd.json")
+            with open(cfg, "w") as f:
+                json.dump({"listen_address": "127.0.0.1:0", "seal_key_file": key,
+                           "storage_path": os.path.join(d, "store")}, f)
+            try:
+                r = run_flags("-config=" + cfg)
+            except subprocess.TimeoutExpired:  # (run killed it)
+                self.fail("kmsd waited on the FIFO for 30 s")
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("seal key file %s is not a regular file" % key, r.stderr)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
 
 class Process(unittest.TestCase):
     def setUp(self):

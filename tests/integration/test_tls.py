@@ -193,6 +193,27 @@ class TLSTest(unittest.TestCase):
             with open(self.crt, "wb") as f:
                 f.write(good_crt)
 
+    def test_fifo_certificate_on_reload_keeps_old_and_the_loop(self):
+        """A FIFO at the certificate's path blocked the SIGHUP reload in open(2) on the main
+        loop until a writer came: no reload, no SIGTERM handled after it."""
+        saved = self.crt + ".saved"
+        os.replace(self.crt, saved)
+        os.mkfifo(self.crt, 0o600)
+        try:
+            failures = self.server.log_text().count("TLS reload failed")
+            self.server.proc.send_signal(signal.SIGHUP)
+            self.server.wait_log("TLS reload failed", failures + 1)
+            self.assertIn("TLS certificate %s is not a regular file" % self.crt,
+                          self.server.log_text())
+            _, status, _, _ = https(self.server.port, self.ca)
+            self.assertEqual(status, 200)
+        finally:
+            try:  # a reader blocked on the FIFO (the bug) gets its writer, then EOF
+                os.close(os.open(self.crt, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+            os.replace(saved, self.crt)
+
     def test_no_session_state_kept_per_client(self):
         # each handshake left a session in OpenSSL's server cache (TLS 1.3 sent a stateful
         # ticket for it), about 1 KiB each up to 20,480 of them, and none was ever resumed:

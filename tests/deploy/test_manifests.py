@@ -803,6 +803,23 @@ class SystemdUnit(unittest.TestCase):
         self.assertTrue(svc.get("User") or svc.get("DynamicUser") == "yes")
         self.assertIn("-config=/etc/kmsd/kmsd.json", svc["ExecStart"])
 
+    def test_documented_plugin_socket_directory_is_writable(self):
+        # ProtectSystem=strict leaves /run read-only: the documented kms_plugins socket,
+        # /run/kmsd/kms.sock, failed to bind ("Read-only file system") under this unit
+        svc = parse_unit(self.UNIT)["Service"]
+        self.assertEqual(dict(svc).get("ProtectSystem"), "strict")
+        with open(os.path.join(ROOT, "docs", "kms-plugin.md")) as f:
+            text = f.read()
+        in_process = text.split("## In-process", 1)[1].split("\n## ", 1)[0]  # not the sidecar's
+        socks = set(re.findall(r"(/run/[A-Za-z0-9_./-]+\.sock)", in_process))
+        self.assertTrue(socks)
+        writable = ["/run/" + d for k, v in svc if k == "RuntimeDirectory" for d in v.split()]
+        writable += [p.lstrip("-") for k, v in svc if k == "ReadWritePaths" for p in v.split()]
+        for sock in socks:
+            with self.subTest(sock=sock):
+                self.assertTrue(any(sock.startswith(w.rstrip("/") + "/") for w in writable),
+                                "%s is not under %s" % (sock, writable))
+
     @unittest.skipUnless(shutil.which("systemd-analyze"), "systemd-analyze not installed")
     def test_systemd_analyze_verify(self):
         # verify insists that ExecStart's binary exists; kmsd may not be installed here, so

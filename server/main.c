@@ -205,6 +205,14 @@ static int parse_flags(int argc, char **argv, struct flags *f)
                     }
                     val = argv[++i];
                 }
+                /* "-tls-cert-file= -tls-key-file=" (a template's unset variable) turned the
+                 * config file's TLS off, and "-audit-file=" its audit log, without a word */
+                if (val[0] == '\0' && (strcmp(valued[k].name, "tls-cert-file") == 0 ||
+                                       strcmp(valued[k].name, "tls-key-file") == 0 ||
+                                       strcmp(valued[k].name, "audit-file") == 0)) {
+                    fprintf(stderr, "kmsd: flag -%s needs a value (it is empty)\n", valued[k].name);
+                    return -1;
+                }
                 if (valued[k].dst != NULL) {
                     *valued[k].dst = val;
                 } else if (plugin_flag(f, valued[k].name, val) != 0) {

@@ -10,7 +10,7 @@ import tempfile
 import time
 import unittest
 
-from kmsd_harness import KMSD_BIN, START_TIMEOUT, listening_address
+from kmsd_harness import KMSD_BIN, START_TIMEOUT, listening_address, write_seal_key
 
 
 def run_flags(*args):
@@ -106,6 +106,36 @@ class FlagChecks(unittest.TestCase):
             self.assertEqual(r.returncode, 1, r.stderr)
             self.assertEqual(r.stderr.strip(), "kmsd: config %s: unable to open %s: No such "
                              "file or directory" % (missing, missing))
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+    def test_empty_tls_and_audit_flags_are_refused(self):
+        # "-tls-cert-file= -tls-key-file=" (an unset variable in a template) turned the config
+        # file's TLS off, plain HTTP, and "-audit-file=" its audit log, both without a word
+        d = tempfile.mkdtemp(prefix="kmsd-empty-")
+        try:
+            crt, key = os.path.join(d, "s.crt"), os.path.join(d, "s.key")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", crt,
+                            "-days", "2", "-subj", "/CN=localhost"], check=True,
+                           capture_output=True)
+            write_seal_key(os.path.join(d, "seal.key"), os.urandom(32))
+            cfg = os.path.join(d, "kmsd.json")
+            with open(cfg, "w") as f:
+                json.dump({"listen_address": "127.0.0.1:0", "storage_path": os.path.join(d, "s"),
+                           "seal_key_file": os.path.join(d, "seal.key"), "tls_cert_file": crt,
+                           "tls_key_file": key, "audit_file": os.path.join(d, "audit.log")}, f)
+            for flags in (["-tls-cert-file=", "-tls-key-file="], ["-tls-key-file", ""],
+                          ["-audit-file="]):
+                with self.subTest(flags=flags):
+                    try:
+                        r = run_flags("-config=" + cfg, *flags)
+                    except subprocess.TimeoutExpired:
+                        self.fail("kmsd served with %r" % flags)
+                    self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+                    name = flags[0].lstrip("-").rstrip("=")
+                    self.assertIn("kmsd: flag -%s needs a value (it is empty)" % name, r.stderr)
+                    self.assertFalse(os.path.exists(os.path.join(d, "s")))
         finally:
             shutil.rmtree(d, ignore_errors=True)
 

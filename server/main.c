@@ -247,6 +247,7 @@ struct runtime {
     size_t ndevs;
     int64_t flag_delay;
     char replica[320]; /* HA: this replica's id (its own audit chain head) */
+    bool store_lost;   /* without HA: the PostgreSQL session holding the database lock ended */
 };
 
 static void controller_report(const char *event, const char *ns_id, const char *project,
@@ -284,6 +285,18 @@ static void on_controller(evutil_socket_t fd, short what, void *arg)
         return;
     }
     (void)kms_api_tick(rt->api, now, &next, controller_report);
+    if (!rt->store_lost && kms_storage_exclusive_check(rt->st) != 0) {
+        /* another kmsd may have opened the database since: nothing cached can be trusted, and
+         * only a fresh start (which takes the lock again, or is refused) serves correctly */
+        rt->store_lost = true;
+        kms_log("error",
+                "the PostgreSQL session holding the database lock ended (PostgreSQL restarted, "
+                "or the session was terminated): stopping, as another kmsd may use the database "
+                "now",
+                NULL);
+        kms_workers_stop(rt->workers);
+        event_base_loopexit(rt->base, NULL);
+    }
 }
 
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
@@ -1076,7 +1089,7 @@ int kms_server_main(int argc, char **argv)
     rt.nplugins = 0;
     kms_workers_join(&rt.workers);
     kms_log("info", "kmsd stopped", NULL);
-    rc = 0;
+    rc = rt.store_lost ? 1 : 0;
 out:
     kms_memzero(seal, sizeof(seal));
     kms_memzero(pgpw, sizeof(pgpw));

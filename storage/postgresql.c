@@ -38,8 +38,11 @@
  * - Exclusive stores (opts->pg_exclusive, what the server asks for until replicas have
  *   leadership): the write connection holds a session advisory lock, taken with
  *   pg_try_advisory_lock when it connects, so a second kmsd on the same database fails to
- *   open, and a write connection that had to reconnect writes nothing unless it got the lock
- *   back. The lock dies with the connection (PostgreSQL releases it when the session ends).
+ *   open. The lock dies with the connection (PostgreSQL releases it when the session ends),
+ *   and then another kmsd may open the database and write: the write connection is never
+ *   replaced (a new session that got the lock back would write over the other's records,
+ *   judged by this process's stale caches), every later write fails, and
+ *   kms_storage_exclusive_check reports the loss (the server stops, docs/ha.md).
  *
  * - Leadership (opts->pg_ha_lease_ms > 0, docs/ha.md): the leader lock is the exclusive
  *   store's session advisory lock (so a non-HA kmsd, `kmsd migrate` and an HA replica never
@@ -495,6 +498,18 @@ static void pg_close(struct kms_backend *b)
 
 /* ---- transactions ------------------------------------------------------------------------ */
 
+/*
+ * An exclusive store's write session ended, or is given up: the database lock went with it,
+ * for good (write_mu held). Another kmsd may open the database from now on, so this store
+ * writes nothing more (a new session that got the lock back would write over whatever the
+ * other one did, judged by this process's caches); kms_storage_exclusive_check says so.
+ */
+static void pg_exclusive_lost(struct kms_backend *b)
+{
+    pg_conn_close(b->writer);
+    b->writer = NULL;
+}
+
 static const char pg_begin_write[] =
     "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(" PG_WRITE_LOCK ")";
 static const char pg_begin_read[] = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1";
@@ -543,6 +558,20 @@ static int pg_txn_begin(struct kms_backend *b, bool write, struct kms_backend_tx
             } else if (b->writer != NULL && PQtransactionStatus(b->writer->c) != PQTRANS_IDLE) {
                 (void)pg_exec_ok(b->writer->c, "ROLLBACK");
             }
+            pthread_mutex_unlock(&b->write_mu);
+            free(t);
+            return -1;
+        }
+        t->pc = b->writer;
+    } else if (write && b->exclusive) {
+        /* only on the session that took the database lock at open, never on a replacement */
+        pthread_mutex_lock(&b->write_mu);
+        if (b->writer != NULL && pg_exec_ok(b->writer->c, pg_begin_write) != 0 &&
+            PQstatus(b->writer->c) != CONNECTION_OK)
+            pg_exclusive_lost(b);
+        if (b->writer == NULL || PQtransactionStatus(b->writer->c) != PQTRANS_INTRANS) {
+            if (b->writer != NULL)
+                (void)pg_exec_ok(b->writer->c, "ROLLBACK");
             pthread_mutex_unlock(&b->write_mu);
             free(t);
             return -1;
@@ -607,7 +636,7 @@ static void pg_txn_end(struct kms_backend_txn *t)
     if (t->write) {
         if (PQstatus(b->writer->c) != CONNECTION_OK ||
             PQtransactionStatus(b->writer->c) != PQTRANS_IDLE) {
-            pg_conn_close(b->writer);
+            pg_conn_close(b->writer); /* an exclusive store's lock goes with it, for good */
             b->writer = NULL;
         }
         pthread_mutex_unlock(&b->write_mu);
@@ -1063,6 +1092,32 @@ static int pg_leader_read(struct kms_backend *b, struct kms_storage_leader *out,
     return rc;
 }
 
+/*
+ * kms_storage_exclusive_check. An idle session says nothing until PostgreSQL ends it (its
+ * FATAL message, then the close): a readable write connection is read, and one found closed
+ * is the lock lost. A write transaction in flight (write_mu busy) finds out itself.
+ */
+static int pg_exclusive_check(struct kms_backend *b)
+{
+    int rc;
+
+    if (!b->exclusive)
+        return 0;
+    if (pthread_mutex_trylock(&b->write_mu) != 0)
+        return 0;
+    if (b->writer != NULL) {
+        struct pollfd pfd = {.fd = PQsocket(b->writer->c), .events = POLLIN};
+
+        if (PQstatus(b->writer->c) != CONNECTION_OK || pfd.fd < 0 ||
+            (poll(&pfd, 1, 0) > 0 &&
+             (PQconsumeInput(b->writer->c) != 1 || PQstatus(b->writer->c) != CONNECTION_OK)))
+            pg_exclusive_lost(b);
+    }
+    rc = b->writer != NULL ? 0 : -1;
+    pthread_mutex_unlock(&b->write_mu);
+    return rc;
+}
+
 static const struct kms_backend_ops pg_ops = {
     .name = "postgresql",
     .close = pg_close,
@@ -1081,6 +1136,7 @@ static const struct kms_backend_ops pg_ops = {
     .leader_publish = pg_leader_publish,
     .leader_release = pg_leader_release,
     .leader_read = pg_leader_read,
+    .exclusive_check = pg_exclusive_check,
 };
 
 int kms_backend_pg_open(const char *conninfo, const struct kms_storage_opts *opts,

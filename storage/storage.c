@@ -294,6 +294,11 @@ int kms_storage_leader_try(struct kms_storage *st, bool *got)
     return st->ops->leader_try != NULL ? st->ops->leader_try(st->b, got) : -1;
 }
 
+int kms_storage_exclusive_check(struct kms_storage *st)
+{
+    return st->ops->exclusive_check != NULL ? st->ops->exclusive_check(st->b) : 0;
+}
+
 int kms_storage_leader_ping(struct kms_storage *st)
 {
     return st->ops->leader_ping != NULL ? st->ops->leader_ping(st->b) : -1;

@@ -184,6 +184,17 @@ int kms_storage_leader_release(struct kms_storage *st, const char *replica) KMS_
 int kms_storage_leader_read(struct kms_storage *st, struct kms_storage_leader *out) KMS_WUR;
 
 /*
+ * An exclusive PostgreSQL store (opts->pg_exclusive): 0 while the write session that took the
+ * database lock at open lives; -1 once it ended (a PostgreSQL restart, pg_terminate_backend,
+ * a broken connection), for good: from then on every write transaction fails too. The lock
+ * went with the session, so another kmsd may have opened the database and written meanwhile,
+ * and nothing a caller cached from the store can be trusted any more (the server stops,
+ * docs/ha.md). Does not block: a session PostgreSQL ended has sent its end (readable while
+ * idle); a write transaction in flight finds out itself. 0 for any other store.
+ */
+int kms_storage_exclusive_check(struct kms_storage *st) KMS_WUR;
+
+/*
  * A check run before every write transaction's COMMIT is sent (the leader's lease, docs/ha.md):
  * when it returns false the transaction is aborted and the commit fails. NULL removes it. Set
  * before any transaction runs; the check runs on the committing thread.

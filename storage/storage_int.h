@@ -65,6 +65,8 @@ struct kms_backend_ops {
     int (*leader_release)(struct kms_backend *b, const char *replica, const char *mac);
     int (*leader_read)(struct kms_backend *b, struct kms_storage_leader *out,
                        char mac[KMS_LEADER_MAC_HEX + 1]);
+    /* kms_storage_exclusive_check (storage.h); NULL: nothing to lose (0). */
+    int (*exclusive_check)(struct kms_backend *b);
 };
 
 /* Open a backend; *maxkey receives the longest key it stores (at most KMS_KEY_MAX). */

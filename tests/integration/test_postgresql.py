@@ -201,6 +201,34 @@ class PostgresqlStorageTest(PgCase):
         self.assertEqual(second.request("GET", "sys/health", token=None).status, 200)
         self.assertEqual(second.stop(), 0)
 
+    def test_a_kmsd_whose_database_lock_ended_stops(self):
+        """The session holding the database lock ends (a PostgreSQL restart, a terminated
+        backend): another kmsd can open the database from then on, so the first one stops
+        (exit 1) rather than go on answering from caches the other's writes make stale (it
+        decrypted with a version the other had put under min_decryption_version)."""
+        first = self.new_server().start()
+        KmsdTestCase.init_config_server(first)
+        self.ok(first.request("POST", "transit/keys/lost"))
+        ct = self.ok(first.request("POST", "transit/encrypt/lost",
+                                   {"plaintext": b64(b"one")}))["ciphertext"]
+        self.pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE application_name = 'kmsd'")
+        rc = first.wait_exit(15)
+        if rc is None:
+            self.fail("kmsd kept serving after its database lock was gone\n" + first.log_tail())
+        self.assertEqual(rc, 1, first.log_tail())
+        self.assertIn("the PostgreSQL session holding the database lock ended",
+                      first.log_text())
+        # a kmsd started now takes the database, with everything acknowledged before
+        second = self.new_server()
+        with open(os.path.join(first.workdir, "seal.key"), "rb") as f:
+            second.seal_key = f.read()
+        second.start()
+        second.token = first.token
+        r = second.request("POST", "transit/decrypt/lost", {"ciphertext": ct})
+        self.assertEqual(unb64(self.ok(r)["plaintext"]), b"one")
+        self.assertEqual(second.stop(), 0)
+
     def test_password_from_environment(self):
         srv = self.new_server(password_file=False,
                               postgresql_password_env="KMS_TEST_PG_PASSWORD")

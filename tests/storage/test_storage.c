@@ -1634,6 +1634,46 @@ static void test_pg_exclusive(void **state)
     kms_storage_close(&b);
 }
 
+/*
+ * An exclusive store whose write session PostgreSQL ended (restart, pg_terminate_backend) lost
+ * the database lock for good: kms_storage_exclusive_check says so, no write reconnects (a second
+ * store opened meanwhile writes alone), and that second store is let in.
+ */
+static void test_pg_exclusive_lost(void **state)
+{
+    struct fixture *f = *state;
+    struct kms_storage_opts opts = {.backend = KMS_STORAGE_POSTGRESQL, .pg_exclusive = true};
+    struct kms_storage *a = NULL, *b = NULL;
+    struct kms_txn *txn = NULL;
+    struct kms_err err = {0};
+    int rc = 0;
+
+    assert_int_equal(kms_storage_open(pg_url, f->key, &opts, &a, &err), 0);
+    put_str(a, KMS_DB_KEYS, "k", "v1");
+    assert_int_equal(kms_storage_exclusive_check(a), 0);
+    pg_sqlf("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = "
+            "'kmsd'");
+    /* the session's end reaches the client a moment after the call returned: poll */
+    for (int i = 0; i < 200 && rc == 0; i++) {
+        if ((rc = kms_storage_exclusive_check(a)) == 0) {
+            usleep(50 * 1000);
+        }
+    }
+    assert_int_equal(rc, -1);
+    assert_int_equal(kms_storage_exclusive_check(a), -1);
+    assert_int_equal(kms_storage_open(pg_url, f->key, &opts, &b, &err), 0);
+    put_str(b, KMS_DB_KEYS, "k", "v2");
+    /* the first store writes nothing more, not even once b has gone */
+    assert_int_not_equal(kms_storage_txn_begin(a, true, &txn), 0);
+    assert_null(txn);
+    kms_storage_close(&b);
+    assert_int_not_equal(kms_storage_txn_begin(a, true, &txn), 0);
+    assert_int_equal(get_check(a, KMS_DB_KEYS, "k", "v2"), 0);
+    /* a store without the option has nothing to lose */
+    assert_int_equal(kms_storage_exclusive_check(f->st), 0);
+    kms_storage_close(&a);
+}
+
 /* ---- seal key files ---------------------------------------------------------------------- */
 
 static void write_key_file(const char *path, const void *data, size_t len, mode_t mode)
@@ -2017,6 +2057,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pg_reconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pg_open_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pg_exclusive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pg_exclusive_lost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pg_leader_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pg_leader_idle_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pg_leader_record_mac, setup, teardown),

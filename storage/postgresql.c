@@ -384,6 +384,16 @@ static struct pg_conn *pg_connect(struct kms_backend *b, bool writer, struct kms
             goto fail;
         }
     }
+    /* an exclusive store's lock lives as long as this session (kms_storage_exclusive_check):
+     * an idle_session_timeout set for the role or database must not end it (PostgreSQL 14 or
+     * later has the setting) */
+    if (writer && b->exclusive &&
+        pg_setup_exec(b, pc,
+                      "SELECT set_config(name, '0', false) FROM pg_settings WHERE name = "
+                      "'idle_session_timeout'",
+                      "cannot set the session timeouts on PostgreSQL", err) != 0) {
+        goto fail;
+    }
     if (writer && b->exclusive) {
         PGresult *r = PQexec(pc->c, "SELECT pg_try_advisory_lock(" PG_SOLE_LOCK ")");
         bool got = r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&

@@ -1672,6 +1672,17 @@ static void test_pg_exclusive_lost(void **state)
     /* a store without the option has nothing to lose */
     assert_int_equal(kms_storage_exclusive_check(f->st), 0);
     kms_storage_close(&a);
+
+    /* an idle_session_timeout set for the role does not end the lock's session: well past it,
+     * the store still holds the database */
+    pg_sqlf("ALTER ROLE CURRENT_USER SET idle_session_timeout = 100");
+    rc = kms_storage_open(pg_url, f->key, &opts, &a, &err);
+    pg_sqlf("ALTER ROLE CURRENT_USER RESET idle_session_timeout");
+    assert_int_equal(rc, 0);
+    sleep_ms(600);
+    assert_int_equal(kms_storage_exclusive_check(a), 0);
+    put_str(a, KMS_DB_KEYS, "k", "v3");
+    kms_storage_close(&a);
 }
 
 /* ---- seal key files ---------------------------------------------------------------------- */

@@ -34,10 +34,11 @@ static int health(struct kms_ctx *c)
     }
     kms_now(&sec, &nsec);
     kms_time_rfc3339(sec, 0, now);
-    c->raw = json_pack("{s:b, s:b, s:b, s:s, s:s, s:s, s:s}", "initialized", init, "sealed", !init,
-                       "standby", false, "replication_performance_mode", "disabled",
-                       "replication_dr_mode", "disabled", "server_time_utc", now, "version",
-                       kms_api_version(c->api));
+    /* every field of Vault's answer, as an HA standby's (server/ha.c) has them too */
+    c->raw = json_pack("{s:b, s:b, s:b, s:b, s:s, s:s, s:s, s:s}", "initialized", init, "sealed",
+                       !init, "standby", false, "performance_standby", false,
+                       "replication_performance_mode", "disabled", "replication_dr_mode",
+                       "disabled", "server_time_utc", now, "version", kms_api_version(c->api));
     if (init) {
         json_object_set_new(c->raw, "cluster_name", json_string("kmsd"));
         json_object_set_new(c->raw, "cluster_id", json_string(kms_api_cluster_id(c->api)));
@@ -54,7 +55,8 @@ static int seal_status(struct kms_ctx *c)
     c->raw = json_pack("{s:s, s:b, s:b, s:i, s:i, s:i, s:s, s:s, s:s, s:b, s:b, s:s}", "type",
                        "static", "initialized", init, "sealed", !init, "t", 1, "n", 1, "progress",
                        0, "nonce", "", "version", kms_api_version(c->api), "build_date", "",
-                       "migration", false, "recovery_seal", false, "storage_type", "lmdb");
+                       "migration", false, "recovery_seal", false, "storage_type",
+                       kms_storage_backend_name(kms_api_storage(c->api)));
     if (init) {
         json_object_set_new(c->raw, "cluster_name", json_string("kmsd"));
         json_object_set_new(c->raw, "cluster_id", json_string(kms_api_cluster_id(c->api)));

@@ -304,6 +304,25 @@ class HaTest(HaCase):
         r = new.request("POST", "transit/decrypt/fwd", {"ciphertext": cts[0]})
         self.assertEqual(unb64(self.ok(r)["plaintext"]), b"p0")
 
+    def test_health_and_seal_status_fields(self):
+        """sys/health answers with the same fields on the active as on a standby, Vault's
+        (performance_standby among them: the active's answer had none), and sys/seal-status
+        names the storage the replicas use (storage_type said lmdb on PostgreSQL)."""
+        servers = self.replicas(2)
+        a = self.wait_one_active(servers)
+        b = [s for s in servers if s is not a][0]
+        self.init(b, a)
+        ha = a.request("GET", "sys/health", token=None)
+        hb = b.request("GET", "sys/health", token=None)
+        self.assertEqual((ha.status, hb.status), (200, 429), hb.describe())
+        self.assertEqual(sorted(ha.json), sorted(hb.json))
+        self.assertIs(ha.json["performance_standby"], False)
+        self.assertIs(hb.json["performance_standby"], False)
+        for s in servers:
+            r = s.request("GET", "sys/seal-status", token=None)
+            self.assertEqual(r.status, 200, r.describe())
+            self.assertEqual(r.json["storage_type"], "postgresql", r.describe())
+
     def test_redirect_mode(self):
         servers = self.replicas(2, ha_redirect=True)
         active = self.wait_one_active(servers)

@@ -63,6 +63,7 @@ static void test_health(void **state)
     assert_true(json_is_true(json_object_get(b, "initialized")));
     assert_true(json_is_false(json_object_get(b, "sealed")));
     assert_true(json_is_false(json_object_get(b, "standby")));
+    assert_true(json_is_false(json_object_get(b, "performance_standby")));
     assert_string_equal(str(b, "version"), "test");
     assert_string_equal(str(b, "cluster_name"), "kmsd");
     assert_int_equal(strlen(str(b, "cluster_id")), 36);

@@ -76,6 +76,7 @@ struct kms_ha {
     atomic_bool active;        /* serving (api built, address published) */
     atomic_bool published;     /* this term wrote the leader record: only then mark it released */
     bool forged_seen;          /* the last leader record read failed its MAC (ctl thread) */
+    bool read_failed;          /* the last leader record read failed (ctl thread) */
     atomic_llong serve_until;  /* monotonic ms: the lease rule's deadline */
     atomic_llong active_since; /* wall clock seconds of the promotion */
 
@@ -408,9 +409,18 @@ static void *ctl_main(void *arg)
             } else {
                 struct kms_storage_leader l;
                 if (kms_storage_leader_read(ha->o.st, &l) == 0) {
+                    ha->read_failed = false;
                     set_leader(ha, &l);
-                } else {
-                    set_leader(ha, NULL);
+                } else if (!ha->read_failed) {
+                    /* PostgreSQL unreachable from here (maybe from here alone): the last active
+                     * known is kept, as the active may well serve on. Forwarding to it stays
+                     * safe: a replica that is not active any more answers a forwarded request
+                     * 503 itself, and never forwards it again. */
+                    ha->read_failed = true;
+                    ha_log(ha, "warn",
+                           "cannot read the leader record: forwarding to the last active replica "
+                           "known",
+                           NULL);
                 }
             }
         }

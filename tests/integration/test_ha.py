@@ -717,6 +717,32 @@ class HaPartitionTest(HaCase):
         # the active, still reachable, goes on serving
         self.ok(active.request("GET", "sys/mounts"))
 
+    def test_standby_cut_off_from_postgresql_keeps_forwarding(self):
+        """A standby whose PostgreSQL traffic alone is silently dropped keeps forwarding to
+        the active, which serves on: it forgot the active once its leader record read failed
+        and answered every request 503 'no active kmsd replica' (about 6 s after the cut)
+        while its readiness probe (standbyok=true) kept it behind the Service."""
+        proxies, servers = self.replicas_behind_proxies(2)
+        active = self.wait_one_active(servers)
+        standby = [s for s in servers if s is not active][0]
+        self.init(active, active)
+        self.ok(active.request("POST", "transit/keys/cut"))
+        self.ok(standby.request("POST", "transit/encrypt/cut", {"plaintext": b64(b"before")}))
+        proxies[servers.index(standby)].drop.set()
+        standby.wait_log("cannot read the leader record", timeout=30)
+        # two more leader reads fail meanwhile (each takes up to a lease, or a connect timeout)
+        deadline = time.monotonic() + 3 * LEASE_MS / 1000
+        n = 0
+        while time.monotonic() < deadline or n < 5:
+            n += 1
+            r = standby.request("POST", "transit/encrypt/cut", {"plaintext": b64(b"%d" % n)})
+            ct = self.ok(r)["ciphertext"]
+            r = active.request("POST", "transit/decrypt/cut", {"ciphertext": ct})
+            self.assertEqual(unb64(self.ok(r)["plaintext"]), b"%d" % n)
+        r = standby.request("GET", "sys/leader", token=None)
+        self.assertEqual(r.json["leader_address"], active.addr, r.describe())
+        self.assertEqual(self.actives(servers), [active])
+
     def test_standby_behind_a_proxy_whose_backend_vanished_takes_over(self):
         """A standby reaches PostgreSQL through a TCP-terminating proxy that acknowledges its
         bytes and never passes on that PostgreSQL closed the session: its try for the leader

@@ -579,9 +579,11 @@ static void leader_status(struct kms_ha *ha, struct kms_http_resp *resp)
     if (self) {
         kms_time_rfc3339(atomic_load(&ha->active_since), 0, since);
     }
-    json_t *o = json_pack("{s:b, s:b, s:s, s:s, s:b}", "ha_enabled", true, "is_self", self,
+    /* Vault's fields (performance_standby_last_remote_wal is always there: clients with
+     * strict decoders need it) */
+    json_t *o = json_pack("{s:b, s:b, s:s, s:s, s:b, s:i}", "ha_enabled", true, "is_self", self,
                           "leader_address", addr, "leader_cluster_address", "",
-                          "performance_standby", false);
+                          "performance_standby", false, "performance_standby_last_remote_wal", 0);
     if (o != NULL && self) {
         json_object_set_new(o, "active_time", json_string(since));
     }

@@ -306,8 +306,9 @@ class HaTest(HaCase):
 
     def test_health_and_seal_status_fields(self):
         """sys/health answers with the same fields on the active as on a standby, Vault's
-        (performance_standby among them: the active's answer had none), and sys/seal-status
-        names the storage the replicas use (storage_type said lmdb on PostgreSQL)."""
+        (performance_standby among them: the active's answer had none), sys/seal-status
+        names the storage the replicas use (storage_type said lmdb on PostgreSQL), and
+        sys/leader has performance_standby_last_remote_wal as Vault's always has."""
         servers = self.replicas(2)
         a = self.wait_one_active(servers)
         b = [s for s in servers if s is not a][0]
@@ -322,6 +323,10 @@ class HaTest(HaCase):
             r = s.request("GET", "sys/seal-status", token=None)
             self.assertEqual(r.status, 200, r.describe())
             self.assertEqual(r.json["storage_type"], "postgresql", r.describe())
+            # sys/leader: Vault's fields, performance_standby_last_remote_wal among them
+            r = s.request("GET", "sys/leader", token=None)
+            self.assertEqual(r.json["performance_standby_last_remote_wal"], 0, r.describe())
+            self.assertIs(r.json["performance_standby"], False, r.describe())
 
     def test_redirect_mode(self):
         servers = self.replicas(2, ha_redirect=True)

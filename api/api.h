@@ -136,6 +136,13 @@ struct kms_http_resp {
  * audit lines are written. */
 void kms_api_handle(struct kms_api *api, const struct kms_http_req *req,
                     struct kms_http_resp *resp);
+/* Before kms_api_handle, for a caller that would rather not wait on a long handler where it
+ * is (an HA replica's worker): true when req's handler may run long, by its route (a write on
+ * a KMS_RT_SLOW route: key creation, rotation, import, sign...) or its body (over
+ * KMS_LONG_BODY bytes: a batch of more than a few items). Resolves the route only: no token
+ * check, no body parse. */
+#define KMS_LONG_BODY 2048
+bool kms_api_may_run_long(struct kms_api *api, const struct kms_http_req *req);
 
 /*
  * The same pipeline for an event loop, which must never wait for a disk. A request whose

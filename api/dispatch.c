@@ -1380,6 +1380,31 @@ int64_t kms_api_audit_timeout_ms(struct kms_api *api)
     return kms_audit_timeout_ms(kms_api_audit(api));
 }
 
+bool kms_api_may_run_long(struct kms_api *api, const struct kms_http_req *req)
+{
+    if (req->body_len > KMS_LONG_BODY) {
+        return true; /* a batch of more than a few items, an import, a restore */
+    }
+    struct kms_ctx *c = ctx_take();
+    if (c == NULL) {
+        return true;
+    }
+    c->api = api;
+    c->http = req;
+    char target[KMS_PATH_MAX * 2];
+    const char *q = NULL;
+    size_t plen = 0;
+    bool head = false, have_mount = false, slow = false;
+    struct kms_http_resp scratch;
+    memset(&scratch, 0, sizeof(scratch));
+    if (parse_request_line(c, target, sizeof(target), &q, &plen, &head) == 0 &&
+        resolve_namespace(c, &scratch, target) == 0 && resolve_route(c, &have_mount) == 1) {
+        slow = (c->route->flags & KMS_RT_SLOW) != 0 && c->op != KMS_OP_READ && c->op != KMS_OP_LIST;
+    }
+    ctx_give(c);
+    return slow;
+}
+
 void kms_api_handle(struct kms_api *api, const struct kms_http_req *req, struct kms_http_resp *resp)
 {
     struct kms_api_call *call = NULL;

@@ -918,6 +918,47 @@ bool kms_ha_answer_now(struct kms_ha *ha, const struct kms_http_req *req,
     return true;
 }
 
+/*
+ * A standby has no service to resolve routes with: a forward is quick when it is a read or one
+ * of Transit's data-plane operations on a small body, which the active answers from its key
+ * cache in microseconds; anything else (a key creation, a signature, a login, a batch) may
+ * keep the active, and so the forward, busy for long.
+ */
+static bool quick_forward(const struct kms_http_req *req)
+{
+    static const char *const ops[] = {"/encrypt/", "/decrypt/", "/rewrap/", "/hmac/",
+                                      "/datakey/", "/hash",     "/random"};
+    if (is_get(req) || strcmp(req->method, "LIST") == 0) {
+        return true;
+    }
+    if (req->body_len > KMS_LONG_BODY) {
+        return false;
+    }
+    size_t plen = strcspn(req->target, "?");
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+        const char *hit = strstr(req->target, ops[i]);
+        if (hit != NULL && (size_t)(hit - req->target) < plen) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool kms_ha_may_wait(struct kms_ha *ha, const struct kms_http_req *req)
+{
+    if (pthread_rwlock_tryrdlock(&ha->api_lock) != 0) {
+        return true; /* a promotion or step-down holds the service */
+    }
+    bool wait;
+    if (atomic_load(&ha->active) && ha->api != NULL) {
+        wait = kms_api_may_run_long(ha->api, req);
+    } else {
+        wait = !quick_forward(req); /* a standby forwards it (or refuses it) */
+    }
+    pthread_rwlock_unlock(&ha->api_lock);
+    return wait;
+}
+
 void kms_ha_handle(struct kms_ha *ha, const struct kms_http_req *req, struct kms_http_resp *resp)
 {
     char leader[256];

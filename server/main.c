@@ -29,6 +29,9 @@
  * which is parked) blocks its call thread until its record is durable, so more threads share
  * each group commit; the plugin's own event loop never waits (docs/kms-plugin.md) */
 #define PLUGIN_AUDIT_THREADS 32
+/* workers of an HA replica when audit lines are fsync'd (its requests wait for their records
+ * on their worker, but forwards and long handlers: kms_ha_may_wait) */
+#define HA_AUDIT_WORKERS 32
 
 static const char *log_level = "info";
 
@@ -750,8 +753,9 @@ static void http_log(const char *level, const char *msg, const char *error, cons
 }
 
 /* TLS (flags win over the file) and the worker threads on the listen address. */
-static int start_listener(const struct flags *f, struct kms_config *cfg, struct runtime *rt,
-                          char *bound, size_t bound_len, size_t *nworkers)
+static int start_listener(const struct flags *f, struct kms_config *cfg,
+                          const struct kms_audit_device_opts *adevs, size_t ndevs,
+                          struct runtime *rt, char *bound, size_t bound_len, size_t *nworkers)
 {
     struct kms_err err;
     struct kms_http_opts hopts;
@@ -809,8 +813,17 @@ static int start_listener(const struct flags *f, struct kms_config *cfg, struct 
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     *nworkers = cfg->workers ? cfg->workers : (size_t)(cores > 0 ? cores : 1);
     /* one per core whatever the audit mode: a request waiting for its audit record is parked,
-     * and its worker serves other connections meanwhile (server/http.c); so is an HA
-     * replica's request while a handler thread answers it (kms_ha_submit) */
+     * and its worker serves other connections meanwhile (server/http.c). An HA replica's
+     * requests go through kms_ha_handle, which waits for their audit records on its worker
+     * (all but forwards and long handlers: kms_ha_may_wait): there more workers still share
+     * each audit fsync */
+    bool audit_syncs = false;
+    for (size_t i = 0; i < ndevs; i++) {
+        audit_syncs = audit_syncs || adevs[i].fsync != KMS_AUDIT_FSYNC_NEVER;
+    }
+    if (cfg->workers == 0 && rt->ha != NULL && audit_syncs && *nworkers < HA_AUDIT_WORKERS) {
+        *nworkers = HA_AUDIT_WORKERS;
+    }
     if (kms_workers_start(rt->api, cfg->listen_address, &hopts, *nworkers, SHUTDOWN_GRACE_SECONDS,
                           &rt->workers, bound, bound_len, &err) != 0) {
         fprintf(stderr, "kmsd: %s\n", err.msg);
@@ -1054,7 +1067,7 @@ int kms_server_main(int argc, char **argv)
         fprintf(stderr, "kmsd: cannot create the event loop\n");
         goto out;
     }
-    if (start_listener(&f, &cfg, &rt, bound, sizeof(bound), &nworkers) != 0) {
+    if (start_listener(&f, &cfg, adevs, ndevs, &rt, bound, sizeof(bound), &nworkers) != 0) {
         goto out;
     }
     if (start_plugins(&f, &cfg, &rt) != 0) {

@@ -224,13 +224,18 @@ int kms_ha_start(struct kms_ha *ha, const char *api_addr, const char *replica,
                  struct kms_err *err) KMS_WUR;
 /* Answer one request: served while active within the lease, else the standby's answers and
  * forwarding (or 307). Thread-safe; always fills resp. It may wait (PostgreSQL, the audit
- * fsync, a forward, an RSA key generation): an event loop calls it on kms_ha_submit's
- * threads. */
+ * fsync, a forward, an RSA key generation): what kms_ha_may_wait names goes to
+ * kms_ha_submit's threads. */
 void kms_ha_handle(struct kms_ha *ha, const struct kms_http_req *req, struct kms_http_resp *resp);
 /* The answers that never wait (sys/leader; sys/health unless a step-down or promotion holds
  * the service), given on the caller's thread: true when resp is filled. */
 bool kms_ha_answer_now(struct kms_ha *ha, const struct kms_http_req *req,
                        struct kms_http_resp *resp);
+/* True when kms_ha_handle may hold its thread long for req: the active's request whose
+ * handler may run long (kms_api_may_run_long), a standby's forward of anything but a read or
+ * a Transit data-plane operation on a small body. The others are answered where they come: a
+ * thread hand-off costs more than they take (a cached key's encrypt). */
+bool kms_ha_may_wait(struct kms_ha *ha, const struct kms_http_req *req);
 /* Run fn(arg) on the replica's handler threads (up to KMS_HA_THREADS, started on demand): 0;
  * -1 when it cannot (stopping, no thread): run it where you are. */
 #define KMS_HA_THREADS 32

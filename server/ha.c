@@ -124,12 +124,15 @@ static bool ha_lease_ok(struct kms_ha *ha)
     return atomic_load(&ha->holding) && ha_now(ha) < (int64_t)atomic_load(&ha->serve_until);
 }
 
-/* Set on the thread whose COMMIT the guard refused; kms_ha_handle reads and clears it. */
+/* Set on the thread whose COMMIT the guard refused, or let through; serve_active reads and
+ * clears them. */
 static _Thread_local bool guard_refused;
+static _Thread_local bool guard_allowed;
 
 static bool commit_guard(void *arg)
 {
     if (ha_lease_ok(arg)) {
+        guard_allowed = true;
         return true;
     }
     guard_refused = true;
@@ -858,14 +861,17 @@ static void serve_active(struct kms_ha *ha, const struct kms_http_req *req,
     struct kms_http_req fwd;
     char addr[64];
     forwarded_client(ha, req, &fwd, addr, sizeof(addr));
-    guard_refused = false;
+    guard_refused = guard_allowed = false;
     kms_api_handle(ha->api, &fwd, resp);
     note_store_status(ha); /* for its health answers once it stands by again */
-    bool refused = guard_refused;
-    guard_refused = false;
-    if (refused || !ha_lease_ok(ha)) {
+    bool refused = guard_refused, committed = guard_allowed && !refused;
+    guard_refused = guard_allowed = false;
+    if (refused || (!committed && !ha_lease_ok(ha))) {
         /* the lease ran out while the answer was computed (or at a COMMIT it refused,
-         * even when a heartbeat renewed it since): the answer is not given */
+         * even when a heartbeat renewed it since): the answer is not given. A request that
+         * committed within the lease keeps its answer, whatever the lease did since: its
+         * change is made and audited, and a 503 would have its client repeat it (a second
+         * rotation, a sys/init whose root token is lost) */
         kms_http_resp_dispose(resp);
         ha_error(503, "kmsd is not the active replica any more", resp);
     }

@@ -118,13 +118,16 @@ static bool logged(const char *replica, const char *msg)
 }
 
 /*
- * A script for the clock as one thread sees it: with script_on, the second reading taken on
- * script_thread is a whole lease ahead (the lease ran out at that moment), every other reading
- * is the replica's clock (the heartbeat renewed it meanwhile).
+ * A script for the clock as one thread sees it: with script_on, reading number script_at
+ * (from 0; the second by default) taken on script_thread is a whole lease ahead (the lease ran
+ * out at that moment), every other reading is the replica's clock (the heartbeat renewed it
+ * meanwhile).
  */
 static atomic_bool script_on;
 static pthread_t script_thread;
 static atomic_int script_calls;
+static atomic_int script_at = 1;
+static atomic_bool script_sticky; /* every reading from script_at on is ahead */
 
 /* Remember which threads read r's clock (the heartbeat's and the control thread's). */
 static void note_reader(struct replica *r)
@@ -148,9 +151,12 @@ static int64_t fake_now(void *arg)
 {
     int64_t now = atomic_load(&((struct replica *)arg)->clock);
     note_reader(arg);
-    if (atomic_load(&script_on) && pthread_equal(pthread_self(), script_thread) &&
-        atomic_fetch_add(&script_calls, 1) == 1) {
-        return now + LEASE;
+    int at = atomic_load(&script_at);
+    if (atomic_load(&script_on) && pthread_equal(pthread_self(), script_thread)) {
+        int call = atomic_fetch_add(&script_calls, 1);
+        if (call == at || (atomic_load(&script_sticky) && call > at)) {
+            return now + LEASE;
+        }
     }
     return now;
 }
@@ -386,6 +392,42 @@ static void test_refused_commit_answers_503(void **state)
     replica_stop(&r);
 }
 
+/*
+ * The lease ran out after the request's COMMIT went through, before its answer left: the
+ * change is made (and audited), so the client gets the handler's answer, not a 503 that would
+ * have it repeat the request (sys/init: its root token would be lost, the store initialised).
+ * sys/init reads the clock on its thread at the gate (reading 0) and at its one COMMIT
+ * (reading 1); from reading 2 on the lease is gone, which the check after the answer used to
+ * read.
+ */
+static void test_committed_write_keeps_its_answer(void **state)
+{
+    struct replica r;
+    char body[4096];
+    int status;
+
+    (void)state;
+    replica_start(&r, "r1");
+    wait_active(&r, true);
+    script_thread = pthread_self();
+    atomic_store(&script_calls, 0);
+    atomic_store(&script_at, 2);
+    atomic_store(&script_sticky, true);
+    atomic_store(&script_on, true);
+    status = handle(&r, "PUT", "/v1/sys/init", body, sizeof(body));
+    atomic_store(&script_on, false);
+    atomic_store(&script_sticky, false);
+    atomic_store(&script_at, 1);
+    if (status != 200 || strstr(body, "root_token") == NULL) {
+        replica_stop(&r);
+        fail_msg("a committed sys/init answered %d: %s", status, body);
+    }
+    /* it was made: a second init is refused */
+    status = handle(&r, "PUT", "/v1/sys/init", body, sizeof(body));
+    replica_stop(&r);
+    assert_int_equal(status, 400);
+}
+
 /* The old leader: a store of its own holding the leader lock, its record published ("ra"). */
 static struct kms_storage *old_leader(void)
 {
@@ -514,6 +556,7 @@ int main(void)
     const struct CMUnitTest pg[] = {
         cmocka_unit_test_setup(test_lease_gates_answers_and_commits, setup_pg),
         cmocka_unit_test_setup(test_refused_commit_answers_503, setup_pg),
+        cmocka_unit_test_setup(test_committed_write_keeps_its_answer, setup_pg),
         cmocka_unit_test_setup(test_new_leader_waits_out_the_lease, setup_pg),
         cmocka_unit_test_setup(test_lease_wait_counts_from_the_lock, setup_pg),
     };

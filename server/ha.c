@@ -93,11 +93,14 @@ struct kms_ha {
     struct kms_pool *pool; /* handler threads: every request but answer_now's */
 };
 
+/* The lease's clock: CLOCK_BOOTTIME, monotonic and counting time the machine was suspended
+ * (CLOCK_MONOTONIC stops then, and a resumed active would take its lease for still running
+ * while PostgreSQL, whose clock ran on, had ended it and let another replica lead). */
 static int64_t mono_ms(void *arg)
 {
     struct timespec ts;
     (void)arg;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_BOOTTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 

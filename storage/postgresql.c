@@ -573,32 +573,25 @@ static int pg_txn_begin(struct kms_backend *b, bool write, struct kms_backend_tx
             return -1;
         }
         t->pc = b->writer;
-    } else if (write && b->exclusive) {
-        /* only on the session that took the database lock at open, never on a replacement */
-        pthread_mutex_lock(&b->write_mu);
-        if (b->writer != NULL && pg_exec_ok(b->writer->c, pg_begin_write) != 0 &&
-            PQstatus(b->writer->c) != CONNECTION_OK)
-            pg_exclusive_lost(b);
-        if (b->writer == NULL || PQtransactionStatus(b->writer->c) != PQTRANS_INTRANS) {
-            if (b->writer != NULL)
-                (void)pg_exec_ok(b->writer->c, "ROLLBACK");
-            pthread_mutex_unlock(&b->write_mu);
-            free(t);
-            return -1;
-        }
-        t->pc = b->writer;
     } else if (write) {
         pthread_mutex_lock(&b->write_mu);
-        if (b->writer == NULL)
-            b->writer = pg_connect(b, true, &err);
-        if (b->writer != NULL && pg_exec_ok(b->writer->c, pg_begin_write) != 0 &&
-            PQstatus(b->writer->c) != CONNECTION_OK) {
-            /* Closed while idle (server restart, idle_session_timeout): once more. */
-            pg_conn_close(b->writer);
-            if ((b->writer = pg_connect(b, true, &err)) != NULL &&
-                pg_exec_ok(b->writer->c, pg_begin_write) != 0) {
+        if (b->exclusive) {
+            /* only on the session that took the database lock at open, never a replacement */
+            if (b->writer != NULL && pg_exec_ok(b->writer->c, pg_begin_write) != 0 &&
+                PQstatus(b->writer->c) != CONNECTION_OK)
+                pg_exclusive_lost(b);
+        } else {
+            if (b->writer == NULL)
+                b->writer = pg_connect(b, true, &err);
+            if (b->writer != NULL && pg_exec_ok(b->writer->c, pg_begin_write) != 0 &&
+                PQstatus(b->writer->c) != CONNECTION_OK) {
+                /* Closed while idle (server restart, idle_session_timeout): once more. */
                 pg_conn_close(b->writer);
-                b->writer = NULL;
+                if ((b->writer = pg_connect(b, true, &err)) != NULL &&
+                    pg_exec_ok(b->writer->c, pg_begin_write) != 0) {
+                    pg_conn_close(b->writer);
+                    b->writer = NULL;
+                }
             }
         }
         if (b->writer == NULL || PQtransactionStatus(b->writer->c) != PQTRANS_INTRANS) {

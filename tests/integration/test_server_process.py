@@ -13,6 +13,13 @@ import unittest
 from kmsd_harness import KMSD_BIN, START_TIMEOUT, listening_address, write_seal_key
 
 
+def self_signed(key, crt):
+    """A P-256 key and a self-signed certificate for localhost, valid two days."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", crt, "-days",
+                    "2", "-subj", "/CN=localhost"], check=True, capture_output=True)
+
+
 def run_flags(*args):
     return subprocess.run([KMSD_BIN, "server"] + list(args), stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=30)
@@ -39,10 +46,7 @@ class FlagChecks(unittest.TestCase):
         d = tempfile.mkdtemp(prefix="kmsd-tlspath-")
         try:
             key, crt = os.path.join(d, "s.key"), os.path.join(d, "s.crt")
-            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                            "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", crt,
-                            "-days", "2", "-subj", "/CN=localhost"], check=True,
-                           capture_output=True)
+            self_signed(key, crt)
             deep = d
             while len(deep) < 1023 - 210:
                 deep = os.path.join(deep, "x" * 200)
@@ -115,10 +119,7 @@ class FlagChecks(unittest.TestCase):
         d = tempfile.mkdtemp(prefix="kmsd-empty-")
         try:
             crt, key = os.path.join(d, "s.crt"), os.path.join(d, "s.key")
-            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                            "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", crt,
-                            "-days", "2", "-subj", "/CN=localhost"], check=True,
-                           capture_output=True)
+            self_signed(key, crt)
             write_seal_key(os.path.join(d, "seal.key"), os.urandom(32))
             cfg = os.path.join(d, "kmsd.json")
             with open(cfg, "w") as f:

@@ -226,6 +226,9 @@ bool kms_utf8_valid(const char *s, size_t n);
 /* A string cut at a byte count (a truncated snprintf) may end inside a UTF-8 character: ends s
  * (len bytes, NUL-terminated) before that partial character. Returns the new length. */
 size_t kms_utf8_cut(char *s, size_t len);
+/* A malloc'd copy of s with each byte that is not part of well-formed UTF-8 replaced by U+FFFD
+ * (as Go's encoders do), for text that must become a JSON string; NULL when out of memory. */
+char *kms_utf8_fix(const char *s);
 /* RFC 3339 in UTC with nanoseconds, trailing zeros trimmed (Go's RFC3339Nano); out[40]. */
 void kms_time_rfc3339(int64_t sec, int32_t nsec, char out[40]);
 

@@ -5,6 +5,9 @@
  */
 #include "crypto/crypto.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 size_t kms_utf8_next(const unsigned char *s, size_t n, uint32_t *cp)
 {
     unsigned char c = s[0];
@@ -75,4 +78,28 @@ size_t kms_utf8_cut(char *s, size_t len)
         s[len] = '\0';
     }
     return len;
+}
+
+char *kms_utf8_fix(const char *s)
+{
+    size_t n = strlen(s), o = 0;
+    char *out = malloc(n * 3 + 1); /* each bad byte may become the 3 bytes of U+FFFD */
+    if (out == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        size_t len = kms_utf8_next((const unsigned char *)s + i, n - i, &cp);
+        if (len == 0) {
+            memcpy(out + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            i++;
+        } else {
+            memcpy(out + o, s + i, len);
+            o += len;
+            i += len;
+        }
+    }
+    out[o] = '\0';
+    return out;
 }

@@ -83,7 +83,15 @@ void kms_log(const char *level, const char *msg, ...)
             break;
         }
         const char *v = va_arg(ap, const char *);
-        json_object_set_new(o, k, json_string(v ? v : ""));
+        json_t *js = json_string(v ? v : "");
+        if (js == NULL) {
+            /* not UTF-8 (a request path, a file name): its bad bytes shown as U+FFFD, where
+             * json_string's NULL dropped the whole field */
+            char *fixed = kms_utf8_fix(v);
+            js = json_string(fixed != NULL ? fixed : "");
+            free(fixed);
+        }
+        json_object_set_new(o, k, js);
     }
     va_end(ap);
     char *line = json_dumps(o, JSON_COMPACT);

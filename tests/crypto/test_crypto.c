@@ -77,6 +77,19 @@ static void test_err_truncates(void **state)
     assert_int_equal(kms_utf8_cut(s1, 5), 5);
     char s2[] = "\xc3\xa9";
     assert_int_equal(kms_utf8_cut(s2, 2), 2);
+
+    /* bytes that are no UTF-8 become U+FFFD, one each; good characters stay */
+    char *f = kms_utf8_fix("a\xff\xc3\xa9"
+                           "b\xe2\x82\xed\xa0\x80");
+    assert_non_null(f);
+    assert_string_equal(f, "a\xef\xbf\xbd\xc3\xa9"
+                           "b\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
+                           "\xef\xbf\xbd");
+    assert_true(kms_utf8_valid(f, strlen(f)));
+    free(f);
+    f = kms_utf8_fix("");
+    assert_string_equal(f, "");
+    free(f);
 }
 
 /* ---- memory ------------------------------------------------------------------------------ */

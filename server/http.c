@@ -1328,11 +1328,24 @@ static void write_response(struct conn *c, struct evbuffer *out, struct kms_http
     }
     HB_LIT(&h, "\r\n");
     if (!head && !bodyless && r->body_len > 0) {
-        if (out != c->pend || r->body_len > sizeof(h.b) - h.n) {
-            /* a big body (a batch, an export, a backup) is not copied, and nor is one the
-             * bufferevent writes (TLS, answers behind queued output): the buffer takes it and
-             * wipes it once written, where a chain of copied bytes would be freed unwiped
-             * (write_wiped wipes what c->pend sends) */
+        char *block = NULL;
+        if (out != c->pend && (block = malloc(h.n + r->body_len)) != NULL) {
+            /* the bufferevent writes it (TLS, answers behind queued output): the head and the
+             * body as one block it takes by reference and wipes once written (a chain of
+             * copied bytes is freed unwiped), one chain so that TLS sends one record (the
+             * body in a chain of its own made two: https encrypt 72k -> 57k req/s) */
+            memcpy(block, h.b, h.n);
+            memcpy(block + h.n, r->body, r->body_len);
+            size_t len = h.n + r->body_len;
+            kms_memzero(h.b, h.n);
+            h.n = 0;
+            if (evbuffer_add_reference(out, block, len, body_sent, NULL) != 0) {
+                evbuffer_add(out, block, len);
+                kms_free_wipe((void **)&block, len);
+            }
+        } else if (r->body_len > sizeof(h.b) - h.n) {
+            /* a big body (a batch, an export, a backup) is not copied: c->pend takes it by
+             * reference, write_wiped wipes what it sends and body_sent the rest */
             if (h.n > 0) {
                 evbuffer_add(out, h.b, h.n);
                 h.n = 0;

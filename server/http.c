@@ -1909,8 +1909,9 @@ static void conn_free(struct conn *c)
 }
 
 /* Wrap an accepted socket (plain or TLS bufferevent) into a connection. */
+/* first_ms: the first timer (the idle wait; for TLS what is left of read_timeout) */
 static void conn_start(struct kms_http *h, evutil_socket_t fd, struct bufferevent *bev,
-                       const struct sockaddr_storage *ss)
+                       const struct sockaddr_storage *ss, int64_t first_ms)
 {
     struct conn *c = calloc(1, sizeof(*c));
     if (c == NULL || bev == NULL) {
@@ -1962,9 +1963,11 @@ static void conn_start(struct kms_http *h, evutil_socket_t fd, struct buffereven
     bufferevent_set_timeouts(c->bev, NULL, &wtv);
     bufferevent_enable(c->bev, c->rev != NULL ? EV_WRITE : EV_READ | EV_WRITE);
     conn_read_enable(c);
-    /* a TLS handshake has read_timeout, as a request has (Go bounds it by its read timeout):
-     * idle_timeout would make a slow handshake four times cheaper than a slow request */
-    arm_timer(c, h->opts.tls != NULL ? h->opts.read_timeout : h->opts.idle_timeout);
+    /* a TLS handshake has what is left of read_timeout once its first byte came, as a request
+     * has read_timeout (Go bounds both by its read timeout): idle_timeout would make a slow
+     * handshake four times cheaper than a slow request, and a fresh read_timeout twice */
+    struct timeval ftv = {(time_t)(first_ms / 1000), (suseconds_t)(first_ms % 1000) * 1000};
+    evtimer_add(c->timer, &ftv);
 }
 
 /*
@@ -1978,7 +1981,15 @@ struct sniff {
     struct sockaddr_storage ss;
     struct event *ev;
     struct sniff *prev, *next; /* h->sniffs: a stop closes the ones still waiting */
+    int64_t accepted_ms;       /* monotonic */
 };
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static void sniff_unlink(struct sniff *sn)
 {
@@ -2015,7 +2026,8 @@ static void on_sniff(evutil_socket_t fd, short what, void *arg)
         count_conn(h);
         struct bufferevent *bev = kms_tls_bufferevent(h->opts.tls, h->base, fd);
         uncount_conn(h);
-        conn_start(h, fd, bev, &sn->ss);
+        int64_t left = h->opts.read_timeout * 1000 - (now_ms() - sn->accepted_ms);
+        conn_start(h, fd, bev, &sn->ss, left > 1 ? left : 1);
     } else {
         if (n == 1) {
             /* consume what the client sent so that closing does not turn into a reset */
@@ -2165,7 +2177,8 @@ static void accept_here(struct kms_http *h, evutil_socket_t fd, const struct soc
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (h->opts.tls == NULL) {
-        conn_start(h, fd, bufferevent_socket_new(h->base, fd, BEV_OPT_CLOSE_ON_FREE), ss);
+        conn_start(h, fd, bufferevent_socket_new(h->base, fd, BEV_OPT_CLOSE_ON_FREE), ss,
+                   h->opts.idle_timeout * 1000);
         return;
     }
     struct sniff *sn = calloc(1, sizeof(*sn));
@@ -2176,6 +2189,7 @@ static void accept_here(struct kms_http *h, evutil_socket_t fd, const struct soc
     sn->h = h;
     sn->fd = fd;
     sn->ss = *ss;
+    sn->accepted_ms = now_ms();
     sn->ev = event_new(h->base, fd, EV_READ, on_sniff, sn);
     if (sn->ev == NULL) {
         free(sn);

@@ -301,6 +301,37 @@ class HandshakeTimeoutTest(unittest.TestCase):
             srv.cleanup()
 
 
+    def test_first_byte_and_handshake_share_read_timeout(self):
+        # the wait for the first byte and the handshake after it had a read_timeout each: a
+        # client that sent its first byte late held the connection for nearly twice as long
+        d = tempfile.mkdtemp(prefix="kmsd-tls-hs2-")
+        ca_key, ca = make_ca(d, "ca")
+        key, crt = make_leaf(d, "server", ca_key, ca, 1202)
+        srv = KmsdServer(mode="config", config={"tls_cert_file": crt, "tls_key_file": key,
+                                                "read_timeout": 2, "idle_timeout": 120})
+        srv.start()
+        try:
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=20)
+            t0 = time.monotonic()
+            try:
+                time.sleep(1.5)  # the client's own slowness, not a wait for the server
+                s.sendall(b"\x16\x03\x01\x00\xc8\x01\x00\x00\xc4\x03\x03")
+                try:
+                    s.recv(4096)  # returns at the server's close
+                except ConnectionResetError:
+                    pass
+                took = time.monotonic() - t0
+            finally:
+                s.close()
+            # closed at read_timeout (2 s) from the accept; a fresh one after the first byte
+            # closed it at 3.5 s
+            self.assertLess(took, 2.9, "closed %.2f s after the connect" % took)
+            self.assertGreaterEqual(took, 1.5)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+            srv.cleanup()
+
+
 class ClientCertTest(unittest.TestCase):
     def test_client_certificate_required(self):
         d = tempfile.mkdtemp(prefix="kmsd-mtls-")

@@ -25,6 +25,8 @@ int kms_registry_mount_retune(struct kms_api *api, const char *ns_id, const char
 
 /* The pipeline's handler threads, for handlers that may run long. */
 struct kms_pool *kms_api_offload(struct kms_api *api);
+/* CLOCK_MONOTONIC in microseconds (request timing, metrics). */
+int64_t kms_api_mono_us(void);
 
 /* ---- envelope (envelope.c) ---------------------------------------------------------------- */
 

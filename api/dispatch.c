@@ -1042,7 +1042,7 @@ static void ctx_give(struct kms_ctx *c)
     }
 }
 
-static int64_t mono_us(void)
+int64_t kms_api_mono_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -1057,7 +1057,7 @@ static void finish(struct kms_ctx *c, int rc, struct kms_http_resp *resp)
         kms_api_log_failure(c->api, c->path[0] != '\0' ? c->path : c->http->target, c->err.msg);
     }
     kms_metrics_request(c->route, c->mount.type, resp->status,
-                        (uint64_t)(mono_us() - c->park.t0_us), c->items);
+                        (uint64_t)(kms_api_mono_us() - c->park.t0_us), c->items);
     free(c->text);
     free(c->data_json);
     c->data_json = NULL;
@@ -1286,7 +1286,7 @@ int kms_api_start(struct kms_api *api, const struct kms_http_req *req, struct km
         kms_api_error_response(500, "internal error", resp);
         return 0;
     }
-    c->park.t0_us = mono_us();
+    c->park.t0_us = kms_api_mono_us();
     c->park.wake = wake;
     c->park.wake_arg = arg;
     c->api = api;
@@ -1399,7 +1399,7 @@ bool kms_api_may_run_long(struct kms_api *api, const struct kms_http_req *req)
     memset(&scratch, 0, sizeof(scratch));
     if (parse_request_line(c, target, sizeof(target), &q, &plen, &head) == 0 &&
         resolve_namespace(c, &scratch, target) == 0 && resolve_route(c, &have_mount) == 1) {
-        slow = (c->route->flags & KMS_RT_SLOW) != 0 && c->op != KMS_OP_READ && c->op != KMS_OP_LIST;
+        slow = may_run_long(c); /* no parameters parsed: by its route alone */
     }
     ctx_give(c);
     return slow;

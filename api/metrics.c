@@ -21,7 +21,6 @@
 #include <stdlib.h>
 #include <pthread.h>
 #include <string.h>
-#include <time.h>
 
 #define SLOTS 256
 #define NCODES 12
@@ -240,13 +239,6 @@ static size_t counts[4];
 static int64_t counts_until_us; /* 0: never counted */
 static bool counting;
 
-static int64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 static void store_counts(struct kms_api *api, size_t c[4])
 {
     struct kms_storage *st = kms_api_storage(api);
@@ -256,7 +248,7 @@ static void store_counts(struct kms_api *api, size_t c[4])
         return;
     }
     pthread_mutex_lock(&counts_mu);
-    int64_t start = mono_us();
+    int64_t start = kms_api_mono_us();
     if (counts_until_us != 0 && (counting || start < counts_until_us)) {
         memcpy(c, counts, sizeof(counts));
         pthread_mutex_unlock(&counts_mu);
@@ -266,7 +258,7 @@ static void store_counts(struct kms_api *api, size_t c[4])
     pthread_mutex_unlock(&counts_mu);
     count_store(st, c);
     pthread_mutex_lock(&counts_mu);
-    int64_t end = mono_us();
+    int64_t end = kms_api_mono_us();
     memcpy(counts, c, sizeof(counts));
     counts_until_us = end + 100 * (end - start);
     counting = false;

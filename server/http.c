@@ -1984,7 +1984,7 @@ struct sniff {
     int64_t accepted_ms;       /* monotonic */
 };
 
-static int64_t now_ms(void)
+static int64_t mono_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -2026,7 +2026,7 @@ static void on_sniff(evutil_socket_t fd, short what, void *arg)
         count_conn(h);
         struct bufferevent *bev = kms_tls_bufferevent(h->opts.tls, h->base, fd);
         uncount_conn(h);
-        int64_t left = h->opts.read_timeout * 1000 - (now_ms() - sn->accepted_ms);
+        int64_t left = h->opts.read_timeout * 1000 - (mono_ms() - sn->accepted_ms);
         conn_start(h, fd, bev, &sn->ss, left > 1 ? left : 1);
     } else {
         if (n == 1) {
@@ -2098,13 +2098,6 @@ static int hand_off(struct kms_http *to, evutil_socket_t fd, const struct sockad
     pthread_mutex_unlock(&to->mbox_mu);
     event_active(to->mbox_ev, 0, 0);
     return 0;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /*
@@ -2189,7 +2182,7 @@ static void accept_here(struct kms_http *h, evutil_socket_t fd, const struct soc
     sn->h = h;
     sn->fd = fd;
     sn->ss = *ss;
-    sn->accepted_ms = now_ms();
+    sn->accepted_ms = mono_ms();
     sn->ev = event_new(h->base, fd, EV_READ, on_sniff, sn);
     if (sn->ev == NULL) {
         free(sn);

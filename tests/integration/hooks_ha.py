@@ -27,10 +27,9 @@ import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import unittest
 
-from kmsd_harness import KMSD_BIN, b64, wait_for
+from kmsd_harness import KMSD_BIN, b64, request_in_thread, wait_for
 from test_ha import HaCase
 
 
@@ -94,19 +93,6 @@ class HaHandlerThreadsTest(HaCase):
         wait_for(lambda: os.path.exists(os.path.join(self.hooks, "held")), 30,
                  lambda: "the RSA key creation to reach the hold\n" + srv.log_tail())
 
-    @staticmethod
-    def in_thread(srv, method, path, body):
-        out = {}
-
-        def go():
-            try:
-                out["r"] = srv.request(method, path, body, timeout=120)
-            except Exception as e:  # judged by the test
-                out["e"] = e
-        t = threading.Thread(target=go)
-        t.start()
-        return t, out
-
     def test_a_held_request_leaves_every_worker_serving(self):
         a = self.replica(workers=1).start()
         active = self.wait_one_active([a])
@@ -118,8 +104,8 @@ class HaHandlerThreadsTest(HaCase):
             with self.subTest(sent_to="active" if via is a else "standby"):
                 name = "rsa-%s" % ("a" if via is a else "b")
                 self.hold()
-                t, out = self.in_thread(via, "POST", "transit/keys/" + name,
-                                        {"type": "rsa-2048"})
+                t, out = request_in_thread(via, "POST", "transit/keys/" + name,
+                                           {"type": "rsa-2048"})
                 self.wait_held(a)
                 for srv in (a, b):
                     r = self.health(srv)

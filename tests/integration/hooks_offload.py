@@ -21,11 +21,10 @@ import os
 import shutil
 import socket
 import tempfile
-import threading
 import time
 import unittest
 
-from kmsd_harness import KmsdServer, KmsdTestCase, b64, wait_for
+from kmsd_harness import KmsdServer, KmsdTestCase, b64, request_in_thread, wait_for
 
 
 def read_lines(path):
@@ -88,16 +87,7 @@ class OffloadTest(KmsdTestCase):
                  lambda: "a handler thread to reach the hold\n" + self.server.log_tail())
 
     def in_thread(self, method, path, body):
-        out = {}
-
-        def go():
-            try:
-                out["r"] = self.server.request(method, path, body, timeout=120)
-            except Exception as e:  # judged by the test
-                out["e"] = e
-        t = threading.Thread(target=go)
-        t.start()
-        return t, out
+        return request_in_thread(self.server, method, path, body)
 
     def test_a_held_handler_does_not_stop_the_worker(self):
         name = self.uniq("rsa")

@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import uuid
@@ -85,6 +86,21 @@ def rx_queue(local_port, remote_port):
                     int(remote.split(":")[1], 16) == remote_port):
                 return int(fields[4].split(":")[1], 16)
     return None
+
+
+def request_in_thread(server, method, path, body):
+    """server.request on a thread of its own: (the thread, a dict that gets "r", the answer, or
+    "e", the exception, once it ends). For a request a test holds while it checks others."""
+    out = {}
+
+    def go():
+        try:
+            out["r"] = server.request(method, path, body, timeout=120)
+        except Exception as e:  # judged by the test
+            out["e"] = e
+    t = threading.Thread(target=go)
+    t.start()
+    return t, out
 
 
 def wait_for(predicate, timeout, what, interval=0.05):

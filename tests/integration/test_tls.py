@@ -267,18 +267,27 @@ class HandshakeTimeoutTest(unittest.TestCase):
     """A TLS handshake gets read_timeout, as a request does (it had idle_timeout, 120 s: a
     slowloris four times cheaper over TLS); once done, the connection idles for idle_timeout."""
 
-    def test_stalled_handshake_closed_at_read_timeout(self):
+    HELLO_START = b"\x16\x03\x01\x00\xc8\x01\x00\x00\xc4\x03\x03"  # a ClientHello's start
+
+    def server(self, serial, read_timeout):
+        """A started TLS kmsd with this read_timeout (idle_timeout 120), and its CA file."""
         d = tempfile.mkdtemp(prefix="kmsd-tls-hs-")
+        self.addCleanup(shutil.rmtree, d, True)
         ca_key, ca = make_ca(d, "ca")
-        key, crt = make_leaf(d, "server", ca_key, ca, 1201)
+        key, crt = make_leaf(d, "server", ca_key, ca, serial)
         srv = KmsdServer(mode="config", config={"tls_cert_file": crt, "tls_key_file": key,
-                                                "read_timeout": 1, "idle_timeout": 120})
+                                                "read_timeout": read_timeout,
+                                                "idle_timeout": 120})
         srv.start()
+        return srv, ca
+
+    def test_stalled_handshake_closed_at_read_timeout(self):
+        srv, ca = self.server(1201, 1)
         try:
             s = socket.create_connection(("127.0.0.1", srv.port), timeout=20)
             try:
                 # the start of a ClientHello, and then nothing
-                s.sendall(b"\x16\x03\x01\x00\xc8\x01\x00\x00\xc4\x03\x03")
+                s.sendall(self.HELLO_START)
                 try:
                     got = s.recv(4096)  # the server's close (or an alert): not a timeout
                 except ConnectionResetError:
@@ -300,22 +309,16 @@ class HandshakeTimeoutTest(unittest.TestCase):
             self.assertEqual(srv.stop(), 0)
             srv.cleanup()
 
-
     def test_first_byte_and_handshake_share_read_timeout(self):
         # the wait for the first byte and the handshake after it had a read_timeout each: a
         # client that sent its first byte late held the connection for nearly twice as long
-        d = tempfile.mkdtemp(prefix="kmsd-tls-hs2-")
-        ca_key, ca = make_ca(d, "ca")
-        key, crt = make_leaf(d, "server", ca_key, ca, 1202)
-        srv = KmsdServer(mode="config", config={"tls_cert_file": crt, "tls_key_file": key,
-                                                "read_timeout": 2, "idle_timeout": 120})
-        srv.start()
+        srv, _ = self.server(1202, 2)
         try:
             s = socket.create_connection(("127.0.0.1", srv.port), timeout=20)
             t0 = time.monotonic()
             try:
                 time.sleep(1.5)  # the client's own slowness, not a wait for the server
-                s.sendall(b"\x16\x03\x01\x00\xc8\x01\x00\x00\xc4\x03\x03")
+                s.sendall(self.HELLO_START)
                 try:
                     s.recv(4096)  # returns at the server's close
                 except ConnectionResetError:

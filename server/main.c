@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <event2/event.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <malloc.h>
 #include <pthread.h>
@@ -579,19 +580,41 @@ static int postgresql_password(const struct kms_config *cfg, char *pw, size_t ca
         return 0;
     }
     if (cfg->postgresql_password_file[0] != '\0') {
-        FILE *fp = fopen(cfg->postgresql_password_file, "re");
+        /* read(2) straight into pw, no stdio buffer left holding a copy; O_NONBLOCK: a FIFO
+         * at the path would wait for a writer (start-up hung, silent), and is refused */
+        const char *path = cfg->postgresql_password_file;
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        struct stat sb;
         size_t n = 0;
-        if (fp == NULL) {
-            fprintf(stderr, "kmsd: cannot open postgresql_password_file %s: %s\n",
-                    cfg->postgresql_password_file, strerror(errno));
+        ssize_t r = 0;
+        if (fd < 0) {
+            fprintf(stderr, "kmsd: cannot open postgresql_password_file %s: %s\n", path,
+                    strerror(errno));
             return -1;
         }
-        n = fread(pw, 1, cap - 1, fp);
-        bool more = fgetc(fp) != EOF;
-        fclose(fp);
-        if (more) {
-            fprintf(stderr, "kmsd: postgresql_password_file %s is larger than %zu bytes\n",
-                    cfg->postgresql_password_file, cap - 2);
+        if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+            fprintf(stderr, "kmsd: postgresql_password_file %s is not a regular file\n", path);
+            close(fd);
+            return -1;
+        }
+        while (n < cap && (r = read(fd, pw + n, cap - n)) != 0) {
+            if (r < 0 && errno == EINTR) {
+                continue;
+            }
+            if (r < 0) {
+                fprintf(stderr, "kmsd: cannot read postgresql_password_file %s: %s\n", path,
+                        strerror(errno));
+                close(fd);
+                kms_memzero(pw, cap);
+                return -1;
+            }
+            n += (size_t)r;
+        }
+        close(fd);
+        if (n >= cap) {
+            fprintf(stderr, "kmsd: postgresql_password_file %s is larger than %zu bytes\n", path,
+                    cap - 2);
+            kms_memzero(pw, cap);
             return -1;
         }
         pw[n] = '\0';

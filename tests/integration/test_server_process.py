@@ -159,6 +159,35 @@ class FlagChecks(unittest.TestCase):
         finally:
             shutil.rmtree(d, ignore_errors=True)
 
+    def test_postgresql_password_fifo_is_refused_not_waited_on(self):
+        # fopen(3) of a FIFO waited for a writer: kmsd hung at start, silently
+        d = tempfile.mkdtemp(prefix="kmsd-fifo-")
+        try:
+            key = os.path.join(d, "seal.key")
+            write_seal_key(key, "ab" * 32)
+            pw = os.path.join(d, "pg.password")
+            os.mkfifo(pw, 0o600)
+            cfg = os.path.join(d, "kmsd.json")
+            with open(cfg, "w") as f:
+                json.dump({"listen_address": "127.0.0.1:0", "seal_key_file": key,
+                           "storage": "postgresql",
+                           "postgresql_url": "postgresql://kmsd@127.0.0.1:1/kmsd",
+                           "postgresql_password_file": pw}, f)
+            try:
+                r = run_flags("-config=" + cfg)
+            except subprocess.TimeoutExpired:  # (run killed it)
+                self.fail("kmsd waited on the FIFO for 30 s")
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("postgresql_password_file %s is not a regular file" % pw, r.stderr)
+            # a directory is refused the same way, not read as an empty password
+            os.unlink(pw)
+            os.mkdir(pw)
+            r = run_flags("-config=" + cfg)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("postgresql_password_file %s is not a regular file" % pw, r.stderr)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
 
 class Process(unittest.TestCase):
     def setUp(self):

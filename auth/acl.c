@@ -16,11 +16,15 @@
  * its parent and root-namespace policies can name "org1/transit/..." or "+/transit/...".
  *
  * Parsed policies are cached per "<ns id>/<name>" (negative entries too) behind a rwlock and
- * dropped on every write or delete of that name. An ACL is built per request from the cache:
- * patterns are copied, so the lock is not held while the caller matches.
+ * dropped on every write or delete of that name. A policy missing from the cache is read from
+ * the store outside the lock and published only if no drop happened since its read began
+ * (pol_gen): otherwise a request that read the old text of a policy being narrowed would put
+ * it back into the cache after the write's drop, for good. An ACL is built per request from
+ * the cache: patterns are copied, so the lock is not held while the caller matches.
  */
 #include "auth/auth_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -582,6 +586,7 @@ void kms_auth_policy_cache_clear(struct kms_auth *auth)
     auth->pol_cache = NULL;
     auth->npol = 0;
     auth->cappol = 0;
+    auth->pol_gen++;
 }
 
 static int pol_key(const char *ns_id, const char *name, char *out, size_t n)
@@ -608,6 +613,7 @@ static void cache_drop(struct kms_auth *auth, const char *key)
         kms_policy_free(&e->pol);
         *e = auth->pol_cache[--auth->npol];
     }
+    auth->pol_gen++;
     pthread_rwlock_unlock(&auth->pol_lock);
 }
 
@@ -642,6 +648,28 @@ out:
     return rc;
 }
 
+#ifdef KMS_TEST_HOOKS
+/*
+ * Test hook (KMS_TEST_HOOKS builds only): with KMS_TEST_POLICY_HOOKS=<dir>, a policy read from
+ * the store for the cache waits while <dir>/hold exists, and shows it by creating <dir>/held
+ * (tests/integration/test_auth_policies.py).
+ */
+static void hook_policy_read(void)
+{
+    const char *dir = getenv("KMS_TEST_POLICY_HOOKS");
+    char hold[512], held[512];
+    if (dir == NULL || snprintf(hold, sizeof(hold), "%s/hold", dir) >= (int)sizeof(hold) ||
+        snprintf(held, sizeof(held), "%s/held", dir) >= (int)sizeof(held)) {
+        return;
+    }
+    kms_test_hold(hold, held);
+}
+#else
+static void hook_policy_read(void)
+{
+}
+#endif
+
 /* Load and parse a policy for the cache: 0 with *pol (NULL when absent), -1 on failure. */
 static int load_policy(struct kms_auth *auth, const char *ns_id, const char *name,
                        struct kms_policy **pol)
@@ -659,6 +687,7 @@ static int load_policy(struct kms_auth *auth, const char *ns_id, const char *nam
     if (g < 0) {
         goto out;
     }
+    hook_policy_read();
     const char *src = text;
     if (g == KMS_STORAGE_NOTFOUND) {
         src = strcmp(name, "root") == 0 ? NULL : kms_auth_policy_builtin(name);
@@ -721,7 +750,9 @@ int kms_auth_authorize(struct kms_auth *auth, const struct kms_token *tok,
             break;
         }
         pthread_rwlock_unlock(&auth->pol_lock);
-        /* Load the missing policies outside the lock, then publish them. */
+        /* Load the missing policies outside the lock, then publish them unless a policy was
+         * written or deleted meanwhile (pol_gen moved: what was read may be the old text; the
+         * next attempt reads it again). */
         for (size_t i = missing; i < tok->npolicies; i++) {
             char key[sizeof(((struct kms_pol_ent *)0)->key)];
             struct kms_policy *p = NULL;
@@ -730,6 +761,7 @@ int kms_auth_authorize(struct kms_auth *auth, const struct kms_token *tok,
             }
             pthread_rwlock_rdlock(&auth->pol_lock);
             bool have = cache_find(auth, key) != NULL;
+            uint64_t gen = auth->pol_gen;
             pthread_rwlock_unlock(&auth->pol_lock);
             if (have) {
                 continue;
@@ -738,7 +770,7 @@ int kms_auth_authorize(struct kms_auth *auth, const struct kms_token *tok,
                 goto out;
             }
             pthread_rwlock_wrlock(&auth->pol_lock);
-            if (cache_find(auth, key) != NULL) {
+            if (cache_find(auth, key) != NULL || auth->pol_gen != gen) {
                 kms_policy_free(&p);
             } else {
                 if (auth->npol >= POL_CACHE_MAX) {

@@ -22,10 +22,13 @@ struct kms_auth {
     uint8_t token_key[32];
     struct kms_hmac_key *token_hkey; /* token_key prepared for HMAC (no key setup per lookup) */
     struct kms_tok_cache *tok_cache; /* recently looked-up tokens (token.c) */
-    pthread_rwlock_t pol_lock;       /* guards pol_cache */
+    pthread_rwlock_t pol_lock;       /* guards pol_cache and pol_gen */
     struct kms_pol_ent *pol_cache;
     size_t npol;
     size_t cappol;
+    /* bumped by every drop (a policy written or deleted): a policy read from the store before
+     * a drop is not published into the cache after it (acl.c) */
+    uint64_t pol_gen;
 };
 
 /* Rule i of a parsed policy: its pattern (no namespace prefix) and capabilities. */

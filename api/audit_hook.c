@@ -27,35 +27,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-
-static const char *header(const struct kms_http_req *req, const char *name)
-{
-    for (size_t i = 0; i < req->nheaders; i++) {
-        if (strcasecmp(req->headers[i].name, name) == 0) {
-            return req->headers[i].value;
-        }
-    }
-    return NULL;
-}
-
-/* The token the client sent (X-Vault-Token or Authorization: Bearer), as dispatch reads it. */
-static const char *client_token(const struct kms_http_req *req)
-{
-    const char *t = header(req, "X-Vault-Token");
-    if (t != NULL && t[0] != '\0') {
-        return t;
-    }
-    const char *a = header(req, "Authorization");
-    if (a != NULL && strncmp(a, "Bearer ", 7) == 0) {
-        a += 7;
-        while (*a == ' ' || *a == '\t') {
-            a++;
-        }
-        return a[0] != '\0' ? a : NULL;
-    }
-    return NULL;
-}
 
 /* The row's entry for the operation the request runs as (an update of an absent resource
  * runs as create). */
@@ -160,7 +131,7 @@ static void write_auth(struct kms_audit_lw *w, const struct kms_ctx *c, bool all
     const struct kms_token *t = &c->token;
     kms_audit_lw_begin(w, "auth", '{');
     if (c->has_token) {
-        kms_audit_lw_token(w, "client_token", client_token(c->http));
+        kms_audit_lw_token(w, "client_token", kms_request_token(c->http));
         if (t->accessor[0] != '\0') {
             kms_audit_lw_accessor(w, "accessor", t->accessor);
         }
@@ -245,7 +216,7 @@ static void write_request(struct kms_audit_lw *w, const struct kms_ctx *c, bool 
         kms_audit_lw_str(w, "mount_class",
                          strncmp(c->mount.path, "auth/", 5) == 0 ? "auth" : "secret");
     }
-    kms_audit_lw_token(w, "client_token", client_token(c->http));
+    kms_audit_lw_token(w, "client_token", kms_request_token(c->http));
     if (c->has_token && c->token.accessor[0] != '\0') {
         kms_audit_lw_accessor(w, "client_token_accessor", c->token.accessor);
     }

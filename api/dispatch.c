@@ -530,7 +530,7 @@ static void apply_captures(struct kms_ctx *c)
     }
 }
 
-static const char *token_from_headers(const struct kms_http_req *req)
+const char *kms_request_token(const struct kms_http_req *req)
 {
     const char *t = header(req, "X-Vault-Token");
     if (t != NULL && t[0] != '\0') {
@@ -542,7 +542,7 @@ static const char *token_from_headers(const struct kms_http_req *req)
         while (*a == ' ' || *a == '\t') {
             a++;
         }
-        return a;
+        return a[0] != '\0' ? a : NULL;
     }
     return NULL;
 }
@@ -696,7 +696,7 @@ static int parse_request_line(struct kms_ctx *c, char *target, size_t cap, const
  */
 static int unknown_namespace(struct kms_ctx *c, const char *wanted)
 {
-    const char *tok = token_from_headers(c->http);
+    const char *tok = kms_request_token(c->http);
     struct kms_token t;
     if (tok == NULL || kms_auth_token_lookup(kms_api_auth(c->api), tok, &t) != 0) {
         return KMS_FAIL(c, 403, "permission denied"); /* as for any path without a token */
@@ -756,7 +756,7 @@ static int check_token_and_policy(struct kms_ctx *c, struct kms_http_resp *resp,
 {
     const struct kms_http_req *req = c->http;
     {
-        const char *tok = token_from_headers(req);
+        const char *tok = kms_request_token(req);
         int lr = tok ? kms_auth_token_lookup(kms_api_auth(c->api), tok, &c->token) : 1;
         if (lr < 0) {
             return KMS_FAILW(c, 500, "internal error");

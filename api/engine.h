@@ -289,6 +289,11 @@ void kms_jw_value(struct kms_jw *w, const json_t *v, bool sort_top);
 /* Whether s (n bytes) is a name a route's ":name" matches: Vault's \w(([\w-.]+)?\w)?, at most
  * 256 bytes. For names that do not come through the path (restore's backup). */
 bool kms_name_valid(const char *s, size_t n);
+/* The token a request carries, as the token check reads it: the first X-Vault-Token header
+ * when it is not empty, else the first Authorization header's Bearer value; NULL when none.
+ * Every reader of the token (the token check, the audit record, lookup-self's id and
+ * renew-self's client_token) takes it from here, so all name the token that was checked. */
+const char *kms_request_token(const struct kms_http_req *req);
 /* Path capture by name ("name" for ":name"); NULL when the route has none. */
 const char *kms_cap(const struct kms_ctx *c, const char *name);
 /* `s` without leading and trailing '/': *start points into s (or "" for NULL), returns the

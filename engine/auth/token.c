@@ -11,28 +11,12 @@
 
 #include <ctype.h>
 #include <string.h>
-#include <strings.h>
 
-/* The caller's token string, as sent. */
+/* The caller's token string, as sent (the one the token check took). */
 static const char *request_token(const struct kms_ctx *c)
 {
-    for (size_t i = 0; i < c->http->nheaders; i++) {
-        if (strcasecmp(c->http->headers[i].name, "X-Vault-Token") == 0 &&
-            c->http->headers[i].value[0] != '\0') {
-            return c->http->headers[i].value;
-        }
-    }
-    for (size_t i = 0; i < c->http->nheaders; i++) {
-        if (strcasecmp(c->http->headers[i].name, "Authorization") == 0 &&
-            strncmp(c->http->headers[i].value, "Bearer ", 7) == 0) {
-            const char *t = c->http->headers[i].value + 7;
-            while (*t == ' ' || *t == '\t') {
-                t++;
-            }
-            return t;
-        }
-    }
-    return "";
+    const char *t = kms_request_token(c->http);
+    return t != NULL ? t : "";
 }
 
 static json_t *policies_json(const struct kms_token *t)

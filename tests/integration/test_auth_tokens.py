@@ -12,7 +12,7 @@ import unittest
 import hvac  # Debian's python3-hvac (/usr/bin/python3); missing fails, never skips
 import hvac.exceptions
 
-from kmsd_harness import KmsdTestCase, UUID4_RE, wait_for
+from kmsd_harness import KmsdTestCase, UUID4_RE, raw_exchange, wait_for
 from auth_helpers import ORG, Issuer, login_token, make_role, ok, setup_org
 
 PD = "permission denied"
@@ -66,6 +66,28 @@ class TokenTest(KmsdTestCase):
         wait_for(refused, timeout, "the token to expire", interval=0.1)
 
     # ---- case 14: lookup-self ------------------------------------------------------------
+    def test_self_calls_name_the_token_that_was_checked(self):
+        """An empty first X-Vault-Token, a second one and a Bearer token: the token check takes
+        the first X-Vault-Token header (empty, so the Bearer token), as Go's Header.Get does;
+        lookup-self's id and renew-self's client_token name that token, not the second
+        X-Vault-Token (they echoed an unchecked string the audit log never saw)."""
+        tok = self.login()
+        fake = "s.NotTheCheckedToken000000"
+
+        def call(method, path, body):
+            raw = ("%s /v1/%s HTTP/1.1\r\nHost: x\r\nX-Vault-Namespace: %s\r\n"
+                   "X-Vault-Token: \r\nX-Vault-Token: %s\r\nAuthorization: Bearer %s\r\n"
+                   "Content-Type: application/json\r\nContent-Length: %d\r\n"
+                   "Connection: close\r\n\r\n%s" % (method, path, ORG, fake, tok, len(body),
+                                                        body)).encode()
+            head, _, payload = raw_exchange(self.server.port, raw).partition(b"\r\n\r\n")
+            self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head)
+            return json.loads(payload)
+
+        self.assertEqual(call("GET", "auth/token/lookup-self", "")["data"]["id"], tok)
+        renewed = call("POST", "auth/token/renew-self", '{"increment": 60}')
+        self.assertEqual(renewed["auth"]["client_token"], tok)
+
     def test_lookup_self_types(self):
         tok = self.login()
         d = ok(self.as_(tok, "GET", "auth/token/lookup-self"), 200).data

@@ -566,10 +566,13 @@ int kms_registry_ns_by_id(struct kms_api *api, const char *id, struct kms_ns *ns
     return n != NULL ? 0 : KMS_STORAGE_NOTFOUND;
 }
 
+/* OpenBao's reserved names, and "kms": the built-in KMSKey API answers at kms/ in every
+ * namespace (as sys/ does), and a child namespace of that name would take every kms/ request of
+ * its parent (the longest namespace prefix wins) */
 static bool ns_name_reserved(const char *name, size_t n)
 {
-    static const char *const reserved[] = {".",     "..",   "root",      "sys",
-                                           "audit", "auth", "cubbyhole", "identity"};
+    static const char *const reserved[] = {".",    "..",        "root",     "sys", "audit",
+                                           "auth", "cubbyhole", "identity", "kms"};
     for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
         if (strlen(reserved[i]) == n && strncmp(reserved[i], name, n) == 0) {
             return true;

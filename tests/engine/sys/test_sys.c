@@ -570,6 +570,8 @@ static void test_namespaces(void **state)
         {"/v1/sys/namespaces/root", "root is a reserved path"},
         {"/v1/sys/namespaces/audit", "audit is a reserved path"},
         {"/v1/sys/namespaces/..", ".. is a reserved path"},
+        /* kmsd's built-in KMSKey API path: a namespace there would take over kms/ */
+        {"/v1/sys/namespaces/kms", "kms is a reserved path"},
         {"/v1/sys/namespaces/a%20b", "invalid namespace name \"a b\""},
         {"/v1/sys/namespaces/a%25", "invalid namespace name \"a%\""},
         {"/v1/sys/namespaces/a#b", "invalid namespace name \"a#b\""},
@@ -583,6 +585,13 @@ static void test_namespaces(void **state)
     b = kt_ok(t, 400, "GET", "/v1/sys/namespaces/", NULL, NULL);
     assert_string_equal(kt_err(b), "namespace path cannot be empty");
     json_decref(b);
+    /* in an organization too: its kms/ keeps answering (the KMSKey API, not a child's 404) */
+    json_decref(kt_ok(t, 200, "POST", "/v1/sys/namespaces/orgk", NULL, NULL));
+    b = kt_ok(t, 400, "POST", "/v1/sys/namespaces/kms", "orgk", NULL);
+    assert_string_equal(kt_err(b), "kms is a reserved path");
+    json_decref(b);
+    json_decref(kt_ok(t, 404, "GET", "/v1/sys/namespaces/kms", "orgk", NULL));
+    json_decref(kt_ok(t, 204, "DELETE", "/v1/sys/namespaces/orgk", NULL, NULL));
     b = kt_ok(t, 400, "POST", "/v1/sys/namespaces/x", NULL, "{\"custom_metadata\":[]}");
     json_decref(b);
 

@@ -586,7 +586,8 @@ void kms_auth_policy_cache_clear(struct kms_auth *auth)
     auth->pol_cache = NULL;
     auth->npol = 0;
     auth->cappol = 0;
-    auth->pol_gen++;
+    /* no pol_gen bump: emptying a full cache makes no text stale, and a bump would send every
+     * concurrent reader back to the store (three tries, then 500) */
 }
 
 static int pol_key(const char *ns_id, const char *name, char *out, size_t n)

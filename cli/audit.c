@@ -344,6 +344,16 @@ static int cmd_list(int argc, char **argv)
         kms_cli_errorf("--since/--until take 24h, 90m, 7d, RFC 3339 or epoch seconds");
         goto out;
     }
+    /* an empty window would print an empty table as if nothing had happened in it */
+    if (a.since != NULL && a.until != NULL && since >= until) {
+        char from[40], to[40];
+        kms_time_rfc3339(since, 0, from);
+        kms_time_rfc3339(until, 0, to);
+        kms_cli_errorf("--since %s (%s) is not before --until %s (%s, exclusive): no event can "
+                       "match",
+                       a.since, from, a.until, to);
+        goto out;
+    }
     if (a.result != NULL && strcmp(a.result, "allowed") != 0 && strcmp(a.result, "denied") != 0 &&
         strcmp(a.result, "error") != 0) {
         kms_cli_errorf("--result is allowed, denied or error");

@@ -872,6 +872,28 @@ class ListTest(AuditTestCase):
         self.assertEqual(res.returncode, 2)
 
 
+    def test_inverted_window_is_a_usage_error(self):
+        """`--since` at or after `--until` can match nothing: kmsctl said so with an empty
+        table and exit 0 (docs/audit.md's own example, `--since 2026-05-01T00:00:00Z --until
+        1746144000`, was such a window: 1746144000 is 2025-05-02). Now exit 2 naming both
+        ends, locally and before asking the server; a window in order still lists."""
+        name, _ = self.create_key()
+        remote = {"KMS_ADDR": self.server.addr, "KMS_TOKEN": self.server.root_token}
+        for since, until in (("2026-05-01T00:00:00Z", "1746144000"), ("24h", "48h"),
+                             ("1777593600", "2026-05-01T00:00:00Z")):
+            for where, env in ((["--file", self.log], {}), ([], remote)):
+                with self.subTest(since=since, until=until, remote=not where):
+                    res = run([KMSCTL_BIN, "audit", "list", "--since", since, "--until", until]
+                              + where, env=env)
+                    self.assertEqual(res.returncode, 2, res.stdout + res.stderr)
+                    self.assertEqual(res.stdout, "")
+                    self.assertIn("is not before --until", res.stderr)
+        res = run([KMSCTL_BIN, "audit", "list", "--file", self.log, "--key", name, "--since",
+                   "2026-05-01T00:00:00Z", "--until", "2100-01-01T00:00:00Z", "-o",
+                   "json"])
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual([e["op"] for e in json.loads(res.stdout)], ["create"])
+
     def test_remote_list_in_an_organization_with_global_options(self):
         """The product doc's `kmsctl audit list --resource=KMSKey --since=24h` with the
         environment docs/cli.md sets up (KMS_NAMESPACE=<org>): sys/audit/events is a

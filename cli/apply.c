@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <yaml.h>
 
 #define MAX_FILES 32
@@ -620,11 +621,28 @@ static json_t *merge_patch(const json_t *target, const json_t *patch)
     return out;
 }
 
+/*
+ * The names kubectl resolves to the KMSKey CRD: its singular, plural and short name (`kkey`,
+ * deploy/kubernetes/crd-kmskey.yaml), bare or with the group (and version), in any case
+ * (`kubectl get KMSKey` works too).
+ */
 bool kms_cli_kmskey_kind(const char *kind)
 {
-    static const char *const kinds[] = {"kmskey", "kmskeys", "kmskey.security.kube-dc.com",
-                                        "kmskeys.security.kube-dc.com", NULL};
-    return is_one_of(kind, kinds);
+    static const char *const names[] = {"kmskey", "kmskeys", "kkey", NULL};
+    static const char *const groups[] = {"", ".security.kube-dc.com",
+                                         ".v1alpha1.security.kube-dc.com", NULL};
+    for (size_t i = 0; names[i] != NULL; i++) {
+        size_t n = strlen(names[i]);
+        if (strncasecmp(kind, names[i], n) != 0) {
+            continue;
+        }
+        for (size_t j = 0; groups[j] != NULL; j++) {
+            if (strcasecmp(kind + n, groups[j]) == 0) {
+                return true;
+            }
+        }
+    }
+    return false;
 }
 
 /* "kmskey NAME", "kmskey/NAME", "kmskeys NAME", "kmskey.security.kube-dc.com/NAME". */

@@ -672,7 +672,8 @@ int kms_cli_keys(int argc, char **argv)
     "kubectl's read verb for KMSKeys, as the product doc uses it:\n"                               \
     "`kmsctl get kmskey app-secrets -o yaml` prints the whole object, as\n"                        \
     "`kubectl get kmskey app-secrets -o yaml` does. The kind is kmskey, kmskeys or\n"              \
-    "kmskey.security.kube-dc.com, and may carry the name (kmskey/NAME).\n"                         \
+    "kkey (the CRD's short name), also with the group (kmskey.security.kube-dc.com)\n"             \
+    "and in any case, and may carry the name (kmskey/NAME).\n"                                     \
     "Global options: --addr URL, --token T, -n/--namespace ORG, --project P,\n"                    \
     "  -o table|json|yaml, --ca-cert FILE, --client-cert FILE --client-key FILE,\n"                \
     "  --tls-skip-verify. See docs/cli.md.\n"

@@ -80,7 +80,7 @@ _kmsctl()
         apply) opts="-f --filename" ;;
         get)
             if [[ -z $verb ]]; then
-                COMPREPLY=($(compgen -W "kmskey kmskeys" -- "$cur")); return
+                COMPREPLY=($(compgen -W "kmskey kmskeys kkey" -- "$cur")); return
             fi ;;
         patch) opts="-p --patch --patch-file --type" ;;
         login) opts="--method --mount --role --jwt --jwt-file --token-file --no-store" ;;

@@ -169,6 +169,35 @@ class OutputAndLimitsTest(KmsctlTestCase):
         self.assertIn("kmsctl envelope encrypt huge", r.errtext)
 
 
+class KubectlKindNamesTest(KmsctlTestCase):
+    """`kmsctl get` and `kmsctl patch` take the KMSKey kind as kubectl resolves it: the CRD's
+    short name `kkey` (deploy/kubernetes/crd-kmskey.yaml; docs/operations.md shows `kubectl
+    get kkey -n my-project`), the group and version forms, in any case (`kubectl get KMSKey`).
+    `kkey` and `KMSKey` were refused with exit 2."""
+
+    def test_get_and_patch_take_every_name_kubectl_takes(self):
+        self.ok("keys", "create", "kinds")
+        want = self.ok("keys", "get", "kinds", "-o", "yaml").out
+        listed = self.ok("keys", "list", "-o", "json").out
+        for kind in ("kkey", "KMSKey", "KMSKeys", "Kkey", "kmskeys.security.kube-dc.com",
+                     "kmskey.v1alpha1.security.kube-dc.com", "KMSKey.security.kube-dc.com"):
+            with self.subTest(kind=kind):
+                self.assertEqual(self.ok("get", kind, "kinds", "-o", "yaml").out, want)
+                self.assertEqual(self.ok("get", kind + "/kinds", "-o", "yaml").out, want)
+                self.assertEqual(self.ok("get", kind, "-o", "json").out, listed)
+        r = self.ok("patch", "kkey", "kinds", "-p",
+                    '{"spec":{"rotation":{"enabled":true,"interval":"30d"}}}')
+        self.assertEqual(r.text, "kmskey.security.kube-dc.com/kinds patched\n")
+        r = self.ok("patch", "KMSKey/kinds", "-p", '{"spec":{"rotation":null}}')
+        self.assertEqual(r.text, "kmskey.security.kube-dc.com/kinds patched\n")
+        # other kinds, and near misses, stay refused
+        for kind in ("kkeys", "secret", "kmskey.example.com", "kmskeyx", "kmskey.", "k"):
+            with self.subTest(refused=kind):
+                r = self.fails(2, "get", kind, "kinds")
+                self.assertIn("kmsctl get reads KMSKeys", r.errtext)
+                self.fails(2, "patch", kind, "kinds", "-p", '{"spec":{}}')
+
+
 class ErrorMessagesTest(KmsctlTestCase):
     """Item 13: errors say which organization/project/key and what to do next."""
 

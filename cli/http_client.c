@@ -287,6 +287,10 @@ static int parse_addr(struct kms_cli_http *h, const char *addr, char *err, size_
     return 0;
 }
 
+/* The --tls-skip-verify warning goes out once per run: `orgs list` opens a client per
+ * organization, and a repeated warning reads as several problems. */
+static bool skip_verify_warned;
+
 int kms_cli_http_create(const struct kms_cli_http_opts *o, struct kms_cli_http **out, char *err,
                         size_t errlen)
 {
@@ -318,7 +322,8 @@ int kms_cli_http_create(const struct kms_cli_http_opts *o, struct kms_cli_http *
     }
     if (h->https) {
         h->tp = &tls;
-        if (h->tls_skip_verify) {
+        if (h->tls_skip_verify && !skip_verify_warned) {
+            skip_verify_warned = true;
             fprintf(stderr, "WARNING: TLS certificate verification is disabled "
                             "(--tls-skip-verify): the server's identity is NOT checked and the "
                             "connection can be intercepted\n");

@@ -939,6 +939,16 @@ class TLSTest(KmsctlMixin, unittest.TestCase):
         # --tls-skip-verify works and says so loudly
         r = self.run_tls("keys", "list", "--tls-skip-verify")
         self.assertIn("WARNING: TLS certificate verification is disabled", r.errtext)
+        # once per run, also for `orgs list`, which opens a client per organization (it was
+        # printed once more for each)
+        for org in ("tls-org-a", "tls-org-b"):
+            self.fails(0, "orgs", "create", org, "--token", self.server.token, "--addr",
+                       self.url, "--tls-skip-verify", conn=False)
+        r = self.fails(0, "orgs", "list", "--token", self.server.token, "--addr", self.url,
+                       "--tls-skip-verify", conn=False)
+        self.assertIn("tls-org-b", r.text)
+        self.assertEqual(r.errtext.count("WARNING: TLS certificate verification is disabled"),
+                         1, r.errtext)
         # plain http to the TLS port is a clear failure, not a hang
         self.run_tls("keys", "list", rc=1, url="http://127.0.0.1:%d" % self.server.port)
 

@@ -571,6 +571,40 @@ static bool missing_kmskey(const struct kms_cli_session *s, const char *path, co
 }
 
 /*
+ * The project a token is bound to (its `service_account_namespace`, docs/auth.md
+ * "Project-bound tokens"), asked with auth/token/lookup-self, which every token may call.
+ * False for an unbound token, or when the lookup fails (the caller keeps its general hint).
+ */
+static bool token_project(const struct kms_cli_session *s, char *out, size_t n)
+{
+    struct kms_cli_resp r;
+    char err[256];
+    json_t *body = NULL;
+    bool found = false;
+
+    memset(&r, 0, sizeof(r));
+    if (kms_cli_http_do(s->http, "GET", "/v1/auth/token/lookup-self", NULL, 0, &r, err,
+                        sizeof(err)) != 0 ||
+        r.status != 200) {
+        goto out;
+    }
+    body = json_loadb(r.body, r.len, 0, NULL);
+    const char *p = json_string_value(json_object_get(
+        json_object_get(json_object_get(body, "data"), "meta"), "service_account_namespace"));
+    if (p != NULL && p[0] != '\0' && strlen(p) < n) {
+        snprintf(out, n, "%s", p);
+        found = true;
+    }
+out:
+    json_decref(body);
+    if (r.body != NULL) {
+        kms_memzero(r.body, r.len); /* it holds the token itself ("id") */
+    }
+    kms_cli_resp_dispose(&r);
+    return found;
+}
+
+/*
  * Print the server's refusal with what it refers to and what to do next: the message alone
  * ("namespace not found", "permission denied") names neither the organization nor the fix.
  */
@@ -578,6 +612,7 @@ static void explain_api_error(const struct kms_cli_session *s, const char *metho
                               int status, const char *msg)
 {
     char name[KMS_CLI_NAME_MAX + 1];
+    char bound[KMS_CLI_NAME_MAX + 1];
     if (status == 404 && strstr(msg, "namespace not found") != NULL) {
         kms_cli_errorf("organization \"%s\" not found on %s (namespace not found)",
                        kms_cli_org_label(s), s->addr);
@@ -596,6 +631,18 @@ static void explain_api_error(const struct kms_cli_session *s, const char *metho
                       "role's configuration (docs/auth.md); or no auth method is enabled at "
                       "auth/%.*s/ in organization \"%s\": check --mount and -n/--namespace",
                       mlen, path + 5, kms_cli_org_label(s));
+    } else if (status == 403 &&
+               (strncmp(path, "kms/", 4) == 0 || strncmp(path, "transit/", 8) == 0) &&
+               token_project(s, bound, sizeof(bound)) && strcmp(bound, s->project) != 0) {
+        /* the policies allow it, the project binding does not: "invalid, expired or its
+           policies" would send the user after the wrong cause */
+        kms_cli_errorf("%s: %s %s in organization \"%s\"", msg, method, path, kms_cli_org_label(s));
+        kms_cli_hintf("this token is bound to project \"%s\" (a Kubernetes login is bound to its "
+                      "ServiceAccount's namespace, docs/auth.md \"Project-bound tokens\"): it "
+                      "reaches only that project's KMSKeys and Transit keys, not project "
+                      "\"%s\"'s; use --project %s, or a token of project %s",
+                      bound, s->project[0] != '\0' ? s->project : "(none given)", bound,
+                      s->project[0] != '\0' ? s->project : "PROJECT");
     } else if (status == 403) {
         kms_cli_errorf("%s: %s %s in organization \"%s\"", msg, method, path, kms_cli_org_label(s));
         kms_cli_hintf("the token (--token, KMS_TOKEN or the `kmsctl login` file) is invalid, "

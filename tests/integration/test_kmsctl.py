@@ -814,6 +814,33 @@ class LoginTest(KmsctlTestCase):
         self.fails(2, "login", "--jwt-file=" + jwt_file, env=self.env(), conn=False)
         self.fails(2, "login", "--method=ldap", "--role=x", env=self.env(), conn=False)
 
+    def test_other_project_refusal_names_the_binding(self):
+        """A Kubernetes login's token is bound to its ServiceAccount's project: its 403 for
+        another project's KMSKeys or Transit key used to say the token was "invalid, expired
+        or its policies do not allow this" (the policies do allow it); the hint now names the
+        project the token is bound to. A refusal by the policies keeps its own hint."""
+        with open(os.path.join(self.home, "sa-token-bound"), "w") as f:
+            f.write(self.issuer.mint())
+        tok = self.ok("login", "--role=developer-my-org", "--no-store",
+                      "--jwt-file=" + os.path.join(self.home, "sa-token-bound"),
+                      env=self.env(), conn=False).text.strip()
+        env = dict(self.env(), KMS_TOKEN=tok)
+        want = ('Hint: this token is bound to project "my-project" (a Kubernetes login is '
+                'bound to its ServiceAccount\'s namespace, docs/auth.md "Project-bound '
+                'tokens"): it reaches only that project\'s KMSKeys and Transit keys, not '
+                'project "other"\'s; use --project my-project, or a token of project other\n')
+        for args in (("keys", "list"), ("keys", "describe", "app-secrets"),
+                     ("encrypt", "app-secrets", "--plaintext=x"),
+                     ("decrypt", "app-secrets", "--ciphertext=vault:v1:AAAA")):
+            with self.subTest(args=args):
+                r = self.fails(1, *args, "--project", "other", env=env, conn=False)
+                self.assertIn("Error: permission denied: ", r.errtext)
+                self.assertTrue(r.errtext.endswith(want), r.errtext)
+        # its own project, refused by the policies: the general hint
+        r = self.fails(1, "keys", "rotate", "app-secrets", env=env, conn=False)
+        self.assertIn("its policies do not allow this", r.errtext)
+        self.assertNotIn("bound to project", r.errtext)
+
     def test_default_jwt_file_missing(self):
         # the doc's `kmsctl login --role=developer-my-org` off a pod: the projected token is
         # not there; the error says where the JWT comes from instead (no request is made)

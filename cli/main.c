@@ -45,6 +45,15 @@ static void usage(FILE *f)
                "options; docs/cli.md has them all.\n");
 }
 
+#define VERSION_USAGE "Usage: kmsctl version\n\nPrints kmsctl's version.\n"
+#define HELP_USAGE                                                                                 \
+    "Usage: kmsctl help [COMMAND [VERB]]\n\nPrints the help of kmsctl or of one command.\n"
+
+static bool is_help_flag(const char *a)
+{
+    return strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0;
+}
+
 /*
  * `kmsctl help [COMMAND [VERB]]`: the command's own --help text, so there is one help text
  * per command (the man page is generated from these too, cli/man/gen-man.sh).
@@ -58,12 +67,12 @@ static int help(int argc, char **argv)
         return KMS_CLI_EXIT_OK;
     }
     if (strcmp(argv[2], "version") == 0) {
-        printf("Usage: kmsctl version\n\nPrints kmsctl's version.\n");
+        fputs(VERSION_USAGE, stdout);
         return KMS_CLI_EXIT_OK;
     }
-    if (strcmp(argv[2], "help") == 0) {
-        printf("Usage: kmsctl help [COMMAND [VERB]]\n\nPrints the help of kmsctl or of one "
-               "command.\n");
+    /* `kmsctl help --help` as `kmsctl help help`, as every other command takes --help */
+    if (strcmp(argv[2], "help") == 0 || is_help_flag(argv[2])) {
+        fputs(HELP_USAGE, stdout);
         return KMS_CLI_EXIT_OK;
     }
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
@@ -99,6 +108,13 @@ int main(int argc, char **argv)
         return KMS_CLI_EXIT_OK;
     }
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        /* `kmsctl version --help` is `kmsctl help version`, as for every command */
+        for (int i = 2; i < argc && strcmp(argv[i], "--") != 0; i++) {
+            if (is_help_flag(argv[i])) {
+                fputs(VERSION_USAGE, stdout);
+                return KMS_CLI_EXIT_OK;
+            }
+        }
         printf("kmsctl v%s\n", KMSCTL_VERSION);
         return KMS_CLI_EXIT_OK;
     }

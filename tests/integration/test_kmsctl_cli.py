@@ -668,6 +668,14 @@ class HelpManCompletionTest(KmsctlMixin, unittest.TestCase):
         self.assertIn("Usage: kmsctl keys create NAME",
                       self.ok("help", "keys", "create", conn=False).text)
         self.fails(2, "help", "nope", conn=False)
+        # docs/cli.md: `kmsctl help C` prints what `kmsctl C --help` prints, for every
+        # command; `version --help` printed the version, `help --help` was "unknown command"
+        for c in cmds + ["help"]:
+            with self.subTest(command=c):
+                want = self.ok("help", c, conn=False).out
+                self.assertEqual(self.ok(c, "--help", conn=False).out, want)
+                self.assertEqual(self.ok(c, "-h", conn=False).out, want)
+        self.assertRegex(self.ok("version", conn=False).text, r"^kmsctl v\S+\n$")
 
     def man_dir(self):
         d = os.path.join(os.path.dirname(KMSCTL_BIN), "man")

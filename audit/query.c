@@ -140,8 +140,9 @@ static json_t *summary(const json_t *line, const char *result)
     json_t *req = json_object_get(line, "request");
     json_t *ns = json_object_get(req, "namespace");
     json_t *s = json_object();
-    static const char *const top[] = {"time",        "subject", "op",     "resource", "key",
-                                      "key_version", "items",   "status", "error",    NULL};
+    static const char *const top[] = {"time",   "subject", "op",          "resource",
+                                      "key",    "project", "key_version", "items",
+                                      "status", "error",   NULL};
 
     if (s == NULL) {
         return NULL;
@@ -288,8 +289,15 @@ static void cell(const json_t *ev, const char *key, char *out, size_t n)
     out[0] = '\0';
     if (json_is_string(v)) {
         const char *s = json_string_value(v);
+        const char *project = json_string_value(json_object_get(ev, "project"));
+        const char *path = json_string_value(json_object_get(ev, "path"));
         if (strcmp(key, "time") == 0 && strlen(s) >= 19) {
             snprintf(out, n, "%.19sZ", s);
+        } else if (strcmp(key, "key") == 0 && project != NULL && path != NULL &&
+                   strncmp(path, "kms/", 4) == 0) {
+            /* a KMSKey is named within its project: "app-secrets" alone is every project's
+               (the form --key takes) */
+            snprintf(out, n, "%s/%s", project, s);
         } else {
             snprintf(out, n, "%s", s);
         }

@@ -604,6 +604,31 @@ class AuditKeyFilterTest(KmsctlMixin, unittest.TestCase):
         # another project's filter does not pick them up
         self.assertEqual(controller(self.events("--key", "other-proj/auto-rot")), set())
 
+    def test_table_names_the_project_of_a_kmskey(self):
+        """The product doc's `audit list --resource=KMSKey` table showed a KMSKey operation's
+        KEY as the bare name, so `app-secrets` of two projects read the same; it is now
+        `<project>/<name>` (what --key takes), and the JSON events carry `project`. Transit
+        lines keep the Transit key's own name, which holds the project already."""
+        for project in ("tbl-a", "tbl-b"):
+            self.ok("keys", "create", "same-name", "--project", project)
+            self.ok("encrypt", "same-name", "--plaintext", "x", "--project", project)
+        wait_for(lambda: len(self.events("--key", "tbl-b/same-name")) >= 2, "the audit lines")
+        for where in (["--file", self.log], []):
+            with self.subTest(remote=not where):
+                r = self.ok("audit", "list", "--resource=KMSKey", "--since=24h", *where,
+                            conn=False, env={"KMS_ADDR": self.server.addr,
+                                             "KMS_TOKEN": self.server.token})
+                rows = [l.split() for l in r.text.splitlines()]
+                self.assertEqual(rows[0][3], "KEY")
+                keys = {(row[2], row[3]) for row in rows[1:]}
+                self.assertLessEqual({("create", "tbl-a/same-name"),
+                                      ("create", "tbl-b/same-name"),
+                                      ("encrypt", "%s-tbl-a-same-name" % ORG),
+                                      ("encrypt", "%s-tbl-b-same-name" % ORG)}, keys, r.text)
+                self.assertNotIn(("create", "same-name"), keys)
+        ev = [e for e in self.events("--key", "tbl-a/same-name") if e["op"] == "create"]
+        self.assertEqual([(e["key"], e.get("project")) for e in ev], [("same-name", "tbl-a")])
+
     def test_apply_of_a_change_is_config(self):
         doc = manifest("reconf")
         self.ok("apply", "-f", "-", stdin=doc)

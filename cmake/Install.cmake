@@ -27,6 +27,21 @@ file(CONFIGURE OUTPUT ${CMAKE_BINARY_DIR}/deploy/kmsd.service CONTENT "${_kms_un
      @ONLY)
 set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS
              ${CMAKE_SOURCE_DIR}/deploy/systemd/kmsd.service)
+# ... and again at install time: `cmake --install build --prefix /usr` installs the binary in
+# /usr/bin, so the unit must name that, not the configured /usr/local/bin. (DESTDIR staging
+# leaves CMAKE_INSTALL_PREFIX alone, as it should.)
+if(IS_ABSOLUTE "${CMAKE_INSTALL_BINDIR}")
+  set(_kms_bindir_code "set(_kms_bindir \"${CMAKE_INSTALL_BINDIR}\")")
+else()
+  set(_kms_bindir_code
+      "set(_kms_bindir \"\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_BINDIR}\")")
+endif()
+install(CODE "
+  ${_kms_bindir_code}
+  file(READ \"${CMAKE_SOURCE_DIR}/deploy/systemd/kmsd.service\" _kms_unit)
+  string(REPLACE \"/usr/local/bin/kmsd\" \"\${_kms_bindir}/kmsd\" _kms_unit \"\${_kms_unit}\")
+  file(WRITE \"${CMAKE_BINARY_DIR}/deploy/kmsd.service\" \"\${_kms_unit}\")
+")
 install(FILES ${CMAKE_BINARY_DIR}/deploy/kmsd.service
         DESTINATION ${KMS_INSTALL_SYSTEMDUNITDIR})
 install(FILES deploy/systemd/kmsd.sysusers DESTINATION ${KMS_INSTALL_SYSUSERSDIR}

@@ -31,6 +31,12 @@ for b in kmsd kmsctl; do
 done
 grep -q "^ExecStart=.*/kmsd server" "$prefix/$unitdir/kmsd.service" ||
   { echo "install_layout: kmsd.service has no ExecStart"; fail=1; }
+# the unit runs the binary this install put in place, whatever --prefix said (it named the
+# configured /usr/local/bin/kmsd after `cmake --install build --prefix /usr`)
+case $bindir in /*) want_bin=$bindir/kmsd ;; *) want_bin=$prefix/$bindir/kmsd ;; esac
+grep -q "^ExecStart=$want_bin server" "$prefix/$unitdir/kmsd.service" ||
+  { echo "install_layout: kmsd.service does not start $want_bin:"
+    grep "^ExecStart=" "$prefix/$unitdir/kmsd.service"; fail=1; }
 # nothing else: every installed file is one we expect
 extra=$(cd "$prefix" && find . -type f | sed 's|^\./||' | sort |
         comm -23 - <(printf '%s\n' "${expect[@]}" | sort))

@@ -1146,6 +1146,11 @@ out:
     return rc;
 }
 
+static bool is_help_arg(const char *a)
+{
+    return strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0 || strcmp(a, "-help") == 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -1162,6 +1167,12 @@ int main(int argc, char **argv)
         if (argc >= 3 && strcmp(argv[2], "verify") == 0) {
             return kms_audit_verify_command("kmsd", argc - 3, argv + 3);
         }
+        /* `kmsd audit --help` is `kmsd audit verify --help` (its one verb) */
+        if (argc >= 3 && is_help_arg(argv[2])) {
+            char help[] = "--help";
+            char *av[] = {help, NULL};
+            return kms_audit_verify_command("kmsd", 1, av);
+        }
         fprintf(stderr, "Usage: kmsd audit verify [--genesis] [--anchor=HASH] FILE|DIR...\n");
         return 2;
     }
@@ -1170,6 +1181,10 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "-version") == 0 ||
         strcmp(argv[1], "--version") == 0) {
+        if (argc >= 3 && is_help_arg(argv[2])) {
+            printf("Usage: kmsd version\n\nPrints kmsd's version.\n");
+            return 0;
+        }
         printf("kmsd v%s\n", KMSD_VERSION);
         return 0;
     }

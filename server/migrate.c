@@ -183,6 +183,11 @@ int kms_migrate_command(int argc, char **argv)
     bool have_from = false, have_to = false;
 
     for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0 ||
+            strcmp(argv[i], "-help") == 0) {
+            migrate_usage(stdout);
+            return 0;
+        }
         if ((v = flag_value(argc, argv, &i, "from")) != NULL) {
             if (parse_store("from", v, &from) != 0)
                 return 2;

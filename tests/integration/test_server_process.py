@@ -189,6 +189,33 @@ class FlagChecks(unittest.TestCase):
             shutil.rmtree(d, ignore_errors=True)
 
 
+class HelpOfEveryCommand(unittest.TestCase):
+    def test_help_flag_prints_usage_on_stdout(self):
+        """`kmsd C --help` prints C's usage on stdout, exit 0, as `kmsd --help`, `kmsd server
+        --help` and `kmsd kms-plugin -h` do. `kmsd version --help` printed the version,
+        `kmsd migrate --help` said 'unknown argument', exit 2, and `kmsd audit --help`
+        printed a usage line on stderr, exit 2."""
+        for args, want in ((["version", "--help"], "Usage: kmsd version"),
+                           (["migrate", "--help"], "Usage: kmsd migrate -from=STORE"),
+                           (["migrate", "-h"], "Usage: kmsd migrate -from=STORE"),
+                           (["audit", "--help"], "Usage: kmsd audit verify"),
+                           (["audit", "verify", "--help"], "Usage: kmsd audit verify"),
+                           (["server", "--help"], "Usage: kmsd"),
+                           (["--help"], "Usage: kmsd")):
+            with self.subTest(args=args):
+                r = subprocess.run([KMSD_BIN] + args, stdin=subprocess.DEVNULL,
+                                   capture_output=True, text=True, timeout=30)
+                self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+                self.assertTrue(r.stdout.startswith(want), r.stdout + r.stderr)
+        # the commands themselves are unchanged
+        r = subprocess.run([KMSD_BIN, "version"], capture_output=True, text=True, timeout=30)
+        self.assertRegex(r.stdout, r"^kmsd v\S+\n$")
+        for args in (["migrate"], ["audit"]):
+            r = subprocess.run([KMSD_BIN] + args, stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 2, args)
+
+
 class Process(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="kmsd-proc-")

@@ -296,6 +296,11 @@ static int check_line(struct kms_audit_verify_result *r, const char *file, uint6
                        "the chain starts at seq %" PRIu64 ", not 1: records before it are missing",
                        seq);
         }
+        /* the files given start right after the recorded head (the files up to it, already
+           verified, left out): the chain provably continues from it */
+        if (r->anchor != NULL && strcmp(r->anchor, prev) == 0) {
+            r->anchor_found = true;
+        }
     } else {
         if (strcmp(prev, r->head) != 0) {
             return bad(r, file, lineno,
@@ -452,6 +457,7 @@ static void verify_usage(const char *prog, FILE *f)
             "their first sequence number; a directory means every file in it).\n\n"
             "  --genesis        the chain must start at seq 1 (no older file left out)\n"
             "  --anchor=HASH    a head recorded elsewhere earlier must still be in the chain\n"
+            "                   (or the files given start right after it)\n"
             "  --each           every FILE|DIR is a chain of its own (HA replicas: one log\n"
             "                   each), verified on its own\n"
             "  -q               print nothing on success\n\n"

@@ -231,6 +231,19 @@ static void test_genesis_and_anchor(void **state)
     r.anchor = anchor;
     assert_int_equal(check(f, &r, cut), 1);
     assert_false(r.anchor_found);
+    /* the files after the one that ended at the recorded head (a rotated log verified
+       incrementally): the chain continues from the anchor, nothing was removed */
+    const char *after[] = {L(9), L(10), NULL};
+    memset(&r, 0, sizeof(r));
+    r.anchor = anchor;
+    assert_int_equal(check(f, &r, after), 0);
+    assert_true(r.anchor_found);
+    /* ... but not a later part that skips records after it */
+    const char *gap[] = {L(10), NULL};
+    memset(&r, 0, sizeof(r));
+    r.anchor = anchor;
+    assert_int_equal(check(f, &r, gap), 1);
+    assert_false(r.anchor_found);
 }
 
 static void test_verify_command(void **state)

@@ -823,9 +823,35 @@ static int claim_check(struct kms_ctx *c, const struct target *t, bool *own_tomb
 }
 
 /*
+ * Another project whose key t's Transit name also reads as, into out: one that has KMSKeys,
+ * else the nearest other split of the name ('-' before this project's end, else after it).
+ * Any split counts, not only projects kmsd has seen: a project without KMSKeys is still a
+ * namespace whose tokens may have made the key (docs/kmskey.md, "Ownership").
+ */
+static bool other_reading(struct kms_ctx *c, const struct target *t, char *out)
+{
+    const char *rest = target_rest(t);
+    size_t len = strlen(rest), pl = strlen(t->project), at = 0;
+    if (kms_owners_other_project(sched(c)->owners, c->ns.id, rest, t->project, out) == 1) {
+        return true;
+    }
+    for (size_t i = 1; i + 1 < len && i <= KMS_KMSKEY_LABEL_MAX; i++) {
+        if (rest[i] == '-' && i != pl && (at == 0 || i < pl)) {
+            at = i; /* the last split before pl, or the first after it */
+        }
+    }
+    if (at == 0) {
+        return false;
+    }
+    memcpy(out, rest, at);
+    out[at] = '\0';
+    return true;
+}
+
+/*
  * After kms_transit_key_create found the key t names already there: adopt it only when the
  * algorithm matches and, unless t's own tombstone kept it, its name reads as no other
- * project's key (an existing project p' with `<org>-<p'>-<n'>` == the name).
+ * project's key (no other split `<org>-<p'>-<n'>` of the name, p' with KMSKeys or not).
  */
 static int adopt_check(struct kms_ctx *c, const struct target *t, const json_t *spec,
                        const struct kms_key_policy *p, bool own_tombstone)
@@ -855,8 +881,7 @@ static int adopt_check(struct kms_ctx *c, const struct target *t, const json_t *
                         "never does, so it is not adopted; choose another name for this KMSKey",
                         t->transit_name, why);
     }
-    if (!own_tombstone && kms_owners_other_project(sched(c)->owners, c->ns.id, target_rest(t),
-                                                   t->project, other) == 1) {
+    if (!own_tombstone && other_reading(c, t, other)) {
         return KMS_FAIL(c, 400,
                         "Transit key \"%s\" exists without a KMSKey and its name also reads as a "
                         "key of project \"%s\", so it is not adopted (kmsd cannot tell which "

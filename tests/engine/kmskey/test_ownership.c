@@ -147,6 +147,19 @@ static void test_ambiguous_adoption_refused(void **state)
                "Transit key \"org1-b-c-y\" exists without a KMSKey and its name also reads as a "
                "key of project \"b\", so it is not adopted (kmsd cannot tell which project it "
                "belongs to); choose another name for this KMSKey");
+    /* a project with no KMSKey is a reading too: a token of project m (none yet) may have made
+     * org1-m-x-db, encrypted under it and raised its floor before project m-x claims "db" */
+    json_decref(kt_ok(t, 200, "POST", "/v1/transit/keys/org1-m-x-db", ORG, "{}"));
+    expect_err(t, 400, "POST", "m-x", "db", NULL, "{}",
+               "Transit key \"org1-m-x-db\" exists without a KMSKey and its name also reads as a "
+               "key of project \"m\", so it is not adopted (kmsd cannot tell which project it "
+               "belongs to); choose another name for this KMSKey");
+    /* ... and the other way round: a token of project m-x may have made it before m's "x-db" */
+    expect_err(t, 400, "POST", "m", "x-db", NULL, "{}",
+               "Transit key \"org1-m-x-db\" exists without a KMSKey and its name also reads as a "
+               "key of project \"m-x\", so it is not adopted (kmsd cannot tell which project it "
+               "belongs to); choose another name for this KMSKey");
+    json_decref(kms(t, 404, "GET", "m-x", "db", NULL, NULL));
     /* an unambiguous name is adopted as before */
     json_decref(kt_ok(t, 200, "POST", "/v1/transit/keys/org1-q-k", ORG, "{}"));
     json_t *b = kms(t, 200, "POST", "q", "k", NULL, "{}");

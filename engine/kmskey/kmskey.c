@@ -823,16 +823,16 @@ static int claim_check(struct kms_ctx *c, const struct target *t, bool *own_tomb
 }
 
 /*
- * Another project whose key t's Transit name also reads as, into out: one that has KMSKeys,
- * else the nearest other split of the name ('-' before this project's end, else after it).
+ * Another project than `project` whose key `<org>-<rest>` also reads as, into out: one that
+ * has KMSKeys, else the nearest other split ('-' before this project's end, else after it).
  * Any split counts, not only projects kmsd has seen: a project without KMSKeys is still a
  * namespace whose tokens may have made the key (docs/kmskey.md, "Ownership").
  */
-static bool other_reading(struct kms_ctx *c, const struct target *t, char *out)
+static bool other_reading(struct kms_sched *s, const char *ns_id, const char *rest,
+                          const char *project, char *out)
 {
-    const char *rest = target_rest(t);
-    size_t len = strlen(rest), pl = strlen(t->project), at = 0;
-    if (kms_owners_other_project(sched(c)->owners, c->ns.id, rest, t->project, out) == 1) {
+    size_t len = strlen(rest), pl = strlen(project), at = 0;
+    if (kms_owners_other_project(s->owners, ns_id, rest, project, out) == 1) {
         return true;
     }
     for (size_t i = 1; i + 1 < len && i <= KMS_KMSKEY_LABEL_MAX; i++) {
@@ -881,7 +881,7 @@ static int adopt_check(struct kms_ctx *c, const struct target *t, const json_t *
                         "never does, so it is not adopted; choose another name for this KMSKey",
                         t->transit_name, why);
     }
-    if (!own_tombstone && other_reading(c, t, other)) {
+    if (!own_tombstone && other_reading(sched(c), c->ns.id, target_rest(t), t->project, other)) {
         return KMS_FAIL(c, 400,
                         "Transit key \"%s\" exists without a KMSKey and its name also reads as a "
                         "key of project \"%s\", so it is not adopted (kmsd cannot tell which "

@@ -5,6 +5,7 @@
  */
 #include "api/api_int.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -362,21 +363,94 @@ static int coerce_duration(const json_t *v, bool nonneg, int64_t *out, char *why
     return 0;
 }
 
-/* [+-]digits: a number ParseInt refuses only for its size */
-static bool all_digits(const char *s)
+/* Go's underscoreOK: '_' only between digits (a base prefix counts as one). */
+static bool go_underscore_ok(const char *s)
 {
+    char saw = '^';
+    bool hex = false;
     if (*s == '+' || *s == '-') {
         s++;
     }
-    if (*s == '\0') {
-        return false;
+    if (s[0] == '0' && s[1] != '\0' && strchr("bBoOxX", s[1]) != NULL) {
+        hex = s[1] == 'x' || s[1] == 'X';
+        saw = '0';
+        s += 2;
     }
     for (; *s != '\0'; s++) {
-        if (*s < '0' || *s > '9') {
+        if ((*s >= '0' && *s <= '9') || (hex && isxdigit((unsigned char)*s))) {
+            saw = '0';
+        } else if (*s == '_') {
+            if (saw != '0') {
+                return false;
+            }
+            saw = '_';
+        } else if (saw == '_') {
             return false;
+        } else {
+            saw = '!';
         }
     }
-    return true;
+    return saw != '_';
+}
+
+/*
+ * Go's strconv.ParseInt(s, 0, 64), which mapstructure's weak decoding applies to a string or a
+ * JSON number's text: a sign, then 0b/0o/0x or a leading 0 (octal), '_' between digits, no
+ * space. 0 with *out set, -1 invalid syntax, -2 value out of range.
+ */
+static int go_strconv_parse_int(const char *s, int64_t *out)
+{
+    const char *p = s;
+    bool neg = false, underscores = false;
+    unsigned base = 10;
+    uint64_t n = 0;
+    if (*p == '+' || *p == '-') {
+        neg = *p == '-';
+        p++;
+    }
+    if (*p == '\0') {
+        return -1;
+    }
+    if (p[0] == '0') {
+        char b = (char)tolower((unsigned char)p[1]);
+        if (p[1] != '\0' && p[2] != '\0' && (b == 'b' || b == 'o' || b == 'x')) {
+            base = b == 'b' ? 2 : b == 'o' ? 8 : 16;
+            p += 2;
+        } else {
+            base = 8;
+            p++;
+        }
+    }
+    for (; *p != '\0'; p++) {
+        unsigned d;
+        char ch = (char)tolower((unsigned char)*p);
+        if (ch == '_') {
+            underscores = true;
+            continue;
+        }
+        if (ch >= '0' && ch <= '9') {
+            d = (unsigned)(ch - '0');
+        } else if (ch >= 'a' && ch <= 'z') {
+            d = (unsigned)(ch - 'a') + 10;
+        } else {
+            return -1;
+        }
+        if (d >= base) {
+            return -1;
+        }
+        if (n > (UINT64_MAX - d) / base) {
+            return -2;
+        }
+        n = n * base + d;
+    }
+    if (underscores && !go_underscore_ok(s)) {
+        return -1;
+    }
+    if ((!neg && n > (uint64_t)INT64_MAX) || (neg && n > (uint64_t)INT64_MAX + 1)) {
+        return -2;
+    }
+    *out = neg ? (int64_t)(0 - n) : (int64_t)n;
+    return 0;
 }
 
 static int coerce(json_t *v, enum kms_ftype t, json_t **out, char *why, size_t whylen)
@@ -406,34 +480,38 @@ static int coerce(json_t *v, enum kms_ftype t, json_t **out, char *why, size_t w
         }
         return 0;
     case KMS_F_INT: {
-        int64_t iv;
+        /* mapstructure reads a JSON number as its text (json.Number is a string), so a
+         * fraction or an exponent is ParseInt's syntax error, as in "1.0" */
+        int64_t iv = 0;
+        char num[64];
+        const char *text = NULL;
+        int prc = 0;
         if (json_is_integer(v)) {
             *out = json_incref(v);
-        } else if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) &&
-                   fabs(json_real_value(v)) < 9e18) {
-            *out = json_integer((json_int_t)json_real_value(v));
-        } else if (json_is_string(v) && kms_int_parse(json_string_value(v), &iv)) {
-            *out = json_integer(iv);
-        } else if (json_is_string(v) && json_string_value(v)[0] == '\0') {
-            *out = json_integer(0);
-        } else if (json_is_boolean(v)) {
+            return 0;
+        }
+        if (json_is_boolean(v)) {
             *out = json_integer(json_is_true(v) ? 1 : 0);
-        } else if (json_is_string(v) || json_is_real(v)) {
-            /* Go's mapstructure parses the text (a JSON number included) with ParseInt */
-            char num[64];
-            const char *text = json_string_value(v);
-            if (text == NULL) {
-                snprintf(num, sizeof(num), "%.17g", json_real_value(v));
-                text = num;
-            }
-            snprintf(why, whylen, "cannot parse '' as int: strconv.ParseInt: parsing \"%.64s\": %s",
-                     text, all_digits(text) ? "value out of range" : "invalid syntax");
-            return -1;
+            return 0;
+        }
+        if (json_is_string(v)) {
+            text = json_string_value(v);
+            prc = text[0] == '\0' ? 0 : go_strconv_parse_int(text, &iv);
+        } else if (json_is_real(v)) {
+            kms_go_number_text(v, num, sizeof(num));
+            text = num;
+            prc = -1;
         } else {
             snprintf(why, whylen, "'' expected type 'int', got unconvertible type '%s'",
                      json_is_array(v) ? "[]interface {}" : "map[string]interface {}");
             return -1;
         }
+        if (prc != 0) {
+            snprintf(why, whylen, "cannot parse '' as int: strconv.ParseInt: parsing \"%.64s\": %s",
+                     text, prc == -2 ? "value out of range" : "invalid syntax");
+            return -1;
+        }
+        *out = json_integer(iv);
         return 0;
     }
     case KMS_F_BOOL: {
@@ -444,13 +522,17 @@ static int coerce(json_t *v, enum kms_ftype t, json_t **out, char *why, size_t w
             *out = json_boolean(b);
         } else if (json_is_string(v) && json_string_value(v)[0] == '\0') {
             *out = json_false();
-        } else if (json_is_integer(v)) {
+        } else if (json_is_integer(v) &&
+                   (json_integer_value(v) == 0 || json_integer_value(v) == 1)) {
             *out = json_boolean(json_integer_value(v) != 0);
-        } else if (json_is_string(v)) {
+        } else if (json_is_string(v) || json_is_number(v)) {
+            /* a JSON number is its text to mapstructure: ParseBool takes only 1 and 0 */
+            char num[64];
+            kms_go_number_text(v, num, sizeof(num));
             snprintf(why, whylen,
                      "cannot parse '' as bool: strconv.ParseBool: parsing \"%.64s\": invalid "
                      "syntax",
-                     json_string_value(v));
+                     json_is_string(v) ? json_string_value(v) : num);
             return -1;
         } else {
             snprintf(why, whylen, "'' expected type 'bool', got unconvertible type '%s'",

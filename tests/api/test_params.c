@@ -93,8 +93,36 @@ static void test_int(void **state)
 {
     (void)state;
     expect("{\"i\":5}", "i", "5");
-    expect("{\"i\":3.0}", "i", "3");
     expect("{\"i\":\"12\"}", "i", "12");
+    /* strconv.ParseInt(s, 0, 64), as mapstructure's weak decoding calls it: base prefixes,
+     * a leading 0 for octal, '_' between digits, a sign; no space */
+    expect("{\"i\":\"0x1f\"}", "i", "31");
+    expect("{\"i\":\"010\"}", "i", "8");
+    expect("{\"i\":\"0o17\"}", "i", "15");
+    expect("{\"i\":\"-0b11\"}", "i", "-3");
+    expect("{\"i\":\"1_000\"}", "i", "1000");
+    expect("{\"i\":\"+7\"}", "i", "7");
+    expect("{\"i\":\"0\"}", "i", "0");
+    expect("{\"i\":\"-9223372036854775808\"}", "i", "-9223372036854775808");
+    refused("{\"i\":\" 1\"}", "Field validation failed: error converting input for field \"i\": "
+                              "cannot parse '' as int: strconv.ParseInt: parsing \" 1\": invalid "
+                              "syntax");
+    refused("{\"i\":\"1__0\"}", "Field validation failed: error converting input for field "
+                                "\"i\": cannot parse '' as int: strconv.ParseInt: parsing "
+                                "\"1__0\": invalid syntax");
+    refused("{\"i\":\"08\"}", "Field validation failed: error converting input for field \"i\": "
+                              "cannot parse '' as int: strconv.ParseInt: parsing \"08\": invalid "
+                              "syntax");
+    refused("{\"i\":\"0x\"}", "Field validation failed: error converting input for field \"i\": "
+                              "cannot parse '' as int: strconv.ParseInt: parsing \"0x\": invalid "
+                              "syntax");
+    refused("{\"i\":\"9223372036854775808\"}",
+            "Field validation failed: error converting input for field \"i\": cannot parse '' "
+            "as int: strconv.ParseInt: parsing \"9223372036854775808\": value out of range");
+    /* a JSON number is its text to mapstructure (json.Number is a string): 3.0 is no int */
+    refused("{\"i\":3.0}", "Field validation failed: error converting input for field \"i\": "
+                           "cannot parse '' as int: strconv.ParseInt: parsing \"3.0\": invalid "
+                           "syntax");
     expect("{\"i\":\"\"}", "i", "0");
     expect("{\"i\":true}", "i", "1");
     expect("{\"i\":false}", "i", "0");
@@ -124,8 +152,15 @@ static void test_bool(void **state)
     expect("{\"b\":\"False\"}", "b", "false");
     expect("{\"b\":\"0\"}", "b", "false");
     expect("{\"b\":\"\"}", "b", "false");
-    expect("{\"b\":2}", "b", "true");
+    expect("{\"b\":1}", "b", "true");
     expect("{\"b\":0}", "b", "false");
+    /* a JSON number is its text to mapstructure: ParseBool takes 1 and 0, nothing else */
+    refused("{\"b\":2}", "Field validation failed: error converting input for field \"b\": "
+                         "cannot parse '' as bool: strconv.ParseBool: parsing \"2\": invalid "
+                         "syntax");
+    refused("{\"b\":0.5}", "Field validation failed: error converting input for field \"b\": "
+                           "cannot parse '' as bool: strconv.ParseBool: parsing \"0.5\": invalid "
+                           "syntax");
     refused("{\"b\":\"yes\"}", "Field validation failed: error converting input for field \"b\": "
                                "cannot parse '' as bool: strconv.ParseBool: parsing \"yes\": "
                                "invalid syntax");

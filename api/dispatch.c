@@ -504,7 +504,8 @@ static void apply_captures(struct kms_ctx *c)
     for (size_t i = 0; i < c->ncap; i++) {
         char name[64];
         cap_name(c->cap_names[i], name, sizeof(name));
-        if (json_object_get(c->params, name) != NULL) {
+        const json_t *had = json_object_get(c->params, name);
+        if (had != NULL && !json_is_null(had)) { /* OpenBao: raw[k] != nil */
             if (replaced == NULL) {
                 replaced = json_array();
             }

@@ -148,6 +148,10 @@ struct kms_engine {
      * KMS_OFFLOAD_BATCH) on a route not flagged KMS_RT_SLOW: true when it may run long all the
      * same (Transit: an RSA key), so that it runs on the handler threads. NULL = none. */
     bool (*slow)(struct kms_ctx *c);
+    /* A JSON null in a string, int or bool field is that type's zero value, present (OpenBao's
+     * framework: mapstructure decodes nil to the zero and GetOk reports it set), rather than
+     * an absent field that takes the handler's default. */
+    bool null_is_zero;
 };
 
 /* Register an engine (copied; state owned by the API from now on, freed with destroy). */

@@ -625,6 +625,14 @@ int kms_params_apply_fields(struct kms_ctx *c)
             continue;
         }
         if (json_is_null(v)) {
+            bool zero = c->engine != NULL && c->engine->null_is_zero;
+            if (zero && f->type == KMS_F_STRING) {
+                json_object_set_new(c->params, k, json_string(""));
+            } else if (zero && f->type == KMS_F_INT) {
+                json_object_set_new(c->params, k, json_integer(0));
+            } else if (zero && f->type == KMS_F_BOOL) {
+                json_object_set_new(c->params, k, json_false());
+            }
             continue;
         }
         json_t *cv = NULL;

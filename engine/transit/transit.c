@@ -2916,6 +2916,7 @@ int kms_transit_engine(struct kms_api *api, size_t key_cache_size, struct kms_en
     out->tick = kms_transit_tick;
     out->destroy = transit_destroy;
     out->authorize = transit_authorize;
+    out->null_is_zero = true;
     out->slow = transit_slow;
     *state_out = t;
     return 0;

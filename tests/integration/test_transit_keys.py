@@ -656,5 +656,53 @@ class ExportTest(KmsdTestCase):
         self.assertStatus(r, 404)
 
 
+class NullValueTest(KmsdTestCase):
+    """A JSON null is OpenBao's zero value of the field, set (mapstructure decodes nil to the
+    zero and the framework's GetOk reports it present), not an absent field with its default
+    (sdk/framework/field_data.go getPrimitive)."""
+
+    def test_null_is_the_zero_value(self):
+        r = self.req("POST", "transit/keys/" + self.uniq("n"), {"type": None})
+        self.assertError(r, 400, "unknown key type ")
+        r = self.req("POST", "transit/random", {"bytes": None})
+        self.assertError(r, 400, "'bytes' cannot be less than 1")
+        r = self.req("POST", "transit/random", {"format": None})
+        self.assertError(r, 400, 'unsupported encoding format ""; must be "hex" or "base64"')
+        name = self.uniq("n")
+        self.assertStatus(self.req("POST", "transit/keys/" + name, {}), 200)
+        r = self.req("POST", "transit/datakey/wrapped/" + name, {"bits": None})
+        self.assertError(r, 400, "invalid bit length")
+        # GetOk("plaintext") is set: the empty plaintext is encrypted
+        r = self.req("POST", "transit/encrypt/" + name, {"plaintext": None})
+        self.assertStatus(r, 200)
+        r = self.req("POST", "transit/decrypt/" + name, {"ciphertext": r.data["ciphertext"]})
+        self.assertStatus(r, 200)
+        self.assertEqual(r.data["plaintext"], "")
+        r = self.req("POST", "transit/hmac/" + name, {"input": None})
+        self.assertStatus(r, 200)
+        self.assertTrue(r.data["hmac"].startswith("vault:v1:"), r.describe())
+        # min_decryption_version present as 0: forced to 1 with OpenBao's warning
+        for _ in range(2):
+            self.assertStatus(self.req("POST", "transit/keys/%s/rotate" % name), 200)
+        self.configure(name, min_decryption_version=3)
+        r = self.req("POST", "transit/keys/%s/config" % name, {"min_decryption_version": None})
+        self.assertStatus(r, 200)
+        self.assertEqual(r.data["min_decryption_version"], 1)
+        self.assertEqual(r.warnings, ["since Vault 0.3 (prior to the OpenBao fork), transit key "
+                                      "numbering starts at 1; forcing minimum to 1"])
+        # a null duration is absent (getPrimitive's nil case), and so is a null batch_input
+        r = self.req("POST", "transit/keys/%s/config" % name, {"auto_rotate_period": None})
+        self.assertStatus(r, 200)
+        self.assertEqual(r.data["auto_rotate_period"], 0)
+        r = self.req("POST", "transit/encrypt/" + name, {"plaintext": "eA==",
+                                                          "batch_input": None})
+        self.assertStatus(r, 200)
+        self.assertIn("ciphertext", r.data)
+        # a null body field beside a path capture is not "replaced" (raw[k] != nil)
+        r = self.req("POST", "transit/keys/%s/rotate" % name, {"name": None})
+        self.assertStatus(r, 200)
+        self.assertIsNone(r.warnings)
+
+
 if __name__ == "__main__":
     unittest.main()

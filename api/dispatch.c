@@ -513,6 +513,20 @@ static void apply_captures(struct kms_ctx *c)
         }
         json_object_del(c->params, name);
     }
+    for (const char *a = c->route->absent_caps; a != NULL && *a != '\0';) {
+        char name[64];
+        size_t n = strcspn(a, " ");
+        snprintf(name, sizeof(name), "%.*s", (int)n, a);
+        const json_t *had = json_object_get(c->params, name);
+        if (had != NULL && !json_is_null(had)) {
+            if (replaced == NULL) {
+                replaced = json_array();
+            }
+            json_array_append_new(replaced, json_string(name));
+        }
+        json_object_del(c->params, name);
+        a += n + (a[n] == ' ');
+    }
     if (replaced != NULL) {
         char buf[512] = "";
         size_t o = 0;

@@ -104,6 +104,10 @@ struct kms_route {
     const struct kms_field *fields;   /* NULL-terminated by name == NULL; NULL = no fields */
     int (*exists)(struct kms_ctx *c); /* 1 yes, 0 no, -1 error */
     const char *resource;             /* audit resource ("KMSKey"); NULL = the engine's */
+    /* Space-separated names of the optional path parameters OpenBao's pattern has and this row
+     * leaves out (restore's "name"): OpenBao captures them empty, so a body field of that name
+     * is replaced (dropped, with the warning) as if the path had given it. NULL = none. */
+    const char *absent_caps;
     /* When one row serves several audit ops, names the op from the parameters (called before
      * the handler, so both audit lines agree); NULL or a NULL answer = on[op].audit_op. */
     const char *(*audit_op_of)(const struct kms_ctx *c);

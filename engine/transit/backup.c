@@ -776,9 +776,8 @@ int kms_transit_restore(struct kms_ctx *c)
         KMS_FAILW(c, 500, "invalid backup: %s", doc == NULL ? jerr.text : "no policy");
         goto out;
     }
-    if (name == NULL || name[0] == '\0') {
-        (void)kms_param_str(c, "name", &name);
-    }
+    /* a body "name" never gets here: OpenBao's restore pattern captures it (empty) over the
+     * body, so without one in the path the backup's name is restored */
     if (name == NULL || name[0] == '\0') {
         name = json_string_value(json_object_get(pol, "name"));
     }

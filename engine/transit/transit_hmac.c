@@ -423,14 +423,15 @@ static bool valid_source(const char *s)
 
 int kms_transit_random(struct kms_ctx *c)
 {
-    const char *a = kms_cap(c, "a");
-    const char *b = kms_cap(c, "b");
+    /* the source and the count come from the path only: OpenBao captures both, empty when the
+     * path has none, over any body field of the same name (the route's absent_caps) */
+    const char *a = kms_cap(c, "source");
+    const char *b = kms_cap(c, "urlbytes");
     const char *source = "platform";
     const char *format = "base64";
     const char *count = NULL;
     int64_t bytes = 32;
 
-    (void)kms_param_str(c, "source", &source);
     (void)kms_param_int(c, "bytes", &bytes);
     (void)kms_param_str(c, "format", &format);
     if (a != NULL && b != NULL) {

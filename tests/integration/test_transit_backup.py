@@ -139,6 +139,18 @@ class TransitBackupTest(KmsdTestCase):
         self.assertEqual(cli.secrets.transit.restore_key(backup, name=other,
                                                          force=True).status_code, 204)
 
+    def test_restore_name_only_from_the_path(self):
+        # restore's pattern captures "name" (empty without one) over the body's, so a body name
+        # is replaced and the backup's own name is restored (OpenBao path_restore.go)
+        name = self.uniq("bkn")
+        self.assertStatus(self.req("POST", "transit/keys/" + name,
+                                   {"exportable": True, "allow_plaintext_backup": True}), 200)
+        backup = self.req("GET", "transit/backup/" + name).data["backup"]
+        other = self.uniq("bkn-other")
+        r = self.req("POST", "transit/restore", {"backup": backup, "name": other})
+        self.assertError(r, 500, multierror('key "%s" already exists' % name))
+        self.assertStatus(self.req("GET", "transit/keys/" + other), 404)
+
     def test_openbao_asymmetric_backup_restores(self):
         cli = self.client()
         t = cli.secrets.transit

@@ -190,9 +190,32 @@ class HmacHashRandomTest(KmsdTestCase):
         self.assertError(self.req("POST", "transit/random/hex", {}), 400,
                          'error parsing url-set byte count: strconv.Atoi: parsing "hex": '
                          'invalid syntax')
-        self.assertError(self.req("POST", "transit/random", {"source": "moon"}), 400,
+        self.assertError(self.req("POST", "transit/random/moon/8", {}), 400,
                          'unsupported entropy source "moon"; must be "platform" or "seal", '
                          'or "all"')
+
+    def test_random_source_and_algorithm_only_from_the_path(self):
+        # OpenBao's patterns capture "source"/"urlbytes" and "urlalgorithm" empty when the path
+        # has none, and a capture replaces the body field of its name (framework/backend.go)
+        replaced = ("Endpoint replaced the value of these parameters with the values captured "
+                    "from the endpoint's path: [%s]")
+        r = self.req("POST", "transit/random", {"source": "moon"})
+        self.assertEqual(r.status, 200, r.describe())
+        self.assertEqual(r.json["warnings"], [replaced % "source"])
+        r = self.req("POST", "transit/random", {"source": "seal", "urlbytes": "4"})
+        self.assertEqual(r.status, 200, r.describe())
+        self.assertEqual(len(base64.b64decode(r.json["data"]["random_bytes"])), 32)
+        self.assertEqual(r.json["warnings"], [replaced % "source urlbytes"])
+        r = self.req("POST", "transit/random/seal", {"source": "moon", "bytes": 4})
+        self.assertEqual(r.status, 200, r.describe())
+        self.assertEqual(len(base64.b64decode(r.json["data"]["random_bytes"])), 4)
+        self.assertEqual(r.json["warnings"], [
+            "no seal/entropy augmentation available, using platform entropy source",
+            replaced % "source"])
+        r = self.req("POST", "transit/hash", {"input": "eA==", "urlalgorithm": "sha2-512"})
+        self.assertEqual(r.status, 200, r.describe())
+        self.assertEqual(len(r.json["data"]["sum"]), 64)
+        self.assertEqual(r.json["warnings"], [replaced % "urlalgorithm"])
 
 
 if __name__ == "__main__":

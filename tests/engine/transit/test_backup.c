@@ -175,11 +175,11 @@ static void test_backup_round_trip_aead(void **state)
         tt_req(t, 200, "POST", "/v1/transit/keys/k/config", "{\"min_decryption_version\":1}"));
     tt_decrypt_is(t, "k", ct[0], NULL, pt);
 
-    /* under another name: restore/:name, and "name" in the body */
+    /* under another name: restore/:name; a "name" in the body is replaced by the path's empty
+     * capture, as in OpenBao, so the backup's own (existing) name is restored to */
     restore(t, 204, "/v1/transit/restore/copy", b64, NULL);
     tt_decrypt_is(t, "copy", ct[2], NULL, pt);
-    restore(t, 204, "/v1/transit/restore", b64, "\"name\":\"copy2\"");
-    tt_decrypt_is(t, "copy2", ct[1], NULL, pt);
+    restore(t, 500, "/v1/transit/restore", b64, "\"name\":\"copy2\"");
     for (int i = 0; i < 3; i++) {
         free(ct[i]);
     }

@@ -151,6 +151,20 @@ class TransitBackupTest(KmsdTestCase):
         self.assertError(r, 500, multierror('key "%s" already exists' % name))
         self.assertStatus(self.req("GET", "transit/keys/" + other), 404)
 
+    def test_restore_answers_204_with_unknown_or_replaced_fields(self):
+        # restore returns no response, so OpenBao's framework adds no warnings: 204
+        # (sdk/framework/backend.go only warns on a non-nil response)
+        name = self.uniq("bkw")
+        self.assertStatus(self.req("POST", "transit/keys/" + name,
+                                   {"exportable": True, "allow_plaintext_backup": True}), 200)
+        backup = self.req("GET", "transit/backup/" + name).data["backup"]
+        other = self.uniq("bkw-other")
+        r = self.req("POST", "transit/restore/" + other,
+                     {"backup": backup, "name": "x", "bogus": 1})
+        self.assertStatus(r, 204)
+        self.assertEqual(r.body, b"")
+        self.assertStatus(self.req("GET", "transit/keys/" + other), 200)
+
     def test_openbao_asymmetric_backup_restores(self):
         cli = self.client()
         t = cli.secrets.transit

@@ -972,8 +972,12 @@ int kms_transit_string_batch(struct kms_ctx *c, json_t *bi, const char *go_item,
         }
     }
     if (o > 0) {
+        /* the items' errors are joined (errors.Join), which mapstructure's Decode introduces */
         json_decref(items);
-        return KMS_FAILW(c, 500, "failed to parse batch input: %s", errs);
+        return KMS_FAILW(c, 500,
+                         "failed to parse batch input: decoding failed due to the following "
+                         "error(s):\n\n%s",
+                         errs);
     }
     if (json_array_size(items) == 0) {
         json_decref(items);
@@ -1172,8 +1176,11 @@ static int collect_items(struct kms_ctx *c, const char *const *allowed, bool ms,
         }
     }
     if (eo > 0) {
+        /* rewrap's mapstructure.Decode joins the items' errors and says so first; encrypt and
+         * decrypt's own decoder returns the bare errors.Join */
         free_items(items, count);
-        return KMS_FAILW(c, 500, "failed to parse batch input: %s", errs);
+        return KMS_FAILW(c, 500, "failed to parse batch input: %s%s",
+                         ms ? "decoding failed due to the following error(s):\n\n" : "", errs);
     }
     *out = items;
     *n = count;

@@ -836,7 +836,9 @@ class BatchTest(KmsdTestCase):
                  "'[0].reference' expected type 'string', got unconvertible type "
                  "'json.Number'\n'[1].context' expected type 'string', got unconvertible "
                  "type 'bool'"),
+                # mapstructure.Decode joins the items' errors and says so
                 ("rewrap", {"batch_input": ["x"]},
+                 "decoding failed due to the following error(s):\n\n"
                  "'[0]' expected a map or struct, got \"string\"")):
             with self.subTest(path=path, body=body):
                 self.assertError(self.req("POST", "transit/%s/%s" % (path, name), body), 500,

@@ -110,7 +110,8 @@ class HmacHashRandomTest(KmsdTestCase):
         self.assertError(
             self.req("POST", "transit/verify/" + self.key,
                      {"batch_input": [{"input": b64("hello"), "hmac": mac}, 7]}), 500,
-            multierror("failed to parse batch input: '[1]' expected type "
+            multierror("failed to parse batch input: decoding failed due to the following "
+                       "error(s):\n\n'[1]' expected type "
                        "'transit.batchRequestVerifyItem', got unconvertible type 'json.Number'"))
         # both fields: counted as a signature item (an AES key cannot verify signatures)
         self.assertError(
@@ -144,7 +145,8 @@ class HmacHashRandomTest(KmsdTestCase):
         # items that are not objects fail the request; numbers are their text, null is ""
         self.assertError(
             self.req("POST", "transit/hmac/" + self.key, {"batch_input": ["eA=="]}), 500,
-            multierror("failed to parse batch input: '[0]' expected type "
+            multierror("failed to parse batch input: decoding failed due to the following "
+                       "error(s):\n\n'[0]' expected type "
                        "'transit.batchRequestHMACItem', got unconvertible type 'string'"))
         r = self.req("POST", "transit/hmac/" + self.key, {"batch_input": [
             {"input": None, "reference": 12}]})

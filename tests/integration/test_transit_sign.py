@@ -49,8 +49,9 @@ class SigningKeysTest(KmsdTestCase):
         self.assertTrue(res[1]["signature"].startswith("vault:v1:"))
         r = self.req("POST", "transit/sign/" + name, {"batch_input": [True]})
         self.assertStatus(r, 500)
-        self.assertIn("'[0]' expected type 'transit.batchRequestSignItem', got unconvertible type "
-                      "'bool'", r.errors[0])
+        self.assertIn("failed to parse batch input: decoding failed due to the following "
+                      "error(s):\n\n'[0]' expected type 'transit.batchRequestSignItem', got "
+                      "unconvertible type 'bool'", r.errors[0])
     def test_batch_values_null_and_numbers_decode_as_openbao(self):
         """sign's items are decoded by mapstructure into string maps: a null value is the
         empty string (a null context is no context), a number is its text."""

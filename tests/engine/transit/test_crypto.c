@@ -479,11 +479,13 @@ static void test_batch_malformed(void **state)
             "got unconvertible type 'json.Number'\n\n");
     /* rewrap decodes with mapstructure: a number is its text, its own words otherwise */
     tt_fail(t, 500, "POST", "/v1/transit/rewrap/bm", "{\"batch_input\":[\"x\",[]]}",
-            "1 error occurred:\n\t* failed to parse batch input: '[0]' expected a map or struct, "
+            "1 error occurred:\n\t* failed to parse batch input: decoding failed due to the "
+            "following error(s):\n\n'[0]' expected a map or struct, "
             "got \"string\"\n'[1]' expected a map or struct, got \"slice\"\n\n");
     tt_fail(t, 500, "POST", "/v1/transit/rewrap/bm",
             "{\"batch_input\":[{\"ciphertext\":\"x\",\"key_version\":2.0}]}",
-            "1 error occurred:\n\t* failed to parse batch input: '[0].key_version' cannot parse "
+            "1 error occurred:\n\t* failed to parse batch input: decoding failed due to the "
+            "following error(s):\n\n'[0].key_version' cannot parse "
             "value as 'int': strconv.ParseInt: parsing \"2.0\": invalid syntax\n\n");
     json_t *rw = tt_req(t, 200, "POST", "/v1/transit/rewrap/bm",
                         "{\"batch_input\":[{\"ciphertext\":5,\"reference\":7}]}");

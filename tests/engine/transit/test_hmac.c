@@ -156,10 +156,12 @@ static void test_hmac_batch(void **state)
             "1 error occurred:\n\t* failed to parse batch input: '' source data must be an "
             "array or slice, got map\n\n");
     tt_fail(t, 500, "POST", "/v1/transit/hmac/hb", "{\"batch_input\":[{\"input\":true}]}",
-            "1 error occurred:\n\t* failed to parse batch input: '[0][input]' expected type "
+            "1 error occurred:\n\t* failed to parse batch input: decoding failed due to the "
+            "following error(s):\n\n'[0][input]' expected type "
             "'string', got unconvertible type 'bool'\n\n");
     tt_fail(t, 500, "POST", "/v1/transit/hmac/hb", "{\"batch_input\":[{\"input\":\"eA==\"},1,[]]}",
-            "1 error occurred:\n\t* failed to parse batch input: '[1]' expected type "
+            "1 error occurred:\n\t* failed to parse batch input: decoding failed due to the "
+            "following error(s):\n\n'[1]' expected type "
             "'transit.batchRequestHMACItem', got unconvertible type 'json.Number'\n'[2]' "
             "expected type 'transit.batchRequestHMACItem', got unconvertible type '[]interface "
             "{}'\n\n");

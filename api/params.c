@@ -483,8 +483,6 @@ static int coerce(json_t *v, enum kms_ftype t, json_t **out, char *why, size_t w
         /* mapstructure reads a JSON number as its text (json.Number is a string), so a
          * fraction or an exponent is ParseInt's syntax error, as in "1.0" */
         int64_t iv = 0;
-        char num[64];
-        const char *text = NULL;
         int prc = 0;
         if (json_is_integer(v)) {
             *out = json_incref(v);
@@ -495,11 +493,9 @@ static int coerce(json_t *v, enum kms_ftype t, json_t **out, char *why, size_t w
             return 0;
         }
         if (json_is_string(v)) {
-            text = json_string_value(v);
+            const char *text = json_string_value(v);
             prc = text[0] == '\0' ? 0 : go_strconv_parse_int(text, &iv);
         } else if (json_is_real(v)) {
-            kms_go_number_text(v, num, sizeof(num));
-            text = num;
             prc = -1;
         } else {
             snprintf(why, whylen, "'' expected type 'int', got unconvertible type '%s'",
@@ -507,8 +503,9 @@ static int coerce(json_t *v, enum kms_ftype t, json_t **out, char *why, size_t w
             return -1;
         }
         if (prc != 0) {
-            snprintf(why, whylen, "cannot parse '' as int: strconv.ParseInt: parsing \"%.64s\": %s",
-                     text, prc == -2 ? "value out of range" : "invalid syntax");
+            /* go-viper/mapstructure v2.4+ words, the value left out (wrapStrconvNumError) */
+            snprintf(why, whylen, "'' cannot parse value as 'int': strconv.ParseInt: %s",
+                     prc == -2 ? "value out of range" : "invalid syntax");
             return -1;
         }
         *out = json_integer(iv);
@@ -527,12 +524,8 @@ static int coerce(json_t *v, enum kms_ftype t, json_t **out, char *why, size_t w
             *out = json_boolean(json_integer_value(v) != 0);
         } else if (json_is_string(v) || json_is_number(v)) {
             /* a JSON number is its text to mapstructure: ParseBool takes only 1 and 0 */
-            char num[64];
-            kms_go_number_text(v, num, sizeof(num));
             snprintf(why, whylen,
-                     "cannot parse '' as bool: strconv.ParseBool: parsing \"%.64s\": invalid "
-                     "syntax",
-                     json_is_string(v) ? json_string_value(v) : num);
+                     "'' cannot parse value as 'bool': strconv.ParseBool: invalid syntax");
             return -1;
         } else {
             snprintf(why, whylen, "'' expected type 'bool', got unconvertible type '%s'",

@@ -104,43 +104,36 @@ static void test_int(void **state)
     expect("{\"i\":\"+7\"}", "i", "7");
     expect("{\"i\":\"0\"}", "i", "0");
     expect("{\"i\":\"-9223372036854775808\"}", "i", "-9223372036854775808");
-    refused("{\"i\":\" 1\"}", "Field validation failed: error converting input for field \"i\": "
-                              "cannot parse '' as int: strconv.ParseInt: parsing \" 1\": invalid "
-                              "syntax");
-    refused("{\"i\":\"1__0\"}", "Field validation failed: error converting input for field "
-                                "\"i\": cannot parse '' as int: strconv.ParseInt: parsing "
-                                "\"1__0\": invalid syntax");
-    refused("{\"i\":\"08\"}", "Field validation failed: error converting input for field \"i\": "
-                              "cannot parse '' as int: strconv.ParseInt: parsing \"08\": invalid "
-                              "syntax");
-    refused("{\"i\":\"0x\"}", "Field validation failed: error converting input for field \"i\": "
-                              "cannot parse '' as int: strconv.ParseInt: parsing \"0x\": invalid "
-                              "syntax");
+    refused("{\"i\":\" 1\"}", "Field validation failed: error converting input for field \"i\": '' "
+                              "cannot parse value as 'int': strconv.ParseInt: invalid syntax");
+    refused("{\"i\":\"1__0\"}", "Field validation failed: error converting input for field \"i\": "
+                                "'' cannot parse value as 'int': strconv.ParseInt: invalid syntax");
+    refused("{\"i\":\"08\"}", "Field validation failed: error converting input for field \"i\": '' "
+                              "cannot parse value as 'int': strconv.ParseInt: invalid syntax");
+    refused("{\"i\":\"0x\"}", "Field validation failed: error converting input for field \"i\": '' "
+                              "cannot parse value as 'int': strconv.ParseInt: invalid syntax");
     refused("{\"i\":\"9223372036854775808\"}",
-            "Field validation failed: error converting input for field \"i\": cannot parse '' "
-            "as int: strconv.ParseInt: parsing \"9223372036854775808\": value out of range");
+            "Field validation failed: error converting input for field \"i\": '' cannot parse "
+            "value as 'int': strconv.ParseInt: value out of range");
     /* a JSON number is its text to mapstructure (json.Number is a string): 3.0 is no int */
-    refused("{\"i\":3.0}", "Field validation failed: error converting input for field \"i\": "
-                           "cannot parse '' as int: strconv.ParseInt: parsing \"3.0\": invalid "
-                           "syntax");
+    refused("{\"i\":3.0}", "Field validation failed: error converting input for field \"i\": '' "
+                           "cannot parse value as 'int': strconv.ParseInt: invalid syntax");
     expect("{\"i\":\"\"}", "i", "0");
     expect("{\"i\":true}", "i", "1");
     expect("{\"i\":false}", "i", "0");
     refused("{\"i\":\"abc\"}", "Field validation failed: error converting input for field \"i\": "
-                               "cannot parse '' as int: strconv.ParseInt: parsing \"abc\": invalid "
-                               "syntax");
+                               "'' cannot parse value as 'int': strconv.ParseInt: invalid syntax");
     refused("{\"i\":[1]}", "Field validation failed: error converting input for field \"i\": '' "
                            "expected type 'int', got unconvertible type '[]interface {}'");
     refused("{\"i\":{}}", "Field validation failed: error converting input for field \"i\": '' "
                           "expected type 'int', got unconvertible type 'map[string]interface {}'");
     /* a fractional number is no int: Go's mapstructure parses its text */
-    refused("{\"i\":2.5}", "Field validation failed: error converting input for field \"i\": "
-                           "cannot parse '' as int: strconv.ParseInt: parsing \"2.5\": invalid "
-                           "syntax");
+    refused("{\"i\":2.5}", "Field validation failed: error converting input for field \"i\": '' "
+                           "cannot parse value as 'int': strconv.ParseInt: invalid syntax");
     /* digits too many for 64 bits are out of range, not bad syntax */
     refused("{\"i\":\"99999999999999999999\"}",
-            "Field validation failed: error converting input for field \"i\": cannot parse '' "
-            "as int: strconv.ParseInt: parsing \"99999999999999999999\": value out of range");
+            "Field validation failed: error converting input for field \"i\": '' cannot parse "
+            "value as 'int': strconv.ParseInt: value out of range");
 }
 
 static void test_bool(void **state)
@@ -155,15 +148,13 @@ static void test_bool(void **state)
     expect("{\"b\":1}", "b", "true");
     expect("{\"b\":0}", "b", "false");
     /* a JSON number is its text to mapstructure: ParseBool takes 1 and 0, nothing else */
-    refused("{\"b\":2}", "Field validation failed: error converting input for field \"b\": "
-                         "cannot parse '' as bool: strconv.ParseBool: parsing \"2\": invalid "
-                         "syntax");
-    refused("{\"b\":0.5}", "Field validation failed: error converting input for field \"b\": "
-                           "cannot parse '' as bool: strconv.ParseBool: parsing \"0.5\": invalid "
-                           "syntax");
-    refused("{\"b\":\"yes\"}", "Field validation failed: error converting input for field \"b\": "
-                               "cannot parse '' as bool: strconv.ParseBool: parsing \"yes\": "
-                               "invalid syntax");
+    refused("{\"b\":2}", "Field validation failed: error converting input for field \"b\": '' "
+                         "cannot parse value as 'bool': strconv.ParseBool: invalid syntax");
+    refused("{\"b\":0.5}", "Field validation failed: error converting input for field \"b\": '' "
+                           "cannot parse value as 'bool': strconv.ParseBool: invalid syntax");
+    refused("{\"b\":\"yes\"}",
+            "Field validation failed: error converting input for field \"b\": '' cannot parse "
+            "value as 'bool': strconv.ParseBool: invalid syntax");
     refused("{\"b\":[]}", "Field validation failed: error converting input for field \"b\": '' "
                           "expected type 'bool', got unconvertible type '[]interface {}'");
     refused("{\"b\":{}}", "Field validation failed: error converting input for field \"b\": '' "

@@ -522,7 +522,9 @@ const struct kms_field kms_transit_import_fields[] = {
     {"allow_plaintext_backup", KMS_F_BOOL},
     {"context", KMS_F_STRING},
     {"auto_rotate_period", KMS_F_UDURATION},
-    {"convergent_encryption", KMS_F_BOOL},
+    /* not in OpenBao's schema: its mere presence (d.Raw) refuses the import, whatever its
+     * value, so it is taken as it comes */
+    {"convergent_encryption", KMS_F_RAW},
     {NULL, 0},
 };
 

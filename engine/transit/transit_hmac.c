@@ -487,8 +487,12 @@ int kms_transit_random(struct kms_ctx *c)
 }
 
 const struct kms_field kms_transit_hmac_fields[] = {
-    {"input", KMS_F_STRING},    {"algorithm", KMS_F_STRING}, {"key_version", KMS_F_INT},
-    {"batch_input", KMS_F_RAW}, {"reference", KMS_F_STRING}, {NULL, 0},
+    /* OpenBao's schema (path_hmac.go): a top-level "reference" is an unknown parameter */
+    {"input", KMS_F_STRING},
+    {"algorithm", KMS_F_STRING},
+    {"key_version", KMS_F_INT},
+    {"batch_input", KMS_F_RAW},
+    {NULL, 0},
 };
 
 const struct kms_field kms_transit_verify_fields[] = {
@@ -502,8 +506,7 @@ const struct kms_field kms_transit_verify_fields[] = {
     {"signature_algorithm", KMS_F_STRING},
     {"marshaling_algorithm", KMS_F_STRING},
     {"salt_length", KMS_F_STRING},
-    {"key_version", KMS_F_INT},
-    {"batch_input", KMS_F_RAW},
+    {"batch_input", KMS_F_RAW}, /* no key_version: the signature or HMAC names its version */
     {NULL, 0},
 };
 

@@ -196,6 +196,20 @@ class HmacHashRandomTest(KmsdTestCase):
                          'unsupported entropy source "moon"; must be "platform" or "seal", '
                          'or "all"')
 
+    def test_parameters_outside_openbaos_schema_are_ignored_with_a_warning(self):
+        # path_hmac.go has no top-level "reference", verify (path_sign_verify.go) no
+        # "key_version": both are unrecognized parameters, whatever their value
+        ignored = "Endpoint ignored these unrecognized parameters: [%s]"
+        r = self.req("POST", "transit/hmac/" + self.key, {"input": "eA==", "reference": "r"})
+        self.assertEqual(r.status, 200, r.describe())
+        self.assertEqual(r.json["warnings"], [ignored % "reference"])
+        mac = r.json["data"]["hmac"]
+        r = self.req("POST", "transit/verify/" + self.key,
+                     {"input": "eA==", "hmac": mac, "key_version": "not a number"})
+        self.assertEqual(r.status, 200, r.describe())
+        self.assertIs(r.json["data"]["valid"], True)
+        self.assertEqual(r.json["warnings"], [ignored % "key_version"])
+
     def test_random_source_and_algorithm_only_from_the_path(self):
         # OpenBao's patterns capture "source"/"urlbytes" and "urlalgorithm" empty when the path
         # has none, and a capture replaces the body field of its name (framework/backend.go)

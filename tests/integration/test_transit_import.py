@@ -265,6 +265,9 @@ class TransitImportTest(KmsdTestCase):
              wrapped("crypto/rsa: decryption error")),
             ({"ciphertext": good, "convergent_encryption": True}, 500,
              wrapped("import cannot be used on keys with convergent encryption enabled")),
+            # not in OpenBao's schema: present at all (d.Raw), whatever the value, refuses
+            ({"ciphertext": good, "convergent_encryption": "not a bool"}, 500,
+             wrapped("import cannot be used on keys with convergent encryption enabled")),
             ({"ciphertext": good, "auto_rotate_period": "2h"}, 500,
              wrapped("allow_rotation must be set to true if auto-rotation is enabled")),
             ({"ciphertext": good, "type": "aes128-gcm96"}, 500,

@@ -310,11 +310,23 @@ static int lookup_accessor(struct kms_ctx *c)
     return rc;
 }
 
+/* An accessor no token of this namespace has is no error here (OpenBao: 200 and a warning);
+ * lookup-accessor and renew-accessor answer 400 "invalid accessor" for it. */
 static int revoke_accessor(struct kms_ctx *c)
 {
     struct kms_token t;
-    int rc = accessor_token(c, &t);
-    if (rc == 0 && kms_auth_token_revoke(kms_api_auth(c->api), t.hash) < 0) {
+    const char *acc = "";
+    int rc = 0;
+    if (!kms_param_str(c, "accessor", &acc) || acc[0] == '\0') {
+        return KMS_FAIL(c, 400, "missing accessor");
+    }
+    int g = kms_auth_token_lookup_accessor(kms_api_auth(c->api), acc, &t);
+    if (g < 0) {
+        rc = KMS_FAILW(c, 500, "internal error");
+    } else if (g != 0 || strcmp(t.ns_id, c->ns.id) != 0) {
+        kms_warn(c, "No token found with this accessor");
+        rc = kms_reply_warnings(c);
+    } else if (kms_auth_token_revoke(kms_api_auth(c->api), t.hash) < 0) {
         rc = KMS_FAILW(c, 500, "internal error");
     }
     kms_memzero(&t, sizeof(t));

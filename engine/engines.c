@@ -58,6 +58,7 @@ int kms_engines_create(struct kms_storage *st, const struct kms_api_opts *opts,
     }
     kms_transit_set_owner_check(ts, kms_kmskey_transit_allows, kmskey.state);
     kms_transit_set_managed_check(ts, kms_kmskey_transit_managed, kmskey.state);
+    kms_transit_set_created_hook(ts, kms_kmskey_transit_created, kmskey.state);
     *out = api;
     api = NULL;
     rc = 0;

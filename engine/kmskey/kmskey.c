@@ -16,11 +16,12 @@
  * Ownership. '-' is legal in projects and names, so `<org>-b-c-d` reads as KMSKey `c-d` of
  * project `b` and as KMSKey `d` of project `b-c`. Beside the schedule the engine keeps an
  * index (owners.c) of the Transit name every KMSKey owns, rebuilt from the records at start-up:
- * a KMSKey is created only when no other KMSKey (or retained-key tombstone, written when a
- * KMSKey is deleted with deletionPolicy retain) owns its Transit name; an existing Transit key
- * nobody owns is adopted only when its name reads as no other project's; and every action and
- * the controller touch a Transit key only through the KMSKey that owns it. The same index
- * answers Transit's ownership check for project-bound tokens (kms_kmskey_transit_allows).
+ * a KMSKey is created only when no other KMSKey (or tombstone, written when a KMSKey is
+ * deleted with deletionPolicy retain, or when a project's token makes a Transit key whose name
+ * other projects' could also claim: kms_kmskey_transit_created) owns its Transit name; an existing
+ * Transit key nobody owns is adopted only when its name reads as no other project's; and every
+ * action and the controller touch a Transit key only through the KMSKey that owns it. The same
+ * index answers Transit's ownership check for project-bound tokens (kms_kmskey_transit_allows).
  */
 #include "engine/kmskey/kmskey_int.h"
 #include "engine/transit/transit.h"
@@ -34,8 +35,9 @@
 #define NAME_MAX_LEN KMS_KMSKEY_LABEL_MAX
 #define PROJECT_MAX_LEN KMS_KMSKEY_LABEL_MAX
 #define RETRY_SECONDS 10
-/* Tombstones of retained Transit keys: "<ns id>/.retained/<project>/<name>" in the KMSKey
- * database ('.' is never part of a project, so no KMSKey list or record key meets them). */
+/* Tombstones of retained (or project-made) Transit keys: "<ns id>/.retained/<project>/<name>"
+ * in the KMSKey database ('.' is never part of a project, so no KMSKey list or record key
+ * meets them). */
 #define RETAINED_SEG ".retained"
 /* The token metadata a Kubernetes login writes: the ServiceAccount's namespace, i.e. the
  * Kube-DC project the token is bound to. */
@@ -563,7 +565,8 @@ static int load_cb(const uint8_t *key, size_t keylen, const uint8_t *val, size_t
             if (p3 != NULL) {
                 *p3 = '\0';
                 if (kms_owners_add(s->owners, k, p2 + 1, p3 + 1,
-                                   json_string_value(json_object_get(rec, "created")), true) != 0) {
+                                   json_string_value(json_object_get(rec, "created")), true,
+                                   json_is_true(json_object_get(rec, "made"))) != 0) {
                     s->load_failed = true;
                 }
             }
@@ -573,8 +576,8 @@ static int load_cb(const uint8_t *key, size_t keylen, const uint8_t *val, size_t
             sched_put_locked(s, &e);
             json_t *created =
                 json_object_get(json_object_get(rec, "metadata"), "creationTimestamp");
-            if (kms_owners_add(s->owners, k, p1 + 1, p2 + 1, json_string_value(created), false) !=
-                0) {
+            if (kms_owners_add(s->owners, k, p1 + 1, p2 + 1, json_string_value(created), false,
+                               false) != 0) {
                 s->load_failed = true;
             }
         }
@@ -807,6 +810,13 @@ static int claim_check(struct kms_ctx *c, const struct target *t, bool *own_tomb
         int g = t->mount.uuid[0]
                     ? kms_transit_key_get(s->transit, &t->mount, t->transit_name, &p, &last, &err)
                     : KMS_STORAGE_NOTFOUND;
+        if (g != KMS_STORAGE_NOTFOUND && ow.made) {
+            return KMS_FAIL(c, 400,
+                            "Transit key \"%s\" belongs to project \"%s\" (a token of that "
+                            "project made it with Transit calls); choose another name for this "
+                            "KMSKey",
+                            t->transit_name, ow.project);
+        }
         if (g != KMS_STORAGE_NOTFOUND) {
             return KMS_FAIL(c, 400,
                             "Transit key \"%s\" belongs to project \"%s\" (kept when its KMSKey "
@@ -1113,7 +1123,7 @@ static int kmskey_write(struct kms_ctx *c)
     }
     if (created) {
         /* cannot fail after kms_owners_reserve */
-        (void)kms_owners_add(s->owners, c->ns.id, t.project, t.name, now, false);
+        (void)kms_owners_add(s->owners, c->ns.id, t.project, t.name, now, false, false);
         if (own_tombstone) {
             kms_owners_remove(s->owners, c->ns.id, t.project, t.name, true);
         }
@@ -1271,7 +1281,7 @@ static int kmskey_delete(struct kms_ctx *c)
     }
     kms_owners_remove(s->owners, c->ns.id, t.project, t.name, false);
     if (created != NULL) {
-        (void)kms_owners_add(s->owners, c->ns.id, t.project, t.name, created, true);
+        (void)kms_owners_add(s->owners, c->ns.id, t.project, t.name, created, true, false);
     }
     pthread_mutex_lock(&s->lock);
     sched_remove_locked(s, c->ns.id, t.project, t.name);
@@ -1780,6 +1790,45 @@ bool kms_kmskey_transit_allows(void *state, const struct kms_ctx *c, const char 
     return kms_owners_other_project(s->owners, c->ns.id, rest, project, other) == 0;
 }
 
+int kms_kmskey_transit_created(void *state, struct kms_ctx *c, struct kms_txn *txn,
+                               const char *name)
+{
+    struct kms_sched *s = state;
+    const char *project = token_project(c);
+    char org[KMS_PATH_MAX], other[KMS_KMSKEY_LABEL_MAX + 1], now[40], tkey[KMS_PATH_MAX];
+    int64_t sec;
+    int32_t nsec;
+    if (project == NULL || org_name(&c->ns, org, sizeof(org)) != 0) {
+        return 0; /* not bound to a project, or no organization */
+    }
+    size_t ol = strlen(org), pl = strlen(project);
+    if (strncmp(name, org, ol) != 0 || name[ol] != '-') {
+        return 0;
+    }
+    const char *rest = name + ol + 1;
+    const char *own = rest + pl + 1; /* the name within the project */
+    if (strncmp(rest, project, pl) != 0 || rest[pl] != '-' || own[0] == '\0' ||
+        strlen(own) > KMS_KMSKEY_LABEL_MAX || !other_reading(s, c->ns.id, rest, project, other)) {
+        return 0; /* a name no other project's token could reach needs no record */
+    }
+    kms_now(&sec, &nsec);
+    rfc3339(sec, now);
+    if (txn == NULL) {
+        (void)kms_owners_add(s->owners, c->ns.id, project, own, now, true, true);
+        return 0;
+    }
+    json_t *tomb = json_pack("{s:s, s:b}", "created", now, "made", 1);
+    char *text = tomb != NULL ? json_dumps(tomb, JSON_COMPACT) : NULL;
+    size_t tn = tombstone_key(c->ns.id, project, own, tkey, sizeof(tkey));
+    int rc = text != NULL && kms_owners_reserve(s->owners) == 0 &&
+                     kms_storage_put(txn, KMS_DB_KMSKEYS, tkey, tn, text, strlen(text)) == 0
+                 ? 0
+                 : KMS_FAILW(c, 500, "cannot store key");
+    free(text);
+    json_decref(tomb);
+    return rc;
+}
+
 bool kms_kmskey_transit_managed(void *state, const struct kms_ctx *c, const char *name, char *owner,
                                 size_t n)
 {
@@ -1791,8 +1840,8 @@ bool kms_kmskey_transit_managed(void *state, const struct kms_ctx *c, const char
     }
     size_t ol = strlen(org);
     if (strncmp(name, org, ol) != 0 || name[ol] != '-' ||
-        kms_owners_lookup(s->owners, c->ns.id, name + ol + 1, &ow) != 1) {
-        return false;
+        kms_owners_lookup(s->owners, c->ns.id, name + ol + 1, &ow) != 1 || ow.made) {
+        return false; /* (a key a project's token made is its own: Transit's rules only) */
     }
     snprintf(owner, n, "KMSKey %s/%s%s", ow.project, ow.name,
              ow.retained ? " (deleted; its project keeps the key)" : "");

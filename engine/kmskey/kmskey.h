@@ -22,10 +22,20 @@ int kms_kmskey_engine(struct kms_api *api, struct kms_transit *transit, int64_t 
  * Transit's ownership check (kms_transit_owner_fn; `state` is the descriptor's state): true
  * when request c may use Transit key `name`. A token bound to a project (the
  * service_account_namespace of its Kubernetes login) may use, in an organization namespace,
- * only keys its project's KMSKeys own (retained ones included) and unowned
- * `<org>-<project>-*` keys whose name reads as no other project's. Other tokens: always true.
+ * only keys its project's KMSKeys own (retained ones included), keys its project's tokens made
+ * (below) and unowned `<org>-<project>-*` keys whose name reads as no other project's (a
+ * project with KMSKeys). Other tokens: always true.
  */
 bool kms_kmskey_transit_allows(void *state, const struct kms_ctx *c, const char *name);
+/*
+ * Transit's created hook (kms_transit_created_fn): a key a project-bound token makes with
+ * Transit calls, `<org>-<project>-<n>`, whose name also reads as another project's key, gets a
+ * tombstone of its project in txn (then, committed, in the index): it stays that project's, as
+ * a retained key does, so no other project's token reaches it and only that project's KMSKey
+ * `n` adopts it. 0, or -1 with c's error set.
+ */
+int kms_kmskey_transit_created(void *state, struct kms_ctx *c, struct kms_txn *txn,
+                               const char *name);
 /* Transit's managed check (kms_transit_managed_fn): true when a KMSKey of c's organization owns
  * Transit key `name` (retained ones included); owner gets "KMSKey <project>/<name>". */
 bool kms_kmskey_transit_managed(void *state, const struct kms_ctx *c, const char *name, char *owner,

@@ -24,6 +24,7 @@ struct entry {
     char created[40];
     uint64_t seq;
     bool retained;
+    bool made;
 };
 
 struct kms_owners {
@@ -151,7 +152,7 @@ static void probe_key(struct entry *p, const char *ns_id, const char *project, c
 }
 
 int kms_owners_add(struct kms_owners *o, const char *ns_id, const char *project, const char *name,
-                   const char *created, bool retained)
+                   const char *created, bool retained, bool made)
 {
     struct entry probe;
     struct entry *e = NULL;
@@ -169,6 +170,7 @@ int kms_owners_add(struct kms_owners *o, const char *ns_id, const char *project,
     e = o->spare;
     o->spare = NULL;
     *e = probe;
+    e->made = retained && made;
     snprintf(e->rest, sizeof(e->rest), "%s-%s", project, name);
     /* "~" sorts after every RFC 3339 time: an entry added now comes after those loaded */
     snprintf(e->created, sizeof(e->created), "%s", created && created[0] ? created : "~");
@@ -239,6 +241,7 @@ int kms_owners_lookup(struct kms_owners *o, const char *ns_id, const char *rest,
         snprintf(out->project, sizeof(out->project), "%s", e->project);
         snprintf(out->name, sizeof(out->name), "%s", e->name);
         out->retained = e->retained;
+        out->made = e->made;
         found = 1;
     }
     pthread_rwlock_unlock(&o->lock);

@@ -841,9 +841,15 @@ int kms_transit_restore(struct kms_ctx *c)
             goto out;
         }
     }
+    if (g != 0 && kms_transit_note_created(c, txn, name) != 0) {
+        goto out;
+    }
     if (kms_transit_rec_commit(c->estate, &c->mount, name, &p, &txn) != 0) {
         KMS_FAILW(c, 500, "cannot store key");
         goto out;
+    }
+    if (g != 0) {
+        (void)kms_transit_note_created(c, NULL, name); /* a new name, not a forced replace */
     }
     kms_ctx_note_version(c, p.latest_version);
     rc = 0; /* OpenBao returns no response: 204, and the framework drops its warnings */

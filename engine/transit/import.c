@@ -315,11 +315,18 @@ int kms_transit_import(struct kms_ctx *c)
                   "import-version to rotate an existing imported key");
         goto out;
     }
-    if (g != KMS_STORAGE_NOTFOUND ||
-        kms_transit_key_store(c->estate, &c->mount, name, &p, &kv, &txn) != 0) {
+    if (g != KMS_STORAGE_NOTFOUND) {
         KMS_FAILW(c, 500, "error importing key: cannot store key");
         goto out;
     }
+    if (kms_transit_note_created(c, txn, name) != 0) {
+        goto out;
+    }
+    if (kms_transit_key_store(c->estate, &c->mount, name, &p, &kv, &txn) != 0) {
+        KMS_FAILW(c, 500, "error importing key: cannot store key");
+        goto out;
+    }
+    (void)kms_transit_note_created(c, NULL, name);
     kms_ctx_note_version(c, p.latest_version);
     rc = 0;
 out:

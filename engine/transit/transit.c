@@ -426,11 +426,16 @@ static int keys_write(struct kms_ctx *c)
     if (cr == 1) {
         kms_warn(c, "key %s already existed", name);
         kms_storage_txn_abort(&txn);
+    } else if (kms_transit_note_created(c, txn, name) != 0) {
+        goto out;
     } else if (commit_key(c->estate, &c->mount, name, &txn) != 0) {
         KMS_FAILW(c, 500, "cannot store key");
         goto out;
-    } else if (p.auto_rotate_period > 0) {
-        kms_transit_autorotate_kick(c->estate);
+    } else {
+        (void)kms_transit_note_created(c, NULL, name);
+        if (p.auto_rotate_period > 0) {
+            kms_transit_autorotate_kick(c->estate);
+        }
     }
     kms_ctx_note_version(c, p.latest_version);
     rc = reply_key(c, name, &p);
@@ -1657,10 +1662,14 @@ static int upsert(struct kms_ctx *c, const char *name, bool derived, struct kms_
         rc = 0;
         goto out;
     }
+    if (kms_transit_note_created(c, txn, name) != 0) {
+        goto out;
+    }
     if (commit_key(c->estate, &c->mount, name, &txn) != 0) {
         KMS_FAILW(c, 500, "cannot store key");
         goto out;
     }
+    (void)kms_transit_note_created(c, NULL, name);
     rc = 0;
 out:
     kms_storage_txn_abort(&txn);
@@ -2718,6 +2727,21 @@ static bool transit_slow(struct kms_ctx *c)
         return false;
     }
     return p.type == KMS_KEY_RSA2048 || p.type == KMS_KEY_RSA3072 || p.type == KMS_KEY_RSA4096;
+}
+
+void kms_transit_set_created_hook(struct kms_transit *t, kms_transit_created_fn fn, void *arg)
+{
+    t->created_fn = fn;
+    t->created_arg = arg;
+}
+
+int kms_transit_note_created(struct kms_ctx *c, struct kms_txn *txn, const char *name)
+{
+    struct kms_transit *t = c->estate;
+    if (t->created_fn == NULL) {
+        return 0;
+    }
+    return t->created_fn(t->created_arg, c, txn, name);
 }
 
 void kms_transit_set_owner_check(struct kms_transit *t, kms_transit_owner_fn fn, void *arg)

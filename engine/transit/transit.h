@@ -76,4 +76,15 @@ typedef bool (*kms_transit_managed_fn)(void *arg, const struct kms_ctx *c, const
                                        char *owner, size_t n);
 void kms_transit_set_managed_check(struct kms_transit *t, kms_transit_managed_fn fn, void *arg);
 
+/*
+ * Told of every Transit key a request creates (keys/:name, an encrypt's upsert, import, a
+ * restore under a new name): first with `txn`, the write transaction that creates it, which the
+ * hook may add to (-1, with c's error set, fails the request and nothing is written), then once
+ * more with txn NULL after it committed. The KMSKey engine records there which project's token
+ * made a key whose name other projects' could also claim. Installed like the owner check.
+ */
+typedef int (*kms_transit_created_fn)(void *arg, struct kms_ctx *c, struct kms_txn *txn,
+                                      const char *name);
+void kms_transit_set_created_hook(struct kms_transit *t, kms_transit_created_fn fn, void *arg);
+
 #endif

@@ -20,6 +20,8 @@ struct kms_transit {
     void *owner_arg;
     kms_transit_managed_fn managed_fn; /* NULL = no key is managed */
     void *managed_arg;
+    kms_transit_created_fn created_fn; /* NULL = nobody is told of new keys */
+    void *created_arg;
     /* auto-rotation (autorotate.c): the tick's schedule (main loop only) and the kick */
     int64_t ar_last_scan, ar_next_scan, ar_due;
     atomic_bool ar_kick;
@@ -43,6 +45,9 @@ int kms_transit_tick(void *state, int64_t now, int64_t *next_due, kms_tick_repor
 
 /* The managed check (transit.h): 400 in c with `what` when key `name` is managed. */
 int kms_transit_refuse_managed(struct kms_ctx *c, const char *name, const char *what);
+/* The created hook (transit.h) for key `name` that c creates in txn, or (txn NULL) has
+ * created: 0, or -1 with c's error set. */
+int kms_transit_note_created(struct kms_ctx *c, struct kms_txn *txn, const char *name);
 
 /* Key and version lookups through the key cache for the other Transit endpoints:
  * read_key returns 0, KMS_STORAGE_NOTFOUND or -1; read_version fails with a 400

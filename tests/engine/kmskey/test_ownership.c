@@ -386,6 +386,53 @@ static void test_project_bound_tokens(void **state)
 }
 
 /*
+ * A key a project's token makes with Transit calls, under a name that also reads as another
+ * project's, stays the maker's: with neither project having KMSKeys, m's raw org1-m-x-db was
+ * usable by m-x's tokens too, and m-x's KMSKey db adopted it (with m's ciphertexts and floor).
+ */
+static void test_raw_key_stays_with_the_project_that_made_it(void **state)
+{
+    struct kt *t = *state;
+    char tm[128], tmx[128];
+    json_decref(kms(t, 200, "POST", "z", "k", NULL, "{}")); /* (the first KMSKey mounts transit/) */
+    bound_token(t, "m", tm, sizeof(tm));
+    bound_token(t, "m-x", tmx, sizeof(tmx));
+    static const char enc[] = "{\"plaintext\":\"Rk9SR0VE\"}";
+    /* made by keys/:name and by an encrypt's upsert */
+    assert_int_equal(call(t, tm, "POST", "/v1/transit/keys/org1-m-x-db", NULL), 200);
+    assert_int_equal(call(t, tm, "POST", "/v1/transit/encrypt/org1-m-x-up", enc), 200);
+    for (int round = 0; round < 2; round++) { /* and after a restart, from the store */
+        assert_int_equal(call(t, tm, "POST", "/v1/transit/encrypt/org1-m-x-db", enc), 200);
+        assert_int_equal(call(t, tmx, "POST", "/v1/transit/encrypt/org1-m-x-db", enc), 403);
+        assert_int_equal(call(t, tmx, "POST", "/v1/transit/encrypt/org1-m-x-up", enc), 403);
+        assert_int_equal(call(t, tmx, "GET", "/v1/transit/keys/org1-m-x-db", NULL), 403);
+        assert_int_equal(call(t, tmx, "POST", "/v1/transit/keys/org1-m-x-db/rotate", NULL), 403);
+        expect_err(t, 400, "POST", "m-x", "db", NULL, "{}",
+                   "Transit key \"org1-m-x-db\" belongs to project \"m\" (a token of that project "
+                   "made it with Transit calls); choose another name for this KMSKey");
+        kt_reopen(t);
+    }
+    /* the maker keeps Transit's own rules for it: deletion can be allowed and the key deleted */
+    assert_int_equal(
+        call(t, tm, "POST", "/v1/transit/keys/org1-m-x-up/config", "{\"deletion_allowed\":true}"),
+        200);
+    assert_int_equal(call(t, tm, "DELETE", "/v1/transit/keys/org1-m-x-up", NULL), 204);
+    /* its project's KMSKey adopts it, and it stays m's */
+    json_t *b = kms(t, 200, "POST", "m", "x-db", NULL, "{}");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(b, "warnings"), 0)),
+                        "adopted the existing Transit key org1-m-x-db");
+    json_decref(b);
+    assert_int_equal(call(t, tmx, "POST", "/v1/transit/encrypt/org1-m-x-db", enc), 403);
+    assert_int_equal(call(t, tm, "POST", "/v1/transit/encrypt/org1-m-x-db", enc), 200);
+    /* a name no other project reads needs no record: q's org1-q-k is q's alone anyway */
+    char tq[128];
+    bound_token(t, "q", tq, sizeof(tq));
+    assert_int_equal(call(t, tq, "POST", "/v1/transit/keys/org1-q-k", NULL), 200);
+    b = kms(t, 200, "POST", "q", "k", NULL, "{}");
+    json_decref(b);
+}
+
+/*
  * A KMSKey's Transit key stays its KMSKey's: no token but root makes it exportable, backup-able
  * or deletable through Transit's config, replaces it by restore, or adds derived versions.
  */
@@ -470,6 +517,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_managed_key_settings_refused, setup, kt_teardown),
         cmocka_unit_test_setup_teardown(test_first_owner_wins_bc_then_b, setup, kt_teardown),
         cmocka_unit_test_setup_teardown(test_ambiguous_adoption_refused, setup, kt_teardown),
+        cmocka_unit_test_setup_teardown(test_raw_key_stays_with_the_project_that_made_it, setup,
+                                        kt_teardown),
         cmocka_unit_test_setup_teardown(test_retained_key_stays_with_its_project, setup,
                                         kt_teardown),
         cmocka_unit_test_setup_teardown(test_actions_only_on_owned_key, setup, kt_teardown),

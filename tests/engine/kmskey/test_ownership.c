@@ -10,9 +10,11 @@
  * kms/ and transit/, whatever their policies.
  */
 #include "tests/engine/engine_fixture.h"
+#include "crypto/keyring.h"
 #include "storage/storage.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -398,13 +400,25 @@ static void test_raw_key_stays_with_the_project_that_made_it(void **state)
     bound_token(t, "m", tm, sizeof(tm));
     bound_token(t, "m-x", tmx, sizeof(tmx));
     static const char enc[] = "{\"plaintext\":\"Rk9SR0VE\"}";
-    /* made by keys/:name and by an encrypt's upsert */
+    /* made by keys/:name, by an encrypt's upsert and by an import */
     assert_int_equal(call(t, tm, "POST", "/v1/transit/keys/org1-m-x-db", NULL), 200);
     assert_int_equal(call(t, tm, "POST", "/v1/transit/encrypt/org1-m-x-up", enc), 200);
+    json_t *w = kt_ok(t, 200, "GET", "/v1/transit/wrapping_key", ORG, NULL);
+    static const uint8_t material[32] = {1, 2, 3};
+    char *ct = NULL, body[4096];
+    assert_int_equal(kms_keyring_import_wrap(json_string_value(kt_data(w, "public_key")),
+                                             KMS_HASH_SHA2_256, material, sizeof(material), &ct),
+                     0);
+    snprintf(body, sizeof(body), "{\"ciphertext\":\"%s\"}", ct);
+    free(ct);
+    json_decref(w);
+    assert_int_equal(call(t, tm, "POST", "/v1/transit/keys/org1-m-x-imp/import", body), 204);
     for (int round = 0; round < 2; round++) { /* and after a restart, from the store */
         assert_int_equal(call(t, tm, "POST", "/v1/transit/encrypt/org1-m-x-db", enc), 200);
         assert_int_equal(call(t, tmx, "POST", "/v1/transit/encrypt/org1-m-x-db", enc), 403);
         assert_int_equal(call(t, tmx, "POST", "/v1/transit/encrypt/org1-m-x-up", enc), 403);
+        assert_int_equal(call(t, tmx, "POST", "/v1/transit/encrypt/org1-m-x-imp", enc), 403);
+        assert_int_equal(call(t, tm, "POST", "/v1/transit/encrypt/org1-m-x-imp", enc), 200);
         assert_int_equal(call(t, tmx, "GET", "/v1/transit/keys/org1-m-x-db", NULL), 403);
         assert_int_equal(call(t, tmx, "POST", "/v1/transit/keys/org1-m-x-db/rotate", NULL), 403);
         expect_err(t, 400, "POST", "m-x", "db", NULL, "{}",

@@ -428,6 +428,29 @@ class StoreFileTest(ConfigServerCase):
         self.assertEqual(srv.request("GET", "transit/keys/t39").status, 200)
         self.assertEqual(srv.stop(), 0)
 
+    def test_empty_store_file_refused_with_a_message(self):
+        # `mdb_copy -c /var/lib/kmsd > backup.mdb` whose copy fails leaves a 0-byte backup; put
+        # back as data.mdb, LMDB took it for a new store: kmsd started uninitialised on it (501,
+        # sys/init handing out a new root token over no keys) and said nothing
+        srv = self.new_server().start()
+        self.init(srv)
+        self.ok(srv.request("POST", "transit/keys/kept", {}))
+        self.assertEqual(srv.stop(), 0)
+        data = os.path.join(srv.effective_config["storage_path"], "data.mdb")
+        with open(data, "rb") as f:
+            whole = f.read()
+        open(data, "wb").close()
+        log = self.expect_refusal(srv)
+        self.assertEqual(srv.proc.returncode, 1, "killed by a signal?\n" + log)
+        self.assertIn("data.mdb is empty (0 bytes)", log)
+        self.assertIn("Restore a verified backup", log)
+        self.assertEqual(os.path.getsize(data), 0, "the refused file was written to")
+        with open(data, "wb") as f:
+            f.write(whole)
+        srv.start()
+        self.assertEqual(srv.request("GET", "transit/keys/kept").status, 200)
+        self.assertEqual(srv.stop(), 0)
+
     # LMDB 0.9's on-disk layout (data format 1), to damage one live page on purpose: the page
     # header (16 bytes: number, pad, flags, lower, upper), the meta page's MDB_db records (48
     # bytes each, the root page number last) and a leaf node (data size in two halves, flags,

@@ -265,7 +265,8 @@ static void head_key(const struct kms_audit_dev *d, char *key, size_t cap)
     }
 }
 
-static int load_head(struct kms_audit_dev *d, uint64_t *seq, char hash[KMS_AUDIT_HASH_LEN + 1])
+static int load_head(struct kms_audit_dev *d, uint64_t *seq, char hash[KMS_AUDIT_HASH_LEN + 1],
+                     bool *found)
 {
     struct kms_txn *txn = NULL;
     uint8_t *val = NULL;
@@ -275,6 +276,7 @@ static int load_head(struct kms_audit_dev *d, uint64_t *seq, char hash[KMS_AUDIT
     int rc = -1;
 
     *seq = 0;
+    *found = false;
     snprintf(hash, KMS_AUDIT_HASH_LEN + 1, "%s", KMS_AUDIT_GENESIS);
     if (d->env.st == NULL) {
         return 0;
@@ -306,6 +308,7 @@ static int load_head(struct kms_audit_dev *d, uint64_t *seq, char hash[KMS_AUDIT
     }
     *seq = v;
     memcpy(hash, sp + 1, KMS_AUDIT_HASH_LEN + 1);
+    *found = true;
     rc = 0;
 out:
     kms_storage_txn_abort(&txn);
@@ -579,6 +582,111 @@ static int scan_end(const struct kms_audit_dev *d, int rfd, off_t size, off_t *g
 }
 
 /*
+ * How far the chain goes on in the rotated copy `path` from the head (seq, hash): when the copy
+ * holds the line after it (seq + 1, whose prev_hash is the head), the head moves to the last of
+ * the complete lines that follow on from there, one by one, and true is returned.
+ */
+static bool follow_file(const struct kms_audit_dev *d, const char *path, uint64_t *seq,
+                        char hash[KMS_AUDIT_HASH_LEN + 1])
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    struct stat st;
+    off_t good;
+    bool torn_ours, found = false;
+    uint64_t last, cur = *seq;
+    char lhash[KMS_AUDIT_HASH_LEN + 1], curhash[KMS_AUDIT_HASH_LEN + 1], why[512];
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    FILE *f = NULL;
+
+    /* its last line first: a copy that ends at or before the head holds nothing after it */
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+        scan_end(d, fd, st.st_size, &good, &last, lhash, &torn_ours, why, sizeof(why)) != 0 ||
+        last <= cur || (f = fdopen(fd, "rb")) == NULL) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        return false;
+    }
+    memcpy(curhash, hash, sizeof(curhash));
+    while ((n = getline(&line, &cap, f)) > 0) {
+        char prev[KMS_AUDIT_HASH_LEN + 1], own[KMS_AUDIT_HASH_LEN + 1];
+        size_t pl;
+        uint64_t s;
+        bool ok = line[n - 1] == '\n' &&
+                  kms_audit_line_chain(line, (size_t)n - 1, &s, prev, own, &pl) == 0;
+        if (ok && s == cur + 1 && strcmp(prev, curhash) == 0) {
+            found = true;
+            cur = s;
+            memcpy(curhash, own, sizeof(curhash));
+        } else if (found || (ok && s > cur + 1)) {
+            break; /* the chain from the head ends here, or this copy starts after it */
+        }
+    }
+    free(line);
+    fclose(f);
+    if (found) {
+        *seq = cur;
+        memcpy(hash, curhash, sizeof(curhash));
+    }
+    return found;
+}
+
+/*
+ * A file found empty at start-up (rotated while kmsd was down) continues from the head kmsd
+ * stored, which is written at each reopen and at a clean stop only: after a crash (SIGKILL, the
+ * OOM killer, a power loss) the file rotated since holds lines past it, and going on from the
+ * stored head forked the chain there. So follow the chain from that head through the file's
+ * rotated copies next to it (the files `audit verify` reads with it); *via names the last copy
+ * the head moved into (empty when it did not move).
+ */
+static void follow_rotated(struct kms_audit_dev *d, char *via, size_t vialen)
+{
+    const char *arg = d->o.path;
+    char **paths = NULL;
+    size_t n = 0;
+    struct kms_err e = {0};
+    bool moved = true;
+
+    via[0] = '\0';
+    if (kms_audit_files_expand(&arg, 1, true, &paths, &n, &e) != 0) {
+        return;
+    }
+    while (moved) {
+        moved = false;
+        for (size_t i = 0; i < n && !moved; i++) {
+            if (strcmp(paths[i], d->o.path) != 0 && follow_file(d, paths[i], &d->seq, d->hash)) {
+                snprintf(via, vialen, "%s", paths[i]);
+                moved = true;
+            }
+        }
+    }
+    kms_audit_files_free(&paths, n);
+}
+
+/* The chain of a new (empty) file starts at the stored head, or past it (follow_rotated). */
+static void start_from_head(struct kms_audit_dev *d, bool stored_found, uint64_t seq,
+                            const char *hash)
+{
+    char via[KMS_AUDIT_PATH_MAX];
+    d->seq = seq;
+    memcpy(d->hash, hash, sizeof(d->hash));
+    if (!stored_found) {
+        return; /* a new store: nothing of it was written anywhere */
+    }
+    follow_rotated(d, via, sizeof(via));
+    if (via[0] != '\0') {
+        dev_log(d, "warn",
+                "audit file %s is new: its chain goes on from seq %llu, the last record of %s, "
+                "not from the head stored at the last reopen or clean stop (seq %llu): kmsd "
+                "stopped without storing it",
+                d->o.path, (unsigned long long)d->seq, via, (unsigned long long)seq);
+        save_head_at(d, d->seq, d->hash);
+    }
+}
+
+/*
  * At start-up: cut off a torn last line (a crash mid-write; that line was never acknowledged)
  * and read the chain head from the last line. An empty file takes the head from storage.
  * Only what begins as a kmsd record is cut: a file that ends otherwise is not a kmsd log (a
@@ -592,8 +700,9 @@ static int recover(struct kms_audit_dev *d, struct kms_err *err)
     uint64_t stored_seq = 0, useq;
     char stored[KMS_AUDIT_HASH_LEN + 1], uhash[KMS_AUDIT_HASH_LEN + 1];
     char key[400];
+    bool stored_found;
 
-    if (load_head(d, &stored_seq, stored) != 0) {
+    if (load_head(d, &stored_seq, stored, &stored_found) != 0) {
         kms_err_set(err, 500, "audit device %s: cannot read its chain head", d->o.name);
         goto out;
     }
@@ -602,6 +711,7 @@ static int recover(struct kms_audit_dev *d, struct kms_err *err)
         /* this process wrote further than storage says (see unsaved): store it now */
         stored_seq = useq;
         memcpy(stored, uhash, sizeof(stored));
+        stored_found = true;
         save_head_at(d, useq, uhash);
     }
     if (fstat(d->file->fd, &st) != 0) {
@@ -609,8 +719,7 @@ static int recover(struct kms_audit_dev *d, struct kms_err *err)
         goto out;
     }
     if (st.st_size == 0) {
-        d->seq = stored_seq;
-        memcpy(d->hash, stored, sizeof(d->hash));
+        start_from_head(d, stored_found, stored_seq, stored);
         rc = 0;
         goto out;
     }
@@ -642,8 +751,7 @@ static int recover(struct kms_audit_dev *d, struct kms_err *err)
                 d->o.path, (long long)(st.st_size - good));
     }
     if (good == 0) {
-        d->seq = stored_seq;
-        memcpy(d->hash, stored, sizeof(d->hash));
+        start_from_head(d, stored_found, stored_seq, stored);
     } else if (d->seq < stored_seq) {
         /* the head saved at the last reopen or clean stop is ahead of the file */
         dev_log(d, "error",

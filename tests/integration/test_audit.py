@@ -996,6 +996,51 @@ class OneWriterPerFileTest(unittest.TestCase):
             first.cleanup()
 
 
+class CrashThenRotationTest(unittest.TestCase):
+    """A file rotated while kmsd is down after a crash: the stored head is from the last reopen
+    (or clean stop), behind the lines the crashed server wrote since; the new file must go on
+    from the last of them, not fork the chain at the stored head."""
+
+    def test_file_rotated_after_a_kill_continues_the_chain(self):
+        srv = KmsdServer(mode="config")
+        try:
+            log = os.path.join(srv.workdir, "audit.log")
+            srv.config = {"audit_file": log}
+            srv.start()
+            KmsdTestCase.init_config_server(srv)
+            self.assertEqual(srv.request("POST", "transit/keys/cr", {}).status, 200)
+            # a rotation stores the head; the lines after it are only in the file
+            os.rename(log, log + ".1")
+            srv.proc.send_signal(signal.SIGHUP)
+            srv.wait_log("audit log reopened")
+            for i in range(5):
+                r = srv.request("POST", "transit/encrypt/cr", {"plaintext": b64("c%d" % i)})
+                self.assertEqual(r.status, 200, r.describe())
+            srv.kill()  # no clean stop: the head in the store stays at the reopen
+            os.rename(log, log + ".2")  # logrotate, while the server is down
+            srv.start()
+            r = srv.request("POST", "transit/encrypt/cr", {"plaintext": b64("after")})
+            self.assertEqual(r.status, 200, r.describe())
+            self.assertEqual(srv.stop(), 0, srv.log_tail())
+            res = run([KMSCTL_BIN, "audit", "verify", "--genesis", log + ".1", log + ".2", log])
+            self.assertEqual(res.returncode, 0, res.stdout + res.stderr)
+            self.assertIn("the last record of %s.2" % log, srv.log_text())
+            first = read_lines(log)[0]
+            self.assertEqual(first["seq"], read_lines(log + ".2")[-1]["seq"] + 1)
+            # a clean stop stored the head: a file rotated now goes on from it, as before
+            os.rename(log, log + ".3")
+            srv.start()
+            r = srv.request("POST", "transit/encrypt/cr", {"plaintext": b64("again")})
+            self.assertEqual(r.status, 200, r.describe())
+            self.assertNotIn("the last record of", srv.log_text())
+            self.assertEqual(srv.stop(), 0, srv.log_tail())
+            res = run([KMSCTL_BIN, "audit", "verify", "--genesis", log + ".1", log + ".2",
+                       log + ".3", log])
+            self.assertEqual(res.returncode, 0, res.stdout + res.stderr)
+        finally:
+            srv.cleanup()
+
+
 class ConfigDevicesTest(unittest.TestCase):
     """Config-file devices: two files, fsync modes, mode bits."""
 

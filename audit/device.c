@@ -524,6 +524,29 @@ fail:
 }
 
 /*
+ * Whether bytes [from, size) of rfd are all zero: what a file system can show past the last
+ * write that reached the disk after a power loss (the file's new size was, its data was not).
+ */
+static bool zero_tail(int rfd, off_t from, off_t size)
+{
+    char buf[TAIL_READ];
+    while (from < size) {
+        size_t want = size - from < (off_t)sizeof(buf) ? (size_t)(size - from) : sizeof(buf);
+        ssize_t r = pread(rfd, buf, want, from);
+        if (r <= 0) {
+            return false;
+        }
+        for (ssize_t i = 0; i < r; i++) {
+            if (buf[i] != '\0') {
+                return false;
+            }
+        }
+        from += r;
+    }
+    return true;
+}
+
+/*
  * The end of an audit file of `size` bytes read through rfd: *good is the end of its last
  * complete line (0: none), whose chain fields go to *seq and hash; *torn_ours tells whether
  * the bytes after it, if any, begin as a kmsd record does (a line cut short by a crash).
@@ -559,7 +582,8 @@ static int scan_end(const struct kms_audit_dev *d, int rfd, off_t size, off_t *g
         size_t want =
             size - *good < (off_t)(sizeof(head) - 1) ? (size_t)(size - *good) : sizeof(head) - 1;
         ssize_t r = pread(rfd, buf, want, *good);
-        *torn_ours = r == (ssize_t)want && memcmp(buf, head, want) == 0;
+        *torn_ours =
+            (r == (ssize_t)want && memcmp(buf, head, want) == 0) || zero_tail(rfd, *good, size);
     }
     *seq = 0;
     snprintf(hash, KMS_AUDIT_HASH_LEN + 1, "%s", KMS_AUDIT_GENESIS);
@@ -740,6 +764,7 @@ static int recover(struct kms_audit_dev *d, struct kms_err *err)
                         d->o.path, (long long)(st.st_size - good));
             goto out;
         }
+        bool zeros = zero_tail(d->file->fd, good, st.st_size);
         if (ftruncate(d->file->fd, good) != 0) {
             kms_err_set(err, 500, "audit file %s: cannot cut off a torn last line: %s", d->o.path,
                         strerror(errno));
@@ -747,8 +772,11 @@ static int recover(struct kms_audit_dev *d, struct kms_err *err)
         }
         dev_log(d, "warn",
                 "audit file %s: removed a torn last line (%lld bytes) left by an interrupted "
-                "write",
-                d->o.path, (long long)(st.st_size - good));
+                "write%s",
+                d->o.path, (long long)(st.st_size - good),
+                zeros ? " (zero bytes: the file's size reached the disk before its data, as "
+                        "after a power loss)"
+                      : "");
     }
     if (good == 0) {
         start_from_head(d, stored_found, stored_seq, stored);

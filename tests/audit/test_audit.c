@@ -1056,6 +1056,48 @@ static void test_foreign_tail_is_refused_untouched(void **state)
     free(after);
 }
 
+/* After a power loss a file system can show the file's new size without its data: a tail of
+ * zero bytes past the last line (with audit_fsync never, or lines only written). That tail was
+ * never acknowledged and is cut like a torn line; it used to stop kmsd from starting. */
+static void test_zero_tail_is_cut(void **state)
+{
+    struct fx *f = *state;
+    static const char zeros[4096];
+    struct kms_audit *a = open_broker(NULL, f->path, KMS_AUDIT_FSYNC_BATCH);
+    assert_int_equal(log_pair(a, 1), 0);
+    kms_audit_destroy(&a);
+    size_t n1, n2;
+    char *before = slurp(f->path, &n1);
+    FILE *fp = fopen(f->path, "ab");
+    assert_int_equal(fwrite(zeros, 1, sizeof(zeros), fp), sizeof(zeros));
+    fclose(fp);
+    a = open_broker(NULL, f->path, KMS_AUDIT_FSYNC_BATCH);
+    char *after = slurp(f->path, &n2);
+    assert_int_equal(n1, n2); /* cut back to the last line, before anything is appended */
+    assert_memory_equal(before, after, n1);
+    free(before);
+    free(after);
+    assert_int_equal(log_pair(a, 2), 0);
+    kms_audit_destroy(&a);
+    assert_intact(f->path, 1, 4);
+    /* zeros after a torn line are cut with it; a file of nothing but zeros starts anew */
+    fp = fopen(f->path, "ab");
+    fputs("{\"time\":\"2026-", fp);
+    assert_int_equal(fwrite(zeros, 1, 100, fp), 100);
+    fclose(fp);
+    a = open_broker(NULL, f->path, KMS_AUDIT_FSYNC_BATCH);
+    assert_int_equal(log_pair(a, 3), 0);
+    kms_audit_destroy(&a);
+    assert_intact(f->path, 1, 6);
+    fp = fopen(f->path, "wb");
+    assert_int_equal(fwrite(zeros, 1, sizeof(zeros), fp), sizeof(zeros));
+    fclose(fp);
+    a = open_broker(NULL, f->path, KMS_AUDIT_FSYNC_BATCH);
+    assert_int_equal(log_pair(a, 4), 0);
+    kms_audit_destroy(&a);
+    assert_intact(f->path, 1, 2);
+}
+
 /* SIGHUP's reopen appends only to an empty file or to the device's own (unrotated) log: not
  * to a foreign file, nor to an older copy of the log (another chain head). */
 static void test_reopen_refuses_another_chain(void **state)
@@ -1436,6 +1478,7 @@ int main(void)
 #endif
         cmocka_unit_test_setup_teardown(test_storage_keeps_salt_and_head, setup, teardown),
         cmocka_unit_test_setup_teardown(test_foreign_tail_is_refused_untouched, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_zero_tail_is_cut, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_refuses_another_chain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_reports_a_cut_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_writer_per_file, setup, teardown),

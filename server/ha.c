@@ -148,7 +148,9 @@ static bool ha_sleep(struct kms_ha *ha, int64_t ms)
     struct timespec ts;
     bool stop;
 
-    clock_gettime(CLOCK_REALTIME, &ts);
+    /* on the monotonic clock (ha->cond waits on it): a wall clock stepped back (NTP, a VM
+     * restored) would otherwise hold the heartbeat and the control loop for as long */
+    clock_gettime(CLOCK_MONOTONIC, &ts);
     ts.tv_sec += (time_t)(ms / 1000);
     ts.tv_nsec += (long)(ms % 1000) * 1000000L;
     if (ts.tv_nsec >= 1000000000L) {
@@ -1055,7 +1057,11 @@ int kms_ha_create(const struct kms_ha_opts *o, struct kms_ha **out, struct kms_e
     pthread_rwlock_init(&ha->api_lock, &ra);
     pthread_rwlockattr_destroy(&ra);
     pthread_mutex_init(&ha->mu, NULL);
-    pthread_cond_init(&ha->cond, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&ha->cond, &ca);
+    pthread_condattr_destroy(&ca);
     kms_storage_set_commit_guard(o->st, commit_guard, ha);
     *out = ha;
     return 0;

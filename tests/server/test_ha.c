@@ -27,11 +27,13 @@
 #include "engine/engines.h"
 #include "server/server.h"
 
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define LEASE 1000
@@ -39,6 +41,27 @@
 #define MARGIN 250
 
 static const char *pg_url;
+
+/*
+ * The wall clock as this process reads it, `realtime_skew` seconds ahead of the kernel's. To a
+ * deadline computed on the wall clock and waited for by the kernel, that is what a system clock
+ * stepped back by as much (NTP, a VM restored) is: a wait that long.
+ */
+static atomic_long realtime_skew;
+
+int clock_gettime(clockid_t id, struct timespec *ts)
+{
+    static int (*real)(clockid_t, struct timespec *);
+    if (real == NULL) {
+        void *sym = dlsym(RTLD_NEXT, "clock_gettime");
+        memcpy(&real, &sym, sizeof(real));
+    }
+    int rc = real(id, ts);
+    if (rc == 0 && id == CLOCK_REALTIME) {
+        ts->tv_sec += atomic_load(&realtime_skew);
+    }
+    return rc;
+}
 
 /* ---- the lease rule ---------------------------------------------------------------------- */
 
@@ -500,6 +523,31 @@ static void test_new_leader_waits_out_the_lease(void **state)
 }
 
 /*
+ * A standby's tries for the lock (and an active's heartbeat) sleep on the monotonic clock: they
+ * waited for a deadline on the wall clock, so a system clock stepped back an hour held the
+ * standby an hour after the leader's session ended (and an active's heartbeat as long, so its
+ * lease ran out and it stopped serving).
+ */
+static void test_wall_clock_step_does_not_hold_the_standby(void **state)
+{
+    struct replica b;
+
+    (void)state;
+    struct kms_storage *old = old_leader();
+    replica_start(&b, "rb");
+    wait_logged("rb", "standing by for the leader lock");
+    atomic_store(&realtime_skew, 3600);
+    usleep(2 * HEARTBEAT * 1000); /* b's next sleep starts with the wall clock stepped */
+    end_leader_session();
+    wait_logged("rb", "leader lock taken; waiting out the previous leader's lease");
+    atomic_store(&realtime_skew, 0);
+    atomic_fetch_add(&b.clock, LEASE);
+    wait_active(&b, true);
+    replica_stop(&b);
+    kms_storage_close(&old);
+}
+
+/*
  * The old leader's lease is waited out from when the lock was got. The new replica's try is
  * held up on its write connection (a write transaction the test keeps open, as a slow new
  * connection to PostgreSQL would hold it) after the control thread read its clock; meanwhile
@@ -559,6 +607,7 @@ int main(void)
         cmocka_unit_test_setup(test_committed_write_keeps_its_answer, setup_pg),
         cmocka_unit_test_setup(test_new_leader_waits_out_the_lease, setup_pg),
         cmocka_unit_test_setup(test_lease_wait_counts_from_the_lock, setup_pg),
+        cmocka_unit_test_setup(test_wall_clock_step_does_not_hold_the_standby, setup_pg),
     };
     int failed;
 

@@ -696,8 +696,9 @@ static void start_from_head(struct kms_audit_dev *d, bool stored_found, uint64_t
     char via[KMS_AUDIT_PATH_MAX];
     d->seq = seq;
     memcpy(d->hash, hash, sizeof(d->hash));
-    if (!stored_found) {
-        return; /* a new store: nothing of it was written anywhere */
+    if (!stored_found || seq == 0) {
+        return; /* nothing of this device's chain was written anywhere: another chain's file
+                 * next to it (an older store's, another replica's) also starts at the genesis */
     }
     follow_rotated(d, via, sizeof(via));
     if (via[0] != '\0') {

@@ -1005,6 +1005,35 @@ static void test_storage_keeps_salt_and_head(void **state)
     assert_int_equal(r.lines, 4);
 }
 
+/* A device that never wrote a line stores the genesis as its head. Its new file must start a
+ * chain of its own, not continue another chain that starts at the genesis too from a file next
+ * to it (an older store's log, another replica's) as one rotated after a crash is continued. */
+static void test_genesis_head_follows_no_other_chain(void **state)
+{
+    struct fx *f = *state;
+    struct kms_storage_opts so = {.map_size = 0, .nosync = true, .create = true};
+    struct kms_storage *st = NULL;
+    struct kms_err err;
+    uint8_t seal[32] = {9, 8, 7};
+    char store[160], other[200], sibling[200];
+
+    snprintf(store, sizeof(store), "%s/store", f->dir);
+    snprintf(other, sizeof(other), "%s/other.log", f->dir);
+    snprintf(sibling, sizeof(sibling), "%s.old", f->path);
+    assert_int_equal(kms_storage_open(store, seal, &so, &st, &err), 0);
+    struct kms_audit *a = open_broker(st, f->path, KMS_AUDIT_FSYNC_BATCH);
+    kms_audit_destroy(&a); /* no line: the stored head is the genesis */
+    a = open_broker(NULL, other, KMS_AUDIT_FSYNC_BATCH);
+    assert_int_equal(log_pair(a, 1), 0);
+    kms_audit_destroy(&a);
+    assert_int_equal(rename(other, sibling), 0);
+    a = open_broker(st, f->path, KMS_AUDIT_FSYNC_BATCH);
+    assert_int_equal(log_pair(a, 2), 0);
+    kms_audit_destroy(&a);
+    kms_storage_close(&st);
+    assert_intact(f->path, 1, 2);
+}
+
 static char logged[2048];
 
 static void capture_log(void *arg, const char *level, const char *msg)
@@ -1479,6 +1508,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_storage_keeps_salt_and_head, setup, teardown),
         cmocka_unit_test_setup_teardown(test_foreign_tail_is_refused_untouched, setup, teardown),
         cmocka_unit_test_setup_teardown(test_zero_tail_is_cut, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_genesis_head_follows_no_other_chain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_refuses_another_chain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_reports_a_cut_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_writer_per_file, setup, teardown),

@@ -110,19 +110,20 @@ static struct kms_keycache *transit_kc(struct kms_ctx *c)
  * Commit a write transaction that changed key `name`, then drop it from the key cache, and
  * every thread's cipher contexts with it: a deleted or trimmed version's key material stays
  * in no worker's context (crypto/aead.c; the contexts of keys still in use are rebuilt on
- * their next operation, about a microsecond each).
+ * their next operation, about a microsecond each). A failed commit drops them too: a
+ * PostgreSQL COMMIT whose answer was lost (the connection broke) may have committed, and a
+ * key deleted that way went on encrypting from the cache, with ciphertexts acknowledged
+ * under a key the store no longer holds.
  */
 static int commit_key(struct kms_transit *t, const struct kms_mount *m, const char *name,
                       struct kms_txn **txn)
 {
     char key[KEYREC_MAX];
-    if (kms_storage_txn_commit(txn) != 0) {
-        return -1;
-    }
+    int rc = kms_storage_txn_commit(txn) != 0 ? -1 : 0;
     policy_key(m, name, key);
     kms_keycache_invalidate(kms_transit_cache_of(t, m), key);
     kms_aead_forget_all();
-    return 0;
+    return rc;
 }
 
 int kms_transit_policy_load(const struct kms_mount *m, struct kms_txn *txn, const char *name,

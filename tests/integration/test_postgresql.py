@@ -5,8 +5,11 @@ ever holds sealed values; the password comes from a file or an environment varia
 never printed; a bad configuration stops kmsd with a message."""
 
 import os
+import select
+import socket
 import subprocess
 import sys
+import threading
 import time
 import unittest
 
@@ -321,6 +324,102 @@ class PostgresqlStorageTest(PgCase):
         other = self.new_server()
         log = self.expect_refusal(other)  # its own workdir: a different random seal key
         self.assertIn("seal key does not match this store", log)
+
+
+class CommitCutProxy:
+    """A TCP proxy to PostgreSQL. With `cut` set, the next COMMIT a client sends is passed on,
+    PostgreSQL's answer to it is read and thrown away, and both connections are closed: the
+    transaction committed, and the client never learns it (a connection broken at that moment)."""
+
+    COMMIT = b"Q\x00\x00\x00\x0bCOMMIT\x00"  # a simple query message
+
+    def __init__(self, port):
+        self.upstream = port
+        self.cut = threading.Event()
+        self.fired = threading.Event()
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.port = self.lsock.getsockname()[1]
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.lsock.accept()
+                u = socket.create_connection(("127.0.0.1", self.upstream))
+            except OSError:
+                continue
+            threading.Thread(target=self._pump, args=(c, u), daemon=True).start()
+
+    def _pump(self, c, u):
+        try:
+            while not self.closed:
+                r, _, _ = select.select([c, u], [], [], 0.2)
+                for s in r:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    (u if s is c else c).sendall(data)
+                    if s is c and self.COMMIT in data and self.cut.is_set():
+                        self.cut.clear()
+                        u.settimeout(10)
+                        u.recv(65536)  # CommandComplete "COMMIT": it is done
+                        self.fired.set()
+                        return
+        except OSError:
+            pass
+        finally:
+            c.close()
+            u.close()
+
+    def close(self):
+        self.closed = True
+        self.lsock.close()
+
+
+class LostCommitTest(PgCase):
+    """A COMMIT whose answer is lost is reported as a failure, though it may have committed:
+    what it changed must not go on being served from the key cache."""
+
+    def test_key_deleted_by_a_commit_whose_answer_was_lost(self):
+        proxy = CommitCutProxy(self.pg.port)
+        self.addCleanup(proxy.close)
+        url = self.pg.tcp_url.replace(":%d/" % self.pg.port, ":%d/" % proxy.port)
+        srv = self.new_server(postgresql_url=url).start()
+        KmsdTestCase.init_config_server(srv)
+        self.ok(srv.request("POST", "transit/keys/gone"))
+        self.ok(srv.request("POST", "transit/keys/gone/config", {"deletion_allowed": True}))
+        self.ok(srv.request("POST", "transit/encrypt/gone", {"plaintext": b64(b"before")}))
+        proxy.cut.set()
+        r = srv.request("DELETE", "transit/keys/gone")
+        self.assertTrue(proxy.fired.is_set(), "the DELETE sent no COMMIT\n" + r.describe())
+        self.assertEqual(r.status, 500, r.describe())
+        # until it notices its database lock is gone and stops, kmsd may answer: every
+        # ciphertext it acknowledges must decrypt once the store is read again
+        acked = []
+        for i in range(20):
+            try:
+                r = srv.request("POST", "transit/encrypt/gone", {"plaintext": b64(b"after")},
+                                timeout=5)
+            except OSError:
+                break
+            if r.status == 200:
+                acked.append(r.data["ciphertext"])
+        rc = srv.wait_exit(15)
+        self.assertEqual(rc, 1, srv.log_tail())
+        again = self.new_server()
+        with open(os.path.join(srv.workdir, "seal.key"), "rb") as f:
+            again.seal_key = f.read()
+        again.start()
+        again.token = srv.token
+        self.assertEqual(again.request("GET", "transit/keys/gone").status, 404,
+                         "the lost COMMIT did not commit: the test proves nothing")
+        for ct in acked:
+            r = again.request("POST", "transit/decrypt/gone", {"ciphertext": ct})
+            self.assertEqual(r.status, 200, "acknowledged %s, now:\n%s" % (ct, r.describe()))
+        self.assertEqual(again.stop(), 0)
 
 
 class MigrateTest(PgCase):

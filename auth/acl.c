@@ -857,12 +857,18 @@ int kms_auth_policy_put(struct kms_auth *auth, const char *ns_id, const char *ns
     rec = json_pack("{s:s, s:s}", "name", name, "raw", text);
     dump = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
     if (dump == NULL || kms_storage_txn_begin(auth->st, true, &txn) != 0 ||
-        kms_storage_put(txn, KMS_DB_POLICIES, key, strlen(key), dump, strlen(dump)) != 0 ||
-        kms_storage_txn_commit(&txn) != 0) {
+        kms_storage_put(txn, KMS_DB_POLICIES, key, strlen(key), dump, strlen(dump)) != 0) {
         kms_err_set(err, 500, "cannot store the policy");
         goto out;
     }
+    /* dropped whatever the commit's outcome: a PostgreSQL COMMIT whose answer was lost may
+     * have committed, and the old text must not go on granting from the cache */
+    int crc = kms_storage_txn_commit(&txn);
     cache_drop(auth, key);
+    if (crc != 0) {
+        kms_err_set(err, 500, "cannot store the policy");
+        goto out;
+    }
     rc = 0;
 out:
     kms_storage_txn_abort(&txn);
@@ -913,12 +919,16 @@ int kms_auth_policy_delete(struct kms_auth *auth, const char *ns_id, const char 
         return 0;
     }
     if (kms_storage_txn_begin(auth->st, true, &txn) != 0 ||
-        kms_storage_del(txn, KMS_DB_POLICIES, key, strlen(key)) < 0 ||
-        kms_storage_txn_commit(&txn) != 0) {
+        kms_storage_del(txn, KMS_DB_POLICIES, key, strlen(key)) < 0) {
         kms_err_set(err, 500, "cannot delete the policy");
         goto out;
     }
-    cache_drop(auth, key);
+    int crc = kms_storage_txn_commit(&txn);
+    cache_drop(auth, key); /* whatever the commit's outcome, as above */
+    if (crc != 0) {
+        kms_err_set(err, 500, "cannot delete the policy");
+        goto out;
+    }
     rc = 0;
 out:
     kms_storage_txn_abort(&txn);

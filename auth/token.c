@@ -1067,12 +1067,14 @@ int kms_auth_token_revoke(struct kms_auth *auth, const uint8_t hash[32])
     if (rc != 0) {
         goto out;
     }
-    if (delete_record(auth, txn, hash, rec) != 0 || kms_storage_txn_commit(&txn) != 0) {
+    if (delete_record(auth, txn, hash, rec) != 0) {
         rc = -1;
         goto out;
     }
+    /* also when the commit failed: a PostgreSQL COMMIT whose answer was lost may have
+     * committed, and the revoked token must not stay valid from the cache */
+    rc = kms_storage_txn_commit(&txn) != 0 ? -1 : 0;
     tc_bump(auth);
-    rc = 0;
 out:
     kms_storage_txn_abort(&txn);
     json_decref(rec);
@@ -1249,10 +1251,14 @@ int kms_auth_token_revoke_orphan(struct kms_auth *auth, const uint8_t hash[32], 
             goto out;
         }
     }
-    if (delete_record(auth, txn, hash, rec) != 0 || kms_storage_txn_commit(&txn) != 0) {
+    if (delete_record(auth, txn, hash, rec) != 0) {
         goto out;
     }
-    tc_bump(auth);
+    int crc = kms_storage_txn_commit(&txn);
+    tc_bump(auth); /* whatever the commit's outcome, as in the revocation above */
+    if (crc != 0) {
+        goto out;
+    }
     if (orphaned != NULL) {
         *orphaned = n;
     }

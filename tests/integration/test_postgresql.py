@@ -421,6 +421,54 @@ class LostCommitTest(PgCase):
             self.assertEqual(r.status, 200, "acknowledged %s, now:\n%s" % (ct, r.describe()))
         self.assertEqual(again.stop(), 0)
 
+    def _cut_server(self):
+        proxy = CommitCutProxy(self.pg.port)
+        self.addCleanup(proxy.close)
+        url = self.pg.tcp_url.replace(":%d/" % self.pg.port, ":%d/" % proxy.port)
+        srv = self.new_server(postgresql_url=url).start()
+        KmsdTestCase.init_config_server(srv)
+        return proxy, srv
+
+    def _cut(self, proxy, srv, method, path, body=None):
+        proxy.cut.set()
+        r = srv.request(method, path, body)
+        self.assertTrue(proxy.fired.is_set(), "no COMMIT was sent\n" + r.describe())
+        self.assertEqual(r.status, 500, r.describe())
+
+    def _never_allowed_after(self, srv, method, path, body, token):
+        """Until kmsd stops (its database lock went with the cut connection), the request is
+        never allowed."""
+        for i in range(20):
+            try:
+                r = srv.request(method, path, body, token=token, timeout=5)
+            except OSError:
+                break
+            self.assertNotEqual(r.status, 200, "allowed from the cache:\n" + r.describe())
+        self.assertEqual(srv.wait_exit(15), 1, srv.log_tail())
+
+    def test_policy_deleted_by_a_commit_whose_answer_was_lost(self):
+        proxy, srv = self._cut_server()
+        self.ok(srv.request("POST", "transit/keys/pk"))
+        r = srv.request("PUT", "sys/policies/acl/enc",
+                        {"policy": 'path "transit/encrypt/*" { capabilities = ["update"] }'})
+        self.assertEqual(r.status, 204, r.describe())
+        r = srv.request("POST", "auth/token/create", {"policies": ["enc"]})
+        self.ok(r)
+        tok = r.json["auth"]["client_token"]
+        enc = ("POST", "transit/encrypt/pk", {"plaintext": b64(b"x")})
+        self.ok(srv.request(*enc, token=tok))  # the policy is cached
+        self._cut(proxy, srv, "DELETE", "sys/policies/acl/enc")
+        self._never_allowed_after(srv, *enc, tok)
+
+    def test_token_revoked_by_a_commit_whose_answer_was_lost(self):
+        proxy, srv = self._cut_server()
+        r = srv.request("POST", "auth/token/create", {"policies": ["default"]})
+        self.ok(r)
+        tok = r.json["auth"]["client_token"]
+        self.ok(srv.request("GET", "auth/token/lookup-self", token=tok))  # cached
+        self._cut(proxy, srv, "POST", "auth/token/revoke", {"token": tok})
+        self._never_allowed_after(srv, "GET", "auth/token/lookup-self", None, tok)
+
 
 class MigrateTest(PgCase):
     """kmsd migrate: LMDB -> PostgreSQL -> LMDB, record for record, still sealed."""

@@ -464,10 +464,10 @@ int kms_backend_lmdb_open(const char *dir, const struct kms_storage_opts *opts,
     }
     b->pool_lock_ready = true;
     /*
-     * LMDB takes an empty data.mdb for a new store and writes one into it. kmsd never leaves
-     * one (LMDB writes the meta pages as it creates the file): it is a failed backup
-     * (`mdb_copy … > file` whose copy failed) or copy put in place, and starting a new,
-     * uninitialised store over it would invite a second sys/init.
+     * LMDB takes an empty data.mdb for a new store and writes one into it. kmsd leaves none
+     * (LMDB writes the meta pages right after it creates the file: only a kill in between
+     * could): it is a failed backup (`mdb_copy … > file` whose copy failed) or copy put in
+     * place, and starting a new, uninitialised store over it would invite a second sys/init.
      */
     char datapath[4096];
     struct stat dsb;
@@ -477,8 +477,8 @@ int kms_backend_lmdb_open(const char *dir, const struct kms_storage_opts *opts,
     }
     if (stat(datapath, &dsb) == 0 && S_ISREG(dsb.st_mode) && dsb.st_size == 0) {
         kms_err_set(err, 500,
-                    "the store %s is empty (0 bytes), which kmsd never leaves: a failed backup "
-                    "or copy? Restore a verified backup, or delete the file to start a new store",
+                    "the store %s is empty (0 bytes): a failed backup or copy? Restore a "
+                    "verified backup, or delete the file to start a new store",
                     datapath);
         goto out;
     }

@@ -840,6 +840,12 @@ int kms_registry_ns_delete(struct kms_api *api, const char *path, struct kms_err
         kms_storage_del(txn, KMS_DB_NAMESPACES, path, strlen(path)) < 0 ||
         kms_storage_txn_commit(&txn) != 0) {
         kms_err_set(err, 500, "cannot delete the namespace");
+        /* as for a mount: its mounts' cached keys go, whatever the commit's outcome */
+        for (size_t i = 0; i < api->nmounts; i++) {
+            if (strcmp(api->mounts[i].ns_id, ns->id) == 0) {
+                purged_all(api, ns->id, &api->mounts[i]);
+            }
+        }
         goto out;
     }
     char gone_id[KMS_NS_ID_LEN];
@@ -1075,6 +1081,10 @@ int kms_registry_mount_remove(struct kms_api *api, const char *ns_id, const char
         kms_storage_del(txn, KMS_DB_MOUNTS, key, strlen(key)) < 0 ||
         kms_storage_txn_commit(&txn) != 0) {
         kms_err_set(err, 500, "cannot remove the mount");
+        /* the mount stays, but not its cached keys: a PostgreSQL COMMIT whose answer was lost
+         * may have removed them, and they would go on encrypting from the caches (the purge
+         * callbacks of a mount only drop cached state, which is read again) */
+        purged_all(api, ns_id, &api->mounts[idx]);
         goto out;
     }
     struct kms_mount gone = api->mounts[idx];

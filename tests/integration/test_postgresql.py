@@ -470,6 +470,16 @@ class LostCommitTest(PgCase):
         self._never_allowed_after(srv, "GET", "auth/token/lookup-self", None, tok)
 
 
+    def test_mount_removed_by_a_commit_whose_answer_was_lost(self):
+        proxy, srv = self._cut_server()
+        r = srv.request("POST", "sys/mounts/t2", {"type": "transit"})
+        self.assertEqual(r.status, 204, r.describe())
+        self.ok(srv.request("POST", "t2/keys/mk"))
+        enc = ("POST", "t2/encrypt/mk", {"plaintext": b64(b"x")})
+        self.ok(srv.request(*enc))  # the key is cached
+        self._cut(proxy, srv, "DELETE", "sys/mounts/t2")
+        self._never_allowed_after(srv, *enc, srv.token)
+
 class MigrateTest(PgCase):
     """kmsd migrate: LMDB -> PostgreSQL -> LMDB, record for record, still sealed."""
 

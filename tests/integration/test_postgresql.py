@@ -16,7 +16,7 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pg"))
 
 from kmsd_harness import KMSD_BIN, KmsdServer, KmsdTestCase, b64, unb64  # noqa: E402
-from pgtmp import PgCluster  # noqa: E402
+from pgtmp import PG_BIN, PgCluster  # noqa: E402
 
 PASSWORD = "pg-Secret-7f3a9c"
 
@@ -231,6 +231,31 @@ class PostgresqlStorageTest(PgCase):
         r = second.request("POST", "transit/decrypt/lost", {"ciphertext": ct})
         self.assertEqual(unb64(self.ok(r)["plaintext"]), b"one")
         self.assertEqual(second.stop(), 0)
+
+    def test_backup_with_pg_dump_as_documented(self):
+        """docs/operations.md, Backup, PostgreSQL: pg_dump of kmsd_records while kmsd runs,
+        restored with kmsd stopped, gives the store back as it was at the dump."""
+        srv = self.new_server().start()
+        KmsdTestCase.init_config_server(srv)
+        self.ok(srv.request("POST", "transit/keys/bk"))
+        ct = self.ok(srv.request("POST", "transit/encrypt/bk",
+                                 {"plaintext": b64(b"kept")}))["ciphertext"]
+        dump = os.path.join(srv.workdir, "kmsd.pgdump")
+        env = dict(os.environ, PGPASSWORD=PASSWORD)
+        r = subprocess.run([os.path.join(PG_BIN, "pg_dump"), "-Fc", "-t", "kmsd_records", "-f",
+                            dump, self.pg.tcp_url], capture_output=True, text=True, env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.ok(srv.request("POST", "transit/keys/bk/rotate"))  # after the backup: gone
+        self.assertEqual(srv.stop(), 0)
+        self.pg.psql("DROP TABLE kmsd_records")
+        r = subprocess.run([os.path.join(PG_BIN, "pg_restore"), "-d", self.pg.tcp_url, dump],
+                           capture_output=True, text=True, env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        srv.start()
+        r = srv.request("POST", "transit/decrypt/bk", {"ciphertext": ct})
+        self.assertEqual(unb64(self.ok(r)["plaintext"]), b"kept")
+        self.assertEqual(self.ok(srv.request("GET", "transit/keys/bk"))["latest_version"], 1)
+        self.assertEqual(srv.stop(), 0)
 
     def test_password_from_environment(self):
         srv = self.new_server(password_file=False,

@@ -606,6 +606,45 @@ static int scan_end(const struct kms_audit_dev *d, int rfd, off_t size, off_t *g
 }
 
 /*
+ * Whether the last complete line of the file (ending at `good`, its newline) still matches
+ * its own hash: true when it cannot tell (unreadable, or longer than LAST_LINE_MAX).
+ */
+#define LAST_LINE_MAX (64 << 20)
+static bool last_line_intact(int rfd, off_t good)
+{
+    char buf[TAIL_READ];
+    off_t start = 0, end = good - 1; /* the line is [start, end), its newline at end */
+    bool found = false;
+    while (end > 0 && !found && good - 1 - end < LAST_LINE_MAX) {
+        off_t from = end > (off_t)sizeof(buf) ? end - (off_t)sizeof(buf) : 0;
+        ssize_t r = pread(rfd, buf, (size_t)(end - from), from);
+        if (r != end - from) {
+            return true;
+        }
+        for (ssize_t i = r - 1; i >= 0 && !found; i--) {
+            if (buf[i] == '\n') {
+                start = from + i + 1;
+                found = true;
+            }
+        }
+        end = from;
+    }
+    size_t len = (size_t)(good - 1 - start);
+    if ((!found && end > 0) || len > LAST_LINE_MAX) {
+        return true;
+    }
+    char *line = malloc(len ? len : 1);
+    char prev[KMS_AUDIT_HASH_LEN + 1], own[KMS_AUDIT_HASH_LEN + 1], mine[KMS_AUDIT_HASH_LEN + 1];
+    uint64_t seq;
+    size_t pl;
+    bool ok = line == NULL || pread(rfd, line, len, start) != (ssize_t)len ||
+              kms_audit_line_chain(line, len, &seq, prev, own, &pl) != 0 ||
+              (kms_audit_chain_hash(line, pl, mine) == 0 && strcmp(mine, own) == 0);
+    free(line);
+    return ok;
+}
+
+/*
  * How far the chain goes on in the rotated copy `path` from the head (seq, hash): when the copy
  * holds the line after it (seq + 1, whose prev_hash is the head), the head moves to the last of
  * the complete lines that follow on from there, one by one, and true is returned.
@@ -778,6 +817,13 @@ static int recover(struct kms_audit_dev *d, struct kms_err *err)
                 zeros ? " (zero bytes: the file's size reached the disk before its data, as "
                         "after a power loss)"
                       : "");
+    }
+    if (good > 0 && !last_line_intact(d->file->fd, good)) {
+        dev_log(d, "error",
+                "audit file %s: its last line (seq %llu) does not match its own hash: it was "
+                "changed after it was written; the chain goes on from it, and `kmsd audit "
+                "verify` names it",
+                d->o.path, (unsigned long long)d->seq);
     }
     if (good == 0) {
         start_from_head(d, stored_found, stored_seq, stored);

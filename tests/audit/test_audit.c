@@ -1397,6 +1397,40 @@ static void test_restart_reports_a_cut_tail(void **state)
     kms_storage_close(&st);
 }
 
+/* A last line changed after kmsd wrote it (its content no longer matches its own hash) was
+ * taken as the chain head without a word; start-up now says so (and still starts). */
+static void test_edited_last_line_reported_at_start(void **state)
+{
+    struct fx *f = *state;
+    struct kms_audit_device_opts o;
+    struct kms_audit_opts ao;
+    struct kms_audit *a = open_broker(NULL, f->path, KMS_AUDIT_FSYNC_BATCH);
+    struct kms_err err;
+    assert_int_equal(log_pair(a, 1), 0);
+    kms_audit_destroy(&a);
+    one_device(&o, &ao, f->path);
+    ao.log = capture_log;
+    logged[0] = '\0';
+    assert_int_equal(kms_audit_create(NULL, &ao, &a, &err), 0); /* intact: nothing said */
+    kms_audit_destroy(&a);
+    assert_null(strstr(logged, "does not match its own hash"));
+    size_t n;
+    char *text = slurp(f->path, &n);
+    char *last = strstr(text, "\"type\":\"response\"");
+    assert_non_null(last);
+    char *field = strstr(last, "\"n\":1");
+    assert_non_null(field);
+    field[4] = '7';
+    FILE *fp = fopen(f->path, "wb");
+    assert_int_equal(fwrite(text, 1, n, fp), n);
+    fclose(fp);
+    free(text);
+    logged[0] = '\0';
+    assert_int_equal(kms_audit_create(NULL, &ao, &a, &err), 0);
+    assert_non_null(strstr(logged, "its last line (seq 2) does not match its own hash"));
+    kms_audit_destroy(&a);
+}
+
 /* Pages of path in the page cache, and pages in all (mincore over a read-only mapping). */
 static void cached_pages(const char *path, size_t *cached, size_t *total)
 {
@@ -1509,6 +1543,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_foreign_tail_is_refused_untouched, setup, teardown),
         cmocka_unit_test_setup_teardown(test_zero_tail_is_cut, setup, teardown),
         cmocka_unit_test_setup_teardown(test_genesis_head_follows_no_other_chain, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_edited_last_line_reported_at_start, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_refuses_another_chain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_reports_a_cut_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_writer_per_file, setup, teardown),

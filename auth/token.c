@@ -1039,11 +1039,16 @@ int kms_auth_token_renew(struct kms_auth *auth, const struct kms_token *tok, int
     json_object_set_new(rec, "expire_time", json_integer((now_ms + lease_ms) / 1000));
     json_object_set_new(rec, "expire_ms", json_integer(now_ms + lease_ms));
     json_object_set_new(rec, "last_renewal", json_integer(now_ms / 1000));
-    if (put_record(txn, tok->hash, rec) != 0 || kms_storage_txn_commit(&txn) != 0) {
+    if (put_record(txn, tok->hash, rec) != 0) {
         kms_err_set(err, 500, "internal error");
         goto out;
     }
-    tc_bump(auth);
+    int crc = kms_storage_txn_commit(&txn);
+    tc_bump(auth); /* whatever the commit's outcome, as in the revocation below */
+    if (crc != 0) {
+        kms_err_set(err, 500, "internal error");
+        goto out;
+    }
     memset(out, 0, sizeof(*out));
     fill_token(rec, out);
     memcpy(out->hash, tok->hash, 32);
@@ -1398,10 +1403,11 @@ static int tidy_records(struct kms_auth *auth, uint8_t (*hashes)[32], size_t n, 
             goto out;
         }
     }
-    if (kms_storage_txn_commit(&txn) != 0) {
+    int crc = kms_storage_txn_commit(&txn);
+    tc_bump(auth); /* whatever the commit's outcome, as in the revocation above */
+    if (crc != 0) {
         goto out;
     }
-    tc_bump(auth);
     out->expired += nexpired;
     out->parent_revoked += nrevoked;
     rc = 0;

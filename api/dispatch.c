@@ -1168,13 +1168,7 @@ static bool goes_offload(struct kms_ctx *c)
  */
 static void hook_hold(void)
 {
-    const char *dir = getenv("KMS_TEST_HANDLER_HOOKS");
-    char hold[512], held[512];
-    if (dir == NULL || snprintf(hold, sizeof(hold), "%s/hold", dir) >= (int)sizeof(hold) ||
-        snprintf(held, sizeof(held), "%s/held", dir) >= (int)sizeof(held)) {
-        return;
-    }
-    kms_test_hold(hold, held);
+    kms_test_hold_dir("KMS_TEST_HANDLER_HOOKS");
 }
 #else
 static void hook_hold(void)

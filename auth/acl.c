@@ -650,20 +650,11 @@ out:
 }
 
 #ifdef KMS_TEST_HOOKS
-/*
- * Test hook (KMS_TEST_HOOKS builds only): with KMS_TEST_POLICY_HOOKS=<dir>, a policy read from
- * the store for the cache waits while <dir>/hold exists, and shows it by creating <dir>/held
- * (tests/integration/test_auth_policies.py).
- */
+/* Test hook (KMS_TEST_HOOKS builds only): with KMS_TEST_POLICY_HOOKS=<dir>, a policy read from
+ * the store for the cache waits while <dir>/hold exists (tests/integration/hooks_auth.py). */
 static void hook_policy_read(void)
 {
-    const char *dir = getenv("KMS_TEST_POLICY_HOOKS");
-    char hold[512], held[512];
-    if (dir == NULL || snprintf(hold, sizeof(hold), "%s/hold", dir) >= (int)sizeof(hold) ||
-        snprintf(held, sizeof(held), "%s/held", dir) >= (int)sizeof(held)) {
-        return;
-    }
-    kms_test_hold(hold, held);
+    kms_test_hold_dir("KMS_TEST_POLICY_HOOKS");
 }
 #else
 static void hook_policy_read(void)

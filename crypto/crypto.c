@@ -732,4 +732,15 @@ void kms_test_hold(const char *hold, const char *held)
         nanosleep(&ts, NULL);
     }
 }
+
+void kms_test_hold_dir(const char *env)
+{
+    const char *dir = getenv(env);
+    char hold[512], held[512];
+    if (dir == NULL || snprintf(hold, sizeof(hold), "%s/hold", dir) >= (int)sizeof(hold) ||
+        snprintf(held, sizeof(held), "%s/held", dir) >= (int)sizeof(held)) {
+        return;
+    }
+    kms_test_hold(hold, held);
+}
 #endif

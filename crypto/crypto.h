@@ -58,6 +58,9 @@ size_t kms_i64_dec(int64_t v, char out[21]);
 /* Test hooks (KMS_TEST_HOOKS builds only): wait while the file `hold` exists, creating the
  * file `held` once to show it (server/ha.c, api/dispatch.c). */
 void kms_test_hold(const char *hold, const char *held);
+/* The same with the directory the environment variable `env` names: <dir>/hold, <dir>/held
+ * (nothing when it is unset or the paths do not fit). */
+void kms_test_hold_dir(const char *env);
 #endif
 
 /*

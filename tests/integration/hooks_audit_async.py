@@ -30,15 +30,13 @@ whose name is a directory in the hooks dir takes its files from there.
 import http.client
 import json
 import os
-import shutil
 import signal
 import socket
-import tempfile
 import threading
 import time
 import unittest
 
-from kmsd_harness import KMSD_BIN, KmsdServer, KmsdTestCase, b64, rx_queue, wait_for
+from kmsd_harness import KMSD_BIN, HookedServerCase, b64, rx_queue, wait_for
 
 KMSCTL_BIN = os.path.join(os.path.dirname(KMSD_BIN), "kmsctl")
 
@@ -50,50 +48,19 @@ def read_lines(path):
     return [json.loads(line) for line in data.decode().splitlines()]
 
 
-class HookedServer(KmsdTestCase):
-    """One config-mode kmsd with one worker, an audit file in batch mode and the hooks dir."""
+class HookedServer(HookedServerCase):
+    """One config-mode kmsd with one worker, an audit file in batch mode and the hooks dir;
+    a subclass adds `extra_config`."""
 
+    hook_env = "KMS_TEST_AUDIT_HOOKS"
+    hook_files = ("hold", "fail", "delay", "syncfail")
+    audit_log = True
     extra_config = {}
 
     @classmethod
     def setUpClass(cls):
-        cls.workdir = tempfile.mkdtemp(prefix="kmsd-hooks-")
-        cls.hooks = os.path.join(cls.workdir, "hooks")
-        os.mkdir(cls.hooks)
-        cls.log = os.path.join(cls.workdir, "audit.log")
-        cfg = {"workers": 1, "audit_file": cls.log, "audit_fsync": "batch", "rate_limit": 0}
-        cfg.update(cls.extra_config)
-        cls.more_config(cfg)
-        os.environ["KMS_TEST_AUDIT_HOOKS"] = cls.hooks
-        try:
-            cls.server = KmsdServer(mode="config", config=cfg, workdir=cls.workdir)
-            try:
-                cls.server.start()
-                cls.init_config_server(cls.server)
-            except BaseException:
-                cls.server.cleanup()
-                raise
-        finally:
-            del os.environ["KMS_TEST_AUDIT_HOOKS"]
-
-    @classmethod
-    def more_config(cls, cfg):
-        pass
-
-    @classmethod
-    def tearDownClass(cls):
-        for f in ("hold", "fail", "delay", "syncfail"):
-            try:
-                os.unlink(os.path.join(cls.hooks, f))
-            except FileNotFoundError:
-                pass
-        try:
-            super().tearDownClass()
-        finally:
-            shutil.rmtree(cls.workdir, ignore_errors=True)
-
-    def tearDown(self):
-        self.unhook("hold", "fail", "delay", "syncfail")
+        cls.server_config = dict({"audit_fsync": "batch"}, **cls.extra_config)
+        super().setUpClass()
 
     # ---- hooks -----------------------------------------------------------------------------
     def hook(self, name, text=""):

@@ -9,49 +9,20 @@ read of a policy and the publication of what it read.
 """
 
 import os
-import shutil
-import tempfile
 import threading
 import unittest
 
-from kmsd_harness import KmsdServer, KmsdTestCase, b64, wait_for
+from kmsd_harness import HookedServerCase, b64, wait_for
 
 ALLOW = 'path "transit/encrypt/k" { capabilities = ["update"] }\n'
 NARROWED = 'path "transit/keys/k" { capabilities = ["read"] }\n'
 
 
-class PolicyCacheTest(KmsdTestCase):
-
-    @classmethod
-    def setUpClass(cls):
-        cls.workdir = tempfile.mkdtemp(prefix="kmsd-polcache-")
-        cls.hooks = os.path.join(cls.workdir, "hooks")
-        os.mkdir(cls.hooks)
-        # two workers: the held request blocks one, the policy write runs on the other
-        os.environ["KMS_TEST_POLICY_HOOKS"] = cls.hooks
-        try:
-            cls.server = KmsdServer(mode="config", config={"workers": 2, "rate_limit": 0},
-                                    workdir=cls.workdir)
-            try:
-                cls.server.start()
-                cls.init_config_server(cls.server)
-            except BaseException:
-                cls.server.cleanup()
-                raise
-        finally:
-            del os.environ["KMS_TEST_POLICY_HOOKS"]
-
-    @classmethod
-    def tearDownClass(cls):
-        for f in ("hold", "held"):
-            try:
-                os.unlink(os.path.join(cls.hooks, f))
-            except FileNotFoundError:
-                pass
-        try:
-            super().tearDownClass()
-        finally:
-            shutil.rmtree(cls.workdir, ignore_errors=True)
+class PolicyCacheTest(HookedServerCase):
+    hook_env = "KMS_TEST_POLICY_HOOKS"
+    workdir_prefix = "kmsd-polcache-"
+    # two workers: the held request blocks one, the policy write runs on the other
+    server_config = {"workers": 2}
 
     def encrypt(self, token):
         return self.server.request("POST", "transit/encrypt/k", {"plaintext": b64(b"x")},

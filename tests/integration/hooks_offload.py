@@ -18,13 +18,11 @@ connection waits for.
 
 import json
 import os
-import shutil
 import socket
-import tempfile
 import time
 import unittest
 
-from kmsd_harness import KmsdServer, KmsdTestCase, b64, request_in_thread, wait_for
+from kmsd_harness import HookedServerCase, b64, request_in_thread, wait_for
 
 
 def read_lines(path):
@@ -33,47 +31,12 @@ def read_lines(path):
     return [json.loads(line) for line in data.decode().splitlines()]
 
 
-class OffloadTest(KmsdTestCase):
+class OffloadTest(HookedServerCase):
     audit_timeout = 1
-
-    @classmethod
-    def setUpClass(cls):
-        cls.workdir = tempfile.mkdtemp(prefix="kmsd-offload-")
-        cls.hooks = os.path.join(cls.workdir, "hooks")
-        os.mkdir(cls.hooks)
-        cls.log = os.path.join(cls.workdir, "audit.log")
-        cfg = {"workers": 1, "audit_file": cls.log, "audit_fsync": "batch", "rate_limit": 0,
-               "audit_timeout": cls.audit_timeout}
-        os.environ["KMS_TEST_HANDLER_HOOKS"] = cls.hooks
-        try:
-            cls.server = KmsdServer(mode="config", config=cfg, workdir=cls.workdir)
-            try:
-                cls.server.start()
-                cls.init_config_server(cls.server)
-            except BaseException:
-                cls.server.cleanup()
-                raise
-        finally:
-            del os.environ["KMS_TEST_HANDLER_HOOKS"]
-
-    @classmethod
-    def tearDownClass(cls):
-        for f in ("hold", "held"):
-            try:
-                os.unlink(os.path.join(cls.hooks, f))
-            except FileNotFoundError:
-                pass
-        try:
-            super().tearDownClass()
-        finally:
-            shutil.rmtree(cls.workdir, ignore_errors=True)
-
-    def tearDown(self):
-        for f in ("hold", "held"):
-            try:
-                os.unlink(os.path.join(self.hooks, f))
-            except FileNotFoundError:
-                pass
+    hook_env = "KMS_TEST_HANDLER_HOOKS"
+    workdir_prefix = "kmsd-offload-"
+    audit_log = True
+    server_config = {"audit_fsync": "batch", "audit_timeout": audit_timeout}
 
     def hold(self):
         with open(os.path.join(self.hooks, "hold"), "w"):

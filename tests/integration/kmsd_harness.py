@@ -613,6 +613,68 @@ class KmsdTestCase(unittest.TestCase):
         return self.req("POST", "%s/decrypt/%s" % (mount, name), body)
 
 
+class HookedServerCase(KmsdTestCase):
+    """One config-mode server per class, from a KMS_TEST_HOOKS build, started with the
+    environment variable `hook_env` naming a fresh directory, cls.hooks, where the test puts
+    the files that hold or fail a step (`hook_files`, removed after each test and at the end).
+    Subclasses give `server_config` (merged over one worker, no rate limit), `audit_log`
+    (True: an audit file, cls.log, in the work directory) and may change the configuration in
+    more_config(cfg)."""
+
+    hook_env = None
+    hook_files = ("hold", "held")
+    workdir_prefix = "kmsd-hooks-"
+    audit_log = False
+
+    @classmethod
+    def setUpClass(cls):
+        unittest.TestCase.setUpClass()
+        cls.workdir = tempfile.mkdtemp(prefix=cls.workdir_prefix)
+        cls.hooks = os.path.join(cls.workdir, "hooks")
+        os.mkdir(cls.hooks)
+        cfg = {"workers": 1, "rate_limit": 0}
+        if cls.audit_log:
+            cls.log = os.path.join(cls.workdir, "audit.log")
+            cfg["audit_file"] = cls.log
+        cfg.update(cls.server_config or {})
+        cls.more_config(cfg)
+        os.environ[cls.hook_env] = cls.hooks
+        try:
+            cls.server = KmsdServer(mode="config", config=cfg, workdir=cls.workdir)
+            try:
+                cls.server.start()
+                cls.init_config_server(cls.server)
+            except BaseException:
+                cls.server.cleanup()
+                shutil.rmtree(cls.workdir, ignore_errors=True)
+                raise
+        finally:
+            del os.environ[cls.hook_env]
+
+    @classmethod
+    def more_config(cls, cfg):
+        pass
+
+    @classmethod
+    def unhook_all(cls):
+        for f in cls.hook_files:
+            try:
+                os.unlink(os.path.join(cls.hooks, f))
+            except FileNotFoundError:
+                pass
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.unhook_all()
+        try:
+            super().tearDownClass()
+        finally:
+            shutil.rmtree(cls.workdir, ignore_errors=True)
+
+    def tearDown(self):
+        self.unhook_all()
+
+
 def ct_version(ciphertext):
     m = re.match(r"^vault:v(\d+):", ciphertext)
     return int(m.group(1)) if m else None

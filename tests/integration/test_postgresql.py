@@ -257,6 +257,27 @@ class PostgresqlStorageTest(PgCase):
         self.assertEqual(self.ok(srv.request("GET", "transit/keys/bk"))["latest_version"], 1)
         self.assertEqual(srv.stop(), 0)
 
+    def test_init_started_over_as_documented(self):
+        """docs/operations.md: an init whose answer was lost (root token never seen) is started
+        over on a store never used: stop kmsd, TRUNCATE kmsd_records, init again."""
+        srv = self.new_server()
+        srv.start()
+        KmsdTestCase.init_config_server(srv)
+        lost = srv.token
+        r = srv.request("PUT", "sys/init", {}, token=None)
+        self.assertEqual(r.status, 400, r.describe())
+        self.assertIn("already initialized", r.describe())
+        self.assertEqual(srv.stop(), 0)
+        self.pg.psql("TRUNCATE kmsd_records")
+        srv.start()
+        r = srv.request("GET", "sys/health", token=None)
+        self.assertEqual(r.status, 501, r.describe())  # not initialised
+        KmsdTestCase.init_config_server(srv)
+        self.assertNotEqual(srv.token, lost)
+        self.assertEqual(srv.request("GET", "auth/token/lookup-self", token=lost).status, 403)
+        self.ok(srv.request("POST", "transit/keys/k", {}))
+        self.assertEqual(srv.stop(), 0)
+
     def test_password_from_environment(self):
         srv = self.new_server(password_file=False,
                               postgresql_password_env="KMS_TEST_PG_PASSWORD")

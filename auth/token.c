@@ -867,7 +867,21 @@ int kms_auth_token_create(struct kms_auth *auth, const struct kms_token_spec *sp
     if (spec->id != NULL) {
         if (!token_valid_custom_id(spec->id) ||
             strlen(spec->id) + strlen(suffix) >= KMS_TOKEN_MAX_LEN) {
-            kms_err_set(err, 400, "custom token ID cannot have the 's.' prefix or contain a '.'");
+            /* OpenBao's words for its rules; the others are kmsd's (a token travels in a
+             * header, and the namespace suffix must fit) */
+            const char *id = spec->id;
+            if (strncmp(id, "hvs.", 4) == 0) {
+                kms_err_set(err, 400, "custom token ID cannot have the 'hvs.' prefix");
+            } else if (strncmp(id, "s.", 2) == 0) {
+                kms_err_set(err, 400, "custom token ID cannot have the 's.' prefix");
+            } else if (strchr(id, '.') != NULL) {
+                kms_err_set(err, 400, "custom token ID cannot have a '.' in the value");
+            } else {
+                kms_err_set(err, 400,
+                            "custom token ID must be 1 to %zu printable ASCII characters without "
+                            "spaces",
+                            KMS_TOKEN_MAX_LEN - 1 - strlen(suffix));
+            }
             goto out;
         }
         size_t il = strlen(spec->id);

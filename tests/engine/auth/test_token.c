@@ -186,7 +186,13 @@ static void test_create_options(void **state)
     at_fail(t, 400, "POST", "/v1/auth/token/create", "{\"id\":\"my-own-token\"}",
             "cannot create a token with a duplicate ID");
     at_fail(t, 400, "POST", "/v1/auth/token/create", "{\"id\":\"a.b\"}",
-            "custom token ID cannot have the 's.' prefix or contain a '.'");
+            "custom token ID cannot have a '.' in the value");
+    at_fail(t, 400, "POST", "/v1/auth/token/create", "{\"id\":\"s.mine\"}",
+            "custom token ID cannot have the 's.' prefix");
+    at_fail(t, 400, "POST", "/v1/auth/token/create", "{\"id\":\"hvs.mine\"}",
+            "custom token ID cannot have the 'hvs.' prefix");
+    at_fail(t, 400, "POST", "/v1/auth/token/create", "{\"id\":\"my token\"}",
+            "custom token ID must be 1 to 127 printable ASCII characters without spaces");
     /* non-renewable tokens */
     b = create_token(t, "/v1/auth/token/create", "{\"policies\":[\"a\"],\"renewable\":false}", tok,
                      NULL);

@@ -30,8 +30,14 @@
  * process without bound. */
 #define MAX_BUFFERED_CONN (4u << 20)
 #define MAX_BUFFERED_ALL (64u << 20)
+/* Streams open on every connection of the process together (each holds about 400 bytes of
+ * nghttp2's and this file's state, with or without a byte of request): past it, a new stream
+ * is refused with RST_STREAM REFUSED_STREAM (a gRPC client retries it), so 1024 connections
+ * of 1000 unfinished requests each cannot hold 400 MB for the 10 s before they are reset. */
+#define MAX_STREAMS_ALL 16384
 
 static atomic_size_t buffered_all;
+static atomic_size_t streams_all;
 #define GRPC_PREFIX 5
 
 struct stream {
@@ -90,6 +96,7 @@ static void stream_free(struct kms_h2 *h, struct stream *st)
         st->next->prev = st->prev;
     }
     h->open--;
+    atomic_fetch_sub(&streams_all, 1);
     h->buffered -= st->cap;
     atomic_fetch_sub(&buffered_all, st->cap);
     kms_free_wipe((void **)&st->body, st->cap);
@@ -115,8 +122,18 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
     if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) {
         return 0;
     }
+    if (atomic_fetch_add(&streams_all, 1) >= MAX_STREAMS_ALL) {
+        /* refused before anything is kept for it: no stream struct, so every callback ignores
+         * the rest of it, and nghttp2 closes it once the RST_STREAM is out */
+        atomic_fetch_sub(&streams_all, 1);
+        return nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id,
+                                         NGHTTP2_REFUSED_STREAM) == 0
+                   ? 0
+                   : NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
     struct stream *st = calloc(1, sizeof(*st));
     if (st == NULL) {
+        atomic_fetch_sub(&streams_all, 1);
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST_STREAM this one */
     }
     st->id = f->hd.stream_id;
@@ -125,6 +142,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
     st->deadline_ms = KMS_PLUGIN_NO_DEADLINE;
     if (nghttp2_session_set_stream_user_data(s, st->id, st) != 0) {
         free(st);
+        atomic_fetch_sub(&streams_all, 1);
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
     st->next = h->streams;
@@ -520,6 +538,10 @@ int kms_h2_create(kms_h2_call_fn on_call, kms_h2_cancel_fn on_cancel, kms_h2_sen
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
     nghttp2_option_set_max_send_header_block_length(opt, MAX_HEADER_LIST);
+    /* nghttp2 keeps closed streams for RFC 7540 priorities (up to the concurrent-stream limit
+     * per connection, ~280 bytes each): gRPC has no use for them, and 1024 connections of 1000
+     * finished calls each held 280 MB */
+    nghttp2_option_set_no_closed_streams(opt, 1);
     if (nghttp2_session_server_new2(&h->s, cbs, h, opt) != 0) {
         goto fail;
     }

@@ -561,6 +561,90 @@ class TestInProcess(PluginServerCase):
             kp.close()
 
 
+class TestStreamLimits(PluginServerCase):
+    """Many streams on many connections: what nghttp2 and the plugin keep per stream is bounded
+    for the whole process, not only the request bytes (a server of its own: the limits are the
+    process's)."""
+
+    def rss_kib(self):
+        with open("/proc/%d/status" % self.server.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+    @staticmethod
+    def synced(h, token):
+        """A PING and its ACK: the server has processed every frame sent before it."""
+        h.send_frame(6, 0, 0, token)
+        while True:
+            f = h.frame()
+            if f is None:
+                raise AssertionError("the server closed the connection")
+            if f[0] == 6 and f[1] & 1 and f[3] == token:
+                return
+
+    def test_unfinished_streams_are_capped_for_the_process(self):
+        # 17 connections of 1000 requests that never end (HEADERS only): once 16384 streams are
+        # open in the process, a new one is refused with RST_STREAM REFUSED_STREAM (7), which
+        # gRPC clients retry, rather than kept (~400 bytes each: 1024 connections of 1000 held
+        # 380 MB, past the sidecar's 64Mi limit)
+        conns = []
+        try:
+            for i in range(17):
+                h = RawH2(self.sock)
+                conns.append(h)
+                h.handshake()
+                h.s.sendall(b"".join(h.headers_frame(2 * k + 1, b"Encrypt") for k in range(1000)))
+                self.synced(h, b"sync%04d" % i)
+            fresh = RawH2(self.sock)
+            conns.append(fresh)
+            fresh.handshake()
+            fresh.call(1, b"Status", b"")
+            a = fresh.answer(1)
+            self.assertEqual(a["rst"], 7, a)  # REFUSED_STREAM
+            for h in conns[:-1]:
+                h.close()
+            # the streams of the closed connections are gone: calls are served again
+            n = [1]
+
+            def served():
+                n[0] += 2
+                fresh.call(n[0], b"Status", b"")
+                return fresh.answer(n[0])["headers"].get("grpc-status") == "0"
+            wait_for(served, 10, "a Status call served after the connections closed")
+        finally:
+            for h in conns:
+                h.close()
+
+    def test_finished_streams_are_not_kept(self):
+        # 100 connections of 1000 finished streams each (refused at once: HTTP 415): nghttp2
+        # kept up to 1000 closed streams a connection for RFC 7540 priorities (~280 bytes each,
+        # 28 MB here; 280 MB with 1024 connections); none are kept now
+        lit = RawH2.literal
+        block = (lit(b":method", b"GET") + lit(b":scheme", b"http") + lit(b":path", b"/x") +
+                 lit(b":authority", b"l"))
+        conns = []
+        try:
+            before = self.rss_kib()
+            for _ in range(100):
+                h = RawH2(self.sock)
+                conns.append(h)
+                h.handshake()
+                h.s.sendall(b"".join(h.frame_bytes(1, 5, 2 * k + 1, block) for k in range(1000)))
+                ended = 0
+                while ended < 1000:
+                    f = h.frame()
+                    self.assertIsNotNone(f, "the server closed the connection")
+                    if f[0] == 1 and f[1] & 1:
+                        ended += 1
+            grown = self.rss_kib() - before
+            self.assertLess(grown, 12 * 1024, "kmsd grew by %d KiB" % grown)
+        finally:
+            for h in conns:
+                h.close()
+
+
 def audit_lines(path):
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]

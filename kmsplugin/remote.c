@@ -286,6 +286,12 @@ static int login_locked(struct remote *r, struct kms_err *err)
     if (jwt == NULL) {
         return -1;
     }
+    /* json_pack refuses a string that is not UTF-8: such a file is no JWT (a login refused),
+     * not "out of memory" (an INTERNAL answer to every call) */
+    if (!kms_utf8_valid(jwt, strlen(jwt))) {
+        kms_free_wipe((void **)&jwt, 65537);
+        return kms_err_set(err, 401, "%s holds bytes a JWT cannot have (not UTF-8)", r->jwt_file);
+    }
     json_t *b = json_pack("{s:s, s:s}", "role", r->role, "jwt", jwt);
     kms_free_wipe((void **)&jwt, 65537);
     char *body = b != NULL ? json_dumps(b, JSON_COMPACT) : NULL;
@@ -533,6 +539,12 @@ static int remote_decrypt(void *arg, const char *ct, size_t ctlen, uint32_t vers
     (void)ctlen;
     *pt = NULL;
     *ptlen = 0;
+    /* json_pack refuses a string that is not UTF-8, which answered INTERNAL "out of memory";
+     * no such text is base64: refused as the key service (and the in-process plugin) refuse
+     * it, without asking the key service */
+    if (!kms_utf8_valid(ct, strlen(ct))) {
+        return kms_err_set(err, 400, "invalid ciphertext: could not decode base64");
+    }
     json_t *req = json_pack("{s:s}", "ciphertext", ct);
     char *body = req != NULL ? json_dumps(req, JSON_COMPACT) : NULL;
     json_decref(req);

@@ -678,6 +678,25 @@ class TestSidecarAgainstAFakeKeyService(unittest.TestCase):
                               details)
                 self.assertNotIn("QUJD", details)  # nothing of the answer is quoted
 
+    def test_text_that_is_not_utf8_is_refused_as_in_process(self):
+        # jansson's json_pack refuses a string that is not UTF-8: a Decrypt whose ciphertext
+        # was not (as a damaged etcd value can be) answered INTERNAL "out of memory", where the
+        # in-process plugin answers INVALID_ARGUMENT; a JWT file that is not UTF-8 likewise
+        # failed every call with INTERNAL "out of memory" instead of a refused login
+        code, details = rpc_error(self.p.decrypt, b"vault:v1:\xff\xfeQUJD",
+                                  "transit/keys/etcd-f:v1")
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, details)
+        self.assertEqual(details, "invalid ciphertext: could not decode base64")
+        jwt = os.path.join(self.dir, "jwt")
+        with open(jwt, "wb") as f:
+            f.write(b"eyJhbGciOiJSUzI1NiJ9.\xff\xfe.sig\n")
+        s = Sidecar(self.dir, ["-addr=" + self.fake.addr, "-key=etcd-f", "-role=kms-plugin",
+                               "-token-file=" + jwt])
+        self.addCleanup(lambda: self.assertEqual(s.stop(), 0))
+        code, details = rpc_error(s.plugin.encrypt, SEED)
+        self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED, details)
+        self.assertIn("holds bytes a JWT cannot have", details)
+
 
 if __name__ == "__main__":
     unittest.main()

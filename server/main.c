@@ -409,8 +409,10 @@ static int check_flags(struct flags *f, int64_t *flag_delay)
     }
     int64_t pi = 0;
     if (f->plugin_status_interval != NULL &&
-        (kms_duration_parse(f->plugin_status_interval, &pi) != 0 || pi < 1)) {
-        fprintf(stderr, "kmsd: -kms-plugin-status-interval: invalid duration \"%s\"\n",
+        (kms_duration_parse(f->plugin_status_interval, &pi) != 0 || pi < 1 || pi > 3600)) {
+        /* the config file's kms_plugin_status_interval bounds: a healthy answer reused for
+         * longer hides a rotation (and a deleted key) from the apiserver that long */
+        fprintf(stderr, "kmsd: -kms-plugin-status-interval: invalid duration \"%s\" (1s to 1h)\n",
                 f->plugin_status_interval);
         return 2;
     }

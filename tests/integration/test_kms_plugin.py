@@ -984,6 +984,25 @@ class TestSocketSafety(unittest.TestCase):
         self.assertEqual(proc.returncode, 2)
         self.assertIn("-kms-plugin-key", proc.stderr.decode())
 
+    def test_status_interval_flag_bounds(self):
+        # the config file takes kms_plugin_status_interval from 1 to 3600 s; the flag took any
+        # length (1000000h: a healthy Status reused for 114 years, a rotation never reported
+        # unless an Encrypt happened to use the new version)
+        for v in ("1000000h", "3601s", "500ms", "0s"):
+            with self.subTest(v):
+                proc = subprocess.Popen([KMSD_BIN, "server", "-dev", "-kms-plugin-socket=" +
+                                         self.path, "-kms-plugin-key=etcd-k",
+                                         "-kms-plugin-status-interval=" + v],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                try:
+                    _, err = proc.communicate(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.terminate()  # a dev server that started: it removes its store
+                    _, err = proc.communicate(timeout=30)
+                    self.fail("kmsd started with -kms-plugin-status-interval=" + v)
+                self.assertEqual(proc.returncode, 2, err.decode())
+                self.assertIn("invalid duration \"%s\" (1s to 1h)" % v, err.decode())
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -41,9 +41,15 @@
 #define HANDSHAKE_SECONDS 10   /* a connection without its preface by then is closed */
 #define WRITE_STALL_SECONDS 30 /* a client that takes none of its answers this long: closed */
 #define REQUEST_SECONDS 10     /* a call whose request is not complete by then is reset */
-#define MAX_OUTPUT (4u << 20)  /* unsent bytes per connection before it stops reading */
-#define LINGER_SECONDS 2       /* how long a finished connection waits for the client's close */
-#define GOAWAY_ACK_MS 1000     /* stop: how long the shutdown PING may go unacknowledged */
+/* Unsent bytes per connection before it stops reading (until they are out): an answer is at
+ * most ~1.1 KiB, so for a client that reads its answers this only holds back its next requests
+ * a moment, while one that sends requests without reading the answers holds this much of the
+ * process until WRITE_STALL_SECONDS close it (at 4 MiB, 16 such connections were past the
+ * sidecar's 64Mi memory limit within seconds). The answers of calls in flight come on top,
+ * bounded by the streams. */
+#define MAX_OUTPUT (64u << 10)
+#define LINGER_SECONDS 2   /* how long a finished connection waits for the client's close */
+#define GOAWAY_ACK_MS 1000 /* stop: how long the shutdown PING may go unacknowledged */
 /* Calls waiting for a call thread, on all connections: beyond either, a call is refused with
  * RESOURCE_EXHAUSTED (a reset stream leaves HTTP/2's concurrent-stream count at once, so
  * without these a client resetting calls in a loop could queue them without end while the

@@ -644,6 +644,44 @@ class TestStreamLimits(PluginServerCase):
             for h in conns:
                 h.close()
 
+    def test_a_client_that_reads_no_answers_holds_little(self):
+        # 4 connections that send requests (each answered at once, UNIMPLEMENTED) and read
+        # none of the answers: kmsd stops reading a connection once 64 KiB of answers wait on
+        # it. It stopped at 4 MiB: each such connection held 4 MiB of kmsd for the 30 s of
+        # the write timeout (16 of them, the sidecar's 64Mi memory limit) and took ~28 MB of
+        # requests first
+        lit = RawH2.literal
+        block = (lit(b":method", b"POST") + lit(b":scheme", b"http") + lit(b":path", b"/x") +
+                 lit(b":authority", b"l") + lit(b"content-type", b"application/grpc"))
+        head = len(block).to_bytes(3, "big") + bytes([1, 5])  # HEADERS, END_STREAM|END_HEADERS
+        conns, taken = [], []
+        try:
+            before = self.rss_kib()
+            for _ in range(4):
+                h = RawH2(self.sock)
+                conns.append(h)
+                h.handshake()
+                h.s.settimeout(2)  # kmsd has stopped reading once a send waits this long
+                sid, sent = 1, 0
+                try:
+                    while sent < 40 << 20:
+                        burst = b"".join(head + (sid + 2 * k).to_bytes(4, "big") + block
+                                         for k in range(2000))
+                        h.s.sendall(burst)
+                        sid += 4000
+                        sent += len(burst)
+                except socket.timeout:
+                    pass
+                taken.append(sent)
+            grown = self.rss_kib() - before
+            for sent in taken:
+                self.assertLess(sent, 4 << 20, "kmsd took %d bytes of requests" % sent)
+            self.assertLess(grown, 8 * 1024, "kmsd grew by %d KiB" % grown)
+        finally:
+            for h in conns:
+                h.close()
+        wait_for(lambda: self.p.status().version == "v2", 10, "a Status call served")
+
 
 def audit_lines(path):
     with open(path) as f:

@@ -183,7 +183,10 @@ int kms_plugin_sidecar_main(int argc, char **argv)
         return 2;
     }
     if (f.log_level != NULL) {
-        if (rank(f.log_level) == 3 && strcmp(f.log_level, "error") != 0) {
+        /* "notice" is the rank of the lines always written (rank() gives it 9): taken as a
+         * level, it hid every warning and error */
+        if ((rank(f.log_level) == 3 && strcmp(f.log_level, "error") != 0) ||
+            rank(f.log_level) > 3) {
             fprintf(stderr,
                     "kmsd kms-plugin: -log-level: \"%s\" is not one of debug, info, "
                     "warn, error\n",

@@ -500,7 +500,11 @@ class TestSidecarFlags(unittest.TestCase):
                   % os.path.join(d, "ca.pem")),
                  (["-addr=https://kmsd.example:8200", "-mount=/"], "-mount: no mount path"),
                  (["-addr=https://kmsd.example:8200", "-auth-path="],
-                  "-auth-path: no mount path")]
+                  "-auth-path: no mount path"),
+                 # the rank of the lines always written: taken as a level, it hid every
+                 # warning and error
+                 (["-addr=https://kmsd.example:8200", "-log-level=notice"],
+                  "-log-level: \"notice\" is not one of debug, info, warn, error")]
         for args, want in cases:
             with self.subTest(args=args):
                 proc = subprocess.Popen([KMSD_BIN, "kms-plugin", "-listen=unix://" + sock,

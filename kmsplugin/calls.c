@@ -83,8 +83,14 @@ static int code_of(const struct kms_err *err)
     case 400:
     case 413:
         /* min_decryption_version refusals: the request is fine, the key's state is not */
-        return strstr(err->msg, "disallowed by policy") != NULL ? KMS_GRPC_FAILED_PRECONDITION
-                                                                : KMS_GRPC_INVALID_ARGUMENT;
+        if (strstr(err->msg, "disallowed by policy") != NULL) {
+            return KMS_GRPC_FAILED_PRECONDITION;
+        }
+        /* Transit's (kmsd's, Vault's) answer to a decrypt with a key that does not exist: a
+         * 400, where the in-process plugin says NOT_FOUND (the sidecar answered
+         * INVALID_ARGUMENT, as if the apiserver's request were at fault) */
+        return strcmp(err->msg, "encryption key not found") == 0 ? KMS_GRPC_NOT_FOUND
+                                                                 : KMS_GRPC_INVALID_ARGUMENT;
     case 401:
         return KMS_GRPC_UNAUTHENTICATED;
     case 403:

@@ -701,6 +701,20 @@ class TestSidecarAgainstAFakeKeyService(unittest.TestCase):
         self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED, details)
         self.assertIn("holds bytes a JWT cannot have", details)
 
+    def test_a_missing_key_is_not_found(self):
+        # Transit answers a decrypt with a key that does not exist 400 "encryption key not
+        # found" (kmsd, Vault); the sidecar passed it on as INVALID_ARGUMENT, as if the
+        # apiserver's request were at fault, where the in-process plugin answers NOT_FOUND
+        self.fake.raw["decrypt"] = (400, b'{"errors":["encryption key not found"]}')
+        code, details = rpc_error(self.p.decrypt, b"vault:v1:QUJD", "transit/keys/etcd-f:v1")
+        self.assertEqual(code, grpc.StatusCode.NOT_FOUND, details)
+        self.assertEqual(details, "encryption key not found")
+        # a request Transit refuses stays INVALID_ARGUMENT
+        self.fake.raw["decrypt"] = (400, b'{"errors":["invalid ciphertext: could not decode '
+                                         b'base64"]}')
+        code, details = rpc_error(self.p.decrypt, b"vault:v1:QUJD", "transit/keys/etcd-f:v1")
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, details)
+
 
 if __name__ == "__main__":
     unittest.main()

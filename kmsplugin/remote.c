@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define POOL_MAX 64 /* idle kept connections at most */
 /* bytes of a key service's answer kept at most (a real one is about 1.5 KiB) */
@@ -371,16 +372,55 @@ static void renew_locked(struct remote *r)
     }
 }
 
-/* The token to use (malloc'd copy) and its generation: logs in, renews or re-logs first. */
-static char *current_token(struct remote *r, uint64_t *gen, struct kms_err *err)
+/* Take the token lock by deadline_ms (monotonic; KMS_PLUGIN_NO_DEADLINE: however long it
+ * takes); 0, or -1 when the deadline came first. */
+static int lock_by(struct remote *r, int64_t deadline_ms)
+{
+    if (deadline_ms == KMS_PLUGIN_NO_DEADLINE) {
+        pthread_mutex_lock(&r->mu);
+        return 0;
+    }
+    int64_t left = deadline_ms - kms_plugin_mono_ms();
+    if (left <= 0) {
+        return pthread_mutex_trylock(&r->mu) == 0 ? 0 : -1;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts); /* pthread_mutex_timedlock's clock */
+    ts.tv_sec += (time_t)(left / 1000);
+    ts.tv_nsec += (long)(left % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    return pthread_mutex_timedlock(&r->mu, &ts) == 0 ? 0 : -1;
+}
+
+/*
+ * The token to use (malloc'd copy) and its generation: logs in, renews or re-logs first. A call
+ * waits for another call's login (each takes up to -timeout) only until its own deadline, and
+ * starts none once its deadline has passed: against a key service that takes connections and
+ * never answers, the 16 call threads queued for the lock each ran a login of their own in turn,
+ * long after their callers had gone (80 s with the default -timeout, and as long after
+ * SIGTERM before the sidecar could exit).
+ */
+static char *current_token(struct remote *r, int64_t deadline_ms, uint64_t *gen,
+                           struct kms_err *err)
 {
     char *out = NULL;
-    pthread_mutex_lock(&r->mu);
+    if (lock_by(r, deadline_ms) != 0) {
+        kms_err_set(err, 504, "deadline exceeded waiting for the login to the key service");
+        return NULL;
+    }
     int64_t now = kms_plugin_mono_ms();
-    if (r->token != NULL && r->renewable && r->renew_at_ms != 0 && now >= r->renew_at_ms) {
+    bool late = deadline_ms != KMS_PLUGIN_NO_DEADLINE && now >= deadline_ms;
+    if (r->token != NULL && r->renewable && r->renew_at_ms != 0 && now >= r->renew_at_ms && !late) {
         renew_locked(r); /* two thirds of the TTL passed */
     }
     if (r->token == NULL || (r->expires_ms != 0 && now >= r->expires_ms - r->margin_ms)) {
+        if (late) {
+            kms_err_set(err, 504, "deadline exceeded before the login to the key service");
+            goto out;
+        }
         if (login_locked(r, err) != 0) { /* none yet, or (about to be) expired */
             goto out;
         }
@@ -431,7 +471,7 @@ static int transit_call(struct remote *r, const char *op, const char *body, int6
     for (int attempt = 0; attempt < 2; attempt++) {
         struct kms_cli_resp resp;
         uint64_t gen = 0;
-        char *tok = current_token(r, &gen, err);
+        char *tok = current_token(r, deadline_ms, &gen, err);
         if (tok == NULL) {
             return -1;
         }

@@ -715,6 +715,35 @@ class TestSidecarAgainstAFakeKeyService(unittest.TestCase):
         code, details = rpc_error(self.p.decrypt, b"vault:v1:QUJD", "transit/keys/etcd-f:v1")
         self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, details)
 
+    def test_calls_do_not_queue_logins_past_their_deadline(self):
+        # a key service that takes connections and never answers, a login per call thread:
+        # each call thread waited for the token lock and then ran a login of its own (up to
+        # -timeout each), long after its caller had gone, one after the other: with 8 calls
+        # of the apiserver's kind (a deadline each) the sidecar took 8 x -timeout to end after
+        # SIGTERM (79 s with 16 calls and the default 5 s). Now a call waits for another's
+        # login only until its deadline, and starts none after it
+        jwt = os.path.join(self.dir, "jwt")
+        with open(jwt, "w") as f:
+            f.write("eyJhbGciOiJSUzI1NiJ9.e30.sig\n")
+        self.fake.delay = 60
+        s = Sidecar(self.dir, ["-addr=" + self.fake.addr, "-key=etcd-f", "-role=kms-plugin",
+                               "-token-file=" + jwt, "-timeout=3s"])
+        pb, _ = load_stubs()
+        futs = [s.plugin.stub.Encrypt.future(pb.EncryptRequest(plaintext=SEED, uid="u%d" % i),
+                                             timeout=0.5) for i in range(8)]
+        for f in futs:
+            try:
+                f.result()
+            except grpc.RpcError as e:
+                self.assertEqual(e.code(), grpc.StatusCode.DEADLINE_EXCEEDED, e.details())
+        t0 = time.monotonic()
+        rc = s.stop()
+        took = time.monotonic() - t0
+        with open(s.log_path, "rb") as f:
+            log = f.read().decode("utf-8", "replace")
+        self.assertEqual(rc, 0, log)
+        self.assertLess(took, 12, "the sidecar took %.1f s to end after SIGTERM" % took)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -120,6 +120,15 @@ int kms_plugin_socket_open(const struct kms_plugin_opts *o, int *out, struct kms
     if (mode & ~0777u) {
         return kms_err_set(err, 400, "kms plugin socket mode %o: permission bits only", mode);
     }
+    if (mode & 0002u) {
+        /* connecting to a unix socket takes write permission: every local user could call
+         * Decrypt on the cluster's DEK seeds */
+        return kms_err_set(err, 400,
+                           "kms plugin socket mode %04o lets every local user call the plugin: "
+                           "share it with kube-apiserver's group instead (socket_group, mode "
+                           "0660)",
+                           mode);
+    }
     if (fill_addr(o->socket_path, &sa, err) != 0 ||
         (o->socket_group != NULL && o->socket_group[0] != '\0' &&
          group_id(o->socket_group, &gid, err) != 0) ||

@@ -969,6 +969,22 @@ class TestSocketSafety(unittest.TestCase):
         finally:
             srv.cleanup()
 
+    def test_socket_open_to_every_user_refused(self):
+        # 0666 or 0777: any local user could connect and Decrypt the cluster's DEK seeds
+        for mode in ("0666", "0602"):
+            with self.subTest(mode):
+                srv = KmsdServer(mode="config", workdir=self.dir, config={"kms_plugins": [
+                    {"socket": self.dir + "/open.sock", "key": "k", "socket_mode": mode}]})
+                try:
+                    srv.spawn()
+                    rc = srv.wait_exit(30)
+                    self.assertIsNotNone(rc, "kmsd kept running with socket_mode " + mode)
+                    self.assertNotEqual(rc, 0)
+                    self.assertIn("lets every local user call the plugin", srv.log_text())
+                    self.assertFalse(os.path.exists(self.dir + "/open.sock"))
+                finally:
+                    srv.cleanup()
+
     def test_silent_connection_closed(self):
         # a connection that sends nothing (not even the HTTP/2 preface) is closed after the
         # handshake timeout (10 s), so idle sockets cannot hold the 1024 connection slots

@@ -26,6 +26,9 @@ from kms_plugin_helpers import Plugin, RawH2, load_stubs, rpc_error, wait_for, w
 
 STATUS_INTERVAL = 1  # seconds a health probe answer is reused (-kms-plugin-status-interval)
 SEED = bytes(range(32))  # what the apiserver sends: a 32-byte DEK seed
+# an ASan build (CI's second run): freed memory sits in ASan's quarantine, so RSS bounds are
+# asserted in the normal build only (test_http_strict does the same)
+SANITIZED = os.environ.get("KMS_SANITIZED") == "1"
 
 
 class PluginServerCase(unittest.TestCase):
@@ -639,7 +642,8 @@ class TestStreamLimits(PluginServerCase):
                     if f[0] == 1 and f[1] & 1:
                         ended += 1
             grown = self.rss_kib() - before
-            self.assertLess(grown, 12 * 1024, "kmsd grew by %d KiB" % grown)
+            if not SANITIZED:  # (ASan's quarantine keeps freed memory: RSS tells nothing)
+                self.assertLess(grown, 12 * 1024, "kmsd grew by %d KiB" % grown)
         finally:
             for h in conns:
                 h.close()
@@ -676,7 +680,8 @@ class TestStreamLimits(PluginServerCase):
             grown = self.rss_kib() - before
             for sent in taken:
                 self.assertLess(sent, 4 << 20, "kmsd took %d bytes of requests" % sent)
-            self.assertLess(grown, 8 * 1024, "kmsd grew by %d KiB" % grown)
+            if not SANITIZED:  # (as above)
+                self.assertLess(grown, 8 * 1024, "kmsd grew by %d KiB" % grown)
         finally:
             for h in conns:
                 h.close()

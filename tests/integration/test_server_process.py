@@ -25,6 +25,15 @@ def run_flags(*args):
                           capture_output=True, text=True, timeout=30)
 
 
+def run_config(d, settings, *flags):
+    """kmsd server -config=<d>/kmsd.json, the file holding `settings` on a port the kernel picks
+    (run_flags' result; a start that hangs raises subprocess.TimeoutExpired after 30 s)."""
+    cfg = os.path.join(d, "kmsd.json")
+    with open(cfg, "w") as f:
+        json.dump(dict({"listen_address": "127.0.0.1:0"}, **settings), f)
+    return run_flags("-config=" + cfg, *flags)
+
+
 class FlagChecks(unittest.TestCase):
     def test_bad_log_level_flag_is_refused(self):
         r = run_flags("-dev", "-dev-listen-address=127.0.0.1:0", "-log-level=verbose")
@@ -83,11 +92,8 @@ class FlagChecks(unittest.TestCase):
             for setting, value in (("postgresql_url", "postgresql://kmsd:pw-Secret-1@db/kmsd"),
                                    ("postgresql_password_file", os.path.join(d, "pg.pw"))):
                 with self.subTest(setting=setting):
-                    cfg = os.path.join(d, "kmsd.json")
-                    with open(cfg, "w") as f:
-                        json.dump({"listen_address": "127.0.0.1:0", "seal_key_file": key,
-                                   "storage_path": os.path.join(d, "store"), setting: value}, f)
-                    r = run_flags("-config=" + cfg)
+                    r = run_config(d, {"seal_key_file": key,
+                                       "storage_path": os.path.join(d, "store"), setting: value})
                     self.assertEqual(r.returncode, 1, r.stderr)
                     self.assertIn('"%s" is set but "storage" is "lmdb": add "storage": '
                                   '"postgresql"' % setting, r.stderr)
@@ -121,16 +127,14 @@ class FlagChecks(unittest.TestCase):
             crt, key = os.path.join(d, "s.crt"), os.path.join(d, "s.key")
             self_signed(key, crt)
             write_seal_key(os.path.join(d, "seal.key"), os.urandom(32))
-            cfg = os.path.join(d, "kmsd.json")
-            with open(cfg, "w") as f:
-                json.dump({"listen_address": "127.0.0.1:0", "storage_path": os.path.join(d, "s"),
-                           "seal_key_file": os.path.join(d, "seal.key"), "tls_cert_file": crt,
-                           "tls_key_file": key, "audit_file": os.path.join(d, "audit.log")}, f)
+            settings = {"storage_path": os.path.join(d, "s"),
+                        "seal_key_file": os.path.join(d, "seal.key"), "tls_cert_file": crt,
+                        "tls_key_file": key, "audit_file": os.path.join(d, "audit.log")}
             for flags in (["-tls-cert-file=", "-tls-key-file="], ["-tls-key-file", ""],
                           ["-audit-file="]):
                 with self.subTest(flags=flags):
                     try:
-                        r = run_flags("-config=" + cfg, *flags)
+                        r = run_config(d, settings, *flags)
                     except subprocess.TimeoutExpired:
                         self.fail("kmsd served with %r" % flags)
                     self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
@@ -146,12 +150,8 @@ class FlagChecks(unittest.TestCase):
         try:
             key = os.path.join(d, "seal.key")
             os.mkfifo(key, 0o600)
-            cfg = os.path.join(d, "kmsd.json")
-            with open(cfg, "w") as f:
-                json.dump({"listen_address": "127.0.0.1:0", "seal_key_file": key,
-                           "storage_path": os.path.join(d, "store")}, f)
             try:
-                r = run_flags("-config=" + cfg)
+                r = run_config(d, {"seal_key_file": key, "storage_path": os.path.join(d, "store")})
             except subprocess.TimeoutExpired:  # (run killed it)
                 self.fail("kmsd waited on the FIFO for 30 s")
             self.assertEqual(r.returncode, 1, r.stderr)
@@ -167,14 +167,11 @@ class FlagChecks(unittest.TestCase):
             write_seal_key(key, "ab" * 32)
             pw = os.path.join(d, "pg.password")
             os.mkfifo(pw, 0o600)
-            cfg = os.path.join(d, "kmsd.json")
-            with open(cfg, "w") as f:
-                json.dump({"listen_address": "127.0.0.1:0", "seal_key_file": key,
-                           "storage": "postgresql",
-                           "postgresql_url": "postgresql://kmsd@127.0.0.1:1/kmsd",
-                           "postgresql_password_file": pw}, f)
+            settings = {"seal_key_file": key, "storage": "postgresql",
+                        "postgresql_url": "postgresql://kmsd@127.0.0.1:1/kmsd",
+                        "postgresql_password_file": pw}
             try:
-                r = run_flags("-config=" + cfg)
+                r = run_config(d, settings)
             except subprocess.TimeoutExpired:  # (run killed it)
                 self.fail("kmsd waited on the FIFO for 30 s")
             self.assertEqual(r.returncode, 1, r.stderr)
@@ -182,7 +179,7 @@ class FlagChecks(unittest.TestCase):
             # a directory is refused the same way, not read as an empty password
             os.unlink(pw)
             os.mkdir(pw)
-            r = run_flags("-config=" + cfg)
+            r = run_config(d, settings)
             self.assertEqual(r.returncode, 1, r.stderr)
             self.assertIn("postgresql_password_file %s is not a regular file" % pw, r.stderr)
         finally:

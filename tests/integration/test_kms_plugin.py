@@ -591,7 +591,7 @@ class TestStreamLimits(PluginServerCase):
         # 17 connections of 1000 requests that never end (HEADERS only): once 16384 streams are
         # open in the process, a new one is refused with RST_STREAM REFUSED_STREAM (7), which
         # gRPC clients retry, rather than kept (~400 bytes each: 1024 connections of 1000 held
-        # 380 MB, past the sidecar's 64Mi limit)
+        # 380 MB, past the shipped sidecar's memory limit)
         conns = []
         try:
             for i in range(17):
@@ -652,8 +652,8 @@ class TestStreamLimits(PluginServerCase):
         # 4 connections that send requests (each answered at once, UNIMPLEMENTED) and read
         # none of the answers: kmsd stops reading a connection once 64 KiB of answers wait on
         # it. It stopped at 4 MiB: each such connection held 4 MiB of kmsd for the 30 s of
-        # the write timeout (16 of them, the sidecar's 64Mi memory limit) and took ~28 MB of
-        # requests first
+        # the write timeout (16 of them passed the sidecar's memory limit, then 64Mi) and took
+        # ~28 MB of requests first
         lit = RawH2.literal
         block = (lit(b":method", b"POST") + lit(b":scheme", b"http") + lit(b":path", b"/x") +
                  lit(b":authority", b"l") + lit(b"content-type", b"application/grpc"))

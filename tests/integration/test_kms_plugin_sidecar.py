@@ -628,7 +628,7 @@ class TestSidecarAgainstAFakeKeyService(unittest.TestCase):
 
     def test_an_oversized_answer_is_refused_not_kept(self):
         # a real answer is about 1.5 KiB; a broken key service or a proxy's page streaming more
-        # was kept up to kmsctl's 64 MiB a call, past the shipped sidecar's 64Mi memory limit
+        # was kept up to kmsctl's 64 MiB a call, past the shipped sidecar's memory limit
         # (16 such calls at once: 1.38 GB). Now a call keeps at most 64 KiB and fails over it.
         self.fake.raw["decrypt"] = (200, b'{"data":{"plaintext":"' + b"A" * (1 << 20) + b'"}}')
         code, msg = rpc_error(self.p.decrypt, b"vault:v1:QUJD", "transit/keys/etcd-f:v1",

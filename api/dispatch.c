@@ -497,51 +497,38 @@ static int parse_params(struct kms_ctx *c, const char *query)
     return 0;
 }
 
-/* Captured path values replace body fields of the same name (with Vault's warning). */
+/* Drop body field `name`, which a path capture replaces; a value given (OpenBao: raw[k] != nil)
+ * is named in `list` (the warning's, o bytes used so far). */
+static void drop_captured(struct kms_ctx *c, const char *name, char *list, size_t cap, size_t *o)
+{
+    const json_t *had = json_object_get(c->params, name);
+    if (had != NULL && !json_is_null(had) && *o < cap) {
+        *o += (size_t)snprintf(list + *o, cap - *o, "%s%s", *o ? " " : "", name);
+    }
+    json_object_del(c->params, name);
+}
+
+/* Captured path values replace body fields of the same name (with Vault's warning), and so
+ * do the optional captures the row leaves out (kms_route.absent_caps). */
 static void apply_captures(struct kms_ctx *c)
 {
-    json_t *replaced = NULL;
+    char list[512] = "", name[64];
+    size_t o = 0;
     for (size_t i = 0; i < c->ncap; i++) {
-        char name[64];
         cap_name(c->cap_names[i], name, sizeof(name));
-        const json_t *had = json_object_get(c->params, name);
-        if (had != NULL && !json_is_null(had)) { /* OpenBao: raw[k] != nil */
-            if (replaced == NULL) {
-                replaced = json_array();
-            }
-            json_array_append_new(replaced, json_string(name));
-        }
-        json_object_del(c->params, name);
+        drop_captured(c, name, list, sizeof(list), &o);
     }
     for (const char *a = c->route->absent_caps; a != NULL && *a != '\0';) {
-        char name[64];
         size_t n = strcspn(a, " ");
         snprintf(name, sizeof(name), "%.*s", (int)n, a);
-        const json_t *had = json_object_get(c->params, name);
-        if (had != NULL && !json_is_null(had)) {
-            if (replaced == NULL) {
-                replaced = json_array();
-            }
-            json_array_append_new(replaced, json_string(name));
-        }
-        json_object_del(c->params, name);
+        drop_captured(c, name, list, sizeof(list), &o);
         a += n + (a[n] == ' ');
     }
-    if (replaced != NULL) {
-        char buf[512] = "";
-        size_t o = 0;
-        size_t i;
-        json_t *v;
-        json_array_foreach(replaced, i, v)
-        {
-            o += (size_t)snprintf(buf + o, o < sizeof(buf) ? sizeof(buf) - o : 0, "%s%s",
-                                  i ? " " : "", json_string_value(v));
-        }
+    if (o > 0) {
         kms_warn(c,
                  "Endpoint replaced the value of these parameters with the values captured from "
                  "the endpoint's path: [%s]",
-                 buf);
-        json_decref(replaced);
+                 list);
     }
 }
 

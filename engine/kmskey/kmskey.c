@@ -1764,30 +1764,48 @@ static void kmskey_purged(void *state, const char *ns_id, const struct kms_mount
     kms_owners_purge_ns(s->owners, ns_id);
 }
 
+/* Transit name `name` of c's organization without its "<org>-" (the owners index's key);
+ * NULL when c is in no organization (*in_org false) or the name has another prefix. */
+static const char *org_rest(const struct kms_ctx *c, const char *name, bool *in_org)
+{
+    char org[KMS_PATH_MAX];
+    *in_org = org_name(&c->ns, org, sizeof(org)) == 0;
+    if (!*in_org) {
+        return NULL;
+    }
+    size_t ol = strlen(org);
+    return strncmp(name, org, ol) == 0 && name[ol] == '-' ? name + ol + 1 : NULL;
+}
+
+/* The name within `project` of rest "<project>-<n>" (n not empty), else NULL. */
+static const char *project_part(const char *rest, const char *project)
+{
+    size_t pl = strlen(project);
+    return strncmp(rest, project, pl) == 0 && rest[pl] == '-' && rest[pl + 1] != '\0'
+               ? rest + pl + 1
+               : NULL;
+}
+
 bool kms_kmskey_transit_allows(void *state, const struct kms_ctx *c, const char *name)
 {
     struct kms_sched *s = state;
     const char *project = token_project(c);
-    char org[KMS_PATH_MAX];
     char other[KMS_KMSKEY_LABEL_MAX + 1];
     struct kms_owner ow;
-    if (project == NULL || org_name(&c->ns, org, sizeof(org)) != 0) {
+    bool in_org;
+    const char *rest = project != NULL ? org_rest(c, name, &in_org) : NULL;
+    if (project == NULL || !in_org) {
         return true; /* not bound to a project, or no organization (the root namespace) */
     }
-    size_t ol = strlen(org);
-    if (strncmp(name, org, ol) != 0 || name[ol] != '-') {
+    if (rest == NULL) {
         return false;
     }
-    const char *rest = name + ol + 1;
     if (kms_owners_lookup(s->owners, c->ns.id, rest, &ow) == 1) {
         return strcmp(ow.project, project) == 0;
     }
     /* nobody owns it: the token's project only when the name reads as no other project's */
-    size_t pl = strlen(project);
-    if (strncmp(rest, project, pl) != 0 || rest[pl] != '-' || rest[pl + 1] == '\0') {
-        return false;
-    }
-    return kms_owners_other_project(s->owners, c->ns.id, rest, project, other) == 0;
+    return project_part(rest, project) != NULL &&
+           kms_owners_other_project(s->owners, c->ns.id, rest, project, other) == 0;
 }
 
 int kms_kmskey_transit_created(void *state, struct kms_ctx *c, struct kms_txn *txn,
@@ -1795,21 +1813,15 @@ int kms_kmskey_transit_created(void *state, struct kms_ctx *c, struct kms_txn *t
 {
     struct kms_sched *s = state;
     const char *project = token_project(c);
-    char org[KMS_PATH_MAX], other[KMS_KMSKEY_LABEL_MAX + 1], now[40], tkey[KMS_PATH_MAX];
+    char other[KMS_KMSKEY_LABEL_MAX + 1], now[40], tkey[KMS_PATH_MAX];
     int64_t sec;
     int32_t nsec;
-    if (project == NULL || org_name(&c->ns, org, sizeof(org)) != 0) {
-        return 0; /* not bound to a project, or no organization */
-    }
-    size_t ol = strlen(org), pl = strlen(project);
-    if (strncmp(name, org, ol) != 0 || name[ol] != '-') {
-        return 0;
-    }
-    const char *rest = name + ol + 1;
-    const char *own = rest + pl + 1; /* the name within the project */
-    if (strncmp(rest, project, pl) != 0 || rest[pl] != '-' || own[0] == '\0' ||
-        strlen(own) > KMS_KMSKEY_LABEL_MAX || !other_reading(s, c->ns.id, rest, project, other)) {
-        return 0; /* a name no other project's token could reach needs no record */
+    bool in_org;
+    const char *rest = project != NULL ? org_rest(c, name, &in_org) : NULL;
+    const char *own = rest != NULL ? project_part(rest, project) : NULL; /* n of <project>-<n> */
+    if (own == NULL || strlen(own) > KMS_KMSKEY_LABEL_MAX ||
+        !other_reading(s, c->ns.id, rest, project, other)) {
+        return 0; /* no project-bound token, or a name no other project's token could reach */
     }
     kms_now(&sec, &nsec);
     rfc3339(sec, now);
@@ -1833,14 +1845,10 @@ bool kms_kmskey_transit_managed(void *state, const struct kms_ctx *c, const char
                                 size_t n)
 {
     struct kms_sched *s = state;
-    char org[KMS_PATH_MAX];
     struct kms_owner ow;
-    if (org_name(&c->ns, org, sizeof(org)) != 0) {
-        return false; /* the root namespace: no KMSKeys */
-    }
-    size_t ol = strlen(org);
-    if (strncmp(name, org, ol) != 0 || name[ol] != '-' ||
-        kms_owners_lookup(s->owners, c->ns.id, name + ol + 1, &ow) != 1 || ow.made) {
+    bool in_org;
+    const char *rest = org_rest(c, name, &in_org); /* (the root namespace has no KMSKeys) */
+    if (rest == NULL || kms_owners_lookup(s->owners, c->ns.id, rest, &ow) != 1 || ow.made) {
         return false; /* (a key a project's token made is its own: Transit's rules only) */
     }
     snprintf(owner, n, "KMSKey %s/%s%s", ow.project, ow.name,

@@ -117,6 +117,7 @@ struct kms_audit_dev {
     struct kms_hmac_key *hkey; /* the salt, prepared for HMAC */
     pthread_mutex_t mu;
     pthread_cond_t work; /* a batch was queued, or stop */
+    pthread_cond_t done; /* the writer ended (under mu), for close's wait */
     pthread_mutex_t io;
     pthread_t writer;
     bool writer_started;
@@ -1450,8 +1451,14 @@ static void *writer_main(void *arg)
     if (sync_dirty(d, why, sizeof(why)) != 0) {
         io_error(d, why);
     }
+    /* under mu, as close's wait, so close either sees the end or abandons a writer that has
+     * not ended: never both */
+    pthread_mutex_lock(&d->mu);
     int running = WRITER_RUNNING;
-    if (!atomic_compare_exchange_strong(&d->wstate, &running, WRITER_ENDED)) {
+    bool ended = atomic_compare_exchange_strong(&d->wstate, &running, WRITER_ENDED);
+    pthread_cond_broadcast(&d->done);
+    pthread_mutex_unlock(&d->mu);
+    if (!ended) {
         /* kms_audit_dev_close gave up on us and left the device behind: nobody joins this
          * thread, and the file (with its lock) is let go here, or no kmsd (this one promoted
          * again included) could open it while the process lives */
@@ -1488,6 +1495,7 @@ int kms_audit_dev_open(const struct kms_audit_device_opts *o, const struct kms_a
     pthread_condattr_setclock(&ca,
                               CLOCK_MONOTONIC); /* the writer's timed waits ignore the wall clock */
     pthread_cond_init(&d->work, &ca);
+    pthread_cond_init(&d->done, &ca);
     pthread_condattr_destroy(&ca);
 #ifdef KMS_TEST_HOOKS
     const char *hooks = getenv("KMS_TEST_AUDIT_HOOKS");
@@ -1547,16 +1555,21 @@ void kms_audit_dev_close(struct kms_audit_dev **dp)
     if (d->writer_started) {
         /* lines whose callers gave up waiting are still owed to the file: the writer drains
          * the queue, syncs, and ends */
+        /* the wait is on the monotonic clock: a wall clock stepped forward meanwhile would
+         * abandon a writer still draining, one stepped back would hang the stop */
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += CLOSE_WAIT_S;
         pthread_mutex_lock(&d->mu);
         d->stopping = true;
         pthread_cond_signal(&d->work);
-        pthread_mutex_unlock(&d->mu);
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += CLOSE_WAIT_S;
+        while (atomic_load(&d->wstate) == WRITER_RUNNING &&
+               pthread_cond_timedwait(&d->done, &d->mu, &until) != ETIMEDOUT) {
+        }
         int running = WRITER_RUNNING;
-        if (pthread_timedjoin_np(d->writer, NULL, &until) != 0 &&
-            atomic_compare_exchange_strong(&d->wstate, &running, WRITER_ABANDONED)) {
+        bool abandoned = atomic_compare_exchange_strong(&d->wstate, &running, WRITER_ABANDONED);
+        pthread_mutex_unlock(&d->mu);
+        if (abandoned) {
             /* stuck in write(2) or fdatasync(2) (a frozen or dead file system): the process
              * is ending (or an HA replica steps down), so leave the device to it rather than
              * hang; what is still queued was never acknowledged to anyone, and it is never
@@ -1568,10 +1581,7 @@ void kms_audit_dev_close(struct kms_audit_dev **dp)
             *dp = NULL;
             return;
         }
-        if (running != WRITER_RUNNING) {
-            /* it ended just as the wait ran out */
-            (void)pthread_join(d->writer, NULL);
-        }
+        (void)pthread_join(d->writer, NULL); /* it has ended, or is just returning */
     }
     if (d->ready) {
         save_head(d);
@@ -1584,6 +1594,7 @@ void kms_audit_dev_close(struct kms_audit_dev **dp)
     pthread_mutex_destroy(&d->mu);
     pthread_mutex_destroy(&d->io);
     pthread_cond_destroy(&d->work);
+    pthread_cond_destroy(&d->done);
     kms_memzero(d->salt, sizeof(d->salt));
     kms_hmac_key_destroy(&d->hkey);
     free(d);

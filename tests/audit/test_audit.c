@@ -6,7 +6,8 @@
  * limit fails the write and leaves no torn line, the chain rolls back and resumes); a deleted
  * file recreated; two devices with one broken; salts and chain heads kept in storage; in
  * test-hook builds, two devices with one hung in its fsync (the blocking wait settles on the
- * other at the timeout); synced lines dropped from the page cache; one writer per file (a
+ * other at the timeout, and closing waits for it on the monotonic clock, whatever the wall
+ * clock does); synced lines dropped from the page cache; one writer per file (a
  * second broker on a file another holds is refused, by any name, and the lock follows a
  * rotation); a batch that cannot be cut back (an append-only file, as root) says why; a thread
  * that defers its writer wake-ups (an event-loop worker) arms once per pass, and its blocking
@@ -24,10 +25,12 @@
 
 #include "audit/audit.h"
 
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -565,6 +568,73 @@ static void test_two_devices_one_hung(void **state)
     /* the hung device comes back and writes what it was given, in order */
     assert_int_equal(unlink(hold), 0);
     kms_audit_destroy(&a);
+    assert_intact(f->path, 1, 4);
+    assert_intact(p2, 1, 4);
+}
+#endif
+
+#ifdef KMS_TEST_HOOKS
+/*
+ * The wall clock as this process reads it, `realtime_skew` seconds off the kernel's: to a
+ * deadline computed from it and waited for by the kernel, that is a system clock stepped by as
+ * much (NTP, a VM restored) during the wait.
+ */
+static atomic_long realtime_skew;
+
+int clock_gettime(clockid_t id, struct timespec *ts)
+{
+    static int (*real)(clockid_t, struct timespec *);
+    if (real == NULL) {
+        void *sym = dlsym(RTLD_NEXT, "clock_gettime");
+        memcpy(&real, &sym, sizeof(real));
+    }
+    int rc = real(id, ts);
+    if (rc == 0 && id == CLOCK_REALTIME) {
+        ts->tv_sec += atomic_load(&realtime_skew);
+    }
+    return rc;
+}
+
+static void *unhold_later(void *arg)
+{
+    usleep(300 * 1000); /* destroy is waiting for the writer by then (either way the test holds) */
+    (void)unlink(arg);
+    return NULL;
+}
+
+/* Closing waits up to 10 s for a writer still draining, on the monotonic clock: the wall
+ * clock stepped forward an hour (here: read an hour behind the deadline the kernel waits for)
+ * made the wait end at once, and the device was abandoned with its lines unwritten. */
+static void test_close_waits_for_the_writer_whatever_the_wall_clock(void **state)
+{
+    struct fx *f = *state;
+    char hooks[160], dev[200], hold[240], held[240], p2[200];
+
+    snprintf(hooks, sizeof(hooks), "%s/hooks", f->dir);
+    snprintf(dev, sizeof(dev), "%s/backup", hooks);
+    snprintf(hold, sizeof(hold), "%s/hold", dev);
+    snprintf(held, sizeof(held), "%s/held", dev);
+    snprintf(p2, sizeof(p2), "%s/b.log", f->dir);
+    assert_int_equal(mkdir(hooks, 0700), 0);
+    assert_int_equal(mkdir(dev, 0700), 0);
+    assert_int_equal(setenv("KMS_TEST_AUDIT_HOOKS", hooks, 1), 0);
+    struct kms_audit *a = open_two(f, p2, 200);
+    assert_int_equal(unsetenv("KMS_TEST_AUDIT_HOOKS"), 0);
+    FILE *fp = fopen(hold, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    /* the backup device's writer holds its first fsync; the records count from the first,
+     * and the second waits in the backup's queue */
+    assert_int_equal(log_pair(a, 1), 0);
+    assert_int_equal(access(held, F_OK), 0);
+    assert_int_equal(log_pair(a, 2), 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, unhold_later, hold), 0);
+    atomic_store(&realtime_skew, -3600);
+    kms_audit_destroy(&a);
+    atomic_store(&realtime_skew, 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    /* the writer was waited for: the queued lines reached the backup file */
     assert_intact(f->path, 1, 4);
     assert_intact(p2, 1, 4);
 }
@@ -1538,6 +1608,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_two_devices_one_broken, setup, teardown),
 #ifdef KMS_TEST_HOOKS
         cmocka_unit_test_setup_teardown(test_two_devices_one_hung, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_waits_for_the_writer_whatever_the_wall_clock,
+                                        setup, teardown),
 #endif
         cmocka_unit_test_setup_teardown(test_storage_keeps_salt_and_head, setup, teardown),
         cmocka_unit_test_setup_teardown(test_foreign_tail_is_refused_untouched, setup, teardown),

@@ -6,7 +6,10 @@
  *   handlers (reference sections 2.2-2.5, 3.5, 3.7). Decrypt checks run in OpenBao's order:
  *   prefix, field split, version parse, too new, too old, old convergent version, base64,
  *   key derivation (missing context), payload length, AEAD open.
- * - Derived keys: HKDF-SHA256(IKM = version key, empty salt, info = raw context). Convergent
+ * - Derived keys: HKDF-SHA256(IKM = version key, empty salt, info = raw context), or, for
+ *   imported derived keys (kdf_counter), OpenBao's legacy NIST SP 800-108 counter mode: one
+ *   HMAC-SHA256(version key, BE32(0) || context || BE32(256)), 32 bytes whatever the key
+ *   size, of which the operation takes its key's length (aes128 its first 16). Convergent
  *   keys (version 3) derive keylen + 32 bytes; the tail is the HMAC-SHA256 key whose output,
  *   truncated to the nonce size, is the nonce. HKDF output is prefix-consistent, so decrypt
  *   derives only keylen bytes.
@@ -234,6 +237,8 @@ out:
 #define POLICY_ENC_LEN_V1 71 /* fmt, type, flags, 4 x u32, 2 x i64, 36-byte uuid */
 #define POLICY_FMT_V2 2
 #define POLICY_ENC_LEN_V2 75 /* V1 + u32 key_size */
+#define POLICY_FMT_V3 3
+#define POLICY_ENC_LEN_V3 76 /* V2 + u8 flags2; written only when flags2 is not 0 */
 #define VERSION_FMT_V1 1
 #define VERSION_ENC_LEN_V1 82 /* fmt, u32 version, key[32], hmac[32], i64, i32, u8 */
 #define VERSION_FMT_V2 2
@@ -248,10 +253,12 @@ out:
 #define PF_IMPORTED_ROTATION 0x40u
 #define PF_SOFT_DELETED 0x80u
 #define PF_ALL 0xffu
+#define PF2_KDF_COUNTER 0x01u
+#define PF2_ALL 0x01u
 
 _Static_assert(POLICY_ENC_LEN_V1 <= KMS_KEY_POLICY_ENC_MAX, "policy record too large");
 _Static_assert(VERSION_ENC_LEN_V1 <= KMS_KEY_VERSION_ENC_MAX, "version record too large");
-_Static_assert(POLICY_ENC_LEN_V2 <= KMS_KEY_POLICY_ENC_MAX, "policy record too large");
+_Static_assert(POLICY_ENC_LEN_V3 <= KMS_KEY_POLICY_ENC_MAX, "policy record too large");
 _Static_assert(VERSION_ENC_LEN_V2_BASE + KMS_KEY_MATERIAL_MAX <= KMS_KEY_VERSION_ENC_MAX,
                "version record too large");
 
@@ -318,7 +325,8 @@ size_t kms_key_policy_encode(const struct kms_key_policy *p, uint8_t *buf)
     flags |= p->imported ? PF_IMPORTED : 0;
     flags |= p->allow_imported_rotation ? PF_IMPORTED_ROTATION : 0;
     flags |= p->soft_deleted ? PF_SOFT_DELETED : 0;
-    buf[o++] = p->key_size != 0 ? POLICY_FMT_V2 : POLICY_FMT_V1;
+    uint8_t flags2 = p->kdf_counter ? PF2_KDF_COUNTER : 0;
+    buf[o++] = flags2 != 0 ? POLICY_FMT_V3 : p->key_size != 0 ? POLICY_FMT_V2 : POLICY_FMT_V1;
     buf[o++] = (uint8_t)p->type;
     buf[o++] = flags;
     put_u32(buf + o, p->latest_version);
@@ -335,10 +343,12 @@ size_t kms_key_policy_encode(const struct kms_key_policy *p, uint8_t *buf)
     o += 8;
     memcpy(buf + o, p->uuid, 36);
     o += 36;
-    if (p->key_size != 0) {
+    if (p->key_size != 0 || flags2 != 0) {
         put_u32(buf + o, p->key_size);
         o += 4;
     }
+    if (flags2 != 0)
+        buf[o++] = flags2;
     return o;
 }
 
@@ -350,7 +360,8 @@ int kms_key_policy_decode(const uint8_t *buf, size_t len, struct kms_key_policy 
 
     memset(&q, 0, sizeof(q));
     if (buf == NULL || !((len == POLICY_ENC_LEN_V1 && buf[0] == POLICY_FMT_V1) ||
-                         (len == POLICY_ENC_LEN_V2 && buf[0] == POLICY_FMT_V2)))
+                         (len == POLICY_ENC_LEN_V2 && buf[0] == POLICY_FMT_V2) ||
+                         (len == POLICY_ENC_LEN_V3 && buf[0] == POLICY_FMT_V3)))
         return -1;
     if (buf[1] >= N_KEY_TYPES || key_type_index((enum kms_key_type)buf[1]) < 0)
         return -1;
@@ -381,8 +392,14 @@ int kms_key_policy_decode(const uint8_t *buf, size_t len, struct kms_key_policy 
     memcpy(q.uuid, buf + o, 36);
     q.uuid[36] = '\0';
     o += 36;
-    if (buf[0] == POLICY_FMT_V2)
+    if (buf[0] != POLICY_FMT_V1)
         q.key_size = get_u32(buf + o);
+    if (buf[0] == POLICY_FMT_V3) {
+        uint8_t flags2 = buf[o + 4];
+        if (flags2 == 0 || (flags2 & ~PF2_ALL) != 0)
+            return -1;
+        q.kdf_counter = (flags2 & PF2_KDF_COUNTER) != 0;
+    }
 
     /* Convergent encryption is only defined on top of derivation. */
     if (q.convergent && !q.derived)
@@ -390,6 +407,9 @@ int kms_key_policy_decode(const uint8_t *buf, size_t len, struct kms_key_policy 
     /* The creation rules of kms_key_policy_check_new hold for every stored key. */
     if ((q.convergent && !kms_key_type_is_aead(q.type)) ||
         (q.derived && !kms_key_type_supports_derivation(q.type)))
+        return -1;
+    /* the counter KDF gives 32 bytes: no room for a convergent key's nonce key */
+    if (q.kdf_counter && (!q.derived || q.convergent || !kms_key_type_is_aead(q.type)))
         return -1;
     if (q.type == KMS_KEY_HMAC ? q.key_size < KMS_HMAC_KEY_MIN || q.key_size > KMS_HMAC_KEY_MAX
                                : q.key_size != 0)
@@ -603,6 +623,35 @@ int kms_keyring_encrypt_version(const struct kms_key_policy *p, int64_t requeste
 }
 
 /*
+ * OpenBao's legacy KDF (sdk/helper/kdf CounterMode with HMAC-SHA256, 256 bits): a single
+ * round, HMAC-SHA256(key, BE32(0) || context || BE32(256)); the first outlen bytes of it.
+ */
+static int kdf_counter(const uint8_t *master, size_t mlen, const uint8_t *context, size_t ctxlen,
+                       size_t outlen, uint8_t *key, struct kms_err *err)
+{
+    uint8_t full[32];
+    uint8_t *in;
+
+    if (outlen > sizeof(full))
+        return kms_err_setw(err, 500, "could not derive key, length too small");
+    if (ctxlen > SIZE_MAX - 8 || (in = malloc(ctxlen + 8)) == NULL)
+        return kms_err_setw(err, 500, "out of memory");
+    memset(in, 0, ctxlen + 8);
+    memcpy(in + 4, context, ctxlen);
+    in[4 + ctxlen + 2] = 0x01; /* the bit count, BE32(256): 00 00 01 00 */
+    int rc = kms_hmac(KMS_HASH_SHA2_256, master, mlen, in, ctxlen + 8, full);
+    kms_memzero(in, ctxlen + 8);
+    free(in);
+    if (rc != 0) {
+        kms_memzero(full, sizeof(full));
+        return kms_err_setw(err, 500, "error deriving key");
+    }
+    memcpy(key, full, outlen);
+    kms_memzero(full, sizeof(full));
+    return 0;
+}
+
+/*
  * The key for one operation: the version key itself, or HKDF(version key, context) of
  * outlen bytes for derived keys. key receives up to KMS_AEAD_MAX_KEY_LEN + NONCE_KEY_LEN bytes.
  */
@@ -621,6 +670,8 @@ static int op_key(const struct kms_key_policy *p, const struct kms_key_version *
     /* OpenBao tests len(context) == 0, so an empty context is as good as none. */
     if (!has_context || ctxlen == 0)
         return kms_err_set(err, 400, "%s", KMS_MSG_MISSING_CONTEXT);
+    if (p->kdf_counter)
+        return kdf_counter(kv->key, keylen, context, ctxlen, outlen, key, err);
     if (kms_hkdf_sha256(kv->key, keylen, NULL, 0, context, ctxlen, key, outlen) != 0)
         return kms_err_setw(err, 500, "error reading returned derived bytes");
     return 0;

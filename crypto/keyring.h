@@ -67,6 +67,9 @@ struct kms_key_policy {
     bool imported;                   /* made by keys/:name/import; cleared by a rotation */
     bool allow_imported_rotation;    /* imported keys: whether rotate may add versions */
     bool soft_deleted;               /* keys/:name/soft-delete: kept, but never used */
+    /* derived AEAD keys only: OpenBao's legacy KDF (Kdf_hmac_sha256_counter), which its
+     * ImportPolicy leaves on imported keys, instead of HKDF-SHA256 */
+    bool kdf_counter;
 };
 
 /*

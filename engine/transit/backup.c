@@ -46,7 +46,9 @@ static const struct {
 };
 #define NTYPES (sizeof(bao_types) / sizeof(bao_types[0]))
 
-/* OpenBao's KDF numbering: kmsd derives with HKDF-SHA256 only. */
+/* OpenBao's KDF numbering (keysutil Kdf_*): the legacy counter mode is what its imported
+ * derived keys (and keys older than HKDF) carry. */
+#define BAO_KDF_HMAC_SHA256_COUNTER 0
 #define BAO_KDF_HKDF_SHA256 1
 #define NSEC_PER_SEC 1000000000LL
 /* Bound on the versions one restore writes (each is a record in one write transaction). */
@@ -300,11 +302,12 @@ static json_t *policy_json(const char *name, const struct kms_key_policy *p, jso
         "{s:s, s:O, s:b, s:i, s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:i, s:i,"
         " s:{s:s, s:I}, s:n, s:b, s:s, s:s, s:I, s:b, s:b, s:b}",
         "name", name, "keys", keys, "derived", p->derived, "kdf",
-        p->derived ? BAO_KDF_HKDF_SHA256 : 0, "convergent_encryption", p->convergent, "exportable",
-        p->exportable, "min_decryption_version", (json_int_t)p->min_decryption_version,
-        "min_encryption_version", (json_int_t)p->min_encryption_version, "latest_version",
-        (json_int_t)p->latest_version, "archive_version", (json_int_t)p->latest_version,
-        "archive_min_version", (json_int_t)p->min_available_version, "min_available_version",
+        p->derived && !p->kdf_counter ? BAO_KDF_HKDF_SHA256 : BAO_KDF_HMAC_SHA256_COUNTER,
+        "convergent_encryption", p->convergent, "exportable", p->exportable,
+        "min_decryption_version", (json_int_t)p->min_decryption_version, "min_encryption_version",
+        (json_int_t)p->min_encryption_version, "latest_version", (json_int_t)p->latest_version,
+        "archive_version", (json_int_t)p->latest_version, "archive_min_version",
+        (json_int_t)p->min_available_version, "min_available_version",
         (json_int_t)p->min_available_version, "deletion_allowed", p->deletion_allowed,
         "convergent_version", p->convergent ? KMS_KEY_CONVERGENT_VERSION : 0, "type",
         bao_type(p->type), "backup_info", "time", now, "version", (json_int_t)p->latest_version,
@@ -489,7 +492,12 @@ static int restore_policy(struct kms_ctx *c, const json_t *pol, struct kms_key_p
     if (p->convergent && !p->derived) {
         return KMS_FAIL(c, 400, "convergent encryption requires derivation to be enabled");
     }
-    if (p->derived && get_uint(pol, "kdf") != BAO_KDF_HKDF_SHA256) {
+    int64_t kdf = get_uint(pol, "kdf");
+    /* the counter KDF's 32 bytes leave no nonce key for convergent keys, and make no ed25519
+     * key (OpenBao cannot sign with such a key either) */
+    p->kdf_counter = p->derived && kdf == BAO_KDF_HMAC_SHA256_COUNTER && !p->convergent &&
+                     kms_key_type_is_aead(type);
+    if (p->derived && kdf != BAO_KDF_HKDF_SHA256 && !p->kdf_counter) {
         return KMS_FAIL(c, 400, "restore of keys derived with this kdf is not supported by kmsd");
     }
     p->exportable = get_bool(pol, "exportable");

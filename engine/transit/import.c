@@ -272,6 +272,9 @@ int kms_transit_import(struct kms_ctx *c)
         return KMS_FAILW(c, 500, "cannot initialise key");
     }
     p.derived = kms_param_bool(c, "derived", &b) && b;
+    /* OpenBao's ImportPolicy never sets the KDF: its imported derived keys derive with the
+     * legacy counter mode (ed25519 keeps HKDF: the counter's 32 bytes make no ed25519 key) */
+    p.kdf_counter = p.derived && kms_key_type_is_aead(p.type);
     p.exportable = kms_param_bool(c, "exportable", &b) && b;
     p.allow_plaintext_backup = kms_param_bool(c, "allow_plaintext_backup", &b) && b;
     p.auto_rotate_period = period;

@@ -259,7 +259,12 @@ static int key_object_ctx(struct kms_ctx *c, struct kms_txn *txn, const char *na
         json_object_set_new(o, "key_size", json_integer(p->key_size));
     }
     if (p->derived) {
-        json_object_set_new(o, "kdf", json_string("hkdf_sha256"));
+        if (p->kdf_counter) {
+            json_object_set_new(o, "kdf", json_string("hmac-sha256-counter"));
+            json_object_set_new(o, "kdf_mode", json_string("hmac-sha256-counter"));
+        } else {
+            json_object_set_new(o, "kdf", json_string("hkdf_sha256"));
+        }
         json_object_set_new(o, "convergent_encryption", json_boolean(p->convergent));
         if (p->convergent) {
             json_object_set_new(o, "convergent_encryption_version", json_integer(-1));

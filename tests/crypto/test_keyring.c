@@ -270,6 +270,39 @@ static void test_vector_b(void **state)
     kms_memzero(dk, sizeof(dk));
 }
 
+/*
+ * Imported derived keys derive with OpenBao's legacy counter KDF (sdk/helper/kdf CounterMode,
+ * HMAC-SHA256, 256 bits): HMAC-SHA256(key, BE32(0) || context || BE32(256)), of which aes128
+ * takes the first 16 bytes. The expected values come from Python's hmac and cryptography's
+ * AESGCM over the same inputs (nonce 00..0b, plaintext "hello", context "ctx").
+ */
+static void test_counter_kdf_vectors(void **state)
+{
+    static const struct {
+        enum kms_key_type type;
+        const char *ct;
+    } v[] = {
+        {KMS_KEY_AES256_GCM96, "vault:v1:AAECAwQFBgcICQoLQ8FG54h95HZ8jc8PWeKHRg57oSZj"},
+        {KMS_KEY_AES128_GCM96, "vault:v1:AAECAwQFBgcICQoL4Bn8w018h/SStoQQDKnHP5AkvarK"},
+    };
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        struct kms_key_policy p;
+        struct kms_key_version kv;
+        make_key(v[i].type, true, false, &p, &kv);
+        p.kdf_counter = true;
+        expect_decrypt(&p, &kv, v[i].ct, "ctx", NULL, "hello");
+        expect_decrypt_err(&p, &kv, v[i].ct, NULL, NULL, 400, MISSING_CONTEXT);
+        expect_decrypt_err(&p, &kv, v[i].ct, "cty", NULL, 400,
+                           "cipher: message authentication failed");
+        char *out = encrypt_ok(&p, &kv, "ctx", NULL, "hello", 5);
+        expect_decrypt(&p, &kv, out, "ctx", NULL, "hello");
+        /* the HKDF key of the same material does not open it */
+        p.kdf_counter = false;
+        expect_decrypt_err(&p, &kv, out, "ctx", NULL, 400, "cipher: message authentication failed");
+        free(out);
+    }
+}
+
 static void expect_convergent(enum kms_key_type t, const char *pt, const char *want)
 {
     struct kms_key_policy p;
@@ -935,6 +968,27 @@ static void test_policy_record(void **state)
     assert_false(q.derived);
     EXPECT_BAD(35, 'X'); /* uuid not hex */
     EXPECT_BAD(43, 'a'); /* uuid dash missing */
+
+    /* Format 3: the counter KDF of an imported derived AEAD key, in a byte after key_size */
+    assert_int_equal(kms_key_policy_init(&p, KMS_KEY_AES128_GCM96), 0);
+    p.derived = true;
+    p.imported = true;
+    p.kdf_counter = true;
+    p.latest_version = 1;
+    n = kms_key_policy_encode(&p, buf);
+    assert_int_equal(buf[0], 3);
+    assert_int_equal(kms_key_policy_decode(buf, n, &q), 0);
+    assert_memory_equal(&p, &q, sizeof(p));
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(kms_key_policy_decode(buf, i, &q), -1);
+    EXPECT_BAD(n - 1, 0);    /* format 3 without a flag to carry */
+    EXPECT_BAD(n - 1, 0x02); /* unknown flag */
+    EXPECT_BAD(2, 0x20);     /* the counter KDF on a key that is not derived */
+    EXPECT_BAD(2, 0x23);     /* … or convergent */
+    /* without it, the record is format 1 as before */
+    p.kdf_counter = false;
+    assert_int_equal(kms_key_policy_encode(&p, buf), 71);
+    assert_int_equal(buf[0], 1);
 #undef EXPECT_BAD
 }
 
@@ -987,6 +1041,7 @@ int main(void)
         cmocka_unit_test(test_vector_a),
         cmocka_unit_test(test_vector_b),
         cmocka_unit_test(test_vectors_c_d_e),
+        cmocka_unit_test(test_counter_kdf_vectors),
         cmocka_unit_test(test_convergent_properties),
         cmocka_unit_test(test_roundtrip_all_types),
         cmocka_unit_test(test_large_plaintext),

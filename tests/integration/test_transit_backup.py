@@ -8,6 +8,7 @@ integers, which Python's json reads and writes natively): a document built here 
 import base64
 import datetime
 import json
+import os
 import unittest
 
 import hvac  # Debian's python3-hvac (/usr/bin/python3); missing fails, never skips
@@ -16,6 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
+import transit_local
 from kmsd_harness import KmsdTestCase, b64, multierror
 
 BAO_TYPES = {"ecdsa-p256": 1, "ecdsa-p384": 6, "ecdsa-p521": 7, "rsa-2048": 3, "rsa-3072": 9,
@@ -268,6 +270,57 @@ class TransitBackupTest(KmsdTestCase):
         self.assertEqual(self.req("POST", "transit/keys/" + plain, {}).status, 200)
         self.assertError(self.req("GET", "transit/backup/" + plain), 500,
                          multierror("exporting is disallowed on the policy"))
+
+    def test_counter_kdf_backup_restores(self):
+        """A backup whose derived key has OpenBao's kdf 0 (the legacy hmac-sha256-counter KDF,
+        which OpenBao's imported derived keys and pre-HKDF keys carry) restores and derives as
+        OpenBao does; kmsd refused it (400) before. Convergent and ed25519 keys cannot use that
+        KDF and stay refused, as does a kdf OpenBao does not have."""
+        name = self.uniq("ctr")
+        r = self.req("POST", "transit/keys/" + name, {"derived": True, "exportable": True,
+                                                      "allow_plaintext_backup": True})
+        self.assertStatus(r, 200)
+        r = self.req("GET", "transit/export/encryption-key/%s/1" % name)
+        self.assertStatus(r, 200)
+        material = base64.b64decode(r.data["keys"]["1"])
+        r = self.req("GET", "transit/backup/" + name)
+        self.assertStatus(r, 200)
+        doc = json.loads(base64.b64decode(r.data["backup"]))
+        self.assertEqual(doc["policy"]["kdf"], 1)
+
+        def blob(**policy):
+            d = json.loads(json.dumps(doc))
+            d["policy"].update(policy)
+            return base64.b64encode(json.dumps(d).encode()).decode()
+
+        again = self.uniq("rst")
+        self.assertStatus(self.req("POST", "transit/restore/" + again, {"backup": blob(kdf=0)}),
+                          204)
+        self.assertEqual(self.read_key(again)["kdf"], "hmac-sha256-counter")
+        ctx = b"ctx-1"
+        ct = self.encrypt(again, b"counter", context=b64(ctx))
+        self.assertEqual(transit_local.decrypt_ciphertext("aes256-gcm96", material, ct,
+                                                          context=ctx, kdf="counter"),
+                         b"counter")
+        local = transit_local.make_ciphertext("aes256-gcm96", material, b"made here",
+                                              os.urandom(12), context=ctx, kdf="counter")
+        self.assertEqual(self.decrypt(again, local, context=b64(ctx)), b"made here")
+        refused = "restore of keys derived with this kdf is not supported by kmsd"
+        for policy in ({"kdf": 0, "convergent_encryption": True, "convergent_version": 3},
+                       {"kdf": 2}):
+            with self.subTest(**policy):
+                self.assertError(self.req("POST", "transit/restore/" + self.uniq("no"),
+                                          {"backup": blob(**policy)}), 400, refused)
+        ed = self.uniq("ed")
+        self.assertStatus(self.req("POST", "transit/keys/" + ed, {
+            "type": "ed25519", "derived": True, "exportable": True,
+            "allow_plaintext_backup": True}), 200)
+        r = self.req("GET", "transit/backup/" + ed)
+        self.assertStatus(r, 200)
+        d = json.loads(base64.b64decode(r.data["backup"]))
+        d["policy"]["kdf"] = 0
+        self.assertError(self.req("POST", "transit/restore/" + self.uniq("no"), {
+            "backup": base64.b64encode(json.dumps(d).encode()).decode()}), 400, refused)
 
 
 if __name__ == "__main__":

@@ -78,7 +78,15 @@ def hkdf(ikm, info, length):
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(ikm)
 
 
-def derived_key(key_type, master, context):
+def counter_kdf(master, context):
+    # OpenBao's legacy KDF (sdk/helper/kdf CounterMode, HMAC-SHA256, 256 bits): one round
+    return hmac.new(master, b"\0\0\0\0" + context + (256).to_bytes(4, "big"),
+                    hashlib.sha256).digest()
+
+
+def derived_key(key_type, master, context, kdf="hkdf"):
+    if kdf == "counter":
+        return counter_kdf(master, context)[:KEY_SIZE[key_type]]
     return hkdf(master, context, KEY_SIZE[key_type])
 
 
@@ -91,13 +99,14 @@ def convergent_ciphertext(key_type, master, context, plaintext, ad=None, version
     return "vault:v%d:%s" % (version, base64.b64encode(payload).decode())
 
 
-def make_ciphertext(key_type, master, plaintext, nonce, context=None, ad=None, version=1):
-    key = derived_key(key_type, master, context) if context is not None else master
+def make_ciphertext(key_type, master, plaintext, nonce, context=None, ad=None, version=1,
+                    kdf="hkdf"):
+    key = derived_key(key_type, master, context, kdf) if context is not None else master
     payload = seal(key_type, key, nonce, plaintext, ad)
     return "vault:v%d:%s" % (version, base64.b64encode(payload).decode())
 
 
-def decrypt_ciphertext(key_type, master, ciphertext, context=None, ad=None):
+def decrypt_ciphertext(key_type, master, ciphertext, context=None, ad=None, kdf="hkdf"):
     payload = base64.b64decode(ciphertext.split(":", 2)[2])
-    key = derived_key(key_type, master, context) if context is not None else master
+    key = derived_key(key_type, master, context, kdf) if context is not None else master
     return open_(key_type, key, payload, ad)

@@ -453,7 +453,10 @@ static int go_strconv_parse_int(const char *s, int64_t *out)
     return 0;
 }
 
-static int coerce(json_t *v, enum kms_ftype t, json_t **out, char *why, size_t whylen)
+/* `slice`: Go's type of an array value here, for the errors: a repeated query parameter is
+ * a []string (OpenBao's parseQuery), a JSON array a []interface {}. */
+static int coerce(json_t *v, enum kms_ftype t, const char *slice, json_t **out, char *why,
+                  size_t whylen)
 {
     *out = NULL;
     switch (t) {
@@ -475,7 +478,7 @@ static int coerce(json_t *v, enum kms_ftype t, json_t **out, char *why, size_t w
             *out = json_string(json_is_true(v) ? "1" : "0");
         } else {
             snprintf(why, whylen, "'' expected type 'string', got unconvertible type '%s'",
-                     json_is_array(v) ? "[]interface {}" : "map[string]interface {}");
+                     json_is_array(v) ? slice : "map[string]interface {}");
             return -1;
         }
         return 0;
@@ -499,7 +502,7 @@ static int coerce(json_t *v, enum kms_ftype t, json_t **out, char *why, size_t w
             prc = -1;
         } else {
             snprintf(why, whylen, "'' expected type 'int', got unconvertible type '%s'",
-                     json_is_array(v) ? "[]interface {}" : "map[string]interface {}");
+                     json_is_array(v) ? slice : "map[string]interface {}");
             return -1;
         }
         if (prc != 0) {
@@ -529,7 +532,7 @@ static int coerce(json_t *v, enum kms_ftype t, json_t **out, char *why, size_t w
             return -1;
         } else {
             snprintf(why, whylen, "'' expected type 'bool', got unconvertible type '%s'",
-                     json_is_array(v) ? "[]interface {}" : "map[string]interface {}");
+                     json_is_array(v) ? slice : "map[string]interface {}");
             return -1;
         }
         return 0;
@@ -604,6 +607,8 @@ int kms_params_apply_fields(struct kms_ctx *c)
     if (unknown == NULL) {
         return KMS_FAILW(c, 500, "out of memory");
     }
+    /* reads, lists and deletes take their parameters from the query (parse_params) */
+    bool from_query = c->op == KMS_OP_READ || c->op == KMS_OP_LIST || c->op == KMS_OP_DELETE;
     json_object_foreach_safe(c->params, tmp, k, v)
     {
         const struct kms_field *f = NULL;
@@ -630,7 +635,8 @@ int kms_params_apply_fields(struct kms_ctx *c)
         }
         json_t *cv = NULL;
         char why[256];
-        if (coerce(v, f->type, &cv, why, sizeof(why)) != 0) {
+        if (coerce(v, f->type, from_query ? "[]string" : "[]interface {}", &cv, why, sizeof(why)) !=
+            0) {
             KMS_FAIL(c, 400, "Field validation failed: error converting input for field \"%s\": %s",
                      k, why);
             goto out;

@@ -13,6 +13,7 @@
 
 #include "api/api_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,14 +25,21 @@ static const struct kms_field fields[] = {
 
 static const struct kms_route route = {.tmpl = "t/:name", .fields = fields};
 
-/* Apply the route's fields to `body`; returns the result and leaves the context to inspect. */
-static int apply(struct kms_ctx *c, const char *body)
+/* Apply the route's fields to `body` (a write's parameters, or with op READ, LIST or DELETE
+ * a query's); returns the result and leaves the context to inspect. */
+static int apply_op(struct kms_ctx *c, enum kms_op op, const char *body)
 {
     memset(c, 0, sizeof(*c));
+    c->op = op;
     c->route = &route;
     c->params = json_loads(body, 0, NULL);
     assert_non_null(c->params);
     return kms_params_apply_fields(c);
+}
+
+static int apply(struct kms_ctx *c, const char *body)
+{
+    return apply_op(c, KMS_OP_UPDATE, body);
 }
 
 static void release(struct kms_ctx *c)
@@ -87,6 +95,36 @@ static void test_string(void **state)
     refused("{\"s\":{}}",
             "Field validation failed: error converting input for field \"s\": '' "
             "expected type 'string', got unconvertible type 'map[string]interface {}'");
+}
+
+/* A repeated query parameter is a []string to OpenBao (parseQuery keeps every value), so the
+ * refusal names that type; a JSON array stays a []interface {}. */
+static void test_repeated_query_parameter(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *body, *want;
+    } cases[] = {
+        {"{\"s\":[\"a\",\"b\"]}", "\"s\": '' expected type 'string', got unconvertible type "
+                                  "'[]string'"},
+        {"{\"i\":[\"1\",\"2\"]}",
+         "\"i\": '' expected type 'int', got unconvertible type '[]string'"},
+        {"{\"b\":[\"1\",\"0\"]}",
+         "\"b\": '' expected type 'bool', got unconvertible type '[]string'"},
+    };
+    const enum kms_op ops[] = {KMS_OP_READ, KMS_OP_LIST, KMS_OP_DELETE};
+    for (size_t o = 0; o < sizeof(ops) / sizeof(ops[0]); o++) {
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+            struct kms_ctx c;
+            char want[256];
+            snprintf(want, sizeof(want),
+                     "Field validation failed: error converting input for field %s", cases[i].want);
+            assert_int_equal(apply_op(&c, ops[o], cases[i].body), -1);
+            assert_int_equal(c.err.status, 400);
+            assert_string_equal(c.err.msg, want);
+            release(&c);
+        }
+    }
 }
 
 static void test_int(void **state)
@@ -366,15 +404,11 @@ static void test_captures(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_string),
-        cmocka_unit_test(test_int),
-        cmocka_unit_test(test_bool),
-        cmocka_unit_test(test_duration),
-        cmocka_unit_test(test_array),
-        cmocka_unit_test(test_map_and_raw),
-        cmocka_unit_test(test_unknown_and_null),
-        cmocka_unit_test(test_helpers),
-        cmocka_unit_test(test_captures),
+        cmocka_unit_test(test_string),      cmocka_unit_test(test_repeated_query_parameter),
+        cmocka_unit_test(test_int),         cmocka_unit_test(test_bool),
+        cmocka_unit_test(test_duration),    cmocka_unit_test(test_array),
+        cmocka_unit_test(test_map_and_raw), cmocka_unit_test(test_unknown_and_null),
+        cmocka_unit_test(test_helpers),     cmocka_unit_test(test_captures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -24,8 +24,8 @@
 #include <cmocka.h>
 
 #include "audit/audit.h"
+#include "tests/realtime_skew.h"
 
-#include <dlfcn.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
@@ -540,17 +540,18 @@ static void test_two_devices_one_broken(void **state)
 }
 
 #ifdef KMS_TEST_HOOKS
-/* The backup device's writer waits before its fsync while <hooks>/backup/hold exists. */
-static void test_two_devices_one_hung(void **state)
+/* Two devices, f->path and the backup p2 (a 200 ms wait), with the backup's writer waiting
+ * before its fsync while <hooks>/backup/hold exists (created here) and <held> telling it
+ * waits. */
+static struct kms_audit *open_backup_held(struct fx *f, char hold[240], char held[240],
+                                          char p2[200])
 {
-    struct fx *f = *state;
-    char hooks[160], dev[200], hold[240], held[240], p2[200];
-
-    snprintf(hooks, sizeof(hooks), "%s/hooks", f->dir);
+    char hooks[160], dev[200];
+    snprintf(hooks, 160, "%s/hooks", f->dir);
     snprintf(dev, sizeof(dev), "%s/backup", hooks);
-    snprintf(hold, sizeof(hold), "%s/hold", dev);
-    snprintf(held, sizeof(held), "%s/held", dev);
-    snprintf(p2, sizeof(p2), "%s/b.log", f->dir);
+    snprintf(hold, 240, "%s/hold", dev);
+    snprintf(held, 240, "%s/held", dev);
+    snprintf(p2, 200, "%s/b.log", f->dir);
     assert_int_equal(mkdir(hooks, 0700), 0);
     assert_int_equal(mkdir(dev, 0700), 0);
     assert_int_equal(setenv("KMS_TEST_AUDIT_HOOKS", hooks, 1), 0);
@@ -559,6 +560,14 @@ static void test_two_devices_one_hung(void **state)
     FILE *fp = fopen(hold, "w");
     assert_non_null(fp);
     fclose(fp);
+    return a;
+}
+
+static void test_two_devices_one_hung(void **state)
+{
+    struct fx *f = *state;
+    char hold[240], held[240], p2[200];
+    struct kms_audit *a = open_backup_held(f, hold, held, p2);
     /* the first device has both lines; the hung one holds the response line's fsync: the
      * wait ends at the timeout, and the record counts (one device is enough) */
     assert_int_equal(log_pair(a, 1), 0);
@@ -570,29 +579,6 @@ static void test_two_devices_one_hung(void **state)
     kms_audit_destroy(&a);
     assert_intact(f->path, 1, 4);
     assert_intact(p2, 1, 4);
-}
-#endif
-
-#ifdef KMS_TEST_HOOKS
-/*
- * The wall clock as this process reads it, `realtime_skew` seconds off the kernel's: to a
- * deadline computed from it and waited for by the kernel, that is a system clock stepped by as
- * much (NTP, a VM restored) during the wait.
- */
-static atomic_long realtime_skew;
-
-int clock_gettime(clockid_t id, struct timespec *ts)
-{
-    static int (*real)(clockid_t, struct timespec *);
-    if (real == NULL) {
-        void *sym = dlsym(RTLD_NEXT, "clock_gettime");
-        memcpy(&real, &sym, sizeof(real));
-    }
-    int rc = real(id, ts);
-    if (rc == 0 && id == CLOCK_REALTIME) {
-        ts->tv_sec += atomic_load(&realtime_skew);
-    }
-    return rc;
 }
 
 static void *unhold_later(void *arg)
@@ -608,21 +594,8 @@ static void *unhold_later(void *arg)
 static void test_close_waits_for_the_writer_whatever_the_wall_clock(void **state)
 {
     struct fx *f = *state;
-    char hooks[160], dev[200], hold[240], held[240], p2[200];
-
-    snprintf(hooks, sizeof(hooks), "%s/hooks", f->dir);
-    snprintf(dev, sizeof(dev), "%s/backup", hooks);
-    snprintf(hold, sizeof(hold), "%s/hold", dev);
-    snprintf(held, sizeof(held), "%s/held", dev);
-    snprintf(p2, sizeof(p2), "%s/b.log", f->dir);
-    assert_int_equal(mkdir(hooks, 0700), 0);
-    assert_int_equal(mkdir(dev, 0700), 0);
-    assert_int_equal(setenv("KMS_TEST_AUDIT_HOOKS", hooks, 1), 0);
-    struct kms_audit *a = open_two(f, p2, 200);
-    assert_int_equal(unsetenv("KMS_TEST_AUDIT_HOOKS"), 0);
-    FILE *fp = fopen(hold, "w");
-    assert_non_null(fp);
-    fclose(fp);
+    char hold[240], held[240], p2[200];
+    struct kms_audit *a = open_backup_held(f, hold, held, p2);
     /* the backup device's writer holds its first fsync; the records count from the first,
      * and the second waits in the backup's queue */
     assert_int_equal(log_pair(a, 1), 0);

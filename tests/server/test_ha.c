@@ -26,8 +26,8 @@
 
 #include "engine/engines.h"
 #include "server/server.h"
+#include "tests/realtime_skew.h"
 
-#include <dlfcn.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -41,27 +41,6 @@
 #define MARGIN 250
 
 static const char *pg_url;
-
-/*
- * The wall clock as this process reads it, `realtime_skew` seconds ahead of the kernel's. To a
- * deadline computed on the wall clock and waited for by the kernel, that is what a system clock
- * stepped back by as much (NTP, a VM restored) is: a wait that long.
- */
-static atomic_long realtime_skew;
-
-int clock_gettime(clockid_t id, struct timespec *ts)
-{
-    static int (*real)(clockid_t, struct timespec *);
-    if (real == NULL) {
-        void *sym = dlsym(RTLD_NEXT, "clock_gettime");
-        memcpy(&real, &sym, sizeof(real));
-    }
-    int rc = real(id, ts);
-    if (rc == 0 && id == CLOCK_REALTIME) {
-        ts->tv_sec += atomic_load(&realtime_skew);
-    }
-    return rc;
-}
 
 /* ---- the lease rule ---------------------------------------------------------------------- */
 

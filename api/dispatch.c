@@ -198,6 +198,32 @@ bool kms_name_valid(const char *s, size_t n)
     return true;
 }
 
+/*
+ * Whether s[0..n) is the rest of a clean path, as a "*" capture must be: no empty segment (a
+ * leading '/' or "//") and no "." or ".." segment; a trailing '/' only when `trailing` (the
+ * capture ends the path: Go's path cleaning keeps it). The handlers trim slashes off such a
+ * capture ("sys/mounts//prot" named the mount prot/), while the ACL had judged the path as
+ * sent, where a rule for "sys/mounts/prot" does not match it; OpenBao's ServeMux never lets
+ * such a path reach either (301 to the clean path).
+ */
+static bool clean_rest(const char *s, size_t n, bool trailing)
+{
+    size_t i = 0;
+    while (i < n) {
+        const char *slash = memchr(s + i, '/', n - i);
+        size_t j = slash != NULL ? (size_t)(slash - s) : n;
+        size_t len = j - i;
+        if (len == 0 || (s[i] == '.' && (len == 1 || (len == 2 && s[i + 1] == '.')))) {
+            return false;
+        }
+        if (j + 1 == n && !trailing) {
+            return false;
+        }
+        i = j + 1;
+    }
+    return true;
+}
+
 /* Match rel against a template; fills captures. */
 static bool route_match(const char *tmpl, const char *rel, struct kms_ctx *c)
 {
@@ -219,7 +245,8 @@ static bool route_match(const char *tmpl, const char *rel, struct kms_ctx *c)
             size_t plen = strlen(p);
             size_t slen = tend != NULL ? strlen(tend) : 0;
             if (ncap == KMS_MAX_CAPTURES || plen >= KMS_PATH_MAX || (slen > 0 && plen <= slen) ||
-                (slen > 0 && strcmp(p + plen - slen, tend) != 0)) {
+                (slen > 0 && strcmp(p + plen - slen, tend) != 0) ||
+                !clean_rest(p, plen - slen, slen == 0)) {
                 return false;
             }
             c->cap_names[ncap] = t + 1;

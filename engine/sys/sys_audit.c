@@ -32,7 +32,7 @@ const struct kms_field kms_sys_audit_events_fields[] = {
     {NULL, 0},
 };
 
-/* Device name from the path capture: "file", "file/" and "/file" all name "file". */
+/* Device name from the path capture: "file" and "file/" name "file" ("/file" is no route). */
 static void device_name(struct kms_ctx *c, char *out, size_t n)
 {
     const char *p = kms_cap(c, "path");

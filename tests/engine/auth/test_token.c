@@ -557,8 +557,12 @@ static void test_sys_auth(void **state)
             "plugin not found in the catalog: ldap");
     at_fail(t, 400, "POST", "/v1/sys/auth/token", "{\"type\":\"jwt\"}",
             "path is already in use at auth/token/");
-    at_fail(t, 400, "POST", "/v1/sys/auth/a/../b", "{\"type\":\"jwt\"}",
-            "path cannot contain '..'");
+    at_fail(t, 400, "POST", "/v1/sys/auth/a..b", "{\"type\":\"jwt\"}", "path cannot contain '..'");
+    /* a path that is not clean is no route (404), as a "." or ".." segment anywhere */
+    at_fail(t, 404, "POST", "/v1/sys/auth/a/../b", "{\"type\":\"jwt\"}",
+            "1 error occurred:\n\t* unsupported path\n\n");
+    at_fail(t, 404, "POST", "/v1/sys/auth//b", "{\"type\":\"jwt\"}",
+            "1 error occurred:\n\t* unsupported path\n\n");
     b = at_req(t, 400, "POST", "/v1/sys/auth/k8s", "{\"type\":\"jwt\"}");
     assert_non_null(strstr(kt_err(b), "auth/k8s/"));
     json_decref(b);

@@ -287,8 +287,17 @@ static void test_mounts(void **state)
     assert_string_equal(str(b, "type"), "transit"); /* sys/ top-level copy */
     assert_true(strncmp(str(b, "accessor"), "transit_", 8) == 0);
     json_decref(b);
-    /* leading and trailing slashes name the same mount */
-    json_decref(kt_ok(t, 200, "GET", "/v1/sys/mounts//t2/", NULL, NULL));
+    /* a trailing slash names the same mount; a path that is not clean is no route (the ACL
+     * judged it as sent, the handler would have trimmed it to t2/) */
+    json_decref(kt_ok(t, 200, "GET", "/v1/sys/mounts/t2/", NULL, NULL));
+    static const char *const unclean[] = {"/v1/sys/mounts//t2/", "/v1/sys/mounts//t2",
+                                          "/v1/sys/mounts/./t2", "/v1/sys/mounts/t2/.",
+                                          "/v1/sys/mounts/t2//tune"};
+    for (size_t i = 0; i < sizeof(unclean) / sizeof(unclean[0]); i++) {
+        b = kt_ok(t, 404, "GET", unclean[i], NULL, NULL);
+        assert_string_equal(kt_err(b), "1 error occurred:\n\t* unsupported path\n\n");
+        json_decref(b);
+    }
     /* tune: read back as Vault shows it; writes accepted and ignored */
     b = kt_ok(t, 200, "GET", "/v1/sys/mounts/t2/tune", NULL, NULL);
     assert_int_equal(json_integer_value(kt_data(b, "default_lease_ttl")), 2764800);
@@ -569,7 +578,6 @@ static void test_namespaces(void **state)
         {"/v1/sys/namespaces/sys", "sys is a reserved path"},
         {"/v1/sys/namespaces/root", "root is a reserved path"},
         {"/v1/sys/namespaces/audit", "audit is a reserved path"},
-        {"/v1/sys/namespaces/..", ".. is a reserved path"},
         /* kmsd's built-in KMSKey API path: a namespace there would take over kms/ */
         {"/v1/sys/namespaces/kms", "kms is a reserved path"},
         {"/v1/sys/namespaces/a%20b", "invalid namespace name \"a b\""},

@@ -443,6 +443,19 @@ class BodyTest(KmsdTestCase):
                          headers={"Content-Type": "application/x-www-form-urlencoded"})
             self.assertError(r, 400, "error parsing form data")
 
+    def test_repeated_form_keys_joined_in_linear_time(self):
+        # Vault joins a repeated form key's values with commas
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        r = self.req("POST", "transit/keys/" + self.uniq("join"),
+                     b"type=aes256-gcm96&exportable=true&type=x", headers=form)
+        self.assertError(r, 400, "unknown key type aes256-gcm96,x")
+        # joined once, not as each value came: 300k repeats (1.2 MB, no token) copied the
+        # growing text 300k times and held the worker for minutes, every other connection
+        # of it unanswered
+        r = self.req("POST", "transit/encrypt/x", b"a=1&" * 300000, headers=form, token=None,
+                     timeout=60)
+        self.assertError(r, 403, PERMISSION_DENIED)
+
     def test_invalid_utf8_in_path_query_and_form_is_refused(self):
         # names, errors and the audit record are JSON text: bytes that are not UTF-8 are
         # refused with 400 before anything runs (they gave 500 with a half-written audit
@@ -1150,6 +1163,21 @@ class ConfiguredLimitsTest(KmsdTestCase):
         self.assertStatus(r, 200)
         body["x"] = 1                         # 101 strings
         r = self.req("POST", "transit/keys/" + self.uniq(), body)
+        self.assertError(r, 400, "refused JSON input due to high complexity: "
+                                 "exceeded maximum number of strings")
+
+    def test_form_strings_limit(self):
+        # a form body's keys and values count as a JSON body's strings do (a 26 MB form of
+        # distinct keys made 3 million strings, 240 MB, before the token check)
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        body = b"type=aes256-gcm96" + b"".join(b"&p%02d=v" % i for i in range(49))
+        r = self.req("POST", "transit/keys/" + self.uniq(), body, headers=form)
+        self.assertStatus(r, 200)             # 100 strings
+        r = self.req("POST", "transit/keys/" + self.uniq(), body + b"&x=1", headers=form)
+        self.assertError(r, 400, "refused JSON input due to high complexity: "
+                                 "exceeded maximum number of strings")
+        r = self.req("POST", "transit/keys/" + self.uniq(), body + b"&x=1", headers=form,
+                     token=None)
         self.assertError(r, 400, "refused JSON input due to high complexity: "
                                  "exceeded maximum number of strings")
 

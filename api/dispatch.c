@@ -740,8 +740,9 @@ static int parse_request_line(struct kms_ctx *c, char *target, size_t cap, const
             return KMS_FAIL(c, 415, "PATCH requires Content-Type application/merge-patch+json");
         }
     }
-    if ((c->op == KMS_OP_UPDATE || c->op == KMS_OP_PATCH) && plen > 4 &&
-        req->target[plen - 1] == '/') {
+    /* the decoded path, as OpenBao's req.Path: "keys/k%2F" ends in '/' too */
+    size_t tlen = strlen(target);
+    if ((c->op == KMS_OP_UPDATE || c->op == KMS_OP_PATCH) && tlen > 0 && target[tlen - 1] == '/') {
         return KMS_FAIL(c, 400, "cannot write to a path ending in '/'");
     }
 

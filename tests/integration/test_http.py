@@ -188,6 +188,13 @@ class VerbTest(KmsdTestCase):
         self.assertError(r, 400, "cannot write to a path ending in '/'")
         r = self.req("PUT", "transit/encrypt/k/", {"plaintext": b64("x")})
         self.assertError(r, 400, "cannot write to a path ending in '/'")
+        # the decoded path counts, as OpenBao's req.Path: %2F is a '/' (a mount or a policy
+        # "p/" was made where OpenBao refuses)
+        for path, body in (("transit/keys/k%2F", {}), ("sys/policy/p%2f", {"policy": ""}),
+                           ("sys/mounts/m%2F", {"type": "transit"})):
+            with self.subTest(path=path):
+                r = self.req("POST", path, body)
+                self.assertError(r, 400, "cannot write to a path ending in '/'")
 
     def test_patch_and_unknown_verbs(self):
         name, _ = self.create_key()

@@ -92,6 +92,7 @@ static const struct centry table[] = {
     BOOL("tls_require_client_cert", tls_require_client_cert),
     SIZE("max_header_size", max_header_size, 1024, 1 << 20),
     SIZE("max_connections", max_connections, 1, 1000000),
+    SIZE("max_request_bytes_in_flight", max_request_bytes_in_flight, 0, (int64_t)1 << 40),
     SIZE("workers", workers, 0, 1024),
     SIZE("key_cache_size", key_cache_size, 1, 100000000),
     SIZE("rate_limit", rate_limit, 0, 100000000),
@@ -512,6 +513,15 @@ int kms_config_load(const char *path, struct kms_config *cfg, struct kms_err *er
         } else {
             *(int64_t *)(void *)field = n;
         }
+    }
+    /* one body of max_request_size must always fit (0: the default, eight of them) */
+    if (cfg->max_request_bytes_in_flight != 0 &&
+        cfg->max_request_bytes_in_flight < cfg->limits.max_request_size) {
+        kms_err_set(err, 400,
+                    "config %s: \"max_request_bytes_in_flight\" (%zu) must be at least "
+                    "\"max_request_size\" (%zu)",
+                    path, cfg->max_request_bytes_in_flight, cfg->limits.max_request_size);
+        goto out;
     }
     rc = 0;
 out:

@@ -1121,7 +1121,8 @@ static void conn_start(struct kms_http *h, evutil_socket_t fd, struct buffereven
         c->rev = event_new(h->base, fd, EV_READ | EV_PERSIST, on_readable, c);
     }
     if (c->timer == NULL || (h->opts.tls == NULL && c->rev == NULL) ||
-        kms_http_parser_create(h->opts.max_header_size, h->opts.max_body_size, &c->parser) != 0) {
+        kms_http_parser_create(h->opts.max_header_size, h->opts.max_body_size, h->opts.body_budget,
+                               &c->parser) != 0) {
         if (c->rev != NULL) {
             event_free(c->rev);
         }

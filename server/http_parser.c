@@ -62,6 +62,8 @@ struct kms_http_parser {
     bool expect_continue;
     char *flat; /* the body as one block (body_len bytes), kept for the next request */
     size_t flat_cap;
+    struct kms_http_body_budget *budget; /* NULL = none */
+    size_t charged;                      /* this request's body bytes charged to it */
 };
 
 /* Blocks up to these sizes stay with the parser for the next request; larger ones are freed,
@@ -147,6 +149,10 @@ void kms_http_parser_reset(struct kms_http_parser *p)
     p->head_hi = 0;
     p->target_off = 0;
     p->flat = block_recycle(p->flat, p->body_len, &p->flat_cap, FLAT_KEEP);
+    if (p->charged > 0) {
+        atomic_fetch_sub(&p->budget->used, p->charged);
+        p->charged = 0;
+    }
     p->nheaders = 0;
     p->method[0] = '\0';
     p->minor = 1;
@@ -160,7 +166,7 @@ void kms_http_parser_reset(struct kms_http_parser *p)
 }
 
 int kms_http_parser_create(size_t max_header_size, size_t max_body_size,
-                           struct kms_http_parser **out)
+                           struct kms_http_body_budget *budget, struct kms_http_parser **out)
 {
     struct kms_http_parser *p = calloc(1, sizeof(*p));
     if (p == NULL) {
@@ -168,6 +174,7 @@ int kms_http_parser_create(size_t max_header_size, size_t max_body_size,
     }
     p->max_header_size = max_header_size;
     p->max_body_size = max_body_size;
+    p->budget = budget;
     p->minor = 1;
     p->st = PS_LINE;
     *out = p;
@@ -685,6 +692,25 @@ static int parse_chunk_line(struct kms_http_parser *p, const char *line, size_t 
 }
 
 /*
+ * Charge a body grown to `len` bytes to the shared budget; -1 when that would take it past its
+ * limit (nothing charged then). Bodies that fit the kept block cost nothing new and are free.
+ */
+static int charge_body(struct kms_http_parser *p, size_t len)
+{
+    if (p->budget == NULL || len <= FLAT_KEEP || len <= p->charged) {
+        return 0;
+    }
+    size_t more = len - p->charged;
+    size_t before = atomic_fetch_add(&p->budget->used, more);
+    if (p->budget->limit > 0 && before + more > p->budget->limit) {
+        atomic_fetch_sub(&p->budget->used, more);
+        return -1;
+    }
+    p->charged = len;
+    return 0;
+}
+
+/*
  * Move up to p->left body bytes from in to the end of the flat body; *done once the last one is
  * in. The bytes are wiped where they lay in `in` (they may be plaintext) before it drops them.
  */
@@ -693,6 +719,11 @@ static int take_body(struct kms_http_parser *p, struct evbuffer *in, bool *done,
 {
     size_t avail = evbuffer_get_length(in);
     size_t n = avail < p->left ? avail : p->left;
+    if (n > 0 && charge_body(p, p->body_len + n) != 0) {
+        return kms_err_set(err, 503,
+                           "too many request bytes in flight (max_request_bytes_in_flight): "
+                           "retry later");
+    }
     if (n > 0 && block_reserve(&p->flat, &p->flat_cap, p->body_len, p->body_len, n) != 0) {
         return kms_err_set(err, 500, "out of memory");
     }

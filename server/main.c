@@ -260,6 +260,7 @@ struct runtime {
     int64_t flag_delay;
     char replica[320]; /* HA: this replica's id (its own audit chain head) */
     bool store_lost;   /* without HA: the PostgreSQL session holding the database lock ended */
+    struct kms_http_body_budget body_budget; /* the workers' request bodies */
 };
 
 static void controller_report(const char *event, const char *ns_id, const char *project,
@@ -834,11 +835,17 @@ static int start_listener(const struct flags *f, struct kms_config *cfg,
     if (rt->tls != NULL && kms_tls_check_validity(rt->tls, &err) != 0) {
         kms_log("warn", "TLS certificate out of its validity period", "error", err.msg, NULL);
     }
+    /* by default eight bodies of max_request_size at once (the config check keeps one) */
+    atomic_store(&rt->body_budget.used, 0);
+    rt->body_budget.limit = cfg->max_request_bytes_in_flight != 0
+                                ? cfg->max_request_bytes_in_flight
+                                : 8 * cfg->limits.max_request_size;
     memset(&hopts, 0, sizeof(hopts));
     hopts.tls = rt->tls;
     hopts.ha = rt->ha;
     hopts.max_header_size = cfg->max_header_size;
     hopts.max_body_size = cfg->limits.max_request_size;
+    hopts.body_budget = &rt->body_budget;
     hopts.max_connections = cfg->max_connections;
     hopts.read_timeout = cfg->read_timeout;
     hopts.idle_timeout = cfg->idle_timeout;

@@ -9,6 +9,7 @@
 #include "audit/audit.h"
 
 #include <event2/event.h>
+#include <stdatomic.h>
 
 /* One KMS plugin socket of the server (docs/kms-plugin.md): "kms_plugins" in the file. */
 #define KMS_CONFIG_PLUGINS_MAX 8
@@ -37,12 +38,13 @@ struct kms_config {
     bool tls_require_client_cert;
     size_t max_header_size; /* bytes of request line + headers */
     size_t max_connections;
-    int64_t read_timeout;    /* seconds a client may take to send a request */
-    int64_t idle_timeout;    /* seconds a keep-alive connection may stay idle */
-    size_t workers;          /* event-loop threads; 0 = one per core */
-    size_t key_cache_size;   /* unsealed Transit keys kept in memory */
-    size_t rate_limit;       /* requests per second per token; 0 = off */
-    size_t rate_limit_burst; /* 0 = twice rate_limit */
+    size_t max_request_bytes_in_flight; /* request bodies held by all workers; 0 = 8 bodies */
+    int64_t read_timeout;               /* seconds a client may take to send a request */
+    int64_t idle_timeout;               /* seconds a keep-alive connection may stay idle */
+    size_t workers;                     /* event-loop threads; 0 = one per core */
+    size_t key_cache_size;              /* unsealed Transit keys kept in memory */
+    size_t rate_limit;                  /* requests per second per token; 0 = off */
+    size_t rate_limit_burst;            /* 0 = twice rate_limit */
     struct kms_api_limits limits;
     int64_t kms_deletion_delay; /* KMSKey deletion countdown, seconds */
     /* audit (docs/audit.md): the "file" device, and more from "audit_devices" */
@@ -92,11 +94,23 @@ int kms_config_audit_devices(const struct kms_config *cfg, const char *file_flag
 struct kms_http;
 struct kms_ha;
 
+/*
+ * Request body bytes held by every parser that shares it (a process's workers): a body that
+ * grows past a small kept block is charged as its bytes arrive and released when its request
+ * ends; a charge past `limit` (0 = no limit) is refused, so connections that send large bodies
+ * slowly, before any token is checked, cannot take all the process's memory.
+ */
+struct kms_http_body_budget {
+    _Atomic size_t used;
+    size_t limit;
+};
+
 struct kms_http_opts {
     struct kms_tls *tls; /* NULL = plain HTTP */
     struct kms_ha *ha;   /* non-NULL: requests go through kms_ha_handle, not the API */
     size_t max_header_size;
     size_t max_body_size;
+    struct kms_http_body_budget *body_budget; /* shared by the workers; NULL = none */
     size_t max_connections;
     int64_t read_timeout;
     int64_t idle_timeout;
@@ -145,15 +159,18 @@ enum kms_http_parse_event {
     KMS_HTTP_PARSE_REQUEST,  /* one whole request is in: kms_http_parser_request */
 };
 
-/* Limits: request line + fields + trailers in bytes, and the body. Destroy with _destroy. */
+/* Limits: request line + fields + trailers in bytes, and the body; the bodies' shared budget
+ * (NULL = none), which must outlive the parser. Destroy with _destroy. */
 int kms_http_parser_create(size_t max_header_size, size_t max_body_size,
+                           struct kms_http_body_budget *budget,
                            struct kms_http_parser **out) KMS_WUR;
 void kms_http_parser_destroy(struct kms_http_parser **p);
 /*
  * Consume bytes of `in`. 0 with *ev set, or -1 with err: the status to answer (400 malformed,
  * 405 method too long, 413 body too large, 414/431 head too large, 417 Expect, 501 transfer
- * coding, 505 version) and a message for the client; the connection must then be closed.
- * After KMS_HTTP_PARSE_REQUEST it keeps answering REQUEST until kms_http_parser_reset.
+ * coding, 503 the bodies' budget spent, 505 version) and a message for the client; the connection
+ * must then be closed. After KMS_HTTP_PARSE_REQUEST it keeps answering REQUEST until
+ * kms_http_parser_reset.
  */
 int kms_http_parser_run(struct kms_http_parser *p, struct evbuffer *in,
                         enum kms_http_parse_event *ev, struct kms_err *err) KMS_WUR;

@@ -3,12 +3,13 @@ bodies and limits, envelope, errors), §1.7 sys endpoints and §9 cases 16 and 1
 
 import http.client
 import json
+import socket
 import time
 import unittest
 import urllib.parse
 
 from kmsd_harness import (ENVELOPE_KEYS, UUID4_RE, KmsdServer, KmsdTestCase, b64,
-                          multierror, raw_exchange, unb64, wait_for)
+                          multierror, raw_exchange, raw_request, unb64, wait_for)
 
 PERMISSION_DENIED = "permission denied"
 UNSUPPORTED_PATH = multierror("unsupported path")
@@ -1122,6 +1123,45 @@ class DevFlagsTest(unittest.TestCase):
                 self.assertIn("127.0.0.1:%d" % srv.port, log)
                 self.assertIn(srv.root_token, log)
                 self.assertEqual(srv.stop(), 0, srv.log_tail())
+
+
+class BodyBudgetTest(KmsdTestCase):
+    """max_request_bytes_in_flight: request bodies held at once by all workers, before any
+    token is checked. Connections that send large bodies slowly cannot take the process's
+    memory: a body that would go past the budget is refused with 503, health checks and small
+    requests go on, and the budget is given back when a request ends."""
+
+    server_mode = "config"
+    server_config = {"max_request_size": 65536, "max_request_bytes_in_flight": 100000}
+
+    def body_status(self, size):
+        """POST a size-byte body without a token on a fresh connection; the status."""
+        return raw_request("127.0.0.1", self.server.port, "POST", "/v1/transit/encrypt/k",
+                           b"{" + b" " * (size - 2) + b"}",
+                           {"Content-Type": "application/json"}).status
+
+    def test_bodies_past_the_budget_wait_their_turn(self):
+        head = ("POST /v1/transit/encrypt/k HTTP/1.1\r\nHost: x\r\n"
+                "Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n")
+        slow = socket.create_connection(("127.0.0.1", self.server.port), timeout=30)
+        self.addCleanup(slow.close)
+        slow.sendall(head.encode() + b"{" + b" " * 59998)  # all but the last byte
+        # once kmsd has read them, a second 60000-byte body does not fit: 503
+        wait_for(lambda: self.body_status(60000) == 503, 10,
+                 "a second large body refused while the first is unfinished")
+        r = raw_request("127.0.0.1", self.server.port, "POST", "/v1/transit/encrypt/k",
+                        b"{" + b" " * 59998 + b"}", {"Content-Type": "application/json"})
+        self.assertError(r, 503, "too many request bytes in flight "
+                                 "(max_request_bytes_in_flight): retry later")
+        # small requests and health checks are served meanwhile
+        self.assertStatus(self.req("GET", "sys/health"), 200)
+        self.assertEqual(self.body_status(30000), 403)  # fits: refused only for its token
+        # the slow body ends; its answer (no token: 403) gives its bytes back
+        slow.sendall(b"}")
+        answer = slow.recv(65536)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 403 "), answer)
+        wait_for(lambda: self.body_status(60000) == 403, 10,
+                 "a large body accepted again once the first one was answered")
 
 
 class ConfiguredLimitsTest(KmsdTestCase):

@@ -144,6 +144,16 @@ class FlagChecks(unittest.TestCase):
         finally:
             shutil.rmtree(d, ignore_errors=True)
 
+    def test_bodies_in_flight_below_one_body_refused(self):
+        d = tempfile.mkdtemp(prefix="kmsd-budget-")
+        try:
+            r = run_config(d, {"max_request_size": 4096, "max_request_bytes_in_flight": 1000})
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn('"max_request_bytes_in_flight" (1000) must be at least '
+                          '"max_request_size" (4096)', r.stderr)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
     def test_seal_key_fifo_is_refused_not_waited_on(self):
         # open(2) of a FIFO waits for a writer: kmsd hung at start, silently
         d = tempfile.mkdtemp(prefix="kmsd-fifo-")

@@ -33,7 +33,7 @@ static void kms_feed(const void *data, size_t len, size_t step, size_t head_max,
     size_t fed = 0;
 
     memset(r, 0, sizeof(*r));
-    if (in == NULL || kms_http_parser_create(head_max, body_max, &p) != 0) {
+    if (in == NULL || kms_http_parser_create(head_max, body_max, NULL, &p) != 0) {
         abort();
     }
     if (step == 0) {

@@ -545,7 +545,7 @@ static void test_request_before_complete(void **state)
     (void)state;
     struct kms_http_parser *p = NULL;
     struct kms_http_req req;
-    assert_int_equal(kms_http_parser_create(HEAD_MAX, BODY_MAX, &p), 0);
+    assert_int_equal(kms_http_parser_create(HEAD_MAX, BODY_MAX, NULL, &p), 0);
     assert_true(kms_http_parser_idle(p));
     assert_int_equal(kms_http_parser_request(p, &req), -1);
     kms_http_parser_destroy(&p);
@@ -669,7 +669,7 @@ static void test_consumed_input_is_wiped(void **state)
     struct evbuffer *in = evbuffer_new();
     struct kms_http_parser *p = NULL;
     assert_non_null(in);
-    assert_int_equal(kms_http_parser_create(1024, 1024, &p), 0);
+    assert_int_equal(kms_http_parser_create(1024, 1024, NULL, &p), 0);
     assert_int_equal(evbuffer_add_reference(in, buf, sizeof(buf), NULL, NULL), 0);
     enum kms_http_parse_event ev;
     struct kms_err err;
@@ -690,6 +690,72 @@ static void test_consumed_input_is_wiped(void **state)
     kms_http_parser_reset(p);
     kms_http_parser_destroy(&p);
     evbuffer_free(in);
+}
+
+/* Feed `n` bytes of `text` to p; the parser's answer (0, or -1 with err). */
+static int feed_part(struct kms_http_parser *p, const char *text, size_t n,
+                     enum kms_http_parse_event *ev, struct kms_err *err)
+{
+    struct evbuffer *in = evbuffer_new();
+    assert_non_null(in);
+    assert_int_equal(evbuffer_add(in, text, n), 0);
+    int rc = kms_http_parser_run(p, in, ev, err);
+    evbuffer_free(in);
+    return rc;
+}
+
+/* Bodies share one budget: a body is charged as its bytes arrive (a small one, that fits the
+ * kept block, never), one that would take the budget past its limit is refused with 503, and
+ * a request's end, a reset or the parser's end gives its bytes back. */
+static void test_body_budget(void **state)
+{
+    (void)state;
+    static const char head[] = "POST /v1/transit/encrypt/k HTTP/1.1\r\nHost: x\r\n"
+                               "Content-Length: 8000\r\n\r\n";
+    char body[8000];
+    memset(body, 'b', sizeof(body));
+    struct kms_http_body_budget budget = {.limit = 12000};
+    struct kms_http_parser *a = NULL, *b = NULL, *c = NULL;
+    assert_int_equal(kms_http_parser_create(1024, 10000, &budget, &a), 0);
+    assert_int_equal(kms_http_parser_create(1024, 10000, &budget, &b), 0);
+    assert_int_equal(kms_http_parser_create(1024, 10000, &budget, &c), 0);
+    enum kms_http_parse_event ev;
+    struct kms_err err;
+
+    /* a: the head and 6000 of its 8000 bytes, charged */
+    assert_int_equal(feed_part(a, head, sizeof(head) - 1, &ev, &err), 0);
+    assert_int_equal(feed_part(a, body, 6000, &ev, &err), 0);
+    assert_int_equal(ev, KMS_HTTP_PARSE_MORE);
+    assert_int_equal(atomic_load(&budget.used), 6000);
+    /* c: a small request costs nothing */
+    static const char small[] = "POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
+    assert_int_equal(feed_part(c, small, sizeof(small) - 1, &ev, &err), 0);
+    assert_int_equal(ev, KMS_HTTP_PARSE_REQUEST);
+    assert_int_equal(atomic_load(&budget.used), 6000);
+    kms_http_parser_reset(c);
+    /* b: 5000 bytes fit, 7000 do not: 503, and nothing of b stays charged */
+    assert_int_equal(feed_part(b, head, sizeof(head) - 1, &ev, &err), 0);
+    assert_int_equal(feed_part(b, body, 5000, &ev, &err), 0);
+    assert_int_equal(atomic_load(&budget.used), 11000);
+    assert_int_equal(feed_part(b, body, 2000, &ev, &err), -1);
+    assert_int_equal(err.status, 503);
+    assert_string_equal(err.msg, "too many request bytes in flight "
+                                 "(max_request_bytes_in_flight): retry later");
+    kms_http_parser_destroy(&b);
+    assert_int_equal(atomic_load(&budget.used), 6000);
+    /* a finishes: its request keeps its charge until the reset */
+    assert_int_equal(feed_part(a, body, 2000, &ev, &err), 0);
+    assert_int_equal(ev, KMS_HTTP_PARSE_REQUEST);
+    assert_int_equal(atomic_load(&budget.used), 8000);
+    kms_http_parser_reset(a);
+    assert_int_equal(atomic_load(&budget.used), 0);
+    /* now a whole 8000-byte body fits again */
+    assert_int_equal(feed_part(c, head, sizeof(head) - 1, &ev, &err), 0);
+    assert_int_equal(feed_part(c, body, sizeof(body), &ev, &err), 0);
+    assert_int_equal(ev, KMS_HTTP_PARSE_REQUEST);
+    kms_http_parser_destroy(&c);
+    kms_http_parser_destroy(&a);
+    assert_int_equal(atomic_load(&budget.used), 0);
 }
 
 int main(void)
@@ -716,6 +782,7 @@ int main(void)
         cmocka_unit_test(test_request_before_complete),
         cmocka_unit_test(test_blocks_grow_and_are_reused),
         cmocka_unit_test(test_consumed_input_is_wiped),
+        cmocka_unit_test(test_body_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1120,7 +1120,16 @@ static void finish(struct kms_ctx *c, int rc, struct kms_http_resp *resp)
 {
     kms_render(c, rc, resp);
     if (resp->status == 500) {
-        kms_api_log_failure(c->api, c->path[0] != '\0' ? c->path : c->http->target, c->err.msg);
+        /* before routing there is only the target: logged without its query, which may hold
+         * a token (auth/token/lookup?token=) */
+        char bare[KMS_PATH_MAX];
+        const char *where = c->path;
+        if (where[0] == '\0') {
+            snprintf(bare, sizeof(bare), "%.*s", (int)strcspn(c->http->target, "?"),
+                     c->http->target);
+            where = bare;
+        }
+        kms_api_log_failure(c->api, where, c->err.msg);
     }
     kms_metrics_request(c->route, c->mount.type, resp->status,
                         (uint64_t)(kms_api_mono_us() - c->park.t0_us), c->items);

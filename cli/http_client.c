@@ -576,6 +576,30 @@ static int parse_response(struct rbuf *b, bool head, bool want_headers, struct k
     return 0;
 }
 
+/*
+ * Drop the interim (1xx but 101) responses at the start of b: a server may send one before its
+ * answer (kmsd does for a batch whose partial_failure_response_code asks for 1xx, then answers
+ * 200), and with no Content-Length of its own it read as a response whose body ends with the
+ * connection: a kept-alive exchange then waited for the whole timeout, and an HA standby that
+ * forwarded such a batch answered 503 after the active had carried it out.
+ */
+static void drop_interim(struct rbuf *b)
+{
+    for (;;) {
+        const char *hend = b->p != NULL ? strstr(b->p, "\r\n\r\n") : NULL;
+        if (hend == NULL || b->len < 12 || strncmp(b->p, "HTTP/1.", 7) != 0 || b->p[9] != '1' ||
+            b->p[10] < '0' || b->p[10] > '9' || b->p[11] < '0' || b->p[11] > '9' ||
+            (b->p[10] == '0' && b->p[11] == '1')) {
+            return;
+        }
+        size_t hl = (size_t)(hend - b->p) + 4;
+        memmove(b->p, b->p + hl, b->len - hl);
+        kms_memzero(b->p + b->len - hl, hl);
+        b->len -= hl;
+        b->p[b->len] = '\0';
+    }
+}
+
 /* Find a header's value in the head [p, hend): its start, and *vl its length; NULL if absent. */
 static const char *head_value(const char *p, const char *hend, const char *name, size_t *vl)
 {
@@ -786,6 +810,7 @@ static int exchange(struct kms_cli_http *h, const char *method, const char *path
                 errf(err, errlen, "response larger than %zu bytes", h->max_response);
                 goto out;
             }
+            drop_interim(&resp);
         }
         if (done == 1) {
             break;

@@ -977,6 +977,29 @@ class HaForwardTest(HaCase):
         self.assertEqual((rb.status, rb.json), (ra.status, ra.json), rb.describe())
         self.assertEqual(ra.status, 400, ra.describe())
 
+    def test_batch_with_an_informational_code_through_a_standby(self):
+        """A batch whose partial_failure_response_code is 1xx: the active sends that as an
+        interim response and answers 200; the standby's forward read the interim head as the
+        answer, waited for a body until ha_forward_timeout and answered 503 `cannot be
+        reached`, after the active had carried the batch out."""
+        servers = self.replicas(2, ha_forward_timeout="20s")
+        a = self.wait_one_active(servers)
+        b = [s for s in servers if s is not a][0]
+        self.init(b, a)
+        self.ok(b.request("POST", "transit/keys/pf"))
+        body = {"batch_input": [{"plaintext": b64(b"good")}, {"plaintext": "not base64!"}],
+                "partial_failure_response_code": 102}
+        for _ in range(2):  # the kept connection carries the next request as well
+            t0 = time.monotonic()
+            r = b.request("POST", "transit/encrypt/pf", body, timeout=30)
+            self.assertLess(time.monotonic() - t0, 10, r.describe())
+            self.assertEqual(r.status, 200, r.describe())
+            items = r.json["data"]["batch_results"]
+            self.assertEqual(len(items), 2, r.describe())
+            self.assertIn("ciphertext", items[0])
+            self.assertIn("error", items[1])
+            r = b.request("POST", "transit/decrypt/pf", {"ciphertext": items[0]["ciphertext"]})
+            self.assertEqual(unb64(self.ok(r)["plaintext"]), b"good")
 
     def test_forged_leader_record_not_followed(self):
         # someone who can write to the database but has no seal key points the leader record

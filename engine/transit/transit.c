@@ -2938,6 +2938,9 @@ static void transit_destroy(void *state)
     if (t != NULL) {
         kms_keycache_destroy(&t->kc);
         kms_transit_caches_destroy(&t->caches);
+        /* the cipher contexts of every worker hold the keys too (commit_key): an HA replica
+         * that stands down goes on running, with no request left to evict them */
+        kms_aead_forget_all();
         free(t);
     }
 }

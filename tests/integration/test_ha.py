@@ -900,6 +900,34 @@ class HaConsistencyTest(HaCase):
         self.check_everywhere(survivors, cts, tokens)
 
 
+class HaMemoryTest(HaCase):
+
+    def test_no_key_left_in_a_replica_that_stood_down(self):
+        """An active replica whose PostgreSQL session was terminated stands down and frees its
+        service; the raw AES key it used is then nowhere in its memory. Its workers' cipher
+        contexts (crypto/aead.c) kept it (14 copies in one run) for as long as it stood by."""
+        import base64
+        from hooks_offload import process_memory
+        servers = self.replicas(2)
+        a = self.wait_one_active(servers)
+        b = [s for s in servers if s is not a][0]
+        self.init(a, a)
+        self.ok(a.request("POST", "transit/keys/mem", {"exportable": True}))
+        for i in range(40):  # on every worker of the active, most likely
+            self.ok(a.request("POST", "transit/encrypt/mem", {"plaintext": b64(b"m%d" % i)}))
+        r = a.request("GET", "transit/export/encryption-key/mem/1")
+        key = base64.b64decode(self.ok(r)["keys"]["1"])
+        self.assertGreater(process_memory(a.proc.pid).count(key), 0)
+        pid = self.pg.psql(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+            "objid = (7740970209790356581::bigint & 4294967295)::oid").strip()
+        self.pg.psql("SELECT pg_terminate_backend(%s)" % pid)
+        wait_for(lambda: "no longer the active replica" in a.log_text(), 20,
+                 "the active to stand down")
+        self.assertIs(self.wait_one_active(servers), b)
+        self.assertEqual(process_memory(a.proc.pid).count(key), 0)
+
+
 class HaForwardTest(HaCase):
 
     def audit_remote(self, path, audit_file):

@@ -240,6 +240,9 @@ static void step_down(struct kms_ha *ha, const char *why, bool release)
         ha->o.teardown(ha->o.arg, &ha->api);
     }
     pthread_rwlock_unlock(&ha->api_lock);
+    /* the read connections of its time as active: a standby needs one (the leader record),
+     * and every replica shares PostgreSQL's max_connections */
+    kms_storage_close_idle(ha->o.st);
     if (release && atomic_load(&ha->holding)) {
         /* not serving any more: the next leader need not wait out this lease */
         atomic_store(&ha->holding, false);

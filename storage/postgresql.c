@@ -1140,6 +1140,7 @@ static const struct kms_backend_ops pg_ops = {
     .leader_release = pg_leader_release,
     .leader_read = pg_leader_read,
     .exclusive_check = pg_exclusive_check,
+    .close_idle = pool_flush_idle,
 };
 
 int kms_backend_pg_open(const char *conninfo, const struct kms_storage_opts *opts,

@@ -299,6 +299,12 @@ int kms_storage_exclusive_check(struct kms_storage *st)
     return st->ops->exclusive_check != NULL ? st->ops->exclusive_check(st->b) : 0;
 }
 
+void kms_storage_close_idle(struct kms_storage *st)
+{
+    if (st->ops->close_idle != NULL)
+        st->ops->close_idle(st->b);
+}
+
 int kms_storage_leader_ping(struct kms_storage *st)
 {
     return st->ops->leader_ping != NULL ? st->ops->leader_ping(st->b) : -1;

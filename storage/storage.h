@@ -195,6 +195,14 @@ int kms_storage_leader_read(struct kms_storage *st, struct kms_storage_leader *o
 int kms_storage_exclusive_check(struct kms_storage *st) KMS_WUR;
 
 /*
+ * Close the idle read connections a PostgreSQL store keeps between transactions (the next
+ * read transactions connect afresh); nothing for LMDB. An HA replica that stands down calls it:
+ * the pool of its busiest time as active would otherwise stay open, idle, for as long as it
+ * stands by, and PostgreSQL's max_connections is shared by every replica. Thread-safe.
+ */
+void kms_storage_close_idle(struct kms_storage *st);
+
+/*
  * A check run before every write transaction's COMMIT is sent (the leader's lease, docs/ha.md):
  * when it returns false the transaction is aborted and the commit fails. NULL removes it. Set
  * before any transaction runs; the check runs on the committing thread.

@@ -67,6 +67,8 @@ struct kms_backend_ops {
                        char mac[KMS_LEADER_MAC_HEX + 1]);
     /* kms_storage_exclusive_check (storage.h); NULL: nothing to lose (0). */
     int (*exclusive_check)(struct kms_backend *b);
+    /* kms_storage_close_idle (storage.h); NULL: nothing kept. */
+    void (*close_idle)(struct kms_backend *b);
 };
 
 /* Open a backend; *maxkey receives the longest key it stores (at most KMS_KEY_MAX). */

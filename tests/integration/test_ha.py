@@ -223,6 +223,24 @@ class HaCase(unittest.TestCase):
         wait_for(known, timeout, "the standbys to know the active replica's address")
         return active
 
+    def leadership_taken_from(self, active, servers):
+        """Terminate the leader's PostgreSQL session (pg_terminate_backend) until another
+        replica than `active` leads (it may take the lock again at once); that one."""
+        def holder():
+            return self.pg.psql(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+                "objid = (7740970209790356581::bigint & 4294967295)::oid").strip()
+        for _ in range(10):
+            wait_for(lambda: holder() != "", 20, "a replica to hold the leader lock")
+            n = active.log_text().count("no longer the active replica")
+            self.pg.psql("SELECT pg_terminate_backend(%s)" % holder())
+            wait_for(lambda: active.log_text().count("no longer the active replica") > n, 20,
+                     "the active to stand down")
+            new = self.wait_one_active(servers)
+            if new is not active:
+                return new
+        self.fail("the same replica took the leader lock again ten times")
+
     def init(self, via, actives):
         r = via.request("PUT", "sys/init", {}, token=None)
         self.assertEqual(r.status, 200, r.describe())
@@ -918,14 +936,55 @@ class HaMemoryTest(HaCase):
         r = a.request("GET", "transit/export/encryption-key/mem/1")
         key = base64.b64decode(self.ok(r)["keys"]["1"])
         self.assertGreater(process_memory(a.proc.pid).count(key), 0)
-        pid = self.pg.psql(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
-            "objid = (7740970209790356581::bigint & 4294967295)::oid").strip()
-        self.pg.psql("SELECT pg_terminate_backend(%s)" % pid)
-        wait_for(lambda: "no longer the active replica" in a.log_text(), 20,
-                 "the active to stand down")
-        self.assertIs(self.wait_one_active(servers), b)
+        self.assertIs(self.leadership_taken_from(a, servers), b)
         self.assertEqual(process_memory(a.proc.pid).count(key), 0)
+
+
+class HaConnectionsTest(HaCase):
+
+    def test_a_replica_that_stood_down_keeps_no_read_connections(self):
+        """The read connections an active replica opened for a burst of concurrent reads are
+        closed when it stands down. They stayed open, idle, for as long as it stood by, so that
+        after hand-overs every replica held the connections of its busiest time as active:
+        with PostgreSQL's default max_connections (100) and HA's 32 workers and 32 handler
+        threads, three replicas could take every connection, and the active, or a standby
+        taking over, was refused (`too many clients`)."""
+        servers = []
+        for i in range(2):
+            srv = self.replica(postgresql_url=self.pg.tcp_url + "?application_name=r%d" % i)
+            servers.append(srv.start())
+        a = self.wait_one_active(servers)
+        b = [s for s in servers if s is not a][0]
+        name = {s: "r%d" % i for i, s in enumerate(servers)}
+        self.init(a, a)
+        self.ok(a.request("POST", "transit/keys/burst"))
+
+        def conns(s):
+            return int(self.pg.psql("SELECT count(*) FROM pg_stat_activity WHERE "
+                                    "application_name = '%s'" % name[s]).strip())
+        # concurrent reads until the active holds a pool of read connections
+        stop = threading.Event()
+
+        def reader():
+            while not stop.is_set():
+                try:
+                    a.request("GET", "transit/keys/burst", timeout=10)
+                except OSError:
+                    pass
+        threads = [threading.Thread(target=reader) for _ in range(16)]
+        for t in threads:
+            t.start()
+        try:
+            wait_for(lambda: conns(a) >= 6, 30, "the active to open read connections")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        self.assertIs(self.leadership_taken_from(a, servers), b)
+        # a standby uses its write connection (the lock's tries) and one read connection (the
+        # leader record)
+        wait_for(lambda: conns(a) <= 2, 10, lambda: "the standby to close its idle read "
+                 "connections (has %d)" % conns(a))
 
 
 class HaForwardTest(HaCase):

@@ -566,7 +566,7 @@ static int pg_txn_begin(struct kms_backend *b, bool write, struct kms_backend_tx
                 pg_conn_close(b->writer);
                 b->writer = NULL;
             } else if (b->writer != NULL && PQtransactionStatus(b->writer->c) != PQTRANS_IDLE) {
-                (void)pg_exec_ok(b->writer->c, "ROLLBACK");
+                (void)pg_lease_exec_ok(b, b->writer->c, "ROLLBACK");
             }
             pthread_mutex_unlock(&b->write_mu);
             free(t);
@@ -619,7 +619,7 @@ static int pg_txn_begin(struct kms_backend *b, bool write, struct kms_backend_tx
         }
         if (t->pc == NULL || PQtransactionStatus(t->pc->c) != PQTRANS_INTRANS) {
             if (t->pc != NULL) {
-                (void)pg_exec_ok(t->pc->c, "ROLLBACK");
+                (void)pg_lease_exec_ok(b, t->pc->c, "ROLLBACK");
                 pool_give(b, t->pc);
             }
             free(t);
@@ -667,8 +667,13 @@ static int pg_txn_commit(struct kms_backend_txn *t)
 
 static void pg_txn_abort(struct kms_backend_txn *t)
 {
+    /* HA: within a lease, as every statement (pg_lease_exec_ok). A read transaction ends here,
+     * and a partition that began after its last answer left its ROLLBACK waiting for as long
+     * as TCP let it (forever behind a proxy that acknowledges the bytes): the request held the
+     * service, and the step-down, and every request behind it, waited for it. Unanswered, the
+     * connection is shut down and pg_txn_end or pool_give closes it. */
     if (PQstatus(t->pc->c) == CONNECTION_OK)
-        (void)pg_exec_ok(t->pc->c, "ROLLBACK");
+        (void)pg_lease_exec_ok(t->b, t->pc->c, "ROLLBACK");
     pg_txn_end(t);
 }
 

@@ -843,6 +843,52 @@ class HaPartitionTest(HaCase):
         self.assertLess(t_down - t_cut, 5 * LEASE_MS / 1000)
         self.assertLess(max(took), 5 * LEASE_MS / 1000)
 
+    def test_cut_off_while_reads_run_steps_down_within_leases(self):
+        """The active's PostgreSQL traffic silently dropped while sixteen clients' reads run
+        (the test above cuts it before they start): a read transaction whose last statement
+        was answered ends with a ROLLBACK, which waited with no deadline, for as long as TCP
+        lets it (forever here: the proxy acknowledges every byte). The request held the
+        service, the step-down waited for it, and every request behind the step-down, health
+        probes included, hung with it."""
+        proxies, servers = self.replicas_behind_proxies(2)
+        old = self.wait_one_active(servers)
+        self.init(old, old)
+        self.ok(old.request("POST", "transit/keys/cut"))
+        took = []
+        stop = threading.Event()
+
+        def probe(path):
+            while not stop.is_set():
+                t0 = time.monotonic()
+                try:
+                    old.request("GET", path, timeout=30)
+                except OSError:
+                    pass
+                took.append(time.monotonic() - t0)
+        threads = [threading.Thread(target=probe, args=(p,))
+                   for p in ["transit/keys/cut", "sys/mounts"] * 8]
+        for th in threads:
+            th.start()
+        try:
+            wait_for(lambda: len(took) > 200, 30, "reads before the cut")
+            proxies[servers.index(old)].drop.set()
+            t_cut = time.monotonic()
+            n = len(took)
+            wait_for(lambda: "standing by: no longer the active replica" in old.log_text(), 30,
+                     "the cut-off active to stand by")
+            t_down = time.monotonic()
+            # health answers at once again (the standby's own answer)
+            wait_for(lambda: getattr(self.health(old), "status", None) == 429, 10,
+                     "the standby's health answer")
+        finally:
+            stop.set()
+            proxies[servers.index(old)].heal()
+            for th in threads:
+                th.join()
+        sys.stderr.write("\ncut-off active under reads: stood by after %.2fs, slowest request "
+                         "after the cut %.2fs\n" % (t_down - t_cut, max(took[n:])))
+        self.assertLess(t_down - t_cut, 5 * LEASE_MS / 1000)
+
 
 class HaConsistencyTest(HaCase):
     """Issue 15 item 4: after a 2xx trim, delete, token revoke and revoke-accessor made

@@ -915,16 +915,22 @@ bool kms_ha_answer_now(struct kms_ha *ha, const struct kms_http_req *req,
         leader_status(ha, resp);
         return true;
     }
-    /* the active's health is the API's (no storage, not audited); a promotion or step-down
-     * that holds the lock sends it to the handler threads, which wait for it */
-    if (!path_is(req->target, "sys/health") || pthread_rwlock_tryrdlock(&ha->api_lock) != 0) {
+    if (!path_is(req->target, "sys/health")) {
         return false;
     }
-    if (atomic_load(&ha->active) && ha->api != NULL && ha_lease_ok(ha)) {
-        serve_active(ha, req, resp);
-        return true;
+    /* the active's health is the API's (no storage, not audited); a promotion that holds the
+     * lock sends it to the handler threads, which wait for it. A replica that is not active
+     * answers without the lock: a step-down holds it until the requests in flight are done */
+    if (atomic_load(&ha->active)) {
+        if (pthread_rwlock_tryrdlock(&ha->api_lock) != 0) {
+            return false;
+        }
+        if (atomic_load(&ha->active) && ha->api != NULL && ha_lease_ok(ha)) {
+            serve_active(ha, req, resp);
+            return true;
+        }
+        pthread_rwlock_unlock(&ha->api_lock);
     }
-    pthread_rwlock_unlock(&ha->api_lock);
     if (health_in_namespace(req)) {
         return false; /* forwarded to the active */
     }
@@ -960,6 +966,9 @@ static bool quick_forward(const struct kms_http_req *req)
 
 bool kms_ha_may_wait(struct kms_ha *ha, const struct kms_http_req *req)
 {
+    if (!atomic_load(&ha->active)) {
+        return !quick_forward(req); /* as below, without waiting for a step-down */
+    }
     if (pthread_rwlock_tryrdlock(&ha->api_lock) != 0) {
         return true; /* a promotion or step-down holds the service */
     }
@@ -982,12 +991,17 @@ void kms_ha_handle(struct kms_ha *ha, const struct kms_http_req *req, struct kms
         leader_status(ha, resp);
         return;
     }
-    pthread_rwlock_rdlock(&ha->api_lock);
-    if (atomic_load(&ha->active) && ha->api != NULL && ha_lease_ok(ha)) {
-        serve_active(ha, req, resp);
-        return;
+    /* only an active replica takes the service's lock: a step-down holds it (active already
+     * false) until the requests in flight are done, a long one (a big batch of RSA signatures)
+     * for a minute, and this replica's answers as a standby must not wait for that */
+    if (atomic_load(&ha->active)) {
+        pthread_rwlock_rdlock(&ha->api_lock);
+        if (atomic_load(&ha->active) && ha->api != NULL && ha_lease_ok(ha)) {
+            serve_active(ha, req, resp);
+            return;
+        }
+        pthread_rwlock_unlock(&ha->api_lock);
     }
-    pthread_rwlock_unlock(&ha->api_lock);
     if (get && path_is(req->target, "sys/health") && !health_in_namespace(req)) {
         standby_health_answer(ha, req, resp);
         return;

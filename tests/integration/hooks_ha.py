@@ -123,6 +123,47 @@ class HaHandlerThreadsTest(HaCase):
                 r = b.request("GET", "transit/keys/" + name)
                 self.assertEqual(self.ok(r)["type"], "rsa-2048")
 
+    def test_a_replica_standing_down_behind_a_held_request_answers(self):
+        """The active loses its leader lock while a long request (a held RSA key creation)
+        runs: its step-down waits for that request, and meanwhile the replica answers as a
+        standby at once: health 429, other requests forwarded to the new active. They all
+        waited behind the step-down (the service's lock) until the long request was done, a
+        minute for a big batch of RSA signatures, and Kubernetes' probes failed meanwhile."""
+        a = self.replica(workers=2).start()
+        self.wait_one_active([a])
+        b = self.replica(workers=2).start()
+        self.wait_one_active([a, b])
+        self.init(a, [a])
+        self.ok(a.request("POST", "transit/keys/aes"))
+        self.hold()
+        t, out = request_in_thread(a, "POST", "transit/keys/rsa-held", {"type": "rsa-2048"})
+        try:
+            self.wait_held(a)
+            pid = self.pg.psql(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+                "objid = (7740970209790356581::bigint & 4294967295)::oid").strip()
+            self.pg.psql("SELECT pg_terminate_backend(%s)" % pid)
+            self.assertIs(self.wait_one_active([b]), b)
+            self.assertTrue(t.is_alive(), "the creation was not held")
+            for _ in range(3):
+                r = self.health(a)
+                self.assertIsNotNone(r, "sys/health of the replica standing down not answered")
+                self.assertEqual(r.status, 429, r.describe())
+                # its leadership thread learns the new address once the step-down is done:
+                # until then a request is refused at once (the client tries again), not held
+                r = a.request("POST", "transit/encrypt/aes", {"plaintext": b64(b"x")}, timeout=5)
+                self.assertEqual(r.status, 503, r.describe())
+                self.assertEqual(r.errors, ["no active kmsd replica"], r.describe())
+            self.assertTrue(t.is_alive(), "the creation was not held")
+        finally:
+            self.release()
+        t.join(120)
+        self.assertIn("r", out, out.get("e"))
+        # its COMMIT came after the lease: refused, and nothing of it is there
+        self.assertEqual(out["r"].status, 503, out["r"].describe())
+        self.assertEqual(b.request("GET", "transit/keys/rsa-held").status, 404)
+        wait_for(lambda: "no longer the active replica" in a.log_text(), 30, "the step-down")
+
     def test_a_client_gone_while_its_request_waits(self):
         a = self.replica(workers=1).start()
         self.wait_one_active([a])

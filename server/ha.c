@@ -75,6 +75,7 @@ struct kms_ha {
     atomic_bool holding;       /* this replica's session holds the leader lock */
     atomic_bool active;        /* serving (api built, address published) */
     atomic_bool published;     /* this term wrote the leader record: only then mark it released */
+    atomic_bool stepping;      /* a step-down runs: the heartbeat renews nothing */
     bool forged_seen;          /* the last leader record read failed its MAC (ctl thread) */
     bool read_failed;          /* the last leader record read failed (ctl thread) */
     atomic_llong serve_until;  /* monotonic ms: the lease rule's deadline */
@@ -174,7 +175,11 @@ static void *hb_main(void *arg)
 
     for (;;) {
         int64_t t = ha_now(ha);
-        if (atomic_load(&ha->holding)) {
+        /* not during a step-down: it waits for the requests in flight, a long one for a
+         * minute (forever behind a stuck audit device), and pings answered meanwhile kept the
+         * session, and the leader lock, from every other replica: nobody served. Unpinged, the
+         * idle session ends one lease later and a standby takes over */
+        if (atomic_load(&ha->holding) && !atomic_load(&ha->stepping)) {
             int pr = kms_storage_leader_ping(ha->o.st);
             int64_t took = ha_now(ha) - t;
             if (took > ha->o.heartbeat_ms) {
@@ -235,6 +240,7 @@ static void step_down(struct kms_ha *ha, const char *why, bool release)
 {
     bool was_active = atomic_exchange(&ha->active, false);
 
+    atomic_store(&ha->stepping, true);
     pthread_rwlock_wrlock(&ha->api_lock);
     if (ha->api != NULL) {
         ha->o.teardown(ha->o.arg, &ha->api);
@@ -257,6 +263,7 @@ static void step_down(struct kms_ha *ha, const char *why, bool release)
         atomic_store(&ha->published, false);
     }
     set_leader(ha, NULL);
+    atomic_store(&ha->stepping, false);
     if (was_active) {
         ha_log(ha, "warn", "standing by: no longer the active replica", why);
     } else {

@@ -27,6 +27,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 import unittest
 
 from kmsd_harness import KMSD_BIN, b64, request_in_thread, wait_for
@@ -163,6 +164,47 @@ class HaHandlerThreadsTest(HaCase):
         self.assertEqual(out["r"].status, 503, out["r"].describe())
         self.assertEqual(b.request("GET", "transit/keys/rsa-held").status, 404)
         wait_for(lambda: "no longer the active replica" in a.log_text(), 30, "the step-down")
+
+    def test_a_step_down_held_by_a_request_lets_another_replica_lead(self):
+        """The active's lease runs out while its PostgreSQL session lives on (the session's
+        backend stopped for longer than the lease's usable part, then resumed) and a long
+        request runs: the step-down waits for that request, and the heartbeat no longer
+        renews the lease meanwhile, so the idle session ends one lease later and a standby
+        takes over. The heartbeat went on pinging, the session kept the leader lock for as long
+        as the request ran (a minute for a big batch of RSA signatures; forever behind a stuck
+        audit device) and no replica served at all."""
+        lease = 4000
+        a = self.replica(workers=2, ha_lease="%dms" % lease).start()
+        self.wait_one_active([a])
+        b = self.replica(workers=2, ha_lease="%dms" % lease).start()
+        self.wait_one_active([a, b])
+        self.init(a, [a])
+        self.hold()
+        t, out = request_in_thread(a, "POST", "transit/keys/rsa-held", {"type": "rsa-2048"})
+        try:
+            self.wait_held(a)
+            backend = int(self.pg.psql(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+                "objid = (7740970209790356581::bigint & 4294967295)::oid").strip())
+            # the leader's backend stops answering past the lease's usable part (3 s after the
+            # last answered ping) by two heartbeats, so that the control thread sees it run
+            # out, and within the ping's own deadline (4 s after it was sent)
+            os.kill(backend, signal.SIGSTOP)
+            try:
+                wait_for(lambda: not a.request("GET", "sys/leader", token=None,
+                                               timeout=5).json["is_self"], 10,
+                         "the lease to run out")
+                time.sleep(0.5)
+            finally:
+                os.kill(backend, signal.SIGCONT)
+            self.assertIs(self.wait_one_active([b], timeout=6 * lease / 1000), b)
+            self.assertTrue(t.is_alive(), "the creation was not held")
+        finally:
+            self.release()
+        t.join(120)
+        self.assertIn("r", out, out.get("e"))
+        self.assertEqual(out["r"].status, 503, out["r"].describe())
+        self.assertEqual(b.request("GET", "transit/keys/rsa-held").status, 404)
 
     def test_a_client_gone_while_its_request_waits(self):
         a = self.replica(workers=1).start()

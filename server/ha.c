@@ -78,6 +78,8 @@ struct kms_ha {
     atomic_bool stepping;      /* a step-down runs: the heartbeat renews nothing */
     bool forged_seen;          /* the last leader record read failed its MAC (ctl thread) */
     bool read_failed;          /* the last leader record read failed (ctl thread) */
+    int64_t own_addr_since;    /* a standby: since when the active's record names its address */
+    bool own_addr_said;        /* ... and that was logged (ctl thread) */
     atomic_llong serve_until;  /* monotonic ms: the lease rule's deadline */
     atomic_llong active_since; /* wall clock seconds of the promotion */
 
@@ -296,6 +298,8 @@ static void promote(struct kms_ha *ha, int64_t got_at)
     struct kms_err err;
     int64_t wait = 0;
 
+    ha->own_addr_since = 0; /* its own record from now on is this term's */
+    ha->own_addr_said = false;
     if (kms_storage_leader_read(ha->o.st, &old) != 0) {
         step_down(ha, "cannot read the leader record", true);
         return;
@@ -403,6 +407,35 @@ static void keep_record(struct kms_ha *ha)
     }
 }
 
+/*
+ * A standby that reads an active's record naming its own api_addr forwards nothing (it would
+ * send requests to itself) and answers 503 `no active kmsd replica`. That is right for a
+ * moment after it restarted (its own record, until the new active publishes), but for longer
+ * than a few leases it is two replicas configured with one api_addr (a load balancer's
+ * address, as Vault's api_addr often is): said once, as nothing else would show why every
+ * request to the standbys fails, and their shared ha_replica_id (api_addr by default) mixes
+ * their audit chains.
+ */
+static void own_addr_check(struct kms_ha *ha, const struct kms_storage_leader *l)
+{
+    if (!l->present || l->forged || l->released || strcmp(l->api_addr, ha->api_addr) != 0) {
+        ha->own_addr_since = 0;
+        ha->own_addr_said = false;
+        return;
+    }
+    int64_t now = ha_now(ha);
+    if (ha->own_addr_since == 0) {
+        ha->own_addr_since = now;
+    } else if (!ha->own_addr_said && now - ha->own_addr_since > 3 * ha->o.lease_ms) {
+        ha->own_addr_said = true;
+        ha_log(ha, "error",
+               "the active replica advertises this replica's own api_addr: give every replica "
+               "its own api_addr (and ha_replica_id); this standby forwards nothing and answers "
+               "503 until then",
+               l->replica);
+    }
+}
+
 static void *ctl_main(void *arg)
 {
     struct kms_ha *ha = arg;
@@ -429,6 +462,7 @@ static void *ctl_main(void *arg)
                 if (kms_storage_leader_read(ha->o.st, &l) == 0) {
                     ha->read_failed = false;
                     set_leader(ha, &l);
+                    own_addr_check(ha, &l);
                 } else if (!ha->read_failed) {
                     /* PostgreSQL unreachable from here (maybe from here alone): the last active
                      * known is kept, as the active may well serve on. Forwarding to it stays

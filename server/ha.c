@@ -1072,7 +1072,12 @@ int kms_ha_submit(struct kms_ha *ha, void (*fn)(void *arg), void *arg)
 int kms_ha_with_api(struct kms_ha *ha, int (*fn)(void *arg, struct kms_api *api), void *arg)
 {
     int rc = 1;
-    pthread_rwlock_rdlock(&ha->api_lock);
+    /* never waits for the lock: the controller's tick runs on the main loop, which waited
+     * for a step-down held by a long request, and with it every signal (SIGHUP's audit
+     * reopen, SIGTERM); a tick skipped comes again a second later */
+    if (!atomic_load(&ha->active) || pthread_rwlock_tryrdlock(&ha->api_lock) != 0) {
+        return rc;
+    }
     if (atomic_load(&ha->active) && ha->api != NULL && ha_lease_ok(ha)) {
         rc = fn(arg, ha->api);
     }

@@ -257,7 +257,8 @@ bool kms_ha_may_wait(struct kms_ha *ha, const struct kms_http_req *req);
  * -1 when it cannot (stopping, no thread): run it where you are. */
 #define KMS_HA_THREADS 32
 int kms_ha_submit(struct kms_ha *ha, void (*fn)(void *arg), void *arg) KMS_WUR;
-/* Run fn on the service while active within the lease (its result), else 1 without calling. */
+/* Run fn on the service while active within the lease (its result), else 1 without calling;
+ * never waits (1 while a promotion or step-down holds the service). */
 int kms_ha_with_api(struct kms_ha *ha, int (*fn)(void *arg, struct kms_api *api), void *arg);
 bool kms_ha_is_active(struct kms_ha *ha);
 /* Stop the threads (the handler threads finish what they were given first), stop serving,

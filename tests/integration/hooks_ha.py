@@ -130,7 +130,9 @@ class HaHandlerThreadsTest(HaCase):
         standby at once: health 429, other requests forwarded to the new active. They all
         waited behind the step-down (the service's lock) until the long request was done, a
         minute for a big batch of RSA signatures, and Kubernetes' probes failed meanwhile."""
-        a = self.replica(workers=2).start()
+        a = self.replica(workers=2)
+        a.config["audit_file"] = os.path.join(a.workdir, "audit.log")
+        a.start()
         self.wait_one_active([a])
         b = self.replica(workers=2).start()
         self.wait_one_active([a, b])
@@ -146,6 +148,12 @@ class HaHandlerThreadsTest(HaCase):
             self.pg.psql("SELECT pg_terminate_backend(%s)" % pid)
             self.assertIs(self.wait_one_active([b]), b)
             self.assertTrue(t.is_alive(), "the creation was not held")
+            # its main loop goes on: a SIGHUP reopens the audit file at once (the controller's
+            # tick, on that loop, waited for the step-down to take the service's lock, and
+            # with it signals, SIGTERM included)
+            os.kill(a.proc.pid, signal.SIGHUP)
+            wait_for(lambda: "audit log reopened" in a.log_text(), 5,
+                     "the SIGHUP handled while the step-down waits")
             for _ in range(3):
                 r = self.health(a)
                 self.assertIsNotNone(r, "sys/health of the replica standing down not answered")

@@ -410,11 +410,11 @@ static void keep_record(struct kms_ha *ha)
 /*
  * A standby that reads an active's record naming its own api_addr forwards nothing (it would
  * send requests to itself) and answers 503 `no active kmsd replica`. That is right for a
- * moment after it restarted (its own record, until the new active publishes), but for longer
- * than a few leases it is two replicas configured with one api_addr (a load balancer's
- * address, as Vault's api_addr often is): said once, as nothing else would show why every
- * request to the standbys fails, and their shared ha_replica_id (api_addr by default) mixes
- * their audit chains.
+ * moment after it restarted (its own record, until the new active has waited out the lease,
+ * built its service from a store maybe large, and published), but for ten leases it is two
+ * replicas configured with one api_addr (a load balancer's address, as Vault's api_addr often
+ * is): said once, as nothing else would show why every request to the standbys fails, and
+ * their shared ha_replica_id (api_addr by default) mixes their audit chains.
  */
 static void own_addr_check(struct kms_ha *ha, const struct kms_storage_leader *l)
 {
@@ -426,7 +426,7 @@ static void own_addr_check(struct kms_ha *ha, const struct kms_storage_leader *l
     int64_t now = ha_now(ha);
     if (ha->own_addr_since == 0) {
         ha->own_addr_since = now;
-    } else if (!ha->own_addr_said && now - ha->own_addr_since > 3 * ha->o.lease_ms) {
+    } else if (!ha->own_addr_said && now - ha->own_addr_since > 10 * ha->o.lease_ms) {
         ha->own_addr_said = true;
         ha_log(ha, "error",
                "the active replica advertises this replica's own api_addr: give every replica "

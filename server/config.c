@@ -119,6 +119,7 @@ static const struct centry table[] = {
     MILLIS("ha_lease", ha_lease, 100, 3600000),
     MILLIS("ha_heartbeat", ha_heartbeat, 10, 600000),
     MILLIS("ha_forward_timeout", ha_forward_timeout, 100, 3600000),
+    MILLIS("ha_forward_long_timeout", ha_forward_long_timeout, 100, 86400000),
     BOOL("ha_redirect", ha_redirect),
     STR("ha_forward_ca_cert", ha_forward_ca_cert),
 };
@@ -188,6 +189,7 @@ void kms_config_default(struct kms_config *cfg)
     cfg->ha_lease = 2000;
     cfg->ha_heartbeat = 500;
     cfg->ha_forward_timeout = 10000;
+    cfg->ha_forward_long_timeout = 600000;
     kms_api_limits_default(&cfg->limits);
 }
 

@@ -777,6 +777,8 @@ static void fwd_client_drop(void)
     }
 }
 
+static bool quick_forward(const struct kms_http_req *req);
+
 static void forward(struct kms_ha *ha, const char *leader, const struct kms_http_req *req,
                     struct kms_http_resp *resp)
 {
@@ -808,6 +810,11 @@ static void forward(struct kms_ha *ha, const char *leader, const struct kms_http
         ha_error(500, "invalid address of the active replica", resp);
         return;
     }
+    /* a request that may run long there (a key generation, a batch of RSA signatures: about a
+     * minute) is given the long bound: cut off at the short one, it was answered 503 while the
+     * active carried it out, and clients that retry a 5xx ran it again */
+    kms_cli_http_set_timeout(client, (int)(quick_forward(req) ? ha->o.forward_timeout_ms
+                                                              : ha->o.forward_long_timeout_ms));
     bool has_body = req->body_len > 0 || strcmp(req->method, "POST") == 0 ||
                     strcmp(req->method, "PUT") == 0 || strcmp(req->method, "PATCH") == 0;
     if (kms_cli_http_request(

@@ -743,6 +743,9 @@ static int open_services(const struct flags *f, const struct kms_config *cfg,
             .heartbeat_ms = cfg->ha_heartbeat,
             .margin_ms = cfg->ha_lease / 4,
             .forward_timeout_ms = cfg->ha_forward_timeout,
+            .forward_long_timeout_ms = cfg->ha_forward_long_timeout > cfg->ha_forward_timeout
+                                           ? cfg->ha_forward_long_timeout
+                                           : cfg->ha_forward_timeout,
             .redirect = cfg->ha_redirect,
             .forward_ca_cert = cfg->ha_forward_ca_cert[0] != '\0' ? cfg->ha_forward_ca_cert : NULL,
             .build = ha_build,

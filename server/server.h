@@ -66,8 +66,9 @@ struct kms_config {
     int64_t ha_lease;           /* milliseconds */
     int64_t ha_heartbeat;       /* milliseconds */
     int64_t ha_forward_timeout; /* milliseconds a standby waits for the active's answer */
-    bool ha_redirect;           /* standbys answer 307 to the active instead of forwarding */
-    char ha_forward_ca_cert[1024]; /* CA bundle for an https:// api_addr ("" = system store) */
+    int64_t ha_forward_long_timeout; /* ... to a request that may run long (not a quick one) */
+    bool ha_redirect;                /* standbys answer 307 to the active instead of forwarding */
+    char ha_forward_ca_cert[1024];   /* CA bundle for an https:// api_addr ("" = system store) */
     bool dev;
     bool dev_nosync;
 };
@@ -218,8 +219,9 @@ struct kms_ha_opts {
     int64_t heartbeat_ms;   /* ping interval; at most a third of the lease */
     int64_t margin_ms;      /* the rule: serve while now < last answered ping + lease - margin */
     int64_t forward_timeout_ms;
-    bool redirect;               /* 307 to the active instead of forwarding */
-    const char *forward_ca_cert; /* borrowed; NULL = system store */
+    int64_t forward_long_timeout_ms; /* forwards that may run long: writes, big bodies */
+    bool redirect;                   /* 307 to the active instead of forwarding */
+    const char *forward_ca_cert;     /* borrowed; NULL = system store */
     /* hex HMAC-SHA256(seal key, "kmsd ha forwarding v1"): proves a forwarded request's client
      * address (X-Forwarded-For) comes from a replica ("" = never trusted) */
     char forward_secret[65];

@@ -214,6 +214,33 @@ class HaHandlerThreadsTest(HaCase):
         self.assertEqual(out["r"].status, 503, out["r"].describe())
         self.assertEqual(b.request("GET", "transit/keys/rsa-held").status, 404)
 
+    def test_a_long_request_through_a_standby_outlasts_the_short_forward_timeout(self):
+        """A forward that may run long on the active (here an RSA key creation, held) waits for
+        ha_forward_long_timeout, not ha_forward_timeout: cut off at the short bound, the standby
+        answered 503 'cannot be reached' while the active went on and made the key, and a
+        client that retries a 5xx made it again."""
+        a = self.replica(workers=1, ha_forward_timeout="1s").start()
+        self.wait_one_active([a])
+        b = self.replica(workers=1, ha_forward_timeout="1s").start()
+        self.wait_one_active([a, b])
+        self.init(a, [a])
+        self.hold()
+        t, out = request_in_thread(b, "POST", "transit/keys/rsa-long", {"type": "rsa-2048"})
+        self.wait_held(a)
+        # a set-up step, not a condition: the creation is held past the short bound (only a
+        # slow machine could make it shorter, and then the test would miss the old bug, never
+        # fail the new code); a quick forward keeps the short bound meanwhile
+        time.sleep(2)
+        self.assertTrue(t.is_alive(), out)
+        r = b.request("POST", "transit/encrypt/nokey-here", {"plaintext": b64(b"x")},
+                      timeout=10)
+        self.assertNotEqual(r.status, 503, r.describe())
+        self.release()
+        t.join(120)
+        self.assertIn("r", out, out.get("e"))
+        self.assertEqual(self.ok(out["r"])["type"], "rsa-2048")
+        self.assertEqual(self.ok(b.request("GET", "transit/keys/rsa-long"))["type"], "rsa-2048")
+
     def test_a_client_gone_while_its_request_waits(self):
         a = self.replica(workers=1).start()
         self.wait_one_active([a])

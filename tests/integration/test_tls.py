@@ -249,6 +249,23 @@ class TLSTest(unittest.TestCase):
         if os.environ.get("KMS_SANITIZED") != "1":
             self.assertLess(grown, 1024, "RSS grew %d KiB over 3000 TLS connections" % grown)
 
+    def test_server_ends_its_connections_with_close_notify(self):
+        """A connection kmsd closes (Connection: close here, an idle timeout or an error alike)
+        ends with TLS close_notify, as Go's server does: a client reading to the end sees a
+        clean end of stream, not OpenSSL's 'unexpected eof' (ssl.SSLEOFError in Python)."""
+        ctx = ssl.create_default_context(cafile=self.ca)
+        with ctx.wrap_socket(socket.create_connection(("127.0.0.1", self.server.port),
+                                                      timeout=10),
+                             server_hostname="127.0.0.1") as t:
+            t.sendall(b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                chunk = t.recv(65536)  # raises ssl.SSLEOFError without close_notify
+                if not chunk:
+                    break
+                data += chunk
+            self.assertTrue(data.startswith(b"HTTP/1.1 200 OK"), data)
+
     def test_prometheus_metrics(self):
         _, status, ctype, body = https(self.server.port, self.ca,
                                        "/v1/sys/metrics?format=prometheus", token=self.token)

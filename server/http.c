@@ -159,6 +159,10 @@ struct ha_job {
     struct kms_http_req *req;
     size_t req_len;
     struct kms_http_resp resp;
+    /* req's body bytes charged to the bodies' budget: the copy outlives the connection's
+     * parser, which gave its charge to the job (ha_park) */
+    struct kms_http_body_budget *budget;
+    size_t charged;
 };
 static pthread_mutex_t ha_job_mu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -628,6 +632,7 @@ static void ha_job_free(struct ha_job *j)
 {
     kms_free_wipe((void **)&j->resp.body, j->resp.body_len);
     kms_free_wipe((void **)&j->req, j->req_len);
+    kms_http_body_budget_release(j->budget, j->charged);
     free(j);
 }
 
@@ -664,6 +669,13 @@ static bool ha_park(struct conn *c)
         ha_job_free(j);
         return false;
     }
+    /* the body's charge goes with the copy: the job runs on when its client has gone (a
+     * reset frees the connection, and its parser gave the charge back), and nobody's budget
+     * held the copies of such requests, queued for a handler thread or forwarded by a standby
+     * (no token checked before). Set here, after the submit: only this thread frees the job
+     * before ha_abandon, which comes later on it */
+    j->budget = c->h->opts.body_budget;
+    j->charged = kms_http_parser_take_charge(c->parser);
     return true;
 }
 

@@ -181,6 +181,20 @@ int kms_http_parser_create(size_t max_header_size, size_t max_body_size,
     return 0;
 }
 
+size_t kms_http_parser_take_charge(struct kms_http_parser *p)
+{
+    size_t n = p->charged;
+    p->charged = 0;
+    return n;
+}
+
+void kms_http_body_budget_release(struct kms_http_body_budget *b, size_t n)
+{
+    if (b != NULL && n > 0) {
+        atomic_fetch_sub(&b->used, n);
+    }
+}
+
 void kms_http_parser_destroy(struct kms_http_parser **pp)
 {
     struct kms_http_parser *p = *pp;

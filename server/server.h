@@ -166,6 +166,11 @@ int kms_http_parser_create(size_t max_header_size, size_t max_body_size,
                            struct kms_http_body_budget *budget,
                            struct kms_http_parser **out) KMS_WUR;
 void kms_http_parser_destroy(struct kms_http_parser **p);
+/* The current request's body charge, taken over by the caller (which holds a copy of the body
+ * beyond the request's end: an HA handler thread's job) and no longer released by the parser;
+ * give it back with kms_http_body_budget_release. */
+size_t kms_http_parser_take_charge(struct kms_http_parser *p);
+void kms_http_body_budget_release(struct kms_http_body_budget *b, size_t n);
 /*
  * Consume bytes of `in`. 0 with *ev set, or -1 with err: the status to answer (400 malformed,
  * 405 method too long, 413 body too large, 414/431 head too large, 417 Expect, 501 transfer

@@ -25,6 +25,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -257,6 +258,50 @@ class HaHandlerThreadsTest(HaCase):
         wait_for(lambda: a.request("GET", "transit/keys/gone", timeout=10).status == 200, 60,
                  "the abandoned creation to finish")
         self.ok(a.request("POST", "transit/encrypt/gone", {"plaintext": b64(b"x")}))
+        self.assertEqual(a.stop(), 0)
+
+    def test_a_gone_clients_body_stays_charged_while_its_request_runs(self):
+        """max_request_bytes_in_flight: a request parked on a handler thread runs on its own
+        copy of the body, and runs on after its client has gone. The body's charge was given
+        back when the connection closed, so the copies of requests whose clients had gone
+        (queued for a handler thread, or forwarded by a standby: no token is checked before)
+        were held by nobody's budget. The charge now goes with the copy."""
+        a = self.replica(workers=1, max_request_size=65536,
+                         max_request_bytes_in_flight=100000).start()
+        self.wait_one_active([a])
+        self.init(a, [a])
+
+        def large(body_head, token):
+            body = body_head + b" " * (60000 - len(body_head) - 1) + b"}"
+            head = ("POST /v1/transit/keys/%s HTTP/1.1\r\nHost: x\r\n%s"
+                    "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                    % ("gone" if token else "other", "X-Vault-Token: %s\r\n" % token
+                       if token else "", len(body)))
+            return head.encode() + body
+
+        def status_of_a_second_large_body():
+            with socket.create_connection(("127.0.0.1", a.port), timeout=10) as s:
+                s.sendall(large(b'{"type":"aes256-gcm96"', None))
+                return s.recv(64)[:12]
+
+        self.hold()
+        with socket.create_connection(("127.0.0.1", a.port), timeout=10) as s:
+            s.sendall(large(b'{"type":"rsa-2048"', a.token))
+            self.wait_held(a)
+            # gone for good: a reset (a closed connection's answer is still owed to a client
+            # that only shut down its side)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # its client is gone; its copy, held on the handler thread, is still charged (for a
+        # second: the replica sees the close within milliseconds, and gave the charge back)
+        deadline = time.monotonic() + 1
+        while time.monotonic() < deadline:
+            self.assertEqual(status_of_a_second_large_body(), b"HTTP/1.1 503")
+        self.release()
+        wait_for(lambda: a.request("GET", "transit/keys/gone", timeout=10).status == 200, 60,
+                 "the abandoned creation to finish")
+        # done: its bytes are given back
+        wait_for(lambda: status_of_a_second_large_body() == b"HTTP/1.1 403", 10,
+                 "a large body accepted once the abandoned request was done")
         self.assertEqual(a.stop(), 0)
 
 

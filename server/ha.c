@@ -992,10 +992,32 @@ bool kms_ha_answer_now(struct kms_ha *ha, const struct kms_http_req *req,
  * cache in microseconds; anything else (a key creation, a signature, a login, a batch) may
  * keep the active, and so the forward, busy for long.
  */
+static bool seg_is(const char *s, size_t n, const char *word)
+{
+    return strlen(word) == n && memcmp(s, word, n) == 0;
+}
+
+/*
+ * By whole segments of the path as sent: "<mount>/<op>/..." with the op's own number of
+ * segments after it (encrypt/k, hmac/k[/alg], datakey/plaintext/k, hash[/alg], random[/a[/b]]),
+ * the op not a key's name (keys/hash, sign/random, restore/encrypt) nor under sys/ or auth/,
+ * and no "keys" after it. A substring match took "transit/keys/hash-rsa" or
+ * "transit/keys/random" (a key creation: a key generation, maybe an RSA one) for a quick one,
+ * cut off at ha_forward_timeout. Anything unsure is not quick: the long bound only waits.
+ */
 static bool quick_forward(const struct kms_http_req *req)
 {
-    static const char *const ops[] = {"/encrypt/", "/decrypt/", "/rewrap/", "/hmac/",
-                                      "/datakey/", "/hash",     "/random"};
+    static const struct {
+        const char *op;
+        size_t min, max; /* segments after it */
+    } ops[] = {{"encrypt", 1, 1}, {"decrypt", 1, 1}, {"rewrap", 1, 1}, {"hmac", 1, 2},
+               {"datakey", 2, 2}, {"hash", 0, 1},    {"random", 0, 2}};
+    static const char *const not_after[] = {"keys",   "sign",   "verify", "restore",
+                                            "backup", "export", "sys",    "auth"};
+    enum { MAX_SEGS = 32 };
+    const char *seg[MAX_SEGS];
+    size_t len[MAX_SEGS], n = 0;
+
     if (is_get(req) || strcmp(req->method, "LIST") == 0) {
         return true;
     }
@@ -1003,10 +1025,41 @@ static bool quick_forward(const struct kms_http_req *req)
         return false;
     }
     size_t plen = strcspn(req->target, "?");
-    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
-        const char *hit = strstr(req->target, ops[i]);
-        if (hit != NULL && (size_t)(hit - req->target) < plen) {
-            return true;
+    if (plen < 4 || strncmp(req->target, "/v1/", 4) != 0) {
+        return false;
+    }
+    for (size_t i = 4; i <= plen;) {
+        size_t j = i;
+        while (j < plen && req->target[j] != '/') {
+            j++;
+        }
+        if (n == MAX_SEGS) {
+            return false;
+        }
+        seg[n] = req->target + i;
+        len[n++] = j - i;
+        i = j + 1;
+    }
+    for (size_t i = 1; i < n; i++) {
+        for (size_t k = 0; k < sizeof(ops) / sizeof(ops[0]); k++) {
+            size_t after = n - 1 - i;
+            if (!seg_is(seg[i], len[i], ops[k].op) || after < ops[k].min || after > ops[k].max) {
+                continue;
+            }
+            bool ok = true;
+            for (size_t m = 0; m < i && ok; m++) {
+                for (size_t w = 0; w < sizeof(not_after) / sizeof(not_after[0]); w++) {
+                    if (seg_is(seg[m], len[m], not_after[w])) {
+                        ok = false;
+                    }
+                }
+            }
+            for (size_t m = i + 1; m < n && ok; m++) {
+                ok = !seg_is(seg[m], len[m], "keys");
+            }
+            if (ok) {
+                return true;
+            }
         }
     }
     return false;

@@ -242,6 +242,41 @@ class HaHandlerThreadsTest(HaCase):
         self.assertEqual(self.ok(out["r"])["type"], "rsa-2048")
         self.assertEqual(self.ok(b.request("GET", "transit/keys/rsa-long"))["type"], "rsa-2048")
 
+    def test_a_key_named_like_a_data_plane_operation_gets_the_long_bound(self):
+        """A forward was taken for a quick one (a read, or Transit's encrypt, hash, random...)
+        when its path held "/hash", "/random" or "/encrypt/" anywhere: the creation of a key
+        named hash-rsa or random, or the rotation of one named encrypt, had the short bound,
+        and the standby answered 503 while the active made the key. Quick forwards are now
+        judged by whole segments."""
+        a = self.replica(workers=1, ha_forward_timeout="1s").start()
+        self.wait_one_active([a])
+        b = self.replica(workers=1, ha_forward_timeout="1s").start()
+        self.wait_one_active([a, b])
+        self.init(a, [a])
+        self.ok(a.request("POST", "transit/keys/encrypt", {"type": "rsa-2048"}))
+        for path, body in (("transit/keys/hash-rsa", {"type": "rsa-2048"}),
+                           ("transit/keys/random", {"type": "rsa-2048"}),
+                           ("transit/keys/encrypt/rotate", {})):
+            with self.subTest(path=path):
+                self.hold()
+                t, out = request_in_thread(b, "POST", path, body)
+                self.wait_held(a)
+                # a set-up step, as in the test above: held past the short bound
+                time.sleep(2)
+                self.assertTrue(t.is_alive(), out)
+                self.release()
+                t.join(120)
+                self.assertIn("r", out, out.get("e"))
+                self.assertIn(out["r"].status, (200, 204), out["r"].describe())
+                os.unlink(os.path.join(self.hooks, "held"))
+        self.assertEqual(self.ok(b.request("GET", "transit/keys/random"))["type"], "rsa-2048")
+        self.assertEqual(self.ok(b.request("GET", "transit/keys/encrypt"))["latest_version"], 2)
+        # the data plane keeps the short bound and is still served
+        self.ok(a.request("POST", "transit/keys/aes"))
+        r = b.request("POST", "transit/encrypt/aes", {"plaintext": b64(b"x")}, timeout=10)
+        self.assertTrue(self.ok(r)["ciphertext"].startswith("vault:v1:"))
+        self.ok(b.request("POST", "transit/random/16", {}, timeout=10))
+
     def test_a_client_gone_while_its_request_waits(self):
         a = self.replica(workers=1).start()
         self.wait_one_active([a])

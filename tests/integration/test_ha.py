@@ -804,6 +804,20 @@ class HaPartitionTest(HaCase):
                             % ",".join(str(p) for p in ports)).strip()
         return live == "0"
 
+    @staticmethod
+    def probing(server, paths, took, stop):
+        """Threads (for the caller to start) that GET each of paths from server until stop is
+        set, appending each request's seconds to took."""
+        def probe(path):
+            while not stop.is_set():
+                t0 = time.monotonic()
+                try:
+                    server.request("GET", path, timeout=30)
+                except OSError:
+                    pass
+                took.append(time.monotonic() - t0)
+        return [threading.Thread(target=probe, args=(p,)) for p in paths]
+
     def test_cut_off_active_steps_down_within_leases(self):
         """The active's PostgreSQL traffic silently dropped while clients keep it busy: it
         stands by within a few leases, and no request to it (health probes included) waits
@@ -816,16 +830,8 @@ class HaPartitionTest(HaCase):
         took = []
         stop = threading.Event()
 
-        def probe(path):
-            while not stop.is_set():
-                t0 = time.monotonic()
-                try:
-                    old.request("GET", path, timeout=30)
-                except OSError:
-                    pass
-                took.append(time.monotonic() - t0)
-        threads = [threading.Thread(target=probe, args=(p,))
-                   for p in ("sys/health", "transit/keys/cut", "sys/mounts", "transit/keys")]
+        threads = self.probing(old, ("sys/health", "transit/keys/cut", "sys/mounts",
+                                     "transit/keys"), took, stop)
         proxies[servers.index(old)].drop.set()
         t_cut = time.monotonic()
         for th in threads:
@@ -857,16 +863,7 @@ class HaPartitionTest(HaCase):
         took = []
         stop = threading.Event()
 
-        def probe(path):
-            while not stop.is_set():
-                t0 = time.monotonic()
-                try:
-                    old.request("GET", path, timeout=30)
-                except OSError:
-                    pass
-                took.append(time.monotonic() - t0)
-        threads = [threading.Thread(target=probe, args=(p,))
-                   for p in ["transit/keys/cut", "sys/mounts"] * 8]
+        threads = self.probing(old, ["transit/keys/cut", "sys/mounts"] * 8, took, stop)
         for th in threads:
             th.start()
         try:

@@ -169,6 +169,11 @@ int kms_api_start(struct kms_api *api, const struct kms_http_req *req, struct km
                   kms_api_wake_fn wake, void *arg, struct kms_api_call **call) KMS_WUR;
 int kms_api_resume(struct kms_api_call *call, struct kms_http_resp *resp) KMS_WUR;
 void kms_api_abandon(struct kms_api_call *call, struct kms_http_resp *resp);
+/* Before kms_api_abandon: fn(arg, n) is called once when the call ends, on whichever thread
+ * ends it (at once, or on the handler thread that runs on with the request's own copy): what
+ * the caller kept for the request, such as its body's charge, is given back then. */
+void kms_api_on_end(struct kms_api_call *call, void (*fn)(void *arg, size_t n), void *arg,
+                    size_t n);
 /* At audit_timeout, before abandoning: true when one audit device already recorded every
  * line of the call (another is slow or hung); no wake comes after that, and the caller
  * resumes the call instead (kms_api_resume), as if woken. False: abandon it. */

@@ -1139,6 +1139,10 @@ static void finish(struct kms_ctx *c, int rc, struct kms_http_resp *resp)
     /* an offloaded request's own copy (c->http): its token and plaintexts are wiped, as the
      * parser's buffers are */
     kms_free_wipe((void **)&c->park.req_copy, c->park.req_copy_len);
+    if (c->park.on_end != NULL) {
+        c->park.on_end(c->park.on_end_arg, c->park.on_end_n);
+        c->park.on_end = NULL;
+    }
     free(c->batch_results);
     json_decref(c->params);
     json_decref(c->warnings);
@@ -1395,6 +1399,16 @@ int kms_api_resume(struct kms_api_call *call, struct kms_http_resp *resp)
     }
     finish(c, kms_api_audit_finish(c, c->park.rc), resp);
     return 0;
+}
+
+void kms_api_on_end(struct kms_api_call *call, void (*fn)(void *arg, size_t n), void *arg, size_t n)
+{
+    struct kms_ctx *c = (struct kms_ctx *)call;
+    /* written before kms_api_abandon takes offload_mu: the handler thread that ends the call
+     * reads them after it saw the abandonment under that lock */
+    c->park.on_end = fn;
+    c->park.on_end_arg = arg;
+    c->park.on_end_n = n;
 }
 
 void kms_api_abandon(struct kms_api_call *call, struct kms_http_resp *resp)

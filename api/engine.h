@@ -205,8 +205,11 @@ struct kms_ctx_park {
     struct kms_http_resp resp; /* the response as built so far (extra headers) */
     void (*wake)(void *arg);   /* NULL: the blocking pipeline (kms_api_handle) */
     void *wake_arg;
-    struct kms_http_req *req_copy; /* phase 3: c->http, the request's own copy (dispatch.c) */
-    size_t req_copy_len;           /* its bytes, wiped when it is freed */
+    struct kms_http_req *req_copy;       /* phase 3: c->http, the request's own copy (dispatch.c) */
+    size_t req_copy_len;                 /* its bytes, wiped when it is freed */
+    void (*on_end)(void *arg, size_t n); /* kms_api_on_end: called once when the call ends */
+    void *on_end_arg;
+    size_t on_end_n;
 };
 
 /*

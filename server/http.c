@@ -694,9 +694,18 @@ static void ha_abandon(struct conn *c)
     }
 }
 
+static void release_charge(void *arg, size_t n)
+{
+    kms_http_body_budget_release(arg, n);
+}
+
 /* Give up on c's parked request (no wake-up after this); resp (may be NULL) gets its 500. */
 static void abandon(struct conn *c, struct kms_http_resp *resp)
 {
+    /* the body's charge ends with the call: a handler thread may run on with the request's
+     * own copy after the connection is gone (api/dispatch.c after_request_line) */
+    kms_api_on_end(c->call, release_charge, c->h->opts.body_budget,
+                   kms_http_parser_take_charge(c->parser));
     kms_api_abandon(c->call, resp);
     c->call = NULL;
     mailbox_remove(c);

@@ -19,10 +19,11 @@ connection waits for.
 import json
 import os
 import socket
+import struct
 import time
 import unittest
 
-from kmsd_harness import HookedServerCase, b64, request_in_thread, wait_for
+from kmsd_harness import HookedServerCase, b64, raw_request, request_in_thread, wait_for
 
 
 def read_lines(path):
@@ -31,7 +32,8 @@ def read_lines(path):
     return [json.loads(line) for line in data.decode().splitlines()]
 
 
-class OffloadTest(HookedServerCase):
+class HandlerHold(HookedServerCase):
+    """A server whose handler threads wait while <hooks>/hold exists (no tests of its own)."""
     audit_timeout = 1
     hook_env = "KMS_TEST_HANDLER_HOOKS"
     workdir_prefix = "kmsd-offload-"
@@ -51,6 +53,9 @@ class OffloadTest(HookedServerCase):
 
     def in_thread(self, method, path, body):
         return request_in_thread(self.server, method, path, body)
+
+
+class OffloadTest(HandlerHold):
 
     def test_a_held_handler_does_not_stop_the_worker(self):
         name = self.uniq("rsa")
@@ -198,6 +203,46 @@ def process_memory(pid):
                 pass  # a guard page or a mapping gone meanwhile
     return b"".join(out)
 
+
+
+class OffloadBudgetTest(HandlerHold):
+    """A request whose handler runs on a handler thread keeps its body's charge to
+    max_request_bytes_in_flight until the handler is done, even when its client has gone: the
+    thread runs on with the request's own copy of the body. The connection's end gave the
+    charge back at once, so a client that reset its connection could have another large body
+    held meanwhile."""
+
+    server_config = dict(HandlerHold.server_config, max_request_size=65536,
+                         max_request_bytes_in_flight=100000)
+
+    def body_status(self, size):
+        """POST a size-byte body without a token; the status (403 when it fits)."""
+        return raw_request("127.0.0.1", self.server.port, "POST", "/v1/transit/encrypt/k",
+                           b"{" + b" " * (size - 2) + b"}",
+                           {"Content-Type": "application/json"}).status
+
+    def test_a_gone_clients_body_stays_charged_while_its_handler_runs(self):
+        name = self.uniq("big")
+        self.hold()
+        body = b'{"type":"rsa-2048"' + b" " * 59980 + b"}"
+        s = socket.create_connection(("127.0.0.1", self.server.port), timeout=30)
+        s.sendall(b"POST /v1/transit/keys/%s HTTP/1.1\r\nHost: x\r\nX-Vault-Token: %s\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+                      name.encode(), self.server.token.encode(), len(body), body))
+        self.wait_held()
+        # reset, not a clean close: the connection ends at once
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+        wait_for(lambda: self.server.request("GET", "sys/health", token=None,
+                                             timeout=10).status == 200, 10, "health")
+        # the held copy still counts: a second large body does not fit
+        self.assertEqual(self.body_status(60000), 503)
+        self.assertEqual(self.body_status(30000), 403)
+        self.release()
+        wait_for(lambda: self.req("GET", "transit/keys/" + name).status == 200, 60,
+                 "the abandoned creation to finish")
+        wait_for(lambda: self.body_status(60000) == 403, 10,
+                 "a large body accepted once the held one was done")
 
 if __name__ == "__main__":
     unittest.main()

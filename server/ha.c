@@ -986,18 +986,31 @@ bool kms_ha_answer_now(struct kms_ha *ha, const struct kms_http_req *req,
     return true;
 }
 
-/*
- * A standby has no service to resolve routes with: a forward is quick when it is a read or one
- * of Transit's data-plane operations on a small body, which the active answers from its key
- * cache in microseconds; anything else (a key creation, a signature, a login, a batch) may
- * keep the active, and so the forward, busy for long.
- */
 static bool seg_is(const char *s, size_t n, const char *word)
 {
     return strlen(word) == n && memcmp(s, word, n) == 0;
 }
 
+/* Whether one of the segments [from, to) is one of the n words. */
+static bool segs_hold(const char *const *seg, const size_t *len, size_t from, size_t to,
+                      const char *const *words, size_t n)
+{
+    for (size_t m = from; m < to; m++) {
+        for (size_t w = 0; w < n; w++) {
+            if (seg_is(seg[m], len[m], words[w])) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
 /*
+ * A standby has no service to resolve routes with: a forward is quick when it is a read or one
+ * of Transit's data-plane operations on a small body, which the active answers from its key
+ * cache in microseconds; anything else (a key creation, a signature, a login, a batch) may
+ * keep the active, and so the forward, busy for long.
+ *
  * By whole segments of the path as sent: "<mount>/<op>/..." with the op's own number of
  * segments after it (encrypt/k, hmac/k[/alg], datakey/plaintext/k, hash[/alg], random[/a[/b]]),
  * the op not a key's name (keys/hash, sign/random, restore/encrypt) nor under sys/ or auth/,
@@ -1014,6 +1027,7 @@ static bool quick_forward(const struct kms_http_req *req)
                {"datakey", 2, 2}, {"hash", 0, 1},    {"random", 0, 2}};
     static const char *const not_after[] = {"keys",   "sign",   "verify", "restore",
                                             "backup", "export", "sys",    "auth"};
+    static const char *const keys[] = {"keys"};
     enum { MAX_SEGS = 32 };
     const char *seg[MAX_SEGS];
     size_t len[MAX_SEGS], n = 0;
@@ -1041,23 +1055,11 @@ static bool quick_forward(const struct kms_http_req *req)
         i = j + 1;
     }
     for (size_t i = 1; i < n; i++) {
+        size_t after = n - 1 - i;
         for (size_t k = 0; k < sizeof(ops) / sizeof(ops[0]); k++) {
-            size_t after = n - 1 - i;
-            if (!seg_is(seg[i], len[i], ops[k].op) || after < ops[k].min || after > ops[k].max) {
-                continue;
-            }
-            bool ok = true;
-            for (size_t m = 0; m < i && ok; m++) {
-                for (size_t w = 0; w < sizeof(not_after) / sizeof(not_after[0]); w++) {
-                    if (seg_is(seg[m], len[m], not_after[w])) {
-                        ok = false;
-                    }
-                }
-            }
-            for (size_t m = i + 1; m < n && ok; m++) {
-                ok = !seg_is(seg[m], len[m], "keys");
-            }
-            if (ok) {
+            if (seg_is(seg[i], len[i], ops[k].op) && after >= ops[k].min && after <= ops[k].max &&
+                !segs_hold(seg, len, 0, i, not_after, sizeof(not_after) / sizeof(not_after[0])) &&
+                !segs_hold(seg, len, i + 1, n, keys, 1)) {
                 return true;
             }
         }

@@ -1121,7 +1121,7 @@ static void conn_free(struct conn *c)
 }
 
 /* Wrap an accepted socket (plain or TLS bufferevent) into a connection. */
-/* first_ms: the first timer (the idle wait; for TLS what is left of read_timeout) */
+/* first_ms: the first timer (read_timeout; for TLS what is left of it after the first byte) */
 static void conn_start(struct kms_http *h, evutil_socket_t fd, struct bufferevent *bev,
                        const struct sockaddr_storage *ss, int64_t first_ms)
 {
@@ -1383,8 +1383,11 @@ static void accept_here(struct kms_http *h, evutil_socket_t fd, const struct soc
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (h->opts.tls == NULL) {
+        /* a fresh connection has read_timeout for its first request, as Go's server reads
+         * it (idle_timeout is the wait between requests): a client that connects and sends
+         * nothing held its slot for idle_timeout, 120 s by default */
         conn_start(h, fd, bufferevent_socket_new(h->base, fd, BEV_OPT_CLOSE_ON_FREE), ss,
-                   h->opts.idle_timeout * 1000);
+                   h->opts.read_timeout * 1000);
         return;
     }
     struct sniff *sn = calloc(1, sizeof(*sn));

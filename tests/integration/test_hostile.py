@@ -310,6 +310,40 @@ class SlowReaderTest(unittest.TestCase):
             srv.cleanup()
 
 
+class FreshConnectionTest(unittest.TestCase):
+    """A connection that sends nothing has read_timeout for its first request, as every
+    request has; idle_timeout is the wait between requests (a fresh plain-HTTP connection had
+    idle_timeout, 120 s by default: a slowloris four times cheaper than a slow request)."""
+
+    def test_silent_connection_closed_at_read_timeout_kept_alive_one_idles(self):
+        srv = KmsdServer(mode="config", config={"read_timeout": 1, "idle_timeout": 120,
+                                                "workers": 1, "rate_limit": 0})
+        srv.start()
+        try:
+            s = connect(srv.port)
+            t0 = time.monotonic()
+            data = read_all(s, timeout=30)  # returns at the server's close
+            took = time.monotonic() - t0
+            s.close()
+            self.assertEqual(data, b"")  # closed without an answer, as Go does
+            self.assertLess(took, 20, "a silent connection was open %.1f s" % took)
+            # a connection that has been answered idles for idle_timeout, not read_timeout
+            k = connect(srv.port)
+            try:
+                req = b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\n\r\n"
+                k.sendall(req)
+                first = k.recv(65536)
+                self.assertEqual(status_of(first), 501)  # not initialised, answered
+                time.sleep(2.5)  # lets read_timeout pass; nothing else to wait for
+                k.sendall(req)
+                self.assertEqual(status_of(k.recv(65536)), 501)
+            finally:
+                k.close()
+        finally:
+            self.assertEqual(srv.stop(), 0)
+            srv.cleanup()
+
+
 def cpu_ticks(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()

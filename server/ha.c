@@ -290,6 +290,19 @@ static void hook_hold_promotion(void)
     }
     kms_test_hold(hold, held);
 }
+
+/* KMS_TEST_HA_HOLD_BEFORE_LOCK=<path>: a request that found the replica active waits while
+ * <path> exists before it takes the service's lock (<path>.held meanwhile) */
+static void hook_hold_before_lock(void)
+{
+    const char *hold = getenv("KMS_TEST_HA_HOLD_BEFORE_LOCK");
+    char held[600];
+    if (hold == NULL || hold[0] == '\0' ||
+        (size_t)snprintf(held, sizeof(held), "%s.held", hold) >= sizeof(held)) {
+        return;
+    }
+    kms_test_hold(hold, held);
+}
 #endif
 
 static void promote(struct kms_ha *ha, int64_t got_at)
@@ -1096,14 +1109,21 @@ void kms_ha_handle(struct kms_ha *ha, const struct kms_http_req *req, struct kms
     }
     /* only an active replica takes the service's lock: a step-down holds it (active already
      * false) until the requests in flight are done, a long one (a big batch of RSA signatures)
-     * for a minute, and this replica's answers as a standby must not wait for that */
+     * for a minute, and this replica's answers as a standby must not wait for that. Nor
+     * must a request that found it active just before a step-down began: the lock prefers
+     * writers, so it is busy from the step-down's first moment, and the request is answered
+     * as by a standby (it waited for the whole step-down) */
     if (atomic_load(&ha->active)) {
-        pthread_rwlock_rdlock(&ha->api_lock);
-        if (atomic_load(&ha->active) && ha->api != NULL && ha_lease_ok(ha)) {
-            serve_active(ha, req, resp);
-            return;
+#ifdef KMS_TEST_HOOKS
+        hook_hold_before_lock();
+#endif
+        if (pthread_rwlock_tryrdlock(&ha->api_lock) == 0) {
+            if (atomic_load(&ha->active) && ha->api != NULL && ha_lease_ok(ha)) {
+                serve_active(ha, req, resp);
+                return;
+            }
+            pthread_rwlock_unlock(&ha->api_lock);
         }
-        pthread_rwlock_unlock(&ha->api_lock);
     }
     if (get && path_is(req->target, "sys/health") && !health_in_namespace(req)) {
         standby_health_answer(ha, req, resp);

@@ -174,6 +174,58 @@ class HaHandlerThreadsTest(HaCase):
         self.assertEqual(b.request("GET", "transit/keys/rsa-held").status, 404)
         wait_for(lambda: "no longer the active replica" in a.log_text(), 30, "the step-down")
 
+    def test_a_request_that_saw_it_active_as_a_step_down_began_is_not_held(self):
+        """A request finds the replica active, and a step-down begins before it takes the
+        service's lock (KMS_TEST_HA_HOLD_BEFORE_LOCK widens that window: the request waits
+        there). The step-down waits for a long request (a held RSA key creation); the lock
+        prefers writers, so the request that came in the window waited behind the step-down
+        for the whole long request. It is answered at once now, as the standby it has become
+        answers (503, the client tries again)."""
+        before = os.path.join(self.hooks, "before-lock")
+        os.environ["KMS_TEST_HA_HOLD_BEFORE_LOCK"] = before
+        try:
+            a = self.replica(workers=2).start()
+        finally:
+            del os.environ["KMS_TEST_HA_HOLD_BEFORE_LOCK"]
+        self.wait_one_active([a])
+        b = self.replica(workers=2).start()
+        self.wait_one_active([a, b])
+        self.init(a, [a])
+        self.ok(a.request("POST", "transit/keys/aes"))
+        self.hold()
+        t, out = request_in_thread(a, "POST", "transit/keys/rsa-held", {"type": "rsa-2048"})
+        try:
+            self.wait_held(a)
+            open(before, "w").close()
+            t2, out2 = request_in_thread(a, "POST", "transit/encrypt/aes",
+                                         {"plaintext": b64(b"in the window")})
+            wait_for(lambda: os.path.exists(before + ".held"), 30,
+                     "the encrypt to wait before the service's lock")
+            pid = self.pg.psql(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+                "objid = (7740970209790356581::bigint & 4294967295)::oid").strip()
+            self.pg.psql("SELECT pg_terminate_backend(%s)" % pid)
+            # the step-down has begun once the replica says it is not the leader any more
+            # (sys/leader is answered without the service's lock)
+            wait_for(lambda: not a.request("GET", "sys/leader", token=None,
+                                           timeout=5).json["is_self"], 30,
+                     "the step-down to begin")
+            os.unlink(before)
+            wait_for(lambda: "r" in out2 or "e" in out2, 20,
+                     "the encrypt answered while the step-down waits for the long request")
+            self.assertIn("r", out2, out2.get("e"))
+            self.assertEqual(out2["r"].status, 503, out2["r"].describe())
+            self.assertTrue(t.is_alive(), "the creation was not held")
+        finally:
+            if os.path.exists(before):
+                os.unlink(before)
+            self.release()
+        t.join(120)
+        t2.join(30)
+        self.assertIn("r", out, out.get("e"))
+        self.assertEqual(out["r"].status, 503, out["r"].describe())
+        self.assertIs(self.wait_one_active([a, b]), b)
+
     def test_a_step_down_held_by_a_request_lets_another_replica_lead(self):
         """The active's lease runs out while its PostgreSQL session lives on (the session's
         backend stopped for longer than the lease's usable part, then resumed) and a long

@@ -85,6 +85,28 @@ static void plaintext_too_big(const char *name, const char *file, size_t max)
                   name, in ? "-" : file, in ? "FILE" : file);
 }
 
+/*
+ * --context is sent as Transit's `context`, which OpenBao base64-decodes and, when that fails,
+ * refuses with Go's bare "illegal base64 data at input byte N" (exit 1, no field named). Check
+ * it the same way here so the error names the option and nothing is sent: a usage error.
+ */
+static int check_context(const char *context)
+{
+    uint8_t *raw = NULL;
+    size_t rawlen = 0, at = 0;
+    if (context == NULL) {
+        return 0;
+    }
+    if (kms_b64_decode_alloc(context, strlen(context), &raw, &rawlen, &at) != 0) {
+        kms_cli_errorf("--context must be base64 (standard alphabet, padded): illegal base64 "
+                       "data at input byte %zu",
+                       at);
+        return KMS_CLI_EXIT_USAGE;
+    }
+    kms_free_wipe((void **)&raw, rawlen);
+    return 0;
+}
+
 /* Exactly one of the inline value and the file; the bytes into *buf (caller wipes/frees).
  * `name` (the KMSKey, for encrypt's hint) is NULL for a ciphertext. */
 static int read_input(const char *what, const char *name, const char *inline_val, const char *file,
@@ -162,6 +184,9 @@ int kms_cli_encrypt(int argc, char **argv)
         goto out;
     }
     if (!kms_cli_check_name("KMSKey name", pos[0])) {
+        goto out;
+    }
+    if ((status = check_context(context)) != 0) {
         goto out;
     }
     if ((status = read_input("plaintext", pos[0], plaintext, file, PLAINTEXT_READ_MAX, &pt,
@@ -283,6 +308,9 @@ int kms_cli_decrypt(int argc, char **argv)
         goto out;
     }
     if (!kms_cli_check_name("KMSKey name", pos[0])) {
+        goto out;
+    }
+    if ((status = check_context(context)) != 0) {
         goto out;
     }
     if ((status = read_input("ciphertext", NULL, ciphertext, file, CIPHERTEXT_READ_MAX, &raw,

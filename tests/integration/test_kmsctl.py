@@ -676,6 +676,24 @@ class ExitCodesAndGlobalsTest(KmsctlTestCase):
                      ["encrypt", "--help"], ["version"]):
             self.ok(*args, conn=False)
 
+    def test_context_that_is_not_base64_is_a_usage_error(self):
+        # Transit's own answer ("illegal base64 data at input byte 0", exit 1) names no field:
+        # kmsctl says which option is wrong, before anything is sent
+        with ClosedPort() as nowhere:
+            for verb, arg in (("encrypt", "--plaintext=x"),
+                              ("decrypt", "--ciphertext=vault:v1:AAAA")):
+                r = self.fails(2, verb, "k1", arg, "--context=%%%", "-n", ORG,
+                               "--project", PROJECT, "--addr", nowhere.url, conn=False)
+                self.assertIn("Error: --context must be base64 (standard alphabet, padded): "
+                              "illegal base64 data at input byte 0", r.errtext)
+                r = self.fails(2, verb, "k1", arg, "--context=YWJj=", "-n", ORG,
+                               "--project", PROJECT, "--addr", nowhere.url, conn=False)
+                self.assertIn("illegal base64 data at input byte 4", r.errtext)
+        # valid base64 is passed through as before
+        r = self.ok("encrypt", "k1", "--plaintext=x", "--context=YWJj")
+        self.assertEqual(self.ok("decrypt", "k1", "--ciphertext=" + r.text.strip(),
+                                 "--context=YWJj").text, "x\n")
+
     def test_global_flags_anywhere_and_environment(self):
         srv = self.server
         flags = ["-n", ORG, "--project", PROJECT, "--addr", srv.addr, "--token", srv.token]

@@ -580,6 +580,23 @@ int kms_cli_apply(int argc, char **argv)
         goto out;
     }
     const char *flag_project = g.project;
+    /* every document is checked before the first is sent (docs/cli.md: a manifest decoding
+       refuses sends nothing): a typo in document 3 must not leave 1 and 2 applied behind an
+       exit 2. Only a refusal by the server stops an apply part-way. */
+    for (size_t i = 0; i < json_array_size(docs); i++) {
+        const json_t *doc = json_array_get(docs, i);
+        const char *name = NULL;
+        const json_t *spec = NULL;
+        char project[KMS_CLI_NAME_MAX + 1];
+        if (check_manifest(doc, i, &name, &spec) != 0 ||
+            manifest_project(
+                &s, flag_project,
+                json_string_value(json_object_get(json_object_get(doc, "metadata"), "namespace")),
+                project, sizeof(project)) != 0) {
+            status = KMS_CLI_EXIT_USAGE;
+            goto out;
+        }
+    }
     for (size_t i = 0; i < json_array_size(docs); i++) {
         status = apply_one(&s, flag_project, json_array_get(docs, i), i);
         if (status != KMS_CLI_EXIT_OK) {

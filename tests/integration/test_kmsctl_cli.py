@@ -385,6 +385,40 @@ class StrictManifestTest(KmsctlTestCase):
             self.assertIn('unknown field "%s"' % f, r.errtext)
         self.assert_absent("typo-all")
 
+    def test_a_refused_later_document_leaves_the_earlier_ones_unsent(self):
+        # docs/cli.md: a manifest that decoding refuses (an unknown field, another kind, a
+        # metadata.namespace against --project) is refused before anything is sent, exit 2;
+        # with several documents (one file or several -f) the earlier ones were applied first
+        pod = b"apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n"
+        other_ns = manifest("whole-4").replace(b"namespace: %s" % PROJECT.encode(),
+                                               b"namespace: other")
+        self.assertNotEqual(other_ns, manifest("whole-4"))
+        for i, (doc, want) in enumerate((
+                (manifest("whole-2").replace(b"  rotation:", b"  rotaton:"),
+                 'document 2 (KMSKey whole-2): strict decoding error: unknown field '
+                 '"spec.rotaton"'),
+                (pod, "document 2: kmsctl applies security.kube-dc.com/v1alpha1 KMSKey "
+                      "objects only (got v1 Pod)"),
+                (other_ns, 'metadata.namespace "other" is not project %s' % PROJECT))):
+            first = "whole-first-%d" % i
+            r = self.fails(2, "apply", "-f", "-", "--project", PROJECT,
+                           stdin=manifest(first) + b"---\n" + doc)
+            self.assertIn(want, r.errtext)
+            self.assertEqual(r.out, b"")
+            self.assert_absent(first)
+        # the same across files: -f good.yaml -f bad.yaml sends neither
+        bad = os.path.join(self.home, "bad.yaml")
+        with open(bad, "wb") as f:
+            f.write(pod)
+        r = self.fails(2, "apply", "-f", "-", "-f", bad, stdin=manifest("whole-files"))
+        self.assertIn("document 2: kmsctl applies", r.errtext)
+        self.assert_absent("whole-files")
+        # a refusal by the server is not decoding: the documents before it stay applied
+        r = self.fails(1, "apply", "-f", "-", stdin=manifest("whole-ok") + b"---\n" +
+                       manifest("whole-bad").replace(b"purpose: application", b"purpose: x"))
+        self.assertIn("kmskey.security.kube-dc.com/whole-ok created", r.text)
+        self.assertIn('spec.purpose: Unsupported value: "x"', r.errtext)
+
     def test_unreadable_file_fails_as_for_encrypt(self):
         # a file that cannot be read is a failure (exit 1), as for `encrypt --plaintext-file` and
         # `login --jwt-file`; a manifest that is not valid YAML is a usage error (exit 2)

@@ -22,7 +22,8 @@ int kms_transit_engine(struct kms_api *api, size_t key_cache_size, struct kms_en
  * Transit operations outside any HTTP request. Each is one storage transaction. get/destroy
  * return KMS_STORAGE_NOTFOUND for a missing key. create never replaces an existing key
  * (*existed tells) and creates keys with deletion_allowed=false and exportable=false.
- * raise_floor sets min_decryption_version (never lowers it) and destroys the versions below.
+ * raise_floor sets min_decryption_version and min_encryption_version (never lowers them) and
+ * destroys the versions below (min_available_version).
  */
 int kms_transit_key_get(struct kms_transit *t, const struct kms_mount *m, const char *name,
                         struct kms_key_policy *p, int64_t *last_rotated, struct kms_err *err);

@@ -444,6 +444,30 @@ class PostgresqlCountsTest(unittest.TestCase):
                 pg.destroy()
 
 
+class NoAuditDeviceTest(unittest.TestCase):
+    """docs/operations.md: the audit families are there with an audit device only. A server
+    without one (every dev server not given -audit-file) keeps an audit broker of no devices,
+    and used to answer five families of zeros that describe no log."""
+
+    def test_no_audit_families_without_a_device(self):
+        srv = KmsdServer(mode="dev")
+        try:
+            srv.start()
+            r = srv.request("GET", "sys/metrics?format=prometheus")
+            self.assertEqual(r.status, 200, r.describe())
+            text = r.body.decode()
+            self.assertIn("\nkmsd_transit_keys ", text)
+            self.assertNotIn("kmsd_audit_", text)
+            r = srv.request("GET", "sys/metrics")
+            self.assertEqual(r.status, 200, r.describe())
+            samples = r.json["data"]["samples"]
+            self.assertTrue(any(s.startswith("kmsd_tokens ") for s in samples), samples)
+            self.assertEqual([s for s in samples if s.startswith("kmsd_audit_")], [])
+        finally:
+            srv.stop()
+            srv.cleanup()
+
+
 class ConfigValueTest(unittest.TestCase):
     def test_not_a_boolean(self):
         srv = KmsdServer(mode="config", config={"unauthenticated_metrics_access": "yes"})

@@ -710,15 +710,13 @@ int kms_auth_authorize(struct kms_auth *auth, const struct kms_token *tok,
     if (!kms_str_join(full, sizeof(full), req->ns_path, req->path)) {
         return 0;
     }
-    if (tok->root) {
-        if (kms_acl_create(NULL, NULL, 0, req->tok_ns_path, true, &acl) != 0) {
-            goto out;
-        }
-        kms_acl_check(acl, full, req->op, req->sudo, res);
-        rc = 0;
+    /* A root-policy token is allowed everything, but a limited-use one (auth/token/create
+     * {"num_uses": 1} by root: a break-glass token) still spends a use per request below, as
+     * OpenBao's UseToken does for every token. */
+    if (tok->root && kms_acl_create(NULL, NULL, 0, req->tok_ns_path, true, &acl) != 0) {
         goto out;
     }
-    for (int attempt = 0; attempt < 3; attempt++) {
+    for (int attempt = 0; acl == NULL && attempt < 3; attempt++) {
         size_t missing = SIZE_MAX;
         pthread_rwlock_rdlock(&auth->pol_lock);
         for (size_t i = 0; i < tok->npolicies; i++) {

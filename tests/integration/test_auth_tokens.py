@@ -360,6 +360,19 @@ class TokenTest(KmsdTestCase):
         self.assertEqual(ok(self.as_(r.json["auth"]["client_token"], "GET",
                                      "auth/token/lookup-self"), 200).json["data"]["num_uses"], 0)
 
+    def test_a_limited_use_root_policy_token_runs_out_too(self):
+        """A token root creates without policies carries the root policy; with num_uses it is a
+        break-glass token of N requests (OpenBao's UseToken spends a use of every token, root
+        policy or not). Its uses were never counted: it worked for good."""
+        r = ok(self.req("POST", "auth/token/create", {"num_uses": 2}), 200)
+        self.assertEqual(r.json["auth"]["policies"], ["root"])
+        tok = r.json["auth"]["client_token"]
+        self.assertEqual(ok(self.as_(tok, "GET", "auth/token/lookup-self"),
+                            200).json["data"]["num_uses"], 1)
+        ok(self.as_(tok, "GET", "sys/mounts"), 200)  # the last use, on another path
+        self.assertError(self.as_(tok, "GET", "sys/mounts"), 403, PD)
+        self.assertError(self.as_(tok, "GET", "auth/token/lookup-self"), 403, PD)
+
     def test_expired_token_is_403_at_once(self):
         t0 = time.monotonic()
         r = ok(self.req("POST", "auth/token/create", {"ttl": 1, "policies": ["kms-viewer"]},

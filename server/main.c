@@ -1185,7 +1185,8 @@ int main(int argc, char **argv)
             char *av[] = {help, NULL};
             return kms_audit_verify_command("kmsd", 1, av);
         }
-        fprintf(stderr, "Usage: kmsd audit verify [--genesis] [--anchor=HASH] FILE|DIR...\n");
+        fprintf(stderr, "Usage: kmsd audit verify [--genesis] [--anchor=sha256:HEX] [--each] [-q] "
+                        "FILE|DIR...\n");
         return 2;
     }
     if (strcmp(argv[1], "migrate") == 0) {

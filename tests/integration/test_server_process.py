@@ -221,6 +221,10 @@ class HelpOfEveryCommand(unittest.TestCase):
             r = subprocess.run([KMSD_BIN] + args, stdin=subprocess.DEVNULL,
                                capture_output=True, text=True, timeout=30)
             self.assertEqual(r.returncode, 2, args)
+        # a bare `kmsd audit` names every option `kmsd audit verify --help` lists (it left out
+        # --each and -q, and called the anchor HASH where the help says sha256:HEX)
+        self.assertEqual(r.stderr, "Usage: kmsd audit verify [--genesis] [--anchor=sha256:HEX] "
+                                   "[--each] [-q] FILE|DIR...\n")
 
 
 class Process(unittest.TestCase):

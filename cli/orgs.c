@@ -106,6 +106,16 @@ static void denied(const struct kms_cli_session *s, const char *action, const ch
                   "the root token `kmsd server -dev` prints); give it with --token or KMS_TOKEN");
 }
 
+/*
+ * Vault's bare 404 ({"errors":[]}, or no body): the namespace, or every namespace, is not
+ * there. A 404 with a message is something else, such as `no handler for route
+ * "v1/sys/namespaces/"` when --addr carries a path: not "no organizations".
+ */
+static bool bare_404(int st, const json_t *resp)
+{
+    return st == 404 && json_array_size(json_object_get(resp, "errors")) == 0;
+}
+
 static void org_not_found(const struct kms_cli_session *s, const char *org)
 {
     kms_cli_errorf("organization %s not found on %s", org, s->addr);
@@ -146,7 +156,7 @@ static int read_org(struct kms_cli_session *root, const char *action, const char
     if (st == 200 && json_is_object(json_object_get(resp, "data"))) {
         *ns = json_incref(json_object_get(resp, "data"));
         rc = 0;
-    } else if (st == 404) {
+    } else if (bare_404(st, resp)) {
         rc = 1;
     } else if (st == 403) {
         denied(root, action, org, "GET", path);
@@ -343,10 +353,10 @@ static int cmd_list(struct orgs_args *a)
     int st = org_call(&root, "LIST", "sys/namespaces", NULL, &resp, msg, sizeof(msg));
     if (st == 403) {
         denied(&root, "list", NULL, "LIST", "sys/namespaces");
-    } else if (st >= 300 && st != 404) {
+    } else if (st >= 300 && !bare_404(st, resp)) {
         kms_cli_errorf("cannot list the organizations: %s", msg);
     }
-    if (st < 0 || (st >= 300 && st != 404)) {
+    if (st < 0 || (st >= 300 && !bare_404(st, resp))) {
         goto out;
     }
     const json_t *data = json_object_get(resp, "data");

@@ -114,6 +114,28 @@ class OrgsLifecycleTest(OrgsTestCase):
         r = self.orgs_fails(1, "delete", "life-org", "--yes")
         self.assertIn("organization life-org not found", r.errtext)
 
+    def test_a_404_that_is_not_vaults_bare_one_is_an_error(self):
+        # --addr with /v1 (kmsctl adds it: /v1/v1/sys/namespaces) answers 404 `no handler
+        # for route …`; `orgs list` said "No organizations." (exit 0) and `orgs describe` that
+        # the organization was not found, whatever the server holds
+        self.orgs_ok("create", "seen-org")
+        wrong = self.server.addr + "/v1"
+        r = self.kmsctl("orgs", "list", "--addr", wrong, "--token", self.server.token,
+                        conn=False)
+        self.assertEqual(r.rc, 1, r)
+        self.assertNotIn("No organizations", r.text)
+        self.assertIn('Error: cannot list the organizations: no handler for route '
+                      '"v1/sys/namespaces/". route entry not found.', r.errtext)
+        r = self.kmsctl("orgs", "describe", "seen-org", "--addr", wrong, "--token",
+                        self.server.token, conn=False)
+        self.assertEqual(r.rc, 1, r)
+        self.assertNotIn("not found on", r.errtext)
+        self.assertIn('no handler for route "v1/sys/namespaces/seen-org"', r.errtext)
+        # Vault's bare 404 still means what it says
+        self.assertIn("seen-org", self.listed())
+        r = self.orgs_fails(1, "describe", "never-made")
+        self.assertIn("Error: organization never-made not found on", r.errtext)
+
     def test_create_is_idempotent(self):
         first = json.loads(self.orgs_ok("create", "idem-org", "-o", "json").out)
         r = self.orgs_ok("create", "idem-org")

@@ -84,7 +84,10 @@ static int add_dir(struct flist *l, const char *dir, const char *prefix)
                                (e->d_name[pl] != '.' && e->d_name[pl] != '-'))) {
             continue;
         }
-        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        /* "DIR/" (a shell's completion) must not name its files "DIR//NAME" */
+        size_t dl = strlen(dir);
+        snprintf(path, sizeof(path), "%s%s%s", dir, dl > 0 && dir[dl - 1] == '/' ? "" : "/",
+                 e->d_name);
         if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && flist_add(l, path) != 0) {
             closedir(d);
             return -1;

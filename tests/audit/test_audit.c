@@ -358,6 +358,15 @@ static void test_rotation_continues_chain(void **state)
     assert_int_equal(n, 3);
     assert_int_equal(verify((const char *const *)paths, n, &r), 0);
     kms_audit_files_free(&paths, n);
+    /* given with a trailing '/' (a shell's completion), the paths verify names stay clean:
+     * "DIR/audit.log", not "DIR//audit.log" */
+    char slashed[200];
+    snprintf(slashed, sizeof(slashed), "%s/", f->dir);
+    arg = slashed;
+    assert_int_equal(kms_audit_files_expand(&arg, 1, false, &paths, &n, &err), 0);
+    assert_int_equal(n, 3);
+    assert_string_equal(paths[2], f->path);
+    kms_audit_files_free(&paths, n);
     /* a directory without audit files is an error, not an intact log of nothing */
     char empty[200];
     snprintf(empty, sizeof(empty), "%s/empty", f->dir);

@@ -76,7 +76,7 @@ struct kms_cli_http_opts {
     int timeout_ms;    /* connect + whole exchange; 0 = 30 s */
     /* https:// only (crypto/tls_client.c); all may be NULL / false */
     const char *ca_cert;     /* PEM CA bundle; NULL with ca_path NULL = the system store */
-    const char *ca_path;     /* directory of hashed CA certificates */
+    const char *ca_path;     /* directory of PEM CA certificates (every file under it) */
     const char *client_cert; /* client certificate chain (PEM), with client_key */
     const char *client_key;
     bool tls_skip_verify; /* no certificate or host check; a warning goes to stderr */

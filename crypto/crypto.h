@@ -332,7 +332,8 @@ void kms_tls_destroy(struct kms_tls **t);
 struct kms_tls_client_opts {
     const char *ca_file;     /* PEM CA bundle to verify the server; NULL with ca_path NULL =
                                 the system store */
-    const char *ca_path;     /* directory of hashed CA certificates, or NULL */
+    const char *ca_path;     /* directory of PEM CA certificates (every file under it, as
+                                OpenBao reads VAULT_CAPATH), or NULL; with ca_file both */
     const char *cert_file;   /* client certificate chain (PEM), or NULL for none */
     const char *key_file;    /* its private key (PEM); required with cert_file */
     const char *server_name; /* host name or IP literal the certificate must match (and SNI

@@ -1,7 +1,8 @@
 /*
  * tls_client.c - the client side of TLS for kmsctl: a handshake over a socket the caller
- * already connected, certificate verification against a CA file (or the system store) with a
- * host name or IP address check, an optional client certificate, then read/write/close.
+ * already connected, certificate verification against a CA file or directory (or the system
+ * store) with a host name or IP address check, an optional client certificate, then
+ * read/write/close.
  *
  * Design notes:
  * - It lives in crypto/ because this folder is the only one that includes OpenSSL; the CLI
@@ -16,13 +17,17 @@
 #include "crypto/crypto.h"
 
 #include <errno.h>
+#include <ftw.h>
 #include <limits.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -78,6 +83,93 @@ static bool is_ip_literal(const char *host)
     return yes;
 }
 
+/*
+ * A CA directory as OpenBao's CLI reads VAULT_CAPATH: every file under it (sub-directories
+ * too; a symbolic link is read as the file it names), each certificate in its PEM blocks
+ * trusted, any other block or file content skipped. OpenSSL's own lookup directory would
+ * want `openssl rehash` names (<hash>.0), and a plain directory of .pem files verified
+ * nothing. A directory that cannot be read, or holds no certificate, is an error at once
+ * rather than a failed verification later.
+ */
+static _Thread_local struct {
+    X509_STORE *store;
+    size_t added;
+    int failed_errno;
+    char failed[PATH_MAX];
+} ca_walk;
+
+static int ca_walk_file(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)ftw;
+    if (type == FTW_DNR || type == FTW_NS) {
+        ca_walk.failed_errno = errno != 0 ? errno : EACCES;
+        snprintf(ca_walk.failed, sizeof(ca_walk.failed), "%s", path);
+        return 1;
+    }
+    struct stat target;
+    if (type == FTW_D ||
+        (type == FTW_SL && (stat(path, &target) != 0 || !S_ISREG(target.st_mode))) ||
+        (type == FTW_F && !S_ISREG(st->st_mode))) {
+        return 0; /* a directory (walked), a dangling link, a link to one, a socket... */
+    }
+    BIO *bio = BIO_new_file(path, "r");
+    if (bio == NULL) {
+        ERR_clear_error();
+        ca_walk.failed_errno = errno != 0 ? errno : EACCES;
+        snprintf(ca_walk.failed, sizeof(ca_walk.failed), "%s", path);
+        return 1;
+    }
+    char *name = NULL, *header = NULL;
+    unsigned char *data = NULL;
+    long len = 0;
+    while (PEM_read_bio(bio, &name, &header, &data, &len) == 1) {
+        if (strcmp(name, PEM_STRING_X509) == 0 || strcmp(name, PEM_STRING_X509_OLD) == 0) {
+            const unsigned char *p = data;
+            X509 *x = d2i_X509(NULL, &p, len);
+            if (x != NULL && X509_STORE_add_cert(ca_walk.store, x) == 1) {
+                ca_walk.added++;
+            }
+            X509_free(x);
+        }
+        OPENSSL_free(name);
+        OPENSSL_free(header);
+        OPENSSL_free(data);
+        name = header = NULL;
+        data = NULL;
+    }
+    ERR_clear_error(); /* the end of the file, or text that is no PEM: both end this file */
+    BIO_free(bio);
+    return 0;
+}
+
+static int load_ca_dir(SSL_CTX *ctx, const char *dir, struct kms_err *err)
+{
+    struct stat st;
+    if (stat(dir, &st) != 0) {
+        kms_err_set(err, 0, "cannot read the CA directory %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        kms_err_set(err, 0, "the CA directory %s is not a directory", dir);
+        return -1;
+    }
+    memset(&ca_walk, 0, sizeof(ca_walk));
+    ca_walk.store = SSL_CTX_get_cert_store(ctx);
+    errno = 0;
+    int rc = nftw(dir, ca_walk_file, 16, FTW_PHYS);
+    if (rc != 0) {
+        kms_err_set(err, 0, "cannot read %s in the CA directory: %s",
+                    ca_walk.failed[0] ? ca_walk.failed : dir,
+                    strerror(ca_walk.failed_errno != 0 ? ca_walk.failed_errno : errno));
+        return -1;
+    }
+    if (ca_walk.added == 0) {
+        kms_err_set(err, 0, "no CA certificate (PEM) found in the CA directory %s", dir);
+        return -1;
+    }
+    return 0;
+}
+
 static int build_ctx(const struct kms_tls_client_opts *o, SSL_CTX **out, struct kms_err *err)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
@@ -95,8 +187,11 @@ static int build_ctx(const struct kms_tls_client_opts *o, SSL_CTX **out, struct 
     } else {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
         if (o->ca_file != NULL || o->ca_path != NULL) {
-            if (SSL_CTX_load_verify_locations(ctx, o->ca_file, o->ca_path) != 1) {
+            if (o->ca_file != NULL && SSL_CTX_load_verify_file(ctx, o->ca_file) != 1) {
                 ssl_error(err, "cannot load the CA certificates");
+                goto out;
+            }
+            if (o->ca_path != NULL && load_ca_dir(ctx, o->ca_path, err) != 0) {
                 goto out;
             }
         } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {

@@ -942,6 +942,52 @@ class TLSTest(KmsctlMixin, unittest.TestCase):
                              "--addr", url or self.url]
         return self.fails(rc, *argv, env=env, conn=False)
 
+    def test_ca_path(self):
+        """--ca-path / VAULT_CAPATH read as OpenBao's CLI reads them: every file under the
+        directory, its PEM certificates trusted, anything else skipped. It went to OpenSSL's
+        lookup directory, which wants `openssl rehash` names: a directory of .pem files
+        verified nothing, and one that did not exist said so only as a failed verification."""
+        def orgs_list(rc, *extra, env=None):
+            return self.fails(rc, "orgs", "list", "--token", self.server.token, "--addr",
+                              self.url, *extra, env=env, conn=False)
+        good = os.path.join(self.dir, "capath-good")
+        os.makedirs(os.path.join(good, "sub"))
+        with open(self.ca[1], "rb") as f:
+            ca_pem = f.read()
+        with open(os.path.join(good, "sub", "company-ca.pem"), "wb") as f:
+            # a key block and text around the certificate are skipped, as OpenBao skips them
+            f.write(b"our CA\n-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n" +
+                    ca_pem)
+        with open(os.path.join(good, "README"), "w") as f:
+            f.write("not a certificate\n")
+        shutil.copy(self.other_ca[1], os.path.join(good, "other.crt"))
+        os.symlink("sub/company-ca.pem", os.path.join(good, "link.pem"))
+        os.symlink("/nonexistent-kmsctl-ca", os.path.join(good, "dangling.pem"))
+        orgs_list(0, "--ca-path", good)
+        orgs_list(0, env={"VAULT_CAPATH": good})
+        orgs_list(0, env={"KMS_CAPATH": good})
+        # with --ca-cert too, both are trusted (OpenBao adds every source it is given)
+        orgs_list(0, "--ca-cert", self.other_ca[1], "--ca-path", good)
+        # a directory of other CAs only: the server is not trusted
+        other = os.path.join(self.dir, "capath-other")
+        os.makedirs(other)
+        shutil.copy(self.other_ca[1], os.path.join(other, "other.crt"))
+        r = orgs_list(1, "--ca-path", other)
+        self.assertIn("TLS certificate verification failed", r.errtext)
+        # a directory that is not there, not a directory, or holds no certificate: said so
+        missing = os.path.join(self.dir, "no-such-dir")
+        r = orgs_list(1, "--ca-path", missing)
+        self.assertIn("cannot read the CA directory %s: No such file or directory" % missing,
+                      r.errtext)
+        r = orgs_list(1, env={"VAULT_CAPATH": self.ca[1]})
+        self.assertIn("the CA directory %s is not a directory" % self.ca[1], r.errtext)
+        empty = os.path.join(self.dir, "capath-empty")
+        os.makedirs(empty)
+        with open(os.path.join(empty, "notes.txt"), "w") as f:
+            f.write("nothing here\n")
+        r = orgs_list(1, "--ca-path", empty)
+        self.assertIn("no CA certificate (PEM) found in the CA directory %s" % empty, r.errtext)
+
     def test_tls(self):
         # the namespace, over HTTPS with Python's own client
         import http.client

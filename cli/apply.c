@@ -597,9 +597,20 @@ int kms_cli_apply(int argc, char **argv)
             goto out;
         }
     }
-    for (size_t i = 0; i < json_array_size(docs); i++) {
+    size_t ndocs = json_array_size(docs);
+    for (size_t i = 0; i < ndocs; i++) {
         status = apply_one(&s, flag_project, json_array_get(docs, i), i);
         if (status != KMS_CLI_EXIT_OK) {
+            if (ndocs > 1) {
+                /* the server's error names no document: say which one it was, and what
+                 * was applied before it (kubectl names the object it could not apply) */
+                const char *name = json_string_value(
+                    json_object_get(json_object_get(json_array_get(docs, i), "metadata"), "name"));
+                fprintf(stderr,
+                        "Hint: stopped at document %zu of %zu (KMSKey %s): the %zu before it "
+                        "were applied, the %zu after it were not sent\n",
+                        i + 1, ndocs, kms_cli_esc(name != NULL ? name : "?"), i, ndocs - i - 1);
+            }
             goto out;
         }
     }

@@ -415,9 +415,14 @@ class StrictManifestTest(KmsctlTestCase):
         self.assert_absent("whole-files")
         # a refusal by the server is not decoding: the documents before it stay applied
         r = self.fails(1, "apply", "-f", "-", stdin=manifest("whole-ok") + b"---\n" +
-                       manifest("whole-bad").replace(b"purpose: application", b"purpose: x"))
+                       manifest("whole-bad").replace(b"purpose: application", b"purpose: x") +
+                       b"---\n" + manifest("whole-after"))
         self.assertIn("kmskey.security.kube-dc.com/whole-ok created", r.text)
         self.assertIn('spec.purpose: Unsupported value: "x"', r.errtext)
+        # and which document it was, since the server's error names none
+        self.assertIn("Hint: stopped at document 2 of 3 (KMSKey whole-bad): the 1 before it "
+                      "were applied, the 1 after it were not sent", r.errtext)
+        self.assert_absent("whole-after")
 
     def test_unreadable_file_fails_as_for_encrypt(self):
         # a file that cannot be read is a failure (exit 1), as for `encrypt --plaintext-file` and

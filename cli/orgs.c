@@ -170,10 +170,11 @@ static int read_org(struct kms_cli_session *root, const char *action, const char
 
 /*
  * Look for the organization's transit/ engine (GET sys/mounts in it) and, when `mount` is
- * set and it is missing, mount it. Returns 0 with *state, or -1 after printing (a refusal
- * while listing only leaves *state unknown unless `mount` is set).
+ * non-NULL and it is missing, mount it (*mount then says whether this call did). Returns 0
+ * with *state, or -1 after printing (a refusal while listing only leaves *state unknown
+ * unless `mount` is given).
  */
-static int org_transit(const struct orgs_args *a, const char *org, bool mount,
+static int org_transit(const struct orgs_args *a, const char *org, bool *mount,
                        enum transit_state *state)
 {
     struct kms_cli_global g = a->g;
@@ -183,6 +184,9 @@ static int org_transit(const struct orgs_args *a, const char *org, bool mount,
     int rc = -1;
 
     *state = TRANSIT_UNKNOWN;
+    if (mount != NULL) {
+        *mount = false;
+    }
     g.ns = org;
     if (kms_cli_session_open(&g, KMS_CLI_NEED_TOKEN, &s) != KMS_CLI_EXIT_OK) {
         goto out;
@@ -192,7 +196,7 @@ static int org_transit(const struct orgs_args *a, const char *org, bool mount,
         const json_t *data = json_object_get(resp, "data");
         const json_t *m = json_object_get(data != NULL ? data : resp, "transit/");
         *state = m != NULL ? TRANSIT_MOUNTED : TRANSIT_ABSENT;
-    } else if (st == 403 && mount) {
+    } else if (st == 403 && mount != NULL) {
         denied(&s, "inspect the transit/ engine of", org, "GET", "sys/mounts");
         goto out;
     } else if (st >= 0 && st != 403) {
@@ -201,7 +205,7 @@ static int org_transit(const struct orgs_args *a, const char *org, bool mount,
     } else if (st < 0) {
         goto out;
     }
-    if (mount && *state == TRANSIT_ABSENT) {
+    if (mount != NULL && *state == TRANSIT_ABSENT) {
         json_decref(resp);
         req = json_pack("{s:s, s:s}", "type", "transit", "description",
                         "organization transit engine (kmsctl orgs create)");
@@ -218,6 +222,7 @@ static int org_transit(const struct orgs_args *a, const char *org, bool mount,
         if (st < 0) {
             goto out;
         }
+        *mount = st < 300;
         *state = TRANSIT_MOUNTED;
     }
     rc = 0;
@@ -307,7 +312,8 @@ static int cmd_create(struct orgs_args *a)
         }
         ns = json_incref(json_object_get(resp, "data"));
     }
-    if (org_transit(a, a->org, true, &transit) != 0) {
+    bool mounted_now = false;
+    if (org_transit(a, a->org, &mounted_now, &transit) != 0) {
         if (found == 1) {
             kms_cli_hintf("the organization %s exists now; `kmsctl orgs create %s` again with a "
                           "token allowed to mount engines finishes it",
@@ -321,6 +327,11 @@ static int cmd_create(struct orgs_args *a)
     if (found == 1) {
         printf("Created organization %s (OpenBao namespace %s/ with its transit/ engine)\n", a->org,
                a->org);
+    } else if (mounted_now) {
+        /* a namespace made another way (curl, bao namespace create) gets its engine now */
+        printf("Organization %s already exists (OpenBao namespace %s/); mounted its transit/ "
+               "engine\n",
+               a->org, a->org);
     } else {
         printf("Organization %s already exists (OpenBao namespace %s/ with its transit/ engine)\n",
                a->org, a->org);
@@ -379,7 +390,7 @@ static int cmd_list(struct orgs_args *a)
         }
         name[strcspn(name, "/")] = '\0';
         const json_t *ns = json_object_get(info, key);
-        if (org_transit(a, name, false, &transit) != 0) {
+        if (org_transit(a, name, NULL, &transit) != 0) {
             goto out;
         }
         const char *row[] = {kms_cli_esc(name),
@@ -424,7 +435,7 @@ static int cmd_describe(struct orgs_args *a)
     if (found == 1) {
         org_not_found(&root, a->org);
     }
-    if (found != 0 || org_transit(a, a->org, false, &transit) != 0) {
+    if (found != 0 || org_transit(a, a->org, NULL, &transit) != 0) {
         goto out;
     }
     if ((status = print_structured(&root, a->org, ns, transit)) >= 0) {

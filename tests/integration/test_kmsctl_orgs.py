@@ -151,8 +151,13 @@ class OrgsLifecycleTest(OrgsTestCase):
         self.assertIs(self.listed()["curl-org"]["transit_mounted"], False)
         self.assertIn("Transit engine:  not mounted", self.orgs_ok("describe", "curl-org").text)
         r = self.orgs_ok("create", "curl-org")
-        self.assertIn("Organization curl-org already exists", r.text)
+        # it says it mounted the engine (it said "with its transit/ engine" as if it had one)
+        self.assertIn("Organization curl-org already exists (OpenBao namespace curl-org/); "
+                      "mounted its transit/ engine", r.text)
         self.assertIs(self.listed()["curl-org"]["transit_mounted"], True)
+        r = self.orgs_ok("create", "curl-org")
+        self.assertIn("Organization curl-org already exists (OpenBao namespace curl-org/ with "
+                      "its transit/ engine)", r.text)
         # the mount is a working Transit engine, as a Vault client sees it
         r = self.server.request("POST", "transit/encrypt/k", {"plaintext": b64(b"x")},
                                 namespace="curl-org")
@@ -332,7 +337,8 @@ class OrgsPermissionTest(OrgsTestCase):
         self.assertIn("the organization half-org exists now", r.errtext)
         self.assertTrue(self.namespace_exists("half-org"))
         r = self.orgs_ok("create", "half-org")
-        self.assertIn("Organization half-org already exists", r.text)
+        self.assertIn("Organization half-org already exists (OpenBao namespace half-org/); "
+                      "mounted its transit/ engine", r.text)
         self.assertIs(self.listed()["half-org"]["transit_mounted"], True)
 
 

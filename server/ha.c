@@ -280,9 +280,9 @@ static void step_down(struct kms_ha *ha, const char *why, bool release)
  * whose service is built waits while <path> exists before it switches to active, and creates
  * <path>.held meanwhile, so a test can land a signal in that window.
  */
-static void hook_hold_promotion(void)
+static void hook_hold_env(const char *env)
 {
-    const char *hold = getenv("KMS_TEST_HA_HOLD_PROMOTION");
+    const char *hold = getenv(env);
     char held[600];
     if (hold == NULL || hold[0] == '\0' ||
         (size_t)snprintf(held, sizeof(held), "%s.held", hold) >= sizeof(held)) {
@@ -291,17 +291,16 @@ static void hook_hold_promotion(void)
     kms_test_hold(hold, held);
 }
 
+static void hook_hold_promotion(void)
+{
+    hook_hold_env("KMS_TEST_HA_HOLD_PROMOTION");
+}
+
 /* KMS_TEST_HA_HOLD_BEFORE_LOCK=<path>: a request that found the replica active waits while
  * <path> exists before it takes the service's lock (<path>.held meanwhile) */
 static void hook_hold_before_lock(void)
 {
-    const char *hold = getenv("KMS_TEST_HA_HOLD_BEFORE_LOCK");
-    char held[600];
-    if (hold == NULL || hold[0] == '\0' ||
-        (size_t)snprintf(held, sizeof(held), "%s.held", hold) >= sizeof(held)) {
-        return;
-    }
-    kms_test_hold(hold, held);
+    hook_hold_env("KMS_TEST_HA_HOLD_BEFORE_LOCK");
 }
 #endif
 

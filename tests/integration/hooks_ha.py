@@ -95,6 +95,24 @@ class HaHandlerThreadsTest(HaCase):
         wait_for(lambda: os.path.exists(os.path.join(self.hooks, "held")), 30,
                  lambda: "the RSA key creation to reach the hold\n" + srv.log_tail())
 
+    def pair_with_a_held_creation(self, a):
+        """a (not yet started) started as the active with a standby b, initialised, an AES key
+        "aes", and an RSA key creation held on a in a thread: (a, b, thread, its result)."""
+        a.start()
+        self.wait_one_active([a])
+        b = self.replica(workers=2).start()
+        self.wait_one_active([a, b])
+        self.init(a, [a])
+        self.ok(a.request("POST", "transit/keys/aes"))
+        self.hold()
+        t, out = request_in_thread(a, "POST", "transit/keys/rsa-held", {"type": "rsa-2048"})
+        try:
+            self.wait_held(a)
+        except BaseException:
+            self.release()
+            raise
+        return a, b, t, out
+
     def test_a_held_request_leaves_every_worker_serving(self):
         a = self.replica(workers=1).start()
         active = self.wait_one_active([a])
@@ -133,16 +151,8 @@ class HaHandlerThreadsTest(HaCase):
         minute for a big batch of RSA signatures, and Kubernetes' probes failed meanwhile."""
         a = self.replica(workers=2)
         a.config["audit_file"] = os.path.join(a.workdir, "audit.log")
-        a.start()
-        self.wait_one_active([a])
-        b = self.replica(workers=2).start()
-        self.wait_one_active([a, b])
-        self.init(a, [a])
-        self.ok(a.request("POST", "transit/keys/aes"))
-        self.hold()
-        t, out = request_in_thread(a, "POST", "transit/keys/rsa-held", {"type": "rsa-2048"})
+        a, b, t, out = self.pair_with_a_held_creation(a)
         try:
-            self.wait_held(a)
             pid = self.pg.psql(
                 "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
                 "objid = (7740970209790356581::bigint & 4294967295)::oid").strip()
@@ -184,18 +194,10 @@ class HaHandlerThreadsTest(HaCase):
         before = os.path.join(self.hooks, "before-lock")
         os.environ["KMS_TEST_HA_HOLD_BEFORE_LOCK"] = before
         try:
-            a = self.replica(workers=2).start()
+            a, b, t, out = self.pair_with_a_held_creation(self.replica(workers=2))
         finally:
             del os.environ["KMS_TEST_HA_HOLD_BEFORE_LOCK"]
-        self.wait_one_active([a])
-        b = self.replica(workers=2).start()
-        self.wait_one_active([a, b])
-        self.init(a, [a])
-        self.ok(a.request("POST", "transit/keys/aes"))
-        self.hold()
-        t, out = request_in_thread(a, "POST", "transit/keys/rsa-held", {"type": "rsa-2048"})
         try:
-            self.wait_held(a)
             open(before, "w").close()
             t2, out2 = request_in_thread(a, "POST", "transit/encrypt/aes",
                                          {"plaintext": b64(b"in the window")})

@@ -317,6 +317,12 @@ int kms_cli_tmpfile_for(const char *path, char *tmp, size_t n);
  * replaced by a renamed file. 0, or -1 after printing why (a directory, a dangling link).
  */
 int kms_cli_out_target(const char *path, char *resolved, size_t n, bool *special);
+/*
+ * Whether two paths name the same file: the same device and inode when both exist (links
+ * followed, hard links included), else the same place once the directory part is resolved
+ * ("./x", "d/../x" and a symbolic link to x's directory all name x). "-" and NULL name none.
+ */
+bool kms_cli_same_file(const char *a, const char *b);
 /* The descriptor a path names (/dev/stdout 1, /dev/stderr 2, /dev/fd/N, /proc/self/fd/N), or
  * -1: such an --out is written through the descriptor itself. */
 int kms_cli_fd_path(const char *path);

@@ -936,6 +936,52 @@ int kms_cli_out_target(const char *path, char *resolved, size_t n, bool *special
     return 0;
 }
 
+/* path with its directory part resolved (realpath of the whole path when it exists), or the
+ * path itself when even its directory does not resolve. */
+static void canonical_path(const char *path, char *out, size_t n)
+{
+    char dir[4096];
+    char *real = realpath(path, NULL);
+    snprintf(out, n, "%s", path);
+    if (real != NULL) {
+        snprintf(out, n, "%s", real);
+        free(real);
+        return;
+    }
+    const char *slash = strrchr(path, '/');
+    const char *base = slash != NULL ? slash + 1 : path;
+    if (slash == path) {
+        snprintf(dir, sizeof(dir), "/");
+    } else if (slash != NULL) {
+        snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+    } else {
+        snprintf(dir, sizeof(dir), ".");
+    }
+    real = realpath(dir, NULL);
+    if (real != NULL) {
+        snprintf(out, n, "%s/%s", strcmp(real, "/") == 0 ? "" : real, base);
+        free(real);
+    }
+}
+
+bool kms_cli_same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    char ca[4200], cb[4200];
+    if (a == NULL || b == NULL || strcmp(a, "-") == 0 || strcmp(b, "-") == 0) {
+        return false;
+    }
+    if (strcmp(a, b) == 0) {
+        return true;
+    }
+    if (stat(a, &sa) == 0 && stat(b, &sb) == 0) {
+        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    }
+    canonical_path(a, ca, sizeof(ca));
+    canonical_path(b, cb, sizeof(cb));
+    return strcmp(ca, cb) == 0;
+}
+
 int kms_cli_write_file(const char *path, const void *data, size_t len)
 {
     char tmp[4096];

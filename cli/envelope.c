@@ -333,7 +333,10 @@ static int env_encrypt(struct env_args *a, const char *name)
     }
     snprintf(metapath, sizeof(metapath), "%s%s", a->meta ? a->meta : a->out,
              a->meta ? "" : ".meta.json");
-    if (strcmp(metapath, a->out) == 0 || (!is_dash(a->in) && strcmp(a->in, a->out) == 0)) {
+    /* the same file under two spellings ("./x", a link, a hard link) would have the sidecar
+       replace the body just written, or the body or sidecar replace the plaintext input */
+    if (kms_cli_same_file(metapath, a->out) || kms_cli_same_file(a->in, a->out) ||
+        kms_cli_same_file(a->in, metapath)) {
         kms_cli_errorf("--in, --out and --meta must be different files");
         goto out;
     }
@@ -671,8 +674,9 @@ static int env_decrypt(struct env_args *a, const char *name)
     }
     snprintf(metapath, sizeof(metapath), "%s%s", a->meta ? a->meta : a->in,
              a->meta ? "" : ".meta.json");
-    if (!is_dash(a->in) && strcmp(a->in, a->out) == 0) {
-        kms_cli_errorf("--in and --out must be different files");
+    /* writing over the sidecar would lose the wrapped key of the file just decrypted */
+    if (kms_cli_same_file(a->in, a->out) || kms_cli_same_file(metapath, a->out)) {
+        kms_cli_errorf("--out must not be --in or its --meta file");
         goto out;
     }
     if ((status = kms_cli_session_open(&a->g, KMS_CLI_NEED_PROJECT_TOKEN, &s)) != 0) {

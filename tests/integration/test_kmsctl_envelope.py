@@ -158,6 +158,45 @@ class EnvelopeTest(KmsctlTestCase):
         self.fails(2, "envelope", "encrypt", KEY, "--in", self.path("pipe.enc"))
         self.fails(2, "envelope", "frobnicate", KEY)
 
+    def test_same_file_under_another_name_is_refused(self):
+        """--out, --meta and --in naming one file through "./x", a directory link or a hard
+        link: the sidecar overwrote the body just written (exit 0, the data gone), the
+        sidecar replaced the plaintext input, or a decrypt replaced its own sidecar."""
+        data = os.urandom(1000)
+        src = self.write("same-src", data)
+        os.makedirs(self.path("same-dir"), exist_ok=True)
+        link = self.path("same-link")
+        if not os.path.islink(link):
+            os.symlink("same-dir", link)
+        hard = self.path("same-hard")
+        if os.path.exists(hard):
+            os.unlink(hard)
+        os.link(src, hard)
+        out = self.path("same-dir/x.enc")
+        cases = [
+            ("--in", src, "--out", out, "--meta", os.path.join(link, "x.enc")),
+            ("--in", "-", "--out", out, "--meta", self.work + "/./same-dir/x.enc"),
+            ("--in", src, "--out", out, "--meta", hard),
+            ("--in", hard, "--out", src),
+        ]
+        for case in cases:
+            r = self.fails(2, "envelope", "encrypt", KEY, *case, stdin=data)
+            self.assertIn("--in, --out and --meta must be different files", r.errtext)
+            self.assertFalse(os.path.exists(out), case)
+            self.assertEqual(self.read("same-src"), data, case)
+        # decrypting over the sidecar would lose the wrapped key of the body
+        self.ok("envelope", "encrypt", KEY, "--in", src, "--out", out)
+        sidecar = out + ".meta.json"
+        with open(sidecar, "rb") as f:
+            before = f.read()
+        for target in (os.path.join(link, "x.enc.meta.json"), out, os.path.join(link, "x.enc")):
+            r = self.fails(2, "envelope", "decrypt", KEY, "--in", out, "--out", target)
+            self.assertIn("--out must not be --in or its --meta file", r.errtext)
+        with open(sidecar, "rb") as f:
+            self.assertEqual(f.read(), before)
+        r = self.ok("envelope", "decrypt", KEY, "--in", out, "--out", "-")
+        self.assertEqual(r.out, data)
+
     def test_python_helper_interop(self):
         helper = doc_envelope_module(self.server.addr, self.server.token)
         payload = b"the whole novel in one bytestring " * 5000

@@ -306,10 +306,19 @@ void kms_cli_human_bytes(double b, char *out, size_t n);
  */
 int kms_cli_write_file(const char *path, const void *data, size_t len);
 /*
- * mkstemp next to path ("<path>.XXXXXX" in its directory), mode 0600; fd or -1 (errno). The
- * name is registered for removal on a fatal signal (release it with kms_cli_tmp_release).
+ * A temporary file for path, mode 0600, in its directory; fd or -1 (errno). Where the file
+ * system and /proc allow it, the file has no name (O_TMPFILE) and tmp is set to "": nothing is
+ * left behind however the process dies. Otherwise it is "<path>.XXXXXX" (into tmp), registered
+ * for removal on a fatal signal: unlink it and kms_cli_tmp_release it on failure.
  */
 int kms_cli_tmpfile_for(const char *path, char *tmp, size_t n);
+/*
+ * Put the complete (fsynced) temporary file fd from kms_cli_tmpfile_for in place as path: an
+ * unnamed one is linked as "<path>.XXXXXX" first, then renamed over path. tmp is "" and
+ * released afterwards, also on failure (-1, errno), when nothing is left but path as it was.
+ * The caller still closes fd.
+ */
+int kms_cli_tmp_install(int fd, char *tmp, size_t n, const char *path);
 /*
  * Where an --out PATH is written: a symbolic link is followed (its target is replaced, not the
  * link), into resolved (size n). *special is set for an existing character device, FIFO or

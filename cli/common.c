@@ -840,13 +840,47 @@ int kms_cli_read_file_max(const char *path, size_t max, uint8_t **out, size_t *l
     return read_capped(path, max, out, len, true);
 }
 
+/* The directory part of path ("." for a bare name) into dir; false if it does not fit. */
+static bool dir_of(const char *path, char *dir, size_t n)
+{
+    const char *slash = strrchr(path, '/');
+    int w;
+    if (slash == NULL) {
+        w = snprintf(dir, n, ".");
+    } else if (slash == path) {
+        w = snprintf(dir, n, "/");
+    } else {
+        w = snprintf(dir, n, "%.*s", (int)(slash - path), path);
+    }
+    return w >= 0 && (size_t)w < n;
+}
+
 int kms_cli_tmpfile_for(const char *path, char *tmp, size_t n)
 {
     sigset_t oldset;
+    char dir[4096];
     int fd = -1, e = 0;
     if ((size_t)snprintf(tmp, n, "%s.XXXXXX", path) >= n || n > sizeof(tmp_paths[0])) {
         errno = ENAMETOOLONG;
         return -1;
+    }
+    /* an unnamed file in the target's directory: whatever kills the process (SIGKILL, the OOM
+       killer, a crash) takes it along, so no partial output is ever left under any name;
+       kms_cli_tmp_install names it once it is complete. Linking it needs /proc. */
+    bool unnamed = access("/proc/self/fd", X_OK) == 0;
+#ifdef KMS_TEST_HOOKS
+    /* the named fallback (file systems without O_TMPFILE, no /proc), for the signal tests */
+    unnamed = unnamed && getenv("KMSCTL_TEST_NAMED_TMPFILE") == NULL;
+#endif
+    if (unnamed && dir_of(path, dir, sizeof(dir))) {
+        fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+        if (fd >= 0 && fchmod(fd, 0600) == 0) {
+            tmp[0] = '\0';
+            return fd;
+        }
+        if (fd >= 0) {
+            close(fd); /* and try a named file, which reports the error if it persists */
+        }
     }
     install_handlers();
     /* no window in which the file exists but the signal handler does not know it */
@@ -865,6 +899,67 @@ int kms_cli_tmpfile_for(const char *path, char *tmp, size_t n)
     sigprocmask(SIG_SETMASK, &oldset, NULL);
     errno = e;
     return fd;
+}
+
+/* Give the unnamed file fd the free name "<path>.XXXXXX" (into tmp), registered for removal
+ * on a fatal signal. 0, or -1 (errno). */
+static int link_unnamed(int fd, const char *path, char *tmp, size_t n)
+{
+    static const char alphabet[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    char proc[64];
+    sigset_t oldset;
+    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+    for (int attempt = 0; attempt < 32; attempt++) {
+        uint8_t r[6];
+        size_t len = (size_t)snprintf(tmp, n, "%s.XXXXXX", path);
+        if (len >= n || kms_rand_bytes(r, sizeof(r)) != 0) {
+            errno = len >= n ? ENAMETOOLONG : EIO;
+            tmp[0] = '\0';
+            return -1;
+        }
+        for (size_t i = 0; i < sizeof(r); i++) {
+            tmp[len - sizeof(r) + i] = alphabet[r[i] % (sizeof(alphabet) - 1)];
+        }
+        install_handlers();
+        block_fatal(&oldset);
+        int rc = linkat(AT_FDCWD, proc, AT_FDCWD, tmp, AT_SYMLINK_FOLLOW);
+        int e = errno;
+        if (rc == 0 && kms_cli_tmp_guard(tmp) != 0) {
+            unlink(tmp);
+            rc = -1;
+            e = EMFILE;
+        }
+        sigprocmask(SIG_SETMASK, &oldset, NULL);
+        if (rc == 0) {
+            return 0;
+        }
+        if (e != EEXIST) {
+            tmp[0] = '\0';
+            errno = e;
+            return -1;
+        }
+    }
+    tmp[0] = '\0';
+    errno = EEXIST;
+    return -1;
+}
+
+int kms_cli_tmp_install(int fd, char *tmp, size_t n, const char *path)
+{
+    if (tmp[0] == '\0' && link_unnamed(fd, path, tmp, n) != 0) {
+        return -1;
+    }
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        kms_cli_tmp_release(tmp);
+        tmp[0] = '\0';
+        errno = e;
+        return -1;
+    }
+    kms_cli_tmp_release(tmp);
+    tmp[0] = '\0';
+    return 0;
 }
 
 static int write_all(int fd, const void *p, size_t n)
@@ -1030,18 +1125,10 @@ int kms_cli_write_file(const char *path, const void *data, size_t len)
         kms_cli_errorf("cannot write %s: %s", path, strerror(errno));
         goto out;
     }
-    if (close(fd) != 0) {
-        fd = -1;
-        kms_cli_errorf("cannot write %s: %s", path, strerror(errno));
-        goto out;
-    }
-    fd = -1;
-    if (rename(tmp, path) != 0) {
+    if (kms_cli_tmp_install(fd, tmp, sizeof(tmp), path) != 0) {
         kms_cli_errorf("cannot create %s: %s", path, strerror(errno));
         goto out;
     }
-    kms_cli_tmp_release(tmp);
-    tmp[0] = '\0';
     rc = 0;
 out:
     if (fd >= 0) {

@@ -16,9 +16,10 @@
  *   developer role) get a local random DEK wrapped by transit/encrypt, which is what the
  *   product doc's helpers do. The clear copy lives in one stack buffer only until the cipher
  *   context holds its key schedule, then it is wiped.
- * - Encrypted and decrypted output goes to a temporary 0600 file beside the target and is
- *   renamed into place only after success; any failure removes it, so a partial or
- *   unauthenticated file is never left under the requested name.
+ * - Encrypted and decrypted output goes to a temporary 0600 file beside the target (an unnamed
+ *   O_TMPFILE one where possible, so even SIGKILL leaves nothing) and is linked and renamed
+ *   into place only after success; any failure removes it, so a partial or unauthenticated
+ *   file is never left under the requested name.
  * - Decryption releases plaintext before the tag at the end is checked. Into a file that is
  *   harmless (the temporary file is deleted on failure). To stdout (--out -) it is not, so
  *   there the input must be a regular file and is read twice: once to verify the tag and the
@@ -197,17 +198,13 @@ static int finish_output(struct output *o)
     if (is_dash(o->path)) {
         return 0;
     }
-    int rc = fsync(o->fd);
-    if (close(o->fd) != 0) {
-        rc = -1;
-    }
-    o->fd = -1;
-    if (rc != 0 || rename(o->tmp, o->path) != 0) {
+    /* fsynced, the data is on disk: a close error after that changes nothing */
+    if (fsync(o->fd) != 0 || kms_cli_tmp_install(o->fd, o->tmp, sizeof(o->tmp), o->path) != 0) {
         kms_cli_errorf("cannot write %s: %s", o->path, strerror(errno));
         return -1;
     }
-    kms_cli_tmp_release(o->tmp);
-    o->tmp[0] = '\0';
+    close(o->fd);
+    o->fd = -1;
     return 0;
 }
 

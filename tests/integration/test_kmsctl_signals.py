@@ -4,6 +4,8 @@ decrypted plaintext!) and no partial output behind, and the process still dies o
 
 The input comes through a pipe the test feeds itself, so the signal is sent at a known point:
 once the temporary output file exists and holds data (polled with a deadline, no fixed sleep).
+The file is found through the process's open descriptors: kmsctl writes into an unnamed
+(O_TMPFILE) file where it can, so that even SIGKILL, which no handler sees, leaves nothing.
 """
 
 import os
@@ -47,28 +49,37 @@ class EnvelopeSignalTest(KmsctlTestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp(dir=self.work)
 
-    def spawn(self, *args):
+    def spawn(self, *args, env=None):
         argv = [KMSCTL_BIN, "-n", ORG, "--project", PROJECT, "--addr", self.server.addr,
                 "--token", self.server.token] + list(args)
         return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=self.clean_env())
+                                stderr=subprocess.PIPE, env=self.clean_env(env))
 
     def temp_files(self, base):
         return [n for n in os.listdir(self.dir) if n.startswith(base + ".")
                 and not n.endswith(".meta.json")]
 
-    def temp_with_data(self, base, min_size):
-        for n in self.temp_files(base):
+    def temp_with_data(self, proc, min_size):
+        """The name of the file in dir that proc has open with min_size bytes or more (an
+        unnamed O_TMPFILE one reads "#INODE (deleted)")."""
+        fds = "/proc/%d/fd" % proc.pid
+        try:
+            names = os.listdir(fds)
+        except FileNotFoundError:
+            return None
+        for fd in names:
             try:
-                if os.path.getsize(os.path.join(self.dir, n)) >= min_size:
-                    return n
-            except FileNotFoundError:
+                target = os.readlink(os.path.join(fds, fd))
+                if (target.startswith(self.dir + "/") and
+                        os.stat(os.path.join(fds, fd)).st_size >= min_size):
+                    return os.path.basename(target)
+            except (FileNotFoundError, ProcessLookupError):
                 pass
         return None
 
     def interrupt(self, proc, sig, base, min_size):
-        tmp = wait_for(lambda: self.temp_with_data(base, min_size),
-                       "a temporary %s.XXXXXX with data" % base)
+        tmp = wait_for(lambda: self.temp_with_data(proc, min_size),
+                       "a temporary output file of %s with data" % base)
         proc.send_signal(sig)
         try:
             proc.stdin.close()
@@ -90,18 +101,19 @@ class EnvelopeSignalTest(KmsctlTestCase):
             body = f.read()
         return body, enc + ".meta.json"
 
-    def interrupted_decrypt(self, name, base, sig):
+    def interrupted_decrypt(self, name, base, sig, env=None):
         """envelope decrypt KMSKey `name` of src.bin from a pipe into dir/base, sent `sig`
         once the first decrypted block is in the temporary file."""
         self.ok("keys", "create", name)
         body, meta = self.sealed(name)
         p = self.spawn("envelope", "decrypt", name, "--in", "-", "--meta", meta,
-                       "--out", os.path.join(self.dir, base), "--no-progress")
+                       "--out", os.path.join(self.dir, base), "--no-progress", env=env)
         p.stdin.write(body[:12 + 2 * MIB])  # nonce and 2 MiB: the first block gets decrypted
         p.stdin.flush()
         tmp = self.interrupt(p, sig, base, MIB // 2)
         self.assertFalse(os.path.exists(os.path.join(self.dir, tmp)), tmp)
         self.assertEqual(self.temp_files(base), [])
+        return tmp
 
     def test_sigint_during_decrypt_leaves_no_plaintext(self):
         self.interrupted_decrypt("sig-dec", "restored.bin", signal.SIGINT)
@@ -119,6 +131,30 @@ class EnvelopeSignalTest(KmsctlTestCase):
         p.stdin.write(self.data[:2 * MIB])
         p.stdin.flush()
         self.interrupt(p, signal.SIGINT, "x.enc", MIB)
+        self.assertEqual(sorted(os.listdir(self.dir)), [])
+
+    def test_sigint_with_a_named_temporary_file(self):
+        """Where O_TMPFILE is not available (NFS, no /proc) the temporary file has a name,
+        "restored.bin.XXXXXX", and the signal handler removes it (a KMS_TEST_HOOKS switch)."""
+        tmp = self.interrupted_decrypt("sig-dec-named", "restored.bin", signal.SIGINT,
+                                       env={"KMSCTL_TEST_NAMED_TMPFILE": "1"})
+        self.assertRegex(tmp, r"^restored\.bin\.[A-Za-z0-9]{6}$")
+        self.assertEqual(sorted(os.listdir(self.dir)), ["src.enc", "src.enc.meta.json"])
+
+    def test_sigkill_during_decrypt_leaves_no_plaintext(self):
+        """SIGKILL (kill -9, the OOM killer) runs no handler: a named temporary file was left
+        behind, 0600 but holding the unauthenticated plaintext decrypted so far."""
+        self.interrupted_decrypt("sig-dec-kill", "restored.bin", signal.SIGKILL)
+        self.assertEqual(sorted(os.listdir(self.dir)), ["src.enc", "src.enc.meta.json"])
+
+    def test_sigkill_during_encrypt_leaves_nothing(self):
+        self.ok("keys", "create", "sig-enc-kill")
+        out = os.path.join(self.dir, "x.enc")
+        p = self.spawn("envelope", "encrypt", "sig-enc-kill", "--in", "-", "--out", out,
+                       "--no-progress")
+        p.stdin.write(self.data[:2 * MIB])
+        p.stdin.flush()
+        self.interrupt(p, signal.SIGKILL, "x.enc", MIB)
         self.assertEqual(sorted(os.listdir(self.dir)), [])
 
     def test_existing_output_survives_an_interrupted_decrypt(self):

@@ -167,7 +167,7 @@ struct output {
 
 static int open_output(struct output *o, const char *path)
 {
-    bool special;
+    bool special = false;
     memset(o, 0, sizeof(*o));
     o->path = path;
     o->fd = -1;
@@ -175,11 +175,13 @@ static int open_output(struct output *o, const char *path)
         o->fd = STDOUT_FILENO;
         return 0;
     }
-    if (kms_cli_out_target(path, o->target, sizeof(o->target), &special) != 0) {
+    /* a device or a pipe would be replaced by the renamed file (as root, /dev/null); asked
+       first, as /dev/stdout on a pipe is a link to "pipe:[N]", which does not resolve */
+    if (kms_cli_fd_path(path) < 0 &&
+        kms_cli_out_target(path, o->target, sizeof(o->target), &special) != 0) {
         return -1;
     }
-    if (special || kms_cli_fd_path(path) >= 0) {
-        /* a device or a pipe would be replaced by the renamed file (as root, /dev/null) */
+    if (kms_cli_fd_path(path) >= 0 || special) {
         kms_cli_errorf("--out %s is not a regular file; use --out - for standard output", path);
         return -1;
     }

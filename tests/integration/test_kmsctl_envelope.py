@@ -157,6 +157,14 @@ class EnvelopeTest(KmsctlTestCase):
                    stdin=self.read("pipe.enc"))
         self.fails(2, "envelope", "encrypt", KEY, "--in", self.path("pipe.enc"))
         self.fails(2, "envelope", "frobnicate", KEY)
+        # /dev/stdout on a pipe (a link to "pipe:[N]") is refused as on a file or a terminal,
+        # not as "cannot follow the link /dev/stdout: No such file or directory"
+        for target in ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"):
+            r = self.fails(1, "envelope", "decrypt", KEY, "--in", self.path("pipe.enc"),
+                           "--meta", meta, "--out", target)
+            self.assertIn("--out %s is not a regular file; use --out - for standard output"
+                          % target, r.errtext)
+            self.assertEqual(r.out, b"")
 
     def test_same_file_under_another_name_is_refused(self):
         """--out, --meta and --in naming one file through "./x", a directory link or a hard

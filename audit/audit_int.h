@@ -8,6 +8,7 @@
 #include "audit/audit.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <sys/stat.h>
 
 #define KMS_AUDIT_GENESIS "sha256:0000000000000000000000000000000000000000000000000000000000000000"
@@ -26,6 +27,21 @@ int kms_audit_line_chain(const char *line, size_t n, uint64_t *seq,
 int kms_audit_chain_hash(const char *p, size_t n, char out[KMS_AUDIT_HASH_LEN + 1]) KMS_WUR;
 /* p[0, KMS_AUDIT_HASH_LEN) is "sha256:" + 64 lower-case hex digits. */
 bool kms_audit_is_chain_hash(const char *p);
+
+/*
+ * The longest line the offline readers (verify, list, the first-seq probe) take in: kmsd
+ * writes nothing near it (values are HMAC'd), and device.c gives up on a last line as long.
+ */
+#define KMS_AUDIT_READ_LINE_MAX ((size_t)64 << 20)
+#define KMS_AUDIT_LINE_TOO_LONG (-2)
+/*
+ * getline(3) with a bound: the next line (its newline included, NUL-terminated) into *line,
+ * its length returned; 0 at the end of f; -1 on a read error or out of memory; and
+ * KMS_AUDIT_LINE_TOO_LONG once more than max bytes came without a newline, with f left in
+ * the middle of that line. A file with no newline (a binary file, /dev/zero) thus costs at
+ * most max bytes of memory, where getline would grow its buffer until memory runs out.
+ */
+ssize_t kms_audit_getline(char **line, size_t *cap, FILE *f, size_t max);
 
 /* ---- the line writer (line.c) ----------------------------------------------------------- */
 

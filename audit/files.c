@@ -97,6 +97,40 @@ static int add_dir(struct flist *l, const char *dir, const char *prefix)
     return 0;
 }
 
+ssize_t kms_audit_getline(char **line, size_t *cap, FILE *f, size_t max)
+{
+    size_t len = 0;
+    ssize_t rc = 0;
+    int c;
+    flockfile(f);
+    while ((c = getc_unlocked(f)) != EOF) {
+        if (len + 2 > *cap) {
+            size_t ncap = *cap < 4096 ? 4096 : *cap * 2;
+            ncap = ncap > max + 1 ? max + 1 : ncap;
+            char *np = len + 2 <= ncap ? realloc(*line, ncap) : NULL;
+            if (np == NULL) {
+                rc = len + 2 > ncap ? KMS_AUDIT_LINE_TOO_LONG : -1;
+                break;
+            }
+            *line = np;
+            *cap = ncap;
+        }
+        (*line)[len++] = (char)c;
+        if (c == '\n') {
+            break;
+        }
+    }
+    funlockfile(f);
+    if (rc != 0) {
+        return rc;
+    }
+    if (len == 0) {
+        return ferror(f) ? -1 : 0;
+    }
+    (*line)[len] = '\0';
+    return (ssize_t)len;
+}
+
 /* Lines read past a file's broken first lines to find where it starts in the chain. */
 #define FIRST_SEQ_LINES 64
 
@@ -117,7 +151,9 @@ static uint64_t first_seq(const char *path)
     if (f == NULL) {
         return seq;
     }
-    for (uint64_t i = 0; i < FIRST_SEQ_LINES && (n = getline(&line, &cap, f)) > 0; i++) {
+    for (uint64_t i = 0; i < FIRST_SEQ_LINES &&
+                         (n = kms_audit_getline(&line, &cap, f, KMS_AUDIT_READ_LINE_MAX)) > 0;
+         i++) {
         char prev[KMS_AUDIT_HASH_LEN + 1], hash[KMS_AUDIT_HASH_LEN + 1];
         char mine[KMS_AUDIT_HASH_LEN + 1];
         size_t pl;
@@ -395,8 +431,19 @@ static int verify_file(const char *path, bool last, struct kms_audit_verify_resu
         snprintf(r->reason, sizeof(r->reason), "cannot open %s: %s", path, strerror(errno));
         return -1;
     }
-    while ((n = getline(&line, &cap, f)) > 0) {
+    while ((n = kms_audit_getline(&line, &cap, f, KMS_AUDIT_READ_LINE_MAX)) != 0) {
         lineno++;
+        if (n == KMS_AUDIT_LINE_TOO_LONG) {
+            rc = bad(r, path, lineno, "line longer than %zu MiB (not a kmsd audit record)",
+                     KMS_AUDIT_READ_LINE_MAX >> 20);
+            break;
+        }
+        if (n < 0) {
+            snprintf(r->bad_file, sizeof(r->bad_file), "%s", path);
+            snprintf(r->reason, sizeof(r->reason), "cannot read %s: %s", path, strerror(errno));
+            rc = -1;
+            break;
+        }
         if (line[n - 1] != '\n') {
             if (last && flock_held(fileno(f))) {
                 r->tail_in_progress = (uint64_t)n; /* written now: the next verify sees it */

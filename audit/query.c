@@ -10,6 +10,7 @@
 #include "audit/audit_int.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -241,7 +242,19 @@ int kms_audit_query(const char *const *paths, size_t n, const struct kms_audit_f
             goto out;
         }
         ssize_t len;
-        while ((len = getline(&buf, &cap, fp)) > 0) {
+        uint64_t lineno = 0;
+        while ((len = kms_audit_getline(&buf, &cap, fp, KMS_AUDIT_READ_LINE_MAX)) != 0) {
+            lineno++;
+            if (len == KMS_AUDIT_LINE_TOO_LONG) {
+                kms_err_set(err, 400,
+                            "%s:%" PRIu64 ": line longer than %zu MiB (not a kmsd audit log)",
+                            paths[i], lineno, KMS_AUDIT_READ_LINE_MAX >> 20);
+                goto out;
+            }
+            if (len < 0) {
+                kms_err_set(err, 500, "%s: %s", paths[i], strerror(errno));
+                goto out;
+            }
             const char *result = NULL;
             json_t *line = json_loadb(buf, (size_t)len, 0, NULL);
             if (line != NULL && matches(line, f, &result)) {

@@ -697,6 +697,50 @@ class AuditKeyFilterTest(KmsctlMixin, unittest.TestCase):
         self.assertEqual(json.loads(r.out)["spec"]["purpose"], "application")
 
 
+class AuditHostileFilesTest(KmsctlMixin, unittest.TestCase):
+    """audit verify / audit list --file on something that is not an audit log and has no
+    newline (/dev/zero, a binary or sparse file): getline grew its buffer without bound, so
+    kmsctl took gigabytes within seconds (the OOM killer's business) and never answered. A
+    line is now read up to 64 MiB, and a longer one is named as not an audit record."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.make_home()
+        cls.dir = tempfile.mkdtemp(prefix="kmsctl-audit-hostile-")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.dir, ignore_errors=True)
+        shutil.rmtree(cls.home, ignore_errors=True)
+
+    def run_capped(self, *args):
+        """kmsctl ARGS with its address space capped at 1 GiB (so the old behaviour fails
+        fast instead of taking the machine's memory), within a deadline."""
+        def cap():
+            import resource
+            resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+        return subprocess.run([KMSCTL_BIN] + list(args), capture_output=True, timeout=60,
+                              env=self.clean_env(), preexec_fn=cap)
+
+    def test_no_newline_files(self):
+        sparse = os.path.join(self.dir, "sparse.log")
+        with open(sparse, "wb") as f:
+            f.truncate(70 << 20)  # 70 MiB of NULs, no disk used
+            f.seek(0, os.SEEK_END)
+            f.write(b"\n")
+        for path in ("/dev/zero", sparse):
+            p = self.run_capped("audit", "verify", path)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn(path.encode() + b":1: line longer than 64 MiB (not a kmsd audit record)",
+                          p.stdout + p.stderr)
+            self.assertIn(b"NOT intact", p.stdout + p.stderr)
+            p = self.run_capped("audit", "list", "--file", path)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn(b"Error: " + path.encode() +
+                          b":1: line longer than 64 MiB (not a kmsd audit log)", p.stderr)
+            self.assertEqual(p.stdout, b"")
+
+
 class HelpManCompletionTest(KmsctlMixin, unittest.TestCase):
     """Item 19: help for every command, man pages from that help, completion scripts."""
 

@@ -100,6 +100,11 @@ static int make_parent(const char *path)
         kms_cli_errorf("cannot create %s: %s", dir, strerror(errno));
         return -1;
     }
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        kms_cli_errorf("cannot create %s in %s: %s", path, dir, strerror(ENOTDIR));
+        return -1;
+    }
     return 0;
 }
 
@@ -190,6 +195,16 @@ int kms_cli_login(int argc, char **argv)
         }
     }
     status = KMS_CLI_EXIT_FAIL;
+    /* where the token goes is checked before the server issues one: a token that cannot be
+       stored is a live credential nobody holds, until its TTL runs out */
+    if (!no_store && kms_cli_fd_path(tpath) < 0) {
+        char target[4096];
+        bool special;
+        if (make_parent(tpath) != 0 ||
+            kms_cli_out_target(tpath, target, sizeof(target), &special) != 0) {
+            goto out;
+        }
+    }
     if (jwt_file != NULL) {
         if (kms_cli_read_file(jwt_file, JWT_MAX, &jbuf, &jlen) != 0) {
             if (strcmp(jwt_file, DEFAULT_K8S_JWT_FILE) == 0) {

@@ -872,6 +872,27 @@ class LoginTest(KmsctlTestCase):
         self.assertIn("give the JWT with --jwt-file FILE (- for stdin) or --jwt TOKEN\n",
                       r.errtext)
 
+    def test_token_file_checked_before_login(self):
+        """A --token-file that cannot be written (a directory, a dangling link, under a
+        regular file) is refused before the login request: the server used to issue the
+        token, and then kmsctl could not store it, leaving a live token nobody holds."""
+        base = tempfile.mkdtemp(dir=self.home)
+        os.symlink(os.path.join(base, "missing", "tok"), os.path.join(base, "dangling"))
+        with open(os.path.join(base, "file"), "w") as f:
+            f.write("x")
+        cases = [(base, "Error: cannot write %s: it is a directory" % base),
+                 (os.path.join(base, "dangling"),
+                  "Error: cannot follow the link %s/dangling" % base),
+                 (os.path.join(base, "file", "tok"),
+                  "Error: cannot create %s/file/tok in %s/file: Not a directory" % (base, base))]
+        with ClosedPort() as nowhere:
+            for path, want in cases:
+                r = self.fails(1, "login", "--role=developer-my-org", "--jwt=x.y.z",
+                               "--token-file=" + path, "-n", ORG, "--addr", nowhere.url,
+                               conn=False)
+                self.assertIn(want, r.errtext)
+                self.assertNotIn("cannot connect", r.errtext)
+
     def test_jwt_login(self):
         tok = self.idp.sign({"iss": self.idp.issuer, "aud": "kube-dc", "sub": "u-1",
                              "email": "dev@example.com", "iat": int(time.time()),

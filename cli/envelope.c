@@ -224,6 +224,35 @@ static void abort_output(struct output *o)
     }
 }
 
+/*
+ * The sidecar's temporary file, made before any data is read: a --meta that cannot be written
+ * (a directory, a dangling link, a missing or read-only directory) fails the run before the
+ * body replaces an existing --out. *fd = -1 for /dev/stdout, a FIFO or a device, which are
+ * written directly at the end. 0, or -1 after printing why.
+ */
+static int open_sidecar(const char *metapath, char *target, size_t tn, char *tmp, size_t n, int *fd)
+{
+    bool special = false;
+    *fd = -1;
+    tmp[0] = '\0';
+    if (kms_cli_fd_path(metapath) >= 0) {
+        return 0;
+    }
+    if (kms_cli_out_target(metapath, target, tn, &special) != 0) {
+        return -1;
+    }
+    if (special) {
+        return 0;
+    }
+    *fd = kms_cli_tmpfile_for(target, tmp, n);
+    if (*fd < 0) {
+        tmp[0] = '\0';
+        kms_cli_errorf("cannot create %s: %s", metapath, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 static int open_input(const char *path, int *fd, uint64_t *size, bool *regular)
 {
     struct stat st;
@@ -313,8 +342,9 @@ static int env_encrypt(struct env_args *a, const char *name)
     uint8_t dek[DEK_LEN];
     uint8_t nonce[NONCE_LEN], tag[TAG_LEN], digest[32];
     char key[512], path[640], metapath[4096], nonce64[32], hex[65], now[40];
+    char mtarget[4096], mtmp[4096] = "";
     char *metatext = NULL;
-    int in = -1;
+    int in = -1, mfd = -1;
     uint64_t size = 0;
     bool regular = false;
     int status = KMS_CLI_EXIT_USAGE;
@@ -378,7 +408,8 @@ static int env_encrypt(struct env_args *a, const char *name)
         goto out;
     }
     kms_memzero(dek, sizeof(dek));
-    if (open_output(&o, a->out) != 0) {
+    if (open_output(&o, a->out) != 0 ||
+        open_sidecar(metapath, mtarget, sizeof(mtarget), mtmp, sizeof(mtmp), &mfd) != 0) {
         goto out;
     }
     if (write_all(o.fd, nonce, sizeof(nonce)) != 0) {
@@ -440,23 +471,35 @@ static int env_encrypt(struct env_args *a, const char *name)
     free(text);
     metatext[ml++] = '\n';
     metatext[ml] = '\0';
+    /* the sidecar is complete on disk before the body replaces anything: a sidecar that
+       cannot be written fails the run while an existing --out is still untouched */
+    if (mfd >= 0 && (write_all(mfd, (const uint8_t *)metatext, ml) != 0 || fsync(mfd) != 0)) {
+        kms_cli_errorf("cannot write %s: %s", metapath, strerror(errno));
+        goto out;
+    }
     if (finish_output(&o) != 0) {
         goto out;
     }
-    /* a body without its wrapped key is useless: until the sidecar is written, a signal or
+    /* a body without its wrapped key is useless: until the sidecar is in place, a signal or
        an error removes it again */
     bool guarded = !is_dash(a->out) && kms_cli_tmp_guard(a->out) == 0;
-    if (kms_cli_write_file(metapath, metatext, ml) != 0) {
-        if (!is_dash(a->out)) {
-            unlink(a->out);
+    int mrc = 0;
+    if (mfd >= 0) {
+        mrc = kms_cli_tmp_install(mfd, mtmp, sizeof(mtmp), mtarget);
+        if (mrc != 0) {
+            kms_cli_errorf("cannot write %s: %s", metapath, strerror(errno));
         }
-        if (guarded) {
-            kms_cli_tmp_release(a->out);
-        }
-        goto out;
+    } else {
+        mrc = kms_cli_write_file(metapath, metatext, ml); /* /dev/stdout, a FIFO, a device */
+    }
+    if (mrc != 0 && !is_dash(a->out)) {
+        unlink(a->out);
     }
     if (guarded) {
         kms_cli_tmp_release(a->out);
+    }
+    if (mrc != 0) {
+        goto out;
     }
     fprintf(is_dash(a->out) ? stderr : stdout,
             "Encrypted %s (%llu bytes) to %s with %s v%lld; wrapped data key in %s\n",
@@ -466,6 +509,13 @@ static int env_encrypt(struct env_args *a, const char *name)
 out:
     if (status != KMS_CLI_EXIT_OK) {
         abort_output(&o);
+    }
+    if (mfd >= 0) {
+        close(mfd);
+    }
+    if (mtmp[0] != '\0') {
+        unlink(mtmp);
+        kms_cli_tmp_release(mtmp);
     }
     kms_memzero(dek, sizeof(dek));
     kms_aead_stream_destroy(&st);

@@ -205,6 +205,35 @@ class EnvelopeTest(KmsctlTestCase):
         r = self.ok("envelope", "decrypt", KEY, "--in", out, "--out", "-")
         self.assertEqual(r.out, data)
 
+    def test_unwritable_sidecar_keeps_the_existing_output(self):
+        """Re-encrypting over last night's backup with a --meta that cannot be written (a
+        directory, a dangling link, a missing directory): the body replaced the old file,
+        then the failed sidecar write deleted it, so the run left neither."""
+        d = tempfile.mkdtemp(dir=self.work)
+        src = os.path.join(d, "src")
+        with open(src, "wb") as f:
+            f.write(os.urandom(5000))
+        out = os.path.join(d, "backup.enc")
+        self.ok("envelope", "encrypt", KEY, "--in", src, "--out", out)
+        with open(out, "rb") as f:
+            old = f.read()
+        os.mkdir(os.path.join(d, "adir"))
+        os.symlink(os.path.join(d, "nowhere", "x"), os.path.join(d, "dangling"))
+        for meta, want in ((os.path.join(d, "adir"), "it is a directory"),
+                           (os.path.join(d, "dangling"), "cannot follow the link"),
+                           (os.path.join(d, "missing", "m.json"), "No such file or directory")):
+            r = self.fails(1, "envelope", "encrypt", KEY, "--in", src, "--out", out,
+                           "--meta", meta)
+            self.assertIn(want, r.errtext)
+            with open(out, "rb") as f:
+                self.assertEqual(f.read(), old, meta)
+            self.assertEqual(sorted(os.listdir(d)),
+                             ["adir", "backup.enc", "backup.enc.meta.json", "dangling", "src"])
+        # and the old pair still opens
+        r = self.ok("envelope", "decrypt", KEY, "--in", out, "--out", "-")
+        with open(src, "rb") as f:
+            self.assertEqual(r.out, f.read())
+
     def test_python_helper_interop(self):
         helper = doc_envelope_module(self.server.addr, self.server.token)
         payload = b"the whole novel in one bytestring " * 5000

@@ -959,6 +959,15 @@ int kms_cli_tmp_install(int fd, char *tmp, size_t n, const char *path)
     }
     kms_cli_tmp_release(tmp);
     tmp[0] = '\0';
+    /* the rename is durable only once the directory is synced: without this a power cut
+       after kmsctl said it was done could bring back the old file, or no file at all.
+       Best effort: some file systems refuse fsync on a directory */
+    char dir[4096];
+    int dfd = dir_of(path, dir, sizeof(dir)) ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    if (dfd >= 0) {
+        (void)fsync(dfd);
+        close(dfd);
+    }
     return 0;
 }
 

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import pty
+import re
 import shutil
 import stat
 import subprocess
@@ -233,6 +234,53 @@ class EnvelopeTest(KmsctlTestCase):
         r = self.ok("envelope", "decrypt", KEY, "--in", out, "--out", "-")
         with open(src, "rb") as f:
             self.assertEqual(r.out, f.read())
+
+    def test_renames_are_synced(self):
+        """After renaming a finished file into place kmsctl fsyncs its directory: without it
+        a power cut after "Encrypted ..." could bring back the old file or none at all (the
+        user may already have deleted the plaintext). Seen through strace."""
+        strace = shutil.which("strace")
+        if strace is None:
+            self.skipTest("no strace")
+        d = tempfile.mkdtemp(dir=self.work)
+        src = os.path.join(d, "src")
+        with open(src, "wb") as f:
+            f.write(b"durable")
+        trace = os.path.join(self.work, os.path.basename(d) + ".strace")
+
+        def renamed_then_synced(*args):
+            argv = [strace, "-f", "-qq", "-e", "trace=rename,renameat,renameat2,openat,fsync",
+                    "-o", trace, KMSCTL_BIN, "-n", ORG, "--project", PROJECT, "--addr",
+                    self.server.addr, "--token", self.server.token] + list(args)
+            p = subprocess.run(argv, capture_output=True, env=self.clean_env())
+            if p.returncode != 0 and b"ptrace" in p.stderr:
+                self.skipTest("strace cannot trace here: %r" % p.stderr)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            with open(trace) as f:
+                lines = f.read().splitlines()
+            renames = [i for i, ln in enumerate(lines) if "rename" in ln and " = 0" in ln]
+            self.assertTrue(renames, lines)
+            for i in renames:
+                rest = lines[i + 1:]
+                opened = [ln for ln in rest if "O_DIRECTORY" in ln and '"%s"' % d in ln]
+                self.assertTrue(opened, ("no directory opened after", lines[i], lines))
+                fd = opened[0].rsplit("= ", 1)[1].strip()
+                self.assertTrue(any(re.search(r"fsync\(%s\)\s+= 0" % fd, ln) for ln in rest),
+                                ("no fsync of the directory after", lines[i], lines))
+            return len(renames)
+
+        ct = self.ok("encrypt", KEY, "--plaintext-file", src).text.strip()
+        with open(os.path.join(d, "ct"), "w") as f:
+            f.write(ct)
+        self.assertEqual(renamed_then_synced("decrypt", KEY, "--ciphertext-file",
+                                             os.path.join(d, "ct"), "--out",
+                                             os.path.join(d, "pt")), 1)
+        # the body and its sidecar
+        self.assertEqual(renamed_then_synced("envelope", "encrypt", KEY, "--in", src, "--out",
+                                             os.path.join(d, "e.enc")), 2)
+        self.assertEqual(renamed_then_synced("envelope", "decrypt", KEY, "--in",
+                                             os.path.join(d, "e.enc"), "--out",
+                                             os.path.join(d, "e.out")), 1)
 
     def test_python_helper_interop(self):
         helper = doc_envelope_module(self.server.addr, self.server.token)

@@ -1020,6 +1020,19 @@ int kms_cli_out_target(const char *path, char *resolved, size_t n, bool *special
         return 0; /* a new file (or an error the create reports) */
     }
     if (S_ISLNK(st.st_mode)) {
+        /* the kernel's protected_symlinks rule, whatever the sysctl says (realpath and the
+           rename into the link's target would bypass it): in a sticky world-writable
+           directory (/tmp), another user's link is a trap set for whoever writes there */
+        struct stat dst;
+        char dir[4096];
+        if (dir_of(path, dir, sizeof(dir)) && stat(dir, &dst) == 0 &&
+            (dst.st_mode & S_ISVTX) != 0 && (dst.st_mode & S_IWOTH) != 0 &&
+            st.st_uid != geteuid() && st.st_uid != dst.st_uid) {
+            kms_cli_errorf("refusing to follow the link %s: it belongs to another user (uid %u) "
+                           "in the world-writable sticky directory %s",
+                           path, (unsigned)st.st_uid, dir);
+            return -1;
+        }
         char *real = realpath(path, NULL);
         if (real == NULL) {
             kms_cli_errorf("cannot follow the link %s: %s", path, strerror(errno));

@@ -282,6 +282,47 @@ class EnvelopeTest(KmsctlTestCase):
                                              os.path.join(d, "e.enc"), "--out",
                                              os.path.join(d, "e.out")), 1)
 
+    def test_foreign_link_in_a_sticky_directory_is_not_followed(self):
+        """Another user's symbolic link in a world-writable sticky directory (/tmp) is not
+        followed, as the kernel's protected_symlinks has it: kmsctl resolved --out with
+        realpath and renamed its output onto the link's target, so `nobody` could have root's
+        `decrypt --out /tmp/x` replace any file (the kernel's check never saw an open)."""
+        if os.geteuid() != 0:
+            self.skipTest("needs root to give the link another owner")
+        d = tempfile.mkdtemp(dir=self.work)
+        sticky = os.path.join(d, "tmp")
+        os.mkdir(sticky)
+        os.chmod(sticky, 0o1777)
+        victim = os.path.join(d, "victim")
+        with open(victim, "w") as f:
+            f.write("precious")
+        trap = os.path.join(sticky, "out")
+        os.symlink(victim, trap)
+        os.lchown(trap, 65534, 65534)
+        src = os.path.join(d, "src")
+        with open(src, "wb") as f:
+            f.write(b"data")
+        ct = os.path.join(d, "ct")
+        with open(ct, "w") as f:
+            f.write(self.ok("encrypt", KEY, "--plaintext-file", src).text.strip())
+        self.ok("envelope", "encrypt", KEY, "--in", src, "--out", os.path.join(d, "e.enc"))
+        want = ("refusing to follow the link %s: it belongs to another user (uid 65534) in the "
+                "world-writable sticky directory %s" % (trap, sticky))
+        for args in (("decrypt", KEY, "--ciphertext-file", ct, "--out", trap),
+                     ("envelope", "decrypt", KEY, "--in", os.path.join(d, "e.enc"), "--out",
+                      trap),
+                     ("envelope", "encrypt", KEY, "--in", src, "--out",
+                      os.path.join(d, "f.enc"), "--meta", trap)):
+            r = self.fails(1, *args)
+            self.assertIn(want, r.errtext)
+            with open(victim) as f:
+                self.assertEqual(f.read(), "precious", args)
+        # one's own link there is followed, as documented
+        os.lchown(trap, 0, 0)
+        self.ok("decrypt", KEY, "--ciphertext-file", ct, "--out", trap)
+        with open(victim, "rb") as f:
+            self.assertEqual(f.read(), b"data")
+
     def test_python_helper_interop(self):
         helper = doc_envelope_module(self.server.addr, self.server.token)
         payload = b"the whole novel in one bytestring " * 5000

@@ -343,8 +343,15 @@ static char *read_token_file(const char *path)
 {
     char buf[TOKEN_FILE_MAX];
     char *t = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    /* O_NONBLOCK: a FIFO put there would otherwise hang every command without a word; only
+       a regular file is a token file */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
+        return NULL;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
         return NULL;
     }
     ssize_t r = read(fd, buf, sizeof(buf) - 1);

@@ -734,6 +734,17 @@ class ExitCodesAndGlobalsTest(KmsctlTestCase):
         # no token left anywhere: said before any request, as a usage error
         r = self.fails(2, "keys", "list", env=env, conn=False)
         self.assertIn("Error: no token:", r.errtext)
+        # a token file that is a FIFO (or a directory) is no token file: kmsctl hung on the
+        # FIFO's open, silently, until something wrote to it
+        fifo = os.path.join(self.home, "tok-fifo")
+        os.mkfifo(fifo)
+        try:
+            for path in (fifo, self.home):
+                r = self.fails(2, "keys", "list", env=dict(env, KMS_TOKEN_FILE=path),
+                               conn=False, timeout=20)
+                self.assertIn("Error: no token:", r.errtext)
+        finally:
+            os.unlink(fifo)
 
 
 class LoginTest(KmsctlTestCase):

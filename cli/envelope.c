@@ -642,6 +642,14 @@ static int decrypt_pass(int in, const char *inname, int out_fd, const char *outn
             break;
         }
         size_t body = have > TAG_LEN ? have - TAG_LEN : 0;
+        if (sc->has_size && total + body > sc->size) {
+            /* more than the sidecar's size is already known to fail: stop now rather than
+               decrypt (and write) an endless or padded input to its end */
+            kms_cli_errorf("%s is longer than its metadata says (plaintextSize %llu): "
+                           "corrupted, or not the file of this metadata",
+                           inname, (unsigned long long)sc->size);
+            goto out;
+        }
         if (body > 0) {
             if (kms_aead_stream_update(st, buf, body, buf) != 0 ||
                 kms_hash_stream_update(hs, buf, body) != 0) {

@@ -408,6 +408,41 @@ class EnvelopeTest(KmsctlTestCase):
         self.assertIn("KMSKey nope not found", r.errtext)
         self.assertFalse(os.path.exists(self.path("nope.enc")))
 
+    def test_endless_input_stops_at_the_sidecar_size(self):
+        """A body followed by endless data (a wrong pipe, a padded or tampered file) was
+        decrypted and written to the temporary file until the input ended, filling the disk:
+        the sidecar's plaintextSize already said it could not be right. Now the run stops as
+        soon as the input is longer than that, with nothing left behind."""
+        src = self.write("endless.bin", os.urandom(MiB))
+        enc = self.path("endless.enc")
+        self.ok("envelope", "encrypt", KEY, "--in", src, "--out", enc)
+        out = self.path("endless-out")
+        argv = [KMSCTL_BIN, "-n", ORG, "--project", PROJECT, "--addr", self.server.addr,
+                "--token", self.server.token, "envelope", "decrypt", KEY, "--in", "-", "--meta",
+                enc + ".meta.json", "--out", out, "--no-progress"]
+        p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, env=self.clean_env())
+        sent = 0
+        zeros = bytes(MiB)
+        try:
+            p.stdin.write(self.read("endless.enc"))
+            # at most 256 MiB more: the old kmsctl would take all of it (and more)
+            while sent < 256 * MiB:
+                p.stdin.write(zeros)
+                sent += MiB
+        except BrokenPipeError:
+            pass
+        try:
+            p.stdin.close()
+        except BrokenPipeError:
+            pass
+        err = p.stderr.read().decode()
+        p.stderr.close()
+        self.assertEqual(p.wait(timeout=60), 1, err)
+        self.assertLess(sent, 256 * MiB, err)
+        self.assertIn("Error: - is longer than its metadata says (plaintextSize %d)" % MiB, err)
+        self.assertEqual([n for n in os.listdir(self.work) if n.startswith("endless-out")], [])
+
     def test_developer_role_local_dek(self):
         # kms-developer may encrypt/decrypt but not call datakey: kmsctl then makes the DEK
         # itself and wraps it with transit/encrypt, as the doc's helpers do

@@ -157,6 +157,12 @@ static bool is_dash(const char *p)
     return p != NULL && strcmp(p, "-") == 0;
 }
 
+/* Whether an output path is standard output: "-", /dev/stdout, /dev/fd/1, /proc/self/fd/1. */
+static bool to_stdout(const char *p)
+{
+    return p != NULL && (is_dash(p) || kms_cli_fd_path(p) == STDOUT_FILENO);
+}
+
 /* The output: a temporary file beside `path` (renamed by finish_output), or stdout. */
 struct output {
     const char *path;
@@ -227,15 +233,15 @@ static void abort_output(struct output *o)
 /*
  * The sidecar's temporary file, made before any data is read: a --meta that cannot be written
  * (a directory, a dangling link, a missing or read-only directory) fails the run before the
- * body replaces an existing --out. *fd = -1 for /dev/stdout, a FIFO or a device, which are
- * written directly at the end. 0, or -1 after printing why.
+ * body replaces an existing --out. *fd = -1 for "-", /dev/stdout, a FIFO or a device, which
+ * are written directly at the end. 0, or -1 after printing why.
  */
 static int open_sidecar(const char *metapath, char *target, size_t tn, char *tmp, size_t n, int *fd)
 {
     bool special = false;
     *fd = -1;
     tmp[0] = '\0';
-    if (kms_cli_fd_path(metapath) >= 0) {
+    if (is_dash(metapath) || kms_cli_fd_path(metapath) >= 0) {
         return 0;
     }
     if (kms_cli_out_target(metapath, target, tn, &special) != 0) {
@@ -358,6 +364,12 @@ static int env_encrypt(struct env_args *a, const char *name)
     }
     if (a->meta == NULL && is_dash(a->out)) {
         kms_cli_errorf("--out - needs --meta FILE for the wrapped data key");
+        goto out;
+    }
+    /* the body and the sidecar in one stream cannot be told apart again */
+    if (is_dash(a->out) && to_stdout(a->meta)) {
+        kms_cli_errorf("--out - and --meta %s would both go to standard output; give --meta FILE",
+                       a->meta);
         goto out;
     }
     snprintf(metapath, sizeof(metapath), "%s%s", a->meta ? a->meta : a->out,
@@ -501,7 +513,8 @@ static int env_encrypt(struct env_args *a, const char *name)
     if (mrc != 0) {
         goto out;
     }
-    fprintf(is_dash(a->out) ? stderr : stdout,
+    /* not into a sidecar on stdout, which would then not parse */
+    fprintf(is_dash(a->out) || to_stdout(a->meta) ? stderr : stdout,
             "Encrypted %s (%llu bytes) to %s with %s v%lld; wrapped data key in %s\n",
             is_dash(a->in) ? "stdin" : kms_cli_esc(a->in), (unsigned long long)total,
             kms_cli_esc(a->out), key, (long long)kver, kms_cli_esc(metapath));
@@ -722,6 +735,10 @@ static int env_decrypt(struct env_args *a, const char *name)
     }
     if (a->meta == NULL && is_dash(a->in)) {
         kms_cli_errorf("--in - needs --meta FILE");
+        goto out;
+    }
+    if (is_dash(a->in) && is_dash(a->meta)) {
+        kms_cli_errorf("--in - and --meta - cannot both read standard input; give --meta FILE");
         goto out;
     }
     if (is_dash(a->in) && is_dash(a->out)) {

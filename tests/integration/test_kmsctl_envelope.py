@@ -323,6 +323,37 @@ class EnvelopeTest(KmsctlTestCase):
         with open(victim, "rb") as f:
             self.assertEqual(f.read(), b"data")
 
+    def test_sidecar_on_stdout(self):
+        """--meta - (or /dev/stdout) with a file --out: the sidecar alone on stdout, the
+        summary on stderr; the summary used to land in the sidecar (`> m.json` then did not
+        parse). --out - with --meta - wrote body and sidecar into one stream, exit 0; and
+        --in - with --meta - both read stdin: both are refused. No file named "-" appears."""
+        d = tempfile.mkdtemp(dir=self.work)
+        data = os.urandom(3000)
+        src = os.path.join(d, "src")
+        with open(src, "wb") as f:
+            f.write(data)
+        for meta in ("-", "/dev/stdout"):
+            enc = os.path.join(d, "e.enc")
+            r = self.ok("envelope", "encrypt", KEY, "--in", src, "--out", enc, "--meta", meta,
+                        cwd=d)
+            self.assertIn("Encrypted", r.errtext)
+            m = json.loads(r.out)
+            self.assertEqual(m["plaintextSize"], len(data))
+            with open(os.path.join(d, "m.json"), "wb") as f:
+                f.write(r.out)
+            r = self.ok("envelope", "decrypt", KEY, "--in", enc, "--meta",
+                        os.path.join(d, "m.json"), "--out", "-")
+            self.assertEqual(r.out, data)
+        r = self.fails(2, "envelope", "encrypt", KEY, "--in", src, "--out", "-", "--meta", "-",
+                       cwd=d)
+        self.assertIn("--out - and --meta - would both go to standard output", r.errtext)
+        self.assertEqual(r.out, b"")
+        r = self.fails(2, "envelope", "decrypt", KEY, "--in", "-", "--meta", "-", "--out",
+                       os.path.join(d, "x"), stdin=b"{}", cwd=d)
+        self.assertIn("--in - and --meta - cannot both read standard input", r.errtext)
+        self.assertEqual(sorted(os.listdir(d)), ["e.enc", "m.json", "src"])
+
     def test_python_helper_interop(self):
         helper = doc_envelope_module(self.server.addr, self.server.token)
         payload = b"the whole novel in one bytestring " * 5000

@@ -205,7 +205,7 @@ void kms_cli_json_escape_strings(json_t *j)
 
 /* ---- temporary files removed on a fatal signal ------------------------------------------- */
 
-static const int fatal_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE};
+static const int fatal_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGQUIT};
 static char tmp_paths[KMS_CLI_TMP_MAX][4096];
 static volatile sig_atomic_t tmp_used[KMS_CLI_TMP_MAX];
 static bool handlers_installed;

@@ -9,6 +9,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #define KMSCTL_VERSION "0.1.0"
 
@@ -94,6 +95,10 @@ static int help(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    /* no core file: kmsctl holds plaintexts, data keys and the token in memory, and a crash
+       or Ctrl-backslash (SIGQUIT) would write them to disk (kmsd does the same) */
+    struct rlimit nocore = {0, 0};
+    (void)setrlimit(RLIMIT_CORE, &nocore);
     if (argc < 2) {
         usage(stderr);
         return KMS_CLI_EXIT_USAGE;

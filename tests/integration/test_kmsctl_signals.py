@@ -141,6 +141,40 @@ class EnvelopeSignalTest(KmsctlTestCase):
         self.assertRegex(tmp, r"^restored\.bin\.[A-Za-z0-9]{6}$")
         self.assertEqual(sorted(os.listdir(self.dir)), ["src.enc", "src.enc.meta.json"])
 
+    def test_sigquit_leaves_no_core_file(self):
+        """Ctrl-backslash (SIGQUIT) during envelope decrypt dumped core where core files are
+        enabled (ulimit -c, systemd-coredump): the data key and the plaintext in memory went
+        to disk. kmsctl now turns core files off for itself, as kmsd does."""
+        self.ok("keys", "create", "sig-quit")
+        body, meta = self.sealed("sig-quit")
+        cwd = tempfile.mkdtemp(dir=self.work)
+
+        def cores_on():
+            import resource
+            resource.setrlimit(resource.RLIMIT_CORE,
+                               (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        argv = [KMSCTL_BIN, "-n", ORG, "--project", PROJECT, "--addr", self.server.addr,
+                "--token", self.server.token, "envelope", "decrypt", "sig-quit", "--in", "-",
+                "--meta", meta, "--out", os.path.join(self.dir, "q.bin"), "--no-progress"]
+        p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=self.clean_env(), cwd=cwd,
+                             preexec_fn=cores_on)
+        p.stdin.write(body[:12 + 2 * MIB])
+        p.stdin.flush()
+        wait_for(lambda: self.temp_with_data(p, MIB // 2), "a temporary output file with data")
+        p.send_signal(signal.SIGQUIT)
+        _, status = os.waitpid(p.pid, 0)
+        p.returncode = -signal.SIGQUIT  # reaped here, so that Popen does not wait again
+        try:
+            p.stdin.close()
+        except BrokenPipeError:
+            pass
+        self.assertTrue(os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGQUIT,
+                        status)
+        self.assertFalse(os.WCOREDUMP(status), "kmsctl dumped core")
+        self.assertEqual(os.listdir(cwd), [])
+        self.assertEqual(sorted(os.listdir(self.dir)), ["src.enc", "src.enc.meta.json"])
+
     def test_sigkill_during_decrypt_leaves_no_plaintext(self):
         """SIGKILL (kill -9, the OOM killer) runs no handler: a named temporary file was left
         behind, 0600 but holding the unauthenticated plaintext decrypted so far."""

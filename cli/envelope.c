@@ -782,7 +782,15 @@ static int env_decrypt(struct env_args *a, const char *name)
         goto out;
     }
     snprintf(path, sizeof(path), "transit/decrypt/%s", key);
-    if (kms_cli_call(&s, "POST", path, req, 0, &resp) != 0) {
+    int dc = kms_cli_call(&s, "POST", path, req, 0, &resp);
+    if (dc == 400 && sc.transit_key == NULL) {
+        /* Transit's own answer ("cipher: message authentication failed") names no key */
+        kms_cli_hintf("the wrapped data key in %s does not open with Transit key %s (KMSKey %s "
+                      "of project %s): it was wrapped by another key, project or organization, "
+                      "or it is damaged",
+                      metapath, key, name, s.project);
+    }
+    if (dc != 0) {
         goto out;
     }
     json_t *data = json_object_get(resp, "data");

@@ -421,6 +421,18 @@ class EnvelopeTest(KmsctlTestCase):
         other = self.server.request("POST", "transit/datakey/wrapped/" + TRANSIT_KEY,
                                     {"bits": 256}, namespace=ORG).data["ciphertext"]
         attempt(blob, dict(meta, wrappedDek=other))     # another DEK
+        # a hand-written sidecar (no transitKey) whose DEK another key wrapped: Transit's
+        # answer names no key, so kmsctl says which one it tried
+        self.server.request("POST", "kms/keys/%s/other-key" % PROJECT, {}, namespace=ORG)
+        foreign = self.server.request("POST", "transit/datakey/wrapped/%s-%s-other-key"
+                                      % (ORG, PROJECT), {"bits": 256},
+                                      namespace=ORG).data["ciphertext"]
+        hand = {k: v for k, v in meta.items() if k != "transitKey"}
+        r = attempt(blob, dict(hand, wrappedDek=foreign))
+        self.assertIn("Hint: the wrapped data key in %s does not open with Transit key %s "
+                      "(KMSKey %s of project %s): it was wrapped by another key, project or "
+                      "organization, or it is damaged"
+                      % (self.path("x.enc.meta.json"), TRANSIT_KEY, KEY, PROJECT), r.errtext)
         r = attempt(blob, dict(meta, transitKey="my-org-my-project-other"))
         self.assertIn("was written for Transit key my-org-my-project-other", r.errtext)
         attempt(blob, dict(meta, wrappedDek="not-a-vault-ciphertext"))

@@ -11,7 +11,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 DEPS := cmake make gcc pkg-config libssl-dev liblmdb-dev libevent-dev libjansson-dev libyajl-dev \
         libjwt-dev libcmocka-dev libyaml-dev lmdb-utils python3 python3-hvac \
         python3-cryptography python3-jwt python3-requests python3-yaml python3-jsonschema \
-        openssl clang libclang-rt-14-dev prometheus libpq-dev postgresql-15
+        openssl clang libclang-rt-14-dev prometheus libpq-dev postgresql-15 strace
 # the KMS plugin (docs/kms-plugin.md): HTTP/2, protobuf-c and its compiler; the gRPC test client,
 # and HPACK for the tests' hand-driven HTTP/2 client (kms_plugin_helpers.RawH2)
 DEPS += libnghttp2-dev protobuf-c-compiler libprotobuf-c-dev python3-grpcio python3-grpc-tools \

@@ -133,14 +133,6 @@ class EnvelopeSignalTest(KmsctlTestCase):
         self.interrupt(p, signal.SIGINT, "x.enc", MIB)
         self.assertEqual(sorted(os.listdir(self.dir)), [])
 
-    def test_sigint_with_a_named_temporary_file(self):
-        """Where O_TMPFILE is not available (NFS, no /proc) the temporary file has a name,
-        "restored.bin.XXXXXX", and the signal handler removes it (a KMS_TEST_HOOKS switch)."""
-        tmp = self.interrupted_decrypt("sig-dec-named", "restored.bin", signal.SIGINT,
-                                       env={"KMSCTL_TEST_NAMED_TMPFILE": "1"})
-        self.assertRegex(tmp, r"^restored\.bin\.[A-Za-z0-9]{6}$")
-        self.assertEqual(sorted(os.listdir(self.dir)), ["src.enc", "src.enc.meta.json"])
-
     def test_sigquit_leaves_no_core_file(self):
         """Ctrl-backslash (SIGQUIT) during envelope decrypt dumped core where core files are
         enabled (ulimit -c, systemd-coredump): the data key and the plaintext in memory went

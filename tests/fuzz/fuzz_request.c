@@ -2,7 +2,9 @@
  * fuzz_request.c - the whole Vault request pipeline without sockets: method, target,
  * namespace header and body come from the input ("METHOD\nTARGET\nNAMESPACE\nBODY"), and
  * kms_api_handle runs them as the root token over a real LMDB store. Every answer must be a
- * well-formed response with a plausible status.
+ * well-formed response with a plausible status. A method field "METHOD CTYPE" also sends a
+ * Content-Type: "f" is application/x-www-form-urlencoded (the form body parser), "m"
+ * application/merge-patch+json (PATCH), anything else is sent as written.
  */
 #include "engine/engines.h"
 
@@ -55,8 +57,8 @@ static size_t field(const uint8_t **p, size_t *left, char *buf, size_t cap)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char method[16], target[1024], ns[128];
-    struct kms_http_header h[3];
+    char method[96], target[1024], ns[128];
+    struct kms_http_header h[4];
     struct kms_http_req req;
     struct kms_http_resp resp;
     if (api == NULL) {
@@ -70,6 +72,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t nh = 0;
     h[nh].name = "X-Vault-Token";
     h[nh++].value = "root";
+    char *ctype = strchr(method, ' ');
+    if (ctype != NULL) {
+        *ctype++ = '\0';
+        h[nh].name = "Content-Type";
+        h[nh++].value = strcmp(ctype, "f") == 0   ? "application/x-www-form-urlencoded"
+                        : strcmp(ctype, "m") == 0 ? "application/merge-patch+json"
+                                                  : ctype;
+    }
     if (nsl > 0) {
         h[nh].name = "X-Vault-Namespace";
         h[nh++].value = ns;

@@ -107,9 +107,9 @@ static int ca_walk_file(const char *path, const struct stat *st, int type, struc
         return 1;
     }
     struct stat target;
-    if (type == FTW_D ||
-        (type == FTW_SL && (stat(path, &target) != 0 || !S_ISREG(target.st_mode))) ||
-        (type == FTW_F && !S_ISREG(st->st_mode))) {
+    bool file = (type == FTW_F && S_ISREG(st->st_mode)) ||
+                (type == FTW_SL && stat(path, &target) == 0 && S_ISREG(target.st_mode));
+    if (!file) {
         return 0; /* a directory (walked), a dangling link, a link to one, a socket... */
     }
     BIO *bio = BIO_new_file(path, "r");

@@ -123,15 +123,19 @@ class EnvelopeSignalTest(KmsctlTestCase):
         self.interrupted_decrypt("sig-dec-term", "restored.bin", signal.SIGTERM)
         self.assertFalse(os.path.exists(os.path.join(self.dir, "restored.bin")))
 
-    def test_sigint_during_encrypt_leaves_nothing(self):
-        self.ok("keys", "create", "sig-enc")
+    def interrupted_encrypt(self, name, sig):
+        """envelope encrypt from a pipe into dir/x.enc with a new KMSKey `name`, sent `sig`
+        once a MiB is in the temporary file: nothing is left in dir."""
+        self.ok("keys", "create", name)
         out = os.path.join(self.dir, "x.enc")
-        p = self.spawn("envelope", "encrypt", "sig-enc", "--in", "-", "--out", out,
-                       "--no-progress")
+        p = self.spawn("envelope", "encrypt", name, "--in", "-", "--out", out, "--no-progress")
         p.stdin.write(self.data[:2 * MIB])
         p.stdin.flush()
-        self.interrupt(p, signal.SIGINT, "x.enc", MIB)
+        self.interrupt(p, sig, "x.enc", MIB)
         self.assertEqual(sorted(os.listdir(self.dir)), [])
+
+    def test_sigint_during_encrypt_leaves_nothing(self):
+        self.interrupted_encrypt("sig-enc", signal.SIGINT)
 
     def test_sigquit_leaves_no_core_file(self):
         """Ctrl-backslash (SIGQUIT) during envelope decrypt dumped core where core files are
@@ -174,14 +178,7 @@ class EnvelopeSignalTest(KmsctlTestCase):
         self.assertEqual(sorted(os.listdir(self.dir)), ["src.enc", "src.enc.meta.json"])
 
     def test_sigkill_during_encrypt_leaves_nothing(self):
-        self.ok("keys", "create", "sig-enc-kill")
-        out = os.path.join(self.dir, "x.enc")
-        p = self.spawn("envelope", "encrypt", "sig-enc-kill", "--in", "-", "--out", out,
-                       "--no-progress")
-        p.stdin.write(self.data[:2 * MIB])
-        p.stdin.flush()
-        self.interrupt(p, signal.SIGKILL, "x.enc", MIB)
-        self.assertEqual(sorted(os.listdir(self.dir)), [])
+        self.interrupted_encrypt("sig-enc-kill", signal.SIGKILL)
 
     def test_existing_output_survives_an_interrupted_decrypt(self):
         out = os.path.join(self.dir, "keep.bin")

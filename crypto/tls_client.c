@@ -19,11 +19,11 @@
 #include <errno.h>
 #include <ftw.h>
 #include <limits.h>
-#include <stdio.h>
-#include <sys/stat.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <openssl/err.h>

@@ -691,7 +691,8 @@ static int resp_complete(const struct rbuf *b, bool head, bool *close_after)
 /*
  * One exchange on a fresh connection. With hdrs == NULL the client's own headers go out
  * (X-Vault-Token, X-Vault-Namespace, Content-Type when there is a body); otherwise exactly
- * hdrs, and Content-Length whenever body != NULL.
+ * hdrs, and Content-Length whenever body != NULL. Host always, User-Agent unless hdrs has
+ * one.
  */
 static int exchange(struct kms_cli_http *h, const char *method, const char *path,
                     const struct kms_cli_header *hdrs, size_t nhdrs, const char *body, size_t len,
@@ -713,10 +714,17 @@ static int exchange(struct kms_cli_http *h, const char *method, const char *path
         rbuf_add(&req, path, strlen(path)) != 0) {
         goto oom;
     }
+    /* the caller's own User-Agent wins (an HA standby forwards its client's): two would
+     * reach the server otherwise */
+    bool own_agent = false;
+    for (size_t i = 0; hdrs != NULL && i < nhdrs; i++) {
+        own_agent = own_agent || strcasecmp(hdrs[i].name, "User-Agent") == 0;
+    }
     ln = snprintf(line, sizeof(line),
-                  " HTTP/1.1\r\nHost: %s:%s\r\nUser-Agent: kmsctl\r\n"
+                  " HTTP/1.1\r\nHost: %s:%s\r\n%s"
                   "%s%s",
-                  h->host, h->port, h->keepalive ? "" : "Connection: close\r\n",
+                  h->host, h->port, own_agent ? "" : "User-Agent: kmsctl\r\n",
+                  h->keepalive ? "" : "Connection: close\r\n",
                   hdrs == NULL ? "Accept: application/json\r\n" : "");
     if (ln < 0 || (size_t)ln >= sizeof(line) || rbuf_add(&req, line, (size_t)ln) != 0) {
         errf(err, errlen, "request line too long");

@@ -30,6 +30,7 @@ struct srv {
     int answer_first;    /* requests answered before the server goes silent */
     atomic_int requests; /* requests read, over every connection */
     size_t longest;      /* the longest request line read */
+    char head[16384];    /* the last request's head */
     atomic_bool done;
     pthread_t th;
 };
@@ -71,6 +72,7 @@ static void *serve(void *arg)
             if (line > s->longest) {
                 s->longest = line;
             }
+            snprintf(s->head, sizeof(s->head), "%s", buf);
             if (n > s->answer_first) {
                 /* silent: the client's deadline passes; hold the connection until the end,
                  * and take no new one (a request sent again would meet a refused connect) */
@@ -174,6 +176,40 @@ static void test_a_long_target_goes_out_whole(void **state)
     srv_stop(&s);
 }
 
+static size_t count(const char *hay, const char *needle)
+{
+    size_t n = 0;
+    for (const char *p = strstr(hay, needle); p != NULL; p = strstr(p + 1, needle)) {
+        n++;
+    }
+    return n;
+}
+
+/* A caller's User-Agent (an HA standby forwarding its client's) goes out alone: kmsctl's
+ * own was added as well, and the server saw two. */
+static void test_a_callers_user_agent_goes_out_alone(void **state)
+{
+    (void)state;
+    struct srv s;
+    struct kms_cli_resp r;
+    char err[256];
+    srv_start(&s, 100);
+    struct kms_cli_http *h = client(&s, 5000);
+    const struct kms_cli_header with[] = {{"user-agent", "hvac/2.1"}, {"X-A", "b"}};
+    assert_int_equal(
+        kms_cli_http_request(h, "GET", "/v1/a", with, 2, NULL, 0, &r, err, sizeof(err)), 0);
+    kms_cli_resp_dispose(&r);
+    assert_int_equal(count(s.head, "User-Agent"), 0);
+    assert_int_equal(count(s.head, "user-agent: hvac/2.1\r\n"), 1);
+    const struct kms_cli_header without[] = {{"X-A", "b"}};
+    assert_int_equal(
+        kms_cli_http_request(h, "GET", "/v1/a", without, 1, NULL, 0, &r, err, sizeof(err)), 0);
+    kms_cli_resp_dispose(&r);
+    assert_int_equal(count(s.head, "User-Agent: kmsctl\r\n"), 1);
+    kms_cli_http_destroy(&h);
+    srv_stop(&s);
+}
+
 /* A Vault error body becomes one readable message: a multierror shows its message only. */
 static void test_api_error_message(void **state)
 {
@@ -202,6 +238,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_timeout_on_a_kept_connection_is_not_sent_again),
         cmocka_unit_test(test_a_long_target_goes_out_whole),
+        cmocka_unit_test(test_a_callers_user_agent_goes_out_alone),
         cmocka_unit_test(test_api_error_message),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

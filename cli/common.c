@@ -1074,14 +1074,7 @@ static void canonical_path(const char *path, char *out, size_t n)
     }
     const char *slash = strrchr(path, '/');
     const char *base = slash != NULL ? slash + 1 : path;
-    if (slash == path) {
-        snprintf(dir, sizeof(dir), "/");
-    } else if (slash != NULL) {
-        snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
-    } else {
-        snprintf(dir, sizeof(dir), ".");
-    }
-    real = realpath(dir, NULL);
+    real = dir_of(path, dir, sizeof(dir)) ? realpath(dir, NULL) : NULL;
     if (real != NULL) {
         snprintf(out, n, "%s/%s", strcmp(real, "/") == 0 ? "" : real, base);
         free(real);

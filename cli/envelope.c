@@ -183,11 +183,11 @@ static int open_output(struct output *o, const char *path)
     }
     /* a device or a pipe would be replaced by the renamed file (as root, /dev/null); asked
        first, as /dev/stdout on a pipe is a link to "pipe:[N]", which does not resolve */
-    if (kms_cli_fd_path(path) < 0 &&
-        kms_cli_out_target(path, o->target, sizeof(o->target), &special) != 0) {
+    bool fd_path = kms_cli_fd_path(path) >= 0;
+    if (!fd_path && kms_cli_out_target(path, o->target, sizeof(o->target), &special) != 0) {
         return -1;
     }
-    if (kms_cli_fd_path(path) >= 0 || special) {
+    if (fd_path || special) {
         kms_cli_errorf("--out %s is not a regular file; use --out - for standard output", path);
         return -1;
     }
